@@ -1,0 +1,574 @@
+// Package identity verifies the OIDC ID tokens that CI platforms (GitHub
+// Actions, GitLab CI, any OIDC issuer) give their jobs, following RFC 8725:
+// the issuer is routed by exact `iss`, the algorithm list is pinned per
+// issuer, keys come only from the issuer's JWKS (discovered or configured),
+// cached per issuer and refreshed on an unknown kid at most once per
+// cooldown. It also knows the claim sets of the common CI platforms
+// (presets) and records a token's jti once, through a store it is given.
+//
+// It owns issuers, the discovery/JWKS cache, ID-token verification and
+// jti-once. It never decides what a caller may do (that is policy's job, and
+// it never imports policy), never trusts a key or an algorithm named by the
+// token itself, and never puts a token into an error or a log.
+package identity
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/http"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultSkew            = 60 * time.Second
+	DefaultMaxTokenSize    = 16 << 10
+	DefaultRefreshCooldown = 30 * time.Second
+	DefaultRefreshInterval = time.Hour
+	DefaultFetchTimeout    = 10 * time.Second
+	// MaxJWKSSize bounds a discovery document or JWKS response.
+	MaxJWKSSize = 1 << 20
+)
+
+// Check names carried by VerifyError.Check.
+const (
+	CheckSize            = "size"
+	CheckFormat          = "format"
+	CheckAlgorithm       = "algorithm"
+	CheckIssuer          = "issuer"
+	CheckSignature       = "signature"
+	CheckAudience        = "audience"
+	CheckExpired         = "expired"
+	CheckNotYetValid     = "not_yet_valid"
+	CheckIssuedInFuture  = "issued_in_future"
+	CheckMissingClaim    = "missing_claim"
+	CheckKeysUnavailable = "keys_unavailable"
+	CheckReplay          = "replay"
+)
+
+// IssuerConfig is one trusted OIDC issuer.
+type IssuerConfig struct {
+	// Name is the policy's name for the issuer; it becomes Identity.Issuer.
+	Name string
+	// URL is the exact expected `iss` (no normalisation: a trailing slash or
+	// http instead of https is a different issuer).
+	URL string
+	// Audience must be one of the token's `aud` values.
+	Audience string
+	// JWKSURL is where the keys are; "" means OIDC discovery at
+	// URL + "/.well-known/openid-configuration".
+	JWKSURL string
+	// Algorithms are the accepted `alg` values; empty means [RS256].
+	// "none" and HS* are never accepted, whatever is listed here.
+	Algorithms []string
+}
+
+// Options configure a Verifier; zero fields take the defaults above.
+type Options struct {
+	// HTTPClient fetches discovery documents and JWKS. Its CheckRedirect is
+	// replaced by one that refuses redirects to another host.
+	HTTPClient *http.Client
+	// Skew is the clock tolerance for exp, nbf and iat (default 60 s).
+	Skew time.Duration
+	// MaxTokenSize caps an ID token before it is parsed (default 16 KiB).
+	MaxTokenSize int
+	// RefreshCooldown is the least time between two JWKS fetches for one
+	// issuer (default 30 s): a flood of unknown kids causes at most one
+	// fetch per cooldown.
+	RefreshCooldown time.Duration
+	// RefreshInterval is how old cached keys may get before a background
+	// refresh is attempted (default 1 h). Stale keys keep working.
+	RefreshInterval time.Duration
+	// FetchTimeout bounds one discovery + JWKS fetch (default 10 s).
+	FetchTimeout time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+}
+
+// Identity is what a verified ID token says about the job.
+type Identity struct {
+	// Issuer is the configured name of the issuer (IssuerConfig.Name).
+	Issuer string
+	// IssuerURL is the token's `iss`.
+	IssuerURL string
+	Subject   string
+	JTI       string
+	// Claims holds every top-level claim as a string: strings as they are,
+	// numbers in plain decimal (123456789, never 1.23456789e+08), booleans
+	// "true"/"false", objects and arrays as compact JSON; null claims are
+	// left out.
+	Claims    map[string]string
+	IssuedAt  time.Time
+	Expiry    time.Time
+	Audience  []string
+	Algorithm string
+	KeyID     string
+}
+
+// VerifyError says which check refused a token. It never contains the token.
+type VerifyError struct {
+	Check  string
+	Reason string
+}
+
+func (e *VerifyError) Error() string { return e.Check + ": " + e.Reason }
+
+func verr(check, format string, args ...any) error {
+	return &VerifyError{Check: check, Reason: fmt.Sprintf(format, args...)}
+}
+
+// CheckOf returns the failed check of a VerifyError in err's chain, or "".
+func CheckOf(err error) string {
+	var ve *VerifyError
+	if errors.As(err, &ve) {
+		return ve.Check
+	}
+	return ""
+}
+
+// supportedAlgs are the only algorithms this package will ever accept.
+var supportedAlgs = []jose.SignatureAlgorithm{
+	jose.RS256, jose.RS384, jose.RS512,
+	jose.PS256, jose.PS384, jose.PS512,
+	jose.ES256, jose.ES384, jose.ES512,
+	jose.EdDSA,
+}
+
+// SupportedAlgorithm reports whether alg may appear in IssuerConfig.Algorithms.
+func SupportedAlgorithm(alg string) bool {
+	return slices.Contains(supportedAlgs, jose.SignatureAlgorithm(alg))
+}
+
+// Verifier verifies ID tokens against a hot-swappable set of issuers. It is
+// safe for concurrent use.
+type Verifier struct {
+	opts   Options
+	client *http.Client
+
+	setMu  sync.Mutex // serialises SetIssuers
+	issuer atomic.Pointer[issuerTable]
+}
+
+type issuerTable struct {
+	byURL map[string]*issuerGroup
+}
+
+// issuerGroup is every config sharing one `iss` (e.g. two names with
+// different audiences); they share one key cache.
+type issuerGroup struct {
+	url     string
+	entries []issuerEntry
+	keys    *keySource
+}
+
+type issuerEntry struct {
+	name     string
+	audience string
+	algs     []string
+}
+
+func (g *issuerGroup) allows(alg string) bool {
+	for _, e := range g.entries {
+		if slices.Contains(e.algs, alg) {
+			return true
+		}
+	}
+	return false
+}
+
+// NewVerifier returns a Verifier with no issuers; call SetIssuers.
+func NewVerifier(opts Options) *Verifier {
+	if opts.Skew <= 0 {
+		opts.Skew = DefaultSkew
+	}
+	if opts.MaxTokenSize <= 0 {
+		opts.MaxTokenSize = DefaultMaxTokenSize
+	}
+	if opts.RefreshCooldown <= 0 {
+		opts.RefreshCooldown = DefaultRefreshCooldown
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = DefaultRefreshInterval
+	}
+	if opts.FetchTimeout <= 0 {
+		opts.FetchTimeout = DefaultFetchTimeout
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	var c http.Client
+	if opts.HTTPClient != nil {
+		c = *opts.HTTPClient
+	} else {
+		c.Timeout = opts.FetchTimeout
+	}
+	c.CheckRedirect = sameHostRedirect
+	v := &Verifier{opts: opts, client: &c}
+	v.issuer.Store(&issuerTable{byURL: map[string]*issuerGroup{}})
+	return v
+}
+
+// SetIssuers replaces the trusted issuers (e.g. on a policy reload). Key
+// caches of issuers whose URL and JWKS URL are unchanged are kept. Configs
+// are used as given: invalid algorithms are dropped (an issuer left with none
+// accepts nothing), and a config whose URL repeats an earlier one with a
+// different JWKSURL is ignored. Call ValidateIssuers first to report such
+// mistakes.
+func (v *Verifier) SetIssuers(cfgs []IssuerConfig) {
+	v.setMu.Lock()
+	defer v.setMu.Unlock()
+	old := v.issuer.Load()
+	next := &issuerTable{byURL: make(map[string]*issuerGroup, len(cfgs))}
+	for _, c := range cfgs {
+		algs := effectiveAlgs(c.Algorithms)
+		g := next.byURL[c.URL]
+		if g == nil {
+			var ks *keySource
+			if og := old.byURL[c.URL]; og != nil && og.keys.jwksURL == c.JWKSURL {
+				ks = og.keys
+			} else {
+				ks = &keySource{issuerURL: c.URL, jwksURL: c.JWKSURL}
+			}
+			g = &issuerGroup{url: c.URL, keys: ks}
+			next.byURL[c.URL] = g
+		} else if g.keys.jwksURL != c.JWKSURL {
+			continue
+		}
+		g.entries = append(g.entries, issuerEntry{name: c.Name, audience: c.Audience, algs: algs})
+	}
+	v.issuer.Store(next)
+}
+
+func effectiveAlgs(in []string) []string {
+	if len(in) == 0 {
+		return []string{string(jose.RS256)}
+	}
+	out := make([]string, 0, len(in))
+	for _, a := range in {
+		if SupportedAlgorithm(a) {
+			out = append(out, a)
+		}
+	}
+	return out
+}
+
+// ValidateIssuers reports configuration mistakes SetIssuers would silently
+// work around: missing fields, non-https URLs (http only on a loopback
+// address), unsupported algorithms, duplicate names, and one URL with two
+// JWKS URLs.
+func ValidateIssuers(cfgs []IssuerConfig) error {
+	names := map[string]bool{}
+	jwks := map[string]string{}
+	var errs []error
+	for _, c := range cfgs {
+		if c.Name == "" {
+			errs = append(errs, fmt.Errorf("issuer with url %q: name is empty", c.URL))
+			continue
+		}
+		if names[c.Name] {
+			errs = append(errs, fmt.Errorf("issuer %s: name used twice", c.Name))
+		}
+		names[c.Name] = true
+		if err := checkFetchURL(c.URL); err != nil {
+			errs = append(errs, fmt.Errorf("issuer %s: url: %w", c.Name, err))
+		}
+		if c.JWKSURL != "" {
+			if err := checkFetchURL(c.JWKSURL); err != nil {
+				errs = append(errs, fmt.Errorf("issuer %s: jwks_url: %w", c.Name, err))
+			}
+		}
+		if c.Audience == "" {
+			errs = append(errs, fmt.Errorf("issuer %s: audience is empty", c.Name))
+		}
+		for _, a := range c.Algorithms {
+			if !SupportedAlgorithm(a) {
+				errs = append(errs, fmt.Errorf("issuer %s: algorithm %q is not accepted (asymmetric only: RS*, PS*, ES*, EdDSA)", c.Name, a))
+			}
+		}
+		if j, ok := jwks[c.URL]; ok && j != c.JWKSURL {
+			errs = append(errs, fmt.Errorf("issuer %s: url %q is configured elsewhere with another jwks_url", c.Name, c.URL))
+		}
+		jwks[c.URL] = c.JWKSURL
+	}
+	return errors.Join(errs...)
+}
+
+// Verify checks rawIDToken and returns the identity it proves. It does not
+// consume the token's jti: call ConsumeJTI once the exchange goes ahead.
+// Every refusal is a *VerifyError.
+func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (*Identity, error) {
+	if len(rawIDToken) > v.opts.MaxTokenSize {
+		return nil, verr(CheckSize, "token is %d bytes, more than %d", len(rawIDToken), v.opts.MaxTokenSize)
+	}
+	if rawIDToken == "" {
+		return nil, verr(CheckFormat, "empty token")
+	}
+	jws, err := jose.ParseSignedCompact(rawIDToken, supportedAlgs)
+	if err != nil {
+		var ua *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &ua) {
+			return nil, verr(CheckAlgorithm, "algorithm %s is never accepted", quote(string(ua.Got)))
+		}
+		return nil, verr(CheckFormat, "not a compact JWS")
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, verr(CheckFormat, "want exactly one signature")
+	}
+	hdr := jws.Signatures[0].Header
+	alg := hdr.Algorithm
+
+	// Route by the unverified iss; it is re-read below from the same,
+	// then verified, bytes.
+	payload := jws.UnsafePayloadWithoutVerification()
+	claims, err := decodeClaims(payload)
+	if err != nil {
+		return nil, err
+	}
+	iss, ok := claims["iss"].(string)
+	if !ok || iss == "" {
+		if _, present := claims["iss"]; present {
+			return nil, verr(CheckFormat, "iss is not a string")
+		}
+		return nil, verr(CheckMissingClaim, "iss is missing")
+	}
+	g := v.issuer.Load().byURL[iss]
+	if g == nil {
+		return nil, verr(CheckIssuer, "issuer %s is not trusted", quote(iss))
+	}
+	if !g.allows(alg) {
+		return nil, verr(CheckAlgorithm, "algorithm %s is not accepted for issuer %s", quote(alg), quote(iss))
+	}
+
+	keys, err := v.keysFor(ctx, g.keys, hdr.KeyID, alg)
+	if err != nil {
+		return nil, err
+	}
+	verified := false
+	for i := range keys {
+		if _, err := jws.Verify(keys[i].Key); err == nil {
+			verified = true
+			break
+		}
+	}
+	if !verified {
+		return nil, verr(CheckSignature, "signature does not verify with the issuer's key")
+	}
+
+	return v.checkClaims(g, alg, hdr.KeyID, claims)
+}
+
+func (v *Verifier) checkClaims(g *issuerGroup, alg, kid string, claims map[string]any) (*Identity, error) {
+	now := v.opts.Now()
+	skew := v.opts.Skew
+
+	for _, name := range []string{"sub", "aud", "exp", "iat"} {
+		if c, ok := claims[name]; !ok || c == nil {
+			return nil, verr(CheckMissingClaim, "%s is missing", name)
+		}
+	}
+	sub, ok := claims["sub"].(string)
+	if !ok || sub == "" {
+		return nil, verr(CheckFormat, "sub is not a non-empty string")
+	}
+	aud, err := audience(claims["aud"])
+	if err != nil {
+		return nil, err
+	}
+	exp, ok := numericDate(claims["exp"])
+	if !ok {
+		return nil, verr(CheckFormat, "exp is not a numeric date")
+	}
+	iat, ok := numericDate(claims["iat"])
+	if !ok {
+		return nil, verr(CheckFormat, "iat is not a numeric date")
+	}
+	var nbf time.Time
+	if c, present := claims["nbf"]; present && c != nil {
+		if nbf, ok = numericDate(c); !ok {
+			return nil, verr(CheckFormat, "nbf is not a numeric date")
+		}
+	}
+	jti := ""
+	if c, present := claims["jti"]; present && c != nil {
+		if jti, ok = c.(string); !ok {
+			return nil, verr(CheckFormat, "jti is not a string")
+		}
+	}
+
+	// Pick the config this token is for: first (in configuration order)
+	// whose audience it carries and whose algorithms include alg.
+	var entry *issuerEntry
+	for i := range g.entries {
+		e := &g.entries[i]
+		if slices.Contains(e.algs, alg) && slices.Contains(aud, e.audience) {
+			entry = e
+			break
+		}
+	}
+	if entry == nil {
+		return nil, verr(CheckAudience, "aud does not contain the configured audience")
+	}
+
+	if !now.Before(exp.Add(skew)) {
+		return nil, verr(CheckExpired, "expired at %s (now %s, skew %s)", exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	}
+	if !nbf.IsZero() && nbf.After(now.Add(skew)) {
+		return nil, verr(CheckNotYetValid, "not valid before %s (now %s, skew %s)", nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	}
+	if iat.After(now.Add(skew)) {
+		return nil, verr(CheckIssuedInFuture, "issued at %s (now %s, skew %s)", iat.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	}
+
+	out := make(map[string]string, len(claims))
+	for k, c := range claims {
+		if s, ok := claimString(c); ok {
+			out[k] = s
+		}
+	}
+	return &Identity{
+		Issuer:    entry.name,
+		IssuerURL: g.url,
+		Subject:   sub,
+		JTI:       jti,
+		Claims:    out,
+		IssuedAt:  iat,
+		Expiry:    exp,
+		Audience:  aud,
+		Algorithm: alg,
+		KeyID:     kid,
+	}, nil
+}
+
+func decodeClaims(payload []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	var claims map[string]any
+	if err := dec.Decode(&claims); err != nil || claims == nil {
+		return nil, verr(CheckFormat, "claims are not a JSON object")
+	}
+	if dec.More() {
+		return nil, verr(CheckFormat, "trailing data after the claims")
+	}
+	return claims, nil
+}
+
+func audience(c any) ([]string, error) {
+	switch a := c.(type) {
+	case string:
+		return []string{a}, nil
+	case []any:
+		out := make([]string, 0, len(a))
+		for _, x := range a {
+			s, ok := x.(string)
+			if !ok {
+				return nil, verr(CheckFormat, "aud holds a non-string")
+			}
+			out = append(out, s)
+		}
+		return out, nil
+	}
+	return nil, verr(CheckFormat, "aud is neither a string nor an array of strings")
+}
+
+// numericDate reads a JSON number of seconds since the epoch.
+func numericDate(c any) (time.Time, bool) {
+	n, ok := c.(json.Number)
+	if !ok {
+		return time.Time{}, false
+	}
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > 1e13 {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// claimString turns a decoded claim into its string form; ok is false for
+// null.
+func claimString(c any) (string, bool) {
+	switch x := c.(type) {
+	case nil:
+		return "", false
+	case string:
+		return x, true
+	case bool:
+		return strconv.FormatBool(x), true
+	case json.Number:
+		return NormalizeNumber(string(x)), true
+	default:
+		var b bytes.Buffer
+		enc := json.NewEncoder(&b)
+		enc.SetEscapeHTML(false)
+		if err := enc.Encode(normalizeNested(x)); err != nil {
+			return "", false
+		}
+		return strings.TrimSuffix(b.String(), "\n"), true
+	}
+}
+
+func normalizeNested(c any) any {
+	switch x := c.(type) {
+	case json.Number:
+		return json.Number(NormalizeNumber(string(x)))
+	case []any:
+		for i := range x {
+			x[i] = normalizeNested(x[i])
+		}
+	case map[string]any:
+		for k := range x {
+			x[k] = normalizeNested(x[k])
+		}
+	}
+	return c
+}
+
+// NormalizeNumber writes a JSON number literal in plain decimal: integer
+// literals stay exactly as written (no precision lost beyond 2^53), others
+// are read as float64 and written without an exponent when below 1e21
+// ("1.23456789e+08" becomes "123456789", "1.0" becomes "1").
+func NormalizeNumber(lit string) string {
+	if isIntLiteral(lit) {
+		return lit
+	}
+	f, err := strconv.ParseFloat(lit, 64)
+	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
+		return lit
+	}
+	if math.Abs(f) < 1e21 {
+		return strconv.FormatFloat(f, 'f', -1, 64)
+	}
+	return strconv.FormatFloat(f, 'g', -1, 64)
+}
+
+func isIntLiteral(s string) bool {
+	s = strings.TrimPrefix(s, "-")
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+// quote prints an untrusted value for an error: quoted, and cut to 100 bytes.
+func quote(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return strconv.Quote(s)
+}
