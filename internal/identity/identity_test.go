@@ -1,0 +1,461 @@
+package identity
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"maps"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// hs256 forges an HS256 token whose HMAC secret is the given bytes (the
+// classic "RSA public key as HMAC secret" confusion attack).
+func hs256(t *testing.T, secret []byte, kid string, claims map[string]any) string {
+	t.Helper()
+	h, _ := json.Marshal(map[string]string{"alg": "HS256", "typ": "JWT", "kid": kid})
+	p, _ := json.Marshal(claims)
+	in := base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p)
+	m := hmac.New(sha256.New, secret)
+	m.Write([]byte(in))
+	return in + "." + base64.RawURLEncoding.EncodeToString(m.Sum(nil))
+}
+
+func unsigned(t *testing.T, alg string, claims map[string]any) string {
+	t.Helper()
+	h, _ := json.Marshal(map[string]string{"alg": alg, "typ": "JWT", "kid": "k1"})
+	p, _ := json.Marshal(claims)
+	return base64.RawURLEncoding.EncodeToString(h) + "." + base64.RawURLEncoding.EncodeToString(p) + "."
+}
+
+func TestVerify(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t,
+		pubJWK(&rsaKey1().PublicKey, "k1", "RS256"),
+		pubJWK(&ecKey1().PublicKey, "e1", "ES256"))
+	v := newTestVerifier(t, clk, ti.config())
+	now := clk.Now().Unix()
+
+	with := func(mod func(c map[string]any)) map[string]any {
+		c := ti.claims(clk)
+		mod(c)
+		return c
+	}
+	rs := func(c map[string]any) string { return sign(t, rsaKey1(), jose.RS256, "k1", c) }
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey1().PublicKey))})
+	pubDER := x509.MarshalPKCS1PublicKey(&rsaKey1().PublicKey)
+
+	tests := []struct {
+		name  string
+		token string
+		check string // "" = valid
+	}{
+		{"valid", rs(ti.claims(clk)), ""},
+		{"alg none", unsigned(t, "none", ti.claims(clk)), CheckAlgorithm},
+		{"alg None", unsigned(t, "None", ti.claims(clk)), CheckAlgorithm},
+		{"HS256 with RSA public key PEM", hs256(t, pubPEM, "k1", ti.claims(clk)), CheckAlgorithm},
+		{"HS256 with RSA public key DER", hs256(t, pubDER, "k1", ti.claims(clk)), CheckAlgorithm},
+		{"ES256 not on the issuer's list", sign(t, ecKey1(), jose.ES256, "e1", ti.claims(clk)), CheckAlgorithm},
+		{"RS512 not on the list", sign(t, rsaKey1(), jose.RS512, "k1", ti.claims(clk)), CheckAlgorithm},
+		{"wrong iss", rs(with(func(c map[string]any) { c["iss"] = "https://evil.example" })), CheckIssuer},
+		{"trailing slash iss", rs(with(func(c map[string]any) { c["iss"] = ti.srv.URL + "/" })), CheckIssuer},
+		{"https instead of http iss", rs(with(func(c map[string]any) {
+			c["iss"] = strings.Replace(ti.srv.URL, "http://", "https://", 1)
+		})), CheckIssuer},
+		{"iss missing", rs(with(func(c map[string]any) { delete(c, "iss") })), CheckMissingClaim},
+		{"iss not a string", rs(with(func(c map[string]any) { c["iss"] = 7 })), CheckFormat},
+		{"wrong aud", rs(with(func(c map[string]any) { c["aud"] = "https://other" })), CheckAudience},
+		{"aud list without ours", rs(with(func(c map[string]any) { c["aud"] = []string{"a", "b"} })), CheckAudience},
+		{"aud string ours", rs(with(func(c map[string]any) { c["aud"] = testAudience })), ""},
+		{"aud list with ours", rs(with(func(c map[string]any) { c["aud"] = []string{"x", testAudience} })), ""},
+		{"expired", rs(with(func(c map[string]any) { c["exp"] = now - 120 })), CheckExpired},
+		{"expired just past skew", rs(with(func(c map[string]any) { c["exp"] = now - 60 })), CheckExpired},
+		{"expired within skew", rs(with(func(c map[string]any) { c["exp"] = now - 30 })), ""},
+		{"nbf beyond skew", rs(with(func(c map[string]any) { c["nbf"] = now + 120 })), CheckNotYetValid},
+		{"nbf within skew", rs(with(func(c map[string]any) { c["nbf"] = now + 30 })), ""},
+		{"iat beyond skew", rs(with(func(c map[string]any) { c["iat"] = now + 120 })), CheckIssuedInFuture},
+		{"iat within skew", rs(with(func(c map[string]any) { c["iat"] = now + 30 })), ""},
+		{"missing exp", rs(with(func(c map[string]any) { delete(c, "exp") })), CheckMissingClaim},
+		{"null exp", rs(with(func(c map[string]any) { c["exp"] = nil })), CheckMissingClaim},
+		{"missing iat", rs(with(func(c map[string]any) { delete(c, "iat") })), CheckMissingClaim},
+		{"missing sub", rs(with(func(c map[string]any) { delete(c, "sub") })), CheckMissingClaim},
+		{"missing aud", rs(with(func(c map[string]any) { delete(c, "aud") })), CheckMissingClaim},
+		{"exp as string", rs(with(func(c map[string]any) { c["exp"] = fmt.Sprint(now + 300) })), CheckFormat},
+		{"aud with a number", rs(with(func(c map[string]any) { c["aud"] = []any{testAudience, 1} })), CheckFormat},
+		{"1 MiB token", strings.Repeat("a", 1<<20), CheckSize},
+		{"empty", "", CheckFormat},
+		{"garbage", "not.a.jwt", CheckFormat},
+		{"JSON serialization", `{"payload":"e30","protected":"eyJhbGciOiJSUzI1NiJ9","signature":"AAAA"}`, CheckFormat},
+		{"signed by another key, same kid", sign(t, rsaEvil(), jose.RS256, "k1", ti.claims(clk)), CheckSignature},
+		{"tampered payload", tamper(rs(ti.claims(clk))), CheckSignature},
+		{"claims not an object", signRaw(t, rsaKey1(), jose.RS256, "k1", []byte(`[1,2]`)), CheckFormat},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			id, err := v.Verify(context.Background(), tc.token)
+			if tc.check == "" {
+				if err != nil {
+					t.Fatalf("Verify: %v", err)
+				}
+				if id.Issuer != "ci" || id.IssuerURL != ti.srv.URL || id.Subject == "" || id.JTI == "" {
+					t.Fatalf("identity = %+v", id)
+				}
+				return
+			}
+			if got := CheckOf(err); got != tc.check {
+				t.Fatalf("check = %q (err %v), want %q", got, err, tc.check)
+			}
+			var ve *VerifyError
+			if !errors.As(err, &ve) || err.Error() != ve.Check+": "+ve.Reason {
+				t.Fatalf("error shape: %v", err)
+			}
+			assertNoToken(t, err, tc.token)
+		})
+	}
+}
+
+// tamper changes one claim without re-signing.
+func tamper(tok string) string {
+	parts := strings.Split(tok, ".")
+	p, _ := base64.RawURLEncoding.DecodeString(parts[1])
+	p = []byte(strings.Replace(string(p), `"acme/app"`, `"acme/evil"`, 1))
+	parts[1] = base64.RawURLEncoding.EncodeToString(p)
+	return strings.Join(parts, ".")
+}
+
+func assertNoToken(t *testing.T, err error, tok string) {
+	t.Helper()
+	if err == nil || tok == "" {
+		return
+	}
+	msg := err.Error()
+	for _, part := range strings.Split(tok, ".") {
+		if len(part) >= 16 && strings.Contains(msg, part) {
+			t.Fatalf("error contains part of the token: %q", msg)
+		}
+	}
+	if len(msg) > 400 {
+		t.Fatalf("error message suspiciously long (%d bytes)", len(msg))
+	}
+}
+
+func must[T any](v T, err error) T {
+	if err != nil {
+		panic(err)
+	}
+	return v
+}
+
+func TestVerifyIdentity(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	c := ti.claims(clk)
+	id, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := map[string]string{
+		"iss":           ti.srv.URL,
+		"sub":           "repo:acme/app:ref:refs/heads/main",
+		"aud":           `["` + testAudience + `"]`,
+		"repository":    "acme/app",
+		"repository_id": "123456789",
+		"run_id":        "9876543210",
+		"ref_protected": "true",
+		"environment":   "production",
+		"groups":        `["a",1000]`,
+		"jti":           c["jti"].(string),
+		"exp":           fmt.Sprint(c["exp"]),
+		"iat":           fmt.Sprint(c["iat"]),
+		"nbf":           fmt.Sprint(c["nbf"]),
+	}
+	if !maps.Equal(id.Claims, want) {
+		t.Fatalf("claims:\n got %v\nwant %v", id.Claims, want)
+	}
+	if id.Expiry.Unix() != c["exp"].(int64) || id.IssuedAt.Unix() != c["iat"].(int64) {
+		t.Fatalf("times: %v %v", id.Expiry, id.IssuedAt)
+	}
+	if len(id.Audience) != 1 || id.Audience[0] != testAudience || id.Algorithm != "RS256" || id.KeyID != "k1" {
+		t.Fatalf("identity: %+v", id)
+	}
+	if JobID(id) != "9876543210" {
+		t.Fatalf("JobID = %q", JobID(id))
+	}
+}
+
+func TestNormalizeNumber(t *testing.T) {
+	for in, want := range map[string]string{
+		"123456789":            "123456789",
+		"1.23456789e+08":       "123456789",
+		"1.23456789E8":         "123456789",
+		"123456789.0":          "123456789",
+		"12345678901234567890": "12345678901234567890",
+		"-5":                   "-5",
+		"0.5":                  "0.5",
+		"1e3":                  "1000",
+		"1.5e-7":               "0.00000015",
+		"1e400":                "1e400",
+		"1e21":                 "1e+21",
+	} {
+		if got := NormalizeNumber(in); got != want {
+			t.Errorf("NormalizeNumber(%s) = %s, want %s", in, got, want)
+		}
+	}
+}
+
+func TestHSNeverAcceptedEvenIfConfigured(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	cfg := ti.config()
+	cfg.Algorithms = []string{"HS256", "none", "RS256"}
+	v := newTestVerifier(t, clk, cfg)
+	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey1().PublicKey))})
+	for _, tok := range []string{hs256(t, pubPEM, "k1", ti.claims(clk)), unsigned(t, "none", ti.claims(clk))} {
+		if _, err := v.Verify(context.Background(), tok); CheckOf(err) != CheckAlgorithm {
+			t.Fatalf("err = %v, want algorithm", err)
+		}
+	}
+	if err := ValidateIssuers([]IssuerConfig{cfg}); err == nil || !strings.Contains(err.Error(), "HS256") {
+		t.Fatalf("ValidateIssuers = %v", err)
+	}
+	if _, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A JWKS that publishes a symmetric key must never let it verify anything.
+func TestSymmetricKeyInJWKSIgnored(t *testing.T) {
+	clk := newClock()
+	secret := []byte("0123456789abcdef0123456789abcdef")
+	ti := newTestIssuer(t, jose.JSONWebKey{Key: secret, KeyID: "s1", Algorithm: "HS256"}, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	if _, err := v.Verify(context.Background(), hs256(t, secret, "s1", ti.claims(clk))); CheckOf(err) != CheckAlgorithm {
+		t.Fatalf("err = %v", err)
+	}
+	if _, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestMultipleAlgorithmsAndNoKID(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "", ""), pubJWK(&ecKey1().PublicKey, "", ""))
+	cfg := ti.config()
+	cfg.Algorithms = []string{"ES256", "PS256"}
+	v := newTestVerifier(t, clk, cfg)
+	for _, tok := range []string{
+		sign(t, ecKey1(), jose.ES256, "", ti.claims(clk)),
+		sign(t, rsaKey1(), jose.PS256, "", ti.claims(clk)),
+	} {
+		if _, err := v.Verify(context.Background(), tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "", ti.claims(clk))); CheckOf(err) != CheckAlgorithm {
+		t.Fatalf("RS256: %v", err)
+	}
+}
+
+func TestSameIssuerTwoAudiences(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	a, b := ti.config(), ti.config()
+	a.Name, b.Name, b.Audience = "ci-prod", "ci-staging", "https://staging.test"
+	v := newTestVerifier(t, clk, a, b)
+	c := ti.claims(clk)
+	c["aud"] = "https://staging.test"
+	id, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", c))
+	if err != nil || id.Issuer != "ci-staging" {
+		t.Fatalf("id=%+v err=%v", id, err)
+	}
+	if ti.jwksHits.Load() != 1 {
+		t.Fatalf("jwks hits = %d", ti.jwksHits.Load())
+	}
+}
+
+func TestValidateIssuers(t *testing.T) {
+	good := IssuerConfig{Name: "gh", URL: GitHubActionsURL, Audience: "a"}
+	tests := []struct {
+		name string
+		cfgs []IssuerConfig
+		ok   bool
+	}{
+		{"good", []IssuerConfig{good, {Name: "local", URL: "http://127.0.0.1:8080", Audience: "a"}}, true},
+		{"http remote", []IssuerConfig{{Name: "x", URL: "http://example.com", Audience: "a"}}, false},
+		{"no audience", []IssuerConfig{{Name: "x", URL: "https://example.com"}}, false},
+		{"no name", []IssuerConfig{{URL: "https://example.com", Audience: "a"}}, false},
+		{"duplicate name", []IssuerConfig{good, good}, false},
+		{"bad alg", []IssuerConfig{{Name: "x", URL: "https://example.com", Audience: "a", Algorithms: []string{"HS512"}}}, false},
+		{"url with two jwks", []IssuerConfig{good, {Name: "gh2", URL: GitHubActionsURL, Audience: "b", JWKSURL: "https://x/jwks"}}, false},
+	}
+	for _, tc := range tests {
+		if err := ValidateIssuers(tc.cfgs); (err == nil) != tc.ok {
+			t.Errorf("%s: err = %v", tc.name, err)
+		}
+	}
+}
+
+func TestPresets(t *testing.T) {
+	gh, ok := PresetFor(GitHubActionsURL)
+	if !ok || gh.JobIDClaim != "run_id" || len(gh.Claims) != 15 {
+		t.Fatalf("github preset: %+v", gh)
+	}
+	gl, ok := PresetFor(GitLabURL)
+	if !ok || gl.JobIDClaim != "job_id" || len(gl.Claims) != 12 {
+		t.Fatalf("gitlab preset: %+v", gl)
+	}
+	if _, ok := PresetFor(GitLabURL + "/"); ok {
+		t.Fatal("preset lookup must be exact")
+	}
+	for _, tc := range []struct {
+		id   Identity
+		want string
+	}{
+		{Identity{IssuerURL: GitHubActionsURL, Claims: map[string]string{"run_id": "7", "job_id": "8"}}, "7"},
+		{Identity{IssuerURL: GitLabURL, Claims: map[string]string{"run_id": "7", "job_id": "8"}}, "8"},
+		{Identity{IssuerURL: "https://other", Claims: map[string]string{"run_id": "7"}}, "7"},
+		{Identity{IssuerURL: "https://other", Claims: map[string]string{}}, ""},
+	} {
+		if got := JobID(&tc.id); got != tc.want {
+			t.Errorf("JobID(%s) = %q, want %q", tc.id.IssuerURL, got, tc.want)
+		}
+	}
+}
+
+func TestConsumeJTI(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	tok := sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))
+	store := &memJTI{}
+	ctx := context.Background()
+
+	id, err := v.Verify(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ConsumeJTI(ctx, store, id); err != nil {
+		t.Fatalf("first use: %v", err)
+	}
+	// Verify does not consume: the replayed token still verifies...
+	id2, err := v.Verify(ctx, tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// ...but cannot be consumed twice.
+	if err := v.ConsumeJTI(ctx, store, id2); CheckOf(err) != CheckReplay {
+		t.Fatalf("replay: %v", err)
+	}
+	if exp := store.seen[id.IssuerURL+"\x00"+id.JTI]; !exp.Equal(id.Expiry.Add(DefaultSkew)) {
+		t.Fatalf("remembered until %v", exp)
+	}
+
+	// No jti: refused.
+	c := ti.claims(clk)
+	delete(c, "jti")
+	id3, err := v.Verify(ctx, sign(t, rsaKey1(), jose.RS256, "k1", c))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := v.ConsumeJTI(ctx, store, id3); CheckOf(err) != CheckMissingClaim {
+		t.Fatalf("no jti: %v", err)
+	}
+
+	// Store failure is wrapped, not a replay.
+	if err := v.ConsumeJTI(ctx, failingStore{}, id); err == nil || CheckOf(err) != "" {
+		t.Fatalf("store error: %v", err)
+	}
+}
+
+type failingStore struct{}
+
+func (failingStore) UseJTI(context.Context, string, string, time.Time) (bool, error) {
+	return false, errors.New("db down")
+}
+
+func TestConsumeJTIConcurrent(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	tok := sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))
+	store := &memJTI{}
+	const n = 32
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for range n {
+		wg.Go(func() {
+			id, err := v.Verify(context.Background(), tok)
+			if err != nil {
+				errs <- err
+				return
+			}
+			errs <- v.ConsumeJTI(context.Background(), store, id)
+		})
+	}
+	wg.Wait()
+	close(errs)
+	wins, replays := 0, 0
+	for err := range errs {
+		switch {
+		case err == nil:
+			wins++
+		case CheckOf(err) == CheckReplay:
+			replays++
+		default:
+			t.Fatalf("unexpected: %v", err)
+		}
+	}
+	if wins != 1 || replays != n-1 {
+		t.Fatalf("wins=%d replays=%d", wins, replays)
+	}
+}
+
+// ensure the test server's redirect target differs by host (port).
+func TestRedirectToOtherHostRefused(t *testing.T) {
+	clk := newClock()
+	other := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	redir := httptest.NewServer(http.RedirectHandler(other.srv.URL+"/jwks", http.StatusFound))
+	t.Cleanup(redir.Close)
+	cfg := IssuerConfig{Name: "ci", URL: other.srv.URL, Audience: testAudience, JWKSURL: redir.URL + "/jwks"}
+	v := newTestVerifier(t, clk, cfg)
+	_, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", other.claims(clk)))
+	if CheckOf(err) != CheckKeysUnavailable || !strings.Contains(err.Error(), "redirect") {
+		t.Fatalf("err = %v", err)
+	}
+	if other.jwksHits.Load() != 0 {
+		t.Fatal("redirect was followed")
+	}
+}
+
+func TestRedirectSameHostFollowed(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	cfg := ti.config()
+	cfg.JWKSURL = ti.srv.URL + "/jwks"
+	// Same host: a relative redirect from a second path on the same server.
+	mux := http.NewServeMux()
+	mux.Handle("/old", http.RedirectHandler("/jwks", http.StatusMovedPermanently))
+	mux.HandleFunc("/jwks", func(w http.ResponseWriter, r *http.Request) {
+		_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pubJWK(&rsaKey1().PublicKey, "k1", "")}})
+	})
+	same := httptest.NewServer(mux)
+	t.Cleanup(same.Close)
+	cfg.JWKSURL = same.URL + "/old"
+	v := newTestVerifier(t, clk, cfg)
+	if _, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))); err != nil {
+		t.Fatal(err)
+	}
+}
