@@ -1,0 +1,182 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AdminToken is a stored admin token: its keyed hash, never the token.
+type AdminToken struct {
+	Name      string
+	Role      string
+	Hash      [32]byte
+	CreatedAt time.Time
+	RevokedAt time.Time // zero while live
+}
+
+// CreateAdminToken stores a new admin token. A name that is live already
+// gives ErrExists; a revoked name may be reused.
+func (db *DB) CreateAdminToken(ctx context.Context, t AdminToken) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var revoked sql.NullInt64
+		err := tx.QueryRowContext(ctx, db.Rebind(`SELECT revoked_at FROM admin_tokens WHERE name = ?`), t.Name).Scan(&revoked)
+		switch {
+		case errors.Is(err, sql.ErrNoRows):
+			_, err = tx.ExecContext(ctx, db.Rebind(`INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)`),
+				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt))
+			return err
+		case err != nil:
+			return err
+		case !revoked.Valid:
+			return ErrExists
+		}
+		_, err = tx.ExecContext(ctx, db.Rebind(`UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`),
+			t.Role, t.Hash[:], nanos(t.CreatedAt), t.Name)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: create admin token %s: %w", t.Name, err)
+	}
+	return nil
+}
+
+// AdminTokenByHash finds a live admin token by its keyed hash.
+func (db *DB) AdminTokenByHash(ctx context.Context, hash [32]byte) (AdminToken, error) {
+	var t AdminToken
+	var h []byte
+	var at int64
+	err := db.queryRow(ctx, `SELECT name, role, token_hash, created_at FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL`, hash[:]).
+		Scan(&t.Name, &t.Role, &h, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return AdminToken{}, ErrNotFound
+	}
+	if err != nil {
+		return AdminToken{}, fmt.Errorf("store: find admin token: %w", err)
+	}
+	copy(t.Hash[:], h)
+	t.CreatedAt = fromNanos(at)
+	return t, nil
+}
+
+// ListAdminTokens returns every admin token, live and revoked, by name.
+func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
+	rows, err := db.query(ctx, `SELECT name, role, created_at, revoked_at FROM admin_tokens ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list admin tokens: %w", err)
+	}
+	defer rows.Close()
+	var out []AdminToken
+	for rows.Next() {
+		var t AdminToken
+		var at int64
+		var rev sql.NullInt64
+		if err := rows.Scan(&t.Name, &t.Role, &at, &rev); err != nil {
+			return nil, fmt.Errorf("store: list admin tokens: %w", err)
+		}
+		t.CreatedAt, t.RevokedAt = fromNanos(at), nullNanos(rev)
+		out = append(out, t)
+	}
+	return out, rows.Err()
+}
+
+// RevokeAdminToken revokes a live admin token; ErrNotFound if none.
+func (db *DB) RevokeAdminToken(ctx context.Context, name string, at time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`), nanos(at), name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: revoke admin token %s: %w", name, err)
+	}
+	return nil
+}
+
+// UseJTI records that an ID token's jti was exchanged. It reports fresh
+// = true for the first use only, across restarts and nodes.
+func (db *DB) UseJTI(ctx context.Context, issuer, jti string, expires time.Time) (bool, error) {
+	var fresh bool
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`),
+			issuer, jti, nanos(expires))
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		fresh = n == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: use jti: %w", err)
+	}
+	return fresh, nil
+}
+
+// SweepJTIs forgets jtis that expired before t.
+func (db *DB) SweepJTIs(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM jtis WHERE expires_at < ?`), nanos(t))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: sweep jtis: %w", err)
+	}
+	return n, nil
+}
+
+// PolicyVersion is one applied version of the policy.
+type PolicyVersion struct {
+	Version   int64
+	Hash      string
+	Source    []byte
+	AppliedAt time.Time
+	AppliedBy string
+}
+
+// PutPolicyVersion stores a new policy version and returns its number.
+func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, error) {
+	var v int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var cur sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT MAX(version) FROM policy_versions`).Scan(&cur); err != nil {
+			return err
+		}
+		v = cur.Int64 + 1
+		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`),
+			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy)
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: put policy version: %w", err)
+	}
+	return v, nil
+}
+
+// LatestPolicy returns the newest policy version, or ErrNotFound.
+func (db *DB) LatestPolicy(ctx context.Context) (PolicyVersion, error) {
+	var p PolicyVersion
+	var at int64
+	err := db.queryRow(ctx, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions ORDER BY version DESC LIMIT 1`).
+		Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy)
+	if errors.Is(err, sql.ErrNoRows) {
+		return PolicyVersion{}, ErrNotFound
+	}
+	if err != nil {
+		return PolicyVersion{}, fmt.Errorf("store: latest policy: %w", err)
+	}
+	p.AppliedAt = fromNanos(at)
+	return p, nil
+}

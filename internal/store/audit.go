@@ -1,0 +1,199 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+)
+
+// AuditSize returns the number of audit entries stored.
+func (db *DB) AuditSize(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := db.queryRow(ctx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: audit size: %w", err)
+	}
+	if !n.Valid {
+		return 0, nil
+	}
+	return n.Int64 + 1, nil
+}
+
+// AppendAudit stores entries at [start, start+len(entries)) and tlog stored
+// hashes at [firstHash, firstHash+len(hashes)) in one durable transaction.
+// ErrConflict if the log's size is not start.
+func (db *DB) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var n sql.NullInt64
+		if err := tx.QueryRowContext(ctx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+			return err
+		}
+		size := int64(0)
+		if n.Valid {
+			size = n.Int64 + 1
+		}
+		if size != start {
+			return ErrConflict
+		}
+		if err := db.insertPairs(ctx, tx, `INSERT INTO audit_entries (idx, data) VALUES `, start, len(entries), func(i int) any { return entries[i] }); err != nil {
+			return err
+		}
+		return db.insertPairs(ctx, tx, `INSERT INTO audit_hashes (id, hash) VALUES `, firstHash, len(hashes), func(i int) any { return hashes[i][:] })
+	})
+	if err != nil {
+		return fmt.Errorf("store: append audit at %d: %w", start, err)
+	}
+	return nil
+}
+
+// insertPairs inserts (first+i, value(i)) rows in multi-row statements.
+func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, prefix string, first int64, n int, value func(int) any) error {
+	const chunk = 250
+	for off := 0; off < n; off += chunk {
+		m := min(chunk, n-off)
+		var b strings.Builder
+		b.WriteString(prefix)
+		args := make([]any, 0, 2*m)
+		for i := 0; i < m; i++ {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, first+int64(off+i), value(off+i))
+		}
+		if _, err := tx.ExecContext(ctx, db.Rebind(b.String()), args...); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// AuditEntries returns up to limit entries from start, in index order.
+func (db *DB) AuditEntries(ctx context.Context, start int64, limit int) ([][]byte, error) {
+	rows, err := db.query(ctx, `SELECT idx, data FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?`, start, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit entries: %w", err)
+	}
+	defer rows.Close()
+	var out [][]byte
+	for rows.Next() {
+		var idx int64
+		var data []byte
+		if err := rows.Scan(&idx, &data); err != nil {
+			return nil, fmt.Errorf("store: audit entries: %w", err)
+		}
+		out = append(out, data)
+	}
+	return out, rows.Err()
+}
+
+// AuditHashes returns the stored hashes at the given tlog indexes;
+// ErrNotFound if any is missing.
+func (db *DB) AuditHashes(ctx context.Context, indexes []int64) ([][32]byte, error) {
+	out := make([][32]byte, len(indexes))
+	if len(indexes) == 0 {
+		return out, nil
+	}
+	pos := make(map[int64][]int, len(indexes))
+	args := make([]any, 0, len(indexes))
+	for i, x := range indexes {
+		if _, ok := pos[x]; !ok {
+			args = append(args, x)
+		}
+		pos[x] = append(pos[x], i)
+	}
+	q := `SELECT id, hash FROM audit_hashes WHERE id IN (?` + strings.Repeat(", ?", len(args)-1) + `)`
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit hashes: %w", err)
+	}
+	defer rows.Close()
+	found := 0
+	for rows.Next() {
+		var id int64
+		var h []byte
+		if err := rows.Scan(&id, &h); err != nil {
+			return nil, fmt.Errorf("store: audit hashes: %w", err)
+		}
+		if len(h) != 32 {
+			return nil, fmt.Errorf("store: audit hash %d has %d bytes", id, len(h))
+		}
+		for _, i := range pos[id] {
+			copy(out[i][:], h)
+		}
+		found++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit hashes: %w", err)
+	}
+	if found != len(args) {
+		return nil, ErrNotFound
+	}
+	return out, nil
+}
+
+// PutAuditCheckpoint stores a signed checkpoint for size; a second one for
+// the same size is ignored.
+func (db *DB) PutAuditCheckpoint(ctx context.Context, size int64, note []byte) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_checkpoints (size, note) VALUES (?, ?) ON CONFLICT (size) DO NOTHING`), size, note)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: put audit checkpoint %d: %w", size, err)
+	}
+	return nil
+}
+
+// LatestAuditCheckpoint returns the largest checkpoint, or ErrNotFound.
+func (db *DB) LatestAuditCheckpoint(ctx context.Context) (int64, []byte, error) {
+	var size int64
+	var note []byte
+	err := db.queryRow(ctx, `SELECT size, note FROM audit_checkpoints ORDER BY size DESC LIMIT 1`).Scan(&size, &note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil, ErrNotFound
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: latest audit checkpoint: %w", err)
+	}
+	return size, note, nil
+}
+
+// AuditCheckpoint returns the checkpoint for size, or ErrNotFound.
+func (db *DB) AuditCheckpoint(ctx context.Context, size int64) ([]byte, error) {
+	var note []byte
+	err := db.queryRow(ctx, `SELECT note FROM audit_checkpoints WHERE size = ?`, size).Scan(&note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: audit checkpoint %d: %w", size, err)
+	}
+	return note, nil
+}
+
+// AuditCursor returns the next index a sink should deliver (0 when new).
+func (db *DB) AuditCursor(ctx context.Context, name string) (int64, error) {
+	var n int64
+	err := db.queryRow(ctx, `SELECT next FROM audit_cursors WHERE name = ?`, name).Scan(&n)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: audit cursor %s: %w", name, err)
+	}
+	return n, nil
+}
+
+// SetAuditCursor records the next index a sink should deliver.
+func (db *DB) SetAuditCursor(ctx context.Context, name string, next int64) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_cursors (name, next) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET next = excluded.next`), name, next)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: set audit cursor %s: %w", name, err)
+	}
+	return nil
+}

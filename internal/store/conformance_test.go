@@ -1,0 +1,548 @@
+package store_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// One conformance suite, run against every backend: both must behave the
+// same for everything the rest of mayfly relies on.
+func TestConformance(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(t *testing.T, b storetest.Backend)
+	}{
+		{"meta", testMeta},
+		{"keyring", testKeyring},
+		{"secrets", testSecrets},
+		{"admin tokens", testAdminTokens},
+		{"jti single use", testJTI},
+		{"policy versions", testPolicy},
+		{"leases", testLeases},
+		{"mass revoke", testMassRevoke},
+		{"audit", testAudit},
+		{"group commit isolates failures", testGroupCommit},
+		{"reopen keeps data", testReopen},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					var bb storetest.Backend
+					if b.Name == "sqlite" {
+						bb = storetest.SQLite(t)
+					} else {
+						bb = storetest.Postgres(t)
+					}
+					tt.fn(t, bb)
+				})
+			}
+		})
+	}
+}
+
+var ctx = context.Background()
+
+func testMeta(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	if _, err := db.GetMeta(ctx, "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("GetMeta missing = %v", err)
+	}
+	ok, err := db.PutMetaIfAbsent(ctx, "k", []byte("v1"))
+	if err != nil || !ok {
+		t.Fatalf("first put: %v %v", ok, err)
+	}
+	ok, err = db.PutMetaIfAbsent(ctx, "k", []byte("v2"))
+	if err != nil || ok {
+		t.Fatalf("second put: %v %v", ok, err)
+	}
+	v, err := db.GetMeta(ctx, "k")
+	if err != nil || string(v) != "v1" {
+		t.Fatalf("GetMeta = %q %v", v, err)
+	}
+}
+
+func testKeyring(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	now := time.Now()
+	if err := db.AddKeyVersion(ctx, store.KeyVersion{Version: 1, Sealed: []byte("s1"), CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddKeyVersion(ctx, store.KeyVersion{Version: 1, Sealed: []byte("other")}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate version: %v", err)
+	}
+	if err := db.AddKeyVersion(ctx, store.KeyVersion{Version: 2, Sealed: []byte("s2"), CreatedAt: now}); err != nil {
+		t.Fatal(err)
+	}
+	ks, err := db.KeyVersions(ctx)
+	if err != nil || len(ks) != 2 || ks[0].Version != 1 || string(ks[1].Sealed) != "s2" {
+		t.Fatalf("KeyVersions = %+v %v", ks, err)
+	}
+	put(t, db, "a", 1, 1)
+	if err := db.DeleteKeyVersion(ctx, 1); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("delete in-use version: %v", err)
+	}
+	if err := db.RewrapSecret(ctx, "a", 1, 1, 2, []byte("w2")); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.RewrapSecret(ctx, "a", 1, 1, 2, []byte("w3")); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale re-wrap: %v", err)
+	}
+	if err := db.DeleteKeyVersion(ctx, 1); err != nil {
+		t.Fatal(err)
+	}
+	use, err := db.KeyVersionsInUse(ctx)
+	if err != nil || use[2] != 1 || use[1] != 0 {
+		t.Fatalf("in use = %v %v", use, err)
+	}
+}
+
+func put(t *testing.T, db *store.DB, name string, version, kek int) {
+	t.Helper()
+	err := db.PutSecret(ctx, store.Secret{Name: name, Version: version, KEKVersion: kek,
+		WrappedDEK: []byte("dek-" + name), Ciphertext: []byte(fmt.Sprintf("ct-%s-%d", name, version)), CreatedAt: time.Now()})
+	if err != nil {
+		t.Fatal(err)
+	}
+}
+
+func testSecrets(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	if v, err := db.NextSecretVersion(ctx, "gh"); err != nil || v != 1 {
+		t.Fatalf("next = %d %v", v, err)
+	}
+	put(t, db, "gh", 1, 1)
+	put(t, db, "gh", 2, 1)
+	if err := db.PutSecret(ctx, store.Secret{Name: "gh", Version: 2, KEKVersion: 1, WrappedDEK: []byte("x"), Ciphertext: []byte("y")}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("stale version: %v", err)
+	}
+	s, err := db.GetSecret(ctx, "gh")
+	if err != nil || s.Version != 2 || string(s.Ciphertext) != "ct-gh-2" {
+		t.Fatalf("GetSecret = %+v %v", s, err)
+	}
+	put(t, db, "aws", 1, 1)
+	list, err := db.ListSecrets(ctx)
+	if err != nil || len(list) != 2 || list[0].Name != "aws" || list[1].Version != 2 {
+		t.Fatalf("ListSecrets = %+v %v", list, err)
+	}
+	// The replaced version's ciphertext is gone from the database.
+	var n int
+	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM secrets WHERE ciphertext = ?`), []byte("ct-gh-1")).Scan(&n); err != nil || n != 0 {
+		t.Fatalf("old ciphertext kept: %d %v", n, err)
+	}
+	below, err := db.SecretsWrappedBelow(ctx, 2, 10)
+	if err != nil || len(below) != 2 {
+		t.Fatalf("below = %d %v", len(below), err)
+	}
+	if err := db.DeleteSecret(ctx, "gh", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetSecret(ctx, "gh"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("deleted secret readable: %v", err)
+	}
+	if err := db.DeleteSecret(ctx, "gh", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
+	}
+	if v, _ := db.NextSecretVersion(ctx, "gh"); v != 3 {
+		t.Fatalf("versions reused after delete: next=%d", v)
+	}
+}
+
+func testAdminTokens(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	h1 := [32]byte{1}
+	h2 := [32]byte{2}
+	if err := db.CreateAdminToken(ctx, store.AdminToken{Name: "root", Role: "admin", Hash: h1, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.CreateAdminToken(ctx, store.AdminToken{Name: "root", Role: "admin", Hash: h2}); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate: %v", err)
+	}
+	got, err := db.AdminTokenByHash(ctx, h1)
+	if err != nil || got.Name != "root" || got.Role != "admin" {
+		t.Fatalf("by hash = %+v %v", got, err)
+	}
+	if err := db.RevokeAdminToken(ctx, "root", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.AdminTokenByHash(ctx, h1); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("revoked token found: %v", err)
+	}
+	if err := db.RevokeAdminToken(ctx, "root", time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("double revoke: %v", err)
+	}
+	if err := db.CreateAdminToken(ctx, store.AdminToken{Name: "root", Role: "auditor", Hash: h2, CreatedAt: time.Now()}); err != nil {
+		t.Fatalf("reuse revoked name: %v", err)
+	}
+	list, err := db.ListAdminTokens(ctx)
+	if err != nil || len(list) != 1 || list[0].Role != "auditor" || !list[0].RevokedAt.IsZero() {
+		t.Fatalf("list = %+v %v", list, err)
+	}
+}
+
+func testJTI(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	exp := time.Now().Add(time.Hour)
+	// Many concurrent uses of one jti: exactly one wins.
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	wins := 0
+	for i := 0; i < 32; i++ {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			fresh, err := db.UseJTI(ctx, "github", "jti-1", exp)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			if fresh {
+				mu.Lock()
+				wins++
+				mu.Unlock()
+			}
+		}()
+	}
+	wg.Wait()
+	if wins != 1 {
+		t.Fatalf("%d winners, want 1", wins)
+	}
+	if fresh, _ := db.UseJTI(ctx, "gitlab", "jti-1", exp); !fresh {
+		t.Fatal("jti scoped per issuer")
+	}
+	db.UseJTI(ctx, "github", "old", time.Now().Add(-time.Hour))
+	n, err := db.SweepJTIs(ctx, time.Now())
+	if err != nil || n != 1 {
+		t.Fatalf("sweep = %d %v", n, err)
+	}
+}
+
+func testPolicy(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	if _, err := db.LatestPolicy(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("empty latest: %v", err)
+	}
+	for i := 1; i <= 3; i++ {
+		v, err := db.PutPolicyVersion(ctx, store.PolicyVersion{Hash: fmt.Sprint(i), Source: []byte("grants: {}"), AppliedAt: time.Now(), AppliedBy: "root"})
+		if err != nil || v != int64(i) {
+			t.Fatalf("put = %d %v", v, err)
+		}
+	}
+	p, err := db.LatestPolicy(ctx)
+	if err != nil || p.Version != 3 || p.Hash != "3" || p.AppliedBy != "root" {
+		t.Fatalf("latest = %+v %v", p, err)
+	}
+}
+
+func lease(id string, grants ...string) store.Lease {
+	now := time.Now().UTC()
+	var h [32]byte
+	copy(h[:], id)
+	return store.Lease{ID: id, Hash: h, Issuer: "github", Subject: "repo:acme/app:ref:refs/heads/main", Job: "run-" + id,
+		Claims: map[string]string{"repository_id": "123"}, Grants: grants, IssuedAt: now, ExpiresAt: now.Add(10 * time.Minute),
+		MaxExpiresAt: now.Add(time.Hour), Source: "127.0.0.1", BindSource: true, JKT: "thumb"}
+}
+
+func testLeases(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	l := lease("lse_a", "deploy", "read")
+	if err := db.InsertLease(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.InsertLease(ctx, l); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("duplicate lease: %v", err)
+	}
+	if err := db.InsertLease(ctx, lease("lse_b", "read_only")); err != nil {
+		t.Fatal(err)
+	}
+	got, err := db.LeaseByHash(ctx, l.Hash)
+	if err != nil || got.ID != "lse_a" || len(got.Grants) != 2 || got.Claims["repository_id"] != "123" || !got.BindSource || got.JKT != "thumb" {
+		t.Fatalf("by hash = %+v %v", got, err)
+	}
+	if !got.ExpiresAt.Equal(l.ExpiresAt) {
+		t.Fatalf("expiry %v != %v", got.ExpiresAt, l.ExpiresAt)
+	}
+	// Grant filter matches whole names only ("read" is not "read_only").
+	ls, err := db.ListLeases(ctx, store.LeaseFilter{Grant: "read", LiveAt: time.Now()})
+	if err != nil || len(ls) != 1 || ls[0].ID != "lse_a" {
+		t.Fatalf("list by grant = %v %v", ls, err)
+	}
+	ls, _ = db.ListLeases(ctx, store.LeaseFilter{Grant: "read%"})
+	if len(ls) != 0 {
+		t.Fatalf("LIKE wildcard leaked through: %d", len(ls))
+	}
+	newExp := time.Now().Add(20 * time.Minute)
+	if err := db.RenewLease(ctx, "lse_a", newExp, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AddLeaseUses(ctx, map[string]int64{"lse_a": 3}); err != nil {
+		t.Fatal(err)
+	}
+	ids, err := db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_a"}, time.Now(), "test")
+	if err != nil || len(ids) != 1 {
+		t.Fatalf("revoke = %v %v", ids, err)
+	}
+	if ids, _ := db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_a"}, time.Now(), "again"); len(ids) != 0 {
+		t.Fatal("revoked twice")
+	}
+	if _, err := db.RevokeLeases(ctx, store.LeaseFilter{}, time.Now(), "all"); err == nil {
+		t.Fatal("empty filter accepted")
+	}
+	if err := db.RenewLease(ctx, "lse_a", newExp, time.Now()); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("renew revoked: %v", err)
+	}
+	got, _ = db.LeaseByID(ctx, "lse_a")
+	if got.Uses != 3 || got.RevokedAt.IsZero() || got.RevokeReason != "test" {
+		t.Fatalf("after revoke = %+v", got)
+	}
+	evs, err := db.LeaseEvents(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var kinds []string
+	for _, e := range evs {
+		if e.LeaseID == "lse_a" {
+			kinds = append(kinds, e.Kind)
+		}
+	}
+	if fmt.Sprint(kinds) != "[issue renew revoke]" {
+		t.Fatalf("events = %v", kinds)
+	}
+	last, _ := db.LastLeaseEvent(ctx)
+	if last != evs[len(evs)-1].Seq {
+		t.Fatalf("last event %d", last)
+	}
+	expired := lease("lse_old")
+	expired.ExpiresAt = time.Now().Add(-48 * time.Hour)
+	db.InsertLease(ctx, expired)
+	if n, err := db.SweepLeases(ctx, time.Now().Add(-24*time.Hour)); err != nil || n != 1 {
+		t.Fatalf("sweep = %d %v", n, err)
+	}
+}
+
+func testMassRevoke(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	const n = 2000
+	var wg sync.WaitGroup
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			g := "deploy"
+			if i%2 == 1 {
+				g = "other"
+			}
+			if err := db.InsertLease(ctx, lease(fmt.Sprintf("lse_%05d", i), g)); err != nil {
+				t.Error(err)
+			}
+		}(i)
+	}
+	wg.Wait()
+	ids, err := db.RevokeLeases(ctx, store.LeaseFilter{Grant: "deploy"}, time.Now(), "mass")
+	if err != nil || len(ids) != n/2 {
+		t.Fatalf("revoked %d %v", len(ids), err)
+	}
+	live, _ := db.ListLeases(ctx, store.LeaseFilter{LiveAt: time.Now()})
+	if len(live) != n/2 {
+		t.Fatalf("live after = %d", len(live))
+	}
+}
+
+func testAudit(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	if n, err := db.AuditSize(ctx); err != nil || n != 0 {
+		t.Fatalf("size = %d %v", n, err)
+	}
+	entries := [][]byte{[]byte(`{"index":0}`), []byte(`{"index":1}`)}
+	hashes := [][32]byte{{1}, {2}, {3}}
+	if err := db.AppendAudit(ctx, 0, entries, 0, hashes); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.AppendAudit(ctx, 0, entries, 3, hashes); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("append at stale size: %v", err)
+	}
+	if n, _ := db.AuditSize(ctx); n != 2 {
+		t.Fatalf("size = %d", n)
+	}
+	got, err := db.AuditEntries(ctx, 1, 10)
+	if err != nil || len(got) != 1 || !bytes.Equal(got[0], entries[1]) {
+		t.Fatalf("entries = %q %v", got, err)
+	}
+	hs, err := db.AuditHashes(ctx, []int64{2, 0, 2})
+	if err != nil || hs[0] != hashes[2] || hs[1] != hashes[0] || hs[2] != hashes[2] {
+		t.Fatalf("hashes = %v %v", hs, err)
+	}
+	if _, err := db.AuditHashes(ctx, []int64{9}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("missing hash: %v", err)
+	}
+	if _, _, err := db.LatestAuditCheckpoint(ctx); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("no checkpoint: %v", err)
+	}
+	db.PutAuditCheckpoint(ctx, 1, []byte("c1"))
+	db.PutAuditCheckpoint(ctx, 2, []byte("c2"))
+	db.PutAuditCheckpoint(ctx, 2, []byte("ignored"))
+	size, note, err := db.LatestAuditCheckpoint(ctx)
+	if err != nil || size != 2 || string(note) != "c2" {
+		t.Fatalf("latest = %d %q %v", size, note, err)
+	}
+	if c, err := db.AuditCheckpoint(ctx, 1); err != nil || string(c) != "c1" {
+		t.Fatalf("checkpoint 1 = %q %v", c, err)
+	}
+	if n, _ := db.AuditCursor(ctx, "file"); n != 0 {
+		t.Fatal("new cursor not 0")
+	}
+	db.SetAuditCursor(ctx, "file", 5)
+	db.SetAuditCursor(ctx, "file", 7)
+	if n, _ := db.AuditCursor(ctx, "file"); n != 7 {
+		t.Fatalf("cursor = %d", n)
+	}
+}
+
+// Many concurrent writers share commits, and one failing write does not
+// undo its neighbours in the same batch.
+func testGroupCommit(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	const n = 200
+	var wg sync.WaitGroup
+	errs := make([]error, n)
+	for i := 0; i < n; i++ {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			ver := 1
+			if i%10 == 0 {
+				ver = 5 // wrong next version: this write must fail alone
+			}
+			errs[i] = db.PutSecret(ctx, store.Secret{Name: fmt.Sprintf("s%03d", i), Version: ver, KEKVersion: 1,
+				WrappedDEK: []byte("d"), Ciphertext: []byte("c"), CreatedAt: time.Now()})
+		}(i)
+	}
+	wg.Wait()
+	want := 0
+	for i, err := range errs {
+		if i%10 == 0 {
+			if !errors.Is(err, store.ErrConflict) {
+				t.Fatalf("write %d: %v", i, err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("write %d: %v", i, err)
+		}
+		want++
+	}
+	list, _ := db.ListSecrets(ctx)
+	var names []string
+	for _, s := range list {
+		names = append(names, s.Name)
+	}
+	if len(names) != want || !sort.StringsAreSorted(names) {
+		t.Fatalf("%d secrets stored, want %d", len(names), want)
+	}
+}
+
+func testReopen(t *testing.T, b storetest.Backend) {
+	put(t, b.DB, "kept", 1, 1)
+	db := b.Reopen(t)
+	if _, err := db.GetSecret(ctx, "kept"); err != nil {
+		t.Fatalf("after reopen: %v", err)
+	}
+}
+
+func TestRefusesNewerSchema(t *testing.T) {
+	cfgs := []store.Config{{Path: filepath.Join(t.TempDir(), "m.db")}}
+	if dsn := os.Getenv("MAYFLY_TEST_POSTGRES"); dsn != "" {
+		cfgs = append(cfgs, store.Config{PostgresDSN: storetest.FreshSchema(t, dsn)})
+	}
+	for _, cfg := range cfgs {
+		db, err := store.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.SQL().ExecContext(ctx, db.Rebind(`UPDATE meta SET value = ? WHERE key = 'schema_version'`), []byte("999")); err != nil {
+			t.Fatal(err)
+		}
+		db.Close()
+		db, err = store.Open(ctx, cfg)
+		if err == nil {
+			db.Close()
+			t.Fatalf("%s: opened a database with a newer schema", db.Backend())
+		}
+		if !strings.Contains(err.Error(), "newer than this mayfly knows") {
+			t.Fatalf("error = %v", err)
+		}
+	}
+}
+
+func randomBytes(n int) []byte {
+	b := make([]byte, n)
+	rand.Read(b)
+	return b
+}
+
+// BenchmarkSecretWrites measures durable sealed-record writes (the shape
+// of a secret write) with 1 and 32 concurrent writers on each backend.
+func BenchmarkSecretWrites(b *testing.B) {
+	for _, be := range storetest.Backends(b) {
+		for _, writers := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/writers=%d", be.Name, writers), func(b *testing.B) {
+				var mu sync.Mutex
+				next := 0
+				run := fmt.Sprintf("%x", randomBytes(4))
+				b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						mu.Lock()
+						next++
+						name := fmt.Sprintf("w%s-%d", run, next)
+						mu.Unlock()
+						if err := be.DB.PutSecret(ctx, store.Secret{Name: name, Version: 1, KEKVersion: 1,
+							WrappedDEK: randomBytes(60), Ciphertext: randomBytes(64), CreatedAt: time.Now()}); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+		}
+	}
+}
+
+func BenchmarkSecretReads(b *testing.B) {
+	for _, be := range storetest.Backends(b) {
+		for i := 0; i < 100; i++ {
+			be.DB.PutSecret(ctx, store.Secret{Name: fmt.Sprintf("r%d", i), Version: 1, KEKVersion: 1, WrappedDEK: randomBytes(60), Ciphertext: randomBytes(64)})
+		}
+		for _, readers := range []int{1, 32} {
+			b.Run(fmt.Sprintf("%s/readers=%d", be.Name, readers), func(b *testing.B) {
+				b.SetParallelism(max(1, readers/runtime.GOMAXPROCS(0)))
+				var n int
+				var mu sync.Mutex
+				b.RunParallel(func(pb *testing.PB) {
+					for pb.Next() {
+						mu.Lock()
+						n++
+						name := fmt.Sprintf("r%d", n%100)
+						mu.Unlock()
+						if _, err := be.DB.GetSecret(ctx, name); err != nil {
+							b.Fatal(err)
+						}
+					}
+				})
+			})
+		}
+	}
+}

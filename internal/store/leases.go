@@ -1,0 +1,355 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Lease is the stored record of one job token: who it was issued to, what
+// it may do, and its life. The token itself is present only as Hash.
+type Lease struct {
+	ID           string
+	Hash         [32]byte
+	Issuer       string
+	Subject      string
+	Job          string
+	Claims       map[string]string
+	Grants       []string
+	IssuedAt     time.Time
+	ExpiresAt    time.Time
+	MaxExpiresAt time.Time
+	Source       string // address the token was exchanged from
+	BindSource   bool   // usable only from Source
+	JKT          string // DPoP key thumbprint, "" when not key-bound
+	Uses         int64
+	MaxUses      int64 // 0: unlimited
+	RevokedAt    time.Time
+	RevokeReason string
+}
+
+// LeaseEvent tells other nodes that a lease changed, so their in-memory
+// views follow within a poll interval.
+type LeaseEvent struct {
+	Seq     int64
+	LeaseID string
+	Kind    string // "issue", "renew", "revoke"
+}
+
+// LeaseFilter selects leases. Empty fields match anything.
+type LeaseFilter struct {
+	ID      string
+	Grant   string
+	Issuer  string
+	Subject string
+	Job     string
+	// LiveAt, when set, keeps only leases neither revoked nor expired at
+	// that time.
+	LiveAt time.Time
+	Limit  int
+}
+
+func (f LeaseFilter) where() (string, []any) {
+	var conds []string
+	var args []any
+	add := func(c string, a any) { conds = append(conds, c); args = append(args, a) }
+	if f.ID != "" {
+		add("id = ?", f.ID)
+	}
+	if f.Grant != "" {
+		add("(' ' || grants || ' ') LIKE ?", "% "+escapeLike(f.Grant)+" %")
+		conds[len(conds)-1] += ` ESCAPE '\'`
+	}
+	if f.Issuer != "" {
+		add("issuer = ?", f.Issuer)
+	}
+	if f.Subject != "" {
+		add("subject = ?", f.Subject)
+	}
+	if f.Job != "" {
+		add("job = ?", f.Job)
+	}
+	if !f.LiveAt.IsZero() {
+		add("revoked_at IS NULL AND expires_at > ?", nanos(f.LiveAt))
+	}
+	if len(conds) == 0 {
+		return "1 = 1", nil
+	}
+	return strings.Join(conds, " AND "), args
+}
+
+func escapeLike(s string) string {
+	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
+	return r.Replace(s)
+}
+
+func (f LeaseFilter) selective() bool {
+	return f.ID != "" || f.Grant != "" || f.Issuer != "" || f.Subject != "" || f.Job != ""
+}
+
+const leaseCols = `id, token_hash, issuer, subject, job, claims, grants, issued_at, expires_at, max_expires_at, source, bind_source, jkt, uses, max_uses, revoked_at, revoke_reason`
+
+// InsertLease stores a new lease; ErrExists if its id or token hash is
+// already taken.
+func (db *DB) InsertLease(ctx context.Context, l Lease) error {
+	claims, err := json.Marshal(l.Claims)
+	if err != nil {
+		return fmt.Errorf("store: insert lease: %w", err)
+	}
+	for _, g := range l.Grants {
+		if g == "" || strings.ContainsAny(g, " \t\n") {
+			return fmt.Errorf("store: insert lease: bad grant name %q", g)
+		}
+	}
+	bind := 0
+	if l.BindSource {
+		bind = 1
+	}
+	err = db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+			l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
+			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
+			optNanos(l.RevokedAt), l.RevokeReason)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrExists
+		}
+		return db.event(ctx, tx, l.ID, "issue")
+	})
+	if err != nil {
+		return fmt.Errorf("store: insert lease: %w", err)
+	}
+	return nil
+}
+
+func (db *DB) event(ctx context.Context, tx *sql.Tx, id, kind string) error {
+	_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO lease_events (lease_id, kind) VALUES (?, ?)`), id, kind)
+	return err
+}
+
+type scanner interface{ Scan(...any) error }
+
+func scanLease(r scanner) (Lease, error) {
+	var l Lease
+	var hash []byte
+	var claims, grants string
+	var issued, expires, maxExp int64
+	var bind int
+	var revoked sql.NullInt64
+	err := r.Scan(&l.ID, &hash, &l.Issuer, &l.Subject, &l.Job, &claims, &grants, &issued, &expires, &maxExp,
+		&l.Source, &bind, &l.JKT, &l.Uses, &l.MaxUses, &revoked, &l.RevokeReason)
+	if err != nil {
+		return Lease{}, err
+	}
+	copy(l.Hash[:], hash)
+	if err := json.Unmarshal([]byte(claims), &l.Claims); err != nil {
+		return Lease{}, fmt.Errorf("lease %s claims: %w", l.ID, err)
+	}
+	if grants != "" {
+		l.Grants = strings.Split(grants, " ")
+	}
+	l.IssuedAt, l.ExpiresAt, l.MaxExpiresAt = fromNanos(issued), fromNanos(expires), fromNanos(maxExp)
+	l.BindSource = bind == 1
+	l.RevokedAt = nullNanos(revoked)
+	return l, nil
+}
+
+// LeaseByHash finds a lease by its token's keyed hash (live or not).
+func (db *DB) LeaseByHash(ctx context.Context, hash [32]byte) (Lease, error) {
+	l, err := scanLease(db.queryRow(ctx, `SELECT `+leaseCols+` FROM leases WHERE token_hash = ?`, hash[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, ErrNotFound
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("store: find lease: %w", err)
+	}
+	return l, nil
+}
+
+// LeaseByID finds a lease by id.
+func (db *DB) LeaseByID(ctx context.Context, id string) (Lease, error) {
+	l, err := scanLease(db.queryRow(ctx, `SELECT `+leaseCols+` FROM leases WHERE id = ?`, id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Lease{}, ErrNotFound
+	}
+	if err != nil {
+		return Lease{}, fmt.Errorf("store: find lease %s: %w", id, err)
+	}
+	return l, nil
+}
+
+// ListLeases returns the leases f selects, newest first.
+func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
+	where, args := f.where()
+	q := `SELECT ` + leaseCols + ` FROM leases WHERE ` + where + ` ORDER BY issued_at DESC`
+	if f.Limit > 0 {
+		q += ` LIMIT ?`
+		args = append(args, f.Limit)
+	}
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list leases: %w", err)
+	}
+	defer rows.Close()
+	var out []Lease
+	for rows.Next() {
+		l, err := scanLease(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list leases: %w", err)
+		}
+		out = append(out, l)
+	}
+	return out, rows.Err()
+}
+
+// RevokeLeases revokes every unrevoked lease f selects and returns their
+// ids. An empty filter is refused: revoking everything must be explicit.
+func (db *DB) RevokeLeases(ctx context.Context, f LeaseFilter, at time.Time, reason string) ([]string, error) {
+	if !f.selective() {
+		return nil, errors.New("store: revoke leases: empty filter")
+	}
+	where, args := f.where()
+	where += " AND revoked_at IS NULL"
+	var ids []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
+		rows, err := tx.QueryContext(ctx, db.Rebind(`UPDATE leases SET revoked_at = ?, revoke_reason = ? WHERE `+where+` RETURNING id`),
+			append([]any{nanos(at), reason}, args...)...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			var id string
+			if err := rows.Scan(&id); err != nil {
+				rows.Close()
+				return err
+			}
+			ids = append(ids, id)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		return db.events(ctx, tx, ids, "revoke")
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: revoke leases: %w", err)
+	}
+	return ids, nil
+}
+
+// events inserts one event per id, in multi-row statements.
+func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string) error {
+	const chunk = 400
+	for len(ids) > 0 {
+		n := min(chunk, len(ids))
+		var b strings.Builder
+		b.WriteString(`INSERT INTO lease_events (lease_id, kind) VALUES `)
+		args := make([]any, 0, 2*n)
+		for i, id := range ids[:n] {
+			if i > 0 {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?)")
+			args = append(args, id, kind)
+		}
+		if _, err := tx.ExecContext(ctx, db.Rebind(b.String()), args...); err != nil {
+			return err
+		}
+		ids = ids[n:]
+	}
+	return nil
+}
+
+// RenewLease moves a live lease's expiry; ErrNotFound if it is not live.
+func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`),
+			nanos(expires), id, nanos(now))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return db.event(ctx, tx, id, "renew")
+	})
+	if err != nil {
+		return fmt.Errorf("store: renew lease %s: %w", id, err)
+	}
+	return nil
+}
+
+// AddLeaseUses adds counts of gateway uses to leases.
+func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
+	if len(uses) == 0 {
+		return nil
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for id, n := range uses {
+			if _, err := tx.ExecContext(ctx, db.Rebind(`UPDATE leases SET uses = uses + ? WHERE id = ?`), n, id); err != nil {
+				return err
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: add lease uses: %w", err)
+	}
+	return nil
+}
+
+// LeaseEvents returns up to limit events after seq, in order.
+func (db *DB) LeaseEvents(ctx context.Context, after int64, limit int) ([]LeaseEvent, error) {
+	rows, err := db.query(ctx, `SELECT seq, lease_id, kind FROM lease_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: lease events: %w", err)
+	}
+	defer rows.Close()
+	var out []LeaseEvent
+	for rows.Next() {
+		var e LeaseEvent
+		if err := rows.Scan(&e.Seq, &e.LeaseID, &e.Kind); err != nil {
+			return nil, fmt.Errorf("store: lease events: %w", err)
+		}
+		out = append(out, e)
+	}
+	return out, rows.Err()
+}
+
+// LastLeaseEvent returns the newest event's seq (0 when none).
+func (db *DB) LastLeaseEvent(ctx context.Context) (int64, error) {
+	var n sql.NullInt64
+	if err := db.queryRow(ctx, `SELECT MAX(seq) FROM lease_events`).Scan(&n); err != nil {
+		return 0, fmt.Errorf("store: last lease event: %w", err)
+	}
+	return n.Int64, nil
+}
+
+// SweepLeases deletes leases (and their events) that expired before t.
+func (db *DB) SweepLeases(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM lease_events WHERE lease_id IN (SELECT id FROM leases WHERE expires_at < ?)`), nanos(t)); err != nil {
+			return err
+		}
+		res, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM leases WHERE expires_at < ?`), nanos(t))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: sweep leases: %w", err)
+	}
+	return n, nil
+}

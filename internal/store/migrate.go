@@ -1,0 +1,198 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// migrations returns the schema steps in order; step i brings the schema to
+// version i+1. Steps are only ever appended. {{blob}} and {{serial}} are
+// filled per backend.
+func migrations() []string {
+	return []string{
+		// 1: the whole first schema.
+		`
+CREATE TABLE meta (
+	key   TEXT PRIMARY KEY,
+	value {{blob}} NOT NULL
+);
+CREATE TABLE keyring (
+	version    INTEGER PRIMARY KEY,
+	sealed     {{blob}} NOT NULL,
+	created_at BIGINT NOT NULL
+);
+CREATE TABLE secrets (
+	name        TEXT NOT NULL,
+	version     INTEGER NOT NULL,
+	kek_version INTEGER NOT NULL,
+	wrapped_dek {{blob}} NOT NULL,
+	ciphertext  {{blob}} NOT NULL,
+	created_at  BIGINT NOT NULL,
+	deleted_at  BIGINT,
+	PRIMARY KEY (name, version)
+);
+CREATE INDEX secrets_kek ON secrets (kek_version);
+CREATE TABLE admin_tokens (
+	name       TEXT PRIMARY KEY,
+	role       TEXT NOT NULL,
+	token_hash {{blob}} NOT NULL UNIQUE,
+	created_at BIGINT NOT NULL,
+	revoked_at BIGINT
+);
+CREATE TABLE leases (
+	id             TEXT PRIMARY KEY,
+	token_hash     {{blob}} NOT NULL UNIQUE,
+	issuer         TEXT NOT NULL,
+	subject        TEXT NOT NULL,
+	job            TEXT NOT NULL,
+	claims         TEXT NOT NULL,
+	grants         TEXT NOT NULL,
+	issued_at      BIGINT NOT NULL,
+	expires_at     BIGINT NOT NULL,
+	max_expires_at BIGINT NOT NULL,
+	source         TEXT NOT NULL,
+	bind_source    INTEGER NOT NULL,
+	jkt            TEXT NOT NULL,
+	uses           BIGINT NOT NULL,
+	max_uses       BIGINT NOT NULL,
+	revoked_at     BIGINT,
+	revoke_reason  TEXT NOT NULL
+);
+CREATE INDEX leases_expires ON leases (expires_at);
+CREATE INDEX leases_subject ON leases (subject);
+CREATE INDEX leases_job ON leases (job);
+CREATE TABLE lease_events (
+	seq      {{serial}},
+	lease_id TEXT NOT NULL,
+	kind     TEXT NOT NULL
+);
+CREATE TABLE jtis (
+	issuer     TEXT NOT NULL,
+	jti        TEXT NOT NULL,
+	expires_at BIGINT NOT NULL,
+	PRIMARY KEY (issuer, jti)
+);
+CREATE INDEX jtis_expires ON jtis (expires_at);
+CREATE TABLE policy_versions (
+	version    BIGINT PRIMARY KEY,
+	hash       TEXT NOT NULL,
+	source     {{blob}} NOT NULL,
+	applied_at BIGINT NOT NULL,
+	applied_by TEXT NOT NULL
+);
+CREATE TABLE audit_entries (
+	idx  BIGINT PRIMARY KEY,
+	data {{blob}} NOT NULL
+);
+CREATE TABLE audit_hashes (
+	id   BIGINT PRIMARY KEY,
+	hash {{blob}} NOT NULL
+);
+CREATE TABLE audit_checkpoints (
+	size BIGINT PRIMARY KEY,
+	note {{blob}} NOT NULL
+);
+CREATE TABLE audit_cursors (
+	name TEXT PRIMARY KEY,
+	next BIGINT NOT NULL
+);
+`,
+	}
+}
+
+// SchemaVersion is the schema version this binary writes.
+func SchemaVersion() int { return len(migrations()) }
+
+func (db *DB) dialect(s string) string {
+	if db.postgres {
+		s = strings.ReplaceAll(s, "{{blob}}", "BYTEA")
+		s = strings.ReplaceAll(s, "{{serial}}", "BIGSERIAL PRIMARY KEY")
+	} else {
+		s = strings.ReplaceAll(s, "{{blob}}", "BLOB")
+		s = strings.ReplaceAll(s, "{{serial}}", "INTEGER PRIMARY KEY AUTOINCREMENT")
+	}
+	return s
+}
+
+// migrate applies pending migrations, each in its own transaction, under a
+// lock so that several nodes starting at once apply each step once.
+func (db *DB) migrate(ctx context.Context) error {
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: migrate: %w", err)
+	}
+	defer conn.Close()
+	if db.postgres {
+		// A session-level advisory lock serialises migrating nodes.
+		if _, err := conn.ExecContext(ctx, `SELECT pg_advisory_lock(7303885)`); err != nil {
+			return fmt.Errorf("store: migrate: lock: %w", err)
+		}
+		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7303885)`)
+	}
+	current, err := schemaVersion(ctx, conn, db)
+	if err != nil {
+		return err
+	}
+	steps := migrations()
+	if current > len(steps) {
+		return fmt.Errorf("store: database schema is version %d, newer than this mayfly knows (%d): refusing to run", current, len(steps))
+	}
+	for i := current; i < len(steps); i++ {
+		tx, err := conn.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("store: migrate to %d: %w", i+1, err)
+		}
+		for _, stmt := range strings.Split(db.dialect(steps[i]), ";") {
+			if strings.TrimSpace(stmt) == "" {
+				continue
+			}
+			if _, err := tx.ExecContext(ctx, stmt); err != nil {
+				tx.Rollback()
+				return fmt.Errorf("store: migrate to %d: %w", i+1, err)
+			}
+		}
+		v := []byte(strconv.Itoa(i + 1))
+		q := `INSERT INTO meta (key, value) VALUES ('schema_version', ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`
+		if _, err := tx.ExecContext(ctx, db.Rebind(q), v); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("store: migrate to %d: record version: %w", i+1, err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("store: migrate to %d: commit: %w", i+1, err)
+		}
+	}
+	return nil
+}
+
+func schemaVersion(ctx context.Context, conn *sql.Conn, db *DB) (int, error) {
+	var exists bool
+	var q string
+	if db.postgres {
+		q = `SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'meta')`
+	} else {
+		q = `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')`
+	}
+	if err := conn.QueryRowContext(ctx, q).Scan(&exists); err != nil {
+		return 0, fmt.Errorf("store: read schema version: %w", err)
+	}
+	if !exists {
+		return 0, nil
+	}
+	var v []byte
+	err := conn.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("store: read schema version: %w", err)
+	}
+	n, err := strconv.Atoi(string(v))
+	if err != nil {
+		return 0, fmt.Errorf("store: schema version %q is not a number", v)
+	}
+	return n, nil
+}

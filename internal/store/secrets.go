@@ -1,0 +1,285 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// GetMeta returns a value stored under key, or ErrNotFound.
+func (db *DB) GetMeta(ctx context.Context, key string) ([]byte, error) {
+	var v []byte
+	err := db.queryRow(ctx, `SELECT value FROM meta WHERE key = ?`, key).Scan(&v)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: get meta %s: %w", key, err)
+	}
+	return v, nil
+}
+
+// PutMetaIfAbsent stores value under key unless a value is there already;
+// it reports whether it stored. Several nodes racing to create the same
+// value keep the first.
+func (db *DB) PutMetaIfAbsent(ctx context.Context, key string, value []byte) (bool, error) {
+	var stored bool
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`), key, value)
+		if err != nil {
+			return err
+		}
+		n, err := res.RowsAffected()
+		stored = n == 1
+		return err
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: put meta %s: %w", key, err)
+	}
+	return stored, nil
+}
+
+// KeyVersion is one version of the keyring: a key-encryption key, sealed by
+// the master key (the store never sees it in the clear).
+type KeyVersion struct {
+	Version   int
+	Sealed    []byte
+	CreatedAt time.Time
+}
+
+// KeyVersions returns every keyring version, oldest first.
+func (db *DB) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
+	rows, err := db.query(ctx, `SELECT version, sealed, created_at FROM keyring ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list keyring: %w", err)
+	}
+	defer rows.Close()
+	var out []KeyVersion
+	for rows.Next() {
+		var k KeyVersion
+		var at int64
+		if err := rows.Scan(&k.Version, &k.Sealed, &at); err != nil {
+			return nil, fmt.Errorf("store: list keyring: %w", err)
+		}
+		k.CreatedAt = fromNanos(at)
+		out = append(out, k)
+	}
+	return out, rows.Err()
+}
+
+// AddKeyVersion stores a new keyring version; ErrExists if that version is
+// taken (another node rotated first).
+func (db *DB) AddKeyVersion(ctx context.Context, k KeyVersion) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`),
+			k.Version, k.Sealed, nanos(k.CreatedAt))
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrExists
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: add key version %d: %w", k.Version, err)
+	}
+	return nil
+}
+
+// DeleteKeyVersion removes a keyring version, refusing (ErrConflict) while
+// any secret is still wrapped by it.
+func (db *DB) DeleteKeyVersion(ctx context.Context, version int) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var n int64
+		if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM secrets WHERE kek_version = ? AND deleted_at IS NULL`), version).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return ErrConflict
+		}
+		_, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM keyring WHERE version = ?`), version)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete key version %d: %w", version, err)
+	}
+	return nil
+}
+
+// Secret is one sealed version of a named secret. Ciphertext is sealed under
+// a data key, and WrappedDEK is that data key sealed under keyring version
+// KEKVersion.
+type Secret struct {
+	Name       string
+	Version    int
+	KEKVersion int
+	WrappedDEK []byte
+	Ciphertext []byte
+	CreatedAt  time.Time
+}
+
+// NextSecretVersion returns the version the next PutSecret of name will
+// get, so the caller can bind the ciphertext to it. PutSecret checks it.
+func (db *DB) NextSecretVersion(ctx context.Context, name string) (int, error) {
+	var v sql.NullInt64
+	if err := db.queryRow(ctx, `SELECT MAX(version) FROM secrets WHERE name = ?`, name).Scan(&v); err != nil {
+		return 0, fmt.Errorf("store: next secret version %s: %w", name, err)
+	}
+	return int(v.Int64) + 1, nil
+}
+
+// PutSecret stores s as a new version of s.Name; s.Version must be the
+// next version (ErrConflict otherwise: another writer got there first).
+func (db *DB) PutSecret(ctx context.Context, s Secret) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var v sql.NullInt64
+		if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT MAX(version) FROM secrets WHERE name = ?`), s.Name).Scan(&v); err != nil {
+			return err
+		}
+		if int(v.Int64)+1 != s.Version {
+			return ErrConflict
+		}
+		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+			s.Name, s.Version, s.KEKVersion, s.WrappedDEK, s.Ciphertext, nanos(s.CreatedAt))
+		if err != nil {
+			return err
+		}
+		// Only the newest version is kept sealed; older versions keep their
+		// metadata but lose their ciphertext, so a replaced credential is gone.
+		_, err = tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`),
+			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, s.Version)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: put secret %s: %w", s.Name, err)
+	}
+	return nil
+}
+
+// GetSecret returns the live version of name, or ErrNotFound.
+func (db *DB) GetSecret(ctx context.Context, name string) (Secret, error) {
+	var s Secret
+	var at int64
+	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1`, name).
+		Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Secret{}, ErrNotFound
+	}
+	if err != nil {
+		return Secret{}, fmt.Errorf("store: get secret %s: %w", name, err)
+	}
+	s.CreatedAt = fromNanos(at)
+	return s, nil
+}
+
+// SecretMeta describes a live secret without its sealed bytes.
+type SecretMeta struct {
+	Name       string
+	Version    int
+	KEKVersion int
+	CreatedAt  time.Time
+}
+
+// ListSecrets returns the live version of every secret, by name.
+func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
+	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL ORDER BY name`)
+	if err != nil {
+		return nil, fmt.Errorf("store: list secrets: %w", err)
+	}
+	defer rows.Close()
+	var out []SecretMeta
+	for rows.Next() {
+		var m SecretMeta
+		var at int64
+		if err := rows.Scan(&m.Name, &m.Version, &m.KEKVersion, &at); err != nil {
+			return nil, fmt.Errorf("store: list secrets: %w", err)
+		}
+		m.CreatedAt = fromNanos(at)
+		out = append(out, m)
+	}
+	return out, rows.Err()
+}
+
+// DeleteSecret destroys the sealed bytes of every version of name; the
+// version numbers stay taken. ErrNotFound if there is no live version.
+func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`),
+			[]byte{}, []byte{}, nanos(at), name)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrNotFound
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete secret %s: %w", name, err)
+	}
+	return nil
+}
+
+// SecretsWrappedBelow returns up to limit live secrets whose data key is
+// wrapped by a keyring version older than version, for re-wrapping.
+func (db *DB) SecretsWrappedBelow(ctx context.Context, version, limit int) ([]Secret, error) {
+	rows, err := db.query(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE kek_version < ? AND deleted_at IS NULL ORDER BY name, version LIMIT ?`, version, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: secrets to re-wrap: %w", err)
+	}
+	defer rows.Close()
+	var out []Secret
+	for rows.Next() {
+		var s Secret
+		var at int64
+		if err := rows.Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at); err != nil {
+			return nil, fmt.Errorf("store: secrets to re-wrap: %w", err)
+		}
+		s.CreatedAt = fromNanos(at)
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// KeyVersionsInUse returns how many secrets each keyring version wraps.
+func (db *DB) KeyVersionsInUse(ctx context.Context) (map[int]int64, error) {
+	rows, err := db.query(ctx, `SELECT kek_version, COUNT(*) FROM secrets WHERE deleted_at IS NULL GROUP BY kek_version`)
+	if err != nil {
+		return nil, fmt.Errorf("store: key versions in use: %w", err)
+	}
+	defer rows.Close()
+	out := map[int]int64{}
+	for rows.Next() {
+		var v int
+		var n int64
+		if err := rows.Scan(&v, &n); err != nil {
+			return nil, fmt.Errorf("store: key versions in use: %w", err)
+		}
+		out[v] = n
+	}
+	return out, rows.Err()
+}
+
+// RewrapSecret replaces the wrapped data key of one secret version, but
+// only if it is still wrapped by fromKEK (ErrConflict otherwise), so a
+// resumed or concurrent re-wrap never undoes a newer one.
+func (db *DB) RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`),
+			toKEK, wrapped, name, version, fromKEK)
+		if err != nil {
+			return err
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return ErrConflict
+		}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("store: re-wrap secret %s v%d: %w", name, version, err)
+	}
+	return nil
+}

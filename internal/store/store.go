@@ -1,0 +1,240 @@
+// Package store owns mayfly's durable state: one DB type over embedded
+// SQLite (the default) or PostgreSQL (for several nodes), the schema and its
+// migrations, and group commit of writes.
+//
+// It holds no business rules: it never decides who may do what, never sees a
+// token in the clear and never decrypts anything. Callers hand it keyed hashes
+// and sealed bytes.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+)
+
+// Errors callers test with errors.Is.
+var (
+	ErrNotFound = errors.New("store: not found")
+	ErrConflict = errors.New("store: conflict")
+	ErrExists   = errors.New("store: already exists")
+)
+
+// Config chooses a backend: PostgresDSN when set, else SQLite at Path.
+type Config struct {
+	Path        string // SQLite database file
+	PostgresDSN string // PostgreSQL DSN (pgx syntax)
+	// BusyTimeout bounds how long a SQLite statement waits for a lock.
+	BusyTimeout time.Duration
+}
+
+// DB is mayfly's storage. It is safe for concurrent use.
+type DB struct {
+	postgres bool
+	write    *sql.DB // SQLite: one connection; Postgres: the shared pool
+	read     *sql.DB // SQLite: a pool of readers; Postgres: the shared pool
+	batch    *batcher
+}
+
+// Open opens (creating if needed) the database and applies migrations. It
+// refuses a database whose schema is newer than this binary knows.
+func Open(ctx context.Context, cfg Config) (*DB, error) {
+	var db *DB
+	var err error
+	if cfg.PostgresDSN != "" {
+		db, err = openPostgres(ctx, cfg.PostgresDSN)
+	} else {
+		db, err = openSQLite(ctx, cfg)
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := db.migrate(ctx); err != nil {
+		db.closeConns()
+		return nil, err
+	}
+	db.batch = newBatcher(db.write, 512)
+	return db, nil
+}
+
+func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("store: open sqlite: no path")
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	busy := cfg.BusyTimeout
+	if busy == 0 {
+		busy = 5 * time.Second
+	}
+	// WAL with synchronous=FULL: a commit is on disk before it returns, and a
+	// crash at any moment leaves the last committed state.
+	q := url.Values{}
+	q.Add("_pragma", "journal_mode(WAL)")
+	q.Add("_pragma", "synchronous(FULL)")
+	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	q.Add("_pragma", "foreign_keys(1)")
+	q.Add("_txlock", "immediate")
+	dsn := "file:" + cfg.Path + "?" + q.Encode()
+	w, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	w.SetMaxOpenConns(1)
+	w.SetConnMaxIdleTime(0)
+	if err := w.PingContext(ctx); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open sqlite %s: %w", cfg.Path, err)
+	}
+	if err := os.Chmod(cfg.Path, 0o600); err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	rq := url.Values{}
+	rq.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
+	rq.Add("_pragma", "query_only(1)")
+	r, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+rq.Encode())
+	if err != nil {
+		w.Close()
+		return nil, fmt.Errorf("store: open sqlite readers: %w", err)
+	}
+	r.SetMaxOpenConns(4)
+	return &DB{write: w, read: r}, nil
+}
+
+func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+	p, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+	}
+	p.SetMaxOpenConns(16)
+	p.SetMaxIdleConns(16)
+	p.SetConnMaxIdleTime(5 * time.Minute)
+	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	if err := p.PingContext(pctx); err != nil {
+		p.Close()
+		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
+	}
+	return &DB{postgres: true, write: p, read: p}, nil
+}
+
+// redactDSNErr keeps a DSN's password out of an error message.
+func redactDSNErr(err error, dsn string) error {
+	u, perr := url.Parse(dsn)
+	if perr != nil || u.User == nil {
+		return err
+	}
+	if pw, ok := u.User.Password(); ok && pw != "" {
+		return errors.New(strings.ReplaceAll(err.Error(), pw, "xxxxx"))
+	}
+	return err
+}
+
+// Backend names the database in use: "sqlite" or "postgres".
+func (db *DB) Backend() string {
+	if db.postgres {
+		return "postgres"
+	}
+	return "sqlite"
+}
+
+// Close stops the committer after pending writes and closes connections.
+func (db *DB) Close() error {
+	if db.batch != nil {
+		db.batch.close()
+	}
+	return db.closeConns()
+}
+
+func (db *DB) closeConns() error {
+	err := db.write.Close()
+	if db.read != db.write {
+		err = errors.Join(err, db.read.Close())
+	}
+	return err
+}
+
+// SQL exposes the underlying pool, for tests that tamper with rows.
+func (db *DB) SQL() *sql.DB { return db.write }
+
+// Rebind turns ? placeholders into $1, $2… on PostgreSQL.
+func (db *DB) Rebind(q string) string {
+	if !db.postgres {
+		return q
+	}
+	var b strings.Builder
+	n := 0
+	for i := 0; i < len(q); i++ {
+		if q[i] == '?' {
+			n++
+			b.WriteByte('$')
+			b.WriteString(strconv.Itoa(n))
+			continue
+		}
+		b.WriteByte(q[i])
+	}
+	return b.String()
+}
+
+// Ping checks that the store answers and accepts a write, for readiness.
+func (db *DB) Ping(ctx context.Context) error {
+	return db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, db.Rebind(`UPDATE meta SET value = value WHERE key = ?`), "schema_version")
+		return err
+	})
+}
+
+// tx runs fn in a transaction shared with other concurrent writers (group
+// commit). fn's effects are kept only if fn returns nil, and only once the
+// commit is durable does tx return.
+func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.batch.do(ctx, fn)
+}
+
+func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return db.read.QueryRowContext(ctx, db.Rebind(q), args...)
+}
+
+func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return db.read.QueryContext(ctx, db.Rebind(q), args...)
+}
+
+func nanos(t time.Time) int64 {
+	if t.IsZero() {
+		return 0
+	}
+	return t.UnixNano()
+}
+
+func fromNanos(n int64) time.Time {
+	if n == 0 {
+		return time.Time{}
+	}
+	return time.Unix(0, n).UTC()
+}
+
+func nullNanos(n sql.NullInt64) time.Time {
+	if !n.Valid {
+		return time.Time{}
+	}
+	return fromNanos(n.Int64)
+}
+
+func optNanos(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
+}

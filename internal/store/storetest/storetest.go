@@ -1,0 +1,142 @@
+// Package storetest opens real stores for tests: SQLite in a temporary
+// folder, and PostgreSQL in a fresh schema when MAYFLY_TEST_POSTGRES names a
+// database. It never touches data outside what it creates.
+package storetest
+
+import (
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// Backend is one opened store with its name, for table-driven tests.
+type Backend struct {
+	Name string
+	DB   *store.DB
+	// Reopen closes DB and opens the same database again (for restart and
+	// crash-recovery tests). It returns the new handle.
+	Reopen func(t testing.TB) *store.DB
+}
+
+// Backends returns SQLite, and PostgreSQL when configured. In CI
+// (CI=true) a missing MAYFLY_TEST_POSTGRES fails the test.
+func Backends(t testing.TB) []Backend {
+	t.Helper()
+	out := []Backend{SQLite(t)}
+	if pg, ok := postgres(t); ok {
+		out = append(out, pg)
+	}
+	return out
+}
+
+// SQLite opens a fresh SQLite store in t.TempDir().
+func SQLite(t testing.TB) Backend {
+	t.Helper()
+	cfg := store.Config{Path: filepath.Join(t.TempDir(), "mayfly.db")}
+	b := Backend{Name: "sqlite"}
+	b.DB = open(t, cfg)
+	b.Reopen = func(t testing.TB) *store.DB {
+		b.DB.Close()
+		b.DB = open(t, cfg)
+		return b.DB
+	}
+	return b
+}
+
+// PostgresDSN returns MAYFLY_TEST_POSTGRES, skipping the test when it is
+// unset outside CI and failing it in CI.
+func PostgresDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv("MAYFLY_TEST_POSTGRES")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("MAYFLY_TEST_POSTGRES is not set in CI: PostgreSQL tests must run")
+		}
+		t.Skip("MAYFLY_TEST_POSTGRES not set")
+	}
+	return dsn
+}
+
+// Postgres opens a store in a fresh schema of the test database; the
+// schema is dropped when the test ends.
+func Postgres(t testing.TB) Backend {
+	t.Helper()
+	b, _ := postgres(t)
+	return b
+}
+
+func postgres(t testing.TB) (Backend, bool) {
+	t.Helper()
+	dsn := os.Getenv("MAYFLY_TEST_POSTGRES")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("MAYFLY_TEST_POSTGRES is not set in CI: PostgreSQL tests must run")
+		}
+		return Backend{}, false
+	}
+	schemaDSN := FreshSchema(t, dsn)
+	cfg := store.Config{PostgresDSN: schemaDSN}
+	b := Backend{Name: "postgres"}
+	b.DB = open(t, cfg)
+	b.Reopen = func(t testing.TB) *store.DB {
+		b.DB.Close()
+		b.DB = open(t, cfg)
+		return b.DB
+	}
+	return b, true
+}
+
+// FreshSchema creates a new schema in the database dsn names and returns a
+// DSN whose search_path is that schema. The schema is dropped at cleanup.
+func FreshSchema(t testing.TB, dsn string) string {
+	t.Helper()
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	schema := "mayfly_test_" + hex.EncodeToString(rnd[:])
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatalf("postgres: %v", err)
+	}
+	ctx := context.Background()
+	if _, err := admin.ExecContext(ctx, `CREATE SCHEMA `+schema); err != nil {
+		admin.Close()
+		t.Fatalf("postgres: create schema: %v", err)
+	}
+	t.Cleanup(func() {
+		admin.ExecContext(context.Background(), `DROP SCHEMA `+schema+` CASCADE`)
+		admin.Close()
+	})
+	return withParam(t, dsn, "search_path", schema)
+}
+
+func withParam(t testing.TB, dsn, k, v string) string {
+	if strings.Contains(dsn, "://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			t.Fatalf("postgres dsn: %v", err)
+		}
+		q := u.Query()
+		q.Set(k, v)
+		u.RawQuery = q.Encode()
+		return u.String()
+	}
+	return dsn + " " + k + "=" + v
+}
+
+func open(t testing.TB, cfg store.Config) *store.DB {
+	t.Helper()
+	db, err := store.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatalf("open store: %v", err)
+	}
+	t.Cleanup(func() { db.Close() })
+	return db
+}
