@@ -1,0 +1,60 @@
+// Package audit owns mayfly's tamper-evident audit log: the entries (one
+// line of compact JSON each), the RFC 6962 Merkle tree over them (via
+// golang.org/x/mod/sumdb/tlog), group commit of concurrent appends into one
+// durable storage transaction, signed C2SP tlog-checkpoints, inclusion and
+// consistency proofs, offline and remote verification, and forwarding of
+// entries to SIEM sinks (JSON-lines files, RFC 5424 syslog).
+//
+// It never drops an entry silently: Append returns only once the entry is
+// durable, and otherwise returns an error wrapping ErrUnavailable so that
+// the action it records does not happen. It never writes a whole mayfly
+// token into an entry (checksum-valid tokens are reduced to their hint).
+package audit
+
+import (
+	"context"
+	"errors"
+)
+
+// ErrUnavailable is wrapped by every error Append returns because the log
+// could not make an entry durable (the store failed). Callers answer 503.
+var ErrUnavailable = errors.New("audit log unavailable")
+
+// ErrClosed is returned by Append after Close.
+var ErrClosed = errors.New("audit log closed")
+
+// ErrRange is wrapped by proof and read errors for sizes or indexes outside
+// the log.
+var ErrRange = errors.New("audit: index or size out of range")
+
+// Reader is the part of the storage that reading and verifying need.
+type Reader interface {
+	AuditSize(ctx context.Context) (int64, error)
+	AuditEntries(ctx context.Context, start int64, limit int) ([][]byte, error)
+	// AuditHashes returns the stored hashes at the given stored-hash
+	// indexes, or an error wrapping store.ErrNotFound if any is missing.
+	AuditHashes(ctx context.Context, indexes []int64) ([][32]byte, error)
+	// LatestAuditCheckpoint returns store.ErrNotFound when there is none.
+	LatestAuditCheckpoint(ctx context.Context) (size int64, note []byte, err error)
+	AuditCheckpoint(ctx context.Context, size int64) ([]byte, error)
+}
+
+// Storage is what the Log needs from the store (*store.DB implements it).
+type Storage interface {
+	Reader
+	// AppendAudit stores entries at [start, start+len(entries)) and the
+	// stored hashes at [firstHash, firstHash+len(hashes)) in one durable
+	// transaction, or returns store.ErrConflict if the log's size is not
+	// start.
+	AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
+	// PutAuditCheckpoint is idempotent per size.
+	PutAuditCheckpoint(ctx context.Context, size int64, note []byte) error
+}
+
+// CursorStorage is what a Forwarder needs: the entries and a cursor per
+// sink name.
+type CursorStorage interface {
+	AuditEntries(ctx context.Context, start int64, limit int) ([][]byte, error)
+	AuditCursor(ctx context.Context, name string) (int64, error)
+	SetAuditCursor(ctx context.Context, name string, next int64) error
+}

@@ -1,0 +1,177 @@
+package audit
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Entry types written by mayfly. Callers may use others that match
+// [a-z0-9._-]{1,64}.
+const (
+	TypeExchange     = "token.exchange"    // granted (status 200) and denied (status 4xx)
+	TypeRenew        = "token.renew"       // a job token renewed
+	TypeRevoke       = "token.revoke"      // a job token or lease revoked
+	TypeLeak         = "leak.report"       // a leak report and what it revoked
+	TypeGateway      = "gateway.request"   // one gateway request
+	TypePolicy       = "policy.apply"      // a policy version applied
+	TypeSecretWrite  = "secret.write"      // a stored secret written (never its value)
+	TypeKeyRotate    = "key.rotate"        // a master-key rotation
+	TypeAdminCreate  = "admin.token.create" // an admin token created
+	TypeAdminDelete  = "admin.token.delete" // an admin token deleted
+	TypeServerStart  = "server.start"      // a server came up
+)
+
+// MaxEntrySize bounds one entry's encoded size.
+const MaxEntrySize = 64 << 10
+
+// Event is what callers record. The log assigns index and time. Empty
+// fields are left out of the entry. No field may hold a token or secret
+// value: whole mayfly tokens are replaced by their hint anyway.
+type Event struct {
+	Type          string         `json:"type"`
+	Lease         string         `json:"lease,omitempty"`
+	Issuer        string         `json:"issuer,omitempty"`
+	Subject       string         `json:"subject,omitempty"`
+	Job           string         `json:"job,omitempty"`
+	Repository    string         `json:"repository,omitempty"`
+	Grant         string         `json:"grant,omitempty"` // grant name(s), space separated like a scope
+	Upstream      string         `json:"upstream,omitempty"`
+	Method        string         `json:"method,omitempty"`
+	Path          string         `json:"path,omitempty"`
+	Status        int            `json:"status,omitempty"`
+	Source        string         `json:"source,omitempty"` // client address
+	BytesIn       int64          `json:"bytes_in,omitempty"`
+	BytesOut      int64          `json:"bytes_out,omitempty"`
+	DurationMS    int64          `json:"duration_ms,omitempty"`
+	Reason        string         `json:"reason,omitempty"` // why denied / which check failed
+	Check         string         `json:"check,omitempty"`
+	Hint          string         `json:"hint,omitempty"` // token.Hint of a token concerned
+	PolicyVersion string         `json:"policy_version,omitempty"`
+	Secret        string         `json:"secret,omitempty"` // secret name, never its value
+	SecretVersion int            `json:"secret_version,omitempty"`
+	KeyVersion    int            `json:"key_version,omitempty"`
+	Admin         string         `json:"admin,omitempty"` // admin token name acting or concerned
+	Role          string         `json:"role,omitempty"`
+	Count         int64          `json:"count,omitempty"`
+	Detail        map[string]any `json:"detail,omitempty"`
+}
+
+// Entry is one parsed log entry.
+type Entry struct {
+	Index int64     `json:"index"`
+	Time  time.Time `json:"time"`
+	Event
+}
+
+func validType(s string) bool {
+	if len(s) == 0 || len(s) > 64 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '.' || c == '_' || c == '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// encodeEvent returns the event's compact JSON object, starting with
+// `{"type":`, with any whole mayfly token replaced by its hint.
+func encodeEvent(ev Event) ([]byte, error) {
+	if !validType(ev.Type) {
+		return nil, fmt.Errorf("audit: invalid event type %q", ev.Type)
+	}
+	b, err := json.Marshal(ev)
+	if err != nil {
+		return nil, fmt.Errorf("audit: encoding %s event: %w", ev.Type, err)
+	}
+	if ms := token.Find(b); len(ms) > 0 {
+		var out bytes.Buffer
+		last := 0
+		for _, m := range ms {
+			out.Write(b[last:m.Offset])
+			out.WriteString(token.Hint(m.Token))
+			last = m.Offset + len(m.Token)
+		}
+		out.Write(b[last:])
+		b = out.Bytes()
+	}
+	if len(b)+80 > MaxEntrySize {
+		return nil, fmt.Errorf("audit: %s event of %d bytes exceeds %d", ev.Type, len(b), MaxEntrySize)
+	}
+	return b, nil
+}
+
+// timeLayout is RFC 3339 with nanoseconds, always written in UTC.
+const timeLayout = time.RFC3339Nano
+
+// buildEntry prefixes an encoded event with its index and time.
+func buildEntry(dst []byte, index int64, ts string, body []byte) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, index, 10)
+	dst = append(dst, `,"time":"`...)
+	dst = append(dst, ts...)
+	dst = append(dst, `",`...)
+	dst = append(dst, body[1:]...)
+	return dst
+}
+
+// entryIndex reads the index of an entry written by this package: it must
+// start exactly with `{"index":N,`. It returns -1 if it does not.
+func entryIndex(b []byte) int64 {
+	const p = `{"index":`
+	if len(b) < len(p)+2 || string(b[:len(p)]) != p {
+		return -1
+	}
+	var n int64
+	i := len(p)
+	start := i
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		if i-start >= 18 {
+			return -1
+		}
+		n = n*10 + int64(b[i]-'0')
+	}
+	if i == start || i >= len(b) || b[i] != ',' || (b[start] == '0' && i-start > 1) {
+		return -1
+	}
+	return n
+}
+
+// ParseEntry parses one entry line (without its newline). It requires a
+// JSON object with a non-negative index, an RFC 3339 UTC time and a valid
+// type.
+func ParseEntry(line []byte) (*Entry, error) {
+	if len(line) > MaxEntrySize {
+		return nil, fmt.Errorf("audit: entry of %d bytes exceeds %d", len(line), MaxEntrySize)
+	}
+	var aux struct {
+		Index *int64  `json:"index"`
+		Time  *string `json:"time"`
+		Event
+	}
+	if err := json.Unmarshal(line, &aux); err != nil {
+		return nil, fmt.Errorf("audit: parsing entry: %w", err)
+	}
+	if aux.Index == nil || *aux.Index < 0 {
+		return nil, errors.New("audit: entry has no valid index")
+	}
+	if aux.Time == nil {
+		return nil, errors.New("audit: entry has no time")
+	}
+	t, err := time.Parse(time.RFC3339Nano, *aux.Time)
+	if err != nil || t.Location() != time.UTC || len(*aux.Time) == 0 || (*aux.Time)[len(*aux.Time)-1] != 'Z' {
+		return nil, fmt.Errorf("audit: entry time %q is not RFC 3339 UTC", *aux.Time)
+	}
+	if !validType(aux.Type) {
+		return nil, fmt.Errorf("audit: entry type %q is invalid", aux.Type)
+	}
+	return &Entry{Index: *aux.Index, Time: t, Event: aux.Event}, nil
+}

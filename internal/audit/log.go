@@ -1,0 +1,607 @@
+package audit
+
+import (
+	"context"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// Options tune a Log. The zero value is usable.
+type Options struct {
+	// MaxBatch bounds the entries of one group commit (default 1000).
+	MaxBatch int
+	// CommitTimeout bounds one storage transaction, retries included
+	// (default 10s).
+	CommitTimeout time.Duration
+	// CheckpointInterval is how often a new checkpoint is signed while the
+	// log grows (default 500ms; never more than 1s is sensible).
+	CheckpointInterval time.Duration
+	// Registerer receives the log's metrics (nil: none).
+	Registerer prometheus.Registerer
+	// Now is the clock (default time.Now); tests only.
+	Now func() time.Time
+}
+
+func (o *Options) defaults() {
+	if o.MaxBatch <= 0 {
+		o.MaxBatch = 1000
+	}
+	if o.CommitTimeout <= 0 {
+		o.CommitTimeout = 10 * time.Second
+	}
+	if o.CheckpointInterval <= 0 {
+		o.CheckpointInterval = 500 * time.Millisecond
+	}
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+}
+
+// maxConflictRetries bounds the retries of one group commit when other
+// writers keep appending first.
+const maxConflictRetries = 50
+
+// Result is the outcome of one append.
+type Result struct {
+	Index int64
+	Err   error
+}
+
+type request struct {
+	body []byte
+	done chan Result
+}
+
+// Log is the audit log of one server node. Several nodes may share one
+// storage: a group commit that loses the race reloads and retries.
+type Log struct {
+	st      Storage
+	signer  note.Signer
+	origin  string
+	vkey    string
+	opts    Options
+	metrics *metrics
+
+	reqs    chan *request
+	stop    chan struct{} // closed by Close: committer drains and exits
+	done    chan struct{} // committer exited
+	pubStop chan struct{}
+	pubDone chan struct{}
+
+	closeMu sync.RWMutex // held for reading while sending on reqs
+	closed  bool
+
+	mu         sync.Mutex
+	size       int64     // durable size as this node knows it
+	root       tlog.Hash // tree hash at size
+	commitErr  error     // last append failure, nil when healthy
+	publishErr error     // last checkpoint failure
+	published  int64     // largest size this node has published or seen published
+	shut       bool      // Close finished
+
+	// owned by the committer goroutine (and Open before it starts)
+	frontier map[int64]tlog.Hash // stored hashes of the complete subtrees of size
+	stale    bool                // reload size and frontier before the next commit
+}
+
+// Open opens the log over st, signing checkpoints with signerKey (a note
+// signer key from GenerateKey; its name is the checkpoint origin), and
+// starts its committer and checkpoint publisher.
+func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log, error) {
+	opts.defaults()
+	signer, err := note.NewSigner(signerKey)
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading signer key: %w", err)
+	}
+	vkey, err := verifierKeyFor(signerKey)
+	if err != nil {
+		return nil, err
+	}
+	l := &Log{
+		st:      st,
+		signer:  signer,
+		origin:  signer.Name(),
+		vkey:    vkey,
+		opts:    opts,
+		metrics: newMetrics(opts.Registerer),
+		reqs:    make(chan *request, 4*opts.MaxBatch),
+		stop:    make(chan struct{}),
+		done:    make(chan struct{}),
+		pubStop: make(chan struct{}),
+		pubDone: make(chan struct{}),
+	}
+	if err := l.reload(ctx); err != nil {
+		return nil, fmt.Errorf("audit: opening log: %w", err)
+	}
+	last, text, err := st.LatestAuditCheckpoint(ctx)
+	switch {
+	case err == nil:
+		if _, _, err := ParseCheckpoint(text, vkey); err != nil {
+			return nil, fmt.Errorf("audit: latest stored checkpoint (size %d) does not verify with this key: %w", last, err)
+		}
+		if last > l.size {
+			return nil, fmt.Errorf("audit: log has %d entries but a checkpoint for %d exists: entries lost", l.size, last)
+		}
+		l.published = last
+	case isNotFound(err):
+		l.published = -1
+	default:
+		return nil, fmt.Errorf("audit: reading latest checkpoint: %w", err)
+	}
+	if err := l.publish(ctx); err != nil {
+		return nil, err
+	}
+	go l.commitLoop()
+	go l.publishLoop()
+	return l, nil
+}
+
+// Origin is the checkpoint origin line (the signer key's name).
+func (l *Log) Origin() string { return l.origin }
+
+// VerifierKey returns the note verifier key for the log's checkpoints.
+func (l *Log) VerifierKey() string { return l.vkey }
+
+// Size returns the number of durable entries this node knows of.
+func (l *Log) Size() int64 {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.size
+}
+
+// Healthy returns nil when the last write to the store succeeded, or an
+// error wrapping ErrUnavailable (for /readyz). It recovers by itself once
+// the store takes writes again.
+func (l *Log) Healthy() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.shut {
+		return ErrClosed
+	}
+	if l.commitErr != nil {
+		return l.commitErr
+	}
+	return l.publishErr
+}
+
+// Append records ev and returns its index once it is durable. Concurrent
+// appends share one storage transaction. If the entry cannot be made
+// durable, the error wraps ErrUnavailable and the caller must not perform
+// the action it records. If ctx ends first, the entry may still be
+// recorded.
+func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
+	ch, err := l.submit(ctx, ev)
+	if err != nil {
+		return -1, err
+	}
+	select {
+	case r := <-ch:
+		return r.Index, r.Err
+	case <-ctx.Done():
+		return -1, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
+	}
+}
+
+// AppendAsync queues ev and returns a channel that receives its Result
+// once it is durable or has failed. The caller must wait for it before
+// acting on the recorded event.
+func (l *Log) AppendAsync(ev Event) <-chan Result {
+	ch, err := l.submit(context.Background(), ev)
+	if err != nil {
+		ch := make(chan Result, 1)
+		ch <- Result{Index: -1, Err: err}
+		return ch
+	}
+	return ch
+}
+
+func (l *Log) submit(ctx context.Context, ev Event) (chan Result, error) {
+	body, err := encodeEvent(ev)
+	if err != nil {
+		return nil, err
+	}
+	r := &request{body: body, done: make(chan Result, 1)}
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return nil, fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
+	}
+	select {
+	case l.reqs <- r:
+		return r.done, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("audit: queueing %s entry: %w", ev.Type, ctx.Err())
+	}
+}
+
+// Close stops taking appends, commits everything queued, publishes a last
+// checkpoint and stops the background work. It does not close the store.
+func (l *Log) Close(ctx context.Context) error {
+	l.closeMu.Lock()
+	if l.closed {
+		l.closeMu.Unlock()
+		return nil
+	}
+	l.closed = true
+	l.closeMu.Unlock()
+	close(l.stop)
+	select {
+	case <-l.done:
+	case <-ctx.Done():
+		return fmt.Errorf("audit: closing: %w", ctx.Err())
+	}
+	close(l.pubStop)
+	select {
+	case <-l.pubDone:
+	case <-ctx.Done():
+		return fmt.Errorf("audit: closing: %w", ctx.Err())
+	}
+	err := l.publish(ctx)
+	l.mu.Lock()
+	l.shut = true
+	l.mu.Unlock()
+	return err
+}
+
+func (l *Log) commitLoop() {
+	defer close(l.done)
+	probe := time.NewTicker(l.opts.CheckpointInterval)
+	defer probe.Stop()
+	batch := make([]*request, 0, l.opts.MaxBatch)
+	for {
+		select {
+		case r := <-l.reqs:
+			batch = append(batch, r)
+		case <-probe.C:
+			l.probe()
+			continue
+		case <-l.stop:
+			for {
+				select {
+				case r := <-l.reqs:
+					batch = append(batch, r)
+					if len(batch) == l.opts.MaxBatch {
+						l.commit(batch)
+						batch = batch[:0]
+					}
+				default:
+					if len(batch) > 0 {
+						l.commit(batch)
+					}
+					return
+				}
+			}
+		}
+	fill:
+		for len(batch) < l.opts.MaxBatch {
+			select {
+			case r := <-l.reqs:
+				batch = append(batch, r)
+			default:
+				break fill
+			}
+		}
+		l.commit(batch)
+		clear(batch)
+		batch = batch[:0]
+	}
+}
+
+// commit makes batch durable in one transaction and answers every request.
+func (l *Log) commit(batch []*request) {
+	began := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	defer cancel()
+	var (
+		start   int64
+		entries [][]byte
+		hashes  []tlog.Hash
+		err     error
+	)
+	for attempt := 0; ; attempt++ {
+		if l.stale {
+			if err = l.reload(ctx); err != nil {
+				break
+			}
+		}
+		start = l.Size()
+		entries, hashes, err = l.build(ctx, start, batch)
+		if err != nil {
+			l.stale = true
+			break
+		}
+		err = l.st.AppendAudit(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))
+		if err == nil {
+			break
+		}
+		l.stale = true
+		if !isConflict(err) || attempt >= maxConflictRetries {
+			break
+		}
+		l.metrics.conflicts.Inc()
+	}
+	if err != nil {
+		err = fmt.Errorf("%w: appending %d entries: %v", ErrUnavailable, len(batch), err)
+		l.mu.Lock()
+		l.commitErr = err
+		l.mu.Unlock()
+		l.metrics.appendErrors.Add(float64(len(batch)))
+		for _, r := range batch {
+			r.done <- Result{Index: -1, Err: err}
+		}
+		return
+	}
+	newSize := start + int64(len(batch))
+	l.advance(start, newSize, hashes)
+	root, rerr := tlog.TreeHash(newSize, l.frontierReader())
+	if rerr != nil { // cannot happen: the frontier is complete
+		l.stale = true
+	}
+	l.mu.Lock()
+	l.size = newSize
+	l.root = root
+	l.commitErr = nil
+	l.mu.Unlock()
+	l.metrics.appends.Add(float64(len(batch)))
+	l.metrics.batchSize.Observe(float64(len(batch)))
+	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
+	l.metrics.size.Set(float64(newSize))
+	for i, r := range batch {
+		r.done <- Result{Index: start + int64(i)}
+	}
+}
+
+// build stamps the batch with indexes from start and the commit time, and
+// computes the stored hashes the new records add.
+func (l *Log) build(ctx context.Context, start int64, batch []*request) ([][]byte, []tlog.Hash, error) {
+	ts := l.opts.Now().UTC().Format(timeLayout)
+	need := 0
+	for _, r := range batch {
+		need += len(r.body) + 48 + len(ts)
+	}
+	buf := make([]byte, 0, need)
+	entries := make([][]byte, len(batch))
+	firstHash := tlog.StoredHashCount(start)
+	hashes := make([]tlog.Hash, 0, 2*len(batch)+1)
+	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		var missing []int
+		for i, x := range idx {
+			if x >= firstHash && x < firstHash+int64(len(hashes)) {
+				out[i] = hashes[x-firstHash]
+			} else if h, ok := l.frontier[x]; ok {
+				out[i] = h
+			} else {
+				missing = append(missing, i)
+			}
+		}
+		if len(missing) > 0 { // not expected: the frontier covers all appends
+			q := make([]int64, len(missing))
+			for j, i := range missing {
+				q[j] = idx[i]
+			}
+			got, err := l.st.AuditHashes(ctx, q)
+			if err != nil {
+				return nil, fmt.Errorf("reading stored hashes: %w", err)
+			}
+			for j, i := range missing {
+				out[i] = got[j]
+			}
+		}
+		return out, nil
+	})
+	for i, req := range batch {
+		off := len(buf)
+		buf = buildEntry(buf, start+int64(i), ts, req.body)
+		entries[i] = buf[off:len(buf):len(buf)]
+		hs, err := tlog.StoredHashes(start+int64(i), entries[i], r)
+		if err != nil {
+			return nil, nil, err
+		}
+		hashes = append(hashes, hs...)
+	}
+	return entries, hashes, nil
+}
+
+func hashesOf(hs []tlog.Hash) [][32]byte {
+	out := make([][32]byte, len(hs))
+	for i, h := range hs {
+		out[i] = h
+	}
+	return out
+}
+
+// frontierIndexes returns the stored-hash indexes of the complete subtrees
+// that make up a tree of size n, left to right.
+func frontierIndexes(n int64) []int64 {
+	var out []int64
+	var lo int64
+	for level := 62; level >= 0; level-- {
+		if n&(1<<level) != 0 {
+			out = append(out, tlog.StoredHashIndex(level, lo>>level))
+			lo += 1 << level
+		}
+	}
+	return out
+}
+
+// advance replaces the frontier for size start with the one for newSize,
+// given the stored hashes written for [start, newSize).
+func (l *Log) advance(start, newSize int64, hashes []tlog.Hash) {
+	firstHash := tlog.StoredHashCount(start)
+	next := make(map[int64]tlog.Hash, 64)
+	for _, x := range frontierIndexes(newSize) {
+		if x >= firstHash {
+			next[x] = hashes[x-firstHash]
+		} else {
+			next[x] = l.frontier[x]
+		}
+	}
+	l.frontier = next
+}
+
+func (l *Log) frontierReader() tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			h, ok := l.frontier[x]
+			if !ok {
+				return nil, fmt.Errorf("audit: stored hash %d not in frontier", x)
+			}
+			out[i] = h
+		}
+		return out, nil
+	})
+}
+
+// reload reads the size and the frontier hashes from the store.
+func (l *Log) reload(ctx context.Context) error {
+	size, err := l.st.AuditSize(ctx)
+	if err != nil {
+		return fmt.Errorf("reading log size: %w", err)
+	}
+	idx := frontierIndexes(size)
+	frontier := make(map[int64]tlog.Hash, 64)
+	if len(idx) > 0 {
+		hs, err := l.st.AuditHashes(ctx, idx)
+		if err != nil {
+			return fmt.Errorf("reading right-edge hashes of %d entries: %w", size, err)
+		}
+		if len(hs) != len(idx) {
+			return fmt.Errorf("reading right-edge hashes: got %d of %d", len(hs), len(idx))
+		}
+		for i, x := range idx {
+			frontier[x] = hs[i]
+		}
+	}
+	l.frontier = frontier
+	root, err := tlog.TreeHash(size, l.frontierReader())
+	if err != nil {
+		return err
+	}
+	l.mu.Lock()
+	l.size, l.root = size, root
+	l.mu.Unlock()
+	l.metrics.size.Set(float64(size))
+	l.stale = false
+	return nil
+}
+
+// probe runs in the committer while the log is unhealthy: it reloads the
+// state and writes a checkpoint (an idempotent write) to learn whether the
+// store takes writes again, so that /readyz recovers without traffic.
+func (l *Log) probe() {
+	l.mu.Lock()
+	bad := l.commitErr != nil
+	l.mu.Unlock()
+	if !bad {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	defer cancel()
+	if err := l.reload(ctx); err != nil {
+		l.stale = true
+		return
+	}
+	l.mu.Lock()
+	size, root := l.size, l.root
+	l.mu.Unlock()
+	text, err := l.sign(size, root)
+	if err == nil {
+		err = l.st.PutAuditCheckpoint(ctx, size, text)
+	}
+	if err != nil {
+		return
+	}
+	l.mu.Lock()
+	l.commitErr = nil
+	if size > l.published {
+		l.published = size
+	}
+	l.mu.Unlock()
+}
+
+func (l *Log) publishLoop() {
+	defer close(l.pubDone)
+	t := time.NewTicker(l.opts.CheckpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-t.C:
+			ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+			_ = l.publish(ctx) // recorded in publishErr and metrics
+			cancel()
+		case <-l.pubStop:
+			return
+		}
+	}
+}
+
+// publish signs and stores a checkpoint for the current size if it is
+// larger than the last one published.
+func (l *Log) publish(ctx context.Context) error {
+	l.mu.Lock()
+	size, root, last := l.size, l.root, l.published
+	l.mu.Unlock()
+	if size <= last {
+		return nil
+	}
+	text, err := l.sign(size, root)
+	if err == nil {
+		err = l.st.PutAuditCheckpoint(ctx, size, text)
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if err != nil {
+		l.publishErr = fmt.Errorf("%w: publishing checkpoint %d: %v", ErrUnavailable, size, err)
+		l.metrics.cpErrors.Inc()
+		return l.publishErr
+	}
+	l.publishErr = nil
+	if size > l.published {
+		l.published = size
+	}
+	l.metrics.checkpoints.Inc()
+	return nil
+}
+
+func (l *Log) sign(size int64, root tlog.Hash) ([]byte, error) {
+	text, err := note.Sign(&note.Note{Text: string(FormatCheckpoint(l.origin, size, root))}, l.signer)
+	if err != nil {
+		return nil, fmt.Errorf("audit: signing checkpoint: %w", err)
+	}
+	return text, nil
+}
+
+// Checkpoint returns the latest signed checkpoint in the store.
+func (l *Log) Checkpoint(ctx context.Context) ([]byte, error) {
+	_, text, err := l.st.LatestAuditCheckpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading latest checkpoint: %w", err)
+	}
+	return text, nil
+}
+
+// CheckpointAt returns the signed checkpoint stored for size, if any.
+func (l *Log) CheckpointAt(ctx context.Context, size int64) ([]byte, error) {
+	text, err := l.st.AuditCheckpoint(ctx, size)
+	if err != nil {
+		if isNotFound(err) {
+			return nil, fmt.Errorf("%w: no checkpoint for size %d", ErrRange, size)
+		}
+		return nil, fmt.Errorf("audit: reading checkpoint %d: %w", size, err)
+	}
+	return text, nil
+}
+
+// Sync signs and stores a checkpoint covering every entry durable so far
+// now, without waiting for the publisher (Append already waits for
+// durability).
+func (l *Log) Sync(ctx context.Context) error {
+	return l.publish(ctx)
+}

@@ -1,0 +1,414 @@
+package audit
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// TreeHead is a tree size and its root hash, e.g. from a checkpoint a
+// verifier saw before.
+type TreeHead struct {
+	Size int64    `json:"size"`
+	Root [32]byte `json:"root"`
+}
+
+// VerifyOptions tune Verify and VerifyStream.
+type VerifyOptions struct {
+	// PageSize is how many entries are read per storage query (default 1000).
+	PageSize int
+	// Seen is a checkpoint this verifier saw and trusted before (from its
+	// state file): the log must still contain that exact tree.
+	Seen *TreeHead
+}
+
+// VerifyResult is the outcome of a verification. Reason is empty and
+// FirstBad is -1 when the log is intact.
+type VerifyResult struct {
+	Size       int64    // entries read and hashed
+	Root       [32]byte // root hash recomputed over those entries
+	Checkpoint TreeHead // the latest signed checkpoint (zero if none)
+	FirstBad   int64    // first index that can no longer be trusted, or -1
+	Reason     string   // what is wrong, empty when intact
+}
+
+// OK reports whether the log verified.
+func (r *VerifyResult) OK() bool { return r.Reason == "" }
+
+// treeBuilder computes RFC 6962 subtree hashes incrementally: the stack
+// holds the hashes of the complete subtrees of the tree so far, left to
+// right, largest first.
+type treeBuilder struct {
+	stack  []tlog.Hash
+	levels []int
+	n      int64
+}
+
+// add appends a leaf hash and appends to out the stored hashes it creates
+// in tlog order: the leaf's, then each parent it completes.
+func (b *treeBuilder) add(leaf tlog.Hash, out []tlog.Hash) []tlog.Hash {
+	out = append(out, leaf)
+	h, level := leaf, 0
+	for len(b.stack) > 0 && b.levels[len(b.levels)-1] == level {
+		h = tlog.NodeHash(b.stack[len(b.stack)-1], h)
+		level++
+		b.stack = b.stack[:len(b.stack)-1]
+		b.levels = b.levels[:len(b.levels)-1]
+		out = append(out, h)
+	}
+	b.stack = append(b.stack, h)
+	b.levels = append(b.levels, level)
+	b.n++
+	return out
+}
+
+// emptyRoot is the RFC 6962 hash of the empty tree, SHA-256("").
+var emptyRoot = func() tlog.Hash {
+	h, _ := tlog.TreeHash(0, nil)
+	return h
+}()
+
+// treeHash returns the root hash of the tree so far.
+func (b *treeBuilder) treeHash() tlog.Hash {
+	if len(b.stack) == 0 {
+		return emptyRoot
+	}
+	h := b.stack[len(b.stack)-1]
+	for i := len(b.stack) - 2; i >= 0; i-- {
+		h = tlog.NodeHash(b.stack[i], h)
+	}
+	return h
+}
+
+// check is the verification state shared by Verify and VerifyStream.
+type check struct {
+	tb       treeBuilder
+	cp       *TreeHead // signed checkpoint that verified, nil if none
+	seen     *TreeHead
+	anchor   int64 // entries below it are proven by a verified root
+	res      VerifyResult
+	hashes   []tlog.Hash
+	stopped  bool
+}
+
+func newCheck(seen *TreeHead) *check {
+	c := &check{seen: seen}
+	c.res.FirstBad = -1
+	return c
+}
+
+// bad records a problem from index i; the smallest index wins.
+func (c *check) bad(i int64, format string, args ...any) {
+	if c.res.FirstBad == -1 || i < c.res.FirstBad {
+		c.res.FirstBad = i
+		c.res.Reason = fmt.Sprintf(format, args...)
+	}
+}
+
+// atSize checks the known roots for the tree of the current size.
+func (c *check) atSize() {
+	n := c.tb.n
+	if c.seen != nil && c.seen.Size == n {
+		if c.tb.treeHash() != c.seen.Root {
+			c.bad(c.anchor, "the tree of %d entries differs from the checkpoint seen before: entries in [%d, %d) were changed", n, c.anchor, n)
+			c.stopped = true
+		} else {
+			c.anchor = n
+		}
+	}
+	if c.cp != nil && c.cp.Size == n {
+		if c.tb.treeHash() != c.cp.Root {
+			c.bad(c.anchor, "the tree of %d entries does not match the signed checkpoint: entries in [%d, %d) were changed", n, c.anchor, n)
+			c.stopped = true
+		} else {
+			c.anchor = n
+		}
+	}
+}
+
+// entry checks and hashes the entry at position pos; it returns the stored
+// hashes it creates (valid until the next call).
+func (c *check) entry(pos int64, data []byte) []tlog.Hash {
+	if idx := entryIndex(data); idx != pos {
+		if idx < 0 {
+			c.bad(pos, "entry at position %d is not a well-formed entry", pos)
+		} else {
+			c.bad(pos, "entry at position %d says index %d (deleted, inserted or reordered entries)", pos, idx)
+		}
+		c.stopped = true
+		return nil
+	}
+	if !json.Valid(data) {
+		c.bad(pos, "entry %d is not valid JSON", pos)
+		c.stopped = true
+		return nil
+	}
+	c.hashes = c.tb.add(tlog.RecordHash(data), c.hashes[:0])
+	c.atSize()
+	return c.hashes
+}
+
+// finish checks what can only be checked once every entry was read.
+func (c *check) finish(total int64) *VerifyResult {
+	n := c.tb.n
+	if !c.stopped {
+		if c.cp != nil && n < c.cp.Size {
+			c.bad(n, "log has %d entries but the signed checkpoint covers %d: entries from %d are missing", n, c.cp.Size, n)
+		}
+		if c.seen != nil && n < c.seen.Size {
+			c.bad(n, "log rolled back: %d entries, but a checkpoint of %d was seen before", n, c.seen.Size)
+		}
+		if n < total {
+			c.bad(n, "storage reports %d entries but only %d could be read", total, n)
+		}
+	}
+	if c.cp != nil && c.seen != nil && c.cp.Size < c.seen.Size {
+		c.bad(c.cp.Size, "latest signed checkpoint (%d) is older than the one seen before (%d): checkpoints rolled back", c.cp.Size, c.seen.Size)
+	}
+	c.res.Size = n
+	c.res.Root = c.tb.treeHash()
+	return &c.res
+}
+
+// openCheckpoint sets the signed checkpoint, or records why it is unusable.
+func (c *check) openCheckpoint(text []byte, found bool, verifierKey string) {
+	if !found {
+		c.bad(0, "no signed checkpoint")
+		return
+	}
+	size, root, err := ParseCheckpoint(text, verifierKey)
+	if err != nil {
+		c.bad(0, "latest checkpoint is not valid: %v", err)
+		return
+	}
+	c.cp = &TreeHead{Size: size, Root: root}
+	c.res.Checkpoint = *c.cp
+}
+
+type page struct {
+	start   int64
+	entries [][]byte
+	hashes  [][32]byte // stored hashes for the page's records, nil if unreadable
+	missing int64      // first stored-hash index found missing, -1 if none
+	err     error
+}
+
+// Verify recomputes the tree from the stored entries, page by page, and
+// checks: each entry's index field against its position, every stored hash
+// against the recomputed one, the latest signed checkpoint (signature and
+// root) and, if given, a checkpoint seen before. The returned error is for
+// failures to read; a tampered log gives a result with FirstBad and Reason.
+func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOptions) (*VerifyResult, error) {
+	if opts.PageSize <= 0 {
+		opts.PageSize = 1000
+	}
+	c := newCheck(opts.Seen)
+	total, err := r.AuditSize(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: reading log size: %w", err)
+	}
+	_, text, err := r.LatestAuditCheckpoint(ctx)
+	switch {
+	case err == nil:
+		c.openCheckpoint(text, true, verifierKey)
+	case isNotFound(err):
+		// An empty log that never had a checkpoint is intact.
+		if total > 0 || opts.Seen != nil {
+			c.openCheckpoint(nil, false, verifierKey)
+		}
+	default:
+		return nil, fmt.Errorf("audit: reading latest checkpoint: %w", err)
+	}
+	want := total
+	if c.cp != nil && c.cp.Size > want {
+		want = c.cp.Size
+	}
+	if c.seen != nil && c.seen.Size > want {
+		want = c.seen.Size
+	}
+	c.atSize()
+
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	pages := make(chan page, 2)
+	go readPages(ctx, r, want, opts.PageSize, pages)
+	for p := range pages {
+		if p.err != nil {
+			return nil, p.err
+		}
+		firstHash := tlog.StoredHashCount(p.start)
+		for i, data := range p.entries {
+			pos := p.start + int64(i)
+			hs := c.entry(pos, data)
+			if c.stopped {
+				break
+			}
+			hi := tlog.StoredHashCount(pos)
+			for j, h := range hs {
+				x := hi + int64(j)
+				if p.missing >= 0 && x >= p.missing {
+					level, k := tlog.SplitStoredHashIndex(p.missing)
+					c.bad(k<<level, "stored hash %d (level %d over entries from %d) is missing", p.missing, level, k<<level)
+					c.stopped = true
+					break
+				}
+				if p.hashes[x-firstHash] != h {
+					level, k := tlog.SplitStoredHashIndex(x)
+					if level == 0 {
+						c.bad(k, "entry %d does not match its stored hash (changed entry)", k)
+					} else {
+						c.bad(k<<level, "stored hash %d (level %d over entries from %d) does not match the entries", x, level, k<<level)
+					}
+					c.stopped = true
+					break
+				}
+			}
+			if c.stopped {
+				break
+			}
+		}
+		if c.stopped {
+			break
+		}
+	}
+	cancel()
+	for range pages { // let the reader finish
+	}
+	return c.finish(total), nil
+}
+
+// readPages reads entries and their stored hashes ahead of the hashing.
+func readPages(ctx context.Context, r Reader, want int64, size int, out chan<- page) {
+	defer close(out)
+	for pos := int64(0); pos < want; {
+		limit := int64(size)
+		if want-pos < limit {
+			limit = want - pos
+		}
+		es, err := r.AuditEntries(ctx, pos, int(limit))
+		if err != nil {
+			if ctx.Err() == nil {
+				out <- page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+			}
+			return
+		}
+		if len(es) == 0 {
+			return
+		}
+		if int64(len(es)) > limit {
+			es = es[:limit]
+		}
+		p := page{start: pos, entries: es, missing: -1}
+		lo, hi := tlog.StoredHashCount(pos), tlog.StoredHashCount(pos+int64(len(es)))
+		idx := make([]int64, hi-lo)
+		for i := range idx {
+			idx[i] = lo + int64(i)
+		}
+		p.hashes, err = r.AuditHashes(ctx, idx)
+		switch {
+		case err == nil && len(p.hashes) != len(idx):
+			err = fmt.Errorf("store returned %d of %d hashes", len(p.hashes), len(idx))
+		case isNotFound(err):
+			p.hashes, p.missing, err = hashesOneByOne(ctx, r, idx)
+		}
+		if err != nil {
+			if ctx.Err() == nil {
+				out <- page{err: fmt.Errorf("audit: reading stored hashes from %d: %w", lo, err)}
+			}
+			return
+		}
+		select {
+		case out <- p:
+		case <-ctx.Done():
+			return
+		}
+		pos += int64(len(es))
+	}
+}
+
+// hashesOneByOne finds the first missing stored hash of a page.
+func hashesOneByOne(ctx context.Context, r Reader, idx []int64) ([][32]byte, int64, error) {
+	out := make([][32]byte, len(idx))
+	for i, x := range idx {
+		h, err := r.AuditHashes(ctx, []int64{x})
+		if isNotFound(err) {
+			return out, x, nil
+		}
+		if err != nil {
+			return nil, -1, err
+		}
+		out[i] = h[0]
+	}
+	return out, -1, nil
+}
+
+// MaxLineSize bounds one NDJSON line read by VerifyStream.
+const MaxLineSize = MaxEntrySize + 1
+
+// VerifyStream verifies entries read as NDJSON from rd (index 0 first, as
+// GET /v1/audit/entries or `mayfly audit export` give them) against a
+// signed checkpoint and, if given, a checkpoint seen before. It holds only
+// O(log n) hashes in memory.
+func VerifyStream(ctx context.Context, rd io.Reader, checkpoint []byte, verifierKey string, opts VerifyOptions) (*VerifyResult, error) {
+	c := newCheck(opts.Seen)
+	c.openCheckpoint(checkpoint, len(checkpoint) > 0, verifierKey)
+	c.atSize()
+	br := bufio.NewReaderSize(rd, 256<<10)
+	var pos int64
+	for !c.stopped {
+		if pos%4096 == 0 && ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		line, err := readLine(br)
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			if errors.Is(err, errLineTooLong) {
+				c.bad(pos, "entry at position %d is longer than %d bytes", pos, MaxEntrySize)
+				break
+			}
+			return nil, fmt.Errorf("audit: reading entry %d: %w", pos, err)
+		}
+		c.entry(pos, line)
+		pos++
+	}
+	return c.finish(0), nil
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine returns the next line without its "\n"; a final line without
+// "\n" counts. It returns io.EOF at the end.
+func readLine(br *bufio.Reader) ([]byte, error) {
+	var long []byte
+	for {
+		frag, err := br.ReadSlice('\n')
+		if err == bufio.ErrBufferFull {
+			long = append(long, frag...)
+			if len(long) > MaxLineSize {
+				return nil, errLineTooLong
+			}
+			continue
+		}
+		if err == io.EOF && len(frag) == 0 && long == nil {
+			return nil, io.EOF
+		}
+		if err != nil && err != io.EOF {
+			return nil, err
+		}
+		if long != nil {
+			frag = append(long, frag...)
+		}
+		if len(frag) > MaxLineSize {
+			return nil, errLineTooLong
+		}
+		return bytes.TrimSuffix(frag, []byte("\n")), nil
+	}
+}
