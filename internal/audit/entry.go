@@ -14,17 +14,17 @@ import (
 // Entry types written by mayfly. Callers may use others that match
 // [a-z0-9._-]{1,64}.
 const (
-	TypeExchange     = "token.exchange"    // granted (status 200) and denied (status 4xx)
-	TypeRenew        = "token.renew"       // a job token renewed
-	TypeRevoke       = "token.revoke"      // a job token or lease revoked
-	TypeLeak         = "leak.report"       // a leak report and what it revoked
-	TypeGateway      = "gateway.request"   // one gateway request
-	TypePolicy       = "policy.apply"      // a policy version applied
-	TypeSecretWrite  = "secret.write"      // a stored secret written (never its value)
-	TypeKeyRotate    = "key.rotate"        // a master-key rotation
-	TypeAdminCreate  = "admin.token.create" // an admin token created
-	TypeAdminDelete  = "admin.token.delete" // an admin token deleted
-	TypeServerStart  = "server.start"      // a server came up
+	TypeExchange    = "token.exchange"     // granted (status 200) and denied (status 4xx)
+	TypeRenew       = "token.renew"        // a job token renewed
+	TypeRevoke      = "token.revoke"       // a job token or lease revoked
+	TypeLeak        = "leak.report"        // a leak report and what it revoked
+	TypeGateway     = "gateway.request"    // one gateway request
+	TypePolicy      = "policy.apply"       // a policy version applied
+	TypeSecretWrite = "secret.write"       // a stored secret written (never its value)
+	TypeKeyRotate   = "key.rotate"         // a master-key rotation
+	TypeAdminCreate = "admin.token.create" // an admin token created
+	TypeAdminDelete = "admin.token.delete" // an admin token deleted
+	TypeServerStart = "server.start"       // a server came up
 )
 
 // MaxEntrySize bounds one entry's encoded size.

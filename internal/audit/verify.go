@@ -88,13 +88,13 @@ func (b *treeBuilder) treeHash() tlog.Hash {
 
 // check is the verification state shared by Verify and VerifyStream.
 type check struct {
-	tb       treeBuilder
-	cp       *TreeHead // signed checkpoint that verified, nil if none
-	seen     *TreeHead
-	anchor   int64 // entries below it are proven by a verified root
-	res      VerifyResult
-	hashes   []tlog.Hash
-	stopped  bool
+	tb      treeBuilder
+	cp      *TreeHead // signed checkpoint that verified, nil if none
+	seen    *TreeHead
+	anchor  int64 // entries below it are proven by a verified root
+	res     VerifyResult
+	hashes  []tlog.Hash
+	stopped bool
 }
 
 func newCheck(seen *TreeHead) *check {
