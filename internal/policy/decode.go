@@ -1,0 +1,1012 @@
+package policy
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/netip"
+	"net/textproto"
+	"net/url"
+	"regexp"
+	"slices"
+	"sort"
+	"strconv"
+	"strings"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+)
+
+// Bounds on values (see the package comment).
+const (
+	maxTTL       = 24 * time.Hour
+	maxMaxTTL    = 7 * 24 * time.Hour
+	maxTimeout   = time.Hour
+	maxMaxUses   = 1_000_000_000
+	maxNameLen   = 64
+	maxMethodLen = 32
+)
+
+var (
+	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
+	lineRE = regexp.MustCompile(`line (\d+)`)
+
+	errBudget = errors.New("node budget exhausted")
+
+	allowedAlgorithms = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+	// pinClaims name a repository or project, per preset; ids first (preferred).
+	pinClaims = map[string][]string{
+		"github": {"repository_id", "repository_owner_id", "repository", "repository_owner"},
+		"gitlab": {"project_id", "namespace_id", "project_path", "namespace_path"},
+	}
+	idPinClaims = map[string][]string{
+		"github": {"repository_id", "repository_owner_id"},
+		"gitlab": {"project_id", "namespace_id"},
+	}
+
+	// credential headers the gateway must never set from policy
+	forbiddenHeaders = []string{"Host", "Content-Length", "Transfer-Encoding", "Connection", "Keep-Alive",
+		"Upgrade", "Te", "Trailer", "Proxy-Connection", "Proxy-Authorization", "Content-Type", "Forwarded", "X-Forwarded-For"}
+)
+
+type decoder struct {
+	file   string
+	el     *errList
+	budget int
+	p      *Policy
+}
+
+// kv is one key and its (unresolved) value in a mapping.
+type kv struct{ key, val *yaml.Node }
+
+func decodeFile(f File, p *Policy, el *errList) {
+	d := &decoder{file: f.Name, el: el, budget: maxNodes, p: p}
+	dec := yaml.NewDecoder(bytes.NewReader(f.Data))
+	for {
+		var doc yaml.Node
+		err := safeDecode(dec, &doc)
+		if err == io.EOF {
+			return
+		}
+		if err != nil {
+			line := 1
+			msg := strings.TrimPrefix(err.Error(), "yaml: ")
+			if m := lineRE.FindStringSubmatch(msg); m != nil {
+				if n, err := strconv.Atoi(m[1]); err == nil && n > 0 {
+					line = n
+				}
+				msg = strings.TrimPrefix(strings.Replace(msg, m[0], "", 1), ": ")
+			}
+			el.add(pos{file: f.Name, line: line}, "", "bad YAML: %s", msg)
+			return
+		}
+		if !d.document(&doc) {
+			return
+		}
+	}
+}
+
+// safeDecode turns a panic of the YAML parser into an error: the input is
+// from outside.
+func safeDecode(dec *yaml.Decoder, doc *yaml.Node) (err error) {
+	defer func() {
+		if r := recover(); r != nil {
+			err = fmt.Errorf("parser failed: %v", r)
+		}
+	}()
+	return dec.Decode(doc)
+}
+
+func (d *decoder) document(doc *yaml.Node) (ok bool) {
+	defer func() {
+		if r := recover(); r != nil {
+			if r != errBudget {
+				panic(r)
+			}
+			d.el.add(d.at(doc), "", "too many YAML nodes: more than %d, counting each use of an alias", maxNodes)
+			ok = false
+		}
+	}()
+	root := doc
+	if doc.Kind == yaml.DocumentNode {
+		if len(doc.Content) == 0 {
+			return true
+		}
+		root = doc.Content[0]
+	}
+	root = d.node(root)
+	if isNull(root) {
+		return true
+	}
+	f := d.fields(root, "", "issuers", "upstreams", "grants")
+	if f == nil {
+		return true
+	}
+	if s, ok := f["issuers"]; ok {
+		for _, e := range d.entries(s.val, "issuers") {
+			d.issuer(e)
+		}
+	}
+	if s, ok := f["upstreams"]; ok {
+		for _, e := range d.entries(s.val, "upstreams") {
+			d.upstream(e)
+		}
+	}
+	if s, ok := f["grants"]; ok {
+		for _, e := range d.entries(s.val, "grants") {
+			d.grant(e)
+		}
+	}
+	return true
+}
+
+// ---- generic helpers ----
+
+func (d *decoder) at(n *yaml.Node) pos {
+	if n == nil {
+		return pos{file: d.file, line: 1}
+	}
+	return pos{file: d.file, line: n.Line, col: n.Column}
+}
+
+func (d *decoder) errf(n *yaml.Node, path, format string, args ...any) {
+	d.el.add(d.at(n), path, format, args...)
+}
+
+func (d *decoder) warnf(n *yaml.Node, path, format string, args ...any) {
+	d.el.warn(d.at(n), path, format, args...)
+}
+
+// node follows aliases and spends the node budget.
+func (d *decoder) node(n *yaml.Node) *yaml.Node {
+	for n != nil && n.Kind == yaml.AliasNode {
+		d.spend()
+		n = n.Alias
+	}
+	d.spend()
+	return n
+}
+
+func (d *decoder) spend() {
+	d.budget--
+	if d.budget < 0 {
+		panic(errBudget)
+	}
+}
+
+func isNull(n *yaml.Node) bool {
+	return n == nil || (n.Kind == yaml.ScalarNode && n.ShortTag() == "!!null")
+}
+
+func kindName(n *yaml.Node) string {
+	switch {
+	case n == nil || isNull(n):
+		return "nothing"
+	case n.Kind == yaml.MappingNode:
+		return "a mapping"
+	case n.Kind == yaml.SequenceNode:
+		return "a list"
+	case n.Kind == yaml.ScalarNode:
+		return fmt.Sprintf("%q", n.Value)
+	}
+	return "something else"
+}
+
+func join(path, key string) string {
+	if path == "" {
+		return key
+	}
+	return path + "." + key
+}
+
+func index(path string, i int) string { return fmt.Sprintf("%s[%d]", path, i) }
+
+// mapKeys reads a mapping's keys, refusing non-string keys, merge keys and
+// duplicates.
+func (d *decoder) mapKeys(n *yaml.Node, path string) []kv {
+	if n.Kind != yaml.MappingNode {
+		d.errf(n, path, "expected a mapping, got %s", kindName(n))
+		return nil
+	}
+	seen := map[string]bool{}
+	var out []kv
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k := d.node(n.Content[i])
+		if k.Kind != yaml.ScalarNode || isNull(k) {
+			d.errf(k, path, "keys must be strings")
+			continue
+		}
+		if k.ShortTag() == "!!merge" {
+			d.errf(k, path, "merge keys (<<) are not supported")
+			continue
+		}
+		if seen[k.Value] {
+			d.errf(k, join(path, k.Value), "duplicate key %q", k.Value)
+			continue
+		}
+		seen[k.Value] = true
+		out = append(out, kv{k, n.Content[i+1]})
+	}
+	return out
+}
+
+// fields reads a mapping with a fixed set of keys. It returns nil when n is
+// not a mapping (the error is reported).
+func (d *decoder) fields(n *yaml.Node, path string, known ...string) map[string]kv {
+	keys := d.mapKeys(n, path)
+	if keys == nil && n.Kind != yaml.MappingNode {
+		return nil
+	}
+	out := make(map[string]kv, len(keys))
+	for _, e := range keys {
+		if !slices.Contains(known, e.key.Value) {
+			msg := fmt.Sprintf("unknown key %q", e.key.Value)
+			if s := closest(e.key.Value, known); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			} else {
+				msg += " (known: " + strings.Join(known, ", ") + ")"
+			}
+			d.errf(e.key, join(path, e.key.Value), "%s", msg)
+			continue
+		}
+		out[e.key.Value] = e
+	}
+	return out
+}
+
+// entries reads a section of named entries (issuers, upstreams, grants).
+func (d *decoder) entries(n *yaml.Node, path string) []kv {
+	n = d.node(n)
+	if isNull(n) {
+		return nil
+	}
+	var out []kv
+	for _, e := range d.mapKeys(n, path) {
+		name := e.key.Value
+		if !nameRE.MatchString(name) || len(name) > maxNameLen {
+			d.errf(e.key, join(path, name), "bad name %q: letters, digits, '.', '_' and '-', starting with a letter or digit, at most %d", name, maxNameLen)
+			continue
+		}
+		out = append(out, e)
+	}
+	return out
+}
+
+// body resolves an entry's value, which must be a mapping of known keys.
+func (d *decoder) body(e kv, path string, known ...string) map[string]kv {
+	v := d.node(e.val)
+	if isNull(v) {
+		d.errf(e.key, path, "empty: expected a mapping with %s", strings.Join(known, ", "))
+		return nil
+	}
+	return d.fields(v, path, known...)
+}
+
+func (d *decoder) missing(n *yaml.Node, path, key string) {
+	d.errf(n, join(path, key), "missing")
+}
+
+// scalar returns a scalar's text: strings, numbers, booleans and timestamps
+// are taken as written.
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	n = d.node(n)
+	if n.Kind != yaml.ScalarNode {
+		d.errf(n, path, "expected a string, got %s", kindName(n))
+		return "", false
+	}
+	switch t := n.ShortTag(); t {
+	case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
+		return n.Value, true
+	case "!!null":
+		d.errf(n, path, "missing value")
+	default:
+		d.errf(n, path, "unsupported tag %s", t)
+	}
+	return "", false
+}
+
+// str is a non-empty scalar.
+func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
+	s, ok := d.scalar(n, path)
+	if ok && s == "" {
+		d.errf(n, path, "empty")
+		return "", false
+	}
+	return s, ok
+}
+
+// list reads a list of non-empty scalars; one scalar is a list of one.
+func (d *decoder) list(n *yaml.Node, path string) (vals []string, nodes []*yaml.Node, ok bool) {
+	n = d.node(n)
+	switch {
+	case isNull(n):
+		d.errf(n, path, "missing value")
+		return nil, nil, false
+	case n.Kind == yaml.ScalarNode:
+		s, ok := d.str(n, path)
+		if !ok {
+			return nil, nil, false
+		}
+		return []string{s}, []*yaml.Node{n}, true
+	case n.Kind != yaml.SequenceNode:
+		d.errf(n, path, "expected a string or a list of strings, got %s", kindName(n))
+		return nil, nil, false
+	case len(n.Content) == 0:
+		d.errf(n, path, "empty list")
+		return nil, nil, false
+	}
+	ok = true
+	for i, c := range n.Content {
+		c = d.node(c)
+		s, good := d.str(c, index(path, i))
+		if !good {
+			ok = false
+			continue
+		}
+		vals = append(vals, s)
+		nodes = append(nodes, c)
+	}
+	return vals, nodes, ok
+}
+
+func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {
+	n = d.node(n)
+	if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!bool" {
+		switch strings.ToLower(n.Value) {
+		case "true":
+			return true, true
+		case "false":
+			return false, true
+		}
+	}
+	d.errf(n, path, "expected true or false, got %s", kindName(n))
+	return false, false
+}
+
+func (d *decoder) duration(n *yaml.Node, path string, max time.Duration) (time.Duration, bool) {
+	s, ok := d.scalar(n, path)
+	if !ok {
+		return 0, false
+	}
+	v, err := time.ParseDuration(s)
+	switch {
+	case err != nil:
+		d.errf(n, path, "bad duration %q (write e.g. 90s, 10m, 1h30m)", s)
+	case v <= 0:
+		d.errf(n, path, "duration %q must be positive", s)
+	case v > max:
+		d.errf(n, path, "duration %q is more than %s", s, fmtDuration(max))
+	default:
+		return v, true
+	}
+	return 0, false
+}
+
+// ---- issuers ----
+
+func (d *decoder) issuer(e kv) {
+	name := e.key.Value
+	path := join("issuers", name)
+	prev, dup := d.p.Issuers[name]
+	if dup {
+		d.errf(e.key, path, "issuer %q is already defined at %s", name, prev.at)
+	}
+	f := d.body(e, path, "url", "audience", "jwks_url", "algorithms", "preset")
+	if f == nil {
+		return
+	}
+	is := &Issuer{Name: name, Algorithms: []string{"RS256"}, at: d.at(e.key)}
+	if v, ok := f["url"]; !ok {
+		d.missing(e.key, path, "url")
+	} else if s, ok := d.str(v.val, path+".url"); ok {
+		if err := checkIssuerURL(s, false); err != nil {
+			d.errf(v.val, path+".url", "%v", err)
+		} else {
+			is.URL = s
+			is.Preset, is.Shared = classifyIssuer(s)
+		}
+	}
+	if v, ok := f["audience"]; !ok {
+		d.missing(e.key, path, "audience")
+	} else if s, ok := d.str(v.val, path+".audience"); ok {
+		is.Audience = s
+	}
+	if v, ok := f["jwks_url"]; ok {
+		if s, ok := d.str(v.val, path+".jwks_url"); ok {
+			if err := checkIssuerURL(s, true); err != nil {
+				d.errf(v.val, path+".jwks_url", "%v", err)
+			} else {
+				is.JWKSURL = s
+			}
+		}
+	}
+	if v, ok := f["algorithms"]; ok {
+		p := path + ".algorithms"
+		vals, nodes, _ := d.list(v.val, p)
+		is.Algorithms = nil
+		for i, a := range vals {
+			switch {
+			case slices.Contains(allowedAlgorithms, a):
+				if !slices.Contains(is.Algorithms, a) {
+					is.Algorithms = append(is.Algorithms, a)
+				}
+			case strings.EqualFold(a, "none"):
+				d.errf(nodes[i], index(p, i), "algorithm %q is never accepted", a)
+			case strings.HasPrefix(strings.ToUpper(a), "HS"):
+				d.errf(nodes[i], index(p, i), "symmetric algorithm %q is never accepted", a)
+			default:
+				d.errf(nodes[i], index(p, i), "unknown algorithm %q (allowed: %s)", a, strings.Join(allowedAlgorithms, ", "))
+			}
+		}
+	}
+	if v, ok := f["preset"]; ok {
+		p := path + ".preset"
+		if s, ok := d.str(v.val, p); ok {
+			switch {
+			case s != "github" && s != "gitlab":
+				d.errf(v.val, p, "unknown preset %q (github or gitlab)", s)
+			case is.Preset != "" && is.Preset != s:
+				d.errf(v.val, p, "preset %q contradicts the url, which is %s's", s, is.Preset)
+			default:
+				is.Preset = s
+			}
+		}
+	}
+	if !dup {
+		d.p.Issuers[name] = is
+	}
+}
+
+// checkIssuerURL: https, or http on a loopback host; no user info or
+// fragment; a query only for a JWKS url.
+func checkIssuerURL(s string, queryOK bool) error {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" {
+		return fmt.Errorf("not an absolute URL: %q", s)
+	}
+	switch {
+	case strings.HasPrefix(s, "https://"):
+	case strings.HasPrefix(s, "http://"):
+		if !isLoopback(u.Hostname()) {
+			return fmt.Errorf("%q: http is allowed only on a loopback host (127.0.0.0/8, ::1, localhost); use https", s)
+		}
+	default:
+		return fmt.Errorf("%q must start with https://", s)
+	}
+	if u.User != nil {
+		return fmt.Errorf("%q must not contain user info", u.Redacted())
+	}
+	if u.Fragment != "" || strings.Contains(s, "#") || (!queryOK && (u.RawQuery != "" || u.ForceQuery)) {
+		return fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	return nil
+}
+
+func isLoopback(host string) bool {
+	if strings.EqualFold(host, "localhost") {
+		return true
+	}
+	a, err := netip.ParseAddr(host)
+	return err == nil && a.Zone() == "" && a.Unmap().IsLoopback()
+}
+
+// classifyIssuer recognises the shared issuers by url.
+func classifyIssuer(s string) (preset string, shared bool) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return "", false
+	}
+	host := strings.ToLower(u.Hostname())
+	root := u.Path == "" || u.Path == "/"
+	switch host {
+	case "token.actions.githubusercontent.com":
+		return "github", root // with a path: a GitHub Enterprise's own issuer
+	case "gitlab.com":
+		return "gitlab", root
+	}
+	return "", false
+}
+
+// ---- upstreams ----
+
+func (d *decoder) upstream(e kv) {
+	name := e.key.Value
+	path := join("upstreams", name)
+	prev, dup := d.p.Upstreams[name]
+	if dup {
+		d.errf(e.key, path, "upstream %q is already defined at %s", name, prev.at)
+	}
+	f := d.body(e, path, "url", "credential", "ca_file", "timeout")
+	if f == nil {
+		return
+	}
+	up := &Upstream{Name: name, at: d.at(e.key)}
+	if v, ok := f["url"]; !ok {
+		d.missing(e.key, path, "url")
+	} else if s, ok := d.str(v.val, path+".url"); ok {
+		norm, plain, err := checkUpstreamURL(s)
+		if err != nil {
+			d.errf(v.val, path+".url", "%v", err)
+		} else {
+			up.URL = norm
+			if plain {
+				d.warnf(v.val, path+".url", "plain http to a non-loopback host: the credential crosses the network unencrypted")
+			}
+		}
+	}
+	if v, ok := f["credential"]; !ok {
+		d.missing(e.key, path, "credential")
+	} else {
+		d.credential(v, path+".credential", up)
+	}
+	if v, ok := f["ca_file"]; ok {
+		if s, ok := d.str(v.val, path+".ca_file"); ok {
+			up.CAFile = s
+		}
+	}
+	if v, ok := f["timeout"]; ok {
+		up.Timeout, _ = d.duration(v.val, path+".timeout", maxTimeout)
+	}
+	if !dup {
+		d.p.Upstreams[name] = up
+	}
+}
+
+func (d *decoder) credential(e kv, path string, up *Upstream) {
+	f := d.body(e, path, "secret", "header", "prefix")
+	if f == nil {
+		return
+	}
+	up.Credential.Header = "Authorization"
+	if v, ok := f["secret"]; !ok {
+		d.missing(e.key, path, "secret")
+	} else if s, ok := d.str(v.val, path+".secret"); ok {
+		if !nameRE.MatchString(s) || len(s) > 128 {
+			d.errf(v.val, path+".secret", "bad secret name %q", s)
+		} else {
+			up.Credential.Secret = s
+			up.secretAt = d.at(d.node(v.val))
+		}
+	}
+	if v, ok := f["header"]; ok {
+		if s, ok := d.str(v.val, path+".header"); ok {
+			c := textproto.CanonicalMIMEHeaderKey(s)
+			switch {
+			case !isToken(s):
+				d.errf(v.val, path+".header", "bad header name %q", s)
+			case slices.Contains(forbiddenHeaders, c):
+				d.errf(v.val, path+".header", "header %q cannot carry a credential", s)
+			default:
+				up.Credential.Header = c
+			}
+		}
+	}
+	if v, ok := f["prefix"]; ok {
+		if s, ok := d.scalar(v.val, path+".prefix"); ok {
+			if strings.ContainsFunc(s, func(r rune) bool { return r < 0x20 && r != '\t' || r == 0x7f }) {
+				d.errf(v.val, path+".prefix", "control characters are not allowed")
+			} else {
+				up.Credential.Prefix = s
+			}
+		}
+	}
+}
+
+// checkUpstreamURL returns the url without a trailing "/" and whether it is
+// plain http to a host that is not loopback.
+func checkUpstreamURL(s string) (string, bool, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https") {
+		return "", false, fmt.Errorf("%q is not an absolute http(s) URL", s)
+	}
+	if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") {
+		return "", false, fmt.Errorf("%q must start with https:// or http://", s)
+	}
+	if u.User != nil {
+		return "", false, fmt.Errorf("%q must not contain user info: put credentials in a secret", u.Redacted())
+	}
+	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
+		return "", false, fmt.Errorf("%q must not have a query or fragment", s)
+	}
+	if _, _, err := net.SplitHostPort(u.Host); err == nil && u.Port() == "" {
+		return "", false, fmt.Errorf("%q has an empty port", s)
+	}
+	return strings.TrimRight(s, "/"), u.Scheme == "http" && !isLoopback(u.Hostname()), nil
+}
+
+// isToken: an RFC 9110 token.
+func isToken(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0 {
+			continue
+		}
+		return false
+	}
+	return true
+}
+
+// ---- grants ----
+
+func (d *decoder) grant(e kv) {
+	name := e.key.Value
+	path := join("grants", name)
+	prev, dup := d.p.Grants[name]
+	if dup {
+		d.errf(e.key, path, "grant %q is already defined at %s", name, prev.at)
+	}
+	f := d.body(e, path, "upstream", "ttl", "max_ttl", "allow", "bind_source_ip", "who", "max_uses")
+	if f == nil {
+		return
+	}
+	g := &Grant{Name: name, at: d.at(e.key)}
+	if v, ok := f["upstream"]; !ok {
+		d.missing(e.key, path, "upstream")
+	} else if s, ok := d.str(v.val, path+".upstream"); ok {
+		g.Upstream = s
+		g.upstreamAt = d.at(d.node(v.val))
+	}
+	ttlOK, maxOK := false, false
+	if v, ok := f["ttl"]; !ok {
+		d.missing(e.key, path, "ttl")
+	} else {
+		g.TTL, ttlOK = d.duration(v.val, path+".ttl", maxTTL)
+	}
+	if v, ok := f["max_ttl"]; ok {
+		g.MaxTTL, maxOK = d.duration(v.val, path+".max_ttl", maxMaxTTL)
+		if ttlOK && maxOK && g.TTL > g.MaxTTL {
+			d.errf(v.val, path+".max_ttl", "max_ttl %s is less than ttl %s", fmtDuration(g.MaxTTL), fmtDuration(g.TTL))
+		}
+	} else {
+		g.MaxTTL = g.TTL
+	}
+	if v, ok := f["allow"]; !ok {
+		d.errf(e.key, path+".allow", "missing: a grant with no allow rules permits nothing")
+	} else {
+		d.rules(v.val, path+".allow", g)
+	}
+	if v, ok := f["bind_source_ip"]; ok {
+		g.BindSourceIP, _ = d.boolean(v.val, path+".bind_source_ip")
+	}
+	if v, ok := f["who"]; !ok {
+		d.errf(e.key, path+".who", "missing: a grant with no who entries can be given to nobody")
+	} else {
+		d.whos(v.val, path+".who", g)
+	}
+	if v, ok := f["max_uses"]; ok {
+		p := path + ".max_uses"
+		n := d.node(v.val)
+		i, err := int64(0), error(nil)
+		if n.Kind == yaml.ScalarNode && n.ShortTag() == "!!int" {
+			i, err = strconv.ParseInt(n.Value, 0, 64)
+		} else {
+			err = errors.New("not a whole number")
+		}
+		switch {
+		case err != nil:
+			d.errf(n, p, "expected a whole number, got %s", kindName(n))
+		case i < 0 || i > maxMaxUses:
+			d.errf(n, p, "%d is out of range (0 = unlimited, at most %d)", i, maxMaxUses)
+		default:
+			g.MaxUses = int(i)
+		}
+	}
+	if !dup {
+		d.p.Grants[name] = g
+	}
+}
+
+func (d *decoder) seq(n *yaml.Node, path, what string) []*yaml.Node {
+	n = d.node(n)
+	if isNull(n) || (n.Kind == yaml.SequenceNode && len(n.Content) == 0) {
+		d.errf(n, path, "empty: %s", what)
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		d.errf(n, path, "expected a list, got %s", kindName(n))
+		return nil
+	}
+	return n.Content
+}
+
+func (d *decoder) rules(n *yaml.Node, path string, g *Grant) {
+	for i, c := range d.seq(n, path, "a grant with no allow rules permits nothing") {
+		p := index(path, i)
+		c = d.node(c)
+		if isNull(c) {
+			d.errf(c, p, "empty rule")
+			continue
+		}
+		f := d.fields(c, p, "methods", "paths")
+		if f == nil {
+			continue
+		}
+		var methods, paths []string
+		ok := true
+		if v, has := f["methods"]; !has {
+			d.missing(c, p, "methods")
+			ok = false
+		} else {
+			vals, nodes, good := d.list(v.val, p+".methods")
+			ok = ok && good
+			for j, m := range vals {
+				if err := checkMethod(m, len(vals)); err != nil {
+					d.errf(nodes[j], index(p+".methods", j), "%v", err)
+					ok = false
+				}
+			}
+			methods = vals
+		}
+		if v, has := f["paths"]; !has {
+			d.missing(c, p, "paths")
+			ok = false
+		} else {
+			vals, nodes, good := d.list(v.val, p+".paths")
+			ok = ok && good
+			for j, s := range vals {
+				if _, err := compilePath(s); err != nil {
+					d.errf(nodes[j], index(p+".paths", j), "%v", err)
+					ok = false
+				}
+			}
+			paths = vals
+		}
+		if ok {
+			r, err := CompileRule(methods, paths)
+			if err != nil { // cannot happen: checked above
+				d.errf(c, p, "%v", err)
+				continue
+			}
+			g.Rules = append(g.Rules, r)
+		}
+	}
+}
+
+func (d *decoder) whos(n *yaml.Node, path string, g *Grant) {
+	for i, c := range d.seq(n, path, "a grant with no who entries can be given to nobody") {
+		p := index(path, i)
+		c = d.node(c)
+		if isNull(c) {
+			d.errf(c, p, "empty who entry")
+			continue
+		}
+		f := d.fields(c, p, "issuer", "claims", "source_cidrs", "broad")
+		if f == nil {
+			continue
+		}
+		w := Who{at: d.at(c)}
+		if v, ok := f["issuer"]; !ok {
+			d.missing(c, p, "issuer")
+		} else if s, ok := d.str(v.val, p+".issuer"); ok {
+			w.Issuer = s
+			w.issuerAt = d.at(d.node(v.val))
+		}
+		if v, ok := f["claims"]; ok {
+			w.Claims = d.claims(v.val, p+".claims")
+		}
+		if v, ok := f["source_cidrs"]; ok {
+			w.SourceCIDRs = d.cidrs(v.val, p+".source_cidrs")
+		}
+		if v, ok := f["broad"]; ok {
+			w.Broad, _ = d.boolean(v.val, p+".broad")
+		}
+		g.Who = append(g.Who, w)
+	}
+}
+
+func (d *decoder) claims(n *yaml.Node, path string) map[string][]string {
+	n = d.node(n)
+	if isNull(n) {
+		d.errf(n, path, "empty: leave claims out to match any token of the issuer")
+		return nil
+	}
+	out := map[string][]string{}
+	for _, e := range d.mapKeys(n, path) {
+		k := e.key.Value
+		p := join(path, k)
+		if k == "" {
+			d.errf(e.key, path, "empty claim name")
+			continue
+		}
+		vals, _, ok := d.list(e.val, p)
+		if !ok {
+			continue
+		}
+		var uniq []string
+		for _, v := range vals {
+			if !slices.Contains(uniq, v) {
+				uniq = append(uniq, v)
+			}
+		}
+		out[k] = uniq
+	}
+	return out
+}
+
+func (d *decoder) cidrs(n *yaml.Node, path string) []netip.Prefix {
+	vals, nodes, _ := d.list(n, path)
+	var out []netip.Prefix
+	for i, s := range vals {
+		p, err := parseCIDR(s)
+		if err != nil {
+			d.errf(nodes[i], index(path, i), "%v", err)
+			continue
+		}
+		if !slices.Contains(out, p) {
+			out = append(out, p)
+		}
+	}
+	return out
+}
+
+func parseCIDR(s string) (netip.Prefix, error) {
+	var p netip.Prefix
+	if strings.Contains(s, "/") {
+		var err error
+		p, err = netip.ParsePrefix(s)
+		if err != nil {
+			return p, fmt.Errorf("bad CIDR %q", s)
+		}
+		if p != p.Masked() {
+			return p, fmt.Errorf("CIDR %q has host bits set (did you mean %s?)", s, p.Masked())
+		}
+	} else {
+		a, err := netip.ParseAddr(s)
+		if err != nil || a.Zone() != "" {
+			return p, fmt.Errorf("bad CIDR %q", s)
+		}
+		p = netip.PrefixFrom(a, a.BitLen())
+	}
+	if p.Addr().Is4In6() {
+		return p, fmt.Errorf("CIDR %q is IPv4-mapped IPv6: write it as IPv4", s)
+	}
+	return p, nil
+}
+
+func checkMethod(m string, n int) error {
+	if m == "*" {
+		if n > 1 {
+			return errors.New(`"*" already means every method: list it alone`)
+		}
+		return nil
+	}
+	if !isToken(m) || len(m) > maxMethodLen {
+		return fmt.Errorf("bad method %q", m)
+	}
+	if u := strings.ToUpper(m); u != m {
+		return fmt.Errorf("method %q must be uppercase (%q)", m, u)
+	}
+	return nil
+}
+
+// ---- references, the broad rule, warnings ----
+
+func resolve(p *Policy, secretExists func(string) bool, el *errList) {
+	usedIssuers := map[string]bool{}
+	usedUpstreams := map[string]bool{}
+	for _, name := range sortedKeys(p.Grants) {
+		g := p.Grants[name]
+		path := join("grants", name)
+		if g.Upstream != "" {
+			if _, ok := p.Upstreams[g.Upstream]; !ok {
+				el.add(g.upstreamAt, path+".upstream", "unknown upstream %q", g.Upstream)
+			}
+			usedUpstreams[g.Upstream] = true
+		}
+		for i := range g.Who {
+			w := &g.Who[i]
+			wp := index(path+".who", i)
+			if w.Issuer == "" {
+				continue
+			}
+			usedIssuers[w.Issuer] = true
+			is, ok := p.Issuers[w.Issuer]
+			if !ok {
+				el.add(w.issuerAt, wp+".issuer", "unknown issuer %q", w.Issuer)
+				continue
+			}
+			checkBroad(is, w, wp, el)
+		}
+	}
+	for _, name := range sortedKeys(p.Upstreams) {
+		up := p.Upstreams[name]
+		if secretExists != nil && up.Credential.Secret != "" && !secretExists(up.Credential.Secret) {
+			el.add(up.secretAt, join("upstreams", name)+".credential.secret", "unknown secret %q (store it first: PUT /v1/secrets/%s)", up.Credential.Secret, up.Credential.Secret)
+		}
+		if !usedUpstreams[name] {
+			el.warn(up.at, join("upstreams", name), "not used by any grant")
+		}
+	}
+	for _, name := range sortedKeys(p.Issuers) {
+		if !usedIssuers[name] {
+			el.warn(p.Issuers[name].at, join("issuers", name), "not used by any grant")
+		}
+	}
+}
+
+func checkBroad(is *Issuer, w *Who, path string, el *errList) {
+	if !is.Shared {
+		if w.Broad {
+			el.warn(w.at, path+".broad", "has no effect: issuer %q is not a shared issuer", is.Name)
+		}
+		if len(w.Claims) == 0 {
+			el.warn(w.at, path, "no claims: any token of issuer %q matches", is.Name)
+		}
+		return
+	}
+	pinned, byID := false, false
+	for _, c := range pinClaims[is.Preset] {
+		if _, ok := w.Claims[c]; ok {
+			pinned = true
+			byID = byID || slices.Contains(idPinClaims[is.Preset], c)
+		}
+	}
+	switch {
+	case !pinned && !w.Broad:
+		el.add(w.at, path, "issuer %q (%s) is shared by everyone on the platform and this entry pins no %s: add one of %s, or say broad: true",
+			is.Name, is.URL, map[string]string{"github": "repository", "gitlab": "project"}[is.Preset], strings.Join(pinClaims[is.Preset], ", "))
+	case pinned && !byID:
+		el.warn(w.at, path, "pins by name only: prefer %s, which cannot be re-registered by someone else", strings.Join(idPinClaims[is.Preset], " or "))
+	}
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
+}
+
+// closest returns the known key nearest to s, when near enough to be a typo.
+func closest(s string, known []string) string {
+	best, bestD := "", 3
+	for _, k := range known {
+		if dist := editDistance(strings.ToLower(s), k); dist < bestD {
+			best, bestD = k, dist
+		}
+	}
+	return best
+}
+
+func editDistance(a, b string) int {
+	if len(a) > 64 || len(b) > 64 {
+		return 99
+	}
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
+}
+
+// fmtDuration writes 10m, 1h, 1h30m rather than 10m0s, 1h0m0s.
+func fmtDuration(v time.Duration) string {
+	s := v.String()
+	if strings.HasSuffix(s, "m0s") {
+		s = s[:len(s)-2]
+	}
+	if strings.HasSuffix(s, "h0m") {
+		s = s[:len(s)-2]
+	}
+	return s
+}

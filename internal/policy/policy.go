@@ -1,0 +1,330 @@
+// Package policy owns mayfly's policy as code (SPEC section 3): the YAML
+// schema of issuers, upstreams and grants, its strict validation (every
+// problem reported with file, line and reason), the compiled matchers the
+// exchange and the gateway ask (claims, methods, paths, source networks) and
+// the difference between two versions.
+//
+// It never touches the network or the store: secret names are checked
+// through a function the caller gives, issuer keys are fetched by identity.
+//
+// Decisions this package makes where SPEC section 3 is silent:
+//
+//   - methods: uppercase HTTP tokens ("GET", "POST", "PROPFIND"); "*" alone
+//     means every method. Lowercase is refused, not folded.
+//   - paths: start with "/"; segments are compared exactly (case-sensitive,
+//     no percent-decoding: the gateway decodes first, so "%2F" in a pattern is
+//     the three characters). "*" is exactly one non-empty segment, "**" any
+//     number of segments including none, both only as a whole segment.
+//     "." and ".." segments, empty segments ("//") and a trailing "/" are
+//     refused in patterns. On a request, one trailing "/" is ignored, and a
+//     path with ".", ".." or empty segments never matches.
+//   - ttl is required, positive and at most 24h; max_ttl defaults to ttl and
+//     is at most 168h; ttl may not exceed max_ttl. max_uses (extension) is a
+//     whole number, 0 meaning unlimited.
+//   - every upstream needs credential.secret; header defaults to
+//     "Authorization" and may not be a hop-by-hop or framing header.
+//   - issuers may say preset: github|gitlab (extension); the shared issuers
+//     are recognised by url and get their preset automatically.
+//   - the broad rule: a who entry for a shared issuer must pin a claim that
+//     names a repository or project — GitHub: repository_id,
+//     repository_owner_id, repository, repository_owner; GitLab: project_id,
+//     namespace_id, project_path, namespace_path — or say broad: true. The
+//     numeric *_id claims are preferred: a name can be deleted and
+//     registered again by someone else, so pinning by name only is allowed
+//     but reported as a warning. "sub" does not count: its format can be
+//     customised to leave the repository out.
+//   - claim values are compared as strings; YAML numbers and booleans are
+//     taken as written ("123456789"); null and empty values are refused.
+//   - source_cidrs entries are CIDRs in canonical form; a bare address means
+//     that one host. IPv4-mapped IPv6 request addresses are compared as IPv4.
+//   - one file may hold several YAML documents ("---"); each is read like a
+//     separate file, which is how a stored Source of several files reads back.
+//   - anchors and aliases are allowed, bounded by a budget of nodes visited;
+//     merge keys ("<<") are not.
+package policy
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+)
+
+// Input limits.
+const (
+	MaxFileSize  = 1 << 20 // bytes per file
+	MaxTotalSize = 8 << 20 // bytes over all files of one policy
+	MaxFiles     = 256     // files per policy
+	maxNodes     = 1 << 20 // YAML nodes visited per file, aliases counted each time they are followed
+	maxErrors    = 200     // problems reported before the rest are only counted
+)
+
+// File is one policy file: its name (used in errors) and content.
+type File struct {
+	Name string
+	Data []byte
+}
+
+// Policy is a parsed, validated policy. Treat it as read-only once Parse
+// returns it; it is then safe for concurrent use.
+type Policy struct {
+	Issuers   map[string]*Issuer
+	Upstreams map[string]*Upstream
+	Grants    map[string]*Grant
+	// Hash is the hex SHA-256 of a canonical form: two policies with the same
+	// Hash mean the same thing (comments, order and layout do not count).
+	Hash string
+	// Source is the YAML as given: one file verbatim, or several joined as
+	// documents each led by a "# file: NAME" comment. Parse reads it back to
+	// the same Hash.
+	Source []byte
+	// Warnings are problems that do not make the policy invalid (an unused
+	// upstream, a repository pinned by name only, …).
+	Warnings Errors
+}
+
+// Issuer is an OIDC issuer CI jobs prove themselves with.
+type Issuer struct {
+	Name       string
+	URL        string   // exactly as the ID token's iss
+	Audience   string   // the ID token's aud must contain it
+	JWKSURL    string   // empty: OIDC discovery at URL
+	Algorithms []string // default ["RS256"]
+	Shared     bool     // a known shared issuer (GitHub Actions, GitLab.com): the broad rule applies
+	Preset     string   // "github", "gitlab" or ""
+
+	at pos
+}
+
+// Upstream is an API the gateway forwards to.
+type Upstream struct {
+	Name       string
+	URL        string // absolute http(s), no trailing "/"
+	Credential Credential
+	CAFile     string        // optional CA bundle to trust for URL
+	Timeout    time.Duration // optional, 0 = the gateway's default
+
+	at, secretAt pos
+}
+
+// Credential says which stored secret the gateway injects, and how.
+type Credential struct {
+	Secret string // name of a stored secret
+	Header string // canonical header name, default "Authorization"
+	Prefix string // written before the secret's value, e.g. "Bearer "
+}
+
+// Grant is a named set of permissions on one upstream.
+type Grant struct {
+	Name         string
+	Upstream     string
+	TTL          time.Duration
+	MaxTTL       time.Duration
+	Rules        []Rule // the YAML key "allow"
+	BindSourceIP bool
+	Who          []Who
+	MaxUses      int // 0 = unlimited
+
+	at, upstreamAt pos
+}
+
+// Who is one identity a grant may be given to: every line must match.
+type Who struct {
+	Issuer      string              // an issuer's name in the policy
+	Claims      map[string][]string // claim → accepted values (any one)
+	SourceCIDRs []netip.Prefix
+	Broad       bool
+
+	at, issuerAt pos
+}
+
+// ReadPaths reads each path: a file, or a folder whose *.yaml and *.yml
+// files (not hidden, not in sub-folders) are read in name order. Files are
+// limited to MaxFileSize each, MaxTotalSize and MaxFiles in all.
+func ReadPaths(paths ...string) ([]File, error) {
+	if len(paths) == 0 {
+		return nil, errors.New("reading policy: no file or folder given")
+	}
+	var files []File
+	total := 0
+	add := func(name string) error {
+		if len(files) >= MaxFiles {
+			return fmt.Errorf("reading policy: more than %d files", MaxFiles)
+		}
+		data, err := readLimited(name)
+		if err != nil {
+			return err
+		}
+		total += len(data)
+		if total > MaxTotalSize {
+			return fmt.Errorf("reading policy: more than %d bytes in all", MaxTotalSize)
+		}
+		files = append(files, File{Name: name, Data: data})
+		return nil
+	}
+	for _, p := range paths {
+		st, err := os.Stat(p)
+		if err != nil {
+			return nil, fmt.Errorf("reading policy: %w", err)
+		}
+		if !st.IsDir() {
+			if err := add(p); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		entries, err := os.ReadDir(p) // sorted by name
+		if err != nil {
+			return nil, fmt.Errorf("reading policy folder: %w", err)
+		}
+		n := 0
+		for _, e := range entries {
+			name := e.Name()
+			ext := strings.ToLower(filepath.Ext(name))
+			if strings.HasPrefix(name, ".") || (ext != ".yaml" && ext != ".yml") {
+				continue
+			}
+			full := filepath.Join(p, name)
+			if st, err := os.Stat(full); err != nil || st.IsDir() {
+				continue // a dangling link or a folder named *.yaml
+			}
+			if err := add(full); err != nil {
+				return nil, err
+			}
+			n++
+		}
+		if n == 0 {
+			return nil, fmt.Errorf("reading policy folder %s: no *.yaml or *.yml files", p)
+		}
+	}
+	return files, nil
+}
+
+func readLimited(name string) ([]byte, error) {
+	st, err := os.Stat(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("reading policy %s: not a regular file", name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, fmt.Errorf("reading policy: %w", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileSize+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading policy %s: %w", name, err)
+	}
+	if len(data) > MaxFileSize {
+		return nil, fmt.Errorf("reading policy %s: larger than %d bytes", name, MaxFileSize)
+	}
+	return data, nil
+}
+
+// Parse decodes and validates files as one policy. secretExists, when not
+// nil, is asked whether each upstream's credential secret is stored. On any
+// problem it returns a nil Policy and an Errors listing them all.
+func Parse(files []File, secretExists func(name string) bool) (*Policy, error) {
+	el := &errList{maxItems: maxErrors, order: map[string]int{}}
+	for i, f := range files {
+		if _, ok := el.order[f.Name]; !ok {
+			el.order[f.Name] = i
+		}
+	}
+	p := &Policy{
+		Issuers:   map[string]*Issuer{},
+		Upstreams: map[string]*Upstream{},
+		Grants:    map[string]*Grant{},
+	}
+	if len(files) > MaxFiles {
+		el.add(pos{file: files[MaxFiles].Name, line: 1}, "", "more than %d files", MaxFiles)
+		return nil, finish(el)
+	}
+	total := 0
+	for _, f := range files {
+		total += len(f.Data)
+		at := pos{file: f.Name, line: 1}
+		switch {
+		case len(f.Data) > MaxFileSize:
+			el.add(at, "", "file is larger than %d bytes", MaxFileSize)
+		case total > MaxTotalSize:
+			el.add(at, "", "policy is larger than %d bytes in all", MaxTotalSize)
+		default:
+			decodeFile(f, p, el)
+		}
+	}
+	if len(el.errs) == 0 {
+		resolve(p, secretExists, el)
+	}
+	if err := finish(el); err != nil {
+		return nil, err
+	}
+	p.Warnings = el.warns
+	sortErrors(p.Warnings, el.order)
+	p.Source = source(files)
+	p.Hash = hashOf(p)
+	return p, nil
+}
+
+func finish(el *errList) error {
+	if len(el.errs) == 0 {
+		return nil
+	}
+	sortErrors(el.errs, el.order)
+	if el.dropped > 0 {
+		last := el.errs[len(el.errs)-1]
+		el.errs = append(el.errs, &Error{File: last.File, Line: last.Line, Msg: fmt.Sprintf("and %d more problems", el.dropped)})
+	}
+	return el.errs
+}
+
+// sortErrors orders problems by file (in the order given) then line.
+func sortErrors(es Errors, order map[string]int) {
+	sort.SliceStable(es, func(i, j int) bool {
+		if fi, fj := order[es[i].File], order[es[j].File]; fi != fj {
+			return fi < fj
+		}
+		return es[i].Line < es[j].Line
+	})
+}
+
+// source joins files so that Parse reads the result back as the same policy.
+func source(files []File) []byte {
+	if len(files) == 1 {
+		return bytes.Clone(files[0].Data)
+	}
+	var b bytes.Buffer
+	for i, f := range files {
+		if i > 0 {
+			b.WriteString("---\n")
+		}
+		b.WriteString("# file: ")
+		b.WriteString(strings.Map(func(r rune) rune {
+			if r < 0x20 || r == 0x7f {
+				return '?'
+			}
+			return r
+		}, f.Name))
+		b.WriteString("\n")
+		b.Write(f.Data)
+		if len(f.Data) > 0 && f.Data[len(f.Data)-1] != '\n' {
+			b.WriteString("\n")
+		}
+	}
+	return b.Bytes()
+}
+
+func hashOf(p *Policy) string {
+	sum := sha256.Sum256(canonical(p))
+	return hex.EncodeToString(sum[:])
+}
