@@ -1,13 +1,10 @@
 package audit
 
-import "errors"
+import (
+	"errors"
 
-// Placeholders until internal/store lands; then these become
-// errors.Is(err, store.ErrConflict) / store.ErrNotFound.
-var (
-	errStoreConflict = errors.New("store: conflict")
-	errStoreNotFound = errors.New("store: not found")
+	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
-func isConflict(err error) bool { return errors.Is(err, errStoreConflict) }
-func isNotFound(err error) bool { return errors.Is(err, errStoreNotFound) }
+func isConflict(err error) bool { return errors.Is(err, store.ErrConflict) }
+func isNotFound(err error) bool { return errors.Is(err, store.ErrNotFound) }
