@@ -1,0 +1,266 @@
+// Package mask owns the masker: it replaces every occurrence of a secret in
+// a byte stream, in each of the encodings listed by Forms, with "***".
+//
+// A Matcher is built once from the secrets (a single Aho-Corasick automaton
+// over every form of every secret) and is then immutable and safe to share.
+// MaskBytes masks a whole buffer; NewWriter wraps an io.Writer for a stream.
+//
+// What the stream masker guarantees:
+//
+//   - Every literal occurrence of a form is masked, however the stream is
+//     split into Writes. Overlapping or nested matches are masked as their
+//     union; each maximal run becomes one replacement (two matches that only
+//     touch give two).
+//   - A secret interrupted by '\r' bytes or by CSI escape sequences (colour
+//     codes ESC[...m, erase and cursor codes; see normThread) is also masked:
+//     matching also runs over the stream with those removed, so a multi-line
+//     secret printed with "\r\n" line ends, or with a colour change in the
+//     middle, is caught. The masked range runs from the first to the last
+//     byte of the match, so escape codes inside it are dropped with it.
+//   - Output is held back only while it could still be part of a match: at
+//     most the longest form minus one byte (plus, while a match is being
+//     followed across removed '\r' and escape bytes, those bytes, bounded
+//     at 8 times the longest form plus 256). Everything before that is
+//     written at once, without waiting for a line end. Held bytes are
+//     written when Options.Idle passes without input (50 ms by default),
+//     on Flush and on Close: a prompt without a newline still shows. A secret
+//     whose occurrence is split by such a pause is masked only from the
+//     pause on; the part written before it leaks.
+//   - Memory is bounded: the masker never holds more than the above,
+//     whatever it is fed.
+//
+// It never logs, stores or returns a secret, and it does not judge what is
+// secret: that is the caller's choice (SPEC section 8).
+package mask
+
+import (
+	"bytes"
+	"errors"
+	"io"
+	"sync"
+	"time"
+)
+
+// DefaultReplacement replaces each masked run.
+const DefaultReplacement = "***"
+
+// DefaultIdle is how long held bytes wait for more input before they are
+// written anyway.
+const DefaultIdle = 50 * time.Millisecond
+
+// ErrShortSecret refuses a secret shorter than MinSecretLen bytes.
+var ErrShortSecret = errors.New("mask: secret shorter than 8 characters would mask common words; refusing")
+
+// ErrClosed is returned by Write after Close.
+var ErrClosed = errors.New("mask: write to closed masking writer")
+
+// Options tune a Writer.
+type Options struct {
+	// Idle is how long held bytes wait for more input; 0 means DefaultIdle,
+	// a negative value disables the timer (held bytes then wait for the next
+	// Write, Flush or Close).
+	Idle time.Duration
+	// Replacement replaces each masked run; "" means DefaultReplacement.
+	Replacement string
+}
+
+// Matcher finds every form of a set of secrets. It is immutable and safe
+// for concurrent use.
+type Matcher struct {
+	a *automaton
+}
+
+// NewMatcher builds a Matcher for secrets. Every secret must be at least
+// MinSecretLen bytes long (ErrShortSecret otherwise). No secrets gives a
+// Matcher that masks nothing.
+func NewMatcher(secrets [][]byte) (*Matcher, error) {
+	seen := map[string]bool{}
+	var patterns [][]byte
+	add := func(p []byte) {
+		if len(p) >= MinSecretLen && !seen[string(p)] {
+			seen[string(p)] = true
+			patterns = append(patterns, p)
+		}
+	}
+	for _, s := range secrets {
+		if len(s) < MinSecretLen {
+			return nil, ErrShortSecret
+		}
+		for _, f := range Forms(s) {
+			add(f)
+			// The normalising thread never sees '\r' or escape codes, so
+			// it looks for the form without them.
+			add(normalize(f))
+		}
+	}
+	return &Matcher{a: build(patterns)}, nil
+}
+
+// MaskBytes returns b with every form of every secret replaced by
+// DefaultReplacement. When nothing matches it returns b itself.
+func (m *Matcher) MaskBytes(b []byte) []byte {
+	s := newScanner(m.a, []byte(DefaultReplacement))
+	s.scan(b)
+	if len(s.spans) == 0 {
+		return b
+	}
+	return s.emit(make([]byte, 0, len(b)), b, s.pos)
+}
+
+// chunkSize bounds the output built per underlying write.
+const chunkSize = 64 << 10
+
+// Writer masks what is written to it and writes the result to the
+// underlying writer. It is safe for concurrent use; each Write is masked as
+// one piece of the stream. Errors from the underlying writer are sticky.
+type Writer struct {
+	mu     sync.Mutex
+	s      *scanner
+	w      io.Writer
+	idle   time.Duration
+	timer  *time.Timer
+	armed  bool
+	last   time.Time
+	err    error
+	closed bool
+	out    []byte
+}
+
+// NewWriter returns a masking writer over w.
+func (m *Matcher) NewWriter(w io.Writer, opts Options) *Writer {
+	repl := opts.Replacement
+	if repl == "" {
+		repl = DefaultReplacement
+	}
+	idle := opts.Idle
+	if idle == 0 {
+		idle = DefaultIdle
+	}
+	return &Writer{s: newScanner(m.a, []byte(repl)), w: w, idle: idle}
+}
+
+// Write masks p. It returns len(p) unless the Writer is closed or the
+// underlying writer failed (now or before).
+func (w *Writer) Write(p []byte) (int, error) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return 0, ErrClosed
+	}
+	if w.err != nil {
+		return 0, w.err
+	}
+	n := len(p)
+	for len(p) > 0 {
+		chunk := p[:min(len(p), chunkSize)]
+		p = p[len(chunk):]
+		w.s.scan(chunk)
+		w.out = w.s.emit(w.out[:0], chunk, w.s.boundary())
+		if err := w.writeOut(); err != nil {
+			return n, err
+		}
+	}
+	w.arm()
+	return n, nil
+}
+
+// Flush writes every held byte now.
+func (w *Writer) Flush() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return w.flushLocked()
+}
+
+// Close flushes and stops the idle timer. Further Writes fail; the
+// underlying writer is not closed.
+func (w *Writer) Close() error {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return w.err
+	}
+	err := w.flushLocked()
+	w.closed = true
+	if w.timer != nil {
+		w.timer.Stop()
+	}
+	return err
+}
+
+func (w *Writer) flushLocked() error {
+	if w.err != nil {
+		return w.err
+	}
+	w.out = w.s.emit(w.out[:0], nil, w.s.pos)
+	return w.writeOut()
+}
+
+func (w *Writer) writeOut() error {
+	if len(w.out) == 0 {
+		return nil
+	}
+	_, err := w.w.Write(w.out)
+	if err != nil {
+		w.err = err
+	}
+	return err
+}
+
+// arm starts the idle timer if bytes are held.
+func (w *Writer) arm() {
+	if w.idle < 0 || w.s.done >= w.s.pos {
+		return
+	}
+	w.last = time.Now()
+	if w.armed {
+		return
+	}
+	w.armed = true
+	if w.timer == nil {
+		w.timer = time.AfterFunc(w.idle, w.onIdle)
+	} else {
+		w.timer.Reset(w.idle)
+	}
+}
+
+func (w *Writer) onIdle() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed || !w.armed {
+		return
+	}
+	if el := time.Since(w.last); el < w.idle {
+		w.timer.Reset(w.idle - el)
+		return
+	}
+	w.armed = false
+	_ = w.flushLocked() // the error is sticky: the next call reports it
+}
+
+// normalize removes '\r' and CSI sequences from p, as the normalising thread
+// does from the stream.
+func normalize(p []byte) []byte {
+	if bytes.IndexByte(p, '\r') < 0 && bytes.IndexByte(p, esc) < 0 {
+		return p
+	}
+	var out []byte
+	for i := 0; i < len(p); {
+		switch {
+		case p[i] == '\r':
+			i++
+			continue
+		case p[i] == esc && i+1 < len(p) && p[i+1] == '[':
+			j := i + 2
+			for j < len(p) && j-i-2 < csiMax && p[j] >= 0x20 && p[j] <= 0x3f {
+				j++
+			}
+			if j < len(p) && p[j] >= 0x40 && p[j] <= 0x7e {
+				i = j + 1
+				continue
+			}
+		}
+		out = append(out, p[i])
+		i++
+	}
+	return out
+}

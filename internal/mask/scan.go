@@ -1,0 +1,293 @@
+package mask
+
+// A scanner runs the automaton over a stream, records the spans to mask and
+// produces the masked output, holding back only bytes that a match could
+// still cover.
+//
+// Two threads of the automaton read the stream. The raw thread sees every
+// byte and finds every form as it literally occurs. The normalising thread
+// sees the stream with '\r' and CSI escape sequences removed (see
+// normThread) and so finds a secret that is interrupted by a colour code or
+// printed with "\r\n" line ends. It is started from the raw thread's state
+// at a '\r' or ESC and stops as soon as its partial match no longer reaches
+// back over a removed byte, because from then on the raw thread sees the same
+// thing: on ordinary text it lives for a byte or two.
+
+// span is a half-open range [start, end) of stream positions to mask.
+type span struct {
+	start, end int64
+	emitted    bool // the replacement has been written
+}
+
+type scanner struct {
+	a    *automaton
+	repl []byte
+
+	g    int32 // raw thread state
+	pos  int64 // stream position of the next byte
+	norm normThread
+
+	spans []span // disjoint, sorted; the last one is kept even when passed
+	done  int64  // every position before done is written or suppressed
+	pend  []byte // the stream bytes [done, pos) not yet written
+}
+
+func newScanner(a *automaton, repl []byte) *scanner {
+	return &scanner{a: a, repl: repl}
+}
+
+func ringSize(maxLen int) int {
+	n := 1
+	for n < maxLen+1 {
+		n <<= 1
+	}
+	return n
+}
+
+// scan runs both threads over p, recording matches.
+func (s *scanner) scan(p []byte) {
+	a := s.a
+	tbl, cls, stride := a.dense, &a.class, a.stride
+	for i := 0; i < len(p); {
+		if s.norm.alive || s.g >= a.nDense {
+			s.slowStep(p[i])
+			i++
+			continue
+		}
+		off := uint32(s.g) * stride
+		j := i
+		for ; j < len(p); j++ {
+			e := tbl[off+uint32(cls[p[j]])]
+			if e&flagBit != 0 {
+				break
+			}
+			off = e
+		}
+		s.g = int32(off / stride)
+		s.pos += int64(j - i)
+		i = j
+		if i < len(p) {
+			s.slowStep(p[i])
+			i++
+		}
+	}
+}
+
+// slowStep moves both threads over one byte.
+func (s *scanner) slowStep(c byte) {
+	a := s.a
+	prev := s.g
+	s.g = a.next(prev, c)
+	if ml := a.matchLen[s.g]; ml > 0 {
+		s.addSpan(s.pos+1-int64(ml), s.pos+1)
+	}
+	if !s.norm.alive && (c == '\r' || c == esc) {
+		s.norm.spawn(a, prev, s.pos)
+	}
+	if s.norm.alive {
+		s.norm.step(s, c, s.pos)
+	}
+	s.pos++
+}
+
+// boundary is the first position a future match may cover.
+func (s *scanner) boundary() int64 {
+	b := s.pos - int64(s.a.hold[s.g])
+	if s.norm.alive {
+		b = min(b, s.norm.partialStart(s.a, s.pos))
+	}
+	return b
+}
+
+// addSpan records a match covering [start, end), merging overlaps.
+func (s *scanner) addSpan(start, end int64) {
+	if end <= s.done {
+		return
+	}
+	emitted := false
+	for len(s.spans) > 0 {
+		t := s.spans[len(s.spans)-1]
+		if t.end <= start {
+			break
+		}
+		start, end = min(start, t.start), max(end, t.end)
+		emitted = emitted || t.emitted
+		s.spans = s.spans[:len(s.spans)-1]
+	}
+	if !emitted && start < s.done {
+		// Only after a flush: the bytes before done went out already.
+		start = s.done
+	}
+	s.spans = append(s.spans, span{start, end, emitted})
+}
+
+// emit appends to out the output for every position before limit that no
+// future match can change (limit is boundary() or, to flush, pos), given
+// that p holds the stream bytes [pos-len(p), pos) and s.pend those before.
+func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
+	pStart := s.pos - int64(len(p))
+	pendStart := pStart - int64(len(s.pend))
+	// bytes appends the stream bytes [from, to), to <= pos.
+	bytesOf := func(out []byte, from, to int64) []byte {
+		if from < pStart {
+			e := min(to, pStart)
+			out = append(out, s.pend[from-pendStart:e-pendStart]...)
+			from = e
+		}
+		if from < to {
+			out = append(out, p[from-pStart:to-pStart]...)
+		}
+		return out
+	}
+	i := 0
+	for i < len(s.spans) && s.spans[i].end <= s.done {
+		i++
+	}
+	for {
+		if i < len(s.spans) && s.spans[i].start <= s.done && s.spans[i].start <= limit {
+			if !s.spans[i].emitted {
+				out = append(out, s.repl...)
+				s.spans[i].emitted = true
+			}
+			s.done = s.spans[i].end
+			i++
+			continue
+		}
+		if s.done >= limit {
+			break
+		}
+		next := limit
+		if i < len(s.spans) && s.spans[i].start < next {
+			next = s.spans[i].start
+		}
+		out = bytesOf(out, s.done, next)
+		s.done = next
+	}
+	// Drop passed spans, keeping the last for merging.
+	if k := min(i, len(s.spans)-1); k > 0 {
+		s.spans = append(s.spans[:0], s.spans[k:]...)
+	}
+	// Keep the bytes still held.
+	var keep []byte
+	if s.done < s.pos {
+		keep = bytesOf(make([]byte, 0, s.pos-s.done), s.done, s.pos)
+	}
+	s.pend = append(s.pend[:0], keep...)
+	return out
+}
+
+// normThread is the automaton thread over the normalised stream: the
+// stream with every '\r' removed and every CSI escape sequence removed,
+// where a CSI sequence is ESC '[', then at most csiMax bytes in
+// 0x20-0x3F (parameters and intermediates), then one final byte in
+// 0x40-0x7E; this covers colour codes (ESC[...m) and cursor and erase codes.
+// When parsing fails, ESC and the bytes after it are kept and parsing
+// restarts at the failing byte.
+type normThread struct {
+	alive     bool
+	g         int32
+	ring      []int64 // stream position of each fed byte, by feed count
+	fed       int64
+	sinceSkip int64 // bytes fed since the last removed one
+	csi       int   // 0 none, 1 after ESC, 2 inside ESC[
+	csiStart  int64
+	csiBuf    [csiMax + 2]byte
+	csiN      int
+}
+
+const csiMax = 32
+
+// spawn starts the thread from the raw state g before position pos.
+func (t *normThread) spawn(a *automaton, g int32, pos int64) {
+	if t.ring == nil {
+		t.ring = make([]int64, ringSize(a.maxLen))
+	}
+	t.alive, t.g, t.csi = true, g, 0
+	d := int64(a.depth[g])
+	t.fed, t.sinceSkip = d, d
+	for k := int64(0); k < d; k++ {
+		t.ring[k&int64(len(t.ring)-1)] = pos - d + k
+	}
+}
+
+func (t *normThread) feed(s *scanner, c byte, pos int64) {
+	a := s.a
+	t.g = a.next(t.g, c)
+	mask := int64(len(t.ring) - 1)
+	t.ring[t.fed&mask] = pos
+	t.fed++
+	t.sinceSkip++
+	if ml := int64(a.matchLen[t.g]); ml > 0 {
+		s.addSpan(t.ring[(t.fed-ml)&mask], pos+1)
+	}
+}
+
+func (t *normThread) flushCSI(s *scanner) {
+	t.csi = 0
+	for k := 0; k < t.csiN; k++ {
+		t.feed(s, t.csiBuf[k], t.csiStart+int64(k))
+	}
+}
+
+func (t *normThread) step(s *scanner, c byte, pos int64) {
+	for {
+		switch t.csi {
+		case 0:
+			switch c {
+			case '\r':
+				t.sinceSkip = 0
+			case esc:
+				t.csi, t.csiStart, t.csiN = 1, pos, 1
+				t.csiBuf[0] = c
+			default:
+				t.feed(s, c, pos)
+			}
+		case 1:
+			if c != '[' {
+				t.flushCSI(s)
+				continue
+			}
+			t.csi = 2
+			t.csiBuf[1] = c
+			t.csiN = 2
+		case 2:
+			switch {
+			case c >= 0x20 && c <= 0x3f && t.csiN < len(t.csiBuf):
+				t.csiBuf[t.csiN] = c
+				t.csiN++
+			case c >= 0x40 && c <= 0x7e:
+				t.csi = 0
+				t.sinceSkip = 0
+			default:
+				t.flushCSI(s)
+				continue
+			}
+		}
+		break
+	}
+	if t.csi != 0 {
+		return
+	}
+	d := int64(s.a.depth[t.g])
+	if d <= t.sinceSkip {
+		// The partial match lies in plain bytes the raw thread saw too.
+		t.alive = false
+		return
+	}
+	// Bound what a long run of removed bytes can make us hold.
+	if pos+1-t.ring[(t.fed-d)&int64(len(t.ring)-1)] > int64(8*s.a.maxLen+256) {
+		t.alive = false
+	}
+}
+
+// partialStart is the first position the thread's future matches may cover.
+func (t *normThread) partialStart(a *automaton, pos int64) int64 {
+	b := pos
+	if h := int64(a.hold[t.g]); h > 0 {
+		b = t.ring[(t.fed-h)&int64(len(t.ring)-1)]
+	}
+	if t.csi != 0 {
+		b = min(b, t.csiStart)
+	}
+	return b
+}
