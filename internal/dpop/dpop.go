@@ -1,0 +1,363 @@
+// Package dpop verifies RFC 9449 DPoP proofs: at token exchange (where the
+// issued token gets bound to the proof key's RFC 7638 thumbprint) and at the
+// gateway on every call to a key-bound token. It owns proof parsing and
+// checking and the replay cache of proof jtis.
+//
+// It never decides what a caller may do, never stores or logs a proof or an
+// access token (errors name the failed check only), and never accepts a
+// symmetric or unsigned proof.
+package dpop
+
+import (
+	"bytes"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/ed25519"
+	"crypto/elliptic"
+	"crypto/rsa"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"math"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Defaults for Options fields left zero.
+const (
+	DefaultWindow          = 60 * time.Second
+	DefaultReplayCacheSize = 100_000
+	DefaultMaxProofSize    = 8 << 10
+	// MaxJTILength bounds a proof's jti.
+	MaxJTILength = 256
+	// TokenType is the required "typ" header of a proof.
+	TokenType  = "dpop+jwt"
+	minRSABits = 2048
+)
+
+// Check names carried by Error.Check.
+const (
+	CheckSize            = "size"
+	CheckFormat          = "format"
+	CheckType            = "typ"
+	CheckAlgorithm       = "algorithm"
+	CheckJWK             = "jwk"
+	CheckSignature       = "signature"
+	CheckMethod          = "htm"
+	CheckURL             = "htu"
+	CheckIssuedAt        = "iat"
+	CheckJTI             = "jti"
+	CheckReplay          = "replay"
+	CheckReplayCacheFull = "replay_cache_full"
+	CheckAccessTokenHash = "ath"
+	CheckThumbprint      = "thumbprint"
+)
+
+// DefaultAlgorithms are accepted when Options.Algorithms is empty.
+var DefaultAlgorithms = []string{"ES256", "RS256", "PS256", "EdDSA"}
+
+// supported are the only algorithms ever accepted, whatever Options say.
+var supported = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
+
+// Options configure a Verifier; zero fields take the defaults.
+type Options struct {
+	// Window is how far a proof's iat may be from now, either way
+	// (default 60 s). A proof's jti is remembered for as long.
+	Window time.Duration
+	// Now is the clock (default time.Now).
+	Now func() time.Time
+	// Algorithms are the accepted proof algorithms (default
+	// DefaultAlgorithms). Anything not asymmetric is ignored.
+	Algorithms []string
+	// ReplayCacheSize bounds the remembered jtis (default 100 000). When
+	// it is full of unexpired jtis new proofs are refused
+	// (CheckReplayCacheFull) rather than risking a replay.
+	ReplayCacheSize int
+	// MaxProofSize caps a proof before parsing (default 8 KiB).
+	MaxProofSize int
+}
+
+// Proof is a verified DPoP proof.
+type Proof struct {
+	// Thumbprint is the RFC 7638 SHA-256 thumbprint of the proof key,
+	// base64url without padding: the value a token is bound to (cnf.jkt).
+	Thumbprint string
+	JTI        string
+	HTM        string
+	HTU        string
+	IssuedAt   time.Time
+}
+
+// Error says which check refused a proof. It never contains the proof or
+// the access token.
+type Error struct {
+	Check  string
+	Reason string
+}
+
+func (e *Error) Error() string { return e.Check + ": " + e.Reason }
+
+func fail(check, format string, args ...any) error {
+	return &Error{Check: check, Reason: fmt.Sprintf(format, args...)}
+}
+
+// CheckOf returns the failed check of an *Error in err's chain, or "".
+func CheckOf(err error) string {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Check
+	}
+	return ""
+}
+
+// Verifier checks DPoP proofs. It is safe for concurrent use.
+type Verifier struct {
+	window  time.Duration
+	now     func() time.Time
+	algs    []jose.SignatureAlgorithm
+	maxSize int
+	replay  *replayCache
+}
+
+// NewVerifier returns a Verifier with its own replay cache.
+func NewVerifier(opts Options) *Verifier {
+	v := &Verifier{window: opts.Window, now: opts.Now, maxSize: opts.MaxProofSize}
+	if v.window <= 0 {
+		v.window = DefaultWindow
+	}
+	if v.now == nil {
+		v.now = time.Now
+	}
+	if v.maxSize <= 0 {
+		v.maxSize = DefaultMaxProofSize
+	}
+	algs := opts.Algorithms
+	if len(algs) == 0 {
+		algs = DefaultAlgorithms
+	}
+	for _, a := range algs {
+		if slices.Contains(supported, a) && !slices.Contains(v.algs, jose.SignatureAlgorithm(a)) {
+			v.algs = append(v.algs, jose.SignatureAlgorithm(a))
+		}
+	}
+	size := opts.ReplayCacheSize
+	if size <= 0 {
+		size = DefaultReplayCacheSize
+	}
+	v.replay = newReplayCache(size)
+	return v
+}
+
+// Verify checks proofJWT for a request with method and requestURL. accessToken is
+// "" at token exchange; otherwise the proof's ath must be its hash.
+// wantThumbprint is "" at exchange; otherwise the proof key's thumbprint must
+// equal it. The jti is recorded only when every other check passed. Every
+// refusal is an *Error.
+func (v *Verifier) Verify(proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
+	if len(proofJWT) > v.maxSize {
+		return nil, fail(CheckSize, "proof is %d bytes, more than %d", len(proofJWT), v.maxSize)
+	}
+	if proofJWT == "" {
+		return nil, fail(CheckFormat, "empty proof")
+	}
+	jws, err := jose.ParseSignedCompact(proofJWT, v.algs)
+	if err != nil {
+		var ua *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &ua) {
+			return nil, fail(CheckAlgorithm, "algorithm %s is not accepted", quote(string(ua.Got)))
+		}
+		if headerHasPrivateJWK(proofJWT) {
+			return nil, fail(CheckJWK, "jwk header holds private key material")
+		}
+		return nil, fail(CheckFormat, "not a compact JWS")
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, fail(CheckFormat, "want exactly one signature")
+	}
+	hdr := jws.Signatures[0].Protected
+	if typ, _ := hdr.ExtraHeaders[jose.HeaderType].(string); !strings.EqualFold(typ, TokenType) {
+		return nil, fail(CheckType, "typ must be %s", TokenType)
+	}
+	jwk := hdr.JSONWebKey
+	if jwk == nil {
+		return nil, fail(CheckJWK, "jwk header missing")
+	}
+	if !jwk.Valid() || !jwk.IsPublic() {
+		return nil, fail(CheckJWK, "jwk header is not a public key")
+	}
+	if !keyFits(jwk.Key, hdr.Algorithm) {
+		return nil, fail(CheckJWK, "jwk header key does not fit algorithm %s", hdr.Algorithm)
+	}
+	payload, err := jws.Verify(jwk.Key)
+	if err != nil {
+		return nil, fail(CheckSignature, "signature does not verify with the jwk header key")
+	}
+
+	var c struct {
+		JTI *string      `json:"jti"`
+		HTM *string      `json:"htm"`
+		HTU *string      `json:"htu"`
+		IAT *json.Number `json:"iat"`
+		ATH *string      `json:"ath"`
+	}
+	dec := json.NewDecoder(bytes.NewReader(payload))
+	dec.UseNumber()
+	if err := dec.Decode(&c); err != nil || dec.More() {
+		return nil, fail(CheckFormat, "claims are not a JSON object of the expected types")
+	}
+	if c.JTI == nil || *c.JTI == "" || len(*c.JTI) > MaxJTILength {
+		return nil, fail(CheckJTI, "jti missing, empty or longer than %d", MaxJTILength)
+	}
+	if c.HTM == nil || *c.HTM != method {
+		return nil, fail(CheckMethod, "htm does not match the request method %s", quote(method))
+	}
+	if c.HTU == nil {
+		return nil, fail(CheckURL, "htu missing")
+	}
+	wantHTU, err := NormalizeHTU(requestURL)
+	if err != nil {
+		return nil, fail(CheckURL, "request URL: %v", err)
+	}
+	gotHTU, err := NormalizeHTU(*c.HTU)
+	if err != nil || gotHTU != wantHTU {
+		return nil, fail(CheckURL, "htu does not match the request URL %s", quote(wantHTU))
+	}
+	if c.IAT == nil {
+		return nil, fail(CheckIssuedAt, "iat missing")
+	}
+	iat, ok := numericDate(*c.IAT)
+	if !ok {
+		return nil, fail(CheckIssuedAt, "iat is not a numeric date")
+	}
+	now := v.now()
+	if d := now.Sub(iat); d > v.window || d < -v.window {
+		return nil, fail(CheckIssuedAt, "iat is %s from now, outside ±%s", d.Round(time.Second), v.window)
+	}
+	if accessToken != "" {
+		want := AccessTokenHash(accessToken)
+		if c.ATH == nil || subtle.ConstantTimeCompare([]byte(*c.ATH), []byte(want)) != 1 {
+			return nil, fail(CheckAccessTokenHash, "ath missing or not the hash of the presented token")
+		}
+	}
+	tp, err := jwk.Thumbprint(crypto.SHA256)
+	if err != nil {
+		return nil, fail(CheckJWK, "cannot compute the key thumbprint")
+	}
+	thumb := base64.RawURLEncoding.EncodeToString(tp)
+	if wantThumbprint != "" && subtle.ConstantTimeCompare([]byte(thumb), []byte(wantThumbprint)) != 1 {
+		return nil, fail(CheckThumbprint, "proof key is not the key the token is bound to")
+	}
+
+	key := sha256.Sum256([]byte(thumb + "\x00" + *c.JTI))
+	switch v.replay.add(key, iat.Add(v.window).UnixNano(), now.UnixNano()) {
+	case replaySeen:
+		return nil, fail(CheckReplay, "jti already used")
+	case replayFull:
+		return nil, fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
+	}
+	return &Proof{Thumbprint: thumb, JTI: *c.JTI, HTM: *c.HTM, HTU: gotHTU, IssuedAt: iat}, nil
+}
+
+// AccessTokenHash is a proof's ath for token: base64url(SHA-256(token)).
+func AccessTokenHash(token string) string {
+	h := sha256.Sum256([]byte(token))
+	return base64.RawURLEncoding.EncodeToString(h[:])
+}
+
+// NormalizeHTU reduces an http(s) URL to what htu comparison uses: scheme
+// and host lowercased, default port dropped, empty path as "/", no query,
+// fragment or user info.
+func NormalizeHTU(raw string) (string, error) {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "", errors.New("not a URL")
+	}
+	scheme := strings.ToLower(u.Scheme)
+	if (scheme != "https" && scheme != "http") || u.Host == "" || u.Opaque != "" {
+		return "", errors.New("not an absolute http(s) URL")
+	}
+	if u.User != nil {
+		return "", errors.New("user info not allowed")
+	}
+	host := strings.ToLower(u.Host)
+	if scheme == "https" {
+		host = strings.TrimSuffix(host, ":443")
+	} else {
+		host = strings.TrimSuffix(host, ":80")
+	}
+	path := u.EscapedPath()
+	if path == "" {
+		path = "/"
+	}
+	return scheme + "://" + host + path, nil
+}
+
+func numericDate(n json.Number) (time.Time, bool) {
+	f, err := strconv.ParseFloat(string(n), 64)
+	if err != nil || math.IsNaN(f) || math.Abs(f) > 1e13 {
+		return time.Time{}, false
+	}
+	sec, frac := math.Modf(f)
+	return time.Unix(int64(sec), int64(frac*1e9)), true
+}
+
+// keyFits reports whether a public key can verify alg, RSA keys being at
+// least 2048 bits.
+func keyFits(key any, alg string) bool {
+	switch k := key.(type) {
+	case *rsa.PublicKey:
+		return (strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")) && k.N.BitLen() >= minRSABits
+	case *ecdsa.PublicKey:
+		switch alg {
+		case "ES256":
+			return k.Curve == elliptic.P256()
+		case "ES384":
+			return k.Curve == elliptic.P384()
+		case "ES512":
+			return k.Curve == elliptic.P521()
+		}
+	case ed25519.PublicKey:
+		return alg == "EdDSA"
+	}
+	return false
+}
+
+// headerHasPrivateJWK looks into the (unverified) header for a jwk with
+// private or symmetric key members, to name that check in the error.
+func headerHasPrivateJWK(proof string) bool {
+	h, _, ok := strings.Cut(proof, ".")
+	if !ok {
+		return false
+	}
+	b, err := base64.RawURLEncoding.DecodeString(h)
+	if err != nil {
+		return false
+	}
+	var hdr struct {
+		JWK map[string]json.RawMessage `json:"jwk"`
+	}
+	if json.Unmarshal(b, &hdr) != nil {
+		return false
+	}
+	for _, m := range []string{"d", "p", "q", "dp", "dq", "qi", "oth", "k"} {
+		if _, ok := hdr.JWK[m]; ok {
+			return true
+		}
+	}
+	return false
+}
+
+func quote(s string) string {
+	if len(s) > 100 {
+		s = s[:100] + "…"
+	}
+	return strconv.Quote(s)
+}
