@@ -33,23 +33,15 @@ func GenerateKey(origin string) (signerKey, verifierKey string, err error) {
 // verifierKeyFor derives the verifier key from a note signer key
 // ("PRIVATE+KEY+<name>+<hash>+<base64(0x01 || seed)>").
 func verifierKeyFor(skey string) (string, error) {
-	const prefix = "PRIVATE+KEY+"
 	bad := errors.New("audit: malformed signer key")
-	if !strings.HasPrefix(skey, prefix) {
+	rest, ok := strings.CutPrefix(skey, "PRIVATE+KEY+")
+	if !ok {
 		return "", bad
 	}
-	rest := skey[len(prefix):]
-	i := strings.LastIndexByte(rest, '+')
-	if i < 0 {
-		return "", bad
-	}
-	name := rest[:i]
-	if j := strings.LastIndexByte(name, '+'); j >= 0 {
-		name = name[:j]
-	} else {
-		return "", bad
-	}
-	key, err := base64.StdEncoding.DecodeString(rest[i+1:])
+	// The name and hash contain no '+'; the base64 key may.
+	name, rest, _ := strings.Cut(rest, "+")
+	_, key64, _ := strings.Cut(rest, "+")
+	key, err := base64.StdEncoding.DecodeString(key64)
 	if err != nil || len(key) != 1+ed25519.SeedSize || key[0] != 1 {
 		return "", bad
 	}
