@@ -80,6 +80,9 @@ func decodeFile(f File, p *Policy, el *errList) {
 				}
 				msg = strings.TrimPrefix(strings.Replace(msg, m[0], "", 1), ": ")
 			}
+			if strings.Contains(msg, "tab character") {
+				line = tabLine(f.Data, line)
+			}
 			el.add(pos{file: f.Name, line: line}, "", "bad YAML: %s", msg)
 			return
 		}
@@ -87,6 +90,17 @@ func decodeFile(f File, p *Policy, el *errList) {
 			return
 		}
 	}
+}
+
+// tabLine finds the first line from line on that is indented with a tab:
+// the YAML parser reports the line where the enclosing block started.
+func tabLine(data []byte, line int) int {
+	for i, l := range bytes.Split(data, []byte("\n")) {
+		if i+1 >= line && len(bytes.TrimLeft(l, " ")) > 0 && bytes.TrimLeft(l, " ")[0] == '\t' {
+			return i + 1
+		}
+	}
+	return line
 }
 
 // safeDecode turns a panic of the YAML parser into an error: the input is
@@ -318,38 +332,53 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	return s, ok
 }
 
+// item is one element of a list of strings, with where it was written.
+type item struct {
+	val  string
+	node *yaml.Node
+	path string // "x.y[2]", or "x.y" when the list was written as one scalar
+}
+
 // list reads a list of non-empty scalars; one scalar is a list of one.
-func (d *decoder) list(n *yaml.Node, path string) (vals []string, nodes []*yaml.Node, ok bool) {
+func (d *decoder) list(n *yaml.Node, path string) (items []item, ok bool) {
 	n = d.node(n)
 	switch {
 	case isNull(n):
 		d.errf(n, path, "missing value")
-		return nil, nil, false
+		return nil, false
 	case n.Kind == yaml.ScalarNode:
 		s, ok := d.str(n, path)
 		if !ok {
-			return nil, nil, false
+			return nil, false
 		}
-		return []string{s}, []*yaml.Node{n}, true
+		return []item{{s, n, path}}, true
 	case n.Kind != yaml.SequenceNode:
 		d.errf(n, path, "expected a string or a list of strings, got %s", kindName(n))
-		return nil, nil, false
+		return nil, false
 	case len(n.Content) == 0:
 		d.errf(n, path, "empty list")
-		return nil, nil, false
+		return nil, false
 	}
 	ok = true
 	for i, c := range n.Content {
 		c = d.node(c)
-		s, good := d.str(c, index(path, i))
+		p := index(path, i)
+		s, good := d.str(c, p)
 		if !good {
 			ok = false
 			continue
 		}
-		vals = append(vals, s)
-		nodes = append(nodes, c)
+		items = append(items, item{s, c, p})
 	}
-	return vals, nodes, ok
+	return items, ok
+}
+
+func values(items []item) []string {
+	out := make([]string, len(items))
+	for i, it := range items {
+		out[i] = it.val
+	}
+	return out
 }
 
 func (d *decoder) boolean(n *yaml.Node, path string) (bool, bool) {
@@ -425,20 +454,21 @@ func (d *decoder) issuer(e kv) {
 	}
 	if v, ok := f["algorithms"]; ok {
 		p := path + ".algorithms"
-		vals, nodes, _ := d.list(v.val, p)
+		items, _ := d.list(v.val, p)
 		is.Algorithms = nil
-		for i, a := range vals {
+		for _, it := range items {
+			a := it.val
 			switch {
 			case slices.Contains(allowedAlgorithms, a):
 				if !slices.Contains(is.Algorithms, a) {
 					is.Algorithms = append(is.Algorithms, a)
 				}
 			case strings.EqualFold(a, "none"):
-				d.errf(nodes[i], index(p, i), "algorithm %q is never accepted", a)
+				d.errf(it.node, it.path, "algorithm %q is never accepted", a)
 			case strings.HasPrefix(strings.ToUpper(a), "HS"):
-				d.errf(nodes[i], index(p, i), "symmetric algorithm %q is never accepted", a)
+				d.errf(it.node, it.path, "symmetric algorithm %q is never accepted", a)
 			default:
-				d.errf(nodes[i], index(p, i), "unknown algorithm %q (allowed: %s)", a, strings.Join(allowedAlgorithms, ", "))
+				d.errf(it.node, it.path, "unknown algorithm %q (allowed: %s)", a, strings.Join(allowedAlgorithms, ", "))
 			}
 		}
 	}
@@ -733,29 +763,29 @@ func (d *decoder) rules(n *yaml.Node, path string, g *Grant) {
 			d.missing(c, p, "methods")
 			ok = false
 		} else {
-			vals, nodes, good := d.list(v.val, p+".methods")
+			items, good := d.list(v.val, p+".methods")
 			ok = ok && good
-			for j, m := range vals {
-				if err := checkMethod(m, len(vals)); err != nil {
-					d.errf(nodes[j], index(p+".methods", j), "%v", err)
+			for _, it := range items {
+				if err := checkMethod(it.val, len(items)); err != nil {
+					d.errf(it.node, it.path, "%v", err)
 					ok = false
 				}
 			}
-			methods = vals
+			methods = values(items)
 		}
 		if v, has := f["paths"]; !has {
 			d.missing(c, p, "paths")
 			ok = false
 		} else {
-			vals, nodes, good := d.list(v.val, p+".paths")
+			items, good := d.list(v.val, p+".paths")
 			ok = ok && good
-			for j, s := range vals {
-				if _, err := compilePath(s); err != nil {
-					d.errf(nodes[j], index(p+".paths", j), "%v", err)
+			for _, it := range items {
+				if _, err := compilePath(it.val); err != nil {
+					d.errf(it.node, it.path, "%v", err)
 					ok = false
 				}
 			}
-			paths = vals
+			paths = values(items)
 		}
 		if ok {
 			r, err := CompileRule(methods, paths)
@@ -814,14 +844,14 @@ func (d *decoder) claims(n *yaml.Node, path string) map[string][]string {
 			d.errf(e.key, path, "empty claim name")
 			continue
 		}
-		vals, _, ok := d.list(e.val, p)
+		items, ok := d.list(e.val, p)
 		if !ok {
 			continue
 		}
 		var uniq []string
-		for _, v := range vals {
-			if !slices.Contains(uniq, v) {
-				uniq = append(uniq, v)
+		for _, it := range items {
+			if !slices.Contains(uniq, it.val) {
+				uniq = append(uniq, it.val)
 			}
 		}
 		out[k] = uniq
@@ -830,12 +860,12 @@ func (d *decoder) claims(n *yaml.Node, path string) map[string][]string {
 }
 
 func (d *decoder) cidrs(n *yaml.Node, path string) []netip.Prefix {
-	vals, nodes, _ := d.list(n, path)
+	items, _ := d.list(n, path)
 	var out []netip.Prefix
-	for i, s := range vals {
-		p, err := parseCIDR(s)
+	for _, it := range items {
+		p, err := parseCIDR(it.val)
 		if err != nil {
-			d.errf(nodes[i], index(path, i), "%v", err)
+			d.errf(it.node, it.path, "%v", err)
 			continue
 		}
 		if !slices.Contains(out, p) {
