@@ -1,0 +1,52 @@
+// Package datadir names the files of a mayfly data directory, so the
+// server, init and offline tools agree on them. It owns names and the
+// "is this initialised" test; it never reads or writes key material itself.
+package datadir
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"os"
+	"path/filepath"
+)
+
+// Dir is a data directory.
+type Dir string
+
+// The files of a data directory.
+func (d Dir) Database() string    { return filepath.Join(string(d), "mayfly.db") }
+func (d Dir) MasterKey() string   { return filepath.Join(string(d), "master.key") }
+func (d Dir) AuditKey() string    { return filepath.Join(string(d), "audit.key") }
+func (d Dir) AuditPub() string    { return filepath.Join(string(d), "audit.pub") }
+func (d Dir) CACert() string      { return filepath.Join(string(d), "ca.pem") }
+func (d Dir) CAKey() string       { return filepath.Join(string(d), "ca-key.pem") }
+func (d Dir) ServerCert() string  { return filepath.Join(string(d), "server.pem") }
+func (d Dir) ServerKey() string   { return filepath.Join(string(d), "server-key.pem") }
+func (d Dir) Marker() string      { return filepath.Join(string(d), "mayfly.json") }
+func (d Dir) VerifyState() string { return filepath.Join(string(d), "audit-verify.state") }
+
+// Initialised reports whether d holds a finished init (its marker file,
+// written last by init).
+func (d Dir) Initialised() (bool, error) {
+	_, err := os.Stat(d.Marker())
+	if err == nil {
+		return true, nil
+	}
+	if errors.Is(err, fs.ErrNotExist) {
+		return false, nil
+	}
+	return false, fmt.Errorf("datadir: %w", err)
+}
+
+// Require returns an error unless d is initialised.
+func (d Dir) Require() error {
+	ok, err := d.Initialised()
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return fmt.Errorf("%s is not an initialised mayfly data directory (run mayfly init --data-dir %s)", string(d), string(d))
+	}
+	return nil
+}
