@@ -27,7 +27,7 @@ type scanner struct {
 	pos  int64 // stream position of the next byte
 	norm normThread
 
-	spans []span // disjoint, sorted; the last one is kept even when passed
+	spans []span // disjoint, sorted; those a future match may still overlap
 	done  int64  // every position before done is written or suppressed
 	pend  []byte // the stream bytes [done, pos) not yet written
 }
@@ -163,8 +163,14 @@ func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
 		out = bytesOf(out, s.done, next)
 		s.done = next
 	}
-	// Drop passed spans, keeping the last for merging.
-	if k := min(i, len(s.spans)-1); k > 0 {
+	// Drop the spans no future match can reach (matches start at or after
+	// limit); a passed span that a future match may overlap is kept so that
+	// the two merge into one replacement.
+	k := 0
+	for k < len(s.spans) && s.spans[k].end <= limit {
+		k++
+	}
+	if k > 0 {
 		s.spans = append(s.spans[:0], s.spans[k:]...)
 	}
 	// Keep the bytes still held.
