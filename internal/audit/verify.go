@@ -95,6 +95,8 @@ type check struct {
 	res     VerifyResult
 	hashes  []tlog.Hash
 	stopped bool
+	// cpProblem says why the latest checkpoint is unusable, if it is.
+	cpProblem string
 }
 
 func newCheck(seen *TreeHead) *check {
@@ -169,7 +171,12 @@ func (c *check) finish(total int64) *VerifyResult {
 		}
 	}
 	if c.cp != nil && c.seen != nil && c.cp.Size < c.seen.Size {
-		c.bad(c.cp.Size, "latest signed checkpoint (%d) is older than the one seen before (%d): checkpoints rolled back", c.cp.Size, c.seen.Size)
+		c.bad(min(n, c.seen.Size), "latest signed checkpoint (%d) is older than the one seen before (%d): checkpoints rolled back", c.cp.Size, c.seen.Size)
+	}
+	if c.cpProblem != "" {
+		// Without a valid signed checkpoint, only what a checkpoint seen
+		// before proves can be trusted.
+		c.bad(c.anchor, "%s", c.cpProblem)
 	}
 	c.res.Size = n
 	c.res.Root = c.tb.treeHash()
@@ -179,12 +186,12 @@ func (c *check) finish(total int64) *VerifyResult {
 // openCheckpoint sets the signed checkpoint, or records why it is unusable.
 func (c *check) openCheckpoint(text []byte, found bool, verifierKey string) {
 	if !found {
-		c.bad(0, "no signed checkpoint")
+		c.cpProblem = "no signed checkpoint"
 		return
 	}
 	size, root, err := ParseCheckpoint(text, verifierKey)
 	if err != nil {
-		c.bad(0, "latest checkpoint is not valid: %v", err)
+		c.cpProblem = fmt.Sprintf("latest checkpoint is not valid: %v", err)
 		return
 	}
 	c.cp = &TreeHead{Size: size, Root: root}
