@@ -27,6 +27,7 @@ const (
 	maxMaxUses   = 1_000_000_000
 	maxNameLen   = 64
 	maxMethodLen = 32
+	maxListLen   = 10_000 // items in one list of strings
 )
 
 var (
@@ -56,6 +57,7 @@ type decoder struct {
 	file   string
 	el     *errList
 	budget int
+	last   *yaml.Node // the node last visited, where a spent budget is reported
 	p      *Policy
 }
 
@@ -120,7 +122,7 @@ func (d *decoder) document(doc *yaml.Node) (ok bool) {
 			if r != errBudget {
 				panic(r)
 			}
-			d.el.add(d.at(doc), "", "too many YAML nodes: more than %d, counting each use of an alias", maxNodes)
+			d.el.add(d.at(d.last), "", "too many YAML nodes: more than %d, counting each use of an alias", maxNodes)
 			ok = false
 		}
 	}()
@@ -181,6 +183,7 @@ func (d *decoder) node(n *yaml.Node) *yaml.Node {
 		n = n.Alias
 	}
 	d.spend()
+	d.last = n
 	return n
 }
 
@@ -303,23 +306,31 @@ func (d *decoder) missing(n *yaml.Node, path, key string) {
 	d.errf(n, join(path, key), "missing")
 }
 
-// scalar returns a scalar's text: strings, numbers, booleans and timestamps
-// are taken as written.
-func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
-	n = d.node(n)
+// scalarText returns a scalar's text (strings, numbers, booleans and
+// timestamps as written), or why it is not one. n is resolved.
+func scalarText(n *yaml.Node) (string, string) {
 	if n.Kind != yaml.ScalarNode {
-		d.errf(n, path, "expected a string, got %s", kindName(n))
-		return "", false
+		return "", "expected a string, got " + kindName(n)
 	}
 	switch t := n.ShortTag(); t {
 	case "!!str", "!!int", "!!float", "!!bool", "!!timestamp":
-		return n.Value, true
+		return n.Value, ""
 	case "!!null":
-		d.errf(n, path, "missing value")
+		return "", "missing value"
 	default:
-		d.errf(n, path, "unsupported tag %s", t)
+		return "", "unsupported tag " + t
 	}
-	return "", false
+}
+
+// scalar reports what scalarText finds wrong.
+func (d *decoder) scalar(n *yaml.Node, path string) (string, bool) {
+	n = d.node(n)
+	s, bad := scalarText(n)
+	if bad != "" {
+		d.errf(n, path, "%s", bad)
+		return "", false
+	}
+	return s, true
 }
 
 // str is a non-empty scalar.
@@ -336,7 +347,16 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 type item struct {
 	val  string
 	node *yaml.Node
-	path string // "x.y[2]", or "x.y" when the list was written as one scalar
+	list string // the list's path
+	i    int    // index, -1 when the list was written as one scalar
+}
+
+// path is "x.y[2]", or "x.y" for a list written as one scalar.
+func (it item) path() string {
+	if it.i < 0 {
+		return it.list
+	}
+	return index(it.list, it.i)
 }
 
 // list reads a list of non-empty scalars; one scalar is a list of one.
@@ -351,7 +371,7 @@ func (d *decoder) list(n *yaml.Node, path string) (items []item, ok bool) {
 		if !ok {
 			return nil, false
 		}
-		return []item{{s, n, path}}, true
+		return []item{{s, n, path, -1}}, true
 	case n.Kind != yaml.SequenceNode:
 		d.errf(n, path, "expected a string or a list of strings, got %s", kindName(n))
 		return nil, false
@@ -359,16 +379,27 @@ func (d *decoder) list(n *yaml.Node, path string) (items []item, ok bool) {
 		d.errf(n, path, "empty list")
 		return nil, false
 	}
+	if len(n.Content) > maxListLen {
+		d.errf(n, path, "more than %d items", maxListLen)
+		return nil, false
+	}
 	ok = true
+	seen := make(map[string]bool, len(n.Content))
 	for i, c := range n.Content {
 		c = d.node(c)
-		p := index(path, i)
-		s, good := d.str(c, p)
-		if !good {
+		s, bad := scalarText(c)
+		if bad == "" && s == "" {
+			bad = "empty"
+		}
+		if bad != "" {
+			d.errf(c, index(path, i), "%s", bad)
 			ok = false
 			continue
 		}
-		items = append(items, item{s, c, p})
+		if !seen[s] { // a repeated value means nothing more
+			seen[s] = true
+			items = append(items, item{s, c, path, i})
+		}
 	}
 	return items, ok
 }
@@ -464,11 +495,11 @@ func (d *decoder) issuer(e kv) {
 					is.Algorithms = append(is.Algorithms, a)
 				}
 			case strings.EqualFold(a, "none"):
-				d.errf(it.node, it.path, "algorithm %q is never accepted", a)
+				d.errf(it.node, it.path(), "algorithm %q is never accepted", a)
 			case strings.HasPrefix(strings.ToUpper(a), "HS"):
-				d.errf(it.node, it.path, "symmetric algorithm %q is never accepted", a)
+				d.errf(it.node, it.path(), "symmetric algorithm %q is never accepted", a)
 			default:
-				d.errf(it.node, it.path, "unknown algorithm %q (allowed: %s)", a, strings.Join(allowedAlgorithms, ", "))
+				d.errf(it.node, it.path(), "unknown algorithm %q (allowed: %s)", a, strings.Join(allowedAlgorithms, ", "))
 			}
 		}
 	}
@@ -767,7 +798,7 @@ func (d *decoder) rules(n *yaml.Node, path string, g *Grant) {
 			ok = ok && good
 			for _, it := range items {
 				if err := checkMethod(it.val, len(items)); err != nil {
-					d.errf(it.node, it.path, "%v", err)
+					d.errf(it.node, it.path(), "%v", err)
 					ok = false
 				}
 			}
@@ -781,7 +812,7 @@ func (d *decoder) rules(n *yaml.Node, path string, g *Grant) {
 			ok = ok && good
 			for _, it := range items {
 				if _, err := compilePath(it.val); err != nil {
-					d.errf(it.node, it.path, "%v", err)
+					d.errf(it.node, it.path(), "%v", err)
 					ok = false
 				}
 			}
@@ -848,13 +879,7 @@ func (d *decoder) claims(n *yaml.Node, path string) map[string][]string {
 		if !ok {
 			continue
 		}
-		var uniq []string
-		for _, it := range items {
-			if !slices.Contains(uniq, it.val) {
-				uniq = append(uniq, it.val)
-			}
-		}
-		out[k] = uniq
+		out[k] = values(items)
 	}
 	return out
 }
@@ -862,13 +887,15 @@ func (d *decoder) claims(n *yaml.Node, path string) map[string][]string {
 func (d *decoder) cidrs(n *yaml.Node, path string) []netip.Prefix {
 	items, _ := d.list(n, path)
 	var out []netip.Prefix
+	seen := map[netip.Prefix]bool{}
 	for _, it := range items {
 		p, err := parseCIDR(it.val)
 		if err != nil {
-			d.errf(it.node, it.path, "%v", err)
+			d.errf(it.node, it.path(), "%v", err)
 			continue
 		}
-		if !slices.Contains(out, p) {
+		if !seen[p] {
+			seen[p] = true
 			out = append(out, p)
 		}
 	}

@@ -440,6 +440,34 @@ func TestLimits(t *testing.T) {
 		t.Errorf("bomb took %v", time.Since(start))
 	}
 	wantErr(t, err, "bomb.yaml:")
+
+	// an alias bomb along the schema: who entries × claims × values
+	var w strings.Builder
+	w.WriteString(strings.Split(base, "    who:\n")[0])
+	w.WriteString("    who:\n      - &w\n        issuer: ci\n        claims:\n          k0: &v [")
+	for i := 0; i < 1000; i++ {
+		fmt.Fprintf(&w, "v%d, ", i)
+	}
+	w.WriteString("x]\n")
+	for i := 1; i < 1000; i++ {
+		fmt.Fprintf(&w, "          k%d: *v\n", i)
+	}
+	for i := 1; i < 1000; i++ {
+		w.WriteString("      - *w\n")
+	}
+	start = time.Now()
+	_, err = Parse(one("bomb2.yaml", w.String()), nil)
+	wantErr(t, err, "bomb2.yaml:", "too many YAML nodes")
+	t.Logf("schema bomb refused in %v", time.Since(start))
+
+	// a long list of distinct values is read in linear time
+	var l strings.Builder
+	l.WriteString(strings.Replace(base, "project: app", "project: [", 1))
+	for i := 0; i < maxListLen+1; i++ {
+		fmt.Fprintf(&l, "p%d, ", i)
+	}
+	_, err = Parse(one("long.yaml", strings.Replace(l.String(), "project: [", "project: [", 1)+"]\n"), nil)
+	wantErr(t, err)
 }
 
 func TestErrorCap(t *testing.T) {
