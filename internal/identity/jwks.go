@@ -80,6 +80,12 @@ func (v *Verifier) keysFor(ctx context.Context, src *keySource, kid, alg string)
 	}
 	keys := ks.find(kid, alg)
 	if len(keys) == 0 {
+		src.mu.Lock()
+		lastErr := src.lastErr
+		src.mu.Unlock()
+		if lastErr != nil {
+			return nil, verr(CheckSignature, "no %s key with kid %s in the cached keys (refreshing them failed: %v)", alg, quote(kid), lastErr)
+		}
 		return nil, verr(CheckSignature, "no %s key with kid %s at the issuer", alg, quote(kid))
 	}
 	return keys, nil
