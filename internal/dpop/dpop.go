@@ -61,8 +61,8 @@ const (
 	CheckThumbprint      = "thumbprint"
 )
 
-// DefaultAlgorithms are accepted when Options.Algorithms is empty.
-var DefaultAlgorithms = []string{"ES256", "RS256", "PS256", "EdDSA"}
+// defaultAlgorithms are accepted when Options.Algorithms is empty (read-only).
+var defaultAlgorithms = []string{"ES256", "RS256", "PS256", "EdDSA"}
 
 // supported are the only algorithms ever accepted, whatever Options say.
 var supported = []string{"RS256", "RS384", "RS512", "PS256", "PS384", "PS512", "ES256", "ES384", "ES512", "EdDSA"}
@@ -75,7 +75,7 @@ type Options struct {
 	// Now is the clock (default time.Now).
 	Now func() time.Time
 	// Algorithms are the accepted proof algorithms (default
-	// DefaultAlgorithms). Anything not asymmetric is ignored.
+	// ES256, RS256, PS256, EdDSA). Anything not asymmetric is ignored.
 	Algorithms []string
 	// ReplayCacheSize bounds the remembered jtis (default 100 000). When
 	// it is full of unexpired jtis new proofs are refused
@@ -141,7 +141,7 @@ func NewVerifier(opts Options) *Verifier {
 	}
 	algs := opts.Algorithms
 	if len(algs) == 0 {
-		algs = DefaultAlgorithms
+		algs = defaultAlgorithms
 	}
 	for _, a := range algs {
 		if slices.Contains(supported, a) && !slices.Contains(v.algs, jose.SignatureAlgorithm(a)) {
