@@ -1,0 +1,369 @@
+package scan
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os/exec"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+)
+
+// GitOptions choose the history ScanGit reads.
+type GitOptions struct {
+	// Dir is the repository (default ".").
+	Dir string
+	// Since scans the commits after REV (REV..HEAD); Range scans A..B. At
+	// most one of them; neither scans all of HEAD's history.
+	Since, Range string
+	// FirstParent follows only the first parent of merges; otherwise each
+	// merge is diffed against every parent (-m).
+	FirstParent bool
+	// All scans every ref, not only HEAD.
+	All bool
+}
+
+const commitMark = '\x01'
+
+func gitBase(dir string) []string {
+	if dir == "" {
+		dir = "."
+	}
+	return []string{"-C", dir, "-c", "core.quotePath=false", "-c", "diff.noprefix=false",
+		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false"}
+}
+
+// ScanGit scans the lines added by every commit in a repository's history
+// (`git log -p --unified=0`, streamed). Findings carry the commit, author
+// and date; the same secret in the same file (same fingerprint) is
+// reported once, for the oldest commit that adds it. Findings reach emit
+// after the scan, newest commit first.
+func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding)) error {
+	args := append(gitBase(o.Dir), "log", "-p", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv",
+		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>")
+	if o.FirstParent {
+		args = append(args, "--first-parent", "-m")
+	} else {
+		args = append(args, "-m")
+	}
+	if o.All {
+		args = append(args, "--all")
+	}
+	switch {
+	case o.Since != "" && o.Range != "":
+		return errors.New("scan: give --since or --range, not both")
+	case o.Since != "":
+		if strings.HasPrefix(o.Since, "-") {
+			return fmt.Errorf("scan: bad revision %q", o.Since)
+		}
+		args = append(args, o.Since+"..HEAD")
+	case o.Range != "":
+		if strings.HasPrefix(o.Range, "-") || !strings.Contains(o.Range, "..") {
+			return fmt.Errorf("scan: bad range %q (want A..B)", o.Range)
+		}
+		args = append(args, o.Range)
+	}
+	args = append(args, "--")
+	order := map[string]int{}
+	var all []Finding
+	err := s.runGit(ctx, args, order, func(f Finding) { all = append(all, f) })
+	if err != nil {
+		return err
+	}
+	// One finding per fingerprint: the oldest commit (largest log index).
+	best := map[string]int{}
+	for i, f := range all {
+		j, ok := best[f.Fingerprint]
+		if !ok || order[f.Commit] > order[all[j].Commit] ||
+			order[f.Commit] == order[all[j].Commit] && lessPos(f, all[j]) {
+			best[f.Fingerprint] = i
+		}
+	}
+	kept := make([]Finding, 0, len(best))
+	for _, i := range best {
+		kept = append(kept, all[i])
+	}
+	slices.SortFunc(kept, func(a, b Finding) int {
+		if d := order[a.Commit] - order[b.Commit]; d != 0 {
+			return d
+		}
+		return compareFindings(a, b)
+	})
+	for _, f := range kept {
+		emit(f)
+	}
+	return nil
+}
+
+// ScanStaged scans the lines added by the staged changes (git diff --cached).
+func (s *Scanner) ScanStaged(ctx context.Context, dir string, emit func(Finding)) error {
+	args := append(gitBase(dir), "diff", "--cached", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv", "-M", "--")
+	var all []Finding
+	if err := s.runGit(ctx, args, map[string]int{}, func(f Finding) { all = append(all, f) }); err != nil {
+		return err
+	}
+	SortFindings(all)
+	for _, f := range all {
+		emit(f)
+	}
+	return nil
+}
+
+type capBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (c *capBuffer) Write(p []byte) (int, error) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if room := 4096 - c.b.Len(); room > 0 {
+		c.b.Write(p[:min(len(p), room)])
+	}
+	return len(p), nil
+}
+
+func (s *Scanner) runGit(ctx context.Context, args []string, order map[string]int, emit func(Finding)) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "git", args...)
+	var stderr capBuffer
+	cmd.Stderr = &stderr
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("scan: git: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("scan: starting git: %w", err)
+	}
+	seen := map[string]struct{}{}
+	perr := s.pipeline(ctx, func(ctx context.Context, jobs chan<- *job) error {
+		err := s.parseDiff(ctx, out, order, jobs)
+		if err != nil {
+			cancel()
+		}
+		_, _ = io.Copy(io.Discard, out)
+		return err
+	}, func(f Finding) {
+		// Pieces of very long lines overlap: drop exact repeats.
+		k := f.Fingerprint + "\x00" + f.Commit + "\x00" + strconv.Itoa(f.Line) + ":" + strconv.Itoa(f.Column)
+		if _, ok := seen[k]; ok {
+			return
+		}
+		seen[k] = struct{}{}
+		emit(f)
+	})
+	werr := cmd.Wait()
+	if perr != nil {
+		return perr
+	}
+	if werr != nil {
+		return fmt.Errorf("scan: git %s: %v: %s", args[len(gitBase(""))], werr, strings.TrimSpace(stderr.b.String()))
+	}
+	return nil
+}
+
+// parseDiff reads unified=0 patches (optionally preceded by commit marker
+// lines) and sends the added lines of each file as jobs.
+func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]int, jobs chan<- *job) error {
+	br := bufio.NewReaderSize(r, 256<<10)
+	var commit, author, date string
+	var fm *srcMeta
+	var buf []byte
+	var lmap []lineRef
+	remAdd, remDel := 0, 0
+	newLine := 0
+	inAdded, skipRest := false, false
+	C, ov := s.chunk, s.overlap
+
+	send := func() error {
+		if len(buf) == 0 {
+			return nil
+		}
+		j := &job{meta: fm, b: buf, own0: 0, own1: len(buf), lmap: lmap}
+		buf, lmap = nil, nil
+		select {
+		case jobs <- j:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	// cutLong sends the buffer in the middle of a long line and keeps its
+	// last ov bytes as the start of the next piece.
+	cutLong := func() error {
+		ref := lmap[len(lmap)-1]
+		tail := max(ref.off, len(buf)-ov)
+		rest := append([]byte(nil), buf[tail:]...)
+		nref := lineRef{off: 0, line: ref.line, col0: ref.col0 + tail - ref.off}
+		if err := send(); err != nil {
+			return err
+		}
+		buf, lmap = rest, []lineRef{nref}
+		return nil
+	}
+	for {
+		sl, err := br.ReadSlice('\n')
+		full := errors.Is(err, bufio.ErrBufferFull)
+		if err != nil && !full && !(errors.Is(err, io.EOF) && len(sl) > 0) {
+			if errors.Is(err, io.EOF) {
+				return send()
+			}
+			return fmt.Errorf("scan: reading git output: %w", err)
+		}
+		if skipRest {
+			skipRest = full
+			continue
+		}
+		if inAdded {
+			buf = append(buf, bytes.TrimSuffix(sl, []byte("\n"))...)
+			if !full {
+				inAdded = false
+				buf = append(buf, '\n')
+				newLine++
+			}
+			if len(buf) >= C+ov {
+				var err error
+				if inAdded {
+					err = cutLong()
+				} else {
+					err = send()
+				}
+				if err != nil {
+					return err
+				}
+			}
+			continue
+		}
+		if remAdd+remDel > 0 && len(sl) > 0 {
+			switch sl[0] {
+			case '+':
+				remAdd--
+				if fm == nil {
+					skipRest = full
+					newLine++
+					continue
+				}
+				lmap = append(lmap, lineRef{off: len(buf), line: newLine, col0: 0})
+				buf = append(buf, bytes.TrimSuffix(sl[1:], []byte("\n"))...)
+				if full {
+					inAdded = true
+				} else {
+					buf = append(buf, '\n')
+					newLine++
+				}
+				if len(buf) >= C+ov {
+					if inAdded {
+						err = cutLong()
+					} else {
+						err = send()
+					}
+					if err != nil {
+						return err
+					}
+				}
+				continue
+			case '-':
+				remDel--
+				skipRest = full
+				continue
+			case '\\':
+				continue
+			}
+		}
+		if full {
+			skipRest = true
+		}
+		line := string(bytes.TrimRight(sl, "\r\n"))
+		switch {
+		case len(line) > 0 && line[0] == commitMark:
+			if err := send(); err != nil {
+				return err
+			}
+			parts := strings.SplitN(line[1:], "\x00", 3)
+			commit, date, author = parts[0], "", ""
+			if len(parts) == 3 {
+				date, author = parts[1], parts[2]
+			}
+			if _, ok := order[commit]; !ok {
+				order[commit] = len(order)
+			}
+			fm = nil
+			remAdd, remDel = 0, 0
+		case strings.HasPrefix(line, "diff --git ") || strings.HasPrefix(line, "diff --cc ") || strings.HasPrefix(line, "diff --combined "):
+			if err := send(); err != nil {
+				return err
+			}
+			fm = nil
+			remAdd, remDel = 0, 0
+		case strings.HasPrefix(line, "+++ "):
+			if err := send(); err != nil {
+				return err
+			}
+			name := unquoteGitPath(line[4:])
+			if name == "/dev/null" {
+				fm = nil
+				break
+			}
+			name = strings.TrimPrefix(name, "b/")
+			fm = &srcMeta{file: name, commit: commit, author: author, date: date}
+		case strings.HasPrefix(line, "@@ "):
+			remDel, remAdd, newLine = parseHunk(line)
+		}
+	}
+}
+
+func unquoteGitPath(p string) string {
+	p = strings.TrimSuffix(p, "\t")
+	if strings.HasPrefix(p, `"`) {
+		if u, err := strconv.Unquote(p); err == nil {
+			return u
+		}
+	}
+	return p
+}
+
+// parseHunk reads "@@ -a,b +c,d @@": lines removed, lines added, first new line.
+func parseHunk(l string) (del, add, start int) {
+	f := strings.Fields(l)
+	if len(f) < 3 {
+		return 0, 0, 0
+	}
+	count := func(s string) (int, int) {
+		a, b, ok := strings.Cut(s[1:], ",")
+		n := 1
+		if ok {
+			n, _ = strconv.Atoi(b)
+		}
+		v, _ := strconv.Atoi(a)
+		return v, n
+	}
+	_, del = count(f[1])
+	start, add = count(f[2])
+	return del, add, start
+}
+
+func lessPos(a, b Finding) bool { return compareFindings(a, b) < 0 }
+
+func compareFindings(a, b Finding) int {
+	if c := strings.Compare(a.File, b.File); c != 0 {
+		return c
+	}
+	if a.Line != b.Line {
+		return a.Line - b.Line
+	}
+	if a.Column != b.Column {
+		return a.Column - b.Column
+	}
+	return strings.Compare(a.Rule, b.Rule)
+}
+
+// SortFindings orders findings by file, line, column and rule.
+func SortFindings(fs []Finding) {
+	slices.SortStableFunc(fs, compareFindings)
+}

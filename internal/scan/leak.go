@@ -1,0 +1,155 @@
+package scan
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// MaxLeakTokens caps the tokens taken from one leak report.
+const MaxLeakTokens = 10000
+
+// LeakReport is what a POST /v1/leaks body says: the checksum-valid mayfly
+// tokens in it (job and admin, deduplicated, in order of appearance) and,
+// for provider reports, where they were seen.
+type LeakReport struct {
+	Tokens []string
+	// Source and URL come from a GitHub alert ("source", "url") or a GitLab
+	// report ("location" as URL); the first entry that has one wins.
+	Source, URL string
+	// Format is "text", "github" or "gitlab".
+	Format string
+	// Truncated is set when more than MaxLeakTokens tokens were present.
+	Truncated bool
+}
+
+// ErrLeakReport is wrapped by ParseLeakReport's errors.
+var ErrLeakReport = errors.New("malformed leak report")
+
+type leakEntry struct {
+	Token    *string `json:"token"`
+	Type     string  `json:"type"`
+	URL      string  `json:"url"`
+	Source   string  `json:"source"`
+	Location string  `json:"location"`
+}
+
+// ParseLeakReport reads a leak report: GitHub secret-scanning alert JSON
+// ([{"token","type","url","source"}]), GitLab token-revocation JSON
+// ([{"type","token","location"}]), or any other text, in which every
+// checksum-valid mayfly token is taken. A body that is a valid JSON array
+// but not a list of such objects is an error; anything else that is not
+// JSON is text. The caller bounds the body's size.
+func ParseLeakReport(body []byte) (*LeakReport, error) {
+	rep := &LeakReport{Format: "text"}
+	seen := map[string]bool{}
+	add := func(t string) {
+		if seen[t] {
+			return
+		}
+		if len(rep.Tokens) >= MaxLeakTokens {
+			rep.Truncated = true
+			return
+		}
+		seen[t] = true
+		rep.Tokens = append(rep.Tokens, t)
+	}
+	trimmed := bytes.TrimSpace(body)
+	if len(trimmed) > 0 && trimmed[0] == '[' && json.Valid(trimmed) {
+		var entries []leakEntry
+		if err := json.Unmarshal(trimmed, &entries); err != nil {
+			return nil, fmt.Errorf("scan: %w: %v", ErrLeakReport, err)
+		}
+		github := false
+		for i, e := range entries {
+			if e.Token == nil {
+				return nil, fmt.Errorf("scan: %w: entry %d has no token", ErrLeakReport, i)
+			}
+			if e.URL != "" || e.Source != "" {
+				github = true
+			}
+			if rep.URL == "" {
+				rep.URL = e.URL
+				if rep.URL == "" {
+					rep.URL = e.Location
+				}
+			}
+			if rep.Source == "" {
+				rep.Source = e.Source
+			}
+			for _, m := range token.Find([]byte(*e.Token)) {
+				add(m.Token)
+			}
+		}
+		rep.Format = "gitlab"
+		if github || len(entries) == 0 {
+			rep.Format = "github"
+		}
+		return rep, nil
+	}
+	for _, m := range token.Find(body) {
+		add(m.Token)
+	}
+	return rep, nil
+}
+
+// VerifyGitHubSignature checks a GitHub secret-scanning alert: signatureB64
+// (the Github-Public-Key-Signature header) must be a base64 ASN.1 ECDSA
+// signature over SHA-256 of body by the key keyID (the
+// Github-Public-Key-Identifier header) names in keys.
+func VerifyGitHubSignature(body []byte, keyID, signatureB64 string, keys map[string]*ecdsa.PublicKey) error {
+	key, ok := keys[keyID]
+	if !ok || key == nil {
+		return errors.New("scan: github signature: unknown key identifier")
+	}
+	sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(signatureB64))
+	if err != nil {
+		return errors.New("scan: github signature: not base64")
+	}
+	h := sha256.Sum256(body)
+	if !ecdsa.VerifyASN1(key, h[:], sig) {
+		return errors.New("scan: github signature: does not verify")
+	}
+	return nil
+}
+
+// ParseGitHubPublicKeys reads GitHub's secret-scanning key list
+// (GET /meta/public_keys/secret_scanning: {"public_keys":[{"key_identifier",
+// "key" (PEM)}]}) into the map VerifyGitHubSignature takes.
+func ParseGitHubPublicKeys(body []byte) (map[string]*ecdsa.PublicKey, error) {
+	var doc struct {
+		PublicKeys []struct {
+			ID  string `json:"key_identifier"`
+			Key string `json:"key"`
+		} `json:"public_keys"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		return nil, fmt.Errorf("scan: github public keys: %w", err)
+	}
+	out := map[string]*ecdsa.PublicKey{}
+	for _, k := range doc.PublicKeys {
+		blk, _ := pem.Decode([]byte(k.Key))
+		if blk == nil {
+			return nil, fmt.Errorf("scan: github public key %s: not PEM", k.ID)
+		}
+		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("scan: github public key %s: %w", k.ID, err)
+		}
+		ek, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("scan: github public key %s: not ECDSA", k.ID)
+		}
+		out[k.ID] = ek
+	}
+	return out, nil
+}

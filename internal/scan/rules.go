@@ -1,0 +1,621 @@
+package scan
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"math"
+	"regexp"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Rule IDs of the mayfly token rules; --revoke sends the job tokens.
+const (
+	RuleMayflyJob   = "mayfly-job-token"
+	RuleMayflyAdmin = "mayfly-admin-token"
+	RuleGeneric     = "generic-secret"
+)
+
+// RuleInfo describes a rule for reports (SARIF's rule list).
+type RuleInfo struct {
+	ID          string
+	Description string
+}
+
+// keyword is a literal that must appear near a rule's match. Keywords are
+// found case-insensitively; a case-sensitive one is then compared exactly.
+type keyword struct {
+	lit string
+	cs  bool
+}
+
+// matchFunc looks for the rule's matches around one keyword hit b[ks:ke]
+// and reports each secret span with add.
+type matchFunc func(st *scanState, ri int, b []byte, ks, ke int)
+
+type rule struct {
+	id, desc string
+	keywords []keyword
+	match    matchFunc
+	// regexp rules
+	re            *regexp.Regexp
+	group         int
+	before, after int
+	multiline     bool
+	entropy       float64
+	check         func(secret []byte, b []byte, s, e int) (ok, verified bool)
+	generic       bool
+}
+
+func (r *rule) info() RuleInfo { return RuleInfo{ID: r.id, Description: r.desc} }
+
+// ---- character classes ----
+
+type charset [256]bool
+
+func makeSet(spec string) *charset {
+	var cs charset
+	for i := 0; i < len(spec); i++ {
+		if i+2 < len(spec) && spec[i+1] == '-' {
+			for c := spec[i]; c <= spec[i+2]; c++ {
+				cs[c] = true
+			}
+			i += 2
+			continue
+		}
+		cs[spec[i]] = true
+	}
+	return &cs
+}
+
+var (
+	setAlnum  = makeSet("a-zA-Z0-9")
+	setB62    = setAlnum
+	setB62U   = makeSet("a-zA-Z0-9_-")
+	setB62UD  = makeSet("a-zA-Z0-9_.-")
+	setHex    = makeSet("a-fA-F0-9")
+	setLHex   = makeSet("a-f0-9")
+	setAWS    = makeSet("A-Z2-7")
+	setB64    = makeSet("a-zA-Z0-9+/")
+	setB64Any = makeSet("a-zA-Z0-9+/_-")
+	setIdent  = makeSet("a-zA-Z0-9_.-")
+	setSlackW = makeSet("a-zA-Z0-9/_-")
+	setPct    = makeSet("a-zA-Z0-9%._~+/=&:?;,@!*-")
+)
+
+// ---- prefix tokens ----
+
+type prefixSpec struct {
+	prefix   string
+	cs       *charset
+	min, max int // length of what follows the prefix
+	trim     string
+	check    func(tok []byte) (ok, verified bool)
+}
+
+func prefixRule(id, desc string, specs ...prefixSpec) *rule {
+	r := &rule{id: id, desc: desc}
+	byPrefix := map[string]prefixSpec{}
+	for _, p := range specs {
+		r.keywords = append(r.keywords, keyword{lit: p.prefix, cs: true})
+		byPrefix[p.prefix] = p
+	}
+	r.match = func(st *scanState, ri int, b []byte, ks, ke int) {
+		p, ok := byPrefix[string(b[ks:ke])]
+		if !ok {
+			return
+		}
+		if ks > 0 && (setAlnum[b[ks-1]] || p.cs[b[ks-1]]) {
+			return
+		}
+		n := 0
+		for ke+n < len(b) && n <= p.max && p.cs[b[ke+n]] {
+			n++
+		}
+		if n > p.max {
+			return
+		}
+		end := ke + n
+		for p.trim != "" && end > ke && strings.IndexByte(p.trim, b[end-1]) >= 0 {
+			end--
+		}
+		if end-ke < p.min || (end < len(b) && setAlnum[b[end]]) {
+			return
+		}
+		verified := false
+		if p.check != nil {
+			var ok bool
+			if ok, verified = p.check(b[ks:end]); !ok {
+				return
+			}
+		}
+		if isExample(b[ks:end]) {
+			return
+		}
+		st.add(ri, ks, end, verified)
+	}
+	return r
+}
+
+// crc62 verifies GitHub's and npm's token checksum: the last six
+// characters are the base62 CRC-32 of the thirty before them (the same
+// construction and alphabet as mayfly's own tokens).
+func crc62(tok []byte) (bool, bool) {
+	if len(tok) < 36 {
+		return false, false
+	}
+	body := tok[len(tok)-36 : len(tok)-6]
+	ok := token.Checksum(string(body)) == string(tok[len(tok)-6:])
+	return ok, ok
+}
+
+// ---- regexp rules ----
+
+func regexRule(id, desc string, kws []keyword, expr string, before, after int) *rule {
+	r := &rule{id: id, desc: desc, keywords: kws, re: regexp.MustCompile(expr), before: before, after: after}
+	r.group = secretGroup(r.re, 0)
+	r.match = regexMatch
+	return r
+}
+
+func secretGroup(re *regexp.Regexp, want int) int {
+	if i := re.SubexpIndex("secret"); i > 0 {
+		return i
+	}
+	if want > 0 && want <= re.NumSubexp() {
+		return want
+	}
+	if re.NumSubexp() >= 1 {
+		return 1
+	}
+	return 0
+}
+
+func regexMatch(st *scanState, ri int, b []byte, ks, ke int) {
+	r := st.e.rules[ri]
+	ws, we := ks-r.before, ke+r.after
+	if ws < 0 {
+		ws = 0
+	}
+	if we > len(b) {
+		we = len(b)
+	}
+	if !r.multiline {
+		if i := bytes.LastIndexByte(b[ws:ks], '\n'); i >= 0 {
+			ws += i + 1
+		}
+		if i := bytes.IndexByte(b[ke:we], '\n'); i >= 0 {
+			we = ke + i
+		}
+	}
+	if ws >= st.winS[ri] && we <= st.winE[ri] {
+		return
+	}
+	st.winS[ri], st.winE[ri] = ws, we
+	regexWindow(st, ri, r, b, ws, we)
+}
+
+func regexWindow(st *scanState, ri int, r *rule, b []byte, ws, we int) {
+	clipped := we < len(b) && b[we] != '\n'
+	for _, m := range r.re.FindAllSubmatchIndex(b[ws:we], -1) {
+		if clipped && m[1]+ws == we {
+			continue // may be cut short by the window; a later hit sees it whole
+		}
+		s, e := m[2*r.group], m[2*r.group+1]
+		if s < 0 {
+			continue
+		}
+		s, e = s+ws, e+ws
+		sec := b[s:e]
+		if r.entropy > 0 && entropy(sec) < r.entropy {
+			continue
+		}
+		if isExample(sec) {
+			continue
+		}
+		verified := false
+		if r.check != nil {
+			var ok bool
+			if ok, verified = r.check(sec, b, s, e); !ok {
+				continue
+			}
+		}
+		st.add(ri, s, e, verified)
+	}
+}
+
+// ---- helpers ----
+
+func entropy(b []byte) float64 {
+	if len(b) == 0 {
+		return 0
+	}
+	var counts [256]int
+	for _, c := range b {
+		counts[c]++
+	}
+	n := float64(len(b))
+	h := 0.0
+	for _, c := range counts {
+		if c > 0 {
+			p := float64(c) / n
+			h -= p * math.Log2(p)
+		}
+	}
+	return h
+}
+
+// knownExamples are secrets printed in vendors' documentation.
+var knownExamples = []string{
+	"AKIAIOSFODNN7EXAMPLE",
+	"wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY",
+	"SflKxwRJSMeKKF2QT4fwpMeJf36POk6yJV_adQssw5c", // jwt.io
+	"AIzaSyDaGmWKa4JsXZ-HjGw7ISLn_3namBGewQe",     // Google docs
+	"sk_live_4eC39HqLyjWDarjtT1zdp7dc",            // Stripe docs
+	"SK2a0747eba6abf96b7e3c3ff0b4530f6e",          // Twilio docs
+}
+
+func isExample(sec []byte) bool {
+	if bytes.Contains(sec, []byte("EXAMPLE")) {
+		return true
+	}
+	for _, k := range knownExamples {
+		if bytes.Contains(sec, []byte(k)) {
+			return true
+		}
+	}
+	return false
+}
+
+var placeholderWords = []string{
+	"changeme", "change_me", "change-me", "changeit", "example", "placeholder", "your_", "your-", "yourtoken",
+	"yoursecret", "yourpassword", "xxxx", "****", "....", "…", "<", ">", "${", "{{", "}}", "%s", "%(",
+	"redacted", "dummy", "sample", "todo", "fixme", "insert", "replace", "secret_here", "token_here",
+	"password_here", "notsecret", "not_a_secret", "foobar", "abcdef", "123456", "qwerty", "process.env",
+	"os.getenv", "getenv", "environ", "config.", "settings.", "secrets.", "vault:", "env(", "$(",
+}
+
+func isPlaceholder(v []byte) bool {
+	if len(v) == 0 {
+		return true
+	}
+	same := true
+	for _, c := range v[1:] {
+		if c != v[0] {
+			same = false
+			break
+		}
+	}
+	if same {
+		return true
+	}
+	l := bytes.ToLower(v)
+	for _, w := range placeholderWords {
+		if bytes.Contains(l, []byte(w)) {
+			return true
+		}
+	}
+	switch v[0] {
+	case '$', '%', '@', '&', '*', '#', '!', '/':
+		return true
+	}
+	return false
+}
+
+// ---- built-in rules ----
+
+func builtinRules() []*rule {
+	ghCheck := func(tok []byte) (bool, bool) { return crc62(tok) }
+	rs := []*rule{
+		prefixRule("aws-access-key-id", "AWS access key ID",
+			prefixSpec{prefix: "AKIA", cs: setAWS, min: 16, max: 16},
+			prefixSpec{prefix: "ASIA", cs: setAWS, min: 16, max: 16},
+			prefixSpec{prefix: "ABIA", cs: setAWS, min: 16, max: 16},
+			prefixSpec{prefix: "ACCA", cs: setAWS, min: 16, max: 16}),
+		withEntropy(regexRule("aws-secret-access-key", "AWS secret access key in an assignment",
+			[]keyword{{lit: "secret_access_key"}, {lit: "secretaccesskey"}, {lit: "secret-access-key"}, {lit: "aws_secret"}},
+			`(?i)(?:secret[_-]?access[_-]?key|aws_secret(?:_key)?)["'\x60]?\s*(?::=|=>|=|:|,)\s*["'\x60]?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`,
+			64, 120), 3.5),
+		withCheck(regexRule("gcp-service-account", "Google Cloud service-account key (JSON)",
+			[]keyword{{lit: "private_key_id"}},
+			`\\?"private_key_id\\?"\s*:\s*\\?"(?P<secret>[a-f0-9]{40})\\?"`, 4, 80), func(sec, b []byte, s, e int) (bool, bool) {
+			lo, hi := max(0, s-4096), min(len(b), e+4096)
+			return bytes.Contains(b[lo:hi], []byte("service_account")), false
+		}),
+		prefixRule("gcp-api-key", "Google Cloud API key", prefixSpec{prefix: "AIza", cs: setB62U, min: 35, max: 35}),
+		withEntropy(regexRule("azure-storage-account-key", "Azure storage account key (connection string)",
+			[]keyword{{lit: "accountkey"}}, `(?i)AccountKey\s*=\s*(?P<secret>[A-Za-z0-9+/]{86}==)`, 4, 120), 4),
+		withEntropy(regexRule("azure-connection-string", "Azure Service Bus / Event Hubs shared access key",
+			[]keyword{{lit: "sharedaccesskey="}}, `(?i)SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{42,44}=)`, 4, 60), 3.5),
+		withEntropy(regexRule("azure-client-secret", "Microsoft Entra ID (Azure AD) client secret",
+			[]keyword{{lit: "Q~", cs: true}}, `(?:^|[^A-Za-z0-9_~.-])(?P<secret>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?:[^A-Za-z0-9_~.-]|$)`, 8, 40), 3),
+		prefixRule("github-pat", "GitHub personal access token (classic)", prefixSpec{prefix: "ghp_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("github-oauth", "GitHub OAuth access token", prefixSpec{prefix: "gho_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("github-user-token", "GitHub user-to-server token", prefixSpec{prefix: "ghu_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("github-app-token", "GitHub App installation (server-to-server) token", prefixSpec{prefix: "ghs_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("github-refresh-token", "GitHub refresh token", prefixSpec{prefix: "ghr_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("github-fine-grained-pat", "GitHub fine-grained personal access token",
+			prefixSpec{prefix: "github_pat_", cs: setB62U, min: 82, max: 82, check: func(t []byte) (bool, bool) {
+				return t[11+22] == '_', false
+			}}),
+		prefixRule("gitlab-pat", "GitLab personal, project or group access token",
+			prefixSpec{prefix: "glpat-", cs: setB62UD, min: 20, max: 300, trim: ".-"}),
+		prefixRule("gitlab-deploy-token", "GitLab deploy token", prefixSpec{prefix: "gldt-", cs: setB62UD, min: 20, max: 300, trim: ".-"}),
+		prefixRule("gitlab-runner-token", "GitLab runner authentication or registration token",
+			prefixSpec{prefix: "glrt-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "GR1348941", cs: setB62U, min: 20, max: 40, trim: "-"}),
+		prefixRule("gitlab-token", "GitLab token (trigger, CI build, feed, OAuth, agent, incoming mail, SCIM)",
+			prefixSpec{prefix: "glptt-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "glcbt-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "glft-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "gloas-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "glagent-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "glimt-", cs: setB62UD, min: 20, max: 300, trim: ".-"},
+			prefixSpec{prefix: "glsoat-", cs: setB62UD, min: 20, max: 300, trim: ".-"}),
+		prefixRule("slack-token", "Slack token",
+			prefixSpec{prefix: "xoxb-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxa-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxp-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxr-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxs-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxe.xoxp-", cs: setB62U, min: 20, max: 255, trim: "-"},
+			prefixSpec{prefix: "xoxe-", cs: setB62U, min: 20, max: 255, trim: "-"}),
+		prefixRule("slack-webhook", "Slack incoming webhook URL",
+			prefixSpec{prefix: "hooks.slack.com/", cs: setSlackW, min: 40, max: 200, trim: "/", check: func(t []byte) (bool, bool) {
+				rest := t[len("hooks.slack.com/"):]
+				for _, p := range []string{"services/", "workflows/", "triggers/"} {
+					if bytes.HasPrefix(rest, []byte(p)) {
+						return entropy(rest[len(p):]) >= 3.5, false
+					}
+				}
+				return false, false
+			}}),
+		prefixRule("stripe-secret-key", "Stripe live secret or restricted key",
+			prefixSpec{prefix: "sk_live_", cs: setB62, min: 24, max: 247},
+			prefixSpec{prefix: "rk_live_", cs: setB62, min: 24, max: 247}),
+		prefixRule("twilio-api-key", "Twilio API key SID", prefixSpec{prefix: "SK", cs: setHex, min: 32, max: 32, check: hexEntropy}),
+		prefixRule("twilio-account-sid", "Twilio account SID", prefixSpec{prefix: "AC", cs: setLHex, min: 32, max: 32, check: hexEntropy}),
+		prefixRule("sendgrid-api-key", "SendGrid API key", prefixSpec{prefix: "SG.", cs: setB62UD, min: 66, max: 66, check: func(t []byte) (bool, bool) {
+			return t[3+22] == '.' && bytes.Count(t, []byte(".")) == 2, false
+		}}),
+		prefixRule("npm-token", "npm access token", prefixSpec{prefix: "npm_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule("pypi-token", "PyPI API token", prefixSpec{prefix: "pypi-AgEIcHlwaS5vcmc", cs: setB62U, min: 50, max: 1000}),
+		prefixRule("dockerhub-token", "Docker Hub personal or organisation access token",
+			prefixSpec{prefix: "dckr_pat_", cs: setB62U, min: 27, max: 64},
+			prefixSpec{prefix: "dckr_oat_", cs: setB62U, min: 27, max: 64}),
+		prefixRule("shopify-token", "Shopify access token or shared secret",
+			prefixSpec{prefix: "shpat_", cs: setHex, min: 32, max: 32},
+			prefixSpec{prefix: "shpca_", cs: setHex, min: 32, max: 32},
+			prefixSpec{prefix: "shppa_", cs: setHex, min: 32, max: 32},
+			prefixSpec{prefix: "shpss_", cs: setHex, min: 32, max: 32}),
+		regexRule("openai-api-key", "OpenAI API key",
+			[]keyword{{lit: "sk-proj-", cs: true}, {lit: "sk-svcacct-", cs: true}, {lit: "sk-admin-", cs: true}, {lit: "T3BlbkFJ", cs: true}},
+			`(?:^|[^A-Za-z0-9_-])(?P<secret>sk-(?:(?:proj|svcacct|admin)-[A-Za-z0-9_-]{40,300}|[A-Za-z0-9]{20}T3BlbkFJ[A-Za-z0-9]{20}))(?:[^A-Za-z0-9_-]|$)`, 200, 320),
+		prefixRule("anthropic-api-key", "Anthropic API key",
+			prefixSpec{prefix: "sk-ant-api03-", cs: setB62U, min: 80, max: 120},
+			prefixSpec{prefix: "sk-ant-admin01-", cs: setB62U, min: 80, max: 120}),
+		{id: "jwt", desc: "JSON Web Token", keywords: []keyword{{lit: "eyJ", cs: true}}, match: jwtMatch},
+		{id: "private-key", desc: "PEM or OpenSSH private key", keywords: []keyword{{lit: "PRIVATE KEY", cs: true}}, match: pemMatch},
+		{id: RuleGeneric, desc: "High-entropy value assigned to a secret-like name", generic: true, match: genericMatch,
+			keywords: []keyword{{lit: "pass"}, {lit: "pwd"}, {lit: "secret"}, {lit: "token"}, {lit: "apikey"}, {lit: "api_key"},
+				{lit: "api-key"}, {lit: "access_key"}, {lit: "accesskey"}, {lit: "private_key"}, {lit: "credential"}, {lit: "auth_key"}}},
+	}
+	return rs
+}
+
+func withEntropy(r *rule, h float64) *rule { r.entropy = h; return r }
+
+func withCheck(r *rule, f func(sec, b []byte, s, e int) (bool, bool)) *rule { r.check = f; return r }
+
+func hexEntropy(t []byte) (bool, bool) { return entropy(t[2:]) >= 3.0, false }
+
+// ---- JWT ----
+
+func jwtMatch(st *scanState, ri int, b []byte, ks, ke int) {
+	if ks > 0 && (setB62U[b[ks-1]] || b[ks-1] == '.') {
+		return
+	}
+	var dots [2]int
+	nd := 0
+	i := ks
+	limit := min(len(b), ks+16384)
+	for ; i < limit; i++ {
+		c := b[i]
+		if c == '.' {
+			if nd == 2 {
+				break
+			}
+			dots[nd] = i
+			nd++
+			continue
+		}
+		if !setB62U[c] {
+			break
+		}
+	}
+	if nd != 2 || i == limit && limit < len(b) {
+		return
+	}
+	h, p, sig := b[ks:dots[0]], b[dots[0]+1:dots[1]], b[dots[1]+1:i]
+	if len(h) < 10 || len(p) < 4 || len(sig) < 16 {
+		return
+	}
+	var hdr map[string]any
+	hb, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(string(h), "="))
+	if err != nil || json.Unmarshal(hb, &hdr) != nil {
+		return
+	}
+	if alg, _ := hdr["alg"].(string); alg == "" || strings.EqualFold(alg, "none") {
+		return
+	}
+	pb, err := base64.RawURLEncoding.DecodeString(string(p))
+	if err != nil || len(pb) == 0 || pb[0] != '{' {
+		return
+	}
+	if isExample(b[ks:i]) {
+		return
+	}
+	st.add(ri, ks, i, false)
+}
+
+// ---- private keys ----
+
+var pemHeader = regexp.MustCompile(`-----BEGIN[ A-Z0-9]*PRIVATE KEY(?: BLOCK)?-----`)
+
+func pemMatch(st *scanState, ri int, b []byte, ks, ke int) {
+	lo := max(0, ks-40)
+	hm := pemHeader.FindIndex(b[lo:min(len(b), ke+12)])
+	if hm == nil {
+		return
+	}
+	s, he := lo+hm[0], lo+hm[1]
+	limit := min(len(b), he+32768)
+	end := limit
+	if j := bytes.Index(b[he:limit], []byte("-----END")); j >= 0 {
+		end = he + j
+		if k := bytes.Index(b[end+8:min(limit, end+80)], []byte("-----")); k >= 0 {
+			end += 8 + k + 5
+		}
+	}
+	n := 0
+	for _, c := range b[he:end] {
+		if setB64[c] {
+			n++
+		}
+	}
+	if n < 64 || bytes.Contains(b[he:end], []byte("...")) || bytes.Contains(b[he:end], []byte("…")) {
+		return
+	}
+	st.add(ri, s, end, false)
+}
+
+// ---- generic assignments ----
+
+var genericNameStop = []string{"name", "type", "url", "uri", "path", "file", "length", "len", "size", "count",
+	"header", "field", "prefix", "env", "id", "format", "mode", "kind", "key_id", "hash", "policy", "expiry", "expires"}
+
+var genericKnownPrefixes = []string{"mfy_", "mfya_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "npm_",
+	"glpat-", "xox", "sk_live_", "rk_live_", "AKIA", "ASIA", "AIza", "SG.", "sk-", "dckr_", "shp", "pypi-", "eyJ"}
+
+func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
+	// The keyword must start a word inside the name (so "bypass" is not "pass").
+	if ks > 0 && isLetter(b[ks-1]) && !(isUpper(b[ks]) && !isUpper(b[ks-1])) {
+		return
+	}
+	ns := ks
+	for ns > 0 && ks-ns < 64 && setIdent[b[ns-1]] {
+		ns--
+	}
+	ne := ke
+	for ne < len(b) && ne-ke < 64 && setIdent[b[ne]] {
+		ne++
+	}
+	name := bytes.ToLower(b[ns:ne])
+	name = bytes.TrimRight(name, "_.-")
+	for _, w := range genericNameStop {
+		if len(w) >= 4 && bytes.HasSuffix(name, []byte(w)) || bytes.HasSuffix(name, []byte("_"+w)) ||
+			bytes.HasSuffix(name, []byte("-"+w)) || bytes.HasSuffix(name, []byte("."+w)) {
+			return
+		}
+	}
+	i := ne
+	if i < len(b) && (b[i] == '"' || b[i] == '\'' || b[i] == '`') {
+		i++
+	}
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	// operator
+	switch {
+	case i+1 < len(b) && (b[i] == ':' || b[i] == '?' || b[i] == '+') && b[i+1] == '=':
+		i += 2
+	case i+1 < len(b) && b[i] == '=' && b[i+1] == '>':
+		i += 2
+	case i < len(b) && b[i] == '=':
+		if i+1 < len(b) && b[i+1] == '=' {
+			return
+		}
+		i++
+	case i < len(b) && b[i] == ':':
+		i++
+	default:
+		return
+	}
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	if i >= len(b) {
+		return
+	}
+	var vs, ve int
+	quoted := false
+	if q := b[i]; q == '"' || q == '\'' || q == '`' {
+		quoted = true
+		vs = i + 1
+		j := vs
+		for j < len(b) && j-vs <= 256 && b[j] != q && b[j] != '\n' {
+			if b[j] == '\\' {
+				j++
+			}
+			j++
+		}
+		if j >= len(b) || b[j] != q {
+			return
+		}
+		ve = j
+	} else {
+		vs = i
+		j := vs
+		for j < len(b) && j-vs <= 256 {
+			c := b[j]
+			if c <= ' ' || c == ',' || c == ';' || c == '"' || c == '\'' || c == '`' || c == ')' || c == '}' || c == ']' {
+				break
+			}
+			j++
+		}
+		ve = j
+	}
+	v := b[vs:ve]
+	if len(v) < 8 || len(v) > 256 || isPlaceholder(v) || isExample(v) {
+		return
+	}
+	for _, p := range genericKnownPrefixes {
+		if bytes.HasPrefix(v, []byte(p)) {
+			return // the specific rule decides
+		}
+	}
+	var lowr, upr, dig, sym bool
+	for _, c := range v {
+		switch {
+		case c >= 'a' && c <= 'z':
+			lowr = true
+		case c >= 'A' && c <= 'Z':
+			upr = true
+		case c >= '0' && c <= '9':
+			dig = true
+		case c == ' ':
+			if !quoted {
+				return
+			}
+			sym = true
+		default:
+			sym = true
+		}
+	}
+	if !quoted && bytes.ContainsAny(v, "(){}[]<>$.") && !dig {
+		return
+	}
+	h := entropy(v)
+	switch {
+	case (dig || sym) && (lowr || upr) && h >= 3.0:
+	case len(v) >= 24 && h >= 4.0:
+	default:
+		return
+	}
+	st.add(ri, vs, ve, false)
+}
+
+func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
+func isUpper(c byte) bool  { return c >= 'A' && c <= 'Z' }
