@@ -1,0 +1,345 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"runtime/debug"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/scan"
+)
+
+type scanFlags struct {
+	git, staged, stdin      bool
+	since, rangeRev         string
+	firstParent, allRefs    bool
+	format, baseline        string
+	rules, output           string
+	noColor, revoke         bool
+	noDecode                bool
+	maxFileSize             string
+	workers                 int
+	enableRule, disableRule []string
+}
+
+func newScanCmd() *cobra.Command {
+	var f scanFlags
+	cmd := &cobra.Command{
+		Use:   "scan [PATH…]",
+		Short: "Find leaked secrets (mayfly tokens, provider keys, private keys…) in files, git history, a staged diff or stdin",
+		Long: `Scan files and folders (default "."), a repository's history (--git), the staged
+changes (--staged, for a pre-commit hook) or standard input (--stdin) for secrets.
+
+mayfly tokens are checksum-verified, so look-alikes are never reported. A line holding
+"mayfly:allow" is ignored; --baseline ignores findings of a previous JSON report.
+--revoke (with MAYFLY_ADDR, and MAYFLY_CACERT for a private CA) sends every mayfly job
+token found to the server's POST /v1/leaks, which revokes it.
+
+Exit status: 0 no findings, 1 findings, 2 error.`,
+		RunE: func(cmd *cobra.Command, args []string) error { return runScan(cmd, args, &f) },
+	}
+	fl := cmd.Flags()
+	fl.BoolVar(&f.git, "git", false, "scan the lines added in the git history of the repository at PATH (default .)")
+	fl.StringVar(&f.since, "since", "", "with --git: only commits after REV (REV..HEAD)")
+	fl.StringVar(&f.rangeRev, "range", "", "with --git: only the commits in A..B")
+	fl.BoolVar(&f.firstParent, "first-parent", false, "with --git: follow only the first parent of merges")
+	fl.BoolVar(&f.allRefs, "all", false, "with --git: every branch and tag, not only HEAD")
+	fl.BoolVar(&f.staged, "staged", false, "scan the staged changes (git diff --cached) of the repository at PATH (default .)")
+	fl.BoolVar(&f.stdin, "stdin", false, "scan standard input, reporting findings as they appear")
+	fl.StringVar(&f.format, "format", "text", "output format: text, json or sarif")
+	fl.StringVarP(&f.output, "output", "o", "", "write the report to FILE instead of standard output")
+	fl.BoolVar(&f.noColor, "no-color", false, "no colours in text output (also NO_COLOR)")
+	fl.StringVar(&f.baseline, "baseline", "", "ignore findings whose fingerprint is in this previous JSON report")
+	fl.StringVar(&f.rules, "rules", "", "add rules from a YAML or TOML file")
+	fl.StringSliceVar(&f.enableRule, "enable-rule", nil, "use only these rule IDs")
+	fl.StringSliceVar(&f.disableRule, "disable-rule", nil, "do not use these rule IDs")
+	fl.BoolVar(&f.noDecode, "no-decode", false, "do not look inside base64, hex or percent-encoded spans")
+	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
+	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
+	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token found to $MAYFLY_ADDR/v1/leaks")
+	return cmd
+}
+
+func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
+	ctx := cmd.Context()
+	modes := 0
+	for _, b := range []bool{f.git, f.staged, f.stdin} {
+		if b {
+			modes++
+		}
+	}
+	switch {
+	case modes > 1:
+		return usageErr("scan: --git, --staged and --stdin exclude each other")
+	case f.stdin && len(args) > 0:
+		return usageErr("scan: --stdin takes no PATH")
+	case (f.git || f.staged) && len(args) > 1:
+		return usageErr("scan: --git and --staged take one repository PATH")
+	case !f.git && (f.since != "" || f.rangeRev != "" || f.firstParent || f.allRefs):
+		return usageErr("scan: --since, --range, --first-parent and --all need --git")
+	case f.since != "" && f.rangeRev != "":
+		return usageErr("scan: give --since or --range, not both")
+	}
+	switch f.format {
+	case "text", "json", "sarif":
+	default:
+		return usageErr("scan: unknown --format %q (want text, json or sarif)", f.format)
+	}
+	maxSize, err := parseSize(f.maxFileSize)
+	if err != nil {
+		return usageErr("scan: --max-file-size: %v", err)
+	}
+	opts := scan.Options{
+		NoDecode: f.noDecode, MaxFileSize: maxSize, Workers: f.workers,
+		Enable: f.enableRule, Disable: f.disableRule,
+		Warn: func(err error) { fmt.Fprintln(os.Stderr, "mayfly: warning: "+err.Error()) },
+	}
+	if f.rules != "" {
+		rs, err := scan.LoadRules(f.rules)
+		if err != nil {
+			return usageErr("%v", err)
+		}
+		opts.Rules = rs
+	}
+	sc, err := scan.New(opts)
+	if err != nil {
+		return usageErr("%v", err)
+	}
+	var base scan.Baseline
+	if f.baseline != "" {
+		bf, err := os.Open(f.baseline)
+		if err != nil {
+			return usageErr("scan: --baseline: %v", err)
+		}
+		base, err = scan.LoadBaseline(bf)
+		bf.Close()
+		if err != nil {
+			return usageErr("%v", err)
+		}
+	}
+	var revokeClient *http.Client
+	var addr string
+	if f.revoke {
+		addr = strings.TrimRight(os.Getenv("MAYFLY_ADDR"), "/")
+		if addr == "" {
+			return usageErr("scan: --revoke needs MAYFLY_ADDR")
+		}
+		if revokeClient, err = scanHTTPClient(); err != nil {
+			return usageErr("scan: %v", err)
+		}
+	}
+
+	out := io.Writer(os.Stdout)
+	color := false
+	if f.output != "" {
+		of, err := os.Create(f.output)
+		if err != nil {
+			return usageErr("scan: --output: %v", err)
+		}
+		defer of.Close()
+		out = of
+	} else if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+		color = !f.noColor && os.Getenv("NO_COLOR") == ""
+	}
+
+	var findings []scan.Finding
+	var writeErr error
+	keep := func(fd scan.Finding) bool { return base == nil || !base.Contains(fd) }
+	collect := func(fd scan.Finding) {
+		if keep(fd) {
+			findings = append(findings, fd)
+		}
+	}
+	switch {
+	case f.stdin:
+		// Findings are printed as soon as they are found.
+		err = sc.ScanReader(ctx, "stdin", os.Stdin, func(fd scan.Finding) {
+			if !keep(fd) {
+				return
+			}
+			findings = append(findings, fd)
+			if f.format == "text" && writeErr == nil {
+				writeErr = scan.WriteText(out, fd, color)
+			}
+		})
+	case f.git:
+		err = sc.ScanGit(ctx, scan.GitOptions{Dir: firstArg(args), Since: f.since, Range: f.rangeRev,
+			FirstParent: f.firstParent, All: f.allRefs}, collect)
+	case f.staged:
+		err = sc.ScanStaged(ctx, firstArg(args), collect)
+	default:
+		paths := args
+		if len(paths) == 0 {
+			paths = []string{"."}
+		}
+		_, err = sc.ScanPaths(ctx, paths, collect)
+		scan.SortFindings(findings)
+	}
+	if err != nil {
+		if ctx.Err() != nil {
+			return usageErr("scan: interrupted")
+		}
+		return usageErr("%v", err)
+	}
+	switch {
+	case f.format == "json":
+		writeErr = scan.WriteJSON(out, findings)
+	case f.format == "sarif":
+		writeErr = scan.WriteSARIF(out, findings, sc.Rules(), buildVersion())
+	case !f.stdin:
+		for _, fd := range findings {
+			if writeErr = scan.WriteText(out, fd, color); writeErr != nil {
+				break
+			}
+		}
+	}
+	if writeErr != nil {
+		return usageErr("scan: writing report: %v", writeErr)
+	}
+	if f.revoke {
+		summaryTo := io.Writer(os.Stderr)
+		if f.format == "text" && f.output == "" {
+			summaryTo = os.Stdout
+		}
+		if err := revokeFound(ctx, revokeClient, addr, findings, summaryTo); err != nil {
+			return usageErr("scan: --revoke: %v", err)
+		}
+	}
+	if len(findings) > 0 {
+		noun := "findings"
+		if len(findings) == 1 {
+			noun = "finding"
+		}
+		return negative("scan: %d %s", len(findings), noun)
+	}
+	return nil
+}
+
+func firstArg(args []string) string {
+	if len(args) > 0 {
+		return args[0]
+	}
+	return "."
+}
+
+func buildVersion() string {
+	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
+		return bi.Main.Version
+	}
+	return "dev"
+}
+
+// parseSize reads a byte count with an optional KB/MB/GB (powers of 1000)
+// or KiB/MiB/GiB (powers of 1024) suffix.
+func parseSize(s string) (int64, error) {
+	s = strings.TrimSpace(s)
+	mult := int64(1)
+	for _, u := range []struct {
+		suf string
+		m   int64
+	}{{"KiB", 1 << 10}, {"MiB", 1 << 20}, {"GiB", 1 << 30}, {"KB", 1e3}, {"MB", 1e6}, {"GB", 1e9}, {"K", 1 << 10}, {"M", 1 << 20}, {"G", 1 << 30}, {"B", 1}} {
+		if strings.HasSuffix(strings.ToUpper(s), strings.ToUpper(u.suf)) && (u.suf != "B" || !strings.HasSuffix(s, "iB")) {
+			s, mult = strings.TrimSpace(s[:len(s)-len(u.suf)]), u.m
+			break
+		}
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, fmt.Errorf("bad size %q", s)
+	}
+	return n * mult, nil
+}
+
+// scanHTTPClient talks to the mayfly server: a timeout, TLS 1.2 or later,
+// and MAYFLY_CACERT (a PEM file) as the trusted CA when set.
+func scanHTTPClient() (*http.Client, error) {
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if path := os.Getenv("MAYFLY_CACERT"); path != "" {
+		pemData, err := os.ReadFile(path)
+		if err != nil {
+			return nil, fmt.Errorf("reading MAYFLY_CACERT: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pemData) {
+			return nil, fmt.Errorf("MAYFLY_CACERT %s holds no PEM certificate", path)
+		}
+		tc.RootCAs = pool
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = tc
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
+}
+
+type leakSummary struct {
+	Revoked []struct {
+		LeaseID string `json:"lease_id"`
+		Hint    string `json:"hint"`
+	} `json:"revoked"`
+	AlreadyRevoked int `json:"already_revoked"`
+	Unknown        int `json:"unknown"`
+}
+
+// revokeFound posts every distinct mayfly job token among findings to
+// /v1/leaks, one per line, and prints the server's summary.
+func revokeFound(ctx context.Context, c *http.Client, addr string, findings []scan.Finding, w io.Writer) error {
+	seen := map[string]bool{}
+	var body bytes.Buffer
+	for _, fd := range findings {
+		if fd.Rule == scan.RuleMayflyJob && !seen[fd.Secret] {
+			seen[fd.Secret] = true
+			body.WriteString(fd.Secret + "\n")
+		}
+	}
+	if len(seen) == 0 {
+		fmt.Fprintln(w, "revoke: no mayfly job token found, nothing sent")
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, addr+"/v1/leaks", &body)
+	if err != nil {
+		return fmt.Errorf("building request: %w", err)
+	}
+	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
+	resp, err := c.Do(req)
+	if err != nil {
+		return fmt.Errorf("POST /v1/leaks: %w", err)
+	}
+	defer resp.Body.Close()
+	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	if err != nil {
+		return fmt.Errorf("reading /v1/leaks response: %w", err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		var e struct {
+			Error string `json:"error"`
+			Desc  string `json:"error_description"`
+		}
+		_ = json.Unmarshal(data, &e)
+		if e.Error != "" {
+			return fmt.Errorf("POST /v1/leaks: %s: %s %s", resp.Status, e.Error, e.Desc)
+		}
+		return fmt.Errorf("POST /v1/leaks: %s", resp.Status)
+	}
+	var sum leakSummary
+	if err := json.Unmarshal(data, &sum); err != nil {
+		return fmt.Errorf("decoding /v1/leaks response: %w", err)
+	}
+	fmt.Fprintf(w, "revoke: sent %d token(s): %d revoked, %d already revoked, %d unknown\n",
+		len(seen), len(sum.Revoked), sum.AlreadyRevoked, sum.Unknown)
+	for _, r := range sum.Revoked {
+		fmt.Fprintf(w, "revoked %s (%s)\n", r.LeaseID, r.Hint)
+	}
+	return nil
+}
