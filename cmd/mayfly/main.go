@@ -54,6 +54,7 @@ func newRootCmd() *cobra.Command {
 		return usageErr("%s: %v", c.CommandPath(), err)
 	})
 	root.AddCommand(
+		newScanCmd(),
 	// Commands register here, one line each.
 	)
 	return root
