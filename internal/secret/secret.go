@@ -1,0 +1,601 @@
+// Package secret owns envelope encryption of everything sensitive the server
+// keeps: stored upstream credentials and internal keys (such as the token
+// HMAC key). Every secret version is sealed with its own random data key
+// (AES-256-GCM), the data key is sealed with a key-encryption key from the
+// keyring, and every keyring version is sealed with the master key, which
+// never reaches the store. It also owns master-key versions (keyring
+// rotation) and the background re-wrap that follows a rotation.
+//
+// It never returns a value to an API caller: List and Meta give metadata
+// only, and Reveal exists for the gateway, which decrypts a credential in
+// process for one request. It never logs, wraps into an error or stores a
+// value, a data key, a key-encryption key or the master key in the clear.
+package secret
+
+import (
+	"context"
+	"crypto/cipher"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// Store is the part of *store.DB the vault uses.
+type Store interface {
+	KeyVersions(ctx context.Context) ([]store.KeyVersion, error)
+	AddKeyVersion(ctx context.Context, k store.KeyVersion) error
+	DeleteKeyVersion(ctx context.Context, version int) error
+	KeyVersionsInUse(ctx context.Context) (map[int]int64, error)
+	NextSecretVersion(ctx context.Context, name string) (int, error)
+	PutSecret(ctx context.Context, s store.Secret) error
+	GetSecret(ctx context.Context, name string) (store.Secret, error)
+	ListSecrets(ctx context.Context) ([]store.SecretMeta, error)
+	DeleteSecret(ctx context.Context, name string, at time.Time) error
+	SecretsWrappedBelow(ctx context.Context, version, limit int) ([]store.Secret, error)
+	RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error
+}
+
+var _ Store = (*store.DB)(nil)
+
+// Errors callers test with errors.Is.
+var (
+	// ErrNotFound: no live secret by that name. It also matches
+	// store.ErrNotFound when the store said so.
+	ErrNotFound = errors.New("secret: not found")
+	// ErrInvalidName: the name breaks ^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$.
+	ErrInvalidName = errors.New("secret: invalid name")
+	// ErrInvalidValue: the value is empty or larger than MaxValueSize.
+	ErrInvalidValue = errors.New("secret: invalid value")
+	// ErrWrongMasterKey: the master key does not unseal a keyring version.
+	ErrWrongMasterKey = errors.New("secret: master key does not open the keyring")
+	// ErrTampered: a stored record does not open: its bytes were changed,
+	// copied from another record, or sealed under another key.
+	ErrTampered = errors.New("secret: sealed record does not open (tampered, swapped or sealed under another key)")
+	// ErrClosed: the vault was closed.
+	ErrClosed = errors.New("secret: vault closed")
+)
+
+const (
+	// MaxValueSize is the largest value Put accepts.
+	MaxValueSize = 64 << 10
+	// MaxNameLen is the longest secret name.
+	MaxNameLen = 128
+	// MaxRecordCacheTTL bounds Options.RecordCacheTTL.
+	MaxRecordCacheTTL = time.Second
+
+	systemPrefix     = "sys/"
+	maxPutAttempts   = 1000
+	maxCachedRecords = 10000
+)
+
+// Options tunes a Vault; the zero value is right for production.
+type Options struct {
+	// RecordCacheTTL is how long a sealed record read from the store may be
+	// reused by Reveal (values are still decrypted on every call). 0 means
+	// MaxRecordCacheTTL; negative turns the cache off; more than
+	// MaxRecordCacheTTL is refused. On a cluster, another node's Put is seen
+	// within this time; this node's own Put and Delete are seen at once.
+	RecordCacheTTL time.Duration
+	// RewrapBatch is how many secrets one re-wrap step reads. 0 means 256.
+	RewrapBatch int
+	// RefreshInterval is how often the keyring is re-read, so a rotation
+	// made by another node is used for new writes (and an unfinished
+	// re-wrap is picked up). 0 means 10 s.
+	RefreshInterval time.Duration
+	// RetireGrace is how long after a rotation old keyring versions are
+	// kept even once nothing uses them, so that nodes which have not seen
+	// the rotation yet (see RefreshInterval) never write under a deleted
+	// version. 0 means none on SQLite (one process) and 30 s otherwise;
+	// negative means none.
+	RetireGrace time.Duration
+	// Logger receives background re-wrap progress and errors (never key
+	// material or values). nil discards.
+	Logger *slog.Logger
+}
+
+// Meta describes a stored secret; it never carries the value.
+type Meta struct {
+	Name       string    `json:"name"`
+	Version    int       `json:"version"`
+	KeyVersion int       `json:"key_version"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// kek is one unsealed keyring version. Only the AEAD is kept; the raw key
+// bytes are zeroed once it is built.
+type kek struct {
+	version   int
+	aead      cipher.AEAD
+	createdAt time.Time
+}
+
+// keyring is an immutable snapshot of the unsealed keyring.
+type keyring struct {
+	current int
+	keys    map[int]*kek
+}
+
+// Vault seals and unseals secrets. It is safe for concurrent use.
+type Vault struct {
+	st     Store
+	opts   Options
+	log    *slog.Logger
+	master cipher.AEAD
+
+	ring   atomic.Pointer[keyring]
+	ringMu sync.Mutex // serialises keyring reloads and rotations
+	// putMu: every Put holds it shared from choosing its keyring version
+	// until its row is durable; retiring old keyring versions holds it
+	// exclusively, so no local Put lands under a version being deleted.
+	putMu sync.RWMutex
+
+	cache recordCache
+	rw    rewrapState
+	kick  chan struct{}
+
+	closed    atomic.Bool
+	ctx       context.Context
+	cancel    context.CancelFunc
+	wg        sync.WaitGroup
+	closeOnce sync.Once
+}
+
+// Open returns a vault over st. It creates keyring version 1 when the
+// keyring is empty, checks that masterKey opens every keyring version
+// (ErrWrongMasterKey otherwise) and resumes any unfinished re-wrap in the
+// background. Open keeps no reference to masterKey: the caller may zero it
+// once Open returns.
+func Open(ctx context.Context, st Store, masterKey []byte, opts Options) (*Vault, error) {
+	if len(masterKey) != KeySize {
+		return nil, fmt.Errorf("secret: master key is %d bytes, want %d", len(masterKey), KeySize)
+	}
+	if opts.RecordCacheTTL > MaxRecordCacheTTL {
+		return nil, fmt.Errorf("secret: record cache TTL %v is above the %v limit", opts.RecordCacheTTL, MaxRecordCacheTTL)
+	}
+	if opts.RecordCacheTTL == 0 {
+		opts.RecordCacheTTL = MaxRecordCacheTTL
+	}
+	if opts.RewrapBatch <= 0 {
+		opts.RewrapBatch = 256
+	}
+	if opts.RefreshInterval <= 0 {
+		opts.RefreshInterval = 10 * time.Second
+	}
+	if opts.RetireGrace == 0 {
+		opts.RetireGrace = 30 * time.Second
+		if b, ok := st.(interface{ Backend() string }); ok && b.Backend() == "sqlite" {
+			opts.RetireGrace = -1
+		}
+	}
+	master, err := newAEAD(masterKey)
+	if err != nil {
+		return nil, fmt.Errorf("secret: master key: %w", err)
+	}
+	v := &Vault{st: st, opts: opts, master: master, log: opts.Logger, kick: make(chan struct{}, 1)}
+	if v.log == nil {
+		v.log = slog.New(slog.DiscardHandler)
+	}
+	v.cache.init(opts.RecordCacheTTL)
+	v.rw.init()
+	v.ring.Store(&keyring{keys: map[int]*kek{}})
+
+	kvs, err := st.KeyVersions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("secret: open: %w", err)
+	}
+	if len(kvs) == 0 {
+		// Several nodes may start on an empty store at once: one wins,
+		// the others load the winner's version.
+		if err := v.addVersion(ctx, 1); err != nil && !errors.Is(err, store.ErrExists) {
+			return nil, fmt.Errorf("secret: open: create keyring: %w", err)
+		}
+	}
+	if err := v.reloadKeyring(ctx); err != nil {
+		return nil, fmt.Errorf("secret: open: %w", err)
+	}
+	v.ctx, v.cancel = context.WithCancel(context.Background())
+	v.wg.Add(1)
+	go v.run()
+	// Resume whatever re-wrap an earlier process left unfinished (a cheap
+	// check when there is none).
+	v.requestRewrap()
+	return v, nil
+}
+
+// Close stops background work (an unfinished re-wrap resumes at the next
+// Open) and drops the unsealed keyring. It does not close the store.
+func (v *Vault) Close() {
+	v.closeOnce.Do(func() {
+		v.closed.Store(true)
+		if v.cancel != nil {
+			v.cancel()
+		}
+		v.wg.Wait()
+		v.ring.Store(&keyring{keys: map[int]*kek{}})
+		v.cache.clearAll()
+	})
+}
+
+func (v *Vault) alive() error {
+	if v.closed.Load() {
+		return ErrClosed
+	}
+	return nil
+}
+
+// ValidateName reports whether name may name a secret: 1 to 128
+// characters, letters, digits, '.', '_' and '-', starting with a letter or
+// digit. The error wraps ErrInvalidName.
+func ValidateName(name string) error {
+	if !validName(name) {
+		return fmt.Errorf("%w: %q: want 1-%d of A-Z a-z 0-9 . _ -, starting with a letter or digit", ErrInvalidName, truncate(name, MaxNameLen+8), MaxNameLen)
+	}
+	return nil
+}
+
+func validName(s string) bool {
+	if len(s) == 0 || len(s) > MaxNameLen {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func notFound(name string, err error) error {
+	return fmt.Errorf("%w: %q: %w", ErrNotFound, name, err)
+}
+
+// Put stores value as the next version of name and returns that version.
+// Concurrent Puts of one name each get their own version (none is lost).
+// The value is sealed before it leaves this call; Put does not keep it.
+func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error) {
+	if err := v.alive(); err != nil {
+		return 0, err
+	}
+	if err := ValidateName(name); err != nil {
+		return 0, err
+	}
+	if len(value) == 0 || len(value) > MaxValueSize {
+		return 0, fmt.Errorf("%w: %d bytes, want 1 to %d", ErrInvalidValue, len(value), MaxValueSize)
+	}
+	for attempt := 1; ; attempt++ {
+		ver, err := v.putOnce(ctx, name, value, 0)
+		if err == nil {
+			return ver, nil
+		}
+		if !errors.Is(err, store.ErrConflict) {
+			return 0, err
+		}
+		if attempt >= maxPutAttempts {
+			return 0, fmt.Errorf("secret: put %s: still losing to concurrent writers after %d attempts: %w", name, attempt, err)
+		}
+		if attempt > 3 {
+			// Many writers on one name: spread them out a little.
+			var b [1]byte
+			rand.Read(b[:])
+			t := time.NewTimer(time.Duration(int(b[0])%min(attempt, 20)+1) * time.Millisecond)
+			select {
+			case <-ctx.Done():
+				t.Stop()
+				return 0, fmt.Errorf("secret: put %s: %w", name, ctx.Err())
+			case <-t.C:
+			}
+		}
+	}
+}
+
+// putOnce seals value as version (0: the next one) of name under the
+// current keyring version and stores it; store.ErrConflict when another
+// writer took that version.
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int) (int, error) {
+	v.putMu.RLock()
+	defer v.putMu.RUnlock()
+	if version == 0 {
+		var err error
+		if version, err = v.st.NextSecretVersion(ctx, name); err != nil {
+			return 0, fmt.Errorf("secret: put %s: %w", name, err)
+		}
+	}
+	ring := v.ring.Load()
+	k := ring.keys[ring.current]
+	if k == nil {
+		return 0, fmt.Errorf("secret: put %s: %w", name, ErrClosed)
+	}
+	rec := sealRecord(k, name, version, value, time.Now())
+	if err := v.st.PutSecret(ctx, rec); err != nil {
+		return 0, fmt.Errorf("secret: put %s: %w", name, err)
+	}
+	v.cache.invalidate(name)
+	return version, nil
+}
+
+// sealRecord seals value under a fresh data key and wraps that key with k.
+func sealRecord(k *kek, name string, version int, value []byte, now time.Time) store.Secret {
+	dek := randomKey()
+	defer zero(dek)
+	da, err := newAEAD(dek)
+	if err != nil {
+		panic("secret: AES-256-GCM with a 32-byte key failed: " + err.Error())
+	}
+	return store.Secret{
+		Name:       name,
+		Version:    version,
+		KEKVersion: k.version,
+		WrappedDEK: seal(k.aead, dek, dekAAD(name, version, k.version)),
+		Ciphertext: seal(da, value, valueAAD(name, version)),
+		CreatedAt:  now,
+	}
+}
+
+// Reveal returns the live value of name and its version. It is for the
+// gateway only, which injects the credential into one upstream request and
+// then drops it: no API handler may call it or return what it returns. The
+// caller owns the returned slice and should zero it after use.
+func (v *Vault) Reveal(ctx context.Context, name string) ([]byte, int, error) {
+	if err := v.alive(); err != nil {
+		return nil, 0, err
+	}
+	// User names only: a system key (sys/…) is never handed to the gateway,
+	// whatever a policy says.
+	if err := ValidateName(name); err != nil {
+		return nil, 0, err
+	}
+	return v.reveal(ctx, name, true)
+}
+
+func (v *Vault) reveal(ctx context.Context, name string, useCache bool) ([]byte, int, error) {
+	rec, cached, err := v.record(ctx, name, useCache)
+	if err != nil {
+		return nil, 0, err
+	}
+	val, err := v.openRecord(ctx, rec)
+	if err != nil && cached {
+		// The cached copy may predate a re-wrap whose old key is gone, or a
+		// change on another node: read the store once more.
+		v.cache.invalidate(name)
+		if rec, _, err = v.record(ctx, name, false); err != nil {
+			return nil, 0, err
+		}
+		val, err = v.openRecord(ctx, rec)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("secret: reveal %s v%d: %w", name, rec.Version, err)
+	}
+	return val, rec.Version, nil
+}
+
+// record returns the sealed live record of name, from the cache when
+// allowed and fresh; cached reports where it came from.
+func (v *Vault) record(ctx context.Context, name string, useCache bool) (store.Secret, bool, error) {
+	useCache = useCache && v.cache.ttl > 0
+	var gen uint64
+	if useCache {
+		if rec, ok := v.cache.get(name); ok {
+			return rec, true, nil
+		}
+		gen = v.cache.generation()
+	}
+	rec, err := v.st.GetSecret(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.Secret{}, false, notFound(name, err)
+	}
+	if err != nil {
+		return store.Secret{}, false, fmt.Errorf("secret: read %s: %w", name, err)
+	}
+	if useCache {
+		v.cache.put(name, rec, gen)
+	}
+	return rec, false, nil
+}
+
+// openRecord unwraps rec's data key and opens its value. The data key is
+// zeroed before it returns. rec is not modified.
+func (v *Vault) openRecord(ctx context.Context, rec store.Secret) ([]byte, error) {
+	k, err := v.kek(ctx, rec.KEKVersion)
+	if err != nil {
+		return nil, err
+	}
+	return openRecordWith(k, rec)
+}
+
+func openRecordWith(k *kek, rec store.Secret) ([]byte, error) {
+	dek, err := open(k.aead, rec.WrappedDEK, dekAAD(rec.Name, rec.Version, rec.KEKVersion))
+	if err != nil {
+		return nil, fmt.Errorf("%w: data key: %w", ErrTampered, err)
+	}
+	defer zero(dek)
+	da, err := newAEAD(dek)
+	if err != nil {
+		return nil, fmt.Errorf("%w: data key: %w", ErrTampered, err)
+	}
+	val, err := open(da, rec.Ciphertext, valueAAD(rec.Name, rec.Version))
+	if err != nil {
+		return nil, fmt.Errorf("%w: value: %w", ErrTampered, err)
+	}
+	return val, nil
+}
+
+// List returns the metadata of every live secret, by name; never a value,
+// never a system key.
+func (v *Vault) List(ctx context.Context) ([]Meta, error) {
+	if err := v.alive(); err != nil {
+		return nil, err
+	}
+	ms, err := v.st.ListSecrets(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("secret: list: %w", err)
+	}
+	out := make([]Meta, 0, len(ms))
+	for _, m := range ms {
+		if strings.HasPrefix(m.Name, systemPrefix) {
+			continue
+		}
+		out = append(out, Meta{Name: m.Name, Version: m.Version, KeyVersion: m.KEKVersion, CreatedAt: m.CreatedAt})
+	}
+	return out, nil
+}
+
+// Meta returns the metadata of the live version of name (ErrNotFound when
+// there is none).
+func (v *Vault) Meta(ctx context.Context, name string) (Meta, error) {
+	if err := v.alive(); err != nil {
+		return Meta{}, err
+	}
+	if err := ValidateName(name); err != nil {
+		return Meta{}, err
+	}
+	rec, _, err := v.record(ctx, name, false)
+	if err != nil {
+		return Meta{}, err
+	}
+	return Meta{Name: rec.Name, Version: rec.Version, KeyVersion: rec.KEKVersion, CreatedAt: rec.CreatedAt}, nil
+}
+
+// Delete destroys the sealed bytes of every version of name (ErrNotFound
+// when there is no live version). Its version numbers stay taken, so a
+// later Put continues the sequence.
+func (v *Vault) Delete(ctx context.Context, name string) error {
+	if err := v.alive(); err != nil {
+		return err
+	}
+	if err := ValidateName(name); err != nil {
+		return err
+	}
+	err := v.st.DeleteSecret(ctx, name, time.Now())
+	v.cache.invalidate(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("secret: delete %s: %w", name, err)
+	}
+	return nil
+}
+
+// SystemKey returns the internal key for purpose (for example
+// "token-hmac"), size random bytes created on first use and stored sealed
+// like any secret under the name "sys/"+purpose, which no user name can
+// take. Nodes racing to create it all get the one value that won. The
+// caller owns the returned slice.
+func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte, error) {
+	if err := v.alive(); err != nil {
+		return nil, err
+	}
+	if !validName(purpose) {
+		return nil, fmt.Errorf("secret: system key purpose: %w", ValidateName(purpose))
+	}
+	if size < 16 || size > 1024 {
+		return nil, fmt.Errorf("secret: system key %s: size %d, want 16 to 1024 bytes", purpose, size)
+	}
+	name := systemPrefix + purpose
+	for attempt := 0; attempt < 5; attempt++ {
+		val, _, err := v.reveal(ctx, name, false)
+		if err == nil {
+			if len(val) != size {
+				zero(val)
+				return nil, fmt.Errorf("secret: system key %s holds %d bytes, want %d", purpose, len(val), size)
+			}
+			return val, nil
+		}
+		if !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		key := make([]byte, size)
+		rand.Read(key)
+		if _, err := v.putOnce(ctx, name, key, 1); err == nil {
+			return key, nil
+		} else if !errors.Is(err, store.ErrConflict) {
+			zero(key)
+			return nil, fmt.Errorf("secret: system key %s: %w", purpose, err)
+		}
+		// Another node created it first: read the winner's.
+		zero(key)
+	}
+	return nil, fmt.Errorf("secret: system key %s: neither readable nor creatable (deleted?)", purpose)
+}
+
+// recordCache keeps sealed records (never values or data keys) for a short
+// time, so the gateway need not read the store on every request.
+type recordCache struct {
+	ttl time.Duration
+	mu  sync.RWMutex
+	gen uint64 // bumped by every invalidation; a fill that raced one is dropped
+	m   map[string]cachedRecord
+}
+
+type cachedRecord struct {
+	rec   store.Secret
+	until time.Time
+}
+
+func (c *recordCache) init(ttl time.Duration) {
+	c.ttl = ttl
+	c.m = map[string]cachedRecord{}
+}
+
+func (c *recordCache) get(name string) (store.Secret, bool) {
+	c.mu.RLock()
+	e, ok := c.m[name]
+	c.mu.RUnlock()
+	if !ok || time.Now().After(e.until) {
+		return store.Secret{}, false
+	}
+	return e.rec, true
+}
+
+func (c *recordCache) generation() uint64 {
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	return c.gen
+}
+
+func (c *recordCache) put(name string, rec store.Secret, gen uint64) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if gen != c.gen {
+		return // a Put, Delete or re-wrap happened meanwhile: rec may be stale
+	}
+	if len(c.m) >= maxCachedRecords {
+		clear(c.m)
+	}
+	c.m[name] = cachedRecord{rec: rec, until: time.Now().Add(c.ttl)}
+}
+
+func (c *recordCache) invalidate(name string) {
+	if c.ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	c.gen++
+	delete(c.m, name)
+	c.mu.Unlock()
+}
+
+func (c *recordCache) clearAll() {
+	c.mu.Lock()
+	c.gen++
+	clear(c.m)
+	c.mu.Unlock()
+}
