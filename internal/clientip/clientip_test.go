@@ -1,0 +1,104 @@
+package clientip
+
+import (
+	"net/http"
+	"net/netip"
+	"strings"
+	"testing"
+)
+
+func TestAddr(t *testing.T) {
+	r := New([]netip.Prefix{
+		netip.MustParsePrefix("10.0.0.0/8"),
+		netip.MustParsePrefix("::ffff:192.168.1.0/120"), // mapped form, taken as 192.168.1.0/24
+		netip.MustParsePrefix("fd00::/8"),
+	})
+	tests := []struct {
+		name   string
+		remote string
+		xff    []string
+		want   string
+	}{
+		{"direct", "203.0.113.5:1234", nil, "203.0.113.5"},
+		{"direct ignores xff", "203.0.113.5:1234", []string{"1.2.3.4"}, "203.0.113.5"},
+		{"mapped remote unmapped", "[::ffff:203.0.113.5]:1234", nil, "203.0.113.5"},
+		{"v6 remote", "[2001:db8::1]:443", nil, "2001:db8::1"},
+		{"v6 zone dropped", "[fe80::1%eth0]:443", nil, "fe80::1"},
+		{"remote without port", "203.0.113.5", nil, "203.0.113.5"},
+		{"bad remote", "garbage", nil, ""},
+		{"empty remote", "", nil, ""},
+		{"trusted proxy, no xff", "10.1.1.1:1", nil, "10.1.1.1"},
+		{"trusted proxy, client", "10.1.1.1:1", []string{"198.51.100.7"}, "198.51.100.7"},
+		{"spoofed left part ignored", "10.1.1.1:1", []string{"6.6.6.6, 198.51.100.7"}, "198.51.100.7"},
+		{"chain of trusted", "10.1.1.1:1", []string{"6.6.6.6, 198.51.100.7, 10.2.2.2, 10.3.3.3"}, "198.51.100.7"},
+		{"several headers", "10.1.1.1:1", []string{"6.6.6.6", "198.51.100.7", "10.2.2.2"}, "198.51.100.7"},
+		{"mapped trusted proxy", "[::ffff:192.168.1.9]:1", []string{"198.51.100.7"}, "198.51.100.7"},
+		{"mapped client unmapped", "10.1.1.1:1", []string{"::ffff:198.51.100.7"}, "198.51.100.7"},
+		{"hop with port", "10.1.1.1:1", []string{"198.51.100.7:5555"}, "198.51.100.7"},
+		{"v6 hop with port", "10.1.1.1:1", []string{"[2001:db8::7]:5555"}, "2001:db8::7"},
+		{"v6 hop bracketed", "10.1.1.1:1", []string{"[2001:db8::7]"}, "2001:db8::7"},
+		{"garbage hop stops at proxy", "10.1.1.1:1", []string{"6.6.6.6, nonsense"}, "10.1.1.1"},
+		{"garbage left of client", "10.1.1.1:1", []string{"nonsense, 198.51.100.7"}, "198.51.100.7"},
+		{"garbage after trusted hop", "10.1.1.1:1", []string{"6.6.6.6, junk, 10.2.2.2"}, "10.2.2.2"},
+		{"all trusted: leftmost", "10.1.1.1:1", []string{"10.9.9.9, 10.2.2.2"}, "10.9.9.9"},
+		{"empty elements", "10.1.1.1:1", []string{" , 198.51.100.7 ,, "}, "198.51.100.7"},
+		{"empty header", "10.1.1.1:1", []string{""}, "10.1.1.1"},
+		{"v6 trusted", "[fd00::1]:1", []string{"2001:db8::9"}, "2001:db8::9"},
+		{"untrusted v6 near trusted", "[fe00::1]:1", []string{"2001:db8::9"}, "fe00::1"},
+		{"too many hops", "10.1.1.1:1", []string{strings.Repeat("10.0.0.1,", 100) + "10.0.0.2"}, "10.0.0.1"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req := &http.Request{RemoteAddr: tt.remote, Header: http.Header{}}
+			for _, v := range tt.xff {
+				req.Header.Add("X-Forwarded-For", v)
+			}
+			got := r.Addr(req)
+			if tt.want == "" {
+				if got.IsValid() {
+					t.Fatalf("Addr = %v, want invalid", got)
+				}
+				return
+			}
+			if got != netip.MustParseAddr(tt.want) {
+				t.Fatalf("Addr = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestNilAndEmptyTrustNothing(t *testing.T) {
+	req := &http.Request{RemoteAddr: "10.1.1.1:1", Header: http.Header{"X-Forwarded-For": {"1.2.3.4"}}}
+	var nilR *Resolver
+	for _, r := range []*Resolver{nilR, New(nil), {}} {
+		if got := r.Addr(req); got != netip.MustParseAddr("10.1.1.1") {
+			t.Fatalf("Addr = %v", got)
+		}
+	}
+}
+
+func FuzzAddr(f *testing.F) {
+	f.Add("10.1.1.1:1", "1.2.3.4, 10.2.2.2")
+	f.Add("[::ffff:10.1.1.1]:1", "[2001:db8::1]:80")
+	f.Add("1.2.3.4:5", "x")
+	r := New([]netip.Prefix{netip.MustParsePrefix("10.0.0.0/8")})
+	f.Fuzz(func(t *testing.T, remote, xff string) {
+		req := &http.Request{RemoteAddr: remote, Header: http.Header{"X-Forwarded-For": {xff}}}
+		a := r.Addr(req)
+		if !a.IsValid() {
+			return
+		}
+		if a.Is4In6() || a.Zone() != "" {
+			t.Fatalf("not normalised: %v", a)
+		}
+		// The answer is the peer itself, or the peer is trusted and the
+		// answer appears in the header.
+		peer, ok := parseHop(remote)
+		if !ok {
+			t.Fatalf("valid answer %v from unparsable remote %q", a, remote)
+		}
+		if !r.Trusted(peer) && a != peer {
+			t.Fatalf("believed xff from untrusted peer %v", peer)
+		}
+	})
+}
