@@ -64,19 +64,26 @@ func build(patterns [][]byte) *automaton {
 
 	a := &automaton{maxLen: maxLen}
 	// Byte classes: one per byte used by a pattern, one for '\r' and one for
-	// ESC if unused, class 0 for everything else.
+	// ESC if unused, class 0 for everything else (if anything is left).
 	used['\r'], used[esc] = true, true
-	k := uint8(1)
-	var rep []int // representative byte per class, -1 for class 0
-	rep = append(rep, -1)
+	k := 1
+	for c := 0; c < 256; c++ {
+		if !used[c] {
+			k = 0 // some byte is in class 0
+		}
+	}
+	if k == 0 {
+		k = 1
+	} else {
+		k = 0 // every byte is used: no class 0
+	}
 	for c := 0; c < 256; c++ {
 		if used[c] {
-			a.class[c] = k
-			rep = append(rep, c)
+			a.class[c] = uint8(k)
 			k++
 		}
 	}
-	a.stride = uint32(len(rep))
+	a.stride = uint32(k)
 
 	// Breadth-first renumbering; children of one node get consecutive ids.
 	n := len(nodes)
@@ -153,19 +160,13 @@ func build(patterns [][]byte) *automaton {
 			a.hold[s] = a.hold[a.fail[s]]
 		}
 		if s < a.nDense {
+			// The failure state's row, overridden by s's own edges.
 			r := row(s)
-			for cl := range r {
-				if c := rep[cl]; c >= 0 {
-					if v := a.child(s, byte(c)); v >= 0 {
-						r[cl] = uint32(v)
-						continue
-					}
-				}
-				if s == 0 {
-					r[cl] = 0
-				} else {
-					r[cl] = row(a.fail[s])[cl]
-				}
+			if s != 0 {
+				copy(r, row(a.fail[s]))
+			}
+			for v := a.childStart[s]; v < a.childStart[s+1]; v++ {
+				r[a.class[a.inByte[v]]] = uint32(v)
 			}
 		}
 	}

@@ -1,0 +1,129 @@
+package mask
+
+import (
+	"bytes"
+	"slices"
+	"testing"
+)
+
+// patternsOf is what NewMatcher looks for: every form and its normalised
+// variant.
+func patternsOf(secrets [][]byte) [][]byte {
+	var ps [][]byte
+	for _, s := range secrets {
+		for _, f := range Forms(s) {
+			ps = append(ps, f)
+			if n := normalize(f); len(n) >= MinSecretLen {
+				ps = append(ps, n)
+			}
+		}
+	}
+	return ps
+}
+
+// refMask masks every literal occurrence of every pattern the slow way:
+// the union of the occurrences, one replacement per overlapping run.
+func refMask(in []byte, patterns [][]byte) []byte {
+	type iv struct{ s, e int }
+	var ivs []iv
+	for _, p := range patterns {
+		for i := 0; i+len(p) <= len(in); i++ {
+			if bytes.Equal(in[i:i+len(p)], p) {
+				ivs = append(ivs, iv{i, i + len(p)})
+			}
+		}
+	}
+	slices.SortFunc(ivs, func(a, b iv) int { return a.s - b.s })
+	var out []byte
+	done := 0
+	for k := 0; k < len(ivs); {
+		cur := ivs[k]
+		for k++; k < len(ivs) && ivs[k].s < cur.e; k++ {
+			cur.e = max(cur.e, ivs[k].e)
+		}
+		out = append(out, in[done:cur.s]...)
+		out = append(out, DefaultReplacement...)
+		done = cur.e
+	}
+	return append(out, in[done:]...)
+}
+
+func containsAny(b []byte, ps [][]byte) bool {
+	for _, p := range ps {
+		if bytes.Contains(b, p) {
+			return true
+		}
+	}
+	return false
+}
+
+// fuzzSecrets are fewer and shorter than testSecrets, to build fast.
+var fuzzSecrets = []string{
+	"hunter2-plain-Secret9",
+	`p@ss w/rd"&<>\+%`,
+	"line-one-aaaa\r\nline-two-bbbb\n",
+	"\x00\x01bin\xff\x1b[1m\rary",
+}
+
+// FuzzMask: data is the stream, optionally led by a secret of its own (the
+// first byte gives its length); split picks where to cut the stream into
+// three Writes and whether to plant a form of some secret in it.
+func FuzzMask(f *testing.F) {
+	for _, s := range fuzzSecrets {
+		for i, form := range Forms([]byte(s)) {
+			f.Add(append([]byte("\x00pre "), append(form, " post\r\n"...)...), uint(i*7919))
+		}
+	}
+	f.Add([]byte("\x0aabcdefghij xx abc\x1b[31mdefghij \rabcd\refghij"), uint(12345))
+	f.Add([]byte("\x00hunter2-plain-Secret9"), uint(1))
+	f.Fuzz(func(t *testing.T, data []byte, split uint) {
+		var secrets [][]byte
+		for _, s := range fuzzSecrets {
+			secrets = append(secrets, []byte(s))
+		}
+		stream := data
+		if len(data) > 0 {
+			n := int(data[0]) % 48
+			if n >= MinSecretLen && len(data) > n && bytes.IndexByte(data[1:1+n], '*') < 0 {
+				secrets = append(secrets, data[1:1+n])
+				stream = data[1+n:]
+			} else {
+				stream = data[1:]
+			}
+		}
+		var forms [][]byte
+		for _, s := range secrets {
+			forms = append(forms, Forms(s)...)
+		}
+		if split&1 == 1 {
+			form := forms[(split>>1)%uint(len(forms))]
+			at := int((split >> 16) % uint(len(stream)+1))
+			stream = append(append(append([]byte{}, stream[:at]...), form...), stream[at:]...)
+		}
+		m, err := NewMatcher(secrets)
+		if err != nil {
+			t.Fatal(err)
+		}
+		a := int((split >> 8) % uint(len(stream)+1))
+		b := int((split >> 24) % uint(len(stream)+1))
+		out := maskParts(t, m, stream, min(a, b), max(a, b))
+
+		if got := m.MaskBytes(stream); !bytes.Equal(got, out) {
+			t.Fatalf("MaskBytes %q != Writer %q", got, out)
+		}
+		for _, f := range forms {
+			if bytes.Contains(out, f) {
+				t.Fatalf("form %q survives: in %q out %q", f, stream, out)
+			}
+		}
+		patterns := patternsOf(secrets)
+		if bytes.IndexByte(stream, '\r') < 0 && bytes.IndexByte(stream, esc) < 0 {
+			if want := refMask(stream, patterns); !bytes.Equal(out, want) {
+				t.Fatalf("in %q: got %q, want %q", stream, out, want)
+			}
+		} else if !containsAny(stream, patterns) && !containsAny(normalize(stream), patterns) &&
+			!bytes.Equal(out, stream) {
+			t.Fatalf("nothing to mask in %q, got %q", stream, out)
+		}
+	})
+}
