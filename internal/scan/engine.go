@@ -103,16 +103,22 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 			forms := []string{k.lit}
 			if !k.cs {
 				l := strings.ToLower(k.lit)
-				forms = []string{l, strings.ToUpper(l), strings.ToUpper(l[:1]) + l[1:]}
+				for _, f := range []string{l, strings.ToUpper(l), strings.ToUpper(l[:1]) + l[1:]} {
+					if !slices.Contains(forms, f) {
+						forms = append(forms, f)
+					}
+				}
 			}
 			for _, f := range forms {
 				for _, v := range base64Variants(f) {
 					addKW(v, false, encBase64, -1)
 				}
-				if len(f) >= 3 {
+				// Keywords of two characters (Twilio's "SK", Entra's "Q~") are
+				// too short for a base64 trigger, not for hex or percent.
+				if len(f) >= 2 {
 					addKW(hex.EncodeToString([]byte(f)), false, encHex, -1)
 				}
-				if len(f) >= 3 {
+				if len(f) >= 2 {
 					var sb strings.Builder
 					for i := 0; i < len(f); i++ {
 						fmt.Fprintf(&sb, "%%%02x", f[i])
@@ -179,11 +185,14 @@ type scanState struct {
 	out        []rawMatch
 }
 
-func (st *scanState) dup(ri, pos int) bool {
+func (st *scanState) dup(ri, pos int, decoded bool) bool {
 	if st.seen == nil {
 		st.seen = map[uint64]struct{}{}
 	}
 	k := uint64(ri)<<48 | uint64(pos)
+	if decoded {
+		k |= 1 << 63
+	}
 	if _, ok := st.seen[k]; ok {
 		return true
 	}
@@ -194,7 +203,7 @@ func (st *scanState) dup(ri, pos int) bool {
 // add records a secret b[s:e] found by rule ri, when it starts in the
 // owned part of the buffer.
 func (st *scanState) add(ri, s, e int, verified bool) {
-	if s < st.own0 || s >= st.own1 || st.dup(ri, s) {
+	if s < st.own0 || s >= st.own1 || st.dup(ri, s, false) {
 		return
 	}
 	st.out = append(st.out, rawMatch{rule: ri, pos: s, end: e, secret: string(st.b[s:e]), verified: verified})
@@ -241,7 +250,21 @@ func (e *engine) scan(b []byte, own0, own1, depth int) []rawMatch {
 	for _, ri := range e.fullRules {
 		regexWindow(st, ri, e.rules[ri], b, 0, len(b))
 	}
-	return dropShadowedGeneric(e, st.out)
+	out := st.out
+	if st.seen != nil {
+		// A decoded match that the plain scan also found at the same place
+		// (a percent-encoded line whose secret needed no escaping) is a repeat.
+		out = out[:0]
+		for _, m := range st.out {
+			if m.enc != "" {
+				if _, ok := st.seen[uint64(m.rule)<<48|uint64(m.pos)]; ok {
+					continue
+				}
+			}
+			out = append(out, m)
+		}
+	}
+	return dropShadowedGeneric(e, out)
 }
 
 // dropShadowedGeneric removes generic findings whose secret overlaps a
@@ -357,11 +380,7 @@ func (st *scanState) addDecoded(m rawMatch, pos int, enc encoding) {
 	if pos < st.own0 || pos >= st.own1 {
 		return
 	}
-	// A secret that is also there in the clear is reported by the plain scan.
-	if pos+len(m.secret) <= len(st.b) && string(st.b[pos:pos+len(m.secret)]) == m.secret {
-		return
-	}
-	if st.dup(m.rule, pos) {
+	if st.dup(m.rule, pos, true) {
 		return
 	}
 	name := enc.String()
@@ -405,7 +424,7 @@ func unhex(c byte) (byte, bool) {
 	return 0, false
 }
 
-// percentDecode decodes %XX escapes and returns, for each output byte, the
+// percentDecode decodes %XX escapes ('+' as a space, as in query strings) and returns, for each output byte, the
 // offset in src it came from.
 func percentDecode(src []byte) ([]byte, []int) {
 	out := make([]byte, 0, len(src))
@@ -421,7 +440,11 @@ func percentDecode(src []byte) ([]byte, []int) {
 				continue
 			}
 		}
-		out = append(out, src[i])
+		c := src[i]
+		if c == '+' {
+			c = ' '
+		}
+		out = append(out, c)
 		pos = append(pos, i)
 		i++
 	}

@@ -315,7 +315,7 @@ func builtinRules() []*rule {
 			prefixSpec{prefix: "ABIA", cs: setAWS, min: 16, max: 16},
 			prefixSpec{prefix: "ACCA", cs: setAWS, min: 16, max: 16}),
 		withEntropy(regexRule("aws-secret-access-key", "AWS secret access key in an assignment",
-			[]keyword{{lit: "secret_access_key"}, {lit: "secretaccesskey"}, {lit: "secret-access-key"}, {lit: "aws_secret"}},
+			[]keyword{{lit: "secret_access_key"}, {lit: "SecretAccessKey"}, {lit: "secret-access-key"}, {lit: "aws_secret"}},
 			`(?i)(?:secret[_-]?access[_-]?key|aws_secret(?:_key)?)["'\x60]?\s*(?::=|=>|=|:|,)\s*["'\x60]?(?P<secret>[A-Za-z0-9/+]{40})(?:[^A-Za-z0-9/+=]|$)`,
 			64, 120), 3.5),
 		withCheck(regexRule("gcp-service-account", "Google Cloud service-account key (JSON)",
@@ -326,9 +326,9 @@ func builtinRules() []*rule {
 		}),
 		prefixRule("gcp-api-key", "Google Cloud API key", prefixSpec{prefix: "AIza", cs: setB62U, min: 35, max: 35}),
 		withEntropy(regexRule("azure-storage-account-key", "Azure storage account key (connection string)",
-			[]keyword{{lit: "accountkey"}}, `(?i)AccountKey\s*=\s*(?P<secret>[A-Za-z0-9+/]{86}==)`, 4, 120), 4),
+			[]keyword{{lit: "AccountKey"}}, `(?i)AccountKey\s*=\s*(?P<secret>[A-Za-z0-9+/]{86}==)`, 4, 120), 4),
 		withEntropy(regexRule("azure-connection-string", "Azure Service Bus / Event Hubs shared access key",
-			[]keyword{{lit: "sharedaccesskey="}}, `(?i)SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{42,44}=)`, 4, 60), 3.5),
+			[]keyword{{lit: "SharedAccessKey="}}, `(?i)SharedAccessKey=(?P<secret>[A-Za-z0-9+/]{42,44}=)`, 4, 60), 3.5),
 		withEntropy(regexRule("azure-client-secret", "Microsoft Entra ID (Azure AD) client secret",
 			[]keyword{{lit: "Q~", cs: true}}, `(?:^|[^A-Za-z0-9_~.-])(?P<secret>[A-Za-z0-9_~.-]{3}[0-9]Q~[A-Za-z0-9_~.-]{31,34})(?:[^A-Za-z0-9_~.-]|$)`, 8, 40), 3),
 		prefixRule("github-pat", "GitHub personal access token (classic)", prefixSpec{prefix: "ghp_", cs: setB62, min: 36, max: 36, check: ghCheck}),
@@ -551,17 +551,29 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	}
 	var vs, ve int
 	quoted := false
+	escaped := false // the value is inside a quoted string itself: \"value\"
+	if b[i] == '\\' && i+1 < len(b) && (b[i+1] == '"' || b[i+1] == '\'') {
+		escaped = true
+		i++
+	}
 	if q := b[i]; q == '"' || q == '\'' || q == '`' {
 		quoted = true
 		vs = i + 1
 		j := vs
 		for j < len(b) && j-vs <= 256 && b[j] != q && b[j] != '\n' {
 			if b[j] == '\\' {
+				if escaped && j+1 < len(b) && b[j+1] == q {
+					break
+				}
 				j++
 			}
 			j++
 		}
-		if j >= len(b) || b[j] != q {
+		if escaped {
+			if j+1 >= len(b) || b[j] != '\\' || b[j+1] != q {
+				return
+			}
+		} else if j >= len(b) || b[j] != q {
 			return
 		}
 		ve = j
