@@ -55,6 +55,7 @@ func newRootCmd() *cobra.Command {
 	})
 	root.AddCommand(
 		newScanCmd(),
+		newMaskCmd(),
 	// Commands register here, one line each.
 	)
 	return root
