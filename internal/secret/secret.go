@@ -198,7 +198,7 @@ func Open(ctx context.Context, st Store, masterKey []byte, opts Options) (*Vault
 		}
 	}
 	if err := v.reloadKeyring(ctx); err != nil {
-		return nil, fmt.Errorf("secret: open: %w", err)
+		return nil, err
 	}
 	v.ctx, v.cancel = context.WithCancel(context.Background())
 	v.wg.Add(1)

@@ -1,0 +1,760 @@
+package secret
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+var ctx = context.Background()
+
+func newKey(t testing.TB) []byte {
+	t.Helper()
+	k := make([]byte, KeySize)
+	rand.Read(k)
+	return k
+}
+
+// testOpts make background work quick and deterministic in tests.
+func testOpts() Options {
+	return Options{RetireGrace: -1, RefreshInterval: 100 * time.Millisecond, RewrapBatch: 16, RecordCacheTTL: -1}
+}
+
+func openVault(t testing.TB, st Store, key []byte, opts Options) *Vault {
+	t.Helper()
+	v, err := Open(ctx, st, key, opts)
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(v.Close)
+	return v
+}
+
+func waitRewrap(t testing.TB, v *Vault) {
+	t.Helper()
+	c, cancel := context.WithTimeout(ctx, 60*time.Second)
+	defer cancel()
+	if err := v.WaitRewrap(c); err != nil {
+		t.Fatalf("WaitRewrap: %v", err)
+	}
+}
+
+func mustReveal(t testing.TB, v *Vault, name string, want []byte, wantVersion int) {
+	t.Helper()
+	got, ver, err := v.Reveal(ctx, name)
+	if err != nil {
+		t.Fatalf("Reveal(%s): %v", name, err)
+	}
+	if !bytes.Equal(got, want) || (wantVersion != 0 && ver != wantVersion) {
+		t.Fatalf("Reveal(%s) = %d bytes v%d, want %d bytes v%d (equal=%v)", name, len(got), ver, len(want), wantVersion, bytes.Equal(got, want))
+	}
+}
+
+func TestPutReveal(t *testing.T) {
+	big := bytes.Repeat([]byte{0xA5}, MaxValueSize)
+	cases := []struct {
+		name  string
+		value []byte
+	}{
+		{"github-token", []byte("ghp_exampleexampleexample")},
+		{"a", []byte{0}},
+		{"with.dots_and-dashes9", []byte("x\x00y\xff")},
+		{"max-size", big},
+		{strings.Repeat("n", MaxNameLen), []byte("long name")},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			for _, cache := range []time.Duration{-1, 0} {
+				opts := testOpts()
+				opts.RecordCacheTTL = cache
+				v := openVault(t, b.DB, key, opts)
+				pfx := fmt.Sprintf("c%d", cache+1)
+				for _, c := range cases {
+					name := c.name
+					if len(name)+len(pfx) <= MaxNameLen {
+						name = pfx + name
+					} else {
+						name = pfx + name[len(pfx):]
+					}
+					for want := 1; want <= 3; want++ {
+						val := append(bytes.Clone(c.value[:len(c.value)-1]), byte(want))
+						ver, err := v.Put(ctx, name, val)
+						if err != nil || ver != want {
+							t.Fatalf("Put(%s) = %d, %v; want %d", name, ver, err, want)
+						}
+						mustReveal(t, v, name, val, want)
+						m, err := v.Meta(ctx, name)
+						if err != nil || m.Version != want || m.KeyVersion != 1 || m.Name != name || m.CreatedAt.IsZero() {
+							t.Fatalf("Meta(%s) = %+v, %v", name, m, err)
+						}
+					}
+				}
+				v.Close()
+			}
+		})
+	}
+}
+
+func TestInvalidInput(t *testing.T) {
+	b := storetest.SQLite(t)
+	v := openVault(t, b.DB, newKey(t), testOpts())
+	names := []string{"", "sys/token-hmac", "-a", ".a", "_a", "a b", "a/b", "é", "a\x00b", strings.Repeat("a", MaxNameLen+1), "../x"}
+	for _, n := range names {
+		if _, err := v.Put(ctx, n, []byte("x")); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Put(%q) err = %v, want ErrInvalidName", n, err)
+		}
+		if _, _, err := v.Reveal(ctx, n); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Reveal(%q) err = %v, want ErrInvalidName", n, err)
+		}
+		if _, err := v.Meta(ctx, n); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Meta(%q) err = %v, want ErrInvalidName", n, err)
+		}
+		if err := v.Delete(ctx, n); !errors.Is(err, ErrInvalidName) {
+			t.Errorf("Delete(%q) err = %v, want ErrInvalidName", n, err)
+		}
+	}
+	for _, val := range [][]byte{nil, {}, make([]byte, MaxValueSize+1)} {
+		if _, err := v.Put(ctx, "ok", val); !errors.Is(err, ErrInvalidValue) {
+			t.Errorf("Put(%d bytes) err = %v, want ErrInvalidValue", len(val), err)
+		}
+	}
+	for _, c := range []struct {
+		purpose string
+		size    int
+	}{{"", 32}, {"a/b", 32}, {"ok", 8}, {"ok", 4096}} {
+		if _, err := v.SystemKey(ctx, c.purpose, c.size); err == nil {
+			t.Errorf("SystemKey(%q, %d) succeeded", c.purpose, c.size)
+		}
+	}
+	if _, err := Open(ctx, b.DB, make([]byte, 16), testOpts()); err == nil {
+		t.Error("Open with a 16-byte master key succeeded")
+	}
+	if _, err := Open(ctx, b.DB, newKey(t), Options{RecordCacheTTL: 2 * time.Second}); err == nil {
+		t.Error("Open with a 2 s record cache succeeded")
+	}
+}
+
+func TestConcurrentPutsOneName(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), testOpts())
+			const writers, each = 32, 4
+			var mu sync.Mutex
+			byVersion := map[int]string{}
+			var wg sync.WaitGroup
+			errs := make(chan error, writers*each)
+			for w := range writers {
+				wg.Go(func() {
+					for i := range each {
+						val := fmt.Sprintf("value-%d-%d", w, i)
+						ver, err := v.Put(ctx, "shared", []byte(val))
+						if err != nil {
+							errs <- err
+							return
+						}
+						mu.Lock()
+						if prev, dup := byVersion[ver]; dup {
+							errs <- fmt.Errorf("version %d given to %s and %s", ver, prev, val)
+						}
+						byVersion[ver] = val
+						mu.Unlock()
+					}
+				})
+			}
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			for ver := 1; ver <= writers*each; ver++ {
+				if _, ok := byVersion[ver]; !ok {
+					t.Fatalf("version %d missing", ver)
+				}
+			}
+			mustReveal(t, v, "shared", []byte(byVersion[writers*each]), writers*each)
+		})
+	}
+}
+
+func TestListMetaDelete(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), Options{RetireGrace: -1}) // default cache on
+			planted := map[string]string{"b-db": "planted-db-password-Qx9", "a-gh": "planted-ghp-token-Zz1"}
+			for n, val := range planted {
+				if _, err := v.Put(ctx, n, []byte(val)); err != nil {
+					t.Fatal(err)
+				}
+			}
+			sys, err := v.SystemKey(ctx, "token-hmac", 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			list, err := v.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != 2 || list[0].Name != "a-gh" || list[1].Name != "b-db" || list[0].Version != 1 || list[0].KeyVersion != 1 {
+				t.Fatalf("List = %+v", list)
+			}
+			js, _ := json.Marshal(list)
+			for _, val := range planted {
+				if bytes.Contains(js, []byte(val)) {
+					t.Fatalf("List JSON contains a value: %s", js)
+				}
+			}
+			if bytes.Contains(js, []byte("sys/")) || bytes.Contains(js, []byte(base64.StdEncoding.EncodeToString(sys))) {
+				t.Fatalf("List JSON shows a system key: %s", js)
+			}
+			if !strings.Contains(string(js), `"key_version":1`) {
+				t.Fatalf("List JSON = %s", js)
+			}
+			// Reveal fills the cache; a Delete must still be seen at once.
+			mustReveal(t, v, "a-gh", []byte(planted["a-gh"]), 1)
+			if err := v.Delete(ctx, "a-gh"); err != nil {
+				t.Fatal(err)
+			}
+			for _, err := range []error{
+				func() error { _, _, err := v.Reveal(ctx, "a-gh"); return err }(),
+				func() error { _, err := v.Meta(ctx, "a-gh"); return err }(),
+				v.Delete(ctx, "a-gh"),
+				func() error { _, err := v.Meta(ctx, "never"); return err }(),
+			} {
+				if !errors.Is(err, ErrNotFound) || !errors.Is(err, store.ErrNotFound) {
+					t.Fatalf("err = %v, want ErrNotFound", err)
+				}
+			}
+			if ver, err := v.Put(ctx, "a-gh", []byte("new")); err != nil || ver != 2 {
+				t.Fatalf("Put after Delete = %d, %v; want version 2", ver, err)
+			}
+			mustReveal(t, v, "a-gh", []byte("new"), 2)
+			// A cached record never hides this node's own Put.
+			if _, err := v.Put(ctx, "a-gh", []byte("newer")); err != nil {
+				t.Fatal(err)
+			}
+			mustReveal(t, v, "a-gh", []byte("newer"), 3)
+		})
+	}
+}
+
+// searchable returns the forms in which a value might leak.
+func searchable(val []byte) [][]byte {
+	return [][]byte{
+		val,
+		[]byte(hex.EncodeToString(val)),
+		[]byte(base64.StdEncoding.EncodeToString(val)),
+		[]byte(base64.RawURLEncoding.EncodeToString(val)),
+	}
+}
+
+// dumpTables returns every byte of the tables the vault writes, through SQL.
+func dumpTables(t *testing.T, db *store.DB) []byte {
+	t.Helper()
+	var out []byte
+	for _, q := range []string{
+		`SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at, deleted_at FROM secrets`,
+		`SELECT version, sealed, created_at FROM keyring`,
+		`SELECT key, value FROM meta`,
+	} {
+		rows, err := db.SQL().QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		n := 0
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			for _, c := range vals {
+				switch c := c.(type) {
+				case []byte:
+					out = append(out, c...)
+				case string:
+					out = append(out, c...)
+				default:
+					out = fmt.Appendf(out, "%v", c)
+				}
+				out = append(out, 0)
+			}
+			n++
+		}
+		rows.Close()
+		if n == 0 {
+			t.Fatalf("%s: no rows", q)
+		}
+	}
+	return out
+}
+
+func TestNothingInTheClearAtRest(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			v := openVault(t, b.DB, key, testOpts())
+			planted := []byte("planted-" + hex.EncodeToString(newKey(t)))
+			if _, err := v.Put(ctx, "planted", planted); err != nil {
+				t.Fatal(err)
+			}
+			sys, err := v.SystemKey(ctx, "token-hmac", 32)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitRewrap(t, v)
+			if _, err := v.Put(ctx, "planted", planted); err != nil { // and a second version
+				t.Fatal(err)
+			}
+			mustReveal(t, v, "planted", planted, 2)
+
+			blobs := map[string][]byte{"tables": dumpTables(t, b.DB)}
+			if b.Name == "sqlite" {
+				var seq int
+				var dbName, file string
+				if err := b.DB.SQL().QueryRowContext(ctx, `PRAGMA database_list`).Scan(&seq, &dbName, &file); err != nil {
+					t.Fatal(err)
+				}
+				for _, f := range []string{file, file + "-wal"} {
+					data, err := os.ReadFile(f)
+					if err != nil {
+						t.Fatal(err)
+					}
+					blobs[f] = data
+				}
+				if len(blobs[file+"-wal"]) == 0 {
+					t.Fatal("empty WAL: the test would not see fresh writes")
+				}
+			}
+			secrets := map[string][]byte{"value": planted, "master key": key, "system key": sys}
+			for where, blob := range blobs {
+				if !bytes.Contains(blob, []byte("planted")) && where == "tables" {
+					t.Fatalf("%s: the secret's name is missing: the search reads the wrong bytes", where)
+				}
+				for what, s := range secrets {
+					for _, form := range searchable(s) {
+						if bytes.Contains(blob, form) {
+							t.Fatalf("%s contains the %s", where, what)
+						}
+					}
+				}
+			}
+		})
+	}
+}
+
+func exec(t *testing.T, db *store.DB, q string, args ...any) {
+	t.Helper()
+	if _, err := db.SQL().ExecContext(ctx, db.Rebind(q), args...); err != nil {
+		t.Fatalf("%s: %v", q, err)
+	}
+}
+
+func TestTamperAndSwap(t *testing.T) {
+	flip := func(b []byte, i int) []byte {
+		b = bytes.Clone(b)
+		b[(i%len(b)+len(b))%len(b)] ^= 0x01
+		return b
+	}
+	cases := []struct {
+		name   string
+		tamper func(t *testing.T, db *store.DB, a, b store.Secret)
+	}{
+		{"flip ciphertext tag", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ? WHERE name = ? AND version = ?`, flip(b.Ciphertext, -1), b.Name, b.Version)
+		}},
+		{"flip ciphertext body", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ? WHERE name = ? AND version = ?`, flip(b.Ciphertext, 14), b.Name, b.Version)
+		}},
+		{"flip nonce", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ? WHERE name = ? AND version = ?`, flip(b.Ciphertext, 0), b.Name, b.Version)
+		}},
+		{"flip wrapped key", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET wrapped_dek = ? WHERE name = ? AND version = ?`, flip(b.WrappedDEK, 20), b.Name, b.Version)
+		}},
+		{"truncate ciphertext", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ? WHERE name = ? AND version = ?`, b.Ciphertext[:10], b.Name, b.Version)
+		}},
+		{"empty wrapped key", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET wrapped_dek = ? WHERE name = ? AND version = ?`, []byte{}, b.Name, b.Version)
+		}},
+		{"swap whole record from A", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ? WHERE name = ? AND version = ?`, a.Ciphertext, a.WrappedDEK, b.Name, b.Version)
+		}},
+		{"swap ciphertext only", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET ciphertext = ? WHERE name = ? AND version = ?`, a.Ciphertext, b.Name, b.Version)
+		}},
+		{"swap wrapped key only", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET wrapped_dek = ? WHERE name = ? AND version = ?`, a.WrappedDEK, b.Name, b.Version)
+		}},
+		{"claim another keyring version", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			exec(t, db, `UPDATE secrets SET kek_version = ? WHERE name = ? AND version = ?`, 2, b.Name, b.Version)
+		}},
+		{"replay an older version of the same name", func(t *testing.T, db *store.DB, a, b store.Secret) {
+			// Present B v2's sealed bytes as a newer version v3.
+			exec(t, db, `INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
+				b.Name, b.Version+1, b.KEKVersion, b.WrappedDEK, b.Ciphertext, time.Now().UnixNano())
+		}},
+	}
+	for _, be := range storetest.Backends(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			v := openVault(t, be.DB, newKey(t), testOpts())
+			for i, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					an, bn := fmt.Sprintf("a%d", i), fmt.Sprintf("b%d", i)
+					aval, bval := []byte("planted-value-of-A"), []byte("planted-value-of-B")
+					for _, p := range []struct {
+						n string
+						v []byte
+					}{{an, aval}, {bn, []byte("old")}, {bn, bval}} {
+						if _, err := v.Put(ctx, p.n, p.v); err != nil {
+							t.Fatal(err)
+						}
+					}
+					a, _ := be.DB.GetSecret(ctx, an)
+					b, _ := be.DB.GetSecret(ctx, bn)
+					mustReveal(t, v, bn, bval, 2)
+					c.tamper(t, be.DB, a, b)
+					got, _, err := v.Reveal(ctx, bn)
+					if err == nil {
+						t.Fatalf("Reveal after tampering succeeded (%d bytes, is A's value: %v)", len(got), bytes.Equal(got, aval))
+					}
+					if !errors.Is(err, ErrTampered) {
+						t.Fatalf("err = %v, want ErrTampered", err)
+					}
+					if strings.Contains(err.Error(), "planted") {
+						t.Fatalf("error shows a value: %v", err)
+					}
+					mustReveal(t, v, an, aval, 1) // A is untouched
+				})
+			}
+		})
+	}
+}
+
+func TestMasterKey(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			v := openVault(t, b.DB, key, testOpts())
+			if _, err := v.Put(ctx, "x", []byte("y")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitRewrap(t, v)
+			v.Close()
+			if _, err := v.Put(ctx, "x", []byte("y")); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Put after Close: %v", err)
+			}
+
+			_, err := Open(ctx, b.DB, newKey(t), testOpts())
+			if !errors.Is(err, ErrWrongMasterKey) || !strings.Contains(err.Error(), "master key does not open the keyring") {
+				t.Fatalf("Open with another key: %v", err)
+			}
+			// The right key still works, and sees version 2 only.
+			v2 := openVault(t, b.DB, key, testOpts())
+			mustReveal(t, v2, "x", []byte("y"), 1)
+			st, err := v2.Status(ctx)
+			if err != nil || st.Current != 2 || len(st.Versions) != 1 || st.Pending != 0 {
+				t.Fatalf("Status = %+v, %v", st, err)
+			}
+			v2.Close()
+			// A tampered keyring row is refused like a wrong key.
+			var sealed []byte
+			if err := b.DB.SQL().QueryRowContext(ctx, `SELECT sealed FROM keyring WHERE version = 2`).Scan(&sealed); err != nil {
+				t.Fatal(err)
+			}
+			sealed[len(sealed)-1] ^= 1
+			exec(t, b.DB, `UPDATE keyring SET sealed = ? WHERE version = 2`, sealed)
+			if _, err := Open(ctx, b.DB, key, testOpts()); !errors.Is(err, ErrWrongMasterKey) {
+				t.Fatalf("Open with a tampered keyring: %v", err)
+			}
+		})
+	}
+}
+
+// failingStore fails RewrapSecret after a number of successful calls: a
+// process killed in the middle of a re-wrap.
+type failingStore struct {
+	Store
+	left atomic.Int64
+}
+
+var errInjected = errors.New("injected failure")
+
+func (f *failingStore) RewrapSecret(ctx context.Context, name string, version, from, to int, wrapped []byte) error {
+	if f.left.Add(-1) < 0 {
+		return errInjected
+	}
+	return f.Store.RewrapSecret(ctx, name, version, from, to, wrapped)
+}
+
+func putMany(t *testing.T, v *Vault, n int) map[string][]byte {
+	t.Helper()
+	out := map[string][]byte{}
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	for w := range 16 {
+		wg.Go(func() {
+			for i := w; i < n; i += 16 {
+				name, val := fmt.Sprintf("s%04d", i), fmt.Appendf(nil, "value %d", i)
+				if _, err := v.Put(ctx, name, val); err != nil {
+					errs <- err
+					return
+				}
+				mu.Lock()
+				out[name] = val
+				mu.Unlock()
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	return out
+}
+
+func checkAllOn(t *testing.T, v *Vault, want map[string][]byte, version int) {
+	t.Helper()
+	st, err := v.Status(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if st.Current != version || len(st.Versions) != 1 || st.Versions[0] != version || st.Pending != 0 || st.LastError != "" {
+		t.Fatalf("Status = %+v, want everything on version %d only", st, version)
+	}
+	list, err := v.List(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range list {
+		if m.KeyVersion != version {
+			t.Fatalf("%s is on keyring version %d", m.Name, m.KeyVersion)
+		}
+	}
+	for name, val := range want {
+		mustReveal(t, v, name, val, 0)
+	}
+}
+
+func TestRewrapResumesAfterKill(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			v := openVault(t, b.DB, key, testOpts())
+			want := putMany(t, v, 200)
+			v.Close()
+
+			// A process that dies after 50 re-wraps.
+			fs := &failingStore{Store: b.DB}
+			fs.left.Store(50)
+			v = openVault(t, fs, key, testOpts())
+			if ver, err := v.RotateMasterKey(ctx); err != nil || ver != 2 {
+				t.Fatalf("RotateMasterKey = %d, %v", ver, err)
+			}
+			if err := v.WaitRewrap(ctx); !errors.Is(err, errInjected) {
+				t.Fatalf("WaitRewrap = %v, want the injected failure", err)
+			}
+			st, _ := v.Status(ctx)
+			if st.Pending != 150 || st.LastError == "" || len(st.Versions) != 2 {
+				t.Fatalf("Status after failure = %+v", st)
+			}
+			v.Close()
+
+			// A new process (new store handle) finishes the job.
+			db := b.Reopen(t)
+			v = openVault(t, db, key, testOpts())
+			waitRewrap(t, v)
+			checkAllOn(t, v, want, 2)
+
+			// Killed right after a rotation, before the re-wrap ran far.
+			if _, err := v.RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			v.Close()
+			st, _ = func() (Status, error) {
+				v := openVault(t, db, key, Options{RewrapBatch: 1, RetireGrace: 10 * time.Minute})
+				defer v.Close()
+				return v.Status(ctx)
+			}()
+			t.Logf("left after an immediate close: %+v", st)
+			db = b.Reopen(t)
+			v = openVault(t, db, key, testOpts())
+			waitRewrap(t, v)
+			checkAllOn(t, v, want, 3)
+		})
+	}
+}
+
+func TestRotateUnderConcurrentPuts(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			opts := testOpts()
+			opts.RecordCacheTTL = 0 // default cache: reveals must survive key retirement
+			v := openVault(t, b.DB, newKey(t), opts)
+			want := putMany(t, v, 100)
+			var mu sync.Mutex
+			stop := make(chan struct{})
+			var wg sync.WaitGroup
+			var writes atomic.Int64
+			errs := make(chan error, 64)
+			for w := range 8 {
+				wg.Go(func() {
+					for i := 0; ; i++ {
+						select {
+						case <-stop:
+							return
+						default:
+						}
+						// Half new names, half new versions of old ones.
+						name := fmt.Sprintf("w%d-%d", w, i)
+						if i%2 == 1 {
+							name = fmt.Sprintf("s%04d", (w*37+i)%100)
+						}
+						val := fmt.Appendf(nil, "v %s %d", name, i)
+						mu.Lock() // keep want in step with the store for this name
+						if _, err := v.Put(ctx, name, val); err != nil {
+							mu.Unlock()
+							errs <- err
+							return
+						}
+						want[name] = val
+						mu.Unlock()
+						writes.Add(1)
+						if _, _, err := v.Reveal(ctx, name); err != nil {
+							errs <- err
+							return
+						}
+					}
+				})
+			}
+			for range 2 {
+				time.Sleep(100 * time.Millisecond)
+				if _, err := v.RotateMasterKey(ctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			waitRewrap(t, v)
+			time.Sleep(50 * time.Millisecond)
+			close(stop)
+			wg.Wait()
+			close(errs)
+			for err := range errs {
+				t.Fatal(err)
+			}
+			waitRewrap(t, v)
+			t.Logf("%d puts during two rotations", writes.Load())
+			checkAllOn(t, v, want, 3)
+		})
+	}
+}
+
+func TestSystemKey(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			// Two "nodes" on one store, each with many callers.
+			nodes := []*Vault{openVault(t, b.DB, key, testOpts()), openVault(t, b.DB, key, testOpts())}
+			var wg sync.WaitGroup
+			got := make([][]byte, 32)
+			errs := make([]error, 32)
+			for i := range got {
+				wg.Go(func() { got[i], errs[i] = nodes[i%2].SystemKey(ctx, "token-hmac", 32) })
+			}
+			wg.Wait()
+			for i := range got {
+				if errs[i] != nil || len(got[i]) != 32 || !bytes.Equal(got[i], got[0]) {
+					t.Fatalf("caller %d: %x, %v; first %x", i, got[i], errs[i], got[0])
+				}
+			}
+			if m, _ := b.DB.GetSecret(ctx, "sys/token-hmac"); m.Version != 1 {
+				t.Fatalf("stored version %d, want 1", m.Version)
+			}
+			other, err := nodes[0].SystemKey(ctx, "audit-key", 64)
+			if err != nil || len(other) != 64 || bytes.Equal(other[:32], got[0]) {
+				t.Fatalf("another purpose: %v", err)
+			}
+			if _, err := nodes[0].SystemKey(ctx, "token-hmac", 64); err == nil {
+				t.Fatal("SystemKey with another size succeeded")
+			}
+			if _, _, err := nodes[0].Reveal(ctx, "sys/token-hmac"); !errors.Is(err, ErrInvalidName) {
+				t.Fatalf("Reveal of a system key: %v", err)
+			}
+			// Re-wrapped like any secret, stable across restarts.
+			if _, err := nodes[1].RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitRewrap(t, nodes[1])
+			for _, n := range nodes {
+				n.Close()
+			}
+			v := openVault(t, b.Reopen(t), key, testOpts())
+			again, err := v.SystemKey(ctx, "token-hmac", 32)
+			if err != nil || !bytes.Equal(again, got[0]) {
+				t.Fatalf("after rotation and reopen: %x, %v; want %x", again, err, got[0])
+			}
+			checkAllOn(t, v, nil, 2)
+		})
+	}
+}
+
+// TestTwoNodesRotate: a node that did not rotate learns the new version
+// and keeps revealing (the record cache and KEK cache follow the store).
+func TestTwoNodesRotate(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			key := newKey(t)
+			opts := testOpts()
+			opts.RecordCacheTTL = 0
+			a, c := openVault(t, b.DB, key, opts), openVault(t, b.DB, key, opts)
+			if _, err := a.Put(ctx, "gh", []byte("tok")); err != nil {
+				t.Fatal(err)
+			}
+			mustReveal(t, c, "gh", []byte("tok"), 1) // c caches the v1-wrapped record
+			// Both rotate at once: one version is added, both use it.
+			var va, vc int
+			var ea, ec error
+			var wg sync.WaitGroup
+			wg.Go(func() { va, ea = a.RotateMasterKey(ctx) })
+			wg.Go(func() { vc, ec = c.RotateMasterKey(ctx) })
+			wg.Wait()
+			if ea != nil || ec != nil || va < 2 || vc < 2 {
+				t.Fatalf("rotations: %d %v, %d %v", va, ea, vc, ec)
+			}
+			waitRewrap(t, a)
+			waitRewrap(t, c)
+			mustReveal(t, c, "gh", []byte("tok"), 1)
+			mustReveal(t, a, "gh", []byte("tok"), 1)
+			st, _ := a.Status(ctx)
+			if len(st.Versions) != 1 || st.Pending != 0 {
+				t.Fatalf("Status = %+v", st)
+			}
+		})
+	}
+}
