@@ -1,0 +1,309 @@
+package job
+
+import (
+	"bytes"
+	"crypto"
+	"context"
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+const jwt = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2ln"
+
+func envFrom(m map[string]string) func(string) string {
+	return func(k string) string { return m[k] }
+}
+
+// githubServer imitates ACTIONS_ID_TOKEN_REQUEST_URL on 127.0.0.1 and
+// records the audience asked.
+func githubServer(t *testing.T, reqTok string, status int) (*httptest.Server, *string) {
+	t.Helper()
+	var aud string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "bearer "+reqTok || r.URL.Query().Get("api-version") != "2.0" {
+			http.Error(w, "no", http.StatusUnauthorized)
+			return
+		}
+		aud = r.URL.Query().Get("audience")
+		w.WriteHeader(status)
+		_ = json.NewEncoder(w).Encode(map[string]string{"value": jwt})
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &aud
+}
+
+func TestFindIDToken(t *testing.T) {
+	dir := t.TempDir()
+	file := filepath.Join(dir, "tok")
+	if err := os.WriteFile(file, []byte(jwt+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	bad := filepath.Join(dir, "bad")
+	_ = os.WriteFile(bad, []byte("not a jwt"), 0o600)
+	gh, aud := githubServer(t, "req-secret", 200)
+	ghDown, _ := githubServer(t, "req-secret", 403)
+	ghEnv := map[string]string{
+		EnvActionsRequestURL:   gh.URL + "/token?api-version=2.0",
+		EnvActionsRequestToken: "req-secret",
+		EnvAddr:                "https://mayfly.example:8443/",
+		EnvIDToken:             "ignored.when.github",
+	}
+
+	tests := []struct {
+		name    string
+		opts    IDTokenOptions
+		env     map[string]string
+		src     Source
+		aud     string
+		wantErr string
+	}{
+		{name: "file", opts: IDTokenOptions{File: file}, src: SourceFile},
+		{name: "file wins over github", opts: IDTokenOptions{File: file}, env: ghEnv, src: SourceFile},
+		{name: "file missing", opts: IDTokenOptions{File: filepath.Join(dir, "nope")}, wantErr: "reading ID token"},
+		{name: "file not a jwt", opts: IDTokenOptions{File: bad}, wantErr: "not a compact JWT"},
+		{name: "env var", opts: IDTokenOptions{EnvVar: "CI_ID"}, env: map[string]string{"CI_ID": " " + jwt + "\n"}, src: SourceEnv},
+		{name: "env var empty", opts: IDTokenOptions{EnvVar: "CI_ID"}, wantErr: "CI_ID is empty"},
+		{name: "both", opts: IDTokenOptions{File: file, EnvVar: "X"}, wantErr: "only one"},
+		{name: "gitlab default", env: map[string]string{EnvIDToken: jwt}, src: SourceGitLab},
+		{name: "github audience defaults to addr", env: ghEnv, src: SourceGitHub, aud: "https://mayfly.example:8443"},
+		{name: "github MAYFLY_AUDIENCE", env: with(ghEnv, EnvAudience, "aud-env"), src: SourceGitHub, aud: "aud-env"},
+		{name: "github --audience", opts: IDTokenOptions{Audience: "aud-flag"}, env: with(ghEnv, EnvAudience, "aud-env"), src: SourceGitHub, aud: "aud-flag"},
+		{name: "github no request token", env: with(ghEnv, EnvActionsRequestToken, ""), wantErr: "ACTIONS_ID_TOKEN_REQUEST_TOKEN"},
+		{name: "github refuses", env: with(ghEnv, EnvActionsRequestURL, ghDown.URL+"/?api-version=2.0"), wantErr: "HTTP 403"},
+		{name: "github wrong token", env: with(ghEnv, EnvActionsRequestToken, "wrong"), wantErr: "HTTP 401"},
+		{name: "github plain http off loopback", env: with(ghEnv, EnvActionsRequestURL, "http://actions.example/x"), wantErr: "not an https URL"},
+		{name: "nothing", wantErr: "no ID token found"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			*aud = ""
+			tc.opts.Getenv = envFrom(tc.env)
+			tok, src, err := FindIDToken(context.Background(), tc.opts)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v, want %q", err, tc.wantErr)
+				}
+				if strings.Contains(err.Error(), "req-secret") {
+					t.Fatal("error contains the request token")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tok != jwt || src != tc.src {
+				t.Fatalf("got %q from %s, want %s", tok, src, tc.src)
+			}
+			if *aud != tc.aud {
+				t.Fatalf("audience asked %q, want %q", *aud, tc.aud)
+			}
+		})
+	}
+	if !errors.Is(func() error { _, _, err := FindIDToken(context.Background(), IDTokenOptions{Getenv: envFrom(nil)}); return err }(), ErrNoIDToken) {
+		t.Error("want ErrNoIDToken")
+	}
+}
+
+func with(m map[string]string, k, v string) map[string]string {
+	out := map[string]string{}
+	for a, b := range m {
+		out[a] = b
+	}
+	out[k] = v
+	return out
+}
+
+func TestNormalizeAddr(t *testing.T) {
+	for in, want := range map[string]string{
+		"https://mayfly.example:8443/": "https://mayfly.example:8443",
+		"http://127.0.0.1:8443":        "http://127.0.0.1:8443",
+		"http://[::1]:1/":              "http://[::1]:1",
+		"http://localhost:1":           "http://localhost:1",
+		"https://h/prefix/":            "https://h/prefix",
+		"http://mayfly.example":        "",
+		"http://10.0.0.1:80":           "",
+		"ftp://x":                      "",
+		"":                             "",
+		"mayfly.example:8443":          "",
+		"https://u:p@h":                "",
+		"https://h/?q=1":               "",
+	} {
+		got, err := NormalizeAddr(in)
+		if (err != nil) != (want == "") || got != want {
+			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
+		}
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	if got := OneLine("a\n\x1b[31mb\t\tc  ", 100); got != "a [31mb c" {
+		t.Errorf("got %q", got)
+	}
+	if got := OneLine(strings.Repeat("x", 10), 4); got != "xxxx…" {
+		t.Errorf("got %q", got)
+	}
+}
+
+func newJobToken(t *testing.T) string {
+	t.Helper()
+	tok, err := token.New(token.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// tokenServer imitates POST /v1/token and /v1/revoke.
+func tokenServer(t *testing.T, tok string) (*httptest.Server, *http.Request, *[]string) {
+	t.Helper()
+	var got http.Request
+	var revoked []string
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		switch r.URL.Path {
+		case "/v1/token":
+			got = *r
+			if r.PostForm.Get("scope") == "nope" {
+				w.WriteHeader(400)
+				_, _ = w.Write([]byte(`{"error":"invalid_scope","error_description":"unknown grant\n\"nope\""}`))
+				return
+			}
+			_ = json.NewEncoder(w).Encode(TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: 600, Scope: r.PostForm.Get("scope"), LeaseID: "lse_1"})
+		case "/v1/revoke":
+			revoked = append(revoked, r.PostForm.Get("token"))
+		}
+	}))
+	t.Cleanup(srv.Close)
+	return srv, &got, &revoked
+}
+
+func TestExchange(t *testing.T) {
+	tok := newJobToken(t)
+	srv, got, revoked := tokenServer(t, tok)
+	c := &Client{Addr: srv.URL, HTTP: srv.Client()}
+	ctx := context.Background()
+	key, created, err := LoadDPoPKey(filepath.Join(t.TempDir(), "dpop.pem"), true)
+	if err != nil || !created {
+		t.Fatal(err, created)
+	}
+
+	tr, raw, err := c.Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"deploy", "read"}, TTL: 90 * time.Second, DPoPKey: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tr.AccessToken != tok || tr.LeaseID != "lse_1" || !bytes.Contains(raw, []byte(tok)) {
+		t.Fatalf("response %+v", tr)
+	}
+	f := got.PostForm
+	if f.Get("grant_type") != GrantTypeTokenExchange || f.Get("subject_token") != jwt || f.Get("subject_token_type") != TokenTypeIDToken ||
+		f.Get("scope") != "deploy read" || f.Get("ttl") != "90" {
+		t.Errorf("form %v", f)
+	}
+	if got.Header.Get("DPoP") == "" {
+		t.Error("no DPoP header")
+	}
+
+	_, _, err = c.Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"nope"}})
+	var e *Error
+	if !errors.As(err, &e) || e.Status != 400 || e.Code != "invalid_scope" || e.Description != `unknown grant "nope"` {
+		t.Fatalf("err = %#v", err)
+	}
+	if _, _, err := c.Exchange(ctx, ExchangeRequest{IDToken: jwt}); err == nil {
+		t.Error("no grants accepted")
+	}
+
+	if err := c.Revoke(ctx, tok); err != nil || len(*revoked) != 1 || (*revoked)[0] != tok {
+		t.Fatalf("revoke: %v %v", err, *revoked)
+	}
+
+	// A server answering something that is not a job token is refused.
+	bad, _, _ := tokenServer(t, "x\nEVIL=1")
+	if _, _, err := (&Client{Addr: bad.URL}).Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"g"}}); err == nil || strings.Contains(err.Error(), "EVIL") {
+		t.Fatalf("err = %v", err)
+	}
+
+	k2, created, err := LoadDPoPKey(filepath.Join(t.TempDir(), "nope"), false)
+	if err == nil || created || k2 != nil {
+		t.Error("missing key without create accepted")
+	}
+}
+
+func TestLoadDPoPKeyRoundTrip(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "k.pem")
+	k1, created, err := LoadDPoPKey(p, true)
+	if err != nil || !created {
+		t.Fatal(err)
+	}
+	k2, created, err := LoadDPoPKey(p, true)
+	if err != nil || created {
+		t.Fatal(err, created)
+	}
+	if !k1.Public().(interface{ Equal(crypto.PublicKey) bool }).Equal(k2.Public()) {
+		t.Fatal("reloaded key differs")
+	}
+	if fi, _ := os.Stat(p); fi.Mode().Perm() != 0o600 {
+		t.Errorf("mode %v", fi.Mode())
+	}
+	_ = os.WriteFile(p, []byte("garbage"), 0o600)
+	if _, _, err := LoadDPoPKey(p, true); err == nil {
+		t.Error("garbage accepted")
+	}
+}
+
+func TestWrite(t *testing.T) {
+	tok := newJobToken(t)
+	tr := &TokenResponse{AccessToken: tok, LeaseID: "lse_1"}
+	raw := []byte(`{"access_token":"` + tok + `","lease_id":"lse_1"}`)
+	addr := "https://m.example:8443"
+	ghEnv := filepath.Join(t.TempDir(), "github_env")
+	_ = os.WriteFile(ghEnv, []byte("EXISTING=1\n"), 0o600)
+	tests := []struct {
+		format, want, wantErr, wantFile string
+		ghEnv                           string
+	}{
+		{format: "token", want: tok + "\n"},
+		{format: "", want: tok + "\n"},
+		{format: "env", want: "MAYFLY_TOKEN=" + tok + "\nMAYFLY_GATEWAY=" + addr + "/gw\n"},
+		{format: "json", want: string(raw) + "\n"},
+		{format: "github-env", ghEnv: ghEnv, want: "::add-mask::" + tok + "\n",
+			wantFile: "EXISTING=1\nMAYFLY_TOKEN=" + tok + "\nMAYFLY_GATEWAY=" + addr + "/gw\n"},
+		{format: "github-env", wantErr: "GITHUB_ENV is not set"},
+		{format: "yaml", wantErr: "unknown format"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.format, func(t *testing.T) {
+			var out bytes.Buffer
+			err := Write(Output{Stdout: &out, GitHubEnv: tc.ghEnv}, tc.format, addr, tr, raw)
+			if tc.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tc.wantErr) {
+					t.Fatalf("err = %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if out.String() != tc.want {
+				t.Errorf("stdout %q, want %q", out.String(), tc.want)
+			}
+			if tc.wantFile != "" {
+				b, _ := os.ReadFile(tc.ghEnv)
+				if string(b) != tc.wantFile {
+					t.Errorf("GITHUB_ENV %q, want %q", b, tc.wantFile)
+				}
+			}
+		})
+	}
+	if err := Write(Output{Stdout: new(bytes.Buffer)}, "env", addr, &TokenResponse{AccessToken: "x\nY=1"}, nil); err == nil {
+		t.Error("a non-token was written")
+	}
+}
