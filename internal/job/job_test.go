@@ -2,8 +2,8 @@ package job
 
 import (
 	"bytes"
-	"crypto"
 	"context"
+	"crypto"
 	"encoding/json"
 	"errors"
 	"net/http"
@@ -108,7 +108,10 @@ func TestFindIDToken(t *testing.T) {
 			}
 		})
 	}
-	if !errors.Is(func() error { _, _, err := FindIDToken(context.Background(), IDTokenOptions{Getenv: envFrom(nil)}); return err }(), ErrNoIDToken) {
+	if !errors.Is(func() error {
+		_, _, err := FindIDToken(context.Background(), IDTokenOptions{Getenv: envFrom(nil)})
+		return err
+	}(), ErrNoIDToken) {
 		t.Error("want ErrNoIDToken")
 	}
 }
