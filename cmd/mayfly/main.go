@@ -54,6 +54,8 @@ func newRootCmd() *cobra.Command {
 		return usageErr("%s: %v", c.CommandPath(), err)
 	})
 	root.AddCommand(
+		newInitCmd(),
+		newServerCmd(),
 		newScanCmd(),
 		newMaskCmd(),
 	// Commands register here, one line each.

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/server"
+)
+
+func newInitCmd() *cobra.Command {
+	var o server.InitOptions
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "init --data-dir DIR",
+		Short: "Create a data directory: master key, TLS CA and certificate, audit key, first admin token",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if o.DataDir == "" {
+				return usageErr("init: --data-dir is required")
+			}
+			res, err := server.Init(cmd.Context(), o)
+			if errors.Is(err, server.ErrInitialised) {
+				return negative("init: %v: nothing changed", err)
+			}
+			if err != nil {
+				return usageErr("init: %v", err)
+			}
+			out := cmd.OutOrStdout()
+			if asJSON {
+				return json.NewEncoder(out).Encode(res)
+			}
+			fmt.Fprintf(out, "Initialised %s.\n\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", o.DataDir, res.AdminToken)
+			fmt.Fprintf(out, "Clients trust the CA in %s:\n\n  export MAYFLY_ADDR=https://127.0.0.1:8443 MAYFLY_CACERT=%s\n", res.CAFile, res.CAFile)
+			return nil
+		},
+	}
+	c.Flags().StringVar(&o.DataDir, "data-dir", "", "data directory to create")
+	c.Flags().StringSliceVar(&o.SANs, "tls-san", nil, "extra DNS names or IPs for the server certificate")
+	c.Flags().StringVar(&o.Postgres, "postgres", os.Getenv("MAYFLY_POSTGRES"), "PostgreSQL DSN instead of embedded SQLite")
+	c.Flags().BoolVar(&asJSON, "json", false, "print {\"admin_token\",\"ca_file\"} as JSON")
+	return c
+}
+
+func newServerCmd() *cobra.Command {
+	var cfg server.Config
+	var configFile string
+	c := &cobra.Command{
+		Use:   "server --data-dir DIR",
+		Short: "Run a mayfly node: token exchange, gateway, admin API, audit log",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if configFile != "" {
+				fileCfg, err := server.LoadConfigFile(configFile)
+				if err != nil {
+					return usageErr("%v", err)
+				}
+				cfg = mergeConfig(fileCfg, cfg, cmd)
+			}
+			if cfg.DataDir == "" {
+				return usageErr("server: --data-dir is required")
+			}
+			if cfg.Listen == "" {
+				cfg.Listen = server.DefaultListen
+			}
+			if err := server.CheckListen(cfg.Listen, cfg.InsecureHTTP); err != nil {
+				return usageErr("server: %v", err)
+			}
+			ctx, stop := signal.NotifyContext(cmd.Context(), os.Interrupt, syscall.SIGTERM)
+			defer stop()
+			logger := server.NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+			s, err := server.New(ctx, cfg, logger)
+			if err != nil {
+				return usageErr("server: %v", err)
+			}
+			defer s.Close(context.Background())
+			hup := make(chan os.Signal, 1)
+			signal.Notify(hup, syscall.SIGHUP)
+			defer signal.Stop(hup)
+			go func() {
+				for {
+					select {
+					case <-ctx.Done():
+						return
+					case <-hup:
+						if err := s.ReloadPolicy(ctx); err != nil {
+							logger.Error("policy reload refused; the policy in force is unchanged", "err", err)
+						}
+					}
+				}
+			}()
+			if err := s.Serve(ctx); err != nil {
+				return usageErr("server: %v", err)
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&configFile, "config", "", "YAML config file (flags win over it)")
+	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory made by mayfly init")
+	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "address to listen on")
+	f.StringSliceVar(&cfg.Policy, "policy", nil, "policy file or folder, applied at start and on SIGHUP")
+	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL DSN (or MAYFLY_POSTGRES); default embedded SQLite")
+	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "plain HTTP (loopback addresses only)")
+	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (default: the data dir's)")
+	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key")
+	f.StringSliceVar(&cfg.AdminCIDRs, "admin-cidr", nil, "networks that may reach the control plane (default loopback)")
+	f.StringSliceVar(&cfg.TrustedProxies, "trusted-proxy", nil, "proxies whose X-Forwarded-For is believed")
+	f.StringVar(&cfg.AdminClientCA, "admin-client-ca", "", "require admin clients to present a certificate from this CA (mTLS)")
+	f.StringVar(&cfg.PublicURL, "public-url", "", "scheme://host clients use, when behind a proxy")
+	f.StringVar(&cfg.LogFormat, "log-format", "text", "log format: text or json")
+	f.StringVar(&cfg.LogLevel, "log-level", "info", "debug, info, warn or error")
+	f.StringVar(&cfg.AddrFile, "addr-file", "", "write the URL served once ready (for scripts and tests)")
+	return c
+}
+
+// mergeConfig lays flags the user set over the file's values.
+func mergeConfig(file, flags server.Config, cmd *cobra.Command) server.Config {
+	out := file
+	set := func(name string) bool { return cmd.Flags().Changed(name) }
+	if set("data-dir") || out.DataDir == "" {
+		out.DataDir = flags.DataDir
+	}
+	if set("listen") || out.Listen == "" {
+		out.Listen = flags.Listen
+	}
+	if set("policy") {
+		out.Policy = flags.Policy
+	}
+	if set("postgres") {
+		out.Postgres = flags.Postgres
+	}
+	if set("insecure-http") {
+		out.InsecureHTTP = flags.InsecureHTTP
+	}
+	if set("tls-cert") {
+		out.TLSCert, out.TLSKey = flags.TLSCert, flags.TLSKey
+	}
+	if set("admin-cidr") {
+		out.AdminCIDRs = flags.AdminCIDRs
+	}
+	if set("trusted-proxy") {
+		out.TrustedProxies = flags.TrustedProxies
+	}
+	if set("admin-client-ca") {
+		out.AdminClientCA = flags.AdminClientCA
+	}
+	if set("public-url") {
+		out.PublicURL = flags.PublicURL
+	}
+	if set("log-format") || out.LogFormat == "" {
+		out.LogFormat = flags.LogFormat
+	}
+	if set("log-level") || out.LogLevel == "" {
+		out.LogLevel = flags.LogLevel
+	}
+	out.AddrFile = flags.AddrFile
+	return out
+}

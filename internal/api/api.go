@@ -1,0 +1,310 @@
+// Package api is mayfly's HTTP surface: routing, the JSON error shape,
+// admin authentication and roles, the admin network gate, rate limits,
+// request metrics and body limits. It turns requests into calls on the
+// authority, lease, secret and audit packages and answers per SPEC section 4.
+//
+// It holds no business rules: who may have a token, what a token may do and
+// what is recorded are decided below it.
+package api
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/json"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// Secrets is the secret store as the API sees it: metadata only.
+type Secrets interface {
+	Put(ctx context.Context, name string, value []byte) (int, error)
+	List(ctx context.Context) ([]SecretMeta, error)
+	Meta(ctx context.Context, name string) (SecretMeta, error)
+	Delete(ctx context.Context, name string) error
+	RotateMasterKey(ctx context.Context) (int, error)
+}
+
+// SecretMeta describes a stored secret without its value.
+type SecretMeta struct {
+	Name       string    `json:"name"`
+	Version    int       `json:"version"`
+	KeyVersion int       `json:"key_version"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// ErrSecretNotFound is what Secrets returns for an unknown name.
+var ErrSecretNotFound = errors.New("secret not found")
+
+// Health reports whether a dependency can take writes.
+type Health interface{ Healthy() error }
+
+// Config wires the API.
+type Config struct {
+	Authority *authority.Authority
+	Admins    *authority.Admins
+	Leases    *lease.Manager
+	Audit     *audit.Log
+	Secrets   Secrets
+	Store     interface{ Ping(context.Context) error }
+	Gateway   http.Handler
+	DPoP      *dpop.Verifier
+	// ClientAddr resolves the caller's address (trusted proxies applied).
+	ClientAddr func(*http.Request) netip.Addr
+	// PublicURL returns scheme://host the client used (for DPoP htu).
+	PublicURL func(*http.Request) string
+	// AdminCIDRs may reach the control plane (default loopback only).
+	AdminCIDRs []netip.Prefix
+	// AdminClientCAs, when set, requires admin callers to present a client
+	// certificate from these CAs (mTLS) as well as a token.
+	AdminClientCAs *x509.CertPool
+	// ParseLeakReport extracts tokens from a /v1/leaks body.
+	ParseLeakReport func(body []byte) (tokens []string, source, url string, err error)
+	// VerifyLeakSignature, when set, checks a signed leak report (GitHub's
+	// secret-scanning signature headers); an error refuses the report.
+	VerifyLeakSignature func(r *http.Request, body []byte) error
+	Limits              Limits
+	Registerer          prometheus.Registerer
+	Gatherer            prometheus.Gatherer
+	Logger              *slog.Logger
+	HSTS                bool
+}
+
+// Limits bound inputs and request rates.
+type Limits struct {
+	MaxBody         int64   // form/JSON bodies (default 64 KiB)
+	MaxLeakBody     int64   // /v1/leaks bodies (default 1 MiB)
+	MaxPolicyBody   int64   // policy YAML (default 1 MiB)
+	TokenRate       float64 // exchanges per second per source address (default 20)
+	TokenBurst      int     // (default 40)
+	IssuerRate      float64 // exchanges per second per issuer (default 500)
+	IssuerBurst     int     // (default 1000)
+	LeakRate        float64 // leak reports per second per source (default 5)
+	LeakBurst       int     // (default 20)
+	RateLimitTables int     // max addresses tracked per limiter (default 100000)
+}
+
+func (l *Limits) defaults() {
+	def := func(v *int64, d int64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	deff := func(v *float64, d float64) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	defi := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
+	}
+	def(&l.MaxBody, 64<<10)
+	def(&l.MaxLeakBody, 1<<20)
+	def(&l.MaxPolicyBody, 1<<20)
+	deff(&l.TokenRate, 20)
+	defi(&l.TokenBurst, 40)
+	deff(&l.IssuerRate, 500)
+	defi(&l.IssuerBurst, 1000)
+	deff(&l.LeakRate, 5)
+	defi(&l.LeakBurst, 20)
+	defi(&l.RateLimitTables, 100000)
+}
+
+// API is the http.Handler of a mayfly node.
+type API struct {
+	cfg      Config
+	mux      *http.ServeMux
+	metrics  *metrics
+	tokenRL  *limiter
+	issuerRL *limiter
+	leakRL   *limiter
+}
+
+// New builds the API.
+func New(cfg Config) (*API, error) {
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if len(cfg.AdminCIDRs) == 0 {
+		cfg.AdminCIDRs = []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8"), netip.MustParsePrefix("::1/128")}
+	}
+	if cfg.ClientAddr == nil {
+		cfg.ClientAddr = remoteAddr
+	}
+	cfg.Limits.defaults()
+	a := &API{cfg: cfg, mux: http.NewServeMux()}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	a.metrics = m
+	a.tokenRL = newLimiter(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
+	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
+	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
+	a.routes()
+	return a, nil
+}
+
+func (a *API) routes() {
+	h := func(pattern string, fn http.HandlerFunc) {
+		route := pattern
+		if i := strings.IndexByte(route, ' '); i >= 0 {
+			route = route[i+1:]
+		}
+		a.mux.Handle(pattern, a.metrics.wrap(route, fn))
+	}
+	admin := func(pattern, role string, fn func(http.ResponseWriter, *http.Request, caller)) {
+		h(pattern, a.admin(role, fn))
+	}
+	h("GET /healthz", a.healthz)
+	h("GET /readyz", a.readyz)
+	if a.cfg.Gatherer != nil {
+		h("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+	}
+	h("POST /v1/token", a.exchange)
+	h("POST /v1/token/renew", a.renew)
+	h("POST /v1/revoke", a.revoke)
+	h("POST /v1/leaks", a.leaks)
+
+	admin("POST /v1/introspect", authority.RoleOperator, a.introspect)
+	admin("GET /v1/leases", authority.RoleAuditor, a.listLeases)
+	admin("POST /v1/leases/revoke", authority.RoleOperator, a.revokeLeases)
+	admin("GET /v1/secrets", authority.RoleAuditor, a.listSecrets)
+	admin("GET /v1/secrets/{name}", authority.RoleAuditor, a.showSecret)
+	admin("PUT /v1/secrets/{name}", authority.RoleOperator, a.putSecret)
+	admin("DELETE /v1/secrets/{name}", authority.RoleAdmin, a.deleteSecret)
+	admin("POST /v1/sys/rotate-master-key", authority.RoleAdmin, a.rotateMasterKey)
+	admin("GET /v1/policy", authority.RoleAuditor, a.getPolicy)
+	admin("PUT /v1/policy", authority.RoleAdmin, a.putPolicy)
+	admin("POST /v1/policy/plan", authority.RoleOperator, a.planPolicy)
+	admin("POST /v1/admin/tokens", authority.RoleAdmin, a.createAdmin)
+	admin("GET /v1/admin/tokens", authority.RoleAdmin, a.listAdmins)
+	admin("DELETE /v1/admin/tokens/{name}", authority.RoleAdmin, a.deleteAdmin)
+	admin("GET /v1/audit/checkpoint", authority.RoleAuditor, a.auditCheckpoint)
+	admin("GET /v1/audit/key", authority.RoleAuditor, a.auditKey)
+	admin("GET /v1/audit/entries", authority.RoleAuditor, a.auditEntries)
+	admin("GET /v1/audit/proof/inclusion", authority.RoleAuditor, a.auditInclusion)
+	admin("GET /v1/audit/proof/consistency", authority.RoleAuditor, a.auditConsistency)
+
+	if a.cfg.Gateway != nil {
+		// The gateway has its own metrics per upstream.
+		a.mux.Handle("/gw/", a.cfg.Gateway)
+	}
+	a.mux.Handle("/", a.metrics.wrap("other", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
+	}))
+}
+
+// ServeHTTP sets the security headers every response carries.
+func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	hd := w.Header()
+	hd.Set("X-Content-Type-Options", "nosniff")
+	hd.Set("Cache-Control", "no-store")
+	if a.cfg.HSTS && r.TLS != nil {
+		hd.Set("Strict-Transport-Security", "max-age=63072000")
+	}
+	a.mux.ServeHTTP(w, r)
+}
+
+func remoteAddr(r *http.Request) netip.Addr {
+	ap, err := netip.ParseAddrPort(r.RemoteAddr)
+	if err != nil {
+		return netip.Addr{}
+	}
+	return ap.Addr().Unmap()
+}
+
+// writeError writes SPEC's error shape. Descriptions never carry tokens or
+// internals.
+func writeError(w http.ResponseWriter, status int, code, desc string) {
+	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
+		w.Header().Set("WWW-Authenticate", `Bearer error="`+code+`"`)
+	}
+	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// fail answers err: refusals with their code, unavailability with 503,
+// anything else with 500 and a log line (never the error text to the client).
+func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
+	var re *authority.Error
+	var pe policy.Errors
+	var pe1 *policy.Error
+	switch {
+	case errors.As(err, &re):
+		writeError(w, re.Status, re.Code, re.Description)
+	case errors.As(err, &pe), errors.As(err, &pe1):
+		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())
+	case errors.Is(err, authority.ErrUnavailable), errors.Is(err, audit.ErrUnavailable):
+		a.cfg.Logger.Error("request failed: unavailable", "route", r.URL.Path, "err", err)
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot record this action right now; nothing was done")
+	case errors.Is(err, ErrSecretNotFound), errors.Is(err, store.ErrNotFound):
+		writeError(w, http.StatusNotFound, "not_found", "not found")
+	default:
+		a.cfg.Logger.Error("request failed", "route", r.URL.Path, "err", err)
+		writeError(w, http.StatusInternalServerError, "server_error", "internal error")
+	}
+}
+
+func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, 200, map[string]string{"status": "ok"})
+}
+
+func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
+	ctx, cancel := context.WithTimeout(r.Context(), 3*time.Second)
+	defer cancel()
+	checks := map[string]string{}
+	ready := true
+	if err := a.cfg.Store.Ping(ctx); err != nil {
+		checks["store"] = "not writable"
+		ready = false
+	} else {
+		checks["store"] = "ok"
+	}
+	if err := a.cfg.Audit.Healthy(); err != nil {
+		checks["audit"] = "not writable"
+		ready = false
+	} else {
+		checks["audit"] = "ok"
+	}
+	status := 200
+	if !ready {
+		status = http.StatusServiceUnavailable
+	}
+	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+}
+
+func queryInt(r *http.Request, name string, def int64) (int64, bool) {
+	s := r.URL.Query().Get(name)
+	if s == "" {
+		return def, true
+	}
+	n, err := strconv.ParseInt(s, 10, 64)
+	if err != nil || n < 0 {
+		return 0, false
+	}
+	return n, true
+}

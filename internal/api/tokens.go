@@ -1,0 +1,282 @@
+package api
+
+import (
+	"encoding/base64"
+	"errors"
+	"io"
+	"net/http"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
+)
+
+const (
+	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	typeIDToken        = "urn:ietf:params:oauth:token-type:id_token"
+	typeJWT            = "urn:ietf:params:oauth:token-type:jwt"
+	typeAccessToken    = "urn:ietf:params:oauth:token-type:access_token"
+)
+
+// parseForm reads a size-limited urlencoded body.
+func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
+	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
+	if err := r.ParseForm(); err != nil {
+		var mbe *http.MaxBytesError
+		if errors.As(err, &mbe) {
+			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "body too large")
+			return false
+		}
+		writeError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
+		return false
+	}
+	return true
+}
+
+// single returns the one value of a form field; repeated fields are
+// malformed (RFC 6749 section 3.2).
+func single(r *http.Request, name string) (string, bool) {
+	vs := r.PostForm[name]
+	switch len(vs) {
+	case 0:
+		return "", true
+	case 1:
+		return vs[0], true
+	}
+	return "", false
+}
+
+func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
+	src := a.cfg.ClientAddr(r)
+	if !a.tokenRL.allow(src.String()) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges from this address")
+		return
+	}
+	if !a.parseForm(w, r) {
+		return
+	}
+	fields := map[string]string{}
+	for _, k := range []string{"grant_type", "subject_token", "subject_token_type", "scope", "ttl"} {
+		v, ok := single(r, k)
+		if !ok {
+			writeError(w, 400, "invalid_request", k+" given more than once")
+			return
+		}
+		fields[k] = v
+	}
+	switch {
+	case fields["grant_type"] == "":
+		writeError(w, 400, "invalid_request", "grant_type missing")
+		return
+	case fields["grant_type"] != grantTokenExchange:
+		writeError(w, 400, "unsupported_grant_type", "only "+grantTokenExchange+" is supported")
+		return
+	case fields["subject_token"] == "":
+		writeError(w, 400, "invalid_request", "subject_token missing")
+		return
+	case fields["subject_token_type"] != typeIDToken && fields["subject_token_type"] != typeJWT:
+		writeError(w, 400, "invalid_request", "subject_token_type must be "+typeIDToken+" or "+typeJWT)
+		return
+	}
+	req := authority.ExchangeRequest{SubjectToken: fields["subject_token"], Scope: strings.Fields(fields["scope"]), Source: src}
+	if s := fields["ttl"]; s != "" {
+		n, err := strconv.ParseInt(s, 10, 64)
+		if err != nil || n <= 0 || n > 7*24*3600 {
+			writeError(w, 400, "invalid_request", "ttl must be a positive number of seconds")
+			return
+		}
+		req.TTL = time.Duration(n) * time.Second
+	}
+	// Per-issuer limit, keyed by the unverified iss: cheap, and a flood
+	// claiming one issuer cannot starve the others.
+	if iss := unverifiedIssuer(req.SubjectToken); iss != "" && !a.issuerRL.allow(iss) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges for this issuer")
+		return
+	}
+	tokenType := "Bearer"
+	if proofs := r.Header.Values("DPoP"); len(proofs) > 0 {
+		if len(proofs) > 1 || a.cfg.DPoP == nil {
+			writeError(w, 400, "invalid_dpop_proof", "one DPoP proof expected")
+			return
+		}
+		p, err := a.cfg.DPoP.Verify(proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
+		if err != nil {
+			writeError(w, 400, "invalid_dpop_proof", "DPoP proof rejected: "+dpop.CheckOf(err))
+			return
+		}
+		req.JKT = p.Thumbprint
+		tokenType = "DPoP"
+	}
+	res, err := a.cfg.Authority.Exchange(r.Context(), req)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, map[string]any{
+		"access_token":      res.Token,
+		"issued_token_type": typeAccessToken,
+		"token_type":        tokenType,
+		"expires_in":        int64(res.ExpiresIn.Seconds()),
+		"scope":             strings.Join(res.Scope, " "),
+		"lease_id":          res.LeaseID,
+	})
+}
+
+func (a *API) publicURL(r *http.Request) string {
+	if a.cfg.PublicURL != nil {
+		return a.cfg.PublicURL(r)
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// unverifiedIssuer reads iss from a JWT payload without verifying it, for
+// rate limiting only. Bounded: a huge token is refused later anyway.
+func unverifiedIssuer(jwt string) string {
+	if len(jwt) > 16<<10 {
+		return ""
+	}
+	parts := strings.SplitN(jwt, ".", 3)
+	if len(parts) != 3 {
+		return ""
+	}
+	b, err := base64.RawURLEncoding.DecodeString(parts[1])
+	if err != nil {
+		return ""
+	}
+	// A cheap scan for "iss":"…" keeps this free of a full JSON parse.
+	s := string(b)
+	i := strings.Index(s, `"iss"`)
+	if i < 0 {
+		return ""
+	}
+	s = strings.TrimLeft(s[i+5:], " \t\r\n:")
+	if !strings.HasPrefix(s, `"`) {
+		return ""
+	}
+	end := strings.IndexByte(s[1:], '"')
+	if end < 0 || end > 512 {
+		return ""
+	}
+	return s[1 : 1+end]
+}
+
+// bearer extracts a token from Authorization: Bearer|DPoP|token.
+func bearer(r *http.Request) string {
+	h := r.Header.Get("Authorization")
+	scheme, tok, ok := strings.Cut(h, " ")
+	if !ok {
+		return ""
+	}
+	switch strings.ToLower(scheme) {
+	case "bearer", "dpop", "token":
+		return strings.TrimSpace(tok)
+	}
+	return ""
+}
+
+func (a *API) renew(w http.ResponseWriter, r *http.Request) {
+	tok := bearer(r)
+	if tok == "" {
+		writeError(w, http.StatusUnauthorized, "invalid_token", "a job token is required as Bearer")
+		return
+	}
+	l, err := a.cfg.Authority.Renew(r.Context(), tok, a.cfg.ClientAddr(r))
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	exp := l.ExpiresAt()
+	writeJSON(w, 200, map[string]any{
+		"lease_id":   l.ID,
+		"expires_in": int64(time.Until(exp).Seconds()),
+		"expires_at": exp.Format(time.RFC3339),
+		"scope":      strings.Join(l.Grants, " "),
+	})
+}
+
+func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	if !a.parseForm(w, r) {
+		return
+	}
+	tok, ok := single(r, "token")
+	if !ok {
+		writeError(w, 400, "invalid_request", "token given more than once")
+		return
+	}
+	if tok != "" {
+		if err := a.cfg.Authority.RevokeToken(r.Context(), tok, a.cfg.ClientAddr(r), "revoked by holder"); err != nil {
+			a.fail(w, r, err)
+			return
+		}
+	}
+	// RFC 7009: 200 whether or not the token was known.
+	w.WriteHeader(http.StatusOK)
+}
+
+func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
+	src := a.cfg.ClientAddr(r)
+	if !a.leakRL.allow(src.String()) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address")
+		return
+	}
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
+	if err != nil {
+		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "leak report too large")
+		return
+	}
+	if a.cfg.VerifyLeakSignature != nil {
+		if err := a.cfg.VerifyLeakSignature(r, body); err != nil {
+			writeError(w, http.StatusUnauthorized, "invalid_signature", "leak report signature rejected")
+			return
+		}
+	}
+	toks, source, url, err := a.cfg.ParseLeakReport(body)
+	if err != nil {
+		writeError(w, 400, "invalid_request", "malformed leak report: "+err.Error())
+		return
+	}
+	res, err := a.cfg.Authority.Leak(r.Context(), toks, source, url, src)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, res)
+}
+
+func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {
+	if !a.parseForm(w, r) {
+		return
+	}
+	tok, _ := single(r, "token")
+	l, err := a.cfg.Leases.Lookup(tok)
+	if err != nil || l == nil {
+		writeJSON(w, 200, map[string]any{"active": false})
+		return
+	}
+	out := map[string]any{
+		"active":     true,
+		"lease_id":   l.ID,
+		"scope":      strings.Join(l.Grants, " "),
+		"iss":        l.Issuer,
+		"sub":        l.Subject,
+		"job":        l.Job,
+		"iat":        l.IssuedAt.Unix(),
+		"exp":        l.ExpiresAt().Unix(),
+		"token_type": "Bearer",
+		"uses":       l.Uses(),
+	}
+	if l.JKT != "" {
+		out["token_type"] = "DPoP"
+		out["cnf"] = map[string]string{"jkt": l.JKT}
+	}
+	writeJSON(w, 200, out)
+}

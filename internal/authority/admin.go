@@ -1,0 +1,132 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Roles, weakest first. Each role may do all that the weaker ones may.
+const (
+	RoleAuditor  = "auditor"
+	RoleOperator = "operator"
+	RoleAdmin    = "admin"
+)
+
+// RoleRank orders roles; 0 is not a role.
+func RoleRank(role string) int {
+	switch role {
+	case RoleAuditor:
+		return 1
+	case RoleOperator:
+		return 2
+	case RoleAdmin:
+		return 3
+	}
+	return 0
+}
+
+// AdminStore keeps admin tokens as keyed hashes.
+type AdminStore interface {
+	CreateAdminToken(ctx context.Context, t store.AdminToken) error
+	AdminTokenByHash(ctx context.Context, hash [32]byte) (store.AdminToken, error)
+	ListAdminTokens(ctx context.Context) ([]store.AdminToken, error)
+	RevokeAdminToken(ctx context.Context, name string, at time.Time) error
+}
+
+// Admins issues and checks admin tokens.
+type Admins struct {
+	st     AdminStore
+	hasher *token.Hasher
+	audit  Auditor
+	now    func() time.Time
+}
+
+// NewAdmins returns the admin-token authority.
+func NewAdmins(st AdminStore, hasher *token.Hasher, a Auditor, now func() time.Time) *Admins {
+	if now == nil {
+		now = time.Now
+	}
+	return &Admins{st: st, hasher: hasher, audit: a, now: now}
+}
+
+// ErrBadCredentials is any failure to authenticate: 401.
+var ErrBadCredentials = errors.New("invalid admin token")
+
+// Authenticate returns the live admin token tok names.
+func (a *Admins) Authenticate(ctx context.Context, tok string) (store.AdminToken, error) {
+	if k, err := token.Parse(tok); err != nil || k != token.Admin {
+		return store.AdminToken{}, ErrBadCredentials
+	}
+	h := a.hasher.Sum(tok)
+	t, err := a.st.AdminTokenByHash(ctx, h)
+	if errors.Is(err, store.ErrNotFound) {
+		return store.AdminToken{}, ErrBadCredentials
+	}
+	if err != nil {
+		return store.AdminToken{}, fmt.Errorf("authenticate admin: %w", err)
+	}
+	// The lookup was by hash; compare again in constant time so the answer
+	// never depends on how much of a guess matched.
+	if !token.Equal(t.Hash, h) {
+		return store.AdminToken{}, ErrBadCredentials
+	}
+	return t, nil
+}
+
+var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
+
+// Create issues a new admin token; the token is returned once.
+func (a *Admins) Create(ctx context.Context, name, role, by string, source netip.Addr) (string, error) {
+	if !adminName.MatchString(name) {
+		return "", refuse(400, "invalid_request", "name must match %s", adminName)
+	}
+	if RoleRank(role) == 0 {
+		return "", refuse(400, "invalid_request", "role must be admin, operator or auditor")
+	}
+	tok, err := token.New(token.Admin)
+	if err != nil {
+		return "", err
+	}
+	err = a.st.CreateAdminToken(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: a.now().UTC()})
+	if errors.Is(err, store.ErrExists) {
+		return "", refuse(409, "conflict", "an admin token named %q exists", name)
+	}
+	if err != nil {
+		return "", unavailable("create admin token", err)
+	}
+	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
+	if _, err := a.audit.Append(ctx, ev); err != nil {
+		a.st.RevokeAdminToken(context.WithoutCancel(ctx), name, a.now())
+		return "", unavailable("audit admin token", err)
+	}
+	return tok, nil
+}
+
+// Revoke revokes an admin token by name.
+func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr) error {
+	err := a.st.RevokeAdminToken(ctx, name, a.now().UTC())
+	if errors.Is(err, store.ErrNotFound) {
+		return refuse(404, "not_found", "no live admin token named %q", name)
+	}
+	if err != nil {
+		return unavailable("revoke admin token", err)
+	}
+	ev := audit.Event{Type: audit.TypeAdminDelete, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
+	if _, err := a.audit.Append(ctx, ev); err != nil {
+		return unavailable("audit admin token", err)
+	}
+	return nil
+}
+
+// List returns admin tokens (names and roles, never tokens).
+func (a *Admins) List(ctx context.Context) ([]store.AdminToken, error) {
+	return a.st.ListAdminTokens(ctx)
+}

@@ -1,0 +1,394 @@
+// Package authority makes mayfly's decisions about job tokens: the RFC 8693
+// exchange of a CI ID token for a job token, renewal, revocation (by the
+// holder, by an admin, on a leak report) and the current policy with its
+// versions. Every decision, granted or denied, is audited before it is
+// answered, and nothing is issued that is not both stored and audited.
+//
+// It never parses HTTP (the api package does) and never touches the store
+// except through the small interfaces below.
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Auditor records events durably.
+type Auditor interface {
+	Append(ctx context.Context, ev audit.Event) (int64, error)
+}
+
+// Verifier verifies CI ID tokens.
+type Verifier interface {
+	Verify(ctx context.Context, raw string) (*identity.Identity, error)
+	ConsumeJTI(ctx context.Context, s identity.JTIStore, id *identity.Identity) error
+	SetIssuers(cfgs []identity.IssuerConfig)
+}
+
+// PolicyStore keeps policy versions.
+type PolicyStore interface {
+	PutPolicyVersion(ctx context.Context, p store.PolicyVersion) (int64, error)
+	LatestPolicy(ctx context.Context) (store.PolicyVersion, error)
+}
+
+// Config wires an Authority.
+type Config struct {
+	Leases   *lease.Manager
+	Verifier Verifier
+	JTIs     identity.JTIStore
+	Policies PolicyStore
+	Audit    Auditor
+	// SecretExists lets policy validation check credential references.
+	SecretExists func(ctx context.Context, name string) bool
+	Logger       *slog.Logger
+	Now          func() time.Time
+}
+
+// Authority is safe for concurrent use.
+type Authority struct {
+	cfg Config
+
+	applyMu sync.Mutex // serialises policy applies
+	current atomic.Pointer[state]
+}
+
+type state struct {
+	policy  *policy.Policy
+	version int64
+}
+
+// New returns an Authority. Call LoadPolicy before serving.
+func New(cfg Config) *Authority {
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	a := &Authority{cfg: cfg}
+	empty, _ := policy.Parse(nil, nil)
+	a.current.Store(&state{policy: empty})
+	return a
+}
+
+// Error is a refusal with its OAuth error code, HTTP status and the check
+// that failed. Its text never contains a token.
+type Error struct {
+	Status      int
+	Code        string
+	Description string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
+
+func refuse(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// ErrUnavailable wraps failures to make an action durable: the action did
+// not happen and the caller answers 503.
+var ErrUnavailable = errors.New("unavailable")
+
+func unavailable(what string, err error) error {
+	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+}
+
+// Policy returns the policy in force.
+func (a *Authority) Policy() *policy.Policy { return a.current.Load().policy }
+
+// Current is Policy, for the gateway.
+func (a *Authority) Current() *policy.Policy { return a.Policy() }
+
+// PolicyVersion returns the number of the policy version in force (0: none).
+func (a *Authority) PolicyVersion() int64 { return a.current.Load().version }
+
+// ExchangeRequest is a parsed RFC 8693 request.
+type ExchangeRequest struct {
+	SubjectToken string
+	Scope        []string
+	TTL          time.Duration // 0: the grant's ttl
+	Source       netip.Addr
+	JKT          string // DPoP thumbprint, already verified by the caller
+}
+
+// ExchangeResult is an issued token. Token is the only copy.
+type ExchangeResult struct {
+	Token     string
+	LeaseID   string
+	ExpiresIn time.Duration
+	Scope     []string
+}
+
+// Exchange trades a CI ID token for a job token. Denials are audited with
+// the check that failed.
+func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeResult, error) {
+	st := a.current.Load()
+	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
+	res, err := a.exchange(ctx, st.policy, r, &ev)
+	if err != nil {
+		var re *Error
+		if !errors.As(err, &re) {
+			// Not a refusal: the store or log failed. Still try to record it.
+			ev.Status = 503
+			ev.Reason = "unavailable"
+			a.cfg.Audit.Append(ctx, ev)
+			return nil, err
+		}
+		ev.Status = re.Status
+		ev.Reason = re.Code + ": " + re.Description
+		if _, aerr := a.cfg.Audit.Append(ctx, ev); aerr != nil {
+			return nil, unavailable("audit exchange denial", aerr)
+		}
+		return nil, err
+	}
+	ev.Status = 200
+	ev.Lease = res.LeaseID
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		// The token was never shown to anyone; revoke its lease so the
+		// store agrees, then refuse.
+		a.cfg.Leases.Revoke(context.WithoutCancel(ctx), store.LeaseFilter{ID: res.LeaseID}, "audit unavailable")
+		return nil, unavailable("audit exchange", err)
+	}
+	return res, nil
+}
+
+func (a *Authority) exchange(ctx context.Context, p *policy.Policy, r ExchangeRequest, ev *audit.Event) (*ExchangeResult, error) {
+	if len(r.Scope) == 0 {
+		return nil, refuse(400, "invalid_scope", "no grant asked: scope names the grants wanted")
+	}
+	id, err := a.cfg.Verifier.Verify(ctx, r.SubjectToken)
+	if err != nil {
+		var ve *identity.VerifyError
+		if errors.As(err, &ve) {
+			ev.Check = ve.Check
+			return nil, refuse(400, "invalid_grant", "%s", ve.Error())
+		}
+		return nil, refuse(400, "invalid_grant", "ID token not acceptable")
+	}
+	ev.Issuer, ev.Subject, ev.Job = id.Issuer, id.Subject, identity.JobID(id)
+	ev.Repository = id.Claims["repository"]
+	if ev.Repository == "" {
+		ev.Repository = id.Claims["project_path"]
+	}
+	var ttl, maxTTL time.Duration
+	bind := false
+	var maxUses int64
+	seen := map[string]bool{}
+	for _, name := range r.Scope {
+		if seen[name] {
+			continue
+		}
+		seen[name] = true
+		if ok, reason := p.Eligible(id.Issuer, id.Claims, r.Source, name); !ok {
+			ev.Check = "scope"
+			return nil, refuse(400, "invalid_scope", "grant %q: %s", name, reason)
+		}
+		g := p.Grants[name]
+		if ttl == 0 || g.TTL < ttl {
+			ttl = g.TTL
+		}
+		if maxTTL == 0 || g.MaxTTL < maxTTL {
+			maxTTL = g.MaxTTL
+		}
+		bind = bind || g.BindSourceIP
+		if g.MaxUses > 0 && (maxUses == 0 || int64(g.MaxUses) < maxUses) {
+			maxUses = int64(g.MaxUses)
+		}
+	}
+	if r.TTL < 0 {
+		return nil, refuse(400, "invalid_request", "ttl must be positive")
+	}
+	if r.TTL > ttl {
+		return nil, refuse(400, "invalid_request", "ttl %ds exceeds the grants' ttl %ds", int(r.TTL.Seconds()), int(ttl.Seconds()))
+	}
+	if r.TTL > 0 {
+		ttl = r.TTL
+	}
+	// Never outlive the ID token by more than the grant's ttl.
+	now := a.cfg.Now()
+	if limit := id.Expiry.Add(ttl).Sub(now); limit < ttl {
+		ttl = limit
+	}
+	if ttl < time.Second {
+		ev.Check = "expired"
+		return nil, refuse(400, "invalid_grant", "expired: the ID token leaves no lifetime for a job token")
+	}
+	if maxTTL < ttl {
+		maxTTL = ttl
+	}
+	if err := a.cfg.Verifier.ConsumeJTI(ctx, a.cfg.JTIs, id); err != nil {
+		var ve *identity.VerifyError
+		if errors.As(err, &ve) {
+			ev.Check = ve.Check
+			return nil, refuse(400, "invalid_grant", "%s", ve.Error())
+		}
+		return nil, unavailable("record jti", err)
+	}
+	scope := make([]string, 0, len(seen))
+	for g := range seen {
+		scope = append(scope, g)
+	}
+	sort.Strings(scope)
+	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
+		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses})
+	if err != nil {
+		return nil, unavailable("issue token", err)
+	}
+	ev.Grant = strings.Join(scope, " ")
+	ev.Hint = token.Hint(tok)
+	return &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope}, nil
+}
+
+// Renew extends a job token by its grants' ttl, never past its max.
+func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*lease.Live, error) {
+	l, err := a.cfg.Leases.Lookup(tok)
+	if err != nil {
+		return nil, refuse(401, "invalid_token", "%v", err)
+	}
+	if l.BindSource && l.Source != source {
+		return nil, refuse(403, "invalid_token", "token bound to another source address")
+	}
+	p := a.Policy()
+	var ttl time.Duration
+	for _, name := range l.Grants {
+		g := p.Grants[name]
+		if g == nil {
+			continue
+		}
+		if ttl == 0 || g.TTL < ttl {
+			ttl = g.TTL
+		}
+	}
+	if ttl == 0 {
+		return nil, refuse(401, "invalid_token", "the token's grants no longer exist")
+	}
+	ev := audit.Event{Type: audit.TypeRenew, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Grant: strings.Join(l.Grants, " "), Source: addrString(source)}
+	nl, err := a.cfg.Leases.Renew(ctx, tok, ttl)
+	if err != nil {
+		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) {
+			return nil, refuse(401, "invalid_token", "%v", err)
+		}
+		return nil, unavailable("renew", err)
+	}
+	ev.Status = 200
+	ev.Detail = map[string]any{"expires_at": nl.ExpiresAt().Format(time.RFC3339)}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return nil, unavailable("audit renewal", err)
+	}
+	return nl, nil
+}
+
+// RevokeToken revokes a token its holder presents (RFC 7009). Unknown
+// tokens are not an error.
+func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) error {
+	l, revoked, err := a.cfg.Leases.RevokeToken(ctx, tok, reason)
+	if err != nil {
+		return unavailable("revoke", err)
+	}
+	if !revoked {
+		return nil
+	}
+	ev := audit.Event{Type: audit.TypeRevoke, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job,
+		Grant: strings.Join(l.Grants, " "), Source: addrString(source), Reason: reason, Count: 1, Status: 200}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return unavailable("audit revocation", err)
+	}
+	return nil
+}
+
+// RevokeLeases revokes leases by filter for an admin.
+func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin string, source netip.Addr) (int, error) {
+	ids, err := a.cfg.Leases.Revoke(ctx, f, "admin "+admin)
+	if err != nil {
+		return 0, unavailable("revoke leases", err)
+	}
+	ev := audit.Event{Type: audit.TypeRevoke, Admin: admin, Source: addrString(source), Lease: f.ID, Grant: f.Grant,
+		Subject: f.Subject, Job: f.Job, Issuer: f.Issuer, Count: int64(len(ids)), Status: 200, Reason: "admin"}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return len(ids), unavailable("audit revocation", err)
+	}
+	return len(ids), nil
+}
+
+// LeakResult says what a leak report did.
+type LeakResult struct {
+	Revoked        []RevokedLease `json:"revoked"`
+	AlreadyRevoked int            `json:"already_revoked"`
+	Unknown        int            `json:"unknown"`
+}
+
+// RevokedLease names a lease revoked by a leak report.
+type RevokedLease struct {
+	LeaseID string `json:"lease_id"`
+	Hint    string `json:"hint"`
+}
+
+// Leak revokes every live job token among toks before returning.
+func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
+	res := &LeakResult{Revoked: []RevokedLease{}}
+	for _, t := range toks {
+		l, revoked, err := a.cfg.Leases.RevokeToken(ctx, t, "leaked")
+		if err != nil {
+			return nil, unavailable("revoke leaked token", err)
+		}
+		switch {
+		case revoked:
+			res.Revoked = append(res.Revoked, RevokedLease{LeaseID: l.ID, Hint: token.Hint(t)})
+		case l != nil:
+			res.AlreadyRevoked++
+		default:
+			res.Unknown++
+		}
+	}
+	ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(res.Revoked)), Status: 200,
+		Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": res.AlreadyRevoked, "unknown": res.Unknown}}
+	var ids []string
+	for _, r := range res.Revoked {
+		ids = append(ids, r.LeaseID)
+	}
+	if len(ids) > 0 {
+		ev.Detail["leases"] = ids
+	}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return nil, unavailable("audit leak report", err)
+	}
+	return res, nil
+}
+
+func clip(s string) string {
+	if len(s) > 512 {
+		return s[:512]
+	}
+	return s
+}
+
+var noAddr netip.Addr
+
+func addrString(a netip.Addr) string {
+	if !a.IsValid() {
+		return ""
+	}
+	return a.String()
+}
+
+func versionString(v int64) string {
+	if v == 0 {
+		return ""
+	}
+	return fmt.Sprint(v)
+}

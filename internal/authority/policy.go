@@ -1,0 +1,107 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// LoadPolicy puts the newest stored policy version in force (at start).
+// With no stored version the empty policy (deny everything) stays.
+func (a *Authority) LoadPolicy(ctx context.Context) error {
+	pv, err := a.cfg.Policies.LatestPolicy(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("authority: load policy: %w", err)
+	}
+	p, err := policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
+	if err != nil {
+		return fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
+	}
+	a.install(p, pv.Version)
+	return nil
+}
+
+func (a *Authority) install(p *policy.Policy, version int64) {
+	var cfgs []identity.IssuerConfig
+	for _, is := range p.Issuers {
+		cfgs = append(cfgs, identity.IssuerConfig{Name: is.Name, URL: is.URL, Audience: is.Audience, JWKSURL: is.JWKSURL, Algorithms: is.Algorithms})
+	}
+	a.cfg.Verifier.SetIssuers(cfgs)
+	a.current.Store(&state{policy: p, version: version})
+}
+
+// ParsePolicy validates policy files against the stored secrets.
+func (a *Authority) ParsePolicy(ctx context.Context, files []policy.File) (*policy.Policy, error) {
+	exists := func(name string) bool { return a.cfg.SecretExists(ctx, name) }
+	if a.cfg.SecretExists == nil {
+		exists = nil
+	}
+	return policy.Parse(files, exists)
+}
+
+// Plan reports what applying files would change.
+func (a *Authority) Plan(ctx context.Context, files []policy.File) ([]policy.Change, error) {
+	p, err := a.ParsePolicy(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	return policy.Plan(a.Policy(), p), nil
+}
+
+// ApplyResult is a policy version put in force.
+type ApplyResult struct {
+	Version   int64
+	Hash      string
+	Changes   []policy.Change
+	Revoked   int
+	Unchanged bool
+}
+
+// ApplyPolicy validates files, stores them as a new version, audits it and
+// puts it in force; live tokens of grants the new version removes are
+// revoked. Applying the policy in force again changes nothing.
+func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by string) (*ApplyResult, error) {
+	p, err := a.ParsePolicy(ctx, files)
+	if err != nil {
+		return nil, err
+	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	old := a.current.Load()
+	if old.version != 0 && old.policy.Hash == p.Hash {
+		return &ApplyResult{Version: old.version, Hash: p.Hash, Unchanged: true}, nil
+	}
+	changes := policy.Plan(old.policy, p)
+	// Audit first: a version that cannot be recorded is not applied.
+	ev := audit.Event{Type: audit.TypePolicy, Admin: by, Status: 200, Detail: map[string]any{"hash": p.Hash, "changes": len(changes)}}
+	v, err := a.cfg.Policies.PutPolicyVersion(ctx, store.PolicyVersion{Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by})
+	if err != nil {
+		return nil, unavailable("store policy version", err)
+	}
+	ev.PolicyVersion = fmt.Sprint(v)
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return nil, unavailable("audit policy version", err)
+	}
+	a.install(p, v)
+	res := &ApplyResult{Version: v, Hash: p.Hash, Changes: changes}
+	for name := range old.policy.Grants {
+		if _, ok := p.Grants[name]; ok {
+			continue
+		}
+		n, err := a.RevokeLeases(ctx, store.LeaseFilter{Grant: name, LiveAt: time.Time{}}, "policy v"+fmt.Sprint(v), noAddr)
+		res.Revoked += n
+		if err != nil {
+			return res, err
+		}
+	}
+	return res, nil
+}

@@ -1,0 +1,129 @@
+// Package server wires a mayfly node: configuration, the data directory
+// (init), storage, keys, TLS, the API and gateway, background work and the
+// lifecycle (graceful shutdown, policy reload on SIGHUP).
+package server
+
+import (
+	"bytes"
+	"fmt"
+	"net/netip"
+	"os"
+	"time"
+
+	"go.yaml.in/yaml/v3"
+
+	"github.com/mayfly-sh/mayfly/internal/api"
+)
+
+// Config is everything a node is started with. Flags fill it; a YAML file
+// (--config) may too, flags winning.
+type Config struct {
+	DataDir        string       `yaml:"data_dir"`
+	Listen         string       `yaml:"listen"`
+	Policy         []string     `yaml:"policy"`
+	Postgres       string       `yaml:"postgres"`
+	InsecureHTTP   bool         `yaml:"insecure_http"`
+	TLSCert        string       `yaml:"tls_cert"`
+	TLSKey         string       `yaml:"tls_key"`
+	AdminCIDRs     []string     `yaml:"admin_cidrs"`
+	TrustedProxies []string     `yaml:"trusted_proxies"`
+	AdminClientCA  string       `yaml:"admin_client_ca"` // PEM: require mTLS for admin calls
+	PublicURL      string       `yaml:"public_url"`      // scheme://host clients use (DPoP htu); default from the request
+	LogFormat      string       `yaml:"log_format"`      // text|json
+	LogLevel       string       `yaml:"log_level"`
+	Limits         ConfigLimits `yaml:"limits"`
+	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
+	// /v1/leaks requires GitHub's signature headers to verify.
+	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`
+	// AddrFile, when set, receives the URL the server listens on once ready.
+	AddrFile string `yaml:"-"`
+}
+
+// ConfigLimits are the tunable limits.
+type ConfigLimits struct {
+	MaxBody           int64         `yaml:"max_body"`
+	MaxLeakBody       int64         `yaml:"max_leak_body"`
+	MaxHeaderBytes    int           `yaml:"max_header_bytes"`
+	ReadHeaderTimeout time.Duration `yaml:"read_header_timeout"`
+	ReadTimeout       time.Duration `yaml:"read_timeout"`
+	WriteTimeout      time.Duration `yaml:"write_timeout"`
+	IdleTimeout       time.Duration `yaml:"idle_timeout"`
+	ShutdownTimeout   time.Duration `yaml:"shutdown_timeout"`
+	TokenRate         float64       `yaml:"token_rate"`
+	TokenBurst        int           `yaml:"token_burst"`
+	IssuerRate        float64       `yaml:"issuer_rate"`
+	LeakRate          float64       `yaml:"leak_rate"`
+}
+
+func (l ConfigLimits) api() api.Limits {
+	return api.Limits{MaxBody: l.MaxBody, MaxLeakBody: l.MaxLeakBody, TokenRate: l.TokenRate, TokenBurst: l.TokenBurst,
+		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate}
+}
+
+// LoadConfigFile reads a YAML config strictly: unknown keys are errors.
+func LoadConfigFile(path string) (Config, error) {
+	var c Config
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return c, fmt.Errorf("config: %w", err)
+	}
+	if len(b) > 1<<20 {
+		return c, fmt.Errorf("config %s: larger than 1 MiB", path)
+	}
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
+	}
+	return c, nil
+}
+
+// DefaultListen is the default listen address.
+const DefaultListen = "127.0.0.1:8443"
+
+// CheckListen refuses plain HTTP on anything but a loopback address.
+func CheckListen(listen string, insecure bool) error {
+	if !insecure {
+		return nil
+	}
+	ap, err := netip.ParseAddrPort(listen)
+	if err != nil {
+		host := listen
+		if h, _, ok := cutPort(listen); ok {
+			host = h
+		}
+		if host == "localhost" {
+			return nil
+		}
+		return fmt.Errorf("--insecure-http needs a loopback listen address (127.0.0.1 or [::1]), not %q", listen)
+	}
+	if !ap.Addr().IsLoopback() {
+		return fmt.Errorf("--insecure-http is refused on %s: plain HTTP is allowed only on a loopback address", listen)
+	}
+	return nil
+}
+
+func cutPort(s string) (string, string, bool) {
+	for i := len(s) - 1; i >= 0; i-- {
+		if s[i] == ':' {
+			return s[:i], s[i+1:], true
+		}
+	}
+	return "", "", false
+}
+
+func parsePrefixes(ss []string, what string) ([]netip.Prefix, error) {
+	var out []netip.Prefix
+	for _, s := range ss {
+		p, err := netip.ParsePrefix(s)
+		if err != nil {
+			a, aerr := netip.ParseAddr(s)
+			if aerr != nil {
+				return nil, fmt.Errorf("%s: %q is not a CIDR or address", what, s)
+			}
+			p = netip.PrefixFrom(a, a.BitLen())
+		}
+		out = append(out, p.Masked())
+	}
+	return out, nil
+}

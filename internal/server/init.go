@@ -1,0 +1,122 @@
+package server
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// ErrInitialised is returned by Init on a data dir that is initialised.
+var ErrInitialised = errors.New("already initialised")
+
+// InitOptions are the inputs of Init.
+type InitOptions struct {
+	DataDir  string
+	SANs     []string
+	Postgres string
+	// AdminName names the first admin token (default "root").
+	AdminName string
+}
+
+// InitResult is what Init made. AdminToken is shown once and kept nowhere.
+type InitResult struct {
+	AdminToken string `json:"admin_token"`
+	CAFile     string `json:"ca_file"`
+}
+
+// Init creates a data directory: master key, TLS CA and server
+// certificate, audit signing key, the store, and a first admin token. Every
+// file is created exclusively; the marker is written last, so a crashed init
+// is recognisable and a finished one is never overwritten.
+func Init(ctx context.Context, o InitOptions) (*InitResult, error) {
+	d := datadir.Dir(o.DataDir)
+	if ok, err := d.Initialised(); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
+	}
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	for _, f := range []string{d.MasterKey(), d.AuditKey(), d.CACert(), d.ServerCert(), d.Database()} {
+		if _, err := os.Stat(f); err == nil {
+			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
+		}
+	}
+	if err := secret.GenerateMasterKeyFile(d.MasterKey()); err != nil {
+		return nil, fmt.Errorf("master key: %w", err)
+	}
+	signer, verifier, err := audit.GenerateKey(audit.DefaultOrigin)
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if err := writeFileExcl(d.AuditKey(), []byte(signer+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if err := writeFileExcl(d.AuditPub(), []byte(verifier+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if err := generateTLS(d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), o.SANs, time.Now()); err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	master, err := secret.LoadMasterKey(d.MasterKey(), "")
+	if err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: o.Postgres})
+	if err != nil {
+		return nil, err
+	}
+	defer st.Close()
+	vault, err := secret.Open(ctx, st, master, secret.Options{})
+	if err != nil {
+		return nil, err
+	}
+	defer vault.Close()
+	hasher, err := tokenHasher(ctx, vault)
+	if err != nil {
+		return nil, err
+	}
+	log, err := audit.Open(ctx, st, signer, audit.Options{})
+	if err != nil {
+		return nil, err
+	}
+	name := o.AdminName
+	if name == "" {
+		name = "root"
+	}
+	admins := authority.NewAdmins(st, hasher, log, nil)
+	tok, err := admins.Create(ctx, name, authority.RoleAdmin, "init", noAddr())
+	if err != nil {
+		log.Close(ctx)
+		return nil, fmt.Errorf("first admin token: %w", err)
+	}
+	if err := log.Close(ctx); err != nil {
+		return nil, fmt.Errorf("audit: %w", err)
+	}
+	marker, _ := json.Marshal(map[string]any{"initialised_at": time.Now().UTC().Format(time.RFC3339), "schema": store.SchemaVersion()})
+	if err := writeFileExcl(d.Marker(), append(marker, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("marker: %w", err)
+	}
+	return &InitResult{AdminToken: tok, CAFile: d.CACert()}, nil
+}
+
+// tokenHasher returns the keyed hash for tokens, its key a sealed system
+// secret shared by every node of the cluster.
+func tokenHasher(ctx context.Context, v *secret.Vault) (*token.Hasher, error) {
+	k, err := v.SystemKey(ctx, "token-hmac", 32)
+	if err != nil {
+		return nil, fmt.Errorf("token hash key: %w", err)
+	}
+	return token.NewHasher(k)
+}

@@ -1,0 +1,409 @@
+package server
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/netip"
+	"os"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/mayfly-sh/mayfly/internal/api"
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/scan"
+	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+func noAddr() netip.Addr { return netip.Addr{} }
+
+// Server is one running mayfly node.
+type Server struct {
+	cfg       Config
+	log       *slog.Logger
+	store     *store.DB
+	vault     *secret.Vault
+	audit     *audit.Log
+	leases    *lease.Manager
+	authority *authority.Authority
+	handler   http.Handler
+	http      *http.Server
+	registry  *prometheus.Registry
+	clientIP  *clientip.Resolver
+
+	bg     sync.WaitGroup
+	cancel context.CancelFunc
+}
+
+// NewLogger returns the redacting logger for format "text" or "json".
+func NewLogger(w io.Writer, format, level string) *slog.Logger {
+	lv := slog.LevelInfo
+	switch strings.ToLower(level) {
+	case "debug":
+		lv = slog.LevelDebug
+	case "warn":
+		lv = slog.LevelWarn
+	case "error":
+		lv = slog.LevelError
+	}
+	opts := &slog.HandlerOptions{Level: lv}
+	var h slog.Handler = slog.NewTextHandler(w, opts)
+	if format == "json" {
+		h = slog.NewJSONHandler(w, opts)
+	}
+	return slog.New(newRedactHandler(h))
+}
+
+// New opens everything a node needs. Close releases it.
+func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err error) {
+	if cfg.Listen == "" {
+		cfg.Listen = DefaultListen
+	}
+	if err := CheckListen(cfg.Listen, cfg.InsecureHTTP); err != nil {
+		return nil, err
+	}
+	d := datadir.Dir(cfg.DataDir)
+	if err := d.Require(); err != nil {
+		return nil, err
+	}
+	if logger == nil {
+		logger = NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
+	}
+	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	defer func() {
+		if err != nil {
+			s.Close(context.Background())
+		}
+	}()
+	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	trusted, err := parsePrefixes(cfg.TrustedProxies, "trusted_proxies")
+	if err != nil {
+		return nil, err
+	}
+	adminCIDRs, err := parsePrefixes(cfg.AdminCIDRs, "admin_cidrs")
+	if err != nil {
+		return nil, err
+	}
+	s.clientIP = clientip.New(trusted)
+
+	dsn := cfg.Postgres
+	if dsn == "" {
+		dsn = os.Getenv("MAYFLY_POSTGRES")
+	}
+	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+	if err != nil {
+		return nil, err
+	}
+	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
+	if err != nil {
+		return nil, err
+	}
+	s.vault, err = secret.Open(ctx, s.store, master, secret.Options{Logger: logger})
+	clear(master)
+	if err != nil {
+		return nil, err
+	}
+	hasher, err := tokenHasher(ctx, s.vault)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := os.ReadFile(d.AuditKey())
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	s.audit, err = audit.Open(ctx, s.store, strings.TrimSpace(string(signer)), audit.Options{Registerer: s.registry})
+	clear(signer)
+	if err != nil {
+		return nil, err
+	}
+	s.leases = lease.New(s.store, hasher, lease.Options{Logger: logger})
+	if err := s.leases.Load(ctx); err != nil {
+		return nil, err
+	}
+	verifier := identity.NewVerifier(identity.Options{})
+	s.authority = authority.New(authority.Config{
+		Leases: s.leases, Verifier: verifier, JTIs: s.store, Policies: s.store, Audit: s.audit, Logger: logger,
+		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
+	})
+	if err := s.authority.LoadPolicy(ctx); err != nil {
+		return nil, err
+	}
+	if len(cfg.Policy) > 0 {
+		if err := s.ReloadPolicy(ctx); err != nil {
+			return nil, err
+		}
+	}
+	dp := dpop.NewVerifier(dpop.Options{})
+	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
+
+	var clientCAs *x509.CertPool
+	if cfg.AdminClientCA != "" {
+		if clientCAs, err = loadPool(cfg.AdminClientCA); err != nil {
+			return nil, fmt.Errorf("admin_client_ca: %w", err)
+		}
+	}
+	gw, err := s.newGateway(dp)
+	if err != nil {
+		return nil, err
+	}
+	leakSig, err := s.leakSignatureCheck()
+	if err != nil {
+		return nil, err
+	}
+	a, err := api.New(api.Config{
+		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault},
+		Store: s.store, Gateway: gw, DPoP: dp, ClientAddr: s.clientIP.Addr, PublicURL: s.publicURL,
+		AdminCIDRs: adminCIDRs, AdminClientCAs: clientCAs, ParseLeakReport: parseLeakReport, VerifyLeakSignature: leakSig,
+		Limits: cfg.Limits.api(), Registerer: s.registry, Gatherer: s.registry, Logger: logger, HSTS: !cfg.InsecureHTTP,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.handler = a
+	lim := cfg.Limits
+	s.http = &http.Server{
+		Handler:           a,
+		ReadHeaderTimeout: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
+		ReadTimeout:       orDefault(lim.ReadTimeout, 0), // bodies stream through the gateway: bounded per route instead
+		WriteTimeout:      orDefault(lim.WriteTimeout, 0),
+		IdleTimeout:       orDefault(lim.IdleTimeout, 120*time.Second),
+		MaxHeaderBytes:    max(lim.MaxHeaderBytes, 64<<10),
+		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
+	}
+	if !cfg.InsecureHTTP {
+		certFile, keyFile := d.ServerCert(), d.ServerKey()
+		if cfg.TLSCert != "" || cfg.TLSKey != "" {
+			certFile, keyFile = cfg.TLSCert, cfg.TLSKey
+		}
+		if s.http.TLSConfig, err = tlsConfig(certFile, keyFile, clientCAs); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+func orDefault(d, def time.Duration) time.Duration {
+	if d > 0 {
+		return d
+	}
+	return def
+}
+
+// Handler is the node's whole HTTP surface (for in-process tests).
+func (s *Server) Handler() http.Handler { return s.handler }
+
+func (s *Server) publicURL(r *http.Request) string {
+	if s.cfg.PublicURL != "" {
+		return strings.TrimRight(s.cfg.PublicURL, "/")
+	}
+	scheme := "http"
+	if r.TLS != nil {
+		scheme = "https"
+	}
+	return scheme + "://" + r.Host
+}
+
+// ReloadPolicy reads the --policy files and applies them (a new version
+// only when they differ from the version in force).
+func (s *Server) ReloadPolicy(ctx context.Context) error {
+	if len(s.cfg.Policy) == 0 {
+		return nil
+	}
+	files, err := policy.ReadPaths(s.cfg.Policy...)
+	if err != nil {
+		return err
+	}
+	res, err := s.authority.ApplyPolicy(ctx, files, "policy-file")
+	if err != nil {
+		return err
+	}
+	if !res.Unchanged {
+		s.log.Info("policy applied", "version", res.Version, "changes", len(res.Changes), "revoked", res.Revoked)
+	}
+	return nil
+}
+
+// Serve listens and serves until ctx ends, then shuts down gracefully:
+// in-flight requests finish (up to the shutdown timeout), background work
+// stops, stores close.
+func (s *Server) Serve(ctx context.Context) error {
+	ln, err := net.Listen("tcp", s.cfg.Listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", s.cfg.Listen, err)
+	}
+	scheme := "https"
+	if s.cfg.InsecureHTTP {
+		scheme = "http"
+	}
+	url := scheme + "://" + ln.Addr().String()
+	bgCtx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.leases.Run(bgCtx)
+	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		t := time.NewTicker(10 * time.Minute)
+		defer t.Stop()
+		for {
+			select {
+			case <-bgCtx.Done():
+				return
+			case <-t.C:
+				s.store.SweepJTIs(bgCtx, time.Now().Add(-2*time.Minute))
+			}
+		}
+	}()
+	s.audit.Append(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}})
+	errc := make(chan error, 1)
+	go func() {
+		if s.http.TLSConfig != nil {
+			errc <- s.http.Serve(tlsListener(ln, s.http.TLSConfig))
+		} else {
+			errc <- s.http.Serve(ln)
+		}
+	}()
+	s.log.Info("listening", "url", url, "backend", s.store.Backend())
+	if s.cfg.AddrFile != "" {
+		tmp := s.cfg.AddrFile + ".tmp"
+		if err := os.WriteFile(tmp, []byte(url+"\n"), 0o644); err == nil {
+			os.Rename(tmp, s.cfg.AddrFile)
+		}
+	}
+	select {
+	case err := <-errc:
+		return err
+	case <-ctx.Done():
+	}
+	s.log.Info("shutting down")
+	sctx, cancelShutdown := context.WithTimeout(context.Background(), orDefault(s.cfg.Limits.ShutdownTimeout, 20*time.Second))
+	defer cancelShutdown()
+	err = s.http.Shutdown(sctx)
+	if errors.Is(err, http.ErrServerClosed) {
+		err = nil
+	}
+	return err
+}
+
+// Close stops background work and closes the audit log and stores.
+func (s *Server) Close(ctx context.Context) error {
+	if s.cancel != nil {
+		s.cancel()
+	}
+	s.bg.Wait()
+	var err error
+	if s.audit != nil {
+		err = errors.Join(err, s.audit.Close(ctx))
+	}
+	if s.vault != nil {
+		s.vault.Close()
+	}
+	if s.store != nil {
+		err = errors.Join(err, s.store.Close())
+	}
+	return err
+}
+
+func parseLeakReport(body []byte) ([]string, string, string, error) {
+	r, err := scan.ParseLeakReport(body)
+	if err != nil {
+		return nil, "", "", err
+	}
+	return r.Tokens, r.Source, r.URL, nil
+}
+
+func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error) {
+	if len(s.cfg.GitHubLeakKeys) == 0 {
+		return nil, nil
+	}
+	keys := map[string]*ecdsa.PublicKey{}
+	for id, p := range s.cfg.GitHubLeakKeys {
+		blk, _ := pem.Decode([]byte(p))
+		if blk == nil {
+			return nil, fmt.Errorf("github_leak_keys[%s]: not PEM", id)
+		}
+		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("github_leak_keys[%s]: %w", id, err)
+		}
+		ek, ok := pub.(*ecdsa.PublicKey)
+		if !ok {
+			return nil, fmt.Errorf("github_leak_keys[%s]: not an ECDSA key", id)
+		}
+		keys[id] = ek
+	}
+	return func(r *http.Request, body []byte) error {
+		id, sig := r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature")
+		if id == "" && sig == "" {
+			// Unsigned reports are still accepted: holding a token is
+			// enough to kill it (SPEC section 4).
+			return nil
+		}
+		if _, err := base64.StdEncoding.DecodeString(sig); err != nil {
+			return err
+		}
+		return scan.VerifyGitHubSignature(body, id, sig, keys)
+	}, nil
+}
+
+// vaultAdapter shows the vault to the API as metadata only.
+type vaultAdapter struct{ v *secret.Vault }
+
+func (a vaultAdapter) Put(ctx context.Context, name string, value []byte) (int, error) {
+	return a.v.Put(ctx, name, value)
+}
+
+func (a vaultAdapter) List(ctx context.Context) ([]api.SecretMeta, error) {
+	ms, err := a.v.List(ctx)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]api.SecretMeta, len(ms))
+	for i, m := range ms {
+		out[i] = api.SecretMeta(m)
+	}
+	return out, nil
+}
+
+func (a vaultAdapter) Meta(ctx context.Context, name string) (api.SecretMeta, error) {
+	m, err := a.v.Meta(ctx, name)
+	if errors.Is(err, secret.ErrNotFound) {
+		return api.SecretMeta{}, api.ErrSecretNotFound
+	}
+	return api.SecretMeta(m), err
+}
+
+func (a vaultAdapter) Delete(ctx context.Context, name string) error {
+	err := a.v.Delete(ctx, name)
+	if errors.Is(err, secret.ErrNotFound) {
+		return api.ErrSecretNotFound
+	}
+	return err
+}
+
+func (a vaultAdapter) RotateMasterKey(ctx context.Context) (int, error) {
+	return a.v.RotateMasterKey(ctx)
+}
