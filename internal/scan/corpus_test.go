@@ -65,7 +65,7 @@ func (g *gen) jwt() string {
 // report part of the same text.
 type planted struct {
 	rule, secret, text string
-	also           []string
+	also               []string
 }
 
 // samples returns one valid secret per built-in rule, with the text that
