@@ -58,6 +58,10 @@ func newRootCmd() *cobra.Command {
 		newServerCmd(),
 		newScanCmd(),
 		newMaskCmd(),
+		newAdminCmd(),
+		newSecretCmd(),
+		newPolicyCmd(),
+		newLeasesCmd(),
 	// Commands register here, one line each.
 	)
 	return root
