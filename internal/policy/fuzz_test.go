@@ -12,23 +12,30 @@ func FuzzParse(f *testing.F) {
 	if err != nil {
 		f.Fatal(err)
 	}
-	f.Add(string(spec))
-	f.Add(base)
-	f.Add(strings.Replace(base, "ttl: 10m", "ttl: 10x\n    max_ttl: [a]", 1))
-	f.Add("a: &a [*a]\n")
-	f.Add("grants: {g: {who: [&w {issuer: ci}, *w], allow: [{methods: \"*\", paths: /**}]}}\n")
-	f.Add("issuers:\n  x: {url: \"http://[::1]:1\", audience: 1, algorithms: [none, HS256]}\n---\ngrants: 5\n")
-	f.Add("%YAML 1.2\n---\n!!map {? !!str issuers : !!null }\n")
-	f.Add("\t- x\n")
-	f.Fuzz(func(t *testing.T, src string) {
-		p, err := Parse([]File{{Name: "f.yaml", Data: []byte(src)}}, func(s string) bool { return s != "missing" })
+	// a second file, when not empty, is read after the first
+	f.Add(string(spec), "")
+	f.Add(base, "")
+	parts := strings.SplitAfter(base, "upstreams:\n")
+	f.Add(strings.TrimSuffix(parts[0], "upstreams:\n"), "upstreams:\n"+parts[1])
+	f.Add(strings.Replace(base, "ttl: 10m", "ttl: 10x\n    max_ttl: [a]", 1), "grants: {deploy: {}}")
+	f.Add("a: &a [*a]\n", "")
+	f.Add("grants: {g: {who: [&w {issuer: ci}, *w], allow: [{methods: \"*\", paths: /**}]}}\n", "")
+	f.Add("issuers:\n  x: {url: \"http://[::1]:1\", audience: 1, algorithms: [none, HS256]}\n---\ngrants: 5\n", "---\n")
+	f.Add("%YAML 1.2\n---\n!!map {? !!str issuers : !!null }\n", "")
+	f.Add("\t- x\n", "a: |\n  x")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		files := []File{{Name: "f.yaml", Data: []byte(a)}}
+		if b != "" {
+			files = append(files, File{Name: "g.yaml", Data: []byte(b)})
+		}
+		p, err := Parse(files, func(s string) bool { return s != "missing" })
 		if err != nil {
 			var es Errors
 			if !errors.As(err, &es) || len(es) == 0 {
 				t.Fatalf("error is not a non-empty Errors: %T %v", err, err)
 			}
 			for _, e := range es {
-				if e.File != "f.yaml" || e.Line < 1 || e.Msg == "" {
+				if (e.File != "f.yaml" && e.File != "g.yaml") || e.Line < 1 || e.Msg == "" {
 					t.Fatalf("error without a position or reason: %#v", e)
 				}
 			}
@@ -49,7 +56,7 @@ func FuzzParse(f *testing.F) {
 		}
 		back, err := Parse([]File{{Name: "back", Data: p.Source}}, nil)
 		if err != nil || back.Hash != p.Hash {
-			t.Fatalf("source does not read back: %v", err)
+			t.Fatalf("source does not read back: %v\n%s", err, p.Source)
 		}
 		if len(Plan(p, back)) != 0 {
 			t.Fatal("plan between equal policies")
