@@ -407,3 +407,5 @@ func (a vaultAdapter) Delete(ctx context.Context, name string) error {
 func (a vaultAdapter) RotateMasterKey(ctx context.Context) (int, error) {
 	return a.v.RotateMasterKey(ctx)
 }
+
+func (s *Server) logger() *slog.Logger { return s.log }
