@@ -263,9 +263,7 @@ func Parse(files []File, secretExists func(name string) bool) (*Policy, error) {
 			decodeFile(f, p, el)
 		}
 	}
-	if len(el.errs) == 0 {
-		resolve(p, secretExists, el)
-	}
+	resolve(p, secretExists, el) // also after other errors: report everything at once
 	if err := finish(el); err != nil {
 		return nil, err
 	}

@@ -198,6 +198,7 @@ func TestParseErrors(t *testing.T) {
 		{"syntax error", "    audience: mayfly", "    audience: [mayfly", nil, []string{`policy.yaml:`, `bad YAML`}, 1},
 		{"tab indent", "    ttl: 10m", "\tttl: 10m", nil, []string{`policy.yaml:13: bad YAML`}, 1},
 		{"custom tag", "audience: mayfly", "audience: !secret mayfly", nil, []string{`policy.yaml:4: issuers.ci.audience: unsupported tag !secret`}, 1},
+		{"value and reference errors together", "upstream: api\n    ttl: 10m", "upstream: nope\n    ttl: 10x", nil, []string{`policy.yaml:12: grants.deploy.upstream: unknown upstream "nope"`, `policy.yaml:13: grants.deploy.ttl: bad duration "10x"`}, 2},
 		{"many at once", "ttl: 10m", "ttl: 10x\n    max_ttl: 10y\n    bind_source_ip: 3", nil, []string{"policy.yaml:13:", "policy.yaml:14:", "policy.yaml:15:"}, 3},
 		{"broad github", "url: https://ci.example.com", "url: https://token.actions.githubusercontent.com", nil,
 			[]string{`policy.yaml:18: grants.deploy.who[0]: issuer "ci" (https://token.actions.githubusercontent.com) is shared by everyone on the platform and this entry pins no repository: add one of repository_id, repository_owner_id, repository, repository_owner, or say broad: true`}, 1},
