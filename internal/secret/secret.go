@@ -137,6 +137,7 @@ type Vault struct {
 	putMu sync.RWMutex
 
 	cache recordCache
+	hints versionHints
 	rw    rewrapState
 	kick  chan struct{}
 
@@ -183,6 +184,7 @@ func Open(ctx context.Context, st Store, masterKey []byte, opts Options) (*Vault
 		v.log = slog.New(slog.DiscardHandler)
 	}
 	v.cache.init(opts.RecordCacheTTL)
+	v.hints.m = map[string]int{}
 	v.rw.init()
 	v.ring.Store(&keyring{keys: map[int]*kek{}})
 
@@ -280,10 +282,16 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 	if len(value) == 0 || len(value) > MaxValueSize {
 		return 0, fmt.Errorf("%w: %d bytes, want 1 to %d", ErrInvalidValue, len(value), MaxValueSize)
 	}
+	// Optimistic: guess the next version from what this node last saw
+	// (1 for a name it has not seen) and let the store's compare-and-set
+	// refuse a wrong guess; only then read the real next version. This keeps
+	// a store read off the common path.
+	guess := v.hints.get(name) + 1
 	for attempt := 1; ; attempt++ {
-		ver, err := v.putOnce(ctx, name, value, 0)
+		err := v.putOnce(ctx, name, value, guess)
 		if err == nil {
-			return ver, nil
+			v.hints.set(name, guess)
+			return guess, nil
 		}
 		if !errors.Is(err, store.ErrConflict) {
 			return 0, err
@@ -303,32 +311,28 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 			case <-t.C:
 			}
 		}
-	}
-}
-
-// putOnce seals value as version (0: the next one) of name under the
-// current keyring version and stores it; store.ErrConflict when another
-// writer took that version.
-func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int) (int, error) {
-	v.putMu.RLock()
-	defer v.putMu.RUnlock()
-	if version == 0 {
-		var err error
-		if version, err = v.st.NextSecretVersion(ctx, name); err != nil {
+		if guess, err = v.st.NextSecretVersion(ctx, name); err != nil {
 			return 0, fmt.Errorf("secret: put %s: %w", name, err)
 		}
 	}
+}
+
+// putOnce seals value as version of name under the current keyring version
+// and stores it; store.ErrConflict when version is not the next one.
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int) error {
+	v.putMu.RLock()
+	defer v.putMu.RUnlock()
 	ring := v.ring.Load()
 	k := ring.keys[ring.current]
 	if k == nil {
-		return 0, fmt.Errorf("secret: put %s: %w", name, ErrClosed)
+		return fmt.Errorf("secret: put %s: %w", name, ErrClosed)
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
 	if err := v.st.PutSecret(ctx, rec); err != nil {
-		return 0, fmt.Errorf("secret: put %s: %w", name, err)
+		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)
-	return version, nil
+	return nil
 }
 
 // sealRecord seals value under a fresh data key and wraps that key with k.
@@ -407,6 +411,7 @@ func (v *Vault) record(ctx context.Context, name string, useCache bool) (store.S
 	if useCache {
 		v.cache.put(name, rec, gen)
 	}
+	v.hints.set(name, rec.Version)
 	return rec, false, nil
 }
 
@@ -524,7 +529,7 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		if _, err := v.putOnce(ctx, name, key, 1); err == nil {
+		if err := v.putOnce(ctx, name, key, 1); err == nil {
 			return key, nil
 		} else if !errors.Is(err, store.ErrConflict) {
 			zero(key)
@@ -598,4 +603,26 @@ func (c *recordCache) clearAll() {
 	c.gen++
 	clear(c.m)
 	c.mu.Unlock()
+}
+
+// versionHints remembers the newest version this node saw per name: only a
+// guess for Put (the store checks it), never trusted for anything else.
+type versionHints struct {
+	mu sync.Mutex
+	m  map[string]int
+}
+
+func (h *versionHints) get(name string) int {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.m[name]
+}
+
+func (h *versionHints) set(name string, version int) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if len(h.m) >= maxCachedRecords {
+		clear(h.m)
+	}
+	h.m[name] = max(h.m[name], version)
 }
