@@ -504,21 +504,9 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	if ks > 0 && isLetter(b[ks-1]) && !(isUpper(b[ks]) && !isUpper(b[ks-1])) {
 		return
 	}
-	ns := ks
-	for ns > 0 && ks-ns < 64 && setIdent[b[ns-1]] {
-		ns--
-	}
 	ne := ke
 	for ne < len(b) && ne-ke < 64 && setIdent[b[ne]] {
 		ne++
-	}
-	name := bytes.ToLower(b[ns:ne])
-	name = bytes.TrimRight(name, "_.-")
-	for _, w := range genericNameStop {
-		if len(w) >= 4 && bytes.HasSuffix(name, []byte(w)) || bytes.HasSuffix(name, []byte("_"+w)) ||
-			bytes.HasSuffix(name, []byte("-"+w)) || bytes.HasSuffix(name, []byte("."+w)) {
-			return
-		}
 	}
 	i := ne
 	if i < len(b) && (b[i] == '"' || b[i] == '\'' || b[i] == '`') {
@@ -548,6 +536,22 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	}
 	if i >= len(b) {
 		return
+	}
+	// Only now (most hits are not assignments) look at the whole name.
+	ns := ks
+	for ns > 0 && ks-ns < 64 && setIdent[b[ns-1]] {
+		ns--
+	}
+	name := bytes.TrimRight(b[ns:ne], "_.-")
+	for _, w := range genericNameStop {
+		if len(name) > len(w) && hasSuffixFold(name, w) {
+			if len(w) >= 4 {
+				return
+			}
+			if c := name[len(name)-len(w)-1]; c == '_' || c == '-' || c == '.' {
+				return
+			}
+		}
 	}
 	var vs, ve int
 	quoted := false
@@ -627,6 +631,19 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		return
 	}
 	st.add(ri, vs, ve, false)
+}
+
+func hasSuffixFold(s []byte, suf string) bool {
+	if len(s) < len(suf) {
+		return false
+	}
+	t := s[len(s)-len(suf):]
+	for i := 0; i < len(suf); i++ {
+		if lower(t[i]) != suf[i] {
+			return false
+		}
+	}
+	return true
 }
 
 func isLetter(c byte) bool { return c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' }
