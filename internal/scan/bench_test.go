@@ -12,19 +12,27 @@ import (
 func sourceText(n int) []byte {
 	g := newGen(42)
 	lines := []func() string{
-		func() string { return fmt.Sprintf("\tif err := s.store.Put(ctx, key%d, value); err != nil {", g.r.IntN(100)) },
+		func() string {
+			return fmt.Sprintf("\tif err := s.store.Put(ctx, key%d, value); err != nil {", g.r.IntN(100))
+		},
 		func() string { return "\t\treturn fmt.Errorf(\"saving the token for %s: %w\", name, err)" },
 		func() string { return fmt.Sprintf("\tuser.PasswordHash = hash(%q)", g.str("abcdefgh", 6)) },
 		func() string { return "// Package auth checks passwords and API tokens against the store." },
-		func() string { return fmt.Sprintf("  image: registry.example.com/team/app@sha256:%s", g.str(abcHex, 64)) },
+		func() string {
+			return fmt.Sprintf("  image: registry.example.com/team/app@sha256:%s", g.str(abcHex, 64))
+		},
 		func() string {
 			return fmt.Sprintf("2025-01-0%dT10:00:00Z INFO request id=%s-%s path=/v1/items status=200", 1+g.r.IntN(9), g.str(abcHex, 8), g.str(abcHex, 4))
 		},
 		func() string { return "\tfor i, tok := range tokens {" },
 		func() string { return fmt.Sprintf("\tconst maxRetries = %d", g.r.IntN(10)) },
 		func() string { return "  secretRef:\n    name: db-credentials" },
-		func() string { return fmt.Sprintf("commit %s Merge pull request #%d", g.str(abcHex, 40), g.r.IntN(9999)) },
-		func() string { return "\tresp, err := http.Get(\"https://api.example.com/v2/users?page=\" + strconv.Itoa(page))" },
+		func() string {
+			return fmt.Sprintf("commit %s Merge pull request #%d", g.str(abcHex, 40), g.r.IntN(9999))
+		},
+		func() string {
+			return "\tresp, err := http.Get(\"https://api.example.com/v2/users?page=\" + strconv.Itoa(page))"
+		},
 		func() string { return "func (c *Client) Do(req *http.Request) (*http.Response, error) {" },
 		func() string { return "" },
 		func() string { return "}" },
