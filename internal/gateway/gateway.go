@@ -1,0 +1,555 @@
+// Package gateway owns mayfly's credential-injecting reverse proxy,
+// ANY /gw/{upstream}/{path…} (SPEC section 5), and its checks.
+//
+// For each request, in this order and all before anything reaches the
+// upstream:
+//
+//  1. the job token, from Authorization (Bearer, token, DPoP, or Basic with
+//     the token as user name or password) or Proxy-Authorization, is known,
+//     live and unexpired (Leases.Lookup) — else 401 invalid_token with
+//     WWW-Authenticate (DPoP scheme for key-bound tokens);
+//  2. the path after /gw/{upstream} passes CleanPath — else 400;
+//  3. the source address (clientip) is allowed: equal to the lease's when
+//     the lease or one of its grants binds the source, and within the
+//     source_cidrs of a who entry of the grant consistent with the lease's
+//     identity — else 403;
+//  4. one of the lease's grants names this upstream and allows the method
+//     on the decoded path — else 403 insufficient_scope;
+//  5. when the token is key-bound, a DPoP proof for this method and public
+//     URL, carrying the token's hash and signed by the bound key — else 401
+//     invalid_dpop_proof;
+//  6. the lease's use limit — else 401 invalid_token.
+//
+// The request then goes to the upstream with the path the policy was
+// matched against (EscapePath of CleanPath: the same path, never the raw
+// one), the query string as sent, every header that carried the token
+// (Authorization, Proxy-Authorization, DPoP, and any other holding it)
+// removed and the upstream credential set. Bodies stream both ways;
+// HTTP/1.1 Upgrade (WebSocket) is allowed when the rule allows the method.
+//
+// Responses never carry the credential or the job token: response headers,
+// bodies and trailers pass through a streaming replacer of their raw,
+// base64, URL- and JSON-escaped forms (memory bounded by the read size plus
+// twice the longest form). A masked body keeps a declared Content-Length:
+// each masked run becomes "***" and the body is padded with spaces at its
+// end. The gateway asks upstreams for gzip and decompresses (the transport
+// does), so it can inspect every body; a response in an encoding it cannot
+// read is refused (502). The bytes of an upgraded (WebSocket) connection
+// are not masked.
+//
+// # Audit
+//
+// Fail closed and crash-safe: before the upstream sees a byte, the gateway
+// appends a gateway.request entry (lease, identity, grant, allowing rule,
+// upstream, method, decoded path without the query, source address, token
+// hint, secret name and version, policy hash) with Auditor.Append and waits
+// until it is durable (the log group-commits concurrent appends). If it
+// cannot be made durable within Config.AuditTimeout, or the log reports
+// itself unhealthy, the request is answered 503 and never forwarded. A kill
+// at any moment therefore leaves no forwarded request without an entry;
+// at worst an entry with no outcome. When the response is done, a
+// gateway.response entry (status, bytes in and out, duration, and the
+// request entry's index in detail.request_index) is queued with
+// AppendAsync and not waited for. A refused request gets one
+// gateway.request entry carrying its status, the failed check and the
+// reason, also awaited (503 when it cannot be recorded).
+//
+// It never reads the store itself: it asks Leases, Policies, Secrets and
+// Auditor, interfaces that lease.Manager, the server's policy holder, the
+// secret vault and audit.Log satisfy.
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"net/netip"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Audit entry types.
+const (
+	TypeRequest  = audit.TypeGateway // "gateway.request": the decision (and, for a refusal, its status)
+	TypeResponse = "gateway.response"
+)
+
+// Checks named in audit entries (Event.Check) and metrics.
+const (
+	CheckRoute  = "route"
+	CheckToken  = "token"
+	CheckPath   = "path"
+	CheckSource = "source"
+	CheckScope  = "scope"
+	CheckDPoP   = "dpop"
+	CheckUses   = "uses"
+	CheckPolicy = "policy"
+	CheckSecret = "secret"
+	CheckAudit  = "audit"
+)
+
+// Leases looks up live job tokens (*lease.Manager).
+type Leases interface {
+	Lookup(tok string) (*lease.Live, error)
+	Use(l *lease.Live) error
+}
+
+// Policies gives the policy in force (hot-reloaded). Current may return
+// nil while none is loaded: every request is then refused (503).
+type Policies interface {
+	Current() *policy.Policy
+}
+
+// Secrets reveals a stored secret's value and version.
+type Secrets interface {
+	Reveal(ctx context.Context, name string) ([]byte, int, error)
+}
+
+// Auditor records entries (*audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, ev audit.Event) (int64, error)
+	AppendAsync(ev audit.Event) <-chan audit.Result
+}
+
+// healthChecker is optionally implemented by an Auditor (*audit.Log):
+// when unhealthy, requests are refused at once rather than waiting.
+type healthChecker interface{ Healthy() error }
+
+// Config wires a Gateway. Leases, Policies, Secrets and Auditor are
+// required.
+type Config struct {
+	Leases   Leases
+	Policies Policies
+	Secrets  Secrets
+	Auditor  Auditor
+	// DPoP verifies proofs for key-bound tokens (nil: a verifier with
+	// default options).
+	DPoP *dpop.Verifier
+	// ClientIP finds the caller's address (nil: RemoteAddr only).
+	ClientIP   *clientip.Resolver
+	Registerer prometheus.Registerer // nil: metrics are kept but not registered
+	Logger     *slog.Logger
+	// PublicURL returns the scheme and host the client used
+	// ("https://mayfly.example:8443"), for DPoP htu. Default: https when
+	// the connection is TLS, else http, and the Host header.
+	PublicURL func(r *http.Request) string
+	// Prefix is where the handler is mounted, with both slashes (default
+	// "/gw/"). Mount it without stripping the prefix and without a router
+	// that cleans paths: the gateway must see the path as sent.
+	Prefix string
+
+	DialTimeout           time.Duration // default 10s
+	TLSHandshakeTimeout   time.Duration // default 10s
+	ResponseHeaderTimeout time.Duration // default 60s; an upstream's timeout overrides it
+	IdleConnTimeout       time.Duration // default 90s
+	MaxIdleConnsPerHost   int           // default 256
+	// AuditTimeout bounds the wait for a durable audit entry before the
+	// request is answered 503 (default 5s).
+	AuditTimeout time.Duration
+	Now          func() time.Time
+}
+
+// Gateway is the reverse proxy. It is safe for concurrent use.
+type Gateway struct {
+	cfg     Config
+	ip      *clientip.Resolver
+	dpop    *dpop.Verifier
+	log     *slog.Logger
+	m       *metrics
+	health  healthChecker
+	bufPool bufPool
+
+	mu         sync.Mutex
+	transports map[string]*upstreamTransport // by upstream name
+	creds      map[string]*credential        // by secret name
+}
+
+// New checks cfg and returns a Gateway.
+func New(cfg Config) (*Gateway, error) {
+	if cfg.Leases == nil || cfg.Policies == nil || cfg.Secrets == nil || cfg.Auditor == nil {
+		return nil, errors.New("gateway: Leases, Policies, Secrets and Auditor are required")
+	}
+	if cfg.Prefix == "" {
+		cfg.Prefix = "/gw/"
+	}
+	if !strings.HasPrefix(cfg.Prefix, "/") || !strings.HasSuffix(cfg.Prefix, "/") {
+		return nil, fmt.Errorf("gateway: prefix %q must start and end with /", cfg.Prefix)
+	}
+	def := func(d *time.Duration, v time.Duration) {
+		if *d <= 0 {
+			*d = v
+		}
+	}
+	def(&cfg.DialTimeout, 10*time.Second)
+	def(&cfg.TLSHandshakeTimeout, 10*time.Second)
+	def(&cfg.ResponseHeaderTimeout, 60*time.Second)
+	def(&cfg.IdleConnTimeout, 90*time.Second)
+	def(&cfg.AuditTimeout, 5*time.Second)
+	if cfg.MaxIdleConnsPerHost <= 0 {
+		cfg.MaxIdleConnsPerHost = 256
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.PublicURL == nil {
+		cfg.PublicURL = defaultPublicURL
+	}
+	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
+		transports: map[string]*upstreamTransport{}, creds: map[string]*credential{}}
+	if g.ip == nil {
+		g.ip = clientip.New(nil)
+	}
+	if g.dpop == nil {
+		g.dpop = dpop.NewVerifier(dpop.Options{})
+	}
+	if h, ok := cfg.Auditor.(healthChecker); ok {
+		g.health = h
+	}
+	m, err := newMetrics(cfg.Registerer)
+	if err != nil {
+		return nil, err
+	}
+	g.m = m
+	return g, nil
+}
+
+// Close drops idle upstream connections.
+func (g *Gateway) Close() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for _, t := range g.transports {
+		t.tr.CloseIdleConnections()
+	}
+}
+
+func defaultPublicURL(r *http.Request) string {
+	if r.TLS != nil {
+		return "https://" + r.Host
+	}
+	return "http://" + r.Host
+}
+
+// request is one request's state.
+type request struct {
+	start   time.Time
+	ev      audit.Event
+	tok     string
+	scheme  string
+	live    *lease.Live
+	upLabel string // metrics label: a known upstream's name or "-"
+}
+
+// ServeHTTP checks, records and forwards one request.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	rq := &request{start: g.cfg.Now(), upLabel: "-"}
+	rq.ev = audit.Event{Type: TypeRequest, Method: truncate(r.Method, 32)}
+	addr := g.ip.Addr(r)
+	if addr.IsValid() {
+		rq.ev.Source = addr.String()
+	}
+
+	full := requestPath(r)
+	rest, ok := strings.CutPrefix(full, g.cfg.Prefix)
+	upName, sub := rest, ""
+	if i := strings.IndexByte(rest, '/'); i >= 0 {
+		upName, sub = rest[:i], rest[i:]
+	}
+	rq.ev.Path = truncate(sub, 512)
+	if !ok || !validName(upName) {
+		rq.ev.Path = truncate(full, 512)
+		g.refuse(w, r, rq, http.StatusNotFound, "not_found", "no such gateway route: use /gw/{upstream}/{path}", CheckRoute)
+		return
+	}
+	rq.ev.Upstream = upName
+
+	// 1. token
+	tok, scheme, err := extractToken(func(k string) []string { return r.Header[k] })
+	if err != nil {
+		g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_token", err.Error(), CheckToken)
+		return
+	}
+	rq.tok, rq.scheme = tok, scheme
+	rq.ev.Hint = token.Hint(tok)
+	l, err := g.cfg.Leases.Lookup(tok)
+	if l != nil {
+		rq.live = l
+		rq.ev.Lease, rq.ev.Issuer, rq.ev.Subject, rq.ev.Job = l.ID, l.Issuer, l.Subject, l.Job
+		rq.ev.Repository = l.Claims["repository"]
+		rq.ev.Grant = strings.Join(l.Grants, " ")
+	}
+	if err != nil || l == nil {
+		desc := "unknown token"
+		if err != nil {
+			desc = err.Error()
+		}
+		g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_token", desc, CheckToken)
+		return
+	}
+
+	pol := g.cfg.Policies.Current()
+	if pol == nil {
+		g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "no policy loaded", CheckPolicy)
+		return
+	}
+	rq.ev.PolicyVersion = shortHash(pol.Hash)
+	if _, known := pol.Upstreams[upName]; known {
+		rq.upLabel = upName
+	}
+
+	// 2. path
+	clean, err := CleanPath(sub)
+	if err != nil {
+		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request", err.Error(), CheckPath)
+		return
+	}
+	rq.ev.Path = truncate(clean, 2048)
+
+	// 3. source address, 4. scope
+	grant, rule, check, desc := authorize(pol, l, upName, r.Method, clean, addr)
+	if check != "" {
+		status, code := http.StatusForbidden, "insufficient_scope"
+		if check == CheckSource {
+			code = "access_denied"
+		}
+		g.refuse(w, r, rq, status, code, desc, check)
+		return
+	}
+	rq.ev.Grant = grant.Name
+	up := pol.Upstreams[upName]
+	if up == nil {
+		g.refuse(w, r, rq, http.StatusForbidden, "insufficient_scope", "upstream not in policy", CheckScope)
+		return
+	}
+
+	// 5. DPoP
+	if l.JKT != "" {
+		proofs := r.Header.Values("DPoP")
+		if len(proofs) != 1 {
+			g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_dpop_proof", "exactly one DPoP header is required for this token", CheckDPoP)
+			return
+		}
+		htu := g.cfg.PublicURL(r) + full
+		if _, err := g.dpop.Verify(proofs[0], r.Method, htu, tok, l.JKT); err != nil {
+			g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_dpop_proof", "DPoP proof refused: "+dpop.CheckOf(err), CheckDPoP)
+			return
+		}
+	}
+
+	// 6. use limit
+	if err := g.cfg.Leases.Use(l); err != nil {
+		g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_token", err.Error(), CheckUses)
+		return
+	}
+
+	cred, err := g.credential(r.Context(), up)
+	if err != nil {
+		g.log.Warn("gateway: upstream credential unavailable", "upstream", up.Name, "secret", up.Credential.Secret, "err", err)
+		g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the upstream credential is unavailable", CheckSecret)
+		return
+	}
+	rq.ev.Secret, rq.ev.SecretVersion = up.Credential.Secret, cred.version
+	rq.ev.Detail = map[string]any{"decision": "allow", "rule": rule}
+
+	tr, err := g.transport(up)
+	if err != nil {
+		g.log.Warn("gateway: upstream transport", "upstream", up.Name, "err", err)
+		g.refuse(w, r, rq, http.StatusBadGateway, "bad_gateway", "the upstream is misconfigured", "upstream")
+		return
+	}
+
+	// The decision is durable before the upstream sees a byte.
+	idx, err := g.record(r.Context(), rq.ev)
+	if err != nil {
+		g.log.Error("gateway: audit entry not durable; request refused", "err", err)
+		g.m.refused.WithLabelValues(CheckAudit).Inc()
+		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable", "")
+		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
+		return
+	}
+	g.forward(w, r, rq, up, tr, cred, clean, idx)
+}
+
+// authorize runs the source and scope checks. It returns the grant and
+// rule that allow the request, or the failed check and why.
+func authorize(pol *policy.Policy, l *lease.Live, upstream, method, path string, addr netip.Addr) (*policy.Grant, int, string, string) {
+	addr = addr.Unmap().WithZone("")
+	if l.BindSource && (!addr.IsValid() || addr != l.Source.Unmap().WithZone("")) {
+		return nil, -1, CheckSource, "source address not allowed: the token is bound to the address that exchanged it"
+	}
+	sourceOK, named := false, false
+	for _, name := range l.Grants {
+		g := pol.Grants[name]
+		if g == nil {
+			continue // removed from the policy since the exchange
+		}
+		if !sourceAllowed(pol, g, l, addr) {
+			continue
+		}
+		sourceOK = true
+		if g.Upstream != upstream {
+			continue
+		}
+		named = true
+		if rule, ok := g.Allow(method, path); ok {
+			return g, rule, "", ""
+		}
+	}
+	switch {
+	case !sourceOK:
+		return nil, -1, CheckSource, "source address not allowed"
+	case !named:
+		return nil, -1, CheckScope, "no grant of this token is for this upstream"
+	}
+	return nil, -1, CheckScope, "no grant of this token allows this method and path"
+}
+
+// sourceAllowed: the grant's source binding, and a who entry consistent
+// with the lease's identity that allows addr. A claim the lease did not
+// record counts as matching (the exchange checked it); a recorded claim
+// must still be allowed, so a policy change that drops the identity takes
+// effect at once.
+func sourceAllowed(pol *policy.Policy, g *policy.Grant, l *lease.Live, addr netip.Addr) bool {
+	if g.BindSourceIP && (!addr.IsValid() || addr != l.Source.Unmap().WithZone("")) {
+		return false
+	}
+	for i := range g.Who {
+		w := &g.Who[i]
+		if w.Issuer != l.Issuer {
+			if is := pol.Issuers[w.Issuer]; is == nil || is.URL != l.Issuer {
+				continue
+			}
+		}
+		match := true
+		for k, vals := range w.Claims {
+			if v, ok := l.Claims[k]; ok && !contains(vals, v) {
+				match = false
+				break
+			}
+		}
+		if !match {
+			continue
+		}
+		if len(w.SourceCIDRs) == 0 || addr.IsValid() && w.SourceAllowed(addr) {
+			return true
+		}
+	}
+	return false
+}
+
+func contains(vals []string, v string) bool {
+	for _, x := range vals {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse records a refusal and answers it.
+func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, status int, code, desc, check string) {
+	rq.ev.Status, rq.ev.Check, rq.ev.Reason = status, check, desc
+	if _, err := g.record(r.Context(), rq.ev); err != nil {
+		g.log.Error("gateway: audit entry not durable", "err", err)
+		status, code, desc = http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable"
+		check = CheckAudit
+	}
+	g.m.refused.WithLabelValues(check).Inc()
+	www := ""
+	switch {
+	case status == http.StatusUnauthorized:
+		sch := "Bearer"
+		if rq.scheme == "dpop" || rq.live != nil && rq.live.JKT != "" || code == "invalid_dpop_proof" {
+			sch = "DPoP"
+		}
+		www = fmt.Sprintf(`%s error=%q, error_description=%q`, sch, code, desc)
+		if sch == "DPoP" {
+			www += `, algs="ES256 RS256 PS256 EdDSA"`
+		}
+	case code == "insufficient_scope":
+		www = `Bearer error="insufficient_scope"`
+	}
+	writeError(w, status, code, desc, www)
+	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
+}
+
+// record appends ev and waits until it is durable, within AuditTimeout.
+func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
+	if g.health != nil {
+		if err := g.health.Healthy(); err != nil {
+			return -1, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
+	defer cancel()
+	return g.cfg.Auditor.Append(ctx, ev)
+}
+
+// requestPath is the path as the client sent it, still escaped.
+func requestPath(r *http.Request) string {
+	if u := r.RequestURI; strings.HasPrefix(u, "/") {
+		if i := strings.IndexByte(u, '?'); i >= 0 {
+			u = u[:i]
+		}
+		return u
+	}
+	return r.URL.EscapedPath()
+}
+
+func validName(s string) bool {
+	if s == "" || len(s) > 128 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || i > 0 && (c == '.' || c == '_' || c == '-')) {
+			return false
+		}
+	}
+	return true
+}
+
+func truncate(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return s[:n] + "…"
+}
+
+func shortHash(h string) string {
+	if len(h) > 16 {
+		return h[:16]
+	}
+	return h
+}
+
+func writeError(w http.ResponseWriter, status int, code, desc, wwwAuth string) {
+	h := w.Header()
+	h.Set("Content-Type", "application/json")
+	h.Set("Cache-Control", "no-store")
+	h.Set("X-Content-Type-Options", "nosniff")
+	if wwwAuth != "" {
+		h.Set("WWW-Authenticate", wwwAuth)
+	}
+	body, _ := json.Marshal(struct {
+		Error       string `json:"error"`
+		Description string `json:"error_description"`
+	}{code, desc})
+	w.WriteHeader(status)
+	w.Write(append(body, '\n'))
+}

@@ -1,0 +1,300 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/url"
+	"os"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/policy"
+)
+
+// upstreamTransport is the tuned transport of one upstream, rebuilt when
+// the upstream's url, CA file or timeout changes.
+type upstreamTransport struct {
+	key  string
+	base *url.URL
+	tr   *http.Transport
+}
+
+func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
+	key := up.URL + "\x00" + up.CAFile + "\x00" + up.Timeout.String()
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if t := g.transports[up.Name]; t != nil && t.key == key {
+		return t, nil
+	}
+	base, err := url.Parse(up.URL)
+	if err != nil || (base.Scheme != "http" && base.Scheme != "https") || base.Host == "" {
+		return nil, fmt.Errorf("gateway: upstream %s: bad url", up.Name)
+	}
+	base.Path = strings.TrimRight(base.Path, "/")
+	base.RawPath = strings.TrimRight(base.RawPath, "/")
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12} // verification always on
+	if up.CAFile != "" {
+		pem, err := os.ReadFile(up.CAFile)
+		if err != nil {
+			return nil, fmt.Errorf("gateway: upstream %s: reading ca_file: %w", up.Name, err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("gateway: upstream %s: ca_file %s holds no PEM certificate", up.Name, up.CAFile)
+		}
+		tlsCfg.RootCAs = pool
+	}
+	rht := g.cfg.ResponseHeaderTimeout
+	if up.Timeout > 0 {
+		rht = up.Timeout
+	}
+	d := &net.Dialer{Timeout: g.cfg.DialTimeout, KeepAlive: 30 * time.Second}
+	tr := &http.Transport{
+		Proxy:                  nil, // explicit: no proxy from the environment sees the credential
+		DialContext:            d.DialContext,
+		TLSClientConfig:        tlsCfg,
+		TLSHandshakeTimeout:    g.cfg.TLSHandshakeTimeout,
+		ResponseHeaderTimeout:  rht,
+		IdleConnTimeout:        g.cfg.IdleConnTimeout,
+		MaxIdleConnsPerHost:    g.cfg.MaxIdleConnsPerHost,
+		ExpectContinueTimeout:  time.Second,
+		MaxResponseHeaderBytes: 1 << 20,
+		ForceAttemptHTTP2:      true,
+	}
+	if old := g.transports[up.Name]; old != nil {
+		old.tr.CloseIdleConnections()
+	}
+	t := &upstreamTransport{key: key, base: base, tr: tr}
+	g.transports[up.Name] = t
+	return t, nil
+}
+
+// credential is an upstream credential ready to set, and its forms to mask.
+type credential struct {
+	version int
+	sum     [32]byte
+	header  string
+	value   string
+	forms   [][]byte
+}
+
+// credential reveals the upstream's secret for this request; the header
+// value and the forms to mask are kept while the secret is unchanged.
+func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credential, error) {
+	v, ver, err := g.cfg.Secrets.Reveal(ctx, up.Credential.Secret)
+	if err != nil {
+		return nil, err
+	}
+	if len(v) == 0 {
+		return nil, errors.New("empty secret")
+	}
+	sum := sha256.Sum256(v)
+	header := up.Credential.Header
+	if header == "" {
+		header = "Authorization"
+	}
+	key := up.Credential.Secret + "\x00" + header + "\x00" + up.Credential.Prefix
+	g.mu.Lock()
+	c := g.creds[key]
+	g.mu.Unlock()
+	if c != nil && c.version == ver && subtle.ConstantTimeCompare(c.sum[:], sum[:]) == 1 {
+		return c, nil
+	}
+	value := up.Credential.Prefix + string(v)
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; b < 0x20 && b != '\t' || b == 0x7f {
+			return nil, errors.New("the secret holds characters a header cannot carry")
+		}
+	}
+	c = &credential{version: ver, sum: sum, header: header, value: value, forms: secretForms(v)}
+	g.mu.Lock()
+	g.creds[key] = c
+	g.mu.Unlock()
+	return c, nil
+}
+
+var errEncoding = errors.New("gateway: upstream response in an encoding the gateway cannot inspect")
+
+// forward sends the checked request to the upstream and streams the answer
+// back, masked; then it queues the gateway.response entry.
+func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
+	cred *credential, clean string, reqIndex int64) {
+	red := newRedactor(cred.forms, tokenForms(rq.tok))
+	rw := &respWriter{ResponseWriter: w, red: red}
+	in := &countReader{}
+	var upStatus int
+	var failure string
+	base := ut.base
+	rp := &httputil.ReverseProxy{
+		Transport:     ut.tr,
+		FlushInterval: -1,
+		BufferPool:    &g.bufPool,
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			out := pr.Out
+			out.URL.Scheme = base.Scheme
+			out.URL.Host = base.Host
+			out.URL.Path = base.Path + clean
+			out.URL.RawPath = base.EscapedPath() + EscapePath(clean)
+			out.URL.RawQuery = r.URL.RawQuery
+			out.URL.Fragment, out.URL.RawFragment = "", ""
+			out.Host = ""
+			h := out.Header
+			h.Del("Authorization")
+			h.Del("Proxy-Authorization")
+			h.Del("Dpop")
+			for k, vs := range h {
+				for _, v := range vs {
+					if strings.Contains(v, rq.tok) {
+						delete(h, k)
+						break
+					}
+				}
+			}
+			// Let the transport ask for gzip and decompress, so that
+			// every body can be inspected.
+			h.Del("Accept-Encoding")
+			h.Set(cred.header, cred.value)
+			if out.Body != nil && out.Body != http.NoBody {
+				in.r = out.Body
+				out.Body = in
+			}
+		},
+		ModifyResponse: func(resp *http.Response) error {
+			upStatus = resp.StatusCode
+			red.maskHeader(resp.Header)
+			if resp.StatusCode == http.StatusSwitchingProtocols {
+				return nil
+			}
+			hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0
+			if ce := resp.Header.Get("Content-Encoding"); hasBody && ce != "" && !strings.EqualFold(ce, "identity") {
+				resp.Body.Close()
+				return errEncoding
+			}
+			if hasBody {
+				resp.Body = newMaskBody(resp.Body, red, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+			}
+			return nil
+		},
+		ErrorHandler: func(ew http.ResponseWriter, er *http.Request, err error) {
+			status, code, desc := http.StatusBadGateway, "bad_gateway", "the upstream could not be reached"
+			var ne net.Error
+			switch {
+			case errors.Is(err, errEncoding):
+				desc = "the upstream answered in a content encoding the gateway cannot inspect"
+				failure = "encoding"
+			case r.Context().Err() != nil:
+				failure = "client_gone"
+				rw.status = 499 // client closed the request: nothing to answer
+				return
+			case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+				status, code, desc = http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time"
+				failure = "timeout"
+			default:
+				failure = "unreachable"
+			}
+			g.log.Warn("gateway: upstream failed", "upstream", up.Name, "status", status, "err", err)
+			writeError(ew, status, code, desc, "")
+		},
+	}
+	defer func() {
+		p := recover()
+		status := rw.status
+		if status == 0 {
+			status = upStatus
+		}
+		if status == 0 {
+			status = http.StatusBadGateway
+		}
+		dur := g.cfg.Now().Sub(rq.start)
+		bytesIn := in.n.Load()
+		ev := rq.ev
+		ev.Type, ev.Status, ev.BytesIn, ev.BytesOut, ev.DurationMS = TypeResponse, status, bytesIn, rw.n, dur.Milliseconds()
+		ev.Detail = map[string]any{"request_index": reqIndex}
+		if p != nil {
+			ev.Detail["aborted"] = true
+		}
+		if failure != "" {
+			ev.Reason = failure
+		}
+		ch := g.cfg.Auditor.AppendAsync(ev)
+		go func() {
+			if res := <-ch; res.Err != nil {
+				g.log.Error("gateway: response audit entry not recorded", "request_index", reqIndex, "err", res.Err)
+			}
+		}()
+		g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
+		if p != nil {
+			panic(p)
+		}
+	}()
+	rp.ServeHTTP(rw, r)
+}
+
+// respWriter records the status and bytes sent, and masks the headers of
+// informational (1xx) responses.
+type respWriter struct {
+	http.ResponseWriter
+	red    *redactor
+	status int
+	n      int64
+}
+
+func (w *respWriter) WriteHeader(code int) {
+	if code < 200 && code != http.StatusSwitchingProtocols {
+		w.red.maskHeader(w.Header())
+	} else if w.status == 0 {
+		w.status = code
+	}
+	w.ResponseWriter.WriteHeader(code)
+}
+
+func (w *respWriter) Write(p []byte) (int, error) {
+	if w.status == 0 {
+		w.status = http.StatusOK
+	}
+	n, err := w.ResponseWriter.Write(p)
+	w.n += int64(n)
+	return n, err
+}
+
+// Unwrap lets http.ResponseController reach Flush and Hijack.
+func (w *respWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
+// countReader counts a request body as the transport reads it.
+type countReader struct {
+	r interface {
+		Read([]byte) (int, error)
+		Close() error
+	}
+	n atomic.Int64
+}
+
+func (c *countReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.n.Add(int64(n))
+	return n, err
+}
+
+func (c *countReader) Close() error { return c.r.Close() }
+
+// bufPool is the ReverseProxy copy buffer pool.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufPool) Put(s []byte) { b.p.Put(&s) }

@@ -1,0 +1,261 @@
+package gateway
+
+import (
+	"bytes"
+	"encoding/base64"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/url"
+	"strings"
+)
+
+// The gateway masks the upstream credential and the job token in every
+// response (headers, body, trailers) with its own small replacer rather
+// than the CI-log masker of internal/mask: that one normalises terminal
+// escapes and builds an automaton over dozens of encodings, which costs
+// about a millisecond per secret set and runs at tens of MB/s; here the set
+// is a handful of fixed byte strings searched with bytes.Index.
+
+const maskReplacement = "***"
+
+// redactor holds the byte strings to mask in one response.
+type redactor struct {
+	pats   [][]byte
+	maxLen int
+}
+
+func newRedactor(sets ...[][]byte) *redactor {
+	r := &redactor{}
+	seen := map[string]bool{}
+	for _, set := range sets {
+		for _, p := range set {
+			if len(p) == 0 || seen[string(p)] {
+				continue
+			}
+			seen[string(p)] = true
+			r.pats = append(r.pats, p)
+			r.maxLen = max(r.maxLen, len(p))
+		}
+	}
+	return r
+}
+
+// secretForms returns the forms of a secret value an upstream could send
+// back: the value, its base64 (standard and URL alphabets, padded or not),
+// its URL- and JSON-escaped forms, and, when the value is itself base64
+// (a Basic credential), what it decodes to and the password in it.
+func secretForms(v []byte) [][]byte {
+	if len(v) == 0 {
+		return nil
+	}
+	out := [][]byte{bytes.Clone(v)}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
+		out = append(out, []byte(enc.EncodeToString(v)))
+	}
+	s := string(v)
+	out = append(out, []byte(url.QueryEscape(s)), []byte(url.PathEscape(s)))
+	if j, err := json.Marshal(s); err == nil && len(j) >= 2 {
+		out = append(out, j[1:len(j)-1], bytes.ReplaceAll(j[1:len(j)-1], []byte("/"), []byte(`\/`)))
+	}
+	if dec, err := base64.StdEncoding.DecodeString(s); err == nil && len(dec) >= 8 {
+		out = append(out, dec)
+		if _, pass, ok := bytes.Cut(dec, []byte(":")); ok && len(pass) >= 8 {
+			out = append(out, pass)
+		}
+	}
+	return out
+}
+
+// tokenForms: the job token and its base64.
+func tokenForms(tok string) [][]byte {
+	return [][]byte{[]byte(tok), []byte(base64.StdEncoding.EncodeToString([]byte(tok))),
+		[]byte(base64.RawURLEncoding.EncodeToString([]byte(tok)))}
+}
+
+// maskString replaces every pattern in s.
+func (r *redactor) maskString(s string) string {
+	hit := false
+	for _, p := range r.pats {
+		if strings.Contains(s, string(p)) {
+			hit = true
+			break
+		}
+	}
+	if !hit {
+		return s
+	}
+	out, _ := r.mask([]byte(s), nil, true)
+	return string(out)
+}
+
+// maskHeader masks every value of h in place.
+func (r *redactor) maskHeader(h http.Header) {
+	for k, vs := range h {
+		for i, v := range vs {
+			vs[i] = r.maskString(v)
+		}
+		if m := r.maskString(k); m != k {
+			// A header name holding a secret: drop it.
+			delete(h, k)
+		}
+	}
+}
+
+// mask appends buf, with every match replaced, to dst. Unless final, it
+// holds back the shortest tail that could still become a match (a suffix
+// that is a proper prefix of a pattern, and any match overlapping it), and
+// returns the number of bytes of buf it consumed. When final, a tail that is
+// a prefix of a pattern and at least 8 bytes long is masked too: a secret
+// cut off by the end of the body still does not show.
+func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
+	type iv struct{ s, e int }
+	var ivs []iv
+	for _, p := range r.pats {
+		for off := 0; ; {
+			i := bytes.Index(buf[off:], p)
+			if i < 0 {
+				break
+			}
+			ivs = append(ivs, iv{off + i, off + i + len(p)})
+			off += i + 1
+		}
+	}
+	cut := len(buf)
+	if held := r.partialTail(buf); held > 0 {
+		if !final {
+			cut = len(buf) - held
+		} else if held >= 8 {
+			ivs = append(ivs, iv{len(buf) - held, len(buf)})
+		}
+	}
+	// Pull the cut back over any match that crosses it, until none does,
+	// but never hold more than twice the longest pattern (a run of
+	// overlapping matches is then masked up to the cut).
+	for moved := true; moved && !final; {
+		moved = false
+		for _, m := range ivs {
+			if m.s < cut && m.e > cut {
+				cut, moved = m.s, true
+			}
+		}
+	}
+	if floor := len(buf) - 2*r.maxLen; !final && cut < floor {
+		cut = floor
+	}
+	if len(ivs) == 0 {
+		return append(dst, buf[:cut]...), cut
+	}
+	// Sort by start (few intervals: insertion sort) and merge.
+	for i := 1; i < len(ivs); i++ {
+		for j := i; j > 0 && ivs[j].s < ivs[j-1].s; j-- {
+			ivs[j], ivs[j-1] = ivs[j-1], ivs[j]
+		}
+	}
+	pos := 0
+	for k := 0; k < len(ivs); {
+		s, e := ivs[k].s, ivs[k].e
+		k++
+		for k < len(ivs) && ivs[k].s < e {
+			e = max(e, ivs[k].e)
+			k++
+		}
+		if s >= cut {
+			break
+		}
+		e = min(e, cut)
+		dst = append(dst, buf[pos:s]...)
+		dst = append(dst, maskReplacement...)
+		pos = e
+	}
+	if pos < cut {
+		dst = append(dst, buf[pos:cut]...)
+	}
+	return dst, cut
+}
+
+// partialTail is the length of the longest suffix of buf that is a proper
+// prefix of some pattern.
+func (r *redactor) partialTail(buf []byte) int {
+	best := 0
+	for _, p := range r.pats {
+		for l := min(len(p)-1, len(buf)); l > best; l-- {
+			if buf[len(buf)-l] == p[0] && bytes.Equal(buf[len(buf)-l:], p[:l]) {
+				best = l
+				break
+			}
+		}
+	}
+	return best
+}
+
+// maskBody is a response body with every pattern masked as it streams. Its
+// memory is bounded by the read size plus twice the longest pattern. When
+// padTo is set (the upstream declared a Content-Length), the body ends with
+// as many spaces as masking removed, so that the length stays what the
+// header says. onEOF runs once the upstream body has ended (trailers are
+// then known).
+type maskBody struct {
+	src         io.ReadCloser
+	r           *redactor
+	pending     []byte // input not yet released
+	out         []byte // masked output not yet returned
+	outOff      int
+	scratch     []byte
+	in, emitted int64
+	pad         bool
+	padLeft     int64
+	done        bool
+	err         error
+	onEOF       func()
+}
+
+func newMaskBody(src io.ReadCloser, r *redactor, pad bool, onEOF func()) *maskBody {
+	return &maskBody{src: src, r: r, pad: pad, onEOF: onEOF, scratch: make([]byte, 32<<10)}
+}
+
+func (b *maskBody) Read(p []byte) (int, error) {
+	for {
+		if b.outOff < len(b.out) {
+			n := copy(p, b.out[b.outOff:])
+			b.outOff += n
+			b.emitted += int64(n)
+			return n, nil
+		}
+		if b.done {
+			if b.padLeft > 0 {
+				n := int(min(int64(len(p)), b.padLeft))
+				for i := range p[:n] {
+					p[i] = ' '
+				}
+				b.padLeft -= int64(n)
+				b.emitted += int64(n)
+				return n, nil
+			}
+			return 0, b.err
+		}
+		n, err := b.src.Read(b.scratch)
+		b.in += int64(n)
+		b.pending = append(b.pending, b.scratch[:n]...)
+		final := err != nil
+		b.out, b.outOff = b.out[:0], 0
+		var used int
+		b.out, used = b.r.mask(b.pending, b.out, final)
+		rest := copy(b.pending, b.pending[used:])
+		b.pending = b.pending[:rest]
+		if final {
+			b.done = true
+			b.err = err
+			if err == io.EOF {
+				if b.pad {
+					b.padLeft = b.in - (b.emitted + int64(len(b.out)))
+				}
+				if b.onEOF != nil {
+					b.onEOF()
+				}
+			}
+		}
+	}
+}
+
+func (b *maskBody) Close() error { return b.src.Close() }
