@@ -81,13 +81,13 @@ func newLeasesCmd() *cobra.Command {
 	list.Flags().StringVar(&jobID, "job", "", "only leases for this job (run) id")
 	list.Flags().BoolVar(&asJSON, "json", false, "print JSON")
 
-	var leaseID, rGrant, rSubject, rJob string
+	var leaseID, rGrant, rIssuer, rSubject, rJob string
 	revoke := &cobra.Command{
-		Use:   "revoke --lease-id ID | [--grant G] [--subject S] [--job J]",
+		Use:   "revoke --lease-id ID | [--grant G] [--issuer I] [--subject S] [--job J]",
 		Short: "Revoke one lease, or every live lease a filter selects",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			body, err := revokeBody(leaseID, rGrant, rSubject, rJob)
+			body, err := revokeBody(leaseID, map[string]string{"grant": rGrant, "issuer": rIssuer, "subject": rSubject, "job": rJob})
 			if err != nil {
 				return err
 			}
@@ -107,6 +107,7 @@ func newLeasesCmd() *cobra.Command {
 	}
 	revoke.Flags().StringVar(&leaseID, "lease-id", "", "the lease to revoke (lse_…)")
 	revoke.Flags().StringVar(&rGrant, "grant", "", "revoke every live lease with this grant")
+	revoke.Flags().StringVar(&rIssuer, "issuer", "", "revoke every live lease from this issuer")
 	revoke.Flags().StringVar(&rSubject, "subject", "", "revoke every live lease for this subject")
 	revoke.Flags().StringVar(&rJob, "job", "", "revoke every live lease of this job (run) id")
 	leases.AddCommand(list, revoke)
@@ -115,21 +116,21 @@ func newLeasesCmd() *cobra.Command {
 
 // revokeBody builds POST /v1/leases/revoke's body: a lease id alone, or a
 // non-empty filter.
-func revokeBody(leaseID, grant, subject, jobID string) (map[string]string, error) {
-	if leaseID != "" {
-		if grant != "" || subject != "" || jobID != "" {
-			return nil, usageErr("leases revoke: --lease-id cannot be combined with --grant, --subject or --job")
-		}
-		return map[string]string{"lease_id": leaseID}, nil
-	}
+func revokeBody(leaseID string, filter map[string]string) (map[string]string, error) {
 	body := map[string]string{}
-	for k, v := range map[string]string{"grant": grant, "subject": subject, "job": jobID} {
+	for k, v := range filter {
 		if v != "" {
 			body[k] = v
 		}
 	}
+	if leaseID != "" {
+		if len(body) > 0 {
+			return nil, usageErr("leases revoke: --lease-id cannot be combined with --grant, --issuer, --subject or --job")
+		}
+		return map[string]string{"lease_id": leaseID}, nil
+	}
 	if len(body) == 0 {
-		return nil, usageErr("leases revoke: give --lease-id, or at least one of --grant, --subject, --job")
+		return nil, usageErr("leases revoke: give --lease-id, or at least one of --grant, --issuer, --subject, --job")
 	}
 	return body, nil
 }

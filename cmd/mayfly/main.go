@@ -62,6 +62,7 @@ func newRootCmd() *cobra.Command {
 		newSecretCmd(),
 		newPolicyCmd(),
 		newLeasesCmd(),
+		newAuditCmd(),
 	// Commands register here, one line each.
 	)
 	return root

@@ -80,9 +80,11 @@ func newPolicyCmd() *cobra.Command {
 				return err
 			}
 			var out struct {
-				Version int64    `json:"version"`
-				Hash    string   `json:"hash"`
-				Changes []string `json:"changes"`
+				Version   int64    `json:"version"`
+				Hash      string   `json:"hash"`
+				Changes   []string `json:"changes"`
+				Unchanged bool     `json:"unchanged,omitempty"`
+				Revoked   int64    `json:"revoked,omitempty"`
 			}
 			if err := c.sendYAML(cmd, "policy apply", http.MethodPut, "/v1/policy", p.Source, &out); err != nil {
 				return err
@@ -91,8 +93,15 @@ func newPolicyCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
+			if out.Unchanged {
+				fmt.Fprintf(cmd.OutOrStdout(), "policy unchanged (version %d, hash %.12s)\n", out.Version, out.Hash)
+				return nil
+			}
 			fmt.Fprintf(cmd.OutOrStdout(), "applied policy version %d (hash %.12s)\n", out.Version, out.Hash)
 			printChanges(cmd.OutOrStdout(), out.Changes)
+			if out.Revoked > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d lease(s) the new policy no longer allows\n", out.Revoked)
+			}
 			return nil
 		},
 	}

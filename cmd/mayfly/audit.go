@@ -1,0 +1,605 @@
+package main
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"io/fs"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// auditPageSize is how many entries one GET /v1/audit/entries asks for.
+const auditPageSize = 1000
+
+func newAuditCmd() *cobra.Command {
+	au := &cobra.Command{
+		Use:   "audit",
+		Short: "Verify, follow, export and prove entries of the tamper-evident audit log",
+	}
+	cf := addClientFlags(au)
+	au.AddCommand(newAuditVerifyCmd(cf), newAuditTailCmd(cf), newAuditExportCmd(cf), newAuditProveCmd(cf))
+	return au
+}
+
+// verifyState is what a verifier remembers between runs: the key it trusts
+// and the last tree it verified. A later log must still contain that tree.
+type verifyState struct {
+	Key  string `json:"key"`
+	Size int64  `json:"size"`
+	Root string `json:"root"` // base64
+	Time string `json:"time,omitempty"`
+}
+
+func (s *verifyState) head() (*audit.TreeHead, error) {
+	if s == nil || (s.Size == 0 && s.Root == "") {
+		return nil, nil
+	}
+	b, err := base64.StdEncoding.DecodeString(s.Root)
+	if err != nil || len(b) != 32 || s.Size < 0 {
+		return nil, errors.New("malformed tree head")
+	}
+	th := &audit.TreeHead{Size: s.Size}
+	copy(th.Root[:], b)
+	return th, nil
+}
+
+// loadState reads a state file; a missing file is no state.
+func loadState(path string) (*verifyState, error) {
+	if path == "" {
+		return nil, nil
+	}
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, usageErr("audit: reading state %s: %v", path, err)
+	}
+	var s verifyState
+	if err := json.Unmarshal(b, &s); err != nil {
+		return nil, usageErr("audit: state file %s is corrupt (%v); move it away to start over", path, err)
+	}
+	if _, err := s.head(); err != nil {
+		return nil, usageErr("audit: state file %s: %v; move it away to start over", path, err)
+	}
+	return &s, nil
+}
+
+// saveState writes the state atomically (temporary file, then rename).
+func saveState(path string, s *verifyState) error {
+	if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+		return fmt.Errorf("audit: state: %w", err)
+	}
+	b, _ := json.MarshalIndent(s, "", "  ")
+	f, err := os.CreateTemp(filepath.Dir(path), ".verify-*.tmp")
+	if err != nil {
+		return fmt.Errorf("audit: state: %w", err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(append(b, '\n'))
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, path)
+	}
+	if err != nil {
+		os.Remove(tmp)
+		return fmt.Errorf("audit: writing state %s: %w", path, err)
+	}
+	return nil
+}
+
+// defaultStatePath is $XDG_STATE_HOME/mayfly/verify-<host>.state (or
+// ~/.local/state/…).
+func defaultStatePath(addr string) (string, error) {
+	base := os.Getenv("XDG_STATE_HOME")
+	if base == "" {
+		home, err := os.UserHomeDir()
+		if err != nil {
+			return "", usageErr("audit: no state directory (set XDG_STATE_HOME, or pass --state FILE or --no-state)")
+		}
+		base = filepath.Join(home, ".local", "state")
+	}
+	host := addr
+	if u, err := url.Parse(addr); err == nil && u.Host != "" {
+		host = u.Host + u.Path
+	}
+	safe := strings.Map(func(r rune) rune {
+		if r >= 'a' && r <= 'z' || r >= 'A' && r <= 'Z' || r >= '0' && r <= '9' || r == '.' || r == '-' {
+			return r
+		}
+		return '_'
+	}, host)
+	return filepath.Join(base, "mayfly", "verify-"+safe+".state"), nil
+}
+
+// readKeyFlag takes --key as a file holding the verifier key, or the key
+// itself.
+func readKeyFlag(v string) (string, error) {
+	if v == "" {
+		return "", nil
+	}
+	if b, err := os.ReadFile(v); err == nil {
+		return strings.TrimSpace(string(b)), nil
+	}
+	if strings.Count(v, "+") >= 2 && !strings.ContainsAny(v, " \n/") {
+		return v, nil
+	}
+	return "", usageErr("audit: --key %q is neither a readable file nor a note verifier key (NAME+HASH+KEY)", v)
+}
+
+type verifyReport struct {
+	OK             bool   `json:"ok"`
+	Size           int64  `json:"size"`
+	Root           string `json:"root"`
+	CheckpointSize int64  `json:"checkpoint_size"`
+	FirstBad       int64  `json:"first_bad"`
+	Reason         string `json:"reason,omitempty"`
+}
+
+func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
+	var dataDir, pgDSN, keyFlag, statePath string
+	var noState, asJSON bool
+	c := &cobra.Command{
+		Use:   "verify (--data-dir DIR [--postgres DSN] | --addr URL)",
+		Short: "Recompute the Merkle tree and check it against the latest signed checkpoint",
+		Long: "Recompute the audit log's Merkle tree from its entries and check every entry, the latest\n" +
+			"signed checkpoint and the tree verified last time (kept in a state file, so that a rollback or\n" +
+			"a rewritten history is caught). Offline with --data-dir (the server may be running), or\n" +
+			"remotely with --addr / MAYFLY_ADDR and an auditor token in MAYFLY_TOKEN. The first remote run\n" +
+			"pins the server's verifier key unless --key gives it.\n" +
+			"Exit 0 intact, 1 tampered (naming the first bad index), 2 error.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			key, err := readKeyFlag(keyFlag)
+			if err != nil {
+				return err
+			}
+			var res *audit.VerifyResult
+			var state *verifyState
+			var cons error
+			if dataDir != "" {
+				if cf.addr != "" {
+					return usageErr("audit verify: give --data-dir or --addr, not both")
+				}
+				if statePath == "" && !noState {
+					statePath = datadir.Dir(dataDir).VerifyState()
+				}
+				if noState {
+					statePath = ""
+				}
+				if state, err = loadState(statePath); err != nil {
+					return err
+				}
+				if res, key, err = verifyOffline(ctx, dataDir, pgDSN, key, state); err != nil {
+					return err
+				}
+			} else {
+				c, err := newAPIClient(cf, true)
+				if err != nil {
+					return err
+				}
+				if statePath == "" && !noState {
+					if statePath, err = defaultStatePath(c.addr); err != nil {
+						return err
+					}
+				}
+				if noState {
+					statePath = ""
+				}
+				if state, err = loadState(statePath); err != nil {
+					return err
+				}
+				if res, key, cons, err = verifyRemote(ctx, c, key, state); err != nil {
+					return err
+				}
+			}
+			rep := verifyReport{OK: res.OK(), Size: res.Size, Root: base64.StdEncoding.EncodeToString(res.Root[:]),
+				CheckpointSize: res.Checkpoint.Size, FirstBad: res.FirstBad, Reason: res.Reason}
+			if rep.OK && cons != nil {
+				rep.OK, rep.FirstBad, rep.Reason = false, state.Size, cons.Error()
+			}
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			}
+			if !rep.OK {
+				return negative("audit log verification failed at index %d: %s", rep.FirstBad, rep.Reason)
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, signed checkpoint at %d, root %s\n",
+					rep.Size, rep.CheckpointSize, base64.StdEncoding.EncodeToString(res.Checkpoint.Root[:]))
+			}
+			if statePath != "" && res.Checkpoint.Size > 0 {
+				ns := &verifyState{Key: key, Size: res.Checkpoint.Size,
+					Root: base64.StdEncoding.EncodeToString(res.Checkpoint.Root[:]), Time: time.Now().UTC().Format(time.RFC3339)}
+				if err := saveState(statePath, ns); err != nil {
+					return usageErr("%v", err)
+				}
+			}
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "verify offline from this data directory")
+	f.StringVar(&pgDSN, "postgres", "", "with --data-dir: the PostgreSQL DSN the server uses (default $MAYFLY_POSTGRES)")
+	f.StringVar(&keyFlag, "key", "", "the note verifier key to trust (a file or the key); default DIR/audit.pub, or the server's pinned on first use")
+	f.StringVar(&statePath, "state", "", "state file remembering the last verified tree (default DIR/audit-verify.state, or $XDG_STATE_HOME/mayfly/verify-HOST.state)")
+	f.BoolVar(&noState, "no-state", false, "neither read nor write a state file")
+	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}
+
+func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyState) (*audit.VerifyResult, string, error) {
+	dir := datadir.Dir(dataDir)
+	if err := dir.Require(); err != nil {
+		return nil, "", usageErr("audit verify: %v", err)
+	}
+	if key == "" {
+		b, err := os.ReadFile(dir.AuditPub())
+		if err != nil {
+			return nil, "", usageErr("audit verify: reading the verifier key: %v", err)
+		}
+		key = strings.TrimSpace(string(b))
+	}
+	if state != nil && state.Key != "" && state.Key != key {
+		return nil, "", negative("audit verify: the verifier key differs from the one trusted last time (state file)")
+	}
+	if dsn == "" {
+		dsn = os.Getenv("MAYFLY_POSTGRES")
+	}
+	db, err := store.Open(ctx, store.Config{Path: dir.Database(), PostgresDSN: dsn, BusyTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, "", usageErr("audit verify: opening the store: %v", err)
+	}
+	defer db.Close()
+	seen, _ := state.head()
+	res, err := audit.Verify(ctx, db, key, audit.VerifyOptions{Seen: seen})
+	if err != nil {
+		return nil, "", usageErr("audit verify: %v", err)
+	}
+	return res, key, nil
+}
+
+// verifyRemote fetches the key (unless given or pinned), the checkpoint and
+// every entry it covers, and recomputes the tree. cons reports a consistency
+// proof from the server that does not check out.
+func verifyRemote(ctx context.Context, c *apiClient, key string, state *verifyState) (res *audit.VerifyResult, usedKey string, cons, err error) {
+	if key == "" {
+		srvKey, err := c.auditKey(ctx)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		key = srvKey
+		if state != nil && state.Key != "" && state.Key != srvKey {
+			return nil, "", nil, negative("audit verify: the server's verifier key changed since the last verification (pinned in the state file); pass --key to trust a new one")
+		}
+	}
+	cp, _, err := c.getRaw(ctx, "audit verify: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize)
+	if err != nil {
+		return nil, "", nil, err
+	}
+	seen, _ := state.head()
+	want := int64(0)
+	cpSize, cpRoot, cpErr := audit.ParseCheckpoint(cp, key)
+	if cpErr == nil {
+		want = cpSize
+	}
+	if seen != nil && seen.Size > want {
+		want = seen.Size
+	}
+	pr, pw := io.Pipe()
+	go func() { pw.CloseWithError(c.streamEntries(ctx, pw, 0, want)) }()
+	res, err = audit.VerifyStream(ctx, pr, cp, key, audit.VerifyOptions{Seen: seen})
+	pr.Close()
+	if err != nil {
+		var ee *exitError
+		if errors.As(err, &ee) {
+			return nil, "", nil, err
+		}
+		return nil, "", nil, usageErr("audit verify: %v", err)
+	}
+	// The server's own consistency proof must agree with what was recomputed.
+	if res.OK() && seen != nil && cpErr == nil && cpSize > seen.Size && seen.Size > 0 {
+		b, _, err := c.getRaw(ctx, "audit verify: consistency proof",
+			fmt.Sprintf("/v1/audit/proof/consistency?old=%d&new=%d", seen.Size, cpSize), 1<<20)
+		if err != nil {
+			return nil, "", nil, err
+		}
+		proof, err := audit.UnmarshalProof(b)
+		if err == nil {
+			err = audit.VerifyConsistency(seen.Size, seen.Root, cpSize, cpRoot, proof)
+		}
+		if err != nil {
+			cons = fmt.Errorf("the server's consistency proof from %d to %d does not verify: %v", seen.Size, cpSize, err)
+		}
+	}
+	return res, key, cons, nil
+}
+
+func (c *apiClient) auditKey(ctx context.Context) (string, error) {
+	b, _, err := c.getRaw(ctx, "audit: verifier key", "/v1/audit/key", 4096)
+	if err != nil {
+		return "", err
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// auditPage returns up to limit entries' exact bytes from start.
+func (c *apiClient) auditPage(ctx context.Context, start int64, limit int) ([][]byte, error) {
+	b, _, err := c.getRaw(ctx, "audit: entries", fmt.Sprintf("/v1/audit/entries?start=%d&limit=%d", start, limit),
+		int64(limit)*(audit.MaxLineSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) == 0 {
+		return nil, nil
+	}
+	b = bytes.TrimSuffix(b, []byte("\n"))
+	lines := bytes.Split(b, []byte("\n"))
+	if len(lines) > limit {
+		return nil, usageErr("audit: the server returned %d entries for a page of %d", len(lines), limit)
+	}
+	return lines, nil
+}
+
+// streamEntries writes entries [start, end) as NDJSON (end < 0: until the
+// log ends). It stops early when the server has no more.
+func (c *apiClient) streamEntries(ctx context.Context, w io.Writer, start, end int64) error {
+	for pos := start; end < 0 || pos < end; {
+		limit := int64(auditPageSize)
+		if end >= 0 && end-pos < limit {
+			limit = end - pos
+		}
+		es, err := c.auditPage(ctx, pos, int(limit))
+		if err != nil {
+			return err
+		}
+		for _, e := range es {
+			if _, err := w.Write(append(e, '\n')); err != nil {
+				return err
+			}
+		}
+		pos += int64(len(es))
+		if int64(len(es)) < limit {
+			return nil
+		}
+	}
+	return nil
+}
+
+// checkpointSize reads the tree size of a checkpoint without checking its
+// signature (for positioning only).
+func checkpointSize(cp []byte) (int64, error) {
+	lines := strings.SplitN(string(cp), "\n", 3)
+	if len(lines) < 2 {
+		return 0, errors.New("malformed checkpoint")
+	}
+	return strconv.ParseInt(lines[1], 10, 64)
+}
+
+func newAuditTailCmd(cf *clientFlags) *cobra.Command {
+	var n int64
+	var follow bool
+	var interval time.Duration
+	c := &cobra.Command{
+		Use:   "tail [-n N] [-f]",
+		Short: "Print the last entries (NDJSON); with -f keep following new ones",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if n < 0 || interval < 100*time.Millisecond {
+				return usageErr("audit tail: -n must be >= 0 and --interval at least 100ms")
+			}
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			ctx := cmd.Context()
+			cp, _, err := c.getRaw(ctx, "audit tail: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize)
+			if err != nil {
+				return err
+			}
+			size, err := checkpointSize(cp)
+			if err != nil {
+				return usageErr("audit tail: %v", err)
+			}
+			pos := max(0, size-n)
+			out := cmd.OutOrStdout()
+			for {
+				es, err := c.auditPage(ctx, pos, auditPageSize)
+				if err != nil {
+					if ctx.Err() != nil {
+						return nil
+					}
+					return err
+				}
+				for _, e := range es {
+					if _, err := out.Write(append(e, '\n')); err != nil {
+						return usageErr("audit tail: %v", err)
+					}
+				}
+				pos += int64(len(es))
+				if len(es) == auditPageSize {
+					continue
+				}
+				if !follow {
+					return nil
+				}
+				select {
+				case <-ctx.Done():
+					return nil
+				case <-time.After(interval):
+				}
+			}
+		},
+	}
+	c.Flags().Int64VarP(&n, "lines", "n", 10, "how many of the latest entries to print first")
+	c.Flags().BoolVarP(&follow, "follow", "f", false, "keep polling for new entries until interrupted")
+	c.Flags().DurationVar(&interval, "interval", time.Second, "polling interval with -f")
+	return c
+}
+
+func newAuditExportCmd(cf *clientFlags) *cobra.Command {
+	var since, until int64
+	c := &cobra.Command{
+		Use:   "export [--since N] [--until M]",
+		Short: "Write entries as NDJSON (their exact bytes, one per line) to standard output",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if since < 0 || (until >= 0 && until < since) {
+				return usageErr("audit export: --since must be >= 0 and --until >= --since")
+			}
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			bw := bufio.NewWriterSize(cmd.OutOrStdout(), 256<<10)
+			if err := c.streamEntries(cmd.Context(), bw, since, until); err != nil {
+				var ee *exitError
+				if errors.As(err, &ee) {
+					return err
+				}
+				return usageErr("audit export: %v", err)
+			}
+			if err := bw.Flush(); err != nil {
+				return usageErr("audit export: %v", err)
+			}
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&since, "since", 0, "first index to export")
+	c.Flags().Int64Var(&until, "until", -1, "stop before this index (default: the end of the log)")
+	return c
+}
+
+type proveReport struct {
+	Verified bool            `json:"verified"`
+	Index    int64           `json:"index"`
+	Size     int64           `json:"size"`
+	Root     string          `json:"root"`
+	Proof    []string        `json:"proof"`
+	Entry    json.RawMessage `json:"entry"`
+}
+
+func newAuditProveCmd(cf *clientFlags) *cobra.Command {
+	var index, size int64
+	var cpFile, keyFlag, statePath string
+	var asJSON bool
+	c := &cobra.Command{
+		Use:   "prove --index N [--size S] [--checkpoint FILE]",
+		Short: "Prove that an entry is in the signed tree (inclusion proof, checked locally)",
+		Long: "Fetch the entry, an inclusion proof and the latest signed checkpoint (or use --checkpoint FILE,\n" +
+			"a signed checkpoint kept earlier), and check the proof locally. The verifier key is --key, the\n" +
+			"one pinned by `audit verify` in the state file, or else the server's.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if index < 0 {
+				return usageErr("audit prove: --index N is required")
+			}
+			ctx := cmd.Context()
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			key, err := readKeyFlag(keyFlag)
+			if err != nil {
+				return err
+			}
+			if key == "" {
+				if statePath == "" {
+					statePath, _ = defaultStatePath(c.addr)
+				}
+				if st, err := loadState(statePath); err == nil && st != nil && st.Key != "" {
+					key = st.Key
+				} else if key, err = c.auditKey(ctx); err != nil {
+					return err
+				}
+			}
+			var cp []byte
+			if cpFile != "" {
+				if cp, err = os.ReadFile(cpFile); err != nil {
+					return usageErr("audit prove: %v", err)
+				}
+			} else if cp, _, err = c.getRaw(ctx, "audit prove: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize); err != nil {
+				return err
+			}
+			cpSize, root, err := audit.ParseCheckpoint(cp, key)
+			if err != nil {
+				return negative("audit prove: the checkpoint does not verify: %v", err)
+			}
+			if size >= 0 && size != cpSize {
+				return usageErr("audit prove: the checkpoint at hand has size %d, not %d: pass --checkpoint FILE with a signed checkpoint of size %d", cpSize, size, size)
+			}
+			if index >= cpSize {
+				return negative("audit prove: entry %d is not covered by the signed checkpoint (size %d) yet", index, cpSize)
+			}
+			b, _, err := c.getRaw(ctx, "audit prove: inclusion proof", fmt.Sprintf("/v1/audit/proof/inclusion?index=%d&size=%d", index, cpSize), 1<<20)
+			if err != nil {
+				return err
+			}
+			proof, err := audit.UnmarshalProof(b)
+			if err != nil {
+				return usageErr("audit prove: malformed proof from the server: %v", err)
+			}
+			es, err := c.auditPage(ctx, index, 1)
+			if err != nil {
+				return err
+			}
+			if len(es) != 1 {
+				return negative("audit prove: the server has no entry %d", index)
+			}
+			rep := proveReport{Index: index, Size: cpSize, Root: base64.StdEncoding.EncodeToString(root[:]), Proof: []string{}}
+			for _, h := range proof {
+				rep.Proof = append(rep.Proof, base64.StdEncoding.EncodeToString(h[:]))
+			}
+			if json.Valid(es[0]) {
+				rep.Entry = es[0]
+			}
+			verr := audit.VerifyInclusion(index, cpSize, es[0], root, proof)
+			rep.Verified = verr == nil
+			if asJSON {
+				if err := printJSON(cmd.OutOrStdout(), rep); err != nil {
+					return err
+				}
+			} else {
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", es[0])
+			}
+			if verr != nil {
+				return negative("audit prove: entry %d is NOT proven in the signed tree of size %d: %v", index, cpSize, verr)
+			}
+			if !asJSON {
+				fmt.Fprintf(cmd.OutOrStdout(), "verified: entry %d is in the signed tree of size %d (root %s)\n", index, cpSize, rep.Root)
+			}
+			return nil
+		},
+	}
+	c.Flags().Int64Var(&index, "index", -1, "the entry's index")
+	c.Flags().Int64Var(&size, "size", -1, "the tree size to prove against (must be the checkpoint's)")
+	c.Flags().StringVar(&cpFile, "checkpoint", "", "a signed checkpoint file to prove against (default: the server's latest)")
+	c.Flags().StringVar(&keyFlag, "key", "", "the note verifier key to trust (a file or the key)")
+	c.Flags().StringVar(&statePath, "state", "", "state file of `audit verify` holding the pinned key")
+	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	return c
+}
