@@ -42,6 +42,9 @@ func (o *Options) defaults() {
 	}
 }
 
+// maxLinger bounds how long a group commit waits for writers it expects.
+const maxLinger = 500 * time.Microsecond
+
 // maxConflictRetries bounds the retries of one group commit when other
 // writers keep appending first.
 const maxConflictRetries = 50
@@ -253,6 +256,7 @@ func (l *Log) commitLoop() {
 	probe := time.NewTicker(l.opts.CheckpointInterval)
 	defer probe.Stop()
 	batch := make([]*request, 0, l.opts.MaxBatch)
+	lastBatch, lastCommit := 1, time.Duration(0)
 	for {
 		select {
 		case r := <-l.reqs:
@@ -277,16 +281,40 @@ func (l *Log) commitLoop() {
 				}
 			}
 		}
+		// Writers released by the last commit tend to come straight back:
+		// wait briefly for them too, so that concurrent writers share one
+		// commit instead of alternating between two half-sized ones. A lone
+		// writer (lastBatch 1) never waits.
+		target := min(len(batch)+len(l.reqs)+lastBatch-1, l.opts.MaxBatch)
+		var linger *time.Timer
 	fill:
 		for len(batch) < l.opts.MaxBatch {
 			select {
 			case r := <-l.reqs:
 				batch = append(batch, r)
+				continue
 			default:
+			}
+			if len(batch) >= target {
+				break
+			}
+			if linger == nil {
+				linger = time.NewTimer(min(lastCommit/4, maxLinger))
+			}
+			select {
+			case r := <-l.reqs:
+				batch = append(batch, r)
+			case <-linger.C:
 				break fill
 			}
 		}
+		if linger != nil {
+			linger.Stop()
+		}
+		began := time.Now()
 		l.commit(batch)
+		lastCommit = time.Since(began)
+		lastBatch = len(batch)
 		clear(batch)
 		batch = batch[:0]
 	}

@@ -1,0 +1,160 @@
+package audit
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+)
+
+// BenchmarkAppend measures durable appends per second with 1, 64 and 256
+// concurrent writers on SQLite (and PostgreSQL when configured).
+func BenchmarkAppend(b *testing.B) {
+	for _, be := range realBackends(b) {
+		for _, writers := range []int{1, 64, 256} {
+			b.Run(fmt.Sprintf("%s/writers=%d", be.name, writers), func(b *testing.B) {
+				ctx := context.Background()
+				l, err := Open(ctx, be.st, testSigner, Options{})
+				if err != nil {
+					b.Fatal(err)
+				}
+				defer l.Close(ctx)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				b.ResetTimer()
+				start := time.Now()
+				for w := 0; w < writers; w++ {
+					wg.Add(1)
+					go func() {
+						defer wg.Done()
+						for {
+							i := next.Add(1)
+							if i > int64(b.N) {
+								return
+							}
+							if _, err := l.Append(ctx, gatewayEvent(int(i))); err != nil {
+								b.Error(err)
+								return
+							}
+						}
+					}()
+				}
+				wg.Wait()
+				b.ReportMetric(float64(b.N)/time.Since(start).Seconds(), "appends/s")
+			})
+		}
+	}
+}
+
+// fillLog appends n entries as fast as group commit allows.
+func fillLog(b *testing.B, st Storage, n int) {
+	ctx := context.Background()
+	l, err := Open(ctx, st, testSigner, Options{})
+	if err != nil {
+		b.Fatal(err)
+	}
+	const window = 4000
+	chans := make([]<-chan Result, 0, window)
+	for i := 0; i < n; i++ {
+		chans = append(chans, l.AppendAsync(gatewayEvent(i)))
+		if len(chans) == window || i == n-1 {
+			for _, c := range chans {
+				if r := <-c; r.Err != nil {
+					b.Fatal(r.Err)
+				}
+			}
+			chans = chans[:0]
+		}
+	}
+	if err := l.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func benchN() int {
+	if n, err := strconv.Atoi(os.Getenv("MAYFLY_AUDIT_BENCH_N")); err == nil && n > 0 {
+		return n
+	}
+	return 100000
+}
+
+// BenchmarkVerify verifies a stored log of MAYFLY_AUDIT_BENCH_N entries
+// (default 100,000) and reports entries per second.
+func BenchmarkVerify(b *testing.B) {
+	n := benchN()
+	for _, be := range realBackends(b) {
+		b.Run(fmt.Sprintf("%s/n=%d", be.name, n), func(b *testing.B) {
+			fillLog(b, be.st, n)
+			b.ResetTimer()
+			start := time.Now()
+			for i := 0; i < b.N; i++ {
+				res, err := Verify(context.Background(), be.st, testVerifier, VerifyOptions{})
+				if err != nil || !res.OK() || res.Size != int64(n) {
+					b.Fatalf("Verify = %+v, %v", res, err)
+				}
+			}
+			per := time.Since(start) / time.Duration(b.N)
+			b.ReportMetric(float64(n)/per.Seconds(), "entries/s")
+			b.ReportMetric(per.Seconds()*1e6/float64(n), "s/1M-entries")
+		})
+	}
+}
+
+// BenchmarkVerifyStream measures the CPU side of verification (parsing
+// and hashing NDJSON), without storage.
+func BenchmarkVerifyStream(b *testing.B) {
+	const n = 100000
+	st := newMemStore()
+	fillLog(b, st, n)
+	cp, _ := st.AuditCheckpoint(context.Background(), n)
+	var buf bytes.Buffer
+	for _, e := range st.entries {
+		buf.Write(e)
+		buf.WriteByte('\n')
+	}
+	b.SetBytes(int64(buf.Len()))
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		res, err := VerifyStream(context.Background(), bytes.NewReader(buf.Bytes()), cp, testVerifier, VerifyOptions{})
+		if err != nil || !res.OK() {
+			b.Fatalf("%+v %v", res, err)
+		}
+	}
+	b.ReportMetric(float64(n*b.N)/b.Elapsed().Seconds(), "entries/s")
+}
+
+// BenchmarkProof measures inclusion and consistency proof generation on a
+// stored log.
+func BenchmarkProof(b *testing.B) {
+	const n = 20000
+	for _, be := range realBackends(b) {
+		b.Run(be.name, func(b *testing.B) {
+			fillLog(b, be.st, n)
+			ctx := context.Background()
+			l, err := Open(ctx, be.st, testSigner, Options{})
+			if err != nil {
+				b.Fatal(err)
+			}
+			defer l.Close(ctx)
+			b.Run("inclusion", func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if _, err := l.InclusionProof(ctx, int64(i*7919%n), n); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+			b.Run("consistency", func(b *testing.B) {
+				for i := 0; i < b.N; i++ {
+					if _, err := l.ConsistencyProof(ctx, int64(1+i*7919%(n-1)), n); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		})
+	}
+}
