@@ -293,7 +293,7 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 			v.hints.set(name, guess)
 			return guess, nil
 		}
-		if !errors.Is(err, store.ErrConflict) {
+		if !errors.Is(err, store.ErrConflict) && !v.versionTaken(ctx, name, guess) {
 			return 0, err
 		}
 		if attempt >= maxPutAttempts {
@@ -315,6 +315,20 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 			return 0, fmt.Errorf("secret: put %s: %w", name, err)
 		}
 	}
+}
+
+// versionTaken reports whether, after a failed write, version of name now
+// exists: another writer took it. On PostgreSQL a writer on another
+// connection (another node) loses such a race with a unique-key error
+// rather than store.ErrConflict; it is then a conflict like any other.
+// (Were our own write durable despite its error, the retry adds one more
+// version of the same value: harmless.)
+func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool {
+	if ctx.Err() != nil {
+		return false
+	}
+	next, err := v.st.NextSecretVersion(ctx, name)
+	return err == nil && next > version
 }
 
 // putOnce seals value as version of name under the current keyring version
@@ -529,14 +543,21 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		if err := v.putOnce(ctx, name, key, 1); err == nil {
+		err = v.putOnce(ctx, name, key, 1)
+		if err == nil {
 			return key, nil
-		} else if !errors.Is(err, store.ErrConflict) {
-			zero(key)
+		}
+		zero(key)
+		// Another node created it first: read the winner's. (A node on
+		// another connection may lose with a driver error rather than
+		// store.ErrConflict; re-reading is right either way, and if nothing
+		// is there the error stands.)
+		if !errors.Is(err, store.ErrConflict) {
+			if val, _, rerr := v.reveal(ctx, name, false); rerr == nil && len(val) == size {
+				return val, nil
+			}
 			return nil, fmt.Errorf("secret: system key %s: %w", purpose, err)
 		}
-		// Another node created it first: read the winner's.
-		zero(key)
 	}
 	return nil, fmt.Errorf("secret: system key %s: neither readable nor creatable (deleted?)", purpose)
 }
@@ -624,5 +645,5 @@ func (h *versionHints) set(name string, version int) {
 	if len(h.m) >= maxCachedRecords {
 		clear(h.m)
 	}
-	h.m[name] = max(h.m[name], version)
+	h.m[name] = version
 }

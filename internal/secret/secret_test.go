@@ -758,3 +758,50 @@ func TestTwoNodesRotate(t *testing.T) {
 		})
 	}
 }
+
+// TestSystemKeyTwoProcesses: two store handles (two processes) on one
+// PostgreSQL database race to create a system key and a secret version.
+func TestSystemKeyTwoProcesses(t *testing.T) {
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	key := newKey(t)
+	var nodes []*Vault
+	for range 2 {
+		db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		nodes = append(nodes, openVault(t, db, key, testOpts()))
+	}
+	for round := range 5 {
+		var wg sync.WaitGroup
+		got := make([][]byte, 8)
+		errs := make([]error, 8)
+		for i := range got {
+			wg.Go(func() { got[i], errs[i] = nodes[i%2].SystemKey(ctx, fmt.Sprintf("k%d", round), 32) })
+		}
+		wg.Wait()
+		for i := range got {
+			if errs[i] != nil || !bytes.Equal(got[i], got[0]) {
+				t.Fatalf("round %d caller %d: %v (same: %v)", round, i, errs[i], bytes.Equal(got[i], got[0]))
+			}
+		}
+	}
+	var wg sync.WaitGroup
+	vers := make([]int, 32)
+	errs := make([]error, 32)
+	for i := range errs {
+		wg.Go(func() { vers[i], errs[i] = nodes[i%2].Put(ctx, "shared", fmt.Appendf(nil, "v%d", i)) })
+	}
+	wg.Wait()
+	seen := map[int]bool{}
+	for i, err := range errs {
+		if err != nil || seen[vers[i]] {
+			t.Fatalf("put %d across processes: v%d, %v", i, vers[i], err)
+		}
+		seen[vers[i]] = true
+	}
+	if m, err := nodes[0].Meta(ctx, "shared"); err != nil || m.Version != 32 {
+		t.Fatalf("Meta = %+v, %v; want version 32", m, err)
+	}
+}
