@@ -63,6 +63,9 @@ func newRootCmd() *cobra.Command {
 		newPolicyCmd(),
 		newLeasesCmd(),
 		newAuditCmd(),
+		newLoginCmd(),
+		newExecCmd(),
+		newDevIssuerCmd(),
 	// Commands register here, one line each.
 	)
 	return root

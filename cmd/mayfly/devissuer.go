@@ -1,0 +1,99 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/devissuer"
+)
+
+func newDevIssuerCmd() *cobra.Command {
+	var listen, alg, audience, urlFile string
+	c := &cobra.Command{
+		Use:   "dev-issuer [--listen 127.0.0.1:8700]",
+		Short: "Run a local OIDC issuer of GitHub-Actions-shaped ID tokens, for trying pipelines (never production)",
+		Long: "Run a local OIDC issuer that signs GitHub-Actions-shaped ID tokens with a key generated at\n" +
+			"start, for trying mayfly pipelines on a laptop. It listens on loopback addresses only.\n" +
+			"NEVER use it in production: anyone who can reach it can mint tokens.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if err := devissuer.CheckListen(listen); err != nil {
+				return usageErr("dev-issuer: %v", err)
+			}
+			ln, err := net.Listen("tcp", listen)
+			if err != nil {
+				return usageErr("dev-issuer: %v", err)
+			}
+			defer ln.Close()
+			url := "http://" + ln.Addr().String()
+			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: audience})
+			if err != nil {
+				return usageErr("%v", err)
+			}
+			aud := audience
+			if aud == "" {
+				aud = "https://127.0.0.1:8443"
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintf(out, `mayfly dev-issuer: a local OIDC issuer for trying pipelines. NEVER use it in production.
+
+issuer URL:  %[1]s   (%[2]s; key generated now, lost on exit)
+
+In the policy:
+  issuers:
+    dev:
+      url: %[1]s
+      audience: %[3]s
+      algorithms: [%[2]s]
+
+Mint an ID token (any claim can be set in the query):
+  curl -s '%[1]s/token?audience=%[3]s&repository=acme/app&ref=refs/heads/main&environment=production'
+
+Or imitate GitHub Actions for mayfly login / mayfly exec:
+  export ACTIONS_ID_TOKEN_REQUEST_URL='%[4]s'
+  export ACTIONS_ID_TOKEN_REQUEST_TOKEN='%[5]s'
+  export MAYFLY_AUDIENCE='%[3]s'
+
+Serving until interrupted.
+`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken())
+			if urlFile != "" {
+				if err := os.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
+					return usageErr("dev-issuer: %v", err)
+				}
+			}
+			srv := &http.Server{
+				Handler:           iss.Handler(),
+				ReadHeaderTimeout: 10 * time.Second,
+				ReadTimeout:       30 * time.Second,
+				WriteTimeout:      30 * time.Second,
+				IdleTimeout:       2 * time.Minute,
+				MaxHeaderBytes:    64 << 10,
+			}
+			errc := make(chan error, 1)
+			go func() { errc <- srv.Serve(ln) }()
+			select {
+			case err := <-errc:
+				if !errors.Is(err, http.ErrServerClosed) {
+					return usageErr("dev-issuer: %v", err)
+				}
+			case <-cmd.Context().Done():
+				sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+				defer cancel()
+				_ = srv.Shutdown(sctx)
+			}
+			return nil
+		},
+	}
+	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8700", "loopback address to listen on")
+	c.Flags().StringVar(&alg, "alg", "RS256", "signing algorithm: RS256 or ES256")
+	c.Flags().StringVar(&audience, "audience", "", "audience of tokens that ask for none (default: the issuer URL)")
+	c.Flags().StringVar(&urlFile, "url-file", "", "write the issuer URL to this file once listening (for scripts)")
+	return c
+}

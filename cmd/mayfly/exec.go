@@ -1,0 +1,212 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/job"
+	"github.com/mayfly-sh/mayfly/internal/mask"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// forwardedSignals are passed on to the child of `mayfly exec`.
+var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
+
+func newExecCmd() *cobra.Command {
+	var maskEnv []string
+	var noRenew bool
+	var jf *jobFlags
+	c := &cobra.Command{
+		Use:   "exec --grant NAME… [ID-token flags] -- CMD ARGS…",
+		Short: "Run a command with a job token in its environment, its output masked, the token revoked after",
+		Long: "Exchange the job's ID token, run CMD with MAYFLY_TOKEN and MAYFLY_GATEWAY=<addr>/gw in its\n" +
+			"environment, pass its standard output and error through the masker (the job token, the ID\n" +
+			"token and the values of --mask-env variables), forward SIGINT/SIGTERM/SIGHUP/SIGQUIT to it,\n" +
+			"renew the token while CMD runs (up to the grant's max_ttl), revoke the token when CMD ends,\n" +
+			"and exit with CMD's exit code (128+N if it died of signal N).",
+		Args: cobra.MinimumNArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			// Check what is to be masked before anything is issued.
+			var secrets [][]byte
+			for _, name := range maskEnv {
+				v := os.Getenv(name)
+				if v == "" {
+					continue
+				}
+				if len(v) < mask.MinSecretLen {
+					return usageErr("exec: --mask-env %s: the value is shorter than %d bytes and cannot be masked safely", name, mask.MinSecretLen)
+				}
+				secrets = append(secrets, []byte(v))
+			}
+			ex, err := jf.exchange(cmd.Context(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			secrets = append(secrets, []byte(ex.resp.AccessToken), []byte(ex.idToken))
+			m, err := mask.NewMatcher(secrets)
+			if err != nil {
+				revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+				return usageErr("exec: masker: %v", err)
+			}
+			env := childEnv(os.Environ(), ex, jf.dpopKey)
+			code, err := runMasked(cmd.Context(), m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ex, !noRenew)
+			revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			if code != 0 {
+				return silentExit(code)
+			}
+			return nil
+		},
+	}
+	jf = addJobFlags(c)
+	c.Flags().StringSliceVar(&maskEnv, "mask-env", nil, "also mask the values of these environment variables (repeatable)")
+	c.Flags().BoolVar(&noRenew, "no-renew", false, "do not renew the token while the command runs")
+	c.Flags().SetInterspersed(false) // flags after CMD belong to CMD
+	return c
+}
+
+// childEnv is the parent's environment with MAYFLY_TOKEN, MAYFLY_GATEWAY
+// (and MAYFLY_DPOP_KEY when bound) set for the job.
+func childEnv(parent []string, ex *exchanged, dpopKey string) []string {
+	set := map[string]string{
+		envToken:         ex.resp.AccessToken,
+		"MAYFLY_GATEWAY": job.GatewayURL(ex.client.Addr),
+	}
+	if dpopKey != "" {
+		if abs, err := filepath.Abs(dpopKey); err == nil {
+			dpopKey = abs
+		}
+		set["MAYFLY_DPOP_KEY"] = dpopKey
+	}
+	out := make([]string, 0, len(parent)+len(set))
+	for _, kv := range parent {
+		k, _, _ := strings.Cut(kv, "=")
+		if _, ok := set[k]; !ok {
+			out = append(out, kv)
+		}
+	}
+	for k, v := range set {
+		out = append(out, k+"="+v)
+	}
+	return out
+}
+
+// runMasked runs args with env, its output through m, forwarding signals,
+// renewing the token while it runs. It returns CMD's exit code (128+signal
+// when it died of one), or an error when it could not be started.
+func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin io.Reader, stdout, stderr io.Writer, ex *exchanged, renew bool) (int, error) {
+	outW := m.NewWriter(stdout, mask.Options{})
+	errW := m.NewWriter(stderr, mask.Options{})
+	defer outW.Close()
+	defer errW.Close()
+
+	child := exec.Command(args[0], args[1:]...)
+	child.Env = env
+	child.Stdin = stdin
+	child.Stdout = outW
+	child.Stderr = errW
+	// A grandchild left holding the pipes must not keep us (and the token)
+	// alive forever.
+	child.WaitDelay = 5 * time.Second
+
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+
+	if err := child.Start(); err != nil {
+		code := 126
+		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
+			code = 127
+		}
+		return 0, &exitError{code: code, msg: fmt.Sprintf("exec: %s: %v", args[0], err)}
+	}
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case s := <-sigs:
+				_ = child.Process.Signal(s)
+			case <-done:
+				return
+			}
+		}
+	}()
+	if renew {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			renewLoop(done, ex, stderr)
+		}()
+	}
+	err := child.Wait()
+	close(done)
+	wg.Wait()
+	_ = outW.Flush()
+	_ = errW.Flush()
+
+	st := child.ProcessState
+	if st == nil {
+		return 0, usageErr("exec: %s: %v", args[0], err)
+	}
+	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		return 128 + int(ws.Signal()), nil
+	}
+	if errors.Is(err, exec.ErrWaitDelay) && st.ExitCode() == 0 {
+		return 0, nil
+	}
+	return st.ExitCode(), nil
+}
+
+// renewLoop renews the token at two thirds of its remaining life until
+// done, or until renewal stops extending it (max_ttl reached, revoked).
+func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
+	left := time.Duration(ex.resp.ExpiresIn) * time.Second
+	for left > 15*time.Second {
+		select {
+		case <-done:
+			return
+		case <-time.After(left * 2 / 3):
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		resp, err := ex.client.Renew(ctx, ex.resp.AccessToken)
+		cancel()
+		if err != nil {
+			fmt.Fprintf(stderr, "mayfly: exec: renewing the job token failed (%s); it expires in about %s\n",
+				job.OneLine(err.Error(), 200), (left / 3).Round(time.Second))
+			return
+		}
+		next := time.Duration(resp.ExpiresIn) * time.Second
+		if next <= left/3+time.Second {
+			return // no longer extended: max_ttl reached
+		}
+		left = next
+	}
+}
+
+// revokeQuietly revokes the job token even if ctx was cancelled by a
+// signal; a failure is reported on stderr, never with the token.
+func revokeQuietly(ctx context.Context, ex *exchanged, stderr io.Writer) {
+	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+	defer cancel()
+	if err := ex.client.Revoke(rctx, ex.resp.AccessToken); err != nil {
+		fmt.Fprintf(stderr, "mayfly: exec: could not revoke job token %s (lease %s): %s; it expires by itself\n",
+			token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, job.OneLine(err.Error(), 200))
+	}
+}

@@ -1,0 +1,173 @@
+package main
+
+import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/job"
+)
+
+// jobFlags are the flags of the commands that exchange an ID token.
+type jobFlags struct {
+	client   *clientFlags
+	grants   []string
+	idFile   string
+	idEnv    string
+	audience string
+	ttl      time.Duration
+	dpopKey  string
+}
+
+func addJobFlags(c *cobra.Command) *jobFlags {
+	f := &jobFlags{client: &clientFlags{}}
+	fl := c.Flags()
+	fl.StringVar(&f.client.addr, "addr", "", "server URL (default $"+envAddr+")")
+	fl.StringVar(&f.client.cacert, "cacert", "", "PEM file of the CA to trust for the server (default $"+envCACert+")")
+	fl.StringSliceVar(&f.grants, "grant", nil, "grant(s) to ask for: NAME[,NAME…] (repeatable)")
+	fl.StringVar(&f.idFile, "id-token-file", "", "read the CI ID token from this file")
+	fl.StringVar(&f.idEnv, "id-token-env", "", "read the CI ID token from this variable (GitLab id_tokens; default "+job.EnvIDToken+")")
+	fl.StringVar(&f.audience, "audience", "", "audience to ask GitHub Actions for (default $"+job.EnvAudience+", then $"+envAddr+")")
+	fl.DurationVar(&f.ttl, "ttl", 0, "token lifetime to ask for (default: the grant's ttl)")
+	fl.StringVar(&f.dpopKey, "dpop-key", "", "bind the token to this PEM private key (created, P-256, if missing); gateway calls then need DPoP proofs")
+	return f
+}
+
+// exchanged is the outcome of an exchange.
+type exchanged struct {
+	client  *job.Client
+	resp    *job.TokenResponse
+	raw     []byte
+	idToken string
+	dpopKey crypto.Signer
+}
+
+// exchange finds the ID token and trades it for a job token.
+func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, error) {
+	var grants []string
+	for _, g := range f.grants {
+		for _, s := range strings.FieldsFunc(g, func(r rune) bool { return r == ',' || r == ' ' }) {
+			grants = append(grants, s)
+		}
+	}
+	if len(grants) == 0 {
+		return nil, usageErr("--grant NAME is required")
+	}
+	if f.ttl < 0 {
+		return nil, usageErr("--ttl must be positive")
+	}
+	addr := f.client.addr
+	if addr == "" {
+		addr = os.Getenv(envAddr)
+	}
+	addr, err := job.NormalizeAddr(addr)
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	cafile := f.client.cacert
+	if cafile == "" {
+		cafile = os.Getenv(envCACert)
+	}
+	hc, err := newHTTPClient(cafile)
+	if err != nil {
+		return nil, err
+	}
+	hc.Timeout = 60 * time.Second
+	var key crypto.Signer
+	if f.dpopKey != "" {
+		var created bool
+		key, created, err = job.LoadDPoPKey(f.dpopKey, true)
+		if err != nil {
+			return nil, usageErr("%v", err)
+		}
+		if created {
+			fmt.Fprintf(stderr, "mayfly: created DPoP key %s\n", f.dpopKey)
+		}
+	}
+	aud := f.audience
+	if aud == "" && os.Getenv(job.EnvAudience) == "" {
+		aud = addr
+	}
+	idTok, _, err := job.FindIDToken(ctx, job.IDTokenOptions{File: f.idFile, EnvVar: f.idEnv, Audience: aud})
+	if err != nil {
+		return nil, usageErr("%v", err)
+	}
+	jc := &job.Client{Addr: addr, HTTP: hc}
+	resp, raw, err := jc.Exchange(ctx, job.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
+	if err != nil {
+		return nil, jobErr("token exchange", addr, err)
+	}
+	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key}, nil
+}
+
+// jobErr maps an exchange failure: a refusal (400 invalid_grant,
+// invalid_scope, 401, 403) is the command's negative answer (exit 1);
+// anything else is an environment problem (exit 2).
+func jobErr(what, addr string, err error) error {
+	var je *job.Error
+	if errors.As(err, &je) {
+		if je.Status >= 400 && je.Status < 500 && je.Status != http.StatusTooManyRequests {
+			return negative("%s refused: %v", what, je)
+		}
+		return usageErr("%s: %v", what, je)
+	}
+	if errors.Is(err, context.Canceled) {
+		return usageErr("%s: interrupted", what)
+	}
+	if strings.Contains(err.Error(), "not a mayfly job token") {
+		return usageErr("%s: %v", what, err)
+	}
+	return connErr(what, addr, err)
+}
+
+func newLoginCmd() *cobra.Command {
+	var format string
+	var jf *jobFlags
+	c := &cobra.Command{
+		Use:   "login --grant NAME[,NAME…] [--id-token-file F | --id-token-env VAR] [--format token|env|json|github-env]",
+		Short: "Exchange the CI job's ID token for a short-lived mayfly job token and print it",
+		Long: "Find the job's OIDC ID token (GitHub Actions' request URL, GitLab's id_tokens variable\n" +
+			"MAYFLY_ID_TOKEN, or --id-token-file / --id-token-env), exchange it at $MAYFLY_ADDR/v1/token for\n" +
+			"the grants asked, and print the job token:\n" +
+			"  token       the bare token (default)\n" +
+			"  env         MAYFLY_TOKEN=… and MAYFLY_GATEWAY=$MAYFLY_ADDR/gw lines\n" +
+			"  json        the server's response\n" +
+			"  github-env  ::add-mask:: for the runner, then both variables appended to $GITHUB_ENV\n" +
+			"Prefer `mayfly exec`, which also masks the token in output and revokes it when done.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			switch format {
+			case "token", "env", "json", "github-env":
+			default:
+				return usageErr("login: unknown --format %q (token, env, json or github-env)", format)
+			}
+			if format == "github-env" && os.Getenv(job.EnvGitHubEnv) == "" {
+				return usageErr("login: --format github-env needs $GITHUB_ENV (GitHub Actions)")
+			}
+			ex, err := jf.exchange(cmd.Context(), cmd.ErrOrStderr())
+			if err != nil {
+				return err
+			}
+			err = job.Write(job.Output{Stdout: cmd.OutOrStdout(), GitHubEnv: os.Getenv(job.EnvGitHubEnv)}, format, ex.client.Addr, ex.resp, ex.raw)
+			if err != nil {
+				// Nobody will use a token that could not be handed over.
+				rctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 10*time.Second)
+				_ = ex.client.Revoke(rctx, ex.resp.AccessToken)
+				cancel()
+				return usageErr("login: %v", err)
+			}
+			return nil
+		},
+	}
+	jf = addJobFlags(c)
+	c.Flags().StringVar(&format, "format", "token", "token, env, json or github-env")
+	return c
+}
