@@ -9,9 +9,11 @@ import (
 )
 
 // batcher is the group committer: one goroutine takes every pending write,
-// runs each inside its own savepoint of one transaction and commits once, so
-// concurrent writers share one durable commit (one fsync) instead of queueing
-// for their own.
+// runs them in one transaction and commits once, so concurrent writers share
+// one durable commit (one fsync) instead of queueing for their own. A write
+// that fails is isolated with savepoints so it never undoes its neighbours.
+// Write functions may run twice (an optimistic pass, then an isolated one):
+// they must set their results afresh on each run.
 type batcher struct {
 	db   *sql.DB
 	max  int
@@ -102,6 +104,33 @@ func (b *batcher) commit(batch []*writeReq) {
 		return
 	}
 	results := make([]error, len(live))
+	if len(live) > 1 {
+		// Optimistic pass: no savepoints (they cost two statements per
+		// write). Writes rarely fail; when one does, the whole pass is
+		// rolled back and redone below with a savepoint around each.
+		ok := true
+		for _, r := range live {
+			if err := r.fn(tx); err != nil {
+				ok = false
+				break
+			}
+		}
+		if ok {
+			if err := tx.Commit(); err != nil {
+				failAll(live, fmt.Errorf("store: commit: %w", err))
+				return
+			}
+			for _, r := range live {
+				r.err <- nil
+			}
+			return
+		}
+		tx.Rollback()
+		if tx, err = b.db.BeginTx(ctx, nil); err != nil {
+			failAll(live, fmt.Errorf("store: begin: %w", err))
+			return
+		}
+	}
 	if len(live) == 1 {
 		results[0] = live[0].fn(tx)
 		if results[0] != nil {
