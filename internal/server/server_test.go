@@ -417,3 +417,7 @@ func TestInitAndListenChecks(t *testing.T) {
 		}
 	}
 }
+
+func decodeJSON(resp *http.Response, v any) {
+	json.NewDecoder(resp.Body).Decode(v)
+}

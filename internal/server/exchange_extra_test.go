@@ -1,0 +1,78 @@
+package server
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/dpop"
+)
+
+func TestExchangeRateLimited(t *testing.T) {
+	h := newHarness(t, Config{Limits: ConfigLimits{TokenRate: 1, TokenBurst: 3}})
+	got429 := false
+	for i := 0; i < 10; i++ {
+		req, _ := http.NewRequest("POST", h.http.URL+"/v1/token", strings.NewReader(exchangeForm(h.issuer.mint(t, nil), "deploy")))
+		req.Header.Set("Content-Type", form)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			got429 = true
+			if resp.Header.Get("Retry-After") == "" {
+				t.Fatal("429 without Retry-After")
+			}
+			break
+		}
+	}
+	if !got429 {
+		t.Fatal("no 429 after a burst of exchanges from one address")
+	}
+}
+
+func TestExchangeDPoPBinding(t *testing.T) {
+	h := newHarness(t, Config{})
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	exchange := func(proof string) (*http.Response, map[string]any) {
+		req, _ := http.NewRequest("POST", h.http.URL+"/v1/token", strings.NewReader(exchangeForm(h.issuer.mint(t, nil), "deploy")))
+		req.Header.Set("Content-Type", form)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var out map[string]any
+		decodeJSON(resp, &out)
+		return resp, out
+	}
+	proof, err := dpop.NewProof(key, "POST", h.http.URL+"/v1/token", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp, out := exchange(proof)
+	if resp.StatusCode != 200 || out["token_type"] != "DPoP" {
+		t.Fatalf("DPoP exchange = %d %v", resp.StatusCode, out)
+	}
+	in := h.do("POST", "/v1/introspect", h.admin, form, "token="+out["access_token"].(string), 200)
+	want, _ := dpop.Thumbprint(&key.PublicKey)
+	if cnf, _ := in["cnf"].(map[string]any); cnf["jkt"] != want {
+		t.Fatalf("token not bound to the proof key: %v", in)
+	}
+	// A replayed proof, a proof for another URL and a garbage proof fail.
+	wrongURL, _ := dpop.NewProof(other, "POST", "https://elsewhere.example/v1/token", "", time.Now())
+	for name, p := range map[string]string{"replayed": proof, "wrong url": wrongURL, "garbage": "x.y.z"} {
+		if resp, out := exchange(p); resp.StatusCode != 400 || out["error"] != "invalid_dpop_proof" {
+			t.Errorf("%s proof: %d %v", name, resp.StatusCode, out)
+		}
+	}
+}
