@@ -52,7 +52,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl := cmd.Flags()
 	fl.BoolVar(&f.git, "git", false, "scan the lines added in the git history of the repository at PATH (default .)")
 	fl.StringVar(&f.since, "since", "", "with --git: only commits after REV (REV..HEAD)")
-	fl.StringVar(&f.rangeRev, "range", "", "with --git: only the commits in A..B")
+	fl.StringVar(&f.rangeRev, "range", "", "with --git: only the commits in A..B (or a single REV: its whole history)")
 	fl.BoolVar(&f.firstParent, "first-parent", false, "with --git: follow only the first parent of merges")
 	fl.BoolVar(&f.allRefs, "all", false, "with --git: every branch and tag, not only HEAD")
 	fl.BoolVar(&f.staged, "staged", false, "scan the staged changes (git diff --cached) of the repository at PATH (default .)")

@@ -18,8 +18,9 @@ import (
 type GitOptions struct {
 	// Dir is the repository (default ".").
 	Dir string
-	// Since scans the commits after REV (REV..HEAD); Range scans A..B. At
-	// most one of them; neither scans all of HEAD's history.
+	// Since scans the commits after REV (REV..HEAD); Range scans A..B (or,
+	// without "..", the whole history of one revision). At most one of
+	// them; neither scans all of HEAD's history.
 	Since, Range string
 	// FirstParent follows only the first parent of merges; otherwise each
 	// merge is diffed against every parent (-m).
@@ -63,8 +64,8 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		}
 		args = append(args, o.Since+"..HEAD")
 	case o.Range != "":
-		if strings.HasPrefix(o.Range, "-") || !strings.Contains(o.Range, "..") {
-			return fmt.Errorf("scan: bad range %q (want A..B)", o.Range)
+		if strings.HasPrefix(o.Range, "-") || strings.HasSuffix(o.Range, "..") || strings.HasPrefix(o.Range, "..") {
+			return fmt.Errorf("scan: bad range %q (want A..B or REV)", o.Range)
 		}
 		args = append(args, o.Range)
 	}
