@@ -181,3 +181,12 @@ func TestServeTLSAndGracefulStop(t *testing.T) {
 		t.Fatal("server did not stop on SIGINT")
 	}
 }
+
+// The README's first command: the demo runs on a fresh machine and ends
+// with a verified audit log.
+func TestDemoCommand(t *testing.T) {
+	out, errOut, code := run(t, nil, "", "demo")
+	if code != 0 || !strings.Contains(out, "intact") {
+		t.Fatalf("demo: exit %d\n%s\n%s", code, out, errOut)
+	}
+}

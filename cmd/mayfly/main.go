@@ -56,6 +56,7 @@ func newRootCmd() *cobra.Command {
 	root.AddCommand(
 		newInitCmd(),
 		newServerCmd(),
+		newDemoCmd(),
 		newScanCmd(),
 		newMaskCmd(),
 		newAdminCmd(),

@@ -202,10 +202,6 @@ func (a *API) routes() {
 	admin("GET /v1/audit/proof/inclusion", authority.RoleAuditor, a.auditInclusion)
 	admin("GET /v1/audit/proof/consistency", authority.RoleAuditor, a.auditConsistency)
 
-	if a.cfg.Gateway != nil {
-		// The gateway has its own metrics per upstream.
-		a.mux.Handle("/gw/", a.cfg.Gateway)
-	}
 	a.mux.Handle("/", a.metrics.wrap("other", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")
 	}))
@@ -218,6 +214,12 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	hd.Set("Cache-Control", "no-store")
 	if a.cfg.HSTS && r.TLS != nil {
 		hd.Set("Strict-Transport-Security", "max-age=63072000")
+	}
+	// The gateway sees the path exactly as sent: ServeMux would clean it
+	// and redirect, hiding traversal attempts the gateway must refuse.
+	if a.cfg.Gateway != nil && strings.HasPrefix(r.URL.EscapedPath(), "/gw/") {
+		a.cfg.Gateway.ServeHTTP(w, r)
+		return
 	}
 	a.mux.ServeHTTP(w, r)
 }

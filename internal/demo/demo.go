@@ -1,0 +1,417 @@
+// Package demo runs mayfly's whole story on one machine with nothing else
+// installed: a server on embedded storage in a temporary folder, a local CI
+// issuer, a sample upstream API, and a job that exchanges its ID token,
+// calls through the gateway, leaks its token, sees the scanner get it
+// revoked, and ends with a verified audit log. Each step is printed with
+// what happened and how long it took.
+//
+// It is a user of the other packages, over real HTTP on loopback; it never
+// reaches into a server's internals.
+package demo
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/devissuer"
+	"github.com/mayfly-sh/mayfly/internal/scan"
+	"github.com/mayfly-sh/mayfly/internal/server"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// upstreamCredential is the sample API's real credential: stored in
+// mayfly, injected by the gateway, never seen by the job.
+const upstreamCredential = "sample-upstream-credential-7f3a9c2e"
+
+// Run plays the story, writing each step to w. dir, when not empty, keeps
+// the data directory there instead of a temporary folder.
+func Run(ctx context.Context, w io.Writer, dir string) error {
+	d := &demo{w: w, start: time.Now()}
+	if dir == "" {
+		tmp, err := os.MkdirTemp("", "mayfly-demo-")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(tmp)
+		dir = tmp
+	}
+	return d.run(ctx, filepath.Join(dir, "data"))
+}
+
+type demo struct {
+	w     io.Writer
+	start time.Time
+	n     int
+}
+
+func (d *demo) step(title string, fn func() (string, error)) error {
+	d.n++
+	t := time.Now()
+	detail, err := fn()
+	took := time.Since(t)
+	if err != nil {
+		fmt.Fprintf(d.w, "%2d. %-52s FAILED (%s)\n    %v\n", d.n, title, round(took), err)
+		return fmt.Errorf("demo step %d (%s): %w", d.n, title, err)
+	}
+	fmt.Fprintf(d.w, "%2d. %-52s ok  (%s)\n", d.n, title, round(took))
+	for _, line := range strings.Split(strings.TrimRight(detail, "\n"), "\n") {
+		if line != "" {
+			fmt.Fprintf(d.w, "      %s\n", line)
+		}
+	}
+	return nil
+}
+
+func round(t time.Duration) time.Duration {
+	if t > time.Second {
+		return t.Round(10 * time.Millisecond)
+	}
+	return t.Round(10 * time.Microsecond)
+}
+
+// sampleAPI is an upstream that accepts only the real credential and
+// remembers what it received, so the demo can show what reached it.
+type sampleAPI struct {
+	mu       sync.Mutex
+	received []string
+}
+
+func (s *sampleAPI) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	s.mu.Lock()
+	s.received = append(s.received, r.Method+" "+r.URL.Path+" auth="+r.Header.Get("Authorization"))
+	s.mu.Unlock()
+	if r.Header.Get("Authorization") != "Bearer "+upstreamCredential {
+		http.Error(w, `{"message":"Bad credentials"}`, http.StatusUnauthorized)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	fmt.Fprintf(w, `{"repository":"acme/app","deployments":3,"path":%q}`, r.URL.Path)
+}
+
+func listen() (net.Listener, error) { return net.Listen("tcp", "127.0.0.1:0") }
+
+func (d *demo) run(ctx context.Context, dataDir string) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	fmt.Fprintf(d.w, "mayfly demo: a CI job gets a just-in-time token, uses it, leaks it, and the leak is worthless.\n\n")
+
+	var init *server.InitResult
+	if err := d.step("init a data dir (keys, TLS CA, audit key, admin)", func() (s string, err error) {
+		init, err = server.Init(ctx, server.InitOptions{DataDir: dataDir})
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("data dir %s\nfirst admin token %s (shown once; stored only as a keyed hash)", dataDir, token.Hint(init.AdminToken)), nil
+	}); err != nil {
+		return err
+	}
+
+	// The sample upstream and the local CI issuer, on loopback.
+	api := &sampleAPI{}
+	apiLn, err := listen()
+	if err != nil {
+		return err
+	}
+	apiSrv := &http.Server{Handler: api, ReadHeaderTimeout: 5 * time.Second}
+	go apiSrv.Serve(apiLn)
+	defer apiSrv.Close()
+	issLn, err := listen()
+	if err != nil {
+		return err
+	}
+	issuerURL := "http://" + issLn.Addr().String()
+	iss, err := devissuer.New(devissuer.Options{URL: issuerURL})
+	if err != nil {
+		return err
+	}
+	issSrv := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
+	go issSrv.Serve(issLn)
+	defer issSrv.Close()
+
+	var base string
+	var client *http.Client
+	var srv *server.Server
+	if err := d.step("start the server (TLS, embedded SQLite)", func() (string, error) {
+		addrFile := filepath.Join(filepath.Dir(dataDir), "addr")
+		srv, err = server.New(ctx, server.Config{DataDir: dataDir, Listen: "127.0.0.1:0", AddrFile: addrFile},
+			server.NewLogger(io.Discard, "text", "error"))
+		if err != nil {
+			return "", err
+		}
+		go srv.Serve(ctx)
+		for i := 0; i < 500 && base == ""; i++ {
+			b, _ := os.ReadFile(addrFile)
+			base = strings.TrimSpace(string(b))
+			time.Sleep(10 * time.Millisecond)
+		}
+		if base == "" {
+			return "", fmt.Errorf("server did not start")
+		}
+		pool := x509.NewCertPool()
+		pem, err := os.ReadFile(init.CAFile)
+		if err != nil {
+			return "", err
+		}
+		pool.AppendCertsFromPEM(pem)
+		client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		return fmt.Sprintf("listening on %s\nlocal CI issuer %s, sample upstream API http://%s", base, issuerURL, apiLn.Addr()), nil
+	}); err != nil {
+		return err
+	}
+	defer srv.Close(context.Background())
+
+	admin := func(method, path, ctype, body string) (map[string]any, error) {
+		return call(client, method, base+path, "Bearer "+init.AdminToken, ctype, body, 200)
+	}
+	if err := d.step("store the upstream credential (encrypted at rest)", func() (string, error) {
+		out, err := admin("PUT", "/v1/secrets/sample-api-token", "application/json", `{"value":"`+upstreamCredential+`"}`)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("secret sample-api-token version %v; no endpoint returns its value", out["version"]), nil
+	}); err != nil {
+		return err
+	}
+	policy := fmt.Sprintf(`issuers:
+  local-ci:
+    url: %s
+    audience: %s
+upstreams:
+  sample:
+    url: http://%s
+    credential:
+      secret: sample-api-token
+      header: Authorization
+      prefix: "Bearer "
+grants:
+  deploy:
+    upstream: sample
+    ttl: 5m
+    max_ttl: 30m
+    bind_source_ip: true
+    allow:
+      - methods: [GET]
+        paths: ["/repos/acme/app/**"]
+      - methods: [POST]
+        paths: ["/repos/acme/app/deployments"]
+    who:
+      - issuer: local-ci
+        claims:
+          repository: acme/app
+          ref: refs/heads/main
+`, issuerURL, issuerURL, apiLn.Addr())
+	if err := d.step("apply the policy (a new audited version)", func() (string, error) {
+		out, err := admin("PUT", "/v1/policy", "application/yaml", policy)
+		if err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("policy version %v: grant deploy = GET /repos/acme/app/**, POST …/deployments, 5 min, bound to the job's address", out["version"]), nil
+	}); err != nil {
+		return err
+	}
+
+	var jobToken string
+	if err := d.step("the job exchanges its CI ID token (RFC 8693)", func() (string, error) {
+		idt, err := iss.Mint(map[string]any{"repository": "acme/app", "ref": "refs/heads/main"}, issuerURL, 5*time.Minute)
+		if err != nil {
+			return "", err
+		}
+		v := url.Values{}
+		v.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
+		v.Set("subject_token", idt)
+		v.Set("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")
+		v.Set("scope", "deploy")
+		out, err := call(client, "POST", base+"/v1/token", "", "application/x-www-form-urlencoded", v.Encode(), 200)
+		if err != nil {
+			return "", err
+		}
+		jobToken, _ = out["access_token"].(string)
+		return fmt.Sprintf("job token %s, lease %v, expires in %vs, scope %v", token.Hint(jobToken), out["lease_id"], out["expires_in"], out["scope"]), nil
+	}); err != nil {
+		return err
+	}
+	gw := func(method, path string, want int) (map[string]any, error) {
+		return call(client, method, base+"/gw/sample"+path, "Bearer "+jobToken, "application/json", "{}", want)
+	}
+	if err := d.step("the job calls the API through the gateway", func() (string, error) {
+		out, err := gw("GET", "/repos/acme/app/deployments", 200)
+		if err != nil {
+			return "", err
+		}
+		if _, err := gw("POST", "/repos/acme/app/deployments", 200); err != nil {
+			return "", err
+		}
+		api.mu.Lock()
+		last := api.received[len(api.received)-1]
+		api.mu.Unlock()
+		if strings.Contains(last, jobToken) {
+			return "", fmt.Errorf("the upstream saw the job token")
+		}
+		return fmt.Sprintf("GET and POST allowed; upstream answered %v deployments\nthe upstream got the injected credential, never the job token", out["deployments"]), nil
+	}); err != nil {
+		return err
+	}
+	if err := d.step("out-of-scope calls are refused before the upstream", func() (string, error) {
+		before := len(api.received)
+		if _, err := gw("DELETE", "/repos/acme/app", 403); err != nil {
+			return "", err
+		}
+		if _, err := gw("GET", "/repos/acme/other-app/secrets", 403); err != nil {
+			return "", err
+		}
+		if _, err := gw("GET", "/repos/acme/app/%2e%2e/other-app", 400); err != nil {
+			return "", err
+		}
+		if len(api.received) != before {
+			return "", fmt.Errorf("a refused call reached the upstream")
+		}
+		return "DELETE → 403, another repository → 403, encoded traversal → 400; the upstream saw none", nil
+	}); err != nil {
+		return err
+	}
+
+	jobLog := fmt.Sprintf("#12 [deploy 3/5] RUN curl -H \"Authorization: Bearer %s\" https://api.example.com\n#12 DONE 0.4s\n", jobToken)
+	if err := d.step("the job leaks its token; the scanner finds it", func() (string, error) {
+		sc, err := scan.New(scan.Options{})
+		if err != nil {
+			return "", err
+		}
+		var found []string
+		for _, f := range sc.ScanBytes("job.log", []byte(jobLog)) {
+			if f.Rule == scan.RuleMayflyJob && f.Verified {
+				found = append(found, f.Secret)
+			}
+		}
+		if len(found) != 1 {
+			return "", fmt.Errorf("scanner found %d mayfly tokens, want 1", len(found))
+		}
+		out, err := call(client, "POST", base+"/v1/leaks", "", "text/plain", strings.Join(found, "\n"), 200)
+		if err != nil {
+			return "", err
+		}
+		rev, _ := out["revoked"].([]any)
+		if len(rev) != 1 {
+			return "", fmt.Errorf("leak report revoked %d tokens: %v", len(rev), out)
+		}
+		return fmt.Sprintf("job.log:1 mayfly-job-token %s (checksum verified)\nPOST /v1/leaks → revoked %v before answering", token.Hint(found[0]), rev[0].(map[string]any)["lease_id"]), nil
+	}); err != nil {
+		return err
+	}
+	if err := d.step("the leaked token is now worthless", func() (string, error) {
+		before := len(api.received)
+		out, err := gw("GET", "/repos/acme/app/deployments", 401)
+		if err != nil {
+			return "", err
+		}
+		if len(api.received) != before {
+			return "", fmt.Errorf("the revoked token reached the upstream")
+		}
+		return fmt.Sprintf("gateway → 401 %v", out["error"]), nil
+	}); err != nil {
+		return err
+	}
+	return d.step("verify the tamper-evident audit log", func() (string, error) {
+		time.Sleep(1100 * time.Millisecond) // one checkpoint interval, so the last entries are signed
+		key, err := get(client, base+"/v1/audit/key", init.AdminToken)
+		if err != nil {
+			return "", err
+		}
+		cp, err := get(client, base+"/v1/audit/checkpoint", init.AdminToken)
+		if err != nil {
+			return "", err
+		}
+		size, _, err := audit.ParseCheckpoint(cp, strings.TrimSpace(string(key)))
+		if err != nil {
+			return "", err
+		}
+		entries, err := get(client, fmt.Sprintf("%s/v1/audit/entries?start=0&limit=%d", base, size), init.AdminToken)
+		if err != nil {
+			return "", err
+		}
+		res, err := audit.VerifyStream(ctx, bytes.NewReader(entries), cp, strings.TrimSpace(string(key)), audit.VerifyOptions{})
+		if err != nil {
+			return "", err
+		}
+		if res.FirstBad >= 0 {
+			return "", fmt.Errorf("audit log broken at index %d: %s", res.FirstBad, res.Reason)
+		}
+		var types []string
+		seen := map[string]bool{}
+		for _, line := range strings.Split(strings.TrimSpace(string(entries)), "\n") {
+			var e struct{ Type string }
+			json.Unmarshal([]byte(line), &e)
+			if !seen[e.Type] {
+				seen[e.Type] = true
+				types = append(types, e.Type)
+			}
+		}
+		return fmt.Sprintf("%d entries recomputed into the signed Merkle root: intact\nrecorded: %s\ndone in %s", res.Size, strings.Join(types, ", "), round(time.Since(d.start))), nil
+	})
+}
+
+func call(c *http.Client, method, u, auth, ctype, body string, want int) (map[string]any, error) {
+	req, err := http.NewRequest(method, u, strings.NewReader(body))
+	if err != nil {
+		return nil, err
+	}
+	if auth != "" {
+		req.Header.Set("Authorization", auth)
+	}
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
+	var out map[string]any
+	json.Unmarshal(b, &out)
+	if resp.StatusCode != want {
+		return out, fmt.Errorf("%s %s: status %d, want %d: %s", method, redactURL(u), resp.StatusCode, want, strings.TrimSpace(string(b)))
+	}
+	return out, nil
+}
+
+func redactURL(u string) string {
+	if i := strings.Index(u, "/gw/"); i >= 0 {
+		return u[i:]
+	}
+	if i := strings.Index(u, "/v1/"); i >= 0 {
+		return u[i:]
+	}
+	return u
+}
+
+func get(c *http.Client, u, adminToken string) ([]byte, error) {
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := c.Do(req)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
+	if err != nil {
+		return nil, err
+	}
+	if resp.StatusCode != 200 {
+		return nil, fmt.Errorf("GET %s: %d", redactURL(u), resp.StatusCode)
+	}
+	return b, nil
+}
