@@ -321,6 +321,15 @@ func verifyRemote(ctx context.Context, c *apiClient, key string, state *verifySt
 		}
 		return nil, "", nil, usageErr("audit verify: %v", err)
 	}
+	// The tree check only says from where the log can no longer be trusted;
+	// inclusion proofs against the signed checkpoint find the first entry
+	// actually served altered (bounded, one request per entry).
+	if !res.OK() && cpErr == nil && res.FirstBad >= 0 && res.FirstBad < cpSize {
+		if k, ok := locateBadEntry(ctx, c, res.FirstBad, cpSize, cpRoot); ok {
+			res.Reason = fmt.Sprintf("entry %d does not match the signed checkpoint of size %d (%s)", k, cpSize, res.Reason)
+			res.FirstBad = k
+		}
+	}
 	// The server's own consistency proof must agree with what was recomputed.
 	if res.OK() && seen != nil && cpErr == nil && cpSize > seen.Size && seen.Size > 0 {
 		b, _, err := c.getRaw(ctx, "audit verify: consistency proof",
@@ -337,6 +346,36 @@ func verifyRemote(ctx context.Context, c *apiClient, key string, state *verifySt
 		}
 	}
 	return res, key, cons, nil
+}
+
+// maxLocate bounds the inclusion proofs locateBadEntry asks for.
+const maxLocate = 1000
+
+// locateBadEntry returns the first index in [from, size) whose served entry
+// is not proven in the signed tree (size, root), looking at most maxLocate
+// entries.
+func locateBadEntry(ctx context.Context, c *apiClient, from, size int64, root [32]byte) (int64, bool) {
+	for i := from; i < size && i < from+maxLocate; {
+		es, err := c.auditPage(ctx, i, int(min(auditPageSize, size-i)))
+		if err != nil || len(es) == 0 {
+			return 0, false
+		}
+		for _, e := range es {
+			b, _, err := c.getRaw(ctx, "audit verify: inclusion proof", fmt.Sprintf("/v1/audit/proof/inclusion?index=%d&size=%d", i, size), 1<<20)
+			if err != nil {
+				return 0, false
+			}
+			proof, err := audit.UnmarshalProof(b)
+			if err != nil || audit.VerifyInclusion(i, size, e, root, proof) != nil {
+				return i, true
+			}
+			i++
+			if i >= from+maxLocate {
+				return 0, false
+			}
+		}
+	}
+	return 0, false
 }
 
 func (c *apiClient) auditKey(ctx context.Context) (string, error) {
