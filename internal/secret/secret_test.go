@@ -805,3 +805,52 @@ func TestSystemKeyTwoProcesses(t *testing.T) {
 		t.Fatalf("Meta = %+v, %v; want version 32", m, err)
 	}
 }
+
+func TestRewrapDoneAndClose(t *testing.T) {
+	b := storetest.SQLite(t)
+	key := newKey(t)
+	v, err := Open(ctx, b.DB, key, Options{}) // production defaults
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v.opts.RetireGrace >= 0 || v.opts.RecordCacheTTL != MaxRecordCacheTTL {
+		t.Fatalf("defaults on SQLite: %+v", v.opts)
+	}
+	putMany(t, v, 50)
+	if _, err := v.RotateMasterKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	select {
+	case <-v.RewrapDone():
+	case <-time.After(30 * time.Second):
+		t.Fatal("RewrapDone never closed")
+	}
+	if st, _ := v.Status(ctx); st.Rewrapping || st.Pending != 0 || len(st.Versions) != 1 {
+		t.Fatalf("Status = %+v", st)
+	}
+	// Closing with work queued releases waiters.
+	if _, err := v.RotateMasterKey(ctx); err != nil {
+		t.Fatal(err)
+	}
+	done := v.RewrapDone()
+	v.Close()
+	v.Close() // idempotent
+	select {
+	case <-done:
+	case <-time.After(10 * time.Second):
+		t.Fatal("RewrapDone not released by Close")
+	}
+	if err := v.WaitRewrap(ctx); !errors.Is(err, ErrClosed) {
+		t.Fatalf("WaitRewrap after Close = %v", err)
+	}
+	for _, err := range []error{
+		func() error { _, _, err := v.Reveal(ctx, "s0001"); return err }(),
+		func() error { _, err := v.RotateMasterKey(ctx); return err }(),
+		func() error { _, err := v.SystemKey(ctx, "x", 32); return err }(),
+		func() error { _, err := v.List(ctx); return err }(),
+	} {
+		if !errors.Is(err, ErrClosed) {
+			t.Fatalf("after Close: %v", err)
+		}
+	}
+}
