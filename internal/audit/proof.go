@@ -85,25 +85,25 @@ func (l *Log) InclusionProof(ctx context.Context, index, size int64) ([][32]byte
 	return hashesOf(p), nil
 }
 
-// ConsistencyProof proves that the tree of size old is a prefix of the tree
-// of size new (RFC 6962). It is empty when old is 0 or equals new.
-func (l *Log) ConsistencyProof(ctx context.Context, old, new int64) ([][32]byte, error) {
-	if old < 0 || new < old {
-		return nil, fmt.Errorf("%w: old %d new %d", ErrRange, old, new)
+// ConsistencyProof proves that the tree of size oldSize is a prefix of the tree
+// of size newSize (RFC 6962). It is empty when oldSize is 0 or equals newSize.
+func (l *Log) ConsistencyProof(ctx context.Context, oldSize, newSize int64) ([][32]byte, error) {
+	if oldSize < 0 || newSize < oldSize {
+		return nil, fmt.Errorf("%w: old %d new %d", ErrRange, oldSize, newSize)
 	}
-	cur, err := l.durableSize(ctx, new)
+	cur, err := l.durableSize(ctx, newSize)
 	if err != nil {
 		return nil, err
 	}
-	if new > cur {
-		return nil, fmt.Errorf("%w: size %d beyond the log's %d", ErrRange, new, cur)
+	if newSize > cur {
+		return nil, fmt.Errorf("%w: size %d beyond the log's %d", ErrRange, newSize, cur)
 	}
-	if old == 0 || old == new {
+	if oldSize == 0 || oldSize == newSize {
 		return [][32]byte{}, nil
 	}
-	p, err := tlog.ProveTree(new, old, storeHashReader(ctx, l.st))
+	p, err := tlog.ProveTree(newSize, oldSize, storeHashReader(ctx, l.st))
 	if err != nil {
-		return nil, fmt.Errorf("audit: proving %d consistent with %d: %w", old, new, err)
+		return nil, fmt.Errorf("audit: proving %d consistent with %d: %w", oldSize, newSize, err)
 	}
 	return hashesOf(p), nil
 }

@@ -28,7 +28,12 @@ type VerifyOptions struct {
 }
 
 // VerifyResult is the outcome of a verification. Reason is empty and
-// FirstBad is -1 when the log is intact.
+// FirstBad is -1 when the log is intact. Otherwise FirstBad is the first
+// index that can no longer be trusted: the exact entry when an entry's
+// index, its stored hash or a missing entry shows it; when only a signed
+// root disagrees (entries and stored hashes rewritten together) or the
+// latest checkpoint is missing or forged, the size last proven by a good
+// root (a checkpoint seen before, else 0).
 type VerifyResult struct {
 	Size       int64    // entries read and hashed
 	Root       [32]byte // root hash recomputed over those entries
