@@ -37,7 +37,9 @@ func main() {
 		return string(b)
 	}
 	lines := []func() string{
-		func() string { return fmt.Sprintf("\tif err := s.store.Put(ctx, key%d, value); err != nil {", r.IntN(100)) },
+		func() string {
+			return fmt.Sprintf("\tif err := s.store.Put(ctx, key%d, value); err != nil {", r.IntN(100))
+		},
 		func() string { return "\t\treturn fmt.Errorf(\"saving the token for %s: %w\", name, err)" },
 		func() string { return fmt.Sprintf("\tuser.PasswordHash = hash(%q)", str("abcdefgh", 6)) },
 		func() string { return "// Package auth checks passwords and API tokens against the store." },
@@ -49,7 +51,9 @@ func main() {
 		func() string { return fmt.Sprintf("\tconst maxRetries = %d", r.IntN(10)) },
 		func() string { return "  secretRef:\n    name: db-credentials" },
 		func() string { return "commit " + str(hx, 40) },
-		func() string { return "\tresp, err := http.Get(\"https://api.example.com/v2/users?page=\" + strconv.Itoa(page))" },
+		func() string {
+			return "\tresp, err := http.Get(\"https://api.example.com/v2/users?page=\" + strconv.Itoa(page))"
+		},
 		func() string { return "func (c *Client) Do(req *http.Request) (*http.Response, error) {" },
 		func() string { return "" },
 		func() string { return "}" },
