@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 )
 
@@ -117,8 +118,15 @@ func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
 			if i < 0 {
 				break
 			}
-			ivs = append(ivs, iv{off + i, off + i + len(p)})
-			off += i + 1
+			s, e := off+i, off+i+len(p)
+			// Matches of one pattern come in order: extend the last run
+			// rather than keep one interval per overlapping match.
+			if n := len(ivs); n > 0 && ivs[n-1].e >= s && ivs[n-1].s <= s {
+				ivs[n-1].e = max(ivs[n-1].e, e)
+			} else {
+				ivs = append(ivs, iv{s, e})
+			}
+			off = s + 1
 		}
 	}
 	cut := len(buf)
@@ -146,12 +154,8 @@ func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
 	if len(ivs) == 0 {
 		return append(dst, buf[:cut]...), cut
 	}
-	// Sort by start (few intervals: insertion sort) and merge.
-	for i := 1; i < len(ivs); i++ {
-		for j := i; j > 0 && ivs[j].s < ivs[j-1].s; j-- {
-			ivs[j], ivs[j-1] = ivs[j-1], ivs[j]
-		}
-	}
+	// Sort by start and merge.
+	slices.SortFunc(ivs, func(a, b iv) int { return a.s - b.s })
 	pos := 0
 	for k := 0; k < len(ivs); {
 		s, e := ivs[k].s, ivs[k].e

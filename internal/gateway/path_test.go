@@ -1,0 +1,212 @@
+package gateway
+
+import (
+	"bytes"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"testing/iotest"
+)
+
+func TestCleanPath(t *testing.T) {
+	tests := []struct {
+		raw, want string // want "" = refused
+	}{
+		{"", "/"},
+		{"/", "/"},
+		{"/a/b", "/a/b"},
+		{"/a/b/", "/a/b/"},
+		{"/a%20b/c%3Bd", "/a b/c;d"},
+		{"/caf%C3%A9", "/café"},
+		{"/%41", "/A"},
+		{"/a.b/v1.2/.well-known", "/a.b/v1.2/.well-known"},
+		{"/sha256:abc@x", "/sha256:abc@x"},
+		{"a/b", ""},
+		{"//", ""},
+		{"/a//b", ""},
+		{"/a/./b", ""},
+		{"/a/../b", ""},
+		{"/..", ""},
+		{"/.", ""},
+		{"/a/...", ""},
+		{"/a/..;/b", ""},
+		{"/a/;x", ""},
+		{"/a/b.", ""},
+		{"/a/b ", ""},
+		{"/a/%2e", ""},
+		{"/a/%2E%2E", ""},
+		{"/a%2fb", ""},
+		{"/a%2Fb", ""},
+		{"/a%5cb", ""},
+		{"/a\\b", ""},
+		{"/a%00", ""},
+		{"/a\x00", ""},
+		{"/a%0A", ""},
+		{"/a\t", ""},
+		{"/a%7F", ""},
+		{"/a%25", ""},
+		{"/a%252e", ""},
+		{"/a%", ""},
+		{"/a%4", ""},
+		{"/a%zz", ""},
+		{"/%c0%ae", ""},
+		{"/%ff", ""},
+		{"/%ef%bc%8e", ""},
+		{"/%e2%80%ae", ""}, // right-to-left override
+		{"/" + strings.Repeat("a", MaxPathLen), ""},
+	}
+	for _, tt := range tests {
+		got, err := CleanPath(tt.raw)
+		if tt.want == "" {
+			if err == nil {
+				t.Errorf("CleanPath(%q) = %q, want refusal", tt.raw, got)
+			}
+			continue
+		}
+		if err != nil || got != tt.want {
+			t.Errorf("CleanPath(%q) = %q, %v; want %q", tt.raw, got, err, tt.want)
+		}
+	}
+}
+
+func TestEscapePath(t *testing.T) {
+	for in, want := range map[string]string{"/": "/", "/a b/c;d": "/a%20b/c%3Bd", "/café/": "/caf%C3%A9/", "/x:y@z": "/x:y@z"} {
+		if got := EscapePath(in); got != want {
+			t.Errorf("EscapePath(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func FuzzCleanPath(f *testing.F) {
+	for _, s := range []string{"/a/b", "/a/%2e%2e/b", "/a%2fb", "//", "/a/./b", "/%c0%ae", "/a%252e", "/a b/", "/x..;/y", "/\u00e9"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, raw string) {
+		p, err := CleanPath(raw)
+		if err != nil {
+			return
+		}
+		if strings.Contains(p, "//") || strings.Contains(p, "\\") || strings.ContainsRune(p, 0) || strings.Contains(p, "%") {
+			t.Fatalf("CleanPath(%q) = %q", raw, p)
+		}
+		for _, seg := range strings.Split(p, "/") {
+			if seg == "." || seg == ".." {
+				t.Fatalf("CleanPath(%q) = %q has a dot segment", raw, p)
+			}
+		}
+		if strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") {
+			t.Fatalf("dot-dot in %q", p)
+		}
+		// Idempotent, and what is forwarded reads back as what was checked.
+		if q, err := CleanPath(p); err != nil || q != p {
+			t.Fatalf("not idempotent: %q -> %q -> %q, %v", raw, p, q, err)
+		}
+		if q, err := CleanPath(EscapePath(p)); err != nil || q != p {
+			t.Fatalf("escape round trip: %q -> %q -> %q, %v", raw, p, EscapePath(p), err)
+		}
+	})
+}
+
+func TestExtractTokenRepeated(t *testing.T) {
+	tok := mustToken(t)
+	h := http.Header{"Authorization": {"Bearer " + tok, "Bearer " + tok}}
+	if _, _, err := extractToken(func(k string) []string { return h[k] }); err != errRepeatedHeader {
+		t.Fatalf("err = %v", err)
+	}
+}
+
+func FuzzExtractToken(f *testing.F) {
+	const tok = "mfy_0123456789ABCDEFGHIJabcdefghij" // not checksum-valid: seeds exercise parsing
+	f.Add("Bearer "+tok, "")
+	f.Add("Basic eDp5", "Bearer x")
+	f.Add("", "Basic Og==")
+	f.Fuzz(func(t *testing.T, authz, proxy string) {
+		h := http.Header{}
+		if authz != "" {
+			h["Authorization"] = []string{authz}
+		}
+		if proxy != "" {
+			h["Proxy-Authorization"] = []string{proxy}
+		}
+		got, scheme, err := extractToken(func(k string) []string { return h[k] })
+		if err != nil {
+			if got != "" || scheme != "" {
+				t.Fatal("token returned with an error")
+			}
+			if strings.Contains(err.Error(), authz) && authz != "" || strings.Contains(err.Error(), proxy) && proxy != "" {
+				t.Fatal("error quotes the header")
+			}
+			return
+		}
+		if !isJobToken(got) {
+			t.Fatalf("returned %q, not a job token", got)
+		}
+		if !strings.Contains(authz+proxy, got) && scheme != "basic" {
+			t.Fatalf("token %q not in headers", got)
+		}
+	})
+}
+
+func TestMaskBodySplits(t *testing.T) {
+	secret := []byte("SECRETVALUE-1234567890")
+	r := newRedactor(secretForms(secret), tokenForms("mfy_tokentokentokentokentokentokentoke"))
+	in := []byte("head SECRETVALUE-1234567890 mid U0VDUkVUVkFMVUUtMTIzNDU2Nzg5MA== SECRETVALUE-1234567890SECRETVALUE-1234567890 tail SECRETVALUE-12")
+	for _, wrap := range []func(io.Reader) io.Reader{
+		func(r io.Reader) io.Reader { return r },
+		iotest.OneByteReader,
+		iotest.HalfReader,
+		iotest.DataErrReader,
+	} {
+		b := newMaskBody(io.NopCloser(wrap(bytes.NewReader(in))), r, true, nil)
+		out, err := io.ReadAll(b)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(out) != len(in) {
+			t.Fatalf("padded length %d, want %d", len(out), len(in))
+		}
+		if bytes.Contains(out, []byte("SECRETVALUE-12")) || bytes.Contains(out, []byte("U0VDUkVUVkFMVUU")) {
+			t.Fatalf("leak: %s", out)
+		}
+		if !bytes.HasPrefix(out, []byte("head *** mid *** ***")) || !bytes.Contains(out, []byte("*** tail ***")) {
+			t.Fatalf("out %q", out)
+		}
+	}
+}
+
+func TestMaskBodyBoundedOnPathologicalInput(t *testing.T) {
+	r := newRedactor([][]byte{[]byte("aaaaaaaaaa")})
+	b := newMaskBody(io.NopCloser(io.LimitReader(allA{}, 8<<20)), r, false, nil)
+	buf := make([]byte, 4096)
+	for {
+		_, err := b.Read(buf)
+		if len(b.pending) > 2*r.maxLen+32<<10 {
+			t.Fatalf("pending grew to %d", len(b.pending))
+		}
+		if err != nil {
+			break
+		}
+	}
+	if bytes.Contains(b.out, []byte("aaaaaaaaaa")) {
+		t.Fatal("leak")
+	}
+}
+
+type allA struct{}
+
+func (allA) Read(p []byte) (int, error) {
+	for i := range p {
+		p[i] = 'a'
+	}
+	return len(p), nil
+}
+
+func BenchmarkMaskBody(b *testing.B) {
+	r := newRedactor(secretForms([]byte("ghp_UpstreamCredential0123456789abcdefXY")), tokenForms("mfy_tokentokentokentokentokentokentoke"))
+	data := bytes.Repeat([]byte(`{"id":12345,"name":"some value","url":"https://api.example.com/x"}`+"\n"), 16<<10)
+	b.SetBytes(int64(len(data)))
+	for b.Loop() {
+		io.Copy(io.Discard, newMaskBody(io.NopCloser(bytes.NewReader(data)), r, false, nil))
+	}
+}
