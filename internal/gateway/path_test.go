@@ -134,7 +134,7 @@ func FuzzExtractToken(f *testing.F) {
 			if got != "" || scheme != "" {
 				t.Fatal("token returned with an error")
 			}
-			if strings.Contains(err.Error(), authz) && authz != "" || strings.Contains(err.Error(), proxy) && proxy != "" {
+			if len(authz) >= 12 && strings.Contains(err.Error(), authz) || len(proxy) >= 12 && strings.Contains(err.Error(), proxy) {
 				t.Fatal("error quotes the header")
 			}
 			return
