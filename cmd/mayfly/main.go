@@ -67,6 +67,7 @@ func newRootCmd() *cobra.Command {
 		newLoginCmd(),
 		newExecCmd(),
 		newDevIssuerCmd(),
+		newGatewayCmd(),
 	// Commands register here, one line each.
 	)
 	return root
