@@ -110,7 +110,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
-	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, ObserveCommit: storeMetrics(s.registry)})
 	if err != nil {
 		return nil, err
 	}
@@ -409,3 +409,20 @@ func (a vaultAdapter) RotateMasterKey(ctx context.Context) (int, error) {
 }
 
 func (s *Server) logger() *slog.Logger { return s.log }
+
+// storeMetrics reports group commits: latency, writes per commit, failures.
+func storeMetrics(reg prometheus.Registerer) func(time.Duration, int, error) {
+	lat := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mayfly_store_commit_seconds",
+		Help: "Latency of durable group commits.", Buckets: prometheus.ExponentialBuckets(0.0002, 2, 14)})
+	size := prometheus.NewHistogram(prometheus.HistogramOpts{Name: "mayfly_store_commit_writes",
+		Help: "Writes carried by one group commit.", Buckets: prometheus.ExponentialBuckets(1, 2, 10)})
+	errs := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_store_commit_errors_total", Help: "Group commits that failed."})
+	reg.MustRegister(lat, size, errs)
+	return func(d time.Duration, n int, err error) {
+		lat.Observe(d.Seconds())
+		size.Observe(float64(n))
+		if err != nil {
+			errs.Inc()
+		}
+	}
+}

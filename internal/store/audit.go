@@ -95,6 +95,9 @@ func (db *DB) AuditHashes(ctx context.Context, indexes []int64) ([][32]byte, err
 	if len(indexes) == 0 {
 		return out, nil
 	}
+	if contiguous(indexes) {
+		return db.auditHashRange(ctx, indexes[0], out)
+	}
 	pos := make(map[int64][]int, len(indexes))
 	args := make([]any, 0, len(indexes))
 	for i, x := range indexes {
@@ -196,4 +199,46 @@ func (db *DB) SetAuditCursor(ctx context.Context, name string, next int64) error
 		return fmt.Errorf("store: set audit cursor %s: %w", name, err)
 	}
 	return nil
+}
+
+func contiguous(xs []int64) bool {
+	for i := 1; i < len(xs); i++ {
+		if xs[i] != xs[i-1]+1 {
+			return false
+		}
+	}
+	return len(xs) > 1
+}
+
+// auditHashRange reads len(out) consecutive stored hashes from first with
+// one range scan (verification reads whole pages this way).
+func (db *DB) auditHashRange(ctx context.Context, first int64, out [][32]byte) ([][32]byte, error) {
+	rows, err := db.query(ctx, `SELECT id, hash FROM audit_hashes WHERE id >= ? AND id < ? ORDER BY id`, first, first+int64(len(out)))
+	if err != nil {
+		return nil, fmt.Errorf("store: audit hashes: %w", err)
+	}
+	defer rows.Close()
+	n := 0
+	for rows.Next() {
+		var id int64
+		var h []byte
+		if err := rows.Scan(&id, &h); err != nil {
+			return nil, fmt.Errorf("store: audit hashes: %w", err)
+		}
+		if len(h) != 32 || id != first+int64(n) {
+			if len(h) != 32 {
+				return nil, fmt.Errorf("store: audit hash %d has %d bytes", id, len(h))
+			}
+			return nil, ErrNotFound // a gap: some hash is missing
+		}
+		copy(out[n][:], h)
+		n++
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: audit hashes: %w", err)
+	}
+	if n != len(out) {
+		return nil, ErrNotFound
+	}
+	return out, nil
 }

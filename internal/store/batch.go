@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"time"
 )
 
 // batcher is the group committer: one goroutine takes every pending write,
@@ -15,11 +16,12 @@ import (
 // Write functions may run twice (an optimistic pass, then an isolated one):
 // they must set their results afresh on each run.
 type batcher struct {
-	db   *sql.DB
-	max  int
-	reqs chan *writeReq
-	done chan struct{}
-	once sync.Once
+	db      *sql.DB
+	observe func(time.Duration, int, error)
+	max     int
+	reqs    chan *writeReq
+	done    chan struct{}
+	once    sync.Once
 }
 
 type writeReq struct {
@@ -30,8 +32,11 @@ type writeReq struct {
 
 var errClosed = errors.New("store: closed")
 
-func newBatcher(db *sql.DB, max int) *batcher {
-	b := &batcher{db: db, max: max, reqs: make(chan *writeReq, max), done: make(chan struct{})}
+func newBatcher(db *sql.DB, max int, observe func(time.Duration, int, error)) *batcher {
+	if observe == nil {
+		observe = func(time.Duration, int, error) {}
+	}
+	b := &batcher{db: db, max: max, observe: observe, reqs: make(chan *writeReq, max), done: make(chan struct{})}
 	go b.run()
 	return b
 }
@@ -86,6 +91,14 @@ func (b *batcher) run() {
 }
 
 func (b *batcher) commit(batch []*writeReq) {
+	start := time.Now()
+	err := b.commitBatch(batch)
+	b.observe(time.Since(start), len(batch), err)
+}
+
+// commitBatch runs and commits one batch; its error is the commit's, for
+// metrics (each writer has already been told its own result).
+func (b *batcher) commitBatch(batch []*writeReq) error {
 	live := batch[:0:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
@@ -95,13 +108,14 @@ func (b *batcher) commit(batch []*writeReq) {
 		live = append(live, r)
 	}
 	if len(live) == 0 {
-		return
+		return nil
 	}
 	ctx := context.Background()
 	tx, err := b.db.BeginTx(ctx, nil)
 	if err != nil {
-		failAll(live, fmt.Errorf("store: begin: %w", err))
-		return
+		e := fmt.Errorf("store: begin: %w", err)
+		failAll(live, e)
+		return e
 	}
 	results := make([]error, len(live))
 	if len(live) > 1 {
@@ -117,18 +131,20 @@ func (b *batcher) commit(batch []*writeReq) {
 		}
 		if ok {
 			if err := tx.Commit(); err != nil {
-				failAll(live, fmt.Errorf("store: commit: %w", err))
-				return
+				e := fmt.Errorf("store: commit: %w", err)
+				failAll(live, e)
+				return e
 			}
 			for _, r := range live {
 				r.err <- nil
 			}
-			return
+			return nil
 		}
 		tx.Rollback()
 		if tx, err = b.db.BeginTx(ctx, nil); err != nil {
-			failAll(live, fmt.Errorf("store: begin: %w", err))
-			return
+			e := fmt.Errorf("store: begin: %w", err)
+			failAll(live, e)
+			return e
 		}
 	}
 	if len(live) == 1 {
@@ -136,14 +152,15 @@ func (b *batcher) commit(batch []*writeReq) {
 		if results[0] != nil {
 			tx.Rollback()
 			live[0].err <- results[0]
-			return
+			return nil
 		}
 	} else {
 		for i, r := range live {
 			if _, err := tx.ExecContext(ctx, "SAVEPOINT w"); err != nil {
 				tx.Rollback()
-				failAll(live, fmt.Errorf("store: savepoint: %w", err))
-				return
+				e := fmt.Errorf("store: savepoint: %w", err)
+				failAll(live, e)
+				return e
 			}
 			results[i] = r.fn(tx)
 			stmt := "RELEASE SAVEPOINT w"
@@ -152,26 +169,30 @@ func (b *batcher) commit(batch []*writeReq) {
 			}
 			if _, err := tx.ExecContext(ctx, stmt); err != nil {
 				tx.Rollback()
-				failAll(live, fmt.Errorf("store: savepoint: %w", err))
-				return
+				e := fmt.Errorf("store: savepoint: %w", err)
+				failAll(live, e)
+				return e
 			}
 			if results[i] != nil {
 				// ROLLBACK TO keeps the savepoint; drop it so names don't pile up.
 				if _, err := tx.ExecContext(ctx, "RELEASE SAVEPOINT w"); err != nil {
 					tx.Rollback()
-					failAll(live, fmt.Errorf("store: savepoint: %w", err))
-					return
+					e := fmt.Errorf("store: savepoint: %w", err)
+					failAll(live, e)
+					return e
 				}
 			}
 		}
 	}
 	if err := tx.Commit(); err != nil {
-		failAll(live, fmt.Errorf("store: commit: %w", err))
-		return
+		e := fmt.Errorf("store: commit: %w", err)
+		failAll(live, e)
+		return e
 	}
 	for i, r := range live {
 		r.err <- results[i]
 	}
+	return nil
 }
 
 func failAll(batch []*writeReq, err error) {

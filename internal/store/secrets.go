@@ -145,6 +145,9 @@ func (db *DB) PutSecret(ctx context.Context, s Secret) error {
 		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
 			s.Name, s.Version, s.KEKVersion, s.WrappedDEK, s.Ciphertext, nanos(s.CreatedAt))
 		if err != nil {
+			if isUniqueViolation(err) {
+				return ErrConflict // another node wrote this version first
+			}
 			return err
 		}
 		// Only the newest version is kept sealed; older versions keep their

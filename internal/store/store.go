@@ -19,6 +19,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
 )
@@ -36,6 +37,9 @@ type Config struct {
 	PostgresDSN string // PostgreSQL DSN (pgx syntax)
 	// BusyTimeout bounds how long a SQLite statement waits for a lock.
 	BusyTimeout time.Duration
+	// ObserveCommit, when set, is told each group commit's duration, how
+	// many writes it carried and whether it failed (for metrics).
+	ObserveCommit func(d time.Duration, writes int, err error)
 }
 
 // DB is mayfly's storage. It is safe for concurrent use.
@@ -63,7 +67,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.closeConns()
 		return nil, err
 	}
-	db.batch = newBatcher(db.write, 512)
+	db.batch = newBatcher(db.write, 512, cfg.ObserveCommit)
 	return db, nil
 }
 
@@ -209,6 +213,18 @@ func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
 
 func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
 	return db.read.QueryContext(ctx, db.Rebind(q), args...)
+}
+
+// isUniqueViolation tells a duplicate key from other failures on both
+// backends, so racing writers on separate nodes get ErrConflict/ErrExists
+// rather than a driver error.
+func isUniqueViolation(err error) bool {
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) {
+		return pg.Code == "23505"
+	}
+	msg := err.Error()
+	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "constraint failed: UNIQUE")
 }
 
 func nanos(t time.Time) int64 {
