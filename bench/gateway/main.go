@@ -1,0 +1,224 @@
+// Command gateway benchmarks mayfly's gateway on loopback, in one process:
+// an upstream server; a client calling it directly; a bare
+// httputil.ReverseProxy with the gateway's transport settings; and the
+// mayfly gateway with every check, a real audit log on SQLite in a
+// temporary folder, and metrics. It prints requests/s at saturation and
+// p50/p99 latency at concurrency 1, and the ratios gateway/bare.
+//
+//	go run ./bench/gateway [-c 64] [-d 3s] [-n 3000] [-size 256]
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httputil"
+	"net/netip"
+	"net/url"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/gateway"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+type secrets struct{}
+
+func (secrets) Reveal(context.Context, string) ([]byte, int, error) {
+	return []byte("ghp_BenchUpstreamCredential0123456789abc"), 1, nil
+}
+
+type fixedPolicy struct{ p *policy.Policy }
+
+func (f fixedPolicy) Current() *policy.Policy { return f.p }
+
+func serve(h http.Handler) (string, func()) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		log.Fatal(err)
+	}
+	srv := &http.Server{Handler: h, ReadHeaderTimeout: 10 * time.Second}
+	go srv.Serve(l)
+	return "http://" + l.Addr().String(), func() { srv.Close() }
+}
+
+func transport() *http.Transport {
+	return &http.Transport{
+		DialContext:           (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
+		TLSHandshakeTimeout:   10 * time.Second,
+		ResponseHeaderTimeout: 60 * time.Second,
+		IdleConnTimeout:       90 * time.Second,
+		MaxIdleConnsPerHost:   256,
+		ExpectContinueTimeout: time.Second,
+		ForceAttemptHTTP2:     true,
+	}
+}
+
+func main() {
+	conc := flag.Int("c", 64, "concurrent clients for the throughput run")
+	dur := flag.Duration("d", 3*time.Second, "duration of each throughput run")
+	n := flag.Int("n", 3000, "sequential requests for the latency run")
+	size := flag.Int("size", 256, "response body size")
+	flag.Parse()
+	ctx := context.Background()
+
+	body := []byte(strings.Repeat("x", *size))
+	upURL, stopUp := serve(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		io.Copy(io.Discard, r.Body)
+		w.Header().Set("Content-Type", "application/json")
+		w.Write(body)
+	}))
+	defer stopUp()
+
+	target, _ := url.Parse(upURL)
+	bareURL, stopBare := serve(&httputil.ReverseProxy{
+		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport:     transport(),
+		FlushInterval: -1,
+	})
+	defer stopBare()
+
+	dir, err := os.MkdirTemp("", "mayfly-bench-")
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer os.RemoveAll(dir)
+	db, err := store.Open(ctx, store.Config{Path: filepath.Join(dir, "mayfly.db")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer db.Close()
+	hasher, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	leases := lease.New(db, hasher, lease.Options{})
+	if err := leases.Load(ctx); err != nil {
+		log.Fatal(err)
+	}
+	signer, _, _ := audit.GenerateKey("bench/audit")
+	reg := prometheus.NewRegistry()
+	alog, err := audit.Open(ctx, db, signer, audit.Options{Registerer: reg})
+	if err != nil {
+		log.Fatal(err)
+	}
+	defer alog.Close(ctx)
+	pol, err := policy.Parse([]policy.File{{Name: "bench.yaml", Data: []byte(`
+issuers:
+  ci: {url: https://ci.example.com, audience: bench}
+upstreams:
+  api:
+    url: ` + upURL + `
+    credential: {secret: api-token, prefix: "Bearer "}
+grants:
+  read:
+    upstream: api
+    ttl: 1h
+    allow:
+      - methods: [GET]
+        paths: ["/repos/acme/app/**"]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`)}}, nil)
+	if err != nil {
+		log.Fatal(err)
+	}
+	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Subject: "bench", Job: "1", Claims: map[string]string{"repository": "acme/app"},
+		Grants: []string{"read"}, TTL: time.Hour, MaxTTL: time.Hour, Source: netip.MustParseAddr("127.0.0.1")})
+	if err != nil {
+		log.Fatal(err)
+	}
+	gw, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: alog, Registerer: reg})
+	if err != nil {
+		log.Fatal(err)
+	}
+	gwURL, stopGW := serve(gw)
+	defer stopGW()
+
+	path := "/repos/acme/app/issues?state=open"
+	targets := []struct{ name, url string }{
+		{"direct", upURL + path},
+		{"bare proxy", bareURL + path},
+		{"mayfly gateway", gwURL + "/gw/api" + path},
+	}
+	client := &http.Client{Transport: transport()}
+	do := func(u string) error {
+		req, _ := http.NewRequest("GET", u, nil)
+		req.Header.Set("Authorization", "Bearer "+tok)
+		resp, err := client.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	type result struct {
+		p50, p99 time.Duration
+		rps      float64
+	}
+	res := map[string]result{}
+	for _, t := range targets {
+		for range 200 { // warm up
+			if err := do(t.url); err != nil {
+				log.Fatalf("%s: %v", t.name, err)
+			}
+		}
+		lat := make([]time.Duration, 0, *n)
+		for range *n {
+			s := time.Now()
+			if err := do(t.url); err != nil {
+				log.Fatalf("%s: %v", t.name, err)
+			}
+			lat = append(lat, time.Since(s))
+		}
+		slices.Sort(lat)
+		var count, fails atomic.Int64
+		stop := time.Now().Add(*dur)
+		var wg sync.WaitGroup
+		start := time.Now()
+		for range *conc {
+			wg.Go(func() {
+				for time.Now().Before(stop) {
+					if err := do(t.url); err != nil {
+						fails.Add(1)
+						continue
+					}
+					count.Add(1)
+				}
+			})
+		}
+		wg.Wait()
+		el := time.Since(start)
+		if fails.Load() > 0 {
+			log.Printf("%s: %d failed requests", t.name, fails.Load())
+		}
+		res[t.name] = result{lat[len(lat)/2], lat[len(lat)*99/100], float64(count.Load()) / el.Seconds()}
+	}
+	fmt.Printf("loopback, %d-byte responses; latency over %d sequential requests; throughput with %d clients for %v\n\n", *size, *n, *conc, *dur)
+	fmt.Printf("%-16s %10s %10s %12s %14s %14s\n", "target", "p50", "p99", "req/s", "p50 added", "p99 added")
+	d := res["direct"]
+	for _, t := range targets {
+		r := res[t.name]
+		fmt.Printf("%-16s %10v %10v %12.0f %14v %14v\n", t.name, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rps,
+			(r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond))
+	}
+	b, g := res["bare proxy"], res["mayfly gateway"]
+	fmt.Printf("\ngateway/bare: throughput %.0f%%, p50 added vs bare %v, p50 added vs direct %v\n",
+		100*g.rps/b.rps, (g.p50 - b.p50).Round(time.Microsecond), (g.p50 - d.p50).Round(time.Microsecond))
+	fmt.Printf("audit log size after the run: %d entries\n", alog.Size())
+}
