@@ -35,6 +35,9 @@ type Config struct {
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
 	// /v1/leaks requires GitHub's signature headers to verify.
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`
+	// AuditSinks export the audit log (at least once, resuming after a
+	// restart from a cursor kept in the store).
+	AuditSinks []SinkConfig `yaml:"audit_sinks"`
 	// AddrFile, when set, receives the URL the server listens on once ready.
 	AddrFile string `yaml:"-"`
 }

@@ -5,6 +5,8 @@ import (
 	"crypto/elliptic"
 	"crypto/rand"
 	"net/http"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -74,5 +76,25 @@ func TestExchangeDPoPBinding(t *testing.T) {
 		if resp, out := exchange(p); resp.StatusCode != 400 || out["error"] != "invalid_dpop_proof" {
 			t.Errorf("%s proof: %d %v", name, resp.StatusCode, out)
 		}
+	}
+}
+
+func TestAuditFileSink(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	h := newHarness(t, Config{AuditSinks: []SinkConfig{{Type: "file", Path: path}}})
+	h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		b, _ := os.ReadFile(path)
+		if strings.Contains(string(b), `"type":"token.exchange"`) {
+			if !strings.HasPrefix(string(b), `{"index":0,`) {
+				t.Fatalf("sink file does not start at index 0: %.80s", b)
+			}
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("exchange entry never reached the file sink: %s", b)
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
 }

@@ -52,6 +52,7 @@ type Server struct {
 	clientIP  *clientip.Resolver
 
 	bg     sync.WaitGroup
+	bgCtx  context.Context
 	cancel context.CancelFunc
 }
 
@@ -90,6 +91,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		logger = NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	}
 	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	s.bgCtx, s.cancel = context.WithCancel(context.Background())
 	defer func() {
 		if err != nil {
 			s.Close(context.Background())
@@ -135,6 +137,18 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	clear(signer)
 	if err != nil {
 		return nil, err
+	}
+	for _, sc := range cfg.AuditSinks {
+		sink, err := sc.open()
+		if err != nil {
+			return nil, err
+		}
+		f := audit.NewForwarder(s.store, sink, audit.ForwarderOptions{Registerer: s.registry})
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			f.Run(s.bgCtx)
+		}()
 	}
 	s.leases = lease.New(s.store, hasher, lease.Options{Logger: logger})
 	if err := s.leases.Load(ctx); err != nil {
@@ -256,8 +270,7 @@ func (s *Server) Serve(ctx context.Context) error {
 		scheme = "http"
 	}
 	url := scheme + "://" + ln.Addr().String()
-	bgCtx, cancel := context.WithCancel(context.Background())
-	s.cancel = cancel
+	bgCtx := s.bgCtx
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

@@ -1,0 +1,47 @@
+package server
+
+import (
+	"crypto/tls"
+	"fmt"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+)
+
+// SinkConfig is one SIEM export of the audit log (config key audit_sinks).
+type SinkConfig struct {
+	Type       string `yaml:"type"` // file | syslog
+	Path       string `yaml:"path"` // file: JSON lines, rotated by size
+	MaxBytes   int64  `yaml:"max_bytes"`
+	MaxBackups int    `yaml:"max_backups"`
+	Addr       string `yaml:"addr"`    // syslog: host:port (RFC 5424 over TCP)
+	TLS        bool   `yaml:"tls"`     // syslog over TLS
+	CAFile     string `yaml:"ca_file"` // syslog TLS: CA to trust (default system roots)
+	ServerName string `yaml:"server_name"`
+}
+
+func (c SinkConfig) open() (audit.Sink, error) {
+	switch c.Type {
+	case "file":
+		if c.Path == "" {
+			return nil, fmt.Errorf("audit_sinks: a file sink needs path")
+		}
+		return audit.NewFileSink(c.Path, audit.FileSinkOptions{MaxBytes: c.MaxBytes, MaxBackups: c.MaxBackups})
+	case "syslog":
+		if c.Addr == "" {
+			return nil, fmt.Errorf("audit_sinks: a syslog sink needs addr")
+		}
+		o := audit.SyslogOptions{Addr: c.Addr}
+		if c.TLS {
+			o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
+			if c.CAFile != "" {
+				pool, err := loadPool(c.CAFile)
+				if err != nil {
+					return nil, fmt.Errorf("audit_sinks: %w", err)
+				}
+				o.TLS.RootCAs = pool
+			}
+		}
+		return audit.NewSyslogSink(o)
+	}
+	return nil, fmt.Errorf("audit_sinks: unknown type %q (file or syslog)", c.Type)
+}
