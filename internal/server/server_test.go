@@ -130,7 +130,7 @@ func newHarness(t *testing.T, cfg Config) *harness {
 	t.Helper()
 	ctx := context.Background()
 	dir := filepath.Join(t.TempDir(), "data")
-	res, err := Init(ctx, InitOptions{DataDir: dir})
+	res, err := Init(ctx, InitOptions{DataDir: dir, Postgres: cfg.Postgres})
 	if err != nil {
 		t.Fatal(err)
 	}
