@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
+	"io"
 	"log"
 	"net/http"
 	"net/http/httptest"
@@ -103,6 +104,7 @@ grants:
 			if err != nil {
 				return 0
 			}
+			io.Copy(io.Discard, resp.Body) // drained, so the connection is reused
 			resp.Body.Close()
 			return resp.StatusCode
 		}

@@ -50,7 +50,6 @@ type PolicyStore interface {
 type Config struct {
 	Leases   *lease.Manager
 	Verifier Verifier
-	JTIs     identity.JTIStore
 	Policies PolicyStore
 	Audit    Auditor
 	// SecretExists lets policy validation check credential references.
@@ -231,7 +230,10 @@ func (a *Authority) exchange(ctx context.Context, p *policy.Policy, r ExchangeRe
 	if maxTTL < ttl {
 		maxTTL = ttl
 	}
-	if err := a.cfg.Verifier.ConsumeJTI(ctx, a.cfg.JTIs, id); err != nil {
+	// The jti is checked by identity's rules but recorded by the lease
+	// insert, in the same commit: one ID token, one lease, one fsync.
+	var once captureJTI
+	if err := a.cfg.Verifier.ConsumeJTI(ctx, &once, id); err != nil {
 		var ve *identity.VerifyError
 		if errors.As(err, &ve) {
 			ev.Check = ve.Check
@@ -245,7 +247,11 @@ func (a *Authority) exchange(ctx context.Context, p *policy.Policy, r ExchangeRe
 	}
 	sort.Strings(scope)
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
-		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses})
+		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti})
+	if errors.Is(err, store.ErrReplay) {
+		ev.Check = identity.CheckReplay
+		return nil, refuse(400, "invalid_grant", "%s: this ID token (jti) was already exchanged", identity.CheckReplay)
+	}
 	if err != nil {
 		return nil, unavailable("issue token", err)
 	}
@@ -391,4 +397,13 @@ func versionString(v int64) string {
 		return ""
 	}
 	return fmt.Sprint(v)
+}
+
+// captureJTI takes the jti identity would record, so the lease insert can
+// record it in its own transaction.
+type captureJTI struct{ jti *store.JTI }
+
+func (c *captureJTI) UseJTI(_ context.Context, issuer, jti string, expires time.Time) (bool, error) {
+	c.jti = &store.JTI{Issuer: issuer, ID: jti, Expires: expires}
+	return true, nil
 }

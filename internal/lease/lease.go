@@ -170,6 +170,9 @@ type Request struct {
 	BindSource           bool
 	JKT                  string
 	MaxUses              int64
+	// JTI, when set, is recorded with the lease in one commit; a jti seen
+	// before fails the issue with store.ErrReplay.
+	JTI *store.JTI
 }
 
 // Issue mints a job token, stores its lease durably and adds it to the
@@ -189,7 +192,7 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 	now := m.opts.Now().UTC()
 	sl := store.Lease{ID: id, Hash: m.hasher.Sum(tok), Issuer: r.Issuer, Subject: r.Subject, Job: r.Job, Claims: r.Claims,
 		Grants: r.Grants, IssuedAt: now, ExpiresAt: now.Add(r.TTL), MaxExpiresAt: now.Add(r.MaxTTL),
-		BindSource: r.BindSource, JKT: r.JKT, MaxUses: r.MaxUses}
+		BindSource: r.BindSource, JKT: r.JKT, MaxUses: r.MaxUses, OnceJTI: r.JTI}
 	if r.Source.IsValid() {
 		sl.Source = r.Source.String()
 	}

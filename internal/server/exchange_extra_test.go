@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -96,5 +97,46 @@ func TestAuditFileSink(t *testing.T) {
 			t.Fatalf("exchange entry never reached the file sink: %s", b)
 		}
 		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// One ID token exchanged by 16 clients at once: exactly one gets a token.
+func TestConcurrentDoubleExchange(t *testing.T) {
+	h := newHarness(t, Config{})
+	idt := h.issuer.mint(t, nil)
+	var wg sync.WaitGroup
+	codes := make([]int, 16)
+	for i := range codes {
+		wg.Add(1)
+		go func(i int) {
+			defer wg.Done()
+			req, _ := http.NewRequest("POST", h.http.URL+"/v1/token", strings.NewReader(exchangeForm(idt, "deploy")))
+			req.Header.Set("Content-Type", form)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			codes[i] = resp.StatusCode
+		}(i)
+	}
+	wg.Wait()
+	wins := 0
+	for _, c := range codes {
+		switch c {
+		case 200:
+			wins++
+		case 400:
+		default:
+			t.Fatalf("unexpected status %d", c)
+		}
+	}
+	if wins != 1 {
+		t.Fatalf("%d exchanges of one ID token succeeded, want 1 (%v)", wins, codes)
+	}
+	ls := h.do("GET", "/v1/leases", h.admin, "", "", 200)["leases"].([]any)
+	if len(ls) != 1 {
+		t.Fatalf("%d leases stored for one ID token", len(ls))
 	}
 }

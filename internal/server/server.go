@@ -156,7 +156,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	verifier := identity.NewVerifier(identity.Options{})
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, JTIs: s.store, Policies: s.store, Audit: s.audit, Logger: logger,
+		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
 	if err := s.authority.LoadPolicy(ctx); err != nil {

@@ -30,7 +30,21 @@ type Lease struct {
 	MaxUses      int64 // 0: unlimited
 	RevokedAt    time.Time
 	RevokeReason string
+	// OnceJTI, when set on insert, records the ID token's jti in the same
+	// transaction: the lease is stored only if the jti is new (else
+	// ErrReplay), so one ID token yields one lease, in one commit.
+	OnceJTI *JTI
 }
+
+// JTI is an ID token's single-use key.
+type JTI struct {
+	Issuer  string
+	ID      string
+	Expires time.Time
+}
+
+// ErrReplay: the ID token's jti was exchanged before.
+var ErrReplay = errors.New("store: jti already used")
 
 // LeaseEvent tells other nodes that a lease changed, so their in-memory
 // views follow within a poll interval.
@@ -110,6 +124,16 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 		bind = 1
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
+		if j := l.OnceJTI; j != nil {
+			res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`),
+				j.Issuer, j.ID, nanos(j.Expires))
+			if err != nil {
+				return err
+			}
+			if n, _ := res.RowsAffected(); n == 0 {
+				return ErrReplay
+			}
+		}
 		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
 			l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
