@@ -21,6 +21,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
@@ -74,7 +75,16 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "duration of each throughput run")
 	n := flag.Int("n", 3000, "sequential requests for the latency run")
 	size := flag.Int("size", 256, "response body size")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
 	flag.Parse()
+	if *cpuprofile != "" {
+		f, err := os.Create(*cpuprofile)
+		if err != nil {
+			log.Fatal(err)
+		}
+		pprof.StartCPUProfile(f)
+		defer pprof.StopCPUProfile()
+	}
 	ctx := context.Background()
 
 	body := []byte(strings.Repeat("x", *size))
