@@ -54,7 +54,7 @@ func main() {
 
 	addrFile := filepath.Join(dir, "addr")
 	cfg := server.Config{DataDir: data, Listen: "127.0.0.1:0", AddrFile: addrFile, Postgres: *pg,
-		Limits: server.ConfigLimits{TokenRate: 1e9, TokenBurst: 1 << 30, IssuerRate: 1e9}}
+		Limits: server.ConfigLimits{TokenRate: 1e9, TokenBurst: 1 << 30, IssuerRate: 1e9, LeakRate: 1e9}}
 	s, err := server.New(ctx, cfg, server.NewLogger(os.Stderr, "text", "error"))
 	check(err)
 	go s.Serve(ctx)
@@ -110,6 +110,38 @@ grants:
 		}
 		report("HTTPS server", clients, run(clients, toks[count/2:], https))
 	}
+
+	// Leak report to revoked: each report carries one live token in a log
+	// line and must come back with it revoked.
+	var toks []string
+	for _, body := range mint(iss, 500) {
+		req := httptest.NewRequest("POST", "/v1/token", strings.NewReader(body))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.RemoteAddr = "127.0.0.1:1234"
+		rec := httptest.NewRecorder()
+		s.Handler().ServeHTTP(rec, req)
+		var out struct {
+			AccessToken string `json:"access_token"`
+		}
+		json.Unmarshal(rec.Body.Bytes(), &out)
+		toks = append(toks, "2026-11-27T04:00:00Z deploy: curl -H 'Authorization: Bearer "+out.AccessToken+"'")
+	}
+	leak := func(body string) int {
+		resp, err := client.Post(base+"/v1/leaks", "text/plain", strings.NewReader(body))
+		if err != nil {
+			return 0
+		}
+		defer resp.Body.Close()
+		var out struct {
+			Revoked []any `json:"revoked"`
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		if resp.StatusCode != 200 || len(out.Revoked) != 1 {
+			return -1
+		}
+		return 200
+	}
+	report("leak report → revoked", 1, run(1, toks, leak))
 	cancel()
 	s.Close(context.Background())
 }
