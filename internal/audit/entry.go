@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -92,17 +91,7 @@ func encodeEvent(ev Event) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("audit: encoding %s event: %w", ev.Type, err)
 	}
-	if ms := token.Find(b); len(ms) > 0 {
-		var out bytes.Buffer
-		last := 0
-		for _, m := range ms {
-			out.Write(b[last:m.Offset])
-			out.WriteString(token.Hint(m.Token))
-			last = m.Offset + len(m.Token)
-		}
-		out.Write(b[last:])
-		b = out.Bytes()
-	}
+	b = token.Redact(b)
 	if len(b)+80 > MaxEntrySize {
 		return nil, fmt.Errorf("audit: %s event of %d bytes exceeds %d", ev.Type, len(b), MaxEntrySize)
 	}

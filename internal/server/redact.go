@@ -77,17 +77,5 @@ func redactString(s string) string {
 	if !strings.Contains(s, "mfy") {
 		return s
 	}
-	ms := token.Find([]byte(s))
-	if len(ms) == 0 {
-		return s
-	}
-	var b strings.Builder
-	last := 0
-	for _, m := range ms {
-		b.WriteString(s[last:m.Offset])
-		b.WriteString(token.Hint(m.Token))
-		last = m.Offset + len(m.Token)
-	}
-	b.WriteString(s[last:])
-	return b.String()
+	return string(token.Redact([]byte(s)))
 }

@@ -48,3 +48,21 @@ func Find(b []byte) []Match {
 		i = start + n
 	}
 }
+
+// Redact returns b with every checksum-valid mayfly token replaced by its
+// hint, or b itself when it holds none. It is how logs and audit entries
+// keep whole tokens out whatever a caller passes them.
+func Redact(b []byte) []byte {
+	ms := Find(b)
+	if len(ms) == 0 {
+		return b
+	}
+	out := make([]byte, 0, len(b))
+	last := 0
+	for _, m := range ms {
+		out = append(out, b[last:m.Offset]...)
+		out = append(out, Hint(m.Token)...)
+		last = m.Offset + len(m.Token)
+	}
+	return append(out, b[last:]...)
+}

@@ -187,3 +187,19 @@ func BenchmarkFind(b *testing.B) {
 		}
 	}
 }
+
+func TestRedact(t *testing.T) {
+	j, _ := New(Job)
+	a, _ := New(Admin)
+	tests := []struct{ in, want string }{
+		{"nothing here", "nothing here"},
+		{"Bearer " + j, "Bearer " + Hint(j)},
+		{j + "," + a + "!", Hint(j) + "," + Hint(a) + "!"},
+		{"x" + j, "x" + j}, // glued to other characters: not a token
+	}
+	for _, tt := range tests {
+		if got := string(Redact([]byte(tt.in))); got != tt.want {
+			t.Errorf("Redact(%q) = %q, want %q", Hint(tt.in), got, tt.want)
+		}
+	}
+}
