@@ -221,6 +221,13 @@ func (a *API) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		a.cfg.Gateway.ServeHTTP(w, r)
 		return
 	}
+	// Control-plane and exchange requests are small: bound how long one may
+	// take to arrive and to be answered (the gateway streams, and bounds its
+	// own upstream waits instead).
+	rc := http.NewResponseController(w)
+	now := time.Now()
+	rc.SetReadDeadline(now.Add(30 * time.Second))
+	rc.SetWriteDeadline(now.Add(60 * time.Second))
 	a.mux.ServeHTTP(w, r)
 }
 

@@ -140,3 +140,26 @@ func TestConcurrentDoubleExchange(t *testing.T) {
 		t.Fatalf("%d leases stored for one ID token", len(ls))
 	}
 }
+
+func TestLeakReportBounds(t *testing.T) {
+	h := newHarness(t, Config{})
+	huge := strings.Repeat("x", 2<<20)
+	req, _ := http.NewRequest("POST", h.http.URL+"/v1/leaks", strings.NewReader(huge))
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusRequestEntityTooLarge {
+		t.Fatalf("2 MiB leak report: %d", resp.StatusCode)
+	}
+	bad := h.do("POST", "/v1/leaks", "", "application/json", `[{"token": 5}]`, 400)
+	if bad["error"] != "invalid_request" {
+		t.Fatalf("malformed report: %v", bad)
+	}
+	// Checksum-invalid look-alikes are not tokens: nothing revoked, nothing unknown.
+	ok := h.do("POST", "/v1/leaks", "", "text/plain", "mfy_000000000000000000000000000000000000", 200)
+	if len(ok["revoked"].([]any)) != 0 || ok["unknown"].(float64) != 0 {
+		t.Fatalf("look-alike: %v", ok)
+	}
+}
