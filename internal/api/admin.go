@@ -6,7 +6,6 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
-	"strings"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -193,12 +192,11 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	name := r.PathValue("name")
 	v, err := a.cfg.Secrets.Put(r.Context(), name, []byte(*body.Value))
+	if errors.Is(err, ErrInvalidSecret) {
+		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
+		return
+	}
 	if err != nil {
-		var re *authority.Error
-		if !errors.As(err, &re) && !errors.Is(err, authority.ErrUnavailable) && strings.Contains(err.Error(), "name") {
-			writeError(w, 400, "invalid_request", "bad secret name: letters, digits, '.', '_' and '-', at most 128")
-			return
-		}
 		a.fail(w, r, err)
 		return
 	}

@@ -47,8 +47,11 @@ type SecretMeta struct {
 	CreatedAt  time.Time `json:"created_at"`
 }
 
-// ErrSecretNotFound is what Secrets returns for an unknown name.
-var ErrSecretNotFound = errors.New("secret not found")
+// Errors Secrets returns: an unknown name; a name or value it refuses.
+var (
+	ErrSecretNotFound = errors.New("secret not found")
+	ErrInvalidSecret  = errors.New("invalid secret name or value")
+)
 
 // Health reports whether a dependency can take writes.
 type Health interface{ Healthy() error }

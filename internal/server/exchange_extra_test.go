@@ -163,3 +163,23 @@ func TestLeakReportBounds(t *testing.T) {
 		t.Fatalf("look-alike: %v", ok)
 	}
 }
+
+func TestSecretInputErrors(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, tt := range []struct{ path, body string }{
+		{"/v1/secrets/bad%2Fname", `{"value":"abcdefgh"}`},
+		{"/v1/secrets/.hidden", `{"value":"abcdefgh"}`},
+		{"/v1/secrets/ok", `{"value":""}`},
+		{"/v1/secrets/ok", `{"value":"` + strings.Repeat("v", 70<<10) + `"}`},
+		{"/v1/secrets/ok", `{"valu":"x"}`},
+	} {
+		out := h.do("PUT", tt.path, h.admin, "application/json", tt.body, http.StatusBadRequest)
+		if out["error"] != "invalid_request" {
+			t.Errorf("%s: %v", tt.path, out)
+		}
+	}
+	list := h.do("GET", "/v1/secrets", h.admin, "", "", 200)["secrets"].([]any)
+	if len(list) != 1 {
+		t.Fatalf("a refused write changed the store: %v", list)
+	}
+}

@@ -386,7 +386,11 @@ func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error)
 type vaultAdapter struct{ v *secret.Vault }
 
 func (a vaultAdapter) Put(ctx context.Context, name string, value []byte) (int, error) {
-	return a.v.Put(ctx, name, value)
+	v, err := a.v.Put(ctx, name, value)
+	if errors.Is(err, secret.ErrInvalidName) || errors.Is(err, secret.ErrInvalidValue) {
+		return 0, api.ErrInvalidSecret
+	}
+	return v, err
 }
 
 func (a vaultAdapter) List(ctx context.Context) ([]api.SecretMeta, error) {
