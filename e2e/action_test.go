@@ -634,3 +634,43 @@ func TestGitLabTemplateE2E(t *testing.T) {
 		}
 	}
 }
+
+// TestCIDocsExamples checks the YAML examples of docs/ci-*.md: every yaml
+// block parses, and every policy (a block with issuers:) passes
+// `mayfly policy check`.
+func TestCIDocsExamples(t *testing.T) {
+	fence := regexp.MustCompile("(?s)```yaml\n(.*?)```")
+	for _, doc := range []string{"ci-github.md", "ci-gitlab.md", "ci-generic-oidc.md"} {
+		b, err := os.ReadFile(filepath.Join("..", "docs", doc))
+		if err != nil {
+			t.Fatal(err)
+		}
+		blocks := fence.FindAllStringSubmatch(string(b), -1)
+		if len(blocks) == 0 {
+			t.Errorf("%s: no yaml examples", doc)
+		}
+		policies := 0
+		for i, m := range blocks {
+			var v any
+			if err := yaml.Unmarshal([]byte(m[1]), &v); err != nil {
+				t.Errorf("%s: yaml block %d: %v\n%s", doc, i+1, err, m[1])
+				continue
+			}
+			if top, ok := v.(map[string]any); ok {
+				if _, ok := top["issuers"]; ok {
+					policies++
+					f := filepath.Join(t.TempDir(), "policy.yaml")
+					if err := os.WriteFile(f, []byte(m[1]), 0o600); err != nil {
+						t.Fatal(err)
+					}
+					if so, se, code := run(t, nil, "", "policy", "check", f); code != 0 {
+						t.Errorf("%s: policy block %d: exit %d %s %s", doc, i+1, code, so, se)
+					}
+				}
+			}
+		}
+		if policies == 0 {
+			t.Errorf("%s: no policy example", doc)
+		}
+	}
+}
