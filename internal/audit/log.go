@@ -45,6 +45,12 @@ func (o *Options) defaults() {
 // maxLinger bounds how long a group commit waits for writers it expects.
 const maxLinger = 500 * time.Microsecond
 
+// lazyLinger bounds how long a batch of only lazy entries (which nobody
+// awaits) waits for an awaited one to share its commit. Without it a
+// gateway's response entry takes a commit of its own just before the next
+// request's entry needs one, doubling that request's wait.
+const lazyLinger = 2 * time.Millisecond
+
 // maxConflictRetries bounds the retries of one group commit when other
 // writers keep appending first.
 const maxConflictRetries = 50
@@ -58,6 +64,7 @@ type Result struct {
 type request struct {
 	body []byte
 	done chan Result
+	lazy bool // queued by AppendAsync: nobody is waiting on its commit
 }
 
 // Log is the audit log of one server node. Several nodes may share one
@@ -178,7 +185,7 @@ func (l *Log) Healthy() error {
 // the action it records. If ctx ends first, the entry may still be
 // recorded.
 func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
-	ch, err := l.submit(ctx, ev)
+	ch, err := l.submit(ctx, ev, false)
 	if err != nil {
 		return -1, err
 	}
@@ -191,10 +198,12 @@ func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
 }
 
 // AppendAsync queues ev and returns a channel that receives its Result
-// once it is durable or has failed. The caller must wait for it before
-// acting on the recorded event.
+// once it is durable or has failed. It is for records of what already
+// happened (a gateway response): the commit may linger up to 2 ms to share
+// a transaction with an awaited Append. A caller about to act on the
+// recorded event uses Append instead.
 func (l *Log) AppendAsync(ev Event) <-chan Result {
-	ch, err := l.submit(context.Background(), ev)
+	ch, err := l.submit(context.Background(), ev, true)
 	if err != nil {
 		ch := make(chan Result, 1)
 		ch <- Result{Index: -1, Err: err}
@@ -203,12 +212,12 @@ func (l *Log) AppendAsync(ev Event) <-chan Result {
 	return ch
 }
 
-func (l *Log) submit(ctx context.Context, ev Event) (chan Result, error) {
+func (l *Log) submit(ctx context.Context, ev Event, lazy bool) (chan Result, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
 		return nil, err
 	}
-	r := &request{body: body, done: make(chan Result, 1)}
+	r := &request{body: body, done: make(chan Result, 1), lazy: lazy}
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	if l.closed {
@@ -310,6 +319,24 @@ func (l *Log) commitLoop() {
 		}
 		if linger != nil {
 			linger.Stop()
+		}
+		if allLazy(batch) {
+			t := time.NewTimer(lazyLinger)
+		lazy:
+			for len(batch) < l.opts.MaxBatch {
+				select {
+				case r := <-l.reqs:
+					batch = append(batch, r)
+					if !r.lazy {
+						break lazy
+					}
+				case <-t.C:
+					break lazy
+				case <-l.stop:
+					break lazy
+				}
+			}
+			t.Stop()
 		}
 		began := time.Now()
 		l.commit(batch)
@@ -632,4 +659,13 @@ func (l *Log) CheckpointAt(ctx context.Context, size int64) ([]byte, error) {
 // durability).
 func (l *Log) Sync(ctx context.Context) error {
 	return l.publish(ctx)
+}
+
+func allLazy(batch []*request) bool {
+	for _, r := range batch {
+		if !r.lazy {
+			return false
+		}
+	}
+	return len(batch) > 0
 }
