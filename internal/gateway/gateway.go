@@ -484,6 +484,11 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 	case code == "insufficient_scope":
 		www = `Bearer error="insufficient_scope"`
 	}
+	if status == http.StatusUnauthorized && !strings.HasPrefix(www, "DPoP") {
+		// git (libcurl) sends the user:token of a clone URL only when
+		// offered Basic, so offer it beside Bearer.
+		w.Header().Add("WWW-Authenticate", `Basic realm="mayfly gateway", charset="UTF-8"`)
+	}
 	writeError(w, status, code, desc, www)
 	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
 }
@@ -544,7 +549,8 @@ func writeError(w http.ResponseWriter, status int, code, desc, wwwAuth string) {
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")
 	if wwwAuth != "" {
-		h.Set("WWW-Authenticate", wwwAuth)
+		// First, so the most specific challenge leads.
+		h["Www-Authenticate"] = append([]string{wwwAuth}, h.Values("WWW-Authenticate")...)
 	}
 	body, _ := json.Marshal(struct {
 		Error       string `json:"error"`
