@@ -22,10 +22,10 @@ type AdminToken struct {
 func (db *DB) CreateAdminToken(ctx context.Context, t AdminToken) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var revoked sql.NullInt64
-		err := tx.QueryRowContext(ctx, db.Rebind(`SELECT revoked_at FROM admin_tokens WHERE name = ?`), t.Name).Scan(&revoked)
+		err := db.txQueryRow(ctx, tx, `SELECT revoked_at FROM admin_tokens WHERE name = ?`, t.Name).Scan(&revoked)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = tx.ExecContext(ctx, db.Rebind(`INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)`),
+			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)`,
 				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt))
 			return err
 		case err != nil:
@@ -33,7 +33,7 @@ func (db *DB) CreateAdminToken(ctx context.Context, t AdminToken) error {
 		case !revoked.Valid:
 			return ErrExists
 		}
-		_, err = tx.ExecContext(ctx, db.Rebind(`UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`),
+		_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`,
 			t.Role, t.Hash[:], nanos(t.CreatedAt), t.Name)
 		return err
 	})
@@ -85,7 +85,7 @@ func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 // RevokeAdminToken revokes a live admin token; ErrNotFound if none.
 func (db *DB) RevokeAdminToken(ctx context.Context, name string, at time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`), nanos(at), name)
+		res, err := db.exec(ctx, tx, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
 		if err != nil {
 			return err
 		}
@@ -105,7 +105,7 @@ func (db *DB) RevokeAdminToken(ctx context.Context, name string, at time.Time) e
 func (db *DB) UseJTI(ctx context.Context, issuer, jti string, expires time.Time) (bool, error) {
 	var fresh bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`),
+		res, err := db.exec(ctx, tx, `INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`,
 			issuer, jti, nanos(expires))
 		if err != nil {
 			return err
@@ -124,7 +124,7 @@ func (db *DB) UseJTI(ctx context.Context, issuer, jti string, expires time.Time)
 func (db *DB) SweepJTIs(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM jtis WHERE expires_at < ?`), nanos(t))
+		res, err := db.exec(ctx, tx, `DELETE FROM jtis WHERE expires_at < ?`, nanos(t))
 		if err != nil {
 			return err
 		}
@@ -151,11 +151,11 @@ func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, err
 	var v int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var cur sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT MAX(version) FROM policy_versions`).Scan(&cur); err != nil {
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM policy_versions`).Scan(&cur); err != nil {
 			return err
 		}
 		v = cur.Int64 + 1
-		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`),
+		_, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`,
 			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy)
 		return err
 	})

@@ -26,7 +26,7 @@ func (db *DB) AuditSize(ctx context.Context) (int64, error) {
 func (db *DB) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var n sql.NullInt64
-		if err := tx.QueryRowContext(ctx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
 			return err
 		}
 		size := int64(0)
@@ -62,7 +62,7 @@ func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, prefix string, first 
 			b.WriteString("(?, ?)")
 			args = append(args, first+int64(off+i), value(off+i))
 		}
-		if _, err := tx.ExecContext(ctx, db.Rebind(b.String()), args...); err != nil {
+		if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
 			return err
 		}
 	}
@@ -140,7 +140,7 @@ func (db *DB) AuditHashes(ctx context.Context, indexes []int64) ([][32]byte, err
 // the same size is ignored.
 func (db *DB) PutAuditCheckpoint(ctx context.Context, size int64, note []byte) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_checkpoints (size, note) VALUES (?, ?) ON CONFLICT (size) DO NOTHING`), size, note)
+		_, err := db.exec(ctx, tx, `INSERT INTO audit_checkpoints (size, note) VALUES (?, ?) ON CONFLICT (size) DO NOTHING`, size, note)
 		return err
 	})
 	if err != nil {
@@ -192,7 +192,7 @@ func (db *DB) AuditCursor(ctx context.Context, name string) (int64, error) {
 // SetAuditCursor records the next index a sink should deliver.
 func (db *DB) SetAuditCursor(ctx context.Context, name string, next int64) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO audit_cursors (name, next) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET next = excluded.next`), name, next)
+		_, err := db.exec(ctx, tx, `INSERT INTO audit_cursors (name, next) VALUES (?, ?) ON CONFLICT (name) DO UPDATE SET next = excluded.next`, name, next)
 		return err
 	})
 	if err != nil {

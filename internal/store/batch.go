@@ -18,6 +18,7 @@ import (
 type batcher struct {
 	db      *sql.DB
 	observe func(time.Duration, int, error)
+	between func() // runs between transactions, when the connection is free
 	max     int
 	reqs    chan *writeReq
 	done    chan struct{}
@@ -32,11 +33,14 @@ type writeReq struct {
 
 var errClosed = errors.New("store: closed")
 
-func newBatcher(db *sql.DB, max int, observe func(time.Duration, int, error)) *batcher {
+func newBatcher(db *sql.DB, max int, observe func(time.Duration, int, error), between func()) *batcher {
 	if observe == nil {
 		observe = func(time.Duration, int, error) {}
 	}
-	b := &batcher{db: db, max: max, observe: observe, reqs: make(chan *writeReq, max), done: make(chan struct{})}
+	if between == nil {
+		between = func() {}
+	}
+	b := &batcher{db: db, max: max, observe: observe, between: between, reqs: make(chan *writeReq, max), done: make(chan struct{})}
 	go b.run()
 	return b
 }
@@ -94,6 +98,7 @@ func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
 	err := b.commitBatch(batch)
 	b.observe(time.Since(start), len(batch), err)
+	b.between()
 }
 
 // commitBatch runs and commits one batch; its error is the commit's, for

@@ -125,7 +125,7 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		if j := l.OnceJTI; j != nil {
-			res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`),
+			res, err := db.exec(ctx, tx, `INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`,
 				j.Issuer, j.ID, nanos(j.Expires))
 			if err != nil {
 				return err
@@ -134,7 +134,7 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 				return ErrReplay
 			}
 		}
-		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`),
+		res, err := db.exec(ctx, tx, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
 			optNanos(l.RevokedAt), l.RevokeReason)
@@ -153,7 +153,7 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 }
 
 func (db *DB) event(ctx context.Context, tx *sql.Tx, id, kind string) error {
-	_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO lease_events (lease_id, kind) VALUES (?, ?)`), id, kind)
+	_, err := db.exec(ctx, tx, `INSERT INTO lease_events (lease_id, kind) VALUES (?, ?)`, id, kind)
 	return err
 }
 
@@ -285,7 +285,7 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 			b.WriteString("(?, ?)")
 			args = append(args, id, kind)
 		}
-		if _, err := tx.ExecContext(ctx, db.Rebind(b.String()), args...); err != nil {
+		if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
 			return err
 		}
 		ids = ids[n:]
@@ -296,7 +296,7 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 // RenewLease moves a live lease's expiry; ErrNotFound if it is not live.
 func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`),
+		res, err := db.exec(ctx, tx, `UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
 			nanos(expires), id, nanos(now))
 		if err != nil {
 			return err
@@ -319,7 +319,7 @@ func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
 	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		for id, n := range uses {
-			if _, err := tx.ExecContext(ctx, db.Rebind(`UPDATE leases SET uses = uses + ? WHERE id = ?`), n, id); err != nil {
+			if _, err := db.exec(ctx, tx, `UPDATE leases SET uses = uses + ? WHERE id = ?`, n, id); err != nil {
 				return err
 			}
 		}
@@ -362,10 +362,10 @@ func (db *DB) LastLeaseEvent(ctx context.Context) (int64, error) {
 func (db *DB) SweepLeases(ctx context.Context, t time.Time) (int64, error) {
 	var n int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM lease_events WHERE lease_id IN (SELECT id FROM leases WHERE expires_at < ?)`), nanos(t)); err != nil {
+		if _, err := db.exec(ctx, tx, `DELETE FROM lease_events WHERE lease_id IN (SELECT id FROM leases WHERE expires_at < ?)`, nanos(t)); err != nil {
 			return err
 		}
-		res, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM leases WHERE expires_at < ?`), nanos(t))
+		res, err := db.exec(ctx, tx, `DELETE FROM leases WHERE expires_at < ?`, nanos(t))
 		if err != nil {
 			return err
 		}

@@ -27,7 +27,7 @@ func (db *DB) GetMeta(ctx context.Context, key string) ([]byte, error) {
 func (db *DB) PutMetaIfAbsent(ctx context.Context, key string, value []byte) (bool, error) {
 	var stored bool
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`), key, value)
+		res, err := db.exec(ctx, tx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING`, key, value)
 		if err != nil {
 			return err
 		}
@@ -73,7 +73,7 @@ func (db *DB) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
 // taken (another node rotated first).
 func (db *DB) AddKeyVersion(ctx context.Context, k KeyVersion) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`),
+		res, err := db.exec(ctx, tx, `INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`,
 			k.Version, k.Sealed, nanos(k.CreatedAt))
 		if err != nil {
 			return err
@@ -94,13 +94,13 @@ func (db *DB) AddKeyVersion(ctx context.Context, k KeyVersion) error {
 func (db *DB) DeleteKeyVersion(ctx context.Context, version int) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var n int64
-		if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM secrets WHERE kek_version = ? AND deleted_at IS NULL`), version).Scan(&n); err != nil {
+		if err := db.txQueryRow(ctx, tx, `SELECT COUNT(*) FROM secrets WHERE kek_version = ? AND deleted_at IS NULL`, version).Scan(&n); err != nil {
 			return err
 		}
 		if n > 0 {
 			return ErrConflict
 		}
-		_, err := tx.ExecContext(ctx, db.Rebind(`DELETE FROM keyring WHERE version = ?`), version)
+		_, err := db.exec(ctx, tx, `DELETE FROM keyring WHERE version = ?`, version)
 		return err
 	})
 	if err != nil {
@@ -136,13 +136,13 @@ func (db *DB) NextSecretVersion(ctx context.Context, name string) (int, error) {
 func (db *DB) PutSecret(ctx context.Context, s Secret) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var v sql.NullInt64
-		if err := tx.QueryRowContext(ctx, db.Rebind(`SELECT MAX(version) FROM secrets WHERE name = ?`), s.Name).Scan(&v); err != nil {
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM secrets WHERE name = ?`, s.Name).Scan(&v); err != nil {
 			return err
 		}
 		if int(v.Int64)+1 != s.Version {
 			return ErrConflict
 		}
-		_, err := tx.ExecContext(ctx, db.Rebind(`INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`),
+		_, err := db.exec(ctx, tx, `INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
 			s.Name, s.Version, s.KEKVersion, s.WrappedDEK, s.Ciphertext, nanos(s.CreatedAt))
 		if err != nil {
 			if isUniqueViolation(err) {
@@ -152,7 +152,7 @@ func (db *DB) PutSecret(ctx context.Context, s Secret) error {
 		}
 		// Only the newest version is kept sealed; older versions keep their
 		// metadata but lose their ciphertext, so a replaced credential is gone.
-		_, err = tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`),
+		_, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, s.Version)
 		return err
 	})
@@ -210,7 +210,7 @@ func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
 // version numbers stay taken. ErrNotFound if there is no live version.
 func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`),
+		res, err := db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(at), name)
 		if err != nil {
 			return err
@@ -271,7 +271,7 @@ func (db *DB) KeyVersionsInUse(ctx context.Context) (map[int]int64, error) {
 // resumed or concurrent re-wrap never undoes a newer one.
 func (db *DB) RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := tx.ExecContext(ctx, db.Rebind(`UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`),
+		res, err := db.exec(ctx, tx, `UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`,
 			toKEK, wrapped, name, version, fromKEK)
 		if err != nil {
 			return err

@@ -48,6 +48,7 @@ type DB struct {
 	write    *sql.DB // SQLite: one connection; Postgres: the shared pool
 	read     *sql.DB // SQLite: a pool of readers; Postgres: the shared pool
 	batch    *batcher
+	stmts    *stmtCache // SQLite only
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
@@ -67,7 +68,12 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.closeConns()
 		return nil, err
 	}
-	db.batch = newBatcher(db.write, 512, cfg.ObserveCommit)
+	var between func()
+	if !db.postgres {
+		db.stmts = newStmtCache(db.write)
+		between = db.stmts.prepare
+	}
+	db.batch = newBatcher(db.write, 512, cfg.ObserveCommit, between)
 	return db, nil
 }
 
@@ -159,6 +165,9 @@ func (db *DB) Close() error {
 	if db.batch != nil {
 		db.batch.close()
 	}
+	if db.stmts != nil {
+		db.stmts.close()
+	}
 	return db.closeConns()
 }
 
@@ -195,7 +204,7 @@ func (db *DB) Rebind(q string) string {
 // Ping checks that the store answers and accepts a write, for readiness.
 func (db *DB) Ping(ctx context.Context) error {
 	return db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := tx.ExecContext(ctx, db.Rebind(`UPDATE meta SET value = value WHERE key = ?`), "schema_version")
+		_, err := db.exec(ctx, tx, `UPDATE meta SET value = value WHERE key = ?`, "schema_version")
 		return err
 	})
 }
