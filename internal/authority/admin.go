@@ -126,6 +126,33 @@ func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr)
 	return nil
 }
 
+// RevokeToken revokes the live admin token tok, for whoever presents it
+// (an RFC 7009 revocation or a leak report): holding a token is enough to
+// kill it. It reports whether this call revoked it; an unknown or already
+// revoked token is not an error.
+func (a *Admins) RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
+	t, err := a.Authenticate(ctx, tok)
+	if errors.Is(err, ErrBadCredentials) {
+		return false, nil
+	}
+	if err != nil {
+		return false, unavailable("revoke admin token", err)
+	}
+	err = a.st.RevokeAdminToken(ctx, t.Name, a.now().UTC())
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // revoked meanwhile
+	}
+	if err != nil {
+		return false, unavailable("revoke admin token", err)
+	}
+	ev := audit.Event{Type: audit.TypeAdminDelete, Role: t.Role, Source: addrString(source), Status: 200, Reason: reason,
+		Hint: token.Hint(tok), Detail: map[string]any{"name": t.Name}}
+	if _, err := a.audit.Append(ctx, ev); err != nil {
+		return true, unavailable("audit admin token", err)
+	}
+	return true, nil
+}
+
 // List returns admin tokens (names and roles, never tokens).
 func (a *Admins) List(ctx context.Context) ([]store.AdminToken, error) {
 	return a.st.ListAdminTokens(ctx)

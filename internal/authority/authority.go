@@ -54,8 +54,11 @@ type Config struct {
 	Audit    Auditor
 	// SecretExists lets policy validation check credential references.
 	SecretExists func(ctx context.Context, name string) bool
-	Logger       *slog.Logger
-	Now          func() time.Time
+	// AdminTokens, when set, revokes admin tokens presented for revocation
+	// or found in a leak report (holding a token is enough to kill it).
+	AdminTokens AdminRevoker
+	Logger      *slog.Logger
+	Now         func() time.Time
 }
 
 // Authority is safe for concurrent use.
@@ -299,9 +302,30 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	return nl, nil
 }
 
+// AdminRevoker revokes an admin token its holder presents.
+type AdminRevoker interface {
+	RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) (revoked bool, err error)
+}
+
+func (a *Authority) revokeAdmin(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
+	if a.cfg.AdminTokens == nil {
+		return false, nil
+	}
+	return a.cfg.AdminTokens.RevokeToken(ctx, tok, source, reason)
+}
+
+func isAdminToken(tok string) bool {
+	k, err := token.Parse(tok)
+	return err == nil && k == token.Admin
+}
+
 // RevokeToken revokes a token its holder presents (RFC 7009). Unknown
 // tokens are not an error.
 func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) error {
+	if isAdminToken(tok) {
+		_, err := a.revokeAdmin(ctx, tok, source, reason)
+		return err
+	}
 	l, revoked, err := a.cfg.Leases.RevokeToken(ctx, tok, reason)
 	if err != nil {
 		return unavailable("revoke", err)
@@ -336,6 +360,13 @@ type LeakResult struct {
 	Revoked        []RevokedLease `json:"revoked"`
 	AlreadyRevoked int            `json:"already_revoked"`
 	Unknown        int            `json:"unknown"`
+	// RevokedAdmin lists admin tokens the report revoked (hints only).
+	RevokedAdmin []RevokedAdminToken `json:"revoked_admin_tokens,omitempty"`
+}
+
+// RevokedAdminToken names an admin token revoked by a leak report.
+type RevokedAdminToken struct {
+	Hint string `json:"hint"`
 }
 
 // RevokedLease names a lease revoked by a leak report.
@@ -348,6 +379,18 @@ type RevokedLease struct {
 func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
 	res := &LeakResult{Revoked: []RevokedLease{}}
 	for _, t := range toks {
+		if isAdminToken(t) {
+			revoked, err := a.revokeAdmin(ctx, t, source, "leaked")
+			if err != nil {
+				return nil, err
+			}
+			if revoked {
+				res.RevokedAdmin = append(res.RevokedAdmin, RevokedAdminToken{Hint: token.Hint(t)})
+			} else {
+				res.Unknown++
+			}
+			continue
+		}
 		l, revoked, err := a.cfg.Leases.RevokeToken(ctx, t, "leaked")
 		if err != nil {
 			return nil, unavailable("revoke leaked token", err)
@@ -361,8 +404,11 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			res.Unknown++
 		}
 	}
-	ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(res.Revoked)), Status: 200,
+	ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(res.Revoked) + len(res.RevokedAdmin)), Status: 200,
 		Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": res.AlreadyRevoked, "unknown": res.Unknown}}
+	if len(res.RevokedAdmin) > 0 {
+		ev.Detail["admin_tokens"] = len(res.RevokedAdmin)
+	}
 	var ids []string
 	for _, r := range res.Revoked {
 		ids = append(ids, r.LeaseID)

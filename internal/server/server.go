@@ -155,8 +155,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	verifier := identity.NewVerifier(identity.Options{})
+	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger,
+		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
 	if err := s.authority.LoadPolicy(ctx); err != nil {
@@ -168,7 +169,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		}
 	}
 	dp := dpop.NewVerifier(dpop.Options{})
-	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
 
 	var clientCAs *x509.CertPool
 	if cfg.AdminClientCA != "" {
