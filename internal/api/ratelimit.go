@@ -51,9 +51,14 @@ func (l *limiter) evict(now time.Time) {
 			delete(l.keys, k)
 		}
 	}
-	n := len(l.keys) / 10
+	if len(l.keys) < l.max {
+		return
+	}
+	// Drop a tenth at once: dropping one at a time would rescan the whole
+	// table, under the lock, for every new address of a flood.
+	n := max(len(l.keys)/10, 1)
 	for k := range l.keys {
-		if len(l.keys) < l.max || n <= 0 {
+		if n <= 0 {
 			break
 		}
 		delete(l.keys, k)
