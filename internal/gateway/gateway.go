@@ -14,7 +14,9 @@
 //     source_cidrs of a who entry of the grant consistent with the lease's
 //     identity — else 403;
 //  4. one of the lease's grants names this upstream and allows the method
-//     on the decoded path — else 403 insufficient_scope;
+//     on the decoded path, and so any method an X-HTTP-Method-Override,
+//     X-HTTP-Method or X-Method-Override header names — else 403
+//     insufficient_scope;
 //  5. when the token is key-bound, a DPoP proof for this method and public
 //     URL, carrying the token's hash and signed by the bound key — else 401
 //     invalid_dpop_proof;
@@ -322,6 +324,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 	// 3. source address, 4. scope
 	grant, rule, check, desc := authorize(pol, l, upName, r.Method, clean, addr)
+	if check == "" {
+		// Upstreams that honour a method override header (Rails/Rack,
+		// Symfony, ASP.NET, Google APIs) run the method it names: the
+		// policy must allow that one too.
+		for _, m := range overrideMethods(r.Header) {
+			if m == r.Method {
+				continue
+			}
+			if _, _, c, d := authorize(pol, l, upName, m, clean, addr); c != "" {
+				check, desc = c, d+" (method override "+truncate(m, 32)+")"
+				break
+			}
+		}
+	}
 	if check != "" {
 		status, code := http.StatusForbidden, "insufficient_scope"
 		if check == CheckSource {
@@ -514,6 +530,22 @@ func requestPath(r *http.Request) string {
 		return u
 	}
 	return r.URL.EscapedPath()
+}
+
+// methodOverrideHeaders are the request headers that common frameworks
+// read as the method to run instead of the request's.
+var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
+
+// overrideMethods returns the methods a request's override headers name,
+// uppercased as the frameworks that read them do.
+func overrideMethods(h http.Header) []string {
+	var out []string
+	for _, k := range methodOverrideHeaders {
+		for _, v := range h[k] {
+			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
+		}
+	}
+	return out
 }
 
 func validName(s string) bool {

@@ -978,3 +978,37 @@ func TestNoPolicy(t *testing.T) {
 		t.Fatalf("no policy: %d", resp.StatusCode)
 	}
 }
+
+// A method override header names the method many upstream frameworks run:
+// the policy must allow it as well as the request's method.
+func TestMethodOverrideHeaders(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments"
+	tests := []struct {
+		header, value string
+		want          int
+	}{
+		{"X-HTTP-Method-Override", "DELETE", 403},
+		{"X-HTTP-Method-Override", "delete", 403},
+		{"X-HTTP-Method", "PUT", 403},
+		{"X-Method-Override", "PATCH", 403},
+		{"X-HTTP-Method-Override", "POST", 200},
+		{"X-HTTP-Method-Override", "GET", 200}, // GET /repos/acme/app/** is allowed too
+	}
+	for _, tt := range tests {
+		t.Run(tt.header+" "+tt.value, func(t *testing.T) {
+			before := h.up.count()
+			hdr := bearer(tok)
+			hdr[tt.header] = tt.value
+			hdr["Content-Length"] = "0"
+			resp, body := h.raw("POST", path, hdr)
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, body)
+			}
+			if tt.want != 200 && h.up.count() != before {
+				t.Fatalf("upstream reached: %+v", h.up.last())
+			}
+		})
+	}
+}
