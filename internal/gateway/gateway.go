@@ -27,7 +27,8 @@
 // one), the query string as sent, every header that carried the token
 // (Authorization, Proxy-Authorization, DPoP, and any other holding it)
 // removed and the upstream credential set. Bodies stream both ways;
-// HTTP/1.1 Upgrade (WebSocket) is allowed when the rule allows the method.
+// HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
+// an upgrade to any other protocol (h2c) is refused (400).
 //
 // Responses never carry the credential or the job token: response headers,
 // bodies and trailers pass through a streaming replacer of their raw,
@@ -352,6 +353,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, rq, http.StatusForbidden, "insufficient_scope", "upstream not in policy", CheckScope)
 		return
 	}
+	if badUpgrade(r.Header) {
+		// Only WebSocket: another protocol (h2c) would turn the connection
+		// into a tunnel for requests the gateway never checks.
+		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request", "only a WebSocket upgrade is allowed", CheckScope)
+		return
+	}
 
 	// 5. DPoP
 	if l.JKT != "" {
@@ -546,6 +553,27 @@ func overrideMethods(h http.Header) []string {
 		}
 	}
 	return out
+}
+
+// badUpgrade reports whether a request asks to switch protocols to anything
+// but WebSocket.
+func badUpgrade(h http.Header) bool {
+	upgrade := false
+	for _, v := range h["Connection"] {
+		for _, t := range strings.Split(v, ",") {
+			if strings.EqualFold(strings.TrimSpace(t), "upgrade") {
+				upgrade = true
+			}
+		}
+	}
+	if !upgrade {
+		return false
+	}
+	ups := h["Upgrade"]
+	if len(ups) == 0 {
+		return false // nothing to switch to: the proxy sends no Upgrade
+	}
+	return len(ups) != 1 || !strings.EqualFold(strings.TrimSpace(ups[0]), "websocket")
 }
 
 func validName(s string) bool {

@@ -1012,3 +1012,24 @@ func TestMethodOverrideHeaders(t *testing.T) {
 		})
 	}
 }
+
+// Only WebSocket may be upgraded to: an h2c upgrade would leave a raw
+// HTTP/2 connection to the upstream on which the client sends requests the
+// gateway never checks (h2c smuggling).
+func TestUpgradeOnlyWebSocket(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	for _, up := range []string{"h2c", "websocket, h2c", "WebSocket/x"} {
+		t.Run(up, func(t *testing.T) {
+			before := h.up.count()
+			resp, body := h.raw("GET", "/gw/api/ws", map[string]string{"Authorization": "Bearer " + tok,
+				"Upgrade": up, "Connection": "Upgrade, HTTP2-Settings", "HTTP2-Settings": "AAMAAABkAARAAAAAAAIAAAAA"})
+			if resp.StatusCode != 400 {
+				t.Fatalf("status %d: %s", resp.StatusCode, body)
+			}
+			if h.up.count() != before {
+				t.Fatalf("upstream reached: %+v", h.up.last())
+			}
+		})
+	}
+}
