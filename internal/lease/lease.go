@@ -196,13 +196,23 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 	if r.Source.IsValid() {
 		sl.Source = r.Source.String()
 	}
-	if err := m.st.InsertLease(ctx, sl); err != nil {
-		return "", nil, fmt.Errorf("lease: issue: %w", err)
-	}
+	// Into the view before the store: once the lease is committed, a
+	// revocation by filter (on this node, or on another one and applied by
+	// the poller) must find it here. Put after the commit, it would replace
+	// a revocation made in between. Nobody holds the token yet.
 	l := fromStore(sl)
 	m.mu.Lock()
 	m.putLocked(l)
 	m.mu.Unlock()
+	if err := m.st.InsertLease(ctx, sl); err != nil {
+		m.mu.Lock()
+		if m.byID[l.ID] == l {
+			delete(m.byID, l.ID)
+			delete(m.live, l.hash)
+		}
+		m.mu.Unlock()
+		return "", nil, fmt.Errorf("lease: issue: %w", err)
+	}
 	return tok, l, nil
 }
 

@@ -288,3 +288,68 @@ func BenchmarkLookup(b *testing.B) {
 		}
 	}
 }
+
+// hookStore runs afterInsert once a lease is committed, before Issue
+// returns: where another node's revocation and this node's poll can land.
+type hookStore struct {
+	Store
+	afterInsert func()
+}
+
+func (h *hookStore) InsertLease(ctx context.Context, l store.Lease) error {
+	if err := h.Store.InsertLease(ctx, l); err != nil {
+		return err
+	}
+	if h.afterInsert != nil {
+		h.afterInsert()
+	}
+	return nil
+}
+
+// A lease revoked by filter right after it is committed, and that
+// revocation polled, before Issue has put it in the view, stays revoked.
+func TestRevokeDuringIssue(t *testing.T) {
+	c := &clock{t: time.Now()}
+	b := storetest.SQLite(t)
+	hs := &hookStore{Store: b.DB}
+	a := newManager(t, hs, c)
+	other := newManager(t, b.DB, c)
+	hs.afterInsert = func() {
+		if ids, err := other.Revoke(ctx, store.LeaseFilter{Job: "42"}, "by job"); err != nil || len(ids) != 1 {
+			t.Errorf("revoke: %v %v", ids, err)
+		}
+		if err := a.Poll(ctx); err != nil {
+			t.Error(err)
+		}
+	}
+	tok, _, err := a.Issue(ctx, req("deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	hs.afterInsert = nil
+	if err := a.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := a.Lookup(tok); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revoked while issuing, then: %v", err)
+	}
+}
+
+// A failed insert leaves nothing in the view.
+func TestIssueFailureLeavesNoLease(t *testing.T) {
+	c := &clock{t: time.Now()}
+	b := storetest.SQLite(t)
+	m := newManager(t, &failInsert{Store: b.DB}, c)
+	if _, _, err := m.Issue(ctx, req("deploy")); err == nil {
+		t.Fatal("issue succeeded")
+	}
+	if n := m.LiveCount(); n != 0 {
+		t.Fatalf("view holds %d leases", n)
+	}
+}
+
+type failInsert struct{ Store }
+
+func (failInsert) InsertLease(context.Context, store.Lease) error {
+	return errors.New("test: insert fails")
+}
