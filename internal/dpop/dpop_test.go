@@ -484,3 +484,22 @@ func benchmarkVerify(b *testing.B, key crypto.Signer) {
 func BenchmarkVerifyES256(b *testing.B) { benchmarkVerify(b, ecKey()) }
 func BenchmarkVerifyEdDSA(b *testing.B) { benchmarkVerify(b, edKey()) }
 func BenchmarkVerifyPS256(b *testing.B) { benchmarkVerify(b, rsaKey()) }
+
+// A proof is remembered for as long as it can be accepted: at iat + window
+// exactly it is still within the window, so it must still be a replay.
+func TestReplayAtWindowEdge(t *testing.T) {
+	clk := newClock()
+	clk.ns.Store(clk.Now().Truncate(time.Second).UnixNano())
+	v := NewVerifier(Options{Now: clk.Now})
+	proof, err := NewProof(ecKey(), "GET", testURL, testToken, clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(proof, "GET", testURL, testToken, ""); err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(DefaultWindow)
+	if _, err := v.Verify(proof, "GET", testURL, testToken, ""); err == nil {
+		t.Fatal("proof accepted twice at the edge of its window")
+	}
+}

@@ -61,7 +61,9 @@ func (c *replayCache) add(key [32]byte, expiresAt, now int64) replayResult {
 	s := &c.shards[key[0]%replayShards]
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for len(s.exp) > 0 && s.exp[0].at <= now {
+	// Kept while now == at: a proof is accepted up to and including
+	// iat + window, so forgetting it at that instant would accept it twice.
+	for len(s.exp) > 0 && s.exp[0].at < now {
 		e := heap.Pop(&s.exp).(expiry)
 		delete(s.seen, e.key)
 	}
