@@ -1033,3 +1033,65 @@ func TestUpgradeOnlyWebSocket(t *testing.T) {
 		})
 	}
 }
+
+// An HTTP/2 upstream may declare Content-Length: 0 and still send
+// trailers; they are masked like any other.
+func TestTrailersMaskedOnEmptyBody(t *testing.T) {
+	h := newHarness(t)
+	up := httptest.NewUnstartedServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Trailer", "X-Echo-Trailer")
+		w.Header().Set("Content-Length", "0")
+		w.WriteHeader(200)
+		w.Header().Set("X-Echo-Trailer", r.Header.Get("Authorization"))
+	}))
+	up.EnableHTTP2 = true
+	up.StartTLS()
+	t.Cleanup(up.Close)
+	ca := filepath.Join(t.TempDir(), "ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: up.Certificate().Raw}), 0o600)
+	y := `
+issuers:
+  ci: {url: https://ci.example.com, audience: https://mayfly.test}
+upstreams:
+  h2:
+    url: ` + up.URL + `
+    ca_file: ` + ca + `
+    credential: {secret: api-token}
+grants:
+  read:
+    upstream: h2
+    ttl: 10m
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(y)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pol.p.Store(p)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	front := httptest.NewUnstartedServer(h.gw)
+	front.EnableHTTP2 = true
+	front.StartTLS()
+	t.Cleanup(front.Close)
+	req, _ := http.NewRequest("GET", front.URL+"/gw/h2/x", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := front.Client().Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var sb strings.Builder
+	buf := make([]byte, 100)
+	for {
+		n, err := resp.Body.Read(buf)
+		sb.Write(buf[:n])
+		if err != nil {
+			break
+		}
+	}
+	resp.Body.Close()
+	if got := resp.Trailer.Get("X-Echo-Trailer"); !strings.Contains(got, "***") {
+		t.Fatalf("trailer %q not masked (proto %s)", got, resp.Proto)
+	}
+	h.noLeak("trailer", strings.Join(resp.Trailer.Values("X-Echo-Trailer"), ""), tok)
+}

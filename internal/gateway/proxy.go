@@ -180,7 +180,9 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 				resp.Body.Close()
 				return errEncoding
 			}
-			if hasBody {
+			if resp.Body != nil && resp.Body != http.NoBody {
+				// Even with a declared length of 0: trailers may still
+				// follow (HTTP/2), and are masked once the body ends.
 				resp.Body = newMaskBody(resp.Body, red, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
 			}
 			return nil
