@@ -270,6 +270,13 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
+	if dsn == "" {
+		// Opening a missing SQLite file would create an empty log and call
+		// it intact: a data dir whose server uses PostgreSQL has none.
+		if _, err := os.Stat(dir.Database()); err != nil {
+			return nil, "", usageErr("audit verify: %s is missing (%v); if the server uses PostgreSQL, pass --postgres DSN or set MAYFLY_POSTGRES", dir.Database(), errors.Unwrap(err))
+		}
+	}
 	db, err := store.Open(ctx, store.Config{Path: dir.Database(), PostgresDSN: dsn, BusyTimeout: 10 * time.Second})
 	if err != nil {
 		return nil, "", usageErr("audit verify: opening the store: %v", err)

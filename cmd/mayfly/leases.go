@@ -1,10 +1,12 @@
 package main
 
 import (
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -20,6 +22,17 @@ type leaseInfo struct {
 	Source    string   `json:"source"`
 	Uses      int64    `json:"uses"`
 	RevokedAt string   `json:"revoked_at,omitempty"`
+}
+
+// state is "revoked", "expired" or "live" at now.
+func (l leaseInfo) state(now time.Time) string {
+	if l.RevokedAt != "" {
+		return "revoked"
+	}
+	if exp, err := time.Parse(time.RFC3339Nano, l.ExpiresAt); err == nil && !now.Before(exp) {
+		return "expired"
+	}
+	return "live"
 }
 
 func newLeasesCmd() *cobra.Command {
@@ -53,23 +66,26 @@ func newLeasesCmd() *cobra.Command {
 			if len(q) > 0 {
 				path += "?" + q.Encode()
 			}
-			var out struct {
-				Leases []leaseInfo `json:"leases"`
-			}
-			if err := c.getJSON(cmd.Context(), "leases list", path, &out); err != nil {
+			var raw json.RawMessage
+			if err := c.getJSON(cmd.Context(), "leases list", path, &raw); err != nil {
 				return err
 			}
 			if asJSON {
-				return printJSON(cmd.OutOrStdout(), out)
+				// The server's answer as it is: claims, bindings and any
+				// field this CLI does not know yet included.
+				return printJSON(cmd.OutOrStdout(), raw)
 			}
+			var out struct {
+				Leases []leaseInfo `json:"leases"`
+			}
+			if err := json.Unmarshal(raw, &out); err != nil {
+				return usageErr("leases list: unexpected response from the server: %v", err)
+			}
+			now := time.Now()
 			rows := make([][]string, 0, len(out.Leases))
 			for _, l := range out.Leases {
-				state := "live"
-				if l.RevokedAt != "" {
-					state = "revoked"
-				}
 				rows = append(rows, []string{l.LeaseID, l.Issuer, l.Subject, l.Job, strings.Join(l.Grants, ","),
-					shortTime(l.IssuedAt), shortTime(l.ExpiresAt), fmt.Sprint(l.Uses), l.Source, state})
+					shortTime(l.IssuedAt), shortTime(l.ExpiresAt), fmt.Sprint(l.Uses), l.Source, l.state(now)})
 			}
 			return table(cmd.OutOrStdout(), "LEASE\tISSUER\tSUBJECT\tJOB\tGRANTS\tISSUED\tEXPIRES\tUSES\tSOURCE\tSTATE", rows)
 		},

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"errors"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -27,19 +26,7 @@ func runCLI(t *testing.T, stdin string, args ...string) (stdout, stderr string, 
 	root.SetOut(&out)
 	root.SetErr(&errb)
 	root.SetIn(strings.NewReader(stdin))
-	err := root.ExecuteContext(context.Background())
-	if err != nil {
-		var ee *exitError
-		if errors.As(err, &ee) {
-			code = ee.code
-			if ee.msg != "" {
-				errb.WriteString("mayfly: " + ee.msg + "\n")
-			}
-		} else {
-			code = exitUsage
-			errb.WriteString("mayfly: " + err.Error() + "\n")
-		}
-	}
+	code = execute(context.Background(), root, &errb)
 	return out.String(), errb.String(), code
 }
 

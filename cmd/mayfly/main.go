@@ -7,8 +7,10 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/spf13/cobra"
@@ -51,7 +53,7 @@ func newRootCmd() *cobra.Command {
 		SilenceErrors: true,
 	}
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return usageErr("%s: %v", c.CommandPath(), err)
+		return usageErr("%s", withCommand(c, err.Error()))
 	})
 	root.AddCommand(
 		newInitCmd(),
@@ -70,30 +72,107 @@ func newRootCmd() *cobra.Command {
 		newGatewayCmd(),
 	// Commands register here, one line each.
 	)
+	refuseUnknownSubcommands(root)
 	return root
+}
+
+// refuseUnknownSubcommands makes every group command (one that only holds
+// sub-commands) answer an unknown sub-command with a usage error (exit 2)
+// instead of printing its help and exiting 0. Without arguments a group
+// still prints its help.
+func refuseUnknownSubcommands(c *cobra.Command) {
+	for _, sub := range c.Commands() {
+		refuseUnknownSubcommands(sub)
+	}
+	if !c.HasParent() || c.Runnable() || !c.HasSubCommands() {
+		return
+	}
+	c.Args = cobra.ArbitraryArgs
+	if c.SuggestionsMinimumDistance <= 0 {
+		c.SuggestionsMinimumDistance = 2
+	}
+	c.RunE = func(cmd *cobra.Command, args []string) error {
+		if len(args) == 0 {
+			return cmd.Help()
+		}
+		msg := fmt.Sprintf("unknown command %q", args[0])
+		if s := cmd.SuggestionsFor(args[0]); len(s) > 0 {
+			msg += fmt.Sprintf(" (did you mean %s?)", strings.Join(s, ", "))
+		}
+		return usageErr("%s", withCommand(cmd, msg+"; see "+cmd.CommandPath()+" --help"))
+	}
+}
+
+// withCommand prefixes msg with the command's path below the root
+// ("policy check: …"), or leaves it alone for the root command.
+func withCommand(c *cobra.Command, msg string) string {
+	if c == nil || !c.HasParent() {
+		return msg
+	}
+	name := strings.TrimPrefix(c.CommandPath(), c.Root().Name()+" ")
+	if strings.HasPrefix(msg, name+":") {
+		return msg
+	}
+	return name + ": " + msg
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	root := newRootCmd()
-	err := root.ExecuteContext(ctx)
-	os.Exit(report(err))
+	code := execute(ctx, newRootCmd(), os.Stderr)
+	stop()
+	os.Exit(code)
 }
 
-// report prints err as one line on stderr and returns the exit code.
-func report(err error) int {
+// execute runs the command line, reports an error on stderr as one line
+// and returns the exit code.
+func execute(ctx context.Context, root *cobra.Command, stderr io.Writer) int {
+	cmd, err := root.ExecuteContextC(ctx)
+	return report(stderr, cmd, err)
+}
+
+// maxErrorLine bounds the one line an error is reported as.
+const maxErrorLine = 600
+
+// report prints err on stderr as one line and returns the exit code. cmd
+// is the command that failed (it names cobra's own argument errors).
+func report(stderr io.Writer, cmd *cobra.Command, err error) int {
 	if err == nil {
 		return exitOK
 	}
 	var ee *exitError
 	if errors.As(err, &ee) {
 		if ee.msg != "" {
-			fmt.Fprintln(os.Stderr, "mayfly: "+ee.msg)
+			fmt.Fprintln(stderr, "mayfly: "+oneLine(ee.msg))
 		}
 		return ee.code
 	}
 	// Cobra's own argument and unknown-command errors are usage errors.
-	fmt.Fprintln(os.Stderr, "mayfly: "+err.Error())
+	fmt.Fprintln(stderr, "mayfly: "+oneLine(withCommand(cmd, err.Error())))
 	return exitUsage
+}
+
+// oneLine folds a message that spans lines (a YAML decoder's list, a
+// tool's usage text, cobra's suggestions) into one line of bounded length:
+// errors are one line on stderr (SPEC section 1).
+func oneLine(msg string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(msg, "\n") {
+		l = strings.Join(strings.Fields(l), " ")
+		if l == "" {
+			continue
+		}
+		if b.Len() > 0 {
+			if s := b.String(); strings.HasSuffix(s, ":") || strings.HasSuffix(s, "?") {
+				b.WriteByte(' ')
+			} else {
+				b.WriteString("; ")
+			}
+		}
+		b.WriteString(l)
+	}
+	out := b.String()
+	if r := []rune(out); len(r) > maxErrorLine {
+		out = string(r[:maxErrorLine]) + "…"
+	}
+	return out
 }

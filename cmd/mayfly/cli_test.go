@@ -1,0 +1,149 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/server"
+)
+
+// oneLineErr checks that stderr is exactly one "mayfly: …" line.
+func oneLineErr(t *testing.T, args []string, stderr string) {
+	t.Helper()
+	if strings.Count(stderr, "\n") != 1 || !strings.HasPrefix(stderr, "mayfly: ") || !strings.HasSuffix(stderr, "\n") {
+		t.Errorf("%v: stderr is not one line: %q", args, stderr)
+	}
+	if strings.HasPrefix(stderr, "mayfly: mayfly") {
+		t.Errorf("%v: program name repeated: %q", args, stderr)
+	}
+}
+
+func TestUsageErrorsAreOneLineExit2(t *testing.T) {
+	badCfg := filepath.Join(t.TempDir(), "mayfly.yaml")
+	if err := os.WriteFile(badCfg, []byte("data_dir: /nonexistent\nbogus_key: 1\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"scna"}, "scan"},                                       // cobra's suggestion spans lines
+		{[]string{"--bogus"}, "unknown flag: --bogus"},                   // was "mayfly: mayfly: …"
+		{[]string{"init", "--bogus"}, "init: unknown flag"},              // was "mayfly: mayfly init: …"
+		{[]string{"policy", "chek", "x.yaml"}, `unknown command "chek"`}, // was help and exit 0
+		{[]string{"admin", "token", "frob"}, "admin token: unknown command"},
+		{[]string{"policy", "check"}, "policy check: requires at least 1 arg"},
+		{[]string{"server", "--config", badCfg}, "bogus_key"}, // the YAML decoder's error spans lines
+	} {
+		stdout, stderr, code := runCLI(t, "", tc.args...)
+		if code != exitUsage {
+			t.Errorf("%v: exit %d, want %d (stdout %q, stderr %q)", tc.args, code, exitUsage, stdout, stderr)
+		}
+		oneLineErr(t, tc.args, stderr)
+		if !strings.Contains(stderr, tc.want) {
+			t.Errorf("%v: stderr %q does not mention %q", tc.args, stderr, tc.want)
+		}
+	}
+	// A group command without arguments still shows its help.
+	if stdout, _, code := runCLI(t, "", "policy"); code != exitOK || !strings.Contains(stdout, "Available Commands") {
+		t.Errorf("mayfly policy: exit %d, stdout %q", code, stdout)
+	}
+}
+
+func TestOneLine(t *testing.T) {
+	long := strings.Repeat("x", 2*maxErrorLine)
+	for in, want := range map[string]string{
+		"plain":                             "plain",
+		"yaml: unmarshal errors:\n  line 5": "yaml: unmarshal errors: line 5",
+		"a\n\nb\n":                          "a; b",
+		"Did you mean this?\n\tscan\n":      "Did you mean this? scan",
+	} {
+		if got := oneLine(in); got != want {
+			t.Errorf("oneLine(%q) = %q, want %q", in, got, want)
+		}
+	}
+	if got := oneLine(long); len([]rune(got)) != maxErrorLine+1 {
+		t.Errorf("oneLine(long) has %d runes", len([]rune(got)))
+	}
+}
+
+// A data dir whose server uses PostgreSQL has no mayfly.db: verifying it
+// without --postgres must not create an empty SQLite log and call it intact.
+func TestAuditVerifyOfflineMissingDatabase(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	if _, stderr, code := runCLI(t, "", "audit", "verify", "--data-dir", dir, "--no-state"); code != exitOK {
+		t.Fatalf("fresh data dir: exit %d, %s", code, stderr)
+	}
+	matches, _ := filepath.Glob(filepath.Join(dir, "mayfly.db*"))
+	for _, m := range matches {
+		if err := os.Remove(m); err != nil {
+			t.Fatal(err)
+		}
+	}
+	stdout, stderr, code := runCLI(t, "", "audit", "verify", "--data-dir", dir, "--no-state")
+	if code != exitUsage {
+		t.Fatalf("missing database: exit %d, want %d (stdout %q, stderr %q)", code, exitUsage, stdout, stderr)
+	}
+	oneLineErr(t, []string{"audit", "verify"}, stderr)
+	if !strings.Contains(stderr, "--postgres") {
+		t.Errorf("stderr %q does not point at --postgres", stderr)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "mayfly.db")); err == nil {
+		t.Error("audit verify created mayfly.db in the data dir")
+	}
+}
+
+func TestLeasesListStateAndJSON(t *testing.T) {
+	now := time.Now().UTC()
+	body := `{"leases":[
+ {"lease_id":"lse_live","issuer":"dev","subject":"s","job":"1","grants":["g"],"issued_at":"` + now.Add(-time.Minute).Format(time.RFC3339Nano) + `","expires_at":"` + now.Add(time.Hour).Format(time.RFC3339Nano) + `","source":"127.0.0.1","uses":1,"claims":{"repository":"acme/app"},"bind_source_ip":true},
+ {"lease_id":"lse_expired","issuer":"dev","subject":"s","job":"2","grants":["g"],"issued_at":"` + now.Add(-time.Hour).Format(time.RFC3339Nano) + `","expires_at":"` + now.Add(-time.Minute).Format(time.RFC3339Nano) + `","source":"127.0.0.1","uses":0},
+ {"lease_id":"lse_revoked","issuer":"dev","subject":"s","job":"3","grants":["g"],"issued_at":"` + now.Add(-time.Minute).Format(time.RFC3339Nano) + `","expires_at":"` + now.Add(time.Hour).Format(time.RFC3339Nano) + `","source":"127.0.0.1","uses":0,"revoked_at":"` + now.Format(time.RFC3339Nano) + `"}
+]}`
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path != "/v1/leases" || r.Header.Get("Authorization") == "" {
+			http.Error(w, `{"error":"not_found"}`, http.StatusNotFound)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		_, _ = w.Write([]byte(body))
+	}))
+	t.Cleanup(srv.Close)
+	adminEnv(t, srv.URL)
+
+	stdout, stderr, code := runCLI(t, "", "leases", "list")
+	if code != exitOK {
+		t.Fatalf("leases list: exit %d, %s", code, stderr)
+	}
+	for id, state := range map[string]string{"lse_live": "live", "lse_expired": "expired", "lse_revoked": "revoked"} {
+		var line string
+		for _, l := range strings.Split(stdout, "\n") {
+			if strings.HasPrefix(l, id+" ") {
+				line = l
+			}
+		}
+		if f := strings.Fields(line); len(f) == 0 || f[len(f)-1] != state {
+			t.Errorf("%s: row %q, want state %s", id, line, state)
+		}
+	}
+
+	stdout, stderr, code = runCLI(t, "", "leases", "list", "--json")
+	if code != exitOK {
+		t.Fatalf("leases list --json: exit %d, %s", code, stderr)
+	}
+	for _, want := range []string{`"claims"`, `"repository": "acme/app"`, `"bind_source_ip": true`} {
+		if !strings.Contains(stdout, want) {
+			t.Errorf("--json output lacks %s:\n%s", want, stdout)
+		}
+	}
+}
