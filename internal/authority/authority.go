@@ -287,17 +287,25 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 		return nil, refuse(401, "invalid_token", "the token's grants no longer exist")
 	}
 	ev := audit.Event{Type: audit.TypeRenew, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Grant: strings.Join(l.Grants, " "), Source: addrString(source)}
-	nl, err := a.cfg.Leases.Renew(ctx, tok, ttl)
+	// Audit first: a renewal that cannot be recorded does not happen.
+	errAudit := errors.New("audit renewal")
+	var auditErr error
+	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(_ *lease.Live, exp time.Time) error {
+		ev.Status = 200
+		ev.Detail = map[string]any{"expires_at": exp.UTC().Format(time.RFC3339)}
+		if _, auditErr = a.cfg.Audit.Append(ctx, ev); auditErr != nil {
+			return errAudit
+		}
+		return nil
+	})
 	if err != nil {
+		if errors.Is(err, errAudit) {
+			return nil, unavailable("audit renewal", auditErr)
+		}
 		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) {
 			return nil, refuse(401, "invalid_token", "%v", err)
 		}
 		return nil, unavailable("renew", err)
-	}
-	ev.Status = 200
-	ev.Detail = map[string]any{"expires_at": nl.ExpiresAt().Format(time.RFC3339)}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		return nil, unavailable("audit renewal", err)
 	}
 	return nl, nil
 }

@@ -270,6 +270,13 @@ func (m *Manager) Use(l *Live) error {
 // Renew extends a live token by ttl from now, never past its max. It
 // returns the lease with its new expiry.
 func (m *Manager) Renew(ctx context.Context, tok string, ttl time.Duration) (*Live, error) {
+	return m.RenewWith(ctx, tok, ttl, nil)
+}
+
+// RenewWith is Renew with a gate: before, when set, is called with the
+// lease and its new expiry before anything changes, and an error from it
+// leaves the lease as it was (so the caller can record the renewal first).
+func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, before func(l *Live, exp time.Time) error) (*Live, error) {
 	l, err := m.Lookup(tok)
 	if err != nil {
 		return nil, err
@@ -278,6 +285,11 @@ func (m *Manager) Renew(ctx context.Context, tok string, ttl time.Duration) (*Li
 	exp := now.Add(ttl)
 	if exp.After(l.MaxExpiresAt) {
 		exp = l.MaxExpiresAt
+	}
+	if before != nil {
+		if err := before(l, exp); err != nil {
+			return nil, err
+		}
 	}
 	if exp.UnixNano() <= l.expires.Load() {
 		return l, nil // already at its max: nothing to extend
