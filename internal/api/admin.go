@@ -11,6 +11,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
@@ -191,17 +192,22 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	name := r.PathValue("name")
+	if secret.ValidateName(name) != nil || len(*body.Value) > secret.MaxValueSize {
+		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
+		return
+	}
+	// Audit first: a write that cannot be recorded does not happen. The
+	// entry names the secret, never its value; the version is known after.
+	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeSecretWrite, Admin: c.Name, Source: c.Source.String(), Secret: name, Status: 200}); err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	v, err := a.cfg.Secrets.Put(r.Context(), name, []byte(*body.Value))
 	if errors.Is(err, ErrInvalidSecret) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
 	}
 	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeSecretWrite, Admin: c.Name, Source: c.Source.String(), Secret: name, SecretVersion: v, Status: 200}); err != nil {
-		// The value is stored; say so honestly rather than pretend.
 		a.fail(w, r, err)
 		return
 	}
@@ -222,12 +228,13 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) {
-	v, err := a.cfg.Secrets.RotateMasterKey(r.Context())
-	if err != nil {
+	// Audit first: a rotation that cannot be recorded does not happen.
+	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeKeyRotate, Admin: c.Name, Source: c.Source.String(), Status: 200}); err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeKeyRotate, Admin: c.Name, Source: c.Source.String(), KeyVersion: v, Status: 200}); err != nil {
+	v, err := a.cfg.Secrets.RotateMasterKey(r.Context())
+	if err != nil {
 		a.fail(w, r, err)
 		return
 	}

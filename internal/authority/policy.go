@@ -12,6 +12,30 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
+// SyncPolicy puts in force a newer version another node applied; nodes
+// call it periodically. Tokens of grants it removes were revoked by the
+// node that applied it.
+func (a *Authority) SyncPolicy(ctx context.Context) error {
+	pv, err := a.cfg.Policies.LatestPolicy(ctx)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("authority: sync policy: %w", err)
+	}
+	a.applyMu.Lock()
+	defer a.applyMu.Unlock()
+	if pv.Version <= a.current.Load().version {
+		return nil
+	}
+	p, err := policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
+	if err != nil {
+		return fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
+	}
+	a.install(p, pv.Version)
+	return nil
+}
+
 // LoadPolicy puts the newest stored policy version in force (at start).
 // With no stored version the empty policy (deny everything) stays.
 func (a *Authority) LoadPolicy(ctx context.Context) error {
@@ -81,15 +105,23 @@ func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by str
 		return &ApplyResult{Version: old.version, Hash: p.Hash, Unchanged: true}, nil
 	}
 	changes := policy.Plan(old.policy, p)
-	// Audit first: a version that cannot be recorded is not applied.
-	ev := audit.Event{Type: audit.TypePolicy, Admin: by, Status: 200, Detail: map[string]any{"hash": p.Hash, "changes": len(changes)}}
-	v, err := a.cfg.Policies.PutPolicyVersion(ctx, store.PolicyVersion{Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by})
-	if err != nil {
-		return nil, unavailable("store policy version", err)
+	// Audit first, naming the version number it will take: a version that
+	// cannot be recorded is never stored, so no later start can load it.
+	latest, err := a.cfg.Policies.LatestPolicy(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, unavailable("read policy versions", err)
 	}
-	ev.PolicyVersion = fmt.Sprint(v)
+	v := latest.Version + 1
+	ev := audit.Event{Type: audit.TypePolicy, Admin: by, Status: 200, PolicyVersion: fmt.Sprint(v),
+		Detail: map[string]any{"hash": p.Hash, "changes": len(changes)}}
 	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
 		return nil, unavailable("audit policy version", err)
+	}
+	if _, err := a.cfg.Policies.PutPolicyVersion(ctx, store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by}); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			return nil, refuse(409, "conflict", "another policy version was applied at the same time; plan and apply again")
+		}
+		return nil, unavailable("store policy version", err)
 	}
 	a.install(p, v)
 	res := &ApplyResult{Version: v, Hash: p.Hash, Changes: changes}

@@ -279,14 +279,21 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
-		t := time.NewTicker(10 * time.Minute)
-		defer t.Stop()
+		sweep := time.NewTicker(10 * time.Minute)
+		defer sweep.Stop()
+		// Other nodes of a cluster may apply policy versions: follow them.
+		sync := time.NewTicker(2 * time.Second)
+		defer sync.Stop()
 		for {
 			select {
 			case <-bgCtx.Done():
 				return
-			case <-t.C:
+			case <-sweep.C:
 				s.store.SweepJTIs(bgCtx, time.Now().Add(-2*time.Minute))
+			case <-sync.C:
+				if err := s.authority.SyncPolicy(bgCtx); err != nil && bgCtx.Err() == nil {
+					s.log.Warn("policy sync failed", "err", err)
+				}
 			}
 		}
 	}()

@@ -147,6 +147,8 @@ type PolicyVersion struct {
 }
 
 // PutPolicyVersion stores a new policy version and returns its number.
+// With p.Version set, that number must be the next one (ErrConflict
+// otherwise: another node applied a version first).
 func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, error) {
 	var v int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -155,6 +157,9 @@ func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, err
 			return err
 		}
 		v = cur.Int64 + 1
+		if p.Version != 0 && p.Version != v {
+			return ErrConflict
+		}
 		_, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`,
 			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy)
 		return err
