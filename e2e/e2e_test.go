@@ -146,6 +146,10 @@ func TestInitTwiceAndUsageErrors(t *testing.T) {
 	if code != 2 || !strings.Contains(errOut, "loopback") || strings.Contains(errOut, "goroutine") {
 		t.Fatalf("insecure non-loopback: code %d, %q", code, errOut)
 	}
+	_, errOut, code = run(t, nil, "", "server", "--data-dir", n.dir, "--listen", "127.0.0.1:0", "--admin-cidr", "bogus")
+	if code != 2 || strings.Contains(errOut, "goroutine") || strings.Count(strings.TrimSpace(errOut), "\n") != 0 {
+		t.Fatalf("server start failure: code %d, %q", code, errOut)
+	}
 	if _, _, code := run(t, nil, "", "no-such-command"); code != 2 {
 		t.Fatalf("unknown command exit %d", code)
 	}

@@ -1,9 +1,11 @@
 package server
 
 import (
+	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"io"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -182,4 +184,35 @@ func TestSecretInputErrors(t *testing.T) {
 	if len(list) != 1 {
 		t.Fatalf("a refused write changed the store: %v", list)
 	}
+}
+
+// A server that cannot start says why and releases what it opened.
+func TestNewFailsCleanly(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	if _, err := Init(context.Background(), InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	badPolicy := filepath.Join(t.TempDir(), "p.yaml")
+	os.WriteFile(badPolicy, []byte("grants:\n  x:\n    ttl: 10x\n"), 0o600)
+	for name, cfg := range map[string]Config{
+		"bad admin cidr":    {AdminCIDRs: []string{"bogus"}},
+		"bad trusted proxy": {TrustedProxies: []string{"not-a-cidr"}},
+		"bad policy":        {Policy: []string{badPolicy}},
+		"missing tls cert":  {TLSCert: "/nonexistent.pem", TLSKey: "/nonexistent.key"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			cfg.DataDir, cfg.Listen = dir, "127.0.0.1:0"
+			s, err := New(context.Background(), cfg, NewLogger(io.Discard, "text", "error"))
+			if err == nil {
+				s.Close(context.Background())
+				t.Fatal("started")
+			}
+		})
+	}
+	// The store was released: a normal start works.
+	s, err := New(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0"}, NewLogger(io.Discard, "text", "error"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close(context.Background())
 }

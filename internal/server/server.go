@@ -92,9 +92,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
 	s.bgCtx, s.cancel = context.WithCancel(context.Background())
+	// Every failure below returns (nil, err): keep our own handle to close
+	// what was opened so far.
+	opened := s
 	defer func() {
 		if err != nil {
-			s.Close(context.Background())
+			opened.Close(context.Background())
 		}
 	}()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
