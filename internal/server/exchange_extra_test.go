@@ -5,6 +5,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"errors"
 	"io"
 	"net/http"
 	"os"
@@ -15,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 func TestExchangeRateLimited(t *testing.T) {
@@ -215,4 +217,20 @@ func TestNewFailsCleanly(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close(context.Background())
+}
+
+func TestInitSharedPostgresOnce(t *testing.T) {
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	first := filepath.Join(t.TempDir(), "a")
+	if _, err := Init(context.Background(), InitOptions{DataDir: first, Postgres: dsn}); err != nil {
+		t.Fatal(err)
+	}
+	second := filepath.Join(t.TempDir(), "b")
+	_, err := Init(context.Background(), InitOptions{DataDir: second, Postgres: dsn})
+	if !errors.Is(err, ErrInitialised) {
+		t.Fatalf("second init on one database: %v", err)
+	}
+	if _, statErr := os.Stat(second); !os.IsNotExist(statErr) {
+		t.Fatalf("a refused init left %s behind", second)
+	}
 }

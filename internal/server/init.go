@@ -38,21 +38,43 @@ type InitResult struct {
 // certificate, audit signing key, the store, and a first admin token. Every
 // file is created exclusively; the marker is written last, so a crashed init
 // is recognisable and a finished one is never overwritten.
-func Init(ctx context.Context, o InitOptions) (*InitResult, error) {
+func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	d := datadir.Dir(o.DataDir)
 	if ok, err := d.Initialised(); err != nil {
 		return nil, err
 	} else if ok {
 		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
 	}
+	if o.Postgres != "" {
+		// A shared database initialised by another data dir already has
+		// its keyring: a second master key could never open it.
+		if err := requireFreshDatabase(ctx, o.Postgres); err != nil {
+			return nil, err
+		}
+	}
+	_, statErr := os.Stat(o.DataDir)
+	createdDir := os.IsNotExist(statErr)
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	for _, f := range []string{d.MasterKey(), d.AuditKey(), d.CACert(), d.ServerCert(), d.Database()} {
+	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database()}
+	for _, f := range files {
 		if _, err := os.Stat(f); err == nil {
 			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
 		}
 	}
+	// A failed init leaves nothing behind, so it can simply be run again.
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, f := range append(files, d.Database()+"-wal", d.Database()+"-shm") {
+			os.Remove(f)
+		}
+		if createdDir {
+			os.Remove(o.DataDir)
+		}
+	}()
 	if err := secret.GenerateMasterKeyFile(d.MasterKey()); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
@@ -119,4 +141,21 @@ func tokenHasher(ctx context.Context, v *secret.Vault) (*token.Hasher, error) {
 		return nil, fmt.Errorf("token hash key: %w", err)
 	}
 	return token.NewHasher(k)
+}
+
+// requireFreshDatabase refuses a PostgreSQL database that holds a keyring.
+func requireFreshDatabase(ctx context.Context, dsn string) error {
+	st, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+	if err != nil {
+		return err
+	}
+	defer st.Close()
+	ks, err := st.KeyVersions(ctx)
+	if err != nil {
+		return err
+	}
+	if len(ks) > 0 {
+		return fmt.Errorf("the PostgreSQL database is initialised by another data dir: %w (copy that data dir's master.key and audit.key to each node instead of running init again)", ErrInitialised)
+	}
+	return nil
 }
