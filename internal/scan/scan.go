@@ -23,6 +23,8 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"path"
+	"path/filepath"
 	"runtime"
 	"slices"
 	"strings"
@@ -267,6 +269,11 @@ const FingerprintIterations = 4096
 // stop precomputation and the iterations make each guess cost milliseconds
 // instead of nanoseconds, which matters for the low-entropy generic findings.
 func Fingerprint(rule, file, secret string) string {
+	if file != "" {
+		// "a.txt" and "./a.txt" are one file: a baseline made one way must
+		// match a scan made the other.
+		file = path.Clean(filepath.ToSlash(file))
+	}
 	h := sha256.Sum256([]byte(secret))
 	salt := "mayfly-scan-fp-v1\x00" + rule + "\x00" + file
 	k, err := pbkdf2.Key(sha256.New, hex.EncodeToString(h[:]), []byte(salt), FingerprintIterations, 16)
