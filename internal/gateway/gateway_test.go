@@ -1095,3 +1095,21 @@ grants:
 	}
 	h.noLeak("trailer", strings.Join(resp.Trailer.Values("X-Echo-Trailer"), ""), tok)
 }
+
+// Path-override headers never reach the upstream: it must serve the path
+// the policy checked, not one a header names.
+func TestPathOverrideHeadersDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	hdr := bearer(tok)
+	hdr["X-Original-URL"] = "/admin/delete-everything"
+	hdr["X-Rewrite-URL"] = "/admin/delete-everything"
+	resp, body := h.raw("GET", "/gw/api/repos/acme/app/issues", hdr)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d: %s", resp.StatusCode, body)
+	}
+	got := h.up.last().Header
+	if got.Get("X-Original-Url") != "" || got.Get("X-Rewrite-Url") != "" {
+		t.Fatalf("path-override header forwarded: %v", got)
+	}
+}

@@ -152,6 +152,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			h.Del("Authorization")
 			h.Del("Proxy-Authorization")
 			h.Del("Dpop")
+			// Path-override headers (IIS URL Rewrite, some Symfony and
+			// Zend setups) would let an upstream serve a path the policy
+			// never checked.
+			h.Del("X-Original-Url")
+			h.Del("X-Rewrite-Url")
 			for k, vs := range h {
 				for _, v := range vs {
 					if strings.Contains(v, rq.tok) {
