@@ -188,6 +188,20 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_token", "a job token is required as Bearer")
 		return
 	}
+	// A key-bound token renews only with a proof of its key.
+	if live, err := a.cfg.Leases.Lookup(tok); err == nil && live.JKT != "" {
+		proof := r.Header.Get("DPoP")
+		if proof == "" || a.cfg.DPoP == nil {
+			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
+			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "this token is bound to a key: a DPoP proof is required")
+			return
+		}
+		if _, err := a.cfg.DPoP.Verify(proof, r.Method, a.publicURL(r)+r.URL.Path, tok, live.JKT); err != nil {
+			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
+			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "DPoP proof rejected: "+dpop.CheckOf(err))
+			return
+		}
+	}
 	l, err := a.cfg.Authority.Renew(r.Context(), tok, a.cfg.ClientAddr(r))
 	if err != nil {
 		a.fail(w, r, err)

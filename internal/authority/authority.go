@@ -272,19 +272,34 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	if l.BindSource && l.Source != source {
 		return nil, refuse(403, "invalid_token", "token bound to another source address")
 	}
+	// The policy in force decides a renewal, not the one at issue: the
+	// identity must still match each grant's who (and source networks), and
+	// a max_ttl lowered since caps the token too.
 	p := a.Policy()
-	var ttl time.Duration
+	var ttl, maxTTL time.Duration
 	for _, name := range l.Grants {
 		g := p.Grants[name]
 		if g == nil {
 			continue
 		}
+		if _, reason := g.MatchWho(l.Issuer, l.Claims, source); reason != "" {
+			return nil, refuse(403, "invalid_token", "renewal refused: grant %q: %s", name, reason)
+		}
 		if ttl == 0 || g.TTL < ttl {
 			ttl = g.TTL
+		}
+		if maxTTL == 0 || g.MaxTTL < maxTTL {
+			maxTTL = g.MaxTTL
 		}
 	}
 	if ttl == 0 {
 		return nil, refuse(401, "invalid_token", "the token's grants no longer exist")
+	}
+	if room := l.IssuedAt.Add(maxTTL).Sub(a.cfg.Now()); room < ttl {
+		ttl = room
+	}
+	if ttl <= 0 || !a.cfg.Now().Add(ttl).After(l.ExpiresAt()) {
+		return l, nil // at its most already: nothing to extend
 	}
 	ev := audit.Event{Type: audit.TypeRenew, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Grant: strings.Join(l.Grants, " "), Source: addrString(source)}
 	// Audit first: a renewal that cannot be recorded does not happen.

@@ -234,3 +234,52 @@ func TestInitSharedPostgresOnce(t *testing.T) {
 		t.Fatalf("a refused init left %s behind", second)
 	}
 }
+
+func TestRenewFollowsPolicyAndKey(t *testing.T) {
+	h := newHarness(t, Config{})
+	// A DPoP-bound token renews only with a proof of its key.
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	proof, _ := dpop.NewProof(key, "POST", h.http.URL+"/v1/token", "", time.Now())
+	req, _ := http.NewRequest("POST", h.http.URL+"/v1/token", strings.NewReader(exchangeForm(h.issuer.mint(t, nil), "deploy")))
+	req.Header.Set("Content-Type", form)
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out map[string]any
+	decodeJSON(resp, &out)
+	resp.Body.Close()
+	tok := out["access_token"].(string)
+	renew := func(tok, proof string) int {
+		req, _ := http.NewRequest("POST", h.http.URL+"/v1/token/renew", nil)
+		req.Header.Set("Authorization", "DPoP "+tok)
+		if proof != "" {
+			req.Header.Set("DPoP", proof)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := renew(tok, ""); code != 401 {
+		t.Fatalf("renew without proof: %d", code)
+	}
+	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	wrong, _ := dpop.NewProof(other, "POST", h.http.URL+"/v1/token/renew", tok, time.Now())
+	if code := renew(tok, wrong); code != 401 {
+		t.Fatalf("renew with another key's proof: %d", code)
+	}
+	right, _ := dpop.NewProof(key, "POST", h.http.URL+"/v1/token/renew", tok, time.Now())
+	if code := renew(tok, right); code != 200 {
+		t.Fatalf("renew with the bound key's proof: %d", code)
+	}
+	// An identity the policy no longer admits cannot renew.
+	plain := h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "read"), 200)["access_token"].(string)
+	p := strings.Replace(policyYAML(h.issuer.srv.URL, ""), "  read:\n    upstream: api\n    ttl: 5m\n    allow:\n      - methods: [GET]\n        paths: [\"/repos/**\"]\n    who:\n      - issuer: ci\n        claims:\n          repository_id: \"123456789\"",
+		"  read:\n    upstream: api\n    ttl: 5m\n    allow:\n      - methods: [GET]\n        paths: [\"/repos/**\"]\n    who:\n      - issuer: ci\n        claims:\n          repository_id: \"999\"", 1)
+	h.do("PUT", "/v1/policy", h.admin, "application/yaml", p, 200)
+	h.do("POST", "/v1/token/renew", plain, "", "", 403)
+}
