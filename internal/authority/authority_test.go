@@ -84,7 +84,7 @@ func TestRenewFailsClosed(t *testing.T) {
 			}
 			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: db, Audit: failingAudit{tt.failAudit}})
 			a.install(p, 1)
-			tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
+			tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Claims: map[string]string{"repository_id": "1"}, Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}
