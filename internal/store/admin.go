@@ -85,14 +85,7 @@ func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 // RevokeAdminToken revokes a live admin token; ErrNotFound if none.
 func (db *DB) RevokeAdminToken(ctx context.Context, name string, at time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := db.exec(ctx, tx, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
+		return db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
 	})
 	if err != nil {
 		return fmt.Errorf("store: revoke admin token %s: %w", name, err)

@@ -125,24 +125,16 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	}
 	err = db.tx(ctx, func(tx *sql.Tx) error {
 		if j := l.OnceJTI; j != nil {
-			res, err := db.exec(ctx, tx, `INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`,
-				j.Issuer, j.ID, nanos(j.Expires))
-			if err != nil {
+			if err := db.execOne(ctx, tx, ErrReplay, `INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`,
+				j.Issuer, j.ID, nanos(j.Expires)); err != nil {
 				return err
 			}
-			if n, _ := res.RowsAffected(); n == 0 {
-				return ErrReplay
-			}
 		}
-		res, err := db.exec(ctx, tx, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
+		if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
 			l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
-			optNanos(l.RevokedAt), l.RevokeReason)
-		if err != nil {
+			optNanos(l.RevokedAt), l.RevokeReason); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrExists
 		}
 		return db.event(ctx, tx, l.ID, "issue")
 	})
@@ -296,13 +288,9 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 // RenewLease moves a live lease's expiry; ErrNotFound if it is not live.
 func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := db.exec(ctx, tx, `UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
-			nanos(expires), id, nanos(now))
-		if err != nil {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+			nanos(expires), id, nanos(now)); err != nil {
 			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
 		}
 		return db.event(ctx, tx, id, "renew")
 	})

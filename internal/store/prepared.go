@@ -83,3 +83,16 @@ func (db *DB) txQueryRow(ctx context.Context, tx *sql.Tx, q string, args ...any)
 	}
 	return tx.QueryRowContext(ctx, q, args...)
 }
+
+// execOne runs q inside tx and requires it to change a row: errNone
+// (ErrNotFound, ErrConflict, ErrExists…) tells the caller it did not.
+func (db *DB) execOne(ctx context.Context, tx *sql.Tx, errNone error, q string, args ...any) error {
+	res, err := db.exec(ctx, tx, q, args...)
+	if err != nil {
+		return err
+	}
+	if n, _ := res.RowsAffected(); n == 0 {
+		return errNone
+	}
+	return nil
+}

@@ -73,15 +73,8 @@ func (db *DB) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
 // taken (another node rotated first).
 func (db *DB) AddKeyVersion(ctx context.Context, k KeyVersion) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := db.exec(ctx, tx, `INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`,
+		return db.execOne(ctx, tx, ErrExists, `INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`,
 			k.Version, k.Sealed, nanos(k.CreatedAt))
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrExists
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: add key version %d: %w", k.Version, err)
@@ -210,15 +203,8 @@ func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
 // version numbers stay taken. ErrNotFound if there is no live version.
 func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
+		return db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(at), name)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrNotFound
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete secret %s: %w", name, err)
@@ -271,15 +257,8 @@ func (db *DB) KeyVersionsInUse(ctx context.Context) (map[int]int64, error) {
 // resumed or concurrent re-wrap never undoes a newer one.
 func (db *DB) RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		res, err := db.exec(ctx, tx, `UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`,
+		return db.execOne(ctx, tx, ErrConflict, `UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`,
 			toKEK, wrapped, name, version, fromKEK)
-		if err != nil {
-			return err
-		}
-		if n, _ := res.RowsAffected(); n == 0 {
-			return ErrConflict
-		}
-		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: re-wrap secret %s v%d: %w", name, version, err)
