@@ -44,12 +44,24 @@ func (c *stmtCache) get(q string) *sql.Stmt {
 // transactions. A query that fails to prepare is simply not cached.
 func (c *stmtCache) prepare() {
 	c.mu.Lock()
-	defer c.mu.Unlock()
+	qs := make([]string, 0, len(c.pending))
 	for q := range c.pending {
-		if st, err := c.db.PrepareContext(context.Background(), q); err == nil {
+		qs = append(qs, q)
+	}
+	c.mu.Unlock()
+	// Not under c.mu: preparing waits for the write connection, which a
+	// transaction that itself asks the cache may be holding.
+	for _, q := range qs {
+		st, err := c.db.PrepareContext(context.Background(), q)
+		c.mu.Lock()
+		delete(c.pending, q)
+		if err == nil {
+			if old := c.stmts[q]; old != nil {
+				old.Close()
+			}
 			c.stmts[q] = st
 		}
-		delete(c.pending, q)
+		c.mu.Unlock()
 	}
 }
 
