@@ -1,6 +1,10 @@
 package scan
 
-import "testing"
+import (
+	"errors"
+	"strings"
+	"testing"
+)
 
 func TestFingerprintPathSpelling(t *testing.T) {
 	for _, alt := range []string{"./a.txt", "a.txt", "x/../a.txt"} {
@@ -10,5 +14,19 @@ func TestFingerprintPathSpelling(t *testing.T) {
 	}
 	if Fingerprint("r", "b.txt", "s3cr3t-value") == Fingerprint("r", "a.txt", "s3cr3t-value") {
 		t.Error("different files share a fingerprint")
+	}
+}
+
+func TestGitOutsideRepo(t *testing.T) {
+	dir := t.TempDir()
+	s, err := New(Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := s.ScanStaged(t.Context(), dir, func(Finding) {}); !errors.Is(err, ErrNotRepo) || strings.Contains(err.Error(), "usage") {
+		t.Fatalf("staged outside a repository: %v", err)
+	}
+	if err := s.ScanGit(t.Context(), GitOptions{Dir: dir}, func(Finding) {}); !errors.Is(err, ErrNotRepo) {
+		t.Fatalf("history outside a repository: %v", err)
 	}
 }

@@ -45,6 +45,9 @@ func gitBase(dir string) []string {
 // reported once, for the oldest commit that adds it. Findings reach emit
 // after the scan, newest commit first.
 func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding)) error {
+	if err := requireRepo(ctx, o.Dir); err != nil {
+		return err
+	}
 	args := append(gitBase(o.Dir), "log", "-p", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv",
 		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>")
 	if o.FirstParent {
@@ -103,6 +106,9 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 
 // ScanStaged scans the lines added by the staged changes (git diff --cached).
 func (s *Scanner) ScanStaged(ctx context.Context, dir string, emit func(Finding)) error {
+	if err := requireRepo(ctx, dir); err != nil {
+		return err
+	}
 	args := append(gitBase(dir), "diff", "--cached", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv", "-M", "--")
 	var all []Finding
 	if err := s.runGit(ctx, args, map[string]int{}, func(f Finding) { all = append(all, f) }); err != nil {
@@ -367,4 +373,23 @@ func compareFindings(a, b Finding) int {
 // SortFindings orders findings by file, line, column and rule.
 func SortFindings(fs []Finding) {
 	slices.SortStableFunc(fs, compareFindings)
+}
+
+// ErrNotRepo: the folder is not inside a git work tree or repository.
+var ErrNotRepo = errors.New("not a git repository")
+
+// requireRepo answers "not a git repository" in one line, rather than
+// whatever git prints when asked for history outside one.
+func requireRepo(ctx context.Context, dir string) error {
+	cmd := exec.CommandContext(ctx, "git", append(gitBase(dir), "rev-parse", "--git-dir")...)
+	if err := cmd.Run(); err != nil {
+		if _, ok := err.(*exec.ExitError); ok {
+			if dir == "" {
+				dir = "."
+			}
+			return fmt.Errorf("%s: %w", dir, ErrNotRepo)
+		}
+		return fmt.Errorf("running git: %w", err)
+	}
+	return nil
 }
