@@ -69,6 +69,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/url"
 	"net/netip"
 	"strings"
 	"sync"
@@ -329,7 +330,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Upstreams that honour a method override header (Rails/Rack,
 		// Symfony, ASP.NET, Google APIs) run the method it names: the
 		// policy must allow that one too.
-		for _, m := range overrideMethods(r.Header) {
+		for _, m := range overrideMethods(r.Header, r.URL.RawQuery) {
 			if m == r.Method {
 				continue
 			}
@@ -543,12 +544,19 @@ func requestPath(r *http.Request) string {
 // read as the method to run instead of the request's.
 var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
 
-// overrideMethods returns the methods a request's override headers name,
-// uppercased as the frameworks that read them do.
-func overrideMethods(h http.Header) []string {
+// overrideMethods returns the methods a request's override headers and
+// `_method` query parameters (Rails, Laravel, Symfony) name, uppercased as
+// the frameworks that read them do.
+func overrideMethods(h http.Header, rawQuery string) []string {
 	var out []string
 	for _, k := range methodOverrideHeaders {
 		for _, v := range h[k] {
+			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
+		}
+	}
+	if strings.Contains(rawQuery, "_method") {
+		q, _ := url.ParseQuery(rawQuery)
+		for _, v := range q["_method"] {
 			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
 		}
 	}

@@ -995,14 +995,22 @@ func TestMethodOverrideHeaders(t *testing.T) {
 		{"X-Method-Override", "PATCH", 403},
 		{"X-HTTP-Method-Override", "POST", 200},
 		{"X-HTTP-Method-Override", "GET", 200}, // GET /repos/acme/app/** is allowed too
+		{"query", "_method=DELETE", 403},
+		{"query", "a=1&_method=delete", 403},
+		{"query", "_method=POST", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.header+" "+tt.value, func(t *testing.T) {
 			before := h.up.count()
 			hdr := bearer(tok)
-			hdr[tt.header] = tt.value
+			p := path
+			if tt.header == "query" {
+				p += "?" + tt.value
+			} else {
+				hdr[tt.header] = tt.value
+			}
 			hdr["Content-Length"] = "0"
-			resp, body := h.raw("POST", path, hdr)
+			resp, body := h.raw("POST", p, hdr)
 			if resp.StatusCode != tt.want {
 				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, body)
 			}
