@@ -33,6 +33,11 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				Path: r.URL.Path, Status: status, Reason: reason})
 			writeError(w, status, code, desc)
 		}
+		if !a.adminRL.allow(src.String()) {
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many control-plane requests from this address")
+			return
+		}
 		if !a.adminAllowed(src) {
 			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from this address", "address not in admin_cidrs")
 			return

@@ -98,6 +98,8 @@ type Limits struct {
 	IssuerBurst     int     // (default 1000)
 	LeakRate        float64 // leak reports per second per source (default 5)
 	LeakBurst       int     // (default 20)
+	AdminRate       float64 // control-plane requests per second per source (default 50)
+	AdminBurst      int     // (default 200)
 	RateLimitTables int     // max addresses tracked per limiter (default 100000)
 }
 
@@ -126,6 +128,8 @@ func (l *Limits) defaults() {
 	defi(&l.IssuerBurst, 1000)
 	deff(&l.LeakRate, 5)
 	defi(&l.LeakBurst, 20)
+	deff(&l.AdminRate, 50)
+	defi(&l.AdminBurst, 200)
 	defi(&l.RateLimitTables, 100000)
 }
 
@@ -137,6 +141,7 @@ type API struct {
 	tokenRL  *limiter
 	issuerRL *limiter
 	leakRL   *limiter
+	adminRL  *limiter
 }
 
 // New builds the API.
@@ -160,6 +165,9 @@ func New(cfg Config) (*API, error) {
 	a.tokenRL = newLimiter(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
 	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
+	// Every admin denial is a durable audit entry: bound how fast one
+	// address can make them.
+	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil
 }

@@ -36,3 +36,19 @@ func TestLimiterEvictsATenth(t *testing.T) {
 		})
 	}
 }
+
+func TestAdminRateLimitBeforeAudit(t *testing.T) {
+	l := newLimiter(1, 3, 100)
+	allowed := 0
+	for i := 0; i < 10; i++ {
+		if l.allow("10.0.0.1") {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("%d of 10 allowed with burst 3", allowed)
+	}
+	if !l.allow("10.0.0.2") {
+		t.Fatal("another address shares the bucket")
+	}
+}

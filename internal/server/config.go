@@ -56,11 +56,13 @@ type ConfigLimits struct {
 	TokenBurst        int           `yaml:"token_burst"`
 	IssuerRate        float64       `yaml:"issuer_rate"`
 	LeakRate          float64       `yaml:"leak_rate"`
+	AdminRate         float64       `yaml:"admin_rate"`
+	AdminBurst        int           `yaml:"admin_burst"`
 }
 
 func (l ConfigLimits) api() api.Limits {
 	return api.Limits{MaxBody: l.MaxBody, MaxLeakBody: l.MaxLeakBody, TokenRate: l.TokenRate, TokenBurst: l.TokenBurst,
-		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate}
+		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst}
 }
 
 // LoadConfigFile reads a YAML config strictly: unknown keys are errors.

@@ -283,3 +283,29 @@ func TestRenewFollowsPolicyAndKey(t *testing.T) {
 	h.do("PUT", "/v1/policy", h.admin, "application/yaml", p, 200)
 	h.do("POST", "/v1/token/renew", plain, "", "", 403)
 }
+
+// A flood of bad admin calls from one address is cut off with 429 before
+// each could append a durable audit entry.
+func TestAdminDenialFloodBounded(t *testing.T) {
+	h := newHarness(t, Config{Limits: ConfigLimits{AdminRate: 1, AdminBurst: 5}})
+	before := h.srv.audit.Size()
+	limited := 0
+	for i := 0; i < 30; i++ {
+		req, _ := http.NewRequest("GET", h.http.URL+"/v1/secrets", nil)
+		req.Header.Set("Authorization", "Bearer mfya_bogus")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusTooManyRequests {
+			limited++
+		}
+	}
+	if limited < 20 {
+		t.Fatalf("only %d of 30 bad admin calls rate-limited", limited)
+	}
+	if grew := h.srv.audit.Size() - before; grew > 10 {
+		t.Fatalf("audit log grew by %d entries for a flood of denials", grew)
+	}
+}
