@@ -29,14 +29,16 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 	return func(w http.ResponseWriter, r *http.Request) {
 		src := a.cfg.ClientAddr(r)
 		deny := func(status int, code, desc, reason string) {
+			// Each denial is a durable audit entry: bound how fast one
+			// address can make them (authenticated callers are not limited).
+			if !a.adminRL.allow(src.String()) {
+				w.Header().Set("Retry-After", "1")
+				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+				return
+			}
 			a.cfg.Audit.Append(r.Context(), audit.Event{Type: "admin.denied", Source: src.String(), Method: r.Method,
 				Path: r.URL.Path, Status: status, Reason: reason})
 			writeError(w, status, code, desc)
-		}
-		if !a.adminRL.allow(src.String()) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many control-plane requests from this address")
-			return
 		}
 		if !a.adminAllowed(src) {
 			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from this address", "address not in admin_cidrs")

@@ -98,7 +98,7 @@ type Limits struct {
 	IssuerBurst     int     // (default 1000)
 	LeakRate        float64 // leak reports per second per source (default 5)
 	LeakBurst       int     // (default 20)
-	AdminRate       float64 // control-plane requests per second per source (default 50)
+	AdminRate       float64 // refused control-plane requests per second per source (default 50)
 	AdminBurst      int     // (default 200)
 	RateLimitTables int     // max addresses tracked per limiter (default 100000)
 }
@@ -165,8 +165,6 @@ func New(cfg Config) (*API, error) {
 	a.tokenRL = newLimiter(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
 	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
-	// Every admin denial is a durable audit entry: bound how fast one
-	// address can make them.
 	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil
