@@ -75,16 +75,8 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "duration of each throughput run")
 	n := flag.Int("n", 3000, "sequential requests for the latency run")
 	size := flag.Int("size", 256, "response body size")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the whole run to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the gateway's throughput run to this file")
 	flag.Parse()
-	if *cpuprofile != "" {
-		f, err := os.Create(*cpuprofile)
-		if err != nil {
-			log.Fatal(err)
-		}
-		pprof.StartCPUProfile(f)
-		defer pprof.StopCPUProfile()
-	}
 	ctx := context.Background()
 
 	body := []byte(strings.Repeat("x", *size))
@@ -149,7 +141,8 @@ grants:
 	if err != nil {
 		log.Fatal(err)
 	}
-	gw, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: alog, Registerer: reg})
+	ta := &timedAuditor{Log: alog, d: make([]time.Duration, 0, *n)}
+	gw, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: ta, Registerer: reg})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -197,6 +190,13 @@ grants:
 			lat = append(lat, time.Since(s))
 		}
 		slices.Sort(lat)
+		if *cpuprofile != "" && t.name == "mayfly gateway" {
+			f, err := os.Create(*cpuprofile)
+			if err != nil {
+				log.Fatal(err)
+			}
+			pprof.StartCPUProfile(f)
+		}
 		var count, fails atomic.Int64
 		stop := time.Now().Add(*dur)
 		var wg sync.WaitGroup
@@ -214,6 +214,9 @@ grants:
 		}
 		wg.Wait()
 		el := time.Since(start)
+		if *cpuprofile != "" && t.name == "mayfly gateway" {
+			pprof.StopCPUProfile()
+		}
 		if fails.Load() > 0 {
 			log.Printf("%s: %d failed requests", t.name, fails.Load())
 		}
@@ -230,5 +233,38 @@ grants:
 	b, g := res["bare proxy"], res["mayfly gateway"]
 	fmt.Printf("\ngateway/bare: throughput %.0f%%, p50 added vs bare %v, p50 added vs direct %v\n",
 		100*g.rps/b.rps, (g.p50 - b.p50).Round(time.Microsecond), (g.p50 - d.p50).Round(time.Microsecond))
-	fmt.Printf("audit log size after the run: %d entries\n", alog.Size())
+	slices.Sort(ta.d)
+	if len(ta.d) > 0 {
+		fmt.Printf("gateway wait for its audit entry (latency run): p50 %v, p99 %v\n",
+			ta.d[len(ta.d)/2].Round(time.Microsecond), ta.d[len(ta.d)*99/100].Round(time.Microsecond))
+	}
+	fmt.Printf("audit log size after the run: %d entries", alog.Size())
+	if mfs, err := reg.Gather(); err == nil {
+		for _, mf := range mfs {
+			if mf.GetName() == "mayfly_audit_batch_size" {
+				h := mf.GetMetric()[0].GetHistogram()
+				fmt.Printf(", in %d group commits (mean %.1f entries)", h.GetSampleCount(), h.GetSampleSum()/float64(h.GetSampleCount()))
+			}
+		}
+	}
+	fmt.Println()
+}
+
+// timedAuditor records how long the gateway waits for its audit entries
+// (the first 3000: the latency run).
+type timedAuditor struct {
+	*audit.Log
+	mu sync.Mutex
+	d  []time.Duration
+}
+
+func (t *timedAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
+	s := time.Now()
+	i, err := t.Log.AppendWritten(ctx, ev)
+	t.mu.Lock()
+	if len(t.d) < cap(t.d) {
+		t.d = append(t.d, time.Since(s))
+	}
+	t.mu.Unlock()
+	return i, err
 }

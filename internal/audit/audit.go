@@ -6,8 +6,9 @@
 // entries to SIEM sinks (JSON-lines files, RFC 5424 syslog).
 //
 // It never drops an entry silently: Append returns only once the entry is
-// durable, and otherwise returns an error wrapping ErrUnavailable so that
-// the action it records does not happen. It never writes a whole mayfly
+// durable (AppendWritten, for the gateway, once a crash of the process can
+// no longer lose it), and otherwise returns an error wrapping
+// ErrUnavailable so that the action it records does not happen. It never writes a whole mayfly
 // token into an entry (checksum-valid tokens are reduced to their hint).
 package audit
 
@@ -49,6 +50,14 @@ type Storage interface {
 	AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
 	// PutAuditCheckpoint is idempotent per size.
 	PutAuditCheckpoint(ctx context.Context, size int64, note []byte) error
+}
+
+// writtenStorage is implemented by a Storage that can commit without
+// waiting for the disk (*store.DB): AppendAuditWritten returns once a crash
+// of this process can no longer lose the entries, and the storage makes
+// them durable shortly after. AppendWritten uses it.
+type writtenStorage interface {
+	AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
 }
 
 // CursorStorage is what a Forwarder needs: the entries and a cursor per

@@ -62,9 +62,10 @@ type Result struct {
 }
 
 type request struct {
-	body []byte
-	done chan Result
-	lazy bool // queued by AppendAsync: nobody is waiting on its commit
+	body    []byte
+	done    chan Result
+	lazy    bool // queued by AppendAsync: nobody is waiting on its commit
+	written bool // written mode: see AppendWritten
 }
 
 // Log is the audit log of one server node. Several nodes may share one
@@ -185,7 +186,21 @@ func (l *Log) Healthy() error {
 // the action it records. If ctx ends first, the entry may still be
 // recorded.
 func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
-	ch, err := l.submit(ctx, ev, false)
+	return l.wait(ctx, ev, false)
+}
+
+// AppendWritten is Append for the gateway's path: it returns once the entry
+// is written where a crash of this process can no longer lose it (the
+// store's WAL through the OS, or the PostgreSQL server), without waiting for
+// the disk; a crash of the whole machine can lose it until the store's next
+// durable commit, at most its SyncDelay later. A storage that cannot commit
+// that way (one without AppendAuditWritten) makes it an Append.
+func (l *Log) AppendWritten(ctx context.Context, ev Event) (int64, error) {
+	return l.wait(ctx, ev, true)
+}
+
+func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
+	ch, err := l.submit(ctx, ev, false, written)
 	if err != nil {
 		return -1, err
 	}
@@ -198,12 +213,12 @@ func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
 }
 
 // AppendAsync queues ev and returns a channel that receives its Result
-// once it is durable or has failed. It is for records of what already
-// happened (a gateway response): the commit may linger up to 2 ms to share
-// a transaction with an awaited Append. A caller about to act on the
-// recorded event uses Append instead.
+// once it is written (as AppendWritten) or has failed. It is for records of
+// what already happened (a gateway response): the commit may linger up to
+// 2 ms to share a transaction with an awaited Append. A caller about to act
+// on the recorded event uses Append or AppendWritten instead.
 func (l *Log) AppendAsync(ev Event) <-chan Result {
-	ch, err := l.submit(context.Background(), ev, true)
+	ch, err := l.submit(context.Background(), ev, true, true)
 	if err != nil {
 		ch := make(chan Result, 1)
 		ch <- Result{Index: -1, Err: err}
@@ -212,12 +227,12 @@ func (l *Log) AppendAsync(ev Event) <-chan Result {
 	return ch
 }
 
-func (l *Log) submit(ctx context.Context, ev Event, lazy bool) (chan Result, error) {
+func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (chan Result, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
 		return nil, err
 	}
-	r := &request{body: body, done: make(chan Result, 1), lazy: lazy}
+	r := &request{body: body, done: make(chan Result, 1), lazy: lazy, written: written}
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	if l.closed {
@@ -358,6 +373,10 @@ func (l *Log) commit(batch []*request) {
 		hashes  []tlog.Hash
 		err     error
 	)
+	appendFunc := l.st.AppendAudit
+	if ws, ok := l.st.(writtenStorage); ok && allWritten(batch) {
+		appendFunc = ws.AppendAuditWritten
+	}
 	for attempt := 0; ; attempt++ {
 		if l.stale {
 			if err = l.reload(ctx); err != nil {
@@ -370,7 +389,7 @@ func (l *Log) commit(batch []*request) {
 			l.stale = true
 			break
 		}
-		err = l.st.AppendAudit(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))
+		err = appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))
 		if err == nil {
 			break
 		}
@@ -659,6 +678,15 @@ func (l *Log) CheckpointAt(ctx context.Context, size int64) ([]byte, error) {
 // durability).
 func (l *Log) Sync(ctx context.Context) error {
 	return l.publish(ctx)
+}
+
+func allWritten(batch []*request) bool {
+	for _, r := range batch {
+		if !r.written {
+			return false
+		}
+	}
+	return true
 }
 
 func allLazy(batch []*request) bool {

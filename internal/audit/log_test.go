@@ -125,6 +125,60 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 	}
 }
 
+// A batch is committed in written mode only when every entry in it asked
+// for no more (AppendWritten, AppendAsync); one Append makes it durable.
+func TestWrittenModeOnlyWhenAllAskIt(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name        string
+		appends     []string // "durable", "written", "async": submitted together
+		wantWritten bool
+	}{
+		{"durable alone", []string{"durable"}, false},
+		{"written alone", []string{"written"}, true},
+		{"async alone", []string{"async"}, true},
+		{"written and async", []string{"async", "written"}, true},
+		{"durable with written", []string{"written", "durable", "async"}, false},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			st := newMemStore()
+			l := openLog(t, st, Options{})
+			// Hold the committer inside a commit so that the appends below
+			// queue up and share the next one.
+			st.mu.Lock()
+			first := l.AppendAsync(gatewayEvent(0))
+			time.Sleep(20 * time.Millisecond)
+			var wg sync.WaitGroup
+			for i, kind := range tc.appends {
+				ev := gatewayEvent(i + 1)
+				switch kind {
+				case "durable":
+					wg.Go(func() { l.Append(ctx, ev) })
+				case "written":
+					wg.Go(func() { l.AppendWritten(ctx, ev) })
+				case "async":
+					wg.Go(func() { <-l.AppendAsync(ev) })
+				}
+			}
+			for len(l.reqs) < len(tc.appends) {
+				time.Sleep(time.Millisecond)
+			}
+			st.mu.Unlock()
+			<-first
+			wg.Wait()
+			st.mu.Lock()
+			defer st.mu.Unlock()
+			if st.appends != 2 {
+				t.Fatalf("%d commits, want 2", st.appends)
+			}
+			if got := st.written == 2; got != tc.wantWritten {
+				t.Fatalf("written commits %d of 2; want the second written: %v", st.written, tc.wantWritten)
+			}
+		})
+	}
+}
+
 func TestPublisherSignsWhileGrowingOnly(t *testing.T) {
 	st := newMemStore()
 	l := openLog(t, st, Options{CheckpointInterval: 20 * time.Millisecond})

@@ -21,6 +21,19 @@ type memStore struct {
 	cursors     map[string]int64
 	fail        error // every call fails with it when set
 	appends     int   // AppendAudit calls that succeeded
+	written     int   // of which through AppendAuditWritten
+}
+
+// AppendAuditWritten counts the written-mode commits; in memory they are
+// the same as durable ones.
+func (m *memStore) AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+	if err := m.AppendAudit(ctx, start, entries, firstHash, hashes); err != nil {
+		return err
+	}
+	m.mu.Lock()
+	m.written++
+	m.mu.Unlock()
+	return nil
 }
 
 func newMemStore() *memStore {

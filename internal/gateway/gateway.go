@@ -45,12 +45,15 @@
 // Fail closed and crash-safe: before the upstream sees a byte, the gateway
 // appends a gateway.request entry (lease, identity, grant, allowing rule,
 // upstream, method, decoded path without the query, source address, token
-// hint, secret name and version, policy hash) with Auditor.Append and waits
-// until it is durable (the log group-commits concurrent appends). If it
-// cannot be made durable within Config.AuditTimeout, or the log reports
-// itself unhealthy, the request is answered 503 and never forwarded. A kill
-// at any moment therefore leaves no forwarded request without an entry;
-// at worst an entry with no outcome. When the response is done, a
+// hint, secret name and version, policy hash) with Auditor.AppendWritten
+// and waits until it is written to the store, where a kill of the server
+// can no longer lose it (the log group-commits concurrent appends; the
+// store makes them durable on disk within its SyncDelay, 5 ms by default,
+// without holding the request for the fsync). If it cannot be written
+// within Config.AuditTimeout, or the log reports itself unhealthy, the
+// request is answered 503 and never forwarded. A kill -9 at any moment
+// therefore leaves no forwarded request without an entry; at worst an
+// entry with no outcome. When the response is done, a
 // gateway.response entry (status, bytes in and out, duration, and the
 // request entry's index in detail.request_index) is queued with
 // AppendAsync and not waited for. A refused request gets one
@@ -122,9 +125,10 @@ type Secrets interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
 }
 
-// Auditor records entries (*audit.Log).
+// Auditor records entries (*audit.Log). AppendWritten returns once a crash
+// of the server can no longer lose the entry; AppendAsync does not wait.
 type Auditor interface {
-	Append(ctx context.Context, ev audit.Event) (int64, error)
+	AppendWritten(ctx context.Context, ev audit.Event) (int64, error)
 	AppendAsync(ev audit.Event) <-chan audit.Result
 }
 
@@ -160,7 +164,7 @@ type Config struct {
 	ResponseHeaderTimeout time.Duration // default 60s; an upstream's timeout overrides it
 	IdleConnTimeout       time.Duration // default 90s
 	MaxIdleConnsPerHost   int           // default 256
-	// AuditTimeout bounds the wait for a durable audit entry before the
+	// AuditTimeout bounds the wait for a written audit entry before the
 	// request is answered 503 (default 5s).
 	AuditTimeout time.Duration
 	Now          func() time.Time
@@ -397,10 +401,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	// The decision is durable before the upstream sees a byte.
+	// The decision is recorded (safe from a kill) before the upstream sees a byte.
 	idx, err := g.record(r.Context(), rq.ev)
 	if err != nil {
-		g.log.Error("gateway: audit entry not durable; request refused", "err", err)
+		g.log.Error("gateway: audit entry not written; request refused", "err", err)
 		g.m.refused.WithLabelValues(CheckAudit).Inc()
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable", "")
 		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
@@ -489,7 +493,7 @@ func contains(vals []string, v string) bool {
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, status int, code, desc, check string) {
 	rq.ev.Status, rq.ev.Check, rq.ev.Reason = status, check, desc
 	if _, err := g.record(r.Context(), rq.ev); err != nil {
-		g.log.Error("gateway: audit entry not durable", "err", err)
+		g.log.Error("gateway: audit entry not written", "err", err)
 		status, code, desc = http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable"
 		check = CheckAudit
 	}
@@ -517,7 +521,8 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
 }
 
-// record appends ev and waits until it is durable, within AuditTimeout.
+// record appends ev and waits until a crash cannot lose it, within
+// AuditTimeout.
 func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
 	if g.health != nil {
 		if err := g.health.Healthy(); err != nil {
@@ -526,7 +531,7 @@ func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
 	defer cancel()
-	return g.cfg.Auditor.Append(ctx, ev)
+	return g.cfg.Auditor.AppendWritten(ctx, ev)
 }
 
 // requestPath is the path as the client sent it, still escaped.

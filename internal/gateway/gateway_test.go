@@ -60,7 +60,7 @@ type failingAuditor struct {
 	mode atomic.Int32 // 0 ok, 1 fail, 2 hang
 }
 
-func (f *failingAuditor) Append(ctx context.Context, ev audit.Event) (int64, error) {
+func (f *failingAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
 	switch f.mode.Load() {
 	case 1:
 		return -1, fmt.Errorf("test: %w", audit.ErrUnavailable)
@@ -68,7 +68,7 @@ func (f *failingAuditor) Append(ctx context.Context, ev audit.Event) (int64, err
 		<-ctx.Done()
 		return -1, ctx.Err()
 	}
-	return f.Log.Append(ctx, ev)
+	return f.Log.AppendWritten(ctx, ev)
 }
 
 func (f *failingAuditor) Healthy() error { return nil }

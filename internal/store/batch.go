@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -15,38 +16,66 @@ import (
 // that fails is isolated with savepoints so it never undoes its neighbours.
 // Write functions may run twice (an optimistic pass, then an isolated one):
 // they must set their results afresh on each run.
+//
+// A batch made only of written-mode requests commits without waiting for
+// the disk (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit=off):
+// once it returns, a crash of this process cannot lose it, only a crash of
+// the machine can. The batcher makes it durable within syncDelay: the next
+// batch after that is committed durably (its fsync covers everything
+// written before it), or, when none comes, a flush commit does it.
 type batcher struct {
-	db      *sql.DB
-	observe func(time.Duration, int, error)
-	between func() // runs between transactions, when the connection is free
-	max     int
-	reqs    chan *writeReq
-	done    chan struct{}
-	once    sync.Once
+	db        *sql.DB
+	postgres  bool
+	observe   func(time.Duration, int, error)
+	between   func() // runs between transactions, when the connection is free
+	max       int
+	syncDelay time.Duration
+	reqs      chan *writeReq
+	done      chan struct{}
+	stopped   chan struct{}
+	once      sync.Once
+
+	durables atomic.Int64 // durable commits made (tests)
+
+	// owned by run
+	unsynced time.Time  // first written-mode commit not yet covered by a durable one
+	mode     sqliteMode // the SQLite connection's synchronous setting as last set
 }
 
+type sqliteMode uint8
+
+const (
+	modeFull    sqliteMode = iota // as the DSN opens the connection
+	modeNormal                    // set for a written-mode batch
+	modeUnknown                   // a PRAGMA failed: set FULL again before a durable commit
+)
+
 type writeReq struct {
-	ctx context.Context
-	fn  func(*sql.Tx) error
-	err chan error
+	ctx     context.Context
+	fn      func(*sql.Tx) error
+	err     chan error
+	written bool // a crash of this process must not lose it; the machine's may, within syncDelay
 }
 
 var errClosed = errors.New("store: closed")
 
-func newBatcher(db *sql.DB, max int, observe func(time.Duration, int, error), between func()) *batcher {
+func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, observe func(time.Duration, int, error), between func()) *batcher {
 	if observe == nil {
 		observe = func(time.Duration, int, error) {}
 	}
 	if between == nil {
 		between = func() {}
 	}
-	b := &batcher{db: db, max: max, observe: observe, between: between, reqs: make(chan *writeReq, max), done: make(chan struct{})}
+	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, between: between,
+		reqs: make(chan *writeReq, max), done: make(chan struct{}), stopped: make(chan struct{})}
 	go b.run()
 	return b
 }
 
-func (b *batcher) do(ctx context.Context, fn func(*sql.Tx) error) error {
-	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
+// do runs fn in the next group commit and returns once that commit is
+// durable (written: once it is written, see batcher).
+func (b *batcher) do(ctx context.Context, fn func(*sql.Tx) error, written bool) error {
+	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written}
 	select {
 	case b.reqs <- r:
 	case <-b.done:
@@ -55,21 +84,49 @@ func (b *batcher) do(ctx context.Context, fn func(*sql.Tx) error) error {
 		return ctx.Err()
 	}
 	// Once queued, the request's fate is decided by the committer; waiting
-	// for it keeps "returned nil" equal to "durable".
-	return <-r.err
+	// for it keeps "returned nil" equal to "committed". A request that slipped
+	// in after the committer's last drain is refused.
+	select {
+	case err := <-r.err:
+		return err
+	case <-b.stopped:
+		select {
+		case err := <-r.err:
+			return err
+		default:
+			return errClosed
+		}
+	}
 }
 
+// close stops taking writes and waits until those queued are committed and
+// the last written-mode commit is durable.
 func (b *batcher) close() {
 	b.once.Do(func() { close(b.done) })
+	<-b.stopped
 }
 
 func (b *batcher) run() {
+	defer close(b.stopped)
 	batch := make([]*writeReq, 0, b.max)
+	flush := time.NewTimer(time.Hour)
+	flush.Stop()
+	armed := false
 	for {
 		batch = batch[:0]
+		if !b.unsynced.IsZero() && !armed {
+			flush.Reset(time.Until(b.unsynced.Add(b.syncDelay)))
+			armed = true
+		}
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
+		case <-flush.C:
+			armed = false
+			if !b.unsynced.IsZero() {
+				b.flush()
+			}
+			continue
 		case <-b.done:
 			// Finish what was queued before the close.
 			for {
@@ -77,6 +134,9 @@ func (b *batcher) run() {
 				case r := <-b.reqs:
 					b.commit([]*writeReq{r})
 				default:
+					if !b.unsynced.IsZero() {
+						b.flush()
+					}
 					return
 				}
 			}
@@ -91,7 +151,23 @@ func (b *batcher) run() {
 			}
 		}
 		b.commit(batch)
+		if b.unsynced.IsZero() && armed {
+			flush.Stop()
+			armed = false
+		}
 	}
+}
+
+// flush makes earlier written-mode commits durable with a durable commit
+// of a write that changes nothing. On failure it is retried after
+// syncDelay (unsynced stays set).
+func (b *batcher) flush() {
+	r := &writeReq{ctx: context.Background(), err: make(chan error, 1), fn: func(tx *sql.Tx) error {
+		q := `UPDATE meta SET value = value WHERE key = 'schema_version'`
+		_, err := tx.ExecContext(context.Background(), q)
+		return err
+	}}
+	b.commit([]*writeReq{r})
 }
 
 func (b *batcher) commit(batch []*writeReq) {
@@ -104,6 +180,7 @@ func (b *batcher) commit(batch []*writeReq) {
 // commitBatch runs and commits one batch; its error is the commit's, for
 // metrics (each writer has already been told its own result).
 func (b *batcher) commitBatch(batch []*writeReq) error {
+	committed := false
 	live := batch[:0:0]
 	for _, r := range batch {
 		if err := r.ctx.Err(); err != nil {
@@ -116,7 +193,31 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		return nil
 	}
 	ctx := context.Background()
-	tx, err := b.db.BeginTx(ctx, nil)
+	durable := !b.unsynced.IsZero() && time.Since(b.unsynced) >= b.syncDelay
+	for _, r := range live {
+		if !r.written {
+			durable = true
+		}
+	}
+	if err := b.setSQLiteMode(ctx, durable); err != nil {
+		failAll(live, err)
+		return err
+	}
+	began := time.Now()
+	defer func() {
+		// Only a commit that happened moves the sync state; a failed one
+		// changed nothing.
+		if !committed {
+			return
+		}
+		if durable {
+			b.unsynced = time.Time{}
+			b.durables.Add(1)
+		} else if b.unsynced.IsZero() {
+			b.unsynced = began
+		}
+	}()
+	tx, err := b.begin(ctx, durable)
 	if err != nil {
 		e := fmt.Errorf("store: begin: %w", err)
 		failAll(live, e)
@@ -140,13 +241,14 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 				failAll(live, e)
 				return e
 			}
+			committed = true
 			for _, r := range live {
 				r.err <- nil
 			}
 			return nil
 		}
 		tx.Rollback()
-		if tx, err = b.db.BeginTx(ctx, nil); err != nil {
+		if tx, err = b.begin(ctx, durable); err != nil {
 			e := fmt.Errorf("store: begin: %w", err)
 			failAll(live, e)
 			return e
@@ -194,9 +296,51 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		failAll(live, e)
 		return e
 	}
+	committed = true
 	for i, r := range live {
 		r.err <- results[i]
 	}
+	return nil
+}
+
+// begin starts a transaction; on PostgreSQL a written-mode one does not
+// wait for its WAL flush (still written to the server, so a crash of this
+// process cannot lose it).
+func (b *batcher) begin(ctx context.Context, durable bool) (*sql.Tx, error) {
+	tx, err := b.db.BeginTx(ctx, nil)
+	if err != nil || durable || !b.postgres {
+		return tx, err
+	}
+	if _, err := tx.ExecContext(ctx, "SET LOCAL synchronous_commit = off"); err != nil {
+		tx.Rollback()
+		return nil, err
+	}
+	return tx, nil
+}
+
+// setSQLiteMode sets the SQLite connection's synchronous level for the next
+// commit: FULL (fsync of the WAL at commit) when durable, else NORMAL (the
+// WAL is written, not synced). SQLite refuses the change inside a
+// transaction, so it is made on the single write connection between them.
+func (b *batcher) setSQLiteMode(ctx context.Context, durable bool) error {
+	if b.postgres {
+		return nil
+	}
+	want, q := modeFull, "PRAGMA synchronous = FULL"
+	if !durable {
+		want, q = modeNormal, "PRAGMA synchronous = NORMAL"
+	}
+	if b.mode == want {
+		return nil
+	}
+	if _, err := b.db.ExecContext(ctx, q); err != nil {
+		b.mode = modeUnknown
+		if durable {
+			return fmt.Errorf("store: setting synchronous commit: %w", err)
+		}
+		return nil // unknown is FULL or NORMAL: either may run a written batch
+	}
+	b.mode = want
 	return nil
 }
 

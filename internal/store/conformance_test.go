@@ -378,8 +378,22 @@ func testAudit(t *testing.T, b storetest.Backend) {
 	if n, _ := db.AuditSize(ctx); n != 2 {
 		t.Fatalf("size = %d", n)
 	}
+	// Written mode: the same records and the same conflict check.
+	more := [][]byte{[]byte(`{"index":2}`)}
+	if err := db.AppendAuditWritten(ctx, 0, more, 3, hashes[:1]); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("written append at stale size: %v", err)
+	}
+	if err := db.AppendAuditWritten(ctx, 2, more, 3, [][32]byte{{4}}); err != nil {
+		t.Fatal(err)
+	}
+	if n, _ := db.AuditSize(ctx); n != 3 {
+		t.Fatalf("size after written append = %d", n)
+	}
+	if got, err := db.AuditHashes(ctx, []int64{3}); err != nil || got[0] != ([32]byte{4}) {
+		t.Fatalf("hash of written append = %v %v", got, err)
+	}
 	got, err := db.AuditEntries(ctx, 1, 10)
-	if err != nil || len(got) != 1 || !bytes.Equal(got[0], entries[1]) {
+	if err != nil || len(got) != 2 || !bytes.Equal(got[0], entries[1]) || !bytes.Equal(got[1], more[0]) {
 		t.Fatalf("entries = %q %v", got, err)
 	}
 	hs, err := db.AuditHashes(ctx, []int64{2, 0, 2})

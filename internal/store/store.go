@@ -40,6 +40,9 @@ type Config struct {
 	// ObserveCommit, when set, is told each group commit's duration, how
 	// many writes it carried and whether it failed (for metrics).
 	ObserveCommit func(d time.Duration, writes int, err error)
+	// SyncDelay bounds how long a written-mode commit (AppendAuditWritten)
+	// waits before a durable commit covers it (default 5ms).
+	SyncDelay time.Duration
 }
 
 // DB is mayfly's storage. It is safe for concurrent use.
@@ -73,7 +76,10 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		db.stmts = newStmtCache(db.write)
 		between = db.stmts.prepare
 	}
-	db.batch = newBatcher(db.write, 512, cfg.ObserveCommit, between)
+	if cfg.SyncDelay <= 0 {
+		cfg.SyncDelay = 5 * time.Millisecond
+	}
+	db.batch = newBatcher(db.write, db.postgres, 512, cfg.SyncDelay, cfg.ObserveCommit, between)
 	return db, nil
 }
 
@@ -213,7 +219,15 @@ func (db *DB) Ping(ctx context.Context) error {
 // commit). fn's effects are kept only if fn returns nil, and only once the
 // commit is durable does tx return.
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.batch.do(ctx, fn)
+	return db.batch.do(ctx, fn, false)
+}
+
+// txWritten is tx for records that must survive a crash of this process
+// but may wait up to Config.SyncDelay to survive a crash of the machine:
+// it returns once the commit is written (to the WAL file through the OS,
+// or to the PostgreSQL server), without waiting for the disk.
+func (db *DB) txWritten(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.batch.do(ctx, fn, true)
 }
 
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {

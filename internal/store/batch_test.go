@@ -1,0 +1,157 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+	"time"
+)
+
+// commitLog counts group commits through Config.ObserveCommit.
+type commitLog struct {
+	mu sync.Mutex
+	n  int
+}
+
+func (c *commitLog) observe(time.Duration, int, error) {
+	c.mu.Lock()
+	c.n++
+	c.mu.Unlock()
+}
+
+func (c *commitLog) count() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.n
+}
+
+// waitCount waits until at least n commits happened, or fails.
+func (c *commitLog) waitCount(t *testing.T, n int) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for c.count() < n {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d commits, want %d", c.count(), n)
+		}
+		time.Sleep(time.Millisecond)
+	}
+}
+
+type syncBackend struct {
+	name string
+	cfg  Config
+}
+
+func syncBackends(t *testing.T) []syncBackend {
+	out := []syncBackend{{"sqlite", Config{Path: filepath.Join(t.TempDir(), "m.db")}}}
+	dsn := os.Getenv("MAYFLY_TEST_POSTGRES")
+	if dsn == "" {
+		if os.Getenv("CI") != "" {
+			t.Fatal("MAYFLY_TEST_POSTGRES is not set in CI: PostgreSQL tests must run")
+		}
+		return out
+	}
+	// A schema of its own (storetest.FreshSchema cannot be imported here:
+	// it imports this package).
+	schema := "mayfly_batch_" + time.Now().Format("150405_000000000")
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := admin.Exec(`CREATE SCHEMA ` + schema); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		admin.Exec(`DROP SCHEMA ` + schema + ` CASCADE`)
+		admin.Close()
+	})
+	return append(out, syncBackend{"postgres", Config{PostgresDSN: dsn + "&search_path=" + schema}})
+}
+
+// Written-mode commits are covered by a durable commit within SyncDelay:
+// by the next durable write when one comes, else by a flush commit; and
+// Close flushes what is still unsynced.
+func TestWrittenCommitsBecomeDurable(t *testing.T) {
+	ctx := context.Background()
+	hash := [][32]byte{{1}}
+	entry := [][]byte{[]byte(`{}`)}
+	for _, be := range syncBackends(t) {
+		t.Run(be.name, func(t *testing.T) {
+			var commits commitLog
+			cfg := be.cfg
+			cfg.ObserveCommit = commits.observe
+			cfg.SyncDelay = 30 * time.Millisecond
+			db, err := Open(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			base := commits.count()
+			mode := func() int { // SQLite: the write connection's synchronous level
+				var m int
+				if err := db.write.QueryRowContext(ctx, "PRAGMA synchronous").Scan(&m); err != nil {
+					t.Fatal(err)
+				}
+				return m
+			}
+
+			// A written commit alone: a flush commit follows.
+			if err := db.AppendAuditWritten(ctx, 0, entry, 0, hash); err != nil {
+				t.Fatal(err)
+			}
+			if !db.postgres && mode() != 1 {
+				t.Fatalf("synchronous = %d after a written commit, want 1 (NORMAL)", mode())
+			}
+			commits.waitCount(t, base+2)
+			if !db.postgres && mode() != 2 {
+				t.Fatalf("synchronous = %d after the flush, want 2 (FULL)", mode())
+			}
+
+			// A written commit followed by a durable one: no flush needed.
+			if err := db.AppendAuditWritten(ctx, 1, entry, 1, hash); err != nil {
+				t.Fatal(err)
+			}
+			if err := db.AppendAudit(ctx, 2, entry, 2, hash); err != nil {
+				t.Fatal(err)
+			}
+			n := commits.count()
+			time.Sleep(4 * cfg.SyncDelay)
+			if got := commits.count(); got != n {
+				t.Fatalf("%d commits after a durable one covered the written one, want none", got-n)
+			}
+
+			// Written commits in a stream that never pauses for SyncDelay:
+			// still a durable commit at least every SyncDelay.
+			durables := db.batch.durables.Load()
+			start := time.Now()
+			for i := int64(3); i < 40; i++ {
+				if err := db.AppendAuditWritten(ctx, i, entry, i, hash); err != nil {
+					t.Fatal(err)
+				}
+				time.Sleep(3 * time.Millisecond)
+			}
+			want := int64(time.Since(start)/cfg.SyncDelay) - 1
+			if got := db.batch.durables.Load() - durables; got < want {
+				t.Fatalf("%d durable commits in %v of written ones, want at least %d", got, time.Since(start), want)
+			}
+			n = commits.count()
+			if err := db.Close(); err != nil {
+				t.Fatal(err)
+			}
+			if commits.count() > n+1 {
+				t.Fatalf("Close made %d commits", commits.count()-n)
+			}
+			db2, err := Open(ctx, be.cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db2.Close()
+			if size, err := db2.AuditSize(ctx); err != nil || size != 40 {
+				t.Fatalf("size after reopen = %d %v", size, err)
+			}
+		})
+	}
+}
