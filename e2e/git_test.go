@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"net"
 	"net/http"
 	"net/http/cgi"
 	"net/http/httptest"
@@ -11,8 +10,6 @@ import (
 	"strings"
 	"sync"
 	"testing"
-
-	"github.com/mayfly-sh/mayfly/internal/devissuer"
 )
 
 // SPEC section 5: `git clone https://x:$MAYFLY_TOKEN@host/gw/…` works
@@ -60,61 +57,12 @@ func TestGitCloneThroughGateway(t *testing.T) {
 
 	n := initDir(t)
 	n.start(t)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := devissuer.New(devissuer.Options{URL: "http://" + ln.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issSrv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: iss.Handler()}}
-	issSrv.Start()
-	t.Cleanup(issSrv.Close)
-	env := []string{"MAYFLY_ADDR=" + n.url, "MAYFLY_CACERT=" + filepath.Join(n.dir, "ca.pem"), "MAYFLY_TOKEN=" + n.admin}
-	policy := filepath.Join(t.TempDir(), "policy.yaml")
-	os.WriteFile(policy, []byte(`issuers:
-  dev:
-    url: `+iss.URL()+`
-    audience: `+n.url+`
-upstreams:
-  git:
-    url: `+up.URL+`
-    credential:
-      secret: git-token
-      prefix: "Bearer "
-grants:
-  clone:
-    upstream: git
-    ttl: 5m
-    allow:
+	tok, jobEnv := n.gatewayJob(t, "git", up.URL, "git-upstream-credential-42", "clone", `
       - methods: [GET]
         paths: ["/app.git/info/refs"]
       - methods: [POST]
         paths: ["/app.git/git-upload-pack"]
-    who:
-      - issuer: dev
-        claims:
-          repository: acme/app
-`), 0o600)
-	if _, e, code := run(t, env, "git-upstream-credential-42\n", "secret", "put", "git-token"); code != 0 {
-		t.Fatalf("secret put: %s", e)
-	}
-	if _, e, code := run(t, env, "", "policy", "apply", policy); code != 0 {
-		t.Fatalf("policy apply: %s", e)
-	}
-	idt, err := iss.Mint(nil, n.url, 0)
-	if err != nil {
-		t.Fatal(err)
-	}
-	idFile := filepath.Join(t.TempDir(), "id")
-	os.WriteFile(idFile, []byte(idt), 0o600)
-	jobEnv := []string{"MAYFLY_ADDR=" + n.url, "MAYFLY_CACERT=" + filepath.Join(n.dir, "ca.pem"), "MAYFLY_TOKEN="}
-	out, e, code := run(t, jobEnv, "", "login", "--grant", "clone", "--id-token-file", idFile)
-	tok := strings.TrimSpace(out)
-	if code != 0 || !strings.HasPrefix(tok, "mfy_") {
-		t.Fatalf("login: %d %s", code, e)
-	}
+`)
 
 	clone := func(dest string) (string, error) {
 		u := strings.Replace(n.url, "https://", "https://x:"+tok+"@", 1) + "/gw/git/app.git"
