@@ -5,7 +5,7 @@
 // temporary folder, and metrics. It prints requests/s at saturation and
 // p50/p99 latency at concurrency 1, and the ratios gateway/bare.
 //
-//	go run ./bench/gateway [-c 64] [-d 3s] [-n 3000] [-size 256]
+//	go run ./bench/gateway [-c 64] [-d 3s] [-n 3000] [-size 256] [-rounds 3]
 package main
 
 import (
@@ -75,6 +75,7 @@ func main() {
 	dur := flag.Duration("d", 3*time.Second, "duration of each throughput run")
 	n := flag.Int("n", 3000, "sequential requests for the latency run")
 	size := flag.Int("size", 256, "response body size")
+	rounds := flag.Int("rounds", 3, "rounds over all targets; medians are reported")
 	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the gateway's throughput run to this file")
 	flag.Parse()
 	ctx := context.Background()
@@ -174,28 +175,28 @@ grants:
 		p50, p99 time.Duration
 		rps      float64
 	}
-	res := map[string]result{}
-	for _, t := range targets {
+	measure := func(name, u string, profile bool) result {
 		for range 200 { // warm up
-			if err := do(t.url); err != nil {
-				log.Fatalf("%s: %v", t.name, err)
+			if err := do(u); err != nil {
+				log.Fatalf("%s: %v", name, err)
 			}
 		}
 		lat := make([]time.Duration, 0, *n)
 		for range *n {
 			s := time.Now()
-			if err := do(t.url); err != nil {
-				log.Fatalf("%s: %v", t.name, err)
+			if err := do(u); err != nil {
+				log.Fatalf("%s: %v", name, err)
 			}
 			lat = append(lat, time.Since(s))
 		}
 		slices.Sort(lat)
-		if *cpuprofile != "" && t.name == "mayfly gateway" {
+		if profile {
 			f, err := os.Create(*cpuprofile)
 			if err != nil {
 				log.Fatal(err)
 			}
 			pprof.StartCPUProfile(f)
+			defer pprof.StopCPUProfile()
 		}
 		var count, fails atomic.Int64
 		stop := time.Now().Add(*dur)
@@ -204,7 +205,7 @@ grants:
 		for range *conc {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
-					if err := do(t.url); err != nil {
+					if err := do(u); err != nil {
 						fails.Add(1)
 						continue
 					}
@@ -214,15 +215,37 @@ grants:
 		}
 		wg.Wait()
 		el := time.Since(start)
-		if *cpuprofile != "" && t.name == "mayfly gateway" {
-			pprof.StopCPUProfile()
-		}
 		if fails.Load() > 0 {
-			log.Printf("%s: %d failed requests", t.name, fails.Load())
+			log.Printf("%s: %d failed requests", name, fails.Load())
 		}
-		res[t.name] = result{lat[len(lat)/2], lat[len(lat)*99/100], float64(count.Load()) / el.Seconds()}
+		return result{lat[len(lat)/2], lat[len(lat)*99/100], float64(count.Load()) / el.Seconds()}
 	}
-	fmt.Printf("loopback, %d-byte responses; latency over %d sequential requests; throughput with %d clients for %v\n\n", *size, *n, *conc, *dur)
+	// Rounds interleave the targets, so that a noisy neighbour or a CPU
+	// frequency change hits all of them; medians are reported.
+	runs := map[string][]result{}
+	var ratios, addedVsBare, addedVsDirect []float64
+	for round := range *rounds {
+		for _, t := range targets {
+			runs[t.name] = append(runs[t.name], measure(t.name, t.url, round == 0 && *cpuprofile != "" && t.name == "mayfly gateway"))
+		}
+		d, b, g := runs["direct"][round], runs["bare proxy"][round], runs["mayfly gateway"][round]
+		ratios = append(ratios, g.rps/b.rps)
+		addedVsBare = append(addedVsBare, float64(g.p50-b.p50))
+		addedVsDirect = append(addedVsDirect, float64(g.p50-d.p50))
+		fmt.Fprintf(os.Stderr, "round %d: throughput gateway/bare %.0f%%, p50 added vs direct %v\n",
+			round+1, 100*g.rps/b.rps, (g.p50 - d.p50).Round(time.Microsecond))
+	}
+	median := func(xs []float64) float64 { xs = slices.Clone(xs); slices.Sort(xs); return xs[len(xs)/2] }
+	res := map[string]result{}
+	for name, rs := range runs {
+		var p50, p99, rps []float64
+		for _, r := range rs {
+			p50, p99, rps = append(p50, float64(r.p50)), append(p99, float64(r.p99)), append(rps, r.rps)
+		}
+		res[name] = result{time.Duration(median(p50)), time.Duration(median(p99)), median(rps)}
+	}
+	fmt.Printf("loopback, %d-byte responses; latency over %d sequential requests; throughput with %d clients for %v; median of %d rounds\n\n",
+		*size, *n, *conc, *dur, *rounds)
 	fmt.Printf("%-16s %10s %10s %12s %14s %14s\n", "target", "p50", "p99", "req/s", "p50 added", "p99 added")
 	d := res["direct"]
 	for _, t := range targets {
@@ -230,9 +253,8 @@ grants:
 		fmt.Printf("%-16s %10v %10v %12.0f %14v %14v\n", t.name, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rps,
 			(r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond))
 	}
-	b, g := res["bare proxy"], res["mayfly gateway"]
-	fmt.Printf("\ngateway/bare: throughput %.0f%%, p50 added vs bare %v, p50 added vs direct %v\n",
-		100*g.rps/b.rps, (g.p50 - b.p50).Round(time.Microsecond), (g.p50 - d.p50).Round(time.Microsecond))
+	fmt.Printf("\ngateway/bare: throughput %.0f%%, p50 added vs bare %v, p50 added vs direct %v (medians of the per-round figures)\n",
+		100*median(ratios), time.Duration(median(addedVsBare)).Round(time.Microsecond), time.Duration(median(addedVsDirect)).Round(time.Microsecond))
 	slices.Sort(ta.d)
 	if len(ta.d) > 0 {
 		fmt.Printf("gateway wait for its audit entry (latency run): p50 %v, p99 %v\n",
