@@ -9,13 +9,18 @@ import (
 	"strings"
 )
 
+// migration is one schema step, per backend: {{blob}} and {{serial}} are
+// filled per backend; an empty text only records the version.
+type migration struct{ sqlite, postgres string }
+
+func both(s string) migration { return migration{sqlite: s, postgres: s} }
+
 // migrations returns the schema steps in order; step i brings the schema to
-// version i+1. Steps are only ever appended. {{blob}} and {{serial}} are
-// filled per backend.
-func migrations() []string {
-	return []string{
+// version i+1. Steps are only ever appended.
+func migrations() []migration {
+	return []migration{
 		// 1: the whole first schema.
-		`
+		both(`
 CREATE TABLE meta (
 	key   TEXT PRIMARY KEY,
 	value {{blob}} NOT NULL
@@ -100,8 +105,22 @@ CREATE TABLE audit_cursors (
 	name TEXT PRIMARY KEY,
 	next BIGINT NOT NULL
 );
-`,
+`),
+		// 2: on SQLite, only INTEGER PRIMARY KEY is the row id; BIGINT
+		// PRIMARY KEY made every audit append write a table and a separate
+		// index. Rebuild the audit tables keyed by the row id.
+		{sqlite: rekey("audit_entries", "idx", "data") + rekey("audit_hashes", "id", "hash") + rekey("audit_checkpoints", "size", "note")},
 	}
+}
+
+// rekey rebuilds SQLite table t(key, val) with key as the row id.
+func rekey(t, key, val string) string {
+	return `
+CREATE TABLE ` + t + `_new (` + key + ` INTEGER PRIMARY KEY, ` + val + ` BLOB NOT NULL);
+INSERT INTO ` + t + `_new (` + key + `, ` + val + `) SELECT ` + key + `, ` + val + ` FROM ` + t + ` ORDER BY ` + key + `;
+DROP TABLE ` + t + `;
+ALTER TABLE ` + t + `_new RENAME TO ` + t + `;
+`
 }
 
 // SchemaVersion is the schema version this binary writes.
@@ -146,7 +165,11 @@ func (db *DB) migrate(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("store: migrate to %d: %w", i+1, err)
 		}
-		for _, stmt := range strings.Split(db.dialect(steps[i]), ";") {
+		text := steps[i].sqlite
+		if db.postgres {
+			text = steps[i].postgres
+		}
+		for _, stmt := range strings.Split(db.dialect(text), ";") {
 			if strings.TrimSpace(stmt) == "" {
 				continue
 			}
