@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"encoding/json"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -164,4 +165,43 @@ func mustVerifier(t testing.TB) note.Verifier {
 		t.Fatal(err)
 	}
 	return v
+}
+
+// appendEvent writes exactly what json.Marshal writes, for any field values.
+func FuzzAppendEvent(f *testing.F) {
+	f.Add("gateway.request", "l-1", "/repos/a/b", "<&>\"\\\u2028\xff", int64(200), int64(0), "k", "v")
+	f.Add("token.issue", "", "", "", int64(-5), int64(1<<40), "", "")
+	f.Add("x", "é", "\x00\x1f\x7f", "ok", int64(0), int64(3), "n", "\u00e9")
+	f.Fuzz(func(t *testing.T, typ, lease, path, reason string, status, bytes int64, dk, dv string) {
+		ev := Event{Type: typ, Lease: lease, Issuer: lease + path, Path: path, Reason: reason, Status: int(status),
+			BytesIn: bytes, BytesOut: -bytes, DurationMS: status ^ bytes, Hint: reason, SecretVersion: int(bytes), Count: status}
+		if dk != "" {
+			ev.Detail = map[string]any{dk: dv, "n": status, "b": bytes > 0}
+		}
+		want, err := json.Marshal(ev)
+		if err != nil {
+			t.Skip()
+		}
+		got, err := appendEvent(nil, &ev)
+		if err != nil || string(got) != string(want) {
+			t.Fatalf("appendEvent = %s, %v\njson.Marshal = %s", got, err, want)
+		}
+	})
+}
+
+func TestAppendEventMatchesJSON(t *testing.T) {
+	full := Event{Type: "t", Lease: "l", Issuer: "i", Subject: "s", Job: "j", Repository: "r", Grant: "g", Upstream: "u",
+		Method: "GET", Path: "/p", Status: 200, Source: "127.0.0.1", BytesIn: 1, BytesOut: 2, DurationMS: 3, Reason: "why",
+		Check: "c", Hint: "h", PolicyVersion: "pv", Secret: "sec", SecretVersion: 4, KeyVersion: 5, Admin: "a", Role: "r",
+		Count: 6, Detail: map[string]any{"z": 1, "a": []int{1}}}
+	if n := reflect.TypeFor[Event]().NumField(); n != 26 {
+		t.Fatalf("Event has %d fields, appendEvent and this test know 26: teach them the new ones", n)
+	}
+	for _, ev := range []Event{{Type: "t"}, full, {Type: "t", Detail: map[string]any{}}} {
+		want, _ := json.Marshal(ev)
+		got, err := appendEvent(nil, &ev)
+		if err != nil || string(got) != string(want) {
+			t.Errorf("appendEvent = %s, %v\njson.Marshal = %s", got, err, want)
+		}
+	}
 }

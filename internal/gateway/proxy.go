@@ -233,12 +233,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 		if failure != "" {
 			ev.Reason = failure
 		}
-		ch := g.cfg.Auditor.AppendAsync(ev)
-		go func() {
-			if res := <-ch; res.Err != nil {
-				g.log.Error("gateway: response audit entry not recorded", "request_index", reqIndex, "err", res.Err)
-			}
-		}()
+		// Not awaited, and no goroutine per request to watch it: a failed
+		// commit marks the log unhealthy (new requests get 503, /readyz
+		// fails) and counts in mayfly_audit_append_errors_total.
+		g.cfg.Auditor.AppendAsync(ev)
 		g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
 		if p != nil {
 			panic(p)
