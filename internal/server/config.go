@@ -38,6 +38,10 @@ type Config struct {
 	// AuditSinks export the audit log (at least once, resuming after a
 	// restart from a cursor kept in the store).
 	AuditSinks []SinkConfig `yaml:"audit_sinks"`
+	// GatewayDurableAudit makes each forwarded gateway request wait until
+	// its gateway.request entry is fsynced (safe from a power loss) rather
+	// than written (safe from a crash of the server; fsynced within 5 ms).
+	GatewayDurableAudit bool `yaml:"gateway_durable_audit"`
 	// AddrFile, when set, receives the URL the server listens on once ready.
 	AddrFile string `yaml:"-"`
 }

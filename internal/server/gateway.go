@@ -20,5 +20,6 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		Registerer: s.registry,
 		Logger:     s.log,
 		PublicURL:  s.publicURL,
+		Durable:    s.cfg.GatewayDurableAudit,
 	})
 }
