@@ -12,7 +12,6 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,6 +28,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
+	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 )
 
 func needTool(t *testing.T, name string) string {
@@ -74,17 +74,7 @@ func newCIWorld(t *testing.T) *ciWorld {
 	w.caFile = filepath.Join(w.n.dir, "ca.pem")
 	w.adminEnv = []string{"MAYFLY_ADDR=" + w.n.url, "MAYFLY_CACERT=" + w.caFile, "MAYFLY_TOKEN=" + w.n.admin}
 
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	w.iss, err = devissuer.New(devissuer.Options{URL: "http://" + ln.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issSrv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: w.iss.Handler()}}
-	issSrv.Start()
-	t.Cleanup(issSrv.Close)
+	w.iss = devissuertest.Start(t)
 
 	up := httptest.NewServer(http.HandlerFunc(func(rw http.ResponseWriter, r *http.Request) {
 		w.mu.Lock()

@@ -70,19 +70,28 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 	n.cmd.Process.Signal(os.Interrupt)
 	n.cmd.Wait()
 	// The audit log is intact after the crash.
+	_, size := openVerified(t, n.dir)
+	if size < int64(len(acked)) {
+		t.Fatalf("audit has %d entries for %d acknowledged writes", size, len(acked))
+	}
+	t.Logf("%d acknowledged writes survived kill -9; audit verified at size %d", len(acked), size)
+}
+
+// openVerified opens the store of a stopped server's data dir (closed when
+// the test ends) and checks that its audit log verifies; it returns the
+// store and the log's size.
+func openVerified(t *testing.T, dir string) (*store.DB, int64) {
+	t.Helper()
 	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{Path: filepath.Join(n.dir, "mayfly.db")})
+	db, err := store.Open(ctx, store.Config{Path: filepath.Join(dir, "mayfly.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
-	pub, _ := os.ReadFile(filepath.Join(n.dir, "audit.pub"))
+	t.Cleanup(func() { db.Close() })
+	pub, _ := os.ReadFile(filepath.Join(dir, "audit.pub"))
 	res, err := audit.Verify(ctx, db, strings.TrimSpace(string(pub)), audit.VerifyOptions{})
 	if err != nil || res.FirstBad != -1 {
-		t.Fatalf("audit verify after crash: %+v %v", res, err)
+		t.Fatalf("audit verify after the crash: %+v %v", res, err)
 	}
-	if res.Size < int64(len(acked)) {
-		t.Fatalf("audit has %d entries for %d acknowledged writes", res.Size, len(acked))
-	}
-	t.Logf("%d acknowledged writes survived kill -9; audit verified at size %d", len(acked), res.Size)
+	return db, res.Size
 }

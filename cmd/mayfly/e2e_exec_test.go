@@ -2,9 +2,7 @@ package main
 
 import (
 	"encoding/json"
-	"net"
 	"net/http"
-	"net/http/httptest"
 	"net/url"
 	"os"
 	"os/exec"
@@ -13,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mayfly-sh/mayfly/internal/devissuer"
+	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 )
 
 // TestE2EExec builds the binary, runs a real server on loopback HTTP with a
@@ -29,17 +27,7 @@ func TestE2EExec(t *testing.T) {
 	}
 
 	// The local issuer, in-process.
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	iss, err := devissuer.New(devissuer.Options{URL: "http://" + ln.Addr().String()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	issSrv := &httptest.Server{Listener: ln, Config: &http.Server{Handler: iss.Handler()}}
-	issSrv.Start()
-	t.Cleanup(issSrv.Close)
+	iss := devissuertest.Start(t)
 
 	// init + server.
 	data := filepath.Join(dir, "data")
