@@ -37,8 +37,12 @@
 // each masked run becomes "***" and the body is padded with spaces at its
 // end. The gateway asks upstreams for gzip and decompresses (the transport
 // does), so it can inspect every body; a response in an encoding it cannot
-// read is refused (502). The bytes of an upgraded (WebSocket) connection
-// are not masked.
+// read is refused (502). On an upgraded (WebSocket) connection the
+// upstream's frames are parsed and their payloads masked in place, '*' for
+// each byte so that frame lengths hold (wsMasker); a frame it cannot
+// inspect (compressed, masked, malformed) ends the connection, and the
+// request carries no Sec-WebSocket-Extensions so that none is compressed.
+// Frames from the client pass unchanged.
 //
 // # Audit
 //

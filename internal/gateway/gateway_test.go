@@ -3,6 +3,7 @@ package gateway
 import (
 	"bufio"
 	"bytes"
+	"encoding/binary"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
@@ -171,13 +172,31 @@ func newUpstream(t *testing.T) *upstream {
 			defer conn.Close()
 			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
 			brw.Flush()
-			buf := make([]byte, 64)
+			// A small WebSocket peer: "cred" echoes the Authorization
+			// header it got (the injected credential) in one frame, "split"
+			// in three continuation frames cut inside it, "deflate" sends
+			// a compressed (RSV1) frame; anything else comes back upper-cased.
+			auth := r.Header.Get("Authorization")
 			for {
-				n, err := brw.Read(buf)
+				_, _, msg, err := wsReadFrame(brw.Reader)
 				if err != nil {
 					return
 				}
-				conn.Write(bytes.ToUpper(buf[:n]))
+				switch string(msg) {
+				case "cred":
+					wsWriteFrame(conn, true, 1, []byte("you sent: "+auth), false)
+				case "split":
+					m := []byte("you sent: " + auth + " ok")
+					a, b := len("you sent: Bearer ")+5, len("you sent: Bearer ")+len(testCred)-2
+					wsWriteFrame(conn, false, 1, m[:a], false)
+					wsWriteFrame(conn, true, 9, []byte("ping"), false) // a control frame in between
+					wsWriteFrame(conn, false, 0, m[a:b], false)
+					wsWriteFrame(conn, true, 0, m[b:], false)
+				case "deflate":
+					conn.Write([]byte{0xc1, 0x02, 'h', 'i'})
+				default:
+					wsWriteFrame(conn, true, 1, bytes.ToUpper(msg), false)
+				}
 			}
 		default:
 			w.Header().Set("Content-Type", "application/json")
@@ -914,13 +933,48 @@ func TestWebSocketUpgrade(t *testing.T) {
 		t.Fatalf("status %d", resp.StatusCode)
 	}
 	conn.SetDeadline(time.Now().Add(5 * time.Second))
-	conn.Write([]byte("hello"))
-	buf := make([]byte, 5)
-	if _, err := io.ReadFull(br, buf); err != nil || string(buf) != "HELLO" {
-		t.Fatalf("echo %q %v", buf, err)
+	wsWriteFrame(conn, true, 1, []byte("hello"), true)
+	if _, _, msg, err := wsReadFrame(br); err != nil || string(msg) != "HELLO" {
+		t.Fatalf("echo %q %v", msg, err)
+	}
+	// The upstream echoes the credential: the client sees it masked, with
+	// the frame's length kept.
+	wsWriteFrame(conn, true, 1, []byte("cred"), true)
+	_, _, msg, err := wsReadFrame(br)
+	if want := "you sent: Bearer " + strings.Repeat("*", len(testCred)); err != nil || string(msg) != want {
+		t.Fatalf("credential frame %q %v, want %q", msg, err, want)
+	}
+	// Cut across frames, with a ping in between.
+	wsWriteFrame(conn, true, 1, []byte("split"), true)
+	var whole []byte
+	for {
+		fin, op, msg, err := wsReadFrame(br)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if op == 9 {
+			continue
+		}
+		whole = append(whole, msg...)
+		if fin {
+			break
+		}
+	}
+	if !strings.HasSuffix(string(whole), " ok") || len(whole) != len("you sent: Bearer ")+len(testCred)+3 {
+		t.Fatalf("credential split across frames came through as %q", whole)
+	}
+	for i := 0; i+wsMinTail <= len(testCred); i++ {
+		if bytes.Contains(whole, []byte(testCred[i:i+wsMinTail])) {
+			t.Fatalf("credential split across frames shows %q: %q", testCred[i:i+wsMinTail], whole)
+		}
 	}
 	if h.up.last().Header.Get("Authorization") != "Bearer "+testCred {
 		t.Fatal("credential not injected on upgrade")
+	}
+	// A frame the gateway cannot inspect (compressed) ends the connection.
+	wsWriteFrame(conn, true, 1, []byte("deflate"), true)
+	if _, _, msg, err := wsReadFrame(br); err == nil {
+		t.Fatalf("a compressed frame came through: %q", msg)
 	}
 	// Upgrade on a path the token may not use is refused.
 	resp2, _ := h.raw("GET", "/gw/api/wsx", map[string]string{"Authorization": "Bearer " + tok, "Upgrade": "websocket", "Connection": "Upgrade"})
@@ -1181,4 +1235,75 @@ func TestPathOverrideHeadersDropped(t *testing.T) {
 	if got.Get("X-Original-Url") != "" || got.Get("X-Rewrite-Url") != "" {
 		t.Fatalf("path-override header forwarded: %v", got)
 	}
+}
+
+// wsWriteFrame writes one WebSocket frame; clients mask their frames.
+func wsWriteFrame(w io.Writer, fin bool, opcode byte, payload []byte, mask bool) {
+	b0 := opcode
+	if fin {
+		b0 |= 0x80
+	}
+	hdr := []byte{b0}
+	var mb byte
+	if mask {
+		mb = 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		hdr = append(hdr, mb|byte(n))
+	case n < 1<<16:
+		hdr = append(hdr, mb|126, byte(n>>8), byte(n))
+	default:
+		hdr = append(hdr, mb|127)
+		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
+	}
+	p := bytes.Clone(payload)
+	if mask {
+		key := []byte{1, 2, 3, 4}
+		hdr = append(hdr, key...)
+		for i := range p {
+			p[i] ^= key[i%4]
+		}
+	}
+	w.Write(append(hdr, p...))
+}
+
+// wsReadFrame reads one frame, unmasking a masked one.
+func wsReadFrame(r io.Reader) (fin bool, opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(r, h[:]); err != nil {
+		return
+	}
+	fin, opcode = h[0]&0x80 != 0, h[0]&0x0f
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var b [2]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return
+		}
+		n = uint64(binary.BigEndian.Uint16(b[:]))
+	case 127:
+		var b [8]byte
+		if _, err = io.ReadFull(r, b[:]); err != nil {
+			return
+		}
+		n = binary.BigEndian.Uint64(b[:])
+	}
+	var key [4]byte
+	if h[1]&0x80 != 0 {
+		if _, err = io.ReadFull(r, key[:]); err != nil {
+			return
+		}
+	}
+	payload = make([]byte, n)
+	if _, err = io.ReadFull(r, payload); err != nil {
+		return
+	}
+	if h[1]&0x80 != 0 {
+		for i := range payload {
+			payload[i] ^= key[i%4]
+		}
+	}
+	return
 }

@@ -8,6 +8,7 @@ import (
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -166,8 +167,10 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 				}
 			}
 			// Let the transport ask for gzip and decompress, so that
-			// every body can be inspected.
+			// every body can be inspected; likewise no WebSocket
+			// compression, so that every frame can be.
 			h.Del("Accept-Encoding")
+			h.Del("Sec-Websocket-Extensions")
 			h.Set(cred.header, cred.value)
 			if out.Body != nil && out.Body != http.NoBody {
 				in.r = out.Body
@@ -178,6 +181,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			upStatus = resp.StatusCode
 			red.maskHeader(resp.Header)
 			if resp.StatusCode == http.StatusSwitchingProtocols {
+				// The proxy copies the upgraded connection from the
+				// response body: mask the upstream's frames as they pass.
+				if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+					resp.Body = newWSMasker(rwc, red)
+				}
 				return nil
 			}
 			hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0

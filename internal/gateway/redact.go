@@ -110,25 +110,7 @@ func (r *redactor) maskHeader(h http.Header) {
 // a prefix of a pattern and at least 8 bytes long is masked too: a secret
 // cut off by the end of the body still does not show.
 func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
-	type iv struct{ s, e int }
-	var ivs []iv
-	for _, p := range r.pats {
-		for off := 0; ; {
-			i := bytes.Index(buf[off:], p)
-			if i < 0 {
-				break
-			}
-			s, e := off+i, off+i+len(p)
-			// Matches of one pattern come in order: extend the last run
-			// rather than keep one interval per overlapping match.
-			if n := len(ivs); n > 0 && ivs[n-1].e >= s && ivs[n-1].s <= s {
-				ivs[n-1].e = max(ivs[n-1].e, e)
-			} else {
-				ivs = append(ivs, iv{s, e})
-			}
-			off = s + 1
-		}
-	}
+	ivs := r.find(buf)
 	cut := len(buf)
 	if held := r.partialTail(buf); held > 0 {
 		if !final {
@@ -176,6 +158,33 @@ func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
 		dst = append(dst, buf[pos:cut]...)
 	}
 	return dst, cut
+}
+
+// iv is a run of bytes [s, e) to mask.
+type iv struct{ s, e int }
+
+// find returns the runs of buf that match a pattern, overlapping runs of
+// one pattern merged (runs of different patterns may still overlap).
+func (r *redactor) find(buf []byte) []iv {
+	var ivs []iv
+	for _, p := range r.pats {
+		for off := 0; ; {
+			i := bytes.Index(buf[off:], p)
+			if i < 0 {
+				break
+			}
+			s, e := off+i, off+i+len(p)
+			// Matches of one pattern come in order: extend the last run
+			// rather than keep one interval per overlapping match.
+			if n := len(ivs); n > 0 && ivs[n-1].e >= s && ivs[n-1].s <= s {
+				ivs[n-1].e = max(ivs[n-1].e, e)
+			} else {
+				ivs = append(ivs, iv{s, e})
+			}
+			off = s + 1
+		}
+	}
+	return ivs
 }
 
 // partialTail is the length of the longest suffix of buf that is a proper
