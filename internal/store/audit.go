@@ -24,15 +24,15 @@ func (db *DB) AuditSize(ctx context.Context) (int64, error) {
 // hashes at [firstHash, firstHash+len(hashes)) in one durable transaction.
 // ErrConflict if the log's size is not start.
 func (db *DB) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	return db.appendAudit(ctx, db.tx, start, entries, firstHash, hashes)
+	return db.appendAudit(ctx, db.txDirect, start, entries, firstHash, hashes)
 }
 
-// AppendAuditWritten is AppendAudit in written mode (see txWritten): it
+// AppendAuditWritten is AppendAudit in written mode (see txDirectWritten): it
 // returns once a crash of this process can no longer lose the entries; a
 // crash of the machine can, until the durable commit that follows within
 // Config.SyncDelay.
 func (db *DB) AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	return db.appendAudit(ctx, db.txWritten, start, entries, firstHash, hashes)
+	return db.appendAudit(ctx, db.txDirectWritten, start, entries, firstHash, hashes)
 }
 
 func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*sql.Tx) error) error, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {

@@ -17,12 +17,14 @@ import (
 // Write functions may run twice (an optimistic pass, then an isolated one):
 // they must set their results afresh on each run.
 //
-// A batch made only of written-mode requests commits without waiting for
-// the disk (SQLite synchronous=NORMAL, PostgreSQL synchronous_commit=off):
-// once it returns, a crash of this process cannot lose it, only a crash of
-// the machine can. The batcher makes it durable within syncDelay: the next
-// batch after that is committed durably (its fsync covers everything
-// written before it), or, when none comes, a flush commit does it.
+// A caller that batches its own writes (the audit log) commits directly,
+// in its goroutine, under the same lock (direct). Such a commit may be in
+// written mode: committed without waiting for the disk (SQLite
+// synchronous=NORMAL, PostgreSQL synchronous_commit=off), so that once it
+// returns a crash of this process cannot lose it, only a crash of the
+// machine can. The batcher makes it durable within syncDelay: the next
+// commit after that is durable (its fsync covers everything written before
+// it), or, when none comes, a flush commit is.
 type batcher struct {
 	db        *sql.DB
 	postgres  bool
@@ -35,9 +37,12 @@ type batcher struct {
 	stopped   chan struct{}
 	once      sync.Once
 
-	durables atomic.Int64 // durable commits made (tests)
+	kick     chan struct{} // a direct commit left the store unsynced
+	durables atomic.Int64  // durable commits made (tests)
 
-	// owned by run
+	// mu is held while a transaction runs (by run or by direct) and
+	// guards the sync state.
+	mu       sync.Mutex
 	unsynced time.Time  // first written-mode commit not yet covered by a durable one
 	mode     sqliteMode // the SQLite connection's synchronous setting as last set
 }
@@ -67,15 +72,15 @@ func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, obs
 		between = func() {}
 	}
 	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, between: between,
-		reqs: make(chan *writeReq, max), done: make(chan struct{}), stopped: make(chan struct{})}
+		reqs: make(chan *writeReq, max), done: make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go b.run()
 	return b
 }
 
 // do runs fn in the next group commit and returns once that commit is
-// durable (written: once it is written, see batcher).
-func (b *batcher) do(ctx context.Context, fn func(*sql.Tx) error, written bool) error {
-	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written}
+// durable.
+func (b *batcher) do(ctx context.Context, fn func(*sql.Tx) error) error {
+	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1)}
 	select {
 	case b.reqs <- r:
 	case <-b.done:
@@ -114,21 +119,27 @@ func (b *batcher) run() {
 	armed := false
 	for {
 		batch = batch[:0]
-		if !b.unsynced.IsZero() && !armed {
-			flush.Reset(time.Until(b.unsynced.Add(b.syncDelay)))
+		if at := b.unsyncedSince(); !at.IsZero() && !armed {
+			flush.Reset(time.Until(at.Add(b.syncDelay)))
 			armed = true
 		}
 		select {
 		case r := <-b.reqs:
 			batch = append(batch, r)
+		case <-b.kick:
+			continue // a direct commit left something unsynced: arm the timer
 		case <-flush.C:
 			armed = false
+			b.mu.Lock()
 			if !b.unsynced.IsZero() {
 				b.flush()
 			}
+			b.mu.Unlock()
 			continue
 		case <-b.done:
 			// Finish what was queued before the close.
+			b.mu.Lock()
+			defer b.mu.Unlock()
 			for {
 				select {
 				case r := <-b.reqs:
@@ -150,17 +161,56 @@ func (b *batcher) run() {
 				break fill
 			}
 		}
+		b.mu.Lock()
 		b.commit(batch)
-		if b.unsynced.IsZero() && armed {
+		b.mu.Unlock()
+		if b.unsyncedSince().IsZero() && armed {
 			flush.Stop()
 			armed = false
 		}
 	}
 }
 
+// direct runs fn in a transaction of its own, in the caller's goroutine:
+// for a caller that batches its writes itself (the audit log's committer),
+// the hand-offs to and from the committer goroutine cost more than sharing
+// its commits saves. It shares the connection, the sync state and the
+// flush with the batched writes.
+func (b *batcher) direct(ctx context.Context, fn func(*sql.Tx) error, written bool) error {
+	select {
+	case <-b.done:
+		return errClosed
+	default:
+	}
+	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written}
+	b.mu.Lock()
+	select {
+	case <-b.stopped:
+		// Closed meanwhile: nothing would flush a written commit now.
+		r.written = false
+	default:
+	}
+	b.commit([]*writeReq{r})
+	unsynced := !b.unsynced.IsZero()
+	b.mu.Unlock()
+	if unsynced {
+		select {
+		case b.kick <- struct{}{}:
+		default:
+		}
+	}
+	return <-r.err
+}
+
+func (b *batcher) unsyncedSince() time.Time {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.unsynced
+}
+
 // flush makes earlier written-mode commits durable with a durable commit
 // of a write that changes nothing. On failure it is retried after
-// syncDelay (unsynced stays set).
+// syncDelay (unsynced stays set). b.mu is held.
 func (b *batcher) flush() {
 	r := &writeReq{ctx: context.Background(), err: make(chan error, 1), fn: func(tx *sql.Tx) error {
 		q := `UPDATE meta SET value = value WHERE key = 'schema_version'`
@@ -170,6 +220,7 @@ func (b *batcher) flush() {
 	b.commit([]*writeReq{r})
 }
 
+// commit commits one batch; b.mu is held.
 func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
 	err := b.commitBatch(batch)

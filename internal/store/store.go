@@ -219,15 +219,23 @@ func (db *DB) Ping(ctx context.Context) error {
 // commit). fn's effects are kept only if fn returns nil, and only once the
 // commit is durable does tx return.
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.batch.do(ctx, fn, false)
+	return db.batch.do(ctx, fn)
 }
 
-// txWritten is tx for records that must survive a crash of this process
-// but may wait up to Config.SyncDelay to survive a crash of the machine:
-// it returns once the commit is written (to the WAL file through the OS,
-// or to the PostgreSQL server), without waiting for the disk.
-func (db *DB) txWritten(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.batch.do(ctx, fn, true)
+// txDirect is tx for a caller that group-commits by itself (the audit
+// log): fn runs in a transaction of its own, in the caller's goroutine,
+// without a hand-off to the committer.
+func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.batch.direct(ctx, fn, false)
+}
+
+// txDirectWritten is txDirect for records that must survive a crash of
+// this process but may wait up to Config.SyncDelay to survive a crash of
+// the machine: it returns once the commit is written (to the WAL file
+// through the OS, or to the PostgreSQL server), without waiting for the
+// disk.
+func (db *DB) txDirectWritten(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.batch.direct(ctx, fn, true)
 }
 
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
