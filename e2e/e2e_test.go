@@ -67,7 +67,12 @@ type node struct {
 
 func initDir(t *testing.T) *node {
 	t.Helper()
-	dir := filepath.Join(t.TempDir(), "data")
+	return initDirAt(t, filepath.Join(t.TempDir(), "data"))
+}
+
+// initDirAt runs "mayfly init" for a data dir at dir.
+func initDirAt(t *testing.T, dir string) *node {
+	t.Helper()
 	out, errOut, code := run(t, nil, "", "init", "--data-dir", dir, "--json")
 	if code != 0 {
 		t.Fatalf("init: %d %s", code, errOut)
