@@ -45,6 +45,7 @@ type batcher struct {
 	mu       sync.Mutex
 	unsynced time.Time  // first written-mode commit not yet covered by a durable one
 	mode     sqliteMode // the SQLite connection's synchronous setting as last set
+	final    bool       // the committer made its last flush: later commits must be durable
 }
 
 type sqliteMode uint8
@@ -148,6 +149,7 @@ func (b *batcher) run() {
 					if !b.unsynced.IsZero() {
 						b.flush()
 					}
+					b.final = true
 					return
 				}
 			}
@@ -184,11 +186,9 @@ func (b *batcher) direct(ctx context.Context, fn func(*sql.Tx) error, written bo
 	}
 	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written}
 	b.mu.Lock()
-	select {
-	case <-b.stopped:
+	if b.final {
 		// Closed meanwhile: nothing would flush a written commit now.
 		r.written = false
-	default:
 	}
 	b.commit([]*writeReq{r})
 	unsynced := !b.unsynced.IsZero()
