@@ -15,8 +15,10 @@
 //     identity — else 403;
 //  4. one of the lease's grants names this upstream and allows the method
 //     on the decoded path, and so any method an X-HTTP-Method-Override,
-//     X-HTTP-Method or X-Method-Override header names — else 403
-//     insufficient_scope;
+//     X-HTTP-Method or X-Method-Override header, a `_method` query
+//     parameter or a `_method` field of a URL-encoded POST body names
+//     (keys percent-decoded; a form body over 1 MiB is refused, 413) —
+//     else 403 insufficient_scope;
 //  5. when the token is key-bound, a DPoP proof for this method and public
 //     URL, carrying the token's hash and signed by the bound key — else 401
 //     invalid_dpop_proof;
@@ -70,11 +72,14 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/netip"
 	"net/url"
@@ -345,7 +350,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		// Upstreams that honour a method override header (Rails/Rack,
 		// Symfony, ASP.NET, Google APIs) run the method it names: the
 		// policy must allow that one too.
-		for _, m := range overrideMethods(r.Header, r.URL.RawQuery) {
+		overrides := overrideMethods(r.Header, r.URL.RawQuery)
+		// Rack, Laravel and Symfony also take `_method` from a POSTed
+		// form: read a URL-encoded form body (it is kept and forwarded
+		// as read) and check what it names too.
+		fromBody, err := formMethods(r)
+		if err != nil {
+			status, code := http.StatusBadRequest, "invalid_request"
+			if errors.Is(err, errFormTooLarge) {
+				status = http.StatusRequestEntityTooLarge
+			}
+			g.refuse(w, r, rq, status, code, err.Error(), CheckScope)
+			return
+		}
+		for _, m := range append(overrides, fromBody...) {
 			if m == r.Method {
 				continue
 			}
@@ -573,13 +591,61 @@ func overrideMethods(h http.Header, rawQuery string) []string {
 			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
 		}
 	}
-	if strings.Contains(rawQuery, "_method") {
+	if mayName(rawQuery, "_method") {
 		q, _ := url.ParseQuery(rawQuery)
 		for _, v := range q["_method"] {
 			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
 		}
 	}
 	return out
+}
+
+// mayName reports whether URL-encoded form or query text may hold key:
+// literally, or percent-encoded ("%5Fmethod" is `_method` too).
+func mayName(text, key string) bool {
+	return strings.Contains(text, key) || strings.IndexByte(text, '%') >= 0
+}
+
+// maxFormCheck bounds the URL-encoded POST body the gateway reads to find
+// a `_method` field; a larger one is refused (413) rather than passed
+// unchecked.
+const maxFormCheck = 1 << 20
+
+var errFormTooLarge = fmt.Errorf("a URL-encoded form body over %d bytes cannot be checked for _method", maxFormCheck)
+
+// formMethods returns the `_method` values of a URL-encoded POST body,
+// uppercased, and leaves r.Body ready to forward the same bytes.
+func formMethods(r *http.Request) ([]string, error) {
+	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
+		return nil, nil
+	}
+	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if mt != "application/x-www-form-urlencoded" {
+		return nil, nil
+	}
+	if r.ContentLength > maxFormCheck {
+		return nil, errFormTooLarge
+	}
+	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormCheck+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading the form body: %w", err)
+	}
+	if len(body) > maxFormCheck {
+		return nil, errFormTooLarge
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{bytes.NewReader(body), r.Body}
+	if !mayName(string(body), "_method") {
+		return nil, nil
+	}
+	q, _ := url.ParseQuery(string(body))
+	var out []string
+	for _, v := range q["_method"] {
+		out = append(out, strings.ToUpper(strings.TrimSpace(v)))
+	}
+	return out, nil
 }
 
 // badUpgrade reports whether a request asks to switch protocols to anything

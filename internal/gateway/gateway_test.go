@@ -1113,6 +1113,8 @@ func TestMethodOverrideHeaders(t *testing.T) {
 		{"query", "_method=DELETE", 403},
 		{"query", "a=1&_method=delete", 403},
 		{"query", "_method=POST", 200},
+		{"query", "%5Fmethod=DELETE", 403},
+		{"query", "_%6Dethod=PUT", 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.header+" "+tt.value, func(t *testing.T) {
@@ -1131,6 +1133,55 @@ func TestMethodOverrideHeaders(t *testing.T) {
 			}
 			if tt.want != 200 && h.up.count() != before {
 				t.Fatalf("upstream reached: %+v", h.up.last())
+			}
+		})
+	}
+}
+
+// Rack, Laravel and Symfony take `_method` from a POSTed URL-encoded form
+// too: the gateway reads such a body (and forwards it whole) and checks
+// the method it names; a form too large to check is refused.
+func TestMethodOverrideInFormBody(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments"
+	form := "application/x-www-form-urlencoded"
+	tests := []struct {
+		name, ctype, body string
+		want              int
+	}{
+		{"delete", form, "ref=main&_method=DELETE", 403},
+		{"lower case, first", form, "_method=delete&ref=main", 403},
+		{"percent-encoded key", form, "ref=main&%5Fmethod=PUT", 403},
+		{"with charset", form + "; charset=utf-8", "_method=PATCH", 403},
+		{"allowed override", form, "ref=main&_method=POST", 200},
+		{"no override", form, "ref=main&task=deploy", 200},
+		{"not a form", "application/json", `{"_method":"DELETE"}`, 200},
+		{"too large to check", form, "a=" + strings.Repeat("x", maxFormCheck), 413},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.up.count()
+			req, _ := http.NewRequest("POST", h.srv.URL+path, strings.NewReader(tt.body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", tt.ctype)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.want, b)
+			}
+			if tt.want != 200 {
+				if h.up.count() != before {
+					t.Fatalf("upstream reached: %+v", h.up.last())
+				}
+				return
+			}
+			if got := h.up.last(); got.Method != "POST" || got.BodyLen != int64(len(tt.body)) {
+				t.Fatalf("upstream got %s with %d body bytes, want POST with %d", got.Method, got.BodyLen, len(tt.body))
 			}
 		})
 	}
