@@ -120,7 +120,7 @@ const (
 // Leases looks up live job tokens (*lease.Manager).
 type Leases interface {
 	Lookup(tok string) (*lease.Live, error)
-	Use(l *lease.Live) error
+	Use(ctx context.Context, l *lease.Live) error
 }
 
 // Policies gives the policy in force (hot-reloaded). Current may return
@@ -409,7 +409,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 6. use limit
-	if err := g.cfg.Leases.Use(l); err != nil {
+	if err := g.cfg.Leases.Use(r.Context(), l); err != nil {
+		if !errors.Is(err, lease.ErrUsedUp) {
+			g.log.Warn("gateway: use not counted", "lease", l.ID, "err", err)
+			g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the use could not be counted", CheckUses)
+			return
+		}
 		g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_token", err.Error(), CheckUses)
 		return
 	}

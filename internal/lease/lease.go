@@ -40,6 +40,7 @@ type Store interface {
 	RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error)
 	RenewLease(ctx context.Context, id string, expires, now time.Time) error
 	AddLeaseUses(ctx context.Context, uses map[string]int64) error
+	UseLease(ctx context.Context, id string) error
 	LeaseEvents(ctx context.Context, after int64, limit int) ([]store.LeaseEvent, error)
 	LastLeaseEvent(ctx context.Context) (int64, error)
 	SweepLeases(ctx context.Context, before time.Time) (int64, error)
@@ -257,13 +258,27 @@ func (m *Manager) check(l *Live) error {
 }
 
 // Use counts one gateway use of l, refusing when its use limit is reached.
-func (m *Manager) Use(l *Live) error {
-	n := l.uses.Add(1)
-	if l.MaxUses > 0 && n > l.MaxUses {
-		l.uses.Add(-1)
+// A lease with a limit counts each use in the store before it returns, so
+// that the limit holds across nodes and restarts (a store failure is
+// returned as such: the caller answers 503); others are counted here and
+// written in the background.
+func (m *Manager) Use(ctx context.Context, l *Live) error {
+	if l.MaxUses <= 0 {
+		l.uses.Add(1)
+		l.pending.Add(1)
+		return nil
+	}
+	if l.uses.Load() >= l.MaxUses {
 		return ErrUsedUp
 	}
-	l.pending.Add(1)
+	if err := m.st.UseLease(ctx, l.ID); err != nil {
+		if errors.Is(err, store.ErrConflict) {
+			l.uses.Store(l.MaxUses) // used up elsewhere (or revoked: the poller says so)
+			return ErrUsedUp
+		}
+		return fmt.Errorf("lease: counting a use: %w", err)
+	}
+	l.uses.Add(1)
 	return nil
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/netip"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -147,11 +148,11 @@ func TestUseLimit(t *testing.T) {
 	r.MaxUses = 2
 	tok, l, _ := m.Issue(ctx, r)
 	for i := 0; i < 2; i++ {
-		if err := m.Use(l); err != nil {
+		if err := m.Use(ctx, l); err != nil {
 			t.Fatal(err)
 		}
 	}
-	if err := m.Use(l); !errors.Is(err, ErrUsedUp) {
+	if err := m.Use(ctx, l); !errors.Is(err, ErrUsedUp) {
 		t.Fatalf("third use: %v", err)
 	}
 	if _, err := m.Lookup(tok); !errors.Is(err, ErrUsedUp) {
@@ -161,6 +162,60 @@ func TestUseLimit(t *testing.T) {
 	s, _ := b.DB.LeaseByID(ctx, l.ID)
 	if s.Uses != 2 {
 		t.Fatalf("stored uses = %d", s.Uses)
+	}
+}
+
+// A use limit holds across nodes and restarts: each use of a limited lease
+// is counted in the store before it is granted.
+func TestUseLimitAcrossNodes(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			a := newManager(t, b.DB, c)
+			r := req("deploy")
+			r.MaxUses = 3
+			tok, _, err := a.Issue(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			other := newManager(t, b.DB, c) // loads the lease
+			la, err := a.Lookup(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			lo, err := other.Lookup(tok)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// Concurrent uses on both nodes: exactly three are granted.
+			var granted, refused atomic.Int64
+			var wg sync.WaitGroup
+			for i := range 12 {
+				m, l := a, la
+				if i%2 == 1 {
+					m, l = other, lo
+				}
+				wg.Go(func() {
+					switch err := m.Use(ctx, l); {
+					case err == nil:
+						granted.Add(1)
+					case errors.Is(err, ErrUsedUp):
+						refused.Add(1)
+					default:
+						t.Error(err)
+					}
+				})
+			}
+			wg.Wait()
+			if granted.Load() != 3 || refused.Load() != 9 {
+				t.Fatalf("granted %d, refused %d; want 3 and 9", granted.Load(), refused.Load())
+			}
+			// A restarted node knows the lease is used up.
+			fresh := newManager(t, b.DB, c)
+			if _, err := fresh.Lookup(tok); !errors.Is(err, ErrUsedUp) {
+				t.Fatalf("after restart: %v", err)
+			}
+		})
 	}
 }
 

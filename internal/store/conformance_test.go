@@ -292,6 +292,23 @@ func testLeases(t *testing.T, b storetest.Backend) {
 	if err := db.AddLeaseUses(ctx, map[string]int64{"lse_a": 3}); err != nil {
 		t.Fatal(err)
 	}
+	// A limited lease: each use counted, none past the limit.
+	lim := lease("lse_lim", "deploy")
+	lim.MaxUses = 2
+	if err := db.InsertLease(ctx, lim); err != nil {
+		t.Fatal(err)
+	}
+	for i, want := range []error{nil, nil, store.ErrConflict} {
+		if err := db.UseLease(ctx, "lse_lim"); !errors.Is(err, want) && err != want {
+			t.Fatalf("use %d: %v, want %v", i+1, err, want)
+		}
+	}
+	if got, _ := db.LeaseByID(ctx, "lse_lim"); got.Uses != 2 {
+		t.Fatalf("uses = %d, want 2", got.Uses)
+	}
+	if err := db.UseLease(ctx, "lse_none"); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("use of an unknown lease: %v", err)
+	}
 	ids, err := db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_a"}, time.Now(), "test")
 	if err != nil || len(ids) != 1 {
 		t.Fatalf("revoke = %v %v", ids, err)

@@ -300,7 +300,22 @@ func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time)
 	return nil
 }
 
-// AddLeaseUses adds counts of gateway uses to leases.
+// UseLease counts one use of a lease with a use limit, durably and
+// atomically across nodes. ErrConflict: the lease is at its limit, revoked
+// or gone; no use was counted.
+func (db *DB) UseLease(ctx context.Context, id string) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrConflict,
+			`UPDATE leases SET uses = uses + 1 WHERE id = ? AND revoked_at IS NULL AND uses < max_uses`, id)
+	})
+	if err != nil {
+		return fmt.Errorf("store: use lease: %w", err)
+	}
+	return nil
+}
+
+// AddLeaseUses adds counts of gateway uses to leases (without a limit:
+// limited ones count each use with UseLease).
 func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
 	if len(uses) == 0 {
 		return nil
