@@ -103,7 +103,11 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 400, "invalid_dpop_proof", "one DPoP proof expected")
 			return
 		}
-		p, err := a.cfg.DPoP.Verify(proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
+		p, err := a.cfg.DPoP.VerifyContext(r.Context(), proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
+		if errors.Is(err, dpop.ErrUnavailable) {
+			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
+			return
+		}
 		if err != nil {
 			writeError(w, 400, "invalid_dpop_proof", "DPoP proof rejected: "+dpop.CheckOf(err))
 			return
@@ -196,7 +200,11 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "this token is bound to a key: a DPoP proof is required")
 			return
 		}
-		if _, err := a.cfg.DPoP.Verify(proof, r.Method, a.publicURL(r)+r.URL.Path, tok, live.JKT); err != nil {
+		if _, err := a.cfg.DPoP.VerifyContext(r.Context(), proof, r.Method, a.publicURL(r)+r.URL.Path, tok, live.JKT); err != nil {
+			if errors.Is(err, dpop.ErrUnavailable) {
+				writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
+				return
+			}
 			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
 			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "DPoP proof rejected: "+dpop.CheckOf(err))
 			return

@@ -10,6 +10,7 @@ package dpop
 
 import (
 	"bytes"
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -18,6 +19,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -83,7 +85,26 @@ type Options struct {
 	ReplayCacheSize int
 	// MaxProofSize caps a proof before parsing (default 8 KiB).
 	MaxProofSize int
+	// Shared, when set, also remembers each proof's jti, so that a proof
+	// is refused when replayed on another node or after a restart (the
+	// local cache only knows this process).
+	Shared SharedReplay
 }
+
+// SharedReplay remembers proof jtis across nodes and restarts
+// (*store.DB): fresh is true for the first use of a jti only, until it
+// expires.
+type SharedReplay interface {
+	UseJTI(ctx context.Context, issuer, jti string, expires time.Time) (fresh bool, err error)
+}
+
+// sharedIssuer namespaces proof jtis in the shared store: it is not a URL,
+// so it never meets an ID-token issuer's jtis.
+const sharedIssuer = "dpop-proof"
+
+// ErrUnavailable is returned (wrapped) when the shared replay store cannot
+// be asked: not a refusal of the proof but an outage (503).
+var ErrUnavailable = errors.New("dpop: replay check unavailable")
 
 // Proof is a verified DPoP proof.
 type Proof struct {
@@ -125,11 +146,12 @@ type Verifier struct {
 	algs    []jose.SignatureAlgorithm
 	maxSize int
 	replay  *replayCache
+	shared  SharedReplay
 }
 
 // NewVerifier returns a Verifier with its own replay cache.
 func NewVerifier(opts Options) *Verifier {
-	v := &Verifier{window: opts.Window, now: opts.Now, maxSize: opts.MaxProofSize}
+	v := &Verifier{window: opts.Window, now: opts.Now, maxSize: opts.MaxProofSize, shared: opts.Shared}
 	if v.window <= 0 {
 		v.window = DefaultWindow
 	}
@@ -160,8 +182,14 @@ func NewVerifier(opts Options) *Verifier {
 // "" at token exchange; otherwise the proof's ath must be its hash.
 // wantThumbprint is "" at exchange; otherwise the proof key's thumbprint must
 // equal it. The jti is recorded only when every other check passed. Every
-// refusal is an *Error.
+// refusal is an *Error; an error wrapping ErrUnavailable means the shared
+// replay store could not be asked.
 func (v *Verifier) Verify(proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
+	return v.VerifyContext(context.Background(), proofJWT, method, requestURL, accessToken, wantThumbprint)
+}
+
+// VerifyContext is Verify with a context for the shared replay store.
+func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
 	if len(proofJWT) > v.maxSize {
 		return nil, fail(CheckSize, "proof is %d bytes, more than %d", len(proofJWT), v.maxSize)
 	}
@@ -262,6 +290,15 @@ func (v *Verifier) Verify(proofJWT, method, requestURL, accessToken, wantThumbpr
 		return nil, fail(CheckReplay, "jti already used")
 	case replayFull:
 		return nil, fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
+	}
+	if v.shared != nil {
+		fresh, err := v.shared.UseJTI(ctx, sharedIssuer, hex.EncodeToString(key[:]), iat.Add(v.window))
+		if err != nil {
+			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+		}
+		if !fresh {
+			return nil, fail(CheckReplay, "jti already used")
+		}
 	}
 	return &Proof{Thumbprint: thumb, JTI: *c.JTI, HTM: *c.HTM, HTU: gotHTU, IssuedAt: iat}, nil
 }

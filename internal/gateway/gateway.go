@@ -402,7 +402,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		htu := g.cfg.PublicURL(r) + full
-		if _, err := g.dpop.Verify(proofs[0], r.Method, htu, tok, l.JKT); err != nil {
+		if _, err := g.dpop.VerifyContext(r.Context(), proofs[0], r.Method, htu, tok, l.JKT); err != nil {
+			if errors.Is(err, dpop.ErrUnavailable) {
+				g.log.Warn("gateway: DPoP replay check unavailable", "err", err)
+				g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable", CheckDPoP)
+				return
+			}
 			g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_dpop_proof", "DPoP proof refused: "+dpop.CheckOf(err), CheckDPoP)
 			return
 		}

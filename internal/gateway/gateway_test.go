@@ -749,6 +749,42 @@ func TestTokenStateAndBinding(t *testing.T) {
 	}
 }
 
+type downReplay struct{}
+
+func (downReplay) UseJTI(context.Context, string, string, time.Time) (bool, error) {
+	return false, errors.New("store down")
+}
+
+// When the shared DPoP replay store cannot answer, a key-bound request is
+// answered 503 and never forwarded.
+func TestDPoPReplayStoreDown(t *testing.T) {
+	h := newHarness(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, _ := dpop.Thumbprint(&key.PublicKey)
+	tok := h.issue(lease.Request{Grants: []string{"read"}, JKT: jkt})
+	gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
+		ClientIP: clientip.New(nil), DPoP: dpop.NewVerifier(dpop.Options{Shared: downReplay{}})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	u := srv.URL + "/gw/api/repos/acme/app/x"
+	proof, _ := dpop.NewProof(key, "GET", u, tok, time.Now())
+	req, _ := http.NewRequest("GET", u, nil)
+	req.Header.Set("Authorization", "DPoP "+tok)
+	req.Header.Set("DPoP", proof)
+	before := h.up.count()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || h.up.count() != before {
+		t.Fatalf("status %d, upstream reached: %v", resp.StatusCode, h.up.count() != before)
+	}
+}
+
 func TestDPoP(t *testing.T) {
 	h := newHarness(t)
 	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)

@@ -171,7 +171,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			return nil, err
 		}
 	}
-	dp := dpop.NewVerifier(dpop.Options{})
+	// Proof jtis go to the store too, so a proof cannot be replayed on
+	// another node or after a restart.
+	dp := dpop.NewVerifier(dpop.Options{Shared: s.store})
 
 	var clientCAs *x509.CertPool
 	if cfg.AdminClientCA != "" {
