@@ -146,9 +146,10 @@ func TestWrittenModeOnlyWhenAllAskIt(t *testing.T) {
 			l := openLog(t, st, Options{})
 			// Hold the committer inside a commit so that the appends below
 			// queue up and share the next one.
+			st.entering = make(chan struct{}, 1)
 			st.mu.Lock()
 			first := l.AppendAsync(gatewayEvent(0))
-			time.Sleep(20 * time.Millisecond)
+			<-st.entering
 			var wg sync.WaitGroup
 			for i, kind := range tc.appends {
 				ev := gatewayEvent(i + 1)

@@ -19,9 +19,10 @@ type memStore struct {
 	hashes      map[int64][32]byte
 	checkpoints map[int64][]byte
 	cursors     map[string]int64
-	fail        error // every call fails with it when set
-	appends     int   // AppendAudit calls that succeeded
-	written     int   // of which through AppendAuditWritten
+	fail        error         // every call fails with it when set
+	appends     int           // AppendAudit calls that succeeded
+	written     int           // of which through AppendAuditWritten
+	entering    chan struct{} // when set, told (without blocking) of each append before it locks
 }
 
 // AppendAuditWritten counts the written-mode commits; in memory they are
@@ -56,6 +57,12 @@ func (m *memStore) AuditSize(ctx context.Context) (int64, error) {
 }
 
 func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+	if m.entering != nil {
+		select {
+		case m.entering <- struct{}{}:
+		default:
+		}
+	}
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if m.fail != nil {
