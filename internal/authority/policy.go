@@ -37,21 +37,11 @@ func (a *Authority) SyncPolicy(ctx context.Context) error {
 }
 
 // LoadPolicy puts the newest stored policy version in force (at start).
-// With no stored version the empty policy (deny everything) stays.
+// With no stored version the empty policy (deny everything) stays. It is
+// SyncPolicy from the empty policy, whose version (0) every stored one
+// exceeds.
 func (a *Authority) LoadPolicy(ctx context.Context) error {
-	pv, err := a.cfg.Policies.LatestPolicy(ctx)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil
-	}
-	if err != nil {
-		return fmt.Errorf("authority: load policy: %w", err)
-	}
-	p, err := policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
-	if err != nil {
-		return fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
-	}
-	a.install(p, pv.Version)
-	return nil
+	return a.SyncPolicy(ctx)
 }
 
 func (a *Authority) install(p *policy.Policy, version int64) {
