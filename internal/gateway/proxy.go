@@ -196,7 +196,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			if resp.Body != nil && resp.Body != http.NoBody {
 				// Even with a declared length of 0: trailers may still
 				// follow (HTTP/2), and are masked once the body ends.
-				resp.Body = newMaskBody(resp.Body, red, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+				resp.Body = newMaskBody(resp.Body, red, &g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
 			}
 			return nil
 		},
@@ -300,14 +300,26 @@ func (c *countReader) Read(p []byte) (int, error) {
 
 func (c *countReader) Close() error { return c.r.Close() }
 
-// bufPool is the ReverseProxy copy buffer pool.
+// bufPool holds the 32 KiB buffers of the ReverseProxy's copies and of the
+// masked bodies. A nil pool allocates.
 type bufPool struct{ p sync.Pool }
 
+const bufSize = 32 << 10
+
 func (b *bufPool) Get() []byte {
-	if v, ok := b.p.Get().(*[]byte); ok {
-		return *v
+	if b != nil {
+		if v, ok := b.p.Get().(*[]byte); ok {
+			return *v
+		}
 	}
-	return make([]byte, 32<<10)
+	return make([]byte, bufSize)
 }
 
-func (b *bufPool) Put(s []byte) { b.p.Put(&s) }
+// Put takes back a buffer at its full capacity, whatever its length.
+func (b *bufPool) Put(s []byte) {
+	if b == nil || cap(s) < bufSize {
+		return
+	}
+	s = s[:cap(s)]
+	b.p.Put(&s)
+}

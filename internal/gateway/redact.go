@@ -203,18 +203,20 @@ func (r *redactor) partialTail(buf []byte) int {
 }
 
 // maskBody is a response body with every pattern masked as it streams. Its
-// memory is bounded by the read size plus twice the longest pattern. When
-// padTo is set (the upstream declared a Content-Length), the body ends with
-// as many spaces as masking removed, so that the length stays what the
-// header says. onEOF runs once the upstream body has ended (trailers are
-// then known).
+// memory is bounded by the read size plus twice the longest pattern, and
+// comes from the gateway's buffer pool: a fresh 32 KiB per response was
+// most of the gateway's allocation, and so of its GC work. When pad is set
+// (the upstream declared a Content-Length), the body ends with as many
+// spaces as masking removed, so that the length stays what the header
+// says. onEOF runs once the upstream body has ended (trailers are then
+// known).
 type maskBody struct {
 	src         io.ReadCloser
 	r           *redactor
+	pool        *bufPool
 	pending     []byte // input not yet released
 	out         []byte // masked output not yet returned
 	outOff      int
-	scratch     []byte
 	in, emitted int64
 	pad         bool
 	padLeft     int64
@@ -223,8 +225,11 @@ type maskBody struct {
 	onEOF       func()
 }
 
-func newMaskBody(src io.ReadCloser, r *redactor, pad bool, onEOF func()) *maskBody {
-	return &maskBody{src: src, r: r, pad: pad, onEOF: onEOF, scratch: make([]byte, 32<<10)}
+// minRead is the least free room a read into pending is given.
+const minRead = 4 << 10
+
+func newMaskBody(src io.ReadCloser, r *redactor, pool *bufPool, pad bool, onEOF func()) *maskBody {
+	return &maskBody{src: src, r: r, pool: pool, pad: pad, onEOF: onEOF, pending: pool.Get()[:0], out: pool.Get()[:0]}
 }
 
 func (b *maskBody) Read(p []byte) (int, error) {
@@ -236,6 +241,7 @@ func (b *maskBody) Read(p []byte) (int, error) {
 			return n, nil
 		}
 		if b.done {
+			b.release()
 			if b.padLeft > 0 {
 				n := int(min(int64(len(p)), b.padLeft))
 				for i := range p[:n] {
@@ -247,9 +253,14 @@ func (b *maskBody) Read(p []byte) (int, error) {
 			}
 			return 0, b.err
 		}
-		n, err := b.src.Read(b.scratch)
+		// Read into the free end of pending, after the tail kept from
+		// the last read (shorter than the longest pattern).
+		if cap(b.pending)-len(b.pending) < minRead {
+			b.pending = slices.Grow(b.pending, minRead+len(b.pending))
+		}
+		n, err := b.src.Read(b.pending[len(b.pending):cap(b.pending)])
 		b.in += int64(n)
-		b.pending = append(b.pending, b.scratch[:n]...)
+		b.pending = b.pending[:len(b.pending)+n]
 		final := err != nil
 		b.out, b.outOff = b.out[:0], 0
 		var used int
@@ -267,7 +278,20 @@ func (b *maskBody) Read(p []byte) (int, error) {
 					b.onEOF()
 				}
 			}
+			// pending is empty now; out is released once read.
+			b.pool.Put(b.pending)
+			b.pending = nil
 		}
+	}
+}
+
+// release returns out to the pool once the body has ended and all of it
+// was read. Only Read calls it: the proxy never reads and closes a body
+// at once, but a buffer must never be in the pool while in use.
+func (b *maskBody) release() {
+	if b.out != nil {
+		b.pool.Put(b.out)
+		b.out, b.outOff = nil, 0
 	}
 }
 
