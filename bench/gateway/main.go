@@ -21,11 +21,13 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime"
 	"runtime/pprof"
 	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -77,7 +79,9 @@ func main() {
 	size := flag.Int("size", 256, "response body size")
 	rounds := flag.Int("rounds", 3, "rounds over all targets; medians are reported")
 	durable := flag.Bool("durable", false, "gateway waits for each entry's fsync (gateway_durable_audit)")
-	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of the gateway's throughput run to this file")
+	cpuprofile := flag.String("cpuprofile", "", "write a CPU profile of one throughput run (the first round's) to this file")
+	memprofile := flag.String("memprofile", "", "write an allocation profile of the profiled throughput run to this file")
+	profiled := flag.String("profile", "mayfly gateway", "the target -cpuprofile profiles: direct, bare proxy or mayfly gateway")
 	flag.Parse()
 	ctx := context.Background()
 
@@ -94,6 +98,7 @@ func main() {
 		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
 		Transport:     transport(),
 		FlushInterval: -1,
+		BufferPool:    &bufPool{}, // as the gateway: no 32 KiB garbage per response
 	})
 	defer stopBare()
 
@@ -114,7 +119,7 @@ func main() {
 	}
 	signer, _, _ := audit.GenerateKey("bench/audit")
 	reg := prometheus.NewRegistry()
-	alog, err := audit.Open(ctx, db, signer, audit.Options{Registerer: reg})
+	alog, err := audit.Open(ctx, db, signer, audit.Options{Registerer: reg, Journal: filepath.Join(dir, "audit.journal")})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -150,12 +155,21 @@ grants:
 	}
 	gwURL, stopGW := serve(gw)
 	defer stopGW()
+	// The same gateway with its audit log switched off, on its own
+	// metrics registry.
+	gwOff, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: &nopAuditor{}, Registerer: prometheus.NewRegistry()})
+	if err != nil {
+		log.Fatal(err)
+	}
+	offURL, stopOff := serve(gwOff)
+	defer stopOff()
 
 	path := "/repos/acme/app/issues?state=open"
 	targets := []struct{ name, url string }{
 		{"direct", upURL + path},
 		{"bare proxy", bareURL + path},
 		{"mayfly gateway", gwURL + "/gw/api" + path},
+		{"gw, audit off", offURL + "/gw/api" + path},
 	}
 	client := &http.Client{Transport: transport()}
 	do := func(u string) error {
@@ -175,6 +189,7 @@ grants:
 	type result struct {
 		p50, p99 time.Duration
 		rps      float64
+		cpu      time.Duration // process CPU time per request at saturation
 	}
 	measure := func(name, u string, profile bool) result {
 		for range 200 { // warm up
@@ -198,11 +213,23 @@ grants:
 			}
 			pprof.StartCPUProfile(f)
 			defer pprof.StopCPUProfile()
+			if *memprofile != "" {
+				runtime.MemProfileRate = 4096
+				defer func() {
+					mf, err := os.Create(*memprofile)
+					if err != nil {
+						log.Fatal(err)
+					}
+					pprof.Lookup("allocs").WriteTo(mf, 0)
+					mf.Close()
+					runtime.MemProfileRate = 0
+				}()
+			}
 		}
 		var count, fails atomic.Int64
 		stop := time.Now().Add(*dur)
 		var wg sync.WaitGroup
-		start := time.Now()
+		start, cpu0 := time.Now(), cpuTime()
 		for range *conc {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
@@ -215,47 +242,48 @@ grants:
 			})
 		}
 		wg.Wait()
-		el := time.Since(start)
+		el, cpu := time.Since(start), cpuTime()-cpu0
 		if fails.Load() > 0 {
 			log.Printf("%s: %d failed requests", name, fails.Load())
 		}
-		return result{lat[len(lat)/2], lat[len(lat)*99/100], float64(count.Load()) / el.Seconds()}
+		return result{lat[len(lat)/2], lat[len(lat)*99/100], float64(count.Load()) / el.Seconds(), cpu / time.Duration(max(count.Load(), 1))}
 	}
 	// Rounds interleave the targets, so that a noisy neighbour or a CPU
 	// frequency change hits all of them; medians are reported.
 	runs := map[string][]result{}
-	var ratios, addedVsBare, addedVsDirect []float64
+	var ratios, cpuRatios, addedVsBare, addedVsDirect []float64
 	for round := range *rounds {
 		for _, t := range targets {
-			runs[t.name] = append(runs[t.name], measure(t.name, t.url, round == 0 && *cpuprofile != "" && t.name == "mayfly gateway"))
+			runs[t.name] = append(runs[t.name], measure(t.name, t.url, round == 0 && *cpuprofile != "" && t.name == *profiled))
 		}
 		d, b, g := runs["direct"][round], runs["bare proxy"][round], runs["mayfly gateway"][round]
 		ratios = append(ratios, g.rps/b.rps)
 		addedVsBare = append(addedVsBare, float64(g.p50-b.p50))
 		addedVsDirect = append(addedVsDirect, float64(g.p50-d.p50))
-		fmt.Fprintf(os.Stderr, "round %d: throughput gateway/bare %.0f%%, p50 added vs direct %v\n",
-			round+1, 100*g.rps/b.rps, (g.p50 - d.p50).Round(time.Microsecond))
+		fmt.Fprintf(os.Stderr, "round %d: throughput gateway/bare %.0f%%, CPU per request bare/gateway %.0f%%, p50 added vs direct %v\n",
+			round+1, 100*g.rps/b.rps, 100*float64(b.cpu)/float64(g.cpu), (g.p50 - d.p50).Round(time.Microsecond))
+		cpuRatios = append(cpuRatios, float64(b.cpu)/float64(g.cpu))
 	}
 	median := func(xs []float64) float64 { xs = slices.Clone(xs); slices.Sort(xs); return xs[len(xs)/2] }
 	res := map[string]result{}
 	for name, rs := range runs {
-		var p50, p99, rps []float64
+		var p50, p99, rps, cpu []float64
 		for _, r := range rs {
-			p50, p99, rps = append(p50, float64(r.p50)), append(p99, float64(r.p99)), append(rps, r.rps)
+			p50, p99, rps, cpu = append(p50, float64(r.p50)), append(p99, float64(r.p99)), append(rps, r.rps), append(cpu, float64(r.cpu))
 		}
-		res[name] = result{time.Duration(median(p50)), time.Duration(median(p99)), median(rps)}
+		res[name] = result{time.Duration(median(p50)), time.Duration(median(p99)), median(rps), time.Duration(median(cpu))}
 	}
 	fmt.Printf("loopback, %d-byte responses; latency over %d sequential requests; throughput with %d clients for %v; median of %d rounds\n\n",
 		*size, *n, *conc, *dur, *rounds)
-	fmt.Printf("%-16s %10s %10s %12s %14s %14s\n", "target", "p50", "p99", "req/s", "p50 added", "p99 added")
+	fmt.Printf("%-16s %10s %10s %12s %14s %14s %12s\n", "target", "p50", "p99", "req/s", "p50 added", "p99 added", "CPU/req")
 	d := res["direct"]
 	for _, t := range targets {
 		r := res[t.name]
-		fmt.Printf("%-16s %10v %10v %12.0f %14v %14v\n", t.name, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rps,
-			(r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond))
+		fmt.Printf("%-16s %10v %10v %12.0f %14v %14v %12v\n", t.name, r.p50.Round(time.Microsecond), r.p99.Round(time.Microsecond), r.rps,
+			(r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond), r.cpu.Round(time.Microsecond))
 	}
-	fmt.Printf("\ngateway/bare: throughput %.0f%%, p50 added vs bare %v, p50 added vs direct %v (medians of the per-round figures)\n",
-		100*median(ratios), time.Duration(median(addedVsBare)).Round(time.Microsecond), time.Duration(median(addedVsDirect)).Round(time.Microsecond))
+	fmt.Printf("\ngateway/bare: throughput %.0f%%, CPU per request bare/gateway %.0f%%, p50 added vs bare %v, p50 added vs direct %v (medians of the per-round figures)\n",
+		100*median(ratios), 100*median(cpuRatios), time.Duration(median(addedVsBare)).Round(time.Microsecond), time.Duration(median(addedVsDirect)).Round(time.Microsecond))
 	slices.Sort(ta.d)
 	if len(ta.d) > 0 {
 		fmt.Printf("gateway wait for its audit entry (latency run): p50 %v, p99 %v\n",
@@ -298,4 +326,41 @@ func (t *timedAuditor) timed(ctx context.Context, ev audit.Event, appendFn func(
 	}
 	t.mu.Unlock()
 	return i, err
+}
+
+// nopAuditor records nothing: the "audit off" row shows what the audit
+// log costs the gateway, measured in the same rounds.
+type nopAuditor struct{ n atomic.Int64 }
+
+func (a *nopAuditor) Append(context.Context, audit.Event) (int64, error) { return a.n.Add(1), nil }
+
+func (a *nopAuditor) AppendWritten(context.Context, audit.Event) (int64, error) {
+	return a.n.Add(1), nil
+}
+
+func (a *nopAuditor) AppendAsync(audit.Event) <-chan audit.Result {
+	ch := make(chan audit.Result, 1)
+	ch <- audit.Result{Index: a.n.Add(1)}
+	return ch
+}
+
+// bufPool gives the bare proxy the copy buffer pool the gateway has.
+type bufPool struct{ p sync.Pool }
+
+func (b *bufPool) Get() []byte {
+	if v, ok := b.p.Get().(*[]byte); ok {
+		return *v
+	}
+	return make([]byte, 32<<10)
+}
+
+func (b *bufPool) Put(s []byte) { b.p.Put(&s) }
+
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
 }

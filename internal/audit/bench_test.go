@@ -5,32 +5,54 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 )
 
+// cpuTime is the CPU time (user and system) this process has used.
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
+		return 0
+	}
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
 // BenchmarkAppend measures awaited appends per second with 1, 64 and 256
 // concurrent writers on SQLite (and PostgreSQL when configured): durable
 // (Append, as token issue and revocation use it) and written
-// (AppendWritten, as the gateway does), with the latency of one append.
+// (AppendWritten, as the gateway does), each without and (on SQLite) with
+// the journal, with the latency and the process CPU time of one append.
 func BenchmarkAppend(b *testing.B) {
 	for _, be := range realBackends(b) {
-		for _, mode := range []string{"durable", "written"} {
+		for _, mode := range []string{"durable", "written", "durable+journal", "written+journal"} {
+			journaled := strings.HasSuffix(mode, "+journal")
+			if journaled && be.name != "sqlite" {
+				continue
+			}
 			for _, writers := range []int{1, 64, 256} {
 				b.Run(fmt.Sprintf("%s/%s/writers=%d", be.name, mode, writers), func(b *testing.B) {
 					ctx := context.Background()
-					l, err := Open(ctx, be.st, testSigner, Options{})
+					opts := Options{}
+					if journaled {
+						opts.Journal = filepath.Join(b.TempDir(), "audit.journal")
+					}
+					l, err := Open(ctx, be.st, testSigner, opts)
 					if err != nil {
 						b.Fatal(err)
 					}
 					defer l.Close(ctx)
 					appendFn := l.Append
-					if mode == "written" {
+					if strings.HasPrefix(mode, "written") {
 						appendFn = l.AppendWritten
 					}
+					cpu0 := cpuTime()
 					var next atomic.Int64
 					var wg sync.WaitGroup
 					b.ResetTimer()
@@ -53,6 +75,7 @@ func BenchmarkAppend(b *testing.B) {
 					el := time.Since(start)
 					b.ReportMetric(float64(b.N)/el.Seconds(), "appends/s")
 					b.ReportMetric(float64(el.Microseconds())*float64(writers)/float64(b.N), "µs/append")
+					b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/append")
 				})
 			}
 		}

@@ -3,6 +3,7 @@ package audit
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -21,6 +22,13 @@ type Options struct {
 	// CheckpointInterval is how often a new checkpoint is signed while the
 	// log grows (default 500ms; never more than 1s is sensible).
 	CheckpointInterval time.Duration
+	// Journal is the path of a write-ahead journal for written-mode
+	// entries (AppendWritten, AppendAsync): they are answered once in it,
+	// and reach the store in transactions of everything journaled within
+	// 2 ms. It requires the Log to be its store's only writer (embedded
+	// SQLite; a lock on the file keeps a second process out). Empty: none,
+	// and every batch is its own store transaction.
+	Journal string
 	// Registerer receives the log's metrics (nil: none).
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now); tests only.
@@ -96,8 +104,12 @@ type Log struct {
 	shut       bool      // Close finished
 
 	// owned by the committer goroutine (and Open before it starts)
+	// (with a journal: of js.size, and guarded by js.mu)
 	frontier map[int64]tlog.Hash // stored hashes of the complete subtrees of size
 	stale    bool                // reload size and frontier before the next commit
+
+	js        jstate // journal mode (Options.Journal); js.j is nil without
+	recovered int    // entries replayed from the journal by Open
 }
 
 // Open opens the log over st, signing checkpoints with signerKey (a note
@@ -129,6 +141,23 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	if err := l.reload(ctx); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
+	if opts.Journal != "" {
+		j, entries, err := openJournal(opts.Journal)
+		if err != nil {
+			return nil, err
+		}
+		l.js.j, l.js.kick = j, make(chan struct{}, 1)
+		if err := l.replay(ctx, entries); err != nil {
+			j.close()
+			return nil, err
+		}
+	}
+	ok := false
+	defer func() {
+		if !ok && l.js.j != nil {
+			l.js.j.close()
+		}
+	}()
 	last, text, err := st.LatestAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
@@ -147,7 +176,12 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	if err := l.publish(ctx); err != nil {
 		return nil, err
 	}
-	go l.commitLoop()
+	ok = true
+	if l.js.j != nil {
+		go l.journalLoop()
+	} else {
+		go l.commitLoop()
+	}
 	go l.publishLoop()
 	return l, nil
 }
@@ -200,6 +234,18 @@ func (l *Log) AppendWritten(ctx context.Context, ev Event) (int64, error) {
 }
 
 func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
+	if l.js.j != nil {
+		idx, ch, err := l.appendJournal(ev, false, !written)
+		if err != nil || written {
+			return idx, err
+		}
+		select {
+		case r := <-ch:
+			return r.Index, r.Err
+		case <-ctx.Done():
+			return -1, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
+		}
+	}
 	ch, err := l.submit(ctx, ev, false, written)
 	if err != nil {
 		return -1, err
@@ -218,6 +264,12 @@ func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
 // 2 ms to share a transaction with an awaited Append. A caller about to act
 // on the recorded event uses Append or AppendWritten instead.
 func (l *Log) AppendAsync(ev Event) <-chan Result {
+	if l.js.j != nil {
+		idx, _, err := l.appendJournal(ev, true, false)
+		ch := make(chan Result, 1)
+		ch <- Result{Index: idx, Err: err}
+		return ch
+	}
 	ch, err := l.submit(context.Background(), ev, true, true)
 	if err != nil {
 		ch := make(chan Result, 1)
@@ -261,6 +313,9 @@ func (l *Log) Close(ctx context.Context) error {
 	case <-l.done:
 	case <-ctx.Done():
 		return fmt.Errorf("audit: closing: %w", ctx.Err())
+	}
+	if l.js.j != nil {
+		l.js.j.close()
 	}
 	close(l.pubStop)
 	select {
@@ -440,14 +495,27 @@ func (l *Log) build(ctx context.Context, start int64, batch []*request) ([][]byt
 	}
 	buf := make([]byte, 0, need)
 	entries := make([][]byte, len(batch))
-	firstHash := tlog.StoredHashCount(start)
-	hashes := make([]tlog.Hash, 0, 2*len(batch)+1)
-	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+	for i, req := range batch {
+		off := len(buf)
+		buf = buildEntry(buf, start+int64(i), ts, req.body)
+		entries[i] = buf[off:len(buf):len(buf)]
+	}
+	hashes, err := l.hashEntries(ctx, start, entries)
+	if err != nil {
+		return nil, nil, err
+	}
+	return entries, hashes, nil
+}
+
+// batchReader reads stored hashes from the ones being computed (*hashes,
+// from firstHash on), then the frontier, then the store.
+func (l *Log) batchReader(ctx context.Context, firstHash int64, hashes *[]tlog.Hash) tlog.HashReader {
+	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(idx))
 		var missing []int
 		for i, x := range idx {
-			if x >= firstHash && x < firstHash+int64(len(hashes)) {
-				out[i] = hashes[x-firstHash]
+			if x >= firstHash && x < firstHash+int64(len(*hashes)) {
+				out[i] = (*hashes)[x-firstHash]
 			} else if h, ok := l.frontier[x]; ok {
 				out[i] = h
 			} else {
@@ -469,17 +537,6 @@ func (l *Log) build(ctx context.Context, start int64, batch []*request) ([][]byt
 		}
 		return out, nil
 	})
-	for i, req := range batch {
-		off := len(buf)
-		buf = buildEntry(buf, start+int64(i), ts, req.body)
-		entries[i] = buf[off:len(buf):len(buf)]
-		hs, err := tlog.StoredHashes(start+int64(i), entries[i], r)
-		if err != nil {
-			return nil, nil, err
-		}
-		hashes = append(hashes, hs...)
-	}
-	return entries, hashes, nil
 }
 
 func hashesOf(hs []tlog.Hash) [][32]byte {
@@ -504,19 +561,24 @@ func frontierIndexes(n int64) []int64 {
 	return out
 }
 
-// advance replaces the frontier for size start with the one for newSize,
-// given the stored hashes written for [start, newSize).
+// advance moves the frontier from size start to newSize, given the stored
+// hashes written for [start, newSize). It updates the map in place: the
+// journal advances it once per entry.
 func (l *Log) advance(start, newSize int64, hashes []tlog.Hash) {
 	firstHash := tlog.StoredHashCount(start)
-	next := make(map[int64]tlog.Hash, 64)
-	for _, x := range frontierIndexes(newSize) {
+	idx := frontierIndexes(newSize)
+	for _, x := range idx {
 		if x >= firstHash {
-			next[x] = hashes[x-firstHash]
-		} else {
-			next[x] = l.frontier[x]
+			l.frontier[x] = hashes[x-firstHash]
 		}
 	}
-	l.frontier = next
+	if len(l.frontier) > len(idx) {
+		for x := range l.frontier {
+			if !slices.Contains(idx, x) {
+				delete(l.frontier, x)
+			}
+		}
+	}
 }
 
 func (l *Log) frontierReader() tlog.HashReader {
@@ -561,6 +623,7 @@ func (l *Log) reload(ctx context.Context) error {
 	l.mu.Lock()
 	l.size, l.root = size, root
 	l.mu.Unlock()
+	l.js.size, l.js.start = size, size
 	l.metrics.size.Set(float64(size))
 	l.stale = false
 	return nil
@@ -578,7 +641,22 @@ func (l *Log) probe() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
-	if err := l.reload(ctx); err != nil {
+	if l.js.j != nil {
+		l.js.mu.Lock()
+		queued := len(l.js.queue) > 0
+		var err error
+		if !queued {
+			err = l.reload(ctx)
+		}
+		l.js.mu.Unlock()
+		if queued {
+			_ = l.integrate(false) // clears commitErr when the store takes it
+			return
+		}
+		if err != nil {
+			return
+		}
+	} else if err := l.reload(ctx); err != nil {
 		l.stale = true
 		return
 	}

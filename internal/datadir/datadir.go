@@ -15,16 +15,17 @@ import (
 type Dir string
 
 // The files of a data directory.
-func (d Dir) Database() string    { return filepath.Join(string(d), "mayfly.db") }
-func (d Dir) MasterKey() string   { return filepath.Join(string(d), "master.key") }
-func (d Dir) AuditKey() string    { return filepath.Join(string(d), "audit.key") }
-func (d Dir) AuditPub() string    { return filepath.Join(string(d), "audit.pub") }
-func (d Dir) CACert() string      { return filepath.Join(string(d), "ca.pem") }
-func (d Dir) CAKey() string       { return filepath.Join(string(d), "ca-key.pem") }
-func (d Dir) ServerCert() string  { return filepath.Join(string(d), "server.pem") }
-func (d Dir) ServerKey() string   { return filepath.Join(string(d), "server-key.pem") }
-func (d Dir) Marker() string      { return filepath.Join(string(d), "mayfly.json") }
-func (d Dir) VerifyState() string { return filepath.Join(string(d), "audit-verify.state") }
+func (d Dir) Database() string     { return filepath.Join(string(d), "mayfly.db") }
+func (d Dir) MasterKey() string    { return filepath.Join(string(d), "master.key") }
+func (d Dir) AuditKey() string     { return filepath.Join(string(d), "audit.key") }
+func (d Dir) AuditPub() string     { return filepath.Join(string(d), "audit.pub") }
+func (d Dir) CACert() string       { return filepath.Join(string(d), "ca.pem") }
+func (d Dir) CAKey() string        { return filepath.Join(string(d), "ca-key.pem") }
+func (d Dir) ServerCert() string   { return filepath.Join(string(d), "server.pem") }
+func (d Dir) ServerKey() string    { return filepath.Join(string(d), "server-key.pem") }
+func (d Dir) Marker() string       { return filepath.Join(string(d), "mayfly.json") }
+func (d Dir) VerifyState() string  { return filepath.Join(string(d), "audit-verify.state") }
+func (d Dir) AuditJournal() string { return filepath.Join(string(d), "audit.journal") }
 
 // Initialised reports whether d holds a finished init (its marker file,
 // written last by init).

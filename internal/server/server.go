@@ -136,10 +136,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	s.audit, err = audit.Open(ctx, s.store, strings.TrimSpace(string(signer)), audit.Options{Registerer: s.registry})
+	aopts := audit.Options{Registerer: s.registry}
+	if dsn == "" {
+		// Embedded SQLite has one writer, this process: gateway entries
+		// go through the journal (see audit.Options.Journal). Nodes that
+		// share PostgreSQL commit each batch instead.
+		aopts.Journal = d.AuditJournal()
+	}
+	s.audit, err = audit.Open(ctx, s.store, strings.TrimSpace(string(signer)), aopts)
 	clear(signer)
 	if err != nil {
 		return nil, err
+	}
+	if n := s.audit.Recovered(); n > 0 {
+		logger.Warn("audit: entries the last run journaled but did not store were folded in", "entries", n)
 	}
 	for _, sc := range cfg.AuditSinks {
 		sink, err := sc.open()
