@@ -460,6 +460,11 @@ func (l *Log) integrate(final bool) error {
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
+	if durable && len(js.queue) == 0 {
+		// The store has every journaled entry on disk: no need to sync
+		// the journal for them.
+		js.unsynced = false
+	}
 	if reset {
 		js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
 		clear(js.pending)
