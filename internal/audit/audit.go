@@ -2,8 +2,10 @@
 // line of compact JSON each), the RFC 6962 Merkle tree over them (via
 // golang.org/x/mod/sumdb/tlog), group commit of concurrent appends into one
 // durable storage transaction, signed C2SP tlog-checkpoints, inclusion and
-// consistency proofs, offline and remote verification, and forwarding of
-// entries to SIEM sinks (JSON-lines files, RFC 5424 syslog).
+// consistency proofs, offline and remote verification, forwarding of
+// entries to SIEM sinks (JSON-lines files, RFC 5424 syslog), and, for a
+// store with one writer, a write-ahead journal that takes the gateway's
+// entries in one write each and folds them into the store in bulk.
 //
 // It never drops an entry silently: Append returns only once the entry is
 // durable (AppendWritten, for the gateway, once a crash of the process can
