@@ -449,14 +449,7 @@ func (l *Log) integrate(final bool) error {
 		}
 		return err
 	}
-	l.mu.Lock()
-	l.size, l.root = end, root
-	l.commitErr = nil
-	l.mu.Unlock()
-	l.metrics.appends.Add(float64(len(entries)))
-	l.metrics.batchSize.Observe(float64(len(entries)))
-	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
-	l.metrics.size.Set(float64(end))
+	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}

@@ -471,18 +471,23 @@ func (l *Log) commit(batch []*request) {
 	if rerr != nil { // cannot happen: the frontier is complete
 		l.stale = true
 	}
-	l.mu.Lock()
-	l.size = newSize
-	l.root = root
-	l.commitErr = nil
-	l.mu.Unlock()
-	l.metrics.appends.Add(float64(len(batch)))
-	l.metrics.batchSize.Observe(float64(len(batch)))
-	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
-	l.metrics.size.Set(float64(newSize))
+	l.stored(newSize, root, len(batch), began)
 	for i, r := range batch {
 		r.done <- Result{Index: start + int64(i)}
 	}
+}
+
+// stored records a store commit of n entries, begun at began, that took the
+// log to size with tree hash root.
+func (l *Log) stored(size int64, root tlog.Hash, n int, began time.Time) {
+	l.mu.Lock()
+	l.size, l.root = size, root
+	l.commitErr = nil
+	l.mu.Unlock()
+	l.metrics.appends.Add(float64(n))
+	l.metrics.batchSize.Observe(float64(n))
+	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
+	l.metrics.size.Set(float64(size))
 }
 
 // build stamps the batch with indexes from start and the commit time, and
