@@ -312,14 +312,18 @@ func OneLine(s string, max int) string {
 			space = b.Len() > 0
 			continue
 		}
+		need := 1
+		if space {
+			need = 2 // the pending space counts too
+		}
+		if n+need > max {
+			b.WriteString("…")
+			break
+		}
 		if space {
 			b.WriteByte(' ')
 			space = false
 			n++
-		}
-		if n >= max {
-			b.WriteString("…")
-			break
 		}
 		b.WriteRune(r)
 		n++
