@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"time"
 
@@ -145,14 +146,61 @@ func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	str("role", ev.Role)
 	num("count", ev.Count)
 	if len(ev.Detail) > 0 {
-		d, err := json.Marshal(ev.Detail)
-		if err != nil {
-			return nil, err
-		}
 		b = append(b, `,"detail":`...)
-		b = append(b, d...)
+		if nb, ok := appendFlatDetail(b, ev.Detail); ok {
+			b = nb
+		} else {
+			d, err := json.Marshal(ev.Detail)
+			if err != nil {
+				return nil, err
+			}
+			b = append(b, d...)
+		}
 	}
 	return append(b, '}'), nil
+}
+
+// appendFlatDetail appends a detail of at most 8 string, bool and integer
+// values as json.Marshal would (keys sorted), without reflection: the
+// gateway writes such a detail on every request. It reports false, having
+// appended nothing, for any other detail.
+func appendFlatDetail(b []byte, d map[string]any) ([]byte, bool) {
+	if len(d) > 8 {
+		return b, false
+	}
+	var keys [8]string
+	n := 0
+	for k, v := range d {
+		switch v.(type) {
+		case string, bool, int, int64:
+		default:
+			return b, false
+		}
+		keys[n] = k
+		n++
+	}
+	ks := keys[:n]
+	slices.Sort(ks)
+	for i, k := range ks {
+		if i == 0 {
+			b = append(b, '{')
+		} else {
+			b = append(b, ',')
+		}
+		b = appendString(b, k)
+		b = append(b, ':')
+		switch v := d[k].(type) {
+		case string:
+			b = appendString(b, v)
+		case bool:
+			b = strconv.AppendBool(b, v)
+		case int:
+			b = strconv.AppendInt(b, int64(v), 10)
+		case int64:
+			b = strconv.AppendInt(b, v, 10)
+		}
+	}
+	return append(b, '}'), true
 }
 
 // appendString appends s as a JSON string the way encoding/json does: the

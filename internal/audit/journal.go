@@ -103,9 +103,11 @@ func readJournal(r io.Reader) ([][]byte, int64, error) {
 	}
 }
 
-// write appends entries in one write. On failure it cuts the file back, so
-// that no partial record is ever followed by a later whole one.
-func (j *journal) write(entries [][]byte) error {
+// writeAt writes entries' records in one write at off (the end of the
+// whole records) and returns the bytes written; the caller adds them to
+// size. On failure it cuts the file back, so that no partial record is
+// ever followed by a later whole one. One writer at a time.
+func (j *journal) writeAt(entries [][]byte, off int64) (int64, error) {
 	b := j.buf[:0]
 	for _, e := range entries {
 		b = appendRecord(b, e)
@@ -113,14 +115,13 @@ func (j *journal) write(entries [][]byte) error {
 	if cap(b) <= 1<<20 {
 		j.buf = b
 	}
-	if _, err := j.f.WriteAt(b, j.size); err != nil {
-		if terr := j.f.Truncate(j.size); terr != nil {
-			return fmt.Errorf("audit: writing journal: %w (and cutting it back: %v)", err, terr)
+	if _, err := j.f.WriteAt(b, off); err != nil {
+		if terr := j.f.Truncate(off); terr != nil {
+			return 0, fmt.Errorf("audit: writing journal: %w (and cutting it back: %v)", err, terr)
 		}
-		return fmt.Errorf("audit: writing journal: %w", err)
+		return 0, fmt.Errorf("audit: writing journal: %w", err)
 	}
-	j.size += int64(len(b))
-	return nil
+	return int64(len(b)), nil
 }
 
 // appendRecord appends the journal record of entry e to b.
@@ -173,7 +174,13 @@ type jstate struct {
 	queue       [][]byte    // journaled entries not yet in the store
 	hashes      []tlog.Hash // the stored hashes they add
 	waiters     []waiter    // durable appends waiting for the store
-	pending     [][]byte    // lazy entries of the queue not yet written
+	pending     [][]byte    // entries of the queue not yet written
+	spare       [][]byte    // the last written batch, reused for pending
+	written     int64       // entries below this index are in the journal
+	writing     bool        // an appender is writing pending, without mu
+	fails       uint64      // failed writes so far
+	cond        *sync.Cond  // on mu: a write ended
+	lastDurable bool        // the last store commit was durable
 	unsynced    bool        // journal writes since its last fdatasync
 	flushBy     time.Time   // when pending must be written
 	integrateBy time.Time   // when the queue must reach the store
@@ -219,8 +226,7 @@ func (l *Log) replay(ctx context.Context, entries [][]byte) error {
 		}
 		l.recovered = len(todo)
 	}
-	l.js.size = l.size
-	l.js.start = l.size
+	l.js.size, l.js.start, l.js.written = l.size, l.size, l.size
 	return l.js.j.reset()
 }
 
@@ -228,11 +234,14 @@ func (l *Log) replay(ctx context.Context, entries [][]byte) error {
 // a crash had left out of the store.
 func (l *Log) Recovered() int { return l.recovered }
 
-// appendJournal stamps ev with the next index and writes it to the journal,
-// in the caller's goroutine: from its return, a kill -9 cannot lose it. A
-// durable append also gets a channel answered once the store has it
-// durably. While the store fails, only lazy entries (records of what
-// already happened) are taken.
+// appendJournal stamps ev with the next index, in the caller's goroutine,
+// and, unless lazy, waits until it is written to the journal: from then a
+// kill -9 cannot lose it. Concurrent appenders share writes: the first to
+// find no write running writes everything pending, outside the lock, while
+// the others wait for it. A lazy entry (a record of what already happened)
+// waits for the next write, or lazyFlush. A durable append also gets a
+// channel answered once the store has the entry durably. While the store
+// fails, only lazy entries are taken.
 func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
@@ -255,19 +264,8 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 	idx := js.size
 	entry := buildEntry(make([]byte, 0, len(body)+48+len(ts)), idx, ts, body)
 	hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
-	if err == nil && !lazy {
-		// A lazy entry waits for the next write, so that a gateway
-		// request costs one write(2): its response entry goes out with
-		// the next request's entry, or within lazyFlush.
-		err = js.j.write(append(js.pending, entry))
-	}
-	if err != nil {
-		err = fmt.Errorf("%w: journaling %s entry: %v", ErrUnavailable, ev.Type, err)
-		l.mu.Lock()
-		l.commitErr = err
-		l.mu.Unlock()
-		l.metrics.appendErrors.Inc()
-		return -1, nil, err
+	if err != nil { // not expected: the frontier covers every append
+		return -1, nil, fmt.Errorf("%w: hashing %s entry: %v", ErrUnavailable, ev.Type, err)
 	}
 	l.advance(idx, idx+1, hashes)
 	js.size++
@@ -278,20 +276,11 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 	}
 	js.queue = append(js.queue, entry)
 	js.hashes = append(js.hashes, hashes...)
-	if lazy {
-		if len(js.pending) == 0 {
-			js.flushBy = time.Now().Add(lazyFlush)
-			kick = true
-		}
-		js.pending = append(js.pending, entry)
-	} else {
-		clear(js.pending)
-		js.pending = js.pending[:0]
-		if !js.unsynced {
-			js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
-			kick = true
-		}
+	if len(js.pending) == 0 {
+		js.flushBy = time.Now().Add(lazyFlush)
+		kick = true
 	}
+	js.pending = append(js.pending, entry)
 	var done chan Result
 	if durable {
 		done = make(chan Result, 1)
@@ -304,27 +293,60 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 		default:
 		}
 	}
+	if lazy {
+		return idx, done, nil
+	}
+	fails := js.fails
+	for js.written <= idx {
+		if js.fails != fails {
+			// The write that held it failed; it stays pending (the store
+			// gets it with the queue), but the caller must not act.
+			return -1, nil, l.Healthy()
+		}
+		if js.writing {
+			js.cond.Wait()
+			continue
+		}
+		l.writePending()
+	}
 	return idx, done, nil
 }
 
-// flushPending writes the lazy entries waiting for a write.
-func (l *Log) flushPending() {
+// writePending writes the pending entries, with js.mu held on entry and on
+// return but not during the write; one writer at a time.
+func (l *Log) writePending() {
 	js := &l.js
+	if js.writing || len(js.pending) == 0 {
+		return
+	}
+	js.writing = true
+	batch, end, off := js.pending, js.size, js.j.size
+	js.pending = js.spare[:0]
+	js.mu.Unlock()
+	n, err := js.j.writeAt(batch, off)
 	js.mu.Lock()
-	defer js.mu.Unlock()
-	if len(js.pending) == 0 {
-		return
+	js.writing = false
+	if err != nil {
+		js.pending = append(batch, js.pending...)
+		js.fails++
+		l.mu.Lock()
+		l.commitErr = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		l.mu.Unlock()
+		l.metrics.appendErrors.Inc()
+	} else {
+		js.j.size += n
+		js.written = end
+		clear(batch)
+		js.spare = batch[:0]
+		if !js.unsynced {
+			js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
+			select {
+			case js.kick <- struct{}{}:
+			default:
+			}
+		}
 	}
-	if err := js.j.write(js.pending); err != nil {
-		// They still reach the store with the queue; only a crash
-		// before then loses them.
-		return
-	}
-	clear(js.pending)
-	js.pending = js.pending[:0]
-	if !js.unsynced {
-		js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
-	}
+	js.cond.Broadcast()
 }
 
 // journalLoop is the committer in journal mode: it syncs the journal and
@@ -351,7 +373,9 @@ func (l *Log) journalLoop() {
 		flushNow := len(js.pending) > 0 && !time.Now().Before(js.flushBy)
 		js.mu.Unlock()
 		if flushNow {
-			l.flushPending()
+			js.mu.Lock()
+			l.writePending()
+			js.mu.Unlock()
 		}
 		js.mu.Lock()
 		now := time.Now()
@@ -399,9 +423,18 @@ func (l *Log) integrate(final bool) error {
 	js := &l.js
 	js.mu.Lock()
 	reset := final || js.j.size >= journalResetSize
+	if reset {
+		// No write may run while the journal is emptied.
+		for js.writing {
+			js.cond.Wait()
+		}
+	}
 	if len(js.queue) == 0 {
 		var err error
-		if reset && js.j.size > 0 {
+		if reset && js.lastDurable && js.j.size > 0 {
+			js.written = js.size
+			clear(js.pending)
+			js.pending = js.pending[:0]
 			err = js.j.reset()
 		}
 		js.mu.Unlock()
@@ -453,6 +486,7 @@ func (l *Log) integrate(final bool) error {
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
+	js.lastDurable = durable
 	if durable && len(js.queue) == 0 {
 		// The store has every journaled entry on disk: no need to sync
 		// the journal for them.
@@ -460,6 +494,7 @@ func (l *Log) integrate(final bool) error {
 	}
 	if reset {
 		js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
+		js.written = end
 		clear(js.pending)
 		js.pending = js.pending[:0]
 		if err := js.j.reset(); err != nil {

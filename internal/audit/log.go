@@ -147,6 +147,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 			return nil, err
 		}
 		l.js.j, l.js.kick = j, make(chan struct{}, 1)
+		l.js.cond = sync.NewCond(&l.js.mu)
 		if err := l.replay(ctx, entries); err != nil {
 			j.close()
 			return nil, err
@@ -628,7 +629,7 @@ func (l *Log) reload(ctx context.Context) error {
 	l.mu.Lock()
 	l.size, l.root = size, root
 	l.mu.Unlock()
-	l.js.size, l.js.start = size, size
+	l.js.size, l.js.start, l.js.written = size, size, size
 	l.metrics.size.Set(float64(size))
 	l.stale = false
 	return nil
