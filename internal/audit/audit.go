@@ -62,6 +62,12 @@ type writtenStorage interface {
 	AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
 }
 
+// keptStorage is implemented by a Storage that can commit entries a
+// journal keeps without a deadline to make them durable (*store.DB).
+type keptStorage interface {
+	AppendAuditKept(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
+}
+
 // CursorStorage is what a Forwarder needs: the entries and a cursor per
 // sink name.
 type CursorStorage interface {

@@ -457,7 +457,11 @@ func (l *Log) integrate(final bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
 	appendFunc := l.st.AppendAudit
-	if ws, ok := l.st.(writtenStorage); ok && !durable {
+	if ks, ok := l.st.(keptStorage); ok && !durable {
+		// The journal keeps these until the durable commit that comes
+		// before it is emptied, so the store need not sync them soon.
+		appendFunc = ks.AppendAuditKept
+	} else if ws, ok := l.st.(writtenStorage); ok && !durable {
 		appendFunc = ws.AppendAuditWritten
 	}
 	err = appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))

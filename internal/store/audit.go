@@ -35,6 +35,13 @@ func (db *DB) AppendAuditWritten(ctx context.Context, start int64, entries [][]b
 	return db.appendAudit(ctx, db.txDirectWritten, start, entries, firstHash, hashes)
 }
 
+// AppendAuditKept is AppendAuditWritten for entries a write-ahead journal
+// keeps until a durable commit covers them (audit.Options.Journal): it sets
+// no deadline for that commit, which spares an fsync every SyncDelay.
+func (db *DB) AppendAuditKept(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+	return db.appendAudit(ctx, db.txDirectKept, start, entries, firstHash, hashes)
+}
+
 func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*sql.Tx) error) error, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
 	err := txf(ctx, func(tx *sql.Tx) error {
 		var n sql.NullInt64

@@ -61,6 +61,10 @@ type writeReq struct {
 	fn      func(*sql.Tx) error
 	err     chan error
 	written bool // a crash of this process must not lose it; the machine's may, within syncDelay
+	// kept: written, and something else (the audit journal) keeps it
+	// against a crash of the machine, so it sets no durability deadline;
+	// the next durable commit covers it.
+	kept bool
 }
 
 var errClosed = errors.New("store: closed")
@@ -178,17 +182,17 @@ func (b *batcher) run() {
 // the hand-offs to and from the committer goroutine cost more than sharing
 // its commits saves. It shares the connection, the sync state and the
 // flush with the batched writes.
-func (b *batcher) direct(ctx context.Context, fn func(*sql.Tx) error, written bool) error {
+func (b *batcher) direct(ctx context.Context, fn func(*sql.Tx) error, written, kept bool) error {
 	select {
 	case <-b.done:
 		return errClosed
 	default:
 	}
-	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written}
+	r := &writeReq{ctx: ctx, fn: fn, err: make(chan error, 1), written: written || kept, kept: kept}
 	b.mu.Lock()
 	if b.final {
 		// Closed meanwhile: nothing would flush a written commit now.
-		r.written = false
+		r.written, r.kept = false, false
 	}
 	b.commit([]*writeReq{r})
 	unsynced := !b.unsynced.IsZero()
@@ -245,10 +249,12 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 	}
 	ctx := context.Background()
 	durable := !b.unsynced.IsZero() && time.Since(b.unsynced) >= b.syncDelay
+	allKept := true
 	for _, r := range live {
 		if !r.written {
 			durable = true
 		}
+		allKept = allKept && r.kept
 	}
 	if err := b.setSQLiteMode(ctx, durable); err != nil {
 		failAll(live, err)
@@ -264,7 +270,7 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		if durable {
 			b.unsynced = time.Time{}
 			b.durables.Add(1)
-		} else if b.unsynced.IsZero() {
+		} else if b.unsynced.IsZero() && !allKept {
 			b.unsynced = began
 		}
 	}()

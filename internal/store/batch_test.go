@@ -110,14 +110,33 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 				t.Fatalf("synchronous = %d after the flush, want 2 (FULL)", mode())
 			}
 
+			// A kept commit (the audit journal holds it): no flush follows,
+			// and it stays in written mode until something durable comes.
+			n0 := commits.count()
+			if err := db.AppendAuditKept(ctx, 1, entry, 1, hash); err != nil {
+				t.Fatal(err)
+			}
+			commits.waitCount(t, n0+1)
+			time.Sleep(4 * cfg.SyncDelay)
+			if got := commits.count(); got != n0+1 {
+				t.Fatalf("%d commits after a kept one, want none", got-n0-1)
+			}
+			if !db.batch.unsyncedSince().IsZero() {
+				t.Fatal("a kept commit set a durability deadline")
+			}
+			if err := db.AppendAuditWritten(ctx, 2, entry, 2, hash); err != nil {
+				t.Fatal(err)
+			}
+			commits.waitCount(t, n0+3) // the written one, then its flush
+
 			// A written commit followed by a durable one: no flush needed.
 			// (A batched writer hears of its commit just before the commit
 			// is counted: wait for the count, then check nothing follows.)
 			n := commits.count()
-			if err := db.AppendAuditWritten(ctx, 1, entry, 1, hash); err != nil {
+			if err := db.AppendAuditWritten(ctx, 3, entry, 3, hash); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.AppendAudit(ctx, 2, entry, 2, hash); err != nil {
+			if err := db.AppendAudit(ctx, 4, entry, 4, hash); err != nil {
 				t.Fatal(err)
 			}
 			commits.waitCount(t, n+2)
@@ -128,7 +147,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 
 			// A batched durable write covers a direct written one too.
 			n = commits.count()
-			if err := db.AppendAuditWritten(ctx, 3, entry, 3, hash); err != nil {
+			if err := db.AppendAuditWritten(ctx, 5, entry, 5, hash); err != nil {
 				t.Fatal(err)
 			}
 			if err := db.Ping(ctx); err != nil {
@@ -152,7 +171,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 					}
 				})
 			}
-			for i := int64(4); i < 24; i++ {
+			for i := int64(6); i < 24; i++ {
 				if err := db.AppendAuditWritten(ctx, i, entry, i, hash); err != nil {
 					t.Fatal(err)
 				}

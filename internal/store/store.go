@@ -226,7 +226,7 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 // log): fn runs in a transaction of its own, in the caller's goroutine,
 // without a hand-off to the committer.
 func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.batch.direct(ctx, fn, false)
+	return db.batch.direct(ctx, fn, false, false)
 }
 
 // txDirectWritten is txDirect for records that must survive a crash of
@@ -235,7 +235,14 @@ func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) error {
 // through the OS, or to the PostgreSQL server), without waiting for the
 // disk.
 func (db *DB) txDirectWritten(ctx context.Context, fn func(*sql.Tx) error) error {
-	return db.batch.direct(ctx, fn, true)
+	return db.batch.direct(ctx, fn, true, false)
+}
+
+// txDirectKept is txDirectWritten for records another file already keeps
+// against a crash of the machine (the audit journal): it sets no deadline
+// for a durable commit; the next durable one covers it.
+func (db *DB) txDirectKept(ctx context.Context, fn func(*sql.Tx) error) error {
+	return db.batch.direct(ctx, fn, true, true)
 }
 
 func (db *DB) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
