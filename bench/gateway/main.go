@@ -317,6 +317,16 @@ func (t *timedAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64
 	return t.timed(ctx, ev, t.Log.AppendWritten)
 }
 
+func (t *timedAuditor) Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
+	var in *audit.Intent
+	_, err := t.timed(ctx, ev, func(ctx context.Context, ev audit.Event) (int64, error) {
+		var err error
+		in, err = t.Log.Begin(ctx, ev)
+		return 0, err
+	})
+	return in, err
+}
+
 func (t *timedAuditor) timed(ctx context.Context, ev audit.Event, appendFn func(context.Context, audit.Event) (int64, error)) (int64, error) {
 	s := time.Now()
 	i, err := appendFn(ctx, ev)
@@ -337,6 +347,12 @@ func (a *nopAuditor) Append(context.Context, audit.Event) (int64, error) { retur
 func (a *nopAuditor) AppendWritten(context.Context, audit.Event) (int64, error) {
 	return a.n.Add(1), nil
 }
+
+func (a *nopAuditor) Begin(context.Context, audit.Event) (*audit.Intent, error) {
+	return audit.EntryIntent(a.n.Add(1)), nil
+}
+
+func (a *nopAuditor) Finish(*audit.Intent, audit.Event, func(int64) audit.Event) { a.n.Add(1) }
 
 func (a *nopAuditor) AppendAsync(audit.Event) <-chan audit.Result {
 	ch := make(chan audit.Result, 1)

@@ -2,6 +2,8 @@ package audit
 
 import (
 	"bufio"
+	"bytes"
+	"cmp"
 	"context"
 	"encoding/binary"
 	"errors"
@@ -9,6 +11,7 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"slices"
 	"sync"
 	"syscall"
 	"time"
@@ -24,11 +27,17 @@ import (
 // log: the journal only ever holds entries the store may not have yet, and
 // it is emptied once the store has them durably.
 //
-// A record is the entry's length (4 bytes, big-endian), the CRC-32C of the
-// entry (4 bytes), and the entry, which starts with its own index. Reading
-// stops at the first record that is cut short or does not match its CRC: a
-// power loss can leave such a tail, and nothing after it was acknowledged
-// as durable (durability comes from the store's commit, never from here).
+// A record is its payload's length (4 bytes, big-endian), the payload's
+// CRC-32C (4 bytes), and the payload, one of:
+//
+//   - an entry, which starts with its own index ({"index":N,…);
+//   - 'I', an intent id (8 bytes), the time, '\n' and an event: a gateway
+//     request about to be forwarded, whose entry Finish makes later;
+//   - 'E', an intent id and an entry: the entry that completes that intent.
+//
+// Reading stops at the first record that is cut short or does not match its
+// CRC: a power loss can leave such a tail, and nothing after it was
+// acknowledged (the journal is fdatasynced within syncDelay).
 
 const (
 	journalHeader = 8
@@ -95,7 +104,7 @@ func readJournal(r io.Reader) ([][]byte, int64, error) {
 			}
 			return nil, 0, err
 		}
-		if crc32.Checksum(e, castagnoli) != binary.BigEndian.Uint32(h[4:]) || entryIndex(e) < 0 {
+		if crc32.Checksum(e, castagnoli) != binary.BigEndian.Uint32(h[4:]) || !validRecord(e) {
 			return entries, size, nil
 		}
 		entries = append(entries, e)
@@ -124,7 +133,61 @@ func (j *journal) writeAt(entries [][]byte, off int64) (int64, error) {
 	return int64(len(b)), nil
 }
 
-// appendRecord appends the journal record of entry e to b.
+// Record kinds other than a plain entry, and the bytes before their body.
+const (
+	recIntent   = 'I'
+	recComplete = 'E'
+	recPrefix   = 9 // kind and intent id
+)
+
+// validRecord tells whether a payload is one of the record kinds.
+func validRecord(p []byte) bool {
+	if len(p) > 0 && (p[0] == recIntent || p[0] == recComplete) {
+		if len(p) <= recPrefix {
+			return false
+		}
+		if p[0] == recComplete {
+			return entryIndex(p[recPrefix:]) >= 0
+		}
+		return bytes.IndexByte(p[recPrefix:], '\n') > 0
+	}
+	return entryIndex(p) >= 0
+}
+
+// journalContents is what a journal holds, parsed.
+type journalContents struct {
+	entries  [][]byte // in index order
+	intents  []intentRec
+	complete map[uint64]bool // intents an entry completed
+}
+
+type intentRec struct {
+	id   uint64
+	ts   string
+	body []byte
+}
+
+// parseRecords sorts a journal's payloads into entries and intents.
+func parseRecords(recs [][]byte) journalContents {
+	c := journalContents{complete: map[uint64]bool{}}
+	for _, p := range recs {
+		switch p[0] {
+		case recIntent:
+			rest := p[recPrefix:]
+			nl := bytes.IndexByte(rest, '\n')
+			c.intents = append(c.intents, intentRec{id: binary.BigEndian.Uint64(p[1:recPrefix]), ts: string(rest[:nl]), body: rest[nl+1:]})
+		case recComplete:
+			c.complete[binary.BigEndian.Uint64(p[1:recPrefix])] = true
+			c.entries = append(c.entries, p[recPrefix:])
+		default:
+			c.entries = append(c.entries, p)
+		}
+	}
+	slices.SortStableFunc(c.entries, func(a, b []byte) int { return cmp.Compare(entryIndex(a), entryIndex(b)) })
+	return c
+}
+
+// appendRecord appends the journal record of payload e to b.
 func appendRecord(b, e []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
 	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(e, castagnoli))
@@ -169,22 +232,26 @@ const lazyFlush = time.Millisecond
 type jstate struct {
 	mu          sync.Mutex
 	j           *journal
-	size        int64       // entries journaled or stored: the next index
-	start       int64       // index of queue[0]
-	queue       [][]byte    // journaled entries not yet in the store
-	hashes      []tlog.Hash // the stored hashes they add
-	waiters     []waiter    // durable appends waiting for the store
-	pending     [][]byte    // entries of the queue not yet written
-	spare       [][]byte    // the last written batch, reused for pending
-	written     int64       // entries below this index are in the journal
-	writing     bool        // an appender is writing pending, without mu
-	fails       uint64      // failed writes so far
-	cond        *sync.Cond  // on mu: a write ended
-	lastDurable bool        // the last store commit was durable
-	unsynced    bool        // journal writes since its last fdatasync
-	flushBy     time.Time   // when pending must be written
-	integrateBy time.Time   // when the queue must reach the store
-	syncBy      time.Time   // when the journal must be synced
+	size        int64              // entries journaled or stored: the next index
+	start       int64              // index of queue[0]
+	queue       [][]byte           // journaled entries not yet in the store
+	hashes      []tlog.Hash        // the stored hashes they add
+	waiters     []waiter           // durable appends waiting for the store
+	pending     [][]byte           // entries of the queue not yet written
+	spare       [][]byte           // the last written batch, reused for pending
+	seq         uint64             // records ever put in pending
+	wseq        uint64             // records written: the first wseq of seq
+	writing     bool               // an appender is writing pending, without mu
+	fails       uint64             // failed writes so far
+	cond        *sync.Cond         // on mu: a write ended
+	lastDurable bool               // the last store commit was durable
+	intents     map[uint64]*Intent // begun, in the journal, not finished
+	resetSize   int64              // journalResetSize; tests lower it
+	nextIntent  uint64
+	unsynced    bool      // journal writes since its last fdatasync
+	flushBy     time.Time // when pending must be written
+	integrateBy time.Time // when the queue must reach the store
+	syncBy      time.Time // when the journal must be synced
 	kick        chan struct{}
 }
 
@@ -195,15 +262,18 @@ type waiter struct {
 }
 
 // replay folds into the store, durably, the journal's entries it lacks,
+// then an entry for each intent that no entry completed (a request that
+// was forwarded when the process died: its decision, with no outcome),
 // then empties the journal. Entries the store has are skipped; the first
 // entry out of sequence ends the replay (a power loss can leave an older
 // record after a torn one).
-func (l *Log) replay(ctx context.Context, entries [][]byte) error {
+func (l *Log) replay(ctx context.Context, recs [][]byte) error {
+	c := parseRecords(recs)
 	next := l.size
 	var todo [][]byte
-	for _, e := range entries {
+	for _, e := range c.entries {
 		idx := entryIndex(e)
-		if idx < next && len(todo) == 0 {
+		if idx < next { // stored, or a duplicate a failed write left
 			continue
 		}
 		if idx != next {
@@ -211,6 +281,12 @@ func (l *Log) replay(ctx context.Context, entries [][]byte) error {
 		}
 		todo = append(todo, e)
 		next++
+	}
+	for _, in := range c.intents {
+		if !c.complete[in.id] {
+			todo = append(todo, buildEntry(nil, next, in.ts, in.body))
+			next++
+		}
 	}
 	if len(todo) > 0 {
 		start := l.size
@@ -226,7 +302,9 @@ func (l *Log) replay(ctx context.Context, entries [][]byte) error {
 		}
 		l.recovered = len(todo)
 	}
-	l.js.size, l.js.start, l.js.written = l.size, l.size, l.size
+	l.js.size, l.js.start = l.size, l.size
+	l.js.intents = map[uint64]*Intent{}
+	l.js.resetSize = journalResetSize
 	return l.js.j.reset()
 }
 
@@ -243,6 +321,13 @@ func (l *Log) Recovered() int { return l.recovered }
 // channel answered once the store has the entry durably. While the store
 // fails, only lazy entries are taken.
 func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, error) {
+	return l.appendJournalFor(ev, nil, nil, lazy, durable)
+}
+
+// appendJournalFor is appendJournal; with in set, ev completes that intent
+// (a lazy append): while in is pending its record says so, and once in has
+// an entry of its own, outcome(that entry's index) is appended instead.
+func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, lazy, durable bool) (int64, chan Result, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
 		return -1, nil, err
@@ -261,8 +346,23 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
+	prefix := 0
+	if in != nil {
+		if _, ok := js.intents[in.id]; ok {
+			delete(js.intents, in.id)
+			prefix = recPrefix
+		} else if body, err = encodeEvent(outcome(in.index)); err != nil {
+			return -1, nil, err
+		}
+	}
 	idx := js.size
-	entry := buildEntry(make([]byte, 0, len(body)+48+len(ts)), idx, ts, body)
+	rec := make([]byte, prefix, prefix+len(body)+48+len(ts))
+	if prefix > 0 {
+		rec[0] = recComplete
+		binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
+	}
+	rec = buildEntry(rec, idx, ts, body)
+	entry := rec[prefix:]
 	hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
 	if err != nil { // not expected: the frontier covers every append
 		return -1, nil, fmt.Errorf("%w: hashing %s entry: %v", ErrUnavailable, ev.Type, err)
@@ -276,11 +376,7 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 	}
 	js.queue = append(js.queue, entry)
 	js.hashes = append(js.hashes, hashes...)
-	if len(js.pending) == 0 {
-		js.flushBy = time.Now().Add(lazyFlush)
-		kick = true
-	}
-	js.pending = append(js.pending, entry)
+	kick = js.put(rec) || kick
 	var done chan Result
 	if durable {
 		done = make(chan Result, 1)
@@ -288,20 +384,46 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 		kick = true
 	}
 	if kick {
-		select {
-		case js.kick <- struct{}{}:
-		default:
-		}
+		js.kickLoop()
 	}
 	if lazy {
 		return idx, done, nil
 	}
+	if err := l.awaitWrite(js.seq); err != nil {
+		return -1, nil, err
+	}
+	return idx, done, nil
+}
+
+// put queues record rec for the next write and reports whether the
+// committer must learn of it (to flush it within lazyFlush). js.mu is held.
+func (js *jstate) put(rec []byte) bool {
+	first := len(js.pending) == 0
+	if first {
+		js.flushBy = time.Now().Add(lazyFlush)
+	}
+	js.pending = append(js.pending, rec)
+	js.seq++
+	return first
+}
+
+func (js *jstate) kickLoop() {
+	select {
+	case js.kick <- struct{}{}:
+	default:
+	}
+}
+
+// awaitWrite returns once the record numbered seq is written, writing it
+// if no one else is; js.mu is held. If a write fails meanwhile, the record
+// stays pending (the store still gets its entry), but the caller must not
+// act: it gets the log's error.
+func (l *Log) awaitWrite(seq uint64) error {
+	js := &l.js
 	fails := js.fails
-	for js.written <= idx {
+	for js.wseq < seq {
 		if js.fails != fails {
-			// The write that held it failed; it stays pending (the store
-			// gets it with the queue), but the caller must not act.
-			return -1, nil, l.Healthy()
+			return l.Healthy()
 		}
 		if js.writing {
 			js.cond.Wait()
@@ -309,7 +431,7 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 		}
 		l.writePending()
 	}
-	return idx, done, nil
+	return nil
 }
 
 // writePending writes the pending entries, with js.mu held on entry and on
@@ -320,7 +442,7 @@ func (l *Log) writePending() {
 		return
 	}
 	js.writing = true
-	batch, end, off := js.pending, js.size, js.j.size
+	batch, end, off := js.pending, js.seq, js.j.size
 	js.pending = js.spare[:0]
 	js.mu.Unlock()
 	n, err := js.j.writeAt(batch, off)
@@ -335,7 +457,7 @@ func (l *Log) writePending() {
 		l.metrics.appendErrors.Inc()
 	} else {
 		js.j.size += n
-		js.written = end
+		js.wseq = end
 		clear(batch)
 		js.spare = batch[:0]
 		if !js.unsynced {
@@ -347,6 +469,82 @@ func (l *Log) writePending() {
 		}
 	}
 	js.cond.Broadcast()
+}
+
+// Intent is a gateway request recorded before it is forwarded; Finish
+// completes it.
+type Intent struct {
+	id    uint64
+	ts    string
+	body  []byte
+	index int64 // the decision's own entry, or -1 while only an intent
+}
+
+// EntryIntent is an Intent whose decision already has the entry at index
+// (appended with Append): Finish appends the outcome beside it.
+func EntryIntent(index int64) *Intent { return &Intent{index: index} }
+
+// Begin records ev, the decision to forward a request, so that a crash of
+// the process can no longer lose it, and returns the Intent that Finish
+// completes. With a journal it writes an intent record and no entry:
+// Finish makes the request's one entry, and a restart after a crash makes
+// one from the intent alone. Without a journal it appends ev as an entry
+// (AppendWritten) and Finish appends a second one for the outcome.
+func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
+	if l.js.j == nil {
+		idx, err := l.AppendWritten(ctx, ev)
+		if err != nil {
+			return nil, err
+		}
+		return &Intent{index: idx}, nil
+	}
+	body, err := encodeEvent(ev)
+	if err != nil {
+		return nil, err
+	}
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	if l.closed {
+		return nil, fmt.Errorf("audit: recording %s: %w", ev.Type, ErrClosed)
+	}
+	if err := l.Healthy(); err != nil {
+		return nil, err
+	}
+	ts := l.opts.Now().UTC().Format(timeLayout)
+	js := &l.js
+	js.mu.Lock()
+	defer js.mu.Unlock()
+	js.nextIntent++
+	in := &Intent{id: js.nextIntent, index: -1}
+	rec := make([]byte, 0, recPrefix+len(ts)+1+len(body))
+	rec = append(rec, recIntent)
+	rec = binary.BigEndian.AppendUint64(rec, in.id)
+	rec = append(append(append(rec, ts...), '\n'), body...)
+	in.ts, in.body = ts, rec[len(rec)-len(body):]
+	if js.put(rec) {
+		js.kickLoop()
+	}
+	js.intents[in.id] = in
+	if err := l.awaitWrite(js.seq); err != nil {
+		delete(js.intents, in.id)
+		return nil, err
+	}
+	return in, nil
+}
+
+// Finish records the outcome of in without waiting. While in is an intent
+// in the journal, whole (the decision with its outcome) becomes the
+// request's one entry; otherwise (no journal, or the intent was turned into
+// an entry of its own when the journal was emptied) outcome(i) is appended,
+// i being the decision's entry.
+func (l *Log) Finish(in *Intent, whole Event, outcome func(decision int64) Event) {
+	if l.js.j == nil {
+		l.AppendAsync(outcome(in.index))
+		return
+	}
+	// Not waited for: a failure marks the log unhealthy and counts in
+	// mayfly_audit_append_errors_total.
+	_, _, _ = l.appendJournalFor(whole, in, outcome, true, false)
 }
 
 // journalLoop is the committer in journal mode: it syncs the journal and
@@ -422,17 +620,31 @@ func (l *Log) journalLoop() {
 func (l *Log) integrate(final bool) error {
 	js := &l.js
 	js.mu.Lock()
-	reset := final || js.j.size >= journalResetSize
+	reset := final || js.j.size >= js.resetSize
 	if reset {
 		// No write may run while the journal is emptied.
 		for js.writing {
 			js.cond.Wait()
 		}
 	}
+	if reset {
+		// Requests still running get entries of their own now (their
+		// outcome follows as a second entry): the journal is about to go.
+		if err := l.materialize(); err != nil {
+			js.mu.Unlock()
+			return err
+		}
+	} else if err := l.awaitWrite(js.seq); err != nil {
+		// An entry completing an intent must be in the journal before it
+		// is in the store, or a replay after a crash would find the
+		// intent unfinished and record the request twice.
+		js.mu.Unlock()
+		return err
+	}
 	if len(js.queue) == 0 {
 		var err error
 		if reset && js.lastDurable && js.j.size > 0 {
-			js.written = js.size
+			js.wseq = js.seq
 			clear(js.pending)
 			js.pending = js.pending[:0]
 			err = js.j.reset()
@@ -498,13 +710,40 @@ func (l *Log) integrate(final bool) error {
 	}
 	if reset {
 		js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-		js.written = end
+		js.wseq = js.seq
 		clear(js.pending)
 		js.pending = js.pending[:0]
 		if err := js.j.reset(); err != nil {
 			return err // harmless: a replay skips what the store has
 		}
 		js.unsynced = false
+	}
+	return nil
+}
+
+// materialize gives every live intent an entry of its own, the decision
+// alone, in the queue; js.mu is held.
+func (l *Log) materialize() error {
+	js := &l.js
+	ids := make([]uint64, 0, len(js.intents))
+	for id := range js.intents {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		in := js.intents[id]
+		idx := js.size
+		entry := buildEntry(nil, idx, in.ts, in.body)
+		hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
+		if err != nil {
+			return fmt.Errorf("audit: hashing a running request's entry: %w", err)
+		}
+		l.advance(idx, idx+1, hashes)
+		js.size++
+		js.queue = append(js.queue, entry)
+		js.hashes = append(js.hashes, hashes...)
+		in.index = idx
+		delete(js.intents, id)
 	}
 	return nil
 }

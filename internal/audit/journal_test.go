@@ -172,6 +172,9 @@ func FuzzReadJournal(f *testing.F) {
 	rec := appendRecord(nil, buildEntry(nil, 0, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)))
 	f.Add(rec)
 	f.Add(append(bytes.Clone(rec), 0, 0, 0, 9, 1, 2))
+	intent := appendRecord(nil, append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, 7}, "2026-01-01T00:00:00Z\n{\"type\":\"x\"}"...))
+	done := appendRecord(nil, append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, buildEntry(nil, 1, "t", []byte(`{"type":"x"}`))...))
+	f.Add(append(intent, done...))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		entries, size, err := readJournal(bytes.NewReader(data))
 		if err != nil {
@@ -183,13 +186,129 @@ func FuzzReadJournal(f *testing.F) {
 		// What was read re-encodes to exactly the prefix it came from.
 		var re []byte
 		for _, e := range entries {
+			if !validRecord(e) {
+				t.Fatalf("invalid record accepted: %q", e)
+			}
+			re = appendRecord(re, e)
+		}
+		c := parseRecords(entries) // must not panic
+		for _, e := range c.entries {
 			if entryIndex(e) < 0 {
 				t.Fatalf("entry without an index: %q", e)
 			}
-			re = appendRecord(re, e)
 		}
 		if !bytes.Equal(re, data[:size]) {
 			t.Fatal("records do not re-encode to their bytes")
 		}
 	})
+}
+
+func outcomeOf(whole Event) func(int64) Event {
+	return func(decision int64) Event {
+		ev := whole
+		ev.Type = "gateway.response"
+		ev.Detail = map[string]any{"request_index": decision}
+		return ev
+	}
+}
+
+func storedEntries(t *testing.T, st Storage, n int) []*Entry {
+	t.Helper()
+	raw, err := st.AuditEntries(context.Background(), 0, n+10)
+	if err != nil || len(raw) != n {
+		t.Fatalf("%d stored entries, want %d (%v)", len(raw), n, err)
+	}
+	out := make([]*Entry, n)
+	for i, r := range raw {
+		e, err := ParseEntry(r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out[i] = e
+	}
+	return out
+}
+
+// With a journal a forwarded request makes one entry: Begin journals an
+// intent, Finish the whole record. An intent a crash left unfinished
+// becomes the decision's entry on the next Open; one still running when
+// the journal is emptied gets its own entry, and Finish then adds the
+// outcome beside it.
+func TestJournalIntents(t *testing.T) {
+	ctx := context.Background()
+	st := newMemStore()
+	path := journalPath(t)
+	l, err := Open(ctx, st, testSigner, Options{Journal: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	dec := gatewayEvent(1)
+	dec.Status = 0
+	in, err := l.Begin(ctx, dec)
+	if err != nil {
+		t.Fatal(err)
+	}
+	whole := dec
+	whole.Status, whole.BytesOut = 201, 5
+	l.Finish(in, whole, outcomeOf(whole))
+	waitFor(t, func() bool { return l.Size() == 1 })
+	if es := storedEntries(t, st, 1); es[0].Status != 201 || es[0].Type != TypeGateway {
+		t.Fatalf("entry %+v, want the whole request", es[0])
+	}
+
+	// A crash while a request runs: its intent is in the journal only.
+	dec2 := gatewayEvent(2)
+	dec2.Status = 0
+	if _, err := l.Begin(ctx, dec2); err != nil {
+		t.Fatal(err)
+	}
+	st.setFail(errInjected) // Close cannot store anything: as if killed
+	l.Close(ctx)
+	st.setFail(nil)
+	l2 := openLog(t, st, Options{Journal: path})
+	if l2.Recovered() != 1 || l2.Size() != 2 {
+		t.Fatalf("recovered %d, size %d; want 1, 2", l2.Recovered(), l2.Size())
+	}
+	if es := storedEntries(t, st, 2); es[1].Path != dec2.Path || es[1].Status != 0 {
+		t.Fatalf("entry %+v, want the unfinished request's decision", es[1])
+	}
+
+	// The journal is emptied while a request runs.
+	l2.js.mu.Lock()
+	l2.js.resetSize = 1
+	l2.js.mu.Unlock()
+	dec3 := gatewayEvent(3)
+	dec3.Status = 0
+	in3, err := l2.Begin(ctx, dec3)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := l2.AppendWritten(ctx, gatewayEvent(4)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, func() bool { return l2.Size() == 4 }) // the decision and entry 4
+	whole3 := dec3
+	whole3.Status = 200
+	l2.Finish(in3, whole3, outcomeOf(whole3))
+	waitFor(t, func() bool { return l2.Size() == 5 })
+	es := storedEntries(t, st, 5)
+	var decision *Entry
+	for _, e := range es[2:4] {
+		if e.Path == dec3.Path {
+			decision = e
+		}
+	}
+	if decision == nil || decision.Status != 0 {
+		t.Fatalf("no decision entry for the running request: %+v %+v", es[2], es[3])
+	}
+	if out := es[4]; out.Type != "gateway.response" || out.Detail["request_index"] != float64(decision.Index) || out.Status != 200 {
+		t.Fatalf("outcome entry %+v, want one pointing at %d", out, decision.Index)
+	}
+	if err := l2.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	res, err := Verify(ctx, st, testVerifier, VerifyOptions{})
+	if err != nil || !res.OK() || res.Size != 5 {
+		t.Fatalf("Verify = %+v, %v", res, err)
+	}
 }

@@ -629,7 +629,7 @@ func (l *Log) reload(ctx context.Context) error {
 	l.mu.Lock()
 	l.size, l.root = size, root
 	l.mu.Unlock()
-	l.js.size, l.js.start, l.js.written = size, size, size
+	l.js.size, l.js.start = size, size
 	l.metrics.size.Set(float64(size))
 	l.stale = false
 	return nil

@@ -137,10 +137,16 @@ type Secrets interface {
 // Auditor records entries (*audit.Log). AppendWritten returns once a crash
 // of the server can no longer lose the entry, Append once it is on disk;
 // AppendAsync does not wait.
+//
+// Begin records a forwarded request's decision, safe from a crash, and
+// Finish its outcome without waiting: one entry per request where the log
+// keeps a journal, else two (see audit.Log.Begin).
 type Auditor interface {
 	Append(ctx context.Context, ev audit.Event) (int64, error)
 	AppendWritten(ctx context.Context, ev audit.Event) (int64, error)
 	AppendAsync(ev audit.Event) <-chan audit.Result
+	Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error)
+	Finish(in *audit.Intent, whole audit.Event, outcome func(decision int64) audit.Event)
 }
 
 // healthChecker is optionally implemented by an Auditor (*audit.Log):
@@ -441,7 +447,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The decision is recorded (safe from a kill) before the upstream sees a byte.
-	idx, err := g.record(r.Context(), rq.ev)
+	in, err := g.begin(r.Context(), rq.ev)
 	if err != nil {
 		g.log.Error("gateway: audit entry not written; request refused", "err", err)
 		g.m.refused.WithLabelValues(CheckAudit).Inc()
@@ -449,7 +455,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
 		return
 	}
-	g.forward(w, r, rq, up, tr, cred, clean, idx)
+	g.forward(w, r, rq, up, tr, cred, clean, in)
 }
 
 // authorize runs the source and scope checks. It returns the grant and
@@ -574,6 +580,27 @@ func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
 		return g.cfg.Auditor.Append(ctx, ev)
 	}
 	return g.cfg.Auditor.AppendWritten(ctx, ev)
+}
+
+// begin records a forwarded request's decision and waits until a crash
+// cannot lose it (with Config.Durable: until it is on disk, as an entry of
+// its own), within AuditTimeout.
+func (g *Gateway) begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
+	if g.health != nil {
+		if err := g.health.Healthy(); err != nil {
+			return nil, err
+		}
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
+	defer cancel()
+	if g.cfg.Durable {
+		idx, err := g.cfg.Auditor.Append(ctx, ev)
+		if err != nil {
+			return nil, err
+		}
+		return audit.EntryIntent(idx), nil
+	}
+	return g.cfg.Auditor.Begin(ctx, ev)
 }
 
 // requestPath is the path as the client sent it, still escaped.

@@ -90,6 +90,15 @@ func (f *failingAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int
 	return f.Log.AppendWritten(ctx, ev)
 }
 
+// Begin counts as a written append: without a journal it is one.
+func (f *failingAuditor) Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
+	f.written.Add(1)
+	if err := f.fail(ctx); err != nil {
+		return nil, err
+	}
+	return f.Log.Begin(ctx, ev)
+}
+
 func (f *failingAuditor) Healthy() error { return nil }
 
 type clock struct {

@@ -19,6 +19,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -129,10 +130,10 @@ var errEncoding = errors.New("gateway: upstream response in an encoding the gate
 // forward sends the checked request to the upstream and streams the answer
 // back, masked; then it queues the gateway.response entry.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
-	cred *credential, clean string, reqIndex int64) {
+	cred *credential, clean string, in *audit.Intent) {
 	red := newRedactor(cred.forms, tokenForms(rq.tok))
 	rw := &respWriter{ResponseWriter: w, red: red}
-	in := &countReader{}
+	body := &countReader{}
 	var upStatus int
 	var failure string
 	base := ut.base
@@ -173,8 +174,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			h.Del("Sec-Websocket-Extensions")
 			h.Set(cred.header, cred.value)
 			if out.Body != nil && out.Body != http.NoBody {
-				in.r = out.Body
-				out.Body = in
+				body.r = out.Body
+				out.Body = body
 			}
 		},
 		ModifyResponse: func(resp *http.Response) error {
@@ -231,20 +232,30 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			status = http.StatusBadGateway
 		}
 		dur := g.cfg.Now().Sub(rq.start)
-		bytesIn := in.n.Load()
-		ev := rq.ev
-		ev.Type, ev.Status, ev.BytesIn, ev.BytesOut, ev.DurationMS = TypeResponse, status, bytesIn, rw.n, dur.Milliseconds()
-		ev.Detail = map[string]any{"request_index": reqIndex}
-		if p != nil {
-			ev.Detail["aborted"] = true
-		}
+		bytesIn := body.n.Load()
+		// The request's entry: the decision with its outcome; or, when the
+		// decision already has an entry, the outcome pointing at it.
+		whole := rq.ev
+		whole.Status, whole.BytesIn, whole.BytesOut, whole.DurationMS = status, bytesIn, rw.n, dur.Milliseconds()
 		if failure != "" {
-			ev.Reason = failure
+			whole.Reason = failure
+		}
+		if p != nil {
+			whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
+		}
+		outcome := func(decision int64) audit.Event {
+			ev := whole
+			ev.Type = TypeResponse
+			ev.Detail = map[string]any{"request_index": decision}
+			if p != nil {
+				ev.Detail["aborted"] = true
+			}
+			return ev
 		}
 		// Not awaited, and no goroutine per request to watch it: a failed
-		// commit marks the log unhealthy (new requests get 503, /readyz
+		// append marks the log unhealthy (new requests get 503, /readyz
 		// fails) and counts in mayfly_audit_append_errors_total.
-		g.cfg.Auditor.AppendAsync(ev)
+		g.cfg.Auditor.Finish(in, whole, outcome)
 		g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
 		if p != nil {
 			panic(p)
