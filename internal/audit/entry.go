@@ -7,6 +7,7 @@ import (
 	"slices"
 	"strconv"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -207,11 +208,24 @@ func appendFlatDetail(b []byte, d map[string]any) ([]byte, bool) {
 // common case (printable ASCII needing no escape) directly, anything else
 // through json.Marshal.
 func appendString(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		if c := s[i]; c < 0x20 || c >= 0x7f || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s) // a string always encodes
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c >= utf8.RuneSelf {
+			// Valid UTF-8 passes as it is (a token hint's "…"), but for
+			// the two line separators json.Marshal escapes.
+			r, size := utf8.DecodeRuneInString(s[i:])
+			if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
+				q, _ := json.Marshal(s) // a string always encodes
+				return append(b, q...)
+			}
+			i += size
+			continue
+		}
+		if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
+			q, _ := json.Marshal(s)
 			return append(b, q...)
 		}
+		i++
 	}
 	b = append(b, '"')
 	b = append(b, s...)

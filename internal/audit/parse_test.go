@@ -197,7 +197,7 @@ func TestAppendEventMatchesJSON(t *testing.T) {
 	if n := reflect.TypeFor[Event]().NumField(); n != 26 {
 		t.Fatalf("Event has %d fields, appendEvent and this test know 26: teach them the new ones", n)
 	}
-	flat := Event{Type: "t", Detail: map[string]any{"request_index": int64(7), "aborted": true, "rule": "<r>\u2028", "n": 3, "é": "x"}}
+	flat := Event{Type: "t", Hint: "mfy_…a1b2", Reason: "del\x7f sep\u2029", Detail: map[string]any{"request_index": int64(7), "aborted": true, "rule": "<r>\u2028", "n": 3, "é": "x"}}
 	for _, ev := range []Event{{Type: "t"}, full, flat, {Type: "t", Detail: map[string]any{}}} {
 		want, _ := json.Marshal(ev)
 		got, err := appendEvent(nil, &ev)
