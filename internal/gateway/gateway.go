@@ -49,20 +49,21 @@
 // # Audit
 //
 // Fail closed and crash-safe: before the upstream sees a byte, the gateway
-// appends a gateway.request entry (lease, identity, grant, allowing rule,
-// upstream, method, decoded path without the query, source address, token
-// hint, secret name and version, policy hash) with Auditor.AppendWritten
-// and waits until it is written to the store, where a kill of the server
-// can no longer lose it (the log group-commits concurrent appends; the
-// store puts them on disk within its SyncDelay, 5 ms by default, without
-// holding the request for the fsync unless Config.Durable says so). If it
-// cannot be written within Config.AuditTimeout, or the log reports itself
-// unhealthy, the request is answered 503 and never forwarded. A kill -9 at any moment
-// therefore leaves no forwarded request without an entry; at worst an
-// entry with no outcome. When the response is done, a
-// gateway.response entry (status, bytes in and out, duration, and the
-// request entry's index in detail.request_index) is queued with
-// AppendAsync and not waited for. A refused request gets one
+// records its decision (lease, identity, grant, allowing rule, upstream,
+// method, decoded path without the query, source address, token hint,
+// secret name and version, policy hash) with Auditor.Begin and waits until
+// a kill of the server can no longer lose it: with the log's journal
+// (embedded SQLite) one write to the journal; without it (PostgreSQL) an
+// entry committed to the server. With Config.Durable it waits for the disk
+// instead (Auditor.Append). If that fails or takes longer than
+// Config.AuditTimeout, or the log reports itself unhealthy, the request is
+// answered 503 and never forwarded. When the response is done,
+// Auditor.Finish records the outcome (status, bytes in and out, duration),
+// not waited for: with the journal the request's one gateway.request
+// entry, decision and outcome together; otherwise a second,
+// gateway.response entry pointing at the decision's (detail.request_index).
+// A kill -9 at any moment therefore leaves no forwarded request without an
+// entry; at worst its decision with no outcome. A refused request gets one
 // gateway.request entry carrying its status, the failed check and the
 // reason, also awaited (503 when it cannot be recorded).
 //
