@@ -51,33 +51,50 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// journal is two files, path and path+".1". Appenders write one; when it
+// passes resetSize they move to the other, and the first is emptied once
+// the store has everything in it durably, without holding up the
+// appenders (emptying a single file meant a durable store commit with every
+// appender waiting). Running requests' intents are written again to the
+// new file first. Entries are ordered by their index, not by file.
 type journal struct {
-	f    *os.File
-	size int64 // bytes of whole records
-	buf  []byte
+	f      [2]*os.File
+	size   [2]int64 // bytes of whole records
+	active int      // the file appenders write
+	buf    []byte
 }
 
 // openJournal opens (creating) the journal at path, locked against a second
-// process, and returns the entries it holds in order; a torn tail is cut.
+// process, and returns the records both files hold; torn tails are cut.
 func openJournal(path string) (*journal, [][]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
-	if err != nil {
-		return nil, nil, fmt.Errorf("audit: opening journal: %w", err)
+	j := &journal{}
+	var all [][]byte
+	for i, p := range [2]string{path, path + ".1"} {
+		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
+		if err != nil {
+			j.close()
+			return nil, nil, fmt.Errorf("audit: opening journal: %w", err)
+		}
+		j.f[i] = f
+		if i == 0 {
+			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+				j.close()
+				return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
+			}
+		}
+		recs, size, err := readJournal(bufio.NewReaderSize(f, 64<<10))
+		if err != nil {
+			j.close()
+			return nil, nil, fmt.Errorf("audit: reading journal %s: %w", p, err)
+		}
+		if err := f.Truncate(size); err != nil {
+			j.close()
+			return nil, nil, fmt.Errorf("audit: cutting the journal's torn tail: %w", err)
+		}
+		j.size[i] = size
+		all = append(all, recs...)
 	}
-	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
-	}
-	entries, size, err := readJournal(bufio.NewReaderSize(f, 64<<10))
-	if err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("audit: reading journal %s: %w", path, err)
-	}
-	if err := f.Truncate(size); err != nil {
-		f.Close()
-		return nil, nil, fmt.Errorf("audit: cutting the journal's torn tail: %w", err)
-	}
-	return &journal{f: f, size: size}, entries, nil
+	return j, all, nil
 }
 
 // readJournal reads whole, valid records and returns them with the bytes
@@ -116,7 +133,7 @@ func readJournal(r io.Reader) ([][]byte, int64, error) {
 // whole records) and returns the bytes written; the caller adds them to
 // size. On failure it cuts the file back, so that no partial record is
 // ever followed by a later whole one. One writer at a time.
-func (j *journal) writeAt(entries [][]byte, off int64) (int64, error) {
+func (j *journal) writeAt(i int, entries [][]byte, off int64) (int64, error) {
 	b := j.buf[:0]
 	for _, e := range entries {
 		b = appendRecord(b, e)
@@ -124,8 +141,8 @@ func (j *journal) writeAt(entries [][]byte, off int64) (int64, error) {
 	if cap(b) <= 1<<20 {
 		j.buf = b
 	}
-	if _, err := j.f.WriteAt(b, off); err != nil {
-		if terr := j.f.Truncate(off); terr != nil {
+	if _, err := j.f[i].WriteAt(b, off); err != nil {
+		if terr := j.f[i].Truncate(off); terr != nil {
 			return 0, fmt.Errorf("audit: writing journal: %w (and cutting it back: %v)", err, terr)
 		}
 		return 0, fmt.Errorf("audit: writing journal: %w", err)
@@ -170,12 +187,18 @@ type intentRec struct {
 // parseRecords sorts a journal's payloads into entries and intents.
 func parseRecords(recs [][]byte) journalContents {
 	c := journalContents{complete: map[uint64]bool{}}
+	seen := map[uint64]bool{}
 	for _, p := range recs {
 		switch p[0] {
 		case recIntent:
+			id := binary.BigEndian.Uint64(p[1:recPrefix])
+			if seen[id] { // written again to the other file
+				continue
+			}
+			seen[id] = true
 			rest := p[recPrefix:]
 			nl := bytes.IndexByte(rest, '\n')
-			c.intents = append(c.intents, intentRec{id: binary.BigEndian.Uint64(p[1:recPrefix]), ts: string(rest[:nl]), body: rest[nl+1:]})
+			c.intents = append(c.intents, intentRec{id: id, ts: string(rest[:nl]), body: rest[nl+1:]})
 		case recComplete:
 			c.complete[binary.BigEndian.Uint64(p[1:recPrefix])] = true
 			c.entries = append(c.entries, p[recPrefix:])
@@ -184,6 +207,7 @@ func parseRecords(recs [][]byte) journalContents {
 		}
 	}
 	slices.SortStableFunc(c.entries, func(a, b []byte) int { return cmp.Compare(entryIndex(a), entryIndex(b)) })
+	slices.SortFunc(c.intents, func(a, b intentRec) int { return cmp.Compare(a.id, b.id) })
 	return c
 }
 
@@ -194,24 +218,45 @@ func appendRecord(b, e []byte) []byte {
 	return append(b, e...)
 }
 
-// reset empties the journal; the store must hold every entry durably.
+// reset empties both files; the store must hold every entry durably.
 func (j *journal) reset() error {
-	if err := j.f.Truncate(0); err != nil {
-		return fmt.Errorf("audit: emptying journal: %w", err)
+	for i := range j.f {
+		if err := j.empty(i); err != nil {
+			return err
+		}
+		j.size[i] = 0
 	}
-	j.size = 0
+	j.active = 0
 	return nil
 }
 
-// sync makes the journal's records durable.
-func (j *journal) sync() error {
-	if err := syscall.Fdatasync(int(j.f.Fd())); err != nil {
+// empty empties file i, durably: emptied records must not come back after
+// a power loss, or a replay would record a finished request again. It does
+// not touch size, which the caller guards.
+func (j *journal) empty(i int) error {
+	if err := j.f[i].Truncate(0); err != nil {
+		return fmt.Errorf("audit: emptying journal: %w", err)
+	}
+	return j.sync(i)
+}
+
+// sync makes the records of file i durable.
+func (j *journal) sync(i int) error {
+	if err := syscall.Fdatasync(int(j.f[i].Fd())); err != nil {
 		return fmt.Errorf("audit: syncing journal: %w", err)
 	}
 	return nil
 }
 
-func (j *journal) close() error { return j.f.Close() }
+func (j *journal) close() error {
+	var err error
+	for _, f := range j.f {
+		if f != nil {
+			err = errors.Join(err, f.Close())
+		}
+	}
+	return err
+}
 
 // integrateDelay is how long a journaled entry may wait to be folded into
 // the store: the longer, the larger and cheaper the transactions (at 2 ms a
@@ -244,7 +289,7 @@ type jstate struct {
 	writing     bool               // an appender is writing pending, without mu
 	fails       uint64             // failed writes so far
 	cond        *sync.Cond         // on mu: a write ended
-	lastDurable bool               // the last store commit was durable
+	old         int                // the journal file waiting to be emptied, or -1
 	intents     map[uint64]*Intent // begun, in the journal, not finished
 	resetSize   int64              // journalResetSize; tests lower it
 	nextIntent  uint64
@@ -305,6 +350,7 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	l.js.size, l.js.start = l.size, l.size
 	l.js.intents = map[uint64]*Intent{}
 	l.js.resetSize = journalResetSize
+	l.js.old = -1
 	return l.js.j.reset()
 }
 
@@ -442,10 +488,11 @@ func (l *Log) writePending() {
 		return
 	}
 	js.writing = true
-	batch, end, off := js.pending, js.seq, js.j.size
+	file := js.j.active
+	batch, end, off := js.pending, js.seq, js.j.size[file]
 	js.pending = js.spare[:0]
 	js.mu.Unlock()
-	n, err := js.j.writeAt(batch, off)
+	n, err := js.j.writeAt(file, batch, off)
 	js.mu.Lock()
 	js.writing = false
 	if err != nil {
@@ -456,7 +503,7 @@ func (l *Log) writePending() {
 		l.mu.Unlock()
 		l.metrics.appendErrors.Inc()
 	} else {
-		js.j.size += n
+		js.j.size[file] += n
 		js.wseq = end
 		clear(batch)
 		js.spare = batch[:0]
@@ -477,7 +524,8 @@ type Intent struct {
 	id    uint64
 	ts    string
 	body  []byte
-	index int64 // the decision's own entry, or -1 while only an intent
+	rec   []byte // its journal record
+	index int64  // the decision's own entry, or -1 while only an intent
 }
 
 // EntryIntent is an Intent whose decision already has the entry at index
@@ -520,7 +568,7 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 	rec = append(rec, recIntent)
 	rec = binary.BigEndian.AppendUint64(rec, in.id)
 	rec = append(append(append(rec, ts...), '\n'), body...)
-	in.ts, in.body = ts, rec[len(rec)-len(body):]
+	in.ts, in.body, in.rec = ts, rec[len(rec)-len(body):], rec
 	if js.put(rec) {
 		js.kickLoop()
 	}
@@ -578,6 +626,7 @@ func (l *Log) journalLoop() {
 		js.mu.Lock()
 		now := time.Now()
 		syncNow := js.unsynced && !now.Before(js.syncBy)
+		synced := js.j.active
 		if syncNow {
 			js.unsynced = false
 		}
@@ -585,7 +634,7 @@ func (l *Log) journalLoop() {
 			len(js.queue) > 0 && !now.Before(js.integrateBy)
 		js.mu.Unlock()
 		if syncNow {
-			if err := js.j.sync(); err != nil {
+			if err := js.j.sync(synced); err != nil {
 				l.mu.Lock()
 				l.commitErr = fmt.Errorf("%w: syncing the journal: %v", ErrUnavailable, err)
 				l.mu.Unlock()
@@ -614,43 +663,47 @@ func (l *Log) journalLoop() {
 	}
 }
 
-// integrate commits the queue to the store, durably if asked, if a durable
-// append waits, or if the journal is due to be emptied: then it holds the
-// journal until the store has everything, and empties it.
+// integrate commits the queue to the store: durably if a durable append
+// waits or a journal file waits to be emptied, else kept (the journal keeps
+// the entries until a durable commit covers them). When the active journal
+// file has passed resetSize, appenders move to the other one first, and the
+// first is emptied once the commit is durable. final (Close) gives running
+// requests entries of their own, commits durably and empties both files.
 func (l *Log) integrate(final bool) error {
 	js := &l.js
 	js.mu.Lock()
-	reset := final || js.j.size >= js.resetSize
-	if reset {
-		// No write may run while the journal is emptied.
+	if final {
+		return l.integrateFinal()
+	}
+	// An entry completing an intent must be in the journal before it is
+	// in the store, or a replay after a crash would find the intent
+	// unfinished and record the request twice.
+	if err := l.awaitWrite(js.seq); err != nil {
+		js.mu.Unlock()
+		return err
+	}
+	rotated := false
+	if js.old < 0 && js.j.size[js.j.active] >= js.resetSize {
 		for js.writing {
 			js.cond.Wait()
 		}
-	}
-	if reset {
-		// Requests still running get entries of their own now (their
-		// outcome follows as a second entry): the journal is about to go.
-		if err := l.materialize(); err != nil {
-			js.mu.Unlock()
-			return err
+		js.old, js.j.active = js.j.active, js.j.active^1
+		// Running requests' intents go to the new file, so that the old
+		// one can go.
+		ids := make([]uint64, 0, len(js.intents))
+		for id := range js.intents {
+			ids = append(ids, id)
 		}
-	} else if err := l.awaitWrite(js.seq); err != nil {
-		// An entry completing an intent must be in the journal before it
-		// is in the store, or a replay after a crash would find the
-		// intent unfinished and record the request twice.
-		js.mu.Unlock()
-		return err
-	}
-	if len(js.queue) == 0 {
-		var err error
-		if reset && js.lastDurable && js.j.size > 0 {
-			js.wseq = js.seq
-			clear(js.pending)
-			js.pending = js.pending[:0]
-			err = js.j.reset()
+		slices.Sort(ids)
+		for _, id := range ids {
+			js.put(js.intents[id].rec)
 		}
+		rotated = true
+	}
+	old := js.old
+	if len(js.queue) == 0 && old < 0 {
 		js.mu.Unlock()
-		return err
+		return nil
 	}
 	began := time.Now()
 	start, entries, hashes, waiters := js.start, js.queue, js.hashes, js.waiters
@@ -660,63 +713,106 @@ func (l *Log) integrate(final bool) error {
 		js.mu.Unlock()
 		return fmt.Errorf("audit: tree hash of %d entries: %w", end, err)
 	}
-	durable := reset || len(waiters) > 0
-	if !reset {
-		// Appenders go on journaling while the store commits.
-		js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-		js.mu.Unlock()
+	durable := len(waiters) > 0 || old >= 0
+	// Appenders go on journaling while the store commits.
+	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
+	if rotated {
+		js.kickLoop() // the intents put again are written within lazyFlush
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
-	defer cancel()
-	appendFunc := l.st.AppendAudit
-	if ks, ok := l.st.(keptStorage); ok && !durable {
-		// The journal keeps these until the durable commit that comes
-		// before it is emptied, so the store need not sync them soon.
-		appendFunc = ks.AppendAuditKept
-	} else if ws, ok := l.st.(writtenStorage); ok && !durable {
-		appendFunc = ws.AppendAuditWritten
-	}
-	err = appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))
-	if !reset {
-		js.mu.Lock()
-	}
-	defer js.mu.Unlock()
+	js.mu.Unlock()
+
+	err = l.fold(start, entries, hashes, durable)
+	js.mu.Lock()
 	if err != nil {
-		err = fmt.Errorf("%w: storing %d journaled entries: %v", ErrUnavailable, len(entries), err)
-		l.mu.Lock()
-		l.commitErr = err
-		l.mu.Unlock()
 		for _, w := range waiters {
 			w.done <- Result{Index: -1, Err: err}
 		}
-		if reset {
-			js.waiters = js.waiters[len(waiters):]
-		} else { // put them back in front of what came meanwhile
-			js.start = start
-			js.queue = append(entries, js.queue...)
-			js.hashes = append(hashes, js.hashes...)
-		}
+		// Put them back in front of what came meanwhile.
+		js.start = start
+		js.queue = append(entries, js.queue...)
+		js.hashes = append(hashes, js.hashes...)
+		js.mu.Unlock()
 		return err
 	}
 	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
-	js.lastDurable = durable
-	if durable && len(js.queue) == 0 {
-		// The store has every journaled entry on disk: no need to sync
-		// the journal for them.
+	if durable && len(js.queue) == 0 && len(js.intents) == 0 {
+		// The store has every journaled entry on disk and no intent
+		// waits: no need to sync the journal for them.
 		js.unsynced = false
 	}
-	if reset {
-		js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-		js.wseq = js.seq
-		clear(js.pending)
-		js.pending = js.pending[:0]
-		if err := js.j.reset(); err != nil {
-			return err // harmless: a replay skips what the store has
+	js.mu.Unlock()
+	if durable && old >= 0 {
+		// The store has every entry of the old file on disk; no one
+		// writes that file any more.
+		if err := js.j.empty(old); err != nil {
+			return err // tried again at the next commit
 		}
-		js.unsynced = false
+		js.mu.Lock()
+		js.j.size[old] = 0
+		js.old = -1
+		js.mu.Unlock()
+	}
+	return nil
+}
+
+// integrateFinal is integrate(true), with js.mu held, which it releases.
+func (l *Log) integrateFinal() error {
+	js := &l.js
+	defer js.mu.Unlock()
+	for js.writing {
+		js.cond.Wait()
+	}
+	// Requests still running get entries of their own: the journal goes.
+	if err := l.materialize(); err != nil {
+		return err
+	}
+	start, entries, hashes, waiters := js.start, js.queue, js.hashes, js.waiters
+	end := js.size
+	root, err := tlog.TreeHash(end, l.frontierReader())
+	if err != nil {
+		return fmt.Errorf("audit: tree hash of %d entries: %w", end, err)
+	}
+	began := time.Now()
+	if err := l.fold(start, entries, hashes, true); err != nil {
+		for _, w := range waiters {
+			w.done <- Result{Index: -1, Err: err}
+		}
+		js.waiters = nil
+		return err // the journal keeps them for the next Open
+	}
+	l.stored(end, root, len(entries), began)
+	for _, w := range waiters {
+		w.done <- Result{Index: w.index}
+	}
+	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
+	js.wseq = js.seq
+	clear(js.pending)
+	js.pending = js.pending[:0]
+	return js.j.reset()
+}
+
+// fold commits entries at start to the store; on failure the log turns
+// unhealthy.
+func (l *Log) fold(start int64, entries [][]byte, hashes []tlog.Hash, durable bool) error {
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	defer cancel()
+	appendFunc := l.st.AppendAudit
+	if ks, ok := l.st.(keptStorage); ok && !durable {
+		// The journal keeps these until a durable commit covers them, so
+		// the store need not sync them soon.
+		appendFunc = ks.AppendAuditKept
+	} else if ws, ok := l.st.(writtenStorage); ok && !durable {
+		appendFunc = ws.AppendAuditWritten
+	}
+	if err := appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
+		err = fmt.Errorf("%w: storing %d journaled entries: %v", ErrUnavailable, len(entries), err)
+		l.mu.Lock()
+		l.commitErr = err
+		l.mu.Unlock()
+		return err
 	}
 	return nil
 }
