@@ -175,7 +175,7 @@ func validRecord(p []byte) bool {
 type journalContents struct {
 	entries  [][]byte // in index order
 	intents  []intentRec
-	complete map[uint64]bool // intents an entry completed
+	complete map[int64]uint64 // entry index -> the intent it completes
 }
 
 type intentRec struct {
@@ -186,7 +186,7 @@ type intentRec struct {
 
 // parseRecords sorts a journal's payloads into entries and intents.
 func parseRecords(recs [][]byte) journalContents {
-	c := journalContents{complete: map[uint64]bool{}}
+	c := journalContents{complete: map[int64]uint64{}}
 	seen := map[uint64]bool{}
 	for _, p := range recs {
 		switch p[0] {
@@ -200,7 +200,7 @@ func parseRecords(recs [][]byte) journalContents {
 			nl := bytes.IndexByte(rest, '\n')
 			c.intents = append(c.intents, intentRec{id: id, ts: string(rest[:nl]), body: rest[nl+1:]})
 		case recComplete:
-			c.complete[binary.BigEndian.Uint64(p[1:recPrefix])] = true
+			c.complete[entryIndex(p[recPrefix:])] = binary.BigEndian.Uint64(p[1:recPrefix])
 			c.entries = append(c.entries, p[recPrefix:])
 		default:
 			c.entries = append(c.entries, p)
@@ -327,8 +327,16 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 		todo = append(todo, e)
 		next++
 	}
+	// An intent is complete if its entry is stored or replayed; one whose
+	// entry lies past a gap gets its decision recorded instead.
+	complete := map[uint64]bool{}
+	for idx, id := range c.complete {
+		if idx < next {
+			complete[id] = true
+		}
+	}
 	for _, in := range c.intents {
-		if !c.complete[in.id] {
+		if !complete[in.id] {
 			todo = append(todo, buildEntry(nil, next, in.ts, in.body))
 			next++
 		}

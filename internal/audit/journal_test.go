@@ -322,3 +322,56 @@ func TestJournalIntents(t *testing.T) {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
 }
+
+// Replay cases, from raw journal records: what the store ends with.
+func TestJournalReplayCases(t *testing.T) {
+	entry := func(i int64) []byte { return buildEntry(nil, i, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)) }
+	intent := func(id byte, path string) []byte {
+		return append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, id}, "2026-01-01T00:00:00Z\n{\"type\":\"gateway.request\",\"path\":\""+path+"\"}"...)
+	}
+	done := func(id byte, i int64) []byte {
+		return append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, id}, buildEntry(nil, i, "2026-01-01T00:00:01Z", []byte(`{"type":"gateway.request","path":"/done","status":200}`))...)
+	}
+	for _, tc := range []struct {
+		name  string
+		file0 [][]byte
+		file1 [][]byte
+		want  []string // entry types/paths, in order
+	}{
+		{"entries in order", [][]byte{entry(0), entry(1)}, nil, []string{"x", "x"}},
+		{"across files, out of order", [][]byte{entry(1)}, [][]byte{entry(0), entry(2)}, []string{"x", "x", "x"}},
+		{"unfinished intent", [][]byte{entry(0), intent(7, "/run")}, nil, []string{"x", "/run"}},
+		{"finished intent", [][]byte{intent(7, "/run"), done(7, 0)}, nil, []string{"/done"}},
+		{"intent written to both files", [][]byte{intent(7, "/run")}, [][]byte{intent(7, "/run")}, []string{"/run"}},
+		{"completion past a gap", [][]byte{entry(0), intent(7, "/run"), done(7, 2)}, nil, []string{"x", "/run"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := journalPath(t)
+			write := func(p string, recs [][]byte) {
+				var b []byte
+				for _, r := range recs {
+					b = appendRecord(b, r)
+				}
+				if err := os.WriteFile(p, b, 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			write(path, tc.file0)
+			write(path+".1", tc.file1)
+			st := newMemStore()
+			l := openLog(t, st, Options{Journal: path})
+			if l.Size() != int64(len(tc.want)) {
+				t.Fatalf("size %d, want %d", l.Size(), len(tc.want))
+			}
+			for i, e := range storedEntries(t, st, len(tc.want)) {
+				got := e.Type
+				if e.Path != "" {
+					got = e.Path
+				}
+				if got != tc.want[i] {
+					t.Errorf("entry %d = %s, want %s", i, got, tc.want[i])
+				}
+			}
+		})
+	}
+}
