@@ -382,21 +382,12 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 // (a lazy append): while in is pending its record says so, and once in has
 // an entry of its own, outcome(that entry's index) is appended instead.
 func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, lazy, durable bool) (int64, chan Result, error) {
-	body, err := encodeEvent(ev)
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	body, ts, err := l.admit(ev, lazy)
 	if err != nil {
 		return -1, nil, err
 	}
-	l.closeMu.RLock()
-	defer l.closeMu.RUnlock()
-	if l.closed {
-		return -1, nil, fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
-	}
-	if !lazy {
-		if err := l.Healthy(); err != nil {
-			return -1, nil, err
-		}
-	}
-	ts := l.opts.Now().UTC().Format(timeLayout)
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -447,6 +438,25 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 		return -1, nil, err
 	}
 	return idx, done, nil
+}
+
+// admit encodes ev and stamps its time if the log takes it: not closed,
+// and healthy unless lazy (a record of what already happened). The caller
+// holds l.closeMu for reading until the record is queued.
+func (l *Log) admit(ev Event, lazy bool) ([]byte, string, error) {
+	if l.closed {
+		return nil, "", fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
+	}
+	if !lazy {
+		if err := l.Healthy(); err != nil {
+			return nil, "", err
+		}
+	}
+	body, err := encodeEvent(ev)
+	if err != nil {
+		return nil, "", err
+	}
+	return body, l.opts.Now().UTC().Format(timeLayout), nil
 }
 
 // put queues record rec for the next write and reports whether the
@@ -554,19 +564,12 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 		}
 		return &Intent{index: idx}, nil
 	}
-	body, err := encodeEvent(ev)
+	l.closeMu.RLock()
+	defer l.closeMu.RUnlock()
+	body, ts, err := l.admit(ev, false)
 	if err != nil {
 		return nil, err
 	}
-	l.closeMu.RLock()
-	defer l.closeMu.RUnlock()
-	if l.closed {
-		return nil, fmt.Errorf("audit: recording %s: %w", ev.Type, ErrClosed)
-	}
-	if err := l.Healthy(); err != nil {
-		return nil, err
-	}
-	ts := l.opts.Now().UTC().Format(timeLayout)
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()

@@ -235,20 +235,15 @@ func (l *Log) AppendWritten(ctx context.Context, ev Event) (int64, error) {
 }
 
 func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
+	var ch chan Result
+	var err error
 	if l.js.j != nil {
-		idx, ch, err := l.appendJournal(ev, false, !written)
+		var idx int64
+		idx, ch, err = l.appendJournal(ev, false, !written)
 		if err != nil || written {
-			return idx, err
+			return idx, err // journaled: a crash can no longer lose it
 		}
-		select {
-		case r := <-ch:
-			return r.Index, r.Err
-		case <-ctx.Done():
-			return -1, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
-		}
-	}
-	ch, err := l.submit(ctx, ev, false, written)
-	if err != nil {
+	} else if ch, err = l.submit(ctx, ev, false, written); err != nil {
 		return -1, err
 	}
 	select {

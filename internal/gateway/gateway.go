@@ -567,41 +567,49 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
 }
 
-// record appends ev and waits until a crash cannot lose it, within
-// AuditTimeout.
-func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
-	if g.health != nil {
-		if err := g.health.Healthy(); err != nil {
-			return -1, err
+// record appends ev (a refusal) and waits until a crash cannot lose it
+// (with Config.Durable: until it is on disk).
+func (g *Gateway) record(ctx context.Context, ev audit.Event) (idx int64, err error) {
+	err = g.awaitAudit(ctx, func(ctx context.Context) error {
+		if g.cfg.Durable {
+			idx, err = g.cfg.Auditor.Append(ctx, ev)
+		} else {
+			idx, err = g.cfg.Auditor.AppendWritten(ctx, ev)
 		}
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
-	defer cancel()
-	if g.cfg.Durable {
-		return g.cfg.Auditor.Append(ctx, ev)
-	}
-	return g.cfg.Auditor.AppendWritten(ctx, ev)
+		return err
+	})
+	return idx, err
 }
 
 // begin records a forwarded request's decision and waits until a crash
 // cannot lose it (with Config.Durable: until it is on disk, as an entry of
-// its own), within AuditTimeout.
-func (g *Gateway) begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
+// its own).
+func (g *Gateway) begin(ctx context.Context, ev audit.Event) (in *audit.Intent, err error) {
+	err = g.awaitAudit(ctx, func(ctx context.Context) error {
+		if g.cfg.Durable {
+			var idx int64
+			if idx, err = g.cfg.Auditor.Append(ctx, ev); err == nil {
+				in = audit.EntryIntent(idx)
+			}
+		} else {
+			in, err = g.cfg.Auditor.Begin(ctx, ev)
+		}
+		return err
+	})
+	return in, err
+}
+
+// awaitAudit runs an awaited append within AuditTimeout, and refuses at
+// once while the log reports itself unhealthy.
+func (g *Gateway) awaitAudit(ctx context.Context, appendFn func(context.Context) error) error {
 	if g.health != nil {
 		if err := g.health.Healthy(); err != nil {
-			return nil, err
+			return err
 		}
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
 	defer cancel()
-	if g.cfg.Durable {
-		idx, err := g.cfg.Auditor.Append(ctx, ev)
-		if err != nil {
-			return nil, err
-		}
-		return audit.EntryIntent(idx), nil
-	}
-	return g.cfg.Auditor.Begin(ctx, ev)
+	return appendFn(ctx)
 }
 
 // requestPath is the path as the client sent it, still escaped.
