@@ -95,10 +95,9 @@ func main() {
 
 	target, _ := url.Parse(upURL)
 	bareURL, stopBare := serve(&httputil.ReverseProxy{
-		Rewrite:       func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport:     transport(),
-		FlushInterval: -1,
-		BufferPool:    &bufPool{}, // as the gateway: no 32 KiB garbage per response
+		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
+		Transport:  transport(),
+		BufferPool: &bufPool{}, // as the gateway: no 32 KiB garbage per response
 	})
 	defer stopBare()
 

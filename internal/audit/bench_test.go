@@ -26,12 +26,14 @@ func cpuTime() time.Duration {
 
 // BenchmarkAppend measures awaited appends per second with 1, 64 and 256
 // concurrent writers on SQLite (and PostgreSQL when configured): durable
-// (Append, as token issue and revocation use it) and written
-// (AppendWritten, as the gateway does), each without and (on SQLite) with
-// the journal, with the latency and the process CPU time of one append.
+// (Append, as token issue and revocation use it), written (AppendWritten,
+// as the gateway does without a journal) and request (Begin then Finish,
+// as the gateway does for each forwarded request), each without and (on
+// SQLite) with the journal, with the latency and the process CPU time of
+// one append.
 func BenchmarkAppend(b *testing.B) {
 	for _, be := range realBackends(b) {
-		for _, mode := range []string{"durable", "written", "durable+journal", "written+journal"} {
+		for _, mode := range []string{"durable", "written", "durable+journal", "written+journal", "request+journal"} {
 			journaled := strings.HasSuffix(mode, "+journal")
 			if journaled && be.name != "sqlite" {
 				continue
@@ -49,8 +51,24 @@ func BenchmarkAppend(b *testing.B) {
 					}
 					defer l.Close(ctx)
 					appendFn := l.Append
-					if strings.HasPrefix(mode, "written") {
+					switch {
+					case strings.HasPrefix(mode, "written"):
 						appendFn = l.AppendWritten
+					case strings.HasPrefix(mode, "request"):
+						appendFn = func(ctx context.Context, ev Event) (int64, error) {
+							in, err := l.Begin(ctx, ev)
+							if err != nil {
+								return -1, err
+							}
+							whole := ev
+							whole.Status, whole.BytesOut, whole.DurationMS = 200, 256, 1
+							l.Finish(in, whole, func(i int64) Event {
+								o := whole
+								o.Detail = map[string]any{"request_index": i}
+								return o
+							})
+							return 0, nil
+						}
 					}
 					cpu0 := cpuTime()
 					var next atomic.Int64
@@ -64,7 +82,7 @@ func BenchmarkAppend(b *testing.B) {
 								if i > int64(b.N) {
 									return
 								}
-								if _, err := appendFn(ctx, gatewayEvent(int(i))); err != nil {
+								if _, err := appendFn(ctx, requestEvent(int(i))); err != nil {
 									b.Error(err)
 									return
 								}
@@ -80,6 +98,15 @@ func BenchmarkAppend(b *testing.B) {
 			}
 		}
 	}
+}
+
+// requestEvent is a gateway request's decision as the gateway records it.
+func requestEvent(i int) Event {
+	return Event{Type: TypeGateway, Lease: "lse_01JQ3M8Z6V4W9K2T7B5N0C1XRD", Issuer: "https://token.actions.githubusercontent.com",
+		Subject: "repo:acme/app:ref:refs/heads/main", Job: "12345678/1", Repository: "acme/app", Grant: "deploy",
+		Upstream: "api", Method: "GET", Path: "/v1/items/" + strconv.Itoa(i), Source: "10.0.0.1",
+		Hint: "mfy_ab12…", PolicyVersion: "3f2a9c1d", Secret: "api-token", SecretVersion: 2,
+		Detail: map[string]any{"decision": "allow", "rule": 0}}
 }
 
 // fillLog appends n entries as fast as group commit allows.

@@ -205,7 +205,10 @@ type Gateway struct {
 
 	mu         sync.Mutex
 	transports map[string]*upstreamTransport // by upstream name
-	creds      map[string]*credential        // by secret name
+	creds      map[credKey]*credential
+
+	rmu       sync.Mutex
+	redactors map[redactorKey]*redactor
 }
 
 // New checks cfg and returns a Gateway.
@@ -242,7 +245,8 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.PublicURL = defaultPublicURL
 	}
 	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
-		transports: map[string]*upstreamTransport{}, creds: map[string]*credential{}}
+		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{},
+		redactors: map[redactorKey]*redactor{}}
 	if g.ip == nil {
 		g.ip = clientip.New(nil)
 	}

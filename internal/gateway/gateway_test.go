@@ -161,6 +161,18 @@ func newUpstream(t *testing.T) *upstream {
 				return
 			}
 			fmt.Fprint(w, "data: two\n\n")
+		case "/trickle":
+			// A known length, half sent now and half later.
+			half := strings.Repeat("a", 4096)
+			w.Header().Set("Content-Length", fmt.Sprint(2*len(half)))
+			fmt.Fprint(w, half)
+			w.(http.Flusher).Flush()
+			select {
+			case <-u.sse:
+			case <-r.Context().Done():
+				return
+			}
+			fmt.Fprint(w, half)
 		case "/slow":
 			select {
 			case <-time.After(5 * time.Second):
@@ -277,7 +289,7 @@ grants:
     ttl: 10m
     allow:
       - methods: [GET]
-        paths: ["/repos/acme/app/**", "/echo", "/echo-fixed", "/big", "/sse", "/ws", "/gzip", "/"]
+        paths: ["/repos/acme/app/**", "/echo", "/echo-fixed", "/big", "/sse", "/trickle", "/ws", "/gzip", "/"]
       - methods: [POST]
         paths: ["/repos/acme/app/deployments"]
       - methods: [PUT]
@@ -957,6 +969,44 @@ func TestSSEFlushesPromptly(t *testing.T) {
 	rest, _ := io.ReadAll(br)
 	if string(rest) != "data: two\n\n" {
 		t.Fatalf("rest %q", rest)
+	}
+}
+
+// A body of known length that the upstream sends in parts still reaches
+// the client part by part: the gateway buffers it for at most its flush
+// interval, not until the end.
+func TestKnownLengthFlushesPromptly(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	req, _ := http.NewRequest("GET", h.srv.URL+"/gw/api/trickle", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	type result struct {
+		resp *http.Response
+		err  error
+	}
+	got := make(chan result, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err == nil {
+			_, err = io.ReadFull(resp.Body, make([]byte, 2048))
+		}
+		got <- result{resp, err}
+	}()
+	var res result
+	select {
+	case res = <-got:
+	case <-time.After(5 * time.Second):
+		close(h.up.sse) // let the upstream finish, so cleanup does not wait
+		t.Fatal("the first half held back while the upstream is still sending")
+	}
+	if res.err != nil {
+		t.Fatal(res.err)
+	}
+	defer res.resp.Body.Close()
+	close(h.up.sse)
+	rest, _ := io.ReadAll(res.resp.Body)
+	if len(rest) != 2*4096-2048 || strings.Trim(string(rest), "a") != "" {
+		t.Fatalf("rest: %d bytes", len(rest))
 	}
 }
 

@@ -2,7 +2,6 @@ package gateway
 
 import (
 	"context"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/tls"
 	"crypto/x509"
@@ -84,11 +83,12 @@ func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 // credential is an upstream credential ready to set, and its forms to mask.
 type credential struct {
 	version int
-	sum     [32]byte
 	header  string
-	value   string
+	value   string // prefix and secret
 	forms   [][]byte
 }
+
+type credKey struct{ secret, header, prefix string }
 
 // credential reveals the upstream's secret for this request; the header
 // value and the forms to mask are kept while the secret is unchanged.
@@ -100,16 +100,15 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 	if len(v) == 0 {
 		return nil, errors.New("empty secret")
 	}
-	sum := sha256.Sum256(v)
 	header := up.Credential.Header
 	if header == "" {
 		header = "Authorization"
 	}
-	key := up.Credential.Secret + "\x00" + header + "\x00" + up.Credential.Prefix
+	key := credKey{up.Credential.Secret, header, up.Credential.Prefix}
 	g.mu.Lock()
 	c := g.creds[key]
 	g.mu.Unlock()
-	if c != nil && c.version == ver && subtle.ConstantTimeCompare(c.sum[:], sum[:]) == 1 {
+	if c != nil && c.version == ver && subtle.ConstantTimeCompare([]byte(c.value[len(key.prefix):]), v) == 1 {
 		return c, nil
 	}
 	value := up.Credential.Prefix + string(v)
@@ -118,11 +117,42 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 			return nil, errors.New("the secret holds characters a header cannot carry")
 		}
 	}
-	c = &credential{version: ver, sum: sum, header: header, value: value, forms: secretForms(v)}
+	c = &credential{version: ver, header: header, value: value, forms: secretForms(v)}
 	g.mu.Lock()
 	g.creds[key] = c
 	g.mu.Unlock()
 	return c, nil
+}
+
+const flushInterval = 100 * time.Millisecond
+
+// redactor returns the masker of a credential and a job token, built once
+// for all the token's requests while both are unchanged.
+func (g *Gateway) redactor(cred *credential, tok string) *redactor {
+	k := redactorKey{cred, tok}
+	g.rmu.Lock()
+	r := g.redactors[k]
+	g.rmu.Unlock()
+	if r != nil {
+		return r
+	}
+	r = newRedactor(cred.forms, tokenForms(tok))
+	g.rmu.Lock()
+	if len(g.redactors) >= maxRedactors {
+		// Tokens live minutes: starting over is cheaper than tracking age.
+		clear(g.redactors)
+	}
+	g.redactors[k] = r
+	g.rmu.Unlock()
+	return r
+}
+
+// maxRedactors bounds the redactor cache (a few hundred bytes each).
+const maxRedactors = 4096
+
+type redactorKey struct {
+	cred *credential
+	tok  string
 }
 
 var errEncoding = errors.New("gateway: upstream response in an encoding the gateway cannot inspect")
@@ -131,15 +161,19 @@ var errEncoding = errors.New("gateway: upstream response in an encoding the gate
 // back, masked; then it queues the gateway.response entry.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
 	cred *credential, clean string, in *audit.Intent) {
-	red := newRedactor(cred.forms, tokenForms(rq.tok))
+	red := g.redactor(cred, rq.tok)
 	rw := &respWriter{ResponseWriter: w, red: red}
 	body := &countReader{}
 	var upStatus int
 	var failure string
 	base := ut.base
 	rp := &httputil.ReverseProxy{
-		Transport:     ut.tr,
-		FlushInterval: -1,
+		Transport: ut.tr,
+		// Streams (SSE, unknown length) are flushed at every write by
+		// the proxy itself. A body of known length is flushed at least
+		// every 100 ms instead of at every write: one write(2) per small
+		// response rather than one for the header and one per chunk.
+		FlushInterval: flushInterval,
 		BufferPool:    &g.bufPool,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out

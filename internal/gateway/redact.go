@@ -20,22 +20,23 @@ import (
 
 const maskReplacement = "***"
 
-// redactor holds the byte strings to mask in one response.
+// redactor holds the byte strings to mask in one response. It is never
+// changed once built, so responses of one token share it.
 type redactor struct {
 	pats   [][]byte
+	strs   []string // pats as strings, for headers: no conversion per value
 	maxLen int
 }
 
 func newRedactor(sets ...[][]byte) *redactor {
 	r := &redactor{}
-	seen := map[string]bool{}
 	for _, set := range sets {
 		for _, p := range set {
-			if len(p) == 0 || seen[string(p)] {
+			if len(p) == 0 || slices.Contains(r.strs, string(p)) {
 				continue
 			}
-			seen[string(p)] = true
 			r.pats = append(r.pats, p)
+			r.strs = append(r.strs, string(p))
 			r.maxLen = max(r.maxLen, len(p))
 		}
 	}
@@ -77,8 +78,8 @@ func tokenForms(tok string) [][]byte {
 // maskString replaces every pattern in s.
 func (r *redactor) maskString(s string) string {
 	hit := false
-	for _, p := range r.pats {
-		if strings.Contains(s, string(p)) {
+	for _, p := range r.strs {
+		if strings.Contains(s, p) {
 			hit = true
 			break
 		}

@@ -14,8 +14,11 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"hash/crc32"
+	"io"
 	"strings"
+	"sync"
 )
 
 // Kind tells a job token from an admin token.
@@ -155,7 +158,8 @@ func Hint(s string) string {
 // Hasher derives the keyed hash under which a server stores a token, so
 // that a copy of the database cannot be turned back into usable tokens.
 type Hasher struct {
-	key []byte
+	key  []byte
+	macs sync.Pool // of hash.Hash: keyed HMACs, reset for reuse
 }
 
 // NewHasher returns a Hasher keyed with key, which must be at least 32
@@ -169,10 +173,15 @@ func NewHasher(key []byte) (*Hasher, error) {
 
 // Sum returns HMAC-SHA-256(key, token).
 func (h *Hasher) Sum(tok string) [32]byte {
-	m := hmac.New(sha256.New, h.key)
-	m.Write([]byte(tok))
+	m, ok := h.macs.Get().(hash.Hash)
+	if !ok {
+		m = hmac.New(sha256.New, h.key)
+	}
+	io.WriteString(m, tok)
 	var out [32]byte
 	m.Sum(out[:0])
+	m.Reset()
+	h.macs.Put(m)
 	return out
 }
 

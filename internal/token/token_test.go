@@ -1,6 +1,9 @@
 package token
 
 import (
+	"bytes"
+	"crypto/hmac"
+	"crypto/sha256"
 	"hash/crc32"
 	"math/big"
 	"strings"
@@ -138,6 +141,16 @@ func TestHasher(t *testing.T) {
 	j, _ := New(Job)
 	if !Equal(h.Sum(j), h.Sum(j)) || Equal(h.Sum(j), h2.Sum(j)) {
 		t.Fatal("hasher not keyed or not deterministic")
+	}
+	// Pooled HMACs are reset between uses: every sum is HMAC-SHA-256 of
+	// its token alone, whatever was hashed before.
+	key := make([]byte, 32)
+	for i, tok := range []string{j, "a", j + j, "", j} {
+		m := hmac.New(sha256.New, key)
+		m.Write([]byte(tok))
+		if got := h.Sum(tok); !bytes.Equal(got[:], m.Sum(nil)) {
+			t.Fatalf("sum %d differs from HMAC-SHA-256", i)
+		}
 	}
 }
 
