@@ -1,7 +1,6 @@
 package audit
 
 import (
-	"bufio"
 	"bytes"
 	"cmp"
 	"context"
@@ -11,45 +10,70 @@ import (
 	"hash/crc32"
 	"io"
 	"os"
+	"runtime/debug"
 	"slices"
 	"sync"
 	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+	"golang.org/x/sys/unix"
 )
 
 // The journal is the Log's write-ahead file for written-mode entries (the
-// gateway's). Writing an entry there is one write(2) into the page cache,
-// after which a kill -9 of the process cannot lose it; the Log then folds
+// gateway's). Writing a record there is a copy into a shared memory
+// mapping of the file, that is into the page cache: from then a kill -9 of
+// the process cannot lose it, and no system call was made. The Log folds
 // journaled entries into the store in larger, less frequent transactions,
-// and a restart folds in whatever a crash left behind. The store stays the
-// log: the journal only ever holds entries the store may not have yet, and
-// it is emptied once the store has them durably.
+// fdatasyncs the file within syncDelay (a power loss loses at most that
+// much), and a restart folds in whatever a crash left behind. The store
+// stays the log: the journal only ever holds entries the store may not
+// have yet, and it is emptied once the store has them durably.
 //
-// A record is its payload's length (4 bytes, big-endian), the payload's
-// CRC-32C (4 bytes), and the payload, one of:
+// A file is a header, journalMagic and a generation (8 bytes, big-endian),
+// then records. A record is its payload's length (4 bytes, big-endian),
+// the CRC-32C of the generation and the payload (4 bytes), and the payload,
+// one of:
 //
 //   - an entry, which starts with its own index ({"index":N,…);
 //   - 'I', an intent id (8 bytes), the time, '\n' and an event: a gateway
 //     request about to be forwarded, whose entry Finish makes later;
 //   - 'E', an intent id and an entry: the entry that completes that intent.
 //
-// Reading stops at the first record that is cut short or does not match its
-// CRC: a power loss can leave such a tail, and nothing after it was
-// acknowledged (the journal is fdatasynced within syncDelay).
+// Reading stops at the first record that is cut short, is zero (the unused
+// rest of the file) or does not match its CRC: a kill in the middle of a
+// copy or a power loss can leave such a tail, and nothing after it was
+// acknowledged. Emptying a file writes a new generation into its header,
+// which invalidates every record after it at once. A file without the
+// header is one of an earlier version (records whose CRC covers the
+// payload only): it is read, replayed and rewritten.
+//
+// Files are allocated at their full size (fallocate) before they are
+// mapped where the disk has room, so that copying a record in never needs
+// a block; where it has not, a copy that finds no room is an error, not a
+// crash (copyAt).
 
 const (
-	journalHeader = 8
+	journalHeader = 8 // a record's length and CRC
 	// maxJournalEntry bounds one record, so that a corrupt length cannot
 	// make the reader allocate without end.
 	maxJournalEntry = 16 << 20
-	// journalResetSize is the size past which the Log empties the journal
-	// after its next durable store commit.
+	// journalResetSize is the size past which the Log moves appenders to
+	// the other file and empties the first after its next durable commit.
 	journalResetSize = 4 << 20
+	// journalCapacity is each file's size. Past journalResetSize it is
+	// headroom for while the store is slow: once the active file is full,
+	// requests are refused (503) rather than forwarded unrecorded.
+	journalCapacity = 32 << 20
+	// fileHeader is the magic and the generation.
+	fileHeader   = 16
+	journalMagic = "MFYJRNL2"
 )
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
+
+// errJournalFull: the store has not kept up.
+var errJournalFull = errors.New("the audit journal is full: the store is not keeping up")
 
 // journal is two files, path and path+".1". Appenders write one; when it
 // passes resetSize they move to the other, and the first is emptied once
@@ -58,16 +82,20 @@ var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 // appender waiting). Running requests' intents are written again to the
 // new file first. Entries are ordered by their index, not by file.
 type journal struct {
+	path   string
 	f      [2]*os.File
-	size   [2]int64 // bytes of whole records
+	m      [2][]byte // the mappings, once prepared
+	gen    [2]uint64 // each file's generation
+	genb   [2][8]byte
+	size   [2]int64 // the end of the header and whole records
 	active int      // the file appenders write
-	buf    []byte
 }
 
 // openJournal opens (creating) the journal at path, locked against a second
-// process, and returns the records both files hold; torn tails are cut.
+// process, and returns the records both files hold. It changes nothing in
+// them: prepare does, once the caller has stored what they hold.
 func openJournal(path string) (*journal, [][]byte, error) {
-	j := &journal{}
+	j := &journal{path: path}
 	var all [][]byte
 	for i, p := range [2]string{path, path + ".1"} {
 		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
@@ -82,72 +110,154 @@ func openJournal(path string) (*journal, [][]byte, error) {
 				return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
 			}
 		}
-		recs, size, err := readJournal(bufio.NewReaderSize(f, 64<<10))
+		data, err := io.ReadAll(f)
 		if err != nil {
 			j.close()
 			return nil, nil, fmt.Errorf("audit: reading journal %s: %w", p, err)
 		}
-		if err := f.Truncate(size); err != nil {
-			j.close()
-			return nil, nil, fmt.Errorf("audit: cutting the journal's torn tail: %w", err)
-		}
-		j.size[i] = size
+		recs, gen, _ := readJournal(data)
+		j.gen[i] = gen
 		all = append(all, recs...)
 	}
 	return j, all, nil
 }
 
-// readJournal reads whole, valid records and returns them with the bytes
-// they take; only an I/O error is an error.
-func readJournal(r io.Reader) ([][]byte, int64, error) {
-	var entries [][]byte
-	var size int64
-	var h [journalHeader]byte
-	for {
-		if _, err := io.ReadFull(r, h[:]); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return entries, size, nil
-			}
-			return nil, 0, err
-		}
-		n := binary.BigEndian.Uint32(h[:4])
-		if n == 0 || n > maxJournalEntry {
-			return entries, size, nil
-		}
-		e := make([]byte, n)
-		if _, err := io.ReadFull(r, e); err != nil {
-			if errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) {
-				return entries, size, nil
-			}
-			return nil, 0, err
-		}
-		if crc32.Checksum(e, castagnoli) != binary.BigEndian.Uint32(h[4:]) || !validRecord(e) {
-			return entries, size, nil
-		}
-		entries = append(entries, e)
-		size += journalHeader + int64(n)
+// readJournal reads the whole, valid records of a file's content and
+// returns them, the file's generation, and where its records end.
+func readJournal(data []byte) ([][]byte, uint64, int) {
+	if len(data) >= fileHeader && string(data[:len(journalMagic)]) == journalMagic {
+		gen := binary.BigEndian.Uint64(data[len(journalMagic):fileHeader])
+		recs, n := readRecords(data[fileHeader:], genBytes(gen))
+		return recs, gen, fileHeader + n
 	}
+	recs, n := readRecords(data, nil) // an earlier version's file
+	return recs, 0, n
 }
 
-// writeAt writes entries' records in one write at off (the end of the
-// whole records) and returns the bytes written; the caller adds them to
-// size. On failure it cuts the file back, so that no partial record is
-// ever followed by a later whole one. One writer at a time.
-func (j *journal) writeAt(i int, entries [][]byte, off int64) (int64, error) {
-	b := j.buf[:0]
-	for _, e := range entries {
-		b = appendRecord(b, e)
-	}
-	if cap(b) <= 1<<20 {
-		j.buf = b
-	}
-	if _, err := j.f[i].WriteAt(b, off); err != nil {
-		if terr := j.f[i].Truncate(off); terr != nil {
-			return 0, fmt.Errorf("audit: writing journal: %w (and cutting it back: %v)", err, terr)
+func genBytes(gen uint64) []byte { return binary.BigEndian.AppendUint64(nil, gen) }
+
+// readRecords reads records up to the first invalid one and returns them
+// (sharing data) with the bytes they take. Their CRCs cover gen first.
+func readRecords(data, gen []byte) ([][]byte, int) {
+	var recs [][]byte
+	off := 0
+	for len(data)-off >= journalHeader {
+		n := binary.BigEndian.Uint32(data[off:])
+		if n == 0 || n > maxJournalEntry || int64(n) > int64(len(data)-off-journalHeader) {
+			break
 		}
-		return 0, fmt.Errorf("audit: writing journal: %w", err)
+		e := data[off+journalHeader : off+journalHeader+int(n)]
+		if recordCRC(gen, e) != binary.BigEndian.Uint32(data[off+4:]) || !validRecord(e) {
+			break
+		}
+		recs = append(recs, e)
+		off += journalHeader + int(n)
 	}
-	return int64(len(b)), nil
+	return recs, off
+}
+
+func recordCRC(gen, payload []byte) uint32 {
+	return crc32.Update(crc32.Checksum(gen, castagnoli), castagnoli, payload)
+}
+
+// appendRecord appends the record of payload e, in a file of generation
+// gen (nil: an earlier version's file), to b.
+func appendRecord(b, gen, e []byte) []byte {
+	b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
+	b = binary.BigEndian.AppendUint32(b, recordCRC(gen, e))
+	return append(b, e...)
+}
+
+// prepare makes both files empty journal files of capacity bytes, mapped;
+// what they held must be stored durably. A new generation in each header
+// keeps their old records from ever being read again.
+func (j *journal) prepare(capacity int64) error {
+	next := max(j.gen[0], j.gen[1])
+	for i, f := range j.f {
+		if err := f.Truncate(0); err != nil {
+			return fmt.Errorf("audit: emptying journal: %w", err)
+		}
+		if err := allocate(f, capacity); err != nil {
+			return fmt.Errorf("audit: allocating %d bytes for the journal %s: %w", capacity, f.Name(), err)
+		}
+		m, err := unix.Mmap(int(f.Fd()), 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		if err != nil {
+			return fmt.Errorf("audit: mapping the journal: %w", err)
+		}
+		j.m[i] = m
+		next++
+		if err := j.setGen(i, next); err != nil {
+			return err
+		}
+	}
+	j.active = 0
+	return nil
+}
+
+// allocate makes f size bytes long and gives it that much disk if it can
+// (fallocate), so that copying a record in never needs a block. Where the
+// disk is short or the file system has no fallocate the file stays sparse:
+// a copy that finds no room then faults, and copyAt turns the fault into
+// an error (the log turns unhealthy, requests get 503), as a failed
+// write(2) would.
+func allocate(f *os.File, size int64) error {
+	if err := f.Truncate(size); err != nil {
+		return err
+	}
+	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	if err != nil && !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
+		return err
+	}
+	return nil
+}
+
+// setGen writes a header of generation gen into file i, durably: the file
+// is then empty, and its emptied records must not come back after a power
+// loss, or a replay would record a finished request again.
+func (j *journal) setGen(i int, gen uint64) error {
+	var h [fileHeader]byte
+	copy(h[:], journalMagic)
+	binary.BigEndian.PutUint64(h[len(journalMagic):], gen)
+	if err := j.copyAt(i, 0, h[:], nil); err != nil {
+		return err
+	}
+	j.gen[i], j.size[i] = gen, fileHeader
+	binary.BigEndian.PutUint64(j.genb[i][:], gen)
+	return j.sync(i)
+}
+
+// copyAt copies a and b into file i's mapping at off. A fault (an I/O
+// error on the file's disk) is returned as an error, not a crash.
+func (j *journal) copyAt(i int, off int64, a, b []byte) (err error) {
+	old := debug.SetPanicOnFault(true)
+	defer func() {
+		debug.SetPanicOnFault(old)
+		if p := recover(); p != nil {
+			err = fmt.Errorf("audit: writing journal (a fault, as when its disk is full): %v", p)
+		}
+	}()
+	copy(j.m[i][off+int64(copy(j.m[i][off:], a)):], b)
+	return nil
+}
+
+// free is the room left in the active file.
+func (j *journal) free() int64 { return int64(len(j.m[j.active])) - j.size[j.active] }
+
+// used is the bytes of records in file i.
+func (j *journal) used(i int) int64 { return j.size[i] - fileHeader }
+
+// write appends the record of payload p to the active file; the caller
+// has checked that it fits.
+func (j *journal) write(p []byte) error {
+	i := j.active
+	var h [journalHeader]byte
+	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
+	binary.BigEndian.PutUint32(h[4:], recordCRC(j.genb[i][:], p))
+	if err := j.copyAt(i, j.size[i], h[:], p); err != nil {
+		return err
+	}
+	j.size[i] += journalHeader + int64(len(p))
+	return nil
 }
 
 // Record kinds other than a plain entry, and the bytes before their body.
@@ -211,36 +321,26 @@ func parseRecords(recs [][]byte) journalContents {
 	return c
 }
 
-// appendRecord appends the journal record of payload e to b.
-func appendRecord(b, e []byte) []byte {
-	b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
-	b = binary.BigEndian.AppendUint32(b, crc32.Checksum(e, castagnoli))
-	return append(b, e...)
-}
-
 // reset empties both files; the store must hold every entry durably.
 func (j *journal) reset() error {
+	next := max(j.gen[0], j.gen[1])
 	for i := range j.f {
-		if err := j.empty(i); err != nil {
+		next++
+		if err := j.setGen(i, next); err != nil {
 			return err
 		}
-		j.size[i] = 0
 	}
 	j.active = 0
 	return nil
 }
 
-// empty empties file i, durably: emptied records must not come back after
-// a power loss, or a replay would record a finished request again. It does
-// not touch size, which the caller guards.
+// empty empties file i, durably.
 func (j *journal) empty(i int) error {
-	if err := j.f[i].Truncate(0); err != nil {
-		return fmt.Errorf("audit: emptying journal: %w", err)
-	}
-	return j.sync(i)
+	return j.setGen(i, max(j.gen[0], j.gen[1])+1)
 }
 
-// sync makes the records of file i durable.
+// sync makes the records of file i durable. fdatasync writes back the
+// pages dirtied through the mapping too.
 func (j *journal) sync(i int) error {
 	if err := syscall.Fdatasync(int(j.f[i].Fd())); err != nil {
 		return fmt.Errorf("audit: syncing journal: %w", err)
@@ -250,7 +350,11 @@ func (j *journal) sync(i int) error {
 
 func (j *journal) close() error {
 	var err error
-	for _, f := range j.f {
+	for i, f := range j.f {
+		if j.m[i] != nil {
+			err = errors.Join(err, unix.Munmap(j.m[i]))
+			j.m[i] = nil
+		}
 		if f != nil {
 			err = errors.Join(err, f.Close())
 		}
@@ -268,9 +372,11 @@ const integrateDelay = 10 * time.Millisecond
 // a power loss loses at most this much, as the store's own SyncDelay.
 const syncDelay = 5 * time.Millisecond
 
-// lazyFlush bounds how long a lazy entry (a gateway response) waits for a
-// write to share when no request comes.
-const lazyFlush = time.Millisecond
+// completionSlack is what a request's one entry may add to its intent's
+// event (status, bytes, duration, failure, the record's prefix): Begin
+// keeps that much room for it in the journal, so that a request admitted
+// always gets its entry journaled, however full the journal gets.
+const completionSlack = 512
 
 // jstate is the Log's journal-mode state, guarded by its mutex: appenders
 // journal under it, the committer folds the queue into the store.
@@ -282,19 +388,12 @@ type jstate struct {
 	queue       [][]byte           // journaled entries not yet in the store
 	hashes      []tlog.Hash        // the stored hashes they add
 	waiters     []waiter           // durable appends waiting for the store
-	pending     [][]byte           // entries of the queue not yet written
-	spare       [][]byte           // the last written batch, reused for pending
-	seq         uint64             // records ever put in pending
-	wseq        uint64             // records written: the first wseq of seq
-	writing     bool               // an appender is writing pending, without mu
-	fails       uint64             // failed writes so far
-	cond        *sync.Cond         // on mu: a write ended
 	old         int                // the journal file waiting to be emptied, or -1
 	intents     map[uint64]*Intent // begun, in the journal, not finished
+	reserved    int64              // room kept for the intents' entries
 	resetSize   int64              // journalResetSize; tests lower it
 	nextIntent  uint64
 	unsynced    bool      // journal writes since its last fdatasync
-	flushBy     time.Time // when pending must be written
 	integrateBy time.Time // when the queue must reach the store
 	syncBy      time.Time // when the journal must be synced
 	kick        chan struct{}
@@ -359,21 +458,22 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	l.js.intents = map[uint64]*Intent{}
 	l.js.resetSize = journalResetSize
 	l.js.old = -1
-	return l.js.j.reset()
+	capacity := l.opts.journalCapacity
+	if capacity <= 0 {
+		capacity = journalCapacity
+	}
+	return l.js.j.prepare(capacity)
 }
 
 // Recovered returns how many entries Open folded in from the journal that
 // a crash had left out of the store.
 func (l *Log) Recovered() int { return l.recovered }
 
-// appendJournal stamps ev with the next index, in the caller's goroutine,
-// and, unless lazy, waits until it is written to the journal: from then a
-// kill -9 cannot lose it. Concurrent appenders share writes: the first to
-// find no write running writes everything pending, outside the lock, while
-// the others wait for it. A lazy entry (a record of what already happened)
-// waits for the next write, or lazyFlush. A durable append also gets a
-// channel answered once the store has the entry durably. While the store
-// fails, only lazy entries are taken.
+// appendJournal stamps ev with the next index and copies its record into
+// the journal, in the caller's goroutine: from then a kill -9 cannot lose
+// it. A durable append also gets a channel answered once the store has the
+// entry durably. A lazy entry (a record of what already happened) is taken
+// while the log is unhealthy; others are not.
 func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, error) {
 	return l.appendJournalFor(ev, nil, nil, lazy, durable)
 }
@@ -394,7 +494,9 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 	prefix := 0
 	if in != nil {
 		if _, ok := js.intents[in.id]; ok {
+			// Its room, kept since Begin, is this record's.
 			delete(js.intents, in.id)
+			js.reserved -= in.reserve
 			prefix = recPrefix
 		} else if body, err = encodeEvent(outcome(in.index)); err != nil {
 			return -1, nil, err
@@ -409,8 +511,16 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 	rec = buildEntry(rec, idx, ts, body)
 	entry := rec[prefix:]
 	hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
-	if err != nil { // not expected: the frontier covers every append
-		return -1, nil, fmt.Errorf("%w: hashing %s entry: %v", ErrUnavailable, ev.Type, err)
+	if err == nil {
+		err = l.journalWrite(rec, 0)
+	}
+	if err != nil {
+		if prefix > 0 {
+			// Still an intent: a restart or Close records its decision.
+			js.intents[in.id] = in
+			js.reserved += in.reserve
+		}
+		return -1, nil, fmt.Errorf("%w: journaling %s entry: %v", ErrUnavailable, ev.Type, err)
 	}
 	l.advance(idx, idx+1, hashes)
 	js.size++
@@ -421,7 +531,6 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 	}
 	js.queue = append(js.queue, entry)
 	js.hashes = append(js.hashes, hashes...)
-	kick = js.put(rec) || kick
 	var done chan Result
 	if durable {
 		done = make(chan Result, 1)
@@ -431,18 +540,36 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 	if kick {
 		js.kickLoop()
 	}
-	if lazy {
-		return idx, done, nil
-	}
-	if err := l.awaitWrite(js.seq); err != nil {
-		return -1, nil, err
-	}
 	return idx, done, nil
+}
+
+// journalWrite copies record payload p into the active journal file if it
+// fits with room to spare for the running requests' entries and keep more;
+// js.mu is held. A failed copy makes the log unhealthy.
+func (l *Log) journalWrite(p []byte, keep int64) error {
+	js := &l.js
+	if int64(journalHeader+len(p))+keep > js.j.free()-js.reserved {
+		l.metrics.appendErrors.Inc()
+		js.kickLoop() // to switch files, if the other one is free
+		return errJournalFull
+	}
+	if err := js.j.write(p); err != nil {
+		l.mu.Lock()
+		l.commitErr = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		l.mu.Unlock()
+		l.metrics.appendErrors.Inc()
+		return err
+	}
+	if !js.unsynced {
+		js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
+		js.kickLoop()
+	}
+	return nil
 }
 
 // admit encodes ev and stamps its time if the log takes it: not closed,
 // and healthy unless lazy (a record of what already happened). The caller
-// holds l.closeMu for reading until the record is queued.
+// holds l.closeMu for reading until the record is journaled.
 func (l *Log) admit(ev Event, lazy bool) ([]byte, string, error) {
 	if l.closed {
 		return nil, "", fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
@@ -459,18 +586,6 @@ func (l *Log) admit(ev Event, lazy bool) ([]byte, string, error) {
 	return body, l.opts.Now().UTC().Format(timeLayout), nil
 }
 
-// put queues record rec for the next write and reports whether the
-// committer must learn of it (to flush it within lazyFlush). js.mu is held.
-func (js *jstate) put(rec []byte) bool {
-	first := len(js.pending) == 0
-	if first {
-		js.flushBy = time.Now().Add(lazyFlush)
-	}
-	js.pending = append(js.pending, rec)
-	js.seq++
-	return first
-}
-
 func (js *jstate) kickLoop() {
 	select {
 	case js.kick <- struct{}{}:
@@ -478,72 +593,15 @@ func (js *jstate) kickLoop() {
 	}
 }
 
-// awaitWrite returns once the record numbered seq is written, writing it
-// if no one else is; js.mu is held. If a write fails meanwhile, the record
-// stays pending (the store still gets its entry), but the caller must not
-// act: it gets the log's error.
-func (l *Log) awaitWrite(seq uint64) error {
-	js := &l.js
-	fails := js.fails
-	for js.wseq < seq {
-		if js.fails != fails {
-			return l.Healthy()
-		}
-		if js.writing {
-			js.cond.Wait()
-			continue
-		}
-		l.writePending()
-	}
-	return nil
-}
-
-// writePending writes the pending entries, with js.mu held on entry and on
-// return but not during the write; one writer at a time.
-func (l *Log) writePending() {
-	js := &l.js
-	if js.writing || len(js.pending) == 0 {
-		return
-	}
-	js.writing = true
-	file := js.j.active
-	batch, end, off := js.pending, js.seq, js.j.size[file]
-	js.pending = js.spare[:0]
-	js.mu.Unlock()
-	n, err := js.j.writeAt(file, batch, off)
-	js.mu.Lock()
-	js.writing = false
-	if err != nil {
-		js.pending = append(batch, js.pending...)
-		js.fails++
-		l.mu.Lock()
-		l.commitErr = fmt.Errorf("%w: %v", ErrUnavailable, err)
-		l.mu.Unlock()
-		l.metrics.appendErrors.Inc()
-	} else {
-		js.j.size[file] += n
-		js.wseq = end
-		clear(batch)
-		js.spare = batch[:0]
-		if !js.unsynced {
-			js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
-			select {
-			case js.kick <- struct{}{}:
-			default:
-			}
-		}
-	}
-	js.cond.Broadcast()
-}
-
 // Intent is a gateway request recorded before it is forwarded; Finish
 // completes it.
 type Intent struct {
-	id    uint64
-	ts    string
-	body  []byte
-	rec   []byte // its journal record
-	index int64  // the decision's own entry, or -1 while only an intent
+	id      uint64
+	ts      string
+	body    []byte
+	rec     []byte // its journal record
+	index   int64  // the decision's own entry, or -1 while only an intent
+	reserve int64  // journal room kept for its entry
 }
 
 // EntryIntent is an Intent whose decision already has the entry at index
@@ -570,24 +628,21 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 	if err != nil {
 		return nil, err
 	}
+	rec := make([]byte, recPrefix, recPrefix+len(ts)+1+len(body))
+	rec[0] = recIntent
+	rec = append(append(append(rec, ts...), '\n'), body...)
+	in := &Intent{ts: ts, body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
 	js.nextIntent++
-	in := &Intent{id: js.nextIntent, index: -1}
-	rec := make([]byte, 0, recPrefix+len(ts)+1+len(body))
-	rec = append(rec, recIntent)
-	rec = binary.BigEndian.AppendUint64(rec, in.id)
-	rec = append(append(append(rec, ts...), '\n'), body...)
-	in.ts, in.body, in.rec = ts, rec[len(rec)-len(body):], rec
-	if js.put(rec) {
-		js.kickLoop()
+	in.id = js.nextIntent
+	binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
+	if err := l.journalWrite(rec, in.reserve); err != nil {
+		return nil, fmt.Errorf("%w: journaling %s decision: %v", ErrUnavailable, ev.Type, err)
 	}
+	js.reserved += in.reserve
 	js.intents[in.id] = in
-	if err := l.awaitWrite(js.seq); err != nil {
-		delete(js.intents, in.id)
-		return nil, err
-	}
 	return in, nil
 }
 
@@ -627,14 +682,6 @@ func (l *Log) journalLoop() {
 			return
 		}
 		js.mu.Lock()
-		flushNow := len(js.pending) > 0 && !time.Now().Before(js.flushBy)
-		js.mu.Unlock()
-		if flushNow {
-			js.mu.Lock()
-			l.writePending()
-			js.mu.Unlock()
-		}
-		js.mu.Lock()
 		now := time.Now()
 		syncNow := js.unsynced && !now.Before(js.syncBy)
 		synced := js.j.active
@@ -642,7 +689,8 @@ func (l *Log) journalLoop() {
 			js.unsynced = false
 		}
 		integrateNow := len(js.waiters) > 0 || len(js.queue) >= l.opts.MaxBatch ||
-			len(js.queue) > 0 && !now.Before(js.integrateBy)
+			len(js.queue) > 0 && !now.Before(js.integrateBy) ||
+			js.old < 0 && js.j.used(js.j.active) >= js.resetSize // a switch is due
 		js.mu.Unlock()
 		if syncNow {
 			if err := js.j.sync(synced); err != nil {
@@ -661,9 +709,6 @@ func (l *Log) journalLoop() {
 		}
 		if js.unsynced && (next.IsZero() || js.syncBy.Before(next)) {
 			next = js.syncBy
-		}
-		if len(js.pending) > 0 && (next.IsZero() || js.flushBy.Before(next)) {
-			next = js.flushBy
 		}
 		js.mu.Unlock()
 		if next.IsZero() {
@@ -686,30 +731,11 @@ func (l *Log) integrate(final bool) error {
 	if final {
 		return l.integrateFinal()
 	}
-	// An entry completing an intent must be in the journal before it is
-	// in the store, or a replay after a crash would find the intent
-	// unfinished and record the request twice.
-	if err := l.awaitWrite(js.seq); err != nil {
-		js.mu.Unlock()
-		return err
-	}
-	rotated := false
-	if js.old < 0 && js.j.size[js.j.active] >= js.resetSize {
-		for js.writing {
-			js.cond.Wait()
-		}
-		js.old, js.j.active = js.j.active, js.j.active^1
-		// Running requests' intents go to the new file, so that the old
-		// one can go.
-		ids := make([]uint64, 0, len(js.intents))
-		for id := range js.intents {
-			ids = append(ids, id)
-		}
-		slices.Sort(ids)
-		for _, id := range ids {
-			js.put(js.intents[id].rec)
-		}
-		rotated = true
+	// (An entry completing an intent is in the journal before it is in
+	// the queue, or a replay after a crash would find the intent
+	// unfinished and record the request twice.)
+	if js.old < 0 && js.j.used(js.j.active) >= js.resetSize {
+		l.rotate()
 	}
 	old := js.old
 	if len(js.queue) == 0 && old < 0 {
@@ -727,9 +753,7 @@ func (l *Log) integrate(final bool) error {
 	durable := len(waiters) > 0 || old >= 0
 	// Appenders go on journaling while the store commits.
 	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-	if rotated {
-		js.kickLoop() // the intents put again are written within lazyFlush
-	}
+	active := js.j.active
 	js.mu.Unlock()
 
 	err = l.fold(start, entries, hashes, durable)
@@ -756,26 +780,53 @@ func (l *Log) integrate(final bool) error {
 	}
 	js.mu.Unlock()
 	if durable && old >= 0 {
-		// The store has every entry of the old file on disk; no one
-		// writes that file any more.
+		// The store has every entry of the old file on disk, and the
+		// running requests' intents are in the active one: durably too
+		// before the old file goes. No one writes the old file any more.
+		if err := js.j.sync(active); err != nil {
+			return err // tried again at the next commit
+		}
 		if err := js.j.empty(old); err != nil {
 			return err // tried again at the next commit
 		}
 		js.mu.Lock()
-		js.j.size[old] = 0
 		js.old = -1
 		js.mu.Unlock()
 	}
 	return nil
 }
 
+// rotate moves appenders to the other journal file, which is empty, and
+// copies the running requests' intents there, so that the active file can
+// be emptied once the store has its entries durably; js.mu is held. If the
+// intents cannot be copied, nothing changes (the log is then unhealthy).
+func (l *Log) rotate() {
+	js := &l.js
+	from := js.j.active
+	js.j.active ^= 1
+	ids := make([]uint64, 0, len(js.intents))
+	for id := range js.intents {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for _, id := range ids {
+		// The room kept for their entries is kept in the new file.
+		if err := l.journalWrite(js.intents[id].rec, 0); err != nil {
+			js.j.active = from
+			js.j.size[from^1] = fileHeader // what was copied is ignored: the file is emptied again later
+			l.mu.Lock()
+			l.commitErr = fmt.Errorf("%w: moving running requests to the other journal file: %v", ErrUnavailable, err)
+			l.mu.Unlock()
+			return
+		}
+	}
+	js.old = from
+}
+
 // integrateFinal is integrate(true), with js.mu held, which it releases.
 func (l *Log) integrateFinal() error {
 	js := &l.js
 	defer js.mu.Unlock()
-	for js.writing {
-		js.cond.Wait()
-	}
 	// Requests still running get entries of their own: the journal goes.
 	if err := l.materialize(); err != nil {
 		return err
@@ -799,9 +850,6 @@ func (l *Log) integrateFinal() error {
 		w.done <- Result{Index: w.index}
 	}
 	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-	js.wseq = js.seq
-	clear(js.pending)
-	js.pending = js.pending[:0]
 	return js.j.reset()
 }
 
@@ -851,6 +899,7 @@ func (l *Log) materialize() error {
 		js.hashes = append(js.hashes, hashes...)
 		in.index = idx
 		delete(js.intents, id)
+		js.reserved -= in.reserve
 	}
 	return nil
 }

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"context"
 	"errors"
+	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -95,11 +98,14 @@ func TestJournalReplay(t *testing.T) {
 	}
 	l.Close(ctx) // cannot store them either
 	raw, err := os.ReadFile(path)
-	if err != nil || len(raw) == 0 {
-		t.Fatalf("journal after a failed close: %d bytes, %v", len(raw), err)
+	recs, _, end := readJournal(raw)
+	if err != nil || len(recs) != 12 { // the file is emptied only past resetSize
+		t.Fatalf("journal after a failed close: %d records, %v", len(recs), err)
 	}
-	// A torn record after the whole ones, as a power loss can leave.
-	torn := append(bytes.Clone(raw), raw[:journalHeader+10]...)
+	// A torn record after the whole ones, as a kill in the middle of a
+	// copy or a power loss can leave.
+	torn := bytes.Clone(raw)
+	copy(torn[end:], raw[fileHeader:fileHeader+journalHeader+10])
 	if err := os.WriteFile(path, torn, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -108,8 +114,10 @@ func TestJournalReplay(t *testing.T) {
 	if l2.Recovered() != 7 || l2.Size() != 12 {
 		t.Fatalf("recovered %d, size %d; want 7, 12", l2.Recovered(), l2.Size())
 	}
-	if fi, err := os.Stat(path); err != nil || fi.Size() != 0 {
-		t.Fatalf("journal not emptied after replay: %v %v", fi, err)
+	if after, err := os.ReadFile(path); err != nil || len(after) == 0 {
+		t.Fatalf("journal after replay: %d bytes, %v", len(after), err)
+	} else if recs, _, _ := readJournal(after); len(recs) != 0 {
+		t.Fatalf("journal not emptied after replay: %d records", len(recs))
 	}
 	if idx, err := l2.Append(ctx, gatewayEvent(12)); err != nil || idx != 12 {
 		t.Fatalf("Append after replay = %d, %v", idx, err)
@@ -167,37 +175,58 @@ func TestJournalLocked(t *testing.T) {
 	}
 }
 
+// journalFile is a journal file of generation gen holding recs; gen 0 is
+// an earlier version's file, without a header.
+func journalFile(gen uint64, recs ...[]byte) []byte {
+	var b, g []byte
+	if gen > 0 {
+		g = genBytes(gen)
+		b = append([]byte(journalMagic), g...)
+	}
+	for _, r := range recs {
+		b = appendRecord(b, g, r)
+	}
+	return b
+}
+
 func FuzzReadJournal(f *testing.F) {
+	entry := buildEntry(nil, 0, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`))
+	intent := append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, 7}, "2026-01-01T00:00:00Z\n{\"type\":\"x\"}"...)
+	done := append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, buildEntry(nil, 1, "t", []byte(`{"type":"x"}`))...)
 	f.Add([]byte{})
-	rec := appendRecord(nil, buildEntry(nil, 0, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)))
-	f.Add(rec)
-	f.Add(append(bytes.Clone(rec), 0, 0, 0, 9, 1, 2))
-	intent := appendRecord(nil, append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, 7}, "2026-01-01T00:00:00Z\n{\"type\":\"x\"}"...))
-	done := appendRecord(nil, append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, buildEntry(nil, 1, "t", []byte(`{"type":"x"}`))...))
-	f.Add(append(intent, done...))
+	for _, gen := range []uint64{0, 1, 1 << 40} {
+		f.Add(journalFile(gen, entry))
+		f.Add(append(journalFile(gen, entry), 0, 0, 0, 9, 1, 2))
+		f.Add(append(journalFile(gen, intent, done), make([]byte, 64)...))
+	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		entries, size, err := readJournal(bytes.NewReader(data))
-		if err != nil {
-			t.Fatal(err)
-		}
-		if size > int64(len(data)) {
-			t.Fatalf("size %d past %d bytes", size, len(data))
+		recs, _, end := readJournal(data)
+		if end > len(data) {
+			t.Fatalf("end %d past %d bytes", end, len(data))
 		}
 		// What was read re-encodes to exactly the prefix it came from.
-		var re []byte
-		for _, e := range entries {
+		for _, e := range recs {
 			if !validRecord(e) {
 				t.Fatalf("invalid record accepted: %q", e)
 			}
-			re = appendRecord(re, e)
 		}
-		c := parseRecords(entries) // must not panic
+		c := parseRecords(recs) // must not panic
 		for _, e := range c.entries {
 			if entryIndex(e) < 0 {
 				t.Fatalf("entry without an index: %q", e)
 			}
 		}
-		if !bytes.Equal(re, data[:size]) {
+		hasHeader := len(data) >= fileHeader && string(data[:len(journalMagic)]) == journalMagic
+		var re []byte
+		if hasHeader {
+			re = append(re, data[:fileHeader]...)
+			for _, e := range recs {
+				re = appendRecord(re, data[len(journalMagic):fileHeader], e)
+			}
+		} else {
+			re = journalFile(0, recs...)
+		}
+		if !bytes.Equal(re, data[:end]) {
 			t.Fatal("records do not re-encode to their bytes")
 		}
 	})
@@ -292,7 +321,7 @@ func TestJournalIntents(t *testing.T) {
 	waitFor(t, func() bool {
 		l2.js.mu.Lock()
 		defer l2.js.mu.Unlock()
-		return l2.js.old < 0 && l2.js.j.size[l2.js.j.active^1] == 0
+		return l2.js.old < 0 && l2.js.j.used(l2.js.j.active^1) == 0
 	})
 	whole3 := dec3
 	whole3.Status = 200
@@ -345,33 +374,125 @@ func TestJournalReplayCases(t *testing.T) {
 		{"intent written to both files", [][]byte{intent(7, "/run")}, [][]byte{intent(7, "/run")}, []string{"/run"}},
 		{"completion past a gap", [][]byte{entry(0), intent(7, "/run"), done(7, 2)}, nil, []string{"x", "/run"}},
 	} {
-		t.Run(tc.name, func(t *testing.T) {
-			path := journalPath(t)
-			write := func(p string, recs [][]byte) {
-				var b []byte
-				for _, r := range recs {
-					b = appendRecord(b, r)
+		// In this version's files, and in an earlier version's (no
+		// header), which a first start after an upgrade replays.
+		for _, gen := range []uint64{5, 0} {
+			t.Run(fmt.Sprintf("%s/gen=%d", tc.name, gen), func(t *testing.T) {
+				path := journalPath(t)
+				write := func(p string, gen uint64, recs [][]byte) {
+					b := journalFile(gen, recs...)
+					if err := os.WriteFile(p, b, 0o600); err != nil {
+						t.Fatal(err)
+					}
 				}
-				if err := os.WriteFile(p, b, 0o600); err != nil {
-					t.Fatal(err)
+				write(path, gen, tc.file0)
+				write(path+".1", gen+gen/5, tc.file1) // another generation
+				st := newMemStore()
+				l := openLog(t, st, Options{Journal: path})
+				if l.Size() != int64(len(tc.want)) {
+					t.Fatalf("size %d, want %d", l.Size(), len(tc.want))
 				}
+				for i, e := range storedEntries(t, st, len(tc.want)) {
+					got := e.Type
+					if e.Path != "" {
+						got = e.Path
+					}
+					if got != tc.want[i] {
+						t.Errorf("entry %d = %s, want %s", i, got, tc.want[i])
+					}
+				}
+			})
+		}
+	}
+}
+
+// A journal the store does not keep up with fills up: new requests are
+// refused (the gateway answers 503), while every request already admitted
+// still gets its one entry, from the room Begin kept for it. Once the
+// store has caught up and the file is switched, requests are taken again.
+func TestJournalFull(t *testing.T) {
+	ctx := context.Background()
+	st := newMemStore()
+	l := openLog(t, st, Options{Journal: journalPath(t), journalCapacity: 16 << 10})
+	l.js.mu.Lock()
+	l.js.resetSize = 1 << 30 // no switch to the other file: this one fills
+	l.js.mu.Unlock()
+	var running []*Intent
+	for {
+		in, err := l.Begin(ctx, requestEvent(len(running)))
+		if err != nil {
+			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+				t.Fatalf("Begin on a full journal = %v", err)
 			}
-			write(path, tc.file0)
-			write(path+".1", tc.file1)
-			st := newMemStore()
-			l := openLog(t, st, Options{Journal: path})
-			if l.Size() != int64(len(tc.want)) {
-				t.Fatalf("size %d, want %d", l.Size(), len(tc.want))
+			break
+		}
+		running = append(running, in)
+		if len(running) > 1000 {
+			t.Fatal("16 KiB of journal never filled")
+		}
+	}
+	// Smaller entries fill what is left, but not the room kept.
+	written := 0
+	for i := 0; ; i++ {
+		if _, err := l.AppendWritten(ctx, gatewayEvent(i)); err != nil {
+			if !errors.Is(err, ErrUnavailable) {
+				t.Fatalf("AppendWritten on a full journal = %v", err)
 			}
-			for i, e := range storedEntries(t, st, len(tc.want)) {
-				got := e.Type
-				if e.Path != "" {
-					got = e.Path
-				}
-				if got != tc.want[i] {
-					t.Errorf("entry %d = %s, want %s", i, got, tc.want[i])
-				}
+			break
+		}
+		if i > 1000 {
+			t.Fatal("AppendWritten never refused")
+		}
+		written++
+	}
+	for i, in := range running {
+		whole := requestEvent(i)
+		whole.Status, whole.BytesOut, whole.DurationMS, whole.Reason = 502, 1<<40, 1<<30, "client_gone"
+		whole.Detail = map[string]any{"decision": "allow", "rule": 0, "aborted": true}
+		if _, _, err := l.appendJournalFor(whole, in, outcomeOf(whole), true, false); err != nil {
+			t.Fatalf("request %d of %d admitted but not recorded: %v", i, len(running), err)
+		}
+	}
+	waitFor(t, func() bool { return l.Size() == int64(written+len(running)) })
+	l.js.mu.Lock()
+	l.js.resetSize = 1
+	l.js.mu.Unlock()
+	waitFor(t, func() bool {
+		_, err := l.Begin(ctx, requestEvent(0))
+		return err == nil
+	})
+}
+
+// On a disk with no room left, copying a record into the journal's mapping
+// faults; that must be an error (the request is refused, the log turns
+// unhealthy), never a crash of the server.
+func TestJournalDiskFull(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Skip("needs root to mount a small tmpfs")
+	}
+	mnt := t.TempDir()
+	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", mnt).CombinedOutput(); err != nil {
+		t.Skipf("cannot mount a tmpfs here: %v %s", err, out)
+	}
+	t.Cleanup(func() { exec.Command("umount", "-l", mnt).Run() })
+	ctx := context.Background()
+	l := openLog(t, newMemStore(), Options{Journal: filepath.Join(mnt, "audit.journal"), journalCapacity: 1 << 20})
+	l.js.mu.Lock()
+	l.js.resetSize = 1 << 30
+	l.js.mu.Unlock()
+	for i := 0; ; i++ {
+		if _, err := l.Begin(ctx, requestEvent(i)); err != nil {
+			if !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), errJournalFull.Error()) {
+				t.Fatalf("Begin on a full disk = %v", err)
 			}
-		})
+			t.Logf("refused after %d requests: %v", i, err)
+			break
+		}
+		if i > 10000 {
+			t.Fatal("64 KiB never filled")
+		}
+	}
+	if err := l.Healthy(); err == nil {
+		t.Fatal("log healthy after a failed journal write")
 	}
 }

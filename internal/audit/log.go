@@ -25,7 +25,7 @@ type Options struct {
 	// Journal is the path of a write-ahead journal for written-mode
 	// entries (AppendWritten, AppendAsync): they are answered once in it,
 	// and reach the store in transactions of everything journaled within
-	// 2 ms. It requires the Log to be its store's only writer (embedded
+	// 10 ms. It requires the Log to be its store's only writer (embedded
 	// SQLite; a lock on the file keeps a second process out). Empty: none,
 	// and every batch is its own store transaction.
 	Journal string
@@ -33,6 +33,8 @@ type Options struct {
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now); tests only.
 	Now func() time.Time
+
+	journalCapacity int64 // each journal file's size (default journalCapacity); tests lower it
 }
 
 func (o *Options) defaults() {
@@ -147,7 +149,6 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 			return nil, err
 		}
 		l.js.j, l.js.kick = j, make(chan struct{}, 1)
-		l.js.cond = sync.NewCond(&l.js.mu)
 		if err := l.replay(ctx, entries); err != nil {
 			j.close()
 			return nil, err

@@ -53,7 +53,7 @@
 // method, decoded path without the query, source address, token hint,
 // secret name and version, policy hash) with Auditor.Begin and waits until
 // a kill of the server can no longer lose it: with the log's journal
-// (embedded SQLite) one write to the journal; without it (PostgreSQL) an
+// (embedded SQLite) one copy into the journal's mapping; without it (PostgreSQL) an
 // entry committed to the server. With Config.Durable it waits for the disk
 // instead (Auditor.Append). If that fails or takes longer than
 // Config.AuditTimeout, or the log reports itself unhealthy, the request is
