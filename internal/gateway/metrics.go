@@ -3,6 +3,7 @@ package gateway
 import (
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -14,6 +15,31 @@ type metrics struct {
 	bytesIn  *prometheus.CounterVec   // upstream
 	bytesOut *prometheus.CounterVec   // upstream
 	refused  *prometheus.CounterVec   // check
+
+	// ups caches each upstream label's series (*upstreamMetrics): four
+	// label lookups per request, each under the vector's lock, showed at
+	// saturation. Labels are the policy's upstream names and "-".
+	ups sync.Map
+}
+
+// upstreamMetrics is one upstream label's series.
+type upstreamMetrics struct {
+	requests          [len(codeClasses)]prometheus.Counter
+	latency           prometheus.Observer
+	bytesIn, bytesOut prometheus.Counter
+}
+
+func (m *metrics) upstream(name string) *upstreamMetrics {
+	if u, ok := m.ups.Load(name); ok {
+		return u.(*upstreamMetrics)
+	}
+	u := &upstreamMetrics{latency: m.latency.WithLabelValues(name),
+		bytesIn: m.bytesIn.WithLabelValues(name), bytesOut: m.bytesOut.WithLabelValues(name)}
+	for i, c := range codeClasses {
+		u.requests[i] = m.requests.WithLabelValues(name, c)
+	}
+	v, _ := m.ups.LoadOrStore(name, u)
+	return v.(*upstreamMetrics)
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
@@ -47,16 +73,17 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 var codeClasses = [...]string{"1xx", "2xx", "3xx", "4xx", "5xx"}
 
 func (m *metrics) observe(upstream string, status int, d time.Duration, in, out int64) {
-	class := "5xx"
+	u := m.upstream(upstream)
+	class := len(codeClasses) - 1 // 5xx
 	if c := status/100 - 1; c >= 0 && c < len(codeClasses) {
-		class = codeClasses[c]
+		class = c
 	}
-	m.requests.WithLabelValues(upstream, class).Inc()
-	m.latency.WithLabelValues(upstream).Observe(d.Seconds())
+	u.requests[class].Inc()
+	u.latency.Observe(d.Seconds())
 	if in > 0 {
-		m.bytesIn.WithLabelValues(upstream).Add(float64(in))
+		u.bytesIn.Add(float64(in))
 	}
 	if out > 0 {
-		m.bytesOut.WithLabelValues(upstream).Add(float64(out))
+		u.bytesOut.Add(float64(out))
 	}
 }
