@@ -28,7 +28,9 @@
 // matched against (EscapePath of CleanPath: the same path, never the raw
 // one), the query string as sent, every header that carried the token
 // (Authorization, Proxy-Authorization, DPoP, and any other holding it)
-// removed and the upstream credential set. Bodies stream both ways;
+// removed and the upstream credential set. Bodies stream both ways (a
+// response of unknown length or an event stream is flushed at every write,
+// one of known length at least every 100 ms);
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
 // an upgrade to any other protocol (h2c) is refused (400).
 //
