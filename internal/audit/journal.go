@@ -465,6 +465,11 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	return l.js.j.prepare(capacity)
 }
 
+// Journaled reports whether the log keeps a journal: then Begin,
+// AppendWritten and AppendAsync never wait for the store, only for a copy
+// into the journal.
+func (l *Log) Journaled() bool { return l.js.j != nil }
+
 // Recovered returns how many entries Open folded in from the journal that
 // a crash had left out of the store.
 func (l *Log) Recovered() int { return l.recovered }

@@ -156,6 +156,11 @@ type Auditor interface {
 // when unhealthy, requests are refused at once rather than waiting.
 type healthChecker interface{ Healthy() error }
 
+// journaler is optionally implemented by an Auditor (*audit.Log): when
+// Journaled, Begin and AppendWritten never wait for the store, so they need
+// no timeout (and no timer per request).
+type journaler interface{ Journaled() bool }
+
 // Config wires a Gateway. Leases, Policies, Secrets and Auditor are
 // required.
 type Config struct {
@@ -204,6 +209,8 @@ type Gateway struct {
 	m       *metrics
 	health  healthChecker
 	bufPool bufPool
+	// journaled: the Auditor answers written appends without waiting.
+	journaled bool
 
 	mu         sync.Mutex
 	transports map[string]*upstreamTransport // by upstream name
@@ -257,6 +264,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if h, ok := cfg.Auditor.(healthChecker); ok {
 		g.health = h
+	}
+	if j, ok := cfg.Auditor.(journaler); ok {
+		g.journaled = j.Journaled()
 	}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {
@@ -612,6 +622,9 @@ func (g *Gateway) awaitAudit(ctx context.Context, appendFn func(context.Context)
 		if err := g.health.Healthy(); err != nil {
 			return err
 		}
+	}
+	if g.journaled && !g.cfg.Durable {
+		return appendFn(context.WithoutCancel(ctx))
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
 	defer cancel()
