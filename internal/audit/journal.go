@@ -25,8 +25,9 @@ import (
 // mapping of the file, that is into the page cache: from then a kill -9 of
 // the process cannot lose it, and no system call was made. The Log folds
 // journaled entries into the store in larger, less frequent transactions,
-// fdatasyncs the file within syncDelay (a power loss loses at most that
-// much), and a restart folds in whatever a crash left behind. The store
+// copies new records to a durable mirror file within syncDelay (a power
+// loss loses at most that much), and a restart folds in whatever a crash
+// left behind. The store
 // stays the log: the journal only ever holds entries the store may not
 // have yet, and it is emptied once the store has them durably.
 //
@@ -81,43 +82,59 @@ var errJournalFull = errors.New("the audit journal is full: the store is not kee
 // appenders (emptying a single file meant a durable store commit with every
 // appender waiting). Running requests' intents are written again to the
 // new file first. Entries are ordered by their index, not by file.
+//
+// Each file has a durable mirror, its name with ".sync" added: the
+// committer copies the new bytes of the mapping there with one pwrite and
+// fdatasyncs the mirror, not the mapped file. A mapped file's fdatasync
+// cost ~4 µs of CPU per request at saturation (its writeback write-protects
+// the mapped pages again, and the next copies fault); a plain file's is a
+// third of that. The mapped file is synced only for its header, when it is
+// emptied. A replay reads both; records they share count once.
 type journal struct {
 	path   string
-	f      [2]*os.File
-	m      [2][]byte // the mappings, once prepared
-	gen    [2]uint64 // each file's generation
+	f      [2]*os.File // mapped
+	d      [2]*os.File // their durable mirrors
+	m      [2][]byte   // the mappings, once prepared
+	gen    [2]uint64   // each file's generation
 	genb   [2][8]byte
 	size   [2]int64 // the end of the header and whole records
+	synced [2]int64 // how much of each file its mirror holds durably
 	active int      // the file appenders write
 }
 
 // openJournal opens (creating) the journal at path, locked against a second
-// process, and returns the records both files hold. It changes nothing in
+// process, and returns the records its files hold. It changes nothing in
 // them: prepare does, once the caller has stored what they hold.
 func openJournal(path string) (*journal, [][]byte, error) {
 	j := &journal{path: path}
 	var all [][]byte
 	for i, p := range [2]string{path, path + ".1"} {
-		f, err := os.OpenFile(p, os.O_RDWR|os.O_CREATE, 0o600)
-		if err != nil {
-			j.close()
-			return nil, nil, fmt.Errorf("audit: opening journal: %w", err)
-		}
-		j.f[i] = f
-		if i == 0 {
-			if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		for k, name := range [2]string{p, p + ".sync"} {
+			f, err := os.OpenFile(name, os.O_RDWR|os.O_CREATE, 0o600)
+			if err != nil {
 				j.close()
-				return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
+				return nil, nil, fmt.Errorf("audit: opening journal: %w", err)
 			}
+			if k == 0 {
+				j.f[i] = f
+			} else {
+				j.d[i] = f
+			}
+			if i == 0 && k == 0 {
+				if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+					j.close()
+					return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
+				}
+			}
+			data, err := io.ReadAll(f)
+			if err != nil {
+				j.close()
+				return nil, nil, fmt.Errorf("audit: reading journal %s: %w", name, err)
+			}
+			recs, gen, _ := readJournal(data)
+			j.gen[i] = max(j.gen[i], gen)
+			all = append(all, recs...)
 		}
-		data, err := io.ReadAll(f)
-		if err != nil {
-			j.close()
-			return nil, nil, fmt.Errorf("audit: reading journal %s: %w", p, err)
-		}
-		recs, gen, _ := readJournal(data)
-		j.gen[i] = gen
-		all = append(all, recs...)
 	}
 	return j, all, nil
 }
@@ -168,19 +185,21 @@ func appendRecord(b, gen, e []byte) []byte {
 	return append(b, e...)
 }
 
-// prepare makes both files empty journal files of capacity bytes, mapped;
-// what they held must be stored durably. A new generation in each header
-// keeps their old records from ever being read again.
+// prepare makes both files (and their mirrors) empty journal files of
+// capacity bytes, the files mapped; what they held must be stored durably.
+// A new generation in each header keeps their old records from ever being
+// read again. Files already of that size are kept as they are: their
+// blocks are written, so that copying records in changes no file system
+// metadata.
 func (j *journal) prepare(capacity int64) error {
 	next := max(j.gen[0], j.gen[1])
-	for i, f := range j.f {
-		if err := f.Truncate(0); err != nil {
-			return fmt.Errorf("audit: emptying journal: %w", err)
+	for i := range j.f {
+		for _, f := range [2]*os.File{j.f[i], j.d[i]} {
+			if err := allocate(f, capacity); err != nil {
+				return fmt.Errorf("audit: allocating %d bytes for the journal %s: %w", capacity, f.Name(), err)
+			}
 		}
-		if err := allocate(f, capacity); err != nil {
-			return fmt.Errorf("audit: allocating %d bytes for the journal %s: %w", capacity, f.Name(), err)
-		}
-		m, err := unix.Mmap(int(f.Fd()), 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		m, err := unix.Mmap(int(j.f[i].Fd()), 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
 		if err != nil {
 			return fmt.Errorf("audit: mapping the journal: %w", err)
 		}
@@ -194,26 +213,37 @@ func (j *journal) prepare(capacity int64) error {
 	return nil
 }
 
-// allocate makes f size bytes long and gives it that much disk if it can
-// (fallocate), so that copying a record in never needs a block. Where the
-// disk is short or the file system has no fallocate the file stays sparse:
-// a copy that finds no room then faults, and copyAt turns the fault into
-// an error (the log turns unhealthy, requests get 503), as a failed
-// write(2) would.
+// allocate makes f size bytes long, unless it is, and gives it that much
+// disk if it can (fallocate), so that copying a record in never needs a
+// block. Where the disk is short or the file system has no fallocate the
+// file stays sparse: a copy into the mapping that finds no room then
+// faults, and copyAt turns the fault into an error (the log turns
+// unhealthy, requests get 503), as a failed write(2) would.
 func allocate(f *os.File, size int64) error {
+	fi, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	if fi.Size() == size {
+		return nil
+	}
+	if err := f.Truncate(0); err != nil {
+		return err
+	}
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	err := unix.Fallocate(int(f.Fd()), 0, 0, size)
+	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
 	if err != nil && !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
 		return err
 	}
 	return nil
 }
 
-// setGen writes a header of generation gen into file i, durably: the file
-// is then empty, and its emptied records must not come back after a power
-// loss, or a replay would record a finished request again.
+// setGen writes a header of generation gen into file i and its mirror,
+// durably: the file is then empty, and its emptied records must not come
+// back after a power loss, or a replay would record a finished request
+// again.
 func (j *journal) setGen(i int, gen uint64) error {
 	var h [fileHeader]byte
 	copy(h[:], journalMagic)
@@ -221,9 +251,20 @@ func (j *journal) setGen(i int, gen uint64) error {
 	if err := j.copyAt(i, 0, h[:], nil); err != nil {
 		return err
 	}
-	j.gen[i], j.size[i] = gen, fileHeader
+	// The header's page only: the records after it are of the old
+	// generation, whether on disk yet or not.
+	if err := unix.Msync(j.m[i][:fileHeader], unix.MS_SYNC); err != nil {
+		return fmt.Errorf("audit: syncing journal header: %w", err)
+	}
+	if _, err := j.d[i].WriteAt(h[:], 0); err != nil {
+		return fmt.Errorf("audit: writing journal mirror: %w", err)
+	}
+	if err := syscall.Fdatasync(int(j.d[i].Fd())); err != nil {
+		return fmt.Errorf("audit: syncing journal mirror: %w", err)
+	}
+	j.gen[i], j.size[i], j.synced[i] = gen, fileHeader, fileHeader
 	binary.BigEndian.PutUint64(j.genb[i][:], gen)
-	return j.sync(i)
+	return nil
 }
 
 // copyAt copies a and b into file i's mapping at off. A fault (an I/O
@@ -339,12 +380,21 @@ func (j *journal) empty(i int) error {
 	return j.setGen(i, max(j.gen[0], j.gen[1])+1)
 }
 
-// sync makes the records of file i durable. fdatasync writes back the
-// pages dirtied through the mapping too.
-func (j *journal) sync(i int) error {
-	if err := syscall.Fdatasync(int(j.f[i].Fd())); err != nil {
-		return fmt.Errorf("audit: syncing journal: %w", err)
+// sync makes the records of file i up to end durable: it copies what its
+// mirror lacks there and fdatasyncs the mirror. Only the committer calls
+// it; end was read under the journal's lock, and the bytes before it do
+// not change.
+func (j *journal) sync(i int, end int64) error {
+	if end <= j.synced[i] {
+		return nil
 	}
+	if _, err := j.d[i].WriteAt(j.m[i][j.synced[i]:end], j.synced[i]); err != nil {
+		return fmt.Errorf("audit: writing journal mirror: %w", err)
+	}
+	if err := syscall.Fdatasync(int(j.d[i].Fd())); err != nil {
+		return fmt.Errorf("audit: syncing journal mirror: %w", err)
+	}
+	j.synced[i] = end
 	return nil
 }
 
@@ -357,6 +407,9 @@ func (j *journal) close() error {
 		}
 		if f != nil {
 			err = errors.Join(err, f.Close())
+		}
+		if j.d[i] != nil {
+			err = errors.Join(err, j.d[i].Close())
 		}
 	}
 	return err
@@ -690,6 +743,7 @@ func (l *Log) journalLoop() {
 		now := time.Now()
 		syncNow := js.unsynced && !now.Before(js.syncBy)
 		synced := js.j.active
+		syncEnd := js.j.size[synced]
 		if syncNow {
 			js.unsynced = false
 		}
@@ -698,7 +752,7 @@ func (l *Log) journalLoop() {
 			js.old < 0 && js.j.used(js.j.active) >= js.resetSize // a switch is due
 		js.mu.Unlock()
 		if syncNow {
-			if err := js.j.sync(synced); err != nil {
+			if err := js.j.sync(synced, syncEnd); err != nil {
 				l.mu.Lock()
 				l.commitErr = fmt.Errorf("%w: syncing the journal: %v", ErrUnavailable, err)
 				l.mu.Unlock()
@@ -739,8 +793,12 @@ func (l *Log) integrate(final bool) error {
 	// (An entry completing an intent is in the journal before it is in
 	// the queue, or a replay after a crash would find the intent
 	// unfinished and record the request twice.)
+	rotatedEnd := int64(-1)
 	if js.old < 0 && js.j.used(js.j.active) >= js.resetSize {
 		l.rotate()
+		if js.old >= 0 {
+			rotatedEnd = js.j.size[js.old]
+		}
 	}
 	old := js.old
 	if len(js.queue) == 0 && old < 0 {
@@ -758,8 +816,17 @@ func (l *Log) integrate(final bool) error {
 	durable := len(waiters) > 0 || old >= 0
 	// Appenders go on journaling while the store commits.
 	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
-	active := js.j.active
+	active, activeEnd := js.j.active, js.j.size[js.j.active]
 	js.mu.Unlock()
+	if rotatedEnd >= 0 {
+		// What the old file got since its last sync is durable before the
+		// fold, as it would have been within syncDelay.
+		if err := js.j.sync(old, rotatedEnd); err != nil {
+			l.mu.Lock()
+			l.commitErr = fmt.Errorf("%w: syncing the journal: %v", ErrUnavailable, err)
+			l.mu.Unlock()
+		}
+	}
 
 	err = l.fold(start, entries, hashes, durable)
 	js.mu.Lock()
@@ -788,7 +855,7 @@ func (l *Log) integrate(final bool) error {
 		// The store has every entry of the old file on disk, and the
 		// running requests' intents are in the active one: durably too
 		// before the old file goes. No one writes the old file any more.
-		if err := js.j.sync(active); err != nil {
+		if err := js.j.sync(active, activeEnd); err != nil {
 			return err // tried again at the next commit
 		}
 		if err := js.j.empty(old); err != nil {
