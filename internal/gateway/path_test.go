@@ -221,3 +221,23 @@ func BenchmarkMaskBody(b *testing.B) {
 		io.Copy(io.Discard, newMaskBody(io.NopCloser(bytes.NewReader(data)), r, nil, false, nil))
 	}
 }
+
+// Header values are masked whatever their length relative to the forms:
+// one exactly a form, one shorter than every form, one holding a form.
+func TestMaskHeaderValues(t *testing.T) {
+	r := newRedactor([][]byte{[]byte("s3cr3t-value-1234"), []byte("abcdefgh")}, tokenForms("mfy_tok"))
+	for _, tc := range []struct{ in, want string }{
+		{"abcdefgh", "***"},
+		{"abcdefg", "abcdefg"},
+		{"x", "x"},
+		{"Bearer s3cr3t-value-1234", "Bearer ***"},
+		{"mfy_tok", "***"},
+		{"", ""},
+	} {
+		h := http.Header{"X-A": {tc.in}}
+		r.maskHeader(h)
+		if got := h.Get("X-A"); got != tc.want {
+			t.Errorf("maskHeader(%q) = %q, want %q", tc.in, got, tc.want)
+		}
+	}
+}

@@ -83,8 +83,9 @@ func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 // credential is an upstream credential ready to set, and its forms to mask.
 type credential struct {
 	version int
-	header  string
-	value   string // prefix and secret
+	header  string   // canonical
+	value   string   // prefix and secret
+	values  []string // {value}: one slice for every request's header
 	forms   [][]byte
 }
 
@@ -117,14 +118,12 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 			return nil, errors.New("the secret holds characters a header cannot carry")
 		}
 	}
-	c = &credential{version: ver, header: header, value: value, forms: secretForms(v)}
+	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, forms: secretForms(v)}
 	g.mu.Lock()
 	g.creds[key] = c
 	g.mu.Unlock()
 	return c, nil
 }
-
-const flushInterval = 100 * time.Millisecond
 
 // redactor returns the masker of a credential and a job token, built once
 // for all the token's requests while both are unchanged.
@@ -170,11 +169,11 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 	rp := &httputil.ReverseProxy{
 		Transport: ut.tr,
 		// Streams (SSE, unknown length) are flushed at every write by
-		// the proxy itself. A body of known length is flushed at least
-		// every 100 ms instead of at every write: one write(2) per small
-		// response rather than one for the header and one per chunk.
-		FlushInterval: flushInterval,
-		BufferPool:    &g.bufPool,
+		// the proxy itself; a body of known length when the upstream
+		// pauses (respWriter). Not at every write, nor on a timer: one
+		// write(2) for a small response's header and body, and no timer
+		// per response.
+		BufferPool: &g.bufPool,
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			out := pr.Out
 			out.URL.Scheme = base.Scheme
@@ -206,7 +205,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			// compression, so that every frame can be.
 			h.Del("Accept-Encoding")
 			h.Del("Sec-Websocket-Extensions")
-			h.Set(cred.header, cred.value)
+			h[cred.header] = cred.values // canonical; never changed downstream
 			if out.Body != nil && out.Body != http.NoBody {
 				body.r = out.Body
 				out.Body = body
@@ -231,7 +230,8 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 			if resp.Body != nil && resp.Body != http.NoBody {
 				// Even with a declared length of 0: trailers may still
 				// follow (HTTP/2), and are masked once the body ends.
-				resp.Body = newMaskBody(resp.Body, red, &g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+				mb := newMaskBody(resp.Body, red, &g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+				resp.Body, rw.body = mb, mb
 			}
 			return nil
 		},
@@ -303,6 +303,7 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 type respWriter struct {
 	http.ResponseWriter
 	red    *redactor
+	body   *maskBody // the response body being copied, once known
 	status int
 	n      int64
 }
@@ -322,6 +323,11 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
+	if err == nil && w.body != nil && w.body.short {
+		if f, ok := w.ResponseWriter.(http.Flusher); ok {
+			f.Flush()
+		}
+	}
 	return n, err
 }
 

@@ -23,9 +23,9 @@ const maskReplacement = "***"
 // redactor holds the byte strings to mask in one response. It is never
 // changed once built, so responses of one token share it.
 type redactor struct {
-	pats   [][]byte
-	strs   []string // pats as strings, for headers: no conversion per value
-	maxLen int
+	pats           [][]byte
+	strs           []string // pats as strings, for headers: no conversion per value
+	minLen, maxLen int
 }
 
 func newRedactor(sets ...[][]byte) *redactor {
@@ -38,6 +38,9 @@ func newRedactor(sets ...[][]byte) *redactor {
 			r.pats = append(r.pats, p)
 			r.strs = append(r.strs, string(p))
 			r.maxLen = max(r.maxLen, len(p))
+			if r.minLen == 0 || len(p) < r.minLen {
+				r.minLen = len(p)
+			}
 		}
 	}
 	return r
@@ -77,6 +80,9 @@ func tokenForms(tok string) [][]byte {
 
 // maskString replaces every pattern in s.
 func (r *redactor) maskString(s string) string {
+	if len(s) < r.minLen {
+		return s // most header values: shorter than any form
+	}
 	hit := false
 	for _, p := range r.strs {
 		if strings.Contains(s, p) {
@@ -224,6 +230,10 @@ type maskBody struct {
 	done        bool
 	err         error
 	onEOF       func()
+	// short: the last read from the upstream returned less than asked and
+	// more is to come, so the upstream may be slow: what was read should
+	// reach the client now (respWriter flushes).
+	short bool
 }
 
 // minRead is the least free room a read into pending is given.
@@ -260,6 +270,7 @@ func (b *maskBody) Read(p []byte) (int, error) {
 			b.pending = slices.Grow(b.pending, minRead+len(b.pending))
 		}
 		n, err := b.src.Read(b.pending[len(b.pending):cap(b.pending)])
+		b.short = err == nil && n < cap(b.pending)-len(b.pending)
 		b.in += int64(n)
 		b.pending = b.pending[:len(b.pending)+n]
 		final := err != nil
