@@ -3,7 +3,6 @@ package audit
 import (
 	"context"
 	"fmt"
-	"slices"
 	"sync"
 	"time"
 
@@ -107,8 +106,8 @@ type Log struct {
 
 	// owned by the committer goroutine (and Open before it starts)
 	// (with a journal: of js.size, and guarded by js.mu)
-	frontier map[int64]tlog.Hash // stored hashes of the complete subtrees of size
-	stale    bool                // reload size and frontier before the next commit
+	frontier frontier // stored hashes of the complete subtrees of size
+	stale    bool     // reload size and frontier before the next commit
 
 	js        jstate // journal mode (Options.Journal); js.j is nil without
 	recovered int    // entries replayed from the journal by Open
@@ -518,7 +517,7 @@ func (l *Log) batchReader(ctx context.Context, firstHash int64, hashes *[]tlog.H
 		for i, x := range idx {
 			if x >= firstHash && x < firstHash+int64(len(*hashes)) {
 				out[i] = (*hashes)[x-firstHash]
-			} else if h, ok := l.frontier[x]; ok {
+			} else if h, ok := l.frontier.get(x); ok {
 				out[i] = h
 			} else {
 				missing = append(missing, i)
@@ -539,6 +538,14 @@ func (l *Log) batchReader(ctx context.Context, firstHash int64, hashes *[]tlog.H
 		}
 		return out, nil
 	})
+}
+
+func hashesFrom(hs [][32]byte) []tlog.Hash {
+	out := make([]tlog.Hash, len(hs))
+	for i, h := range hs {
+		out[i] = h
+	}
+	return out
 }
 
 func hashesOf(hs []tlog.Hash) [][32]byte {
@@ -563,31 +570,61 @@ func frontierIndexes(n int64) []int64 {
 	return out
 }
 
+// frontier is the stored hashes of the complete subtrees of a tree, at
+// most 63, by stored-hash index. Slices, not a map: the journal advances
+// it once per entry, under its lock, and a map's updates and iteration
+// were a third of that.
+type frontier struct {
+	idx      []int64
+	h        []tlog.Hash
+	spareIdx []int64
+	spareH   []tlog.Hash
+}
+
+func (f *frontier) get(x int64) (tlog.Hash, bool) {
+	for i, y := range f.idx {
+		if y == x {
+			return f.h[i], true
+		}
+	}
+	return tlog.Hash{}, false
+}
+
+// set makes the frontier idx with hashes h (copied).
+func (f *frontier) set(idx []int64, h []tlog.Hash) {
+	f.idx = append(f.idx[:0], idx...)
+	f.h = append(f.h[:0], h...)
+}
+
 // advance moves the frontier from size start to newSize, given the stored
-// hashes written for [start, newSize). It updates the map in place: the
-// journal advances it once per entry.
+// hashes written for [start, newSize). A subtree root neither written now
+// nor in the frontier before is left out, so that reading it fails.
 func (l *Log) advance(start, newSize int64, hashes []tlog.Hash) {
+	f := &l.frontier
 	firstHash := tlog.StoredHashCount(start)
-	idx := frontierIndexes(newSize)
-	for _, x := range idx {
+	idx, hs := f.spareIdx[:0], f.spareH[:0]
+	var lo int64
+	for level := 62; level >= 0; level-- {
+		if newSize&(1<<level) == 0 {
+			continue
+		}
+		x := tlog.StoredHashIndex(level, lo>>level)
+		lo += 1 << level
 		if x >= firstHash {
-			l.frontier[x] = hashes[x-firstHash]
+			idx, hs = append(idx, x), append(hs, hashes[x-firstHash])
+		} else if h, ok := f.get(x); ok {
+			idx, hs = append(idx, x), append(hs, h)
 		}
 	}
-	if len(l.frontier) > len(idx) {
-		for x := range l.frontier {
-			if !slices.Contains(idx, x) {
-				delete(l.frontier, x)
-			}
-		}
-	}
+	f.spareIdx, f.spareH = f.idx, f.h
+	f.idx, f.h = idx, hs
 }
 
 func (l *Log) frontierReader() tlog.HashReader {
 	return tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
 		out := make([]tlog.Hash, len(idx))
 		for i, x := range idx {
-			h, ok := l.frontier[x]
+			h, ok := l.frontier.get(x)
 			if !ok {
 				return nil, fmt.Errorf("audit: stored hash %d not in frontier", x)
 			}
@@ -604,20 +641,18 @@ func (l *Log) reload(ctx context.Context) error {
 		return fmt.Errorf("reading log size: %w", err)
 	}
 	idx := frontierIndexes(size)
-	frontier := make(map[int64]tlog.Hash, 64)
+	var hs []tlog.Hash
 	if len(idx) > 0 {
-		hs, err := l.st.AuditHashes(ctx, idx)
+		got, err := l.st.AuditHashes(ctx, idx)
 		if err != nil {
 			return fmt.Errorf("reading right-edge hashes of %d entries: %w", size, err)
 		}
-		if len(hs) != len(idx) {
-			return fmt.Errorf("reading right-edge hashes: got %d of %d", len(hs), len(idx))
+		if len(got) != len(idx) {
+			return fmt.Errorf("reading right-edge hashes: got %d of %d", len(got), len(idx))
 		}
-		for i, x := range idx {
-			frontier[x] = hs[i]
-		}
+		hs = hashesFrom(got)
 	}
-	l.frontier = frontier
+	l.frontier.set(idx, hs)
 	root, err := tlog.TreeHash(size, l.frontierReader())
 	if err != nil {
 		return err

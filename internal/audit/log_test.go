@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -620,6 +621,51 @@ func TestFrontierMatchesTlog(t *testing.T) {
 		want := frontierIndexes(n)
 		if fmt.Sprint(got) != fmt.Sprint(want) {
 			t.Fatalf("n=%d: tlog reads %v, frontier %v", n, got, want)
+		}
+	}
+}
+
+// The frontier, advanced one entry or one batch at a time, always holds
+// exactly the subtree roots of the tree so far, with their hashes.
+func TestFrontierAdvance(t *testing.T) {
+	var all []tlog.Hash // every stored hash, by index
+	r := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			out[i] = all[x]
+		}
+		return out, nil
+	})
+	const n = 300
+	for i := int64(0); i < n; i++ {
+		hs, err := tlog.StoredHashes(i, []byte(fmt.Sprint(i)), r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		all = append(all, hs...)
+	}
+	for _, step := range []int64{1, 2, 7, 64, n} {
+		l := &Log{}
+		for size := int64(0); size < n; {
+			next := min(size+step, n)
+			l.advance(size, next, all[tlog.StoredHashCount(size):tlog.StoredHashCount(next)])
+			size = next
+			want := frontierIndexes(size)
+			if !slices.Equal(l.frontier.idx, want) {
+				t.Fatalf("step %d, size %d: frontier %v, want %v", step, size, l.frontier.idx, want)
+			}
+			for i, x := range want {
+				if l.frontier.h[i] != all[x] {
+					t.Fatalf("step %d, size %d: hash %d differs", step, size, x)
+				}
+			}
+			root, err := tlog.TreeHash(size, l.frontierReader())
+			if err != nil {
+				t.Fatal(err)
+			}
+			if wantRoot, _ := tlog.TreeHash(size, r); root != wantRoot {
+				t.Fatalf("step %d, size %d: root differs", step, size)
+			}
 		}
 	}
 }
