@@ -438,8 +438,7 @@ type jstate struct {
 	j           *journal
 	size        int64              // entries journaled or stored: the next index
 	start       int64              // index of queue[0]
-	queue       [][]byte           // journaled entries not yet in the store
-	hashes      []tlog.Hash        // the stored hashes they add
+	queue       [][]byte           // journaled entries not yet in the store; the committer hashes them
 	waiters     []waiter           // durable appends waiting for the store
 	old         int                // the journal file waiting to be emptied, or -1
 	intents     map[uint64]*Intent // begun, in the journal, not finished
@@ -568,11 +567,7 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 	}
 	rec = buildEntry(rec, idx, ts, body)
 	entry := rec[prefix:]
-	hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
-	if err == nil {
-		err = l.journalWrite(rec, 0)
-	}
-	if err != nil {
+	if err := l.journalWrite(rec, 0); err != nil {
 		if prefix > 0 {
 			// Still an intent: a restart or Close records its decision.
 			js.intents[in.id] = in
@@ -580,7 +575,6 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 		}
 		return -1, nil, fmt.Errorf("%w: journaling %s entry: %v", ErrUnavailable, ev.Type, err)
 	}
-	l.advance(idx, idx+1, hashes)
 	js.size++
 	kick := false
 	if len(js.queue) == 0 {
@@ -588,7 +582,6 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 		kick = true
 	}
 	js.queue = append(js.queue, entry)
-	js.hashes = append(js.hashes, hashes...)
 	var done chan Result
 	if durable {
 		done = make(chan Result, 1)
@@ -806,16 +799,12 @@ func (l *Log) integrate(final bool) error {
 		return nil
 	}
 	began := time.Now()
-	start, entries, hashes, waiters := js.start, js.queue, js.hashes, js.waiters
+	start, entries, waiters := js.start, js.queue, js.waiters
 	end := js.size
-	root, err := tlog.TreeHash(end, l.frontierReader())
-	if err != nil { // cannot happen: the frontier is complete
-		js.mu.Unlock()
-		return fmt.Errorf("audit: tree hash of %d entries: %w", end, err)
-	}
 	durable := len(waiters) > 0 || old >= 0
-	// Appenders go on journaling while the store commits.
-	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
+	// Appenders go on journaling while the committer hashes and the store
+	// commits.
+	js.start, js.queue, js.waiters = end, nil, nil
 	active, activeEnd := js.j.active, js.j.size[js.j.active]
 	js.mu.Unlock()
 	if rotatedEnd >= 0 {
@@ -828,7 +817,10 @@ func (l *Log) integrate(final bool) error {
 		}
 	}
 
-	err = l.fold(start, entries, hashes, durable)
+	hashes, root, err := l.hashQueue(start, end, entries)
+	if err == nil {
+		err = l.fold(start, entries, hashes, durable)
+	}
 	js.mu.Lock()
 	if err != nil {
 		for _, w := range waiters {
@@ -837,10 +829,10 @@ func (l *Log) integrate(final bool) error {
 		// Put them back in front of what came meanwhile.
 		js.start = start
 		js.queue = append(entries, js.queue...)
-		js.hashes = append(hashes, js.hashes...)
 		js.mu.Unlock()
 		return err
 	}
+	l.advance(start, end, hashes)
 	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
@@ -900,28 +892,27 @@ func (l *Log) integrateFinal() error {
 	js := &l.js
 	defer js.mu.Unlock()
 	// Requests still running get entries of their own: the journal goes.
-	if err := l.materialize(); err != nil {
-		return err
-	}
-	start, entries, hashes, waiters := js.start, js.queue, js.hashes, js.waiters
+	l.materialize()
+	start, entries, waiters := js.start, js.queue, js.waiters
 	end := js.size
-	root, err := tlog.TreeHash(end, l.frontierReader())
-	if err != nil {
-		return fmt.Errorf("audit: tree hash of %d entries: %w", end, err)
-	}
 	began := time.Now()
-	if err := l.fold(start, entries, hashes, true); err != nil {
+	hashes, root, err := l.hashQueue(start, end, entries)
+	if err == nil {
+		err = l.fold(start, entries, hashes, true)
+	}
+	if err != nil {
 		for _, w := range waiters {
 			w.done <- Result{Index: -1, Err: err}
 		}
 		js.waiters = nil
 		return err // the journal keeps them for the next Open
 	}
+	l.advance(start, end, hashes)
 	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
-	js.start, js.queue, js.hashes, js.waiters = end, nil, nil, nil
+	js.start, js.queue, js.waiters = end, nil, nil
 	return js.j.reset()
 }
 
@@ -950,7 +941,7 @@ func (l *Log) fold(start int64, entries [][]byte, hashes []tlog.Hash, durable bo
 
 // materialize gives every live intent an entry of its own, the decision
 // alone, in the queue; js.mu is held.
-func (l *Log) materialize() error {
+func (l *Log) materialize() {
 	js := &l.js
 	ids := make([]uint64, 0, len(js.intents))
 	for id := range js.intents {
@@ -960,20 +951,29 @@ func (l *Log) materialize() error {
 	for _, id := range ids {
 		in := js.intents[id]
 		idx := js.size
-		entry := buildEntry(nil, idx, in.ts, in.body)
-		hashes, err := l.hashEntries(context.Background(), idx, [][]byte{entry})
-		if err != nil {
-			return fmt.Errorf("audit: hashing a running request's entry: %w", err)
-		}
-		l.advance(idx, idx+1, hashes)
 		js.size++
-		js.queue = append(js.queue, entry)
-		js.hashes = append(js.hashes, hashes...)
+		js.queue = append(js.queue, buildEntry(nil, idx, in.ts, in.body))
 		in.index = idx
 		delete(js.intents, id)
 		js.reserved -= in.reserve
 	}
-	return nil
+}
+
+// hashQueue computes the stored hashes the entries at [start, end) add and
+// the tree's root at end, without moving the frontier: the committer does
+// that once the store has them. In journal mode only the committer uses
+// the frontier.
+func (l *Log) hashQueue(start, end int64, entries [][]byte) ([]tlog.Hash, tlog.Hash, error) {
+	ctx := context.Background()
+	hashes, err := l.hashEntries(ctx, start, entries)
+	if err != nil { // not expected: the frontier covers the queue
+		return nil, tlog.Hash{}, fmt.Errorf("audit: hashing %d journaled entries: %w", len(entries), err)
+	}
+	root, err := tlog.TreeHash(end, l.batchReader(ctx, tlog.StoredHashCount(start), &hashes))
+	if err != nil {
+		return nil, tlog.Hash{}, fmt.Errorf("audit: tree hash of %d entries: %w", end, err)
+	}
+	return hashes, root, nil
 }
 
 // hashEntries computes the stored hashes entries (at [start, …)) add to
