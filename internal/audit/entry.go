@@ -86,10 +86,16 @@ func validType(s string) bool {
 // encodeEvent returns the event's compact JSON object, starting with
 // `{"type":`, with any whole mayfly token replaced by its hint.
 func encodeEvent(ev Event) ([]byte, error) {
+	return encodeEventTo(make([]byte, 0, 1024), &ev)
+}
+
+// encodeEventTo is encodeEvent appending to dst, returning just the object
+// (in dst's array when it fits).
+func encodeEventTo(dst []byte, ev *Event) ([]byte, error) {
 	if !validType(ev.Type) {
 		return nil, fmt.Errorf("audit: invalid event type %q", ev.Type)
 	}
-	b, err := appendEvent(make([]byte, 0, 512), &ev)
+	b, err := appendEvent(dst[:0], ev)
 	if err != nil {
 		return nil, fmt.Errorf("audit: encoding %s event: %w", ev.Type, err)
 	}

@@ -541,10 +541,11 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, lazy, durable bool) (int64, chan Result, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
-	body, ts, err := l.admit(ev, lazy)
+	body, ts, err := l.admit(&ev, lazy)
 	if err != nil {
 		return -1, nil, err
 	}
+	defer l.putScratch(body) // copied into rec below
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -621,7 +622,9 @@ func (l *Log) journalWrite(p []byte, keep int64) error {
 // admit encodes ev and stamps its time if the log takes it: not closed,
 // and healthy unless lazy (a record of what already happened). The caller
 // holds l.closeMu for reading until the record is journaled.
-func (l *Log) admit(ev Event, lazy bool) ([]byte, string, error) {
+// The body is in a scratch buffer the caller hands back with
+// putScratch once it has copied it into its record.
+func (l *Log) admit(ev *Event, lazy bool) ([]byte, string, error) {
 	if l.closed {
 		return nil, "", fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
 	}
@@ -630,11 +633,26 @@ func (l *Log) admit(ev Event, lazy bool) ([]byte, string, error) {
 			return nil, "", err
 		}
 	}
-	body, err := encodeEvent(ev)
+	buf, _ := l.scratch.Get().(*[]byte)
+	if buf == nil {
+		buf = new([]byte)
+		*buf = make([]byte, 0, 2048)
+	}
+	body, err := encodeEventTo(*buf, ev)
 	if err != nil {
+		l.scratch.Put(buf)
 		return nil, "", err
 	}
 	return body, l.opts.Now().UTC().Format(timeLayout), nil
+}
+
+// putScratch takes back a body admit returned, unless it outgrew the
+// scratch buffers (kept small: one per concurrent appender).
+func (l *Log) putScratch(b []byte) {
+	if cap(b) == 2048 {
+		b = b[:0]
+		l.scratch.Put(&b)
+	}
 }
 
 func (js *jstate) kickLoop() {
@@ -675,13 +693,14 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 	}
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
-	body, ts, err := l.admit(ev, false)
+	body, ts, err := l.admit(&ev, false)
 	if err != nil {
 		return nil, err
 	}
 	rec := make([]byte, recPrefix, recPrefix+len(ts)+1+len(body))
 	rec[0] = recIntent
 	rec = append(append(append(rec, ts...), '\n'), body...)
+	l.putScratch(body)
 	in := &Intent{ts: ts, body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
 	js := &l.js
 	js.mu.Lock()

@@ -106,8 +106,9 @@ type Log struct {
 
 	// owned by the committer goroutine (and Open before it starts)
 	// (with a journal: of js.size, and guarded by js.mu)
-	frontier frontier // stored hashes of the complete subtrees of size
-	stale    bool     // reload size and frontier before the next commit
+	scratch  sync.Pool // *[]byte: encoding buffers of journaled appends
+	frontier frontier  // stored hashes of the complete subtrees of size
+	stale    bool      // reload size and frontier before the next commit
 
 	js        jstate // journal mode (Options.Journal); js.j is nil without
 	recovered int    // entries replayed from the journal by Open
