@@ -632,13 +632,15 @@ func (g *Gateway) begin(ctx context.Context, ev audit.Event) (in *audit.Intent, 
 // awaitAudit runs an awaited append within AuditTimeout, and refuses at
 // once while the log reports itself unhealthy.
 func (g *Gateway) awaitAudit(ctx context.Context, appendFn func(context.Context) error) error {
+	if g.journaled && !g.cfg.Durable {
+		// A journaled append checks the log's health itself and never
+		// waits.
+		return appendFn(context.WithoutCancel(ctx))
+	}
 	if g.health != nil {
 		if err := g.health.Healthy(); err != nil {
 			return err
 		}
-	}
-	if g.journaled && !g.cfg.Durable {
-		return appendFn(context.WithoutCancel(ctx))
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
 	defer cancel()
