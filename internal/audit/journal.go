@@ -574,7 +574,7 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 			js.intents[in.id] = in
 			js.reserved += in.reserve
 		}
-		return -1, nil, fmt.Errorf("%w: journaling %s entry: %v", ErrUnavailable, ev.Type, err)
+		return -1, nil, fmt.Errorf("%w: journaling %s entry: %w", ErrUnavailable, ev.Type, err)
 	}
 	js.size++
 	kick := false
@@ -709,7 +709,7 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 	in.id = js.nextIntent
 	binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
 	if err := l.journalWrite(rec, in.reserve); err != nil {
-		return nil, fmt.Errorf("%w: journaling %s decision: %v", ErrUnavailable, ev.Type, err)
+		return nil, fmt.Errorf("%w: journaling %s decision: %w", ErrUnavailable, ev.Type, err)
 	}
 	js.reserved += in.reserve
 	js.intents[in.id] = in
