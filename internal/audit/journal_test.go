@@ -514,10 +514,10 @@ func TestJournalMirror(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	waitFor(t, func() bool {
-		l.js.mu.Lock()
-		defer l.js.mu.Unlock()
-		return l.js.j.synced[0] == l.js.j.size[0]
+	waitFor(t, func() bool { // the committer has synced them to the mirror
+		b, err := os.ReadFile(path + ".sync")
+		recs, _, _ := readJournal(b)
+		return err == nil && len(recs) == 6
 	})
 	l.Close(ctx)
 	st.setFail(nil)
