@@ -3,6 +3,7 @@ package audit
 import (
 	"bytes"
 	"context"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -70,6 +71,71 @@ func (s sqlTamper) entries() [][]byte {
 	return es
 }
 
+// hashes reads every stored hash, from the runs and the one-row-per-hash
+// table of earlier versions.
+func (s sqlTamper) hashes() map[int64][32]byte {
+	s.t.Helper()
+	ctx := context.Background()
+	m := map[int64][32]byte{}
+	rows, err := s.db.SQL().QueryContext(ctx, `SELECT first_id, hashes FROM audit_hash_runs`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for rows.Next() {
+		var first int64
+		var b []byte
+		if err := rows.Scan(&first, &b); err != nil {
+			s.t.Fatal(err)
+		}
+		for i := 0; i+32 <= len(b); i += 32 {
+			m[first+int64(i/32)] = [32]byte(b[i : i+32])
+		}
+	}
+	rows.Close()
+	rows, err = s.db.SQL().QueryContext(ctx, `SELECT id, hash FROM audit_hashes`)
+	if err != nil {
+		s.t.Fatal(err)
+	}
+	for rows.Next() {
+		var id int64
+		var b []byte
+		if err := rows.Scan(&id, &b); err != nil {
+			s.t.Fatal(err)
+		}
+		m[id] = [32]byte(b)
+	}
+	rows.Close()
+	return m
+}
+
+// setHashes replaces every stored hash with m, in runs of consecutive ones.
+func (s sqlTamper) setHashes(m map[int64][32]byte) {
+	s.exec(`DELETE FROM audit_hash_runs`)
+	s.exec(`DELETE FROM audit_hashes`)
+	ids := make([]int64, 0, len(m))
+	for id := range m {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	for i := 0; i < len(ids); {
+		j := i
+		var b []byte
+		for ; j < len(ids) && ids[j] == ids[i]+int64(j-i); j++ {
+			h := m[ids[j]]
+			b = append(b, h[:]...)
+		}
+		s.exec(`INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, ids[i], b)
+		i = j
+	}
+}
+
+// editHashes changes the stored hashes with f.
+func (s sqlTamper) editHashes(f func(m map[int64][32]byte)) {
+	m := s.hashes()
+	f(m)
+	s.setHashes(m)
+}
+
 // rewriteFrom replaces every entry from index from with es.
 func (s sqlTamper) rewriteFrom(from int64, es [][]byte) {
 	s.exec(`DELETE FROM audit_entries WHERE idx >= ?`, from)
@@ -90,7 +156,7 @@ func (s sqlTamper) rehash() {
 		}
 		return out, nil
 	})
-	s.exec(`DELETE FROM audit_hashes`)
+	all := map[int64][32]byte{}
 	for i, e := range es {
 		add, err := tlog.StoredHashes(int64(i), e, r)
 		if err != nil {
@@ -99,13 +165,23 @@ func (s sqlTamper) rehash() {
 		base := tlog.StoredHashCount(int64(i))
 		for j, h := range add {
 			hs[base+int64(j)] = h
-			s.exec(`INSERT INTO audit_hashes (id, hash) VALUES (?, ?)`, base+int64(j), h[:])
+			all[base+int64(j)] = h
 		}
 	}
+	s.setHashes(all)
 }
 
 func (s sqlTamper) setEntry(i int64, data []byte) {
 	s.exec(`UPDATE audit_entries SET data = ? WHERE idx = ?`, data, i)
+}
+
+// dropFrom deletes the hashes at from and after.
+func dropFrom(m map[int64][32]byte, from int64) {
+	for id := range m {
+		if id >= from {
+			delete(m, id)
+		}
+	}
 }
 
 func forgedNote(t *testing.T, text string) []byte {
@@ -175,20 +251,20 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		}, firstBad: 40, reason: "missing"},
 		{name: "truncated tail", tamper: func(s sqlTamper, _, _ TreeHead) {
 			s.exec(`DELETE FROM audit_entries WHERE idx >= ?`, 35)
-			s.exec(`DELETE FROM audit_hashes WHERE id >= ?`, tlog.StoredHashCount(35))
+			s.editHashes(func(m map[int64][32]byte) { dropFrom(m, tlog.StoredHashCount(35)) })
 		}, firstBad: 35, reason: "missing"},
 		{name: "edited leaf hash", tamper: func(s sqlTamper, _, _ TreeHead) {
-			s.exec(`UPDATE audit_hashes SET hash = ? WHERE id = ?`, make([]byte, 32), tlog.StoredHashIndex(0, 17))
+			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(0, 17)] = [32]byte{} })
 		}, firstBad: 17, reason: "stored hash"},
 		{name: "edited interior hash", tamper: func(s sqlTamper, _, _ TreeHead) {
-			s.exec(`UPDATE audit_hashes SET hash = ? WHERE id = ?`, make([]byte, 32), tlog.StoredHashIndex(2, 4))
+			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(2, 4)] = [32]byte{} })
 		}, firstBad: 16, reason: "level 2"},
 		{name: "deleted hash", tamper: func(s sqlTamper, _, _ TreeHead) {
-			s.exec(`DELETE FROM audit_hashes WHERE id = ?`, tlog.StoredHashIndex(1, 3))
+			s.editHashes(func(m map[int64][32]byte) { delete(m, tlog.StoredHashIndex(1, 3)) })
 		}, firstBad: 6, reason: "missing"},
 		{name: "rolled back below seen checkpoint", tamper: func(s sqlTamper, _, _ TreeHead) {
 			s.exec(`DELETE FROM audit_entries WHERE idx >= ?`, 30)
-			s.exec(`DELETE FROM audit_hashes WHERE id >= ?`, tlog.StoredHashCount(30))
+			s.editHashes(func(m map[int64][32]byte) { dropFrom(m, tlog.StoredHashCount(30)) })
 			s.exec(`DELETE FROM audit_checkpoints WHERE size > ?`, 20)
 		}, seen: func(a, b TreeHead) *TreeHead { return &b }, firstBad: 30, reason: "rolled back"},
 		{name: "forged checkpoint", tamper: func(s sqlTamper, _, at40 TreeHead) {
@@ -213,7 +289,7 @@ func TestVerifyDetectsTampering(t *testing.T) {
 				t.Run(c.name, func(t *testing.T) {
 					// A fresh log per case: clean tables.
 					s := sqlTamper{t: t, db: b.db}
-					for _, tbl := range []string{"audit_entries", "audit_hashes", "audit_checkpoints"} {
+					for _, tbl := range []string{"audit_entries", "audit_hashes", "audit_hash_runs", "audit_checkpoints"} {
 						s.exec(`DELETE FROM ` + tbl)
 					}
 					at20, at40 := tamperLog(t, b.st)

@@ -58,7 +58,17 @@ func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*s
 		if err := db.insertPairs(ctx, tx, `INSERT INTO audit_entries (idx, data) VALUES `, start, len(entries), func(i int) any { return entries[i] }); err != nil {
 			return err
 		}
-		return db.insertPairs(ctx, tx, `INSERT INTO audit_hashes (id, hash) VALUES `, firstHash, len(hashes), func(i int) any { return hashes[i][:] })
+		run := make([]byte, 0, 32*min(len(hashes), hashRunMax))
+		for off := 0; off < len(hashes); off += hashRunMax {
+			run = run[:0]
+			for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
+				run = append(run, h[:]...)
+			}
+			if _, err := db.exec(ctx, tx, `INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, firstHash+int64(off), run); err != nil {
+				return err
+			}
+		}
+		return nil
 	})
 	if err != nil {
 		return fmt.Errorf("store: append audit at %d: %w", start, err)
@@ -117,12 +127,156 @@ func (db *DB) AuditEntries(ctx context.Context, start int64, limit int) ([][]byt
 }
 
 // AuditHashes returns the stored hashes at the given tlog indexes;
-// ErrNotFound if any is missing.
+// ErrNotFound if any is missing. They are read from the runs appends
+// write (audit_hash_runs) and, for logs written by earlier versions, from
+// audit_hashes.
 func (db *DB) AuditHashes(ctx context.Context, indexes []int64) ([][32]byte, error) {
 	out := make([][32]byte, len(indexes))
 	if len(indexes) == 0 {
 		return out, nil
 	}
+	found := make([]bool, len(indexes))
+	var err error
+	if contiguous(indexes) {
+		err = db.hashRunsRange(ctx, indexes[0], out, found)
+	} else {
+		err = db.hashRunsAt(ctx, indexes, out, found)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: audit hashes: %w", err)
+	}
+	var rest []int64
+	for i, ok := range found {
+		if !ok {
+			rest = append(rest, indexes[i])
+		}
+	}
+	if len(rest) == 0 {
+		return out, nil
+	}
+	old, err := db.legacyHashes(ctx, rest)
+	if err != nil {
+		return nil, err
+	}
+	for i, ok := range found {
+		if !ok {
+			out[i], old = old[0], old[1:]
+		}
+	}
+	return out, nil
+}
+
+// hashRunMax bounds the hashes in one run: 3,840 bytes stay within one
+// SQLite page, so reading one hash of a run does not walk a chain of
+// overflow pages (a proof reads one hash from each of ~log n runs).
+const hashRunMax = 120
+
+// run is one row of audit_hash_runs.
+type run struct {
+	first  int64
+	hashes []byte
+}
+
+func (r run) has(x int64) bool { return x >= r.first && x < r.first+int64(len(r.hashes)/32) }
+
+func (r run) copyTo(x int64, dst *[32]byte) { copy(dst[:], r.hashes[(x-r.first)*32:]) }
+
+func scanRuns(rows *sql.Rows) ([]run, error) {
+	defer rows.Close()
+	var runs []run
+	for rows.Next() {
+		var r run
+		if err := rows.Scan(&r.first, &r.hashes); err != nil {
+			return nil, err
+		}
+		if len(r.hashes)%32 != 0 {
+			return nil, fmt.Errorf("hash run at %d has %d bytes", r.first, len(r.hashes))
+		}
+		runs = append(runs, r)
+	}
+	return runs, rows.Err()
+}
+
+// hashRunsRange fills out with the hashes at [first, first+len(out)) that
+// runs hold, with one range scan (verification reads whole pages this
+// way), and marks them found.
+func (db *DB) hashRunsRange(ctx context.Context, first int64, out [][32]byte, found []bool) error {
+	end := first + int64(len(out))
+	rows, err := db.query(ctx, `SELECT first_id, hashes FROM audit_hash_runs
+		WHERE first_id < ? AND first_id >= COALESCE((SELECT MAX(first_id) FROM audit_hash_runs WHERE first_id <= ?), ?)
+		ORDER BY first_id`, end, first, first)
+	if err != nil {
+		return err
+	}
+	runs, err := scanRuns(rows)
+	if err != nil {
+		return err
+	}
+	for _, r := range runs {
+		for x := max(first, r.first); x < end && r.has(x); x++ {
+			r.copyTo(x, &out[x-first])
+			found[x-first] = true
+		}
+	}
+	return nil
+}
+
+// hashRunsAt fills out with the hashes at indexes that runs hold, with
+// one query: for each index, the 32 bytes at its place in the last run
+// that starts at or before it (found by the primary key, read without the
+// rest of the run), and marks them found.
+func (db *DB) hashRunsAt(ctx context.Context, indexes []int64, out [][32]byte, found []bool) error {
+	var q strings.Builder
+	args := make([]any, 0, len(indexes))
+	q.WriteString(`WITH want(x) AS (VALUES `)
+	for i, x := range indexes {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		if db.postgres {
+			q.WriteString("(?::bigint)")
+		} else {
+			q.WriteString("(?)")
+		}
+		args = append(args, x)
+	}
+	if db.postgres {
+		q.WriteString(`) SELECT x, (SELECT substring(hashes from ((x - first_id) * 32 + 1)::int for 32) FROM audit_hash_runs WHERE first_id <= x ORDER BY first_id DESC LIMIT 1) FROM want`)
+	} else {
+		q.WriteString(`) SELECT x, (SELECT substr(hashes, (x - first_id) * 32 + 1, 32) FROM audit_hash_runs WHERE first_id <= x ORDER BY first_id DESC LIMIT 1) FROM want`)
+	}
+	rows, err := db.query(ctx, q.String(), args...)
+	if err != nil {
+		return err
+	}
+	defer rows.Close()
+	got := make(map[int64][]byte, len(indexes))
+	for rows.Next() {
+		var x int64
+		var h []byte
+		if err := rows.Scan(&x, &h); err != nil {
+			return err
+		}
+		if len(h) == 32 { // shorter: past the end of that run
+			got[x] = h
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return err
+	}
+	for i, x := range indexes {
+		if h, ok := got[x]; ok {
+			copy(out[i][:], h)
+			found[i] = true
+		}
+	}
+	return nil
+}
+
+// legacyHashes reads hashes, one row each, from audit_hashes (written by
+// earlier versions); ErrNotFound if any is missing.
+func (db *DB) legacyHashes(ctx context.Context, indexes []int64) ([][32]byte, error) {
+	out := make([][32]byte, len(indexes))
 	if contiguous(indexes) {
 		return db.auditHashRange(ctx, indexes[0], out)
 	}

@@ -420,6 +420,14 @@ func testAudit(t *testing.T, b storetest.Backend) {
 	if _, err := db.AuditHashes(ctx, []int64{9}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("missing hash: %v", err)
 	}
+	// A range across two appends' runs, and one running past the end.
+	hs, err = db.AuditHashes(ctx, []int64{1, 2, 3})
+	if err != nil || hs[0] != hashes[1] || hs[1] != hashes[2] || hs[2] != ([32]byte{4}) {
+		t.Fatalf("hashes across appends = %v %v", hs, err)
+	}
+	if _, err := db.AuditHashes(ctx, []int64{2, 3, 4}); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("range past the end: %v", err)
+	}
 	if _, _, err := db.LatestAuditCheckpoint(ctx); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("no checkpoint: %v", err)
 	}

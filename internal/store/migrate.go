@@ -110,6 +110,14 @@ CREATE TABLE audit_cursors (
 		// PRIMARY KEY made every audit append write a table and a separate
 		// index. Rebuild the audit tables keyed by the row id.
 		{sqlite: rekey("audit_entries", "idx", "data") + rekey("audit_hashes", "id", "hash") + rekey("audit_checkpoints", "size", "note")},
+		// 3: the stored hashes of one append in one row (first_id, then
+		// 32 bytes per hash), not a row per hash: two of every three rows
+		// an audit append wrote. audit_hashes keeps what earlier versions
+		// wrote and is still read.
+		{
+			sqlite:   `CREATE TABLE audit_hash_runs (first_id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);`,
+			postgres: `CREATE TABLE audit_hash_runs (first_id BIGINT PRIMARY KEY, hashes BYTEA NOT NULL);`,
+		},
 	}
 }
 

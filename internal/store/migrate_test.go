@@ -4,7 +4,9 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"errors"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 )
@@ -59,7 +61,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	if size, note, err := db.LatestAuditCheckpoint(ctx); err != nil || size != 2 || !bytes.Equal(note, []byte("n")) {
 		t.Fatalf("checkpoint after migration = %d %q %v", size, note, err)
 	}
-	for _, table := range []string{"audit_entries", "audit_hashes", "audit_checkpoints"} {
+	for _, table := range []string{"audit_entries", "audit_hashes", "audit_checkpoints", "audit_hash_runs"} {
 		var ddl string
 		if err := db.read.QueryRowContext(ctx, `SELECT sql FROM sqlite_master WHERE name = ?`, table).Scan(&ddl); err != nil {
 			t.Fatal(err)
@@ -70,7 +72,33 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	var v []byte
 	db.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v)
-	if string(v) != "2" {
+	if string(v) != strconv.Itoa(SchemaVersion()) {
 		t.Fatalf("schema version %s", v)
+	}
+	// Appends go to hash runs; hashes of the old rows and the new runs
+	// read together, in a range and one by one.
+	if err := db.AppendAudit(ctx, 2, [][]byte{[]byte(`{"index":2}`)}, 3, [][32]byte{{9}}); err != nil {
+		t.Fatal(err)
+	}
+	for _, idx := range [][]int64{{0, 1, 2, 3}, {3, 2, 0}, {3}} {
+		hs, err := db.AuditHashes(ctx, idx)
+		if err != nil {
+			t.Fatalf("hashes %v after an append = %v", idx, err)
+		}
+		for i, x := range idx {
+			want := [32]byte{}
+			switch x {
+			case 2:
+				want[0] = 3
+			case 3:
+				want[0] = 9
+			}
+			if hs[i] != want {
+				t.Fatalf("hash %d = %x, want %x", x, hs[i][:2], want[:2])
+			}
+		}
+	}
+	if _, err := db.AuditHashes(ctx, []int64{3, 4}); !errors.Is(err, ErrNotFound) {
+		t.Fatalf("hash past the end: %v", err)
 	}
 }
