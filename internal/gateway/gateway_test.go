@@ -173,6 +173,14 @@ func newUpstream(t *testing.T) *upstream {
 				return
 			}
 			fmt.Fprint(w, half)
+		case "/abort":
+			// Promises 1000 bytes, sends 10, and hangs up.
+			w.Header().Set("Content-Length", "1000")
+			fmt.Fprint(w, "0123456789")
+			w.(http.Flusher).Flush()
+			if conn, _, err := http.NewResponseController(w).Hijack(); err == nil {
+				conn.Close()
+			}
 		case "/slow":
 			select {
 			case <-time.After(5 * time.Second):
@@ -289,7 +297,7 @@ grants:
     ttl: 10m
     allow:
       - methods: [GET]
-        paths: ["/repos/acme/app/**", "/echo", "/echo-fixed", "/big", "/sse", "/trickle", "/ws", "/gzip", "/"]
+        paths: ["/repos/acme/app/**", "/echo", "/echo-fixed", "/big", "/sse", "/trickle", "/abort", "/ws", "/gzip", "/"]
       - methods: [POST]
         paths: ["/repos/acme/app/deployments"]
       - methods: [PUT]
@@ -1007,6 +1015,31 @@ func TestKnownLengthFlushesPromptly(t *testing.T) {
 	rest, _ := io.ReadAll(res.resp.Body)
 	if len(rest) != 2*4096-2048 || strings.Trim(string(rest), "a") != "" {
 		t.Fatalf("rest: %d bytes", len(rest))
+	}
+}
+
+// An upstream that hangs up in the middle of a body aborts the response
+// (the proxy panics with http.ErrAbortHandler): the request is still
+// recorded, marked aborted, and the client's connection is cut.
+func TestAbortedResponseRecorded(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	req, _ := http.NewRequest("GET", h.srv.URL+"/gw/api/abort", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a cut-off body reached the client whole")
+	}
+	es := h.waitEntries(2)
+	if len(es) != 2 {
+		t.Fatalf("%d entries, want the decision and the outcome", len(es))
+	}
+	if out := es[1]; out.Type != TypeResponse || out.Detail["aborted"] != true || out.Status != 200 {
+		t.Fatalf("outcome entry %+v", out)
 	}
 }
 

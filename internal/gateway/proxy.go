@@ -157,145 +157,170 @@ type redactorKey struct {
 var errEncoding = errors.New("gateway: upstream response in an encoding the gateway cannot inspect")
 
 // forward sends the checked request to the upstream and streams the answer
-// back, masked; then it queues the gateway.response entry.
+// back, masked; then it records the request's outcome.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
 	cred *credential, clean string, in *audit.Intent) {
-	red := g.redactor(cred, rq.tok)
-	rw := &respWriter{ResponseWriter: w, red: red}
-	body := &countReader{}
-	var upStatus int
-	var failure string
-	base := ut.base
-	rp := &httputil.ReverseProxy{
+	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: g.redactor(cred, rq.tok)}
+	f.rw = respWriter{ResponseWriter: w, red: f.red}
+	f.rp = httputil.ReverseProxy{
 		Transport: ut.tr,
 		// Streams (SSE, unknown length) are flushed at every write by
 		// the proxy itself; a body of known length when the upstream
 		// pauses (respWriter). Not at every write, nor on a timer: one
 		// write(2) for a small response's header and body, and no timer
 		// per response.
-		BufferPool: &g.bufPool,
-		Rewrite: func(pr *httputil.ProxyRequest) {
-			out := pr.Out
-			out.URL.Scheme = base.Scheme
-			out.URL.Host = base.Host
-			out.URL.Path = base.Path + clean
-			out.URL.RawPath = base.EscapedPath() + EscapePath(clean)
-			out.URL.RawQuery = r.URL.RawQuery
-			out.URL.Fragment, out.URL.RawFragment = "", ""
-			out.Host = ""
-			h := out.Header
-			h.Del("Authorization")
-			h.Del("Proxy-Authorization")
-			h.Del("Dpop")
-			// Path-override headers (IIS URL Rewrite, some Symfony and
-			// Zend setups) would let an upstream serve a path the policy
-			// never checked.
-			h.Del("X-Original-Url")
-			h.Del("X-Rewrite-Url")
-			for k, vs := range h {
-				for _, v := range vs {
-					if strings.Contains(v, rq.tok) {
-						delete(h, k)
-						break
-					}
-				}
-			}
-			// Let the transport ask for gzip and decompress, so that
-			// every body can be inspected; likewise no WebSocket
-			// compression, so that every frame can be.
-			h.Del("Accept-Encoding")
-			h.Del("Sec-Websocket-Extensions")
-			h[cred.header] = cred.values // canonical; never changed downstream
-			if out.Body != nil && out.Body != http.NoBody {
-				body.r = out.Body
-				out.Body = body
-			}
-		},
-		ModifyResponse: func(resp *http.Response) error {
-			upStatus = resp.StatusCode
-			red.maskHeader(resp.Header)
-			if resp.StatusCode == http.StatusSwitchingProtocols {
-				// The proxy copies the upgraded connection from the
-				// response body: mask the upstream's frames as they pass.
-				if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-					resp.Body = newWSMasker(rwc, red)
-				}
-				return nil
-			}
-			hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0
-			if ce := resp.Header.Get("Content-Encoding"); hasBody && ce != "" && !strings.EqualFold(ce, "identity") {
-				resp.Body.Close()
-				return errEncoding
-			}
-			if resp.Body != nil && resp.Body != http.NoBody {
-				// Even with a declared length of 0: trailers may still
-				// follow (HTTP/2), and are masked once the body ends.
-				mb := newMaskBody(resp.Body, red, &g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
-				resp.Body, rw.body = mb, mb
-			}
-			return nil
-		},
-		ErrorHandler: func(ew http.ResponseWriter, er *http.Request, err error) {
-			status, code, desc := http.StatusBadGateway, "bad_gateway", "the upstream could not be reached"
-			var ne net.Error
-			switch {
-			case errors.Is(err, errEncoding):
-				desc = "the upstream answered in a content encoding the gateway cannot inspect"
-				failure = "encoding"
-			case r.Context().Err() != nil:
-				failure = "client_gone"
-				rw.status = 499 // client closed the request: nothing to answer
-				return
-			case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
-				status, code, desc = http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time"
-				failure = "timeout"
-			default:
-				failure = "unreachable"
-			}
-			g.log.Warn("gateway: upstream failed", "upstream", up.Name, "status", status, "err", err)
-			writeError(ew, status, code, desc, "")
-		},
+		BufferPool:     &g.bufPool,
+		Rewrite:        f.rewrite,
+		ModifyResponse: f.modifyResponse,
+		ErrorHandler:   f.errorHandler,
 	}
-	defer func() {
-		p := recover()
-		status := rw.status
-		if status == 0 {
-			status = upStatus
-		}
-		if status == 0 {
-			status = http.StatusBadGateway
-		}
-		dur := g.cfg.Now().Sub(rq.start)
-		bytesIn := body.n.Load()
-		// The request's entry: the decision with its outcome; or, when the
-		// decision already has an entry, the outcome pointing at it.
-		whole := rq.ev
-		whole.Status, whole.BytesIn, whole.BytesOut, whole.DurationMS = status, bytesIn, rw.n, dur.Milliseconds()
-		if failure != "" {
-			whole.Reason = failure
-		}
-		if p != nil {
-			whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
-		}
-		outcome := func(decision int64) audit.Event {
-			ev := whole
-			ev.Type = TypeResponse
-			ev.Detail = map[string]any{"request_index": decision}
-			if p != nil {
-				ev.Detail["aborted"] = true
+	defer f.finish(in)
+	f.rp.ServeHTTP(&f.rw, r)
+}
+
+// forwarding is one forwarded request's state, shared by the proxy's
+// callbacks: one allocation rather than one per callback and variable.
+type forwarding struct {
+	g        *Gateway
+	r        *http.Request
+	rq       *request
+	up       *policy.Upstream
+	base     *url.URL
+	cred     *credential
+	clean    string
+	red      *redactor
+	rw       respWriter
+	body     countReader
+	rp       httputil.ReverseProxy
+	upStatus int
+	failure  string
+}
+
+func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
+	out, base := pr.Out, f.base
+	out.URL.Scheme = base.Scheme
+	out.URL.Host = base.Host
+	out.URL.Path = base.Path + f.clean
+	out.URL.RawPath = base.EscapedPath() + EscapePath(f.clean)
+	out.URL.RawQuery = f.r.URL.RawQuery
+	out.URL.Fragment, out.URL.RawFragment = "", ""
+	out.Host = ""
+	h := out.Header
+	h.Del("Authorization")
+	h.Del("Proxy-Authorization")
+	h.Del("Dpop")
+	// Path-override headers (IIS URL Rewrite, some Symfony and Zend
+	// setups) would let an upstream serve a path the policy never checked.
+	h.Del("X-Original-Url")
+	h.Del("X-Rewrite-Url")
+	for k, vs := range h {
+		for _, v := range vs {
+			if strings.Contains(v, f.rq.tok) {
+				delete(h, k)
+				break
 			}
-			return ev
 		}
-		// Not awaited, and no goroutine per request to watch it: a failed
-		// append marks the log unhealthy (new requests get 503, /readyz
-		// fails) and counts in mayfly_audit_append_errors_total.
-		g.cfg.Auditor.Finish(in, whole, outcome)
-		g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
+	}
+	// Let the transport ask for gzip and decompress, so that every body
+	// can be inspected; likewise no WebSocket compression, so that every
+	// frame can be.
+	h.Del("Accept-Encoding")
+	h.Del("Sec-Websocket-Extensions")
+	h[f.cred.header] = f.cred.values // canonical; never changed downstream
+	if out.Body != nil && out.Body != http.NoBody {
+		f.body.r = out.Body
+		out.Body = &f.body
+	}
+}
+
+func (f *forwarding) modifyResponse(resp *http.Response) error {
+	f.upStatus = resp.StatusCode
+	red := f.red
+	red.maskHeader(resp.Header)
+	if resp.StatusCode == http.StatusSwitchingProtocols {
+		// The proxy copies the upgraded connection from the response
+		// body: mask the upstream's frames as they pass.
+		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
+			resp.Body = newWSMasker(rwc, red)
+		}
+		return nil
+	}
+	hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0
+	if ce := resp.Header.Get("Content-Encoding"); hasBody && ce != "" && !strings.EqualFold(ce, "identity") {
+		resp.Body.Close()
+		return errEncoding
+	}
+	if resp.Body != nil && resp.Body != http.NoBody {
+		// Even with a declared length of 0: trailers may still follow
+		// (HTTP/2), and are masked once the body ends.
+		mb := newMaskBody(resp.Body, red, &f.g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+		resp.Body, f.rw.body = mb, mb
+	}
+	return nil
+}
+
+func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err error) {
+	status, code, desc := http.StatusBadGateway, "bad_gateway", "the upstream could not be reached"
+	var ne net.Error
+	switch {
+	case errors.Is(err, errEncoding):
+		desc = "the upstream answered in a content encoding the gateway cannot inspect"
+		f.failure = "encoding"
+	case f.r.Context().Err() != nil:
+		f.failure = "client_gone"
+		f.rw.status = 499 // client closed the request: nothing to answer
+		return
+	case errors.Is(err, context.DeadlineExceeded) || errors.As(err, &ne) && ne.Timeout():
+		status, code, desc = http.StatusGatewayTimeout, "gateway_timeout", "the upstream did not answer in time"
+		f.failure = "timeout"
+	default:
+		f.failure = "unreachable"
+	}
+	f.g.log.Warn("gateway: upstream failed", "upstream", f.up.Name, "status", status, "err", err)
+	writeError(ew, status, code, desc, "")
+}
+
+// finish records the request's outcome (deferred: also after a panic,
+// which it passes on).
+func (f *forwarding) finish(in *audit.Intent) {
+	p := recover()
+	g, rq, rw := f.g, f.rq, &f.rw
+	status := rw.status
+	if status == 0 {
+		status = f.upStatus
+	}
+	if status == 0 {
+		status = http.StatusBadGateway
+	}
+	dur := g.cfg.Now().Sub(rq.start)
+	bytesIn := f.body.n.Load()
+	// The request's entry: the decision with its outcome; or, when the
+	// decision already has an entry, the outcome pointing at it.
+	whole := rq.ev
+	whole.Status, whole.BytesIn, whole.BytesOut, whole.DurationMS = status, bytesIn, rw.n, dur.Milliseconds()
+	if f.failure != "" {
+		whole.Reason = f.failure
+	}
+	if p != nil {
+		whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
+	}
+	outcome := func(decision int64) audit.Event {
+		ev := whole
+		ev.Type = TypeResponse
+		ev.Detail = map[string]any{"request_index": decision}
 		if p != nil {
-			panic(p)
+			ev.Detail["aborted"] = true
 		}
-	}()
-	rp.ServeHTTP(rw, r)
+		return ev
+	}
+	// Not awaited, and no goroutine per request to watch it: a failed
+	// append marks the log unhealthy (new requests get 503, /readyz
+	// fails) and counts in mayfly_audit_append_errors_total.
+	g.cfg.Auditor.Finish(in, whole, outcome)
+	g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
+	if p != nil {
+		panic(p)
+	}
 }
 
 // respWriter records the status and bytes sent, and masks the headers of
