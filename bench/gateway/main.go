@@ -356,7 +356,7 @@ func (a *nopAuditor) Begin(context.Context, audit.Event) (*audit.Intent, error) 
 	return audit.EntryIntent(a.n.Add(1)), nil
 }
 
-func (a *nopAuditor) Finish(*audit.Intent, audit.Event, func(int64) audit.Event) { a.n.Add(1) }
+func (a *nopAuditor) Finish(*audit.Intent, audit.Event, string) { a.n.Add(1) }
 
 func (a *nopAuditor) AppendAsync(audit.Event) <-chan audit.Result {
 	ch := make(chan audit.Result, 1)

@@ -63,11 +63,7 @@ func BenchmarkAppend(b *testing.B) {
 							}
 							whole := ev
 							whole.Status, whole.BytesOut, whole.DurationMS = 200, 256, 1
-							l.Finish(in, whole, func(i int64) Event {
-								o := whole
-								o.Detail = map[string]any{"request_index": i}
-								return o
-							})
+							l.Finish(in, whole, "gateway.response")
 							return 0, nil
 						}
 					}

@@ -532,13 +532,14 @@ func (l *Log) Recovered() int { return l.recovered }
 // entry durably. A lazy entry (a record of what already happened) is taken
 // while the log is unhealthy; others are not.
 func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, error) {
-	return l.appendJournalFor(ev, nil, nil, lazy, durable)
+	return l.appendJournalFor(ev, nil, "", lazy, durable)
 }
 
 // appendJournalFor is appendJournal; with in set, ev completes that intent
 // (a lazy append): while in is pending its record says so, and once in has
-// an entry of its own, outcome(that entry's index) is appended instead.
-func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, lazy, durable bool) (int64, chan Result, error) {
+// an entry of its own, Outcome(ev, outcomeType, that entry's index) is
+// appended instead.
+func (l *Log) appendJournalFor(ev Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan Result, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	body, ts, err := l.admit(&ev, lazy)
@@ -556,7 +557,7 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcome func(int64) Event, 
 			delete(js.intents, in.id)
 			js.reserved -= in.reserve
 			prefix = recPrefix
-		} else if body, err = encodeEvent(outcome(in.index)); err != nil {
+		} else if body, err = encodeEvent(Outcome(ev, outcomeType, in.index)); err != nil {
 			return -1, nil, err
 		}
 	}
@@ -719,16 +720,29 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 // Finish records the outcome of in without waiting. While in is an intent
 // in the journal, whole (the decision with its outcome) becomes the
 // request's one entry; otherwise (no journal, or the intent was turned into
-// an entry of its own when the journal was emptied) outcome(i) is appended,
-// i being the decision's entry.
-func (l *Log) Finish(in *Intent, whole Event, outcome func(decision int64) Event) {
+// an entry of its own when the journal was emptied) Outcome(whole,
+// outcomeType, i) is appended, i being the decision's entry.
+func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
 	if l.js.j == nil {
-		l.AppendAsync(outcome(in.index))
+		l.AppendAsync(Outcome(whole, outcomeType, in.index))
 		return
 	}
 	// Not waited for: a failure marks the log unhealthy and counts in
 	// mayfly_audit_append_errors_total.
-	_, _, _ = l.appendJournalFor(whole, in, outcome, true, false)
+	_, _, _ = l.appendJournalFor(whole, in, outcomeType, true, false)
+}
+
+// Outcome is the entry that records a request's outcome beside its
+// decision's entry at index decision: whole's fields, of type typ, with
+// detail request_index (and aborted when whole's detail says so).
+func Outcome(whole Event, typ string, decision int64) Event {
+	ev := whole
+	ev.Type = typ
+	ev.Detail = map[string]any{"request_index": decision}
+	if whole.Detail["aborted"] == true {
+		ev.Detail["aborted"] = true
+	}
+	return ev
 }
 
 // journalLoop is the committer in journal mode: it syncs the journal and

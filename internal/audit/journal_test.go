@@ -232,15 +232,6 @@ func FuzzReadJournal(f *testing.F) {
 	})
 }
 
-func outcomeOf(whole Event) func(int64) Event {
-	return func(decision int64) Event {
-		ev := whole
-		ev.Type = "gateway.response"
-		ev.Detail = map[string]any{"request_index": decision}
-		return ev
-	}
-}
-
 func storedEntries(t *testing.T, st Storage, n int) []*Entry {
 	t.Helper()
 	raw, err := st.AuditEntries(context.Background(), 0, n+10)
@@ -279,7 +270,7 @@ func TestJournalIntents(t *testing.T) {
 	}
 	whole := dec
 	whole.Status, whole.BytesOut = 201, 5
-	l.Finish(in, whole, outcomeOf(whole))
+	l.Finish(in, whole, "gateway.response")
 	waitFor(t, func() bool { return l.Size() == 1 })
 	if es := storedEntries(t, st, 1); es[0].Status != 201 || es[0].Type != TypeGateway {
 		t.Fatalf("entry %+v, want the whole request", es[0])
@@ -325,7 +316,7 @@ func TestJournalIntents(t *testing.T) {
 	})
 	whole3 := dec3
 	whole3.Status = 200
-	l2.Finish(in3, whole3, outcomeOf(whole3))
+	l2.Finish(in3, whole3, "gateway.response")
 	waitFor(t, func() bool { return l2.Size() == 4 })
 	es := storedEntries(t, st, 4)
 	if e := es[3]; e.Path != dec3.Path || e.Status != 200 || e.Type != TypeGateway {
@@ -341,7 +332,7 @@ func TestJournalIntents(t *testing.T) {
 		t.Fatal(err)
 	}
 	l2.Close(ctx)
-	l2.Finish(in5, dec5, outcomeOf(dec5))
+	l2.Finish(in5, dec5, "gateway.response")
 	es = storedEntries(t, st, 5)
 	if e := es[4]; e.Path != dec5.Path || e.Status != 0 {
 		t.Fatalf("entry %+v, want the decision of the request running at Close", e)
@@ -449,7 +440,7 @@ func TestJournalFull(t *testing.T) {
 		whole := requestEvent(i)
 		whole.Status, whole.BytesOut, whole.DurationMS, whole.Reason = 502, 1<<40, 1<<30, "client_gone"
 		whole.Detail = map[string]any{"decision": "allow", "rule": 0, "aborted": true}
-		if _, _, err := l.appendJournalFor(whole, in, outcomeOf(whole), true, false); err != nil {
+		if _, _, err := l.appendJournalFor(whole, in, "gateway.response", true, false); err != nil {
 			t.Fatalf("request %d of %d admitted but not recorded: %v", i, len(running), err)
 		}
 	}
@@ -548,6 +539,36 @@ func TestJournalMirror(t *testing.T) {
 			l := openLog(t, st, Options{Journal: p, journalCapacity: 1 << 20})
 			if l.Recovered() != 6 || l.Size() != 6 {
 				t.Fatalf("recovered %d, size %d; want 6, 6", l.Recovered(), l.Size())
+			}
+		})
+	}
+}
+
+func TestOutcome(t *testing.T) {
+	for _, tc := range []struct {
+		name        string
+		detail      map[string]any
+		wantAborted bool
+	}{
+		{"finished", map[string]any{"decision": "allow", "rule": 0}, false},
+		{"aborted", map[string]any{"decision": "allow", "rule": 0, "aborted": true}, true},
+		{"no detail", nil, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			whole := gatewayEvent(3)
+			whole.Detail = tc.detail
+			o := Outcome(whole, "gateway.response", 41)
+			if o.Type != "gateway.response" || o.Path != whole.Path || o.Status != whole.Status || o.Detail["request_index"] != int64(41) {
+				t.Fatalf("outcome %+v", o)
+			}
+			if _, ok := o.Detail["decision"]; ok {
+				t.Fatal("the decision's detail repeated in the outcome")
+			}
+			if got := o.Detail["aborted"] == true; got != tc.wantAborted {
+				t.Fatalf("aborted = %v, want %v", got, tc.wantAborted)
+			}
+			if whole.Detail != nil && len(whole.Detail) != len(tc.detail) {
+				t.Fatal("Outcome changed the whole event's detail")
 			}
 		})
 	}

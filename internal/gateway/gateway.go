@@ -149,7 +149,7 @@ type Auditor interface {
 	AppendWritten(ctx context.Context, ev audit.Event) (int64, error)
 	AppendAsync(ev audit.Event) <-chan audit.Result
 	Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error)
-	Finish(in *audit.Intent, whole audit.Event, outcome func(decision int64) audit.Event)
+	Finish(in *audit.Intent, whole audit.Event, outcomeType string)
 }
 
 // healthChecker is optionally implemented by an Auditor (*audit.Log):

@@ -304,19 +304,12 @@ func (f *forwarding) finish(in *audit.Intent) {
 	if p != nil {
 		whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
 	}
-	outcome := func(decision int64) audit.Event {
-		ev := whole
-		ev.Type = TypeResponse
-		ev.Detail = map[string]any{"request_index": decision}
-		if p != nil {
-			ev.Detail["aborted"] = true
-		}
-		return ev
-	}
 	// Not awaited, and no goroutine per request to watch it: a failed
 	// append marks the log unhealthy (new requests get 503, /readyz
-	// fails) and counts in mayfly_audit_append_errors_total.
-	g.cfg.Auditor.Finish(in, whole, outcome)
+	// fails) and counts in mayfly_audit_append_errors_total. Where the
+	// decision has an entry of its own, the outcome is a TypeResponse
+	// entry beside it (audit.Outcome).
+	g.cfg.Auditor.Finish(in, whole, TypeResponse)
 	g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
 	if p != nil {
 		panic(p)
