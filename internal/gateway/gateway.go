@@ -255,7 +255,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.PublicURL = defaultPublicURL
 	}
 	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
-		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{},
+		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, bufPool: newBufPool(256),
 		redactors: map[redactorKey]*redactor{}}
 	if g.ip == nil {
 		g.ip = clientip.New(nil)

@@ -154,7 +154,8 @@ func TestMaskBodySplits(t *testing.T) {
 	in := []byte("head SECRETVALUE-1234567890 mid U0VDUkVUVkFMVUUtMTIzNDU2Nzg5MA== SECRETVALUE-1234567890SECRETVALUE-1234567890 tail SECRETVALUE-12")
 	// A shared pool: bodies after the first reuse the buffers an earlier
 	// one gave back, which must hold nothing of it.
-	pool := &bufPool{}
+	shared := newBufPool(8)
+	pool := &shared
 	for i, wrap := range []func(io.Reader) io.Reader{
 		func(r io.Reader) io.Reader { return r },
 		iotest.OneByteReader,

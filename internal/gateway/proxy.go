@@ -14,7 +14,6 @@ import (
 	"net/url"
 	"os"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -24,14 +23,20 @@ import (
 
 // upstreamTransport is the tuned transport of one upstream, rebuilt when
 // the upstream's url, CA file or timeout changes.
+// transportKey is what an upstream's transport is built from.
+type transportKey struct {
+	url, caFile string
+	timeout     time.Duration
+}
+
 type upstreamTransport struct {
-	key  string
+	key  transportKey
 	base *url.URL
 	tr   *http.Transport
 }
 
 func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
-	key := up.URL + "\x00" + up.CAFile + "\x00" + up.Timeout.String()
+	key := transportKey{up.URL, up.CAFile, up.Timeout}
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if t := g.transports[up.Name]; t != nil && t.key == key {
@@ -371,24 +376,34 @@ func (c *countReader) Close() error { return c.r.Close() }
 
 // bufPool holds the 32 KiB buffers of the ReverseProxy's copies and of the
 // masked bodies. A nil pool allocates.
-type bufPool struct{ p sync.Pool }
+type bufPool struct{ c chan []byte }
 
 const bufSize = 32 << 10
 
+// newBufPool keeps up to n idle buffers. A channel rather than a
+// sync.Pool: putting a slice into a sync.Pool allocates its header every
+// time, and a GC empties it, so buffers were allocated again after each.
+func newBufPool(n int) bufPool { return bufPool{c: make(chan []byte, n)} }
+
 func (b *bufPool) Get() []byte {
 	if b != nil {
-		if v, ok := b.p.Get().(*[]byte); ok {
-			return *v
+		select {
+		case s := <-b.c:
+			return s
+		default:
 		}
 	}
 	return make([]byte, bufSize)
 }
 
-// Put takes back a buffer at its full capacity, whatever its length.
+// Put takes back a buffer at its full capacity, whatever its length; a
+// full pool drops it.
 func (b *bufPool) Put(s []byte) {
 	if b == nil || cap(s) < bufSize {
 		return
 	}
-	s = s[:cap(s)]
-	b.p.Put(&s)
+	select {
+	case b.c <- s[:cap(s)]:
+	default:
+	}
 }
