@@ -559,16 +559,18 @@ func hashesOf(hs []tlog.Hash) [][32]byte {
 
 // frontierIndexes returns the stored-hash indexes of the complete subtrees
 // that make up a tree of size n, left to right.
-func frontierIndexes(n int64) []int64 {
-	var out []int64
+func frontierIndexes(n int64) []int64 { return appendFrontierIndexes(nil, n) }
+
+// appendFrontierIndexes is frontierIndexes appending to dst.
+func appendFrontierIndexes(dst []int64, n int64) []int64 {
 	var lo int64
 	for level := 62; level >= 0; level-- {
 		if n&(1<<level) != 0 {
-			out = append(out, tlog.StoredHashIndex(level, lo>>level))
+			dst = append(dst, tlog.StoredHashIndex(level, lo>>level))
 			lo += 1 << level
 		}
 	}
-	return out
+	return dst
 }
 
 // frontier is the stored hashes of the complete subtrees of a tree, at
@@ -603,14 +605,9 @@ func (f *frontier) set(idx []int64, h []tlog.Hash) {
 func (l *Log) advance(start, newSize int64, hashes []tlog.Hash) {
 	f := &l.frontier
 	firstHash := tlog.StoredHashCount(start)
-	idx, hs := f.spareIdx[:0], f.spareH[:0]
-	var lo int64
-	for level := 62; level >= 0; level-- {
-		if newSize&(1<<level) == 0 {
-			continue
-		}
-		x := tlog.StoredHashIndex(level, lo>>level)
-		lo += 1 << level
+	all := appendFrontierIndexes(f.spareIdx[:0], newSize)
+	idx, hs := all[:0], f.spareH[:0] // idx filters all in place
+	for _, x := range all {
 		if x >= firstHash {
 			idx, hs = append(idx, x), append(hs, hashes[x-firstHash])
 		} else if h, ok := f.get(x); ok {

@@ -75,37 +75,35 @@ func (s sqlTamper) entries() [][]byte {
 // table of earlier versions.
 func (s sqlTamper) hashes() map[int64][32]byte {
 	s.t.Helper()
-	ctx := context.Background()
 	m := map[int64][32]byte{}
-	rows, err := s.db.SQL().QueryContext(ctx, `SELECT first_id, hashes FROM audit_hash_runs`)
-	if err != nil {
-		s.t.Fatal(err)
-	}
-	for rows.Next() {
-		var first int64
-		var b []byte
-		if err := rows.Scan(&first, &b); err != nil {
-			s.t.Fatal(err)
-		}
+	s.rows(`SELECT first_id, hashes FROM audit_hash_runs`, func(first int64, b []byte) {
 		for i := 0; i+32 <= len(b); i += 32 {
 			m[first+int64(i/32)] = [32]byte(b[i : i+32])
 		}
-	}
-	rows.Close()
-	rows, err = s.db.SQL().QueryContext(ctx, `SELECT id, hash FROM audit_hashes`)
+	})
+	s.rows(`SELECT id, hash FROM audit_hashes`, func(id int64, b []byte) { m[id] = [32]byte(b) })
+	return m
+}
+
+// rows calls f with each (id, bytes) row q returns.
+func (s sqlTamper) rows(q string, f func(int64, []byte)) {
+	s.t.Helper()
+	rows, err := s.db.SQL().QueryContext(context.Background(), q)
 	if err != nil {
 		s.t.Fatal(err)
 	}
+	defer rows.Close()
 	for rows.Next() {
 		var id int64
 		var b []byte
 		if err := rows.Scan(&id, &b); err != nil {
 			s.t.Fatal(err)
 		}
-		m[id] = [32]byte(b)
+		f(id, b)
 	}
-	rows.Close()
-	return m
+	if err := rows.Err(); err != nil {
+		s.t.Fatal(err)
+	}
 }
 
 // setHashes replaces every stored hash with m, in runs of consecutive ones.
