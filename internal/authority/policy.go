@@ -47,7 +47,8 @@ func (a *Authority) LoadPolicy(ctx context.Context) error {
 func (a *Authority) install(p *policy.Policy, version int64) {
 	var cfgs []identity.IssuerConfig
 	for _, is := range p.Issuers {
-		cfgs = append(cfgs, identity.IssuerConfig{Name: is.Name, URL: is.URL, Audience: is.Audience, JWKSURL: is.JWKSURL, Algorithms: is.Algorithms})
+		cfgs = append(cfgs, identity.IssuerConfig{Name: is.Name, URL: is.URL, Audience: is.Audience, JWKSURL: is.JWKSURL, Algorithms: is.Algorithms,
+			AllowMultipleAudiences: is.AllowMultipleAudiences})
 	}
 	a.cfg.Verifier.SetIssuers(cfgs)
 	a.current.Store(&state{policy: p, version: version})

@@ -64,8 +64,15 @@ type IssuerConfig struct {
 	// URL is the exact expected `iss` (no normalisation: a trailing slash or
 	// http instead of https is a different issuer).
 	URL string
-	// Audience must be one of the token's `aud` values.
+	// Audience must be one of the token's `aud` values. A token with
+	// several audiences is accepted only when its `azp` is Audience (OIDC
+	// Core §3.1.3.7), unless AllowMultipleAudiences.
 	Audience string
+	// AllowMultipleAudiences accepts a token whose `aud` holds Audience
+	// among others whatever its `azp` says: for an issuer known to mint
+	// such tokens for its own reasons. Off by default: a token minted for
+	// another party as well is that party's to use.
+	AllowMultipleAudiences bool
 	// JWKSURL is where the keys are; "" means OIDC discovery at
 	// URL + "/.well-known/openid-configuration".
 	JWKSURL string
@@ -105,7 +112,8 @@ type Identity struct {
 	Subject   string
 	JTI       string
 	// Claims holds every top-level claim as a string: strings as they are,
-	// numbers in plain decimal (123456789, never 1.23456789e+08), booleans
+	// numbers as their exact JSON text (4242.0 stays "4242.0", never "4242":
+	// a pinned number matches only the literal the issuer wrote), booleans
 	// "true"/"false", objects and arrays as compact JSON; null claims are
 	// left out.
 	Claims    map[string]string
@@ -173,9 +181,10 @@ type issuerGroup struct {
 }
 
 type issuerEntry struct {
-	name     string
-	audience string
-	algs     []string
+	name      string
+	audience  string
+	algs      []string
+	multiAuds bool // AllowMultipleAudiences
 }
 
 func (g *issuerGroup) allows(alg string) bool {
@@ -245,7 +254,7 @@ func (v *Verifier) SetIssuers(cfgs []IssuerConfig) {
 		} else if g.keys.jwksURL != c.JWKSURL {
 			continue
 		}
-		g.entries = append(g.entries, issuerEntry{name: c.Name, audience: c.Audience, algs: algs})
+		g.entries = append(g.entries, issuerEntry{name: c.Name, audience: c.Audience, algs: algs, multiAuds: c.AllowMultipleAudiences})
 	}
 	v.issuer.Store(next)
 }
@@ -405,18 +414,36 @@ func (v *Verifier) checkClaims(g *issuerGroup, alg, kid string, claims map[strin
 			return nil, verr(CheckFormat, "jti is not a string")
 		}
 	}
-
-	// Pick the config this token is for: first (in configuration order)
-	// whose audience it carries and whose algorithms include alg.
-	var entry *issuerEntry
-	for i := range g.entries {
-		e := &g.entries[i]
-		if slices.Contains(e.algs, alg) && slices.Contains(aud, e.audience) {
-			entry = e
-			break
+	azp := ""
+	if c, present := claims["azp"]; present && c != nil {
+		if azp, ok = c.(string); !ok {
+			return nil, verr(CheckFormat, "azp is not a string")
 		}
 	}
+
+	// Pick the config this token is for: first (in configuration order)
+	// whose audience it carries and whose algorithms include alg. A token
+	// for several audiences is for us only when its authorized party is
+	// (OIDC Core §3.1.3.7), or the issuer's config says such tokens are.
+	multi := distinct(aud) > 1
+	var entry *issuerEntry
+	refusedForAzp := false
+	for i := range g.entries {
+		e := &g.entries[i]
+		if !slices.Contains(e.algs, alg) || !slices.Contains(aud, e.audience) {
+			continue
+		}
+		if multi && !e.multiAuds && azp != e.audience {
+			refusedForAzp = true
+			continue
+		}
+		entry = e
+		break
+	}
 	if entry == nil {
+		if refusedForAzp {
+			return nil, verr(CheckAudience, "aud holds several audiences and azp is not the configured audience")
+		}
 		return nil, verr(CheckAudience, "aud does not contain the configured audience")
 	}
 
@@ -463,6 +490,17 @@ func decodeClaims(payload []byte) (map[string]any, error) {
 	return claims, nil
 }
 
+// distinct counts the different values of aud.
+func distinct(aud []string) int {
+	n := 0
+	for i, a := range aud {
+		if !slices.Contains(aud[:i], a) {
+			n++
+		}
+	}
+	return n
+}
+
 func audience(c any) ([]string, error) {
 	switch a := c.(type) {
 	case string:
@@ -496,7 +534,8 @@ func numericDate(c any) (time.Time, bool) {
 }
 
 // claimString turns a decoded claim into its string form; ok is false for
-// null.
+// null. Numbers keep their exact JSON text (json.Number, at any depth):
+// reading them as floats would let 4242.0000000000001 pass for 4242.
 func claimString(c any) (string, bool) {
 	switch x := c.(type) {
 	case nil:
@@ -506,63 +545,16 @@ func claimString(c any) (string, bool) {
 	case bool:
 		return strconv.FormatBool(x), true
 	case json.Number:
-		return NormalizeNumber(string(x)), true
+		return string(x), true
 	default:
 		var b bytes.Buffer
 		enc := json.NewEncoder(&b)
 		enc.SetEscapeHTML(false)
-		if err := enc.Encode(normalizeNested(x)); err != nil {
+		if err := enc.Encode(x); err != nil {
 			return "", false
 		}
 		return strings.TrimSuffix(b.String(), "\n"), true
 	}
-}
-
-func normalizeNested(c any) any {
-	switch x := c.(type) {
-	case json.Number:
-		return json.Number(NormalizeNumber(string(x)))
-	case []any:
-		for i := range x {
-			x[i] = normalizeNested(x[i])
-		}
-	case map[string]any:
-		for k := range x {
-			x[k] = normalizeNested(x[k])
-		}
-	}
-	return c
-}
-
-// NormalizeNumber writes a JSON number literal in plain decimal: integer
-// literals stay exactly as written (no precision lost beyond 2^53), others
-// are read as float64 and written without an exponent when below 1e21
-// ("1.23456789e+08" becomes "123456789", "1.0" becomes "1").
-func NormalizeNumber(lit string) string {
-	if isIntLiteral(lit) {
-		return lit
-	}
-	f, err := strconv.ParseFloat(lit, 64)
-	if err != nil || math.IsInf(f, 0) || math.IsNaN(f) {
-		return lit
-	}
-	if math.Abs(f) < 1e21 {
-		return strconv.FormatFloat(f, 'f', -1, 64)
-	}
-	return strconv.FormatFloat(f, 'g', -1, 64)
-}
-
-func isIntLiteral(s string) bool {
-	s = strings.TrimPrefix(s, "-")
-	if s == "" {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		if s[i] < '0' || s[i] > '9' {
-			return false
-		}
-	}
-	return true
 }
 
 // quote prints an untrusted value for an error: quoted, and cut to 100 bytes.

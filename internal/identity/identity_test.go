@@ -79,7 +79,9 @@ func TestVerify(t *testing.T) {
 		{"wrong aud", rs(with(func(c map[string]any) { c["aud"] = "https://other" })), CheckAudience},
 		{"aud list without ours", rs(with(func(c map[string]any) { c["aud"] = []string{"a", "b"} })), CheckAudience},
 		{"aud string ours", rs(with(func(c map[string]any) { c["aud"] = testAudience })), ""},
-		{"aud list with ours", rs(with(func(c map[string]any) { c["aud"] = []string{"x", testAudience} })), ""},
+		{"aud list with ours, azp ours", rs(with(func(c map[string]any) { c["aud"] = []string{"x", testAudience}; c["azp"] = testAudience })), ""},
+		{"aud list with ours, no azp", rs(with(func(c map[string]any) { c["aud"] = []string{"x", testAudience} })), CheckAudience},
+		{"aud list with ours, azp other", rs(with(func(c map[string]any) { c["aud"] = []string{testAudience, "x"}; c["azp"] = "x" })), CheckAudience},
 		{"expired", rs(with(func(c map[string]any) { c["exp"] = now - 120 })), CheckExpired},
 		{"expired just past skew", rs(with(func(c map[string]any) { c["exp"] = now - 60 })), CheckExpired},
 		{"expired within skew", rs(with(func(c map[string]any) { c["exp"] = now - 30 })), ""},
@@ -172,11 +174,11 @@ func TestVerifyIdentity(t *testing.T) {
 		"sub":           "repo:acme/app:ref:refs/heads/main",
 		"aud":           `["` + testAudience + `"]`,
 		"repository":    "acme/app",
-		"repository_id": "123456789",
+		"repository_id": "1.23456789e+08", // exact JSON text: a pin of "123456789" does not match it
 		"run_id":        "9876543210",
 		"ref_protected": "true",
 		"environment":   "production",
-		"groups":        `["a",1000]`,
+		"groups":        `["a",1e3]`,
 		"jti":           c["jti"].(string),
 		"exp":           fmt.Sprint(c["exp"]),
 		"iat":           fmt.Sprint(c["iat"]),
@@ -196,23 +198,94 @@ func TestVerifyIdentity(t *testing.T) {
 	}
 }
 
-func TestNormalizeNumber(t *testing.T) {
-	for in, want := range map[string]string{
-		"123456789":            "123456789",
-		"1.23456789e+08":       "123456789",
-		"1.23456789E8":         "123456789",
-		"123456789.0":          "123456789",
-		"12345678901234567890": "12345678901234567890",
-		"-5":                   "-5",
-		"0.5":                  "0.5",
-		"1e3":                  "1000",
-		"1.5e-7":               "0.00000015",
-		"1e400":                "1e400",
-		"1e21":                 "1e+21",
-	} {
-		if got := NormalizeNumber(in); got != want {
-			t.Errorf("NormalizeNumber(%s) = %s, want %s", in, got, want)
-		}
+// A number claim is its exact JSON text: a float that rounds to a pinned
+// integer, or another spelling of it, never passes for it.
+func TestClaimNumbersKeepTheirText(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	for _, lit := range []string{"4242", "4242.0000000000001", "4242.0", "4.242e3", "4242E0", "-0", "12345678901234567890123",
+		"1e400", "0.1"} {
+		t.Run(lit, func(t *testing.T) {
+			c := ti.claims(clk)
+			c["repository_id"] = json.Number(lit)
+			c["nested"] = map[string]any{"n": json.Number(lit), "l": []any{json.Number(lit)}}
+			id, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if got := id.Claims["repository_id"]; got != lit {
+				t.Fatalf("repository_id = %q, want the literal %q", got, lit)
+			}
+			if want := `{"l":[` + lit + `],"n":` + lit + `}`; id.Claims["nested"] != want {
+				t.Fatalf("nested = %q, want %q", id.Claims["nested"], want)
+			}
+		})
+	}
+}
+
+// A token for several audiences is ours only when its azp is our audience
+// (OIDC Core §3.1.3.7), unless the issuer allows multi-audience tokens.
+func TestMultipleAudiencesNeedAzp(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	strict := newTestVerifier(t, clk, ti.config())
+	allowCfg := ti.config()
+	allowCfg.AllowMultipleAudiences = true
+	lenient := newTestVerifier(t, clk, allowCfg)
+	other := "https://other.example"
+	tests := []struct {
+		name          string
+		aud, azp      any // nil: left out
+		strict, allow string
+	}{
+		{"single aud, no azp", testAudience, nil, "", ""},
+		{"single aud in a list", []string{testAudience}, nil, "", ""},
+		{"single aud, azp of another party", testAudience, other, "", ""},
+		{"ours twice", []string{testAudience, testAudience}, nil, "", ""},
+		{"two auds, azp ours", []string{testAudience, other}, testAudience, "", ""},
+		{"two auds, azp other", []string{testAudience, other}, other, CheckAudience, ""},
+		{"two auds, no azp", []string{other, testAudience}, nil, CheckAudience, ""},
+		{"two auds, empty azp", []string{other, testAudience}, "", CheckAudience, ""},
+		{"two auds, azp not a string", []string{other, testAudience}, 7, CheckFormat, CheckFormat},
+		{"two auds none ours, azp ours", []string{other, "x"}, testAudience, CheckAudience, CheckAudience},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			c := ti.claims(clk)
+			c["aud"] = tc.aud
+			if tc.azp != nil {
+				c["azp"] = tc.azp
+			}
+			tok := sign(t, rsaKey1(), jose.RS256, "k1", c)
+			for _, run := range []struct {
+				v    *Verifier
+				want string
+			}{{strict, tc.strict}, {lenient, tc.allow}} {
+				_, err := run.v.Verify(context.Background(), tok)
+				if got := CheckOf(err); got != run.want {
+					t.Fatalf("check = %q (err %v), want %q", got, err, run.want)
+				}
+			}
+		})
+	}
+}
+
+// Of two configs for one issuer, a multi-audience token goes to the one its
+// azp names.
+func TestMultipleAudiencesPickTheAzpEntry(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	a := ti.config()
+	b := ti.config()
+	b.Name, b.Audience = "other", "https://other.example"
+	v := newTestVerifier(t, clk, a, b)
+	c := ti.claims(clk)
+	c["aud"] = []string{testAudience, b.Audience}
+	c["azp"] = b.Audience
+	id, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", c))
+	if err != nil || id.Issuer != "other" {
+		t.Fatalf("identity %+v, err %v; want the entry named other", id, err)
 	}
 }
 

@@ -454,7 +454,7 @@ func (d *decoder) issuer(e kv) {
 	if dup {
 		d.errf(e.key, path, "issuer %q is already defined at %s", name, prev.at)
 	}
-	f := d.body(e, path, "url", "audience", "jwks_url", "algorithms", "preset")
+	f := d.body(e, path, "url", "audience", "jwks_url", "algorithms", "preset", "allow_multiple_audiences")
 	if f == nil {
 		return
 	}
@@ -473,6 +473,9 @@ func (d *decoder) issuer(e kv) {
 		d.missing(e.key, path, "audience")
 	} else if s, ok := d.str(v.val, path+".audience"); ok {
 		is.Audience = s
+	}
+	if v, ok := f["allow_multiple_audiences"]; ok {
+		is.AllowMultipleAudiences, _ = d.boolean(v.val, path+".allow_multiple_audiences")
 	}
 	if v, ok := f["jwks_url"]; ok {
 		if s, ok := d.str(v.val, path+".jwks_url"); ok {

@@ -56,6 +56,10 @@ func entriesOf(p *Policy, section string) map[string][]field {
 				{"algorithms", set(is.Algorithms)},
 				{"preset", is.Preset},
 			}
+			if is.AllowMultipleAudiences {
+				// Only when set, so that policies without it keep their hash.
+				out[n] = append(out[n], field{"allow_multiple_audiences", "true"})
+			}
 		}
 	case "upstreams":
 		for n, up := range p.Upstreams {

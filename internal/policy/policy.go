@@ -93,13 +93,17 @@ type Policy struct {
 
 // Issuer is an OIDC issuer CI jobs prove themselves with.
 type Issuer struct {
-	Name       string
-	URL        string   // exactly as the ID token's iss
-	Audience   string   // the ID token's aud must contain it
-	JWKSURL    string   // empty: OIDC discovery at URL
-	Algorithms []string // default ["RS256"]
-	Shared     bool     // a known shared issuer (GitHub Actions, GitLab.com): the broad rule applies
-	Preset     string   // "github", "gitlab" or ""
+	Name     string
+	URL      string // exactly as the ID token's iss
+	Audience string // the ID token's aud must contain it
+	// AllowMultipleAudiences accepts ID tokens whose aud holds Audience
+	// among others whatever their azp; by default such a token needs azp
+	// equal to Audience (OIDC Core §3.1.3.7).
+	AllowMultipleAudiences bool
+	JWKSURL                string   // empty: OIDC discovery at URL
+	Algorithms             []string // default ["RS256"]
+	Shared                 bool     // a known shared issuer (GitHub Actions, GitLab.com): the broad rule applies
+	Preset                 string   // "github", "gitlab" or ""
 
 	at pos
 }

@@ -157,6 +157,7 @@ func TestParseErrors(t *testing.T) {
 		{"issuer query", "url: https://ci.example.com", "url: https://ci.example.com/?a=b", nil, []string{`policy.yaml:3: issuers.ci.url: "https://ci.example.com/?a=b" must not have a query or fragment`}, 1},
 		{"no audience", "    audience: mayfly\n", "", nil, []string{`policy.yaml:2: issuers.ci.audience: missing`}, 1},
 		{"alg none", "    audience: mayfly", "    audience: mayfly\n    algorithms: [RS256, none]", nil, []string{`policy.yaml:5: issuers.ci.algorithms[1]: algorithm "none" is never accepted`}, 1},
+		{"allow_multiple_audiences not a bool", "    audience: mayfly", "    audience: mayfly\n    allow_multiple_audiences: yes please", nil, []string{`policy.yaml:5: issuers.ci.allow_multiple_audiences: expected true or false`}, 1},
 		{"alg HS256", "    audience: mayfly", "    audience: mayfly\n    algorithms: HS256", nil, []string{`policy.yaml:5: issuers.ci.algorithms: symmetric algorithm "HS256" is never accepted`}, 1},
 		{"alg unknown", "    audience: mayfly", "    audience: mayfly\n    algorithms: [rs256]", nil, []string{`policy.yaml:5: issuers.ci.algorithms[0]: unknown algorithm "rs256"`}, 1},
 		{"jwks http", "    audience: mayfly", "    audience: mayfly\n    jwks_url: http://keys.example.com/jwks", nil, []string{`policy.yaml:5: issuers.ci.jwks_url:`}, 1},
@@ -288,6 +289,16 @@ func TestParseAccepts(t *testing.T) {
 		{"enterprise issuer is not shared", "url: https://ci.example.com", "url: https://token.actions.githubusercontent.com/acme", func(t *testing.T, p *Policy) {
 			if is := p.Issuers["ci"]; is.Shared || is.Preset != "github" {
 				t.Errorf("issuer = %+v", is)
+			}
+		}, ""},
+		{"multiple audiences off by default", "", "", func(t *testing.T, p *Policy) {
+			if p.Issuers["ci"].AllowMultipleAudiences {
+				t.Error("allow_multiple_audiences defaults to true")
+			}
+		}, ""},
+		{"allow_multiple_audiences", "    audience: mayfly", "    audience: mayfly\n    allow_multiple_audiences: true", func(t *testing.T, p *Policy) {
+			if !p.Issuers["ci"].AllowMultipleAudiences {
+				t.Error("allow_multiple_audiences not read")
 			}
 		}, ""},
 		{"self-managed gitlab preset", "    audience: mayfly", "    audience: mayfly\n    preset: gitlab", func(t *testing.T, p *Policy) {
@@ -505,6 +516,16 @@ issuers:
 	p3 := mustParse(t, one("a.yaml", strings.Replace(base, "ttl: 10m", "ttl: 11m", 1)))
 	if p3.Hash == p1.Hash {
 		t.Error("different ttl, same hash")
+	}
+	multi := mustParse(t, one("a.yaml", strings.Replace(base, "    audience: mayfly", "    audience: mayfly\n    allow_multiple_audiences: true", 1)))
+	if multi.Hash == p1.Hash {
+		t.Error("allow_multiple_audiences: true, same hash")
+	}
+	if off := mustParse(t, one("a.yaml", strings.Replace(base, "    audience: mayfly", "    audience: mayfly\n    allow_multiple_audiences: false", 1))); off.Hash != p1.Hash {
+		t.Error("allow_multiple_audiences: false (the default) changed the hash")
+	}
+	if got := Plan(p1, multi); len(got) != 1 || got[0].String() != "~ issuers.ci: allow_multiple_audiences: + true" {
+		t.Errorf("plan = %v", got)
 	}
 }
 
