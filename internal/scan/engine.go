@@ -179,6 +179,7 @@ type scanState struct {
 	b          []byte
 	own0, own1 int
 	depth      int
+	code       bool // b is source code: an unquoted value is an expression, not a literal
 	winS, winE []int
 	seen       map[uint64]struct{}
 	spanE      [numEnc]int
@@ -211,8 +212,8 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 
 // scan returns the matches that start in b[own0:own1]; b around it is
 // context. Matches are in no particular order.
-func (e *engine) scan(b []byte, own0, own1, depth int) []rawMatch {
-	st := &scanState{e: e, b: b, own0: own0, own1: own1, depth: depth}
+func (e *engine) scan(b []byte, own0, own1, depth int, code bool) []rawMatch {
+	st := &scanState{e: e, b: b, own0: own0, own1: own1, depth: depth, code: code}
 	if e.mayflyJob >= 0 || e.mayflyAdm >= 0 {
 		for _, m := range token.Find(b) {
 			ri := e.mayflyJob
@@ -340,7 +341,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 				continue
 			}
 			n := len(st.out)
-			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1) {
+			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
 				st.addDecoded(m, s+off+m.pos*4/3, enc)
 			}
 			if len(st.out) > n {
@@ -358,7 +359,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 				continue
 			}
 			before := len(st.out)
-			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1) {
+			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
 				st.addDecoded(m, s+off+2*m.pos, enc)
 			}
 			if len(st.out) > before {
@@ -370,7 +371,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 		if len(dec) == e-s || len(dec) < 8 {
 			return
 		}
-		for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1) {
+		for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
 			st.addDecoded(m, s+pos[m.pos], enc)
 		}
 	}

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"math"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -494,10 +495,28 @@ func pemMatch(st *scanState, ri int, b []byte, ks, ke int) {
 // ---- generic assignments ----
 
 var genericNameStop = []string{"name", "type", "url", "uri", "path", "file", "length", "len", "size", "count",
-	"header", "field", "prefix", "env", "id", "format", "mode", "kind", "key_id", "hash", "policy", "expiry", "expires"}
+	"header", "field", "prefix", "env", "id", "format", "mode", "kind", "key_id", "hash", "policy", "expiry", "expires",
+	"hint", "endpoint", "mgr", "manager", "source", "provider", "class", "func", "fn", "label", "desc", "description",
+	"scope", "scopes", "ttl", "timeout", "flag", "var", "param", "arg", "option", "config", "store", "dir"}
 
-var genericKnownPrefixes = []string{"mfy_", "mfya_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "npm_",
+var genericKnownPrefixes = []string{"mfy_", "mfya_", "mfyp_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "npm_",
 	"glpat-", "xox", "sk_live_", "rk_live_", "AKIA", "ASIA", "AIza", "SG.", "sk-", "dckr_", "shp", "pypi-", "eyJ"}
+
+// sourceExts are files in which an unquoted value is an expression (a
+// variable, a call), not a literal. Shell, .env, YAML, INI and other
+// config formats are not here: there a bare value is the value.
+var sourceExts = []string{".go", ".py", ".js", ".mjs", ".cjs", ".ts", ".tsx", ".jsx", ".java", ".kt", ".kts",
+	".scala", ".rb", ".cs", ".php", ".c", ".h", ".cc", ".cpp", ".hpp", ".rs", ".swift", ".m", ".dart", ".lua",
+	".groovy", ".vb", ".fs", ".ex", ".exs", ".erl", ".clj", ".r", ".jl", ".pl", ".pm"}
+
+func isSourceCode(file string) bool {
+	i := strings.LastIndexByte(file, '.')
+	if i < 0 || strings.ContainsAny(file[i:], "/\\") {
+		return false
+	}
+	ext := strings.ToLower(file[i:])
+	return slices.Contains(sourceExts, ext)
+}
 
 func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	// The keyword must start a word inside the name (so "bypass" is not "pass").
@@ -514,6 +533,10 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	}
 	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
 		i++
+	}
+	// <add key="ApiToken" value="…"/>: the value is the next attribute.
+	if i > ne && i+6 <= len(b) && bytes.EqualFold(b[i:i+6], []byte("value=")) {
+		i += 5
 	}
 	// operator
 	switch {
@@ -542,16 +565,8 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	for ns > 0 && ks-ns < 64 && setIdent[b[ns-1]] {
 		ns--
 	}
-	name := bytes.TrimRight(b[ns:ne], "_.-")
-	for _, w := range genericNameStop {
-		if len(name) > len(w) && hasSuffixFold(name, w) {
-			if len(w) >= 4 {
-				return
-			}
-			if c := name[len(name)-len(w)-1]; c == '_' || c == '-' || c == '.' {
-				return
-			}
-		}
+	if stopName(bytes.TrimRight(b[ns:ne], "_.-")) {
+		return
 	}
 	var vs, ve int
 	quoted := false
@@ -581,7 +596,13 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 			return
 		}
 		ve = j
+		if concatenated(b, ve+1) {
+			return // "prefix" + something: part of an expression, not a whole value
+		}
 	} else {
+		if st.code {
+			return // in source code a bare value is a variable or a call
+		}
 		vs = i
 		j := vs
 		for j < len(b) && j-vs <= 256 {
@@ -594,7 +615,7 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		ve = j
 	}
 	v := b[vs:ve]
-	if len(v) < 8 || len(v) > 256 || isPlaceholder(v) || isExample(v) {
+	if len(v) < 8 || len(v) > 256 || isPlaceholder(v) || isExample(v) || notLiteral(v, quoted) {
 		return
 	}
 	for _, p := range genericKnownPrefixes {
@@ -620,9 +641,6 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 			sym = true
 		}
 	}
-	if !quoted && bytes.ContainsAny(v, "(){}[]<>$.") && !dig {
-		return
-	}
 	h := entropy(v)
 	switch {
 	case (dig || sym) && (lowr || upr) && h >= 3.0:
@@ -631,6 +649,175 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		return
 	}
 	st.add(ri, vs, ve, false)
+}
+
+// stopName reports whether an assigned name says its value is not a secret
+// itself (tokenURL, password_hint, awsAccessKeyIDEnv): its last word, after
+// a separator or at a camel-case boundary, is one of genericNameStop.
+func stopName(name []byte) bool {
+	for _, w := range genericNameStop {
+		if len(name) <= len(w) || !hasSuffixFold(name, w) {
+			continue
+		}
+		at := len(name) - len(w)
+		prev, first := name[at-1], name[at]
+		switch {
+		case len(w) >= 4 && !isLetter(prev):
+			return true
+		case prev == '_' || prev == '-' || prev == '.':
+			return true
+		case isUpper(first) && !isUpper(prev): // camel case: tokenURL, secretName
+			return true
+		case len(w) >= 4 && isUpper(first) == isUpper(prev) && allUpper(name): // SECRETNAME is rare; SECRET_NAME handled above
+			return false
+		case len(w) >= 4:
+			return true
+		}
+	}
+	return false
+}
+
+func allUpper(b []byte) bool {
+	for _, c := range b {
+		if c >= 'a' && c <= 'z' {
+			return false
+		}
+	}
+	return true
+}
+
+// concatenated reports whether a closing quote at b[i-1] is followed by a
+// concatenation operator: the quoted text is a piece of an expression.
+func concatenated(b []byte, i int) bool {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t') {
+		i++
+	}
+	return i < len(b) && (b[i] == '+' || b[i] == '.' && i+1 < len(b) && (b[i+1] == ' ' || b[i+1] == '$') || b[i] == '|' && i+1 < len(b) && b[i+1] == '|')
+}
+
+// notLiteral reports values that name or compute a secret rather than hold
+// one: identifiers and references (api-token, client_secret, AWS_SECRET_KEY,
+// credSourceEc2Metadata, urn:ietf:params:oauth:…), calls and indexing,
+// URLs without credentials, prose, and text that starts mid-expression.
+func notLiteral(v []byte, quoted bool) bool {
+	switch c := v[0]; {
+	case c == '+' || c == ' ' || c == '\t' || c == ',' || c == ')':
+		return true // the text between two string literals, or after one
+	}
+	if v[len(v)-1] == ' ' {
+		return true
+	}
+	if !quoted && bytes.ContainsAny(v, "([") {
+		return true
+	}
+	if i := bytes.Index(v, []byte("://")); i > 0 && isScheme(v[:i]) && !bytes.ContainsRune(v[i+3:], '@') {
+		return true
+	}
+	if bytes.ContainsRune(v, ' ') {
+		// Prose ("Time to generate first token, in seconds") is words.
+		for _, f := range bytes.Fields(v) {
+			if !wordLike(bytes.Trim(f, ".,;:!?()'\"…")) {
+				return false
+			}
+		}
+		return true
+	}
+	return wordLike(v)
+}
+
+func isScheme(s []byte) bool {
+	for _, c := range s {
+		if !isLetter(c) && !(c >= '0' && c <= '9') && c != '+' && c != '-' && c != '.' {
+			return false
+		}
+	}
+	return true
+}
+
+// wordLike reports whether v is made of words: parts split at - _ . : / and
+// at camel-case boundaries, each an ordinary word (lower, Capitalised or
+// UPPER letters, optionally followed by digits: v1, Ec2, sha256) or a
+// number. Random secrets almost never split this way.
+func wordLike(v []byte) bool {
+	if len(v) == 0 {
+		return true
+	}
+	parts, short, letters, vowels := 0, 0, 0, 0
+	start := 0
+	flush := func(end int) bool {
+		w := v[start:end]
+		start = end
+		if len(w) == 0 {
+			return true
+		}
+		parts++
+		k := 0 // letters, then digits
+		for k < len(w) && isLetter(w[k]) {
+			k++
+		}
+		for j := k; j < len(w); j++ {
+			if w[j] < '0' || w[j] > '9' {
+				return false
+			}
+		}
+		if k == 0 {
+			return true // a number
+		}
+		l := w[:k]
+		letters += k
+		for _, c := range l {
+			if strings.IndexByte("aeiouyAEIOUY", c) >= 0 {
+				vowels++
+			}
+		}
+		if k > 20 {
+			return false
+		}
+		if k <= 2 {
+			short++
+		}
+		if allUpper(l) {
+			return true
+		}
+		for _, c := range l[1:] {
+			if isUpper(c) {
+				return false
+			}
+		}
+		return true
+	}
+	for i := 0; i < len(v); i++ {
+		c := v[i]
+		switch {
+		case c == '-' || c == '_' || c == '.' || c == ':' || c == '/':
+			if !flush(i) {
+				return false
+			}
+			start = i + 1
+		case isUpper(c) && i > start && !isUpper(v[i-1]):
+			// camel boundary: fooBar → foo | Bar (also after digits: Ec2Metadata)
+			if !flush(i) {
+				return false
+			}
+		case isUpper(c) && i > start && isUpper(v[i-1]) && i+1 < len(v) && v[i+1] >= 'a' && v[i+1] <= 'z':
+			// HTTPServer → HTTP | Server
+			if !flush(i) {
+				return false
+			}
+		case isLetter(c) || c >= '0' && c <= '9':
+		default:
+			return false
+		}
+	}
+	if !flush(len(v)) || letters == 0 {
+		return false
+	}
+	// Random text split at case changes gives many one- and two-letter
+	// pieces (q8 Vn3 Zk1), and a single run of letters without vowels.
+	if short > max(1, parts/3) {
+		return false
+	}
+	return parts > 1 || vowels*10 >= letters*3
 }
 
 func hasSuffixFold(s []byte, suf string) bool {
