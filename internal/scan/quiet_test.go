@@ -1,6 +1,7 @@
 package scan
 
 import (
+	"encoding/base64"
 	"fmt"
 	"strings"
 	"testing"
@@ -110,5 +111,62 @@ func TestOwnTreeClean(t *testing.T) {
 	}
 	for _, f := range got {
 		t.Errorf("%s:%d: %s %s", f.File, f.Line, f.Rule, f.Hint)
+	}
+}
+
+// TestRuleBoundaries puts every self-contained sample in the forms secrets
+// really take: URLs, quotes, KEY=value, JSON, YAML, XML attributes,
+// brackets, and base64 of a JSON document holding it.
+func TestRuleBoundaries(t *testing.T) {
+	s, err := New(Options{Workers: 1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	forms := []struct{ name, format string }{
+		{"bare", "%s\n"},
+		{"double quotes", `v = "%s"` + "\n"},
+		{"single quotes", `v = '%s'` + "\n"},
+		{"backquotes", "v := `%s`\n"},
+		{"KEY=value", "EXPORTED_VALUE=%s\n"},
+		{"KEY=value;", "A=1;EXPORTED_VALUE=%s;B=2\n"},
+		{"JSON", `{"value":"%s","n":1}` + "\n"},
+		{"YAML", "config:\n  value: %s\n  next: 1\n"},
+		{"XML attribute", `<setting name="v" value="%s"/>` + "\n"},
+		{"XML text", `<value>%s</value>` + "\n"},
+		{"brackets", "(%s)\n"},
+		{"query", "https://api.example.net/v1/run?key=%s&x=1\n"},
+		{"path", "https://api.example.net/%s/run\n"},
+		{"header", "Authorization: Bearer %s\n"},
+		{"tabs", "\t%s\t\n"},
+	}
+	for _, p := range samples(newGen(3)) {
+		if p.text != "" || strings.Contains(p.secret, "\n") || p.rule == RuleGeneric {
+			continue
+		}
+		sec := p.secret
+		if p.rule == "slack-webhook" {
+			sec = "https://" + sec
+		}
+		for _, f := range forms {
+			if p.rule == "slack-webhook" && (f.name == "path" || f.name == "query") {
+				continue // a URL inside a URL is escaped (the percent decoder covers it)
+			}
+			text := fmt.Sprintf(f.format, sec)
+			cases := []string{text}
+			if f.name == "JSON" {
+				cases = append(cases, "payload: "+base64.StdEncoding.EncodeToString([]byte(text))+"\n")
+			}
+			for _, c := range cases {
+				found := false
+				for _, fd := range s.ScanBytes("f.txt", []byte(c)) {
+					if fd.Rule == p.rule && fd.Secret == p.secret {
+						found = true
+					}
+				}
+				if !found {
+					t.Errorf("%s in %s: not found in %q", p.rule, f.name, c)
+				}
+			}
+		}
 	}
 }

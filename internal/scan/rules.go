@@ -93,7 +93,11 @@ type prefixSpec struct {
 	cs       *charset
 	min, max int // length of what follows the prefix
 	trim     string
-	check    func(tok []byte) (ok, verified bool)
+	// left lists the characters that may not stand just before the
+	// prefix (the token would be the tail of a longer word); default:
+	// letters, digits and cs.
+	left  *charset
+	check func(tok []byte) (ok, verified bool)
 }
 
 func prefixRule(id, desc string, specs ...prefixSpec) *rule {
@@ -108,8 +112,10 @@ func prefixRule(id, desc string, specs ...prefixSpec) *rule {
 		if !ok {
 			return
 		}
-		if ks > 0 && (setAlnum[b[ks-1]] || p.cs[b[ks-1]]) {
-			return
+		if ks > 0 {
+			if p.left != nil && p.left[b[ks-1]] || p.left == nil && (setAlnum[b[ks-1]] || p.cs[b[ks-1]]) {
+				return
+			}
 		}
 		n := 0
 		for ke+n < len(b) && n <= p.max && p.cs[b[ke+n]] {
@@ -364,7 +370,7 @@ func builtinRules() []*rule {
 			prefixSpec{prefix: "xoxe.xoxp-", cs: setB62U, min: 20, max: 255, trim: "-"},
 			prefixSpec{prefix: "xoxe-", cs: setB62U, min: 20, max: 255, trim: "-"}),
 		prefixRule("slack-webhook", "Slack incoming webhook URL",
-			prefixSpec{prefix: "hooks.slack.com/", cs: setSlackW, min: 40, max: 200, trim: "/", check: func(t []byte) (bool, bool) {
+			prefixSpec{prefix: "hooks.slack.com/", cs: setSlackW, min: 40, max: 200, trim: "/", left: setB62UD, check: func(t []byte) (bool, bool) {
 				rest := t[len("hooks.slack.com/"):]
 				for _, p := range []string{"services/", "workflows/", "triggers/"} {
 					if bytes.HasPrefix(rest, []byte(p)) {
@@ -437,6 +443,11 @@ func jwtMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		}
 	}
 	if nd != 2 || i == limit && limit < len(b) {
+		// Not a JWT. "eyJ" also starts the base64 of any JSON document
+		// (`{"`): a Kubernetes secret, a Docker auth file, a CI variable.
+		if nd == 0 && i-ks >= 16 && st.e.decode && st.depth < maxDepth {
+			st.decodeHit(encBase64, ks, i)
+		}
 		return
 	}
 	h, p, sig := b[ks:dots[0]], b[dots[0]+1:dots[1]], b[dots[1]+1:i]
