@@ -31,6 +31,7 @@ type scanFlags struct {
 	maxFileSize             string
 	workers                 int
 	enableRule, disableRule []string
+	fingerprintKeyFile      string
 }
 
 func newScanCmd() *cobra.Command {
@@ -68,6 +69,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
 	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
 	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token found to $MAYFLY_ADDR/v1/leaks")
+	fl.StringVar(&f.fingerprintKeyFile, "fingerprint-key-file", "", "key the findings' fingerprints with this file's contents (also $MAYFLY_SCAN_FINGERPRINT_KEY); use the same key for a baseline and later scans")
 	return cmd
 }
 
@@ -104,6 +106,9 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 		NoDecode: f.noDecode, MaxFileSize: maxSize, Workers: f.workers,
 		Enable: f.enableRule, Disable: f.disableRule,
 		Warn: func(err error) { fmt.Fprintln(os.Stderr, "mayfly: warning: "+err.Error()) },
+	}
+	if opts.FingerprintKey, err = fingerprintKey(f.fingerprintKeyFile); err != nil {
+		return usageErr("scan: %v", err)
 	}
 	if f.rules != "" {
 		rs, err := scan.LoadRules(f.rules)
@@ -342,4 +347,20 @@ func revokeFound(ctx context.Context, c *http.Client, addr string, findings []sc
 		fmt.Fprintf(w, "revoked %s (%s)\n", r.LeaseID, r.Hint)
 	}
 	return nil
+}
+
+// fingerprintKey reads the key of the findings' fingerprints: a file's
+// contents, else $MAYFLY_SCAN_FINGERPRINT_KEY, else none (the public default).
+func fingerprintKey(file string) ([]byte, error) {
+	if file == "" {
+		return []byte(os.Getenv("MAYFLY_SCAN_FINGERPRINT_KEY")), nil
+	}
+	b, err := os.ReadFile(file)
+	if err != nil {
+		return nil, fmt.Errorf("--fingerprint-key-file: %w", err)
+	}
+	if k := bytes.TrimSpace(b); len(k) > 0 {
+		return k, nil
+	}
+	return nil, fmt.Errorf("--fingerprint-key-file %s: empty", file)
 }

@@ -6,6 +6,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"path"
+	"path/filepath"
 	"strings"
 )
 
@@ -188,7 +190,7 @@ func WriteSARIF(w io.Writer, fs []Finding, rules []RuleInfo, version string) err
 				ArtifactLocation: sarifArtifact{URI: sarifURI(f.File)},
 				Region:           sarifRegion{StartLine: max(f.Line, 1), StartColumn: max(f.Column, 1)},
 			}}},
-			PartialFingerprints: map[string]string{"mayfly/v1": f.Fingerprint},
+			PartialFingerprints: map[string]string{"mayfly/v2": f.Fingerprint},
 			Properties:          props,
 		})
 	}
@@ -232,13 +234,17 @@ func sarifURI(p string) string {
 	return (&url.URL{Path: p}).EscapedPath()
 }
 
-// Baseline is the set of fingerprints of a previous JSON report.
+// Baseline is the set of fingerprints of a previous JSON report. Entries
+// whose fingerprint is of the older, PBKDF2 form are kept by rule and file
+// too, so that a report written before fingerprints v2 still works.
 type Baseline map[string]struct{}
 
 // LoadBaseline reads a JSON report (an array of findings with a
 // "fingerprint" field) written by WriteJSON.
 func LoadBaseline(r io.Reader) (Baseline, error) {
 	var items []struct {
+		Rule        string `json:"rule"`
+		File        string `json:"file"`
 		Fingerprint string `json:"fingerprint"`
 	}
 	dec := json.NewDecoder(io.LimitReader(r, 256<<20))
@@ -251,12 +257,28 @@ func LoadBaseline(r io.Reader) (Baseline, error) {
 			return nil, errors.New("scan: baseline: an entry has no fingerprint")
 		}
 		b[it.Fingerprint] = struct{}{}
+		if len(it.Fingerprint) == 32 { // the legacy form
+			b[legacyKey(it.Rule, it.File)] = struct{}{}
+		}
 	}
 	return b, nil
 }
 
+func legacyKey(rule, file string) string {
+	if file != "" {
+		file = path.Clean(filepath.ToSlash(file))
+	}
+	return "\x00legacy\x00" + rule + "\x00" + file
+}
+
 // Contains reports whether f was already in the baseline.
 func (b Baseline) Contains(f Finding) bool {
-	_, ok := b[f.Fingerprint]
+	if _, ok := b[f.Fingerprint]; ok {
+		return true
+	}
+	if _, ok := b[legacyKey(f.Rule, f.File)]; !ok || f.Secret == "" {
+		return false
+	}
+	_, ok := b[legacyFingerprint(f.Rule, f.File, f.Secret)]
 	return ok
 }

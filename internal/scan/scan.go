@@ -10,13 +10,13 @@
 //
 // It never revokes anything by itself and never prints a secret: a Finding
 // carries the secret in memory only (for the caller to report a mayfly token
-// to the server); its hint is redacted and its fingerprint is a slow,
-// salted hash.
+// to the server); its hint is redacted and its fingerprint is a keyed hash.
 package scan
 
 import (
 	"bytes"
 	"context"
+	"crypto/hmac"
 	"crypto/pbkdf2"
 	"crypto/sha256"
 	"encoding/hex"
@@ -75,6 +75,9 @@ type Options struct {
 	// Warn receives problems that do not stop a scan (an unreadable file);
 	// nil ignores them.
 	Warn func(error)
+	// FingerprintKey keys the findings' fingerprints (see KeyedFingerprint);
+	// empty: the public default.
+	FingerprintKey []byte
 }
 
 // Stats count what a scan read.
@@ -230,7 +233,7 @@ func (s *Scanner) finding(m rawMatch, meta *srcMeta, line, col int) Finding {
 	return Finding{
 		Rule: r.id, File: meta.file, Line: line, Column: col,
 		Commit: meta.commit, Author: meta.author, Date: meta.date,
-		Hint: Hint(r.id, m.secret), Fingerprint: Fingerprint(r.id, meta.file, m.secret),
+		Hint: Hint(r.id, m.secret), Fingerprint: KeyedFingerprint(s.opts.FingerprintKey, r.id, meta.file, m.secret),
 		Verified: m.verified, Encoding: m.enc, Secret: m.secret,
 	}
 }
@@ -257,26 +260,49 @@ func Hint(rule, secret string) string {
 	return fmt.Sprintf("%s…(%d)", secret[:n], len(secret))
 }
 
-// FingerprintIterations is the PBKDF2 work factor of Fingerprint.
-const FingerprintIterations = 4096
-
 // Fingerprint identifies a finding across runs and line moves: it depends
-// on the rule, the file and the secret only. It is the hex of the first 16
-// bytes of PBKDF2-HMAC-SHA256(password: SHA-256(secret), salt:
-// "mayfly-scan-fp-v1" NUL rule NUL file, 4096 iterations). Being unkeyed
-// (anyone must be able to recompute it from a report), it cannot stop a
-// guess of a secret from being confirmed; the rule and file in the salt
-// stop precomputation and the iterations make each guess cost milliseconds
-// instead of nanoseconds, which matters for the low-entropy generic findings.
-func Fingerprint(rule, file, secret string) string {
+// on the rule, the file and the secret only. It is KeyedFingerprint with
+// no key, so anyone can recompute it from a report and the secret.
+func Fingerprint(rule, file, secret string) string { return KeyedFingerprint(nil, rule, file, secret) }
+
+// KeyedFingerprint is the hex of the first 20 bytes of
+// HMAC-SHA-256(key, "mayfly-scan-fp-v2" NUL rule NUL file NUL SHA-256(secret)),
+// with the key "mayfly-scan-fp-v2" when key is empty. It is stable and
+// does not reveal the secret; it is not meant to slow down guessing (a
+// low-entropy generic secret can be confirmed from an unkeyed report):
+// whoever publishes reports beyond the repository's readers sets a key
+// (Options.FingerprintKey, mayfly scan --fingerprint-key-file), which then
+// must be the same for a baseline and the scans compared with it.
+func KeyedFingerprint(key []byte, rule, file, secret string) string {
 	if file != "" {
 		// "a.txt" and "./a.txt" are one file: a baseline made one way must
 		// match a scan made the other.
 		file = path.Clean(filepath.ToSlash(file))
 	}
+	if len(key) == 0 {
+		key = []byte(fingerprintV2)
+	}
+	sh := sha256.Sum256([]byte(secret))
+	m := hmac.New(sha256.New, key)
+	m.Write([]byte(fingerprintV2 + "\x00" + rule + "\x00" + file + "\x00"))
+	m.Write(sh[:])
+	return hex.EncodeToString(m.Sum(nil)[:20]) // 40 digits; the legacy form has 32
+}
+
+const fingerprintV2 = "mayfly-scan-fp-v2"
+
+// legacyFingerprint is the fingerprint of reports written before v2: the
+// hex of the first 16 bytes of PBKDF2-HMAC-SHA256(password: hex SHA-256(secret),
+// salt: "mayfly-scan-fp-v1" NUL rule NUL file, 4096 iterations). At about
+// a millisecond each it made finding-dense scans slow; it is computed now
+// only to match a finding against an old baseline entry of its rule and file.
+func legacyFingerprint(rule, file, secret string) string {
+	if file != "" {
+		file = path.Clean(filepath.ToSlash(file))
+	}
 	h := sha256.Sum256([]byte(secret))
 	salt := "mayfly-scan-fp-v1\x00" + rule + "\x00" + file
-	k, err := pbkdf2.Key(sha256.New, hex.EncodeToString(h[:]), []byte(salt), FingerprintIterations, 16)
+	k, err := pbkdf2.Key(sha256.New, hex.EncodeToString(h[:]), []byte(salt), 4096, 16)
 	if err != nil {
 		panic("scan: pbkdf2: " + err.Error()) // only for FIPS-mode key lengths, which these are not
 	}

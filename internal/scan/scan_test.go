@@ -83,7 +83,7 @@ func TestFingerprintStable(t *testing.T) {
 	a := s.ScanBytes("f", []byte("x="+j))
 	b := s.ScanBytes("f", []byte("\n\n\n   y = "+j))
 	c := s.ScanBytes("g", []byte(j))
-	if a[0].Fingerprint != b[0].Fingerprint || a[0].Fingerprint == c[0].Fingerprint || len(a[0].Fingerprint) != 32 {
+	if a[0].Fingerprint != b[0].Fingerprint || a[0].Fingerprint == c[0].Fingerprint || len(a[0].Fingerprint) != 40 {
 		t.Fatalf("fingerprints %s %s %s", a[0].Fingerprint, b[0].Fingerprint, c[0].Fingerprint)
 	}
 	if strings.Contains(a[0].Fingerprint, j) {
@@ -213,7 +213,7 @@ func TestSARIF(t *testing.T) {
 	if loc.ArtifactLocation.URI != "dir/my%20file.go" || loc.Region.StartLine != 2 || loc.Region.StartColumn != 9 {
 		t.Fatalf("location %+v", loc)
 	}
-	if r.PartialFingerprints["mayfly/v1"] != fs[0].Fingerprint {
+	if r.PartialFingerprints["mayfly/v2"] != fs[0].Fingerprint {
 		t.Fatal("no partial fingerprint")
 	}
 	for _, rr := range run.Tool.Driver.Rules {
