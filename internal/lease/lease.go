@@ -15,6 +15,8 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -41,9 +43,18 @@ type Store interface {
 	RenewLease(ctx context.Context, id string, expires, now time.Time) error
 	AddLeaseUses(ctx context.Context, uses map[string]int64) error
 	UseLease(ctx context.Context, id string) error
-	LeaseEvents(ctx context.Context, after int64, limit int) ([]store.LeaseEvent, error)
-	LastLeaseEvent(ctx context.Context) (int64, error)
+	LeaseFeedStart(ctx context.Context) (int64, []uint64, error)
+	LeaseFeedRead(ctx context.Context, r store.LeaseFeedRequest) (store.LeaseFeed, error)
 	SweepLeases(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Notifier pushes lease changes to the other nodes of a cluster and hears
+// theirs. A Store that has one (PostgreSQL) is used through it; the feed
+// stays the record and the poll its safety net.
+type Notifier interface {
+	Notifies() bool
+	NotifyLeases(ctx context.Context, payload string) error
+	ListenLeases(ctx context.Context, fn func(payload string), onErr func(error))
 }
 
 // Live is a lease as the gateway sees it. Its identity fields never change;
@@ -85,6 +96,9 @@ type Options struct {
 	Logger       *slog.Logger
 	PollInterval time.Duration // how often to follow other nodes (default 250ms)
 	Retention    time.Duration // how long expired leases stay listable (default 24h)
+	// PageSize is how many events one read of the feed takes (default
+	// 5000): a mass revocation is followed in pages, not in one read.
+	PageSize int
 }
 
 // Manager owns job tokens and their leases.
@@ -97,9 +111,19 @@ type Manager struct {
 	live map[[32]byte]*Live
 	byID map[string]*Live
 
-	pollMu  sync.Mutex
-	lastSeq int64
-	holes   map[int64]time.Time // seqs skipped by a poll that may still commit
+	pollMu sync.Mutex
+	cursor int64 // the highest sequence number read
+	// inProgress holds the transactions in progress when the feed was
+	// last read: events of theirs below the cursor may still appear.
+	inProgress map[uint64]bool
+	// back holds ended transactions whose events below the cursor are
+	// (re)read, one page a poll.
+	back []store.BackRead
+
+	notifier Notifier      // nil: no push (embedded store)
+	origin   string        // names this node in notifications
+	kick     chan struct{} // a notification asks for a poll
+	changed  atomic.Bool   // this node issued or renewed since it last told the others
 }
 
 // New returns a Manager over st hashing tokens with hasher. Call Load
@@ -117,12 +141,26 @@ func New(st Store, hasher *token.Hasher, opts Options) *Manager {
 	if opts.Retention == 0 {
 		opts.Retention = 24 * time.Hour
 	}
-	return &Manager{st: st, hasher: hasher, opts: opts, live: map[[32]byte]*Live{}, byID: map[string]*Live{}, holes: map[int64]time.Time{}}
+	if opts.PageSize <= 0 {
+		opts.PageSize = 5000
+	}
+	m := &Manager{st: st, hasher: hasher, opts: opts, live: map[[32]byte]*Live{}, byID: map[string]*Live{},
+		inProgress: map[uint64]bool{}, kick: make(chan struct{}, 1)}
+	if n, ok := st.(Notifier); ok && n.Notifies() {
+		m.notifier = n
+		var b [6]byte
+		rand.Read(b[:])
+		m.origin = hex.EncodeToString(b[:])
+	}
+	return m
 }
 
 // Load fills the view with every live lease in the store.
 func (m *Manager) Load(ctx context.Context) error {
-	seq, err := m.st.LastLeaseEvent(ctx)
+	// Where the feed starts is read before the leases: a change committed
+	// in between is then both loaded and read again (harmless), never
+	// neither.
+	seq, inProgress, err := m.st.LeaseFeedStart(ctx)
 	if err != nil {
 		return fmt.Errorf("lease: load: %w", err)
 	}
@@ -136,7 +174,12 @@ func (m *Manager) Load(ctx context.Context) error {
 	}
 	m.mu.Unlock()
 	m.pollMu.Lock()
-	m.lastSeq = seq
+	m.cursor = seq
+	clear(m.inProgress)
+	for _, x := range inProgress {
+		m.inProgress[x] = true
+	}
+	m.back = nil
 	m.pollMu.Unlock()
 	return nil
 }
@@ -174,6 +217,10 @@ type Request struct {
 	// JTI, when set, is recorded with the lease in one commit; a jti seen
 	// before fails the issue with store.ErrReplay.
 	JTI *store.JTI
+	// AtPolicy, when set, is the policy version the issue was decided
+	// against: it commits only while that version is in force (else
+	// store.ErrPolicyChanged, and nothing is issued).
+	AtPolicy *int64
 }
 
 // Issue mints a job token, stores its lease durably and adds it to the
@@ -193,7 +240,7 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 	now := m.opts.Now().UTC()
 	sl := store.Lease{ID: id, Hash: m.hasher.Sum(tok), Issuer: r.Issuer, Subject: r.Subject, Job: r.Job, Claims: r.Claims,
 		Grants: r.Grants, IssuedAt: now, ExpiresAt: now.Add(r.TTL), MaxExpiresAt: now.Add(r.MaxTTL),
-		BindSource: r.BindSource, JKT: r.JKT, MaxUses: r.MaxUses, OnceJTI: r.JTI}
+		BindSource: r.BindSource, JKT: r.JKT, MaxUses: r.MaxUses, OnceJTI: r.JTI, AtPolicy: r.AtPolicy}
 	if r.Source.IsValid() {
 		sl.Source = r.Source.String()
 	}
@@ -214,6 +261,7 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 		m.mu.Unlock()
 		return "", nil, fmt.Errorf("lease: issue: %w", err)
 	}
+	m.changed.Store(true)
 	return tok, l, nil
 }
 
@@ -316,6 +364,7 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 		return nil, fmt.Errorf("lease: renew: %w", err)
 	}
 	l.expires.Store(exp.UnixNano())
+	m.changed.Store(true)
 	return l, nil
 }
 
@@ -360,6 +409,12 @@ func (m *Manager) Revoke(ctx context.Context, f store.LeaseFilter, reason string
 	if err != nil {
 		return nil, fmt.Errorf("lease: revoke: %w", err)
 	}
+	m.markRevoked(ids)
+	m.tellRevoked(ctx, ids)
+	return ids, nil
+}
+
+func (m *Manager) markRevoked(ids []string) {
 	m.mu.RLock()
 	for _, id := range ids {
 		if l := m.byID[id]; l != nil {
@@ -367,7 +422,6 @@ func (m *Manager) Revoke(ctx context.Context, f store.LeaseFilter, reason string
 		}
 	}
 	m.mu.RUnlock()
-	return ids, nil
 }
 
 // Get returns a lease by id from the view.
@@ -397,16 +451,43 @@ func (m *Manager) List(ctx context.Context, f store.LeaseFilter) ([]store.Lease,
 // Run follows other nodes' lease changes, flushes use counts and sweeps
 // expired leases until ctx ends.
 func (m *Manager) Run(ctx context.Context) {
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	if m.notifier != nil {
+		wg.Go(func() {
+			m.notifier.ListenLeases(ctx, m.heard, func(err error) {
+				m.opts.Logger.Warn("lease notifications: listener failed; polling meanwhile", "err", err)
+			})
+		})
+		wg.Go(func() { m.tellChanges(ctx) })
+	}
 	poll := time.NewTicker(m.opts.PollInterval)
 	defer poll.Stop()
 	sweep := time.NewTicker(time.Minute)
 	defer sweep.Stop()
+	var last time.Time
 	for {
 		select {
 		case <-ctx.Done():
 			m.flushUses(context.Background())
 			return
+		case <-m.kick:
+			// Polls asked for by notifications are spaced by 10ms, so
+			// that what a node reads per second does not grow with the
+			// number of nodes telling it.
+			if d := 10*time.Millisecond - time.Since(last); d > 0 {
+				select {
+				case <-ctx.Done():
+					continue
+				case <-time.After(d):
+				}
+			}
+			last = time.Now()
+			if err := m.Poll(ctx); err != nil && ctx.Err() == nil {
+				m.opts.Logger.Warn("lease poll failed", "err", err)
+			}
 		case <-poll.C:
+			last = time.Now()
 			if err := m.Poll(ctx); err != nil && ctx.Err() == nil {
 				m.opts.Logger.Warn("lease poll failed", "err", err)
 			}
@@ -417,72 +498,260 @@ func (m *Manager) Run(ctx context.Context) {
 	}
 }
 
-// Poll applies lease events written since the last poll (by any node) to
-// the view. Sequence numbers skipped by a poll are re-read for a few
-// seconds: on PostgreSQL a transaction can commit a lower number after a
-// higher one was seen.
+// Poll applies the lease events written by other nodes since the last
+// poll to the view, page by page until it has caught up. It never skips
+// an event: those of a transaction that was still running when the feed
+// was read past them are read once it has ended, however long it runs,
+// without holding up later events meanwhile.
 func (m *Manager) Poll(ctx context.Context) error {
 	m.pollMu.Lock()
 	defer m.pollMu.Unlock()
-	from := m.lastSeq
-	now := time.Now()
-	for seq, seen := range m.holes {
-		if now.Sub(seen) > 5*time.Second {
-			delete(m.holes, seq)
-		} else if seq-1 < from {
-			from = seq - 1
-		}
-	}
+	backRounds := 0
 	for {
-		evs, err := m.st.LeaseEvents(ctx, from, 1000)
+		before := m.cursor
+		page, err := m.st.LeaseFeedRead(ctx, store.LeaseFeedRequest{After: m.cursor, Limit: m.opts.PageSize,
+			Back: m.back, BackLimit: m.opts.PageSize})
 		if err != nil {
 			return fmt.Errorf("lease: poll: %w", err)
 		}
-		for _, e := range evs {
-			if e.Seq <= m.lastSeq {
-				if _, ok := m.holes[e.Seq]; !ok {
-					continue // applied already
-				}
-				delete(m.holes, e.Seq)
-			}
-			for s := m.lastSeq + 1; s < e.Seq; s++ {
-				m.holes[s] = now
-			}
-			if err := m.apply(ctx, e); err != nil {
-				return err
-			}
-			if e.Seq > m.lastSeq {
-				m.lastSeq = e.Seq
+		m.applyChanges(page.Head)
+		if n := len(page.Head); n > 0 {
+			m.cursor = page.Head[n-1].Seq
+		}
+		more := len(page.Head) == m.opts.PageSize
+		back := m.back[:0]
+		for _, b := range m.back {
+			cs := page.Back[b.Xact]
+			m.applyChanges(cs)
+			if len(cs) == m.opts.PageSize {
+				b.After = cs[len(cs)-1].Seq
+				back = append(back, b)
+				more = true
 			}
 		}
-		if len(evs) < 1000 {
+		m.back = back
+		if page.InProgress != nil {
+			now := make(map[uint64]bool, len(page.InProgress))
+			for _, x := range page.InProgress {
+				now[x] = true
+			}
+			ended := false
+			for x := range m.inProgress {
+				if !now[x] {
+					// Ended before this page's snapshot: its events
+					// above before were in this page; those at or
+					// below it are read from the next page on.
+					m.back = append(m.back, store.BackRead{Xact: x, Upto: before})
+					ended = true
+				}
+			}
+			m.inProgress = now
+			// Read them now rather than a poll later, but only once per
+			// poll: under steady writes every page sees some end.
+			if ended && backRounds == 0 {
+				backRounds++
+				more = true
+			}
+		}
+		if !more {
 			return nil
 		}
-		from = evs[len(evs)-1].Seq
 	}
 }
 
-func (m *Manager) apply(ctx context.Context, e store.LeaseEvent) error {
-	s, err := m.st.LeaseByID(ctx, e.LeaseID)
-	if errors.Is(err, store.ErrNotFound) {
-		return nil // swept already
+func (m *Manager) applyChanges(cs []store.LeaseChange) {
+	if len(cs) == 0 {
+		return
 	}
-	if err != nil {
-		return fmt.Errorf("lease: poll: %w", err)
-	}
+	now := m.opts.Now().UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	if l, ok := m.byID[s.ID]; ok {
-		l.expires.Store(s.ExpiresAt.UnixNano())
-		if !s.RevokedAt.IsZero() {
+	for _, c := range cs {
+		if c.Own {
+			continue // made on this node, which updated its view then
+		}
+		l := m.byID[c.LeaseID]
+		if c.Kind == "revoke" {
+			if l != nil {
+				l.revoked.Store(true)
+			}
+			continue
+		}
+		s := c.Lease
+		if s == nil {
+			continue // swept already
+		}
+		if l != nil {
+			if e := s.ExpiresAt.UnixNano(); e > l.expires.Load() {
+				l.expires.Store(e)
+			}
+			if !s.RevokedAt.IsZero() {
+				l.revoked.Store(true)
+			}
+			continue
+		}
+		if s.RevokedAt.IsZero() && s.ExpiresAt.UnixNano() > now {
+			m.putLocked(fromStore(*s))
+		}
+	}
+}
+
+// Notifications: "r ORIGIN ID…" names leases revoked (applied on receipt,
+// no read), "c ORIGIN" says leases were issued or renewed (a poll reads
+// them). A revocation of more leases than fit a few notifications is
+// announced as "c": the feed carries it.
+const maxNotifyIDs = 256
+
+func (m *Manager) tellRevoked(ctx context.Context, ids []string) {
+	if m.notifier == nil || len(ids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 2*time.Second)
+	defer cancel()
+	if len(ids) > maxNotifyIDs {
+		m.notify(ctx, "c "+m.origin)
+		return
+	}
+	var b strings.Builder
+	for _, id := range ids {
+		if b.Len()+1+len(id) > store.MaxNotifyPayload {
+			m.notify(ctx, b.String())
+			b.Reset()
+		}
+		if b.Len() == 0 {
+			b.WriteString("r " + m.origin)
+		}
+		b.WriteString(" " + id)
+	}
+	m.notify(ctx, b.String())
+}
+
+func (m *Manager) notify(ctx context.Context, payload string) {
+	if err := m.notifier.NotifyLeases(ctx, payload); err != nil {
+		m.opts.Logger.Warn("lease notification not sent; other nodes will poll", "err", err)
+	}
+}
+
+// tellChanges sends "c" at most every 10ms while this node issues or
+// renews, so that other nodes know of a new token within milliseconds.
+func (m *Manager) tellChanges(ctx context.Context) {
+	t := time.NewTicker(10 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if m.changed.Swap(false) {
+				nctx, cancel := context.WithTimeout(ctx, 2*time.Second)
+				m.notify(nctx, "c "+m.origin)
+				cancel()
+			}
+		}
+	}
+}
+
+// heard takes one notification (or "" after the listener connected:
+// whatever was sent before is read from the feed).
+func (m *Manager) heard(payload string) {
+	n, ok := ParseNotification(payload)
+	switch {
+	case payload != "" && !ok:
+		m.opts.Logger.Warn("lease notification not understood; polling", "bytes", len(payload))
+	case ok && n.Origin == m.origin:
+		return
+	case ok && len(n.Revoked) > 0:
+		m.markRevoked(n.Revoked)
+		return
+	}
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Notification is a parsed lease notification.
+type Notification struct {
+	Origin  string
+	Revoked []string // lease ids; empty: poll
+}
+
+// ParseNotification parses a notification payload. It accepts only
+// well-formed lease ids: a payload is outside input (anyone who may
+// connect to the database may send one).
+func ParseNotification(p string) (Notification, bool) {
+	f := strings.Fields(p)
+	if len(f) < 2 || len(p) > store.MaxNotifyPayload || !isHex(f[1], 12) {
+		return Notification{}, false
+	}
+	n := Notification{Origin: f[1]}
+	switch f[0] {
+	case "c":
+		return n, len(f) == 2
+	case "r":
+		if len(f) == 2 {
+			return Notification{}, false
+		}
+		for _, id := range f[2:] {
+			if !strings.HasPrefix(id, "lse_") || !isHex(id[4:], 24) {
+				return Notification{}, false
+			}
+			n.Revoked = append(n.Revoked, id)
+		}
+		return n, true
+	}
+	return Notification{}, false
+}
+
+func isHex(s string, n int) bool {
+	if len(s) != n {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
+// ForgetGrant marks every lease of grant revoked in the view, for a
+// grant the policy in force no longer has: the store revoked them (here
+// or on the node that applied the version), and this node must not wait
+// for the feed to stop honouring them.
+func (m *Manager) ForgetGrant(grant string) {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, l := range m.byID {
+		if slices.Contains(l.Grants, grant) {
 			l.revoked.Store(true)
 		}
-		return nil
 	}
-	if s.RevokedAt.IsZero() {
-		m.putLocked(fromStore(s))
+}
+
+// StaleGrants returns the grants of live leases in the view for which has
+// is false: after a policy version removed them, their tokens must die on
+// every node, whichever node applied it and whether or not it lived to
+// revoke them.
+func (m *Manager) StaleGrants(has func(grant string) bool) []string {
+	now := m.opts.Now().UnixNano()
+	seen := map[string]bool{}
+	var out []string
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, l := range m.byID {
+		if l.revoked.Load() || now >= l.expires.Load() {
+			continue
+		}
+		for _, g := range l.Grants {
+			if !seen[g] && !has(g) {
+				seen[g] = true
+				out = append(out, g)
+			}
+		}
 	}
-	return nil
+	return out
 }
 
 func (m *Manager) flushUses(ctx context.Context) {

@@ -178,7 +178,7 @@ func TestUseLimitAcrossNodes(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			other := newManager(t, b.DB, c) // loads the lease
+			other := newManager(t, b.Another(t), c) // loads the lease
 			la, err := a.Lookup(tok)
 			if err != nil {
 				t.Fatal(err)
@@ -226,7 +226,7 @@ func TestClusterFollow(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			c := &clock{t: time.Now()}
 			a := newManager(t, b.DB, c)
-			other := newManager(t, b.DB, c)
+			other := newManager(t, b.Another(t), c)
 			tok, _, _ := a.Issue(ctx, req("deploy"))
 			if _, err := other.Lookup(tok); !errors.Is(err, ErrUnknown) {
 				t.Fatalf("before poll: %v", err)
@@ -368,7 +368,7 @@ func TestRevokeDuringIssue(t *testing.T) {
 	b := storetest.SQLite(t)
 	hs := &hookStore{Store: b.DB}
 	a := newManager(t, hs, c)
-	other := newManager(t, b.DB, c)
+	other := newManager(t, b.Another(t), c)
 	hs.afterInsert = func() {
 		if ids, err := other.Revoke(ctx, store.LeaseFilter{Job: "42"}, "by job"); err != nil || len(ids) != 1 {
 			t.Errorf("revoke: %v %v", ids, err)

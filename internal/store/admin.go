@@ -145,6 +145,17 @@ type PolicyVersion struct {
 func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, error) {
 	var v int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		// The head row taken for update first: it waits for lease inserts
+		// decided against the version in force (they hold it key-shared
+		// until they commit), and they for this apply. See Lease.AtPolicy.
+		lock := ""
+		if db.postgres {
+			lock = " FOR UPDATE"
+		}
+		var head int64
+		if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`+lock).Scan(&head); err != nil {
+			return err
+		}
 		var cur sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM policy_versions`).Scan(&cur); err != nil {
 			return err
@@ -153,8 +164,11 @@ func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, err
 		if p.Version != 0 && p.Version != v {
 			return ErrConflict
 		}
-		_, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`,
-			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy)
+		if _, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`,
+			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy); err != nil {
+			return err
+		}
+		_, err := db.exec(ctx, tx, `UPDATE policy_head SET version = ? WHERE id = 1`, v)
 		return err
 	})
 	if err != nil {

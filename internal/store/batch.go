@@ -39,6 +39,10 @@ type batcher struct {
 
 	kick     chan struct{} // a direct commit left the store unsynced
 	durables atomic.Int64  // durable commits made (tests)
+	// failed holds the last commit's error (nil after a good one), so
+	// readiness can report a store that stopped taking writes without
+	// making a write of its own.
+	failed atomic.Pointer[error]
 
 	// mu is held while a transaction runs (by run or by direct) and
 	// guards the sync state.
@@ -228,6 +232,11 @@ func (b *batcher) flush() {
 func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
 	err := b.commitBatch(batch)
+	if err != nil {
+		b.failed.Store(&err)
+	} else if b.failed.Load() != nil {
+		b.failed.Store(nil)
+	}
 	b.observe(time.Since(start), len(batch), err)
 	b.between()
 }
@@ -405,4 +414,12 @@ func failAll(batch []*writeReq, err error) {
 	for _, r := range batch {
 		r.err <- err
 	}
+}
+
+// lastError is the last commit's error, nil when it succeeded.
+func (b *batcher) lastError() error {
+	if e := b.failed.Load(); e != nil {
+		return *e
+	}
+	return nil
 }

@@ -33,6 +33,8 @@ func TestConformance(t *testing.T) {
 		{"jti single use", testJTI},
 		{"policy versions", testPolicy},
 		{"leases", testLeases},
+		{"lease feed", testLeaseFeed},
+		{"lease at a policy version", testLeaseAtPolicy},
 		{"mass revoke", testMassRevoke},
 		{"audit", testAudit},
 		{"group commit isolates failures", testGroupCommit},
@@ -583,5 +585,73 @@ func BenchmarkSecretReads(b *testing.B) {
 				})
 			})
 		}
+	}
+}
+
+// The feed tells this handle's events from another's, and brings another
+// handle's issue with the lease as stored now, in one read.
+func testLeaseFeed(t *testing.T, b storetest.Backend) {
+	mine, theirs := b.DB, b.Another(t)
+	start, _, err := mine.LeaseFeedStart(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := mine.InsertLease(ctx, lease("lse_mine", "deploy")); err != nil {
+		t.Fatal(err)
+	}
+	if err := theirs.InsertLease(ctx, lease("lse_theirs", "deploy")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := theirs.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_mine"}, time.Now(), "test"); err != nil {
+		t.Fatal(err)
+	}
+	page, err := mine.LeaseFeedRead(ctx, store.LeaseFeedRequest{After: start, Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Head) != 2 || !page.Head[0].Own || page.Head[0].Lease != nil || page.Head[1].Own ||
+		page.Head[1].Lease == nil || page.Head[1].Lease.ID != "lse_theirs" || page.Head[1].Lease.Claims["repository_id"] != "123" {
+		t.Fatalf("first page: %+v", page.Head)
+	}
+	if b.Name == "postgres" && page.InProgress == nil || b.Name == "sqlite" && page.InProgress != nil {
+		t.Fatalf("in progress: %v", page.InProgress)
+	}
+	page, err = mine.LeaseFeedRead(ctx, store.LeaseFeedRequest{After: page.Head[1].Seq, Limit: 2})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(page.Head) != 1 || page.Head[0].Kind != "revoke" || page.Head[0].LeaseID != "lse_mine" || page.Head[0].Own || page.Head[0].Lease != nil {
+		t.Fatalf("second page: %+v", page.Head)
+	}
+}
+
+// A lease decided against a policy version commits only while that
+// version is in force.
+func testLeaseAtPolicy(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	v0 := int64(0)
+	l := lease("lse_p0", "deploy")
+	l.AtPolicy = &v0
+	if err := db.InsertLease(ctx, l); err != nil {
+		t.Fatalf("at version 0: %v", err)
+	}
+	if err := db.InsertLease(ctx, l); !errors.Is(err, store.ErrExists) {
+		t.Fatalf("again: %v", err)
+	}
+	if _, err := db.PutPolicyVersion(ctx, store.PolicyVersion{Hash: "h", Source: []byte("x"), AppliedAt: time.Now(), AppliedBy: "t"}); err != nil {
+		t.Fatal(err)
+	}
+	l = lease("lse_p1", "deploy")
+	l.AtPolicy = &v0
+	if err := db.InsertLease(ctx, l); !errors.Is(err, store.ErrPolicyChanged) {
+		t.Fatalf("at a replaced version: %v", err)
+	}
+	if _, err := db.LeaseByID(ctx, "lse_p1"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("stored anyway: %v", err)
+	}
+	v1 := int64(1)
+	l.AtPolicy = &v1
+	if err := db.InsertLease(ctx, l); err != nil {
+		t.Fatalf("at the version in force: %v", err)
 	}
 }

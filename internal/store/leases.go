@@ -34,7 +34,17 @@ type Lease struct {
 	// transaction: the lease is stored only if the jti is new (else
 	// ErrReplay), so one ID token yields one lease, in one commit.
 	OnceJTI *JTI
+	// AtPolicy, when set on insert, is the policy version the lease was
+	// decided against: the insert succeeds only if that version is still
+	// the one in force when it commits (else ErrPolicyChanged). Applying a
+	// version waits for such inserts and they for it, so no lease decided
+	// under a replaced version commits after its replacement.
+	AtPolicy *int64
 }
+
+// ErrPolicyChanged: a lease was decided against a policy version that is
+// no longer the one in force.
+var ErrPolicyChanged = errors.New("store: the policy version changed")
 
 // JTI is an ID token's single-use key.
 type JTI struct {
@@ -130,11 +140,37 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 				return err
 			}
 		}
-		if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`,
-			l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
+		args := []any{l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
-			optNanos(l.RevokedAt), l.RevokeReason); err != nil {
-			return err
+			optNanos(l.RevokedAt), l.RevokeReason}
+		if l.AtPolicy == nil {
+			if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
+				return err
+			}
+		} else {
+			// The version check rides in the insert itself: no extra
+			// statement per exchange. On PostgreSQL the key-share lock on
+			// policy_head is held until this commit, and a policy apply
+			// takes the row for update: one waits for the other.
+			lock := ""
+			if db.postgres {
+				lock = " FOR KEY SHARE"
+			}
+			err := db.execOne(ctx, tx, errNotInserted, `INSERT INTO leases (`+leaseCols+`) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? `+
+				`WHERE EXISTS (SELECT 1 FROM policy_head WHERE id = 1 AND version = ?`+lock+`) ON CONFLICT DO NOTHING`, append(args, *l.AtPolicy)...)
+			if errors.Is(err, errNotInserted) {
+				var v int64
+				if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
+					return err
+				}
+				if v != *l.AtPolicy {
+					return ErrPolicyChanged
+				}
+				return ErrExists
+			}
+			if err != nil {
+				return err
+			}
 		}
 		return db.event(ctx, tx, l.ID, "issue")
 	})
@@ -144,8 +180,17 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	return nil
 }
 
+// errNotInserted: a conditional insert wrote no row (the caller finds out
+// why).
+var errNotInserted = errors.New("store: not inserted")
+
+// event records a lease change for other nodes. It must follow a write of
+// the same transaction (it always does: the lease row it describes): on
+// PostgreSQL that write gave the transaction its id before the event took
+// its sequence number, which is what lets a poller find the transaction of
+// a number it has not seen yet among those in progress.
 func (db *DB) event(ctx context.Context, tx *sql.Tx, id, kind string) error {
-	_, err := db.exec(ctx, tx, `INSERT INTO lease_events (lease_id, kind) VALUES (?, ?)`, id, kind)
+	_, err := db.exec(ctx, tx, `INSERT INTO lease_events (lease_id, kind, origin) VALUES (?, ?, ?)`, id, kind, db.origin)
 	return err
 }
 
@@ -264,18 +309,18 @@ func (db *DB) RevokeLeases(ctx context.Context, f LeaseFilter, at time.Time, rea
 
 // events inserts one event per id, in multi-row statements.
 func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string) error {
-	const chunk = 400
+	const chunk = 300
 	for len(ids) > 0 {
 		n := min(chunk, len(ids))
 		var b strings.Builder
-		b.WriteString(`INSERT INTO lease_events (lease_id, kind) VALUES `)
-		args := make([]any, 0, 2*n)
+		b.WriteString(`INSERT INTO lease_events (lease_id, kind, origin) VALUES `)
+		args := make([]any, 0, 3*n)
 		for i, id := range ids[:n] {
 			if i > 0 {
 				b.WriteString(", ")
 			}
-			b.WriteString("(?, ?)")
-			args = append(args, id, kind)
+			b.WriteString("(?, ?, ?)")
+			args = append(args, id, kind, db.origin)
 		}
 		if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
 			return err

@@ -118,6 +118,27 @@ CREATE TABLE audit_cursors (
 			sqlite:   `CREATE TABLE audit_hash_runs (first_id INTEGER PRIMARY KEY, hashes BLOB NOT NULL);`,
 			postgres: `CREATE TABLE audit_hash_runs (first_id BIGINT PRIMARY KEY, hashes BYTEA NOT NULL);`,
 		},
+		// 4: nodes that share a database follow each other's lease events
+		// without ever skipping one and without reading back their own:
+		// each event names the store handle (node) that wrote it, and on
+		// PostgreSQL the transaction that wrote it, so a poller can re-read
+		// the events of a transaction that was still running when it read
+		// past their sequence numbers. policy_head is the policy version in
+		// force: a lease insert checks it in its own transaction.
+		{
+			sqlite: `
+ALTER TABLE lease_events ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+CREATE TABLE policy_head (id INTEGER PRIMARY KEY, version BIGINT NOT NULL);
+INSERT INTO policy_head (id, version) SELECT 1, COALESCE(MAX(version), 0) FROM policy_versions;
+`,
+			postgres: `
+ALTER TABLE lease_events ADD COLUMN origin TEXT NOT NULL DEFAULT '';
+ALTER TABLE lease_events ADD COLUMN xid xid8 NOT NULL DEFAULT pg_current_xact_id();
+CREATE INDEX lease_events_xid ON lease_events (xid, seq);
+CREATE TABLE policy_head (id INTEGER PRIMARY KEY, version BIGINT NOT NULL);
+INSERT INTO policy_head (id, version) SELECT 1, COALESCE(MAX(version), 0) FROM policy_versions;
+`,
+		},
 	}
 }
 

@@ -9,7 +9,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"net/url"
@@ -43,11 +45,24 @@ type Config struct {
 	// SyncDelay bounds how long a written-mode commit (AppendAuditWritten)
 	// waits before a durable commit covers it (default 5ms).
 	SyncDelay time.Duration
+	// MaxConns is the most PostgreSQL connections this handle opens, the
+	// pool and the lease listener together (default DefaultMaxConns).
+	// Every node of a cluster holds up to this many: their sum must stay
+	// below the server's max_connections (100 by default).
+	MaxConns int
 }
+
+// DefaultMaxConns is a node's PostgreSQL connection budget when none is
+// configured: nine nodes fit a default server (max_connections 100, 3 of
+// them reserved for superusers).
+const DefaultMaxConns = 10
 
 // DB is mayfly's storage. It is safe for concurrent use.
 type DB struct {
 	postgres bool
+	dsn      string  // PostgreSQL: for the lease listener's own connection
+	origin   string  // names the lease events this handle writes (one node)
+	channel  string  // PostgreSQL: the NOTIFY channel of this schema's lease events
 	write    *sql.DB // SQLite: one connection; Postgres: the shared pool
 	read     *sql.DB // SQLite: a pool of readers; Postgres: the shared pool
 	batch    *batcher
@@ -60,7 +75,7 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	var db *DB
 	var err error
 	if cfg.PostgresDSN != "" {
-		db, err = openPostgres(ctx, cfg.PostgresDSN)
+		db, err = openPostgres(ctx, cfg.PostgresDSN, cfg.MaxConns)
 	} else {
 		db, err = openSQLite(ctx, cfg)
 	}
@@ -70,6 +85,23 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 	if err := db.migrate(ctx); err != nil {
 		db.closeConns()
 		return nil, err
+	}
+	var rnd [8]byte
+	if _, err := rand.Read(rnd[:]); err != nil {
+		db.closeConns()
+		return nil, fmt.Errorf("store: origin: %w", err)
+	}
+	db.origin = hex.EncodeToString(rnd[:])
+	if db.postgres {
+		// LISTEN/NOTIFY channels are per database, not per schema: name
+		// the channel after the schema so that two installations in one
+		// database never wake each other.
+		var schema string
+		if err := db.read.QueryRowContext(ctx, `SELECT current_schema()`).Scan(&schema); err != nil {
+			db.closeConns()
+			return nil, fmt.Errorf("store: current schema: %w", err)
+		}
+		db.channel = leaseChannel(schema)
 	}
 	var between func()
 	if !db.postgres {
@@ -129,13 +161,20 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	return &DB{write: w, read: r}, nil
 }
 
-func openPostgres(ctx context.Context, dsn string) (*DB, error) {
+func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
+	if maxConns == 0 {
+		maxConns = DefaultMaxConns
+	}
+	if maxConns < 2 {
+		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 2: the pool and the lease listener)", maxConns)
+	}
 	p, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
 	}
-	p.SetMaxOpenConns(16)
-	p.SetMaxIdleConns(16)
+	// One connection of the budget is the lease listener's.
+	p.SetMaxOpenConns(maxConns - 1)
+	p.SetMaxIdleConns(maxConns - 1)
 	p.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -143,7 +182,7 @@ func openPostgres(ctx context.Context, dsn string) (*DB, error) {
 		p.Close()
 		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
 	}
-	return &DB{postgres: true, write: p, read: p}, nil
+	return &DB{postgres: true, dsn: dsn, write: p, read: p}, nil
 }
 
 // redactDSNErr keeps a DSN's password out of an error message.
@@ -207,12 +246,30 @@ func (db *DB) Rebind(q string) string {
 	return b.String()
 }
 
-// Ping checks that the store answers and accepts a write, for readiness.
+// Ping checks, for readiness, that the store answers and would accept a
+// write, without writing: a probe must not cost a durable commit on every
+// node every few seconds. On PostgreSQL the server must be a primary that
+// accepts writes; on SQLite the last group commit must not have failed.
 func (db *DB) Ping(ctx context.Context) error {
-	return db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := db.exec(ctx, tx, `UPDATE meta SET value = value WHERE key = ?`, "schema_version")
-		return err
-	})
+	if db.postgres {
+		var recovery bool
+		var readOnly string
+		if err := db.read.QueryRowContext(ctx, `SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')`).Scan(&recovery, &readOnly); err != nil {
+			return fmt.Errorf("store: ping: %w", err)
+		}
+		if recovery || readOnly == "on" {
+			return errors.New("store: ping: the PostgreSQL server does not accept writes")
+		}
+	} else {
+		var one int
+		if err := db.read.QueryRowContext(ctx, `SELECT 1 FROM meta WHERE key = 'schema_version'`).Scan(&one); err != nil {
+			return fmt.Errorf("store: ping: %w", err)
+		}
+	}
+	if err := db.batch.lastError(); err != nil {
+		return fmt.Errorf("store: ping: the last commit failed: %w", err)
+	}
+	return nil
 }
 
 // tx runs fn in a transaction shared with other concurrent writers (group

@@ -24,6 +24,9 @@ type Backend struct {
 	// Reopen closes DB and opens the same database again (for restart and
 	// crash-recovery tests). It returns the new handle.
 	Reopen func(t testing.TB) *store.DB
+	// Another opens a second handle on the same database, as another
+	// node of a cluster would (closed at cleanup).
+	Another func(t testing.TB) *store.DB
 }
 
 // Backends returns SQLite, and PostgreSQL when configured. In CI
@@ -48,6 +51,7 @@ func SQLite(t testing.TB) Backend {
 		b.DB = open(t, cfg)
 		return b.DB
 	}
+	b.Another = func(t testing.TB) *store.DB { return open(t, cfg) }
 	return b
 }
 
@@ -91,6 +95,7 @@ func postgres(t testing.TB) (Backend, bool) {
 		b.DB = open(t, cfg)
 		return b.DB
 	}
+	b.Another = func(t testing.TB) *store.DB { return open(t, cfg) }
 	return b, true
 }
 

@@ -1,0 +1,217 @@
+package lease
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// A transaction that took an event's sequence number before a later one
+// committed, and commits long after (a mass revocation), is still applied
+// by other nodes: the poller waits for the transaction to end, with no
+// timeout, and meanwhile applies the later events.
+func TestFeedNeverSkipsALongTransaction(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	b := storetest.Postgres(t)
+	c := &clock{t: time.Now()}
+	a := newManager(t, b.DB, c)
+	other := newManager(t, b.Another(t), c)
+	slow, _, err := a.Issue(ctx, req("deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	quick, ql, err := a.Issue(ctx, req("read"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	sl, err := other.Lookup(slow)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The slow revocation, as RevokeLeases writes it, left open.
+	tx, err := b.Another(t).SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE leases SET revoked_at = $1, revoke_reason = 'slow' WHERE id = $2`, time.Now().UnixNano(), sl.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO lease_events (lease_id, kind, origin) VALUES ($1, 'revoke', 'test')`, sl.ID); err != nil {
+		t.Fatal(err)
+	}
+	// A later revocation commits first and is applied at once.
+	if _, err := a.Revoke(ctx, store.LeaseFilter{ID: ql.ID}, "quick"); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Lookup(quick); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("later revocation not applied while an earlier one runs: %v", err)
+	}
+	// Longer than the old poller waited for a skipped number.
+	for range 3 {
+		time.Sleep(2500 * time.Millisecond)
+		if err := other.Poll(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := other.Lookup(slow); err != nil {
+		t.Fatalf("uncommitted revocation applied: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Lookup(slow); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revocation committed late was skipped: %v", err)
+	}
+}
+
+// A node that loads while a transaction with events runs applies them
+// once it commits.
+func TestLoadDuringATransaction(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	b := storetest.Postgres(t)
+	c := &clock{t: time.Now()}
+	a := newManager(t, b.DB, c)
+	tok, l, err := a.Issue(ctx, req("deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tx, err := b.Another(t).SQL().BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	if _, err := tx.ExecContext(ctx, `UPDATE leases SET revoked_at = $1 WHERE id = $2`, time.Now().UnixNano(), l.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := tx.ExecContext(ctx, `INSERT INTO lease_events (lease_id, kind, origin) VALUES ($1, 'revoke', 'test')`, l.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, _, err := a.Issue(ctx, req("read")); err != nil { // a later number, committed
+		t.Fatal(err)
+	}
+	other := newManager(t, b.Another(t), c)
+	if _, err := other.Lookup(tok); err != nil {
+		t.Fatalf("loaded: %v", err)
+	}
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	if err := other.Poll(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.Lookup(tok); !errors.Is(err, ErrRevoked) {
+		t.Fatalf("revocation committed during load was skipped: %v", err)
+	}
+}
+
+// Notifications carry revocations and new leases to a node that does not
+// poll (its poll interval is an hour).
+func TestNotificationsReachOtherNodes(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	b := storetest.Postgres(t)
+	h := newManager(t, b.DB, &clock{t: time.Now()}).hasher
+	a := New(b.DB, h, Options{PollInterval: time.Hour})
+	other := New(b.Another(t), h, Options{PollInterval: time.Hour})
+	for _, m := range []*Manager{a, other} {
+		if err := m.Load(ctx); err != nil {
+			t.Fatal(err)
+		}
+		rctx, cancel := context.WithCancel(ctx)
+		done := make(chan struct{})
+		go func() { m.Run(rctx); close(done) }()
+		t.Cleanup(func() { cancel(); <-done })
+	}
+	waitFor := func(what string, ok func() bool) {
+		t.Helper()
+		for deadline := time.Now().Add(20 * time.Second); !ok(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s never reached the other node", what)
+			}
+		}
+	}
+	// The listeners connect in the background: wait until a notification
+	// gets through before counting on them.
+	tok, l, err := a.Issue(ctx, req("deploy"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a new lease", func() bool { _, err := other.Lookup(tok); return err == nil })
+	if _, err := a.Revoke(ctx, store.LeaseFilter{ID: l.ID}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	waitFor("a revocation", func() bool { _, err := other.Lookup(tok); return errors.Is(err, ErrRevoked) })
+	// A revocation of more leases than one notification names.
+	var toks []string
+	for range maxNotifyIDs + 10 {
+		tok, _, err := a.Issue(ctx, req("mass"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		toks = append(toks, tok)
+	}
+	waitFor("new leases", func() bool { _, err := other.Lookup(toks[len(toks)-1]); return err == nil })
+	if ids, err := a.Revoke(ctx, store.LeaseFilter{Grant: "mass"}, "test"); err != nil || len(ids) != len(toks) {
+		t.Fatalf("revoked %d: %v", len(ids), err)
+	}
+	for _, tok := range toks {
+		waitFor("a mass revocation", func() bool { _, err := other.Lookup(tok); return errors.Is(err, ErrRevoked) })
+	}
+}
+
+func TestParseNotification(t *testing.T) {
+	id := "lse_0123456789abcdef01234567"
+	for _, tc := range []struct {
+		in      string
+		ok      bool
+		revoked int
+	}{
+		{"c 0123456789ab", true, 0},
+		{"r 0123456789ab " + id, true, 1},
+		{"r 0123456789ab " + id + " " + id, true, 2},
+		{"r 0123456789ab", false, 0},
+		{"c 0123456789ab extra", false, 0},
+		{"c 0123456789AB", false, 0},
+		{"c short", false, 0},
+		{"r 0123456789ab lse_nothex", false, 0},
+		{"r 0123456789ab " + id + "0", false, 0},
+		{"x 0123456789ab", false, 0},
+		{"", false, 0},
+		{"r 0123456789ab " + strings.Repeat(id+" ", 300), false, 0},
+	} {
+		n, ok := ParseNotification(tc.in)
+		if ok != tc.ok || len(n.Revoked) != tc.revoked {
+			t.Errorf("%.40q: ok %v revoked %d", tc.in, ok, len(n.Revoked))
+		}
+	}
+}
+
+func FuzzParseNotification(f *testing.F) {
+	f.Add("c 0123456789ab")
+	f.Add("r 0123456789ab lse_0123456789abcdef01234567")
+	f.Fuzz(func(t *testing.T, p string) {
+		n, ok := ParseNotification(p)
+		if !ok {
+			return
+		}
+		for _, id := range n.Revoked {
+			if len(id) != 28 || !strings.HasPrefix(id, "lse_") || !strings.Contains(p, id) {
+				t.Fatalf("bad id %q from %q", id, p)
+			}
+		}
+	})
+}

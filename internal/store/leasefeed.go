@@ -1,0 +1,223 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// The lease feed is how the nodes sharing a database follow each other's
+// lease changes: every issue, renewal and revocation writes an event with a
+// sequence number, and each node reads the events after the last it saw.
+//
+// On PostgreSQL sequence numbers are taken before commit, so a transaction
+// can commit a lower number after a higher one was read: a reader that
+// moved past it would skip it. The feed never lets that happen: each page
+// says which transactions were in progress when it was read (the only ones
+// that can still commit a number the reader moved past), and once such a
+// transaction has ended the reader re-reads its events below its cursor
+// (BackRead). Nothing is given up after a timeout, and a long transaction
+// (a mass revocation) delays only its own events, never later ones.
+//
+// On SQLite there is one writer and numbers are taken in commit order:
+// there are no such gaps and InProgress is always empty.
+
+// LeaseChange is one lease event as a following node needs it.
+type LeaseChange struct {
+	Seq     int64
+	Kind    string // "issue", "renew", "revoke"
+	LeaseID string
+	// Own: written through this handle, whose view has it already.
+	Own bool
+	// Lease is the lease as stored now, for another handle's issue and
+	// renew events (nil for revocations, own events, swept leases).
+	Lease *Lease
+}
+
+// BackRead asks for the events of a transaction that has ended, with a
+// sequence number in (After, Upto].
+type BackRead struct {
+	Xact        uint64
+	After, Upto int64
+}
+
+// LeaseFeedRequest is one read of the feed.
+type LeaseFeedRequest struct {
+	After     int64 // events with a higher sequence number, in order
+	Limit     int
+	Back      []BackRead // PostgreSQL only
+	BackLimit int        // the most events read per BackRead
+}
+
+// LeaseFeed is one page of the feed, read in one snapshot.
+type LeaseFeed struct {
+	Head []LeaseChange
+	Back map[uint64][]LeaseChange // by BackRead.Xact, in sequence order
+	// InProgress lists the transactions (PostgreSQL xid8 values) in
+	// progress in the page's snapshot.
+	InProgress []uint64
+}
+
+// LeaseFeedStart returns where a reader that has just loaded the live
+// leases starts: the newest sequence number, and the transactions in
+// progress when it was read (their events below it are not visible yet).
+// Read it before loading the leases.
+func (db *DB) LeaseFeedStart(ctx context.Context) (int64, []uint64, error) {
+	if !db.postgres {
+		n, err := db.LastLeaseEvent(ctx)
+		return n, nil, err
+	}
+	var n sql.NullInt64
+	var snap string
+	if err := db.read.QueryRowContext(ctx, `SELECT (SELECT MAX(seq) FROM lease_events), pg_current_snapshot()::text`).Scan(&n, &snap); err != nil {
+		return 0, nil, fmt.Errorf("store: lease feed start: %w", err)
+	}
+	xs, err := parseSnapshot(snap)
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: lease feed start: %w", err)
+	}
+	return n.Int64, xs, nil
+}
+
+// LeaseFeedRead reads one page of the feed. Another handle's issue and
+// renew events come with their lease as stored now, in the same statement:
+// no read per event.
+func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed, error) {
+	if r.Limit <= 0 {
+		r.Limit = 1000
+	}
+	if r.BackLimit <= 0 {
+		r.BackLimit = r.Limit
+	}
+	var out LeaseFeed
+	var rows *sql.Rows
+	var err error
+	if db.postgres {
+		xs, afters, uptos := make([]int64, len(r.Back)), make([]int64, len(r.Back)), make([]int64, len(r.Back))
+		for i, b := range r.Back {
+			xs[i], afters[i], uptos[i] = int64(b.Xact), b.After, b.Upto
+		}
+		rows, err = db.read.QueryContext(ctx, `
+WITH snap AS (SELECT pg_current_snapshot()::text AS s),
+head AS (SELECT 0::bigint AS x, seq, lease_id, kind, origin FROM lease_events WHERE seq > $1 ORDER BY seq LIMIT $2),
+back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin
+	FROM unnest($3::bigint[], $4::bigint[], $5::bigint[]) AS r(x, after, upto)
+	CROSS JOIN LATERAL (SELECT seq, lease_id, kind, origin FROM lease_events
+		WHERE xid = r.x::text::xid8 AND seq > r.after AND seq <= r.upto ORDER BY seq LIMIT $6) e),
+ev AS (SELECT * FROM head UNION ALL SELECT * FROM back)
+SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $7, `+prefixed("l.", leaseCols)+`
+FROM snap LEFT JOIN (ev LEFT JOIN leases l ON l.id = ev.lease_id AND ev.kind <> 'revoke' AND ev.origin <> $7) ON true
+ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, r.Limit, xs, afters, uptos, r.BackLimit, db.origin)
+	} else {
+		rows, err = db.read.QueryContext(ctx, `
+SELECT '', 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
+FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id AND e.kind <> 'revoke' AND e.origin <> ?
+WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
+	}
+	if err != nil {
+		return out, fmt.Errorf("store: lease feed: %w", err)
+	}
+	defer rows.Close()
+	snapSeen := false
+	for rows.Next() {
+		var snap string
+		var x, seq sql.NullInt64
+		var id, kind sql.NullString
+		var own sql.NullBool
+		var nl nullLease
+		dest := append([]any{&snap, &x, &seq, &id, &kind, &own}, nl.dest()...)
+		if err := rows.Scan(dest...); err != nil {
+			return out, fmt.Errorf("store: lease feed: %w", err)
+		}
+		if db.postgres && !snapSeen {
+			snapSeen = true
+			if out.InProgress, err = parseSnapshot(snap); err != nil {
+				return out, fmt.Errorf("store: lease feed: %w", err)
+			}
+		}
+		if !seq.Valid {
+			continue // the snapshot's row of an empty page
+		}
+		c := LeaseChange{Seq: seq.Int64, Kind: kind.String, LeaseID: id.String, Own: own.Bool}
+		if nl.id.Valid {
+			l, err := nl.lease()
+			if err != nil {
+				return out, fmt.Errorf("store: lease feed: %w", err)
+			}
+			c.Lease = &l
+		}
+		if x.Int64 == 0 {
+			out.Head = append(out.Head, c)
+			continue
+		}
+		if out.Back == nil {
+			out.Back = map[uint64][]LeaseChange{}
+		}
+		out.Back[uint64(x.Int64)] = append(out.Back[uint64(x.Int64)], c)
+	}
+	if err := rows.Err(); err != nil {
+		return out, fmt.Errorf("store: lease feed: %w", err)
+	}
+	return out, nil
+}
+
+func prefixed(p, cols string) string {
+	parts := strings.Split(cols, ", ")
+	for i := range parts {
+		parts[i] = p + parts[i]
+	}
+	return strings.Join(parts, ", ")
+}
+
+// nullLease scans a lease from an outer join, where every column may be
+// NULL.
+type nullLease struct {
+	id, issuer, subject, job, claims, grants, source, jkt, reason sql.NullString
+	hash                                                          []byte
+	issued, expires, maxExp, bind, uses, maxUses, revoked         sql.NullInt64
+}
+
+func (n *nullLease) dest() []any {
+	return []any{&n.id, &n.hash, &n.issuer, &n.subject, &n.job, &n.claims, &n.grants, &n.issued, &n.expires, &n.maxExp,
+		&n.source, &n.bind, &n.jkt, &n.uses, &n.maxUses, &n.revoked, &n.reason}
+}
+
+func (n *nullLease) lease() (Lease, error) {
+	l := Lease{ID: n.id.String, Issuer: n.issuer.String, Subject: n.subject.String, Job: n.job.String,
+		IssuedAt: fromNanos(n.issued.Int64), ExpiresAt: fromNanos(n.expires.Int64), MaxExpiresAt: fromNanos(n.maxExp.Int64),
+		Source: n.source.String, BindSource: n.bind.Int64 == 1, JKT: n.jkt.String, Uses: n.uses.Int64, MaxUses: n.maxUses.Int64,
+		RevokedAt: nullNanos(n.revoked), RevokeReason: n.reason.String}
+	copy(l.Hash[:], n.hash)
+	if err := json.Unmarshal([]byte(n.claims.String), &l.Claims); err != nil {
+		return Lease{}, fmt.Errorf("lease %s claims: %w", l.ID, err)
+	}
+	if n.grants.String != "" {
+		l.Grants = strings.Split(n.grants.String, " ")
+	}
+	return l, nil
+}
+
+// parseSnapshot returns the in-progress list of a pg_snapshot's text
+// form, xmin:xmax:xip,xip…
+func parseSnapshot(s string) ([]uint64, error) {
+	parts := strings.Split(s, ":")
+	if len(parts) != 3 {
+		return nil, fmt.Errorf("snapshot %q: not xmin:xmax:xip", s)
+	}
+	if parts[2] == "" {
+		return []uint64{}, nil
+	}
+	fields := strings.Split(parts[2], ",")
+	out := make([]uint64, 0, len(fields))
+	for _, f := range fields {
+		x, err := strconv.ParseUint(f, 10, 64)
+		if err != nil {
+			return nil, fmt.Errorf("snapshot %q: %w", s, err)
+		}
+		out = append(out, x)
+	}
+	return out, nil
+}
