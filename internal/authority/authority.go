@@ -141,7 +141,19 @@ type ExchangeResult struct {
 func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeResult, error) {
 	st := a.current.Load()
 	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
-	res, err := a.exchange(ctx, st.policy, r, &ev)
+	res, err := a.exchange(ctx, st, r, &ev)
+	for try := 0; errors.Is(err, store.ErrPolicyChanged) && try < 3; try++ {
+		// Another node applied a policy version after this one was read:
+		// decide again under the version in force (nothing was issued;
+		// the ID token's jti was not recorded).
+		if serr := a.SyncPolicy(ctx); serr != nil {
+			err = unavailable("sync policy", serr)
+			break
+		}
+		st = a.current.Load()
+		ev = audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
+		res, err = a.exchange(ctx, st, r, &ev)
+	}
 	if err != nil {
 		var re *Error
 		if !errors.As(err, &re) {
@@ -169,7 +181,8 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 	return res, nil
 }
 
-func (a *Authority) exchange(ctx context.Context, p *policy.Policy, r ExchangeRequest, ev *audit.Event) (*ExchangeResult, error) {
+func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, ev *audit.Event) (*ExchangeResult, error) {
+	p := st.policy
 	if len(r.Scope) == 0 {
 		return nil, refuse(400, "invalid_scope", "no grant asked: scope names the grants wanted")
 	}
@@ -250,10 +263,13 @@ func (a *Authority) exchange(ctx context.Context, p *policy.Policy, r ExchangeRe
 	}
 	sort.Strings(scope)
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
-		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti})
+		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti, AtPolicy: &st.version})
 	if errors.Is(err, store.ErrReplay) {
 		ev.Check = identity.CheckReplay
 		return nil, refuse(400, "invalid_grant", "%s: this ID token (jti) was already exchanged", identity.CheckReplay)
+	}
+	if errors.Is(err, store.ErrPolicyChanged) {
+		return nil, err
 	}
 	if err != nil {
 		return nil, unavailable("issue token", err)

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -24,15 +25,50 @@ func (a *Authority) SyncPolicy(ctx context.Context) error {
 		return fmt.Errorf("authority: sync policy: %w", err)
 	}
 	a.applyMu.Lock()
-	defer a.applyMu.Unlock()
-	if pv.Version <= a.current.Load().version {
+	old := a.current.Load()
+	if pv.Version <= old.version {
+		a.applyMu.Unlock()
 		return nil
 	}
 	p, err := policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
 	if err != nil {
+		a.applyMu.Unlock()
 		return fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
 	}
 	a.install(p, pv.Version)
+	a.applyMu.Unlock()
+	return a.revokeRemoved(ctx, old.policy, p, pv.Version)
+}
+
+// revokeRemoved revokes the live leases of grants that policy p (version
+// v) no longer has: those old had, and those of any lease this node holds.
+// Every node does it when it puts a version in force, so the tokens die
+// even when the node that applied the version could not revoke them (it
+// crashed in between), and a lease another node decided under an older
+// version cannot outlive it. Only revocations that happen are audited.
+func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v int64) error {
+	has := func(g string) bool { _, ok := p.Grants[g]; return ok }
+	names := a.cfg.Leases.StaleGrants(has)
+	for g := range old.Grants {
+		if !has(g) && !slices.Contains(names, g) {
+			names = append(names, g)
+		}
+	}
+	for _, g := range names {
+		ids, err := a.cfg.Leases.Revoke(ctx, store.LeaseFilter{Grant: g}, fmt.Sprintf("policy v%d", v))
+		if err != nil {
+			return unavailable("revoke leases of a removed grant", err)
+		}
+		a.cfg.Leases.ForgetGrant(g)
+		if len(ids) == 0 {
+			continue
+		}
+		ev := audit.Event{Type: audit.TypeRevoke, Admin: fmt.Sprintf("policy v%d", v), Grant: g, Count: int64(len(ids)),
+			Status: 200, Reason: "grant removed", PolicyVersion: fmt.Sprint(v)}
+		if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+			return unavailable("audit revocation", err)
+		}
+	}
 	return nil
 }
 

@@ -18,20 +18,24 @@ import (
 // Config is everything a node is started with. Flags fill it; a YAML file
 // (--config) may too, flags winning.
 type Config struct {
-	DataDir        string       `yaml:"data_dir"`
-	Listen         string       `yaml:"listen"`
-	Policy         []string     `yaml:"policy"`
-	Postgres       string       `yaml:"postgres"`
-	InsecureHTTP   bool         `yaml:"insecure_http"`
-	TLSCert        string       `yaml:"tls_cert"`
-	TLSKey         string       `yaml:"tls_key"`
-	AdminCIDRs     []string     `yaml:"admin_cidrs"`
-	TrustedProxies []string     `yaml:"trusted_proxies"`
-	AdminClientCA  string       `yaml:"admin_client_ca"` // PEM: require mTLS for admin calls
-	PublicURL      string       `yaml:"public_url"`      // scheme://host clients use (DPoP htu); default from the request
-	LogFormat      string       `yaml:"log_format"`      // text|json
-	LogLevel       string       `yaml:"log_level"`
-	Limits         ConfigLimits `yaml:"limits"`
+	DataDir  string   `yaml:"data_dir"`
+	Listen   string   `yaml:"listen"`
+	Policy   []string `yaml:"policy"`
+	Postgres string   `yaml:"postgres"`
+	// PostgresMaxConns is this node's PostgreSQL connection budget: the
+	// pool and the lease listener together (default 10). The nodes'
+	// budgets together must stay below the server's max_connections.
+	PostgresMaxConns int          `yaml:"postgres_max_conns"`
+	InsecureHTTP     bool         `yaml:"insecure_http"`
+	TLSCert          string       `yaml:"tls_cert"`
+	TLSKey           string       `yaml:"tls_key"`
+	AdminCIDRs       []string     `yaml:"admin_cidrs"`
+	TrustedProxies   []string     `yaml:"trusted_proxies"`
+	AdminClientCA    string       `yaml:"admin_client_ca"` // PEM: require mTLS for admin calls
+	PublicURL        string       `yaml:"public_url"`      // scheme://host clients use (DPoP htu); default from the request
+	LogFormat        string       `yaml:"log_format"`      // text|json
+	LogLevel         string       `yaml:"log_level"`
+	Limits           ConfigLimits `yaml:"limits"`
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
 	// /v1/leaks requires GitHub's signature headers to verify.
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`

@@ -115,7 +115,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
-	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, ObserveCommit: storeMetrics(s.registry)})
+	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, MaxConns: cfg.PostgresMaxConns, ObserveCommit: storeMetrics(s.registry)})
 	if err != nil {
 		return nil, err
 	}
