@@ -9,6 +9,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -66,6 +67,10 @@ func (g *gen) jwt() string {
 type planted struct {
 	rule, secret, text string
 	also               []string
+	// file, when set, names the only file the sample is planted in: a
+	// credential store's own format (.netrc, shadow, .ppk…) is met as such
+	// a file, not inside a JSON string or a log line.
+	file string
 }
 
 // samples returns one valid secret per built-in rule, with the text that
@@ -84,7 +89,7 @@ func samples(g *gen) []planted {
 	gen := g.str(abcB62, 10) + "9$" + g.str(abcB62, 8)
 	oaProj := "sk-proj-" + g.str(abcB62U, 74) + "T3BlbkFJ" + g.str(abcB62U, 74)
 	oaOld := "sk-" + g.str(abcB62, 20) + "T3BlbkFJ" + g.str(abcB62, 20)
-	return []planted{
+	return append([]planted{
 		{rule: RuleMayflyJob, secret: mj},
 		{rule: RuleMayflyAdmin, secret: ma},
 		{rule: "aws-access-key-id", secret: "AKIA" + g.str(abcAWS, 16)},
@@ -126,7 +131,7 @@ func samples(g *gen) []planted {
 		{rule: "private-key", secret: g.pem("OPENSSH ")},
 		{rule: "private-key", secret: g.pem("EC ")},
 		{rule: RuleGeneric, secret: gen, text: `db_password = "` + gen + `"`},
-	}
+	}, providerSamples(g)...)
 }
 
 func (p planted) body() string {
@@ -146,7 +151,7 @@ func decoys(g *gen) []string {
 	badGh := gh[:len(gh)-1] + string(rotate(gh[len(gh)-1]))
 	np := g.crcTok("npm_")
 	badNpm := np[:8] + string(rotate(np[8])) + np[9:]
-	return []string{
+	return append([]string{
 		"token = " + badMfy,
 		"admin: " + badMfya,
 		"x" + mj + " (glued)",
@@ -179,7 +184,7 @@ func decoys(g *gen) []string {
 		"sk_test_" + g.str(abcB62, 24),
 		"the private key is kept in the vault",
 		"xoxb-not-a-token",
-	}
+	}, providerDecoys(g)...)
 }
 
 func rotate(c byte) byte {
@@ -207,6 +212,10 @@ func buildCorpus(g *gen) []corpusFile {
 	var files []corpusFile
 	ss := samples(g)
 	for i, p := range ss {
+		if p.file != "" {
+			files = append(files, corpusFile{fmt.Sprintf("files/s%02d/%s", i, p.file), p.body() + "\n", []planted{p}})
+			continue
+		}
 		body := p.body()
 		jb, _ := json.Marshal(body)
 		files = append(files,
@@ -215,7 +224,8 @@ func buildCorpus(g *gen) []corpusFile {
 			corpusFile{fmt.Sprintf("logs/s%02d.log", i), "2025-01-02T03:04:05Z INFO started\n2025-01-02T03:04:06Z DEBUG request payload=" + strings.ReplaceAll(body, "\n", " ") + " status=200\n", []planted{p}},
 		)
 		// Rules whose only keyword has two characters have no base64 trigger.
-		if p.rule != "twilio-api-key" && p.rule != "twilio-account-sid" && p.rule != "azure-client-secret" {
+		// So do three-character ones (":AA", "-us", "://").
+		if !slices.Contains([]string{"twilio-api-key", "twilio-account-sid", "azure-client-secret", "telegram-bot-token", "mailchimp-api-key", "url-credentials"}, p.rule) {
 			files = append(files, corpusFile{fmt.Sprintf("enc/s%02d.b64", i), "data: " + base64.StdEncoding.EncodeToString([]byte("export V="+body+"\n")) + "\n", []planted{p}})
 		}
 		files = append(files,
@@ -229,10 +239,18 @@ func buildCorpus(g *gen) []corpusFile {
 	// One minified JSON line holding everything.
 	m := map[string]string{}
 	for i, p := range ss {
-		m[fmt.Sprintf("k%02d", i)] = p.body()
+		if p.file == "" {
+			m[fmt.Sprintf("k%02d", i)] = p.body()
+		}
 	}
 	mj, _ := json.Marshal(m)
-	files = append(files, corpusFile{"min/all.json", string(mj), ss})
+	var inline []planted
+	for _, p := range ss {
+		if p.file == "" {
+			inline = append(inline, p)
+		}
+	}
+	files = append(files, corpusFile{"min/all.json", string(mj), inline})
 	for i, d := range decoys(g) {
 		files = append(files, corpusFile{fmt.Sprintf("decoy/d%02d.txt", i), "# decoy\n" + d + "\n", nil})
 	}

@@ -58,6 +58,7 @@ type engine struct {
 	mayflyAdm int
 	decode    bool
 	fullRules []int // rules without keywords: the regexp runs over everything
+	fileRules []int // rules for files of given names (.pgpass): run over such files whole
 }
 
 func newEngine(rules []*rule, decode bool) (*engine, error) {
@@ -90,7 +91,9 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 			plain = append(plain, keyword{lit: token.AdminPrefix, cs: true})
 			continue
 		}
-		if len(r.keywords) == 0 {
+		if len(r.files) > 0 {
+			e.fileRules = append(e.fileRules, ri)
+		} else if len(r.keywords) == 0 {
 			e.fullRules = append(e.fullRules, ri)
 		}
 		for _, k := range r.keywords {
@@ -127,8 +130,8 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 				}
 			}
 		}
-		// Encoded '+', '/', '=' and '_' reveal percent-encoded values.
-		for _, t := range []string{"%2b", "%2f", "%3d", "%5f"} {
+		// Encoded '+', '/', '=', '_' and ':' reveal percent-encoded values.
+		for _, t := range []string{"%2b", "%2f", "%3d", "%5f", "%3a"} {
 			addKW(t, false, encPercent, -1)
 		}
 	}
@@ -212,8 +215,16 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 
 // scan returns the matches that start in b[own0:own1]; b around it is
 // context. Matches are in no particular order.
-func (e *engine) scan(b []byte, own0, own1, depth int, code bool) []rawMatch {
-	st := &scanState{e: e, b: b, own0: own0, own1: own1, depth: depth, code: code}
+func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
+	st := &scanState{e: e, b: b, own0: own0, own1: own1, depth: depth, code: isSourceCode(file)}
+	if len(e.fileRules) > 0 && file != "" {
+		base := file[strings.LastIndexAny(file, "/\\")+1:]
+		for _, ri := range e.fileRules {
+			if slices.Contains(e.rules[ri].files, base) {
+				e.rules[ri].match(st, ri, b, 0, 0)
+			}
+		}
+	}
 	if e.mayflyJob >= 0 || e.mayflyAdm >= 0 {
 		for _, m := range token.Find(b) {
 			ri := e.mayflyJob
@@ -341,7 +352,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 				continue
 			}
 			n := len(st.out)
-			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
+			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, "") {
 				st.addDecoded(m, s+off+m.pos*4/3, enc)
 			}
 			if len(st.out) > n {
@@ -359,7 +370,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 				continue
 			}
 			before := len(st.out)
-			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
+			for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, "") {
 				st.addDecoded(m, s+off+2*m.pos, enc)
 			}
 			if len(st.out) > before {
@@ -371,7 +382,7 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 		if len(dec) == e-s || len(dec) < 8 {
 			return
 		}
-		for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, false) {
+		for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, "") {
 			st.addDecoded(m, s+pos[m.pos], enc)
 		}
 	}

@@ -48,6 +48,7 @@ type rule struct {
 	entropy       float64
 	check         func(secret []byte, b []byte, s, e int) (ok, verified bool)
 	generic       bool
+	files         []string // base names of the only files the rule applies to (match gets the whole buffer)
 }
 
 func (r *rule) info() RuleInfo { return RuleInfo{ID: r.id, Description: r.desc} }
@@ -405,10 +406,13 @@ func builtinRules() []*rule {
 			prefixSpec{prefix: "sk-ant-admin01-", cs: setB62U, min: 80, max: 120}),
 		{id: "jwt", desc: "JSON Web Token", keywords: []keyword{{lit: "eyJ", cs: true}}, match: jwtMatch},
 		{id: "private-key", desc: "PEM or OpenSSH private key", keywords: []keyword{{lit: "PRIVATE KEY", cs: true}}, match: pemMatch},
+	}
+	rs = append(rs, providerRules()...)
+	rs = append(rs, []*rule{
 		{id: RuleGeneric, desc: "High-entropy value assigned to a secret-like name", generic: true, match: genericMatch,
 			keywords: []keyword{{lit: "pass"}, {lit: "pwd"}, {lit: "secret"}, {lit: "token"}, {lit: "apikey"}, {lit: "api_key"},
 				{lit: "api-key"}, {lit: "access_key"}, {lit: "accesskey"}, {lit: "private_key"}, {lit: "credential"}, {lit: "auth_key"}}},
-	}
+	}...)
 	return rs
 }
 

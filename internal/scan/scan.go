@@ -193,7 +193,7 @@ type job struct {
 // scanJob runs the engine over a job and turns matches into findings,
 // sorted by position, without those on a mayfly:allow line.
 func (s *Scanner) scanJob(j *job) []Finding {
-	ms := s.e.scan(j.b, j.own0, j.own1, 0, isSourceCode(j.meta.file))
+	ms := s.e.scan(j.b, j.own0, j.own1, 0, j.meta.file)
 	if len(ms) == 0 {
 		return nil
 	}
