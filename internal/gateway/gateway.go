@@ -217,8 +217,9 @@ type Gateway struct {
 	transports map[string]*upstreamTransport // by upstream name
 	creds      map[credKey]*credential
 
-	rmu       sync.Mutex
-	redactors map[redactorKey]*redactor
+	rmu           sync.Mutex
+	redactors     map[redactorKey]*redactor
+	redactorBytes int // the Size of their Matchers, together
 }
 
 // New checks cfg and returns a Gateway.
@@ -459,6 +460,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.ev.Secret, rq.ev.SecretVersion = up.Credential.Secret, cred.version
 	rq.ev.Detail = g.allowDetail(rule)
+	red, err := g.redactor(cred, rq.tok)
+	if err != nil {
+		g.log.Warn("gateway: response masker", "upstream", up.Name, "err", err)
+		g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the upstream credential is unavailable", CheckSecret)
+		return
+	}
 
 	tr, err := g.transport(up)
 	if err != nil {
@@ -476,7 +483,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
 		return
 	}
-	g.forward(w, r, rq, up, tr, cred, clean, in)
+	g.forward(w, r, rq, up, tr, cred, red, clean, in)
 }
 
 // allowDetail is the detail of an allowed request's entry. The maps of the

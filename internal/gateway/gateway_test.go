@@ -33,6 +33,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -474,7 +475,7 @@ func (h *harness) waitEntries(n int) []*audit.Entry {
 
 func (h *harness) noLeak(where string, s string, tok string) {
 	h.t.Helper()
-	for _, f := range append(secretForms([]byte(testCred)), tokenForms(tok)...) {
+	for _, f := range append(mask.Forms([]byte(testCred)), mask.Forms([]byte(tok))...) {
 		if strings.Contains(s, string(f)) {
 			h.t.Fatalf("%s leaks %q", where, f)
 		}

@@ -13,11 +13,13 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -76,6 +78,10 @@ func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 		ExpectContinueTimeout:  time.Second,
 		MaxResponseHeaderBytes: 1 << 20,
 		ForceAttemptHTTP2:      true,
+		// The gateway asks for gzip itself and decodes it itself, after
+		// looking at every Content-Encoding value (contentCodings): the
+		// transport's own decoding looks at the first value only.
+		DisableCompression: true,
 	}
 	if old := g.transports[up.Name]; old != nil {
 		old.tr.CloseIdleConnections()
@@ -85,13 +91,13 @@ func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 	return t, nil
 }
 
-// credential is an upstream credential ready to set, and its forms to mask.
+// credential is an upstream credential ready to set, and the values to mask.
 type credential struct {
 	version int
 	header  string   // canonical
 	value   string   // prefix and secret
 	values  []string // {value}: one slice for every request's header
-	forms   [][]byte
+	secrets [][]byte // secretValues of the secret
 }
 
 type credKey struct{ secret, header, prefix string }
@@ -103,8 +109,9 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 	if err != nil {
 		return nil, err
 	}
-	if len(v) == 0 {
-		return nil, errors.New("empty secret")
+	if len(v) < mask.MinSecretLen {
+		// It could not be masked in responses without masking common words.
+		return nil, fmt.Errorf("secret shorter than %d bytes", mask.MinSecretLen)
 	}
 	header := up.Credential.Header
 	if header == "" {
@@ -123,7 +130,7 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 			return nil, errors.New("the secret holds characters a header cannot carry")
 		}
 	}
-	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, forms: secretForms(v)}
+	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, secrets: secretValues(v)}
 	g.mu.Lock()
 	g.creds[key] = c
 	g.mu.Unlock()
@@ -132,40 +139,50 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 
 // redactor returns the masker of a credential and a job token, built once
 // for all the token's requests while both are unchanged.
-func (g *Gateway) redactor(cred *credential, tok string) *redactor {
+func (g *Gateway) redactor(cred *credential, tok string) (*redactor, error) {
 	k := redactorKey{cred, tok}
 	g.rmu.Lock()
 	r := g.redactors[k]
 	g.rmu.Unlock()
 	if r != nil {
-		return r
+		return r, nil
 	}
-	r = newRedactor(cred.forms, tokenForms(tok))
+	r, err := newRedactor(append(slices.Clip(cred.secrets), []byte(tok)))
+	if err != nil {
+		return nil, err
+	}
+	m := r.m
 	g.rmu.Lock()
-	if len(g.redactors) >= maxRedactors {
-		// Tokens live minutes: starting over is cheaper than tracking age.
-		clear(g.redactors)
+	if old := g.redactors[k]; old != nil {
+		g.rmu.Unlock()
+		return old, nil // built meanwhile by another request
+	}
+	// Tokens live minutes: dropping arbitrary entries (map order) when the
+	// cache is full is cheaper than tracking age, and a dropped one is
+	// only built again.
+	for kk, rr := range g.redactors {
+		if g.redactorBytes+m.Size() <= maxMatcherBytes {
+			break
+		}
+		g.redactorBytes -= rr.m.Size()
+		delete(g.redactors, kk)
 	}
 	g.redactors[k] = r
+	g.redactorBytes += m.Size()
 	g.rmu.Unlock()
-	return r
+	return r, nil
 }
-
-// maxRedactors bounds the redactor cache (a few hundred bytes each).
-const maxRedactors = 4096
 
 type redactorKey struct {
 	cred *credential
 	tok  string
 }
 
-var errEncoding = errors.New("gateway: upstream response in an encoding the gateway cannot inspect")
-
 // forward sends the checked request to the upstream and streams the answer
 // back, masked; then it records the request's outcome.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
-	cred *credential, clean string, in *audit.Intent) {
-	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: g.redactor(cred, rq.tok)}
+	cred *credential, red *redactor, clean string, in *audit.Intent) {
+	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: red}
 	f.rw = respWriter{ResponseWriter: w, red: f.red}
 	f.rp = httputil.ReverseProxy{
 		Transport: ut.tr,
@@ -226,10 +243,10 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 			}
 		}
 	}
-	// Let the transport ask for gzip and decompress, so that every body
-	// can be inspected; likewise no WebSocket compression, so that every
-	// frame can be.
-	h.Del("Accept-Encoding")
+	// Ask for gzip, which the gateway decodes, or nothing (contentCodings),
+	// so that every body can be inspected; likewise no WebSocket
+	// compression, so that every frame can be.
+	h["Accept-Encoding"] = acceptGzip
 	h.Del("Sec-Websocket-Extensions")
 	h[f.cred.header] = f.cred.values // canonical; never changed downstream
 	if out.Body != nil && out.Body != http.NoBody {
@@ -242,23 +259,24 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	f.upStatus = resp.StatusCode
 	red := f.red
 	red.maskHeader(resp.Header)
+	// Trailer names are known now (their values once the body has ended):
+	// one holding a secret must not even be announced.
+	red.maskHeader(resp.Trailer)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The proxy copies the upgraded connection from the response
 		// body: mask the upstream's frames as they pass.
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-			resp.Body = newWSMasker(rwc, red)
+			resp.Body = newWSMasker(rwc, red.m)
 		}
 		return nil
 	}
-	hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0
-	if ce := resp.Header.Get("Content-Encoding"); hasBody && ce != "" && !strings.EqualFold(ce, "identity") {
-		resp.Body.Close()
-		return errEncoding
+	if err := decodeBody(resp); err != nil {
+		return err
 	}
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Even with a declared length of 0: trailers may still follow
 		// (HTTP/2), and are masked once the body ends.
-		mb := newMaskBody(resp.Body, red, &f.g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+		mb := newMaskBody(resp.Body, red.m, &f.g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
 		resp.Body, f.rw.body = mb, mb
 	}
 	return nil
@@ -267,10 +285,11 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err error) {
 	status, code, desc := http.StatusBadGateway, "bad_gateway", "the upstream could not be reached"
 	var ne net.Error
+	var ee *encodingError
 	switch {
-	case errors.Is(err, errEncoding):
-		desc = "the upstream answered in a content encoding the gateway cannot inspect"
-		f.failure = "encoding"
+	case errors.As(err, &ee):
+		desc = "the upstream answered in a content encoding the gateway cannot inspect (" + ee.why + ")"
+		f.failure = "encoding: " + ee.why
 	case f.r.Context().Err() != nil:
 		f.failure = "client_gone"
 		f.rw.status = 499 // client closed the request: nothing to answer

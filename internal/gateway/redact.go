@@ -3,228 +3,109 @@ package gateway
 import (
 	"bytes"
 	"encoding/base64"
-	"encoding/json"
 	"io"
 	"net/http"
-	"net/url"
 	"slices"
 	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/mask"
 )
 
 // The gateway masks the upstream credential and the job token in every
-// response (headers, body, trailers) with its own small replacer rather
-// than the CI-log masker of internal/mask: that one normalises terminal
-// escapes and builds an automaton over dozens of encodings, which costs
-// about a millisecond per secret set and runs at tens of MB/s; here the set
-// is a handful of fixed byte strings searched with bytes.Index.
+// response (headers, bodies, trailers, WebSocket frames) with the masker of
+// job logs, internal/mask: one implementation of every form SPEC section 8
+// lists (raw, lines, base64 at every alignment, hex, percent- and
+// JSON-escaping, \u escapes, UTF-16), so that the gateway misses no form
+// the job side masks. A Matcher is built once per credential and token
+// (a few milliseconds) and kept; its fast table is bounded (matcherTable)
+// so that many live tokens fit in memory.
 
-const maskReplacement = "***"
+// matcherTable bounds each cached Matcher's table of resolved transitions.
+const matcherTable = 256 << 10
 
-// redactor holds the byte strings to mask in one response. It is never
-// changed once built, so responses of one token share it.
-type redactor struct {
-	pats           [][]byte
-	strs           []string // pats as strings, for headers: no conversion per value
-	minLen, maxLen int
-}
+// maxMatcherBytes bounds the memory of the cached Matchers together.
+const maxMatcherBytes = 128 << 20
 
-func newRedactor(sets ...[][]byte) *redactor {
-	r := &redactor{}
-	for _, set := range sets {
-		for _, p := range set {
-			if len(p) == 0 || slices.Contains(r.strs, string(p)) {
-				continue
-			}
-			r.pats = append(r.pats, p)
-			r.strs = append(r.strs, string(p))
-			r.maxLen = max(r.maxLen, len(p))
-			if r.minLen == 0 || len(p) < r.minLen {
-				r.minLen = len(p)
-			}
-		}
-	}
-	return r
-}
-
-// secretForms returns the forms of a secret value an upstream could send
-// back: the value, its base64 (standard and URL alphabets, padded or not),
-// its URL- and JSON-escaped forms, and, when the value is itself base64
-// (a Basic credential), what it decodes to and the password in it.
-func secretForms(v []byte) [][]byte {
-	if len(v) == 0 {
-		return nil
-	}
+// secretValues returns the values derived from an upstream secret that must
+// never reach a client: the value itself and, when it is standard base64
+// (a Basic credential), what it decodes to and the password in it, when
+// those are long enough to mask.
+func secretValues(v []byte) [][]byte {
 	out := [][]byte{bytes.Clone(v)}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.RawStdEncoding, base64.URLEncoding, base64.RawURLEncoding} {
-		out = append(out, []byte(enc.EncodeToString(v)))
-	}
-	s := string(v)
-	out = append(out, []byte(url.QueryEscape(s)), []byte(url.PathEscape(s)))
-	if j, err := json.Marshal(s); err == nil && len(j) >= 2 {
-		out = append(out, j[1:len(j)-1], bytes.ReplaceAll(j[1:len(j)-1], []byte("/"), []byte(`\/`)))
-	}
-	if dec, err := base64.StdEncoding.DecodeString(s); err == nil && len(dec) >= 8 {
+	if dec, err := base64.StdEncoding.DecodeString(string(v)); err == nil && len(dec) >= mask.MinSecretLen {
 		out = append(out, dec)
-		if _, pass, ok := bytes.Cut(dec, []byte(":")); ok && len(pass) >= 8 {
+		if _, pass, ok := bytes.Cut(dec, []byte(":")); ok && len(pass) >= mask.MinSecretLen {
 			out = append(out, pass)
 		}
 	}
 	return out
 }
 
-// tokenForms: the job token and its base64.
-func tokenForms(tok string) [][]byte {
-	return [][]byte{[]byte(tok), []byte(base64.StdEncoding.EncodeToString([]byte(tok))),
-		[]byte(base64.RawURLEncoding.EncodeToString([]byte(tok)))}
+// redactor is what masks one credential and one job token in responses.
+type redactor struct {
+	m *mask.Matcher
+	// lower: the raw values in lower case, for header names, which the
+	// HTTP client has put into canonical case.
+	lower []string
 }
 
-// maskString replaces every pattern in s.
-func (r *redactor) maskString(s string) string {
-	if len(s) < r.minLen {
-		return s // most header values: shorter than any form
+func newRedactor(secrets [][]byte) (*redactor, error) {
+	m, err := mask.NewMatcherWith(secrets, mask.MatcherOptions{TableBytes: matcherTable})
+	if err != nil {
+		return nil, err
 	}
-	hit := false
-	for _, p := range r.strs {
-		if strings.Contains(s, p) {
-			hit = true
-			break
-		}
+	r := &redactor{m: m}
+	for _, s := range secrets {
+		r.lower = append(r.lower, strings.ToLower(string(s)))
 	}
-	if !hit {
-		return s
-	}
-	out, _ := r.mask([]byte(s), nil, true)
-	return string(out)
+	return r, nil
 }
 
-// maskHeader masks every value of h in place.
+// maskHeader masks every value of h in place and drops every header whose
+// name holds a secret, in any case.
 func (r *redactor) maskHeader(h http.Header) {
 	for k, vs := range h {
-		for i, v := range vs {
-			vs[i] = r.maskString(v)
-		}
-		if m := r.maskString(k); m != k {
-			// A header name holding a secret: drop it.
+		if r.m.MaskString(k) != k || r.nameHolds(k) {
 			delete(h, k)
+			continue
+		}
+		for i, v := range vs {
+			vs[i] = r.m.MaskString(v)
 		}
 	}
 }
 
-// mask appends buf, with every match replaced, to dst. Unless final, it
-// holds back the shortest tail that could still become a match (a suffix
-// that is a proper prefix of a pattern, and any match overlapping it), and
-// returns the number of bytes of buf it consumed. When final, a tail that is
-// a prefix of a pattern and at least 8 bytes long is masked too: a secret
-// cut off by the end of the body still does not show.
-func (r *redactor) mask(buf, dst []byte, final bool) ([]byte, int) {
-	ivs := r.find(buf)
-	cut := len(buf)
-	if held := r.partialTail(buf); held > 0 {
-		if !final {
-			cut = len(buf) - held
-		} else if held >= 8 {
-			ivs = append(ivs, iv{len(buf) - held, len(buf)})
+func (r *redactor) nameHolds(k string) bool {
+	if len(k) < mask.MinSecretLen {
+		return false
+	}
+	lk := strings.ToLower(k)
+	for _, s := range r.lower {
+		if strings.Contains(lk, s) {
+			return true
 		}
 	}
-	// Pull the cut back over any match that crosses it, until none does,
-	// but never hold more than twice the longest pattern (a run of
-	// overlapping matches is then masked up to the cut).
-	for moved := true; moved && !final; {
-		moved = false
-		for _, m := range ivs {
-			if m.s < cut && m.e > cut {
-				cut, moved = m.s, true
-			}
-		}
-	}
-	if floor := len(buf) - 2*r.maxLen; !final && cut < floor {
-		cut = floor
-	}
-	if len(ivs) == 0 {
-		return append(dst, buf[:cut]...), cut
-	}
-	// Sort by start and merge.
-	slices.SortFunc(ivs, func(a, b iv) int { return a.s - b.s })
-	pos := 0
-	for k := 0; k < len(ivs); {
-		s, e := ivs[k].s, ivs[k].e
-		k++
-		for k < len(ivs) && ivs[k].s < e {
-			e = max(e, ivs[k].e)
-			k++
-		}
-		if s >= cut {
-			break
-		}
-		e = min(e, cut)
-		dst = append(dst, buf[pos:s]...)
-		dst = append(dst, maskReplacement...)
-		pos = e
-	}
-	if pos < cut {
-		dst = append(dst, buf[pos:cut]...)
-	}
-	return dst, cut
+	return false
 }
 
-// iv is a run of bytes [s, e) to mask.
-type iv struct{ s, e int }
-
-// find returns the runs of buf that match a pattern, overlapping runs of
-// one pattern merged (runs of different patterns may still overlap).
-func (r *redactor) find(buf []byte) []iv {
-	var ivs []iv
-	for _, p := range r.pats {
-		for off := 0; ; {
-			i := bytes.Index(buf[off:], p)
-			if i < 0 {
-				break
-			}
-			s, e := off+i, off+i+len(p)
-			// Matches of one pattern come in order: extend the last run
-			// rather than keep one interval per overlapping match.
-			if n := len(ivs); n > 0 && ivs[n-1].e >= s && ivs[n-1].s <= s {
-				ivs[n-1].e = max(ivs[n-1].e, e)
-			} else {
-				ivs = append(ivs, iv{s, e})
-			}
-			off = s + 1
-		}
-	}
-	return ivs
-}
-
-// partialTail is the length of the longest suffix of buf that is a proper
-// prefix of some pattern.
-func (r *redactor) partialTail(buf []byte) int {
-	best := 0
-	for _, p := range r.pats {
-		for l := min(len(p)-1, len(buf)); l > best; l-- {
-			if buf[len(buf)-l] == p[0] && bytes.Equal(buf[len(buf)-l:], p[:l]) {
-				best = l
-				break
-			}
-		}
-	}
-	return best
-}
-
-// maskBody is a response body with every pattern masked as it streams. Its
-// memory is bounded by the read size plus twice the longest pattern, and
-// comes from the gateway's buffer pool: a fresh 32 KiB per response was
-// most of the gateway's allocation, and so of its GC work. When pad is set
-// (the upstream declared a Content-Length), the body ends with as many
+// maskBody is a response body with every form masked as it streams
+// (mask.Stream: memory bounded by the read size plus the longest form).
+// Its buffers come from the gateway's pool: a fresh 32 KiB per response
+// was most of the gateway's allocation, and so of its GC work. When pad is
+// set (the upstream declared a Content-Length), the body ends with as many
 // spaces as masking removed, so that the length stays what the header
 // says. onEOF runs once the upstream body has ended (trailers are then
-// known).
+// known). A form cut off by the end of the body is masked when at least
+// mask.MinSecretLen bytes of it came.
 type maskBody struct {
 	src         io.ReadCloser
-	r           *redactor
+	st          *mask.Stream
 	pool        *bufPool
-	pending     []byte // input not yet released
+	in          []byte // read buffer
 	out         []byte // masked output not yet returned
 	outOff      int
-	in, emitted int64
+	read        int64
+	emitted     int64
 	pad         bool
 	padLeft     int64
 	done        bool
@@ -236,11 +117,12 @@ type maskBody struct {
 	short bool
 }
 
-// minRead is the least free room a read into pending is given.
+// minRead is the least room a read from the upstream is given.
 const minRead = 4 << 10
 
-func newMaskBody(src io.ReadCloser, r *redactor, pool *bufPool, pad bool, onEOF func()) *maskBody {
-	return &maskBody{src: src, r: r, pool: pool, pad: pad, onEOF: onEOF, pending: pool.Get()[:0], out: pool.Get()[:0]}
+func newMaskBody(src io.ReadCloser, m *mask.Matcher, pool *bufPool, pad bool, onEOF func()) *maskBody {
+	return &maskBody{src: src, st: m.NewStream(mask.StreamOptions{}), pool: pool, pad: pad, onEOF: onEOF,
+		in: pool.Get(), out: pool.Get()[:0]}
 }
 
 func (b *maskBody) Read(p []byte) (int, error) {
@@ -264,35 +146,34 @@ func (b *maskBody) Read(p []byte) (int, error) {
 			}
 			return 0, b.err
 		}
-		// Read into the free end of pending, after the tail kept from
-		// the last read (shorter than the longest pattern).
-		if cap(b.pending)-len(b.pending) < minRead {
-			b.pending = slices.Grow(b.pending, minRead+len(b.pending))
+		// Read no more than out can take with what the stream holds, so
+		// that out keeps its pooled memory.
+		room := cap(b.out) - b.st.Held()
+		if room < minRead {
+			b.out = slices.Grow(b.out[:0], b.st.Held()+minRead)
+			room = minRead
 		}
-		n, err := b.src.Read(b.pending[len(b.pending):cap(b.pending)])
-		b.short = err == nil && n < cap(b.pending)-len(b.pending)
-		b.in += int64(n)
-		b.pending = b.pending[:len(b.pending)+n]
-		final := err != nil
-		b.out, b.outOff = b.out[:0], 0
-		var used int
-		b.out, used = b.r.mask(b.pending, b.out, final)
-		rest := copy(b.pending, b.pending[used:])
-		b.pending = b.pending[:rest]
-		if final {
+		want := min(cap(b.in), room)
+		n, err := b.src.Read(b.in[:want])
+		b.short = err == nil && n < want
+		b.read += int64(n)
+		b.out = b.st.Mask(b.out[:0], b.in[:n])
+		b.outOff = 0
+		if err != nil {
+			b.out = b.st.Flush(b.out, mask.MinSecretLen)
 			b.done = true
 			b.err = err
 			if err == io.EOF {
 				if b.pad {
-					b.padLeft = b.in - (b.emitted + int64(len(b.out)))
+					b.padLeft = b.read - (b.emitted + int64(len(b.out)))
 				}
 				if b.onEOF != nil {
 					b.onEOF()
 				}
 			}
-			// pending is empty now; out is released once read.
-			b.pool.Put(b.pending)
-			b.pending = nil
+			// The read buffer is done with; out is released once read.
+			b.pool.Put(b.in)
+			b.in = nil
 		}
 	}
 }

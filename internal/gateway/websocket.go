@@ -1,31 +1,36 @@
 package gateway
 
 import (
-	"bytes"
 	"encoding/binary"
 	"errors"
 	"io"
+
+	"github.com/mayfly-sh/mayfly/internal/mask"
 )
 
 // wsMasker is the upstream end of an upgraded WebSocket connection (RFC
 // 6455) as the reverse proxy copies it to the client. Reads parse the
 // upstream's frames and mask the credential and token forms in every
-// payload, keeping each frame's length: a masked byte becomes '*', so
-// headers pass through unchanged. Writes (client to upstream) pass through.
+// payload, keeping each frame's length: a masked byte becomes '*'
+// (mask.StreamOptions.KeepLength), so headers pass through unchanged.
+// Writes (client to upstream) pass through.
 //
-// A match split between chunks of one frame is held back until the rest
-// arrives. A match split between the frames of one message is masked in
-// the later frame, and in the earlier one when the part it ends with is at
-// least wsMinTail bytes long: so at most wsMinTail-1 bytes of a secret can
-// show, at the end of a frame. Frames the gateway cannot inspect (RSV bits
-// set, which means a compression extension; masked server frames; invalid
-// control frames) end the connection: the request strips
-// Sec-WebSocket-Extensions so that a conforming upstream sends none.
+// The payloads of all data frames form one mask.Stream: a form split
+// between frames (or messages) is masked in the later frame, and in the
+// earlier one when the part it ends with is at least wsMinTail bytes long
+// (the earlier frame must go out whole before the next arrives): so at most
+// wsMinTail-1 bytes of a secret can show, at the end of a frame. A control
+// frame (at most 125 bytes) is masked whole once it has come. Frames the
+// gateway cannot inspect (RSV bits set, which means a compression
+// extension; masked server frames; invalid control frames) end the
+// connection: the request strips Sec-WebSocket-Extensions so that a
+// conforming upstream sends none.
 //
-// Memory is bounded by the read buffer plus twice the longest pattern.
+// Memory is bounded by the read buffer plus mask.Matcher.MaxHeld.
 type wsMasker struct {
 	conn io.ReadWriteCloser
-	red  *redactor
+	m    *mask.Matcher
+	data *mask.Stream // the data frames' payloads
 
 	buf []byte // read from the upstream, not yet parsed
 	out []byte // processed, not yet returned
@@ -34,20 +39,17 @@ type wsMasker struct {
 	inFrame   bool
 	control   bool
 	remaining uint64 // payload bytes of the current frame still to parse
-	first     bool   // the next payload bytes start the current frame
-	held      []byte // payload bytes held back: they may start a match
-	starHead  int    // leading bytes of the next run that end a match already cut
-	carry     []byte // the end of the last data frame's payload, unmasked
+	ctl       []byte // the current control frame's payload so far
 }
 
-// wsMinTail is how long the end of a frame that begins a pattern must be
-// to be masked before the next frame shows whether the pattern continues.
+// wsMinTail is how long the end of a frame that begins a form must be to
+// be masked before the next frame shows whether the form continues.
 const wsMinTail = 4
 
 var errWSFrame = errors.New("gateway: upstream WebSocket frame the gateway cannot inspect")
 
-func newWSMasker(conn io.ReadWriteCloser, red *redactor) *wsMasker {
-	return &wsMasker{conn: conn, red: red}
+func newWSMasker(conn io.ReadWriteCloser, m *mask.Matcher) *wsMasker {
+	return &wsMasker{conn: conn, m: m, data: m.NewStream(mask.StreamOptions{KeepLength: true})}
 }
 
 func (m *wsMasker) Write(p []byte) (int, error) { return m.conn.Write(p) }
@@ -93,137 +95,36 @@ func (m *wsMasker) parse() error {
 			}
 			m.out = append(m.out, m.buf[:hdr]...)
 			m.buf = m.buf[:copy(m.buf, m.buf[hdr:])]
-			m.inFrame, m.remaining, m.first = true, length, true
+			m.inFrame, m.remaining = length > 0, length
 			m.control = opcode >= 8
-			if opcode == 1 || opcode == 2 {
-				m.carry = m.carry[:0] // a new message: nothing continues into it
-			}
-			if length == 0 {
-				m.inFrame = false
-			}
 			continue
 		}
 		if len(m.buf) == 0 {
-			if m.err != nil && len(m.held) > 0 {
+			if m.err != nil && !m.control {
 				// The upstream is gone mid-frame: release what was held
 				// back, masked as an end.
-				m.out = append(m.out, m.maskRun(m.held, true, nil)...)
-				m.held = nil
+				m.out = m.data.Flush(m.out, wsMinTail)
 			}
 			return nil
 		}
 		n := int(min(m.remaining, uint64(len(m.buf))))
 		m.remaining -= uint64(n)
-		payload := append(m.held, m.buf[:n]...)
+		if m.control {
+			m.ctl = append(m.ctl, m.buf[:n]...)
+			if m.remaining == 0 {
+				st := m.m.NewStream(mask.StreamOptions{KeepLength: true})
+				m.out = st.Flush(st.Mask(m.out, m.ctl), wsMinTail)
+				m.ctl = m.ctl[:0]
+			}
+		} else {
+			m.out = m.data.Mask(m.out, m.buf[:n])
+			if m.remaining == 0 {
+				m.out = m.data.Flush(m.out, wsMinTail)
+			}
+		}
 		m.buf = m.buf[:copy(m.buf, m.buf[n:])]
-		m.held = nil
-		if m.remaining == 0 {
-			m.out = append(m.out, m.maskRun(payload, true, nil)...)
-			m.inFrame = false
-			continue
-		}
-		// More of this frame is to come: hold back a tail that could start
-		// a match, and pull the cut back over any match that crosses it,
-		// never holding more than twice the longest pattern (a match then
-		// cut is masked on both sides: starHead).
-		cut := len(payload) - m.red.partialTail(payload)
-		ivs := m.red.find(payload)
-		for moved := true; moved; {
-			moved = false
-			for _, r := range ivs {
-				if r.s < cut && r.e > cut {
-					cut, moved = r.s, true
-				}
-			}
-		}
-		if floor := len(payload) - 2*m.red.maxLen; cut < floor {
-			cut = floor
-			for _, r := range ivs {
-				if r.s < cut && r.e > cut {
-					m.starHead = max(m.starHead, r.e-cut)
-				}
-			}
-		}
-		m.held = append(make([]byte, 0, len(payload)-cut), payload[cut:]...)
-		var before []iv // the matches found, clipped to what is released now
-		for _, r := range ivs {
-			if r.s < cut {
-				before = append(before, iv{r.s, min(r.e, cut)})
-			}
-		}
-		m.out = append(m.out, m.maskRun(payload[:cut], false, before)...)
+		m.inFrame = m.remaining > 0
 	}
-}
-
-// maskRun masks a run of the current frame's payload in place and returns
-// it. found holds the run's matches when the caller has them (nil: look).
-// end: the run ends the frame, so a tail that begins a pattern is masked
-// when at least wsMinTail long, and a data frame's end is kept to check the
-// next frame against.
-func (m *wsMasker) maskRun(run []byte, end bool, found []iv) []byte {
-	var starred []iv
-	if m.starHead > 0 {
-		starred = append(starred, iv{0, min(m.starHead, len(run))})
-		m.starHead -= min(m.starHead, len(run))
-	}
-	if m.first {
-		m.first = false
-		if !m.control && len(m.carry) > 0 {
-			if l := continuation(m.red, m.carry, run); l > 0 {
-				starred = append(starred, iv{0, l})
-			}
-		}
-	}
-	if found == nil {
-		found = m.red.find(run)
-	}
-	starred = append(starred, found...)
-	var orig []byte
-	if end {
-		if t := m.red.partialTail(run); t >= wsMinTail {
-			starred = append(starred, iv{len(run) - t, len(run)})
-		}
-		if !m.control {
-			keep := min(len(run), m.red.maxLen)
-			orig = bytes.Clone(run[len(run)-keep:])
-		}
-	}
-	for _, r := range starred {
-		for i := r.s; i < r.e; i++ {
-			run[i] = '*'
-		}
-	}
-	if end && !m.control {
-		// Keep the unmasked end of the message so far (short frames add up).
-		m.carry = append(m.carry, orig...)
-		if over := len(m.carry) - m.red.maxLen; over > 0 {
-			m.carry = m.carry[:copy(m.carry, m.carry[over:])]
-		}
-	}
-	return run
-}
-
-// continuation returns how many leading bytes of next continue a pattern
-// that prev ends with the beginning of: the rest of the pattern, or all of
-// next when next lies wholly inside that rest (a pattern cut into three
-// frames or more).
-func continuation(r *redactor, prev, next []byte) int {
-	best := 0
-	for _, p := range r.pats {
-		for l := 1; l < len(p) && l <= len(prev); l++ {
-			if !bytes.HasSuffix(prev, p[:l]) {
-				continue
-			}
-			rest := p[l:]
-			switch {
-			case len(rest) <= len(next) && bytes.HasPrefix(next, rest):
-				best = max(best, len(rest))
-			case len(next) < len(rest) && bytes.HasPrefix(rest, next):
-				best = max(best, len(next))
-			}
-		}
-	}
-	return best
 }
 
 // wsHeader parses a frame header at the start of b. It returns its length

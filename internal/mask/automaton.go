@@ -18,7 +18,11 @@ const (
 )
 
 type automaton struct {
-	class  [256]uint8
+	class [256]uint8
+	// rootStay: bytes that leave the root state where it is, unflagged.
+	// Most text is mostly such bytes: the scanner skips them in a loop
+	// without the dependent table load of a transition.
+	rootStay [256]bool
 	stride uint32 // number of byte classes
 	nDense int32  // states [0, nDense) have dense rows
 	dense  []uint32
@@ -30,10 +34,13 @@ type automaton struct {
 	childStart []int32 // children of s are states [childStart[s], childStart[s+1])
 	inByte     []byte  // the byte on the edge into a state
 	maxLen     int
+	minLen     int // shortest pattern; 0 if none
 }
 
-// build makes the automaton for patterns (non-empty, deduplicated).
-func build(patterns [][]byte) *automaton {
+// build makes the automaton for patterns (non-empty, deduplicated), its
+// dense table holding at most budget entries (but always the root and its
+// children).
+func build(patterns [][]byte, budget int) *automaton {
 	// Trie with first-child/next-sibling links, in insertion numbering.
 	type tnode struct {
 		first, next int32
@@ -43,8 +50,12 @@ func build(patterns [][]byte) *automaton {
 	nodes := []tnode{{first: -1, next: -1}}
 	maxLen := 0
 	var used [256]bool
+	minLen := 0
 	for _, p := range patterns {
 		maxLen = max(maxLen, len(p))
+		if minLen == 0 || len(p) < minLen {
+			minLen = len(p)
+		}
 		u := int32(0)
 		for _, c := range p {
 			used[c] = true
@@ -62,7 +73,7 @@ func build(patterns [][]byte) *automaton {
 		nodes[u].term = int32(len(p))
 	}
 
-	a := &automaton{maxLen: maxLen}
+	a := &automaton{maxLen: maxLen, minLen: minLen}
 	// Byte classes: one per byte used by a pattern, one for '\r' and one for
 	// ESC if unused, class 0 for everything else (if anything is left).
 	used['\r'], used[esc] = true, true
@@ -123,7 +134,7 @@ func build(patterns [][]byte) *automaton {
 		for cnt < int32(n) && a.depth[cnt] <= d {
 			cnt++
 		}
-		if d > 1 && int(cnt)*int(a.stride) > denseBudget {
+		if d > 1 && int(cnt)*int(a.stride) > budget {
 			break
 		}
 		a.nDense = cnt
@@ -181,6 +192,9 @@ func build(patterns [][]byte) *automaton {
 			}
 		}
 	}
+	for c := range a.rootStay {
+		a.rootStay[c] = a.dense[a.class[c]] == 0
+	}
 	return a
 }
 
@@ -207,4 +221,30 @@ func (a *automaton) next(s int32, c byte) int32 {
 		return int32(e &^ flagBit)
 	}
 	return int32(e / a.stride)
+}
+
+// size is about how many bytes the automaton holds.
+func (a *automaton) size() int {
+	return 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
+}
+
+// suspect reports whether b may need masking: it holds a whole pattern, or
+// a '\r' or ESC that the normalising thread would look through. It is the
+// raw thread alone, without a scanner: no allocation.
+func suspect[T string | []byte](a *automaton, b T) bool {
+	if a.minLen == 0 || len(b) < a.minLen {
+		return false
+	}
+	g := int32(0)
+	for i := 0; i < len(b); i++ {
+		c := b[i]
+		if c == '\r' || c == esc {
+			return true
+		}
+		g = a.next(g, c)
+		if a.matchLen[g] > 0 {
+			return true
+		}
+	}
+	return false
 }

@@ -3,10 +3,12 @@ package mask
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"net/url"
 	"strings"
+	"unicode/utf16"
 	"unicode/utf8"
 )
 
@@ -32,7 +34,12 @@ const MinSecretLen = 8
 //     with upper- and lower-case hex digits;
 //   - JSON string escaping (without the quotes): minimal (RFC 8259),
 //     with "\/", with non-ASCII as \uXXXX (Python, PHP), both, and Go's
-//     encoding/json (HTML-safe) form.
+//     encoding/json (HTML-safe) form; and, for valid UTF-8, every
+//     character as \uXXXX, with lower- and upper-case hex digits (as some
+//     serialisers write non-Latin text, and as a reflection may be disguised);
+//   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
+//     file); for an ASCII form the two share one pattern, the characters
+//     with a zero byte between them, which matches at either byte order.
 //
 // Forms does not check the length of secret; NewMatcher does.
 func Forms(secret []byte) [][]byte {
@@ -59,7 +66,46 @@ func Forms(secret []byte) [][]byte {
 			add(f)
 		}
 	}
+	for _, f := range out[:len(out):len(out)] {
+		for _, u := range utf16Forms(f) {
+			add(u)
+		}
+	}
 	return out
+}
+
+// utf16Forms returns f as UTF-16: for ASCII, the bytes with a zero between
+// each two (the inside of both the little- and the big-endian encoding);
+// otherwise, when f is valid UTF-8, both encodings in full. Bytes that are
+// not UTF-8 have no UTF-16 form.
+func utf16Forms(f []byte) []string {
+	ascii := true
+	for _, c := range f {
+		if c >= utf8.RuneSelf {
+			ascii = false
+			break
+		}
+	}
+	if ascii {
+		b := make([]byte, 0, 2*len(f))
+		for i, c := range f {
+			if i > 0 {
+				b = append(b, 0)
+			}
+			b = append(b, c)
+		}
+		return []string{string(b)}
+	}
+	if !utf8.Valid(f) {
+		return nil
+	}
+	units := utf16.Encode([]rune(string(f)))
+	le, be := make([]byte, 2*len(units)), make([]byte, 2*len(units))
+	for i, u := range units {
+		binary.LittleEndian.PutUint16(le[2*i:], u)
+		binary.BigEndian.PutUint16(be[2*i:], u)
+	}
+	return []string{string(le), string(be)}
 }
 
 // valueForms lists the encodings of one value (possibly with duplicates).
@@ -87,7 +133,25 @@ func valueForms(v []byte) []string {
 	if b, err := json.Marshal(s); err == nil && len(b) >= 2 {
 		fs = append(fs, string(b[1:len(b)-1]))
 	}
+	if utf8.Valid(v) {
+		fs = append(fs, jsonEscapeAll(v, "0123456789abcdef"), jsonEscapeAll(v, "0123456789ABCDEF"))
+	}
 	return fs
+}
+
+// jsonEscapeAll writes every character of the valid UTF-8 v as a JSON
+// \uXXXX escape (surrogate pairs above U+FFFF), with the given hex digits.
+func jsonEscapeAll(v []byte, digits string) string {
+	var b strings.Builder
+	b.Grow(6 * len(v))
+	for _, u := range utf16.Encode([]rune(string(v))) {
+		b.WriteString(`\u`)
+		b.WriteByte(digits[u>>12&15])
+		b.WriteByte(digits[u>>8&15])
+		b.WriteByte(digits[u>>4&15])
+		b.WriteByte(digits[u&15])
+	}
+	return b.String()
 }
 
 // b64Stable returns the characters of the encoding of v, placed at byte

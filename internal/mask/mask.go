@@ -70,10 +70,25 @@ type Matcher struct {
 	a *automaton
 }
 
+// MatcherOptions tune NewMatcherWith.
+type MatcherOptions struct {
+	// TableBytes bounds the automaton's table of fully resolved
+	// transitions (the fast path); 0 means 4 MiB. States beyond it are
+	// walked byte by byte, which costs only while several bytes of some
+	// form have been seen. A long-lived process that keeps many Matchers
+	// (the gateway, one per job token) gives a smaller bound.
+	TableBytes int
+}
+
 // NewMatcher builds a Matcher for secrets. Every secret must be at least
 // MinSecretLen bytes long (ErrShortSecret otherwise). No secrets gives a
 // Matcher that masks nothing.
 func NewMatcher(secrets [][]byte) (*Matcher, error) {
+	return NewMatcherWith(secrets, MatcherOptions{})
+}
+
+// NewMatcherWith is NewMatcher with options.
+func NewMatcherWith(secrets [][]byte, opts MatcherOptions) (*Matcher, error) {
 	seen := map[string]bool{}
 	var patterns [][]byte
 	add := func(p []byte) {
@@ -93,13 +108,81 @@ func NewMatcher(secrets [][]byte) (*Matcher, error) {
 			add(normalize(f))
 		}
 	}
-	return &Matcher{a: build(patterns)}, nil
+	budget := denseBudget
+	if opts.TableBytes > 0 {
+		budget = max(opts.TableBytes/4, 1)
+	}
+	return &Matcher{a: build(patterns, budget)}, nil
 }
+
+// Size is about how many bytes of memory the Matcher holds.
+func (m *Matcher) Size() int { return m.a.size() }
+
+// MaskString is MaskBytes for a string (a header value, say). It returns s
+// itself, without allocating, when nothing in it can match.
+func (m *Matcher) MaskString(s string) string {
+	if !suspect(m.a, s) {
+		return s
+	}
+	return string(m.MaskBytes([]byte(s)))
+}
+
+// Stream masks one stream for a caller that does its own reads and writes
+// (a proxy's bodies and frames): it appends the masked output to the
+// caller's buffer rather than writing it, and never waits on a timer. It is
+// not safe for concurrent use. Its guarantees are those of Writer.
+type Stream struct {
+	s  *scanner
+	sc scanner // s's memory: one allocation per Stream
+}
+
+// StreamOptions tune a Stream.
+type StreamOptions struct {
+	// Replacement replaces each masked run; "" means DefaultReplacement.
+	Replacement string
+	// KeepLength replaces every masked byte with '*' instead, so that the
+	// output is exactly as long as the input (framed data).
+	KeepLength bool
+}
+
+// NewStream returns a Stream at the start of a stream.
+func (m *Matcher) NewStream(opts StreamOptions) *Stream {
+	repl := opts.Replacement
+	if repl == "" {
+		repl = DefaultReplacement
+	}
+	st := &Stream{sc: scanner{a: m.a, repl: repl, keep: opts.KeepLength}}
+	st.s = &st.sc
+	return st
+}
+
+// Mask takes p, the next bytes of the stream, and appends to dst the output
+// that no later byte can change. The rest is held (see Held).
+func (st *Stream) Mask(dst, p []byte) []byte {
+	st.s.scan(p)
+	return st.s.emit(dst, p, st.s.boundary())
+}
+
+// Flush appends every held byte to dst, as at the end of the stream: a held
+// beginning of a form at least tail bytes long is masked (tail 0: never),
+// so that a secret cut off by the end of the stream does not show. The
+// stream may go on; a form that then continues is masked from there on.
+func (st *Stream) Flush(dst []byte, tail int) []byte {
+	st.s.markTail(tail)
+	return st.s.emit(dst, nil, st.s.pos)
+}
+
+// Held is the number of bytes taken but not yet appended to any output.
+func (st *Stream) Held() int { return int(st.s.pos - st.s.done) }
+
+// MaxHeld bounds Held: the longest form, plus the bound on bytes held while
+// a match is followed across removed '\r' and escape bytes.
+func (m *Matcher) MaxHeld() int { return 9*m.a.maxLen + 256 }
 
 // MaskBytes returns b with every form of every secret replaced by
 // DefaultReplacement. When nothing matches it returns b itself.
 func (m *Matcher) MaskBytes(b []byte) []byte {
-	s := newScanner(m.a, []byte(DefaultReplacement))
+	s := newScanner(m.a, DefaultReplacement)
 	s.scan(b)
 	if len(s.spans) == 0 {
 		return b
@@ -136,7 +219,7 @@ func (m *Matcher) NewWriter(w io.Writer, opts Options) *Writer {
 	if idle == 0 {
 		idle = DefaultIdle
 	}
-	return &Writer{s: newScanner(m.a, []byte(repl)), w: w, idle: idle}
+	return &Writer{s: newScanner(m.a, repl), w: w, idle: idle}
 }
 
 // Write masks p. It returns len(p) unless the Writer is closed or the

@@ -21,7 +21,8 @@ type span struct {
 
 type scanner struct {
 	a    *automaton
-	repl []byte
+	repl string
+	keep bool // each masked byte becomes '*' instead of repl per run
 
 	g    int32 // raw thread state
 	pos  int64 // stream position of the next byte
@@ -32,7 +33,7 @@ type scanner struct {
 	pend  []byte // the stream bytes [done, pos) not yet written
 }
 
-func newScanner(a *automaton, repl []byte) *scanner {
+func newScanner(a *automaton, repl string) *scanner {
 	return &scanner{a: a, repl: repl}
 }
 
@@ -57,6 +58,14 @@ func (s *scanner) scan(p []byte) {
 		off := uint32(s.g) * stride
 		j := i
 		for ; j < len(p); j++ {
+			if off == 0 {
+				for j < len(p) && a.rootStay[p[j]] {
+					j++
+				}
+				if j == len(p) {
+					break
+				}
+			}
 			e := tbl[off+uint32(cls[p[j]])]
 			if e&flagBit != 0 {
 				break
@@ -145,10 +154,17 @@ func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
 	}
 	for {
 		if i < len(s.spans) && s.spans[i].start <= s.done && s.spans[i].start <= limit {
-			if !s.spans[i].emitted {
+			switch {
+			case s.keep:
+				// A span merged with a later match grows: star what
+				// it added.
+				for k := s.done; k < s.spans[i].end; k++ {
+					out = append(out, '*')
+				}
+			case !s.spans[i].emitted:
 				out = append(out, s.repl...)
-				s.spans[i].emitted = true
 			}
+			s.spans[i].emitted = true
 			s.done = s.spans[i].end
 			i++
 			continue
@@ -173,13 +189,27 @@ func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
 	if k > 0 {
 		s.spans = append(s.spans[:0], s.spans[k:]...)
 	}
-	// Keep the bytes still held.
-	var keep []byte
-	if s.done < s.pos {
-		keep = bytesOf(make([]byte, 0, s.pos-s.done), s.done, s.pos)
+	// Keep the bytes still held, in pend's own memory: no allocation per
+	// call once it has grown.
+	switch {
+	case s.done >= s.pos:
+		s.pend = s.pend[:0]
+	case s.done < pStart:
+		n := copy(s.pend, s.pend[s.done-pendStart:])
+		s.pend = append(s.pend[:n], p...)
+	default:
+		s.pend = append(s.pend[:0], p[s.done-pStart:]...)
 	}
-	s.pend = append(s.pend[:0], keep...)
 	return out
+}
+
+// markTail records the held partial match of the raw thread as a match
+// when it is at least min bytes long: the stream is cut there, and what
+// began a form must not show.
+func (s *scanner) markTail(min int) {
+	if h := int64(s.a.hold[s.g]); min > 0 && h >= int64(min) {
+		s.addSpan(s.pos-h, s.pos)
+	}
 }
 
 // normThread is the automaton thread over the normalised stream: the
