@@ -98,19 +98,19 @@ func (r *redactor) nameHolds(k string) bool {
 // known). A form cut off by the end of the body is masked when at least
 // mask.MinSecretLen bytes of it came.
 type maskBody struct {
-	src         io.ReadCloser
-	st          *mask.Stream
-	pool        *bufPool
-	in          []byte // read buffer
-	out         []byte // masked output not yet returned
-	outOff      int
-	read        int64
-	emitted     int64
-	pad         bool
-	padLeft     int64
-	done        bool
-	err         error
-	onEOF       func()
+	src     io.ReadCloser
+	st      *mask.Stream
+	pool    *bufPool
+	in      []byte // read buffer
+	out     []byte // masked output not yet returned
+	outOff  int
+	read    int64
+	emitted int64
+	pad     bool
+	padLeft int64
+	done    bool
+	err     error
+	onEOF   func()
 	// short: the last read from the upstream returned less than asked and
 	// more is to come, so the upstream may be slow: what was read should
 	// reach the client now (respWriter flushes).

@@ -23,9 +23,9 @@ type automaton struct {
 	// Most text is mostly such bytes: the scanner skips them in a loop
 	// without the dependent table load of a transition.
 	rootStay [256]bool
-	stride uint32 // number of byte classes
-	nDense int32  // states [0, nDense) have dense rows
-	dense  []uint32
+	stride   uint32 // number of byte classes
+	nDense   int32  // states [0, nDense) have dense rows
+	dense    []uint32
 
 	fail       []int32
 	depth      []int32
