@@ -68,7 +68,9 @@ type Config struct {
 	DPoP      *dpop.Verifier
 	// ClientAddr resolves the caller's address (trusted proxies applied).
 	ClientAddr func(*http.Request) netip.Addr
-	// PublicURL returns scheme://host the client used (for DPoP htu).
+	// PublicURL returns this server's scheme://host as DPoP proofs must
+	// name it (htu), from configuration (dpop.Origins); nil: the
+	// connection's own address.
 	PublicURL func(*http.Request) string
 	// AdminCIDRs may reach the control plane (default loopback only).
 	AdminCIDRs []netip.Prefix

@@ -130,15 +130,13 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// publicURL is the scheme://host a DPoP proof's htu must name: from
+// configuration, never from the request's Host alone.
 func (a *API) publicURL(r *http.Request) string {
 	if a.cfg.PublicURL != nil {
 		return a.cfg.PublicURL(r)
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return (&dpop.Origins{}).Of(r)
 }
 
 // unverifiedIssuer reads iss from a JWT payload without verifying it, for

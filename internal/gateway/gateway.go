@@ -175,9 +175,10 @@ type Config struct {
 	ClientIP   *clientip.Resolver
 	Registerer prometheus.Registerer // nil: metrics are kept but not registered
 	Logger     *slog.Logger
-	// PublicURL returns the scheme and host the client used
-	// ("https://mayfly.example:8443"), for DPoP htu. Default: https when
-	// the connection is TLS, else http, and the Host header.
+	// PublicURL returns this server's scheme and host as the client must
+	// name them in a DPoP proof's htu ("https://mayfly.example:8443"),
+	// from configuration, never from what the client sent. Default:
+	// (*dpop.Origins).Of with no names, the connection's own address.
 	PublicURL func(r *http.Request) string
 	// Prefix is where the handler is mounted, with both slashes (default
 	// "/gw/"). Mount it without stripping the prefix and without a router
@@ -253,7 +254,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Logger = slog.New(slog.DiscardHandler)
 	}
 	if cfg.PublicURL == nil {
-		cfg.PublicURL = defaultPublicURL
+		cfg.PublicURL = (&dpop.Origins{}).Of
 	}
 	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
 		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, bufPool: newBufPool(256),
@@ -288,13 +289,6 @@ func (g *Gateway) Close() {
 	for _, t := range g.transports {
 		t.tr.CloseIdleConnections()
 	}
-}
-
-func defaultPublicURL(r *http.Request) string {
-	if r.TLS != nil {
-		return "https://" + r.Host
-	}
-	return "http://" + r.Host
 }
 
 // request is one request's state.

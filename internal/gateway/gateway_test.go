@@ -1493,3 +1493,53 @@ func wsReadFrame(r io.Reader) (fin bool, opcode byte, payload []byte, err error)
 	}
 	return
 }
+
+// The htu a proof must name comes from the server's own address, never from
+// the Host header: a proof made for https://evil.example/… and relayed with
+// "Host: evil.example" is refused, while a proof for the address the client
+// really reached (or localhost on loopback) passes.
+func TestDPoPHostIsNotTrusted(t *testing.T) {
+	h := newHarness(t)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	jkt, _ := dpop.Thumbprint(&key.PublicKey)
+	tok := h.issue(lease.Request{Grants: []string{"read"}, JKT: jkt})
+	path := "/gw/api/repos/acme/app/x"
+	_, port, _ := net.SplitHostPort(h.srv.Listener.Addr().String())
+	tests := []struct {
+		name, host, htu string
+		want            int
+	}{
+		{"own address", "", h.srv.URL + path, 200},
+		{"localhost on loopback", "localhost:" + port, "http://localhost:" + port + path, 200},
+		{"forged host", "evil.example", "http://evil.example" + path, 401},
+		{"forged host, our port", "evil.example:" + port, "http://evil.example:" + port + path, 401},
+		{"our address, other port", "127.0.0.1:1", "http://127.0.0.1:1" + path, 401},
+		{"forged host, proof for our address", "evil.example", h.srv.URL + path, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			proof, err := dpop.NewProof(key, "GET", tt.htu, tok, time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("GET", h.srv.URL+path, nil)
+			if tt.host != "" {
+				req.Host = tt.host
+			}
+			req.Header.Set("Authorization", "DPoP "+tok)
+			req.Header.Set("DPoP", proof)
+			before := h.up.count()
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+			if reached := h.up.count() != before; reached != (tt.want == 200) {
+				t.Fatalf("upstream reached: %v", reached)
+			}
+		})
+	}
+}

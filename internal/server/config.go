@@ -32,7 +32,7 @@ type Config struct {
 	AdminCIDRs       []string     `yaml:"admin_cidrs"`
 	TrustedProxies   []string     `yaml:"trusted_proxies"`
 	AdminClientCA    string       `yaml:"admin_client_ca"` // PEM: require mTLS for admin calls
-	PublicURL        string       `yaml:"public_url"`      // scheme://host clients use (DPoP htu); default from the request
+	PublicURL        string       `yaml:"public_url"`      // scheme://host clients use (DPoP htu); default: the listener's address and the TLS certificate's names
 	LogFormat        string       `yaml:"log_format"`      // text|json
 	LogLevel         string       `yaml:"log_level"`
 	Limits           ConfigLimits `yaml:"limits"`

@@ -309,3 +309,72 @@ func TestAdminDenialFloodBounded(t *testing.T) {
 		t.Fatalf("audit log grew by %d entries for a flood of denials", grew)
 	}
 }
+
+// The exchange's DPoP htu is this node's own origin (public_url, or the
+// listener's address and certificate names), never the request's Host: a
+// proof made for another site and relayed with that site's Host is refused.
+func TestExchangeDPoPHostNotTrusted(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		publicURL string
+		host      string // "" = as dialled
+		htu       string // "" = h.http.URL
+		want      int
+	}{
+		{"own address", "", "", "", 200},
+		{"forged host", "", "evil.example", "http://evil.example", 400},
+		{"forged host, https", "", "evil.example", "https://evil.example", 400},
+		{"public url", "https://mayfly.example.com", "", "https://mayfly.example.com", 200},
+		{"public url, host forged to match", "https://mayfly.example.com", "evil.example", "http://evil.example", 400},
+		{"public url set, proof for the dialled address", "https://mayfly.example.com", "", "", 400},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{PublicURL: tc.publicURL})
+			key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+			htu := tc.htu
+			if htu == "" {
+				htu = h.http.URL
+			}
+			proof, err := dpop.NewProof(key, "POST", htu+"/v1/token", "", time.Now())
+			if err != nil {
+				t.Fatal(err)
+			}
+			req, _ := http.NewRequest("POST", h.http.URL+"/v1/token", strings.NewReader(exchangeForm(h.issuer.mint(t, nil), "deploy")))
+			req.Header.Set("Content-Type", form)
+			req.Header.Set("DPoP", proof)
+			if tc.host != "" {
+				req.Host = tc.host
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var out map[string]any
+			decodeJSON(resp, &out)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d %v, want %d", resp.StatusCode, out, tc.want)
+			}
+			if tc.want == 400 && out["error"] != "invalid_dpop_proof" {
+				t.Fatalf("error %v", out)
+			}
+		})
+	}
+}
+
+func TestPublicURLChecked(t *testing.T) {
+	for _, bad := range []string{"mayfly.example.com", "ftp://mayfly.example.com", "https://mayfly.example.com/gw", "https://u@mayfly.example.com", "https://mayfly.example.com/?a=b", "https://"} {
+		dir := filepath.Join(t.TempDir(), "data")
+		if _, err := Init(context.Background(), InitOptions{DataDir: dir}); err != nil {
+			t.Fatal(err)
+		}
+		s, err := New(context.Background(), Config{DataDir: dir, InsecureHTTP: true, Listen: "127.0.0.1:0", PublicURL: bad}, nil)
+		if err == nil {
+			s.Close(context.Background())
+			t.Fatalf("public_url %q accepted", bad)
+		}
+		if !strings.Contains(err.Error(), "public_url") {
+			t.Fatalf("public_url %q: error %v", bad, err)
+		}
+	}
+}

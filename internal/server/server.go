@@ -13,6 +13,7 @@ import (
 	"net"
 	"net/http"
 	"net/netip"
+	"net/url"
 	"os"
 	"strings"
 	"sync"
@@ -50,6 +51,9 @@ type Server struct {
 	http      *http.Server
 	registry  *prometheus.Registry
 	clientIP  *clientip.Resolver
+	// origins is where clients reach this node, for DPoP htu: public_url,
+	// else the listener's own address and the TLS certificate's names.
+	origins *dpop.Origins
 
 	bg     sync.WaitGroup
 	bgCtx  context.Context
@@ -90,7 +94,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if logger == nil {
 		logger = NewLogger(os.Stderr, cfg.LogFormat, cfg.LogLevel)
 	}
-	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry()}
+	s = &Server{cfg: cfg, log: logger, registry: prometheus.NewRegistry(), origins: &dpop.Origins{Public: cfg.PublicURL}}
+	if cfg.PublicURL != "" {
+		if err := checkPublicURL(cfg.PublicURL); err != nil {
+			return nil, err
+		}
+	}
 	s.bgCtx, s.cancel = context.WithCancel(context.Background())
 	// Every failure below returns (nil, err): keep our own handle to close
 	// what was opened so far.
@@ -227,6 +236,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if s.http.TLSConfig, err = tlsConfig(certFile, keyFile, clientCAs); err != nil {
 			return nil, err
 		}
+		s.origins.Names = certNames(s.http.TLSConfig.Certificates[0])
 	}
 	return s, nil
 }
@@ -241,15 +251,19 @@ func orDefault(d, def time.Duration) time.Duration {
 // Handler is the node's whole HTTP surface (for in-process tests).
 func (s *Server) Handler() http.Handler { return s.handler }
 
-func (s *Server) publicURL(r *http.Request) string {
-	if s.cfg.PublicURL != "" {
-		return strings.TrimRight(s.cfg.PublicURL, "/")
+// publicURL is the scheme://host DPoP proofs must name (htu): from
+// configuration, never from the request's Host alone.
+func (s *Server) publicURL(r *http.Request) string { return s.origins.Of(r) }
+
+// checkPublicURL wants scheme://host[:port], nothing more: the path of a
+// proof's htu is the request's own.
+func checkPublicURL(raw string) error {
+	u, err := url.Parse(raw)
+	if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" || u.User != nil ||
+		strings.TrimRight(u.Path, "/") != "" || u.RawQuery != "" || u.Fragment != "" || u.Opaque != "" {
+		return fmt.Errorf("public_url %q must be scheme://host[:port] (http or https), with no path, query or user", raw)
 	}
-	scheme := "http"
-	if r.TLS != nil {
-		scheme = "https"
-	}
-	return scheme + "://" + r.Host
+	return nil
 }
 
 // ReloadPolicy reads the --policy files and applies them (a new version

@@ -12,6 +12,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"slices"
 	"time"
 )
 
@@ -160,4 +161,21 @@ func loadPool(file string) (*x509.CertPool, error) {
 		return nil, fmt.Errorf("%s holds no PEM certificate", file)
 	}
 	return p, nil
+}
+
+// certNames are the DNS names and IP addresses of a certificate's leaf: the
+// names this node answers to (DPoP htu).
+func certNames(c tls.Certificate) []string {
+	leaf := c.Leaf
+	if leaf == nil && len(c.Certificate) > 0 {
+		leaf, _ = x509.ParseCertificate(c.Certificate[0])
+	}
+	if leaf == nil {
+		return nil
+	}
+	out := slices.Clone(leaf.DNSNames)
+	for _, ip := range leaf.IPAddresses {
+		out = append(out, ip.String())
+	}
+	return out
 }
