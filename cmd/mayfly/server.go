@@ -16,14 +16,46 @@ import (
 
 func newInitCmd() *cobra.Command {
 	var o server.InitOptions
-	var asJSON bool
+	var asJSON, join bool
+	var j server.JoinOptions
 	c := &cobra.Command{
-		Use:   "init --data-dir DIR",
+		Use:   "init --data-dir DIR [--join --postgres DSN]",
 		Short: "Create a data directory: master key, TLS CA and certificate, audit key, first admin token",
-		Args:  cobra.NoArgs,
+		Long: `Create a data directory: master key, TLS CA and certificate, audit key, first admin token.
+
+With --join, make the data directory of one more node of a cluster whose
+PostgreSQL database another node initialised: the cluster's master key
+(--master-key-file or MAYFLY_MASTER_KEY) and audit key (--audit-key-file or
+MAYFLY_AUDIT_KEY) must open that database, or nothing is written; this node
+gets a server certificate of its own signed by the cluster's CA (--ca-cert,
+--ca-key). No admin token is made.`,
+		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if o.DataDir == "" {
 				return usageErr("init: --data-dir is required")
+			}
+			if join {
+				j.DataDir, j.Postgres, j.SANs = o.DataDir, o.Postgres, o.SANs
+				res, err := server.Join(cmd.Context(), j)
+				if errors.Is(err, server.ErrInitialised) {
+					return negative("init --join: %v: nothing changed", err)
+				}
+				if errors.Is(err, server.ErrKeyMismatch) {
+					return negative("init --join: %v: nothing written", err)
+				}
+				if err != nil {
+					return usageErr("init --join: %v", err)
+				}
+				if asJSON {
+					return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "Joined: %s is a node of the cluster on this database. Start it with mayfly server --data-dir %s --postgres DSN.\n", o.DataDir, o.DataDir)
+				return nil
+			}
+			for _, f := range []string{"master-key-file", "audit-key-file", "ca-cert", "ca-key"} {
+				if cmd.Flags().Changed(f) {
+					return usageErr("init: --%s is for --join", f)
+				}
 			}
 			res, err := server.Init(cmd.Context(), o)
 			if errors.Is(err, server.ErrInitialised) {
@@ -45,6 +77,11 @@ func newInitCmd() *cobra.Command {
 	c.Flags().StringSliceVar(&o.SANs, "tls-san", nil, "extra DNS names or IPs for the server certificate")
 	c.Flags().StringVar(&o.Postgres, "postgres", os.Getenv("MAYFLY_POSTGRES"), "PostgreSQL DSN instead of embedded SQLite")
 	c.Flags().BoolVar(&asJSON, "json", false, "print {\"admin_token\",\"ca_file\"} as JSON")
+	c.Flags().BoolVar(&join, "join", false, "add a node to the cluster on --postgres (keys from files or environment)")
+	c.Flags().StringVar(&j.MasterKeyFile, "master-key-file", "", "with --join: the cluster's master.key (default: MAYFLY_MASTER_KEY)")
+	c.Flags().StringVar(&j.AuditKeyFile, "audit-key-file", "", "with --join: the cluster's audit.key (default: MAYFLY_AUDIT_KEY)")
+	c.Flags().StringVar(&j.CACert, "ca-cert", "", "with --join: the cluster's CA certificate (ca.pem)")
+	c.Flags().StringVar(&j.CAKey, "ca-key", "", "with --join: the cluster's CA key (ca-key.pem), to sign this node's certificate")
 	return c
 }
 

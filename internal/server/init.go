@@ -109,6 +109,9 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkAuditKey(ctx, st, signer); err != nil {
+		return nil, err
+	}
 	log, err := audit.Open(ctx, st, signer, audit.Options{})
 	if err != nil {
 		return nil, err
@@ -155,7 +158,7 @@ func requireFreshDatabase(ctx context.Context, dsn string) error {
 		return err
 	}
 	if len(ks) > 0 {
-		return fmt.Errorf("the PostgreSQL database is initialised by another data dir: %w (copy that data dir's master.key and audit.key to each node instead of running init again)", ErrInitialised)
+		return fmt.Errorf("the PostgreSQL database is initialised by another data dir: %w (add a node with mayfly init --join instead)", ErrInitialised)
 	}
 	return nil
 }

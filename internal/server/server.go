@@ -145,6 +145,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
+	// A node whose audit key is not the log's would sign checkpoints no
+	// verifier accepts: refuse it before it appends anything.
+	if err := checkAuditKey(ctx, s.store, string(signer)); err != nil {
+		clear(signer)
+		return nil, err
+	}
 	aopts := audit.Options{Registerer: s.registry}
 	if dsn == "" {
 		// Embedded SQLite has one writer, this process: gateway entries

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -73,11 +74,27 @@ func generateTLS(caCert, caKey, srvCert, srvKey string, sans []string, now time.
 		return fmt.Errorf("create CA: %w", err)
 	}
 	ca, _ := x509.ParseCertificate(caDER)
+	caKeyPEM, err := pemKey(cak)
+	if err != nil {
+		return err
+	}
+	if err := writeFileExcl(caKey, caKeyPEM, 0o600); err != nil {
+		return err
+	}
+	if err := writeFileExcl(caCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644); err != nil {
+		return err
+	}
+	return issueServerCert(ca, cak, srvCert, srvKey, sans, now)
+}
+
+// issueServerCert makes a server key and a certificate for it signed by
+// ca (loopback names and sans), and writes them.
+func issueServerCert(ca *x509.Certificate, cak crypto.Signer, srvCert, srvKey string, sans []string, now time.Time) error {
 	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		return err
 	}
-	sn, err = serial()
+	sn, err := serial()
 	if err != nil {
 		return err
 	}
@@ -102,32 +119,16 @@ func generateTLS(caCert, caKey, srvCert, srvKey string, sans []string, now time.
 	if err != nil {
 		return fmt.Errorf("create server certificate: %w", err)
 	}
-	caKeyPEM, err := pemKey(cak)
-	if err != nil {
-		return err
-	}
 	srvKeyPEM, err := pemKey(sk)
 	if err != nil {
 		return err
 	}
-	for _, f := range []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{
-		{caKey, caKeyPEM, 0o600},
-		{caCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: caDER}), 0o644},
-		{srvKey, srvKeyPEM, 0o600},
-		{srvCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644},
-	} {
-		if err := writeFileExcl(f.path, f.data, f.mode); err != nil {
-			return err
-		}
+	if err := writeFileExcl(srvKey, srvKeyPEM, 0o600); err != nil {
+		return err
 	}
-	return nil
+	return writeFileExcl(srvCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-// tlsConfig is TLS 1.2+ with AEAD suites only and HTTP/2.
 func tlsConfig(certFile, keyFile string, clientCAs *x509.CertPool) (*tls.Config, error) {
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	if err != nil {

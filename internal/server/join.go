@@ -1,0 +1,280 @@
+package server
+
+import (
+	"context"
+	"crypto"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// ErrKeyMismatch: a node's keys are not those of the database it was
+// pointed at.
+var ErrKeyMismatch = errors.New("keys do not match the database")
+
+// AuditKeyEnv names the environment variable that may hold the audit
+// signing key for init --join (instead of a file).
+const AuditKeyEnv = "MAYFLY_AUDIT_KEY"
+
+// metaAuditKey is the meta row holding the audit verifier key of the
+// database's log (public): every node's signing key must match it.
+const metaAuditKey = "audit_verifier_key"
+
+// checkAuditKey refuses a signing key whose verifier is not the one the
+// database was initialised with. A database from before the key was
+// recorded is checked against its latest signed checkpoint, then records
+// it.
+func checkAuditKey(ctx context.Context, st *store.DB, signer string) error {
+	vkey, err := audit.VerifierKeyFor(strings.TrimSpace(signer))
+	if err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	stored, err := st.GetMeta(ctx, metaAuditKey)
+	switch {
+	case err == nil:
+		if string(stored) != vkey {
+			return fmt.Errorf("audit key: %w: the database's log is signed by %s", ErrKeyMismatch, keyName(string(stored)))
+		}
+		return nil
+	case !errors.Is(err, store.ErrNotFound):
+		return fmt.Errorf("audit key: %w", err)
+	}
+	_, note, err := st.LatestAuditCheckpoint(ctx)
+	if err == nil {
+		if _, _, err := audit.ParseCheckpoint(note, vkey); err != nil {
+			return fmt.Errorf("audit key: %w: it does not verify the log's latest checkpoint", ErrKeyMismatch)
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	if _, err := st.PutMetaIfAbsent(ctx, metaAuditKey, []byte(vkey)); err != nil {
+		return fmt.Errorf("audit key: %w", err)
+	}
+	return checkAuditKey(ctx, st, signer) // another node may have recorded first
+}
+
+// keyName is the name+hash part of a note verifier key (no key bytes).
+func keyName(vkey string) string {
+	parts := strings.SplitN(vkey, "+", 3)
+	if len(parts) < 2 {
+		return "another key"
+	}
+	return "key " + parts[0] + "+" + parts[1]
+}
+
+// JoinOptions are the inputs of Join. Keys come from files or, when the
+// file is not given, from the environment (MAYFLY_MASTER_KEY,
+// MAYFLY_AUDIT_KEY).
+type JoinOptions struct {
+	DataDir       string
+	Postgres      string
+	MasterKeyFile string
+	AuditKeyFile  string
+	CACert        string // the cluster's CA certificate (clients trust it)
+	CAKey         string // its key: signs this node's server certificate
+	SANs          []string
+	Getenv        func(string) string // default os.Getenv
+}
+
+// JoinResult is what Join made.
+type JoinResult struct {
+	Joined bool   `json:"joined"`
+	CAFile string `json:"ca_file"`
+}
+
+// Join makes a data directory for one more node of a cluster on an
+// initialised PostgreSQL database: the cluster's master and audit keys,
+// its CA certificate, and a server certificate of this node's own signed
+// by the cluster's CA. The keys must open the database: a master key that
+// cannot unseal its keyring, or an audit key other than the log's, is
+// refused and nothing is written. No admin token is made (the cluster has
+// its own).
+func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
+	if o.Getenv == nil {
+		o.Getenv = os.Getenv
+	}
+	if o.Postgres == "" {
+		return nil, errors.New("join: --postgres (or MAYFLY_POSTGRES) names the cluster's database")
+	}
+	if o.CACert == "" || o.CAKey == "" {
+		return nil, errors.New("join: --ca-cert and --ca-key (the cluster's CA, ca.pem and ca-key.pem of the first node) are needed to issue this node's certificate")
+	}
+	d := datadir.Dir(o.DataDir)
+	if ok, err := d.Initialised(); err != nil {
+		return nil, err
+	} else if ok {
+		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
+	}
+	masterEnv := ""
+	if o.MasterKeyFile == "" {
+		masterEnv = o.Getenv(secret.MasterKeyEnv)
+		if masterEnv == "" {
+			return nil, fmt.Errorf("join: no master key: give --master-key-file or set %s", secret.MasterKeyEnv)
+		}
+	}
+	master, err := secret.LoadMasterKey(o.MasterKeyFile, masterEnv)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	defer clear(master)
+	signer, err := readAuditKey(o.AuditKeyFile, o.Getenv(AuditKeyEnv))
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	ca, cak, caPEM, err := loadCA(o.CACert, o.CAKey)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	// Check everything against the database before writing a file.
+	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 2})
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	defer st.Close()
+	ks, err := st.KeyVersions(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	if len(ks) == 0 {
+		return nil, errors.New("join: the database is not initialised: run mayfly init --postgres on the first node")
+	}
+	vault, err := secret.Open(ctx, st, master, secret.Options{})
+	if err != nil {
+		return nil, fmt.Errorf("join: master key: %w: it does not open the database's keyring (%v)", ErrKeyMismatch, err)
+	}
+	vault.Close()
+	if err := checkAuditKey(ctx, st, signer); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
+	vkey, _ := audit.VerifierKeyFor(signer)
+
+	_, statErr := os.Stat(o.DataDir)
+	createdDir := os.IsNotExist(statErr)
+	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey()}
+	for _, f := range files {
+		if _, err := os.Stat(f); err == nil {
+			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
+		}
+	}
+	defer func() {
+		if err == nil {
+			return
+		}
+		for _, f := range files {
+			os.Remove(f)
+		}
+		if createdDir {
+			os.Remove(o.DataDir)
+		}
+	}()
+	if o.MasterKeyFile != "" {
+		// A key given in the environment stays there: the server reads
+		// MAYFLY_MASTER_KEY first.
+		buf := make([]byte, base64.StdEncoding.EncodedLen(len(master))+1)
+		base64.StdEncoding.Encode(buf, master)
+		buf[len(buf)-1] = '\n'
+		err := writeFileExcl(d.MasterKey(), buf, 0o600)
+		clear(buf)
+		if err != nil {
+			return nil, fmt.Errorf("master key: %w", err)
+		}
+	}
+	if err := writeFileExcl(d.AuditKey(), []byte(signer+"\n"), 0o600); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if err := writeFileExcl(d.AuditPub(), []byte(vkey+"\n"), 0o644); err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if err := writeFileExcl(d.CACert(), caPEM, 0o644); err != nil {
+		return nil, fmt.Errorf("CA: %w", err)
+	}
+	if err := issueServerCert(ca, cak, d.ServerCert(), d.ServerKey(), o.SANs, time.Now()); err != nil {
+		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	marker, _ := json.Marshal(map[string]any{"initialised_at": time.Now().UTC().Format(time.RFC3339), "schema": store.SchemaVersion(), "joined": true})
+	if err := writeFileExcl(d.Marker(), append(marker, '\n'), 0o600); err != nil {
+		return nil, fmt.Errorf("marker: %w", err)
+	}
+	return &JoinResult{Joined: true, CAFile: d.CACert()}, nil
+}
+
+// readAuditKey reads a note signer key from file, else from env.
+func readAuditKey(file, env string) (string, error) {
+	raw := env
+	if file != "" {
+		f, err := os.Open(file)
+		if err != nil {
+			return "", fmt.Errorf("audit key: %w", err)
+		}
+		defer f.Close()
+		b, err := io.ReadAll(io.LimitReader(f, 4096))
+		if err != nil {
+			return "", fmt.Errorf("audit key %s: %w", file, err)
+		}
+		raw = string(b)
+	} else if raw == "" {
+		return "", fmt.Errorf("no audit key: give --audit-key-file or set %s", AuditKeyEnv)
+	}
+	k := strings.TrimSpace(raw)
+	if _, err := audit.VerifierKeyFor(k); err != nil {
+		return "", fmt.Errorf("audit key: not a note signer key (PRIVATE+KEY+…)")
+	}
+	return k, nil
+}
+
+// loadCA reads a CA certificate and its private key (PEM).
+func loadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, []byte, error) {
+	certPEM, err := os.ReadFile(certFile)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA certificate: %w", err)
+	}
+	blk, _ := pem.Decode(certPEM)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, nil, nil, fmt.Errorf("CA certificate %s: not a PEM certificate", certFile)
+	}
+	ca, err := x509.ParseCertificate(blk.Bytes)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA certificate %s: %w", certFile, err)
+	}
+	if !ca.IsCA {
+		return nil, nil, nil, fmt.Errorf("CA certificate %s: not a CA", certFile)
+	}
+	keyPEM, err := os.ReadFile(keyFile)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
+	}
+	kblk, _ := pem.Decode(keyPEM)
+	clear(keyPEM)
+	if kblk == nil {
+		return nil, nil, nil, fmt.Errorf("CA key %s: not PEM", keyFile)
+	}
+	k, err := x509.ParsePKCS8PrivateKey(kblk.Bytes)
+	clear(kblk.Bytes)
+	if err != nil {
+		return nil, nil, nil, fmt.Errorf("CA key %s: %w", keyFile, err)
+	}
+	signer, ok := k.(crypto.Signer)
+	if !ok {
+		return nil, nil, nil, fmt.Errorf("CA key %s: not a signing key", keyFile)
+	}
+	pub, ok := signer.Public().(interface{ Equal(crypto.PublicKey) bool })
+	if !ok || !pub.Equal(ca.PublicKey) {
+		return nil, nil, nil, fmt.Errorf("CA key %s does not belong to the CA certificate %s", keyFile, certFile)
+	}
+	return ca, signer, certPEM, nil
+}
