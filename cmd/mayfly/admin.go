@@ -2,18 +2,9 @@ package main
 
 import (
 	"fmt"
-	"net/http"
 
 	"github.com/spf13/cobra"
 )
-
-type adminToken struct {
-	Name      string `json:"name"`
-	Role      string `json:"role"`
-	Token     string `json:"token,omitempty"`
-	CreatedAt string `json:"created_at,omitempty"`
-	RevokedAt string `json:"revoked_at,omitempty"`
-}
 
 func newAdminCmd() *cobra.Command {
 	admin := &cobra.Command{
@@ -25,12 +16,16 @@ func newAdminCmd() *cobra.Command {
 	admin.AddCommand(tokens)
 
 	var role string
-	var asJSON bool
+	var createFmt *outputFormat
 	create := &cobra.Command{
 		Use:   "create NAME --role admin|operator|auditor",
 		Short: "Create an admin token; it is printed once, keep it safe",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := createFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			switch role {
 			case "admin", "operator", "auditor":
 			case "":
@@ -42,10 +37,9 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out adminToken
-			if err := c.sendJSON(cmd.Context(), "admin token create", http.MethodPost, "/v1/admin/tokens",
-				map[string]string{"name": args[0], "role": role}, &out); err != nil {
-				return err
+			out, err := c.CreateAdminToken(cmd.Context(), args[0], role)
+			if err != nil {
+				return clientErr(err)
 			}
 			if out.Name == "" {
 				out.Name = args[0]
@@ -53,7 +47,7 @@ func newAdminCmd() *cobra.Command {
 			if out.Role == "" {
 				out.Role = role
 			}
-			if asJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
@@ -62,52 +56,64 @@ func newAdminCmd() *cobra.Command {
 		},
 	}
 	create.Flags().StringVar(&role, "role", "", "admin, operator or auditor")
-	create.Flags().BoolVar(&asJSON, "json", false, "print {\"name\",\"role\",\"token\"} as JSON")
+	createFmt = addFormatFlag(create, "text", "text", "json")
 
-	var listJSON bool
+	var listFmt *outputFormat
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List admin tokens (names and roles, never the tokens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := listFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Tokens []adminToken `json:"tokens"`
+			out, err := c.ListAdminTokens(cmd.Context())
+			if err != nil {
+				return clientErr(err)
 			}
-			if err := c.getJSON(cmd.Context(), "admin token list", "/v1/admin/tokens", &out); err != nil {
-				return err
-			}
-			if listJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			rows := make([][]string, 0, len(out.Tokens))
 			for _, t := range out.Tokens {
-				rows = append(rows, []string{t.Name, t.Role, shortTime(t.CreatedAt), shortTime(t.RevokedAt)})
+				rows = append(rows, []string{t.Name, t.Role, shortTime(&t.CreatedAt), shortTime(t.RevokedAt)})
 			}
 			return table(cmd.OutOrStdout(), "NAME\tROLE\tCREATED\tREVOKED", rows)
 		},
 	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	listFmt = addFormatFlag(list, "text", "text", "json")
 
+	var revokeFmt *outputFormat
 	revoke := &cobra.Command{
 		Use:   "revoke NAME",
 		Short: "Revoke an admin token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := revokeFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			if err := c.sendJSON(cmd.Context(), "admin token revoke", http.MethodDelete, "/v1/admin/tokens/"+pathEscape(args[0]), nil, nil); err != nil {
-				return err
+			out, err := c.RevokeAdminToken(cmd.Context(), args[0])
+			if err != nil {
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "revoked admin token %q\n", args[0])
 			return nil
 		},
 	}
+	revokeFmt = addFormatFlag(revoke, "text", "text", "json")
 	tokens.AddCommand(create, list, revoke)
 	return admin
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -159,7 +160,8 @@ type verifyReport struct {
 
 func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 	var dataDir, pgDSN, keyFlag, statePath string
-	var noState, asJSON bool
+	var noState bool
+	var verifyFmt *outputFormat
 	c := &cobra.Command{
 		Use:   "verify (--data-dir DIR [--postgres DSN] | --addr URL)",
 		Short: "Recompute the Merkle tree and check it against the latest signed checkpoint",
@@ -171,6 +173,11 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 			"Exit 0 intact, 1 tampered (naming the first bad index), 2 error.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := verifyFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			asJSON := format == "json"
 			ctx := cmd.Context()
 			key, err := readKeyFlag(keyFlag)
 			if err != nil {
@@ -196,12 +203,13 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 			} else {
-				c, err := newAPIClient(cf, true)
+				ac, err := newAPIClient(cf, true)
 				if err != nil {
 					return err
 				}
+				c := auditClient{ac}
 				if statePath == "" && !noState {
-					if statePath, err = defaultStatePath(c.addr); err != nil {
+					if statePath, err = defaultStatePath(c.Addr()); err != nil {
 						return err
 					}
 				}
@@ -248,7 +256,7 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 	f.StringVar(&keyFlag, "key", "", "the note verifier key to trust (a file or the key); default DIR/audit.pub, or the server's pinned on first use")
 	f.StringVar(&statePath, "state", "", "state file remembering the last verified tree (default DIR/audit-verify.state, or $XDG_STATE_HOME/mayfly/verify-HOST.state)")
 	f.BoolVar(&noState, "no-state", false, "neither read nor write a state file")
-	f.BoolVar(&asJSON, "json", false, "print the result as JSON")
+	verifyFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }
 
@@ -293,20 +301,20 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 // verifyRemote fetches the key (unless given or pinned), the checkpoint and
 // every entry it covers, and recomputes the tree. cons reports a consistency
 // proof from the server that does not check out.
-func verifyRemote(ctx context.Context, c *apiClient, key string, state *verifyState) (res *audit.VerifyResult, usedKey string, cons, err error) {
+func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyState) (res *audit.VerifyResult, usedKey string, cons, err error) {
 	if key == "" {
-		srvKey, err := c.auditKey(ctx)
+		srvKey, err := c.AuditKey(ctx)
 		if err != nil {
-			return nil, "", nil, err
+			return nil, "", nil, clientErr(err)
 		}
 		key = srvKey
 		if state != nil && state.Key != "" && state.Key != srvKey {
 			return nil, "", nil, negative("audit verify: the server's verifier key changed since the last verification (pinned in the state file); pass --key to trust a new one")
 		}
 	}
-	cp, _, err := c.getRaw(ctx, "audit verify: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize)
+	cp, err := c.AuditCheckpoint(ctx)
 	if err != nil {
-		return nil, "", nil, err
+		return nil, "", nil, clientErr(err)
 	}
 	seen, _ := state.head()
 	want := int64(0)
@@ -339,10 +347,9 @@ func verifyRemote(ctx context.Context, c *apiClient, key string, state *verifySt
 	}
 	// The server's own consistency proof must agree with what was recomputed.
 	if res.OK() && seen != nil && cpErr == nil && cpSize > seen.Size && seen.Size > 0 {
-		b, _, err := c.getRaw(ctx, "audit verify: consistency proof",
-			fmt.Sprintf("/v1/audit/proof/consistency?old=%d&new=%d", seen.Size, cpSize), 1<<20)
+		b, err := c.AuditConsistencyProof(ctx, seen.Size, cpSize)
 		if err != nil {
-			return nil, "", nil, err
+			return nil, "", nil, clientErr(err)
 		}
 		proof, err := audit.UnmarshalProof(b)
 		if err == nil {
@@ -361,14 +368,14 @@ const maxLocate = 1000
 // locateBadEntry returns the first index in [from, size) whose served entry
 // is not proven in the signed tree (size, root), looking at most maxLocate
 // entries.
-func locateBadEntry(ctx context.Context, c *apiClient, from, size int64, root [32]byte) (int64, bool) {
+func locateBadEntry(ctx context.Context, c auditClient, from, size int64, root [32]byte) (int64, bool) {
 	for i := from; i < size && i < from+maxLocate; {
 		es, err := c.auditPage(ctx, i, int(min(auditPageSize, size-i)))
 		if err != nil || len(es) == 0 {
 			return 0, false
 		}
 		for _, e := range es {
-			b, _, err := c.getRaw(ctx, "audit verify: inclusion proof", fmt.Sprintf("/v1/audit/proof/inclusion?index=%d&size=%d", i, size), 1<<20)
+			b, err := c.AuditInclusionProof(ctx, i, size)
 			if err != nil {
 				return 0, false
 			}
@@ -385,20 +392,19 @@ func locateBadEntry(ctx context.Context, c *apiClient, from, size int64, root [3
 	return 0, false
 }
 
-func (c *apiClient) auditKey(ctx context.Context) (string, error) {
-	b, _, err := c.getRaw(ctx, "audit: verifier key", "/v1/audit/key", 4096)
-	if err != nil {
-		return "", err
-	}
-	return strings.TrimSpace(string(b)), nil
+// auditClient adds the CLI's paging of audit entries to the API client.
+type auditClient struct{ *client.Client }
+
+func newAuditClient(cf *clientFlags) (auditClient, error) {
+	c, err := newAPIClient(cf, true)
+	return auditClient{c}, err
 }
 
 // auditPage returns up to limit entries' exact bytes from start.
-func (c *apiClient) auditPage(ctx context.Context, start int64, limit int) ([][]byte, error) {
-	b, _, err := c.getRaw(ctx, "audit: entries", fmt.Sprintf("/v1/audit/entries?start=%d&limit=%d", start, limit),
-		int64(limit)*(audit.MaxLineSize+1))
+func (c auditClient) auditPage(ctx context.Context, start int64, limit int) ([][]byte, error) {
+	b, err := c.AuditEntries(ctx, start, limit, audit.MaxLineSize)
 	if err != nil {
-		return nil, err
+		return nil, clientErr(err)
 	}
 	if len(b) == 0 {
 		return nil, nil
@@ -413,7 +419,7 @@ func (c *apiClient) auditPage(ctx context.Context, start int64, limit int) ([][]
 
 // streamEntries writes entries [start, end) as NDJSON (end < 0: until the
 // log ends). It stops early when the server has no more.
-func (c *apiClient) streamEntries(ctx context.Context, w io.Writer, start, end int64) error {
+func (c auditClient) streamEntries(ctx context.Context, w io.Writer, start, end int64) error {
 	for pos := start; end < 0 || pos < end; {
 		limit := int64(auditPageSize)
 		if end >= 0 && end-pos < limit {
@@ -458,14 +464,14 @@ func newAuditTailCmd(cf *clientFlags) *cobra.Command {
 			if n < 0 || interval < 100*time.Millisecond {
 				return usageErr("audit tail: -n must be >= 0 and --interval at least 100ms")
 			}
-			c, err := newAPIClient(cf, true)
+			c, err := newAuditClient(cf)
 			if err != nil {
 				return err
 			}
 			ctx := cmd.Context()
-			cp, _, err := c.getRaw(ctx, "audit tail: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize)
+			cp, err := c.AuditCheckpoint(ctx)
 			if err != nil {
-				return err
+				return clientErr(err)
 			}
 			size, err := checkpointSize(cp)
 			if err != nil {
@@ -517,7 +523,7 @@ func newAuditExportCmd(cf *clientFlags) *cobra.Command {
 			if since < 0 || (until >= 0 && until < since) {
 				return usageErr("audit export: --since must be >= 0 and --until >= --since")
 			}
-			c, err := newAPIClient(cf, true)
+			c, err := newAuditClient(cf)
 			if err != nil {
 				return err
 			}
@@ -552,7 +558,7 @@ type proveReport struct {
 func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 	var index, size int64
 	var cpFile, keyFlag, statePath string
-	var asJSON bool
+	var proveFmt *outputFormat
 	c := &cobra.Command{
 		Use:   "prove --index N [--size S] [--checkpoint FILE]",
 		Short: "Prove that an entry is in the signed tree (inclusion proof, checked locally)",
@@ -561,11 +567,16 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			"one pinned by `audit verify` in the state file, or else the server's.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := proveFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			asJSON := format == "json"
 			if index < 0 {
 				return usageErr("audit prove: --index N is required")
 			}
 			ctx := cmd.Context()
-			c, err := newAPIClient(cf, true)
+			c, err := newAuditClient(cf)
 			if err != nil {
 				return err
 			}
@@ -575,12 +586,12 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			}
 			if key == "" {
 				if statePath == "" {
-					statePath, _ = defaultStatePath(c.addr)
+					statePath, _ = defaultStatePath(c.Addr())
 				}
 				if st, err := loadState(statePath); err == nil && st != nil && st.Key != "" {
 					key = st.Key
-				} else if key, err = c.auditKey(ctx); err != nil {
-					return err
+				} else if key, err = c.AuditKey(ctx); err != nil {
+					return clientErr(err)
 				}
 			}
 			var cp []byte
@@ -588,8 +599,8 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 				if cp, err = os.ReadFile(cpFile); err != nil {
 					return usageErr("audit prove: %v", err)
 				}
-			} else if cp, _, err = c.getRaw(ctx, "audit prove: checkpoint", "/v1/audit/checkpoint", audit.MaxCheckpointSize); err != nil {
-				return err
+			} else if cp, err = c.AuditCheckpoint(ctx); err != nil {
+				return clientErr(err)
 			}
 			cpSize, root, err := audit.ParseCheckpoint(cp, key)
 			if err != nil {
@@ -601,9 +612,9 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			if index >= cpSize {
 				return negative("audit prove: entry %d is not covered by the signed checkpoint (size %d) yet", index, cpSize)
 			}
-			b, _, err := c.getRaw(ctx, "audit prove: inclusion proof", fmt.Sprintf("/v1/audit/proof/inclusion?index=%d&size=%d", index, cpSize), 1<<20)
+			b, err := c.AuditInclusionProof(ctx, index, cpSize)
 			if err != nil {
-				return err
+				return clientErr(err)
 			}
 			proof, err := audit.UnmarshalProof(b)
 			if err != nil {
@@ -646,6 +657,6 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 	c.Flags().StringVar(&cpFile, "checkpoint", "", "a signed checkpoint file to prove against (default: the server's latest)")
 	c.Flags().StringVar(&keyFlag, "key", "", "the note verifier key to trust (a file or the key)")
 	c.Flags().StringVar(&statePath, "state", "", "state file of `audit verify` holding the pinned key")
-	c.Flags().BoolVar(&asJSON, "json", false, "print the result as JSON")
+	proveFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }

@@ -16,7 +16,7 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mayfly-sh/mayfly/internal/job"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -84,7 +84,7 @@ func newExecCmd() *cobra.Command {
 func childEnv(parent []string, ex *exchanged, dpopKey string) []string {
 	set := map[string]string{
 		envToken:         ex.resp.AccessToken,
-		"MAYFLY_GATEWAY": job.GatewayURL(ex.client.Addr),
+		"MAYFLY_GATEWAY": ex.client.GatewayURL(),
 	}
 	if dpopKey != "" {
 		if abs, err := filepath.Abs(dpopKey); err == nil {
@@ -189,7 +189,7 @@ func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "mayfly: exec: renewing the job token failed (%s); it expires in about %s\n",
-				job.OneLine(err.Error(), 200), (left / 3).Round(time.Second))
+				client.OneLine(err.Error(), 200), (left / 3).Round(time.Second))
 			return
 		}
 		next := time.Duration(resp.ExpiresIn) * time.Second
@@ -207,6 +207,6 @@ func revokeQuietly(ctx context.Context, ex *exchanged, stderr io.Writer) {
 	defer cancel()
 	if err := ex.client.Revoke(rctx, ex.resp.AccessToken); err != nil {
 		fmt.Fprintf(stderr, "mayfly: exec: could not revoke job token %s (lease %s): %s; it expires by itself\n",
-			token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, job.OneLine(err.Error(), 200))
+			token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, client.OneLine(err.Error(), 200))
 	}
 }

@@ -6,13 +6,14 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/job"
 )
 
@@ -29,9 +30,8 @@ type jobFlags struct {
 
 func addJobFlags(c *cobra.Command) *jobFlags {
 	f := &jobFlags{client: &clientFlags{}}
+	f.client.register(c, false)
 	fl := c.Flags()
-	fl.StringVar(&f.client.addr, "addr", "", "server URL (default $"+envAddr+")")
-	fl.StringVar(&f.client.cacert, "cacert", "", "PEM file of the CA to trust for the server (default $"+envCACert+")")
 	fl.StringSliceVar(&f.grants, "grant", nil, "grant(s) to ask for: NAME[,NAME…] (repeatable)")
 	fl.StringVar(&f.idFile, "id-token-file", "", "read the CI ID token from this file")
 	fl.StringVar(&f.idEnv, "id-token-env", "", "read the CI ID token from this variable (GitLab id_tokens; default "+job.EnvIDToken+")")
@@ -43,8 +43,8 @@ func addJobFlags(c *cobra.Command) *jobFlags {
 
 // exchanged is the outcome of an exchange.
 type exchanged struct {
-	client  *job.Client
-	resp    *job.TokenResponse
+	client  *client.Client
+	resp    *apitype.TokenResponse
 	raw     []byte
 	idToken string
 	dpopKey crypto.Signer
@@ -64,23 +64,11 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	if f.ttl < 0 {
 		return nil, usageErr("--ttl must be positive")
 	}
-	addr := f.client.addr
-	if addr == "" {
-		addr = os.Getenv(envAddr)
-	}
-	addr, err := job.NormalizeAddr(addr)
-	if err != nil {
-		return nil, usageErr("%v", err)
-	}
-	cafile := f.client.cacert
-	if cafile == "" {
-		cafile = os.Getenv(envCACert)
-	}
-	hc, err := newHTTPClient(cafile)
+	jc, err := newAPIClient(f.client, false)
 	if err != nil {
 		return nil, err
 	}
-	hc.Timeout = 60 * time.Second
+	addr := jc.Addr()
 	var key crypto.Signer
 	if f.dpopKey != "" {
 		var created bool
@@ -100,10 +88,9 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	jc := &job.Client{Addr: addr, HTTP: hc}
-	resp, raw, err := jc.Exchange(ctx, job.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
+	resp, raw, err := jc.Exchange(ctx, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
 	if err != nil {
-		return nil, jobErr("token exchange", addr, err)
+		return nil, jobErr(err)
 	}
 	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key}, nil
 }
@@ -111,25 +98,16 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 // jobErr maps an exchange failure: a refusal (400 invalid_grant,
 // invalid_scope, 401, 403) is the command's negative answer (exit 1);
 // anything else is an environment problem (exit 2).
-func jobErr(what, addr string, err error) error {
-	var je *job.Error
-	if errors.As(err, &je) {
-		if je.Status >= 400 && je.Status < 500 && je.Status != http.StatusTooManyRequests {
-			return negative("%s refused: %v", what, je)
-		}
-		return usageErr("%s: %v", what, je)
+func jobErr(err error) error {
+	var je *client.Error
+	if errors.As(err, &je) && je.Refused() {
+		return negative("token exchange refused: %s", strings.TrimPrefix(je.Error(), "token exchange: "))
 	}
-	if errors.Is(err, context.Canceled) {
-		return usageErr("%s: interrupted", what)
-	}
-	if strings.Contains(err.Error(), "not a mayfly job token") {
-		return usageErr("%s: %v", what, err)
-	}
-	return connErr(what, addr, err)
+	return clientErr(err)
 }
 
 func newLoginCmd() *cobra.Command {
-	var format string
+	var loginFmt *outputFormat
 	var jf *jobFlags
 	c := &cobra.Command{
 		Use:   "login --grant NAME[,NAME…] [--id-token-file F | --id-token-env VAR] [--format token|env|json|github-env]",
@@ -144,10 +122,9 @@ func newLoginCmd() *cobra.Command {
 			"Prefer `mayfly exec`, which also masks the token in output and revokes it when done.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			switch format {
-			case "token", "env", "json", "github-env":
-			default:
-				return usageErr("login: unknown --format %q (token, env, json or github-env)", format)
+			format, err := loginFmt.resolve(cmd)
+			if err != nil {
+				return err
 			}
 			if format == "github-env" && os.Getenv(job.EnvGitHubEnv) == "" {
 				return usageErr("login: --format github-env needs $GITHUB_ENV (GitHub Actions)")
@@ -156,7 +133,7 @@ func newLoginCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			err = job.Write(job.Output{Stdout: cmd.OutOrStdout(), GitHubEnv: os.Getenv(job.EnvGitHubEnv)}, format, ex.client.Addr, ex.resp, ex.raw)
+			err = job.Write(job.Output{Stdout: cmd.OutOrStdout(), GitHubEnv: os.Getenv(job.EnvGitHubEnv)}, format, ex.client.Addr(), ex.resp, ex.raw)
 			if err != nil {
 				// Nobody will use a token that could not be handed over.
 				rctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 10*time.Second)
@@ -168,6 +145,6 @@ func newLoginCmd() *cobra.Command {
 		},
 	}
 	jf = addJobFlags(c)
-	c.Flags().StringVar(&format, "format", "token", "token, env, json or github-env")
+	loginFmt = addFormatFlag(c, "token", job.Formats...)
 	return c
 }

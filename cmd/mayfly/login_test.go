@@ -12,7 +12,8 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/mayfly-sh/mayfly/internal/job"
+	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -252,8 +253,12 @@ func TestExecUnit(t *testing.T) {
 
 func TestChildEnv(t *testing.T) {
 	tok, _ := token.New(token.Job)
+	c, err := client.New(client.Config{Addr: "https://m:1"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	e := childEnv([]string{"PATH=/bin", "MAYFLY_TOKEN=mfya_old", "MAYFLY_GATEWAY=x"},
-		&exchanged{resp: &job.TokenResponse{AccessToken: tok}, client: &job.Client{Addr: "https://m:1"}}, "")
+		&exchanged{resp: &apitype.TokenResponse{AccessToken: tok}, client: c}, "")
 	got := map[string]int{}
 	for _, kv := range e {
 		got[kv]++

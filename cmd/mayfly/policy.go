@@ -1,11 +1,9 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
-	"net/http"
 
 	"github.com/spf13/cobra"
 
@@ -19,11 +17,19 @@ func newPolicyCmd() *cobra.Command {
 	}
 	cf := addClientFlags(pol)
 
+	var checkFmt *outputFormat
 	check := &cobra.Command{
 		Use:   "check FILE_OR_DIR…",
 		Short: "Validate policy offline; exit 1 with file:line: reason for each problem",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := checkFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			if format == "json" {
+				return checkPolicyJSON(cmd.OutOrStdout(), args)
+			}
 			p, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
@@ -35,12 +41,18 @@ func newPolicyCmd() *cobra.Command {
 		},
 	}
 
-	var planJSON bool
+	checkFmt = addFormatFlag(check, "text", "text", "json")
+
+	var planFmt *outputFormat
 	plan := &cobra.Command{
 		Use:   "plan FILE_OR_DIR…",
 		Short: "Show what applying the policy would change on the server",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := planFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			p, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
@@ -49,13 +61,11 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Changes []string `json:"changes"`
+			out, err := c.PlanPolicy(cmd.Context(), p.Source)
+			if err != nil {
+				return clientErr(err)
 			}
-			if err := c.sendYAML(cmd, "policy plan", http.MethodPost, "/v1/policy/plan", p.Source, &out); err != nil {
-				return err
-			}
-			if planJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
@@ -63,14 +73,18 @@ func newPolicyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	plan.Flags().BoolVar(&planJSON, "json", false, "print JSON")
+	planFmt = addFormatFlag(plan, "text", "text", "json")
 
-	var applyJSON bool
+	var applyFmt *outputFormat
 	apply := &cobra.Command{
 		Use:   "apply FILE_OR_DIR…",
 		Short: "Apply the policy on the server (a new version, recorded in the audit log)",
 		Args:  cobra.MinimumNArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := applyFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			p, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
@@ -79,17 +93,11 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Version   int64    `json:"version"`
-				Hash      string   `json:"hash"`
-				Changes   []string `json:"changes"`
-				Unchanged bool     `json:"unchanged,omitempty"`
-				Revoked   int64    `json:"revoked,omitempty"`
+			out, err := c.ApplyPolicy(cmd.Context(), p.Source)
+			if err != nil {
+				return clientErr(err)
 			}
-			if err := c.sendYAML(cmd, "policy apply", http.MethodPut, "/v1/policy", p.Source, &out); err != nil {
-				return err
-			}
-			if applyJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
@@ -105,7 +113,7 @@ func newPolicyCmd() *cobra.Command {
 			return nil
 		},
 	}
-	apply.Flags().BoolVar(&applyJSON, "json", false, "print JSON")
+	applyFmt = addFormatFlag(apply, "text", "text", "json")
 
 	show := &cobra.Command{
 		Use:   "show",
@@ -116,11 +124,11 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			b, h, err := c.getRaw(cmd.Context(), "policy show", "/v1/policy", policy.MaxTotalSize+(1<<20))
+			b, v, err := c.Policy(cmd.Context(), policy.MaxTotalSize+(1<<20))
 			if err != nil {
-				return err
+				return clientErr(err)
 			}
-			if v := h.Get("Mayfly-Policy-Version"); v != "" {
+			if v != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "policy version %s\n", v)
 			}
 			_, err = cmd.OutOrStdout().Write(b)
@@ -171,12 +179,60 @@ func printChanges(w io.Writer, changes []string) {
 	}
 }
 
-// sendYAML sends a policy body.
-func (c *apiClient) sendYAML(cmd *cobra.Command, what, method, path string, body []byte, out any) error {
-	resp, err := c.do(cmd.Context(), what, method, path, bytes.NewReader(body), "application/yaml")
+// policyCheckReport is `policy check --format json`'s answer.
+type policyCheckReport struct {
+	OK        bool            `json:"ok"`
+	Problems  []policyProblem `json:"problems"`
+	Warnings  []policyProblem `json:"warnings"`
+	Issuers   int             `json:"issuers"`
+	Upstreams int             `json:"upstreams"`
+	Grants    int             `json:"grants"`
+	Hash      string          `json:"hash,omitempty"`
+}
+
+type policyProblem struct {
+	File    string `json:"file"`
+	Line    int    `json:"line"`
+	Column  int    `json:"column,omitempty"`
+	Path    string `json:"path,omitempty"`
+	Message string `json:"message"`
+}
+
+func problems(es policy.Errors) []policyProblem {
+	out := make([]policyProblem, 0, len(es))
+	for _, e := range es {
+		out = append(out, policyProblem{File: e.File, Line: e.Line, Column: e.Column, Path: e.Path, Message: e.Msg})
+	}
+	return out
+}
+
+// checkPolicyJSON validates offline and prints the report as JSON; exit 1
+// when the policy is invalid, as in text.
+func checkPolicyJSON(w io.Writer, paths []string) error {
+	files, err := policy.ReadPaths(paths...)
 	if err != nil {
+		return usageErr("policy: %v", err)
+	}
+	if len(files) == 0 {
+		return usageErr("policy: no *.yaml files in %v", paths)
+	}
+	rep := policyCheckReport{Problems: []policyProblem{}, Warnings: []policyProblem{}}
+	p, err := policy.Parse(files, nil)
+	var pe policy.Errors
+	switch {
+	case err == nil:
+		rep.OK, rep.Warnings = true, problems(p.Warnings)
+		rep.Issuers, rep.Upstreams, rep.Grants, rep.Hash = len(p.Issuers), len(p.Upstreams), len(p.Grants), p.Hash
+	case errors.As(err, &pe):
+		rep.Problems = problems(pe)
+	default:
+		return negative("policy: %v", err)
+	}
+	if err := printJSON(w, rep); err != nil {
 		return err
 	}
-	defer resp.Body.Close()
-	return decodeJSON(what, resp.Body, out)
+	if !rep.OK {
+		return silentExit(exitNegative)
+	}
+	return nil
 }

@@ -3,20 +3,16 @@ package main
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 	"runtime/debug"
 	"strconv"
 	"strings"
-	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 )
 
@@ -32,6 +28,8 @@ type scanFlags struct {
 	workers                 int
 	enableRule, disableRule []string
 	fingerprintKeyFile      string
+	client                  clientFlags
+	formatFlag              *outputFormat
 }
 
 func newScanCmd() *cobra.Command {
@@ -44,8 +42,8 @@ changes (--staged, for a pre-commit hook) or standard input (--stdin) for secret
 
 mayfly tokens are checksum-verified, so look-alikes are never reported. A line holding
 "mayfly:allow" is ignored; --baseline ignores findings of a previous JSON report.
---revoke (with MAYFLY_ADDR, and MAYFLY_CACERT for a private CA) sends every mayfly job
-token found to the server's POST /v1/leaks, which revokes it.
+--revoke sends every mayfly job token found to the server's POST /v1/leaks (--addr or
+MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private CA), which revokes it.
 
 Exit status: 0 no findings, 1 findings, 2 error.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runScan(cmd, args, &f) },
@@ -58,7 +56,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.BoolVar(&f.allRefs, "all", false, "with --git: every branch and tag, not only HEAD")
 	fl.BoolVar(&f.staged, "staged", false, "scan the staged changes (git diff --cached) of the repository at PATH (default .)")
 	fl.BoolVar(&f.stdin, "stdin", false, "scan standard input, reporting findings as they appear")
-	fl.StringVar(&f.format, "format", "text", "output format: text, json or sarif")
+	f.formatFlag = addFormatFlag(cmd, "text", "text", "json", "sarif")
 	fl.StringVarP(&f.output, "output", "o", "", "write the report to FILE instead of standard output")
 	fl.BoolVar(&f.noColor, "no-color", false, "no colours in text output (also NO_COLOR)")
 	fl.StringVar(&f.baseline, "baseline", "", "ignore findings whose fingerprint is in this previous JSON report")
@@ -68,7 +66,8 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.BoolVar(&f.noDecode, "no-decode", false, "do not look inside base64, hex or percent-encoded spans")
 	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
 	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
-	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token found to $MAYFLY_ADDR/v1/leaks")
+	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
+	f.client.register(cmd, false)
 	fl.StringVar(&f.fingerprintKeyFile, "fingerprint-key-file", "", "key the findings' fingerprints with this file's contents (also $MAYFLY_SCAN_FINGERPRINT_KEY); use the same key for a baseline and later scans")
 	return cmd
 }
@@ -93,11 +92,11 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 	case f.since != "" && f.rangeRev != "":
 		return usageErr("scan: give --since or --range, not both")
 	}
-	switch f.format {
-	case "text", "json", "sarif":
-	default:
-		return usageErr("scan: unknown --format %q (want text, json or sarif)", f.format)
+	format, err := f.formatFlag.resolve(cmd)
+	if err != nil {
+		return err
 	}
+	f.format = format
 	maxSize, err := parseSize(f.maxFileSize)
 	if err != nil {
 		return usageErr("scan: --max-file-size: %v", err)
@@ -105,7 +104,7 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 	opts := scan.Options{
 		NoDecode: f.noDecode, MaxFileSize: maxSize, Workers: f.workers,
 		Enable: f.enableRule, Disable: f.disableRule,
-		Warn: func(err error) { fmt.Fprintln(os.Stderr, "mayfly: warning: "+err.Error()) },
+		Warn: func(err error) { fmt.Fprintln(cmd.ErrOrStderr(), "mayfly: warning: "+err.Error()) },
 	}
 	if opts.FingerprintKey, err = fingerprintKey(f.fingerprintKeyFile); err != nil {
 		return usageErr("scan: %v", err)
@@ -133,19 +132,16 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 			return usageErr("%v", err)
 		}
 	}
-	var revokeClient *http.Client
-	var addr string
+	var revokeClient *client.Client
 	if f.revoke {
-		addr = strings.TrimRight(os.Getenv("MAYFLY_ADDR"), "/")
-		if addr == "" {
-			return usageErr("scan: --revoke needs MAYFLY_ADDR")
-		}
-		if revokeClient, err = scanHTTPClient(); err != nil {
-			return usageErr("scan: %v", err)
+		// Checked before scanning: a wrong address or CA file is reported
+		// at once, not after a long scan.
+		if revokeClient, err = newAPIClient(&f.client, false); err != nil {
+			return usageErr("scan: --revoke: %v", err)
 		}
 	}
 
-	out := io.Writer(os.Stdout)
+	out := cmd.OutOrStdout()
 	color := false
 	if f.output != "" {
 		of, err := os.Create(f.output)
@@ -154,7 +150,7 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 		}
 		defer of.Close()
 		out = of
-	} else if fi, err := os.Stdout.Stat(); err == nil && fi.Mode()&os.ModeCharDevice != 0 {
+	} else if isTerminal(out) {
 		color = !f.noColor && os.Getenv("NO_COLOR") == ""
 	}
 
@@ -169,7 +165,7 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 	switch {
 	case f.stdin:
 		// Findings are printed as soon as they are found.
-		err = sc.ScanReader(ctx, "stdin", os.Stdin, func(fd scan.Finding) {
+		err = sc.ScanReader(ctx, "stdin", cmd.InOrStdin(), func(fd scan.Finding) {
 			if !keep(fd) {
 				return
 			}
@@ -213,11 +209,11 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 		return usageErr("scan: writing report: %v", writeErr)
 	}
 	if f.revoke {
-		summaryTo := io.Writer(os.Stderr)
+		summaryTo := cmd.ErrOrStderr()
 		if f.format == "text" && f.output == "" {
-			summaryTo = os.Stdout
+			summaryTo = out
 		}
-		if err := revokeFound(ctx, revokeClient, addr, findings, summaryTo); err != nil {
+		if err := revokeFound(ctx, revokeClient, findings, summaryTo); err != nil {
 			return usageErr("scan: --revoke: %v", err)
 		}
 	}
@@ -266,38 +262,9 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// scanHTTPClient talks to the mayfly server: a timeout, TLS 1.2 or later,
-// and MAYFLY_CACERT (a PEM file) as the trusted CA when set.
-func scanHTTPClient() (*http.Client, error) {
-	tc := &tls.Config{MinVersion: tls.VersionTLS12}
-	if path := os.Getenv("MAYFLY_CACERT"); path != "" {
-		pemData, err := os.ReadFile(path)
-		if err != nil {
-			return nil, fmt.Errorf("reading MAYFLY_CACERT: %w", err)
-		}
-		pool := x509.NewCertPool()
-		if !pool.AppendCertsFromPEM(pemData) {
-			return nil, fmt.Errorf("MAYFLY_CACERT %s holds no PEM certificate", path)
-		}
-		tc.RootCAs = pool
-	}
-	tr := http.DefaultTransport.(*http.Transport).Clone()
-	tr.TLSClientConfig = tc
-	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
-}
-
-type leakSummary struct {
-	Revoked []struct {
-		LeaseID string `json:"lease_id"`
-		Hint    string `json:"hint"`
-	} `json:"revoked"`
-	AlreadyRevoked int `json:"already_revoked"`
-	Unknown        int `json:"unknown"`
-}
-
 // revokeFound posts every distinct mayfly job token among findings to
 // /v1/leaks, one per line, and prints the server's summary.
-func revokeFound(ctx context.Context, c *http.Client, addr string, findings []scan.Finding, w io.Writer) error {
+func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding, w io.Writer) error {
 	seen := map[string]bool{}
 	var body bytes.Buffer
 	for _, fd := range findings {
@@ -310,36 +277,10 @@ func revokeFound(ctx context.Context, c *http.Client, addr string, findings []sc
 		fmt.Fprintln(w, "revoke: no mayfly job token found, nothing sent")
 		return nil
 	}
-	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
-	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, addr+"/v1/leaks", &body)
+	sum, err := c.ReportLeaks(ctx, body.Bytes())
+	clear(body.Bytes())
 	if err != nil {
-		return fmt.Errorf("building request: %w", err)
-	}
-	req.Header.Set("Content-Type", "text/plain; charset=utf-8")
-	resp, err := c.Do(req)
-	if err != nil {
-		return fmt.Errorf("POST /v1/leaks: %w", err)
-	}
-	defer resp.Body.Close()
-	data, err := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
-	if err != nil {
-		return fmt.Errorf("reading /v1/leaks response: %w", err)
-	}
-	if resp.StatusCode != http.StatusOK {
-		var e struct {
-			Error string `json:"error"`
-			Desc  string `json:"error_description"`
-		}
-		_ = json.Unmarshal(data, &e)
-		if e.Error != "" {
-			return fmt.Errorf("POST /v1/leaks: %s: %s %s", resp.Status, e.Error, e.Desc)
-		}
-		return fmt.Errorf("POST /v1/leaks: %s", resp.Status)
-	}
-	var sum leakSummary
-	if err := json.Unmarshal(data, &sum); err != nil {
-		return fmt.Errorf("decoding /v1/leaks response: %w", err)
+		return err
 	}
 	fmt.Fprintf(w, "revoke: sent %d token(s): %d revoked, %d already revoked, %d unknown\n",
 		len(seen), len(sum.Revoked), sum.AlreadyRevoked, sum.Unknown)
@@ -363,4 +304,15 @@ func fingerprintKey(file string) ([]byte, error) {
 		return k, nil
 	}
 	return nil, fmt.Errorf("--fingerprint-key-file %s: empty", file)
+}
+
+// isTerminal reports whether w is a terminal (a character device), for
+// colours and progress that only a person watching should get.
+func isTerminal(w io.Writer) bool {
+	f, ok := w.(*os.File)
+	if !ok {
+		return false
+	}
+	fi, err := f.Stat()
+	return err == nil && fi.Mode()&os.ModeCharDevice != 0
 }

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"fmt"
 	"io"
-	"net/http"
 	"os"
 
 	"github.com/spf13/cobra"
@@ -12,13 +11,6 @@ import (
 
 // maxSecretSize bounds a secret value read by `secret put`.
 const maxSecretSize = 1 << 20
-
-type secretMeta struct {
-	Name       string `json:"name"`
-	Version    int    `json:"version"`
-	KeyVersion int    `json:"key_version,omitempty"`
-	CreatedAt  string `json:"created_at,omitempty"`
-}
 
 func newSecretCmd() *cobra.Command {
 	sec := &cobra.Command{
@@ -29,6 +21,7 @@ func newSecretCmd() *cobra.Command {
 
 	var valueFile, refusedValue string
 	var keepNewline bool
+	var putFmt *outputFormat
 	put := &cobra.Command{
 		Use:   "put NAME [--value-file F]",
 		Short: "Store a new version of a secret, read from --value-file or standard input",
@@ -37,6 +30,10 @@ func newSecretCmd() *cobra.Command {
 			"--keep-newline. A value is never taken from a flag: it would land in shell history.",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := putFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			if cmd.Flags().Changed("value") {
 				return usageErr("secret put: refusing --value: a secret on the command line lands in shell history and process lists; use --value-file F or standard input")
 			}
@@ -48,12 +45,13 @@ func newSecretCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			var out secretMeta
-			err = c.sendJSON(cmd.Context(), "secret put", http.MethodPut, "/v1/secrets/"+pathEscape(args[0]),
-				map[string]string{"value": string(value)}, &out)
+			out, err := c.PutSecret(cmd.Context(), args[0], value)
 			clear(value)
 			if err != nil {
-				return err
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "stored secret %q version %d\n", args[0], out.Version)
 			return nil
@@ -63,95 +61,120 @@ func newSecretCmd() *cobra.Command {
 	put.Flags().BoolVar(&keepNewline, "keep-newline", false, "keep a trailing newline of the value")
 	put.Flags().StringVar(&refusedValue, "value", "", "refused: use --value-file or standard input")
 	_ = put.Flags().MarkHidden("value")
+	putFmt = addFormatFlag(put, "text", "text", "json")
 
-	var listJSON bool
+	var listFmt *outputFormat
 	list := &cobra.Command{
 		Use:   "list",
 		Short: "List stored secrets (metadata only)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := listFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Secrets []secretMeta `json:"secrets"`
+			out, err := c.ListSecrets(cmd.Context())
+			if err != nil {
+				return clientErr(err)
 			}
-			if err := c.getJSON(cmd.Context(), "secret list", "/v1/secrets", &out); err != nil {
-				return err
-			}
-			if listJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			rows := make([][]string, 0, len(out.Secrets))
 			for _, s := range out.Secrets {
-				rows = append(rows, []string{s.Name, fmt.Sprint(s.Version), fmt.Sprint(s.KeyVersion), shortTime(s.CreatedAt)})
+				rows = append(rows, []string{s.Name, fmt.Sprint(s.Version), fmt.Sprint(s.KeyVersion), shortTime(&s.CreatedAt)})
 			}
 			return table(cmd.OutOrStdout(), "NAME\tVERSION\tKEY_VERSION\tCREATED", rows)
 		},
 	}
-	list.Flags().BoolVar(&listJSON, "json", false, "print JSON")
+	listFmt = addFormatFlag(list, "text", "text", "json")
 
-	var showJSON bool
+	var showFmt *outputFormat
 	show := &cobra.Command{
 		Use:   "show NAME",
 		Short: "Show a secret's metadata (never its value)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := showFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			var s secretMeta
-			if err := c.getJSON(cmd.Context(), "secret show", "/v1/secrets/"+pathEscape(args[0]), &s); err != nil {
-				return err
+			s, err := c.SecretMeta(cmd.Context(), args[0])
+			if err != nil {
+				return clientErr(err)
 			}
-			if showJSON {
+			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, s.CreatedAt)
+			fmt.Fprintf(cmd.OutOrStdout(), "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
 			return nil
 		},
 	}
-	show.Flags().BoolVar(&showJSON, "json", false, "print JSON")
+	showFmt = addFormatFlag(show, "text", "text", "json")
 
+	var rmFmt *outputFormat
 	rm := &cobra.Command{
 		Use:     "rm NAME",
 		Aliases: []string{"delete"},
 		Short:   "Delete a secret (every version's value is destroyed)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := rmFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			if err := c.sendJSON(cmd.Context(), "secret rm", http.MethodDelete, "/v1/secrets/"+pathEscape(args[0]), nil, nil); err != nil {
-				return err
+			out, err := c.DeleteSecret(cmd.Context(), args[0])
+			if err != nil {
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "deleted secret %q\n", args[0])
 			return nil
 		},
 	}
 
+	rmFmt = addFormatFlag(rm, "text", "text", "json")
+
+	var rotateFmt *outputFormat
 	rotate := &cobra.Command{
 		Use:   "rotate-master-key",
 		Short: "Start a new master-key version and re-wrap stored secrets with it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := rotateFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
 				return err
 			}
-			var out struct {
-				Version int `json:"version"`
+			out, err := c.RotateMasterKey(cmd.Context())
+			if err != nil {
+				return clientErr(err)
 			}
-			if err := c.sendJSON(cmd.Context(), "secret rotate-master-key", http.MethodPost, "/v1/sys/rotate-master-key", nil, &out); err != nil {
-				return err
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "master key is now version %d\n", out.Version)
 			return nil
 		},
 	}
+	rotateFmt = addFormatFlag(rotate, "text", "text", "json")
 	sec.AddCommand(put, list, show, rm, rotate)
 	return sec
 }

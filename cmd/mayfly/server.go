@@ -16,8 +16,9 @@ import (
 
 func newInitCmd() *cobra.Command {
 	var o server.InitOptions
-	var asJSON, join bool
+	var join bool
 	var j server.JoinOptions
+	var initFmt *outputFormat
 	c := &cobra.Command{
 		Use:   "init --data-dir DIR [--join --postgres DSN]",
 		Short: "Create a data directory: master key, TLS CA and certificate, audit key, first admin token",
@@ -31,6 +32,10 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 --ca-key). No admin token is made.`,
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := initFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			if o.DataDir == "" {
 				return usageErr("init: --data-dir is required")
 			}
@@ -46,7 +51,7 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 				if err != nil {
 					return usageErr("init --join: %v", err)
 				}
-				if asJSON {
+				if format == "json" {
 					return json.NewEncoder(cmd.OutOrStdout()).Encode(res)
 				}
 				fmt.Fprintf(cmd.OutOrStdout(), "Joined: %s is a node of the cluster on this database. Start it with mayfly server --data-dir %s --postgres DSN.\n", o.DataDir, o.DataDir)
@@ -65,7 +70,7 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 				return usageErr("init: %v", err)
 			}
 			out := cmd.OutOrStdout()
-			if asJSON {
+			if format == "json" {
 				return json.NewEncoder(out).Encode(res)
 			}
 			fmt.Fprintf(out, "Initialised %s.\n\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", o.DataDir, res.AdminToken)
@@ -76,7 +81,7 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 	c.Flags().StringVar(&o.DataDir, "data-dir", "", "data directory to create")
 	c.Flags().StringSliceVar(&o.SANs, "tls-san", nil, "extra DNS names or IPs for the server certificate")
 	c.Flags().StringVar(&o.Postgres, "postgres", os.Getenv("MAYFLY_POSTGRES"), "PostgreSQL DSN instead of embedded SQLite")
-	c.Flags().BoolVar(&asJSON, "json", false, "print {\"admin_token\",\"ca_file\"} as JSON")
+	initFmt = addFormatFlag(c, "text", "text", "json")
 	c.Flags().BoolVar(&join, "join", false, "add a node to the cluster on --postgres (keys from files or environment)")
 	c.Flags().StringVar(&j.MasterKeyFile, "master-key-file", "", "with --join: the cluster's master.key (default: MAYFLY_MASTER_KEY)")
 	c.Flags().StringVar(&j.AuditKeyFile, "audit-key-file", "", "with --join: the cluster's audit.key (default: MAYFLY_AUDIT_KEY)")

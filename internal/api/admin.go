@@ -6,8 +6,10 @@ import (
 	"io"
 	"net/http"
 	"net/netip"
+	"strconv"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -28,7 +30,7 @@ type caller struct {
 func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		src := a.cfg.ClientAddr(r)
-		deny := func(status int, code, desc, reason string) {
+		deny := func(status int, code, desc, reason, check string) {
 			// Each denial is a durable audit entry: bound how fast one
 			// address can make them (authenticated callers are not limited).
 			if !a.adminRL.allow(src.String()) {
@@ -38,26 +40,30 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 			}
 			a.cfg.Audit.Append(r.Context(), audit.Event{Type: "admin.denied", Source: src.String(), Method: r.Method,
 				Path: r.URL.Path, Status: status, Reason: reason})
-			writeError(w, status, code, desc)
+			writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: check})
 		}
+		// Each refusal names the check that failed, so that a client can
+		// say what to fix; none says more than the caller already knows.
 		if !a.adminAllowed(src) {
-			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from this address", "address not in admin_cidrs")
+			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String()+" (not in the server's admin_cidrs)",
+				"address not in admin_cidrs", apitype.CheckNetwork)
 			return
 		}
 		if a.cfg.AdminClientCAs != nil {
 			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-				deny(http.StatusForbidden, "forbidden", "a client certificate is required for admin calls", "no client certificate")
+				deny(http.StatusForbidden, "forbidden", "admin calls need a client certificate from the server's admin client CA, and none was presented",
+					"no client certificate", apitype.CheckClientCertificate)
 				return
 			}
 		}
 		tok := bearer(r)
 		if tok == "" {
-			deny(http.StatusUnauthorized, "invalid_token", "an admin token is required", "no token")
+			deny(http.StatusUnauthorized, "invalid_token", "an admin token is required (Authorization: Bearer mfya_…)", "no token", apitype.CheckToken)
 			return
 		}
 		t, err := a.cfg.Admins.Authenticate(r.Context(), tok)
 		if errors.Is(err, authority.ErrBadCredentials) {
-			deny(http.StatusUnauthorized, "invalid_token", "admin token not valid", "bad token")
+			deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", "bad token", apitype.CheckToken)
 			return
 		}
 		if err != nil {
@@ -67,7 +73,8 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 		if authority.RoleRank(t.Role) < authority.RoleRank(role) {
 			a.cfg.Audit.Append(r.Context(), audit.Event{Type: "admin.denied", Admin: t.Name, Role: t.Role, Source: src.String(),
 				Method: r.Method, Path: r.URL.Path, Status: 403, Reason: "role too weak"})
-			writeError(w, http.StatusForbidden, "insufficient_scope", "this needs the "+role+" role")
+			writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
+				Description: "this needs the " + role + " role; admin token " + strconv.Quote(t.Name) + " has the " + t.Role + " role", Check: apitype.CheckRole})
 			return
 		}
 		fn(w, r, caller{Name: t.Name, Role: t.Role, Source: src})
@@ -93,41 +100,42 @@ func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	return true
 }
 
-type leaseJSON struct {
-	LeaseID   string            `json:"lease_id"`
-	Issuer    string            `json:"issuer"`
-	Subject   string            `json:"subject"`
-	Job       string            `json:"job"`
-	Claims    map[string]string `json:"claims,omitempty"`
-	Grants    []string          `json:"grants"`
-	IssuedAt  time.Time         `json:"issued_at"`
-	ExpiresAt time.Time         `json:"expires_at"`
-	MaxExpiry time.Time         `json:"max_expires_at"`
-	Source    string            `json:"source,omitempty"`
-	BindIP    bool              `json:"bind_source_ip"`
-	DPoP      bool              `json:"dpop"`
-	Uses      int64             `json:"uses"`
-	RevokedAt *time.Time        `json:"revoked_at,omitempty"`
-	Reason    string            `json:"revoke_reason,omitempty"`
-}
-
 func (a *API) listLeases(w http.ResponseWriter, r *http.Request, c caller) {
 	q := r.URL.Query()
-	f := store.LeaseFilter{Grant: q.Get("grant"), Issuer: q.Get("issuer"), Subject: q.Get("subject"), Job: q.Get("job"), Limit: 1000}
+	f := store.LeaseFilter{Grant: q.Get("grant"), Issuer: q.Get("issuer"), Subject: q.Get("subject"), Job: q.Get("job")}
 	if q.Get("active") == "true" {
 		f.LiveAt = time.Now()
 	}
-	if n, ok := queryInt(r, "limit", 1000); ok && n > 0 && n <= 10000 {
-		f.Limit = int(n)
+	n, ok := queryInt(r, "limit", apitype.DefaultLeasePage)
+	if !ok || n == 0 {
+		writeError(w, 400, "invalid_request", "limit must be a positive integer")
+		return
 	}
+	limit := int(min(n, apitype.MaxLeasePage))
+	if s := q.Get("cursor"); s != "" {
+		cur, err := parseLeaseCursor(s)
+		if err != nil {
+			writeError(w, 400, "invalid_request", "malformed cursor: pass next_cursor from a previous page as it is")
+			return
+		}
+		f.After = &cur
+	}
+	// One more than a page says whether another page follows: a listing is
+	// never cut short without saying so.
+	f.Limit = limit + 1
 	ls, err := a.cfg.Leases.List(r.Context(), f)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	out := make([]leaseJSON, 0, len(ls))
+	out := apitype.LeaseList{Leases: make([]apitype.Lease, 0, min(len(ls), limit))}
+	if len(ls) > limit {
+		ls = ls[:limit]
+		last := ls[limit-1]
+		out.NextCursor = formatLeaseCursor(store.LeaseCursor{IssuedAt: last.IssuedAt, ID: last.ID})
+	}
 	for _, l := range ls {
-		j := leaseJSON{LeaseID: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Claims: l.Claims, Grants: l.Grants,
+		j := apitype.Lease{LeaseID: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Claims: l.Claims, Grants: l.Grants,
 			IssuedAt: l.IssuedAt, ExpiresAt: l.ExpiresAt, MaxExpiry: l.MaxExpiresAt, Source: l.Source, BindIP: l.BindSource,
 			DPoP: l.JKT != "", Uses: l.Uses, Reason: l.RevokeReason}
 		if live, ok := a.cfg.Leases.Get(l.ID); ok {
@@ -137,19 +145,13 @@ func (a *API) listLeases(w http.ResponseWriter, r *http.Request, c caller) {
 			t := l.RevokedAt
 			j.RevokedAt = &t
 		}
-		out = append(out, j)
+		out.Leases = append(out.Leases, j)
 	}
-	writeJSON(w, 200, map[string]any{"leases": out})
+	writeJSON(w, 200, out)
 }
 
 func (a *API) revokeLeases(w http.ResponseWriter, r *http.Request, c caller) {
-	var body struct {
-		LeaseID string `json:"lease_id"`
-		Grant   string `json:"grant"`
-		Issuer  string `json:"issuer"`
-		Subject string `json:"subject"`
-		Job     string `json:"job"`
-	}
+	var body apitype.RevokeLeasesRequest
 	if !a.readJSON(w, r, &body) {
 		return
 	}
@@ -163,7 +165,7 @@ func (a *API) revokeLeases(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]int{"revoked": n})
+	writeJSON(w, 200, apitype.RevokeLeasesResponse{Revoked: n})
 }
 
 func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, c caller) {
@@ -175,7 +177,7 @@ func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, c caller) {
 	if list == nil {
 		list = []SecretMeta{}
 	}
-	writeJSON(w, 200, map[string]any{"secrets": list})
+	writeJSON(w, 200, apitype.SecretList{Secrets: list})
 }
 
 func (a *API) showSecret(w http.ResponseWriter, r *http.Request, c caller) {
@@ -188,9 +190,7 @@ func (a *API) showSecret(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
-	var body struct {
-		Value *string `json:"value"`
-	}
+	var body apitype.SecretPutRequest
 	if !a.readJSON(w, r, &body) {
 		return
 	}
@@ -218,7 +218,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"name": name, "version": v})
+	writeJSON(w, 200, apitype.SecretPutResponse{Name: name, Version: v})
 }
 
 func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
@@ -231,7 +231,7 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"name": name, "deleted": true})
+	writeJSON(w, 200, apitype.SecretDeleteResponse{Name: name, Deleted: true})
 }
 
 func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) {
@@ -245,7 +245,7 @@ func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) 
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]int{"version": v})
+	writeJSON(w, 200, apitype.RotateMasterKeyResponse{Version: v})
 }
 
 func (a *API) readPolicy(w http.ResponseWriter, r *http.Request) ([]policy.File, bool) {
@@ -268,8 +268,8 @@ func changeStrings(cs []policy.Change) []string {
 func (a *API) getPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 	p := a.cfg.Authority.Policy()
 	w.Header().Set("Content-Type", "application/yaml")
-	w.Header().Set("Mayfly-Policy-Version", itoa(a.cfg.Authority.PolicyVersion()))
-	w.Header().Set("Mayfly-Policy-Hash", p.Hash)
+	w.Header().Set(apitype.HeaderPolicyVersion, itoa(a.cfg.Authority.PolicyVersion()))
+	w.Header().Set(apitype.HeaderPolicyHash, p.Hash)
 	w.WriteHeader(200)
 	w.Write(p.Source)
 }
@@ -284,8 +284,8 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"version": res.Version, "hash": res.Hash, "changes": changeStrings(res.Changes),
-		"unchanged": res.Unchanged, "revoked": res.Revoked})
+	writeJSON(w, 200, apitype.PolicyApplyResponse{Version: res.Version, Hash: res.Hash, Changes: changeStrings(res.Changes),
+		Unchanged: res.Unchanged, Revoked: res.Revoked})
 }
 
 func (a *API) planPolicy(w http.ResponseWriter, r *http.Request, c caller) {
@@ -298,14 +298,11 @@ func (a *API) planPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"changes": changeStrings(cs)})
+	writeJSON(w, 200, apitype.PolicyPlanResponse{Changes: changeStrings(cs)})
 }
 
 func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {
-	var body struct {
-		Name string `json:"name"`
-		Role string `json:"role"`
-	}
+	var body apitype.AdminTokenCreateRequest
 	if !a.readJSON(w, r, &body) {
 		return
 	}
@@ -314,7 +311,7 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]string{"name": body.Name, "role": body.Role, "token": tok})
+	writeJSON(w, 200, apitype.AdminTokenCreated{Name: body.Name, Role: body.Role, Token: tok})
 }
 
 func (a *API) listAdmins(w http.ResponseWriter, r *http.Request, c caller) {
@@ -323,22 +320,16 @@ func (a *API) listAdmins(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	type item struct {
-		Name      string     `json:"name"`
-		Role      string     `json:"role"`
-		CreatedAt time.Time  `json:"created_at"`
-		RevokedAt *time.Time `json:"revoked_at,omitempty"`
-	}
-	out := make([]item, 0, len(list))
+	out := make([]apitype.AdminToken, 0, len(list))
 	for _, t := range list {
-		it := item{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
+		it := apitype.AdminToken{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
 		if !t.RevokedAt.IsZero() {
 			rt := t.RevokedAt
 			it.RevokedAt = &rt
 		}
 		out = append(out, it)
 	}
-	writeJSON(w, 200, map[string]any{"tokens": out})
+	writeJSON(w, 200, apitype.AdminTokenList{Tokens: out})
 }
 
 func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, c caller) {
@@ -347,5 +338,5 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{"name": name, "revoked": true})
+	writeJSON(w, 200, apitype.AdminTokenRevokeResponse{Name: name, Revoked: true})
 }

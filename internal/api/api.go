@@ -22,6 +22,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
@@ -40,12 +41,7 @@ type Secrets interface {
 }
 
 // SecretMeta describes a stored secret without its value.
-type SecretMeta struct {
-	Name       string    `json:"name"`
-	Version    int       `json:"version"`
-	KeyVersion int       `json:"key_version"`
-	CreatedAt  time.Time `json:"created_at"`
-}
+type SecretMeta = apitype.SecretMeta
 
 // Errors Secrets returns: an unknown name; a name or value it refuses.
 var (
@@ -253,10 +249,14 @@ func remoteAddr(r *http.Request) netip.Addr {
 // writeError writes SPEC's error shape. Descriptions never carry tokens or
 // internals.
 func writeError(w http.ResponseWriter, status int, code, desc string) {
+	writeErrorBody(w, status, apitype.Error{Error: code, Description: desc})
+}
+
+func writeErrorBody(w http.ResponseWriter, status int, e apitype.Error) {
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
-		w.Header().Set("WWW-Authenticate", `Bearer error="`+code+`"`)
+		w.Header().Set("WWW-Authenticate", `Bearer error="`+e.Error+`"`)
 	}
-	writeJSON(w, status, map[string]string{"error": code, "error_description": desc})
+	writeJSON(w, status, e)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
@@ -290,7 +290,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, map[string]string{"status": "ok"})
+	writeJSON(w, 200, apitype.Health{Status: "ok"})
 }
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
@@ -314,7 +314,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	if !ready {
 		status = http.StatusServiceUnavailable
 	}
-	writeJSON(w, status, map[string]any{"ready": ready, "checks": checks})
+	writeJSON(w, status, apitype.Ready{Ready: ready, Checks: checks})
 }
 
 func queryInt(r *http.Request, name string, def int64) (int64, bool) {

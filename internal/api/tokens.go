@@ -9,15 +9,16 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 )
 
 const (
-	grantTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
-	typeIDToken        = "urn:ietf:params:oauth:token-type:id_token"
-	typeJWT            = "urn:ietf:params:oauth:token-type:jwt"
-	typeAccessToken    = "urn:ietf:params:oauth:token-type:access_token"
+	grantTokenExchange = apitype.GrantTypeTokenExchange
+	typeIDToken        = apitype.TokenTypeIDToken
+	typeJWT            = apitype.TokenTypeJWT
+	typeAccessToken    = apitype.TokenTypeAccessToken
 )
 
 // parseForm reads a size-limited urlencoded body.
@@ -120,13 +121,13 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, map[string]any{
-		"access_token":      res.Token,
-		"issued_token_type": typeAccessToken,
-		"token_type":        tokenType,
-		"expires_in":        int64(res.ExpiresIn.Seconds()),
-		"scope":             strings.Join(res.Scope, " "),
-		"lease_id":          res.LeaseID,
+	writeJSON(w, 200, apitype.TokenResponse{
+		AccessToken:     res.Token,
+		IssuedTokenType: typeAccessToken,
+		TokenType:       tokenType,
+		ExpiresIn:       int64(res.ExpiresIn.Seconds()),
+		Scope:           strings.Join(res.Scope, " "),
+		LeaseID:         res.LeaseID,
 	})
 }
 
@@ -214,11 +215,11 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	exp := l.ExpiresAt()
-	writeJSON(w, 200, map[string]any{
-		"lease_id":   l.ID,
-		"expires_in": int64(time.Until(exp).Seconds()),
-		"expires_at": exp.Format(time.RFC3339),
-		"scope":      strings.Join(l.Grants, " "),
+	writeJSON(w, 200, apitype.RenewResponse{
+		LeaseID:   l.ID,
+		ExpiresIn: int64(time.Until(exp).Seconds()),
+		ExpiresAt: exp.Format(time.RFC3339),
+		Scope:     strings.Join(l.Grants, " "),
 	})
 }
 
@@ -269,7 +270,14 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, res)
+	out := apitype.LeakResponse{Revoked: make([]apitype.RevokedLease, 0, len(res.Revoked)), AlreadyRevoked: res.AlreadyRevoked, Unknown: res.Unknown}
+	for _, l := range res.Revoked {
+		out.Revoked = append(out.Revoked, apitype.RevokedLease{LeaseID: l.LeaseID, Hint: l.Hint})
+	}
+	for _, t := range res.RevokedAdmin {
+		out.RevokedAdmin = append(out.RevokedAdmin, apitype.RevokedAdminToken{Hint: t.Hint})
+	}
+	writeJSON(w, 200, out)
 }
 
 func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {
@@ -279,24 +287,24 @@ func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {
 	tok, _ := single(r, "token")
 	l, err := a.cfg.Leases.Lookup(tok)
 	if err != nil || l == nil {
-		writeJSON(w, 200, map[string]any{"active": false})
+		writeJSON(w, 200, apitype.Introspection{Active: false})
 		return
 	}
-	out := map[string]any{
-		"active":     true,
-		"lease_id":   l.ID,
-		"scope":      strings.Join(l.Grants, " "),
-		"iss":        l.Issuer,
-		"sub":        l.Subject,
-		"job":        l.Job,
-		"iat":        l.IssuedAt.Unix(),
-		"exp":        l.ExpiresAt().Unix(),
-		"token_type": "Bearer",
-		"uses":       l.Uses(),
+	out := apitype.Introspection{
+		Active:    true,
+		LeaseID:   l.ID,
+		Scope:     strings.Join(l.Grants, " "),
+		Issuer:    l.Issuer,
+		Subject:   l.Subject,
+		Job:       l.Job,
+		IssuedAt:  l.IssuedAt.Unix(),
+		ExpiresAt: l.ExpiresAt().Unix(),
+		TokenType: "Bearer",
+		Uses:      l.Uses(),
 	}
 	if l.JKT != "" {
-		out["token_type"] = "DPoP"
-		out["cnf"] = map[string]string{"jkt": l.JKT}
+		out.TokenType = "DPoP"
+		out.Cnf = &apitype.Confirmation{JKT: l.JKT}
 	}
 	writeJSON(w, 200, out)
 }

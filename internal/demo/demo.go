@@ -12,14 +12,11 @@ package demo
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
-	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -27,6 +24,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/server"
@@ -143,7 +141,8 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 	defer issSrv.Close()
 
 	var base string
-	var client *http.Client
+	var gwClient *http.Client
+	var admin *client.Client
 	var srv *server.Server
 	if err := d.step("start the server (TLS, embedded SQLite)", func() (string, error) {
 		addrFile := filepath.Join(filepath.Dir(dataDir), "addr")
@@ -161,28 +160,32 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 		if base == "" {
 			return "", fmt.Errorf("server did not start")
 		}
-		pool := x509.NewCertPool()
-		pem, err := os.ReadFile(init.CAFile)
+		// The same client as the CLI's, trusting the data dir's CA; the
+		// environment plays no part in the demo.
+		noEnv := func(string) string { return "" }
+		admin, err = client.New(client.Config{Addr: base, CACertFile: init.CAFile, Token: init.AdminToken, AdminToken: true,
+			Timeout: 10 * time.Second, UserAgent: "mayfly-demo", Getenv: noEnv})
 		if err != nil {
 			return "", err
 		}
-		pool.AppendCertsFromPEM(pem)
-		client = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+		tlsCfg, err := client.TLSConfig(init.CAFile, "", "")
+		if err != nil {
+			return "", err
+		}
+		gwClient = &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: tlsCfg},
+			CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 		return fmt.Sprintf("listening on %s\nlocal CI issuer %s, sample upstream API http://%s", base, issuerURL, apiLn.Addr()), nil
 	}); err != nil {
 		return err
 	}
 	defer srv.Close(context.Background())
 
-	admin := func(method, path, ctype, body string) (map[string]any, error) {
-		return call(client, method, base+path, "Bearer "+init.AdminToken, ctype, body, 200)
-	}
 	if err := d.step("store the upstream credential (encrypted at rest)", func() (string, error) {
-		out, err := admin("PUT", "/v1/secrets/sample-api-token", "application/json", `{"value":"`+upstreamCredential+`"}`)
+		out, err := admin.PutSecret(ctx, "sample-api-token", []byte(upstreamCredential))
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("secret sample-api-token version %v; no endpoint returns its value", out["version"]), nil
+		return fmt.Sprintf("secret sample-api-token version %d; no endpoint returns its value", out.Version), nil
 	}); err != nil {
 		return err
 	}
@@ -215,11 +218,11 @@ grants:
           ref: refs/heads/main
 `, issuerURL, issuerURL, apiLn.Addr())
 	if err := d.step("apply the policy (a new audited version)", func() (string, error) {
-		out, err := admin("PUT", "/v1/policy", "application/yaml", policy)
+		out, err := admin.ApplyPolicy(ctx, []byte(policy))
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("policy version %v: grant deploy = GET /repos/acme/app/**, POST …/deployments, 5 min, bound to the job's address", out["version"]), nil
+		return fmt.Sprintf("policy version %d: grant deploy = GET /repos/acme/app/**, POST …/deployments, 5 min, bound to the job's address", out.Version), nil
 	}); err != nil {
 		return err
 	}
@@ -230,22 +233,17 @@ grants:
 		if err != nil {
 			return "", err
 		}
-		v := url.Values{}
-		v.Set("grant_type", "urn:ietf:params:oauth:grant-type:token-exchange")
-		v.Set("subject_token", idt)
-		v.Set("subject_token_type", "urn:ietf:params:oauth:token-type:id_token")
-		v.Set("scope", "deploy")
-		out, err := call(client, "POST", base+"/v1/token", "", "application/x-www-form-urlencoded", v.Encode(), 200)
+		out, _, err := admin.Exchange(ctx, client.ExchangeRequest{IDToken: idt, Grants: []string{"deploy"}})
 		if err != nil {
 			return "", err
 		}
-		jobToken, _ = out["access_token"].(string)
-		return fmt.Sprintf("job token %s, lease %v, expires in %vs, scope %v", token.Hint(jobToken), out["lease_id"], out["expires_in"], out["scope"]), nil
+		jobToken = out.AccessToken
+		return fmt.Sprintf("job token %s, lease %s, expires in %ds, scope %s", token.Hint(jobToken), out.LeaseID, out.ExpiresIn, out.Scope), nil
 	}); err != nil {
 		return err
 	}
 	gw := func(method, path string, want int) (map[string]any, error) {
-		return call(client, method, base+"/gw/sample"+path, "Bearer "+jobToken, "application/json", "{}", want)
+		return call(gwClient, method, base+"/gw/sample"+path, "Bearer "+jobToken, "application/json", "{}", want)
 	}
 	if err := d.step("the job calls the API through the gateway", func() (string, error) {
 		out, err := gw("GET", "/repos/acme/app/deployments", 200)
@@ -299,15 +297,14 @@ grants:
 		if len(found) != 1 {
 			return "", fmt.Errorf("scanner found %d mayfly tokens, want 1", len(found))
 		}
-		out, err := call(client, "POST", base+"/v1/leaks", "", "text/plain", strings.Join(found, "\n"), 200)
+		out, err := admin.ReportLeaks(ctx, []byte(strings.Join(found, "\n")))
 		if err != nil {
 			return "", err
 		}
-		rev, _ := out["revoked"].([]any)
-		if len(rev) != 1 {
-			return "", fmt.Errorf("leak report revoked %d tokens: %v", len(rev), out)
+		if len(out.Revoked) != 1 {
+			return "", fmt.Errorf("leak report revoked %d tokens: %+v", len(out.Revoked), out)
 		}
-		return fmt.Sprintf("job.log:1 mayfly-job-token %s (checksum verified)\nPOST /v1/leaks → revoked %v before answering", token.Hint(found[0]), rev[0].(map[string]any)["lease_id"]), nil
+		return fmt.Sprintf("job.log:1 mayfly-job-token %s (checksum verified)\nPOST /v1/leaks → revoked %s before answering", token.Hint(found[0]), out.Revoked[0].LeaseID), nil
 	}); err != nil {
 		return err
 	}
@@ -326,23 +323,23 @@ grants:
 	}
 	return d.step("verify the tamper-evident audit log", func() (string, error) {
 		time.Sleep(1100 * time.Millisecond) // one checkpoint interval, so the last entries are signed
-		key, err := get(client, base+"/v1/audit/key", init.AdminToken)
+		key, err := admin.AuditKey(ctx)
 		if err != nil {
 			return "", err
 		}
-		cp, err := get(client, base+"/v1/audit/checkpoint", init.AdminToken)
+		cp, err := admin.AuditCheckpoint(ctx)
 		if err != nil {
 			return "", err
 		}
-		size, _, err := audit.ParseCheckpoint(cp, strings.TrimSpace(string(key)))
+		size, _, err := audit.ParseCheckpoint(cp, key)
 		if err != nil {
 			return "", err
 		}
-		entries, err := get(client, fmt.Sprintf("%s/v1/audit/entries?start=0&limit=%d", base, size), init.AdminToken)
+		entries, err := admin.AuditEntries(ctx, 0, int(size), audit.MaxLineSize)
 		if err != nil {
 			return "", err
 		}
-		res, err := audit.VerifyStream(ctx, bytes.NewReader(entries), cp, strings.TrimSpace(string(key)), audit.VerifyOptions{})
+		res, err := audit.VerifyStream(ctx, bytes.NewReader(entries), cp, key, audit.VerifyOptions{})
 		if err != nil {
 			return "", err
 		}
@@ -396,22 +393,4 @@ func redactURL(u string) string {
 		return u[i:]
 	}
 	return u
-}
-
-func get(c *http.Client, u, adminToken string) ([]byte, error) {
-	req, _ := http.NewRequest("GET", u, nil)
-	req.Header.Set("Authorization", "Bearer "+adminToken)
-	resp, err := c.Do(req)
-	if err != nil {
-		return nil, err
-	}
-	defer resp.Body.Close()
-	b, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return nil, err
-	}
-	if resp.StatusCode != 200 {
-		return nil, fmt.Errorf("GET %s: %d", redactURL(u), resp.StatusCode)
-	}
-	return b, nil
 }

@@ -12,8 +12,8 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -125,37 +125,6 @@ func with(m map[string]string, k, v string) map[string]string {
 	return out
 }
 
-func TestNormalizeAddr(t *testing.T) {
-	for in, want := range map[string]string{
-		"https://mayfly.example:8443/": "https://mayfly.example:8443",
-		"http://127.0.0.1:8443":        "http://127.0.0.1:8443",
-		"http://[::1]:1/":              "http://[::1]:1",
-		"http://localhost:1":           "http://localhost:1",
-		"https://h/prefix/":            "https://h/prefix",
-		"http://mayfly.example":        "",
-		"http://10.0.0.1:80":           "",
-		"ftp://x":                      "",
-		"":                             "",
-		"mayfly.example:8443":          "",
-		"https://u:p@h":                "",
-		"https://h/?q=1":               "",
-	} {
-		got, err := NormalizeAddr(in)
-		if (err != nil) != (want == "") || got != want {
-			t.Errorf("NormalizeAddr(%q) = %q, %v; want %q", in, got, err, want)
-		}
-	}
-}
-
-func TestOneLine(t *testing.T) {
-	if got := OneLine("a\n\x1b[31mb\t\tc  ", 100); got != "a [31mb c" {
-		t.Errorf("got %q", got)
-	}
-	if got := OneLine(strings.Repeat("x", 10), 4); got != "xxxx…" {
-		t.Errorf("got %q", got)
-	}
-}
-
 func newJobToken(t *testing.T) string {
 	t.Helper()
 	tok, err := token.New(token.Job)
@@ -165,75 +134,7 @@ func newJobToken(t *testing.T) string {
 	return tok
 }
 
-// tokenServer imitates POST /v1/token and /v1/revoke.
-func tokenServer(t *testing.T, tok string) (*httptest.Server, *http.Request, *[]string) {
-	t.Helper()
-	var got http.Request
-	var revoked []string
-	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		_ = r.ParseForm()
-		switch r.URL.Path {
-		case "/v1/token":
-			got = *r
-			if r.PostForm.Get("scope") == "nope" {
-				w.WriteHeader(400)
-				_, _ = w.Write([]byte(`{"error":"invalid_scope","error_description":"unknown grant\n\"nope\""}`))
-				return
-			}
-			_ = json.NewEncoder(w).Encode(TokenResponse{AccessToken: tok, TokenType: "Bearer", ExpiresIn: 600, Scope: r.PostForm.Get("scope"), LeaseID: "lse_1"})
-		case "/v1/revoke":
-			revoked = append(revoked, r.PostForm.Get("token"))
-		}
-	}))
-	t.Cleanup(srv.Close)
-	return srv, &got, &revoked
-}
-
-func TestExchange(t *testing.T) {
-	tok := newJobToken(t)
-	srv, got, revoked := tokenServer(t, tok)
-	c := &Client{Addr: srv.URL, HTTP: srv.Client()}
-	ctx := context.Background()
-	key, created, err := LoadDPoPKey(filepath.Join(t.TempDir(), "dpop.pem"), true)
-	if err != nil || !created {
-		t.Fatal(err, created)
-	}
-
-	tr, raw, err := c.Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"deploy", "read"}, TTL: 90 * time.Second, DPoPKey: key})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if tr.AccessToken != tok || tr.LeaseID != "lse_1" || !bytes.Contains(raw, []byte(tok)) {
-		t.Fatalf("response %+v", tr)
-	}
-	f := got.PostForm
-	if f.Get("grant_type") != GrantTypeTokenExchange || f.Get("subject_token") != jwt || f.Get("subject_token_type") != TokenTypeIDToken ||
-		f.Get("scope") != "deploy read" || f.Get("ttl") != "90" {
-		t.Errorf("form %v", f)
-	}
-	if got.Header.Get("DPoP") == "" {
-		t.Error("no DPoP header")
-	}
-
-	_, _, err = c.Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"nope"}})
-	var e *Error
-	if !errors.As(err, &e) || e.Status != 400 || e.Code != "invalid_scope" || e.Description != `unknown grant "nope"` {
-		t.Fatalf("err = %#v", err)
-	}
-	if _, _, err := c.Exchange(ctx, ExchangeRequest{IDToken: jwt}); err == nil {
-		t.Error("no grants accepted")
-	}
-
-	if err := c.Revoke(ctx, tok); err != nil || len(*revoked) != 1 || (*revoked)[0] != tok {
-		t.Fatalf("revoke: %v %v", err, *revoked)
-	}
-
-	// A server answering something that is not a job token is refused.
-	bad, _, _ := tokenServer(t, "x\nEVIL=1")
-	if _, _, err := (&Client{Addr: bad.URL}).Exchange(ctx, ExchangeRequest{IDToken: jwt, Grants: []string{"g"}}); err == nil || strings.Contains(err.Error(), "EVIL") {
-		t.Fatalf("err = %v", err)
-	}
-
+func TestLoadDPoPKeyMissing(t *testing.T) {
 	k2, created, err := LoadDPoPKey(filepath.Join(t.TempDir(), "nope"), false)
 	if err == nil || created || k2 != nil {
 		t.Error("missing key without create accepted")
@@ -264,7 +165,7 @@ func TestLoadDPoPKeyRoundTrip(t *testing.T) {
 
 func TestWrite(t *testing.T) {
 	tok := newJobToken(t)
-	tr := &TokenResponse{AccessToken: tok, LeaseID: "lse_1"}
+	tr := &apitype.TokenResponse{AccessToken: tok, LeaseID: "lse_1"}
 	raw := []byte(`{"access_token":"` + tok + `","lease_id":"lse_1"}`)
 	addr := "https://m.example:8443"
 	ghEnv := filepath.Join(t.TempDir(), "github_env")
@@ -306,7 +207,7 @@ func TestWrite(t *testing.T) {
 			}
 		})
 	}
-	if err := Write(Output{Stdout: new(bytes.Buffer)}, "env", addr, &TokenResponse{AccessToken: "x\nY=1"}, nil); err == nil {
+	if err := Write(Output{Stdout: new(bytes.Buffer)}, "env", addr, &apitype.TokenResponse{AccessToken: "x\nY=1"}, nil); err == nil {
 		t.Error("a non-token was written")
 	}
 }

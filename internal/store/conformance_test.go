@@ -36,6 +36,7 @@ func TestConformance(t *testing.T) {
 		{"lease feed", testLeaseFeed},
 		{"lease at a policy version", testLeaseAtPolicy},
 		{"mass revoke", testMassRevoke},
+		{"lease pages", testLeasePages},
 		{"audit", testAudit},
 		{"group commit isolates failures", testGroupCommit},
 		{"reopen keeps data", testReopen},
@@ -350,6 +351,46 @@ func testLeases(t *testing.T, b storetest.Backend) {
 	db.InsertLease(ctx, expired)
 	if n, err := db.SweepLeases(ctx, time.Now().Add(-24*time.Hour)); err != nil || n != 1 {
 		t.Fatalf("sweep = %d %v", n, err)
+	}
+}
+
+// Paging through leases with a cursor sees each exactly once, newest first,
+// also when several leases share an issue time.
+func testLeasePages(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	base := time.Now().UTC().Truncate(time.Millisecond)
+	var want []string
+	for i := 0; i < 23; i++ {
+		l := lease(fmt.Sprintf("lse_%02d", i), "g")
+		l.IssuedAt = base.Add(time.Duration(i/3) * time.Second) // three leases per instant
+		var h [32]byte
+		copy(h[:], l.ID)
+		l.Hash = h
+		if err := db.InsertLease(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		want = append([]string{l.ID}, want...)
+	}
+	for _, size := range []int{1, 2, 3, 5, 23, 50} {
+		var got []string
+		var after *store.LeaseCursor
+		for pages := 0; pages < 30; pages++ {
+			ls, err := db.ListLeases(ctx, store.LeaseFilter{Grant: "g", Limit: size, After: after})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, l := range ls {
+				got = append(got, l.ID)
+			}
+			if len(ls) < size {
+				break
+			}
+			last := ls[len(ls)-1]
+			after = &store.LeaseCursor{IssuedAt: last.IssuedAt, ID: last.ID}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Errorf("pages of %d: got %v, want %v", size, got, want)
+		}
 	}
 }
 

@@ -75,6 +75,16 @@ type LeaseFilter struct {
 	// that time.
 	LiveAt time.Time
 	Limit  int
+	// After, when set, continues a listing: only leases after this position
+	// in ListLeases' order (newest first).
+	After *LeaseCursor
+}
+
+// LeaseCursor is a position in ListLeases' order: issued_at descending,
+// then id descending. It names the last lease of the previous page.
+type LeaseCursor struct {
+	IssuedAt time.Time
+	ID       string
 }
 
 func (f LeaseFilter) where() (string, []any) {
@@ -99,6 +109,11 @@ func (f LeaseFilter) where() (string, []any) {
 	}
 	if !f.LiveAt.IsZero() {
 		add("revoked_at IS NULL AND expires_at > ?", nanos(f.LiveAt))
+	}
+	if c := f.After; c != nil {
+		at := nanos(c.IssuedAt)
+		add("(issued_at < ? OR (issued_at = ? AND id < ?))", at)
+		args = append(args, at, c.ID)
 	}
 	if len(conds) == 0 {
 		return "1 = 1", nil
@@ -245,10 +260,11 @@ func (db *DB) LeaseByID(ctx context.Context, id string) (Lease, error) {
 	return l, nil
 }
 
-// ListLeases returns the leases f selects, newest first.
+// ListLeases returns the leases f selects, newest first (ties by id,
+// descending, so that a LeaseCursor pages through them exactly once).
 func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 	where, args := f.where()
-	q := `SELECT ` + leaseCols + ` FROM leases WHERE ` + where + ` ORDER BY issued_at DESC`
+	q := `SELECT ` + leaseCols + ` FROM leases WHERE ` + where + ` ORDER BY issued_at DESC, id DESC`
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
 		args = append(args, f.Limit)

@@ -1,0 +1,255 @@
+// Package apitype holds the request and response bodies of mayfly's /v1
+// HTTP API (SPEC section 4), shared by the server's handlers (internal/api)
+// and every client (internal/client), so that the two sides cannot drift.
+// It is the JSON contract written down as Go types, as Tailscale's tailcfg
+// is for its control protocol.
+//
+// It owns field names, JSON tags and the constants of the wire format. It
+// must never hold behaviour beyond trivial helpers, import another mayfly
+// package, or carry a secret value in any response type: secrets go in
+// (SecretPutRequest) and never come out.
+package apitype
+
+import "time"
+
+// Token-exchange constants (RFC 8693).
+const (
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	TokenTypeIDToken       = "urn:ietf:params:oauth:token-type:id_token"
+	TokenTypeJWT           = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
+)
+
+// Error is every refusal's body: {"error":"code","error_description":"…"}.
+// Check, on a control-plane refusal (401/403), names the check that failed
+// so that a client can say what to fix.
+type Error struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+	Check       string `json:"check,omitempty"`
+}
+
+// The checks of the control plane's gate, in the order they run (Error.Check).
+const (
+	CheckNetwork           = "network"            // the caller's address is not in admin_cidrs
+	CheckClientCertificate = "client_certificate" // admin_client_ca is set and no verified certificate came
+	CheckToken             = "token"              // no admin token, or not a live one
+	CheckRole              = "role"               // the token's role is too weak for the endpoint
+)
+
+// TokenResponse is POST /v1/token's answer (RFC 8693 section 2.2.1).
+type TokenResponse struct {
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type"`
+	TokenType       string `json:"token_type"` // "Bearer" or "DPoP"
+	ExpiresIn       int64  `json:"expires_in"`
+	Scope           string `json:"scope"`
+	LeaseID         string `json:"lease_id"`
+}
+
+// RenewResponse is POST /v1/token/renew's answer.
+type RenewResponse struct {
+	LeaseID   string `json:"lease_id"`
+	ExpiresIn int64  `json:"expires_in"`
+	ExpiresAt string `json:"expires_at"` // RFC 3339
+	Scope     string `json:"scope"`
+}
+
+// LeakResponse is POST /v1/leaks' answer.
+type LeakResponse struct {
+	Revoked        []RevokedLease `json:"revoked"`
+	AlreadyRevoked int            `json:"already_revoked"`
+	Unknown        int            `json:"unknown"`
+	// RevokedAdmin lists admin tokens the report revoked (hints only).
+	RevokedAdmin []RevokedAdminToken `json:"revoked_admin_tokens,omitempty"`
+}
+
+// RevokedLease names a lease a leak report revoked; Hint is token.Hint.
+type RevokedLease struct {
+	LeaseID string `json:"lease_id"`
+	Hint    string `json:"hint"`
+}
+
+// RevokedAdminToken names an admin token a leak report revoked.
+type RevokedAdminToken struct {
+	Hint string `json:"hint"`
+}
+
+// Introspection is POST /v1/introspect's answer (RFC 7662). Only Active is
+// set for a token that is not live.
+type Introspection struct {
+	Active    bool          `json:"active"`
+	LeaseID   string        `json:"lease_id,omitempty"`
+	Scope     string        `json:"scope,omitempty"`
+	Issuer    string        `json:"iss,omitempty"`
+	Subject   string        `json:"sub,omitempty"`
+	Job       string        `json:"job,omitempty"`
+	IssuedAt  int64         `json:"iat,omitempty"`
+	ExpiresAt int64         `json:"exp,omitempty"`
+	TokenType string        `json:"token_type,omitempty"`
+	Uses      int64         `json:"uses,omitempty"`
+	Cnf       *Confirmation `json:"cnf,omitempty"`
+}
+
+// Confirmation is RFC 7800's cnf: the DPoP key a token is bound to.
+type Confirmation struct {
+	JKT string `json:"jkt"`
+}
+
+// Lease is one lease as GET /v1/leases lists it (never its token).
+type Lease struct {
+	LeaseID   string            `json:"lease_id"`
+	Issuer    string            `json:"issuer"`
+	Subject   string            `json:"subject"`
+	Job       string            `json:"job"`
+	Claims    map[string]string `json:"claims,omitempty"`
+	Grants    []string          `json:"grants"`
+	IssuedAt  time.Time         `json:"issued_at"`
+	ExpiresAt time.Time         `json:"expires_at"`
+	MaxExpiry time.Time         `json:"max_expires_at"`
+	Source    string            `json:"source,omitempty"`
+	BindIP    bool              `json:"bind_source_ip"`
+	DPoP      bool              `json:"dpop"`
+	Uses      int64             `json:"uses"`
+	RevokedAt *time.Time        `json:"revoked_at,omitempty"`
+	Reason    string            `json:"revoke_reason,omitempty"`
+}
+
+// State is "revoked", "expired" or "live" at now.
+func (l Lease) State(now time.Time) string {
+	switch {
+	case l.RevokedAt != nil:
+		return "revoked"
+	case !l.ExpiresAt.IsZero() && !now.Before(l.ExpiresAt):
+		return "expired"
+	}
+	return "live"
+}
+
+// Lease listing limits: one page holds at most MaxLeasePage leases, and
+// DefaultLeasePage when the request names no limit.
+const (
+	DefaultLeasePage = 1000
+	MaxLeasePage     = 1000
+)
+
+// LeaseList is GET /v1/leases' answer. NextCursor, when set, is passed as
+// ?cursor= to get the next page: more leases match than this page holds.
+type LeaseList struct {
+	Leases     []Lease `json:"leases"`
+	NextCursor string  `json:"next_cursor,omitempty"`
+}
+
+// RevokeLeasesRequest is POST /v1/leases/revoke's body: a lease id alone, or
+// a non-empty filter.
+type RevokeLeasesRequest struct {
+	LeaseID string `json:"lease_id,omitempty"`
+	Grant   string `json:"grant,omitempty"`
+	Issuer  string `json:"issuer,omitempty"`
+	Subject string `json:"subject,omitempty"`
+	Job     string `json:"job,omitempty"`
+}
+
+// RevokeLeasesResponse is POST /v1/leases/revoke's answer.
+type RevokeLeasesResponse struct {
+	Revoked int `json:"revoked"`
+}
+
+// SecretPutRequest is PUT /v1/secrets/{name}'s body. Value is a pointer so
+// that a missing value is told from an empty one.
+type SecretPutRequest struct {
+	Value *string `json:"value"`
+}
+
+// SecretPutResponse is PUT /v1/secrets/{name}'s answer.
+type SecretPutResponse struct {
+	Name    string `json:"name"`
+	Version int    `json:"version"`
+}
+
+// SecretMeta describes a stored secret, never its value.
+type SecretMeta struct {
+	Name       string    `json:"name"`
+	Version    int       `json:"version"`
+	KeyVersion int       `json:"key_version"`
+	CreatedAt  time.Time `json:"created_at"`
+}
+
+// SecretList is GET /v1/secrets' answer.
+type SecretList struct {
+	Secrets []SecretMeta `json:"secrets"`
+}
+
+// SecretDeleteResponse is DELETE /v1/secrets/{name}'s answer.
+type SecretDeleteResponse struct {
+	Name    string `json:"name"`
+	Deleted bool   `json:"deleted"`
+}
+
+// RotateMasterKeyResponse is POST /v1/sys/rotate-master-key's answer.
+type RotateMasterKeyResponse struct {
+	Version int `json:"version"`
+}
+
+// Headers of GET /v1/policy, whose body is the policy YAML.
+const (
+	HeaderPolicyVersion = "Mayfly-Policy-Version"
+	HeaderPolicyHash    = "Mayfly-Policy-Hash"
+)
+
+// PolicyApplyResponse is PUT /v1/policy's answer.
+type PolicyApplyResponse struct {
+	Version   int64    `json:"version"`
+	Hash      string   `json:"hash"`
+	Changes   []string `json:"changes"`
+	Unchanged bool     `json:"unchanged"`
+	Revoked   int      `json:"revoked"`
+}
+
+// PolicyPlanResponse is POST /v1/policy/plan's answer.
+type PolicyPlanResponse struct {
+	Changes []string `json:"changes"`
+}
+
+// AdminTokenCreateRequest is POST /v1/admin/tokens' body.
+type AdminTokenCreateRequest struct {
+	Name string `json:"name"`
+	Role string `json:"role"`
+}
+
+// AdminTokenCreated is POST /v1/admin/tokens' answer: the token, once.
+type AdminTokenCreated struct {
+	Name  string `json:"name"`
+	Role  string `json:"role"`
+	Token string `json:"token"`
+}
+
+// AdminToken describes an admin token, never the token.
+type AdminToken struct {
+	Name      string     `json:"name"`
+	Role      string     `json:"role"`
+	CreatedAt time.Time  `json:"created_at"`
+	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+}
+
+// AdminTokenList is GET /v1/admin/tokens' answer.
+type AdminTokenList struct {
+	Tokens []AdminToken `json:"tokens"`
+}
+
+// AdminTokenRevokeResponse is DELETE /v1/admin/tokens/{name}'s answer.
+type AdminTokenRevokeResponse struct {
+	Name    string `json:"name"`
+	Revoked bool   `json:"revoked"`
+}
+
+// Health is GET /healthz's answer.
+type Health struct {
+	Status string `json:"status"`
+}
+
+// Ready is GET /readyz's answer.
+type Ready struct {
+	Ready  bool              `json:"ready"`
+	Checks map[string]string `json:"checks"`
+}
