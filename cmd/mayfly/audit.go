@@ -520,6 +520,9 @@ func newAuditExportCmd(cf *clientFlags) *cobra.Command {
 		Short: "Write entries as NDJSON (their exact bytes, one per line) to standard output",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			if !cmd.Flags().Changed("until") {
+				until = -1 // the end of the log
+			}
 			if since < 0 || (until >= 0 && until < since) {
 				return usageErr("audit export: --since must be >= 0 and --until >= --since")
 			}
@@ -541,8 +544,8 @@ func newAuditExportCmd(cf *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().Int64Var(&since, "since", 0, "first index to export")
-	c.Flags().Int64Var(&until, "until", -1, "stop before this index (default: the end of the log)")
+	c.Flags().Int64Var(&since, "since", 0, "first entry `N` to export")
+	c.Flags().Int64Var(&until, "until", 0, "stop before entry `N` (default: the end of the log)")
 	return c
 }
 
@@ -572,8 +575,11 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 				return err
 			}
 			asJSON := format == "json"
-			if index < 0 {
-				return usageErr("audit prove: --index N is required")
+			if !cmd.Flags().Changed("index") || index < 0 {
+				return usageErr("audit prove: --index N is required (N >= 0)")
+			}
+			if !cmd.Flags().Changed("size") {
+				size = -1 // the checkpoint's
 			}
 			ctx := cmd.Context()
 			c, err := newAuditClient(cf)
@@ -652,11 +658,11 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			return nil
 		},
 	}
-	c.Flags().Int64Var(&index, "index", -1, "the entry's index")
-	c.Flags().Int64Var(&size, "size", -1, "the tree size to prove against (must be the checkpoint's)")
-	c.Flags().StringVar(&cpFile, "checkpoint", "", "a signed checkpoint file to prove against (default: the server's latest)")
-	c.Flags().StringVar(&keyFlag, "key", "", "the note verifier key to trust (a file or the key)")
-	c.Flags().StringVar(&statePath, "state", "", "state file of `audit verify` holding the pinned key")
+	c.Flags().Int64Var(&index, "index", 0, "prove entry `N` (required)")
+	c.Flags().Int64Var(&size, "size", 0, "the tree size `S` to prove against; must be the checkpoint's (default: the checkpoint's)")
+	c.Flags().StringVar(&cpFile, "checkpoint", "", "prove against the signed checkpoint in `FILE` (default: the server's latest)")
+	c.Flags().StringVar(&keyFlag, "key", "", "the note verifier `KEY` to trust, or a file holding it")
+	c.Flags().StringVar(&statePath, "state", "", "the state `FILE` of audit verify, holding the pinned key")
 	proveFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }

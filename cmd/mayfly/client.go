@@ -46,10 +46,10 @@ func (f *clientFlags) register(c *cobra.Command, persistent bool) {
 	if persistent {
 		fl = c.PersistentFlags()
 	}
-	fl.StringVar(&f.addr, "addr", "", "server URL (default $"+envAddr+")")
-	fl.StringVar(&f.cacert, "cacert", "", "PEM file of the CA to trust for the server (default $"+envCACert+")")
-	fl.StringVar(&f.clientCert, "client-cert", "", "PEM client certificate for servers that require one of admins (default $"+client.EnvClientCert+")")
-	fl.StringVar(&f.clientKey, "client-key", "", "PEM private key of --client-cert (default $"+client.EnvClientKey+")")
+	fl.StringVar(&f.addr, "addr", "", "the server's `URL`, e.g. https://127.0.0.1:8443 (default $"+envAddr+")")
+	fl.StringVar(&f.cacert, "cacert", "", "trust the CA certificate(s) in PEM `FILE` for the server (default $"+envCACert+")")
+	fl.StringVar(&f.clientCert, "client-cert", "", "present the client certificate in PEM `FILE`, for servers with admin_client_ca (default $"+client.EnvClientCert+")")
+	fl.StringVar(&f.clientKey, "client-key", "", "the private key of --client-cert, PEM `FILE` (default $"+client.EnvClientKey+")")
 }
 
 // newAPIClient builds a client from the flags and the environment. With

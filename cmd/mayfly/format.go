@@ -19,7 +19,7 @@ type outputFormat struct {
 // addFormatFlag adds --format (default def, one of allowed) and --json to c.
 func addFormatFlag(c *cobra.Command, def string, allowed ...string) *outputFormat {
 	o := &outputFormat{allowed: allowed}
-	c.Flags().StringVar(&o.value, "format", def, "output format: "+strings.Join(allowed, ", "))
+	c.Flags().StringVar(&o.value, "format", def, "print in `FORMAT`: "+strings.Join(allowed, ", "))
 	c.Flags().BoolVar(&o.json, "json", false, "the same as --format json")
 	return o
 }

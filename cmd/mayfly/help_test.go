@@ -1,0 +1,109 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"github.com/spf13/cobra"
+)
+
+// flagLine is one line of a flag listing: the flag, at most one
+// placeholder word, then the usage text. A backquoted phrase in a flag's
+// usage becomes its placeholder, which is how `audit prove --state` once
+// read "--state audit verify   state file of audit verify".
+var flagLine = regexp.MustCompile(`^\s+(-\w, )?--[a-z0-9-]+( [A-Za-z0-9_.|:-]+)?\s{2,}\S`)
+
+func walk(c *cobra.Command, fn func(*cobra.Command)) {
+	fn(c)
+	for _, s := range c.Commands() {
+		walk(s, fn)
+	}
+}
+
+func TestHelpTextIsWellFormed(t *testing.T) {
+	walk(newRootCmd(), func(c *cobra.Command) {
+		name := c.CommandPath()
+		if c.Short == "" {
+			t.Errorf("%s: no short description", name)
+		}
+		for _, fs := range []string{c.LocalFlags().FlagUsages(), c.InheritedFlags().FlagUsages()} {
+			for _, l := range strings.Split(strings.TrimRight(fs, "\n"), "\n") {
+				if l == "" {
+					continue
+				}
+				if !flagLine.MatchString(l) {
+					t.Errorf("%s: garbled flag line %q", name, l)
+				}
+				if strings.Contains(l, "(default -1)") {
+					t.Errorf("%s: a sentinel shown as a default: %q", name, l)
+				}
+			}
+		}
+	})
+}
+
+// Every command that prints a result takes --format json and its --json
+// alias, and refuses the two when they contradict each other.
+func TestFormatFlagEverywhere(t *testing.T) {
+	for _, path := range [][]string{
+		{"init"}, {"admin", "token", "create"}, {"admin", "token", "list"}, {"admin", "token", "revoke"},
+		{"secret", "put"}, {"secret", "list"}, {"secret", "show"}, {"secret", "rm"}, {"secret", "rotate-master-key"},
+		{"policy", "check"}, {"policy", "plan"}, {"policy", "apply"},
+		{"leases", "list"}, {"leases", "revoke"}, {"audit", "verify"}, {"audit", "prove"},
+		{"login"}, {"scan"},
+	} {
+		c, _, err := newRootCmd().Find(path)
+		if err != nil || c.CommandPath() != "mayfly "+strings.Join(path, " ") {
+			t.Fatalf("%v: %v", path, err)
+		}
+		for _, f := range []string{"format", "json"} {
+			if c.Flags().Lookup(f) == nil {
+				t.Errorf("%s has no --%s", c.CommandPath(), f)
+			}
+		}
+	}
+	_, stderr, code := runCLI(t, "", "policy", "check", "--json", "--format", "text", "x.yaml")
+	if code != exitUsage || !strings.Contains(stderr, "contradict") {
+		t.Errorf("--json --format text: exit %d, %q", code, stderr)
+	}
+	_, stderr, code = runCLI(t, "", "leases", "revoke", "--format", "yaml", "--grant", "g")
+	if code != exitUsage || !strings.Contains(stderr, `unknown --format "yaml"`) {
+		t.Errorf("--format yaml: exit %d, %q", code, stderr)
+	}
+}
+
+func TestPolicyCheckJSON(t *testing.T) {
+	dir := t.TempDir()
+	good := writeFile(t, dir, "good.yaml", "issuers:\n  ci:\n    url: https://token.actions.githubusercontent.com\n    audience: https://m.example\n")
+	bad := writeFile(t, dir, "bad.yaml", "issuers:\n  ci:\n    url: https://token.actions.githubusercontent.com\n    audince: x\n")
+	out, stderr, code := runCLI(t, "", "policy", "check", "--format", "json", good)
+	if code != exitOK || !strings.Contains(out, `"ok": true`) || !strings.Contains(out, `"issuers": 1`) {
+		t.Errorf("good: exit %d, %s %s", code, out, stderr)
+	}
+	out, stderr, code = runCLI(t, "", "policy", "check", "--json", bad)
+	if code != exitNegative || !strings.Contains(out, `"ok": false`) || !strings.Contains(out, `"line": 4`) || stderr != "" {
+		t.Errorf("bad: exit %d, %s %q", code, out, stderr)
+	}
+}
+
+// Shell completion is cobra's completion command, for every shell it knows.
+func TestCompletion(t *testing.T) {
+	for shell, want := range map[string]string{"bash": "bash completion", "zsh": "#compdef mayfly", "fish": "complete -c mayfly", "powershell": "Register-ArgumentCompleter"} {
+		out, stderr, code := runCLI(t, "", "completion", shell)
+		if code != exitOK || !strings.Contains(out, want) {
+			t.Errorf("completion %s: exit %d, %q…, %s", shell, code, out[:min(len(out), 80)], stderr)
+		}
+	}
+}
+
+func writeFile(t *testing.T, dir, name, body string) string {
+	t.Helper()
+	p := filepath.Join(dir, name)
+	if err := os.WriteFile(p, []byte(body), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
