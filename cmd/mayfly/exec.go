@@ -21,6 +21,31 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
+// Exit codes of `mayfly exec` beyond CMD's own, as env(1), timeout(1) and
+// `docker run` use them: a caller can tell mayfly's failure from CMD's.
+const (
+	exitExecFailed    = 125 // mayfly exec itself failed; CMD did not run
+	exitCannotExecute = 126 // CMD was found but could not be started
+	exitNotFound      = 127 // CMD was not found
+)
+
+// execFailed turns a failure of exec's own (usage, ID token, exchange,
+// masker) into exit 125, keeping its message.
+func execFailed(err error) error {
+	if err == nil {
+		return nil
+	}
+	msg := err.Error()
+	var ee *exitError
+	if errors.As(err, &ee) {
+		msg = ee.msg
+	}
+	if !strings.HasPrefix(msg, "exec") {
+		msg = "exec: " + msg
+	}
+	return &exitError{code: exitExecFailed, msg: msg}
+}
+
 // forwardedSignals are passed on to the child of `mayfly exec`.
 var forwardedSignals = []os.Signal{syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT}
 
@@ -34,35 +59,22 @@ func newExecCmd() *cobra.Command {
 		Long: "Exchange the job's ID token, run CMD with MAYFLY_TOKEN and MAYFLY_GATEWAY=<addr>/gw in its\n" +
 			"environment, pass its standard output and error through the masker (the job token, the ID\n" +
 			"token and the values of --mask-env variables), forward SIGINT/SIGTERM/SIGHUP/SIGQUIT to it,\n" +
-			"renew the token while CMD runs (up to the grant's max_ttl), revoke the token when CMD ends,\n" +
-			"and exit with CMD's exit code (128+N if it died of signal N).",
-		Args: cobra.MinimumNArgs(1),
+			"renew the token while CMD runs (up to the grant's max_ttl), and revoke the token when CMD ends.\n\n" +
+			"Exit status:\n" +
+			"  CMD's own    when CMD ran (0-255)\n" +
+			"  128+N        CMD died of signal N\n" +
+			"  125          mayfly exec itself failed and CMD did not run: bad usage, no ID token,\n" +
+			"               the exchange refused, the server unreachable (the message says which)\n" +
+			"  126          CMD was found but could not be started\n" +
+			"  127          CMD was not found",
+		Args: func(cmd *cobra.Command, args []string) error {
+			if len(args) == 0 {
+				return execFailed(usageErr("exec: no command given: mayfly exec --grant NAME -- CMD ARGS…"))
+			}
+			return nil
+		},
 		RunE: func(cmd *cobra.Command, args []string) error {
-			// Check what is to be masked before anything is issued.
-			var secrets [][]byte
-			for _, name := range maskEnv {
-				v := os.Getenv(name)
-				if v == "" {
-					continue
-				}
-				if len(v) < mask.MinSecretLen {
-					return usageErr("exec: --mask-env %s: the value is shorter than %d bytes and cannot be masked safely", name, mask.MinSecretLen)
-				}
-				secrets = append(secrets, []byte(v))
-			}
-			ex, err := jf.exchange(cmd.Context(), cmd.ErrOrStderr())
-			if err != nil {
-				return err
-			}
-			secrets = append(secrets, []byte(ex.resp.AccessToken), []byte(ex.idToken))
-			m, err := mask.NewMatcher(secrets)
-			if err != nil {
-				revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
-				return usageErr("exec: masker: %v", err)
-			}
-			env := childEnv(os.Environ(), ex, jf.dpopKey)
-			code, err := runMasked(cmd.Context(), m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ex, !noRenew)
-			revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+			code, err := runExec(cmd, args, jf, maskEnv, noRenew)
 			if err != nil {
 				return err
 			}
@@ -76,7 +88,41 @@ func newExecCmd() *cobra.Command {
 	c.Flags().StringSliceVar(&maskEnv, "mask-env", nil, "also mask the values of these environment variables (repeatable)")
 	c.Flags().BoolVar(&noRenew, "no-renew", false, "do not renew the token while the command runs")
 	c.Flags().SetInterspersed(false) // flags after CMD belong to CMD
+	c.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
+		return execFailed(usageErr("%s", withCommand(c, err.Error())))
+	})
 	return c
+}
+
+// runExec is `mayfly exec`: CMD's exit code, or an error with exec's own
+// exit code (125, 126, 127).
+func runExec(cmd *cobra.Command, args []string, jf *jobFlags, maskEnv []string, noRenew bool) (int, error) {
+	// Check what is to be masked before anything is issued.
+	var secrets [][]byte
+	for _, name := range maskEnv {
+		v := os.Getenv(name)
+		if v == "" {
+			continue
+		}
+		if len(v) < mask.MinSecretLen {
+			return 0, execFailed(usageErr("exec: --mask-env %s: the value is shorter than %d bytes and cannot be masked safely", name, mask.MinSecretLen))
+		}
+		secrets = append(secrets, []byte(v))
+	}
+	ex, err := jf.exchange(cmd.Context(), cmd.ErrOrStderr())
+	if err != nil {
+		return 0, execFailed(err)
+	}
+	secrets = append(secrets, []byte(ex.resp.AccessToken), []byte(ex.idToken))
+	m, err := mask.NewMatcher(secrets)
+	if err != nil {
+		revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+		return 0, execFailed(usageErr("exec: masker: %v", err))
+	}
+	env := childEnv(os.Environ(), ex, jf.dpopKey)
+	code, err := runMasked(cmd.Context(), m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ex, !noRenew)
+	revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+	return code, err
 }
 
 // childEnv is the parent's environment with MAYFLY_TOKEN, MAYFLY_GATEWAY
@@ -128,9 +174,9 @@ func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin i
 	defer signal.Stop(sigs)
 
 	if err := child.Start(); err != nil {
-		code := 126
+		code := exitCannotExecute
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
-			code = 127
+			code = exitNotFound
 		}
 		return 0, &exitError{code: code, msg: fmt.Sprintf("exec: %s: %v", args[0], err)}
 	}
@@ -163,7 +209,7 @@ func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin i
 
 	st := child.ProcessState
 	if st == nil {
-		return 0, usageErr("exec: %s: %v", args[0], err)
+		return 0, &exitError{code: exitCannotExecute, msg: fmt.Sprintf("exec: %s: %v", args[0], err)}
 	}
 	if ws, ok := st.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		return 128 + int(ws.Signal()), nil

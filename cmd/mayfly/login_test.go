@@ -242,11 +242,11 @@ func TestExecUnit(t *testing.T) {
 	// A --mask-env value too short to mask is refused before any exchange.
 	t.Setenv("SHORT", "abc")
 	n := len(fs.issued)
-	if _, _, code := runCLI(t, "", "exec", "--grant", "deploy", "--mask-env", "SHORT", "--", "true"); code != 2 || len(fs.issued) != n {
+	if _, _, code := runCLI(t, "", "exec", "--grant", "deploy", "--mask-env", "SHORT", "--", "true"); code != exitExecFailed || len(fs.issued) != n {
 		t.Errorf("exit %d, issued %d more", code, len(fs.issued)-n)
 	}
-	// Refusal: exit 1, nothing run.
-	if out, _, code := runCLI(t, "", "exec", "--grant", "forbidden", "--", "echo", "ran"); code != 1 || out != "" {
+	// Refusal: exec's own failure (125), nothing run.
+	if out, _, code := runCLI(t, "", "exec", "--grant", "forbidden", "--", "echo", "ran"); code != exitExecFailed || out != "" {
 		t.Errorf("exit %d out %q", code, out)
 	}
 }
@@ -265,5 +265,48 @@ func TestChildEnv(t *testing.T) {
 	}
 	if got["PATH=/bin"] != 1 || got["MAYFLY_TOKEN="+tok] != 1 || got["MAYFLY_GATEWAY=https://m:1/gw"] != 1 || len(e) != 3 {
 		t.Errorf("env %v", e)
+	}
+}
+
+// exec's own failures (125) are told apart from CMD's exit codes, which
+// pass through whatever they are.
+func TestExecExitCodes(t *testing.T) {
+	fs := newFakeServer(t)
+	jobEnv(t, fs.URL)
+	notExec := filepath.Join(t.TempDir(), "not-executable")
+	if err := os.WriteFile(notExec, []byte("#!/bin/sh\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		addr   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{name: "CMD exits 1", args: []string{"--grant", "deploy", "--", "sh", "-c", "exit 1"}, code: 1},
+		{name: "CMD exits 2", args: []string{"--grant", "deploy", "--", "sh", "-c", "exit 2"}, code: 2},
+		{name: "CMD exits 124", args: []string{"--grant", "deploy", "--", "sh", "-c", "exit 124"}, code: 124},
+		{name: "refused", args: []string{"--grant", "forbidden", "--", "true"}, code: exitExecFailed, stderr: "exec: token exchange refused: invalid_scope"},
+		{name: "unreachable", addr: "http://127.0.0.1:1", args: []string{"--grant", "deploy", "--", "true"}, code: exitExecFailed, stderr: "exec: token exchange: cannot reach"},
+		{name: "no grant", args: []string{"--", "true"}, code: exitExecFailed, stderr: "exec: --grant NAME is required"},
+		{name: "no command", args: []string{"--grant", "deploy"}, code: exitExecFailed, stderr: "no command given"},
+		{name: "unknown flag", args: []string{"--grnat", "deploy", "--", "true"}, code: exitExecFailed, stderr: "unknown flag: --grnat"},
+		{name: "not executable", args: []string{"--grant", "deploy", "--", notExec}, code: exitCannotExecute, stderr: "not-executable"},
+		{name: "not found", args: []string{"--grant", "deploy", "--", "/nonexistent/cmd"}, code: exitNotFound, stderr: "/nonexistent/cmd"},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			if tc.addr != "" {
+				t.Setenv("MAYFLY_ADDR", tc.addr)
+			}
+			_, stderr, code := runCLI(t, "", append([]string{"exec"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
+				t.Fatalf("exit %d (want %d), stderr %q (want %q)", code, tc.code, stderr, tc.stderr)
+			}
+			if tc.stderr != "" {
+				oneLineErr(t, tc.args, stderr)
+			}
+		})
 	}
 }
