@@ -7,7 +7,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/mayfly-sh/mayfly/internal/gateway"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -69,7 +68,7 @@ need a live token and are not run. Exit 0 when allowed, 1 when denied.`,
 					raw = ""
 				}
 			}
-			clean, err := gateway.CleanPath(raw)
+			clean, err := policy.CleanPath(raw)
 			if err != nil {
 				return negative("denied: %v (the gateway answers 400)", err)
 			}
@@ -80,7 +79,7 @@ need a live token and are not run. Exit 0 when allowed, 1 when denied.`,
 			if !ok {
 				return negative("denied: no allow rule of grants.%s lets %s %s through (403 insufficient_scope)", grant, method, clean)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "allowed by grants.%s.allow[%d] (upstream %s, forwarded as %s)\n", grant, rule, g.Upstream, gateway.EscapePath(clean))
+			fmt.Fprintf(cmd.OutOrStdout(), "allowed by grants.%s.allow[%d] (upstream %s, forwarded as %s)\n", grant, rule, g.Upstream, policy.EscapePath(clean))
 			return nil
 		},
 	}

@@ -209,9 +209,9 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 			continue
 		}
 		seen[name] = true
-		if ok, reason := p.Eligible(id.Issuer, id.Claims, r.Source, name); !ok {
-			ev.Check = "scope"
-			return nil, refuse(400, "invalid_scope", "grant %q: %s", name, reason)
+		if no := p.Admit(policy.Identity{Issuer: id.Issuer, Claims: id.Claims, Source: r.Source}, name); no != nil {
+			ev.Check, ev.Detail = no.Reason.Check(), no.Detail()
+			return nil, refuse(400, "invalid_scope", "%s", no.Error())
 		}
 		g := p.Grants[name]
 		if ttl == 0 || g.TTL < ttl {
@@ -285,31 +285,25 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	if err != nil {
 		return nil, refuse(401, "invalid_token", "%v", err)
 	}
-	if l.BindSource && l.Source != source {
-		return nil, refuse(403, "invalid_token", "token bound to another source address")
-	}
 	// The policy in force decides a renewal, not the one at issue: the
 	// identity must still match each grant's who (and source networks), and
 	// a max_ttl lowered since caps the token too.
-	p := a.Policy()
+	gs, no := a.Policy().Readmit(&policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}, source)
+	if no != nil {
+		status := 403
+		if no.Reason == policy.GrantsRemoved {
+			status = 401
+		}
+		return nil, refuse(status, "invalid_token", "renewal refused: %s", no.Error())
+	}
 	var ttl, maxTTL time.Duration
-	for _, name := range l.Grants {
-		g := p.Grants[name]
-		if g == nil {
-			continue
-		}
-		if _, reason := g.MatchWho(l.Issuer, l.Claims, source); reason != "" {
-			return nil, refuse(403, "invalid_token", "renewal refused: grant %q: %s", name, reason)
-		}
+	for _, g := range gs {
 		if ttl == 0 || g.TTL < ttl {
 			ttl = g.TTL
 		}
 		if maxTTL == 0 || g.MaxTTL < maxTTL {
 			maxTTL = g.MaxTTL
 		}
-	}
-	if ttl == 0 {
-		return nil, refuse(401, "invalid_token", "the token's grants no longer exist")
 	}
 	if room := l.IssuedAt.Add(maxTTL).Sub(a.cfg.Now()); room < ttl {
 		ttl = room

@@ -8,11 +8,11 @@
 //     the token as user name or password) or Proxy-Authorization, is known,
 //     live and unexpired (Leases.Lookup) — else 401 invalid_token with
 //     WWW-Authenticate (DPoP scheme for key-bound tokens);
-//  2. the path after /gw/{upstream} passes CleanPath — else 400;
-//  3. the source address (clientip) is allowed: equal to the lease's when
-//     the lease or one of its grants binds the source, and within the
-//     source_cidrs of a who entry of the grant consistent with the lease's
-//     identity — else 403;
+//  2. the path after /gw/{upstream} passes policy.CleanPath — else 400;
+//  3. policy.Policy.Authorize: the source address (clientip) is allowed —
+//     equal to the lease's when the lease or one of its grants binds the
+//     source, and within the source_cidrs of a who entry of the grant that
+//     the lease's identity still matches — else 403;
 //  4. one of the lease's grants names this upstream and allows the method
 //     on the decoded path, and so any method an X-HTTP-Method-Override,
 //     X-HTTP-Method or X-Method-Override header, a `_method` query
@@ -25,7 +25,7 @@
 //  6. the lease's use limit — else 401 invalid_token.
 //
 // The request then goes to the upstream with the path the policy was
-// matched against (EscapePath of CleanPath: the same path, never the raw
+// matched against (policy.EscapePath of policy.CleanPath: the same path, never the raw
 // one), the query string as sent, every header that carried the token
 // (Authorization, Proxy-Authorization, DPoP, and any other holding it)
 // removed and the upstream credential set. Bodies stream both ways (a
@@ -84,7 +84,6 @@ import (
 	"log/slog"
 	"mime"
 	"net/http"
-	"net/netip"
 	"net/url"
 	"strings"
 	"sync"
@@ -110,9 +109,9 @@ const (
 const (
 	CheckRoute  = "route"
 	CheckToken  = "token"
-	CheckPath   = "path"
-	CheckSource = "source"
-	CheckScope  = "scope"
+	CheckPath   = policy.CheckPath
+	CheckSource = policy.CheckSource
+	CheckScope  = policy.CheckScope
 	CheckDPoP   = "dpop"
 	CheckUses   = "uses"
 	CheckPolicy = "policy"
@@ -359,16 +358,19 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 2. path
-	clean, err := CleanPath(sub)
+	clean, err := policy.CleanPath(sub)
 	if err != nil {
+		rq.ev.Detail = map[string]any{"reason": policy.PathRefused.Code()}
 		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request", err.Error(), CheckPath)
 		return
 	}
 	rq.ev.Path = truncate(clean, 2048)
 
 	// 3. source address, 4. scope
-	grant, rule, check, desc := authorize(pol, l, upName, r.Method, clean, addr)
-	if check == "" {
+	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}
+	dec := pol.Authorize(&holder, addr, upName, r.Method, clean)
+	why, desc := dec.Reason, dec.Reason.String()
+	if why == policy.Allowed {
 		// Upstreams that honour a method override header (Rails/Rack,
 		// Symfony, ASP.NET, Google APIs) run the method it names: the
 		// policy must allow that one too.
@@ -389,21 +391,22 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if m == r.Method {
 				continue
 			}
-			if _, _, c, d := authorize(pol, l, upName, m, clean, addr); c != "" {
-				check, desc = c, d+" (method override "+truncate(m, 32)+")"
+			if d := pol.Authorize(&holder, addr, upName, m, clean); d.Reason != policy.Allowed {
+				why, desc = d.Reason, d.Reason.String()+" (method override "+truncate(m, 32)+")"
 				break
 			}
 		}
 	}
-	if check != "" {
+	if why != policy.Allowed {
 		status, code := http.StatusForbidden, "insufficient_scope"
-		if check == CheckSource {
+		if why.Check() == CheckSource {
 			code = "access_denied"
 		}
-		g.refuse(w, r, rq, status, code, desc, check)
+		rq.ev.Detail = map[string]any{"reason": why.Code()}
+		g.refuse(w, r, rq, status, code, desc, why.Check())
 		return
 	}
-	rq.ev.Grant = grant.Name
+	rq.ev.Grant = dec.Grant.Name
 	up := pol.Upstreams[upName]
 	if up == nil {
 		g.refuse(w, r, rq, http.StatusForbidden, "insufficient_scope", "upstream not in policy", CheckScope)
@@ -453,7 +456,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.ev.Secret, rq.ev.SecretVersion = up.Credential.Secret, cred.version
-	rq.ev.Detail = g.allowDetail(rule)
+	rq.ev.Detail = g.allowDetail(dec.Rule)
 	red, err := g.redactor(cred, rq.tok)
 	if err != nil {
 		g.log.Warn("gateway: response masker", "upstream", up.Name, "err", err)
@@ -488,82 +491,6 @@ func (g *Gateway) allowDetail(rule int) map[string]any {
 		return g.allow[rule]
 	}
 	return map[string]any{"decision": "allow", "rule": rule}
-}
-
-// authorize runs the source and scope checks. It returns the grant and
-// rule that allow the request, or the failed check and why.
-func authorize(pol *policy.Policy, l *lease.Live, upstream, method, path string, addr netip.Addr) (*policy.Grant, int, string, string) {
-	addr = addr.Unmap().WithZone("")
-	if l.BindSource && (!addr.IsValid() || addr != l.Source.Unmap().WithZone("")) {
-		return nil, -1, CheckSource, "source address not allowed: the token is bound to the address that exchanged it"
-	}
-	sourceOK, named := false, false
-	for _, name := range l.Grants {
-		g := pol.Grants[name]
-		if g == nil {
-			continue // removed from the policy since the exchange
-		}
-		if !sourceAllowed(pol, g, l, addr) {
-			continue
-		}
-		sourceOK = true
-		if g.Upstream != upstream {
-			continue
-		}
-		named = true
-		if rule, ok := g.Allow(method, path); ok {
-			return g, rule, "", ""
-		}
-	}
-	switch {
-	case !sourceOK:
-		return nil, -1, CheckSource, "source address not allowed"
-	case !named:
-		return nil, -1, CheckScope, "no grant of this token is for this upstream"
-	}
-	return nil, -1, CheckScope, "no grant of this token allows this method and path"
-}
-
-// sourceAllowed: the grant's source binding, and a who entry consistent
-// with the lease's identity that allows addr. A claim the lease did not
-// record counts as matching (the exchange checked it); a recorded claim
-// must still be allowed, so a policy change that drops the identity takes
-// effect at once.
-func sourceAllowed(pol *policy.Policy, g *policy.Grant, l *lease.Live, addr netip.Addr) bool {
-	if g.BindSourceIP && (!addr.IsValid() || addr != l.Source.Unmap().WithZone("")) {
-		return false
-	}
-	for i := range g.Who {
-		w := &g.Who[i]
-		if w.Issuer != l.Issuer {
-			if is := pol.Issuers[w.Issuer]; is == nil || is.URL != l.Issuer {
-				continue
-			}
-		}
-		match := true
-		for k, vals := range w.Claims {
-			if v, ok := l.Claims[k]; ok && !contains(vals, v) {
-				match = false
-				break
-			}
-		}
-		if !match {
-			continue
-		}
-		if len(w.SourceCIDRs) == 0 || addr.IsValid() && w.SourceAllowed(addr) {
-			return true
-		}
-	}
-	return false
-}
-
-func contains(vals []string, v string) bool {
-	for _, x := range vals {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 // refuse records a refusal and answers it.

@@ -223,7 +223,7 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	out.URL.Scheme = base.Scheme
 	out.URL.Host = base.Host
 	out.URL.Path = base.Path + f.clean
-	out.URL.RawPath = base.EscapedPath() + EscapePath(f.clean)
+	out.URL.RawPath = base.EscapedPath() + policy.EscapePath(f.clean)
 	out.URL.RawQuery = f.r.URL.RawQuery
 	out.URL.Fragment, out.URL.RawFragment = "", ""
 	out.Host = ""

@@ -8,13 +8,6 @@ import (
 	"strings"
 )
 
-// Reasons Eligible gives when it says no.
-const (
-	ReasonUnknownGrant     = "unknown grant"
-	ReasonNoWhoMatches     = "no who entry matches"
-	ReasonSourceNotAllowed = "source address not allowed"
-)
-
 const (
 	maxPatternLen  = 2048
 	maxPatternSegs = 128
@@ -277,38 +270,6 @@ func (w *Who) SourceAllowed(addr netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-// MatchWho returns the index of the first who entry that matches the
-// identity and allows addr, or -1 and the reason (ReasonNoWhoMatches, or
-// ReasonSourceNotAllowed when some entry matched but not from addr).
-func (g *Grant) MatchWho(issuer string, claims map[string]string, addr netip.Addr) (int, string) {
-	reason := ReasonNoWhoMatches
-	for i := range g.Who {
-		w := &g.Who[i]
-		if !w.Match(issuer, claims) {
-			continue
-		}
-		if !w.SourceAllowed(addr) {
-			reason = ReasonSourceNotAllowed
-			continue
-		}
-		return i, ""
-	}
-	return -1, reason
-}
-
-// Eligible says whether the identity (issuer name, claims, source address)
-// may have the grant; when not, reason is one of the Reason constants.
-func (p *Policy) Eligible(issuer string, claims map[string]string, addr netip.Addr, grant string) (ok bool, reason string) {
-	g, found := p.Grants[grant]
-	if !found {
-		return false, ReasonUnknownGrant
-	}
-	if _, reason := g.MatchWho(issuer, claims, addr); reason != "" {
-		return false, reason
-	}
-	return true, ""
 }
 
 // IssuersByURL returns the issuers whose url is iss (several when they

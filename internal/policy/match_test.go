@@ -196,7 +196,7 @@ func TestSourceAllowed(t *testing.T) {
 	}
 }
 
-func TestEligible(t *testing.T) {
+func TestAdmit(t *testing.T) {
 	src := strings.Replace(base, "          project: app\n", "          project: app\n        source_cidrs: [10.0.0.0/8]\n      - issuer: ci\n        claims: {project: web}\n", 1)
 	p := mustParse(t, one("p.yaml", src))
 	in := netip.MustParseAddr("10.0.0.1")
@@ -207,24 +207,25 @@ func TestEligible(t *testing.T) {
 		claims map[string]string
 		addr   netip.Addr
 		grant  string
-		ok     bool
-		reason string
+		reason Reason // Allowed: admitted
 	}{
-		{"match", "ci", map[string]string{"project": "app"}, in, "deploy", true, ""},
-		{"second entry, any address", "ci", map[string]string{"project": "web"}, out, "deploy", true, ""},
-		{"source", "ci", map[string]string{"project": "app"}, out, "deploy", false, ReasonSourceNotAllowed},
-		{"claims", "ci", map[string]string{"project": "other"}, in, "deploy", false, ReasonNoWhoMatches},
-		{"issuer", "other", map[string]string{"project": "app"}, in, "deploy", false, ReasonNoWhoMatches},
-		{"grant", "ci", map[string]string{"project": "app"}, in, "nope", false, ReasonUnknownGrant},
+		{"match", "ci", map[string]string{"project": "app"}, in, "deploy", Allowed},
+		{"second entry, any address", "ci", map[string]string{"project": "web"}, out, "deploy", Allowed},
+		{"source", "ci", map[string]string{"project": "app"}, out, "deploy", SourceNotAllowed},
+		{"claims", "ci", map[string]string{"project": "other"}, in, "deploy", NoWhoMatches},
+		{"claim missing", "ci", map[string]string{}, in, "deploy", NoWhoMatches},
+		{"issuer", "other", map[string]string{"project": "app"}, in, "deploy", NoWhoMatches},
+		{"grant", "ci", map[string]string{"project": "app"}, in, "nope", UnknownGrant},
 	}
 	for _, tt := range tests {
-		ok, reason := p.Eligible(tt.issuer, tt.claims, tt.addr, tt.grant)
-		if ok != tt.ok || reason != tt.reason {
-			t.Errorf("%s: Eligible = %v, %q; want %v, %q", tt.name, ok, reason, tt.ok, tt.reason)
+		no := p.Admit(Identity{Issuer: tt.issuer, Claims: tt.claims, Source: tt.addr}, tt.grant)
+		got := Allowed
+		if no != nil {
+			got = no.Reason
 		}
-	}
-	if i, _ := p.Grants["deploy"].MatchWho("ci", map[string]string{"project": "web"}, in); i != 1 {
-		t.Errorf("MatchWho = %d, want 1", i)
+		if got != tt.reason {
+			t.Errorf("%s: Admit = %v; want %v", tt.name, no, tt.reason)
+		}
 	}
 	if is := p.IssuersByURL("https://ci.example.com"); len(is) != 1 || is[0].Name != "ci" {
 		t.Errorf("IssuersByURL = %v", is)

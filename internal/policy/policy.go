@@ -1,11 +1,16 @@
 // Package policy owns mayfly's policy as code (SPEC section 3): the YAML
 // schema of issuers, upstreams and grants, its strict validation (every
-// problem reported with file, line and reason), the compiled matchers the
-// exchange and the gateway ask (claims, methods, paths, source networks) and
-// the difference between two versions.
+// problem reported with file, line and reason), the compiled matchers
+// (claims, methods, paths, source networks), the difference between two
+// versions, and every decision made from it: who may have a grant (Admit,
+// for the exchange; Readmit, for renewal), what a held token may do
+// through the gateway (Authorize), with one table of reasons (Reason) that
+// error descriptions and audit entries share, and the gateway's reading of
+// a request path (CleanPath, EscapePath).
 //
-// It never touches the network or the store: secret names are checked
-// through a function the caller gives, issuer keys are fetched by identity.
+// It never touches the network or the store, and never records anything:
+// secret names are checked through a function the caller gives, issuer
+// keys are fetched by identity, and the caller audits the decisions.
 //
 // Decisions this package makes where SPEC section 3 is silent:
 //

@@ -1,4 +1,4 @@
-package gateway
+package policy
 
 import (
 	"errors"
@@ -13,11 +13,12 @@ const MaxPathLen = 8 << 10
 
 // PathError says why a request path was refused. It quotes nothing of the
 // path itself.
-type PathError struct{ Reason string }
+// Its reason is PathRefused; Detail says which rule the path broke.
+type PathError struct{ Detail string }
 
-func (e *PathError) Error() string { return "path refused: " + e.Reason }
+func (e *PathError) Error() string { return PathRefused.String() + ": " + e.Detail }
 
-func pathErr(reason string) error { return &PathError{Reason: reason} }
+func pathErr(detail string) error { return &PathError{Detail: detail} }
 
 // ErrPath is matched by errors.Is for every *PathError.
 var ErrPath = errors.New("path refused")
