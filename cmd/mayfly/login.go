@@ -90,6 +90,9 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	}
 	resp, raw, err := jc.Exchange(ctx, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
 	if err != nil {
+		if refused(err) {
+			printIDTokenClaims(stderr, idTok)
+		}
 		return nil, jobErr(err)
 	}
 	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key}, nil

@@ -135,7 +135,7 @@ func newPolicyCmd() *cobra.Command {
 			return err
 		},
 	}
-	pol.AddCommand(check, plan, apply, show)
+	pol.AddCommand(check, plan, apply, show, newPolicyTestCmd())
 	return pol
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"sort"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -81,8 +82,16 @@ func (a *Authority) LoadPolicy(ctx context.Context) error {
 }
 
 func (a *Authority) install(p *policy.Policy, version int64) {
+	// In name order: of two issuers with one url and audience, identity
+	// picks the first, and `mayfly policy test` must pick the same one.
+	names := make([]string, 0, len(p.Issuers))
+	for name := range p.Issuers {
+		names = append(names, name)
+	}
+	sort.Strings(names)
 	var cfgs []identity.IssuerConfig
-	for _, is := range p.Issuers {
+	for _, name := range names {
+		is := p.Issuers[name]
 		cfgs = append(cfgs, identity.IssuerConfig{Name: is.Name, URL: is.URL, Audience: is.Audience, JWKSURL: is.JWKSURL, Algorithms: is.Algorithms,
 			AllowMultipleAudiences: is.AllowMultipleAudiences})
 	}

@@ -93,11 +93,11 @@ type Identity struct {
 // Claim values are not secret (they say which pipeline asked), so refusals
 // show them.
 type Mismatch struct {
-	Who      int      // index of the entry in the grant's who
-	Line     string   // "issuer", "claims.NAME" or "source_cidrs"
-	Expected []string // what the line accepts
-	Got      string   // what the identity has ("" when Missing)
-	Missing  bool     // the identity has no such claim
+	Who      int      `json:"who"`               // index of the entry in the grant's who
+	Line     string   `json:"line"`              // "issuer", "claims.NAME" or "source_cidrs"
+	Expected []string `json:"expected"`          // what the line accepts
+	Got      string   `json:"got,omitempty"`     // what the identity has ("" when Missing)
+	Missing  bool     `json:"missing,omitempty"` // the identity has no such claim
 }
 
 func (m *Mismatch) String() string {

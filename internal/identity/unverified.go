@@ -1,0 +1,66 @@
+package identity
+
+import (
+	"errors"
+	"time"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// Unverified is what an ID token says about itself, read WITHOUT checking
+// its signature, issuer, audience or lifetime. It explains (mayfly policy
+// test, a refused mayfly login); nothing may be decided on it.
+type Unverified struct {
+	Algorithm string
+	KeyID     string
+	Issuer    string // the iss claim (a url)
+	Subject   string
+	Audience  []string
+	Expiry    time.Time // zero when exp is missing or not a date
+	// Claims holds every top-level claim as a string, as Identity.Claims
+	// does after verification.
+	Claims map[string]string
+}
+
+// DecodeUnverified reads raw's header and claims without verifying
+// anything (see Unverified). raw is limited to DefaultMaxTokenSize; the
+// errors say what is malformed and never quote the token.
+func DecodeUnverified(raw string) (*Unverified, error) {
+	if len(raw) > DefaultMaxTokenSize {
+		return nil, verr(CheckSize, "token is %d bytes, more than %d", len(raw), DefaultMaxTokenSize)
+	}
+	if raw == "" {
+		return nil, verr(CheckFormat, "empty token")
+	}
+	jws, err := jose.ParseSignedCompact(raw, supportedAlgs)
+	if err != nil {
+		var ua *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &ua) {
+			return nil, verr(CheckAlgorithm, "algorithm %s is never accepted", quote(string(ua.Got)))
+		}
+		return nil, verr(CheckFormat, "not a compact JWS")
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, verr(CheckFormat, "want exactly one signature")
+	}
+	claims, err := decodeClaims(jws.UnsafePayloadWithoutVerification())
+	if err != nil {
+		return nil, err
+	}
+	hdr := jws.Signatures[0].Header
+	u := &Unverified{Algorithm: hdr.Algorithm, KeyID: hdr.KeyID, Claims: make(map[string]string, len(claims))}
+	for k, c := range claims {
+		if s, ok := claimString(c); ok {
+			u.Claims[k] = s
+		}
+	}
+	u.Issuer, _ = claims["iss"].(string)
+	u.Subject, _ = claims["sub"].(string)
+	if aud, err := audience(claims["aud"]); err == nil {
+		u.Audience = aud
+	}
+	if exp, ok := numericDate(claims["exp"]); ok {
+		u.Expiry = exp
+	}
+	return u, nil
+}

@@ -1,0 +1,88 @@
+package identity
+
+import (
+	"context"
+	"encoding/json"
+	"strings"
+	"testing"
+
+	jose "github.com/go-jose/go-jose/v4"
+)
+
+// DecodeUnverified reads what Verify would, as the same strings, whoever
+// signed the token.
+func TestDecodeUnverified(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	v := newTestVerifier(t, clk, ti.config())
+	claims := ti.claims(clk)
+	good := sign(t, rsaKey1(), jose.RS256, "k1", claims)
+	id, err := v.Verify(context.Background(), good)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name  string
+		raw   string
+		check string // "" = decodes
+	}{
+		{"verifiable", good, ""},
+		{"signed by anyone", sign(t, rsaEvil(), jose.RS256, "k1", claims), ""},
+		{"empty", "", CheckFormat},
+		{"not a JWS", "a.b.c", CheckFormat},
+		{"alg none", "eyJhbGciOiJub25lIn0.e30.", CheckAlgorithm},
+		{"claims not an object", signRaw(t, rsaKey1(), jose.RS256, "k1", []byte(`[1]`)), CheckFormat},
+		{"too large", strings.Repeat("a", DefaultMaxTokenSize+1), CheckSize},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			u, err := DecodeUnverified(tt.raw)
+			if tt.check != "" {
+				if CheckOf(err) != tt.check {
+					t.Fatalf("err = %v, want check %s", err, tt.check)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if u.Issuer != ti.srv.URL || u.Subject != id.Subject || u.Algorithm != "RS256" || u.KeyID != "k1" ||
+				len(u.Audience) != 1 || u.Audience[0] != testAudience || !u.Expiry.Equal(id.Expiry) {
+				t.Errorf("decoded %+v", u)
+			}
+			for k, want := range id.Claims {
+				if u.Claims[k] != want {
+					t.Errorf("claim %s = %q, want %q (as Verify reads it)", k, u.Claims[k], want)
+				}
+			}
+			if u.Claims["repository_id"] != "123456789" {
+				t.Errorf("repository_id = %q", u.Claims["repository_id"])
+			}
+		})
+	}
+}
+
+func FuzzDecodeUnverified(f *testing.F) {
+	f.Add("eyJhbGciOiJSUzI1NiJ9.eyJpc3MiOiJ4IiwiYXVkIjpbImEiXSwiZXhwIjoxfQ.c2ln")
+	f.Add("eyJhbGciOiJub25lIn0.e30.")
+	f.Add("a.b.c")
+	f.Add("")
+	f.Fuzz(func(t *testing.T, raw string) {
+		u, err := DecodeUnverified(raw)
+		if err != nil {
+			if CheckOf(err) == "" {
+				t.Fatalf("error without a check: %v", err)
+			}
+			if len(raw) > 8 && strings.Contains(err.Error(), raw) {
+				t.Fatalf("error quotes the token: %v", err)
+			}
+			return
+		}
+		if u.Claims == nil {
+			t.Fatal("decoded without claims")
+		}
+		if _, err := json.Marshal(u); err != nil {
+			t.Fatal(err)
+		}
+	})
+}
