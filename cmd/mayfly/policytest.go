@@ -6,13 +6,13 @@ import (
 	"io"
 	"net/netip"
 	"os"
-	"slices"
 	"sort"
 	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
@@ -151,11 +151,12 @@ func testPolicy(p *policy.Policy, u *identity.Unverified, names []string, addr n
 		exp := u.Expiry.UTC()
 		res.Expires = &exp
 	}
-	is, problem := issuerOf(p, u)
-	res.IssuerProblem = problem
-	if is != nil {
-		res.Issuer = is.Name
+	// The same issuer the server's identity.Verifier would pick.
+	name, err := u.IssuerOf(authority.IssuerConfigs(p))
+	if err != nil {
+		res.IssuerProblem = fmt.Sprintf("%v: the server refuses this token (invalid_grant)", err)
 	}
+	res.Issuer = name
 	if len(names) == 0 {
 		for n := range p.Grants {
 			names = append(names, n)
@@ -191,27 +192,6 @@ func testPolicy(p *policy.Policy, u *identity.Unverified, names []string, addr n
 		res.Grants = append(res.Grants, tg)
 	}
 	return res
-}
-
-// issuerOf finds the policy issuer the server would verify the token
-// against: the first by name whose url is its iss, whose audience its aud
-// holds and whose algorithms include its alg.
-func issuerOf(p *policy.Policy, u *identity.Unverified) (*policy.Issuer, string) {
-	byURL := p.IssuersByURL(u.Issuer)
-	if len(byURL) == 0 {
-		return nil, fmt.Sprintf("no issuer of the policy has url %q: the server refuses the token (invalid_grant: issuer)", u.Issuer)
-	}
-	for _, is := range byURL {
-		if slices.Contains(u.Audience, is.Audience) && slices.Contains(is.Algorithms, u.Algorithm) {
-			return is, ""
-		}
-	}
-	var want []string
-	for _, is := range byURL {
-		want = append(want, fmt.Sprintf("%s (audience %q, algorithms %s)", is.Name, is.Audience, strings.Join(is.Algorithms, ",")))
-	}
-	return nil, fmt.Sprintf("the token's aud %q and alg %q fit no issuer with its url: %s; the server refuses it (invalid_grant)",
-		u.Audience, u.Algorithm, strings.Join(want, "; "))
 }
 
 func printPolicyTest(w io.Writer, r *policyTestResult) {

@@ -97,7 +97,7 @@ func TestPolicyTestCommand(t *testing.T) {
 			"corp: refused: source address not allowed", `who[0].source_cidrs: expected "10.0.0.0/8", got "192.0.2.1"`}},
 		{"other repository", []string{"--id-token", other, pf}, 1, []string{`who[0].claims.repository: expected "acme/app", got "evil/app"`}},
 		{"unknown grant", []string{"--id-token", prod, "--grant", "nope", pf}, 1, []string{"nope: refused: unknown grant"}},
-		{"audience", []string{"--id-token", wrongAud, pf}, 1, []string{"fit no issuer", `who[0].issuer: expected "github", got ""`}},
+		{"audience", []string{"--id-token", wrongAud, pf}, 1, []string{"aud does not contain the configured audience: the server refuses", `who[0].issuer: expected "github", got ""`}},
 		{"no token", []string{pf}, 2, nil},
 		{"bad source", []string{"--id-token", dev, "--source", "x", pf}, 2, nil},
 		{"not a token", []string{"--id-token", pf, pf}, 2, nil},

@@ -82,21 +82,26 @@ func (a *Authority) LoadPolicy(ctx context.Context) error {
 }
 
 func (a *Authority) install(p *policy.Policy, version int64) {
-	// In name order: of two issuers with one url and audience, identity
-	// picks the first, and `mayfly policy test` must pick the same one.
+	a.cfg.Verifier.SetIssuers(IssuerConfigs(p))
+	a.current.Store(&state{policy: p, version: version})
+}
+
+// IssuerConfigs is the policy's issuers as identity verifies them, in name
+// order: of two issuers with one url and audience, identity picks the
+// first, and `mayfly policy test` must pick the same one.
+func IssuerConfigs(p *policy.Policy) []identity.IssuerConfig {
 	names := make([]string, 0, len(p.Issuers))
 	for name := range p.Issuers {
 		names = append(names, name)
 	}
 	sort.Strings(names)
-	var cfgs []identity.IssuerConfig
+	cfgs := make([]identity.IssuerConfig, 0, len(names))
 	for _, name := range names {
 		is := p.Issuers[name]
 		cfgs = append(cfgs, identity.IssuerConfig{Name: is.Name, URL: is.URL, Audience: is.Audience, JWKSURL: is.JWKSURL, Algorithms: is.Algorithms,
 			AllowMultipleAudiences: is.AllowMultipleAudiences})
 	}
-	a.cfg.Verifier.SetIssuers(cfgs)
-	a.current.Store(&state{policy: p, version: version})
+	return cfgs
 }
 
 // ParsePolicy validates policy files against the stored secrets.

@@ -421,30 +421,9 @@ func (v *Verifier) checkClaims(g *issuerGroup, alg, kid string, claims map[strin
 		}
 	}
 
-	// Pick the config this token is for: first (in configuration order)
-	// whose audience it carries and whose algorithms include alg. A token
-	// for several audiences is for us only when its authorized party is
-	// (OIDC Core §3.1.3.7), or the issuer's config says such tokens are.
-	multi := distinct(aud) > 1
-	var entry *issuerEntry
-	refusedForAzp := false
-	for i := range g.entries {
-		e := &g.entries[i]
-		if !slices.Contains(e.algs, alg) || !slices.Contains(aud, e.audience) {
-			continue
-		}
-		if multi && !e.multiAuds && azp != e.audience {
-			refusedForAzp = true
-			continue
-		}
-		entry = e
-		break
-	}
-	if entry == nil {
-		if refusedForAzp {
-			return nil, verr(CheckAudience, "aud holds several audiences and azp is not the configured audience")
-		}
-		return nil, verr(CheckAudience, "aud does not contain the configured audience")
+	entry, err := pickEntry(g.entries, alg, aud, azp)
+	if err != nil {
+		return nil, err
 	}
 
 	if !now.Before(exp.Add(skew)) {
@@ -488,6 +467,30 @@ func decodeClaims(payload []byte) (map[string]any, error) {
 		return nil, verr(CheckFormat, "trailing data after the claims")
 	}
 	return claims, nil
+}
+
+// pickEntry picks the config a token is for: the first (in configuration
+// order) whose audience it carries and whose algorithms include alg. A
+// token for several audiences is for us only when its authorized party is
+// (OIDC Core §3.1.3.7), or the issuer's config says such tokens are.
+func pickEntry(entries []issuerEntry, alg string, aud []string, azp string) (*issuerEntry, error) {
+	multi := distinct(aud) > 1
+	refusedForAzp := false
+	for i := range entries {
+		e := &entries[i]
+		if !slices.Contains(e.algs, alg) || !slices.Contains(aud, e.audience) {
+			continue
+		}
+		if multi && !e.multiAuds && azp != e.audience {
+			refusedForAzp = true
+			continue
+		}
+		return e, nil
+	}
+	if refusedForAzp {
+		return nil, verr(CheckAudience, "aud holds several audiences and azp is not the configured audience")
+	}
+	return nil, verr(CheckAudience, "aud does not contain the configured audience")
 }
 
 // distinct counts the different values of aud.

@@ -2,6 +2,7 @@ package identity
 
 import (
 	"errors"
+	"slices"
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
@@ -16,6 +17,7 @@ type Unverified struct {
 	Issuer    string // the iss claim (a url)
 	Subject   string
 	Audience  []string
+	AZP       string    // the azp claim, "" when absent
 	Expiry    time.Time // zero when exp is missing or not a date
 	// Claims holds every top-level claim as a string, as Identity.Claims
 	// does after verification.
@@ -56,6 +58,7 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 	}
 	u.Issuer, _ = claims["iss"].(string)
 	u.Subject, _ = claims["sub"].(string)
+	u.AZP, _ = claims["azp"].(string)
 	if aud, err := audience(claims["aud"]); err == nil {
 		u.Audience = aud
 	}
@@ -63,4 +66,35 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 		u.Expiry = exp
 	}
 	return u, nil
+}
+
+// IssuerOf names the issuer of cfgs (taken in the order given, as
+// SetIssuers takes them) that Verify would check u against, by Verify's
+// rule: its url is u's iss, u's aud holds its audience (and, with several
+// audiences, azp is it unless it allows that), its algorithms include u's
+// alg. It verifies nothing; a *VerifyError says why none fits.
+func (u *Unverified) IssuerOf(cfgs []IssuerConfig) (string, error) {
+	var entries []issuerEntry
+	for _, c := range cfgs {
+		if c.URL == u.Issuer {
+			entries = append(entries, issuerEntry{name: c.Name, audience: c.Audience, algs: effectiveAlgs(c.Algorithms), multiAuds: c.AllowMultipleAudiences})
+		}
+	}
+	if len(entries) == 0 {
+		return "", verr(CheckIssuer, "issuer %s is not trusted", quote(u.Issuer))
+	}
+	found := false
+	for _, e := range entries {
+		if slices.Contains(e.algs, u.Algorithm) {
+			found = true
+		}
+	}
+	if !found {
+		return "", verr(CheckAlgorithm, "algorithm %s is not accepted for issuer %s", quote(u.Algorithm), quote(u.Issuer))
+	}
+	e, err := pickEntry(entries, u.Algorithm, u.Audience, u.AZP)
+	if err != nil {
+		return "", err
+	}
+	return e.name, nil
 }
