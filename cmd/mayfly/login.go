@@ -26,6 +26,9 @@ type jobFlags struct {
 	audience string
 	ttl      time.Duration
 	dpopKey  string
+	// showClaims: on a refusal, print the ID token's claims to stderr
+	// first (login; exec keeps its error to one line among CMD's output).
+	showClaims bool
 }
 
 func addJobFlags(c *cobra.Command) *jobFlags {
@@ -90,7 +93,7 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	}
 	resp, raw, err := jc.Exchange(ctx, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
 	if err != nil {
-		if refused(err) {
+		if f.showClaims && refused(err) {
 			printIDTokenClaims(stderr, idTok)
 		}
 		return nil, jobErr(err)
@@ -148,6 +151,7 @@ func newLoginCmd() *cobra.Command {
 		},
 	}
 	jf = addJobFlags(c)
+	jf.showClaims = true
 	loginFmt = addFormatFlag(c, "token", job.Formats...)
 	return c
 }
