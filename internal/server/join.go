@@ -138,7 +138,7 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	// Check everything against the database before writing a file.
-	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 2})
+	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 3})
 	if err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}

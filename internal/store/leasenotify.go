@@ -33,9 +33,10 @@ func (db *DB) Notifies() bool { return db.postgres }
 
 // NotifyLeases sends payload to every node listening on this database's
 // lease channel. The payload must be at most MaxNotifyPayload bytes of
-// [a-z0-9_ ] (lease ids and letters): it is sent inline, so that the
-// notification is one round trip in a transaction that does not wait for
-// the disk (a lost notification costs a poll interval, never an event).
+// [a-z0-9_ ] (lease ids and letters): it is sent inline, in one statement
+// on a connection of its own (one of the budget's), whose commits do not
+// wait for the disk (a lost notification costs a poll interval, never an
+// event).
 func (db *DB) NotifyLeases(ctx context.Context, payload string) error {
 	if !db.postgres {
 		return nil
@@ -49,16 +50,44 @@ func (db *DB) NotifyLeases(ctx context.Context, payload string) error {
 			return fmt.Errorf("store: notify: payload byte %q not allowed", c)
 		}
 	}
-	q := `BEGIN; SET LOCAL synchronous_commit = off; SELECT pg_notify('` + db.channel + `', '` + payload + `'); COMMIT`
-	if _, err := db.write.ExecContext(ctx, q); err != nil {
+	db.notifyMu.Lock()
+	defer db.notifyMu.Unlock()
+	if db.notifier == nil || db.notifier.IsClosed() {
+		cfg, err := pgx.ParseConfig(db.dsn)
+		if err != nil {
+			return fmt.Errorf("store: notify: %w", redactDSNErr(err, db.dsn))
+		}
+		// A notification needs a transaction id, hence a commit record;
+		// it need not wait for the disk (a lost one costs a poll).
+		cfg.RuntimeParams["synchronous_commit"] = "off"
+		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		db.notifier, err = pgx.ConnectConfig(cctx, cfg)
+		cancel()
+		if err != nil {
+			db.notifier = nil
+			return fmt.Errorf("store: notify: %w", redactDSNErr(err, db.dsn))
+		}
+	}
+	if _, err := db.notifier.Exec(ctx, `SELECT pg_notify('`+db.channel+`', '`+payload+`')`); err != nil {
+		db.notifier.Close(context.Background())
+		db.notifier = nil
 		return fmt.Errorf("store: notify: %w", err)
 	}
 	return nil
 }
 
+// closeNotifier closes the notifying connection, if open.
+func (db *DB) closeNotifier() {
+	db.notifyMu.Lock()
+	defer db.notifyMu.Unlock()
+	if db.notifier != nil {
+		db.notifier.Close(context.Background())
+		db.notifier = nil
+	}
+}
+
 // ListenLeases calls fn with the payload of every lease notification on
-// this database until ctx ends, on a connection of its own (one of the
-// budget's). After each (re)connection it calls fn with "" first: whatever
+// this database until ctx ends, on another connection of its own. After each (re)connection it calls fn with "" first: whatever
 // was sent while it was not listening has to be found by reading the feed.
 // Connection failures are retried with a growing pause (up to 5 s) and
 // reported to onErr.

@@ -381,9 +381,33 @@ func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
 	if len(uses) == 0 {
 		return nil
 	}
+	// One statement per 300 leases, not one per lease: a node flushes
+	// the counts of every token used since its last flush.
+	ids := make([]string, 0, len(uses))
+	for id := range uses {
+		ids = append(ids, id)
+	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		for id, n := range uses {
-			if _, err := db.exec(ctx, tx, `UPDATE leases SET uses = uses + ? WHERE id = ?`, n, id); err != nil {
+		for rest := ids; len(rest) > 0; {
+			chunk := rest[:min(300, len(rest))]
+			rest = rest[len(chunk):]
+			var b strings.Builder
+			args := make([]any, 0, 2*len(chunk))
+			// VALUES columns are column1, column2 on both backends.
+			b.WriteString(`UPDATE leases SET uses = uses + v.column2 FROM (VALUES `)
+			for i, id := range chunk {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				if db.postgres {
+					b.WriteString("(?, ?::bigint)")
+				} else {
+					b.WriteString("(?, ?)")
+				}
+				args = append(args, id, uses[id])
+			}
+			b.WriteString(`) AS v WHERE leases.id = v.column1`)
+			if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
 				return err
 			}
 		}

@@ -19,8 +19,10 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
 	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
@@ -45,8 +47,9 @@ type Config struct {
 	// SyncDelay bounds how long a written-mode commit (AppendAuditWritten)
 	// waits before a durable commit covers it (default 5ms).
 	SyncDelay time.Duration
-	// MaxConns is the most PostgreSQL connections this handle opens, the
-	// pool and the lease listener together (default DefaultMaxConns).
+	// MaxConns is the most PostgreSQL connections this handle opens: the
+	// pool, the lease listener and the lease notifier together (default
+	// DefaultMaxConns).
 	// Every node of a cluster holds up to this many: their sum must stay
 	// below the server's max_connections (100 by default).
 	MaxConns int
@@ -60,11 +63,14 @@ const DefaultMaxConns = 10
 // DB is mayfly's storage. It is safe for concurrent use.
 type DB struct {
 	postgres bool
-	dsn      string  // PostgreSQL: for the lease listener's own connection
-	origin   string  // names the lease events this handle writes (one node)
-	channel  string  // PostgreSQL: the NOTIFY channel of this schema's lease events
-	write    *sql.DB // SQLite: one connection; Postgres: the shared pool
-	read     *sql.DB // SQLite: a pool of readers; Postgres: the shared pool
+	dsn      string // PostgreSQL: for the lease listener's own connection
+	origin   string // names the lease events this handle writes (one node)
+	channel  string // PostgreSQL: the NOTIFY channel of this schema's lease events
+
+	notifyMu sync.Mutex
+	notifier *pgx.Conn // PostgreSQL: sends lease notifications (opened on first use)
+	write    *sql.DB   // SQLite: one connection; Postgres: the shared pool
+	read     *sql.DB   // SQLite: a pool of readers; Postgres: the shared pool
 	batch    *batcher
 	stmts    *stmtCache // SQLite only
 }
@@ -165,16 +171,17 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 	if maxConns == 0 {
 		maxConns = DefaultMaxConns
 	}
-	if maxConns < 2 {
-		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 2: the pool and the lease listener)", maxConns)
+	if maxConns < 3 {
+		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 3: the pool, the lease listener and notifier)", maxConns)
 	}
 	p, err := sql.Open("pgx", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
 	}
-	// One connection of the budget is the lease listener's.
-	p.SetMaxOpenConns(maxConns - 1)
-	p.SetMaxIdleConns(maxConns - 1)
+	// Two connections of the budget are the lease listener's and
+	// notifier's.
+	p.SetMaxOpenConns(maxConns - 2)
+	p.SetMaxIdleConns(maxConns - 2)
 	p.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
@@ -217,6 +224,7 @@ func (db *DB) Close() error {
 }
 
 func (db *DB) closeConns() error {
+	db.closeNotifier()
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())

@@ -1,0 +1,504 @@
+// Command cluster measures mayfly nodes sharing one PostgreSQL database:
+// exchanges and gateway calls per second with 1 node and with 3 nodes
+// (real binaries, each its own process, plain HTTP on loopback), the
+// PostgreSQL statements each request costs (pg_stat_statements), the CPU
+// each request costs in the nodes and in PostgreSQL (from /proc), and how
+// long a revocation takes to reach the other nodes (p50/p99).
+//
+// It starts a private PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*
+// on a 127.0.0.1 port, removed at the end) with pg_stat_statements loaded.
+//
+//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2]
+//
+// Linux only (it reads /proc). On a machine whose cores are shared by the
+// nodes, the database and the load generator, 3 nodes cannot do 3× one
+// node's work: the ratio shows whether the database or the cluster's
+// coordination is a limit (≥ 0.9: it is not).
+package main
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"log"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"os"
+	"os/exec"
+	"os/user"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib"
+
+	"github.com/mayfly-sh/mayfly/internal/devissuer"
+)
+
+var (
+	clients  = flag.Int("clients", 16, "concurrent clients")
+	duration = flag.Duration("duration", 10*time.Second, "length of each measured phase")
+	rounds   = flag.Int("rounds", 2, "interleaved rounds of 1 and 3 nodes")
+	top      = flag.Int("top", 0, "print the N statements run most in each phase")
+)
+
+func main() {
+	flag.Parse()
+	log.SetFlags(0)
+	tmp, err := os.MkdirTemp("", "mayfly-cluster-bench-")
+	check(err)
+	defer os.RemoveAll(tmp)
+	bin := filepath.Join(tmp, "mayfly")
+	out, err := exec.Command("go", "build", "-o", bin, "./cmd/mayfly").CombinedOutput()
+	if err != nil {
+		log.Fatalf("build: %v\n%s", err, out)
+	}
+	pg := startPostgres(tmp)
+	defer pg.stop()
+
+	issSrv := httptest.NewUnstartedServer(nil)
+	iss, err := devissuer.New(devissuer.Options{URL: "http://" + issSrv.Listener.Addr().String(), Audience: "https://mayfly.bench"})
+	check(err)
+	issSrv.Config.Handler = iss.Handler()
+	issSrv.Start()
+	defer issSrv.Close()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer up.Close()
+
+	results := map[int][]result{}
+	for r := 0; r < *rounds; r++ {
+		for _, n := range []int{1, 3} {
+			res := runCluster(tmp, bin, pg, iss, up.URL, n, r)
+			results[n] = append(results[n], res)
+			fmt.Printf("round %d, %d node(s): %s\n", r+1, n, res)
+		}
+	}
+	med := func(n int, f func(result) float64) float64 {
+		var xs []float64
+		for _, r := range results[n] {
+			xs = append(xs, f(r))
+		}
+		slices.Sort(xs)
+		return xs[len(xs)/2]
+	}
+	ex := func(r result) float64 { return r.exchangesPerSec }
+	gw := func(r result) float64 { return r.gatewayPerSec }
+	fmt.Printf("\nmedians of %d rounds, %d clients, %v phases (machine: %d cores, shared)\n", *rounds, *clients, *duration, numCPU())
+	fmt.Printf("%-34s %10s %10s %7s\n", "", "1 node", "3 nodes", "ratio")
+	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "exchanges/s", med(1, ex), med(3, ex), med(3, ex)/med(1, ex))
+	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "gateway calls/s", med(1, gw), med(3, gw), med(3, gw)/med(1, gw))
+	for _, n := range []int{1, 3} {
+		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/exchange, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerExchange }))
+		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/gateway call, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerGateway }))
+		fmt.Printf("%-34s %10.0f µs node, %.0f µs PostgreSQL\n", fmt.Sprintf("CPU/exchange, %d node(s)", n),
+			med(n, func(r result) float64 { return r.nodeCPUExchange }), med(n, func(r result) float64 { return r.dbCPUExchange }))
+		fmt.Printf("%-34s %10.0f µs node, %.0f µs PostgreSQL\n", fmt.Sprintf("CPU/gateway call, %d node(s)", n),
+			med(n, func(r result) float64 { return r.nodeCPUGateway }), med(n, func(r result) float64 { return r.dbCPUGateway }))
+	}
+	var props []time.Duration
+	for _, r := range results[3] {
+		props = append(props, r.propagation...)
+	}
+	slices.Sort(props)
+	if len(props) > 0 {
+		fmt.Printf("revocation reaching 2 other nodes: p50 %v, p99 %v, max %v (n=%d)\n", props[len(props)/2].Round(100*time.Microsecond),
+			props[len(props)*99/100].Round(100*time.Microsecond), props[len(props)-1].Round(100*time.Microsecond), len(props))
+	}
+	// Where N machines stop scaling: each node on its own machine does
+	// cores/nodeCPU requests per second; the one database does
+	// dbCores/dbCPU in all. The ratio of the two is the node count at
+	// which the database's CPU is the limit.
+	nodeG, dbG := med(3, func(r result) float64 { return r.nodeCPUGateway }), med(3, func(r result) float64 { return r.dbCPUGateway })
+	nodeX, dbX := med(3, func(r result) float64 { return r.nodeCPUExchange }), med(3, func(r result) float64 { return r.dbCPUExchange })
+	fmt.Printf("\nper database core, the nodes' cores it can serve: gateway %.1f, exchange %.1f\n", nodeG/dbG, nodeX/dbX)
+	fmt.Printf("e.g. 8-core nodes on a 32-core PostgreSQL: the database's CPU limits gateway traffic at %.0f nodes, exchanges at %.0f nodes\n",
+		32/8*nodeG/dbG, 32/8*nodeX/dbX)
+}
+
+type result struct {
+	exchangesPerSec, gatewayPerSec    float64
+	stmtsPerExchange, stmtsPerGateway float64
+	nodeCPUExchange, dbCPUExchange    float64 // µs per request
+	nodeCPUGateway, dbCPUGateway      float64
+	errorsExchange, errorsGateway     map[int]int
+	propagation                       []time.Duration
+}
+
+func (r result) String() string {
+	return fmt.Sprintf("%.0f exchanges/s (%.1f statements, errors %v), %.0f gateway calls/s (%.1f statements, errors %v)",
+		r.exchangesPerSec, r.stmtsPerExchange, r.errorsExchange, r.gatewayPerSec, r.stmtsPerGateway, r.errorsGateway)
+}
+
+type node struct {
+	dir, url string
+	cmd      *exec.Cmd
+	logs     *bytes.Buffer
+}
+
+func runCluster(tmp, bin string, pg *postgres, iss *devissuer.Issuer, upURL string, n, round int) result {
+	schema := fmt.Sprintf("bench_%d_%d", round, n)
+	pg.exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
+	pg.exec("CREATE SCHEMA " + schema)
+	dsn := pg.dsn + "&search_path=" + schema
+	var nodes []*node
+	base := filepath.Join(tmp, schema)
+	admin := ""
+	for i := 0; i < n; i++ {
+		dir := filepath.Join(base, fmt.Sprint(i))
+		args := []string{"init", "--data-dir", dir, "--postgres", dsn, "--json"}
+		if i > 0 {
+			d0 := nodes[0].dir
+			args = []string{"init", "--join", "--data-dir", dir, "--postgres", dsn, "--master-key-file", filepath.Join(d0, "master.key"),
+				"--audit-key-file", filepath.Join(d0, "audit.key"), "--ca-cert", filepath.Join(d0, "ca.pem"), "--ca-key", filepath.Join(d0, "ca-key.pem")}
+		}
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			log.Fatalf("init node %d: %v %s", i, err, out)
+		}
+		if i == 0 {
+			var res struct {
+				AdminToken string `json:"admin_token"`
+			}
+			check(json.Unmarshal(out, &res))
+			admin = res.AdminToken
+		}
+		nodes = append(nodes, &node{dir: dir})
+	}
+	cfg := filepath.Join(base, "config.yaml")
+	check(os.WriteFile(cfg, []byte("limits:\n  token_rate: 1000000\n  token_burst: 1000000\n  issuer_rate: 1000000\n"), 0o600))
+	for _, nd := range nodes {
+		nd.start(bin, dsn, cfg)
+	}
+	defer func() {
+		for _, nd := range nodes {
+			nd.cmd.Process.Signal(os.Interrupt)
+			nd.cmd.Wait()
+		}
+	}()
+	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	do := func(nd *node, method, path, body string) (int, string) {
+		r, _ := http.NewRequest(method, nd.url+path, strings.NewReader(body))
+		r.Header.Set("Authorization", "Bearer "+admin)
+		if strings.HasPrefix(body, "token=") {
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		}
+		resp, err := hc.Do(r)
+		if err != nil {
+			return 0, err.Error()
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if c, b := do(nodes[0], "PUT", "/v1/secrets/api-token", `{"value":"bench-upstream-credential-0123456789"}`); c != 200 {
+		log.Fatalf("secret: %d %s", c, b)
+	}
+	policy := `issuers:
+  ci: {url: ` + iss.URL() + `, audience: https://mayfly.bench}
+upstreams:
+  api: {url: "` + upURL + `", credential: {secret: api-token, prefix: "Bearer "}}
+grants:
+  calls:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [GET], paths: ["/r/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	if c, b := do(nodes[0], "PUT", "/v1/policy", policy); c != 200 {
+		log.Fatalf("policy: %d %s", c, b)
+	}
+	for _, nd := range nodes { // every node follows the version
+		for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+			if c, b := do(nd, "GET", "/v1/policy", ""); c == 200 && strings.Contains(b, "calls") {
+				break
+			}
+			if time.Now().After(deadline) {
+				log.Fatal("policy did not reach every node")
+			}
+		}
+	}
+	// ID tokens minted before the clock starts: RS256 signing is the
+	// issuer's cost, not mayfly's.
+	need := 4000 * *clients / 16 * int(duration.Seconds()) / 10 * n
+	idts := make(chan string, need)
+	for range need {
+		t, err := iss.Mint(nil, "https://mayfly.bench", 0)
+		check(err)
+		idts <- t
+	}
+	exchange := func(nd *node) (int, string) {
+		var idt string
+		select {
+		case idt = <-idts:
+		default:
+			return -1, ""
+		}
+		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {idt},
+			"subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}, "scope": {"calls"}}
+		resp, err := hc.PostForm(nd.url+"/v1/token", form)
+		if err != nil {
+			return 0, ""
+		}
+		defer resp.Body.Close()
+		var out struct {
+			AccessToken string `json:"access_token"`
+		}
+		json.NewDecoder(resp.Body).Decode(&out)
+		return resp.StatusCode, out.AccessToken
+	}
+	var res result
+	phase := func(fn func(w, i int) int) (float64, float64, float64, float64, map[int]int) {
+		pg.exec("SELECT pg_stat_statements_reset()")
+		s0 := pg.statements()
+		n0, d0 := cpuOf(nodes), pg.cpu()
+		var ok atomic.Int64
+		var mu sync.Mutex
+		errs := map[int]int{}
+		ctx, cancel := context.WithTimeout(context.Background(), *duration)
+		start := time.Now()
+		var wg sync.WaitGroup
+		for w := range *clients {
+			wg.Go(func() {
+				for i := 0; ctx.Err() == nil; i++ {
+					switch code := fn(w, i); code {
+					case 200:
+						ok.Add(1)
+					case -1:
+						return
+					default:
+						mu.Lock()
+						errs[code]++
+						mu.Unlock()
+					}
+				}
+			})
+		}
+		wg.Wait()
+		cancel()
+		el := time.Since(start)
+		nreq := float64(ok.Load())
+		stmts := float64(pg.statements() - s0)
+		if *top > 0 {
+			pg.printTop(*top, nreq)
+		}
+		return nreq / el.Seconds(), stmts / nreq, (cpuOf(nodes) - n0) / nreq, (pg.cpu() - d0) / nreq, errs
+	}
+	res.exchangesPerSec, res.stmtsPerExchange, res.nodeCPUExchange, res.dbCPUExchange, res.errorsExchange = phase(func(w, i int) int {
+		c, _ := exchange(nodes[(w+i)%n])
+		return c
+	})
+	// One token per client, used on every node in turn.
+	toks := make([]string, *clients)
+	for w := range toks {
+		c, tok := exchange(nodes[0])
+		if c != 200 {
+			log.Fatalf("exchange for the gateway phase: %d", c)
+		}
+		toks[w] = tok
+	}
+	time.Sleep(500 * time.Millisecond) // every node has them (polling's bound)
+	res.gatewayPerSec, res.stmtsPerGateway, res.nodeCPUGateway, res.dbCPUGateway, res.errorsGateway = phase(func(w, i int) int {
+		r, _ := http.NewRequest("GET", nodes[(w+i)%n].url+"/gw/api/r/"+strconv.Itoa(i), nil)
+		r.Header.Set("Authorization", "Bearer "+toks[w])
+		resp, err := hc.Do(r)
+		if err != nil {
+			return 0
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	})
+	if n > 1 {
+		// Revocation propagation: revoke on node 1, watch nodes 0 and 2.
+		for range 50 {
+			c, tok := exchange(nodes[1])
+			if c != 200 {
+				break
+			}
+			time.Sleep(50 * time.Millisecond)
+			resp, err := hc.PostForm(nodes[1].url+"/v1/revoke", url.Values{"token": {tok}})
+			if err != nil || resp.StatusCode != 200 {
+				continue
+			}
+			resp.Body.Close()
+			start := time.Now()
+			for _, nd := range []*node{nodes[0], nodes[2]} {
+				for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); {
+					c, b := do(nd, "POST", "/v1/introspect", "token="+tok)
+					if c == 200 && strings.Contains(b, `"active":false`) {
+						break
+					}
+				}
+			}
+			res.propagation = append(res.propagation, time.Since(start))
+		}
+	}
+	return res
+}
+
+func (nd *node) start(bin, dsn, cfg string) {
+	addr := filepath.Join(nd.dir, "addr")
+	nd.cmd = exec.Command(bin, "server", "--data-dir", nd.dir, "--postgres", dsn, "--insecure-http", "--listen", "127.0.0.1:0",
+		"--addr-file", addr, "--config", cfg, "--log-level", "error")
+	nd.logs = &bytes.Buffer{}
+	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
+	check(nd.cmd.Start())
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if b, err := os.ReadFile(addr); err == nil && len(b) > 0 {
+			nd.url = strings.TrimSpace(string(b))
+			return
+		}
+	}
+	log.Fatalf("node did not start: %s", nd.logs)
+}
+
+// postgres is a private PostgreSQL instance.
+type postgres struct {
+	dir, bin, dsn string
+	asUser        []string // runuser prefix when running as root
+	db            *sql.DB
+	pid           int
+}
+
+func startPostgres(tmp string) *postgres {
+	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
+	if len(bins) == 0 {
+		log.Fatal("no initdb under /usr/lib/postgresql/*/bin")
+	}
+	p := &postgres{dir: filepath.Join(tmp, "pg"), bin: filepath.Dir(bins[len(bins)-1])}
+	check(os.Mkdir(p.dir, 0o700))
+	if os.Geteuid() == 0 {
+		// PostgreSQL refuses to run as root: run it as the postgres user.
+		u, err := user.Lookup("postgres")
+		if err != nil {
+			log.Fatal("running as root and there is no postgres user to run PostgreSQL as")
+		}
+		uid, _ := strconv.Atoi(u.Uid)
+		gid, _ := strconv.Atoi(u.Gid)
+		check(os.Chmod(tmp, 0o711))
+		check(os.Chown(p.dir, uid, gid))
+		p.asUser = []string{"runuser", "-u", "postgres", "--"}
+	}
+	out, err := p.command("initdb", "-D", p.dir, "-U", "postgres", "--auth=trust", "-E", "UTF8").CombinedOutput()
+	if err != nil {
+		log.Fatalf("initdb: %v %s", err, out)
+	}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	check(err)
+	port := l.Addr().(*net.TCPAddr).Port
+	l.Close()
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=100", port, p.dir)
+	out, err = p.command("pg_ctl", "-D", p.dir, "-o", opts, "-w", "-l", filepath.Join(p.dir, "log"), "start").CombinedOutput()
+	if err != nil {
+		log.Fatalf("pg_ctl start: %v %s", err, out)
+	}
+	p.dsn = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)
+	p.db, err = sql.Open("pgx", p.dsn)
+	check(err)
+	p.exec("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
+	b, err := os.ReadFile(filepath.Join(p.dir, "postmaster.pid"))
+	check(err)
+	p.pid, _ = strconv.Atoi(strings.SplitN(string(b), "\n", 2)[0])
+	return p
+}
+
+func (p *postgres) exec(q string) {
+	if _, err := p.db.Exec(q); err != nil {
+		log.Fatalf("%s: %v", q, err)
+	}
+}
+
+// statements is the number of statements run so far (this query's own
+// and the reset's excluded).
+func (p *postgres) statements() int64 {
+	var n sql.NullInt64
+	check(p.db.QueryRow(`SELECT SUM(calls) FROM pg_stat_statements WHERE query NOT LIKE '%pg_stat_statements%'`).Scan(&n))
+	return n.Int64
+}
+
+// cpu is the CPU time (µs) the postmaster and its live children used.
+func (p *postgres) cpu() float64 {
+	total := 0.0
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, cpu := procStat(pid)
+		if pid == p.pid || ppid == p.pid {
+			total += cpu
+		}
+	}
+	return total
+}
+
+func (p *postgres) printTop(n int, requests float64) {
+	rows, err := p.db.Query(`SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+		WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT $1`, n)
+	check(err)
+	defer rows.Close()
+	for rows.Next() {
+		var calls int64
+		var q string
+		check(rows.Scan(&calls, &q))
+		fmt.Printf("  %6.2f/request  %s\n", float64(calls)/requests, q)
+	}
+}
+
+func (p *postgres) stop() {
+	p.db.Close()
+	p.command("pg_ctl", "-D", p.dir, "-m", "fast", "-w", "stop").Run()
+}
+
+func (p *postgres) command(name string, args ...string) *exec.Cmd {
+	all := append(append(append([]string{}, p.asUser...), filepath.Join(p.bin, name)), args...)
+	return exec.Command(all[0], all[1:]...)
+}
+
+func cpuOf(nodes []*node) float64 {
+	t := 0.0
+	for _, nd := range nodes {
+		_, c := procStat(nd.cmd.Process.Pid)
+		t += c
+	}
+	return t
+}
+
+// procStat returns a process's parent and CPU time (user+system, µs).
+func procStat(pid int) (int, float64) {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0, 0
+	}
+	s := string(b)
+	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
+	if len(f) < 13 {
+		return 0, 0
+	}
+	ppid, _ := strconv.Atoi(f[1])
+	ut, _ := strconv.ParseFloat(f[11], 64)
+	st, _ := strconv.ParseFloat(f[12], 64)
+	return ppid, (ut + st) * 1e6 / 100 // USER_HZ is 100 on Linux
+}
+
+func numCPU() int {
+	b, _ := os.ReadFile("/proc/cpuinfo")
+	return max(1, strings.Count(string(b), "processor\t:"))
+}
+
+func check(err error) {
+	if err != nil {
+		log.Fatal(err)
+	}
+}
