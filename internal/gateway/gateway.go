@@ -34,14 +34,17 @@
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
 // an upgrade to any other protocol (h2c) is refused (400).
 //
-// Responses never carry the credential or the job token: response headers,
-// bodies and trailers pass through a streaming replacer of their raw,
-// base64, URL- and JSON-escaped forms (memory bounded by the read size plus
-// twice the longest form). A masked body keeps a declared Content-Length:
-// each masked run becomes "***" and the body is padded with spaces at its
-// end. The gateway asks upstreams for gzip and decompresses (the transport
-// does), so it can inspect every body; a response in an encoding it cannot
-// read is refused (502). On an upgraded (WebSocket) connection the
+// Responses never carry the credential or the job token: response headers
+// (names too, in any case), bodies, trailers and 1xx headers pass through
+// internal/mask, the job masker, with every form it knows (raw, base64 at
+// every alignment, hex, percent- and JSON-escaping, \u escapes, UTF-16;
+// memory bounded by the read size plus the longest form). A masked body
+// keeps a declared Content-Length: each masked run becomes "***" and the
+// body is padded with spaces at its end. The gateway asks upstreams for
+// gzip and decodes it itself after reading every Content-Encoding value
+// (encoding.go); a response whose codings it cannot fully decode (stacked,
+// br, deflate, zstd, unknown) is refused (502) and never forwarded, the
+// audit entry saying why. On an upgraded (WebSocket) connection the
 // upstream's frames are parsed and their payloads masked in place, '*' for
 // each byte so that frame lengths hold (wsMasker); a frame it cannot
 // inspect (compressed, masked, malformed) ends the connection, and the

@@ -3,7 +3,11 @@
 //
 // A Matcher is built once from the secrets (a single Aho-Corasick automaton
 // over every form of every secret) and is then immutable and safe to share.
-// MaskBytes masks a whole buffer; NewWriter wraps an io.Writer for a stream.
+// MaskBytes and MaskString mask a whole value; NewWriter wraps an io.Writer
+// for a stream (job output); NewStream gives a stream for a caller that does
+// its own I/O (the gateway's bodies, and with KeepLength its WebSocket
+// frames). It is the one masking implementation of both the job side and the
+// gateway, so that neither misses a form the other masks.
 //
 // What the stream masker guarantees:
 //
