@@ -47,7 +47,13 @@ func build(patterns [][]byte, budget int) *automaton {
 		b           byte
 		term        int32
 	}
-	nodes := []tnode{{first: -1, next: -1}}
+	total := 1
+	for _, p := range patterns {
+		total += len(p)
+	}
+	// At most one node per pattern byte: sized once, not grown.
+	nodes := make([]tnode, 1, total)
+	nodes[0] = tnode{first: -1, next: -1}
 	maxLen := 0
 	var used [256]bool
 	minLen := 0
@@ -104,11 +110,12 @@ func build(patterns [][]byte, budget int) *automaton {
 	a.inByte = make([]byte, n)
 	a.depth = make([]int32, n)
 	parent := make([]int32, n)
+	var kids []int32
 	for i := 0; i < len(order); i++ {
 		old := order[i]
 		a.childStart[i] = int32(len(order))
 		// Children in byte order, for determinism.
-		var kids []int32
+		kids = kids[:0]
 		for v := nodes[old].first; v >= 0; v = nodes[v].next {
 			kids = append(kids, v)
 		}
