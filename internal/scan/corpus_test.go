@@ -232,7 +232,7 @@ func buildCorpus(g *gen) []corpusFile {
 			corpusFile{fmt.Sprintf("enc/s%02d.hex", i), "blob=" + hex.EncodeToString([]byte(body)) + ";\n", []planted{p}},
 			corpusFile{fmt.Sprintf("enc/s%02d.pct", i), "GET /cb?v=" + pctAll(body) + " HTTP/1.1\n", []planted{p}},
 		)
-		if strings.ContainsAny(body, "+/=;:") {
+		if strings.ContainsAny(body, "+/=;:") && p.rule != "bcrypt-hash" { // a query-escaped $ (%24) reveals nothing
 			files = append(files, corpusFile{fmt.Sprintf("enc/s%02d.url", i), "https://example.net/run?config=" + url.QueryEscape(body) + "&x=1\n", []planted{p}})
 		}
 	}

@@ -201,7 +201,7 @@ func providerRules() []*rule {
 			return bytes.Count(t, []byte(".")) == 2, false
 		}}),
 		withEntropy(regexRule("twitter-bearer-token", "X / Twitter app bearer token", []keyword{{lit: "AAAAAAAAAAAAAAAAAAAAA", cs: true}},
-			`(?P<secret>A{22}[A-Za-z0-9%]{30,120})`, 0, 140), 3.5),
+			`(?P<secret>A{22}[A-Za-z0-9]*%[0-9A-F]{2}[A-Za-z0-9%]{20,120})`, 0, 150), 4),
 		withEntropy(regexRule("okta-api-token", "Okta API token", []keyword{{lit: "okta"}},
 			`(?:^|[^A-Za-z0-9_-])(?P<secret>00[A-Za-z0-9_-]{40})(?:[^A-Za-z0-9_-]|$)`, 120, 120), 4),
 
@@ -209,7 +209,7 @@ func providerRules() []*rule {
 		{id: "url-credentials", desc: "Password in a URL (database connection string, git credentials, FTP…)",
 			keywords: []keyword{{lit: "://", cs: true}}, match: urlCredMatch},
 		withCheck(multiline(regexRule("netrc-password", ".netrc / _netrc machine password", []keyword{{lit: "machine", cs: true}},
-			`(?:^|\n)[ \t]*machine\s+\S+\s+(?:login\s+\S+\s+)?password\s+(?P<secret>\S+)`, 1, 300)),
+			`(?:^|\n)[ \t]*machine\s+[A-Za-z0-9-]+[.:]\S*\s+(?:login\s+\S+\s+)?password\s+(?P<secret>\S+)`, 1, 300)),
 			func(sec, b []byte, s, e int) (bool, bool) {
 				return !isPlaceholder(sec) && !notLiteral(sec, false), false
 			}),
@@ -224,6 +224,9 @@ func providerRules() []*rule {
 				{lit: ":$5$", cs: true}, {lit: ":$6$", cs: true}, {lit: ":$y$", cs: true}, {lit: ":$apr1$", cs: true},
 				{lit: ":$argon2", cs: true}, {lit: ":{SHA}", cs: true}, {lit: ":{SSHA}", cs: true}},
 			`(?m)^[A-Za-z0-9_.@-]{1,64}:(?P<secret>(?:\$(?:1|2[aby]|5|6|y|apr1|argon2(?:id|i|d))\$[./A-Za-z0-9$=,+-]{20,}|\{S?SHA\}[A-Za-z0-9+/=]{20,}))(?::|\s*$)`, 80, 200),
+		regexRule("bcrypt-hash", "bcrypt password hash in a quoted value (SQL dump, seed data)",
+			[]keyword{{lit: "$2a$", cs: true}, {lit: "$2b$", cs: true}, {lit: "$2y$", cs: true}},
+			`['"](?P<secret>\$2[aby]\$[0-9]{2}\$[./A-Za-z0-9]{53})['"]`, 1, 64),
 		{id: "putty-private-key", desc: "PuTTY private key (.ppk)", keywords: []keyword{{lit: "PuTTY-User-Key-File-", cs: true}}, match: ppkMatch},
 		{id: "pgpass-password", desc: "PostgreSQL .pgpass password", files: []string{".pgpass", "pgpass.conf"}, match: pgpassMatch},
 	}
@@ -264,20 +267,6 @@ func atlassianTail(t []byte) (bool, bool) {
 }
 
 func multiline(r *rule) *rule { r.multiline = true; return r }
-
-// isProse reports text of several words ("put your unique phrase here").
-func isProse(v []byte) bool {
-	f := bytes.Fields(v)
-	if len(f) < 2 {
-		return false
-	}
-	for _, w := range f {
-		if !wordLike(bytes.Trim(w, ".,;:!?()'\"…")) {
-			return false
-		}
-	}
-	return true
-}
 
 // urlCredMatch finds scheme://user:password@host and reports the password
 // when it is a literal (not ${VAR}, <password>, a word or a placeholder).

@@ -35,6 +35,7 @@ func providerSamples(g *gen) []planted {
 	apr := "$apr1$" + g.str(abcB62, 8) + "$" + g.str(abcB62+"./", 22)
 	sas := g.str(abcB62, 40) + "%3D"
 	pgpw := g.str(abcB62, 14) + "3z"
+	bcrypt := "$2y$12$" + g.str(abcB62+"./", 53)
 	ps := []planted{
 		{rule: "google-oauth-client-secret", secret: "GOCSPX-" + g.str(abcB62U, 28)},
 		{rule: "google-oauth-access-token", secret: "ya29.a0" + g.str(abcB62U, 150)},
@@ -125,6 +126,7 @@ func providerSamples(g *gen) []planted {
 		{rule: "password-hash", secret: hash, text: "root:" + hash + ":19000:0:99999:7:::", file: "shadow"},
 		{rule: "password-hash", secret: apr, text: "admin:" + apr, file: ".htpasswd"},
 		{rule: "pgpass-password", secret: pgpw, text: "db.internal:5432:app:ci:" + pgpw, file: ".pgpass"},
+		{rule: "bcrypt-hash", secret: bcrypt, text: "INSERT INTO users VALUES (1, 'ci', '" + bcrypt + "');"},
 		{rule: "putty-private-key", secret: ppkSecret, text: ppk, file: "deploy.ppk"},
 	}
 	// A text that ends where the secret goes is completed with it.

@@ -54,6 +54,15 @@ var notSecrets = []string{
 	`const apiKey = config.get('apiKey');`,
 	`password = getpass.getpass("Password: ")`,
 	`auth_token = AuthToken.objects.create(user=user)`,
+	`<password>${DB_PASSWORD}</password>`,
+	`<secretName>tls-cert-secret</secretName>`,
+	`<Password/>`,
+	`--- PASS: TestAddrStringAllocs/ipv6+zone (0.00s)`,
+	`{"Action":"output","Test":"TestAscii","Output":"--- PASS: TestAscii\n"}`,
+	`SharedSecret: "46fc62106420ff012e54a434fbdd2d25ccc5852060561e68040dd7778997bd7b",`,
+	`const Secret = "this should be ignored"`,
+	`invalidTokenPanic = "invalid jsontext.Token; it has been voided by a subsequent json.Decoder call"`,
+	"machine string\n\tlogin string\n\tpassword string",
 }
 
 // Secrets written as people write them; each must still be found. The
@@ -65,6 +74,8 @@ var stillSecrets = []struct{ format, secret string }{
 	{`"client_secret": "%s"`, "q8Vn3Zk1Lp" + "0Xw7Rt5Ys2"},
 	{`<add key="ApiToken" value="%s"/>`, "9fK2mQ7xL4" + "pW8zR1vB6n"},
 	{`token: %s`, "Zq4Lm9Xw2R" + "t7Pv1Kc8Hn"},
+	{`<Pass encoding="plain">%s</Pass>`, "Qm8#vL2xP9" + "wR4tZ7"},
+	{`    <apiToken>%s</apiToken>`, "Ht5Lq9Xz2M" + "p7Wk4Rv8"},
 }
 
 func TestQuietOnCode(t *testing.T) {

@@ -542,6 +542,9 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	for ne < len(b) && ne-ke < 64 && setIdent[b[ne]] {
 		ne++
 	}
+	if xmlElementValue(st, ri, b, ks, ne) {
+		return
+	}
 	i := ne
 	if i < len(b) && (b[i] == '"' || b[i] == '\'' || b[i] == '`') {
 		i++
@@ -580,8 +583,8 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	for ns > 0 && ks-ns < 64 && setIdent[b[ns-1]] {
 		ns--
 	}
-	if stopName(bytes.TrimRight(b[ns:ne], "_.-")) {
-		return
+	if name := bytes.TrimRight(b[ns:ne], "_.-"); stopName(name) || string(name) == "PASS" || vectorName(name) {
+		return // PASS: is a test runner's status; shared_secret a protocol's test vector
 	}
 	var vs, ve int
 	quoted := false
@@ -630,7 +633,7 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		ve = j
 	}
 	v := b[vs:ve]
-	if len(v) < 8 || len(v) > 256 || isPlaceholder(v) || isExample(v) || notLiteral(v, quoted) {
+	if len(v) < 8 || len(v) > 256 || isPlaceholder(v) || isExample(v) || notLiteral(v, quoted) || textish(v) {
 		return
 	}
 	for _, p := range genericKnownPrefixes {
@@ -666,6 +669,44 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	st.add(ri, vs, ve, false)
 }
 
+// xmlElementValue handles <Password>value</Password> and <Pass
+// encoding="base64">value</Pass>: the element's text is the value. It
+// reports whether b[ks:ne] was such an element's name.
+func xmlElementValue(st *scanState, ri int, b []byte, ks, ne int) bool {
+	ns := ks
+	for ns > 0 && ks-ns < 64 && isLetter(b[ns-1]) {
+		ns--
+	}
+	if ns == 0 || b[ns-1] != '<' || ne >= len(b) || (b[ne] != '>' && b[ne] != ' ') {
+		return false
+	}
+	i := ne
+	for i < len(b) && i-ne < 120 && b[i] != '>' && b[i] != '\n' {
+		i++
+	}
+	if i >= len(b) || b[i] != '>' || b[i-1] == '/' {
+		return true
+	}
+	vs := i + 1
+	ve := vs
+	for ve < len(b) && ve-vs <= 256 && b[ve] != '<' && b[ve] != '\n' {
+		ve++
+	}
+	if ve >= len(b) || b[ve] != '<' || !bytes.HasPrefix(b[ve:], []byte("</")) {
+		return true
+	}
+	name := b[ns:ne]
+	if stopName(name) || vectorName(name) {
+		return true
+	}
+	v := b[vs:ve]
+	if len(v) < 8 || isPlaceholder(v) || isExample(v) || notLiteral(v, true) || textish(v) || entropy(v) < 3.0 {
+		return true
+	}
+	st.add(ri, vs, ve, false)
+	return true
+}
+
 // stopName reports whether an assigned name says its value is not a secret
 // itself (tokenURL, password_hint, awsAccessKeyIDEnv): its last word, after
 // a separator or at a camel-case boundary, is one of genericNameStop.
@@ -686,6 +727,38 @@ func stopName(name []byte) bool {
 		case len(w) >= 4 && isUpper(first) == isUpper(prev) && allUpper(name): // SECRETNAME is rare; SECRET_NAME handled above
 			return false
 		case len(w) >= 4:
+			return true
+		}
+	}
+	return false
+}
+
+// vectorName reports names that key derivation test vectors use for
+// values that are secrets only inside the protocol under test (HPKE, ECDH,
+// TLS key schedules): shared_secret, SharedSecret, exporter_secret.
+func vectorName(name []byte) bool {
+	var n []byte
+	for _, c := range name {
+		if isLetter(c) {
+			n = append(n, lower(c))
+		}
+	}
+	for _, w := range []string{"sharedsecret", "exportersecret", "presharedsecret", "handshakesecret", "mastersecret", "earlysecret"} {
+		if bytes.HasSuffix(n, []byte(w)) {
+			return true
+		}
+	}
+	return false
+}
+
+// textish reports values that are text rather than a key: non-ASCII
+// letters or escaped control characters (\n, \t) inside.
+func textish(v []byte) bool {
+	for i, c := range v {
+		if c >= 0x80 {
+			return true
+		}
+		if c == '\\' && i+1 < len(v) && (v[i+1] == 'n' || v[i+1] == 't' || v[i+1] == 'r') {
 			return true
 		}
 	}
@@ -729,15 +802,35 @@ func notLiteral(v []byte, quoted bool) bool {
 		return true
 	}
 	if bytes.ContainsRune(v, ' ') {
-		// Prose ("Time to generate first token, in seconds") is words.
-		for _, f := range bytes.Fields(v) {
-			if !wordLike(bytes.Trim(f, ".,;:!?()'\"…")) {
-				return false
-			}
-		}
-		return true
+		return isProse(v) // "Time to generate first token, in seconds"
 	}
 	return wordLike(v)
+}
+
+// isProse reports text of several words ("put your unique phrase here",
+// "invalid jsontext.Token; it has been voided").
+func isProse(v []byte) bool {
+	f := bytes.Fields(v)
+	if len(f) < 2 {
+		return false
+	}
+	for _, w := range f {
+		w = bytes.Trim(w, ".,;:!?()'\"…`")
+		if len(w) == 0 || len(w) > 24 {
+			continue
+		}
+		plain := true
+		for _, c := range w {
+			if !isLetter(c) && c != '\'' && c != '-' && c != '.' {
+				plain = false
+				break
+			}
+		}
+		if !plain && !wordLike(w) {
+			return false
+		}
+	}
+	return true
 }
 
 func isScheme(s []byte) bool {
