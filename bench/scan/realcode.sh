@@ -46,7 +46,7 @@ mm=$(med "${tm[@]}"); mg=$(med "${tg[@]}")
 awk -v b="$bytes" -v m="$mm" -v g="$mg" 'BEGIN {
   printf "median: mayfly %.1f MB/s, gitleaks %.1f MB/s, mayfly is %.1fx gitleaks\n", b/1048576/m, b/1048576/g, g/m }'
 echo "findings by rule (mayfly):"
-cat "$work"/m-*.json | grep -o '"rule":"[^"]*"' | sort | uniq -c | sort -rn | head -20
+cat "$work"/m-*.json | grep -o '"rule": *"[^"]*"' | sed 's/ //' | sort | uniq -c | sort -rn | head -20
 echo "findings by rule (gitleaks):"
 cat "$work"/g-*.json | grep -o '"RuleID": *"[^"]*"' | sed 's/ //' | sort | uniq -c | sort -rn | head -20
 echo "machine load: $(cut -d' ' -f1-3 /proc/loadavg), $(nproc) CPUs"
