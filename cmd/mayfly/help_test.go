@@ -107,3 +107,24 @@ func writeFile(t *testing.T, dir, name, body string) string {
 	}
 	return p
 }
+
+// YAML syntax errors are reported at the line they are on (yaml/v3 prints
+// a parser error's line 0-based).
+func TestYAMLSyntaxErrorLines(t *testing.T) {
+	dir := t.TempDir()
+	p := writeFile(t, dir, "p.yaml", "issuers:\n  ci:\n    url: https://token.actions.githubusercontent.com\n\n\n    audience: [a\n")
+	out, _, code := runCLI(t, "", "policy", "check", p)
+	if code != exitNegative || !strings.Contains(out, p+":6: bad YAML") {
+		t.Errorf("policy: exit %d, %q", code, out)
+	}
+	c := writeFile(t, dir, "mayfly.yaml", "data_dir: /d\nlisten: [a\nadmin_cidrs:\n  - 10.0.0.0/8\n")
+	_, stderr, code := runCLI(t, "", "server", "--config", c)
+	if code != exitUsage || !strings.Contains(stderr, c+":2: bad YAML") {
+		t.Errorf("config: exit %d, %q", code, stderr)
+	}
+	c = writeFile(t, dir, "typo.yaml", "data_dir: /d\nlimts:\n  max_body: 10\n")
+	_, stderr, code = runCLI(t, "", "server", "--config", c)
+	if code != exitUsage || !strings.Contains(stderr, `unknown key "limts" in `+c+`:2, did you mean "limits"?`) {
+		t.Errorf("config: exit %d, %q", code, stderr)
+	}
+}

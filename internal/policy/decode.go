@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+
+	"github.com/mayfly-sh/mayfly/internal/yamlerr"
 )
 
 // Bounds on values (see the package comment).
@@ -32,7 +34,6 @@ const (
 
 var (
 	nameRE = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._-]*$`)
-	lineRE = regexp.MustCompile(`line (\d+)`)
 
 	errBudget = errors.New("node budget exhausted")
 
@@ -74,14 +75,7 @@ func decodeFile(f File, p *Policy, el *errList) {
 			return
 		}
 		if err != nil {
-			line := 1
-			msg := strings.TrimPrefix(err.Error(), "yaml: ")
-			if m := lineRE.FindStringSubmatch(msg); m != nil {
-				if n, err := strconv.Atoi(m[1]); err == nil && n > 0 {
-					line = n
-				}
-				msg = strings.TrimPrefix(strings.Replace(msg, m[0], "", 1), ": ")
-			}
+			line, msg := yamlerr.Syntax(err, f.Data)
 			if strings.Contains(msg, "tab character") {
 				line = tabLine(f.Data, line)
 			}

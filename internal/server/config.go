@@ -4,15 +4,18 @@
 package server
 
 import (
-	"bytes"
+	"errors"
 	"fmt"
 	"net/netip"
 	"os"
+	"reflect"
+	"strings"
 	"time"
 
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mayfly-sh/mayfly/internal/api"
+	"github.com/mayfly-sh/mayfly/internal/yamlerr"
 )
 
 // Config is everything a node is started with. Flags fill it; a YAML file
@@ -73,7 +76,9 @@ func (l ConfigLimits) api() api.Limits {
 		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst}
 }
 
-// LoadConfigFile reads a YAML config strictly: unknown keys are errors.
+// LoadConfigFile reads a YAML config strictly: unknown keys, bad YAML and
+// values of the wrong type are errors that name the file, the line and the
+// key in words (with a suggestion for a mistyped key).
 func LoadConfigFile(path string) (Config, error) {
 	var c Config
 	b, err := os.ReadFile(path)
@@ -83,12 +88,95 @@ func LoadConfigFile(path string) (Config, error) {
 	if len(b) > 1<<20 {
 		return c, fmt.Errorf("config %s: larger than 1 MiB", path)
 	}
-	dec := yaml.NewDecoder(bytes.NewReader(b))
-	dec.KnownFields(true)
-	if err := dec.Decode(&c); err != nil {
-		return c, fmt.Errorf("config %s: %w", path, err)
+	var doc yaml.Node
+	if err := yaml.Unmarshal(b, &doc); err != nil {
+		line, reason := yamlerr.Syntax(err, b)
+		return c, fmt.Errorf("config %s:%d: bad YAML: %s", path, line, reason)
+	}
+	if len(doc.Content) == 0 {
+		return c, nil // an empty file sets nothing
+	}
+	keys := map[int]string{} // line → the key written there, for type errors
+	var problems []string
+	checkKeys(doc.Content[0], reflect.TypeOf(c), "", path, keys, &problems)
+	if len(problems) > 0 {
+		return c, errors.New(strings.Join(problems, "; "))
+	}
+	if err := doc.Decode(&c); err != nil {
+		var te *yaml.TypeError
+		if !errors.As(err, &te) {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
+		for _, e := range te.Errors {
+			if line, want, got, ok := yamlerr.Type(e); ok {
+				problems = append(problems, fmt.Sprintf("config %s:%d: %s: expected %s, got %s", path, line, keys[line], want, got))
+			} else {
+				problems = append(problems, fmt.Sprintf("config %s: %s", path, e))
+			}
+		}
+		return c, errors.New(strings.Join(problems, "; "))
 	}
 	return c, nil
+}
+
+// maxConfigProblems bounds how many unknown keys one error lists.
+const maxConfigProblems = 10
+
+// checkKeys reports every key of n that t (a struct's yaml tags) does not
+// know, with the nearest known key as a suggestion, and records the path of
+// every key by line.
+func checkKeys(n *yaml.Node, t reflect.Type, path, file string, keys map[int]string, problems *[]string) {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch {
+	case t.Kind() == reflect.Struct && n.Kind == yaml.MappingNode:
+		fields := map[string]reflect.Type{}
+		var names []string
+		for i := 0; i < t.NumField(); i++ {
+			f := t.Field(i)
+			name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+			if name == "-" || !f.IsExported() {
+				continue
+			}
+			if name == "" {
+				name = strings.ToLower(f.Name)
+			}
+			fields[name] = f.Type
+			names = append(names, name)
+		}
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			k, v := n.Content[i], n.Content[i+1]
+			full := k.Value
+			if path != "" {
+				full = path + "." + k.Value
+			}
+			keys[k.Line] = full
+			ft, ok := fields[k.Value]
+			if !ok {
+				if len(*problems) < maxConfigProblems {
+					msg := fmt.Sprintf("unknown key %q in %s:%d", full, file, k.Line)
+					if s := yamlerr.Suggest(k.Value, names); s != "" {
+						msg += fmt.Sprintf(", did you mean %q?", s)
+					}
+					*problems = append(*problems, msg)
+				}
+				continue
+			}
+			keys[v.Line] = full
+			checkKeys(v, ft, full, file, keys, problems)
+		}
+	case (t.Kind() == reflect.Slice || t.Kind() == reflect.Array) && n.Kind == yaml.SequenceNode:
+		for i, e := range n.Content {
+			checkKeys(e, t.Elem(), fmt.Sprintf("%s[%d]", path, i), file, keys, problems)
+		}
+	case t.Kind() == reflect.Map && n.Kind == yaml.MappingNode:
+		for i := 0; i+1 < len(n.Content); i += 2 {
+			full := path + "." + n.Content[i].Value
+			keys[n.Content[i].Line] = full
+			checkKeys(n.Content[i+1], t.Elem(), full, file, keys, problems)
+		}
+	}
 }
 
 // DefaultListen is the default listen address.

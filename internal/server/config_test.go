@@ -1,0 +1,73 @@
+package server
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// Config errors are in words, at their line, with a suggestion for a
+// mistyped key; they never read "field limts not found in type
+// server.Config".
+func TestLoadConfigFileErrors(t *testing.T) {
+	dir := t.TempDir()
+	tests := []struct {
+		name, doc string
+		want      []string
+	}{
+		{"unknown key", "data_dir: /d\nlisten: 127.0.0.1:8443\n\n\n\n\nlimts:\n  max_body: 10\n",
+			[]string{`unknown key "limts" in FILE:7, did you mean "limits"?`}},
+		{"nested unknown key", "limits:\n  max_bdy: 10\n  token_rte: 5\n",
+			[]string{`unknown key "limits.max_bdy" in FILE:2, did you mean "max_body"?`, `unknown key "limits.token_rte" in FILE:3, did you mean "token_rate"?`}},
+		{"no suggestion", "frobnicate: 1\n", []string{`unknown key "frobnicate" in FILE:1`}},
+		{"in a list", "audit_sinks:\n  - type: file\n    pth: /x\n", []string{`unknown key "audit_sinks[0].pth" in FILE:3, did you mean "path"?`}},
+		{"wrong type", "data_dir: /d\nlimits:\n  token_rate: fast\n", []string{`FILE:3: limits.token_rate: expected a number, got "fast"`}},
+		{"wrong duration", "limits:\n  read_timeout: soon\n", []string{`FILE:2: limits.read_timeout: expected a duration (e.g. 30s, 5m), got "soon"`}},
+		{"list expected", "admin_cidrs:\n  a: b\n", []string{`FILE:2: admin_cidrs: expected a list, got a mapping`}},
+		{"syntax error", "data_dir: /d\nlisten: [a\nadmin_cidrs:\n  - 10.0.0.0/8\n", []string{`FILE:2: bad YAML: did not find expected ',' or ']'`}},
+		{"unterminated quote", "data_dir: /d\n\n\nlisten: \"a\n", []string{`FILE:4: bad YAML`}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			path := filepath.Join(dir, strings.ReplaceAll(tc.name, " ", "-")+".yaml")
+			if err := os.WriteFile(path, []byte(tc.doc), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			_, err := LoadConfigFile(path)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			for _, w := range tc.want {
+				if w = strings.ReplaceAll(w, "FILE", path); !strings.Contains(err.Error(), w) {
+					t.Errorf("error %q lacks %q", err, w)
+				}
+			}
+			if strings.Contains(err.Error(), "server.Config") || strings.Contains(err.Error(), "not found in type") {
+				t.Errorf("error %q speaks Go, not config", err)
+			}
+		})
+	}
+}
+
+func TestLoadConfigFileGood(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mayfly.yaml")
+	doc := "data_dir: /d\nadmin_cidrs: [10.0.0.0/8]\nlimits:\n  token_rate: 200\n  read_timeout: 30s\ngithub_leak_keys:\n  any-key-id: pem\naudit_sinks:\n  - type: file\n    path: /x\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.DataDir != "/d" || c.Limits.TokenRate != 200 || c.Limits.ReadTimeout != 30*time.Second || c.GitHubLeakKeys["any-key-id"] != "pem" ||
+		len(c.AuditSinks) != 1 || c.AuditSinks[0].Path != "/x" || len(c.AdminCIDRs) != 1 {
+		t.Errorf("loaded %+v", c)
+	}
+	empty := filepath.Join(t.TempDir(), "empty.yaml")
+	os.WriteFile(empty, nil, 0o600)
+	if _, err := LoadConfigFile(empty); err != nil {
+		t.Errorf("empty file: %v", err)
+	}
+}
