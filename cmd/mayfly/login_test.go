@@ -304,8 +304,9 @@ func TestExecExitCodes(t *testing.T) {
 			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
 				t.Fatalf("exit %d (want %d), stderr %q (want %q)", code, tc.code, stderr, tc.stderr)
 			}
-			if tc.stderr != "" {
-				oneLineErr(t, tc.args, stderr)
+			// A refusal also prints the ID token's claims first.
+			if i := strings.LastIndex(strings.TrimSuffix(stderr, "\n"), "\n"); tc.stderr != "" {
+				oneLineErr(t, tc.args, stderr[i+1:])
 			}
 		})
 	}
