@@ -150,7 +150,9 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			if err := db.AppendAuditWritten(ctx, 5, entry, 5, hash); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.Ping(ctx); err != nil {
+			// (Ping reads since readiness stopped writing: a batched write
+			// of meta is the durable one.)
+			if _, err := db.PutMetaIfAbsent(ctx, "batch-test", []byte("x")); err != nil {
 				t.Fatal(err)
 			}
 			commits.waitCount(t, n+2)
@@ -164,7 +166,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			for range 4 {
 				wg.Go(func() {
 					for range 20 {
-						if err := db.Ping(ctx); err != nil {
+						if _, err := db.PutMetaIfAbsent(ctx, "batch-test", []byte("x")); err != nil {
 							t.Error(err)
 							return
 						}
@@ -207,6 +209,30 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			defer db2.Close()
 			if size, err := db2.AuditSize(ctx); err != nil || size != 40 {
 				t.Fatalf("size after reopen = %d %v", size, err)
+			}
+		})
+	}
+}
+
+// Readiness reads: a ping makes no commit on either backend.
+func TestPingDoesNotWrite(t *testing.T) {
+	for _, b := range syncBackends(t) {
+		t.Run(b.name, func(t *testing.T) {
+			var commits commitLog
+			cfg := b.cfg
+			cfg.ObserveCommit = commits.observe
+			db, err := Open(context.Background(), cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer db.Close()
+			for range 5 {
+				if err := db.Ping(context.Background()); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if n := commits.count(); n != 0 {
+				t.Fatalf("%d commits for 5 pings", n)
 			}
 		})
 	}
