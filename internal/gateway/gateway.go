@@ -14,11 +14,14 @@
 //     source, and within the source_cidrs of a who entry of the grant that
 //     the lease's identity still matches — else 403;
 //  4. one of the lease's grants names this upstream and allows the method
-//     on the decoded path, and so any method an X-HTTP-Method-Override,
-//     X-HTTP-Method or X-Method-Override header, a `_method` query
-//     parameter or a `_method` field of a URL-encoded POST body names
-//     (keys percent-decoded; a form body over 1 MiB is refused, 413) —
-//     else 403 insufficient_scope;
+//     on the decoded path, and so every method the request names for a
+//     framework to run instead (override.go): in a method-override header
+//     under any spelling (case, "_" or "-"), a `_method`-like query
+//     parameter, or a form, JSON or multipart body (read up to
+//     MaxInspectedBody, else 413; forwarded as read) — else 403
+//     insufficient_scope; an override that is not a method, or a body that
+//     cannot be parsed, is 400, a charset or content coding the gateway
+//     cannot read 415. An upstream with method_override: ignore skips this;
 //  5. when the token is key-bound, a DPoP proof for this method and public
 //     URL, carrying the token's hash and signed by the bound key — else 401
 //     invalid_dpop_proof;
@@ -78,16 +81,12 @@
 package gateway
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
-	"mime"
 	"net/http"
-	"net/url"
 	"strings"
 	"sync"
 	"time"
@@ -111,6 +110,7 @@ const (
 // Checks named in audit entries (Event.Check) and metrics.
 const (
 	CheckRoute  = "route"
+	CheckURL    = "url"
 	CheckToken  = "token"
 	CheckPath   = policy.CheckPath
 	CheckSource = policy.CheckSource
@@ -195,6 +195,10 @@ type Config struct {
 	// AuditTimeout bounds the wait for a written audit entry before the
 	// request is answered 503 (default 5s).
 	AuditTimeout time.Duration
+	// MaxInspectedBody bounds the form, JSON or multipart request body the
+	// gateway reads to find a method override in it (default 1 MiB); a
+	// larger one is refused (413), never forwarded unchecked.
+	MaxInspectedBody int64
 	// Durable makes every request wait until its entry is on disk
 	// (Auditor.Append: safe from a power loss, ~150 µs or more per
 	// request here) instead of written (AppendWritten: safe from a crash
@@ -246,6 +250,9 @@ func New(cfg Config) (*Gateway, error) {
 	def(&cfg.ResponseHeaderTimeout, 60*time.Second)
 	def(&cfg.IdleConnTimeout, 90*time.Second)
 	def(&cfg.AuditTimeout, 5*time.Second)
+	if cfg.MaxInspectedBody <= 0 {
+		cfg.MaxInspectedBody = 1 << 20
+	}
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 256
 	}
@@ -318,6 +325,20 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if i := strings.IndexByte(rest, '/'); i >= 0 {
 		upName, sub = rest[:i], rest[i:]
 	}
+	// 0. A mayfly token in the URL would reach the upstream's logs (and
+	// ours): refuse it before anything else, and keep the path out of the
+	// audit entry.
+	target := r.RequestURI
+	if target == "" {
+		target = r.URL.RequestURI()
+	}
+	if urlHasToken(target) {
+		rq.ev.Path = "" // it holds the token
+		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request",
+			"the URL carries a mayfly token: send tokens only in the Authorization header, never in a URL (nothing was forwarded)", CheckURL)
+		return
+	}
+
 	rq.ev.Path = truncate(sub, 512)
 	if !ok || !validName(upName) {
 		rq.ev.Path = truncate(full, 512)
@@ -373,24 +394,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}
 	dec := pol.Authorize(&holder, addr, upName, r.Method, clean)
 	why, desc := dec.Reason, dec.Reason.String()
-	if why == policy.Allowed {
-		// Upstreams that honour a method override header (Rails/Rack,
-		// Symfony, ASP.NET, Google APIs) run the method it names: the
-		// policy must allow that one too.
-		overrides := overrideMethods(r.Header, r.URL.RawQuery)
-		// Rack, Laravel and Symfony also take `_method` from a POSTed
-		// form: read a URL-encoded form body (it is kept and forwarded
-		// as read) and check what it names too.
-		fromBody, err := formMethods(r)
+	if up := pol.Upstreams[upName]; why == policy.Allowed && up != nil && !up.IgnoreMethodOverride {
+		// Frameworks run the method a request names in an override
+		// header, query parameter or body (override.go): the policy must
+		// allow each of those too.
+		methods, err := g.overrides(r)
 		if err != nil {
-			status, code := http.StatusBadRequest, "invalid_request"
-			if errors.Is(err, errFormTooLarge) {
-				status = http.StatusRequestEntityTooLarge
-			}
-			g.refuse(w, r, rq, status, code, err.Error(), CheckScope)
+			status, reason := asOverrideError(err)
+			g.refuse(w, r, rq, status, "invalid_request", reason, CheckScope)
 			return
 		}
-		for _, m := range append(overrides, fromBody...) {
+		for _, m := range methods {
 			if m == r.Method {
 				continue
 			}
@@ -505,6 +519,11 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 		check = CheckAudit
 	}
 	g.m.refused.WithLabelValues(check).Inc()
+	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+		// Answer now and close, rather than let the server read (and wait
+		// for) a body nobody will use before it answers.
+		w.Header().Set("Connection", "close")
+	}
 	www := ""
 	switch {
 	case status == http.StatusUnauthorized:
@@ -587,77 +606,6 @@ func requestPath(r *http.Request) string {
 		return u
 	}
 	return r.URL.EscapedPath()
-}
-
-// methodOverrideHeaders are the request headers that common frameworks
-// read as the method to run instead of the request's.
-var methodOverrideHeaders = [...]string{"X-Http-Method-Override", "X-Http-Method", "X-Method-Override"}
-
-// overrideMethods returns the methods a request's override headers and
-// `_method` query parameters (Rails, Laravel, Symfony) name, uppercased as
-// the frameworks that read them do.
-func overrideMethods(h http.Header, rawQuery string) []string {
-	var out []string
-	for _, k := range methodOverrideHeaders {
-		for _, v := range h[k] {
-			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
-		}
-	}
-	if mayName(rawQuery, "_method") {
-		q, _ := url.ParseQuery(rawQuery)
-		for _, v := range q["_method"] {
-			out = append(out, strings.ToUpper(strings.TrimSpace(v)))
-		}
-	}
-	return out
-}
-
-// mayName reports whether URL-encoded form or query text may hold key:
-// literally, or percent-encoded ("%5Fmethod" is `_method` too).
-func mayName(text, key string) bool {
-	return strings.Contains(text, key) || strings.IndexByte(text, '%') >= 0
-}
-
-// maxFormCheck bounds the URL-encoded POST body the gateway reads to find
-// a `_method` field; a larger one is refused (413) rather than passed
-// unchecked.
-const maxFormCheck = 1 << 20
-
-var errFormTooLarge = fmt.Errorf("a URL-encoded form body over %d bytes cannot be checked for _method", maxFormCheck)
-
-// formMethods returns the `_method` values of a URL-encoded POST body,
-// uppercased, and leaves r.Body ready to forward the same bytes.
-func formMethods(r *http.Request) ([]string, error) {
-	if r.Method != http.MethodPost || r.Body == nil || r.Body == http.NoBody {
-		return nil, nil
-	}
-	mt, _, _ := mime.ParseMediaType(r.Header.Get("Content-Type"))
-	if mt != "application/x-www-form-urlencoded" {
-		return nil, nil
-	}
-	if r.ContentLength > maxFormCheck {
-		return nil, errFormTooLarge
-	}
-	body, err := io.ReadAll(io.LimitReader(r.Body, maxFormCheck+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading the form body: %w", err)
-	}
-	if len(body) > maxFormCheck {
-		return nil, errFormTooLarge
-	}
-	r.Body = struct {
-		io.Reader
-		io.Closer
-	}{bytes.NewReader(body), r.Body}
-	if !mayName(string(body), "_method") {
-		return nil, nil
-	}
-	q, _ := url.ParseQuery(string(body))
-	var out []string
-	for _, v := range q["_method"] {
-		out = append(out, strings.ToUpper(strings.TrimSpace(v)))
-	}
-	return out, nil
 }
 
 // badUpgrade reports whether a request asks to switch protocols to anything

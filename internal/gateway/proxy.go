@@ -232,9 +232,10 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	h.Del("Proxy-Authorization")
 	h.Del("Dpop")
 	// Path-override headers (IIS URL Rewrite, some Symfony and Zend
-	// setups) would let an upstream serve a path the policy never checked.
-	h.Del("X-Original-Url")
-	h.Del("X-Rewrite-Url")
+	// setups) would let an upstream serve a path the policy never checked,
+	// under any spelling; so would a second credential or framing header
+	// spelled with "_".
+	scrubHeaders(h, headerKey(f.cred.header))
 	for k, vs := range h {
 		for _, v := range vs {
 			if strings.Contains(v, f.rq.tok) {

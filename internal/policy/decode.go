@@ -577,7 +577,7 @@ func (d *decoder) upstream(e kv) {
 	if dup {
 		d.errf(e.key, path, "upstream %q is already defined at %s", name, prev.at)
 	}
-	f := d.body(e, path, "url", "credential", "ca_file", "timeout")
+	f := d.body(e, path, "url", "credential", "ca_file", "timeout", "method_override")
 	if f == nil {
 		return
 	}
@@ -607,6 +607,17 @@ func (d *decoder) upstream(e kv) {
 	}
 	if v, ok := f["timeout"]; ok {
 		up.Timeout, _ = d.duration(v.val, path+".timeout", maxTimeout)
+	}
+	if v, ok := f["method_override"]; ok {
+		if s, ok := d.str(v.val, path+".method_override"); ok {
+			switch s {
+			case "check":
+			case "ignore":
+				up.IgnoreMethodOverride = true
+			default:
+				d.errf(v.val, path+".method_override", "method_override must be check or ignore, not %q", s)
+			}
+		}
 	}
 	if !dup {
 		d.p.Upstreams[name] = up

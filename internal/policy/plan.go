@@ -71,6 +71,10 @@ func entriesOf(p *Policy, section string) map[string][]field {
 				{"ca_file", up.CAFile},
 				{"timeout", optDuration(up.Timeout)},
 			}
+			if up.IgnoreMethodOverride {
+				// Only when set: policies that leave it out keep their hash.
+				out[n] = append(out[n], field{"method_override", "ignore"})
+			}
 		}
 	case "grants":
 		for n, g := range p.Grants {

@@ -26,6 +26,9 @@
 //   - ttl is required, positive and at most 24h; max_ttl defaults to ttl and
 //     is at most 168h; ttl may not exceed max_ttl. max_uses (extension) is a
 //     whole number, 0 meaning unlimited.
+//   - method_override (extension) is "check" (the default: the gateway
+//     refuses a request that names, in a header, query or body, a method
+//     the grant does not allow) or "ignore" (the upstream honours none).
 //   - every upstream needs credential.secret; header defaults to
 //     "Authorization" and may not be a hop-by-hop or framing header.
 //   - issuers may say preset: github|gitlab (extension); the shared issuers
@@ -120,6 +123,10 @@ type Upstream struct {
 	Credential Credential
 	CAFile     string        // optional CA bundle to trust for URL
 	Timeout    time.Duration // optional, 0 = the gateway's default
+	// IgnoreMethodOverride (method_override: ignore) says the upstream is
+	// known not to honour method overrides (X-HTTP-Method-Override,
+	// _method, …): the gateway then does not look for them.
+	IgnoreMethodOverride bool
 
 	at, secretAt pos
 }

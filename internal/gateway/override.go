@@ -1,0 +1,591 @@
+package gateway
+
+import (
+	"bytes"
+	"compress/flate"
+	"compress/gzip"
+	"compress/zlib"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"mime"
+	"mime/multipart"
+	"mime/quotedprintable"
+	"net/http"
+	"net/textproto"
+	"strings"
+	"unicode/utf8"
+)
+
+// Method overrides: many web frameworks run a method other than the
+// request line's when a request names one. Rails/Rack, Symfony/Laravel,
+// Express's method-override, ASP.NET and Spring's HiddenHttpMethodFilter
+// read it from a header (X-HTTP-Method-Override and relatives; CGI-style
+// servers map "_" and "-" in header names alike), from a `_method` query or
+// form parameter (PHP also turns "." and " " in parameter names into "_"),
+// from a field of a multipart form, or from a top-level `_method` member of
+// a JSON body (Laravel, Express with a body getter). The gateway finds
+// every method a request names in any of these places, so that the policy
+// can allow or refuse each one. A body it cannot inspect fully is refused,
+// never forwarded unchecked.
+
+// overrideError is a request the override checks refuse: its status
+// (400, 413 or 415) and a reason that never quotes a header or body value
+// longer than a method.
+type overrideError struct {
+	status int
+	reason string
+}
+
+func (e *overrideError) Error() string { return e.reason }
+
+func badOverride(format string, a ...any) *overrideError {
+	return &overrideError{http.StatusBadRequest, fmt.Sprintf(format, a...)}
+}
+
+// headerKey folds a header name as CGI-style servers do: case-insensitive,
+// "_" and "-" alike.
+func headerKey(k string) string {
+	return strings.ReplaceAll(strings.ToLower(k), "_", "-")
+}
+
+// isOverrideHeader reports whether a header (by headerKey) names a method
+// for some framework to run instead of the request's.
+func isOverrideHeader(k string) bool {
+	switch k {
+	case "x-http-method-override", "x-http-method", "x-method-override", "x-forwarded-method", "x-original-method":
+		return true
+	}
+	return strings.Contains(k, "method-override")
+}
+
+// paramKey folds a form, query or JSON parameter name the way the most
+// lenient framework reads it: PHP stops at a NUL, drops leading spaces,
+// turns " " and "." into "_" and takes "a[…]" as an array named "a";
+// case is ignored and "-" is taken as "_" so that header-named fields
+// (ASP.NET MVC reads X-HTTP-Method-Override from forms and queries too)
+// fold with the rest.
+func paramKey(k string) string {
+	if i := strings.IndexByte(k, 0); i >= 0 {
+		k = k[:i]
+	}
+	k = strings.TrimLeft(k, " ")
+	if i := strings.IndexByte(k, '['); i > 0 {
+		k = k[:i]
+	}
+	k = strings.ToLower(k)
+	return strings.Map(func(r rune) rune {
+		switch r {
+		case ' ', '.', '-':
+			return '_'
+		}
+		return r
+	}, k)
+}
+
+// isOverrideParam reports whether a parameter (by paramKey) names a method.
+func isOverrideParam(k string) bool {
+	switch k {
+	case "_method", "x_http_method", "x_http_method_override", "x_method_override", "__method__":
+		return true
+	}
+	return strings.Contains(k, "method_override")
+}
+
+// overrideValues turns the value of an override field into the methods a
+// framework could run: the whole value, or each comma-separated element
+// (Express takes the first of a list), uppercased as the frameworks do
+// (Unicode-aware, as Java's toUpperCase is). An empty value names none; a
+// value that is not an HTTP method is refused rather than guessed at.
+func overrideValues(v string, out []string) ([]string, error) {
+	for _, e := range strings.Split(v, ",") {
+		e = strings.Trim(e, " \t\r\n")
+		if e == "" {
+			continue
+		}
+		m := strings.ToUpper(e)
+		if !isMethodToken(m) {
+			return out, badOverride("a method override names %q, which is not an HTTP method", truncate(e, 32))
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+func isMethodToken(s string) bool {
+	if s == "" || len(s) > 32 {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if c >= 0x80 || !tchar[c] {
+			return false
+		}
+	}
+	return true
+}
+
+// tchar: RFC 9110 token characters.
+var tchar = func() (t [128]bool) {
+	for c := '0'; c <= '9'; c++ {
+		t[c] = true
+	}
+	for c := 'a'; c <= 'z'; c++ {
+		t[c] = true
+		t[c-'a'+'A'] = true
+	}
+	for _, c := range "!#$%&'*+-.^_`|~" {
+		t[c] = true
+	}
+	return t
+}()
+
+// headerOverrides returns the methods the request's override headers name,
+// under any spelling.
+func headerOverrides(h http.Header) ([]string, error) {
+	var out []string
+	var err error
+	for k, vs := range h {
+		if !isOverrideHeader(headerKey(k)) {
+			continue
+		}
+		for _, v := range vs {
+			if out, err = overrideValues(v, out); err != nil {
+				return nil, err
+			}
+		}
+	}
+	return out, nil
+}
+
+// formOverrides returns the methods a URL-encoded text (a query string or
+// a form body) names. Pairs are split on "&" and on ";" (older Rack and
+// Python), "+" is a space, and a malformed escape stays as written, as PHP
+// leaves it.
+func formOverrides(text string, out []string) ([]string, error) {
+	var err error
+	for text != "" {
+		var pair string
+		if i := strings.IndexAny(text, "&;"); i >= 0 {
+			pair, text = text[:i], text[i+1:]
+		} else {
+			pair, text = text, ""
+		}
+		k, v, _ := strings.Cut(pair, "=")
+		if !isOverrideParam(paramKey(formUnescape(k))) {
+			continue
+		}
+		if out, err = overrideValues(formUnescape(v), out); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// formUnescape decodes "+" and %XX; a "%" not followed by two hex digits
+// is kept as it is.
+func formUnescape(s string) string {
+	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+		return s
+	}
+	b := make([]byte, 0, len(s))
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '+':
+			b = append(b, ' ')
+		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
+			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
+			i += 2
+		default:
+			b = append(b, c)
+		}
+	}
+	return string(b)
+}
+
+// bodyKind is how frameworks would read a request body for parameters.
+type bodyKind int
+
+const (
+	bodyOpaque bodyKind = iota // no framework reads parameters from it
+	bodyForm
+	bodyJSON
+	bodyMultipart
+)
+
+// classifyBody says how a body with these Content-Type values may be read.
+// It matches loosely on purpose: Laravel takes any type containing "/json"
+// or "+json" as JSON, PHP and Rack compare only up to the first ";" or ","
+// and ignore case, and Rack reads a POST with no type as a form.
+func classifyBody(method string, ctypes []string) (bodyKind, string, error) {
+	if len(ctypes) > 1 {
+		return 0, "", badOverride("more than one Content-Type header")
+	}
+	ct := ""
+	if len(ctypes) == 1 {
+		ct = strings.ToLower(strings.TrimSpace(ctypes[0]))
+	}
+	switch {
+	case strings.Contains(ct, "multipart/"):
+		_, params, err := mime.ParseMediaType(ct)
+		// The boundary is case-sensitive: take it from the header as sent.
+		if err == nil {
+			_, params, err = mime.ParseMediaType(ctypes[0])
+		}
+		if err != nil || params["boundary"] == "" {
+			return 0, "", badOverride("a multipart Content-Type without a readable boundary")
+		}
+		return bodyMultipart, params["boundary"], nil
+	case strings.Contains(ct, "json"):
+		return bodyJSON, "", checkCharset(ct)
+	case strings.Contains(ct, "x-www-form-urlencoded"):
+		return bodyForm, "", checkCharset(ct)
+	case ct == "" && method == http.MethodPost:
+		return bodyForm, "", nil
+	}
+	return bodyOpaque, "", nil
+}
+
+// checkCharset refuses text in a charset where "_method" would not be the
+// ASCII bytes the gateway looks for (UTF-16 and UTF-32 JSON are read by
+// Express's body-parser).
+func checkCharset(ct string) error {
+	i := strings.Index(ct, "charset=")
+	if i < 0 {
+		return nil
+	}
+	cs := ct[i+len("charset="):]
+	if j := strings.IndexAny(cs, "; ,\t"); j >= 0 {
+		cs = cs[:j]
+	}
+	switch strings.Trim(cs, `"'`) {
+	case "utf-8", "utf8", "us-ascii", "ascii", "iso-8859-1", "latin1", "windows-1252":
+		return nil
+	}
+	return &overrideError{http.StatusUnsupportedMediaType, fmt.Sprintf("a request body in charset %q cannot be checked for a method override", truncate(cs, 32))}
+}
+
+// decodeRequestBody undoes the request's Content-Encoding (gzip or deflate, as
+// Express's body-parser does) within max bytes.
+func decodeRequestBody(raw []byte, encodings []string, max int64) ([]byte, error) {
+	var codings []string
+	for _, v := range encodings {
+		for _, c := range strings.Split(v, ",") {
+			if c = strings.ToLower(strings.TrimSpace(c)); c != "" && c != "identity" {
+				codings = append(codings, c)
+			}
+		}
+	}
+	if len(codings) == 0 {
+		return raw, nil
+	}
+	if len(codings) > 1 {
+		return nil, &overrideError{http.StatusUnsupportedMediaType, "a request body with more than one content coding cannot be checked for a method override"}
+	}
+	var r io.Reader
+	switch codings[0] {
+	case "gzip", "x-gzip":
+		zr, err := gzip.NewReader(bytes.NewReader(raw))
+		if err != nil {
+			return nil, badOverride("the gzip request body cannot be read")
+		}
+		r = zr
+	case "deflate":
+		if zr, err := zlib.NewReader(bytes.NewReader(raw)); err == nil {
+			r = zr
+		} else {
+			r = flate.NewReader(bytes.NewReader(raw))
+		}
+	default:
+		return nil, &overrideError{http.StatusUnsupportedMediaType, fmt.Sprintf("a request body in content coding %q cannot be checked for a method override", truncate(codings[0], 32))}
+	}
+	out, err := io.ReadAll(io.LimitReader(r, max+1))
+	if err != nil {
+		return nil, badOverride("the %s request body cannot be read", codings[0])
+	}
+	if int64(len(out)) > max {
+		return nil, tooLarge(max)
+	}
+	return out, nil
+}
+
+func tooLarge(max int64) *overrideError {
+	return &overrideError{http.StatusRequestEntityTooLarge, fmt.Sprintf(
+		"a form, JSON or multipart request body over %d bytes cannot be checked for a method override (_method and the like); send a smaller body", max)}
+}
+
+// bodyOverrides returns the methods a (decoded) body of this kind names.
+func bodyOverrides(kind bodyKind, boundary string, body []byte) ([]string, error) {
+	switch kind {
+	case bodyForm:
+		return formOverrides(string(body), nil)
+	case bodyJSON:
+		return jsonOverrides(body)
+	case bodyMultipart:
+		return multipartOverrides(body, boundary)
+	}
+	return nil, nil
+}
+
+var errJSON = badOverride("the JSON request body cannot be parsed to check it for a method override")
+
+// jsonOverrides returns the methods named by the top-level override
+// members of a JSON document (a string, or strings in an array; any other
+// value is ignored, as the frameworks ignore it). A body that is not
+// exactly one JSON value is refused: the gateway would not know what the
+// upstream reads.
+func jsonOverrides(body []byte) ([]string, error) {
+	body = bytes.TrimPrefix(body, []byte("\xef\xbb\xbf"))
+	if !utf8.Valid(body) {
+		return nil, badOverride("the JSON request body is not UTF-8")
+	}
+	dec := json.NewDecoder(bytes.NewReader(body))
+	dec.UseNumber()
+	tok, err := dec.Token()
+	if err != nil {
+		return nil, errJSON
+	}
+	var out []string
+	if tok == json.Delim('{') {
+		for dec.More() {
+			kt, err := dec.Token()
+			if err != nil {
+				return nil, errJSON
+			}
+			k, _ := kt.(string)
+			if !isOverrideParam(paramKey(k)) {
+				if err := skipJSON(dec); err != nil {
+					return nil, errJSON
+				}
+				continue
+			}
+			vt, err := dec.Token()
+			if err != nil {
+				return nil, errJSON
+			}
+			switch v := vt.(type) {
+			case string:
+				if out, err = overrideValues(v, out); err != nil {
+					return nil, err
+				}
+			case json.Delim:
+				if v == '[' {
+					for dec.More() {
+						et, err := dec.Token()
+						if err != nil {
+							return nil, errJSON
+						}
+						if s, ok := et.(string); ok {
+							if out, err = overrideValues(s, out); err != nil {
+								return nil, err
+							}
+						} else if d, ok := et.(json.Delim); ok && (d == '[' || d == '{') {
+							if err := skipOpened(dec); err != nil {
+								return nil, errJSON
+							}
+						}
+					}
+				}
+				if err := skipOpened(dec); err != nil {
+					return nil, errJSON
+				}
+			}
+		}
+		if _, err := dec.Token(); err != nil { // the closing brace
+			return nil, errJSON
+		}
+	} else if d, ok := tok.(json.Delim); ok && d == '[' {
+		if err := skipOpened(dec); err != nil {
+			return nil, errJSON
+		}
+	}
+	if _, err := dec.Token(); err != io.EOF {
+		return nil, errJSON
+	}
+	return out, nil
+}
+
+// skipJSON skips the next value.
+func skipJSON(dec *json.Decoder) error {
+	t, err := dec.Token()
+	if err != nil {
+		return err
+	}
+	if d, ok := t.(json.Delim); ok && (d == '{' || d == '[') {
+		return skipOpened(dec)
+	}
+	return nil
+}
+
+// skipOpened skips to the end of the object or array just opened.
+func skipOpened(dec *json.Decoder) error {
+	for depth := 1; depth > 0; {
+		t, err := dec.Token()
+		if err != nil {
+			return err
+		}
+		if d, ok := t.(json.Delim); ok {
+			switch d {
+			case '{', '[':
+				depth++
+			default:
+				depth--
+			}
+		}
+	}
+	return nil
+}
+
+var errMultipart = badOverride("the multipart request body cannot be parsed to check it for a method override")
+
+// multipartOverrides returns the methods named by the override fields of
+// a multipart body, read raw and, where a part declares a transfer
+// encoding, decoded too. A body it cannot parse strictly is refused, and
+// so is one where a Content-Disposition line mentioning a method appears
+// outside the parts it parsed (a boundary another parser would read
+// differently).
+func multipartOverrides(body []byte, boundary string) ([]string, error) {
+	mr := multipart.NewReader(bytes.NewReader(body), boundary)
+	var out []string
+	seen := 0
+	for {
+		p, err := mr.NextRawPart()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return nil, errMultipart
+		}
+		cds := p.Header[textproto.CanonicalMIMEHeaderKey("Content-Disposition")]
+		if len(cds) > 1 {
+			return nil, errMultipart
+		}
+		if len(cds) == 0 {
+			continue
+		}
+		if strings.Contains(strings.ToLower(cds[0]), "method") {
+			seen++
+		}
+		_, params, err := mime.ParseMediaType(cds[0])
+		if err != nil {
+			return nil, errMultipart
+		}
+		if !isOverrideParam(paramKey(params["name"])) {
+			continue
+		}
+		v, err := io.ReadAll(p)
+		if err != nil {
+			return nil, errMultipart
+		}
+		if out, err = overrideValues(string(v), out); err != nil {
+			return nil, err
+		}
+		if strings.EqualFold(strings.TrimSpace(p.Header.Get("Content-Transfer-Encoding")), "quoted-printable") {
+			qp, err := io.ReadAll(quotedprintable.NewReader(bytes.NewReader(v)))
+			if err != nil {
+				return nil, errMultipart
+			}
+			if out, err = overrideValues(string(qp), out); err != nil {
+				return nil, err
+			}
+		}
+	}
+	if rawDispositions(body) != seen {
+		return nil, badOverride("the multipart request body names a method field outside the parts the gateway can read")
+	}
+	return out, nil
+}
+
+// rawDispositions counts the lines of body that start a Content-Disposition
+// header mentioning "method", however the parts are delimited.
+func rawDispositions(body []byte) int {
+	n := 0
+	for len(body) > 0 {
+		line := body
+		if i := bytes.IndexByte(body, '\n'); i >= 0 {
+			line, body = body[:i], body[i+1:]
+		} else {
+			body = nil
+		}
+		line = bytes.TrimLeft(line, " \t")
+		const cd = "content-disposition"
+		if len(line) >= len(cd) && strings.EqualFold(string(line[:len(cd)]), cd) &&
+			bytes.Contains(bytes.ToLower(line), []byte("method")) {
+			n++
+		}
+	}
+	return n
+}
+
+// inspectBody reads the request body when some framework could read a
+// method override from it, checks it within max bytes, and leaves r.Body
+// ready to forward exactly the bytes read. It returns the methods named.
+func inspectBody(r *http.Request, max int64) ([]string, error) {
+	if r.Body == nil || r.Body == http.NoBody || r.ContentLength == 0 {
+		return nil, nil
+	}
+	kind, boundary, err := classifyBody(r.Method, r.Header.Values("Content-Type"))
+	if err != nil || kind == bodyOpaque {
+		return nil, err
+	}
+	if r.ContentLength > max {
+		return nil, tooLarge(max)
+	}
+	raw, err := io.ReadAll(io.LimitReader(r.Body, max+1))
+	if err != nil {
+		return nil, &overrideError{http.StatusBadRequest, "the request body could not be read"}
+	}
+	if int64(len(raw)) > max {
+		return nil, tooLarge(max)
+	}
+	r.Body = struct {
+		io.Reader
+		io.Closer
+	}{bytes.NewReader(raw), r.Body}
+	body, err := decodeRequestBody(raw, r.Header.Values("Content-Encoding"), max)
+	if err != nil {
+		return nil, err
+	}
+	return bodyOverrides(kind, boundary, body)
+}
+
+// asOverrideError maps any error of the checks to its status and reason.
+func asOverrideError(err error) (int, string) {
+	var oe *overrideError
+	if errors.As(err, &oe) {
+		return oe.status, oe.reason
+	}
+	return http.StatusBadRequest, err.Error()
+}
+
+// overrides returns every method the request names besides its own: in
+// headers, in the query string and in a body some framework would read.
+func (g *Gateway) overrides(r *http.Request) ([]string, error) {
+	out, err := headerOverrides(r.Header)
+	if err != nil {
+		return nil, err
+	}
+	if out, err = formOverrides(r.URL.RawQuery, out); err != nil {
+		return nil, err
+	}
+	fromBody, err := inspectBody(r, g.cfg.MaxInspectedBody)
+	if err != nil {
+		return nil, err
+	}
+	return append(out, fromBody...), nil
+}
+
+func isHex(c byte) bool {
+	return '0' <= c && c <= '9' || 'a' <= c && c <= 'f' || 'A' <= c && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c <= '9':
+		return c - '0'
+	case c <= 'F':
+		return c - 'A' + 10
+	}
+	return c - 'a' + 10
+}

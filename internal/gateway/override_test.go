@@ -1,0 +1,290 @@
+package gateway
+
+import (
+	"bufio"
+	"bytes"
+	"compress/gzip"
+	"encoding/json"
+	"fmt"
+	"io"
+	"mime/multipart"
+	"net"
+	"net/http"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+)
+
+func TestOverrideParsers(t *testing.T) {
+	tests := []struct {
+		name string
+		got  func() ([]string, error)
+		want []string
+		err  int
+	}{
+		{"header underscores", func() ([]string, error) {
+			return headerOverrides(http.Header{"X_http_method_override": {"DELETE"}})
+		}, []string{"DELETE"}, 0},
+		{"header mixed", func() ([]string, error) {
+			return headerOverrides(http.Header{"X-Http_Method": {"put"}, "X-Forwarded-Method": {"PATCH"}})
+		}, []string{"PUT", "PATCH"}, 0},
+		{"header list (Express takes the first)", func() ([]string, error) {
+			return headerOverrides(http.Header{"X-Method-Override": {"DELETE, POST"}})
+		}, []string{"DELETE", "POST"}, 0},
+		{"header not a method", func() ([]string, error) {
+			return headerOverrides(http.Header{"X-Http-Method-Override": {"DEL ETE"}})
+		}, nil, 400},
+		{"header non-ASCII", func() ([]string, error) {
+			return headerOverrides(http.Header{"X-Http-Method-Override": {"optıons"}})
+		}, []string{"OPTIONS"}, 0},
+		{"unrelated header", func() ([]string, error) {
+			return headerOverrides(http.Header{"X-Payment-Method": {"card"}})
+		}, nil, 0},
+		{"form semicolon", func() ([]string, error) { return formOverrides("item=x;_method=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form encoded key", func() ([]string, error) { return formOverrides("%5Fmethod=put", nil) }, []string{"PUT"}, 0},
+		{"form PHP dot", func() ([]string, error) { return formOverrides(".method=PATCH", nil) }, []string{"PATCH"}, 0},
+		{"form PHP space", func() ([]string, error) { return formOverrides("+_method=PATCH", nil) }, []string{"PATCH"}, 0},
+		{"form array", func() ([]string, error) { return formOverrides("_method[]=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form NUL", func() ([]string, error) { return formOverrides("_method%00x=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form ASP.NET field", func() ([]string, error) { return formOverrides("X-HTTP-Method-Override=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form upper key", func() ([]string, error) { return formOverrides("_METHOD=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form empty", func() ([]string, error) { return formOverrides("_method=&a=b", nil) }, nil, 0},
+		{"form bad escape kept", func() ([]string, error) { return formOverrides("_method=%zzDELETE", nil) }, []string{"%ZZDELETE"}, 0},
+		{"json", func() ([]string, error) { return jsonOverrides([]byte(`{"a":{"_method":"GET"},"_method":"DELETE"}`)) }, []string{"DELETE"}, 0},
+		{"json escaped key", func() ([]string, error) { return jsonOverrides([]byte(`{"\u005fmethod":"delete"}`)) }, []string{"DELETE"}, 0},
+		{"json duplicate", func() ([]string, error) { return jsonOverrides([]byte(`{"_method":"POST","_Method":"PUT"}`)) }, []string{"POST", "PUT"}, 0},
+		{"json array value", func() ([]string, error) { return jsonOverrides([]byte(`{"_method":["PATCH",[1],{"a":2}],"b":1}`)) }, []string{"PATCH"}, 0},
+		{"json number value", func() ([]string, error) { return jsonOverrides([]byte(`{"_method":1,"x":[1,{"y":[]}]}`)) }, nil, 0},
+		{"json BOM", func() ([]string, error) { return jsonOverrides([]byte("\xef\xbb\xbf{\"_method\":\"PUT\"}")) }, []string{"PUT"}, 0},
+		{"json trailing value", func() ([]string, error) { return jsonOverrides([]byte(`{"a":1}{"_method":"DELETE"}`)) }, nil, 400},
+		{"json broken", func() ([]string, error) { return jsonOverrides([]byte(`{"_method":"DELETE"`)) }, nil, 400},
+		{"json array top", func() ([]string, error) { return jsonOverrides([]byte(`[{"_method":"DELETE"}]`)) }, nil, 0},
+		{"json utf-16", func() ([]string, error) { return jsonOverrides([]byte("{\x00\"\x00_\x00")) }, nil, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			got, err := tt.got()
+			if tt.err != 0 {
+				if err == nil {
+					t.Fatalf("got %v; want status %d", got, tt.err)
+				}
+				if st, _ := asOverrideError(err); st != tt.err {
+					t.Fatalf("got %v, %v; want status %d", got, err, tt.err)
+				}
+				return
+			}
+			slices.Sort(got)
+			slices.Sort(tt.want)
+			if err != nil || !slices.Equal(got, tt.want) {
+				t.Fatalf("got %v, %v; want %v", got, err, tt.want)
+			}
+		})
+	}
+}
+
+func multipartBody(t testing.TB, fields ...string) (string, string) {
+	var b bytes.Buffer
+	mw := multipart.NewWriter(&b)
+	for i := 0; i+1 < len(fields); i += 2 {
+		mw.WriteField(fields[i], fields[i+1])
+	}
+	mw.Close()
+	return b.String(), mw.FormDataContentType()
+}
+
+func gzipped(s string) string {
+	var b bytes.Buffer
+	zw := gzip.NewWriter(&b)
+	zw.Write([]byte(s))
+	zw.Close()
+	return b.String()
+}
+
+// Every place a framework reads a method override from is checked: a grant
+// that allows only POST on a path lets no request through that names
+// another method, in any header spelling, query or body; bodies are
+// forwarded byte for byte; a body that cannot be checked is refused.
+func TestMethodOverrideEverywhere(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments"
+	form := "application/x-www-form-urlencoded"
+	mp, mpType := multipartBody(t, "ref", "main", "_method", "DELETE")
+	mpOK, mpOKType := multipartBody(t, "ref", "main", "_method", "POST")
+	// A part hidden where Go's reader does not look: after the closing
+	// boundary (the epilogue), which a lenient parser may still read.
+	hidden := strings.Replace(mpOK, "--\r\n", "--\r\nContent-Disposition: form-data; name=\"_method\"\r\n\r\nDELETE\r\n", 1)
+	tests := []struct {
+		name   string
+		hdr    map[string]string
+		query  string
+		ctype  string
+		enc    string
+		body   string
+		want   int
+		reason string
+	}{
+		{name: "plain POST", ctype: form, body: "ref=main", want: 200},
+		{name: "header underscores", hdr: map[string]string{"X_HTTP_METHOD_OVERRIDE": "DELETE"}, want: 403},
+		{name: "header mixed separators", hdr: map[string]string{"X-HTTP_Method-Override": "PUT"}, want: 403},
+		{name: "header lower case", hdr: map[string]string{"x-http-method": "delete"}, want: 403},
+		{name: "header list", hdr: map[string]string{"X-HTTP-Method-Override": "DELETE, POST"}, want: 403},
+		{name: "header allowed", hdr: map[string]string{"X_HTTP_METHOD_OVERRIDE": "POST"}, want: 200},
+		{name: "header not a method", hdr: map[string]string{"X-HTTP-Method-Override": "DEL/ETE"}, want: 400, reason: "not an HTTP method"},
+		{name: "query semicolon", query: "a=1;_method=DELETE", want: 403},
+		{name: "query ASP.NET name", query: "X-HTTP-Method-Override=DELETE", want: 403},
+		{name: "form semicolon", ctype: form, body: "item=x;_method=DELETE", want: 403},
+		{name: "form PHP dot", ctype: form, body: "item=x&.method=DELETE", want: 403},
+		{name: "form no content type (Rack)", body: "item=x&_method=DELETE", want: 403},
+		{name: "form odd type spelling", ctype: "Application/X-WWW-Form-Urlencoded, text/plain", body: "_method=DELETE", want: 403},
+		{name: "multipart", ctype: mpType, body: mp, want: 403},
+		{name: "multipart allowed", ctype: mpOKType, body: mpOK, want: 200},
+		{name: "multipart hidden part", ctype: mpOKType, body: hidden, want: 400},
+		{name: "multipart no boundary", ctype: "multipart/form-data", body: mp, want: 400},
+		{name: "json", ctype: "application/json", body: `{"_method":"DELETE"}`, want: 403},
+		{name: "json vendor type", ctype: "application/vnd.api+json", body: `{"item":1,"_METHOD":"PATCH"}`, want: 403},
+		{name: "json allowed", ctype: "application/json", body: `{"item":"x","_method":"POST"}`, want: 200},
+		{name: "json plain", ctype: "application/json", body: `{"item":"x","nested":{"_method":"DELETE"}}`, want: 200},
+		{name: "json broken", ctype: "application/json", body: `{"_method":"DELETE"`, want: 400},
+		{name: "json utf-16", ctype: "application/json; charset=utf-16le", body: "{\x00}\x00", want: 415},
+		{name: "json gzip", ctype: "application/json", enc: "gzip", body: gzipped(`{"_method":"DELETE"}`), want: 403},
+		{name: "json gzip allowed", ctype: "application/json", enc: "gzip", body: gzipped(`{"item":1}`), want: 200},
+		{name: "json brotli", ctype: "application/json", enc: "br", body: "xxxx", want: 415},
+		{name: "two content types", hdr: map[string]string{"Content-Type": "text/plain"}, ctype: form, body: "_method=DELETE", want: 400},
+		{name: "opaque body", ctype: "application/octet-stream", body: "_method=DELETE", want: 200},
+		{name: "form too large", ctype: form, body: "a=" + strings.Repeat("x", 1<<20), want: 413, reason: "over 1048576 bytes"},
+		{name: "gzip bomb", ctype: form, enc: "gzip", body: gzipped("a=" + strings.Repeat("x", 2<<20)), want: 413},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before := h.up.count()
+			target := path
+			if tt.query != "" {
+				target += "?" + tt.query
+			}
+			var b strings.Builder
+			fmt.Fprintf(&b, "POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Length: %d\r\n", target, tok, len(tt.body))
+			for k, v := range tt.hdr {
+				fmt.Fprintf(&b, "%s: %s\r\n", k, v)
+			}
+			if tt.ctype != "" {
+				fmt.Fprintf(&b, "Content-Type: %s\r\n", tt.ctype)
+			}
+			if tt.enc != "" {
+				fmt.Fprintf(&b, "Content-Encoding: %s\r\n", tt.enc)
+			}
+			b.WriteString("\r\n" + tt.body)
+			status, body := rawExchange(t, h.srv.Listener.Addr().String(), b.String())
+			if status != tt.want || !strings.Contains(body, tt.reason) {
+				t.Fatalf("status %d, want %d (%q): %s", status, tt.want, tt.reason, body)
+			}
+			if tt.want != 200 {
+				if h.up.count() != before {
+					t.Fatalf("upstream reached: %+v", h.up.last())
+				}
+				return
+			}
+			if got := h.up.last(); got.Method != "POST" || got.BodyLen != int64(len(tt.body)) {
+				t.Fatalf("upstream got %s with %d body bytes, want POST with %d", got.Method, got.BodyLen, len(tt.body))
+			}
+		})
+	}
+}
+
+// rawExchange writes a request exactly as given and reads the answer.
+func rawExchange(t testing.TB, addr, req string) (int, string) {
+	t.Helper()
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte(req))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatalf("reading the answer: %v", err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp.StatusCode, string(b)
+}
+
+// An upstream that says method_override: ignore gets the request with its
+// override untouched: the opt-out for APIs known not to honour them.
+func TestMethodOverrideIgnore(t *testing.T) {
+	h := newHarness(t)
+	y := `
+issuers:
+  ci: {url: https://ci.example.com, audience: https://mayfly.test}
+upstreams:
+  api:
+    url: ` + h.up.srv.URL + `/base
+    method_override: ignore
+    credential: {secret: api-token}
+grants:
+  read:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [POST], paths: ["/items"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(y)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pol.p.Store(p)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	body := `{"_method":"DELETE"}`
+	req := fmt.Sprintf("POST /gw/api/items?_method=DELETE HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nX-HTTP-Method-Override: DELETE\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", tok, len(body), body)
+	if status, b := rawExchange(t, h.srv.Listener.Addr().String(), req); status != 200 {
+		t.Fatalf("status %d: %s", status, b)
+	}
+	if got := h.up.last(); got.Header.Get("X-Http-Method-Override") != "DELETE" || got.BodyLen != int64(len(body)) {
+		t.Fatalf("upstream got %+v", got)
+	}
+}
+
+func FuzzOverrideParsers(f *testing.F) {
+	mp, mpType := multipartBody(f, "_method", "DELETE")
+	f.Add("application/x-www-form-urlencoded", "a=1;_method=DELETE&%5Fmethod=put")
+	f.Add("application/json", `{"a":[1,{"b":2}],"_method":["DELETE"]}`)
+	f.Add(mpType, mp)
+	f.Add("", "_method[]=x")
+	f.Fuzz(func(t *testing.T, ctype, body string) {
+		kind, boundary, err := classifyBody(http.MethodPost, []string{ctype})
+		if err != nil {
+			return
+		}
+		got, err := bodyOverrides(kind, boundary, []byte(body))
+		if err != nil {
+			if st, _ := asOverrideError(err); st != 400 {
+				t.Fatalf("status %d for a parse error", st)
+			}
+			return
+		}
+		for _, m := range got {
+			if !isMethodToken(m) || m != strings.ToUpper(m) {
+				t.Fatalf("override %q is not an uppercase method", m)
+			}
+		}
+		// What a standard parser sees must be among what was found.
+		switch kind {
+		case bodyJSON:
+			var obj map[string]any
+			if json.Unmarshal([]byte(body), &obj) == nil {
+				if s, ok := obj["_method"].(string); ok && strings.TrimSpace(s) != "" && !strings.Contains(s, ",") && isMethodToken(strings.ToUpper(strings.TrimSpace(s))) &&
+					!slices.Contains(got, strings.ToUpper(strings.TrimSpace(s))) {
+					t.Fatalf("missed _method %q in %q: %v", s, body, got)
+				}
+			}
+		case bodyForm:
+			more, err := formOverrides(body+"&_method=DELETE", nil)
+			if err == nil && !slices.Contains(more, "DELETE") {
+				t.Fatalf("missed an appended _method in %q", body)
+			}
+		}
+	})
+}

@@ -1,0 +1,149 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"net/http"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// isPathOverrideHeader reports whether a header (by headerKey: case and
+// "_"/"-" folded) names a path or URL for an upstream to serve instead of
+// the request's: IIS URL Rewrite, Symfony and Zend (X-Original-URL,
+// X-Rewrite-URL), nginx and Envoy conventions (X-Original-URI,
+// X-Envoy-Original-Path), and the X-Forwarded-URI/-Path/-Prefix family
+// that some frameworks use to rebuild the request URL.
+func isPathOverrideHeader(k string) bool {
+	if !strings.HasPrefix(k, "x-") {
+		return false
+	}
+	switch k {
+	case "x-forwarded-uri", "x-forwarded-url", "x-forwarded-path", "x-forwarded-prefix", "x-request-uri", "x-request-url":
+		return true
+	}
+	if !strings.Contains(k, "original") && !strings.Contains(k, "rewrite") {
+		return false
+	}
+	return strings.HasSuffix(k, "-url") || strings.HasSuffix(k, "-uri") || strings.HasSuffix(k, "-path")
+}
+
+// reservedHeaders are headers whose other spellings ("_" for "-") must not
+// reach an upstream beside the gateway's own: a CGI-style server would
+// read X_Foo as X-Foo, so a client could send a second credential or
+// framing header under the gateway's.
+var reservedHeaders = map[string]bool{
+	"authorization": true, "proxy-authorization": true, "dpop": true, "cookie": false,
+	"host": true, "content-length": true, "transfer-encoding": true, "connection": true,
+	"upgrade": true, "te": true, "trailer": true, "keep-alive": true, "proxy-connection": true,
+	"forwarded": true, "x-forwarded-for": true, "x-forwarded-host": true, "x-forwarded-proto": true,
+	"x-real-ip": true,
+}
+
+// scrubHeaders removes from a request going upstream every path-override
+// header under any spelling, and every header that spells a reserved one
+// (or the credential's header, credKey) differently.
+func scrubHeaders(h http.Header, credKey string) {
+	for k := range h {
+		n := headerKey(k)
+		switch {
+		case isPathOverrideHeader(n):
+			delete(h, k)
+		case (reservedHeaders[n] || n == credKey) && n != strings.ToLower(k):
+			delete(h, k)
+		}
+	}
+}
+
+// urlHasToken reports whether a request target carries a checksum-valid
+// mayfly token (a job or admin token) in any form a server or its logs
+// could turn back into one: as sent, percent-decoded (once or twice, "+"
+// as a space or not), or inside a base64 or hex run.
+func urlHasToken(target string) bool {
+	if len(target) < token.JobLen {
+		return false // no form of a token is shorter
+	}
+	s := target
+	for range 3 {
+		if tokenIn(s) {
+			return true
+		}
+		if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
+			return false
+		}
+		if strings.IndexByte(s, '+') >= 0 && tokenIn(formUnescape(strings.ReplaceAll(s, "+", "%2B"))) {
+			return true
+		}
+		d := formUnescape(s)
+		if d == s {
+			return false
+		}
+		s = d
+	}
+	return tokenIn(s)
+}
+
+func tokenIn(s string) bool {
+	return strings.Contains(s, "mfy") && len(token.Find([]byte(s))) > 0 || encodedToken(s)
+}
+
+// encodedToken looks for a token in every base64 (both alphabets, any
+// alignment) and hex run of s long enough to hold one.
+func encodedToken(s string) bool {
+	const minB64 = (token.JobLen*4 + 2) / 3 // 40 bytes: 54 characters
+	if len(s) < minB64 {
+		return false
+	}
+	for _, run := range runs(s, isB64) {
+		if len(run) < minB64 {
+			continue
+		}
+		// One alphabet for both: a token is encoded with one or the other.
+		run = strings.NewReplacer("-", "+", "_", "/").Replace(run)
+		for off := 0; off < 4; off++ {
+			r := run[off:]
+			if len(r)%4 == 1 {
+				r = r[:len(r)-1]
+			}
+			if b, err := base64.RawStdEncoding.DecodeString(r); err == nil && len(token.Find(b)) > 0 {
+				return true
+			}
+		}
+	}
+	for _, run := range runs(s, isHex) {
+		if len(run) < 2*token.JobLen {
+			continue
+		}
+		for off := 0; off < 2; off++ {
+			r := run[off:]
+			if b, err := hex.DecodeString(r[:len(r)/2*2]); err == nil && len(token.Find(b)) > 0 {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+func isB64(c byte) bool {
+	return 'A' <= c && c <= 'Z' || 'a' <= c && c <= 'z' || '0' <= c && c <= '9' || c == '+' || c == '/' || c == '-' || c == '_'
+}
+
+// runs returns the maximal runs of s whose bytes satisfy in.
+func runs(s string, in func(byte) bool) []string {
+	var out []string
+	start := -1
+	for i := 0; i <= len(s); i++ {
+		if i < len(s) && in(s[i]) {
+			if start < 0 {
+				start = i
+			}
+			continue
+		}
+		if start >= 0 {
+			out = append(out, s[start:i])
+			start = -1
+		}
+	}
+	return out
+}

@@ -1,0 +1,113 @@
+package gateway
+
+import (
+	"encoding/base64"
+	"encoding/hex"
+	"fmt"
+	"net/url"
+	"strings"
+	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
+)
+
+// Path-override headers under any spelling never reach the upstream, nor
+// does a second credential or framing header spelled with "_".
+func TestPathOverrideSpellingsDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	names := []string{"X-Original-URL", "X_Original_URL", "x-rewrite-url", "X_Rewrite_URL", "X-Original-URI",
+		"X_ORIGINAL_URI", "X-Envoy-Original-Path", "X-Forwarded-Uri", "X-Forwarded-Prefix", "X-Original-Path",
+		"Proxy_Authorization", "X_Forwarded_For"}
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET /gw/api/repos/acme/app/issues HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n", tok)
+	for _, n := range names {
+		fmt.Fprintf(&b, "%s: /admin/delete-everything\r\n", n)
+	}
+	b.WriteString("\r\n")
+	if status, body := rawExchange(t, h.srv.Listener.Addr().String(), b.String()); status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	got := h.up.last().Header
+	for k, vs := range got {
+		for _, v := range vs {
+			if strings.Contains(v, "/admin/") {
+				t.Errorf("forwarded %s: %s", k, v)
+			}
+		}
+	}
+	if got.Get("Authorization") != "Bearer "+testCred {
+		t.Fatalf("credential header %q", got.Get("Authorization"))
+	}
+}
+
+func TestURLTokenDetection(t *testing.T) {
+	tok := mustToken(t)
+	adm := mustAdmin(t)
+	pct := func(s string) string {
+		var b strings.Builder
+		for i := 0; i < len(s); i++ {
+			fmt.Fprintf(&b, "%%%02x", s[i])
+		}
+		return b.String()
+	}
+	tests := []struct {
+		target string
+		want   bool
+	}{
+		{"/gw/api/v1/q?access_token=" + tok, true},
+		{"/gw/api/v1/" + tok + "/x", true},
+		{"/gw/api/v1/q?t=" + adm, true},
+		{"/gw/api/v1/q?t=" + pct(tok), true},
+		{"/gw/api/v1/q?t=" + url.QueryEscape(pct(tok)), true},
+		{"/gw/api/v1/q?t=" + base64.StdEncoding.EncodeToString([]byte(tok)), true},
+		{"/gw/api/v1/q?t=" + base64.RawURLEncoding.EncodeToString([]byte("x:"+tok)), true},
+		{"/gw/api/v1/q?t=ab" + base64.RawURLEncoding.EncodeToString([]byte("xy:"+tok)), true},
+		{"/gw/api/v1/q?t=" + hex.EncodeToString([]byte(tok)), true},
+		{"/gw/api/v1/q?t=" + strings.ToUpper(hex.EncodeToString([]byte(" "+tok))), true},
+		{"/gw/api/v1/q?t=" + tok[:len(tok)-1] + "x", false}, // checksum fails
+		{"/gw/api/repos/acme/app/issues?state=open&per_page=100", false},
+		{"/gw/api/v1/q?sha=" + strings.Repeat("0123456789abcdef", 5), false},
+	}
+	for _, tt := range tests {
+		if got := urlHasToken(tt.target); got != tt.want {
+			t.Errorf("urlHasToken(%q) = %v, want %v", tt.target, got, tt.want)
+		}
+	}
+}
+
+// A request whose URL carries a mayfly token is refused (400, saying
+// why) whatever else it holds, never forwarded, and the audit entry does
+// not carry the token.
+func TestURLTokenRefused(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	before := h.up.count()
+	for _, target := range []string{
+		"/gw/api/repos/acme/app/issues?access_token=" + tok,
+		"/gw/api/repos/acme/app/" + tok,
+		"/gw/api/repos/acme/app/issues?t=" + base64.StdEncoding.EncodeToString([]byte(tok)),
+	} {
+		resp, body := h.raw("GET", target, bearer(tok))
+		if resp.StatusCode != 400 || !strings.Contains(body, "URL carries a mayfly token") {
+			t.Fatalf("%s: status %d: %s", target, resp.StatusCode, body)
+		}
+	}
+	if h.up.count() != before {
+		t.Fatalf("upstream reached: %+v", h.up.last())
+	}
+	for _, e := range h.entries() {
+		b := fmt.Sprintf("%+v", *e)
+		if strings.Contains(b, tok) || strings.Contains(b, base64.StdEncoding.EncodeToString([]byte(tok))) {
+			t.Fatalf("audit entry holds the token: %s", b)
+		}
+	}
+}
+
+func FuzzURLHasToken(f *testing.F) {
+	f.Add("/gw/api/x?y=%6d%66%79_")
+	f.Add("/gw/" + strings.Repeat("QUJD", 20))
+	f.Fuzz(func(t *testing.T, s string) {
+		urlHasToken(s)
+	})
+}
