@@ -69,6 +69,16 @@ type ConfigLimits struct {
 	LeakRate          float64       `yaml:"leak_rate"`
 	AdminRate         float64       `yaml:"admin_rate"`
 	AdminBurst        int           `yaml:"admin_burst"`
+	// MinBodyRate is the slowest a request body may arrive, in bytes per
+	// second over the time the server waits for it, once BodyRateGrace
+	// has been spent (defaults 1024 and 10s; a negative rate turns the
+	// check off). A slower body ends its connection.
+	MinBodyRate   float64       `yaml:"min_body_rate"`
+	BodyRateGrace time.Duration `yaml:"body_rate_grace"`
+	// GatewayMaxInspectedBody bounds the form, JSON or multipart body the
+	// gateway reads to find a method override (default 1 MiB); a larger
+	// one is refused with 413.
+	GatewayMaxInspectedBody int64 `yaml:"gateway_max_inspected_body"`
 }
 
 func (l ConfigLimits) api() api.Limits {

@@ -21,5 +21,7 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		Logger:     s.log,
 		PublicURL:  s.publicURL,
 		Durable:    s.cfg.GatewayDurableAudit,
+		// Bodies the gateway reads for method overrides.
+		MaxInspectedBody: s.cfg.Limits.GatewayMaxInspectedBody,
 	})
 }

@@ -226,7 +226,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	s.handler = a
 	lim := cfg.Limits
 	s.http = &http.Server{
-		Handler:           a,
+		Handler:           guard(a),
+		ConnContext:       framingConnContext,
 		ReadHeaderTimeout: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
 		ReadTimeout:       orDefault(lim.ReadTimeout, 0), // bodies stream through the gateway: bounded per route instead
 		WriteTimeout:      orDefault(lim.WriteTimeout, 0),
@@ -245,6 +246,25 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		s.origins.Names = certNames(s.http.TLSConfig.Certificates[0])
 	}
 	return s, nil
+}
+
+// framingOptions are the limits every connection's framingConn applies.
+func (s *Server) framingOptions() framingOptions {
+	lim := s.cfg.Limits
+	rate := lim.MinBodyRate
+	switch {
+	case rate == 0:
+		rate = 1024
+	case rate < 0:
+		rate = 0
+	}
+	return framingOptions{
+		maxHead:   s.http.MaxHeaderBytes + 4096, // as net/http allows
+		minRate:   rate,
+		grace:     orDefault(lim.BodyRateGrace, 10*time.Second),
+		handshake: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
+		log:       s.log,
+	}
 }
 
 func orDefault(d, def time.Duration) time.Duration {
@@ -335,11 +355,9 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.audit.Append(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}})
 	errc := make(chan error, 1)
 	go func() {
-		if s.http.TLSConfig != nil {
-			errc <- s.http.Serve(tlsListener(ln, s.http.TLSConfig))
-		} else {
-			errc <- s.http.Serve(ln)
-		}
+		// Every connection's request framing is checked before net/http
+		// reads it (framing.go); TLS handshakes happen in the listener.
+		errc <- s.http.Serve(newFramingListener(ln, s.http.TLSConfig, s.framingOptions()))
 	}()
 	s.log.Info("listening", "url", url, "backend", s.store.Backend())
 	if s.cfg.AddrFile != "" {

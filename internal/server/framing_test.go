@@ -1,0 +1,254 @@
+package server
+
+import (
+	"bufio"
+	"crypto/tls"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+)
+
+// framingServer serves a recording handler behind the framing listener.
+type framingServer struct {
+	addr string
+	mu   sync.Mutex
+	seen []string // "METHOD path body"
+	errs []error  // body read errors
+	tls  *tls.Config
+}
+
+func (f *framingServer) requests() []string {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return append([]string(nil), f.seen...)
+}
+
+func startFraming(t *testing.T, withTLS bool, opts framingOptions) *framingServer {
+	t.Helper()
+	f := &framingServer{}
+	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Upgrade") == "echo" {
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			brw.WriteString("HTTP/1.1 101 Switching Protocols\r\nUpgrade: echo\r\nConnection: Upgrade\r\n\r\n")
+			brw.Flush()
+			buf := make([]byte, 64)
+			n, _ := brw.Read(buf)
+			conn.Write(buf[:n])
+			return
+		}
+		b, err := io.ReadAll(r.Body)
+		f.mu.Lock()
+		f.seen = append(f.seen, r.Method+" "+r.URL.Path+" "+string(b))
+		if err != nil {
+			f.errs = append(f.errs, err)
+		}
+		f.mu.Unlock()
+		fmt.Fprintf(w, "ok %s tls=%v proto=%d", r.URL.Path, r.TLS != nil, r.ProtoMajor)
+	})
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if opts.maxHead == 0 {
+		opts.maxHead = 64 << 10
+	}
+	if opts.handshake == 0 {
+		opts.handshake = 5 * time.Second
+	}
+	opts.log = slog.New(slog.DiscardHandler)
+	srv := &http.Server{Handler: guard(h), ConnContext: framingConnContext, ReadHeaderTimeout: 10 * time.Second}
+	if withTLS {
+		ts := httptest.NewUnstartedServer(nil)
+		ts.EnableHTTP2 = true
+		ts.StartTLS()
+		f.tls = &tls.Config{Certificates: ts.TLS.Certificates, NextProtos: []string{"h2", "http/1.1"}}
+		ts.Close()
+		srv.TLSConfig = f.tls
+	}
+	f.addr = ln.Addr().String()
+	go srv.Serve(newFramingListener(ln, srv.TLSConfig, opts))
+	t.Cleanup(func() { srv.Close() })
+	return f
+}
+
+// exchange sends raw bytes on a new connection and reads every response
+// until the server closes it (or until the wait runs out, which the
+// caller sees as closed == false).
+func exchange(t *testing.T, f *framingServer, raw string, withTLS bool) (statuses []int, bodies []string, closed bool) {
+	t.Helper()
+	var c net.Conn
+	var err error
+	if withTLS {
+		c, err = tls.Dial("tcp", f.addr, &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"http/1.1"}})
+	} else {
+		c, err = net.Dial("tcp", f.addr)
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if _, err := c.Write([]byte(raw)); err != nil {
+		t.Fatal(err)
+	}
+	// A bound on waiting for the close, not a measurement.
+	c.SetReadDeadline(time.Now().Add(10 * time.Second))
+	br := bufio.NewReader(c)
+	for {
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			ne, ok := err.(net.Error)
+			return statuses, bodies, !(ok && ne.Timeout())
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		statuses, bodies = append(statuses, resp.StatusCode), append(bodies, string(b))
+	}
+}
+
+const okGet = "GET /next HTTP/1.1\r\nHost: x\r\n\r\n"
+
+func TestFramingRefusesAmbiguousRequests(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		f := startFraming(t, withTLS, framingOptions{})
+		tests := []struct {
+			name, raw string
+			want      []int
+			reason    string
+		}{
+			{"content-length, then keep-alive", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello" + okGet + "GET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", []int{200, 200, 200}, ""},
+			{"chunked, then keep-alive", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nhello\r\n0\r\nX-T: 1\r\n\r\nGET /c HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n", []int{200, 200}, ""},
+			{"CL and TE", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "both Content-Length and Transfer-Encoding"},
+			{"TE then CL", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "both"},
+			{"TE tab", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: \tchunked\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "exactly"},
+			{"TE upper case", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: CHUNKED\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "exactly"},
+			{"TE list", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "exactly"},
+			{"TE twice", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n" + okGet, []int{400}, "more than one Transfer-Encoding"},
+			{"TE in HTTP/1.0", "POST /a HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", []int{400}, "HTTP/1.0"},
+			{"CL twice, equal", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nContent-Length: 5\r\n\r\nhello" + okGet, []int{400}, "more than one Content-Length"},
+			{"CL list", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5, 5\r\n\r\nhello" + okGet, []int{400}, "not a number"},
+			{"CL signed", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: +5\r\n\r\nhello" + okGet, []int{400}, "not a number"},
+			{"CL underscore", "POST /a HTTP/1.1\r\nHost: x\r\nContent_Length: 5\r\n\r\nhello" + okGet, []int{400}, "spelled with '_'"},
+			{"TE underscore", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nTransfer_Encoding: chunked\r\n\r\nhello" + okGet, []int{400}, "spelled with '_'"},
+			{"bare LF", "POST /a HTTP/1.1\nHost: x\nContent-Length: 5\n\nhello" + okGet, []int{400}, "bare CR or LF"},
+			{"bare LF inside", "POST /a HTTP/1.1\r\nHost: x\r\nX: a\nTransfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", []int{400}, "bare CR or LF"},
+			{"obs-fold", "POST /a HTTP/1.1\r\nHost: x\r\nX: a\r\n Transfer-Encoding: chunked\r\nContent-Length: 5\r\n\r\nhello", []int{400}, "folded"},
+			{"space before colon", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding : chunked\r\nContent-Length: 5\r\n\r\nhello", []int{400}, "malformed header"},
+			{"pipelined smuggle", "POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhelloPOST /b HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n", []int{200, 400}, "both"},
+			{"bad chunk size", "POST /a HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n" + okGet, nil, ""},
+		}
+		for _, tt := range tests {
+			t.Run(fmt.Sprintf("tls=%v/%s", withTLS, tt.name), func(t *testing.T) {
+				before := len(f.requests())
+				statuses, bodies, closed := exchange(t, f, tt.raw, withTLS)
+				if !closed {
+					t.Fatalf("connection left open after %v", statuses)
+				}
+				if len(statuses) < len(tt.want) || fmt.Sprint(statuses[:len(tt.want)]) != fmt.Sprint(tt.want) || len(statuses) > len(tt.want) && tt.want != nil {
+					t.Fatalf("statuses %v %q, want %v", statuses, bodies, tt.want)
+				}
+				if tt.reason != "" && !strings.Contains(bodies[len(bodies)-1], tt.reason) {
+					t.Fatalf("answer %q does not say %q", bodies[len(bodies)-1], tt.reason)
+				}
+				for _, r := range f.requests()[before:] {
+					if strings.Contains(r, "smuggled") || strings.Contains(r, "/next") && tt.want[len(tt.want)-1] != 200 {
+						t.Fatalf("a request after the refused one was served: %q", r)
+					}
+				}
+				if tt.want != nil && tt.want[0] == 200 {
+					if got := f.requests()[before]; got != "POST /a hello" {
+						t.Fatalf("first request seen as %q", got)
+					}
+					if want := fmt.Sprintf("tls=%v", withTLS); !strings.Contains(bodies[0], want) {
+						t.Fatalf("answer %q, want %s", bodies[0], want)
+					}
+				}
+			})
+		}
+	}
+}
+
+// A body that trickles in ends its connection once the grace is spent;
+// the handler's read fails rather than waiting for it.
+func TestFramingMinimumBodyRate(t *testing.T) {
+	f := startFraming(t, false, framingOptions{minRate: 1000, grace: 200 * time.Millisecond})
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "POST /slow HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\nx")
+	c.SetReadDeadline(time.Now().Add(10 * time.Second)) // a bound, not a measurement
+	b, err := io.ReadAll(c)
+	if ne, ok := err.(net.Error); ok && ne.Timeout() {
+		t.Fatalf("connection still open: %q", b)
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.errs) != 1 || !strings.Contains(f.errs[0].Error(), "minimum data rate") {
+		t.Fatalf("handler body errors: %v", f.errs)
+	}
+}
+
+// After a protocol switch the connection's bytes are the handler's: the
+// framing checks stop.
+func TestFramingHijackIsOpaque(t *testing.T) {
+	f := startFraming(t, false, framingOptions{})
+	c, err := net.Dial("tcp", f.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	fmt.Fprint(c, "GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: echo\r\n\r\n")
+	br := bufio.NewReader(c)
+	resp, err := http.ReadResponse(br, nil)
+	if err != nil || resp.StatusCode != 101 {
+		t.Fatalf("upgrade: %v %v", resp, err)
+	}
+	fmt.Fprint(c, "\x81\x05hello\n\nTransfer-Encoding: x\r\n")
+	got := make([]byte, 64)
+	n, _ := io.ReadAtLeast(br, got, 5)
+	if !strings.HasPrefix(string(got[:n]), "\x81\x05hello") {
+		t.Fatalf("echo %q", got[:n])
+	}
+}
+
+// HTTP/2 still works through the listener, with its TLS state.
+func TestFramingHTTP2(t *testing.T) {
+	f := startFraming(t, true, framingOptions{})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	resp, err := (&http.Client{Transport: tr}).Post("https://"+f.addr+"/h2", "text/plain", strings.NewReader("hello"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if resp.ProtoMajor != 2 || !strings.Contains(string(b), "tls=true proto=2") {
+		t.Fatalf("%s: %s", resp.Proto, b)
+	}
+}
+
+func FuzzCheckHead(f *testing.F) {
+	f.Add([]byte("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"))
+	f.Add([]byte("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Fuzz(func(t *testing.T, head []byte) {
+		if len(head) < 4 || !strings.HasSuffix(string(head), "\r\n\r\n") {
+			return
+		}
+		fr, reason := checkHead(head)
+		if reason == "" && (fr.length < 0 || fr.chunked && fr.length != 0) {
+			t.Fatalf("framing %+v accepted", fr)
+		}
+	})
+}
