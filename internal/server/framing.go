@@ -8,7 +8,6 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -253,7 +252,17 @@ func (c *framingConn) Read(p []byte) (int, error) {
 		st := c.st
 		c.mu.Unlock()
 		if st == stRefused {
-			return 0, io.EOF
+			// net/http has the refusal request buffered and will answer it
+			// and close; until then, read and drop whatever else comes (an
+			// EOF now would look like the client leaving, and cancel the
+			// request still being served).
+			if c.buf == nil {
+				c.buf = make([]byte, 16<<10)
+			}
+			if _, err := c.Conn.Read(c.buf); err != nil {
+				return 0, err
+			}
+			continue
 		}
 		if st == stOpaque && len(c.in) > 0 {
 			c.out, c.in = c.in, nil
