@@ -8,9 +8,11 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strconv"
 	"strings"
 	"sync"
@@ -610,7 +612,7 @@ func framingConnContext(ctx context.Context, c net.Conn) context.Context {
 // guard answers the refusal requests of framingConns, and gives requests
 // on a TLS framingConn their TLS state (net/http sets it only on a
 // *tls.Conn).
-func guard(next http.Handler) http.Handler {
+func guard(next http.Handler, minRate float64, grace time.Duration) http.Handler {
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if fc, ok := r.Context().Value(framingConnKey{}).(*framingConn); ok {
 			if status, reason, ok := fc.refused(r); ok {
@@ -626,7 +628,36 @@ func guard(next http.Handler) http.Handler {
 			if r.TLS == nil && fc.tlsState != nil {
 				r.TLS = fc.tlsState
 			}
+		} else if r.ProtoMajor == 2 && minRate > 0 && strings.HasPrefix(r.URL.Path, "/gw/") && r.Body != nil && r.Body != http.NoBody {
+			// HTTP/2 streams bypass framingConn: bound the gateway's
+			// streamed bodies per stream (the API bounds its own small
+			// bodies with a read deadline).
+			r.Body = &rateBody{ReadCloser: r.Body, rc: http.NewResponseController(w), minRate: minRate, grace: grace}
 		}
 		next.ServeHTTP(w, r)
 	})
+}
+
+// rateBody applies the minimum body data rate to one HTTP/2 request body
+// through the stream's read deadline.
+type rateBody struct {
+	io.ReadCloser
+	rc      *http.ResponseController
+	minRate float64
+	grace   time.Duration
+	n       int64
+	waited  time.Duration
+}
+
+func (b *rateBody) Read(p []byte) (int, error) {
+	allow := b.grace + time.Duration(float64(b.n)/b.minRate*float64(time.Second)) - b.waited
+	start := time.Now()
+	b.rc.SetReadDeadline(start.Add(max(allow, 0)))
+	n, err := b.ReadCloser.Read(p)
+	b.waited += time.Since(start)
+	b.n += int64(n)
+	if n == 0 && errors.Is(err, os.ErrDeadlineExceeded) {
+		return 0, errSlowBody
+	}
+	return n, err
 }

@@ -67,7 +67,7 @@ func startFraming(t *testing.T, withTLS bool, opts framingOptions) *framingServe
 		opts.handshake = 5 * time.Second
 	}
 	opts.log = slog.New(slog.DiscardHandler)
-	srv := &http.Server{Handler: guard(h), ConnContext: framingConnContext, ReadHeaderTimeout: 10 * time.Second}
+	srv := &http.Server{Handler: guard(h, opts.minRate, opts.grace), ConnContext: framingConnContext, ReadHeaderTimeout: 10 * time.Second}
 	if withTLS {
 		ts := httptest.NewUnstartedServer(nil)
 		ts.EnableHTTP2 = true
@@ -197,6 +197,28 @@ func TestFramingMinimumBodyRate(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.errs) != 1 || !strings.Contains(f.errs[0].Error(), "minimum data rate") {
 		t.Fatalf("handler body errors: %v", f.errs)
+	}
+}
+
+// HTTP/2 streams bypass framingConn; the gateway's bodies get the same
+// minimum rate through the stream's read deadline.
+func TestFramingHTTP2MinimumBodyRate(t *testing.T) {
+	f := startFraming(t, true, framingOptions{minRate: 1000, grace: 200 * time.Millisecond})
+	tr := &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}, ForceAttemptHTTP2: true}
+	defer tr.CloseIdleConnections()
+	pr, pw := io.Pipe()
+	defer pw.Close()
+	go pw.Write([]byte("x"))
+	req, _ := http.NewRequest("POST", "https://"+f.addr+"/gw/slow", pr)
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err == nil {
+		io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	if len(f.errs) != 1 || !strings.Contains(f.errs[0].Error(), "minimum data rate") {
+		t.Fatalf("handler body errors: %v (response %v, %v)", f.errs, resp, err)
 	}
 }
 

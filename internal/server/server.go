@@ -226,7 +226,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	s.handler = a
 	lim := cfg.Limits
 	s.http = &http.Server{
-		Handler:           guard(a),
+		Handler:           a, // wrapped in guard below, once the limits are known
 		ConnContext:       framingConnContext,
 		ReadHeaderTimeout: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
 		ReadTimeout:       orDefault(lim.ReadTimeout, 0), // bodies stream through the gateway: bounded per route instead
@@ -235,6 +235,8 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		MaxHeaderBytes:    max(lim.MaxHeaderBytes, 64<<10),
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
+	fo := s.framingOptions()
+	s.http.Handler = guard(a, fo.minRate, fo.grace)
 	if !cfg.InsecureHTTP {
 		certFile, keyFile := d.ServerCert(), d.ServerKey()
 		if cfg.TLSCert != "" || cfg.TLSKey != "" {
