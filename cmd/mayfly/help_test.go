@@ -1,13 +1,17 @@
 package main
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/scan"
 )
 
 // flagLine is one line of a flag listing: the flag, at most one
@@ -126,5 +130,35 @@ func TestYAMLSyntaxErrorLines(t *testing.T) {
 	_, stderr, code = runCLI(t, "", "server", "--config", c)
 	if code != exitUsage || !strings.Contains(stderr, `unknown key "limts" in `+c+`:2, did you mean "limits"?`) {
 		t.Errorf("config: exit %d, %q", code, stderr)
+	}
+}
+
+func TestScanProgress(t *testing.T) {
+	var out strings.Builder
+	now := time.Unix(1000, 0)
+	p := &scanProgress{w: &out, now: func() time.Time { return now }, delay: time.Second, interval: 200 * time.Millisecond, start: now}
+	p.update(scan.Stats{Files: 1, Bytes: 10}) // a short scan shows nothing
+	if out.Len() != 0 {
+		t.Fatalf("shown before the delay: %q", out.String())
+	}
+	now = now.Add(1100 * time.Millisecond)
+	p.update(scan.Stats{Files: 40, Bytes: 3 << 20})
+	now = now.Add(50 * time.Millisecond)
+	p.update(scan.Stats{Files: 41, Bytes: 3 << 20}) // within the interval: skipped
+	now = now.Add(300 * time.Millisecond)
+	p.update(scan.Stats{Files: 90, Bytes: 5 << 30})
+	p.done()
+	want := "\r\x1b[Kscanning: 40 files, 3.0 MiB read\r\x1b[Kscanning: 90 files, 5.0 GiB read\r\x1b[K"
+	if out.String() != want {
+		t.Errorf("got %q, want %q", out.String(), want)
+	}
+	// Not a terminal (a pipe, a file, a buffer): no progress at all.
+	dir := t.TempDir()
+	for i := 0; i < 50; i++ {
+		writeFile(t, dir, fmt.Sprintf("f%d.txt", i), "nothing here\n")
+	}
+	_, stderr, code := runCLI(t, "", "scan", dir)
+	if code != exitOK || stderr != "" {
+		t.Errorf("scan to a buffer: exit %d, stderr %q", code, stderr)
 	}
 }

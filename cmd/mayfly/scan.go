@@ -116,6 +116,12 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 		}
 		opts.Rules = rs
 	}
+	// A person watching a long scan of files sees it move; a pipe or a
+	// log file gets nothing of it.
+	progress := newScanProgress(cmd.ErrOrStderr())
+	if !f.stdin && !f.git && !f.staged && isTerminal(cmd.ErrOrStderr()) {
+		opts.Progress = progress.update
+	}
 	sc, err := scan.New(opts)
 	if err != nil {
 		return usageErr("%v", err)
@@ -185,6 +191,7 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 			paths = []string{"."}
 		}
 		_, err = sc.ScanPaths(ctx, paths, collect)
+		progress.done()
 		scan.SortFindings(findings)
 	}
 	if err != nil {

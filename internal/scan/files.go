@@ -128,6 +128,9 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string, emit func(Findi
 						files.Add(1)
 						nbytes.Add(n)
 					}
+					if s.opts.Progress != nil {
+						s.opts.Progress(Stats{Files: files.Load(), Skipped: skipped.Load(), Bytes: nbytes.Load()})
+					}
 				}
 			}()
 		}

@@ -75,6 +75,10 @@ type Options struct {
 	// Warn receives problems that do not stop a scan (an unreadable file);
 	// nil ignores them.
 	Warn func(error)
+	// Progress, when set, receives the running totals of a file scan after
+	// each file. It is called from several goroutines at once and must be
+	// quick.
+	Progress func(Stats)
 	// FingerprintKey keys the findings' fingerprints (see KeyedFingerprint);
 	// empty: the public default.
 	FingerprintKey []byte

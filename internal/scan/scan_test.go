@@ -19,6 +19,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -822,4 +823,39 @@ func FuzzParseLeakReport(f *testing.F) {
 			seen[tok] = true
 		}
 	})
+}
+
+// A file scan reports its running totals to Progress, ending at the totals
+// ScanPaths returns.
+func TestScanPathsProgress(t *testing.T) {
+	dir := t.TempDir()
+	for i := 0; i < 25; i++ {
+		if err := os.WriteFile(filepath.Join(dir, fmt.Sprintf("f%02d.txt", i)), []byte(strings.Repeat("x", 100+i)), 0o600); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var mu sync.Mutex
+	var calls int
+	var last Stats
+	s, err := New(Options{Workers: 4, Progress: func(st Stats) {
+		mu.Lock()
+		defer mu.Unlock()
+		calls++
+		if st.Files > last.Files {
+			last.Files = st.Files
+		}
+		if st.Bytes > last.Bytes {
+			last.Bytes = st.Bytes
+		}
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st, err := s.ScanPaths(context.Background(), []string{dir}, func(Finding) {})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if calls != 25 || last.Files != st.Files || last.Bytes != st.Bytes || st.Files != 25 {
+		t.Fatalf("%d calls, last %+v, totals %+v", calls, last, st)
+	}
 }
