@@ -125,3 +125,13 @@ type gunzipBody struct {
 
 func (b *gunzipBody) Read(p []byte) (int, error) { return b.zr.Read(p) }
 func (b *gunzipBody) Close() error               { return b.src.Close() }
+
+// dropFramingTrailers removes from trailers the fields that say how the
+// body is to be decoded or framed (RFC 9110 section 6.5.1 forbids them
+// there): a client that honoured a late Content-Encoding would decode bytes
+// the gateway masked as something else.
+func dropFramingTrailers(t http.Header) {
+	for _, k := range []string{"Content-Encoding", "Content-Length", "Content-Range", "Content-Type", "Transfer-Encoding", "Trailer"} {
+		delete(t, k)
+	}
+}

@@ -263,6 +263,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	// Trailer names are known now (their values once the body has ended):
 	// one holding a secret must not even be announced.
 	red.maskHeader(resp.Trailer)
+	dropFramingTrailers(resp.Trailer)
 	if resp.StatusCode == http.StatusSwitchingProtocols {
 		// The proxy copies the upgraded connection from the response
 		// body: mask the upstream's frames as they pass.
@@ -277,7 +278,10 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Even with a declared length of 0: trailers may still follow
 		// (HTTP/2), and are masked once the body ends.
-		mb := newMaskBody(resp.Body, red.m, &f.g.bufPool, resp.ContentLength > 0, func() { red.maskHeader(resp.Trailer) })
+		mb := newMaskBody(resp.Body, red.m, &f.g.bufPool, resp.ContentLength > 0, func() {
+			dropFramingTrailers(resp.Trailer)
+			red.maskHeader(resp.Trailer)
+		})
 		resp.Body, f.rw.body = mb, mb
 	}
 	return nil

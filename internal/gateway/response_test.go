@@ -309,6 +309,15 @@ func TestHostileUpstreamResponses(t *testing.T) {
 				wsWriteFrame(conn, true, 2, utf16Bytes("utf16 "+f.body, binary.LittleEndian), false)
 			}
 			wsWriteFrame(conn, true, 8, nil, false)
+		case "trailer-coding":
+			conn, brw, err := http.NewResponseController(w).Hijack()
+			if err != nil {
+				return
+			}
+			defer conn.Close()
+			fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Encoding, X-Fine\r\n\r\n4\r\nbody\r\n0\r\n"+
+				"Content-Encoding: br\r\nX-Fine: yes\r\nContent-Length: 99\r\n\r\n")
+			brw.Flush()
 		case "coding":
 			w.Header()["Content-Encoding"] = strings.Split(r.URL.Query().Get("ce"), "|")
 			body := []byte(v)
@@ -387,6 +396,12 @@ func TestHostileUpstreamResponses(t *testing.T) {
 			t.Fatalf("ws %s: %d frames came through", which, frames)
 		}
 		noLeak("ws "+which, all)
+	}
+	// A coding or length in the trailers is not passed on.
+	resp, body, _ = rawGet(t, addr, "/gw/api/repos/acme/app/hostile/trailer-coding", tok)
+	if resp.StatusCode != 200 || string(body) != "body" || resp.Trailer.Get("X-Fine") != "yes" ||
+		resp.Trailer.Get("Content-Encoding") != "" || resp.Trailer.Get("Content-Length") != "" {
+		t.Fatalf("trailers: %d %q %v", resp.StatusCode, body, resp.Trailer)
 	}
 	// Codings: one gzip behind no-ops is decoded; anything more is refused
 	// and never forwarded, and the audit entry says why.
