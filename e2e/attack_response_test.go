@@ -275,6 +275,8 @@ func (u *raUpstream) raw(w http.ResponseWriter, kind, v string) {
 	case "chunk extension and trailers":
 		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: X-T\r\n\r\n%x;ext=%s\r\n%s\r\n0\r\nX-T: %s\r\nX-Undeclared: %s\r\n\r\n",
 			len(body), url.QueryEscape(v), body, v, base64.StdEncoding.EncodeToString([]byte(v)))
+	case "coding in trailers":
+		fmt.Fprintf(brw, "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\nTrailer: Content-Encoding\r\n\r\n%x\r\n%s\r\n0\r\nContent-Encoding: gzip\r\n\r\n", len(body), body)
 	case "reason phrase":
 		fmt.Fprintf(brw, "HTTP/1.1 200 %s\r\nContent-Length: 4\r\n\r\nfine", v)
 	case "http/1.0 until close":
@@ -454,6 +456,14 @@ func TestAttackResponse(t *testing.T) {
 			{"length and chunked", refusedOrMasked},
 			{"two lengths", status(502)},
 			{"chunk extension and trailers", masked},
+			{"coding in trailers", func(t *testing.T, resp *http.Response, body []byte) {
+				// A client honouring a coding announced after the body
+				// would decode the masked bytes as something else.
+				masked(t, resp, body)
+				if resp.Trailer.Get("Content-Encoding") != "" {
+					t.Fatalf("trailer Content-Encoding passed on")
+				}
+			}},
 			{"reason phrase", status(200)},
 			{"http/1.0 until close", masked},
 		} {
