@@ -3,6 +3,7 @@ package lease
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -214,4 +215,52 @@ func FuzzParseNotification(f *testing.F) {
 			}
 		}
 	})
+}
+
+// BenchmarkFollowMassRevocation times another node's poll (the safety net,
+// no notification) applying a revocation of 100,000 leases: how long a
+// node that missed the notifications takes to catch up.
+// Run: MAYFLY_TEST_POSTGRES=… go test ./internal/lease -run XXX -bench FollowMass -benchtime 1x
+func BenchmarkFollowMassRevocation(b *testing.B) {
+	storetest.PostgresDSN(b)
+	be := storetest.Postgres(b)
+	c := &clock{t: time.Now()}
+	const n = 100000
+	for i := 0; i < b.N; i++ {
+		b.StopTimer()
+		grant := fmt.Sprintf("%04d", i)
+		now := time.Now()
+		if _, err := be.DB.SQL().Exec(`INSERT INTO leases (id, token_hash, issuer, subject, job, claims, grants, issued_at, expires_at, max_expires_at, source, bind_source, jkt, uses, max_uses, revoke_reason)
+			SELECT 'lse_' || lpad(to_hex(i), 20, '0') || $4, sha256((i::text || $4)::bytea), 'dev', 's', 'j', '{}', $4, $1, $2, $2, '', 0, '', 0, 0, ''
+			FROM generate_series(1, $3) AS i`, now.UnixNano(), now.Add(time.Hour).UnixNano(), n, grant); err != nil {
+			b.Fatal(err)
+		}
+		a := newManager(b, be.DB, c)
+		other := newManager(b, be.Another(b), c)
+		if other.LiveCount() < n {
+			b.Fatalf("view holds %d", other.LiveCount())
+		}
+		start := time.Now()
+		if ids, err := a.Revoke(ctx, store.LeaseFilter{Grant: grant}, "mass"); err != nil || len(ids) != n {
+			b.Fatalf("revoked %d: %v", len(ids), err)
+		}
+		b.ReportMetric(time.Since(start).Seconds(), "s-revoke")
+		b.StartTimer()
+		if err := other.Poll(ctx); err != nil {
+			b.Fatal(err)
+		}
+		b.StopTimer()
+		other.mu.RLock()
+		live := 0
+		for _, l := range other.byID {
+			if !l.Revoked() {
+				live++
+			}
+		}
+		other.mu.RUnlock()
+		if live != 0 {
+			b.Fatalf("%d leases still live on the other node", live)
+		}
+		b.StartTimer()
+	}
 }

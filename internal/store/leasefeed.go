@@ -92,6 +92,11 @@ func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed,
 	if r.BackLimit <= 0 {
 		r.BackLimit = r.Limit
 	}
+	// The limits are written into the query, not bound: with a bound
+	// LIMIT a cached generic plan cannot know it is small. The lease of
+	// an event is looked up by its key, per event (LIMIT 1 keeps the
+	// planner from hashing the whole leases table for every page), and
+	// not at all for revocations and this handle's own events.
 	var out LeaseFeed
 	var rows *sql.Rows
 	var err error
@@ -102,15 +107,16 @@ func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed,
 		}
 		rows, err = db.read.QueryContext(ctx, `
 WITH snap AS (SELECT pg_current_snapshot()::text AS s),
-head AS (SELECT 0::bigint AS x, seq, lease_id, kind, origin FROM lease_events WHERE seq > $1 ORDER BY seq LIMIT $2),
+head AS (SELECT 0::bigint AS x, seq, lease_id, kind, origin FROM lease_events WHERE seq > $1 ORDER BY seq LIMIT `+strconv.Itoa(r.Limit)+`),
 back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin
-	FROM unnest($3::bigint[], $4::bigint[], $5::bigint[]) AS r(x, after, upto)
+	FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS r(x, after, upto)
 	CROSS JOIN LATERAL (SELECT seq, lease_id, kind, origin FROM lease_events
-		WHERE xid = r.x::text::xid8 AND seq > r.after AND seq <= r.upto ORDER BY seq LIMIT $6) e),
+		WHERE xid = r.x::text::xid8 AND seq > r.after AND seq <= r.upto ORDER BY seq LIMIT `+strconv.Itoa(r.BackLimit)+`) e),
 ev AS (SELECT * FROM head UNION ALL SELECT * FROM back)
-SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $7, `+prefixed("l.", leaseCols)+`
-FROM snap LEFT JOIN (ev LEFT JOIN leases l ON l.id = ev.lease_id AND ev.kind <> 'revoke' AND ev.origin <> $7) ON true
-ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, r.Limit, xs, afters, uptos, r.BackLimit, db.origin)
+SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $5, `+prefixed("l.", leaseCols)+`
+FROM snap LEFT JOIN (ev LEFT JOIN LATERAL (SELECT * FROM leases
+	WHERE leases.id = ev.lease_id AND ev.kind <> 'revoke' AND ev.origin <> $5 LIMIT 1) l ON true) ON true
+ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, xs, afters, uptos, db.origin)
 	} else {
 		rows, err = db.read.QueryContext(ctx, `
 SELECT '', 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
