@@ -28,6 +28,7 @@ import (
 	"net/url"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 	"unicode"
 
@@ -537,8 +538,38 @@ func (c *Client) connErr(op string, err error) error {
 		}
 	case errors.Is(err, context.DeadlineExceeded):
 		ce.Err = fmt.Errorf("no answer within %s", c.timeout)
+	case strings.HasPrefix(c.addr, "http://") && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) && speaksTLS(c.addr):
+		// A TLS server that does not answer plain HTTP with Go's 400
+		// just hangs up: say why.
+		ce.Err = errors.New("the server speaks TLS (HTTPS) on this port")
+		ce.Hint = "use https://" + strings.TrimPrefix(c.addr, "http://")
+		ce.WrongScheme = true
 	}
 	return ce
+}
+
+// speaksTLS reports whether a TLS handshake succeeds with the server of an
+// http:// address. It is a probe only: the certificate is not checked
+// because nothing is sent over the connection, which is closed at once.
+func speaksTLS(addr string) bool {
+	u, err := url.Parse(addr)
+	if err != nil {
+		return false
+	}
+	host := u.Host
+	if u.Port() == "" {
+		host = net.JoinHostPort(u.Hostname(), "80")
+	}
+	d := &tls.Dialer{NetDialer: &net.Dialer{Timeout: 3 * time.Second},
+		Config: &tls.Config{InsecureSkipVerify: true, MinVersion: tls.VersionTLS12}} //nolint:gosec // a probe that sends nothing
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Second)
+	defer cancel()
+	conn, err := d.DialContext(ctx, "tcp", host)
+	if err != nil {
+		return false
+	}
+	conn.Close()
+	return true
 }
 
 // OneLine makes s safe to print as part of one line: control characters

@@ -221,8 +221,24 @@ func TestWrongScheme(t *testing.T) {
 	t.Cleanup(tlsSrv.Close)
 	plain := httptest.NewServer(http.NotFoundHandler())
 	t.Cleanup(plain.Close)
+	// A TLS server that hangs up on plain HTTP instead of answering 400.
+	ln, err := tls.Listen("tcp", "127.0.0.1:0", tlsSrv.TLS)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ln.Close() })
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() { _ = c.(*tls.Conn).Handshake(); c.Close() }()
+		}
+	}()
 	for _, tc := range []struct{ addr, want string }{
 		{strings.Replace(tlsSrv.URL, "https://", "http://", 1), "use https://"},
+		{"http://" + ln.Addr().String(), "use https://"},
 		{strings.Replace(plain.URL, "http://", "https://", 1), "use http://"},
 	} {
 		c, err := New(Config{Addr: tc.addr, Getenv: envFrom(nil)})
