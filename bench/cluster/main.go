@@ -114,14 +114,18 @@ func main() {
 		fmt.Printf("revocation reaching 2 other nodes: p50 %v, p99 %v, max %v (n=%d)\n", props[len(props)/2].Round(100*time.Microsecond),
 			props[len(props)*99/100].Round(100*time.Microsecond), props[len(props)-1].Round(100*time.Microsecond), len(props))
 	}
-	// Where N machines stop scaling: each node on its own machine does
+	// Where N machines stop scaling. Each node on its own machine does
 	// cores/nodeCPU requests per second; the one database does
-	// dbCores/dbCPU in all. The ratio of the two is the node count at
-	// which the database's CPU is the limit.
-	nodeG, dbG := med(3, func(r result) float64 { return r.nodeCPUGateway }), med(3, func(r result) float64 { return r.dbCPUGateway })
-	nodeX, dbX := med(3, func(r result) float64 { return r.nodeCPUExchange }), med(3, func(r result) float64 { return r.dbCPUExchange })
-	fmt.Printf("\nper database core, the nodes' cores it can serve: gateway %.1f, exchange %.1f\n", nodeG/dbG, nodeX/dbX)
-	fmt.Printf("e.g. 8-core nodes on a 32-core PostgreSQL: the database's CPU limits gateway traffic at %.0f nodes, exchanges at %.0f nodes\n",
+	// dbCores/dbCPU in all; the first of the two limits below that the
+	// node count reaches is the bottleneck. The per-request CPU is one
+	// node's (its figures carry no coordination noise); the feed's reads
+	// per node are bounded (≤ 44 a second), so they do not grow with N.
+	nodeG, dbG := med(1, func(r result) float64 { return r.nodeCPUGateway }), med(1, func(r result) float64 { return r.dbCPUGateway })
+	nodeX, dbX := med(1, func(r result) float64 { return r.nodeCPUExchange }), med(1, func(r result) float64 { return r.dbCPUExchange })
+	fmt.Printf("\nnode cores one PostgreSQL core keeps busy: gateway %.1f, exchange %.1f\n", nodeG/dbG, nodeX/dbX)
+	fmt.Printf("first limit, default PostgreSQL (max_connections 100, 3 reserved) and budget %d per node: %d nodes (connections)\n",
+		10, 97/10)
+	fmt.Printf("then the database's CPU: 8-core nodes on a 32-core PostgreSQL saturate it at %.0f nodes (gateway), %.0f nodes (exchange)\n",
 		32/8*nodeG/dbG, 32/8*nodeX/dbX)
 }
 
