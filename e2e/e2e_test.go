@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 		panic(err)
 	}
 	binary = filepath.Join(dir, "mayfly")
-	out, err := exec.Command("go", "build", "-o", binary, "../cmd/mayfly").CombinedOutput()
+	out, err := exec.Command("go", "build", "-tags", buildTags, "-o", binary, "../cmd/mayfly").CombinedOutput()
 	if err != nil {
 		fmt.Fprintf(os.Stderr, "build mayfly: %v\n%s", err, out)
 		os.Exit(2)

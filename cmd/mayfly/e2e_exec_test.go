@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -22,7 +23,7 @@ func TestE2EExec(t *testing.T) {
 	}
 	dir := t.TempDir()
 	bin := filepath.Join(dir, "mayfly")
-	if out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput(); err != nil {
+	if out, err := exec.Command("go", "build", "-tags", buildTags, "-o", bin, ".").CombinedOutput(); err != nil {
 		t.Fatalf("build: %v\n%s", err, out)
 	}
 
@@ -59,6 +60,13 @@ func TestE2EExec(t *testing.T) {
 	if addr == "" {
 		b, _ := os.ReadFile(filepath.Join(dir, "server.log"))
 		t.Fatalf("server did not start:\n%s", b)
+	}
+
+	// The audit log takes the path this build has: the journal on Linux,
+	// the store alone elsewhere and under the mayfly_nojournal tag.
+	_, err = os.Stat(filepath.Join(data, "audit.journal"))
+	if journaled, want := err == nil, runtime.GOOS == "linux" && buildTags == ""; journaled != want {
+		t.Fatalf("audit journal in the data dir: %v, want %v (GOOS %s, tags %q)", journaled, want, runtime.GOOS, buildTags)
 	}
 
 	baseEnv := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "MAYFLY_ADDR=" + addr, "MAYFLY_TOKEN=" + ini.AdminToken,

@@ -13,11 +13,9 @@ import (
 	"runtime/debug"
 	"slices"
 	"sync"
-	"syscall"
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
-	"golang.org/x/sys/unix"
 )
 
 // The journal is the Log's write-ahead file for written-mode entries (the
@@ -73,6 +71,9 @@ const (
 
 var castagnoli = crc32.MakeTable(crc32.Castagnoli)
 
+// errNoJournal: this system has no journal (journal_other.go).
+var errNoJournal = errors.New("the write-ahead journal is only available on Linux")
+
 // errJournalFull: the store has not kept up.
 var errJournalFull = errors.New("the audit journal is full: the store is not keeping up")
 
@@ -121,7 +122,7 @@ func openJournal(path string) (*journal, [][]byte, error) {
 				j.d[i] = f
 			}
 			if i == 0 && k == 0 {
-				if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+				if err := lockFile(f); err != nil {
 					j.close()
 					return nil, nil, fmt.Errorf("audit: journal %s is in use by another process: %w", path, err)
 				}
@@ -199,7 +200,7 @@ func (j *journal) prepare(capacity int64) error {
 				return fmt.Errorf("audit: allocating %d bytes for the journal %s: %w", capacity, f.Name(), err)
 			}
 		}
-		m, err := unix.Mmap(int(j.f[i].Fd()), 0, int(capacity), unix.PROT_READ|unix.PROT_WRITE, unix.MAP_SHARED)
+		m, err := mapFile(j.f[i], capacity)
 		if err != nil {
 			return fmt.Errorf("audit: mapping the journal: %w", err)
 		}
@@ -233,11 +234,7 @@ func allocate(f *os.File, size int64) error {
 	if err := f.Truncate(size); err != nil {
 		return err
 	}
-	err = unix.Fallocate(int(f.Fd()), 0, 0, size)
-	if err != nil && !errors.Is(err, unix.ENOSPC) && !errors.Is(err, unix.EOPNOTSUPP) && !errors.Is(err, unix.ENOSYS) {
-		return err
-	}
-	return nil
+	return reserveBlocks(f, size)
 }
 
 // setGen writes a header of generation gen into file i and its mirror,
@@ -253,13 +250,13 @@ func (j *journal) setGen(i int, gen uint64) error {
 	}
 	// The header's page only: the records after it are of the old
 	// generation, whether on disk yet or not.
-	if err := unix.Msync(j.m[i][:fileHeader], unix.MS_SYNC); err != nil {
+	if err := syncMapped(j.m[i][:fileHeader]); err != nil {
 		return fmt.Errorf("audit: syncing journal header: %w", err)
 	}
 	if _, err := j.d[i].WriteAt(h[:], 0); err != nil {
 		return fmt.Errorf("audit: writing journal mirror: %w", err)
 	}
-	if err := syscall.Fdatasync(int(j.d[i].Fd())); err != nil {
+	if err := datasync(j.d[i]); err != nil {
 		return fmt.Errorf("audit: syncing journal mirror: %w", err)
 	}
 	j.gen[i], j.size[i], j.synced[i] = gen, fileHeader, fileHeader
@@ -391,7 +388,7 @@ func (j *journal) sync(i int, end int64) error {
 	if _, err := j.d[i].WriteAt(j.m[i][j.synced[i]:end], j.synced[i]); err != nil {
 		return fmt.Errorf("audit: writing journal mirror: %w", err)
 	}
-	if err := syscall.Fdatasync(int(j.d[i].Fd())); err != nil {
+	if err := datasync(j.d[i]); err != nil {
 		return fmt.Errorf("audit: syncing journal mirror: %w", err)
 	}
 	j.synced[i] = end
@@ -402,7 +399,7 @@ func (j *journal) close() error {
 	var err error
 	for i, f := range j.f {
 		if j.m[i] != nil {
-			err = errors.Join(err, unix.Munmap(j.m[i]))
+			err = errors.Join(err, unmapFile(j.m[i]))
 			j.m[i] = nil
 		}
 		if f != nil {

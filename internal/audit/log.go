@@ -144,6 +144,9 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
 	if opts.Journal != "" {
+		if !journalSupported {
+			return nil, fmt.Errorf("audit: journal %s: %w", opts.Journal, errNoJournal)
+		}
 		j, entries, err := openJournal(opts.Journal)
 		if err != nil {
 			return nil, err
@@ -187,6 +190,11 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	go l.publishLoop()
 	return l, nil
 }
+
+// JournalSupported reports whether Options.Journal can be used on this
+// system (Linux). Elsewhere Open refuses it, and a server appends every
+// entry to the store, as it does on PostgreSQL.
+func JournalSupported() bool { return journalSupported }
 
 // Origin is the checkpoint origin line (the signer key's name).
 func (l *Log) Origin() string { return l.origin }

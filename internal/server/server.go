@@ -152,10 +152,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	aopts := audit.Options{Registerer: s.registry}
-	if dsn == "" {
+	if dsn == "" && audit.JournalSupported() {
 		// Embedded SQLite has one writer, this process: gateway entries
 		// go through the journal (see audit.Options.Journal). Nodes that
-		// share PostgreSQL commit each batch instead.
+		// share PostgreSQL, and systems without the journal (not Linux),
+		// commit each batch instead.
 		aopts.Journal = d.AuditJournal()
 	}
 	s.audit, err = audit.Open(ctx, s.store, strings.TrimSpace(string(signer)), aopts)

@@ -1,0 +1,22 @@
+//go:build !linux || mayfly_nojournal
+
+package audit
+
+import "os"
+
+// No journal here (see journal_linux.go): Open refuses Options.Journal,
+// and every entry goes to the store in its own group commit, as on
+// PostgreSQL, with the same guarantees: Append returns once the entry is
+// durable, AppendWritten once the store has it where a crash of the process
+// cannot lose it. The build tag mayfly_nojournal selects this path on Linux
+// too, so that it is tested there.
+
+// journalSupported tells whether Options.Journal can be used here.
+const journalSupported = false
+
+func lockFile(*os.File) error                 { return errNoJournal }
+func mapFile(*os.File, int64) ([]byte, error) { return nil, errNoJournal }
+func unmapFile([]byte) error                  { return errNoJournal }
+func reserveBlocks(*os.File, int64) error     { return errNoJournal }
+func syncMapped([]byte) error                 { return errNoJournal }
+func datasync(*os.File) error                 { return errNoJournal }
