@@ -519,7 +519,8 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 		check = CheckAudit
 	}
 	g.m.refused.WithLabelValues(check).Inc()
-	if r.ProtoMajor == 1 && r.ContentLength != 0 {
+	unread := r.ProtoMajor == 1 && r.ContentLength != 0
+	if unread {
 		// Answer now and close, rather than let the server read (and wait
 		// for) a body nobody will use before it answers.
 		w.Header().Set("Connection", "close")
@@ -544,6 +545,12 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 		w.Header().Add("WWW-Authenticate", `Basic realm="mayfly gateway", charset="UTF-8"`)
 	}
 	writeError(w, status, code, desc, www)
+	if unread {
+		// net/http still reads up to 256 KiB of an unread body after the
+		// answer, even when closing: a read deadline in the past ends
+		// that at once, and with it the connection.
+		http.NewResponseController(w).SetReadDeadline(time.Unix(1, 0))
+	}
 	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
 }
 

@@ -34,7 +34,7 @@ func isPathOverrideHeader(k string) bool {
 // read X_Foo as X-Foo, so a client could send a second credential or
 // framing header under the gateway's.
 var reservedHeaders = map[string]bool{
-	"authorization": true, "proxy-authorization": true, "dpop": true, "cookie": false,
+	"authorization": true, "proxy-authorization": true, "dpop": true,
 	"host": true, "content-length": true, "transfer-encoding": true, "connection": true,
 	"upgrade": true, "te": true, "trailer": true, "keep-alive": true, "proxy-connection": true,
 	"forwarded": true, "x-forwarded-for": true, "x-forwarded-host": true, "x-forwarded-proto": true,

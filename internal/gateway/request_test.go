@@ -1,12 +1,17 @@
 package gateway
 
 import (
+	"bufio"
 	"encoding/base64"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/lease"
 )
@@ -110,4 +115,37 @@ func FuzzURLHasToken(f *testing.F) {
 	f.Fuzz(func(t *testing.T, s string) {
 		urlHasToken(s)
 	})
+}
+
+// A request refused on its headers is answered before any of its body
+// arrives, and its connection closed: net/http would otherwise read (and
+// wait for) up to 256 KiB of a body nobody uses before answering.
+func TestRefusalDoesNotWaitForBody(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	for _, tt := range []struct {
+		auth string
+		want int
+	}{{"", 401}, {"Authorization: Bearer " + tok + "\r\n", 403}} {
+		c, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "PUT /gw/api/repos/acme/app/x HTTP/1.1\r\nHost: x\r\n%sContent-Length: 200000\r\n\r\n", tt.auth)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounds a hang; measures nothing
+		br := bufio.NewReader(c)
+		resp, err := http.ReadResponse(br, nil)
+		if err != nil {
+			c.Close()
+			t.Fatalf("no answer before the body: %v", err)
+		}
+		io.ReadAll(resp.Body)
+		if resp.StatusCode != tt.want || !resp.Close {
+			t.Fatalf("status %d, close %v; want %d and close", resp.StatusCode, resp.Close, tt.want)
+		}
+		if _, err := br.ReadByte(); err != io.EOF {
+			t.Fatalf("connection not closed: %v", err)
+		}
+		c.Close()
+	}
 }

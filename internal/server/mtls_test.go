@@ -13,7 +13,6 @@ import (
 	"fmt"
 	"math/big"
 	"net/http"
-	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"strings"
@@ -45,44 +44,66 @@ func TestAdminMTLS(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s, err := New(context.Background(), Config{DataDir: data, Listen: "127.0.0.1:0", AdminClientCA: caFile}, NewLogger(os.Stderr, "text", "error"))
+	addrFile := filepath.Join(dir, "addr")
+	s, err := New(context.Background(), Config{DataDir: data, Listen: "127.0.0.1:0", AdminClientCA: caFile, AddrFile: addrFile}, NewLogger(os.Stderr, "text", "error"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { s.Close(context.Background()) })
-	srv := httptest.NewUnstartedServer(s.Handler())
-	srv.TLS = s.http.TLSConfig
-	srv.StartTLS()
-	t.Cleanup(srv.Close)
+	// The real listener: TLS handshakes in the framing listener, HTTP/1
+	// requests given their TLS state by guard, HTTP/2 served as *tls.Conn.
+	ctx, stop := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ctx) }()
+	t.Cleanup(func() {
+		stop()
+		<-served
+		s.Close(context.Background())
+	})
+	var url string
+	for url == "" {
+		select {
+		case err := <-served:
+			t.Fatalf("serve: %v", err)
+		case <-time.After(10 * time.Millisecond):
+		}
+		if b, err := os.ReadFile(addrFile); err == nil {
+			url = strings.TrimSpace(string(b))
+		}
+	}
 
 	roots := x509.NewCertPool()
 	pemCA, _ := os.ReadFile(res.CAFile)
 	roots.AppendCertsFromPEM(pemCA)
-	client := func(withCert bool) *http.Client {
-		c := &tls.Config{RootCAs: roots}
-		if withCert {
-			c.Certificates = []tls.Certificate{{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}}
+	for _, h2 := range []bool{false, true} {
+		client := func(withCert bool) *http.Client {
+			c := &tls.Config{RootCAs: roots}
+			if withCert {
+				c.Certificates = []tls.Certificate{{Certificate: [][]byte{cliDER}, PrivateKey: cliKey}}
+			}
+			return &http.Client{Transport: &http.Transport{TLSClientConfig: c, ForceAttemptHTTP2: h2}}
 		}
-		return &http.Client{Transport: &http.Transport{TLSClientConfig: c}}
-	}
-	get := func(c *http.Client, path string) int {
-		req, _ := http.NewRequest("GET", strings.Replace(srv.URL, "127.0.0.1", "localhost", 1)+path, nil)
-		req.Header.Set("Authorization", "Bearer "+res.AdminToken)
-		resp, err := c.Do(req)
-		if err != nil {
-			t.Fatal(err)
+		get := func(c *http.Client, path string) int {
+			req, _ := http.NewRequest("GET", strings.Replace(url, "127.0.0.1", "localhost", 1)+path, nil)
+			req.Header.Set("Authorization", "Bearer "+res.AdminToken)
+			resp, err := c.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if want := map[bool]int{false: 1, true: 2}[h2]; resp.ProtoMajor != want {
+				t.Fatalf("served over %s, want HTTP/%d", resp.Proto, want)
+			}
+			return resp.StatusCode
 		}
-		resp.Body.Close()
-		return resp.StatusCode
-	}
-	if code := get(client(false), "/v1/secrets"); code != 403 {
-		t.Fatalf("admin call without client certificate: %d", code)
-	}
-	if code := get(client(true), "/v1/secrets"); code != 200 {
-		t.Fatalf("admin call with client certificate: %d", code)
-	}
-	if code := get(client(false), "/healthz"); code != 200 {
-		t.Fatalf("public endpoint without client certificate: %d", code)
+		if code := get(client(false), "/v1/secrets"); code != 403 {
+			t.Fatalf("h2=%v: admin call without client certificate: %d", h2, code)
+		}
+		if code := get(client(true), "/v1/secrets"); code != 200 {
+			t.Fatalf("h2=%v: admin call with client certificate: %d", h2, code)
+		}
+		if code := get(client(false), "/healthz"); code != 200 {
+			t.Fatalf("h2=%v: public endpoint without client certificate: %d", h2, code)
+		}
 	}
 	if got := s.http.TLSConfig.MinVersion; got != tls.VersionTLS12 {
 		t.Fatalf("min TLS version %x", got)
