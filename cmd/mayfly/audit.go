@@ -22,7 +22,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
-	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 // auditPageSize is how many entries one GET /v1/audit/entries asks for.
@@ -285,13 +285,8 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 			return nil, "", usageErr("audit verify: %s is missing (%v); if the server uses PostgreSQL, pass --postgres DSN or set MAYFLY_POSTGRES", dir.Database(), errors.Unwrap(err))
 		}
 	}
-	db, err := store.Open(ctx, store.Config{Path: dir.Database(), PostgresDSN: dsn, BusyTimeout: 10 * time.Second})
-	if err != nil {
-		return nil, "", usageErr("audit verify: opening the store: %v", err)
-	}
-	defer db.Close()
 	seen, _ := state.head()
-	res, err := audit.Verify(ctx, db, key, audit.VerifyOptions{Seen: seen})
+	res, err := server.VerifyAudit(ctx, dataDir, dsn, key, audit.VerifyOptions{Seen: seen})
 	if err != nil {
 		return nil, "", usageErr("audit verify: %v", err)
 	}

@@ -10,11 +10,10 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
-	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/secret"
-	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
 // caller is an authenticated admin.
@@ -38,32 +37,34 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
 				return
 			}
-			a.cfg.Audit.Append(r.Context(), audit.Event{Type: "admin.denied", Source: src.String(), Method: r.Method,
-				Path: r.URL.Path, Status: status, Reason: reason})
+			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Source: src, Method: r.Method, Path: r.URL.Path, Status: status, Reason: reason}); err != nil {
+				a.fail(w, r, err)
+				return
+			}
 			writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: check})
 		}
 		// Each refusal names the check that failed, so that a client can
 		// say what to fix; none says more than the caller already knows.
 		if !a.adminAllowed(src) {
 			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String()+" (not in the server's admin_cidrs)",
-				"address not in admin_cidrs", apitype.CheckNetwork)
+				authority.DeniedNetwork, apitype.CheckNetwork)
 			return
 		}
 		if a.cfg.AdminClientCAs != nil {
 			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
 				deny(http.StatusForbidden, "forbidden", "admin calls need a client certificate from the server's admin client CA, and none was presented",
-					"no client certificate", apitype.CheckClientCertificate)
+					authority.DeniedNoCert, apitype.CheckClientCertificate)
 				return
 			}
 		}
 		tok := bearer(r)
 		if tok == "" {
-			deny(http.StatusUnauthorized, "invalid_token", "an admin token is required (Authorization: Bearer mfya_…)", "no token", apitype.CheckToken)
+			deny(http.StatusUnauthorized, "invalid_token", "an admin token is required (Authorization: Bearer mfya_…)", authority.DeniedNoToken, apitype.CheckToken)
 			return
 		}
 		t, err := a.cfg.Admins.Authenticate(r.Context(), tok)
 		if errors.Is(err, authority.ErrBadCredentials) {
-			deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", "bad token", apitype.CheckToken)
+			deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", authority.DeniedBadToken, apitype.CheckToken)
 			return
 		}
 		if err != nil {
@@ -71,8 +72,11 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 			return
 		}
 		if authority.RoleRank(t.Role) < authority.RoleRank(role) {
-			a.cfg.Audit.Append(r.Context(), audit.Event{Type: "admin.denied", Admin: t.Name, Role: t.Role, Source: src.String(),
-				Method: r.Method, Path: r.URL.Path, Status: 403, Reason: "role too weak"})
+			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: t.Name, Role: t.Role, Source: src, Method: r.Method,
+				Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
+				a.fail(w, r, err)
+				return
+			}
 			writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
 				Description: "this needs the " + role + " role; admin token " + strconv.Quote(t.Name) + " has the " + t.Role + " role", Check: apitype.CheckRole})
 			return
@@ -102,7 +106,7 @@ func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 
 func (a *API) listLeases(w http.ResponseWriter, r *http.Request, c caller) {
 	q := r.URL.Query()
-	f := store.LeaseFilter{Grant: q.Get("grant"), Issuer: q.Get("issuer"), Subject: q.Get("subject"), Job: q.Get("job")}
+	f := lease.Filter{Grant: q.Get("grant"), Issuer: q.Get("issuer"), Subject: q.Get("subject"), Job: q.Get("job")}
 	if q.Get("active") == "true" {
 		f.LiveAt = time.Now()
 	}
@@ -132,7 +136,7 @@ func (a *API) listLeases(w http.ResponseWriter, r *http.Request, c caller) {
 	if len(ls) > limit {
 		ls = ls[:limit]
 		last := ls[limit-1]
-		out.NextCursor = formatLeaseCursor(store.LeaseCursor{IssuedAt: last.IssuedAt, ID: last.ID})
+		out.NextCursor = formatLeaseCursor(lease.Cursor{IssuedAt: last.IssuedAt, ID: last.ID})
 	}
 	for _, l := range ls {
 		j := apitype.Lease{LeaseID: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Claims: l.Claims, Grants: l.Grants,
@@ -155,7 +159,7 @@ func (a *API) revokeLeases(w http.ResponseWriter, r *http.Request, c caller) {
 	if !a.readJSON(w, r, &body) {
 		return
 	}
-	f := store.LeaseFilter{ID: body.LeaseID, Grant: body.Grant, Issuer: body.Issuer, Subject: body.Subject, Job: body.Job}
+	f := lease.Filter{ID: body.LeaseID, Grant: body.Grant, Issuer: body.Issuer, Subject: body.Subject, Job: body.Job}
 	if f.ID == "" && f.Grant == "" && f.Issuer == "" && f.Subject == "" && f.Job == "" {
 		writeError(w, 400, "invalid_request", "name a lease_id or a filter (grant, issuer, subject, job)")
 		return
@@ -203,13 +207,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
 	}
-	// Audit first: a write that cannot be recorded does not happen. The
-	// entry names the secret, never its value; the version is known after.
-	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeSecretWrite, Admin: c.Name, Source: c.Source.String(), Secret: name, Status: 200}); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	v, err := a.cfg.Secrets.Put(r.Context(), name, []byte(*body.Value))
+	v, err := a.cfg.Authority.PutSecret(r.Context(), c.Name, c.Source, name, []byte(*body.Value))
 	if errors.Is(err, ErrInvalidSecret) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
@@ -223,11 +221,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 
 func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
 	name := r.PathValue("name")
-	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeSecretWrite, Admin: c.Name, Source: c.Source.String(), Secret: name, Status: 200, Reason: "delete"}); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if err := a.cfg.Secrets.Delete(r.Context(), name); err != nil {
+	if err := a.cfg.Authority.DeleteSecret(r.Context(), c.Name, c.Source, name); err != nil {
 		a.fail(w, r, err)
 		return
 	}
@@ -235,12 +229,7 @@ func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) {
-	// Audit first: a rotation that cannot be recorded does not happen.
-	if _, err := a.cfg.Audit.Append(r.Context(), audit.Event{Type: audit.TypeKeyRotate, Admin: c.Name, Source: c.Source.String(), Status: 200}); err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	v, err := a.cfg.Secrets.RotateMasterKey(r.Context())
+	v, err := a.cfg.Authority.RotateMasterKey(r.Context(), c.Name, c.Source)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"io/fs"
 	"log/slog"
 	"net/http"
 	"net/netip"
@@ -28,16 +29,13 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
-	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
-// Secrets is the secret store as the API sees it: metadata only.
+// Secrets is the secret store as the API sees it: metadata only. Writes
+// go through the authority, which records them.
 type Secrets interface {
-	Put(ctx context.Context, name string, value []byte) (int, error)
 	List(ctx context.Context) ([]SecretMeta, error)
 	Meta(ctx context.Context, name string) (SecretMeta, error)
-	Delete(ctx context.Context, name string) error
-	RotateMasterKey(ctx context.Context) (int, error)
 }
 
 // SecretMeta describes a stored secret without its value.
@@ -281,7 +279,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	case errors.Is(err, authority.ErrUnavailable), errors.Is(err, audit.ErrUnavailable):
 		a.cfg.Logger.Error("request failed: unavailable", "route", r.URL.Path, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot record this action right now; nothing was done")
-	case errors.Is(err, ErrSecretNotFound), errors.Is(err, store.ErrNotFound):
+	case errors.Is(err, ErrSecretNotFound), errors.Is(err, fs.ErrNotExist): // store.ErrNotFound matches fs.ErrNotExist
 		writeError(w, http.StatusNotFound, "not_found", "not found")
 	default:
 		a.cfg.Logger.Error("request failed", "route", r.URL.Path, "err", err)

@@ -52,6 +52,9 @@ type Config struct {
 	Verifier Verifier
 	Policies PolicyStore
 	Audit    Auditor
+	// Secrets writes stored secrets and rotates the master key for admins
+	// (PutSecret, DeleteSecret, RotateMasterKey).
+	Secrets SecretWriter
 	// SecretExists lets policy validation check credential references.
 	SecretExists func(ctx context.Context, name string) bool
 	// AdminTokens, when set, revokes admin tokens presented for revocation

@@ -202,6 +202,14 @@ func (m *Manager) putLocked(l *Live) {
 	m.byID[l.ID] = l
 }
 
+// Filter selects leases to list or revoke, and Cursor is where a listing
+// resumes: the store's types, named here so that callers above the
+// capabilities (api) need not reach down to the store.
+type (
+	Filter = store.LeaseFilter
+	Cursor = store.LeaseCursor
+)
+
 // Request describes a token to issue. The caller (the exchange) has
 // already verified the identity and decided the grants and lifetimes.
 type Request struct {

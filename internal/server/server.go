@@ -186,7 +186,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins,
+		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{s.vault},
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
 	if err := s.authority.LoadPolicy(ctx); err != nil {

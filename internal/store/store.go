@@ -14,6 +14,7 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"io/fs"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -28,11 +29,19 @@ import (
 	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
 )
 
+// notFound is ErrNotFound. It also matches fs.ErrNotExist, so that
+// layers which must not import the store (api) can tell "no such thing"
+// from a failure.
+type notFound struct{}
+
+func (notFound) Error() string        { return "store: not found" }
+func (notFound) Is(target error) bool { return target == fs.ErrNotExist }
+
 // Errors callers test with errors.Is.
 var (
-	ErrNotFound = errors.New("store: not found")
-	ErrConflict = errors.New("store: conflict")
-	ErrExists   = errors.New("store: already exists")
+	ErrNotFound error = notFound{}
+	ErrConflict       = errors.New("store: conflict")
+	ErrExists         = errors.New("store: already exists")
 )
 
 // Config chooses a backend: PostgresDSN when set, else SQLite at Path.

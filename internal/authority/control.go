@@ -1,0 +1,79 @@
+package authority
+
+import (
+	"context"
+	"net/netip"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+)
+
+// SecretWriter changes stored secrets and the master key (the server's
+// adapter of secret.Vault). Its errors pass through unchanged.
+type SecretWriter interface {
+	Put(ctx context.Context, name string, value []byte) (version int, err error)
+	Delete(ctx context.Context, name string) error
+	RotateMasterKey(ctx context.Context) (version int, err error)
+}
+
+// PutSecret stores a new version of a secret for an admin. Audit first: a
+// write that cannot be recorded does not happen. The entry names the
+// secret, never its value.
+func (a *Authority) PutSecret(ctx context.Context, admin string, source netip.Addr, name string, value []byte) (int, error) {
+	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return 0, unavailable("audit secret write", err)
+	}
+	return a.cfg.Secrets.Put(ctx, name, value)
+}
+
+// DeleteSecret deletes a secret for an admin, audited first.
+func (a *Authority) DeleteSecret(ctx context.Context, admin string, source netip.Addr, name string) error {
+	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200, Reason: "delete"}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return unavailable("audit secret delete", err)
+	}
+	return a.cfg.Secrets.Delete(ctx, name)
+}
+
+// RotateMasterKey starts a new master-key version for an admin, audited
+// first: a rotation that cannot be recorded does not happen.
+func (a *Authority) RotateMasterKey(ctx context.Context, admin string, source netip.Addr) (int, error) {
+	ev := audit.Event{Type: audit.TypeKeyRotate, Admin: admin, Source: addrString(source), Status: 200}
+	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+		return 0, unavailable("audit key rotation", err)
+	}
+	return a.cfg.Secrets.RotateMasterKey(ctx)
+}
+
+// TypeAdminDenied is the audit entry of a refused control-plane request.
+const TypeAdminDenied = "admin.denied"
+
+// Why a control-plane request was refused, as its admin.denied entry says.
+const (
+	DeniedNetwork  = "address not in admin_cidrs"
+	DeniedNoCert   = "no client certificate"
+	DeniedNoToken  = "no token"
+	DeniedBadToken = "bad token"
+	DeniedRole     = "role too weak"
+)
+
+// Denial is a refused control-plane request.
+type Denial struct {
+	Admin, Role  string // the token's name and role, when it authenticated
+	Source       netip.Addr
+	Method, Path string
+	Status       int
+	Reason       string // one of the Denied constants
+}
+
+// Deny records a refused control-plane request. Like every refusal it is
+// audited before it is answered: when it cannot be recorded the caller
+// answers 503 instead (ErrUnavailable).
+func (a *Admins) Deny(ctx context.Context, d Denial) error {
+	ev := audit.Event{Type: TypeAdminDenied, Admin: d.Admin, Role: d.Role, Source: addrString(d.Source), Method: d.Method,
+		Path: d.Path, Status: d.Status, Reason: d.Reason}
+	if _, err := a.audit.Append(ctx, ev); err != nil {
+		return unavailable("audit control-plane denial", err)
+	}
+	return nil
+}

@@ -1,0 +1,27 @@
+package server
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// VerifyAudit recomputes the audit log of a data dir's store (its SQLite
+// file, or PostgreSQL when postgresDSN is set) against the verifier key,
+// without a running server: `mayfly audit verify --data-dir`. The store is
+// wiring, so the CLI asks here rather than opening it itself. The caller
+// checks first that the SQLite file exists: opening a missing one would
+// create an empty log and call it intact.
+func VerifyAudit(ctx context.Context, dataDir, postgresDSN, key string, opts audit.VerifyOptions) (*audit.VerifyResult, error) {
+	d := datadir.Dir(dataDir)
+	db, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: postgresDSN, BusyTimeout: 10 * time.Second})
+	if err != nil {
+		return nil, fmt.Errorf("opening the store: %w", err)
+	}
+	defer db.Close()
+	return audit.Verify(ctx, db, key, opts)
+}
