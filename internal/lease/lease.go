@@ -572,8 +572,12 @@ func (m *Manager) applyChanges(cs []store.LeaseChange) {
 		return
 	}
 	now := m.opts.Now().UnixNano()
-	m.mu.Lock()
-	defer m.mu.Unlock()
+	// Under the read lock: revocations and renewals only store into
+	// atomics, so lookups (and revocations pushed by notifications) go on
+	// while a page of a mass revocation is applied. New leases are put in
+	// under the write lock afterwards.
+	var add []*store.Lease
+	m.mu.RLock()
 	for _, c := range cs {
 		if c.Own {
 			continue // made on this node, which updated its view then
@@ -589,16 +593,27 @@ func (m *Manager) applyChanges(cs []store.LeaseChange) {
 		if s == nil {
 			continue // swept already
 		}
-		if l != nil {
-			if e := s.ExpiresAt.UnixNano(); e > l.expires.Load() {
-				l.expires.Store(e)
-			}
-			if !s.RevokedAt.IsZero() {
-				l.revoked.Store(true)
+		if l == nil {
+			if s.RevokedAt.IsZero() && s.ExpiresAt.UnixNano() > now {
+				add = append(add, s)
 			}
 			continue
 		}
-		if s.RevokedAt.IsZero() && s.ExpiresAt.UnixNano() > now {
+		if e := s.ExpiresAt.UnixNano(); e > l.expires.Load() {
+			l.expires.Store(e)
+		}
+		if !s.RevokedAt.IsZero() {
+			l.revoked.Store(true)
+		}
+	}
+	m.mu.RUnlock()
+	if len(add) == 0 {
+		return
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, s := range add {
+		if _, ok := m.byID[s.ID]; !ok { // put in meanwhile: it is as new
 			m.putLocked(fromStore(*s))
 		}
 	}
