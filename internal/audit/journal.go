@@ -666,9 +666,10 @@ type Intent struct {
 	id      uint64
 	ts      string
 	body    []byte
-	rec     []byte // its journal record
-	index   int64  // the decision's own entry, or -1 while only an intent
-	reserve int64  // journal room kept for its entry
+	rec     []byte      // its journal record
+	index   int64       // the decision's own entry, or -1 while only an intent
+	seq     chan Result // shared mode: the decision's index, once sequenced
+	reserve int64       // journal room kept for its entry
 }
 
 // EntryIntent is an Intent whose decision already has the entry at index
@@ -682,6 +683,23 @@ func EntryIntent(index int64) *Intent { return &Intent{index: index} }
 // one from the intent alone. Without a journal it appends ev as an entry
 // (AppendWritten) and Finish appends a second one for the outcome.
 func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
+	if l.sh != nil {
+		// Durable once pending: the decision's index, which the outcome
+		// names, comes with sequencing, and Finish waits for it.
+		r, err := l.submit(ctx, ev, false, true)
+		if err != nil {
+			return nil, err
+		}
+		select {
+		case res := <-r.done:
+			if res.Err != nil {
+				return nil, res.Err
+			}
+		case <-ctx.Done():
+			return nil, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
+		}
+		return &Intent{index: -1, seq: r.seq}, nil
+	}
 	if l.js.j == nil {
 		idx, err := l.AppendWritten(ctx, ev)
 		if err != nil {
@@ -720,6 +738,23 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 // an entry of its own when the journal was emptied) Outcome(whole,
 // outcomeType, i) is appended, i being the decision's entry.
 func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
+	if in.seq != nil {
+		l.closeMu.RLock()
+		defer l.closeMu.RUnlock()
+		if l.finClosed {
+			return // Close stopped waiting for outcomes: as an append after Close
+		}
+		l.finishing.Add(1)
+		go func() {
+			// Not awaited, as below: recorded once the decision has its
+			// index. Close waits for it.
+			defer l.finishing.Done()
+			if res := <-in.seq; res.Err == nil {
+				l.AppendAsync(Outcome(whole, outcomeType, res.Index))
+			}
+		}()
+		return
+	}
 	if l.js.j == nil {
 		l.AppendAsync(Outcome(whole, outcomeType, in.index))
 		return

@@ -28,6 +28,12 @@ type Options struct {
 	// SQLite; a lock on the file keeps a second process out). Empty: none,
 	// and every batch is its own store transaction.
 	Journal string
+	// Shared says that other nodes append to the same store (PostgreSQL):
+	// entries are recorded without a tree position, durably, and one node
+	// at a time sequences them (see shared.go). The store must implement
+	// AddAuditPending, AuditSequenced and TryAuditSequencer (*store.DB
+	// does). Not with Journal.
+	Shared bool
 	// Registerer receives the log's metrics (nil: none).
 	Registerer prometheus.Registerer
 	// Now is the clock (default time.Now); tests only.
@@ -73,8 +79,9 @@ type Result struct {
 type request struct {
 	body    []byte
 	done    chan Result
-	lazy    bool // queued by AppendAsync: nobody is waiting on its commit
-	written bool // written mode: see AppendWritten
+	seq     chan Result // shared mode: answered once the entry has its index
+	lazy    bool        // queued by AppendAsync: nobody is waiting on its commit
+	written bool        // written mode: see AppendWritten
 }
 
 // Log is the audit log of one server node. Several nodes may share one
@@ -93,8 +100,10 @@ type Log struct {
 	pubStop chan struct{}
 	pubDone chan struct{}
 
-	closeMu sync.RWMutex // held for reading while sending on reqs
-	closed  bool
+	closeMu   sync.RWMutex // held for reading while sending on reqs
+	closed    bool
+	finClosed bool           // shared mode: Close waits for no more outcomes
+	finishing sync.WaitGroup // shared mode: Finish calls waiting for their decision's index
 
 	mu         sync.Mutex
 	size       int64     // durable size as this node knows it
@@ -112,6 +121,9 @@ type Log struct {
 
 	js        jstate // journal mode (Options.Journal); js.j is nil without
 	recovered int    // entries replayed from the journal by Open
+
+	sh       *sharedState // shared mode (Options.Shared); nil without
+	followed int64        // shared mode: the log is followed up to here (sequencing loop)
 }
 
 // Open opens the log over st, signing checkpoints with signerKey (a note
@@ -140,8 +152,22 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		pubStop: make(chan struct{}),
 		pubDone: make(chan struct{}),
 	}
+	if opts.Shared {
+		ss, ok := st.(sharedStorage)
+		if !ok || opts.Journal != "" {
+			return nil, fmt.Errorf("audit: a shared log needs a store that records pending entries, and no journal")
+		}
+		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan Result{}}
+	}
 	if err := l.reload(ctx); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
+	}
+	l.followed = l.size
+	if l.sh != nil {
+		// Sequence from the start if no other node does, so that a lone
+		// node signs its first checkpoint in Open as it always did.
+		l.sh.lastElect = time.Now()
+		l.elect()
 	}
 	if opts.Journal != "" {
 		if !journalSupported {
@@ -162,12 +188,21 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		if !ok && l.js.j != nil {
 			l.js.j.close()
 		}
+		if !ok && l.sh != nil && l.sh.seq != nil {
+			_ = l.sh.seq.Close()
+		}
 	}()
 	last, text, err := st.LatestAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
 		if _, _, err := ParseCheckpoint(text, vkey); err != nil {
 			return nil, fmt.Errorf("audit: latest stored checkpoint (size %d) does not verify with this key: %w", last, err)
+		}
+		if last > l.size && l.sh != nil {
+			// Another node's sequencer went on since the reload.
+			if err := l.reload(ctx); err != nil {
+				return nil, fmt.Errorf("audit: opening log: %w", err)
+			}
 		}
 		if last > l.size {
 			return nil, fmt.Errorf("audit: log has %d entries but a checkpoint for %d exists: entries lost", l.size, last)
@@ -186,6 +221,9 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		go l.journalLoop()
 	} else {
 		go l.commitLoop()
+	}
+	if l.sh != nil {
+		go l.seqLoop()
 	}
 	go l.publishLoop()
 	return l, nil
@@ -252,8 +290,17 @@ func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
 		if err != nil || written {
 			return idx, err // journaled: a crash can no longer lose it
 		}
-	} else if ch, err = l.submit(ctx, ev, false, written); err != nil {
-		return -1, err
+	} else {
+		var r *request
+		if r, err = l.submit(ctx, ev, false, written); err != nil {
+			return -1, err
+		}
+		ch = r.done
+		if l.sh != nil {
+			// Durable once pending; the index comes with sequencing, and
+			// a failure to record goes to seq too.
+			ch = r.seq
+		}
 	}
 	select {
 	case r := <-ch:
@@ -275,21 +322,27 @@ func (l *Log) AppendAsync(ev Event) <-chan Result {
 		ch <- Result{Index: idx, Err: err}
 		return ch
 	}
-	ch, err := l.submit(context.Background(), ev, true, true)
+	r, err := l.submit(context.Background(), ev, true, true)
 	if err != nil {
 		ch := make(chan Result, 1)
 		ch <- Result{Index: -1, Err: err}
 		return ch
 	}
-	return ch
+	if l.sh != nil {
+		return r.seq
+	}
+	return r.done
 }
 
-func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (chan Result, error) {
+func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (*request, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
 		return nil, err
 	}
 	r := &request{body: body, done: make(chan Result, 1), lazy: lazy, written: written}
+	if l.sh != nil {
+		r.seq = make(chan Result, 1)
+	}
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	if l.closed {
@@ -297,7 +350,7 @@ func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (chan Re
 	}
 	select {
 	case l.reqs <- r:
-		return r.done, nil
+		return r, nil
 	case <-ctx.Done():
 		return nil, fmt.Errorf("audit: queueing %s entry: %w", ev.Type, ctx.Err())
 	}
@@ -306,6 +359,20 @@ func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (chan Re
 // Close stops taking appends, commits everything queued, publishes a last
 // checkpoint and stops the background work. It does not close the store.
 func (l *Log) Close(ctx context.Context) error {
+	if l.sh != nil {
+		// Outcomes of requests whose decisions are still being sequenced
+		// go in before the log closes.
+		l.closeMu.Lock()
+		l.finClosed = true
+		l.closeMu.Unlock()
+		fin := make(chan struct{})
+		go func() { l.finishing.Wait(); close(fin) }()
+		select {
+		case <-fin:
+		case <-ctx.Done():
+			return fmt.Errorf("audit: closing: %w", ctx.Err())
+		}
+	}
 	l.closeMu.Lock()
 	if l.closed {
 		l.closeMu.Unlock()
@@ -321,6 +388,13 @@ func (l *Log) Close(ctx context.Context) error {
 	}
 	if l.js.j != nil {
 		l.js.j.close()
+	}
+	if l.sh != nil {
+		select {
+		case <-l.sh.done:
+		case <-ctx.Done():
+			return fmt.Errorf("audit: closing: %w", ctx.Err())
+		}
 	}
 	close(l.pubStop)
 	select {
@@ -424,6 +498,10 @@ func (l *Log) commitLoop() {
 
 // commit makes batch durable in one transaction and answers every request.
 func (l *Log) commit(batch []*request) {
+	if l.sh != nil {
+		l.commitPending(batch)
+		return
+	}
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
@@ -699,6 +777,16 @@ func (l *Log) probe() {
 		if err != nil {
 			return
 		}
+	} else if l.sh != nil {
+		// The tree is the sequencing loop's: learn whether the store
+		// takes writes with one that changes nothing.
+		if err := l.sh.st.Ping(ctx); err != nil {
+			return
+		}
+		l.mu.Lock()
+		l.commitErr = nil
+		l.mu.Unlock()
+		return
 	} else if err := l.reload(ctx); err != nil {
 		l.stale = true
 		return
@@ -740,6 +828,9 @@ func (l *Log) publishLoop() {
 // publish signs and stores a checkpoint for the current size if it is
 // larger than the last one published.
 func (l *Log) publish(ctx context.Context) error {
+	if l.sh != nil && !l.sh.leader.Load() {
+		return nil // the sequencer's: only it knows the tree's root
+	}
 	l.mu.Lock()
 	size, root, last := l.size, l.root, l.published
 	l.mu.Unlock()

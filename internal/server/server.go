@@ -151,7 +151,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		clear(signer)
 		return nil, err
 	}
-	aopts := audit.Options{Registerer: s.registry}
+	// Nodes sharing PostgreSQL record entries pending and one of them at a
+	// time sequences them into the log (audit.Options.Shared).
+	aopts := audit.Options{Registerer: s.registry, Shared: dsn != ""}
 	if dsn == "" && audit.JournalSupported() {
 		// Embedded SQLite has one writer, this process: gateway entries
 		// go through the journal (see audit.Options.Journal). Nodes that

@@ -58,20 +58,25 @@ func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*s
 		if err := db.insertPairs(ctx, tx, `INSERT INTO audit_entries (idx, data) VALUES `, start, len(entries), func(i int) any { return entries[i] }); err != nil {
 			return err
 		}
-		run := make([]byte, 0, 32*min(len(hashes), hashRunMax))
-		for off := 0; off < len(hashes); off += hashRunMax {
-			run = run[:0]
-			for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
-				run = append(run, h[:]...)
-			}
-			if _, err := db.exec(ctx, tx, `INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, firstHash+int64(off), run); err != nil {
-				return err
-			}
-		}
-		return nil
+		return db.insertHashRuns(ctx, tx, firstHash, hashes)
 	})
 	if err != nil {
 		return fmt.Errorf("store: append audit at %d: %w", start, err)
+	}
+	return nil
+}
+
+// insertHashRuns stores hashes at [firstHash, …) in runs of hashRunMax.
+func (db *DB) insertHashRuns(ctx context.Context, tx *sql.Tx, firstHash int64, hashes [][32]byte) error {
+	run := make([]byte, 0, 32*min(len(hashes), hashRunMax))
+	for off := 0; off < len(hashes); off += hashRunMax {
+		run = run[:0]
+		for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
+			run = append(run, h[:]...)
+		}
+		if _, err := db.exec(ctx, tx, `INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, firstHash+int64(off), run); err != nil {
+			return err
+		}
 	}
 	return nil
 }

@@ -139,6 +139,16 @@ CREATE TABLE policy_head (id INTEGER PRIMARY KEY, version BIGINT NOT NULL);
 INSERT INTO policy_head (id, version) SELECT 1, COALESCE(MAX(version), 0) FROM policy_versions;
 `,
 		},
+		// 5: nodes that share PostgreSQL record audit entries without a
+		// tree position (audit_pending) and one sequencer at a time moves
+		// them into audit_entries, noting each entry's pending id (pid) so
+		// that its node learns the index it got.
+		{
+			sqlite: `CREATE TABLE audit_pending (id INTEGER PRIMARY KEY AUTOINCREMENT, data BLOB NOT NULL);
+ALTER TABLE audit_entries ADD COLUMN pid INTEGER;`,
+			postgres: `CREATE TABLE audit_pending (id BIGSERIAL PRIMARY KEY, data BYTEA NOT NULL);
+ALTER TABLE audit_entries ADD COLUMN pid BIGINT;`,
+		},
 	}
 }
 

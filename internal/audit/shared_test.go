@@ -1,0 +1,241 @@
+package audit
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+)
+
+func counterValue(t *testing.T, c prometheus.Counter) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// sharedNodes opens n logs in shared mode, each over a store of its own,
+// on one fresh PostgreSQL schema, as n nodes of a cluster.
+func sharedNodes(t *testing.T, n int) ([]*Log, []*store.DB, string) {
+	t.Helper()
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	ctx := context.Background()
+	logs := make([]*Log, n)
+	dbs := make([]*store.DB, n)
+	for i := range logs {
+		db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { db.Close() })
+		dbs[i] = db
+		logs[i] = openLog(t, db, Options{Shared: true, CheckpointInterval: 50 * time.Millisecond})
+	}
+	return logs, dbs, dsn
+}
+
+// load appends from every node at once (awaited appends, written ones,
+// and forwarded requests' Begin and Finish) until stop is closed or each
+// worker made per appends, and returns the awaited appends' indexes and
+// the number of entries made.
+func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (idx []int64, entries int) {
+	t.Helper()
+	var mu sync.Mutex
+	var wg sync.WaitGroup
+	errs := make(chan error, len(logs)*workers)
+	for n, l := range logs {
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				for i := 0; i < per; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+					ev := gatewayEvent(n*1_000_000 + w*10_000 + i)
+					var got int64
+					var err error
+					made := 1
+					switch i % 3 {
+					case 0:
+						got, err = l.Append(ctx, ev)
+					case 1:
+						got, err = l.AppendWritten(ctx, ev)
+					default:
+						var in *Intent
+						if in, err = l.Begin(ctx, ev); err == nil {
+							l.Finish(in, ev, "gateway.response")
+							got, made = -1, 2
+						}
+					}
+					cancel()
+					if err != nil {
+						errs <- fmt.Errorf("node %d worker %d append %d: %w", n, w, i, err)
+						return
+					}
+					mu.Lock()
+					if got >= 0 {
+						idx = append(idx, got)
+					}
+					entries += made
+					mu.Unlock()
+				}
+			}()
+		}
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	return idx, entries
+}
+
+// closeAndVerify closes the logs and verifies the shared log: want
+// entries, each index once, and a checkpoint covering them.
+func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int64) {
+	t.Helper()
+	ctx := context.Background()
+	for _, l := range logs {
+		if err := l.Close(ctx); err != nil {
+			t.Fatalf("Close: %v", err)
+		}
+	}
+	seen := map[int64]bool{}
+	for _, i := range idx {
+		if seen[i] {
+			t.Fatalf("index %d returned to two appends", i)
+		}
+		seen[i] = true
+	}
+	res, err := Verify(ctx, db, testVerifier, VerifyOptions{})
+	if err != nil || !res.OK() {
+		t.Fatalf("Verify = %+v, %v", res, err)
+	}
+	if res.Size != int64(want) || res.Checkpoint.Size != int64(want) {
+		t.Fatalf("log of %d entries, checkpoint at %d; want %d", res.Size, res.Checkpoint.Size, want)
+	}
+	entries, err := db.AuditEntries(ctx, 0, want+1)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, i := range idx {
+		e, err := ParseEntry(entries[i])
+		if err != nil || e.Index != i {
+			t.Fatalf("entry %d: %+v, %v", i, e, err)
+		}
+	}
+	var pending int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil || pending != 0 {
+		t.Fatalf("%d entries still pending (%v)", pending, err)
+	}
+}
+
+// Three nodes on one PostgreSQL append at once: none fails, none
+// conflicts, and together they write one log that verifies.
+func TestSharedNodesAppend(t *testing.T) {
+	logs, dbs, _ := sharedNodes(t, 3)
+	idx, n := load(t, logs, 4, 30, nil)
+	for i, l := range logs {
+		if err := l.Healthy(); err != nil {
+			t.Errorf("node %d unhealthy: %v", i, err)
+		}
+		if c := counterValue(t, l.metrics.conflicts); c != 0 {
+			t.Errorf("node %d: %v conflicts", i, c)
+		}
+	}
+	closeAndVerify(t, logs, dbs[0], n, idx)
+}
+
+// Ending the sequencer's database session under load moves sequencing to
+// another session (another node, or the same one anew); every append is
+// answered and the log verifies.
+func TestSharedSequencerFailover(t *testing.T) {
+	logs, dbs, dsn := sharedNodes(t, 3)
+	ctx := context.Background()
+	if _, err := logs[0].Append(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	leaderPID := func() (int, int64) {
+		for i, l := range logs {
+			if pid := l.sh.pid.Load(); pid != 0 {
+				return i, pid
+			}
+		}
+		return -1, 0
+	}
+	_, pid := leaderPID()
+	if pid == 0 {
+		t.Fatal("an entry was sequenced, but no node is the sequencer")
+	}
+	stop := make(chan struct{})
+	var idx []int64
+	var n int
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		idx, n = load(t, logs, 3, 1<<30, stop)
+	}()
+	for len(waitingOf(logs)) == 0 && counterValue(t, logs[0].metrics.appends) < 20 {
+		time.Sleep(time.Millisecond)
+	}
+	admin, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer admin.Close()
+	var ok bool
+	if err := admin.QueryRowContext(ctx, `SELECT pg_terminate_backend($1)`, pid).Scan(&ok); err != nil || !ok {
+		t.Fatalf("terminating the sequencer's session %d: %v, %v", pid, ok, err)
+	}
+	// Until another session sequences entries recorded after the kill.
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		if _, p := leaderPID(); p != 0 && p != pid {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no node took over sequencing")
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	if _, err := logs[2].Append(ctx, gatewayEvent(1)); err != nil {
+		t.Fatalf("Append after the fail-over: %v", err)
+	}
+	close(stop)
+	<-done
+	closeAndVerify(t, logs, dbs[1], n+2, idx)
+}
+
+func waitingOf(logs []*Log) []int64 {
+	var out []int64
+	for _, l := range logs {
+		l.sh.mu.Lock()
+		for id := range l.sh.waiting {
+			out = append(out, id)
+		}
+		l.sh.mu.Unlock()
+	}
+	return out
+}
+
+// A shared log refuses a store that cannot record pending entries.
+func TestSharedNeedsPendingStore(t *testing.T) {
+	_, err := Open(context.Background(), newMemStore(), testSigner, Options{Shared: true})
+	if err == nil || errors.Is(err, ErrUnavailable) {
+		t.Fatalf("Open(shared, memory store) = %v, want a configuration error", err)
+	}
+}

@@ -1,0 +1,268 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Nodes that share PostgreSQL do not give audit entries their tree
+// positions themselves (two nodes appending at once would both claim the
+// next index): each records its entries in audit_pending, durably and
+// without a position, and one node at a time, the sequencer, moves them
+// into audit_entries in batches. The sequencer holds a session-level
+// advisory lock on a connection of its own and commits its batches on that
+// connection, so that when its process or its session dies, the lock and
+// with it the right to sequence pass to another node.
+
+// auditSequencerLock is the first advisory lock key of the audit
+// sequencer; the second is a hash of the schema, so that logs in separate
+// schemas of one database (tests) have separate sequencers.
+const auditSequencerLock = 7303886
+
+// AddAuditPending stores records (opaque to the store) in audit_pending in
+// one transaction and returns their pending ids, in order. written: as
+// AppendAuditWritten, it returns once a crash of this process can no longer
+// lose them.
+func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, written bool) ([]int64, error) {
+	ids := make([]int64, 0, len(records))
+	err := db.batch.direct(ctx, func(tx *sql.Tx) error {
+		ids = ids[:0]
+		for off := 0; off < len(records); off += 500 {
+			part := records[off:min(off+500, len(records))]
+			var b strings.Builder
+			b.WriteString(`INSERT INTO audit_pending (data) VALUES `)
+			args := make([]any, len(part))
+			for i, r := range part {
+				if i > 0 {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?)")
+				args[i] = r
+			}
+			// The ids come back in the order of the VALUES list, which is
+			// the order the rows are inserted and numbered in.
+			b.WriteString(` RETURNING id`)
+			rows, err := tx.QueryContext(ctx, db.Rebind(b.String()), args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id int64
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			rows.Close()
+			if err := rows.Err(); err != nil {
+				return err
+			}
+		}
+		if len(ids) != len(records) {
+			return fmt.Errorf("%d ids for %d rows", len(ids), len(records))
+		}
+		return nil
+	}, written, false)
+	if err != nil {
+		return nil, fmt.Errorf("store: recording %d pending audit entries: %w", len(records), err)
+	}
+	return ids, nil
+}
+
+// AuditSequenced returns the indexes and pending ids of up to limit
+// entries from start on, in index order; an entry that was never pending
+// has pid -1.
+func (db *DB) AuditSequenced(ctx context.Context, start int64, limit int) (idx, pids []int64, err error) {
+	rows, err := db.query(ctx, `SELECT idx, pid FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?`, start, limit)
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: sequenced audit entries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var i int64
+		var p sql.NullInt64
+		if err := rows.Scan(&i, &p); err != nil {
+			return nil, nil, fmt.Errorf("store: sequenced audit entries: %w", err)
+		}
+		if !p.Valid {
+			p.Int64 = -1
+		}
+		idx, pids = append(idx, i), append(pids, p.Int64)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("store: sequenced audit entries: %w", err)
+	}
+	return idx, pids, nil
+}
+
+// AuditSequencer is the right to sequence pending audit entries, held by
+// one node at a time.
+type AuditSequencer struct {
+	db   *DB
+	conn *sql.Conn // PostgreSQL: the session holding the lock
+	pid  int64     // that session's backend pid
+}
+
+// TryAuditSequencer takes the right to sequence if no other node holds it,
+// and returns nil, nil if one does. On SQLite, whose one writer is this
+// process, it always succeeds.
+func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
+	if !db.postgres {
+		return &AuditSequencer{db: db}, nil
+	}
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: audit sequencer: connecting: %w", err)
+	}
+	var ok bool
+	var pid int64
+	q := `SELECT pg_try_advisory_lock($1, hashtext(current_schema())), pg_backend_pid()`
+	if err := conn.QueryRowContext(ctx, q, auditSequencerLock).Scan(&ok, &pid); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn }) // drop it: the session's state is unknown
+		conn.Close()
+		return nil, fmt.Errorf("store: audit sequencer: locking: %w", err)
+	}
+	if !ok {
+		conn.Close()
+		return nil, nil
+	}
+	return &AuditSequencer{db: db, conn: conn, pid: pid}, nil
+}
+
+// SessionPID is the PostgreSQL backend pid of the session holding the
+// lock (0 on SQLite), for logs and for tests that end that session.
+func (s *AuditSequencer) SessionPID() int64 { return s.pid }
+
+// Pending returns up to limit pending records, oldest id first, with
+// their ids.
+func (s *AuditSequencer) Pending(ctx context.Context, limit int) (ids []int64, records [][]byte, err error) {
+	q := `SELECT id, data FROM audit_pending ORDER BY id LIMIT ?`
+	var rows *sql.Rows
+	if s.conn != nil {
+		rows, err = s.conn.QueryContext(ctx, s.db.Rebind(q), limit)
+	} else {
+		rows, err = s.db.query(ctx, q, limit)
+	}
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		var data []byte
+		if err := rows.Scan(&id, &data); err != nil {
+			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+		}
+		ids, records = append(ids, id), append(records, data)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+	}
+	return ids, records, nil
+}
+
+// Sequence stores entries at [start, start+len(entries)), entry i made
+// from the pending record pids[i], the stored hashes at [firstHash, …), and
+// deletes those pending records, in one durable transaction. ErrConflict if
+// the log's size is not start or a pending record is gone (another
+// sequencer took it): then nothing changes.
+func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
+	if len(pids) != len(entries) {
+		return fmt.Errorf("store: sequence audit: %d pending ids for %d entries", len(pids), len(entries))
+	}
+	db := s.db
+	fn := func(tx *sql.Tx) error {
+		var n sql.NullInt64
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+			return err
+		}
+		if size := n.Int64 + 1; !n.Valid && start != 0 || n.Valid && size != start {
+			return ErrConflict
+		}
+		for off := 0; off < len(entries); off += 256 {
+			end := min(off+256, len(entries))
+			var b strings.Builder
+			b.WriteString(`INSERT INTO audit_entries (idx, data, pid) VALUES `)
+			args := make([]any, 0, 3*(end-off))
+			for i := off; i < end; i++ {
+				if i > off {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, ?, ?)")
+				args = append(args, start+int64(i), entries[i], pids[i])
+			}
+			if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
+				return err
+			}
+			b.Reset()
+			b.WriteString(`DELETE FROM audit_pending WHERE id IN (`)
+			for i := off; i < end; i++ {
+				if i > off {
+					b.WriteString(", ")
+				}
+				b.WriteString("?")
+			}
+			b.WriteString(")")
+			res, err := db.exec(ctx, tx, b.String(), anys(pids[off:end])...)
+			if err != nil {
+				return err
+			}
+			if got, err := res.RowsAffected(); err != nil || got != int64(end-off) {
+				return ErrConflict
+			}
+		}
+		return db.insertHashRuns(ctx, tx, firstHash, hashes)
+	}
+	var err error
+	if s.conn != nil {
+		err = s.inSession(ctx, fn)
+	} else {
+		err = db.batch.direct(ctx, fn, false, false)
+	}
+	if err != nil {
+		return fmt.Errorf("store: sequence audit at %d: %w", start, err)
+	}
+	return nil
+}
+
+// inSession runs fn in a transaction on the sequencer's own session: if
+// that session has lost the lock (it died), the transaction cannot commit.
+func (s *AuditSequencer) inSession(ctx context.Context, fn func(*sql.Tx) error) error {
+	tx, err := s.conn.BeginTx(ctx, nil)
+	if err != nil {
+		return err
+	}
+	if err := fn(tx); err != nil {
+		return errors.Join(err, tx.Rollback())
+	}
+	return tx.Commit()
+}
+
+// Close gives up the right to sequence.
+func (s *AuditSequencer) Close() error {
+	if s.conn == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	_, err := s.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, auditSequencerLock)
+	if err != nil {
+		// The session may hold the lock still: do not return it to the pool.
+		s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	}
+	return errors.Join(err, s.conn.Close())
+}
+
+func anys(xs []int64) []any {
+	out := make([]any, len(xs))
+	for i, x := range xs {
+		out[i] = x
+	}
+	return out
+}
