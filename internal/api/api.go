@@ -45,6 +45,9 @@ type SecretMeta = apitype.SecretMeta
 var (
 	ErrSecretNotFound = errors.New("secret not found")
 	ErrInvalidSecret  = errors.New("invalid secret name or value")
+	// ErrLeakReportTooLarge, wrapped by ParseLeakReport, refuses a report
+	// holding more tokens than can be taken from one (413).
+	ErrLeakReportTooLarge = errors.New("leak report holds too many tokens")
 )
 
 // Health reports whether a dependency can take writes.
@@ -85,15 +88,26 @@ type Config struct {
 
 // Limits bound inputs and request rates.
 type Limits struct {
-	MaxBody         int64   // form/JSON bodies (default 64 KiB)
-	MaxLeakBody     int64   // /v1/leaks bodies (default 1 MiB)
-	MaxPolicyBody   int64   // policy YAML (default 1 MiB)
-	TokenRate       float64 // exchanges per second per source address (default 20)
-	TokenBurst      int     // (default 40)
-	IssuerRate      float64 // exchanges per second per issuer (default 500)
-	IssuerBurst     int     // (default 1000)
-	LeakRate        float64 // leak reports per second per source (default 5)
-	LeakBurst       int     // (default 20)
+	MaxBody       int64   // form/JSON bodies (default 64 KiB)
+	MaxLeakBody   int64   // /v1/leaks bodies (default 1 MiB)
+	MaxPolicyBody int64   // policy YAML (default 1 MiB)
+	TokenRate     float64 // exchanges per second per source address (default 20)
+	TokenBurst    int     // (default 40)
+	IssuerRate    float64 // exchanges per second per issuer (default 500)
+	IssuerBurst   int     // (default 1000)
+	LeakRate      float64 // leak reports per second per source (default 5)
+	LeakBurst     int     // (default 20)
+	// MaxLeakTokens caps the distinct tokens of one leak report (default
+	// 1000): a report with more is refused (413) and changes nothing, so
+	// the work one report causes is bounded.
+	MaxLeakTokens int
+	// LeakConcurrency is how many leak reports are worked on at once, over
+	// all sources (default 1), and LeakQueue how many more may wait for
+	// their turn (default 8); beyond that a report gets 429 at once. A
+	// flood of reports from many addresses thus takes at most this share
+	// of the node, whatever it does to /v1/leaks.
+	LeakConcurrency int
+	LeakQueue       int
 	AdminRate       float64 // refused control-plane requests per second per source (default 50)
 	AdminBurst      int     // (default 200)
 	RateLimitTables int     // max addresses tracked per limiter (default 100000)
@@ -124,6 +138,9 @@ func (l *Limits) defaults() {
 	defi(&l.IssuerBurst, 1000)
 	deff(&l.LeakRate, 5)
 	defi(&l.LeakBurst, 20)
+	defi(&l.MaxLeakTokens, 1000)
+	defi(&l.LeakConcurrency, 1)
+	defi(&l.LeakQueue, 8)
 	deff(&l.AdminRate, 50)
 	defi(&l.AdminBurst, 200)
 	defi(&l.RateLimitTables, 100000)
@@ -137,6 +154,7 @@ type API struct {
 	tokenRL  *limiter
 	issuerRL *limiter
 	leakRL   *limiter
+	leakGate *gate
 	adminRL  *limiter
 }
 
@@ -161,6 +179,7 @@ func New(cfg Config) (*API, error) {
 	a.tokenRL = newLimiter(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
 	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
+	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)
 	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil

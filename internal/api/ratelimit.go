@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"sync"
 	"time"
 
@@ -65,3 +66,42 @@ func (l *limiter) evict(now time.Time) {
 		n--
 	}
 }
+
+// gate lets n callers work at once and up to queue more wait for a turn;
+// the rest are turned away at once. Waiting costs no CPU.
+type gate struct {
+	admit chan struct{} // working or waiting
+	run   chan struct{} // working
+}
+
+func newGate(n, queue int) *gate {
+	return &gate{admit: make(chan struct{}, n+queue), run: make(chan struct{}, n)}
+}
+
+// enter takes a place in the queue, or reports false when it is full.
+func (g *gate) enter() bool {
+	select {
+	case g.admit <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// start waits for a turn (after enter); false when ctx ended first, the
+// place then given up.
+func (g *gate) start(ctx context.Context) bool {
+	select {
+	case g.run <- struct{}{}:
+		return true
+	case <-ctx.Done():
+		<-g.admit
+		return false
+	}
+}
+
+// done ends a turn begun by start.
+func (g *gate) done() { <-g.run; <-g.admit }
+
+// leave gives up a place taken by enter without a turn.
+func (g *gate) leave() { <-g.admit }

@@ -1,6 +1,7 @@
 package api
 
 import (
+	"context"
 	"strconv"
 	"testing"
 )
@@ -50,5 +51,41 @@ func TestAdminRateLimitBeforeAudit(t *testing.T) {
 	}
 	if !l.allow("10.0.0.2") {
 		t.Fatal("another address shares the bucket")
+	}
+}
+
+// The leak gate lets n work, q wait, turns the rest away at once, and gives
+// a place back when a waiter's request ends or a turn is done.
+func TestGate(t *testing.T) {
+	g := newGate(1, 2)
+	for i := range 3 {
+		if !g.enter() {
+			t.Fatalf("place %d refused", i)
+		}
+	}
+	if g.enter() {
+		t.Fatal("a fourth place with 1 working and 2 waiting")
+	}
+	if !g.start(context.Background()) {
+		t.Fatal("first turn refused")
+	}
+	// The second waits for the turn; its request ends: it gives its place up.
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	if g.start(ctx) {
+		t.Fatal("a second turn while the first runs")
+	}
+	if !g.enter() {
+		t.Fatal("the place of an ended waiter was not given back")
+	}
+	g.leave() // a waiter whose body could not be read
+	g.done()
+	if !g.start(context.Background()) {
+		t.Fatal("no turn after the first was done")
+	}
+	g.done()
+	// Every place is free again: three, not four.
+	if !g.enter() || !g.enter() || !g.enter() || g.enter() {
+		t.Fatal("places not given back")
 	}
 }

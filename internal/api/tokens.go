@@ -3,6 +3,7 @@ package api
 import (
 	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strconv"
@@ -249,11 +250,23 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address")
 		return
 	}
+	// Reports from every source share a few turns, so that a flood from
+	// many addresses cannot take the node from exchanges and the gateway.
+	if !a.leakGate.enter() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports at once")
+		return
+	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
 	if err != nil {
+		a.leakGate.leave()
 		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "leak report too large")
 		return
 	}
+	if !a.leakGate.start(r.Context()) {
+		return // the client went away
+	}
+	defer a.leakGate.done()
 	if a.cfg.VerifyLeakSignature != nil {
 		if err := a.cfg.VerifyLeakSignature(r, body); err != nil {
 			writeError(w, http.StatusUnauthorized, "invalid_signature", "leak report signature rejected")
@@ -261,6 +274,11 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 	toks, source, url, err := a.cfg.ParseLeakReport(body)
+	if errors.Is(err, ErrLeakReportTooLarge) || (err == nil && len(toks) > a.cfg.Limits.MaxLeakTokens) {
+		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request",
+			fmt.Sprintf("leak report holds more than %d tokens: nothing was revoked; send them in smaller reports", a.cfg.Limits.MaxLeakTokens))
+		return
+	}
 	if err != nil {
 		writeError(w, 400, "invalid_request", "malformed leak report: "+err.Error())
 		return

@@ -37,6 +37,7 @@ func RoleRank(role string) int {
 type AdminStore interface {
 	CreateAdminToken(ctx context.Context, t store.AdminToken) error
 	AdminTokenByHash(ctx context.Context, hash [32]byte) (store.AdminToken, error)
+	AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminToken, error)
 	ListAdminTokens(ctx context.Context) ([]store.AdminToken, error)
 	RevokeAdminToken(ctx context.Context, name string, at time.Time) error
 }
@@ -138,7 +139,45 @@ func (a *Admins) RevokeToken(ctx context.Context, tok string, source netip.Addr,
 	if err != nil {
 		return false, unavailable("revoke admin token", err)
 	}
-	err = a.st.RevokeAdminToken(ctx, t.Name, a.now().UTC())
+	return a.revokeFound(ctx, t, tok, source, reason)
+}
+
+// RevokeTokens is RevokeToken for many tokens (a leak report): it looks
+// them up together, a few queries in all rather than one per token, and
+// reports for each whether this call revoked it.
+func (a *Admins) RevokeTokens(ctx context.Context, toks []string, source netip.Addr, reason string) ([]bool, error) {
+	out := make([]bool, len(toks))
+	hashes := make([][32]byte, len(toks))
+	var ask [][32]byte
+	for i, tok := range toks {
+		if k, err := token.Parse(tok); err == nil && k == token.Admin {
+			hashes[i] = a.hasher.Sum(tok)
+			ask = append(ask, hashes[i])
+		}
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	found, err := a.st.AdminTokensByHashes(ctx, ask)
+	if err != nil {
+		return nil, unavailable("revoke admin tokens", err)
+	}
+	for i, tok := range toks {
+		t, ok := found[hashes[i]]
+		// Found by hash; compare again in constant time, as Authenticate does.
+		if !ok || !token.Equal(t.Hash, hashes[i]) {
+			continue
+		}
+		if out[i], err = a.revokeFound(ctx, t, tok, source, reason); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+// revokeFound revokes the admin token t (tok) and records it.
+func (a *Admins) revokeFound(ctx context.Context, t store.AdminToken, tok string, source netip.Addr, reason string) (bool, error) {
+	err := a.st.RevokeAdminToken(ctx, t.Name, a.now().UTC())
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil // revoked meanwhile
 	}

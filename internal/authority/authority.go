@@ -338,9 +338,11 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	return nl, nil
 }
 
-// AdminRevoker revokes an admin token its holder presents.
+// AdminRevoker revokes admin tokens their holder presents (one) or a leak
+// report names (many, looked up together).
 type AdminRevoker interface {
 	RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) (revoked bool, err error)
+	RevokeTokens(ctx context.Context, toks []string, source netip.Addr, reason string) (revoked []bool, err error)
 }
 
 func (a *Authority) revokeAdmin(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
@@ -411,30 +413,49 @@ type RevokedLease struct {
 	Hint    string `json:"hint"`
 }
 
-// Leak revokes every live job token among toks before returning.
+// Leak revokes every live job and admin token among toks before returning.
+// Its work is bounded by len(toks), which the caller caps: repeated tokens
+// count once, and unknown tokens are looked up together (a few store
+// queries in all), never one query each.
 func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
 	res := &LeakResult{Revoked: []RevokedLease{}}
+	seen := make(map[string]bool, len(toks))
+	var jobs, admins []string
 	for _, t := range toks {
+		if seen[t] {
+			continue
+		}
+		seen[t] = true
 		if isAdminToken(t) {
-			revoked, err := a.revokeAdmin(ctx, t, source, "leaked")
-			if err != nil {
-				return nil, err
-			}
-			if revoked {
+			admins = append(admins, t)
+		} else {
+			jobs = append(jobs, t)
+		}
+	}
+	if len(admins) > 0 && a.cfg.AdminTokens != nil {
+		revoked, err := a.cfg.AdminTokens.RevokeTokens(ctx, admins, source, "leaked")
+		if err != nil {
+			return nil, err
+		}
+		for i, t := range admins {
+			if revoked[i] {
 				res.RevokedAdmin = append(res.RevokedAdmin, RevokedAdminToken{Hint: token.Hint(t)})
 			} else {
 				res.Unknown++
 			}
-			continue
 		}
-		l, revoked, err := a.cfg.Leases.RevokeToken(ctx, t, "leaked")
-		if err != nil {
-			return nil, unavailable("revoke leaked token", err)
-		}
+	} else {
+		res.Unknown += len(admins)
+	}
+	rs, err := a.cfg.Leases.RevokeTokens(ctx, jobs, "leaked")
+	if err != nil {
+		return nil, unavailable("revoke leaked tokens", err)
+	}
+	for i, r := range rs {
 		switch {
-		case revoked:
-			res.Revoked = append(res.Revoked, RevokedLease{LeaseID: l.ID, Hint: token.Hint(t)})
-		case l != nil:
+		case r.Revoked:
+			res.Revoked = append(res.Revoked, RevokedLease{LeaseID: r.Lease.ID, Hint: token.Hint(jobs[i])})
+		case r.Lease != nil:
 			res.AlreadyRevoked++
 		default:
 			res.Unknown++

@@ -38,6 +38,7 @@ type Store interface {
 	InsertLease(ctx context.Context, l store.Lease) error
 	LeaseByID(ctx context.Context, id string) (store.Lease, error)
 	LeaseByHash(ctx context.Context, hash [32]byte) (store.Lease, error)
+	LeasesByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Lease, error)
 	ListLeases(ctx context.Context, f store.LeaseFilter) ([]store.Lease, error)
 	RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error)
 	RenewLease(ctx context.Context, id string, expires, now time.Time) error
@@ -408,6 +409,75 @@ func (m *Manager) RevokeToken(ctx context.Context, tok, reason string) (*Live, b
 		return l, false, err
 	}
 	return l, len(ids) == 1, nil
+}
+
+// TokenRevocation is what RevokeTokens did with one token.
+type TokenRevocation struct {
+	// Lease is the token's lease, nil when the token is unknown.
+	Lease *Live
+	// Revoked is true when this call revoked it (false: it was already
+	// revoked or expired, or is unknown).
+	Revoked bool
+}
+
+// RevokeTokens revokes the leases of many tokens at once (a leak report)
+// and returns one result per token, in order. Tokens that are not job
+// tokens are unknown at no cost; the others missing from the view are
+// looked up in the store together, a few queries in all rather than one
+// per token, so a report full of made-up tokens costs little.
+func (m *Manager) RevokeTokens(ctx context.Context, toks []string, reason string) ([]TokenRevocation, error) {
+	out := make([]TokenRevocation, len(toks))
+	hashes := make([][32]byte, len(toks))
+	job := make([]bool, len(toks))
+	var missing [][32]byte
+	m.mu.RLock()
+	for i, tok := range toks {
+		if k, err := token.Parse(tok); err != nil || k != token.Job {
+			continue
+		}
+		job[i] = true
+		hashes[i] = m.hasher.Sum(tok)
+		if l := m.live[hashes[i]]; l != nil {
+			out[i].Lease = l
+		} else {
+			missing = append(missing, hashes[i])
+		}
+	}
+	m.mu.RUnlock()
+	var stored map[[32]byte]store.Lease
+	if len(missing) > 0 {
+		var err error
+		if stored, err = m.st.LeasesByHashes(ctx, missing); err != nil {
+			return nil, fmt.Errorf("lease: revoke: %w", err)
+		}
+	}
+	now := m.opts.Now()
+	for i := range toks {
+		if !job[i] {
+			continue
+		}
+		l := out[i].Lease
+		if l == nil {
+			s, ok := stored[hashes[i]]
+			if !ok {
+				continue
+			}
+			l = fromStore(s)
+			out[i].Lease = l
+			if !s.RevokedAt.IsZero() || !s.ExpiresAt.After(now) {
+				continue
+			}
+		}
+		if l.revoked.Load() {
+			continue
+		}
+		ids, err := m.Revoke(ctx, store.LeaseFilter{ID: l.ID}, reason)
+		if err != nil {
+			return nil, err
+		}
+		out[i].Revoked = len(ids) == 1
+	}
+	return out, nil
 }
 
 // Revoke revokes every lease f selects, in the store and then in the view,

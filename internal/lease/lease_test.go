@@ -408,3 +408,80 @@ type failInsert struct{ Store }
 func (failInsert) InsertLease(context.Context, store.Lease) error {
 	return errors.New("test: insert fails")
 }
+
+// countingStore is the real store, counting the lookups by hash.
+type countingStore struct {
+	*store.DB
+	one, many atomic.Int64
+}
+
+func (c *countingStore) LeaseByHash(ctx context.Context, h [32]byte) (store.Lease, error) {
+	c.one.Add(1)
+	return c.DB.LeaseByHash(ctx, h)
+}
+
+func (c *countingStore) LeasesByHashes(ctx context.Context, hs [][32]byte) (map[[32]byte]store.Lease, error) {
+	c.many.Add(1)
+	return c.DB.LeasesByHashes(ctx, hs)
+}
+
+// RevokeTokens revokes what is live, knows what was revoked or swept, and
+// looks unknown tokens up in batches: a report of thousands of made-up
+// tokens costs a few queries, not one each.
+func TestRevokeTokensBatched(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			st := &countingStore{DB: b.DB}
+			m := newManager(t, st, c)
+			live, _, _ := m.Issue(ctx, req("deploy"))
+			already, _, _ := m.Issue(ctx, req("deploy"))
+			swept, _, _ := m.Issue(ctx, req("deploy"))
+			if _, _, err := m.RevokeToken(ctx, already, "t"); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := m.RevokeToken(ctx, swept, "t"); err != nil {
+				t.Fatal(err)
+			}
+			m.Sweep(ctx) // swept (and already) leave the view
+			admin, _ := token.New(token.Admin)
+			toks := []string{"not a token", admin, live, already, swept}
+			const unknown = 2*store.HashBatch + 10
+			for range unknown {
+				f, _ := token.New(token.Job)
+				toks = append(toks, f)
+			}
+			st.one.Store(0)
+			res, err := m.RevokeTokens(ctx, toks, "leaked")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res) != len(toks) {
+				t.Fatalf("%d results for %d tokens", len(res), len(toks))
+			}
+			type want struct{ known, revoked bool }
+			for i, w := range []want{{false, false}, {false, false}, {true, true}, {true, false}, {true, false}} {
+				if got := (want{res[i].Lease != nil, res[i].Revoked}); got != w {
+					t.Errorf("token %d: %+v, want %+v", i, got, w)
+				}
+			}
+			for i, r := range res[5:] {
+				if r.Lease != nil || r.Revoked {
+					t.Fatalf("made-up token %d found: %+v", i, r)
+				}
+			}
+			if _, err := m.Lookup(live); !errors.Is(err, ErrRevoked) {
+				t.Fatalf("live token after the report: %v", err)
+			}
+			// One call; the store splits it into queries of HashBatch.
+			if one, many := st.one.Load(), st.many.Load(); one != 0 || many != 1 {
+				t.Fatalf("%d single and %d batched lookups for %d unknown tokens, want 0 and 1", one, many, unknown)
+			}
+			// Nothing unknown: no query at all.
+			st.many.Store(0)
+			if res, err := m.RevokeTokens(ctx, []string{live, "x"}, "leaked"); err != nil || res[0].Revoked || st.many.Load() != 0 {
+				t.Fatalf("second report: %+v %v, %d queries", res, err, st.many.Load())
+			}
+		})
+	}
+}

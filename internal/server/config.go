@@ -15,6 +15,7 @@ import (
 	"go.yaml.in/yaml/v3"
 
 	"github.com/mayfly-sh/mayfly/internal/api"
+	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
 )
 
@@ -79,11 +80,19 @@ type ConfigLimits struct {
 	// gateway reads to find a method override (default 1 MiB); a larger
 	// one is refused with 413.
 	GatewayMaxInspectedBody int64 `yaml:"gateway_max_inspected_body"`
+	// MaxLeakTokens caps the distinct tokens of one leak report (default
+	// 1000, at most scan.MaxLeakTokens); LeakConcurrency and LeakQueue
+	// bound the reports worked on and waiting, over all sources (default
+	// 1 and 8).
+	MaxLeakTokens   int `yaml:"max_leak_tokens"`
+	LeakConcurrency int `yaml:"leak_concurrency"`
+	LeakQueue       int `yaml:"leak_queue"`
 }
 
 func (l ConfigLimits) api() api.Limits {
 	return api.Limits{MaxBody: l.MaxBody, MaxLeakBody: l.MaxLeakBody, TokenRate: l.TokenRate, TokenBurst: l.TokenBurst,
-		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst}
+		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst,
+		MaxLeakTokens: min(l.MaxLeakTokens, scan.MaxLeakTokens), LeakConcurrency: l.LeakConcurrency, LeakQueue: l.LeakQueue}
 }
 
 // LoadConfigFile reads a YAML config strictly: unknown keys, bad YAML and

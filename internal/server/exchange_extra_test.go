@@ -16,7 +16,9 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 func TestExchangeRateLimited(t *testing.T) {
@@ -376,5 +378,42 @@ func TestPublicURLChecked(t *testing.T) {
 		if !strings.Contains(err.Error(), "public_url") {
 			t.Fatalf("public_url %q: error %v", bad, err)
 		}
+	}
+}
+
+// A leak report with more tokens than the cap is refused whole (413) and
+// changes nothing, so the work of one report is bounded; at the cap it is
+// taken. A report beyond what the parser takes (scan.MaxLeakTokens) is
+// refused too, never cut short.
+func TestLeakReportTokenCap(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		limit  int
+		tokens int // made-up tokens besides the live one
+		want   int
+	}{
+		{"at the cap", 50, 49, 200},
+		{"over the cap", 50, 50, 413},
+		{"over the default cap", 0, 1000, 413},
+		{"over the parser's bound", 50000, scan.MaxLeakTokens, 413},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, Config{Limits: ConfigLimits{MaxLeakTokens: tc.limit}})
+			live := h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)["access_token"].(string)
+			var b strings.Builder
+			b.WriteString(live + "\n")
+			for range tc.tokens {
+				tok, _ := token.New(token.Job)
+				b.WriteString(tok + "\n")
+			}
+			out := h.do("POST", "/v1/leaks", "", "text/plain", b.String(), tc.want)
+			active := h.do("POST", "/v1/introspect", h.admin, form, "token="+live, 200)["active"] == true
+			if active != (tc.want != 200) {
+				t.Fatalf("live token active = %v after a %d answer %v", active, tc.want, out)
+			}
+			if tc.want == 413 && (out["error"] != "invalid_request" || !strings.Contains(out["error_description"].(string), "nothing was revoked")) {
+				t.Fatalf("413 body %v", out)
+			}
+		})
 	}
 }

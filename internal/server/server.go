@@ -410,6 +410,10 @@ func parseLeakReport(body []byte) ([]string, string, string, error) {
 	if err != nil {
 		return nil, "", "", err
 	}
+	if r.Truncated {
+		// Never take part of a report: the tokens left out would stay live.
+		return nil, "", "", fmt.Errorf("%w: more than %d", api.ErrLeakReportTooLarge, scan.MaxLeakTokens)
+	}
 	return r.Tokens, r.Source, r.URL, nil
 }
 

@@ -61,6 +61,35 @@ func (db *DB) AdminTokenByHash(ctx context.Context, hash [32]byte) (AdminToken, 
 	return t, nil
 }
 
+// AdminTokensByHashes finds the live admin tokens of many hashes, one
+// query per HashBatch hashes. Hashes without a live token are absent.
+func (db *DB) AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]AdminToken, error) {
+	out := make(map[[32]byte]AdminToken)
+	err := inBatches(hashes, func(in string, args []any) error {
+		rows, err := db.query(ctx, `SELECT name, role, token_hash, created_at FROM admin_tokens WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			var t AdminToken
+			var h []byte
+			var at int64
+			if err := rows.Scan(&t.Name, &t.Role, &h, &at); err != nil {
+				return err
+			}
+			copy(t.Hash[:], h)
+			t.CreatedAt = fromNanos(at)
+			out[t.Hash] = t
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: find admin tokens by hash: %w", err)
+	}
+	return out, nil
+}
+
 // ListAdminTokens returns every admin token, live and revoked, by name.
 func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 	rows, err := db.query(ctx, `SELECT name, role, created_at, revoked_at FROM admin_tokens ORDER BY name`)

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -37,6 +38,7 @@ func TestConformance(t *testing.T) {
 		{"lease at a policy version", testLeaseAtPolicy},
 		{"mass revoke", testMassRevoke},
 		{"lease pages", testLeasePages},
+		{"lookups by many hashes", testByHashes},
 		{"audit", testAudit},
 		{"group commit isolates failures", testGroupCommit},
 		{"reopen keeps data", testReopen},
@@ -694,5 +696,64 @@ func testLeaseAtPolicy(t *testing.T, b storetest.Backend) {
 	l.AtPolicy = &v1
 	if err := db.InsertLease(ctx, l); err != nil {
 		t.Fatalf("at the version in force: %v", err)
+	}
+}
+
+// Many hashes are looked up in batches (HashBatch per query), across batch
+// edges, finding exactly the stored ones: leases live or not, admin tokens
+// only while live.
+func testByHashes(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	var want [][32]byte
+	for _, id := range []string{"lse_x1", "lse_x2", "lse_x3"} {
+		l := lease(id, "deploy")
+		if err := db.InsertLease(ctx, l); err != nil {
+			t.Fatal(err)
+		}
+		want = append(want, l.Hash)
+	}
+	if _, err := db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_x3"}, time.Now(), "t"); err != nil {
+		t.Fatal(err)
+	}
+	live, gone := [32]byte{0xa1}, [32]byte{0xa2}
+	for name, h := range map[string][32]byte{"live": live, "gone": gone} {
+		if err := db.CreateAdminToken(ctx, store.AdminToken{Name: name, Role: "auditor", Hash: h, CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if err := db.RevokeAdminToken(ctx, "gone", time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range []int{0, 1, store.HashBatch - 1, store.HashBatch, 2*store.HashBatch + 7} {
+		var hs [][32]byte
+		for i := range n {
+			var h [32]byte
+			h[0], h[1], h[2] = 0xff, byte(i>>8), byte(i)
+			hs = append(hs, h)
+		}
+		// The stored ones at the start, at a batch edge and at the end.
+		used := map[int]bool{}
+		for i, h := range append(slices.Clone(want), live, gone) {
+			if pos := []int{0, store.HashBatch - 1, store.HashBatch, n - 1, n / 2}[i]; pos >= 0 && pos < n && !used[pos] {
+				used[pos] = true
+				hs[pos] = h
+			} else {
+				hs = append(hs, h)
+			}
+		}
+		leases, err := db.LeasesByHashes(ctx, hs)
+		if err != nil {
+			t.Fatalf("%d hashes: %v", n, err)
+		}
+		if len(leases) != 3 || leases[want[0]].ID != "lse_x1" || leases[want[2]].RevokedAt.IsZero() || leases[want[1]].Claims["repository_id"] != "123" {
+			t.Fatalf("%d hashes: leases %v", n, leases)
+		}
+		admins, err := db.AdminTokensByHashes(ctx, hs)
+		if err != nil {
+			t.Fatalf("%d hashes: %v", n, err)
+		}
+		if len(admins) != 1 || admins[live].Name != "live" || admins[live].Hash != live {
+			t.Fatalf("%d hashes: admin tokens %v", n, admins)
+		}
 	}
 }

@@ -248,6 +248,54 @@ func (db *DB) LeaseByHash(ctx context.Context, hash [32]byte) (Lease, error) {
 	return l, nil
 }
 
+// HashBatch is the most hashes LeasesByHashes and AdminTokensByHashes put
+// in one query: well under SQLite's and PostgreSQL's bound-parameter limits.
+const HashBatch = 500
+
+// LeasesByHashes finds the leases (live or not) of many token hashes with
+// one query per HashBatch hashes: a leak report full of unknown tokens costs
+// a few queries, not one per token. Hashes without a lease are absent from
+// the map.
+func (db *DB) LeasesByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]Lease, error) {
+	out := make(map[[32]byte]Lease)
+	err := inBatches(hashes, func(in string, args []any) error {
+		rows, err := db.query(ctx, `SELECT `+leaseCols+` FROM leases WHERE token_hash IN (`+in+`)`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			l, err := scanLease(rows)
+			if err != nil {
+				return err
+			}
+			out[l.Hash] = l
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: find leases by hash: %w", err)
+	}
+	return out, nil
+}
+
+// inBatches calls fn with "?, ?, …" and the arguments for each run of at
+// most HashBatch hashes.
+func inBatches(hashes [][32]byte, fn func(in string, args []any) error) error {
+	for len(hashes) > 0 {
+		n := min(len(hashes), HashBatch)
+		args := make([]any, n)
+		for i := range n {
+			args[i] = hashes[i][:]
+		}
+		if err := fn(strings.Repeat("?, ", n-1)+"?", args); err != nil {
+			return err
+		}
+		hashes = hashes[n:]
+	}
+	return nil
+}
+
 // LeaseByID finds a lease by id.
 func (db *DB) LeaseByID(ctx context.Context, id string) (Lease, error) {
 	l, err := scanLease(db.queryRow(ctx, `SELECT `+leaseCols+` FROM leases WHERE id = ?`, id))

@@ -1,0 +1,91 @@
+package authority
+
+import (
+	"context"
+	"encoding/json"
+	"net/netip"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// recordingAudit keeps every entry, so a test can search them.
+type recordingAudit struct {
+	mu  sync.Mutex
+	evs []audit.Event
+}
+
+func (r *recordingAudit) Append(_ context.Context, ev audit.Event) (int64, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.evs = append(r.evs, ev)
+	return int64(len(r.evs)), nil
+}
+
+// A leak report revokes each live job and admin token once, counts the
+// rest, and writes no token into the audit log.
+func TestLeak(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := lease.New(b.DB, h, lease.Options{})
+			rec := &recordingAudit{}
+			admins := NewAdmins(b.DB, h, rec, nil)
+			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: b.DB, Audit: rec, AdminTokens: admins})
+			issue := func() (string, string) {
+				tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return tok, l.ID
+			}
+			live, liveID := issue()
+			old, _ := issue()
+			if _, _, err := m.RevokeToken(ctx, old, "t"); err != nil {
+				t.Fatal(err)
+			}
+			adminTok, err := admins.Create(ctx, "ops", RoleOperator, "root", netip.Addr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			unknownJob, _ := token.New(token.Job)
+			unknownAdmin, _ := token.New(token.Admin)
+			report := []string{live, live, old, unknownJob, adminTok, adminTok, unknownAdmin, "hello"}
+			res, err := a.Leak(ctx, report, "github", "https://github.com/acme/app/blob/x", netip.MustParseAddr("192.0.2.1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Revoked) != 1 || res.Revoked[0].LeaseID != liveID || res.Revoked[0].Hint != token.Hint(live) ||
+				len(res.RevokedAdmin) != 1 || res.AlreadyRevoked != 1 || res.Unknown != 3 {
+				t.Fatalf("result %+v", res)
+			}
+			if _, err := m.Lookup(live); err == nil {
+				t.Fatal("live token survived the report")
+			}
+			if _, err := admins.Authenticate(ctx, adminTok); err == nil {
+				t.Fatal("admin token survived the report")
+			}
+			// The same report again changes nothing.
+			again, err := a.Leak(ctx, report, "", "", netip.Addr{})
+			if err != nil || len(again.Revoked) != 0 || len(again.RevokedAdmin) != 0 || again.AlreadyRevoked != 2 || again.Unknown != 4 {
+				t.Fatalf("second report %+v %v", again, err)
+			}
+			all, _ := json.Marshal(rec.evs)
+			for _, tok := range []string{live, old, unknownJob, adminTok, unknownAdmin} {
+				if strings.Contains(string(all), tok) {
+					t.Fatal("a whole token in the audit log")
+				}
+			}
+		})
+	}
+}
