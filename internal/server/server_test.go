@@ -33,7 +33,7 @@ type testIssuer struct {
 	mu     sync.Mutex
 }
 
-func newTestIssuer(t *testing.T) *testIssuer {
+func newTestIssuer(t testing.TB) *testIssuer {
 	k, err := rsa.GenerateKey(rand.Reader, 2048)
 	if err != nil {
 		t.Fatal(err)
@@ -55,7 +55,7 @@ func newTestIssuer(t *testing.T) *testIssuer {
 	return is
 }
 
-func (is *testIssuer) mint(t *testing.T, claims map[string]any) string {
+func (is *testIssuer) mint(t testing.TB, claims map[string]any) string {
 	is.mu.Lock()
 	is.n++
 	n := is.n
