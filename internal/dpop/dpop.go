@@ -12,10 +12,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
-	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/base64"
@@ -31,6 +27,8 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mayfly-sh/mayfly/internal/jwa"
 )
 
 // Defaults for Options fields left zero.
@@ -41,8 +39,7 @@ const (
 	// MaxJTILength bounds a proof's jti.
 	MaxJTILength = 256
 	// TokenType is the required "typ" header of a proof.
-	TokenType  = "dpop+jwt"
-	minRSABits = 2048
+	TokenType = "dpop+jwt"
 )
 
 // Check names carried by Error.Check.
@@ -221,7 +218,7 @@ func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestU
 	if !jwk.Valid() || !jwk.IsPublic() {
 		return nil, fail(CheckJWK, "jwk header is not a public key")
 	}
-	if !keyFits(jwk.Key, hdr.Algorithm) {
+	if !jwa.KeyFits(jwk.Key, hdr.Algorithm) {
 		return nil, fail(CheckJWK, "jwk header key does not fit algorithm %s", hdr.Algorithm)
 	}
 	payload, err := jws.Verify(jwk.Key)
@@ -344,27 +341,6 @@ func numericDate(n json.Number) (time.Time, bool) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)), true
-}
-
-// keyFits reports whether a public key can verify alg, RSA keys being at
-// least 2048 bits.
-func keyFits(key any, alg string) bool {
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		return (strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")) && k.N.BitLen() >= minRSABits
-	case *ecdsa.PublicKey:
-		switch alg {
-		case "ES256":
-			return k.Curve == elliptic.P256()
-		case "ES384":
-			return k.Curve == elliptic.P384()
-		case "ES512":
-			return k.Curve == elliptic.P521()
-		}
-	case ed25519.PublicKey:
-		return alg == "EdDSA"
-	}
-	return false
 }
 
 // headerHasPrivateJWK looks into the (unverified) header for a jwk with

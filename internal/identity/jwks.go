@@ -2,9 +2,6 @@ package identity
 
 import (
 	"context"
-	"crypto/ecdsa"
-	"crypto/ed25519"
-	"crypto/elliptic"
 	"crypto/rsa"
 	"encoding/json"
 	"errors"
@@ -19,12 +16,13 @@ import (
 	"time"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mayfly-sh/mayfly/internal/jwa"
 )
 
 const (
 	maxKeysPerSet   = 100
 	maxKeysNoKID    = 5
-	minRSABits      = 2048
 	maxRedirects    = 3
 	discoverySuffix = "/.well-known/openid-configuration"
 )
@@ -140,7 +138,7 @@ func (ks *keySet) find(kid, alg string) []jose.JSONWebKey {
 		if k.Algorithm != "" && k.Algorithm != alg {
 			continue
 		}
-		if !keyFits(k.Key, alg) {
+		if !jwa.KeyFits(k.Key, alg) {
 			continue
 		}
 		out = append(out, *k)
@@ -149,26 +147,6 @@ func (ks *keySet) find(kid, alg string) []jose.JSONWebKey {
 		}
 	}
 	return out
-}
-
-// keyFits reports whether a public key can verify alg.
-func keyFits(key any, alg string) bool {
-	switch k := key.(type) {
-	case *rsa.PublicKey:
-		return strings.HasPrefix(alg, "RS") || strings.HasPrefix(alg, "PS")
-	case *ecdsa.PublicKey:
-		switch alg {
-		case "ES256":
-			return k.Curve == elliptic.P256()
-		case "ES384":
-			return k.Curve == elliptic.P384()
-		case "ES512":
-			return k.Curve == elliptic.P521()
-		}
-	case ed25519.PublicKey:
-		return alg == "EdDSA"
-	}
-	return false
 }
 
 type discoveryDoc struct {
@@ -245,7 +223,7 @@ func parseJWKS(body []byte) ([]jose.JSONWebKey, error) {
 		if !k.Valid() {
 			continue
 		}
-		if rk, ok := k.Key.(*rsa.PublicKey); ok && rk.N.BitLen() < minRSABits {
+		if rk, ok := k.Key.(*rsa.PublicKey); ok && rk.N.BitLen() < jwa.MinRSABits {
 			continue
 		}
 		k.Certificates = nil
