@@ -270,3 +270,18 @@ func TestReasonTable(t *testing.T) {
 		t.Errorf("out of range: %q", s)
 	}
 }
+
+// The gateway asks Authorize on every request.
+func BenchmarkAuthorize(b *testing.B) {
+	p, err := Parse(one("p.yaml", decidePolicy), nil)
+	if err != nil {
+		b.Fatal(err)
+	}
+	h := Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}}
+	b.ReportAllocs()
+	for b.Loop() {
+		if d := p.Authorize(&h, outNet, "api", "GET", "/repos/acme/app/contents/README.md"); d.Reason != Allowed {
+			b.Fatal(d.Reason)
+		}
+	}
+}
