@@ -1,6 +1,7 @@
 'use strict';
 // Main step of the mayfly GitHub Action (action.yml): find or install a
-// mayfly binary, run `mayfly login --format json` (which fetches this job's
+// mayfly binary (a release archive whose checksum is verified, or `go
+// install` when asked), run `mayfly login --format json` (which fetches this job's
 // ID token from ACTIONS_ID_TOKEN_REQUEST_URL itself and exchanges it), mask
 // the job token, save it for post.js (which revokes it at the end of the
 // job, even a failed one), and export MAYFLY_TOKEN / MAYFLY_GATEWAY.
@@ -13,6 +14,7 @@ const fs = require('fs');
 const os = require('os');
 const path = require('path');
 const lib = require('./lib');
+const { installRelease } = require('./install');
 
 // The Go module `go install` fetches. Adjust (or set MAYFLY_GO_MODULE) if
 // mayfly is published under another module path or a fork is used.
@@ -41,23 +43,38 @@ function tempDir() {
   return fs.mkdtempSync(path.join(base, 'mayfly-'));
 }
 
-// findMayfly returns the binary to run and whether it was installed now.
-function findMayfly(version) {
+// RELEASES is where release archives and checksums.txt are downloaded
+// from (the release-url input overrides it, e.g. for a mirror).
+const RELEASES = 'https://github.com/mayfly-sh/mayfly/releases/download';
+
+// findMayfly returns the binary to run and whether it was installed now:
+// mayfly-path; else, with a version, the release archive (checksum
+// verified), or `go install` when install is "go"; else mayfly on PATH.
+async function findMayfly(version) {
   const given = lib.input('mayfly-path');
   if (given) {
     const p = path.resolve(given);
     if (!isExecutable(p)) throw new Error(`mayfly-path ${given}: not an executable file`);
     return { bin: p, installed: false };
   }
+  const how = lib.input('install') || 'release';
+  if (how !== 'release' && how !== 'go') throw new Error(`install must be "release" or "go", not ${JSON.stringify(how)}`);
   if (!version) {
     const onPath = which('mayfly');
     if (onPath) return { bin: onPath, installed: false };
+    if (how === 'release') {
+      throw new Error('no mayfly binary: set version (a release tag, e.g. v1.2.3) to download a release, ' +
+        'set mayfly-path, put mayfly on PATH, or set install: go with Go set up (actions/setup-go)');
+    }
+  }
+  if (how === 'release') {
+    const bin = await installRelease({
+      version, base: lib.input('release-url') || RELEASES, sha256: lib.input('sha256'), dir: tempDir(), info: lib.info,
+    });
+    return { bin, installed: true };
   }
   const go = which('go');
-  if (!go) {
-    throw new Error('no mayfly binary: set mayfly-path, put mayfly on PATH, or set up Go (actions/setup-go) ' +
-      'so that the action can `go install` it (downloading a release is not implemented)');
-  }
+  if (!go) throw new Error('install: go needs Go on the runner (actions/setup-go)');
   const v = version || 'latest';
   if (!/^[A-Za-z0-9][A-Za-z0-9._+-]*$/.test(v)) throw new Error(`version ${JSON.stringify(v)} is not a module version`);
   const gobin = tempDir();
@@ -70,7 +87,7 @@ function findMayfly(version) {
   if (r.error || r.status !== 0) {
     throw new Error(`go install ${GO_MODULE}/cmd/mayfly@${v} failed (${r.error ? r.error.message : 'exit ' + r.status})`);
   }
-  const bin = path.join(gobin, 'mayfly');
+  const bin = path.join(gobin, process.platform === 'win32' ? 'mayfly.exe' : 'mayfly');
   if (!isExecutable(bin)) throw new Error(`go install did not produce ${bin}`);
   return { bin, installed: true };
 }
@@ -120,7 +137,7 @@ async function main() {
   }
 
   const ca = caFile();
-  const { bin, installed } = findMayfly(lib.input('version'));
+  const { bin, installed } = await findMayfly(lib.input('version'));
 
   const args = ['login', '--grant', grants.join(','), '--format', 'json', '--addr', server];
   if (ca.file) args.push('--cacert', ca.file);

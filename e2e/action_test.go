@@ -3,7 +3,7 @@ package e2e
 // The CI integrations in the repository, run against a real server: the
 // GitHub Action (action.yml, action/*.js) under node with a faked runner
 // environment and the devissuer's GitHub-Actions request-URL flow, and the
-// GitLab template (contrib/gitlab/mayfly.gitlab-ci.yml) whose scripts run
+// GitLab CI/CD component (templates/mayfly.yml) whose scripts run
 // under sh the way a runner runs them. Both skip when node (resp. sh) is not
 // on PATH; the action's own node tests are run from here too.
 
@@ -12,6 +12,7 @@ import (
 	"context"
 	"encoding/base64"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -19,6 +20,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -392,8 +394,8 @@ func TestGitHubActionE2E(t *testing.T) {
 	}
 }
 
-// gitlabTemplate is the part of contrib/gitlab/mayfly.gitlab-ci.yml the
-// test runs.
+// gitlabJob is the part of a job of the GitLab component
+// (templates/mayfly.yml) the test runs.
 type gitlabJob struct {
 	Extends      string                       `yaml:"extends"`
 	IDTokens     map[string]map[string]string `yaml:"id_tokens"`
@@ -405,11 +407,75 @@ type gitlabJob struct {
 
 func loadGitLabTemplate(t *testing.T) map[string]gitlabJob {
 	t.Helper()
-	b, err := os.ReadFile("../contrib/gitlab/mayfly.gitlab-ci.yml")
+	return loadGitLabComponent(t, nil)
+}
+
+// gitlabSpec is the component's header document.
+type gitlabSpec struct {
+	Spec struct {
+		Inputs map[string]struct {
+			Description string   `yaml:"description"`
+			Default     *string  `yaml:"default"`
+			Regex       string   `yaml:"regex"`
+			Options     []string `yaml:"options"`
+		} `yaml:"inputs"`
+	} `yaml:"spec"`
+}
+
+// loadGitLabComponent reads templates/mayfly.yml as GitLab does for an
+// include with inputs: the spec document first, then the jobs with every
+// $[[ inputs.NAME ]] replaced by the given input or its default, each
+// checked against the input's regex or options.
+func loadGitLabComponent(t *testing.T, inputs map[string]string) map[string]gitlabJob {
+	t.Helper()
+	b, err := os.ReadFile("../templates/mayfly.yml")
 	if err != nil {
 		t.Fatal(err)
 	}
-	dec := yaml.NewDecoder(strings.NewReader(string(b)))
+	head, body, ok := strings.Cut(string(b), "\n---\n")
+	if !ok {
+		t.Fatal("the component has no spec document")
+	}
+	var spec gitlabSpec
+	dec := yaml.NewDecoder(strings.NewReader(head))
+	dec.KnownFields(true)
+	if err := dec.Decode(&spec); err != nil {
+		t.Fatalf("component spec: %v", err)
+	}
+	for name := range inputs {
+		if _, ok := spec.Spec.Inputs[name]; !ok {
+			t.Fatalf("the component has no input %q", name)
+		}
+	}
+	var bad []string
+	ref := regexp.MustCompile(`\$\[\[\s*inputs\.([a-z_]+)\s*\]\]`)
+	body = ref.ReplaceAllStringFunc(body, func(m string) string {
+		name := ref.FindStringSubmatch(m)[1]
+		in, ok := spec.Spec.Inputs[name]
+		if !ok {
+			bad = append(bad, "unknown input "+name)
+			return m
+		}
+		v, given := inputs[name]
+		if !given {
+			if in.Default == nil {
+				bad = append(bad, "input "+name+" has no default")
+				return m
+			}
+			v = *in.Default
+		}
+		if in.Regex != "" && !regexp.MustCompile(in.Regex).MatchString(v) {
+			bad = append(bad, fmt.Sprintf("input %s=%q does not match %s", name, v, in.Regex))
+		}
+		if len(in.Options) > 0 && !slices.Contains(in.Options, v) {
+			bad = append(bad, fmt.Sprintf("input %s=%q is not one of %v", name, v, in.Options))
+		}
+		return v
+	})
+	if len(bad) > 0 {
+		t.Fatalf("component inputs: %v", bad)
+	}
+	dec = yaml.NewDecoder(strings.NewReader(body))
 	dec.KnownFields(true)
 	var jobs map[string]gitlabJob
 	if err := dec.Decode(&jobs); err != nil {

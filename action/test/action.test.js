@@ -262,8 +262,76 @@ test('no mayfly-path, no mayfly and no Go on PATH: a clear error', async (t) => 
   delete env['INPUT_MAYFLY-PATH'];
   const r = await run('index.js', env);
   assert.equal(r.code, 1);
-  assert.match(r.stdout, /no mayfly binary: set mayfly-path, put mayfly on PATH, or set up Go/);
-  assert.match(r.stdout, /downloading a release is not implemented/);
+  assert.match(r.stdout, /no mayfly binary: set version \(a release tag, e\.g\. v1\.2\.3\) to download a release/);
+});
+
+// releaseServer serves a release like GitHub does (the archive behind a
+// redirect) on 127.0.0.1: an archive holding a fake mayfly, and a
+// checksums.txt that lists sum (the archive's real SHA-256 by default).
+async function releaseServer(t, f, { sum } = {}) {
+  const { archiveName } = require('../install');
+  const name = archiveName('v1.2.3');
+  const stage = fs.mkdtempSync(path.join(f.dir, 'stage-'));
+  fs.copyFileSync(f.fake, path.join(stage, process.platform === 'win32' ? 'mayfly.exe' : 'mayfly'));
+  fs.chmodSync(path.join(stage, 'mayfly'), 0o755);
+  const archive = path.join(f.dir, name);
+  const { spawnSync } = require('node:child_process');
+  const tr = spawnSync('tar', ['-czf', archive, '-C', stage, 'mayfly']);
+  assert.equal(tr.status, 0, String(tr.stderr));
+  const data = fs.readFileSync(archive);
+  const real = require('node:crypto').createHash('sha256').update(data).digest('hex');
+  const seen = [];
+  const srv = http.createServer((req, res) => {
+    seen.push(req.url);
+    if (req.url === `/releases/download/v1.2.3/${name}`) {
+      res.writeHead(302, { Location: `/objects/${name}` });
+      res.end();
+    } else if (req.url === `/objects/${name}`) {
+      res.end(data);
+    } else if (req.url === '/releases/download/v1.2.3/checksums.txt') {
+      res.end(`${'0'.repeat(64)}  mayfly_1.2.3_plan9_mips.tar.gz\n${sum || real}  ${name}\n`);
+    } else {
+      res.writeHead(404);
+      res.end();
+    }
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  return { url: `http://127.0.0.1:${srv.address().port}/releases/download`, sha: real, seen };
+}
+
+test('version: the release archive is downloaded, verified against checksums.txt and run', async (t) => {
+  const f = fixture(t);
+  const rel = await releaseServer(t, f);
+  const empty = fs.mkdtempSync(path.join(f.dir, 'bin-'));
+  const env = { ...f.baseEnv, PATH: empty + path.delimiter + '/usr/bin:/bin', INPUT_GRANTS: 'deploy', INPUT_SERVER: 'http://127.0.0.1:1',
+    INPUT_VERSION: 'v1.2.3', 'INPUT_RELEASE-URL': rel.url, INPUT_SHA256: rel.sha };
+  delete env['INPUT_MAYFLY-PATH'];
+  const r = await run('index.js', env);
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  assert.match(r.stdout, /verified \(sha256 [0-9a-f]{64}\) and installed/);
+  assert.equal(parseFileCommands(f.state).token, TOKEN);
+  assert.ok(fs.readFileSync(f.ghpath, 'utf8').includes('mayfly-'), 'the installed binary is put on PATH');
+});
+
+test('version: an archive whose checksum does not match is never run', async (t) => {
+  for (const [name, opts, input, want] of [
+    ['checksums.txt disagrees', { sum: 'f'.repeat(64) }, {}, /does not match checksums\.txt.*not installed/],
+    ['pinned sha256 disagrees', {}, { INPUT_SHA256: 'e'.repeat(64) }, /is not the pinned sha256 input.*not installed/],
+    ['not a release tag', {}, { INPUT_VERSION: 'main' }, /is not a release tag/],
+    ['plain http elsewhere', {}, { 'INPUT_RELEASE-URL': 'http://example.com/releases/download' }, /refusing to download over http:/],
+  ]) {
+    const f = fixture(t);
+    const rel = await releaseServer(t, f, opts);
+    const empty = fs.mkdtempSync(path.join(f.dir, 'bin-'));
+    const env = { ...f.baseEnv, PATH: empty + path.delimiter + '/usr/bin:/bin', INPUT_GRANTS: 'deploy', INPUT_SERVER: 'http://127.0.0.1:1',
+      INPUT_VERSION: 'v1.2.3', 'INPUT_RELEASE-URL': rel.url, ...input };
+    delete env['INPUT_MAYFLY-PATH'];
+    const r = await run('index.js', env);
+    assert.equal(r.code, 1, name);
+    assert.match(r.stdout, want, name);
+    assert.ok(!fs.existsSync(f.args), `${name}: mayfly ran`);
+  }
 });
 
 test('mayfly on PATH is used when no version is asked', async (t) => {

@@ -11,11 +11,13 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
+	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 func newDevIssuerCmd() *cobra.Command {
-	var listen, alg, audience, urlFile string
+	var listen, alg, audience, serverURL, urlFile string
 	c := &cobra.Command{
 		Use:   "dev-issuer [--listen 127.0.0.1:8700]",
 		Short: "Run a local OIDC issuer of GitHub-Actions-shaped ID tokens, for trying pipelines (never production)",
@@ -33,13 +35,26 @@ func newDevIssuerCmd() *cobra.Command {
 			}
 			defer ln.Close()
 			url := "http://" + ln.Addr().String()
-			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: audience})
+			// The audience jobs ask for is the server's URL (login's
+			// default): take it from --server or MAYFLY_ADDR, never guess
+			// silently.
+			if serverURL == "" {
+				serverURL = os.Getenv(envAddr)
+			}
+			aud, note := audience, ""
+			if aud == "" && serverURL != "" {
+				if aud, err = client.NormalizeAddr(serverURL); err != nil {
+					return usageErr("dev-issuer: --server: %v", err)
+				}
+			}
+			if aud == "" {
+				aud = "https://" + server.DefaultListen
+				note = "\n(no --server given and MAYFLY_ADDR unset: the audience assumes a server on the default\n" +
+					"address; pass --server URL when yours listens elsewhere)\n"
+			}
+			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: aud})
 			if err != nil {
 				return usageErr("%v", err)
-			}
-			aud := audience
-			if aud == "" {
-				aud = "https://127.0.0.1:8443"
 			}
 			out := cmd.OutOrStdout()
 			fmt.Fprintf(out, `mayfly dev-issuer: a local OIDC issuer for trying pipelines. NEVER use it in production.
@@ -52,7 +67,7 @@ In the policy:
       url: %[1]s
       audience: %[3]s
       algorithms: [%[2]s]
-
+%[6]s
 Mint an ID token (any claim can be set in the query):
   curl -s '%[1]s/token?audience=%[3]s&repository=acme/app&ref=refs/heads/main&environment=production'
 
@@ -62,7 +77,7 @@ Or imitate GitHub Actions for mayfly login / mayfly exec:
   export MAYFLY_AUDIENCE='%[3]s'
 
 Serving until interrupted.
-`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken())
+`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken(), note)
 			if urlFile != "" {
 				if err := os.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
 					return usageErr("dev-issuer: %v", err)
@@ -93,7 +108,8 @@ Serving until interrupted.
 	}
 	c.Flags().StringVar(&listen, "listen", "127.0.0.1:8700", "loopback address to listen on")
 	c.Flags().StringVar(&alg, "alg", "RS256", "signing algorithm: RS256 or ES256")
-	c.Flags().StringVar(&audience, "audience", "", "audience of tokens that ask for none (default: the issuer URL)")
+	c.Flags().StringVar(&serverURL, "server", "", "URL of the mayfly server the tokens are for: the audience (default $"+envAddr+")")
+	c.Flags().StringVar(&audience, "audience", "", "audience for the policy and for tokens that ask for none (default: the server URL)")
 	c.Flags().StringVar(&urlFile, "url-file", "", "write the issuer URL to this file once listening (for scripts)")
 	return c
 }

@@ -26,6 +26,7 @@ var layers = map[string]int{
 	"internal/apitype":  0, // the /v1 wire types: imports no mayfly package
 	"internal/yamlerr":  0, // YAML errors in words, for policy and server config
 	"internal/jwa":      0, // which public key verifies which JWS algorithm (identity, dpop)
+	"internal/version":  0, // which build this is (runtime/debug build info)
 	// storage
 	"internal/store":           1,
 	"internal/store/storetest": 1,

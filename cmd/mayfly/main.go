@@ -14,6 +14,8 @@ import (
 	"syscall"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/version"
 )
 
 // Exit codes shared by every command (SPEC section 1).
@@ -51,7 +53,9 @@ func newRootCmd() *cobra.Command {
 		Short:         "Just-in-time CI tokens, a credential-injecting gateway and a tamper-evident audit log",
 		SilenceUsage:  true,
 		SilenceErrors: true,
+		Version:       version.Get().String(),
 	}
+	root.SetVersionTemplate("{{.Version}}\n")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return usageErr("%s", withCommand(c, err.Error()))
 	})
@@ -70,6 +74,8 @@ func newRootCmd() *cobra.Command {
 		newExecCmd(),
 		newDevIssuerCmd(),
 		newGatewayCmd(),
+		newVersionCmd(),
+		newTLSCmd(),
 	// Commands register here, one line each.
 	)
 	refuseUnknownSubcommands(root)

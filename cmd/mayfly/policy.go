@@ -7,6 +7,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -35,6 +36,7 @@ func newPolicyCmd() *cobra.Command {
 				return err
 			}
 			printWarnings(cmd.OutOrStdout(), p)
+			warnEmpty(cmd.OutOrStdout(), p)
 			fmt.Fprintf(cmd.OutOrStdout(), "policy ok: %d issuers, %d upstreams, %d grants (hash %.12s)\n",
 				len(p.Issuers), len(p.Upstreams), len(p.Grants), p.Hash)
 			return nil
@@ -69,13 +71,16 @@ func newPolicyCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
+			warnEmpty(cmd.OutOrStdout(), p)
 			printChanges(cmd.OutOrStdout(), out.Changes)
+			printRevokes(cmd.OutOrStdout(), out.Revokes)
 			return nil
 		},
 	}
 	planFmt = addFormatFlag(plan, "text", "text", "json")
 
 	var applyFmt *outputFormat
+	var allowRevoke bool
 	apply := &cobra.Command{
 		Use:   "apply FILE_OR_DIR…",
 		Short: "Apply the policy on the server (a new version, recorded in the audit log)",
@@ -93,7 +98,26 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := c.ApplyPolicy(cmd.Context(), p.Source)
+			if !allowRevoke {
+				// Show what the apply would revoke, and stop there: the
+				// server refuses such an apply unless it is confirmed.
+				plan, err := c.PlanPolicy(cmd.Context(), p.Source)
+				if err != nil {
+					return clientErr(err)
+				}
+				if len(plan.Revokes) > 0 {
+					printWarnings(cmd.ErrOrStderr(), p)
+					warnEmpty(cmd.ErrOrStderr(), p)
+					printChanges(cmd.ErrOrStderr(), plan.Changes)
+					printRevokes(cmd.ErrOrStderr(), plan.Revokes)
+					return negative("policy apply: nothing applied: it would revoke live tokens; run again with --yes to apply it and revoke them")
+				}
+			}
+			apply := c.ApplyPolicy
+			if allowRevoke {
+				apply = c.ApplyPolicyAllowingRevocations
+			}
+			out, err := apply(cmd.Context(), p.Source)
 			if err != nil {
 				return clientErr(err)
 			}
@@ -101,6 +125,7 @@ func newPolicyCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
+			warnEmpty(cmd.OutOrStdout(), p)
 			if out.Unchanged {
 				fmt.Fprintf(cmd.OutOrStdout(), "policy unchanged (version %d, hash %.12s)\n", out.Version, out.Hash)
 				return nil
@@ -114,6 +139,8 @@ func newPolicyCmd() *cobra.Command {
 		},
 	}
 	applyFmt = addFormatFlag(apply, "text", "text", "json")
+	apply.Flags().BoolVarP(&allowRevoke, "yes", "y", false, "apply even when it revokes live tokens of grants the policy removes")
+	apply.Flags().BoolVar(&allowRevoke, "allow-revoke", false, "same as --yes")
 
 	show := &cobra.Command{
 		Use:   "show",
@@ -166,6 +193,20 @@ func parsePolicy(w io.Writer, paths []string) (*policy.Policy, error) {
 func printWarnings(w io.Writer, p *policy.Policy) {
 	for _, e := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", e.Error())
+	}
+}
+
+// warnEmpty says what a policy that grants nothing does: it is valid (deny
+// everything), but rarely what was meant, e.g. an empty or truncated file.
+func warnEmpty(w io.Writer, p *policy.Policy) {
+	if len(p.Grants) == 0 {
+		fmt.Fprintln(w, "warning: this policy has no grants: every exchange is refused, and applying it revokes every live job token")
+	}
+}
+
+func printRevokes(w io.Writer, revs []apitype.PolicyRevocation) {
+	for _, r := range revs {
+		fmt.Fprintf(w, "will revoke %d live token(s) of grant %s, which this policy removes\n", r.Leases, r.Grant)
 	}
 }
 

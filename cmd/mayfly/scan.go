@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"strconv"
 	"strings"
 
@@ -14,6 +13,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/scan"
+	"github.com/mayfly-sh/mayfly/internal/version"
 )
 
 type scanFlags struct {
@@ -241,12 +241,9 @@ func firstArg(args []string) string {
 	return "."
 }
 
-func buildVersion() string {
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" {
-		return bi.Main.Version
-	}
-	return "dev"
-}
+// buildVersion is the version SARIF names the tool by: the module version
+// of a release, "devel+<revision>" for a build from a working tree.
+func buildVersion() string { return version.Get().Version }
 
 // parseSize reads a byte count with an optional KB/MB/GB (powers of 1000)
 // or KiB/MiB/GiB (powers of 1024) suffix.

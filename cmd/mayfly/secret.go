@@ -7,6 +7,8 @@ import (
 	"os"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 // maxSecretSize bounds a secret value read by `secret put`.
@@ -22,12 +24,16 @@ func newSecretCmd() *cobra.Command {
 	var valueFile, refusedValue string
 	var keepNewline bool
 	var putFmt *outputFormat
+	var offline server.OfflineOptions
 	put := &cobra.Command{
 		Use:   "put NAME [--value-file F]",
 		Short: "Store a new version of a secret, read from --value-file or standard input",
 		Long: "Store a new version of a secret. The value is read from --value-file, or from standard input\n" +
 			"(e.g. `mayfly secret put gh-token < token.txt`). One trailing newline is dropped unless\n" +
-			"--keep-newline. A value is never taken from a flag: it would land in shell history.",
+			"--keep-newline. A value is never taken from a flag: it would land in shell history.\n\n" +
+			"With --data-dir the secret goes straight into that data directory, without a server: the way\n" +
+			"to store the secrets a policy names before the server's first start (refused while a server\n" +
+			"runs on an embedded data dir; use the API then).",
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := putFmt.resolve(cmd)
@@ -40,6 +46,18 @@ func newSecretCmd() *cobra.Command {
 			value, err := readSecretValue(cmd, valueFile, keepNewline)
 			if err != nil {
 				return err
+			}
+			if offline.DataDir != "" {
+				v, err := server.PutSecretOffline(cmd.Context(), offline, args[0], value)
+				clear(value)
+				if err != nil {
+					return usageErr("secret put: %v", err)
+				}
+				if format == "json" {
+					return printJSON(cmd.OutOrStdout(), map[string]any{"name": args[0], "version": v})
+				}
+				fmt.Fprintf(cmd.OutOrStdout(), "stored secret %q version %d in %s\n", args[0], v, offline.DataDir)
+				return nil
 			}
 			c, err := newAPIClient(cf, true)
 			if err != nil {
@@ -58,6 +76,8 @@ func newSecretCmd() *cobra.Command {
 		},
 	}
 	put.Flags().StringVar(&valueFile, "value-file", "", "read the value from this file (\"-\" for standard input)")
+	put.Flags().StringVar(&offline.DataDir, "data-dir", "", "store into this data directory directly (no server; before the first start)")
+	put.Flags().StringVar(&offline.Postgres, "postgres", "", "with --data-dir: the PostgreSQL DSN the data dir uses (or MAYFLY_POSTGRES)")
 	put.Flags().BoolVar(&keepNewline, "keep-newline", false, "keep a trailing newline of the value")
 	put.Flags().StringVar(&refusedValue, "value", "", "refused: use --value-file or standard input")
 	_ = put.Flags().MarkHidden("value")

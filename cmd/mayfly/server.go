@@ -7,7 +7,9 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -134,6 +136,9 @@ func newServerCmd() *cobra.Command {
 						if err := s.ReloadPolicy(ctx); err != nil {
 							logger.Error("policy reload refused; the policy in force is unchanged", "err", err)
 						}
+						if err := s.ReloadTLS(); err != nil {
+							logger.Error("TLS certificate reload failed; the certificate in use is unchanged", "err", err)
+						}
 					}
 				}
 			}()
@@ -147,6 +152,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&configFile, "config", "", "YAML config file (flags win over it)")
 	f.StringVar(&cfg.DataDir, "data-dir", "", "data directory made by mayfly init")
 	f.StringVar(&cfg.Listen, "listen", server.DefaultListen, "address to listen on")
+	f.StringVar(&cfg.MetricsListen, "metrics-listen", server.DefaultMetricsListen, "address of the unauthenticated /metrics listener (plain HTTP on loopback), or off")
 	f.StringSliceVar(&cfg.Policy, "policy", nil, "policy file or folder, applied at start and on SIGHUP")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL DSN (or MAYFLY_POSTGRES); default embedded SQLite")
 	f.IntVar(&cfg.PostgresMaxConns, "postgres-max-conns", 0, "PostgreSQL connections this node may hold, lease listener and notifier included (default 10)")
@@ -172,6 +178,9 @@ func mergeConfig(file, flags server.Config, cmd *cobra.Command) server.Config {
 	}
 	if set("listen") || out.Listen == "" {
 		out.Listen = flags.Listen
+	}
+	if set("metrics-listen") || out.MetricsListen == "" {
+		out.MetricsListen = flags.MetricsListen
 	}
 	if set("policy") {
 		out.Policy = flags.Policy
@@ -208,4 +217,44 @@ func mergeConfig(file, flags server.Config, cmd *cobra.Command) server.Config {
 	}
 	out.AddrFile = flags.AddrFile
 	return out
+}
+
+func newTLSCmd() *cobra.Command {
+	tlsCmd := &cobra.Command{
+		Use:   "tls",
+		Short: "Manage the server's TLS certificate",
+	}
+	var dataDir string
+	var sans []string
+	var asJSON bool
+	renew := &cobra.Command{
+		Use:   "renew --data-dir DIR",
+		Short: "Issue a new server certificate (one year) from the data dir's CA; a running server loads it on SIGHUP",
+		Long: "Issue a new server certificate from the data dir's CA, for the names of the current one plus\n" +
+			"--tls-san, valid for one year, replacing server.pem and server-key.pem. A running server serves\n" +
+			"it after SIGHUP (systemctl reload mayfly) without a restart; a server also renews it by itself\n" +
+			"at start when less than 30 days are left. Clients keep trusting ca.pem.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			if dataDir == "" {
+				return usageErr("tls renew: --data-dir is required")
+			}
+			res, err := server.RenewCertificate(dataDir, sans, time.Now())
+			if err != nil {
+				return usageErr("tls renew: %v", err)
+			}
+			if asJSON {
+				return printJSON(cmd.OutOrStdout(), res)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "renewed the server certificate in %s: valid until %s for %s\n"+
+				"a running server serves it after SIGHUP (kill -HUP PID, or systemctl reload mayfly)\n",
+				dataDir, res.NotAfter.Format(time.RFC3339), strings.Join(res.Names, ", "))
+			return nil
+		},
+	}
+	renew.Flags().StringVar(&dataDir, "data-dir", "", "data directory made by mayfly init")
+	renew.Flags().StringSliceVar(&sans, "tls-san", nil, "extra DNS names or IPs for the certificate")
+	renew.Flags().BoolVar(&asJSON, "json", false, "print {\"not_after\",\"names\"} as JSON")
+	tlsCmd.AddCommand(renew)
+	return tlsCmd
 }

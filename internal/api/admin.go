@@ -3,10 +3,12 @@ package api
 import (
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"net/netip"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
@@ -268,6 +270,27 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 	if !ok {
 		return
 	}
+	// A version that removes grants with live tokens revokes them: only when
+	// the request says so (an empty file must not wipe the server quietly).
+	if !queryTrue(r, "allow_revoke") {
+		p, err := a.cfg.Authority.ParsePolicy(r.Context(), files)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if revs := a.cfg.Authority.Revocations(p); len(revs) > 0 {
+			n, names := 0, make([]string, 0, len(revs))
+			for _, rv := range revs {
+				n += rv.Leases
+				names = append(names, fmt.Sprintf("%s: %d", rv.Grant, rv.Leases))
+			}
+			writeJSON(w, http.StatusConflict, apitype.PolicyRevocationRefused{Error: apitype.Error{Error: "revocation_not_confirmed",
+				Description: fmt.Sprintf("nothing applied: this policy removes grants with %d live token(s) (%s), which applying it revokes; "+
+					"send it again with ?allow_revoke=true (mayfly policy apply --yes) to apply it and revoke them", n, strings.Join(names, ", "))},
+				Revokes: revocations(revs)})
+			return
+		}
+	}
 	res, err := a.cfg.Authority.ApplyPolicy(r.Context(), files, c.Name)
 	if err != nil {
 		a.fail(w, r, err)
@@ -282,12 +305,17 @@ func (a *API) planPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 	if !ok {
 		return
 	}
+	p, err := a.cfg.Authority.ParsePolicy(r.Context(), files)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
 	cs, err := a.cfg.Authority.Plan(r.Context(), files)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, apitype.PolicyPlanResponse{Changes: changeStrings(cs)})
+	writeJSON(w, 200, apitype.PolicyPlanResponse{Changes: changeStrings(cs), Revokes: revocations(a.cfg.Authority.Revocations(p))})
 }
 
 func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {
@@ -328,4 +356,18 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	writeJSON(w, 200, apitype.AdminTokenRevokeResponse{Name: name, Revoked: true})
+}
+
+// queryTrue reads a boolean query parameter: "true" or "1".
+func queryTrue(r *http.Request, name string) bool {
+	v := r.URL.Query().Get(name)
+	return v == "true" || v == "1"
+}
+
+func revocations(revs []authority.GrantRevocation) []apitype.PolicyRevocation {
+	out := make([]apitype.PolicyRevocation, 0, len(revs))
+	for _, r := range revs {
+		out = append(out, apitype.PolicyRevocation{Grant: r.Grant, Leases: r.Leases})
+	}
+	return out
 }

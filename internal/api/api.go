@@ -29,6 +29,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/version"
 )
 
 // Secrets is the secret store as the API sees it: metadata only. Writes
@@ -86,15 +87,17 @@ type Config struct {
 	HSTS                bool
 }
 
-// Limits bound inputs and request rates.
+// Limits bound inputs and request rates. The per-address exchange limits
+// are high because one address often stands for a whole CI fleet behind a
+// NAT, whose jobs start together (README, "Why these rate limits").
 type Limits struct {
 	MaxBody       int64   // form/JSON bodies (default 64 KiB)
 	MaxLeakBody   int64   // /v1/leaks bodies (default 1 MiB)
 	MaxPolicyBody int64   // policy YAML (default 1 MiB)
-	TokenRate     float64 // exchanges per second per source address (default 20)
-	TokenBurst    int     // (default 40)
+	TokenRate     float64 // exchanges per second per source address (default 100)
+	TokenBurst    int     // (default 1000: a 1,000-runner fan-out at once)
 	IssuerRate    float64 // exchanges per second per issuer (default 500)
-	IssuerBurst   int     // (default 1000)
+	IssuerBurst   int     // (default 2000)
 	LeakRate      float64 // leak reports per second per source (default 5)
 	LeakBurst     int     // (default 20)
 	// MaxLeakTokens caps the distinct tokens of one leak report (default
@@ -132,10 +135,10 @@ func (l *Limits) defaults() {
 	def(&l.MaxBody, 64<<10)
 	def(&l.MaxLeakBody, 1<<20)
 	def(&l.MaxPolicyBody, 1<<20)
-	deff(&l.TokenRate, 20)
-	defi(&l.TokenBurst, 40)
+	deff(&l.TokenRate, 100)
+	defi(&l.TokenBurst, 1000)
 	deff(&l.IssuerRate, 500)
-	defi(&l.IssuerBurst, 1000)
+	defi(&l.IssuerBurst, 2000)
 	deff(&l.LeakRate, 5)
 	defi(&l.LeakBurst, 20)
 	defi(&l.MaxLeakTokens, 1000)
@@ -199,9 +202,13 @@ func (a *API) routes() {
 	h("GET /healthz", a.healthz)
 	h("GET /readyz", a.readyz)
 	if a.cfg.Gatherer != nil {
-		h("GET /metrics", promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{}).ServeHTTP)
+		// Metrics name upstreams and show their traffic: on this listener
+		// only for auditors (the unauthenticated copy is the server's
+		// separate metrics listener, loopback by default).
+		metrics := promhttp.HandlerFor(a.cfg.Gatherer, promhttp.HandlerOpts{})
+		admin("GET /metrics", authority.RoleAuditor, func(w http.ResponseWriter, r *http.Request, _ caller) { metrics.ServeHTTP(w, r) })
 	}
-	h("POST /v1/token", a.exchange)
+	h("POST /v1/token", a.metrics.countExchange(a.exchange))
 	h("POST /v1/token/renew", a.renew)
 	h("POST /v1/revoke", a.revoke)
 	h("POST /v1/leaks", a.leaks)
@@ -273,6 +280,9 @@ func writeErrorBody(w http.ResponseWriter, status int, e apitype.Error) {
 	if status == http.StatusUnauthorized && w.Header().Get("WWW-Authenticate") == "" {
 		w.Header().Set("WWW-Authenticate", `Bearer error="`+e.Error+`"`)
 	}
+	if sw, ok := w.(*statusWriter); ok {
+		sw.code = e.Error
+	}
 	writeJSON(w, status, e)
 }
 
@@ -306,8 +316,11 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	}
 }
 
+// healthz says the node is alive and which build it runs (as Vault's
+// sys/health does), so an operator can tell the nodes of a rollout apart.
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSON(w, 200, apitype.Health{Status: "ok"})
+	v := version.Get()
+	writeJSON(w, 200, apitype.Health{Status: "ok", Version: v.Version, Revision: v.Revision, Go: v.GoVersion})
 }
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {

@@ -9,22 +9,34 @@ import (
 )
 
 type metrics struct {
-	requests *prometheus.CounterVec
-	latency  *prometheus.HistogramVec
+	requests  *prometheus.CounterVec
+	latency   *prometheus.HistogramVec
+	exchanges *prometheus.CounterVec // result, reason
+	leaks     *prometheus.CounterVec // outcome
 }
 
 func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 	m := &metrics{
 		requests: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "mayfly_http_requests_total", Help: "API requests by route and status.",
-		}, []string{"route", "status"}),
+			Name: "mayfly_http_requests_total", Help: "API requests by route and HTTP status code.",
+		}, []string{"route", "code"}),
 		latency: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "mayfly_http_request_duration_seconds", Help: "API request latency by route.",
 			Buckets: []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 		}, []string{"route"}),
+		// Reasons are the OAuth error codes of the answer (a fixed set),
+		// never anything the caller sent.
+		exchanges: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mayfly_exchanges_total",
+			Help: "Token exchanges by result (issued, refused, failed) and reason (the error code; \"\" when issued).",
+		}, []string{"result", "reason"}),
+		leaks: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "mayfly_leaked_tokens_total",
+			Help: "Tokens named in leak reports, by outcome: revoked, already_revoked, unknown.",
+		}, []string{"outcome"}),
 	}
 	if reg != nil {
-		for _, c := range []prometheus.Collector{m.requests, m.latency} {
+		for _, c := range []prometheus.Collector{m.requests, m.latency, m.exchanges, m.leaks} {
 			if err := reg.Register(c); err != nil {
 				return nil, err
 			}
@@ -36,6 +48,7 @@ func newMetrics(reg prometheus.Registerer) (*metrics, error) {
 type statusWriter struct {
 	http.ResponseWriter
 	status int
+	code   string // the error code of an error answer (writeError)
 }
 
 func (s *statusWriter) WriteHeader(code int) {
@@ -67,4 +80,30 @@ func (m *metrics) wrap(route string, h http.HandlerFunc) http.Handler {
 		m.requests.WithLabelValues(route, strconv.Itoa(sw.status)).Inc()
 		m.latency.WithLabelValues(route).Observe(time.Since(start).Seconds())
 	})
+}
+
+// countExchange records the outcome of one exchange from its answer.
+func (m *metrics) countExchange(fn http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		fn(w, r)
+		sw, ok := w.(*statusWriter)
+		if !ok {
+			return
+		}
+		result := "issued"
+		switch {
+		case sw.status >= 500:
+			result = "failed"
+		case sw.status >= 400:
+			result = "refused"
+		}
+		m.exchanges.WithLabelValues(result, sw.code).Inc()
+	}
+}
+
+// countLeaks records what one leak report did with the tokens it named.
+func (m *metrics) countLeaks(revoked, already, unknown int) {
+	m.leaks.WithLabelValues("revoked").Add(float64(revoked))
+	m.leaks.WithLabelValues("already_revoked").Add(float64(already))
+	m.leaks.WithLabelValues("unknown").Add(float64(unknown))
 }

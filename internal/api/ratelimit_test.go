@@ -89,3 +89,30 @@ func TestGate(t *testing.T) {
 		t.Fatal("places not given back")
 	}
 }
+
+// The default exchange limits let a CI fleet behind one NAT address start
+// 1,000 jobs at once (each exchanging once), from one address and one
+// issuer; a flood beyond that from the address is still cut off.
+func TestDefaultLimitsAdmitAFleetBehindOneAddress(t *testing.T) {
+	var lim Limits
+	lim.defaults()
+	if lim.TokenRate < 100 || lim.TokenBurst < 1000 || lim.IssuerBurst < lim.TokenBurst {
+		t.Fatalf("defaults %+v", lim)
+	}
+	perAddr := newLimiter(lim.TokenRate, lim.TokenBurst, lim.RateLimitTables)
+	perIssuer := newLimiter(lim.IssuerRate, lim.IssuerBurst, 10000)
+	for i := 0; i < 1000; i++ {
+		if !perAddr.allow("203.0.113.7") || !perIssuer.allow("https://token.actions.githubusercontent.com") {
+			t.Fatalf("job %d of a 1,000-job fan-out from one address refused", i+1)
+		}
+	}
+	refused := 0
+	for i := 0; i < 2000; i++ {
+		if !perAddr.allow("203.0.113.7") {
+			refused++
+		}
+	}
+	if refused == 0 {
+		t.Fatal("3,000 exchanges at once from one address: none refused")
+	}
+}

@@ -295,6 +295,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	for _, t := range res.RevokedAdmin {
 		out.RevokedAdmin = append(out.RevokedAdmin, apitype.RevokedAdminToken{Hint: t.Hint})
 	}
+	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin), res.AlreadyRevoked, res.Unknown)
 	writeJSON(w, 200, out)
 }
 

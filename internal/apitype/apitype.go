@@ -209,6 +209,23 @@ type PolicyApplyResponse struct {
 // PolicyPlanResponse is POST /v1/policy/plan's answer.
 type PolicyPlanResponse struct {
 	Changes []string `json:"changes"`
+	// Revokes lists the grants in force that the policy removes and that
+	// have live tokens: applying it revokes them, so PUT /v1/policy needs
+	// ?allow_revoke=true for it.
+	Revokes []PolicyRevocation `json:"revokes"`
+}
+
+// PolicyRevocation is a grant a policy removes and its live tokens.
+type PolicyRevocation struct {
+	Grant  string `json:"grant"`
+	Leases int    `json:"leases"`
+}
+
+// PolicyRevocationRefused is PUT /v1/policy's 409 answer
+// (revocation_not_confirmed): nothing was applied.
+type PolicyRevocationRefused struct {
+	Error
+	Revokes []PolicyRevocation `json:"revokes"`
 }
 
 // AdminTokenCreateRequest is POST /v1/admin/tokens' body.
@@ -246,6 +263,11 @@ type AdminTokenRevokeResponse struct {
 // Health is GET /healthz's answer.
 type Health struct {
 	Status string `json:"status"`
+	// The build the node runs (mayfly version): module version or
+	// "devel+<revision>", VCS revision, Go version.
+	Version  string `json:"version,omitempty"`
+	Revision string `json:"revision,omitempty"`
+	Go       string `json:"go,omitempty"`
 }
 
 // Ready is GET /readyz's answer.

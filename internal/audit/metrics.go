@@ -36,7 +36,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mayfly_audit_sequence_seconds", Help: "Latency of one sequencing batch (shared store: this node is the sequencer).",
 			Buckets: prometheus.ExponentialBuckets(0.0005, 2, 14)}),
 		size: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "mayfly_audit_size", Help: "Durable entries in the audit log as seen by this node."}),
+			Name: "mayfly_audit_log_entries", Help: "Entries in the audit log (its Merkle tree size) as this node last saw it."}),
 		checkpoints: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mayfly_audit_checkpoints_total", Help: "Signed checkpoints published."}),
 		cpErrors: prometheus.NewCounter(prometheus.CounterOpts{

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"slices"
 	"sort"
+	"strings"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -177,4 +178,29 @@ func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by str
 		}
 	}
 	return res, nil
+}
+
+// GrantRevocation is a grant in force that a new policy removes, with the
+// number of live tokens of it that applying the policy would revoke.
+type GrantRevocation struct {
+	Grant  string `json:"grant"`
+	Leases int    `json:"leases"`
+}
+
+// Revocations lists the grants in force that p removes and that have live
+// tokens, so that an apply that would revoke them can be shown and
+// confirmed first (an empty policy removes every grant). The counts are
+// this node's view: a token issued meanwhile is revoked by the apply too.
+func (a *Authority) Revocations(p *policy.Policy) []GrantRevocation {
+	old := a.current.Load().policy
+	live := a.cfg.Leases.ActiveByGrant()
+	var out []GrantRevocation
+	for name := range old.Grants {
+		if _, kept := p.Grants[name]; kept || live[name] == 0 {
+			continue
+		}
+		out = append(out, GrantRevocation{Grant: name, Leases: live[name]})
+	}
+	slices.SortFunc(out, func(x, y GrantRevocation) int { return strings.Compare(x.Grant, y.Grant) })
+	return out
 }

@@ -141,6 +141,17 @@ func (c *Client) ApplyPolicy(ctx context.Context, yaml []byte) (*apitype.PolicyA
 	return &out, nil
 }
 
+// ApplyPolicyAllowingRevocations applies like ApplyPolicy and lets the
+// server revoke the live tokens of grants the policy removes (without it
+// the server refuses such a version: 409 revocation_not_confirmed).
+func (c *Client) ApplyPolicyAllowingRevocations(ctx context.Context, yaml []byte) (*apitype.PolicyApplyResponse, error) {
+	var out apitype.PolicyApplyResponse
+	if err := c.sendPolicy(ctx, "policy apply", http.MethodPut, "/v1/policy?allow_revoke=true", yaml, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // PlanPolicy says what applying the policy YAML would change.
 func (c *Client) PlanPolicy(ctx context.Context, yaml []byte) (*apitype.PolicyPlanResponse, error) {
 	var out apitype.PolicyPlanResponse

@@ -517,6 +517,39 @@ func (m *Manager) LiveCount() int {
 	return len(m.byID)
 }
 
+// Active is the number of leases in the view that are neither revoked nor
+// expired: the tokens that would work right now. It walks the view, so it
+// is for metrics and status, not for a request path.
+func (m *Manager) Active() int {
+	now := m.opts.Now().UnixNano()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	n := 0
+	for _, l := range m.byID {
+		if !l.revoked.Load() && now < l.expires.Load() {
+			n++
+		}
+	}
+	return n
+}
+
+// ActiveByGrant counts the leases of Active by grant (a lease with two
+// grants counts for each).
+func (m *Manager) ActiveByGrant() map[string]int {
+	now := m.opts.Now().UnixNano()
+	out := map[string]int{}
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	for _, l := range m.byID {
+		if !l.revoked.Load() && now < l.expires.Load() {
+			for _, g := range l.Grants {
+				out[g]++
+			}
+		}
+	}
+	return out
+}
+
 // List returns stored leases (never tokens) that f selects.
 func (m *Manager) List(ctx context.Context, f store.LeaseFilter) ([]store.Lease, error) {
 	ls, err := m.st.ListLeases(ctx, f)

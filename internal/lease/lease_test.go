@@ -485,3 +485,38 @@ func TestRevokeTokensBatched(t *testing.T) {
 		})
 	}
 }
+
+// Active counts the tokens that work now: not revoked, not expired, even
+// while the view still holds the others until the next sweep.
+func TestActive(t *testing.T) {
+	c := &clock{t: time.Now()}
+	m := newManager(t, storetest.SQLite(t).DB, c)
+	short := req("deploy")
+	short.TTL = time.Minute
+	steps := []struct {
+		name string
+		do   func()
+		want int
+	}{
+		{"empty", func() {}, 0},
+		{"two issued", func() {
+			m.Issue(ctx, req("deploy"))
+			m.Issue(ctx, short)
+		}, 2},
+		{"one revoked", func() {
+			tok, _, _ := m.Issue(ctx, req("deploy"))
+			m.RevokeToken(ctx, tok, "test")
+		}, 2},
+		{"short one expired", func() { c.Add(2 * time.Minute) }, 1},
+		{"all expired", func() { c.Add(time.Hour) }, 0},
+	}
+	for _, s := range steps {
+		s.do()
+		if n := m.Active(); n != s.want {
+			t.Errorf("%s: Active() = %d, want %d (view %d)", s.name, n, s.want, m.LiveCount())
+		}
+		if n := m.ActiveByGrant()["deploy"]; n != s.want {
+			t.Errorf("%s: ActiveByGrant()[deploy] = %d, want %d", s.name, n, s.want)
+		}
+	}
+}

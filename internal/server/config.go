@@ -50,6 +50,10 @@ type Config struct {
 	// its gateway.request entry is fsynced (safe from a power loss) rather
 	// than written (safe from a crash of the server; fsynced within 5 ms).
 	GatewayDurableAudit bool `yaml:"gateway_durable_audit"`
+	// MetricsListen serves /metrics without authentication on its own
+	// listener ("off" or empty: none; the API's /metrics needs the auditor
+	// role either way). The command line defaults it to DefaultMetricsListen.
+	MetricsListen string `yaml:"metrics_listen"`
 	// AddrFile, when set, receives the URL the server listens on once ready.
 	AddrFile string `yaml:"-"`
 }

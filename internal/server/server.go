@@ -54,6 +54,9 @@ type Server struct {
 	// origins is where clients reach this node, for DPoP htu: public_url,
 	// else the listener's own address and the TLS certificate's names.
 	origins *dpop.Origins
+	// certs is the TLS certificate, reloaded on SIGHUP (nil with
+	// --insecure-http).
+	certs *certSource
 
 	bg     sync.WaitGroup
 	bgCtx  context.Context
@@ -181,7 +184,14 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			f.Run(s.bgCtx)
 		}()
 	}
-	s.leases = lease.New(s.store, hasher, lease.Options{Logger: logger})
+	revocations, err := newRevocationCounter(s.store, s.registry)
+	if err != nil {
+		return nil, err
+	}
+	s.leases = lease.New(revocations, hasher, lease.Options{Logger: logger})
+	if err := registerNodeMetrics(s.registry, s.leases); err != nil {
+		return nil, err
+	}
 	if err := s.leases.Load(ctx); err != nil {
 		return nil, err
 	}
@@ -196,6 +206,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	if len(cfg.Policy) > 0 {
 		if err := s.ReloadPolicy(ctx); err != nil {
+			if strings.Contains(err.Error(), "unknown secret") {
+				// No server runs yet to PUT the secret to: say how to store it.
+				return nil, fmt.Errorf("%w; store the secrets a policy names before the first start with: mayfly secret put NAME --data-dir %s --value-file FILE", err, cfg.DataDir)
+			}
 			return nil, err
 		}
 	}
@@ -242,13 +256,29 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	s.http.Handler = guard(a, fo.minRate, fo.grace)
 	if !cfg.InsecureHTTP {
 		certFile, keyFile := d.ServerCert(), d.ServerKey()
-		if cfg.TLSCert != "" || cfg.TLSKey != "" {
+		own := cfg.TLSCert == "" && cfg.TLSKey == ""
+		if !own {
 			certFile, keyFile = cfg.TLSCert, cfg.TLSKey
 		}
-		if s.http.TLSConfig, err = tlsConfig(certFile, keyFile, clientCAs); err != nil {
+		if s.certs, err = newCertSource(certFile, keyFile); err != nil {
 			return nil, err
 		}
-		s.origins.Names = certNames(s.http.TLSConfig.Certificates[0])
+		// The data dir's own certificate (a year from init) is renewed from
+		// its CA when it nears expiry; one given by flags is the operator's.
+		if left := time.Until(s.certs.notAfter()); own && left < RenewBefore {
+			res, err := RenewCertificate(cfg.DataDir, nil, time.Now())
+			if err != nil {
+				return nil, fmt.Errorf("renew the TLS certificate (expires %s): %w", s.certs.notAfter().Format(time.RFC3339), err)
+			}
+			if err := s.certs.reload(); err != nil {
+				return nil, err
+			}
+			logger.Warn("TLS certificate renewed: it was near its expiry", "not_after", res.NotAfter, "names", res.Names)
+		}
+		s.http.TLSConfig = tlsConfig(s.certs, clientCAs)
+		// The names of the certificate at start: a renewal keeps them (and
+		// adds only what --tls-san gives, which needs a restart to count here).
+		s.origins.Names = certNames(*s.certs.cur.Load())
 	}
 	return s, nil
 }
@@ -317,6 +347,20 @@ func (s *Server) ReloadPolicy(ctx context.Context) error {
 	return nil
 }
 
+// ReloadTLS reads the TLS certificate and key files again (after
+// `mayfly tls renew` or a replacement); new connections get the new
+// certificate, open ones keep theirs. On an error the old one stays.
+func (s *Server) ReloadTLS() error {
+	if s.certs == nil {
+		return nil
+	}
+	if err := s.certs.reload(); err != nil {
+		return err
+	}
+	s.log.Info("TLS certificate loaded", "not_after", s.certs.notAfter().UTC())
+	return nil
+}
+
 // Serve listens and serves until ctx ends, then shuts down gracefully:
 // in-flight requests finish (up to the shutdown timeout), background work
 // stops, stores close.
@@ -358,6 +402,15 @@ func (s *Server) Serve(ctx context.Context) error {
 		}
 	}()
 	s.audit.Append(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}})
+	if mln := s.listenMetrics(); mln != nil {
+		mctx, stopMetrics := context.WithCancel(ctx)
+		defer stopMetrics()
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.serveMetrics(mctx, mln)
+		}()
+	}
 	errc := make(chan error, 1)
 	go func() {
 		// Every connection's request framing is checked before net/http

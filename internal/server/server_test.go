@@ -303,7 +303,12 @@ func TestPolicyChangeRevokesRemovedGrant(t *testing.T) {
 	// A new version without the "read" grant.
 	p := policyYAML(h.issuer.srv.URL, "")
 	p = p[:strings.Index(p, "  read:")]
-	res := h.do("PUT", "/v1/policy", h.admin, "application/yaml", p, 200)
+	// Revoking live tokens needs the request to say so.
+	refused := h.do("PUT", "/v1/policy", h.admin, "application/yaml", p, 409)
+	if refused["error"] != "revocation_not_confirmed" || !strings.Contains(refused["error_description"].(string), "read: 1") {
+		t.Fatalf("unconfirmed apply = %v", refused)
+	}
+	res := h.do("PUT", "/v1/policy?allow_revoke=true", h.admin, "application/yaml", p, 200)
 	if res["revoked"].(float64) != 1 || res["version"].(float64) != 2 {
 		t.Fatalf("apply = %v", res)
 	}

@@ -14,7 +14,10 @@ import (
 	"net"
 	"os"
 	"slices"
+	"sync/atomic"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/datadir"
 )
 
 // writeFileExcl writes a new file (never overwriting) and syncs it, so an
@@ -129,14 +132,12 @@ func issueServerCert(ca *x509.Certificate, cak crypto.Signer, srvCert, srvKey st
 	return writeFileExcl(srvCert, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644)
 }
 
-func tlsConfig(certFile, keyFile string, clientCAs *x509.CertPool) (*tls.Config, error) {
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		return nil, fmt.Errorf("load TLS certificate: %w", err)
-	}
+// tlsConfig is TLS 1.2+ with AEAD suites only and HTTP/2. The certificate
+// is read through certs, so that a reload takes effect on new connections.
+func tlsConfig(certs *certSource, clientCAs *x509.CertPool) *tls.Config {
 	c := &tls.Config{
-		MinVersion:   tls.VersionTLS12,
-		Certificates: []tls.Certificate{cert},
+		MinVersion:     tls.VersionTLS12,
+		GetCertificate: certs.get,
 		CipherSuites: []uint16{
 			tls.TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256, tls.TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,
 			tls.TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384, tls.TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384,
@@ -149,7 +150,138 @@ func tlsConfig(certFile, keyFile string, clientCAs *x509.CertPool) (*tls.Config,
 		c.ClientAuth = tls.VerifyClientCertIfGiven
 		c.ClientCAs = clientCAs
 	}
+	return c
+}
+
+// certSource holds the server's certificate and reloads it from its files
+// (on SIGHUP), so a renewed certificate is served without a restart.
+type certSource struct {
+	certFile, keyFile string
+	cur               atomic.Pointer[tls.Certificate]
+}
+
+func newCertSource(certFile, keyFile string) (*certSource, error) {
+	c := &certSource{certFile: certFile, keyFile: keyFile}
+	if err := c.reload(); err != nil {
+		return nil, err
+	}
 	return c, nil
+}
+
+// reload reads the files again; on an error the certificate in use stays.
+func (c *certSource) reload() error {
+	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	c.cur.Store(&cert)
+	return nil
+}
+
+func (c *certSource) get(*tls.ClientHelloInfo) (*tls.Certificate, error) { return c.cur.Load(), nil }
+
+// notAfter is the expiry of the certificate in use.
+func (c *certSource) notAfter() time.Time { return c.cur.Load().Leaf.NotAfter }
+
+// RenewBefore is how close to its expiry the data dir's own certificate is
+// renewed when a server starts.
+const RenewBefore = 30 * 24 * time.Hour
+
+// RenewResult describes a renewed server certificate.
+type RenewResult struct {
+	NotAfter time.Time `json:"not_after"`
+	Names    []string  `json:"names"`
+}
+
+// RenewCertificate issues a new server certificate (one year) from the
+// data dir's CA for the names of the current one plus sans, and replaces
+// server.pem and server-key.pem. A running server serves it after SIGHUP.
+func RenewCertificate(dataDir string, sans []string, now time.Time) (*RenewResult, error) {
+	d := datadir.Dir(dataDir)
+	if err := d.Require(); err != nil {
+		return nil, err
+	}
+	ca, caKey, _, err := loadCA(d.CACert(), d.CAKey())
+	if err != nil {
+		return nil, err
+	}
+	old, err := readCert(d.ServerCert())
+	if err != nil {
+		return nil, err
+	}
+	tmpl := &x509.Certificate{
+		Subject:     old.Subject,
+		NotBefore:   now.Add(-time.Hour),
+		NotAfter:    now.AddDate(1, 0, 0).Truncate(time.Second), // what the certificate can say
+		KeyUsage:    x509.KeyUsageDigitalSignature,
+		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		DNSNames:    slices.Clone(old.DNSNames),
+		IPAddresses: slices.Clone(old.IPAddresses),
+	}
+	for _, s := range sans {
+		if ip := net.ParseIP(s); ip != nil {
+			if !slices.ContainsFunc(tmpl.IPAddresses, ip.Equal) {
+				tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
+			}
+		} else if s != "" && !slices.Contains(tmpl.DNSNames, s) {
+			tmpl.DNSNames = append(tmpl.DNSNames, s)
+		}
+	}
+	if tmpl.SerialNumber, err = serial(); err != nil {
+		return nil, err
+	}
+	sk, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, ca, &sk.PublicKey, caKey)
+	if err != nil {
+		return nil, fmt.Errorf("create server certificate: %w", err)
+	}
+	keyPEM, err := pemKey(sk)
+	if err != nil {
+		return nil, err
+	}
+	// Key first, then certificate: a server reading in between fails to
+	// pair them and keeps the certificate it has.
+	if err := replaceFile(d.ServerKey(), keyPEM, 0o600); err != nil {
+		return nil, fmt.Errorf("write server key: %w", err)
+	}
+	if err := replaceFile(d.ServerCert(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
+		return nil, fmt.Errorf("write server certificate: %w", err)
+	}
+	res := &RenewResult{NotAfter: tmpl.NotAfter.UTC(), Names: slices.Clone(tmpl.DNSNames)}
+	for _, ip := range tmpl.IPAddresses {
+		res.Names = append(res.Names, ip.String())
+	}
+	return res, nil
+}
+
+func readCert(path string) (*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	blk, _ := pem.Decode(b)
+	if blk == nil || blk.Type != "CERTIFICATE" {
+		return nil, fmt.Errorf("%s: not a PEM certificate", path)
+	}
+	return x509.ParseCertificate(blk.Bytes)
+}
+
+// replaceFile writes data to a temporary file beside path, syncs it and
+// renames it over path, so readers see the old file or the new, whole.
+func replaceFile(path string, data []byte, mode os.FileMode) error {
+	tmp := path + ".new"
+	os.Remove(tmp)
+	if err := writeFileExcl(tmp, data, mode); err != nil {
+		return err
+	}
+	if err := os.Rename(tmp, path); err != nil {
+		os.Remove(tmp)
+		return err
+	}
+	return nil
 }
 
 func loadPool(file string) (*x509.CertPool, error) {

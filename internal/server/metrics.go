@@ -1,0 +1,137 @@
+package server
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/version"
+)
+
+// DefaultMetricsListen is where the unauthenticated /metrics listens unless
+// told otherwise: loopback, so that upstream names and traffic are not shown
+// to the networks the gateway serves. "off" turns it off; on the API's
+// listener /metrics answers the auditor role only.
+const DefaultMetricsListen = "127.0.0.1:9464"
+
+// registerNodeMetrics adds what describes the node as a whole: the build
+// it runs and the tokens that would work right now.
+func registerNodeMetrics(reg prometheus.Registerer, leases *lease.Manager) error {
+	v := version.Get()
+	bi := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mayfly_build_info",
+		Help: "The mayfly build this node runs (always 1): version, VCS revision, Go version."},
+		[]string{"version", "revision", "goversion"})
+	bi.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
+	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mayfly_leases_active",
+		Help: "Job tokens on this node that are neither expired nor revoked."},
+		func() float64 { return float64(leases.Active()) })
+	for _, c := range []prometheus.Collector{bi, active} {
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return nil
+}
+
+// revocationCounter counts revoked leases by cause, from the reason every
+// revocation is stored with. It wraps the lease manager's store, so every
+// path that revokes (holder, leak report, admin, policy change) is counted
+// once, by the node that did it.
+type revocationCounter struct {
+	*store.DB
+	revoked *prometheus.CounterVec
+}
+
+func newRevocationCounter(db *store.DB, reg prometheus.Registerer) (*revocationCounter, error) {
+	c := &revocationCounter{DB: db, revoked: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_leases_revoked_total",
+		Help: "Job tokens revoked by this node, by cause: holder, leak, admin, policy, other."}, []string{"cause"})}
+	for _, cause := range revocationCauses {
+		c.revoked.WithLabelValues(cause)
+	}
+	if err := reg.Register(c.revoked); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	return c, nil
+}
+
+var revocationCauses = []string{"holder", "leak", "admin", "policy", "other"}
+
+// revocationCause maps a stored revocation reason to a label from a fixed
+// set (the reason may carry a name; the label never does).
+func revocationCause(reason string) string {
+	switch {
+	case reason == "revoked by holder":
+		return "holder"
+	case reason == "leaked":
+		return "leak"
+	case strings.HasPrefix(reason, "admin "):
+		return "admin"
+	case strings.HasPrefix(reason, "policy "):
+		return "policy"
+	}
+	return "other"
+}
+
+func (c *revocationCounter) RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error) {
+	ids, err := c.DB.RevokeLeases(ctx, f, at, reason)
+	if len(ids) > 0 {
+		c.revoked.WithLabelValues(revocationCause(reason)).Add(float64(len(ids)))
+	}
+	return ids, err
+}
+
+// listenMetrics opens the metrics listener, or returns nil when there is
+// none. Plain HTTP is allowed on loopback; elsewhere it is TLS with the
+// API's certificate. A listener that cannot bind is logged, not fatal:
+// metrics are not worth refusing tokens for, and /metrics stays on the API
+// for auditors.
+func (s *Server) listenMetrics() net.Listener {
+	addr := s.cfg.MetricsListen
+	if addr == "" || addr == "off" {
+		return nil
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		s.log.Error("metrics listener not started; /metrics is still served to auditors on the API listener", "addr", addr, "err", err)
+		return nil
+	}
+	scheme := "http"
+	if CheckListen(addr, true) != nil {
+		if s.http.TLSConfig == nil {
+			ln.Close()
+			s.log.Error("metrics listener not started: plain HTTP is allowed only on loopback, and the server runs without TLS", "addr", addr)
+			return nil
+		}
+		ln = tls.NewListener(ln, s.http.TLSConfig)
+		scheme = "https"
+	}
+	s.log.Info("metrics listening", "url", scheme+"://"+ln.Addr().String()+"/metrics")
+	return ln
+}
+
+// serveMetrics serves /metrics alone on ln until ctx ends.
+func (s *Server) serveMetrics(ctx context.Context, ln net.Listener) {
+	mux := http.NewServeMux()
+	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
+	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}
+	go func() {
+		<-ctx.Done()
+		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		srv.Shutdown(sctx)
+	}()
+	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+		s.log.Error("metrics listener stopped", "err", err)
+	}
+}

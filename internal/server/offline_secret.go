@@ -1,0 +1,88 @@
+package server
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// ErrServerRunning is returned by offline commands on a data dir a running
+// server holds: they must go through its API instead.
+var ErrServerRunning = errors.New("a server is running on this data dir")
+
+// OfflineOptions name the storage an offline command opens: the data dir
+// (its keys) and, when the cluster keeps its state there, PostgreSQL.
+type OfflineOptions struct {
+	DataDir  string
+	Postgres string // or MAYFLY_POSTGRES
+}
+
+// PutSecretOffline stores a new version of a secret straight into the data
+// dir's storage, with the same audit entry as PUT /v1/secrets/{name} (admin
+// "local", because whoever can read the data dir holds the master key
+// anyway). It is how the first secrets get in before the first start, so
+// that a policy naming them can be loaded at start. On embedded SQLite it
+// refuses while a server runs (the audit journal's lock says so): the
+// server is then the only writer, and the API is the way in.
+func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value []byte) (version int, err error) {
+	d := datadir.Dir(o.DataDir)
+	if err := d.Require(); err != nil {
+		return 0, err
+	}
+	if err := secret.ValidateName(name); err != nil {
+		return 0, fmt.Errorf("secret name %q: must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)", name)
+	}
+	if len(value) == 0 || len(value) > secret.MaxValueSize {
+		return 0, fmt.Errorf("secret value must be 1 byte to %d KiB", secret.MaxValueSize>>10)
+	}
+	dsn := o.Postgres
+	if dsn == "" {
+		dsn = os.Getenv("MAYFLY_POSTGRES")
+	}
+	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+	if err != nil {
+		return 0, err
+	}
+	defer st.Close()
+	signer, err := os.ReadFile(d.AuditKey())
+	if err != nil {
+		return 0, fmt.Errorf("audit key: %w", err)
+	}
+	aopts := audit.Options{}
+	if dsn == "" {
+		aopts.Journal = d.AuditJournal()
+	}
+	log, err := audit.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
+	clear(signer)
+	if err != nil {
+		if strings.Contains(err.Error(), "in use by another process") {
+			return 0, fmt.Errorf("%w: store the secret through it (mayfly secret put NAME with MAYFLY_ADDR, MAYFLY_CACERT and MAYFLY_TOKEN set)", ErrServerRunning)
+		}
+		return 0, err
+	}
+	defer func() { err = errors.Join(err, log.Close(context.WithoutCancel(ctx))) }()
+	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
+	if err != nil {
+		return 0, err
+	}
+	vault, err := secret.Open(ctx, st, master, secret.Options{})
+	clear(master)
+	if err != nil {
+		return 0, err
+	}
+	defer vault.Close()
+	// Audit first, as the API does: a write that cannot be recorded does
+	// not happen. The entry names the secret, never its value.
+	if _, err := log.Append(ctx, audit.Event{Type: audit.TypeSecretWrite, Admin: "local", Secret: name, Status: 200,
+		Detail: map[string]any{"via": "data dir"}}); err != nil {
+		return 0, fmt.Errorf("audit: %w", err)
+	}
+	return vault.Put(ctx, name, value)
+}
