@@ -358,10 +358,6 @@ func TestClusterRevocationPropagation(t *testing.T) {
 // no 5xx at all, and every token works on every node.
 func TestClusterUnderLoad(t *testing.T) {
 	storetest.PostgresDSN(t)
-	// Until nodes stop colliding on audit appends (issue 18 items 1-2, on
-	// its own branch), concurrent nodes answer 503 for that reason alone.
-	// Remove this line when that lands.
-	t.Skip("needs the audit sequencer of issue 18 items 1-2")
 	var calls atomic.Int64
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		calls.Add(1)
