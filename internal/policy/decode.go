@@ -1034,34 +1034,11 @@ func sortedKeys[V any](m map[string]V) []string {
 func closest(s string, known []string) string {
 	best, bestD := "", 3
 	for _, k := range known {
-		if dist := editDistance(strings.ToLower(s), k); dist < bestD {
+		if dist := yamlerr.Distance(strings.ToLower(s), k); dist < bestD {
 			best, bestD = k, dist
 		}
 	}
 	return best
-}
-
-func editDistance(a, b string) int {
-	if len(a) > 64 || len(b) > 64 {
-		return 99
-	}
-	prev := make([]int, len(b)+1)
-	cur := make([]int, len(b)+1)
-	for j := range prev {
-		prev[j] = j
-	}
-	for i := 1; i <= len(a); i++ {
-		cur[0] = i
-		for j := 1; j <= len(b); j++ {
-			cost := 1
-			if a[i-1] == b[j-1] {
-				cost = 0
-			}
-			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
-		}
-		prev, cur = cur, prev
-	}
-	return prev[len(b)]
 }
 
 // fmtDuration writes 10m, 1h, 1h30m rather than 10m0s, 1h0m0s.

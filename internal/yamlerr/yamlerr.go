@@ -111,16 +111,16 @@ func goType(t string) string {
 func Suggest(s string, candidates []string) string {
 	best, bestD := "", 3
 	for _, c := range candidates {
-		if d := distance(s, c); d < bestD && d*2 < len(s)+1 {
+		if d := Distance(s, c); d < bestD && d*2 < len(s)+1 {
 			best, bestD = c, d
 		}
 	}
 	return best
 }
 
-// distance is the Levenshtein distance of a and b, bounded: inputs longer
+// Distance is the Levenshtein distance of a and b, bounded: inputs longer
 // than 64 bytes are not compared (they are no typo of a key).
-func distance(a, b string) int {
+func Distance(a, b string) int {
 	if len(a) > 64 || len(b) > 64 {
 		return 1 << 30
 	}
