@@ -56,7 +56,10 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 		return 0, fmt.Errorf("audit key: %w", err)
 	}
 	aopts := audit.Options{}
-	if dsn == "" {
+	if dsn == "" && audit.JournalSupported() {
+		// The journal's lock is also how a running server is noticed. Where
+		// there is no journal, a server's concurrent append would collide on
+		// the log's index in the store and fail closed.
 		aopts.Journal = d.AuditJournal()
 	}
 	log, err := audit.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
