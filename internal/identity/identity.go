@@ -317,22 +317,9 @@ func ValidateIssuers(cfgs []IssuerConfig) error {
 // consume the token's jti: call ConsumeJTI once the exchange goes ahead.
 // Every refusal is a *VerifyError.
 func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (*Identity, error) {
-	if len(rawIDToken) > v.opts.MaxTokenSize {
-		return nil, verr(CheckSize, "token is %d bytes, more than %d", len(rawIDToken), v.opts.MaxTokenSize)
-	}
-	if rawIDToken == "" {
-		return nil, verr(CheckFormat, "empty token")
-	}
-	jws, err := jose.ParseSignedCompact(rawIDToken, supportedAlgs)
+	jws, err := parseJWS(rawIDToken, v.opts.MaxTokenSize)
 	if err != nil {
-		var ua *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &ua) {
-			return nil, verr(CheckAlgorithm, "algorithm %s is never accepted", quote(string(ua.Got)))
-		}
-		return nil, verr(CheckFormat, "not a compact JWS")
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, verr(CheckFormat, "want exactly one signature")
+		return nil, err
 	}
 	hdr := jws.Signatures[0].Header
 	alg := hdr.Algorithm
@@ -566,4 +553,27 @@ func quote(s string) string {
 		s = s[:100] + "…"
 	}
 	return strconv.Quote(s)
+}
+
+// parseJWS splits a compact JWS of at most max bytes with exactly one
+// signature, naming what is wrong without quoting the token.
+func parseJWS(raw string, max int) (*jose.JSONWebSignature, error) {
+	if len(raw) > max {
+		return nil, verr(CheckSize, "token is %d bytes, more than %d", len(raw), max)
+	}
+	if raw == "" {
+		return nil, verr(CheckFormat, "empty token")
+	}
+	jws, err := jose.ParseSignedCompact(raw, supportedAlgs)
+	if err != nil {
+		var ua *jose.ErrUnexpectedSignatureAlgorithm
+		if errors.As(err, &ua) {
+			return nil, verr(CheckAlgorithm, "algorithm %s is never accepted", quote(string(ua.Got)))
+		}
+		return nil, verr(CheckFormat, "not a compact JWS")
+	}
+	if len(jws.Signatures) != 1 {
+		return nil, verr(CheckFormat, "want exactly one signature")
+	}
+	return jws, nil
 }

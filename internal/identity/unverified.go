@@ -1,11 +1,8 @@
 package identity
 
 import (
-	"errors"
 	"slices"
 	"time"
-
-	jose "github.com/go-jose/go-jose/v4"
 )
 
 // Unverified is what an ID token says about itself, read WITHOUT checking
@@ -28,22 +25,9 @@ type Unverified struct {
 // anything (see Unverified). raw is limited to DefaultMaxTokenSize; the
 // errors say what is malformed and never quote the token.
 func DecodeUnverified(raw string) (*Unverified, error) {
-	if len(raw) > DefaultMaxTokenSize {
-		return nil, verr(CheckSize, "token is %d bytes, more than %d", len(raw), DefaultMaxTokenSize)
-	}
-	if raw == "" {
-		return nil, verr(CheckFormat, "empty token")
-	}
-	jws, err := jose.ParseSignedCompact(raw, supportedAlgs)
+	jws, err := parseJWS(raw, DefaultMaxTokenSize)
 	if err != nil {
-		var ua *jose.ErrUnexpectedSignatureAlgorithm
-		if errors.As(err, &ua) {
-			return nil, verr(CheckAlgorithm, "algorithm %s is never accepted", quote(string(ua.Got)))
-		}
-		return nil, verr(CheckFormat, "not a compact JWS")
-	}
-	if len(jws.Signatures) != 1 {
-		return nil, verr(CheckFormat, "want exactly one signature")
+		return nil, err
 	}
 	claims, err := decodeClaims(jws.UnsafePayloadWithoutVerification())
 	if err != nil {
