@@ -577,11 +577,23 @@ func (d *decoder) upstream(e kv) {
 	if dup {
 		d.errf(e.key, path, "upstream %q is already defined at %s", name, prev.at)
 	}
-	f := d.body(e, path, "url", "credential", "ca_file", "timeout", "method_override")
+	f := d.body(e, path, "url", "credential", "postgres", "ca_file", "timeout", "method_override")
 	if f == nil {
 		return
 	}
 	up := &Upstream{Name: name, at: d.at(e.key)}
+	if v, ok := f["postgres"]; ok {
+		d.postgres(v, path+".postgres", up)
+		for _, k := range []string{"url", "credential", "ca_file", "timeout", "method_override"} {
+			if o, has := f[k]; has {
+				d.errf(o.key, join(path, k), "a postgres upstream has no %s: jobs connect to the database with the role they get", k)
+			}
+		}
+		if !dup {
+			d.p.Upstreams[name] = up
+		}
+		return
+	}
 	if v, ok := f["url"]; !ok {
 		d.missing(e.key, path, "url")
 	} else if s, ok := d.str(v.val, path+".url"); ok {
@@ -624,21 +636,41 @@ func (d *decoder) upstream(e kv) {
 	}
 }
 
+// secretName reads the name of a stored secret and notes where it was
+// written, for resolve to check that it exists.
+func (d *decoder) secretName(n *yaml.Node, path string, up *Upstream) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if !nameRE.MatchString(s) || len(s) > 128 {
+		d.errf(n, path, "bad secret name %q", s)
+		return "", false
+	}
+	up.secretRefs = append(up.secretRefs, secretRef{name: s, path: path, at: d.at(d.node(n))})
+	return s, true
+}
+
 func (d *decoder) credential(e kv, path string, up *Upstream) {
-	f := d.body(e, path, "secret", "header", "prefix")
+	f := d.body(e, path, "secret", "header", "prefix", "github_app")
 	if f == nil {
 		return
 	}
 	up.Credential.Header = "Authorization"
-	if v, ok := f["secret"]; !ok {
-		d.missing(e.key, path, "secret")
-	} else if s, ok := d.str(v.val, path+".secret"); ok {
-		if !nameRE.MatchString(s) || len(s) > 128 {
-			d.errf(v.val, path+".secret", "bad secret name %q", s)
-		} else {
-			up.Credential.Secret = s
-			up.secretAt = d.at(d.node(v.val))
+	if v, ok := f["github_app"]; ok {
+		for _, k := range []string{"secret", "header", "prefix"} {
+			if o, has := f[k]; has {
+				d.errf(o.key, join(path, k), "not with github_app: the gateway sends the installation token as \"Authorization: token …\"")
+			}
 		}
+		d.githubApp(v, path+".github_app", up)
+		up.Credential.Prefix = "token "
+		return
+	}
+	if v, ok := f["secret"]; !ok {
+		d.errf(e.key, join(path, "secret"), "missing: a stored secret's name, or github_app")
+	} else if s, ok := d.secretName(v.val, path+".secret", up); ok {
+		up.Credential.Secret = s
 	}
 	if v, ok := f["header"]; ok {
 		if s, ok := d.str(v.val, path+".header"); ok {
@@ -662,6 +694,125 @@ func (d *decoder) credential(e kv, path string, up *Upstream) {
 			}
 		}
 	}
+}
+
+var (
+	digitsRE      = regexp.MustCompile(`^[1-9][0-9]{0,19}$`)
+	githubLoginRE = regexp.MustCompile(`^[A-Za-z0-9](?:[A-Za-z0-9]|-[A-Za-z0-9]){0,38}$`)
+	githubRepoRE  = regexp.MustCompile(`^[A-Za-z0-9._-]{1,100}$`)
+	placeholderRE = regexp.MustCompile(`\{\{\s*([^{}]*?)\s*\}\}`)
+)
+
+// maxTemplate bounds a postgres creation or revocation template.
+const maxTemplate = 16 << 10
+
+func (d *decoder) githubApp(e kv, path string, up *Upstream) {
+	f := d.body(e, path, "app_id", "private_key_secret", "installation_id", "owner", "api_url")
+	if f == nil {
+		return
+	}
+	app := &GitHubApp{}
+	up.Credential.GitHubApp = app
+	if v, ok := f["app_id"]; !ok {
+		d.missing(e.key, path, "app_id")
+	} else if s, ok := d.str(v.val, path+".app_id"); ok {
+		if !digitsRE.MatchString(s) {
+			d.errf(v.val, path+".app_id", "app_id %q is not a GitHub App id (digits)", s)
+		} else {
+			app.AppID = s
+		}
+	}
+	if v, ok := f["private_key_secret"]; !ok {
+		d.missing(e.key, path, "private_key_secret")
+	} else if s, ok := d.secretName(v.val, path+".private_key_secret", up); ok {
+		app.PrivateKeySecret = s
+	}
+	inst, hasInst := f["installation_id"]
+	owner, hasOwner := f["owner"]
+	switch {
+	case hasInst && hasOwner:
+		d.errf(owner.key, path+".owner", "give installation_id or owner, not both")
+	case !hasInst && !hasOwner:
+		d.errf(e.key, path+".installation_id", "missing: installation_id, or owner to look it up")
+	case hasInst:
+		if s, ok := d.str(inst.val, path+".installation_id"); ok {
+			if !digitsRE.MatchString(s) {
+				d.errf(inst.val, path+".installation_id", "installation_id %q is not an installation id (digits)", s)
+			} else {
+				app.InstallationID = s
+			}
+		}
+	default:
+		if s, ok := d.str(owner.val, path+".owner"); ok {
+			if !githubLoginRE.MatchString(s) {
+				d.errf(owner.val, path+".owner", "owner %q is not a GitHub account name", s)
+			} else {
+				app.Owner = s
+			}
+		}
+	}
+	if v, ok := f["api_url"]; ok {
+		if s, ok := d.str(v.val, path+".api_url"); ok {
+			norm, plain, err := checkUpstreamURL(s)
+			switch {
+			case err != nil:
+				d.errf(v.val, path+".api_url", "%v", err)
+			case plain:
+				d.errf(v.val, path+".api_url", "plain http to a non-loopback host would send the App's tokens unencrypted")
+			default:
+				app.APIURL = norm
+			}
+		}
+	}
+}
+
+func (d *decoder) postgres(e kv, path string, up *Upstream) {
+	f := d.body(e, path, "admin_dsn_secret", "creation", "revocation")
+	if f == nil {
+		return
+	}
+	pg := &Postgres{}
+	up.Postgres = pg
+	if v, ok := f["admin_dsn_secret"]; !ok {
+		d.missing(e.key, path, "admin_dsn_secret")
+	} else if s, ok := d.secretName(v.val, path+".admin_dsn_secret", up); ok {
+		pg.AdminDSNSecret = s
+	}
+	tmpl := func(key string, need ...string) string {
+		v, ok := f[key]
+		if !ok {
+			d.missing(e.key, path, key)
+			return ""
+		}
+		p := join(path, key)
+		s, ok := d.str(v.val, p)
+		if !ok {
+			return ""
+		}
+		if len(s) > maxTemplate {
+			d.errf(v.val, p, "longer than %d bytes", maxTemplate)
+			return ""
+		}
+		used := map[string]bool{}
+		for _, m := range placeholderRE.FindAllStringSubmatch(s, -1) {
+			switch m[1] {
+			case "name", "password", "expires":
+				used[m[1]] = true
+			default:
+				d.errf(v.val, p, "unknown placeholder {{%s}} (known: {{name}}, {{password}}, {{expires}})", m[1])
+				return ""
+			}
+		}
+		for _, n := range need {
+			if !used[n] {
+				d.errf(v.val, p, "must use {{%s}}", n)
+				return ""
+			}
+		}
+		return s
+	}
+	pg.Creation = tmpl("creation", "name", "password")
+	pg.Revocation = tmpl("revocation", "name")
 }
 
 // checkUpstreamURL returns the url without a trailing "/" and whether it is
@@ -710,7 +861,7 @@ func (d *decoder) grant(e kv) {
 	if dup {
 		d.errf(e.key, path, "grant %q is already defined at %s", name, prev.at)
 	}
-	f := d.body(e, path, "upstream", "ttl", "max_ttl", "allow", "bind_source_ip", "who", "max_uses")
+	f := d.body(e, path, "upstream", "ttl", "max_ttl", "allow", "bind_source_ip", "who", "max_uses", "github", "deliver")
 	if f == nil {
 		return
 	}
@@ -735,10 +886,26 @@ func (d *decoder) grant(e kv) {
 	} else {
 		g.MaxTTL = g.TTL
 	}
-	if v, ok := f["allow"]; !ok {
-		d.errf(e.key, path+".allow", "missing: a grant with no allow rules permits nothing")
-	} else {
+	// A missing allow is judged in resolve: a grant on a postgres upstream
+	// has none.
+	if v, ok := f["allow"]; ok {
+		g.hasAllow = true
 		d.rules(v.val, path+".allow", g)
+	}
+	if v, ok := f["github"]; ok {
+		g.githubAt = d.at(v.key)
+		g.GitHub = d.githubScope(v, path+".github")
+	}
+	if v, ok := f["deliver"]; ok {
+		g.deliverAt = d.at(v.key)
+		if s, ok := d.str(v.val, path+".deliver"); ok {
+			switch s {
+			case DeliverGateway, DeliverJob:
+				g.Deliver = s
+			default:
+				d.errf(v.val, path+".deliver", "deliver must be gateway or job, not %q", s)
+			}
+		}
 	}
 	if v, ok := f["bind_source_ip"]; ok {
 		g.BindSourceIP, _ = d.boolean(v.val, path+".bind_source_ip")
@@ -769,6 +936,96 @@ func (d *decoder) grant(e kv) {
 	if !dup {
 		d.p.Grants[name] = g
 	}
+}
+
+// githubPermissions are the permissions an installation token may ask for
+// and the levels each takes, as GitHub documents them for
+// POST /app/installations/{id}/access_tokens.
+var githubPermissions = map[string][]string{
+	"actions": {"read", "write"}, "administration": {"read", "write"}, "checks": {"read", "write"},
+	"codespaces": {"read", "write"}, "contents": {"read", "write"}, "dependabot_secrets": {"read", "write"},
+	"deployments": {"read", "write"}, "environments": {"read", "write"}, "issues": {"read", "write"},
+	"metadata": {"read", "write"}, "packages": {"read", "write"}, "pages": {"read", "write"},
+	"pull_requests": {"read", "write"}, "repository_custom_properties": {"read", "write"},
+	"repository_hooks": {"read", "write"}, "repository_projects": {"read", "write", "admin"},
+	"secret_scanning_alerts": {"read", "write"}, "secrets": {"read", "write"}, "security_events": {"read", "write"},
+	"single_file": {"read", "write"}, "statuses": {"read", "write"}, "vulnerability_alerts": {"read", "write"},
+	"workflows": {"write"}, "members": {"read", "write"}, "organization_administration": {"read", "write"},
+	"organization_custom_roles": {"read", "write"}, "organization_custom_org_roles": {"read", "write"},
+	"organization_custom_properties": {"read", "write", "admin"}, "organization_copilot_seat_management": {"write"},
+	"organization_announcement_banners": {"read", "write"}, "organization_events": {"read"},
+	"organization_hooks": {"read", "write"}, "organization_personal_access_tokens": {"read", "write"},
+	"organization_personal_access_token_requests": {"read", "write"}, "organization_plan": {"read"},
+	"organization_projects": {"read", "write", "admin"}, "organization_packages": {"read", "write"},
+	"organization_secrets": {"read", "write"}, "organization_self_hosted_runners": {"read", "write"},
+	"organization_user_blocking": {"read", "write"}, "team_discussions": {"read", "write"},
+	"email_addresses": {"read", "write"}, "followers": {"read", "write"}, "git_ssh_keys": {"read", "write"},
+	"gpg_keys": {"read", "write"}, "interaction_limits": {"read", "write"}, "profile": {"write"},
+	"starring": {"read", "write"},
+}
+
+// GitHubPermissionLevels returns the levels GitHub accepts for a
+// permission (nil: not a permission GitHub knows).
+func GitHubPermissionLevels(name string) []string { return slices.Clone(githubPermissions[name]) }
+
+// maxGitHubRepositories is GitHub's own limit on one token's repositories.
+const maxGitHubRepositories = 500
+
+func (d *decoder) githubScope(e kv, path string) *GitHubScope {
+	f := d.body(e, path, "repositories", "permissions")
+	if f == nil {
+		return nil
+	}
+	sc := &GitHubScope{Permissions: map[string]string{}}
+	if v, ok := f["repositories"]; ok {
+		items, _ := d.list(v.val, path+".repositories")
+		if len(items) > maxGitHubRepositories {
+			d.errf(v.val, path+".repositories", "more than %d repositories (GitHub's limit for one token)", maxGitHubRepositories)
+		}
+		for _, it := range items {
+			switch {
+			case strings.Contains(it.val, "/"):
+				d.errf(it.node, it.path(), "%q: name the repository alone, without its owner (the installation is the owner's)", it.val)
+			case !githubRepoRE.MatchString(it.val) || it.val == "." || it.val == "..":
+				d.errf(it.node, it.path(), "%q is not a repository name", it.val)
+			default:
+				sc.Repositories = append(sc.Repositories, it.val)
+			}
+		}
+	}
+	v, ok := f["permissions"]
+	if !ok {
+		d.errf(e.key, path+".permissions", "missing: the permissions the installation token gets (e.g. {contents: read})")
+		return sc
+	}
+	pn := d.node(v.val)
+	if isNull(pn) || (pn.Kind == yaml.MappingNode && len(pn.Content) == 0) {
+		d.errf(pn, path+".permissions", "empty: name at least one permission")
+		return sc
+	}
+	for _, kvp := range d.mapKeys(pn, path+".permissions") {
+		name := kvp.key.Value
+		p := join(path+".permissions", name)
+		levels, known := githubPermissions[name]
+		if !known {
+			msg := fmt.Sprintf("unknown GitHub permission %q", name)
+			if s := closest(name, sortedKeys(githubPermissions)); s != "" {
+				msg += fmt.Sprintf(" (did you mean %q?)", s)
+			}
+			d.errf(kvp.key, p, "%s", msg)
+			continue
+		}
+		lv, ok := d.str(kvp.val, p)
+		if !ok {
+			continue
+		}
+		if !slices.Contains(levels, lv) {
+			d.errf(kvp.val, p, "level %q is not one GitHub accepts for %s (%s)", lv, name, strings.Join(levels, ", "))
+			continue
+		}
+		sc.Permissions[name] = lv
+	}
+	return sc
 }
 
 func (d *decoder) seq(n *yaml.Node, path, what string) []*yaml.Node {
@@ -958,12 +1215,14 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 	for _, name := range sortedKeys(p.Grants) {
 		g := p.Grants[name]
 		path := join("grants", name)
+		up := p.Upstreams[g.Upstream]
 		if g.Upstream != "" {
-			if _, ok := p.Upstreams[g.Upstream]; !ok {
+			if up == nil {
 				el.add(g.upstreamAt, path+".upstream", "unknown upstream %q", g.Upstream)
 			}
 			usedUpstreams[g.Upstream] = true
 		}
+		checkMinting(g, up, path, el)
 		for i := range g.Who {
 			w := &g.Who[i]
 			wp := index(path+".who", i)
@@ -981,8 +1240,10 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 	}
 	for _, name := range sortedKeys(p.Upstreams) {
 		up := p.Upstreams[name]
-		if secretExists != nil && up.Credential.Secret != "" && !secretExists(up.Credential.Secret) {
-			el.add(up.secretAt, join("upstreams", name)+".credential.secret", "unknown secret %q (store it first: PUT /v1/secrets/%s)", up.Credential.Secret, up.Credential.Secret)
+		for _, r := range up.secretRefs {
+			if secretExists != nil && !secretExists(r.name) {
+				el.add(r.at, r.path, "unknown secret %q (store it first: PUT /v1/secrets/%s)", r.name, r.name)
+			}
 		}
 		if !usedUpstreams[name] {
 			el.warn(up.at, join("upstreams", name), "not used by any grant")
@@ -992,6 +1253,41 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 		if !usedIssuers[name] {
 			el.warn(p.Issuers[name].at, join("issuers", name), "not used by any grant")
 		}
+	}
+}
+
+// checkMinting judges what depends on the grant's upstream: allow rules,
+// github scopes and delivery (SPEC section 9). up is nil when unknown.
+func checkMinting(g *Grant, up *Upstream, path string, el *errList) {
+	kind := ""
+	if up != nil {
+		kind = up.Kind()
+	}
+	if kind == KindPostgres {
+		if g.hasAllow {
+			el.add(g.at, path+".allow", "a grant on a postgres upstream has no allow rules: there is no gateway path, the job gets a database role")
+		}
+		if g.Deliver == DeliverGateway {
+			el.add(g.deliverAt, path+".deliver", "a postgres upstream's role is always delivered to the job")
+		}
+		g.Deliver = DeliverJob
+	} else if !g.hasAllow {
+		el.add(g.at, path+".allow", "missing: a grant with no allow rules permits nothing")
+	}
+	if g.GitHub != nil && up != nil && kind != KindGitHubApp {
+		el.add(g.githubAt, path+".github", "only for a grant on an upstream whose credential is github_app")
+	}
+	if kind == KindGitHubApp && g.GitHub == nil {
+		el.add(g.at, path+".github", "missing: the permissions the installation token gets (github: {permissions: {contents: read}})")
+	}
+	if g.Deliver == DeliverJob && kind == KindSecret && up != nil {
+		el.add(g.deliverAt, path+".deliver", "a stored secret is never delivered to the job: deliver: job needs a minted credential (github_app or postgres)")
+	}
+	if g.Deliver == "" {
+		g.Deliver = DeliverGateway
+	}
+	if g.Deliver == DeliverJob && !g.BindSourceIP && (kind == KindGitHubApp || kind == KindPostgres) {
+		el.warn(g.at, path, "deliver: job without bind_source_ip: the minted credential goes to the job, and its mayfly token works from any address")
 	}
 }
 

@@ -23,6 +23,8 @@ func FuzzParse(f *testing.F) {
 	f.Add("issuers:\n  x: {url: \"http://[::1]:1\", audience: 1, algorithms: [none, HS256]}\n---\ngrants: 5\n", "---\n")
 	f.Add("%YAML 1.2\n---\n!!map {? !!str issuers : !!null }\n", "")
 	f.Add("\t- x\n", "a: |\n  x")
+	f.Add(minted, "")
+	f.Add(strings.Replace(minted, "contents: write", "contents: admin, bogus: read", 1), "")
 	f.Fuzz(func(t *testing.T, a, b string) {
 		files := []File{{Name: "f.yaml", Data: []byte(a)}}
 		if b != "" {
@@ -49,7 +51,11 @@ func FuzzParse(f *testing.F) {
 		}
 		// everything parsed is usable: matchers, plan, source read back
 		for _, g := range p.Grants {
-			if g.Upstream == "" || len(g.Rules) == 0 || len(g.Who) == 0 || g.TTL <= 0 || g.TTL > g.MaxTTL {
+			up := p.Upstreams[g.Upstream]
+			if up == nil || (len(g.Rules) == 0) != (up.Kind() == KindPostgres) || len(g.Who) == 0 || g.TTL <= 0 || g.TTL > g.MaxTTL {
+				t.Fatalf("invalid grant accepted: %+v", g)
+			}
+			if (g.Deliver != DeliverGateway && g.Deliver != DeliverJob) || (up.Kind() == KindGitHubApp) != (g.GitHub != nil) {
 				t.Fatalf("invalid grant accepted: %+v", g)
 			}
 			g.Allow("GET", "/x/y")

@@ -75,6 +75,18 @@ func entriesOf(p *Policy, section string) map[string][]field {
 				// Only when set: policies that leave it out keep their hash.
 				out[n] = append(out[n], field{"method_override", "ignore"})
 			}
+			if a := up.Credential.GitHubApp; a != nil {
+				out[n] = append(out[n], field{"credential.github_app.app_id", a.AppID},
+					field{"credential.github_app.private_key_secret", a.PrivateKeySecret},
+					field{"credential.github_app.installation_id", a.InstallationID},
+					field{"credential.github_app.owner", a.Owner},
+					field{"credential.github_app.api_url", a.APIURL})
+			}
+			if pg := up.Postgres; pg != nil {
+				out[n] = append(out[n], field{"postgres.admin_dsn_secret", pg.AdminDSNSecret},
+					field{"postgres.creation", strconv.Quote(pg.Creation)},
+					field{"postgres.revocation", strconv.Quote(pg.Revocation)})
+			}
 		}
 	case "grants":
 		for n, g := range p.Grants {
@@ -84,6 +96,16 @@ func entriesOf(p *Policy, section string) map[string][]field {
 				{"max_ttl", fmtDuration(g.MaxTTL)},
 				{"bind_source_ip", strconv.FormatBool(g.BindSourceIP)},
 				{"max_uses", strconv.Itoa(g.MaxUses)},
+			}
+			if g.Deliver == DeliverJob {
+				// Only when not the default: older policies keep their hash.
+				f = append(f, field{"deliver", g.Deliver})
+			}
+			if g.GitHub != nil {
+				f = append(f, field{"github.repositories", set(g.GitHub.Repositories)})
+				for _, k := range sortedKeys(g.GitHub.Permissions) {
+					f = append(f, field{"github.permissions." + k, g.GitHub.Permissions[k]})
+				}
 			}
 			for i, r := range g.Rules {
 				p := fmt.Sprintf("allow[%d]", i)

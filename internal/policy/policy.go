@@ -31,6 +31,16 @@
 //     the grant does not allow) or "ignore" (the upstream honours none).
 //   - every upstream needs credential.secret; header defaults to
 //     "Authorization" and may not be a hop-by-hop or framing header.
+//   - SPEC section 9: an upstream's credential may instead be github_app
+//     (an App's installation tokens, injected as "Authorization: token …";
+//     header and prefix are then fixed), and an upstream may be postgres
+//     (no url, no credential: a role per lease). A grant on a github_app
+//     upstream must say github.permissions (deny by default: a token with
+//     every permission of the installation is never minted); deliver is
+//     gateway (default) or job; a grant on a postgres upstream has no
+//     allow rules and is always delivered to the job. deliver: job without
+//     bind_source_ip is a warning. Templates use only {{name}},
+//     {{password}} and {{expires}}.
 //   - issuers may say preset: github|gitlab (extension); the shared issuers
 //     are recognised by url and get their preset automatically.
 //   - the broad rule: a who entry for a shared issuer must pin a claim that
@@ -116,11 +126,13 @@ type Issuer struct {
 	at pos
 }
 
-// Upstream is an API the gateway forwards to.
+// Upstream is an API the gateway forwards to, or (Postgres) a database
+// whose roles are minted per lease.
 type Upstream struct {
 	Name       string
-	URL        string // absolute http(s), no trailing "/"
+	URL        string // absolute http(s), no trailing "/"; empty for a postgres upstream
 	Credential Credential
+	Postgres   *Postgres     // a database upstream: no gateway path
 	CAFile     string        // optional CA bundle to trust for URL
 	Timeout    time.Duration // optional, 0 = the gateway's default
 	// IgnoreMethodOverride (method_override: ignore) says the upstream is
@@ -128,14 +140,75 @@ type Upstream struct {
 	// _method, …): the gateway then does not look for them.
 	IgnoreMethodOverride bool
 
-	at, secretAt pos
+	at         pos
+	secretRefs []secretRef // stored secrets it names, for resolve
 }
 
-// Credential says which stored secret the gateway injects, and how.
+// secretRef is a stored secret's name where the policy wrote it.
+type secretRef struct {
+	name, path string
+	at         pos
+}
+
+// Credential says which stored secret the gateway injects, and how, or
+// (GitHubApp) which credential source mints it.
 type Credential struct {
 	Secret string // name of a stored secret
 	Header string // canonical header name, default "Authorization"
 	Prefix string // written before the secret's value, e.g. "Bearer "
+	// GitHubApp, when set, mints installation tokens; Secret is then empty.
+	GitHubApp *GitHubApp
+}
+
+// GitHubApp is a GitHub App whose installation tokens an upstream uses.
+type GitHubApp struct {
+	AppID            string // digits
+	PrivateKeySecret string // a stored secret holding the App's PEM private key
+	InstallationID   string // digits; or
+	Owner            string // the account the App is installed on (looked up)
+	APIURL           string // where the App endpoints are; the upstream's url when not given
+}
+
+// Postgres is a database upstream: a role per lease, made and dropped with
+// the policy's statements.
+type Postgres struct {
+	AdminDSNSecret string // a stored secret: DSN of a role with CREATEROLE
+	Creation       string // template with {{name}}, {{password}}, {{expires}}
+	Revocation     string // template with {{name}}
+}
+
+// Credential kinds (Upstream.Kind).
+const (
+	KindSecret    = "secret"
+	KindGitHubApp = "github_app"
+	KindPostgres  = "postgres"
+)
+
+// Kind says where the upstream's credential comes from.
+func (u *Upstream) Kind() string {
+	switch {
+	case u.Postgres != nil:
+		return KindPostgres
+	case u.Credential.GitHubApp != nil:
+		return KindGitHubApp
+	}
+	return KindSecret
+}
+
+// Minted reports whether the upstream's credentials are minted (SPEC
+// section 9) rather than a stored secret.
+func (u *Upstream) Minted() bool { return u.Kind() != KindSecret }
+
+// Delivery modes (Grant.Deliver).
+const (
+	DeliverGateway = "gateway"
+	DeliverJob     = "job"
+)
+
+// GitHubScope is what a minted installation token may do.
+type GitHubScope struct {
+	Repositories []string          // repository names within the installation; empty: all it has
+	Permissions  map[string]string // permission → read, write or admin
 }
 
 // Grant is a named set of permissions on one upstream.
@@ -148,8 +221,14 @@ type Grant struct {
 	BindSourceIP bool
 	Who          []Who
 	MaxUses      int // 0 = unlimited
+	// GitHub scopes the installation tokens of a github_app upstream.
+	GitHub *GitHubScope
+	// Deliver is DeliverGateway or DeliverJob (always job for a postgres
+	// upstream).
+	Deliver string
 
-	at, upstreamAt pos
+	at, upstreamAt, deliverAt, githubAt pos
+	hasAllow                            bool
 }
 
 // Who is one identity a grant may be given to: every line must match.
