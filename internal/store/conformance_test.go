@@ -30,6 +30,8 @@ func TestConformance(t *testing.T) {
 		{"meta", testMeta},
 		{"keyring", testKeyring},
 		{"secrets", testSecrets},
+		{"secret grace after rotation", testSecretGrace},
+		{"rotations", testRotations},
 		{"admin tokens", testAdminTokens},
 		{"jti single use", testJTI},
 		{"policy versions", testPolicy},
@@ -755,5 +757,167 @@ func testByHashes(t *testing.T, b storetest.Backend) {
 		if len(admins) != 1 || admins[live].Name != "live" || admins[live].Hash != live {
 			t.Fatalf("%d hashes: admin tokens %v", n, admins)
 		}
+	}
+}
+
+func testSecretGrace(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	now := time.Now()
+	put(t, db, "k", 1, 1)
+	put(t, db, "k", 2, 1)
+	keep := func(version int, until time.Time) {
+		t.Helper()
+		err := db.PutSecretKeeping(ctx, store.Secret{Name: "k", Version: version, KEKVersion: 1,
+			WrappedDEK: []byte("dek"), Ciphertext: []byte(fmt.Sprintf("ct-k-%d", version)), CreatedAt: now}, until)
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	keep(3, now.Add(time.Minute))
+	tests := []struct {
+		version int
+		at      time.Time
+		want    string // "" = not found
+	}{
+		{3, now, "ct-k-3"},
+		{2, now, "ct-k-2"},            // replaced, in grace
+		{2, now.Add(time.Minute), ""}, // grace over, not yet swept
+		{1, now, ""},                  // replaced before: gone at once
+		{4, now, ""},                  // never written
+	}
+	for _, tt := range tests {
+		s, err := db.GetSecretVersion(ctx, "k", tt.version, tt.at)
+		if tt.want == "" {
+			if !errors.Is(err, store.ErrNotFound) {
+				t.Errorf("v%d at +%v: %v, want not found", tt.version, tt.at.Sub(now), err)
+			}
+			continue
+		}
+		if err != nil || string(s.Ciphertext) != tt.want {
+			t.Errorf("v%d = %q %v, want %q", tt.version, s.Ciphertext, err, tt.want)
+		}
+	}
+	if g, err := db.GetSecret(ctx, "k"); err != nil || g.Version != 3 {
+		t.Fatalf("live = v%d %v, want v3", g.Version, err)
+	}
+	if list, err := db.ListSecrets(ctx); err != nil || len(list) != 1 || list[0].Version != 3 {
+		t.Fatalf("list = %+v %v: a version in grace must not be listed", list, err)
+	}
+	// A second rotation during grace: v2 goes at once, v3 is kept.
+	keep(4, now.Add(time.Minute))
+	if _, err := db.GetSecretVersion(ctx, "k", 2, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("v2 after a second rotation: %v", err)
+	}
+	if n, err := db.RetireSecrets(ctx, now); err != nil || n != 0 {
+		t.Fatalf("retire before grace ends = %d %v", n, err)
+	}
+	if n, err := db.RetireSecrets(ctx, now.Add(time.Minute)); err != nil || n != 1 {
+		t.Fatalf("retire = %d %v, want 1", n, err)
+	}
+	var left int
+	if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM secrets WHERE ciphertext = ?`), []byte("ct-k-3")).Scan(&left); err != nil || left != 0 {
+		t.Fatalf("retired ciphertext kept: %d %v", left, err)
+	}
+	// Deleting destroys a version in grace too, and the rotation.
+	keep(5, now.Add(time.Hour))
+	if err := db.SetRotation(ctx, "k", "{}", now); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteSecret(ctx, "k", now); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.GetSecretVersion(ctx, "k", 4, now); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("v4 in grace after delete: %v", err)
+	}
+	if _, err := db.GetRotation(ctx, "k"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("rotation after delete: %v", err)
+	}
+}
+
+func testRotations(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	now := time.Unix(1_800_000_000, 0).UTC()
+	if err := db.SetRotation(ctx, "b", `{"every":"1h"}`, now.Add(time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SetRotation(ctx, "a", `{"every":"2h"}`, now.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	due, err := db.DueRotations(ctx, now, 10)
+	if err != nil || len(due) != 1 || due[0].Name != "a" || due[0].Spec != `{"every":"2h"}` {
+		t.Fatalf("due = %+v %v", due, err)
+	}
+	if _, err := db.ClaimRotation(ctx, "nope", "n1", now, now.Add(time.Minute)); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("claim of nothing: %v", err)
+	}
+	// Two nodes, each on its own handle, claim at once: exactly one wins.
+	other := b.Another(t)
+	var wg sync.WaitGroup
+	wins := make([]bool, 2)
+	for i, h := range []*store.DB{db, other} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			_, err := h.ClaimRotation(ctx, "a", fmt.Sprint("n", i), now, now.Add(time.Minute))
+			wins[i] = err == nil
+			if err != nil && !errors.Is(err, store.ErrConflict) {
+				t.Errorf("claim: %v", err)
+			}
+		}()
+	}
+	wg.Wait()
+	if wins[0] == wins[1] {
+		t.Fatalf("claims won = %v, want exactly one", wins)
+	}
+	winner, loser := "n0", "n1"
+	if wins[1] {
+		winner, loser = "n1", "n0"
+	}
+	if due, _ := db.DueRotations(ctx, now, 10); len(due) != 0 {
+		t.Fatalf("a claimed rotation is still due: %+v", due)
+	}
+	if err := db.FinishRotation(ctx, "a", loser, store.RotationOutcome{At: now, Version: 2, NextAt: now}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("finish by the loser: %v", err)
+	}
+	// A failure counts, keeps the last success, and releases the claim.
+	if err := db.FinishRotation(ctx, "a", winner, store.RotationOutcome{At: now, Error: "boom", NextAt: now.Add(time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err := db.GetRotation(ctx, "a")
+	if err != nil || r.Failures != 1 || r.LastError != "boom" || !r.LastErrorAt.Equal(now) || !r.NextAt.Equal(now.Add(time.Minute)) || !r.LastAt.IsZero() {
+		t.Fatalf("after failure = %+v %v", r, err)
+	}
+	// A claim that ran out lets another node take over; the late node
+	// cannot record over it.
+	if _, err := other.ClaimRotation(ctx, "a", "n9", now, now.Add(time.Second)); err != nil {
+		t.Fatal(err)
+	}
+	later := now.Add(2 * time.Second)
+	if _, err := db.ClaimRotation(ctx, "a", "n8", later, later.Add(time.Minute)); err != nil {
+		t.Fatalf("claim after expiry: %v", err)
+	}
+	if err := other.FinishRotation(ctx, "a", "n9", store.RotationOutcome{At: later, Version: 7, NextAt: later}); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("finish by an expired claim: %v", err)
+	}
+	if err := db.FinishRotation(ctx, "a", "n8", store.RotationOutcome{At: later, Version: 3, NextAt: later.Add(2 * time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+	r, err = db.GetRotation(ctx, "a")
+	if err != nil || r.Failures != 0 || r.LastError != "" || r.LastVersion != 3 || !r.LastAt.Equal(later) || !r.NextAt.Equal(later.Add(2*time.Hour)) {
+		t.Fatalf("after success = %+v %v", r, err)
+	}
+	// Changing the settings keeps the history.
+	if err := db.SetRotation(ctx, "a", `{"every":"3h"}`, later.Add(3*time.Hour)); err != nil {
+		t.Fatal(err)
+	}
+	all, err := db.Rotations(ctx)
+	if err != nil || len(all) != 2 || all[0].Name != "a" || all[0].Spec != `{"every":"3h"}` || all[0].LastVersion != 3 {
+		t.Fatalf("rotations = %+v %v", all, err)
+	}
+	if err := db.DeleteRotation(ctx, "a"); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.DeleteRotation(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("second delete: %v", err)
 	}
 }

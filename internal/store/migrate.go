@@ -149,6 +149,26 @@ ALTER TABLE audit_entries ADD COLUMN pid INTEGER;`,
 			postgres: `CREATE TABLE audit_pending (id BIGSERIAL PRIMARY KEY, data BYTEA NOT NULL);
 ALTER TABLE audit_entries ADD COLUMN pid BIGINT;`,
 		},
+		// 6: rotation as code. A rotated secret's replaced version keeps its
+		// sealed bytes until retire_at (its grace period) rather than losing
+		// them at once; secret_rotations holds each rotated secret's
+		// settings, schedule, outcome and which node is rotating it now.
+		both(`
+ALTER TABLE secrets ADD COLUMN retire_at BIGINT;
+CREATE TABLE secret_rotations (
+	name          TEXT PRIMARY KEY,
+	spec          TEXT NOT NULL,
+	next_at       BIGINT NOT NULL,
+	last_at       BIGINT NOT NULL DEFAULT 0,
+	last_version  INTEGER NOT NULL DEFAULT 0,
+	failures      INTEGER NOT NULL DEFAULT 0,
+	last_error    TEXT NOT NULL DEFAULT '',
+	last_error_at BIGINT NOT NULL DEFAULT 0,
+	claimed_by    TEXT NOT NULL DEFAULT '',
+	claimed_until BIGINT NOT NULL DEFAULT 0
+);
+CREATE INDEX secret_rotations_next ON secret_rotations (next_at);
+`),
 	}
 }
 

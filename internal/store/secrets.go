@@ -112,6 +112,10 @@ type Secret struct {
 	WrappedDEK []byte
 	Ciphertext []byte
 	CreatedAt  time.Time
+	// RetireAt is set on a replaced version kept for a rotation's grace
+	// period: its sealed bytes are destroyed at that time (RetireSecrets).
+	// Zero on the live version.
+	RetireAt time.Time
 }
 
 // NextSecretVersion returns the version the next PutSecret of name will
@@ -127,6 +131,13 @@ func (db *DB) NextSecretVersion(ctx context.Context, name string) (int, error) {
 // PutSecret stores s as a new version of s.Name; s.Version must be the
 // next version (ErrConflict otherwise: another writer got there first).
 func (db *DB) PutSecret(ctx context.Context, s Secret) error {
+	return db.PutSecretKeeping(ctx, s, time.Time{})
+}
+
+// PutSecretKeeping is PutSecret that keeps the version it replaces sealed
+// until keepUntil (a rotation's grace period; zero: destroyed at once, as
+// PutSecret does). Any older version is destroyed at once either way.
+func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var v sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM secrets WHERE name = ?`, s.Name).Scan(&v); err != nil {
@@ -143,10 +154,19 @@ func (db *DB) PutSecret(ctx context.Context, s Secret) error {
 			}
 			return err
 		}
-		// Only the newest version is kept sealed; older versions keep their
-		// metadata but lose their ciphertext, so a replaced credential is gone.
+		// Only the newest version is kept sealed (and, during a grace
+		// period, the one it replaces); older versions keep their metadata
+		// but lose their ciphertext, so a replaced credential is gone.
+		keep := s.Version
+		if !keepUntil.IsZero() {
+			keep = s.Version - 1
+			if _, err := db.exec(ctx, tx, `UPDATE secrets SET retire_at = ? WHERE name = ? AND version = ? AND deleted_at IS NULL`,
+				nanos(keepUntil), s.Name, keep); err != nil {
+				return err
+			}
+		}
 		_, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
-			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, s.Version)
+			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, keep)
 		return err
 	})
 	if err != nil {
@@ -171,6 +191,48 @@ func (db *DB) GetSecret(ctx context.Context, name string) (Secret, error) {
 	return s, nil
 }
 
+// GetSecretVersion returns one version of name while it is still sealed
+// (the live one, or a replaced one in its grace period), or ErrNotFound.
+// A version past its RetireAt is not returned even if not yet swept.
+func (db *DB) GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (Secret, error) {
+	var s Secret
+	var at int64
+	var retire sql.NullInt64
+	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at, retire_at FROM secrets WHERE name = ? AND version = ? AND deleted_at IS NULL`, name, version).
+		Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at, &retire)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Secret{}, ErrNotFound
+	}
+	if err != nil {
+		return Secret{}, fmt.Errorf("store: get secret %s v%d: %w", name, version, err)
+	}
+	s.CreatedAt = fromNanos(at)
+	s.RetireAt = nullNanos(retire)
+	if !s.RetireAt.IsZero() && !now.Before(s.RetireAt) {
+		return Secret{}, ErrNotFound
+	}
+	return s, nil
+}
+
+// RetireSecrets destroys the sealed bytes of every replaced version whose
+// grace period ended by now, and reports how many it destroyed.
+func (db *DB) RetireSecrets(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE retire_at IS NOT NULL AND retire_at <= ? AND deleted_at IS NULL`,
+			[]byte{}, []byte{}, nanos(now), nanos(now))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: retire replaced secret versions: %w", err)
+	}
+	return n, nil
+}
+
 // SecretMeta describes a live secret without its sealed bytes.
 type SecretMeta struct {
 	Name       string
@@ -181,7 +243,7 @@ type SecretMeta struct {
 
 // ListSecrets returns the live version of every secret, by name.
 func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
-	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL ORDER BY name`)
+	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL AND retire_at IS NULL ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}
@@ -199,12 +261,17 @@ func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
 	return out, rows.Err()
 }
 
-// DeleteSecret destroys the sealed bytes of every version of name; the
-// version numbers stay taken. ErrNotFound if there is no live version.
+// DeleteSecret destroys the sealed bytes of every version of name (and
+// drops its rotation); the version numbers stay taken. ErrNotFound if
+// there is no live version.
 func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
-			[]byte{}, []byte{}, nanos(at), name)
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
+			[]byte{}, []byte{}, nanos(at), name); err != nil {
+			return err
+		}
+		_, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete secret %s: %w", name, err)

@@ -1,0 +1,145 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// Rotation is a stored secret's rotation: its settings (Spec, opaque to the
+// store, never a value), when it is next due, and how the last attempts went.
+type Rotation struct {
+	Name        string
+	Spec        string
+	NextAt      time.Time
+	LastAt      time.Time // the last successful rotation
+	LastVersion int       // the version it wrote
+	Failures    int       // failed attempts since the last success
+	LastError   string    // why the last attempt failed ("" after a success)
+	LastErrorAt time.Time
+}
+
+// SetRotation creates or replaces name's rotation settings and next due
+// time, keeping its history (last success, failures).
+func (db *DB) SetRotation(ctx context.Context, name, spec string, nextAt time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, next_at) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at`, name, spec, nanos(nextAt))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: set rotation of %s: %w", name, err)
+	}
+	return nil
+}
+
+// DeleteRotation stops rotating name (ErrNotFound when it was not).
+func (db *DB) DeleteRotation(ctx context.Context, name string) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrNotFound, `DELETE FROM secret_rotations WHERE name = ?`, name)
+	})
+	if err != nil {
+		return fmt.Errorf("store: delete rotation of %s: %w", name, err)
+	}
+	return nil
+}
+
+const rotationCols = `name, spec, next_at, last_at, last_version, failures, last_error, last_error_at`
+
+func scanRotation(sc interface{ Scan(...any) error }) (Rotation, error) {
+	var r Rotation
+	var next, last, errAt int64
+	err := sc.Scan(&r.Name, &r.Spec, &next, &last, &r.LastVersion, &r.Failures, &r.LastError, &errAt)
+	r.NextAt, r.LastAt, r.LastErrorAt = fromNanos(next), fromNanos(last), fromNanos(errAt)
+	return r, err
+}
+
+// GetRotation returns name's rotation, or ErrNotFound.
+func (db *DB) GetRotation(ctx context.Context, name string) (Rotation, error) {
+	r, err := scanRotation(db.queryRow(ctx, `SELECT `+rotationCols+` FROM secret_rotations WHERE name = ?`, name))
+	if errors.Is(err, sql.ErrNoRows) {
+		return Rotation{}, ErrNotFound
+	}
+	if err != nil {
+		return Rotation{}, fmt.Errorf("store: get rotation of %s: %w", name, err)
+	}
+	return r, nil
+}
+
+// Rotations returns every rotation, by name.
+func (db *DB) Rotations(ctx context.Context) ([]Rotation, error) {
+	return db.rotations(ctx, `SELECT `+rotationCols+` FROM secret_rotations ORDER BY name`)
+}
+
+// DueRotations returns up to limit rotations due by now that no node is
+// working on, the most overdue first.
+func (db *DB) DueRotations(ctx context.Context, now time.Time, limit int) ([]Rotation, error) {
+	return db.rotations(ctx, `SELECT `+rotationCols+` FROM secret_rotations WHERE next_at <= ? AND claimed_until < ? ORDER BY next_at LIMIT ?`,
+		nanos(now), nanos(now), limit)
+}
+
+func (db *DB) rotations(ctx context.Context, q string, args ...any) ([]Rotation, error) {
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list rotations: %w", err)
+	}
+	defer rows.Close()
+	var out []Rotation
+	for rows.Next() {
+		r, err := scanRotation(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list rotations: %w", err)
+		}
+		out = append(out, r)
+	}
+	return out, rows.Err()
+}
+
+// ClaimRotation makes node the only one rotating name until until, unless
+// another node's claim is still running at now (ErrConflict) or name has
+// no rotation (ErrNotFound). It returns the rotation as claimed. One
+// conditional UPDATE, so on a shared PostgreSQL exactly one node wins.
+func (db *DB) ClaimRotation(ctx context.Context, name, node string, now, until time.Time) (Rotation, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrConflict, `UPDATE secret_rotations SET claimed_by = ?, claimed_until = ? WHERE name = ? AND claimed_until < ?`,
+			node, nanos(until), name, nanos(now))
+	})
+	if errors.Is(err, ErrConflict) {
+		if _, gerr := db.GetRotation(ctx, name); errors.Is(gerr, ErrNotFound) {
+			return Rotation{}, ErrNotFound
+		}
+		return Rotation{}, fmt.Errorf("store: claim rotation of %s: %w", name, ErrConflict)
+	}
+	if err != nil {
+		return Rotation{}, fmt.Errorf("store: claim rotation of %s: %w", name, err)
+	}
+	return db.GetRotation(ctx, name)
+}
+
+// RotationOutcome is how one claimed attempt ended.
+type RotationOutcome struct {
+	At      time.Time
+	Version int    // the version written (0: the attempt failed)
+	Error   string // why it failed (never a value)
+	NextAt  time.Time
+}
+
+// FinishRotation records node's attempt at name and releases its claim.
+// ErrConflict when node no longer holds the claim (it ran past it and
+// another node took over): nothing is recorded then.
+func (db *DB) FinishRotation(ctx context.Context, name, node string, o RotationOutcome) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if o.Version > 0 {
+			return db.execOne(ctx, tx, ErrConflict, `UPDATE secret_rotations SET last_at = ?, last_version = ?, failures = 0, last_error = '', next_at = ?, claimed_by = '', claimed_until = 0
+WHERE name = ? AND claimed_by = ? AND claimed_until > 0`, nanos(o.At), o.Version, nanos(o.NextAt), name, node)
+		}
+		return db.execOne(ctx, tx, ErrConflict, `UPDATE secret_rotations SET failures = failures + 1, last_error = ?, last_error_at = ?, next_at = ?, claimed_by = '', claimed_until = 0
+WHERE name = ? AND claimed_by = ? AND claimed_until > 0`, o.Error, nanos(o.At), nanos(o.NextAt), name, node)
+	})
+	if err != nil {
+		return fmt.Errorf("store: finish rotation of %s: %w", name, err)
+	}
+	return nil
+}
