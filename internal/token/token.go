@@ -1,5 +1,6 @@
 // Package token owns the format of mayfly's bearer tokens: job tokens
-// ("mfy_") and admin tokens ("mfya_"). It generates them, checks their
+// ("mfy_") and admin tokens ("mfya_"), and of the passwords it mints for
+// database roles ("mfyp_", same shape). It generates them, checks their
 // checksum, finds them in text, redacts them to hints and derives the keyed
 // hash under which a server stores them.
 //
