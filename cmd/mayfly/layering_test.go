@@ -44,6 +44,8 @@ var layers = map[string]int{
 	"internal/job":                     2,
 	"internal/client":                  2,
 	"internal/gateway":                 2,
+	"internal/pgrole":                  2,
+	"internal/pgrole/pgroletest":       2,
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -64,7 +66,8 @@ var along = map[string][]string{
 	"internal/job":                     {"internal/client"},                                                                       // the job side exchanges through the one client
 	"internal/client":                  {"internal/dpop"},                                                                         // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
-	"internal/store/storetest":         {"internal/store"}, // fresh stores for tests
+	"internal/store/storetest":         {"internal/store"},  // fresh stores for tests
+	"internal/pgrole/pgroletest":       {"internal/pgrole"}, // a test's own database and admin role
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids

@@ -1,0 +1,532 @@
+// Package pgrole mints PostgreSQL roles that live and die with a lease
+// (SPEC section 9): it creates a role per lease from the policy's creation
+// statements in one transaction on the upstream, extends its VALID UNTIL on
+// renewal, and on revocation stops new logins, terminates the role's
+// sessions and runs the revocation statements. A sweep drops the roles of
+// an upstream that no record knows about (what a crash left).
+//
+// It never keeps a minted password after handing it back, never writes one
+// into an error, and never drops a role that is not of its own name form
+// (mayfly_<24 hex>_<8 hex>) and upstream. It does not decide which lease
+// gets a role, nor record anything: the caller records first and creates
+// second, so a crash between the two leaves a record the sweep honours, never
+// a role nobody knows.
+package pgrole
+
+import (
+	"context"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/url"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Upstream is one postgres upstream of the policy with its admin DSN read
+// from the stored secret.
+type Upstream struct {
+	Name       string
+	AdminDSN   string // a role with CREATEROLE (and pg_signal_backend, see Revoke)
+	Creation   string // statements; {{name}}, {{password}}, {{expires}}
+	Revocation string // statements; {{name}}; default DROP ROLE IF EXISTS
+}
+
+// DefaultRevocation drops the role; roles that own objects need the
+// policy's own statements (REASSIGN OWNED / DROP OWNED first).
+const DefaultRevocation = `DROP ROLE IF EXISTS "{{name}}";`
+
+// Credential is a minted role. Password is the only copy.
+type Credential struct {
+	Upstream string
+	Name     string
+	Password string
+	Host     string // as the admin DSN names it
+	Port     uint16
+	Database string
+	SSLMode  string // disable, prefer, require or verify-full, read from the admin DSN
+	Expires  time.Time
+}
+
+// DSN is the connection URL a job uses.
+func (c *Credential) DSN() string {
+	u := url.URL{Scheme: "postgres", User: url.UserPassword(c.Name, c.Password), Path: "/" + c.Database}
+	q := url.Values{}
+	if strings.HasPrefix(c.Host, "/") {
+		q.Set("host", c.Host) // a Unix socket directory
+		q.Set("port", strconv.Itoa(int(c.Port)))
+	} else {
+		u.Host = net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))
+	}
+	if c.SSLMode != "" {
+		q.Set("sslmode", c.SSLMode)
+	}
+	u.RawQuery = q.Encode()
+	return u.String()
+}
+
+// Cause classifies a failure for the exchange's answer.
+type Cause string
+
+const (
+	// Unreachable: the upstream could not be reached or timed out (503).
+	Unreachable Cause = "upstream_unavailable"
+	// Refused: the upstream ran the statements and refused them (502).
+	Refused Cause = "upstream_refused"
+	// Misconfigured: the admin DSN or the statements cannot be used (500).
+	Misconfigured Cause = "upstream_misconfigured"
+)
+
+// Error is a failure on an upstream. Its text names the upstream, what was
+// being done and PostgreSQL's own message, never a password.
+type Error struct {
+	Upstream string
+	Op       string // "create role", "renew role", "revoke role", "sweep"
+	Cause    Cause
+	Err      error
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("pgrole: %s on upstream %q: %s: %v", e.Op, e.Upstream, e.Cause, e.Err)
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Options tune Roles.
+type Options struct {
+	// MaxConns caps the admin connections per upstream (default 8).
+	MaxConns int32
+	// ConnectTimeout bounds each connection attempt (default 5s).
+	ConnectTimeout time.Duration
+	// StatementTimeout bounds each statement on the upstream (default 15s).
+	StatementTimeout time.Duration
+	Logger           *slog.Logger
+}
+
+// Roles mints and revokes roles. It keeps one small pool of admin
+// connections per upstream; safe for concurrent use.
+type Roles struct {
+	opts Options
+
+	mu    sync.Mutex
+	pools map[string]*pool // by upstream name
+}
+
+type pool struct {
+	dsnSum [32]byte // a changed admin DSN (rotated secret) replaces the pool
+	p      *pgxpool.Pool
+	cfg    *pgconn.Config
+}
+
+// New returns Roles. Close it to close its connections.
+func New(opts Options) *Roles {
+	if opts.MaxConns <= 0 {
+		opts.MaxConns = 8
+	}
+	if opts.ConnectTimeout <= 0 {
+		opts.ConnectTimeout = 5 * time.Second
+	}
+	if opts.StatementTimeout <= 0 {
+		opts.StatementTimeout = 15 * time.Second
+	}
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	return &Roles{opts: opts, pools: map[string]*pool{}}
+}
+
+// Close closes every admin connection.
+func (r *Roles) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, p := range r.pools {
+		p.p.Close()
+		delete(r.pools, name)
+	}
+}
+
+func (r *Roles) pool(u Upstream, op string) (*pool, error) {
+	sum := sha256.Sum256([]byte(u.AdminDSN))
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if p := r.pools[u.Name]; p != nil {
+		if p.dsnSum == sum {
+			return p, nil
+		}
+		p.p.Close()
+		delete(r.pools, u.Name)
+	}
+	cfg, err := pgxpool.ParseConfig(u.AdminDSN)
+	if err != nil {
+		// pgx's parse errors may quote the DSN, which holds a password.
+		return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the admin DSN secret does not parse as a PostgreSQL connection string")}
+	}
+	cfg.MaxConns = r.opts.MaxConns
+	cfg.MinConns = 0
+	cfg.MaxConnIdleTime = 5 * time.Minute
+	cfg.ConnConfig.ConnectTimeout = r.opts.ConnectTimeout
+	if cfg.ConnConfig.RuntimeParams == nil {
+		cfg.ConnConfig.RuntimeParams = map[string]string{}
+	}
+	ms := strconv.FormatInt(r.opts.StatementTimeout.Milliseconds(), 10)
+	cfg.ConnConfig.RuntimeParams["statement_timeout"] = ms
+	cfg.ConnConfig.RuntimeParams["lock_timeout"] = ms
+	cfg.ConnConfig.RuntimeParams["application_name"] = "mayfly"
+	// The simple protocol runs a policy's several statements in one call;
+	// no statement cache needed for the few fixed ones of our own.
+	cfg.ConnConfig.DefaultQueryExecMode = pgx.QueryExecModeExec
+	p, err := pgxpool.NewWithConfig(context.Background(), cfg)
+	if err != nil {
+		return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the admin DSN cannot be used: " + redact(err.Error(), u.AdminDSN))}
+	}
+	np := &pool{dsnSum: sum, p: p, cfg: &cfg.ConnConfig.Config}
+	r.pools[u.Name] = np
+	return np, nil
+}
+
+// Forget closes the connections of upstreams not in keep (a policy
+// version removed them).
+func (r *Roles) Forget(keep func(upstream string) bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	for name, p := range r.pools {
+		if !keep(name) {
+			p.p.Close()
+			delete(r.pools, name)
+		}
+	}
+}
+
+// Prepare names the role of leaseID on u and draws its password, without
+// touching the upstream, so the caller can record the credential (its
+// keyed hash) before Create makes it.
+func (r *Roles) Prepare(u Upstream, leaseID string, expires time.Time) (*Credential, error) {
+	p, err := r.pool(u, "create role")
+	if err != nil {
+		return nil, err
+	}
+	pw, err := token.NewPassword()
+	if err != nil {
+		return nil, &Error{Upstream: u.Name, Op: "create role", Cause: Misconfigured, Err: err}
+	}
+	c := &Credential{Upstream: u.Name, Name: RoleName(leaseID, u.Name), Password: pw, Host: p.cfg.Host, Port: p.cfg.Port,
+		Database: p.cfg.Database, SSLMode: sslMode(p.cfg), Expires: expires.UTC().Truncate(time.Second)}
+	return c, nil
+}
+
+func sslMode(c *pgconn.Config) string {
+	plainFallback := false
+	for _, f := range c.Fallbacks {
+		if f.TLSConfig == nil {
+			plainFallback = true
+		}
+	}
+	switch {
+	case c.TLSConfig == nil:
+		return "disable"
+	case plainFallback:
+		return "prefer"
+	case c.TLSConfig.InsecureSkipVerify:
+		return "require"
+	}
+	return "verify-full"
+}
+
+// Create makes c's role on u: the creation statements and VALID UNTIL (set
+// again by mayfly, so a template that forgets it still gets the lease's
+// expiry) in one transaction, which also checks that the role exists and
+// can log in. On any failure nothing is left behind.
+func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
+	const op = "create role"
+	p, err := r.pool(u, op)
+	if err != nil {
+		return err
+	}
+	sql, err := Render(u.Creation, Values{Name: c.Name, Password: c.Password, Expires: c.Expires})
+	if err != nil {
+		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: fmt.Errorf("creation statements: %w", err)}
+	}
+	fail := func(err error) error { return r.classify(u, op, err, c.Password) }
+	tx, err := p.p.Begin(ctx)
+	if err != nil {
+		return fail(err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, sql); err != nil {
+		return fail(fmt.Errorf("creation statements: %w", err))
+	}
+	var login bool
+	if err := tx.QueryRow(ctx, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", c.Name).Scan(&login); err != nil {
+		if errors.Is(err, pgx.ErrNoRows) {
+			return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the creation statements did not create the role {{name}}")}
+		}
+		return fail(err)
+	}
+	if !login {
+		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the creation statements made a role that cannot log in (add LOGIN)")}
+	}
+	if _, err := tx.Exec(ctx, "ALTER ROLE "+QuoteIdent(c.Name)+" VALID UNTIL "+QuoteLiteral(c.Expires.Format(ExpiresFormat))); err != nil {
+		return fail(fmt.Errorf("set VALID UNTIL: %w", err))
+	}
+	if err := tx.Commit(ctx); err != nil {
+		return fail(fmt.Errorf("commit: %w", err))
+	}
+	return nil
+}
+
+// Renew moves the role's VALID UNTIL to expires.
+func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time.Time) error {
+	const op = "renew role"
+	if !ValidName(name) {
+		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("not a role name mayfly makes")}
+	}
+	p, err := r.pool(u, op)
+	if err != nil {
+		return err
+	}
+	_, err = p.p.Exec(ctx, "ALTER ROLE "+QuoteIdent(name)+" VALID UNTIL "+QuoteLiteral(expires.UTC().Format(ExpiresFormat)))
+	if err != nil {
+		return r.classify(u, op, err, "")
+	}
+	return nil
+}
+
+// Revoke ends the role name on u: it can no longer log in (NOLOGIN, VALID
+// UNTIL in the past), its sessions are terminated and waited for, and the
+// revocation statements run in one transaction. A role that is already gone
+// is revoked. Revoke first grants the role to the admin (CREATEROLE may),
+// which lets it terminate the role's sessions and REASSIGN OWNED BY it.
+func (r *Roles) Revoke(ctx context.Context, u Upstream, name string) error {
+	_, err := r.RevokeMany(ctx, u, []string{name})
+	return err
+}
+
+// RevokeMany is Revoke for many roles of one upstream in a few round trips:
+// one statement stops every login, one terminates every session, one
+// transaction runs every revocation. If that transaction fails, each role is
+// tried alone, so one bad role does not hold up the others. It returns the
+// roles revoked, and the first error.
+func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]string, error) {
+	const op = "revoke role"
+	for _, n := range names {
+		if !ValidName(n) {
+			return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("not a role name mayfly makes")}
+		}
+	}
+	if len(names) == 0 {
+		return nil, nil
+	}
+	revocation := u.Revocation
+	if strings.TrimSpace(revocation) == "" {
+		revocation = DefaultRevocation
+	}
+	stmts := make([]string, len(names))
+	for i, n := range names {
+		s, err := Render(revocation, Values{Name: n, Expires: time.Unix(0, 0)})
+		if err != nil {
+			return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: fmt.Errorf("revocation statements: %w", err)}
+		}
+		stmts[i] = s
+	}
+	p, err := r.pool(u, op)
+	if err != nil {
+		return nil, err
+	}
+	conn, err := p.p.Acquire(ctx)
+	if err != nil {
+		return nil, r.classify(u, op, err, "")
+	}
+	defer conn.Release()
+	// Which of them exist: the rest are revoked already.
+	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname = ANY($1)", names)
+	if err != nil {
+		return nil, r.classify(u, op, err, "")
+	}
+	present, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, r.classify(u, op, err, "")
+	}
+	if len(present) == 0 {
+		return names, nil // gone already
+	}
+	isPresent := make(map[string]bool, len(present))
+	for _, n := range present {
+		isPresent[n] = true
+	}
+	// No new session from here on: committed before the terminations.
+	var b strings.Builder
+	for _, n := range present {
+		b.WriteString("ALTER ROLE " + QuoteIdent(n) + " NOLOGIN VALID UNTIL '-infinity';\n")
+	}
+	if _, err := conn.Exec(ctx, b.String()); err != nil {
+		return nil, r.classify(u, op, fmt.Errorf("stop logins: %w", err), "")
+	}
+	// Membership in the role lets a CREATEROLE admin end its sessions
+	// and REASSIGN OWNED BY it. Where the admin may not grant it (a
+	// policy's own arrangement), the steps below say what is missing.
+	b.Reset()
+	for _, n := range present {
+		b.WriteString("GRANT " + QuoteIdent(n) + " TO CURRENT_USER;\n")
+	}
+	if _, err := conn.Exec(ctx, b.String()); err != nil {
+		r.opts.Logger.Warn("pgrole: the admin role could not join the roles it revokes", "upstream", u.Name, "err", r.classify(u, op, err, ""))
+	}
+	if err := terminate(ctx, conn.Conn(), present); err != nil {
+		return nil, r.classify(u, op, fmt.Errorf("terminate sessions (the admin role needs pg_signal_backend or membership in the role): %w", err), "")
+	}
+	var run []string
+	for i, n := range names {
+		if isPresent[n] {
+			run = append(run, stmts[i])
+		}
+	}
+	if err := runRevocations(ctx, conn.Conn(), run); err == nil {
+		return names, nil
+	} else if len(present) == 1 {
+		return nil, r.classify(u, op, fmt.Errorf("revocation statements: %w", err), "")
+	}
+	var done []string
+	var first error
+	for i, n := range names {
+		if !isPresent[n] {
+			done = append(done, n)
+			continue
+		}
+		if err := runRevocations(ctx, conn.Conn(), stmts[i:i+1]); err != nil {
+			if first == nil {
+				first = r.classify(u, op, fmt.Errorf("revocation statements for %s: %w", n, err), "")
+			}
+			continue
+		}
+		done = append(done, n)
+	}
+	return done, first
+}
+
+// terminate ends the sessions of names and waits (up to 5 s each) until
+// they are gone.
+func terminate(ctx context.Context, conn *pgx.Conn, names []string) error {
+	const q = "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity WHERE usename = ANY($1) AND pid <> pg_backend_pid()"
+	var n int64
+	return conn.QueryRow(ctx, q, names).Scan(&n)
+}
+
+func runRevocations(ctx context.Context, conn *pgx.Conn, stmts []string) error {
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return err
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	if _, err := tx.Exec(ctx, strings.Join(stmts, "\n")); err != nil {
+		return err
+	}
+	return tx.Commit(ctx)
+}
+
+// Sweep revokes the roles of u that known does not vouch for: roles of
+// mayfly's name form and of this upstream only. Roles are listed first and
+// known is asked after, so a role made meanwhile (recorded before it was
+// made) is always vouched for. It returns the roles dropped.
+func (r *Roles) Sweep(ctx context.Context, u Upstream, known func(ctx context.Context, names []string) (map[string]bool, error)) ([]string, error) {
+	const op = "sweep"
+	p, err := r.pool(u, op)
+	if err != nil {
+		return nil, err
+	}
+	rows, err := p.p.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, UpstreamSuffix(u.Name))
+	if err != nil {
+		return nil, r.classify(u, op, err, "")
+	}
+	all, err := pgx.CollectRows(rows, pgx.RowTo[string])
+	if err != nil {
+		return nil, r.classify(u, op, err, "")
+	}
+	var ours []string
+	for _, n := range all {
+		if OwnedBy(n, u.Name) {
+			ours = append(ours, n)
+		}
+	}
+	if len(ours) == 0 {
+		return nil, nil
+	}
+	k, err := known(ctx, ours)
+	if err != nil {
+		return nil, fmt.Errorf("pgrole: sweep upstream %q: which roles are known: %w", u.Name, err)
+	}
+	var orphans []string
+	for _, n := range ours {
+		if !k[n] {
+			orphans = append(orphans, n)
+		}
+	}
+	if len(orphans) == 0 {
+		return nil, nil
+	}
+	r.opts.Logger.Info("dropping roles no lease knows", "upstream", u.Name, "roles", len(orphans))
+	return r.RevokeMany(ctx, u, orphans)
+}
+
+// classify wraps err as an *Error with its cause, its text cleaned of
+// password (and of any password-shaped value).
+func (r *Roles) classify(u Upstream, op string, err error, password string) error {
+	cause := Refused
+	var pe *pgconn.PgError
+	switch {
+	case errors.As(err, &pe):
+		switch {
+		case strings.HasPrefix(pe.Code, "08"), strings.HasPrefix(pe.Code, "53"), strings.HasPrefix(pe.Code, "57P"), pe.Code == "57014", pe.Code == "55P03":
+			cause = Unreachable // connection, resources, shutdown, timeouts
+		case pe.Code == "28000", pe.Code == "28P01", pe.Code == "3D000":
+			cause = Misconfigured // the admin DSN's role or database
+		}
+	case pgconn.Timeout(err), errors.Is(err, context.DeadlineExceeded):
+		cause = Unreachable
+	default:
+		var ce *pgconn.ConnectError
+		if errors.As(err, &ce) || pgconn.SafeToRetry(err) {
+			cause = Unreachable
+		}
+		var ne net.Error
+		if errors.As(err, &ne) {
+			cause = Unreachable
+		}
+	}
+	msg := redact(err.Error(), u.AdminDSN)
+	if password != "" {
+		msg = strings.ReplaceAll(msg, password, token.PasswordHint(password))
+	}
+	for _, p := range token.FindPasswords([]byte(msg)) {
+		msg = strings.ReplaceAll(msg, p, token.PasswordHint(p))
+	}
+	return &Error{Upstream: u.Name, Op: op, Cause: cause, Err: &cleanErr{msg: msg, err: err}}
+}
+
+// cleanErr carries a redacted message while keeping the original for
+// errors.Is/As (context cancellation, PgError codes).
+type cleanErr struct {
+	msg string
+	err error
+}
+
+func (e *cleanErr) Error() string { return e.msg }
+func (e *cleanErr) Unwrap() error { return e.err }
+
+// redact removes the admin DSN's password from s.
+func redact(s, dsn string) string {
+	cfg, err := pgconn.ParseConfig(dsn)
+	if err == nil && cfg.Password != "" {
+		s = strings.ReplaceAll(s, cfg.Password, "…")
+	}
+	return s
+}

@@ -1,0 +1,161 @@
+package pgrole
+
+import (
+	"errors"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+func TestRender(t *testing.T) {
+	pw, _ := token.NewPassword()
+	name := RoleName("lse_0123456789abcdef01234567", "app-db")
+	exp := time.Date(2026, 12, 4, 23, 0, 0, 0, time.FixedZone("x", 3600))
+	v := Values{Name: name, Password: pw, Expires: exp}
+	for _, tc := range []struct {
+		name, tmpl, want string
+		err              string
+	}{
+		{"typical", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expires}}';`,
+			`CREATE ROLE "` + name + `" LOGIN PASSWORD '` + pw + `' VALID UNTIL '2026-12-04T22:00:00Z';`, ""},
+		{"bare values are quoted", `CREATE ROLE {{name}} PASSWORD {{password}} VALID UNTIL {{ expires }}`,
+			`CREATE ROLE "` + name + `" PASSWORD '` + pw + `' VALID UNTIL '2026-12-04T22:00:00Z'`, ""},
+		{"escape string", `SELECT E'a\'{{name}}'`, `SELECT E'a\'` + name + `'`, ""},
+		{"doubled quotes stay inside", `SELECT 'it''s {{name}}', "x""{{name}}"`, `SELECT 'it''s ` + name + `', "x""` + name + `"`, ""},
+		{"dollar body", `DO $x$ BEGIN EXECUTE 'GRANT r TO "{{name}}"'; END $x$;`, `DO $x$ BEGIN EXECUTE 'GRANT r TO "` + name + `"'; END $x$;`, ""},
+		{"positional parameter is not a dollar quote", `SELECT $1, {{name}}`, `SELECT $1, "` + name + `"`, ""},
+		{"block comment passes", `/* a /* nested */ b */ DROP ROLE {{name}}`, `/* a /* nested */ b */ DROP ROLE "` + name + `"`, ""},
+		{"placeholder in line comment", "-- {{name}}\nSELECT 1", "", "inside a comment"},
+		{"placeholder in block comment", "/* {{password}} */", "", "inside a comment"},
+		{"unknown placeholder", `SELECT '{{grant}}'`, "", "unknown placeholder"},
+		{"unclosed placeholder", `SELECT '{{name'`, "", "unclosed"},
+		{"unterminated literal", `SELECT '{{name}}`, "", "unterminated string"},
+		{"unterminated identifier", `SELECT "{{name}}`, "", "unterminated quoted identifier"},
+		{"unterminated dollar", `DO $$ {{name}}`, "", "unterminated dollar"},
+		{"NUL", "SELECT 1\x00", "", "NUL"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			got, err := Render(tc.tmpl, v)
+			if tc.err != "" {
+				if err == nil || !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), tc.err) {
+					t.Fatalf("Render = %v, want an error saying %q", err, tc.err)
+				}
+				if strings.Contains(err.Error(), pw) {
+					t.Fatal("error holds the password")
+				}
+				return
+			}
+			if err != nil || got != tc.want {
+				t.Fatalf("Render =\n%s, %v\nwant\n%s", got, err, tc.want)
+			}
+		})
+	}
+}
+
+// Values that are not of the closed forms are refused whatever the
+// template: a hostile name never reaches SQL, even through Render.
+func TestRenderRefusesHostileValues(t *testing.T) {
+	pw, _ := token.NewPassword()
+	good := RoleName("lse_0123456789abcdef01234567", "db")
+	for _, tc := range []struct {
+		name string
+		v    Values
+	}{
+		{"name with a quote", Values{Name: `mayfly_x"; DROP TABLE t; --`, Password: pw}},
+		{"name not ours", Values{Name: "postgres", Password: pw}},
+		{"name upper hex", Values{Name: strings.ToUpper(good), Password: pw}},
+		{"password with a quote", Values{Name: good, Password: pw[:20] + "'" + pw[21:]}},
+		{"password bad checksum", Values{Name: good, Password: pw[:40] + "!"}},
+		{"password not minted", Values{Name: good, Password: "hunter2'; DROP ROLE postgres; --"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := Render(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, tc.v)
+			if !errors.Is(err, ErrTemplate) {
+				t.Fatalf("Render = %v, want ErrTemplate", err)
+			}
+			if strings.Contains(err.Error(), tc.v.Name) || strings.Contains(err.Error(), tc.v.Password) {
+				t.Fatal("error holds a value")
+			}
+		})
+	}
+	if _, err := Render(`SELECT '{{password}}'`, Values{Name: good}); err == nil {
+		t.Fatal("{{password}} without a password rendered")
+	}
+}
+
+func TestRoleName(t *testing.T) {
+	hostile := []string{"", "lse_", `lse_0123456789abcdef0123456"`, `x"; DROP ROLE postgres; --`, "lse_0123456789ABCDEF01234567",
+		strings.Repeat("a", 10000), "ユニコード", "\x00", `' OR 1=1 --`}
+	seen := map[string]string{}
+	for _, up := range []string{"app-db", `db"; DROP DATABASE x; --`, ""} {
+		for _, l := range append(hostile, "lse_0123456789abcdef01234567", "lse_ffffffffffffffffffffffff") {
+			n := RoleName(l, up)
+			if !ValidName(n) || !OwnedBy(n, up) || len(n) > 63 {
+				t.Fatalf("RoleName(%q, %q) = %q: not a valid, owned name", l, up, n)
+			}
+			if prev, dup := seen[n]; dup {
+				t.Fatalf("RoleName collides for %q and %q", prev, l+"|"+up)
+			}
+			seen[n] = l + "|" + up
+		}
+	}
+	if n := RoleName("lse_0123456789abcdef01234567", "app-db"); !strings.HasPrefix(n, "mayfly_0123456789abcdef01234567_") {
+		t.Fatalf("a mayfly lease's role is not readable: %s", n)
+	}
+	if OwnedBy(RoleName("lse_0123456789abcdef01234567", "a"), "b") {
+		t.Fatal("a role of upstream a is owned by b")
+	}
+	for _, n := range []string{"mayfly_admin", "mayfly_", "postgres", "mayfly_0123456789abcdef01234567_0000000", "mayfly_0123456789abcdef01234567-00000000"} {
+		if ValidName(n) {
+			t.Fatalf("ValidName(%q)", n)
+		}
+	}
+}
+
+func TestCheckTemplate(t *testing.T) {
+	if err := CheckTemplate(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, true); err != nil {
+		t.Fatal(err)
+	}
+	if err := CheckTemplate(`DROP ROLE "{{name}}" -- {{password}}`, false); err == nil {
+		t.Fatal("a placeholder in a comment passed")
+	}
+	if err := CheckTemplate(`DROP ROLE "{{name}}" '{{password}}'`, false); err == nil {
+		t.Fatal("{{password}} in revocation passed")
+	}
+}
+
+func FuzzRender(f *testing.F) {
+	f.Add(`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expires}}';`)
+	f.Add(`DO $$ BEGIN EXECUTE E'\'{{name}}'; END $$ /* {{ */`)
+	pw, _ := token.NewPassword()
+	v := Values{Name: RoleName("lse_0123456789abcdef01234567", "db"), Password: pw, Expires: time.Unix(1e9, 0)}
+	f.Fuzz(func(t *testing.T, tmpl string) {
+		out, err := Render(tmpl, v)
+		if err != nil {
+			if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), v.Name) {
+				t.Fatal("error holds a value")
+			}
+			return
+		}
+		// Rendering only ever adds the values and their quotes.
+		if !strings.Contains(tmpl, "{{") && out != tmpl {
+			t.Fatalf("a template without placeholders changed: %q -> %q", tmpl, out)
+		}
+	})
+}
+
+func FuzzQuote(f *testing.F) {
+	f.Add(`a"b'c\d`)
+	f.Fuzz(func(t *testing.T, s string) {
+		q := QuoteIdent(s)
+		if q[0] != '"' || q[len(q)-1] != '"' || strings.Count(q[1:len(q)-1], `"`)%2 != 0 {
+			t.Fatalf("QuoteIdent(%q) = %q", s, q)
+		}
+		l := QuoteLiteral(s)
+		if !strings.HasSuffix(l, "'") {
+			t.Fatalf("QuoteLiteral(%q) = %q", s, l)
+		}
+	})
+}
