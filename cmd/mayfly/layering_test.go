@@ -46,6 +46,7 @@ var layers = map[string]int{
 	"internal/gateway":                 2,
 	"internal/pgrole":                  2,
 	"internal/pgrole/pgroletest":       2,
+	"internal/mint":                    2, // minted upstream credentials: records, revocation worker (SPEC section 9)
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -66,8 +67,9 @@ var along = map[string][]string{
 	"internal/job":                     {"internal/client"},                                                                       // the job side exchanges through the one client
 	"internal/client":                  {"internal/dpop"},                                                                         // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
-	"internal/store/storetest":         {"internal/store"},  // fresh stores for tests
-	"internal/pgrole/pgroletest":       {"internal/pgrole"}, // a test's own database and admin role
+	"internal/store/storetest":         {"internal/store"},                    // fresh stores for tests
+	"internal/pgrole/pgroletest":       {"internal/pgrole"},                   // a test's own database and admin role
+	"internal/mint":                    {"internal/audit", "internal/policy"}, // minting flow: a grant's upstream, revocations audited
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids

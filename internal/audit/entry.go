@@ -26,6 +26,9 @@ const (
 	TypeAdminCreate = "admin.token.create" // an admin token created
 	TypeAdminDelete = "admin.token.delete" // an admin token deleted
 	TypeServerStart = "server.start"       // a server came up
+	// TypeCredentialRevoke records a minted upstream credential (SPEC
+	// section 9) revoked upstream (status 200) or a failed attempt (5xx).
+	TypeCredentialRevoke = "credential.revoke"
 )
 
 // MaxEntrySize bounds one entry's encoded size.

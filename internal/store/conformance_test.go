@@ -44,6 +44,7 @@ func TestConformance(t *testing.T) {
 		{"audit", testAudit},
 		{"group commit isolates failures", testGroupCommit},
 		{"reopen keeps data", testReopen},
+		{"minted credentials", testMinted},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {

@@ -169,6 +169,35 @@ CREATE TABLE secret_rotations (
 );
 CREATE INDEX secret_rotations_next ON secret_rotations (next_at);
 `),
+		// 7: credentials mayfly mints (SPEC section 9): one row per
+		// credential, written before the credential is created (state
+		// pending) so that nothing is ever made upstream that no row names.
+		// value_hash is the keyed hash of its secret value (never the
+		// value); sealed is what revoking it needs that is secret (e.g. a
+		// GitHub installation token), sealed under a server key.
+		both(`
+CREATE TABLE minted (
+	id              TEXT PRIMARY KEY,
+	lease_id        TEXT NOT NULL,
+	upstream        TEXT NOT NULL,
+	grant_name      TEXT NOT NULL,
+	kind            TEXT NOT NULL,
+	external_name   TEXT NOT NULL,
+	value_hash      {{blob}} UNIQUE,
+	params          {{blob}} NOT NULL,
+	sealed          {{blob}},
+	state           TEXT NOT NULL,
+	created_at      BIGINT NOT NULL,
+	expires_at      BIGINT NOT NULL,
+	revoke_reason   TEXT NOT NULL,
+	revoke_attempts BIGINT NOT NULL,
+	next_attempt_at BIGINT NOT NULL,
+	last_error      TEXT NOT NULL,
+	revoked_at      BIGINT
+);
+CREATE INDEX minted_lease ON minted (lease_id);
+CREATE INDEX minted_due ON minted (state, next_attempt_at);
+`),
 	}
 }
 

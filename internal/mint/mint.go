@@ -1,0 +1,605 @@
+// Package mint owns the upstream credentials mayfly mints (SPEC section 9):
+// the record of each one — its value's keyed hash (never the value), its
+// lease, upstream, kind, external name, expiry, state and revocation
+// attempts — the order that leaves none unaccounted for (record first,
+// create second), lookup by keyed hash for leak reports, and revocation
+// when its lease ends for any reason (revoked, leaked, exec ended, expired,
+// its grant removed), retried with backoff until the upstream confirms,
+// with metrics and audit entries for every outcome.
+//
+// It never speaks an upstream's protocol: credential sources (Source)
+// create, renew and revoke. It never writes a credential's value to a row,
+// log, error, metric or audit entry: what revoking needs that is secret
+// (a GitHub installation token) is sealed with AES-GCM under a server key.
+package mint
+
+import (
+	"context"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/rand"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	mrand "math/rand/v2"
+	"sync"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Store is what the manager needs of the store.
+type Store interface {
+	InsertMinted(ctx context.Context, m store.Minted) error
+	MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time) error
+	RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error)
+	MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]store.Minted, error)
+	ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error)
+	MintedRevoked(ctx context.Context, id, reason string, at time.Time) error
+	MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time) error
+	SetMintedExpiry(ctx context.Context, id string, expires time.Time) error
+	MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Minted, error)
+	MintedByLease(ctx context.Context, leaseID string) ([]store.Minted, error)
+	SweepMinted(ctx context.Context, before time.Time) (int64, error)
+}
+
+// Auditor records events durably.
+type Auditor interface {
+	Append(ctx context.Context, ev audit.Event) (int64, error)
+}
+
+// Request asks a source for one credential.
+type Request struct {
+	ID        string // the record's id
+	LeaseID   string // "" for a credential a grant shares (deliver: gateway)
+	Upstream  *policy.Upstream
+	Grant     *policy.Grant
+	ExpiresAt time.Time // the lease's expiry: the credential must not outlive it
+}
+
+// Plan is what a source will create, decided before it creates anything so
+// that the record can name it: Name is its external name (a role name; ""
+// when the upstream names it), Params what revoking it needs that is not
+// secret (the source's own encoding; stored as is).
+type Plan struct {
+	Name   string
+	Params []byte
+}
+
+// Credential is what the job (deliver: job) or the gateway gets.
+type Credential struct {
+	Token     string // GitHub
+	DSN       string // PostgreSQL
+	Username  string
+	Password  string
+	ExpiresAt time.Time
+}
+
+// Minted is a credential a source created.
+type Minted struct {
+	Credential Credential
+	// Secret is the value whose keyed hash finds the record when it leaks
+	// (the token, the password).
+	Secret string
+	// Material is what revoking needs that is secret (e.g. the token
+	// itself); the manager seals it before it is stored.
+	Material []byte
+	// ExpiresAt is when the credential dies by itself (at most the lease's).
+	ExpiresAt time.Time
+}
+
+// Record is a stored credential with its material opened, for a source.
+type Record struct {
+	store.Minted
+	Material []byte
+}
+
+// Source mints one kind of credential. Revoke must be idempotent: a
+// credential that is already gone (or was never created) is revoked.
+// Errors must not contain a credential's value.
+type Source interface {
+	Plan(r Request) (Plan, error)
+	Mint(ctx context.Context, r Request, p Plan) (Minted, error)
+	Renew(ctx context.Context, rec Record, expires time.Time) error
+	Revoke(ctx context.Context, rec Record) error
+}
+
+// Error is a refusal to mint that names its cause, with the HTTP status
+// and OAuth-style code the exchange answers with.
+type Error struct {
+	Status      int
+	Code        string
+	Description string
+}
+
+func (e *Error) Error() string { return e.Code + ": " + e.Description }
+
+// Errorf returns an *Error.
+func Errorf(status int, code, format string, args ...any) *Error {
+	return &Error{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
+}
+
+// Config wires a Manager.
+type Config struct {
+	Store   Store
+	Sources map[string]Source // by policy upstream kind (policy.KindGitHubApp, policy.KindPostgres)
+	Hasher  *token.Hasher     // the keyed hash of tokens, for values too
+	SealKey []byte            // 32 bytes: seals revocation material
+	Audit   Auditor
+	// Registerer, when set, gets the manager's metrics.
+	Registerer prometheus.Registerer
+	Logger     *slog.Logger
+	Now        func() time.Time
+
+	Interval     time.Duration // how often the worker looks for due revocations (default 1s)
+	StalePending time.Duration // a pending record older than this was left by a crash (default 2m)
+	MaxBackoff   time.Duration // the longest wait between attempts (default 5m)
+	Parallel     int           // revocations at once (default 16)
+	Timeout      time.Duration // one source call (default 30s)
+	Retention    time.Duration // how long revoked records stay (default 24h)
+}
+
+// Manager is safe for concurrent use.
+type Manager struct {
+	cfg  Config
+	aead cipher.AEAD
+	kick chan struct{}
+	m    metrics
+
+	hooksMu sync.RWMutex
+	onGone  []func(rec store.Minted)
+}
+
+type metrics struct {
+	minted, mintFailed, revoked, revokeFailed *prometheus.CounterVec
+}
+
+// New returns a Manager. Call Run to revoke in the background.
+func New(cfg Config) (*Manager, error) {
+	if cfg.Store == nil || cfg.Hasher == nil || cfg.Audit == nil {
+		return nil, errors.New("mint: store, hasher and auditor are required")
+	}
+	if len(cfg.SealKey) != 32 {
+		return nil, errors.New("mint: the seal key must be 32 bytes")
+	}
+	block, err := aes.NewCipher(cfg.SealKey)
+	if err != nil {
+		return nil, fmt.Errorf("mint: seal key: %w", err)
+	}
+	aead, err := cipher.NewGCMWithRandomNonce(block)
+	if err != nil {
+		return nil, fmt.Errorf("mint: seal key: %w", err)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = time.Second
+	}
+	if cfg.StalePending <= 0 {
+		cfg.StalePending = 2 * time.Minute
+	}
+	if cfg.MaxBackoff <= 0 {
+		cfg.MaxBackoff = 5 * time.Minute
+	}
+	if cfg.Parallel <= 0 {
+		cfg.Parallel = 16
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Retention <= 0 {
+		cfg.Retention = 24 * time.Hour
+	}
+	vec := func(name, help string) *prometheus.CounterVec {
+		return prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, []string{"kind"})
+	}
+	m := metrics{
+		minted:       vec("mayfly_minted_credentials_total", "Upstream credentials minted, by kind."),
+		mintFailed:   vec("mayfly_mint_failures_total", "Upstream credentials that could not be minted, by kind."),
+		revoked:      vec("mayfly_minted_revocations_total", "Minted upstream credentials confirmed revoked, by kind."),
+		revokeFailed: vec("mayfly_minted_revoke_failures_total", "Failed attempts to revoke a minted upstream credential (retried), by kind."),
+	}
+	if cfg.Registerer != nil {
+		for _, c := range []prometheus.Collector{m.minted, m.mintFailed, m.revoked, m.revokeFailed} {
+			if err := cfg.Registerer.Register(c); err != nil {
+				return nil, fmt.Errorf("mint: metrics: %w", err)
+			}
+		}
+	}
+	return &Manager{cfg: cfg, aead: aead, kick: make(chan struct{}, 1), m: m}, nil
+}
+
+// Handles reports whether the manager has a source for the upstream.
+func (m *Manager) Handles(up *policy.Upstream) bool {
+	return up != nil && m.cfg.Sources[up.Kind()] != nil
+}
+
+// Source returns the source of a kind, or nil.
+func (m *Manager) Source(kind string) Source { return m.cfg.Sources[kind] }
+
+// OnGone registers fn to be told of every credential marked for
+// revocation or revoked (a gateway drops it from its cache).
+func (m *Manager) OnGone(fn func(rec store.Minted)) {
+	m.hooksMu.Lock()
+	m.onGone = append(m.onGone, fn)
+	m.hooksMu.Unlock()
+}
+
+func (m *Manager) gone(rec store.Minted) {
+	m.hooksMu.RLock()
+	defer m.hooksMu.RUnlock()
+	for _, fn := range m.onGone {
+		fn(rec)
+	}
+}
+
+// Issued is a credential minted for a lease or grant.
+type Issued struct {
+	ID         string
+	Upstream   string
+	Kind       string
+	Credential Credential
+	Secret     string // the value to mask
+}
+
+func newID() (string, error) {
+	var b [12]byte
+	if _, err := rand.Read(b[:]); err != nil {
+		return "", err
+	}
+	return "mnt_" + hex.EncodeToString(b[:]), nil
+}
+
+func (m *Manager) seal(id string, material []byte) []byte {
+	if len(material) == 0 {
+		return nil
+	}
+	return m.aead.Seal(nil, nil, material, []byte("mint:"+id))
+}
+
+func (m *Manager) open(rec store.Minted) ([]byte, error) {
+	if len(rec.Sealed) == 0 {
+		return nil, nil
+	}
+	b, err := m.aead.Open(nil, nil, rec.Sealed, []byte("mint:"+rec.ID))
+	if err != nil {
+		return nil, fmt.Errorf("open the revocation material of %s: %w", rec.ID, err)
+	}
+	return b, nil
+}
+
+// Mint creates one credential of up for a lease (leaseID "" for one the
+// grant shares): it is recorded before it is created, and a failure after
+// creation revokes it at once (and again, by the worker, until confirmed).
+// A refusal is an *Error naming the cause.
+func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream, g *policy.Grant, expires time.Time) (*Issued, error) {
+	kind := up.Kind()
+	src := m.cfg.Sources[kind]
+	if src == nil {
+		return nil, Errorf(500, "server_error", "upstream %s: this server cannot mint %s credentials", up.Name, kind)
+	}
+	id, err := newID()
+	if err != nil {
+		return nil, fmt.Errorf("mint: id: %w", err)
+	}
+	req := Request{ID: id, LeaseID: leaseID, Upstream: up, Grant: g, ExpiresAt: expires}
+	plan, err := src.Plan(req)
+	if err != nil {
+		m.m.mintFailed.WithLabelValues(kind).Inc()
+		return nil, err
+	}
+	rec := store.Minted{ID: id, LeaseID: leaseID, Upstream: up.Name, Grant: g.Name, Kind: kind, ExternalName: plan.Name,
+		Params: plan.Params, State: store.MintPending, CreatedAt: m.cfg.Now(), ExpiresAt: expires}
+	if err := m.cfg.Store.InsertMinted(ctx, rec); err != nil {
+		m.m.mintFailed.WithLabelValues(kind).Inc()
+		return nil, fmt.Errorf("mint: record %s credential: %w", kind, err)
+	}
+	mctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	got, err := src.Mint(mctx, req, plan)
+	cancel()
+	if err != nil {
+		m.m.mintFailed.WithLabelValues(kind).Inc()
+		// Nothing half-made may stay upstream: undo now, and let the
+		// worker retry until the source confirms.
+		m.abandon(context.WithoutCancel(ctx), rec, nil, "mint failed")
+		return nil, err
+	}
+	if got.ExpiresAt.IsZero() || got.ExpiresAt.After(expires) {
+		got.ExpiresAt = expires
+	}
+	var hash []byte
+	if got.Secret != "" {
+		h := m.cfg.Hasher.Sum(got.Secret)
+		hash = h[:]
+	}
+	if err := m.cfg.Store.MintedCreated(ctx, id, hash, m.seal(id, got.Material), got.ExpiresAt); err != nil {
+		m.m.mintFailed.WithLabelValues(kind).Inc()
+		m.abandon(context.WithoutCancel(ctx), rec, got.Material, "not recorded")
+		return nil, fmt.Errorf("mint: record created %s credential: %w", kind, err)
+	}
+	m.m.minted.WithLabelValues(kind).Inc()
+	return &Issued{ID: id, Upstream: up.Name, Kind: kind, Credential: got.Credential, Secret: got.Secret}, nil
+}
+
+// abandon revokes a credential that will not be handed out: once now, and
+// marked so the worker retries until confirmed.
+func (m *Manager) abandon(ctx context.Context, rec store.Minted, material []byte, reason string) {
+	if _, err := m.cfg.Store.RevokeMinted(ctx, []string{rec.ID}, nil, reason); err != nil {
+		m.cfg.Logger.Warn("mint: could not mark an abandoned credential for revocation; the stale sweep will", "id", rec.ID, "err", err)
+	}
+	rec.Reason = reason
+	m.attempt(ctx, Record{Minted: rec, Material: material}, false)
+	m.Kick()
+}
+
+// RevokeLeases marks every credential of the leases for revocation and
+// wakes the worker. The worker would find them anyway (it looks at the
+// leases); this makes it immediate.
+func (m *Manager) RevokeLeases(ctx context.Context, leaseIDs []string, reason string) error {
+	if len(leaseIDs) == 0 {
+		return nil
+	}
+	n, err := m.cfg.Store.RevokeMinted(ctx, nil, leaseIDs, reason)
+	if err != nil {
+		return err
+	}
+	if n > 0 {
+		m.Kick()
+	}
+	return nil
+}
+
+// Renew extends the live credentials of a lease to expires.
+func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) error {
+	recs, err := m.cfg.Store.MintedByLease(ctx, leaseID)
+	if err != nil {
+		return err
+	}
+	for _, rec := range recs {
+		if rec.State != store.MintLive {
+			continue
+		}
+		src := m.cfg.Sources[rec.Kind]
+		if src == nil {
+			return Errorf(500, "server_error", "upstream %s: this server cannot renew %s credentials", rec.Upstream, rec.Kind)
+		}
+		mat, err := m.open(rec)
+		if err != nil {
+			return err
+		}
+		rctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+		err = src.Renew(rctx, Record{Minted: rec, Material: mat}, expires)
+		cancel()
+		if err != nil {
+			return err
+		}
+		if err := m.cfg.Store.SetMintedExpiry(ctx, rec.ID, expires); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return err
+		}
+	}
+	return nil
+}
+
+// Found is a minted credential a leak report named.
+type Found struct {
+	Value  string // as reported (for its hint; never stored)
+	Record store.Minted
+}
+
+// Lookup finds which of values are credentials mayfly minted, by keyed
+// hash, with one query per store.HashBatch values.
+func (m *Manager) Lookup(ctx context.Context, values []string) ([]Found, error) {
+	if len(values) == 0 {
+		return nil, nil
+	}
+	hashes := make([][32]byte, len(values))
+	for i, v := range values {
+		hashes[i] = m.cfg.Hasher.Sum(v)
+	}
+	recs, err := m.cfg.Store.MintedByHashes(ctx, hashes)
+	if err != nil {
+		return nil, err
+	}
+	var out []Found
+	for i, h := range hashes {
+		if r, ok := recs[h]; ok {
+			out = append(out, Found{Value: values[i], Record: r})
+		}
+	}
+	return out, nil
+}
+
+// RevokeRecords marks credentials for revocation by id (a leak of one that
+// a grant shares) and wakes the worker.
+func (m *Manager) RevokeRecords(ctx context.Context, recs []store.Minted, reason string) error {
+	if len(recs) == 0 {
+		return nil
+	}
+	ids := make([]string, len(recs))
+	for i, r := range recs {
+		ids[i] = r.ID
+	}
+	if _, err := m.cfg.Store.RevokeMinted(ctx, ids, nil, reason); err != nil {
+		return err
+	}
+	for _, r := range recs {
+		m.gone(r)
+	}
+	m.Kick()
+	return nil
+}
+
+// Kick wakes the worker.
+func (m *Manager) Kick() {
+	select {
+	case m.kick <- struct{}{}:
+	default:
+	}
+}
+
+// Run revokes due credentials until ctx ends: at once when kicked, else
+// every Interval. Several nodes may run it on one database: each credential
+// is claimed before an attempt.
+func (m *Manager) Run(ctx context.Context) {
+	t := time.NewTicker(m.cfg.Interval)
+	defer t.Stop()
+	lastSweep := time.Time{}
+	for {
+		m.RevokeDue(ctx)
+		if now := m.cfg.Now(); now.Sub(lastSweep) > time.Minute {
+			lastSweep = now
+			if _, err := m.cfg.Store.SweepMinted(ctx, now.Add(-m.cfg.Retention)); err != nil && ctx.Err() == nil {
+				m.cfg.Logger.Warn("mint: sweep revoked records", "err", err)
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-m.kick:
+		case <-t.C:
+		}
+	}
+}
+
+const dueBatch = 256
+
+// RevokeDue makes one attempt at every credential whose revocation is due
+// now, and returns how many it confirmed revoked.
+func (m *Manager) RevokeDue(ctx context.Context) int {
+	done := 0
+	for ctx.Err() == nil {
+		now := m.cfg.Now()
+		due, err := m.cfg.Store.MintedDue(ctx, now, now.Add(-m.cfg.StalePending), dueBatch)
+		if err != nil {
+			if ctx.Err() == nil {
+				m.cfg.Logger.Warn("mint: read due revocations", "err", err)
+			}
+			return done
+		}
+		var mu sync.Mutex
+		var wg sync.WaitGroup
+		sem := make(chan struct{}, m.cfg.Parallel)
+		claimed := 0
+		for _, rec := range due {
+			// Claimed for the length of one attempt: another node skips it.
+			ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, now.Add(m.cfg.Timeout+5*time.Second))
+			if err != nil || !ok {
+				continue
+			}
+			claimed++
+			if rec.Reason == "" {
+				rec.Reason = m.reasonOf(rec, now)
+			}
+			sem <- struct{}{}
+			wg.Add(1)
+			go func() {
+				defer func() { <-sem; wg.Done() }()
+				mat, err := m.open(rec)
+				if err != nil {
+					m.failed(ctx, rec, err)
+					return
+				}
+				if m.attempt(ctx, Record{Minted: rec, Material: mat}, true) {
+					mu.Lock()
+					done++
+					mu.Unlock()
+				}
+			}()
+		}
+		wg.Wait()
+		if len(due) < dueBatch || claimed == 0 {
+			return done
+		}
+	}
+	return done
+}
+
+func (m *Manager) reasonOf(rec store.Minted, now time.Time) string {
+	switch {
+	case rec.State == store.MintPending:
+		return "left pending"
+	case !rec.ExpiresAt.After(now):
+		return "expired"
+	}
+	return "lease ended"
+}
+
+// attempt revokes rec once and records the outcome; it reports success.
+// recordFailure says whether a failure is recorded (the worker's attempts);
+// an inline attempt leaves that to the worker.
+func (m *Manager) attempt(ctx context.Context, rec Record, recordFailure bool) bool {
+	src := m.cfg.Sources[rec.Kind]
+	if src == nil {
+		if recordFailure {
+			m.failed(ctx, rec.Minted, fmt.Errorf("this server cannot revoke %s credentials", rec.Kind))
+		}
+		return false
+	}
+	rctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
+	err := src.Revoke(rctx, rec)
+	cancel()
+	if err != nil {
+		if recordFailure {
+			m.failed(ctx, rec.Minted, err)
+		} else {
+			m.cfg.Logger.Warn("mint: revocation failed; retried by the worker", "id", rec.ID, "upstream", rec.Upstream, "err", err)
+		}
+		return false
+	}
+	now := m.cfg.Now()
+	if err := m.cfg.Store.MintedRevoked(ctx, rec.ID, rec.Reason, now); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.cfg.Logger.Warn("mint: revoked upstream but not recorded; it will be revoked again", "id", rec.ID, "err", err)
+		}
+		return false
+	}
+	m.m.revoked.WithLabelValues(rec.Kind).Inc()
+	m.gone(rec.Minted)
+	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 200,
+		Reason: rec.Reason, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind}}
+	if rec.ExternalName != "" {
+		ev.Detail["name"] = rec.ExternalName
+	}
+	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+		m.cfg.Logger.Warn("mint: revocation not audited", "id", rec.ID, "err", err)
+	}
+	return true
+}
+
+// failed records a failed attempt: metric, audit entry, next attempt after
+// a backoff that doubles up to MaxBackoff, with jitter.
+func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
+	m.m.revokeFailed.WithLabelValues(rec.Kind).Inc()
+	backoff := time.Second << min(rec.Attempts, 20)
+	if backoff > m.cfg.MaxBackoff || backoff <= 0 {
+		backoff = m.cfg.MaxBackoff
+	}
+	backoff += time.Duration(mrand.Int64N(int64(backoff)/4 + 1))
+	msg := clip(cause.Error())
+	if err := m.cfg.Store.MintedRevokeFailed(ctx, rec.ID, rec.Reason, msg, m.cfg.Now().Add(backoff)); err != nil && !errors.Is(err, store.ErrNotFound) {
+		m.cfg.Logger.Warn("mint: failed revocation not recorded", "id", rec.ID, "err", err)
+	}
+	m.cfg.Logger.Warn("mint: revocation failed; will retry", "id", rec.ID, "upstream", rec.Upstream, "attempt", rec.Attempts+1, "retry_in", backoff, "err", msg)
+	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
+		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "attempt": rec.Attempts + 1, "retry_in_s": int64(backoff.Seconds())}}
+	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+		m.cfg.Logger.Warn("mint: failed revocation not audited", "id", rec.ID, "err", err)
+	}
+}
+
+func clip(s string) string {
+	if len(s) > 300 {
+		return s[:300] + "…"
+	}
+	return s
+}

@@ -1,0 +1,418 @@
+package mint
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+var ctx = context.Background()
+
+// upstreamDouble stands for an outside service that makes and deletes
+// credentials: it keeps what exists, and can be told to fail.
+type upstreamDouble struct {
+	mu         sync.Mutex
+	live       map[string]bool // external names that exist upstream
+	material   map[string]string
+	failMint   error
+	failRevoke int // the next n revocations fail
+	revokes    int
+	renewed    map[string]time.Time
+	n          int
+}
+
+func newDouble() *upstreamDouble {
+	return &upstreamDouble{live: map[string]bool{}, material: map[string]string{}, renewed: map[string]time.Time{}}
+}
+
+func (d *upstreamDouble) Plan(r Request) (Plan, error) {
+	return Plan{Name: "role_" + r.ID[4:12], Params: []byte(`{"db":"x"}`)}, nil
+}
+
+func (d *upstreamDouble) Mint(_ context.Context, r Request, p Plan) (Minted, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.n++
+	// Created, then maybe refused: a half-made credential.
+	d.live[p.Name] = true
+	if d.failMint != nil {
+		return Minted{}, d.failMint
+	}
+	v := fmt.Sprintf("planted%s%04d", "secretvalue", d.n)
+	d.material[p.Name] = v
+	return Minted{Credential: Credential{Password: v, Username: p.Name}, Secret: v, Material: []byte(v), ExpiresAt: r.ExpiresAt}, nil
+}
+
+func (d *upstreamDouble) Renew(_ context.Context, rec Record, exp time.Time) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.renewed[rec.ExternalName] = exp
+	return nil
+}
+
+func (d *upstreamDouble) Revoke(_ context.Context, rec Record) error {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	d.revokes++
+	if d.failRevoke > 0 {
+		d.failRevoke--
+		return errors.New("upstream down")
+	}
+	if want := d.material[rec.ExternalName]; want != "" && string(rec.Material) != want {
+		return errors.New("wrong material")
+	}
+	delete(d.live, rec.ExternalName)
+	return nil
+}
+
+func (d *upstreamDouble) exists(name string) bool {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return d.live[name]
+}
+
+type clock struct {
+	mu sync.Mutex
+	t  time.Time
+}
+
+func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) add(d time.Duration) {
+	c.mu.Lock()
+	c.t = c.t.Add(d)
+	c.mu.Unlock()
+}
+
+type harness struct {
+	db  *store.DB
+	m   *Manager
+	up  *upstreamDouble
+	log *audit.Log
+	clk *clock
+	reg *prometheus.Registry
+	pol *policy.Policy
+}
+
+const testPolicy = `issuers:
+  ci: {url: "http://127.0.0.1:1", audience: x}
+upstreams:
+  db:
+    postgres:
+      admin_dsn_secret: admin
+      creation: CREATE ROLE "{{name}}" PASSWORD '{{password}}'
+      revocation: DROP ROLE "{{name}}"
+grants:
+  migrate:
+    upstream: db
+    ttl: 10m
+    bind_source_ip: true
+    who: [{issuer: ci, claims: {project: x}}]
+`
+
+func newHarness(t *testing.T, b storetest.Backend) *harness {
+	t.Helper()
+	h := &harness{db: b.DB, up: newDouble(), clk: &clock{t: time.Now().UTC()}, reg: prometheus.NewRegistry()}
+	hasher, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _, err := audit.GenerateKey("mint.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.log, err = audit.Open(ctx, b.DB, signer, audit.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.log.Close(context.Background()) })
+	h.m, err = New(Config{Store: b.DB, Sources: map[string]Source{policy.KindPostgres: h.up}, Hasher: hasher,
+		SealKey: bytes.Repeat([]byte{7}, 32), Audit: h.log, Registerer: h.reg, Now: h.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pol, err = policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(testPolicy)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return h
+}
+
+func (h *harness) lease(t *testing.T, id string) {
+	t.Helper()
+	now := h.clk.Now()
+	var hash [32]byte
+	copy(hash[:], id)
+	if err := h.db.InsertLease(ctx, store.Lease{ID: id, Hash: hash, Issuer: "ci", Subject: "s", Job: "j", Claims: map[string]string{},
+		Grants: []string{"migrate"}, IssuedAt: now, ExpiresAt: now.Add(10 * time.Minute), MaxExpiresAt: now.Add(time.Hour)}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func (h *harness) mint(t *testing.T, leaseID string) *Issued {
+	t.Helper()
+	is, err := h.m.Mint(ctx, leaseID, h.pol.Upstreams["db"], h.pol.Grants["migrate"], h.clk.Now().Add(10*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return is
+}
+
+func (h *harness) record(t *testing.T, id string) store.Minted {
+	t.Helper()
+	ms, err := h.db.MintedDue(ctx, h.clk.Now().Add(100*time.Hour), h.clk.Now().Add(100*time.Hour), 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, m := range ms {
+		if m.ID == id {
+			return m
+		}
+	}
+	var m store.Minted
+	row := h.db.SQL().QueryRowContext(ctx, h.db.Rebind(`SELECT state, revoke_attempts FROM minted WHERE id = ?`), id)
+	if err := row.Scan(&m.State, &m.Attempts); err != nil {
+		t.Fatalf("record %s: %v", id, err)
+	}
+	m.ID = id
+	return m
+}
+
+func (h *harness) entries(t *testing.T) string {
+	t.Helper()
+	es, err := h.log.Entries(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(bytes.Join(es, []byte("\n")))
+}
+
+func TestMint(t *testing.T) {
+	tests := []struct {
+		name string
+		fn   func(*testing.T, *harness)
+	}{
+		{"lifecycle", testLifecycle},
+		{"retries until confirmed", testRetries},
+		{"failed mint leaves nothing", testFailedMint},
+		{"crash between record and create", testStalePending},
+		{"expiry", testExpiry},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					fresh := storetest.SQLite(t)
+					if b.Name != "sqlite" {
+						fresh = storetest.Postgres(t)
+					}
+					tt.fn(t, newHarness(t, fresh))
+				})
+			}
+		})
+	}
+}
+
+func testLifecycle(t *testing.T, h *harness) {
+	h.lease(t, "lse_1")
+	is := h.mint(t, "lse_1")
+	name := is.Credential.Username
+	if !h.up.exists(name) || is.Secret == "" || is.Credential.Password != is.Secret {
+		t.Fatalf("issued %+v", is)
+	}
+	// Found by keyed hash; nothing else is.
+	found, err := h.m.Lookup(ctx, []string{is.Secret, "planted" + "secretvalue9999"})
+	if err != nil || len(found) != 1 || found[0].Record.LeaseID != "lse_1" || found[0].Record.ExternalName != name {
+		t.Fatalf("lookup = %+v %v", found, err)
+	}
+	// The lease is alive: nothing is due.
+	if n := h.m.RevokeDue(ctx); n != 0 || !h.up.exists(name) {
+		t.Fatalf("revoked %d while the lease lives", n)
+	}
+	// Renewal reaches the source.
+	exp := h.clk.Now().Add(20 * time.Minute)
+	if err := h.m.Renew(ctx, "lse_1", exp); err != nil || !h.up.renewed[name].Equal(exp) {
+		t.Fatalf("renew: %v %v", err, h.up.renewed)
+	}
+	// The lease ends (any cause): the worker revokes it, with the sealed
+	// material opened for the source.
+	if _, err := h.db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_1"}, h.clk.Now(), "exec ended"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists(name) {
+		t.Fatalf("revoked %d, still upstream: %v", n, h.up.exists(name))
+	}
+	if n := h.m.RevokeDue(ctx); n != 0 {
+		t.Fatalf("revoked again: %d", n)
+	}
+	if got := h.counter(t, "mayfly_minted_revocations_total"); got != 1 {
+		t.Fatalf("revocations metric %v", got)
+	}
+	log := h.entries(t)
+	if !strings.Contains(log, `"type":"credential.revoke"`) || !strings.Contains(log, `"lease":"lse_1"`) || !strings.Contains(log, `"reason":"lease ended"`) {
+		t.Fatalf("audit log lacks the revocation:\n%s", log)
+	}
+	assertNoValue(t, h, is.Secret, log)
+}
+
+func testRetries(t *testing.T, h *harness) {
+	h.lease(t, "lse_2")
+	is := h.mint(t, "lse_2")
+	h.up.failRevoke = 2
+	if err := h.m.RevokeLeases(ctx, []string{"lse_2"}, "leaked"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.m.RevokeDue(ctx); n != 0 {
+		t.Fatal("revoked while the upstream is down")
+	}
+	// Not retried before its backoff.
+	h.m.RevokeDue(ctx)
+	if h.up.revokes != 1 {
+		t.Fatalf("%d attempts before the backoff passed", h.up.revokes)
+	}
+	h.clk.add(3 * time.Second)
+	h.m.RevokeDue(ctx)
+	if h.up.revokes != 2 {
+		t.Fatalf("%d attempts", h.up.revokes)
+	}
+	rec := h.record(t, is.ID)
+	if rec.Attempts != 2 || rec.State != store.MintRevoking || rec.LastError != "upstream down" || rec.Reason != "leaked" {
+		t.Fatalf("after two failures: %+v", rec)
+	}
+	h.clk.add(10 * time.Second)
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists(is.Credential.Username) {
+		t.Fatalf("not revoked once the upstream is back: %d", n)
+	}
+	if got := h.counter(t, "mayfly_minted_revoke_failures_total"); got != 2 {
+		t.Fatalf("failure metric %v", got)
+	}
+	log := h.entries(t)
+	if strings.Count(log, `"status":502`) != 2 || !strings.Contains(log, `"reason":"upstream down"`) {
+		t.Fatalf("failures not audited:\n%s", log)
+	}
+}
+
+func testFailedMint(t *testing.T, h *harness) {
+	h.lease(t, "lse_3")
+	h.up.failMint = Errorf(502, "bad_gateway", "creation SQL failed: syntax error")
+	_, err := h.m.Mint(ctx, "lse_3", h.pol.Upstreams["db"], h.pol.Grants["migrate"], h.clk.Now().Add(time.Minute))
+	var me *Error
+	if !errors.As(err, &me) || me.Status != 502 || !strings.Contains(me.Description, "creation SQL failed") {
+		t.Fatalf("err = %v", err)
+	}
+	h.up.mu.Lock()
+	left := len(h.up.live)
+	h.up.mu.Unlock()
+	if left != 0 {
+		t.Fatalf("a half-made credential stays upstream: %v", h.up.live)
+	}
+}
+
+func testStalePending(t *testing.T, h *harness) {
+	h.lease(t, "lse_4")
+	// What a crash after the record and during creation leaves: a pending
+	// row and (maybe) the credential upstream.
+	if err := h.db.InsertMinted(ctx, store.Minted{ID: "mnt_crash", LeaseID: "lse_4", Upstream: "db", Grant: "migrate", Kind: policy.KindPostgres,
+		ExternalName: "role_crash", State: store.MintPending, CreatedAt: h.clk.Now(), ExpiresAt: h.clk.Now().Add(10 * time.Minute)}); err != nil {
+		t.Fatal(err)
+	}
+	h.up.live["role_crash"] = true
+	if n := h.m.RevokeDue(ctx); n != 0 {
+		t.Fatal("a fresh pending record was revoked: its exchange may still be running")
+	}
+	h.clk.add(3 * time.Minute)
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists("role_crash") {
+		t.Fatalf("stale pending not swept: %d", n)
+	}
+}
+
+func testExpiry(t *testing.T, h *harness) {
+	h.lease(t, "lse_5")
+	is := h.mint(t, "lse_5")
+	h.clk.add(11 * time.Minute) // past the lease's (and the credential's) expiry
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists(is.Credential.Username) {
+		t.Fatalf("expired credential not revoked: %d", n)
+	}
+	if !strings.Contains(h.entries(t), `"reason":"expired"`) {
+		t.Fatal("no expiry reason")
+	}
+}
+
+// assertNoValue searches every row mayfly wrote and the audit log for a
+// planted credential value.
+func assertNoValue(t *testing.T, h *harness, value, log string) {
+	t.Helper()
+	if strings.Contains(log, value) {
+		t.Fatal("the audit log holds a credential value")
+	}
+	for _, q := range []string{`SELECT * FROM minted`, `SELECT * FROM leases`} {
+		rows, err := h.db.SQL().QueryContext(ctx, q)
+		if err != nil {
+			t.Fatal(err)
+		}
+		cols, _ := rows.Columns()
+		for rows.Next() {
+			vals := make([]any, len(cols))
+			ptrs := make([]any, len(cols))
+			for i := range vals {
+				ptrs[i] = &vals[i]
+			}
+			if err := rows.Scan(ptrs...); err != nil {
+				t.Fatal(err)
+			}
+			for _, v := range vals {
+				if s := fmt.Sprint(v); strings.Contains(s, value) || bytes.Contains(asBytes(v), []byte(value)) {
+					t.Fatalf("%s holds a credential value", q)
+				}
+			}
+		}
+		rows.Close()
+	}
+}
+
+func asBytes(v any) []byte {
+	switch x := v.(type) {
+	case []byte:
+		return x
+	case string:
+		return []byte(x)
+	case sql.RawBytes:
+		return x
+	}
+	return nil
+}
+
+// counter reads a counter of the postgres kind from the registry.
+func (h *harness) counter(t *testing.T, name string) float64 {
+	t.Helper()
+	mfs, err := h.reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			for _, l := range m.GetLabel() {
+				if l.GetName() == "kind" && l.GetValue() == policy.KindPostgres {
+					return m.GetCounter().GetValue()
+				}
+			}
+		}
+	}
+	return 0
+}

@@ -1,0 +1,309 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+)
+
+// Minted credential states.
+const (
+	MintPending  = "pending"  // recorded, being created upstream
+	MintLive     = "live"     // created and recorded
+	MintRevoking = "revoking" // to be revoked upstream (retried until confirmed)
+	MintRevoked  = "revoked"  // confirmed gone upstream
+)
+
+// Minted is one credential mayfly minted upstream (SPEC section 9). It never
+// holds the credential's value: Hash is its keyed hash and Sealed is
+// encrypted by the caller.
+type Minted struct {
+	ID           string
+	LeaseID      string // "" for a credential shared by a grant (deliver: gateway)
+	Upstream     string
+	Grant        string
+	Kind         string
+	ExternalName string // e.g. a role name; "" when the upstream names it
+	Hash         []byte // keyed hash of the secret value; nil until created
+	Params       []byte // what revoking needs that is not secret (JSON)
+	Sealed       []byte // what revoking needs that is secret, sealed; nil when none
+	State        string
+	CreatedAt    time.Time
+	ExpiresAt    time.Time
+	Reason       string // why it is being revoked
+	Attempts     int64  // failed revocation attempts
+	NextAttempt  time.Time
+	LastError    string
+	RevokedAt    time.Time
+}
+
+const mintedCols = `id, lease_id, upstream, grant_name, kind, external_name, value_hash, params, sealed, state, ` +
+	`created_at, expires_at, revoke_reason, revoke_attempts, next_attempt_at, last_error, revoked_at`
+
+func scanMinted(r scanner) (Minted, error) {
+	var m Minted
+	var created, expires, next int64
+	var revoked sql.NullInt64
+	err := r.Scan(&m.ID, &m.LeaseID, &m.Upstream, &m.Grant, &m.Kind, &m.ExternalName, &m.Hash, &m.Params, &m.Sealed, &m.State,
+		&created, &expires, &m.Reason, &m.Attempts, &next, &m.LastError, &revoked)
+	if err != nil {
+		return m, err
+	}
+	m.CreatedAt, m.ExpiresAt, m.NextAttempt, m.RevokedAt = fromNanos(created), fromNanos(expires), fromNanos(next), nullNanos(revoked)
+	return m, nil
+}
+
+// InsertMinted records a credential before it is created (state pending).
+func (db *DB) InsertMinted(ctx context.Context, m Minted) error {
+	if m.State == "" {
+		m.State = MintPending
+	}
+	if m.Params == nil {
+		m.Params = []byte{}
+	}
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `INSERT INTO minted (`+mintedCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			m.ID, m.LeaseID, m.Upstream, m.Grant, m.Kind, m.ExternalName, nilIfEmpty(m.Hash), m.Params, nilIfEmpty(m.Sealed), m.State,
+			nanos(m.CreatedAt), nanos(m.ExpiresAt), m.Reason, m.Attempts, nanos(m.NextAttempt), m.LastError, optNanos(m.RevokedAt))
+		return err
+	})
+	if err != nil {
+		if isUniqueViolation(err) {
+			return ErrExists
+		}
+		return fmt.Errorf("store: record minted credential: %w", err)
+	}
+	return nil
+}
+
+func nilIfEmpty(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// MintedCreated marks a pending credential live once created upstream, with
+// its value's hash, its sealed revocation material and its own expiry. A
+// credential already being revoked (its lease ended meanwhile) stays so and
+// gets the material it needs.
+func (db *DB) MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrNotFound,
+			`UPDATE minted SET value_hash = ?, sealed = ?, expires_at = ?, state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ? AND state IN (?, ?)`,
+			nilIfEmpty(hash), nilIfEmpty(sealed), nanos(expires), MintPending, MintLive, id, MintPending, MintRevoking)
+	})
+	if err != nil {
+		if isUniqueViolation(err) {
+			return ErrExists
+		}
+		return fmt.Errorf("store: minted credential created: %w", err)
+	}
+	return nil
+}
+
+// RevokeMinted marks credentials to be revoked (not yet revoked ones), by
+// id or by lease, and returns how many it marked.
+func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		for _, set := range []struct {
+			col  string
+			vals []string
+		}{{"id", ids}, {"lease_id", leaseIDs}} {
+			for len(set.vals) > 0 {
+				k := min(len(set.vals), HashBatch)
+				args := []any{MintRevoking, reason}
+				for _, v := range set.vals[:k] {
+					args = append(args, v)
+				}
+				args = append(args, MintPending, MintLive)
+				res, err := db.exec(ctx, tx, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE `+set.col+` IN (`+
+					strings.Repeat("?, ", k-1)+`?) AND state IN (?, ?)`, args...)
+				if err != nil {
+					return err
+				}
+				c, _ := res.RowsAffected()
+				n += c
+				set.vals = set.vals[k:]
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: revoke minted credentials: %w", err)
+	}
+	return n, nil
+}
+
+// MintedDue returns credentials whose revocation is due at now, oldest
+// attempt first: those marked revoking, those past their own expiry, those
+// whose lease is revoked, expired or gone, and those still pending after
+// staleBefore (a crash between recording and creating).
+func (db *DB) MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]Minted, error) {
+	n := nanos(now)
+	rows, err := db.query(ctx, `SELECT m.`+strings.ReplaceAll(mintedCols, ", ", ", m.")+` FROM minted m LEFT JOIN leases l ON l.id = m.lease_id
+WHERE m.state IN (?, ?, ?) AND m.next_attempt_at <= ? AND (
+	m.state = ? OR m.expires_at <= ? OR (m.state = ? AND m.created_at < ?)
+	OR (m.lease_id <> '' AND (l.id IS NULL OR l.revoked_at IS NOT NULL OR l.expires_at <= ?)))
+ORDER BY m.next_attempt_at, m.id LIMIT ?`,
+		MintPending, MintLive, MintRevoking, n, MintRevoking, n, MintPending, nanos(staleBefore), n, limit)
+	if err != nil {
+		return nil, fmt.Errorf("store: minted credentials due: %w", err)
+	}
+	defer rows.Close()
+	var out []Minted
+	for rows.Next() {
+		m, err := scanMinted(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: minted credentials due: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: minted credentials due: %w", err)
+	}
+	return out, nil
+}
+
+// MintedRevoked records that a credential is confirmed gone upstream; its
+// sealed material is dropped.
+func (db *DB) MintedRevoked(ctx context.Context, id, reason string, at time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoked_at = ?, sealed = NULL,
+	revoke_reason = CASE WHEN revoke_reason = '' THEN ? ELSE revoke_reason END, last_error = '' WHERE id = ? AND state <> ?`,
+			MintRevoked, nanos(at), reason, id, MintRevoked)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("store: minted credential revoked: %w", err)
+	}
+	return err
+}
+
+// MintedRevokeFailed records a failed revocation attempt and when to try
+// again; the credential is marked revoking so the next try needs no other
+// cause.
+func (db *DB) MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_attempts = revoke_attempts + 1, next_attempt_at = ?, last_error = ?,
+	revoke_reason = CASE WHEN revoke_reason = '' THEN ? ELSE revoke_reason END WHERE id = ? AND state <> ?`,
+			MintRevoking, nanos(next), lastErr, reason, id, MintRevoked)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("store: minted credential revocation failed: %w", err)
+	}
+	return err
+}
+
+// SetMintedExpiry records a credential's new expiry (a renewal).
+func (db *DB) SetMintedExpiry(ctx context.Context, id string, expires time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET expires_at = ? WHERE id = ? AND state = ?`, nanos(expires), id, MintLive)
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("store: minted credential expiry: %w", err)
+	}
+	return err
+}
+
+// MintedByHashes finds minted credentials by the keyed hashes of their
+// values, HashBatch at a time. Hashes of nothing minted are absent.
+func (db *DB) MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]Minted, error) {
+	out := make(map[[32]byte]Minted)
+	err := inBatches(hashes, func(in string, args []any) error {
+		rows, err := db.query(ctx, `SELECT `+mintedCols+` FROM minted WHERE value_hash IN (`+in+`)`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			m, err := scanMinted(rows)
+			if err != nil {
+				return err
+			}
+			if len(m.Hash) == 32 {
+				out[[32]byte(m.Hash)] = m
+			}
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: find minted credentials by hash: %w", err)
+	}
+	return out, nil
+}
+
+// MintedByLease lists a lease's minted credentials, in creation order.
+func (db *DB) MintedByLease(ctx context.Context, leaseID string) ([]Minted, error) {
+	return db.listMinted(ctx, `WHERE lease_id = ? ORDER BY created_at, id`, leaseID)
+}
+
+// MintedByID finds one minted credential.
+func (db *DB) MintedByID(ctx context.Context, id string) (Minted, error) {
+	ms, err := db.listMinted(ctx, `WHERE id = ?`, id)
+	if err != nil {
+		return Minted{}, err
+	}
+	if len(ms) == 0 {
+		return Minted{}, ErrNotFound
+	}
+	return ms[0], nil
+}
+
+func (db *DB) listMinted(ctx context.Context, where string, args ...any) ([]Minted, error) {
+	rows, err := db.query(ctx, `SELECT `+mintedCols+` FROM minted `+where, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list minted credentials: %w", err)
+	}
+	defer rows.Close()
+	var out []Minted
+	for rows.Next() {
+		m, err := scanMinted(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list minted credentials: %w", err)
+		}
+		out = append(out, m)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list minted credentials: %w", err)
+	}
+	return out, nil
+}
+
+// SweepMinted deletes the rows of credentials revoked before t.
+func (db *DB) SweepMinted(ctx context.Context, t time.Time) (int64, error) {
+	var n int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		res, err := db.exec(ctx, tx, `DELETE FROM minted WHERE state = ? AND revoked_at < ?`, MintRevoked, nanos(t))
+		if err != nil {
+			return err
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("store: sweep minted credentials: %w", err)
+	}
+	return n, nil
+}
+
+// ClaimMinted takes a due credential for one revocation attempt: it moves
+// its next attempt to until, only if nobody else did since it was read
+// (next is what was read), so that nodes sharing a database do not revoke
+// the same credential at once. It reports whether the claim was won.
+func (db *DB) ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error) {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		return db.execOne(ctx, tx, ErrConflict, `UPDATE minted SET next_attempt_at = ? WHERE id = ? AND next_attempt_at = ? AND state <> ?`,
+			nanos(until), id, nanos(next), MintRevoked)
+	})
+	if errors.Is(err, ErrConflict) {
+		return false, nil
+	}
+	if err != nil {
+		return false, fmt.Errorf("store: claim minted credential: %w", err)
+	}
+	return true, nil
+}
