@@ -33,6 +33,7 @@ import (
 	"os/exec"
 	"os/user"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strconv"
 	"strings"
@@ -232,20 +233,33 @@ grants:
 		}
 	}
 	// ID tokens minted before the clock starts: RS256 signing is the
-	// issuer's cost, not mayfly's.
-	need := 4000 * *clients / 16 * int(duration.Seconds()) / 10 * n
+	// issuer's cost, not mayfly's. Enough for 2,500 exchanges a second
+	// (a phase that uses them all ends early; its rate stays right), and
+	// one per client for the gateway phase and 50 for propagation.
+	need := 2500*int(duration.Seconds()) + *clients + 50
 	idts := make(chan string, need)
-	for range need {
-		t, err := iss.Mint(nil, "https://mayfly.bench", 0)
-		check(err)
-		idts <- t
+	var mint sync.WaitGroup
+	for range runtime.NumCPU() {
+		mint.Go(func() {
+			for range need / runtime.NumCPU() {
+				t, err := iss.Mint(nil, "https://mayfly.bench", 0)
+				check(err)
+				idts <- t
+			}
+		})
 	}
-	exchange := func(nd *node) (int, string) {
-		var idt string
-		select {
-		case idt = <-idts:
-		default:
-			return -1, ""
+	mint.Wait()
+	reserve := make([]string, *clients+50) // gateway phase, then propagation
+	for i := range reserve {
+		reserve[i] = <-idts
+	}
+	exchange := func(nd *node, idt string) (int, string) {
+		if idt == "" {
+			select {
+			case idt = <-idts:
+			default:
+				return -1, ""
+			}
 		}
 		form := url.Values{"grant_type": {"urn:ietf:params:oauth:grant-type:token-exchange"}, "subject_token": {idt},
 			"subject_token_type": {"urn:ietf:params:oauth:token-type:id_token"}, "scope": {"calls"}}
@@ -298,13 +312,13 @@ grants:
 		return nreq / el.Seconds(), stmts / nreq, (cpuOf(nodes) - n0) / nreq, (pg.cpu() - d0) / nreq, errs
 	}
 	res.exchangesPerSec, res.stmtsPerExchange, res.nodeCPUExchange, res.dbCPUExchange, res.errorsExchange = phase(func(w, i int) int {
-		c, _ := exchange(nodes[(w+i)%n])
+		c, _ := exchange(nodes[(w+i)%n], "")
 		return c
 	})
 	// One token per client, used on every node in turn.
 	toks := make([]string, *clients)
 	for w := range toks {
-		c, tok := exchange(nodes[0])
+		c, tok := exchange(nodes[0], reserve[w])
 		if c != 200 {
 			log.Fatalf("exchange for the gateway phase: %d", c)
 		}
@@ -324,8 +338,8 @@ grants:
 	})
 	if n > 1 {
 		// Revocation propagation: revoke on node 1, watch nodes 0 and 2.
-		for range 50 {
-			c, tok := exchange(nodes[1])
+		for _, idt := range reserve[*clients:] {
+			c, tok := exchange(nodes[1], idt)
 			if c != 200 {
 				break
 			}
