@@ -666,10 +666,12 @@ type Intent struct {
 	id      uint64
 	ts      string
 	body    []byte
-	rec     []byte      // its journal record
-	index   int64       // the decision's own entry, or -1 while only an intent
-	seq     chan Result // shared mode: the decision's index, once sequenced
-	reserve int64       // journal room kept for its entry
+	rec     []byte // its journal record
+	index   int64  // the decision's own entry, or -1 while only an intent
+	reserve int64  // journal room kept for its entry
+	// Shared mode: the decision's pending id (its index is the
+	// sequencer's to give) and the log's size before it was recorded.
+	pid, from int64
 }
 
 // EntryIntent is an Intent whose decision already has the entry at index
@@ -684,10 +686,17 @@ func EntryIntent(index int64) *Intent { return &Intent{index: index} }
 // (AppendWritten) and Finish appends a second one for the outcome.
 func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 	if l.sh != nil {
-		// Durable once pending: the decision's index, which the outcome
-		// names, comes with sequencing, and Finish waits for it.
-		r, err := l.submit(ctx, ev, false, true)
+		// Durable once pending. Nobody waits for the decision's index:
+		// the outcome names the decision's pending id and the sequencer
+		// writes the index in (sequence), so that a node never reads the
+		// log to learn its requests' indexes.
+		body, err := encodeEvent(ev)
 		if err != nil {
+			return nil, err
+		}
+		from := l.Size()
+		r := &request{body: body, done: make(chan Result, 1), written: true}
+		if err := l.enqueue(ctx, ev.Type, r); err != nil {
 			return nil, err
 		}
 		select {
@@ -695,10 +704,10 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 			if res.Err != nil {
 				return nil, res.Err
 			}
+			return &Intent{index: -1, pid: res.pid, from: from}, nil
 		case <-ctx.Done():
 			return nil, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
 		}
-		return &Intent{index: -1, seq: r.seq}, nil
 	}
 	if l.js.j == nil {
 		idx, err := l.AppendWritten(ctx, ev)
@@ -738,21 +747,15 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 // an entry of its own when the journal was emptied) Outcome(whole,
 // outcomeType, i) is appended, i being the decision's entry.
 func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
-	if in.seq != nil {
-		l.closeMu.RLock()
-		defer l.closeMu.RUnlock()
-		if l.finClosed {
-			return // Close stopped waiting for outcomes: as an append after Close
+	if in.pid > 0 {
+		// Not awaited, as below. The sequencer replaces the -1 with the
+		// decision's index (outcomeIndexSuffix).
+		body, err := encodeEvent(Outcome(whole, outcomeType, -1))
+		if err != nil || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
+			return // cannot happen: Outcome's detail is flat and request_index its last key
 		}
-		l.finishing.Add(1)
-		go func() {
-			// Not awaited, as below: recorded once the decision has its
-			// index. Close waits for it.
-			defer l.finishing.Done()
-			if res := <-in.seq; res.Err == nil {
-				l.AppendAsync(Outcome(whole, outcomeType, res.Index))
-			}
-		}()
+		r := &request{body: body, done: make(chan Result, 1), lazy: true, written: true, ref: in.pid, refFrom: in.from}
+		_ = l.enqueue(context.Background(), outcomeType, r) // closed: as an append after Close
 		return
 	}
 	if l.js.j == nil {
@@ -763,6 +766,11 @@ func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
 	// mayfly_audit_append_errors_total.
 	_, _, _ = l.appendJournalFor(whole, in, outcomeType, true, false)
 }
+
+// outcomeIndexSuffix ends an outcome's body recorded before its
+// decision's index is known (shared mode): Outcome(…, -1). The detail is
+// the body's last field and request_index its last key (keys are sorted).
+const outcomeIndexSuffix = `"request_index":-1}}`
 
 // Outcome is the entry that records a request's outcome beside its
 // decision's entry at index decision: whole's fields, of type typ, with

@@ -74,14 +74,19 @@ const maxConflictRetries = 50
 type Result struct {
 	Index int64
 	Err   error
+	pid   int64 // shared mode: the entry's pending id, once recorded
 }
 
 type request struct {
 	body    []byte
 	done    chan Result
-	seq     chan Result // shared mode: answered once the entry has its index
+	seq     chan Result // shared mode: answered once the entry has its index (nil: nobody asks)
 	lazy    bool        // queued by AppendAsync: nobody is waiting on its commit
 	written bool        // written mode: see AppendWritten
+	// Shared mode, an outcome: the pending id of its decision, whose
+	// index the sequencer puts in the entry (0: none), and a size of the
+	// log read before that decision was recorded.
+	ref, refFrom int64
 }
 
 // Log is the audit log of one server node. Several nodes may share one
@@ -100,10 +105,8 @@ type Log struct {
 	pubStop chan struct{}
 	pubDone chan struct{}
 
-	closeMu   sync.RWMutex // held for reading while sending on reqs
-	closed    bool
-	finClosed bool           // shared mode: Close waits for no more outcomes
-	finishing sync.WaitGroup // shared mode: Finish calls waiting for their decision's index
+	closeMu sync.RWMutex // held for reading while sending on reqs
+	closed  bool
 
 	mu         sync.Mutex
 	size       int64     // durable size as this node knows it
@@ -157,7 +160,8 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		if !ok || opts.Journal != "" {
 			return nil, fmt.Errorf("audit: a shared log needs a store that records pending entries, and no journal")
 		}
-		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan Result{}}
+		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan Result{},
+			recent: map[int64]int64{}, older: map[int64]int64{}}
 	}
 	if err := l.reload(ctx); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
@@ -343,36 +347,30 @@ func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (*reques
 	if l.sh != nil {
 		r.seq = make(chan Result, 1)
 	}
+	if err := l.enqueue(ctx, ev.Type, r); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+// enqueue hands r to the committer.
+func (l *Log) enqueue(ctx context.Context, typ string, r *request) error {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	if l.closed {
-		return nil, fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
+		return fmt.Errorf("audit: appending %s entry: %w", typ, ErrClosed)
 	}
 	select {
 	case l.reqs <- r:
-		return r, nil
+		return nil
 	case <-ctx.Done():
-		return nil, fmt.Errorf("audit: queueing %s entry: %w", ev.Type, ctx.Err())
+		return fmt.Errorf("audit: queueing %s entry: %w", typ, ctx.Err())
 	}
 }
 
 // Close stops taking appends, commits everything queued, publishes a last
 // checkpoint and stops the background work. It does not close the store.
 func (l *Log) Close(ctx context.Context) error {
-	if l.sh != nil {
-		// Outcomes of requests whose decisions are still being sequenced
-		// go in before the log closes.
-		l.closeMu.Lock()
-		l.finClosed = true
-		l.closeMu.Unlock()
-		fin := make(chan struct{})
-		go func() { l.finishing.Wait(); close(fin) }()
-		select {
-		case <-fin:
-		case <-ctx.Done():
-			return fmt.Errorf("audit: closing: %w", ctx.Err())
-		}
-	}
 	l.closeMu.Lock()
 	if l.closed {
 		l.closeMu.Unlock()

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"strconv"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -46,6 +48,10 @@ const (
 	// closeWait bounds how long Close waits for the indexes of this
 	// node's entries.
 	closeWait = time.Second
+	// recentPIDs bounds the sequencer's memory of the indexes it gave
+	// (two maps of up to this many): enough for every request that ends
+	// within some seconds of its decision at any rate this log takes.
+	recentPIDs = 1 << 16
 )
 
 type sharedState struct {
@@ -63,9 +69,12 @@ type sharedState struct {
 	pid    atomic.Int64 // the session holding it, while this node does
 
 	// owned by the sequencing loop
-	seq       *store.AuditSequencer
-	lastElect time.Time
-	lastSeen  time.Time // last follow
+	seq *store.AuditSequencer
+	// The indexes of the pending records this node sequenced last
+	// (recent, then older): where the decisions of outcomes are found.
+	recent, older map[int64]int64
+	lastElect     time.Time
+	lastSeen      time.Time // last follow
 }
 
 // commitPending records batch in the pending table in one transaction and
@@ -78,8 +87,14 @@ func (l *Log) commitPending(batch []*request) {
 	ts := l.opts.Now().UTC().Format(timeLayout)
 	records := make([][]byte, len(batch))
 	for i, r := range batch {
-		rec := make([]byte, 0, len(ts)+1+len(r.body))
-		records[i] = append(append(append(rec, ts...), '\n'), r.body...)
+		rec := make([]byte, 0, len(ts)+1+len(r.body)+40)
+		rec = append(rec, ts...)
+		if r.ref > 0 {
+			// An outcome: "TIME REF FROM\n", see sequence.
+			rec = append(strconv.AppendInt(append(rec, ' '), r.ref, 10), ' ')
+			rec = strconv.AppendInt(rec, r.refFrom, 10)
+		}
+		records[i] = append(append(rec, '\n'), r.body...)
 	}
 	sh := l.sh
 	sh.mu.Lock()
@@ -90,7 +105,9 @@ func (l *Log) commitPending(batch []*request) {
 		return
 	}
 	for i, r := range batch {
-		sh.waiting[ids[i]] = r.seq
+		if r.seq != nil {
+			sh.waiting[ids[i]] = r.seq
+		}
 	}
 	sh.mu.Unlock()
 	l.mu.Lock()
@@ -99,8 +116,8 @@ func (l *Log) commitPending(batch []*request) {
 	l.metrics.appends.Add(float64(len(batch)))
 	l.metrics.batchSize.Observe(float64(len(batch)))
 	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
-	for _, r := range batch {
-		r.done <- Result{Index: -1}
+	for i, r := range batch {
+		r.done <- Result{Index: -1, pid: ids[i]}
 	}
 	select {
 	case sh.kick <- struct{}{}:
@@ -233,13 +250,28 @@ func (l *Log) sequence() error {
 			return err
 		}
 		start := l.Size()
+		refs, err := l.decisionIndexes(ctx, start, ids, recs)
+		if err != nil {
+			return err
+		}
 		entries := make([][]byte, len(recs))
 		for i, rec := range recs {
-			nl := bytes.IndexByte(rec, '\n')
-			if nl <= 0 || nl+1 >= len(rec) || rec[nl+1] != '{' {
+			ts, ref, _, body, ok := parsePending(rec)
+			if !ok {
 				return fmt.Errorf("audit: pending record %d is malformed", ids[i])
 			}
-			entries[i] = buildEntry(nil, start+int64(i), string(rec[:nl]), rec[nl+1:])
+			if ref > 0 {
+				idx, found := refs[ref]
+				if !found {
+					// Cannot happen (a decision is recorded before its
+					// outcome and never removed); the outcome is not
+					// held back for it.
+					idx = -1
+				}
+				cut := len(body) - len("-1}}")
+				body = append(strconv.AppendInt(append(make([]byte, 0, len(body)+20), body[:cut]...), idx, 10), "}}"...)
+			}
+			entries[i] = buildEntry(nil, start+int64(i), ts, body)
 		}
 		end := start + int64(len(entries))
 		hashes, root, err := l.hashQueue(start, end, entries)
@@ -259,6 +291,12 @@ func (l *Log) sequence() error {
 		l.metrics.size.Set(float64(end))
 		l.metrics.seqSecs.Observe(time.Since(began).Seconds())
 		l.followed = end
+		for i, id := range ids {
+			sh.recent[id] = start + int64(i)
+		}
+		if len(sh.recent) >= recentPIDs {
+			sh.older, sh.recent = sh.recent, make(map[int64]int64, recentPIDs)
+		}
 		sh.mu.Lock()
 		for i, id := range ids {
 			if ch, ok := sh.waiting[id]; ok {
@@ -327,4 +365,87 @@ func (l *Log) resolveFrom(ctx context.Context, from int64) error {
 			return nil
 		}
 	}
+}
+
+// parsePending splits a pending record, "TIME\nBODY" or, for an outcome
+// whose decision's index the sequencer writes in, "TIME REF FROM\nBODY"
+// (REF the decision's pending id, FROM a size of the log before it was
+// recorded, BODY ending in outcomeIndexSuffix).
+func parsePending(rec []byte) (ts string, ref, from int64, body []byte, ok bool) {
+	nl := bytes.IndexByte(rec, '\n')
+	if nl <= 0 || nl+1 >= len(rec) || rec[nl+1] != '{' {
+		return "", 0, 0, nil, false
+	}
+	head, body := string(rec[:nl]), rec[nl+1:]
+	sp := strings.IndexByte(head, ' ')
+	if sp < 0 {
+		return head, 0, 0, body, true
+	}
+	f := strings.Fields(head[sp+1:])
+	if len(f) != 2 || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
+		return "", 0, 0, nil, false
+	}
+	ref, err1 := strconv.ParseInt(f[0], 10, 64)
+	from, err2 := strconv.ParseInt(f[1], 10, 64)
+	if err1 != nil || err2 != nil || ref <= 0 || from < 0 {
+		return "", 0, 0, nil, false
+	}
+	return head[:sp], ref, from, body, true
+}
+
+// decisionIndexes finds the index of the decision of every outcome among
+// recs (pending records ids, to be sequenced from start): in the batch
+// itself, in what this sequencer gave lately, or else in the log from the
+// size the outcome's node saw before the decision was recorded (after a
+// fail-over, or for a request that ran long).
+func (l *Log) decisionIndexes(ctx context.Context, start int64, ids []int64, recs [][]byte) (map[int64]int64, error) {
+	sh := l.sh
+	var out map[int64]int64
+	var missing map[int64]bool
+	from := int64(-1)
+	for _, rec := range recs {
+		_, ref, refFrom, _, ok := parsePending(rec)
+		if !ok || ref <= 0 {
+			continue
+		}
+		if out == nil {
+			out = map[int64]int64{}
+			for j, id := range ids {
+				out[id] = start + int64(j)
+			}
+		}
+		if _, ok := out[ref]; ok {
+			continue
+		}
+		if idx, ok := sh.recent[ref]; ok {
+			out[ref] = idx
+		} else if idx, ok := sh.older[ref]; ok {
+			out[ref] = idx
+		} else {
+			if missing == nil {
+				missing = map[int64]bool{}
+			}
+			missing[ref] = true
+			if from < 0 || refFrom < from {
+				from = refFrom
+			}
+		}
+	}
+	for from >= 0 && len(missing) > 0 && from < start {
+		idx, pids, err := sh.st.AuditSequenced(ctx, from, 10000)
+		if err != nil {
+			return nil, err
+		}
+		if len(idx) == 0 {
+			break
+		}
+		for k, pid := range pids {
+			if missing[pid] {
+				out[pid] = idx[k]
+				delete(missing, pid)
+			}
+		}
+		from = idx[len(idx)-1] + 1
+	}
+	return out, nil
 }

@@ -142,6 +142,88 @@ func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int
 	if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil || pending != 0 {
 		t.Fatalf("%d entries still pending (%v)", pending, err)
 	}
+	checkOutcomes(t, entries[:want])
+}
+
+// checkOutcomes checks that every outcome entry names its decision's
+// entry: an earlier gateway entry of the same request.
+func checkOutcomes(t *testing.T, raw [][]byte) int {
+	t.Helper()
+	n := 0
+	for i, b := range raw {
+		e, err := ParseEntry(b)
+		if err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+		if e.Type != "gateway.response" {
+			continue
+		}
+		n++
+		ri, ok := e.Detail["request_index"].(float64)
+		if !ok || ri < 0 || int64(ri) >= e.Index {
+			t.Fatalf("outcome %d names request_index %v", e.Index, e.Detail["request_index"])
+		}
+		d, err := ParseEntry(raw[int64(ri)])
+		if err != nil || d.Type != TypeGateway || d.Path != e.Path || d.Lease != e.Lease {
+			t.Fatalf("outcome %d (%s) names entry %d: %+v %v", e.Index, e.Path, int64(ri), d.Event, err)
+		}
+	}
+	return n
+}
+
+// An outcome whose decision was sequenced by a sequencer that has gone
+// names the decision's index all the same: the new sequencer, which never
+// saw the decision, finds it in the log.
+func TestSharedOutcomeAfterFailover(t *testing.T) {
+	logs, dbs, _ := sharedNodes(t, 3)
+	ctx := context.Background()
+	if _, err := logs[0].Append(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	leader := -1
+	for deadline := time.Now().Add(20 * time.Second); leader < 0; time.Sleep(time.Millisecond) {
+		for i, l := range logs {
+			if l.sh.leader.Load() {
+				leader = i
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no sequencer")
+		}
+	}
+	other := (leader + 1) % 3
+	var ins []*Intent
+	for i := 1; i <= 20; i++ {
+		in, err := logs[other].Begin(ctx, gatewayEvent(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ins = append(ins, in)
+	}
+	// The decisions are sequenced by the leader, which then leaves.
+	if _, err := logs[other].Append(ctx, gatewayEvent(100)); err != nil {
+		t.Fatal(err)
+	}
+	if err := logs[leader].Close(ctx); err != nil {
+		t.Fatal(err)
+	}
+	for i, in := range ins {
+		logs[other].Finish(in, gatewayEvent(i+1), "gateway.response")
+	}
+	var rest []*Log
+	for i, l := range logs {
+		if i != leader {
+			rest = append(rest, l)
+		}
+	}
+	closeAndVerify(t, rest, dbs[other], 20*2+2, nil)
+	raw, err := dbs[other].AuditEntries(ctx, 0, 100)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := checkOutcomes(t, raw); n != 20 {
+		t.Fatalf("%d outcomes, want 20", n)
+	}
 }
 
 // Three nodes on one PostgreSQL append at once: none fails, none
