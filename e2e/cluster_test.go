@@ -63,7 +63,12 @@ func joinArgs(dir, dsn string, from *node) []string {
 // "mass" for a loopback issuer.
 func startCluster(t *testing.T, n int, upURL string) *cluster {
 	t.Helper()
-	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	return startClusterOn(t, storetest.FreshSchema(t, storetest.PostgresDSN(t)), n, upURL)
+}
+
+// startClusterOn is startCluster on the database dsn.
+func startClusterOn(t *testing.T, dsn string, n int, upURL string) *cluster {
+	t.Helper()
 	c := &cluster{dsn: dsn, iss: devissuertest.Start(t), aud: clusterAudience}
 	first := initPostgres(t, dsn)
 	c.nodes = append(c.nodes, first)
@@ -265,7 +270,8 @@ func TestClusterJoin(t *testing.T) {
 // polling as the safety net), including while a mass revocation of
 // 50,000 leases runs on one node and after it; tokens issued on one node
 // are known to the others. The figures are logged (bench/cluster reports
-// them); the test requires every revocation to arrive.
+// them); the test requires every revocation to arrive within the SPEC's
+// 1 s with a large slack.
 func TestClusterRevocationPropagation(t *testing.T) {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	t.Cleanup(up.Close)
@@ -342,9 +348,15 @@ func TestClusterRevocationPropagation(t *testing.T) {
 	for _, tok := range toks[40:] {
 		after = append(after, measure(tok))
 	}
+	// The SPEC's bound is 1 s; five times that leaves room for a loaded
+	// machine (bench/cluster measures the figures: p99 in milliseconds).
+	const bound = 5 * time.Second
 	for name, ds := range map[string][]time.Duration{"quiet": quiet, "during a mass revocation": during, "after it": after} {
 		slices.Sort(ds)
 		t.Logf("revocation reaching two other nodes, %s: p50 %v, max %v (n=%d)", name, ds[len(ds)/2], ds[len(ds)-1], len(ds))
+		if ds[len(ds)-1] > bound {
+			t.Errorf("a revocation %s took %v to reach the other nodes (bound %v)", name, ds[len(ds)-1], bound)
+		}
 	}
 	// The mass revocation reached the other nodes too.
 	var revoked int
