@@ -42,8 +42,9 @@ changes (--staged, for a pre-commit hook) or standard input (--stdin) for secret
 
 mayfly tokens are checksum-verified, so look-alikes are never reported. A line holding
 "mayfly:allow" is ignored; --baseline ignores findings of a previous JSON report.
---revoke sends every mayfly job token found to the server's POST /v1/leaks (--addr or
-MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private CA), which revokes it.
+--revoke sends every mayfly job token and minted database password (mfyp_) found to the
+server's POST /v1/leaks (--addr or MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private
+CA), which revokes its lease.
 
 Exit status: 0 no findings, 1 findings, 2 error.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runScan(cmd, args, &f) },
@@ -66,7 +67,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.BoolVar(&f.noDecode, "no-decode", false, "do not look inside base64, hex or percent-encoded spans")
 	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
 	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
-	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
+	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token and minted password found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
 	f.client.register(cmd, false)
 	fl.StringVar(&f.fingerprintKeyFile, "fingerprint-key-file", "", "key the findings' fingerprints with this file's contents (also $MAYFLY_SCAN_FINGERPRINT_KEY); use the same key for a baseline and later scans")
 	return cmd
@@ -266,19 +267,20 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// revokeFound posts every distinct mayfly job token among findings to
-// /v1/leaks, one per line, and prints the server's summary.
+// revokeFound posts every distinct mayfly job token and minted database
+// password among findings to /v1/leaks, one per line, and prints the
+// server's summary.
 func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding, w io.Writer) error {
 	seen := map[string]bool{}
 	var body bytes.Buffer
 	for _, fd := range findings {
-		if fd.Rule == scan.RuleMayflyJob && !seen[fd.Secret] {
+		if (fd.Rule == scan.RuleMayflyJob || fd.Rule == scan.RuleMayflyPassword) && !seen[fd.Secret] {
 			seen[fd.Secret] = true
 			body.WriteString(fd.Secret + "\n")
 		}
 	}
 	if len(seen) == 0 {
-		fmt.Fprintln(w, "revoke: no mayfly job token found, nothing sent")
+		fmt.Fprintln(w, "revoke: no mayfly job token or minted password found, nothing sent")
 		return nil
 	}
 	sum, err := c.ReportLeaks(ctx, body.Bytes())

@@ -507,7 +507,7 @@ func (r *Roles) classify(u Upstream, op string, err error, password string) erro
 		msg = strings.ReplaceAll(msg, password, token.PasswordHint(password))
 	}
 	for _, p := range token.FindPasswords([]byte(msg)) {
-		msg = strings.ReplaceAll(msg, p, token.PasswordHint(p))
+		msg = strings.ReplaceAll(msg, p.Password, token.PasswordHint(p.Password))
 	}
 	return &Error{Upstream: u.Name, Op: op, Cause: cause, Err: &cleanErr{msg: msg, err: err}}
 }

@@ -78,6 +78,7 @@ type planted struct {
 func samples(g *gen) []planted {
 	mj, _ := token.New(token.Job)
 	ma, _ := token.New(token.Admin)
+	mp, _ := token.NewPassword()
 	awsSecret := g.str(abcB64, 40)
 	sa := g.str(abcHex, 40)
 	saPem := g.pem("")
@@ -92,6 +93,7 @@ func samples(g *gen) []planted {
 	return append([]planted{
 		{rule: RuleMayflyJob, secret: mj},
 		{rule: RuleMayflyAdmin, secret: ma},
+		{rule: RuleMayflyPassword, secret: mp, text: "DATABASE_URL=postgres://mayfly_0123456789abcdef01234567_89abcdef:" + mp + "@db.internal:5432/app"},
 		{rule: "aws-access-key-id", secret: "AKIA" + g.str(abcAWS, 16)},
 		{rule: "aws-access-key-id", secret: "ASIA" + g.str(abcAWS, 16)},
 		{rule: "aws-secret-access-key", secret: awsSecret, text: "aws_secret_access_key = " + awsSecret},
@@ -329,7 +331,7 @@ func TestCorpusRecallPrecision(t *testing.T) {
 		precision := float64(st.tp) / float64(max(1, st.tp+st.fp))
 		t.Logf("%-28s recall %.2f precision %.2f (tp %d fn %d fp %d)", r, recall, precision, st.tp, st.fn, st.fp)
 	}
-	for _, r := range []string{RuleMayflyJob, RuleMayflyAdmin} {
+	for _, r := range []string{RuleMayflyJob, RuleMayflyAdmin, RuleMayflyPassword} {
 		if st := stats[r]; st == nil || st.fp != 0 || st.fn != 0 {
 			t.Errorf("%s: want exact detection, got %+v", r, st)
 		}

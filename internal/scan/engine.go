@@ -56,13 +56,14 @@ type engine struct {
 	kws       []kwEntry
 	mayflyJob int // rule indices, -1 when disabled
 	mayflyAdm int
+	mayflyPw  int
 	decode    bool
 	fullRules []int // rules without keywords: the regexp runs over everything
 	fileRules []int // rules for files of given names (.pgpass): run over such files whole
 }
 
 func newEngine(rules []*rule, decode bool) (*engine, error) {
-	e := &engine{rules: rules, decode: decode, mayflyJob: -1, mayflyAdm: -1}
+	e := &engine{rules: rules, decode: decode, mayflyJob: -1, mayflyAdm: -1, mayflyPw: -1}
 	index := map[string]int{}
 	addKW := func(lit string, cs bool, enc encoding, ri int) {
 		key := fmt.Sprintf("%d\x00%t\x00%s", enc, cs, lit)
@@ -89,6 +90,10 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 		case RuleMayflyAdmin:
 			e.mayflyAdm = ri
 			plain = append(plain, keyword{lit: token.AdminPrefix, cs: true})
+			continue
+		case RuleMayflyPassword:
+			e.mayflyPw = ri
+			plain = append(plain, keyword{lit: token.PasswordPrefix, cs: true})
 			continue
 		}
 		if len(r.files) > 0 {
@@ -234,6 +239,11 @@ func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 			if ri >= 0 {
 				st.add(ri, m.Offset, m.Offset+len(m.Token), true)
 			}
+		}
+	}
+	if e.mayflyPw >= 0 {
+		for _, m := range token.FindPasswords(b) {
+			st.add(e.mayflyPw, m.Offset, m.Offset+len(m.Password), true)
 		}
 	}
 	if e.ac != nil {

@@ -19,10 +19,14 @@ import (
 const MaxLeakTokens = 10000
 
 // LeakReport is what a POST /v1/leaks body says: the checksum-valid mayfly
-// tokens in it (job and admin, deduplicated, in order of appearance) and,
+// tokens in it (job and admin, deduplicated, in order of appearance), the
+// checksum-valid mfyp_ passwords of database roles mayfly minted, and,
 // for provider reports, where they were seen.
 type LeakReport struct {
 	Tokens []string
+	// Passwords are minted database passwords (same cap, counted with
+	// Tokens): their lease is revoked, which drops the role.
+	Passwords []string
 	// Source and URL come from a GitHub alert ("source", "url") or a GitLab
 	// report ("location" as URL); the first entry that has one wins.
 	Source, URL string
@@ -56,12 +60,29 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 		if seen[t] {
 			return
 		}
-		if len(rep.Tokens) >= MaxLeakTokens {
+		if len(rep.Tokens)+len(rep.Passwords) >= MaxLeakTokens {
 			rep.Truncated = true
 			return
 		}
 		seen[t] = true
+		if token.ParsePassword(t) == nil {
+			rep.Passwords = append(rep.Passwords, t)
+			return
+		}
 		rep.Tokens = append(rep.Tokens, t)
+	}
+	addAll := func(b []byte) {
+		// In order of appearance, tokens and passwords together.
+		ts, ps := token.Find(b), token.FindPasswords(b)
+		for len(ts) > 0 || len(ps) > 0 {
+			if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
+				add(ts[0].Token)
+				ts = ts[1:]
+			} else {
+				add(ps[0].Password)
+				ps = ps[1:]
+			}
+		}
 	}
 	trimmed := bytes.TrimSpace(body)
 	if len(trimmed) > 0 && trimmed[0] == '[' && json.Valid(trimmed) {
@@ -86,9 +107,7 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 			if rep.Source == "" {
 				rep.Source = e.Source
 			}
-			for _, m := range token.Find([]byte(*e.Token)) {
-				add(m.Token)
-			}
+			addAll([]byte(*e.Token))
 		}
 		rep.Format = "gitlab"
 		if github || len(entries) == 0 {
@@ -96,9 +115,7 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 		}
 		return rep, nil
 	}
-	for _, m := range token.Find(body) {
-		add(m.Token)
-	}
+	addAll(body)
 	return rep, nil
 }
 

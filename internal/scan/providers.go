@@ -6,6 +6,8 @@ import (
 	"regexp"
 	"slices"
 	"strconv"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // providerRules are the provider formats beyond the core ones in
@@ -304,6 +306,9 @@ func urlCredMatch(st *scanState, ri int, b []byte, ks, ke int) {
 	}
 	if len(pw) < 6 || isPlaceholder(pw) || isExample(pw) || notLiteral(pw, true) || bytes.ContainsAny(pw, "{}$%") && bytes.Contains(pw, []byte("{")) {
 		return
+	}
+	if token.ParsePassword(string(pw)) == nil {
+		return // a password mayfly minted: its own rule reports it, verified
 	}
 	user := b[ke:colon]
 	if bytes.Equal(user, pw) || slices.Contains(urlPlaceholders, string(bytes.ToLower(pw))) {

@@ -16,7 +16,11 @@ import (
 const (
 	RuleMayflyJob   = "mayfly-job-token"
 	RuleMayflyAdmin = "mayfly-admin-token"
-	RuleGeneric     = "generic-secret"
+	// RuleMayflyPassword finds the mfyp_ passwords of the database roles
+	// mayfly mints; --revoke sends them too (their lease ends, the role
+	// is dropped).
+	RuleMayflyPassword = "mayfly-db-password"
+	RuleGeneric        = "generic-secret"
 )
 
 // RuleInfo describes a rule for reports (SARIF's rule list).

@@ -104,6 +104,7 @@ func New(opts Options) (*Scanner, error) {
 	all := append([]*rule{
 		{id: RuleMayflyJob, desc: "mayfly job token (checksum verified)"},
 		{id: RuleMayflyAdmin, desc: "mayfly admin token (checksum verified)"},
+		{id: RuleMayflyPassword, desc: "mayfly-minted PostgreSQL role password (checksum verified)"},
 	}, builtinRules()...)
 	seen := map[string]bool{}
 	for _, r := range all {
@@ -249,6 +250,8 @@ func Hint(rule, secret string) string {
 	switch rule {
 	case RuleMayflyJob, RuleMayflyAdmin:
 		return token.Hint(secret)
+	case RuleMayflyPassword:
+		return token.PasswordHint(secret)
 	case "private-key":
 		if i := strings.Index(secret, "-----\n"); i > 0 && i < 60 {
 			return secret[:i+5] + "…"

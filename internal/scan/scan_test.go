@@ -45,6 +45,8 @@ func jobToken(t testing.TB) string {
 func TestPositionsAllowAndHints(t *testing.T) {
 	j := jobToken(t)
 	gh := newGen(9).crcTok("ghp_")
+	pw, _ := token.NewPassword()
+	badPw := pw[:len(pw)-1] + string(token.Alphabet[(strings.IndexByte(token.Alphabet, pw[len(pw)-1])+1)%62])
 	tests := []struct {
 		name, in       string
 		rule           string
@@ -55,6 +57,8 @@ func TestPositionsAllowAndHints(t *testing.T) {
 		{"allowed", "a\nx=" + j + " # mayfly:allow\n", "", 0, 0, 0},
 		{"allowed other line", "# mayfly:allow\nx=" + j + "\n", RuleMayflyJob, 2, 3, 1},
 		{"github", "\tGH=" + gh, "github-pat", 1, 5, 1},
+		{"minted password in a DSN", "DATABASE_URL=postgres://mayfly_x:" + pw + "@h/db", RuleMayflyPassword, 1, 34, 1},
+		{"minted password, bad checksum", "PGPASSWORD=" + badPw, "", 0, 0, 0},
 		{"crlf", "a\r\nb=" + gh + "\r\n", "github-pat", 2, 3, 1},
 	}
 	s := newScanner(t, Options{})
@@ -678,23 +682,28 @@ func TestParseLeakReport(t *testing.T) {
 	j1, j2 := jobToken(t), jobToken(t)
 	a, _ := token.New(token.Admin)
 	bad := j1[:39] + string(rotate(j1[39]))
+	p1, _ := token.NewPassword()
+	badP := p1[:40] + string(rotate(p1[40]))
 	tests := []struct {
 		name, body string
 		tokens     []string
+		passwords  []string
 		format     string
 		src, url   string
 		err        bool
 	}{
-		{"text", "log line " + j1 + "\nagain " + j1 + " and " + bad + " and " + a, []string{j1, a}, "text", "", "", false},
+		{"text", "log line " + j1 + "\nagain " + j1 + " and " + bad + " and " + a, []string{j1, a}, nil, "text", "", "", false},
 		{"github", `[{"token":"` + j1 + `","type":"mayfly_job_token","url":"https://github.com/o/r/blob/x/f#L1","source":"content"},{"token":"` + bad + `","type":"mayfly_job_token","url":"u2","source":"commit"},{"token":"` + j2 + `","type":"mayfly_job_token","url":"u3","source":"content"}]`,
-			[]string{j1, j2}, "github", "content", "https://github.com/o/r/blob/x/f#L1", false},
-		{"gitlab", `[{"type":"mayfly_job_token","token":"` + j2 + `","location":"https://gitlab.com/o/r/-/blob/main/f"}]`, []string{j2}, "gitlab", "", "https://gitlab.com/o/r/-/blob/main/f", false},
-		{"empty array", `[]`, nil, "github", "", "", false},
-		{"text that looks like JSON", `[{"token": "` + j1 + `"` /* truncated */, []string{j1}, "text", "", "", false},
-		{"array of numbers", `[1,2,3]`, nil, "", "", "", true},
-		{"token not a string", `[{"token": 5}]`, nil, "", "", "", true},
-		{"no token field", `[{"type":"x"}]`, nil, "", "", "", true},
-		{"empty", ``, nil, "text", "", "", false},
+			[]string{j1, j2}, nil, "github", "content", "https://github.com/o/r/blob/x/f#L1", false},
+		{"gitlab", `[{"type":"mayfly_job_token","token":"` + j2 + `","location":"https://gitlab.com/o/r/-/blob/main/f"}]`, []string{j2}, nil, "gitlab", "", "https://gitlab.com/o/r/-/blob/main/f", false},
+		{"empty array", `[]`, nil, nil, "github", "", "", false},
+		{"text that looks like JSON", `[{"token": "` + j1 + `"` /* truncated */, []string{j1}, nil, "text", "", "", false},
+		{"array of numbers", `[1,2,3]`, nil, nil, "", "", "", true},
+		{"token not a string", `[{"token": 5}]`, nil, nil, "", "", "", true},
+		{"no token field", `[{"type":"x"}]`, nil, nil, "", "", "", true},
+		{"empty", ``, nil, nil, "text", "", "", false},
+		{"passwords in text", "DATABASE_URL=postgres://r:" + p1 + "@h/db " + j1 + " " + badP + " " + p1, []string{j1}, []string{p1}, "text", "", "", false},
+		{"password in github alert", `[{"token":"` + p1 + `","type":"mayfly_db_password","url":"u","source":"content"}]`, nil, []string{p1}, "github", "content", "u", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -711,7 +720,7 @@ func TestParseLeakReport(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if fmt.Sprint(r.Tokens) != fmt.Sprint(tt.tokens) || r.Format != tt.format || r.Source != tt.src || r.URL != tt.url {
+			if fmt.Sprint(r.Tokens) != fmt.Sprint(tt.tokens) || fmt.Sprint(r.Passwords) != fmt.Sprint(tt.passwords) || r.Format != tt.format || r.Source != tt.src || r.URL != tt.url {
 				t.Fatalf("got %+v", r)
 			}
 		})
@@ -809,6 +818,8 @@ func FuzzParseLeakReport(f *testing.F) {
 	f.Add([]byte(`[{"token":"` + j + `","type":"t","url":"u","source":"s"}]`))
 	f.Add([]byte(`[{"type":"t","token":"` + j + `","location":"l"}]`))
 	f.Add([]byte("text " + j))
+	p, _ := token.NewPassword()
+	f.Add([]byte("postgres://r:" + p + "@h/db " + j))
 	f.Add([]byte(`[{"token":`))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseLeakReport(b)
@@ -821,6 +832,15 @@ func FuzzParseLeakReport(f *testing.F) {
 				t.Fatalf("bad or repeated token in report")
 			}
 			seen[tok] = true
+		}
+		for _, pw := range r.Passwords {
+			if token.ParsePassword(pw) != nil || seen[pw] {
+				t.Fatalf("bad or repeated password in report")
+			}
+			seen[pw] = true
+		}
+		if len(r.Tokens)+len(r.Passwords) > MaxLeakTokens {
+			t.Fatal("over the cap")
 		}
 	})
 }

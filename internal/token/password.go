@@ -58,11 +58,17 @@ func PasswordHint(s string) string {
 
 var passwordPrefix = []byte(PasswordPrefix)
 
+// PasswordMatch is a checksum-valid minted password found in a text.
+type PasswordMatch struct {
+	Offset   int // byte offset of its first character
+	Password string
+}
+
 // FindPasswords returns every checksum-valid minted password in b, in
 // order, with Find's rule that a match is not glued to other base62
 // characters (a DSN's ":" and "@" around it are fine).
-func FindPasswords(b []byte) []string {
-	var out []string
+func FindPasswords(b []byte) []PasswordMatch {
+	var out []PasswordMatch
 	i := 0
 	for {
 		j := bytes.Index(b[i:], passwordPrefix)
@@ -82,7 +88,7 @@ func FindPasswords(b []byte) []string {
 		if ParsePassword(cand) != nil {
 			continue
 		}
-		out = append(out, cand)
+		out = append(out, PasswordMatch{Offset: start, Password: cand})
 		i = end
 	}
 }

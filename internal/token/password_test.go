@@ -86,7 +86,13 @@ func TestFindPasswords(t *testing.T) {
 		{"none", "mfyp_ mfy_ nothing", nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got := FindPasswords([]byte(tc.in))
+			var got []string
+			for _, m := range FindPasswords([]byte(tc.in)) {
+				if tc.in[m.Offset:m.Offset+PasswordLen] != m.Password {
+					t.Fatal("wrong offset")
+				}
+				got = append(got, m.Password)
+			}
 			if strings.Join(got, ",") != strings.Join(tc.want, ",") {
 				t.Fatalf("FindPasswords = %d matches, want %d", len(got), len(tc.want))
 			}
@@ -113,7 +119,7 @@ func FuzzParsePassword(f *testing.F) {
 		if refChecksum(body) != s[len(s)-ChecksumLen:] {
 			t.Fatal("accepted a password with a wrong checksum")
 		}
-		if m := FindPasswords([]byte(":" + s + "@")); len(m) != 1 || m[0] != s {
+		if m := FindPasswords([]byte(":" + s + "@")); len(m) != 1 || m[0].Password != s || m[0].Offset != 1 {
 			t.Fatal("FindPasswords missed a valid password")
 		}
 	})
@@ -124,8 +130,8 @@ func FuzzFindPasswords(f *testing.F) {
 	f.Add([]byte("PGPASSWORD=" + p))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		for _, m := range FindPasswords(b) {
-			if ParsePassword(m) != nil {
-				t.Fatal("FindPasswords returned an invalid password")
+			if ParsePassword(m.Password) != nil || string(b[m.Offset:m.Offset+PasswordLen]) != m.Password {
+				t.Fatal("FindPasswords returned an invalid password or offset")
 			}
 		}
 	})
