@@ -45,6 +45,7 @@ func TestConformance(t *testing.T) {
 		{"group commit isolates failures", testGroupCommit},
 		{"reopen keeps data", testReopen},
 		{"minted credentials", testMinted},
+		{"minted names", testMintedNames},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {

@@ -307,3 +307,36 @@ func (db *DB) ClaimMinted(ctx context.Context, id string, next, until time.Time)
 	}
 	return true, nil
 }
+
+// MintedNames reports which of names (external names of upstream's
+// credentials, e.g. role names) a record still stands for: any state but
+// revoked. A credential source's sweep drops the others.
+func (db *DB) MintedNames(ctx context.Context, upstream string, names []string) (map[string]bool, error) {
+	out := make(map[string]bool, len(names))
+	for len(names) > 0 {
+		n := min(len(names), HashBatch)
+		args := []any{upstream, MintRevoked}
+		for _, v := range names[:n] {
+			args = append(args, v)
+		}
+		rows, err := db.query(ctx, `SELECT external_name FROM minted WHERE upstream = ? AND state <> ? AND external_name IN (`+strings.Repeat("?, ", n-1)+`?)`, args...)
+		if err != nil {
+			return nil, fmt.Errorf("store: which minted credentials are known: %w", err)
+		}
+		for rows.Next() {
+			var s string
+			if err := rows.Scan(&s); err != nil {
+				rows.Close()
+				return nil, fmt.Errorf("store: which minted credentials are known: %w", err)
+			}
+			out[s] = true
+		}
+		err = rows.Err()
+		rows.Close()
+		if err != nil {
+			return nil, fmt.Errorf("store: which minted credentials are known: %w", err)
+		}
+		names = names[n:]
+	}
+	return out, nil
+}
