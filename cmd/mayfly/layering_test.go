@@ -69,6 +69,7 @@ var along = map[string][]string{
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
 	"internal/store/storetest":         {"internal/store"},                    // fresh stores for tests
 	"internal/pgrole/pgroletest":       {"internal/pgrole"},                   // a test's own database and admin role
+	"internal/pgrole":                  {"internal/mint", "internal/policy"},  // the postgres credential source of the minting flow
 	"internal/mint":                    {"internal/audit", "internal/policy"}, // minting flow: a grant's upstream, revocations audited
 }
 

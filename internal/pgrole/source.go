@@ -1,0 +1,231 @@
+package pgrole
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"sync"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+)
+
+// SecretReader reads a stored secret's value (secret.Vault).
+type SecretReader interface {
+	Reveal(ctx context.Context, name string) ([]byte, int, error)
+}
+
+// Source is the mint.Source of postgres upstreams: one role per lease.
+type Source struct {
+	Roles   *Roles
+	Secrets SecretReader
+	// Policy returns the policy in force: revocation uses the statements
+	// and admin DSN of the upstream as it is now when it is still there
+	// (a fixed revocation statement applies to roles made before), else
+	// those recorded when the role was made.
+	Policy func() *policy.Policy
+	// Known reports which role names of an upstream a record stands for
+	// (store.MintedNames); the sweep drops the others.
+	Known func(ctx context.Context, upstream string, names []string) (map[string]bool, error)
+
+	sweepMu sync.Mutex
+}
+
+// params is what a record keeps to revoke its role without the policy
+// that made it (its upstream may be gone from the policy in force).
+type params struct {
+	AdminDSNSecret string `json:"admin_dsn_secret"`
+	Revocation     string `json:"revocation,omitempty"`
+}
+
+// refusal maps a failure to the exchange's answer: its status, a code
+// naming the cause, and a description naming the upstream.
+func refusal(err error) error {
+	var pe *Error
+	if !errors.As(err, &pe) {
+		return err
+	}
+	status := 502
+	switch pe.Cause {
+	case Unreachable:
+		status = 503
+	case Misconfigured:
+		status = 500
+	}
+	return mint.Errorf(status, string(pe.Cause), "upstream %s: %s: %v", pe.Upstream, pe.Op, pe.Err)
+}
+
+func (s *Source) adminDSN(ctx context.Context, upstream, secretName string) (string, error) {
+	if secretName == "" {
+		return "", mint.Errorf(500, string(Misconfigured), "upstream %s: no admin_dsn_secret", upstream)
+	}
+	v, _, err := s.Secrets.Reveal(ctx, secretName)
+	if err != nil {
+		// The vault's errors name the secret, never its value.
+		return "", mint.Errorf(500, string(Misconfigured), "upstream %s: admin_dsn_secret %q cannot be read: %v", upstream, secretName, err)
+	}
+	if len(v) == 0 {
+		return "", mint.Errorf(500, string(Misconfigured), "upstream %s: admin_dsn_secret %q is empty", upstream, secretName)
+	}
+	return string(v), nil
+}
+
+// Plan names the lease's role before anything is made.
+func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
+	up := r.Upstream
+	if up == nil || up.Postgres == nil {
+		return mint.Plan{}, mint.Errorf(500, "server_error", "not a postgres upstream")
+	}
+	if r.LeaseID == "" {
+		return mint.Plan{}, mint.Errorf(500, "server_error", "upstream %s: a role is made per lease, never shared", up.Name)
+	}
+	if err := CheckTemplate(up.Postgres.Creation, true); err != nil {
+		return mint.Plan{}, mint.Errorf(500, string(Misconfigured), "upstream %s: creation statements: %v", up.Name, err)
+	}
+	if err := CheckTemplate(revocationOf(up.Postgres.Revocation), false); err != nil {
+		return mint.Plan{}, mint.Errorf(500, string(Misconfigured), "upstream %s: revocation statements: %v", up.Name, err)
+	}
+	b, err := json.Marshal(params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation})
+	if err != nil {
+		return mint.Plan{}, err
+	}
+	return mint.Plan{Name: RoleName(r.LeaseID, up.Name), Params: b}, nil
+}
+
+func revocationOf(s string) string {
+	if s == "" {
+		return DefaultRevocation
+	}
+	return s
+}
+
+// Mint makes the role and returns its DSN, name and password.
+func (s *Source) Mint(ctx context.Context, r mint.Request, p mint.Plan) (mint.Minted, error) {
+	up := r.Upstream
+	dsn, err := s.adminDSN(ctx, up.Name, up.Postgres.AdminDSNSecret)
+	if err != nil {
+		return mint.Minted{}, err
+	}
+	u := Upstream{Name: up.Name, AdminDSN: dsn, Creation: up.Postgres.Creation, Revocation: up.Postgres.Revocation}
+	c, err := s.Roles.Prepare(u, r.LeaseID, r.ExpiresAt)
+	if err != nil {
+		return mint.Minted{}, refusal(err)
+	}
+	if c.Name != p.Name {
+		return mint.Minted{}, mint.Errorf(500, "server_error", "upstream %s: role name changed between plan and creation", up.Name)
+	}
+	if err := s.Roles.Create(ctx, u, c); err != nil {
+		return mint.Minted{}, refusal(err)
+	}
+	return mint.Minted{
+		Credential: mint.Credential{DSN: c.DSN(), Username: c.Name, Password: c.Password, ExpiresAt: c.Expires},
+		Secret:     c.Password,
+		ExpiresAt:  c.Expires,
+	}, nil
+}
+
+// upstream rebuilds the Upstream a record's role lives on.
+func (s *Source) upstream(ctx context.Context, rec mint.Record) (Upstream, error) {
+	var p params
+	if len(rec.Params) > 0 {
+		if err := json.Unmarshal(rec.Params, &p); err != nil {
+			return Upstream{}, fmt.Errorf("pgrole: the record of %s: %w", rec.ID, err)
+		}
+	}
+	if s.Policy != nil {
+		if pol := s.Policy(); pol != nil {
+			if up := pol.Upstreams[rec.Upstream]; up != nil && up.Postgres != nil {
+				p = params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation}
+			}
+		}
+	}
+	dsn, err := s.adminDSN(ctx, rec.Upstream, p.AdminDSNSecret)
+	if err != nil {
+		return Upstream{}, err
+	}
+	return Upstream{Name: rec.Upstream, AdminDSN: dsn, Revocation: p.Revocation}, nil
+}
+
+// Renew moves the role's VALID UNTIL to the lease's new expiry.
+func (s *Source) Renew(ctx context.Context, rec mint.Record, expires time.Time) error {
+	u, err := s.upstream(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return refusal(s.Roles.Renew(ctx, u, rec.ExternalName, expires))
+}
+
+// Revoke ends the role: no login, sessions terminated, revocation run.
+func (s *Source) Revoke(ctx context.Context, rec mint.Record) error {
+	if rec.ExternalName == "" {
+		return nil // never named, never made
+	}
+	u, err := s.upstream(ctx, rec)
+	if err != nil {
+		return err
+	}
+	return refusal(s.Roles.Revoke(ctx, u, rec.ExternalName))
+}
+
+// Sweep drops, on every postgres upstream of the policy in force, the
+// roles of mayfly's form that no record stands for: what a lost record (a
+// restored store) or anything else left. A role whose record is pending
+// is left to the mint worker, which revokes it once the record is stale.
+func (s *Source) Sweep(ctx context.Context) (int, error) {
+	s.sweepMu.Lock()
+	defer s.sweepMu.Unlock()
+	if s.Policy == nil || s.Known == nil {
+		return 0, nil
+	}
+	pol := s.Policy()
+	if pol == nil {
+		return 0, nil
+	}
+	dropped := 0
+	var errs []error
+	for _, up := range pol.Upstreams {
+		if up.Postgres == nil {
+			continue
+		}
+		dsn, err := s.adminDSN(ctx, up.Name, up.Postgres.AdminDSNSecret)
+		if err != nil {
+			errs = append(errs, err)
+			continue
+		}
+		u := Upstream{Name: up.Name, AdminDSN: dsn, Revocation: up.Postgres.Revocation}
+		names, err := s.Roles.Sweep(ctx, u, func(ctx context.Context, names []string) (map[string]bool, error) {
+			return s.Known(ctx, up.Name, names)
+		})
+		dropped += len(names)
+		if err != nil {
+			errs = append(errs, err)
+		}
+	}
+	return dropped, errors.Join(errs...)
+}
+
+// RunSweeps sweeps at once and then every interval until ctx ends,
+// reporting each outcome to report (a log line, a metric).
+func (s *Source) RunSweeps(ctx context.Context, interval time.Duration, report func(dropped int, err error)) {
+	if interval <= 0 {
+		interval = 5 * time.Minute
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		n, err := s.Sweep(ctx)
+		if ctx.Err() != nil {
+			return
+		}
+		if report != nil {
+			report(n, err)
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
+}
