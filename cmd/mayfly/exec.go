@@ -17,6 +17,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mayfly-sh/mayfly/internal/client"
+	"github.com/mayfly-sh/mayfly/internal/job"
 	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -114,23 +115,38 @@ func runExec(cmd *cobra.Command, args []string, jf *jobFlags, maskEnv []string, 
 		return 0, execFailed(err)
 	}
 	secrets = append(secrets, []byte(ex.resp.AccessToken), []byte(ex.idToken))
+	// Every credential minted for the job is masked too (SPEC section 9).
+	for _, c := range ex.resp.UpstreamCredentials {
+		for _, v := range c.Secrets() {
+			secrets = append(secrets, []byte(v))
+		}
+	}
+	creds, err := job.CredentialEnv(ex.resp.UpstreamCredentials)
+	if err != nil {
+		revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+		return 0, execFailed(usageErr("exec: %v", err))
+	}
 	m, err := mask.NewMatcher(secrets)
 	if err != nil {
 		revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
 		return 0, execFailed(usageErr("exec: masker: %v", err))
 	}
-	env := childEnv(os.Environ(), ex, jf.dpopKey)
+	env := childEnv(os.Environ(), ex, jf.dpopKey, creds)
 	code, err := runMasked(cmd.Context(), m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ex, !noRenew)
 	revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
 	return code, err
 }
 
 // childEnv is the parent's environment with MAYFLY_TOKEN, MAYFLY_GATEWAY
-// (and MAYFLY_DPOP_KEY when bound) set for the job.
-func childEnv(parent []string, ex *exchanged, dpopKey string) []string {
+// (and MAYFLY_DPOP_KEY when bound) set for the job, and the variables of
+// the credentials delivered to it (GH_TOKEN, PG…, DATABASE_URL).
+func childEnv(parent []string, ex *exchanged, dpopKey string, creds [][2]string) []string {
 	set := map[string]string{
 		envToken:         ex.resp.AccessToken,
 		"MAYFLY_GATEWAY": ex.client.GatewayURL(),
+	}
+	for _, kv := range creds {
+		set[kv[0]] = kv[1]
 	}
 	if dpopKey != "" {
 		if abs, err := filepath.Abs(dpopKey); err == nil {

@@ -258,7 +258,7 @@ func TestChildEnv(t *testing.T) {
 		t.Fatal(err)
 	}
 	e := childEnv([]string{"PATH=/bin", "MAYFLY_TOKEN=mfya_old", "MAYFLY_GATEWAY=x"},
-		&exchanged{resp: &apitype.TokenResponse{AccessToken: tok}, client: c}, "")
+		&exchanged{resp: &apitype.TokenResponse{AccessToken: tok}, client: c}, "", nil)
 	got := map[string]int{}
 	for _, kv := range e {
 		got[kv]++

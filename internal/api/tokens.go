@@ -122,14 +122,22 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, apitype.TokenResponse{
+	tr := apitype.TokenResponse{
 		AccessToken:     res.Token,
 		IssuedTokenType: typeAccessToken,
 		TokenType:       tokenType,
 		ExpiresIn:       int64(res.ExpiresIn.Seconds()),
 		Scope:           strings.Join(res.Scope, " "),
 		LeaseID:         res.LeaseID,
-	})
+	}
+	for up, c := range res.Credentials {
+		if tr.UpstreamCredentials == nil {
+			tr.UpstreamCredentials = map[string]apitype.UpstreamCredential{}
+		}
+		tr.UpstreamCredentials[up] = apitype.UpstreamCredential{Token: c.Token, DSN: c.DSN, Username: c.Username,
+			Password: c.Password, ExpiresAt: c.ExpiresAt.UTC().Format(time.RFC3339)}
+	}
+	writeJSON(w, 200, tr)
 }
 
 // publicURL is the scheme://host a DPoP proof's htu must name: from

@@ -7,7 +7,9 @@
 // It owns field names, JSON tags and the constants of the wire format. It
 // must never hold behaviour beyond trivial helpers, import another mayfly
 // package, or carry a secret value in any response type: secrets go in
-// (SecretPutRequest) and never come out.
+// (SecretPutRequest) and never come out. The one exception is the job's own
+// minted credentials (TokenResponse.UpstreamCredentials, SPEC section 9),
+// which exist only to be handed to that job.
 package apitype
 
 import "time"
@@ -45,6 +47,31 @@ type TokenResponse struct {
 	ExpiresIn       int64  `json:"expires_in"`
 	Scope           string `json:"scope"`
 	LeaseID         string `json:"lease_id"`
+	// UpstreamCredentials are the credentials minted for this lease and
+	// delivered to the job (deliver: job), by upstream name (SPEC section 9).
+	UpstreamCredentials map[string]UpstreamCredential `json:"upstream_credentials,omitempty"`
+}
+
+// UpstreamCredential is one minted credential: a token (GitHub App
+// installation token) or a database role (dsn, username, password).
+type UpstreamCredential struct {
+	Token     string `json:"token,omitempty"`
+	DSN       string `json:"dsn,omitempty"`
+	Username  string `json:"username,omitempty"`
+	Password  string `json:"password,omitempty"`
+	ExpiresAt string `json:"expires_at"` // RFC 3339
+}
+
+// Secrets returns the values a masker must hide: the token, the password
+// and the DSN that holds it.
+func (c UpstreamCredential) Secrets() []string {
+	var out []string
+	for _, v := range []string{c.Token, c.Password, c.DSN} {
+		if v != "" {
+			out = append(out, v)
+		}
+	}
+	return out
 }
 
 // RenewResponse is POST /v1/token/renew's answer.

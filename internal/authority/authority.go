@@ -23,6 +23,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -60,8 +61,25 @@ type Config struct {
 	// AdminTokens, when set, revokes admin tokens presented for revocation
 	// or found in a leak report (holding a token is enough to kill it).
 	AdminTokens AdminRevoker
-	Logger      *slog.Logger
-	Now         func() time.Time
+	// Minter, when set, mints the upstream credentials of grants on
+	// github_app and postgres upstreams (SPEC section 9) and revokes them
+	// with their leases. Without one, such grants are refused.
+	Minter Minter
+	Logger *slog.Logger
+	Now    func() time.Time
+}
+
+// Minter mints and revokes upstream credentials (internal/mint).
+type Minter interface {
+	Handles(up *policy.Upstream) bool
+	Mint(ctx context.Context, leaseID string, up *policy.Upstream, g *policy.Grant, expires time.Time) (*mint.Issued, error)
+	// Shared makes sure a grant's shared credential (deliver: gateway) can
+	// be had, from its cache when it can.
+	Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*mint.Issued, error)
+	RevokeLeases(ctx context.Context, leaseIDs []string, reason string) error
+	Renew(ctx context.Context, leaseID string, expires time.Time) error
+	Lookup(ctx context.Context, values []string) ([]mint.Found, error)
+	RevokeRecords(ctx context.Context, recs []store.Minted, reason string) error
 }
 
 // Authority is safe for concurrent use.
@@ -137,6 +155,9 @@ type ExchangeResult struct {
 	LeaseID   string
 	ExpiresIn time.Duration
 	Scope     []string
+	// Credentials are the minted upstream credentials delivered to the job
+	// (deliver: job), by upstream name. They are the only copies.
+	Credentials map[string]mint.Credential
 }
 
 // Exchange trades a CI ID token for a job token. Denials are audited with
@@ -158,6 +179,12 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 		res, err = a.exchange(ctx, st, r, &ev)
 	}
 	if err != nil {
+		var me *mint.Error
+		if errors.As(err, &me) {
+			// The upstream or its credential source refused: a clear
+			// answer naming the cause.
+			err = &Error{Status: me.Status, Code: me.Code, Description: me.Description}
+		}
 		var re *Error
 		if !errors.As(err, &re) {
 			// Not a refusal: the store or log failed. Still try to record it.
@@ -178,10 +205,55 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
 		// The token was never shown to anyone; revoke its lease so the
 		// store agrees, then refuse.
-		a.cfg.Leases.Revoke(context.WithoutCancel(ctx), store.LeaseFilter{ID: res.LeaseID}, "audit unavailable")
+		a.revokeLeases(context.WithoutCancel(ctx), store.LeaseFilter{ID: res.LeaseID}, "audit unavailable")
 		return nil, unavailable("audit exchange", err)
 	}
 	return res, nil
+}
+
+// revokeLeases revokes leases and marks their minted credentials for
+// revocation at once (the mint worker would find them anyway).
+func (a *Authority) revokeLeases(ctx context.Context, f store.LeaseFilter, reason string) ([]string, error) {
+	ids, err := a.cfg.Leases.Revoke(ctx, f, reason)
+	a.revokeMinted(ctx, ids, reason)
+	return ids, err
+}
+
+func (a *Authority) revokeMinted(ctx context.Context, leaseIDs []string, reason string) {
+	if a.cfg.Minter == nil || len(leaseIDs) == 0 {
+		return
+	}
+	if err := a.cfg.Minter.RevokeLeases(ctx, leaseIDs, reason); err != nil {
+		a.cfg.Logger.Warn("minted credentials not marked for revocation; the worker finds them by their leases", "err", err)
+	}
+}
+
+// mintPlan lists, per upstream, the grant whose credential the lease gets
+// (deliver: job) and the grants served by a shared credential, and refuses
+// what cannot be served.
+func (a *Authority) mintPlan(p *policy.Policy, scope []string) (job map[string]*policy.Grant, shared []*policy.Grant, err error) {
+	for _, name := range scope {
+		g := p.Grants[name]
+		up := p.Upstreams[g.Upstream]
+		if up == nil || !up.Minted() {
+			continue
+		}
+		if a.cfg.Minter == nil || !a.cfg.Minter.Handles(up) {
+			return nil, nil, refuse(500, "server_error", "grant %s: this server cannot mint %s credentials for upstream %s", name, up.Kind(), up.Name)
+		}
+		if g.Deliver != policy.DeliverJob {
+			shared = append(shared, g)
+			continue
+		}
+		if job == nil {
+			job = map[string]*policy.Grant{}
+		}
+		if other, ok := job[up.Name]; ok {
+			return nil, nil, refuse(400, "invalid_scope", "grants %s and %s both deliver a credential of upstream %s: ask for one of them", other.Name, name, up.Name)
+		}
+		job[up.Name] = g
+	}
+	return job, shared, nil
 }
 
 func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, ev *audit.Event) (*ExchangeResult, error) {
@@ -265,6 +337,19 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		scope = append(scope, g)
 	}
 	sort.Strings(scope)
+	jobCreds, shared, err := a.mintPlan(p, scope)
+	if err != nil {
+		return nil, err
+	}
+	// A grant served by a shared credential (deliver: gateway) answers here
+	// when its credential cannot be had, not at the job's first call; a
+	// cached one costs a map read.
+	for _, g := range shared {
+		if _, err := a.cfg.Minter.Shared(ctx, p.Upstreams[g.Upstream], g); err != nil {
+			ev.Check = "upstream_credential"
+			return nil, mintRefusal(g, err)
+		}
+	}
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
 		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti, AtPolicy: &st.version})
 	if errors.Is(err, store.ErrReplay) {
@@ -279,7 +364,48 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 	}
 	ev.Grant = strings.Join(scope, " ")
 	ev.Hint = token.Hint(tok)
-	return &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope}, nil
+	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope}
+	// Record first, create second: the lease exists before anything is
+	// minted for it, so the mint worker revokes whatever a failure leaves.
+	for _, up := range sortedKeys(jobCreds) {
+		g := jobCreds[up]
+		is, err := a.cfg.Minter.Mint(ctx, l.ID, p.Upstreams[up], g, l.ExpiresAt())
+		if err != nil {
+			ev.Lease, ev.Check = l.ID, "upstream_credential"
+			// The token was never shown: its lease and whatever was
+			// minted for it go.
+			a.revokeLeases(context.WithoutCancel(ctx), store.LeaseFilter{ID: l.ID}, "mint failed")
+			return nil, mintRefusal(g, err)
+		}
+		if res.Credentials == nil {
+			res.Credentials = map[string]mint.Credential{}
+		}
+		res.Credentials[up] = is.Credential
+	}
+	if len(res.Credentials) > 0 {
+		ups := sortedKeys(res.Credentials)
+		ev.Upstream = strings.Join(ups, " ")
+	}
+	return res, nil
+}
+
+// mintRefusal is a minting failure as the exchange answers it: a source's
+// refusal names its cause; anything else is the store or log failing.
+func mintRefusal(g *policy.Grant, err error) error {
+	var me *mint.Error
+	if errors.As(err, &me) {
+		return refuse(me.Status, me.Code, "grant %s: %s", g.Name, me.Description)
+	}
+	return unavailable("mint upstream credential", err)
+}
+
+func sortedKeys[V any](m map[string]V) []string {
+	out := make([]string, 0, len(m))
+	for k := range m {
+		out = append(out, k)
+	}
+	sort.Strings(out)
+	return out
 }
 
 // Renew extends a job token by its grants' ttl, never past its max.
@@ -318,7 +444,16 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	// Audit first: a renewal that cannot be recorded does not happen.
 	errAudit := errors.New("audit renewal")
 	var auditErr error
-	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(_ *lease.Live, exp time.Time) error {
+	errMint := errors.New("renew minted credentials")
+	var mintErr error
+	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(rl *lease.Live, exp time.Time) error {
+		// The lease's minted credentials must live as long (a role's
+		// VALID UNTIL); if they cannot, the renewal does not happen.
+		if a.cfg.Minter != nil {
+			if mintErr = a.cfg.Minter.Renew(ctx, rl.ID, exp); mintErr != nil {
+				return errMint
+			}
+		}
 		ev.Status = 200
 		ev.Detail = map[string]any{"expires_at": exp.UTC().Format(time.RFC3339)}
 		if _, auditErr = a.cfg.Audit.Append(ctx, ev); auditErr != nil {
@@ -329,6 +464,13 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	if err != nil {
 		if errors.Is(err, errAudit) {
 			return nil, unavailable("audit renewal", auditErr)
+		}
+		if errors.Is(err, errMint) {
+			var me *mint.Error
+			if errors.As(mintErr, &me) {
+				return nil, refuse(me.Status, me.Code, "renewal refused: %s", me.Description)
+			}
+			return nil, unavailable("renew minted credentials", mintErr)
 		}
 		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) {
 			return nil, refuse(401, "invalid_token", "%v", err)
@@ -371,6 +513,7 @@ func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Ad
 	if !revoked {
 		return nil
 	}
+	a.revokeMinted(ctx, []string{l.ID}, reason)
 	ev := audit.Event{Type: audit.TypeRevoke, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job,
 		Grant: strings.Join(l.Grants, " "), Source: addrString(source), Reason: reason, Count: 1, Status: 200}
 	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
@@ -381,7 +524,7 @@ func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Ad
 
 // RevokeLeases revokes leases by filter for an admin.
 func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin string, source netip.Addr) (int, error) {
-	ids, err := a.cfg.Leases.Revoke(ctx, f, "admin "+admin)
+	ids, err := a.revokeLeases(ctx, f, "admin "+admin)
 	if err != nil {
 		return 0, unavailable("revoke leases", err)
 	}
@@ -420,16 +563,21 @@ type RevokedLease struct {
 func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
 	res := &LeakResult{Revoked: []RevokedLease{}}
 	seen := make(map[string]bool, len(toks))
-	var jobs, admins []string
+	var jobs, admins, minted []string
 	for _, t := range toks {
 		if seen[t] {
 			continue
 		}
 		seen[t] = true
-		if isAdminToken(t) {
+		switch k, err := token.Parse(t); {
+		case err == nil && k == token.Admin:
 			admins = append(admins, t)
-		} else {
+		case err == nil:
 			jobs = append(jobs, t)
+		default:
+			// Not a mayfly token: a credential mayfly may have minted
+			// (SPEC section 9), found by its keyed hash.
+			minted = append(minted, t)
 		}
 	}
 	if len(admins) > 0 && a.cfg.AdminTokens != nil {
@@ -451,15 +599,21 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 	if err != nil {
 		return nil, unavailable("revoke leaked tokens", err)
 	}
+	var leaked []string
 	for i, r := range rs {
 		switch {
 		case r.Revoked:
+			leaked = append(leaked, r.Lease.ID)
 			res.Revoked = append(res.Revoked, RevokedLease{LeaseID: r.Lease.ID, Hint: token.Hint(jobs[i])})
 		case r.Lease != nil:
 			res.AlreadyRevoked++
 		default:
 			res.Unknown++
 		}
+	}
+	a.revokeMinted(ctx, leaked, "leaked")
+	if err := a.leakMinted(ctx, minted, res); err != nil {
+		return nil, err
 	}
 	ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(res.Revoked) + len(res.RevokedAdmin)), Status: 200,
 		Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": res.AlreadyRevoked, "unknown": res.Unknown}}
@@ -477,6 +631,60 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 		return nil, unavailable("audit leak report", err)
 	}
 	return res, nil
+}
+
+// leakMinted revokes the leases of the minted credentials among values
+// (and so the credentials); one a grant shares is revoked by itself.
+func (a *Authority) leakMinted(ctx context.Context, values []string, res *LeakResult) error {
+	if len(values) == 0 {
+		return nil
+	}
+	if a.cfg.Minter == nil {
+		res.Unknown += len(values)
+		return nil
+	}
+	found, err := a.cfg.Minter.Lookup(ctx, values)
+	if err != nil {
+		return unavailable("look up leaked credentials", err)
+	}
+	res.Unknown += len(values) - len(found)
+	var shared []store.Minted
+	for _, f := range found {
+		rec := f.Record
+		if rec.LeaseID == "" {
+			if rec.State == store.MintRevoked || rec.State == store.MintRevoking {
+				res.AlreadyRevoked++
+				continue
+			}
+			shared = append(shared, rec)
+			res.Revoked = append(res.Revoked, RevokedLease{Hint: mintedHint(f.Value)})
+			continue
+		}
+		ids, err := a.cfg.Leases.Revoke(ctx, store.LeaseFilter{ID: rec.LeaseID}, "leaked")
+		if err != nil {
+			return unavailable("revoke leaked credential's lease", err)
+		}
+		// Marked whether or not the lease was still live: the credential
+		// goes either way.
+		a.revokeMinted(ctx, []string{rec.LeaseID}, "leaked")
+		if len(ids) == 0 {
+			res.AlreadyRevoked++
+			continue
+		}
+		res.Revoked = append(res.Revoked, RevokedLease{LeaseID: rec.LeaseID, Hint: mintedHint(f.Value)})
+	}
+	if err := a.cfg.Minter.RevokeRecords(ctx, shared, "leaked"); err != nil {
+		return unavailable("revoke leaked shared credentials", err)
+	}
+	return nil
+}
+
+// mintedHint is a minted credential's prefix and four characters.
+func mintedHint(v string) string {
+	if i := strings.IndexByte(v, '_'); i > 0 && len(v) >= i+5 {
+		return v[:i+5] + "…"
+	}
+	return "…"
 }
 
 func clip(s string) string {

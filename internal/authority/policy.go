@@ -57,7 +57,7 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 		}
 	}
 	for _, g := range names {
-		ids, err := a.cfg.Leases.Revoke(ctx, store.LeaseFilter{Grant: g}, fmt.Sprintf("policy v%d", v))
+		ids, err := a.revokeLeases(ctx, store.LeaseFilter{Grant: g}, fmt.Sprintf("policy v%d", v))
 		if err != nil {
 			return unavailable("revoke leases of a removed grant", err)
 		}

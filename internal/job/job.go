@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode"
@@ -233,18 +235,89 @@ type Output struct {
 	GitHubEnv string
 }
 
+// CredentialEnv returns the environment variables of the minted
+// credentials delivered to the job (SPEC section 9), sorted by name: a
+// token is GH_TOKEN; a database role is PGHOST, PGPORT, PGUSER, PGPASSWORD,
+// PGDATABASE and DATABASE_URL. Two credentials that would set the same
+// variable are an error (ask for them in separate logins, or use json).
+func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, error) {
+	set := map[string]string{}
+	from := map[string]string{}
+	put := func(up, k, v string) error {
+		if prev, ok := from[k]; ok && prev != up {
+			return fmt.Errorf("upstreams %s and %s both deliver %s: ask for them in separate logins, or use --format json", prev, up, k)
+		}
+		if strings.ContainsAny(v, "\r\n\x00") {
+			return fmt.Errorf("upstream %s: the credential holds a line break", up)
+		}
+		set[k], from[k] = v, up
+		return nil
+	}
+	for _, up := range slices.Sorted(maps.Keys(creds)) {
+		c := creds[up]
+		if c.Token != "" {
+			if err := put(up, "GH_TOKEN", c.Token); err != nil {
+				return nil, err
+			}
+		}
+		if c.DSN == "" {
+			continue
+		}
+		u, err := url.Parse(c.DSN)
+		if err != nil || u.Host == "" {
+			return nil, fmt.Errorf("upstream %s: the DSN does not parse", up)
+		}
+		user, pass := c.Username, c.Password
+		if u.User != nil {
+			if user == "" {
+				user = u.User.Username()
+			}
+			if p, ok := u.User.Password(); ok && pass == "" {
+				pass = p
+			}
+		}
+		port := u.Port()
+		if port == "" {
+			port = "5432"
+		}
+		for _, kv := range [][2]string{{"PGHOST", u.Hostname()}, {"PGPORT", port}, {"PGUSER", user}, {"PGPASSWORD", pass},
+			{"PGDATABASE", strings.TrimPrefix(u.Path, "/")}, {"DATABASE_URL", c.DSN}} {
+			if err := put(up, kv[0], kv[1]); err != nil {
+				return nil, err
+			}
+		}
+	}
+	out := make([][2]string, 0, len(set))
+	for _, k := range slices.Sorted(maps.Keys(set)) {
+		out = append(out, [2]string{k, set[k]})
+	}
+	return out, nil
+}
+
 // Write prints the exchanged token in format:
 //   - token: the bare token;
-//   - env: MAYFLY_TOKEN=… and MAYFLY_GATEWAY=<addr>/gw lines;
+//   - env: MAYFLY_TOKEN=… and MAYFLY_GATEWAY=<addr>/gw lines, then the
+//     delivered credentials' variables (CredentialEnv);
 //   - json: the server's response as received;
-//   - github-env: "::add-mask::<token>" on stdout first (so the runner masks
-//     it), then both variables appended to the $GITHUB_ENV file.
+//   - github-env: "::add-mask::<value>" on stdout first for the token and
+//     every delivered credential (so the runner masks them), then the
+//     variables appended to the $GITHUB_ENV file.
 func Write(o Output, format, addr string, tr *apitype.TokenResponse, raw []byte) error {
 	if k, err := token.Parse(tr.AccessToken); err != nil || k != token.Job {
 		return errors.New("not a mayfly job token")
 	}
+	creds, err := CredentialEnv(tr.UpstreamCredentials)
+	if err != nil {
+		return err
+	}
 	env := "MAYFLY_TOKEN=" + tr.AccessToken + "\nMAYFLY_GATEWAY=" + GatewayURL(addr) + "\n"
-	var err error
+	for _, kv := range creds {
+		env += kv[0] + "=" + kv[1] + "\n"
+	}
+	masks := []string{tr.AccessToken}
+	for _, c := range tr.UpstreamCredentials {
+		masks = append(masks, c.Secrets()...)
+	}
 	switch format {
 	case "", "token":
 		_, err = io.WriteString(o.Stdout, tr.AccessToken+"\n")
@@ -257,8 +330,10 @@ func Write(o Output, format, addr string, tr *apitype.TokenResponse, raw []byte)
 		if o.GitHubEnv == "" {
 			return errors.New("format github-env: GITHUB_ENV is not set (not in GitHub Actions?)")
 		}
-		if _, err = io.WriteString(o.Stdout, "::add-mask::"+tr.AccessToken+"\n"); err != nil {
-			return err
+		for _, v := range masks {
+			if _, err = io.WriteString(o.Stdout, "::add-mask::"+v+"\n"); err != nil {
+				return err
+			}
 		}
 		var f *os.File
 		f, err = os.OpenFile(o.GitHubEnv, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)

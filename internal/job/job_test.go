@@ -211,3 +211,43 @@ func TestWrite(t *testing.T) {
 		t.Error("a non-token was written")
 	}
 }
+
+func TestWriteCredentials(t *testing.T) {
+	tok := newJobToken(t)
+	gh := "ghs" + "_planted0123456789abcdefghijklmnopq"
+	pw := "mfyp" + "_planted0123456789abcdefghijklmnopq"
+	dsn := "postgres://mayfly_x:" + pw + "@db.example:6543/app?sslmode=require"
+	tr := &apitype.TokenResponse{AccessToken: tok, UpstreamCredentials: map[string]apitype.UpstreamCredential{
+		"github": {Token: gh, ExpiresAt: "2026-01-01T00:00:00Z"},
+		"app-db": {DSN: dsn, Username: "mayfly_x", Password: pw, ExpiresAt: "2026-01-01T00:00:00Z"},
+	}}
+	addr := "https://m.example:8443"
+	var out bytes.Buffer
+	if err := Write(Output{Stdout: &out}, "env", addr, tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := "MAYFLY_TOKEN=" + tok + "\nMAYFLY_GATEWAY=" + addr + "/gw\n" +
+		"DATABASE_URL=" + dsn + "\nGH_TOKEN=" + gh + "\nPGDATABASE=app\nPGHOST=db.example\nPGPASSWORD=" + pw + "\nPGPORT=6543\nPGUSER=mayfly_x\n"
+	if out.String() != want {
+		t.Errorf("env:\n%s\nwant:\n%s", out.String(), want)
+	}
+	ghEnv := filepath.Join(t.TempDir(), "github_env")
+	out.Reset()
+	if err := Write(Output{Stdout: &out, GitHubEnv: ghEnv}, "github-env", addr, tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, v := range []string{tok, gh, pw, dsn} {
+		if !strings.Contains(out.String(), "::add-mask::"+v+"\n") {
+			t.Errorf("github-env does not mask %.8s…", v)
+		}
+	}
+	if b, _ := os.ReadFile(ghEnv); !strings.Contains(string(b), "GH_TOKEN="+gh+"\n") || !strings.Contains(string(b), "PGPASSWORD="+pw+"\n") {
+		t.Errorf("GITHUB_ENV lacks the credentials:\n%s", b)
+	}
+	// Two tokens would both be GH_TOKEN: refused, nothing written.
+	two := &apitype.TokenResponse{AccessToken: tok, UpstreamCredentials: map[string]apitype.UpstreamCredential{"a": {Token: gh}, "b": {Token: gh + "x"}}}
+	out.Reset()
+	if err := Write(Output{Stdout: &out}, "env", addr, two, nil); err == nil || !strings.Contains(err.Error(), "GH_TOKEN") || out.Len() != 0 {
+		t.Errorf("two tokens: %v %q", err, out.String())
+	}
+}

@@ -46,6 +46,7 @@ type Store interface {
 	SetMintedExpiry(ctx context.Context, id string, expires time.Time) error
 	MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Minted, error)
 	MintedByLease(ctx context.Context, leaseID string) ([]store.Minted, error)
+	MintedByID(ctx context.Context, id string) (store.Minted, error)
 	SweepMinted(ctx context.Context, before time.Time) (int64, error)
 }
 
@@ -154,6 +155,8 @@ type Manager struct {
 
 	hooksMu sync.RWMutex
 	onGone  []func(rec store.Minted)
+
+	shared sharedCache
 }
 
 type metrics struct {
@@ -236,6 +239,7 @@ func (m *Manager) OnGone(fn func(rec store.Minted)) {
 }
 
 func (m *Manager) gone(rec store.Minted) {
+	m.shared.dropID(rec.ID)
 	m.hooksMu.RLock()
 	defer m.hooksMu.RUnlock()
 	for _, fn := range m.onGone {

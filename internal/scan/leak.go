@@ -20,13 +20,18 @@ const MaxLeakTokens = 10000
 
 // LeakReport is what a POST /v1/leaks body says: the checksum-valid mayfly
 // tokens in it (job and admin, deduplicated, in order of appearance), the
-// checksum-valid mfyp_ passwords of database roles mayfly minted, and,
-// for provider reports, where they were seen.
+// checksum-valid mfyp_ passwords of database roles mayfly minted, the
+// checksum-valid GitHub ghs_ installation tokens (mayfly may have minted
+// them: SPEC section 9), and, for provider reports, where they were seen.
 type LeakReport struct {
 	Tokens []string
 	// Passwords are minted database passwords (same cap, counted with
 	// Tokens): their lease is revoked, which drops the role.
 	Passwords []string
+	// GitHubTokens are GitHub App installation tokens (ghs_, checksum
+	// valid; same cap): if mayfly minted one, its lease is revoked, which
+	// deletes the token.
+	GitHubTokens []string
 	// Source and URL come from a GitHub alert ("source", "url") or a GitLab
 	// report ("location" as URL); the first entry that has one wins.
 	Source, URL string
@@ -60,13 +65,17 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 		if seen[t] {
 			return
 		}
-		if len(rep.Tokens)+len(rep.Passwords) >= MaxLeakTokens {
+		if len(rep.Tokens)+len(rep.Passwords)+len(rep.GitHubTokens) >= MaxLeakTokens {
 			rep.Truncated = true
 			return
 		}
 		seen[t] = true
 		if token.ParsePassword(t) == nil {
 			rep.Passwords = append(rep.Passwords, t)
+			return
+		}
+		if strings.HasPrefix(t, "ghs_") {
+			rep.GitHubTokens = append(rep.GitHubTokens, t)
 			return
 		}
 		rep.Tokens = append(rep.Tokens, t)
@@ -82,6 +91,9 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 				add(ps[0].Password)
 				ps = ps[1:]
 			}
+		}
+		for _, g := range FindGitHubTokens(b) {
+			add(g)
 		}
 	}
 	trimmed := bytes.TrimSpace(body)
@@ -117,6 +129,44 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 	}
 	addAll(body)
 	return rep, nil
+}
+
+var ghsPrefix = []byte("ghs_")
+
+// ghsLen is a GitHub installation token's length: "ghs_", 30 base62 and a
+// 6-character base62 CRC-32 (GitHub's checksummed token format).
+const ghsLen = 4 + 36
+
+// FindGitHubTokens returns the checksum-valid GitHub ghs_ installation
+// tokens in b, in order, each not glued to other base62 characters.
+func FindGitHubTokens(b []byte) []string {
+	var out []string
+	i := 0
+	for {
+		j := bytes.Index(b[i:], ghsPrefix)
+		if j < 0 {
+			return out
+		}
+		start := i + j
+		i = start + len(ghsPrefix)
+		end := start + ghsLen
+		if (start > 0 && isB62(b[start-1])) || end > len(b) || (end < len(b) && isB62(b[end])) {
+			continue
+		}
+		cand := b[start:end]
+		ok := true
+		for _, c := range cand[len(ghsPrefix):] {
+			ok = ok && isB62(c)
+		}
+		if good, _ := crc62(cand); ok && good {
+			out = append(out, string(cand))
+			i = end
+		}
+	}
+}
+
+func isB62(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z'
 }
 
 // VerifyGitHubSignature checks a GitHub secret-scanning alert: signatureB64

@@ -705,6 +705,22 @@ func TestParseLeakReport(t *testing.T) {
 		{"passwords in text", "DATABASE_URL=postgres://r:" + p1 + "@h/db " + j1 + " " + badP + " " + p1, []string{j1}, []string{p1}, "text", "", "", false},
 		{"password in github alert", `[{"token":"` + p1 + `","type":"mayfly_db_password","url":"u","source":"content"}]`, nil, []string{p1}, "github", "content", "u", false},
 	}
+	ghBody := "0123456789abcdefghijABCDEFGHIJ"
+	ghs := "ghs" + "_" + ghBody + token.Checksum(ghBody)
+	ghsBad := ghs[:39] + string(rotate(ghs[39]))
+	for _, tt := range []struct {
+		name, body string
+		want       []string
+	}{
+		{"ghs in text", "GH_TOKEN=" + ghs + " x" + ghs + " " + ghsBad + " " + ghs + "x " + ghs, []string{ghs}},
+		{"ghs in a github alert", `[{"token":"` + ghs + `","type":"github_app_installation_token","url":"u","source":"content"}]`, []string{ghs}},
+		{"no ghs", "ghs" + "_short " + ghsBad, nil},
+	} {
+		r, err := ParseLeakReport([]byte(tt.body))
+		if err != nil || fmt.Sprint(r.GitHubTokens) != fmt.Sprint(tt.want) || len(r.Tokens) != 0 {
+			t.Errorf("%s: got %+v %v", tt.name, r, err)
+		}
+	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			r, err := ParseLeakReport([]byte(tt.body))
@@ -821,6 +837,7 @@ func FuzzParseLeakReport(f *testing.F) {
 	p, _ := token.NewPassword()
 	f.Add([]byte("postgres://r:" + p + "@h/db " + j))
 	f.Add([]byte(`[{"token":`))
+	f.Add([]byte("ghs_0123456789abcdefghijABCDEFGHIJ" + token.Checksum("0123456789abcdefghijABCDEFGHIJ") + " " + j))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseLeakReport(b)
 		if err != nil {
@@ -838,6 +855,12 @@ func FuzzParseLeakReport(f *testing.F) {
 				t.Fatalf("bad or repeated password in report")
 			}
 			seen[pw] = true
+		}
+		for _, g := range r.GitHubTokens {
+			if ok, _ := crc62([]byte(g)); !ok || len(g) != ghsLen || seen[g] {
+				t.Fatalf("bad or repeated GitHub token in report")
+			}
+			seen[g] = true
 		}
 		if len(r.Tokens)+len(r.Passwords) > MaxLeakTokens {
 			t.Fatal("over the cap")

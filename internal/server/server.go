@@ -30,6 +30,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/secret"
@@ -60,6 +61,7 @@ type Server struct {
 
 	bg     sync.WaitGroup
 	bgCtx  context.Context
+	minter *mint.Manager // minted upstream credentials (SPEC section 9)
 	cancel context.CancelFunc
 }
 
@@ -197,8 +199,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
+	if s.minter, err = s.newMinter(ctx, hasher); err != nil {
+		return nil, err
+	}
 	s.authority = authority.New(authority.Config{
 		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{s.vault},
+		Minter:       s.minter,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
 	if err := s.authority.LoadPolicy(ctx); err != nil {
@@ -375,6 +381,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	}
 	url := scheme + "://" + ln.Addr().String()
 	bgCtx := s.bgCtx
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.minter.Run(bgCtx)
+	}()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()

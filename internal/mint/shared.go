@@ -1,0 +1,179 @@
+package mint
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// Shared credentials (deliver: gateway): one per grant, cached, refreshed
+// in the background before it expires, recorded like any other (lease id
+// "") so that a leak of one revokes it.
+const (
+	sharedTTL     = time.Hour        // the lifetime asked for (GitHub's cap)
+	refreshBefore = 15 * time.Minute // refresh in the background when less is left
+	mustRefresh   = 2 * time.Minute  // mint before answering when less is left
+	recheckEvery  = 2 * time.Second  // re-read the record (another node may have revoked it)
+	retireAfter   = time.Minute      // a replaced credential serves requests in flight this long
+)
+
+type sharedEntry struct {
+	mint sync.Mutex // one mint at a time per grant
+
+	mu      sync.RWMutex
+	issued  *Issued
+	expires time.Time
+	checked time.Time
+
+	busy atomic.Bool // a background refresh or recheck runs
+}
+
+func (e *sharedEntry) get() (*Issued, time.Time, time.Time) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return e.issued, e.expires, e.checked
+}
+
+func (e *sharedEntry) set(is *Issued, now time.Time) (old *Issued) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	old, e.issued, e.expires, e.checked = e.issued, is, is.Credential.ExpiresAt, now
+	return old
+}
+
+// drop forgets the entry's credential if it is id.
+func (e *sharedEntry) drop(id string) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.issued != nil && e.issued.ID == id {
+		e.issued, e.expires = nil, time.Time{}
+	}
+}
+
+type sharedCache struct {
+	mu sync.Mutex
+	m  map[string]*sharedEntry
+}
+
+func (c *sharedCache) entry(key string) *sharedEntry {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.m == nil {
+		c.m = map[string]*sharedEntry{}
+	}
+	e := c.m[key]
+	if e == nil {
+		e = &sharedEntry{}
+		c.m[key] = e
+	}
+	return e
+}
+
+func (c *sharedCache) dropID(id string) {
+	c.mu.Lock()
+	es := make([]*sharedEntry, 0, len(c.m))
+	for _, e := range c.m {
+		es = append(es, e)
+	}
+	c.mu.Unlock()
+	for _, e := range es {
+		e.drop(id)
+	}
+}
+
+// sharedKey names a grant's credential by everything that shapes it, so a
+// policy change that alters its scope or source mints a new one.
+func sharedKey(up *policy.Upstream, g *policy.Grant) string {
+	b, _ := json.Marshal(struct {
+		Up, Grant string
+		App       *policy.GitHubApp
+		Scope     *policy.GitHubScope
+	}{up.Name, g.Name, up.Credential.GitHubApp, g.GitHub})
+	return string(b)
+}
+
+// Shared returns the grant's shared credential (deliver: gateway): from
+// the cache while it has more than a few minutes to live (refreshing it in
+// the background once it has less than a quarter of an hour), else freshly
+// minted. When minting fails (the upstream is down or rate-limits) and the
+// cached one is still valid, the cached one is served.
+func (m *Manager) Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*Issued, error) {
+	e := m.shared.entry(sharedKey(up, g))
+	now := m.cfg.Now()
+	if is, exp, checked := e.get(); is != nil && now.Before(exp.Add(-mustRefresh)) {
+		switch {
+		case now.After(exp.Add(-refreshBefore)):
+			m.background(e, func(ctx context.Context) { m.mintShared(ctx, e, up, g, exp) })
+		case now.Sub(checked) > recheckEvery:
+			m.background(e, func(ctx context.Context) { m.recheck(ctx, e, is.ID) })
+		}
+		return is, nil
+	}
+	_, exp, _ := e.get()
+	return m.mintShared(ctx, e, up, g, exp)
+}
+
+// background runs fn unless one already runs for e, bounded by the
+// manager's timeout and never by the request that noticed.
+func (m *Manager) background(e *sharedEntry, fn func(ctx context.Context)) {
+	if !e.busy.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer e.busy.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), m.cfg.Timeout)
+		defer cancel()
+		fn(ctx)
+	}()
+}
+
+// mintShared mints e's credential unless another caller did since its
+// expiry was seen as seenExp.
+func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Upstream, g *policy.Grant, seenExp time.Time) (*Issued, error) {
+	e.mint.Lock()
+	defer e.mint.Unlock()
+	now := m.cfg.Now()
+	cur, exp, _ := e.get()
+	if cur != nil && exp.After(seenExp) && now.Before(exp.Add(-refreshBefore)) {
+		return cur, nil // minted meanwhile
+	}
+	is, err := m.Mint(ctx, "", up, g, now.Add(sharedTTL))
+	if err != nil {
+		if cur != nil && now.Before(exp) {
+			m.cfg.Logger.Warn("mint: shared credential not refreshed; serving the cached one", "upstream", up.Name, "grant", g.Name, "err", err)
+			return cur, nil
+		}
+		return nil, err
+	}
+	if old := e.set(is, now); old != nil {
+		// Requests in flight may hold the old one: it retires shortly,
+		// when the worker revokes it as expired.
+		if err := m.cfg.Store.SetMintedExpiry(context.WithoutCancel(ctx), old.ID, now.Add(retireAfter)); err != nil {
+			m.cfg.Logger.Warn("mint: replaced shared credential not retired early; it is revoked at its expiry", "id", old.ID, "err", err)
+		}
+	}
+	return is, nil
+}
+
+// recheck drops e's credential when its record is no longer live (a leak
+// another node revoked).
+func (m *Manager) recheck(ctx context.Context, e *sharedEntry, id string) {
+	rec, err := m.cfg.Store.MintedByID(ctx, id)
+	if err != nil && err != store.ErrNotFound {
+		return
+	}
+	if err == store.ErrNotFound || rec.State != store.MintLive {
+		e.drop(id)
+		return
+	}
+	e.mu.Lock()
+	if e.issued != nil && e.issued.ID == id {
+		e.checked = m.cfg.Now()
+	}
+	e.mu.Unlock()
+}

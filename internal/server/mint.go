@@ -1,0 +1,32 @@
+package server
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// newMinter builds the manager of minted upstream credentials (SPEC
+// section 9) with every credential source this build has.
+func (s *Server) newMinter(ctx context.Context, hasher *token.Hasher) (*mint.Manager, error) {
+	key, err := s.vault.SystemKey(ctx, "mint-seal", 32)
+	if err != nil {
+		return nil, fmt.Errorf("minted credentials: seal key: %w", err)
+	}
+	return mint.New(mint.Config{
+		Store:      s.store,
+		Sources:    s.credentialSources(),
+		Hasher:     hasher,
+		SealKey:    key,
+		Audit:      s.audit,
+		Registerer: s.registry,
+		Logger:     s.log,
+	})
+}
+
+// credentialSources are the sources by policy upstream kind.
+func (s *Server) credentialSources() map[string]mint.Source {
+	return map[string]mint.Source{}
+}
