@@ -42,7 +42,8 @@ changes (--staged, for a pre-commit hook) or standard input (--stdin) for secret
 
 mayfly tokens are checksum-verified, so look-alikes are never reported. A line holding
 "mayfly:allow" is ignored; --baseline ignores findings of a previous JSON report.
---revoke sends every mayfly job token and minted database password (mfyp_) found to the
+--revoke sends every mayfly job token, minted database password (mfyp_) and GitHub App
+installation token (ghs_, which mayfly may have minted) found to the
 server's POST /v1/leaks (--addr or MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private
 CA), which revokes its lease.
 
@@ -67,7 +68,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.BoolVar(&f.noDecode, "no-decode", false, "do not look inside base64, hex or percent-encoded spans")
 	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
 	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
-	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token and minted password found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
+	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token, minted password and GitHub App installation token found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
 	f.client.register(cmd, false)
 	fl.StringVar(&f.fingerprintKeyFile, "fingerprint-key-file", "", "key the findings' fingerprints with this file's contents (also $MAYFLY_SCAN_FINGERPRINT_KEY); use the same key for a baseline and later scans")
 	return cmd
@@ -274,13 +275,13 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 	seen := map[string]bool{}
 	var body bytes.Buffer
 	for _, fd := range findings {
-		if (fd.Rule == scan.RuleMayflyJob || fd.Rule == scan.RuleMayflyPassword) && !seen[fd.Secret] {
+		if (fd.Rule == scan.RuleMayflyJob || fd.Rule == scan.RuleMayflyPassword || fd.Rule == scan.RuleGitHubAppToken) && !seen[fd.Secret] {
 			seen[fd.Secret] = true
 			body.WriteString(fd.Secret + "\n")
 		}
 	}
 	if len(seen) == 0 {
-		fmt.Fprintln(w, "revoke: no mayfly job token or minted password found, nothing sent")
+		fmt.Fprintln(w, "revoke: no mayfly job token, minted password or GitHub App installation token found, nothing sent")
 		return nil
 	}
 	sum, err := c.ReportLeaks(ctx, body.Bytes())

@@ -21,6 +21,10 @@ const (
 	// is dropped).
 	RuleMayflyPassword = "mayfly-db-password"
 	RuleGeneric        = "generic-secret"
+	// RuleGitHubAppToken finds GitHub App installation tokens (ghs_),
+	// which mayfly mints for github_app upstreams; --revoke sends them too
+	// (the lease of one mayfly minted ends, the token is deleted).
+	RuleGitHubAppToken = "github-app-token"
 )
 
 // RuleInfo describes a rule for reports (SARIF's rule list).
@@ -346,7 +350,7 @@ func builtinRules() []*rule {
 		prefixRule("github-pat", "GitHub personal access token (classic)", prefixSpec{prefix: "ghp_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-oauth", "GitHub OAuth access token", prefixSpec{prefix: "gho_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-user-token", "GitHub user-to-server token", prefixSpec{prefix: "ghu_", cs: setB62, min: 36, max: 36, check: ghCheck}),
-		prefixRule("github-app-token", "GitHub App installation (server-to-server) token", prefixSpec{prefix: "ghs_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		prefixRule(RuleGitHubAppToken, "GitHub App installation (server-to-server) token", prefixSpec{prefix: "ghs_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-refresh-token", "GitHub refresh token", prefixSpec{prefix: "ghr_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-fine-grained-pat", "GitHub fine-grained personal access token",
 			prefixSpec{prefix: "github_pat_", cs: setB62U, min: 82, max: 82, check: func(t []byte) (bool, bool) {

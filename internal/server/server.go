@@ -478,7 +478,10 @@ func parseLeakReport(body []byte) ([]string, string, string, error) {
 		// Never take part of a report: the tokens left out would stay live.
 		return nil, "", "", fmt.Errorf("%w: more than %d", api.ErrLeakReportTooLarge, scan.MaxLeakTokens)
 	}
-	return r.Tokens, r.Source, r.URL, nil
+	// Minted credentials (mfyp_, ghs_) go with the tokens: the authority
+	// tells them apart and finds minted ones by keyed hash.
+	all := append(append(append(make([]string, 0, len(r.Tokens)+len(r.Passwords)+len(r.GitHubTokens)), r.Tokens...), r.Passwords...), r.GitHubTokens...)
+	return all, r.Source, r.URL, nil
 }
 
 func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error) {
