@@ -495,19 +495,23 @@ func (m *Manager) RevokeDue(ctx context.Context) int {
 		sem := make(chan struct{}, m.cfg.Parallel)
 		claimed := 0
 		for _, rec := range due {
-			// Claimed for the length of one attempt: another node skips it.
-			ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, now.Add(m.cfg.Timeout+5*time.Second))
-			if err != nil || !ok {
-				continue
-			}
-			claimed++
-			if rec.Reason == "" {
-				rec.Reason = m.reasonOf(rec, now)
-			}
 			sem <- struct{}{}
 			wg.Add(1)
 			go func() {
 				defer func() { <-sem; wg.Done() }()
+				// Claimed for the length of one attempt: another node
+				// skips it. Claims run in parallel too: one at a time,
+				// a thousand leases ending together wait on the store.
+				ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, now.Add(m.cfg.Timeout+5*time.Second))
+				if err != nil || !ok {
+					return
+				}
+				mu.Lock()
+				claimed++
+				mu.Unlock()
+				if rec.Reason == "" {
+					rec.Reason = m.reasonOf(rec, now)
+				}
 				mat, err := m.open(rec)
 				if err != nil {
 					m.failed(ctx, rec, err)
