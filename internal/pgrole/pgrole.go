@@ -242,10 +242,11 @@ func sslMode(c *pgconn.Config) string {
 	return "verify-full"
 }
 
-// Create makes c's role on u: the creation statements and VALID UNTIL (set
-// again by mayfly, so a template that forgets it still gets the lease's
-// expiry) in one transaction, which also checks that the role exists and
-// can log in. On any failure nothing is left behind.
+// Create makes c's role on u: the creation statements, a check that they
+// made the role and that it can log in, and VALID UNTIL (set again by
+// mayfly, so a template that forgets it still gets the lease's expiry), all
+// sent at once and run by PostgreSQL as one implicit transaction: one round
+// trip, and on any failure nothing is left behind.
 func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
 	const op = "create role"
 	p, err := r.pool(u, op)
@@ -256,32 +257,36 @@ func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
 	if err != nil {
 		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: fmt.Errorf("creation statements: %w", err)}
 	}
-	fail := func(err error) error { return r.classify(u, op, err, c.Password) }
-	tx, err := p.p.Begin(ctx)
-	if err != nil {
-		return fail(err)
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, sql); err != nil {
-		return fail(fmt.Errorf("creation statements: %w", err))
-	}
-	var login bool
-	if err := tx.QueryRow(ctx, "SELECT rolcanlogin FROM pg_roles WHERE rolname = $1", c.Name).Scan(&login); err != nil {
-		if errors.Is(err, pgx.ErrNoRows) {
-			return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the creation statements did not create the role {{name}}")}
+	// "\n;" ends the policy's last statement even after a trailing
+	// "-- comment"; an empty statement is harmless.
+	sql += "\n;\n" + checkRole(c.Name) +
+		"ALTER ROLE " + QuoteIdent(c.Name) + " VALID UNTIL " + QuoteLiteral(c.Expires.Format(ExpiresFormat)) + ";\n"
+	if _, err := p.p.Exec(ctx, sql); err != nil {
+		var pe *pgconn.PgError
+		if errors.As(err, &pe) && (pe.Code == codeNoRole || pe.Code == codeNoLogin) {
+			return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New(pe.Message)}
 		}
-		return fail(err)
-	}
-	if !login {
-		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the creation statements made a role that cannot log in (add LOGIN)")}
-	}
-	if _, err := tx.Exec(ctx, "ALTER ROLE "+QuoteIdent(c.Name)+" VALID UNTIL "+QuoteLiteral(c.Expires.Format(ExpiresFormat))); err != nil {
-		return fail(fmt.Errorf("set VALID UNTIL: %w", err))
-	}
-	if err := tx.Commit(ctx); err != nil {
-		return fail(fmt.Errorf("commit: %w", err))
+		return r.classify(u, op, fmt.Errorf("creation statements: %w", err), c.Password)
 	}
 	return nil
+}
+
+// SQLSTATEs of our own check (class MY: not PostgreSQL's).
+const (
+	codeNoRole  = "MYF01"
+	codeNoLogin = "MYF02"
+)
+
+// checkRole is a statement that fails, with one of our codes, unless the
+// role exists and can log in.
+func checkRole(name string) string {
+	lit := QuoteLiteral(name)
+	return "DO $mayfly_check$ BEGIN\n" +
+		"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = " + lit + ") THEN\n" +
+		"  RAISE EXCEPTION 'the creation statements did not create the role {{name}}' USING ERRCODE = '" + codeNoRole + "';\n" +
+		"ELSIF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = " + lit + ") THEN\n" +
+		"  RAISE EXCEPTION 'the creation statements made a role that cannot log in (add LOGIN)' USING ERRCODE = '" + codeNoLogin + "';\n" +
+		"END IF; END $mayfly_check$;\n"
 }
 
 // Renew moves the role's VALID UNTIL to expires.
@@ -364,22 +369,20 @@ func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]s
 		isPresent[n] = true
 	}
 	// No new session from here on: committed before the terminations.
-	var b strings.Builder
+	// Membership in the role lets a CREATEROLE admin end its sessions and
+	// REASSIGN OWNED BY it; where the admin may not grant it (a policy's
+	// own arrangement), logins stop all the same and the steps below say
+	// what is missing.
+	var stop, join strings.Builder
 	for _, n := range present {
-		b.WriteString("ALTER ROLE " + QuoteIdent(n) + " NOLOGIN VALID UNTIL '-infinity';\n")
+		stop.WriteString("ALTER ROLE " + QuoteIdent(n) + " NOLOGIN VALID UNTIL '-infinity';\n")
+		join.WriteString("GRANT " + QuoteIdent(n) + " TO CURRENT_USER;\n")
 	}
-	if _, err := conn.Exec(ctx, b.String()); err != nil {
-		return nil, r.classify(u, op, fmt.Errorf("stop logins: %w", err), "")
-	}
-	// Membership in the role lets a CREATEROLE admin end its sessions
-	// and REASSIGN OWNED BY it. Where the admin may not grant it (a
-	// policy's own arrangement), the steps below say what is missing.
-	b.Reset()
-	for _, n := range present {
-		b.WriteString("GRANT " + QuoteIdent(n) + " TO CURRENT_USER;\n")
-	}
-	if _, err := conn.Exec(ctx, b.String()); err != nil {
-		r.opts.Logger.Warn("pgrole: the admin role could not join the roles it revokes", "upstream", u.Name, "err", r.classify(u, op, err, ""))
+	if _, err := conn.Exec(ctx, stop.String()+join.String()); err != nil {
+		if _, err := conn.Exec(ctx, stop.String()); err != nil {
+			return nil, r.classify(u, op, fmt.Errorf("stop logins: %w", err), "")
+		}
+		r.opts.Logger.Warn("pgrole: the admin role could not join the roles it revokes", "upstream", u.Name)
 	}
 	if err := terminate(ctx, conn.Conn(), present); err != nil {
 		return nil, r.classify(u, op, fmt.Errorf("terminate sessions (the admin role needs pg_signal_backend or membership in the role): %w", err), "")
@@ -421,16 +424,11 @@ func terminate(ctx context.Context, conn *pgx.Conn, names []string) error {
 	return conn.QueryRow(ctx, q, names).Scan(&n)
 }
 
+// runRevocations sends the statements at once: PostgreSQL runs them as one
+// implicit transaction, all or nothing, in one round trip.
 func runRevocations(ctx context.Context, conn *pgx.Conn, stmts []string) error {
-	tx, err := conn.Begin(ctx)
-	if err != nil {
-		return err
-	}
-	defer tx.Rollback(context.WithoutCancel(ctx))
-	if _, err := tx.Exec(ctx, strings.Join(stmts, "\n")); err != nil {
-		return err
-	}
-	return tx.Commit(ctx)
+	_, err := conn.Exec(ctx, strings.Join(stmts, "\n;\n"))
+	return err
 }
 
 // Sweep revokes the roles of u that known does not vouch for: roles of

@@ -32,7 +32,7 @@ type sourceHarness struct {
 	hasher *token.Hasher
 }
 
-func newSourceHarness(t *testing.T, b storetest.Backend) *sourceHarness {
+func newSourceHarness(t testing.TB, b storetest.Backend) *sourceHarness {
 	t.Helper()
 	ctx := context.Background()
 	h := &sourceHarness{db: b.DB, pg: pgroletest.New(t, pgroletest.Options{})}
@@ -71,7 +71,7 @@ func newSourceHarness(t *testing.T, b storetest.Backend) *sourceHarness {
 	return h
 }
 
-func parsePolicy(t *testing.T, s *pgroletest.Server, adminSecret string) *policy.Policy {
+func parsePolicy(t testing.TB, s *pgroletest.Server, adminSecret string) *policy.Policy {
 	t.Helper()
 	y := `issuers:
   ci: {url: "http://127.0.0.1:1", audience: x}
@@ -117,7 +117,7 @@ grants:
 
 func quoteYAML(s string) string { return "'" + strings.ReplaceAll(s, "'", "''") + "'" }
 
-func insertLease(t *testing.T, db *store.DB, id string, exp time.Time) {
+func insertLease(t testing.TB, db *store.DB, id string, exp time.Time) {
 	t.Helper()
 	now := time.Now().UTC()
 	var h [32]byte
