@@ -8,7 +8,12 @@
 // It starts a private PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*
 // on a 127.0.0.1 port, removed at the end) with pg_stat_statements loaded.
 //
-//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2]
+//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2] [-per-node] [-top N]
+//
+// -per-node gives every node the same number of clients, as a real
+// cluster whose load grows with its nodes: statements per request then
+// compare like with like (with one pool of clients spread over 3 nodes,
+// each node's group commits are a third as full).
 //
 // Linux only (it reads /proc). On a machine whose cores are shared by the
 // nodes, the database and the load generator, 3 nodes cannot do 3× one
@@ -18,6 +23,7 @@ package main
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"database/sql"
 	"encoding/json"
@@ -51,6 +57,7 @@ var (
 	duration = flag.Duration("duration", 10*time.Second, "length of each measured phase")
 	rounds   = flag.Int("rounds", 2, "interleaved rounds of 1 and 3 nodes")
 	top      = flag.Int("top", 0, "print the N statements run most in each phase")
+	perNode  = flag.Bool("per-node", false, "run -clients clients per node (the same load per node) instead of in all")
 )
 
 func main() {
@@ -94,7 +101,11 @@ func main() {
 	}
 	ex := func(r result) float64 { return r.exchangesPerSec }
 	gw := func(r result) float64 { return r.gatewayPerSec }
-	fmt.Printf("\nmedians of %d rounds, %d clients, %v phases (machine: %d cores, shared)\n", *rounds, *clients, *duration, numCPU())
+	per := "in all"
+	if *perNode {
+		per = "per node"
+	}
+	fmt.Printf("\nmedians of %d rounds, %d clients %s, %v phases (machine: %d cores, shared)\n", *rounds, *clients, per, *duration, numCPU())
 	fmt.Printf("%-34s %10s %10s %7s\n", "", "1 node", "3 nodes", "ratio")
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "exchanges/s", med(1, ex), med(3, ex), med(3, ex)/med(1, ex))
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "gateway calls/s", med(1, gw), med(3, gw), med(3, gw)/med(1, gw))
@@ -115,19 +126,47 @@ func main() {
 		fmt.Printf("revocation reaching 2 other nodes: p50 %v, p99 %v, max %v (n=%d)\n", props[len(props)/2].Round(100*time.Microsecond),
 			props[len(props)*99/100].Round(100*time.Microsecond), props[len(props)-1].Round(100*time.Microsecond), len(props))
 	}
-	// Where N machines stop scaling. Each node on its own machine does
-	// cores/nodeCPU requests per second; the one database does
-	// dbCores/dbCPU in all; the first of the two limits below that the
-	// node count reaches is the bottleneck. The per-request CPU is one
-	// node's (its figures carry no coordination noise); the feed's reads
-	// per node are bounded (≤ 44 a second), so they do not grow with N.
-	nodeG, dbG := med(1, func(r result) float64 { return r.nodeCPUGateway }), med(1, func(r result) float64 { return r.dbCPUGateway })
-	nodeX, dbX := med(1, func(r result) float64 { return r.nodeCPUExchange }), med(1, func(r result) float64 { return r.dbCPUExchange })
-	fmt.Printf("\nnode cores one PostgreSQL core keeps busy: gateway %.1f, exchange %.1f\n", nodeG/dbG, nodeX/dbX)
-	fmt.Printf("first limit, default PostgreSQL (max_connections 100, 3 reserved) and budget %d per node: %d nodes (connections)\n",
-		10, 97/10)
-	fmt.Printf("then the database's CPU: 8-core nodes on a 32-core PostgreSQL saturate it at %.0f nodes (gateway), %.0f nodes (exchange)\n",
-		32/8*nodeG/dbG, 32/8*nodeX/dbX)
+	for _, n := range []int{1, 3} {
+		fmt.Printf("%-34s %10.0f µs per exchange, %.0f µs per gateway call\n", fmt.Sprintf("sequencer's PostgreSQL CPU, %d node(s)", n),
+			med(n, func(r result) float64 { return r.seqExchange }), med(n, func(r result) float64 { return r.seqGateway }))
+	}
+	// Where N machines stop scaling: N nodes of C cores each serve
+	// N*C/nodeCPU requests a second; the database (D cores) D/dbCPU; the
+	// one sequencer (one PostgreSQL session, so one database core)
+	// 1/seq; and PostgreSQL's connections (97 usable by default, 10 per
+	// node) allow 9 nodes. The per-request costs are one node's (no
+	// coordination noise), the sequencer's measured with 3 nodes at this
+	// load, whose batches are small: a high estimate of its cost (go test
+	// ./internal/audit -bench SharedSequencer drains full batches).
+	const C, D = 8.0, 32.0
+	fmt.Printf("\nwhere a cluster of %g-core nodes on a %g-core PostgreSQL stops scaling (nodes, requests/s):\n", C, D)
+	for _, k := range []struct {
+		name          string
+		node, db, seq float64
+	}{
+		{"gateway calls", med(1, func(r result) float64 { return r.nodeCPUGateway }), med(1, func(r result) float64 { return r.dbCPUGateway }),
+			med(3, func(r result) float64 { return r.seqGateway })},
+		{"exchanges", med(1, func(r result) float64 { return r.nodeCPUExchange }), med(1, func(r result) float64 { return r.dbCPUExchange }),
+			med(3, func(r result) float64 { return r.seqExchange })},
+	} {
+		perNode := C * 1e6 / k.node
+		limits := []struct {
+			what  string
+			nodes float64
+		}{
+			{"PostgreSQL's CPU", D * 1e6 / k.db / perNode},
+			{"the sequencer", 1e6 / k.seq / perNode},
+			{"connections (default max_connections)", 97 / 10},
+		}
+		slices.SortFunc(limits, func(a, b struct {
+			what  string
+			nodes float64
+		}) int {
+			return cmp.Compare(a.nodes, b.nodes)
+		})
+		fmt.Printf("  %-14s one node %.0f/s; first limit %s at %.1f nodes (%.0f/s), then %s at %.1f, %s at %.1f\n", k.name, perNode,
+			limits[0].what, limits[0].nodes, limits[0].nodes*perNode, limits[1].what, limits[1].nodes, limits[2].what, limits[2].nodes)
+	}
 }
 
 type result struct {
@@ -135,6 +174,7 @@ type result struct {
 	stmtsPerExchange, stmtsPerGateway float64
 	nodeCPUExchange, dbCPUExchange    float64 // µs per request
 	nodeCPUGateway, dbCPUGateway      float64
+	seqExchange, seqGateway           float64 // µs of the sequencer's serial work per request
 	errorsExchange, errorsGateway     map[int]int
 	propagation                       []time.Duration
 }
@@ -151,6 +191,10 @@ type node struct {
 }
 
 func runCluster(tmp, bin string, pg *postgres, iss *devissuer.Issuer, upURL string, n, round int) result {
+	clients := *clients
+	if *perNode {
+		clients *= n
+	}
 	schema := fmt.Sprintf("bench_%d_%d", round, n)
 	pg.exec("DROP SCHEMA IF EXISTS " + schema + " CASCADE")
 	pg.exec("CREATE SCHEMA " + schema)
@@ -236,7 +280,7 @@ grants:
 	// issuer's cost, not mayfly's. Enough for 2,500 exchanges a second
 	// (a phase that uses them all ends early; its rate stays right), and
 	// one per client for the gateway phase and 50 for propagation.
-	need := 2500*int(duration.Seconds()) + *clients + 50
+	need := 2500*int(duration.Seconds()) + clients + 50
 	idts := make(chan string, need)
 	var mint sync.WaitGroup
 	for range runtime.NumCPU() {
@@ -249,7 +293,7 @@ grants:
 		})
 	}
 	mint.Wait()
-	reserve := make([]string, *clients+50) // gateway phase, then propagation
+	reserve := make([]string, clients+50) // gateway phase, then propagation
 	for i := range reserve {
 		reserve[i] = <-idts
 	}
@@ -275,8 +319,14 @@ grants:
 		return resp.StatusCode, out.AccessToken
 	}
 	var res result
+	// The sequencer is one PostgreSQL session whatever the number of
+	// nodes: its backend's CPU per request bounds what any cluster on one
+	// database can take.
+	var lastSeqPerReq float64
 	phase := func(fn func(w, i int) int) (float64, float64, float64, float64, map[int]int) {
 		pg.exec("SELECT pg_stat_statements_reset()")
+		seqPID := pg.sequencerPID()
+		_, seq0 := procStat(seqPID)
 		s0 := pg.statements()
 		n0, d0 := cpuOf(nodes), pg.cpu()
 		var ok atomic.Int64
@@ -285,7 +335,7 @@ grants:
 		ctx, cancel := context.WithTimeout(context.Background(), *duration)
 		start := time.Now()
 		var wg sync.WaitGroup
-		for w := range *clients {
+		for w := range clients {
 			wg.Go(func() {
 				for i := 0; ctx.Err() == nil; i++ {
 					switch code := fn(w, i); code {
@@ -304,6 +354,11 @@ grants:
 		wg.Wait()
 		cancel()
 		el := time.Since(start)
+		if _, seq1 := procStat(seqPID); seqPID != 0 && seqPID == pg.sequencerPID() {
+			lastSeqPerReq = (seq1 - seq0) / float64(ok.Load())
+		} else {
+			lastSeqPerReq = 0 // the sequencer changed: no figure
+		}
 		nreq := float64(ok.Load())
 		stmts := float64(pg.statements() - s0)
 		if *top > 0 {
@@ -316,7 +371,7 @@ grants:
 		return c
 	})
 	// One token per client, used on every node in turn.
-	toks := make([]string, *clients)
+	toks := make([]string, clients)
 	for w := range toks {
 		c, tok := exchange(nodes[0], reserve[w])
 		if c != 200 {
@@ -325,6 +380,7 @@ grants:
 		toks[w] = tok
 	}
 	time.Sleep(500 * time.Millisecond) // every node has them (polling's bound)
+	res.seqExchange = lastSeqPerReq
 	res.gatewayPerSec, res.stmtsPerGateway, res.nodeCPUGateway, res.dbCPUGateway, res.errorsGateway = phase(func(w, i int) int {
 		r, _ := http.NewRequest("GET", nodes[(w+i)%n].url+"/gw/api/r/"+strconv.Itoa(i), nil)
 		r.Header.Set("Authorization", "Bearer "+toks[w])
@@ -336,9 +392,10 @@ grants:
 		resp.Body.Close()
 		return resp.StatusCode
 	})
+	res.seqGateway = lastSeqPerReq
 	if n > 1 {
 		// Revocation propagation: revoke on node 1, watch nodes 0 and 2.
-		for _, idt := range reserve[*clients:] {
+		for _, idt := range reserve[clients:] {
 			c, tok := exchange(nodes[1], idt)
 			if c != 200 {
 				break
@@ -459,6 +516,14 @@ func (p *postgres) cpu() float64 {
 		}
 	}
 	return total
+}
+
+// sequencerPID is the backend holding the audit sequencer's advisory
+// lock (0: none).
+func (p *postgres) sequencerPID() int {
+	var pid int
+	p.db.QueryRow(`SELECT pid FROM pg_locks WHERE locktype = 'advisory' AND classid = 7303886 AND objsubid = 2 AND granted LIMIT 1`).Scan(&pid)
+	return pid
 }
 
 func (p *postgres) printTop(n int, requests float64) {

@@ -321,3 +321,44 @@ func TestSharedNeedsPendingStore(t *testing.T) {
 		t.Fatalf("Open(shared, memory store) = %v, want a configuration error", err)
 	}
 }
+
+// BenchmarkSharedSequencer measures how fast the one sequencer of a
+// shared log folds pending entries, b.N of them recorded beforehand (as
+// many nodes would): its capacity, which does not grow with nodes.
+//
+//	MAYFLY_TEST_POSTGRES=… go test ./internal/audit -run X -bench SharedSequencer -benchtime 50000x
+func BenchmarkSharedSequencer(b *testing.B) {
+	dsn := storetest.FreshSchema(b, storetest.PostgresDSN(b))
+	ctx := context.Background()
+	db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { db.Close() })
+	ts := time.Now().UTC().Format(timeLayout)
+	for off := 0; off < b.N; off += 1000 {
+		var recs [][]byte
+		for i := off; i < min(off+1000, b.N); i++ {
+			body, _ := encodeEvent(gatewayEvent(i))
+			recs = append(recs, append([]byte(ts+"\n"), body...))
+		}
+		if _, err := db.AddAuditPending(ctx, recs, false); err != nil {
+			b.Fatal(err)
+		}
+	}
+	b.ResetTimer()
+	cpu0 := cpuTime()
+	l, err := Open(ctx, db, testSigner, Options{Shared: true, CheckpointInterval: time.Second})
+	if err != nil {
+		b.Fatal(err)
+	}
+	for l.Size() < int64(b.N) {
+		time.Sleep(time.Millisecond)
+	}
+	b.StopTimer()
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
+	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/entry")
+	if err := l.Close(ctx); err != nil {
+		b.Fatal(err)
+	}
+}
