@@ -47,6 +47,8 @@ var layers = map[string]int{
 	"internal/pgrole":                  2,
 	"internal/pgrole/pgroletest":       2,
 	"internal/mint":                    2, // minted upstream credentials: records, revocation worker (SPEC section 9)
+	"internal/githubapp":               2, // the github_app credential source (installation tokens)
+	"internal/githubtest":              2, // a GitHub API double for tests and the demo
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -71,6 +73,8 @@ var along = map[string][]string{
 	"internal/pgrole/pgroletest":       {"internal/pgrole"},                   // a test's own database and admin role
 	"internal/pgrole":                  {"internal/mint", "internal/policy"},  // the postgres credential source of the minting flow
 	"internal/mint":                    {"internal/audit", "internal/policy"}, // minting flow: a grant's upstream, revocations audited
+	"internal/githubapp":               {"internal/mint", "internal/policy"},  // the github_app credential source of the minting flow
+	"internal/githubtest":              {"internal/policy"},                   // GitHub's permission names, as the double checks them
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids

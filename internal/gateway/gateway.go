@@ -139,6 +139,14 @@ type Secrets interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
 }
 
+// SharedCredentials gives the credential a grant on a minting upstream
+// shares (SPEC section 9: a GitHub App installation token, deliver:
+// gateway), cached and refreshed by its owner; id names it (it changes
+// when the credential does).
+type SharedCredentials interface {
+	SharedCredential(ctx context.Context, up *policy.Upstream, g *policy.Grant) (value, id string, err error)
+}
+
 // Auditor records entries (*audit.Log). AppendWritten returns once a crash
 // of the server can no longer lose the entry, Append once it is on disk;
 // AppendAsync does not wait.
@@ -169,7 +177,10 @@ type Config struct {
 	Leases   Leases
 	Policies Policies
 	Secrets  Secrets
-	Auditor  Auditor
+	// Minted, when set, serves upstreams whose credential is minted
+	// (github_app); without it their requests are refused (503).
+	Minted  SharedCredentials
+	Auditor Auditor
 	// DPoP verifies proofs for key-bound tokens (nil: a verifier with
 	// default options).
 	DPoP *dpop.Verifier
@@ -223,6 +234,7 @@ type Gateway struct {
 	mu         sync.Mutex
 	transports map[string]*upstreamTransport // by upstream name
 	creds      map[credKey]*credential
+	minted     map[string]credKey // upstream and grant → the key of its shared credential in creds
 
 	rmu           sync.Mutex
 	redactors     map[redactorKey]*redactor
@@ -266,7 +278,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.PublicURL = (&dpop.Origins{}).Of
 	}
 	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
-		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, bufPool: newBufPool(256),
+		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, minted: map[string]credKey{}, bufPool: newBufPool(256),
 		redactors: map[redactorKey]*redactor{}}
 	if g.ip == nil {
 		g.ip = clientip.New(nil)
@@ -466,7 +478,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 
-	cred, err := g.credential(r.Context(), up)
+	cred, err := g.credential(r.Context(), up, dec.Grant)
 	if err != nil {
 		g.log.Warn("gateway: upstream credential unavailable", "upstream", up.Name, "secret", up.Credential.Secret, "err", err)
 		g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the upstream credential is unavailable", CheckSecret)

@@ -103,8 +103,12 @@ type credential struct {
 type credKey struct{ secret, header, prefix string }
 
 // credential reveals the upstream's secret for this request; the header
-// value and the forms to mask are kept while the secret is unchanged.
-func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credential, error) {
+// value and the forms to mask are kept while the secret is unchanged. A
+// minting upstream's credential is the grant's shared one.
+func (g *Gateway) credential(ctx context.Context, up *policy.Upstream, grant *policy.Grant) (*credential, error) {
+	if up.Minted() {
+		return g.mintedCredential(ctx, up, grant)
+	}
 	v, ver, err := g.cfg.Secrets.Reveal(ctx, up.Credential.Secret)
 	if err != nil {
 		return nil, err
@@ -132,6 +136,44 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream) (*credent
 	}
 	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, secrets: secretValues(v)}
 	g.mu.Lock()
+	g.creds[key] = c
+	g.mu.Unlock()
+	return c, nil
+}
+
+// mintedCredential is credential for a minting upstream: the grant's
+// shared credential, sent as "Authorization: token …" (GitHub's form).
+func (g *Gateway) mintedCredential(ctx context.Context, up *policy.Upstream, grant *policy.Grant) (*credential, error) {
+	if g.cfg.Minted == nil || grant == nil || up.Kind() != policy.KindGitHubApp {
+		return nil, fmt.Errorf("upstream %s: no gateway credential for a %s upstream", up.Name, up.Kind())
+	}
+	v, id, err := g.cfg.Minted.SharedCredential(ctx, up, grant)
+	if err != nil {
+		return nil, err
+	}
+	key := credKey{secret: "minted:" + id, header: "Authorization", prefix: up.Credential.Prefix}
+	g.mu.Lock()
+	c := g.creds[key]
+	g.mu.Unlock()
+	if c != nil {
+		return c, nil
+	}
+	if len(v) < mask.MinSecretLen {
+		return nil, fmt.Errorf("minted credential shorter than %d bytes", mask.MinSecretLen)
+	}
+	value := up.Credential.Prefix + v
+	for i := 0; i < len(value); i++ {
+		if b := value[i]; b < 0x20 || b == 0x7f {
+			return nil, errors.New("the minted credential holds characters a header cannot carry")
+		}
+	}
+	c = &credential{header: "Authorization", value: value, values: []string{value}, secrets: secretValues([]byte(v))}
+	slot := up.Name + "\x00" + grant.Name
+	g.mu.Lock()
+	if old, ok := g.minted[slot]; ok && old != key {
+		delete(g.creds, old) // replaced by a refresh
+	}
+	g.minted[slot] = key
 	g.creds[key] = c
 	g.mu.Unlock()
 	return c, nil

@@ -14,6 +14,7 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		Leases:     s.leases,
 		Policies:   s.authority,
 		Secrets:    s.vault,
+		Minted:     sharedCredentials{s.minter},
 		Auditor:    s.audit,
 		DPoP:       dp,
 		ClientIP:   s.clientIP,

@@ -4,7 +4,9 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/mayfly-sh/mayfly/internal/githubapp"
 	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -28,5 +30,19 @@ func (s *Server) newMinter(ctx context.Context, hasher *token.Hasher) (*mint.Man
 
 // credentialSources are the sources by policy upstream kind.
 func (s *Server) credentialSources() map[string]mint.Source {
-	return map[string]mint.Source{}
+	return map[string]mint.Source{
+		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault}),
+	}
+}
+
+// sharedCredentials shows the mint manager's shared credentials to the
+// gateway.
+type sharedCredentials struct{ m *mint.Manager }
+
+func (a sharedCredentials) SharedCredential(ctx context.Context, up *policy.Upstream, g *policy.Grant) (string, string, error) {
+	is, err := a.m.Shared(ctx, up, g)
+	if err != nil {
+		return "", "", err
+	}
+	return is.Secret, is.ID, nil
 }
