@@ -2,7 +2,9 @@
 // installed: a server on embedded storage in a temporary folder, a local CI
 // issuer, a sample upstream API, and a job that exchanges its ID token,
 // calls through the gateway, leaks its token, sees the scanner get it
-// revoked, and ends with a verified audit log. Each step is printed with
+// revoked, gets a GitHub App installation token of its own from a local
+// GitHub double that dies with its lease when it leaks too, and ends with a
+// verified audit log. Each step is printed with
 // what happened and how long it took.
 //
 // It is a user of the other packages, over real HTTP on loopback; it never
@@ -26,6 +28,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
+	"github.com/mayfly-sh/mayfly/internal/githubtest"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/server"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -139,6 +142,14 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 	issSrv := &http.Server{Handler: iss.Handler(), ReadHeaderTimeout: 5 * time.Second}
 	go issSrv.Serve(issLn)
 	defer issSrv.Close()
+	// A local GitHub: the App endpoints and a repository API.
+	gh, err := githubtest.Start(githubtest.Options{Installations: []githubtest.Installation{
+		{ID: 7890, Owner: "acme", Repositories: []string{"app"}, Permissions: map[string]string{"contents": "write", "pull_requests": "write"}},
+	}})
+	if err != nil {
+		return err
+	}
+	defer gh.Close()
 
 	var base string
 	var gwClient *http.Client
@@ -185,7 +196,10 @@ func (d *demo) run(ctx context.Context, dataDir string) error {
 		if err != nil {
 			return "", err
 		}
-		return fmt.Sprintf("secret sample-api-token version %d; no endpoint returns its value", out.Version), nil
+		if _, err := admin.PutSecret(ctx, "gh-app-key", gh.PrivateKey); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("secret sample-api-token version %d, and the GitHub App's private key gh-app-key; no endpoint returns a value", out.Version), nil
 	}); err != nil {
 		return err
 	}
@@ -216,7 +230,29 @@ grants:
         claims:
           repository: acme/app
           ref: refs/heads/main
+  release:
+    upstream: github
+    ttl: 5m
+    deliver: job
+    bind_source_ip: true
+    github:
+      repositories: [app]
+      permissions: {contents: write}
+    allow:
+      - methods: [GET]
+        paths: ["/repos/acme/app/**"]
+    who:
+      - issuer: local-ci
+        claims:
+          repository: acme/app
+          ref: refs/heads/main
 `, issuerURL, issuerURL, apiLn.Addr())
+	policy = strings.Replace(policy, "grants:\n", fmt.Sprintf(`  github:
+    url: %s
+    credential:
+      github_app: {app_id: "%s", private_key_secret: gh-app-key, owner: acme}
+grants:
+`, gh.URL, gh.AppID), 1)
 	if err := d.step("apply the policy (a new audited version)", func() (string, error) {
 		out, err := admin.ApplyPolicy(ctx, []byte(policy))
 		if err != nil {
@@ -318,6 +354,63 @@ grants:
 			return "", fmt.Errorf("the revoked token reached the upstream")
 		}
 		return fmt.Sprintf("gateway → 401 %v", out["error"]), nil
+	}); err != nil {
+		return err
+	}
+	var ghToken, ghLease string
+	ghClient := &http.Client{Timeout: 10 * time.Second}
+	if err := d.step("a job gets its own GitHub App token (deliver: job)", func() (string, error) {
+		idt, err := iss.Mint(map[string]any{"repository": "acme/app", "ref": "refs/heads/main"}, issuerURL, 5*time.Minute)
+		if err != nil {
+			return "", err
+		}
+		out, _, err := admin.Exchange(ctx, client.ExchangeRequest{IDToken: idt, Grants: []string{"release"}})
+		if err != nil {
+			return "", err
+		}
+		c, ok := out.UpstreamCredentials["github"]
+		if !ok || !gh.Live(c.Token) {
+			return "", fmt.Errorf("no live GitHub token in the exchange")
+		}
+		ghToken, ghLease = c.Token, out.LeaseID
+		if _, err := call(ghClient, "GET", gh.URL+"/repos/acme/app", "token "+ghToken, "", "", 200); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("lease %s got installation token %s… (contents: write on acme/app only, until %s)\nthe job calls GitHub with it directly: 200", out.LeaseID, ghToken[:8], c.ExpiresAt), nil
+	}); err != nil {
+		return err
+	}
+	if err := d.step("that leaks too: lease revoked, GitHub token deleted", func() (string, error) {
+		sc, err := scan.New(scan.Options{})
+		if err != nil {
+			return "", err
+		}
+		var found []string
+		for _, f := range sc.ScanBytes("job.log", []byte("export GH_TOKEN="+ghToken+"\n")) {
+			if f.Rule == scan.RuleGitHubAppToken && f.Verified {
+				found = append(found, f.Secret)
+			}
+		}
+		if len(found) != 1 {
+			return "", fmt.Errorf("scanner found %d GitHub App tokens, want 1", len(found))
+		}
+		out, err := admin.ReportLeaks(ctx, []byte(found[0]))
+		if err != nil {
+			return "", err
+		}
+		if len(out.Revoked) != 1 || out.Revoked[0].LeaseID != ghLease {
+			return "", fmt.Errorf("leak report revoked %+v", out)
+		}
+		for i := 0; i < 200 && gh.Live(ghToken); i++ {
+			time.Sleep(25 * time.Millisecond)
+		}
+		if gh.Live(ghToken) {
+			return "", fmt.Errorf("the token still works at GitHub")
+		}
+		if _, err := call(ghClient, "GET", gh.URL+"/repos/acme/app", "token "+ghToken, "", "", 401); err != nil {
+			return "", err
+		}
+		return fmt.Sprintf("job.log:1 github-app-token %s… found by mayfly's keyed hash → lease %s revoked\nDELETE /installation/token confirmed; GitHub now answers 401", ghToken[:8], ghLease), nil
 	}); err != nil {
 		return err
 	}
