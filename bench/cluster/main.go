@@ -8,7 +8,7 @@
 // It starts a private PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*
 // on a 127.0.0.1 port, removed at the end) with pg_stat_statements loaded.
 //
-//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2] [-per-node] [-top N]
+//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2] [-per-node] [-top N] [-pprof DIR]
 //
 // -per-node gives every node the same number of clients, as a real
 // cluster whose load grows with its nodes: statements per request then
@@ -57,6 +57,7 @@ var (
 	duration = flag.Duration("duration", 10*time.Second, "length of each measured phase")
 	rounds   = flag.Int("rounds", 2, "interleaved rounds of 1 and 3 nodes")
 	top      = flag.Int("top", 0, "print the N statements run most in each phase")
+	pprofDir = flag.String("pprof", "", "write each node's CPU profile of the gateway phase to this directory (a -tags mayfly_pprof build)")
 	perNode  = flag.Bool("per-node", false, "run -clients clients per node (the same load per node) instead of in all")
 )
 
@@ -67,7 +68,12 @@ func main() {
 	check(err)
 	defer os.RemoveAll(tmp)
 	bin := filepath.Join(tmp, "mayfly")
-	out, err := exec.Command("go", "build", "-o", bin, "./cmd/mayfly").CombinedOutput()
+	args := []string{"build", "-o", bin}
+	if *pprofDir != "" {
+		args = append(args, "-tags", "mayfly_pprof")
+		check(os.MkdirAll(*pprofDir, 0o755))
+	}
+	out, err := exec.Command("go", append(args, "./cmd/mayfly")...).CombinedOutput()
 	if err != nil {
 		log.Fatalf("build: %v\n%s", err, out)
 	}
@@ -186,6 +192,7 @@ func (r result) String() string {
 
 type node struct {
 	dir, url string
+	pprof    string // its profiling address, with -pprof
 	cmd      *exec.Cmd
 	logs     *bytes.Buffer
 }
@@ -381,6 +388,21 @@ grants:
 	}
 	time.Sleep(500 * time.Millisecond) // every node has them (polling's bound)
 	res.seqExchange = lastSeqPerReq
+	var profiles sync.WaitGroup
+	if *pprofDir != "" {
+		secs := int(duration.Seconds()) - 1
+		for i, nd := range nodes {
+			profiles.Go(func() {
+				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", nd.pprof, secs))
+				check(err)
+				defer resp.Body.Close()
+				f, err := os.Create(filepath.Join(*pprofDir, fmt.Sprintf("gateway-r%d-n%d-node%d.pprof", round, n, i)))
+				check(err)
+				defer f.Close()
+				io.Copy(f, resp.Body)
+			})
+		}
+	}
 	res.gatewayPerSec, res.stmtsPerGateway, res.nodeCPUGateway, res.dbCPUGateway, res.errorsGateway = phase(func(w, i int) int {
 		r, _ := http.NewRequest("GET", nodes[(w+i)%n].url+"/gw/api/r/"+strconv.Itoa(i), nil)
 		r.Header.Set("Authorization", "Bearer "+toks[w])
@@ -393,6 +415,7 @@ grants:
 		return resp.StatusCode
 	})
 	res.seqGateway = lastSeqPerReq
+	profiles.Wait()
 	if n > 1 {
 		// Revocation propagation: revoke on node 1, watch nodes 0 and 2.
 		for _, idt := range reserve[clients:] {
@@ -427,6 +450,13 @@ func (nd *node) start(bin, dsn, cfg string) {
 		"--addr-file", addr, "--config", cfg, "--log-level", "error")
 	nd.logs = &bytes.Buffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
+	if *pprofDir != "" {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		check(err)
+		nd.pprof = l.Addr().String()
+		l.Close()
+		nd.cmd.Env = append(os.Environ(), "MAYFLY_PPROF_LISTEN="+nd.pprof)
+	}
 	check(nd.cmd.Start())
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
 		if b, err := os.ReadFile(addr); err == nil && len(b) > 0 {
