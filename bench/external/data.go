@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
@@ -121,14 +122,14 @@ func fillAudit(dir string, n int) {
 	db, err := store.Open(ctx, store.Config{Path: filepath.Join(dir, "mayfly.db")})
 	check(err)
 	defer db.Close()
-	opts := audit.Options{}
-	if audit.JournalSupported() {
+	opts := auditlog.Options{}
+	if auditlog.JournalSupported() {
 		opts.Journal = filepath.Join(dir, "audit.journal")
 	}
-	l, err := audit.Open(ctx, db, strings.TrimSpace(string(key)), opts)
+	l, err := auditlog.Open(ctx, db, strings.TrimSpace(string(key)), opts)
 	check(err)
 	const window = 4000
-	chans := make([]<-chan audit.Result, 0, window)
+	chans := make([]<-chan auditlog.Result, 0, window)
 	for i := range n {
 		chans = append(chans, l.AppendAsync(audit.Event{Type: "gateway.request", Lease: fmt.Sprintf("lse_%026d", i%5000),
 			Issuer: "ci", Subject: "repo:acme/app:ref:refs/heads/main", Job: fmt.Sprint(i / 50), Repository: "acme/app",

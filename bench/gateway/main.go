@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/gateway"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -117,11 +118,11 @@ func main() {
 	}
 	signer, _, _ := audit.GenerateKey("bench/audit")
 	reg := prometheus.NewRegistry()
-	aopts := audit.Options{Registerer: reg}
-	if audit.JournalSupported() { // as the server does on embedded SQLite
+	aopts := auditlog.Options{Registerer: reg}
+	if auditlog.JournalSupported() { // as the server does on embedded SQLite
 		aopts.Journal = filepath.Join(dir, "audit.journal")
 	}
-	alog, err := audit.Open(ctx, db, signer, aopts)
+	alog, err := auditlog.Open(ctx, db, signer, aopts)
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -306,7 +307,7 @@ grants:
 // timedAuditor records how long the gateway waits for its audit entries
 // (the first 3000: the latency run).
 type timedAuditor struct {
-	*audit.Log
+	*auditlog.Log
 	mu   sync.Mutex
 	d    []time.Duration
 	full atomic.Bool // d is full: the throughput runs pay no clock reads or lock
@@ -320,8 +321,8 @@ func (t *timedAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64
 	return t.timed(ctx, ev, t.Log.AppendWritten)
 }
 
-func (t *timedAuditor) Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
-	var in *audit.Intent
+func (t *timedAuditor) Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
+	var in *auditlog.Intent
 	_, err := t.timed(ctx, ev, func(ctx context.Context, ev audit.Event) (int64, error) {
 		var err error
 		in, err = t.Log.Begin(ctx, ev)
@@ -355,15 +356,15 @@ func (a *nopAuditor) AppendWritten(context.Context, audit.Event) (int64, error) 
 	return a.n.Add(1), nil
 }
 
-func (a *nopAuditor) Begin(context.Context, audit.Event) (*audit.Intent, error) {
-	return audit.EntryIntent(a.n.Add(1)), nil
+func (a *nopAuditor) Begin(context.Context, audit.Event) (*auditlog.Intent, error) {
+	return auditlog.EntryIntent(a.n.Add(1)), nil
 }
 
-func (a *nopAuditor) Finish(*audit.Intent, audit.Event, string) { a.n.Add(1) }
+func (a *nopAuditor) Finish(*auditlog.Intent, audit.Event, string) { a.n.Add(1) }
 
-func (a *nopAuditor) AppendAsync(audit.Event) <-chan audit.Result {
-	ch := make(chan audit.Result, 1)
-	ch <- audit.Result{Index: a.n.Add(1)}
+func (a *nopAuditor) AppendAsync(audit.Event) <-chan auditlog.Result {
+	ch := make(chan auditlog.Result, 1)
+	ch <- auditlog.Result{Index: a.n.Add(1)}
 	return ch
 }
 

@@ -14,19 +14,20 @@ import (
 	"testing"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // testLog is a real audit log on SQLite in a temporary folder.
-func testLog(t *testing.T, signer string, n int) *audit.Log {
+func testLog(t *testing.T, signer string, n int) *auditlog.Log {
 	t.Helper()
 	ctx := context.Background()
 	db, err := store.Open(ctx, store.Config{Path: filepath.Join(t.TempDir(), "a.db")})
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, err := audit.Open(ctx, db, signer, audit.Options{})
+	l, err := auditlog.Open(ctx, db, signer, auditlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,7 +36,7 @@ func testLog(t *testing.T, signer string, n int) *audit.Log {
 	return l
 }
 
-func grow(t *testing.T, l *audit.Log, n int) {
+func grow(t *testing.T, l *auditlog.Log, n int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
@@ -53,11 +54,11 @@ func grow(t *testing.T, l *audit.Log, n int) {
 type auditServer struct {
 	*httptest.Server
 	mu     sync.Mutex
-	log    *audit.Log
+	log    *auditlog.Log
 	tamper int64 // index of an entry served altered, -1 none
 }
 
-func newAuditServer(t *testing.T, l *audit.Log) *auditServer {
+func newAuditServer(t *testing.T, l *auditlog.Log) *auditServer {
 	as := &auditServer{log: l, tamper: -1}
 	as.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		if r.Header.Get("Authorization") == "" {
@@ -107,7 +108,7 @@ func newAuditServer(t *testing.T, l *audit.Log) *auditServer {
 	return as
 }
 
-func (as *auditServer) set(l *audit.Log, tamper int64) {
+func (as *auditServer) set(l *auditlog.Log, tamper int64) {
 	as.mu.Lock()
 	as.log, as.tamper = l, tamper
 	as.mu.Unlock()

@@ -27,11 +27,12 @@ var layers = map[string]int{
 	"internal/yamlerr":  0, // YAML errors in words, for policy and server config
 	"internal/jwa":      0, // which public key verifies which JWS algorithm (identity, dpop)
 	"internal/version":  0, // which build this is (runtime/debug build info)
+	"internal/audit":    0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	// storage
 	"internal/store":           1,
 	"internal/store/storetest": 1,
 	// capabilities
-	"internal/audit":                   2,
+	"internal/auditlog":                2,
 	"internal/lease":                   2,
 	"internal/secret":                  2,
 	"internal/policy":                  2,
@@ -65,16 +66,17 @@ var layers = map[string]int{
 // along lists the imports between capabilities, each along a flow of
 // ARCHITECTURE.md.
 var along = map[string][]string{
-	"internal/gateway":                 {"internal/audit", "internal/dpop", "internal/lease", "internal/policy", "internal/mask"}, // gateway flow
-	"internal/job":                     {"internal/client"},                                                                       // the job side exchanges through the one client
-	"internal/client":                  {"internal/dpop"},                                                                         // DPoP proofs for bound tokens
+	"internal/audit":                   {"internal/token"},                                                                           // entries hold a token's hint, never the token
+	"internal/gateway":                 {"internal/auditlog", "internal/dpop", "internal/lease", "internal/policy", "internal/mask"}, // gateway flow
+	"internal/job":                     {"internal/client"},                                                                          // the job side exchanges through the one client
+	"internal/client":                  {"internal/dpop"},                                                                            // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
-	"internal/store/storetest":         {"internal/store"},                    // fresh stores for tests
-	"internal/pgrole/pgroletest":       {"internal/pgrole"},                   // a test's own database and admin role
-	"internal/pgrole":                  {"internal/mint", "internal/policy"},  // the postgres credential source of the minting flow
-	"internal/mint":                    {"internal/audit", "internal/policy"}, // minting flow: a grant's upstream, revocations audited
-	"internal/githubapp":               {"internal/mint", "internal/policy"},  // the github_app credential source of the minting flow
-	"internal/githubtest":              {"internal/policy"},                   // GitHub's permission names, as the double checks them
+	"internal/store/storetest":         {"internal/store"},                   // fresh stores for tests
+	"internal/pgrole/pgroletest":       {"internal/pgrole"},                  // a test's own database and admin role
+	"internal/pgrole":                  {"internal/mint", "internal/policy"}, // the postgres credential source of the minting flow
+	"internal/mint":                    {"internal/policy"},                  // minting flow: a grant's upstream, revocations audited
+	"internal/githubapp":               {"internal/mint", "internal/policy"}, // the github_app credential source of the minting flow
+	"internal/githubtest":              {"internal/policy"},                  // GitHub's permission names, as the double checks them
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids
@@ -93,6 +95,8 @@ var never = map[string][]string{
 	"internal/identity": {"internal/policy", "internal/store"},
 	// the scanner never revokes by itself
 	"internal/scan": {"internal/lease", "internal/store"},
+	// the audit core is portable: no storage, no I/O of its own
+	"internal/audit": {"internal/store"},
 	// token knows nothing of storage or HTTP
 	"internal/token": {"internal/store"},
 	// the demo runs the real server over HTTP

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -31,7 +32,7 @@ func (e *entries) Append(_ context.Context, ev audit.Event) (int64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fail[ev.Type] {
-		return 0, fmt.Errorf("%w: test", audit.ErrUnavailable)
+		return 0, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
 	}
 	e.evs = append(e.evs, ev)
 	return int64(len(e.evs)), nil

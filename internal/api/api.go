@@ -24,7 +24,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
-	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
@@ -59,7 +59,7 @@ type Config struct {
 	Authority *authority.Authority
 	Admins    *authority.Admins
 	Leases    *lease.Manager
-	Audit     *audit.Log
+	Audit     *auditlog.Log
 	Secrets   Secrets
 	Store     interface{ Ping(context.Context) error }
 	Gateway   http.Handler
@@ -305,7 +305,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, re.Status, re.Code, re.Description)
 	case errors.As(err, &pe), errors.As(err, &pe1):
 		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())
-	case errors.Is(err, authority.ErrUnavailable), errors.Is(err, audit.ErrUnavailable):
+	case errors.Is(err, authority.ErrUnavailable), errors.Is(err, auditlog.ErrUnavailable):
 		a.cfg.Logger.Error("request failed: unavailable", "route", r.URL.Path, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot record this action right now; nothing was done")
 	case errors.Is(err, ErrSecretNotFound), errors.Is(err, fs.ErrNotExist): // store.ErrNotFound matches fs.ErrNotExist

@@ -6,6 +6,7 @@ import (
 	"strconv"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 )
 
 func itoa(n int64) string { return strconv.FormatInt(n, 10) }
@@ -32,7 +33,7 @@ func (a *API) auditEntries(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 400, "invalid_request", "start and limit must be non-negative integers, limit > 0")
 		return
 	}
-	limit = min(limit, audit.MaxPageSize)
+	limit = min(limit, auditlog.MaxPageSize)
 	es, err := a.cfg.Audit.Entries(r.Context(), start, int(limit))
 	if err != nil {
 		a.auditErr(w, r, err)

@@ -86,15 +86,12 @@ func validType(s string) bool {
 	return true
 }
 
-// encodeEvent returns the event's compact JSON object, starting with
-// `{"type":`, with any whole mayfly token replaced by its hint.
-func encodeEvent(ev Event) ([]byte, error) {
-	return encodeEventTo(make([]byte, 0, 1024), &ev)
-}
-
-// encodeEventTo is encodeEvent appending to dst, returning just the object
-// (in dst's array when it fits).
-func encodeEventTo(dst []byte, ev *Event) ([]byte, error) {
+// EncodeEvent returns the event's compact JSON object, starting with
+// `{"type":`, with any whole mayfly token replaced by its hint: the body of
+// an entry (AppendEntry). It writes over dst's array when the object fits
+// (dst's contents are not kept). It fails for an invalid type or an event
+// too large for an entry.
+func EncodeEvent(dst []byte, ev *Event) ([]byte, error) {
 	if !validType(ev.Type) {
 		return nil, fmt.Errorf("audit: invalid event type %q", ev.Type)
 	}
@@ -244,8 +241,14 @@ func appendString(b []byte, s string) []byte {
 // timeLayout is RFC 3339 with nanoseconds, always written in UTC.
 const timeLayout = time.RFC3339Nano
 
-// buildEntry prefixes an encoded event with its index and time.
-func buildEntry(dst []byte, index int64, ts string, body []byte) []byte {
+// FormatTime returns t as an entry's time: RFC 3339 with nanoseconds, in
+// UTC.
+func FormatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
+
+// AppendEntry appends to dst the entry with index, time ts (FormatTime) and
+// body, an object from EncodeEvent: `{"index":N,"time":"…",` and the
+// body's fields.
+func AppendEntry(dst []byte, index int64, ts string, body []byte) []byte {
 	dst = append(dst, `{"index":`...)
 	dst = strconv.AppendInt(dst, index, 10)
 	dst = append(dst, `,"time":"`...)
@@ -255,9 +258,10 @@ func buildEntry(dst []byte, index int64, ts string, body []byte) []byte {
 	return dst
 }
 
-// entryIndex reads the index of an entry written by this package: it must
-// start exactly with `{"index":N,`. It returns -1 if it does not.
-func entryIndex(b []byte) int64 {
+// EntryIndex reads the index of an entry written by AppendEntry without
+// parsing it: the entry must start exactly with `{"index":N,`. It returns
+// -1 if it does not.
+func EntryIndex(b []byte) int64 {
 	const p = `{"index":`
 	if len(b) < len(p)+2 || string(b[:len(p)]) != p {
 		return -1
@@ -306,4 +310,17 @@ func ParseEntry(line []byte) (*Entry, error) {
 		return nil, fmt.Errorf("audit: entry type %q is invalid", aux.Type)
 	}
 	return &Entry{Index: *aux.Index, Time: t, Event: aux.Event}, nil
+}
+
+// Outcome is the entry that records a request's outcome beside its
+// decision's entry at index decision: whole's fields, of type typ, with
+// detail request_index (and aborted when whole's detail says so).
+func Outcome(whole Event, typ string, decision int64) Event {
+	ev := whole
+	ev.Type = typ
+	ev.Detail = map[string]any{"request_index": decision}
+	if whole.Detail["aborted"] == true {
+		ev.Detail["aborted"] = true
+	}
+	return ev
 }

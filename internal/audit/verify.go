@@ -141,7 +141,7 @@ func (c *check) atSize() {
 // entry checks and hashes the entry at position pos; it returns the stored
 // hashes it creates (valid until the next call).
 func (c *check) entry(pos int64, data []byte) []tlog.Hash {
-	if idx := entryIndex(data); idx != pos {
+	if idx := EntryIndex(data); idx != pos {
 		if idx < 0 {
 			c.bad(pos, "entry at position %d is not a well-formed entry", pos)
 		} else {

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -29,7 +30,7 @@ type failingAudit struct{ failType string }
 
 func (f failingAudit) Append(_ context.Context, ev audit.Event) (int64, error) {
 	if ev.Type == f.failType {
-		return 0, audit.ErrUnavailable
+		return 0, auditlog.ErrUnavailable
 	}
 	return 1, nil
 }

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 	"github.com/mayfly-sh/mayfly/internal/identity"
@@ -32,7 +33,7 @@ func (r *recorder) Append(_ context.Context, ev audit.Event) (int64, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.fail[ev.Type] {
-		return 0, fmt.Errorf("%w: test", audit.ErrUnavailable)
+		return 0, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
 	}
 	r.evs = append(r.evs, ev)
 	return int64(len(r.evs)), nil

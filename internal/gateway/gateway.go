@@ -77,7 +77,7 @@
 //
 // It never reads the store itself: it asks Leases, Policies, Secrets and
 // Auditor, interfaces that lease.Manager, the server's policy holder, the
-// secret vault and audit.Log satisfy.
+// secret vault and auditlog.Log satisfy.
 package gateway
 
 import (
@@ -94,6 +94,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
@@ -147,26 +148,26 @@ type SharedCredentials interface {
 	SharedCredential(ctx context.Context, up *policy.Upstream, g *policy.Grant) (value, id string, err error)
 }
 
-// Auditor records entries (*audit.Log). AppendWritten returns once a crash
+// Auditor records entries (*auditlog.Log). AppendWritten returns once a crash
 // of the server can no longer lose the entry, Append once it is on disk;
 // AppendAsync does not wait.
 //
 // Begin records a forwarded request's decision, safe from a crash, and
 // Finish its outcome without waiting: one entry per request where the log
-// keeps a journal, else two (see audit.Log.Begin).
+// keeps a journal, else two (see auditlog.Log.Begin).
 type Auditor interface {
 	Append(ctx context.Context, ev audit.Event) (int64, error)
 	AppendWritten(ctx context.Context, ev audit.Event) (int64, error)
-	AppendAsync(ev audit.Event) <-chan audit.Result
-	Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error)
-	Finish(in *audit.Intent, whole audit.Event, outcomeType string)
+	AppendAsync(ev audit.Event) <-chan auditlog.Result
+	Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error)
+	Finish(in *auditlog.Intent, whole audit.Event, outcomeType string)
 }
 
-// healthChecker is optionally implemented by an Auditor (*audit.Log):
+// healthChecker is optionally implemented by an Auditor (*auditlog.Log):
 // when unhealthy, requests are refused at once rather than waiting.
 type healthChecker interface{ Healthy() error }
 
-// journaler is optionally implemented by an Auditor (*audit.Log): when
+// journaler is optionally implemented by an Auditor (*auditlog.Log): when
 // Journaled, Begin and AppendWritten never wait for the store, so they need
 // no timeout (and no timer per request).
 type journaler interface{ Journaled() bool }
@@ -583,12 +584,12 @@ func (g *Gateway) record(ctx context.Context, ev audit.Event) (idx int64, err er
 // begin records a forwarded request's decision and waits until a crash
 // cannot lose it (with Config.Durable: until it is on disk, as an entry of
 // its own).
-func (g *Gateway) begin(ctx context.Context, ev audit.Event) (in *audit.Intent, err error) {
+func (g *Gateway) begin(ctx context.Context, ev audit.Event) (in *auditlog.Intent, err error) {
 	err = g.awaitAudit(ctx, func(ctx context.Context) error {
 		if g.cfg.Durable {
 			var idx int64
 			if idx, err = g.cfg.Auditor.Append(ctx, ev); err == nil {
-				in = audit.EntryIntent(idx)
+				in = auditlog.EntryIntent(idx)
 			}
 		} else {
 			in, err = g.cfg.Auditor.Begin(ctx, ev)

@@ -30,6 +30,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/lease"
@@ -59,7 +60,7 @@ func (h *policyHolder) Current() *policy.Policy { return h.p.Load() }
 // failingAuditor wraps the real log, counts the awaited appends by kind
 // and can be switched to fail or hang.
 type failingAuditor struct {
-	*audit.Log
+	*auditlog.Log
 	mode             atomic.Int32 // 0 ok, 1 fail, 2 hang
 	durable, written atomic.Int64
 }
@@ -67,7 +68,7 @@ type failingAuditor struct {
 func (f *failingAuditor) fail(ctx context.Context) error {
 	switch f.mode.Load() {
 	case 1:
-		return fmt.Errorf("test: %w", audit.ErrUnavailable)
+		return fmt.Errorf("test: %w", auditlog.ErrUnavailable)
 	case 2:
 		<-ctx.Done()
 		return ctx.Err()
@@ -92,7 +93,7 @@ func (f *failingAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int
 }
 
 // Begin counts as a written append: without a journal it is one.
-func (f *failingAuditor) Begin(ctx context.Context, ev audit.Event) (*audit.Intent, error) {
+func (f *failingAuditor) Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
 	f.written.Add(1)
 	if err := f.fail(ctx); err != nil {
 		return nil, err
@@ -262,7 +263,7 @@ type harness struct {
 	gw     *Gateway
 	srv    *httptest.Server
 	leases *lease.Manager
-	log    *audit.Log
+	log    *auditlog.Log
 	aud    *failingAuditor
 	clk    *clock
 	pol    *policyHolder
@@ -366,7 +367,7 @@ func newHarness(t *testing.T) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.log, err = audit.Open(ctx, db, signer, audit.Options{})
+	h.log, err = auditlog.Open(ctx, db, signer, auditlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -18,7 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
@@ -223,7 +223,7 @@ type redactorKey struct {
 // forward sends the checked request to the upstream and streams the answer
 // back, masked; then it records the request's outcome.
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
-	cred *credential, red *redactor, clean string, in *audit.Intent) {
+	cred *credential, red *redactor, clean string, in *auditlog.Intent) {
 	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: red}
 	f.rw = respWriter{ResponseWriter: w, red: f.red}
 	f.rp = httputil.ReverseProxy{
@@ -353,7 +353,7 @@ func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err 
 
 // finish records the request's outcome (deferred: also after a panic,
 // which it passes on).
-func (f *forwarding) finish(in *audit.Intent) {
+func (f *forwarding) finish(in *auditlog.Intent) {
 	p := recover()
 	g, rq, rw := f.g, f.rq, &f.rw
 	status := rw.status

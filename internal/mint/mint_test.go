@@ -14,6 +14,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
@@ -101,7 +102,7 @@ type harness struct {
 	db  *store.DB
 	m   *Manager
 	up  *upstreamDouble
-	log *audit.Log
+	log *auditlog.Log
 	clk *clock
 	reg *prometheus.Registry
 	pol *policy.Policy
@@ -134,7 +135,7 @@ func newHarness(t *testing.T, b storetest.Backend) *harness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.log, err = audit.Open(ctx, b.DB, signer, audit.Options{})
+	h.log, err = auditlog.Open(ctx, b.DB, signer, auditlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

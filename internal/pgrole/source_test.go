@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
@@ -26,7 +27,7 @@ type sourceHarness struct {
 	m      *mint.Manager
 	src    *pgrole.Source
 	vault  *secret.Vault
-	log    *audit.Log
+	log    *auditlog.Log
 	pol    *policy.Policy
 	pg     *pgroletest.Server
 	hasher *token.Hasher
@@ -51,7 +52,7 @@ func newSourceHarness(t testing.TB, b storetest.Backend) *sourceHarness {
 	if err != nil {
 		t.Fatal(err)
 	}
-	h.log, err = audit.Open(ctx, b.DB, signer, audit.Options{})
+	h.log, err = auditlog.Open(ctx, b.DB, signer, auditlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/secret"
@@ -112,7 +113,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := checkAuditKey(ctx, st, signer); err != nil {
 		return nil, err
 	}
-	log, err := audit.Open(ctx, st, signer, audit.Options{})
+	log, err := auditlog.Open(ctx, st, signer, auditlog.Options{})
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -55,14 +56,14 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	if err != nil {
 		return 0, fmt.Errorf("audit key: %w", err)
 	}
-	aopts := audit.Options{}
-	if dsn == "" && audit.JournalSupported() {
+	aopts := auditlog.Options{}
+	if dsn == "" && auditlog.JournalSupported() {
 		// The journal's lock is also how a running server is noticed. Where
 		// there is no journal, a server's concurrent append would collide on
 		// the log's index in the store and fail closed.
 		aopts.Journal = d.AuditJournal()
 	}
-	log, err := audit.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
+	log, err := auditlog.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
 	clear(signer)
 	if err != nil {
 		if strings.Contains(err.Error(), "in use by another process") {

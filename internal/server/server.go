@@ -24,6 +24,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/api"
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
@@ -45,7 +46,7 @@ type Server struct {
 	log       *slog.Logger
 	store     *store.DB
 	vault     *secret.Vault
-	audit     *audit.Log
+	audit     *auditlog.Log
 	leases    *lease.Manager
 	authority *authority.Authority
 	handler   http.Handler
@@ -157,16 +158,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	// Nodes sharing PostgreSQL record entries pending and one of them at a
-	// time sequences them into the log (audit.Options.Shared).
-	aopts := audit.Options{Registerer: s.registry, Shared: dsn != ""}
-	if dsn == "" && audit.JournalSupported() {
+	// time sequences them into the log (auditlog.Options.Shared).
+	aopts := auditlog.Options{Registerer: s.registry, Shared: dsn != ""}
+	if dsn == "" && auditlog.JournalSupported() {
 		// Embedded SQLite has one writer, this process: gateway entries
-		// go through the journal (see audit.Options.Journal). Nodes that
+		// go through the journal (see auditlog.Options.Journal). Nodes that
 		// share PostgreSQL, and systems without the journal (not Linux),
 		// commit each batch instead.
 		aopts.Journal = d.AuditJournal()
 	}
-	s.audit, err = audit.Open(ctx, s.store, strings.TrimSpace(string(signer)), aopts)
+	s.audit, err = auditlog.Open(ctx, s.store, strings.TrimSpace(string(signer)), aopts)
 	clear(signer)
 	if err != nil {
 		return nil, err
@@ -179,7 +180,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if err != nil {
 			return nil, err
 		}
-		f := audit.NewForwarder(s.store, sink, audit.ForwarderOptions{Registerer: s.registry})
+		f := auditlog.NewForwarder(s.store, sink, auditlog.ForwarderOptions{Registerer: s.registry})
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()

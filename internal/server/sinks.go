@@ -4,7 +4,7 @@ import (
 	"crypto/tls"
 	"fmt"
 
-	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 )
 
 // SinkConfig is one SIEM export of the audit log (config key audit_sinks).
@@ -19,18 +19,18 @@ type SinkConfig struct {
 	ServerName string `yaml:"server_name"`
 }
 
-func (c SinkConfig) open() (audit.Sink, error) {
+func (c SinkConfig) open() (auditlog.Sink, error) {
 	switch c.Type {
 	case "file":
 		if c.Path == "" {
 			return nil, fmt.Errorf("audit_sinks: a file sink needs path")
 		}
-		return audit.NewFileSink(c.Path, audit.FileSinkOptions{MaxBytes: c.MaxBytes, MaxBackups: c.MaxBackups})
+		return auditlog.NewFileSink(c.Path, auditlog.FileSinkOptions{MaxBytes: c.MaxBytes, MaxBackups: c.MaxBackups})
 	case "syslog":
 		if c.Addr == "" {
 			return nil, fmt.Errorf("audit_sinks: a syslog sink needs addr")
 		}
-		o := audit.SyslogOptions{Addr: c.Addr}
+		o := auditlog.SyslogOptions{Addr: c.Addr}
 		if c.TLS {
 			o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
 			if c.CAFile != "" {
@@ -41,7 +41,7 @@ func (c SinkConfig) open() (audit.Sink, error) {
 				o.TLS.RootCAs = pool
 			}
 		}
-		return audit.NewSyslogSink(o)
+		return auditlog.NewSyslogSink(o)
 	}
 	return nil, fmt.Errorf("audit_sinks: unknown type %q (file or syslog)", c.Type)
 }

@@ -36,7 +36,7 @@ func (db *DB) AppendAuditWritten(ctx context.Context, start int64, entries [][]b
 }
 
 // AppendAuditKept is AppendAuditWritten for entries a write-ahead journal
-// keeps until a durable commit covers them (audit.Options.Journal): it sets
+// keeps until a durable commit covers them (auditlog.Options.Journal): it sets
 // no deadline for that commit, which spares an fsync every SyncDelay.
 func (db *DB) AppendAuditKept(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
 	return db.appendAudit(ctx, db.txDirectKept, start, entries, firstHash, hashes)

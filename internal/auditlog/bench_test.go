@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -13,6 +13,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // BenchmarkAppend measures awaited appends per second with 1, 64 and 256
@@ -46,7 +48,7 @@ func BenchmarkAppend(b *testing.B) {
 					case strings.HasPrefix(mode, "written"):
 						appendFn = l.AppendWritten
 					case strings.HasPrefix(mode, "request"):
-						appendFn = func(ctx context.Context, ev Event) (int64, error) {
+						appendFn = func(ctx context.Context, ev audit.Event) (int64, error) {
 							in, err := l.Begin(ctx, ev)
 							if err != nil {
 								return -1, err
@@ -106,8 +108,8 @@ func BenchmarkAppend(b *testing.B) {
 }
 
 // requestEvent is a gateway request's decision as the gateway records it.
-func requestEvent(i int) Event {
-	return Event{Type: TypeGateway, Lease: "lse_01JQ3M8Z6V4W9K2T7B5N0C1XRD", Issuer: "https://token.actions.githubusercontent.com",
+func requestEvent(i int) audit.Event {
+	return audit.Event{Type: audit.TypeGateway, Lease: "lse_01JQ3M8Z6V4W9K2T7B5N0C1XRD", Issuer: "https://token.actions.githubusercontent.com",
 		Subject: "repo:acme/app:ref:refs/heads/main", Job: "12345678/1", Repository: "acme/app", Grant: "deploy",
 		Upstream: "api", Method: "GET", Path: "/v1/items/" + strconv.Itoa(i), Source: "10.0.0.1",
 		Hint: "mfy_ab12…", PolicyVersion: "3f2a9c1d", Secret: "api-token", SecretVersion: 2,
@@ -155,7 +157,7 @@ func BenchmarkVerify(b *testing.B) {
 		b.Run(fmt.Sprintf("%s/n=%d", be.name, n), func(b *testing.B) {
 			start := time.Now()
 			for i := 0; i < b.N; i++ {
-				res, err := Verify(context.Background(), be.st, testVerifier, VerifyOptions{})
+				res, err := audit.Verify(context.Background(), be.st, testVerifier, audit.VerifyOptions{})
 				if err != nil || !res.OK() || res.Size != int64(n) {
 					b.Fatalf("Verify = %+v, %v", res, err)
 				}
@@ -182,7 +184,7 @@ func BenchmarkVerifyStream(b *testing.B) {
 	b.SetBytes(int64(buf.Len()))
 	b.ResetTimer()
 	for i := 0; i < b.N; i++ {
-		res, err := VerifyStream(context.Background(), bytes.NewReader(buf.Bytes()), cp, testVerifier, VerifyOptions{})
+		res, err := audit.VerifyStream(context.Background(), bytes.NewReader(buf.Bytes()), cp, testVerifier, audit.VerifyOptions{})
 		if err != nil || !res.OK() {
 			b.Fatalf("%+v %v", res, err)
 		}

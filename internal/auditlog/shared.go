@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -10,7 +10,9 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/store"
+
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -84,7 +86,7 @@ func (l *Log) commitPending(batch []*request) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
-	ts := l.opts.Now().UTC().Format(timeLayout)
+	ts := audit.FormatTime(l.opts.Now())
 	records := make([][]byte, len(batch))
 	for i, r := range batch {
 		rec := make([]byte, 0, len(ts)+1+len(r.body)+40)
@@ -271,7 +273,7 @@ func (l *Log) sequence() error {
 				cut := len(body) - len("-1}}")
 				body = append(strconv.AppendInt(append(make([]byte, 0, len(body)+20), body[:cut]...), idx, 10), "}}"...)
 			}
-			entries[i] = buildEntry(nil, start+int64(i), ts, body)
+			entries[i] = audit.AppendEntry(nil, start+int64(i), ts, body)
 		}
 		end := start + int64(len(entries))
 		hashes, root, err := l.hashQueue(start, end, entries)

@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -11,7 +11,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/token"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 	"github.com/transparency-dev/merkle/proof"
@@ -22,7 +24,7 @@ import (
 var testSigner, testVerifier = mustKey("mayfly.test/audit")
 
 func mustKey(origin string) (string, string) {
-	s, v, err := GenerateKey(origin)
+	s, v, err := audit.GenerateKey(origin)
 	if err != nil {
 		panic(err)
 	}
@@ -39,8 +41,8 @@ func openLog(t testing.TB, st Storage, opts Options) *Log {
 	return l
 }
 
-func gatewayEvent(i int) Event {
-	return Event{Type: TypeGateway, Lease: fmt.Sprintf("lse_%d", i), Issuer: "github", Subject: "repo:o/r:ref:refs/heads/main",
+func gatewayEvent(i int) audit.Event {
+	return audit.Event{Type: audit.TypeGateway, Lease: fmt.Sprintf("lse_%d", i), Issuer: "github", Subject: "repo:o/r:ref:refs/heads/main",
 		Grant: "deploy", Upstream: "api", Method: "GET", Path: fmt.Sprintf("/v1/items/%d", i), Status: 200,
 		Source: "10.0.0.1", BytesOut: int64(i), DurationMS: 3}
 }
@@ -71,7 +73,7 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if size, root, err := ParseCheckpoint(cp, testVerifier); err != nil || size != 0 || root != emptyRoot {
+			if size, root, err := audit.ParseCheckpoint(cp, testVerifier); err != nil || size != 0 || root != emptyRoot() {
 				t.Fatalf("empty checkpoint: %d %x %v", size, root, err)
 			}
 			for i := 0; i < 10; i++ {
@@ -85,7 +87,7 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 				t.Fatalf("Entries = %d, %v", len(es), err)
 			}
 			for i, e := range es {
-				pe, err := ParseEntry(e)
+				pe, err := audit.ParseEntry(e)
 				if err != nil {
 					t.Fatalf("ParseEntry(%s): %v", e, err)
 				}
@@ -104,7 +106,7 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 				t.Fatal(err)
 			}
 			cp, _ = l.Checkpoint(ctx)
-			size, root, err := ParseCheckpoint(cp, testVerifier)
+			size, root, err := audit.ParseCheckpoint(cp, testVerifier)
 			if err != nil || size != 10 {
 				t.Fatalf("checkpoint %d, %v", size, err)
 			}
@@ -118,7 +120,7 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 			if old, err := l.CheckpointAt(ctx, 0); err != nil || !bytes.HasPrefix(old, []byte("mayfly.test/audit\n0\n")) {
 				t.Fatalf("CheckpointAt(0) = %q, %v", old, err)
 			}
-			res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{})
+			res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{})
 			if err != nil || !res.OK() || res.Size != 10 || res.Root != root {
 				t.Fatalf("Verify = %+v, %v", res, err)
 			}
@@ -249,7 +251,7 @@ func TestConcurrentAppends(t *testing.T) {
 				t.Fatalf("stored %d entries, %v", len(es), err)
 			}
 			for i, e := range es {
-				pe, err := ParseEntry(e)
+				pe, err := audit.ParseEntry(e)
 				if err != nil || pe.Index != int64(i) || pe.Lease != seen[int64(i)] {
 					t.Fatalf("entry %d = %s (%v), want lease %s", i, e, err, seen[int64(i)])
 				}
@@ -264,7 +266,7 @@ func TestConcurrentAppends(t *testing.T) {
 			if err := l.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
-			res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{PageSize: 100})
+			res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: 100})
 			if err != nil || !res.OK() || res.Size != n {
 				t.Fatalf("Verify = %+v, %v", res, err)
 			}
@@ -309,7 +311,7 @@ func TestProofsIndependent(t *testing.T) {
 					if err := proof.VerifyInclusion(h, uint64(idx), uint64(size), h.HashLeaf(es[idx]), toSlices(p), root[:]); err != nil {
 						t.Fatalf("inclusion %d in %d: %v", idx, size, err)
 					}
-					if err := VerifyInclusion(idx, size, es[idx], root, p); err != nil {
+					if err := audit.VerifyInclusion(idx, size, es[idx], root, p); err != nil {
 						t.Fatalf("own inclusion check %d in %d: %v", idx, size, err)
 					}
 				}
@@ -322,11 +324,11 @@ func TestProofsIndependent(t *testing.T) {
 					if err := proof.VerifyConsistency(h, uint64(old), uint64(size), toSlices(p), r1[:], r2[:]); err != nil {
 						t.Fatalf("consistency %d→%d: %v", old, size, err)
 					}
-					if err := VerifyConsistency(old, r1, size, r2, p); err != nil {
+					if err := audit.VerifyConsistency(old, r1, size, r2, p); err != nil {
 						t.Fatalf("own consistency %d→%d: %v", old, size, err)
 					}
 					if old != size {
-						if err := VerifyConsistency(old, roots[size], size, r2, p); err == nil {
+						if err := audit.VerifyConsistency(old, roots[size], size, r2, p); err == nil {
 							t.Fatalf("consistency with a wrong old root accepted")
 						}
 					}
@@ -334,26 +336,26 @@ func TestProofsIndependent(t *testing.T) {
 			}
 			// Proof JSON round trip.
 			p, _ := l.InclusionProof(ctx, 5, n)
-			back, err := UnmarshalProof(MarshalProof(p))
+			back, err := audit.UnmarshalProof(audit.MarshalProof(p))
 			if err != nil || len(back) != len(p) || back[0] != p[0] {
 				t.Fatalf("proof JSON round trip: %v", err)
 			}
-			if !strings.HasPrefix(string(MarshalProof(p)), `{"hashes":["`) {
-				t.Fatalf("proof JSON %s", MarshalProof(p))
+			if !strings.HasPrefix(string(audit.MarshalProof(p)), `{"hashes":["`) {
+				t.Fatalf("proof JSON %s", audit.MarshalProof(p))
 			}
 			// Out of range.
 			for _, c := range [][2]int64{{n, n}, {0, n + 1}, {-1, 3}} {
-				if _, err := l.InclusionProof(ctx, c[0], c[1]); !errors.Is(err, ErrRange) {
+				if _, err := l.InclusionProof(ctx, c[0], c[1]); !errors.Is(err, audit.ErrRange) {
 					t.Fatalf("InclusionProof%v err = %v", c, err)
 				}
 			}
-			if _, err := l.ConsistencyProof(ctx, 5, n+1); !errors.Is(err, ErrRange) {
+			if _, err := l.ConsistencyProof(ctx, 5, n+1); !errors.Is(err, audit.ErrRange) {
 				t.Fatalf("ConsistencyProof beyond size: %v", err)
 			}
 			if p, err := l.ConsistencyProof(ctx, 0, 5); err != nil || len(p) != 0 {
 				t.Fatalf("ConsistencyProof from empty: %v %v", p, err)
 			}
-			if err := VerifyConsistency(10, roots[10], 5, roots[5], nil); err == nil {
+			if err := audit.VerifyConsistency(10, roots[10], 5, roots[5], nil); err == nil {
 				t.Fatal("rollback accepted by VerifyConsistency")
 			}
 		})
@@ -430,7 +432,7 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 	if err := l.Healthy(); err != nil {
 		t.Fatal(err)
 	}
-	res, err := Verify(ctx, st, testVerifier, VerifyOptions{})
+	res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
 	if err != nil || !res.OK() || res.Size != 5 {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
@@ -476,7 +478,7 @@ func TestTwoWriters(t *testing.T) {
 			}
 			l1.Sync(ctx)
 			l2.Sync(ctx)
-			res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{})
+			res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{})
 			if err != nil || !res.OK() || res.Size != 200 {
 				t.Fatalf("Verify = %+v, %v", res, err)
 			}
@@ -524,7 +526,7 @@ func TestReopenAndClose(t *testing.T) {
 				t.Fatalf("Append after reopen = %d, %v", idx, err)
 			}
 			l2.Sync(ctx)
-			res, err := Verify(ctx, st, testVerifier, VerifyOptions{})
+			res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
 			if err != nil || !res.OK() || res.Size != 51 {
 				t.Fatalf("Verify = %+v, %v", res, err)
 			}
@@ -547,17 +549,17 @@ func TestEventEncoding(t *testing.T) {
 	}
 	cases := []struct {
 		name    string
-		ev      Event
+		ev      audit.Event
 		wantErr bool
 	}{
-		{"minimal", Event{Type: TypeRevoke}, false},
-		{"detail", Event{Type: TypePolicy, PolicyVersion: "7", Detail: map[string]any{"b": 1, "a": "x"}}, false},
-		{"token in path", Event{Type: TypeGateway, Path: "/x?token=" + tok}, false},
-		{"token in detail", Event{Type: TypeLeak, Detail: map[string]any{"raw": "leaked " + tok + " here"}}, false},
-		{"no type", Event{}, true},
-		{"bad type", Event{Type: "Token Exchange"}, true},
-		{"unencodable", Event{Type: TypeGateway, Detail: map[string]any{"c": make(chan int)}}, true},
-		{"too large", Event{Type: TypeGateway, Reason: strings.Repeat("x", MaxEntrySize)}, true},
+		{"minimal", audit.Event{Type: audit.TypeRevoke}, false},
+		{"detail", audit.Event{Type: audit.TypePolicy, PolicyVersion: "7", Detail: map[string]any{"b": 1, "a": "x"}}, false},
+		{"token in path", audit.Event{Type: audit.TypeGateway, Path: "/x?token=" + tok}, false},
+		{"token in detail", audit.Event{Type: audit.TypeLeak, Detail: map[string]any{"raw": "leaked " + tok + " here"}}, false},
+		{"no type", audit.Event{}, true},
+		{"bad type", audit.Event{Type: "Token Exchange"}, true},
+		{"unencodable", audit.Event{Type: audit.TypeGateway, Detail: map[string]any{"c": make(chan int)}}, true},
+		{"too large", audit.Event{Type: audit.TypeGateway, Reason: strings.Repeat("x", audit.MaxEntrySize)}, true},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -578,7 +580,7 @@ func TestEventEncoding(t *testing.T) {
 			if strings.Contains(c.name, "token") && !bytes.Contains(es[0], []byte(token.Hint(tok))) {
 				t.Fatalf("token hint missing: %s", es[0])
 			}
-			if _, err := ParseEntry(es[0]); err != nil {
+			if _, err := audit.ParseEntry(es[0]); err != nil {
 				t.Fatalf("ParseEntry(%s): %v", es[0], err)
 			}
 		})
@@ -604,7 +606,7 @@ func TestEntryIndex(t *testing.T) {
 		{`{"index":9999999999999999999,`, -1},
 		{``, -1},
 	} {
-		if got := entryIndex([]byte(c.in)); got != c.want {
+		if got := audit.EntryIndex([]byte(c.in)); got != c.want {
 			t.Errorf("entryIndex(%s) = %d, want %d", c.in, got, c.want)
 		}
 	}
@@ -668,4 +670,10 @@ func TestFrontierAdvance(t *testing.T) {
 			}
 		}
 	}
+}
+
+// emptyRoot is the RFC 6962 hash of the empty tree.
+func emptyRoot() tlog.Hash {
+	h, _ := tlog.TreeHash(0, nil)
+	return h
 }

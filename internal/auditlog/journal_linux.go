@@ -1,6 +1,6 @@
 //go:build !mayfly_nojournal
 
-package audit
+package auditlog
 
 import (
 	"errors"

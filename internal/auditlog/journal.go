@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // The journal is the Log's write-ahead file for written-mode entries (the
@@ -312,11 +314,11 @@ func validRecord(p []byte) bool {
 			return false
 		}
 		if p[0] == recComplete {
-			return entryIndex(p[recPrefix:]) >= 0
+			return audit.EntryIndex(p[recPrefix:]) >= 0
 		}
 		return bytes.IndexByte(p[recPrefix:], '\n') > 0
 	}
-	return entryIndex(p) >= 0
+	return audit.EntryIndex(p) >= 0
 }
 
 // journalContents is what a journal holds, parsed.
@@ -348,13 +350,13 @@ func parseRecords(recs [][]byte) journalContents {
 			nl := bytes.IndexByte(rest, '\n')
 			c.intents = append(c.intents, intentRec{id: id, ts: string(rest[:nl]), body: rest[nl+1:]})
 		case recComplete:
-			c.complete[entryIndex(p[recPrefix:])] = binary.BigEndian.Uint64(p[1:recPrefix])
+			c.complete[audit.EntryIndex(p[recPrefix:])] = binary.BigEndian.Uint64(p[1:recPrefix])
 			c.entries = append(c.entries, p[recPrefix:])
 		default:
 			c.entries = append(c.entries, p)
 		}
 	}
-	slices.SortStableFunc(c.entries, func(a, b []byte) int { return cmp.Compare(entryIndex(a), entryIndex(b)) })
+	slices.SortStableFunc(c.entries, func(a, b []byte) int { return cmp.Compare(audit.EntryIndex(a), audit.EntryIndex(b)) })
 	slices.SortFunc(c.intents, func(a, b intentRec) int { return cmp.Compare(a.id, b.id) })
 	return c
 }
@@ -465,7 +467,7 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	next := l.size
 	var todo [][]byte
 	for _, e := range c.entries {
-		idx := entryIndex(e)
+		idx := audit.EntryIndex(e)
 		if idx < next { // stored, or a duplicate a failed write left
 			continue
 		}
@@ -485,7 +487,7 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	}
 	for _, in := range c.intents {
 		if !complete[in.id] {
-			todo = append(todo, buildEntry(nil, next, in.ts, in.body))
+			todo = append(todo, audit.AppendEntry(nil, next, in.ts, in.body))
 			next++
 		}
 	}
@@ -528,7 +530,7 @@ func (l *Log) Recovered() int { return l.recovered }
 // it. A durable append also gets a channel answered once the store has the
 // entry durably. A lazy entry (a record of what already happened) is taken
 // while the log is unhealthy; others are not.
-func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, error) {
+func (l *Log) appendJournal(ev audit.Event, lazy, durable bool) (int64, chan Result, error) {
 	return l.appendJournalFor(ev, nil, "", lazy, durable)
 }
 
@@ -536,7 +538,7 @@ func (l *Log) appendJournal(ev Event, lazy, durable bool) (int64, chan Result, e
 // (a lazy append): while in is pending its record says so, and once in has
 // an entry of its own, Outcome(ev, outcomeType, that entry's index) is
 // appended instead.
-func (l *Log) appendJournalFor(ev Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan Result, error) {
+func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan Result, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	body, ts, err := l.admit(&ev, lazy)
@@ -554,7 +556,7 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcomeType string, lazy, d
 			delete(js.intents, in.id)
 			js.reserved -= in.reserve
 			prefix = recPrefix
-		} else if body, err = encodeEvent(Outcome(ev, outcomeType, in.index)); err != nil {
+		} else if body, err = encodeEvent(audit.Outcome(ev, outcomeType, in.index)); err != nil {
 			return -1, nil, err
 		}
 	}
@@ -564,7 +566,7 @@ func (l *Log) appendJournalFor(ev Event, in *Intent, outcomeType string, lazy, d
 		rec[0] = recComplete
 		binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
 	}
-	rec = buildEntry(rec, idx, ts, body)
+	rec = audit.AppendEntry(rec, idx, ts, body)
 	entry := rec[prefix:]
 	if err := l.journalWrite(rec, 0); err != nil {
 		if prefix > 0 {
@@ -622,7 +624,7 @@ func (l *Log) journalWrite(p []byte, keep int64) error {
 // holds l.closeMu for reading until the record is journaled.
 // The body is in a scratch buffer the caller hands back with
 // putScratch once it has copied it into its record.
-func (l *Log) admit(ev *Event, lazy bool) ([]byte, string, error) {
+func (l *Log) admit(ev *audit.Event, lazy bool) ([]byte, string, error) {
 	if l.closed {
 		return nil, "", fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
 	}
@@ -636,12 +638,12 @@ func (l *Log) admit(ev *Event, lazy bool) ([]byte, string, error) {
 		buf = new([]byte)
 		*buf = make([]byte, 0, 2048)
 	}
-	body, err := encodeEventTo(*buf, ev)
+	body, err := audit.EncodeEvent(*buf, ev)
 	if err != nil {
 		l.scratch.Put(buf)
 		return nil, "", err
 	}
-	return body, l.opts.Now().UTC().Format(timeLayout), nil
+	return body, audit.FormatTime(l.opts.Now()), nil
 }
 
 // putScratch takes back a body admit returned, unless it outgrew the
@@ -684,7 +686,7 @@ func EntryIntent(index int64) *Intent { return &Intent{index: index} }
 // Finish makes the request's one entry, and a restart after a crash makes
 // one from the intent alone. Without a journal it appends ev as an entry
 // (AppendWritten) and Finish appends a second one for the outcome.
-func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
+func (l *Log) Begin(ctx context.Context, ev audit.Event) (*Intent, error) {
 	if l.sh != nil {
 		// Durable once pending. Nobody waits for the decision's index:
 		// the outcome names the decision's pending id and the sequencer
@@ -746,11 +748,11 @@ func (l *Log) Begin(ctx context.Context, ev Event) (*Intent, error) {
 // request's one entry; otherwise (no journal, or the intent was turned into
 // an entry of its own when the journal was emptied) Outcome(whole,
 // outcomeType, i) is appended, i being the decision's entry.
-func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
+func (l *Log) Finish(in *Intent, whole audit.Event, outcomeType string) {
 	if in.pid > 0 {
 		// Not awaited, as below. The sequencer replaces the -1 with the
 		// decision's index (outcomeIndexSuffix).
-		body, err := encodeEvent(Outcome(whole, outcomeType, -1))
+		body, err := encodeEvent(audit.Outcome(whole, outcomeType, -1))
 		if err != nil || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
 			return // cannot happen: Outcome's detail is flat and request_index its last key
 		}
@@ -759,7 +761,7 @@ func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
 		return
 	}
 	if l.js.j == nil {
-		l.AppendAsync(Outcome(whole, outcomeType, in.index))
+		l.AppendAsync(audit.Outcome(whole, outcomeType, in.index))
 		return
 	}
 	// Not waited for: a failure marks the log unhealthy and counts in
@@ -771,19 +773,6 @@ func (l *Log) Finish(in *Intent, whole Event, outcomeType string) {
 // decision's index is known (shared mode): Outcome(…, -1). The detail is
 // the body's last field and request_index its last key (keys are sorted).
 const outcomeIndexSuffix = `"request_index":-1}}`
-
-// Outcome is the entry that records a request's outcome beside its
-// decision's entry at index decision: whole's fields, of type typ, with
-// detail request_index (and aborted when whole's detail says so).
-func Outcome(whole Event, typ string, decision int64) Event {
-	ev := whole
-	ev.Type = typ
-	ev.Detail = map[string]any{"request_index": decision}
-	if whole.Detail["aborted"] == true {
-		ev.Detail["aborted"] = true
-	}
-	return ev
-}
 
 // journalLoop is the committer in journal mode: it syncs the journal and
 // folds its queue into the store when they are due, at once for durable
@@ -1025,7 +1014,7 @@ func (l *Log) materialize() {
 		in := js.intents[id]
 		idx := js.size
 		js.size++
-		js.queue = append(js.queue, buildEntry(nil, idx, in.ts, in.body))
+		js.queue = append(js.queue, audit.AppendEntry(nil, idx, in.ts, in.body))
 		in.index = idx
 		delete(js.intents, id)
 		js.reserved -= in.reserve

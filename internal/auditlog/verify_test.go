@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -8,21 +8,23 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/store"
+
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
 // tamperLog builds a log of 40 entries with checkpoints at 20 and 40 and
 // returns the trees seen at those sizes.
-func tamperLog(t *testing.T, st Storage) (at20, at40 TreeHead) {
+func tamperLog(t *testing.T, st Storage) (at20, at40 audit.TreeHead) {
 	t.Helper()
 	ctx := context.Background()
 	l, err := Open(ctx, st, testSigner, Options{CheckpointInterval: 1 << 40})
 	if err != nil {
 		t.Fatal(err)
 	}
-	head := func() TreeHead {
+	head := func() audit.TreeHead {
 		if err := l.Sync(ctx); err != nil {
 			t.Fatal(err)
 		}
@@ -30,11 +32,11 @@ func tamperLog(t *testing.T, st Storage) (at20, at40 TreeHead) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		s, r, err := ParseCheckpoint(cp, testVerifier)
+		s, r, err := audit.ParseCheckpoint(cp, testVerifier)
 		if err != nil {
 			t.Fatal(err)
 		}
-		return TreeHead{s, r}
+		return audit.TreeHead{Size: s, Root: r}
 	}
 	appendN(t, l, 20)
 	at20 = head()
@@ -199,32 +201,32 @@ func TestVerifyDetectsTampering(t *testing.T) {
 	ctx := context.Background()
 	cases := []struct {
 		name     string
-		tamper   func(s sqlTamper, at20, at40 TreeHead)
-		seen     func(at20, at40 TreeHead) *TreeHead
+		tamper   func(s sqlTamper, at20, at40 audit.TreeHead)
+		seen     func(at20, at40 audit.TreeHead) *audit.TreeHead
 		firstBad int64
 		reason   string
 	}{
-		{name: "intact", tamper: func(sqlTamper, TreeHead, TreeHead) {}, firstBad: -1},
-		{name: "intact with seen", tamper: func(sqlTamper, TreeHead, TreeHead) {},
-			seen: func(a, b TreeHead) *TreeHead { return &a }, firstBad: -1},
-		{name: "changed entry", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "intact", tamper: func(sqlTamper, audit.TreeHead, audit.TreeHead) {}, firstBad: -1},
+		{name: "intact with seen", tamper: func(sqlTamper, audit.TreeHead, audit.TreeHead) {},
+			seen: func(a, b audit.TreeHead) *audit.TreeHead { return &a }, firstBad: -1},
+		{name: "changed entry", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			e := s.entries()[17]
 			s.setEntry(17, bytes.Replace(e, []byte(`"status":200`), []byte(`"status":403`), 1))
 		}, firstBad: 17, reason: "stored hash"},
-		{name: "changed entry and rehashed", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "changed entry and rehashed", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			e := s.entries()[25]
 			s.setEntry(25, bytes.Replace(e, []byte(`"status":200`), []byte(`"status":403`), 1))
 			s.rehash()
-		}, seen: func(a, b TreeHead) *TreeHead { return &a }, firstBad: 20, reason: "signed checkpoint"},
-		{name: "changed first entry and rehashed", tamper: func(s sqlTamper, _, _ TreeHead) {
+		}, seen: func(a, b audit.TreeHead) *audit.TreeHead { return &a }, firstBad: 20, reason: "signed checkpoint"},
+		{name: "changed first entry and rehashed", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			e := s.entries()[0]
 			s.setEntry(0, bytes.Replace(e, []byte(`"status":200`), []byte(`"status":403`), 1))
 			s.rehash()
 		}, firstBad: 0, reason: "signed checkpoint"},
-		{name: "deleted entry", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "deleted entry", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.exec(`DELETE FROM audit_entries WHERE idx = ?`, 17)
 		}, firstBad: 17, reason: "index"},
-		{name: "deleted entry renumbered", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "deleted entry renumbered", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			es := s.entries()
 			var rest [][]byte
 			for i, e := range es[18:] {
@@ -232,52 +234,52 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			}
 			s.rewriteFrom(17, rest)
 		}, firstBad: 17},
-		{name: "reordered entries", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "reordered entries", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			es := s.entries()
 			s.setEntry(12, es[17])
 			s.setEntry(17, es[12])
 		}, firstBad: 12, reason: "index"},
-		{name: "inserted entry", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "inserted entry", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			es := s.entries()
 			forged := bytes.Replace(es[17], []byte(`"lease":"lse_17"`), []byte(`"lease":"lse_evil"`), 1)
 			s.rewriteFrom(17, append([][]byte{forged}, es[17:]...))
 		}, firstBad: 17},
-		{name: "appended entry without hashes", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "appended entry without hashes", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			es := s.entries()
 			s.exec(`INSERT INTO audit_entries (idx, data) VALUES (?, ?)`, 40,
 				bytes.Replace(es[39], []byte(`{"index":39,`), []byte(`{"index":40,`), 1))
 		}, firstBad: 40, reason: "missing"},
-		{name: "truncated tail", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "truncated tail", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.exec(`DELETE FROM audit_entries WHERE idx >= ?`, 35)
 			s.editHashes(func(m map[int64][32]byte) { dropFrom(m, tlog.StoredHashCount(35)) })
 		}, firstBad: 35, reason: "missing"},
-		{name: "edited leaf hash", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "edited leaf hash", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(0, 17)] = [32]byte{} })
 		}, firstBad: 17, reason: "stored hash"},
-		{name: "edited interior hash", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "edited interior hash", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(2, 4)] = [32]byte{} })
 		}, firstBad: 16, reason: "level 2"},
-		{name: "deleted hash", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "deleted hash", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.editHashes(func(m map[int64][32]byte) { delete(m, tlog.StoredHashIndex(1, 3)) })
 		}, firstBad: 6, reason: "missing"},
-		{name: "rolled back below seen checkpoint", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "rolled back below seen checkpoint", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.exec(`DELETE FROM audit_entries WHERE idx >= ?`, 30)
 			s.editHashes(func(m map[int64][32]byte) { dropFrom(m, tlog.StoredHashCount(30)) })
 			s.exec(`DELETE FROM audit_checkpoints WHERE size > ?`, 20)
-		}, seen: func(a, b TreeHead) *TreeHead { return &b }, firstBad: 30, reason: "rolled back"},
-		{name: "forged checkpoint", tamper: func(s sqlTamper, _, at40 TreeHead) {
+		}, seen: func(a, b audit.TreeHead) *audit.TreeHead { return &b }, firstBad: 30, reason: "rolled back"},
+		{name: "forged checkpoint", tamper: func(s sqlTamper, _, at40 audit.TreeHead) {
 			s.exec(`UPDATE audit_checkpoints SET note = ? WHERE size = ?`,
-				forgedNote(s.t, string(FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), 40)
+				forgedNote(s.t, string(audit.FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), 40)
 		}, firstBad: 0, reason: "not valid"},
-		{name: "forged checkpoint after seen", tamper: func(s sqlTamper, _, at40 TreeHead) {
+		{name: "forged checkpoint after seen", tamper: func(s sqlTamper, _, at40 audit.TreeHead) {
 			s.exec(`UPDATE audit_checkpoints SET note = ? WHERE size = ?`,
-				forgedNote(s.t, string(FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), 40)
-		}, seen: func(a, b TreeHead) *TreeHead { return &a }, firstBad: 20, reason: "not valid"},
-		{name: "checkpoint size edited", tamper: func(s sqlTamper, _, _ TreeHead) {
+				forgedNote(s.t, string(audit.FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), 40)
+		}, seen: func(a, b audit.TreeHead) *audit.TreeHead { return &a }, firstBad: 20, reason: "not valid"},
+		{name: "checkpoint size edited", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			n, _ := s.db.AuditCheckpoint(context.Background(), 40)
 			s.exec(`UPDATE audit_checkpoints SET note = ? WHERE size = ?`, bytes.Replace(n, []byte("\n40\n"), []byte("\n39\n"), 1), 40)
 		}, firstBad: 0, reason: "not valid"},
-		{name: "checkpoints deleted", tamper: func(s sqlTamper, _, _ TreeHead) {
+		{name: "checkpoints deleted", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.exec(`DELETE FROM audit_checkpoints`)
 		}, firstBad: 0, reason: "no signed checkpoint"},
 	}
@@ -292,11 +294,11 @@ func TestVerifyDetectsTampering(t *testing.T) {
 					}
 					at20, at40 := tamperLog(t, b.st)
 					c.tamper(s, at20, at40)
-					var seen *TreeHead
+					var seen *audit.TreeHead
 					if c.seen != nil {
 						seen = c.seen(at20, at40)
 					}
-					res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{PageSize: 7, Seen: seen})
+					res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: 7, Seen: seen})
 					if err != nil {
 						t.Fatalf("Verify: %v", err)
 					}
@@ -345,7 +347,7 @@ func TestVerifyStream(t *testing.T) {
 		name     string
 		body     []byte
 		cp       []byte
-		seen     *TreeHead
+		seen     *audit.TreeHead
 		firstBad int64
 	}{
 		{"intact", ndjson(es), cp40, nil, -1},
@@ -358,13 +360,13 @@ func TestVerifyStream(t *testing.T) {
 		{"reordered", ndjson(append(append([][]byte{}, es[:5]...), append([][]byte{es[6], es[5]}, es[7:]...)...)), cp40, nil, 5},
 		{"rollback below seen", ndjson(es[:20]), cp20, &at40, 20},
 		{"garbage line", append(ndjson(es[:9]), []byte("not json\n")...), cp40, nil, 9},
-		{"overlong line", append(ndjson(es[:2]), bytes.Repeat([]byte("x"), 2*MaxLineSize)...), cp40, nil, 2},
-		{"forged checkpoint", ndjson(es), forgedNote(t, string(FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), nil, 0},
+		{"overlong line", append(ndjson(es[:2]), bytes.Repeat([]byte("x"), 2*audit.MaxLineSize)...), cp40, nil, 2},
+		{"forged checkpoint", ndjson(es), forgedNote(t, string(audit.FormatCheckpoint("mayfly.test/audit", 40, at40.Root))), nil, 0},
 		{"no checkpoint", ndjson(es), nil, nil, 0},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			res, err := VerifyStream(ctx, bytes.NewReader(c.body), c.cp, testVerifier, VerifyOptions{Seen: c.seen})
+			res, err := audit.VerifyStream(ctx, bytes.NewReader(c.body), c.cp, testVerifier, audit.VerifyOptions{Seen: c.seen})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -391,7 +393,7 @@ func TestVerifyLiveLog(t *testing.T) {
 				}
 			}()
 			for i := 0; i < 5; i++ {
-				res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{PageSize: 16})
+				res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: 16})
 				if err != nil || !res.OK() {
 					t.Fatalf("Verify during appends = %+v, %v", res, err)
 				}

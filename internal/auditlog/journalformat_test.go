@@ -1,8 +1,10 @@
-package audit
+package auditlog
 
 import (
 	"bytes"
 	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // The journal's file format and records, which are portable: only the
@@ -23,9 +25,9 @@ func journalFile(gen uint64, recs ...[]byte) []byte {
 }
 
 func FuzzReadJournal(f *testing.F) {
-	entry := buildEntry(nil, 0, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`))
+	entry := audit.AppendEntry(nil, 0, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`))
 	intent := append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, 7}, "2026-01-01T00:00:00Z\n{\"type\":\"x\"}"...)
-	done := append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, buildEntry(nil, 1, "t", []byte(`{"type":"x"}`))...)
+	done := append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, audit.AppendEntry(nil, 1, "t", []byte(`{"type":"x"}`))...)
 	f.Add([]byte{})
 	for _, gen := range []uint64{0, 1, 1 << 40} {
 		f.Add(journalFile(gen, entry))
@@ -45,7 +47,7 @@ func FuzzReadJournal(f *testing.F) {
 		}
 		c := parseRecords(recs) // must not panic
 		for _, e := range c.entries {
-			if entryIndex(e) < 0 {
+			if audit.EntryIndex(e) < 0 {
 				t.Fatalf("entry without an index: %q", e)
 			}
 		}
@@ -63,34 +65,4 @@ func FuzzReadJournal(f *testing.F) {
 			t.Fatal("records do not re-encode to their bytes")
 		}
 	})
-}
-
-func TestOutcome(t *testing.T) {
-	for _, tc := range []struct {
-		name        string
-		detail      map[string]any
-		wantAborted bool
-	}{
-		{"finished", map[string]any{"decision": "allow", "rule": 0}, false},
-		{"aborted", map[string]any{"decision": "allow", "rule": 0, "aborted": true}, true},
-		{"no detail", nil, false},
-	} {
-		t.Run(tc.name, func(t *testing.T) {
-			whole := gatewayEvent(3)
-			whole.Detail = tc.detail
-			o := Outcome(whole, "gateway.response", 41)
-			if o.Type != "gateway.response" || o.Path != whole.Path || o.Status != whole.Status || o.Detail["request_index"] != int64(41) {
-				t.Fatalf("outcome %+v", o)
-			}
-			if _, ok := o.Detail["decision"]; ok {
-				t.Fatal("the decision's detail repeated in the outcome")
-			}
-			if got := o.Detail["aborted"] == true; got != tc.wantAborted {
-				t.Fatalf("aborted = %v, want %v", got, tc.wantAborted)
-			}
-			if whole.Detail != nil && len(whole.Detail) != len(tc.detail) {
-				t.Fatal("Outcome changed the whole event's detail")
-			}
-		})
-	}
 }

@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bufio"
@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // Sink receives entries for a SIEM. Write gets consecutive entries' exact
@@ -218,7 +220,7 @@ const syslogTime = "2006-01-02T15:04:05.000000Z07:00"
 // format appends one framed message for entry at index.
 func (s *SyslogSink) format(dst []byte, entry []byte, index int64) []byte {
 	ts, msgid := "-", "-"
-	if e, err := ParseEntry(entry); err == nil {
+	if e, err := audit.ParseEntry(entry); err == nil {
 		ts = e.Time.UTC().Format(syslogTime)
 		msgid = syslogField(e.Type, 32)
 	}
@@ -375,7 +377,7 @@ func (f *Forwarder) step(ctx context.Context) (int, error) {
 		return 0, nil
 	}
 	for i, e := range es {
-		if got := entryIndex(e); got != next+int64(i) {
+		if got := audit.EntryIndex(e); got != next+int64(i) {
 			return 0, fmt.Errorf("audit: entry at %d says index %d: not forwarding past a gap", next+int64(i), got)
 		}
 	}

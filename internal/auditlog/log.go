@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"context"
@@ -9,6 +9,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // Options tune a Log. The zero value is usable.
@@ -138,7 +140,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading signer key: %w", err)
 	}
-	vkey, err := verifierKeyFor(signerKey)
+	vkey, err := audit.VerifierKeyFor(signerKey)
 	if err != nil {
 		return nil, err
 	}
@@ -199,7 +201,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	last, text, err := st.LatestAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
-		if _, _, err := ParseCheckpoint(text, vkey); err != nil {
+		if _, _, err := audit.ParseCheckpoint(text, vkey); err != nil {
 			return nil, fmt.Errorf("audit: latest stored checkpoint (size %d) does not verify with this key: %w", last, err)
 		}
 		if last > l.size && l.sh != nil {
@@ -271,7 +273,7 @@ func (l *Log) Healthy() error {
 // durable, the error wraps ErrUnavailable and the caller must not perform
 // the action it records. If ctx ends first, the entry may still be
 // recorded.
-func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
+func (l *Log) Append(ctx context.Context, ev audit.Event) (int64, error) {
 	return l.wait(ctx, ev, false)
 }
 
@@ -281,11 +283,11 @@ func (l *Log) Append(ctx context.Context, ev Event) (int64, error) {
 // the disk; a crash of the whole machine can lose it until the store's next
 // durable commit, at most its SyncDelay later. A storage that cannot commit
 // that way (one without AppendAuditWritten) makes it an Append.
-func (l *Log) AppendWritten(ctx context.Context, ev Event) (int64, error) {
+func (l *Log) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
 	return l.wait(ctx, ev, true)
 }
 
-func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
+func (l *Log) wait(ctx context.Context, ev audit.Event, written bool) (int64, error) {
 	var ch chan Result
 	var err error
 	if l.js.j != nil {
@@ -319,7 +321,7 @@ func (l *Log) wait(ctx context.Context, ev Event, written bool) (int64, error) {
 // what already happened (a gateway response): the commit may linger up to
 // 2 ms to share a transaction with an awaited Append. A caller about to act
 // on the recorded event uses Append or AppendWritten instead.
-func (l *Log) AppendAsync(ev Event) <-chan Result {
+func (l *Log) AppendAsync(ev audit.Event) <-chan Result {
 	if l.js.j != nil {
 		idx, _, err := l.appendJournal(ev, true, false)
 		ch := make(chan Result, 1)
@@ -338,7 +340,12 @@ func (l *Log) AppendAsync(ev Event) <-chan Result {
 	return r.done
 }
 
-func (l *Log) submit(ctx context.Context, ev Event, lazy, written bool) (*request, error) {
+// encodeEvent is audit.EncodeEvent into a new buffer.
+func encodeEvent(ev audit.Event) ([]byte, error) {
+	return audit.EncodeEvent(make([]byte, 0, 1024), &ev)
+}
+
+func (l *Log) submit(ctx context.Context, ev audit.Event, lazy, written bool) (*request, error) {
 	body, err := encodeEvent(ev)
 	if err != nil {
 		return nil, err
@@ -574,7 +581,7 @@ func (l *Log) stored(size int64, root tlog.Hash, n int, began time.Time) {
 // build stamps the batch with indexes from start and the commit time, and
 // computes the stored hashes the new records add.
 func (l *Log) build(ctx context.Context, start int64, batch []*request) ([][]byte, []tlog.Hash, error) {
-	ts := l.opts.Now().UTC().Format(timeLayout)
+	ts := audit.FormatTime(l.opts.Now())
 	need := 0
 	for _, r := range batch {
 		need += len(r.body) + 48 + len(ts)
@@ -583,7 +590,7 @@ func (l *Log) build(ctx context.Context, start int64, batch []*request) ([][]byt
 	entries := make([][]byte, len(batch))
 	for i, req := range batch {
 		off := len(buf)
-		buf = buildEntry(buf, start+int64(i), ts, req.body)
+		buf = audit.AppendEntry(buf, start+int64(i), ts, req.body)
 		entries[i] = buf[off:len(buf):len(buf)]
 	}
 	hashes, err := l.hashEntries(ctx, start, entries)
@@ -855,7 +862,7 @@ func (l *Log) publish(ctx context.Context) error {
 }
 
 func (l *Log) sign(size int64, root tlog.Hash) ([]byte, error) {
-	text, err := note.Sign(&note.Note{Text: string(FormatCheckpoint(l.origin, size, root))}, l.signer)
+	text, err := note.Sign(&note.Note{Text: string(audit.FormatCheckpoint(l.origin, size, root))}, l.signer)
 	if err != nil {
 		return nil, fmt.Errorf("audit: signing checkpoint: %w", err)
 	}
@@ -876,7 +883,7 @@ func (l *Log) CheckpointAt(ctx context.Context, size int64) ([]byte, error) {
 	text, err := l.st.AuditCheckpoint(ctx, size)
 	if err != nil {
 		if isNotFound(err) {
-			return nil, fmt.Errorf("%w: no checkpoint for size %d", ErrRange, size)
+			return nil, fmt.Errorf("%w: no checkpoint for size %d", audit.ErrRange, size)
 		}
 		return nil, fmt.Errorf("audit: reading checkpoint %d: %w", size, err)
 	}

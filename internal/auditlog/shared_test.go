@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"context"
@@ -9,8 +9,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
 )
@@ -121,7 +123,7 @@ func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int
 		}
 		seen[i] = true
 	}
-	res, err := Verify(ctx, db, testVerifier, VerifyOptions{})
+	res, err := audit.Verify(ctx, db, testVerifier, audit.VerifyOptions{})
 	if err != nil || !res.OK() {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
@@ -133,7 +135,7 @@ func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int
 		t.Fatal(err)
 	}
 	for _, i := range idx {
-		e, err := ParseEntry(entries[i])
+		e, err := audit.ParseEntry(entries[i])
 		if err != nil || e.Index != i {
 			t.Fatalf("entry %d: %+v, %v", i, e, err)
 		}
@@ -151,7 +153,7 @@ func checkOutcomes(t *testing.T, raw [][]byte) int {
 	t.Helper()
 	n := 0
 	for i, b := range raw {
-		e, err := ParseEntry(b)
+		e, err := audit.ParseEntry(b)
 		if err != nil {
 			t.Fatalf("entry %d: %v", i, err)
 		}
@@ -163,8 +165,8 @@ func checkOutcomes(t *testing.T, raw [][]byte) int {
 		if !ok || ri < 0 || int64(ri) >= e.Index {
 			t.Fatalf("outcome %d names request_index %v", e.Index, e.Detail["request_index"])
 		}
-		d, err := ParseEntry(raw[int64(ri)])
-		if err != nil || d.Type != TypeGateway || d.Path != e.Path || d.Lease != e.Lease {
+		d, err := audit.ParseEntry(raw[int64(ri)])
+		if err != nil || d.Type != audit.TypeGateway || d.Path != e.Path || d.Lease != e.Lease {
 			t.Fatalf("outcome %d (%s) names entry %d: %+v %v", e.Index, e.Path, int64(ri), d.Event, err)
 		}
 	}
@@ -335,7 +337,7 @@ func BenchmarkSharedSequencer(b *testing.B) {
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { db.Close() })
-	ts := time.Now().UTC().Format(timeLayout)
+	ts := audit.FormatTime(time.Now())
 	for off := 0; off < b.N; off += 1000 {
 		var recs [][]byte
 		for i := off; i < min(off+1000, b.N); i++ {

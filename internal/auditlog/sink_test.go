@@ -1,4 +1,4 @@
-package audit
+package auditlog
 
 import (
 	"bufio"
@@ -23,6 +23,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 func readLines(t *testing.T, paths ...string) []string {
@@ -49,7 +51,7 @@ func sampleEntries(n int) [][]byte {
 	out := make([][]byte, n)
 	for i := range out {
 		body, _ := encodeEvent(gatewayEvent(i))
-		out[i] = buildEntry(nil, int64(i), "2025-01-02T03:04:05.123456789Z", body)
+		out[i] = audit.AppendEntry(nil, int64(i), "2025-01-02T03:04:05.123456789Z", body)
 	}
 	return out
 }
@@ -315,7 +317,7 @@ func TestForwarderResumes(t *testing.T) {
 				t.Fatalf("%d lines", len(lines))
 			}
 			for i, line := range lines {
-				if e, err := ParseEntry([]byte(line)); err != nil || e.Index != int64(i) {
+				if e, err := audit.ParseEntry([]byte(line)); err != nil || e.Index != int64(i) {
 					t.Fatalf("line %d: %v", i, err)
 				}
 			}

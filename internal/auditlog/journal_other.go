@@ -1,6 +1,6 @@
 //go:build !linux || mayfly_nojournal
 
-package audit
+package auditlog
 
 import "os"
 

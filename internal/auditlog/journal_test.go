@@ -1,6 +1,6 @@
 //go:build linux && !mayfly_nojournal
 
-package audit
+package auditlog
 
 import (
 	"bytes"
@@ -14,6 +14,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 func journalPath(t testing.TB) string { return filepath.Join(t.TempDir(), "audit.journal") }
@@ -65,7 +67,7 @@ func TestJournalAppends(t *testing.T) {
 			if err := l.Sync(ctx); err != nil {
 				t.Fatal(err)
 			}
-			res, err := Verify(ctx, b.st, testVerifier, VerifyOptions{PageSize: 64})
+			res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: 64})
 			if err != nil || !res.OK() || res.Size != n {
 				t.Fatalf("Verify = %+v, %v", res, err)
 			}
@@ -124,7 +126,7 @@ func TestJournalReplay(t *testing.T) {
 	if idx, err := l2.Append(ctx, gatewayEvent(12)); err != nil || idx != 12 {
 		t.Fatalf("Append after replay = %d, %v", idx, err)
 	}
-	res, err := Verify(ctx, st, testVerifier, VerifyOptions{})
+	res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
 	if err != nil || !res.OK() || res.Size != 13 {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
@@ -177,15 +179,15 @@ func TestJournalLocked(t *testing.T) {
 	}
 }
 
-func storedEntries(t *testing.T, st Storage, n int) []*Entry {
+func storedEntries(t *testing.T, st Storage, n int) []*audit.Entry {
 	t.Helper()
 	raw, err := st.AuditEntries(context.Background(), 0, n+10)
 	if err != nil || len(raw) != n {
 		t.Fatalf("%d stored entries, want %d (%v)", len(raw), n, err)
 	}
-	out := make([]*Entry, n)
+	out := make([]*audit.Entry, n)
 	for i, r := range raw {
-		e, err := ParseEntry(r)
+		e, err := audit.ParseEntry(r)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -217,7 +219,7 @@ func TestJournalIntents(t *testing.T) {
 	whole.Status, whole.BytesOut = 201, 5
 	l.Finish(in, whole, "gateway.response")
 	waitFor(t, func() bool { return l.Size() == 1 })
-	if es := storedEntries(t, st, 1); es[0].Status != 201 || es[0].Type != TypeGateway {
+	if es := storedEntries(t, st, 1); es[0].Status != 201 || es[0].Type != audit.TypeGateway {
 		t.Fatalf("entry %+v, want the whole request", es[0])
 	}
 
@@ -264,7 +266,7 @@ func TestJournalIntents(t *testing.T) {
 	l2.Finish(in3, whole3, "gateway.response")
 	waitFor(t, func() bool { return l2.Size() == 4 })
 	es := storedEntries(t, st, 4)
-	if e := es[3]; e.Path != dec3.Path || e.Status != 200 || e.Type != TypeGateway {
+	if e := es[3]; e.Path != dec3.Path || e.Status != 200 || e.Type != audit.TypeGateway {
 		t.Fatalf("entry %+v, want the running request's one entry", e)
 	}
 
@@ -282,7 +284,7 @@ func TestJournalIntents(t *testing.T) {
 	if e := es[4]; e.Path != dec5.Path || e.Status != 0 {
 		t.Fatalf("entry %+v, want the decision of the request running at Close", e)
 	}
-	res, err := Verify(ctx, st, testVerifier, VerifyOptions{})
+	res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
 	if err != nil || !res.OK() || res.Size != 5 {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
@@ -290,12 +292,12 @@ func TestJournalIntents(t *testing.T) {
 
 // Replay cases, from raw journal records: what the store ends with.
 func TestJournalReplayCases(t *testing.T) {
-	entry := func(i int64) []byte { return buildEntry(nil, i, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)) }
+	entry := func(i int64) []byte { return audit.AppendEntry(nil, i, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)) }
 	intent := func(id byte, path string) []byte {
 		return append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, id}, "2026-01-01T00:00:00Z\n{\"type\":\"gateway.request\",\"path\":\""+path+"\"}"...)
 	}
 	done := func(id byte, i int64) []byte {
-		return append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, id}, buildEntry(nil, i, "2026-01-01T00:00:01Z", []byte(`{"type":"gateway.request","path":"/done","status":200}`))...)
+		return append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, id}, audit.AppendEntry(nil, i, "2026-01-01T00:00:01Z", []byte(`{"type":"gateway.request","path":"/done","status":200}`))...)
 	}
 	for _, tc := range []struct {
 		name  string
