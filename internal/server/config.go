@@ -54,8 +54,21 @@ type Config struct {
 	// listener ("off" or empty: none; the API's /metrics needs the auditor
 	// role either way). The command line defaults it to DefaultMetricsListen.
 	MetricsListen string `yaml:"metrics_listen"`
+	// Minted tunes the credentials mayfly mints (SPEC section 9).
+	Minted ConfigMinted `yaml:"minted"`
 	// AddrFile, when set, receives the URL the server listens on once ready.
 	AddrFile string `yaml:"-"`
+}
+
+// ConfigMinted tunes minted upstream credentials.
+type ConfigMinted struct {
+	// StalePending is how long a credential may stay recorded but not
+	// confirmed made before it is taken for what a crash left and revoked
+	// (default 2m): longer than any creation takes.
+	StalePending time.Duration `yaml:"stale_pending"`
+	// RoleSweepInterval is how often the roles of postgres upstreams that
+	// no record knows are dropped (default 5m; also once at start).
+	RoleSweepInterval time.Duration `yaml:"role_sweep_interval"`
 }
 
 // ConfigLimits are the tunable limits.

@@ -4,8 +4,11 @@ import (
 	"context"
 	"fmt"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/mayfly-sh/mayfly/internal/githubapp"
 	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -25,14 +28,50 @@ func (s *Server) newMinter(ctx context.Context, hasher *token.Hasher) (*mint.Man
 		Audit:      s.audit,
 		Registerer: s.registry,
 		Logger:     s.log,
+		// A negative value would make every pending credential stale.
+		StalePending: max(s.cfg.Minted.StalePending, 0),
 	})
 }
 
 // credentialSources are the sources by policy upstream kind.
 func (s *Server) credentialSources() map[string]mint.Source {
+	s.pgRoles = pgrole.New(pgrole.Options{Logger: s.log})
+	s.pgSource = &pgrole.Source{
+		Roles:   s.pgRoles,
+		Secrets: s.vault,
+		Policy: func() *policy.Policy {
+			if s.authority == nil {
+				return nil
+			}
+			return s.authority.Policy()
+		},
+		Known: s.store.MintedNames,
+	}
+	swept := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_pgrole_swept_total",
+		Help: "Roles of postgres upstreams dropped because no record knew them."})
+	failed := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_pgrole_sweep_failures_total",
+		Help: "Sweeps of postgres upstreams' roles that failed (retried at the next sweep)."})
+	s.registry.MustRegister(swept, failed)
+	s.pgSweepReport = func(n int, err error) {
+		swept.Add(float64(n))
+		if n > 0 {
+			s.log.Warn("dropped roles no record knows", "count", n)
+		}
+		if err != nil {
+			failed.Inc()
+			s.log.Warn("role sweep failed", "err", err)
+		}
+	}
 	return map[string]mint.Source{
 		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault}),
+		policy.KindPostgres:  s.pgSource,
 	}
+}
+
+// sweepRoles drops, at start and then periodically, the roles of postgres
+// upstreams that no record knows (what a lost record left).
+func (s *Server) sweepRoles(ctx context.Context) {
+	s.pgSource.RunSweeps(ctx, s.cfg.Minted.RoleSweepInterval, s.pgSweepReport)
 }
 
 // sharedCredentials shows the mint manager's shared credentials to the

@@ -32,6 +32,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/secret"
@@ -63,7 +64,11 @@ type Server struct {
 	bg     sync.WaitGroup
 	bgCtx  context.Context
 	minter *mint.Manager // minted upstream credentials (SPEC section 9)
-	cancel context.CancelFunc
+	// pgRoles and pgSource mint PostgreSQL roles (postgres upstreams).
+	pgRoles       *pgrole.Roles
+	pgSource      *pgrole.Source
+	pgSweepReport func(dropped int, err error)
+	cancel        context.CancelFunc
 }
 
 // NewLogger returns the redacting logger for format "text" or "json".
@@ -390,6 +395,11 @@ func (s *Server) Serve(ctx context.Context) error {
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
+		s.sweepRoles(bgCtx)
+	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
 		s.leases.Run(bgCtx)
 	}()
 	s.bg.Add(1)
@@ -457,6 +467,9 @@ func (s *Server) Close(ctx context.Context) error {
 		s.cancel()
 	}
 	s.bg.Wait()
+	if s.pgRoles != nil {
+		s.pgRoles.Close()
+	}
 	var err error
 	if s.audit != nil {
 		err = errors.Join(err, s.audit.Close(ctx))
