@@ -89,9 +89,10 @@ func (w *pgWorld) apply(t *testing.T, creation string) {
 			t.Fatalf("secret rm: %s", e)
 		}
 	}()
-	grant := func(name, up string) string {
-		return "  " + name + ":\n    upstream: " + up + "\n    ttl: 5m\n    max_ttl: 1h\n    deliver: job\n    bind_source_ip: true\n    who: [{issuer: dev, claims: {repository: acme/app}}]\n"
+	grantTTL := func(name, up, ttl string) string {
+		return "  " + name + ":\n    upstream: " + up + "\n    ttl: " + ttl + "\n    max_ttl: 1h\n    deliver: job\n    bind_source_ip: true\n    who: [{issuer: dev, claims: {repository: acme/app}}]\n"
 	}
+	grant := func(name, up string) string { return grantTTL(name, up, "5m") }
 	pol := `issuers:
   dev:
     url: ` + w.iss.URL() + `
@@ -118,7 +119,7 @@ upstreams:
       creation: ` + quoteY(w.pg.Creation()) + `
       revocation: 'DROP ROLE IF EXISTS "{{name}}";'
 grants:
-` + grant("migrate", w.pg.Upstream) + grant("broken", "broken-db") + grant("unstored", "unstored-db") + grant("down", "down-db")
+` + grant("migrate", w.pg.Upstream) + grant("broken", "broken-db") + grant("unstored", "unstored-db") + grant("down", "down-db") + grantTTL("short", w.pg.Upstream, "6s")
 	f := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(f, []byte(pol), 0o600)
 	if _, e, code := run(t, w.admin, "", "policy", "apply", "--yes", f); code != 0 {
@@ -181,7 +182,7 @@ func leaseOf(t *testing.T, role string) string {
 
 func sessionGone(t *testing.T, c *pgx.Conn) {
 	t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 		if _, err := c.Exec(context.Background(), "SELECT 1"); err != nil {
 			return
 		}
@@ -279,6 +280,18 @@ func TestPostgresRoles(t *testing.T) {
 			if code != 0 || !strings.Contains(out, "2\nmayfly_") || !strings.Contains(out, "pw=") || strings.Contains(out, "pw=mfyp_") {
 				t.Fatalf("exec: %d %q %s", code, out, e)
 			}
+			w.waitRoles(t, 0)
+
+			// Expiry: the lease ends by itself, and so do the role and
+			// its open session (VALID UNTIL alone would keep the session).
+			env = w.login(t, "short")
+			planted = append(planted, env["PGPASSWORD"])
+			job3, err := pgx.Connect(ctx, env["DATABASE_URL"])
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer job3.Close(ctx)
+			sessionGone(t, job3)
 			w.waitRoles(t, 0)
 
 			// Faults: a clear answer naming the cause, no role left.
