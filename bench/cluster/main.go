@@ -143,7 +143,7 @@ func main() {
 	// node) allow 9 nodes. The per-request costs are one node's (no
 	// coordination noise), the sequencer's measured with 3 nodes at this
 	// load, whose batches are small: a high estimate of its cost (go test
-	// ./internal/audit -bench SharedSequencer drains full batches).
+	// ./internal/auditlog -bench SharedSequencer drains full batches).
 	const C, D = 8.0, 32.0
 	fmt.Printf("\nwhere a cluster of %g-core nodes on a %g-core PostgreSQL stops scaling (nodes, requests/s):\n", C, D)
 	for _, k := range []struct {

@@ -328,7 +328,7 @@ func TestSharedNeedsPendingStore(t *testing.T) {
 // shared log folds pending entries, b.N of them recorded beforehand (as
 // many nodes would): its capacity, which does not grow with nodes.
 //
-//	MAYFLY_TEST_POSTGRES=… go test ./internal/audit -run X -bench SharedSequencer -benchtime 50000x
+//	MAYFLY_TEST_POSTGRES=… go test ./internal/auditlog -run X -bench SharedSequencer -benchtime 50000x
 func BenchmarkSharedSequencer(b *testing.B) {
 	dsn := storetest.FreshSchema(b, storetest.PostgresDSN(b))
 	ctx := context.Background()
