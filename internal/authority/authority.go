@@ -239,7 +239,7 @@ func (a *Authority) mintPlan(p *policy.Policy, scope []string) (job map[string]*
 			continue
 		}
 		if a.cfg.Minter == nil || !a.cfg.Minter.Handles(up) {
-			return nil, nil, refuse(500, "server_error", "grant %s: this server cannot mint %s credentials for upstream %s", name, up.Kind(), up.Name)
+			return nil, nil, refuse(500, "upstream_misconfigured", "grant %s: this server cannot mint %s credentials for upstream %s", name, up.Kind(), up.Name)
 		}
 		if g.Deliver != policy.DeliverJob {
 			shared = append(shared, g)

@@ -178,7 +178,7 @@ func TestMintedCredentials(t *testing.T) {
 			})
 			t.Run("refused upstream: a clear answer, audited, nothing left", func(t *testing.T) {
 				mb := newMintBench(t, b)
-				mb.up.failMint = mint.Errorf(502, "bad_gateway", "creation statements failed: permission denied to create role")
+				mb.up.failMint = mint.Errorf(502, "upstream_refused", "creation statements failed: permission denied to create role")
 				_, err := mb.exchange(t, "migrate")
 				var re *Error
 				if !errors.As(err, &re) || re.Status != 502 || !strings.Contains(re.Description, "grant migrate: creation statements failed") {
@@ -217,7 +217,7 @@ func TestMintedCredentials(t *testing.T) {
 				if mb.up.minted != 1 {
 					t.Fatalf("minted %d times", mb.up.minted)
 				}
-				mb.up.failMint = mint.Errorf(503, "temporarily_unavailable", "rate limited")
+				mb.up.failMint = mint.Errorf(503, "upstream_unavailable", "rate limited")
 				if _, err := mb.exchange(t, "release"); err != nil {
 					t.Fatalf("served from cache while the upstream refuses: %v", err)
 				}

@@ -102,7 +102,7 @@ func apiURL(up *policy.Upstream) string {
 // Plan names nothing (GitHub names its tokens) and keeps the API's url.
 func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
 	if r.Upstream.Credential.GitHubApp == nil {
-		return mint.Plan{}, mint.Errorf(500, "server_error", "upstream %s has no github_app credential", r.Upstream.Name)
+		return mint.Plan{}, mint.Errorf(500, "upstream_misconfigured", "upstream %s has no github_app credential", r.Upstream.Name)
 	}
 	b, err := json.Marshal(params{APIURL: apiURL(r.Upstream)})
 	if err != nil {
@@ -148,9 +148,9 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 	switch resp.StatusCode {
 	case http.StatusCreated, http.StatusOK:
 	case http.StatusNotFound:
-		return mint.Minted{}, mint.Errorf(502, "bad_gateway", "GitHub: installation %s of App %s not found (404)", inst, app.AppID)
+		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub: installation %s of App %s not found (404)", inst, app.AppID)
 	case http.StatusUnprocessableEntity:
-		return mint.Minted{}, mint.Errorf(502, "bad_gateway", "GitHub refused the token's scope (422): %s", message(data))
+		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub refused the token's scope (422): %s", message(data))
 	default:
 		return mint.Minted{}, s.failure(api, resp, data, "the installation token request")
 	}
@@ -160,7 +160,7 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 		Permissions map[string]string `json:"permissions"`
 	}
 	if err := json.Unmarshal(data, &tr); err != nil || tr.Token == "" || len(tr.Token) > 1024 || strings.ContainsFunc(tr.Token, func(r rune) bool { return r <= ' ' || r > '~' }) {
-		return mint.Minted{}, mint.Errorf(502, "bad_gateway", "GitHub answered the token request with something that is not an installation token")
+		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub answered the token request with something that is not an installation token")
 	}
 	if tr.Permissions != nil && r.Grant.GitHub != nil {
 		// Never hand out more than the grant asked for.
@@ -168,7 +168,7 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 			want, asked := r.Grant.GitHub.Permissions[p]
 			if (!asked && p != "metadata") || (asked && rank(lv) > rank(want)) {
 				s.deleteQuietly(ctx, api, tr.Token)
-				return mint.Minted{}, mint.Errorf(502, "bad_gateway", "GitHub granted %s: %s, more than the grant asks for; the token was deleted", p, lv)
+				return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub granted %s: %s, more than the grant asks for; the token was deleted", p, lv)
 			}
 		}
 	}
@@ -254,7 +254,7 @@ func (s *Source) installation(ctx context.Context, api string, app *policy.GitHu
 			} `json:"account"`
 		}
 		if err := json.Unmarshal(data, &list); err != nil {
-			return "", mint.Errorf(502, "bad_gateway", "GitHub answered GET /app/installations with something that is not a list of installations")
+			return "", mint.Errorf(502, "upstream_refused", "GitHub answered GET /app/installations with something that is not a list of installations")
 		}
 		for _, in := range list {
 			if strings.EqualFold(in.Account.Login, app.Owner) && in.ID > 0 {
@@ -267,7 +267,7 @@ func (s *Source) installation(ctx context.Context, api string, app *policy.GitHu
 		}
 		next = nextLink(resp.Header.Get("Link"), api)
 	}
-	return "", mint.Errorf(502, "bad_gateway", "GitHub: App %s is not installed on %s", app.AppID, app.Owner)
+	return "", mint.Errorf(502, "upstream_refused", "GitHub: App %s is not installed on %s", app.AppID, app.Owner)
 }
 
 // nextLink reads rel="next" from a Link header, only when it stays on api.
@@ -293,7 +293,7 @@ func (s *Source) appJWT(ctx context.Context, app *policy.GitHubApp) (string, err
 	}
 	sig, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.RS256, Key: key}, (&jose.SignerOptions{}).WithType("JWT"))
 	if err != nil {
-		return "", mint.Errorf(500, "server_error", "the GitHub App key in secret %s cannot sign: %v", app.PrivateKeySecret, err)
+		return "", mint.Errorf(500, "upstream_misconfigured", "the GitHub App key in secret %s cannot sign: %v", app.PrivateKeySecret, err)
 	}
 	now := s.cfg.Now()
 	// iat 60 s in the past against clock drift, exp 9 min ahead (GitHub
@@ -301,7 +301,7 @@ func (s *Source) appJWT(ctx context.Context, app *policy.GitHubApp) (string, err
 	c := jwt.Claims{Issuer: app.AppID, IssuedAt: jwt.NewNumericDate(now.Add(-60 * time.Second)), Expiry: jwt.NewNumericDate(now.Add(9 * time.Minute))}
 	out, err := jwt.Signed(sig).Claims(c).Serialize()
 	if err != nil {
-		return "", mint.Errorf(500, "server_error", "signing the GitHub App JWT: %v", err)
+		return "", mint.Errorf(500, "upstream_misconfigured", "signing the GitHub App JWT: %v", err)
 	}
 	return out, nil
 }
@@ -310,11 +310,11 @@ func (s *Source) appJWT(ctx context.Context, app *policy.GitHubApp) (string, err
 // it out, or PKCS#8), kept while the secret's version is unchanged.
 func (s *Source) key(ctx context.Context, name string) (*rsa.PrivateKey, error) {
 	if s.cfg.Secrets == nil {
-		return nil, mint.Errorf(500, "server_error", "no secret store to read the GitHub App key from")
+		return nil, mint.Errorf(500, "upstream_misconfigured", "no secret store to read the GitHub App key from")
 	}
 	raw, ver, err := s.cfg.Secrets.Reveal(ctx, name)
 	if err != nil {
-		return nil, mint.Errorf(500, "server_error", "the GitHub App key secret %s cannot be read", name)
+		return nil, mint.Errorf(500, "upstream_misconfigured", "the GitHub App key secret %s cannot be read", name)
 	}
 	defer clear(raw)
 	s.mu.Lock()
@@ -325,7 +325,7 @@ func (s *Source) key(ctx context.Context, name string) (*rsa.PrivateKey, error) 
 	}
 	k, err := parseKey(raw)
 	if err != nil {
-		return nil, mint.Errorf(500, "server_error", "the GitHub App private key in secret %s does not parse: %v", name, err)
+		return nil, mint.Errorf(500, "upstream_misconfigured", "the GitHub App private key in secret %s does not parse: %v", name, err)
 	}
 	s.mu.Lock()
 	s.keys[name] = cachedKey{version: ver, key: k}
@@ -366,7 +366,7 @@ func (s *Source) do(ctx context.Context, method, u, auth string, body []byte) (*
 	}
 	req, err := http.NewRequestWithContext(ctx, method, u, rd)
 	if err != nil {
-		return nil, nil, mint.Errorf(500, "server_error", "GitHub request: %v", err)
+		return nil, nil, mint.Errorf(500, "upstream_misconfigured", "GitHub request: %v", err)
 	}
 	req.Header.Set("Accept", "application/vnd.github+json")
 	req.Header.Set("X-GitHub-Api-Version", "2022-11-28")
@@ -378,12 +378,12 @@ func (s *Source) do(ctx context.Context, method, u, auth string, body []byte) (*
 	resp, err := s.client.Do(req)
 	if err != nil {
 		// The error names the url, never a header.
-		return nil, nil, mint.Errorf(503, "temporarily_unavailable", "GitHub is unreachable: %v", scrub(err))
+		return nil, nil, mint.Errorf(503, "upstream_unavailable", "GitHub is unreachable: %v", scrub(err))
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, maxBody))
 	if err != nil {
-		return nil, nil, mint.Errorf(503, "temporarily_unavailable", "GitHub's answer broke off: %v", scrub(err))
+		return nil, nil, mint.Errorf(503, "upstream_unavailable", "GitHub's answer broke off: %v", scrub(err))
 	}
 	return resp, data, nil
 }
@@ -417,11 +417,11 @@ func (s *Source) failure(api string, resp *http.Response, data []byte, what stri
 		}
 		return s.block(api, until, fmt.Sprintf("GitHub's rate limit is spent until %s (during %s)", until.UTC().Format(time.RFC3339), what))
 	case resp.StatusCode == http.StatusUnauthorized:
-		return mint.Errorf(502, "bad_gateway", "GitHub refused the App's JWT (401) during %s: check app_id and the private key", what)
+		return mint.Errorf(502, "upstream_refused", "GitHub refused the App's JWT (401) during %s: check app_id and the private key", what)
 	case resp.StatusCode >= 500:
-		return mint.Errorf(503, "temporarily_unavailable", "GitHub failed (%d) during %s", resp.StatusCode, what)
+		return mint.Errorf(503, "upstream_unavailable", "GitHub failed (%d) during %s", resp.StatusCode, what)
 	}
-	return mint.Errorf(502, "bad_gateway", "GitHub answered %d during %s: %s", resp.StatusCode, what, message(data))
+	return mint.Errorf(502, "upstream_refused", "GitHub answered %d during %s: %s", resp.StatusCode, what, message(data))
 }
 
 func (s *Source) block(api string, until time.Time, why string) error {
@@ -430,7 +430,7 @@ func (s *Source) block(api string, until time.Time, why string) error {
 		s.blocked[api] = blockedUntil{until: until, why: why}
 	}
 	s.mu.Unlock()
-	return mint.Errorf(503, "temporarily_unavailable", "%s", why)
+	return mint.Errorf(503, "upstream_unavailable", "%s", why)
 }
 
 // checkBlocked refuses at once while api's rate limit lasts.
@@ -439,7 +439,7 @@ func (s *Source) checkBlocked(api string) error {
 	b := s.blocked[api]
 	s.mu.Unlock()
 	if now := s.cfg.Now(); now.Before(b.until) {
-		return mint.Errorf(503, "temporarily_unavailable", "%s; not asking again for %ds", b.why, int(b.until.Sub(now).Seconds())+1)
+		return mint.Errorf(503, "upstream_unavailable", "%s; not asking again for %ds", b.why, int(b.until.Sub(now).Seconds())+1)
 	}
 	return nil
 }

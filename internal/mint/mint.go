@@ -290,7 +290,7 @@ func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream,
 	kind := up.Kind()
 	src := m.cfg.Sources[kind]
 	if src == nil {
-		return nil, Errorf(500, "server_error", "upstream %s: this server cannot mint %s credentials", up.Name, kind)
+		return nil, Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot mint %s credentials", up.Name, kind)
 	}
 	id, err := newID()
 	if err != nil {
@@ -320,6 +320,9 @@ func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream,
 	}
 	if got.ExpiresAt.IsZero() || got.ExpiresAt.After(expires) {
 		got.ExpiresAt = expires
+	}
+	if got.Credential.ExpiresAt.IsZero() || got.Credential.ExpiresAt.After(got.ExpiresAt) {
+		got.Credential.ExpiresAt = got.ExpiresAt
 	}
 	var hash []byte
 	if got.Secret != "" {
@@ -375,7 +378,7 @@ func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) 
 		}
 		src := m.cfg.Sources[rec.Kind]
 		if src == nil {
-			return Errorf(500, "server_error", "upstream %s: this server cannot renew %s credentials", rec.Upstream, rec.Kind)
+			return Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot renew %s credentials", rec.Upstream, rec.Kind)
 		}
 		mat, err := m.open(rec)
 		if err != nil {

@@ -124,7 +124,7 @@ grants:
     who: [{issuer: ci, claims: {project: x}}]
 `
 
-func newHarness(t *testing.T, b storetest.Backend) *harness {
+func newHarness(t testing.TB, b storetest.Backend) *harness {
 	t.Helper()
 	h := &harness{db: b.DB, up: newDouble(), clk: &clock{t: time.Now().UTC()}, reg: prometheus.NewRegistry()}
 	hasher, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
@@ -231,7 +231,7 @@ func testLifecycle(t *testing.T, h *harness) {
 	h.lease(t, "lse_1")
 	is := h.mint(t, "lse_1")
 	name := is.Credential.Username
-	if !h.up.exists(name) || is.Secret == "" || is.Credential.Password != is.Secret {
+	if !h.up.exists(name) || is.Secret == "" || is.Credential.Password != is.Secret || !is.Credential.ExpiresAt.Equal(h.clk.Now().Add(10*time.Minute)) {
 		t.Fatalf("issued %+v", is)
 	}
 	// Found by keyed hash; nothing else is.
@@ -308,7 +308,7 @@ func testRetries(t *testing.T, h *harness) {
 
 func testFailedMint(t *testing.T, h *harness) {
 	h.lease(t, "lse_3")
-	h.up.failMint = Errorf(502, "bad_gateway", "creation SQL failed: syntax error")
+	h.up.failMint = Errorf(502, "upstream_refused", "creation SQL failed: syntax error")
 	_, err := h.m.Mint(ctx, "lse_3", h.pol.Upstreams["db"], h.pol.Grants["migrate"], h.clk.Now().Add(time.Minute))
 	var me *Error
 	if !errors.As(err, &me) || me.Status != 502 || !strings.Contains(me.Description, "creation SQL failed") {
@@ -416,4 +416,21 @@ func (h *harness) counter(t *testing.T, name string) float64 {
 		}
 	}
 	return 0
+}
+
+// The cost a cached shared credential adds to an exchange or a gateway
+// call (deliver: gateway).
+func BenchmarkSharedCached(b *testing.B) {
+	h := newHarness(b, storetest.SQLite(b))
+	up, g := h.pol.Upstreams["db"], h.pol.Grants["migrate"]
+	if _, err := h.m.Shared(ctx, up, g); err != nil {
+		b.Fatal(err)
+	}
+	b.ReportAllocs()
+	b.ResetTimer()
+	for i := 0; i < b.N; i++ {
+		if _, err := h.m.Shared(ctx, up, g); err != nil {
+			b.Fatal(err)
+		}
+	}
 }
