@@ -16,8 +16,8 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
-	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
@@ -174,7 +174,7 @@ func (w *pgWorld) waitRoles(t *testing.T, want int) []string {
 func leaseOf(t *testing.T, role string) string {
 	t.Helper()
 	// mayfly_<24 hex>_<8 hex> names lse_<24 hex>.
-	if !pgrole.ValidName(role) {
+	if !pgsql.ValidName(role) {
 		t.Fatalf("role %q is not of mayfly's form", role)
 	}
 	return "lse_" + role[len("mayfly_"):len("mayfly_")+24]
@@ -363,13 +363,13 @@ func TestPostgresRoleKillNine(t *testing.T) {
 	<-done
 	// A role of mayfly's form for this upstream that no record knows (its
 	// record lost, say with a restored store).
-	orphan := pgrole.RoleName("lse_0123456789abcdef01234567", w.pg.Upstream)
+	orphan := pgsql.RoleName("lse_0123456789abcdef01234567", w.pg.Upstream)
 	super, err := pgx.Connect(context.Background(), w.pg.SuperDSN)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer super.Close(context.Background())
-	if _, err := super.Exec(context.Background(), "CREATE ROLE "+pgrole.QuoteIdent(orphan)+" LOGIN IN ROLE "+w.pg.Group); err != nil {
+	if _, err := super.Exec(context.Background(), "CREATE ROLE "+pgsql.QuoteIdent(orphan)+" LOGIN IN ROLE "+w.pg.Group); err != nil {
 		t.Fatal(err)
 	}
 	if got := w.pg.Roles(t, w.pg.Upstream); len(got) != 2 {

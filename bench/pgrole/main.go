@@ -34,7 +34,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
-	"github.com/mayfly-sh/mayfly/internal/pgrole"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
@@ -251,7 +251,7 @@ func (u *upstream) countRoles() int {
 	check(err)
 	defer conn.Close(ctx)
 	var n int
-	check(conn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, pgrole.UpstreamSuffix(u.name)).Scan(&n))
+	check(conn.QueryRow(ctx, `SELECT count(*) FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, pgsql.UpstreamSuffix(u.name)).Scan(&n))
 	return n
 }
 
@@ -273,11 +273,11 @@ func (u *upstream) drop() {
 	}
 	defer conn.Close(ctx)
 	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+u.db+" WITH (FORCE)")
-	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, pgrole.UpstreamSuffix(u.name))
+	rows, err := conn.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, pgsql.UpstreamSuffix(u.name))
 	if err == nil {
 		names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 		for _, n := range names {
-			conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgrole.QuoteIdent(n))
+			conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgsql.QuoteIdent(n))
 		}
 	}
 	conn.Exec(ctx, "DROP ROLE IF EXISTS "+u.group)

@@ -27,6 +27,7 @@ var layers = map[string]int{
 	"internal/yamlerr":  0, // YAML errors in words, for policy and server config
 	"internal/jwa":      0, // which public key verifies which JWS algorithm (identity, dpop)
 	"internal/version":  0, // which build this is (runtime/debug build info)
+	"internal/pgsql":    0, // minted roles' names and template quoting (policy validates with it)
 	"internal/audit":    0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	// storage
 	"internal/store":           1,
@@ -66,13 +67,13 @@ var layers = map[string]int{
 // along lists the imports between capabilities, each along a flow of
 // ARCHITECTURE.md.
 var along = map[string][]string{
+	"internal/pgsql":                   {"internal/token"},                                                                           // the minted passwords' format
 	"internal/audit":                   {"internal/token"},                                                                           // entries hold a token's hint, never the token
 	"internal/gateway":                 {"internal/auditlog", "internal/dpop", "internal/lease", "internal/policy", "internal/mask"}, // gateway flow
 	"internal/job":                     {"internal/client"},                                                                          // the job side exchanges through the one client
 	"internal/client":                  {"internal/dpop"},                                                                            // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
 	"internal/store/storetest":         {"internal/store"},                   // fresh stores for tests
-	"internal/pgrole/pgroletest":       {"internal/pgrole"},                  // a test's own database and admin role
 	"internal/pgrole":                  {"internal/mint", "internal/policy"}, // the postgres credential source of the minting flow
 	"internal/mint":                    {"internal/policy"},                  // minting flow: a grant's upstream, revocations audited
 	"internal/githubapp":               {"internal/mint", "internal/policy"}, // the github_app credential source of the minting flow

@@ -30,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -219,7 +220,7 @@ func (r *Roles) Prepare(u Upstream, leaseID string, expires time.Time) (*Credent
 	if err != nil {
 		return nil, &Error{Upstream: u.Name, Op: "create role", Cause: Misconfigured, Err: err}
 	}
-	c := &Credential{Upstream: u.Name, Name: RoleName(leaseID, u.Name), Password: pw, Host: p.cfg.Host, Port: p.cfg.Port,
+	c := &Credential{Upstream: u.Name, Name: pgsql.RoleName(leaseID, u.Name), Password: pw, Host: p.cfg.Host, Port: p.cfg.Port,
 		Database: p.cfg.Database, SSLMode: sslMode(p.cfg), Expires: expires.UTC().Truncate(time.Second)}
 	return c, nil
 }
@@ -253,14 +254,14 @@ func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
 	if err != nil {
 		return err
 	}
-	sql, err := Render(u.Creation, Values{Name: c.Name, Password: c.Password, Expires: c.Expires})
+	sql, err := pgsql.Render(u.Creation, pgsql.Values{Name: c.Name, Password: c.Password, Expires: c.Expires})
 	if err != nil {
 		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: fmt.Errorf("creation statements: %w", err)}
 	}
 	// "\n;" ends the policy's last statement even after a trailing
 	// "-- comment"; an empty statement is harmless.
 	sql += "\n;\n" + checkRole(c.Name) +
-		"ALTER ROLE " + QuoteIdent(c.Name) + " VALID UNTIL " + QuoteLiteral(c.Expires.Format(ExpiresFormat)) + ";\n"
+		"ALTER ROLE " + pgsql.QuoteIdent(c.Name) + " VALID UNTIL " + pgsql.QuoteLiteral(c.Expires.Format(pgsql.ExpiresFormat)) + ";\n"
 	if _, err := p.p.Exec(ctx, sql); err != nil {
 		var pe *pgconn.PgError
 		if errors.As(err, &pe) && (pe.Code == codeNoRole || pe.Code == codeNoLogin) {
@@ -280,7 +281,7 @@ const (
 // checkRole is a statement that fails, with one of our codes, unless the
 // role exists and can log in.
 func checkRole(name string) string {
-	lit := QuoteLiteral(name)
+	lit := pgsql.QuoteLiteral(name)
 	return "DO $mayfly_check$ BEGIN\n" +
 		"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = " + lit + ") THEN\n" +
 		"  RAISE EXCEPTION 'the creation statements did not create the role {{name}}' USING ERRCODE = '" + codeNoRole + "';\n" +
@@ -292,14 +293,14 @@ func checkRole(name string) string {
 // Renew moves the role's VALID UNTIL to expires.
 func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time.Time) error {
 	const op = "renew role"
-	if !ValidName(name) {
+	if !pgsql.ValidName(name) {
 		return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("not a role name mayfly makes")}
 	}
 	p, err := r.pool(u, op)
 	if err != nil {
 		return err
 	}
-	_, err = p.p.Exec(ctx, "ALTER ROLE "+QuoteIdent(name)+" VALID UNTIL "+QuoteLiteral(expires.UTC().Format(ExpiresFormat)))
+	_, err = p.p.Exec(ctx, "ALTER ROLE "+pgsql.QuoteIdent(name)+" VALID UNTIL "+pgsql.QuoteLiteral(expires.UTC().Format(pgsql.ExpiresFormat)))
 	if err != nil {
 		return r.classify(u, op, err, "")
 	}
@@ -324,7 +325,7 @@ func (r *Roles) Revoke(ctx context.Context, u Upstream, name string) error {
 func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]string, error) {
 	const op = "revoke role"
 	for _, n := range names {
-		if !ValidName(n) {
+		if !pgsql.ValidName(n) {
 			return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("not a role name mayfly makes")}
 		}
 	}
@@ -337,7 +338,7 @@ func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]s
 	}
 	stmts := make([]string, len(names))
 	for i, n := range names {
-		s, err := Render(revocation, Values{Name: n, Expires: time.Unix(0, 0)})
+		s, err := pgsql.Render(revocation, pgsql.Values{Name: n, Expires: time.Unix(0, 0)})
 		if err != nil {
 			return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: fmt.Errorf("revocation statements: %w", err)}
 		}
@@ -375,8 +376,8 @@ func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]s
 	// what is missing.
 	var stop, join strings.Builder
 	for _, n := range present {
-		stop.WriteString("ALTER ROLE " + QuoteIdent(n) + " NOLOGIN VALID UNTIL '-infinity';\n")
-		join.WriteString("GRANT " + QuoteIdent(n) + " TO CURRENT_USER;\n")
+		stop.WriteString("ALTER ROLE " + pgsql.QuoteIdent(n) + " NOLOGIN VALID UNTIL '-infinity';\n")
+		join.WriteString("GRANT " + pgsql.QuoteIdent(n) + " TO CURRENT_USER;\n")
 	}
 	if _, err := conn.Exec(ctx, stop.String()+join.String()); err != nil {
 		if _, err := conn.Exec(ctx, stop.String()); err != nil {
@@ -441,7 +442,7 @@ func (r *Roles) Sweep(ctx context.Context, u Upstream, known func(ctx context.Co
 	if err != nil {
 		return nil, err
 	}
-	rows, err := p.p.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, UpstreamSuffix(u.Name))
+	rows, err := p.p.Query(ctx, `SELECT rolname FROM pg_roles WHERE rolname LIKE 'mayfly\_%\_'||$1`, pgsql.UpstreamSuffix(u.Name))
 	if err != nil {
 		return nil, r.classify(u, op, err, "")
 	}
@@ -451,7 +452,7 @@ func (r *Roles) Sweep(ctx context.Context, u Upstream, known func(ctx context.Co
 	}
 	var ours []string
 	for _, n := range all {
-		if OwnedBy(n, u.Name) {
+		if pgsql.OwnedBy(n, u.Name) {
 			ours = append(ours, n)
 		}
 	}

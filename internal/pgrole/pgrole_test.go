@@ -13,6 +13,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 )
 
 func newRoles(t *testing.T) *pgrole.Roles {
@@ -265,7 +266,7 @@ func TestRevokeMany(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer super.Close(ctx)
-	if _, err := super.Exec(ctx, "CREATE TABLE owned (x int); ALTER TABLE owned OWNER TO "+pgrole.QuoteIdent(names[1])); err != nil {
+	if _, err := super.Exec(ctx, "CREATE TABLE owned (x int); ALTER TABLE owned OWNER TO "+pgsql.QuoteIdent(names[1])); err != nil {
 		t.Fatal(err)
 	}
 	plain := u
@@ -299,10 +300,10 @@ func TestQuotingOnPostgres(t *testing.T) {
 	defer conn.Close(ctx)
 	for _, v := range []string{`plain`, `it's`, `a"b`, `back\slash`, `\'; DROP TABLE x; --`, `"; DROP ROLE postgres; --`, `$$`, `$x$ end $x$`, "new\nline", `E'\x41'`, `''''`, `ユニコード`} {
 		var got string
-		if err := conn.QueryRow(ctx, "SELECT "+pgrole.QuoteLiteral(v), pgx.QueryExecModeSimpleProtocol).Scan(&got); err != nil || got != v {
+		if err := conn.QueryRow(ctx, "SELECT "+pgsql.QuoteLiteral(v), pgx.QueryExecModeSimpleProtocol).Scan(&got); err != nil || got != v {
 			t.Fatalf("literal %q came back %q, %v", v, got, err)
 		}
-		rows, err := conn.Query(ctx, "SELECT 1 AS "+pgrole.QuoteIdent(v), pgx.QueryExecModeSimpleProtocol)
+		rows, err := conn.Query(ctx, "SELECT 1 AS "+pgsql.QuoteIdent(v), pgx.QueryExecModeSimpleProtocol)
 		if err != nil {
 			t.Fatalf("identifier %q: %v", v, err)
 		}

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -81,17 +82,17 @@ func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
 	if r.LeaseID == "" {
 		return mint.Plan{}, mint.Errorf(500, "server_error", "upstream %s: a role is made per lease, never shared", up.Name)
 	}
-	if err := CheckTemplate(up.Postgres.Creation, true); err != nil {
+	if err := pgsql.CheckTemplate(up.Postgres.Creation, true); err != nil {
 		return mint.Plan{}, mint.Errorf(500, string(Misconfigured), "upstream %s: creation statements: %v", up.Name, err)
 	}
-	if err := CheckTemplate(revocationOf(up.Postgres.Revocation), false); err != nil {
+	if err := pgsql.CheckTemplate(revocationOf(up.Postgres.Revocation), false); err != nil {
 		return mint.Plan{}, mint.Errorf(500, string(Misconfigured), "upstream %s: revocation statements: %v", up.Name, err)
 	}
 	b, err := json.Marshal(params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation})
 	if err != nil {
 		return mint.Plan{}, err
 	}
-	return mint.Plan{Name: RoleName(r.LeaseID, up.Name), Params: b}, nil
+	return mint.Plan{Name: pgsql.RoleName(r.LeaseID, up.Name), Params: b}, nil
 }
 
 func revocationOf(s string) string {

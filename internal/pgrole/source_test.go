@@ -15,6 +15,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -145,7 +146,7 @@ func TestSourceThroughMint(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := is.Credential
-			if token.ParsePassword(c.Password) != nil || c.Username != pgrole.RoleName(lid, up.Name) || !strings.Contains(c.DSN, c.Password) || c.ExpiresAt.After(exp) {
+			if token.ParsePassword(c.Password) != nil || c.Username != pgsql.RoleName(lid, up.Name) || !strings.Contains(c.DSN, c.Password) || c.ExpiresAt.After(exp) {
 				t.Fatalf("credential: user %s, expires %v", c.Username, c.ExpiresAt)
 			}
 			job, err := pgx.Connect(ctx, c.DSN)

@@ -18,6 +18,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
 )
 
@@ -808,6 +809,13 @@ func (d *decoder) postgres(e kv, path string, up *Upstream) {
 				d.errf(v.val, p, "must use {{%s}}", n)
 				return ""
 			}
+		}
+		// What the exchange would refuse to render (a placeholder in a
+		// comment, an unterminated quote, {{password}} in revocation) is
+		// refused now, before any role is made.
+		if err := pgsql.CheckTemplate(s, key == "creation"); err != nil {
+			d.errf(v.val, p, "%s", strings.TrimPrefix(err.Error(), pgsql.ErrTemplate.Error()+": "))
+			return ""
 		}
 		return s
 	}

@@ -17,7 +17,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
-	"github.com/mayfly-sh/mayfly/internal/pgrole"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 )
 
 // Server is a test's database on the shared server.
@@ -113,7 +113,7 @@ func (s *Server) Roles(t testing.TB, upstream string) []string {
 		t.Fatalf("pgroletest: connect: %v", err)
 	}
 	defer conn.Close(ctx)
-	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname LIKE '%\\_'||$1 ORDER BY 1", pgrole.UpstreamSuffix(upstream))
+	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles WHERE rolname LIKE '%\\_'||$1 ORDER BY 1", pgsql.UpstreamSuffix(upstream))
 	if err != nil {
 		t.Fatalf("pgroletest: list roles: %v", err)
 	}
@@ -123,7 +123,7 @@ func (s *Server) Roles(t testing.TB, upstream string) []string {
 	}
 	var out []string
 	for _, n := range names {
-		if pgrole.OwnedBy(n, upstream) {
+		if pgsql.OwnedBy(n, upstream) {
 			out = append(out, n)
 		}
 	}
@@ -154,12 +154,12 @@ func (s *Server) drop(base string) {
 	conn.Exec(ctx, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1 AND pid <> pg_backend_pid()", s.Database)
 	conn.Exec(ctx, "DROP DATABASE IF EXISTS "+s.Database+" WITH (FORCE)")
 	// Minted roles: those in the group, and those of the test's upstream.
-	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles r WHERE rolname LIKE 'mayfly\\_%' AND (pg_has_role(r.oid, $1::regrole, 'MEMBER') OR rolname LIKE '%\\_'||$2)", s.Group, pgrole.UpstreamSuffix(s.Upstream))
+	rows, err := conn.Query(ctx, "SELECT rolname FROM pg_roles r WHERE rolname LIKE 'mayfly\\_%' AND (pg_has_role(r.oid, $1::regrole, 'MEMBER') OR rolname LIKE '%\\_'||$2)", s.Group, pgsql.UpstreamSuffix(s.Upstream))
 	if err == nil {
 		names, _ := pgx.CollectRows(rows, pgx.RowTo[string])
 		for _, n := range names {
-			if pgrole.ValidName(n) {
-				conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgrole.QuoteIdent(n))
+			if pgsql.ValidName(n) {
+				conn.Exec(ctx, "DROP ROLE IF EXISTS "+pgsql.QuoteIdent(n))
 			}
 		}
 	}

@@ -1,4 +1,13 @@
-package pgrole
+// Package pgsql owns the SQL text mayfly writes for the PostgreSQL roles
+// it mints (SPEC section 9): the roles' names, and the rendering of a
+// policy's creation and revocation templates with every value quoted for
+// where it stands. It is a leaf, so that policy validation refuses what
+// could not be rendered safely before any role is made.
+//
+// It does no I/O and never lets a value it was not built to quote reach
+// SQL: names and passwords are checked against closed alphabets first,
+// and an error never contains a value.
+package pgsql
 
 import (
 	"errors"
@@ -17,7 +26,7 @@ type Values struct {
 }
 
 // ErrTemplate wraps every reason a template cannot be rendered safely.
-var ErrTemplate = errors.New("pgrole: template")
+var ErrTemplate = errors.New("template")
 
 // ExpiresFormat is how {{expires}} is written: RFC 3339 in UTC, which
 // PostgreSQL reads as a timestamptz whatever the session's DateStyle.

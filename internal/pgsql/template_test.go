@@ -1,4 +1,4 @@
-package pgrole
+package pgsql
 
 import (
 	"errors"
