@@ -51,6 +51,7 @@ var layers = map[string]int{
 	"internal/mint":                    2, // minted upstream credentials: records, revocation worker (SPEC section 9)
 	"internal/githubapp":               2, // the github_app credential source (installation tokens)
 	"internal/githubtest":              2, // a GitHub API double for tests and the demo
+	"internal/rotate":                  2,
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -78,6 +79,7 @@ var along = map[string][]string{
 	"internal/mint":                    {"internal/policy"},                  // minting flow: a grant's upstream, revocations audited
 	"internal/githubapp":               {"internal/mint", "internal/policy"}, // the github_app credential source of the minting flow
 	"internal/githubtest":              {"internal/policy"},                  // GitHub's permission names, as the double checks them
+	"internal/rotate":                  {"internal/secret"},                  // rotation writes secret versions
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids

@@ -288,6 +288,11 @@ func (v *Vault) run() {
 		case <-v.ctx.Done():
 			return
 		case <-tick.C:
+			// Versions whose rotation grace period ended lose their
+			// sealed bytes (they are already unreadable past it).
+			if _, err := v.st.RetireSecrets(v.ctx, time.Now()); err != nil && v.ctx.Err() == nil {
+				v.log.Warn("secret: retiring replaced versions failed", "err", err)
+			}
 			if err := v.reloadKeyring(v.ctx); err != nil {
 				if v.ctx.Err() == nil {
 					v.log.Warn("secret: keyring refresh failed", "err", err)

@@ -35,6 +35,9 @@ type Store interface {
 	KeyVersionsInUse(ctx context.Context) (map[int]int64, error)
 	NextSecretVersion(ctx context.Context, name string) (int, error)
 	PutSecret(ctx context.Context, s store.Secret) error
+	PutSecretKeeping(ctx context.Context, s store.Secret, keepUntil time.Time) error
+	GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (store.Secret, error)
+	RetireSecrets(ctx context.Context, now time.Time) (int64, error)
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
 	ListSecrets(ctx context.Context) ([]store.SecretMeta, error)
 	DeleteSecret(ctx context.Context, name string, at time.Time) error
@@ -273,6 +276,13 @@ func notFound(name string, err error) error {
 // Concurrent Puts of one name each get their own version (none is lost).
 // The value is sealed before it leaves this call; Put does not keep it.
 func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error) {
+	return v.PutKeeping(ctx, name, value, time.Time{})
+}
+
+// PutKeeping is Put for a rotation: the version it replaces stays sealed
+// and readable with RevealPrevious until keepUntil (zero: destroyed at
+// once, as Put does), for requests that began with it.
+func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error) {
 	if err := v.alive(); err != nil {
 		return 0, err
 	}
@@ -288,7 +298,7 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 	// a store read off the common path.
 	guess := v.hints.get(name) + 1
 	for attempt := 1; ; attempt++ {
-		err := v.putOnce(ctx, name, value, guess)
+		err := v.putOnce(ctx, name, value, guess, keepUntil)
 		if err == nil {
 			v.hints.set(name, guess)
 			return guess, nil
@@ -333,7 +343,7 @@ func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool
 
 // putOnce seals value as version of name under the current keyring version
 // and stores it; store.ErrConflict when version is not the next one.
-func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int) error {
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time) error {
 	v.putMu.RLock()
 	defer v.putMu.RUnlock()
 	ring := v.ring.Load()
@@ -342,7 +352,7 @@ func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version 
 		return fmt.Errorf("secret: put %s: %w", name, ErrClosed)
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
-	if err := v.st.PutSecret(ctx, rec); err != nil {
+	if err := v.st.PutSecretKeeping(ctx, rec, keepUntil); err != nil {
 		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)
@@ -381,6 +391,36 @@ func (v *Vault) Reveal(ctx context.Context, name string) ([]byte, int, error) {
 		return nil, 0, err
 	}
 	return v.reveal(ctx, name, true)
+}
+
+// RevealPrevious returns the value of the version that name's live
+// version replaced, while a rotation's grace period keeps it (ErrNotFound
+// otherwise), and that version. Like Reveal, it is for the gateway (which
+// masks both values in responses during the grace period) and for a
+// rotator; never for an API caller.
+func (v *Vault) RevealPrevious(ctx context.Context, name string) ([]byte, int, error) {
+	if err := v.alive(); err != nil {
+		return nil, 0, err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, 0, err
+	}
+	live, _, err := v.record(ctx, name, true)
+	if err != nil {
+		return nil, 0, err
+	}
+	rec, err := v.st.GetSecretVersion(ctx, name, live.Version-1, time.Now())
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, notFound(name, err)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("secret: read %s v%d: %w", name, live.Version-1, err)
+	}
+	val, err := v.openRecord(ctx, rec)
+	if err != nil {
+		return nil, 0, fmt.Errorf("secret: reveal %s v%d: %w", name, rec.Version, err)
+	}
+	return val, rec.Version, nil
 }
 
 func (v *Vault) reveal(ctx context.Context, name string, useCache bool) ([]byte, int, error) {
@@ -543,7 +583,7 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		err = v.putOnce(ctx, name, key, 1)
+		err = v.putOnce(ctx, name, key, 1, time.Time{})
 		if err == nil {
 			return key, nil
 		}

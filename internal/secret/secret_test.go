@@ -854,3 +854,67 @@ func TestRewrapDoneAndClose(t *testing.T) {
 		}
 	}
 }
+
+// A rotation's grace period keeps the replaced version readable by
+// RevealPrevious (and only it), re-wrapped with the rest, and gone after.
+func TestPutKeepingGrace(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), testOpts())
+			if _, _, err := v.RevealPrevious(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("previous of nothing: %v", err)
+			}
+			if _, err := v.Put(ctx, "db", []byte("old-password")); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := v.RevealPrevious(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("previous of a first version: %v", err)
+			}
+			if ver, err := v.PutKeeping(ctx, "db", []byte("new-password"), time.Now().Add(time.Hour)); err != nil || ver != 2 {
+				t.Fatalf("PutKeeping = %d %v", ver, err)
+			}
+			mustReveal(t, v, "db", []byte("new-password"), 2)
+			prev, pv, err := v.RevealPrevious(ctx, "db")
+			if err != nil || string(prev) != "old-password" || pv != 1 {
+				t.Fatalf("previous = %q v%d %v", prev, pv, err)
+			}
+			// A master-key rotation re-wraps the version in grace too.
+			if _, err := v.RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitRewrap(t, v)
+			if prev, _, err := v.RevealPrevious(ctx, "db"); err != nil || string(prev) != "old-password" {
+				t.Fatalf("previous after re-wrap = %q %v", prev, err)
+			}
+			// A plain Put ends the grace at once.
+			if _, err := v.Put(ctx, "db", []byte("third-password")); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := v.RevealPrevious(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("previous after a plain put: %v", err)
+			}
+			// A grace already over is never revealed, and the sweep
+			// (every RefreshInterval) destroys it.
+			if _, err := v.PutKeeping(ctx, "db", []byte("fourth-password"), time.Now().Add(-time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := v.RevealPrevious(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("previous past its grace: %v", err)
+			}
+			deadline := time.Now().Add(30 * time.Second)
+			for {
+				var n int
+				if err := b.DB.SQL().QueryRowContext(ctx, b.DB.Rebind(`SELECT COUNT(*) FROM secrets WHERE name = ? AND deleted_at IS NULL`), "db").Scan(&n); err != nil {
+					t.Fatal(err)
+				}
+				if n == 1 {
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("%d sealed versions left after the grace ended", n)
+				}
+				time.Sleep(50 * time.Millisecond)
+			}
+		})
+	}
+}

@@ -1,0 +1,136 @@
+package rotate
+
+import (
+	"bytes"
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/xdg-go/scram"
+)
+
+// scramIterations is PostgreSQL's default scram_iterations.
+const scramIterations = 4096
+
+// postgresRotator sets a new random password on a PostgreSQL role. The
+// ALTER ROLE and the write of the new value happen together: the role's
+// password changes only if the new value was stored (the statement runs in
+// a transaction committed after the store write), so a failure at any
+// step leaves the current password working.
+//
+// The secret's value is either the bare password or a postgres:// URL whose
+// user is the role; the new value keeps that form.
+type postgresRotator struct {
+	cfg     PostgresPassword
+	reveal  func(ctx context.Context, name string) ([]byte, error)
+	timeout time.Duration
+}
+
+// newPassword is 130 bits of randomness in base32: no character a DSN or a
+// SQL literal has to escape.
+func newPassword() string { return rand.Text() }
+
+// scramVerifier is the SCRAM-SHA-256 verifier PostgreSQL stores for pw
+// (RFC 7677; PostgreSQL's "SCRAM-SHA-256$iter:salt$StoredKey:ServerKey").
+// Sending it instead of the password keeps the password itself out of
+// PostgreSQL's statement log and pg_stat_activity.
+func scramVerifier(pw string) (string, error) {
+	salt := make([]byte, 16)
+	rand.Read(salt)
+	c, err := scram.SHA256.NewClient("", pw, "")
+	if err != nil {
+		return "", fmt.Errorf("SCRAM: %w", err)
+	}
+	sc, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: scramIterations})
+	if err != nil {
+		return "", fmt.Errorf("SCRAM: %w", err)
+	}
+	b := base64.StdEncoding
+	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b.EncodeToString(salt), b.EncodeToString(sc.StoredKey), b.EncodeToString(sc.ServerKey)), nil
+}
+
+// withPassword returns the value holding pw in current's form: a
+// postgres:// URL with that password (its user must be role), or pw.
+func withPassword(current []byte, role, pw string) ([]byte, error) {
+	s := string(current)
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return []byte(pw), nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return nil, errors.New("the secret's value starts like a postgres:// URL but does not parse as one with a user")
+	}
+	if u.User.Username() != role {
+		return nil, fmt.Errorf("the secret's URL is for user %q, not the rotated role %q", u.User.Username(), role)
+	}
+	u.User = url.UserPassword(role, pw)
+	return []byte(u.String()), nil
+}
+
+func (p postgresRotator) Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error {
+	ctx, cancel := context.WithTimeout(ctx, p.timeout)
+	defer cancel()
+	pw := newPassword()
+	next, err := withPassword(current, p.cfg.Role, pw)
+	if err != nil {
+		return err
+	}
+	defer clear(next)
+	var admin []byte
+	if p.cfg.AdminDSNSecret == secretName {
+		admin = bytes.Clone(current) // the role changes its own password
+	} else if admin, err = p.reveal(ctx, p.cfg.AdminDSNSecret); err != nil {
+		return fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
+	}
+	cc, err := pgx.ParseConfig(string(admin))
+	clear(admin)
+	if err != nil {
+		// pgx's error quotes the DSN (password masked); say less.
+		return fmt.Errorf("admin DSN secret %s: not a PostgreSQL connection string", p.cfg.AdminDSNSecret)
+	}
+	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > p.timeout {
+		cc.ConnectTimeout = p.timeout
+	}
+	conn, err := pgx.ConnectConfig(ctx, cc)
+	if err != nil {
+		return fmt.Errorf("connect with admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	verifier, err := scramVerifier(pw)
+	if err != nil {
+		return err
+	}
+	tx, err := conn.Begin(ctx)
+	if err != nil {
+		return fmt.Errorf("begin: %w", err)
+	}
+	defer tx.Rollback(context.WithoutCancel(ctx))
+	// PostgreSQL itself quotes the role (%I) and the verifier (%L): no
+	// role name can end the statement or start another.
+	var stmt string
+	if err := tx.QueryRow(ctx, `SELECT format('ALTER ROLE %I PASSWORD %L', $1::text, $2::text)`, p.cfg.Role, verifier).Scan(&stmt); err != nil {
+		return fmt.Errorf("quote ALTER ROLE: %w", err)
+	}
+	if _, err := tx.Exec(ctx, stmt); err != nil {
+		return fmt.Errorf("ALTER ROLE %s: %w", pgx.Identifier{p.cfg.Role}.Sanitize(), err)
+	}
+	if err := commit(ctx, next); err != nil {
+		return err // rolled back: the current password still works
+	}
+	if err := tx.Commit(ctx); err != nil {
+		// The new value is stored but the role may still have the old
+		// password: store the current value again so that what mayfly
+		// injects works, and fail so a retry comes soon.
+		if rerr := commit(context.WithoutCancel(ctx), current); rerr != nil {
+			return fmt.Errorf("ALTER ROLE not confirmed (%v), and storing the previous value back failed: %w", err, rerr)
+		}
+		return fmt.Errorf("ALTER ROLE not confirmed, previous value stored back: %w", err)
+	}
+	return nil
+}

@@ -1,0 +1,295 @@
+package rotate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/xdg-go/scram"
+
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// scramAccepts runs a whole SCRAM-SHA-256 exchange (RFC 5802) of a client
+// knowing pw against a server holding PostgreSQL's stored verifier: what
+// PostgreSQL does when the role logs in with a password. (The machine's
+// PostgreSQL trusts loopback connections, so logging in proves nothing
+// about the password; this does.)
+func scramAccepts(t *testing.T, verifier, pw string) bool {
+	t.Helper()
+	// SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>
+	head, keys, ok := strings.Cut(strings.TrimPrefix(verifier, "SCRAM-SHA-256$"), "$")
+	iterS, saltB64, ok2 := strings.Cut(head, ":")
+	storedB64, serverB64, ok3 := strings.Cut(keys, ":")
+	if !strings.HasPrefix(verifier, "SCRAM-SHA-256$") || !ok || !ok2 || !ok3 {
+		t.Fatalf("not a SCRAM verifier: %.20s…", verifier)
+	}
+	iters, _ := strconv.Atoi(iterS)
+	dec := func(s string) []byte {
+		b, err := base64.StdEncoding.DecodeString(s)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return b
+	}
+	creds := scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(dec(saltB64)), Iters: iters}, StoredKey: dec(storedB64), ServerKey: dec(serverB64)}
+	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
+	if err != nil {
+		t.Fatal(err)
+	}
+	cl, err := scram.SHA256.NewClient("role", pw, "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	sc, cc := srv.NewConversation(), cl.NewConversation()
+	msg := ""
+	for !sc.Done() {
+		if msg, err = cc.Step(msg); err != nil {
+			return false
+		}
+		if msg, err = sc.Step(msg); err != nil {
+			return false
+		}
+	}
+	return sc.Valid()
+}
+
+// pgFixture is a role of the test's own on the machine's PostgreSQL,
+// dropped (sessions first) when the test ends.
+type pgFixture struct {
+	admin string // the test DSN (a superuser)
+	conn  *pgx.Conn
+}
+
+func newPG(t *testing.T) *pgFixture {
+	t.Helper()
+	dsn := storetest.PostgresDSN(t)
+	c, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		t.Fatalf("PostgreSQL: %v", err)
+	}
+	t.Cleanup(func() { c.Close(context.Background()) })
+	return &pgFixture{admin: dsn, conn: c}
+}
+
+func (p *pgFixture) role(t *testing.T, name, password string) {
+	t.Helper()
+	if _, err := p.conn.Exec(ctx, fmt.Sprintf("CREATE ROLE %s LOGIN PASSWORD '%s'", pgx.Identifier{name}.Sanitize(), password)); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		p.conn.Exec(context.Background(), `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, name)
+		p.conn.Exec(context.Background(), "DROP ROLE IF EXISTS "+pgx.Identifier{name}.Sanitize())
+	})
+}
+
+func (p *pgFixture) verifier(t *testing.T, role string) string {
+	t.Helper()
+	var v string
+	if err := p.conn.QueryRow(ctx, `SELECT rolpassword FROM pg_authid WHERE rolname = $1`, role).Scan(&v); err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+// dsnFor is the test DSN with another user and password.
+func (p *pgFixture) dsnFor(t *testing.T, role, pw string) string {
+	u, err := url.Parse(p.admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.User = url.UserPassword(role, pw)
+	return u.String()
+}
+
+func TestPostgresPassword(t *testing.T) {
+	pg := newPG(t)
+	suffix := strings.ToLower(rand.Text()[:10])
+
+	// The checker against PostgreSQL's own hashing first, so that it can
+	// be trusted with mayfly's.
+	control := "mayfly_rot_control_" + suffix
+	pg.role(t, control, "control-pw-"+suffix)
+	if !scramAccepts(t, pg.verifier(t, control), "control-pw-"+suffix) || scramAccepts(t, pg.verifier(t, control), "other") {
+		t.Fatal("the SCRAM checker disagrees with PostgreSQL")
+	}
+
+	tests := []struct {
+		name  string
+		role  string
+		form  string // "url" or "bare"
+		self  bool   // the role changes its own password
+		fault string // "" | "no role" | "store fails"
+	}{
+		{"URL value, admin DSN", "mayfly_rot_" + suffix, "url", false, ""},
+		{"bare password, admin DSN", "mayfly_rot_bare_" + suffix, "bare", false, ""},
+		{"its own password", "mayfly_rot_self_" + suffix, "url", true, ""},
+		{"role needing quotes", `mayfly rot"; DROP ROLE x; --` + suffix, "url", false, ""},
+		{"role does not exist", "mayfly_rot_ghost_" + suffix, "url", false, "no role"},
+		{"new value cannot be stored", "mayfly_rot_store_" + suffix, "url", false, "store fails"},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					bb := storetest.SQLite(t)
+					if b.Name != "sqlite" {
+						bb = storetest.Postgres(t)
+					}
+					r := newRig(t, bb, nil, key(t))
+					role := fmt.Sprintf("%s%d%s", tt.role[:min(len(tt.role), 50)], i, b.Name[:1])
+					oldPW := "old-" + rand.Text()
+					if tt.fault != "no role" {
+						pg.role(t, role, oldPW)
+					}
+					value := pg.dsnFor(t, role, oldPW)
+					if tt.form == "bare" {
+						value = oldPW
+					}
+					admin := "pg-admin"
+					if tt.self {
+						admin = "app-db"
+					} else {
+						r.put(t, "pg-admin", []byte(pg.admin), "")
+					}
+					r.put(t, "app-db", []byte(value), fmt.Sprintf(`{"every":"24h","grace":"10m","via":{"postgres_password":{"admin_dsn_secret":%q,"role":%q}}}`, admin, role))
+					if tt.fault == "store fails" {
+						r.m.cfg.Vault = failingPut{r.vault}
+					}
+					var before string
+					var inFlight *pgx.Conn
+					if tt.fault != "no role" {
+						before = pg.verifier(t, role)
+						// A session opened with the old password, in flight
+						// across the rotation.
+						c, err := pgx.Connect(ctx, pg.dsnFor(t, role, oldPW))
+						if err != nil {
+							t.Fatal(err)
+						}
+						defer c.Close(ctx)
+						inFlight = c
+					}
+
+					res, err := r.m.Rotate(ctx, "app-db", "alice", "")
+					if tt.fault != "" {
+						if !errors.Is(err, ErrFailed) {
+							t.Fatalf("err = %v, want ErrFailed", err)
+						}
+						if r.value(t, "app-db") != value {
+							t.Fatal("a failed rotation changed the stored value")
+						}
+						if tt.fault == "store fails" && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
+							t.Fatal("the role's password changed although the new value was not stored")
+						}
+						if st, _ := r.m.Get(ctx, "app-db"); st.Failures != 1 || st.LastError == "" || strings.Contains(st.LastError, oldPW) {
+							t.Fatalf("failure state = %+v", st)
+						}
+						return
+					}
+					if err != nil {
+						t.Fatal(err)
+					}
+					next := r.value(t, "app-db")
+					newPW := next
+					if tt.form == "url" {
+						u, err := url.Parse(next)
+						if err != nil || u.User.Username() != role {
+							t.Fatalf("new value is not a URL for %s: %v", role, err)
+						}
+						newPW, _ = u.User.Password()
+						if strings.Replace(next, newPW, oldPW, 1) != value {
+							t.Fatal("the new URL differs from the old in more than the password")
+						}
+					}
+					after := pg.verifier(t, role)
+					if !scramAccepts(t, after, newPW) || scramAccepts(t, after, oldPW) {
+						t.Fatal("PostgreSQL does not hold the new password")
+					}
+					// The new value logs in; the session opened with the
+					// old one is still served; the old value is still kept
+					// by mayfly for the grace period.
+					dsn := next
+					if tt.form == "bare" {
+						dsn = pg.dsnFor(t, role, next)
+					}
+					c, err := pgx.Connect(ctx, dsn)
+					if err != nil {
+						t.Fatalf("log in with the new value: %v", err)
+					}
+					var who string
+					c.QueryRow(ctx, `SELECT current_user`).Scan(&who)
+					c.Close(ctx)
+					if who != role {
+						t.Fatalf("logged in as %q", who)
+					}
+					if err := inFlight.QueryRow(ctx, `SELECT current_user`).Scan(&who); err != nil || who != role {
+						t.Fatalf("in-flight session after rotation: %v", err)
+					}
+					prev, _, err := r.vault.RevealPrevious(ctx, "app-db")
+					if err != nil || string(prev) != value || res.GraceEnd.Sub(r.clock.Now()) != 10*time.Minute {
+						t.Fatalf("previous during grace: %v, grace end %v", err, res.GraceEnd)
+					}
+					// Neither password reached the audit log or pg_stat_activity's
+					// statement text (the verifier is sent, not the password).
+					j := r.log.json(t)
+					if strings.Contains(j, newPW) || strings.Contains(j, oldPW) {
+						t.Fatal("a password in the audit log")
+					}
+					var n int
+					pg.conn.QueryRow(ctx, `SELECT COUNT(*) FROM pg_stat_activity WHERE strpos(query, $1) > 0`, newPW).Scan(&n)
+					if n != 0 {
+						t.Fatal("the new password is in a statement PostgreSQL shows")
+					}
+					// A second rotation works from the rotated value.
+					if _, err := r.m.Rotate(ctx, "app-db", "alice", ""); err != nil {
+						t.Fatalf("second rotation: %v", err)
+					}
+					if scramAccepts(t, pg.verifier(t, role), newPW) {
+						t.Fatal("second rotation left the password")
+					}
+				})
+			}
+		})
+	}
+}
+
+func TestWithPassword(t *testing.T) {
+	tests := []struct {
+		cur, role, want, wantErr string
+	}{
+		{"hunter2", "app", "NEWPW", ""},
+		{"postgres://app:old@db:5432/x?sslmode=require", "app", "postgres://app:NEWPW@db:5432/x?sslmode=require", ""},
+		{"postgresql://app@db/x", "app", "postgresql://app:NEWPW@db/x", ""},
+		{"postgres://other:old@db/x", "app", "", `is for user "other"`},
+		{"postgres://db/x", "app", "", "does not parse as one with a user"},
+		{"postgres://app:old@db:badport/x%zz", "app", "", "does not parse"},
+	}
+	for _, tt := range tests {
+		got, err := withPassword([]byte(tt.cur), tt.role, "NEWPW")
+		if tt.wantErr != "" {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "old") {
+				t.Errorf("%s: err = %v, want %q without the password", tt.cur, err, tt.wantErr)
+			}
+			continue
+		}
+		if err != nil || string(got) != tt.want {
+			t.Errorf("%s: = %q %v, want %q", tt.cur, got, err, tt.want)
+		}
+	}
+}
+
+// failingPut is the vault with a store write that fails, to show that the
+// role's password then stays as it was.
+type failingPut struct{ Vault }
+
+func (failingPut) PutKeeping(context.Context, string, []byte, time.Time) (int, error) {
+	return 0, errors.New("store unavailable")
+}

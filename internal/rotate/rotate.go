@@ -1,0 +1,417 @@
+// Package rotate owns rotation as code for stored secrets: the settings a
+// secret may carry (how often, the grace period of the replaced value, and
+// which rotator makes the new one), their validation, the rotators
+// (postgres_password, and command rotators named by the server's config
+// file), the schedule that survives restarts, and the claim that lets one
+// node of a cluster rotate a secret at a time. Every attempt is audited
+// before it starts and when it ends; a failed attempt leaves the current
+// value working and is counted, recorded and shown.
+//
+// It never runs a program an API caller names (only the config file's
+// rotators), never runs one through a shell, and never writes a value, a
+// DSN or a rotator's output into an error, a log line, an audit entry, a
+// metric or a store row other than the sealed secret itself.
+package rotate
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"math/big"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// AuditType is the audit entry of a rotation attempt: one when it starts
+// (reason "started"), one when it ends (status 200 and the version
+// written, or 502 and why it failed).
+const AuditType = "secret.rotate"
+
+// Errors callers test with errors.Is (besides ErrInvalid).
+var (
+	// ErrNoRotation: the secret exists but carries no rotation.
+	ErrNoRotation = errors.New("the secret has no rotation")
+	// ErrBusy: another attempt (on this node or another) is running.
+	ErrBusy = errors.New("a rotation of this secret is already running")
+	// ErrFailed wraps a rotator's failure (the current value still works).
+	ErrFailed = errors.New("rotation failed")
+	// ErrUnavailable: the attempt could not be audited, so it did not run.
+	ErrUnavailable = errors.New("rotation not recorded")
+)
+
+// Store keeps rotation settings and state (*store.DB).
+type Store interface {
+	SetRotation(ctx context.Context, name, spec string, nextAt time.Time) error
+	DeleteRotation(ctx context.Context, name string) error
+	GetRotation(ctx context.Context, name string) (store.Rotation, error)
+	Rotations(ctx context.Context) ([]store.Rotation, error)
+	DueRotations(ctx context.Context, now time.Time, limit int) ([]store.Rotation, error)
+	ClaimRotation(ctx context.Context, name, node string, now, until time.Time) (store.Rotation, error)
+	FinishRotation(ctx context.Context, name, node string, o store.RotationOutcome) error
+}
+
+// Vault reads and writes secret values (*secret.Vault).
+type Vault interface {
+	Reveal(ctx context.Context, name string) ([]byte, int, error)
+	PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error)
+	Meta(ctx context.Context, name string) (secret.Meta, error)
+}
+
+// Auditor records entries durably (*audit.Log).
+type Auditor interface {
+	Append(ctx context.Context, ev audit.Event) (int64, error)
+}
+
+// Observer is told every attempt's outcome (the server counts them in
+// metrics) and each secret's failures since its last success.
+type Observer interface {
+	Rotated(secretName string, ok bool)
+	Failing(secretName string, failures int)
+}
+
+// Config wires a Manager.
+type Config struct {
+	Store Store
+	Vault Vault
+	Audit Auditor
+	// Rotators are the config file's command rotators: name → argv.
+	Rotators map[string][]string
+	// Node names this process in claims (unique per node).
+	Node string
+	// Timeout bounds one attempt: the command or the database (default 30 s).
+	Timeout time.Duration
+	// Interval is how often the schedule is checked (default 10 s).
+	Interval time.Duration
+	Observer Observer
+	Logger   *slog.Logger
+	Now      func() time.Time
+}
+
+// Manager rotates secrets on schedule and on demand.
+type Manager struct{ cfg Config }
+
+// New returns a Manager; Run starts its schedule.
+func New(cfg Config) (*Manager, error) {
+	if err := CheckRotators(cfg.Rotators); err != nil {
+		return nil, err
+	}
+	if cfg.Node == "" {
+		cfg.Node = rand.Text()
+	}
+	if cfg.Timeout <= 0 {
+		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Interval <= 0 {
+		cfg.Interval = 10 * time.Second
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.New(slog.DiscardHandler)
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	return &Manager{cfg: cfg}, nil
+}
+
+// claimFor is how long a claim lasts: past the attempt's own timeout, so a
+// live attempt is never taken over; a node that died mid-attempt is taken
+// over once it ends.
+func (m *Manager) claimFor() time.Duration { return 2*m.cfg.Timeout + time.Minute }
+
+// Parse validates the rotation settings of secret name (ErrInvalid).
+func (m *Manager) Parse(ctx context.Context, name string, raw []byte) (Spec, error) {
+	names := make([]string, 0, len(m.cfg.Rotators))
+	for n := range m.cfg.Rotators {
+		names = append(names, n)
+	}
+	slices.Sort(names)
+	return ParseSpec(name, raw, Checks{Rotators: names, SecretExists: func(s string) bool {
+		_, err := m.cfg.Vault.Meta(ctx, s)
+		return err == nil
+	}})
+}
+
+// Set gives secret name the rotation s, first due one period from now
+// (keeping its history); nil removes its rotation (no error when it had
+// none).
+func (m *Manager) Set(ctx context.Context, name string, s *Spec) error {
+	if s == nil {
+		if err := m.cfg.Store.DeleteRotation(ctx, name); err != nil && !errors.Is(err, store.ErrNotFound) {
+			return fmt.Errorf("rotate: %w", err)
+		}
+		return nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	if err := m.cfg.Store.SetRotation(ctx, name, string(b), m.cfg.Now().Add(time.Duration(s.Every))); err != nil {
+		return fmt.Errorf("rotate: %w", err)
+	}
+	return nil
+}
+
+// State is a secret's rotation as shown to admins: never a value.
+type State struct {
+	Spec        Spec
+	NextAt      time.Time
+	LastAt      time.Time
+	LastVersion int
+	Failures    int
+	LastError   string
+	LastErrorAt time.Time
+}
+
+func toState(r store.Rotation) (State, error) {
+	var s Spec
+	if err := json.Unmarshal([]byte(r.Spec), &s); err != nil {
+		return State{}, fmt.Errorf("rotate: stored settings of %s do not parse: %w", r.Name, err)
+	}
+	return State{Spec: s, NextAt: r.NextAt, LastAt: r.LastAt, LastVersion: r.LastVersion, Failures: r.Failures,
+		LastError: r.LastError, LastErrorAt: r.LastErrorAt}, nil
+}
+
+// Get returns name's rotation state (ErrNoRotation when it has none).
+func (m *Manager) Get(ctx context.Context, name string) (State, error) {
+	r, err := m.cfg.Store.GetRotation(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return State{}, ErrNoRotation
+	}
+	if err != nil {
+		return State{}, fmt.Errorf("rotate: %w", err)
+	}
+	return toState(r)
+}
+
+// All returns every rotation state by secret name.
+func (m *Manager) All(ctx context.Context) (map[string]State, error) {
+	rs, err := m.cfg.Store.Rotations(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("rotate: %w", err)
+	}
+	out := make(map[string]State, len(rs))
+	for _, r := range rs {
+		s, err := toState(r)
+		if err != nil {
+			return nil, err
+		}
+		out[r.Name] = s
+	}
+	return out, nil
+}
+
+// Result is a successful rotation.
+type Result struct {
+	Version  int
+	NextAt   time.Time
+	GraceEnd time.Time
+}
+
+// Rotate rotates secret name now, for by (an admin's name, or "schedule").
+// It fails with ErrNoRotation, ErrBusy, ErrUnavailable (not audited, did
+// not run), ErrFailed (the rotator failed: recorded, counted, the current
+// value kept) or secret.ErrNotFound.
+func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, error) {
+	if _, err := m.cfg.Vault.Meta(ctx, name); err != nil {
+		return Result{}, err
+	}
+	now := m.cfg.Now()
+	r, err := m.cfg.Store.ClaimRotation(ctx, name, m.cfg.Node, now, now.Add(m.claimFor()))
+	switch {
+	case errors.Is(err, store.ErrNotFound):
+		return Result{}, ErrNoRotation
+	case errors.Is(err, store.ErrConflict):
+		return Result{}, ErrBusy
+	case err != nil:
+		return Result{}, fmt.Errorf("rotate %s: %w", name, err)
+	}
+	return m.attempt(ctx, r, by, source)
+}
+
+// attempt runs one claimed rotation and records its outcome.
+func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source string) (Result, error) {
+	name := r.Name
+	st, err := toState(r)
+	if err != nil {
+		m.finish(ctx, name, store.RotationOutcome{At: m.cfg.Now(), Error: "stored settings do not parse", NextAt: m.cfg.Now().Add(time.Hour)})
+		return Result{}, err
+	}
+	spec := st.Spec
+	ev := audit.Event{Type: AuditType, Secret: name, Admin: by, Source: source, Reason: "started", Detail: map[string]any{"via": spec.Kind()}}
+	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+		// Not recorded, so not done; the claim is released and the
+		// schedule tries again soon.
+		m.finish(context.WithoutCancel(ctx), name, store.RotationOutcome{At: m.cfg.Now(), Error: "audit log unavailable", NextAt: m.cfg.Now().Add(time.Minute)})
+		return Result{}, fmt.Errorf("rotate %s: %w: %w", name, ErrUnavailable, err)
+	}
+	version, graceEnd, rerr := m.run(ctx, name, spec)
+	now := m.cfg.Now()
+	out := store.RotationOutcome{At: now, Version: version}
+	ev.Reason, ev.Status, ev.SecretVersion = "", 200, version
+	if rerr != nil {
+		out.Error = truncate(rerr.Error(), 500)
+		out.NextAt = now.Add(backoff(r.Failures+1, time.Duration(spec.Every)))
+		ev.Status, ev.Reason = 502, out.Error
+	} else {
+		out.NextAt = now.Add(time.Duration(spec.Every))
+		ev.Detail["grace_until"] = graceEnd.UTC().Format(time.RFC3339)
+	}
+	if _, err := m.cfg.Audit.Append(context.WithoutCancel(ctx), ev); err != nil {
+		m.cfg.Logger.Error("rotate: recording the outcome in the audit log failed", "secret", name, "ok", rerr == nil, "err", err)
+	}
+	m.finish(context.WithoutCancel(ctx), name, out)
+	if m.cfg.Observer != nil {
+		m.cfg.Observer.Rotated(name, rerr == nil)
+		f := 0
+		if rerr != nil {
+			f = r.Failures + 1
+		}
+		m.cfg.Observer.Failing(name, f)
+	}
+	if rerr != nil {
+		m.cfg.Logger.Warn("rotate: rotation failed; the current value stays in use", "secret", name, "via", spec.Kind(), "err", out.Error, "next", out.NextAt)
+		return Result{}, fmt.Errorf("rotate %s: %w: %s", name, ErrFailed, out.Error)
+	}
+	m.cfg.Logger.Info("rotate: secret rotated", "secret", name, "version", version, "via", spec.Kind())
+	return Result{Version: version, NextAt: out.NextAt, GraceEnd: graceEnd}, nil
+}
+
+func (m *Manager) finish(ctx context.Context, name string, o store.RotationOutcome) {
+	if err := m.cfg.Store.FinishRotation(ctx, name, m.cfg.Node, o); err != nil {
+		m.cfg.Logger.Error("rotate: recording the outcome failed", "secret", name, "err", err)
+	}
+}
+
+// backoff is when a failing rotation is tried again: 1, 2, 4… minutes,
+// at most an hour and at most its period.
+func backoff(failures int, every time.Duration) time.Duration {
+	d := time.Minute << min(failures-1, 6)
+	return min(d, time.Hour, every)
+}
+
+// run reads the current value, has the rotator make and apply a new one,
+// and stores it, keeping the current one for the grace period.
+func (m *Manager) run(ctx context.Context, name string, spec Spec) (int, time.Time, error) {
+	cur, _, err := m.cfg.Vault.Reveal(ctx, name)
+	if err != nil {
+		return 0, time.Time{}, fmt.Errorf("read the current value: %w", err)
+	}
+	defer clear(cur)
+	rot, err := m.rotator(spec)
+	if err != nil {
+		return 0, time.Time{}, err
+	}
+	var version int
+	var graceEnd time.Time
+	commit := func(ctx context.Context, v []byte) error {
+		graceEnd = m.cfg.Now().Add(spec.GraceOrDefault())
+		keep := graceEnd
+		if spec.GraceOrDefault() == 0 {
+			keep = time.Time{}
+		}
+		ver, err := m.cfg.Vault.PutKeeping(ctx, name, v, keep)
+		if err != nil {
+			return fmt.Errorf("store the new value: %w", err)
+		}
+		version = ver
+		return nil
+	}
+	if err := rot.Rotate(ctx, name, cur, commit); err != nil {
+		return 0, time.Time{}, scrub(err, cur)
+	}
+	return version, graceEnd, nil
+}
+
+type rotator interface {
+	Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error
+}
+
+func (m *Manager) rotator(spec Spec) (rotator, error) {
+	if c := spec.Via.Command; c != "" {
+		argv, ok := m.cfg.Rotators[c]
+		if !ok {
+			// The config file changed since the secret was set.
+			return nil, fmt.Errorf("rotator %q is no longer in the server's config file", c)
+		}
+		return commandRotator{name: c, argv: argv, timeout: m.cfg.Timeout}, nil
+	}
+	return postgresRotator{cfg: *spec.Via.PostgresPassword, timeout: m.cfg.Timeout, reveal: func(ctx context.Context, n string) ([]byte, error) {
+		v, _, err := m.cfg.Vault.Reveal(ctx, n)
+		return v, err
+	}}, nil
+}
+
+// scrub keeps any value that reached an error's text out of it (the
+// rotators never put one there; this is the second line).
+func scrub(err error, values ...[]byte) error {
+	msg := err.Error()
+	changed := false
+	for _, v := range values {
+		if len(v) >= 4 && strings.Contains(msg, string(v)) {
+			msg = strings.ReplaceAll(msg, string(v), "***")
+			changed = true
+		}
+	}
+	if !changed {
+		return err
+	}
+	return errors.New(msg)
+}
+
+// RunDue rotates every secret due now that no node is working on, and
+// reports how many it attempted. Several nodes may run it at once: the
+// claim gives each secret to one of them.
+func (m *Manager) RunDue(ctx context.Context) (int, error) {
+	now := m.cfg.Now()
+	due, err := m.cfg.Store.DueRotations(ctx, now, 100)
+	if err != nil {
+		return 0, fmt.Errorf("rotate: due rotations: %w", err)
+	}
+	n := 0
+	for _, d := range due {
+		if ctx.Err() != nil {
+			break
+		}
+		r, err := m.cfg.Store.ClaimRotation(ctx, d.Name, m.cfg.Node, now, now.Add(m.claimFor()))
+		if err != nil {
+			continue // another node took it, or it was removed meanwhile
+		}
+		n++
+		m.attempt(ctx, r, "schedule", "")
+	}
+	return n, nil
+}
+
+// Run checks the schedule every Interval (with jitter, so nodes started
+// together spread out) until ctx ends, and keeps the Observer's failure
+// counts in step with the store (another node's attempts included).
+func (m *Manager) Run(ctx context.Context) {
+	for {
+		j, _ := rand.Int(rand.Reader, big.NewInt(int64(m.cfg.Interval/2)+1))
+		t := time.NewTimer(m.cfg.Interval/2 + time.Duration(j.Int64()))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return
+		case <-t.C:
+		}
+		if _, err := m.RunDue(ctx); err != nil && ctx.Err() == nil {
+			m.cfg.Logger.Warn("rotate: checking the schedule failed", "err", err)
+		}
+		if m.cfg.Observer != nil {
+			if rs, err := m.cfg.Store.Rotations(ctx); err == nil {
+				for _, r := range rs {
+					m.cfg.Observer.Failing(r.Name, r.Failures)
+				}
+			}
+		}
+	}
+}
