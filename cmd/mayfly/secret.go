@@ -2,12 +2,15 @@ package main
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"io"
 	"os"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
@@ -25,6 +28,7 @@ func newSecretCmd() *cobra.Command {
 	var keepNewline bool
 	var putFmt *outputFormat
 	var offline server.OfflineOptions
+	var rf rotateFlags
 	put := &cobra.Command{
 		Use:   "put NAME [--value-file F]",
 		Short: "Store a new version of a secret, read from --value-file or standard input",
@@ -42,6 +46,13 @@ func newSecretCmd() *cobra.Command {
 			}
 			if cmd.Flags().Changed("value") {
 				return usageErr("secret put: refusing --value: a secret on the command line lands in shell history and process lists; use --value-file F or standard input")
+			}
+			rot, remove, err := rf.settings(cmd)
+			if err != nil {
+				return err
+			}
+			if offline.DataDir != "" && (rot != nil || remove) {
+				return usageErr("secret put: rotation settings need the server (the API): put the secret with --data-dir first, then again through the server with --rotate-every")
 			}
 			value, err := readSecretValue(cmd, valueFile, keepNewline)
 			if err != nil {
@@ -63,7 +74,7 @@ func newSecretCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			out, err := c.PutSecret(cmd.Context(), args[0], value)
+			out, err := c.PutSecretRotating(cmd.Context(), args[0], value, rot, remove)
 			clear(value)
 			if err != nil {
 				return clientErr(err)
@@ -80,6 +91,7 @@ func newSecretCmd() *cobra.Command {
 	put.Flags().StringVar(&offline.Postgres, "postgres", "", "with --data-dir: the PostgreSQL DSN the data dir uses (or MAYFLY_POSTGRES)")
 	put.Flags().BoolVar(&keepNewline, "keep-newline", false, "keep a trailing newline of the value")
 	put.Flags().StringVar(&refusedValue, "value", "", "refused: use --value-file or standard input")
+	rf.add(put)
 	_ = put.Flags().MarkHidden("value")
 	putFmt = addFormatFlag(put, "text", "text", "json")
 
@@ -135,6 +147,7 @@ func newSecretCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), s)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
+			printRotation(cmd.OutOrStdout(), s.Rotation)
 			return nil
 		},
 	}
@@ -195,7 +208,43 @@ func newSecretCmd() *cobra.Command {
 		},
 	}
 	rotateFmt = addFormatFlag(rotate, "text", "text", "json")
-	sec.AddCommand(put, list, show, rm, rotate)
+
+	var rotFmt *outputFormat
+	rotNow := &cobra.Command{
+		Use:   "rotate NAME",
+		Short: "Rotate a secret now with its rotator (the previous value stays usable for its grace period)",
+		Long: "Rotate a secret now: its rotator (set with `secret put --rotate-every … --rotate-command NAME`\n" +
+			"or `--rotate-postgres-role`) makes a new value, which becomes the next version; the previous\n" +
+			"version stays usable for the grace period. Exit 1 when the rotation fails (the current value\n" +
+			"stays in use; `secret show` says why).",
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := rotFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			out, err := c.RotateSecret(cmd.Context(), args[0])
+			var ae *client.Error
+			if errors.As(err, &ae) && ae.Code == "rotation_failed" {
+				return negative("%v", err)
+			}
+			if err != nil {
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "rotated secret %q to version %d; the previous version stays usable until %s; next rotation %s\n",
+				out.Name, out.Version, shortTime(&out.GraceUntil), shortTime(&out.NextAt))
+			return nil
+		},
+	}
+	rotFmt = addFormatFlag(rotNow, "text", "text", "json")
+	sec.AddCommand(put, list, show, rm, rotate, rotNow)
 	return sec
 }
 
@@ -237,4 +286,71 @@ func readSecretValue(cmd *cobra.Command, file string, keep bool) ([]byte, error)
 		return nil, usageErr("secret put: the value is empty")
 	}
 	return b, nil
+}
+
+// rotateFlags are `secret put`'s rotation settings.
+type rotateFlags struct {
+	every, grace, command, role, adminDSN string
+	off                                   bool
+}
+
+func (f *rotateFlags) add(c *cobra.Command) {
+	c.Flags().StringVar(&f.every, "rotate-every", "", "rotate the secret this often (e.g. 24h); with --rotate-command or --rotate-postgres-role")
+	c.Flags().StringVar(&f.grace, "rotate-grace", "", "how long the replaced value stays usable after a rotation (default 5m)")
+	c.Flags().StringVar(&f.command, "rotate-command", "", "rotate with this rotator of the server's config file (rotators: {NAME: [program, args…]})")
+	c.Flags().StringVar(&f.role, "rotate-postgres-role", "", "rotate this PostgreSQL role's password (ALTER ROLE); the value is its password or a postgres:// URL")
+	c.Flags().StringVar(&f.adminDSN, "rotate-admin-dsn-secret", "", "with --rotate-postgres-role: the stored secret holding the DSN to run ALTER ROLE with (default: this secret)")
+	c.Flags().BoolVar(&f.off, "no-rotate", false, "stop rotating this secret")
+}
+
+// settings returns the rotation to send: nil and false leave the
+// secret's rotation as it is. The server validates the values.
+func (f *rotateFlags) settings(cmd *cobra.Command) (*apitype.SecretRotate, bool, error) {
+	set := f.every != "" || f.grace != "" || f.command != "" || f.role != "" || f.adminDSN != ""
+	switch {
+	case f.off && set:
+		return nil, false, usageErr("secret put: --no-rotate with rotation settings")
+	case f.off:
+		return nil, true, nil
+	case !set:
+		return nil, false, nil
+	case f.every == "":
+		return nil, false, usageErr("secret put: --rotate-every is required with rotation settings")
+	case (f.command == "") == (f.role == ""):
+		return nil, false, usageErr("secret put: name one rotator: --rotate-command NAME or --rotate-postgres-role ROLE")
+	case f.adminDSN != "" && f.role == "":
+		return nil, false, usageErr("secret put: --rotate-admin-dsn-secret goes with --rotate-postgres-role")
+	}
+	r := &apitype.SecretRotate{Every: f.every, Grace: f.grace}
+	if f.command != "" {
+		r.Via.Command = f.command
+	} else {
+		admin := f.adminDSN
+		if admin == "" {
+			admin = cmd.Flags().Arg(0)
+		}
+		r.Via.PostgresPassword = &apitype.RotatePostgres{AdminDSNSecret: admin, Role: f.role}
+	}
+	return r, false, nil
+}
+
+// printRotation writes a secret's rotation state for `secret show`.
+func printRotation(w io.Writer, r *apitype.SecretRotation) {
+	if r == nil {
+		fmt.Fprintln(w, "rotation:    none")
+		return
+	}
+	via := "command " + r.Via.Command
+	if p := r.Via.PostgresPassword; p != nil {
+		via = fmt.Sprintf("postgres_password role %q (admin DSN in secret %s)", p.Role, p.AdminDSNSecret)
+	}
+	fmt.Fprintf(w, "rotation:    every %s, grace %s, via %s\n", r.Every, r.Grace, via)
+	last := "never"
+	if r.LastAt != nil {
+		last = fmt.Sprintf("%s (version %d)", shortTime(r.LastAt), r.LastVersion)
+	}
+	fmt.Fprintf(w, "last:        %s\nnext:        %s\nfailures:    %d\n", last, shortTime(&r.NextAt), r.Failures)
+	if r.LastError != "" {
+		fmt.Fprintf(w, "last_error:  %s (%s)\n", r.LastError, shortTime(r.LastErrorAt))
+	}
 }

@@ -15,6 +15,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/rotate"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 )
 
@@ -209,7 +210,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
 	}
-	v, err := a.cfg.Authority.PutSecret(r.Context(), c.Name, c.Source, name, []byte(*body.Value))
+	v, err := a.cfg.Authority.PutSecretRotating(r.Context(), c.Name, c.Source, name, []byte(*body.Value), body.Rotate)
 	if errors.Is(err, ErrInvalidSecret) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
@@ -219,6 +220,33 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	writeJSON(w, 200, apitype.SecretPutResponse{Name: name, Version: v})
+}
+
+// rotateSecret rotates a secret now. A failed rotation is 502 with why (the
+// current value still works); one already running is 409.
+func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
+	name := r.PathValue("name")
+	if secret.ValidateName(name) != nil {
+		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+		return
+	}
+	res, err := a.cfg.Authority.RotateSecret(r.Context(), c.Name, c.Source, name)
+	switch {
+	case errors.Is(err, rotate.ErrNoRotation):
+		writeError(w, 409, "no_rotation", fmt.Sprintf("secret %q has no rotation: set one with PUT /v1/secrets/%s and a \"rotate\" object", name, name))
+	case errors.Is(err, rotate.ErrBusy):
+		writeError(w, 409, "conflict", fmt.Sprintf("a rotation of %q is already running (on this node or another)", name))
+	case errors.Is(err, rotate.ErrFailed):
+		writeError(w, 502, "rotation_failed", err.Error()+" (the current value is still in use)")
+	case errors.Is(err, rotate.ErrUnavailable):
+		a.fail(w, r, fmt.Errorf("%w: %w", authority.ErrUnavailable, err))
+	case errors.Is(err, secret.ErrNotFound):
+		writeError(w, 404, "not_found", "not found")
+	case err != nil:
+		a.fail(w, r, err)
+	default:
+		writeJSON(w, 200, apitype.SecretRotateResponse{Name: name, Version: res.Version, NextAt: res.NextAt.UTC(), GraceUntil: res.GraceEnd.UTC()})
+	}
 }
 
 func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {

@@ -220,6 +220,7 @@ func (a *API) routes() {
 	admin("GET /v1/secrets/{name}", authority.RoleAuditor, a.showSecret)
 	admin("PUT /v1/secrets/{name}", authority.RoleOperator, a.putSecret)
 	admin("DELETE /v1/secrets/{name}", authority.RoleAdmin, a.deleteSecret)
+	admin("POST /v1/secrets/{name}/rotate", authority.RoleOperator, a.rotateSecret)
 	admin("POST /v1/sys/rotate-master-key", authority.RoleAdmin, a.rotateMasterKey)
 	admin("GET /v1/policy", authority.RoleAuditor, a.getPolicy)
 	admin("PUT /v1/policy", authority.RoleAdmin, a.putPolicy)

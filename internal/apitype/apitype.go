@@ -12,7 +12,10 @@
 // which exist only to be handed to that job.
 package apitype
 
-import "time"
+import (
+	"encoding/json"
+	"time"
+)
 
 // Token-exchange constants (RFC 8693).
 const (
@@ -186,6 +189,51 @@ type RevokeLeasesResponse struct {
 // that a missing value is told from an empty one.
 type SecretPutRequest struct {
 	Value *string `json:"value"`
+	// Rotate, when present, sets the secret's rotation (SecretRotate's
+	// JSON); null removes it; absent leaves it as it was.
+	Rotate json.RawMessage `json:"rotate,omitempty"`
+}
+
+// SecretRotate is a secret's rotation settings: how often, how long the
+// replaced value stays usable, and which rotator makes the new one.
+type SecretRotate struct {
+	Every string    `json:"every"`
+	Grace string    `json:"grace,omitempty"`
+	Via   RotateVia `json:"via"`
+}
+
+// RotateVia names a rotator: exactly one field is set. Command names a
+// rotator of the server's config file, never a program.
+type RotateVia struct {
+	PostgresPassword *RotatePostgres `json:"postgres_password,omitempty"`
+	Command          string          `json:"command,omitempty"`
+}
+
+// RotatePostgres rotates Role's password through the admin DSN stored in
+// the secret AdminDSNSecret.
+type RotatePostgres struct {
+	AdminDSNSecret string `json:"admin_dsn_secret"`
+	Role           string `json:"role"`
+}
+
+// SecretRotation is a secret's rotation as shown: its settings and how it
+// went, never a value.
+type SecretRotation struct {
+	SecretRotate
+	NextAt      time.Time  `json:"next_at"`
+	LastAt      *time.Time `json:"last_at,omitempty"`
+	LastVersion int        `json:"last_version,omitempty"`
+	Failures    int        `json:"failures"`
+	LastError   string     `json:"last_error,omitempty"`
+	LastErrorAt *time.Time `json:"last_error_at,omitempty"`
+}
+
+// SecretRotateResponse is POST /v1/secrets/{name}/rotate's answer.
+type SecretRotateResponse struct {
+	Name       string    `json:"name"`
+	Version    int       `json:"version"`
+	NextAt     time.Time `json:"next_at"`
+	GraceUntil time.Time `json:"grace_until"`
 }
 
 // SecretPutResponse is PUT /v1/secrets/{name}'s answer.
@@ -200,6 +248,8 @@ type SecretMeta struct {
 	Version    int       `json:"version"`
 	KeyVersion int       `json:"key_version"`
 	CreatedAt  time.Time `json:"created_at"`
+	// Rotation is set when the secret carries one.
+	Rotation *SecretRotation `json:"rotation,omitempty"`
 }
 
 // SecretList is GET /v1/secrets' answer.

@@ -56,6 +56,8 @@ type Config struct {
 	// Secrets writes stored secrets and rotates the master key for admins
 	// (PutSecret, DeleteSecret, RotateMasterKey).
 	Secrets SecretWriter
+	// Rotations, when set, validates and runs stored secrets' rotations.
+	Rotations Rotations
 	// SecretExists lets policy validation check credential references.
 	SecretExists func(ctx context.Context, name string) bool
 	// AdminTokens, when set, revokes admin tokens presented for revocation

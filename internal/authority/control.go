@@ -1,10 +1,13 @@
 package authority
 
 import (
+	"bytes"
 	"context"
+	"fmt"
 	"net/netip"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/rotate"
 )
 
 // SecretWriter changes stored secrets and the master key (the server's
@@ -15,15 +18,63 @@ type SecretWriter interface {
 	RotateMasterKey(ctx context.Context) (version int, err error)
 }
 
+// Rotations validates, sets and runs secrets' rotations (*rotate.Manager).
+// Rotate audits each attempt itself (the schedule runs it too).
+type Rotations interface {
+	Parse(ctx context.Context, name string, raw []byte) (rotate.Spec, error)
+	Set(ctx context.Context, name string, s *rotate.Spec) error
+	Rotate(ctx context.Context, name, by, source string) (rotate.Result, error)
+}
+
 // PutSecret stores a new version of a secret for an admin. Audit first: a
 // write that cannot be recorded does not happen. The entry names the
 // secret, never its value.
 func (a *Authority) PutSecret(ctx context.Context, admin string, source netip.Addr, name string, value []byte) (int, error) {
+	return a.PutSecretRotating(ctx, admin, source, name, value, nil)
+}
+
+// PutSecretRotating is PutSecret that also sets the secret's rotation from
+// rotateJSON (the API's "rotate"): nil leaves it as it was, JSON null
+// removes it. Settings are validated before anything is written: a bad
+// one is a 400 refusal and changes nothing.
+func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source netip.Addr, name string, value, rotateJSON []byte) (int, error) {
+	var spec *rotate.Spec
+	remove := bytes.Equal(bytes.TrimSpace(rotateJSON), []byte("null"))
 	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200}
+	if rotateJSON != nil && !remove {
+		if a.cfg.Rotations == nil {
+			return 0, refuse(400, "invalid_request", "this server does not rotate secrets")
+		}
+		s, err := a.cfg.Rotations.Parse(ctx, name, rotateJSON)
+		if err != nil {
+			return 0, refuse(400, "invalid_request", "%v", err)
+		}
+		spec = &s
+		ev.Detail = map[string]any{"rotate_every": s.Every, "rotate_via": s.Kind(), "rotate_grace": rotate.Duration(s.GraceOrDefault())}
+	} else if remove {
+		ev.Detail = map[string]any{"rotate": "removed"}
+	}
 	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
 		return 0, unavailable("audit secret write", err)
 	}
-	return a.cfg.Secrets.Put(ctx, name, value)
+	v, err := a.cfg.Secrets.Put(ctx, name, value)
+	if err != nil || (spec == nil && !remove) || a.cfg.Rotations == nil {
+		return v, err
+	}
+	if err := a.cfg.Rotations.Set(ctx, name, spec); err != nil {
+		return v, unavailable(fmt.Sprintf("set the rotation of %s (its value v%d is stored)", name, v), err)
+	}
+	return v, nil
+}
+
+// RotateSecret rotates a secret now for an admin (POST
+// /v1/secrets/{name}/rotate). The attempt is audited by the rotation
+// itself, before it starts and when it ends.
+func (a *Authority) RotateSecret(ctx context.Context, admin string, source netip.Addr, name string) (rotate.Result, error) {
+	if a.cfg.Rotations == nil {
+		return rotate.Result{}, refuse(400, "invalid_request", "this server does not rotate secrets")
+	}
+	return a.cfg.Rotations.Rotate(ctx, name, admin, addrString(source))
 }
 
 // DeleteSecret deletes a secret for an admin, audited first.

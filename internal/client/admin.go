@@ -3,6 +3,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"net/url"
@@ -74,6 +75,37 @@ func (c *Client) PutSecret(ctx context.Context, name string, value []byte) (*api
 	s := string(value)
 	var out apitype.SecretPutResponse
 	if err := c.adminJSON(ctx, "secret put", http.MethodPut, "/v1/secrets/"+url.PathEscape(name), apitype.SecretPutRequest{Value: &s}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// PutSecretRotating is PutSecret that also sets the secret's rotation
+// (rot non-nil) or removes it (remove); neither leaves it as it was.
+func (c *Client) PutSecretRotating(ctx context.Context, name string, value []byte, rot *apitype.SecretRotate, remove bool) (*apitype.SecretPutResponse, error) {
+	s := string(value)
+	req := apitype.SecretPutRequest{Value: &s}
+	switch {
+	case rot != nil:
+		b, err := json.Marshal(rot)
+		if err != nil {
+			return nil, err
+		}
+		req.Rotate = b
+	case remove:
+		req.Rotate = json.RawMessage("null")
+	}
+	var out apitype.SecretPutResponse
+	if err := c.adminJSON(ctx, "secret put", http.MethodPut, "/v1/secrets/"+url.PathEscape(name), req, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
+// RotateSecret rotates a secret now with its rotator.
+func (c *Client) RotateSecret(ctx context.Context, name string) (*apitype.SecretRotateResponse, error) {
+	var out apitype.SecretRotateResponse
+	if err := c.adminJSON(ctx, "secret rotate", http.MethodPost, "/v1/secrets/"+url.PathEscape(name)+"/rotate", nil, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -56,6 +56,15 @@ type Config struct {
 	MetricsListen string `yaml:"metrics_listen"`
 	// Minted tunes the credentials mayfly mints (SPEC section 9).
 	Minted ConfigMinted `yaml:"minted"`
+	// Rotators are the only programs secret rotation may run: name →
+	// [absolute program path, args…]. A secret's settings name one
+	// ("via":{"command":NAME}); no API caller names a program.
+	Rotators map[string][]string `yaml:"rotators"`
+	// RotationInterval is how often this node checks which secrets are
+	// due for rotation (default 10s); RotationTimeout bounds one attempt
+	// (default 30s).
+	RotationInterval time.Duration `yaml:"rotation_interval"`
+	RotationTimeout  time.Duration `yaml:"rotation_timeout"`
 	// AddrFile, when set, receives the URL the server listens on once ready.
 	AddrFile string `yaml:"-"`
 }

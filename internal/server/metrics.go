@@ -135,3 +135,39 @@ func (s *Server) serveMetrics(ctx context.Context, ln net.Listener) {
 		s.log.Error("metrics listener stopped", "err", err)
 	}
 }
+
+// rotationMetrics counts secret rotations by secret and result, and shows
+// each rotated secret's failed attempts since its last success (kept in
+// step with the store, so another node's attempts show here too). A
+// secret name is metadata, never a value.
+type rotationMetrics struct {
+	total   *prometheus.CounterVec
+	failing *prometheus.GaugeVec
+}
+
+func newRotationMetrics(reg prometheus.Registerer) (*rotationMetrics, error) {
+	m := &rotationMetrics{
+		total: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_secret_rotations_total",
+			Help: "Secret rotation attempts made by this node, by secret and result (ok, failed)."}, []string{"secret", "result"}),
+		failing: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "mayfly_secret_rotation_failures",
+			Help: "Failed rotation attempts of each rotated secret since its last success (0: healthy); the current value stays in use."}, []string{"secret"}),
+	}
+	for _, c := range []prometheus.Collector{m.total, m.failing} {
+		if err := reg.Register(c); err != nil {
+			return nil, fmt.Errorf("metrics: %w", err)
+		}
+	}
+	return m, nil
+}
+
+func (m *rotationMetrics) Rotated(secret string, ok bool) {
+	r := "ok"
+	if !ok {
+		r = "failed"
+	}
+	m.total.WithLabelValues(secret, r).Inc()
+}
+
+func (m *rotationMetrics) Failing(secret string, failures int) {
+	m.failing.WithLabelValues(secret).Set(float64(failures))
+}

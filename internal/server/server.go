@@ -23,6 +23,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/mayfly-sh/mayfly/internal/api"
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
@@ -34,6 +35,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/pgrole"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/rotate"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -50,6 +52,7 @@ type Server struct {
 	audit     *auditlog.Log
 	leases    *lease.Manager
 	authority *authority.Authority
+	rotations *rotate.Manager
 	handler   http.Handler
 	http      *http.Server
 	registry  *prometheus.Registry
@@ -203,13 +206,23 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err := s.leases.Load(ctx); err != nil {
 		return nil, err
 	}
+	rotObs, err := newRotationMetrics(s.registry)
+	if err != nil {
+		return nil, err
+	}
+	s.rotations, err = rotate.New(rotate.Config{Store: s.store, Vault: s.vault, Audit: s.audit, Rotators: cfg.Rotators,
+		Interval: cfg.RotationInterval, Timeout: cfg.RotationTimeout, Observer: rotObs, Logger: logger})
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
 	if s.minter, err = s.newMinter(ctx, hasher); err != nil {
 		return nil, err
 	}
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{s.vault},
+		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{v: s.vault},
+		Rotations:    s.rotations,
 		Minter:       s.minter,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
@@ -244,7 +257,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	a, err := api.New(api.Config{
-		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault},
+		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations},
 		Store: s.store, Gateway: gw, DPoP: dp, ClientAddr: s.clientIP.Addr, PublicURL: s.publicURL,
 		AdminCIDRs: adminCIDRs, AdminClientCAs: clientCAs, ParseLeakReport: parseLeakReport, VerifyLeakSignature: leakSig,
 		Limits: cfg.Limits.api(), Registerer: s.registry, Gatherer: s.registry, Logger: logger, HSTS: !cfg.InsecureHTTP,
@@ -402,6 +415,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		defer s.bg.Done()
 		s.leases.Run(bgCtx)
 	}()
+	// Secrets due for rotation: this node and any other of the cluster
+	// check; a claim in the store gives each secret to one of them.
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.rotations.Run(bgCtx)
+	}()
 	s.bg.Add(1)
 	go func() {
 		defer s.bg.Done()
@@ -532,8 +552,36 @@ func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error)
 	}, nil
 }
 
-// vaultAdapter shows the vault to the API as metadata only.
-type vaultAdapter struct{ v *secret.Vault }
+// vaultAdapter shows the vault to the API as metadata only, with each
+// secret's rotation state.
+type vaultAdapter struct {
+	v   *secret.Vault
+	rot *rotate.Manager // nil: no rotation state shown
+}
+
+func apiMeta(m secret.Meta, st *rotate.State) api.SecretMeta {
+	out := api.SecretMeta{Name: m.Name, Version: m.Version, KeyVersion: m.KeyVersion, CreatedAt: m.CreatedAt}
+	if st == nil {
+		return out
+	}
+	r := &apitype.SecretRotation{NextAt: st.NextAt, LastVersion: st.LastVersion, Failures: st.Failures, LastError: st.LastError}
+	r.Every = time.Duration(st.Spec.Every).String()
+	r.Grace = st.Spec.GraceOrDefault().String()
+	if p := st.Spec.Via.PostgresPassword; p != nil {
+		r.Via.PostgresPassword = &apitype.RotatePostgres{AdminDSNSecret: p.AdminDSNSecret, Role: p.Role}
+	}
+	r.Via.Command = st.Spec.Via.Command
+	if !st.LastAt.IsZero() {
+		t := st.LastAt
+		r.LastAt = &t
+	}
+	if !st.LastErrorAt.IsZero() {
+		t := st.LastErrorAt
+		r.LastErrorAt = &t
+	}
+	out.Rotation = r
+	return out
+}
 
 func (a vaultAdapter) Put(ctx context.Context, name string, value []byte) (int, error) {
 	v, err := a.v.Put(ctx, name, value)
@@ -548,9 +596,19 @@ func (a vaultAdapter) List(ctx context.Context) ([]api.SecretMeta, error) {
 	if err != nil {
 		return nil, err
 	}
+	var states map[string]rotate.State
+	if a.rot != nil {
+		if states, err = a.rot.All(ctx); err != nil {
+			return nil, err
+		}
+	}
 	out := make([]api.SecretMeta, len(ms))
 	for i, m := range ms {
-		out[i] = api.SecretMeta(m)
+		var st *rotate.State
+		if s, ok := states[m.Name]; ok {
+			st = &s
+		}
+		out[i] = apiMeta(m, st)
 	}
 	return out, nil
 }
@@ -560,7 +618,17 @@ func (a vaultAdapter) Meta(ctx context.Context, name string) (api.SecretMeta, er
 	if errors.Is(err, secret.ErrNotFound) {
 		return api.SecretMeta{}, api.ErrSecretNotFound
 	}
-	return api.SecretMeta(m), err
+	if err != nil || a.rot == nil {
+		return apiMeta(m, nil), err
+	}
+	st, err := a.rot.Get(ctx, name)
+	if errors.Is(err, rotate.ErrNoRotation) {
+		return apiMeta(m, nil), nil
+	}
+	if err != nil {
+		return api.SecretMeta{}, err
+	}
+	return apiMeta(m, &st), nil
 }
 
 func (a vaultAdapter) Delete(ctx context.Context, name string) error {
