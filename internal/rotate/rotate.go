@@ -256,6 +256,7 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 	now := m.cfg.Now()
 	out := store.RotationOutcome{At: now, Version: version}
 	ev.Reason, ev.Status, ev.SecretVersion = "", 200, version
+	ev.Detail = map[string]any{"via": spec.Kind()} // the started entry's map is its own
 	if rerr != nil {
 		out.Error = truncate(rerr.Error(), 500)
 		out.NextAt = now.Add(backoff(r.Failures+1, time.Duration(spec.Every)))

@@ -246,6 +246,7 @@ func TestScheduleAndOnDemand(t *testing.T) {
 			r2 := newRig(t, storetest.Backend{Name: b.Name, DB: b.Another(t)}, rotators, k)
 			r2.clock = r.clock
 			r2.m.cfg.Now = r.clock.Now
+			r2.m.cfg.Audit = r.log // one log for the cluster
 			r.put(t, "a", secretValue("a-"), `{"every":"1h","via":{"command":"count"}}`)
 			r.put(t, "b", secretValue("b-"), `{"every":"2h","grace":"0s","via":{"command":"fail"}}`)
 			r.put(t, "plain", secretValue("p-"), "")
