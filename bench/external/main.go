@@ -40,6 +40,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -70,11 +71,13 @@ var (
 	size        = flag.Int("size", 256, "response body bytes of the gateway and tls rows")
 	downloadMiB = flag.Int("download-mib", 200, "body size of the download and gzip rows")
 	maskMiB     = flag.Int("mask-mib", 1024, "input size of the mask row")
+	gzipRate    = flag.String("gzip-rate", "119M", "curl --limit-rate of the gzip row's second client (119M: a 1 Gbit/s link)")
 	verifyN     = flag.Int("verify-entries", 1000000, "audit entries of the verify row")
 	mayflyBin   = flag.String("mayfly", "", "mayfly binary to measure (default: build ./cmd/mayfly)")
 	baseline    = flag.String("baseline", "", "a second mayfly binary measured as target \"mayfly-base\" (before/after in one run)")
 	pprofDir    = flag.String("pprof", "", "save CPU profiles of the mayfly targets here (builds with -tags mayfly_pprof)")
 	keep        = flag.Bool("keep", false, "keep the temporary folder")
+	serve       = flag.Bool("serve", false, "start every target, print their URLs and wait for SIGINT (for strace, perf or pprof by hand)")
 	role        = flag.String("role", "", "internal: run as the upstream or the Go proxy")
 	upstreamArg = flag.String("upstream", "", "internal: the Go proxy's upstream")
 	certArg     = flag.String("cert", "", "internal: the Go proxy's TLS certificate and key, comma-separated")
@@ -138,7 +141,7 @@ func (b *bench) run(rows map[string]bool) {
 	if *mayflyBin != "" {
 		bins["mayfly"] = *mayflyBin
 	} else {
-		bins["mayfly"] = filepath.Join(b.tmp, "mayfly")
+		bins["mayfly"] = filepath.Join(b.tmp, "bin", "mayfly")
 		args := []string{"build", "-o", bins["mayfly"]}
 		if *pprofDir != "" {
 			args = append(args, "-tags", "mayfly_pprof")
@@ -197,6 +200,13 @@ func (b *bench) run(rows map[string]bool) {
 		}
 	}
 
+	if *serve {
+		for _, t := range append(plainTargets, tlsTargets...) {
+			fmt.Printf("%-26s pid %-7d %s%s token %s\n", t.name, t.pid, t.plain, t.tls, t.token)
+		}
+		waitSignal()
+		return
+	}
 	if rows["gateway"] {
 		b.gatewayRow(plainTargets)
 	}
@@ -365,6 +375,10 @@ func (b *bench) startMayfly(name, bin string, iss *issuer, upURL string, useTLS 
 	dir := filepath.Join(b.tmp, name)
 	out, err := exec.Command(bin, "init", "--data-dir", dir, "--json").Output()
 	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%v: %s", err, ee.Stderr)
+		}
 		log.Fatalf("%s init: %v", name, err)
 	}
 	var res struct {
@@ -788,9 +802,9 @@ func (b *bench) downloadRow(ts []*target) {
 
 func (b *bench) gzipRow(ts []*target) {
 	type res struct {
-		speed []float64
-		cpu   []time.Duration
-		wire  int64
+		speed, limited []float64
+		cpu            []time.Duration
+		wire           int64
 	}
 	all := map[string]*res{}
 	var s series
@@ -802,8 +816,8 @@ func (b *bench) gzipRow(ts []*target) {
 				r = &res{}
 				all[t.name] = r
 			}
-			// The wire size, then the timed fetch that decodes as a
-			// gzip-accepting client does.
+			// The wire size; the timed fetch that decodes as a
+			// gzip-accepting client does; the same on a 1 Gbit/s link.
 			_, _, wire := curl(t, t.plain+"/gz", "-H", "Accept-Encoding: gzip")
 			var el, cpu time.Duration
 			var n int64
@@ -811,16 +825,19 @@ func (b *bench) gzipRow(ts []*target) {
 			if n != total {
 				log.Fatalf("%s: decoded %d bytes, want %d", t.name, n, total)
 			}
+			elLimited, _, _ := curl(t, t.plain+"/gz", "--compressed", "--limit-rate", *gzipRate)
 			r.speed, r.cpu, r.wire = append(r.speed, mibps(n, el)), append(r.cpu, cpu), wire
+			r.limited = append(r.limited, mibps(n, elLimited))
 			s.note()
-			log.Printf("gzip round %d %-26s %6.0f MiB/s decoded, CPU %v, %d bytes on the wire", round+1, t.name, mibps(n, el), cpu, wire)
+			log.Printf("gzip round %d %-26s %6.0f MiB/s decoded (%6.0f at --limit-rate %s), CPU %v, %d bytes on the wire", round+1, t.name,
+				mibps(n, el), mibps(n, elLimited), *gzipRate, cpu, wire)
 		}
 	}
 	out := []string{fmt.Sprintf("## gzip: a gzip-encoded body of %d MiB (decoded) to curl --compressed, plain HTTP, medians of %d rounds; %s", *downloadMiB, *rounds, s.loadText()),
-		"", "| target | decoded MiB/s | proxy CPU per body | bytes sent to the client |", "|---|---|---|---|"}
+		"", fmt.Sprintf("| target | decoded MiB/s, loopback | decoded MiB/s, client at --limit-rate %s | proxy CPU per body | bytes sent to the client |", *gzipRate), "|---|---|---|---|---|"}
 	for _, t := range ts {
 		r := all[t.name]
-		out = append(out, fmt.Sprintf("| %s | %.0f | %.2f s | %d MiB |", t.name, median(r.speed), median(r.cpu).Seconds(), r.wire>>20))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f | %.2f s | %d MiB |", t.name, median(r.speed), median(r.limited), median(r.cpu).Seconds(), r.wire>>20))
 	}
 	b.out = append(b.out, strings.Join(out, "\n")+"\n")
 }
@@ -845,38 +862,63 @@ func (b *bench) maskRow(bins map[string]string) {
 	for _, k := range slices.Sorted(mapsKeys(bins)) {
 		names = append(names, k)
 	}
-	speed := map[string][]float64{}
+	speed, cpuSpeed := map[string][]float64{}, map[string][]float64{}
 	var s series
 	for round := range *rounds {
 		for _, name := range names {
-			mid := "cat"
+			mid := exec.Command("cat")
 			if name != "cat" {
-				mid = fmt.Sprintf("%q mask --values-file %q", bins[name], filepath.Join(dir, "secrets"))
+				mid = exec.Command(bins[name], "mask", "--values-file", filepath.Join(dir, "secrets"))
 			}
 			// Warm the page cache, then time the pipe.
 			exec.Command("sh", "-c", fmt.Sprintf("cat %q > /dev/null", input)).Run()
-			start := time.Now()
-			out, err := exec.Command("sh", "-c", fmt.Sprintf("cat %q | %s | cat > /dev/null", input, mid)).CombinedOutput()
-			el := time.Since(start)
-			if err != nil {
-				log.Fatalf("mask %s: %v %s", name, err, out)
-			}
-			mbps := float64(written) / 1e6 / el.Seconds()
-			speed[name] = append(speed[name], mbps)
+			el, cpu := pipe(input, mid)
+			mbps, cpuMBps := float64(written)/1e6/el.Seconds(), float64(written)/1e6/cpu.Seconds()
+			speed[name], cpuSpeed[name] = append(speed[name], mbps), append(cpuSpeed[name], cpuMBps)
 			s.note()
-			log.Printf("mask round %d %-12s %6.0f MB/s", round+1, name, mbps)
+			log.Printf("mask round %d %-12s %6.0f MB/s wall, %6.0f MB per CPU second of the middle process", round+1, name, mbps, cpuMBps)
 		}
 	}
 	out := []string{fmt.Sprintf("## mask: `cat input | X | cat > /dev/null`, %d MiB of build-log text, 100 secrets, medians of %d rounds; %s", *maskMiB, *rounds, s.loadText()),
-		"", "| X | MB/s | vs cat |", "|---|---|---|"}
+		"", "| X | MB/s (wall) | vs cat | MB per CPU second of X |", "|---|---|---|---|"}
 	for _, name := range names {
 		label := name
 		if name != "cat" {
 			label = name + " mask"
 		}
-		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f %% |", label, median(speed[name]), 100*median(speed[name])/median(speed["cat"])))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f %% | %.0f |", label, median(speed[name]), 100*median(speed[name])/median(speed["cat"]), median(cpuSpeed[name])))
 	}
 	b.out = append(b.out, strings.Join(out, "\n")+"\n")
+}
+
+// pipe runs `cat input | mid | cat > /dev/null` and returns the wall time
+// and mid's CPU time (user and system).
+func pipe(input string, mid *exec.Cmd) (time.Duration, time.Duration) {
+	src := exec.Command("cat", input)
+	sink := exec.Command("cat")
+	devnull, err := os.OpenFile(os.DevNull, os.O_WRONLY, 0)
+	check(err)
+	defer devnull.Close()
+	r1, w1, err := os.Pipe()
+	check(err)
+	r2, w2, err := os.Pipe()
+	check(err)
+	src.Stdout, mid.Stdin, mid.Stdout, sink.Stdin, sink.Stdout = w1, r1, w2, r2, devnull
+	mid.Stderr = os.Stderr
+	start := time.Now()
+	for _, c := range []*exec.Cmd{src, mid, sink} {
+		check(c.Start())
+	}
+	// The children hold the pipe ends now.
+	for _, f := range []*os.File{r1, w1, r2, w2} {
+		f.Close()
+	}
+	for _, c := range []*exec.Cmd{src, mid, sink} {
+		if err := c.Wait(); err != nil {
+			log.Fatalf("%v: %v", c.Args, err)
+		}
+	}
+	return time.Since(start), mid.ProcessState.UserTime() + mid.ProcessState.SystemTime()
 }
 
 func (b *bench) verifyRow(bins map[string]string) {

@@ -1,19 +1,23 @@
 package gateway
 
 import (
-	"compress/gzip"
+	"bytes"
 	"fmt"
+	"github.com/klauspost/compress/gzip"
 	"io"
 	"net/http"
 	"strings"
+	"sync"
 )
 
 // The gateway masks exactly the bytes the client will decode, so it must
 // know the response's content codings: all of them, from every
 // Content-Encoding line and every element of each comma-separated list,
 // in any case, with any whitespace. identity and empty elements change
-// nothing. One gzip (or x-gzip) it decodes, and the client gets the
-// decoded body without Content-Encoding and with no declared length.
+// nothing. One gzip (or x-gzip) it decodes and masks; a client whose
+// Accept-Encoding takes gzip gets the masked body gzip-encoded again
+// (gzipBody), any other the decoded body without Content-Encoding; neither
+// with a declared length.
 // Everything else it could not fully decode and mask — codings stacked,
 // br, deflate, zstd, compress, names it does not know — is refused with
 // 502 and never forwarded: an undecoded body would carry the credential
@@ -135,3 +139,143 @@ func dropFramingTrailers(t http.Header) {
 		delete(t, k)
 	}
 }
+
+// singleGzip reports whether h names exactly one content coding, gzip: the
+// one coding decodeBody decodes.
+func singleGzip(h http.Header) bool {
+	c := contentCodings(h)
+	return len(c) == 1 && (c[0] == "gzip" || c[0] == "x-gzip")
+}
+
+// acceptsGzip reports whether a client's Accept-Encoding lines take gzip
+// (RFC 9110 section 12.5.3): gzip or x-gzip, or else "*", with a qvalue
+// other than 0. When in doubt (a malformed qvalue) it says no: the client
+// then gets the decoded body, which every client reads.
+func acceptsGzip(h http.Header) bool {
+	named, star := 0, 0 // 0 not mentioned, 1 accepted, -1 refused
+	for _, line := range h.Values("Accept-Encoding") {
+		for el := range strings.SplitSeq(line, ",") {
+			name, params, _ := strings.Cut(el, ";")
+			name = strings.ToLower(strings.Trim(name, " \t"))
+			ok := true
+			if params != "" {
+				k, v, found := strings.Cut(params, "=")
+				ok = found && strings.EqualFold(strings.Trim(k, " \t"), "q") && positiveQ(strings.Trim(v, " \t"))
+			}
+			verdict := 1
+			if !ok {
+				verdict = -1
+			}
+			switch name {
+			case "gzip", "x-gzip":
+				if named >= 0 {
+					named = verdict
+				}
+			case "*":
+				if star >= 0 {
+					star = verdict
+				}
+			}
+		}
+	}
+	if named != 0 {
+		return named > 0
+	}
+	return star > 0
+}
+
+// positiveQ reports whether v is a well-formed qvalue above 0:
+// "0" ["." 0*3DIGIT] or "1" ["." 0*3"0"].
+func positiveQ(v string) bool {
+	whole, frac, dot := strings.Cut(v, ".")
+	if len(frac) > 3 || (dot && len(whole) != 1) {
+		return false
+	}
+	for _, c := range []byte(frac) {
+		if c < '0' || c > '9' || (whole == "1" && c != '0') {
+			return false
+		}
+	}
+	switch whole {
+	case "1":
+		return true
+	case "0":
+		return strings.Trim(frac, "0") != ""
+	}
+	return false
+}
+
+// addVary adds Accept-Encoding to h's Vary unless it is there: the body now
+// depends on it.
+func addVary(h http.Header) {
+	for _, line := range h.Values("Vary") {
+		for el := range strings.SplitSeq(line, ",") {
+			if el = strings.Trim(el, " \t"); el == "*" || strings.EqualFold(el, "Accept-Encoding") {
+				return
+			}
+		}
+	}
+	h.Add("Vary", "Accept-Encoding")
+}
+
+// gzipBody gzip-encodes the masked body (the masker's output: nothing it
+// replaced reaches the encoder) for a client that accepts gzip, at
+// BestSpeed. What the masker has released is compressed and flushed when
+// the upstream pauses, so a slow stream reaches the client as it comes. A
+// failed upstream body is not closed as a complete gzip stream: the error
+// goes to the proxy, which aborts the response.
+type gzipBody struct {
+	src  *maskBody
+	zw   *gzip.Writer
+	pool *sync.Pool // of *gzip.Writer
+	bufs *bufPool
+	in   []byte       // from bufs
+	out  bytes.Buffer // compressed, not yet returned
+	done bool
+	err  error
+}
+
+func newGzipBody(src *maskBody, pool *sync.Pool, bufs *bufPool) *gzipBody {
+	b := &gzipBody{src: src, pool: pool, bufs: bufs, in: bufs.Get()}
+	if zw, ok := pool.Get().(*gzip.Writer); ok {
+		zw.Reset(&b.out)
+		b.zw = zw
+	} else {
+		b.zw, _ = gzip.NewWriterLevel(&b.out, gzip.BestSpeed) // a valid level: no error
+	}
+	return b
+}
+
+func (b *gzipBody) Read(p []byte) (int, error) {
+	for {
+		if b.out.Len() > 0 {
+			return b.out.Read(p)
+		}
+		if b.done {
+			return 0, b.err
+		}
+		n, err := b.src.Read(b.in)
+		b.zw.Write(b.in[:n]) // into b.out: cannot fail
+		switch {
+		case err == io.EOF:
+			b.zw.Close()
+			b.finish(err)
+		case err != nil:
+			b.finish(err)
+		case b.src.short && b.src.drained():
+			b.zw.Flush()
+		}
+	}
+}
+
+// finish records the end of the body and returns the encoder and the read
+// buffer to their pools (only Read calls it, as maskBody.release).
+func (b *gzipBody) finish(err error) {
+	b.done, b.err = true, err
+	b.zw.Reset(io.Discard)
+	b.pool.Put(b.zw)
+	b.bufs.Put(b.in)
+	b.zw, b.in = nil, nil
+}
+
+func (b *gzipBody) Close() error { return b.src.Close() }

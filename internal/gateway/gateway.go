@@ -228,6 +228,9 @@ type Gateway struct {
 	m       *metrics
 	health  healthChecker
 	bufPool bufPool
+	// gzipPool holds gzip encoders (~300 KiB each) for responses encoded
+	// again after masking.
+	gzipPool sync.Pool
 	// journaled: the Auditor answers written appends without waiting.
 	journaled bool
 	allow     [32]map[string]any // allowDetail's shared maps, by rule

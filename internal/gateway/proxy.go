@@ -314,8 +314,16 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		}
 		return nil
 	}
+	// A gzip body is decoded to be masked, and encoded again for a
+	// client that takes gzip (as the upstream's headers said, also when
+	// there is no body: HEAD, 304).
+	regzip := singleGzip(resp.Header) && acceptsGzip(f.r.Header)
 	if err := decodeBody(resp); err != nil {
 		return err
+	}
+	if regzip {
+		resp.Header.Set("Content-Encoding", "gzip")
+		addVary(resp.Header)
 	}
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Even with a declared length of 0: trailers may still follow
@@ -325,6 +333,9 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 			red.maskHeader(resp.Trailer)
 		})
 		resp.Body, f.rw.body = mb, mb
+		if regzip {
+			resp.Body = newGzipBody(mb, &f.g.gzipPool, &f.g.bufPool)
+		}
 	}
 	return nil
 }

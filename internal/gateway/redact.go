@@ -178,6 +178,9 @@ func (b *maskBody) Read(p []byte) (int, error) {
 	}
 }
 
+// drained reports whether everything masked so far has been read.
+func (b *maskBody) drained() bool { return b.outOff >= len(b.out) }
+
 // release returns out to the pool once the body has ended and all of it
 // was read. Only Read calls it: the proxy never reads and closes a body
 // at once, but a buffer must never be in the pool while in use.
