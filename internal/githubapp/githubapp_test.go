@@ -13,11 +13,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/githubtest"
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 var ctx = context.Background()
@@ -28,6 +31,12 @@ type clock struct {
 }
 
 func (c *clock) Now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
+func (c *clock) set(t time.Time) {
+	c.mu.Lock()
+	c.t = t
+	c.mu.Unlock()
+}
+
 func (c *clock) add(d time.Duration) {
 	c.mu.Lock()
 	c.t = c.t.Add(d)
@@ -246,5 +255,60 @@ func TestRateLimitHonoured(t *testing.T) {
 				t.Fatalf("after the limit lifted: %v", err)
 			}
 		})
+	}
+}
+
+// A grant's shared token (deliver: gateway) keeps serving while GitHub
+// rate-limits or is down, until the token itself expires; the refresh
+// comes once GitHub answers again.
+func TestSharedTokenOutlastsRateLimits(t *testing.T) {
+	h := newHarness(t)
+	db := storetest.SQLite(t).DB
+	hasher, err := token.NewHasher(bytes.Repeat([]byte{5}, 32))
+	if err != nil {
+		t.Fatal(err)
+	}
+	signer, _, err := audit.GenerateKey("githubapp.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	log, err := auditlog.Open(ctx, db, signer, auditlog.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { log.Close(context.Background()) })
+	m, err := mint.New(mint.Config{Store: db, Sources: map[string]mint.Source{policy.KindGitHubApp: h.src}, Hasher: hasher,
+		SealKey: bytes.Repeat([]byte{6}, 32), Audit: log, Now: h.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, g := h.pol.Upstreams["gh"], h.pol.Grants["release"]
+	first, err := m.Shared(ctx, up, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	minted := func() int { return h.gh.Calls("POST /app/installations/{id}/access_tokens") }
+	h.gh.LimitPrimary(h.clk.Now().Add(2 * time.Hour))
+	for _, at := range []time.Duration{10 * time.Minute, 50 * time.Minute, 59 * time.Minute} {
+		h.clk.set(first.Credential.ExpiresAt.Add(-time.Hour).Add(at))
+		is, err := m.Shared(ctx, up, g)
+		if err != nil || is.ID != first.ID {
+			t.Fatalf("at +%s under a rate limit: %v", at, err)
+		}
+	}
+	if n := minted(); n > 2 {
+		// the first, and at most one refresh attempt that met the limit:
+		// none after it while the limit lasts
+		t.Fatalf("%d token requests during a rate limit", n)
+	}
+	h.clk.add(2 * time.Minute) // past the token's own expiry
+	if _, err := m.Shared(ctx, up, g); err == nil {
+		t.Fatal("an expired token was served")
+	}
+	h.gh.LimitPrimary(time.Time{})
+	h.clk.add(2 * time.Hour) // the remembered limit has lifted too
+	is, err := m.Shared(ctx, up, g)
+	if err != nil || is.ID == first.ID || !h.gh.Live(is.Credential.Token) {
+		t.Fatalf("no fresh token once GitHub answers: %v", err)
 	}
 }
