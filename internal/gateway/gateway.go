@@ -140,6 +140,12 @@ type Secrets interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
 }
 
+// previousRevealer is optionally implemented by Secrets (*secret.Vault):
+// the value a rotation replaced, while its grace period keeps it.
+type previousRevealer interface {
+	RevealPrevious(ctx context.Context, name string) ([]byte, int, error)
+}
+
 // SharedCredentials gives the credential a grant on a minting upstream
 // shares (SPEC section 9: a GitHub App installation token, deliver:
 // gateway), cached and refreshed by its owner; id names it (it changes

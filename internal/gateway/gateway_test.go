@@ -1545,3 +1545,75 @@ func TestDPoPHostIsNotTrusted(t *testing.T) {
 		})
 	}
 }
+
+// rotatedSecrets is a secret just rotated: cur is live, prev is the value
+// it replaced, kept (inGrace) or not.
+type rotatedSecrets struct {
+	cur, prev string
+	inGrace   bool
+}
+
+func (s rotatedSecrets) Reveal(context.Context, string) ([]byte, int, error) {
+	return []byte(s.cur), 2, nil
+}
+
+func (s rotatedSecrets) RevealPrevious(context.Context, string) ([]byte, int, error) {
+	if !s.inGrace {
+		return nil, 0, errors.New("not found")
+	}
+	return []byte(s.prev), 1, nil
+}
+
+// During a rotation's grace period the replaced value may still work
+// upstream, so a response that echoes it is masked too.
+func TestPreviousValueMaskedDuringGrace(t *testing.T) {
+	h := newHarness(t)
+	prev := testCred
+	cur := "ghp_" + "RotatedCredential0123456789abcdefZZ"
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fmt.Fprintf(w, "old:%s b64:%s now:%s", prev, base64.StdEncoding.EncodeToString([]byte(prev)), r.Header.Get("Authorization"))
+	})
+	h.up.mu.Unlock()
+	tests := []struct {
+		name    string
+		inGrace bool
+		wantOld bool // the old value shows (it is no longer kept, so not known)
+	}{
+		{"in grace", true, false},
+		{"grace over", false, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: rotatedSecrets{cur, prev, tt.inGrace}, Auditor: h.aud,
+				ClientIP: clientip.New(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(gw.Close)
+			srv := httptest.NewServer(gw)
+			t.Cleanup(srv.Close)
+			tok := h.issue(lease.Request{Grants: []string{"read"}})
+			req, _ := http.NewRequest("GET", srv.URL+"/gw/api/repos/acme/app/hostile/x", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d: %s", resp.StatusCode, b)
+			}
+			if strings.Contains(string(b), cur) {
+				t.Fatal("the live credential reached the response")
+			}
+			if got := strings.Contains(string(b), prev); got != tt.wantOld {
+				t.Fatalf("old value in the response = %v, want %v: %s", got, tt.wantOld, b)
+			}
+			if !tt.wantOld && strings.Contains(string(b), base64.StdEncoding.EncodeToString([]byte(prev))) {
+				t.Fatal("the old value's base64 reached the response")
+			}
+		})
+	}
+}

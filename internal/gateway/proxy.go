@@ -134,7 +134,18 @@ func (g *Gateway) credential(ctx context.Context, up *policy.Upstream, grant *po
 			return nil, errors.New("the secret holds characters a header cannot carry")
 		}
 	}
-	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, secrets: secretValues(v)}
+	secrets := secretValues(v)
+	// During a rotation's grace period the replaced value may still work
+	// upstream: responses are masked for it too. Read once per version.
+	if pr, ok := g.cfg.Secrets.(previousRevealer); ok {
+		if pv, _, err := pr.RevealPrevious(ctx, up.Credential.Secret); err == nil {
+			if len(pv) >= mask.MinSecretLen {
+				secrets = append(secrets, secretValues(pv)...)
+			}
+			clear(pv)
+		}
+	}
+	c = &credential{version: ver, header: http.CanonicalHeaderKey(header), value: value, values: []string{value}, secrets: secrets}
 	g.mu.Lock()
 	g.creds[key] = c
 	g.mu.Unlock()
