@@ -364,7 +364,9 @@ func TestAttackResponse(t *testing.T) {
 		if !strings.Contains(raReadable(body), "***") {
 			t.Fatalf("nothing masked: %q", body)
 		}
-		if ce := resp.Header.Values("Content-Encoding"); len(ce) > 0 {
+		// A gzip body comes back gzip-encoded again, masked first (the
+		// request accepts gzip); raReadable decodes it. Nothing else.
+		if ce := resp.Header.Values("Content-Encoding"); len(ce) > 1 || (len(ce) == 1 && ce[0] != "gzip") {
 			t.Fatalf("Content-Encoding %q on a body the gateway decoded", ce)
 		}
 	}
@@ -416,8 +418,10 @@ func TestAttackResponse(t *testing.T) {
 			attack{which + ", HEAD of a gzip body", "/coded?s=none&ce=gzip", "HEAD", gw + "/coded?" + s + "&ce=gzip", "",
 				func(t *testing.T, resp *http.Response, body []byte) {
 					status(200)(t, resp, body)
-					if resp.Header.Get("Content-Encoding") != "" {
-						t.Fatalf("HEAD keeps Content-Encoding %q", resp.Header.Get("Content-Encoding"))
+					// As the GET would answer this gzip-accepting
+					// client: encoded again, no declared length.
+					if resp.Header.Get("Content-Encoding") != "gzip" || resp.Header.Get("Content-Length") != "" {
+						t.Fatalf("HEAD: Content-Encoding %q, Content-Length %q", resp.Header.Get("Content-Encoding"), resp.Header.Get("Content-Length"))
 					}
 				}},
 			attack{which + ", every form in headers and trailers", "/ok", "GET", gw + "/headers?" + s, "",
