@@ -20,6 +20,12 @@ type AdminToken struct {
 // CreateAdminToken stores a new admin token. A name that is live already
 // gives ErrExists; a revoked name may be reused.
 func (db *DB) CreateAdminToken(ctx context.Context, t AdminToken) error {
+	return db.CreateAdminTokenNoted(ctx, t, nil)
+}
+
+// CreateAdminTokenNoted is CreateAdminToken with its audit record n in the
+// same transaction.
+func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var revoked sql.NullInt64
 		err := db.txQueryRow(ctx, tx, `SELECT revoked_at FROM admin_tokens WHERE name = ?`, t.Name).Scan(&revoked)
@@ -27,15 +33,17 @@ func (db *DB) CreateAdminToken(ctx context.Context, t AdminToken) error {
 		case errors.Is(err, sql.ErrNoRows):
 			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)`,
 				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt))
-			return err
 		case err != nil:
-			return err
 		case !revoked.Valid:
-			return ErrExists
+			err = ErrExists
+		default:
+			_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`,
+				t.Role, t.Hash[:], nanos(t.CreatedAt), t.Name)
 		}
-		_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`,
-			t.Role, t.Hash[:], nanos(t.CreatedAt), t.Name)
-		return err
+		if err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
 	})
 	if err != nil {
 		return fmt.Errorf("store: create admin token %s: %w", t.Name, err)
@@ -113,8 +121,17 @@ func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
 
 // RevokeAdminToken revokes a live admin token; ErrNotFound if none.
 func (db *DB) RevokeAdminToken(ctx context.Context, name string, at time.Time) error {
+	return db.RevokeAdminTokenNoted(ctx, name, at, nil)
+}
+
+// RevokeAdminTokenNoted is RevokeAdminToken with its audit record n
+// (Changes.Admins: the name) in the same transaction.
+func (db *DB) RevokeAdminTokenNoted(ctx context.Context, name string, at time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Admins: []string{name}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: revoke admin token %s: %w", name, err)
@@ -172,7 +189,18 @@ type PolicyVersion struct {
 // With p.Version set, that number must be the next one (ErrConflict
 // otherwise: another node applied a version first).
 func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, error) {
+	v, _, err := db.ApplyPolicyVersion(ctx, p, nil, "", nil)
+	return v, err
+}
+
+// ApplyPolicyVersion is PutPolicyVersion that also revokes, in the same
+// transaction, the live leases of the grants the version removes (with
+// reason), and writes the apply's audit records n (Changes.Version and
+// Changes.ByGrant: the leases revoked per grant). It returns the version
+// and the revoked leases by grant.
+func (db *DB) ApplyPolicyVersion(ctx context.Context, p PolicyVersion, removed []string, reason string, n *Note) (int64, map[string][]string, error) {
 	var v int64
+	var byGrant map[string][]string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		// The head row taken for update first: it waits for lease inserts
 		// decided against the version in force (they hold it key-shared
@@ -197,13 +225,23 @@ func (db *DB) PutPolicyVersion(ctx context.Context, p PolicyVersion) (int64, err
 			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy); err != nil {
 			return err
 		}
-		_, err := db.exec(ctx, tx, `UPDATE policy_head SET version = ? WHERE id = 1`, v)
-		return err
+		if _, err := db.exec(ctx, tx, `UPDATE policy_head SET version = ? WHERE id = 1`, v); err != nil {
+			return err
+		}
+		byGrant = map[string][]string{}
+		for _, g := range removed {
+			ids, err := db.revokeTx(ctx, tx, LeaseFilter{Grant: g}, p.AppliedAt, reason)
+			if err != nil {
+				return err
+			}
+			byGrant[g] = ids
+		}
+		return db.note(ctx, tx, n, Changes{Version: v, ByGrant: byGrant})
 	})
 	if err != nil {
-		return 0, fmt.Errorf("store: put policy version: %w", err)
+		return 0, nil, fmt.Errorf("store: put policy version: %w", err)
 	}
-	return v, nil
+	return v, byGrant, nil
 }
 
 // LatestPolicy returns the newest policy version, or ErrNotFound.

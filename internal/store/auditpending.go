@@ -142,12 +142,17 @@ func (s *AuditSequencer) SessionPID() int64 { return s.pid }
 // Pending returns up to limit pending records, oldest id first, with
 // their ids.
 func (s *AuditSequencer) Pending(ctx context.Context, limit int) (ids []int64, records [][]byte, err error) {
-	q := `SELECT id, data FROM audit_pending ORDER BY id LIMIT ?`
+	return s.PendingAfter(ctx, 0, limit)
+}
+
+// PendingAfter is Pending for the records whose id is above after.
+func (s *AuditSequencer) PendingAfter(ctx context.Context, after int64, limit int) (ids []int64, records [][]byte, err error) {
+	q := `SELECT id, data FROM audit_pending WHERE id > ? ORDER BY id LIMIT ?`
 	var rows *sql.Rows
 	if s.conn != nil {
-		rows, err = s.conn.QueryContext(ctx, s.db.Rebind(q), limit)
+		rows, err = s.conn.QueryContext(ctx, s.db.Rebind(q), after, limit)
 	} else {
-		rows, err = s.db.query(ctx, q, limit)
+		rows, err = s.db.query(ctx, q, after, limit)
 	}
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
@@ -257,6 +262,67 @@ func (s *AuditSequencer) Close() error {
 		s.conn.Raw(func(any) error { return driver.ErrBadConn })
 	}
 	return errors.Join(err, s.conn.Close())
+}
+
+// AppendAuditFrom is AppendAudit (kept: AppendAuditKept) for entries
+// some of which were made from pending records, pids[i] for entry i (-1:
+// none): those records are deleted in the same transaction, and
+// ErrConflict (nothing changes) if one is gone. It is for a log that has
+// its store to itself (the audit journal folding what it sequenced).
+func (db *DB) AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, kept bool) error {
+	if len(pids) != len(entries) {
+		return fmt.Errorf("store: append audit: %d pending ids for %d entries", len(pids), len(entries))
+	}
+	txf := db.txDirect
+	if kept {
+		txf = db.txDirectKept
+	}
+	err := txf(ctx, func(tx *sql.Tx) error {
+		var n sql.NullInt64
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+			return err
+		}
+		if size := n.Int64 + 1; !n.Valid && start != 0 || n.Valid && size != start {
+			return ErrConflict
+		}
+		var from []any
+		for off := 0; off < len(entries); off += 256 {
+			end := min(off+256, len(entries))
+			var b strings.Builder
+			b.WriteString(`INSERT INTO audit_entries (idx, data, pid) VALUES `)
+			args := make([]any, 0, 3*(end-off))
+			for i := off; i < end; i++ {
+				if i > off {
+					b.WriteString(", ")
+				}
+				b.WriteString("(?, ?, ?)")
+				var pid any
+				if pids[i] >= 0 {
+					pid = pids[i]
+					from = append(from, pids[i])
+				}
+				args = append(args, start+int64(i), entries[i], pid)
+			}
+			if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
+				return err
+			}
+		}
+		for off := 0; off < len(from); off += 256 {
+			part := from[off:min(off+256, len(from))]
+			res, err := db.exec(ctx, tx, `DELETE FROM audit_pending WHERE id IN (`+strings.Repeat("?, ", len(part)-1)+`?)`, part...)
+			if err != nil {
+				return err
+			}
+			if got, err := res.RowsAffected(); err != nil || got != int64(len(part)) {
+				return ErrConflict
+			}
+		}
+		return db.insertHashRuns(ctx, tx, firstHash, hashes)
+	})
+	if err != nil {
+		return fmt.Errorf("store: append audit at %d: %w", start, err)
+	}
+	return nil
 }
 
 func anys(xs []int64) []any {

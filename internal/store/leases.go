@@ -40,6 +40,9 @@ type Lease struct {
 	// version waits for such inserts and they for it, so no lease decided
 	// under a replaced version commits after its replacement.
 	AtPolicy *int64
+	// Note, when set on insert, is the audit record of the issue, written
+	// in the insert's own transaction (Changes.Leases: its id).
+	Note *Note
 }
 
 // ErrPolicyChanged: a lease was decided against a policy version that is
@@ -66,7 +69,9 @@ type LeaseEvent struct {
 
 // LeaseFilter selects leases. Empty fields match anything.
 type LeaseFilter struct {
-	ID      string
+	ID string
+	// IDs, when set, selects these leases (at most HashBatch).
+	IDs     []string
 	Grant   string
 	Issuer  string
 	Subject string
@@ -93,6 +98,12 @@ func (f LeaseFilter) where() (string, []any) {
 	add := func(c string, a any) { conds = append(conds, c); args = append(args, a) }
 	if f.ID != "" {
 		add("id = ?", f.ID)
+	}
+	if len(f.IDs) > 0 {
+		conds = append(conds, "id IN ("+strings.Repeat("?, ", len(f.IDs)-1)+"?)")
+		for _, id := range f.IDs {
+			args = append(args, id)
+		}
 	}
 	if f.Grant != "" {
 		add("(' ' || grants || ' ') LIKE ?", "% "+escapeLike(f.Grant)+" %")
@@ -127,7 +138,7 @@ func escapeLike(s string) string {
 }
 
 func (f LeaseFilter) selective() bool {
-	return f.ID != "" || f.Grant != "" || f.Issuer != "" || f.Subject != "" || f.Job != ""
+	return f.ID != "" || len(f.IDs) > 0 || f.Grant != "" || f.Issuer != "" || f.Subject != "" || f.Job != ""
 }
 
 const leaseCols = `id, token_hash, issuer, subject, job, claims, grants, issued_at, expires_at, max_expires_at, source, bind_source, jkt, uses, max_uses, revoked_at, revoke_reason`
@@ -187,7 +198,10 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 				return err
 			}
 		}
-		return db.event(ctx, tx, l.ID, "issue")
+		if err := db.event(ctx, tx, l.ID, "issue"); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, l.Note, Changes{Leases: []string{l.ID}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: insert lease: %w", err)
@@ -336,39 +350,99 @@ func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 // RevokeLeases revokes every unrevoked lease f selects and returns their
 // ids. An empty filter is refused: revoking everything must be explicit.
 func (db *DB) RevokeLeases(ctx context.Context, f LeaseFilter, at time.Time, reason string) ([]string, error) {
+	return db.RevokeLeasesNoted(ctx, f, at, reason, nil)
+}
+
+// RevokeLeasesNoted is RevokeLeases with the revocation's audit record n
+// (Changes.Leases: the ids revoked) in the same transaction.
+func (db *DB) RevokeLeasesNoted(ctx context.Context, f LeaseFilter, at time.Time, reason string, n *Note) ([]string, error) {
 	if !f.selective() {
 		return nil, errors.New("store: revoke leases: empty filter")
 	}
-	where, args := f.where()
-	where += " AND revoked_at IS NULL"
+	if len(f.IDs) > HashBatch {
+		return nil, fmt.Errorf("store: revoke leases: %d ids (at most %d)", len(f.IDs), HashBatch)
+	}
 	var ids []string
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		ids = ids[:0]
-		rows, err := tx.QueryContext(ctx, db.Rebind(`UPDATE leases SET revoked_at = ?, revoke_reason = ? WHERE `+where+` RETURNING id`),
-			append([]any{nanos(at), reason}, args...)...)
-		if err != nil {
+		var err error
+		if ids, err = db.revokeTx(ctx, tx, f, at, reason); err != nil {
 			return err
 		}
-		for rows.Next() {
-			var id string
-			if err := rows.Scan(&id); err != nil {
-				rows.Close()
-				return err
-			}
-			ids = append(ids, id)
-		}
-		if err := rows.Close(); err != nil {
-			return err
-		}
-		if err := rows.Err(); err != nil {
-			return err
-		}
-		return db.events(ctx, tx, ids, "revoke")
+		return db.note(ctx, tx, n, Changes{Leases: ids})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: revoke leases: %w", err)
 	}
 	return ids, nil
+}
+
+// revokeTx revokes, inside tx, the unrevoked leases f selects, with their
+// events, and returns their ids.
+func (db *DB) revokeTx(ctx context.Context, tx *sql.Tx, f LeaseFilter, at time.Time, reason string) ([]string, error) {
+	where, args := f.where()
+	where += " AND revoked_at IS NULL"
+	var ids []string
+	rows, err := tx.QueryContext(ctx, db.Rebind(`UPDATE leases SET revoked_at = ?, revoke_reason = ? WHERE `+where+` RETURNING id`),
+		append([]any{nanos(at), reason}, args...)...)
+	if err != nil {
+		return nil, err
+	}
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	if err := rows.Close(); err != nil {
+		return nil, err
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return ids, db.events(ctx, tx, ids, "revoke")
+}
+
+// Leaked is what a leak report revokes: leases by id and admin tokens by
+// name.
+type Leaked struct {
+	Leases []string
+	Admins []string
+}
+
+// RevokeLeaked revokes, in one transaction with the report's audit record
+// n, the live leases and admin tokens of a leak report, and returns the
+// Changes it made (what was revoked already is left out).
+func (db *DB) RevokeLeaked(ctx context.Context, k Leaked, at time.Time, reason string, n *Note) (Changes, error) {
+	var c Changes
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		c = Changes{}
+		for rest := k.Leases; len(rest) > 0; {
+			part := rest[:min(len(rest), HashBatch)]
+			rest = rest[len(part):]
+			ids, err := db.revokeTx(ctx, tx, LeaseFilter{IDs: part}, at, reason)
+			if err != nil {
+				return err
+			}
+			c.Leases = append(c.Leases, ids...)
+		}
+		for _, name := range k.Admins {
+			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
+			if errors.Is(err, ErrNotFound) {
+				continue // revoked meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			c.Admins = append(c.Admins, name)
+		}
+		return db.note(ctx, tx, n, c)
+	})
+	if err != nil {
+		return Changes{}, fmt.Errorf("store: revoke leaked tokens: %w", err)
+	}
+	return c, nil
 }
 
 // events inserts one event per id, in multi-row statements.
@@ -396,12 +470,21 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 
 // RenewLease moves a live lease's expiry; ErrNotFound if it is not live.
 func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
+	return db.RenewLeaseNoted(ctx, id, expires, now, nil)
+}
+
+// RenewLeaseNoted is RenewLease with the renewal's audit record n in the
+// same transaction.
+func (db *DB) RenewLeaseNoted(ctx context.Context, id string, expires, now time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
 			nanos(expires), id, nanos(now)); err != nil {
 			return err
 		}
-		return db.event(ctx, tx, id, "renew")
+		if err := db.event(ctx, tx, id, "renew"); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Leases: []string{id}})
 	})
 	if err != nil {
 		return fmt.Errorf("store: renew lease %s: %w", id, err)

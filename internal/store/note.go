@@ -1,0 +1,71 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+)
+
+// An action (issuing, renewing or revoking a token, applying a policy
+// version) and the audit entry that records it commit together: the
+// action's own transaction writes the entry as a pending audit record
+// (audit_pending), and the audit log later gives it its tree position as it
+// does every pending record. A failure of either half rolls back both, so a
+// caller is never told "nothing was done" about an action that was, and no
+// action stands without its entry.
+
+// Note is the audit record of one action, written in the action's own
+// transaction. The store fills Changes and calls Make inside that
+// transaction, after the action's statements (it may do so more than once:
+// a group commit can run a write twice); after the commit, PIDs are the
+// pending ids of the records Make returned, in order.
+type Note struct {
+	// Make returns the records to write, one per audit entry (opaque to the
+	// store), from what the action changed; none: the action is not
+	// recorded. An error undoes the action.
+	Make func(c Changes) ([][]byte, error)
+	// PIDs are set once the action committed.
+	PIDs []int64
+}
+
+// Changes is what an action changed, for its Note.
+type Changes struct {
+	// Leases are the leases inserted, renewed or revoked.
+	Leases []string
+	// ByGrant are the leases a policy apply revoked, by removed grant.
+	ByGrant map[string][]string
+	// Admins are the admin tokens revoked, by name.
+	Admins []string
+	// Version is the policy version a policy apply stored.
+	Version int64
+	// Hint is an issued token's hint (never the token), for its entry.
+	Hint string
+}
+
+// ErrNoteFailed wraps an error of Note.Make: the action was undone.
+var ErrNoteFailed = errors.New("store: the audit record could not be made")
+
+// note writes n's records for c inside tx; n may be nil (no record).
+func (db *DB) note(ctx context.Context, tx *sql.Tx, n *Note, c Changes) error {
+	if n == nil {
+		return nil
+	}
+	n.PIDs = n.PIDs[:0]
+	if n.Make == nil {
+		return nil
+	}
+	recs, err := n.Make(c)
+	if err != nil {
+		return fmt.Errorf("%w: %w", ErrNoteFailed, err)
+	}
+	for _, r := range recs {
+		var id int64
+		// One row each: an action has one entry, or one per removed grant.
+		if err := db.txQueryRow(ctx, tx, `INSERT INTO audit_pending (data) VALUES (?) RETURNING id`, r).Scan(&id); err != nil {
+			return fmt.Errorf("recording the audit entry: %w", err)
+		}
+		n.PIDs = append(n.PIDs, id)
+	}
+	return nil
+}
