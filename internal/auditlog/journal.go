@@ -39,7 +39,10 @@ import (
 //   - an entry, which starts with its own index ({"index":N,…);
 //   - 'I', an intent id (8 bytes), the time, '\n' and an event: a gateway
 //     request about to be forwarded, whose entry Finish makes later;
-//   - 'E', an intent id and an entry: the entry that completes that intent.
+//   - 'E', an intent id and an entry: the entry that completes that intent;
+//   - 'P', a pending id (8 bytes) and an entry: the entry made from that
+//     pending record of the store (written by an action in its own
+//     transaction, see pending.go), which the fold deletes.
 //
 // Reading stops at the first record that is cut short, is zero (the unused
 // rest of the file) or does not match its CRC: a kill in the middle of a
@@ -304,16 +307,17 @@ func (j *journal) write(p []byte) error {
 const (
 	recIntent   = 'I'
 	recComplete = 'E'
-	recPrefix   = 9 // kind and intent id
+	recPending  = 'P'
+	recPrefix   = 9 // kind and intent (or pending) id
 )
 
 // validRecord tells whether a payload is one of the record kinds.
 func validRecord(p []byte) bool {
-	if len(p) > 0 && (p[0] == recIntent || p[0] == recComplete) {
+	if len(p) > 0 && (p[0] == recIntent || p[0] == recComplete || p[0] == recPending) {
 		if len(p) <= recPrefix {
 			return false
 		}
-		if p[0] == recComplete {
+		if p[0] != recIntent {
 			return audit.EntryIndex(p[recPrefix:]) >= 0
 		}
 		return bytes.IndexByte(p[recPrefix:], '\n') > 0
@@ -326,6 +330,7 @@ type journalContents struct {
 	entries  [][]byte // in index order
 	intents  []intentRec
 	complete map[int64]uint64 // entry index -> the intent it completes
+	pids     map[int64]int64  // entry index -> the pending record it was made from
 }
 
 type intentRec struct {
@@ -336,7 +341,7 @@ type intentRec struct {
 
 // parseRecords sorts a journal's payloads into entries and intents.
 func parseRecords(recs [][]byte) journalContents {
-	c := journalContents{complete: map[int64]uint64{}}
+	c := journalContents{complete: map[int64]uint64{}, pids: map[int64]int64{}}
 	seen := map[uint64]bool{}
 	for _, p := range recs {
 		switch p[0] {
@@ -351,6 +356,9 @@ func parseRecords(recs [][]byte) journalContents {
 			c.intents = append(c.intents, intentRec{id: id, ts: string(rest[:nl]), body: rest[nl+1:]})
 		case recComplete:
 			c.complete[audit.EntryIndex(p[recPrefix:])] = binary.BigEndian.Uint64(p[1:recPrefix])
+			c.entries = append(c.entries, p[recPrefix:])
+		case recPending:
+			c.pids[audit.EntryIndex(p[recPrefix:])] = int64(binary.BigEndian.Uint64(p[1:recPrefix]))
 			c.entries = append(c.entries, p[recPrefix:])
 		default:
 			c.entries = append(c.entries, p)
@@ -448,6 +456,10 @@ type jstate struct {
 	integrateBy time.Time // when the queue must reach the store
 	syncBy      time.Time // when the journal must be synced
 	kick        chan struct{}
+	// Entries made from the store's pending records (pending.go): the
+	// record of each queued one, by index, and the last record journaled.
+	pids    map[int64]int64
+	lastPID int64
 }
 
 // waiter is a durable Append waiting for its entry to reach the store.
@@ -497,7 +509,19 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("audit: replaying journal: %w", err)
 		}
-		if err := l.st.AppendAudit(ctx, start, todo, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
+		store := func() error {
+			return l.st.AppendAudit(ctx, start, todo, tlog.StoredHashCount(start), hashesOf(hashes))
+		}
+		if pids := replayedPIDs(c.pids, start, len(todo)); pids != nil {
+			ps, ok := l.st.(pendingFolder)
+			if !ok {
+				return fmt.Errorf("audit: replaying journal: entries of pending records, and a store that has none")
+			}
+			store = func() error {
+				return ps.AppendAuditFrom(ctx, start, todo, pids, tlog.StoredHashCount(start), hashesOf(hashes), false)
+			}
+		}
+		if err := store(); err != nil {
 			return fmt.Errorf("audit: replaying %d journaled entries at %d: %w", len(todo), start, err)
 		}
 		if err := l.reload(ctx); err != nil {
@@ -506,6 +530,7 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 		l.recovered = len(todo)
 	}
 	l.js.size, l.js.start = l.size, l.size
+	l.js.pids = map[int64]int64{}
 	l.js.intents = map[uint64]*Intent{}
 	l.js.resetSize = journalResetSize
 	l.js.old = -1
@@ -790,9 +815,13 @@ func (l *Log) journalLoop() {
 		case <-timer.C:
 		case <-probe.C:
 			l.probe()
+			l.aw.due.Store(true) // records an action left behind
 		case <-l.stop:
 			_ = l.integrate(true) // on failure the journal keeps them for the next Open
 			return
+		}
+		if l.aw.due.Swap(false) {
+			l.sequenceJournal()
 		}
 		js.mu.Lock()
 		now := time.Now()
@@ -863,6 +892,7 @@ func (l *Log) integrate(final bool) error {
 	began := time.Now()
 	start, entries, waiters := js.start, js.queue, js.waiters
 	end := js.size
+	pids := js.pidsOf(start, end)
 	durable := len(waiters) > 0 || old >= 0
 	// Appenders go on journaling while the committer hashes and the store
 	// commits.
@@ -881,7 +911,7 @@ func (l *Log) integrate(final bool) error {
 
 	hashes, root, err := l.hashQueue(start, end, entries)
 	if err == nil {
-		err = l.fold(start, entries, hashes, durable)
+		err = l.fold(start, entries, pids, hashes, durable)
 	}
 	js.mu.Lock()
 	if err != nil {
@@ -899,6 +929,7 @@ func (l *Log) integrate(final bool) error {
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
+	l.foldedPIDs(start, pids)
 	if durable && len(js.queue) == 0 && len(js.intents) == 0 {
 		// The store has every journaled entry on disk and no intent
 		// waits: no need to sync the journal for them.
@@ -957,10 +988,11 @@ func (l *Log) integrateFinal() error {
 	l.materialize()
 	start, entries, waiters := js.start, js.queue, js.waiters
 	end := js.size
+	pids := js.pidsOf(start, end)
 	began := time.Now()
 	hashes, root, err := l.hashQueue(start, end, entries)
 	if err == nil {
-		err = l.fold(start, entries, hashes, true)
+		err = l.fold(start, entries, pids, hashes, true)
 	}
 	if err != nil {
 		for _, w := range waiters {
@@ -974,17 +1006,23 @@ func (l *Log) integrateFinal() error {
 	for _, w := range waiters {
 		w.done <- Result{Index: w.index}
 	}
+	l.foldedPIDs(start, pids)
 	js.start, js.queue, js.waiters = end, nil, nil
 	return js.j.reset()
 }
 
 // fold commits entries at start to the store; on failure the log turns
 // unhealthy.
-func (l *Log) fold(start int64, entries [][]byte, hashes []tlog.Hash, durable bool) error {
+func (l *Log) fold(start int64, entries [][]byte, pids []int64, hashes []tlog.Hash, durable bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
 	appendFunc := l.st.AppendAudit
-	if ks, ok := l.st.(keptStorage); ok && !durable {
+	if pf, ok := l.st.(pendingFolder); ok && pids != nil {
+		// Made from pending records, which go in the same transaction.
+		appendFunc = func(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+			return pf.AppendAuditFrom(ctx, start, entries, pids, firstHash, hashes, !durable)
+		}
+	} else if ks, ok := l.st.(keptStorage); ok && !durable {
 		// The journal keeps these until a durable commit covers them, so
 		// the store need not sync them soon.
 		appendFunc = ks.AppendAuditKept

@@ -129,6 +129,8 @@ type Log struct {
 
 	sh       *sharedState // shared mode (Options.Shared); nil without
 	followed int64        // shared mode: the log is followed up to here (sequencing loop)
+
+	aw awaits // entries that actions wrote themselves (pending.go)
 }
 
 // Open opens the log over st, signing checkpoints with signerKey (a note
@@ -169,6 +171,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
 	l.followed = l.size
+	l.aw.init()
 	if l.sh != nil {
 		// Sequence from the start if no other node does, so that a lone
 		// node signs its first checkpoint in Open as it always did.
@@ -232,6 +235,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		go l.seqLoop()
 	}
 	go l.publishLoop()
+	l.kickPending() // what actions recorded before a stop
 	return l, nil
 }
 
@@ -426,6 +430,10 @@ func (l *Log) commitLoop() {
 			batch = append(batch, r)
 		case <-probe.C:
 			l.probe()
+			l.sequenceLocal()
+			continue
+		case <-l.aw.kick:
+			l.sequenceLocal()
 			continue
 		case <-l.stop:
 			for {

@@ -214,6 +214,7 @@ func (l *Log) seqRound(final bool) {
 	sh.mu.Lock()
 	waiting := len(sh.waiting) > 0
 	sh.mu.Unlock()
+	waiting = waiting || l.aw.hasWaiting()
 	if waiting || final || now.Sub(sh.lastSeen) >= followIdle {
 		sh.lastSeen = now
 		_ = l.follow() // retried at the next round
@@ -307,6 +308,7 @@ func (l *Log) sequence() error {
 			}
 		}
 		sh.mu.Unlock()
+		l.aw.report(indexes(start, len(ids)), ids)
 		if len(ids) < l.opts.MaxBatch {
 			return nil
 		}
@@ -353,6 +355,7 @@ func (l *Log) resolveFrom(ctx context.Context, from int64) error {
 			}
 		}
 		sh.mu.Unlock()
+		l.aw.report(idx, pids)
 		from = idx[len(idx)-1] + 1
 		l.followed = from
 		if !sh.leader.Load() {

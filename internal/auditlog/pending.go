@@ -1,0 +1,412 @@
+package auditlog
+
+import (
+	"bytes"
+	"context"
+	"encoding/binary"
+	"fmt"
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// An action's entry is written by the action itself: Record encodes it as
+// a pending record, the action's own store transaction writes that record
+// (store.Note), and the log gives it its index as it does any pending
+// record: in shared mode the sequencer does, on a node with its store to
+// itself the committer (the journal loop with a journal) does, and a
+// caller learns the index with Wait. The action and its entry therefore
+// commit together or not at all: no action stands without its entry, and no
+// caller is told "nothing was done" of an action that was.
+
+// Record encodes ev as the pending record that the action it records
+// writes in its own store transaction (store.Note); the entry's time is
+// now. It fails once the log is closed. Read Size before the action and
+// pass it to Wait.
+func (l *Log) Record(ev audit.Event) ([]byte, error) {
+	l.closeMu.RLock()
+	closed := l.closed
+	l.closeMu.RUnlock()
+	if closed {
+		return nil, fmt.Errorf("audit: recording %s entry: %w", ev.Type, ErrClosed)
+	}
+	body, err := encodeEvent(ev)
+	if err != nil {
+		return nil, err
+	}
+	ts := audit.FormatTime(l.opts.Now())
+	rec := make([]byte, 0, len(ts)+1+len(body))
+	return append(append(append(rec, ts...), '\n'), body...), nil
+}
+
+// Wait returns the indexes of the committed pending records pids once the
+// log holds them; since is Size as read before the action ran. The entries
+// are durable already (the action's commit made them so): an error here
+// (ctx, a log that stopped) says only that their indexes are not known
+// yet, never that they are lost.
+func (l *Log) Wait(ctx context.Context, since int64, pids []int64) ([]int64, error) {
+	if len(pids) == 0 {
+		return nil, nil
+	}
+	chs, out, missing := l.aw.register(pids)
+	if missing {
+		// Perhaps sequenced before this node kept track of it: look.
+		if err := l.lookupSequenced(ctx, since); err != nil {
+			l.aw.forget(pids)
+			return nil, err
+		}
+	}
+	l.kickPending()
+	for i, ch := range chs {
+		if ch == nil {
+			continue
+		}
+		select {
+		case r := <-ch:
+			if r.Err != nil {
+				l.aw.forget(pids)
+				return nil, r.Err
+			}
+			out[i] = r.Index
+		case <-ctx.Done():
+			l.aw.forget(pids)
+			return nil, fmt.Errorf("audit: waiting for the index of a recorded entry: %w", ctx.Err())
+		}
+	}
+	return out, nil
+}
+
+// lookupSequenced reads the entries from from on and answers the waits
+// of those it finds.
+func (l *Log) lookupSequenced(ctx context.Context, from int64) error {
+	ss, ok := l.st.(sequencedReader)
+	if !ok {
+		return nil
+	}
+	for {
+		idx, got, err := ss.AuditSequenced(ctx, from, 10000)
+		if err != nil {
+			return fmt.Errorf("audit: looking up recorded entries: %w", err)
+		}
+		l.aw.report(idx, got)
+		if len(idx) < 10000 {
+			return nil
+		}
+		from = idx[len(idx)-1] + 1
+	}
+}
+
+// kickPending wakes whoever sequences this node's pending records.
+func (l *Log) kickPending() {
+	switch {
+	case l.sh != nil:
+		select {
+		case l.sh.kick <- struct{}{}:
+		default:
+		}
+	case l.js.j != nil:
+		l.aw.due.Store(true)
+		l.js.kickLoop()
+	default:
+		select {
+		case l.aw.kick <- struct{}{}:
+		default:
+		}
+	}
+}
+
+// sequencedReader finds the entries made from pending records.
+type sequencedReader interface {
+	AuditSequenced(ctx context.Context, start int64, limit int) (idx, pids []int64, err error)
+}
+
+// localSequencer is what a log with its store to itself needs to sequence
+// the pending records actions wrote (*store.DB).
+type localSequencer interface {
+	TryAuditSequencer(ctx context.Context) (*store.AuditSequencer, error)
+}
+
+// awaits answers Wait: it keeps the pending ids waited for, and which
+// entries were made from which pending records lately, so that a record
+// sequenced before its Wait began is still answered, mostly without a
+// store read.
+type awaits struct {
+	mu      sync.Mutex
+	waiting map[int64]chan Result
+	recent  map[int64]int64 // pending id -> index
+	order   []int64         // recent's pending ids, oldest first
+	maxPID  int64           // the largest pending id reported
+	kick    chan struct{}   // no journal, no sharing: the committer sequences
+	due     atomic.Bool     // journal: the loop should sequence
+}
+
+const recentEntries = 1 << 16
+
+func (a *awaits) init() {
+	a.waiting = map[int64]chan Result{}
+	a.recent = map[int64]int64{}
+	a.kick = make(chan struct{}, 1)
+}
+
+// register waits for pids: it returns a channel per pid not yet answered
+// (nil for those it knows, whose index is in out), and missing when one
+// may have been sequenced without this node knowing it still (pending ids
+// are taken in commit order on SQLite; on PostgreSQL not quite, and then
+// a look-up finds nothing and the wait goes on).
+func (a *awaits) register(pids []int64) ([]chan Result, []int64, bool) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	chs := make([]chan Result, len(pids))
+	out := make([]int64, len(pids))
+	missing := false
+	for i, id := range pids {
+		if idx, ok := a.recent[id]; ok {
+			out[i] = idx
+			continue
+		}
+		ch := make(chan Result, 1)
+		a.waiting[id] = ch
+		chs[i] = ch
+		missing = missing || id <= a.maxPID
+	}
+	return chs, out, missing
+}
+
+// forget stops waiting for pids.
+func (a *awaits) forget(pids []int64) {
+	a.mu.Lock()
+	for _, id := range pids {
+		delete(a.waiting, id)
+	}
+	a.mu.Unlock()
+}
+
+// report tells of entries idx[i] made from pending records pids[i] (-1:
+// none).
+func (a *awaits) report(idx, pids []int64) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, id := range pids {
+		if id < 0 {
+			continue
+		}
+		if ch, ok := a.waiting[id]; ok {
+			ch <- Result{Index: idx[i]}
+			delete(a.waiting, id)
+		}
+		if _, ok := a.recent[id]; !ok {
+			a.recent[id] = idx[i]
+			a.order = append(a.order, id)
+			a.maxPID = max(a.maxPID, id)
+		}
+	}
+	if len(a.order) > 2*recentEntries {
+		for _, old := range a.order[:len(a.order)-recentEntries] {
+			delete(a.recent, old)
+		}
+		a.order = append(a.order[:0], a.order[len(a.order)-recentEntries:]...)
+	}
+}
+
+// hasWaiting reports whether a Wait is waiting.
+func (a *awaits) hasWaiting() bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	return len(a.waiting) > 0
+}
+
+// sequenceLocal gives the pending records actions wrote their indexes, in
+// the committer, on a log without a journal that has its store to itself.
+func (l *Log) sequenceLocal() {
+	ls, ok := l.st.(localSequencer)
+	if !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	defer cancel()
+	seq, err := ls.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		return
+	}
+	defer seq.Close()
+	for {
+		began := time.Now()
+		if l.stale {
+			if err := l.reload(ctx); err != nil {
+				return
+			}
+		}
+		ids, recs, err := seq.Pending(ctx, l.opts.MaxBatch)
+		if err != nil || len(ids) == 0 {
+			return
+		}
+		start := l.Size()
+		entries, err := pendingEntries(start, ids, recs)
+		if err != nil {
+			l.failPending(err)
+			return
+		}
+		end := start + int64(len(entries))
+		hashes, root, err := l.hashQueue(start, end, entries)
+		if err == nil {
+			err = seq.Sequence(ctx, start, entries, ids, tlog.StoredHashCount(start), hashesOf(hashes))
+		}
+		if err != nil {
+			l.stale = true
+			l.failPending(err)
+			return
+		}
+		l.advance(start, end, hashes)
+		l.stored(end, root, len(entries), began)
+		l.aw.report(indexes(start, len(ids)), ids)
+		if len(ids) < l.opts.MaxBatch {
+			return
+		}
+	}
+}
+
+// failPending marks the log unhealthy: pending records could not be
+// sequenced (they stay pending, and are tried again).
+func (l *Log) failPending(err error) {
+	l.mu.Lock()
+	l.commitErr = fmt.Errorf("%w: sequencing recorded entries: %v", ErrUnavailable, err)
+	l.mu.Unlock()
+}
+
+// pendingEntries builds the entries at start of pending records.
+func pendingEntries(start int64, ids []int64, recs [][]byte) ([][]byte, error) {
+	entries := make([][]byte, len(recs))
+	for i, rec := range recs {
+		nl := bytes.IndexByte(rec, '\n')
+		if nl <= 0 || nl+1 >= len(rec) || rec[nl+1] != '{' {
+			return nil, fmt.Errorf("audit: pending record %d is malformed", ids[i])
+		}
+		entries[i] = audit.AppendEntry(nil, start+int64(i), string(rec[:nl]), rec[nl+1:])
+	}
+	return entries, nil
+}
+
+func indexes(start int64, n int) []int64 {
+	out := make([]int64, n)
+	for i := range out {
+		out[i] = start + int64(i)
+	}
+	return out
+}
+
+// pendingFolder is a store that folds entries made from pending records
+// together with their deletion (*store.DB).
+type pendingFolder interface {
+	AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, kept bool) error
+}
+
+// sequenceJournal gives the pending records actions wrote their indexes,
+// in the journal loop: each becomes a journal record of its own (it names
+// the pending record, so that a replay deletes it as the fold does) and is
+// folded at once, for its action's Wait. Records journaled but not folded
+// yet are not read again.
+func (l *Log) sequenceJournal() {
+	ls, ok := l.st.(localSequencer)
+	if !ok {
+		return
+	}
+	if _, ok := l.st.(pendingFolder); !ok {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
+	defer cancel()
+	seq, err := ls.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		return
+	}
+	defer seq.Close()
+	js := &l.js
+	for {
+		js.mu.Lock()
+		after := js.lastPID
+		js.mu.Unlock()
+		ids, recs, err := seq.PendingAfter(ctx, after, l.opts.MaxBatch)
+		if err != nil {
+			l.failPending(err)
+			return
+		}
+		if len(ids) == 0 {
+			return
+		}
+		js.mu.Lock()
+		for i, id := range ids {
+			idx := js.size
+			entries, err := pendingEntries(idx, ids[i:i+1], recs[i:i+1])
+			if err == nil {
+				rec := make([]byte, recPrefix, recPrefix+len(entries[0]))
+				rec[0] = recPending
+				binary.BigEndian.PutUint64(rec[1:recPrefix], uint64(id))
+				rec = append(rec, entries[0]...)
+				err = l.journalWrite(rec, 0)
+				if err == nil {
+					js.size++
+					js.queue = append(js.queue, rec[recPrefix:])
+					js.pids[idx] = id
+					js.lastPID = id
+				}
+			}
+			if err != nil {
+				js.mu.Unlock()
+				l.failPending(err)
+				return
+			}
+		}
+		js.integrateBy = time.Now() // a Wait is waiting for them
+		js.mu.Unlock()
+		if len(ids) < l.opts.MaxBatch {
+			return
+		}
+	}
+}
+
+// pidsOf returns the pending record of each entry in [start, end) (-1:
+// none), or nil if none has one; js.mu is held.
+func (js *jstate) pidsOf(start, end int64) []int64 {
+	if len(js.pids) == 0 {
+		return nil
+	}
+	var out []int64
+	for idx := start; idx < end; idx++ {
+		id, ok := js.pids[idx]
+		if !ok {
+			continue
+		}
+		if out == nil {
+			out = make([]int64, end-start)
+			for i := range out {
+				out[i] = -1
+			}
+		}
+		out[idx-start] = id
+	}
+	return out
+}
+
+// foldedPIDs answers the Waits of the entries at start that were made
+// from pending records (pids from pidsOf); js.mu is held.
+func (l *Log) foldedPIDs(start int64, pids []int64) {
+	if pids == nil {
+		return
+	}
+	for i, id := range pids {
+		if id >= 0 {
+			delete(l.js.pids, start+int64(i))
+		}
+	}
+	l.aw.report(indexes(start, len(pids)), pids)
+}
+
+// replayedPIDs is pidsOf for the entries a replay folds.
+func replayedPIDs(pids map[int64]int64, start int64, n int) []int64 {
+	js := jstate{pids: pids}
+	return js.pidsOf(start, start+int64(n))
+}

@@ -1,0 +1,129 @@
+package auditlog
+
+import (
+	"context"
+	"errors"
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// recordAction commits an action (a lease insert) that writes ev as its
+// own pending record, and returns the record's pending id.
+func recordAction(t *testing.T, db *store.DB, rec []byte, id string) int64 {
+	t.Helper()
+	n := &store.Note{Make: func(store.Changes) ([][]byte, error) { return [][]byte{rec}, nil }}
+	now := time.Now()
+	l := store.Lease{ID: id, Hash: [32]byte{byte(len(id)), id[len(id)-1]}, Issuer: "ci", Subject: "s", Claims: map[string]string{},
+		Grants: []string{"deploy"}, IssuedAt: now, ExpiresAt: now.Add(time.Minute), MaxExpiresAt: now.Add(time.Hour), Note: n}
+	if err := db.InsertLease(context.Background(), l); err != nil {
+		t.Fatal(err)
+	}
+	if len(n.PIDs) != 1 {
+		t.Fatalf("%d pending ids for one record", len(n.PIDs))
+	}
+	return n.PIDs[0]
+}
+
+// checkOnce verifies the log and finds exactly one entry of lease id.
+func checkOnce(t *testing.T, db *store.DB, id string) {
+	t.Helper()
+	ctx := context.Background()
+	res, err := audit.Verify(ctx, db, testVerifier, audit.VerifyOptions{})
+	if err != nil || !res.OK() {
+		t.Fatalf("Verify = %+v, %v", res, err)
+	}
+	lines, err := db.AuditEntries(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	n := 0
+	for _, line := range lines {
+		e, err := audit.ParseEntry(line)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if e.Lease == id {
+			n++
+		}
+	}
+	var pending int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if n != 1 || pending != 0 {
+		t.Fatalf("%d entries of %s and %d pending records, want 1 and 0", n, id, pending)
+	}
+}
+
+// An action that wrote its entry as a pending record and was then cut off
+// from its log (the process died between its commit and the entry's
+// sequencing) has its entry in the log after the next Open: once, at the
+// index Wait reports. Every way a node runs: alone without a journal,
+// alone with one (Linux), sharing PostgreSQL.
+func TestPendingRecordsSurviveAStop(t *testing.T) {
+	type mode struct {
+		name string
+		db   func(t *testing.T) *store.DB
+		opts func(t *testing.T) Options
+	}
+	modes := []mode{
+		{"sqlite", func(t *testing.T) *store.DB { return storetest.SQLite(t).DB }, func(*testing.T) Options { return Options{} }},
+		{"postgres shared", func(t *testing.T) *store.DB { return storetest.Postgres(t).DB }, func(*testing.T) Options { return Options{Shared: true} }},
+	}
+	if JournalSupported() {
+		modes = append(modes, mode{"sqlite journal", func(t *testing.T) *store.DB { return storetest.SQLite(t).DB },
+			func(t *testing.T) Options { return Options{Journal: pendingJournal(t)} }})
+	}
+	for _, m := range modes {
+		t.Run(m.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := m.db(t)
+			opts := m.opts(t)
+			l, err := Open(ctx, db, testSigner, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			rec, err := l.Record(audit.Event{Type: audit.TypeExchange, Lease: "lse_stopped", Status: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Close(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := l.Record(audit.Event{Type: audit.TypeExchange}); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Record after Close: %v", err)
+			}
+			pid := recordAction(t, db, rec, "lse_stopped")
+			l2, err := Open(ctx, db, testSigner, opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l2.Close(ctx)
+			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			defer cancel()
+			idx, err := l2.Wait(wctx, 0, []int64{pid})
+			if err != nil || len(idx) != 1 {
+				t.Fatalf("Wait = %v, %v", idx, err)
+			}
+			// And an action while the log runs: its index comes after.
+			since := l2.Size()
+			rec2, err := l2.Record(audit.Event{Type: audit.TypeExchange, Lease: "lse_running", Status: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			idx2, err := l2.Wait(wctx, since, []int64{recordAction(t, db, rec2, "lse_running")})
+			if err != nil || idx2[0] <= idx[0] {
+				t.Fatalf("Wait = %v, %v (the first at %d)", idx2, err, idx[0])
+			}
+			if err := l2.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			checkOnce(t, db, "lse_stopped")
+			checkOnce(t, db, "lse_running")
+		})
+	}
+}
