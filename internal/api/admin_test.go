@@ -38,6 +38,20 @@ func (e *entries) Append(_ context.Context, ev audit.Event) (int64, error) {
 	return int64(len(e.evs)), nil
 }
 
+// Size, Record and Wait take the entries of actions that write their own
+// (admin tokens here): this log keeps them at once, none being rolled
+// back in these tests.
+func (e *entries) Size() int64 { return 0 }
+
+func (e *entries) Record(ev audit.Event) ([]byte, error) {
+	if _, err := e.Append(context.Background(), ev); err != nil {
+		return nil, err
+	}
+	return []byte("-\n{}"), nil
+}
+
+func (e *entries) Wait(context.Context, int64, []int64) ([]int64, error) { return nil, nil }
+
 func (e *entries) all() []audit.Event {
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/netip"
 	"regexp"
 	"time"
@@ -35,11 +36,11 @@ func RoleRank(role string) int {
 
 // AdminStore keeps admin tokens as keyed hashes.
 type AdminStore interface {
-	CreateAdminToken(ctx context.Context, t store.AdminToken) error
+	CreateAdminTokenNoted(ctx context.Context, t store.AdminToken, n *store.Note) error
 	AdminTokenByHash(ctx context.Context, hash [32]byte) (store.AdminToken, error)
 	AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminToken, error)
 	ListAdminTokens(ctx context.Context) ([]store.AdminToken, error)
-	RevokeAdminToken(ctx context.Context, name string, at time.Time) error
+	RevokeAdminTokenNoted(ctx context.Context, name string, at time.Time, n *store.Note) error
 }
 
 // Admins issues and checks admin tokens.
@@ -96,34 +97,33 @@ func (a *Admins) Create(ctx context.Context, name, role, by string, source netip
 	if err != nil {
 		return "", err
 	}
-	err = a.st.CreateAdminToken(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: a.now().UTC()})
+	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
+	since := a.audit.Size()
+	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	err = a.st.CreateAdminTokenNoted(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: a.now().UTC()}, note)
 	if errors.Is(err, store.ErrExists) {
 		return "", refuse(409, "conflict", "an admin token named %q exists", name)
 	}
 	if err != nil {
-		return "", unavailable("create admin token", err)
+		return "", failed("admin token", err)
 	}
-	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
-	if _, err := a.audit.Append(ctx, ev); err != nil {
-		a.st.RevokeAdminToken(context.WithoutCancel(ctx), name, a.now())
-		return "", unavailable("audit admin token", err)
-	}
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs)
 	return tok, nil
 }
 
 // Revoke revokes an admin token by name.
 func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr) error {
-	err := a.st.RevokeAdminToken(ctx, name, a.now().UTC())
+	ev := audit.Event{Type: audit.TypeAdminDelete, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
+	since := a.audit.Size()
+	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	err := a.st.RevokeAdminTokenNoted(ctx, name, a.now().UTC(), note)
 	if errors.Is(err, store.ErrNotFound) {
 		return refuse(404, "not_found", "no live admin token named %q", name)
 	}
 	if err != nil {
-		return unavailable("revoke admin token", err)
+		return failed("admin token revocation", err)
 	}
-	ev := audit.Event{Type: audit.TypeAdminDelete, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
-	if _, err := a.audit.Append(ctx, ev); err != nil {
-		return unavailable("audit admin token", err)
-	}
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs)
 	return nil
 }
 
@@ -142,11 +142,11 @@ func (a *Admins) RevokeToken(ctx context.Context, tok string, source netip.Addr,
 	return a.revokeFound(ctx, t, tok, source, reason)
 }
 
-// RevokeTokens is RevokeToken for many tokens (a leak report): it looks
-// them up together, a few queries in all rather than one per token, and
-// reports for each whether this call revoked it.
-func (a *Admins) RevokeTokens(ctx context.Context, toks []string, source netip.Addr, reason string) ([]bool, error) {
-	out := make([]bool, len(toks))
+// Holders returns, for each of toks, the live admin token it is (a zero
+// AdminToken when none), looked up together: a few queries in all rather
+// than one per token.
+func (a *Admins) Holders(ctx context.Context, toks []string) ([]store.AdminToken, error) {
+	out := make([]store.AdminToken, len(toks))
 	hashes := make([][32]byte, len(toks))
 	var ask [][32]byte
 	for i, tok := range toks {
@@ -160,35 +160,33 @@ func (a *Admins) RevokeTokens(ctx context.Context, toks []string, source netip.A
 	}
 	found, err := a.st.AdminTokensByHashes(ctx, ask)
 	if err != nil {
-		return nil, unavailable("revoke admin tokens", err)
+		return nil, fmt.Errorf("find admin tokens: %w", err)
 	}
-	for i, tok := range toks {
+	for i := range toks {
 		t, ok := found[hashes[i]]
 		// Found by hash; compare again in constant time, as Authenticate does.
-		if !ok || !token.Equal(t.Hash, hashes[i]) {
-			continue
-		}
-		if out[i], err = a.revokeFound(ctx, t, tok, source, reason); err != nil {
-			return nil, err
+		if ok && token.Equal(t.Hash, hashes[i]) {
+			out[i] = t
 		}
 	}
 	return out, nil
 }
 
-// revokeFound revokes the admin token t (tok) and records it.
+// revokeFound revokes the admin token t (tok) and records it, in one
+// transaction.
 func (a *Admins) revokeFound(ctx context.Context, t store.AdminToken, tok string, source netip.Addr, reason string) (bool, error) {
-	err := a.st.RevokeAdminToken(ctx, t.Name, a.now().UTC())
+	ev := audit.Event{Type: audit.TypeAdminDelete, Role: t.Role, Source: addrString(source), Status: 200, Reason: reason,
+		Hint: token.Hint(tok), Detail: map[string]any{"name": t.Name}}
+	since := a.audit.Size()
+	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	err := a.st.RevokeAdminTokenNoted(ctx, t.Name, a.now().UTC(), note)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil // revoked meanwhile
 	}
 	if err != nil {
-		return false, unavailable("revoke admin token", err)
+		return false, failed("admin token revocation", err)
 	}
-	ev := audit.Event{Type: audit.TypeAdminDelete, Role: t.Role, Source: addrString(source), Status: 200, Reason: reason,
-		Hint: token.Hint(tok), Detail: map[string]any{"name": t.Name}}
-	if _, err := a.audit.Append(ctx, ev); err != nil {
-		return true, unavailable("audit admin token", err)
-	}
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs)
 	return true, nil
 }
 

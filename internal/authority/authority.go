@@ -14,6 +14,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/netip"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -29,9 +30,60 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// Auditor records events durably.
+// Auditor records events durably. Append records an event on its own (a
+// refusal, which changes nothing); an action's entries are written by the
+// action's own store transaction instead (Record, then Wait: see noted),
+// so that the two commit together.
 type Auditor interface {
 	Append(ctx context.Context, ev audit.Event) (int64, error)
+	Size() int64
+	Record(ev audit.Event) ([]byte, error)
+	Wait(ctx context.Context, since int64, pids []int64) ([]int64, error)
+}
+
+// noted returns the store.Note that writes the entries evs makes from
+// what an action changed (none: the action is not recorded), in the
+// action's own transaction.
+func noted(au Auditor, evs func(c store.Changes) []audit.Event) *store.Note {
+	return &store.Note{Make: func(c store.Changes) ([][]byte, error) {
+		var recs [][]byte
+		for _, ev := range evs(c) {
+			rec, err := au.Record(ev)
+			if err != nil {
+				return nil, err
+			}
+			recs = append(recs, rec)
+		}
+		return recs, nil
+	}}
+}
+
+// waitIndex bounds how long an action that happened waits for its
+// entries' indexes before it is answered anyway.
+const waitIndex = 5 * time.Second
+
+// settle waits for the indexes of the entries an action wrote (pids), so
+// that they are in the log when the caller hears of it. They are durable
+// already: a failure to learn their indexes is logged, never returned (the
+// action happened, and is recorded).
+func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids []int64) {
+	if len(pids) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
+	defer cancel()
+	if _, err := au.Wait(ctx, since, pids); err != nil {
+		log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(pids), "err", err)
+	}
+}
+
+// failed maps a store failure of an action to the caller's 503: the
+// action and its entries were rolled back together.
+func failed(what string, err error) error {
+	if errors.Is(err, store.ErrNoteFailed) {
+		return unavailable("audit "+what, err)
+	}
+	return unavailable(what, err)
 }
 
 // Verifier verifies CI ID tokens.
@@ -43,7 +95,7 @@ type Verifier interface {
 
 // PolicyStore keeps policy versions.
 type PolicyStore interface {
-	PutPolicyVersion(ctx context.Context, p store.PolicyVersion) (int64, error)
+	ApplyPolicyVersion(ctx context.Context, p store.PolicyVersion, removed []string, reason string, n *store.Note) (int64, map[string][]string, error)
 	LatestPolicy(ctx context.Context) (store.PolicyVersion, error)
 }
 
@@ -160,11 +212,14 @@ type ExchangeResult struct {
 	// Credentials are the minted upstream credentials delivered to the job
 	// (deliver: job), by upstream name. They are the only copies.
 	Credentials map[string]mint.Credential
+
+	pids []int64 // its audit entry's pending record
 }
 
 // Exchange trades a CI ID token for a job token. Denials are audited with
 // the check that failed.
 func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeResult, error) {
+	since := a.cfg.Audit.Size()
 	st := a.current.Load()
 	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
 	res, err := a.exchange(ctx, st, r, &ev)
@@ -202,21 +257,17 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 		}
 		return nil, err
 	}
-	ev.Status = 200
-	ev.Lease = res.LeaseID
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		// The token was never shown to anyone; revoke its lease so the
-		// store agrees, then refuse.
-		a.revokeLeases(context.WithoutCancel(ctx), store.LeaseFilter{ID: res.LeaseID}, "audit unavailable")
-		return nil, unavailable("audit exchange", err)
-	}
+	// Issued and recorded in one commit (the lease insert wrote the
+	// entry): only its index is awaited.
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.pids)
 	return res, nil
 }
 
-// revokeLeases revokes leases and marks their minted credentials for
-// revocation at once (the mint worker would find them anyway).
-func (a *Authority) revokeLeases(ctx context.Context, f store.LeaseFilter, reason string) ([]string, error) {
-	ids, err := a.cfg.Leases.Revoke(ctx, f, reason)
+// revokeLeases revokes leases, with the revocation's entries (note, which
+// may be nil) in the same transaction, and marks their minted credentials
+// for revocation at once (the mint worker would find them anyway).
+func (a *Authority) revokeLeases(ctx context.Context, f store.LeaseFilter, reason string, note *store.Note) ([]string, error) {
+	ids, err := a.cfg.Leases.RevokeNoted(ctx, f, reason, note)
 	a.revokeMinted(ctx, ids, reason)
 	return ids, err
 }
@@ -352,8 +403,22 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 			return nil, mintRefusal(g, err)
 		}
 	}
+	// The lease and its entry commit together. Credentials are minted
+	// after (record first, create second); if that fails, the lease is
+	// revoked with an entry of its own and the exchange refused.
+	granted := *ev
+	granted.Grant, granted.Status = strings.Join(scope, " "), 200
+	if len(jobCreds) > 0 {
+		granted.Upstream = strings.Join(sortedKeys(jobCreds), " ")
+	}
+	note := noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+		e := granted
+		e.Lease, e.Hint = c.Leases[0], c.Hint
+		return []audit.Event{e}
+	})
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
-		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti, AtPolicy: &st.version})
+		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti, AtPolicy: &st.version,
+		Note: note})
 	if errors.Is(err, store.ErrReplay) {
 		ev.Check = identity.CheckReplay
 		return nil, refuse(400, "invalid_grant", "%s: this ID token (jti) was already exchanged", identity.CheckReplay)
@@ -362,11 +427,11 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		return nil, err
 	}
 	if err != nil {
-		return nil, unavailable("issue token", err)
+		return nil, failed("issue token", err)
 	}
 	ev.Grant = strings.Join(scope, " ")
 	ev.Hint = token.Hint(tok)
-	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope}
+	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope, pids: note.PIDs}
 	// Record first, create second: the lease exists before anything is
 	// minted for it, so the mint worker revokes whatever a failure leaves.
 	for _, up := range sortedKeys(jobCreds) {
@@ -375,8 +440,14 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		if err != nil {
 			ev.Lease, ev.Check = l.ID, "upstream_credential"
 			// The token was never shown: its lease and whatever was
-			// minted for it go.
-			a.revokeLeases(context.WithoutCancel(ctx), store.LeaseFilter{ID: l.ID}, "mint failed")
+			// minted for it go, recorded as the issue was.
+			a.revokeLeases(context.WithoutCancel(ctx), store.LeaseFilter{ID: l.ID}, "mint failed", noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+				if len(c.Leases) == 0 {
+					return nil
+				}
+				return []audit.Event{{Type: audit.TypeRevoke, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job,
+					Grant: strings.Join(l.Grants, " "), Reason: "mint failed", Count: 1, Status: 200}}
+			}))
 			return nil, mintRefusal(g, err)
 		}
 		if res.Credentials == nil {
@@ -443,30 +514,25 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 		return l, nil // at its most already: nothing to extend
 	}
 	ev := audit.Event{Type: audit.TypeRenew, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Grant: strings.Join(l.Grants, " "), Source: addrString(source)}
-	// Audit first: a renewal that cannot be recorded does not happen.
-	errAudit := errors.New("audit renewal")
-	var auditErr error
+	// The renewal and its entry commit together, or neither does.
+	since := a.cfg.Audit.Size()
+	var note *store.Note
 	errMint := errors.New("renew minted credentials")
 	var mintErr error
-	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(rl *lease.Live, exp time.Time) error {
+	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(rl *lease.Live, exp time.Time) (*store.Note, error) {
 		// The lease's minted credentials must live as long (a role's
 		// VALID UNTIL); if they cannot, the renewal does not happen.
 		if a.cfg.Minter != nil {
 			if mintErr = a.cfg.Minter.Renew(ctx, rl.ID, exp); mintErr != nil {
-				return errMint
+				return nil, errMint
 			}
 		}
 		ev.Status = 200
 		ev.Detail = map[string]any{"expires_at": exp.UTC().Format(time.RFC3339)}
-		if _, auditErr = a.cfg.Audit.Append(ctx, ev); auditErr != nil {
-			return errAudit
-		}
-		return nil
+		note = noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+		return note, nil
 	})
 	if err != nil {
-		if errors.Is(err, errAudit) {
-			return nil, unavailable("audit renewal", auditErr)
-		}
 		if errors.Is(err, errMint) {
 			var me *mint.Error
 			if errors.As(mintErr, &me) {
@@ -477,16 +543,20 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) {
 			return nil, refuse(401, "invalid_token", "%v", err)
 		}
-		return nil, unavailable("renew", err)
+		return nil, failed("renewal", err)
+	}
+	if note != nil {
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	}
 	return nl, nil
 }
 
-// AdminRevoker revokes admin tokens their holder presents (one) or a leak
-// report names (many, looked up together).
+// AdminRevoker revokes admin tokens their holder presents (one), and finds
+// those a leak report names (many, looked up together), which the report
+// revokes with its job tokens in one transaction.
 type AdminRevoker interface {
 	RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) (revoked bool, err error)
-	RevokeTokens(ctx context.Context, toks []string, source netip.Addr, reason string) (revoked []bool, err error)
+	Holders(ctx context.Context, toks []string) ([]store.AdminToken, error)
 }
 
 func (a *Authority) revokeAdmin(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
@@ -508,33 +578,42 @@ func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Ad
 		_, err := a.revokeAdmin(ctx, tok, source, reason)
 		return err
 	}
-	l, revoked, err := a.cfg.Leases.RevokeToken(ctx, tok, reason)
+	since := a.cfg.Audit.Size()
+	var note *store.Note
+	l, revoked, err := a.cfg.Leases.RevokeTokenNoted(ctx, tok, reason, func(l *lease.Live) *store.Note {
+		ev := audit.Event{Type: audit.TypeRevoke, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job,
+			Grant: strings.Join(l.Grants, " "), Source: addrString(source), Reason: reason, Count: 1, Status: 200}
+		note = noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+			if len(c.Leases) == 0 {
+				return nil // revoked meanwhile: not by this call
+			}
+			return []audit.Event{ev}
+		})
+		return note
+	})
 	if err != nil {
-		return unavailable("revoke", err)
+		return failed("revocation", err)
 	}
 	if !revoked {
 		return nil
 	}
 	a.revokeMinted(ctx, []string{l.ID}, reason)
-	ev := audit.Event{Type: audit.TypeRevoke, Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job,
-		Grant: strings.Join(l.Grants, " "), Source: addrString(source), Reason: reason, Count: 1, Status: 200}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		return unavailable("audit revocation", err)
-	}
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	return nil
 }
 
 // RevokeLeases revokes leases by filter for an admin.
 func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin string, source netip.Addr) (int, error) {
-	ids, err := a.revokeLeases(ctx, f, "admin "+admin)
+	since := a.cfg.Audit.Size()
+	note := noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+		return []audit.Event{{Type: audit.TypeRevoke, Admin: admin, Source: addrString(source), Lease: f.ID, Grant: f.Grant,
+			Subject: f.Subject, Job: f.Job, Issuer: f.Issuer, Count: int64(len(c.Leases)), Status: 200, Reason: "admin"}}
+	})
+	ids, err := a.revokeLeases(ctx, f, "admin "+admin, note)
 	if err != nil {
-		return 0, unavailable("revoke leases", err)
+		return 0, failed("revocation", err)
 	}
-	ev := audit.Event{Type: audit.TypeRevoke, Admin: admin, Source: addrString(source), Lease: f.ID, Grant: f.Grant,
-		Subject: f.Subject, Job: f.Job, Issuer: f.Issuer, Count: int64(len(ids)), Status: 200, Reason: "admin"}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		return len(ids), unavailable("audit revocation", err)
-	}
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	return len(ids), nil
 }
 
@@ -563,7 +642,6 @@ type RevokedLease struct {
 // count once, and unknown tokens are looked up together (a few store
 // queries in all), never one query each.
 func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
-	res := &LeakResult{Revoked: []RevokedLease{}}
 	seen := make(map[string]bool, len(toks))
 	var jobs, admins, minted []string
 	for _, t := range toks {
@@ -582,103 +660,125 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			minted = append(minted, t)
 		}
 	}
+	// What the report names, found first (reads); then everything it
+	// revokes, in one transaction with the report's entries.
+	var also store.Leaked
+	held := map[string]store.AdminToken{}
+	hint := map[string]string{}
 	if len(admins) > 0 && a.cfg.AdminTokens != nil {
-		revoked, err := a.cfg.AdminTokens.RevokeTokens(ctx, admins, source, "leaked")
+		found, err := a.cfg.AdminTokens.Holders(ctx, admins)
 		if err != nil {
-			return nil, err
+			return nil, unavailable("find leaked admin tokens", err)
 		}
-		for i, t := range admins {
-			if revoked[i] {
-				res.RevokedAdmin = append(res.RevokedAdmin, RevokedAdminToken{Hint: token.Hint(t)})
-			} else {
-				res.Unknown++
+		for i, t := range found {
+			if t.Name != "" && held[t.Name].Name == "" {
+				also.Admins = append(also.Admins, t.Name)
+				held[t.Name] = t
+				hint[t.Name] = token.Hint(admins[i])
 			}
 		}
-	} else {
-		res.Unknown += len(admins)
 	}
-	rs, err := a.cfg.Leases.RevokeTokens(ctx, jobs, "leaked")
-	if err != nil {
-		return nil, unavailable("revoke leaked tokens", err)
-	}
-	var leaked []string
-	for i, r := range rs {
-		switch {
-		case r.Revoked:
-			leaked = append(leaked, r.Lease.ID)
-			res.Revoked = append(res.Revoked, RevokedLease{LeaseID: r.Lease.ID, Hint: token.Hint(jobs[i])})
-		case r.Lease != nil:
-			res.AlreadyRevoked++
-		default:
-			res.Unknown++
-		}
-	}
-	a.revokeMinted(ctx, leaked, "leaked")
-	if err := a.leakMinted(ctx, minted, res); err != nil {
-		return nil, err
-	}
-	ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(res.Revoked) + len(res.RevokedAdmin)), Status: 200,
-		Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": res.AlreadyRevoked, "unknown": res.Unknown}}
-	if len(res.RevokedAdmin) > 0 {
-		ev.Detail["admin_tokens"] = len(res.RevokedAdmin)
-	}
-	var ids []string
-	for _, r := range res.Revoked {
-		ids = append(ids, r.LeaseID)
-	}
-	if len(ids) > 0 {
-		ev.Detail["leases"] = ids
-	}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		return nil, unavailable("audit leak report", err)
-	}
-	return res, nil
-}
-
-// leakMinted revokes the leases of the minted credentials among values
-// (and so the credentials); one a grant shares is revoked by itself.
-func (a *Authority) leakMinted(ctx context.Context, values []string, res *LeakResult) error {
-	if len(values) == 0 {
-		return nil
-	}
-	if a.cfg.Minter == nil {
-		res.Unknown += len(values)
-		return nil
-	}
-	found, err := a.cfg.Minter.Lookup(ctx, values)
-	if err != nil {
-		return unavailable("look up leaked credentials", err)
-	}
-	res.Unknown += len(values) - len(found)
+	var found []mint.Found
 	var shared []store.Minted
-	for _, f := range found {
-		rec := f.Record
-		if rec.LeaseID == "" {
-			if rec.State == store.MintRevoked || rec.State == store.MintRevoking {
-				res.AlreadyRevoked++
-				continue
+	if len(minted) > 0 && a.cfg.Minter != nil {
+		var err error
+		if found, err = a.cfg.Minter.Lookup(ctx, minted); err != nil {
+			return nil, unavailable("look up leaked credentials", err)
+		}
+		for _, f := range found {
+			switch rec := f.Record; {
+			case rec.LeaseID != "":
+				// Its lease goes, and with it the credential.
+				also.Leases = append(also.Leases, rec.LeaseID)
+			case rec.State != store.MintRevoked && rec.State != store.MintRevoking:
+				// One a grant shares: revoked by itself.
+				also.Minted = append(also.Minted, rec.ID)
+				shared = append(shared, rec)
 			}
-			shared = append(shared, rec)
-			res.Revoked = append(res.Revoked, RevokedLease{Hint: mintedHint(f.Value)})
-			continue
 		}
-		ids, err := a.cfg.Leases.Revoke(ctx, store.LeaseFilter{ID: rec.LeaseID}, "leaked")
-		if err != nil {
-			return unavailable("revoke leaked credential's lease", err)
-		}
-		// Marked whether or not the lease was still live: the credential
-		// goes either way.
-		a.revokeMinted(ctx, []string{rec.LeaseID}, "leaked")
-		if len(ids) == 0 {
-			res.AlreadyRevoked++
-			continue
-		}
-		res.Revoked = append(res.Revoked, RevokedLease{LeaseID: rec.LeaseID, Hint: mintedHint(f.Value)})
 	}
-	if err := a.cfg.Minter.RevokeRecords(ctx, shared, "leaked"); err != nil {
-		return unavailable("revoke leaked shared credentials", err)
+	count := func(rs []lease.TokenRevocation, c store.Changes) *LeakResult {
+		r := &LeakResult{Revoked: []RevokedLease{}}
+		counted := map[string]bool{}
+		for i, x := range rs {
+			switch {
+			case x.Revoked && !counted[x.Lease.ID]:
+				counted[x.Lease.ID] = true
+				r.Revoked = append(r.Revoked, RevokedLease{LeaseID: x.Lease.ID, Hint: token.Hint(jobs[i])})
+			case x.Lease != nil:
+				r.AlreadyRevoked++
+			default:
+				r.Unknown++
+			}
+		}
+		for _, name := range c.Admins {
+			r.RevokedAdmin = append(r.RevokedAdmin, RevokedAdminToken{Hint: hint[name]})
+		}
+		r.Unknown += len(admins) - len(c.Admins)
+		r.Unknown += len(minted) - len(found)
+		for _, f := range found {
+			rec := f.Record
+			switch {
+			case rec.LeaseID == "" && slices.Contains(c.Minted, rec.ID):
+				r.Revoked = append(r.Revoked, RevokedLease{Hint: mintedHint(f.Value)})
+			case rec.LeaseID != "" && slices.Contains(c.Leases, rec.LeaseID) && !counted[rec.LeaseID]:
+				counted[rec.LeaseID] = true
+				r.Revoked = append(r.Revoked, RevokedLease{LeaseID: rec.LeaseID, Hint: mintedHint(f.Value)})
+			default:
+				r.AlreadyRevoked++
+			}
+		}
+		return r
 	}
-	return nil
+	since := a.cfg.Audit.Size()
+	note := func(rs []lease.TokenRevocation, c store.Changes) ([][]byte, error) {
+		r := count(rs, c)
+		var evs []audit.Event
+		for _, name := range c.Admins {
+			evs = append(evs, audit.Event{Type: audit.TypeAdminDelete, Role: held[name].Role, Source: addrString(source), Status: 200, Reason: "leaked",
+				Hint: hint[name], Detail: map[string]any{"name": name}})
+		}
+		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin)), Status: 200,
+			Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
+		if len(r.RevokedAdmin) > 0 {
+			ev.Detail["admin_tokens"] = len(r.RevokedAdmin)
+		}
+		var ids []string
+		for _, x := range r.Revoked {
+			if x.LeaseID != "" {
+				ids = append(ids, x.LeaseID)
+			}
+		}
+		if len(ids) > 0 {
+			ev.Detail["leases"] = ids
+		}
+		evs = append(evs, ev)
+		recs := make([][]byte, 0, len(evs))
+		for _, e := range evs {
+			rec, err := a.cfg.Audit.Record(e)
+			if err != nil {
+				return nil, err
+			}
+			recs = append(recs, rec)
+		}
+		return recs, nil
+	}
+	rs, c, pids, err := a.cfg.Leases.RevokeTokens(ctx, jobs, also, "leaked", note)
+	if err != nil {
+		return nil, failed("leak report", err)
+	}
+	res := count(rs, c)
+	// Done and recorded; the credentials of the revoked leases (and of the
+	// minted ones' leases, revoked before or not) are marked at once, which
+	// the mint worker would find anyway.
+	a.revokeMinted(ctx, append(c.Leases, also.Leases...), "leaked")
+	if len(shared) > 0 {
+		if err := a.cfg.Minter.RevokeRecords(ctx, shared, "leaked"); err != nil {
+			a.cfg.Logger.Warn("leaked shared credentials are marked for revocation; the worker was not told at once", "err", err)
+		}
+	}
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, pids)
+	return res, nil
 }
 
 // mintedHint is a minted credential's prefix and four characters.

@@ -7,7 +7,6 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
-	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -24,16 +23,6 @@ func (nopVerifier) ConsumeJTI(context.Context, identity.JTIStore, *identity.Iden
 	return nil
 }
 func (nopVerifier) SetIssuers([]identity.IssuerConfig) {}
-
-// failingAudit refuses entries of one type, as a log that cannot commit.
-type failingAudit struct{ failType string }
-
-func (f failingAudit) Append(_ context.Context, ev audit.Event) (int64, error) {
-	if ev.Type == f.failType {
-		return 0, auditlog.ErrUnavailable
-	}
-	return 1, nil
-}
 
 const testPolicy = `issuers:
   ci:
@@ -83,7 +72,9 @@ func TestRenewFailsClosed(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: db, Audit: failingAudit{tt.failAudit}})
+			rec := newRecorder(t, db)
+			rec.fail[tt.failAudit] = true
+			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: db, Audit: rec})
 			a.install(p, 1)
 			tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Claims: map[string]string{"repository_id": "1"}, Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
 			if err != nil {

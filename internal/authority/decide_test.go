@@ -17,44 +17,109 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// recorder is an audit log in memory: it keeps what is appended and
-// refuses entries of the types in fail, as a log that cannot commit.
+// recorder is the real audit log over the test's store (when log is
+// set; else a list in memory) that refuses entries of the types in fail,
+// as a log that cannot commit.
 type recorder struct {
 	mu   sync.Mutex
 	evs  []audit.Event
 	fail map[string]bool
+	log  *auditlog.Log
+	db   *store.DB
 }
 
-func (r *recorder) Append(_ context.Context, ev audit.Event) (int64, error) {
+// testAuditKey is one signer key for every log of the tests: nodes that
+// share a store share the log's key.
+var testAuditKey = sync.OnceValue(func() string {
+	key, _, err := audit.GenerateKey("mayfly.test/authority")
+	if err != nil {
+		panic(err)
+	}
+	return key
+})
+
+func newRecorder(t *testing.T, db *store.DB) *recorder {
+	t.Helper()
+	l, err := auditlog.Open(context.Background(), db, testAuditKey(), auditlog.Options{Shared: db.Backend() == "postgres"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close(context.Background()) })
+	return &recorder{fail: map[string]bool{}, log: l, db: db}
+}
+
+func (r *recorder) refuses(typ string) bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.fail[ev.Type] {
+	return r.fail[typ]
+}
+
+func (r *recorder) Append(ctx context.Context, ev audit.Event) (int64, error) {
+	if r.refuses(ev.Type) {
 		return 0, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
 	}
+	if r.log != nil {
+		return r.log.Append(ctx, ev)
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
 	r.evs = append(r.evs, ev)
 	return int64(len(r.evs)), nil
 }
 
-func (r *recorder) last(typ string) (audit.Event, bool) {
+func (r *recorder) Size() int64 { return r.log.Size() }
+
+func (r *recorder) Record(ev audit.Event) ([]byte, error) {
+	if r.refuses(ev.Type) {
+		return nil, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
+	}
+	return r.log.Record(ev)
+}
+
+func (r *recorder) Wait(ctx context.Context, since int64, pids []int64) ([]int64, error) {
+	return r.log.Wait(ctx, since, pids)
+}
+
+// all returns the entries, in order.
+func (r *recorder) all() []audit.Event {
 	r.mu.Lock()
-	defer r.mu.Unlock()
-	for i := len(r.evs) - 1; i >= 0; i-- {
-		if r.evs[i].Type == typ {
-			return r.evs[i], true
+	out := append([]audit.Event(nil), r.evs...)
+	r.mu.Unlock()
+	if r.db == nil {
+		return out
+	}
+	lines, err := r.db.AuditEntries(context.Background(), 0, 100000)
+	if err != nil {
+		panic(err)
+	}
+	for _, line := range lines {
+		e, err := audit.ParseEntry(line)
+		if err != nil {
+			panic(err)
+		}
+		out = append(out, e.Event)
+	}
+	return out
+}
+
+func (r *recorder) last(typ string) (audit.Event, bool) {
+	evs := r.all()
+	for i := len(evs) - 1; i >= 0; i-- {
+		if evs[i].Type == typ {
+			return evs[i], true
 		}
 	}
 	return audit.Event{}, false
 }
 
 func (r *recorder) count(typ string) int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
 	n := 0
-	for _, ev := range r.evs {
+	for _, ev := range r.all() {
 		if ev.Type == typ {
 			n++
 		}
@@ -66,26 +131,34 @@ func (r *recorder) count(typ string) int {
 // identity verifier, leases in a fresh SQLite store, policy applied as an
 // admin would.
 type bench struct {
-	a   *Authority
-	m   *lease.Manager
-	iss *devissuer.Issuer
-	rec *recorder
-	sec *memSecrets
+	db     *store.DB
+	admins *Admins
+	a      *Authority
+	m      *lease.Manager
+	iss    *devissuer.Issuer
+	rec    *recorder
+	sec    *memSecrets
 }
 
 const benchAudience = "https://mayfly.test"
 
 func newBench(t *testing.T) *bench {
 	t.Helper()
+	return newBenchOn(t, storetest.SQLite(t).DB)
+}
+
+// newBenchOn is newBench over db.
+func newBenchOn(t *testing.T, db *store.DB) *bench {
+	t.Helper()
 	iss := devissuertest.Start(t)
-	db := storetest.SQLite(t).DB
 	h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	m := lease.New(db, h, lease.Options{})
-	b := &bench{m: m, iss: iss, rec: &recorder{fail: map[string]bool{}}, sec: &memSecrets{vals: map[string]string{}}}
-	b.a = New(Config{Leases: m, Verifier: identity.NewVerifier(identity.Options{}), Policies: db, Audit: b.rec, Secrets: b.sec})
+	b := &bench{db: db, m: m, iss: iss, rec: newRecorder(t, db), sec: &memSecrets{vals: map[string]string{}}}
+	b.admins = NewAdmins(db, h, b.rec, nil)
+	b.a = New(Config{Leases: m, Verifier: identity.NewVerifier(identity.Options{}), Policies: db, Audit: b.rec, Secrets: b.sec, AdminTokens: b.admins})
 	pol := fmt.Sprintf(`issuers:
   ci:
     url: %s
@@ -334,7 +407,9 @@ func TestControlPlaneAuditedFirst(t *testing.T) {
 			t.Run(fmt.Sprintf("%s/audit fails %v", tt.name, fail), func(t *testing.T) {
 				b := newBench(t)
 				b.sec.vals["old"] = "x"
+				b.rec.mu.Lock()
 				b.rec.fail[tt.typ] = fail
+				b.rec.mu.Unlock()
 				err := tt.do(b)
 				if fail {
 					if !errors.Is(err, ErrUnavailable) || tt.changed(b) {
@@ -346,7 +421,7 @@ func TestControlPlaneAuditedFirst(t *testing.T) {
 				if err != nil || !tt.changed(b) || !ok || !tt.entry(ev) {
 					t.Fatalf("err %v, changed %v, entry %+v", err, tt.changed(b), ev)
 				}
-				if strings.Contains(fmt.Sprint(b.rec.evs), planted) {
+				if strings.Contains(fmt.Sprint(b.rec.all()), planted) {
 					t.Fatal("a secret value reached the audit log")
 				}
 			})

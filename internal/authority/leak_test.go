@@ -5,28 +5,13 @@ import (
 	"encoding/json"
 	"net/netip"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
-	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
-
-// recordingAudit keeps every entry, so a test can search them.
-type recordingAudit struct {
-	mu  sync.Mutex
-	evs []audit.Event
-}
-
-func (r *recordingAudit) Append(_ context.Context, ev audit.Event) (int64, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	r.evs = append(r.evs, ev)
-	return int64(len(r.evs)), nil
-}
 
 // A leak report revokes each live job and admin token once, counts the
 // rest, and writes no token into the audit log.
@@ -39,7 +24,7 @@ func TestLeak(t *testing.T) {
 				t.Fatal(err)
 			}
 			m := lease.New(b.DB, h, lease.Options{})
-			rec := &recordingAudit{}
+			rec := newRecorder(t, b.DB)
 			admins := NewAdmins(b.DB, h, rec, nil)
 			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: b.DB, Audit: rec, AdminTokens: admins})
 			issue := func() (string, string) {
@@ -80,7 +65,7 @@ func TestLeak(t *testing.T) {
 			if err != nil || len(again.Revoked) != 0 || len(again.RevokedAdmin) != 0 || again.AlreadyRevoked != 2 || again.Unknown != 4 {
 				t.Fatalf("second report %+v %v", again, err)
 			}
-			all, _ := json.Marshal(rec.evs)
+			all, _ := json.Marshal(rec.all())
 			for _, tok := range []string{live, old, unknownJob, adminTok, unknownAdmin} {
 				if strings.Contains(string(all), tok) {
 					t.Fatal("a whole token in the audit log")

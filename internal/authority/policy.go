@@ -7,7 +7,6 @@ import (
 	"slices"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/identity"
@@ -57,19 +56,19 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 		}
 	}
 	for _, g := range names {
-		ids, err := a.revokeLeases(ctx, store.LeaseFilter{Grant: g}, fmt.Sprintf("policy v%d", v))
-		if err != nil {
-			return unavailable("revoke leases of a removed grant", err)
+		since := a.cfg.Audit.Size()
+		note := noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+			if len(c.Leases) == 0 {
+				return nil
+			}
+			return []audit.Event{{Type: audit.TypeRevoke, Admin: fmt.Sprintf("policy v%d", v), Grant: g, Count: int64(len(c.Leases)),
+				Status: 200, Reason: "grant removed", PolicyVersion: fmt.Sprint(v)}}
+		})
+		if _, err := a.revokeLeases(ctx, store.LeaseFilter{Grant: g}, fmt.Sprintf("policy v%d", v), note); err != nil {
+			return failed("revocation of a removed grant's leases", err)
 		}
 		a.cfg.Leases.ForgetGrant(g)
-		if len(ids) == 0 {
-			continue
-		}
-		ev := audit.Event{Type: audit.TypeRevoke, Admin: fmt.Sprintf("policy v%d", v), Grant: g, Count: int64(len(ids)),
-			Status: 200, Reason: "grant removed", PolicyVersion: fmt.Sprint(v)}
-		if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-			return unavailable("audit revocation", err)
-		}
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	}
 	return nil
 }
@@ -147,36 +146,47 @@ func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by str
 		return &ApplyResult{Version: old.version, Hash: p.Hash, Unchanged: true}, nil
 	}
 	changes := policy.Plan(old.policy, p)
-	// Audit first, naming the version number it will take: a version that
-	// cannot be recorded is never stored, so no later start can load it.
 	latest, err := a.cfg.Policies.LatestPolicy(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, unavailable("read policy versions", err)
 	}
 	v := latest.Version + 1
-	ev := audit.Event{Type: audit.TypePolicy, Admin: by, Status: 200, PolicyVersion: fmt.Sprint(v),
-		Detail: map[string]any{"hash": p.Hash, "changes": len(changes)}}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
-		return nil, unavailable("audit policy version", err)
+	var removed []string
+	for name := range old.policy.Grants {
+		if _, ok := p.Grants[name]; !ok {
+			removed = append(removed, name)
+		}
 	}
-	if _, err := a.cfg.Policies.PutPolicyVersion(ctx, store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by}); err != nil {
+	sort.Strings(removed)
+	// The version, the revocation of its removed grants' live tokens and
+	// their entries commit together, or none of them does.
+	since := a.cfg.Audit.Size()
+	reason := "policy v" + fmt.Sprint(v)
+	note := noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+		evs := []audit.Event{{Type: audit.TypePolicy, Admin: by, Status: 200, PolicyVersion: fmt.Sprint(c.Version),
+			Detail: map[string]any{"hash": p.Hash, "changes": len(changes)}}}
+		for _, g := range removed {
+			evs = append(evs, audit.Event{Type: audit.TypeRevoke, Admin: reason, Grant: g, Count: int64(len(c.ByGrant[g])),
+				Status: 200, Reason: "admin", PolicyVersion: fmt.Sprint(c.Version)})
+		}
+		return evs
+	})
+	_, byGrant, err := a.cfg.Policies.ApplyPolicyVersion(ctx, store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by},
+		removed, reason, note)
+	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, refuse(409, "conflict", "another policy version was applied at the same time; plan and apply again")
 		}
-		return nil, unavailable("store policy version", err)
+		return nil, failed("policy version", err)
 	}
 	a.install(p, v)
 	res := &ApplyResult{Version: v, Hash: p.Hash, Changes: changes}
-	for name := range old.policy.Grants {
-		if _, ok := p.Grants[name]; ok {
-			continue
-		}
-		n, err := a.RevokeLeases(ctx, store.LeaseFilter{Grant: name, LiveAt: time.Time{}}, "policy v"+fmt.Sprint(v), noAddr)
-		res.Revoked += n
-		if err != nil {
-			return res, err
-		}
+	for _, g := range removed {
+		a.cfg.Leases.Revoked(ctx, byGrant[g])
+		a.revokeMinted(ctx, byGrant[g], reason)
+		res.Revoked += len(byGrant[g])
 	}
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	return res, nil
 }
 

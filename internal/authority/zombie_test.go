@@ -43,7 +43,7 @@ func newZombieNode(t *testing.T, db *store.DB) zombieNode {
 	if err := m.Load(context.Background()); err != nil {
 		t.Fatal(err)
 	}
-	a := New(Config{Leases: m, Verifier: fixedVerifier{}, Policies: db, Audit: failingAudit{}})
+	a := New(Config{Leases: m, Verifier: fixedVerifier{}, Policies: db, Audit: newRecorder(t, db)})
 	if err := a.LoadPolicy(context.Background()); err != nil {
 		t.Fatal(err)
 	}

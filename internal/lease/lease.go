@@ -40,8 +40,9 @@ type Store interface {
 	LeaseByHash(ctx context.Context, hash [32]byte) (store.Lease, error)
 	LeasesByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Lease, error)
 	ListLeases(ctx context.Context, f store.LeaseFilter) ([]store.Lease, error)
-	RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error)
-	RenewLease(ctx context.Context, id string, expires, now time.Time) error
+	RevokeLeasesNoted(ctx context.Context, f store.LeaseFilter, at time.Time, reason string, n *store.Note) ([]string, error)
+	RevokeLeaked(ctx context.Context, k store.Leaked, at time.Time, reason string, n *store.Note) (store.Changes, error)
+	RenewLeaseNoted(ctx context.Context, id string, expires, now time.Time, n *store.Note) error
 	AddLeaseUses(ctx context.Context, uses map[string]int64) error
 	UseLease(ctx context.Context, id string) error
 	LeaseFeedStart(ctx context.Context) (int64, []uint64, error)
@@ -230,6 +231,10 @@ type Request struct {
 	// against: it commits only while that version is in force (else
 	// store.ErrPolicyChanged, and nothing is issued).
 	AtPolicy *int64
+	// Note, when set, is the issue's audit record, written in the lease
+	// insert's own transaction (Changes.Leases: its id; Changes.Hint: the
+	// token's hint).
+	Note *store.Note
 }
 
 // Issue mints a job token, stores its lease durably and adds it to the
@@ -252,6 +257,14 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 		BindSource: r.BindSource, JKT: r.JKT, MaxUses: r.MaxUses, OnceJTI: r.JTI, AtPolicy: r.AtPolicy}
 	if r.Source.IsValid() {
 		sl.Source = r.Source.String()
+	}
+	if n := r.Note; n != nil {
+		hint := token.Hint(tok)
+		sl.Note = &store.Note{Make: func(c store.Changes) ([][]byte, error) {
+			c.Hint = hint
+			return n.Make(c)
+		}}
+		defer func() { n.PIDs = sl.Note.PIDs }()
 	}
 	// Into the view before the store: once the lease is committed, a
 	// revocation by filter (on this node, or on another one and applied by
@@ -345,10 +358,11 @@ func (m *Manager) Renew(ctx context.Context, tok string, ttl time.Duration) (*Li
 	return m.RenewWith(ctx, tok, ttl, nil)
 }
 
-// RenewWith is Renew with a gate: before, when set, is called with the
-// lease and its new expiry before anything changes, and an error from it
-// leaves the lease as it was (so the caller can record the renewal first).
-func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, before func(l *Live, exp time.Time) error) (*Live, error) {
+// RenewWith is Renew with the renewal's audit record: note, when set, is
+// called with the lease and its new expiry before anything changes, and
+// the Note it returns is written in the renewal's own transaction; an
+// error from it, or from the Note, leaves the lease as it was.
+func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, note func(l *Live, exp time.Time) (*store.Note, error)) (*Live, error) {
 	l, err := m.Lookup(tok)
 	if err != nil {
 		return nil, err
@@ -358,15 +372,16 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 	if exp.After(l.MaxExpiresAt) {
 		exp = l.MaxExpiresAt
 	}
-	if before != nil {
-		if err := before(l, exp); err != nil {
-			return nil, err
-		}
-	}
 	if exp.UnixNano() <= l.expires.Load() {
 		return l, nil // already at its max: nothing to extend
 	}
-	if err := m.st.RenewLease(ctx, l.ID, exp, now); err != nil {
+	var n *store.Note
+	if note != nil {
+		if n, err = note(l, exp); err != nil {
+			return nil, err
+		}
+	}
+	if err := m.st.RenewLeaseNoted(ctx, l.ID, exp, now, n); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
 			return nil, ErrRevoked
 		}
@@ -380,6 +395,13 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 // RevokeToken revokes the lease of a token. It reports the lease (nil when
 // the token is unknown) and whether this call revoked it.
 func (m *Manager) RevokeToken(ctx context.Context, tok, reason string) (*Live, bool, error) {
+	return m.RevokeTokenNoted(ctx, tok, reason, nil)
+}
+
+// RevokeTokenNoted is RevokeToken with the revocation's audit record:
+// note, when set, is called with the lease about to be revoked, and the
+// Note it returns is written in the revocation's own transaction.
+func (m *Manager) RevokeTokenNoted(ctx context.Context, tok, reason string, note func(l *Live) *store.Note) (*Live, bool, error) {
 	if k, err := token.Parse(tok); err != nil || k != token.Job {
 		return nil, false, nil
 	}
@@ -404,7 +426,11 @@ func (m *Manager) RevokeToken(ctx context.Context, tok, reason string) (*Live, b
 	if l.revoked.Load() {
 		return l, false, nil
 	}
-	ids, err := m.Revoke(ctx, store.LeaseFilter{ID: l.ID}, reason)
+	var n *store.Note
+	if note != nil {
+		n = note(l)
+	}
+	ids, err := m.RevokeNoted(ctx, store.LeaseFilter{ID: l.ID}, reason, n)
 	if err != nil {
 		return l, false, err
 	}
@@ -424,8 +450,12 @@ type TokenRevocation struct {
 // and returns one result per token, in order. Tokens that are not job
 // tokens are unknown at no cost; the others missing from the view are
 // looked up in the store together, a few queries in all rather than one
-// per token, so a report full of made-up tokens costs little.
-func (m *Manager) RevokeTokens(ctx context.Context, toks []string, reason string) ([]TokenRevocation, error) {
+// per token, so a report full of made-up tokens costs little. What also
+// names (leases, admin tokens, minted credentials) is revoked in the same
+// transaction, and the report's audit records, which note makes from what
+// it revoked, are written there too: all of it commits, or none. It
+// returns what the transaction changed and the records' pending ids.
+func (m *Manager) RevokeTokens(ctx context.Context, toks []string, also store.Leaked, reason string, note RevocationNote) ([]TokenRevocation, store.Changes, []int64, error) {
 	out := make([]TokenRevocation, len(toks))
 	hashes := make([][32]byte, len(toks))
 	job := make([]bool, len(toks))
@@ -448,10 +478,11 @@ func (m *Manager) RevokeTokens(ctx context.Context, toks []string, reason string
 	if len(missing) > 0 {
 		var err error
 		if stored, err = m.st.LeasesByHashes(ctx, missing); err != nil {
-			return nil, fmt.Errorf("lease: revoke: %w", err)
+			return nil, store.Changes{}, nil, fmt.Errorf("lease: revoke: %w", err)
 		}
 	}
 	now := m.opts.Now()
+	var ids []string
 	for i := range toks {
 		if !job[i] {
 			continue
@@ -468,22 +499,76 @@ func (m *Manager) RevokeTokens(ctx context.Context, toks []string, reason string
 				continue
 			}
 		}
-		if l.revoked.Load() {
-			continue
+		if !l.revoked.Load() && !slices.Contains(ids, l.ID) {
+			ids = append(ids, l.ID)
 		}
-		ids, err := m.Revoke(ctx, store.LeaseFilter{ID: l.ID}, reason)
-		if err != nil {
-			return nil, err
-		}
-		out[i].Revoked = len(ids) == 1
 	}
-	return out, nil
+	for _, id := range also.Leases {
+		if !slices.Contains(ids, id) {
+			ids = append(ids, id)
+		}
+	}
+	also.Leases = ids
+	if len(ids) == 0 && len(also.Admins) == 0 && len(also.Minted) == 0 && note == nil {
+		return out, store.Changes{}, nil, nil
+	}
+	// Which tokens this call revoked, from what the transaction did: the
+	// note's records say it, so they are made inside it.
+	settle := func(c store.Changes) {
+		done := make(map[string]bool, len(c.Leases))
+		for _, id := range c.Leases {
+			done[id] = true
+		}
+		for i := range out {
+			out[i].Revoked = false
+			if l := out[i].Lease; l != nil && done[l.ID] {
+				out[i].Revoked = true
+				delete(done, l.ID) // a token given twice is revoked once
+			}
+		}
+	}
+	var n *store.Note
+	if note != nil {
+		n = &store.Note{Make: func(c store.Changes) ([][]byte, error) {
+			settle(c)
+			return note(out, c)
+		}}
+	}
+	c, err := m.st.RevokeLeaked(ctx, also, now.UTC(), reason, n)
+	if err != nil {
+		return nil, store.Changes{}, nil, fmt.Errorf("lease: revoke: %w", err)
+	}
+	settle(c)
+	m.Revoked(ctx, c.Leases)
+	var pids []int64
+	if n != nil {
+		pids = n.PIDs
+	}
+	return out, c, pids, nil
+}
+
+// RevocationNote makes a leak report's audit records inside its
+// transaction, from what it revoked: res has one result per token (Revoked
+// set), c all the transaction changed.
+type RevocationNote func(res []TokenRevocation, c store.Changes) ([][]byte, error)
+
+// Revoked brings the view up to date with leases revoked in the store by
+// someone else on this node (a policy apply), and tells the other nodes.
+func (m *Manager) Revoked(ctx context.Context, ids []string) {
+	m.markRevoked(ids)
+	m.tellRevoked(ctx, ids)
 }
 
 // Revoke revokes every lease f selects, in the store and then in the view,
 // and returns their ids. An empty filter is refused.
 func (m *Manager) Revoke(ctx context.Context, f store.LeaseFilter, reason string) ([]string, error) {
-	ids, err := m.st.RevokeLeases(ctx, f, m.opts.Now().UTC(), reason)
+	return m.RevokeNoted(ctx, f, reason, nil)
+}
+
+// RevokeNoted is Revoke with the revocation's audit record n, written in
+// its own transaction (Changes.Leases: the ids revoked).
+func (m *Manager) RevokeNoted(ctx context.Context, f store.LeaseFilter, reason string, n *store.Note) ([]string, error) {
+	ids, err := m.st.RevokeLeasesNoted(ctx, f, m.opts.Now().UTC(), reason, n)
 	if err != nil {
 		return nil, fmt.Errorf("lease: revoke: %w", err)
 	}

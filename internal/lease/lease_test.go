@@ -452,7 +452,7 @@ func TestRevokeTokensBatched(t *testing.T) {
 				toks = append(toks, f)
 			}
 			st.one.Store(0)
-			res, err := m.RevokeTokens(ctx, toks, "leaked")
+			res, _, _, err := m.RevokeTokens(ctx, toks, store.Leaked{}, "leaked", nil)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -479,7 +479,7 @@ func TestRevokeTokensBatched(t *testing.T) {
 			}
 			// Nothing unknown: no query at all.
 			st.many.Store(0)
-			if res, err := m.RevokeTokens(ctx, []string{live, "x"}, "leaked"); err != nil || res[0].Revoked || st.many.Load() != 0 {
+			if res, _, _, err := m.RevokeTokens(ctx, []string{live, "x"}, store.Leaked{}, "leaked", nil); err != nil || res[0].Revoked || st.many.Load() != 0 {
 				t.Fatalf("second report: %+v %v, %d queries", res, err, st.many.Load())
 			}
 		})

@@ -82,12 +82,34 @@ func revocationCause(reason string) string {
 	return "other"
 }
 
-func (c *revocationCounter) RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error) {
-	ids, err := c.DB.RevokeLeases(ctx, f, at, reason)
-	if len(ids) > 0 {
-		c.revoked.WithLabelValues(revocationCause(reason)).Add(float64(len(ids)))
+func (c *revocationCounter) count(reason string, n int) {
+	if n > 0 {
+		c.revoked.WithLabelValues(revocationCause(reason)).Add(float64(n))
 	}
+}
+
+func (c *revocationCounter) RevokeLeases(ctx context.Context, f store.LeaseFilter, at time.Time, reason string) ([]string, error) {
+	return c.RevokeLeasesNoted(ctx, f, at, reason, nil)
+}
+
+func (c *revocationCounter) RevokeLeasesNoted(ctx context.Context, f store.LeaseFilter, at time.Time, reason string, n *store.Note) ([]string, error) {
+	ids, err := c.DB.RevokeLeasesNoted(ctx, f, at, reason, n)
+	c.count(reason, len(ids))
 	return ids, err
+}
+
+func (c *revocationCounter) RevokeLeaked(ctx context.Context, k store.Leaked, at time.Time, reason string, n *store.Note) (store.Changes, error) {
+	ch, err := c.DB.RevokeLeaked(ctx, k, at, reason, n)
+	c.count(reason, len(ch.Leases))
+	return ch, err
+}
+
+func (c *revocationCounter) ApplyPolicyVersion(ctx context.Context, p store.PolicyVersion, removed []string, reason string, n *store.Note) (int64, map[string][]string, error) {
+	v, byGrant, err := c.DB.ApplyPolicyVersion(ctx, p, removed, reason, n)
+	for _, ids := range byGrant {
+		c.count(reason, len(ids))
+	}
+	return v, byGrant, err
 }
 
 // listenMetrics opens the metrics listener, or returns nil when there is

@@ -221,7 +221,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, Policies: s.store, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{v: s.vault},
+		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{v: s.vault},
 		Rotations:    s.rotations,
 		Minter:       s.minter,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },

@@ -404,11 +404,13 @@ func (db *DB) revokeTx(ctx context.Context, tx *sql.Tx, f LeaseFilter, at time.T
 	return ids, db.events(ctx, tx, ids, "revoke")
 }
 
-// Leaked is what a leak report revokes: leases by id and admin tokens by
-// name.
+// Leaked is what a leak report revokes: leases by id, admin tokens by
+// name, and minted credentials by record id (those a grant shares, which
+// no lease holds: they are marked for revocation as RevokeMinted does).
 type Leaked struct {
 	Leases []string
 	Admins []string
+	Minted []string
 }
 
 // RevokeLeaked revokes, in one transaction with the report's audit record
@@ -436,6 +438,17 @@ func (db *DB) RevokeLeaked(ctx context.Context, k Leaked, at time.Time, reason s
 				return err
 			}
 			c.Admins = append(c.Admins, name)
+		}
+		for _, id := range k.Minted {
+			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE id = ? AND state IN (?, ?)`,
+				MintRevoking, reason, id, MintPending, MintLive)
+			if errors.Is(err, ErrNotFound) {
+				continue // revoked meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			c.Minted = append(c.Minted, id)
 		}
 		return db.note(ctx, tx, n, c)
 	})

@@ -37,6 +37,9 @@ type Changes struct {
 	ByGrant map[string][]string
 	// Admins are the admin tokens revoked, by name.
 	Admins []string
+	// Minted are the minted credentials marked for revocation, by record
+	// id (a leak report's shared ones).
+	Minted []string
 	// Version is the policy version a policy apply stored.
 	Version int64
 	// Hint is an issued token's hint (never the token), for its entry.

@@ -1,0 +1,243 @@
+package authority
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// failWrites makes the store refuse writes of one kind (INSERT, UPDATE)
+// to table, from inside the transaction, as a failing disk or a lost
+// connection would at that statement; undone at cleanup.
+func failWrites(t *testing.T, db *store.DB, table, kind string) {
+	t.Helper()
+	ctx := context.Background()
+	name := "fail_" + table + "_" + strings.ToLower(kind)
+	var stmts []string
+	if db.Backend() == "postgres" {
+		stmts = []string{
+			`CREATE FUNCTION ` + name + `() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RAISE EXCEPTION 'injected failure'; END $$`,
+			`CREATE TRIGGER ` + name + ` BEFORE ` + kind + ` ON ` + table + ` FOR EACH ROW EXECUTE FUNCTION ` + name + `()`,
+		}
+	} else {
+		stmts = []string{`CREATE TRIGGER ` + name + ` BEFORE ` + kind + ` ON ` + table + ` BEGIN SELECT RAISE(ABORT, 'injected failure'); END`}
+	}
+	for _, q := range stmts {
+		if _, err := db.SQL().ExecContext(ctx, q); err != nil {
+			t.Fatalf("injecting a failure: %v", err)
+		}
+	}
+	t.Cleanup(func() {
+		db.SQL().ExecContext(ctx, `DROP TRIGGER `+name+` ON `+table) // PostgreSQL
+		db.SQL().ExecContext(ctx, `DROP TRIGGER `+name)              // SQLite
+	})
+}
+
+// pendingRows counts audit records written and not yet sequenced.
+func pendingRows(t *testing.T, db *store.DB) int {
+	t.Helper()
+	var n int
+	if err := db.SQL().QueryRowContext(context.Background(), `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// An action and its audit entry succeed or fail together on every path
+// and both backends: when the action's write fails, no entry is made;
+// when the entry cannot be written (or made), the action is not applied;
+// either way the caller is told "unavailable" (503). When both succeed the
+// entry is in the log by the time the caller hears of it.
+func TestActionAndEntryTogether(t *testing.T) {
+	src := netip.MustParseAddr("192.0.2.1")
+	main := map[string]any{"repository": "acme/app", "ref": "refs/heads/main"}
+	type fixture struct {
+		tok, adminTok string
+		leaseID       string
+		expires       time.Time
+	}
+	type path struct {
+		name    string
+		typ     string // the entry the action writes
+		table   string // the action's write, for the injected failure
+		kind    string
+		do      func(b *bench, f *fixture) error
+		applied func(b *bench, f *fixture) bool
+	}
+	revoked := func(b *bench, f *fixture) bool {
+		l, err := b.db.LeaseByID(context.Background(), f.leaseID)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, lerr := b.m.Lookup(f.tok)
+		inView := errors.Is(lerr, lease.ErrRevoked)
+		if inView != !l.RevokedAt.IsZero() {
+			t.Fatalf("store revoked %v, view revoked %v: they disagree", !l.RevokedAt.IsZero(), inView)
+		}
+		return inView
+	}
+	paths := []path{
+		{"exchange", audit.TypeExchange, "leases", "INSERT",
+			func(b *bench, f *fixture) error {
+				res, err := b.a.Exchange(context.Background(), ExchangeRequest{SubjectToken: b.mint(t, main), Scope: []string{"deploy"}, Source: src})
+				if err == nil {
+					f.leaseID = res.LeaseID
+				}
+				return err
+			},
+			func(b *bench, f *fixture) bool {
+				ls, err := b.db.ListLeases(context.Background(), store.LeaseFilter{Grant: "deploy"})
+				if err != nil {
+					t.Fatal(err)
+				}
+				return len(ls) == 2 // the fixture's and this one
+			}},
+		{"renewal", audit.TypeRenew, "leases", "UPDATE",
+			func(b *bench, f *fixture) error { _, err := b.a.Renew(context.Background(), f.tok, src); return err },
+			func(b *bench, f *fixture) bool {
+				l, err := b.db.LeaseByID(context.Background(), f.leaseID)
+				if err != nil {
+					t.Fatal(err)
+				}
+				return l.ExpiresAt.After(f.expires)
+			}},
+		{"revoke by holder", audit.TypeRevoke, "leases", "UPDATE",
+			func(b *bench, f *fixture) error {
+				return b.a.RevokeToken(context.Background(), f.tok, src, "revoked by holder")
+			}, revoked},
+		{"revoke by admin", audit.TypeRevoke, "leases", "UPDATE",
+			func(b *bench, f *fixture) error {
+				_, err := b.a.RevokeLeases(context.Background(), store.LeaseFilter{ID: f.leaseID}, "alice", src)
+				return err
+			}, revoked},
+		{"leak report", audit.TypeLeak, "leases", "UPDATE",
+			func(b *bench, f *fixture) error {
+				_, err := b.a.Leak(context.Background(), []string{f.tok, f.adminTok}, "github", "https://example.test/x", src)
+				return err
+			},
+			func(b *bench, f *fixture) bool {
+				_, aerr := b.admins.Authenticate(context.Background(), f.adminTok)
+				if r := revoked(b, f); r != (aerr != nil) {
+					t.Fatalf("lease revoked %v, admin token revoked %v: one report, half done", r, aerr != nil)
+				}
+				return aerr != nil
+			}},
+		{"admin token revoked by holder", audit.TypeAdminDelete, "admin_tokens", "UPDATE",
+			func(b *bench, f *fixture) error {
+				return b.a.RevokeToken(context.Background(), f.adminTok, src, "revoked by holder")
+			},
+			func(b *bench, f *fixture) bool {
+				_, err := b.admins.Authenticate(context.Background(), f.adminTok)
+				return err != nil
+			}},
+		{"policy apply", audit.TypePolicy, "policy_versions", "INSERT",
+			func(b *bench, f *fixture) error {
+				_, err := b.a.ApplyPolicy(context.Background(), []policy.File{{Name: "p.yaml", Data: []byte(withoutGrant(t, b, "deploy"))}}, "alice")
+				return err
+			},
+			func(b *bench, f *fixture) bool {
+				v := b.a.PolicyVersion()
+				if r := revoked(b, f); r != (v == 2) {
+					t.Fatalf("version %d in force, removed grant's token revoked %v", v, r)
+				}
+				return v == 2
+			}},
+	}
+	for _, be := range storetest.Backends(t) {
+		for _, p := range paths {
+			for _, inject := range []string{"none", "entry refused", "entry write fails", "action write fails"} {
+				t.Run(fmt.Sprintf("%s/%s/%s", be.Name, p.name, inject), func(t *testing.T) {
+					ctx := context.Background()
+					b := newBenchOn(t, fresh(t, be.Name))
+					f := &fixture{}
+					res, err := b.a.Exchange(ctx, ExchangeRequest{SubjectToken: b.mint(t, main), Scope: []string{"deploy"}, Source: src})
+					if err != nil {
+						t.Fatal(err)
+					}
+					f.tok, f.leaseID = res.Token, res.LeaseID
+					l, err := b.db.LeaseByID(ctx, f.leaseID)
+					if err != nil {
+						t.Fatal(err)
+					}
+					f.expires = l.ExpiresAt
+					time.Sleep(2 * time.Millisecond) // so that a renewal extends it
+					if f.adminTok, err = b.admins.Create(ctx, "ops", RoleOperator, "root", src); err != nil {
+						t.Fatal(err)
+					}
+					before := b.rec.done(p.typ)
+					switch inject {
+					case "entry refused":
+						b.rec.mu.Lock()
+						b.rec.fail[p.typ] = true
+						b.rec.mu.Unlock()
+					case "entry write fails":
+						failWrites(t, b.db, "audit_pending", "INSERT")
+					case "action write fails":
+						failWrites(t, b.db, p.table, p.kind)
+					}
+					err = p.do(b, f)
+					applied := p.applied(b, f)
+					entries := b.rec.done(p.typ) - before
+					if inject == "none" {
+						if err != nil || !applied || entries < 1 {
+							t.Fatalf("err %v, applied %v, %d new %s entries: want done and recorded", err, applied, entries, p.typ)
+						}
+						return
+					}
+					if !errors.Is(err, ErrUnavailable) {
+						t.Fatalf("err %v, want ErrUnavailable (the caller answers 503)", err)
+					}
+					if applied {
+						t.Fatal("the action was applied while the caller was told it was not")
+					}
+					if entries != 0 || pendingRows(t, b.db) != 0 {
+						t.Fatalf("%d entries and %d pending records of an action that was not applied", entries, pendingRows(t, b.db))
+					}
+				})
+			}
+		}
+	}
+}
+
+// withoutGrant is the bench's policy without grant g.
+func withoutGrant(t *testing.T, b *bench, g string) string {
+	t.Helper()
+	src := string(b.a.Policy().Source)
+	out := regexp.MustCompile(`(?m)^  `+regexp.QuoteMeta(g)+`:\n(?:    .*\n)*`).ReplaceAllString(src, "")
+	if out == src {
+		t.Fatalf("no grant %s in the policy", g)
+	}
+	return out
+}
+
+// done counts the entries of typ that record an action done (status
+// 200), not a refusal.
+func (r *recorder) done(typ string) int {
+	n := 0
+	for _, ev := range r.all() {
+		if ev.Type == typ && ev.Status == 200 {
+			n++
+		}
+	}
+	return n
+}
+
+// fresh opens a new store on the backend named.
+func fresh(t *testing.T, backend string) *store.DB {
+	t.Helper()
+	if backend == "postgres" {
+		return storetest.Postgres(t).DB
+	}
+	return storetest.SQLite(t).DB
+}
