@@ -815,7 +815,9 @@ func (l *Log) journalLoop() {
 		case <-timer.C:
 		case <-probe.C:
 			l.probe()
-			l.aw.due.Store(true) // records an action left behind
+			if l.aw.sweepDue() {
+				l.aw.due.Store(true)
+			}
 		case <-l.stop:
 			_ = l.integrate(true) // on failure the journal keeps them for the next Open
 			return

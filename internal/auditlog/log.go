@@ -430,7 +430,9 @@ func (l *Log) commitLoop() {
 			batch = append(batch, r)
 		case <-probe.C:
 			l.probe()
-			l.sequenceLocal()
+			if l.aw.sweepDue() {
+				l.sequenceLocal()
+			}
 			continue
 		case <-l.aw.kick:
 			l.sequenceLocal()

@@ -142,6 +142,22 @@ type awaits struct {
 	maxPID  int64           // the largest pending id reported
 	kick    chan struct{}   // no journal, no sharing: the committer sequences
 	due     atomic.Bool     // journal: the loop should sequence
+	swept   time.Time       // the committer's last look for records no Wait asked for
+}
+
+// pendingSweep is how often a log with its store to itself looks for
+// pending records that no Wait asked for (their action's process died
+// before it could): Open looks once, and Wait asks for the others.
+const pendingSweep = 5 * time.Second
+
+// sweepDue reports whether the committer should look for such records
+// now; only the committer calls it.
+func (a *awaits) sweepDue() bool {
+	if time.Since(a.swept) < pendingSweep {
+		return false
+	}
+	a.swept = time.Now()
+	return true
 }
 
 const recentEntries = 1 << 16
