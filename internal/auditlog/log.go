@@ -415,6 +415,7 @@ func (l *Log) Close(ctx context.Context) error {
 	l.mu.Lock()
 	l.shut = true
 	l.mu.Unlock()
+	l.aw.closeAll()
 	return err
 }
 

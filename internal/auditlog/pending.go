@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -59,6 +60,26 @@ func (l *Log) Wait(ctx context.Context, since int64, pids []int64) ([]int64, err
 			l.aw.forget(pids)
 			return nil, err
 		}
+	}
+	l.mu.Lock()
+	shut := l.shut
+	l.mu.Unlock()
+	if shut {
+		for i, ch := range chs {
+			if ch != nil {
+				select {
+				case r := <-ch: // answered meanwhile
+					out[i] = r.Index
+					chs[i] = nil
+				default:
+				}
+			}
+		}
+		if slices.ContainsFunc(chs, func(ch chan Result) bool { return ch != nil }) {
+			l.aw.forget(pids)
+			return nil, fmt.Errorf("audit: waiting for the index of a recorded entry (it is recorded, pending): %w", ErrClosed)
+		}
+		return out, nil
 	}
 	l.kickPending()
 	for i, ch := range chs {
@@ -225,6 +246,17 @@ func (a *awaits) report(idx, pids []int64) {
 			delete(a.recent, old)
 		}
 		a.order = append(a.order[:0], a.order[len(a.order)-recentEntries:]...)
+	}
+}
+
+// closeAll answers every Wait still waiting: the log closed before their
+// entries were sequenced (they stay pending for the next Open).
+func (a *awaits) closeAll() {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id, ch := range a.waiting {
+		ch <- Result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
+		delete(a.waiting, id)
 	}
 }
 

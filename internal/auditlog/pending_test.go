@@ -72,7 +72,7 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 	}
 	modes := []mode{
 		{"sqlite", func(t *testing.T) *store.DB { return storetest.SQLite(t).DB }, func(*testing.T) Options { return Options{} }},
-		{"postgres shared", func(t *testing.T) *store.DB { return storetest.Postgres(t).DB }, func(*testing.T) Options { return Options{Shared: true} }},
+		{"postgres shared", func(t *testing.T) *store.DB { storetest.PostgresDSN(t); return storetest.Postgres(t).DB }, func(*testing.T) Options { return Options{Shared: true} }},
 	}
 	if JournalSupported() {
 		modes = append(modes, mode{"sqlite journal", func(t *testing.T) *store.DB { return storetest.SQLite(t).DB },

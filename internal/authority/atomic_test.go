@@ -237,6 +237,7 @@ func (r *recorder) done(typ string) int {
 func fresh(t *testing.T, backend string) *store.DB {
 	t.Helper()
 	if backend == "postgres" {
+		storetest.PostgresDSN(t)
 		return storetest.Postgres(t).DB
 	}
 	return storetest.SQLite(t).DB
