@@ -82,7 +82,7 @@ func newMintBench(t *testing.T, b storetest.Backend) *mintBench {
 		t.Fatal(err)
 	}
 	m := lease.New(b.DB, h, lease.Options{})
-	mb := &mintBench{bench: &bench{m: m, iss: iss, rec: &recorder{fail: map[string]bool{}}, sec: &memSecrets{vals: map[string]string{}}},
+	mb := &mintBench{bench: &bench{db: b.DB, m: m, iss: iss, rec: newRecorder(t, b.DB), sec: &memSecrets{vals: map[string]string{}}},
 		up: &credUpstream{live: map[string]bool{}}, db: b.DB}
 	mb.mt, err = mint.New(mint.Config{Store: b.DB, Hasher: h, SealKey: bytes.Repeat([]byte{1}, 32), Audit: mb.rec,
 		Sources: map[string]mint.Source{policy.KindPostgres: mb.up, policy.KindGitHubApp: mb.up}})
