@@ -72,3 +72,5 @@ func TestJournaledPendingRecordReplaysOnce(t *testing.T) {
 	}
 	checkOnce(t, db, "lse_crash")
 }
+
+func journalPathTB(tb testing.TB) string { return journalPath(tb) }
