@@ -1,9 +1,10 @@
-package audit
+package auditlog
 
 import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -19,7 +20,7 @@ import (
 // ("together"). Both in one process, so that a run compares them under
 // the same load.
 //
-//	go test -run - -bench ActionWithEntry -count 5 ./internal/audit/
+//	go test -run - -bench ActionWithEntry -count 5 ./internal/auditlog/
 func BenchmarkActionWithEntry(b *testing.B) {
 	type mode struct {
 		name string
@@ -55,7 +56,7 @@ func BenchmarkActionWithEntry(b *testing.B) {
 						now := time.Now()
 						ls := store.Lease{ID: id, Hash: h, Issuer: "ci", Subject: "s", Claims: map[string]string{}, Grants: []string{"deploy"},
 							IssuedAt: now, ExpiresAt: now.Add(time.Minute), MaxExpiresAt: now.Add(time.Hour)}
-						ev := Event{Type: TypeExchange, Lease: id, Issuer: "ci", Subject: "s", Grant: "deploy", Status: 200}
+						ev := audit.Event{Type: audit.TypeExchange, Lease: id, Issuer: "ci", Subject: "s", Grant: "deploy", Status: 200}
 						if how == "after" {
 							if err := db.InsertLease(ctx, ls); err != nil {
 								return err
