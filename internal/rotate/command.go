@@ -84,7 +84,14 @@ func (c commandRotator) Rotate(ctx context.Context, secretName string, current [
 	// After the timeout the program is killed; WaitDelay stops waiting for
 	// pipes a child of it may still hold.
 	cmd.WaitDelay = 2 * time.Second
+	ownGroup(cmd)
 	err := cmd.Run()
+	endGroup(cmd)
+	if errors.Is(err, exec.ErrWaitDelay) {
+		// It exited 0 but left a child holding its output open: what it
+		// printed before exiting is its answer (the child is killed).
+		err = nil
+	}
 	defer clear(out.buf.Bytes())
 	switch {
 	case ctx.Err() != nil:

@@ -71,7 +71,8 @@ type Auditor interface {
 }
 
 // Observer is told every attempt's outcome (the server counts them in
-// metrics) and each secret's failures since its last success.
+// metrics) and each secret's failures since its last success; failures
+// -1 means the secret is no longer rotated.
 type Observer interface {
 	Rotated(secretName string, ok bool)
 	Failing(secretName string, failures int)
@@ -395,6 +396,7 @@ func (m *Manager) RunDue(ctx context.Context) (int, error) {
 // together spread out) until ctx ends, and keeps the Observer's failure
 // counts in step with the store (another node's attempts included).
 func (m *Manager) Run(ctx context.Context) {
+	shown := map[string]bool{}
 	for {
 		j, _ := rand.Int(rand.Reader, big.NewInt(int64(m.cfg.Interval/2)+1))
 		t := time.NewTimer(m.cfg.Interval/2 + time.Duration(j.Int64()))
@@ -409,9 +411,17 @@ func (m *Manager) Run(ctx context.Context) {
 		}
 		if m.cfg.Observer != nil {
 			if rs, err := m.cfg.Store.Rotations(ctx); err == nil {
+				now := make(map[string]bool, len(rs))
 				for _, r := range rs {
 					m.cfg.Observer.Failing(r.Name, r.Failures)
+					now[r.Name] = true
 				}
+				for n := range shown {
+					if !now[n] {
+						m.cfg.Observer.Failing(n, -1) // removed or deleted
+					}
+				}
+				shown = now
 			}
 		}
 	}

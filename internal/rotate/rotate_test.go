@@ -231,6 +231,41 @@ func key(t *testing.T) []byte {
 	return k
 }
 
+// A rotator leaves nothing running: what it started in the background is
+// killed with it, whether it answered or ran out of time.
+func TestCommandRotatorLeavesNothing(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("process groups")
+	}
+	tests := []struct {
+		name, body string
+		ok         bool
+	}{
+		{"answered", `(sleep 2; touch "$(dirname "$0")/leftover") & read v; printf 'new-%s' "$v"`, true},
+		{"timed out", `(sleep 2; touch "$(dirname "$0")/leftover") & sleep 30`, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p := script(t, tt.body)
+			r := newRig(t, storetest.SQLite(t), map[string][]string{"x": {p}}, key(t))
+			r.m.cfg.Timeout = time.Second
+			if tt.ok {
+				r.m.cfg.Timeout = 30 * time.Second
+			}
+			r.put(t, "api", secretValue("v-"), `{"every":"1h","via":{"command":"x"}}`)
+			if _, err := r.m.Rotate(ctx, "api", "alice", ""); (err == nil) != tt.ok {
+				t.Fatalf("rotate: %v", err)
+			}
+			// Had the background child survived, it would have made the
+			// file 2 s after it started.
+			time.Sleep(3 * time.Second)
+			if _, err := os.Stat(filepath.Join(filepath.Dir(p), "leftover")); err == nil {
+				t.Fatal("the rotator's background child outlived it")
+			}
+		})
+	}
+}
+
 // The schedule: due secrets rotate once (whichever node gets there), a
 // failure backs off and keeps the value, the audit log says what happened,
 // on-demand rotation refuses what it should.

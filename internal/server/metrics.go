@@ -191,5 +191,9 @@ func (m *rotationMetrics) Rotated(secret string, ok bool) {
 }
 
 func (m *rotationMetrics) Failing(secret string, failures int) {
+	if failures < 0 {
+		m.failing.DeleteLabelValues(secret)
+		return
+	}
 	m.failing.WithLabelValues(secret).Set(float64(failures))
 }
