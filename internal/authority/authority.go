@@ -273,12 +273,35 @@ func (a *Authority) revokeLeases(ctx context.Context, f store.LeaseFilter, reaso
 }
 
 func (a *Authority) revokeMinted(ctx context.Context, leaseIDs []string, reason string) {
-	if a.cfg.Minter == nil || len(leaseIDs) == 0 {
+	if a.cfg.Minter == nil || len(leaseIDs) == 0 || !mints(a.Policy()) {
+		// Without minting upstreams in force there is nothing to hurry:
+		// the worker still finds any credential of an ended lease.
 		return
 	}
 	if err := a.cfg.Minter.RevokeLeases(ctx, leaseIDs, reason); err != nil {
 		a.cfg.Logger.Warn("minted credentials not marked for revocation; the worker finds them by their leases", "err", err)
 	}
+}
+
+// renewsMinted reports whether any of the grants is on a minting
+// upstream (a renewal of the others needs no store read for credentials).
+func renewsMinted(p *policy.Policy, gs []*policy.Grant) bool {
+	for _, g := range gs {
+		if up := p.Upstreams[g.Upstream]; up != nil && up.Minted() {
+			return true
+		}
+	}
+	return false
+}
+
+// mints reports whether any upstream of p mints credentials.
+func mints(p *policy.Policy) bool {
+	for _, up := range p.Upstreams {
+		if up.Minted() {
+			return true
+		}
+	}
+	return false
 }
 
 // mintPlan lists, per upstream, the grant whose credential the lease gets
@@ -522,7 +545,7 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 	nl, err := a.cfg.Leases.RenewWith(ctx, tok, ttl, func(rl *lease.Live, exp time.Time) (*store.Note, error) {
 		// The lease's minted credentials must live as long (a role's
 		// VALID UNTIL); if they cannot, the renewal does not happen.
-		if a.cfg.Minter != nil {
+		if a.cfg.Minter != nil && renewsMinted(a.Policy(), gs) {
 			if mintErr = a.cfg.Minter.Renew(ctx, rl.ID, exp); mintErr != nil {
 				return nil, errMint
 			}

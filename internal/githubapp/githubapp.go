@@ -148,6 +148,13 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 	switch resp.StatusCode {
 	case http.StatusCreated, http.StatusOK:
 	case http.StatusNotFound:
+		if app.InstallationID == "" {
+			// Looked up by owner: the App may have been installed again
+			// under a new id; look it up afresh next time.
+			s.mu.Lock()
+			delete(s.owners, api+"|"+app.AppID+"|"+strings.ToLower(app.Owner))
+			s.mu.Unlock()
+		}
 		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub: installation %s of App %s not found (404)", inst, app.AppID)
 	case http.StatusUnprocessableEntity:
 		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub refused the token's scope (422): %s", message(data))
