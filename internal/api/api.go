@@ -111,6 +111,11 @@ type Limits struct {
 	// of the node, whatever it does to /v1/leaks.
 	LeakConcurrency int
 	LeakQueue       int
+	// LeakTokenRate is the work all leak reports together may cause per
+	// second (default 2000): a report costs its distinct tokens, or one
+	// per KiB of its body if that is more. Once it is spent, reports get
+	// 429 before their bodies are read until it has refilled.
+	LeakTokenRate   float64
 	AdminRate       float64 // refused control-plane requests per second per source (default 50)
 	AdminBurst      int     // (default 200)
 	RateLimitTables int     // max addresses tracked per limiter (default 100000)
@@ -144,6 +149,7 @@ func (l *Limits) defaults() {
 	defi(&l.MaxLeakTokens, 1000)
 	defi(&l.LeakConcurrency, 1)
 	defi(&l.LeakQueue, 8)
+	deff(&l.LeakTokenRate, 2000)
 	deff(&l.AdminRate, 50)
 	defi(&l.AdminBurst, 200)
 	defi(&l.RateLimitTables, 100000)
@@ -158,7 +164,10 @@ type API struct {
 	issuerRL *limiter
 	leakRL   *limiter
 	leakGate *gate
-	adminRL  *limiter
+	// leakBudget is limits.leak_token_rate: tokens named (or KiB read)
+	// per second over all leak reports.
+	leakBudget *budget
+	adminRL    *limiter
 }
 
 // New builds the API.
@@ -183,6 +192,8 @@ func New(cfg Config) (*API, error) {
 	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)
+	// Its capacity is a second of work, and at least one report at the cap.
+	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
 	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil

@@ -4,6 +4,7 @@ import (
 	"context"
 	"strconv"
 	"testing"
+	"time"
 )
 
 // When the table is full of busy keys, an eviction frees about a tenth of
@@ -114,5 +115,48 @@ func TestDefaultLimitsAdmitAFleetBehindOneAddress(t *testing.T) {
 	}
 	if refused == 0 {
 		t.Fatal("3,000 exchanges at once from one address: none refused")
+	}
+}
+
+// The leak budget lets a report in while its balance is at least 1, takes
+// what the report cost even into debt, and says how long until it is
+// positive again; the debt is paid back at the rate.
+func TestBudget(t *testing.T) {
+	tests := []struct {
+		name     string
+		rate     float64
+		capacity int
+		spend    []int
+		wantOpen bool
+		wantWait time.Duration
+	}{
+		{"full", 10, 100, nil, true, 0},
+		{"partly spent", 10, 100, []int{50}, true, 0},
+		{"one left", 10, 100, []int{99}, true, 0},
+		{"spent exactly", 10, 100, []int{100}, false, 100 * time.Millisecond},
+		{"in debt", 10, 100, []int{60, 60}, false, 2100 * time.Millisecond},
+		{"a charge past the capacity takes the capacity", 10, 100, []int{1000}, false, 100 * time.Millisecond},
+		{"nothing to pay", 10, 100, []int{0, -5}, true, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newBudget(tt.rate, tt.capacity)
+			now := time.Date(2026, 12, 4, 0, 0, 0, 0, time.UTC)
+			for _, n := range tt.spend {
+				b.spend(now, n)
+			}
+			w := b.wait(now)
+			if (w == 0) != tt.wantOpen {
+				t.Fatalf("wait %v, want open %v", w, tt.wantOpen)
+			}
+			if w != tt.wantWait {
+				t.Fatalf("wait %v, want %v", w, tt.wantWait)
+			}
+			// The debt is paid back at the rate: open once that time has
+			// passed.
+			if w > 0 && b.wait(now.Add(w)) != 0 {
+				t.Fatalf("still closed %v later", w)
+			}
+		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"strconv"
 	"strings"
@@ -258,14 +259,22 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address")
 		return
 	}
-	// Reports from every source share a few turns, so that a flood from
-	// many addresses cannot take the node from exchanges and the gateway.
+	// Reports from every source share a budget of work per second and a
+	// few turns, so that a flood from many addresses cannot take the node
+	// from exchanges and the gateway. A report turned away here is never
+	// parsed nor looked up (net/http discards its body to keep the
+	// connection, which costs the node less than a new TLS handshake).
+	if !a.leakBudgetAllows(w) {
+		return
+	}
 	if !a.leakGate.enter() {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports at once")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
+	// Reading and parsing cost about what looking a token up does per KiB.
+	a.leakBudget.spend(time.Now(), (len(body)+1023)/1024)
 	if err != nil {
 		a.leakGate.leave()
 		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "leak report too large")
@@ -275,6 +284,11 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		return // the client went away
 	}
 	defer a.leakGate.done()
+	// Checked again now that it is this report's turn: those that waited
+	// while the budget was spent are turned away before any lookup.
+	if !a.leakBudgetAllows(w) {
+		return
+	}
 	if a.cfg.VerifyLeakSignature != nil {
 		if err := a.cfg.VerifyLeakSignature(r, body); err != nil {
 			writeError(w, http.StatusUnauthorized, "invalid_signature", "leak report signature rejected")
@@ -291,6 +305,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "invalid_request", "malformed leak report: "+err.Error())
 		return
 	}
+	a.leakBudget.spend(time.Now(), len(toks)-(len(body)+1023)/1024)
 	res, err := a.cfg.Authority.Leak(r.Context(), toks, source, url, src)
 	if err != nil {
 		a.fail(w, r, err)
@@ -305,6 +320,18 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	}
 	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin), res.AlreadyRevoked, res.Unknown)
 	writeJSON(w, 200, out)
+}
+
+// leakBudgetAllows answers 429, saying when to come back, when leak
+// reports have spent limits.leak_token_rate.
+func (a *API) leakBudgetAllows(w http.ResponseWriter) bool {
+	wait := a.leakBudget.wait(time.Now())
+	if wait <= 0 {
+		return true
+	}
+	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
+	writeError(w, http.StatusTooManyRequests, "rate_limited", "leak reports are arriving faster than this server works on them; retry later")
+	return false
 }
 
 func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {

@@ -113,12 +113,16 @@ type ConfigLimits struct {
 	MaxLeakTokens   int `yaml:"max_leak_tokens"`
 	LeakConcurrency int `yaml:"leak_concurrency"`
 	LeakQueue       int `yaml:"leak_queue"`
+	// LeakTokenRate bounds the work of all leak reports together: tokens
+	// named (or KiB read, if more) per second (default 2000).
+	LeakTokenRate float64 `yaml:"leak_token_rate"`
 }
 
 func (l ConfigLimits) api() api.Limits {
 	return api.Limits{MaxBody: l.MaxBody, MaxLeakBody: l.MaxLeakBody, TokenRate: l.TokenRate, TokenBurst: l.TokenBurst,
 		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst,
-		MaxLeakTokens: min(l.MaxLeakTokens, scan.MaxLeakTokens), LeakConcurrency: l.LeakConcurrency, LeakQueue: l.LeakQueue}
+		MaxLeakTokens: min(l.MaxLeakTokens, scan.MaxLeakTokens), LeakConcurrency: l.LeakConcurrency, LeakQueue: l.LeakQueue,
+		LeakTokenRate: l.LeakTokenRate}
 }
 
 // LoadConfigFile reads a YAML config strictly: unknown keys, bad YAML and
