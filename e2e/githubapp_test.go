@@ -12,14 +12,29 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 	"github.com/mayfly-sh/mayfly/internal/githubtest"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // GitHub App installation tokens through the real binary, against the
 // GitHub double (SPEC section 9): deliver: job hands the job its own token
 // (login --format env, exec), which dies when the job's lease ends — on a
 // leak found by scan --revoke, or when exec ends — and deliver: gateway
-// injects the grant's shared token.
+// injects the grant's shared token. On both stores.
 func TestGitHubAppTokens(t *testing.T) {
+	t.Run("sqlite", func(t *testing.T) {
+		n := initDir(t)
+		n.start(t)
+		testGitHubAppTokens(t, n)
+	})
+	t.Run("postgres", func(t *testing.T) {
+		dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+		n := initPostgres(t, dsn)
+		n.start(t, "--postgres", dsn)
+		testGitHubAppTokens(t, n)
+	})
+}
+
+func testGitHubAppTokens(t *testing.T, n *node) {
 	gh, err := githubtest.Start(githubtest.Options{Installations: []githubtest.Installation{
 		{ID: 7890, Owner: "acme", Repositories: []string{"app", "lib"}, Permissions: map[string]string{"contents": "write", "pull_requests": "write"}},
 	}})
@@ -27,8 +42,6 @@ func TestGitHubAppTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { gh.Close() })
-	n := initDir(t)
-	n.start(t)
 	iss := devissuertest.Start(t)
 	env := []string{"MAYFLY_ADDR=" + n.url, "MAYFLY_CACERT=" + filepath.Join(n.dir, "ca.pem"), "MAYFLY_TOKEN=" + n.admin}
 	if _, e, code := run(t, env, string(gh.PrivateKey), "secret", "put", "gh-app-key"); code != 0 {
