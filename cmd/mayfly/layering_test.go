@@ -52,6 +52,7 @@ var layers = map[string]int{
 	"internal/githubapp":               2, // the github_app credential source (installation tokens)
 	"internal/githubtest":              2, // a GitHub API double for tests and the demo
 	"internal/rotate":                  2,
+	"internal/alert":                   2, // alert rules over audit entries, webhook delivery (issue 16 item 4)
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -102,6 +103,8 @@ var never = map[string][]string{
 	"internal/audit": {"internal/store"},
 	// token knows nothing of storage or HTTP
 	"internal/token": {"internal/store"},
+	// alerts deliver; they never decide policy, revoke, or read secrets (their HMAC key comes as bytes)
+	"internal/alert": {"internal/store", "internal/secret", "internal/policy", "internal/lease", "internal/authority"},
 	// the demo runs the real server over HTTP
 	"internal/demo": {"internal/store", "internal/api", "internal/authority", "internal/lease"},
 }

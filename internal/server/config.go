@@ -14,6 +14,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
+	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/api"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
@@ -46,6 +47,9 @@ type Config struct {
 	// AuditSinks export the audit log (at least once, resuming after a
 	// restart from a cursor kept in the store).
 	AuditSinks []SinkConfig `yaml:"audit_sinks"`
+	// Alerts: rules over the audit log and its health, delivered to
+	// webhooks (internal/alert; README "Alerts").
+	Alerts *alert.Config `yaml:"alerts"`
 	// GatewayDurableAudit makes each forwarded gateway request wait until
 	// its gateway.request entry is fsynced (safe from a power loss) rather
 	// than written (safe from a crash of the server; fsynced within 5 ms).
@@ -164,6 +168,11 @@ func LoadConfigFile(path string) (Config, error) {
 			}
 		}
 		return c, errors.New(strings.Join(problems, "; "))
+	}
+	if c.Alerts != nil {
+		if err := c.Alerts.Validate(); err != nil {
+			return c, fmt.Errorf("config %s: %w", path, err)
+		}
 	}
 	return c, nil
 }

@@ -28,6 +28,11 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"list expected", "admin_cidrs:\n  a: b\n", []string{`FILE:2: admin_cidrs: expected a list, got a mapping`}},
 		{"syntax error", "data_dir: /d\nlisten: [a\nadmin_cidrs:\n  - 10.0.0.0/8\n", []string{`FILE:2: bad YAML: did not find expected ',' or ']'`}},
 		{"unterminated quote", "data_dir: /d\n\n\nlisten: \"a\n", []string{`FILE:4: bad YAML`}},
+		{"alerts: unknown key", "alerts:\n  targets:\n    - name: a\n      ur: https://e.com/h\n", []string{`unknown key "alerts.targets[0].ur" in FILE:4, did you mean "url"?`}},
+		{"alerts: unknown rule", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: leaks}]\n", []string{`FILE: alerts.rules[0]: unknown rule "leaks"`}},
+		{"alerts: bad url", "alerts:\n  targets: [{name: a, url: \"e.com/h\", format: slack}]\n", []string{`alerts.targets[0] (a): url is not an absolute http(s) URL`}},
+		{"alerts: http off loopback", "alerts:\n  targets: [{name: a, url: \"http://10.1.2.3/h\", format: slack}]\n", []string{`alerts.targets[0] (a): an http:// url off loopback`}},
+		{"alerts: bad window", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: refused_burst, window: often}]\n", []string{`alerts.rules[0].window: expected a duration`}},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {

@@ -195,6 +195,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			f.Run(s.bgCtx)
 		}()
 	}
+	if err := s.startAlerts(ctx); err != nil {
+		return nil, err
+	}
 	revocations, err := newRevocationCounter(s.store, s.registry)
 	if err != nil {
 		return nil, err

@@ -1,0 +1,214 @@
+package alert
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+)
+
+// receiver is a local webhook that answers the first fail requests with
+// failStatus, then 200, and keeps what it was sent.
+type receiver struct {
+	mu         sync.Mutex
+	fail       int
+	failStatus int
+	bodies     [][]byte
+	headers    []http.Header
+	got        chan struct{}
+}
+
+func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	b, _ := io.ReadAll(r.Body)
+	rc.mu.Lock()
+	rc.bodies = append(rc.bodies, b)
+	rc.headers = append(rc.headers, r.Header.Clone())
+	failing := rc.fail > 0
+	rc.fail--
+	rc.mu.Unlock()
+	if failing {
+		w.WriteHeader(rc.failStatus)
+	}
+	rc.got <- struct{}{}
+}
+
+func entryBytes(t *testing.T, index int64, at time.Time, ev audit.Event) []byte {
+	t.Helper()
+	body, err := audit.EncodeEvent(nil, &ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return audit.AppendEntry(nil, index, audit.FormatTime(at), body)
+}
+
+func newTestEngine(t *testing.T, url string, reg prometheus.Registerer, queue int, key []byte) *Engine {
+	t.Helper()
+	c := Config{Targets: []TargetConfig{{Name: "recv", URL: url, HMACKeyFile: "/unused"}}, Queue: queue,
+		InitialBackoff: time.Millisecond, MaxBackoff: 4 * time.Millisecond, MaxAttempts: 4}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(c, Options{Keys: map[string][]byte{"recv": key}, Registerer: reg, Server: "https://mayfly.test"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+func TestDeliveryRetriesThenSucceeds(t *testing.T) {
+	key := []byte("alert-test-key-0123456789")
+	plantedToken := "mf" + "j_planted0SecretTokenValue0000000000000000"
+	plantedSecret := "ghs_" + "PlantedUpstreamSecret0123456789abcdef"
+	tests := []struct {
+		name       string
+		fail       int
+		failStatus int
+		wantPosts  int
+		result     string
+	}{
+		{"first attempt", 0, 0, 1, "delivered"},
+		{"fails twice, then succeeds", 2, http.StatusInternalServerError, 3, "delivered"},
+		{"rate limited, then succeeds", 1, http.StatusTooManyRequests, 2, "delivered"},
+		{"refused: not retried", 1, http.StatusBadRequest, 1, "failed"},
+		{"down for every attempt", 100, http.StatusBadGateway, 4, "failed"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			rc := &receiver{fail: tt.fail, failStatus: tt.failStatus, got: make(chan struct{}, 200)}
+			srv := httptest.NewServer(rc)
+			defer srv.Close()
+			reg := prometheus.NewRegistry()
+			e := newTestEngine(t, srv.URL+"/hook", reg, 10, key)
+			ctx, cancel := context.WithCancel(context.Background())
+			e.Start(ctx)
+			defer func() { cancel(); e.Wait() }()
+
+			now := time.Now()
+			ent := entryBytes(t, 41, now, audit.Event{Type: audit.TypeLeak, Status: 200, Count: 1, Source: "127.0.0.1", Hint: "mfj_…abcd",
+				Path: "/x/" + plantedSecret, Detail: map[string]any{"leases": []string{"l-1"}, "url": "https://paste.example/" + plantedSecret, "token": plantedToken}})
+			if err := e.Write(ctx, [][]byte{ent}, 41); err != nil {
+				t.Fatal(err)
+			}
+			for range tt.wantPosts {
+				<-rc.got
+			}
+			// The worker counts the result after the last answer; wait for it.
+			for counterValue(e.delivered.WithLabelValues("recv", tt.result)) != 1 {
+				select {
+				case <-rc.got:
+					t.Fatal("more attempts than expected")
+				default:
+				}
+				time.Sleep(time.Millisecond)
+			}
+			rc.mu.Lock()
+			defer rc.mu.Unlock()
+			if len(rc.bodies) != tt.wantPosts {
+				t.Fatalf("%d posts, want %d", len(rc.bodies), tt.wantPosts)
+			}
+			for i, b := range rc.bodies {
+				h := rc.headers[i]
+				if err := Verify(key, h.Get(HeaderTimestamp), h.Get(HeaderSignature), b, time.Now(), time.Minute); err != nil {
+					t.Fatalf("post %d: %v", i, err)
+				}
+				for _, planted := range []string{plantedToken, plantedSecret, string(key), "paste.example"} {
+					if bytes.Contains(b, []byte(planted)) {
+						t.Fatalf("post %d carries a planted value %q: %s", i, planted, b)
+					}
+				}
+				var a Alert
+				if err := json.Unmarshal(b, &a); err != nil {
+					t.Fatal(err)
+				}
+				if a.Rule != RuleLeakRevoked || a.AuditIndex == nil || *a.AuditIndex != 41 || h.Get(HeaderAlertID) != a.ID || a.Event.Leases[0] != "l-1" {
+					t.Fatalf("post %d: %s", i, b)
+				}
+			}
+		})
+	}
+}
+
+func TestFullQueueDropsNeverBlocks(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	e := newTestEngine(t, "http://127.0.0.1:9/never-started", reg, 2, []byte("alert-test-key-0123456789"))
+	// No worker runs: the queue fills at 2 and the rest are dropped, and
+	// Raise returns each time.
+	for i := range 5 {
+		idx := int64(i)
+		e.Raise(Alert{ID: "x", Rule: RuleMassRevocation, AuditIndex: &idx})
+	}
+	if got := counterValue(e.delivered.WithLabelValues("recv", "dropped")); got != 3 {
+		t.Fatalf("dropped = %v, want 3", got)
+	}
+}
+
+func TestOldEntriesRaiseNothing(t *testing.T) {
+	e := newTestEngine(t, "http://127.0.0.1:9/h", prometheus.NewRegistry(), 10, []byte("alert-test-key-0123456789"))
+	old := entryBytes(t, 1, time.Now().Add(-time.Hour), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
+	fresh := entryBytes(t, 2, time.Now(), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
+	if err := e.Write(context.Background(), [][]byte{old, []byte("not an entry"), fresh}, 1); err != nil {
+		t.Fatal(err)
+	}
+	if n := len(e.targets[0].queue); n != 1 {
+		t.Fatalf("%d alerts queued, want 1 (the fresh entry's)", n)
+	}
+}
+
+func TestAuditHealthFiresAndResolves(t *testing.T) {
+	c := Config{Targets: []TargetConfig{{Name: "s", URL: "http://127.0.0.1:9/h", Format: "slack"}}, HealthInterval: time.Millisecond}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(c, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	states := []error{nil, errors.New("store down"), errors.New("store down"), nil}
+	var calls int
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.WatchHealth(ctx, func() error {
+			if calls == len(states)-1 {
+				cancel()
+			}
+			err := states[min(calls, len(states)-1)]
+			calls++
+			return err
+		})
+	}()
+	<-done
+	q := e.targets[0].queue
+	if len(q) != 2 {
+		t.Fatalf("%d alerts, want firing and resolved", len(q))
+	}
+	a, b := <-q, <-q
+	if a.Rule != RuleAuditUnhealthy || a.Status != "firing" || b.Status != "resolved" || a.AuditIndex != nil {
+		t.Fatalf("got %+v then %+v", a, b)
+	}
+	body, _ := render("slack", a)
+	var m map[string]string
+	if err := json.Unmarshal(body, &m); err != nil || len(m) != 1 || m["text"] == "" {
+		t.Fatalf("slack body %s", body)
+	}
+}
+
+func counterValue(c prometheus.Counter) float64 {
+	var m dto.Metric
+	if err := c.Write(&m); err != nil {
+		panic(err)
+	}
+	return m.GetCounter().GetValue()
+}

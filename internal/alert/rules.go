@@ -1,0 +1,198 @@
+package alert
+
+import (
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+)
+
+// Alert is what a target receives (the json format's body).
+type Alert struct {
+	ID      string    `json:"id"` // stable per alert: receivers dedupe retries by it
+	Rule    string    `json:"rule"`
+	Status  string    `json:"status"` // firing | resolved
+	Time    time.Time `json:"time"`
+	Summary string    `json:"summary"`
+	Server  string    `json:"server,omitempty"`
+	// AuditIndex is the audit entry the alert refers to (absent for
+	// audit_unhealthy: no entry can be written then).
+	AuditIndex *int64 `json:"audit_index,omitempty"`
+	Event      *Event `json:"event,omitempty"`
+}
+
+// Event is the part of an audit entry an alert repeats: identifying
+// fields only. Never the entry's detail, hint or path, which a caller
+// fills in.
+type Event struct {
+	Type       string   `json:"type"`
+	Lease      string   `json:"lease,omitempty"`
+	Leases     []string `json:"leases,omitempty"`
+	Issuer     string   `json:"issuer,omitempty"`
+	Subject    string   `json:"subject,omitempty"`
+	Repository string   `json:"repository,omitempty"`
+	Job        string   `json:"job,omitempty"`
+	Grant      string   `json:"grant,omitempty"`
+	Upstream   string   `json:"upstream,omitempty"`
+	Source     string   `json:"source,omitempty"`
+	Status     int      `json:"status,omitempty"`
+	Check      string   `json:"check,omitempty"`
+	Reason     string   `json:"reason,omitempty"`
+	Count      int64    `json:"count,omitempty"`
+}
+
+func eventOf(e *audit.Entry) *Event {
+	ev := &Event{Type: e.Type, Lease: e.Lease, Issuer: e.Issuer, Subject: e.Subject, Repository: e.Repository, Job: e.Job,
+		Grant: e.Grant, Upstream: e.Upstream, Source: e.Source, Status: e.Status, Check: e.Check, Reason: clip(e.Reason, 200), Count: e.Count}
+	if ids, ok := e.Detail["leases"].([]any); ok {
+		for _, id := range ids {
+			if s, ok := id.(string); ok && len(ev.Leases) < 50 {
+				ev.Leases = append(ev.Leases, clip(s, 64))
+			}
+		}
+	}
+	return ev
+}
+
+func clip(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "…"
+	}
+	return s
+}
+
+// rules evaluates entries. It is used by one goroutine at a time (the
+// sink's forwarder); burst state is bounded by maxKeys.
+type rules struct {
+	on     map[string]RuleConfig
+	bursts map[string]*burst
+}
+
+const maxKeys = 10000
+
+type burst struct {
+	times   []time.Time // refusals within the window, oldest first
+	alerted time.Time   // last alert for this key (zero: none)
+}
+
+func newRules(cfg []RuleConfig) *rules {
+	r := &rules{on: map[string]RuleConfig{}, bursts: map[string]*burst{}}
+	for _, c := range cfg {
+		r.on[c.Rule] = c
+	}
+	return r
+}
+
+func (r *rules) enabled(name string) (RuleConfig, bool) {
+	c, ok := r.on[name]
+	return c, ok
+}
+
+// eval returns the alerts entry e raises.
+func (r *rules) eval(e *audit.Entry) []Alert {
+	var out []Alert
+	fire := func(rule, summary string) {
+		idx := e.Index
+		out = append(out, Alert{ID: fmt.Sprintf("%s-%d", rule, e.Index), Rule: rule, Status: "firing", Time: e.Time, Summary: summary, AuditIndex: &idx, Event: eventOf(e)})
+	}
+	switch {
+	case e.Type == audit.TypeLeak && e.Status == 200 && e.Count > 0:
+		if _, ok := r.enabled(RuleLeakRevoked); ok {
+			fire(RuleLeakRevoked, fmt.Sprintf("a leak report revoked %d token(s)", e.Count))
+		}
+		if c, ok := r.enabled(RuleMassRevocation); ok && e.Count >= int64(c.Threshold) {
+			fire(RuleMassRevocation, fmt.Sprintf("a leak report revoked %d tokens at once", e.Count))
+		}
+	case e.Type == audit.TypeRevoke && e.Status == 200:
+		if c, ok := r.enabled(RuleMassRevocation); ok && e.Count >= int64(c.Threshold) {
+			fire(RuleMassRevocation, fmt.Sprintf("%d leases revoked at once (%s)", e.Count, clip(e.Reason+" "+e.Admin, 100)))
+		}
+	case e.Type == audit.TypeExchange && e.Status >= 400 && e.Status < 500:
+		if c, ok := r.enabled(RuleRefusedBurst); ok {
+			if c.By != "source" && e.Subject != "" {
+				if n, hit := r.count(c, "identity "+e.Issuer+" "+e.Subject, e.Time); hit {
+					fire(RuleRefusedBurst, fmt.Sprintf("%d refused exchanges within %s for identity %s", n, c.Window, clip(e.Subject, 200)))
+				}
+			}
+			if c.By != "identity" && e.Source != "" {
+				if n, hit := r.count(c, "source "+e.Source, e.Time); hit {
+					fire(RuleRefusedBurst, fmt.Sprintf("%d refused exchanges within %s from %s", n, c.Window, e.Source))
+				}
+			}
+		}
+	case e.Type == audit.TypeGateway && bindingRefused(e):
+		if _, ok := r.enabled(RuleBindingMismatch); ok {
+			fire(RuleBindingMismatch, "a bound token was presented "+bindingWords(e))
+		}
+	case upstreamFailed(e):
+		if _, ok := r.enabled(RuleUpstreamFailure); ok {
+			fire(RuleUpstreamFailure, fmt.Sprintf("%s failed (upstream %s)", e.Type, e.Upstream))
+		}
+	}
+	return out
+}
+
+// bindingRefused: a DPoP-bound token without a valid proof of its key, or
+// a source-bound token from another address.
+func bindingRefused(e *audit.Entry) bool {
+	if e.Check == "dpop" && e.Status == 401 {
+		return true
+	}
+	code, _ := e.Detail["reason"].(string)
+	return code == "source_not_bound"
+}
+
+func bindingWords(e *audit.Entry) string {
+	if e.Check == "dpop" {
+		return "without a valid proof of its key"
+	}
+	return "from an address other than the one it is bound to"
+}
+
+// upstreamFailed: a failed revocation of a minted upstream credential, or
+// a failed rotation (any *.rotate entry with a 5xx status).
+func upstreamFailed(e *audit.Entry) bool {
+	if e.Status < 500 {
+		return false
+	}
+	return e.Type == audit.TypeCredentialRevoke || strings.HasSuffix(e.Type, ".rotate") || strings.Contains(e.Type, "rotation")
+}
+
+// count records a refusal for key at t and reports the count within the
+// window and whether it crossed the threshold (once per window per key).
+func (r *rules) count(c RuleConfig, key string, t time.Time) (int, bool) {
+	b := r.bursts[key]
+	if b == nil {
+		if len(r.bursts) >= maxKeys {
+			r.expire(t, c.Window)
+		}
+		if len(r.bursts) >= maxKeys {
+			return 0, false // bounded state: new keys wait until old ones expire
+		}
+		b = &burst{}
+		r.bursts[key] = b
+	}
+	cut := t.Add(-c.Window)
+	i := 0
+	for i < len(b.times) && !b.times[i].After(cut) {
+		i++
+	}
+	b.times = append(b.times[i:], t)
+	if len(b.times) > c.Threshold {
+		b.times = b.times[len(b.times)-c.Threshold:]
+	}
+	if len(b.times) >= c.Threshold && (b.alerted.IsZero() || t.Sub(b.alerted) >= c.Window) {
+		b.alerted = t
+		return len(b.times), true
+	}
+	return len(b.times), false
+}
+
+func (r *rules) expire(now time.Time, window time.Duration) {
+	for k, b := range r.bursts {
+		if len(b.times) == 0 || now.Sub(b.times[len(b.times)-1]) >= window {
+			delete(r.bursts, k)
+		}
+	}
+}

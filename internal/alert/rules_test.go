@@ -1,0 +1,130 @@
+package alert
+
+import (
+	"fmt"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+)
+
+func allRules(t *testing.T) []RuleConfig {
+	t.Helper()
+	c := Config{Targets: []TargetConfig{{Name: "a", URL: "https://e.com/h", Format: "slack"}},
+		Rules: []RuleConfig{{Rule: RuleLeakRevoked}, {Rule: RuleRefusedBurst, Threshold: 3, Window: time.Minute}, {Rule: RuleBindingMismatch},
+			{Rule: RuleMassRevocation, Threshold: 5}, {Rule: RuleAuditUnhealthy}, {Rule: RuleUpstreamFailure}}}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	return c.Rules
+}
+
+func TestRulesOneEntry(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	tests := []struct {
+		name string
+		ev   audit.Event
+		want []string // rules fired
+	}{
+		{"leak revoked one", audit.Event{Type: audit.TypeLeak, Status: 200, Count: 1}, []string{RuleLeakRevoked}},
+		{"leak revoked many", audit.Event{Type: audit.TypeLeak, Status: 200, Count: 7}, []string{RuleLeakRevoked, RuleMassRevocation}},
+		{"leak revoked nothing", audit.Event{Type: audit.TypeLeak, Status: 200}, nil},
+		{"revoke of one lease", audit.Event{Type: audit.TypeRevoke, Status: 200, Count: 1}, nil},
+		{"revoke of a grant's leases", audit.Event{Type: audit.TypeRevoke, Status: 200, Count: 5, Reason: "admin"}, []string{RuleMassRevocation}},
+		{"dpop proof missing", audit.Event{Type: audit.TypeGateway, Status: 401, Check: "dpop"}, []string{RuleBindingMismatch}},
+		{"dpop check unavailable", audit.Event{Type: audit.TypeGateway, Status: 503, Check: "dpop"}, nil},
+		{"source-bound from elsewhere", audit.Event{Type: audit.TypeGateway, Status: 403, Check: "source", Detail: map[string]any{"reason": "source_not_bound"}}, []string{RuleBindingMismatch}},
+		{"source not in cidrs", audit.Event{Type: audit.TypeGateway, Status: 403, Check: "source", Detail: map[string]any{"reason": "source_not_allowed"}}, nil},
+		{"scope refusal", audit.Event{Type: audit.TypeGateway, Status: 403, Check: "scope"}, nil},
+		{"credential revoke failed", audit.Event{Type: audit.TypeCredentialRevoke, Status: 502, Upstream: "db"}, []string{RuleUpstreamFailure}},
+		{"credential revoked", audit.Event{Type: audit.TypeCredentialRevoke, Status: 200}, nil},
+		{"rotation failed", audit.Event{Type: "secret.rotate", Status: 502}, []string{RuleUpstreamFailure}},
+		{"rotation done", audit.Event{Type: "secret.rotate", Status: 200}, nil},
+		{"one refused exchange", audit.Event{Type: audit.TypeExchange, Status: 403, Subject: "s", Source: "10.0.0.1"}, nil},
+		{"granted exchange", audit.Event{Type: audit.TypeExchange, Status: 200}, nil},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRules(allRules(t))
+			e := &audit.Entry{Index: int64(100 + i), Time: t0, Event: tt.ev}
+			got := r.eval(e)
+			if len(got) != len(tt.want) {
+				t.Fatalf("fired %v, want %v", got, tt.want)
+			}
+			for j, a := range got {
+				if a.Rule != tt.want[j] {
+					t.Fatalf("fired %s, want %s", a.Rule, tt.want[j])
+				}
+				if a.AuditIndex == nil || *a.AuditIndex != e.Index {
+					t.Fatalf("alert carries audit index %v, want %d", a.AuditIndex, e.Index)
+				}
+			}
+		})
+	}
+}
+
+func TestRulesDisabledStaySilent(t *testing.T) {
+	r := newRules([]RuleConfig{{Rule: RuleAuditUnhealthy}})
+	for _, ev := range []audit.Event{{Type: audit.TypeLeak, Status: 200, Count: 50}, {Type: audit.TypeGateway, Status: 401, Check: "dpop"},
+		{Type: audit.TypeCredentialRevoke, Status: 502}, {Type: audit.TypeRevoke, Status: 200, Count: 500}} {
+		if got := r.eval(&audit.Entry{Time: time.Unix(1, 0), Event: ev}); len(got) != 0 {
+			t.Fatalf("%s fired %v with its rule off", ev.Type, got)
+		}
+	}
+}
+
+func TestRefusedBurst(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	refused := func(sub, src string, at time.Duration) *audit.Entry {
+		return &audit.Entry{Time: t0.Add(at), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Issuer: "gh", Subject: sub, Source: src}}
+	}
+	tests := []struct {
+		name    string
+		by      string
+		entries []*audit.Entry
+		want    []int // positions of entries that fire
+	}{
+		{"three from one identity within the window", "identity", []*audit.Entry{refused("a", "1.1.1.1", 0), refused("a", "2.2.2.2", 10*time.Second), refused("a", "3.3.3.3", 20*time.Second)}, []int{2}},
+		{"spread beyond the window", "identity", []*audit.Entry{refused("a", "", 0), refused("a", "", 40*time.Second), refused("a", "", 80*time.Second)}, nil},
+		{"different identities", "identity", []*audit.Entry{refused("a", "", 0), refused("b", "", time.Second), refused("c", "", 2*time.Second)}, nil},
+		{"one address, many identities", "source", []*audit.Entry{refused("a", "9.9.9.9", 0), refused("b", "9.9.9.9", time.Second), refused("", "9.9.9.9", 2*time.Second)}, []int{2}},
+		{"once per window", "source", []*audit.Entry{refused("", "9.9.9.9", 0), refused("", "9.9.9.9", 1), refused("", "9.9.9.9", 2), refused("", "9.9.9.9", 3), refused("", "9.9.9.9", 4)}, []int{2}},
+		{"again after the window", "source", []*audit.Entry{refused("", "9.9.9.9", 0), refused("", "9.9.9.9", 1), refused("", "9.9.9.9", 2),
+			refused("", "9.9.9.9", 70*time.Second), refused("", "9.9.9.9", 71*time.Second), refused("", "9.9.9.9", 72*time.Second)}, []int{2, 5}},
+		{"both: identity and address each", "both", []*audit.Entry{refused("a", "9.9.9.9", 0), refused("a", "9.9.9.9", 1), refused("a", "9.9.9.9", 2)}, []int{2, 2}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRules([]RuleConfig{{Rule: RuleRefusedBurst, Threshold: 3, Window: time.Minute, By: tt.by}})
+			var got []int
+			for i, e := range tt.entries {
+				e.Index = int64(i)
+				for _, a := range r.eval(e) {
+					if *a.AuditIndex != int64(i) {
+						t.Fatalf("alert refers to %d, want the entry that crossed the threshold (%d)", *a.AuditIndex, i)
+					}
+					got = append(got, i)
+				}
+			}
+			if fmt.Sprint(got) != fmt.Sprint(tt.want) {
+				t.Fatalf("fired at %v, want %v", got, tt.want)
+			}
+		})
+	}
+}
+
+func TestBurstStateBounded(t *testing.T) {
+	r := newRules([]RuleConfig{{Rule: RuleRefusedBurst, Threshold: 3, Window: time.Minute, By: "source"}})
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range maxKeys + 50 {
+		r.eval(&audit.Entry{Time: t0, Event: audit.Event{Type: audit.TypeExchange, Status: 403, Source: fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255)}})
+	}
+	if len(r.bursts) > maxKeys {
+		t.Fatalf("%d burst keys kept, bound is %d", len(r.bursts), maxKeys)
+	}
+	// Once the window has passed, old keys make room again.
+	r.eval(&audit.Entry{Time: t0.Add(2 * time.Minute), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Source: "192.0.2.1"}})
+	if _, ok := r.bursts["source 192.0.2.1"]; !ok {
+		t.Fatal("a new key was not taken after the old ones expired")
+	}
+}
