@@ -195,6 +195,27 @@ func TestMintedCredentials(t *testing.T) {
 					t.Fatal("something left upstream")
 				}
 			})
+			t.Run("policy drops the grant", func(t *testing.T) {
+				mb := newMintBench(t, b)
+				res, err := mb.exchange(t, "migrate")
+				if err != nil {
+					t.Fatal(err)
+				}
+				pol := fmt.Sprintf(`issuers:
+  ci: {url: %s, audience: %s, algorithms: [%s]}
+upstreams:
+  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
+grants:
+  other: {upstream: api, ttl: 5m, allow: [{methods: [GET], paths: ["/x"]}], who: [{issuer: ci, claims: {repository: acme/app}}]}
+`, mb.iss.URL(), benchAudience, mb.iss.Algorithm())
+				mb.sec.vals["gh"] = "x"
+				if _, err := mb.a.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
+					t.Fatal(err)
+				}
+				if n := mb.mt.RevokeDue(ctx); n != 1 || mb.up.exists(res.Credentials["db"].Password) {
+					t.Fatalf("credential of a dropped grant: revoked %d", n)
+				}
+			})
 			t.Run("two grants, one upstream", func(t *testing.T) {
 				mb := newMintBench(t, b)
 				_, err := mb.exchange(t, "migrate", "migrate-too")
