@@ -35,6 +35,7 @@ type Event struct {
 	Job        string   `json:"job,omitempty"`
 	Grant      string   `json:"grant,omitempty"`
 	Upstream   string   `json:"upstream,omitempty"`
+	Secret     string   `json:"secret,omitempty"` // a stored secret's name, never its value
 	Source     string   `json:"source,omitempty"`
 	Status     int      `json:"status,omitempty"`
 	Check      string   `json:"check,omitempty"`
@@ -44,7 +45,7 @@ type Event struct {
 
 func eventOf(e *audit.Entry) *Event {
 	ev := &Event{Type: e.Type, Lease: e.Lease, Issuer: e.Issuer, Subject: e.Subject, Repository: e.Repository, Job: e.Job,
-		Grant: e.Grant, Upstream: e.Upstream, Source: e.Source, Status: e.Status, Check: e.Check, Reason: clip(e.Reason, 200), Count: e.Count}
+		Grant: e.Grant, Upstream: e.Upstream, Secret: e.Secret, Source: e.Source, Status: e.Status, Check: e.Check, Reason: clip(e.Reason, 200), Count: e.Count}
 	if ids, ok := e.Detail["leases"].([]any); ok {
 		for _, id := range ids {
 			if s, ok := id.(string); ok && len(ev.Leases) < 50 {
@@ -127,7 +128,11 @@ func (r *rules) eval(e *audit.Entry) []Alert {
 		}
 	case upstreamFailed(e):
 		if _, ok := r.enabled(RuleUpstreamFailure); ok {
-			fire(RuleUpstreamFailure, fmt.Sprintf("%s failed (upstream %s)", e.Type, e.Upstream))
+			what := "upstream " + e.Upstream
+			if e.Secret != "" {
+				what = "secret " + e.Secret
+			}
+			fire(RuleUpstreamFailure, fmt.Sprintf("%s failed (%s)", e.Type, what))
 		}
 	}
 	return out
