@@ -110,7 +110,8 @@ func FuzzParsePassword(f *testing.F) {
 	f.Add("mfyp_" + strings.Repeat("0", 36))
 	f.Fuzz(func(t *testing.T, s string) {
 		if err := ParsePassword(s); err != nil {
-			if strings.Contains(err.Error(), s) && s != "" {
+			// Short inputs are words the fixed message may hold ("a").
+			if len(s) >= 12 && strings.Contains(err.Error(), s) {
 				t.Fatal("error holds the input")
 			}
 			return
