@@ -60,6 +60,10 @@ func scramVerifier(pw string) (string, error) {
 func withPassword(current []byte, role, pw string) ([]byte, error) {
 	s := string(current)
 	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		if keyValueDSN(s) {
+			// Replacing it with a bare password would break every user of it.
+			return nil, errors.New("the secret holds a key=value connection string: store a postgres:// URL or the bare password to rotate it")
+		}
 		return []byte(pw), nil
 	}
 	u, err := url.Parse(s)
@@ -71,6 +75,16 @@ func withPassword(current []byte, role, pw string) ([]byte, error) {
 	}
 	u.User = url.UserPassword(role, pw)
 	return []byte(u.String()), nil
+}
+
+// keyValueDSN reports whether s starts like libpq's key=value form.
+func keyValueDSN(s string) bool {
+	k, _, ok := strings.Cut(strings.TrimSpace(s), "=")
+	switch strings.TrimSpace(k) {
+	case "host", "hostaddr", "port", "dbname", "user", "password", "sslmode", "service", "connect_timeout":
+		return ok
+	}
+	return false
 }
 
 func (p postgresRotator) Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error {

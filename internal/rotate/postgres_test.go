@@ -271,11 +271,14 @@ func TestWithPassword(t *testing.T) {
 		{"postgres://other:old@db/x", "app", "", `is for user "other"`},
 		{"postgres://db/x", "app", "", "does not parse as one with a user"},
 		{"postgres://app:old@db:badport/x%zz", "app", "", "does not parse"},
+		{"host=db user=app password=old dbname=x", "app", "", "key=value connection string"},
+		{" password = old host=db", "app", "", "key=value connection string"},
+		{"pass=word", "app", "NEWPW", ""},
 	}
 	for _, tt := range tests {
 		got, err := withPassword([]byte(tt.cur), tt.role, "NEWPW")
 		if tt.wantErr != "" {
-			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), "old") {
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) || strings.Contains(err.Error(), ":old") || strings.Contains(err.Error(), "= old") || strings.Contains(err.Error(), "=old") {
 				t.Errorf("%s: err = %v, want %q without the password", tt.cur, err, tt.wantErr)
 			}
 			continue
