@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
@@ -18,6 +20,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
 )
 
 // alertReceiver is a webhook on 127.0.0.1 that refuses its first delivery
@@ -76,6 +79,7 @@ func TestLeakReportRaisesSignedAlert(t *testing.T) {
     - rule: leak_revoked
     - rule: mass_revocation
       threshold: 5
+    - rule: binding_mismatch
 `, rc.srv.URL, keyFile)), 0o600)
 
 	n := initDir(t)
@@ -132,6 +136,33 @@ func TestLeakReportRaisesSignedAlert(t *testing.T) {
 	ent, err := audit.ParseEntry([]byte(strings.TrimSpace(entries)))
 	if err != nil || ent.Index != *a.AuditIndex || ent.Type != audit.TypeLeak {
 		t.Fatalf("entry %d is %s (%v), want the leak report", *a.AuditIndex, entries, err)
+	}
+
+	// A DPoP-bound token presented without a proof of its key.
+	dkey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	proof, err := dpop.NewProof(dkey, "POST", n.url+"/v1/token", "", time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	code, out := w.exchange(t, w.is.mint(t, n.url, nil), "pinned", "", proof)
+	bound, _ := out["access_token"].(string)
+	if code != 200 || out["token_type"] != "DPoP" {
+		t.Fatalf("bound exchange: %d %v", code, out)
+	}
+	if code, reached := w.gw(t, "", map[string]string{"Authorization": "DPoP " + bound}); code != 401 || reached {
+		t.Fatalf("bound token without proof: %d, reached %v", code, reached)
+	}
+	select {
+	case p = <-rc.got:
+	case <-time.After(60 * time.Second):
+		t.Fatal("no binding_mismatch alert delivered")
+	}
+	a = alert.Alert{}
+	if err := json.Unmarshal(p.body, &a); err != nil || a.Rule != alert.RuleBindingMismatch || a.AuditIndex == nil || a.Event.Check != "dpop" {
+		t.Fatalf("alert %s (%v), want binding_mismatch", p.body, err)
+	}
+	if strings.Contains(string(p.body), bound) {
+		t.Fatal("the alert carries the bound token")
 	}
 
 	// Stop the server before reading its log (written by exec's copier).
