@@ -342,11 +342,11 @@ func startFlooder(base, caFile string) *flooder {
 }
 
 // pause stops the flooder process where it is; resume lets it go on.
-func (f *flooder) pause()  { check(f.cmd.Process.Signal(syscall.SIGSTOP)) }
-func (f *flooder) resume() { check(f.cmd.Process.Signal(syscall.SIGCONT)) }
+func (f *flooder) pause()  { check(stopProcess(f.cmd.Process)) }
+func (f *flooder) resume() { check(continueProcess(f.cmd.Process)) }
 
 func (f *flooder) stop() floodStats {
-	f.cmd.Process.Signal(syscall.SIGCONT)
+	continueProcess(f.cmd.Process)
 	f.cmd.Process.Signal(os.Interrupt)
 	var st floodStats
 	if err := json.NewDecoder(f.out).Decode(&st); err != nil {
