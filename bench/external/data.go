@@ -127,19 +127,19 @@ func fillAudit(dir string, n int) {
 	l, err := auditlog.Open(ctx, db, strings.TrimSpace(string(key)), auditlog.Options{})
 	check(err)
 	const window = 4000
-	chans := make([]<-chan auditlog.Result, 0, window)
+	futures := make([]auditlog.Future, 0, window)
 	for i := range n {
-		chans = append(chans, l.AppendAsync(audit.Event{Type: "gateway.request", Lease: fmt.Sprintf("lse_%026d", i%5000),
+		futures = append(futures, l.Add(ctx, audit.Event{Type: "gateway.request", Lease: fmt.Sprintf("lse_%026d", i%5000),
 			Issuer: "ci", Subject: "repo:acme/app:ref:refs/heads/main", Job: fmt.Sprint(i / 50), Repository: "acme/app",
 			Grant: "calls", Upstream: "api", Method: "GET", Path: fmt.Sprintf("/repos/acme/app/issues/%d", i%9000), Status: 200,
 			Source: "127.0.0.1", BytesOut: 256, DurationMS: 1, Hint: "mfy_…" + fmt.Sprintf("%04d", i%10000), PolicyVersion: "1"}))
-		if len(chans) == window || i == n-1 {
-			for _, c := range chans {
-				if r := <-c; r.Err != nil {
-					log.Fatal(r.Err)
+		if len(futures) == window || i == n-1 {
+			for _, f := range futures {
+				if _, err := f.Wait(ctx); err != nil {
+					log.Fatal(err)
 				}
 			}
-			chans = chans[:0]
+			futures = futures[:0]
 		}
 	}
 	cctx, cancel := context.WithTimeout(ctx, time.Minute)

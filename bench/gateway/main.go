@@ -118,7 +118,7 @@ func main() {
 	}
 	signer, _, _ := audit.GenerateKey("bench/audit")
 	reg := prometheus.NewRegistry()
-	aopts := auditlog.Options{Registerer: reg}
+	aopts := auditlog.Options{Registerer: reg, DurableRequests: *durable}
 	if auditlog.JournalSupported() { // as the server does on embedded SQLite
 		aopts.Journal = filepath.Join(dir, "audit.journal")
 	}
@@ -152,7 +152,7 @@ grants:
 		log.Fatal(err)
 	}
 	ta := &timedAuditor{Log: alog, d: make([]time.Duration, 0, *n)}
-	gw, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: ta, Registerer: reg, Durable: *durable})
+	gw, err := gateway.New(gateway.Config{Leases: leases, Policies: fixedPolicy{pol}, Secrets: secrets{}, Auditor: ta, Registerer: reg})
 	if err != nil {
 		log.Fatal(err)
 	}
@@ -313,22 +313,24 @@ type timedAuditor struct {
 	full atomic.Bool // d is full: the throughput runs pay no clock reads or lock
 }
 
-func (t *timedAuditor) Append(ctx context.Context, ev audit.Event) (int64, error) {
-	return t.timed(ctx, ev, t.Log.Append)
-}
-
-func (t *timedAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
-	return t.timed(ctx, ev, t.Log.AppendWritten)
-}
-
-func (t *timedAuditor) Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
-	var in *auditlog.Intent
-	_, err := t.timed(ctx, ev, func(ctx context.Context, ev audit.Event) (int64, error) {
-		var err error
-		in, err = t.Log.Begin(ctx, ev)
-		return 0, err
+// Add and Begin wait for the answer themselves, timed; the gateway's own
+// Wait then returns at once.
+func (t *timedAuditor) Add(ctx context.Context, ev audit.Event) auditlog.Future {
+	var f auditlog.Future
+	t.timed(ctx, ev, func(ctx context.Context, ev audit.Event) (int64, error) {
+		f = t.Log.Add(ctx, ev)
+		return f.Wait(ctx)
 	})
-	return in, err
+	return f
+}
+
+func (t *timedAuditor) Begin(ctx context.Context, ev audit.Event) *auditlog.Intent {
+	var in *auditlog.Intent
+	t.timed(ctx, ev, func(ctx context.Context, ev audit.Event) (int64, error) {
+		in = t.Log.Begin(ctx, ev)
+		return in.Wait(ctx)
+	})
+	return in
 }
 
 func (t *timedAuditor) timed(ctx context.Context, ev audit.Event, appendFn func(context.Context, audit.Event) (int64, error)) (int64, error) {
@@ -350,23 +352,15 @@ func (t *timedAuditor) timed(ctx context.Context, ev audit.Event, appendFn func(
 // log costs the gateway, measured in the same rounds.
 type nopAuditor struct{ n atomic.Int64 }
 
-func (a *nopAuditor) Append(context.Context, audit.Event) (int64, error) { return a.n.Add(1), nil }
-
-func (a *nopAuditor) AppendWritten(context.Context, audit.Event) (int64, error) {
-	return a.n.Add(1), nil
+func (a *nopAuditor) Add(context.Context, audit.Event) auditlog.Future {
+	return auditlog.Answered(a.n.Add(1), nil)
 }
 
-func (a *nopAuditor) Begin(context.Context, audit.Event) (*auditlog.Intent, error) {
-	return auditlog.EntryIntent(a.n.Add(1)), nil
+func (a *nopAuditor) Begin(context.Context, audit.Event) *auditlog.Intent {
+	return &auditlog.Intent{Future: auditlog.Answered(a.n.Add(1), nil)}
 }
 
 func (a *nopAuditor) Finish(*auditlog.Intent, audit.Event, string) { a.n.Add(1) }
-
-func (a *nopAuditor) AppendAsync(audit.Event) <-chan auditlog.Result {
-	ch := make(chan auditlog.Result, 1)
-	ch <- auditlog.Result{Index: a.n.Add(1)}
-	return ch
-}
 
 // bufPool gives the bare proxy the copy buffer pool the gateway has.
 // bufPool is the gateway's buffer pool (a bounded channel), copied: the

@@ -40,7 +40,7 @@ func grow(t *testing.T, l *auditlog.Log, n int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
-		if _, err := l.Append(ctx, audit.Event{Type: audit.TypeGateway, Method: "GET", Path: "/x/" + strconv.Itoa(i), Status: 200}); err != nil {
+		if _, err := l.Add(ctx, audit.Event{Type: audit.TypeGateway, Method: "GET", Path: "/x/" + strconv.Itoa(i), Status: 200}).Wait(ctx); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -20,15 +20,16 @@ const module = "github.com/mayfly-sh/mayfly/"
 // never those listed in never.
 var layers = map[string]int{
 	// leaves: formats and names, no I/O of their own
-	"internal/token":    0,
-	"internal/datadir":  0,
-	"internal/clientip": 0,
-	"internal/apitype":  0, // the /v1 wire types: imports no mayfly package
-	"internal/yamlerr":  0, // YAML errors in words, for policy and server config
-	"internal/jwa":      0, // which public key verifies which JWS algorithm (identity, dpop)
-	"internal/version":  0, // which build this is (runtime/debug build info)
-	"internal/pgsql":    0, // minted roles' names and template quoting (policy validates with it)
-	"internal/audit":    0, // the audit log's formats, proofs and verification (x/mod tlog, note)
+	"internal/token":      0,
+	"internal/datadir":    0,
+	"internal/clientip":   0,
+	"internal/apitype":    0, // the /v1 wire types: imports no mayfly package
+	"internal/yamlerr":    0, // YAML errors in words, for policy and server config
+	"internal/jwa":        0, // which public key verifies which JWS algorithm (identity, dpop)
+	"internal/version":    0, // which build this is (runtime/debug build info)
+	"internal/pgsql":      0, // minted roles' names and template quoting (policy validates with it)
+	"internal/failclosed": 0, // the one ErrUnavailable every layer wraps (503, nothing done)
+	"internal/audit":      0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	// storage
 	"internal/store":           1,
 	"internal/store/storetest": 1,
@@ -75,12 +76,12 @@ var along = map[string][]string{
 	"internal/job":                     {"internal/client"},                                                                          // the job side exchanges through the one client
 	"internal/client":                  {"internal/dpop"},                                                                            // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer"},
-	"internal/store/storetest":         {"internal/store"},                   // fresh stores for tests
-	"internal/pgrole":                  {"internal/mint", "internal/policy"}, // the postgres credential source of the minting flow
-	"internal/mint":                    {"internal/policy"},                  // minting flow: a grant's upstream, revocations audited
-	"internal/githubapp":               {"internal/mint", "internal/policy"}, // the github_app credential source of the minting flow
-	"internal/githubtest":              {"internal/policy"},                  // GitHub's permission names, as the double checks them
-	"internal/rotate":                  {"internal/secret"},                  // rotation writes secret versions
+	"internal/store/storetest":         {"internal/store"},                       // fresh stores for tests
+	"internal/pgrole":                  {"internal/mint", "internal/policy"},     // the postgres credential source of the minting flow
+	"internal/mint":                    {"internal/auditlog", "internal/policy"}, // minting flow: a grant's upstream, revocations audited
+	"internal/githubapp":               {"internal/mint", "internal/policy"},     // the github_app credential source of the minting flow
+	"internal/githubtest":              {"internal/policy"},                      // GitHub's permission names, as the double checks them
+	"internal/rotate":                  {"internal/auditlog", "internal/secret"}, // rotation writes secret versions
 }
 
 // never lists imports a package's comment (or DEVELOPERS.md) forbids

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/rotate"
@@ -238,8 +239,8 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 409, "conflict", fmt.Sprintf("a rotation of %q is already running (on this node or another)", name))
 	case errors.Is(err, rotate.ErrFailed):
 		writeError(w, 502, "rotation_failed", err.Error()+" (the current value is still in use)")
-	case errors.Is(err, rotate.ErrUnavailable):
-		a.fail(w, r, fmt.Errorf("%w: %w", authority.ErrUnavailable, err))
+	case errors.Is(err, failclosed.ErrUnavailable):
+		a.fail(w, r, err)
 	case errors.Is(err, secret.ErrNotFound):
 		writeError(w, 404, "not_found", "not found")
 	case err != nil:

@@ -17,6 +17,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -28,11 +29,15 @@ type entries struct {
 	fail map[string]bool
 }
 
-func (e *entries) Append(_ context.Context, ev audit.Event) (int64, error) {
+func (e *entries) Add(ctx context.Context, ev audit.Event) auditlog.Future {
+	return auditlog.Answered(e.record(ctx, ev))
+}
+
+func (e *entries) record(_ context.Context, ev audit.Event) (int64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fail[ev.Type] {
-		return 0, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
+		return 0, fmt.Errorf("%w: test", failclosed.ErrUnavailable)
 	}
 	e.evs = append(e.evs, ev)
 	return int64(len(e.evs)), nil
@@ -44,7 +49,7 @@ func (e *entries) Append(_ context.Context, ev audit.Event) (int64, error) {
 func (e *entries) Size() int64 { return 0 }
 
 func (e *entries) Record(ev audit.Event) ([]byte, error) {
-	if _, err := e.Append(context.Background(), ev); err != nil {
+	if _, err := e.record(context.Background(), ev); err != nil {
 		return nil, err
 	}
 	return []byte("-\n{}"), nil

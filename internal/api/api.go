@@ -27,6 +27,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/version"
@@ -317,7 +318,7 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, re.Status, re.Code, re.Description)
 	case errors.As(err, &pe), errors.As(err, &pe1):
 		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())
-	case errors.Is(err, authority.ErrUnavailable), errors.Is(err, auditlog.ErrUnavailable):
+	case errors.Is(err, failclosed.ErrUnavailable):
 		a.cfg.Logger.Error("request failed: unavailable", "route", r.URL.Path, "err", err)
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot record this action right now; nothing was done")
 	case errors.Is(err, ErrSecretNotFound), errors.Is(err, fs.ErrNotExist): // store.ErrNotFound matches fs.ErrNotExist

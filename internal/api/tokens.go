@@ -14,6 +14,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 const (
@@ -107,7 +108,7 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		p, err := a.cfg.DPoP.VerifyContext(r.Context(), proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
-		if errors.Is(err, dpop.ErrUnavailable) {
+		if errors.Is(err, failclosed.ErrUnavailable) {
 			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
 			return
 		}
@@ -210,7 +211,7 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		if _, err := a.cfg.DPoP.VerifyContext(r.Context(), proof, r.Method, a.publicURL(r)+r.URL.Path, tok, live.JKT); err != nil {
-			if errors.Is(err, dpop.ErrUnavailable) {
+			if errors.Is(err, failclosed.ErrUnavailable) {
 				writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
 				return
 			}

@@ -1,16 +1,52 @@
-// Package auditlog runs mayfly's audit log (the formats, proofs and
-// verification are package audit's): group commit of concurrent appends into one
-// durable storage transaction, signed C2SP tlog-checkpoints, inclusion and
-// consistency proofs, offline and remote verification, forwarding of
-// entries to SIEM sinks (JSON-lines files, RFC 5424 syslog), and, for a
-// store with one writer, a write-ahead journal that takes the gateway's
-// entries in one write each and folds them into the store in bulk.
+// Package auditlog runs mayfly's audit log on a store: it takes entries,
+// gives them their index, makes them as safe as promised, signs
+// checkpoints, serves entries and proofs, and forwards entries to SIEM
+// sinks (JSON-lines files, RFC 5424 syslog). The entry and checkpoint
+// formats, the tree and verification are package audit's. It never drops
+// an entry silently, and never writes a whole mayfly token into one
+// (audit.EncodeEvent reduces them to their hint).
 //
-// It never drops an entry silently: Append returns only once the entry is
-// durable (AppendWritten, for the gateway, once a crash of the process can
-// no longer lose it), and otherwise returns an error wrapping
-// ErrUnavailable so that the action it records does not happen. It never writes a whole mayfly
-// token into an entry (checksum-valid tokens are reduced to their hint).
+// # Durability: one contract
+//
+// Every entry goes in through Add (a forwarded request's decision through
+// Begin, its outcome through Finish), which returns a Future at once;
+// Future.Wait returns the entry's index once the entry is as safe as the
+// log promises for its type, or an error wrapping
+// failclosed.ErrUnavailable, and then the caller must not perform the
+// action the entry records (fail closed). The promise is the log's
+// option, not the caller's choice:
+//
+//   - durable, the default for every type: on disk (the store's commit
+//     fsynced) before Wait answers. Actions (token issue, revocation,
+//     policy, secrets, admin tokens) are recorded so.
+//   - written, for the request types (Options.Requests; the gateway's by
+//     default) unless Options.DurableRequests: Wait answers once a crash of
+//     this process can no longer lose the entry (in the journal's mapping,
+//     the store's WAL through the OS, or the PostgreSQL server); the disk
+//     has it within 5 ms, so a power loss can lose that much. While the
+//     log is unhealthy, requests are refused at once rather than tried.
+//
+// How the log keeps the promise depends on how it was opened, never on
+// the caller: concurrent entries share one store transaction (group
+// commit); with Options.Journal (embedded SQLite, Linux) written entries
+// are copied into a memory-mapped write-ahead journal and folded into the
+// store in bulk, and a forwarded request's decision and outcome become one
+// entry; with Options.Shared (nodes on one PostgreSQL) entries are recorded
+// pending, without a position, and one node at a time, the sequencer,
+// gives them their indexes, so Wait answers once the entry has its index.
+// Outcomes (Finish), records of what already happened, are not waited
+// for: a failure marks the log unhealthy and counts in
+// mayfly_audit_append_errors_total.
+//
+// An action that must commit together with its entry (issue 18) writes
+// the entry in its own store transaction instead: Record makes the pending
+// record, the action's transaction writes it (store.Note), which makes it
+// durable with the action, and Wait returns its index once the log has
+// sequenced it.
+//
+// The store implements the writes the modes need (AppendAudit,
+// AppendAuditWritten, AppendAuditKept, AddAuditPending); only this
+// package calls them.
 package auditlog
 
 import (
@@ -20,11 +56,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
-// ErrUnavailable is wrapped by every error Append returns because the log
-// could not make an entry durable (the store failed). Callers answer 503.
-var ErrUnavailable = errors.New("audit log unavailable")
-
-// ErrClosed is returned by Append after Close.
+// ErrClosed is what Wait returns for an entry added after Close.
 var ErrClosed = errors.New("audit log closed")
 
 // Storage is what the Log needs from the store (*store.DB implements it).
@@ -42,7 +74,7 @@ type Storage interface {
 // writtenStorage is implemented by a Storage that can commit without
 // waiting for the disk (*store.DB): AppendAuditWritten returns once a crash
 // of this process can no longer lose the entries, and the storage makes
-// them durable shortly after. AppendWritten uses it.
+// them durable shortly after. Written-mode entries use it.
 type writtenStorage interface {
 	AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
 }

@@ -43,13 +43,13 @@ func BenchmarkAppend(b *testing.B) {
 						b.Fatal(err)
 					}
 					defer l.Close(ctx)
-					appendFn := l.Append
+					appendFn := l.appendDurable
 					switch {
 					case strings.HasPrefix(mode, "written"):
-						appendFn = l.AppendWritten
+						appendFn = l.appendWritten
 					case strings.HasPrefix(mode, "request"):
 						appendFn = func(ctx context.Context, ev audit.Event) (int64, error) {
-							in, err := l.Begin(ctx, ev)
+							in, err := l.begin(ctx, ev)
 							if err != nil {
 								return -1, err
 							}
@@ -124,9 +124,9 @@ func fillLog(b *testing.B, st Storage, n int) {
 		b.Fatal(err)
 	}
 	const window = 4000
-	chans := make([]<-chan Result, 0, window)
+	chans := make([]<-chan result, 0, window)
 	for i := 0; i < n; i++ {
-		chans = append(chans, l.AppendAsync(gatewayEvent(i)))
+		chans = append(chans, l.appendAsync(gatewayEvent(i)))
 		if len(chans) == window || i == n-1 {
 			for _, c := range chans {
 				if r := <-c; r.Err != nil {

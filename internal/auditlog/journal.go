@@ -18,6 +18,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 // The journal is the Log's write-ahead file for written-mode entries (the
@@ -462,10 +463,10 @@ type jstate struct {
 	lastPID int64
 }
 
-// waiter is a durable Append waiting for its entry to reach the store.
+// waiter is a durable entry waiting to reach the store.
 type waiter struct {
 	index int64
-	done  chan Result
+	done  chan result
 }
 
 // replay folds into the store, durably, the journal's entries it lacks,
@@ -541,11 +542,6 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	return l.js.j.prepare(capacity)
 }
 
-// Journaled reports whether the log keeps a journal: then Begin,
-// AppendWritten and AppendAsync never wait for the store, only for a copy
-// into the journal.
-func (l *Log) Journaled() bool { return l.js.j != nil }
-
 // Recovered returns how many entries Open folded in from the journal that
 // a crash had left out of the store.
 func (l *Log) Recovered() int { return l.recovered }
@@ -555,7 +551,7 @@ func (l *Log) Recovered() int { return l.recovered }
 // it. A durable append also gets a channel answered once the store has the
 // entry durably. A lazy entry (a record of what already happened) is taken
 // while the log is unhealthy; others are not.
-func (l *Log) appendJournal(ev audit.Event, lazy, durable bool) (int64, chan Result, error) {
+func (l *Log) appendJournal(ev audit.Event, lazy, durable bool) (int64, chan result, error) {
 	return l.appendJournalFor(ev, nil, "", lazy, durable)
 }
 
@@ -563,7 +559,7 @@ func (l *Log) appendJournal(ev audit.Event, lazy, durable bool) (int64, chan Res
 // (a lazy append): while in is pending its record says so, and once in has
 // an entry of its own, Outcome(ev, outcomeType, that entry's index) is
 // appended instead.
-func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan Result, error) {
+func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan result, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	body, ts, err := l.admit(&ev, lazy)
@@ -599,7 +595,7 @@ func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, l
 			js.intents[in.id] = in
 			js.reserved += in.reserve
 		}
-		return -1, nil, fmt.Errorf("%w: journaling %s entry: %w", ErrUnavailable, ev.Type, err)
+		return -1, nil, fmt.Errorf("audit log %w: journaling %s entry: %w", failclosed.ErrUnavailable, ev.Type, err)
 	}
 	js.size++
 	kick := false
@@ -608,9 +604,9 @@ func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, l
 		kick = true
 	}
 	js.queue = append(js.queue, entry)
-	var done chan Result
+	var done chan result
 	if durable {
-		done = make(chan Result, 1)
+		done = make(chan result, 1)
 		js.waiters = append(js.waiters, waiter{index: idx, done: done})
 		kick = true
 	}
@@ -632,7 +628,7 @@ func (l *Log) journalWrite(p []byte, keep int64) error {
 	}
 	if err := js.j.write(p); err != nil {
 		l.mu.Lock()
-		l.commitErr = fmt.Errorf("%w: %v", ErrUnavailable, err)
+		l.commitErr = fmt.Errorf("audit log %w: %v", failclosed.ErrUnavailable, err)
 		l.mu.Unlock()
 		l.metrics.appendErrors.Inc()
 		return err
@@ -687,9 +683,14 @@ func (js *jstate) kickLoop() {
 	}
 }
 
-// Intent is a gateway request recorded before it is forwarded; Finish
-// completes it.
+// Intent is a forwarded request's decision, recorded by Begin; Finish
+// completes it. Its Future answers as Add's does for the request's type;
+// its index is -1 while the decision has no entry of its own (a journal
+// intent, or a pending record in shared mode).
 type Intent struct {
+	Future
+	fromFuture bool // the decision's index and pending id come with Future
+
 	id      uint64
 	ts      string
 	body    []byte
@@ -701,17 +702,25 @@ type Intent struct {
 	pid, from int64
 }
 
-// EntryIntent is an Intent whose decision already has the entry at index
-// (appended with Append): Finish appends the outcome beside it.
-func EntryIntent(index int64) *Intent { return &Intent{index: index} }
-
-// Begin records ev, the decision to forward a request, so that a crash of
-// the process can no longer lose it, and returns the Intent that Finish
-// completes. With a journal it writes an intent record and no entry:
-// Finish makes the request's one entry, and a restart after a crash makes
-// one from the intent alone. Without a journal it appends ev as an entry
-// (AppendWritten) and Finish appends a second one for the outcome.
-func (l *Log) Begin(ctx context.Context, ev audit.Event) (*Intent, error) {
+// Begin records ev, the decision to forward a request (one of
+// Options.Requests), and returns the Intent that Finish completes once the
+// request is done; wait for it (Intent.Wait) before forwarding. With a
+// journal, in written mode, it writes an intent record and no entry, and is
+// answered at once: Finish makes the request's one entry, and a restart
+// after a crash makes one from the intent alone. Otherwise ev becomes an
+// entry of its own (with DurableRequests, a durable one) and Finish adds a
+// second one for the outcome. While the log is unhealthy it is refused at
+// once.
+func (l *Log) Begin(ctx context.Context, ev audit.Event) *Intent {
+	written := !l.opts.DurableRequests
+	if l.js.j == nil || !written {
+		if err := l.Healthy(); err != nil {
+			return &Intent{Future: answered(-1, err)}
+		}
+	}
+	if !written {
+		return &Intent{Future: l.add(ctx, ev, false), fromFuture: true}
+	}
 	if l.sh != nil {
 		// Durable once pending. Nobody waits for the decision's index:
 		// the outcome names the decision's pending id and the sequencer
@@ -719,30 +728,27 @@ func (l *Log) Begin(ctx context.Context, ev audit.Event) (*Intent, error) {
 		// log to learn its requests' indexes.
 		body, err := encodeEvent(ev)
 		if err != nil {
-			return nil, err
+			return &Intent{Future: answered(-1, err)}
 		}
 		from := l.Size()
-		r := &request{body: body, done: make(chan Result, 1), written: true}
+		r := &request{body: body, done: make(chan result, 1), written: true}
 		if err := l.enqueue(ctx, ev.Type, r); err != nil {
-			return nil, err
+			return &Intent{Future: answered(-1, err)}
 		}
-		select {
-		case res := <-r.done:
-			if res.Err != nil {
-				return nil, res.Err
-			}
-			return &Intent{index: -1, pid: res.pid, from: from}, nil
-		case <-ctx.Done():
-			return nil, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
-		}
+		return &Intent{Future: Future{ch: r.done, typ: ev.Type}, fromFuture: true, from: from}
 	}
 	if l.js.j == nil {
-		idx, err := l.AppendWritten(ctx, ev)
-		if err != nil {
-			return nil, err
-		}
-		return &Intent{index: idx}, nil
+		return &Intent{Future: l.add(ctx, ev, true), fromFuture: true}
 	}
+	in, err := l.beginJournal(ev)
+	if err != nil {
+		return &Intent{Future: answered(-1, err)}
+	}
+	return in
+}
+
+// beginJournal writes ev's intent record into the journal.
+func (l *Log) beginJournal(ev audit.Event) (*Intent, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
 	body, ts, err := l.admit(&ev, false)
@@ -753,7 +759,7 @@ func (l *Log) Begin(ctx context.Context, ev audit.Event) (*Intent, error) {
 	rec[0] = recIntent
 	rec = append(append(append(rec, ts...), '\n'), body...)
 	l.putScratch(body)
-	in := &Intent{ts: ts, body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
+	in := &Intent{Future: answered(-1, nil), ts: ts, body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -761,19 +767,27 @@ func (l *Log) Begin(ctx context.Context, ev audit.Event) (*Intent, error) {
 	in.id = js.nextIntent
 	binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
 	if err := l.journalWrite(rec, in.reserve); err != nil {
-		return nil, fmt.Errorf("%w: journaling %s decision: %w", ErrUnavailable, ev.Type, err)
+		return nil, fmt.Errorf("audit log %w: journaling %s decision: %w", failclosed.ErrUnavailable, ev.Type, err)
 	}
 	js.reserved += in.reserve
 	js.intents[in.id] = in
 	return in, nil
 }
 
-// Finish records the outcome of in without waiting. While in is an intent
-// in the journal, whole (the decision with its outcome) becomes the
-// request's one entry; otherwise (no journal, or the intent was turned into
-// an entry of its own when the journal was emptied) Outcome(whole,
-// outcomeType, i) is appended, i being the decision's entry.
+// Finish records the outcome of in, an Intent whose Wait succeeded,
+// without waiting. While in is an intent in the journal, whole (the
+// decision with its outcome) becomes the request's one entry; otherwise
+// (no journal, or the intent was turned into an entry of its own when the
+// journal was emptied) audit.Outcome(whole, outcomeType, i) is added, i
+// being the decision's entry.
 func (l *Log) Finish(in *Intent, whole audit.Event, outcomeType string) {
+	if in.fromFuture {
+		r := in.answer()
+		if r.Err != nil {
+			return // the request was refused: nothing to complete
+		}
+		in.index, in.pid, in.fromFuture = r.Index, r.pid, false
+	}
 	if in.pid > 0 {
 		// Not awaited, as below. The sequencer replaces the -1 with the
 		// decision's index (outcomeIndexSuffix).
@@ -781,12 +795,12 @@ func (l *Log) Finish(in *Intent, whole audit.Event, outcomeType string) {
 		if err != nil || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
 			return // cannot happen: Outcome's detail is flat and request_index its last key
 		}
-		r := &request{body: body, done: make(chan Result, 1), lazy: true, written: true, ref: in.pid, refFrom: in.from}
+		r := &request{body: body, done: make(chan result, 1), lazy: true, written: true, ref: in.pid, refFrom: in.from}
 		_ = l.enqueue(context.Background(), outcomeType, r) // closed: as an append after Close
 		return
 	}
 	if l.js.j == nil {
-		l.AppendAsync(audit.Outcome(whole, outcomeType, in.index))
+		l.addLazy(audit.Outcome(whole, outcomeType, in.index))
 		return
 	}
 	// Not waited for: a failure marks the log unhealthy and counts in
@@ -840,7 +854,7 @@ func (l *Log) journalLoop() {
 		if syncNow {
 			if err := js.j.sync(synced, syncEnd); err != nil {
 				l.mu.Lock()
-				l.commitErr = fmt.Errorf("%w: syncing the journal: %v", ErrUnavailable, err)
+				l.commitErr = fmt.Errorf("audit log %w: syncing the journal: %v", failclosed.ErrUnavailable, err)
 				l.mu.Unlock()
 			}
 		}
@@ -906,7 +920,7 @@ func (l *Log) integrate(final bool) error {
 		// fold, as it would have been within syncDelay.
 		if err := js.j.sync(old, rotatedEnd); err != nil {
 			l.mu.Lock()
-			l.commitErr = fmt.Errorf("%w: syncing the journal: %v", ErrUnavailable, err)
+			l.commitErr = fmt.Errorf("audit log %w: syncing the journal: %v", failclosed.ErrUnavailable, err)
 			l.mu.Unlock()
 		}
 	}
@@ -918,7 +932,7 @@ func (l *Log) integrate(final bool) error {
 	js.mu.Lock()
 	if err != nil {
 		for _, w := range waiters {
-			w.done <- Result{Index: -1, Err: err}
+			w.done <- result{Index: -1, Err: err}
 		}
 		// Put them back in front of what came meanwhile.
 		js.start = start
@@ -929,7 +943,7 @@ func (l *Log) integrate(final bool) error {
 	l.advance(start, end, hashes)
 	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
-		w.done <- Result{Index: w.index}
+		w.done <- result{Index: w.index}
 	}
 	l.foldedPIDs(start, pids)
 	if durable && len(js.queue) == 0 && len(js.intents) == 0 {
@@ -974,7 +988,7 @@ func (l *Log) rotate() {
 			js.j.active = from
 			js.j.size[from^1] = fileHeader // what was copied is ignored: the file is emptied again later
 			l.mu.Lock()
-			l.commitErr = fmt.Errorf("%w: moving running requests to the other journal file: %v", ErrUnavailable, err)
+			l.commitErr = fmt.Errorf("audit log %w: moving running requests to the other journal file: %v", failclosed.ErrUnavailable, err)
 			l.mu.Unlock()
 			return
 		}
@@ -998,7 +1012,7 @@ func (l *Log) integrateFinal() error {
 	}
 	if err != nil {
 		for _, w := range waiters {
-			w.done <- Result{Index: -1, Err: err}
+			w.done <- result{Index: -1, Err: err}
 		}
 		js.waiters = nil
 		return err // the journal keeps them for the next Open
@@ -1006,7 +1020,7 @@ func (l *Log) integrateFinal() error {
 	l.advance(start, end, hashes)
 	l.stored(end, root, len(entries), began)
 	for _, w := range waiters {
-		w.done <- Result{Index: w.index}
+		w.done <- result{Index: w.index}
 	}
 	l.foldedPIDs(start, pids)
 	js.start, js.queue, js.waiters = end, nil, nil
@@ -1032,7 +1046,7 @@ func (l *Log) fold(start int64, entries [][]byte, pids []int64, hashes []tlog.Ha
 		appendFunc = ws.AppendAuditWritten
 	}
 	if err := appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
-		err = fmt.Errorf("%w: storing %d journaled entries: %v", ErrUnavailable, len(entries), err)
+		err = fmt.Errorf("audit log %w: storing %d journaled entries: %v", failclosed.ErrUnavailable, len(entries), err)
 		l.mu.Lock()
 		l.commitErr = err
 		l.mu.Unlock()

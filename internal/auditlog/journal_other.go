@@ -6,8 +6,8 @@ import "os"
 
 // No journal here (see journal_linux.go): Open refuses Options.Journal,
 // and every entry goes to the store in its own group commit, as on
-// PostgreSQL, with the same guarantees: Append returns once the entry is
-// durable, AppendWritten once the store has it where a crash of the process
+// PostgreSQL, with the same guarantees: a durable entry's Wait answers once it
+// is on disk, a written one's once the store has it where a crash of the process
 // cannot lose it. The build tag mayfly_nojournal selects this path on Linux
 // too, so that it is tested there.
 

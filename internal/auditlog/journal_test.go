@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 func journalPath(t testing.TB) string { return filepath.Join(t.TempDir(), "audit.journal") }
@@ -41,11 +42,11 @@ func TestJournalAppends(t *testing.T) {
 						var err error
 						switch i % 3 {
 						case 0:
-							idx, err = l.Append(ctx, gatewayEvent(i))
+							idx, err = l.appendDurable(ctx, gatewayEvent(i))
 						case 1:
-							idx, err = l.AppendWritten(ctx, gatewayEvent(i))
+							idx, err = l.appendWritten(ctx, gatewayEvent(i))
 						default:
-							r := <-l.AppendAsync(gatewayEvent(i))
+							r := <-l.appendAsync(gatewayEvent(i))
 							idx, err = r.Index, r.Err
 						}
 						if err != nil {
@@ -87,7 +88,7 @@ func TestJournalReplay(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i := 0; i < 5; i++ {
-		if _, err := l.AppendWritten(ctx, gatewayEvent(i)); err != nil {
+		if _, err := l.appendWritten(ctx, gatewayEvent(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -96,7 +97,7 @@ func TestJournalReplay(t *testing.T) {
 	// as after a kill -9 between journal and store.
 	st.setFail(errInjected)
 	for i := 5; i < 12; i++ {
-		if idx, err := l.AppendWritten(ctx, gatewayEvent(i)); err != nil || idx != int64(i) {
+		if idx, err := l.appendWritten(ctx, gatewayEvent(i)); err != nil || idx != int64(i) {
 			t.Fatalf("AppendWritten %d = %d, %v", i, idx, err)
 		}
 	}
@@ -123,7 +124,7 @@ func TestJournalReplay(t *testing.T) {
 	} else if recs, _, _ := readJournal(after); len(recs) != 0 {
 		t.Fatalf("journal not emptied after replay: %d records", len(recs))
 	}
-	if idx, err := l2.Append(ctx, gatewayEvent(12)); err != nil || idx != 12 {
+	if idx, err := l2.appendDurable(ctx, gatewayEvent(12)); err != nil || idx != 12 {
 		t.Fatalf("Append after replay = %d, %v", idx, err)
 	}
 	res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
@@ -147,17 +148,17 @@ func TestJournalStoreFailure(t *testing.T) {
 	ctx := context.Background()
 	st := newMemStore()
 	l := openLog(t, st, Options{Journal: journalPath(t), CheckpointInterval: 10 * time.Millisecond})
-	if _, err := l.AppendWritten(ctx, gatewayEvent(0)); err != nil {
+	if _, err := l.appendWritten(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
 	st.setFail(errInjected)
-	if _, err := l.Append(ctx, gatewayEvent(1)); !errors.Is(err, ErrUnavailable) {
+	if _, err := l.appendDurable(ctx, gatewayEvent(1)); !errors.Is(err, failclosed.ErrUnavailable) {
 		t.Fatalf("durable Append on a failing store = %v", err)
 	}
-	if _, err := l.AppendWritten(ctx, gatewayEvent(2)); !errors.Is(err, ErrUnavailable) {
+	if _, err := l.appendWritten(ctx, gatewayEvent(2)); !errors.Is(err, failclosed.ErrUnavailable) {
 		t.Fatalf("AppendWritten while unhealthy = %v", err)
 	}
-	if r := <-l.AppendAsync(gatewayEvent(3)); r.Err != nil {
+	if r := <-l.appendAsync(gatewayEvent(3)); r.Err != nil {
 		t.Fatalf("AppendAsync while unhealthy = %v", r.Err)
 	}
 	st.setFail(nil)
@@ -165,7 +166,7 @@ func TestJournalStoreFailure(t *testing.T) {
 	// The durable entry that failed is stored after all: an audit entry
 	// records an attempt; the action it names did not happen.
 	waitFor(t, func() bool { return l.Size() == 3 })
-	if idx, err := l.AppendWritten(ctx, gatewayEvent(4)); err != nil || idx != 3 {
+	if idx, err := l.appendWritten(ctx, gatewayEvent(4)); err != nil || idx != 3 {
 		t.Fatalf("AppendWritten after recovery = %d, %v", idx, err)
 	}
 }
@@ -211,7 +212,7 @@ func TestJournalIntents(t *testing.T) {
 	}
 	dec := gatewayEvent(1)
 	dec.Status = 0
-	in, err := l.Begin(ctx, dec)
+	in, err := l.begin(ctx, dec)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -226,7 +227,7 @@ func TestJournalIntents(t *testing.T) {
 	// A crash while a request runs: its intent is in the journal only.
 	dec2 := gatewayEvent(2)
 	dec2.Status = 0
-	if _, err := l.Begin(ctx, dec2); err != nil {
+	if _, err := l.begin(ctx, dec2); err != nil {
 		t.Fatal(err)
 	}
 	st.setFail(errInjected) // Close cannot store anything: as if killed
@@ -248,11 +249,11 @@ func TestJournalIntents(t *testing.T) {
 	l2.js.mu.Unlock()
 	dec3 := gatewayEvent(3)
 	dec3.Status = 0
-	in3, err := l2.Begin(ctx, dec3)
+	in3, err := l2.begin(ctx, dec3)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l2.AppendWritten(ctx, gatewayEvent(4)); err != nil {
+	if _, err := l2.appendWritten(ctx, gatewayEvent(4)); err != nil {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return l2.Size() == 3 })
@@ -274,7 +275,7 @@ func TestJournalIntents(t *testing.T) {
 	// the outcome that comes after the log closed is lost.
 	dec5 := gatewayEvent(5)
 	dec5.Status = 0
-	in5, err := l2.Begin(ctx, dec5)
+	in5, err := l2.begin(ctx, dec5)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -357,9 +358,9 @@ func TestJournalFull(t *testing.T) {
 	l.js.mu.Unlock()
 	var running []*Intent
 	for {
-		in, err := l.Begin(ctx, requestEvent(len(running)))
+		in, err := l.begin(ctx, requestEvent(len(running)))
 		if err != nil {
-			if !errors.Is(err, ErrUnavailable) || !strings.Contains(err.Error(), "full") {
+			if !errors.Is(err, failclosed.ErrUnavailable) || !strings.Contains(err.Error(), "full") {
 				t.Fatalf("Begin on a full journal = %v", err)
 			}
 			break
@@ -372,8 +373,8 @@ func TestJournalFull(t *testing.T) {
 	// Smaller entries fill what is left, but not the room kept.
 	written := 0
 	for i := 0; ; i++ {
-		if _, err := l.AppendWritten(ctx, gatewayEvent(i)); err != nil {
-			if !errors.Is(err, ErrUnavailable) {
+		if _, err := l.appendWritten(ctx, gatewayEvent(i)); err != nil {
+			if !errors.Is(err, failclosed.ErrUnavailable) {
 				t.Fatalf("AppendWritten on a full journal = %v", err)
 			}
 			break
@@ -396,7 +397,7 @@ func TestJournalFull(t *testing.T) {
 	l.js.resetSize = 1
 	l.js.mu.Unlock()
 	waitFor(t, func() bool {
-		_, err := l.Begin(ctx, requestEvent(0))
+		_, err := l.begin(ctx, requestEvent(0))
 		return err == nil
 	})
 }
@@ -419,8 +420,8 @@ func TestJournalDiskFull(t *testing.T) {
 	l.js.resetSize = 1 << 30
 	l.js.mu.Unlock()
 	for i := 0; ; i++ {
-		if _, err := l.Begin(ctx, requestEvent(i)); err != nil {
-			if !errors.Is(err, ErrUnavailable) || strings.Contains(err.Error(), errJournalFull.Error()) {
+		if _, err := l.begin(ctx, requestEvent(i)); err != nil {
+			if !errors.Is(err, failclosed.ErrUnavailable) || strings.Contains(err.Error(), errJournalFull.Error()) {
 				t.Fatalf("Begin on a full disk = %v", err)
 			}
 			t.Logf("refused after %d requests: %v", i, err)
@@ -448,7 +449,7 @@ func TestJournalMirror(t *testing.T) {
 	}
 	st.setFail(errInjected) // nothing reaches the store
 	for i := 0; i < 6; i++ {
-		if _, err := l.AppendWritten(ctx, gatewayEvent(i)); err != nil {
+		if _, err := l.appendWritten(ctx, gatewayEvent(i)); err != nil {
 			t.Fatal(err)
 		}
 	}

@@ -11,6 +11,7 @@ import (
 	"golang.org/x/mod/sumdb/tlog"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 // Options tune a Log. The zero value is usable.
@@ -23,8 +24,19 @@ type Options struct {
 	// CheckpointInterval is how often a new checkpoint is signed while the
 	// log grows (default 500ms; never more than 1s is sensible).
 	CheckpointInterval time.Duration
+	// Requests lists the entry types of requests served at volume, which
+	// Add answers once written rather than durable (see the package
+	// comment) and refuses at once while the log is unhealthy, and whose
+	// decision and outcome Begin and Finish record (default: the
+	// gateway's, audit.TypeGateway).
+	Requests []string
+	// DurableRequests makes requests' entries durable too, as every
+	// other entry is (the server's gateway_durable_audit): on disk before
+	// Wait answers, and the decision of a forwarded request an entry of
+	// its own.
+	DurableRequests bool
 	// Journal is the path of a write-ahead journal for written-mode
-	// entries (AppendWritten, AppendAsync): they are answered once in it,
+	// entries (requests' entries and outcomes): they are answered once in it,
 	// and reach the store in transactions of everything journaled within
 	// 10 ms. It requires the Log to be its store's only writer (embedded
 	// SQLite; a lock on the file keeps a second process out). Empty: none,
@@ -57,6 +69,9 @@ func (o *Options) defaults() {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
+	if o.Requests == nil {
+		o.Requests = []string{audit.TypeGateway}
+	}
 }
 
 // maxLinger bounds how long a group commit waits for writers it expects.
@@ -72,8 +87,8 @@ const lazyLinger = 2 * time.Millisecond
 // writers keep appending first.
 const maxConflictRetries = 50
 
-// Result is the outcome of one append.
-type Result struct {
+// result is the outcome of one append.
+type result struct {
 	Index int64
 	Err   error
 	pid   int64 // shared mode: the entry's pending id, once recorded
@@ -81,10 +96,10 @@ type Result struct {
 
 type request struct {
 	body    []byte
-	done    chan Result
-	seq     chan Result // shared mode: answered once the entry has its index (nil: nobody asks)
-	lazy    bool        // queued by AppendAsync: nobody is waiting on its commit
-	written bool        // written mode: see AppendWritten
+	done    chan result
+	seq     chan result // shared mode: answered once the entry has its index (nil: nobody asks)
+	lazy    bool        // queued by addLazy: nobody is waiting on its commit
+	written bool        // written mode: see Options.Requests
 	// Shared mode, an outcome: the pending id of its decision, whose
 	// index the sequencer puts in the entry (0: none), and a size of the
 	// log read before that decision was recorded.
@@ -164,7 +179,7 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		if !ok || opts.Journal != "" {
 			return nil, fmt.Errorf("audit: a shared log needs a store that records pending entries, and no journal")
 		}
-		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan Result{},
+		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan result{},
 			recent: map[int64]int64{}, older: map[int64]int64{}}
 	}
 	if err := l.reload(ctx); err != nil {
@@ -258,7 +273,7 @@ func (l *Log) Size() int64 {
 }
 
 // Healthy returns nil when the last write to the store succeeded, or an
-// error wrapping ErrUnavailable (for /readyz). It recovers by itself once
+// error wrapping failclosed.ErrUnavailable (for /readyz). It recovers by itself once
 // the store takes writes again.
 func (l *Log) Healthy() error {
 	l.mu.Lock()
@@ -272,76 +287,75 @@ func (l *Log) Healthy() error {
 	return l.publishErr
 }
 
-// Append records ev and returns its index once it is durable. Concurrent
-// appends share one storage transaction. If the entry cannot be made
-// durable, the error wraps ErrUnavailable and the caller must not perform
-// the action it records. If ctx ends first, the entry may still be
-// recorded.
-func (l *Log) Append(ctx context.Context, ev audit.Event) (int64, error) {
-	return l.wait(ctx, ev, false)
+// Add records ev and returns its Future at once; Future.Wait answers once
+// the entry is as safe as the log's Options promise for ev's type (see the
+// package comment): durable, or, for the request types (Options.Requests),
+// written. If the entry cannot be made so, Wait's error wraps
+// failclosed.ErrUnavailable and the caller must not perform the action it
+// records. While the log is unhealthy, a request's entry is refused at once
+// rather than tried. ctx bounds the queueing only; if Wait's ctx ends first,
+// the entry may still be recorded.
+func (l *Log) Add(ctx context.Context, ev audit.Event) Future {
+	req := l.isRequest(ev.Type)
+	written := req && !l.opts.DurableRequests
+	if req && (l.js.j == nil || !written) {
+		// A journaled written append checks the log's health itself
+		// (admit).
+		if err := l.Healthy(); err != nil {
+			return answered(-1, err)
+		}
+	}
+	return l.add(ctx, ev, written)
 }
 
-// AppendWritten is Append for the gateway's path: it returns once the entry
-// is written where a crash of this process can no longer lose it (the
-// store's WAL through the OS, or the PostgreSQL server), without waiting for
-// the disk; a crash of the whole machine can lose it until the store's next
-// durable commit, at most its SyncDelay later. A storage that cannot commit
-// that way (one without AppendAuditWritten) makes it an Append.
-func (l *Log) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
-	return l.wait(ctx, ev, true)
+// isRequest reports whether typ is one of Options.Requests.
+func (l *Log) isRequest(typ string) bool {
+	for _, t := range l.opts.Requests {
+		if t == typ {
+			return true
+		}
+	}
+	return false
 }
 
-func (l *Log) wait(ctx context.Context, ev audit.Event, written bool) (int64, error) {
-	var ch chan Result
-	var err error
+// add queues ev, written (answered once a crash of this process can no
+// longer lose it) or durable.
+func (l *Log) add(ctx context.Context, ev audit.Event, written bool) Future {
 	if l.js.j != nil {
-		var idx int64
-		idx, ch, err = l.appendJournal(ev, false, !written)
+		idx, ch, err := l.appendJournal(ev, false, !written)
 		if err != nil || written {
-			return idx, err // journaled: a crash can no longer lose it
+			return answered(idx, err) // journaled: a crash can no longer lose it
 		}
-	} else {
-		var r *request
-		if r, err = l.submit(ctx, ev, false, written); err != nil {
-			return -1, err
-		}
-		ch = r.done
-		if l.sh != nil {
-			// Durable once pending; the index comes with sequencing, and
-			// a failure to record goes to seq too.
-			ch = r.seq
-		}
+		return Future{ch: ch, typ: ev.Type}
 	}
-	select {
-	case r := <-ch:
-		return r.Index, r.Err
-	case <-ctx.Done():
-		return -1, fmt.Errorf("audit: waiting for durable %s entry: %w", ev.Type, ctx.Err())
+	r, err := l.submit(ctx, ev, false, written)
+	if err != nil {
+		return answered(-1, err)
 	}
+	if l.sh != nil {
+		// Durable once pending; the index comes with sequencing, and a
+		// failure to record goes to seq too.
+		return Future{ch: r.seq, typ: ev.Type}
+	}
+	return Future{ch: r.done, typ: ev.Type}
 }
 
-// AppendAsync queues ev and returns a channel that receives its Result
-// once it is written (as AppendWritten) or has failed. It is for records of
-// what already happened (a gateway response): the commit may linger up to
-// 2 ms to share a transaction with an awaited Append. A caller about to act
-// on the recorded event uses Append or AppendWritten instead.
-func (l *Log) AppendAsync(ev audit.Event) <-chan Result {
+// addLazy queues ev, a record of what already happened (a gateway
+// response), written, without waiting: the commit may linger up to 2 ms to
+// share a transaction with an awaited entry.
+func (l *Log) addLazy(ev audit.Event) Future {
 	if l.js.j != nil {
 		idx, _, err := l.appendJournal(ev, true, false)
-		ch := make(chan Result, 1)
-		ch <- Result{Index: idx, Err: err}
-		return ch
+		return answered(idx, err)
 	}
 	r, err := l.submit(context.Background(), ev, true, true)
 	if err != nil {
-		ch := make(chan Result, 1)
-		ch <- Result{Index: -1, Err: err}
-		return ch
+		return answered(-1, err)
 	}
 	if l.sh != nil {
-		return r.seq
+		return Future{ch: r.seq, typ: ev.Type}
 	}
-	return r.done
+	return Future{ch: r.done, typ: ev.Type}
 }
 
 // encodeEvent is audit.EncodeEvent into a new buffer.
@@ -354,9 +368,9 @@ func (l *Log) submit(ctx context.Context, ev audit.Event, lazy, written bool) (*
 	if err != nil {
 		return nil, err
 	}
-	r := &request{body: body, done: make(chan Result, 1), lazy: lazy, written: written}
+	r := &request{body: body, done: make(chan result, 1), lazy: lazy, written: written}
 	if l.sh != nil {
-		r.seq = make(chan Result, 1)
+		r.seq = make(chan result, 1)
 	}
 	if err := l.enqueue(ctx, ev.Type, r); err != nil {
 		return nil, err
@@ -554,13 +568,13 @@ func (l *Log) commit(batch []*request) {
 		l.metrics.conflicts.Inc()
 	}
 	if err != nil {
-		err = fmt.Errorf("%w: appending %d entries: %v", ErrUnavailable, len(batch), err)
+		err = fmt.Errorf("audit log %w: appending %d entries: %v", failclosed.ErrUnavailable, len(batch), err)
 		l.mu.Lock()
 		l.commitErr = err
 		l.mu.Unlock()
 		l.metrics.appendErrors.Add(float64(len(batch)))
 		for _, r := range batch {
-			r.done <- Result{Index: -1, Err: err}
+			r.done <- result{Index: -1, Err: err}
 		}
 		return
 	}
@@ -572,7 +586,7 @@ func (l *Log) commit(batch []*request) {
 	}
 	l.stored(newSize, root, len(batch), began)
 	for i, r := range batch {
-		r.done <- Result{Index: start + int64(i)}
+		r.done <- result{Index: start + int64(i)}
 	}
 }
 
@@ -860,7 +874,7 @@ func (l *Log) publish(ctx context.Context) error {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	if err != nil {
-		l.publishErr = fmt.Errorf("%w: publishing checkpoint %d: %v", ErrUnavailable, size, err)
+		l.publishErr = fmt.Errorf("audit log %w: publishing checkpoint %d: %v", failclosed.ErrUnavailable, size, err)
 		l.metrics.cpErrors.Inc()
 		return l.publishErr
 	}
@@ -902,7 +916,7 @@ func (l *Log) CheckpointAt(ctx context.Context, size int64) ([]byte, error) {
 }
 
 // Sync signs and stores a checkpoint covering every entry durable so far
-// now, without waiting for the publisher (Append already waits for
+// now, without waiting for the publisher (Wait already waits for
 // durability).
 func (l *Log) Sync(ctx context.Context) error {
 	return l.publish(ctx)

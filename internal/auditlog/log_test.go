@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/token"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -51,7 +52,7 @@ func appendN(t testing.TB, l *Log, n int) {
 	t.Helper()
 	ctx := context.Background()
 	for i := 0; i < n; i++ {
-		if _, err := l.Append(ctx, gatewayEvent(i)); err != nil {
+		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
 			t.Fatalf("Append %d: %v", i, err)
 		}
 	}
@@ -77,7 +78,7 @@ func TestAppendReadAndCheckpoint(t *testing.T) {
 				t.Fatalf("empty checkpoint: %d %x %v", size, root, err)
 			}
 			for i := 0; i < 10; i++ {
-				idx, err := l.Append(ctx, gatewayEvent(i))
+				idx, err := l.appendDurable(ctx, gatewayEvent(i))
 				if err != nil || idx != int64(i) {
 					t.Fatalf("Append %d = %d, %v", i, idx, err)
 				}
@@ -151,18 +152,18 @@ func TestWrittenModeOnlyWhenAllAskIt(t *testing.T) {
 			// queue up and share the next one.
 			st.entering = make(chan struct{}, 1)
 			st.mu.Lock()
-			first := l.AppendAsync(gatewayEvent(0))
+			first := l.appendAsync(gatewayEvent(0))
 			<-st.entering
 			var wg sync.WaitGroup
 			for i, kind := range tc.appends {
 				ev := gatewayEvent(i + 1)
 				switch kind {
 				case "durable":
-					wg.Go(func() { l.Append(ctx, ev) })
+					wg.Go(func() { l.appendDurable(ctx, ev) })
 				case "written":
-					wg.Go(func() { l.AppendWritten(ctx, ev) })
+					wg.Go(func() { l.appendWritten(ctx, ev) })
 				case "async":
-					wg.Go(func() { <-l.AppendAsync(ev) })
+					wg.Go(func() { <-l.appendAsync(ev) })
 				}
 			}
 			for len(l.reqs) < len(tc.appends) {
@@ -227,7 +228,7 @@ func TestConcurrentAppends(t *testing.T) {
 					for i := 0; i < each; i++ {
 						ev := gatewayEvent(i)
 						ev.Lease = fmt.Sprintf("lse_w%d_%d", w, i)
-						idx, err := l.Append(ctx, ev)
+						idx, err := l.appendDurable(ctx, ev)
 						if err != nil {
 							t.Errorf("Append: %v", err)
 							return
@@ -284,7 +285,7 @@ func TestProofsIndependent(t *testing.T) {
 			const n = 70
 			roots := map[int64][32]byte{}
 			for i := 0; i < n; i++ {
-				if _, err := l.Append(ctx, gatewayEvent(i)); err != nil {
+				if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
 					t.Fatal(err)
 				}
 				r, err := l.TreeHash(ctx, int64(i+1))
@@ -403,27 +404,27 @@ func TestStoreFailureAndRecovery(t *testing.T) {
 		t.Fatalf("Healthy = %v", err)
 	}
 	st.setFail(errInjected)
-	_, err := l.Append(ctx, gatewayEvent(99))
-	if !errors.Is(err, ErrUnavailable) {
-		t.Fatalf("Append on failing store = %v, want ErrUnavailable", err)
+	_, err := l.appendDurable(ctx, gatewayEvent(99))
+	if !errors.Is(err, failclosed.ErrUnavailable) {
+		t.Fatalf("Append on failing store = %v, want failclosed.ErrUnavailable", err)
 	}
-	if err := l.Healthy(); !errors.Is(err, ErrUnavailable) {
+	if err := l.Healthy(); !errors.Is(err, failclosed.ErrUnavailable) {
 		t.Fatalf("Healthy = %v", err)
 	}
 	// Recovery without traffic: the probe writes a checkpoint.
 	st.setFail(nil)
 	waitFor(t, func() bool { return l.Healthy() == nil })
-	idx, err := l.Append(ctx, gatewayEvent(4))
+	idx, err := l.appendDurable(ctx, gatewayEvent(4))
 	if err != nil || idx != 3 {
 		t.Fatalf("Append after recovery = %d, %v", idx, err)
 	}
 	// Recovery through traffic.
 	st.setFail(errInjected)
-	if _, err := l.Append(ctx, gatewayEvent(5)); !errors.Is(err, ErrUnavailable) {
+	if _, err := l.appendDurable(ctx, gatewayEvent(5)); !errors.Is(err, failclosed.ErrUnavailable) {
 		t.Fatal(err)
 	}
 	st.setFail(nil)
-	if idx, err := l.Append(ctx, gatewayEvent(5)); err != nil || idx != 4 {
+	if idx, err := l.appendDurable(ctx, gatewayEvent(5)); err != nil || idx != 4 {
 		t.Fatalf("Append = %d, %v", idx, err)
 	}
 	if err := l.Sync(ctx); err != nil {
@@ -458,7 +459,7 @@ func TestTwoWriters(t *testing.T) {
 						l = l2
 					}
 					for i := 0; i < 25; i++ {
-						idx, err := l.Append(ctx, gatewayEvent(i))
+						idx, err := l.appendDurable(ctx, gatewayEvent(i))
 						if err != nil {
 							t.Errorf("Append: %v", err)
 							return
@@ -495,9 +496,9 @@ func TestReopenAndClose(t *testing.T) {
 				t.Fatal(err)
 			}
 			// Appends in flight when Close is called are all committed.
-			var chans []<-chan Result
+			var chans []<-chan result
 			for i := 0; i < 50; i++ {
-				chans = append(chans, l.AppendAsync(gatewayEvent(i)))
+				chans = append(chans, l.appendAsync(gatewayEvent(i)))
 			}
 			if err := l.Close(ctx); err != nil {
 				t.Fatal(err)
@@ -507,7 +508,7 @@ func TestReopenAndClose(t *testing.T) {
 					t.Fatalf("async %d = %+v", i, r)
 				}
 			}
-			if _, err := l.Append(ctx, gatewayEvent(0)); !errors.Is(err, ErrClosed) {
+			if _, err := l.appendDurable(ctx, gatewayEvent(0)); !errors.Is(err, ErrClosed) {
 				t.Fatalf("Append after Close = %v", err)
 			}
 			if err := l.Healthy(); !errors.Is(err, ErrClosed) {
@@ -522,7 +523,7 @@ func TestReopenAndClose(t *testing.T) {
 			if l2.Size() != 50 {
 				t.Fatalf("reopened size %d", l2.Size())
 			}
-			if idx, err := l2.Append(ctx, gatewayEvent(50)); err != nil || idx != 50 {
+			if idx, err := l2.appendDurable(ctx, gatewayEvent(50)); err != nil || idx != 50 {
 				t.Fatalf("Append after reopen = %d, %v", idx, err)
 			}
 			l2.Sync(ctx)
@@ -563,13 +564,13 @@ func TestEventEncoding(t *testing.T) {
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
-			idx, err := l.Append(ctx, c.ev)
+			idx, err := l.appendDurable(ctx, c.ev)
 			if (err != nil) != c.wantErr {
 				t.Fatalf("Append err = %v", err)
 			}
 			if err != nil {
-				if errors.Is(err, ErrUnavailable) {
-					t.Fatalf("caller error reported as ErrUnavailable: %v", err)
+				if errors.Is(err, failclosed.ErrUnavailable) {
+					t.Fatalf("caller error reported as failclosed.ErrUnavailable: %v", err)
 				}
 				return
 			}

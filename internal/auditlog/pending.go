@@ -13,6 +13,8 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 // An action's entry is written by the action itself: Record encodes it as
@@ -75,7 +77,7 @@ func (l *Log) Wait(ctx context.Context, since int64, pids []int64) ([]int64, err
 				}
 			}
 		}
-		if slices.ContainsFunc(chs, func(ch chan Result) bool { return ch != nil }) {
+		if slices.ContainsFunc(chs, func(ch chan result) bool { return ch != nil }) {
 			l.aw.forget(pids)
 			return nil, fmt.Errorf("audit: waiting for the index of a recorded entry (it is recorded, pending): %w", ErrClosed)
 		}
@@ -157,7 +159,7 @@ type localSequencer interface {
 // store read.
 type awaits struct {
 	mu      sync.Mutex
-	waiting map[int64]chan Result
+	waiting map[int64]chan result
 	recent  map[int64]int64 // pending id -> index
 	order   []int64         // recent's pending ids, oldest first
 	maxPID  int64           // the largest pending id reported
@@ -184,7 +186,7 @@ func (a *awaits) sweepDue() bool {
 const recentEntries = 1 << 16
 
 func (a *awaits) init() {
-	a.waiting = map[int64]chan Result{}
+	a.waiting = map[int64]chan result{}
 	a.recent = map[int64]int64{}
 	a.kick = make(chan struct{}, 1)
 }
@@ -194,10 +196,10 @@ func (a *awaits) init() {
 // may have been sequenced without this node knowing it still (pending ids
 // are taken in commit order on SQLite; on PostgreSQL not quite, and then
 // a look-up finds nothing and the wait goes on).
-func (a *awaits) register(pids []int64) ([]chan Result, []int64, bool) {
+func (a *awaits) register(pids []int64) ([]chan result, []int64, bool) {
 	a.mu.Lock()
 	defer a.mu.Unlock()
-	chs := make([]chan Result, len(pids))
+	chs := make([]chan result, len(pids))
 	out := make([]int64, len(pids))
 	missing := false
 	for i, id := range pids {
@@ -205,7 +207,7 @@ func (a *awaits) register(pids []int64) ([]chan Result, []int64, bool) {
 			out[i] = idx
 			continue
 		}
-		ch := make(chan Result, 1)
+		ch := make(chan result, 1)
 		a.waiting[id] = ch
 		chs[i] = ch
 		missing = missing || id <= a.maxPID
@@ -232,7 +234,7 @@ func (a *awaits) report(idx, pids []int64) {
 			continue
 		}
 		if ch, ok := a.waiting[id]; ok {
-			ch <- Result{Index: idx[i]}
+			ch <- result{Index: idx[i]}
 			delete(a.waiting, id)
 		}
 		if _, ok := a.recent[id]; !ok {
@@ -255,7 +257,7 @@ func (a *awaits) closeAll() {
 	a.mu.Lock()
 	defer a.mu.Unlock()
 	for id, ch := range a.waiting {
-		ch <- Result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
+		ch <- result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
 		delete(a.waiting, id)
 	}
 }
@@ -321,7 +323,7 @@ func (l *Log) sequenceLocal() {
 // sequenced (they stay pending, and are tried again).
 func (l *Log) failPending(err error) {
 	l.mu.Lock()
-	l.commitErr = fmt.Errorf("%w: sequencing recorded entries: %v", ErrUnavailable, err)
+	l.commitErr = fmt.Errorf("audit log %w: sequencing recorded entries: %v", failclosed.ErrUnavailable, err)
 	l.mu.Unlock()
 }
 

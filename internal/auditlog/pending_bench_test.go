@@ -61,7 +61,7 @@ func BenchmarkActionWithEntry(b *testing.B) {
 							if err := db.InsertLease(ctx, ls); err != nil {
 								return err
 							}
-							_, err := l.Append(ctx, ev)
+							_, err := l.appendDurable(ctx, ev)
 							return err
 						}
 						since := l.Size()

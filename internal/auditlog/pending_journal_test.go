@@ -27,7 +27,7 @@ func TestJournaledPendingRecordReplaysOnce(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if _, err := l.Append(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200}); err != nil {
+	if _, err := l.appendDurable(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200}); err != nil {
 		t.Fatal(err)
 	}
 	// The store stops taking audit entries (not the action's write).

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/store"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -65,7 +66,7 @@ type sharedState struct {
 	// registered them in waiting, and by whoever resolves them, so that
 	// an entry sequenced before it is registered is still resolved.
 	mu      sync.Mutex
-	waiting map[int64]chan Result // pending id -> its request's index
+	waiting map[int64]chan result // pending id -> its request's index
 
 	leader atomic.Bool  // this node holds the sequencer lock
 	pid    atomic.Int64 // the session holding it, while this node does
@@ -119,7 +120,7 @@ func (l *Log) commitPending(batch []*request) {
 	l.metrics.batchSize.Observe(float64(len(batch)))
 	l.metrics.commitSecs.Observe(time.Since(began).Seconds())
 	for i, r := range batch {
-		r.done <- Result{Index: -1, pid: ids[i]}
+		r.done <- result{Index: -1, pid: ids[i]}
 	}
 	select {
 	case sh.kick <- struct{}{}:
@@ -128,17 +129,17 @@ func (l *Log) commitPending(batch []*request) {
 }
 
 // failBatch answers every request of batch with err, wrapped in
-// ErrUnavailable, and marks the log unhealthy.
+// failclosed.ErrUnavailable, and marks the log unhealthy.
 func (l *Log) failBatch(batch []*request, err error) {
-	err = fmt.Errorf("%w: appending %d entries: %v", ErrUnavailable, len(batch), err)
+	err = fmt.Errorf("audit log %w: appending %d entries: %v", failclosed.ErrUnavailable, len(batch), err)
 	l.mu.Lock()
 	l.commitErr = err
 	l.mu.Unlock()
 	l.metrics.appendErrors.Add(float64(len(batch)))
 	for _, r := range batch {
-		r.done <- Result{Index: -1, Err: err}
+		r.done <- result{Index: -1, Err: err}
 		if r.seq != nil {
-			r.seq <- Result{Index: -1, Err: err}
+			r.seq <- result{Index: -1, Err: err}
 		}
 	}
 }
@@ -181,7 +182,7 @@ func (l *Log) seqLoop() {
 			// sequencer; its appenders learn no index from this node.
 			sh.mu.Lock()
 			for id, ch := range sh.waiting {
-				ch <- Result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
+				ch <- result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
 				delete(sh.waiting, id)
 			}
 			sh.mu.Unlock()
@@ -303,7 +304,7 @@ func (l *Log) sequence() error {
 		sh.mu.Lock()
 		for i, id := range ids {
 			if ch, ok := sh.waiting[id]; ok {
-				ch <- Result{Index: start + int64(i)}
+				ch <- result{Index: start + int64(i)}
 				delete(sh.waiting, id)
 			}
 		}
@@ -350,7 +351,7 @@ func (l *Log) resolveFrom(ctx context.Context, from int64) error {
 		sh.mu.Lock()
 		for i, id := range pids {
 			if ch, ok := sh.waiting[id]; ok && id >= 0 {
-				ch <- Result{Index: idx[i]}
+				ch <- result{Index: idx[i]}
 				delete(sh.waiting, id)
 			}
 		}

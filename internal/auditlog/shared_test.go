@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 
@@ -73,12 +74,12 @@ func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (id
 					made := 1
 					switch i % 3 {
 					case 0:
-						got, err = l.Append(ctx, ev)
+						got, err = l.appendDurable(ctx, ev)
 					case 1:
-						got, err = l.AppendWritten(ctx, ev)
+						got, err = l.appendWritten(ctx, ev)
 					default:
 						var in *Intent
-						if in, err = l.Begin(ctx, ev); err == nil {
+						if in, err = l.begin(ctx, ev); err == nil {
 							l.Finish(in, ev, "gateway.response")
 							got, made = -1, 2
 						}
@@ -179,7 +180,7 @@ func checkOutcomes(t *testing.T, raw [][]byte) int {
 func TestSharedOutcomeAfterFailover(t *testing.T) {
 	logs, dbs, _ := sharedNodes(t, 3)
 	ctx := context.Background()
-	if _, err := logs[0].Append(ctx, gatewayEvent(0)); err != nil {
+	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
 	leader := -1
@@ -196,14 +197,14 @@ func TestSharedOutcomeAfterFailover(t *testing.T) {
 	other := (leader + 1) % 3
 	var ins []*Intent
 	for i := 1; i <= 20; i++ {
-		in, err := logs[other].Begin(ctx, gatewayEvent(i))
+		in, err := logs[other].begin(ctx, gatewayEvent(i))
 		if err != nil {
 			t.Fatal(err)
 		}
 		ins = append(ins, in)
 	}
 	// The decisions are sequenced by the leader, which then leaves.
-	if _, err := logs[other].Append(ctx, gatewayEvent(100)); err != nil {
+	if _, err := logs[other].appendDurable(ctx, gatewayEvent(100)); err != nil {
 		t.Fatal(err)
 	}
 	if err := logs[leader].Close(ctx); err != nil {
@@ -250,7 +251,7 @@ func TestSharedNodesAppend(t *testing.T) {
 func TestSharedSequencerFailover(t *testing.T) {
 	logs, dbs, dsn := sharedNodes(t, 3)
 	ctx := context.Background()
-	if _, err := logs[0].Append(ctx, gatewayEvent(0)); err != nil {
+	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
 	leaderPID := func() (int, int64) {
@@ -296,7 +297,7 @@ func TestSharedSequencerFailover(t *testing.T) {
 		}
 		time.Sleep(10 * time.Millisecond)
 	}
-	if _, err := logs[2].Append(ctx, gatewayEvent(1)); err != nil {
+	if _, err := logs[2].appendDurable(ctx, gatewayEvent(1)); err != nil {
 		t.Fatalf("Append after the fail-over: %v", err)
 	}
 	close(stop)
@@ -319,7 +320,7 @@ func waitingOf(logs []*Log) []int64 {
 // A shared log refuses a store that cannot record pending entries.
 func TestSharedNeedsPendingStore(t *testing.T) {
 	_, err := Open(context.Background(), newMemStore(), testSigner, Options{Shared: true})
-	if err == nil || errors.Is(err, ErrUnavailable) {
+	if err == nil || errors.Is(err, failclosed.ErrUnavailable) {
 		t.Fatalf("Open(shared, memory store) = %v, want a configuration error", err)
 	}
 }

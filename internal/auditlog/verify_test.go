@@ -41,7 +41,7 @@ func tamperLog(t *testing.T, st Storage) (at20, at40 audit.TreeHead) {
 	appendN(t, l, 20)
 	at20 = head()
 	for i := 20; i < 40; i++ {
-		if _, err := l.Append(ctx, gatewayEvent(i)); err != nil {
+		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -389,7 +389,7 @@ func TestVerifyLiveLog(t *testing.T) {
 			go func() {
 				defer close(done)
 				for i := 0; i < 100; i++ {
-					l.Append(ctx, gatewayEvent(i))
+					l.appendDurable(ctx, gatewayEvent(i))
 				}
 			}()
 			for i := 0; i < 5; i++ {

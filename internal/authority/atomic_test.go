@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -195,7 +196,7 @@ func TestActionAndEntryTogether(t *testing.T) {
 						}
 						return
 					}
-					if !errors.Is(err, ErrUnavailable) {
+					if !errors.Is(err, failclosed.ErrUnavailable) {
 						t.Fatalf("err %v, want ErrUnavailable (the caller answers 503)", err)
 					}
 					if applied {

@@ -22,6 +22,8 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/mint"
@@ -30,12 +32,13 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// Auditor records events durably. Append records an event on its own (a
-// refusal, which changes nothing); an action's entries are written by the
+// Auditor records events durably (*auditlog.Log). Add records an event on
+// its own (a refusal, which changes nothing) and its Future answers once
+// the entry is durable; an action's entries are written by the
 // action's own store transaction instead (Record, then Wait: see noted),
 // so that the two commit together.
 type Auditor interface {
-	Append(ctx context.Context, ev audit.Event) (int64, error)
+	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
 	Wait(ctx context.Context, since int64, pids []int64) ([]int64, error)
@@ -177,12 +180,10 @@ func refuse(status int, code, format string, args ...any) *Error {
 	return &Error{Status: status, Code: code, Description: fmt.Sprintf(format, args...)}
 }
 
-// ErrUnavailable wraps failures to make an action durable: the action did
-// not happen and the caller answers 503.
-var ErrUnavailable = errors.New("unavailable")
-
+// unavailable wraps a failure to make an action durable: the action did
+// not happen and the caller answers 503 (failclosed.ErrUnavailable).
 func unavailable(what string, err error) error {
-	return fmt.Errorf("%s: %w: %w", what, ErrUnavailable, err)
+	return fmt.Errorf("%s: %w: %w", what, failclosed.ErrUnavailable, err)
 }
 
 // Policy returns the policy in force.
@@ -247,12 +248,12 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 			// Not a refusal: the store or log failed. Still try to record it.
 			ev.Status = 503
 			ev.Reason = "unavailable"
-			a.cfg.Audit.Append(ctx, ev)
+			a.cfg.Audit.Add(ctx, ev).Wait(ctx)
 			return nil, err
 		}
 		ev.Status = re.Status
 		ev.Reason = re.Code + ": " + re.Description
-		if _, aerr := a.cfg.Audit.Append(ctx, ev); aerr != nil {
+		if _, aerr := a.cfg.Audit.Add(ctx, ev).Wait(ctx); aerr != nil {
 			return nil, unavailable("audit exchange denial", aerr)
 		}
 		return nil, err

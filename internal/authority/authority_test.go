@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -57,7 +58,7 @@ func TestRenewFailsClosed(t *testing.T) {
 		extended  bool
 	}{
 		{"audited", "", nil, true},
-		{"audit unavailable", audit.TypeRenew, ErrUnavailable, false},
+		{"audit unavailable", audit.TypeRenew, failclosed.ErrUnavailable, false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

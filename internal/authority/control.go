@@ -54,7 +54,7 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source 
 	} else if remove {
 		ev.Detail = map[string]any{"rotate": "removed"}
 	}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return 0, unavailable("audit secret write", err)
 	}
 	v, err := a.cfg.Secrets.Put(ctx, name, value)
@@ -80,7 +80,7 @@ func (a *Authority) RotateSecret(ctx context.Context, admin string, source netip
 // DeleteSecret deletes a secret for an admin, audited first.
 func (a *Authority) DeleteSecret(ctx context.Context, admin string, source netip.Addr, name string) error {
 	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200, Reason: "delete"}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return unavailable("audit secret delete", err)
 	}
 	return a.cfg.Secrets.Delete(ctx, name)
@@ -90,7 +90,7 @@ func (a *Authority) DeleteSecret(ctx context.Context, admin string, source netip
 // first: a rotation that cannot be recorded does not happen.
 func (a *Authority) RotateMasterKey(ctx context.Context, admin string, source netip.Addr) (int, error) {
 	ev := audit.Event{Type: audit.TypeKeyRotate, Admin: admin, Source: addrString(source), Status: 200}
-	if _, err := a.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return 0, unavailable("audit key rotation", err)
 	}
 	return a.cfg.Secrets.RotateMasterKey(ctx)
@@ -119,11 +119,11 @@ type Denial struct {
 
 // Deny records a refused control-plane request. Like every refusal it is
 // audited before it is answered: when it cannot be recorded the caller
-// answers 503 instead (ErrUnavailable).
+// answers 503 instead (failclosed.ErrUnavailable).
 func (a *Admins) Deny(ctx context.Context, d Denial) error {
 	ev := audit.Event{Type: TypeAdminDenied, Admin: d.Admin, Role: d.Role, Source: addrString(d.Source), Method: d.Method,
 		Path: d.Path, Status: d.Status, Reason: d.Reason}
-	if _, err := a.audit.Append(ctx, ev); err != nil {
+	if _, err := a.audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return unavailable("audit control-plane denial", err)
 	}
 	return nil

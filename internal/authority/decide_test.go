@@ -14,6 +14,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -59,24 +60,24 @@ func (r *recorder) refuses(typ string) bool {
 	return r.fail[typ]
 }
 
-func (r *recorder) Append(ctx context.Context, ev audit.Event) (int64, error) {
+func (r *recorder) Add(ctx context.Context, ev audit.Event) auditlog.Future {
 	if r.refuses(ev.Type) {
-		return 0, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
+		return auditlog.Answered(0, fmt.Errorf("%w: test", failclosed.ErrUnavailable))
 	}
 	if r.log != nil {
-		return r.log.Append(ctx, ev)
+		return r.log.Add(ctx, ev)
 	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	r.evs = append(r.evs, ev)
-	return int64(len(r.evs)), nil
+	return auditlog.Answered(int64(len(r.evs)), nil)
 }
 
 func (r *recorder) Size() int64 { return r.log.Size() }
 
 func (r *recorder) Record(ev audit.Event) ([]byte, error) {
 	if r.refuses(ev.Type) {
-		return nil, fmt.Errorf("%w: test", auditlog.ErrUnavailable)
+		return nil, fmt.Errorf("%w: test", failclosed.ErrUnavailable)
 	}
 	return r.log.Record(ev)
 }
@@ -412,7 +413,7 @@ func TestControlPlaneAuditedFirst(t *testing.T) {
 				b.rec.mu.Unlock()
 				err := tt.do(b)
 				if fail {
-					if !errors.Is(err, ErrUnavailable) || tt.changed(b) {
+					if !errors.Is(err, failclosed.ErrUnavailable) || tt.changed(b) {
 						t.Fatalf("err %v, changed %v: want ErrUnavailable and no change", err, tt.changed(b))
 					}
 					return
@@ -436,7 +437,7 @@ func TestAdminDeny(t *testing.T) {
 		ad := NewAdmins(nil, nil, rec, nil)
 		err := ad.Deny(context.Background(), Denial{Admin: "bob", Role: RoleAuditor, Source: otherAddr, Method: "PUT", Path: "/v1/policy", Status: 403, Reason: DeniedRole})
 		if fail {
-			if !errors.Is(err, ErrUnavailable) {
+			if !errors.Is(err, failclosed.ErrUnavailable) {
 				t.Errorf("audit failing: err %v", err)
 			}
 			continue

@@ -28,6 +28,7 @@ import (
 
 	jose "github.com/go-jose/go-jose/v4"
 
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/jwa"
 )
 
@@ -98,10 +99,6 @@ type SharedReplay interface {
 // sharedIssuer namespaces proof jtis in the shared store: it is not a URL,
 // so it never meets an ID-token issuer's jtis.
 const sharedIssuer = "dpop-proof"
-
-// ErrUnavailable is returned (wrapped) when the shared replay store cannot
-// be asked: not a refusal of the proof but an outage (503).
-var ErrUnavailable = errors.New("dpop: replay check unavailable")
 
 // Proof is a verified DPoP proof.
 type Proof struct {
@@ -179,7 +176,7 @@ func NewVerifier(opts Options) *Verifier {
 // "" at token exchange; otherwise the proof's ath must be its hash.
 // wantThumbprint is "" at exchange; otherwise the proof key's thumbprint must
 // equal it. The jti is recorded only when every other check passed. Every
-// refusal is an *Error; an error wrapping ErrUnavailable means the shared
+// refusal is an *Error; an error wrapping failclosed.ErrUnavailable means the shared
 // replay store could not be asked.
 func (v *Verifier) Verify(proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
 	return v.VerifyContext(context.Background(), proofJWT, method, requestURL, accessToken, wantThumbprint)
@@ -291,7 +288,7 @@ func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestU
 	if v.shared != nil {
 		fresh, err := v.shared.UseJTI(ctx, sharedIssuer, hex.EncodeToString(key[:]), iat.Add(v.window))
 		if err != nil {
-			return nil, fmt.Errorf("%w: %v", ErrUnavailable, err)
+			return nil, fmt.Errorf("dpop: replay check %w: %v", failclosed.ErrUnavailable, err)
 		}
 		if !fresh {
 			return nil, fail(CheckReplay, "jti already used")

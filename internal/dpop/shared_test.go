@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
@@ -52,7 +53,7 @@ func TestSharedReplayUnavailable(t *testing.T) {
 	v := NewVerifier(Options{Now: clk.Now, Shared: downStore{}})
 	proof, _ := NewProof(ecKey(), "GET", testURL, testToken, clk.Now())
 	_, err := v.Verify(proof, "GET", testURL, testToken, "")
-	if !errors.Is(err, ErrUnavailable) || CheckOf(err) != "" {
+	if !errors.Is(err, failclosed.ErrUnavailable) || CheckOf(err) != "" {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 }

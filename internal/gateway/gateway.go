@@ -62,8 +62,9 @@
 // secret name and version, policy hash) with Auditor.Begin and waits until
 // a kill of the server can no longer lose it: with the log's journal
 // (embedded SQLite) one copy into the journal's mapping; without it (PostgreSQL) an
-// entry committed to the server. With Config.Durable it waits for the disk
-// instead (Auditor.Append). If that fails or takes longer than
+// entry committed to the server; where the log is configured so
+// (auditlog.Options.DurableRequests), until it is on disk. The log decides
+// which: the gateway only adds and waits. If that fails or takes longer than
 // Config.AuditTimeout, or the log reports itself unhealthy, the request is
 // answered 503 and never forwarded. When the response is done,
 // Auditor.Finish records the outcome (status, bytes in and out, duration),
@@ -97,6 +98,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -154,29 +156,18 @@ type SharedCredentials interface {
 	SharedCredential(ctx context.Context, up *policy.Upstream, g *policy.Grant) (value, id string, err error)
 }
 
-// Auditor records entries (*auditlog.Log). AppendWritten returns once a crash
-// of the server can no longer lose the entry, Append once it is on disk;
-// AppendAsync does not wait.
-//
-// Begin records a forwarded request's decision, safe from a crash, and
-// Finish its outcome without waiting: one entry per request where the log
-// keeps a journal, else two (see auditlog.Log.Begin).
+// Auditor records entries (*auditlog.Log), with the durability the log is
+// configured to give requests (auditlog.Options.Requests): Add records a
+// refusal, Begin a forwarded request's decision, both answered through
+// their Future, and Finish its outcome without waiting (one entry per
+// request where the log keeps a journal, else two; see
+// auditlog.Log.Begin). While the log is unhealthy, Add and Begin refuse at
+// once.
 type Auditor interface {
-	Append(ctx context.Context, ev audit.Event) (int64, error)
-	AppendWritten(ctx context.Context, ev audit.Event) (int64, error)
-	AppendAsync(ev audit.Event) <-chan auditlog.Result
-	Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error)
+	Add(ctx context.Context, ev audit.Event) auditlog.Future
+	Begin(ctx context.Context, ev audit.Event) *auditlog.Intent
 	Finish(in *auditlog.Intent, whole audit.Event, outcomeType string)
 }
-
-// healthChecker is optionally implemented by an Auditor (*auditlog.Log):
-// when unhealthy, requests are refused at once rather than waiting.
-type healthChecker interface{ Healthy() error }
-
-// journaler is optionally implemented by an Auditor (*auditlog.Log): when
-// Journaled, Begin and AppendWritten never wait for the store, so they need
-// no timeout (and no timer per request).
-type journaler interface{ Journaled() bool }
 
 // Config wires a Gateway. Leases, Policies, Secrets and Auditor are
 // required.
@@ -217,12 +208,7 @@ type Config struct {
 	// gateway reads to find a method override in it (default 1 MiB); a
 	// larger one is refused (413), never forwarded unchecked.
 	MaxInspectedBody int64
-	// Durable makes every request wait until its entry is on disk
-	// (Auditor.Append: safe from a power loss, ~150 µs or more per
-	// request here) instead of written (AppendWritten: safe from a crash
-	// of the server, on disk within the store's SyncDelay).
-	Durable bool
-	Now     func() time.Time
+	Now              func() time.Time
 }
 
 // Gateway is the reverse proxy. It is safe for concurrent use.
@@ -232,14 +218,11 @@ type Gateway struct {
 	dpop    *dpop.Verifier
 	log     *slog.Logger
 	m       *metrics
-	health  healthChecker
 	bufPool bufPool
 	// gzipPool holds gzip encoders (~300 KiB each) for responses encoded
 	// again after masking.
 	gzipPool sync.Pool
-	// journaled: the Auditor answers written appends without waiting.
-	journaled bool
-	allow     [32]map[string]any // allowDetail's shared maps, by rule
+	allow    [32]map[string]any // allowDetail's shared maps, by rule
 
 	mu         sync.Mutex
 	transports map[string]*upstreamTransport // by upstream name
@@ -295,12 +278,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if g.dpop == nil {
 		g.dpop = dpop.NewVerifier(dpop.Options{})
-	}
-	if h, ok := cfg.Auditor.(healthChecker); ok {
-		g.health = h
-	}
-	if j, ok := cfg.Auditor.(journaler); ok {
-		g.journaled = j.Journaled()
 	}
 	for i := range g.allow {
 		g.allow[i] = map[string]any{"decision": "allow", "rule": i}
@@ -467,7 +444,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		htu := g.cfg.PublicURL(r) + full
 		if _, err := g.dpop.VerifyContext(r.Context(), proofs[0], r.Method, htu, tok, l.JKT); err != nil {
-			if errors.Is(err, dpop.ErrUnavailable) {
+			if errors.Is(err, failclosed.ErrUnavailable) {
 				g.log.Warn("gateway: DPoP replay check unavailable", "err", err)
 				g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable", CheckDPoP)
 				return
@@ -576,54 +553,24 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 	g.m.observe(rq.upLabel, status, g.cfg.Now().Sub(rq.start), 0, 0)
 }
 
-// record appends ev (a refusal) and waits until a crash cannot lose it
-// (with Config.Durable: until it is on disk).
-func (g *Gateway) record(ctx context.Context, ev audit.Event) (idx int64, err error) {
-	err = g.awaitAudit(ctx, func(ctx context.Context) error {
-		if g.cfg.Durable {
-			idx, err = g.cfg.Auditor.Append(ctx, ev)
-		} else {
-			idx, err = g.cfg.Auditor.AppendWritten(ctx, ev)
-		}
-		return err
-	})
-	return idx, err
-}
-
-// begin records a forwarded request's decision and waits until a crash
-// cannot lose it (with Config.Durable: until it is on disk, as an entry of
-// its own).
-func (g *Gateway) begin(ctx context.Context, ev audit.Event) (in *auditlog.Intent, err error) {
-	err = g.awaitAudit(ctx, func(ctx context.Context) error {
-		if g.cfg.Durable {
-			var idx int64
-			if idx, err = g.cfg.Auditor.Append(ctx, ev); err == nil {
-				in = auditlog.EntryIntent(idx)
-			}
-		} else {
-			in, err = g.cfg.Auditor.Begin(ctx, ev)
-		}
-		return err
-	})
-	return in, err
-}
-
-// awaitAudit runs an awaited append within AuditTimeout, and refuses at
-// once while the log reports itself unhealthy.
-func (g *Gateway) awaitAudit(ctx context.Context, appendFn func(context.Context) error) error {
-	if g.journaled && !g.cfg.Durable {
-		// A journaled append checks the log's health itself and never
-		// waits.
-		return appendFn(context.WithoutCancel(ctx))
-	}
-	if g.health != nil {
-		if err := g.health.Healthy(); err != nil {
-			return err
-		}
-	}
+// record adds ev (a refusal) and waits until it is as safe as the log
+// promises a request's entry, within AuditTimeout (queueing included)
+// whether or not the client stays.
+func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
 	defer cancel()
-	return appendFn(ctx)
+	return g.cfg.Auditor.Add(ctx, ev).Wait(ctx)
+}
+
+// begin records a forwarded request's decision and waits as record does.
+func (g *Gateway) begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
+	defer cancel()
+	in := g.cfg.Auditor.Begin(ctx, ev)
+	if _, err := in.Wait(ctx); err != nil {
+		return nil, err
+	}
+	return in, nil
 }
 
 // requestPath is the path as the client sent it, still escaped.

@@ -33,6 +33,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -57,18 +58,16 @@ type policyHolder struct{ p atomic.Pointer[policy.Policy] }
 
 func (h *policyHolder) Current() *policy.Policy { return h.p.Load() }
 
-// failingAuditor wraps the real log, counts the awaited appends by kind
-// and can be switched to fail or hang.
+// failingAuditor wraps the real log and can be switched to fail or hang.
 type failingAuditor struct {
 	*auditlog.Log
-	mode             atomic.Int32 // 0 ok, 1 fail, 2 hang
-	durable, written atomic.Int64
+	mode atomic.Int32 // 0 ok, 1 fail, 2 hang
 }
 
 func (f *failingAuditor) fail(ctx context.Context) error {
 	switch f.mode.Load() {
 	case 1:
-		return fmt.Errorf("test: %w", auditlog.ErrUnavailable)
+		return fmt.Errorf("test: %w", failclosed.ErrUnavailable)
 	case 2:
 		<-ctx.Done()
 		return ctx.Err()
@@ -76,32 +75,19 @@ func (f *failingAuditor) fail(ctx context.Context) error {
 	return nil
 }
 
-func (f *failingAuditor) Append(ctx context.Context, ev audit.Event) (int64, error) {
-	f.durable.Add(1)
+func (f *failingAuditor) Add(ctx context.Context, ev audit.Event) auditlog.Future {
 	if err := f.fail(ctx); err != nil {
-		return -1, err
+		return auditlog.Answered(-1, err)
 	}
-	return f.Log.Append(ctx, ev)
+	return f.Log.Add(ctx, ev)
 }
 
-func (f *failingAuditor) AppendWritten(ctx context.Context, ev audit.Event) (int64, error) {
-	f.written.Add(1)
+func (f *failingAuditor) Begin(ctx context.Context, ev audit.Event) *auditlog.Intent {
 	if err := f.fail(ctx); err != nil {
-		return -1, err
-	}
-	return f.Log.AppendWritten(ctx, ev)
-}
-
-// Begin counts as a written append: without a journal it is one.
-func (f *failingAuditor) Begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
-	f.written.Add(1)
-	if err := f.fail(ctx); err != nil {
-		return nil, err
+		return &auditlog.Intent{Future: auditlog.Answered(-1, err)}
 	}
 	return f.Log.Begin(ctx, ev)
 }
-
-func (f *failingAuditor) Healthy() error { return nil }
 
 type clock struct {
 	mu sync.Mutex
@@ -1175,49 +1161,6 @@ func TestAuditUnavailableFailsClosed(t *testing.T) {
 	before := h.up.count()
 	if resp, _ := h.raw("GET", "/gw/api/repos/acme/app", bearer(tok)); resp.StatusCode != 503 || h.up.count() != before {
 		t.Fatalf("closed log: %d", resp.StatusCode)
-	}
-}
-
-// By default a request waits for its entry to be written; with Durable,
-// for it to be on disk.
-func TestDurableAuditOption(t *testing.T) {
-	h := newHarness(t)
-	tok := h.issue(lease.Request{Grants: []string{"read"}})
-	durable, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
-		ClientIP: clientip.New(nil), Durable: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(durable.Close)
-	dsrv := httptest.NewServer(durable)
-	t.Cleanup(dsrv.Close)
-	call := func(base string) {
-		t.Helper()
-		req, _ := http.NewRequest("GET", base+"/gw/api/repos/acme/app", nil)
-		req.Header.Set("Authorization", "Bearer "+tok)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			t.Fatalf("status %d", resp.StatusCode)
-		}
-	}
-	tests := []struct {
-		name                  string
-		base                  string
-		wantDurable, wantWrit int64
-	}{
-		{"default: written", h.srv.URL, 0, 1},
-		{"Durable: on disk", dsrv.URL, 1, 0},
-	}
-	for _, tc := range tests {
-		d0, w0 := h.aud.durable.Load(), h.aud.written.Load()
-		call(tc.base)
-		if d, w := h.aud.durable.Load()-d0, h.aud.written.Load()-w0; d != tc.wantDurable || w != tc.wantWrit {
-			t.Errorf("%s: %d durable and %d written appends, want %d and %d", tc.name, d, w, tc.wantDurable, tc.wantWrit)
-		}
 	}
 }
 

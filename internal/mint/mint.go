@@ -29,6 +29,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -50,9 +51,10 @@ type Store interface {
 	SweepMinted(ctx context.Context, before time.Time) (int64, error)
 }
 
-// Auditor records events durably.
+// Auditor records events (*auditlog.Log): an action waits for its entry
+// (Future.Wait), which the log makes durable before answering.
 type Auditor interface {
-	Append(ctx context.Context, ev audit.Event) (int64, error)
+	Add(ctx context.Context, ev audit.Event) auditlog.Future
 }
 
 // Request asks a source for one credential.
@@ -581,7 +583,7 @@ func (m *Manager) attempt(ctx context.Context, rec Record, recordFailure bool) b
 	if rec.ExternalName != "" {
 		ev.Detail["name"] = rec.ExternalName
 	}
-	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := m.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		m.cfg.Logger.Warn("mint: revocation not audited", "id", rec.ID, "err", err)
 	}
 	return true
@@ -603,7 +605,7 @@ func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
 	m.cfg.Logger.Warn("mint: revocation failed; will retry", "id", rec.ID, "upstream", rec.Upstream, "attempt", rec.Attempts+1, "retry_in", backoff, "err", msg)
 	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
 		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "attempt": rec.Attempts + 1, "retry_in_s": int64(backoff.Seconds())}}
-	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := m.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		m.cfg.Logger.Warn("mint: failed revocation not audited", "id", rec.ID, "err", err)
 	}
 }

@@ -26,6 +26,8 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -42,9 +44,9 @@ var (
 	// ErrBusy: another attempt (on this node or another) is running.
 	ErrBusy = errors.New("a rotation of this secret is already running")
 	// ErrFailed wraps a rotator's failure (the current value still works).
+	// An attempt that could not be audited did not run: its error wraps
+	// failclosed.ErrUnavailable.
 	ErrFailed = errors.New("rotation failed")
-	// ErrUnavailable: the attempt could not be audited, so it did not run.
-	ErrUnavailable = errors.New("rotation not recorded")
 )
 
 // Store keeps rotation settings and state (*store.DB).
@@ -65,9 +67,10 @@ type Vault interface {
 	Meta(ctx context.Context, name string) (secret.Meta, error)
 }
 
-// Auditor records entries durably (*audit.Log).
+// Auditor records entries (*auditlog.Log): an attempt waits for its entry
+// (Future.Wait), which the log makes durable before answering.
 type Auditor interface {
-	Append(ctx context.Context, ev audit.Event) (int64, error)
+	Add(ctx context.Context, ev audit.Event) auditlog.Future
 }
 
 // Observer is told every attempt's outcome (the server counts them in
@@ -217,7 +220,7 @@ type Result struct {
 }
 
 // Rotate rotates secret name now, for by (an admin's name, or "schedule").
-// It fails with ErrNoRotation, ErrBusy, ErrUnavailable (not audited, did
+// It fails with ErrNoRotation, ErrBusy, failclosed.ErrUnavailable (not audited, did
 // not run), ErrFailed (the rotator failed: recorded, counted, the current
 // value kept) or secret.ErrNotFound.
 func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, error) {
@@ -247,11 +250,11 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 	}
 	spec := st.Spec
 	ev := audit.Event{Type: AuditType, Secret: name, Admin: by, Source: source, Reason: "started", Detail: map[string]any{"via": spec.Kind()}}
-	if _, err := m.cfg.Audit.Append(ctx, ev); err != nil {
+	if _, err := m.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
 		// Not recorded, so not done; the claim is released and the
 		// schedule tries again soon.
 		m.finish(context.WithoutCancel(ctx), name, store.RotationOutcome{At: m.cfg.Now(), Error: "audit log unavailable", NextAt: m.cfg.Now().Add(time.Minute)})
-		return Result{}, fmt.Errorf("rotate %s: %w: %w", name, ErrUnavailable, err)
+		return Result{}, fmt.Errorf("rotate %s: rotation not recorded, %w: %w", name, failclosed.ErrUnavailable, err)
 	}
 	version, graceEnd, rerr := m.run(ctx, name, spec)
 	now := m.cfg.Now()
@@ -266,7 +269,7 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 		out.NextAt = now.Add(time.Duration(spec.Every))
 		ev.Detail["grace_until"] = graceEnd.UTC().Format(time.RFC3339)
 	}
-	if _, err := m.cfg.Audit.Append(context.WithoutCancel(ctx), ev); err != nil {
+	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
 		m.cfg.Logger.Error("rotate: recording the outcome in the audit log failed", "secret", name, "ok", rerr == nil, "err", err)
 	}
 	m.finish(context.WithoutCancel(ctx), name, out)

@@ -15,6 +15,8 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
@@ -30,7 +32,11 @@ type entries struct {
 	fail bool
 }
 
-func (e *entries) Append(_ context.Context, ev audit.Event) (int64, error) {
+func (e *entries) Add(ctx context.Context, ev audit.Event) auditlog.Future {
+	return auditlog.Answered(e.record(ctx, ev))
+}
+
+func (e *entries) record(_ context.Context, ev audit.Event) (int64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	if e.fail {
@@ -357,7 +363,7 @@ func TestScheduleAndOnDemand(t *testing.T) {
 			r.clock.add(2 * time.Hour)
 			// An audit log that cannot record: nothing runs.
 			r.log.fail = true
-			if _, err := r.m.Rotate(ctx, "a", "alice", ""); !errors.Is(err, ErrUnavailable) {
+			if _, err := r.m.Rotate(ctx, "a", "alice", ""); !errors.Is(err, failclosed.ErrUnavailable) {
 				t.Fatalf("rotate without audit: %v", err)
 			}
 			r.log.fail = false

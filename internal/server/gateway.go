@@ -21,7 +21,6 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		Registerer: s.registry,
 		Logger:     s.log,
 		PublicURL:  s.publicURL,
-		Durable:    s.cfg.GatewayDurableAudit,
 		// Bodies the gateway reads for method overrides.
 		MaxInspectedBody: s.cfg.Limits.GatewayMaxInspectedBody,
 	})

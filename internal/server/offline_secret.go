@@ -84,8 +84,8 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	defer vault.Close()
 	// Audit first, as the API does: a write that cannot be recorded does
 	// not happen. The entry names the secret, never its value.
-	if _, err := log.Append(ctx, audit.Event{Type: audit.TypeSecretWrite, Admin: "local", Secret: name, Status: 200,
-		Detail: map[string]any{"via": "data dir"}}); err != nil {
+	if _, err := log.Add(ctx, audit.Event{Type: audit.TypeSecretWrite, Admin: "local", Secret: name, Status: 200,
+		Detail: map[string]any{"via": "data dir"}}).Wait(ctx); err != nil {
 		return 0, fmt.Errorf("audit: %w", err)
 	}
 	return vault.Put(ctx, name, value)

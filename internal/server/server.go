@@ -167,7 +167,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	// Nodes sharing PostgreSQL record entries pending and one of them at a
 	// time sequences them into the log (auditlog.Options.Shared).
-	aopts := auditlog.Options{Registerer: s.registry, Shared: dsn != ""}
+	// Gateway requests are answered once written unless configured to
+	// wait for the disk (gateway_durable_audit): an option of the log.
+	aopts := auditlog.Options{Registerer: s.registry, Shared: dsn != "", DurableRequests: cfg.GatewayDurableAudit}
 	if dsn == "" && auditlog.JournalSupported() {
 		// Embedded SQLite has one writer, this process: gateway entries
 		// go through the journal (see auditlog.Options.Journal). Nodes that
@@ -446,7 +448,7 @@ func (s *Server) Serve(ctx context.Context) error {
 			}
 		}
 	}()
-	s.audit.Append(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}})
+	s.audit.Add(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}}).Wait(ctx)
 	if mln := s.listenMetrics(); mln != nil {
 		mctx, stopMetrics := context.WithCancel(ctx)
 		defer stopMetrics()
