@@ -83,7 +83,9 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			var commits commitLog
 			cfg := be.cfg
 			cfg.ObserveCommit = commits.observe
-			cfg.SyncDelay = 30 * time.Millisecond
+			// Long enough that a loaded machine's scheduling delays between two
+			// calls of this test stay well inside it.
+			cfg.SyncDelay = 200 * time.Millisecond
 			db, err := Open(ctx, cfg)
 			if err != nil {
 				t.Fatal(err)
@@ -184,8 +186,9 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			// still a durable commit at least every SyncDelay.
 			durables := db.batch.durables.Load()
 			start := time.Now()
-			for i := int64(24); i < 40; i++ {
-				if err := db.AppendAuditWritten(ctx, i, entry, i, hash); err != nil {
+			end := int64(24)
+			for ; time.Since(start) < 10*cfg.SyncDelay; end++ {
+				if err := db.AppendAuditWritten(ctx, end, entry, end, hash); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(3 * time.Millisecond)
@@ -207,7 +210,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 				t.Fatal(err)
 			}
 			defer db2.Close()
-			if size, err := db2.AuditSize(ctx); err != nil || size != 40 {
+			if size, err := db2.AuditSize(ctx); err != nil || size != end {
 				t.Fatalf("size after reopen = %d %v", size, err)
 			}
 		})
