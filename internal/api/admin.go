@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math"
 	"net/http"
 	"net/netip"
 	"strconv"
@@ -67,6 +68,11 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 			return
 		}
 		t, err := a.cfg.Admins.Authenticate(r.Context(), tok)
+		if errors.Is(err, authority.ErrExpired) {
+			deny(http.StatusUnauthorized, "invalid_token", "admin token "+strconv.Quote(t.Name)+" expired at "+t.ExpiresAt.UTC().Format(time.RFC3339)+"; ask an admin for a new one",
+				authority.DeniedExpired, apitype.CheckToken)
+			return
+		}
 		if errors.Is(err, authority.ErrBadCredentials) {
 			deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", authority.DeniedBadToken, apitype.CheckToken)
 			return
@@ -352,12 +358,16 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 	if !a.readJSON(w, r, &body) {
 		return
 	}
-	tok, err := a.cfg.Admins.Create(r.Context(), body.Name, body.Role, c.Name, c.Source)
+	if body.TTLSeconds < 0 || body.TTLSeconds > math.MaxInt64/int64(time.Second) {
+		writeError(w, http.StatusBadRequest, "invalid_request", "ttl_seconds must be a positive number of seconds")
+		return
+	}
+	tok, expires, err := a.cfg.Admins.Create(r.Context(), body.Name, body.Role, time.Duration(body.TTLSeconds)*time.Second, c.Name, c.Source)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, apitype.AdminTokenCreated{Name: body.Name, Role: body.Role, Token: tok})
+	writeJSON(w, 200, apitype.AdminTokenCreated{Name: body.Name, Role: body.Role, Token: tok, ExpiresAt: expires})
 }
 
 func (a *API) listAdmins(w http.ResponseWriter, r *http.Request, c caller) {
@@ -368,11 +378,8 @@ func (a *API) listAdmins(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	out := make([]apitype.AdminToken, 0, len(list))
 	for _, t := range list {
-		it := apitype.AdminToken{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt}
-		if !t.RevokedAt.IsZero() {
-			rt := t.RevokedAt
-			it.RevokedAt = &rt
-		}
+		it := apitype.AdminToken{Name: t.Name, Role: t.Role, CreatedAt: t.CreatedAt,
+			RevokedAt: timeOrNil(t.RevokedAt), ExpiresAt: timeOrNil(t.ExpiresAt), LastUsedAt: timeOrNil(t.LastUsedAt)}
 		out = append(out, it)
 	}
 	writeJSON(w, 200, apitype.AdminTokenList{Tokens: out})
@@ -385,6 +392,14 @@ func (a *API) deleteAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	writeJSON(w, 200, apitype.AdminTokenRevokeResponse{Name: name, Revoked: true})
+}
+
+// timeOrNil is t, or nil when it is zero (not set).
+func timeOrNil(t time.Time) *time.Time {
+	if t.IsZero() {
+		return nil
+	}
+	return &t
 }
 
 // queryTrue reads a boolean query parameter: "true" or "1".

@@ -121,7 +121,7 @@ func newAdminBench(t *testing.T, clientCAs *x509.CertPool) *adminBench {
 	b := &adminBench{log: &entries{fail: map[string]bool{}}, vault: &vault{vals: map[string]string{"old": "x"}}, tokens: map[string]string{}}
 	admins := authority.NewAdmins(db, h, b.log, nil)
 	for _, role := range []string{authority.RoleAuditor, authority.RoleOperator, authority.RoleAdmin} {
-		tok, err := admins.Create(context.Background(), role+"-bot", role, "test", netip.MustParseAddr("127.0.0.1"))
+		tok, _, err := admins.Create(context.Background(), role+"-bot", role, 0, "test", netip.MustParseAddr("127.0.0.1"))
 		if err != nil {
 			t.Fatal(err)
 		}

@@ -309,13 +309,17 @@ type PolicyRevocationRefused struct {
 type AdminTokenCreateRequest struct {
 	Name string `json:"name"`
 	Role string `json:"role"`
+	// TTLSeconds is how long the token works (0: the server's default,
+	// 90 days; at most its admin_token_max_ttl).
+	TTLSeconds int64 `json:"ttl_seconds,omitempty"`
 }
 
 // AdminTokenCreated is POST /v1/admin/tokens' answer: the token, once.
 type AdminTokenCreated struct {
-	Name  string `json:"name"`
-	Role  string `json:"role"`
-	Token string `json:"token"`
+	Name      string    `json:"name"`
+	Role      string    `json:"role"`
+	Token     string    `json:"token"`
+	ExpiresAt time.Time `json:"expires_at"`
 }
 
 // AdminToken describes an admin token, never the token.
@@ -324,6 +328,9 @@ type AdminToken struct {
 	Role      string     `json:"role"`
 	CreatedAt time.Time  `json:"created_at"`
 	RevokedAt *time.Time `json:"revoked_at,omitempty"`
+	// ExpiresAt is absent for a token made before admin tokens expired.
+	ExpiresAt  *time.Time `json:"expires_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
 }
 
 // AdminTokenList is GET /v1/admin/tokens' answer.

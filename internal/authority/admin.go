@@ -41,7 +41,20 @@ type AdminStore interface {
 	AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminToken, error)
 	ListAdminTokens(ctx context.Context) ([]store.AdminToken, error)
 	RevokeAdminTokenNoted(ctx context.Context, name string, at time.Time, n *store.Note) error
+	TouchAdminToken(ctx context.Context, name string, at time.Time) error
 }
+
+// Admin token lifetimes: DefaultAdminTTL when a creator names none,
+// DefaultAdminMaxTTL the longest one unless the server config sets
+// admin_token_max_ttl.
+const (
+	DefaultAdminTTL    = 90 * 24 * time.Hour
+	DefaultAdminMaxTTL = 365 * 24 * time.Hour
+	// adminTouchEvery is how stale an admin token's recorded last use may
+	// get: a call records it only when the last record is older, so that
+	// a busy token does not cost a write per call.
+	adminTouchEvery = time.Minute
+)
 
 // Admins issues and checks admin tokens.
 type Admins struct {
@@ -49,6 +62,7 @@ type Admins struct {
 	hasher *token.Hasher
 	audit  Auditor
 	now    func() time.Time
+	maxTTL time.Duration
 }
 
 // NewAdmins returns the admin-token authority.
@@ -56,11 +70,23 @@ func NewAdmins(st AdminStore, hasher *token.Hasher, a Auditor, now func() time.T
 	if now == nil {
 		now = time.Now
 	}
-	return &Admins{st: st, hasher: hasher, audit: a, now: now}
+	return &Admins{st: st, hasher: hasher, audit: a, now: now, maxTTL: DefaultAdminMaxTTL}
+}
+
+// LimitTTL sets the longest lifetime an admin token may be created with
+// (admin_token_max_ttl); 0 keeps DefaultAdminMaxTTL. Call it before use.
+func (a *Admins) LimitTTL(max time.Duration) {
+	if max > 0 {
+		a.maxTTL = max
+	}
 }
 
 // ErrBadCredentials is any failure to authenticate: 401.
 var ErrBadCredentials = errors.New("invalid admin token")
+
+// ErrExpired is an admin token past its expiry: 401, saying so. It is an
+// ErrBadCredentials.
+var ErrExpired = fmt.Errorf("%w: expired", ErrBadCredentials)
 
 // Authenticate returns the live admin token tok names.
 func (a *Admins) Authenticate(ctx context.Context, tok string) (store.AdminToken, error) {
@@ -80,35 +106,60 @@ func (a *Admins) Authenticate(ctx context.Context, tok string) (store.AdminToken
 	if !token.Equal(t.Hash, h) {
 		return store.AdminToken{}, ErrBadCredentials
 	}
+	now := a.now()
+	if !t.ExpiresAt.IsZero() && !now.Before(t.ExpiresAt) {
+		return t, ErrExpired
+	}
+	if now.Sub(t.LastUsedAt) >= adminTouchEvery {
+		// The last use is for people reading the list; a store that
+		// cannot record it now must not refuse the call.
+		if err := a.st.TouchAdminToken(ctx, t.Name, now.UTC()); err == nil {
+			t.LastUsedAt = now.UTC()
+		}
+	}
 	return t, nil
 }
 
 var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
-// Create issues a new admin token; the token is returned once.
-func (a *Admins) Create(ctx context.Context, name, role, by string, source netip.Addr) (string, error) {
+// Create issues a new admin token that works for ttl (when 0,
+// DefaultAdminTTL or the configured maximum if shorter; at most that
+// maximum); the token is returned once, with
+// its expiry.
+func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duration, by string, source netip.Addr) (string, time.Time, error) {
 	if !adminName.MatchString(name) {
-		return "", refuse(400, "invalid_request", "name must match %s", adminName)
+		return "", time.Time{}, refuse(400, "invalid_request", "name must match %s", adminName)
 	}
 	if RoleRank(role) == 0 {
-		return "", refuse(400, "invalid_request", "role must be admin, operator or auditor")
+		return "", time.Time{}, refuse(400, "invalid_request", "role must be admin, operator or auditor")
+	}
+	if ttl == 0 {
+		ttl = min(DefaultAdminTTL, a.maxTTL)
+	}
+	switch {
+	case ttl < time.Second:
+		return "", time.Time{}, refuse(400, "invalid_request", "ttl must be at least 1s")
+	case ttl > a.maxTTL:
+		return "", time.Time{}, refuse(400, "invalid_request", "ttl %s is longer than this server allows (admin_token_max_ttl %s)", ttl, a.maxTTL)
 	}
 	tok, err := token.New(token.Admin)
 	if err != nil {
-		return "", err
+		return "", time.Time{}, err
 	}
-	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
+	now := a.now().UTC()
+	expires := now.Add(ttl)
+	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name, "expires_at": expires.Format(time.RFC3339)}}
 	since := a.audit.Size()
 	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
-	err = a.st.CreateAdminTokenNoted(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: a.now().UTC()}, note)
+	err = a.st.CreateAdminTokenNoted(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: now, ExpiresAt: expires}, note)
 	if errors.Is(err, store.ErrExists) {
-		return "", refuse(409, "conflict", "an admin token named %q exists", name)
+		return "", time.Time{}, refuse(409, "conflict", "an admin token named %q exists", name)
 	}
 	if err != nil {
-		return "", failed("admin token", err)
+		return "", time.Time{}, failed("admin token", err)
 	}
 	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs)
-	return tok, nil
+	return tok, expires, nil
 }
 
 // Revoke revokes an admin token by name.

@@ -173,7 +173,7 @@ func TestActionAndEntryTogether(t *testing.T) {
 					}
 					f.expires = l.ExpiresAt
 					time.Sleep(2 * time.Millisecond) // so that a renewal extends it
-					if f.adminTok, err = b.admins.Create(ctx, "ops", RoleOperator, "root", src); err != nil {
+					if f.adminTok, _, err = b.admins.Create(ctx, "ops", RoleOperator, 0, "root", src); err != nil {
 						t.Fatal(err)
 					}
 					before := b.rec.done(p.typ)

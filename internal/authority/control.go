@@ -105,6 +105,7 @@ const (
 	DeniedNoCert   = "no client certificate"
 	DeniedNoToken  = "no token"
 	DeniedBadToken = "bad token"
+	DeniedExpired  = "token expired"
 	DeniedRole     = "role too weak"
 )
 

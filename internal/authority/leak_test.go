@@ -39,7 +39,7 @@ func TestLeak(t *testing.T) {
 			if _, _, err := m.RevokeToken(ctx, old, "t"); err != nil {
 				t.Fatal(err)
 			}
-			adminTok, err := admins.Create(ctx, "ops", RoleOperator, "root", netip.Addr{})
+			adminTok, _, err := admins.Create(ctx, "ops", RoleOperator, 0, "root", netip.Addr{})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strconv"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 )
@@ -194,9 +195,11 @@ func (c *Client) PlanPolicy(ctx context.Context, yaml []byte) (*apitype.PolicyPl
 }
 
 // CreateAdminToken makes an admin token; the answer holds it, once.
-func (c *Client) CreateAdminToken(ctx context.Context, name, role string) (*apitype.AdminTokenCreated, error) {
+// ttl 0 leaves the lifetime to the server (its default).
+func (c *Client) CreateAdminToken(ctx context.Context, name, role string, ttl time.Duration) (*apitype.AdminTokenCreated, error) {
 	var out apitype.AdminTokenCreated
-	if err := c.adminJSON(ctx, "admin token create", http.MethodPost, "/v1/admin/tokens", apitype.AdminTokenCreateRequest{Name: name, Role: role}, &out); err != nil {
+	req := apitype.AdminTokenCreateRequest{Name: name, Role: role, TTLSeconds: int64(ttl / time.Second)}
+	if err := c.adminJSON(ctx, "admin token create", http.MethodPost, "/v1/admin/tokens", req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil

@@ -41,6 +41,10 @@ type Config struct {
 	LogFormat        string       `yaml:"log_format"`      // text|json
 	LogLevel         string       `yaml:"log_level"`
 	Limits           ConfigLimits `yaml:"limits"`
+	// AdminTokenMaxTTL is the longest lifetime an admin token may be
+	// created with (default 8760h, a year; a token's own default is 90
+	// days).
+	AdminTokenMaxTTL time.Duration `yaml:"admin_token_max_ttl"`
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
 	// /v1/leaks requires GitHub's signature headers to verify.
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`

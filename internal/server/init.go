@@ -122,7 +122,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 		name = "root"
 	}
 	admins := authority.NewAdmins(st, hasher, log, nil)
-	tok, err := admins.Create(ctx, name, authority.RoleAdmin, "init", noAddr())
+	tok, _, err := admins.Create(ctx, name, authority.RoleAdmin, 0, "init", noAddr())
 	if err != nil {
 		log.Close(ctx)
 		return nil, fmt.Errorf("first admin token: %w", err)

@@ -222,6 +222,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
+	if cfg.AdminTokenMaxTTL < 0 {
+		return nil, fmt.Errorf("config: admin_token_max_ttl must be positive")
+	}
+	admins.LimitTTL(cfg.AdminTokenMaxTTL)
 	if s.minter, err = s.newMinter(ctx, hasher); err != nil {
 		return nil, err
 	}

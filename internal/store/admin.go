@@ -15,6 +15,35 @@ type AdminToken struct {
 	Hash      [32]byte
 	CreatedAt time.Time
 	RevokedAt time.Time // zero while live
+	// ExpiresAt is when it stops working; zero: never (tokens made before
+	// admin tokens expired).
+	ExpiresAt time.Time
+	// LastUsedAt is when it last authenticated a call, to within
+	// a minute (see authority); zero: never.
+	LastUsedAt time.Time
+}
+
+// adminCols are the columns scanAdmin reads, in order.
+const adminCols = `name, role, token_hash, created_at, revoked_at, expires_at, last_used_at`
+
+func scanAdmin(r scanner) (AdminToken, error) {
+	var t AdminToken
+	var h []byte
+	var at int64
+	var rev, exp, used sql.NullInt64
+	if err := r.Scan(&t.Name, &t.Role, &h, &at, &rev, &exp, &used); err != nil {
+		return AdminToken{}, err
+	}
+	copy(t.Hash[:], h)
+	t.CreatedAt, t.RevokedAt, t.ExpiresAt, t.LastUsedAt = fromNanos(at), nullNanos(rev), nullNanos(exp), nullNanos(used)
+	return t, nil
+}
+
+func nullable(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixNano()
 }
 
 // CreateAdminToken stores a new admin token. A name that is live already
@@ -31,14 +60,14 @@ func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) 
 		err := db.txQueryRow(ctx, tx, `SELECT revoked_at FROM admin_tokens WHERE name = ?`, t.Name).Scan(&revoked)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at) VALUES (?, ?, ?, ?)`,
-				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt))
+			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
+				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt))
 		case err != nil:
 		case !revoked.Valid:
 			err = ErrExists
 		default:
-			_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, revoked_at = NULL WHERE name = ?`,
-				t.Role, t.Hash[:], nanos(t.CreatedAt), t.Name)
+			_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, expires_at = ?, revoked_at = NULL, last_used_at = NULL WHERE name = ?`,
+				t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt), t.Name)
 		}
 		if err != nil {
 			return err
@@ -51,21 +80,16 @@ func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) 
 	return nil
 }
 
-// AdminTokenByHash finds a live admin token by its keyed hash.
+// AdminTokenByHash finds a live (unrevoked) admin token by its keyed hash;
+// whether it has expired is the caller's to judge.
 func (db *DB) AdminTokenByHash(ctx context.Context, hash [32]byte) (AdminToken, error) {
-	var t AdminToken
-	var h []byte
-	var at int64
-	err := db.queryRow(ctx, `SELECT name, role, token_hash, created_at FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL`, hash[:]).
-		Scan(&t.Name, &t.Role, &h, &at)
+	t, err := scanAdmin(db.queryRow(ctx, `SELECT `+adminCols+` FROM admin_tokens WHERE token_hash = ? AND revoked_at IS NULL`, hash[:]))
 	if errors.Is(err, sql.ErrNoRows) {
 		return AdminToken{}, ErrNotFound
 	}
 	if err != nil {
 		return AdminToken{}, fmt.Errorf("store: find admin token: %w", err)
 	}
-	copy(t.Hash[:], h)
-	t.CreatedAt = fromNanos(at)
 	return t, nil
 }
 
@@ -74,20 +98,16 @@ func (db *DB) AdminTokenByHash(ctx context.Context, hash [32]byte) (AdminToken, 
 func (db *DB) AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]AdminToken, error) {
 	out := make(map[[32]byte]AdminToken)
 	err := inBatches(hashes, func(in string, args []any) error {
-		rows, err := db.query(ctx, `SELECT name, role, token_hash, created_at FROM admin_tokens WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
+		rows, err := db.query(ctx, `SELECT `+adminCols+` FROM admin_tokens WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
 		if err != nil {
 			return err
 		}
 		defer rows.Close()
 		for rows.Next() {
-			var t AdminToken
-			var h []byte
-			var at int64
-			if err := rows.Scan(&t.Name, &t.Role, &h, &at); err != nil {
+			t, err := scanAdmin(rows)
+			if err != nil {
 				return err
 			}
-			copy(t.Hash[:], h)
-			t.CreatedAt = fromNanos(at)
 			out[t.Hash] = t
 		}
 		return rows.Err()
@@ -100,23 +120,34 @@ func (db *DB) AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[
 
 // ListAdminTokens returns every admin token, live and revoked, by name.
 func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
-	rows, err := db.query(ctx, `SELECT name, role, created_at, revoked_at FROM admin_tokens ORDER BY name`)
+	rows, err := db.query(ctx, `SELECT `+adminCols+` FROM admin_tokens ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin tokens: %w", err)
 	}
 	defer rows.Close()
 	var out []AdminToken
 	for rows.Next() {
-		var t AdminToken
-		var at int64
-		var rev sql.NullInt64
-		if err := rows.Scan(&t.Name, &t.Role, &at, &rev); err != nil {
+		t, err := scanAdmin(rows)
+		if err != nil {
 			return nil, fmt.Errorf("store: list admin tokens: %w", err)
 		}
-		t.CreatedAt, t.RevokedAt = fromNanos(at), nullNanos(rev)
 		out = append(out, t)
 	}
 	return out, rows.Err()
+}
+
+// TouchAdminToken records that the admin token name authenticated a call
+// at at (never moving the time back).
+func (db *DB) TouchAdminToken(ctx context.Context, name string, at time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `UPDATE admin_tokens SET last_used_at = ? WHERE name = ? AND (last_used_at IS NULL OR last_used_at < ?)`,
+			nanos(at), name, nanos(at))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: touch admin token %s: %w", name, err)
+	}
+	return nil
 }
 
 // RevokeAdminToken revokes a live admin token; ErrNotFound if none.

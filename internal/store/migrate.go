@@ -198,6 +198,12 @@ CREATE TABLE minted (
 CREATE INDEX minted_lease ON minted (lease_id);
 CREATE INDEX minted_due ON minted (state, next_attempt_at);
 `),
+		// 8: admin tokens expire and say when they were last used. Tokens
+		// made before have no expiry (NULL) and keep working.
+		both(`
+ALTER TABLE admin_tokens ADD COLUMN expires_at BIGINT;
+ALTER TABLE admin_tokens ADD COLUMN last_used_at BIGINT;
+`),
 	}
 }
 
