@@ -272,6 +272,11 @@ func (a *awaits) hasWaiting() bool {
 // sequenceLocal gives the pending records actions wrote their indexes, in
 // the committer, on a log without a journal that has its store to itself.
 func (l *Log) sequenceLocal() {
+	if l.sh != nil {
+		// Several nodes: the shared sequencer places pending records (and
+		// writes outcomes' decision indexes in, which this path cannot).
+		return
+	}
 	ls, ok := l.st.(localSequencer)
 	if !ok {
 		return
@@ -360,6 +365,9 @@ type pendingFolder interface {
 // folded at once, for its action's Wait. Records journaled but not folded
 // yet are not read again.
 func (l *Log) sequenceJournal() {
+	if l.sh != nil {
+		return // the shared sequencer's, as in sequenceLocal
+	}
 	ls, ok := l.st.(localSequencer)
 	if !ok {
 		return
