@@ -296,9 +296,13 @@ func FuzzFramingStream(f *testing.F) {
 		if i := strings.Index(out, "GET "+refusedPrefix); i >= 0 && c.refusal != "" {
 			out = out[:i]
 		}
-		// Empty lines before a request line are dropped: compare without them.
+		if strings.HasPrefix(string(in), out) {
+			return
+		}
+		// Empty lines before a request line are dropped: compare without
+		// them (what was passed on may end inside a CRLF).
 		crlf := strings.NewReplacer("\r\n", "")
-		if !strings.HasPrefix(crlf.Replace(string(in)), crlf.Replace(out)) {
+		if !strings.HasPrefix(crlf.Replace(string(in)), crlf.Replace(strings.TrimSuffix(out, "\r"))) {
 			t.Fatalf("passed on %q, not a prefix of %q", out, in)
 		}
 	})
