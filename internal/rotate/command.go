@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
@@ -77,20 +78,42 @@ func (c commandRotator) Rotate(ctx context.Context, secretName string, current [
 	cmd.Dir = filepath.Dir(c.argv[0])
 	cmd.Stdin = bytes.NewReader(current)
 	out := &boundedBuffer{limit: secret.MaxValueSize + 2} // the value and a line end
-	cmd.Stdout = out
-	// Its standard error may echo a value: it is read (so the program never
-	// blocks on it) and dropped.
-	cmd.Stderr = io.Discard
-	// After the timeout the program is killed; WaitDelay stops waiting for
-	// pipes a child of it may still hold.
+	// Its standard output is a pipe of our own, not one exec copies from:
+	// Wait then returns when the program exits, and what it left running
+	// is killed at once (endGroup), not after a wait for the pipe to close
+	// during which a child could go on acting.
+	pr, pw, err := os.Pipe()
+	if err != nil {
+		return fmt.Errorf("rotator %s: could not make its output pipe: %w", c.name, err)
+	}
+	defer pr.Close()
+	cmd.Stdout = pw
+	// Its standard error may echo a value: it goes to the null device.
+	cmd.Stderr = nil
+	read := make(chan struct{})
+	go func() {
+		defer close(read)
+		io.Copy(out, pr)
+	}()
+	// WaitDelay bounds the wait for the goroutine feeding its standard
+	// input, should a child hold that open unread.
 	cmd.WaitDelay = 2 * time.Second
 	ownGroup(cmd)
-	err := cmd.Run()
+	err = cmd.Start()
+	pw.Close()
+	if err == nil {
+		err = cmd.Wait()
+	}
 	endGroup(cmd)
 	if errors.Is(err, exec.ErrWaitDelay) {
-		// It exited 0 but left a child holding its output open: what it
-		// printed before exiting is its answer (the child is killed).
-		err = nil
+		err = nil // it exited 0; only the feeding of its input was cut short
+	}
+	select {
+	case <-read:
+	case <-time.After(2 * time.Second):
+		// Something outside its process group still holds the output
+		// open: its answer cannot be told complete.
+		return fmt.Errorf("rotator %s: its output stayed open after it exited (a program it started holds it)", c.name)
 	}
 	defer clear(out.buf.Bytes())
 	switch {
