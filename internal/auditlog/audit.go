@@ -44,9 +44,9 @@
 // durable with the action, and Wait returns its index once the log has
 // sequenced it.
 //
-// The store implements the writes the modes need (AppendAudit,
-// AppendAuditWritten, AppendAuditKept, AddAuditPending); only this
-// package calls them.
+// The store implements the writes the modes need (AppendAudit and
+// AddAuditPending, each told the commit mode, and AppendAuditFrom); only
+// this package calls them.
 package auditlog
 
 import (
@@ -54,6 +54,7 @@ import (
 	"errors"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
 // ErrClosed is what Wait returns for an entry added after Close.
@@ -63,26 +64,13 @@ var ErrClosed = errors.New("audit log closed")
 type Storage interface {
 	audit.Reader
 	// AppendAudit stores entries at [start, start+len(entries)) and the
-	// stored hashes at [firstHash, firstHash+len(hashes)) in one durable
-	// transaction, or returns store.ErrConflict if the log's size is not
-	// start.
-	AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
+	// stored hashes at [firstHash, firstHash+len(hashes)) in one
+	// transaction, committed as mode says (the log picks it from its
+	// Options), or returns store.ErrConflict if the log's size is not
+	// start. A mode the store does not know must be refused.
+	AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte, mode store.AuditCommit) error
 	// PutAuditCheckpoint is idempotent per size.
 	PutAuditCheckpoint(ctx context.Context, size int64, note []byte) error
-}
-
-// writtenStorage is implemented by a Storage that can commit without
-// waiting for the disk (*store.DB): AppendAuditWritten returns once a crash
-// of this process can no longer lose the entries, and the storage makes
-// them durable shortly after. Written-mode entries use it.
-type writtenStorage interface {
-	AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
-}
-
-// keptStorage is implemented by a Storage that can commit entries a
-// journal keeps without a deadline to make them durable (*store.DB).
-type keptStorage interface {
-	AppendAuditKept(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error
 }
 
 // CursorStorage is what a Forwarder needs: the entries and a cursor per

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
 // The journal is the Log's write-ahead file for written-mode entries (the
@@ -510,19 +511,19 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 		if err != nil {
 			return fmt.Errorf("audit: replaying journal: %w", err)
 		}
-		store := func() error {
-			return l.st.AppendAudit(ctx, start, todo, tlog.StoredHashCount(start), hashesOf(hashes))
+		write := func() error {
+			return l.st.AppendAudit(ctx, start, todo, tlog.StoredHashCount(start), hashesOf(hashes), store.AuditDurable)
 		}
 		if pids := replayedPIDs(c.pids, start, len(todo)); pids != nil {
 			ps, ok := l.st.(pendingFolder)
 			if !ok {
 				return fmt.Errorf("audit: replaying journal: entries of pending records, and a store that has none")
 			}
-			store = func() error {
-				return ps.AppendAuditFrom(ctx, start, todo, pids, tlog.StoredHashCount(start), hashesOf(hashes), false)
+			write = func() error {
+				return ps.AppendAuditFrom(ctx, start, todo, pids, tlog.StoredHashCount(start), hashesOf(hashes), store.AuditDurable)
 			}
 		}
-		if err := store(); err != nil {
+		if err := write(); err != nil {
 			return fmt.Errorf("audit: replaying %d journaled entries at %d: %w", len(todo), start, err)
 		}
 		if err := l.reload(ctx); err != nil {
@@ -1032,20 +1033,20 @@ func (l *Log) integrateFinal() error {
 func (l *Log) fold(start int64, entries [][]byte, pids []int64, hashes []tlog.Hash, durable bool) error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
-	appendFunc := l.st.AppendAudit
+	// The journal keeps what is not durable until a durable commit covers
+	// it, so the store need not sync it soon.
+	mode := store.AuditKept
+	if durable {
+		mode = store.AuditDurable
+	}
+	var err error
 	if pf, ok := l.st.(pendingFolder); ok && pids != nil {
 		// Made from pending records, which go in the same transaction.
-		appendFunc = func(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-			return pf.AppendAuditFrom(ctx, start, entries, pids, firstHash, hashes, !durable)
-		}
-	} else if ks, ok := l.st.(keptStorage); ok && !durable {
-		// The journal keeps these until a durable commit covers them, so
-		// the store need not sync them soon.
-		appendFunc = ks.AppendAuditKept
-	} else if ws, ok := l.st.(writtenStorage); ok && !durable {
-		appendFunc = ws.AppendAuditWritten
+		err = pf.AppendAuditFrom(ctx, start, entries, pids, tlog.StoredHashCount(start), hashesOf(hashes), mode)
+	} else {
+		err = l.st.AppendAudit(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes), mode)
 	}
-	if err := appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
+	if err != nil {
 		err = fmt.Errorf("audit log %w: storing %d journaled entries: %v", failclosed.ErrUnavailable, len(entries), err)
 		l.mu.Lock()
 		l.commitErr = err

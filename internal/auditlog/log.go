@@ -12,6 +12,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
 // Options tune a Log. The zero value is usable.
@@ -541,9 +542,9 @@ func (l *Log) commit(batch []*request) {
 		hashes  []tlog.Hash
 		err     error
 	)
-	appendFunc := l.st.AppendAudit
-	if ws, ok := l.st.(writtenStorage); ok && allWritten(batch) {
-		appendFunc = ws.AppendAuditWritten
+	mode := store.AuditDurable
+	if allWritten(batch) {
+		mode = store.AuditWritten
 	}
 	for attempt := 0; ; attempt++ {
 		if l.stale {
@@ -557,7 +558,7 @@ func (l *Log) commit(batch []*request) {
 			l.stale = true
 			break
 		}
-		err = appendFunc(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes))
+		err = l.st.AppendAudit(ctx, start, entries, tlog.StoredHashCount(start), hashesOf(hashes), mode)
 		if err == nil {
 			break
 		}

@@ -21,20 +21,8 @@ type memStore struct {
 	cursors     map[string]int64
 	fail        error         // every call fails with it when set
 	appends     int           // AppendAudit calls that succeeded
-	written     int           // of which through AppendAuditWritten
+	written     int           // of which not durable (store.AuditWritten or AuditKept)
 	entering    chan struct{} // when set, told (without blocking) of each append before it locks
-}
-
-// AppendAuditWritten counts the written-mode commits; in memory they are
-// the same as durable ones.
-func (m *memStore) AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	if err := m.AppendAudit(ctx, start, entries, firstHash, hashes); err != nil {
-		return err
-	}
-	m.mu.Lock()
-	m.written++
-	m.mu.Unlock()
-	return nil
 }
 
 func newMemStore() *memStore {
@@ -56,7 +44,12 @@ func (m *memStore) AuditSize(ctx context.Context) (int64, error) {
 	return int64(len(m.entries)), nil
 }
 
-func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
+// AppendAudit counts the commits that are not durable; in memory they
+// are the same as durable ones.
+func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte, mode store.AuditCommit) error {
+	if mode < store.AuditDurable || mode > store.AuditKept {
+		return fmt.Errorf("mem: unknown commit mode %d", mode)
+	}
 	if m.entering != nil {
 		select {
 		case m.entering <- struct{}{}:
@@ -82,6 +75,9 @@ func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byt
 		m.hashes[x] = h
 	}
 	m.appends++
+	if mode != store.AuditDurable {
+		m.written++
+	}
 	return nil
 }
 

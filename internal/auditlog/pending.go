@@ -356,7 +356,7 @@ func indexes(start int64, n int) []int64 {
 // pendingFolder is a store that folds entries made from pending records
 // together with their deletion (*store.DB).
 type pendingFolder interface {
-	AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, kept bool) error
+	AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, mode store.AuditCommit) error
 }
 
 // sequenceJournal gives the pending records actions wrote their indexes,

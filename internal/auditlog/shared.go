@@ -30,7 +30,7 @@ import (
 
 // sharedStorage is what shared mode needs from the store (*store.DB).
 type sharedStorage interface {
-	AddAuditPending(ctx context.Context, records [][]byte, written bool) ([]int64, error)
+	AddAuditPending(ctx context.Context, records [][]byte, mode store.AuditCommit) ([]int64, error)
 	AuditSequenced(ctx context.Context, start int64, limit int) (idx, pids []int64, err error)
 	TryAuditSequencer(ctx context.Context) (*store.AuditSequencer, error)
 	Ping(ctx context.Context) error
@@ -101,7 +101,11 @@ func (l *Log) commitPending(batch []*request) {
 	}
 	sh := l.sh
 	sh.mu.Lock()
-	ids, err := sh.st.AddAuditPending(ctx, records, allWritten(batch))
+	mode := store.AuditDurable
+	if allWritten(batch) {
+		mode = store.AuditWritten
+	}
+	ids, err := sh.st.AddAuditPending(ctx, records, mode)
 	if err != nil {
 		sh.mu.Unlock()
 		l.failBatch(batch, err)

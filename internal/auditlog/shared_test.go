@@ -345,7 +345,7 @@ func BenchmarkSharedSequencer(b *testing.B) {
 			body, _ := encodeEvent(gatewayEvent(i))
 			recs = append(recs, append([]byte(ts+"\n"), body...))
 		}
-		if _, err := db.AddAuditPending(ctx, recs, false); err != nil {
+		if _, err := db.AddAuditPending(ctx, recs, store.AuditDurable); err != nil {
 			b.Fatal(err)
 		}
 	}

@@ -20,26 +20,48 @@ func (db *DB) AuditSize(ctx context.Context) (int64, error) {
 	return n.Int64 + 1, nil
 }
 
+// AuditCommit says when an audit append returns, and how soon it is on
+// disk. The audit log picks it from its own options; only it appends.
+type AuditCommit int
+
+const (
+	// AuditDurable: the commit is fsynced before AppendAudit returns.
+	AuditDurable AuditCommit = iota
+	// AuditWritten: AppendAudit returns once a crash of this process can
+	// no longer lose the entries (the WAL file through the OS, or the
+	// PostgreSQL server); a crash of the machine can, until the durable
+	// commit that follows within Config.SyncDelay (see txDirectWritten).
+	AuditWritten
+	// AuditKept: AuditWritten for entries a write-ahead journal keeps
+	// until a durable commit covers them (the audit log's journal): it
+	// sets no deadline for that commit, which spares an fsync every
+	// SyncDelay.
+	AuditKept
+)
+
+// txFunc is the transaction commit mode runs in.
+func (db *DB) txFunc(mode AuditCommit) (func(context.Context, func(*sql.Tx) error) error, error) {
+	switch mode {
+	case AuditDurable:
+		return db.txDirect, nil
+	case AuditWritten:
+		return db.txDirectWritten, nil
+	case AuditKept:
+		return db.txDirectKept, nil
+	}
+	return nil, fmt.Errorf("store: unknown audit commit mode %d", mode)
+}
+
 // AppendAudit stores entries at [start, start+len(entries)) and tlog stored
-// hashes at [firstHash, firstHash+len(hashes)) in one durable transaction.
+// hashes at [firstHash, firstHash+len(hashes)) in one transaction,
+// committed as mode says (an unknown mode is refused, never weakened).
 // ErrConflict if the log's size is not start.
-func (db *DB) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	return db.appendAudit(ctx, db.txDirect, start, entries, firstHash, hashes)
-}
-
-// AppendAuditWritten is AppendAudit in written mode (see txDirectWritten): it
-// returns once a crash of this process can no longer lose the entries; a
-// crash of the machine can, until the durable commit that follows within
-// Config.SyncDelay.
-func (db *DB) AppendAuditWritten(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	return db.appendAudit(ctx, db.txDirectWritten, start, entries, firstHash, hashes)
-}
-
-// AppendAuditKept is AppendAuditWritten for entries a write-ahead journal
-// keeps until a durable commit covers them (auditlog.Options.Journal): it sets
-// no deadline for that commit, which spares an fsync every SyncDelay.
-func (db *DB) AppendAuditKept(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {
-	return db.appendAudit(ctx, db.txDirectKept, start, entries, firstHash, hashes)
+func (db *DB) AppendAudit(ctx context.Context, start int64, entries [][]byte, firstHash int64, hashes [][32]byte, mode AuditCommit) error {
+	txf, err := db.txFunc(mode)
+	if err != nil {
+		return err
+	}
+	return db.appendAudit(ctx, txf, start, entries, firstHash, hashes)
 }
 
 func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*sql.Tx) error) error, start int64, entries [][]byte, firstHash int64, hashes [][32]byte) error {

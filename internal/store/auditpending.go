@@ -25,12 +25,15 @@ import (
 const auditSequencerLock = 7303886
 
 // AddAuditPending stores records (opaque to the store) in audit_pending in
-// one transaction and returns their pending ids, in order. written: as
-// AppendAuditWritten, it returns once a crash of this process can no longer
-// lose them.
-func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, written bool) ([]int64, error) {
+// one transaction, committed as mode says (as AppendAudit), and returns
+// their pending ids, in order.
+func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, mode AuditCommit) ([]int64, error) {
+	txf, err := db.txFunc(mode)
+	if err != nil {
+		return nil, err
+	}
 	ids := make([]int64, 0, len(records))
-	err := db.batch.direct(ctx, func(tx *sql.Tx) error {
+	err = txf(ctx, func(tx *sql.Tx) error {
 		ids = ids[:0]
 		for off := 0; off < len(records); off += 500 {
 			part := records[off:min(off+500, len(records))]
@@ -68,7 +71,7 @@ func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, written boo
 			return fmt.Errorf("%d ids for %d rows", len(ids), len(records))
 		}
 		return nil
-	}, written, false)
+	})
 	if err != nil {
 		return nil, fmt.Errorf("store: recording %d pending audit entries: %w", len(records), err)
 	}
@@ -270,20 +273,20 @@ func (s *AuditSequencer) Close() error {
 	return errors.Join(err, s.conn.Close())
 }
 
-// AppendAuditFrom is AppendAudit (kept: AppendAuditKept) for entries
+// AppendAuditFrom is AppendAudit for entries
 // some of which were made from pending records, pids[i] for entry i (-1:
 // none): those records are deleted in the same transaction, and
 // ErrConflict (nothing changes) if one is gone. It is for a log that has
 // its store to itself (the audit journal folding what it sequenced).
-func (db *DB) AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, kept bool) error {
+func (db *DB) AppendAuditFrom(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte, mode AuditCommit) error {
 	if len(pids) != len(entries) {
 		return fmt.Errorf("store: append audit: %d pending ids for %d entries", len(pids), len(entries))
 	}
-	txf := db.txDirect
-	if kept {
-		txf = db.txDirectKept
+	txf, err := db.txFunc(mode)
+	if err != nil {
+		return err
 	}
-	err := txf(ctx, func(tx *sql.Tx) error {
+	err = txf(ctx, func(tx *sql.Tx) error {
 		var n sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
 			return err

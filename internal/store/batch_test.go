@@ -101,7 +101,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			}
 
 			// A written commit alone: a flush commit follows.
-			if err := db.AppendAuditWritten(ctx, 0, entry, 0, hash); err != nil {
+			if err := db.AppendAudit(ctx, 0, entry, 0, hash, AuditWritten); err != nil {
 				t.Fatal(err)
 			}
 			if !db.postgres && mode() != 1 {
@@ -115,7 +115,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			// A kept commit (the audit journal holds it): no flush follows,
 			// and it stays in written mode until something durable comes.
 			n0 := commits.count()
-			if err := db.AppendAuditKept(ctx, 1, entry, 1, hash); err != nil {
+			if err := db.AppendAudit(ctx, 1, entry, 1, hash, AuditKept); err != nil {
 				t.Fatal(err)
 			}
 			commits.waitCount(t, n0+1)
@@ -126,7 +126,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			if !db.batch.unsyncedSince().IsZero() {
 				t.Fatal("a kept commit set a durability deadline")
 			}
-			if err := db.AppendAuditWritten(ctx, 2, entry, 2, hash); err != nil {
+			if err := db.AppendAudit(ctx, 2, entry, 2, hash, AuditWritten); err != nil {
 				t.Fatal(err)
 			}
 			commits.waitCount(t, n0+3) // the written one, then its flush
@@ -135,10 +135,10 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			// (A batched writer hears of its commit just before the commit
 			// is counted: wait for the count, then check nothing follows.)
 			n := commits.count()
-			if err := db.AppendAuditWritten(ctx, 3, entry, 3, hash); err != nil {
+			if err := db.AppendAudit(ctx, 3, entry, 3, hash, AuditWritten); err != nil {
 				t.Fatal(err)
 			}
-			if err := db.AppendAudit(ctx, 4, entry, 4, hash); err != nil {
+			if err := db.AppendAudit(ctx, 4, entry, 4, hash, AuditDurable); err != nil {
 				t.Fatal(err)
 			}
 			commits.waitCount(t, n+2)
@@ -149,7 +149,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 
 			// A batched durable write covers a direct written one too.
 			n = commits.count()
-			if err := db.AppendAuditWritten(ctx, 5, entry, 5, hash); err != nil {
+			if err := db.AppendAudit(ctx, 5, entry, 5, hash, AuditWritten); err != nil {
 				t.Fatal(err)
 			}
 			// (Ping reads since readiness stopped writing: a batched write
@@ -176,7 +176,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 				})
 			}
 			for i := int64(6); i < 24; i++ {
-				if err := db.AppendAuditWritten(ctx, i, entry, i, hash); err != nil {
+				if err := db.AppendAudit(ctx, i, entry, i, hash, AuditWritten); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -188,7 +188,7 @@ func TestWrittenCommitsBecomeDurable(t *testing.T) {
 			start := time.Now()
 			end := int64(24)
 			for ; time.Since(start) < 10*cfg.SyncDelay; end++ {
-				if err := db.AppendAuditWritten(ctx, end, entry, end, hash); err != nil {
+				if err := db.AppendAudit(ctx, end, entry, end, hash, AuditWritten); err != nil {
 					t.Fatal(err)
 				}
 				time.Sleep(3 * time.Millisecond)

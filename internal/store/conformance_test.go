@@ -435,10 +435,10 @@ func testAudit(t *testing.T, b storetest.Backend) {
 	}
 	entries := [][]byte{[]byte(`{"index":0}`), []byte(`{"index":1}`)}
 	hashes := [][32]byte{{1}, {2}, {3}}
-	if err := db.AppendAudit(ctx, 0, entries, 0, hashes); err != nil {
+	if err := db.AppendAudit(ctx, 0, entries, 0, hashes, store.AuditDurable); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.AppendAudit(ctx, 0, entries, 3, hashes); !errors.Is(err, store.ErrConflict) {
+	if err := db.AppendAudit(ctx, 0, entries, 3, hashes, store.AuditDurable); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("append at stale size: %v", err)
 	}
 	if n, _ := db.AuditSize(ctx); n != 2 {
@@ -446,10 +446,10 @@ func testAudit(t *testing.T, b storetest.Backend) {
 	}
 	// Written mode: the same records and the same conflict check.
 	more := [][]byte{[]byte(`{"index":2}`)}
-	if err := db.AppendAuditWritten(ctx, 0, more, 3, hashes[:1]); !errors.Is(err, store.ErrConflict) {
+	if err := db.AppendAudit(ctx, 0, more, 3, hashes[:1], store.AuditWritten); !errors.Is(err, store.ErrConflict) {
 		t.Fatalf("written append at stale size: %v", err)
 	}
-	if err := db.AppendAuditWritten(ctx, 2, more, 3, [][32]byte{{4}}); err != nil {
+	if err := db.AppendAudit(ctx, 2, more, 3, [][32]byte{{4}}, store.AuditWritten); err != nil {
 		t.Fatal(err)
 	}
 	if n, _ := db.AuditSize(ctx); n != 3 {
@@ -476,6 +476,27 @@ func testAudit(t *testing.T, b storetest.Backend) {
 	}
 	if _, err := db.AuditHashes(ctx, []int64{2, 3, 4}); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("range past the end: %v", err)
+	}
+	// Kept mode, the journal's: the same again.
+	kept := [][]byte{[]byte(`{"index":3}`)}
+	if err := db.AppendAudit(ctx, 2, kept, 4, hashes[:1], store.AuditKept); !errors.Is(err, store.ErrConflict) {
+		t.Fatalf("kept append at stale size: %v", err)
+	}
+	if err := db.AppendAudit(ctx, 3, kept, 4, [][32]byte{{5}, {6}, {7}}, store.AuditKept); err != nil {
+		t.Fatal(err)
+	}
+	// A mode the store does not know is refused, never taken as a weaker
+	// one, and nothing is written.
+	for _, bad := range []store.AuditCommit{-1, 3} {
+		if err := db.AppendAudit(ctx, 4, [][]byte{[]byte(`{"index":4}`)}, 7, [][32]byte{{8}}, bad); err == nil {
+			t.Fatalf("mode %d taken", bad)
+		}
+		if _, err := db.AddAuditPending(ctx, [][]byte{[]byte("x")}, bad); err == nil {
+			t.Fatalf("pending mode %d taken", bad)
+		}
+	}
+	if n, _ := db.AuditSize(ctx); n != 4 {
+		t.Fatalf("size after kept append = %d", n)
 	}
 	if _, _, err := db.LatestAuditCheckpoint(ctx); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("no checkpoint: %v", err)

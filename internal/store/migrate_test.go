@@ -77,7 +77,7 @@ func TestMigrateFromVersion1(t *testing.T) {
 	}
 	// Appends go to hash runs; hashes of the old rows and the new runs
 	// read together, in a range and one by one.
-	if err := db.AppendAudit(ctx, 2, [][]byte{[]byte(`{"index":2}`)}, 3, [][32]byte{{9}}); err != nil {
+	if err := db.AppendAudit(ctx, 2, [][]byte{[]byte(`{"index":2}`)}, 3, [][32]byte{{9}}, AuditDurable); err != nil {
 		t.Fatal(err)
 	}
 	for _, idx := range [][]int64{{0, 1, 2, 3}, {3, 2, 0}, {3}} {

@@ -53,7 +53,7 @@ type Config struct {
 	// ObserveCommit, when set, is told each group commit's duration, how
 	// many writes it carried and whether it failed (for metrics).
 	ObserveCommit func(d time.Duration, writes int, err error)
-	// SyncDelay bounds how long a written-mode commit (AppendAuditWritten)
+	// SyncDelay bounds how long a written-mode commit (AuditWritten)
 	// waits before a durable commit covers it (default 5ms).
 	SyncDelay time.Duration
 	// MaxConns is the most PostgreSQL connections this handle opens: the
