@@ -378,7 +378,7 @@ func newHarness(t *testing.T) *harness {
 	}
 	h.pol.p.Store(p)
 	h.gw, err = New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
-		ClientIP: clientip.New(nil), Registerer: h.reg, AuditTimeout: 300 * time.Millisecond})
+		ClientIP: clientip.New(nil), Registerer: h.reg, AuditTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}

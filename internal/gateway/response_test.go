@@ -201,7 +201,7 @@ func readable(b []byte) string {
 func hostileGateway(t *testing.T, h *harness, handler http.HandlerFunc) string {
 	t.Helper()
 	gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{hostileCred}, Auditor: h.aud,
-		ClientIP: clientip.New(nil), Registerer: nil, AuditTimeout: 300 * time.Millisecond})
+		ClientIP: clientip.New(nil), Registerer: nil, AuditTimeout: 10 * time.Second})
 	if err != nil {
 		t.Fatal(err)
 	}
