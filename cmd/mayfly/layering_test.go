@@ -54,6 +54,7 @@ var layers = map[string]int{
 	"internal/githubtest":              2, // a GitHub API double for tests and the demo
 	"internal/rotate":                  2,
 	"internal/alert":                   2, // alert rules over audit entries, webhook delivery (issue 16 item 4)
+	"internal/sso":                     2, // OIDC relying party for human sign-in (admin_oidc), the signed-in caller
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
@@ -75,7 +76,7 @@ var along = map[string][]string{
 	"internal/gateway":                 {"internal/auditlog", "internal/dpop", "internal/lease", "internal/policy", "internal/mask"}, // gateway flow
 	"internal/job":                     {"internal/client"},                                                                          // the job side exchanges through the one client
 	"internal/client":                  {"internal/dpop"},                                                                            // DPoP proofs for bound tokens
-	"internal/devissuer/devissuertest": {"internal/devissuer"},
+	"internal/devissuer/devissuertest": {"internal/devissuer", "internal/sso"},
 	"internal/store/storetest":         {"internal/store"},                       // fresh stores for tests
 	"internal/pgrole":                  {"internal/mint", "internal/policy"},     // the postgres credential source of the minting flow
 	"internal/mint":                    {"internal/auditlog", "internal/policy"}, // minting flow: a grant's upstream, revocations audited

@@ -26,6 +26,9 @@ type caller struct {
 	Name   string
 	Role   string
 	Source netip.Addr
+	// session and via: the session's id and how it signed in, when the
+	// caller is a signed-in human (admin_oidc) rather than a token.
+	session, via string
 }
 
 // admin gates a control-plane handler: network first (403, not even a
@@ -61,6 +64,42 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 					authority.DeniedNoCert, apitype.CheckClientCertificate)
 				return
 			}
+		}
+		if p, ok := a.presentedSession(r); ok {
+			c, row, status, reason, desc, err := a.sessionCaller(r, p)
+			if err != nil {
+				a.fail(w, r, err)
+				return
+			}
+			if status != 0 {
+				if !a.adminRL.allow(src.String()) {
+					w.Header().Set("Retry-After", "1")
+					writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+					return
+				}
+				if err := a.denySession(r, row, status, reason); err != nil {
+					a.fail(w, r, err)
+					return
+				}
+				code := "invalid_token"
+				if status == http.StatusForbidden {
+					code = "forbidden"
+				}
+				writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: apitype.CheckToken})
+				return
+			}
+			if authority.RoleRank(c.Role) < authority.RoleRank(role) {
+				if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: c.Name, Role: c.Role, Source: src, Method: r.Method,
+					Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
+					a.fail(w, r, err)
+					return
+				}
+				writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
+					Description: "this needs the " + role + " role; " + c.Name + " has the " + c.Role + " role", Check: apitype.CheckRole})
+				return
+			}
+			fn(w, r, c)
+			return
 		}
 		tok := bearer(r)
 		if tok == "" {

@@ -30,6 +30,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/sso"
 	"github.com/mayfly-sh/mayfly/internal/version"
 )
 
@@ -86,6 +87,15 @@ type Config struct {
 	Gatherer            prometheus.Gatherer
 	Logger              *slog.Logger
 	HSTS                bool
+	// SSO and Sessions, when set, sign humans in through the identity
+	// provider (admin_oidc): /ui/login, the callback, /ui/logout, the
+	// CLI's /v1/auth/… and session callers of every admin endpoint.
+	SSO      *sso.RP
+	Sessions *authority.Sessions
+	// Console serves /ui/ for signed-in humans: each request reaching it
+	// has passed the network gate and the session (and, when it changes
+	// state, CSRF) checks, and carries the caller (sso.CallerFrom).
+	Console http.Handler
 }
 
 // Limits bound inputs and request rates. The per-address exchange limits
@@ -245,6 +255,12 @@ func (a *API) routes() {
 	admin("GET /v1/audit/entries", authority.RoleAuditor, a.auditEntries)
 	admin("GET /v1/audit/proof/inclusion", authority.RoleAuditor, a.auditInclusion)
 	admin("GET /v1/audit/proof/consistency", authority.RoleAuditor, a.auditConsistency)
+	admin("GET /v1/auth/whoami", authority.RoleAuditor, a.whoami)
+	if a.cfg.Sessions != nil {
+		admin("GET /v1/admin/sessions", authority.RoleAdmin, a.listSessions)
+		admin("DELETE /v1/admin/sessions/{id}", authority.RoleAdmin, a.revokeSession)
+	}
+	a.ssoRoutes(h)
 
 	a.mux.Handle("/", a.metrics.wrap("other", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no such endpoint")

@@ -359,3 +359,74 @@ type Ready struct {
 	Ready  bool              `json:"ready"`
 	Checks map[string]string `json:"checks"`
 }
+
+// SessionToken is a CLI sign-in's answer (POST /v1/auth/cli/token, POST
+// /v1/auth/device/token): a session token for Authorization: Bearer.
+type SessionToken struct {
+	SessionToken string    `json:"session_token"`
+	Name         string    `json:"name"`
+	Role         string    `json:"role"`
+	Session      string    `json:"session"`
+	ExpiresAt    time.Time `json:"expires_at"`
+}
+
+// CLITokenRequest trades a loopback sign-in's one-time code.
+type CLITokenRequest struct {
+	Code         string `json:"code"`
+	CodeVerifier string `json:"code_verifier"`
+}
+
+// DeviceStart is POST /v1/auth/device's answer (RFC 8628's, relayed).
+type DeviceStart struct {
+	DeviceCode              string `json:"device_code"`
+	UserCode                string `json:"user_code"`
+	VerificationURI         string `json:"verification_uri"`
+	VerificationURIComplete string `json:"verification_uri_complete,omitempty"`
+	Interval                int64  `json:"interval,omitempty"`
+	ExpiresIn               int64  `json:"expires_in,omitempty"`
+}
+
+// DeviceTokenRequest polls a device sign-in.
+type DeviceTokenRequest struct {
+	DeviceCode string `json:"device_code"`
+}
+
+// SignOutResponse is POST /v1/auth/logout's answer.
+type SignOutResponse struct {
+	SignedOut bool `json:"signed_out"`
+}
+
+// Session is a signed-in human's session (never its value).
+type Session struct {
+	ID         string     `json:"id"`
+	Name       string     `json:"name"`
+	Role       string     `json:"role"`
+	Via        string     `json:"via"`
+	Source     string     `json:"source,omitempty"`
+	CreatedAt  time.Time  `json:"created_at"`
+	ExpiresAt  time.Time  `json:"expires_at"`
+	RevokedAt  *time.Time `json:"revoked_at,omitempty"`
+	LastUsedAt *time.Time `json:"last_used_at,omitempty"`
+}
+
+// SessionList is GET /v1/admin/sessions' answer: sessions not yet expired.
+type SessionList struct {
+	Sessions []Session `json:"sessions"`
+}
+
+// SessionRevokeResponse is DELETE /v1/admin/sessions/{id}'s answer.
+type SessionRevokeResponse struct {
+	ID      string `json:"id"`
+	Revoked bool   `json:"revoked"`
+}
+
+// WhoAmI is GET /v1/auth/whoami's answer: the caller and its role.
+type WhoAmI struct {
+	Name    string `json:"name"`
+	Role    string `json:"role"`
+	Session string `json:"session,omitempty"`
+	Via     string `json:"via,omitempty"`
+	// CSRF is the session's CSRF token, for a browser signed in with the
+	// session cookie (send it as X-CSRF-Token on state-changing requests).
+	CSRF string `json:"csrf,omitempty"`
+}

@@ -66,6 +66,15 @@ type Options struct {
 	Claims map[string]any
 	// Now is the clock (default time.Now).
 	Now func() time.Time
+	// User is who the authorization endpoint signs in (default
+	// DefaultUser; SetUser changes it).
+	User User
+	// LoginForm makes the authorization endpoint show a form choosing the
+	// email and groups rather than approve at once.
+	LoginForm bool
+	// ClientSecret, when set, is required of clients at the token and
+	// device endpoints (any client_id is accepted).
+	ClientSecret string
 }
 
 // Issuer is a running local issuer. It is safe for concurrent use.
@@ -80,6 +89,7 @@ type Issuer struct {
 	claims       map[string]any
 	now          func() time.Time
 	runID        atomic.Int64
+	human        humanSide
 }
 
 // New generates a key and returns an Issuer for opts.
@@ -100,6 +110,10 @@ func New(opts Options) (*Issuer, error) {
 	}
 	if iss.now == nil {
 		iss.now = time.Now
+	}
+	iss.human = humanSide{user: opts.User, form: opts.LoginForm, secret: opts.ClientSecret, codes: map[string]authCode{}, devices: map[string]*deviceFlow{}}
+	if iss.human.user == nil {
+		iss.human.user = DefaultUser()
 	}
 	if iss.audience == "" {
 		iss.audience = iss.url
@@ -278,6 +292,11 @@ func (i *Issuer) Handler() http.Handler {
 	})
 	mux.HandleFunc("GET "+TokenPath, i.token)
 	mux.HandleFunc("GET "+ActionsPath, i.actions)
+	mux.HandleFunc("GET "+AuthorizePath, i.authorize)
+	mux.HandleFunc("POST "+AuthorizePath, i.authorize)
+	mux.HandleFunc("POST "+OAuthTokenPath, i.oauthToken)
+	mux.HandleFunc("POST "+DevicePath, i.deviceStart)
+	mux.HandleFunc("GET "+DeviceApprove, i.deviceApprove)
 	return localOnly(mux)
 }
 
@@ -311,13 +330,18 @@ func (i *Issuer) discovery(w http.ResponseWriter, r *http.Request) {
 		"issuer":                                i.url,
 		"jwks_uri":                              i.url + JWKSPath,
 		"subject_types_supported":               []string{"public", "pairwise"},
-		"response_types_supported":              []string{"id_token"},
+		"authorization_endpoint":                i.url + AuthorizePath,
+		"token_endpoint":                        i.url + OAuthTokenPath,
+		"device_authorization_endpoint":         i.url + DevicePath,
+		"code_challenge_methods_supported":      []string{"S256"},
+		"grant_types_supported":                 []string{"authorization_code", "urn:ietf:params:oauth:grant-type:device_code"},
+		"response_types_supported":              []string{"code", "id_token"},
 		"id_token_signing_alg_values_supported": []string{string(i.alg)},
-		"scopes_supported":                      []string{"openid"},
+		"scopes_supported":                      []string{"openid", "email", "profile", "groups"},
 		"claims_supported": []string{"sub", "aud", "exp", "iat", "iss", "jti", "nbf", "ref", "sha",
 			"repository", "repository_id", "repository_owner", "repository_owner_id", "run_id", "run_number",
 			"run_attempt", "actor", "actor_id", "workflow", "workflow_ref", "job_workflow_ref", "event_name",
-			"ref_type", "environment", "runner_environment"},
+			"ref_type", "environment", "runner_environment", "email", "groups", "nonce"},
 	})
 }
 

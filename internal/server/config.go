@@ -17,6 +17,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/api"
 	"github.com/mayfly-sh/mayfly/internal/scan"
+	"github.com/mayfly-sh/mayfly/internal/sso"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
 )
 
@@ -45,6 +46,11 @@ type Config struct {
 	// created with (default 8760h, a year; a token's own default is 90
 	// days).
 	AdminTokenMaxTTL time.Duration `yaml:"admin_token_max_ttl"`
+	// AdminOIDC signs humans in through the company's identity provider
+	// (internal/sso; README "Signing in with your identity provider").
+	AdminOIDC *sso.Config `yaml:"admin_oidc"`
+	// AdminSessionTTL is how long a signed-in session lasts (default 8h).
+	AdminSessionTTL time.Duration `yaml:"admin_session_ttl"`
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
 	// /v1/leaks requires GitHub's signature headers to verify.
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`

@@ -265,11 +265,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	rp, sessions, err := s.newSSO(hasher)
+	if err != nil {
+		return nil, err
+	}
 	a, err := api.New(api.Config{
 		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations},
 		Store: s.store, Gateway: gw, DPoP: dp, ClientAddr: s.clientIP.Addr, PublicURL: s.publicURL,
 		AdminCIDRs: adminCIDRs, AdminClientCAs: clientCAs, ParseLeakReport: parseLeakReport, VerifyLeakSignature: leakSig,
 		Limits: cfg.Limits.api(), Registerer: s.registry, Gatherer: s.registry, Logger: logger, HSTS: !cfg.InsecureHTTP,
+		SSO: rp, Sessions: sessions,
 	})
 	if err != nil {
 		return nil, err
@@ -445,6 +450,9 @@ func (s *Server) Serve(ctx context.Context) error {
 				return
 			case <-sweep.C:
 				s.store.SweepJTIs(bgCtx, time.Now().Add(-2*time.Minute))
+				// Expired sessions and abandoned sign-ins (a day late, so a
+				// session list still shows what just expired).
+				s.store.SweepAdminSessions(bgCtx, time.Now().Add(-24*time.Hour))
 			case <-sync.C:
 				if err := s.authority.SyncPolicy(bgCtx); err != nil && bgCtx.Err() == nil {
 					s.log.Warn("policy sync failed", "err", err)

@@ -204,6 +204,33 @@ CREATE INDEX minted_due ON minted (state, next_attempt_at);
 ALTER TABLE admin_tokens ADD COLUMN expires_at BIGINT;
 ALTER TABLE admin_tokens ADD COLUMN last_used_at BIGINT;
 `),
+		// 9: humans signed in through the company's identity provider
+		// (admin_oidc). A session row keeps the keyed hash of its value,
+		// never the value; admin_logins holds a sign-in under way (its
+		// state, or the one-time code a CLI trades for a session), by keyed
+		// hash too, taken once.
+		both(`
+CREATE TABLE admin_sessions (
+	id           TEXT PRIMARY KEY,
+	token_hash   {{blob}} NOT NULL UNIQUE,
+	name         TEXT NOT NULL,
+	subject      TEXT NOT NULL,
+	role         TEXT NOT NULL,
+	via          TEXT NOT NULL,
+	source       TEXT NOT NULL,
+	created_at   BIGINT NOT NULL,
+	expires_at   BIGINT NOT NULL,
+	revoked_at   BIGINT,
+	last_used_at BIGINT
+);
+CREATE INDEX admin_sessions_expires ON admin_sessions (expires_at);
+CREATE TABLE admin_logins (
+	key_hash   {{blob}} PRIMARY KEY,
+	kind       TEXT NOT NULL,
+	data       {{blob}} NOT NULL,
+	expires_at BIGINT NOT NULL
+);
+`),
 	}
 }
 

@@ -1,0 +1,179 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"time"
+)
+
+// AdminSession is a human signed in through the identity provider: the
+// keyed hash of the session value, never the value.
+type AdminSession struct {
+	ID         string // public id, for listing and revoking ("ses_…")
+	Hash       [32]byte
+	Name       string // who, as the role claim or email names them
+	Subject    string // the IdP's sub
+	Role       string
+	Via        string // "browser" or "cli"
+	Source     string // address it was signed in from
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	RevokedAt  time.Time // zero while live
+	LastUsedAt time.Time // to within a minute; zero: never
+}
+
+const sessionCols = `id, token_hash, name, subject, role, via, source, created_at, expires_at, revoked_at, last_used_at`
+
+func scanSession(r scanner) (AdminSession, error) {
+	var s AdminSession
+	var h []byte
+	var at, exp int64
+	var rev, used sql.NullInt64
+	if err := r.Scan(&s.ID, &h, &s.Name, &s.Subject, &s.Role, &s.Via, &s.Source, &at, &exp, &rev, &used); err != nil {
+		return AdminSession{}, err
+	}
+	copy(s.Hash[:], h)
+	s.CreatedAt, s.ExpiresAt, s.RevokedAt, s.LastUsedAt = fromNanos(at), fromNanos(exp), nullNanos(rev), nullNanos(used)
+	return s, nil
+}
+
+// CreateAdminSessionNoted stores a new session with its audit record n in
+// the same transaction.
+func (db *DB) CreateAdminSessionNoted(ctx context.Context, s AdminSession, n *Note) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := db.exec(ctx, tx, `INSERT INTO admin_sessions (id, token_hash, name, subject, role, via, source, created_at, expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			s.ID, s.Hash[:], s.Name, s.Subject, s.Role, s.Via, s.Source, nanos(s.CreatedAt), nanos(s.ExpiresAt)); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
+	})
+	if err != nil {
+		return fmt.Errorf("store: create admin session: %w", err)
+	}
+	return nil
+}
+
+// AdminSessionByHash finds an unrevoked session by its keyed hash; whether
+// it has expired is the caller's to judge.
+func (db *DB) AdminSessionByHash(ctx context.Context, hash [32]byte) (AdminSession, error) {
+	s, err := scanSession(db.queryRow(ctx, `SELECT `+sessionCols+` FROM admin_sessions WHERE token_hash = ? AND revoked_at IS NULL`, hash[:]))
+	if errors.Is(err, sql.ErrNoRows) {
+		return AdminSession{}, ErrNotFound
+	}
+	if err != nil {
+		return AdminSession{}, fmt.Errorf("store: find admin session: %w", err)
+	}
+	return s, nil
+}
+
+// ListAdminSessions returns the sessions that had not expired at now
+// (live or revoked), newest first.
+func (db *DB) ListAdminSessions(ctx context.Context, now time.Time) ([]AdminSession, error) {
+	rows, err := db.query(ctx, `SELECT `+sessionCols+` FROM admin_sessions WHERE expires_at > ? ORDER BY created_at DESC, id LIMIT 10000`, nanos(now))
+	if err != nil {
+		return nil, fmt.Errorf("store: list admin sessions: %w", err)
+	}
+	defer rows.Close()
+	var out []AdminSession
+	for rows.Next() {
+		s, err := scanSession(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: list admin sessions: %w", err)
+		}
+		out = append(out, s)
+	}
+	return out, rows.Err()
+}
+
+// TouchAdminSession records that session id authenticated a call at at.
+func (db *DB) TouchAdminSession(ctx context.Context, id string, at time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `UPDATE admin_sessions SET last_used_at = ? WHERE id = ? AND (last_used_at IS NULL OR last_used_at < ?)`,
+			nanos(at), id, nanos(at))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: touch admin session: %w", err)
+	}
+	return nil
+}
+
+// RevokeAdminSessionNoted revokes a live session by id with its audit
+// record n; ErrNotFound when none is live.
+func (db *DB) RevokeAdminSessionNoted(ctx context.Context, id string, at time.Time, n *Note) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+			nanos(at), id, nanos(at)); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
+	})
+	if err != nil {
+		return fmt.Errorf("store: revoke admin session: %w", err)
+	}
+	return nil
+}
+
+// SweepAdminSessions forgets sessions that expired before t, and sign-ins
+// under way that expired before t.
+func (db *DB) SweepAdminSessions(ctx context.Context, t time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if _, err := db.exec(ctx, tx, `DELETE FROM admin_sessions WHERE expires_at < ?`, nanos(t)); err != nil {
+			return err
+		}
+		_, err := db.exec(ctx, tx, `DELETE FROM admin_logins WHERE expires_at < ?`, nanos(t))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: sweep admin sessions: %w", err)
+	}
+	return nil
+}
+
+// PutAdminLogin records a sign-in under way under the keyed hash of its
+// key (a state or a one-time code): data is what the next step needs and
+// holds no secret.
+func (db *DB) PutAdminLogin(ctx context.Context, key [32]byte, kind string, data []byte, expires time.Time) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `INSERT INTO admin_logins (key_hash, kind, data, expires_at) VALUES (?, ?, ?, ?)`, key[:], kind, data, nanos(expires))
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: put admin login: %w", err)
+	}
+	return nil
+}
+
+// TakeAdminLogin removes and returns the sign-in under way of kind under
+// key, if it has not expired at now: each is taken at most once, across
+// nodes. ErrNotFound when there is none (unknown, used or expired).
+func (db *DB) TakeAdminLogin(ctx context.Context, key [32]byte, kind string, now time.Time) ([]byte, error) {
+	var data []byte
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var exp int64
+		err := db.txQueryRow(ctx, tx, `DELETE FROM admin_logins WHERE key_hash = ? AND kind = ? RETURNING data, expires_at`, key[:], kind).Scan(&data, &exp)
+		if errors.Is(err, sql.ErrNoRows) {
+			return ErrNotFound
+		}
+		if err != nil {
+			return err
+		}
+		if exp <= nanos(now) {
+			data = nil
+			return nil
+		}
+		return nil
+	})
+	if err != nil {
+		if errors.Is(err, ErrNotFound) {
+			return nil, ErrNotFound
+		}
+		return nil, fmt.Errorf("store: take admin login: %w", err)
+	}
+	if data == nil {
+		return nil, ErrNotFound
+	}
+	return data, nil
+}
