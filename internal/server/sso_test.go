@@ -165,3 +165,218 @@ func TestSSOBrowserSession(t *testing.T) {
 		t.Fatalf("%d admin.session.revoke entries, want 1", n)
 	}
 }
+
+// step makes one request with browser's cookies without following a
+// redirect, and returns the status, the Location and the body.
+func step(t *testing.T, browser *http.Client, u string) (int, string, string) {
+	t.Helper()
+	c := &http.Client{Jar: browser.Jar, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+	resp, err := c.Get(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, resp.Header.Get("Location"), string(b)
+}
+
+// loginTo starts a sign-in in browser and returns the provider's
+// authorization URL.
+func (h *ssoHarness) loginTo(browser *http.Client) string {
+	h.t.Helper()
+	st, loc, body := step(h.t, browser, h.url+"/ui/login")
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, h.iss.URL()) {
+		h.t.Fatalf("/ui/login: %d %s %s", st, loc, body)
+	}
+	return loc
+}
+
+// approve follows an authorization URL at the dev issuer and returns the
+// callback URL it sends the browser to.
+func (h *ssoHarness) approve(browser *http.Client, authURL string) string {
+	h.t.Helper()
+	st, loc, body := step(h.t, browser, authURL)
+	if st != http.StatusSeeOther || !strings.HasPrefix(loc, h.url+"/ui/callback?") {
+		h.t.Fatalf("authorize: %d %s %s", st, loc, body)
+	}
+	return loc
+}
+
+func withQuery(t *testing.T, u string, set map[string]string) string {
+	t.Helper()
+	p, err := url.Parse(u)
+	if err != nil {
+		t.Fatal(err)
+	}
+	q := p.Query()
+	for k, v := range set {
+		q.Set(k, v)
+	}
+	p.RawQuery = q.Encode()
+	return p.String()
+}
+
+// TestSSORefusals: each bad sign-in or session is refused clearly (a page
+// or error saying why, no crash), recorded with its reason, and no code,
+// state or session value shows in a page, an entry or the log.
+func TestSSORefusals(t *testing.T) {
+	h := newSSOHarness(t, nil)
+	var secrets []string // values that must never be shown or recorded
+	keep := func(u string) string {
+		if p, err := url.Parse(u); err == nil {
+			for _, k := range []string{"code", "state"} {
+				if v := p.Query().Get(k); v != "" {
+					secrets = append(secrets, v)
+				}
+			}
+		}
+		return u
+	}
+	var pages []string
+	cases := []struct {
+		name   string
+		run    func(t *testing.T) (int, string)
+		status int
+		reason string
+	}{
+		{"forged state", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			h.loginTo(b)
+			st, _, body := step(t, b, h.url+"/ui/callback?state=forgedforgedforgedforged&code=abc")
+			return st, body
+		}, 400, "unknown, used or expired state"},
+		{"malformed callback", func(t *testing.T) (int, string) {
+			st, _, body := step(t, devissuertest.Browser(t), h.url+"/ui/callback?state=a&state=b&code=x")
+			return st, body
+		}, 400, "unknown, used or expired state"},
+		{"replayed code and state", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			cb := keep(h.approve(b, h.loginTo(b)))
+			if st, _, body := step(t, b, cb); st != 200 {
+				t.Fatalf("first use: %d %s", st, body)
+			}
+			st, _, body := step(t, b, cb)
+			return st, body
+		}, 400, "unknown, used or expired state"},
+		{"state from another browser", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			cb := keep(h.approve(b, h.loginTo(b)))
+			st, _, body := step(t, devissuertest.Browser(t), cb)
+			return st, body
+		}, 400, "state from another browser"},
+		{"forged code", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			cb := keep(h.approve(b, h.loginTo(b)))
+			st, _, body := step(t, b, withQuery(t, cb, map[string]string{"code": "0123456789abcdef"}))
+			return st, body
+		}, 400, "authorization code refused by the identity provider"},
+		{"code from another sign-in", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			cbA := keep(h.approve(b, h.loginTo(b)))
+			cbB := keep(h.approve(b, h.loginTo(b)))
+			pa, _ := url.Parse(cbA)
+			// B's state with A's code: the PKCE verifier derived from B's
+			// state does not match A's challenge.
+			st, _, body := step(t, b, withQuery(t, cbB, map[string]string{"code": pa.Query().Get("code")}))
+			return st, body
+		}, 400, "authorization code refused by the identity provider"},
+		{"wrong nonce", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			au := withQuery(t, h.loginTo(b), map[string]string{"nonce": "tampered-nonce"})
+			st, _, body := step(t, b, keep(h.approve(b, au)))
+			return st, body
+		}, 400, "nonce mismatch"},
+		{"provider error", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			cb := keep(h.approve(b, h.loginTo(b)))
+			p, _ := url.Parse(cb)
+			st, _, body := step(t, b, h.url+"/ui/callback?state="+p.Query().Get("state")+"&error=access_denied")
+			return st, body
+		}, 403, "identity provider returned an error"},
+		{"unmapped user", func(t *testing.T) (int, string) {
+			h.iss.SetUser(devissuertest.User("stranger@example.com", "other-group"))
+			defer h.iss.SetUser(devissuer.DefaultUser())
+			b := devissuertest.Browser(t)
+			st, _, body := step(t, b, keep(h.approve(b, h.loginTo(b))))
+			if !strings.Contains(body, "stranger@example.com") {
+				t.Errorf("the page does not say who is unmapped: %s", body)
+			}
+			return st, body
+		}, 403, "user maps to no role"},
+		{"cookie from another server", func(t *testing.T) (int, string) {
+			v := "mfys_" + strings.Repeat("A", 43)
+			return h.call(nil, "GET", "/v1/leases", "", map[string]string{"Cookie": "mayfly_session=" + v})
+		}, 401, "unknown or revoked session"},
+		{"CSRF missing", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			devissuertest.SignIn(t, b, h.url)
+			return h.call(b, "POST", "/v1/leases/revoke", `{"grant":"x"}`, nil)
+		}, 403, "CSRF token missing"},
+		{"CSRF from another session", func(t *testing.T) (int, string) {
+			b, other := devissuertest.Browser(t), devissuertest.Browser(t)
+			devissuertest.SignIn(t, b, h.url)
+			csrf := devissuertest.SignIn(t, other, h.url)
+			return h.call(b, "POST", "/v1/leases/revoke", `{"grant":"x"}`, map[string]string{"X-CSRF-Token": csrf})
+		}, 403, "CSRF token from another session"},
+		{"cross-site console post", func(t *testing.T) (int, string) {
+			b := devissuertest.Browser(t)
+			csrf := devissuertest.SignIn(t, b, h.url)
+			return h.call(b, "POST", "/ui/anything", "csrf="+csrf, map[string]string{"Content-Type": "application/x-www-form-urlencoded", "Sec-Fetch-Site": "cross-site"})
+		}, 403, "cross-site request"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			before := len(h.auditEntries("admin.signin")) + len(h.auditEntries("admin.denied"))
+			st, body := c.run(t)
+			pages = append(pages, body)
+			if st != c.status {
+				t.Fatalf("status %d, want %d: %s", st, c.status, body)
+			}
+			var found bool
+			for _, e := range append(h.auditEntries("admin.signin"), h.auditEntries("admin.denied")...) {
+				if e["reason"] == c.reason {
+					found = true
+				}
+			}
+			if !found {
+				t.Fatalf("no entry with reason %q", c.reason)
+			}
+			if after := len(h.auditEntries("admin.signin")) + len(h.auditEntries("admin.denied")); after <= before {
+				t.Fatalf("nothing recorded")
+			}
+		})
+	}
+	_, all := h.call(nil, "GET", "/v1/audit/entries?start=0&limit=1000", "", map[string]string{"Authorization": "Bearer " + h.admin})
+	for _, s := range secrets {
+		if strings.Contains(all, s) {
+			t.Errorf("a code or state is in the audit log")
+		}
+		for _, p := range pages {
+			if strings.Contains(p, s) {
+				t.Errorf("a code or state is in a page")
+			}
+		}
+	}
+	if strings.Contains(all, "mfys_") {
+		t.Error("a session value is in the audit log")
+	}
+}
+
+// TestSSOIdPDown: with the provider unreachable, /ui/login says so (503)
+// and records it; the server runs on.
+func TestSSOIdPDown(t *testing.T) {
+	h := newSSOHarness(t, func(c *Config) {
+		c.AdminOIDC.Issuer = "http://127.0.0.1:1" // nothing listens there
+	})
+	st, _, body := step(t, devissuertest.Browser(t), h.url+"/ui/login")
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "cannot be reached") {
+		t.Fatalf("IdP down: %d %s", st, body)
+	}
+	es := h.auditEntries("admin.signin")
+	if len(es) != 1 || es[0]["reason"] != "identity provider unreachable" {
+		t.Fatalf("entries %v", es)
+	}
+	if st, _ := h.call(nil, "GET", "/healthz", "", nil); st != 200 {
+		t.Fatal("server down after a failed sign-in")
+	}
+}
