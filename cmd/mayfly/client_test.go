@@ -303,3 +303,79 @@ func TestScanRevokeClient(t *testing.T) {
 		t.Fatalf("the redirect was followed: %q", received)
 	}
 }
+
+// scan --revoke sends what it found in as many reports as the server
+// takes: it splits past its own batch size, halves on 413, waits out a
+// 429's Retry-After, and every token arrives exactly once.
+func TestScanRevokeSplitsAndWaits(t *testing.T) {
+	tests := []struct {
+		name      string
+		tokens    int
+		serverCap int  // 413 beyond this many tokens
+		busyFirst bool // the first report gets 429 Retry-After: 1
+		maxSeen   int  // largest report the server should see accepted
+	}{
+		{"over one batch", 1200, 1000, false, leakBatch},
+		{"server caps lower, busy at first", 7, 3, true, 3},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var body strings.Builder
+			want := map[string]bool{}
+			for range tt.tokens {
+				tok, _ := token.New(token.Job)
+				want[tok] = true
+				body.WriteString("export TOKEN=" + tok + "\n")
+			}
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "ci.log"), []byte(body.String()), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			got := map[string]int{}
+			calls, largest := 0, 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				lines := strings.Fields(string(b))
+				mu.Lock()
+				defer mu.Unlock()
+				calls++
+				switch {
+				case tt.busyFirst && calls == 1:
+					w.Header().Set("Retry-After", "1")
+					w.WriteHeader(http.StatusTooManyRequests)
+					return
+				case len(lines) > tt.serverCap:
+					w.WriteHeader(http.StatusRequestEntityTooLarge)
+					return
+				}
+				largest = max(largest, len(lines))
+				var sum apitype.LeakResponse
+				for _, l := range lines {
+					got[l]++
+					sum.Revoked = append(sum.Revoked, apitype.RevokedLease{LeaseID: "lse_x", Hint: token.Hint(l)})
+				}
+				json.NewEncoder(w).Encode(sum)
+			}))
+			t.Cleanup(srv.Close)
+			t.Setenv("MAYFLY_CACERT", "")
+			out, stderr, code := runCLI(t, "", "scan", "--revoke", "--addr", srv.URL, dir)
+			if code != exitNegative || !strings.Contains(out, fmt.Sprintf("sent %d token(s): %d revoked", tt.tokens, tt.tokens)) {
+				t.Fatalf("exit %d, err %q, out tail %q", code, stderr, out[max(0, len(out)-300):])
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if len(got) != len(want) || largest > tt.maxSeen {
+				t.Fatalf("server got %d distinct tokens of %d, largest report %d (want ≤ %d)", len(got), len(want), largest, tt.maxSeen)
+			}
+			for tok, n := range got {
+				if !want[tok] || n != 1 {
+					t.Fatalf("token %s arrived %d times", token.Hint(tok), n)
+				}
+			}
+			if tt.busyFirst && !strings.Contains(out+stderr, "retrying in 1s") {
+				t.Fatalf("the 429 was not waited out: %q", out+stderr)
+			}
+		})
+	}
+}

@@ -3,14 +3,18 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/version"
@@ -45,7 +49,8 @@ mayfly tokens are checksum-verified, so look-alikes are never reported. A line h
 --revoke sends every mayfly job token, minted database password (mfyp_) and GitHub App
 installation token (ghs_, which mayfly may have minted) found to the
 server's POST /v1/leaks (--addr or MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private
-CA), which revokes its lease.
+CA), which revokes its lease; many are sent in several reports, waiting when the
+server says it is busy.
 
 Exit status: 0 no findings, 1 findings, 2 error.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runScan(cmd, args, &f) },
@@ -268,33 +273,91 @@ func parseSize(s string) (int64, error) {
 	return n * mult, nil
 }
 
-// revokeFound posts every distinct mayfly job token and minted database
-// password among findings to /v1/leaks, one per line, and prints the
+// A leak report carries at most leakBatch tokens and about leakBatchBytes:
+// well under the server's defaults (1000 tokens, 1 MiB). A server set
+// lower answers 413 and the batch halves; a busy one answers 429 and its
+// Retry-After is honoured.
+const (
+	leakBatch      = 500
+	leakBatchBytes = 256 << 10
+	leakAttempts   = 8
+)
+
+// revokeFound posts every distinct mayfly job token, minted database
+// password and GitHub App installation token among findings to
+// /v1/leaks, one per line, in as many reports as it takes, and prints the
 // server's summary.
 func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding, w io.Writer) error {
 	seen := map[string]bool{}
-	var body bytes.Buffer
+	var toks []string
 	for _, fd := range findings {
 		if (fd.Rule == scan.RuleMayflyJob || fd.Rule == scan.RuleMayflyPassword || fd.Rule == scan.RuleGitHubAppToken) && !seen[fd.Secret] {
 			seen[fd.Secret] = true
-			body.WriteString(fd.Secret + "\n")
+			toks = append(toks, fd.Secret)
 		}
 	}
-	if len(seen) == 0 {
+	if len(toks) == 0 {
 		fmt.Fprintln(w, "revoke: no mayfly job token, minted password or GitHub App installation token found, nothing sent")
 		return nil
 	}
-	sum, err := c.ReportLeaks(ctx, body.Bytes())
-	clear(body.Bytes())
-	if err != nil {
-		return err
+	var sum apitype.LeakResponse
+	sent, batch := 0, leakBatch
+	for sent < len(toks) {
+		var body bytes.Buffer
+		n := 0
+		for _, t := range toks[sent:] {
+			if n == batch || (n > 0 && body.Len()+len(t)+1 > leakBatchBytes) {
+				break
+			}
+			body.WriteString(t + "\n")
+			n++
+		}
+		part, err := reportLeaks(ctx, c, body.Bytes(), w)
+		clear(body.Bytes())
+		var e *client.Error
+		if errors.As(err, &e) && e.Status == http.StatusRequestEntityTooLarge && n > 1 {
+			batch = n / 2
+			continue
+		}
+		if err != nil {
+			if sent > 0 {
+				return fmt.Errorf("%d of %d token(s) were reported before: %w", sent, len(toks), err)
+			}
+			return err
+		}
+		sum.Revoked = append(sum.Revoked, part.Revoked...)
+		sum.AlreadyRevoked += part.AlreadyRevoked
+		sum.Unknown += part.Unknown
+		sent += n
 	}
 	fmt.Fprintf(w, "revoke: sent %d token(s): %d revoked, %d already revoked, %d unknown\n",
-		len(seen), len(sum.Revoked), sum.AlreadyRevoked, sum.Unknown)
+		len(toks), len(sum.Revoked), sum.AlreadyRevoked, sum.Unknown)
 	for _, r := range sum.Revoked {
 		fmt.Fprintf(w, "revoked %s (%s)\n", r.LeaseID, r.Hint)
 	}
 	return nil
+}
+
+// reportLeaks sends one report, waiting out a busy server (429 or 503) as
+// its Retry-After asks, a second when it names no wait.
+func reportLeaks(ctx context.Context, c *client.Client, body []byte, w io.Writer) (*apitype.LeakResponse, error) {
+	for attempt := 1; ; attempt++ {
+		sum, err := c.ReportLeaks(ctx, body)
+		var e *client.Error
+		if !errors.As(err, &e) || (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) || attempt == leakAttempts {
+			return sum, err
+		}
+		wait := e.RetryAfter
+		if wait == 0 {
+			wait = time.Second
+		}
+		fmt.Fprintf(w, "revoke: the server is busy (HTTP %d); retrying in %v\n", e.Status, wait)
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-time.After(wait):
+		}
+	}
 }
 
 // fingerprintKey reads the key of the findings' fingerprints: a file's

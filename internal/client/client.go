@@ -27,6 +27,7 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -417,6 +418,9 @@ type Error struct {
 	Description string
 	// Check names the control-plane check that failed (apitype.Check…).
 	Check string
+	// RetryAfter is the wait a 429 or 503 asked for (its Retry-After
+	// header, at most maxRetryAfter); 0 when it named none.
+	RetryAfter time.Duration
 
 	plainToTLS bool
 }
@@ -474,7 +478,7 @@ const goTLSRefusal = "Client sent an HTTP request to an HTTPS server"
 // description are reduced to one printable line each.
 func ReadError(resp *http.Response) *Error {
 	body, _ := io.ReadAll(io.LimitReader(resp.Body, maxErrorBody))
-	e := &Error{Status: resp.StatusCode}
+	e := &Error{Status: resp.StatusCode, RetryAfter: retryAfter(resp.Header.Get("Retry-After"))}
 	var v apitype.Error
 	if json.Unmarshal(body, &v) == nil {
 		e.Code, e.Description, e.Check = OneLine(v.Error, 64), OneLine(v.Description, 300), OneLine(v.Check, 32)
@@ -482,6 +486,26 @@ func ReadError(resp *http.Response) *Error {
 		e.plainToTLS = true
 	}
 	return e
+}
+
+// maxRetryAfter bounds the wait a server's Retry-After can impose.
+const maxRetryAfter = time.Minute
+
+// retryAfter reads a Retry-After value: delay seconds or an HTTP date.
+func retryAfter(v string) time.Duration {
+	if v == "" {
+		return 0
+	}
+	var d time.Duration
+	if n, err := strconv.Atoi(v); err == nil {
+		d = time.Duration(max(n, 0)) * time.Second
+		if n > int(maxRetryAfter/time.Second) {
+			d = maxRetryAfter
+		}
+	} else if t, err := http.ParseTime(v); err == nil {
+		d = time.Until(t)
+	}
+	return min(max(d, 0), maxRetryAfter)
 }
 
 // ConnError is a failure to talk to the server at all (or a server that

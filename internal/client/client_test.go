@@ -439,3 +439,24 @@ func FuzzReadError(f *testing.F) {
 		}
 	})
 }
+
+func TestRetryAfter(t *testing.T) {
+	tests := []struct {
+		in   string
+		want time.Duration
+	}{
+		{"", 0},
+		{"3", 3 * time.Second},
+		{"-5", 0},
+		{"999999999999", maxRetryAfter},
+		{"86400", maxRetryAfter},
+		{time.Now().Add(-time.Hour).UTC().Format(http.TimeFormat), 0},
+		{time.Now().Add(24 * time.Hour).UTC().Format(http.TimeFormat), maxRetryAfter},
+		{"soon", 0},
+	}
+	for _, tt := range tests {
+		if got := retryAfter(tt.in); got != tt.want {
+			t.Errorf("retryAfter(%q) = %v, want %v", tt.in, got, tt.want)
+		}
+	}
+}
