@@ -264,8 +264,17 @@ func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, er
 			continue
 		}
 		u, err := url.Parse(c.DSN)
-		if err != nil || u.Host == "" {
+		if err != nil {
 			return nil, fmt.Errorf("upstream %s: the DSN does not parse", up)
+		}
+		// A Unix socket directory travels in the query (libpq's form:
+		// postgres://user:pw@/db?host=/run/postgresql&port=5432).
+		host, port := u.Hostname(), u.Port()
+		if host == "" {
+			host, port = u.Query().Get("host"), u.Query().Get("port")
+		}
+		if host == "" {
+			return nil, fmt.Errorf("upstream %s: the DSN names no host", up)
 		}
 		user, pass := c.Username, c.Password
 		if u.User != nil {
@@ -276,11 +285,10 @@ func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, er
 				pass = p
 			}
 		}
-		port := u.Port()
 		if port == "" {
 			port = "5432"
 		}
-		for _, kv := range [][2]string{{"PGHOST", u.Hostname()}, {"PGPORT", port}, {"PGUSER", user}, {"PGPASSWORD", pass},
+		for _, kv := range [][2]string{{"PGHOST", host}, {"PGPORT", port}, {"PGUSER", user}, {"PGPASSWORD", pass},
 			{"PGDATABASE", strings.TrimPrefix(u.Path, "/")}, {"DATABASE_URL", c.DSN}} {
 			if err := put(up, kv[0], kv[1]); err != nil {
 				return nil, err

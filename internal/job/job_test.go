@@ -10,6 +10,7 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -243,6 +244,17 @@ func TestWriteCredentials(t *testing.T) {
 	}
 	if b, _ := os.ReadFile(ghEnv); !strings.Contains(string(b), "GH_TOKEN="+gh+"\n") || !strings.Contains(string(b), "PGPASSWORD="+pw+"\n") {
 		t.Errorf("GITHUB_ENV lacks the credentials:\n%s", b)
+	}
+	// A Unix-socket DSN (host in the query, as pgrole writes it for a
+	// socket admin DSN) gives its directory as PGHOST.
+	sock := "postgres://mayfly_x:" + pw + "@/app?host=%2Frun%2Fpostgresql&port=5433"
+	env, err := CredentialEnv(map[string]apitype.UpstreamCredential{"db": {DSN: sock}})
+	if err != nil || !slices.Contains(env, [2]string{"PGHOST", "/run/postgresql"}) || !slices.Contains(env, [2]string{"PGPORT", "5433"}) ||
+		!slices.Contains(env, [2]string{"PGPASSWORD", pw}) || !slices.Contains(env, [2]string{"PGDATABASE", "app"}) {
+		t.Errorf("socket DSN: %v %q", err, env)
+	}
+	if _, err := CredentialEnv(map[string]apitype.UpstreamCredential{"db": {DSN: "postgres:///app"}}); err == nil {
+		t.Error("a DSN without a host was accepted")
 	}
 	// Two tokens would both be GH_TOKEN: refused, nothing written.
 	two := &apitype.TokenResponse{AccessToken: tok, UpstreamCredentials: map[string]apitype.UpstreamCredential{"a": {Token: gh}, "b": {Token: gh + "x"}}}
