@@ -58,6 +58,7 @@ var layers = map[string]int{
 	// decisions, HTTP, wiring
 	"internal/authority": 3,
 	"internal/api":       4,
+	"internal/console":   4, // the web console at /ui/ (reads the store; acts through the authority)
 	"internal/server":    5,
 	"internal/demo":      6,
 	// commands and harnesses

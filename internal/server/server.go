@@ -17,6 +17,7 @@ import (
 	"os"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -28,6 +29,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/console"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/identity"
@@ -72,6 +74,8 @@ type Server struct {
 	pgSource      *pgrole.Source
 	pgSweepReport func(dropped int, err error)
 	cancel        context.CancelFunc
+	// nodeID names this node on the console's health page, once it listens.
+	nodeID atomic.Pointer[string]
 }
 
 // NewLogger returns the redacting logger for format "text" or "json".
@@ -197,6 +201,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			f.Run(s.bgCtx)
 		}()
 	}
+	// The console's filtered audit listings read an index of the log,
+	// which this sink keeps (from the first entry on a new index, from its
+	// cursor after a restart).
+	indexer := auditlog.NewForwarder(s.store, console.Indexer{Store: s.store}, auditlog.ForwarderOptions{Registerer: s.registry, Batch: 2000})
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		indexer.Run(s.bgCtx)
+	}()
 	if err := s.startAlerts(ctx); err != nil {
 		return nil, err
 	}
@@ -459,6 +472,11 @@ func (s *Server) Serve(ctx context.Context) error {
 				}
 			}
 		}
+	}()
+	s.bg.Add(1)
+	go func() {
+		defer s.bg.Done()
+		s.heartbeat(bgCtx, ln.Addr().String())
 	}()
 	s.audit.Add(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}}).Wait(ctx)
 	if mln := s.listenMetrics(); mln != nil {

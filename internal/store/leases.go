@@ -76,6 +76,9 @@ type LeaseFilter struct {
 	Issuer  string
 	Subject string
 	Job     string
+	// Repository selects leases whose claims name it as their
+	// repository (GitHub) or project_path (GitLab).
+	Repository string
 	// LiveAt, when set, keeps only leases neither revoked nor expired at
 	// that time.
 	LiveAt time.Time
@@ -118,8 +121,19 @@ func (f LeaseFilter) where() (string, []any) {
 	if f.Job != "" {
 		add("job = ?", f.Job)
 	}
+	if f.Repository != "" {
+		// claims is the JSON of a string map: the value is matched as
+		// encoding/json writes it, between its key and the next field.
+		v, _ := json.Marshal(f.Repository)
+		pat := escapeLike(string(v))
+		conds = append(conds, `(claims LIKE ? ESCAPE '\' OR claims LIKE ? ESCAPE '\')`)
+		args = append(args, `%"repository":`+pat+`%`, `%"project_path":`+pat+`%`)
+	}
 	if !f.LiveAt.IsZero() {
-		add("revoked_at IS NULL AND expires_at > ?", nanos(f.LiveAt))
+		// +expires_at keeps SQLite off leases_expires: nearly every stored
+		// lease is live, and walking leases_issued in the listing's order
+		// finds a page at once, where the expiry index made it sort them all.
+		add("revoked_at IS NULL AND +expires_at > ?", nanos(f.LiveAt))
 	}
 	if c := f.After; c != nil {
 		at := nanos(c.IssuedAt)
@@ -138,7 +152,7 @@ func escapeLike(s string) string {
 }
 
 func (f LeaseFilter) selective() bool {
-	return f.ID != "" || len(f.IDs) > 0 || f.Grant != "" || f.Issuer != "" || f.Subject != "" || f.Job != ""
+	return f.ID != "" || len(f.IDs) > 0 || f.Grant != "" || f.Issuer != "" || f.Subject != "" || f.Job != "" || f.Repository != ""
 }
 
 const leaseCols = `id, token_hash, issuer, subject, job, claims, grants, issued_at, expires_at, max_expires_at, source, bind_source, jkt, uses, max_uses, revoked_at, revoke_reason`

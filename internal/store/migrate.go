@@ -231,6 +231,40 @@ CREATE TABLE admin_logins (
 	expires_at BIGINT NOT NULL
 );
 `),
+		// 10: the web console. audit_index holds the fields an audit entry
+		// is filtered by, one row per entry (written by the console's
+		// indexer, which follows the log as a sink), each with an index
+		// ending in idx so that a filtered page is a keyset range scan,
+		// newest first. leases_issued serves the lease listing's order.
+		// nodes is each server's heartbeat, for the health page.
+		{
+			sqlite: `
+CREATE TABLE audit_index (
+	idx      INTEGER PRIMARY KEY,
+	type     TEXT NOT NULL,
+	lease    TEXT NOT NULL,
+	subject  TEXT NOT NULL,
+	upstream TEXT NOT NULL,
+	status   INTEGER NOT NULL
+);
+` + auditIndexIndexes + `
+CREATE INDEX leases_issued ON leases (issued_at, id);
+CREATE TABLE nodes (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL, version TEXT NOT NULL);
+`,
+			postgres: `
+CREATE TABLE audit_index (
+	idx      BIGINT PRIMARY KEY,
+	type     TEXT NOT NULL,
+	lease    TEXT NOT NULL,
+	subject  TEXT NOT NULL,
+	upstream TEXT NOT NULL,
+	status   INTEGER NOT NULL
+);
+` + auditIndexIndexes + `
+CREATE INDEX leases_issued ON leases (issued_at, id);
+CREATE TABLE nodes (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL, version TEXT NOT NULL);
+`,
+		},
 	}
 }
 

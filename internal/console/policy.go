@@ -1,0 +1,140 @@
+package console
+
+import (
+	"errors"
+	"io/fs"
+	"net/http"
+	"strconv"
+
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+)
+
+// maxPolicy bounds a policy pasted into the plan form.
+const maxPolicy = 1 << 20
+
+type policyPage struct {
+	Version  int64
+	Hash     string
+	Source   string
+	Versions []store.PolicyVersion
+	A, B     int64
+	Diff     []diffLine
+	Changed  bool
+}
+
+func (c *Console) policy(w http.ResponseWriter, r *http.Request, who Caller) {
+	ctx, cancel := c.ctx(r)
+	defer cancel()
+	cur := c.cfg.Authority.Policy()
+	p := policyPage{Version: c.cfg.Authority.PolicyVersion(), Hash: cur.Hash, Source: string(cur.Source)}
+	var err error
+	if p.Versions, err = c.cfg.Store.PolicyVersions(ctx, 200); err != nil {
+		c.fail(w, r, who, err)
+		return
+	}
+	as, bs := param(r, "a"), param(r, "b")
+	if as != "" || bs != "" {
+		a, err1 := strconv.ParseInt(as, 10, 64)
+		b, err2 := strconv.ParseInt(bs, 10, 64)
+		if err1 != nil || err2 != nil {
+			c.refuse(w, r, who, http.StatusBadRequest, "Pick two versions to compare.")
+			return
+		}
+		va, err := c.cfg.Store.PolicyVersionAt(ctx, a)
+		if err == nil {
+			var vb store.PolicyVersion
+			vb, err = c.cfg.Store.PolicyVersionAt(ctx, b)
+			if err == nil {
+				p.A, p.B = a, b
+				p.Diff = lineDiff(string(va.Source), string(vb.Source))
+				p.Changed = changed(p.Diff)
+			}
+		}
+		if errors.Is(err, fs.ErrNotExist) {
+			c.refuse(w, r, who, http.StatusNotFound, "No such policy version.")
+			return
+		}
+		if err != nil {
+			c.fail(w, r, who, err)
+			return
+		}
+	}
+	c.render(w, r, http.StatusOK, "policy", who, "Policy", p)
+}
+
+type planPage struct {
+	Source   string
+	Base     int64 // the version in force when planned
+	Invalid  string
+	Changes  []string
+	Revokes  []authority.GrantRevocation
+	Revoking int
+	Diff     []diffLine
+	Applied  *authority.ApplyResult
+}
+
+// plan reads the pasted policy and reports what applying it would do.
+func (c *Console) plan(w http.ResponseWriter, r *http.Request) (planPage, []policy.File, bool) {
+	src := r.FormValue("policy")
+	p := planPage{Source: src, Base: c.cfg.Authority.PolicyVersion()}
+	if len(src) > maxPolicy {
+		p.Invalid = "the policy is larger than 1 MiB"
+		return p, nil, false
+	}
+	ctx, cancel := c.ctx(r)
+	defer cancel()
+	files := []policy.File{{Name: "policy.yaml", Data: []byte(src)}}
+	np, err := c.cfg.Authority.ParsePolicy(ctx, files)
+	if err != nil {
+		p.Invalid = err.Error()
+		return p, nil, false
+	}
+	for _, ch := range policy.Plan(c.cfg.Authority.Policy(), np) {
+		p.Changes = append(p.Changes, ch.String())
+	}
+	p.Revokes = c.cfg.Authority.Revocations(np)
+	for _, rv := range p.Revokes {
+		p.Revoking += rv.Leases
+	}
+	p.Diff = lineDiff(string(c.cfg.Authority.Policy().Source), src)
+	return p, files, true
+}
+
+func (c *Console) policyPlan(w http.ResponseWriter, r *http.Request, who Caller) {
+	p, _, ok := c.plan(w, r)
+	status := http.StatusOK
+	if !ok {
+		status = http.StatusBadRequest
+	}
+	c.render(w, r, status, "plan", who, "Policy plan", p)
+}
+
+// policyApply applies a planned policy: only if the version in force is
+// still the one it was planned against, and, when it revokes live tokens,
+// only if the form confirms that.
+func (c *Console) policyApply(w http.ResponseWriter, r *http.Request, who Caller) {
+	p, files, ok := c.plan(w, r)
+	if !ok {
+		c.render(w, r, http.StatusBadRequest, "plan", who, "Policy plan", p)
+		return
+	}
+	if base, err := strconv.ParseInt(r.FormValue("base"), 10, 64); err != nil || base != p.Base {
+		c.refuse(w, r, who, http.StatusConflict, "The policy in force changed since this plan was made: plan again.")
+		return
+	}
+	if p.Revoking > 0 && r.FormValue("allow_revoke") != "yes" {
+		c.refuse(w, r, who, http.StatusConflict, "Nothing applied: this policy revokes "+strconv.Itoa(p.Revoking)+" live token(s); confirm that on the plan page.")
+		return
+	}
+	ctx, cancel := c.ctx(r)
+	defer cancel()
+	res, err := c.cfg.Authority.ApplyPolicy(ctx, files, who.Name)
+	if err != nil {
+		c.fail(w, r, who, err)
+		return
+	}
+	p.Applied = res
+	c.render(w, r, http.StatusOK, "plan", who, "Policy applied", p)
+}
