@@ -4,8 +4,10 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
+	"hash"
 	"io"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -20,7 +22,8 @@ type TreeHead struct {
 
 // VerifyOptions tune Verify and VerifyStream.
 type VerifyOptions struct {
-	// PageSize is how many entries are read per storage query (default 1000).
+	// PageSize is how many entries are read per storage query (default
+	// DefaultPageSize).
 	PageSize int
 	// Seen is a checkpoint this verifier saw and trusted before (from its
 	// state file): the log must still contain that exact tree.
@@ -58,7 +61,13 @@ type treeBuilder struct {
 // in tlog order: the leaf's, then each parent it completes.
 func (b *treeBuilder) add(leaf tlog.Hash, out []tlog.Hash) []tlog.Hash {
 	out = append(out, leaf)
-	h, level := leaf, 0
+	return b.addAt(leaf, 0, 1, out)
+}
+
+// addAt appends the root h of a complete subtree of the given level
+// covering n entries (n = 1<<level) whose first entry is at b.n, and
+// appends to out each parent it completes (not h itself).
+func (b *treeBuilder) addAt(h tlog.Hash, level int, n int64, out []tlog.Hash) []tlog.Hash {
 	for len(b.stack) > 0 && b.levels[len(b.levels)-1] == level {
 		h = tlog.NodeHash(b.stack[len(b.stack)-1], h)
 		level++
@@ -68,7 +77,7 @@ func (b *treeBuilder) add(leaf tlog.Hash, out []tlog.Hash) []tlog.Hash {
 	}
 	b.stack = append(b.stack, h)
 	b.levels = append(b.levels, level)
-	b.n++
+	b.n += n
 	return out
 }
 
@@ -141,7 +150,13 @@ func (c *check) atSize() {
 // entry checks and hashes the entry at position pos; it returns the stored
 // hashes it creates (valid until the next call).
 func (c *check) entry(pos int64, data []byte) []tlog.Hash {
-	if idx := EntryIndex(data); idx != pos {
+	return c.hashedEntry(pos, EntryIndex(data), tlog.RecordHash(data))
+}
+
+// hashedEntry is entry given the entry's index field (EntryIndex) and leaf
+// hash, computed ahead.
+func (c *check) hashedEntry(pos, idx int64, leaf tlog.Hash) []tlog.Hash {
+	if idx != pos {
 		if idx < 0 {
 			c.bad(pos, "entry at position %d is not a well-formed entry", pos)
 		} else {
@@ -150,9 +165,15 @@ func (c *check) entry(pos int64, data []byte) []tlog.Hash {
 		c.stopped = true
 		return nil
 	}
-	c.hashes = c.tb.add(tlog.RecordHash(data), c.hashes[:0])
+	c.hashes = c.tb.add(leaf, c.hashes[:0])
 	c.atSize()
 	return c.hashes
+}
+
+// target reports whether a root is checked at a size in (start, end].
+func (c *check) target(start, end int64) bool {
+	in := func(t *TreeHead) bool { return t != nil && t.Size > start && t.Size <= end }
+	return in(c.seen) || in(c.cp)
 }
 
 // finish checks what can only be checked once every entry was read.
@@ -199,11 +220,24 @@ func (c *check) openCheckpoint(text []byte, found bool, verifierKey string) {
 
 type page struct {
 	start   int64
-	entries [][]byte
+	n       int        // entries read
+	indexes []int64    // each entry's index field (EntryIndex), -1 if malformed
 	hashes  [][32]byte // stored hashes for the page's records, nil if unreadable
 	missing int64      // first stored-hash index found missing, -1 if none
 	short   bool       // fewer entries than asked: the end of the log
 	err     error
+
+	// Computed by the page's reader, in parallel with other pages:
+	leaves []tlog.Hash // each entry's leaf hash
+	// whole: the page is a complete aligned subtree (a power-of-two
+	// number of entries starting at a multiple of it) whose entries all
+	// carry their position as index and whose stored hashes inside the
+	// subtree all match the recomputed ones; root is that subtree's hash
+	// and level its height. Such a page is folded into the tree as one
+	// node: only the parents above it are left to hash and compare.
+	whole bool
+	root  tlog.Hash
+	level int
 }
 
 // Verify recomputes the tree from the stored entries, page by page, and
@@ -213,7 +247,7 @@ type page struct {
 // failures to read; a tampered log gives a result with FirstBad and Reason.
 func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOptions) (*VerifyResult, error) {
 	if opts.PageSize <= 0 {
-		opts.PageSize = 1000
+		opts.PageSize = DefaultPageSize
 	}
 	c := newCheck(opts.Seen)
 	total, err := r.AuditSize(ctx)
@@ -250,9 +284,31 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 			return nil, p.err
 		}
 		firstHash := tlog.StoredHashCount(p.start)
-		for i, data := range p.entries {
+		end := p.start + int64(p.n)
+		if p.whole && p.missing < 0 && c.tb.n == p.start && !c.target(p.start, end-1) {
+			// Everything inside the page checked out in its reader: fold
+			// its root in and compare the parents above it, which are
+			// the last stored hashes of its last entry.
+			c.hashes = c.tb.addAt(p.root, p.level, end-p.start, c.hashes[:0])
+			x := tlog.StoredHashCount(end) - int64(len(c.hashes))
+			for _, h := range c.hashes {
+				if p.hashes[x-firstHash] != h {
+					level, k := tlog.SplitStoredHashIndex(x)
+					c.bad(k<<level, "stored hash %d (level %d over entries from %d) does not match the entries", x, level, k<<level)
+					c.stopped = true
+					break
+				}
+				x++
+			}
+			if c.stopped {
+				break
+			}
+			c.atSize()
+			continue
+		}
+		for i := range p.n {
 			pos := p.start + int64(i)
-			hs := c.entry(pos, data)
+			hs := c.hashedEntry(pos, p.indexes[i], p.leaves[i])
 			if c.stopped {
 				break
 			}
@@ -290,7 +346,13 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	return c.finish(total), nil
 }
 
-// readParallel is how many pages are read at once, ahead of the hashing.
+// DefaultPageSize is how many entries Verify reads per query unless told:
+// a power of two, so that each page is a complete subtree its reader
+// hashes on its own.
+const DefaultPageSize = 4096
+
+// readParallel is how many pages are read (and hashed) at once, ahead of
+// the fold.
 const readParallel = 3
 
 // readPages reads entries and their stored hashes ahead of the hashing,
@@ -323,7 +385,7 @@ func readPages(ctx context.Context, r Reader, want int64, size int, out chan<- p
 			}
 			return
 		}
-		if len(p.entries) == 0 {
+		if p.n == 0 {
 			return
 		}
 		select {
@@ -337,24 +399,76 @@ func readPages(ctx context.Context, r Reader, want int64, size int, out chan<- p
 	}
 }
 
-// readPage reads the entries [pos, pos+limit) and their stored hashes.
+// EntryScanner is a Reader that can hand each entry to a function rather
+// than return copies of a page of them: Verify then keeps only each
+// entry's index and hash.
+type EntryScanner interface {
+	// ScanAuditEntries calls fn with each of up to limit entries from
+	// start, in index order; data is valid only during the call.
+	ScanAuditEntries(ctx context.Context, start int64, limit int, fn func(data []byte) error) error
+}
+
+// leafHasher computes RFC 6962 leaf hashes, as tlog.RecordHash does, with
+// one SHA-256 state and no allocation per entry.
+type leafHasher struct {
+	h   hash.Hash
+	sum []byte
+}
+
+func newLeafHasher() *leafHasher {
+	return &leafHasher{h: sha256.New(), sum: make([]byte, 0, sha256.Size)}
+}
+
+func (l *leafHasher) hash(data []byte) tlog.Hash {
+	l.h.Reset()
+	l.h.Write([]byte{0x00})
+	l.h.Write(data)
+	var out tlog.Hash
+	copy(out[:], l.h.Sum(l.sum[:0]))
+	return out
+}
+
+// readPage reads the entries [pos, pos+limit) and their stored hashes, and
+// hashes the entries (see hashPage).
 func readPage(ctx context.Context, r Reader, pos int64, limit int) page {
-	es, err := r.AuditEntries(ctx, pos, limit)
-	if err != nil {
-		return page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+	p := page{start: pos, missing: -1}
+	lh := newLeafHasher()
+	add := func(data []byte) {
+		p.indexes = append(p.indexes, EntryIndex(data))
+		p.leaves = append(p.leaves, lh.hash(data))
 	}
-	if len(es) > limit {
-		es = es[:limit]
+	if sc, ok := r.(EntryScanner); ok {
+		p.indexes, p.leaves = make([]int64, 0, limit), make([]tlog.Hash, 0, limit)
+		err := sc.ScanAuditEntries(ctx, pos, limit, func(data []byte) error {
+			if len(p.indexes) == limit {
+				return nil
+			}
+			add(data)
+			return nil
+		})
+		if err != nil {
+			return page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+		}
+	} else {
+		es, err := r.AuditEntries(ctx, pos, limit)
+		if err != nil {
+			return page{err: fmt.Errorf("audit: reading entries from %d: %w", pos, err)}
+		}
+		for _, data := range es[:min(len(es), limit)] {
+			add(data)
+		}
 	}
-	p := page{start: pos, entries: es, missing: -1, short: len(es) < limit}
-	if len(es) == 0 {
+	p.n = len(p.indexes)
+	p.short = p.n < limit
+	if p.n == 0 {
 		return p
 	}
-	lo, hi := tlog.StoredHashCount(pos), tlog.StoredHashCount(pos+int64(len(es)))
+	lo, hi := tlog.StoredHashCount(pos), tlog.StoredHashCount(pos+int64(p.n))
 	idx := make([]int64, hi-lo)
 	for i := range idx {
 		idx[i] = lo + int64(i)
 	}
+	var err error
 	p.hashes, err = r.AuditHashes(ctx, idx)
 	switch {
 	case err == nil && len(p.hashes) != len(idx):
@@ -365,7 +479,34 @@ func readPage(ctx context.Context, r Reader, pos int64, limit int) page {
 	if err != nil {
 		return page{err: fmt.Errorf("audit: reading stored hashes from %d: %w", lo, err)}
 	}
+	p.checkWhole()
 	return p
+}
+
+// checkWhole, when the page is a whole aligned subtree, checks everything
+// inside it (see page.whole). Any problem leaves whole false: the fold
+// then goes entry by entry and reports the first one as it always did.
+func (p *page) checkWhole() {
+	n := int64(p.n)
+	if n&(n-1) != 0 || p.start%n != 0 || p.missing >= 0 {
+		return
+	}
+	var tb treeBuilder
+	var hs []tlog.Hash
+	x := 0 // next stored hash of the page to compare
+	for i := range p.n {
+		if p.indexes[i] != p.start+int64(i) {
+			return
+		}
+		hs = tb.add(p.leaves[i], hs[:0])
+		for _, h := range hs {
+			if x >= len(p.hashes) || p.hashes[x] != h {
+				return
+			}
+			x++
+		}
+	}
+	p.whole, p.root, p.level = true, tb.stack[0], tb.levels[0]
 }
 
 // hashesOneByOne finds the first missing stored hash of a page.

@@ -259,6 +259,9 @@ func TestVerifyDetectsTampering(t *testing.T) {
 		{name: "edited interior hash", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(2, 4)] = [32]byte{} })
 		}, firstBad: 16, reason: "level 2"},
+		{name: "edited hash above a page", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
+			s.editHashes(func(m map[int64][32]byte) { m[tlog.StoredHashIndex(4, 1)] = [32]byte{} })
+		}, firstBad: 16, reason: "level 4"},
 		{name: "deleted hash", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.editHashes(func(m map[int64][32]byte) { delete(m, tlog.StoredHashIndex(1, 3)) })
 		}, firstBad: 6, reason: "missing"},
@@ -298,21 +301,30 @@ func TestVerifyDetectsTampering(t *testing.T) {
 					if c.seen != nil {
 						seen = c.seen(at20, at40)
 					}
-					res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: 7, Seen: seen})
-					if err != nil {
-						t.Fatalf("Verify: %v", err)
-					}
-					if res.FirstBad != c.firstBad || res.OK() != (c.firstBad == -1) {
-						t.Fatalf("FirstBad = %d (%q), want %d", res.FirstBad, res.Reason, c.firstBad)
-					}
-					if !strings.Contains(res.Reason, c.reason) {
-						t.Fatalf("Reason %q does not mention %q", res.Reason, c.reason)
-					}
-					// The same entries, streamed, give the same verdict
-					// where stored hashes play no part.
-					if c.firstBad == -1 {
-						if res.Size != 40 || res.Root != at40.Root {
-							t.Fatalf("intact result %+v", res)
+					// 7: entry by entry; powers of two: pages checked
+					// whole by their readers where nothing is wrong in
+					// them. Every page size gives the same verdict.
+					var first *audit.VerifyResult
+					for _, size := range []int{7, 1, 2, 4, 8, 16, 0} {
+						res, err := audit.Verify(ctx, b.st, testVerifier, audit.VerifyOptions{PageSize: size, Seen: seen})
+						if err != nil {
+							t.Fatalf("Verify: %v", err)
+						}
+						if res.FirstBad != c.firstBad || res.OK() != (c.firstBad == -1) {
+							t.Fatalf("page size %d: FirstBad = %d (%q), want %d", size, res.FirstBad, res.Reason, c.firstBad)
+						}
+						if !strings.Contains(res.Reason, c.reason) {
+							t.Fatalf("page size %d: Reason %q does not mention %q", size, res.Reason, c.reason)
+						}
+						if first == nil {
+							first = res
+						} else if *res != *first {
+							t.Fatalf("page size %d: %+v, page size 7: %+v", size, res, first)
+						}
+						if c.firstBad == -1 {
+							if res.Size != 40 || res.Root != at40.Root {
+								t.Fatalf("intact result %+v", res)
+							}
 						}
 					}
 				})

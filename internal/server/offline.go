@@ -18,7 +18,10 @@ import (
 // create an empty log and call it intact.
 func VerifyAudit(ctx context.Context, dataDir, postgresDSN, key string, opts audit.VerifyOptions) (*audit.VerifyResult, error) {
 	d := datadir.Dir(dataDir)
-	db, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: postgresDSN, BusyTimeout: 10 * time.Second})
+	db, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: postgresDSN, BusyTimeout: 10 * time.Second,
+		// Verification reads the whole file once: mapping it spares a
+		// pread per 4 KiB page.
+		ReadMmap: 1 << 40})
 	if err != nil {
 		return nil, fmt.Errorf("opening the store: %w", err)
 	}

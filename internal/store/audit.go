@@ -136,21 +136,52 @@ func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, prefix string, first 
 
 // AuditEntries returns up to limit entries from start, in index order.
 func (db *DB) AuditEntries(ctx context.Context, start int64, limit int) ([][]byte, error) {
-	rows, err := db.query(ctx, `SELECT idx, data FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?`, start, limit)
+	// The rows' bytes go into one buffer, sliced once it stops growing,
+	// rather than each into its own allocation.
+	var buf []byte
+	var ends []int
+	err := db.ScanAuditEntries(ctx, start, limit, func(data []byte) error {
+		if buf == nil {
+			buf = make([]byte, 0, min(limit*(len(data)+len(data)/4+16), 1<<20))
+		}
+		buf = append(buf, data...)
+		ends = append(ends, len(buf))
+		return nil
+	})
 	if err != nil {
-		return nil, fmt.Errorf("store: audit entries: %w", err)
+		return nil, err
+	}
+	out := make([][]byte, len(ends))
+	from := 0
+	for i, e := range ends {
+		out[i] = buf[from:e:e]
+		from = e
+	}
+	return out, nil
+}
+
+// ScanAuditEntries calls fn with each of up to limit entries from start,
+// in index order; data is valid only during the call (the driver's own
+// copy, not copied again: verification reads every row once).
+func (db *DB) ScanAuditEntries(ctx context.Context, start int64, limit int, fn func(data []byte) error) error {
+	rows, err := db.query(ctx, `SELECT data FROM audit_entries WHERE idx >= ? ORDER BY idx LIMIT ?`, start, limit)
+	if err != nil {
+		return fmt.Errorf("store: audit entries: %w", err)
 	}
 	defer rows.Close()
-	var out [][]byte
 	for rows.Next() {
-		var idx int64
-		var data []byte
-		if err := rows.Scan(&idx, &data); err != nil {
-			return nil, fmt.Errorf("store: audit entries: %w", err)
+		var data sql.RawBytes
+		if err := rows.Scan(&data); err != nil {
+			return fmt.Errorf("store: audit entries: %w", err)
 		}
-		out = append(out, data)
+		if err := fn(data); err != nil {
+			return err
+		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: audit entries: %w", err)
+	}
+	return nil
 }
 
 // AuditHashes returns the stored hashes at the given tlog indexes;
