@@ -7,23 +7,31 @@ import (
 	"time"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 func newAdminCmd() *cobra.Command {
 	admin := &cobra.Command{
 		Use:   "admin",
-		Short: "Manage admin tokens (admin role)",
+		Short: "Manage admin tokens and signed-in sessions (admin role)",
 	}
 	cf := addClientFlags(admin)
 	tokens := &cobra.Command{Use: "token", Short: "Create, list and revoke admin tokens"}
 	admin.AddCommand(tokens)
 
 	var role, ttlFlag string
+	var offline server.OfflineOptions
 	var createFmt *outputFormat
 	create := &cobra.Command{
-		Use:   "create NAME --role admin|operator|auditor [--ttl 90d]",
+		Use:   "create NAME --role admin|operator|auditor [--ttl 90d] [--data-dir DIR]",
 		Short: "Create an admin token; it is printed once, keep it safe",
-		Args:  cobra.ExactArgs(1),
+		Long: "Create an admin token; it is printed once, keep it safe.\n\n" +
+			"With --data-dir the token is made straight in that data directory, without a server or an admin\n" +
+			"token: the way back in when every admin token has expired or is lost. Stop the server first\n" +
+			"(embedded store); the creation is audited as by \"local\".",
+		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := createFmt.resolve(cmd)
 			if err != nil {
@@ -40,13 +48,21 @@ func newAdminCmd() *cobra.Command {
 			if err != nil {
 				return usageErr("admin token create: --ttl: %v", err)
 			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.CreateAdminToken(cmd.Context(), args[0], role, ttl)
-			if err != nil {
-				return clientErr(err)
+			var out *apitype.AdminTokenCreated
+			if offline.DataDir != "" {
+				tok, expires, err := server.CreateAdminTokenOffline(cmd.Context(), offline, args[0], role, ttl, 0)
+				if err != nil {
+					return usageErr("admin token create: %v", err)
+				}
+				out = &apitype.AdminTokenCreated{Name: args[0], Role: role, Token: tok, ExpiresAt: expires}
+			} else {
+				c, err := newAPIClient(cf, true)
+				if err != nil {
+					return err
+				}
+				if out, err = c.CreateAdminToken(cmd.Context(), args[0], role, ttl); err != nil {
+					return clientErr(err)
+				}
 			}
 			if out.Name == "" {
 				out.Name = args[0]
@@ -64,6 +80,8 @@ func newAdminCmd() *cobra.Command {
 	}
 	create.Flags().StringVar(&role, "role", "", "admin, operator or auditor")
 	create.Flags().StringVar(&ttlFlag, "ttl", "", "how long the token works, e.g. 90d, 12h, 30m (default: the server's, 90d; at most its admin_token_max_ttl)")
+	create.Flags().StringVar(&offline.DataDir, "data-dir", "", "create in this data directory directly (no server, no admin token; stop the server first)")
+	create.Flags().StringVar(&offline.Postgres, "postgres", "", "with --data-dir: the PostgreSQL DSN the data dir uses (or MAYFLY_POSTGRES)")
 	createFmt = addFormatFlag(create, "text", "text", "json")
 
 	var listFmt *outputFormat
@@ -135,7 +153,75 @@ func newAdminCmd() *cobra.Command {
 	}
 	revokeFmt = addFormatFlag(revoke, "text", "text", "json")
 	tokens.AddCommand(create, list, revoke)
+	admin.AddCommand(newSessionCmd(cf))
 	return admin
+}
+
+// newSessionCmd lists and revokes the sessions of humans signed in with
+// the identity provider (admin_oidc).
+func newSessionCmd(cf *clientFlags) *cobra.Command {
+	sessions := &cobra.Command{Use: "session", Short: "List and revoke signed-in sessions (admin_oidc)"}
+	var listFmt *outputFormat
+	list := &cobra.Command{
+		Use:   "list",
+		Short: "List sessions not yet expired: id, who, role, how, since, until, last use (never their values)",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := listFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			out, err := c.ListSessions(cmd.Context())
+			if err != nil {
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			rows := make([][]string, 0, len(out.Sessions))
+			for _, s := range out.Sessions {
+				used := "never"
+				if s.LastUsedAt != nil {
+					used = shortTime(s.LastUsedAt)
+				}
+				rows = append(rows, []string{s.ID, s.Name, s.Role, s.Via, shortTime(&s.CreatedAt), shortTime(&s.ExpiresAt), used, shortTime(s.RevokedAt)})
+			}
+			return table(cmd.OutOrStdout(), "ID\tNAME\tROLE\tVIA\tSIGNED IN\tEXPIRES\tLAST USED\tREVOKED", rows)
+		},
+	}
+	listFmt = addFormatFlag(list, "text", "text", "json")
+	var revokeFmt *outputFormat
+	revoke := &cobra.Command{
+		Use:   "revoke ID",
+		Short: "Revoke a session (its holder is signed out at once)",
+		Args:  cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := revokeFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
+			c, err := newAPIClient(cf, true)
+			if err != nil {
+				return err
+			}
+			out, err := c.RevokeSession(cmd.Context(), args[0])
+			if err != nil {
+				return clientErr(err)
+			}
+			if format == "json" {
+				return printJSON(cmd.OutOrStdout(), out)
+			}
+			fmt.Fprintf(cmd.OutOrStdout(), "revoked session %s\n", args[0])
+			return nil
+		},
+	}
+	revokeFmt = addFormatFlag(revoke, "text", "text", "json")
+	sessions.AddCommand(list, revoke)
+	return sessions
 }
 
 // parseTTL reads a lifetime: a Go duration (12h, 30m, 90s) or a number of

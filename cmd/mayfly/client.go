@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"text/tabwriter"
 	"time"
@@ -55,10 +56,21 @@ func (f *clientFlags) register(c *cobra.Command, persistent bool) {
 // newAPIClient builds a client from the flags and the environment. With
 // needAdmin, MAYFLY_TOKEN must hold an admin token.
 func newAPIClient(f *clientFlags, needAdmin bool) (*client.Client, error) {
-	c, err := client.New(client.Config{Addr: f.addr, CACertFile: f.cacert, ClientCertFile: f.clientCert, ClientKeyFile: f.clientKey,
-		AdminToken: needAdmin})
+	cfg := client.Config{Addr: f.addr, CACertFile: f.cacert, ClientCertFile: f.clientCert, ClientKeyFile: f.clientKey,
+		AdminToken: needAdmin}
+	c, err := client.New(cfg)
 	if err != nil {
 		return nil, usageErr("%v", err)
+	}
+	if needAdmin && strings.TrimSpace(os.Getenv(envToken)) == "" {
+		// No admin token given: the session of mayfly auth login for this
+		// server, if there is one.
+		if s := sessionFor(c.Addr()); s != "" {
+			cfg.Token = s
+			if c, err = client.New(cfg); err != nil {
+				return nil, usageErr("%v", err)
+			}
+		}
 	}
 	if needAdmin {
 		if err := c.RequireAdmin(); err != nil {

@@ -18,11 +18,13 @@ import (
 
 func newDevIssuerCmd() *cobra.Command {
 	var listen, alg, audience, serverURL, urlFile string
+	var loginForm bool
 	c := &cobra.Command{
 		Use:   "dev-issuer [--listen 127.0.0.1:8700]",
 		Short: "Run a local OIDC issuer of GitHub-Actions-shaped ID tokens, for trying pipelines (never production)",
 		Long: "Run a local OIDC issuer that signs GitHub-Actions-shaped ID tokens with a key generated at\n" +
-			"start, for trying mayfly pipelines on a laptop. It listens on loopback addresses only.\n" +
+			"start, for trying mayfly pipelines on a laptop. It also signs humans in (authorization code\n" +
+			"with PKCE, and the device flow) for trying admin_oidc. It listens on loopback addresses only.\n" +
 			"NEVER use it in production: anyone who can reach it can mint tokens.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
@@ -52,7 +54,7 @@ func newDevIssuerCmd() *cobra.Command {
 				note = "\n(no --server given and MAYFLY_ADDR unset: the audience assumes a server on the default\n" +
 					"address; pass --server URL when yours listens elsewhere)\n"
 			}
-			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: aud})
+			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: aud, LoginForm: loginForm})
 			if err != nil {
 				return usageErr("%v", err)
 			}
@@ -76,8 +78,17 @@ Or imitate GitHub Actions for mayfly login / mayfly exec:
   export ACTIONS_ID_TOKEN_REQUEST_TOKEN='%[5]s'
   export MAYFLY_AUDIENCE='%[3]s'
 
+Human sign-in (SSO) on a test server (insecure_http, listening on 127.0.0.1:8443): in its config
+  admin_oidc:
+    issuer: %[1]s
+    client_id: mayfly
+    redirect_url: http://127.0.0.1:8443/ui/callback
+    roles: {admin: [mayfly-admins], operator: [mayfly-operators], auditor: [mayfly-auditors]}
+then open http://127.0.0.1:8443/ui/login or run mayfly auth login. It signs in dev@example.com
+(group mayfly-admins)%[7]s.
+
 Serving until interrupted.
-`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken(), note)
+`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken(), note, formNote(loginForm))
 			if urlFile != "" {
 				if err := os.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
 					return usageErr("dev-issuer: %v", err)
@@ -111,5 +122,13 @@ Serving until interrupted.
 	c.Flags().StringVar(&serverURL, "server", "", "URL of the mayfly server the tokens are for: the audience (default $"+envAddr+")")
 	c.Flags().StringVar(&audience, "audience", "", "audience for the policy and for tokens that ask for none (default: the server URL)")
 	c.Flags().StringVar(&urlFile, "url-file", "", "write the issuer URL to this file once listening (for scripts)")
+	c.Flags().BoolVar(&loginForm, "login-form", false, "at the authorization endpoint, show a form choosing the email and groups instead of approving at once")
 	return c
+}
+
+func formNote(form bool) string {
+	if form {
+		return " or whoever the form (--login-form) names"
+	}
+	return " at once (--login-form shows a form choosing the email and groups)"
 }

@@ -54,6 +54,7 @@ func TestHelpTextIsWellFormed(t *testing.T) {
 func TestFormatFlagEverywhere(t *testing.T) {
 	for _, path := range [][]string{
 		{"init"}, {"admin", "token", "create"}, {"admin", "token", "list"}, {"admin", "token", "revoke"},
+		{"admin", "session", "list"}, {"admin", "session", "revoke"}, {"auth", "whoami"},
 		{"secret", "put"}, {"secret", "list"}, {"secret", "show"}, {"secret", "rm"}, {"secret", "rotate-master-key"},
 		{"policy", "check"}, {"policy", "plan"}, {"policy", "apply"},
 		{"leases", "list"}, {"leases", "revoke"}, {"audit", "verify"}, {"audit", "prove"},

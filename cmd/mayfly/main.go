@@ -71,6 +71,7 @@ func newRootCmd() *cobra.Command {
 		newLeasesCmd(),
 		newAuditCmd(),
 		newLoginCmd(),
+		newAuthCmd(),
 		newExecCmd(),
 		newDevIssuerCmd(),
 		newGatewayCmd(),

@@ -94,7 +94,7 @@ type Client struct {
 
 // ErrNoAdminToken is returned by admin calls when no admin token was
 // configured.
-var ErrNoAdminToken = errors.New(EnvToken + " is not set: admin commands need an admin token (mfya_…)")
+var ErrNoAdminToken = errors.New(EnvToken + " is not set: admin commands need an admin token (mfya_…), or sign in first with mayfly auth login")
 
 // ErrBadAdminToken is returned when the configured admin token is not a
 // well-formed mfya_ token.
@@ -256,6 +256,8 @@ func (c *Client) RequireAdmin() error {
 	switch k, err := token.Parse(c.token); {
 	case c.token == "":
 		return ErrNoAdminToken
+	case IsSessionToken(c.token):
+		return nil // a signed-in human's session (mayfly auth login)
 	case err != nil || k != token.Admin:
 		return ErrBadAdminToken
 	}
@@ -457,7 +459,7 @@ func (e *Error) Hint() string {
 	case apitype.CheckClientCertificate:
 		return "the server requires an admin client certificate: pass --client-cert and --client-key (or set " + EnvClientCert + " and " + EnvClientKey + ")"
 	case apitype.CheckToken:
-		return "is " + EnvToken + " a live admin token?"
+		return "is " + EnvToken + " a live admin token (or, without it, your mayfly auth login session)?"
 	case apitype.CheckRole:
 		return "ask an admin for a token with that role (mayfly admin token create NAME --role ROLE)"
 	}

@@ -2,7 +2,11 @@
 // laptop: it generates a signing key at start, serves OIDC discovery and its
 // JWKS, and mints GitHub-Actions-shaped ID tokens, both through a plain
 // GET /token endpoint and through the request-URL flow GitHub Actions gives
-// its jobs (ACTIONS_ID_TOKEN_REQUEST_URL / _TOKEN).
+// its jobs (ACTIONS_ID_TOKEN_REQUEST_URL / _TOKEN). For trying and testing
+// human sign-in (admin_oidc) it also has an authorization endpoint (code
+// flow, PKCE S256 required, redirects to loopback hosts only; it approves
+// at once as its current user, or after a form), a token endpoint and the
+// device flow, issuing ID tokens with the user's email and groups.
 //
 // It owns its key, its discovery document and the claim shape of the tokens
 // it mints. It is never for production: anyone who can reach it can mint

@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -378,5 +379,29 @@ func TestSSOIdPDown(t *testing.T) {
 	}
 	if st, _ := h.call(nil, "GET", "/healthz", "", nil); st != 200 {
 		t.Fatal("server down after a failed sign-in")
+	}
+}
+
+// The README's admin_oidc example is a valid server config.
+func TestSSOReadmeConfig(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(b), "```yaml\nadmin_oidc:")
+	if !ok {
+		t.Fatal("README has no admin_oidc example")
+	}
+	block, _, _ := strings.Cut(rest, "```")
+	f := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(f, []byte("admin_oidc:"+block), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfigFile(f)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.AdminOIDC == nil || c.AdminOIDC.Check() != nil || c.AdminSessionTTL.Hours() != 8 || len(c.AdminOIDC.Roles) != 3 {
+		t.Fatalf("README example: %+v", c.AdminOIDC)
 	}
 }
