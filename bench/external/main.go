@@ -207,7 +207,7 @@ func (b *bench) run(rows map[string]bool) {
 
 	if *serve {
 		for _, t := range append(plainTargets, tlsTargets...) {
-			fmt.Printf("%-26s pid %-7d %s%s token %s\n", t.name, t.pid, t.plain, t.tls, t.token)
+			fmt.Printf("%-26s pid %-7d %s%s token %s pprof %s\n", t.name, t.pid, t.plain, t.tls, t.token, t.pprofAddr)
 		}
 		waitSignal()
 		return

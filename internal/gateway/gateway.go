@@ -307,6 +307,7 @@ type request struct {
 	scheme  string
 	live    *lease.Live
 	upLabel string // metrics label: a known upstream's name or "-"
+	audit   auditCtx
 }
 
 // ServeHTTP checks, records and forwards one request.
@@ -488,7 +489,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// The decision is recorded (safe from a kill) before the upstream sees a byte.
-	in, err := g.begin(r.Context(), rq.ev)
+	rq.audit.init(r.Context(), g.cfg.AuditTimeout)
+	in, err := g.begin(&rq.audit, rq.ev)
 	if err != nil {
 		g.log.Error("gateway: audit entry not written; request refused", "err", err)
 		g.m.refused.WithLabelValues(CheckAudit).Inc()
@@ -557,20 +559,65 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 // promises a request's entry, within AuditTimeout (queueing included)
 // whether or not the client stays.
 func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
-	defer cancel()
-	return g.cfg.Auditor.Add(ctx, ev).Wait(ctx)
+	var ac auditCtx
+	ac.init(ctx, g.cfg.AuditTimeout)
+	defer ac.stop()
+	return g.cfg.Auditor.Add(&ac, ev).Wait(&ac)
 }
 
 // begin records a forwarded request's decision and waits as record does.
-func (g *Gateway) begin(ctx context.Context, ev audit.Event) (*auditlog.Intent, error) {
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), g.cfg.AuditTimeout)
-	defer cancel()
-	in := g.cfg.Auditor.Begin(ctx, ev)
-	if _, err := in.Wait(ctx); err != nil {
+func (g *Gateway) begin(ac *auditCtx, ev audit.Event) (*auditlog.Intent, error) {
+	defer ac.stop()
+	in := g.cfg.Auditor.Begin(ac, ev)
+	if _, err := in.Wait(ac); err != nil {
 		return nil, err
 	}
 	return in, nil
+}
+
+// auditCtx is the context of an audit wait: the request's values without
+// its cancellation (the entry must be waited for whether or not the client
+// stays), ending at a deadline. Its timer is armed only when something
+// waits on it (Done or Err): a journaled entry is answered at once and
+// never does, so most requests set no timer at all.
+type auditCtx struct {
+	context.Context // context.WithoutCancel of the request's
+	deadline        time.Time
+	mu              sync.Mutex
+	armed           context.Context
+	cancel          context.CancelFunc
+	stopped         bool
+}
+
+func (c *auditCtx) init(parent context.Context, timeout time.Duration) {
+	c.Context, c.deadline = context.WithoutCancel(parent), time.Now().Add(timeout)
+}
+
+func (c *auditCtx) arm() context.Context {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.armed == nil {
+		d := c.deadline
+		if c.stopped {
+			d = time.Time{} // a waiter after stop finds it done, and no timer is left behind
+		}
+		c.armed, c.cancel = context.WithDeadline(c.Context, d)
+	}
+	return c.armed
+}
+
+func (c *auditCtx) Deadline() (time.Time, bool) { return c.deadline, true }
+func (c *auditCtx) Done() <-chan struct{}       { return c.arm().Done() }
+func (c *auditCtx) Err() error                  { return c.arm().Err() }
+
+// stop releases the timer, if one was armed; the context is done after it.
+func (c *auditCtx) stop() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.stopped = true
+	if c.cancel != nil {
+		c.cancel()
+	}
 }
 
 // requestPath is the path as the client sent it, still escaped.
