@@ -467,13 +467,17 @@ type headFraming struct {
 // framing, or why it is refused.
 func checkHead(head []byte) (headFraming, string) {
 	var f headFraming
-	lines := bytes.Split(head[:len(head)-4], []byte("\r\n"))
-	for _, l := range lines {
+	// Lines are what lies between CRLFs; walked twice, without copying
+	// them, so that a bare CR or LF anywhere is the reason given first.
+	body := head[:len(head)-4]
+	for rest, more := body, true; more; {
+		var l []byte
+		l, rest, more = bytes.Cut(rest, crlf)
 		if bytes.IndexByte(l, '\r') >= 0 || bytes.IndexByte(l, '\n') >= 0 {
 			return f, "a bare CR or LF in the request head"
 		}
 	}
-	rl := lines[0]
+	rl, rest, more := bytes.Cut(body, crlf)
 	var http10 bool
 	switch {
 	case bytes.HasSuffix(rl, []byte(" HTTP/1.1")):
@@ -484,7 +488,9 @@ func checkHead(head []byte) (headFraming, string) {
 	}
 	var cls, tes int
 	var te string
-	for _, l := range lines[1:] {
+	for more {
+		var l []byte
+		l, rest, more = bytes.Cut(rest, crlf)
 		if len(l) == 0 {
 			continue
 		}
@@ -495,22 +501,21 @@ func checkHead(head []byte) (headFraming, string) {
 		if !ok || len(name) == 0 || !isToken(name) {
 			return f, "a malformed header line"
 		}
-		n := strings.ToLower(string(name))
-		switch n {
-		case "content-length":
+		isCL, exactCL := nameIs(name, "content-length")
+		isTE, exactTE := nameIs(name, "transfer-encoding")
+		switch {
+		case exactCL:
 			cls++
 			v := strings.Trim(string(value), " \t")
 			if len(v) == 0 || len(v) > 18 || strings.Trim(v, "0123456789") != "" {
 				return f, "a Content-Length that is not a number"
 			}
 			f.length, _ = strconv.ParseInt(v, 10, 64)
-		case "transfer-encoding":
+		case exactTE:
 			tes++
 			te = strings.TrimLeft(string(value), " ")
-		default:
-			if folded := strings.ReplaceAll(n, "_", "-"); folded == "content-length" || folded == "transfer-encoding" {
-				return f, "a framing header spelled with '_' (" + string(name) + ")"
-			}
+		case isCL || isTE:
+			return f, "a framing header spelled with '_' (" + string(name) + ")"
 		}
 	}
 	switch {
@@ -527,6 +532,31 @@ func checkHead(head []byte) (headFraming, string) {
 	}
 	f.chunked = tes == 1
 	return f, ""
+}
+
+var crlf = []byte("\r\n")
+
+// nameIs reports whether a header name (a token: ASCII) is target (lower
+// case, with "-") in any case and with any "-" written as "_" (is), and
+// whether it is so with every "-" as "-" (exact).
+func nameIs(name []byte, target string) (is, exact bool) {
+	if len(name) != len(target) {
+		return false, false
+	}
+	exact = true
+	for i, c := range name {
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		switch {
+		case c == target[i]:
+		case c == '_' && target[i] == '-':
+			exact = false
+		default:
+			return false, false
+		}
+	}
+	return true, exact
 }
 
 func isToken(b []byte) bool {

@@ -2,6 +2,7 @@ package server
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/tls"
 	"fmt"
 	"io"
@@ -9,6 +10,7 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -264,6 +266,8 @@ func TestFramingHTTP2(t *testing.T) {
 func FuzzCheckHead(f *testing.F) {
 	f.Add([]byte("POST /a HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\n"))
 	f.Add([]byte("POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n"))
+	f.Add([]byte("POST /a HTTP/1.1\r\ncontent_LENGTH: 5\r\nTRANSFER-encoding: chunked\r\n\r\n"))
+	f.Add([]byte("GET /a HTTP/1.0\r\nX: a\rb\r\n\r\n"))
 	f.Fuzz(func(t *testing.T, head []byte) {
 		if len(head) < 4 || !strings.HasSuffix(string(head), "\r\n\r\n") {
 			return
@@ -272,7 +276,77 @@ func FuzzCheckHead(f *testing.F) {
 		if reason == "" && (fr.length < 0 || fr.chunked && fr.length != 0) {
 			t.Fatalf("framing %+v accepted", fr)
 		}
+		if wf, wr := checkHeadSplit(head); fr != wf || reason != wr {
+			t.Fatalf("checkHead = %+v %q, the line-splitting reference %+v %q", fr, reason, wf, wr)
+		}
 	})
+}
+
+// checkHeadSplit is checkHead as first written (splitting the head into
+// lines and lower-casing each name): the reference the allocation-free
+// one must agree with.
+func checkHeadSplit(head []byte) (headFraming, string) {
+	var f headFraming
+	lines := bytes.Split(head[:len(head)-4], []byte("\r\n"))
+	for _, l := range lines {
+		if bytes.IndexByte(l, '\r') >= 0 || bytes.IndexByte(l, '\n') >= 0 {
+			return f, "a bare CR or LF in the request head"
+		}
+	}
+	rl := lines[0]
+	var http10 bool
+	switch {
+	case bytes.HasSuffix(rl, []byte(" HTTP/1.1")):
+	case bytes.HasSuffix(rl, []byte(" HTTP/1.0")):
+		http10 = true
+	default:
+		return f, "only HTTP/1.0 and HTTP/1.1 requests are served here"
+	}
+	var cls, tes int
+	var te string
+	for _, l := range lines[1:] {
+		if len(l) == 0 {
+			continue
+		}
+		if l[0] == ' ' || l[0] == '\t' {
+			return f, "a folded header line (obs-fold)"
+		}
+		name, value, ok := bytes.Cut(l, []byte(":"))
+		if !ok || len(name) == 0 || !isToken(name) {
+			return f, "a malformed header line"
+		}
+		n := strings.ToLower(string(name))
+		switch n {
+		case "content-length":
+			cls++
+			v := strings.Trim(string(value), " \t")
+			if len(v) == 0 || len(v) > 18 || strings.Trim(v, "0123456789") != "" {
+				return f, "a Content-Length that is not a number"
+			}
+			f.length, _ = strconv.ParseInt(v, 10, 64)
+		case "transfer-encoding":
+			tes++
+			te = strings.TrimLeft(string(value), " ")
+		default:
+			if folded := strings.ReplaceAll(n, "_", "-"); folded == "content-length" || folded == "transfer-encoding" {
+				return f, "a framing header spelled with '_' (" + string(name) + ")"
+			}
+		}
+	}
+	switch {
+	case tes > 0 && cls > 0:
+		return f, "both Content-Length and Transfer-Encoding (RFC 9112 section 6.1)"
+	case cls > 1:
+		return f, "more than one Content-Length"
+	case tes > 1:
+		return f, "more than one Transfer-Encoding"
+	case tes == 1 && http10:
+		return f, "Transfer-Encoding in an HTTP/1.0 request"
+	case tes == 1 && te != "chunked":
+		return f, "a Transfer-Encoding other than exactly \"chunked\""
+	}
+	f.chunked = tes == 1
+	return f, ""
 }
 
 // FuzzFramingStream feeds any bytes, split anywhere, through the framing
@@ -306,4 +380,24 @@ func FuzzFramingStream(f *testing.F) {
 			t.Fatalf("passed on %q, not a prefix of %q", out, in)
 		}
 	})
+}
+
+// BenchmarkCheckHead compares checkHead with its line-splitting reference
+// on a typical gateway request head.
+func BenchmarkCheckHead(b *testing.B) {
+	head := []byte("GET /gw/api/repos/acme/app/issues?state=open HTTP/1.1\r\nHost: mayfly.example:8443\r\n" +
+		"User-Agent: git/2.43.0\r\nAccept: application/json\r\nAuthorization: Bearer x\r\nContent-Length: 0\r\n\r\n")
+	for _, bc := range []struct {
+		name string
+		f    func([]byte) (headFraming, string)
+	}{{"checkHead", checkHead}, {"split", checkHeadSplit}} {
+		b.Run(bc.name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				if _, reason := bc.f(head); reason != "" {
+					b.Fatal(reason)
+				}
+			}
+		})
+	}
 }
