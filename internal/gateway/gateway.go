@@ -219,6 +219,7 @@ type Gateway struct {
 	log     *slog.Logger
 	m       *metrics
 	bufPool bufPool
+	bigPool bufPool // buffers of large bodies
 	// gzipPool holds gzip encoders (~300 KiB each) for responses encoded
 	// again after masking.
 	gzipPool sync.Pool
@@ -271,7 +272,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.PublicURL = (&dpop.Origins{}).Of
 	}
 	g := &Gateway{cfg: cfg, ip: cfg.ClientIP, dpop: cfg.DPoP, log: cfg.Logger,
-		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, minted: map[string]credKey{}, bufPool: newBufPool(256),
+		transports: map[string]*upstreamTransport{}, creds: map[credKey]*credential{}, minted: map[string]credKey{}, bufPool: newBufPool(256, bufSize), bigPool: newBufPool(8, bigBufSize),
 		redactors: map[redactorKey]*redactor{}}
 	if g.ip == nil {
 		g.ip = clientip.New(nil)

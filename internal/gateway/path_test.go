@@ -55,7 +55,7 @@ func TestMaskBodySplits(t *testing.T) {
 	in := []byte("head SECRETVALUE-1234567890 mid U0VDUkVUVkFMVUUtMTIzNDU2Nzg5MA== SECRETVALUE-1234567890SECRETVALUE-1234567890 tail SECRETVALUE-12")
 	// A shared pool: bodies after the first reuse the buffers an earlier
 	// one gave back, which must hold nothing of it.
-	shared := newBufPool(8)
+	shared := newBufPool(8, bufSize)
 	pool := &shared
 	for i, wrap := range []func(io.Reader) io.Reader{
 		func(r io.Reader) io.Reader { return r },
@@ -173,7 +173,7 @@ func BenchmarkNewRedactor(b *testing.B) {
 func BenchmarkMaskSmallResponse(b *testing.B) {
 	r := testRedactor(b, "ghp_UpstreamCredential0123456789abcdefXY", "mfy_tokentokentokentokentokentokentoke")
 	body := bytes.Repeat([]byte(`{"id":1,"v":"x"}`), 16)
-	pool := newBufPool(4)
+	pool := newBufPool(4, bufSize)
 	b.SetBytes(int64(len(body)))
 	b.ReportAllocs()
 	for b.Loop() {

@@ -339,7 +339,15 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	if resp.Body != nil && resp.Body != http.NoBody {
 		// Even with a declared length of 0: trailers may still follow
 		// (HTTP/2), and are masked once the body ends.
-		mb := newMaskBody(resp.Body, red.m, &f.g.bufPool, resp.ContentLength > 0, func() {
+		pool := &f.g.bufPool
+		if resp.ContentLength >= bigBody {
+			// Large reads and writes (bigBufSize); the proxy's copy
+			// takes its buffer from here too. Not for bodies of unknown
+			// length: a stream may stay open for hours.
+			pool = &f.g.bigPool
+			f.rp.BufferPool = pool
+		}
+		mb := newMaskBody(resp.Body, red.m, pool, resp.ContentLength > 0, func() {
 			dropFramingTrailers(resp.Trailer)
 			red.maskHeader(resp.Trailer)
 		})
@@ -462,32 +470,47 @@ func (c *countReader) Read(p []byte) (int, error) {
 
 func (c *countReader) Close() error { return c.r.Close() }
 
-// bufPool holds the 32 KiB buffers of the ReverseProxy's copies and of the
-// masked bodies. A nil pool allocates.
-type bufPool struct{ c chan []byte }
+// bufPool holds the buffers of the ReverseProxy's copies and of the masked
+// bodies: 32 KiB (bufSize), or bigBufSize for large bodies (bigPool). A
+// nil pool allocates.
+type bufPool struct {
+	c    chan []byte
+	size int
+}
 
-const bufSize = 32 << 10
+const (
+	bufSize = 32 << 10
+	// bigBufSize is the buffer of a body declared at least bigBody long:
+	// each write to an HTTP/2 client waits for the connection's writer
+	// to send it (16 KiB frames), so larger writes mean fewer of those
+	// round trips; over HTTP/1.1, fewer reads from the upstream. A 200 MiB
+	// download took 8-13 % less CPU with 256 KiB than with 32 KiB.
+	bigBufSize = 256 << 10
+	bigBody    = 1 << 20
+)
 
-// newBufPool keeps up to n idle buffers. A channel rather than a
-// sync.Pool: putting a slice into a sync.Pool allocates its header every
-// time, and a GC empties it, so buffers were allocated again after each.
-func newBufPool(n int) bufPool { return bufPool{c: make(chan []byte, n)} }
+// newBufPool keeps up to n idle buffers of size bytes. A channel rather
+// than a sync.Pool: putting a slice into a sync.Pool allocates its header
+// every time, and a GC empties it, so buffers were allocated again after
+// each.
+func newBufPool(n, size int) bufPool { return bufPool{c: make(chan []byte, n), size: size} }
 
 func (b *bufPool) Get() []byte {
-	if b != nil {
-		select {
-		case s := <-b.c:
-			return s
-		default:
-		}
+	if b == nil {
+		return make([]byte, bufSize)
 	}
-	return make([]byte, bufSize)
+	select {
+	case s := <-b.c:
+		return s
+	default:
+	}
+	return make([]byte, b.size)
 }
 
 // Put takes back a buffer at its full capacity, whatever its length; a
 // full pool drops it.
 func (b *bufPool) Put(s []byte) {
-	if b == nil || cap(s) < bufSize {
+	if b == nil || cap(s) < b.size {
 		return
 	}
 	select {

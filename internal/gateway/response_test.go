@@ -471,3 +471,42 @@ func TestHostileUpstreamResponses(t *testing.T) {
 		}
 	}
 }
+
+// A body declared at least bigBody long goes through the large buffers
+// (bigPool): the credential and the token are masked wherever they fall,
+// also across the buffers' boundaries, the declared length holds, and a
+// second response reusing the pooled buffers carries nothing of the first.
+func TestLargeDeclaredBodyMasked(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const size = 3 * bigBody / 2
+	body := func(seed byte) []byte {
+		b := bytes.Repeat([]byte{'a' + seed}, size)
+		for _, at := range []int{0, bufSize - 5, bigBufSize - 7, bigBufSize + 40, 2*bigBufSize - 1, size - len(hostileCred)} {
+			copy(b[at:], hostileCred)
+		}
+		copy(b[bigBufSize*3-10:], tok)
+		return b
+	}
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		b := body(byte(len(r.URL.Query().Get("n"))))
+		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
+		w.Write(b)
+	})
+	for _, n := range []string{"1", "22"} {
+		resp, got, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/big?n="+n, tok)
+		if resp.StatusCode != 200 || len(got) != size || resp.ContentLength != size {
+			t.Fatalf("n=%s: status %d, %d bytes, Content-Length %d; want 200 and %d", n, resp.StatusCode, len(got), resp.ContentLength, size)
+		}
+		if bytes.Contains(all, []byte(hostileCred[:12])) || bytes.Contains(all, []byte(tok[:12])) {
+			t.Fatalf("n=%s: a secret reached the client", n)
+		}
+		if c := bytes.Count(got, []byte("***")); c < 7 {
+			t.Fatalf("n=%s: %d masked runs, want 7", n, c)
+		}
+		other := byte('a' + 3 - len(n)) // the other response's filler
+		if bytes.IndexByte(got, other) >= 0 {
+			t.Fatalf("n=%s: bytes of the earlier response came back", n)
+		}
+	}
+}
