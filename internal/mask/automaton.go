@@ -35,6 +35,7 @@ type automaton struct {
 	inByte     []byte  // the byte on the edge into a state
 	maxLen     int
 	minLen     int // shortest pattern; 0 if none
+	skip       *skipFilter
 }
 
 // build makes the automaton for patterns (non-empty, deduplicated), its
@@ -202,6 +203,13 @@ func build(patterns [][]byte, budget int) *automaton {
 	for c := range a.rootStay {
 		a.rootStay[c] = a.dense[a.class[c]] == 0
 	}
+	var usedByPattern [256]bool
+	for _, p := range patterns {
+		for _, c := range p {
+			usedByPattern[c] = true
+		}
+	}
+	a.skip = buildFilter(patterns, minLen, &usedByPattern, 4*budget)
 	return a
 }
 
@@ -232,6 +240,9 @@ func (a *automaton) next(s int32, c byte) int32 {
 
 // size is about how many bytes the automaton holds.
 func (a *automaton) size() int {
+	if a.skip != nil {
+		return 8*len(a.skip.bits) + 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
+	}
 	return 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
 }
 

@@ -23,6 +23,8 @@ type scanner struct {
 	a    *automaton
 	repl string
 	keep bool // each masked byte becomes '*' instead of repl per run
+	// exactOnly: never use the skip filter (tests compare the two).
+	exactOnly bool
 
 	g    int32 // raw thread state
 	pos  int64 // stream position of the next byte
@@ -45,8 +47,18 @@ func ringSize(maxLen int) int {
 	return n
 }
 
-// scan runs both threads over p, recording matches.
+// scan runs both threads over p, recording matches: with the skip filter
+// over long inputs, else byte by byte.
 func (s *scanner) scan(p []byte) {
+	if s.a.skip != nil && len(p) >= minSkipRun && !s.exactOnly {
+		s.scanSkip(p)
+		return
+	}
+	s.scanExact(p)
+}
+
+// scanExact runs both threads over every byte of p.
+func (s *scanner) scanExact(p []byte) {
 	a := s.a
 	tbl, cls, stride := a.dense, &a.class, a.stride
 	for i := 0; i < len(p); {
