@@ -2,7 +2,9 @@
 // a byte stream, in each of the encodings listed by Forms, with "***".
 //
 // A Matcher is built once from the secrets (a single Aho-Corasick automaton
-// over every form of every secret) and is then immutable and safe to share.
+// over every form of every secret, and a filter of the forms' leading
+// 8-byte grams that lets a long input skip the text where no form can
+// start; see skip.go) and is then immutable and safe to share.
 // MaskBytes and MaskString mask a whole value; NewWriter wraps an io.Writer
 // for a stream (job output); NewStream gives a stream for a caller that does
 // its own I/O (the gateway's bodies, and with KeepLength its WebSocket
