@@ -21,6 +21,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // alertReceiver is a webhook on 127.0.0.1 that refuses its first delivery
@@ -174,6 +175,55 @@ func TestLeakReportRaisesSignedAlert(t *testing.T) {
 		}
 		if name == "hmac key" && strings.Contains(n.logs.String(), planted) {
 			t.Fatalf("the server log holds the %s", name)
+		}
+	}
+}
+
+// Several nodes on one database send each alert once: one node at a time
+// reads the shared log for alerts, whichever node the leak was reported to.
+func TestClusterAlertsOnce(t *testing.T) {
+	rc := newAlertReceiver(t)
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	t.Cleanup(up.Close)
+	c := startClusterWith(t, storetest.FreshSchema(t, storetest.PostgresDSN(t)), 2, up.URL, fmt.Sprintf(`alerts:
+  initial_backoff: 50ms
+  targets:
+    - name: soc
+      url: %s/hook
+      format: slack
+  rules:
+    - rule: leak_revoked
+`, rc.srv.URL))
+	ids := map[string]int{}
+	for i, n := range c.nodes {
+		hc := n.client(t)
+		code, tok := c.exchange(t, hc, n, "calls")
+		if code != 200 {
+			t.Fatalf("exchange at node %d: %d", i, code)
+		}
+		if code, body := n.req(t, hc, "POST", "/v1/leaks", tok+"\n"); code != 200 || !strings.Contains(body, `"lease_id"`) {
+			t.Fatalf("leak report at node %d: %d %s", i, code, body)
+		}
+		select {
+		case p := <-rc.got:
+			ids[p.hdr.Get(alert.HeaderAlertID)]++
+		case <-time.After(60 * time.Second): // a bound on a hang, not a timing check
+			t.Fatalf("no alert for the leak reported at node %d", i)
+		}
+	}
+	// Both nodes poll the log every second: had both sent, the second
+	// copies would be here by now.
+	time.Sleep(3 * time.Second)
+	for len(rc.got) > 0 {
+		p := <-rc.got
+		ids[p.hdr.Get(alert.HeaderAlertID)]++
+	}
+	if len(ids) != 2 {
+		t.Fatalf("alerts by id: %v, want two distinct", ids)
+	}
+	for id, n := range ids {
+		if n != 1 {
+			t.Fatalf("alert %s sent %d times", id, n)
 		}
 	}
 }

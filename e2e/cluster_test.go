@@ -69,6 +69,13 @@ func startCluster(t *testing.T, n int, upURL string) *cluster {
 // startClusterOn is startCluster on the database dsn.
 func startClusterOn(t *testing.T, dsn string, n int, upURL string) *cluster {
 	t.Helper()
+	return startClusterWith(t, dsn, n, upURL, "")
+}
+
+// startClusterWith is startClusterOn with more server config (YAML) for
+// every node.
+func startClusterWith(t *testing.T, dsn string, n int, upURL, extraConfig string) *cluster {
+	t.Helper()
 	c := &cluster{dsn: dsn, iss: devissuertest.Start(t), aud: clusterAudience}
 	first := initPostgres(t, dsn)
 	c.nodes = append(c.nodes, first)
@@ -80,7 +87,7 @@ func startClusterOn(t *testing.T, dsn string, n int, upURL string) *cluster {
 		c.nodes = append(c.nodes, &node{dir: dir, admin: first.admin})
 	}
 	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	os.WriteFile(cfg, []byte("limits:\n  token_rate: 100000\n  token_burst: 100000\n  issuer_rate: 100000\n  leak_rate: 100000\n"), 0o600)
+	os.WriteFile(cfg, []byte("limits:\n  token_rate: 100000\n  token_burst: 100000\n  issuer_rate: 100000\n  leak_rate: 100000\n"+extraConfig), 0o600)
 	for _, nd := range c.nodes {
 		nd.start(t, "--postgres", dsn, "--config", cfg, "--postgres-max-conns", "8")
 	}

@@ -50,7 +50,16 @@ type Engine struct {
 type target struct {
 	cfg   TargetConfig
 	key   []byte
-	queue chan Alert
+	queue chan queued
+}
+
+// queued is an alert on its way to one target; done, when set, hears
+// once the target's worker is through with it: true when settled
+// (delivered, refused, or out of attempts), false when shutdown cut it
+// short.
+type queued struct {
+	a    Alert
+	done chan<- bool
 }
 
 // New returns an engine for a validated cfg (Config.Validate). Start runs
@@ -71,7 +80,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 		if (tc.HMACKeyFile != "" || tc.HMACKeySecret != "") && len(key) < 16 {
 			return nil, fmt.Errorf("alerts: target %s: the HMAC key is missing or shorter than 16 bytes", tc.Name)
 		}
-		e.targets = append(e.targets, &target{cfg: tc, key: key, queue: make(chan Alert, cfg.Queue)})
+		e.targets = append(e.targets, &target{cfg: tc, key: key, queue: make(chan queued, cfg.Queue)})
 	}
 	e.raised = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_alerts_raised_total", Help: "Alerts raised, by rule."}, []string{"rule"})
 	e.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_alert_deliveries_total",
@@ -104,9 +113,12 @@ func (e *Engine) Wait() { e.wg.Wait() }
 // Name is the sink's name: its cursor is "sink:alerts".
 func (e *Engine) Name() string { return "alerts" }
 
-// Write evaluates entries (the Sink interface). It never blocks on
-// delivery and never fails for a bad entry: an entry it cannot read is
-// logged and skipped, so that alerts never hold the log's cursor back.
+// Write evaluates entries (the Sink interface) and returns once every
+// alert they raised is through delivery, so that the sink's cursor moves
+// past an entry only then: alerts in flight when the process dies are
+// raised again, with the same id, after it restarts. It runs in the
+// forwarder, never in a request. An entry it cannot read is logged and
+// skipped, so that alerts never hold the log's cursor back for good.
 func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
 	now := e.opts.Now()
 	e.mu.Lock()
@@ -123,8 +135,31 @@ func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) 
 		out = append(out, e.rules.eval(ent)...)
 	}
 	e.mu.Unlock()
+	done := make(chan bool, len(out)*len(e.targets))
+	n := 0
 	for _, a := range out {
-		e.Raise(a)
+		e.countRaised(&a)
+		for _, t := range e.targets {
+			if !t.takes(a.Rule) {
+				continue
+			}
+			select {
+			case t.queue <- queued{a: a, done: done}:
+				n++
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+	}
+	for range n {
+		select {
+		case settled := <-done:
+			if !settled {
+				return errors.New("alerts: delivery cut short by shutdown; the entries will be read again")
+			}
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 	return nil
 }
@@ -162,19 +197,28 @@ func (e *Engine) WatchHealth(ctx context.Context, health func() error) {
 	}
 }
 
-// Raise queues a to every target that takes its rule, never blocking: a
-// full queue drops the alert for that target, counted and logged.
-func (e *Engine) Raise(a Alert) {
+func (t *target) takes(rule string) bool {
+	return len(t.cfg.Rules) == 0 || slices.Contains(t.cfg.Rules, rule)
+}
+
+func (e *Engine) countRaised(a *Alert) {
 	if a.Server == "" {
 		a.Server = e.opts.Server
 	}
 	e.raised.WithLabelValues(a.Rule).Inc()
+}
+
+// Raise queues a to every target that takes its rule, never blocking: a
+// full queue drops the alert for that target, counted and logged. (Alerts
+// from audit entries go through Write, which waits instead.)
+func (e *Engine) Raise(a Alert) {
+	e.countRaised(&a)
 	for _, t := range e.targets {
-		if len(t.cfg.Rules) > 0 && !slices.Contains(t.cfg.Rules, a.Rule) {
+		if !t.takes(a.Rule) {
 			continue
 		}
 		select {
-		case t.queue <- a:
+		case t.queue <- queued{a: a}:
 		default:
 			e.delivered.WithLabelValues(t.cfg.Name, "dropped").Inc()
 			e.opts.Logger.Warn("alerts: queue full; alert dropped", "target", t.cfg.Name, "rule", a.Rule, "id", a.ID)
@@ -187,8 +231,11 @@ func (e *Engine) deliverLoop(ctx context.Context, t *target) {
 		select {
 		case <-ctx.Done():
 			return
-		case a := <-t.queue:
-			e.deliver(ctx, t, a)
+		case q := <-t.queue:
+			settled := e.deliver(ctx, t, q.a)
+			if q.done != nil {
+				q.done <- settled // buffered for every alert of its Write
+			}
 		}
 	}
 }
@@ -198,25 +245,28 @@ var errPermanent = errors.New("refused by the receiver")
 
 // deliver sends a until it is accepted, the receiver refuses it, attempts
 // run out or ctx ends, waiting InitialBackoff·2ⁿ (capped, with jitter)
-// between attempts.
-func (e *Engine) deliver(ctx context.Context, t *target, a Alert) {
+// between attempts. It reports false only when ctx ended first.
+func (e *Engine) deliver(ctx context.Context, t *target, a Alert) (settled bool) {
 	body, err := render(t.cfg.Format, a)
 	if err != nil {
 		e.delivered.WithLabelValues(t.cfg.Name, "failed").Inc()
 		e.opts.Logger.Error("alerts: alert not rendered", "target", t.cfg.Name, "rule", a.Rule, "err", err)
-		return
+		return true
 	}
 	backoff := e.cfg.InitialBackoff
 	for attempt := 1; ; attempt++ {
 		err := e.post(ctx, t, a.ID, body)
 		if err == nil {
 			e.delivered.WithLabelValues(t.cfg.Name, "delivered").Inc()
-			return
+			return true
 		}
-		if errors.Is(err, errPermanent) || attempt >= e.cfg.MaxAttempts || ctx.Err() != nil {
+		if ctx.Err() != nil {
+			return false
+		}
+		if errors.Is(err, errPermanent) || attempt >= e.cfg.MaxAttempts {
 			e.delivered.WithLabelValues(t.cfg.Name, "failed").Inc()
 			e.opts.Logger.Error("alerts: alert not delivered", "target", t.cfg.Name, "rule", a.Rule, "id", a.ID, "attempts", attempt, "err", err)
-			return
+			return true
 		}
 		e.delivered.WithLabelValues(t.cfg.Name, "retried").Inc()
 		wait := backoff + rand.N(backoff/4+1)
@@ -225,8 +275,7 @@ func (e *Engine) deliver(ctx context.Context, t *target, a Alert) {
 		select {
 		case <-ctx.Done():
 			timer.Stop()
-			e.delivered.WithLabelValues(t.cfg.Name, "failed").Inc()
-			return
+			return false
 		case <-timer.C:
 		}
 		backoff = min(2*backoff, e.cfg.MaxBackoff)

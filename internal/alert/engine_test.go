@@ -40,7 +40,10 @@ func (rc *receiver) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if failing {
 		w.WriteHeader(rc.failStatus)
 	}
-	rc.got <- struct{}{}
+	select {
+	case rc.got <- struct{}{}:
+	default: // nobody counts this many
+	}
 }
 
 func entryBytes(t *testing.T, index int64, at time.Time, ev audit.Event) []byte {
@@ -154,14 +157,82 @@ func TestFullQueueDropsNeverBlocks(t *testing.T) {
 }
 
 func TestOldEntriesRaiseNothing(t *testing.T) {
-	e := newTestEngine(t, "http://127.0.0.1:9/h", prometheus.NewRegistry(), 10, []byte("alert-test-key-0123456789"))
+	rc := &receiver{got: make(chan struct{}, 10)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	e := newTestEngine(t, srv.URL, prometheus.NewRegistry(), 10, []byte("alert-test-key-0123456789"))
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Start(ctx)
+	defer func() { cancel(); e.Wait() }()
 	old := entryBytes(t, 1, time.Now().Add(-time.Hour), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
 	fresh := entryBytes(t, 2, time.Now(), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
-	if err := e.Write(context.Background(), [][]byte{old, []byte("not an entry"), fresh}, 1); err != nil {
+	if err := e.Write(ctx, [][]byte{old, []byte("not an entry"), fresh}, 1); err != nil {
 		t.Fatal(err)
 	}
-	if n := len(e.targets[0].queue); n != 1 {
-		t.Fatalf("%d alerts queued, want 1 (the fresh entry's)", n)
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.bodies) != 1 {
+		t.Fatalf("%d alerts sent, want 1 (the fresh entry's)", len(rc.bodies))
+	}
+}
+
+// Write answers only once its alerts are through delivery, and an error
+// when shutdown cut delivery short, so that the forwarder keeps its
+// cursor and the alert is raised again, with the same id, after a
+// restart: at least once, even across a crash.
+func TestWriteHoldsTheCursorUntilDelivered(t *testing.T) {
+	rc := &receiver{fail: 1 << 30, failStatus: http.StatusServiceUnavailable, got: make(chan struct{}, 1<<10)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	ent := entryBytes(t, 7, time.Now(), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 1, Detail: map[string]any{"leases": []string{"l-7"}}})
+
+	// The receiver is down; the process stops while delivery retries.
+	c := Config{Targets: []TargetConfig{{Name: "recv", URL: srv.URL, HMACKeyFile: "/unused"}}, Queue: 4, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, MaxAttempts: 1 << 20}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	opts := Options{Keys: map[string][]byte{"recv": []byte("alert-test-key-0123456789")}}
+	first, err := New(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	first.Start(ctx)
+	wrote := make(chan error, 1)
+	go func() { wrote <- first.Write(ctx, [][]byte{ent}, 7) }()
+	<-rc.got
+	<-rc.got // retrying
+	select {
+	case err := <-wrote:
+		t.Fatalf("Write answered %v while its alert was undelivered", err)
+	default:
+	}
+	cancel()
+	if err := <-wrote; err == nil {
+		t.Fatal("Write answered nil for an alert shutdown cut short")
+	}
+	first.Wait()
+
+	// After the restart the receiver is up: the same entry raises the
+	// same alert, and Write answers once it is delivered.
+	rc.mu.Lock()
+	rc.fail, rc.bodies = 0, nil
+	rc.mu.Unlock()
+	second, err := New(c, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx2, cancel2 := context.WithCancel(context.Background())
+	defer func() { cancel2(); second.Wait() }()
+	second.Start(ctx2)
+	if err := second.Write(ctx2, [][]byte{ent}, 7); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	var a Alert
+	if len(rc.bodies) != 1 || json.Unmarshal(rc.bodies[0], &a) != nil || a.ID != "leak_revoked-7" || *a.AuditIndex != 7 {
+		t.Fatalf("after restart: %d bodies, alert %+v", len(rc.bodies), a)
 	}
 }
 
@@ -194,7 +265,8 @@ func TestAuditHealthFiresAndResolves(t *testing.T) {
 	if len(q) != 2 {
 		t.Fatalf("%d alerts, want firing and resolved", len(q))
 	}
-	a, b := <-q, <-q
+	qa, qb := <-q, <-q
+	a, b := qa.a, qb.a
 	if a.Rule != RuleAuditUnhealthy || a.Status != "firing" || b.Status != "resolved" || a.AuditIndex != nil {
 		t.Fatalf("got %+v then %+v", a, b)
 	}

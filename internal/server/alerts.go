@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -12,7 +13,9 @@ import (
 
 // startAlerts runs the alert engine when the config has alerts: it reads
 // the audit log as a sink (cursor "sink:alerts", so it resumes after a
-// restart) and polls the log's health. Each target's HMAC key is read here,
+// restart; on one node at a time of a cluster, so alerts are not sent
+// once per node) and polls the log's health (on every node: each knows
+// its own). Each target's HMAC key is read here,
 // from its file or stored secret, and handed over as bytes: the alert
 // package never reaches the vault.
 func (s *Server) startAlerts(ctx context.Context) error {
@@ -53,11 +56,58 @@ func (s *Server) startAlerts(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.bg.Done()
-		f.Run(s.bgCtx)
+		s.runExclusive(s.bgCtx, "sink:alerts", func(ctx context.Context) { f.Run(ctx) })
 	}()
 	go func() {
 		defer s.bg.Done()
 		eng.WatchHealth(s.bgCtx, s.audit.Healthy)
 	}()
 	return nil
+}
+
+// exclusiveRetry is how often a node that does not hold an exclusive
+// right asks for it again, and how often the holder checks it still does.
+const exclusiveRetry = 5 * time.Second
+
+// runExclusive runs work while this node holds the store's exclusive
+// right called name, until ctx ends: when the right is lost (the session
+// holding it died) work's context ends, and the right is asked for again.
+// Whoever holds it next resumes from the stored cursor.
+func (s *Server) runExclusive(ctx context.Context, name string, work func(context.Context)) {
+	t := time.NewTicker(exclusiveRetry)
+	defer t.Stop()
+	for {
+		x, err := s.store.TryExclusive(ctx, name)
+		if err != nil {
+			s.log.Warn("could not ask for an exclusive right; will retry", "name", name, "err", err)
+		}
+		if x != nil {
+			wctx, cancel := context.WithCancel(ctx)
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				work(wctx)
+			}()
+		held:
+			for {
+				select {
+				case <-done:
+					break held
+				case <-t.C:
+					if err := x.Alive(ctx); err != nil {
+						s.log.Warn("lost an exclusive right; its work stops until it is held again", "name", name, "err", err)
+						break held
+					}
+				}
+			}
+			cancel()
+			<-done
+			x.Release()
+		}
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		}
+	}
 }

@@ -1,0 +1,76 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+)
+
+// exclusiveLock is the first advisory lock key of named exclusive rights;
+// the second hashes the name and the schema (tests keep clusters in
+// separate schemas of one database).
+const exclusiveLock = 7303887
+
+// Exclusive is a named right that one process at a time holds among the
+// nodes sharing a database, for work that must not run twice (delivering
+// alerts, say). On PostgreSQL it is a session-level advisory lock on a
+// connection of its own: it passes to another node when the holder
+// releases it or its session dies. On SQLite, whose one writer is this
+// process, it is always granted.
+type Exclusive struct {
+	conn *sql.Conn
+	name string
+}
+
+// TryExclusive takes the right called name if no other node holds it, and
+// returns nil, nil if one does.
+func (db *DB) TryExclusive(ctx context.Context, name string) (*Exclusive, error) {
+	if !db.postgres {
+		return &Exclusive{name: name}, nil
+	}
+	conn, err := db.write.Conn(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("store: exclusive %s: connecting: %w", name, err)
+	}
+	var ok bool
+	q := `SELECT pg_try_advisory_lock($1, hashtext(current_schema() || ':' || $2))`
+	if err := conn.QueryRowContext(ctx, q, exclusiveLock, name).Scan(&ok); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn }) // its session's state is unknown: drop it
+		conn.Close()
+		return nil, fmt.Errorf("store: exclusive %s: locking: %w", name, err)
+	}
+	if !ok {
+		conn.Close()
+		return nil, nil
+	}
+	return &Exclusive{conn: conn, name: name}, nil
+}
+
+// Alive reports whether the right is still held: on PostgreSQL, whether
+// the session holding it still answers. A holder that gets an error must
+// stop the work and Release.
+func (x *Exclusive) Alive(ctx context.Context) error {
+	if x.conn == nil {
+		return nil
+	}
+	if err := x.conn.PingContext(ctx); err != nil {
+		return fmt.Errorf("store: exclusive %s: its session is gone: %w", x.name, err)
+	}
+	return nil
+}
+
+// Release gives the right up. The connection is dropped rather than
+// returned to the pool, so that a failed unlock can never leave the lock
+// held by an idle pooled session.
+func (x *Exclusive) Release() error {
+	if x.conn == nil {
+		return nil
+	}
+	x.conn.Raw(func(any) error { return driver.ErrBadConn }) // marks it for closing
+	if err := x.conn.Close(); err != nil && !errors.Is(err, sql.ErrConnDone) {
+		return fmt.Errorf("store: exclusive %s: releasing: %w", x.name, err)
+	}
+	return nil
+}
