@@ -118,6 +118,20 @@ func (a *API) gate(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
+// gateAPI is gate for the CLI's sign-in endpoints: JSON refusals.
+func (a *API) gateAPI(w http.ResponseWriter, r *http.Request) bool {
+	src := a.cfg.ClientAddr(r)
+	if !a.adminAllowed(src) {
+		writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "forbidden", Description: "the control plane is not reachable from " + src.String() + " (not in the server's admin_cidrs)", Check: apitype.CheckNetwork})
+		return false
+	}
+	if a.cfg.AdminClientCAs != nil && (r.TLS == nil || len(r.TLS.VerifiedChains) == 0) {
+		writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "forbidden", Description: "admin calls need a client certificate from the server's admin client CA, and none was presented", Check: apitype.CheckClientCertificate})
+		return false
+	}
+	return true
+}
+
 func (a *API) cookie(name, value string, maxAge time.Duration, sameSite http.SameSite) *http.Cookie {
 	c := &http.Cookie{Name: name, Value: value, Path: "/", HttpOnly: true, Secure: a.cfg.SSO.Secure(), SameSite: sameSite}
 	if maxAge > 0 {
@@ -367,7 +381,7 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 	p, ok := a.presentedSession(r)
 	if !ok || !p.cookie {
 		if !safeMethod(r.Method) {
-			a.refuseSignIn(w, r, http.StatusForbidden, authority.DeniedCSRFMissing, "Sign in first.", authority.Refusal{Method: r.Method, Path: r.URL.Path})
+			a.refuseSignIn(w, r, http.StatusForbidden, authority.DeniedNoToken, "Sign in first.", authority.Refusal{Method: r.Method, Path: r.URL.Path})
 			return
 		}
 		http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
@@ -442,8 +456,7 @@ func (a *API) uiLogout(w http.ResponseWriter, r *http.Request) {
 // apiLogout ends the session a CLI presents as its bearer.
 func (a *API) apiLogout(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.adminAllowed(src) {
-		writeError(w, http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String())
+	if !a.gateAPI(w, r) {
 		return
 	}
 	b := bearer(r)
@@ -468,8 +481,7 @@ func (a *API) apiLogout(w http.ResponseWriter, r *http.Request) {
 // session token.
 func (a *API) cliToken(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.adminAllowed(src) {
-		writeError(w, http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String())
+	if !a.gateAPI(w, r) {
 		return
 	}
 	var body apitype.CLITokenRequest
@@ -528,8 +540,7 @@ func (a *API) startCLISession(w http.ResponseWriter, r *http.Request, who author
 // holds the client secret, the CLI the device code.
 func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.adminAllowed(src) {
-		writeError(w, http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String())
+	if !a.gateAPI(w, r) {
 		return
 	}
 	da, err := a.cfg.SSO.DeviceAuth(r.Context())
@@ -559,8 +570,7 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 // deviceToken polls the provider once for a CLI's device code.
 func (a *API) deviceToken(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.adminAllowed(src) {
-		writeError(w, http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String())
+	if !a.gateAPI(w, r) {
 		return
 	}
 	var body apitype.DeviceTokenRequest

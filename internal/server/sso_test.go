@@ -4,13 +4,16 @@ import (
 	"context"
 	"encoding/json"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
@@ -363,6 +366,53 @@ func TestSSORefusals(t *testing.T) {
 	}
 }
 
+// An expired session is refused saying so (401, audited "session
+// expired"), on the API and on /ui/ (which also clears the cookie).
+func TestSSOSessionExpires(t *testing.T) {
+	h := newSSOHarness(t, func(c *Config) { c.AdminSessionTTL = time.Second })
+	b := devissuertest.Browser(t)
+	devissuertest.SignIn(t, b, h.url)
+	u, _ := url.Parse(h.url)
+	var value string
+	for _, c := range b.Jar.Cookies(u) {
+		if c.Name == "mayfly_session" {
+			value = c.Value
+		}
+	}
+	if value == "" {
+		t.Fatal("no session cookie")
+	}
+	// The session lasts a second: wait it out (no timing is asserted).
+	time.Sleep(1100 * time.Millisecond)
+	st, body := h.call(nil, "GET", "/v1/leases", "", map[string]string{"Cookie": "mayfly_session=" + value})
+	if st != 401 || !strings.Contains(body, "expired") {
+		t.Fatalf("expired session on the API: %d %s", st, body)
+	}
+	st, _, page := step(t, devissuertest.Browser(t), h.url+"/ui/")
+	if st != http.StatusSeeOther {
+		t.Fatalf("no cookie on /ui/: %d %s", st, page)
+	}
+	req, _ := http.NewRequest("GET", h.url+"/ui/", nil)
+	req.Header.Set("Cookie", "mayfly_session="+value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 401 || !strings.Contains(strings.Join(resp.Header.Values("Set-Cookie"), ";"), "Max-Age=0") {
+		t.Fatalf("expired session on /ui/: %d %v", resp.StatusCode, resp.Header.Values("Set-Cookie"))
+	}
+	n := 0
+	for _, e := range h.auditEntries("admin.denied") {
+		if e["reason"] == "session expired" {
+			n++
+		}
+	}
+	if n != 2 {
+		t.Fatalf("%d 'session expired' entries, want 2", n)
+	}
+}
+
 // TestSSOIdPDown: with the provider unreachable, /ui/login says so (503)
 // and records it; the server runs on.
 func TestSSOIdPDown(t *testing.T) {
@@ -403,5 +453,42 @@ func TestSSOReadmeConfig(t *testing.T) {
 	}
 	if c.AdminOIDC == nil || c.AdminOIDC.Check() != nil || c.AdminSessionTTL.Hours() != 8 || len(c.AdminOIDC.Roles) != 3 {
 		t.Fatalf("README example: %+v", c.AdminOIDC)
+	}
+}
+
+// A provider whose token endpoint fails after the sign-in began: the
+// callback is refused as "identity provider unreachable" (503), audited.
+func TestSSOTokenEndpointDown(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	iss, err := devissuer.New(devissuer.Options{URL: "http://" + ln.Addr().String()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var down atomic.Bool
+	inner := iss.Handler()
+	idp := &httptest.Server{Listener: ln, Config: &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if down.Load() && r.URL.Path == devissuer.OAuthTokenPath {
+			http.Error(w, "down", http.StatusBadGateway)
+			return
+		}
+		inner.ServeHTTP(w, r)
+	})}}
+	idp.Start()
+	t.Cleanup(idp.Close)
+	h := newSSOHarness(t, func(c *Config) { c.AdminOIDC.Issuer = iss.URL() })
+	b := devissuertest.Browser(t)
+	_, authURL, _ := step(t, b, h.url+"/ui/login")
+	_, cb, _ := step(t, b, authURL)
+	down.Store(true)
+	st, _, body := step(t, b, cb)
+	if st != http.StatusServiceUnavailable || !strings.Contains(body, "cannot be reached") {
+		t.Fatalf("token endpoint down: %d %s", st, body)
+	}
+	es := h.auditEntries("admin.signin")
+	if len(es) != 1 || es[0]["reason"] != "identity provider unreachable" || es[0]["status"] != float64(503) {
+		t.Fatalf("entries %v", es)
 	}
 }
