@@ -13,6 +13,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strconv"
 	"strings"
 	"time"
@@ -286,6 +287,11 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 		}
 	}
 	seen, _ := state.head()
+	// Reading every row leaves the driver's copy of each entry as
+	// garbage while the live heap stays a few pages: collecting at 5x
+	// rather than 2x the live heap saves ~10 % of the CPU (1,000,000
+	// entries: 2.1 vs 2.35 s) for some tens of MB more.
+	defer debug.SetGCPercent(debug.SetGCPercent(400))
 	res, err := server.VerifyAudit(ctx, dataDir, dsn, key, audit.VerifyOptions{Seen: seen})
 	if err != nil {
 		return nil, "", usageErr("audit verify: %v", err)
