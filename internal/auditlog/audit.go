@@ -8,17 +8,30 @@
 //
 // # Durability: one contract
 //
-// Every entry goes in through Add (a forwarded request's decision through
-// Begin, its outcome through Finish), which returns a Future at once;
-// Future.Wait returns the entry's index once the entry is as safe as the
-// log promises for its type, or an error wrapping
-// failclosed.ErrUnavailable, and then the caller must not perform the
-// action the entry records (fail closed). The promise is the log's
-// option, not the caller's choice:
+// Every entry has a Future, and Future.Wait is the one way to learn that
+// it is safe: Wait returns the entry's index once the entry is as safe as
+// the log promises for its type (and, where the log places it later, once
+// it has its index), or an error. Entries come in two ways:
+//
+//   - An action that changes state (issuing, renewing and revoking tokens,
+//     policy versions, secrets and the master key, admin tokens) writes its
+//     entry in its own store transaction: Record makes the pending record,
+//     the action's transaction writes it (store.Note), so that the action
+//     and its entry commit together, durably, or not at all; Recorded turns
+//     the pending ids that commit gave back into the entries' Futures,
+//     which answer once the log has given the entries their indexes. The
+//     entry is durable before its Future exists: an error from Wait says
+//     only that its index is not known yet.
+//   - Every other entry (a refusal, a forwarded request, the server's own
+//     events) goes in through Add (a forwarded request's decision through
+//     Begin, its outcome through Finish), which returns a Future at once.
+//     An error from Wait wraps failclosed.ErrUnavailable, and then the
+//     caller must not perform what the entry records (fail closed).
+//
+// What "safe" means is the log's option, not the caller's choice:
 //
 //   - durable, the default for every type: on disk (the store's commit
-//     fsynced) before Wait answers. Actions (token issue, revocation,
-//     policy, secrets, admin tokens) are recorded so.
+//     fsynced) before Wait answers. An action's own entry always is.
 //   - written, for the request types (Options.Requests; the gateway's by
 //     default) unless Options.DurableRequests: Wait answers once a crash of
 //     this process can no longer lose the entry (in the journal's mapping,
@@ -38,12 +51,6 @@
 // for: a failure marks the log unhealthy and counts in
 // mayfly_audit_append_errors_total.
 //
-// An action that must commit together with its entry (issue 18) writes
-// the entry in its own store transaction instead: Record makes the pending
-// record, the action's transaction writes it (store.Note), which makes it
-// durable with the action, and Wait returns its index once the log has
-// sequenced it.
-//
 // The store implements the writes the modes need (AppendAudit and
 // AddAuditPending, each told the commit mode, and AppendAuditFrom); only
 // this package calls them.
@@ -57,7 +64,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
-// ErrClosed is what Wait returns for an entry added after Close.
+// ErrClosed is what Future.Wait returns for an entry added after Close.
 var ErrClosed = errors.New("audit log closed")
 
 // Storage is what the Log needs from the store (*store.DB implements it).

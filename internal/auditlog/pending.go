@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
-	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -22,14 +21,15 @@ import (
 // (store.Note), and the log gives it its index as it does any pending
 // record: in shared mode the sequencer does, on a node with its store to
 // itself the committer (the journal loop with a journal) does, and a
-// caller learns the index with Wait. The action and its entry therefore
+// caller learns the index from the entry's Future (Recorded). The action
+// and its entry therefore
 // commit together or not at all: no action stands without its entry, and no
 // caller is told "nothing was done" of an action that was.
 
 // Record encodes ev as the pending record that the action it records
 // writes in its own store transaction (store.Note); the entry's time is
 // now. It fails once the log is closed. Read Size before the action and
-// pass it to Wait.
+// pass it to Recorded.
 func (l *Log) Record(ev audit.Event) ([]byte, error) {
 	l.closeMu.RLock()
 	closed := l.closed
@@ -46,61 +46,57 @@ func (l *Log) Record(ev audit.Event) ([]byte, error) {
 	return append(append(append(rec, ts...), '\n'), body...), nil
 }
 
-// Wait returns the indexes of the committed pending records pids once the
-// log holds them; since is Size as read before the action ran. The entries
-// are durable already (the action's commit made them so): an error here
-// (ctx, a log that stopped) says only that their indexes are not known
-// yet, never that they are lost.
-func (l *Log) Wait(ctx context.Context, since int64, pids []int64) ([]int64, error) {
+// Recorded returns the Futures of the entries an action's own store
+// transaction wrote: pids are the pending ids its commit gave the records
+// Record made (store.Note.PIDs), since is Size as read before the action.
+// Each Future answers with its entry's index once the log has sequenced
+// it. The entry is durable already (the action's commit made it so): an
+// error from its Wait (ctx, a log that closed) says only that its index is
+// not known yet, never that it is lost. ctx bounds the look-up of entries
+// sequenced before this call, as Add's bounds the queueing.
+func (l *Log) Recorded(ctx context.Context, since int64, pids []int64) []Future {
 	if len(pids) == 0 {
-		return nil, nil
+		return nil
 	}
 	chs, out, missing := l.aw.register(pids)
+	futs := make([]Future, len(pids))
 	if missing {
 		// Perhaps sequenced before this node kept track of it: look.
 		if err := l.lookupSequenced(ctx, since); err != nil {
 			l.aw.forget(pids)
-			return nil, err
+			for i, ch := range chs {
+				futs[i] = answered(out[i], nil)
+				if ch != nil {
+					futs[i] = answered(-1, err)
+				}
+			}
+			return futs
 		}
 	}
 	l.mu.Lock()
 	shut := l.shut
 	l.mu.Unlock()
-	if shut {
-		for i, ch := range chs {
-			if ch != nil {
-				select {
-				case r := <-ch: // answered meanwhile
-					out[i] = r.Index
-					chs[i] = nil
-				default:
-				}
-			}
-		}
-		if slices.ContainsFunc(chs, func(ch chan result) bool { return ch != nil }) {
-			l.aw.forget(pids)
-			return nil, fmt.Errorf("audit: waiting for the index of a recorded entry (it is recorded, pending): %w", ErrClosed)
-		}
-		return out, nil
-	}
-	l.kickPending()
 	for i, ch := range chs {
-		if ch == nil {
-			continue
-		}
-		select {
-		case r := <-ch:
-			if r.Err != nil {
-				l.aw.forget(pids)
-				return nil, r.Err
+		switch {
+		case ch == nil:
+			futs[i] = answered(out[i], nil)
+		case shut:
+			select {
+			case r := <-ch: // answered meanwhile
+				futs[i] = answered(r.Index, r.Err)
+			default:
+				futs[i] = answered(-1, fmt.Errorf("audit: waiting for the index of a recorded entry (it is recorded, pending): %w", ErrClosed))
 			}
-			out[i] = r.Index
-		case <-ctx.Done():
-			l.aw.forget(pids)
-			return nil, fmt.Errorf("audit: waiting for the index of a recorded entry: %w", ctx.Err())
+		default:
+			futs[i] = Future{ch: ch, recorded: true}
 		}
 	}
-	return out, nil
+	if shut {
+		l.aw.forget(pids)
+	} else {
+		l.kickPending()
+	}
+	return futs
 }
 
 // lookupSequenced reads the entries from from on and answers the waits
@@ -153,10 +149,10 @@ type localSequencer interface {
 	TryAuditSequencer(ctx context.Context) (*store.AuditSequencer, error)
 }
 
-// awaits answers Wait: it keeps the pending ids waited for, and which
-// entries were made from which pending records lately, so that a record
-// sequenced before its Wait began is still answered, mostly without a
-// store read.
+// awaits answers Recorded's Futures: it keeps the pending ids waited for,
+// and which entries were made from which pending records lately, so that a
+// record sequenced before Recorded was called is still answered, mostly
+// without a store read.
 type awaits struct {
 	mu      sync.Mutex
 	waiting map[int64]chan result
@@ -165,12 +161,12 @@ type awaits struct {
 	maxPID  int64           // the largest pending id reported
 	kick    chan struct{}   // no journal, no sharing: the committer sequences
 	due     atomic.Bool     // journal: the loop should sequence
-	swept   time.Time       // the committer's last look for records no Wait asked for
+	swept   time.Time       // the committer's last look for records no Future asked for
 }
 
 // pendingSweep is how often a log with its store to itself looks for
-// pending records that no Wait asked for (their action's process died
-// before it could): Open looks once, and Wait asks for the others.
+// pending records that no Future asked for (their action's process died
+// before it could): Open looks once, and Recorded asks for the others.
 const pendingSweep = 5 * time.Second
 
 // sweepDue reports whether the committer should look for such records
@@ -205,6 +201,10 @@ func (a *awaits) register(pids []int64) ([]chan result, []int64, bool) {
 	for i, id := range pids {
 		if idx, ok := a.recent[id]; ok {
 			out[i] = idx
+			continue
+		}
+		if ch, ok := a.waiting[id]; ok {
+			chs[i] = ch // waited for already: both Futures share its answer
 			continue
 		}
 		ch := make(chan result, 1)
@@ -251,7 +251,7 @@ func (a *awaits) report(idx, pids []int64) {
 	}
 }
 
-// closeAll answers every Wait still waiting: the log closed before their
+// closeAll answers every Future still waiting: the log closed before their
 // entries were sequenced (they stay pending for the next Open).
 func (a *awaits) closeAll() {
 	a.mu.Lock()
@@ -262,7 +262,7 @@ func (a *awaits) closeAll() {
 	}
 }
 
-// hasWaiting reports whether a Wait is waiting.
+// hasWaiting reports whether a Future is waiting.
 func (a *awaits) hasWaiting() bool {
 	a.mu.Lock()
 	defer a.mu.Unlock()
@@ -362,7 +362,7 @@ type pendingFolder interface {
 // sequenceJournal gives the pending records actions wrote their indexes,
 // in the journal loop: each becomes a journal record of its own (it names
 // the pending record, so that a replay deletes it as the fold does) and is
-// folded at once, for its action's Wait. Records journaled but not folded
+// folded at once, for its action's Future. Records journaled but not folded
 // yet are not read again.
 func (l *Log) sequenceJournal() {
 	if l.sh != nil {
@@ -418,7 +418,7 @@ func (l *Log) sequenceJournal() {
 				return
 			}
 		}
-		js.integrateBy = time.Now() // a Wait is waiting for them
+		js.integrateBy = time.Now() // a Future is waiting for them
 		js.mu.Unlock()
 		if len(ids) < l.opts.MaxBatch {
 			return
@@ -449,7 +449,7 @@ func (js *jstate) pidsOf(start, end int64) []int64 {
 	return out
 }
 
-// foldedPIDs answers the Waits of the entries at start that were made
+// foldedPIDs answers the Futures of the entries at start that were made
 // from pending records (pids from pidsOf); js.mu is held.
 func (l *Log) foldedPIDs(start int64, pids []int64) {
 	if pids == nil {

@@ -73,8 +73,12 @@ func BenchmarkActionWithEntry(b *testing.B) {
 						if err := db.InsertLease(ctx, ls); err != nil {
 							return err
 						}
-						_, err = l.Wait(ctx, since, ls.Note.PIDs)
-						return err
+						for _, f := range l.Recorded(ctx, since, ls.Note.PIDs) {
+							if _, err := f.Wait(ctx); err != nil {
+								return err
+							}
+						}
+						return nil
 					}
 					b.ResetTimer()
 					if clients == 1 {

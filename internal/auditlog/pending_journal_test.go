@@ -41,7 +41,7 @@ func TestJournaledPendingRecordReplaysOnce(t *testing.T) {
 	}
 	pid := recordAction(t, db, rec, "lse_crash")
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	if _, err := l.Wait(wctx, since, []int64{pid}); err == nil {
+	if _, err := l.Recorded(wctx, since, []int64{pid})[0].Wait(wctx); err == nil {
 		t.Fatal("Wait succeeded while the store refuses entries")
 	}
 	cancel()

@@ -98,6 +98,10 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 				t.Fatalf("Record after Close: %v", err)
 			}
 			pid := recordAction(t, db, rec, "lse_stopped")
+			// The closed log cannot place it: its Future says so, at once.
+			if _, err := l.Recorded(ctx, 0, []int64{pid})[0].Wait(ctx); !errors.Is(err, ErrClosed) {
+				t.Fatalf("Future of a closed log: %v", err)
+			}
 			l2, err := Open(ctx, db, testSigner, opts)
 			if err != nil {
 				t.Fatal(err)
@@ -105,8 +109,12 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 			defer l2.Close(ctx)
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			idx, err := l2.Wait(wctx, 0, []int64{pid})
-			if err != nil || len(idx) != 1 {
+			futs := l2.Recorded(wctx, 0, []int64{pid})
+			if len(futs) != 1 {
+				t.Fatalf("%d Futures for one pending id", len(futs))
+			}
+			idx, err := futs[0].Wait(wctx)
+			if err != nil {
 				t.Fatalf("Wait = %v, %v", idx, err)
 			}
 			// And an action while the log runs: its index comes after.
@@ -115,9 +123,15 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			idx2, err := l2.Wait(wctx, since, []int64{recordAction(t, db, rec2, "lse_running")})
-			if err != nil || idx2[0] <= idx[0] {
-				t.Fatalf("Wait = %v, %v (the first at %d)", idx2, err, idx[0])
+			pid2 := recordAction(t, db, rec2, "lse_running")
+			idx2, err := l2.Recorded(wctx, since, []int64{pid2})[0].Wait(wctx)
+			if err != nil || idx2 <= idx {
+				t.Fatalf("Wait = %v, %v (the first at %d)", idx2, err, idx)
+			}
+			// Asked again, later: the same answer, from what the log
+			// remembers.
+			if again, err := l2.Recorded(wctx, since, []int64{pid2})[0].Wait(wctx); err != nil || again != idx2 {
+				t.Fatalf("asked again: %v, %v; want %d", again, err, idx2)
 			}
 			if err := l2.Sync(ctx); err != nil {
 				t.Fatal(err)

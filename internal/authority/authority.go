@@ -32,16 +32,17 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// Auditor records events durably (*auditlog.Log). Add records an event on
-// its own (a refusal, which changes nothing) and its Future answers once
-// the entry is durable; an action's entries are written by the
-// action's own store transaction instead (Record, then Wait: see noted),
-// so that the two commit together.
+// Auditor records events durably (*auditlog.Log); every entry has a
+// Future, whose Wait says when it is safe (the auditlog package comment).
+// Add records an event on its own (a refusal, which changes nothing); an
+// action's entries are written by the action's own store transaction
+// instead (Record: see noted), so that the two commit together, and
+// Recorded gives their Futures from the pending ids that commit returned.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
-	Wait(ctx context.Context, since int64, pids []int64) ([]int64, error)
+	Recorded(ctx context.Context, since int64, pids []int64) []auditlog.Future
 }
 
 // noted returns the store.Note that writes the entries evs makes from
@@ -75,8 +76,11 @@ func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
 	defer cancel()
-	if _, err := au.Wait(ctx, since, pids); err != nil {
-		log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(pids), "err", err)
+	for _, f := range au.Recorded(ctx, since, pids) {
+		if _, err := f.Wait(ctx); err != nil {
+			log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(pids), "err", err)
+			return
+		}
 	}
 }
 

@@ -82,8 +82,8 @@ func (r *recorder) Record(ev audit.Event) ([]byte, error) {
 	return r.log.Record(ev)
 }
 
-func (r *recorder) Wait(ctx context.Context, since int64, pids []int64) ([]int64, error) {
-	return r.log.Wait(ctx, since, pids)
+func (r *recorder) Recorded(ctx context.Context, since int64, pids []int64) []auditlog.Future {
+	return r.log.Recorded(ctx, since, pids)
 }
 
 // all returns the entries, in order.
