@@ -18,6 +18,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -76,22 +77,45 @@ type vault struct {
 	vals map[string]string
 }
 
-func (v *vault) Put(_ context.Context, name string, value []byte) (int, error) {
+// note makes n's records as the change's store transaction would: an
+// error undoes the change.
+func note(n *store.Note) error {
+	if n == nil || n.Make == nil {
+		return nil
+	}
+	if _, err := n.Make(store.Changes{}); err != nil {
+		return fmt.Errorf("%w: %w", store.ErrNoteFailed, err)
+	}
+	return nil
+}
+
+func (v *vault) Put(_ context.Context, name string, value []byte, n *store.Note) (int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
+	if err := note(n); err != nil {
+		return 0, err
+	}
 	v.vals[name] = string(value)
 	return 1, nil
 }
-func (v *vault) Delete(_ context.Context, name string) error {
+func (v *vault) Delete(_ context.Context, name string, n *store.Note) error {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if _, ok := v.vals[name]; !ok {
 		return ErrSecretNotFound
 	}
+	if err := note(n); err != nil {
+		return err
+	}
 	delete(v.vals, name)
 	return nil
 }
-func (v *vault) RotateMasterKey(context.Context) (int, error) { return 2, nil }
+func (v *vault) RotateMasterKey(_ context.Context, n *store.Note) (int, bool, error) {
+	if err := note(n); err != nil {
+		return 0, false, err
+	}
+	return 2, true, nil
+}
 func (v *vault) List(context.Context) ([]SecretMeta, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
@@ -255,7 +279,8 @@ func TestAdminGate(t *testing.T) {
 }
 
 // Writes of secrets and key rotations go through the authority: recorded
-// first, and not done when they cannot be recorded.
+// with the change, and not done when they cannot be recorded. A delete
+// that finds nothing changes nothing and records nothing (404 either way).
 func TestSecretWritesAudited(t *testing.T) {
 	tests := []struct {
 		name   string
@@ -268,7 +293,7 @@ func TestSecretWritesAudited(t *testing.T) {
 		{"put", "PUT", "/v1/secrets/new", `{"value":"v"}`, audit.TypeSecretWrite, 200},
 		{"put, bad name", "PUT", "/v1/secrets/-bad", `{"value":"v"}`, "", 400},
 		{"delete", "DELETE", "/v1/secrets/old", "", audit.TypeSecretWrite, 200},
-		{"delete unknown", "DELETE", "/v1/secrets/nope", "", audit.TypeSecretWrite, 404},
+		{"delete unknown", "DELETE", "/v1/secrets/nope", "", "", 404},
 		{"rotate", "POST", "/v1/sys/rotate-master-key", "", audit.TypeKeyRotate, 200},
 	}
 	for _, tt := range tests {

@@ -3,19 +3,26 @@ package authority
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"net/netip"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/rotate"
+	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
 // SecretWriter changes stored secrets and the master key (the server's
-// adapter of secret.Vault). Its errors pass through unchanged.
+// adapter of secret.Vault). Each change writes n, its audit record, in its
+// own store transaction (store.Note), so that the change and its entry
+// commit together or not at all. RotateMasterKey's rotated is false when
+// another node added the version first (nothing changed, nothing was
+// written). Its errors pass through unchanged, except that a failure of
+// the record wraps store.ErrNoteFailed.
 type SecretWriter interface {
-	Put(ctx context.Context, name string, value []byte) (version int, err error)
-	Delete(ctx context.Context, name string) error
-	RotateMasterKey(ctx context.Context) (version int, err error)
+	Put(ctx context.Context, name string, value []byte, n *store.Note) (version int, err error)
+	Delete(ctx context.Context, name string, n *store.Note) error
+	RotateMasterKey(ctx context.Context, n *store.Note) (version int, rotated bool, err error)
 }
 
 // Rotations validates, sets and runs secrets' rotations (*rotate.Manager).
@@ -26,8 +33,9 @@ type Rotations interface {
 	Rotate(ctx context.Context, name, by, source string) (rotate.Result, error)
 }
 
-// PutSecret stores a new version of a secret for an admin. Audit first: a
-// write that cannot be recorded does not happen. The entry names the
+// PutSecret stores a new version of a secret for an admin. The write and
+// its entry commit together: a write that cannot be recorded does not
+// happen (503), and a write that fails leaves no entry. The entry names the
 // secret, never its value.
 func (a *Authority) PutSecret(ctx context.Context, admin string, source netip.Addr, name string, value []byte) (int, error) {
 	return a.PutSecretRotating(ctx, admin, source, name, value, nil)
@@ -54,12 +62,15 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source 
 	} else if remove {
 		ev.Detail = map[string]any{"rotate": "removed"}
 	}
-	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
-		return 0, unavailable("audit secret write", err)
+	since := a.cfg.Audit.Size()
+	note := noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	v, err := a.cfg.Secrets.Put(ctx, name, value, note)
+	if err != nil {
+		return v, noteFailed("audit secret write", err)
 	}
-	v, err := a.cfg.Secrets.Put(ctx, name, value)
-	if err != nil || (spec == nil && !remove) || a.cfg.Rotations == nil {
-		return v, err
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
+	if (spec == nil && !remove) || a.cfg.Rotations == nil {
+		return v, nil
 	}
 	if err := a.cfg.Rotations.Set(ctx, name, spec); err != nil {
 		return v, unavailable(fmt.Sprintf("set the rotation of %s (its value v%d is stored)", name, v), err)
@@ -77,23 +88,51 @@ func (a *Authority) RotateSecret(ctx context.Context, admin string, source netip
 	return a.cfg.Rotations.Rotate(ctx, name, admin, addrString(source))
 }
 
-// DeleteSecret deletes a secret for an admin, audited first.
+// DeleteSecret deletes a secret for an admin; the delete and its entry
+// commit together (a delete that finds nothing leaves no entry).
 func (a *Authority) DeleteSecret(ctx context.Context, admin string, source netip.Addr, name string) error {
 	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200, Reason: "delete"}
-	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
-		return unavailable("audit secret delete", err)
+	since := a.cfg.Audit.Size()
+	note := noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	if err := a.cfg.Secrets.Delete(ctx, name, note); err != nil {
+		return noteFailed("audit secret delete", err)
 	}
-	return a.cfg.Secrets.Delete(ctx, name)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
+	return nil
 }
 
-// RotateMasterKey starts a new master-key version for an admin, audited
-// first: a rotation that cannot be recorded does not happen.
+// RotateMasterKey starts a new master-key version for an admin; the new
+// version and its entry commit together: a rotation that cannot be
+// recorded does not happen. When another node rotated at the same moment
+// its version is used, and recorded by an entry of its own for this
+// request (as an ordinary one, awaited before the answer).
 func (a *Authority) RotateMasterKey(ctx context.Context, admin string, source netip.Addr) (int, error) {
 	ev := audit.Event{Type: audit.TypeKeyRotate, Admin: admin, Source: addrString(source), Status: 200}
-	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
-		return 0, unavailable("audit key rotation", err)
+	since := a.cfg.Audit.Size()
+	note := noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
+	v, rotated, err := a.cfg.Secrets.RotateMasterKey(ctx, note)
+	if rotated {
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
 	}
-	return a.cfg.Secrets.RotateMasterKey(ctx)
+	if err != nil {
+		return 0, noteFailed("audit key rotation", err)
+	}
+	if !rotated {
+		if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
+			return 0, unavailable("audit key rotation", err)
+		}
+	}
+	return v, nil
+}
+
+// noteFailed maps a failure of a secret change's audit record to the
+// caller's 503 (the change was undone with it); other errors pass through
+// unchanged.
+func noteFailed(what string, err error) error {
+	if errors.Is(err, store.ErrNoteFailed) {
+		return unavailable(what, err)
+	}
+	return err
 }
 
 // TypeAdminDenied is the audit entry of a refused control-plane request.

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
@@ -18,6 +19,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -138,7 +140,7 @@ type bench struct {
 	m      *lease.Manager
 	iss    *devissuer.Issuer
 	rec    *recorder
-	sec    *memSecrets
+	sec    *vaultSecrets
 }
 
 const benchAudience = "https://mayfly.test"
@@ -157,7 +159,7 @@ func newBenchOn(t *testing.T, db *store.DB) *bench {
 		t.Fatal(err)
 	}
 	m := lease.New(db, h, lease.Options{})
-	b := &bench{db: db, m: m, iss: iss, rec: newRecorder(t, db), sec: &memSecrets{vals: map[string]string{}}}
+	b := &bench{db: db, m: m, iss: iss, rec: newRecorder(t, db), sec: newVaultSecrets(t, db)}
 	b.admins = NewAdmins(db, h, b.rec, nil)
 	b.a = New(Config{Leases: m, Verifier: identity.NewVerifier(identity.Options{}), Policies: db, Audit: b.rec, Secrets: b.sec, AdminTokens: b.admins})
 	pol := fmt.Sprintf(`issuers:
@@ -345,36 +347,66 @@ func TestRenewDecisions(t *testing.T) {
 	}
 }
 
-// memSecrets is a vault in memory that counts what reached it.
-type memSecrets struct {
-	mu      sync.Mutex
-	vals    map[string]string
-	rotated int
+// vaultSecrets writes secrets through a real vault on the bench's store,
+// as the server's adapter does, so that a change and its Note share one
+// transaction.
+type vaultSecrets struct{ v *secret.Vault }
+
+func newVaultSecrets(t *testing.T, db *store.DB) *vaultSecrets {
+	t.Helper()
+	v, err := secret.Open(context.Background(), db, bytes.Repeat([]byte{7}, secret.KeySize), secret.Options{RecordCacheTTL: -1})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(v.Close)
+	return &vaultSecrets{v: v}
 }
 
-func (m *memSecrets) Put(_ context.Context, name string, value []byte) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.vals[name] = string(value)
-	return len(m.vals), nil
+func (s *vaultSecrets) Put(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
+	return s.v.PutNoted(ctx, name, value, n)
 }
 
-func (m *memSecrets) Delete(_ context.Context, name string) error {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	delete(m.vals, name)
-	return nil
+func (s *vaultSecrets) Delete(ctx context.Context, name string, n *store.Note) error {
+	return s.v.DeleteNoted(ctx, name, n)
 }
 
-func (m *memSecrets) RotateMasterKey(context.Context) (int, error) {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	m.rotated++
-	return m.rotated, nil
+func (s *vaultSecrets) RotateMasterKey(ctx context.Context, n *store.Note) (int, bool, error) {
+	return s.v.RotateMasterKeyNoted(ctx, n)
 }
 
-// Control-plane changes are recorded before they happen: when the entry
-// cannot be made durable nothing changes and the caller answers 503.
+// set stores a secret outside any admin request (no entry).
+func (s *vaultSecrets) set(t *testing.T, name, value string) {
+	t.Helper()
+	if _, err := s.v.Put(context.Background(), name, []byte(value)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// value is name's live value, "" when there is none.
+func (s *vaultSecrets) value(t *testing.T, name string) string {
+	t.Helper()
+	val, _, err := s.v.Reveal(context.Background(), name)
+	if errors.Is(err, secret.ErrNotFound) {
+		return ""
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(val)
+}
+
+// keyVersion is the newest keyring version.
+func (s *vaultSecrets) keyVersion(t *testing.T) int {
+	t.Helper()
+	st, err := s.v.Status(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st.Current
+}
+
+// Control-plane changes are recorded with them: when the entry cannot be
+// made nothing changes and the caller answers 503.
 func TestControlPlaneAuditedFirst(t *testing.T) {
 	const planted = "s3cr3t-value-planted-9f8e7d"
 	src := netip.MustParseAddr("127.0.0.1")
@@ -390,24 +422,24 @@ func TestControlPlaneAuditedFirst(t *testing.T) {
 				_, err := b.a.PutSecret(context.Background(), "alice", src, "gh", []byte(planted))
 				return err
 			},
-			func(b *bench) bool { return b.sec.vals["gh"] == planted },
+			func(b *bench) bool { return b.sec.value(t, "gh") == planted },
 			func(ev audit.Event) bool {
 				return ev.Admin == "alice" && ev.Secret == "gh" && ev.Source == "127.0.0.1" && ev.Reason == ""
 			}},
 		{"delete", audit.TypeSecretWrite,
 			func(b *bench) error { return b.a.DeleteSecret(context.Background(), "alice", src, "old") },
-			func(b *bench) bool { _, ok := b.sec.vals["old"]; return !ok },
+			func(b *bench) bool { return b.sec.value(t, "old") == "" },
 			func(ev audit.Event) bool { return ev.Secret == "old" && ev.Reason == "delete" }},
 		{"rotate", audit.TypeKeyRotate,
 			func(b *bench) error { _, err := b.a.RotateMasterKey(context.Background(), "alice", src); return err },
-			func(b *bench) bool { return b.sec.rotated == 1 },
+			func(b *bench) bool { return b.sec.keyVersion(t) == 2 },
 			func(ev audit.Event) bool { return ev.Admin == "alice" }},
 	}
 	for _, tt := range tests {
 		for _, fail := range []bool{false, true} {
 			t.Run(fmt.Sprintf("%s/audit fails %v", tt.name, fail), func(t *testing.T) {
 				b := newBench(t)
-				b.sec.vals["old"] = "x"
+				b.sec.set(t, "old", "x")
 				b.rec.mu.Lock()
 				b.rec.fail[tt.typ] = fail
 				b.rec.mu.Unlock()

@@ -82,7 +82,7 @@ func newMintBench(t *testing.T, b storetest.Backend) *mintBench {
 		t.Fatal(err)
 	}
 	m := lease.New(b.DB, h, lease.Options{})
-	mb := &mintBench{bench: &bench{db: b.DB, m: m, iss: iss, rec: newRecorder(t, b.DB), sec: &memSecrets{vals: map[string]string{}}},
+	mb := &mintBench{bench: &bench{db: b.DB, m: m, iss: iss, rec: newRecorder(t, b.DB), sec: newVaultSecrets(t, b.DB)},
 		up: &credUpstream{live: map[string]bool{}}, db: b.DB}
 	mb.mt, err = mint.New(mint.Config{Store: b.DB, Hasher: h, SealKey: bytes.Repeat([]byte{1}, 32), Audit: mb.rec,
 		Sources: map[string]mint.Source{policy.KindPostgres: mb.up, policy.KindGitHubApp: mb.up}})
@@ -208,7 +208,7 @@ upstreams:
 grants:
   other: {upstream: api, ttl: 5m, allow: [{methods: [GET], paths: ["/x"]}], who: [{issuer: ci, claims: {repository: acme/app}}]}
 `, mb.iss.URL(), benchAudience, mb.iss.Algorithm())
-				mb.sec.vals["gh"] = "x"
+				mb.sec.set(t, "gh", "x")
 				if _, err := mb.a.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
 					t.Fatal(err)
 				}

@@ -28,14 +28,14 @@ type Status struct {
 
 // addVersion creates keyring version version: a fresh KEK sealed by the
 // master key. store.ErrExists when another node took that version.
-func (v *Vault) addVersion(ctx context.Context, version int) error {
+func (v *Vault) addVersion(ctx context.Context, version int, n *store.Note) error {
 	key := randomKey()
 	defer zero(key)
-	return v.st.AddKeyVersion(ctx, store.KeyVersion{
+	return v.st.AddKeyVersionNoted(ctx, store.KeyVersion{
 		Version:   version,
 		Sealed:    seal(v.master, key, keyringAAD(version)),
 		CreatedAt: time.Now(),
-	})
+	}, n)
 }
 
 // unsealKEK opens one stored keyring version.
@@ -114,15 +114,26 @@ func (v *Vault) kek(ctx context.Context, version int) (*kek, error) {
 // It returns the new version at once; WaitRewrap, RewrapDone and Status
 // follow the re-wrap. Old versions are deleted once nothing uses them.
 func (v *Vault) RotateMasterKey(ctx context.Context) (int, error) {
+	v2, _, err := v.RotateMasterKeyNoted(ctx, nil)
+	return v2, err
+}
+
+// RotateMasterKeyNoted is RotateMasterKey for an admin: n, the rotation's
+// audit record, is written in the same store transaction as the new
+// keyring version (store.Note); an error from n undoes the rotation.
+// rotated is false when another node added that version first: this call
+// changed nothing and wrote no record (the other node's rotation has its
+// own).
+func (v *Vault) RotateMasterKeyNoted(ctx context.Context, n *store.Note) (version int, rotated bool, err error) {
 	if err := v.alive(); err != nil {
-		return 0, err
+		return 0, false, err
 	}
 	v.ringMu.Lock()
-	err := v.reloadKeyringLocked(ctx)
-	var next int
+	err = v.reloadKeyringLocked(ctx)
 	if err == nil {
-		next = v.ring.Load().current + 1
-		err = v.addVersion(ctx, next)
+		next := v.ring.Load().current + 1
+		err = v.addVersion(ctx, next, n)
+		rotated = err == nil
 		if errors.Is(err, store.ErrExists) {
 			err = nil // another node rotated first: use its version
 		}
@@ -133,11 +144,13 @@ func (v *Vault) RotateMasterKey(ctx context.Context) (int, error) {
 	cur := v.ring.Load().current
 	v.ringMu.Unlock()
 	if err != nil {
-		return 0, fmt.Errorf("secret: rotate master key: %w", err)
+		// A failure after the version was added (the reload) leaves the
+		// rotation and its record stored: say so to the caller.
+		return 0, rotated, fmt.Errorf("secret: rotate master key: %w", err)
 	}
 	v.log.Info("secret: new master-key version, re-wrapping in the background", "version", cur)
 	v.requestRewrap()
-	return cur, nil
+	return cur, rotated, nil
 }
 
 // Status reports the keyring versions and how many secrets still wait for

@@ -31,16 +31,19 @@ import (
 type Store interface {
 	KeyVersions(ctx context.Context) ([]store.KeyVersion, error)
 	AddKeyVersion(ctx context.Context, k store.KeyVersion) error
+	AddKeyVersionNoted(ctx context.Context, k store.KeyVersion, n *store.Note) error
 	DeleteKeyVersion(ctx context.Context, version int) error
 	KeyVersionsInUse(ctx context.Context) (map[int]int64, error)
 	NextSecretVersion(ctx context.Context, name string) (int, error)
 	PutSecret(ctx context.Context, s store.Secret) error
 	PutSecretKeeping(ctx context.Context, s store.Secret, keepUntil time.Time) error
+	PutSecretNoted(ctx context.Context, s store.Secret, keepUntil time.Time, n *store.Note) error
 	GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (store.Secret, error)
 	RetireSecrets(ctx context.Context, now time.Time) (int64, error)
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
 	ListSecrets(ctx context.Context) ([]store.SecretMeta, error)
 	DeleteSecret(ctx context.Context, name string, at time.Time) error
+	DeleteSecretNoted(ctx context.Context, name string, at time.Time, n *store.Note) error
 	SecretsWrappedBelow(ctx context.Context, version, limit int) ([]store.Secret, error)
 	RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error
 }
@@ -198,7 +201,7 @@ func Open(ctx context.Context, st Store, masterKey []byte, opts Options) (*Vault
 	if len(kvs) == 0 {
 		// Several nodes may start on an empty store at once: one wins,
 		// the others load the winner's version.
-		if err := v.addVersion(ctx, 1); err != nil && !errors.Is(err, store.ErrExists) {
+		if err := v.addVersion(ctx, 1, nil); err != nil && !errors.Is(err, store.ErrExists) {
 			return nil, fmt.Errorf("secret: open: create keyring: %w", err)
 		}
 	}
@@ -283,6 +286,17 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 // and readable with RevealPrevious until keepUntil (zero: destroyed at
 // once, as Put does), for requests that began with it.
 func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error) {
+	return v.put(ctx, name, value, keepUntil, nil)
+}
+
+// PutNoted is Put for an admin: n, the write's audit record, is written
+// in the same store transaction as the version, so that neither stands
+// without the other (store.Note); an error from n undoes the write.
+func (v *Vault) PutNoted(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
+	return v.put(ctx, name, value, time.Time{}, n)
+}
+
+func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error) {
 	if err := v.alive(); err != nil {
 		return 0, err
 	}
@@ -298,7 +312,7 @@ func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepU
 	// a store read off the common path.
 	guess := v.hints.get(name) + 1
 	for attempt := 1; ; attempt++ {
-		err := v.putOnce(ctx, name, value, guess, keepUntil)
+		err := v.putOnce(ctx, name, value, guess, keepUntil, n)
 		if err == nil {
 			v.hints.set(name, guess)
 			return guess, nil
@@ -343,7 +357,7 @@ func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool
 
 // putOnce seals value as version of name under the current keyring version
 // and stores it; store.ErrConflict when version is not the next one.
-func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time) error {
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, n *store.Note) error {
 	v.putMu.RLock()
 	defer v.putMu.RUnlock()
 	ring := v.ring.Load()
@@ -352,7 +366,7 @@ func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version 
 		return fmt.Errorf("secret: put %s: %w", name, ErrClosed)
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
-	if err := v.st.PutSecretKeeping(ctx, rec, keepUntil); err != nil {
+	if err := v.st.PutSecretNoted(ctx, rec, keepUntil, n); err != nil {
 		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)
@@ -536,13 +550,20 @@ func (v *Vault) Meta(ctx context.Context, name string) (Meta, error) {
 // when there is no live version). Its version numbers stay taken, so a
 // later Put continues the sequence.
 func (v *Vault) Delete(ctx context.Context, name string) error {
+	return v.DeleteNoted(ctx, name, nil)
+}
+
+// DeleteNoted is Delete for an admin: n, the delete's audit record, is
+// written in the same store transaction (store.Note); an error from n
+// undoes the delete, and a delete that finds nothing writes no record.
+func (v *Vault) DeleteNoted(ctx context.Context, name string, n *store.Note) error {
 	if err := v.alive(); err != nil {
 		return err
 	}
 	if err := ValidateName(name); err != nil {
 		return err
 	}
-	err := v.st.DeleteSecret(ctx, name, time.Now())
+	err := v.st.DeleteSecretNoted(ctx, name, time.Now(), n)
 	v.cache.invalidate(name)
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound(name, err)
@@ -583,7 +604,7 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		err = v.putOnce(ctx, name, key, 1, time.Time{})
+		err = v.putOnce(ctx, name, key, 1, time.Time{}, nil)
 		if err == nil {
 			return key, nil
 		}

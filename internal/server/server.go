@@ -618,8 +618,8 @@ func apiMeta(m secret.Meta, st *rotate.State) api.SecretMeta {
 	return out
 }
 
-func (a vaultAdapter) Put(ctx context.Context, name string, value []byte) (int, error) {
-	v, err := a.v.Put(ctx, name, value)
+func (a vaultAdapter) Put(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
+	v, err := a.v.PutNoted(ctx, name, value, n)
 	if errors.Is(err, secret.ErrInvalidName) || errors.Is(err, secret.ErrInvalidValue) {
 		return 0, api.ErrInvalidSecret
 	}
@@ -666,16 +666,16 @@ func (a vaultAdapter) Meta(ctx context.Context, name string) (api.SecretMeta, er
 	return apiMeta(m, &st), nil
 }
 
-func (a vaultAdapter) Delete(ctx context.Context, name string) error {
-	err := a.v.Delete(ctx, name)
+func (a vaultAdapter) Delete(ctx context.Context, name string, n *store.Note) error {
+	err := a.v.DeleteNoted(ctx, name, n)
 	if errors.Is(err, secret.ErrNotFound) {
 		return api.ErrSecretNotFound
 	}
 	return err
 }
 
-func (a vaultAdapter) RotateMasterKey(ctx context.Context) (int, error) {
-	return a.v.RotateMasterKey(ctx)
+func (a vaultAdapter) RotateMasterKey(ctx context.Context, n *store.Note) (int, bool, error) {
+	return a.v.RotateMasterKeyNoted(ctx, n)
 }
 
 func (s *Server) logger() *slog.Logger { return s.log }

@@ -8,7 +8,8 @@ import (
 )
 
 // An action (issuing, renewing or revoking a token, applying a policy
-// version) and the audit entry that records it commit together: the
+// version, writing or deleting a secret, rotating the master key, creating
+// or revoking an admin token) and the audit entry that records it commit together: the
 // action's own transaction writes the entry as a pending audit record
 // (audit_pending), and the audit log later gives it its tree position as it
 // does every pending record. A failure of either half rolls back both, so a
@@ -46,7 +47,8 @@ type Changes struct {
 	Hint string
 }
 
-// ErrNoteFailed wraps an error of Note.Make: the action was undone.
+// ErrNoteFailed wraps a failure to make a Note's records (an error of
+// Note.Make) or to write them: the action was undone.
 var ErrNoteFailed = errors.New("store: the audit record could not be made")
 
 // note writes n's records for c inside tx; n may be nil (no record).
@@ -66,7 +68,7 @@ func (db *DB) note(ctx context.Context, tx *sql.Tx, n *Note, c Changes) error {
 		var id int64
 		// One row each: an action has one entry, or one per removed grant.
 		if err := db.txQueryRow(ctx, tx, `INSERT INTO audit_pending (data) VALUES (?) RETURNING id`, r).Scan(&id); err != nil {
-			return fmt.Errorf("recording the audit entry: %w", err)
+			return fmt.Errorf("%w: recording the audit entry: %w", ErrNoteFailed, err)
 		}
 		n.PIDs = append(n.PIDs, id)
 	}

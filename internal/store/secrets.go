@@ -72,9 +72,18 @@ func (db *DB) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
 // AddKeyVersion stores a new keyring version; ErrExists if that version is
 // taken (another node rotated first).
 func (db *DB) AddKeyVersion(ctx context.Context, k KeyVersion) error {
+	return db.AddKeyVersionNoted(ctx, k, nil)
+}
+
+// AddKeyVersionNoted is AddKeyVersion with its audit record n (a master-key
+// rotation's) in the same transaction: with ErrExists nothing is written.
+func (db *DB) AddKeyVersionNoted(ctx context.Context, k KeyVersion, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrExists, `INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`,
-			k.Version, k.Sealed, nanos(k.CreatedAt))
+		if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO keyring (version, sealed, created_at) VALUES (?, ?, ?) ON CONFLICT (version) DO NOTHING`,
+			k.Version, k.Sealed, nanos(k.CreatedAt)); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
 	})
 	if err != nil {
 		return fmt.Errorf("store: add key version %d: %w", k.Version, err)
@@ -138,6 +147,12 @@ func (db *DB) PutSecret(ctx context.Context, s Secret) error {
 // until keepUntil (a rotation's grace period; zero: destroyed at once, as
 // PutSecret does). Any older version is destroyed at once either way.
 func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Time) error {
+	return db.PutSecretNoted(ctx, s, keepUntil, nil)
+}
+
+// PutSecretNoted is PutSecretKeeping with its audit record n (an admin's
+// secret write) in the same transaction.
+func (db *DB) PutSecretNoted(ctx context.Context, s Secret, keepUntil time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		var v sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM secrets WHERE name = ?`, s.Name).Scan(&v); err != nil {
@@ -165,9 +180,11 @@ func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Tim
 				return err
 			}
 		}
-		_, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
-			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, keep)
-		return err
+		if _, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
+			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, keep); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
 	})
 	if err != nil {
 		return fmt.Errorf("store: put secret %s: %w", s.Name, err)
@@ -265,13 +282,22 @@ func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
 // drops its rotation); the version numbers stay taken. ErrNotFound if
 // there is no live version.
 func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error {
+	return db.DeleteSecretNoted(ctx, name, at, nil)
+}
+
+// DeleteSecretNoted is DeleteSecret with its audit record n (an admin's
+// secret delete) in the same transaction: with ErrNotFound nothing is
+// written.
+func (db *DB) DeleteSecretNoted(ctx context.Context, name string, at time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(at), name); err != nil {
 			return err
 		}
-		_, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name)
-		return err
+		if _, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{})
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete secret %s: %w", name, err)
