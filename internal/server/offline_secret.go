@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -82,11 +83,32 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 		return 0, err
 	}
 	defer vault.Close()
-	// Audit first, as the API does: a write that cannot be recorded does
-	// not happen. The entry names the secret, never its value.
-	if _, err := log.Add(ctx, audit.Event{Type: audit.TypeSecretWrite, Admin: "local", Secret: name, Status: 200,
-		Detail: map[string]any{"via": "data dir"}}).Wait(ctx); err != nil {
-		return 0, fmt.Errorf("audit: %w", err)
+	// The write and its entry commit together, as through the API: a write
+	// that cannot be recorded does not happen, and a failed write leaves no
+	// entry. The entry names the secret, never its value.
+	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: "local", Secret: name, Status: 200, Detail: map[string]any{"via": "data dir"}}
+	since := log.Size()
+	note := &store.Note{Make: func(store.Changes) ([][]byte, error) {
+		rec, err := log.Record(ev)
+		if err != nil {
+			return nil, err
+		}
+		return [][]byte{rec}, nil
+	}}
+	if version, err = vault.PutNoted(ctx, name, value, note); err != nil {
+		if errors.Is(err, store.ErrNoteFailed) {
+			return 0, fmt.Errorf("audit: %w", err)
+		}
+		return 0, err
 	}
-	return vault.Put(ctx, name, value)
+	// Wait for its index, so that the log holds it when this returns. It is
+	// durable already: should the wait end first, the next start places it.
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+	defer cancel()
+	for _, f := range log.Recorded(wctx, since, note.PIDs) {
+		if _, err := f.Wait(wctx); err != nil {
+			break
+		}
+	}
+	return version, nil
 }
