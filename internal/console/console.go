@@ -84,8 +84,8 @@ type Config struct {
 	Secrets   Secrets
 	// ClientAddr is the caller's address, for the audit entries of actions.
 	ClientAddr func(*http.Request) netip.Addr
-	// NodeID names this node on the health page.
-	NodeID string
+	// NodeID names this node on the health page (nil or "": unnamed).
+	NodeID func() string
 	Logger *slog.Logger
 	// Now is the clock (tests); nil: time.Now.
 	Now func() time.Time

@@ -407,7 +407,11 @@ type healthPage struct {
 func (c *Console) health(w http.ResponseWriter, r *http.Request, who Caller) {
 	ctx, cancel := c.ctx(r)
 	defer cancel()
-	p := healthPage{Ready: true, LogSize: c.cfg.Audit.Size(), Live: c.cfg.Leases.Active(), Node: c.cfg.NodeID}
+	p := healthPage{Ready: true, LogSize: c.cfg.Audit.Size()}
+	p.Live, _, _ = c.counts()
+	if c.cfg.NodeID != nil {
+		p.Node = c.cfg.NodeID()
+	}
 	add := func(name string, err error) {
 		if err != nil {
 			p.Ready = false

@@ -2,9 +2,11 @@ package server
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/console"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/version"
 )
@@ -39,4 +41,12 @@ func (s *Server) heartbeat(ctx context.Context, addr string) {
 		case <-t.C:
 		}
 	}
+}
+
+// consoleHandler is ui as the API's Console, or nil (not a typed nil).
+func consoleHandler(ui *console.Console) http.Handler {
+	if ui == nil {
+		return nil
+	}
+	return ui
 }

@@ -282,12 +282,28 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	// The web console, for humans signed in through admin_oidc (the API
+	// mounts it only then).
+	var ui *console.Console
+	if rp != nil {
+		ui, err = console.New(console.Config{Auth: console.SSOAuth{}, Store: s.store, Authority: s.authority, Leases: s.leases,
+			Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations}, ClientAddr: s.clientIP.Addr, Logger: logger,
+			NodeID: func() string {
+				if id := s.nodeID.Load(); id != nil {
+					return *id
+				}
+				return ""
+			}})
+		if err != nil {
+			return nil, err
+		}
+	}
 	a, err := api.New(api.Config{
 		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations},
 		Store: s.store, Gateway: gw, DPoP: dp, ClientAddr: s.clientIP.Addr, PublicURL: s.publicURL,
 		AdminCIDRs: adminCIDRs, AdminClientCAs: clientCAs, ParseLeakReport: parseLeakReport, VerifyLeakSignature: leakSig,
 		Limits: cfg.Limits.api(), Registerer: s.registry, Gatherer: s.registry, Logger: logger, HSTS: !cfg.InsecureHTTP,
-		SSO: rp, Sessions: sessions,
+		SSO: rp, Sessions: sessions, Console: consoleHandler(ui),
 	})
 	if err != nil {
 		return nil, err
