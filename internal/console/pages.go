@@ -421,7 +421,7 @@ func (c *Console) health(w http.ResponseWriter, r *http.Request, who Caller) {
 		p.Checks = append(p.Checks, check{name, "ok", true})
 	}
 	add("store", c.cfg.Store.Ping(ctx))
-	add("audit log", c.cfg.Audit.Healthy())
+	add("audit writes", c.cfg.Audit.Healthy())
 	if cp, err := c.cfg.Audit.Checkpoint(ctx); err == nil {
 		if size, _, err := audit.ParseCheckpoint(cp, c.cfg.Audit.VerifierKey()); err == nil {
 			p.CheckpointSize = size
