@@ -90,6 +90,7 @@ import (
 	"net/http"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -220,6 +221,8 @@ type Gateway struct {
 	m       *metrics
 	bufPool bufPool
 	bigPool bufPool // buffers of large bodies
+	// bigBodies counts the bodies using bigPool's buffers now.
+	bigBodies atomic.Int64
 	// gzipPool holds gzip encoders (~300 KiB each) for responses encoded
 	// again after masking.
 	gzipPool sync.Pool

@@ -200,6 +200,12 @@ func readable(b []byte) string {
 // with handler.
 func hostileGateway(t *testing.T, h *harness, handler http.HandlerFunc) string {
 	t.Helper()
+	_, addr := hostileGatewayOf(t, h, handler)
+	return addr
+}
+
+func hostileGatewayOf(t *testing.T, h *harness, handler http.HandlerFunc) (*Gateway, string) {
+	t.Helper()
 	gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{hostileCred}, Auditor: h.aud,
 		ClientIP: clientip.New(nil), Registerer: nil, AuditTimeout: 10 * time.Second})
 	if err != nil {
@@ -211,7 +217,7 @@ func hostileGateway(t *testing.T, h *harness, handler http.HandlerFunc) string {
 	h.up.mu.Lock()
 	h.up.hostile = handler
 	h.up.mu.Unlock()
-	return srv.Listener.Addr().String()
+	return gw, srv.Listener.Addr().String()
 }
 
 // rawGet sends a GET on a fresh connection (accepting gzip and br) and
@@ -488,12 +494,17 @@ func TestLargeDeclaredBodyMasked(t *testing.T) {
 		copy(b[bigBufSize*3-10:], tok)
 		return b
 	}
-	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+	gw, addr := hostileGatewayOf(t, h, func(w http.ResponseWriter, r *http.Request) {
 		b := body(byte(len(r.URL.Query().Get("n"))))
 		w.Header().Set("Content-Length", fmt.Sprint(len(b)))
 		w.Write(b)
 	})
-	for _, n := range []string{"1", "22"} {
+	for i, n := range []string{"1", "22", "1", "22"} {
+		if i == 2 {
+			// As many large bodies in flight as allowed: the next ones
+			// take the usual buffers, masked the same.
+			gw.bigBodies.Store(maxBigBodies)
+		}
 		resp, got, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/big?n="+n, tok)
 		if resp.StatusCode != 200 || len(got) != size || resp.ContentLength != size {
 			t.Fatalf("n=%s: status %d, %d bytes, Content-Length %d; want 200 and %d", n, resp.StatusCode, len(got), resp.ContentLength, size)
@@ -507,6 +518,9 @@ func TestLargeDeclaredBodyMasked(t *testing.T) {
 		other := byte('a' + 3 - len(n)) // the other response's filler
 		if bytes.IndexByte(got, other) >= 0 {
 			t.Fatalf("n=%s: bytes of the earlier response came back", n)
+		}
+		if want := int64(min(i/2, 1) * maxBigBodies); gw.bigBodies.Load() != want {
+			t.Fatalf("after request %d, %d large bodies counted in flight, want %d", i, gw.bigBodies.Load(), want)
 		}
 	}
 }
