@@ -290,3 +290,14 @@ func TestSSOSignIn(t *testing.T) {
 		}
 	}
 }
+
+// mayfly auth login against a server without admin_oidc says so at once.
+func TestSSOLoginWithoutProvider(t *testing.T) {
+	n := initDir(t)
+	n.start(t)
+	env := []string{"MAYFLY_ADDR=" + n.url, "MAYFLY_CACERT=" + filepath.Join(n.dir, "ca.pem"), "MAYFLY_SESSION_FILE=" + filepath.Join(t.TempDir(), "s.json")}
+	_, stderr, code := run(t, env, "", "auth", "login", "--no-browser")
+	if code != 1 || !strings.Contains(stderr, "no admin_oidc") {
+		t.Fatalf("auth login without admin_oidc: exit %d %q", code, stderr)
+	}
+}

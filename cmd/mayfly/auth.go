@@ -140,14 +140,26 @@ func newAuthCmd() *cobra.Command {
 			}
 			ctx, cancel := context.WithTimeout(cmd.Context(), timeout)
 			defer cancel()
+			conf, err := c.AuthConfig(ctx)
+			var ae *client.Error
+			if errors.As(err, &ae) && ae.Status == http.StatusNotFound {
+				return negative("auth login: the server at %s does not sign people in (no admin_oidc in its config): use an admin token (%s)", c.Addr(), envToken)
+			}
+			if err != nil {
+				return clientErr(err)
+			}
+			if conf.ProviderDown {
+				return usageErr("auth login: the server cannot reach its identity provider right now; try again shortly")
+			}
+			if device && !conf.Device {
+				return negative("auth login --device: the server's identity provider offers no device flow: run mayfly auth login without --device")
+			}
 			var tok *apitype.SessionToken
-			useDevice := device || (os.Getenv("SSH_CONNECTION") != "" && !cmd.Flags().Changed("device"))
+			// Over SSH a browser on this machine is no use: the device flow,
+			// where the provider has it, unless --device=false says otherwise.
+			useDevice := device || (conf.Device && os.Getenv("SSH_CONNECTION") != "" && !cmd.Flags().Changed("device"))
 			if useDevice {
 				tok, err = deviceLogin(ctx, cmd, c)
-				var ae *client.Error
-				if !device && errors.As(err, &ae) && ae.Status == http.StatusNotImplemented {
-					tok, err = loopbackLogin(ctx, cmd, c, noBrowser)
-				}
 			} else {
 				tok, err = loopbackLogin(ctx, cmd, c, noBrowser)
 			}

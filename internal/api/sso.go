@@ -51,6 +51,7 @@ func (a *API) ssoRoutes(h func(string, http.HandlerFunc)) {
 	h("POST /v1/auth/device", a.deviceStart)
 	h("POST /v1/auth/device/token", a.deviceToken)
 	h("POST /v1/auth/logout", a.apiLogout)
+	h("GET /v1/auth/config", a.authConfig)
 	h("/ui/", a.ui)
 }
 
@@ -451,6 +452,20 @@ func (a *API) uiLogout(w http.ResponseWriter, r *http.Request) {
 	}
 	http.SetCookie(w, a.cookie(sso.SessionCookie(a.cfg.SSO.Secure()), "", 0, http.SameSiteStrictMode))
 	writePage(w, http.StatusOK, pageData{Title: "Signed out", Text: "You are signed out.", Link: "/ui/login", LinkText: "Sign in again"})
+}
+
+// authConfig tells a CLI that this server signs humans in, and whether
+// its provider offers the device flow (a 404 without admin_oidc).
+func (a *API) authConfig(w http.ResponseWriter, r *http.Request) {
+	if !a.gateAPI(w, r) {
+		return
+	}
+	dev, err := a.cfg.SSO.DeviceSupported(r.Context())
+	out := apitype.AuthConfig{SignIn: true, Device: dev}
+	if err != nil {
+		out.ProviderDown = true
+	}
+	writeJSON(w, 200, out)
 }
 
 // apiLogout ends the session a CLI presents as its bearer.

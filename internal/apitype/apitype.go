@@ -430,3 +430,12 @@ type WhoAmI struct {
 	// session cookie (send it as X-CSRF-Token on state-changing requests).
 	CSRF string `json:"csrf,omitempty"`
 }
+
+// AuthConfig is GET /v1/auth/config's answer (404 on a server without
+// admin_oidc): whether the provider offers the device flow, and whether
+// it could be reached to say.
+type AuthConfig struct {
+	SignIn       bool `json:"sign_in"`
+	Device       bool `json:"device"`
+	ProviderDown bool `json:"provider_down,omitempty"`
+}

@@ -39,6 +39,16 @@ func (c *Client) SignInURL(port int, challenge, state string) string {
 	return c.addr + "/ui/login?" + q.Encode()
 }
 
+// AuthConfig asks whether the server signs humans in (an *Error with
+// Status 404 when it has no admin_oidc) and offers the device flow.
+func (c *Client) AuthConfig(ctx context.Context) (*apitype.AuthConfig, error) {
+	var out apitype.AuthConfig
+	if err := c.doJSON(ctx, request{op: "auth login", method: http.MethodGet, path: "/v1/auth/config"}, &out); err != nil {
+		return nil, err
+	}
+	return &out, nil
+}
+
 // CLIToken trades a loopback sign-in's one-time code and its PKCE
 // verifier for a session token.
 func (c *Client) CLIToken(ctx context.Context, code, verifier string) (*apitype.SessionToken, error) {

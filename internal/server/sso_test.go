@@ -26,6 +26,7 @@ type ssoHarness struct {
 	iss   *devissuer.Issuer
 	srv   *Server
 	admin string
+	dir   string
 }
 
 func newSSOHarness(t *testing.T, mod func(*Config)) *ssoHarness {
@@ -38,7 +39,7 @@ func newSSOHarness(t *testing.T, mod func(*Config)) *ssoHarness {
 	}
 	iss := devissuertest.Start(t)
 	ts := httptest.NewUnstartedServer(nil)
-	h := &ssoHarness{t: t, url: "http://" + ts.Listener.Addr().String(), iss: iss, admin: res.AdminToken}
+	h := &ssoHarness{t: t, url: "http://" + ts.Listener.Addr().String(), iss: iss, admin: res.AdminToken, dir: dir}
 	cfg := Config{DataDir: dir, InsecureHTTP: true, Listen: "127.0.0.1:0", AdminOIDC: devissuertest.AdminOIDC(iss, h.url)}
 	if mod != nil {
 		mod(&cfg)
@@ -97,6 +98,9 @@ func TestSSOBrowserSession(t *testing.T) {
 	b := devissuertest.Browser(t)
 	csrf := devissuertest.SignIn(t, b, h.url)
 
+	if st, body := h.call(nil, "GET", "/v1/auth/config", "", nil); st != 200 || body != `{"sign_in":true,"device":true}`+"\n" {
+		t.Fatalf("auth config: %d %q", st, body)
+	}
 	// The cookie is a caller of the admin API with the mapped role.
 	if st, body := h.call(b, "GET", "/v1/auth/whoami", "", nil); st != 200 || !strings.Contains(body, `"role":"operator"`) || !strings.Contains(body, `"name":"oidc:ops@example.com"`) {
 		t.Fatalf("whoami: %d %s", st, body)
@@ -116,6 +120,16 @@ func TestSSOBrowserSession(t *testing.T) {
 	// ...this session's...
 	other := devissuertest.Browser(t)
 	otherCSRF := devissuertest.SignIn(t, other, h.url)
+	u, _ := url.Parse(h.url)
+	values := []string{csrf, otherCSRF}
+	for _, jar := range []*http.Client{b, other} {
+		for _, c := range jar.Jar.Cookies(u) {
+			values = append(values, c.Value)
+		}
+	}
+	if len(values) != 4 {
+		t.Fatalf("%d values, want 2 session cookies and 2 CSRF tokens", len(values))
+	}
 	if st, _ := h.call(b, "POST", "/v1/leases/revoke", revoke, map[string]string{"X-CSRF-Token": otherCSRF}); st != 403 {
 		t.Fatalf("another session's CSRF: %d", st)
 	}
@@ -159,6 +173,20 @@ func TestSSOBrowserSession(t *testing.T) {
 	if st, _ := h.call(b, "GET", "/v1/leases", "", nil); st != 401 && st != 403 {
 		t.Fatalf("after logout: %d", st)
 	}
+	// No file of the data dir (the database and its WAL) holds a session
+	// value or a CSRF token.
+	filepath.WalkDir(h.dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || d.IsDir() {
+			return nil
+		}
+		data, _ := os.ReadFile(p)
+		for _, v := range values {
+			if v != "" && strings.Contains(string(data), v) {
+				t.Errorf("%s holds a session value or CSRF token", p)
+			}
+		}
+		return nil
+	})
 	if n := len(h.auditEntries("admin.signin")); n != 2 {
 		t.Fatalf("%d admin.signin entries, want 2", n)
 	}
@@ -430,6 +458,9 @@ func TestSSOIdPDown(t *testing.T) {
 	if st, _ := h.call(nil, "GET", "/healthz", "", nil); st != 200 {
 		t.Fatal("server down after a failed sign-in")
 	}
+	if st, body := h.call(nil, "GET", "/v1/auth/config", "", nil); st != 200 || !strings.Contains(body, `"provider_down":true`) {
+		t.Fatalf("auth config with the provider down: %d %s", st, body)
+	}
 }
 
 // The README's admin_oidc example is a valid server config.
@@ -491,4 +522,15 @@ func TestSSOTokenEndpointDown(t *testing.T) {
 	if len(es) != 1 || es[0]["reason"] != "identity provider unreachable" || es[0]["status"] != float64(503) {
 		t.Fatalf("entries %v", es)
 	}
+}
+
+// Without admin_oidc none of the sign-in endpoints exist.
+func TestSSOOff(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, p := range []string{"/v1/auth/config", "/ui/login", "/ui/"} {
+		h.do("GET", p, "", "", "", 404)
+	}
+	h.do("POST", "/v1/auth/cli/token", "", "application/json", `{}`, 404)
+	h.do("GET", "/v1/admin/sessions", h.admin, "", "", 404)
+	h.do("GET", "/v1/auth/whoami", h.admin, "", "", 200)
 }

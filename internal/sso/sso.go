@@ -313,6 +313,16 @@ func displayName(claims map[string]any, sub string) string {
 	return sub
 }
 
+// DeviceSupported reports whether the provider's discovery offers the
+// device flow (an error when it cannot be reached).
+func (rp *RP) DeviceSupported(ctx context.Context) (bool, error) {
+	p, err := rp.discover(ctx)
+	if err != nil {
+		return false, err
+	}
+	return p.Endpoint().DeviceAuthURL != "", nil
+}
+
 // DeviceAuth starts a device flow (RFC 8628) at the provider.
 func (rp *RP) DeviceAuth(ctx context.Context) (*oauth2.DeviceAuthResponse, error) {
 	p, err := rp.discover(ctx)
