@@ -259,8 +259,12 @@ func TestSSOSignIn(t *testing.T) {
 
 	// The way back in without any admin token: refused while the server
 	// runs, made offline once it is stopped, and it works after.
-	if _, stderr, code := run(t, nil, "", "admin", "token", "create", "rescue", "--role", "admin", "--data-dir", n.dir); code != 2 || !strings.Contains(stderr, "server is running") {
-		t.Fatalf("offline create with the server running: %d %s", code, stderr)
+	// (A running server is noticed by the audit journal's lock: on the
+	// portable path, without the journal, it is not.)
+	if buildTags == "" {
+		if _, stderr, code := run(t, nil, "", "admin", "token", "create", "rescue", "--role", "admin", "--data-dir", n.dir); code != 2 || !strings.Contains(stderr, "server is running") {
+			t.Fatalf("offline create with the server running: %d %s", code, stderr)
+		}
 	}
 	n.cmd.Process.Signal(os.Interrupt)
 	n.cmd.Wait()
