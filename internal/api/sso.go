@@ -81,7 +81,9 @@ func writePage(w http.ResponseWriter, status int, p pageData) {
 	hd.Set("Content-Type", "text/html; charset=utf-8")
 	hd.Set("Content-Security-Policy", "default-src 'none'; style-src 'unsafe-inline'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
 	hd.Set("X-Frame-Options", "DENY")
-	hd.Set("Referrer-Policy", "no-referrer")
+	// same-origin, not no-referrer: under no-referrer a form post sends
+	// "Origin: null", which the session check refuses.
+	hd.Set("Referrer-Policy", "same-origin")
 	w.WriteHeader(status)
 	_ = pageTmpl.Execute(w, p)
 }
