@@ -30,6 +30,8 @@ func BenchmarkPages(b *testing.B) {
 		{"leases_repository", "/ui/leases?repository=acme%2Fapp7"},
 		{"leases_subject", "/ui/leases?subject=repo%3Aacme%2Fapp3%3Aref%3Arefs%2Fheads%2Fmain"},
 		{"leases_job", "/ui/leases?job=job-5"},
+		{"leases_repository_none", "/ui/leases?repository=nobody%2Fnothing"},
+		{"leases_subject_none", "/ui/leases?subject=nobody"},
 		{"leases_page_1000", "/ui/leases?cursor=" + bn.leaseCursorAt(b, leases/2)},
 		{"audit_newest", "/ui/audit"},
 		{"audit_middle", "/ui/audit?before=" + mid},

@@ -298,6 +298,15 @@ func TestFindAuditWindow(t *testing.T) {
 
 func testFindAuditWindow(t *testing.T, b *bench) {
 	ctx := context.Background()
+	// The lease listing's repository filter (an index on the claim) on
+	// this backend too.
+	ls, err := b.m.List(ctx, lease.Filter{Repository: "acme/app7", LiveAt: b.c.cfg.Now(), Limit: 10})
+	if err != nil || len(ls) != 2 || ls[0].ID != "lse_00000107" || ls[1].ID != "lse_00000007" {
+		t.Fatalf("by repository: %v %v", ls, err)
+	}
+	if ls, err := b.m.List(ctx, lease.Filter{Repository: "nobody/x", Limit: 10}); err != nil || len(ls) != 0 {
+		t.Fatalf("by unknown repository: %v %v", ls, err)
+	}
 	q := store.AuditQuery{Type: "token.exchange", StatusMin: 400, Limit: 2, MaxScan: 7}
 	var got []int64
 	for pages := 0; pages < 100; pages++ {

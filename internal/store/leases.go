@@ -95,7 +95,7 @@ type LeaseCursor struct {
 	ID       string
 }
 
-func (f LeaseFilter) where() (string, []any) {
+func (f LeaseFilter) where(postgres bool) (string, []any) {
 	var conds []string
 	var args []any
 	add := func(c string, a any) { conds = append(conds, c); args = append(args, a) }
@@ -122,12 +122,9 @@ func (f LeaseFilter) where() (string, []any) {
 		add("job = ?", f.Job)
 	}
 	if f.Repository != "" {
-		// claims is the JSON of a string map: the value is matched as
-		// encoding/json writes it, between its key and the next field.
-		v, _ := json.Marshal(f.Repository)
-		pat := escapeLike(string(v))
-		conds = append(conds, `(claims LIKE ? ESCAPE '\' OR claims LIKE ? ESCAPE '\')`)
-		args = append(args, `%"repository":`+pat+`%`, `%"project_path":`+pat+`%`)
+		// Through the claim's indexes (migration 11).
+		conds = append(conds, "(("+repoExpr(postgres, "repository")+") = ? OR ("+repoExpr(postgres, "project_path")+") = ?)")
+		args = append(args, f.Repository, f.Repository)
 	}
 	if !f.LiveAt.IsZero() {
 		// +expires_at keeps SQLite off leases_expires: nearly every stored
@@ -342,7 +339,7 @@ func (db *DB) LeaseByID(ctx context.Context, id string) (Lease, error) {
 // ListLeases returns the leases f selects, newest first (ties by id,
 // descending, so that a LeaseCursor pages through them exactly once).
 func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
-	where, args := f.where()
+	where, args := f.where(db.postgres)
 	q := `SELECT ` + leaseCols + ` FROM leases WHERE ` + where + ` ORDER BY issued_at DESC, id DESC`
 	if f.Limit > 0 {
 		q += ` LIMIT ?`
@@ -396,7 +393,7 @@ func (db *DB) RevokeLeasesNoted(ctx context.Context, f LeaseFilter, at time.Time
 // revokeTx revokes, inside tx, the unrevoked leases f selects, with their
 // events, and returns their ids.
 func (db *DB) revokeTx(ctx context.Context, tx *sql.Tx, f LeaseFilter, at time.Time, reason string) ([]string, error) {
-	where, args := f.where()
+	where, args := f.where(db.postgres)
 	where += " AND revoked_at IS NULL"
 	var ids []string
 	rows, err := tx.QueryContext(ctx, db.Rebind(`UPDATE leases SET revoked_at = ?, revoke_reason = ? WHERE `+where+` RETURNING id`),

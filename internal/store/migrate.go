@@ -265,7 +265,29 @@ CREATE INDEX leases_issued ON leases (issued_at, id);
 CREATE TABLE nodes (id TEXT PRIMARY KEY, started_at BIGINT NOT NULL, seen_at BIGINT NOT NULL, version TEXT NOT NULL);
 `,
 		},
+		// 11: the console's lease listing filtered by repository: an index
+		// on the claim itself (GitHub's repository, GitLab's project_path),
+		// so a repository with no live lease does not scan them all.
+		{
+			sqlite: `
+CREATE INDEX leases_repository ON leases (` + repoExpr(false, "repository") + `);
+CREATE INDEX leases_project_path ON leases (` + repoExpr(false, "project_path") + `);
+`,
+			postgres: `
+CREATE INDEX leases_repository ON leases ((` + repoExpr(true, "repository") + `));
+CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") + `));
+`,
+		},
 	}
+}
+
+// repoExpr is a lease's claim as SQL reads it from the claims JSON, in
+// the very form its index was built on (migration 11).
+func repoExpr(postgres bool, claim string) string {
+	if postgres {
+		return `claims::jsonb ->> '` + claim + `'`
+	}
+	return `json_extract(claims, '$.` + claim + `')`
 }
 
 // rekey rebuilds SQLite table t(key, val) with key as the row id.
