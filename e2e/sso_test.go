@@ -46,8 +46,17 @@ func browserFor(t *testing.T, n *node) *http.Client {
 	return &http.Client{Jar: jar, Timeout: 30 * time.Second, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool}}}
 }
 
+// cliRun is a started command: its stderr lines as they come, and its
+// stdout and exit code once done is closed (Wait has returned).
+type cliRun struct {
+	cmd    *exec.Cmd
+	lines  <-chan string
+	stdout *strings.Builder
+	done   chan struct{}
+}
+
 // startCLI starts the binary and returns its stderr lines as they come.
-func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, <-chan string, *strings.Builder) {
+func startCLI(t *testing.T, env []string, args ...string) *cliRun {
 	t.Helper()
 	cmd := exec.Command(binary, args...)
 	cmd.Env = append(os.Environ(), env...)
@@ -58,11 +67,10 @@ func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, <-chan str
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
+	done := make(chan struct{})
 	t.Cleanup(func() {
-		if cmd.ProcessState == nil {
-			cmd.Process.Kill()
-			cmd.Wait()
-		}
+		cmd.Process.Kill() // harmless once it has ended
+		<-done
 	})
 	lines := make(chan string, 100)
 	go func() {
@@ -72,8 +80,8 @@ func startCLI(t *testing.T, env []string, args ...string) (*exec.Cmd, <-chan str
 		}
 		close(lines)
 	}()
-	go func() { cmd.Wait(); pw.Close() }()
-	return cmd, lines, stdout
+	go func() { cmd.Wait(); pw.Close(); close(done) }()
+	return &cliRun{cmd: cmd, lines: lines, stdout: stdout, done: done}
 }
 
 // waitLine returns the first line matching re (its first group).
@@ -95,16 +103,16 @@ func waitLine(t *testing.T, lines <-chan string, re *regexp.Regexp) string {
 	}
 }
 
-func waitExit(t *testing.T, cmd *exec.Cmd) int {
+// waitExit waits for the command to end (a minute bounds a hang) and
+// returns its exit code.
+func waitExit(t *testing.T, c *cliRun) int {
 	t.Helper()
-	deadline := time.Now().Add(time.Minute)
-	for cmd.ProcessState == nil && time.Now().Before(deadline) {
-		time.Sleep(20 * time.Millisecond)
-	}
-	if cmd.ProcessState == nil {
+	select {
+	case <-c.done:
+	case <-time.After(time.Minute):
 		t.Fatal("the command did not end")
 	}
-	return cmd.ProcessState.ExitCode()
+	return c.cmd.ProcessState.ExitCode()
 }
 
 // Human sign-in through the real binary (issue 16 item 1): a browser signs
@@ -177,8 +185,8 @@ func TestSSOSignIn(t *testing.T) {
 	// The CLI, loopback flow, as an admin (the dev issuer's default user).
 	sessFile := filepath.Join(t.TempDir(), "cfg", "mayfly", "sessions.json")
 	env := []string{"MAYFLY_ADDR=" + url, "MAYFLY_CACERT=" + filepath.Join(n.dir, "ca.pem"), "MAYFLY_SESSION_FILE=" + sessFile, "MAYFLY_TOKEN="}
-	cmd, lines, stdout := startCLI(t, env, "auth", "login", "--no-browser", "--device=false")
-	signIn := waitLine(t, lines, regexp.MustCompile(`^\s+(https://\S+/ui/login\?\S+)$`))
+	login := startCLI(t, env, "auth", "login", "--no-browser", "--device=false")
+	signIn := waitLine(t, login.lines, regexp.MustCompile(`^\s+(https://\S+/ui/login\?\S+)$`))
 	cli := browserFor(t, n)
 	resp, err = cli.Get(signIn)
 	if err != nil {
@@ -189,8 +197,8 @@ func TestSSOSignIn(t *testing.T) {
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "return to the terminal") {
 		t.Fatalf("loopback sign-in page: %d %s", resp.StatusCode, page)
 	}
-	if code := waitExit(t, cmd); code != 0 || !strings.Contains(stdout.String(), "signed in to "+url+" as oidc:dev@example.com (role admin)") {
-		t.Fatalf("auth login: exit %d %q", code, stdout)
+	if code := waitExit(t, login); code != 0 || !strings.Contains(login.stdout.String(), "signed in to "+url+" as oidc:dev@example.com (role admin)") {
+		t.Fatalf("auth login: exit %d %q", code, login.stdout)
 	}
 	if fi, err := os.Stat(sessFile); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("session file: %v %v", fi, err)
@@ -208,15 +216,15 @@ func TestSSOSignIn(t *testing.T) {
 	iss.SetUser(devissuertest.User("audit@example.com", devissuertest.GroupAuditors))
 	devEnv := append([]string{}, env...)
 	devEnv[2] = "MAYFLY_SESSION_FILE=" + filepath.Join(t.TempDir(), "dev-sessions.json")
-	cmd, lines, stdout = startCLI(t, devEnv, "auth", "login", "--device")
-	approve := waitLine(t, lines, regexp.MustCompile(`^\(or open (\S+)\)$`))
+	device := startCLI(t, devEnv, "auth", "login", "--device")
+	approve := waitLine(t, device.lines, regexp.MustCompile(`^\(or open (\S+)\)$`))
 	resp, err = http.Get(approve)
 	if err != nil || resp.StatusCode != 200 {
 		t.Fatalf("device approval: %v %v", err, resp)
 	}
 	resp.Body.Close()
-	if code := waitExit(t, cmd); code != 0 || !strings.Contains(stdout.String(), "audit@example.com (role auditor)") {
-		t.Fatalf("auth login --device: exit %d %q", code, stdout)
+	if code := waitExit(t, device); code != 0 || !strings.Contains(device.stdout.String(), "audit@example.com (role auditor)") {
+		t.Fatalf("auth login --device: exit %d %q", code, device.stdout)
 	}
 	if _, stderr, code := run(t, devEnv, "", "leases", "list"); code != 0 {
 		t.Fatalf("an auditor lists leases: %d %s", code, stderr)
