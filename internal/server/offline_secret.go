@@ -57,7 +57,9 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	if err != nil {
 		return 0, fmt.Errorf("audit key: %w", err)
 	}
-	aopts := auditlog.Options{}
+	// Nodes sharing PostgreSQL append through the shared sequencer: a
+	// direct append would race a running cluster for the next index.
+	aopts := auditlog.Options{Shared: dsn != ""}
 	if dsn == "" && auditlog.JournalSupported() {
 		// The journal's lock is also how a running server is noticed. Where
 		// there is no journal, a server's concurrent append would collide on

@@ -9,6 +9,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // A secret stored through the data dir commits together with its audit
@@ -77,4 +78,49 @@ func TestPutSecretOfflineRecordsWithTheWrite(t *testing.T) {
 			t.Fatalf("%d entries of the write in the log, %d pending; want 1 and 0", n, pending)
 		}
 	})
+}
+
+// On PostgreSQL an offline put goes through the shared sequencer like a
+// node's entries, so it can never race a running cluster for an index:
+// its entry is placed (none left pending) and the log stays contiguous.
+func TestPutSecretOfflinePostgres(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	t.Setenv("MAYFLY_MASTER_KEY", "")
+	ctx := context.Background()
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir, Postgres: dsn}); err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range []string{"first", "second"} {
+		if got, err := PutSecretOffline(ctx, OfflineOptions{DataDir: dir, Postgres: dsn}, "gh", []byte(v)); err != nil || got != i+1 {
+			t.Fatalf("put %d = %d, %v", i, got, err)
+		}
+	}
+	st, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer st.Close()
+	lines, err := st.AuditEntries(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	writes := 0
+	for i, line := range lines {
+		e, err := audit.ParseEntry(line)
+		if err != nil || e.Index != int64(i) {
+			t.Fatalf("entry %d: index %d, %v", i, e.Index, err)
+		}
+		if e.Type == audit.TypeSecretWrite && e.Secret == "gh" {
+			writes++
+		}
+	}
+	var pending int
+	if err := st.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
+		t.Fatal(err)
+	}
+	if writes != 2 || pending != 0 {
+		t.Fatalf("%d entries of the writes in the log, %d pending; want 2 and 0", writes, pending)
+	}
 }
