@@ -390,20 +390,8 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 		http.Redirect(w, r, "/ui/login", http.StatusSeeOther)
 		return
 	}
-	c, row, status, reason, desc, err := a.sessionCaller(r, p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if status != 0 {
-		if err := a.denySession(r, row, status, reason); err != nil {
-			a.fail(w, r, err)
-			return
-		}
-		if status == http.StatusUnauthorized {
-			http.SetCookie(w, a.cookie(sso.SessionCookie(a.cfg.SSO.Secure()), "", 0, http.SameSiteStrictMode))
-		}
-		writePage(w, status, pageData{Title: "Refused", Text: "Refused: " + desc + ".", Link: "/ui/login", LinkText: "Sign in"})
+	c, row, ok := a.pageSession(w, r, p, "/ui/login", "Sign in")
+	if !ok {
 		return
 	}
 	sc := sso.Caller{Name: c.Name, Role: c.Role, Session: row.ID, Via: row.Via, CSRF: a.cfg.Sessions.CSRF(p.value)}
@@ -420,6 +408,29 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 		row.ExpiresAt.UTC().Format(time.RFC3339) + ".", CSRF: sc.CSRF})
 }
 
+// pageSession authenticates a browser's session for a /ui/ page. A
+// refused one is audited, its cookie cleared when it can never work again,
+// and answered with a page linking to link; ok is false then.
+func (a *API) pageSession(w http.ResponseWriter, r *http.Request, p presented, link, linkText string) (c caller, row authority.Session, ok bool) {
+	c, row, status, reason, desc, err := a.sessionCaller(r, p)
+	if err != nil {
+		a.fail(w, r, err)
+		return caller{}, row, false
+	}
+	if status != 0 {
+		if err := a.denySession(r, row, status, reason); err != nil {
+			a.fail(w, r, err)
+			return caller{}, row, false
+		}
+		if status == http.StatusUnauthorized {
+			http.SetCookie(w, a.cookie(sso.SessionCookie(a.cfg.SSO.Secure()), "", 0, http.SameSiteStrictMode))
+		}
+		writePage(w, status, pageData{Title: "Refused", Text: "Refused: " + desc + ".", Link: link, LinkText: linkText})
+		return caller{}, row, false
+	}
+	return c, row, true
+}
+
 // uiLogout signs the browser's session out (CSRF-checked like any
 // state-changing request) and clears the cookie.
 func (a *API) uiLogout(w http.ResponseWriter, r *http.Request) {
@@ -432,20 +443,8 @@ func (a *API) uiLogout(w http.ResponseWriter, r *http.Request) {
 		writePage(w, http.StatusOK, pageData{Title: "Signed out", Text: "You are not signed in.", Link: "/ui/login", LinkText: "Sign in"})
 		return
 	}
-	_, row, status, reason, desc, err := a.sessionCaller(r, p)
-	if err != nil {
-		a.fail(w, r, err)
-		return
-	}
-	if status != 0 {
-		if err := a.denySession(r, row, status, reason); err != nil {
-			a.fail(w, r, err)
-			return
-		}
-		if status == http.StatusUnauthorized {
-			http.SetCookie(w, a.cookie(sso.SessionCookie(a.cfg.SSO.Secure()), "", 0, http.SameSiteStrictMode))
-		}
-		writePage(w, status, pageData{Title: "Refused", Text: "Refused: " + desc + ".", Link: "/ui/", LinkText: "Back"})
+	_, row, ok := a.pageSession(w, r, p, "/ui/", "Back")
+	if !ok {
 		return
 	}
 	if err := a.cfg.Sessions.SignOut(r.Context(), row, a.cfg.ClientAddr(r)); err != nil {
