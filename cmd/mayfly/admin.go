@@ -1,7 +1,9 @@
 package main
 
 import (
+	"context"
 	"fmt"
+	"io"
 	"strconv"
 	"strings"
 	"time"
@@ -9,6 +11,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
@@ -90,38 +93,28 @@ func newAdminCmd() *cobra.Command {
 		Short: "List admin tokens: name, role, age, expiry, last use (never the tokens)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := listFmt.resolve(cmd)
-			if err != nil {
-				return err
+			call := func(ctx context.Context, c *client.Client) (*apitype.AdminTokenList, error) {
+				return c.ListAdminTokens(ctx)
 			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.ListAdminTokens(cmd.Context())
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			now := time.Now()
-			rows := make([][]string, 0, len(out.Tokens))
-			for _, t := range out.Tokens {
-				expires := "never"
-				if t.ExpiresAt != nil {
-					expires = shortTime(t.ExpiresAt)
-					if !now.Before(*t.ExpiresAt) {
-						expires += " (expired)"
+			return callAPI(cmd, listFmt, cf, call, func(w io.Writer, out *apitype.AdminTokenList) error {
+				now := time.Now()
+				rows := make([][]string, 0, len(out.Tokens))
+				for _, t := range out.Tokens {
+					expires := "never"
+					if t.ExpiresAt != nil {
+						expires = shortTime(t.ExpiresAt)
+						if !now.Before(*t.ExpiresAt) {
+							expires += " (expired)"
+						}
 					}
+					used := "never"
+					if t.LastUsedAt != nil {
+						used = shortTime(t.LastUsedAt)
+					}
+					rows = append(rows, []string{t.Name, t.Role, shortTime(&t.CreatedAt), age(now.Sub(t.CreatedAt)), expires, used, shortTime(t.RevokedAt)})
 				}
-				used := "never"
-				if t.LastUsedAt != nil {
-					used = shortTime(t.LastUsedAt)
-				}
-				rows = append(rows, []string{t.Name, t.Role, shortTime(&t.CreatedAt), age(now.Sub(t.CreatedAt)), expires, used, shortTime(t.RevokedAt)})
-			}
-			return table(cmd.OutOrStdout(), "NAME\tROLE\tCREATED\tAGE\tEXPIRES\tLAST USED\tREVOKED", rows)
+				return table(w, "NAME\tROLE\tCREATED\tAGE\tEXPIRES\tLAST USED\tREVOKED", rows)
+			})
 		},
 	}
 	listFmt = addFormatFlag(list, "text", "text", "json")
@@ -132,23 +125,13 @@ func newAdminCmd() *cobra.Command {
 		Short: "Revoke an admin token",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := revokeFmt.resolve(cmd)
-			if err != nil {
+			call := func(ctx context.Context, c *client.Client) (*apitype.AdminTokenRevokeResponse, error) {
+				return c.RevokeAdminToken(ctx, args[0])
+			}
+			return callAPI(cmd, revokeFmt, cf, call, func(w io.Writer, _ *apitype.AdminTokenRevokeResponse) error {
+				_, err := fmt.Fprintf(w, "revoked admin token %q\n", args[0])
 				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.RevokeAdminToken(cmd.Context(), args[0])
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked admin token %q\n", args[0])
-			return nil
+			})
 		},
 	}
 	revokeFmt = addFormatFlag(revoke, "text", "text", "json")
@@ -167,30 +150,18 @@ func newSessionCmd(cf *clientFlags) *cobra.Command {
 		Short: "List sessions not yet expired: id, who, role, how, since, until, last use (never their values)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := listFmt.resolve(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.ListSessions(cmd.Context())
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			rows := make([][]string, 0, len(out.Sessions))
-			for _, s := range out.Sessions {
-				used := "never"
-				if s.LastUsedAt != nil {
-					used = shortTime(s.LastUsedAt)
+			call := func(ctx context.Context, c *client.Client) (*apitype.SessionList, error) { return c.ListSessions(ctx) }
+			return callAPI(cmd, listFmt, cf, call, func(w io.Writer, out *apitype.SessionList) error {
+				rows := make([][]string, 0, len(out.Sessions))
+				for _, s := range out.Sessions {
+					used := "never"
+					if s.LastUsedAt != nil {
+						used = shortTime(s.LastUsedAt)
+					}
+					rows = append(rows, []string{s.ID, s.Name, s.Role, s.Via, shortTime(&s.CreatedAt), shortTime(&s.ExpiresAt), used, shortTime(s.RevokedAt)})
 				}
-				rows = append(rows, []string{s.ID, s.Name, s.Role, s.Via, shortTime(&s.CreatedAt), shortTime(&s.ExpiresAt), used, shortTime(s.RevokedAt)})
-			}
-			return table(cmd.OutOrStdout(), "ID\tNAME\tROLE\tVIA\tSIGNED IN\tEXPIRES\tLAST USED\tREVOKED", rows)
+				return table(w, "ID\tNAME\tROLE\tVIA\tSIGNED IN\tEXPIRES\tLAST USED\tREVOKED", rows)
+			})
 		},
 	}
 	listFmt = addFormatFlag(list, "text", "text", "json")
@@ -200,23 +171,13 @@ func newSessionCmd(cf *clientFlags) *cobra.Command {
 		Short: "Revoke a session (its holder is signed out at once)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := revokeFmt.resolve(cmd)
-			if err != nil {
+			call := func(ctx context.Context, c *client.Client) (*apitype.SessionRevokeResponse, error) {
+				return c.RevokeSession(ctx, args[0])
+			}
+			return callAPI(cmd, revokeFmt, cf, call, func(w io.Writer, _ *apitype.SessionRevokeResponse) error {
+				_, err := fmt.Fprintf(w, "revoked session %s\n", args[0])
 				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.RevokeSession(cmd.Context(), args[0])
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "revoked session %s\n", args[0])
-			return nil
+			})
 		},
 	}
 	revokeFmt = addFormatFlag(revoke, "text", "text", "json")

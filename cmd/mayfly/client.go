@@ -102,6 +102,27 @@ func clientErr(err error) error {
 	return usageErr("%v", err)
 }
 
+// callAPI is the body of a command that makes one admin API call: it
+// resolves --format, calls, and prints the answer as JSON or with text.
+func callAPI[T any](cmd *cobra.Command, f *outputFormat, cf *clientFlags, call func(context.Context, *client.Client) (T, error), text func(io.Writer, T) error) error {
+	format, err := f.resolve(cmd)
+	if err != nil {
+		return err
+	}
+	c, err := newAPIClient(cf, true)
+	if err != nil {
+		return err
+	}
+	out, err := call(cmd.Context(), c)
+	if err != nil {
+		return clientErr(err)
+	}
+	if format == "json" {
+		return printJSON(cmd.OutOrStdout(), out)
+	}
+	return text(cmd.OutOrStdout(), out)
+}
+
 // printJSON writes v indented, for --json.
 func printJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

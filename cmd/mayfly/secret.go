@@ -2,6 +2,7 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"io"
@@ -101,26 +102,14 @@ func newSecretCmd() *cobra.Command {
 		Short: "List stored secrets (metadata only)",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := listFmt.resolve(cmd)
-			if err != nil {
-				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.ListSecrets(cmd.Context())
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			rows := make([][]string, 0, len(out.Secrets))
-			for _, s := range out.Secrets {
-				rows = append(rows, []string{s.Name, fmt.Sprint(s.Version), fmt.Sprint(s.KeyVersion), shortTime(&s.CreatedAt)})
-			}
-			return table(cmd.OutOrStdout(), "NAME\tVERSION\tKEY_VERSION\tCREATED", rows)
+			call := func(ctx context.Context, c *client.Client) (*apitype.SecretList, error) { return c.ListSecrets(ctx) }
+			return callAPI(cmd, listFmt, cf, call, func(w io.Writer, out *apitype.SecretList) error {
+				rows := make([][]string, 0, len(out.Secrets))
+				for _, s := range out.Secrets {
+					rows = append(rows, []string{s.Name, fmt.Sprint(s.Version), fmt.Sprint(s.KeyVersion), shortTime(&s.CreatedAt)})
+				}
+				return table(w, "NAME\tVERSION\tKEY_VERSION\tCREATED", rows)
+			})
 		},
 	}
 	listFmt = addFormatFlag(list, "text", "text", "json")
@@ -131,24 +120,14 @@ func newSecretCmd() *cobra.Command {
 		Short: "Show a secret's metadata (never its value)",
 		Args:  cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := showFmt.resolve(cmd)
-			if err != nil {
-				return err
+			call := func(ctx context.Context, c *client.Client) (*apitype.SecretMeta, error) {
+				return c.SecretMeta(ctx, args[0])
 			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			s, err := c.SecretMeta(cmd.Context(), args[0])
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), s)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
-			printRotation(cmd.OutOrStdout(), s.Rotation)
-			return nil
+			return callAPI(cmd, showFmt, cf, call, func(w io.Writer, s *apitype.SecretMeta) error {
+				fmt.Fprintf(w, "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
+				printRotation(w, s.Rotation)
+				return nil
+			})
 		},
 	}
 	showFmt = addFormatFlag(show, "text", "text", "json")
@@ -160,23 +139,13 @@ func newSecretCmd() *cobra.Command {
 		Short:   "Delete a secret (every version's value is destroyed)",
 		Args:    cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := rmFmt.resolve(cmd)
-			if err != nil {
+			call := func(ctx context.Context, c *client.Client) (*apitype.SecretDeleteResponse, error) {
+				return c.DeleteSecret(ctx, args[0])
+			}
+			return callAPI(cmd, rmFmt, cf, call, func(w io.Writer, _ *apitype.SecretDeleteResponse) error {
+				_, err := fmt.Fprintf(w, "deleted secret %q\n", args[0])
 				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.DeleteSecret(cmd.Context(), args[0])
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "deleted secret %q\n", args[0])
-			return nil
+			})
 		},
 	}
 
@@ -188,23 +157,13 @@ func newSecretCmd() *cobra.Command {
 		Short: "Start a new master-key version and re-wrap stored secrets with it",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
-			format, err := rotateFmt.resolve(cmd)
-			if err != nil {
+			call := func(ctx context.Context, c *client.Client) (*apitype.RotateMasterKeyResponse, error) {
+				return c.RotateMasterKey(ctx)
+			}
+			return callAPI(cmd, rotateFmt, cf, call, func(w io.Writer, out *apitype.RotateMasterKeyResponse) error {
+				_, err := fmt.Fprintf(w, "master key is now version %d\n", out.Version)
 				return err
-			}
-			c, err := newAPIClient(cf, true)
-			if err != nil {
-				return err
-			}
-			out, err := c.RotateMasterKey(cmd.Context())
-			if err != nil {
-				return clientErr(err)
-			}
-			if format == "json" {
-				return printJSON(cmd.OutOrStdout(), out)
-			}
-			fmt.Fprintf(cmd.OutOrStdout(), "master key is now version %d\n", out.Version)
-			return nil
+			})
 		},
 	}
 	rotateFmt = addFormatFlag(rotate, "text", "text", "json")
