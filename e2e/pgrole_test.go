@@ -352,9 +352,15 @@ func roleValidUntil(t *testing.T, s *pgroletest.Server, role string) time.Time {
 // A kill -9 after the role is made but before its record says so leaves no
 // role behind once the server is back; nor does a role whose record is
 // lost. The creation statements commit the role and then stall, so the
-// server is killed exactly in that window.
+// server is killed exactly in that window. On both stores.
 func TestPostgresRoleKillNine(t *testing.T) {
-	w := startPGWorld(t, "sqlite")
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) { testPostgresRoleKillNine(t, backend) })
+	}
+}
+
+func testPostgresRoleKillNine(t *testing.T, backend string) {
+	w := startPGWorld(t, backend)
 	w.apply(t, w.pg.Creation()+" COMMIT; SELECT pg_sleep(20);")
 	done := make(chan struct{})
 	go func() {

@@ -118,7 +118,7 @@ func TestSecretRotationE2E(t *testing.T) {
 		time.Sleep(100 * time.Millisecond)
 	}
 	s := show("up-token")
-	for _, want := range []string{"version:     3\n", "rotation:    every 24h0m0s, grace 2m0s, via command bump", "(version 3)", "failures:    0"} {
+	for _, want := range []string{"version:     3\n", "rotation:    every 24h0m0s, grace 2m0s, via command bump", "last:        ", "(version 3)", "\nnext:        2", "failures:    0"} {
 		if !strings.Contains(s, want) {
 			t.Errorf("secret show lacks %q:\n%s", want, s)
 		}

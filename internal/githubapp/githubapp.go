@@ -5,7 +5,8 @@
 // to the grant's repositories and permissions, and deletes a token when its
 // lease ends. It honours GitHub's rate limits: after a primary limit (403,
 // x-ratelimit-remaining: 0) or a secondary one (429 or 403 with
-// retry-after) it asks nothing more of that API until the stated time.
+// retry-after; a 403 saying "rate limit" without it: a minute) it asks
+// nothing more of that API until the stated time.
 //
 // It never writes a token or the App's private key into an error, log or
 // the params it hands the mint manager, and it follows no redirect (a
@@ -166,7 +167,7 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 		ExpiresAt   time.Time         `json:"expires_at"`
 		Permissions map[string]string `json:"permissions"`
 	}
-	if err := json.Unmarshal(data, &tr); err != nil || tr.Token == "" || len(tr.Token) > 1024 || strings.ContainsFunc(tr.Token, func(r rune) bool { return r <= ' ' || r > '~' }) {
+	if err := json.Unmarshal(data, &tr); err != nil || tr.Token == "" || len(tr.Token) > maxTokenLen || strings.ContainsFunc(tr.Token, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub answered the token request with something that is not an installation token")
 	}
 	if tr.Permissions != nil && r.Grant.GitHub != nil {
@@ -188,6 +189,11 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 	}
 	return mint.Minted{Credential: mint.Credential{Token: tr.Token, ExpiresAt: exp}, Secret: tr.Token, Material: []byte(tr.Token), ExpiresAt: exp}, nil
 }
+
+// maxTokenLen bounds an installation token: GitHub's stateless ones (its
+// 2026 format, "ghs_<app id>_<JWT>") are about 520 characters and vary with
+// what they hold; the classic ones are 40.
+const maxTokenLen = 8 << 10
 
 func rank(level string) int {
 	switch level {
@@ -345,16 +351,16 @@ func parseKey(raw []byte) (*rsa.PrivateKey, error) {
 	if blk == nil {
 		return nil, errors.New("not PEM")
 	}
-	if k, err := x509.ParsePKCS1PrivateKey(blk.Bytes); err == nil {
-		return k, nil
-	}
-	k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+	rk, err := x509.ParsePKCS1PrivateKey(blk.Bytes)
 	if err != nil {
-		return nil, errors.New("neither a PKCS#1 nor a PKCS#8 private key")
-	}
-	rk, ok := k.(*rsa.PrivateKey)
-	if !ok {
-		return nil, errors.New("not an RSA key (GitHub App keys are RSA)")
+		k, err := x509.ParsePKCS8PrivateKey(blk.Bytes)
+		if err != nil {
+			return nil, errors.New("neither a PKCS#1 nor a PKCS#8 private key")
+		}
+		var ok bool
+		if rk, ok = k.(*rsa.PrivateKey); !ok {
+			return nil, errors.New("not an RSA key (GitHub App keys are RSA)")
+		}
 	}
 	if rk.N.BitLen() < 2048 {
 		return nil, errors.New("an RSA key shorter than 2048 bits")
@@ -423,6 +429,10 @@ func (s *Source) failure(api string, resp *http.Response, data []byte, what stri
 			}
 		}
 		return s.block(api, until, fmt.Sprintf("GitHub's rate limit is spent until %s (during %s)", until.UTC().Format(time.RFC3339), what))
+	case resp.StatusCode == http.StatusForbidden && strings.Contains(strings.ToLower(message(data)), "rate limit"):
+		// A secondary limit without retry-after: GitHub's docs say to
+		// wait at least a minute.
+		return s.block(api, now.Add(60*time.Second), fmt.Sprintf("GitHub's secondary rate limit (403, no retry-after: waiting 60s) during %s", what))
 	case resp.StatusCode == http.StatusUnauthorized:
 		return mint.Errorf(502, "upstream_refused", "GitHub refused the App's JWT (401) during %s: check app_id and the private key", what)
 	case resp.StatusCode >= 500:

@@ -8,10 +8,13 @@ import (
 	"crypto/x509"
 	"encoding/pem"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -19,6 +22,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -49,6 +53,7 @@ type harness struct {
 	vault *secret.Vault
 	clk   *clock
 	pol   *policy.Policy
+	db    *store.DB
 }
 
 const polText = `issuers:
@@ -72,6 +77,12 @@ upstreams:
   gh-otherkey:
     url: %URL%
     credential: {github_app: {app_id: "123456", private_key_secret: other-key, installation_id: "7890"}}
+  gh-shortkey:
+    url: %URL%
+    credential: {github_app: {app_id: "123456", private_key_secret: short-key, installation_id: "7890"}}
+  gh-nokey:
+    url: %URL%
+    credential: {github_app: {app_id: "123456", private_key_secret: no-such-key, installation_id: "7890"}}
 grants:
   release:
     upstream: gh
@@ -93,28 +104,33 @@ grants:
     who: [{issuer: ci, claims: {p: x}}]
 `
 
-func newHarness(t *testing.T) *harness {
+func newHarness(t *testing.T) *harness { return newHarnessOn(t, storetest.SQLite(t), false) }
+
+// newHarnessOn starts a GitHub double issuing classic or stateless tokens
+// and a source whose secrets live in b.
+func newHarnessOn(t *testing.T, b storetest.Backend, classic bool) *harness {
 	t.Helper()
-	h := &harness{clk: &clock{t: time.Now().UTC().Truncate(time.Second)}}
+	h := &harness{clk: &clock{t: time.Now().UTC().Truncate(time.Second)}, db: b.DB}
 	var err error
-	h.gh, err = githubtest.Start(githubtest.Options{Now: h.clk.Now, Installations: []githubtest.Installation{
+	h.gh, err = githubtest.Start(githubtest.Options{Now: h.clk.Now, Classic: classic, Installations: []githubtest.Installation{
 		{ID: 7890, Owner: "acme", Repositories: []string{"app", "lib"}, Permissions: map[string]string{"contents": "write", "pull_requests": "write", "metadata": "read"}},
 	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { h.gh.Close() })
-	db := storetest.SQLite(t).DB
-	h.vault, err = secret.Open(ctx, db, bytes.Repeat([]byte{3}, 32), secret.Options{})
+	h.vault, err = secret.Open(ctx, b.DB, bytes.Repeat([]byte{3}, 32), secret.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(h.vault.Close)
 	other, _ := rsa.GenerateKey(rand.Reader, 2048)
+	short, _ := rsa.GenerateKey(rand.Reader, 1024)
 	for name, v := range map[string][]byte{
 		"gh-key":    h.gh.PrivateKey,
 		"bad-key":   []byte("-----BEGIN RSA PRIVATE KEY-----\nnot a key\n-----END RSA PRIVATE KEY-----\n"),
 		"other-key": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(other)}),
+		"short-key": pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(short)}),
 	} {
 		if _, err := h.vault.Put(ctx, name, v); err != nil {
 			t.Fatal(err)
@@ -138,8 +154,15 @@ func (h *harness) mint(upstream, grant string) (mint.Minted, mint.Plan, error) {
 	return m, p, err
 }
 
+// Both forms of installation token GitHub mints (classic, and stateless
+// since 2026) are scoped, kept out of params, and deleted.
 func TestMintAndRevoke(t *testing.T) {
-	h := newHarness(t)
+	for _, classic := range []bool{false, true} {
+		t.Run(fmt.Sprintf("classic=%v", classic), func(t *testing.T) { testMintAndRevoke(t, newHarnessOn(t, storetest.SQLite(t), classic)) })
+	}
+}
+
+func testMintAndRevoke(t *testing.T, h *harness) {
 	m, p, err := h.mint("gh", "release")
 	if err != nil {
 		t.Fatal(err)
@@ -200,10 +223,13 @@ func TestFaults(t *testing.T) {
 		{"permission not granted", "gh", "too-much", nil, 502, "GitHub refused the token's scope (422): The permissions requested are not granted"},
 		{"repository outside the installation", "gh", "other-repo", nil, 502, "GitHub refused the token's scope (422): There is at least one repository"},
 		{"key does not parse", "gh-badkey", "release", nil, 500, "private key in secret bad-key does not parse"},
+		{"key too short", "gh-shortkey", "release", nil, 500, "shorter than 2048 bits"},
+		{"key not stored", "gh-nokey", "release", nil, 500, "secret no-such-key cannot be read"},
 		{"key of another App", "gh-otherkey", "release", nil, 502, "GitHub refused the App's JWT (401)"},
 		{"GitHub down", "gh", "release", func(h *harness) { h.gh.Down(true) }, 503, "GitHub failed (503)"},
 		{"primary rate limit", "gh", "release", func(h *harness) { h.gh.LimitPrimary(h.clk.Now().Add(10 * time.Minute)) }, 503, "rate limit is spent until"},
 		{"secondary rate limit", "gh", "release", func(h *harness) { h.gh.LimitSecondary(1, 30) }, 503, "secondary rate limit (429, retry after 30s)"},
+		{"secondary rate limit without retry-after", "gh", "release", func(h *harness) { h.gh.LimitSecondary(1, -1) }, 503, "secondary rate limit (403, no retry-after: waiting 60s)"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -235,6 +261,7 @@ func TestRateLimitHonoured(t *testing.T) {
 	}{
 		{"primary", func(h *harness) { h.gh.LimitPrimary(h.clk.Now().Add(5 * time.Minute)) }, 5 * time.Minute},
 		{"secondary", func(h *harness) { h.gh.LimitSecondary(1, 40) }, 40 * time.Second},
+		{"secondary without retry-after", func(h *harness) { h.gh.LimitSecondary(1, -1) }, 60 * time.Second},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			h := newHarness(t)
@@ -258,12 +285,10 @@ func TestRateLimitHonoured(t *testing.T) {
 	}
 }
 
-// A grant's shared token (deliver: gateway) keeps serving while GitHub
-// rate-limits or is down, until the token itself expires; the refresh
-// comes once GitHub answers again.
-func TestSharedTokenOutlastsRateLimits(t *testing.T) {
-	h := newHarness(t)
-	db := storetest.SQLite(t).DB
+// manager is a mint manager over h's source, with its audit log and
+// metrics on h's store.
+func (h *harness) manager(t *testing.T) (*mint.Manager, *auditlog.Log, *prometheus.Registry) {
+	t.Helper()
 	hasher, err := token.NewHasher(bytes.Repeat([]byte{5}, 32))
 	if err != nil {
 		t.Fatal(err)
@@ -272,23 +297,45 @@ func TestSharedTokenOutlastsRateLimits(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	log, err := auditlog.Open(ctx, db, signer, auditlog.Options{})
+	log, err := auditlog.Open(ctx, h.db, signer, auditlog.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { log.Close(context.Background()) })
-	m, err := mint.New(mint.Config{Store: db, Sources: map[string]mint.Source{policy.KindGitHubApp: h.src}, Hasher: hasher,
-		SealKey: bytes.Repeat([]byte{6}, 32), Audit: log, Now: h.clk.Now})
+	reg := prometheus.NewRegistry()
+	m, err := mint.New(mint.Config{Store: h.db, Sources: map[string]mint.Source{policy.KindGitHubApp: h.src}, Hasher: hasher,
+		SealKey: bytes.Repeat([]byte{6}, 32), Audit: log, Now: h.clk.Now, Registerer: reg})
 	if err != nil {
 		t.Fatal(err)
 	}
+	return m, log, reg
+}
+
+// A grant's shared token (deliver: gateway) keeps serving while GitHub
+// rate-limits (primary or secondary limit), until the token itself
+// expires; the refresh comes once GitHub answers again.
+func TestSharedTokenOutlastsRateLimits(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		limit, unset func(h *harness)
+	}{
+		{"primary", func(h *harness) { h.gh.LimitPrimary(h.clk.Now().Add(2 * time.Hour)) }, func(h *harness) { h.gh.LimitPrimary(time.Time{}) }},
+		{"secondary", func(h *harness) { h.gh.LimitSecondary(1000, 3600) }, func(h *harness) { h.gh.LimitSecondary(0, 0) }},
+	} {
+		t.Run(tt.name, func(t *testing.T) { testSharedTokenOutlastsRateLimits(t, tt.limit, tt.unset) })
+	}
+}
+
+func testSharedTokenOutlastsRateLimits(t *testing.T, limit, unset func(h *harness)) {
+	h := newHarness(t)
+	m, _, _ := h.manager(t)
 	up, g := h.pol.Upstreams["gh"], h.pol.Grants["release"]
 	first, err := m.Shared(ctx, up, g)
 	if err != nil {
 		t.Fatal(err)
 	}
 	minted := func() int { return h.gh.Calls("POST /app/installations/{id}/access_tokens") }
-	h.gh.LimitPrimary(h.clk.Now().Add(2 * time.Hour))
+	limit(h)
 	for _, at := range []time.Duration{10 * time.Minute, 50 * time.Minute, 59 * time.Minute} {
 		h.clk.set(first.Credential.ExpiresAt.Add(-time.Hour).Add(at))
 		is, err := m.Shared(ctx, up, g)
@@ -305,10 +352,147 @@ func TestSharedTokenOutlastsRateLimits(t *testing.T) {
 	if _, err := m.Shared(ctx, up, g); err == nil {
 		t.Fatal("an expired token was served")
 	}
-	h.gh.LimitPrimary(time.Time{})
+	unset(h)
 	h.clk.add(2 * time.Hour) // the remembered limit has lifted too
 	is, err := m.Shared(ctx, up, g)
 	if err != nil || is.ID == first.ID || !h.gh.Live(is.Credential.Token) {
 		t.Fatalf("no fresh token once GitHub answers: %v", err)
+	}
+}
+
+// A deliver: job token whose lease ends while GitHub refuses (either rate
+// limit, an outage) is deleted once GitHub answers again: each failed
+// attempt is counted and audited, the next waits for its backoff, nothing
+// is asked of GitHub while a known rate limit lasts, and the deletion is
+// audited. On both stores.
+func TestRevocationRetriedUntilConfirmed(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		for _, tt := range []struct {
+			name        string
+			fault, lift func(h *harness)
+			blocked     time.Duration // how long mayfly must not ask again
+		}{
+			{"primary rate limit", func(h *harness) { h.gh.LimitPrimary(h.clk.Now().Add(10 * time.Minute)) }, func(h *harness) { h.gh.LimitPrimary(time.Time{}) }, 10 * time.Minute},
+			{"secondary rate limit", func(h *harness) { h.gh.LimitSecondary(1000, 120) }, func(h *harness) { h.gh.LimitSecondary(0, 0) }, 2 * time.Minute},
+			{"GitHub down", func(h *harness) { h.gh.Down(true) }, func(h *harness) { h.gh.Down(false) }, 0},
+		} {
+			t.Run(b.Name+"/"+tt.name, func(t *testing.T) {
+				fresh := storetest.SQLite(t)
+				if b.Name != "sqlite" {
+					fresh = storetest.Postgres(t)
+				}
+				h := newHarnessOn(t, fresh, false)
+				m, log, reg := h.manager(t)
+				now := h.clk.Now()
+				if err := h.db.InsertLease(ctx, store.Lease{ID: "lse_gh", Hash: [32]byte{1}, Issuer: "ci", Subject: "s", Job: "j", Claims: map[string]string{},
+					Grants: []string{"release"}, IssuedAt: now, ExpiresAt: now.Add(30 * time.Minute), MaxExpiresAt: now.Add(time.Hour)}); err != nil {
+					t.Fatal(err)
+				}
+				is, err := m.Mint(ctx, "lse_gh", h.pol.Upstreams["gh"], h.pol.Grants["release"], now.Add(30*time.Minute))
+				if err != nil {
+					t.Fatal(err)
+				}
+				tok := is.Credential.Token
+				if n := m.RevokeDue(ctx); n != 0 || !h.gh.Live(tok) {
+					t.Fatal("revoked while its lease lives")
+				}
+				tt.fault(h)
+				if err := m.RevokeLeases(ctx, []string{"lse_gh"}, "leaked"); err != nil {
+					t.Fatal(err)
+				}
+				asked := func() int { return len(h.gh.Refused()) }
+				if n := m.RevokeDue(ctx); n != 0 || !h.gh.Live(tok) || asked() != 1 {
+					t.Fatalf("first attempt: revoked %d, GitHub asked %d times", n, asked())
+				}
+				// Not again before the backoff has passed.
+				m.RevokeDue(ctx)
+				if asked() != 1 {
+					t.Fatal("retried before its backoff")
+				}
+				// Past the backoff: tried again, but a rate limit GitHub
+				// announced is honoured without asking.
+				h.clk.add(3 * time.Second)
+				m.RevokeDue(ctx)
+				want := 2
+				if tt.blocked > 0 {
+					want = 1
+				}
+				if asked() != want {
+					t.Fatalf("second attempt: GitHub asked %d times in all, want %d", asked(), want)
+				}
+				tt.lift(h)
+				h.clk.add(tt.blocked + 10*time.Second)
+				if n := m.RevokeDue(ctx); n != 1 || h.gh.Live(tok) {
+					t.Fatalf("not deleted once GitHub answers: %d, live %v", n, h.gh.Live(tok))
+				}
+				es, err := log.Entries(ctx, 0, 100)
+				if err != nil {
+					t.Fatal(err)
+				}
+				var failed, ok int
+				for _, e := range es {
+					if strings.Contains(string(e), tok) {
+						t.Fatal("an audit entry holds the token")
+					}
+					if !strings.Contains(string(e), `"type":"credential.revoke"`) {
+						continue
+					}
+					switch {
+					case strings.Contains(string(e), `"status":502`):
+						failed++
+					case strings.Contains(string(e), `"status":200`) && strings.Contains(string(e), `"reason":"leaked"`):
+						ok++
+					}
+				}
+				if failed != 2 || ok != 1 {
+					t.Fatalf("audited %d failed attempts and %d revocations, want 2 and 1", failed, ok)
+				}
+				mfs, _ := reg.Gather()
+				var fails float64
+				for _, mf := range mfs {
+					if mf.GetName() == "mayfly_minted_revoke_failures_total" {
+						fails = mf.GetMetric()[0].GetCounter().GetValue()
+					}
+				}
+				if fails != 2 {
+					t.Fatalf("revoke failures metric %v, want 2", fails)
+				}
+			})
+		}
+	}
+}
+
+// A grant's shared token is refreshed in the background once less than a
+// quarter of an hour is left; the replaced one serves requests in flight
+// for a minute and is then deleted at GitHub.
+func TestSharedTokenRefreshed(t *testing.T) {
+	h := newHarness(t)
+	m, _, _ := h.manager(t)
+	up, g := h.pol.Upstreams["gh"], h.pol.Grants["release"]
+	first, err := m.Shared(ctx, up, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	minted := func() int { return h.gh.Calls("POST /app/installations/{id}/access_tokens") }
+	h.clk.add(30 * time.Minute)
+	if is, err := m.Shared(ctx, up, g); err != nil || is.ID != first.ID || minted() != 1 {
+		t.Fatalf("at +30m: %v, %d minted", err, minted())
+	}
+	h.clk.add(20 * time.Minute) // 10 minutes left: refresh in the background
+	if is, err := m.Shared(ctx, up, g); err != nil || is.ID != first.ID {
+		t.Fatalf("at +50m the cached token must still answer: %v", err)
+	}
+	var next *mint.Issued
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		if next, err = m.Shared(ctx, up, g); err == nil && next.ID != first.ID {
+			break
+		}
+	}
+	if next == nil || next.ID == first.ID || minted() != 2 || !h.gh.Live(next.Credential.Token) || !h.gh.Live(first.Credential.Token) {
+		t.Fatalf("no refreshed token (%d minted)", minted())
+	}
+	h.clk.add(2 * time.Minute) // past the replaced token's minute of grace
+	if n := m.RevokeDue(ctx); n != 1 || h.gh.Live(first.Credential.Token) || !h.gh.Live(next.Credential.Token) {
+		t.Fatalf("revoked %d; the replaced token live %v", n, h.gh.Live(first.Credential.Token))
 	}
 }

@@ -8,13 +8,20 @@
 // and within what the installation was granted (else 422); repositories
 // within the installation (else 422). It rate-limits as GitHub does on
 // demand: a primary limit (403, x-ratelimit-remaining: 0,
-// x-ratelimit-reset) and a secondary one (429 with retry-after).
+// x-ratelimit-reset) and a secondary one (429 with retry-after). It issues
+// installation tokens in the form GitHub mints since its 2026 rollout,
+// stateless ("ghs_" + the App's id + "_" + a JWT the double signs), or the
+// classic 40-character checksummed form (Options.Classic), and honours
+// GitHub's per-request override (X-GitHub-Stateless-S2S-Token: enabled or
+// disabled).
 //
 // It listens on 127.0.0.1 only. It is a double of an outside service: it
 // never holds a real credential.
 package githubtest
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
@@ -51,6 +58,9 @@ type Options struct {
 	Installations []Installation
 	Now           func() time.Time
 	TokenTTL      time.Duration // default 1h, as GitHub
+	// Classic issues 40-character checksummed tokens (GitHub's form before
+	// 2026) unless a request asks otherwise; default: stateless tokens.
+	Classic bool
 }
 
 // Token is an installation token the double issued.
@@ -68,10 +78,11 @@ type Server struct {
 	AppID      string
 	PrivateKey []byte // the App's PEM private key (PKCS#1), to store as a secret
 
-	opts Options
-	pub  *rsa.PublicKey
-	srv  *http.Server
-	ln   net.Listener
+	opts   Options
+	pub    *rsa.PublicKey
+	issuer jose.Signer // signs stateless tokens (GitHub's own issuer)
+	srv    *http.Server
+	ln     net.Listener
 
 	mu        sync.Mutex
 	tokens    map[string]*Token
@@ -98,11 +109,19 @@ func Start(opts Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	ik, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		return nil, err
+	}
+	issuer, err := jose.NewSigner(jose.SigningKey{Algorithm: jose.ES256, Key: ik}, (&jose.SignerOptions{}).WithType("JWT"))
+	if err != nil {
+		return nil, err
+	}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
-	s := &Server{URL: "http://" + ln.Addr().String(), AppID: opts.AppID, opts: opts, pub: &key.PublicKey, ln: ln,
+	s := &Server{URL: "http://" + ln.Addr().String(), AppID: opts.AppID, opts: opts, pub: &key.PublicKey, issuer: issuer, ln: ln,
 		PrivateKey: pem.EncodeToMemory(&pem.Block{Type: "RSA PRIVATE KEY", Bytes: x509.MarshalPKCS1PrivateKey(key)}),
 		tokens:     map[string]*Token{}, calls: map[string]int{}}
 	s.srv = &http.Server{Handler: s, ReadHeaderTimeout: 5 * time.Second}
@@ -121,7 +140,10 @@ func (s *Server) LimitPrimary(until time.Time) {
 	s.mu.Unlock()
 }
 
-// LimitSecondary answers the next n requests with 429 and retry-after.
+// LimitSecondary answers the next n requests with GitHub's secondary rate
+// limit: 429 and retry-after, or, when retryAfter is negative, 403 with
+// neither retry-after nor x-ratelimit-remaining: 0 (GitHub's docs: then
+// wait at least a minute).
 func (s *Server) LimitSecondary(n, retryAfter int) {
 	s.mu.Lock()
 	s.secondary, s.retry = n, retryAfter
@@ -205,6 +227,11 @@ func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	case s.secondary > 0:
 		s.secondary--
+		w.Header().Set("X-Ratelimit-Remaining", "4999")
+		if s.retry < 0 {
+			s.fail(w, http.StatusForbidden, "You have exceeded a secondary rate limit. Please wait a few minutes before you try again.", "secondary rate limit")
+			return
+		}
 		w.Header().Set("Retry-After", strconv.Itoa(s.retry))
 		s.fail(w, http.StatusTooManyRequests, "You have exceeded a secondary rate limit.", "secondary rate limit")
 		return
@@ -350,6 +377,34 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request, idText stri
 		repos = in.Repositories
 	}
 	perms["metadata"] = "read"
+	exp := s.opts.Now().Add(s.opts.TokenTTL).UTC().Truncate(time.Second)
+	stateless := !s.opts.Classic
+	switch r.Header.Get("X-GitHub-Stateless-S2S-Token") { // GitHub ignores other values
+	case "enabled":
+		stateless = true
+	case "disabled":
+		stateless = false
+	}
+	tok := classicToken()
+	if stateless {
+		if tok, err = s.statelessToken(in, perms, repos, exp); err != nil {
+			s.fail(w, http.StatusInternalServerError, "Server Error", "signing a stateless token: "+err.Error())
+			return
+		}
+	}
+	s.tokens[tok] = &Token{Installation: in.ID, Permissions: perms, Repositories: repos, ExpiresAt: exp}
+	var rs []map[string]any
+	for _, n := range repos {
+		rs = append(rs, map[string]any{"name": n, "full_name": in.Owner + "/" + n})
+	}
+	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "expires_at": exp.Format(time.RFC3339), "permissions": perms,
+		"repository_selection": "selected", "repositories": rs})
+}
+
+const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+
+// classicToken is "ghs_" + 30 base62 + their base62 CRC-32 (40 characters).
+func classicToken() string {
 	body30 := make([]byte, 30)
 	for i := range body30 {
 		var b [1]byte
@@ -361,18 +416,22 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request, idText stri
 		}
 		body30[i] = base62[int(b[0])%62]
 	}
-	tok := "ghs_" + string(body30) + token.Checksum(string(body30))
-	exp := s.opts.Now().Add(s.opts.TokenTTL).UTC().Truncate(time.Second)
-	s.tokens[tok] = &Token{Installation: in.ID, Permissions: perms, Repositories: repos, ExpiresAt: exp}
-	var rs []map[string]any
-	for _, n := range repos {
-		rs = append(rs, map[string]any{"name": n, "full_name": in.Owner + "/" + n})
-	}
-	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "expires_at": exp.Format(time.RFC3339), "permissions": perms,
-		"repository_selection": "selected", "repositories": rs})
+	return "ghs_" + string(body30) + token.Checksum(string(body30))
 }
 
-const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+// statelessToken is "ghs_" + the App's id + "_" + a JWT signed by the
+// double's own issuer naming the installation, the App and the token's
+// scope, as GitHub's stateless tokens do (their length varies with it).
+func (s *Server) statelessToken(in *Installation, perms map[string]string, repos []string, exp time.Time) (string, error) {
+	now := s.opts.Now()
+	c := jwt.Claims{Issuer: "githubtest", ID: rand.Text(), IssuedAt: jwt.NewNumericDate(now), Expiry: jwt.NewNumericDate(exp)}
+	extra := map[string]any{"installation_id": in.ID, "app_id": s.AppID, "permissions": perms, "repositories": repos}
+	out, err := jwt.Signed(s.issuer).Claims(c).Claims(extra).Serialize()
+	if err != nil {
+		return "", err
+	}
+	return "ghs_" + s.AppID + "_" + out, nil
+}
 
 func rankLevel(l string) int {
 	switch l {

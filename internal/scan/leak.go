@@ -21,16 +21,16 @@ const MaxLeakTokens = 10000
 // LeakReport is what a POST /v1/leaks body says: the checksum-valid mayfly
 // tokens in it (job and admin, deduplicated, in order of appearance), the
 // checksum-valid mfyp_ passwords of database roles mayfly minted, the
-// checksum-valid GitHub ghs_ installation tokens (mayfly may have minted
+// GitHub ghs_ installation tokens of either form (mayfly may have minted
 // them: SPEC section 9), and, for provider reports, where they were seen.
 type LeakReport struct {
 	Tokens []string
 	// Passwords are minted database passwords (same cap, counted with
 	// Tokens): their lease is revoked, which drops the role.
 	Passwords []string
-	// GitHubTokens are GitHub App installation tokens (ghs_, checksum
-	// valid; same cap): if mayfly minted one, its lease is revoked, which
-	// deletes the token.
+	// GitHubTokens are GitHub App installation tokens (ghs_: classic and
+	// checksum-valid, or stateless; same cap): if mayfly minted one, its
+	// lease is revoked, which deletes the token.
 	GitHubTokens []string
 	// Source and URL come from a GitHub alert ("source", "url") or a GitLab
 	// report ("location" as URL); the first entry that has one wins.
@@ -133,12 +133,9 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 
 var ghsPrefix = []byte("ghs_")
 
-// ghsLen is a GitHub installation token's length: "ghs_", 30 base62 and a
-// 6-character base62 CRC-32 (GitHub's checksummed token format).
-const ghsLen = 4 + 36
-
-// FindGitHubTokens returns the checksum-valid GitHub ghs_ installation
-// tokens in b, in order, each not glued to other base62 characters.
+// FindGitHubTokens returns the GitHub ghs_ installation tokens in b, in
+// order, each not glued to other base62 characters: the classic form when
+// its checksum is valid, and the stateless form (ghsAt).
 func FindGitHubTokens(b []byte) []string {
 	var out []string
 	i := 0
@@ -149,20 +146,72 @@ func FindGitHubTokens(b []byte) []string {
 		}
 		start := i + j
 		i = start + len(ghsPrefix)
-		end := start + ghsLen
-		if (start > 0 && isB62(b[start-1])) || end > len(b) || (end < len(b) && isB62(b[end])) {
+		if start > 0 && isB62(b[start-1]) {
 			continue
 		}
-		cand := b[start:end]
-		ok := true
-		for _, c := range cand[len(ghsPrefix):] {
-			ok = ok && isB62(c)
-		}
-		if good, _ := crc62(cand); ok && good {
-			out = append(out, string(cand))
+		if end, _, ok := ghsAt(b, start); ok {
+			out = append(out, string(b[start:end]))
 			i = end
 		}
 	}
+}
+
+// ghsLen is a classic installation token's length: "ghs_", 30 base62 and a
+// 6-character base62 CRC-32 (GitHub's checksummed token format).
+const ghsLen = 4 + 36
+
+// maxGHSLen bounds a stateless installation token (GitHub's are about 520
+// characters, varying with what the JWT holds).
+const maxGHSLen = 8 << 10
+
+// ghsAt reads a GitHub App installation token at b[start:], which begins
+// with "ghs_", and returns where it ends. Two forms exist: the classic one
+// ("ghs_" + 30 base62 + their base62 CRC-32: 40 characters, verified by its
+// checksum) and the stateless one GitHub mints since its 2026 rollout
+// ("ghs_" + the App's id + "_" + a JWT signed by GitHub, about 520
+// characters; no one outside GitHub can check its signature, so it is read
+// by its shape: digits, then a JWT whose header and payload are JSON
+// objects). The caller checks what stands before start.
+func ghsAt(b []byte, start int) (end int, verified, ok bool) {
+	body := start + len(ghsPrefix)
+	n := 0
+	for body+n < len(b) && n <= 36 && isB62(b[body+n]) {
+		n++
+	}
+	if n == 36 && (body+n == len(b) || !isB62(b[body+n])) {
+		if good, _ := crc62(b[start : body+n]); good {
+			return body + n, true, true
+		}
+	}
+	// Stateless: digits (the App's id), "_", a JWT.
+	d := 0
+	for body+d < len(b) && d <= 20 && b[body+d] >= '0' && b[body+d] <= '9' {
+		d++
+	}
+	if d == 0 || d > 20 || body+d >= len(b) || b[body+d] != '_' {
+		return 0, false, false
+	}
+	js := body + d + 1
+	var dots [2]int
+	nd, i := 0, js
+	for limit := min(len(b), start+maxGHSLen+1); i < limit; i++ {
+		c := b[i]
+		if c == '.' {
+			if nd == 2 {
+				break // a third dot ends the token (say, a sentence's)
+			}
+			dots[nd] = i
+			nd++
+			continue
+		}
+		if !setB62U[c] {
+			break
+		}
+	}
+	if nd != 2 || i-start > maxGHSLen || !jwtParts(b[js:dots[0]], b[dots[0]+1:dots[1]], b[dots[1]+1:i]) {
+		return 0, false, false
+	}
+	return i, false, true
 }
 
 func isB62(c byte) bool {

@@ -350,7 +350,7 @@ func builtinRules() []*rule {
 		prefixRule("github-pat", "GitHub personal access token (classic)", prefixSpec{prefix: "ghp_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-oauth", "GitHub OAuth access token", prefixSpec{prefix: "gho_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-user-token", "GitHub user-to-server token", prefixSpec{prefix: "ghu_", cs: setB62, min: 36, max: 36, check: ghCheck}),
-		prefixRule(RuleGitHubAppToken, "GitHub App installation (server-to-server) token", prefixSpec{prefix: "ghs_", cs: setB62, min: 36, max: 36, check: ghCheck}),
+		{id: RuleGitHubAppToken, desc: "GitHub App installation (server-to-server) token", keywords: []keyword{{lit: "ghs_", cs: true}}, match: ghsMatch},
 		prefixRule("github-refresh-token", "GitHub refresh token", prefixSpec{prefix: "ghr_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-fine-grained-pat", "GitHub fine-grained personal access token",
 			prefixSpec{prefix: "github_pat_", cs: setB62U, min: 82, max: 82, check: func(t []byte) (bool, bool) {
@@ -462,26 +462,42 @@ func jwtMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		}
 		return
 	}
-	h, p, sig := b[ks:dots[0]], b[dots[0]+1:dots[1]], b[dots[1]+1:i]
-	if len(h) < 10 || len(p) < 4 || len(sig) < 16 {
+	if !jwtParts(b[ks:dots[0]], b[dots[0]+1:dots[1]], b[dots[1]+1:i]) || isExample(b[ks:i]) {
 		return
+	}
+	st.add(ri, ks, i, false)
+}
+
+// jwtParts reports whether h.p.sig has a signed JWT's shape: a header that
+// is a JSON object naming an algorithm other than none, a payload that is
+// a JSON object, and a signature.
+func jwtParts(h, p, sig []byte) bool {
+	if len(h) < 10 || len(p) < 4 || len(sig) < 16 {
+		return false
 	}
 	var hdr map[string]any
 	hb, err := base64.RawURLEncoding.DecodeString(strings.TrimRight(string(h), "="))
 	if err != nil || json.Unmarshal(hb, &hdr) != nil {
-		return
+		return false
 	}
 	if alg, _ := hdr["alg"].(string); alg == "" || strings.EqualFold(alg, "none") {
-		return
+		return false
 	}
 	pb, err := base64.RawURLEncoding.DecodeString(string(p))
-	if err != nil || len(pb) == 0 || pb[0] != '{' {
+	return err == nil && len(pb) > 0 && pb[0] == '{'
+}
+
+// ghsMatch finds GitHub App installation tokens of both forms (ghsAt); only
+// the classic form's checksum verifies one.
+func ghsMatch(st *scanState, ri int, b []byte, ks, ke int) {
+	if ks > 0 && setAlnum[b[ks-1]] {
 		return
 	}
-	if isExample(b[ks:i]) {
+	end, verified, ok := ghsAt(b, ks)
+	if !ok || isExample(b[ks:end]) {
 		return
 	}
-	st.add(ri, ks, i, false)
+	st.add(ri, ks, end, verified)
 }
 
 // ---- private keys ----

@@ -708,6 +708,7 @@ func TestParseLeakReport(t *testing.T) {
 	ghBody := "0123456789abcdefghijABCDEFGHIJ"
 	ghs := "ghs" + "_" + ghBody + token.Checksum(ghBody)
 	ghsBad := ghs[:39] + string(rotate(ghs[39]))
+	sl, sl2 := statelessGHS(t, "123456"), statelessGHS(t, "7")
 	for _, tt := range []struct {
 		name, body string
 		want       []string
@@ -715,6 +716,9 @@ func TestParseLeakReport(t *testing.T) {
 		{"ghs in text", "GH_TOKEN=" + ghs + " x" + ghs + " " + ghsBad + " " + ghs + "x " + ghs, []string{ghs}},
 		{"ghs in a github alert", `[{"token":"` + ghs + `","type":"github_app_installation_token","url":"u","source":"content"}]`, []string{ghs}},
 		{"no ghs", "ghs" + "_short " + ghsBad, nil},
+		{"stateless ghs in text, and at a sentence's end", "GH_TOKEN=" + sl + "\nleaked " + sl2 + ". " + sl, []string{sl, sl2}},
+		{"stateless ghs in a github alert", `[{"token":"` + sl + `","type":"github_app_installation_token","url":"u","source":"content"}]`, []string{sl}},
+		{"stateless ghs glued or not a JWT", "x" + sl + " " + "ghs" + "_123_" + "abc.def.ghi " + "ghs" + "__" + sl[len("ghs_123456_"):], nil},
 	} {
 		r, err := ParseLeakReport([]byte(tt.body))
 		if err != nil || fmt.Sprint(r.GitHubTokens) != fmt.Sprint(tt.want) || len(r.Tokens) != 0 {
@@ -838,6 +842,7 @@ func FuzzParseLeakReport(f *testing.F) {
 	f.Add([]byte("postgres://r:" + p + "@h/db " + j))
 	f.Add([]byte(`[{"token":`))
 	f.Add([]byte("ghs_0123456789abcdefghijABCDEFGHIJ" + token.Checksum("0123456789abcdefghijABCDEFGHIJ") + " " + j))
+	f.Add([]byte("x " + statelessGHS(f, "42") + ". " + j))
 	f.Fuzz(func(t *testing.T, b []byte) {
 		r, err := ParseLeakReport(b)
 		if err != nil {
@@ -857,12 +862,12 @@ func FuzzParseLeakReport(f *testing.F) {
 			seen[pw] = true
 		}
 		for _, g := range r.GitHubTokens {
-			if ok, _ := crc62([]byte(g)); !ok || len(g) != ghsLen || seen[g] {
+			if end, _, ok := ghsAt([]byte(g), 0); !ok || end != len(g) || seen[g] {
 				t.Fatalf("bad or repeated GitHub token in report")
 			}
 			seen[g] = true
 		}
-		if len(r.Tokens)+len(r.Passwords) > MaxLeakTokens {
+		if len(r.Tokens)+len(r.Passwords)+len(r.GitHubTokens) > MaxLeakTokens {
 			t.Fatal("over the cap")
 		}
 	})
@@ -900,5 +905,49 @@ func TestScanPathsProgress(t *testing.T) {
 	}
 	if calls != 25 || last.Files != st.Files || last.Bytes != st.Bytes || st.Files != 25 {
 		t.Fatalf("%d calls, last %+v, totals %+v", calls, last, st)
+	}
+}
+
+// statelessGHS builds a GitHub App installation token of the stateless
+// form GitHub mints since 2026: "ghs_" + the App's id + "_" + a JWT signed
+// by GitHub (here random bytes stand for the signature).
+func statelessGHS(t testing.TB, appID string) string {
+	t.Helper()
+	jti := make([]byte, 16)
+	sig := make([]byte, 64)
+	rand.Read(jti)
+	rand.Read(sig)
+	enc := base64.RawURLEncoding.EncodeToString
+	payload := fmt.Sprintf(`{"iss":"github","app_id":%s,"installation_id":7890,"exp":1900000000,"jti":"%x","permissions":{"contents":"write"}}`, appID, jti)
+	return "ghs" + "_" + appID + "_" + enc([]byte(`{"alg":"ES256","typ":"JWT"}`)) + "." + enc([]byte(payload)) + "." + enc(sig)
+}
+
+// The scanner finds stateless installation tokens whole, unverified (no
+// one outside GitHub can check them), and not again as a bare JWT.
+func TestStatelessGitHubAppToken(t *testing.T) {
+	sl := statelessGHS(t, "123456")
+	s := newScanner(t, Options{})
+	for _, tt := range []struct {
+		name, in string
+		want     int
+	}{
+		{"assignment", "GH_TOKEN=" + sl + "\n", 1},
+		{"in a header", "Authorization: token " + sl, 1},
+		{"end of a sentence", "it leaked: " + sl + ".", 1},
+		{"glued to a word", "abc" + sl, 0},
+		{"header not JSON", "ghs" + "_1_" + base64.RawURLEncoding.EncodeToString([]byte("not json at all")) + sl[strings.IndexByte(sl, '.'):], 0},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			fs := s.ScanBytes("f", []byte(tt.in))
+			if len(fs) != tt.want {
+				t.Fatalf("got %d findings %v", len(fs), rulesOf(fs))
+			}
+			if tt.want == 0 {
+				return
+			}
+			if f := fs[0]; f.Rule != RuleGitHubAppToken || f.Secret != sl || f.Verified || strings.Contains(f.Hint, sl[20:]) {
+				t.Fatalf("finding %s verified=%v hint %q", f.Rule, f.Verified, f.Hint)
+			}
+		})
 	}
 }
