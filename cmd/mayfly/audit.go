@@ -168,7 +168,8 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 		Short: "Recompute the Merkle tree and check it against the latest signed checkpoint",
 		Long: "Recompute the audit log's Merkle tree from its entries and check every entry, the latest\n" +
 			"signed checkpoint and the tree verified last time (kept in a state file, so that a rollback or\n" +
-			"a rewritten history is caught). Offline with --data-dir (the server may be running), or\n" +
+			"a rewritten history is caught). Offline with --data-dir (the server may be running; the store\n" +
+			"is opened read-only and never migrated: a schema this mayfly cannot read is refused), or\n" +
 			"remotely with --addr / MAYFLY_ADDR and an auditor token in MAYFLY_TOKEN. The first remote run\n" +
 			"pins the server's verifier key unless --key gives it.\n" +
 			"Exit 0 intact, 1 tampered (naming the first bad index), 2 error.",
@@ -280,8 +281,9 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
 	if dsn == "" {
-		// Opening a missing SQLite file would create an empty log and call
-		// it intact: a data dir whose server uses PostgreSQL has none.
+		// The store refuses a missing file too (it opens it read-only);
+		// here the error can say why it may be missing: a data dir whose
+		// server uses PostgreSQL has none.
 		if _, err := os.Stat(dir.Database()); err != nil {
 			return nil, "", usageErr("audit verify: %s is missing (%v); if the server uses PostgreSQL, pass --postgres DSN or set MAYFLY_POSTGRES", dir.Database(), errors.Unwrap(err))
 		}

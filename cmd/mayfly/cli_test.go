@@ -2,10 +2,14 @@ package main
 
 import (
 	"context"
+	"crypto/sha256"
+	"database/sql"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -100,6 +104,79 @@ func TestAuditVerifyOfflineMissingDatabase(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "mayfly.db")); err == nil {
 		t.Error("audit verify created mayfly.db in the data dir")
+	}
+}
+
+// Offline verification reads the data dir and changes nothing in it: not
+// the database's bytes, not its mode, not its schema (an older one is read
+// as it is, never migrated); a schema newer than this mayfly is refused.
+func TestAuditVerifyOfflineChangesNothing(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	dbPath := filepath.Join(dir, "mayfly.db")
+	// A mode the server would not set: the server sets 0600 on open.
+	if err := os.Chmod(dbPath, 0o640); err != nil {
+		t.Fatal(err)
+	}
+	fingerprint := func() string {
+		b, err := os.ReadFile(dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, err := os.Stat(dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return fmt.Sprintf("%x %v", sha256.Sum256(b), fi.Mode())
+	}
+	// addSchema changes the schema version the database records by d.
+	addSchema := func(d int) {
+		db, err := sql.Open("sqlite", "file:"+dbPath)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer db.Close()
+		var v []byte
+		if err := db.QueryRow(`SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		n, err := strconv.Atoi(string(v))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(`UPDATE meta SET value = ? WHERE key = 'schema_version'`, []byte(strconv.Itoa(n+d))); err != nil {
+			t.Fatal(err)
+		}
+	}
+	verify := func(name string) {
+		t.Helper()
+		before := fingerprint()
+		stdout, stderr, code := runCLI(t, "", "audit", "verify", "--data-dir", dir, "--no-state")
+		if code != exitOK || !strings.Contains(stdout, "intact") {
+			t.Fatalf("%s: exit %d, stdout %q, stderr %q", name, code, stdout, stderr)
+		}
+		if after := fingerprint(); after != before {
+			t.Fatalf("%s: verify changed the database: %s, was %s", name, after, before)
+		}
+	}
+	verify("current schema")
+	// Recorded as one version older: a verifier that migrated would
+	// apply the last step again (and fail on its existing objects).
+	addSchema(-1)
+	verify("older schema")
+
+	addSchema(+2)
+	before := fingerprint()
+	_, stderr, code := runCLI(t, "", "audit", "verify", "--data-dir", dir, "--no-state")
+	if code != exitUsage || !strings.Contains(stderr, "newer than this mayfly knows") {
+		t.Fatalf("newer schema: exit %d, stderr %q", code, stderr)
+	}
+	oneLineErr(t, []string{"audit", "verify"}, stderr)
+	if after := fingerprint(); after != before {
+		t.Fatalf("verify changed a database of a newer schema: %s, was %s", after, before)
 	}
 }
 

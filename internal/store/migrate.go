@@ -317,6 +317,12 @@ func (db *DB) dialect(s string) string {
 // migrate applies pending migrations, each in its own transaction, under a
 // lock so that several nodes starting at once apply each step once.
 func (db *DB) migrate(ctx context.Context) error {
+	return db.migrateTo(ctx, len(migrations()))
+}
+
+// migrateTo is migrate up to schema version target (tests make the
+// schema an older mayfly left with it).
+func (db *DB) migrateTo(ctx context.Context, target int) error {
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
 		return fmt.Errorf("store: migrate: %w", err)
@@ -329,7 +335,7 @@ func (db *DB) migrate(ctx context.Context) error {
 		}
 		defer conn.ExecContext(context.Background(), `SELECT pg_advisory_unlock(7303885)`)
 	}
-	current, err := schemaVersion(ctx, conn, db)
+	current, err := schemaVersion(ctx, conn, db.postgres)
 	if err != nil {
 		return err
 	}
@@ -337,7 +343,7 @@ func (db *DB) migrate(ctx context.Context) error {
 	if current > len(steps) {
 		return fmt.Errorf("store: database schema is version %d, newer than this mayfly knows (%d): refusing to run", current, len(steps))
 	}
-	for i := current; i < len(steps); i++ {
+	for i := current; i < min(target, len(steps)); i++ {
 		tx, err := conn.BeginTx(ctx, nil)
 		if err != nil {
 			return fmt.Errorf("store: migrate to %d: %w", i+1, err)
@@ -368,10 +374,18 @@ func (db *DB) migrate(ctx context.Context) error {
 	return nil
 }
 
-func schemaVersion(ctx context.Context, conn *sql.Conn, db *DB) (int, error) {
+// rowQuerier is what schemaVersion reads through: a connection (migrate,
+// under its lock) or a pool (a read-only handle).
+type rowQuerier interface {
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// schemaVersion reads the schema version the database records; 0 when it
+// has no schema yet.
+func schemaVersion(ctx context.Context, conn rowQuerier, postgres bool) (int, error) {
 	var exists bool
 	var q string
-	if db.postgres {
+	if postgres {
 		q = `SELECT EXISTS (SELECT 1 FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = 'meta')`
 	} else {
 		q = `SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'meta')`
