@@ -69,7 +69,7 @@ var (
 	perRun       = flag.Int("n", 2000, "exchanges per run (a quarter of it at concurrency 1)")
 	concFlag     = flag.String("c", "1,16,32", "concurrencies (clients, each on its own keep-alive connection)")
 	vaultBin     = flag.String("vault", "", "the vault (or bao) binary; absent: the comparison is skipped")
-	vaultStorage = flag.String("vault-storage", "raft", "Vault storage backends to measure, comma-separated: raft, file")
+	vaultStorage = flag.String("vault-storage", "raft", "Vault storage backends to measure, comma-separated: raft, file (not in a -tags minimal build)")
 	vaultAudit   = flag.String("vault-audit", "file,none", "Vault audit devices to measure, comma-separated: file (a file audit device), none")
 	mayflyBin    = flag.String("mayfly", "", "mayfly binary to measure (default: build ./cmd/mayfly)")
 	baseline     = flag.String("baseline", "", "a second mayfly binary measured as target \"mayfly-base\"")
