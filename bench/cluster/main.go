@@ -59,6 +59,7 @@ var (
 	top      = flag.Int("top", 0, "print the N statements run most in each phase")
 	pprofDir = flag.String("pprof", "", "write each node's CPU profile of the gateway phase to this directory (a -tags mayfly_pprof build)")
 	perNode  = flag.Bool("per-node", false, "run -clients clients per node (the same load per node) instead of in all")
+	base     = flag.String("base", "", "also build ./cmd/mayfly in this source tree (say, a worktree of main) and interleave its rounds with this tree's, for a before/after in one run")
 )
 
 func main() {
@@ -67,15 +68,12 @@ func main() {
 	tmp, err := os.MkdirTemp("", "mayfly-cluster-bench-")
 	check(err)
 	defer os.RemoveAll(tmp)
-	bin := filepath.Join(tmp, "mayfly")
-	args := []string{"build", "-o", bin}
 	if *pprofDir != "" {
-		args = append(args, "-tags", "mayfly_pprof")
 		check(os.MkdirAll(*pprofDir, 0o755))
 	}
-	out, err := exec.Command("go", append(args, "./cmd/mayfly")...).CombinedOutput()
-	if err != nil {
-		log.Fatalf("build: %v\n%s", err, out)
+	builds := []struct{ name, bin string }{{"this tree", build(tmp, ".", "mayfly")}}
+	if *base != "" {
+		builds = append([]struct{ name, bin string }{{"base " + *base, build(tmp, *base, "mayfly-base")}}, builds...)
 	}
 	pg := startPostgres(tmp)
 	defer pg.stop()
@@ -89,14 +87,44 @@ func main() {
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	defer up.Close()
 
-	results := map[int][]result{}
+	all := make([]map[int][]result, len(builds))
 	for r := 0; r < *rounds; r++ {
-		for _, n := range []int{1, 3} {
-			res := runCluster(tmp, bin, pg, iss, up.URL, n, r)
-			results[n] = append(results[n], res)
-			fmt.Printf("round %d, %d node(s): %s\n", r+1, n, res)
+		for b, bd := range builds {
+			if all[b] == nil {
+				all[b] = map[int][]result{}
+			}
+			for _, n := range []int{1, 3} {
+				res := runCluster(tmp, bd.bin, pg, iss, up.URL, n, r*len(builds)+b)
+				all[b][n] = append(all[b][n], res)
+				fmt.Printf("round %d, %s, %d node(s): %s\n", r+1, bd.name, n, res)
+			}
 		}
 	}
+	for b, bd := range builds {
+		fmt.Printf("\n== %s", bd.name)
+		summarize(all[b])
+	}
+}
+
+// build builds dir's ./cmd/mayfly into tmp/name.
+func build(tmp, dir, name string) string {
+	bin, err := filepath.Abs(filepath.Join(tmp, name))
+	check(err)
+	args := []string{"build", "-o", bin}
+	if *pprofDir != "" {
+		args = append(args, "-tags", "mayfly_pprof")
+	}
+	cmd := exec.Command("go", append(args, "./cmd/mayfly")...)
+	cmd.Dir = dir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		log.Fatalf("build in %s: %v\n%s", dir, err, out)
+	}
+	return bin
+}
+
+// summarize prints the medians of one build's rounds, and where a cluster
+// of such nodes stops scaling.
+func summarize(results map[int][]result) {
 	med := func(n int, f func(result) float64) float64 {
 		var xs []float64
 		for _, r := range results[n] {
@@ -373,10 +401,12 @@ grants:
 		}
 		return nreq / el.Seconds(), stmts / nreq, (cpuOf(nodes) - n0) / nreq, (pg.cpu() - d0) / nreq, errs
 	}
+	exProfiles := profile(nodes, "exchange", round, n)
 	res.exchangesPerSec, res.stmtsPerExchange, res.nodeCPUExchange, res.dbCPUExchange, res.errorsExchange = phase(func(w, i int) int {
 		c, _ := exchange(nodes[(w+i)%n], "")
 		return c
 	})
+	exProfiles.Wait()
 	// One token per client, used on every node in turn.
 	toks := make([]string, clients)
 	for w := range toks {
@@ -388,21 +418,7 @@ grants:
 	}
 	time.Sleep(500 * time.Millisecond) // every node has them (polling's bound)
 	res.seqExchange = lastSeqPerReq
-	var profiles sync.WaitGroup
-	if *pprofDir != "" {
-		secs := int(duration.Seconds()) - 1
-		for i, nd := range nodes {
-			profiles.Go(func() {
-				resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", nd.pprof, secs))
-				check(err)
-				defer resp.Body.Close()
-				f, err := os.Create(filepath.Join(*pprofDir, fmt.Sprintf("gateway-r%d-n%d-node%d.pprof", round, n, i)))
-				check(err)
-				defer f.Close()
-				io.Copy(f, resp.Body)
-			})
-		}
-	}
+	profiles := profile(nodes, "gateway", round, n)
 	res.gatewayPerSec, res.stmtsPerGateway, res.nodeCPUGateway, res.dbCPUGateway, res.errorsGateway = phase(func(w, i int) int {
 		r, _ := http.NewRequest("GET", nodes[(w+i)%n].url+"/gw/api/r/"+strconv.Itoa(i), nil)
 		r.Header.Set("Authorization", "Bearer "+toks[w])
@@ -442,6 +458,28 @@ grants:
 		}
 	}
 	return res
+}
+
+// profile, with -pprof, writes each node's CPU profile of a phase that
+// starts now; wait for it once the phase is over.
+func profile(nodes []*node, phase string, round, n int) *sync.WaitGroup {
+	var profiles sync.WaitGroup
+	if *pprofDir == "" {
+		return &profiles
+	}
+	secs := int(duration.Seconds()) - 1
+	for i, nd := range nodes {
+		profiles.Go(func() {
+			resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/profile?seconds=%d", nd.pprof, secs))
+			check(err)
+			defer resp.Body.Close()
+			f, err := os.Create(filepath.Join(*pprofDir, fmt.Sprintf("%s-r%d-n%d-node%d.pprof", phase, round, n, i)))
+			check(err)
+			defer f.Close()
+			io.Copy(f, resp.Body)
+		})
+	}
+	return &profiles
 }
 
 func (nd *node) start(bin, dsn, cfg string) {
@@ -557,15 +595,16 @@ func (p *postgres) sequencerPID() int {
 }
 
 func (p *postgres) printTop(n int, requests float64) {
-	rows, err := p.db.Query(`SELECT calls, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+	rows, err := p.db.Query(`SELECT calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
 		WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT $1`, n)
 	check(err)
 	defer rows.Close()
 	for rows.Next() {
 		var calls int64
+		var ms float64
 		var q string
-		check(rows.Scan(&calls, &q))
-		fmt.Printf("  %6.2f/request  %s\n", float64(calls)/requests, q)
+		check(rows.Scan(&calls, &ms, &q))
+		fmt.Printf("  %6.2f/request %6.1f µs/request  %s\n", float64(calls)/requests, ms*1000/requests, q)
 	}
 }
 
