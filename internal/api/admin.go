@@ -144,6 +144,9 @@ func (a *API) adminAllowed(src netip.Addr) bool {
 }
 
 func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
+	if tooLong(w, r, a.cfg.Limits.MaxBody, "body too large") {
+		return false
+	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
@@ -314,6 +317,9 @@ func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) 
 }
 
 func (a *API) readPolicy(w http.ResponseWriter, r *http.Request) ([]policy.File, bool) {
+	if tooLong(w, r, a.cfg.Limits.MaxPolicyBody, "policy too large") {
+		return nil, false
+	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxPolicyBody))
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "policy too large")

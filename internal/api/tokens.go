@@ -26,6 +26,9 @@ const (
 
 // parseForm reads a size-limited urlencoded body.
 func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
+	if tooLong(w, r, a.cfg.Limits.MaxBody, "body too large") {
+		return false
+	}
 	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
@@ -36,6 +39,17 @@ func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
 		writeError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
 		return false
 	}
+	return true
+}
+
+// tooLong refuses (413) a body whose declared length is over max before
+// any of it is read: a request refused on its headers is answered at once
+// (the server then drops or cuts the body, framing.go in package server).
+func tooLong(w http.ResponseWriter, r *http.Request, max int64, desc string) bool {
+	if r.ContentLength <= max {
+		return false
+	}
+	writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", desc)
 	return true
 }
 
@@ -266,6 +280,9 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	// parsed nor looked up (net/http discards its body to keep the
 	// connection, which costs the node less than a new TLS handshake).
 	if !a.leakBudgetAllows(w) {
+		return
+	}
+	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, "leak report too large") {
 		return
 	}
 	if !a.leakGate.enter() {

@@ -1,12 +1,15 @@
 package server
 
 import (
+	"bufio"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"errors"
+	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -415,5 +418,30 @@ func TestLeakReportTokenCap(t *testing.T) {
 				t.Fatalf("413 body %v", out)
 			}
 		})
+	}
+}
+
+// A body whose declared length is over its endpoint's limit is refused
+// (413) on the headers, before any of it arrives.
+func TestDeclaredLengthOverLimit(t *testing.T) {
+	h := newHarness(t, Config{})
+	for _, tc := range []struct{ method, path, auth string }{
+		{"POST", "/v1/token", ""},
+		{"POST", "/v1/revoke", ""},
+		{"POST", "/v1/leaks", ""},
+		{"PUT", "/v1/policy", h.admin},
+		{"PUT", "/v1/secrets/x", h.admin},
+	} {
+		c, err := net.Dial("tcp", h.http.Listener.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		fmt.Fprintf(c, "%s %s HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer %s\r\nContent-Length: 50000000\r\n\r\n", tc.method, tc.path, tc.auth)
+		c.SetReadDeadline(time.Now().Add(10 * time.Second)) // bounds a hang; measures nothing
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		c.Close()
+		if err != nil || resp.StatusCode != http.StatusRequestEntityTooLarge {
+			t.Fatalf("%s %s: %v %v", tc.method, tc.path, resp, err)
+		}
 	}
 }

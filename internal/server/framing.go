@@ -658,6 +658,11 @@ func guard(next http.Handler, minRate float64, grace time.Duration) http.Handler
 			if r.TLS == nil && fc.tlsState != nil {
 				r.TLS = fc.tlsState
 			}
+			if r.ContentLength != 0 && !strings.HasPrefix(r.URL.EscapedPath(), "/gw/") {
+				// The gateway closes a refused request's connection itself
+				// (it streams bodies, so it knows when it has not read one).
+				w = &unreadBounded{ResponseWriter: w, rc: http.NewResponseController(w)}
+			}
 		} else if r.ProtoMajor == 2 && minRate > 0 && strings.HasPrefix(r.URL.Path, "/gw/") && r.Body != nil && r.Body != http.NoBody {
 			// HTTP/2 streams bypass framingConn: bound the gateway's
 			// streamed bodies per stream (the API bounds its own small
@@ -691,3 +696,40 @@ func (b *rateBody) Read(p []byte) (int, error) {
 	}
 	return n, err
 }
+
+// unreadWindow bounds how long net/http waits for the part of a request
+// body its handler left unread. It reads that part before it answers, to
+// keep the connection (up to 256 KiB; more, and it closes): a body that is
+// already arriving is dropped within the window and the connection kept
+// (a refused leak report's costs less than a new TLS handshake), one that
+// trickles is cut, so the request is answered at once and its connection
+// closed.
+const unreadWindow = 200 * time.Millisecond
+
+// unreadBounded applies unreadWindow from the moment the handler answers.
+type unreadBounded struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	armed bool
+}
+
+func (u *unreadBounded) arm() {
+	if !u.armed {
+		u.armed = true
+		u.rc.SetReadDeadline(time.Now().Add(unreadWindow))
+	}
+}
+
+func (u *unreadBounded) WriteHeader(code int) {
+	if code >= 200 {
+		u.arm()
+	}
+	u.ResponseWriter.WriteHeader(code)
+}
+
+func (u *unreadBounded) Write(p []byte) (int, error) {
+	u.arm()
+	return u.ResponseWriter.Write(p)
+}
+
+func (u *unreadBounded) Unwrap() http.ResponseWriter { return u.ResponseWriter }

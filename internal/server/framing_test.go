@@ -49,6 +49,11 @@ func startFraming(t *testing.T, withTLS bool, opts framingOptions) *framingServe
 			conn.Write(buf[:n])
 			return
 		}
+		if r.URL.Path == "/refuse" {
+			// Refused on its headers: the body is never read.
+			http.Error(w, "refused", http.StatusForbidden)
+			return
+		}
 		b, err := io.ReadAll(r.Body)
 		f.mu.Lock()
 		f.seen = append(f.seen, r.Method+" "+r.URL.Path+" "+string(b))
@@ -199,6 +204,26 @@ func TestFramingMinimumBodyRate(t *testing.T) {
 	defer f.mu.Unlock()
 	if len(f.errs) != 1 || !strings.Contains(f.errs[0].Error(), "minimum data rate") {
 		t.Fatalf("handler body errors: %v", f.errs)
+	}
+}
+
+// A request its handler refuses without reading the body is answered at
+// once and its connection closed when the body is not there (the grace
+// here would hold it for minutes otherwise); one whose body has arrived
+// keeps its connection.
+func TestFramingRefusedBodyNotAwaited(t *testing.T) {
+	for _, withTLS := range []bool{false, true} {
+		f := startFraming(t, withTLS, framingOptions{minRate: 1000, grace: 5 * time.Minute})
+		statuses, _, closed := exchange(t, f, "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 200000\r\n\r\nabc", withTLS)
+		if fmt.Sprint(statuses) != "[403]" || !closed {
+			t.Fatalf("tls=%v: slow body: %v closed=%v", withTLS, statuses, closed)
+		}
+		statuses, _, _ = exchange(t, f, "POST /refuse HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello"+
+			"POST /refuse HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"+okGet+
+			strings.Replace(okGet, "Host: x", "Host: x\r\nConnection: close", 1), withTLS)
+		if fmt.Sprint(statuses) != "[403 403 200 200]" {
+			t.Fatalf("tls=%v: bodies that arrived: %v", withTLS, statuses)
+		}
 	}
 }
 

@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -113,47 +114,55 @@ func (c *revocationCounter) ApplyPolicyVersion(ctx context.Context, p store.Poli
 }
 
 // listenMetrics opens the metrics listener, or returns nil when there is
-// none. Plain HTTP is allowed on loopback; elsewhere it is TLS with the
-// API's certificate. A listener that cannot bind is logged, not fatal:
-// metrics are not worth refusing tokens for, and /metrics stays on the API
-// for auditors.
-func (s *Server) listenMetrics() net.Listener {
+// none, with the TLS configuration to serve it with (nil: plain HTTP).
+// Plain HTTP is allowed on loopback; elsewhere it is TLS with the API's
+// certificate. A listener that cannot bind is logged, not fatal: metrics
+// are not worth refusing tokens for, and /metrics stays on the API for
+// auditors.
+func (s *Server) listenMetrics() (net.Listener, *tls.Config) {
 	addr := s.cfg.MetricsListen
 	if addr == "" || addr == "off" {
-		return nil
+		return nil, nil
 	}
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
 		s.log.Error("metrics listener not started; /metrics is still served to auditors on the API listener", "addr", addr, "err", err)
-		return nil
+		return nil, nil
 	}
 	scheme := "http"
+	var tlsCfg *tls.Config
 	if CheckListen(addr, true) != nil {
 		if s.http.TLSConfig == nil {
 			ln.Close()
 			s.log.Error("metrics listener not started: plain HTTP is allowed only on loopback, and the server runs without TLS", "addr", addr)
-			return nil
+			return nil, nil
 		}
-		ln = tls.NewListener(ln, s.http.TLSConfig)
+		tlsCfg = s.http.TLSConfig
 		scheme = "https"
 	}
 	s.log.Info("metrics listening", "url", scheme+"://"+ln.Addr().String()+"/metrics")
-	return ln
+	return ln, tlsCfg
 }
 
-// serveMetrics serves /metrics alone on ln until ctx ends.
-func (s *Server) serveMetrics(ctx context.Context, ln net.Listener) {
+// serveMetrics serves /metrics alone on ln until ctx ends. Its connections
+// get the API listener's framing checks and body rate (framing.go): a
+// front proxy may share them with other traffic.
+func (s *Server) serveMetrics(ctx context.Context, ln net.Listener, tlsCfg *tls.Config) {
 	mux := http.NewServeMux()
 	mux.Handle("GET /metrics", promhttp.HandlerFor(s.registry, promhttp.HandlerOpts{}))
-	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
-		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10}
+	fo := s.framingOptions()
+	fo.maxHead = 16<<10 + 4096
+	srv := &http.Server{Handler: guard(mux, fo.minRate, fo.grace), ConnContext: framingConnContext, TLSConfig: tlsCfg,
+		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second,
+		WriteTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, MaxHeaderBytes: 16 << 10,
+		ErrorLog: slog.NewLogLogger(s.log.Handler(), slog.LevelWarn)}
 	go func() {
 		<-ctx.Done()
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		srv.Shutdown(sctx)
 	}()
-	if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
+	if err := srv.Serve(newFramingListener(ln, tlsCfg, fo)); err != nil && !errors.Is(err, http.ErrServerClosed) {
 		s.log.Error("metrics listener stopped", "err", err)
 	}
 }

@@ -495,13 +495,13 @@ func (s *Server) Serve(ctx context.Context) error {
 		s.heartbeat(bgCtx, ln.Addr().String())
 	}()
 	s.audit.Add(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200, Detail: map[string]any{"listen": ln.Addr().String(), "backend": s.store.Backend()}}).Wait(ctx)
-	if mln := s.listenMetrics(); mln != nil {
+	if mln, mtls := s.listenMetrics(); mln != nil {
 		mctx, stopMetrics := context.WithCancel(ctx)
 		defer stopMetrics()
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
-			s.serveMetrics(mctx, mln)
+			s.serveMetrics(mctx, mln, mtls)
 		}()
 	}
 	errc := make(chan error, 1)
