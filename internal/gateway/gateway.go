@@ -339,7 +339,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if urlHasToken(target) {
 		rq.ev.Path = "" // it holds the token
 		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request",
-			"the URL carries a mayfly token: send tokens only in the Authorization header, never in a URL (nothing was forwarded)", CheckURL)
+			"the URL carries a mayfly token (or is percent-encoded too often to tell): send tokens only in the Authorization header, never in a URL (nothing was forwarded)", CheckURL)
 		return
 	}
 

@@ -183,8 +183,8 @@ func formOverrides(text string, out []string) ([]string, error) {
 	return out, nil
 }
 
-// formUnescape decodes "+" and %XX; a "%" not followed by two hex digits
-// is kept as it is.
+// formUnescape decodes "+", %XX and (as ASP.NET's UrlDecode does) %uXXXX;
+// a "%" followed by neither is kept as it is.
 func formUnescape(s string) string {
 	if strings.IndexByte(s, '%') < 0 && strings.IndexByte(s, '+') < 0 {
 		return s
@@ -197,6 +197,11 @@ func formUnescape(s string) string {
 		case c == '%' && i+2 < len(s) && isHex(s[i+1]) && isHex(s[i+2]):
 			b = append(b, unhex(s[i+1])<<4|unhex(s[i+2]))
 			i += 2
+		case c == '%' && i+5 < len(s) && (s[i+1] == 'u' || s[i+1] == 'U') &&
+			isHex(s[i+2]) && isHex(s[i+3]) && isHex(s[i+4]) && isHex(s[i+5]):
+			r := rune(unhex(s[i+2]))<<12 | rune(unhex(s[i+3]))<<8 | rune(unhex(s[i+4]))<<4 | rune(unhex(s[i+5]))
+			b = utf8.AppendRune(b, r)
+			i += 5
 		default:
 			b = append(b, c)
 		}

@@ -50,6 +50,9 @@ func TestOverrideParsers(t *testing.T) {
 		{"form array", func() ([]string, error) { return formOverrides("_method[]=DELETE", nil) }, []string{"DELETE"}, 0},
 		{"form NUL", func() ([]string, error) { return formOverrides("_method%00x=DELETE", nil) }, []string{"DELETE"}, 0},
 		{"form ASP.NET field", func() ([]string, error) { return formOverrides("X-HTTP-Method-Override=DELETE", nil) }, []string{"DELETE"}, 0},
+		{"form ASP.NET %u escapes", func() ([]string, error) {
+			return formOverrides("X-HTTP-Method-Overrid%u0065=%u0044ELETE", nil)
+		}, []string{"DELETE"}, 0},
 		{"form upper key", func() ([]string, error) { return formOverrides("_METHOD=DELETE", nil) }, []string{"DELETE"}, 0},
 		{"form empty", func() ([]string, error) { return formOverrides("_method=&a=b", nil) }, nil, 0},
 		{"form bad escape kept", func() ([]string, error) { return formOverrides("_method=%zzDELETE", nil) }, []string{"%ZZDELETE"}, 0},

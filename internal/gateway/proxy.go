@@ -290,6 +290,11 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	// under any spelling; so would a second credential or framing header
 	// spelled with "_".
 	scrubHeaders(h, headerKey(f.cred.header))
+	// A request's trailers arrive after its body, so after the checks:
+	// some servers merge them into the headers (Apache's MergeTrailers),
+	// where an override, a path or a token in them would count. They are
+	// not forwarded.
+	out.Trailer = nil
 	for k, vs := range h {
 		for _, v := range vs {
 			if strings.Contains(v, f.rq.tok) {

@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
@@ -13,8 +14,9 @@ import (
 // "_"/"-" folded) names a path or URL for an upstream to serve instead of
 // the request's: IIS URL Rewrite, Symfony and Zend (X-Original-URL,
 // X-Rewrite-URL), nginx and Envoy conventions (X-Original-URI,
-// X-Envoy-Original-Path), and the X-Forwarded-URI/-Path/-Prefix family
-// that some frameworks use to rebuild the request URL.
+// X-Envoy-Original-Path, Traefik's X-Replaced-Path, the X-Override-URL of
+// bypass lists), and the X-Forwarded-URI/-Path/-Prefix family that some
+// frameworks use to rebuild the request URL.
 func isPathOverrideHeader(k string) bool {
 	if !strings.HasPrefix(k, "x-") {
 		return false
@@ -23,7 +25,8 @@ func isPathOverrideHeader(k string) bool {
 	case "x-forwarded-uri", "x-forwarded-url", "x-forwarded-path", "x-forwarded-prefix", "x-request-uri", "x-request-url":
 		return true
 	}
-	if !strings.Contains(k, "original") && !strings.Contains(k, "rewrite") {
+	if !strings.Contains(k, "original") && !strings.Contains(k, "rewrite") &&
+		!strings.Contains(k, "override") && !strings.Contains(k, "replaced") {
 		return false
 	}
 	return strings.HasSuffix(k, "-url") || strings.HasSuffix(k, "-uri") || strings.HasSuffix(k, "-path")
@@ -58,14 +61,17 @@ func scrubHeaders(h http.Header, credKey string) {
 
 // urlHasToken reports whether a request target carries a checksum-valid
 // mayfly token (a job or admin token) in any form a server or its logs
-// could turn back into one: as sent, percent-decoded (once or twice, "+"
-// as a space or not), or inside a base64 or hex run.
+// could turn back into one: as sent, percent-decoded (%XX and ASP.NET's
+// %uXXXX, as often as it still changes, "+" as a space or not), as UTF-16
+// (NULs dropped), or inside a base64 or hex run. A target still changing
+// after maxURLDecodes decodings is taken to carry one: no client encodes a
+// URL that often, and each decoding is work.
 func urlHasToken(target string) bool {
 	if len(target) < token.JobLen {
 		return false // no form of a token is shorter
 	}
 	s := target
-	for range 3 {
+	for range maxURLDecodes {
 		if tokenIn(s) {
 			return true
 		}
@@ -81,11 +87,39 @@ func urlHasToken(target string) bool {
 		}
 		s = d
 	}
-	return tokenIn(s)
+	return true
 }
 
+const maxURLDecodes = 8
+
 func tokenIn(s string) bool {
-	return strings.Contains(s, "mfy") && len(token.Find([]byte(s))) > 0 || encodedToken(s)
+	if strings.IndexByte(s, 0) >= 0 && tokenIn(strings.ReplaceAll(s, "\x00", "")) {
+		return true
+	}
+	return strings.Contains(s, "mfy") && anyToken([]byte(s)) || encodedToken(s)
+}
+
+// anyToken reports whether b holds a checksum-valid mayfly token anywhere,
+// also glued to other characters: token.Find skips those so that the
+// scanner reports real tokens only, but in a URL a token with letters
+// around it is still one that a reader of the upstream's logs can cut out
+// (and the checksum makes a chance match negligible).
+func anyToken(b []byte) bool {
+	for i := 0; ; {
+		j := bytes.Index(b[i:], []byte("mfy"))
+		if j < 0 {
+			return false
+		}
+		start := i + j
+		i = start + 1
+		for _, n := range [...]int{token.JobLen, token.AdminLen} {
+			if start+n <= len(b) {
+				if _, err := token.Parse(string(b[start : start+n])); err == nil {
+					return true
+				}
+			}
+		}
+	}
 }
 
 // encodedToken looks for a token in every base64 (both alphabets, any
@@ -106,7 +140,7 @@ func encodedToken(s string) bool {
 			if len(r)%4 == 1 {
 				r = r[:len(r)-1]
 			}
-			if b, err := base64.RawStdEncoding.DecodeString(r); err == nil && len(token.Find(b)) > 0 {
+			if b, err := base64.RawStdEncoding.DecodeString(r); err == nil && anyToken(b) {
 				return true
 			}
 		}
@@ -117,7 +151,7 @@ func encodedToken(s string) bool {
 		}
 		for off := 0; off < 2; off++ {
 			r := run[off:]
-			if b, err := hex.DecodeString(r[:len(r)/2*2]); err == nil && len(token.Find(b)) > 0 {
+			if b, err := hex.DecodeString(r[:len(r)/2*2]); err == nil && anyToken(b) {
 				return true
 			}
 		}

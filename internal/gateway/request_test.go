@@ -46,6 +46,32 @@ func TestPathOverrideSpellingsDropped(t *testing.T) {
 	}
 }
 
+// nest percent-encodes s n more times.
+func nest(s string, n int) string {
+	for range n {
+		s = url.QueryEscape(s)
+	}
+	return s
+}
+
+// pctU writes s as ASP.NET's %uXXXX escapes.
+func pctU(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		fmt.Fprintf(&b, "%%u%04X", r)
+	}
+	return b.String()
+}
+
+func utf16le(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		b.WriteByte(s[i])
+		b.WriteByte(0)
+	}
+	return b.String()
+}
+
 func TestURLTokenDetection(t *testing.T) {
 	tok := mustToken(t)
 	adm := mustAdmin(t)
@@ -56,6 +82,8 @@ func TestURLTokenDetection(t *testing.T) {
 		}
 		return b.String()
 	}
+	// The token with its last character changed (never to itself).
+	broken := tok[:len(tok)-1] + map[bool]string{true: "y", false: "x"}[strings.HasSuffix(tok, "x")]
 	tests := []struct {
 		target string
 		want   bool
@@ -70,7 +98,15 @@ func TestURLTokenDetection(t *testing.T) {
 		{"/gw/api/v1/q?t=ab" + base64.RawURLEncoding.EncodeToString([]byte("xy:"+tok)), true},
 		{"/gw/api/v1/q?t=" + hex.EncodeToString([]byte(tok)), true},
 		{"/gw/api/v1/q?t=" + strings.ToUpper(hex.EncodeToString([]byte(" "+tok))), true},
-		{"/gw/api/v1/q?t=" + tok[:len(tok)-1] + "x", false}, // checksum fails
+		{"/gw/api/v1/q?t=" + nest(pct(tok), 3), true},
+		{"/gw/api/v1/q?t=" + nest("%25", maxURLDecodes) + "41" + strings.Repeat("x", 40), true}, // too deep to tell
+		{"/gw/api/v1/q?t=" + nest("%25", maxURLDecodes-3) + "41" + strings.Repeat("x", 40), false},
+		{"/gw/api/v1/q?t=" + pctU(tok), true},
+		{"/gw/api/v1/q?t=" + pct(utf16le(tok)), true},
+		{"/gw/api/v1/q?t=" + pct("\x00"+utf16le(tok)), true}, // big-endian
+		{"/gw/api/v1/q?t=ab" + tok + "cd", true},             // glued to other characters
+		{"/gw/api/v1/q?t=" + url.QueryEscape(base64.StdEncoding.EncodeToString([]byte("ab"+tok))), true},
+		{"/gw/api/v1/q?t=" + broken, false}, // checksum fails
 		{"/gw/api/repos/acme/app/issues?state=open&per_page=100", false},
 		{"/gw/api/v1/q?sha=" + strings.Repeat("0123456789abcdef", 5), false},
 	}
