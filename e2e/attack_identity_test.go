@@ -330,6 +330,30 @@ func TestAttackIdentity(t *testing.T) {
 		}
 	})
 
+	// Renewal checks a bound token's proof against the same origin.
+	t.Run("dpop htu on renewal", func(t *testing.T) {
+		if bound == "" {
+			t.Skip("no bound token")
+		}
+		for _, tc := range []struct {
+			name, host, htu string
+			want            int
+		}{
+			{"allowed: own address", "", ours, 200},
+			{"allowed: certificate name", "localhost:" + w.port, "https://localhost:" + w.port, 200},
+			{"attack: forged host", "evil.example", "https://evil.example", 401},
+			{"attack: forged host, our port", "evil.example:" + w.port, "https://evil.example:" + w.port, 401},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				hdr := map[string]string{"Authorization": "DPoP " + bound, "DPoP": proof(t, "POST", tc.htu+"/v1/token/renew", bound)}
+				code, out := w.do(t, "POST", "/v1/token/renew", tc.host, hdr, "")
+				if code != tc.want || (code != 200 && out["error"] != "invalid_dpop_proof") {
+					t.Fatalf("status %d %v, want %d", code, out, tc.want)
+				}
+			})
+		}
+	})
+
 	// Item 9: numbers match by their exact JSON text.
 	t.Run("numeric claims", func(t *testing.T) {
 		for _, tc := range []struct {

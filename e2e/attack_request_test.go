@@ -15,6 +15,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"fmt"
 	"io"
 	"mime/multipart"
@@ -44,6 +45,7 @@ type rqUpstream struct {
 type rqSeen struct {
 	method, path, query string
 	header              http.Header
+	trailer             http.Header
 	body                string
 }
 
@@ -52,7 +54,7 @@ func newRQUpstream(t *testing.T) *rqUpstream {
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		b, _ := io.ReadAll(r.Body)
 		u.mu.Lock()
-		u.reqs = append(u.reqs, rqSeen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), string(b)})
+		u.reqs = append(u.reqs, rqSeen{r.Method, r.URL.Path, r.URL.RawQuery, r.Header.Clone(), r.Trailer.Clone(), string(b)})
 		u.mu.Unlock()
 		w.Header().Set("X-Seen-Authorization", r.Header.Get("Authorization"))
 		fmt.Fprintf(w, "%s %s auth=%s", r.Method, r.URL.Path, r.Header.Get("Authorization"))
@@ -103,15 +105,20 @@ func rqStart(t *testing.T, plain bool) *rqTarget {
 	if plain {
 		tg.name = "http"
 	} else {
-		pool := x509.NewCertPool()
-		b, err := os.ReadFile(filepath.Join(n.dir, "ca.pem"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		pool.AppendCertsFromPEM(b)
-		tg.tls = &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}
+		tg.tls = &tls.Config{RootCAs: n.caPool(t), ServerName: "127.0.0.1", NextProtos: []string{"http/1.1"}}
 	}
 	return tg
+}
+
+func (n *node) caPool(t *testing.T) *x509.CertPool {
+	t.Helper()
+	pool := x509.NewCertPool()
+	b, err := os.ReadFile(filepath.Join(n.dir, "ca.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	pool.AppendCertsFromPEM(b)
+	return pool
 }
 
 func (tg *rqTarget) dial(t *testing.T) net.Conn {
@@ -284,6 +291,7 @@ func (tg *rqTarget) overrideCases() []rqCase {
 	}
 	mp, mpType := rqMultipart("item", "x", "_method", "DELETE")
 	mpOK, mpOKType := rqMultipart("item", "x")
+	mpArr, mpArrType := rqMultipart("item", "x", "_method[]", "DELETE")
 	big := "item=" + strings.Repeat("x", 5000)
 	cs := []rqCase{
 		{name: "X_HTTP_METHOD_OVERRIDE header", neighbour: post("", form, "item=x"), attack: post("X_HTTP_METHOD_OVERRIDE: DELETE\r\n", form, "item=x"), want: []int{403}},
@@ -302,8 +310,50 @@ func (tg *rqTarget) overrideCases() []rqCase {
 		{name: "JSON UTF-16", neighbour: post("", "application/json; charset=utf-8", `{"item":"x"}`), attack: post("", "application/json; charset=utf-16le", "{\x00\"\x00_\x00m\x00}\x00"), want: []int{415}},
 		{name: "form over the bound", neighbour: post("", form, big[:4000]), attack: post("", form, big), want: []int{413}, reason: "cannot be checked"},
 		{name: "override not a method", neighbour: post("", "", ""), attack: post("X-HTTP-Method-Override: DEL ETE\r\n", "", ""), want: []int{400}},
+		// ASP.NET MVC reads X-HTTP-Method-Override from forms and queries
+		// too, and classic ASP.NET decodes %uXXXX in them.
+		{name: "form ASP.NET field", neighbour: post("", form, "item=x"), attack: post("", form, "item=x&X-HTTP-Method-Override=DELETE"), want: []int{403}},
+		{name: "query ASP.NET field", neighbour: tg.request("POST", "/v1/items?item=x", withLength("", ""), ""), attack: tg.request("POST", "/v1/items?X-HTTP-Method-Override=PUT", withLength("", ""), ""), want: []int{403}},
+		{name: "form ASP.NET %u escapes", neighbour: post("", form, "item=%u0078"), attack: post("", form, "item=x&X-HTTP-Method-Overrid%u0065=%u0044ELETE"), want: []int{403}},
+		{name: "JSON escaped key", neighbour: post("", "application/json", `{"\u0069tem":"x"}`), attack: post("", "application/json", `{"\u005fmethod":"DELETE"}`), want: []int{403}},
+		{name: "JSON duplicate key (PHP takes the last)", neighbour: post("", "application/json", `{"_method":"POST"}`), attack: post("", "application/json", `{"_method":"POST","_method":"DELETE"}`), want: []int{403}},
+		{name: "JSON by a /json parameter (Laravel)", neighbour: post("", "text/plain; x=/json", `{"item":"x"}`), attack: post("", "text/plain; x=/json", `{"_method":"DELETE"}`), want: []int{403}},
+		{name: "Content-Type twice", neighbour: post("", form, "item=x"), attack: post("Content-Type: text/plain\r\n", form, "item=x&_method=DELETE"), want: []int{400}},
+		{name: "form in UTF-16", neighbour: post("", form+"; charset=utf-8", "item=x"), attack: post("", form+"; charset=utf-16", "_\x00m\x00"), want: []int{415}},
+		{name: "JSON br-encoded", neighbour: post("Content-Encoding: gzip\r\n", "application/json", rqGzip(`{"item":"x"}`)), attack: post("Content-Encoding: br\r\n", "application/json", "\x0b\x02\x80{}\x03"), want: []int{415}},
+		{name: "JSON identity then gzip lines", neighbour: post("Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", "application/json", rqGzip(`{"item":"x"}`)), attack: post("Content-Encoding: identity\r\nContent-Encoding: gzip\r\n", "application/json", rqGzip(`{"_method":"DELETE"}`)), want: []int{403}},
+		{name: "JSON gzip twice", neighbour: post("Content-Encoding: gzip\r\n", "application/json", rqGzip(`{"item":"x"}`)), attack: post("Content-Encoding: gzip, gzip\r\n", "application/json", rqGzip(rqGzip(`{"_method":"DELETE"}`))), want: []int{415}},
+		{name: "chunked form _method", neighbour: tg.request("POST", "/v1/items", "Content-Type: "+form+"\r\nTransfer-Encoding: chunked\r\n", "6\r\nitem=x\r\n0\r\n\r\n"),
+			attack: tg.request("POST", "/v1/items", "Content-Type: "+form+"\r\nTransfer-Encoding: chunked\r\n", "6\r\nitem=x\r\nf\r\n&_method=DELETE\r\n0\r\n\r\n"), want: []int{403}},
+		{name: "chunked form over the bound", neighbour: tg.request("POST", "/v1/items", "Content-Type: "+form+"\r\nTransfer-Encoding: chunked\r\n", fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", 4000, big[:4000])),
+			attack: tg.request("POST", "/v1/items", "Content-Type: "+form+"\r\nTransfer-Encoding: chunked\r\n", fmt.Sprintf("%x\r\n%s\r\n0\r\n\r\n", len(big), big)), want: []int{413}, reason: "cannot be checked"},
+		{name: "multipart _method[]", neighbour: post("", mpOKType, mpOK), attack: post("", mpArrType, mpArr), want: []int{403}},
 	}
-	for _, h := range []string{"X_Original_URL", "X_Rewrite_URL", "X-Original-URI", "x-original-url", "X-Envoy-Original-Path", "X_Forwarded_Prefix"} {
+	// Trailers come after the body, so after every check: an override, a
+	// path or a token in them must not reach the upstream (Apache merges
+	// trailers into headers with MergeTrailers on).
+	for _, ctype := range []string{form, "application/octet-stream"} {
+		trailers := fmt.Sprintf("X-HTTP-Method-Override: DELETE\r\nX-Original-URL: /admin/delete-everything\r\nAuthorization: Bearer %s\r\n", tg.tok)
+		cs = append(cs, rqCase{name: "request trailers, " + ctype,
+			neighbour: tg.request("POST", "/v1/items", "Content-Type: "+ctype+"\r\nTransfer-Encoding: chunked\r\n", "6\r\nitem=x\r\n0\r\n\r\n"),
+			attack: tg.request("POST", "/v1/items", "Content-Type: "+ctype+"\r\nTransfer-Encoding: chunked\r\nTrailer: X-HTTP-Method-Override, X-Original-URL, Authorization\r\n",
+				"6\r\nitem=x\r\n0\r\n"+trailers+"\r\n"),
+			forwarded: true,
+			check: func(t *testing.T, got rqSeen) {
+				if len(got.trailer) != 0 || got.method != "POST" || got.path != "/v1/items" || got.body != "item=x" {
+					t.Fatalf("upstream got %s %s %q, trailers %v", got.method, got.path, got.body, got.trailer)
+				}
+				for k, vs := range got.header {
+					for _, v := range vs {
+						if strings.Contains(v, "DELETE") || strings.Contains(v, "/admin/") || strings.Contains(v, tg.tok) {
+							t.Fatalf("upstream got %s: %s", k, v)
+						}
+					}
+				}
+			}})
+	}
+	for _, h := range []string{"X_Original_URL", "X_Rewrite_URL", "X-Original-URI", "x-original-url", "X-Envoy-Original-Path", "X_Forwarded_Prefix",
+		"X-Original-Url", "X_ORIGINAL_URI", "X-Rewrite-Url", "x_forwarded_uri", "X-Forwarded-Path", "X-Forwarded-Url", "X-Override-URL", "X-Replaced-Path"} {
 		h := h
 		cs = append(cs, rqCase{name: "path override " + h, neighbour: post("", "", ""),
 			attack:    post(h+": /admin/delete-everything\r\n", "", ""),
@@ -372,8 +422,34 @@ func (tg *rqTarget) urlCases() []rqCase {
 		{name: "token double-encoded", neighbour: ok, attack: get("/v1/q?t=" + url.QueryEscape(pct(tg.tok))), want: []int{400}},
 		{name: "token base64", neighbour: ok, attack: get("/v1/q?t=" + base64.URLEncoding.EncodeToString([]byte("u:"+tg.tok))), want: []int{400}},
 		{name: "token in path", neighbour: ok, attack: get("/v1/q/" + tg.tok), want: []int{400}},
+		{name: "token hex", neighbour: ok, attack: get("/v1/q?t=" + hex.EncodeToString([]byte(tg.tok))), want: []int{400}},
+		{name: "token base64 std, percent-encoded", neighbour: ok, attack: get("/v1/q?t=" + url.QueryEscape(base64.StdEncoding.EncodeToString([]byte("ab"+tg.tok)))), want: []int{400}},
+		{name: "token percent-encoded four times", neighbour: ok, attack: get("/v1/q?t=" + url.QueryEscape(url.QueryEscape(url.QueryEscape(pct(tg.tok))))), want: []int{400}},
+		{name: "token %u-encoded", neighbour: ok, attack: get("/v1/q?t=" + pctU(tg.tok)), want: []int{400}},
+		{name: "token UTF-16 percent-encoded", neighbour: ok, attack: get("/v1/q?t=" + pct(utf16LE(tg.tok))), want: []int{400}},
+		{name: "token as a query name", neighbour: ok, attack: get("/v1/q?" + tg.tok + "=1"), want: []int{400}},
+		{name: "token in an absolute-form target", neighbour: ok,
+			attack: fmt.Sprintf("GET http://%s/gw/echo/v1/q?access_token=%s HTTP/1.1\r\nHost: %s\r\nAuthorization: Bearer %s\r\nConnection: close\r\n\r\n", tg.addr, tg.tok, tg.addr, tg.tok), want: []int{400}},
 		{name: "token without Authorization", neighbour: ok, attack: fmt.Sprintf("GET /gw/echo/v1/q?access_token=%s HTTP/1.1\r\nHost: %s\r\nConnection: close\r\n\r\n", tg.tok, tg.addr), want: []int{400}},
 	}
+}
+
+// pctU writes s as ASP.NET's %uXXXX escapes.
+func pctU(s string) string {
+	var b strings.Builder
+	for _, r := range s {
+		fmt.Fprintf(&b, "%%u%04X", r)
+	}
+	return b.String()
+}
+
+func utf16LE(s string) string {
+	var b strings.Builder
+	for i := 0; i < len(s); i++ {
+		b.WriteByte(s[i])
+		b.WriteByte(0)
+	}
+	return b.String()
 }
 
 func TestAttackRequest(t *testing.T) {
@@ -413,6 +489,42 @@ func (tg *rqTarget) slowBodies(t *testing.T) {
 		}
 		tg.noSecrets(t, a.raw)
 	})
+	t.Run(tg.name+"/trickled body on the API", func(t *testing.T) {
+		c := tg.dial(t)
+		defer c.Close()
+		fmt.Fprintf(c, "POST /v1/token HTTP/1.1\r\nHost: %s\r\nContent-Type: application/x-www-form-urlencoded\r\nContent-Length: 20000\r\n\r\ng", tg.addr)
+		a := readAnswers(c)
+		if !a.closed {
+			t.Fatalf("connection still open: %v", a.statuses)
+		}
+	})
+	if tg.tls != nil {
+		t.Run(tg.name+"/trickled body over HTTP/2", func(t *testing.T) {
+			cfg := tg.tls.Clone()
+			cfg.NextProtos = []string{"h2"}
+			tr := &http.Transport{TLSClientConfig: cfg, ForceAttemptHTTP2: true}
+			defer tr.CloseIdleConnections()
+			pr, pw := io.Pipe()
+			defer pw.Close()
+			go pw.Write([]byte("x")) // then nothing
+			req, _ := http.NewRequest("POST", "https://"+tg.addr+"/gw/echo/v1/items", pr)
+			req.Header.Set("Authorization", "Bearer "+tg.tok)
+			req.Header.Set("Content-Type", "application/octet-stream")
+			// The stream must end (an answer or a reset) long before the
+			// client's bound on a hang.
+			resp, err := (&http.Client{Transport: tr, Timeout: 15 * time.Second}).Do(req)
+			if err == nil {
+				b, err := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				if resp.ProtoMajor != 2 || resp.StatusCode == 200 && err == nil {
+					t.Fatalf("%s %d %q", resp.Proto, resp.StatusCode, b)
+				}
+				tg.noSecrets(t, string(b))
+			} else if strings.Contains(err.Error(), "Client.Timeout") {
+				t.Fatalf("the stream was held: %v", err)
+			}
+		})
+	}
 	t.Run(tg.name+"/trickled body", func(t *testing.T) {
 		c := tg.dial(t)
 		defer c.Close()

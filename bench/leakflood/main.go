@@ -217,6 +217,7 @@ grants:
 		mean     time.Duration // the phase's length over its calls: 1/throughput
 		n        int
 		cpu      float64 // server CPU seconds per second
+		flooder  float64 // the flooder's CPU seconds per second (flooded phases)
 	}
 	results := map[string][2][]sample{}
 	measure := func(name string, op func(int) int) sample {
@@ -239,7 +240,7 @@ grants:
 			<-idts
 		}
 		slices.Sort(lat)
-		return sample{lat[len(lat)/2], lat[len(lat)*9/10], time.Duration(el * float64(time.Second) / float64(len(lat))), len(lat), cpu}
+		return sample{p50: lat[len(lat)/2], p90: lat[len(lat)*9/10], mean: time.Duration(el * float64(time.Second) / float64(len(lat))), n: len(lat), cpu: cpu}
 	}
 	fmt.Printf("leak flood: %s backend, TLS, %d flooding connections from %d addresses, %d tokens per report to %s, flooder nice %d, limits %q, %d cores, load %s\n",
 		backend(), *flooders, *addrs, *perRep, *path, *nice, *limits, numCPU(), loadavg())
@@ -266,8 +267,11 @@ grants:
 				fl.resume()
 				time.Sleep(100 * time.Millisecond) // the flood is running again
 				t := time.Now()
+				fcpu := procCPU(fl.cmd.Process.Pid)
 				f = measure(op.name+" flood", op.do)
-				floodSecs += time.Since(t).Seconds()
+				el := time.Since(t).Seconds()
+				f.flooder = (procCPU(fl.cmd.Process.Pid) - fcpu) / el
+				floodSecs += el
 				fl.pause()
 			}
 			s[0] = append(s[0], q)
@@ -281,7 +285,7 @@ grants:
 	}
 	st := fl.stop()
 	fmt.Printf("\nmedians over %d rounds (load now %s)\n", *rounds, loadavg())
-	fmt.Printf("%-9s %10s %10s %9s %10s %9s %10s %10s\n", "", "quiet p50", "flood p50", "p50 ratio", "mean ratio", "p90 ratio", "quiet CPU", "flood CPU")
+	fmt.Printf("%-9s %10s %10s %9s %10s %9s %10s %10s %12s\n", "", "quiet p50", "flood p50", "p50 ratio", "mean ratio", "p90 ratio", "quiet CPU", "flood CPU", "flooder CPU")
 	for _, op := range ops {
 		s := results[op.name]
 		var ratios, rmean, r90 []float64
@@ -299,8 +303,9 @@ grants:
 		}
 		p50 := func(x sample) float64 { return float64(x.p50) }
 		cpu := func(x sample) float64 { return x.cpu }
-		fmt.Printf("%-9s %10s %10s %9.2f %10.2f %9.2f %10.2f %10.2f\n", op.name, time.Duration(md(s[0], p50)).Round(time.Microsecond),
-			time.Duration(md(s[1], p50)).Round(time.Microsecond), median(ratios), median(rmean), median(r90), md(s[0], cpu), md(s[1], cpu))
+		fcpu := func(x sample) float64 { return x.flooder }
+		fmt.Printf("%-9s %10s %10s %9.2f %10.2f %9.2f %10.2f %10.2f %12.2f\n", op.name, time.Duration(md(s[0], p50)).Round(time.Microsecond),
+			time.Duration(md(s[1], p50)).Round(time.Microsecond), median(ratios), median(rmean), median(r90), md(s[0], cpu), md(s[1], cpu), md(s[1], fcpu))
 	}
 	// Rates per second of flooded phases (the flooder also ran during the
 	// 100 ms before each, which these slightly overstate).
