@@ -144,7 +144,7 @@ func (a *API) adminAllowed(src netip.Addr) bool {
 }
 
 func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
-	if tooLong(w, r, a.cfg.Limits.MaxBody, "body too large") {
+	if tooLong(w, r, a.cfg.Limits.MaxBody, http.StatusBadRequest, "malformed JSON body: too large") {
 		return false
 	}
 	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
@@ -317,7 +317,7 @@ func (a *API) rotateMasterKey(w http.ResponseWriter, r *http.Request, c caller) 
 }
 
 func (a *API) readPolicy(w http.ResponseWriter, r *http.Request) ([]policy.File, bool) {
-	if tooLong(w, r, a.cfg.Limits.MaxPolicyBody, "policy too large") {
+	if tooLong(w, r, a.cfg.Limits.MaxPolicyBody, http.StatusRequestEntityTooLarge, "policy too large") {
 		return nil, false
 	}
 	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxPolicyBody))

@@ -26,7 +26,7 @@ const (
 
 // parseForm reads a size-limited urlencoded body.
 func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
-	if tooLong(w, r, a.cfg.Limits.MaxBody, "body too large") {
+	if tooLong(w, r, a.cfg.Limits.MaxBody, http.StatusRequestEntityTooLarge, "body too large") {
 		return false
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
@@ -42,14 +42,15 @@ func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
 	return true
 }
 
-// tooLong refuses (413) a body whose declared length is over max before
-// any of it is read: a request refused on its headers is answered at once
-// (the server then drops or cuts the body, framing.go in package server).
-func tooLong(w http.ResponseWriter, r *http.Request, max int64, desc string) bool {
+// tooLong refuses (with status: what the endpoint answers a body over max
+// once read) a body whose declared length is over max before any of it is
+// read: a request refused on its headers is answered at once (the server
+// then drops or cuts the body, framing.go in package server).
+func tooLong(w http.ResponseWriter, r *http.Request, max int64, status int, desc string) bool {
 	if r.ContentLength <= max {
 		return false
 	}
-	writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", desc)
+	writeError(w, status, "invalid_request", desc)
 	return true
 }
 
@@ -282,7 +283,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	if !a.leakBudgetAllows(w) {
 		return
 	}
-	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, "leak report too large") {
+	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, http.StatusRequestEntityTooLarge, "leak report too large") {
 		return
 	}
 	if !a.leakGate.enter() {
