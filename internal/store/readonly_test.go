@@ -249,3 +249,30 @@ func TestOpenReadOnlyMissingFile(t *testing.T) {
 		t.Fatalf("the missing file was created: %v", err)
 	}
 }
+
+// A data dir's name may hold the characters a file: URI gives a meaning
+// to; each must name the file, both read-write and read-only.
+func TestOpenSQLiteURIChars(t *testing.T) {
+	for _, dir := range []string{"q?mark", "hash#dir", "pct%41x", "sp ace", "amp&x=1"} {
+		t.Run(dir, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), dir, "mayfly.db")
+			db, err := store.Open(ctx, store.Config{Path: path})
+			if err != nil {
+				t.Fatalf("open: %v", err)
+			}
+			db.Close()
+			if _, err := os.Stat(path); err != nil {
+				t.Fatalf("the database is not at its path: %v", err)
+			}
+			entries, _ := os.ReadDir(filepath.Dir(filepath.Dir(path)))
+			if len(entries) != 1 {
+				t.Fatalf("files beside the data dir: %v", entries)
+			}
+			ro, err := store.OpenReadOnly(ctx, store.Config{Path: path})
+			if err != nil {
+				t.Fatalf("open read-only: %v", err)
+			}
+			ro.Close()
+		})
+	}
+}

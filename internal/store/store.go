@@ -142,6 +142,10 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
+	abs, err := filepath.Abs(cfg.Path)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
 	busy := cfg.BusyTimeout
 	if busy == 0 {
 		busy = 5 * time.Second
@@ -154,7 +158,7 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
 	q.Add("_pragma", "foreign_keys(1)")
 	q.Add("_txlock", "immediate")
-	dsn := "file:" + cfg.Path + "?" + q.Encode()
+	dsn := sqliteURI(abs) + "?" + q.Encode()
 	w, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
@@ -175,7 +179,7 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	if cfg.ReadMmap > 0 {
 		rq.Add("_pragma", "mmap_size("+strconv.FormatInt(cfg.ReadMmap, 10)+")")
 	}
-	r, err := sql.Open("sqlite", "file:"+cfg.Path+"?"+rq.Encode())
+	r, err := sql.Open("sqlite", sqliteURI(abs)+"?"+rq.Encode())
 	if err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open sqlite readers: %w", err)
