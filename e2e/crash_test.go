@@ -54,7 +54,16 @@ func TestKillNineLosesNothingAcknowledged(t *testing.T) {
 			}
 		}(w)
 	}
-	time.Sleep(1500 * time.Millisecond)
+	// Kill once writes are flowing: after 200 acknowledged (a loaded
+	// machine gets there later, not never), with writes still in flight.
+	for deadline := time.Now().Add(60 * time.Second); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		mu.Lock()
+		k := len(acked)
+		mu.Unlock()
+		if k >= 200 {
+			break
+		}
+	}
 	n.cmd.Process.Signal(syscall.SIGKILL)
 	n.cmd.Wait()
 	close(stop)
