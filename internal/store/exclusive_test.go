@@ -45,7 +45,9 @@ func TestExclusive(t *testing.T) {
 		t.Fatalf("after release: %v %v", y, err)
 	}
 	// The holder's session dies: the right is free again, and Alive says so.
-	if _, err := a.SQL().ExecContext(ctx, `SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7303887
+	// (The timeout makes the terminate wait for the backend to exit, which
+	// is when its locks go; without it the next line could run first.)
+	if _, err := a.SQL().ExecContext(ctx, `SELECT pg_terminate_backend(pid, 10000) FROM pg_locks WHERE locktype = 'advisory' AND classid = 7303887
 		AND objid = hashtext(current_schema() || ':sink:alerts')::oid AND pid <> pg_backend_pid()`); err != nil {
 		t.Fatal(err)
 	}
