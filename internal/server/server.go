@@ -201,15 +201,6 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			f.Run(s.bgCtx)
 		}()
 	}
-	// The console's filtered audit listings read an index of the log,
-	// which this sink keeps (from the first entry on a new index, from its
-	// cursor after a restart).
-	indexer := auditlog.NewForwarder(s.store, console.Indexer{Store: s.store}, auditlog.ForwarderOptions{Registerer: s.registry, Batch: 2000})
-	s.bg.Add(1)
-	go func() {
-		defer s.bg.Done()
-		indexer.Run(s.bgCtx)
-	}()
 	if err := s.startAlerts(ctx); err != nil {
 		return nil, err
 	}
@@ -297,6 +288,17 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if err != nil {
 			return nil, err
 		}
+		// The console's filtered audit listings read an index of the log,
+		// which this sink keeps (from the first entry on a new index, from
+		// its cursor after a restart, or after a run without the console).
+		// Only a node that serves the console keeps it: indexing every
+		// gateway entry costs a node without one CPU for nothing.
+		indexer := auditlog.NewForwarder(s.store, console.Indexer{Store: s.store}, auditlog.ForwarderOptions{Registerer: s.registry, Batch: 2000})
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			indexer.Run(s.bgCtx)
+		}()
 	}
 	a, err := api.New(api.Config{
 		Authority: s.authority, Admins: admins, Leases: s.leases, Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations},
