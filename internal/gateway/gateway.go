@@ -311,6 +311,7 @@ type request struct {
 	scheme  string
 	live    *lease.Live
 	upLabel string // metrics label: a known upstream's name or "-"
+	dest    string // the clean upstream path of a Destination header
 	audit   auditCtx
 }
 
@@ -398,11 +399,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}
 	dec := pol.Authorize(&holder, addr, upName, r.Method, clean)
 	why, desc := dec.Reason, dec.Reason.String()
+	var methods []string // the methods overrides name
 	if up := pol.Upstreams[upName]; why == policy.Allowed && up != nil && !up.IgnoreMethodOverride {
 		// Frameworks run the method a request names in an override
 		// header, query parameter or body (override.go): the policy must
 		// allow each of those too.
-		methods, err := g.overrides(r)
+		methods, err = g.overrides(r)
 		if err != nil {
 			status, reason := asOverrideError(err)
 			g.refuse(w, r, rq, status, "invalid_request", reason, CheckScope)
@@ -416,6 +418,29 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 				why, desc = d.Reason, d.Reason.String()+" (method override "+truncate(m, 32)+")"
 				break
 			}
+		}
+	}
+	if why == policy.Allowed {
+		// WebDAV's second resource (destination.go): the policy must
+		// allow its path too, for every method the request names.
+		dest, err := destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
+		if err != nil {
+			de := err.(*destinationError)
+			code := "invalid_request"
+			if de.status == http.StatusForbidden {
+				code = "insufficient_scope"
+			}
+			g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
+			return
+		}
+		if dest != "" {
+			for _, m := range append([]string{r.Method}, methods...) {
+				if d := pol.Authorize(&holder, addr, upName, m, dest); d.Reason != policy.Allowed {
+					why, desc = d.Reason, d.Reason.String()+" (destination "+truncate(dest, 256)+")"
+					break
+				}
+			}
+			rq.dest = dest
 		}
 	}
 	if why != policy.Allowed {

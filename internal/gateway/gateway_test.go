@@ -299,6 +299,15 @@ grants:
     who:
       - issuer: ci
         claims: {repository: acme/app}
+  dav:
+    upstream: api
+    ttl: 10m
+    allow:
+      - methods: [MOVE, COPY, POST]
+        paths: ["/dav/in/**"]
+    who:
+      - issuer: ci
+        claims: {repository: acme/app}
   other:
     upstream: slow
     ttl: 10m

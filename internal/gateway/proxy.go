@@ -290,6 +290,13 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	// under any spelling; so would a second credential or framing header
 	// spelled with "_".
 	scrubHeaders(h, headerKey(f.cred.header))
+	if f.rq.dest != "" {
+		// Checked against the policy (destination.go); now the
+		// upstream's URL of that path.
+		d := url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path + f.rq.dest,
+			RawPath: base.EscapedPath() + policy.EscapePath(f.rq.dest)}
+		h.Set("Destination", d.String())
+	}
 	// A request's trailers arrive after its body, so after the checks:
 	// some servers merge them into the headers (Apache's MergeTrailers),
 	// where an override, a path or a token in them would count. They are
