@@ -8,11 +8,14 @@
 //
 // It never returns a value to an API caller: List and Meta give metadata
 // only, and Reveal exists for the gateway, which decrypts a credential in
-// process for one request. It never logs, wraps into an error or stores a
-// value, a data key, a key-encryption key or the master key in the clear.
+// process for one request (the opened value is kept in memory beside its
+// sealed record for at most Options.RecordCacheTTL). It never logs, wraps
+// into an error or stores a value, a data key, a key-encryption key or the
+// master key in the clear.
 package secret
 
 import (
+	"bytes"
 	"context"
 	"crypto/cipher"
 	"crypto/rand"
@@ -83,11 +86,12 @@ const (
 
 // Options tunes a Vault; the zero value is right for production.
 type Options struct {
-	// RecordCacheTTL is how long a sealed record read from the store may be
-	// reused by Reveal (values are still decrypted on every call). 0 means
-	// MaxRecordCacheTTL; negative turns the cache off; more than
-	// MaxRecordCacheTTL is refused. On a cluster, another node's Put is seen
-	// within this time; this node's own Put and Delete are seen at once.
+	// RecordCacheTTL is how long a sealed record read from the store, and
+	// the value Reveal opened from that very record, may be reused by
+	// Reveal. 0 means MaxRecordCacheTTL; negative turns the cache off; more
+	// than MaxRecordCacheTTL is refused. On a cluster, another node's Put
+	// or Delete is seen within this time; this node's own Put and Delete
+	// are seen at once.
 	RecordCacheTTL time.Duration
 	// RewrapBatch is how many secrets one re-wrap step reads. 0 means 256.
 	RewrapBatch int
@@ -438,6 +442,13 @@ func (v *Vault) RevealPrevious(ctx context.Context, name string) ([]byte, int, e
 }
 
 func (v *Vault) reveal(ctx context.Context, name string, useCache bool) ([]byte, int, error) {
+	if useCache {
+		// Opening costs two AES-GCM opens and a key schedule per call:
+		// the gateway reveals its credential on every request.
+		if val, ver, ok := v.cache.value(name); ok {
+			return val, ver, nil
+		}
+	}
 	rec, cached, err := v.record(ctx, name, useCache)
 	if err != nil {
 		return nil, 0, err
@@ -454,6 +465,9 @@ func (v *Vault) reveal(ctx context.Context, name string, useCache bool) ([]byte,
 	}
 	if err != nil {
 		return nil, 0, fmt.Errorf("secret: reveal %s v%d: %w", name, rec.Version, err)
+	}
+	if useCache {
+		v.cache.keepValue(name, rec, val)
 	}
 	return val, rec.Version, nil
 }
@@ -623,8 +637,12 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 	return nil, fmt.Errorf("secret: system key %s: neither readable nor creatable (deleted?)", purpose)
 }
 
-// recordCache keeps sealed records (never values or data keys) for a short
-// time, so the gateway need not read the store on every request.
+// recordCache keeps sealed records for a short time, so the gateway need
+// not read the store on every request, and beside each the value Reveal
+// opened from it, so it need not decrypt on every request either. Never a
+// data key. A value lives and dies with the very record it was opened
+// from: whatever drops or replaces the record (a Put, a Delete, a re-wrap,
+// key retirement, expiry) drops the value, which is zeroed then.
 type recordCache struct {
 	ttl time.Duration
 	mu  sync.RWMutex
@@ -635,6 +653,7 @@ type recordCache struct {
 type cachedRecord struct {
 	rec   store.Secret
 	until time.Time
+	val   []byte // rec's opened value once Reveal opened it; nil before
 }
 
 func (c *recordCache) init(ttl time.Duration) {
@@ -652,6 +671,43 @@ func (c *recordCache) get(name string) (store.Secret, bool) {
 	return e.rec, true
 }
 
+// value returns a copy of name's cached opened value (the caller may zero
+// it) and its version, while fresh.
+func (c *recordCache) value(name string) ([]byte, int, bool) {
+	if c.ttl <= 0 {
+		return nil, 0, false
+	}
+	c.mu.RLock()
+	defer c.mu.RUnlock()
+	e, ok := c.m[name]
+	if !ok || e.val == nil || time.Now().After(e.until) {
+		return nil, 0, false
+	}
+	return bytes.Clone(e.val), e.rec.Version, true
+}
+
+// keepValue keeps a copy of val, opened from rec, beside name's cached
+// record, if that is still rec: a record replaced or dropped meanwhile
+// gets no value.
+func (c *recordCache) keepValue(name string, rec store.Secret, val []byte) {
+	if c.ttl <= 0 {
+		return
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	e, ok := c.m[name]
+	if !ok || e.val != nil || !sameRecord(e.rec, rec) {
+		return
+	}
+	e.val = bytes.Clone(val)
+	c.m[name] = e
+}
+
+func sameRecord(a, b store.Secret) bool {
+	return a.Name == b.Name && a.Version == b.Version && a.KEKVersion == b.KEKVersion &&
+		bytes.Equal(a.WrappedDEK, b.WrappedDEK) && bytes.Equal(a.Ciphertext, b.Ciphertext)
+}
+
 func (c *recordCache) generation() uint64 {
 	c.mu.RLock()
 	defer c.mu.RUnlock()
@@ -665,8 +721,9 @@ func (c *recordCache) put(name string, rec store.Secret, gen uint64) {
 		return // a Put, Delete or re-wrap happened meanwhile: rec may be stale
 	}
 	if len(c.m) >= maxCachedRecords {
-		clear(c.m)
+		c.dropAll()
 	}
+	zero(c.m[name].val)
 	c.m[name] = cachedRecord{rec: rec, until: time.Now().Add(c.ttl)}
 }
 
@@ -676,6 +733,7 @@ func (c *recordCache) invalidate(name string) {
 	}
 	c.mu.Lock()
 	c.gen++
+	zero(c.m[name].val)
 	delete(c.m, name)
 	c.mu.Unlock()
 }
@@ -683,8 +741,16 @@ func (c *recordCache) invalidate(name string) {
 func (c *recordCache) clearAll() {
 	c.mu.Lock()
 	c.gen++
-	clear(c.m)
+	c.dropAll()
 	c.mu.Unlock()
+}
+
+// dropAll empties the cache, zeroing its values; c.mu must be held.
+func (c *recordCache) dropAll() {
+	for _, e := range c.m {
+		zero(e.val)
+	}
+	clear(c.m)
 }
 
 // versionHints remembers the newest version this node saw per name: only a

@@ -918,3 +918,102 @@ func TestPutKeepingGrace(t *testing.T) {
 		})
 	}
 }
+
+// Reveal keeps the value it opened beside the cached sealed record; a
+// change this node makes is seen by the very next Reveal, a deleted
+// (revoked) secret is never served from the cache, and a caller zeroing
+// its copy does not reach the cache.
+func TestRevealValueCache(t *testing.T) {
+	cases := []struct {
+		name    string
+		change  func(t *testing.T, v *Vault, name string)
+		want    []byte // nil: ErrNotFound
+		version int
+	}{
+		{"delete", func(t *testing.T, v *Vault, name string) {
+			if err := v.Delete(ctx, name); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, 0},
+		{"delete noted", func(t *testing.T, v *Vault, name string) {
+			if err := v.DeleteNoted(ctx, name, nil); err != nil {
+				t.Fatal(err)
+			}
+		}, nil, 0},
+		{"put", func(t *testing.T, v *Vault, name string) {
+			if _, err := v.Put(ctx, name, []byte("value-two")); err != nil {
+				t.Fatal(err)
+			}
+		}, []byte("value-two"), 2},
+		{"rotation (put keeping)", func(t *testing.T, v *Vault, name string) {
+			if _, err := v.PutKeeping(ctx, name, []byte("value-rotated"), time.Now().Add(time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+		}, []byte("value-rotated"), 2},
+		{"caller zeroes its copy", func(t *testing.T, v *Vault, name string) {
+			got, _, err := v.Reveal(ctx, name)
+			if err != nil {
+				t.Fatal(err)
+			}
+			clear(got)
+		}, []byte("value-one"), 1},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), Options{RetireGrace: -1}) // default cache on
+			for i, c := range cases {
+				t.Run(c.name, func(t *testing.T) {
+					name := fmt.Sprintf("gh%d", i)
+					if _, err := v.Put(ctx, name, []byte("value-one")); err != nil {
+						t.Fatal(err)
+					}
+					mustReveal(t, v, name, []byte("value-one"), 1)
+					if _, _, ok := v.cache.value(name); !ok {
+						t.Fatal("the opened value is not cached: the case tests nothing")
+					}
+					c.change(t, v, name)
+					got, ver, err := v.Reveal(ctx, name)
+					if c.want == nil {
+						if !errors.Is(err, ErrNotFound) {
+							t.Fatalf("Reveal after the change = %d bytes v%d, %v; want ErrNotFound", len(got), ver, err)
+						}
+						return
+					}
+					if err != nil || !bytes.Equal(got, c.want) || ver != c.version {
+						t.Fatalf("Reveal after the change = %q v%d, %v; want %q v%d", got, ver, err, c.want, c.version)
+					}
+				})
+			}
+		})
+	}
+}
+
+// A value opened from one record is never kept beside another: a Reveal
+// that opened the old record while a Put replaced it must not attach the
+// old value to the new record.
+func TestRecordCacheValueFollowsRecord(t *testing.T) {
+	var c recordCache
+	c.init(time.Minute)
+	old := store.Secret{Name: "gh", Version: 1, KEKVersion: 1, WrappedDEK: []byte("dek-1"), Ciphertext: []byte("ct-1")}
+	cur := store.Secret{Name: "gh", Version: 2, KEKVersion: 1, WrappedDEK: []byte("dek-2"), Ciphertext: []byte("ct-2")}
+	c.put("gh", old, c.generation())
+	c.invalidate("gh") // a Put of version 2
+	c.put("gh", cur, c.generation())
+	c.keepValue("gh", old, []byte("value-one")) // the slow Reveal of version 1
+	if val, ver, ok := c.value("gh"); ok {
+		t.Fatalf("value = %q v%d beside record v2", val, ver)
+	}
+	c.keepValue("gh", cur, []byte("value-two"))
+	if val, ver, ok := c.value("gh"); !ok || string(val) != "value-two" || ver != 2 {
+		t.Fatalf("value = %q v%d %v, want value-two v2", val, ver, ok)
+	}
+	// Same version, other bytes (a record swapped in the store): no value.
+	c.invalidate("gh")
+	swapped := cur
+	swapped.Ciphertext = []byte("ct-x")
+	c.put("gh", swapped, c.generation())
+	c.keepValue("gh", cur, []byte("value-two"))
+	if _, _, ok := c.value("gh"); ok {
+		t.Fatal("value kept beside a record with other bytes")
+	}
+}
