@@ -19,7 +19,8 @@
 //     the action's transaction writes it (store.Note), so that the action
 //     and its entry commit together, durably, or not at all; Recorded turns
 //     the pending ids that commit gave back into the entries' Futures,
-//     which answer once the log has given the entries their indexes. The
+//     which answer once the log has given the entries their indexes (in
+//     shared mode at once: the sequencer gives them later). The
 //     entry is durable before its Future exists: an error from Wait says
 //     only that its index is not known yet.
 //   - Every other entry (a refusal, a forwarded request, the server's own
@@ -46,7 +47,8 @@
 // store in bulk, and a forwarded request's decision and outcome become one
 // entry; with Options.Shared (nodes on one PostgreSQL) entries are recorded
 // pending, without a position, and one node at a time, the sequencer,
-// gives them their indexes, so Wait answers once the entry has its index.
+// gives them their indexes: Wait answers once the pending record is
+// committed, with index -1, so that no node reads the log per request.
 // Outcomes (Finish), records of what already happened, are not waited
 // for: a failure marks the log unhealthy and counts in
 // mayfly_audit_append_errors_total.

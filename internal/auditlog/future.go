@@ -6,9 +6,9 @@ import (
 )
 
 // Future is the answer to Add, Begin and Recorded: Wait returns once the
-// entry is as safe as the log's Options promise for its type and, where
-// the log gives it its index later (shared mode, an action's own entry),
-// once it has that index. A Future is a small value; copies share its
+// entry is as safe as the log's Options promise for its type and, for an
+// action's own entry on a node with its store to itself, once it has its
+// index. A Future is a small value; copies share its
 // answer, and Wait may be called again.
 type Future struct {
 	ch       chan result // holds the answer once there is one; nil: answered at once
@@ -30,9 +30,10 @@ func Answered(index int64, err error) Future { return answered(index, err) }
 // Wait returns the entry's index once it is safe, or an error: one wrapping
 // failclosed.ErrUnavailable if the log could not record it, ErrClosed after
 // Close, or ctx's error if ctx ends first (the entry may then still be
-// recorded). Shared mode answers once the entry has its index. For an
-// action's own entry (Recorded), durable before its Future existed, an
-// error says only that its index is not known yet.
+// recorded). Shared mode answers once the entry is recorded pending, with
+// index -1 (its index is the sequencer's to give). For an action's own
+// entry (Recorded), durable before its Future existed, an error says only
+// that its index is not known yet.
 func (f Future) Wait(ctx context.Context) (int64, error) {
 	if f.ch == nil {
 		return f.res.Index, f.res.Err

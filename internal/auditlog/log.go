@@ -92,15 +92,14 @@ const maxConflictRetries = 50
 type result struct {
 	Index int64
 	Err   error
-	pid   int64 // shared mode: the entry's pending id, once recorded
+	pid   int64 // shared mode: the entry's pending id, once recorded (its index is -1)
 }
 
 type request struct {
 	body    []byte
 	done    chan result
-	seq     chan result // shared mode: answered once the entry has its index (nil: nobody asks)
-	lazy    bool        // queued by addLazy: nobody is waiting on its commit
-	written bool        // written mode: see Options.Requests
+	lazy    bool // queued by addLazy: nobody is waiting on its commit
+	written bool // written mode: see Options.Requests
 	// Shared mode, an outcome: the pending id of its decision, whose
 	// index the sequencer puts in the entry (0: none), and a size of the
 	// log read before that decision was recorded.
@@ -143,8 +142,7 @@ type Log struct {
 	js        jstate // journal mode (Options.Journal); js.j is nil without
 	recovered int    // entries replayed from the journal by Open
 
-	sh       *sharedState // shared mode (Options.Shared); nil without
-	followed int64        // shared mode: the log is followed up to here (sequencing loop)
+	sh *sharedState // shared mode (Options.Shared); nil without
 
 	aw awaits // entries that actions wrote themselves (pending.go)
 }
@@ -180,13 +178,12 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 		if !ok || opts.Journal != "" {
 			return nil, fmt.Errorf("audit: a shared log needs a store that records pending entries, and no journal")
 		}
-		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}), waiting: map[int64]chan result{},
+		l.sh = &sharedState{st: ss, kick: make(chan struct{}, 1), done: make(chan struct{}),
 			recent: map[int64]int64{}, older: map[int64]int64{}}
 	}
 	if err := l.reload(ctx); err != nil {
 		return nil, fmt.Errorf("audit: opening log: %w", err)
 	}
-	l.followed = l.size
 	l.aw.init()
 	if l.sh != nil {
 		// Sequence from the start if no other node does, so that a lone
@@ -329,14 +326,11 @@ func (l *Log) add(ctx context.Context, ev audit.Event, written bool) Future {
 		}
 		return Future{ch: ch, typ: ev.Type}
 	}
+	// Shared mode: answered once pending (durable or written), with index
+	// -1; the index is the sequencer's to give.
 	r, err := l.submit(ctx, ev, false, written)
 	if err != nil {
 		return answered(-1, err)
-	}
-	if l.sh != nil {
-		// Durable once pending; the index comes with sequencing, and a
-		// failure to record goes to seq too.
-		return Future{ch: r.seq, typ: ev.Type}
 	}
 	return Future{ch: r.done, typ: ev.Type}
 }
@@ -353,9 +347,6 @@ func (l *Log) addLazy(ev audit.Event) Future {
 	if err != nil {
 		return answered(-1, err)
 	}
-	if l.sh != nil {
-		return Future{ch: r.seq, typ: ev.Type}
-	}
 	return Future{ch: r.done, typ: ev.Type}
 }
 
@@ -370,9 +361,6 @@ func (l *Log) submit(ctx context.Context, ev audit.Event, lazy, written bool) (*
 		return nil, err
 	}
 	r := &request{body: body, done: make(chan result, 1), lazy: lazy, written: written}
-	if l.sh != nil {
-		r.seq = make(chan result, 1)
-	}
 	if err := l.enqueue(ctx, ev.Type, r); err != nil {
 		return nil, err
 	}

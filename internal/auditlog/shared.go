@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"time"
 
@@ -23,10 +22,16 @@ import (
 // (the holder of the store's sequencer lock), gives pending entries their
 // indexes, folds them into the tree in batches and signs checkpoints. Nodes
 // therefore never race for an index, and a node's appends cost one insert
-// whatever the number of nodes. Every node follows the log to learn the
-// indexes its entries got. When the sequencer dies, its lock frees and
-// another node takes over within electInterval; what it had not folded
-// stays pending and is folded by the next one.
+// whatever the number of nodes. An append is answered once its pending
+// record is committed (durable): that is what the append contract asks,
+// and the index is the sequencer's to give later. No node waits for its
+// entries' indexes, so no node reads the log per request: an outcome names
+// its decision by pending id, and the sequencer writes the decision's
+// index in when it folds the outcome. Nodes that are not the sequencer
+// follow the log only every followIdle, to keep Size current. When the
+// sequencer dies, its lock frees and another node takes over within
+// electInterval; what it had not folded stays pending and is folded by
+// the next one.
 
 // sharedStorage is what shared mode needs from the store (*store.DB).
 type sharedStorage interface {
@@ -38,19 +43,15 @@ type sharedStorage interface {
 
 const (
 	// seqPoll is how often the sequencer looks for other nodes' pending
-	// entries (its own wake it at once), and a node with entries waiting
-	// for their index follows the log.
+	// entries (its own wake it at once).
 	seqPoll = 2 * time.Millisecond
-	// followIdle is how often a node without waiting entries follows the
-	// log, to keep Size current.
+	// followIdle is how often a node that is not the sequencer follows
+	// the log, to keep Size current: a cost per node, not per request.
 	followIdle = 100 * time.Millisecond
 	// electInterval is how often a node that is not the sequencer tries
 	// to become it: the longest a log goes unsequenced after its
 	// sequencer died.
 	electInterval = 250 * time.Millisecond
-	// closeWait bounds how long Close waits for the indexes of this
-	// node's entries.
-	closeWait = time.Second
 	// recentPIDs bounds the sequencer's memory of the indexes it gave
 	// (two maps of up to this many): enough for every request that ends
 	// within some seconds of its decision at any rate this log takes.
@@ -61,12 +62,6 @@ type sharedState struct {
 	st   sharedStorage
 	kick chan struct{}
 	done chan struct{} // the sequencing loop exited
-
-	// mu is held by the committer from recording entries until it has
-	// registered them in waiting, and by whoever resolves them, so that
-	// an entry sequenced before it is registered is still resolved.
-	mu      sync.Mutex
-	waiting map[int64]chan result // pending id -> its request's index
 
 	leader atomic.Bool  // this node holds the sequencer lock
 	pid    atomic.Int64 // the session holding it, while this node does
@@ -81,8 +76,9 @@ type sharedState struct {
 }
 
 // commitPending records batch in the pending table in one transaction and
-// answers each request's done (Index -1); each request's seq is answered
-// once the entry has its index.
+// answers each request's done once it is committed (Index -1, with the
+// entry's pending id): durable, or written for a batch of written
+// entries, as a single node's commit is.
 func (l *Log) commitPending(batch []*request) {
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
@@ -100,23 +96,15 @@ func (l *Log) commitPending(batch []*request) {
 		records[i] = append(append(rec, '\n'), r.body...)
 	}
 	sh := l.sh
-	sh.mu.Lock()
 	mode := store.AuditDurable
 	if allWritten(batch) {
 		mode = store.AuditWritten
 	}
 	ids, err := sh.st.AddAuditPending(ctx, records, mode)
 	if err != nil {
-		sh.mu.Unlock()
 		l.failBatch(batch, err)
 		return
 	}
-	for i, r := range batch {
-		if r.seq != nil {
-			sh.waiting[ids[i]] = r.seq
-		}
-	}
-	sh.mu.Unlock()
 	l.mu.Lock()
 	l.commitErr = nil
 	l.mu.Unlock()
@@ -142,9 +130,6 @@ func (l *Log) failBatch(batch []*request, err error) {
 	l.metrics.appendErrors.Add(float64(len(batch)))
 	for _, r := range batch {
 		r.done <- result{Index: -1, Err: err}
-		if r.seq != nil {
-			r.seq <- result{Index: -1, Err: err}
-		}
 	}
 }
 
@@ -161,17 +146,10 @@ func (l *Log) seqLoop() {
 		case <-sh.kick:
 		case <-t.C:
 		case <-l.done:
-			// Everything this node recorded is pending: wait a little for
-			// its indexes, sequencing them itself if no node does.
-			for deadline := time.Now().Add(closeWait); ; time.Sleep(seqPoll) {
-				l.seqRound(true)
-				sh.mu.Lock()
-				n := len(sh.waiting)
-				sh.mu.Unlock()
-				if n == 0 || time.Now().After(deadline) {
-					break
-				}
-			}
+			// Everything this node recorded is pending: sequence it if no
+			// other node does (a lone node, an offline command), else
+			// leave it to the sequencer.
+			l.seqRound(true)
 			if sh.seq != nil {
 				// The last checkpoint this sequencer can sign.
 				ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
@@ -183,13 +161,7 @@ func (l *Log) seqLoop() {
 				sh.pid.Store(0)
 			}
 			// What was not sequenced stays pending for the next
-			// sequencer; its appenders learn no index from this node.
-			sh.mu.Lock()
-			for id, ch := range sh.waiting {
-				ch <- result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
-				delete(sh.waiting, id)
-			}
-			sh.mu.Unlock()
+			// sequencer.
 			return
 		}
 		l.seqRound(false)
@@ -216,11 +188,7 @@ func (l *Log) seqRound(final bool) {
 		}
 		return
 	}
-	sh.mu.Lock()
-	waiting := len(sh.waiting) > 0
-	sh.mu.Unlock()
-	waiting = waiting || l.aw.hasWaiting()
-	if waiting || final || now.Sub(sh.lastSeen) >= followIdle {
+	if final || now.Sub(sh.lastSeen) >= followIdle {
 		sh.lastSeen = now
 		_ = l.follow() // retried at the next round
 	}
@@ -243,7 +211,6 @@ func (l *Log) elect() {
 	sh.seq = seq
 	sh.pid.Store(seq.SessionPID())
 	sh.leader.Store(true)
-	l.resolveUpTo(ctx)
 }
 
 // sequence folds pending entries into the tree until none is left.
@@ -298,83 +265,36 @@ func (l *Log) sequence() error {
 		l.mu.Unlock()
 		l.metrics.size.Set(float64(end))
 		l.metrics.seqSecs.Observe(time.Since(began).Seconds())
-		l.followed = end
 		for i, id := range ids {
 			sh.recent[id] = start + int64(i)
 		}
 		if len(sh.recent) >= recentPIDs {
 			sh.older, sh.recent = sh.recent, make(map[int64]int64, recentPIDs)
 		}
-		sh.mu.Lock()
-		for i, id := range ids {
-			if ch, ok := sh.waiting[id]; ok {
-				ch <- result{Index: start + int64(i)}
-				delete(sh.waiting, id)
-			}
-		}
-		sh.mu.Unlock()
-		l.aw.report(indexes(start, len(ids)), ids)
 		if len(ids) < l.opts.MaxBatch {
 			return nil
 		}
 	}
 }
 
-// follow reads what the sequencer added since this node's size and
-// answers the entries of this node it finds.
+// follow reads how far the sequencer has come, for Size: one read of the
+// log's size.
 func (l *Log) follow() error {
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
-	return l.resolveFrom(ctx, l.followed)
-}
-
-// resolveUpTo answers waiting entries the store already sequenced (a new
-// sequencer's predecessor may have folded them).
-func (l *Log) resolveUpTo(ctx context.Context) {
-	sh := l.sh
-	sh.mu.Lock()
-	n := len(sh.waiting)
-	sh.mu.Unlock()
-	if n == 0 {
-		return
+	size, err := l.st.AuditSize(ctx)
+	if err != nil {
+		return err
 	}
-	// Entries this node waits for were recorded after it last followed.
-	_ = l.resolveFrom(ctx, max(0, l.followed))
-}
-
-func (l *Log) resolveFrom(ctx context.Context, from int64) error {
-	sh := l.sh
-	for {
-		idx, pids, err := sh.st.AuditSequenced(ctx, from, 10000)
-		if err != nil {
-			return err
+	if !l.sh.leader.Load() {
+		l.mu.Lock()
+		if size > l.size {
+			l.size = size // the root is the sequencer's to know
 		}
-		if len(idx) == 0 {
-			return nil
-		}
-		sh.mu.Lock()
-		for i, id := range pids {
-			if ch, ok := sh.waiting[id]; ok && id >= 0 {
-				ch <- result{Index: idx[i]}
-				delete(sh.waiting, id)
-			}
-		}
-		sh.mu.Unlock()
-		l.aw.report(idx, pids)
-		from = idx[len(idx)-1] + 1
-		l.followed = from
-		if !sh.leader.Load() {
-			l.mu.Lock()
-			if from > l.size {
-				l.size = from // the root is the sequencer's to know
-			}
-			l.mu.Unlock()
-			l.metrics.size.Set(float64(from))
-		}
-		if len(idx) < 10000 {
-			return nil
-		}
+		l.mu.Unlock()
+		l.metrics.size.Set(float64(size))
 	}
+	return nil
 }
 
 // parsePending splits a pending record, "TIME\nBODY" or, for an outcome

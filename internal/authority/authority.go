@@ -67,7 +67,8 @@ func noted(au Auditor, evs func(c store.Changes) []audit.Event) *store.Note {
 const waitIndex = 5 * time.Second
 
 // settle waits for the indexes of the entries an action wrote (pids), so
-// that they are in the log when the caller hears of it. They are durable
+// that they are in the log when the caller hears of it (on a node sharing
+// PostgreSQL the log answers at once: the sequencer places them). They are durable
 // already: a failure to learn their indexes is logged, never returned (the
 // action happened, and is recorded).
 func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids []int64) {
