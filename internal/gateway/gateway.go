@@ -68,7 +68,9 @@
 // Config.AuditTimeout, or the log reports itself unhealthy, the request is
 // answered 503 and never forwarded. When the response is done,
 // Auditor.Finish records the outcome (status, bytes in and out, duration),
-// not waited for: with the journal the request's one gateway.request
+// not waited for, and after the client has the whole answer where it can
+// tell so (HTTP/1 with a declared length; still before the handler
+// returns, so a graceful shutdown waits for it): with the journal the request's one gateway.request
 // entry, decision and outcome together; otherwise a second,
 // gateway.response entry pointing at the decision's (detail.request_index).
 // A kill -9 at any moment therefore leaves no forwarded request without an

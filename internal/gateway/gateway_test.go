@@ -62,6 +62,15 @@ func (h *policyHolder) Current() *policy.Policy { return h.p.Load() }
 type failingAuditor struct {
 	*auditlog.Log
 	mode atomic.Int32 // 0 ok, 1 fail, 2 hang
+	// finishGate, when set, holds Finish until it is closed.
+	finishGate atomic.Pointer[chan struct{}]
+}
+
+func (f *failingAuditor) Finish(in *auditlog.Intent, whole audit.Event, outcomeType string) {
+	if g := f.finishGate.Load(); g != nil {
+		<-*g
+	}
+	f.Log.Finish(in, whole, outcomeType)
 }
 
 func (f *failingAuditor) fail(ctx context.Context) error {

@@ -426,13 +426,20 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 	if p != nil {
 		whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
 	}
+	g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
+	if p == nil {
+		// The decision was recorded before the upstream saw a byte; the
+		// outcome need not hold up the answer it describes.
+		rw.complete(f.r)
+	}
 	// Not awaited, and no goroutine per request to watch it: a failed
 	// append marks the log unhealthy (new requests get 503, /readyz
 	// fails) and counts in mayfly_audit_append_errors_total. Where the
 	// decision has an entry of its own, the outcome is a TypeResponse
-	// entry beside it (audit.Outcome).
+	// entry beside it (audit.Outcome). Still before the handler returns,
+	// so that a graceful shutdown (which waits for handlers) never closes
+	// the log before it.
 	g.cfg.Auditor.Finish(in, whole, TypeResponse)
-	g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
 	if p != nil {
 		panic(p)
 	}
@@ -444,6 +451,7 @@ type respWriter struct {
 	http.ResponseWriter
 	red    *redactor
 	body   *maskBody // the response body being copied, once known
+	sent   bool      // the final header went to the ResponseWriter
 	status int
 	n      int64
 }
@@ -454,6 +462,9 @@ func (w *respWriter) WriteHeader(code int) {
 	} else if w.status == 0 {
 		w.status = code
 	}
+	if code >= 200 || code == http.StatusSwitchingProtocols {
+		w.sent = true
+	}
 	w.ResponseWriter.WriteHeader(code)
 }
 
@@ -461,6 +472,7 @@ func (w *respWriter) Write(p []byte) (int, error) {
 	if w.status == 0 {
 		w.status = http.StatusOK
 	}
+	w.sent = true
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	if err == nil && w.body != nil && w.body.short {
@@ -469,6 +481,24 @@ func (w *respWriter) Write(p []byte) (int, error) {
 		}
 	}
 	return n, err
+}
+
+// complete sends what net/http still buffers of a response the client can
+// tell is whole without more from the server: HTTP/1 with a declared
+// Content-Length (also for a HEAD, 204 or 304 answer). net/http would send
+// it only once the handler returns. Any other answer (chunked, HTTP/2,
+// upgraded) ends only when the handler returns: flushing it early would
+// cost a write and gain nothing.
+func (w *respWriter) complete(r *http.Request) {
+	if !w.sent || r.ProtoMajor != 1 || w.status == http.StatusSwitchingProtocols {
+		return
+	}
+	if _, ok := w.Header()["Content-Length"]; !ok && w.status != http.StatusNoContent && w.status != http.StatusNotModified && r.Method != http.MethodHead {
+		return
+	}
+	if f, ok := w.ResponseWriter.(http.Flusher); ok {
+		f.Flush()
+	}
 }
 
 // Unwrap lets http.ResponseController reach Flush and Hijack.
