@@ -290,6 +290,12 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	// under any spelling; so would a second credential or framing header
 	// spelled with "_".
 	scrubHeaders(h, headerKey(f.cred.header))
+	if !f.up.ForwardRanges {
+		// A part of a response that reflects the credential would carry
+		// a piece of it the masker cannot recognise (policy.Upstream).
+		h.Del("Range")
+		h.Del("If-Range")
+	}
 	if f.rq.dest != "" {
 		// Checked against the policy (destination.go); now the
 		// upstream's URL of that path.

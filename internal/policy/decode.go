@@ -578,14 +578,14 @@ func (d *decoder) upstream(e kv) {
 	if dup {
 		d.errf(e.key, path, "upstream %q is already defined at %s", name, prev.at)
 	}
-	f := d.body(e, path, "url", "credential", "postgres", "ca_file", "timeout", "method_override")
+	f := d.body(e, path, "url", "credential", "postgres", "ca_file", "timeout", "method_override", "ranges")
 	if f == nil {
 		return
 	}
 	up := &Upstream{Name: name, at: d.at(e.key)}
 	if v, ok := f["postgres"]; ok {
 		d.postgres(v, path+".postgres", up)
-		for _, k := range []string{"url", "credential", "ca_file", "timeout", "method_override"} {
+		for _, k := range []string{"url", "credential", "ca_file", "timeout", "method_override", "ranges"} {
 			if o, has := f[k]; has {
 				d.errf(o.key, join(path, k), "a postgres upstream has no %s: jobs connect to the database with the role they get", k)
 			}
@@ -629,6 +629,17 @@ func (d *decoder) upstream(e kv) {
 				up.IgnoreMethodOverride = true
 			default:
 				d.errf(v.val, path+".method_override", "method_override must be check or ignore, not %q", s)
+			}
+		}
+	}
+	if v, ok := f["ranges"]; ok {
+		if s, ok := d.str(v.val, path+".ranges"); ok {
+			switch s {
+			case "strip":
+			case "forward":
+				up.ForwardRanges = true
+			default:
+				d.errf(v.val, path+".ranges", "ranges must be strip or forward, not %q", s)
 			}
 		}
 	}

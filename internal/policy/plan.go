@@ -75,6 +75,9 @@ func entriesOf(p *Policy, section string) map[string][]field {
 				// Only when set: policies that leave it out keep their hash.
 				out[n] = append(out[n], field{"method_override", "ignore"})
 			}
+			if up.ForwardRanges {
+				out[n] = append(out[n], field{"ranges", "forward"})
+			}
 			if a := up.Credential.GitHubApp; a != nil {
 				out[n] = append(out[n], field{"credential.github_app.app_id", a.AppID},
 					field{"credential.github_app.private_key_secret", a.PrivateKeySecret},
