@@ -6,8 +6,13 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
+	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Nodes that share PostgreSQL do not give audit entries their tree
@@ -26,8 +31,16 @@ const auditSequencerLock = 7303886
 
 // AddAuditPending stores records (opaque to the store) in audit_pending in
 // one transaction, committed as mode says (as AppendAudit), and returns
-// their pending ids, in order.
+// their pending ids, in order. On PostgreSQL with an audit writer, written
+// mode is one INSERT statement on that connection.
 func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, mode AuditCommit) ([]int64, error) {
+	if mode == AuditWritten && db.auditW != nil && len(records) <= auditWriterRows {
+		ids, err := db.auditW.add(ctx, db.batch, records)
+		if err != nil {
+			return nil, fmt.Errorf("store: recording %d pending audit entries: %w", len(records), err)
+		}
+		return ids, nil
+	}
 	txf, err := db.txFunc(mode)
 	if err != nil {
 		return nil, err
@@ -76,6 +89,101 @@ func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, mode AuditC
 		return nil, fmt.Errorf("store: recording %d pending audit entries: %w", len(records), err)
 	}
 	return ids, nil
+}
+
+// auditWriterBudget is the smallest connection budget that has an audit
+// writer: below it, pending records go through the pool's transactions.
+const auditWriterBudget = 5
+
+// auditWriterRows bounds the records of one audit writer statement (two
+// PostgreSQL parameters short of its limit of 65,535 per statement, with
+// room); larger batches take the pool's transaction path.
+const auditWriterRows = 10000
+
+// auditWriter is the connection of a node's budget that records its
+// written-mode pending audit entries (the forwarded requests' decisions and
+// outcomes, the requests' refusals). Its session commits without waiting
+// for the disk (synchronous_commit off), so a group commit of pending
+// records is one autocommitted INSERT: no BEGIN, SET LOCAL or COMMIT, and
+// no wait for the store's write lock, which leases' commits hold. A crash
+// of this process cannot lose what it returned (the server has it); the
+// batcher makes it durable within Config.SyncDelay as it does its own
+// written commits (noteUnsynced). After a failure the next statement opens
+// a new session (database/sql): a node recovers with its database.
+type auditWriter struct {
+	mu     sync.Mutex
+	closed bool
+	conn   *sql.DB // one connection
+}
+
+func newAuditWriter(dsn string) (*auditWriter, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+	}
+	cfg.RuntimeParams["synchronous_commit"] = "off"
+	c := stdlib.OpenDB(*cfg)
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxIdleTime(5 * time.Minute)
+	return &auditWriter{conn: c}, nil
+}
+
+// add inserts records in one statement and tells b, whose flush makes
+// them durable.
+func (w *auditWriter) add(ctx context.Context, b *batcher, records [][]byte) ([]int64, error) {
+	var q strings.Builder
+	q.WriteString(`INSERT INTO audit_pending (data) VALUES `)
+	args := make([]any, len(records))
+	for i, r := range records {
+		if i > 0 {
+			q.WriteString(", ")
+		}
+		q.WriteString("($")
+		q.WriteString(strconv.Itoa(i + 1))
+		q.WriteString(")")
+		args[i] = r
+	}
+	// The ids come back in the order of the VALUES list, which is the
+	// order the rows are inserted and numbered in.
+	q.WriteString(` RETURNING id`)
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if w.closed {
+		return nil, errClosed
+	}
+	rows, err := w.conn.QueryContext(ctx, q.String(), args...)
+	if err != nil {
+		return nil, err
+	}
+	ids := make([]int64, 0, len(records))
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, err
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	if len(ids) != len(records) {
+		return nil, fmt.Errorf("%d ids for %d rows", len(ids), len(records))
+	}
+	b.noteUnsynced()
+	return ids, nil
+}
+
+// close waits for a statement in progress and closes the connection.
+func (w *auditWriter) close() {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if !w.closed {
+		w.closed = true
+		w.conn.Close()
+	}
 }
 
 // AuditSequenced returns the indexes and pending ids of up to limit

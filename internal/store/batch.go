@@ -50,6 +50,15 @@ type batcher struct {
 	unsynced time.Time  // first written-mode commit not yet covered by a durable one
 	mode     sqliteMode // the SQLite connection's synchronous setting as last set
 	final    bool       // the committer made its last flush: later commits must be durable
+
+	// Written-mode commits made outside the batcher, on a connection of
+	// their own (PostgreSQL's audit writer, noteUnsynced), are covered the
+	// same way. Their state has a lock of its own so that such a commit
+	// never waits for a group commit: extSince is the first not yet covered
+	// by a durable commit, extGen counts them.
+	extMu    sync.Mutex
+	extSince time.Time
+	extGen   uint64
 }
 
 type sqliteMode uint8
@@ -140,7 +149,7 @@ func (b *batcher) run() {
 		case <-flush.C:
 			armed = false
 			b.mu.Lock()
-			if !b.unsynced.IsZero() {
+			if !b.unsynced.IsZero() || !b.extUnsynced().IsZero() {
 				b.flush()
 			}
 			b.mu.Unlock()
@@ -154,7 +163,7 @@ func (b *batcher) run() {
 				case r := <-b.reqs:
 					b.commit([]*writeReq{r})
 				default:
-					if !b.unsynced.IsZero() {
+					if !b.unsynced.IsZero() || !b.extUnsynced().IsZero() {
 						b.flush()
 					}
 					b.final = true
@@ -212,8 +221,52 @@ func (b *batcher) direct(ctx context.Context, fn func(*sql.Tx) error, written, k
 
 func (b *batcher) unsyncedSince() time.Time {
 	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.unsynced
+	at := b.unsynced
+	b.mu.Unlock()
+	return earliest(at, b.extUnsynced())
+}
+
+// earliest returns the earlier of two times, the zero time meaning none.
+func earliest(a, b time.Time) time.Time {
+	if a.IsZero() || !b.IsZero() && b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// noteUnsynced tells the batcher of a written-mode commit made on another
+// connection: it is made durable within syncDelay, as the batcher's own.
+func (b *batcher) noteUnsynced() {
+	b.extMu.Lock()
+	b.extGen++
+	if b.extSince.IsZero() {
+		b.extSince = time.Now()
+	}
+	b.extMu.Unlock()
+	select {
+	case b.kick <- struct{}{}:
+	default:
+	}
+}
+
+// extUnsynced is the first commit noteUnsynced told of that no durable
+// commit covers yet (zero: none).
+func (b *batcher) extUnsynced() time.Time {
+	b.extMu.Lock()
+	defer b.extMu.Unlock()
+	return b.extSince
+}
+
+// extCovered is called after a durable commit that began when extGen was
+// gen: the commits told of until then are covered (a durable commit
+// flushes the server's WAL up to its own record, and theirs were before
+// it). Later ones keep extSince, so the next flush comes at once.
+func (b *batcher) extCovered(gen uint64) {
+	b.extMu.Lock()
+	if b.extGen == gen {
+		b.extSince = time.Time{}
+	}
+	b.extMu.Unlock()
 }
 
 // flush makes earlier written-mode commits durable with a durable commit
@@ -257,7 +310,10 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		return nil
 	}
 	ctx := context.Background()
-	durable := !b.unsynced.IsZero() && time.Since(b.unsynced) >= b.syncDelay
+	b.extMu.Lock()
+	since, gen := earliest(b.unsynced, b.extSince), b.extGen
+	b.extMu.Unlock()
+	durable := !since.IsZero() && time.Since(since) >= b.syncDelay
 	allKept := true
 	for _, r := range live {
 		if !r.written {
@@ -278,6 +334,7 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		}
 		if durable {
 			b.unsynced = time.Time{}
+			b.extCovered(gen)
 			b.durables.Add(1)
 		} else if b.unsynced.IsZero() && !allKept {
 			b.unsynced = began

@@ -57,8 +57,8 @@ type Config struct {
 	// waits before a durable commit covers it (default 5ms).
 	SyncDelay time.Duration
 	// MaxConns is the most PostgreSQL connections this handle opens: the
-	// pool, the lease listener and the lease notifier together (default
-	// DefaultMaxConns).
+	// pool, the lease listener, the lease notifier and, from 5 on, the
+	// audit writer together (default DefaultMaxConns).
 	// Every node of a cluster holds up to this many: their sum must stay
 	// below the server's max_connections (100 by default).
 	MaxConns int
@@ -86,7 +86,8 @@ type DB struct {
 	write    *sql.DB   // SQLite: one connection; Postgres: the shared pool
 	read     *sql.DB   // SQLite: a pool of readers; Postgres: the shared pool
 	batch    *batcher
-	stmts    *stmtCache // SQLite only
+	stmts    *stmtCache   // SQLite only
+	auditW   *auditWriter // PostgreSQL with a budget of 5 or more: records written-mode pending audit entries
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
@@ -205,17 +206,30 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
 	}
 	// Two connections of the budget are the lease listener's and
-	// notifier's.
-	p.SetMaxOpenConns(maxConns - 2)
-	p.SetMaxIdleConns(maxConns - 2)
+	// notifier's, and from 5 on one is the audit writer's (the pool
+	// keeps at least 2: the audit sequencer holds one while it is).
+	pool := maxConns - 2
+	var aw *auditWriter
+	if maxConns >= auditWriterBudget {
+		if aw, err = newAuditWriter(dsn); err != nil {
+			p.Close()
+			return nil, err
+		}
+		pool--
+	}
+	p.SetMaxOpenConns(pool)
+	p.SetMaxIdleConns(pool)
 	p.SetConnMaxIdleTime(5 * time.Minute)
 	pctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	if err := p.PingContext(pctx); err != nil {
 		p.Close()
+		if aw != nil {
+			aw.close()
+		}
 		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
 	}
-	return &DB{postgres: true, dsn: dsn, write: p, read: p}, nil
+	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw}, nil
 }
 
 // redactDSNErr keeps a DSN's password out of an error message.
@@ -240,6 +254,11 @@ func (db *DB) Backend() string {
 
 // Close stops the committer after pending writes and closes connections.
 func (db *DB) Close() error {
+	if db.auditW != nil {
+		// First: what it wrote is then made durable by the batcher's
+		// last flush.
+		db.auditW.close()
+	}
 	if db.batch != nil {
 		db.batch.close()
 	}
@@ -251,6 +270,9 @@ func (db *DB) Close() error {
 
 func (db *DB) closeConns() error {
 	db.closeNotifier()
+	if db.auditW != nil {
+		db.auditW.close()
+	}
 	err := db.write.Close()
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())

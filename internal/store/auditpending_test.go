@@ -1,0 +1,108 @@
+package store
+
+import (
+	"context"
+	"testing"
+	"time"
+)
+
+// On PostgreSQL, a budget of 5 connections or more gives the node an audit
+// writer: written-mode pending records are one statement on it, outside
+// the batcher's transactions, and the batcher still makes them durable
+// within SyncDelay (a flush commit follows) and at Close. Durable records
+// and smaller budgets take the pool's transaction path.
+func TestAuditWriter(t *testing.T) {
+	ctx := context.Background()
+	var pg *syncBackend
+	for _, be := range syncBackends(t) {
+		if be.cfg.PostgresDSN != "" {
+			pg = &be
+		}
+	}
+	if pg == nil {
+		t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
+	}
+	recs := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
+	cases := []struct {
+		budget int
+		writer bool
+		pool   int
+	}{
+		{3, false, 1},
+		{4, false, 2},
+		{5, true, 2},
+		{0, true, DefaultMaxConns - 3}, // the default budget
+	}
+	for _, c := range cases {
+		var commits commitLog
+		cfg := pg.cfg
+		cfg.MaxConns = c.budget
+		cfg.ObserveCommit = commits.observe
+		cfg.SyncDelay = 200 * time.Millisecond
+		db, err := Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if got := db.auditW != nil; got != c.writer {
+			t.Fatalf("budget %d: audit writer %v, want %v", c.budget, got, c.writer)
+		}
+		if got := db.write.Stats().MaxOpenConnections; got != c.pool {
+			t.Fatalf("budget %d: pool of %d, want %d", c.budget, got, c.pool)
+		}
+		n := commits.count()
+		ids, err := db.AddAuditPending(ctx, recs, AuditWritten)
+		if err != nil || len(ids) != 3 || ids[0] >= ids[1] || ids[1] >= ids[2] {
+			t.Fatalf("budget %d: AddAuditPending = %v, %v", c.budget, ids, err)
+		}
+		if c.writer {
+			// Not a batcher commit; its flush is.
+			commits.waitCount(t, n+1)
+			if !db.batch.extUnsynced().IsZero() {
+				t.Fatalf("budget %d: the flush did not cover the audit writer's commit", c.budget)
+			}
+		} else {
+			commits.waitCount(t, n+2) // the transaction and its flush
+		}
+		seq, err := db.TryAuditSequencer(ctx)
+		if err != nil || seq == nil {
+			t.Fatalf("sequencer: %v, %v", seq, err)
+		}
+		got, data, err := seq.Pending(ctx, 100)
+		seq.Close()
+		if err != nil || len(got) != 3 || string(data[0])+string(data[1])+string(data[2]) != "abc" || got[0] != ids[0] || got[2] != ids[2] {
+			t.Fatalf("budget %d: pending %v %q, %v; want %v", c.budget, got, data, err, ids)
+		}
+		if _, err := db.SQL().ExecContext(ctx, `DELETE FROM audit_pending`); err != nil {
+			t.Fatal(err)
+		}
+		// Durable records: a transaction of the pool.
+		n = commits.count()
+		if _, err := db.AddAuditPending(ctx, recs[:1], AuditDurable); err != nil {
+			t.Fatal(err)
+		}
+		if commits.count() != n+1 {
+			t.Fatalf("budget %d: a durable record made %d batcher commits, want 1", c.budget, commits.count()-n)
+		}
+		// A written one just before Close is made durable by it.
+		if _, err := db.AddAuditPending(ctx, recs[:1], AuditWritten); err != nil {
+			t.Fatal(err)
+		}
+		d := db.batch.durables.Load()
+		if err := db.Close(); err != nil {
+			t.Fatal(err)
+		}
+		if db.batch.durables.Load() == d || !db.batch.unsyncedSince().IsZero() {
+			t.Fatalf("budget %d: Close left a written record unsynced", c.budget)
+		}
+		if _, err := db.AddAuditPending(ctx, recs[:1], AuditWritten); err == nil {
+			t.Fatalf("budget %d: a record after Close was taken", c.budget)
+		}
+		admin := pg.cfg
+		adb, err := Open(ctx, admin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		adb.SQL().ExecContext(ctx, `DELETE FROM audit_pending`)
+		adb.Close()
+	}
+}
