@@ -155,7 +155,7 @@ func newServerCmd() *cobra.Command {
 	f.StringVar(&cfg.MetricsListen, "metrics-listen", server.DefaultMetricsListen, "address of the unauthenticated /metrics listener (plain HTTP on loopback), or off")
 	f.StringSliceVar(&cfg.Policy, "policy", nil, "policy file or folder, applied at start and on SIGHUP")
 	f.StringVar(&cfg.Postgres, "postgres", "", "PostgreSQL DSN (or MAYFLY_POSTGRES); default embedded SQLite")
-	f.IntVar(&cfg.PostgresMaxConns, "postgres-max-conns", 0, "PostgreSQL connections this node may hold, lease listener and notifier included (default 10)")
+	f.IntVar(&cfg.PostgresMaxConns, "postgres-max-conns", 0, "PostgreSQL connections this node may hold, audit writer, lease listener and notifier included (default 10)")
 	f.BoolVar(&cfg.InsecureHTTP, "insecure-http", false, "plain HTTP (loopback addresses only)")
 	f.StringVar(&cfg.TLSCert, "tls-cert", "", "TLS certificate (default: the data dir's)")
 	f.StringVar(&cfg.TLSKey, "tls-key", "", "TLS key")

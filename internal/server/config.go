@@ -29,7 +29,8 @@ type Config struct {
 	Policy   []string `yaml:"policy"`
 	Postgres string   `yaml:"postgres"`
 	// PostgresMaxConns is this node's PostgreSQL connection budget: the
-	// pool, the lease listener and notifier together (default 10). The nodes'
+	// pool, the audit writer, the lease listener and notifier together
+	// (default 10). The nodes'
 	// budgets together must stay below the server's max_connections.
 	PostgresMaxConns int          `yaml:"postgres_max_conns"`
 	InsecureHTTP     bool         `yaml:"insecure_http"`
