@@ -183,21 +183,35 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 		args := []any{l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
 			optNanos(l.RevokedAt), l.RevokeReason}
-		if l.AtPolicy == nil {
+		switch {
+		case l.AtPolicy == nil:
 			if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
 				return err
 			}
-		} else {
-			// The version check rides in the insert itself: no extra
-			// statement per exchange. On PostgreSQL the key-share lock on
-			// policy_head is held until this commit, and a policy apply
-			// takes the row for update: one waits for the other.
-			lock := ""
-			if db.postgres {
-				lock = " FOR KEY SHARE"
+		case !db.postgres:
+			// This transaction holds SQLite's only write lock: the version
+			// read here stays in force until it commits. A read and a plain
+			// insert, not PostgreSQL's conditional insert: for an INSERT …
+			// SELECT SQLite keeps a statement journal of every page the
+			// insert touches (spilled to a temporary file, two writes a
+			// page), which made half of a group commit's writes.
+			var v int64
+			if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
+				return err
 			}
+			if v != *l.AtPolicy {
+				return ErrPolicyChanged
+			}
+			if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
+				return err
+			}
+		default:
+			// The version check rides in the insert itself: no extra
+			// statement per exchange. The key-share lock on policy_head is
+			// held until this commit, and a policy apply takes the row for
+			// update: one waits for the other.
 			err := db.execOne(ctx, tx, errNotInserted, `INSERT INTO leases (`+leaseCols+`) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? `+
-				`WHERE EXISTS (SELECT 1 FROM policy_head WHERE id = 1 AND version = ?`+lock+`) ON CONFLICT DO NOTHING`, append(args, *l.AtPolicy)...)
+				`WHERE EXISTS (SELECT 1 FROM policy_head WHERE id = 1 AND version = ? FOR KEY SHARE) ON CONFLICT DO NOTHING`, append(args, *l.AtPolicy)...)
 			if errors.Is(err, errNotInserted) {
 				var v int64
 				if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
