@@ -2,6 +2,7 @@ package store_test
 
 import (
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"fmt"
 	"runtime"
@@ -48,7 +49,8 @@ func BenchmarkExchangeInsert(b *testing.B) {
 
 func exchangeLease() store.Lease {
 	var id [12]byte
-	rand.Read(id[:])
+	binary.BigEndian.PutUint32(id[:4], uint32(time.Now().Unix())) // as lease ids are made
+	rand.Read(id[4:])
 	var h [32]byte
 	rand.Read(h[:])
 	var sha [20]byte
