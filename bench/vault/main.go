@@ -22,8 +22,8 @@
 // loopback with -tls=false. For each concurrency in -c, every round runs
 // every target once (the order rotates between rounds) with -n exchanges
 // (a quarter of that at concurrency 1); the medians of exchanges/s, latency
-// and each server's CPU per exchange (from /proc) are printed with the
-// ratio to Vault and the load average. The load generator is this process
+// and each server's CPU and write system calls per exchange (from /proc)
+// are printed with the ratio to Vault and the load average. The load generator is this process
 // and shares the machine's cores with the servers, as it does for both.
 //
 //	go run ./bench/vault -vault /path/to/vault [-rounds 3] [-n 2000] [-c 1,16,32]
@@ -203,9 +203,10 @@ func (b *bench) run(concs []int) {
 			order = append(order[rot:], order[:rot]...)
 			for _, t := range order {
 				time.Sleep(300 * time.Millisecond) // background work of the last run settles
-				cpu0 := procCPU(t.pid)
+				cpu0, w0 := procCPU(t.pid), procWrites(t.pid)
 				r := runExchanges(t, c, toks)
 				cpu := procCPU(t.pid) - cpu0
+				w := procWrites(t.pid) - w0
 				if r.failed > 0 {
 					log.Fatalf("%s c=%d: %d of %d exchanges failed: %s", t.name, c, r.failed, len(toks), r.firstErr)
 				}
@@ -217,12 +218,13 @@ func (b *bench) run(concs []int) {
 				rate := float64(len(toks)) / r.elapsed.Seconds()
 				s.rate = append(s.rate, rate)
 				s.cpu = append(s.cpu, cpu/time.Duration(len(toks)))
+				s.writes = append(s.writes, float64(w)/float64(len(toks)))
 				s.p50 = append(s.p50, r.quantile(0.5))
 				s.p99 = append(s.p99, r.quantile(0.99))
 				load = append(load, loadAvg())
-				log.Printf("round %d c=%-3d %-24s %7.0f exchanges/s  p50 %8v  p99 %8v  CPU %v/exchange  load %.1f", round+1, c, t.name,
+				log.Printf("round %d c=%-3d %-24s %7.0f exchanges/s  p50 %8v  p99 %8v  CPU %v/exchange  %.1f writes/exchange  load %.1f", round+1, c, t.name,
 					rate, r.quantile(0.5).Round(time.Microsecond), r.quantile(0.99).Round(time.Microsecond),
-					(cpu / time.Duration(len(toks))).Round(time.Microsecond), loadAvg())
+					(cpu / time.Duration(len(toks))).Round(time.Microsecond), float64(w)/float64(len(toks)), loadAvg())
 			}
 		}
 	}
@@ -234,7 +236,7 @@ func (b *bench) run(concs []int) {
 	fmt.Printf("\n## exchanges: mayfly POST /v1/token vs Vault JWT login, fresh RS256 ID tokens, %s; medians of %d interleaved rounds, %d exchanges a run (%d at c=1); load average (1 min) over the runs: median %.1f, %.1f–%.1f\n%s\n",
 		proto, *rounds, *perRun, max(1, *perRun/4), median(load), slices.Min(load), slices.Max(load), vaultNote)
 	for _, c := range concs {
-		fmt.Printf("\n### concurrency %d\n\n| target | exchanges/s | p50 | p99 | server CPU per exchange | mayfly's exchanges/s ÷ this |\n|---|---|---|---|---|---|\n", c)
+		fmt.Printf("\n### concurrency %d\n\n| target | exchanges/s | p50 | p99 | server CPU per exchange | server write calls per exchange | mayfly's exchanges/s ÷ this |\n|---|---|---|---|---|---|---|\n", c)
 		m := res[key2{"mayfly", c}]
 		for _, t := range targets {
 			s := res[key2{t.name, c}]
@@ -242,7 +244,7 @@ func (b *bench) run(concs []int) {
 			if t.name != "mayfly" {
 				ratio = fmt.Sprintf("%.1f×", median(m.rate)/median(s.rate))
 			}
-			fmt.Printf("| %s | %.0f | %s | %s | %s | %s |\n", t.name, median(s.rate), ms(median(s.p50)), ms(median(s.p99)), us(median(s.cpu)), ratio)
+			fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f | %s |\n", t.name, median(s.rate), ms(median(s.p50)), ms(median(s.p99)), us(median(s.cpu)), median(s.writes), ratio)
 		}
 	}
 
@@ -283,6 +285,7 @@ type series struct {
 	rate     []float64
 	p50, p99 []time.Duration
 	cpu      []time.Duration
+	writes   []float64 // write system calls per exchange
 }
 
 // ---- the servers ----
@@ -648,6 +651,23 @@ func procCPU(pid int) time.Duration {
 	ut, _ := strconv.ParseInt(f[11], 10, 64)
 	st, _ := strconv.ParseInt(f[12], 10, 64)
 	return time.Duration(ut+st) * 10 * time.Millisecond
+}
+
+// procWrites is how many write system calls (write, pwrite, writev…) pid
+// has made, from /proc/PID/io (syscw): unlike CPU time, a count the
+// machine's load does not blur.
+func procWrites(pid int) int64 {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(b), "\n") {
+		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
+			n, _ := strconv.ParseInt(v, 10, 64)
+			return n
+		}
+	}
+	return 0
 }
 
 func loadAvg() float64 {
