@@ -43,8 +43,12 @@ type sharedStorage interface {
 
 const (
 	// seqPoll is how often the sequencer looks for other nodes' pending
-	// entries (its own wake it at once).
+	// entries while it finds some (its own wake it, no more often than
+	// that); seqIdle, how often at most while it finds none. Nobody waits
+	// for an entry's index, so polls that find nothing back off: a
+	// cluster's polls follow its rate, not a fixed 500 a second.
 	seqPoll = 2 * time.Millisecond
+	seqIdle = 50 * time.Millisecond
 	// followIdle is how often a node that is not the sequencer follows
 	// the log, to keep Size current: a cost per node, not per request.
 	followIdle = 100 * time.Millisecond
@@ -139,7 +143,8 @@ func (l *Log) failBatch(batch []*request, err error) {
 func (l *Log) seqLoop() {
 	sh := l.sh
 	defer close(sh.done)
-	t := time.NewTicker(seqPoll)
+	wait := seqPoll
+	t := time.NewTimer(wait)
 	defer t.Stop()
 	for {
 		select {
@@ -164,12 +169,21 @@ func (l *Log) seqLoop() {
 			// sequencer.
 			return
 		}
-		l.seqRound(false)
+		began := time.Now()
+		if l.seqRound(false) {
+			wait = seqPoll
+		} else {
+			wait = min(2*wait, seqIdle)
+		}
+		t.Reset(wait)
+		// Rounds no closer than seqPoll: kicks in between share the next.
+		time.Sleep(seqPoll - time.Since(began))
 	}
 }
 
 // seqRound is one turn of the sequencing loop; final: the last, at Close.
-func (l *Log) seqRound(final bool) {
+// It reports whether it sequenced entries.
+func (l *Log) seqRound(final bool) bool {
 	sh := l.sh
 	now := time.Now()
 	if sh.seq == nil && (final || now.Sub(sh.lastElect) >= electInterval) {
@@ -177,7 +191,8 @@ func (l *Log) seqRound(final bool) {
 		l.elect()
 	}
 	if sh.seq != nil {
-		if err := l.sequence(); err != nil {
+		n, err := l.sequence()
+		if err != nil {
 			// Give up the lock: another node, or this one at its next
 			// election, goes on from what the store holds.
 			_ = sh.seq.Close()
@@ -186,12 +201,13 @@ func (l *Log) seqRound(final bool) {
 			sh.pid.Store(0)
 			sh.lastElect = time.Time{}
 		}
-		return
+		return n > 0
 	}
 	if final || now.Sub(sh.lastSeen) >= followIdle {
 		sh.lastSeen = now
 		_ = l.follow() // retried at the next round
 	}
+	return false
 }
 
 // elect tries to take the sequencer lock, and on success loads the tree's
@@ -213,8 +229,9 @@ func (l *Log) elect() {
 	sh.leader.Store(true)
 }
 
-// sequence folds pending entries into the tree until none is left.
-func (l *Log) sequence() error {
+// sequence folds pending entries into the tree until none is left, and
+// returns how many it folded.
+func (l *Log) sequence() (folded int, err error) {
 	sh := l.sh
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
@@ -222,18 +239,18 @@ func (l *Log) sequence() error {
 		began := time.Now()
 		ids, recs, err := sh.seq.Pending(ctx, l.opts.MaxBatch)
 		if err != nil || len(ids) == 0 {
-			return err
+			return folded, err
 		}
 		start := l.Size()
 		refs, err := l.decisionIndexes(ctx, start, ids, recs)
 		if err != nil {
-			return err
+			return folded, err
 		}
 		entries := make([][]byte, len(recs))
 		for i, rec := range recs {
 			ts, ref, _, body, ok := parsePending(rec)
 			if !ok {
-				return fmt.Errorf("audit: pending record %d is malformed", ids[i])
+				return folded, fmt.Errorf("audit: pending record %d is malformed", ids[i])
 			}
 			if ref > 0 {
 				idx, found := refs[ref]
@@ -251,13 +268,13 @@ func (l *Log) sequence() error {
 		end := start + int64(len(entries))
 		hashes, root, err := l.hashQueue(start, end, entries)
 		if err != nil {
-			return err
+			return folded, err
 		}
 		if err := sh.seq.Sequence(ctx, start, entries, ids, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
 			if isConflict(err) {
 				l.metrics.conflicts.Inc()
 			}
-			return err
+			return folded, err
 		}
 		l.advance(start, end, hashes)
 		l.mu.Lock()
@@ -271,8 +288,9 @@ func (l *Log) sequence() error {
 		if len(sh.recent) >= recentPIDs {
 			sh.older, sh.recent = sh.recent, make(map[int64]int64, recentPIDs)
 		}
+		folded += len(ids)
 		if len(ids) < l.opts.MaxBatch {
-			return nil
+			return folded, nil
 		}
 	}
 }
