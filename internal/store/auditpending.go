@@ -6,7 +6,6 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
-	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -35,7 +34,7 @@ const auditSequencerLock = 7303886
 // mode is one INSERT statement on that connection.
 func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, mode AuditCommit) ([]int64, error) {
 	if mode == AuditWritten && db.auditW != nil && len(records) <= auditWriterRows {
-		ids, err := db.auditW.add(ctx, db.batch, records)
+		ids, err := db.auditW.add(ctx, db, records)
 		if err != nil {
 			return nil, fmt.Errorf("store: recording %d pending audit entries: %w", len(records), err)
 		}
@@ -49,34 +48,8 @@ func (db *DB) AddAuditPending(ctx context.Context, records [][]byte, mode AuditC
 	err = txf(ctx, func(tx *sql.Tx) error {
 		ids = ids[:0]
 		for off := 0; off < len(records); off += 500 {
-			part := records[off:min(off+500, len(records))]
-			var b strings.Builder
-			b.WriteString(`INSERT INTO audit_pending (data) VALUES `)
-			args := make([]any, len(part))
-			for i, r := range part {
-				if i > 0 {
-					b.WriteString(", ")
-				}
-				b.WriteString("(?)")
-				args[i] = r
-			}
-			// The ids come back in the order of the VALUES list, which is
-			// the order the rows are inserted and numbered in.
-			b.WriteString(` RETURNING id`)
-			rows, err := tx.QueryContext(ctx, db.Rebind(b.String()), args...)
-			if err != nil {
-				return err
-			}
-			for rows.Next() {
-				var id int64
-				if err := rows.Scan(&id); err != nil {
-					rows.Close()
-					return err
-				}
-				ids = append(ids, id)
-			}
-			rows.Close()
-			if err := rows.Err(); err != nil {
+			var err error
+			if ids, err = db.insertPending(ctx, tx, records[off:min(off+500, len(records))], ids); err != nil {
 				return err
 			}
 		}
@@ -129,51 +102,57 @@ func newAuditWriter(dsn string) (*auditWriter, error) {
 	return &auditWriter{conn: c}, nil
 }
 
-// add inserts records in one statement and tells b, whose flush makes
-// them durable.
-func (w *auditWriter) add(ctx context.Context, b *batcher, records [][]byte) ([]int64, error) {
-	var q strings.Builder
-	q.WriteString(`INSERT INTO audit_pending (data) VALUES `)
-	args := make([]any, len(records))
-	for i, r := range records {
-		if i > 0 {
-			q.WriteString(", ")
-		}
-		q.WriteString("($")
-		q.WriteString(strconv.Itoa(i + 1))
-		q.WriteString(")")
-		args[i] = r
-	}
-	// The ids come back in the order of the VALUES list, which is the
-	// order the rows are inserted and numbered in.
-	q.WriteString(` RETURNING id`)
+// add inserts records in one statement and tells db's batcher, whose
+// flush makes them durable.
+func (w *auditWriter) add(ctx context.Context, db *DB, records [][]byte) ([]int64, error) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	if w.closed {
 		return nil, errClosed
 	}
-	rows, err := w.conn.QueryContext(ctx, q.String(), args...)
+	ids, err := db.insertPending(ctx, w.conn, records, make([]int64, 0, len(records)))
 	if err != nil {
-		return nil, err
-	}
-	ids := make([]int64, 0, len(records))
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, err
-		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
 		return nil, err
 	}
 	if len(ids) != len(records) {
 		return nil, fmt.Errorf("%d ids for %d rows", len(ids), len(records))
 	}
-	b.noteUnsynced()
+	db.batch.noteUnsynced()
 	return ids, nil
+}
+
+// insertPending inserts records into audit_pending in one statement on q
+// (a transaction or a connection) and appends their pending ids, in order,
+// to ids.
+func (db *DB) insertPending(ctx context.Context, q interface {
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+}, records [][]byte, ids []int64) ([]int64, error) {
+	var b strings.Builder
+	b.WriteString(`INSERT INTO audit_pending (data) VALUES `)
+	args := make([]any, len(records))
+	for i, r := range records {
+		if i > 0 {
+			b.WriteString(", ")
+		}
+		b.WriteString("(?)")
+		args[i] = r
+	}
+	// The ids come back in the order of the VALUES list, which is the
+	// order the rows are inserted and numbered in.
+	b.WriteString(` RETURNING id`)
+	rows, err := q.QueryContext(ctx, db.Rebind(b.String()), args...)
+	if err != nil {
+		return ids, err
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id int64
+		if err := rows.Scan(&id); err != nil {
+			return ids, err
+		}
+		ids = append(ids, id)
+	}
+	return ids, rows.Err()
 }
 
 // close waits for a statement in progress and closes the connection.
