@@ -23,12 +23,11 @@ type destinationError struct {
 	reason string
 }
 
-func (e *destinationError) Error() string { return e.reason }
-
 // destinationPath returns the clean upstream path a request's Destination
-// header names, or "" when it has none. host is the request's Host, and
-// route its gateway prefix with the upstream's name ("/gw/api").
-func destinationPath(h http.Header, host, route string) (string, error) {
+// header names, or "" when it has none, or why it is refused. host is the
+// request's Host, and route its gateway prefix with the upstream's name
+// ("/gw/api").
+func destinationPath(h http.Header, host, route string) (string, *destinationError) {
 	vs := h.Values("Destination")
 	if len(vs) == 0 {
 		return "", nil

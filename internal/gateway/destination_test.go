@@ -87,10 +87,10 @@ func FuzzDestinationPath(f *testing.F) {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, d string) {
-		clean, err := destinationPath(http.Header{"Destination": {d}}, "gw.test", "/gw/api")
-		if err != nil {
-			if _, ok := err.(*destinationError); !ok {
-				t.Fatalf("%q: error of another kind: %v", d, err)
+		clean, de := destinationPath(http.Header{"Destination": {d}}, "gw.test", "/gw/api")
+		if de != nil {
+			if de.status != http.StatusBadRequest && de.status != http.StatusForbidden || de.reason == "" {
+				t.Fatalf("%q: refused with %d %q", d, de.status, de.reason)
 			}
 			return
 		}

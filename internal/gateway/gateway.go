@@ -425,9 +425,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if why == policy.Allowed {
 		// WebDAV's second resource (destination.go): the policy must
 		// allow its path too, for every method the request names.
-		dest, err := destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
-		if err != nil {
-			de := err.(*destinationError)
+		dest, de := destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
+		if de != nil {
 			code := "invalid_request"
 			if de.status == http.StatusForbidden {
 				code = "insufficient_scope"
