@@ -60,6 +60,8 @@ var (
 	pprofDir = flag.String("pprof", "", "write each node's CPU profile of the gateway phase to this directory (a -tags mayfly_pprof build)")
 	perNode  = flag.Bool("per-node", false, "run -clients clients per node (the same load per node) instead of in all")
 	base     = flag.String("base", "", "also build ./cmd/mayfly in this source tree (say, a worktree of main) and interleave its rounds with this tree's, for a before/after in one run")
+	split    = flag.Bool("split-procs", false, "give each node GOMAXPROCS = cores / nodes (at least 1), as if each had its own share of the machine")
+	first    = flag.Bool("first", false, "send every request to the first node (3 nodes run, one serves): separates the cluster's own costs from spreading the load")
 )
 
 func main() {
@@ -261,7 +263,7 @@ func runCluster(tmp, bin string, pg *postgres, iss *devissuer.Issuer, upURL stri
 	cfg := filepath.Join(base, "config.yaml")
 	check(os.WriteFile(cfg, []byte("limits:\n  token_rate: 1000000\n  token_burst: 1000000\n  issuer_rate: 1000000\n"), 0o600))
 	for _, nd := range nodes {
-		nd.start(bin, dsn, cfg)
+		nd.start(bin, dsn, cfg, n)
 	}
 	defer func() {
 		for _, nd := range nodes {
@@ -363,6 +365,10 @@ grants:
 		seqPID := pg.sequencerPID()
 		_, seq0 := procStat(seqPID)
 		s0 := pg.statements()
+		var act0 activity
+		if *top > 0 {
+			act0 = pg.activity()
+		}
 		n0, d0 := cpuOf(nodes), pg.cpu()
 		var ok atomic.Int64
 		var mu sync.Mutex
@@ -389,6 +395,10 @@ grants:
 		wg.Wait()
 		cancel()
 		el := time.Since(start)
+		var actEnd activity
+		if *top > 0 {
+			actEnd = pg.activity()
+		}
 		if _, seq1 := procStat(seqPID); seqPID != 0 && seqPID == pg.sequencerPID() {
 			lastSeqPerReq = (seq1 - seq0) / float64(ok.Load())
 		} else {
@@ -398,12 +408,20 @@ grants:
 		stmts := float64(pg.statements() - s0)
 		if *top > 0 {
 			pg.printTop(*top, nreq)
+			pg.printActivity(act0, actEnd, nreq)
 		}
 		return nreq / el.Seconds(), stmts / nreq, (cpuOf(nodes) - n0) / nreq, (pg.cpu() - d0) / nreq, errs
 	}
+	// target is the node of a client's i-th request.
+	target := func(k int) int {
+		if *first {
+			return 0
+		}
+		return k % n
+	}
 	exProfiles := profile(nodes, "exchange", round, n)
 	res.exchangesPerSec, res.stmtsPerExchange, res.nodeCPUExchange, res.dbCPUExchange, res.errorsExchange = phase(func(w, i int) int {
-		c, _ := exchange(nodes[(w+i)%n], "")
+		c, _ := exchange(nodes[target(w+i)], "")
 		return c
 	})
 	exProfiles.Wait()
@@ -420,7 +438,7 @@ grants:
 	res.seqExchange = lastSeqPerReq
 	profiles := profile(nodes, "gateway", round, n)
 	res.gatewayPerSec, res.stmtsPerGateway, res.nodeCPUGateway, res.dbCPUGateway, res.errorsGateway = phase(func(w, i int) int {
-		r, _ := http.NewRequest("GET", nodes[(w+i)%n].url+"/gw/api/r/"+strconv.Itoa(i), nil)
+		r, _ := http.NewRequest("GET", nodes[target(w+i)].url+"/gw/api/r/"+strconv.Itoa(i), nil)
 		r.Header.Set("Authorization", "Bearer "+toks[w])
 		resp, err := hc.Do(r)
 		if err != nil {
@@ -482,18 +500,22 @@ func profile(nodes []*node, phase string, round, n int) *sync.WaitGroup {
 	return &profiles
 }
 
-func (nd *node) start(bin, dsn, cfg string) {
+func (nd *node) start(bin, dsn, cfg string, n int) {
 	addr := filepath.Join(nd.dir, "addr")
 	nd.cmd = exec.Command(bin, "server", "--data-dir", nd.dir, "--postgres", dsn, "--insecure-http", "--listen", "127.0.0.1:0",
 		"--addr-file", addr, "--config", cfg, "--log-level", "error")
 	nd.logs = &bytes.Buffer{}
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
+	nd.cmd.Env = os.Environ()
+	if *split {
+		nd.cmd.Env = append(nd.cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, numCPU()/n)))
+	}
 	if *pprofDir != "" {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
 		check(err)
 		nd.pprof = l.Addr().String()
 		l.Close()
-		nd.cmd.Env = append(os.Environ(), "MAYFLY_PPROF_LISTEN="+nd.pprof)
+		nd.cmd.Env = append(nd.cmd.Env, "MAYFLY_PPROF_LISTEN="+nd.pprof)
 	}
 	check(nd.cmd.Start())
 	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
@@ -606,6 +628,63 @@ func (p *postgres) printTop(n int, requests float64) {
 		check(rows.Scan(&calls, &ms, &q))
 		fmt.Printf("  %6.2f/request %6.1f µs/request  %s\n", float64(calls)/requests, ms*1000/requests, q)
 	}
+}
+
+// activity is what PostgreSQL did so far: commits, WAL, and CPU (µs) by
+// kind of process.
+type activity struct {
+	commits, walRecords, walBytes, walWrites, walSyncs int64
+	cpu                                                map[string]float64
+}
+
+func (p *postgres) activity() activity {
+	var a activity
+	// Statistics reach the views within a second of being counted.
+	p.exec("SELECT pg_stat_clear_snapshot()")
+	check(p.db.QueryRow(`SELECT (SELECT SUM(xact_commit) FROM pg_stat_database), wal_records, wal_bytes, wal_write, wal_sync FROM pg_stat_wal`).
+		Scan(&a.commits, &a.walRecords, &a.walBytes, &a.walWrites, &a.walSyncs))
+	a.cpu = map[string]float64{}
+	ents, _ := os.ReadDir("/proc")
+	for _, e := range ents {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if ppid, cpu := procStat(pid); pid == p.pid || ppid == p.pid {
+			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
+			kind := "postmaster"
+			if f := strings.Fields(strings.TrimPrefix(string(b), "postgres: ")); pid != p.pid && len(f) > 0 {
+				kind = f[0]
+				if strings.HasPrefix(kind, "postgres") { // "postgres postgres 127.0.0.1(port) …": a client's backend
+					kind = "backends"
+				}
+			}
+			a.cpu[kind] += cpu
+		}
+	}
+	return a
+}
+
+// printActivity prints what PostgreSQL did per request from a0 to end
+// (its CPU; the counters a second later, once flushed).
+func (p *postgres) printActivity(a0, end activity, requests float64) {
+	time.Sleep(1100 * time.Millisecond)
+	a := p.activity()
+	a.cpu = end.cpu
+	fmt.Printf("  per request: %.2f commits, %.2f WAL records, %.0f WAL bytes, %.3f WAL writes, %.3f WAL flushes; PostgreSQL CPU µs:",
+		float64(a.commits-a0.commits)/requests, float64(a.walRecords-a0.walRecords)/requests, float64(a.walBytes-a0.walBytes)/requests,
+		float64(a.walWrites-a0.walWrites)/requests, float64(a.walSyncs-a0.walSyncs)/requests)
+	var kinds []string
+	for k := range a.cpu {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	for _, k := range kinds {
+		if d := (a.cpu[k] - a0.cpu[k]) / requests; d >= 0.5 {
+			fmt.Printf(" %s %.0f", k, d)
+		}
+	}
+	fmt.Println()
 }
 
 func (p *postgres) stop() {
