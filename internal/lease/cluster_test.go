@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -262,5 +263,103 @@ func BenchmarkFollowMassRevocation(b *testing.B) {
 			b.Fatalf("%d leases still live on the other node", live)
 		}
 		b.StartTimer()
+	}
+}
+
+// feedCounter counts reads of the lease feed.
+type feedCounter struct {
+	*store.DB
+	reads atomic.Int64
+}
+
+func (c *feedCounter) LeaseFeedRead(ctx context.Context, r store.LeaseFeedRequest) (store.LeaseFeed, error) {
+	c.reads.Add(1)
+	return c.DB.LeaseFeedRead(ctx, r)
+}
+
+// A poll reads the feed once a page: the events of a transaction that was
+// in progress at the last read and has ended since come in the same read
+// as the new ones, not in a read of their own, and a transaction with more
+// events than a page is paged through.
+func TestPollReadsOncePerPage(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	for _, tc := range []struct {
+		name   string
+		slow   int // leases a transaction left open at the last read revokes
+		issued int // leases issued and committed meanwhile
+		reads  int64
+	}{
+		{"new leases only", 0, 1, 1},
+		{"a transaction that was in progress ended", 1, 1, 1},
+		{"it ended with nothing new", 1, 0, 1},
+		{"it ended with more events than a page", 3, 0, 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := storetest.Postgres(t)
+			c := &clock{t: time.Now()}
+			a := newManager(t, b.DB, c)
+			var toks, ids []string
+			for range max(tc.slow, 1) {
+				tok, l, err := a.Issue(ctx, req("deploy"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				toks, ids = append(toks, tok), append(ids, l.ID)
+			}
+			cs := &feedCounter{DB: b.Another(t)}
+			other := New(cs, a.hasher, Options{Now: c.Now, PageSize: 2})
+			if err := other.Load(ctx); err != nil {
+				t.Fatal(err)
+			}
+			tx, err := b.Another(t).SQL().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer tx.Rollback()
+			for _, id := range ids[:tc.slow] {
+				if _, err := tx.ExecContext(ctx, `UPDATE leases SET revoked_at = $1, revoke_reason = 'slow' WHERE id = $2`, time.Now().UnixNano(), id); err != nil {
+					t.Fatal(err)
+				}
+				if _, err := tx.ExecContext(ctx, `INSERT INTO lease_events (lease_id, kind, origin) VALUES ($1, 'revoke', 'test')`, id); err != nil {
+					t.Fatal(err)
+				}
+			}
+			// A later event committed: the poll reads past the open
+			// transaction's, which it sees in progress.
+			if _, _, err := a.Issue(ctx, req("read")); err != nil {
+				t.Fatal(err)
+			}
+			if err := other.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if err := tx.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			var fresh []string
+			for range tc.issued {
+				tok, _, err := a.Issue(ctx, req("read"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				fresh = append(fresh, tok)
+			}
+			n := cs.reads.Load()
+			if err := other.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			if got := cs.reads.Load() - n; got != tc.reads {
+				t.Errorf("the poll read the feed %d times, want %d", got, tc.reads)
+			}
+			for _, tok := range toks[:tc.slow] {
+				if _, err := other.Lookup(tok); !errors.Is(err, ErrRevoked) {
+					t.Errorf("a revocation of the transaction that ended was not applied: %v", err)
+				}
+			}
+			for _, tok := range fresh {
+				if _, err := other.Lookup(tok); err != nil {
+					t.Errorf("a new lease was not applied: %v", err)
+				}
+			}
+		})
 	}
 }

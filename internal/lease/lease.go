@@ -705,14 +705,25 @@ func (m *Manager) Run(ctx context.Context) {
 // an event: those of a transaction that was still running when the feed
 // was read past them are read once it has ended, however long it runs,
 // without holding up later events meanwhile.
+//
+// One read a page: each read also asks for the events at or below the
+// cursor of every transaction in progress at the last read. In the read's
+// own snapshot those that have ended show them (and the snapshot says they
+// have ended), those still running show none and are asked again next
+// time. So a transaction's end costs no read of its own: under steady
+// writes some transaction ends between any two reads, and reading its
+// events in a second read made every poll two.
 func (m *Manager) Poll(ctx context.Context) error {
 	m.pollMu.Lock()
 	defer m.pollMu.Unlock()
-	backRounds := 0
 	for {
 		before := m.cursor
+		back := slices.Clip(m.back) // ended transactions with events left to page through
+		for x := range m.inProgress {
+			back = append(back, store.BackRead{Xact: x, Upto: before})
+		}
 		page, err := m.st.LeaseFeedRead(ctx, store.LeaseFeedRequest{After: m.cursor, Limit: m.opts.PageSize,
-			Back: m.back, BackLimit: m.opts.PageSize})
+			Back: back, BackLimit: m.opts.PageSize})
 		if err != nil {
 			return fmt.Errorf("lease: poll: %w", err)
 		}
@@ -721,39 +732,27 @@ func (m *Manager) Poll(ctx context.Context) error {
 			m.cursor = page.Head[n-1].Seq
 		}
 		more := len(page.Head) == m.opts.PageSize
-		back := m.back[:0]
-		for _, b := range m.back {
+		var left []store.BackRead
+		for _, b := range back {
 			cs := page.Back[b.Xact]
 			m.applyChanges(cs)
 			if len(cs) == m.opts.PageSize {
 				b.After = cs[len(cs)-1].Seq
-				back = append(back, b)
+				left = append(left, b)
 				more = true
 			}
 		}
-		m.back = back
+		m.back = left
 		if page.InProgress != nil {
+			// A transaction in progress then and not now ended before this
+			// read's snapshot: its events at or below before were asked
+			// for above (and are paged through from m.back if there were
+			// more), those above before were in the head.
 			now := make(map[uint64]bool, len(page.InProgress))
 			for _, x := range page.InProgress {
 				now[x] = true
 			}
-			ended := false
-			for x := range m.inProgress {
-				if !now[x] {
-					// Ended before this page's snapshot: its events
-					// above before were in this page; those at or
-					// below it are read from the next page on.
-					m.back = append(m.back, store.BackRead{Xact: x, Upto: before})
-					ended = true
-				}
-			}
 			m.inProgress = now
-			// Read them now rather than a poll later, but only once per
-			// poll: under steady writes every page sees some end.
-			if ended && backRounds == 0 {
-				backRounds++
-				more = true
-			}
 		}
 		if !more {
 			return nil
