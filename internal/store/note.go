@@ -65,12 +65,29 @@ func (db *DB) note(ctx context.Context, tx *sql.Tx, n *Note, c Changes) error {
 		return fmt.Errorf("%w: %w", ErrNoteFailed, err)
 	}
 	for _, r := range recs {
-		var id int64
 		// One row each: an action has one entry, or one per removed grant.
-		if err := db.txQueryRow(ctx, tx, `INSERT INTO audit_pending (data) VALUES (?) RETURNING id`, r).Scan(&id); err != nil {
+		id, err := db.insertPendingOne(ctx, tx, r)
+		if err != nil {
 			return fmt.Errorf("%w: recording the audit entry: %w", ErrNoteFailed, err)
 		}
 		n.PIDs = append(n.PIDs, id)
 	}
 	return nil
+}
+
+// insertPendingOne inserts one pending record in tx and returns its id. On
+// SQLite the id is the row id the insert reports: a plain statement costs
+// the exchange's commit less than a RETURNING query's rows (the row id is
+// the connection's, and this transaction holds the only write connection).
+func (db *DB) insertPendingOne(ctx context.Context, tx *sql.Tx, rec []byte) (int64, error) {
+	if db.postgres {
+		var id int64
+		err := db.txQueryRow(ctx, tx, `INSERT INTO audit_pending (data) VALUES (?) RETURNING id`, rec).Scan(&id)
+		return id, err
+	}
+	res, err := db.exec(ctx, tx, `INSERT INTO audit_pending (data) VALUES (?)`, rec)
+	if err != nil {
+		return 0, err
+	}
+	return res.LastInsertId()
 }
