@@ -168,9 +168,13 @@ type framingConn struct {
 	// read side
 	in, out []byte
 	buf     []byte
-	st      parseState
-	remain  int64 // body or chunk bytes still to pass
-	dead    error // once set, every Read returns it
+	// The arrays of in and out, reused once all of either was consumed
+	// (a fresh array per request was ~8 % of an exchange's allocation).
+	// Each is at most a read (16 KiB) plus a head (maxHead) long.
+	inBuf, outBuf []byte
+	st            parseState
+	remain        int64 // body or chunk bytes still to pass
+	dead          error // once set, every Read returns it
 	// body rate: bytes that arrived and time spent waiting since the
 	// current body began
 	bodyBytes  int64
@@ -303,7 +307,14 @@ func (c *framingConn) Read(p []byte) (int, error) {
 			if inBody {
 				c.bodyBytes += int64(n)
 			}
-			c.in = append(c.in, c.buf[:n]...)
+			if len(c.in) == 0 {
+				// Nothing else refers to inBuf's bytes now: out is empty
+				// (reads come only then), and feed copies what it passes.
+				c.in = append(c.inBuf[:0], c.buf[:n]...)
+				c.inBuf = c.in[:0]
+			} else {
+				c.in = append(c.in, c.buf[:n]...)
+			}
 			c.feed()
 		}
 		if err != nil && len(c.out) == 0 {
@@ -315,6 +326,17 @@ func (c *framingConn) Read(p []byte) (int, error) {
 	}
 }
 
+// emit appends checked bytes to out, in outBuf's array when net/http has
+// read all of out.
+func (c *framingConn) emit(b []byte) {
+	if len(c.out) > 0 {
+		c.out = append(c.out, b...)
+		return
+	}
+	c.out = append(c.outBuf[:0], b...)
+	c.outBuf = c.out[:0]
+}
+
 // feed moves checked bytes from in to out, as far as they can be checked.
 func (c *framingConn) feed() {
 	for len(c.in) > 0 && c.dead == nil {
@@ -323,7 +345,8 @@ func (c *framingConn) feed() {
 		c.mu.Unlock()
 		switch st {
 		case stOpaque:
-			c.out, c.in = append(c.out, c.in...), nil
+			c.emit(c.in)
+			c.in = nil
 		case stRefused:
 			c.in = nil
 		case stHead:
@@ -351,7 +374,7 @@ func (c *framingConn) feed() {
 				c.refuse(http.StatusBadRequest, reason)
 				return
 			}
-			c.out = append(c.out, head...)
+			c.emit(head)
 			c.in = c.in[end+4:]
 			c.bodyBytes, c.bodyWaited = int64(len(c.in)), 0
 			switch {
@@ -363,7 +386,7 @@ func (c *framingConn) feed() {
 			}
 		case stBody, stChunkData:
 			n := int(min(int64(len(c.in)), c.remain))
-			c.out = append(c.out, c.in[:n]...)
+			c.emit(c.in[:n])
 			c.in = c.in[n:]
 			c.remain -= int64(n)
 			if c.remain == 0 && st == stBody {
@@ -379,7 +402,8 @@ func (c *framingConn) feed() {
 				c.kill("malformed chunked request body")
 				return
 			}
-			c.out, c.in = append(c.out, c.in[:2]...), c.in[2:]
+			c.emit(c.in[:2])
+			c.in = c.in[2:]
 			c.setState(stChunkSize)
 		case stChunkSize, stTrailer:
 			i := bytes.IndexByte(c.in, '\n')
@@ -415,7 +439,8 @@ func (c *framingConn) feed() {
 					c.setState(stChunkData)
 				}
 			}
-			c.out, c.in = append(c.out, line...), c.in[i+1:]
+			c.emit(line)
+			c.in = c.in[i+1:]
 		}
 	}
 }
