@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -180,21 +181,21 @@ func unverifiedIssuer(jwt string) string {
 	if err != nil {
 		return ""
 	}
-	// A cheap scan for "iss":"…" keeps this free of a full JSON parse.
-	s := string(b)
-	i := strings.Index(s, `"iss"`)
+	// A cheap scan for "iss":"…" keeps this free of a full JSON parse;
+	// only the issuer is copied out of the payload.
+	i := bytes.Index(b, []byte(`"iss"`))
 	if i < 0 {
 		return ""
 	}
-	s = strings.TrimLeft(s[i+5:], " \t\r\n:")
-	if !strings.HasPrefix(s, `"`) {
+	b = bytes.TrimLeft(b[i+5:], " \t\r\n:")
+	if len(b) == 0 || b[0] != '"' {
 		return ""
 	}
-	end := strings.IndexByte(s[1:], '"')
+	end := bytes.IndexByte(b[1:], '"')
 	if end < 0 || end > 512 {
 		return ""
 	}
-	return s[1 : 1+end]
+	return string(b[1 : 1+end])
 }
 
 // bearer extracts a token from Authorization: Bearer|DPoP|token.
