@@ -32,7 +32,7 @@
 // is measured alone. -baseline OLD_MAYFLY adds an older mayfly build as a
 // further target (before/after in the same run); -pprof DIR builds mayfly
 // with -tags mayfly_pprof and saves a CPU profile of one extra run at each
-// concurrency to DIR. Linux only (it reads /proc).
+// concurrency to DIR (and the allocations since start). Linux only (it reads /proc).
 //go:build linux
 
 package main
@@ -276,6 +276,18 @@ func (b *bench) run(concs []int) {
 				runExchanges(t, c, toks)
 				<-done
 				log.Printf("profile of %s at c=%d (%d s): %s", t.name, c, secs, file)
+				// What was allocated since the server started (the
+				// measured runs and this one): where GC work comes from.
+				allocs := filepath.Join(*pprofDir, fmt.Sprintf("exchange-%s-c%d.allocs.pprof", t.name, c))
+				if resp, err := http.Get(fmt.Sprintf("http://%s/debug/pprof/allocs", t.pprofAddr)); err != nil {
+					log.Printf("pprof %s: %v", t.name, err)
+				} else {
+					f, err := os.Create(allocs)
+					check(err)
+					io.Copy(f, resp.Body)
+					f.Close()
+					resp.Body.Close()
+				}
 			}
 		}
 	}
