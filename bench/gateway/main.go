@@ -36,6 +36,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/gateway"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/proccpu"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -232,7 +233,7 @@ grants:
 		var count, fails atomic.Int64
 		stop := time.Now().Add(*dur)
 		var wg sync.WaitGroup
-		start, cpu0 := time.Now(), cpuTime()
+		start, cpu0 := time.Now(), proccpu.Used()
 		for range *conc {
 			wg.Go(func() {
 				for time.Now().Before(stop) {
@@ -245,7 +246,7 @@ grants:
 			})
 		}
 		wg.Wait()
-		el, cpu := time.Since(start), cpuTime()-cpu0
+		el, cpu := time.Since(start), proccpu.Used()-cpu0
 		if fails.Load() > 0 {
 			log.Printf("%s: %d failed requests", name, fails.Load())
 		}

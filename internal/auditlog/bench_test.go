@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/proccpu"
 )
 
 // BenchmarkAppend measures awaited appends per second with 1, 64 and 256
@@ -60,7 +61,7 @@ func BenchmarkAppend(b *testing.B) {
 						}
 					}
 					size0 := l.Size()
-					cpu0 := cpuTime()
+					cpu0 := proccpu.Used()
 					var next, refused atomic.Int64
 					var wg sync.WaitGroup
 					b.ResetTimer()
@@ -97,7 +98,7 @@ func BenchmarkAppend(b *testing.B) {
 					el := time.Since(start)
 					b.ReportMetric(float64(b.N)/el.Seconds(), "appends/s")
 					b.ReportMetric(float64(acked.Microseconds())*float64(writers)/float64(b.N), "µs/append")
-					b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "cpu-µs/append")
+					b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "cpu-µs/append")
 					if n := refused.Load(); n > 0 {
 						b.ReportMetric(float64(n)/float64(b.N), "refused/append")
 					}

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/proccpu"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 
@@ -338,7 +339,7 @@ func BenchmarkSharedSequencer(b *testing.B) {
 		}
 	}
 	b.ResetTimer()
-	cpu0 := cpuTime()
+	cpu0 := proccpu.Used()
 	l, err := Open(ctx, db, testSigner, Options{Shared: true, CheckpointInterval: time.Second})
 	if err != nil {
 		b.Fatal(err)
@@ -348,7 +349,7 @@ func BenchmarkSharedSequencer(b *testing.B) {
 	}
 	b.StopTimer()
 	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-	b.ReportMetric(float64((cpuTime()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/entry")
+	b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/entry")
 	if err := l.Close(ctx); err != nil {
 		b.Fatal(err)
 	}

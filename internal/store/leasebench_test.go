@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/proccpu"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -28,7 +29,7 @@ func BenchmarkExchangeInsert(b *testing.B) {
 					rec[i] = 'a' + byte(i%26)
 				}
 				b.SetParallelism(max(1, writers/runtime.GOMAXPROCS(0)))
-				cpu0 := cpuTime()
+				cpu0 := proccpu.Used()
 				b.ResetTimer()
 				b.RunParallel(func(pb *testing.PB) {
 					for pb.Next() {
@@ -41,7 +42,7 @@ func BenchmarkExchangeInsert(b *testing.B) {
 					}
 				})
 				b.StopTimer()
-				b.ReportMetric(float64(cpuTime()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
+				b.ReportMetric(float64(proccpu.Used()-cpu0)/float64(time.Microsecond)/float64(b.N), "cpu-µs/op")
 			})
 		}
 	}

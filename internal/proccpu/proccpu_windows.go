@@ -1,4 +1,4 @@
-package auditlog
+package proccpu
 
 import (
 	"time"
@@ -6,8 +6,9 @@ import (
 	"golang.org/x/sys/windows"
 )
 
-// cpuTime is the CPU time (user and system) this process has used.
-func cpuTime() time.Duration {
+// Used is the CPU time (user and system) this process has used, or 0 when
+// the system will not say.
+func Used() time.Duration {
 	var created, exited, kernel, user windows.Filetime
 	if err := windows.GetProcessTimes(windows.CurrentProcess(), &created, &exited, &kernel, &user); err != nil {
 		return 0

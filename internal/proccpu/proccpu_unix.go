@@ -1,14 +1,15 @@
 //go:build unix
 
-package gateway
+package proccpu
 
 import (
 	"syscall"
 	"time"
 )
 
-// cpuTime is the CPU time (user and system) this process has used.
-func cpuTime() time.Duration {
+// Used is the CPU time (user and system) this process has used, or 0 when
+// the system will not say.
+func Used() time.Duration {
 	var ru syscall.Rusage
 	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &ru); err != nil {
 		return 0
