@@ -30,6 +30,7 @@ var layers = map[string]int{
 	"internal/pgsql":      0, // minted roles' names and template quoting (policy validates with it)
 	"internal/failclosed": 0, // the one ErrUnavailable every layer wraps (503, nothing done)
 	"internal/audit":      0, // the audit log's formats, proofs and verification (x/mod tlog, note)
+	"internal/proccpu":    0, // the process's CPU time, for benchmarks (getrusage, GetProcessTimes)
 	// storage
 	"internal/store":           1,
 	"internal/store/storetest": 1,
