@@ -106,3 +106,51 @@ func TestAuditWriter(t *testing.T) {
 		adb.Close()
 	}
 }
+
+// A flush makes the written-mode commits before it durable: once it has
+// returned, PostgreSQL's WAL is flushed past them. It writes no row (a
+// shared row made every node's flushes queue on its lock), so this checks
+// the flush itself: a commit that wrote no WAL would not wait for the
+// disk. The WAL writer also flushes on its own every 200 ms, so one pass
+// could be lucky; ten in a row are not.
+func TestFlushReachesDisk(t *testing.T) {
+	ctx := context.Background()
+	var pg *syncBackend
+	for _, be := range syncBackends(t) {
+		if be.cfg.PostgresDSN != "" {
+			pg = &be
+		}
+	}
+	if pg == nil {
+		t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
+	}
+	cfg := pg.cfg
+	cfg.SyncDelay = time.Millisecond
+	db, err := Open(ctx, cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	for i := range 10 {
+		if _, err := db.AddAuditPending(ctx, [][]byte{[]byte("x")}, AuditWritten); err != nil {
+			t.Fatal(err)
+		}
+		var written string
+		if err := db.read.QueryRowContext(ctx, `SELECT pg_current_wal_insert_lsn()::text`).Scan(&written); err != nil {
+			t.Fatal(err)
+		}
+		for deadline := time.Now().Add(5 * time.Second); !db.batch.extUnsynced().IsZero(); time.Sleep(100 * time.Microsecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("no flush within 5s")
+			}
+		}
+		var flushed bool
+		if err := db.read.QueryRowContext(ctx, `SELECT pg_current_wal_flush_lsn() >= $1::pg_lsn`, written).Scan(&flushed); err != nil {
+			t.Fatal(err)
+		}
+		if !flushed {
+			t.Fatalf("pass %d: the flush returned with the WAL not flushed to %s", i, written)
+		}
+	}
+	db.SQL().ExecContext(ctx, `DELETE FROM audit_pending`)
+}

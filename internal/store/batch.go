@@ -272,9 +272,17 @@ func (b *batcher) extCovered(gen uint64) {
 // flush makes earlier written-mode commits durable with a durable commit
 // of a write that changes nothing. On failure it is retried after
 // syncDelay (unsynced stays set). b.mu is held.
+//
+// On PostgreSQL the write is a transactional WAL message, not a row: a
+// commit that wrote WAL waits for its flush, and every node flushing the
+// same row queued on its lock (0.4 ms a flush with 3 nodes on this
+// machine; a cluster's flushes would serialise at the disk's fsync rate).
 func (b *batcher) flush() {
+	q := `UPDATE meta SET value = value WHERE key = 'schema_version'`
+	if b.postgres {
+		q = `SELECT pg_logical_emit_message(true, 'mayfly', 'flush')`
+	}
 	r := &writeReq{ctx: context.Background(), err: make(chan error, 1), fn: func(tx *sql.Tx) error {
-		q := `UPDATE meta SET value = value WHERE key = 'schema_version'`
 		_, err := tx.ExecContext(context.Background(), q)
 		return err
 	}}
