@@ -570,7 +570,7 @@ func startPostgres(tmp string) *postgres {
 	check(err)
 	port := l.Addr().(*net.TCPAddr).Port
 	l.Close()
-	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c max_connections=100", port, p.dir)
+	opts := fmt.Sprintf("-p %d -k %s -c listen_addresses=127.0.0.1 -c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_planning=on -c max_connections=100", port, p.dir)
 	out, err = p.command("pg_ctl", "-D", p.dir, "-o", opts, "-w", "-l", filepath.Join(p.dir, "log"), "start").CombinedOutput()
 	if err != nil {
 		log.Fatalf("pg_ctl start: %v %s", err, out)
@@ -624,17 +624,20 @@ func (p *postgres) sequencerPID() int {
 	return pid
 }
 
+// printTop prints the statements run most, with the time PostgreSQL spent
+// executing and planning each per request: wall time, so on a busy machine
+// it includes waiting for a core and for locks, not only CPU.
 func (p *postgres) printTop(n int, requests float64) {
-	rows, err := p.db.Query(`SELECT calls, total_exec_time, left(regexp_replace(query, '\s+', ' ', 'g'), 110) FROM pg_stat_statements
+	rows, err := p.db.Query(`SELECT calls, total_exec_time, total_plan_time, left(regexp_replace(query, '\s+', ' ', 'g'), 100) FROM pg_stat_statements
 		WHERE query NOT LIKE '%pg_stat_statements%' ORDER BY calls DESC LIMIT $1`, n)
 	check(err)
 	defer rows.Close()
 	for rows.Next() {
 		var calls int64
-		var ms float64
+		var ms, plan float64
 		var q string
-		check(rows.Scan(&calls, &ms, &q))
-		fmt.Printf("  %6.2f/request %6.1f µs/request  %s\n", float64(calls)/requests, ms*1000/requests, q)
+		check(rows.Scan(&calls, &ms, &plan, &q))
+		fmt.Printf("  %6.2f/request %6.1f µs/request (+%5.1f planning)  %s\n", float64(calls)/requests, ms*1000/requests, plan*1000/requests, q)
 	}
 }
 
