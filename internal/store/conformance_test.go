@@ -38,6 +38,7 @@ func TestConformance(t *testing.T) {
 		{"leases", testLeases},
 		{"lease feed", testLeaseFeed},
 		{"lease at a policy version", testLeaseAtPolicy},
+		{"lease with a once-only jti and its record", testLeaseOnceJTI},
 		{"mass revoke", testMassRevoke},
 		{"lease pages", testLeasePages},
 		{"lookups by many hashes", testByHashes},
@@ -721,6 +722,85 @@ func testLeaseAtPolicy(t *testing.T, b storetest.Backend) {
 	l.AtPolicy = &v1
 	if err := db.InsertLease(ctx, l); err != nil {
 		t.Fatalf("at the version in force: %v", err)
+	}
+}
+
+// A lease issued for a one-time ID token records its jti, its feed event
+// and its audit record in one commit: a jti seen before refuses the lease
+// and leaves nothing, and a lease refused for another reason (a replaced
+// policy version, a taken id) does not use up its jti.
+func testLeaseOnceJTI(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	pending := func() int {
+		var n int
+		if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	events := func(id string) int {
+		var n int
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM lease_events WHERE lease_id = ?`), id).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	jti := func(id string) *store.JTI {
+		return &store.JTI{Issuer: "https://ci.example", ID: id, Expires: time.Now().Add(time.Hour)}
+	}
+	note := func() *store.Note {
+		return &store.Note{Make: func(c store.Changes) ([][]byte, error) { return [][]byte{[]byte("issued " + c.Leases[0])}, nil }}
+	}
+	p0 := pending()
+	var head int64
+	if err := db.SQL().QueryRowContext(ctx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&head); err != nil {
+		t.Fatal(err)
+	}
+	stale := head + 1
+	tests := []struct {
+		name     string
+		id       string
+		jti      string
+		atPolicy *int64
+		want     error
+	}{
+		{"first use", "lse_j1", "jti-1", &head, nil},
+		{"the same jti again", "lse_j2", "jti-1", &head, store.ErrReplay},
+		{"a replaced policy version", "lse_j3", "jti-3", &stale, store.ErrPolicyChanged},
+		{"its jti, not used up", "lse_j3", "jti-3", &head, nil},
+		{"a taken lease id", "lse_j1", "jti-4", nil, store.ErrExists},
+		{"its jti, not used up either", "lse_j4", "jti-4", nil, nil},
+	}
+	for _, tt := range tests {
+		l := lease(tt.id, "deploy")
+		l.OnceJTI, l.AtPolicy, l.Note = jti(tt.jti), tt.atPolicy, note()
+		before := pending()
+		err := db.InsertLease(ctx, l)
+		if !errors.Is(err, tt.want) {
+			t.Fatalf("%s: %v, want %v", tt.name, err, tt.want)
+		}
+		if tt.want != nil {
+			if pending() != before || len(l.Note.PIDs) != 0 {
+				t.Fatalf("%s: refused, yet %d records, pids %v", tt.name, pending()-before, l.Note.PIDs)
+			}
+			continue
+		}
+		if pending() != before+1 || len(l.Note.PIDs) != 1 || events(tt.id) != 1 {
+			t.Fatalf("%s: %d records, pids %v, %d events; want 1 each", tt.name, pending()-before, l.Note.PIDs, events(tt.id))
+		}
+		var data []byte
+		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT data FROM audit_pending WHERE id = ?`), l.Note.PIDs[0]).Scan(&data); err != nil || string(data) != "issued "+tt.id {
+			t.Fatalf("%s: record %d = %q, %v", tt.name, l.Note.PIDs[0], data, err)
+		}
+	}
+	if _, err := db.LeaseByID(ctx, "lse_j2"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("a replayed jti's lease stored: %v", err)
+	}
+	if events("lse_j2") != 0 {
+		t.Fatal("a replayed jti's lease has a feed event")
+	}
+	if pending() != p0+3 {
+		t.Fatalf("%d records in all, want 3", pending()-p0)
 	}
 }
 
