@@ -274,6 +274,12 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 		return fmt.Errorf("store: sequence audit: %d pending ids for %d entries", len(pids), len(entries))
 	}
 	db := s.db
+	if s.conn != nil {
+		if err := s.inSession(ctx, func(tx *sql.Tx) error { return s.sequencePostgres(ctx, tx, start, entries, pids, firstHash, hashes) }); err != nil {
+			return fmt.Errorf("store: sequence audit at %d: %w", start, err)
+		}
+		return nil
+	}
 	fn := func(tx *sql.Tx) error {
 		var n sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
@@ -316,18 +322,46 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 		}
 		return db.insertHashRuns(ctx, tx, firstHash, hashes)
 	}
-	var err error
-	if s.conn != nil {
-		err = s.inSession(ctx, fn)
-	} else {
-		// SQLite, one writer: the records are durable already (pending),
-		// so their sequencing is written without its own fsync. Losing it
-		// to a power cut loses nothing: the records stay pending, and the
-		// WAL is durable in order, so no later durable commit survives it.
-		err = db.batch.direct(ctx, fn, true, false)
-	}
-	if err != nil {
+	// SQLite, one writer: the records are durable already (pending), so
+	// their sequencing is written without its own fsync. Losing it to a
+	// power cut loses nothing: the records stay pending, and the WAL is
+	// durable in order, so no later durable commit survives it.
+	if err := db.batch.direct(ctx, fn, true, false); err != nil {
 		return fmt.Errorf("store: sequence audit at %d: %w", start, err)
+	}
+	return nil
+}
+
+// sequencePostgres is Sequence's transaction on PostgreSQL as one
+// statement (arrays, data-modifying WITH clauses): the size check, the
+// entries, the pending records' deletion and the stored hashes were four
+// statements a batch on the sequencer's one session, which every node's
+// entries go through. Every write is conditional on the size check, and
+// the transaction is rolled back unless every pending record was deleted.
+func (s *AuditSequencer) sequencePostgres(ctx context.Context, tx *sql.Tx, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
+	var firsts []int64
+	var runs [][]byte
+	for off := 0; off < len(hashes); off += hashRunMax {
+		run := make([]byte, 0, 32*min(hashRunMax, len(hashes)-off))
+		for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
+			run = append(run, h[:]...)
+		}
+		firsts, runs = append(firsts, firstHash+int64(off)), append(runs, run)
+	}
+	var ok bool
+	var deleted int
+	err := tx.QueryRowContext(ctx, `WITH chk AS (SELECT COALESCE(MAX(idx) + 1, 0) = $1 AS ok FROM audit_entries),
+del AS (DELETE FROM audit_pending WHERE id = ANY($3::bigint[]) AND (SELECT ok FROM chk) RETURNING 1),
+ins AS (INSERT INTO audit_entries (idx, data, pid)
+	SELECT $1 + u.o - 1, u.d, u.p FROM unnest($2::bytea[], $3::bigint[]) WITH ORDINALITY AS u(d, p, o) WHERE (SELECT ok FROM chk)),
+runs AS (INSERT INTO audit_hash_runs (first_id, hashes)
+	SELECT r.f, r.h FROM unnest($4::bigint[], $5::bytea[]) AS r(f, h) WHERE (SELECT ok FROM chk))
+SELECT (SELECT ok FROM chk), (SELECT count(*) FROM del)`, start, entries, pids, firsts, runs).Scan(&ok, &deleted)
+	if err != nil {
+		return err
+	}
+	if !ok || deleted != len(pids) {
+		return ErrConflict // inSession rolls back
 	}
 	return nil
 }

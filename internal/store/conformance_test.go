@@ -39,6 +39,7 @@ func TestConformance(t *testing.T) {
 		{"lease feed", testLeaseFeed},
 		{"lease at a policy version", testLeaseAtPolicy},
 		{"lease with a once-only jti and its record", testLeaseOnceJTI},
+		{"sequencing pending audit records", testSequence},
 		{"mass revoke", testMassRevoke},
 		{"lease pages", testLeasePages},
 		{"lookups by many hashes", testByHashes},
@@ -801,6 +802,100 @@ func testLeaseOnceJTI(t *testing.T, b storetest.Backend) {
 	}
 	if pending() != p0+3 {
 		t.Fatalf("%d records in all, want 3", pending()-p0)
+	}
+}
+
+// The sequencer stores entries at the log's end from pending records,
+// deleting those records, with their stored hashes, all at once; a
+// batch at the wrong size, or naming a record already taken, changes
+// nothing.
+func testSequence(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	seq, err := db.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		t.Fatalf("sequencer: %v, %v", seq, err)
+	}
+	defer seq.Close()
+	recs := make([][]byte, 300)
+	for i := range recs {
+		recs[i] = []byte(fmt.Sprintf("record %d", i))
+	}
+	pids, err := db.AddAuditPending(ctx, recs, store.AuditDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	entry := func(i int) []byte { return []byte(fmt.Sprintf("entry %d", i)) }
+	batch := func(start, n int) ([][]byte, [][32]byte) {
+		var es [][]byte
+		var hs [][32]byte
+		for i := start; i < start+n; i++ {
+			es = append(es, entry(i))
+			hs = append(hs, [32]byte{byte(i), byte(i >> 8), 7})
+		}
+		return es, hs
+	}
+	state := func() (size int64, pending int) {
+		size, err := db.AuditSize(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
+			t.Fatal(err)
+		}
+		return size, pending
+	}
+	// 260 entries, hashes in three runs (120 a run), then the rest.
+	es, hs := batch(0, 260)
+	if err := seq.Sequence(ctx, 0, es, pids[:260], 0, hs); err != nil {
+		t.Fatal(err)
+	}
+	refused := []struct {
+		name  string
+		start int64
+		pids  []int64
+	}{
+		{"at a stale size", 0, pids[260:]},
+		{"past the end", 261, pids[260:]},
+		{"a record already taken", 260, append([]int64{pids[0]}, pids[261:]...)},
+	}
+	for _, r := range refused {
+		es, hs := batch(260, len(r.pids))
+		if err := seq.Sequence(ctx, r.start, es, r.pids, 260, hs); !errors.Is(err, store.ErrConflict) {
+			t.Fatalf("%s: %v, want ErrConflict", r.name, err)
+		}
+		if size, pending := state(); size != 260 || pending != 40 {
+			t.Fatalf("%s: size %d, %d pending after a refused batch; want 260, 40", r.name, size, pending)
+		}
+	}
+	es, hs = batch(260, 40)
+	if err := seq.Sequence(ctx, 260, es, pids[260:], 260, hs); err != nil {
+		t.Fatal(err)
+	}
+	if size, pending := state(); size != 300 || pending != 0 {
+		t.Fatalf("size %d, %d pending; want 300, 0", size, pending)
+	}
+	got, err := db.AuditEntries(ctx, 0, 1000)
+	if err != nil || len(got) != 300 {
+		t.Fatalf("entries: %d, %v", len(got), err)
+	}
+	idx, gotPIDs, err := db.AuditSequenced(ctx, 0, 1000)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range got {
+		if string(got[i]) != string(entry(i)) || idx[i] != int64(i) || gotPIDs[i] != pids[i] {
+			t.Fatalf("entry %d: %q at %d from pending %d; want %q from %d", i, got[i], idx[i], gotPIDs[i], entry(i), pids[i])
+		}
+	}
+	want := []int64{0, 119, 120, 259, 260, 299}
+	hashes, err := db.AuditHashes(ctx, want)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for k, i := range want {
+		if hashes[k] != [32]byte{byte(i), byte(i >> 8), 7} {
+			t.Fatalf("stored hash %d: %x", i, hashes[k][:3])
+		}
 	}
 }
 
