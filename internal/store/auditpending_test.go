@@ -13,15 +13,7 @@ import (
 // and smaller budgets take the pool's transaction path.
 func TestAuditWriter(t *testing.T) {
 	ctx := context.Background()
-	var pg *syncBackend
-	for _, be := range syncBackends(t) {
-		if be.cfg.PostgresDSN != "" {
-			pg = &be
-		}
-	}
-	if pg == nil {
-		t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
-	}
+	pg := postgresSyncBackend(t)
 	recs := [][]byte{[]byte("a"), []byte("b"), []byte("c")}
 	cases := []struct {
 		budget int
@@ -115,15 +107,7 @@ func TestAuditWriter(t *testing.T) {
 // could be lucky; ten in a row are not.
 func TestFlushReachesDisk(t *testing.T) {
 	ctx := context.Background()
-	var pg *syncBackend
-	for _, be := range syncBackends(t) {
-		if be.cfg.PostgresDSN != "" {
-			pg = &be
-		}
-	}
-	if pg == nil {
-		t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
-	}
+	pg := postgresSyncBackend(t)
 	cfg := pg.cfg
 	cfg.SyncDelay = time.Millisecond
 	db, err := Open(ctx, cfg)
@@ -153,4 +137,16 @@ func TestFlushReachesDisk(t *testing.T) {
 		}
 	}
 	db.SQL().ExecContext(ctx, `DELETE FROM audit_pending`)
+}
+
+// postgresSyncBackend is syncBackends' PostgreSQL one; the test is skipped
+// without one.
+func postgresSyncBackend(t *testing.T) syncBackend {
+	for _, be := range syncBackends(t) {
+		if be.cfg.PostgresDSN != "" {
+			return be
+		}
+	}
+	t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
+	return syncBackend{}
 }

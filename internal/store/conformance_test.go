@@ -732,13 +732,7 @@ func testLeaseAtPolicy(t *testing.T, b storetest.Backend) {
 // policy version, a taken id) does not use up its jti.
 func testLeaseOnceJTI(t *testing.T, b storetest.Backend) {
 	db := b.DB
-	pending := func() int {
-		var n int
-		if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+	pending := func() int { return pendingCount(t, db) }
 	events := func(id string) int {
 		var n int
 		if err := db.SQL().QueryRowContext(ctx, db.Rebind(`SELECT COUNT(*) FROM lease_events WHERE lease_id = ?`), id).Scan(&n); err != nil {
@@ -839,9 +833,7 @@ func testSequence(t *testing.T, b storetest.Backend) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
-			t.Fatal(err)
-		}
+		pending = pendingCount(t, db)
 		return size, pending
 	}
 	// 260 entries, hashes in three runs (120 a run), then the rest.
@@ -1118,4 +1110,14 @@ func testRotations(t *testing.T, b storetest.Backend) {
 	if err := db.DeleteRotation(ctx, "a"); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("second delete: %v", err)
 	}
+}
+
+// pendingCount is the number of pending audit records in db.
+func pendingCount(t *testing.T, db *store.DB) int {
+	t.Helper()
+	var n int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
 }

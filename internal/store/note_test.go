@@ -19,13 +19,7 @@ func TestNoteCommitsWithItsAction(t *testing.T) {
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			db := b.DB
-			pending := func() int {
-				var n int
-				if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
+			pending := func() int { return pendingCount(t, db) }
 			now := time.Now()
 			l := store.Lease{ID: "lse_n", Hash: [32]byte{7}, Issuer: "ci", Subject: "s", Claims: map[string]string{}, Grants: []string{"deploy"},
 				IssuedAt: now, ExpiresAt: now.Add(time.Minute), MaxExpiresAt: now.Add(time.Hour)}
@@ -79,13 +73,7 @@ func TestSecretChangesCommitWithTheirNote(t *testing.T) {
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
 			db := b.DB
-			pending := func() int {
-				var n int
-				if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&n); err != nil {
-					t.Fatal(err)
-				}
-				return n
-			}
+			pending := func() int { return pendingCount(t, db) }
 			now := time.Now()
 			sec := func(v int) store.Secret {
 				return store.Secret{Name: "gh", Version: v, KEKVersion: 1, WrappedDEK: []byte("w"), Ciphertext: []byte("c"), CreatedAt: now}
