@@ -186,10 +186,7 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	}
 	err = db.tx(outer, func(tx *sql.Tx) error {
 		if db.postgres {
-			done, err := db.insertLeaseOne(ctx, tx, l, string(claims), bind)
-			if done || err != nil {
-				return err
-			}
+			return db.insertLeaseOne(ctx, tx, l, string(claims), bind)
 		}
 		if j := l.OnceJTI; j != nil {
 			if err := db.execOne(ctx, tx, ErrReplay, `INSERT INTO jtis (issuer, jti, expires_at) VALUES (?, ?, ?) ON CONFLICT (issuer, jti) DO NOTHING`,
@@ -200,18 +197,13 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 		args := []any{l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, string(claims), strings.Join(l.Grants, " "),
 			nanos(l.IssuedAt), nanos(l.ExpiresAt), nanos(l.MaxExpiresAt), l.Source, bind, l.JKT, l.Uses, l.MaxUses,
 			optNanos(l.RevokedAt), l.RevokeReason}
-		switch {
-		case l.AtPolicy == nil:
-			if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
-				return err
-			}
-		case !db.postgres:
+		if l.AtPolicy != nil {
 			// This transaction holds SQLite's only write lock: the version
 			// read here stays in force until it commits. A read and a plain
-			// insert, not PostgreSQL's conditional insert: for an INSERT …
-			// SELECT SQLite keeps a statement journal of every page the
-			// insert touches (spilled to a temporary file, two writes a
-			// page), which made half of a group commit's writes.
+			// insert, not a conditional insert: for an INSERT … SELECT
+			// SQLite keeps a statement journal of every page the insert
+			// touches (spilled to a temporary file, two writes a page),
+			// which made half of a group commit's writes.
 			var v int64
 			if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
 				return err
@@ -219,29 +211,9 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 			if v != *l.AtPolicy {
 				return ErrPolicyChanged
 			}
-			if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
-				return err
-			}
-		default:
-			// The version check rides in the insert itself: no extra
-			// statement per exchange. The key-share lock on policy_head is
-			// held until this commit, and a policy apply takes the row for
-			// update: one waits for the other.
-			err := db.execOne(ctx, tx, errNotInserted, `INSERT INTO leases (`+leaseCols+`) SELECT ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ? `+
-				`WHERE EXISTS (SELECT 1 FROM policy_head WHERE id = 1 AND version = ? FOR KEY SHARE) ON CONFLICT DO NOTHING`, append(args, *l.AtPolicy)...)
-			if errors.Is(err, errNotInserted) {
-				var v int64
-				if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
-					return err
-				}
-				if v != *l.AtPolicy {
-					return ErrPolicyChanged
-				}
-				return ErrExists
-			}
-			if err != nil {
-				return err
-			}
+		}
+		if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
+			return err
 		}
 		if err := db.event(ctx, tx, l.ID, "issue"); err != nil {
 			return err
@@ -257,21 +229,18 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 // insertLeaseOne is InsertLease's transaction on PostgreSQL as one
 // statement: the jti, the lease (only if the jti was new and the policy
 // version is the one decided against), its feed event and its audit
-// record, chained by data-modifying WITH clauses. Four statements a token
-// were four round trips, each a cost to both sides. done is false when it
-// does not apply (a Note of several records, whose ids must follow the
-// records' order: the caller then writes them one by one).
-func (db *DB) insertLeaseOne(ctx context.Context, tx *sql.Tx, l Lease, claims string, bind int) (done bool, err error) {
+// records, chained by data-modifying WITH clauses. Four statements a token
+// were four round trips, each a cost to both sides. The records are one
+// clause each, so that each id is known to be its record's.
+func (db *DB) insertLeaseOne(ctx context.Context, tx *sql.Tx, l Lease, claims string, bind int) error {
 	var recs [][]byte
 	if n := l.Note; n != nil {
 		n.PIDs = n.PIDs[:0]
 		if n.Make != nil {
+			var err error
 			if recs, err = n.Make(Changes{Leases: []string{l.ID}}); err != nil {
-				return true, fmt.Errorf("%w: %w", ErrNoteFailed, err)
+				return fmt.Errorf("%w: %w", ErrNoteFailed, err)
 			}
-		}
-		if len(recs) > 1 {
-			return false, nil
 		}
 	}
 	args := []any{l.ID, l.Hash[:], l.Issuer, l.Subject, l.Job, claims, strings.Join(l.Grants, " "),
@@ -297,9 +266,9 @@ func (db *DB) insertLeaseOne(ctx context.Context, tx *sql.Tx, l Lease, claims st
 	}
 	q.WriteString(` ON CONFLICT DO NOTHING RETURNING id), e AS (INSERT INTO lease_events (lease_id, kind, origin) SELECT id, 'issue', ? FROM l)`)
 	args = append(args, db.origin)
-	if len(recs) == 1 {
-		q.WriteString(`, p AS (INSERT INTO audit_pending (data) SELECT ? WHERE EXISTS (SELECT 1 FROM l) RETURNING id)`)
-		args = append(args, recs[0])
+	for i, r := range recs {
+		fmt.Fprintf(&q, `, p%d AS (INSERT INTO audit_pending (data) SELECT ? WHERE EXISTS (SELECT 1 FROM l) RETURNING id)`, i)
+		args = append(args, r)
 	}
 	q.WriteString(` SELECT `)
 	if l.OnceJTI != nil {
@@ -307,41 +276,37 @@ func (db *DB) insertLeaseOne(ctx context.Context, tx *sql.Tx, l Lease, claims st
 	} else {
 		q.WriteString(`1, `)
 	}
-	q.WriteString(`(SELECT count(*) FROM l), `)
-	if len(recs) == 1 {
-		q.WriteString(`(SELECT id FROM p)`)
-	} else {
-		q.WriteString(`NULL::bigint`)
-	}
+	q.WriteString(`(SELECT count(*) FROM l)`)
 	var jtis, leases int64
-	var pid sql.NullInt64
-	if err := db.txQueryRow(ctx, tx, q.String(), args...).Scan(&jtis, &leases, &pid); err != nil {
-		return true, err
+	pids := make([]sql.NullInt64, len(recs))
+	dest := []any{&jtis, &leases}
+	for i := range recs {
+		fmt.Fprintf(&q, `, (SELECT id FROM p%d)`, i)
+		dest = append(dest, &pids[i])
+	}
+	if err := db.txQueryRow(ctx, tx, q.String(), args...).Scan(dest...); err != nil {
+		return err
 	}
 	switch {
 	case jtis == 0:
-		return true, ErrReplay
+		return ErrReplay
 	case leases == 0 && l.AtPolicy != nil:
 		var v int64
 		if err := db.txQueryRow(ctx, tx, `SELECT version FROM policy_head WHERE id = 1`).Scan(&v); err != nil {
-			return true, err
+			return err
 		}
 		if v != *l.AtPolicy {
-			return true, ErrPolicyChanged
+			return ErrPolicyChanged
 		}
-		return true, ErrExists
+		return ErrExists
 	case leases == 0:
-		return true, ErrExists
+		return ErrExists
 	}
-	if pid.Valid {
-		l.Note.PIDs = append(l.Note.PIDs, pid.Int64)
+	for _, id := range pids {
+		l.Note.PIDs = append(l.Note.PIDs, id.Int64) // a lease inserted: every record was
 	}
-	return true, nil
+	return nil
 }
-
-// errNotInserted: a conditional insert wrote no row (the caller finds out
-// why).
-var errNotInserted = errors.New("store: not inserted")
 
 // event records a lease change for other nodes. It must follow a write of
 // the same transaction (it always does: the lease row it describes): on
