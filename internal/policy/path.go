@@ -32,7 +32,8 @@ func (e *PathError) Is(target error) bool { return target == ErrPath }
 // refused, so that the path the policy saw and the path the upstream gets
 // (EscapePath of the result) are the same path. Refused:
 //
-//   - a path not starting with "/", longer than MaxPathLen;
+//   - a path not starting with "/"; one longer than MaxPathLen as sent, or
+//     as forwarded (EscapePath can spell a byte in three);
 //   - invalid escapes ("%zz", "%4"); encoded "/", "\", "." and "%" (so no
 //     double encoding like "%252e"); encoded or raw control characters
 //     (NUL, CR, LF, DEL, …); raw "\";
@@ -124,6 +125,11 @@ func CleanPath(raw string) (string, error) {
 			return "", err
 		}
 		i = j + 1
+	}
+	// Checked last and only when it can matter: what the upstream gets must
+	// also fit, or a path accepted here would be refused on its way back in.
+	if len(p) > MaxPathLen/3 && len(EscapePath(p)) > MaxPathLen {
+		return "", pathErr("too long once escaped")
 	}
 	return p, nil
 }

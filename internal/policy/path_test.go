@@ -51,6 +51,11 @@ func TestCleanPath(t *testing.T) {
 		{"/%ef%bc%8e", ""},
 		{"/%e2%80%ae", ""}, // right-to-left override
 		{"/" + strings.Repeat("a", MaxPathLen), ""},
+		{"/" + strings.Repeat("a", MaxPathLen-1), "/" + strings.Repeat("a", MaxPathLen-1)},
+		// Fits as sent, not as forwarded (each byte becomes %XX or ; becomes %3B).
+		{"/" + strings.Repeat("é", MaxPathLen/4), ""},
+		{"/" + strings.Repeat("a;", MaxPathLen/3), ""},
+		{"/" + strings.Repeat("é", MaxPathLen/6-1), "/" + strings.Repeat("é", MaxPathLen/6-1)},
 	}
 	for _, tt := range tests {
 		got, err := CleanPath(tt.raw)
