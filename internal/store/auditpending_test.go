@@ -10,7 +10,8 @@ import (
 // writer: written-mode pending records are one statement on it, outside
 // the batcher's transactions, and the batcher still makes them durable
 // within SyncDelay (a flush commit follows) and at Close. Durable records
-// and smaller budgets take the pool's transaction path.
+// and smaller budgets take the pool's transaction path. From 6 on the
+// lease feed reads on a connection of its own, on generic plans.
 func TestAuditWriter(t *testing.T) {
 	ctx := context.Background()
 	pg := postgresSyncBackend(t)
@@ -18,12 +19,14 @@ func TestAuditWriter(t *testing.T) {
 	cases := []struct {
 		budget int
 		writer bool
+		feed   bool
 		pool   int
 	}{
-		{3, false, 1},
-		{4, false, 2},
-		{5, true, 2},
-		{0, true, DefaultMaxConns - 3}, // the default budget
+		{3, false, false, 1},
+		{4, false, false, 2},
+		{5, true, false, 2},
+		{6, true, true, 2},
+		{0, true, true, DefaultMaxConns - 4}, // the default budget
 	}
 	for _, c := range cases {
 		var commits commitLog
@@ -40,6 +43,18 @@ func TestAuditWriter(t *testing.T) {
 		}
 		if got := db.write.Stats().MaxOpenConnections; got != c.pool {
 			t.Fatalf("budget %d: pool of %d, want %d", c.budget, got, c.pool)
+		}
+		if got := db.feed != nil; got != c.feed {
+			t.Fatalf("budget %d: feed reader %v, want %v", c.budget, got, c.feed)
+		}
+		if c.feed {
+			var mode string
+			if err := db.feed.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "force_generic_plan" {
+				t.Fatalf("budget %d: feed reader's plan_cache_mode %q, %v", c.budget, mode, err)
+			}
+		}
+		if _, err := db.LeaseFeedRead(ctx, LeaseFeedRequest{Back: []BackRead{{Xact: 1, After: 0, Upto: 10}}}); err != nil {
+			t.Fatalf("budget %d: lease feed: %v", c.budget, err)
 		}
 		n := commits.count()
 		ids, err := db.AddAuditPending(ctx, recs, AuditWritten)

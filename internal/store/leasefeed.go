@@ -7,6 +7,10 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // The lease feed is how the nodes sharing a database follow each other's
@@ -24,6 +28,29 @@ import (
 //
 // On SQLite there is one writer and numbers are taken in commit order:
 // there are no such gaps and InProgress is always empty.
+
+// feedReaderBudget is the smallest connection budget with a connection of
+// its own for the lease feed's reads (below it they take the pool's).
+const feedReaderBudget = 6
+
+// newFeedReader opens the lease feed's connection. Its statements run on
+// generic plans: the feed's one query is planned once per connection
+// instead of at every read (0.3-0.6 ms a plan, ~0.2 ms to run; PostgreSQL
+// kept choosing custom plans for it), and its plan does not turn to a
+// sequential scan while lease_events is young and not yet analysed. The
+// setting is the session's, so it cannot be given to the shared pool.
+func newFeedReader(dsn string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+	}
+	cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
+	c := stdlib.OpenDB(*cfg)
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxIdleTime(5 * time.Minute)
+	return c, nil
+}
 
 // LeaseChange is one lease event as a following node needs it.
 type LeaseChange struct {
@@ -101,11 +128,15 @@ func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed,
 	var rows *sql.Rows
 	var err error
 	if db.postgres {
+		q := db.read
+		if db.feed != nil {
+			q = db.feed
+		}
 		xs, afters, uptos := make([]int64, len(r.Back)), make([]int64, len(r.Back)), make([]int64, len(r.Back))
 		for i, b := range r.Back {
 			xs[i], afters[i], uptos[i] = int64(b.Xact), b.After, b.Upto
 		}
-		rows, err = db.read.QueryContext(ctx, `
+		rows, err = q.QueryContext(ctx, `
 WITH snap AS (SELECT pg_current_snapshot()::text AS s),
 head AS (SELECT 0::bigint AS x, seq, lease_id, kind, origin FROM lease_events WHERE seq > $1 ORDER BY seq LIMIT `+strconv.Itoa(r.Limit)+`),
 back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin

@@ -57,8 +57,9 @@ type Config struct {
 	// waits before a durable commit covers it (default 5ms).
 	SyncDelay time.Duration
 	// MaxConns is the most PostgreSQL connections this handle opens: the
-	// pool, the lease listener, the lease notifier and, from 5 on, the
-	// audit writer together (default DefaultMaxConns).
+	// pool, the lease listener, the lease notifier, from 5 on the audit
+	// writer and from 6 on the lease feed's reader together (default
+	// DefaultMaxConns).
 	// Every node of a cluster holds up to this many: their sum must stay
 	// below the server's max_connections (100 by default).
 	MaxConns int
@@ -88,6 +89,7 @@ type DB struct {
 	batch    *batcher
 	stmts    *stmtCache   // SQLite only
 	auditW   *auditWriter // PostgreSQL with a budget of 5 or more: records written-mode pending audit entries
+	feed     *sql.DB      // PostgreSQL with a budget of 6 or more: the lease feed's reader (feedReaderBudget)
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
@@ -206,13 +208,25 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
 	}
 	// Two connections of the budget are the lease listener's and
-	// notifier's, and from 5 on one is the audit writer's (the pool
-	// keeps at least 2: the audit sequencer holds one while it is).
+	// notifier's, from 5 on one is the audit writer's and from 6 on one
+	// the lease feed reader's (the pool keeps at least 2: the audit
+	// sequencer holds one while it is).
 	pool := maxConns - 2
 	var aw *auditWriter
 	if maxConns >= auditWriterBudget {
 		if aw, err = newAuditWriter(dsn); err != nil {
 			p.Close()
+			return nil, err
+		}
+		pool--
+	}
+	var feed *sql.DB
+	if maxConns >= feedReaderBudget {
+		if feed, err = newFeedReader(dsn); err != nil {
+			p.Close()
+			if aw != nil {
+				aw.close()
+			}
 			return nil, err
 		}
 		pool--
@@ -227,9 +241,12 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		if aw != nil {
 			aw.close()
 		}
+		if feed != nil {
+			feed.Close()
+		}
 		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
 	}
-	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw}, nil
+	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw, feed: feed}, nil
 }
 
 // redactDSNErr keeps a DSN's password out of an error message.
@@ -274,6 +291,9 @@ func (db *DB) closeConns() error {
 		db.auditW.close()
 	}
 	err := db.write.Close()
+	if db.feed != nil {
+		err = errors.Join(err, db.feed.Close())
+	}
 	if db.read != db.write {
 		err = errors.Join(err, db.read.Close())
 	}
