@@ -417,6 +417,7 @@ grants:
 		if *top > 0 {
 			pg.printTop(*top, nreq)
 			pg.printActivity(act0, actEnd, nreq)
+			pg.printTables(schema)
 		}
 		return nreq / el.Seconds(), stmts / nreq, (cpuOf(nodes) - n0) / nreq, (pg.cpu() - d0) / nreq, errs
 	}
@@ -638,6 +639,23 @@ func (p *postgres) printTop(n int, requests float64) {
 		var q string
 		check(rows.Scan(&calls, &ms, &plan, &q))
 		fmt.Printf("  %6.2f/request %6.1f µs/request (+%5.1f planning)  %s\n", float64(calls)/requests, ms*1000/requests, plan*1000/requests, q)
+	}
+}
+
+// printTables prints how the busiest tables of schema were read since it
+// was made: sequential scans (a young table's plans may choose them) and
+// index scans, with rows per scan.
+func (p *postgres) printTables(schema string) {
+	rows, err := p.db.Query(`SELECT relname, seq_scan, seq_tup_read, COALESCE(idx_scan, 0), COALESCE(idx_tup_fetch, 0), n_dead_tup, analyze_count + autoanalyze_count
+		FROM pg_stat_user_tables WHERE schemaname = $1 AND relname IN ('audit_pending', 'lease_events', 'audit_entries', 'leases') ORDER BY relname`, schema)
+	check(err)
+	defer rows.Close()
+	for rows.Next() {
+		var name string
+		var seq, seqRows, idx, idxRows, dead, analyses int64
+		check(rows.Scan(&name, &seq, &seqRows, &idx, &idxRows, &dead, &analyses))
+		fmt.Printf("  %s so far: %d sequential scans (%d rows each), %d index scans (%.1f rows each), %d dead rows, analysed %d times\n",
+			name, seq, seqRows/max(seq, 1), idx, float64(idxRows)/float64(max(idx, 1)), dead, analyses)
 	}
 }
 
