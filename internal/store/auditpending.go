@@ -9,9 +9,6 @@ import (
 	"strings"
 	"sync"
 	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // Nodes that share PostgreSQL do not give audit entries their tree
@@ -90,15 +87,10 @@ type auditWriter struct {
 }
 
 func newAuditWriter(dsn string) (*auditWriter, error) {
-	cfg, err := pgx.ParseConfig(dsn)
+	c, err := ownConn(dsn, "synchronous_commit", "off")
 	if err != nil {
-		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+		return nil, err
 	}
-	cfg.RuntimeParams["synchronous_commit"] = "off"
-	c := stdlib.OpenDB(*cfg)
-	c.SetMaxOpenConns(1)
-	c.SetMaxIdleConns(1)
-	c.SetConnMaxIdleTime(5 * time.Minute)
 	return &auditWriter{conn: c}, nil
 }
 

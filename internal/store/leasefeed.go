@@ -7,10 +7,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"time"
-
-	"github.com/jackc/pgx/v5"
-	"github.com/jackc/pgx/v5/stdlib"
 )
 
 // The lease feed is how the nodes sharing a database follow each other's
@@ -40,16 +36,7 @@ const feedReaderBudget = 6
 // sequential scan while lease_events is young and not yet analysed. The
 // setting is the session's, so it cannot be given to the shared pool.
 func newFeedReader(dsn string) (*sql.DB, error) {
-	cfg, err := pgx.ParseConfig(dsn)
-	if err != nil {
-		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
-	}
-	cfg.RuntimeParams["plan_cache_mode"] = "force_generic_plan"
-	c := stdlib.OpenDB(*cfg)
-	c.SetMaxOpenConns(1)
-	c.SetMaxIdleConns(1)
-	c.SetConnMaxIdleTime(5 * time.Minute)
-	return c, nil
+	return ownConn(dsn, "plan_cache_mode", "force_generic_plan")
 }
 
 // LeaseChange is one lease event as a following node needs it.

@@ -25,8 +25,8 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
-	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+	"github.com/jackc/pgx/v5/stdlib" // also registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"           // registers the "sqlite" database/sql driver
 )
 
 // notFound is ErrNotFound. It also matches fs.ErrNotExist, so that
@@ -247,6 +247,21 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
 	}
 	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw, feed: feed}, nil
+}
+
+// ownConn opens a connection of its own (a pool of one) whose session has
+// the setting name = value, which the shared pool's sessions must not.
+func ownConn(dsn, name, value string) (*sql.DB, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+	}
+	cfg.RuntimeParams[name] = value
+	c := stdlib.OpenDB(*cfg)
+	c.SetMaxOpenConns(1)
+	c.SetMaxIdleConns(1)
+	c.SetConnMaxIdleTime(5 * time.Minute)
+	return c, nil
 }
 
 // redactDSNErr keeps a DSN's password out of an error message.
