@@ -97,8 +97,8 @@ func NewMatcher(secrets [][]byte) (*Matcher, error) {
 func NewMatcherWith(secrets [][]byte, opts MatcherOptions) (*Matcher, error) {
 	seen := map[string]bool{}
 	var patterns [][]byte
-	add := func(p []byte) {
-		if len(p) >= MinSecretLen && !seen[string(p)] {
+	add := func(p []byte, minLen int) {
+		if len(p) >= minLen && !seen[string(p)] {
 			seen[string(p)] = true
 			patterns = append(patterns, p)
 		}
@@ -108,10 +108,15 @@ func NewMatcherWith(secrets [][]byte, opts MatcherOptions) (*Matcher, error) {
 			return nil, ErrShortSecret
 		}
 		for _, f := range Forms(s) {
-			add(f)
+			// Every form: those Forms cuts from the value (lines, inner
+			// base64) are MinSecretLen long or more, and a whole form
+			// shorter than the value (UTF-16 of 3-byte characters, 6
+			// bytes at the least) spells all of it.
+			add(f, 1)
 			// The normalising thread never sees '\r' or escape codes, so
-			// it looks for the form without them.
-			add(normalize(f))
+			// it looks for the form without them; what removing them
+			// leaves must still be long enough not to mask common text.
+			add(normalize(f), MinSecretLen)
 		}
 	}
 	budget := denseBudget

@@ -21,7 +21,7 @@ import (
 
 // skipFilter is the gram set. Built once per automaton, immutable.
 type skipFilter struct {
-	q     int // gram length: 8, or 4 when the shortest pattern is short
+	q     int // gram length: 8, or 4 when the shortest pattern is short (4 to 15 bytes)
 	s     int // stride: m-q+1
 	shift uint
 	bits  []uint64
@@ -53,7 +53,7 @@ func (f *skipFilter) has(p []byte, i int) bool {
 // buildFilter makes the filter for patterns (all at least minLen long), its
 // bit set at most maxBytes bytes; nil when there are no patterns.
 func buildFilter(patterns [][]byte, minLen int, used *[256]bool, maxBytes int) *skipFilter {
-	if len(patterns) == 0 || minLen < 8 {
+	if len(patterns) == 0 || minLen < 4 {
 		return nil
 	}
 	f := &skipFilter{q: 8}

@@ -4,16 +4,19 @@ import (
 	"bytes"
 	"encoding/binary"
 	"math/rand/v2"
+	"slices"
 	"testing"
 )
 
 // skipSecrets: a short one (the filter then uses 4-byte grams and a stride
 // of 5), multi-line ones and one with an escape code, so that '\r', ESC
 // and the normalising thread meet the filter; skipLongSecrets alone give
-// 8-byte grams and a long stride.
+// 8-byte grams and a long stride; skipShortForm has a 6-byte form (its
+// UTF-16), the shortest a secret can have: 4-byte grams, a stride of 3.
 var (
 	skipSecrets     = []string{"k9#Lm2!q", "line-one-aaaa\r\nline-two-bbbb\n", "tok_\x1b[1mABCDEFGHijkl", "hunter2-plain-Secret9-longer-value"}
 	skipLongSecrets = []string{"ghp_0123456789abcdefABCDEF0123456789ab", "hunter2-plain-Secret9-longer-value", "pem-ish\r\nMIIBOgIBAAJBAKj34GkxFhD90vcNLYLInFEX6\r\n"}
+	skipShortForm   = []string{"\u00df\u65e5\u672c", "line-one-aaaa\r\nline-two-bbbb\n"}
 )
 
 type skipCase struct {
@@ -134,10 +137,10 @@ func checkSkip(t testing.TB, c skipCase, stream []byte, cut *rand.Rand, tail int
 // any way of cutting it, the output and the bytes held are those of the
 // automaton run over every byte.
 func TestSkipMatchesExact(t *testing.T) {
-	cases := []skipCase{newSkipCase(t, skipSecrets), newSkipCase(t, skipLongSecrets)}
+	cases := []skipCase{newSkipCase(t, skipSecrets), newSkipCase(t, skipLongSecrets), newSkipCase(t, skipShortForm)}
 	r := rand.New(rand.NewPCG(3, 4))
-	for iter := range 3000 {
-		c := cases[iter%2]
+	for iter := range 4500 {
+		c := cases[iter%3]
 		prog := make([]byte, 3*(1+r.IntN(60)))
 		for i := range prog {
 			prog[i] = byte(r.Uint32())
@@ -147,7 +150,7 @@ func TestSkipMatchesExact(t *testing.T) {
 }
 
 func FuzzSkipMatchesExact(f *testing.F) {
-	cases := []skipCase{newSkipCase(f, skipSecrets), newSkipCase(f, skipLongSecrets)}
+	cases := []skipCase{newSkipCase(f, skipSecrets), newSkipCase(f, skipLongSecrets), newSkipCase(f, skipShortForm)}
 	f.Add([]byte{0, 1, 2, 6, 0, 3, 3, 4, 5, 0, 7, 9}, uint64(1))
 	f.Add([]byte{6, 6, 6, 3, 1, 2, 3, 0, 0, 4, 4, 4, 1, 9, 9, 2, 8, 8}, uint64(2))
 	f.Add([]byte("\x06\x07\x07\x03\x00\x01\x03\x02\x03\x06\x01\x01\x00\x02\x05"), uint64(3))
@@ -156,9 +159,32 @@ func FuzzSkipMatchesExact(f *testing.F) {
 		if len(prog) > 150 {
 			prog = prog[:150]
 		}
-		c := cases[seed&1]
+		c := cases[seed%3]
 		var tail [8]byte
 		binary.LittleEndian.PutUint64(tail[:], seed)
 		checkSkip(t, c, skipStream(c, prog), rand.New(rand.NewPCG(seed, 6)), int(tail[1]%12))
 	})
+}
+
+// A secret's shortest forms are its UTF-16 ones when it is made of 3-byte
+// characters: "ß日本" (8 bytes) is 6 bytes in UTF-16. They are masked like
+// any other form, with the skip filter on (4-byte grams, a stride of 3).
+func TestShortestForm(t *testing.T) {
+	c := newSkipCase(t, []string{"ß日本"})
+	if c.m.a.minLen != 6 || c.m.a.skip.q != 4 || c.m.a.skip.s != 3 {
+		t.Fatalf("shortest pattern %d, grams of %d, stride %d; want 6, 4, 3", c.m.a.minLen, c.m.a.skip.q, c.m.a.skip.s)
+	}
+	filler := bytes.Repeat([]byte("log line, nothing to see; "), 20) // past minSkipRun
+	for _, form := range [][]byte{[]byte("\x00\xdf\x65\xe5\x67\x2c"), []byte("\xdf\x00\xe5\x65\x2c\x67")} {
+		for _, in := range [][]byte{form, append(append(slices.Clone(filler), form...), filler...)} {
+			out := c.m.MaskBytes(in)
+			if bytes.Contains(out, form) {
+				t.Fatalf("UTF-16 form %q survives in %q", form, out)
+			}
+			st := c.m.NewStream(StreamOptions{KeepLength: true})
+			if out := st.Flush(st.Mask(nil, in), 4); bytes.Contains(out, form) || len(out) != len(in) {
+				t.Fatalf("stream: UTF-16 form %q survives in %q", form, out)
+			}
+		}
+	}
 }
