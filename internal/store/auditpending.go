@@ -87,7 +87,7 @@ type auditWriter struct {
 }
 
 func newAuditWriter(dsn string) (*auditWriter, error) {
-	c, err := ownConn(dsn, "synchronous_commit", "off")
+	c, err := ownConn(dsn, map[string]string{"synchronous_commit": "off"})
 	if err != nil {
 		return nil, err
 	}

@@ -48,9 +48,11 @@ func TestAuditWriter(t *testing.T) {
 			t.Fatalf("budget %d: feed reader %v, want %v", c.budget, got, c.feed)
 		}
 		if c.feed {
-			var mode string
-			if err := db.feed.QueryRowContext(ctx, `SHOW plan_cache_mode`).Scan(&mode); err != nil || mode != "force_generic_plan" {
-				t.Fatalf("budget %d: feed reader's plan_cache_mode %q, %v", c.budget, mode, err)
+			for name, want := range map[string]string{"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"} {
+				var got string
+				if err := db.feed.QueryRowContext(ctx, `SELECT current_setting($1)`, name).Scan(&got); err != nil || got != want {
+					t.Fatalf("budget %d: feed reader's %s is %q (%v), want %q", c.budget, name, got, err, want)
+				}
 			}
 		}
 		if _, err := db.LeaseFeedRead(ctx, LeaseFeedRequest{Back: []BackRead{{Xact: 1, After: 0, Upto: 10}}}); err != nil {

@@ -29,14 +29,15 @@ import (
 // its own for the lease feed's reads (below it they take the pool's).
 const feedReaderBudget = 6
 
-// newFeedReader opens the lease feed's connection. Its statements run on
-// generic plans: the feed's one query is planned once per connection
-// instead of at every read (0.3-0.6 ms a plan, ~0.2 ms to run; PostgreSQL
-// kept choosing custom plans for it), and its plan does not turn to a
-// sequential scan while lease_events is young and not yet analysed. The
-// setting is the session's, so it cannot be given to the shared pool.
+// newFeedReader opens the lease feed's connection. Its one query is
+// planned once per connection (generic plans) instead of at every read
+// (0.3-0.6 ms a plan, more than it takes to run), and never as a scan of
+// all of lease_events, which grows until swept: while the table is young
+// and not yet analysed, PostgreSQL chose sequential scans for it, and a
+// generic plan made then would keep one. The settings are the session's,
+// so they cannot be given to the shared pool.
 func newFeedReader(dsn string) (*sql.DB, error) {
-	return ownConn(dsn, "plan_cache_mode", "force_generic_plan")
+	return ownConn(dsn, map[string]string{"plan_cache_mode": "force_generic_plan", "enable_seqscan": "off"})
 }
 
 // LeaseChange is one lease event as a following node needs it.

@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
+	"maps"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -250,13 +251,13 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 }
 
 // ownConn opens a connection of its own (a pool of one) whose session has
-// the setting name = value, which the shared pool's sessions must not.
-func ownConn(dsn, name, value string) (*sql.DB, error) {
+// settings the shared pool's sessions must not have.
+func ownConn(dsn string, settings map[string]string) (*sql.DB, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
 	}
-	cfg.RuntimeParams[name] = value
+	maps.Copy(cfg.RuntimeParams, settings)
 	c := stdlib.OpenDB(*cfg)
 	c.SetMaxOpenConns(1)
 	c.SetMaxIdleConns(1)
