@@ -258,13 +258,20 @@ func (b *batcher) extUnsynced() time.Time {
 }
 
 // extCovered is called after a durable commit that began when extGen was
-// gen: the commits told of until then are covered (a durable commit
-// flushes the server's WAL up to its own record, and theirs were before
-// it). Later ones keep extSince, so the next flush comes at once.
-func (b *batcher) extCovered(gen uint64) {
+// gen, read at time at: the commits told of until then are covered (a
+// durable commit flushes the server's WAL up to its own record, and theirs
+// were before it). One told of later may not be, but it was made after at
+// (had it been made before, the durable commit would have come after it),
+// so the next flush is due syncDelay after at. Keeping the older extSince
+// instead made a node under steady load flush back to back, ~2x the rate
+// syncDelay allows.
+func (b *batcher) extCovered(gen uint64, at time.Time) {
 	b.extMu.Lock()
-	if b.extGen == gen {
+	switch {
+	case b.extGen == gen:
 		b.extSince = time.Time{}
+	case b.extSince.Before(at):
+		b.extSince = at
 	}
 	b.extMu.Unlock()
 }
@@ -294,10 +301,10 @@ func (b *batcher) flush() {
 // statements are what grows with nodes. (An xid alone would not do: a
 // commit that wrote no WAL before its commit record is asynchronous.)
 func (b *batcher) flushPostgres() {
+	start := time.Now()
 	b.extMu.Lock()
 	gen := b.extGen
 	b.extMu.Unlock()
-	start := time.Now()
 	_, err := b.db.ExecContext(context.Background(), `SELECT pg_logical_emit_message(true, 'mayfly', 'flush')`)
 	if err != nil {
 		err = fmt.Errorf("store: flush: %w", err)
@@ -305,7 +312,7 @@ func (b *batcher) flushPostgres() {
 	} else {
 		b.failed.Store(nil)
 		b.unsynced = time.Time{}
-		b.extCovered(gen)
+		b.extCovered(gen, start)
 		b.durables.Add(1)
 	}
 	b.observe(time.Since(start), 1, err)
@@ -341,6 +348,7 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		return nil
 	}
 	ctx := context.Background()
+	genAt := time.Now()
 	b.extMu.Lock()
 	since, gen := earliest(b.unsynced, b.extSince), b.extGen
 	b.extMu.Unlock()
@@ -365,7 +373,7 @@ func (b *batcher) commitBatch(batch []*writeReq) error {
 		}
 		if durable {
 			b.unsynced = time.Time{}
-			b.extCovered(gen)
+			b.extCovered(gen, genAt)
 			b.durables.Add(1)
 		} else if b.unsynced.IsZero() && !allKept {
 			b.unsynced = began
