@@ -9,6 +9,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // Nodes that share PostgreSQL do not give audit entries their tree
@@ -267,7 +269,7 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 	}
 	db := s.db
 	if s.conn != nil {
-		if err := s.inSession(ctx, func(tx *sql.Tx) error { return s.sequencePostgres(ctx, tx, start, entries, pids, firstHash, hashes) }); err != nil {
+		if err := s.sequencePostgres(ctx, start, entries, pids, firstHash, hashes); err != nil {
 			return fmt.Errorf("store: sequence audit at %d: %w", start, err)
 		}
 		return nil
@@ -324,13 +326,17 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 	return nil
 }
 
-// sequencePostgres is Sequence's transaction on PostgreSQL as one
-// statement (arrays, data-modifying WITH clauses): the size check, the
+// sequencePostgres is Sequence on PostgreSQL as one autocommitted
+// statement (arrays, data-modifying WITH clauses) on the sequencer's own
+// session, which every node's entries go through: the size check, the
 // entries, the pending records' deletion and the stored hashes were four
-// statements a batch on the sequencer's one session, which every node's
-// entries go through. Every write is conditional on the size check, and
-// the transaction is rolled back unless every pending record was deleted.
-func (s *AuditSequencer) sequencePostgres(ctx context.Context, tx *sql.Tx, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
+// statements and a begin and commit a batch. Every write is conditional on
+// the size check, and the last clause divides by zero unless the size was
+// right and every pending record was deleted, so that the statement, and
+// with it all it wrote, fails (PostgreSQL folds no constant here: the
+// divisor depends on the rows). A session that lost the lock (it died)
+// cannot run it.
+func (s *AuditSequencer) sequencePostgres(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
 	var firsts []int64
 	var runs [][]byte
 	for off := 0; off < len(hashes); off += hashRunMax {
@@ -340,35 +346,20 @@ func (s *AuditSequencer) sequencePostgres(ctx context.Context, tx *sql.Tx, start
 		}
 		firsts, runs = append(firsts, firstHash+int64(off)), append(runs, run)
 	}
-	var ok bool
-	var deleted int
-	err := tx.QueryRowContext(ctx, `WITH chk AS (SELECT COALESCE(MAX(idx) + 1, 0) = $1 AS ok FROM audit_entries),
+	var one int
+	err := s.conn.QueryRowContext(ctx, `WITH chk AS (SELECT COALESCE(MAX(idx) + 1, 0) = $1 AS ok FROM audit_entries),
 del AS (DELETE FROM audit_pending WHERE id = ANY($3::bigint[]) AND (SELECT ok FROM chk) RETURNING 1),
 ins AS (INSERT INTO audit_entries (idx, data, pid)
 	SELECT $1 + u.o - 1, u.d, u.p FROM unnest($2::bytea[], $3::bigint[]) WITH ORDINALITY AS u(d, p, o) WHERE (SELECT ok FROM chk)),
 runs AS (INSERT INTO audit_hash_runs (first_id, hashes)
 	SELECT r.f, r.h FROM unnest($4::bigint[], $5::bytea[]) AS r(f, h) WHERE (SELECT ok FROM chk))
-SELECT (SELECT ok FROM chk), (SELECT count(*) FROM del)`, start, entries, pids, firsts, runs).Scan(&ok, &deleted)
-	if err != nil {
-		return err
+SELECT 1 / CASE WHEN (SELECT ok FROM chk) AND (SELECT count(*) FROM del) = $6 THEN 1 ELSE 0 END`,
+		start, entries, pids, firsts, runs, len(pids)).Scan(&one)
+	var pg *pgconn.PgError
+	if errors.As(err, &pg) && pg.Code == "22012" { // division_by_zero: the guard above
+		return ErrConflict
 	}
-	if !ok || deleted != len(pids) {
-		return ErrConflict // inSession rolls back
-	}
-	return nil
-}
-
-// inSession runs fn in a transaction on the sequencer's own session: if
-// that session has lost the lock (it died), the transaction cannot commit.
-func (s *AuditSequencer) inSession(ctx context.Context, fn func(*sql.Tx) error) error {
-	tx, err := s.conn.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	if err := fn(tx); err != nil {
-		return errors.Join(err, tx.Rollback())
-	}
-	return tx.Commit()
+	return err
 }
 
 // Close gives up the right to sequence.
