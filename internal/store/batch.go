@@ -263,8 +263,8 @@ func (b *batcher) extUnsynced() time.Time {
 // were before it). One told of later may not be, but it was made after at
 // (had it been made before, the durable commit would have come after it),
 // so the next flush is due syncDelay after at. Keeping the older extSince
-// instead made a node under steady load flush back to back, ~2x the rate
-// syncDelay allows.
+// instead made a node under steady load flush back to back, several times
+// as often as syncDelay needs (TestFlushRate).
 func (b *batcher) extCovered(gen uint64, at time.Time) {
 	b.extMu.Lock()
 	switch {
