@@ -90,17 +90,28 @@ func (db *DB) appendAudit(ctx context.Context, txf func(context.Context, func(*s
 
 // insertHashRuns stores hashes at [firstHash, …) in runs of hashRunMax.
 func (db *DB) insertHashRuns(ctx context.Context, tx *sql.Tx, firstHash int64, hashes [][32]byte) error {
-	run := make([]byte, 0, 32*min(len(hashes), hashRunMax))
-	for off := 0; off < len(hashes); off += hashRunMax {
-		run = run[:0]
-		for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
-			run = append(run, h[:]...)
-		}
-		if _, err := db.exec(ctx, tx, `INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, firstHash+int64(off), run); err != nil {
+	firsts, runs := hashRuns(firstHash, hashes)
+	for i, run := range runs {
+		if _, err := db.exec(ctx, tx, `INSERT INTO audit_hash_runs (first_id, hashes) VALUES (?, ?)`, firsts[i], run); err != nil {
 			return err
 		}
 	}
 	return nil
+}
+
+// hashRuns cuts hashes at [firstHash, …) into the rows of audit_hash_runs:
+// runs of hashRunMax (the last shorter), each its first id and its hashes
+// end to end. The runs share one buffer.
+func hashRuns(firstHash int64, hashes [][32]byte) (firsts []int64, runs [][]byte) {
+	buf := make([]byte, 0, 32*len(hashes))
+	for off := 0; off < len(hashes); off += hashRunMax {
+		start := len(buf)
+		for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
+			buf = append(buf, h[:]...)
+		}
+		firsts, runs = append(firsts, firstHash+int64(off)), append(runs, buf[start:len(buf):len(buf)])
+	}
+	return firsts, runs
 }
 
 // insertPairs inserts (first+i, value(i)) rows in multi-row statements of

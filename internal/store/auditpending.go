@@ -337,15 +337,7 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 // divisor depends on the rows). A session that lost the lock (it died)
 // cannot run it.
 func (s *AuditSequencer) sequencePostgres(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
-	var firsts []int64
-	var runs [][]byte
-	for off := 0; off < len(hashes); off += hashRunMax {
-		run := make([]byte, 0, 32*min(hashRunMax, len(hashes)-off))
-		for _, h := range hashes[off:min(off+hashRunMax, len(hashes))] {
-			run = append(run, h[:]...)
-		}
-		firsts, runs = append(firsts, firstHash+int64(off)), append(runs, run)
-	}
+	firsts, runs := hashRuns(firstHash, hashes)
 	var one int
 	err := s.conn.QueryRowContext(ctx, `WITH chk AS (SELECT COALESCE(MAX(idx) + 1, 0) = $1 AS ok FROM audit_entries),
 del AS (DELETE FROM audit_pending WHERE id = ANY($3::bigint[]) AND (SELECT ok FROM chk) RETURNING 1),
