@@ -56,7 +56,7 @@ func (e *entries) Record(ev audit.Event) ([]byte, error) {
 	return []byte("-\n{}"), nil
 }
 
-func (e *entries) Recorded(_ context.Context, _ int64, pids []int64) []auditlog.Future {
+func (e *entries) Recorded(_ context.Context, _ int64, pids []int64, _ [][]byte) []auditlog.Future {
 	out := make([]auditlog.Future, len(pids))
 	for i := range out {
 		out[i] = auditlog.Answered(0, nil)

@@ -53,13 +53,16 @@ func (l *Log) Record(ev audit.Event) ([]byte, error) {
 // it. The entry is durable already (the action's commit made it so): an
 // error from its Wait (ctx, a log that closed) says only that its index is
 // not known yet, never that it is lost. ctx bounds the look-up of entries
-// sequenced before this call, as Add's bounds the queueing.
+// sequenced before this call, as Add's bounds the queueing. recs, when
+// given, are the records the commit wrote (store.Note.Records, recs[i]
+// under pids[i]): a log with a journal then sequences them without reading
+// them back from the store.
 //
 // In shared mode the Futures answer at once, with index -1: the entries
 // are durable, which is all an action waits for, and their indexes are
 // the sequencer's to give. Waiting for them would make every node read
 // the log for each action it answers.
-func (l *Log) Recorded(ctx context.Context, since int64, pids []int64) []Future {
+func (l *Log) Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []Future {
 	if len(pids) == 0 {
 		return nil
 	}
@@ -72,6 +75,9 @@ func (l *Log) Recorded(ctx context.Context, since int64, pids []int64) []Future 
 		return futs
 	}
 	chs, out, missing := l.aw.register(pids)
+	if l.js.j != nil && len(recs) == len(pids) {
+		l.aw.hand(pids, recs, chs)
+	}
 	futs := make([]Future, len(pids))
 	if missing {
 		// Perhaps sequenced before this node kept track of it: look.
@@ -173,8 +179,12 @@ type awaits struct {
 	order   []int64         // recent's pending ids, oldest first
 	maxPID  int64           // the largest pending id reported
 	kick    chan struct{}   // no journal, no sharing: the committer sequences
-	due     atomic.Bool     // journal: the loop should sequence
-	swept   time.Time       // the committer's last look for records no Future asked for
+	// handed are records their actions handed over (Recorded's recs), by
+	// pending id, until sequenced or no longer waited for: the journal
+	// loop takes them from here rather than from the store.
+	handed map[int64][]byte
+	due    atomic.Bool // journal: the loop should sequence
+	swept  time.Time   // the committer's last look for records no Future asked for
 }
 
 // pendingSweep is how often a log with its store to itself looks for
@@ -197,7 +207,44 @@ const recentEntries = 1 << 16
 func (a *awaits) init() {
 	a.waiting = map[int64]chan result{}
 	a.recent = map[int64]int64{}
+	a.handed = map[int64][]byte{}
 	a.kick = make(chan struct{}, 1)
+}
+
+// hand keeps the records of the pids waited for (chs[i] not nil).
+func (a *awaits) hand(pids []int64, recs [][]byte, chs []chan result) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for i, id := range pids {
+		if chs[i] != nil {
+			a.handed[id] = recs[i]
+		}
+	}
+}
+
+// take returns the handed records of the pending ids after+1, after+2, …
+// (up to limit), stopping at the first not handed, and drops those at or
+// below after (sequenced already). Pending ids are given in commit order
+// on SQLite, so a record committed after the last one sequenced is the
+// next id unless another action's has not been handed yet: then the
+// caller reads the store, as it would have anyway.
+func (a *awaits) take(after int64, limit int) (ids []int64, recs [][]byte) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	for id := range a.handed {
+		if id <= after {
+			delete(a.handed, id)
+		}
+	}
+	for id := after + 1; len(ids) < limit; id++ {
+		rec, ok := a.handed[id]
+		if !ok {
+			break
+		}
+		delete(a.handed, id)
+		ids, recs = append(ids, id), append(recs, rec)
+	}
+	return ids, recs
 }
 
 // register waits for pids: it returns a channel per pid not yet answered
@@ -233,6 +280,7 @@ func (a *awaits) forget(pids []int64) {
 	a.mu.Lock()
 	for _, id := range pids {
 		delete(a.waiting, id)
+		delete(a.handed, id)
 	}
 	a.mu.Unlock()
 }
@@ -273,6 +321,7 @@ func (a *awaits) closeAll() {
 		ch <- result{Index: -1, Err: fmt.Errorf("audit: closed before entry %d was sequenced (it is recorded, pending): %w", id, ErrClosed)}
 		delete(a.waiting, id)
 	}
+	clear(a.handed)
 }
 
 // hasWaiting reports whether a Future is waiting.
@@ -400,10 +449,13 @@ func (l *Log) sequenceJournal() {
 		js.mu.Lock()
 		after := js.lastPID
 		js.mu.Unlock()
-		ids, recs, err := seq.PendingAfter(ctx, after, l.opts.MaxBatch)
-		if err != nil {
-			l.failPending(err)
-			return
+		ids, recs := l.aw.take(after, l.opts.MaxBatch)
+		if len(ids) == 0 {
+			var err error
+			if ids, recs, err = seq.PendingAfter(ctx, after, l.opts.MaxBatch); err != nil {
+				l.failPending(err)
+				return
+			}
 		}
 		if len(ids) == 0 {
 			return

@@ -73,7 +73,7 @@ func BenchmarkActionWithEntry(b *testing.B) {
 						if err := db.InsertLease(ctx, ls); err != nil {
 							return err
 						}
-						for _, f := range l.Recorded(ctx, since, ls.Note.PIDs) {
+						for _, f := range l.Recorded(ctx, since, ls.Note.PIDs, ls.Note.Records) {
 							if _, err := f.Wait(ctx); err != nil {
 								return err
 							}

@@ -4,6 +4,7 @@ package auditlog
 
 import (
 	"context"
+	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"os"
 	"testing"
@@ -41,7 +42,7 @@ func TestJournaledPendingRecordReplaysOnce(t *testing.T) {
 	}
 	pid := recordAction(t, db, rec, "lse_crash")
 	wctx, cancel := context.WithTimeout(ctx, 300*time.Millisecond)
-	if _, err := l.Recorded(wctx, since, []int64{pid})[0].Wait(wctx); err == nil {
+	if _, err := l.Recorded(wctx, since, []int64{pid}, nil)[0].Wait(wctx); err == nil {
 		t.Fatal("Wait succeeded while the store refuses entries")
 	}
 	cancel()
@@ -74,3 +75,64 @@ func TestJournaledPendingRecordReplaysOnce(t *testing.T) {
 }
 
 func journalPathTB(tb testing.TB) string { return journalPath(tb) }
+
+// Actions hand their records to the log (Recorded's recs) so that the
+// journal loop need not read them back; records are still sequenced in
+// pending-id order whichever action calls Recorded first, and with or
+// without its records, and each is in the log once.
+func TestHandedRecordsKeepOrder(t *testing.T) {
+	cases := []struct {
+		name   string
+		calls  []int  // which action calls Recorded, in turn (all committed first)
+		handed []bool // whether that call hands its record over
+	}{
+		{"in order, handed", []int{0, 1, 2}, []bool{true, true, true}},
+		{"last first", []int{2, 0, 1}, []bool{true, true, true}},
+		{"mixed", []int{1, 0, 2}, []bool{true, false, true}},
+		{"none handed", []int{2, 1, 0}, []bool{false, false, false}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.SQLite(t).DB
+			l, err := Open(ctx, db, testSigner, Options{Journal: journalPath(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close(ctx)
+			since := l.Size()
+			var pids []int64
+			var recs [][]byte
+			for i := range 3 {
+				id := fmt.Sprintf("lse_hand%d", i)
+				rec, err := l.Record(audit.Event{Type: audit.TypeExchange, Lease: id, Status: 200})
+				if err != nil {
+					t.Fatal(err)
+				}
+				pids, recs = append(pids, recordAction(t, db, rec, id)), append(recs, rec)
+			}
+			idx := make([]int64, 3)
+			for k, a := range tc.calls {
+				var r [][]byte
+				if tc.handed[k] {
+					r = recs[a : a+1]
+				}
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				idx[a], err = l.Recorded(wctx, since, pids[a:a+1], r)[0].Wait(wctx)
+				cancel()
+				if err != nil {
+					t.Fatal(err)
+				}
+			}
+			if !(idx[0] < idx[1] && idx[1] < idx[2]) {
+				t.Fatalf("indexes %v for pending ids %v: not in pending-id order", idx, pids)
+			}
+			if err := l.Sync(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 3 {
+				checkOnce(t, db, fmt.Sprintf("lse_hand%d", i))
+			}
+		})
+	}
+}

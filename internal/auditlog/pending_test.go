@@ -3,6 +3,7 @@ package auditlog
 import (
 	"context"
 	"errors"
+	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"testing"
 	"time"
@@ -101,7 +102,7 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 			}
 			pid := recordAction(t, db, rec, "lse_stopped")
 			// The closed log cannot place it: its Future says so, at once.
-			if idx, err := l.Recorded(ctx, 0, []int64{pid})[0].Wait(ctx); opts.Shared && (idx != -1 || err != nil) ||
+			if idx, err := l.Recorded(ctx, 0, []int64{pid}, nil)[0].Wait(ctx); opts.Shared && (idx != -1 || err != nil) ||
 				!opts.Shared && !errors.Is(err, ErrClosed) {
 				t.Fatalf("Future of a closed log: %d, %v", idx, err)
 			}
@@ -117,7 +118,7 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 			}()
 			wctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 			defer cancel()
-			futs := l2.Recorded(wctx, 0, []int64{pid})
+			futs := l2.Recorded(wctx, 0, []int64{pid}, nil)
 			if len(futs) != 1 {
 				t.Fatalf("%d Futures for one pending id", len(futs))
 			}
@@ -132,13 +133,13 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 				t.Fatal(err)
 			}
 			pid2 := recordAction(t, db, rec2, "lse_running")
-			idx2, err := l2.Recorded(wctx, since, []int64{pid2})[0].Wait(wctx)
+			idx2, err := l2.Recorded(wctx, since, []int64{pid2}, nil)[0].Wait(wctx)
 			if err != nil || !opts.Shared && idx2 <= idx || opts.Shared && idx2 != -1 {
 				t.Fatalf("Wait = %v, %v (the first at %d)", idx2, err, idx)
 			}
 			// Asked again, later: the same answer, from what the log
 			// remembers.
-			if again, err := l2.Recorded(wctx, since, []int64{pid2})[0].Wait(wctx); err != nil || again != idx2 {
+			if again, err := l2.Recorded(wctx, since, []int64{pid2}, nil)[0].Wait(wctx); err != nil || again != idx2 {
 				t.Fatalf("asked again: %v, %v; want %d", again, err, idx2)
 			}
 			if opts.Shared {
@@ -154,5 +155,42 @@ func TestPendingRecordsSurviveAStop(t *testing.T) {
 			checkOnce(t, db, "lse_stopped")
 			checkOnce(t, db, "lse_running")
 		})
+	}
+}
+
+// take hands over only the records that come next in pending-id order,
+// and forgets those sequenced already.
+func TestAwaitsTake(t *testing.T) {
+	cases := []struct {
+		after  int64
+		handed []int64
+		limit  int
+		want   []int64
+	}{
+		{after: 4, handed: []int64{5, 6, 8}, limit: 10, want: []int64{5, 6}},
+		{after: 6, handed: []int64{5, 6, 8}, limit: 10, want: nil},
+		{after: 7, handed: []int64{8, 9}, limit: 1, want: []int64{8}},
+		{after: 0, handed: nil, limit: 10, want: nil},
+	}
+	for _, tc := range cases {
+		var a awaits
+		a.init()
+		for _, id := range tc.handed {
+			a.handed[id] = []byte(fmt.Sprint(id))
+		}
+		ids, recs := a.take(tc.after, tc.limit)
+		if fmt.Sprint(ids) != fmt.Sprint(tc.want) {
+			t.Errorf("take(%d) of %v = %v, want %v", tc.after, tc.handed, ids, tc.want)
+		}
+		for i, id := range ids {
+			if string(recs[i]) != fmt.Sprint(id) {
+				t.Errorf("record of %d is %q", id, recs[i])
+			}
+		}
+		for id := range a.handed {
+			if id <= tc.after {
+				t.Errorf("take(%d) kept the record of %d", tc.after, id)
+			}
+		}
 	}
 }

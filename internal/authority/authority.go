@@ -42,7 +42,7 @@ type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
-	Recorded(ctx context.Context, since int64, pids []int64) []auditlog.Future
+	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
 }
 
 // noted returns the store.Note that writes the entries evs makes from
@@ -66,18 +66,19 @@ func noted(au Auditor, evs func(c store.Changes) []audit.Event) *store.Note {
 // entries' indexes before it is answered anyway.
 const waitIndex = 5 * time.Second
 
-// settle waits for the indexes of the entries an action wrote (pids), so
+// settle waits for the indexes of the entries an action wrote (pids, and
+// the records themselves when the caller has them: store.Note.Records), so
 // that they are in the log when the caller hears of it (on a node sharing
 // PostgreSQL the log answers at once: the sequencer places them). They are durable
 // already: a failure to learn their indexes is logged, never returned (the
 // action happened, and is recorded).
-func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids []int64) {
+func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids []int64, recs [][]byte) {
 	if len(pids) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
 	defer cancel()
-	for _, f := range au.Recorded(ctx, since, pids) {
+	for _, f := range au.Recorded(ctx, since, pids, recs) {
 		if _, err := f.Wait(ctx); err != nil {
 			log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(pids), "err", err)
 			return
@@ -219,7 +220,8 @@ type ExchangeResult struct {
 	// (deliver: job), by upstream name. They are the only copies.
 	Credentials map[string]mint.Credential
 
-	pids []int64 // its audit entry's pending record
+	pids []int64  // its audit entry's pending record
+	recs [][]byte // and the record
 }
 
 // Exchange trades a CI ID token for a job token. Denials are audited with
@@ -265,7 +267,7 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 	}
 	// Issued and recorded in one commit (the lease insert wrote the
 	// entry): only its index is awaited.
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.pids)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.pids, res.recs)
 	return res, nil
 }
 
@@ -460,7 +462,7 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 	}
 	ev.Grant = strings.Join(scope, " ")
 	ev.Hint = token.Hint(tok)
-	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope, pids: note.PIDs}
+	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope, pids: note.PIDs, recs: note.Records}
 	// Record first, create second: the lease exists before anything is
 	// minted for it, so the mint worker revokes whatever a failure leaves.
 	for _, up := range sortedKeys(jobCreds) {
@@ -575,7 +577,7 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 		return nil, failed("renewal", err)
 	}
 	if note != nil {
-		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
 	}
 	return nl, nil
 }
@@ -627,7 +629,7 @@ func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Ad
 		return nil
 	}
 	a.revokeMinted(ctx, []string{l.ID}, reason)
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
 	return nil
 }
 
@@ -642,7 +644,7 @@ func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin
 	if err != nil {
 		return 0, failed("revocation", err)
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
 	return len(ids), nil
 }
 
@@ -806,7 +808,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			a.cfg.Logger.Warn("leaked shared credentials are marked for revocation; the worker was not told at once", "err", err)
 		}
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, pids)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, pids, nil)
 	return res, nil
 }
 

@@ -84,8 +84,8 @@ func (r *recorder) Record(ev audit.Event) ([]byte, error) {
 	return r.log.Record(ev)
 }
 
-func (r *recorder) Recorded(ctx context.Context, since int64, pids []int64) []auditlog.Future {
-	return r.log.Recorded(ctx, since, pids)
+func (r *recorder) Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future {
+	return r.log.Recorded(ctx, since, pids, recs)
 }
 
 // all returns the entries, in order.

@@ -265,7 +265,7 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 			c.Hint = hint
 			return n.Make(c)
 		}}
-		defer func() { n.PIDs = sl.Note.PIDs }()
+		defer func() { n.PIDs, n.Records = sl.Note.PIDs, sl.Note.Records }()
 	}
 	// Into the view before the store: once the lease is committed, a
 	// revocation by filter (on this node, or on another one and applied by

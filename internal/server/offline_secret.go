@@ -107,7 +107,7 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	// durable already: should the wait end first, the next start places it.
 	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
 	defer cancel()
-	for _, f := range log.Recorded(wctx, since, note.PIDs) {
+	for _, f := range log.Recorded(wctx, since, note.PIDs, note.Records) {
 		if _, err := f.Wait(wctx); err != nil {
 			break
 		}

@@ -29,7 +29,7 @@ type batcher struct {
 	db        *sql.DB
 	postgres  bool
 	observe   func(time.Duration, int, error)
-	between   func() // runs between transactions, when the connection is free
+	stmts     *stmtCache // SQLite: prepared between transactions, when the connection is free
 	max       int
 	syncDelay time.Duration
 	reqs      chan *writeReq
@@ -82,14 +82,11 @@ type writeReq struct {
 
 var errClosed = errors.New("store: closed")
 
-func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, observe func(time.Duration, int, error), between func()) *batcher {
+func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, observe func(time.Duration, int, error), stmts *stmtCache) *batcher {
 	if observe == nil {
 		observe = func(time.Duration, int, error) {}
 	}
-	if between == nil {
-		between = func() {}
-	}
-	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, between: between,
+	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, stmts: stmts,
 		reqs: make(chan *writeReq, max), done: make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go b.run()
 	return b
@@ -319,6 +316,14 @@ func (b *batcher) flushPostgres() {
 	b.between()
 }
 
+// between runs between transactions, when the write connection is free:
+// it prepares the statements noted since (SQLite).
+func (b *batcher) between() {
+	if b.stmts != nil {
+		b.stmts.prepare()
+	}
+}
+
 // commit commits one batch; b.mu is held.
 func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
@@ -495,7 +500,15 @@ func (b *batcher) setSQLiteMode(ctx context.Context, durable bool) error {
 	if b.mode == want {
 		return nil
 	}
-	if _, err := b.db.ExecContext(ctx, q); err != nil {
+	// Prepared once: at one commit per request (concurrency 1) the two
+	// switches a request makes were parsed anew each time.
+	var err error
+	if st := b.stmts.get(q); st != nil {
+		_, err = st.ExecContext(ctx)
+	} else {
+		_, err = b.db.ExecContext(ctx, q)
+	}
+	if err != nil {
 		b.mode = modeUnknown
 		if durable {
 			return fmt.Errorf("store: setting synchronous commit: %w", err)

@@ -20,14 +20,18 @@ import (
 // transaction. The store fills Changes and calls Make inside that
 // transaction, after the action's statements (it may do so more than once:
 // a group commit can run a write twice); after the commit, PIDs are the
-// pending ids of the records Make returned, in order.
+// pending ids of the records Make returned, in order, and Records those
+// records.
 type Note struct {
 	// Make returns the records to write, one per audit entry (opaque to the
 	// store), from what the action changed; none: the action is not
 	// recorded. An error undoes the action.
 	Make func(c Changes) ([][]byte, error)
-	// PIDs are set once the action committed.
-	PIDs []int64
+	// PIDs and Records are set once the action committed: Records[i] was
+	// written as the pending record PIDs[i]. Handing the records to the
+	// audit log spares it reading back what this process just wrote.
+	PIDs    []int64
+	Records [][]byte
 }
 
 // Changes is what an action changed, for its Note.
@@ -56,7 +60,7 @@ func (db *DB) note(ctx context.Context, tx *sql.Tx, n *Note, c Changes) error {
 	if n == nil {
 		return nil
 	}
-	n.PIDs = n.PIDs[:0]
+	n.PIDs, n.Records = n.PIDs[:0], nil
 	if n.Make == nil {
 		return nil
 	}
@@ -72,6 +76,7 @@ func (db *DB) note(ctx context.Context, tx *sql.Tx, n *Note, c Changes) error {
 		}
 		n.PIDs = append(n.PIDs, id)
 	}
+	n.Records = recs
 	return nil
 }
 
