@@ -29,7 +29,7 @@ type batcher struct {
 	db        *sql.DB
 	postgres  bool
 	observe   func(time.Duration, int, error)
-	stmts     *stmtCache // SQLite: prepared between transactions, when the connection is free
+	between   func() // runs between transactions, when the connection is free
 	max       int
 	syncDelay time.Duration
 	reqs      chan *writeReq
@@ -82,11 +82,14 @@ type writeReq struct {
 
 var errClosed = errors.New("store: closed")
 
-func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, observe func(time.Duration, int, error), stmts *stmtCache) *batcher {
+func newBatcher(db *sql.DB, postgres bool, max int, syncDelay time.Duration, observe func(time.Duration, int, error), between func()) *batcher {
 	if observe == nil {
 		observe = func(time.Duration, int, error) {}
 	}
-	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, stmts: stmts,
+	if between == nil {
+		between = func() {}
+	}
+	b := &batcher{db: db, postgres: postgres, max: max, syncDelay: syncDelay, observe: observe, between: between,
 		reqs: make(chan *writeReq, max), done: make(chan struct{}), stopped: make(chan struct{}), kick: make(chan struct{}, 1)}
 	go b.run()
 	return b
@@ -316,14 +319,6 @@ func (b *batcher) flushPostgres() {
 	b.between()
 }
 
-// between runs between transactions, when the write connection is free:
-// it prepares the statements noted since (SQLite).
-func (b *batcher) between() {
-	if b.stmts != nil {
-		b.stmts.prepare()
-	}
-}
-
 // commit commits one batch; b.mu is held.
 func (b *batcher) commit(batch []*writeReq) {
 	start := time.Now()
@@ -500,15 +495,7 @@ func (b *batcher) setSQLiteMode(ctx context.Context, durable bool) error {
 	if b.mode == want {
 		return nil
 	}
-	// Prepared once: at one commit per request (concurrency 1) the two
-	// switches a request makes were parsed anew each time.
-	var err error
-	if st := b.stmts.get(q); st != nil {
-		_, err = st.ExecContext(ctx)
-	} else {
-		_, err = b.db.ExecContext(ctx, q)
-	}
-	if err != nil {
+	if _, err := b.db.ExecContext(ctx, q); err != nil {
 		b.mode = modeUnknown
 		if durable {
 			return fmt.Errorf("store: setting synchronous commit: %w", err)

@@ -127,13 +127,15 @@ func Open(ctx context.Context, cfg Config) (*DB, error) {
 		}
 		db.channel = leaseChannel(schema)
 	}
+	var between func()
 	if !db.postgres {
 		db.stmts = newStmtCache(db.write)
+		between = db.stmts.prepare
 	}
 	if cfg.SyncDelay <= 0 {
 		cfg.SyncDelay = 5 * time.Millisecond
 	}
-	db.batch = newBatcher(db.write, db.postgres, 512, cfg.SyncDelay, cfg.ObserveCommit, db.stmts)
+	db.batch = newBatcher(db.write, db.postgres, 512, cfg.SyncDelay, cfg.ObserveCommit, between)
 	return db, nil
 }
 
