@@ -434,3 +434,69 @@ func BenchmarkSharedCached(b *testing.B) {
 		}
 	}
 }
+
+// blockingExpiry holds SetMintedExpiry until released.
+type blockingExpiry struct {
+	*store.DB
+	entered chan string
+	release chan struct{}
+}
+
+func (b *blockingExpiry) SetMintedExpiry(ctx context.Context, id string, expires time.Time) error {
+	b.entered <- id
+	<-b.release
+	return b.DB.SetMintedExpiry(ctx, id, expires)
+}
+
+// A refreshed shared credential is served only once the one it replaces
+// is on record to retire, so that whoever is given the new one finds the
+// old one due a minute later (a test that saw the new one and then found
+// nothing due failed CI once).
+func TestSharedReplacedRetiredFirst(t *testing.T) {
+	h := newHarness(t, storetest.SQLite(t))
+	bs := &blockingExpiry{DB: h.db, entered: make(chan string, 1), release: make(chan struct{})}
+	cfg := h.m.cfg
+	cfg.Store, cfg.Registerer = bs, prometheus.NewRegistry()
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	up, g := h.pol.Upstreams["db"], h.pol.Grants["migrate"]
+	first, err := m.Shared(ctx, up, g)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.clk.add(50 * time.Minute) // 10 minutes left: refreshed in the background
+	if is, err := m.Shared(ctx, up, g); err != nil || is.ID != first.ID {
+		t.Fatalf("the cached credential must answer while it refreshes: %v", err)
+	}
+	select {
+	case id := <-bs.entered:
+		if id != first.ID {
+			t.Fatalf("retiring %s, want the replaced %s", id, first.ID)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatal("the replaced credential was never retired")
+	}
+	// The retirement is held: the new credential must not be served yet.
+	for range 20 {
+		if is, err := m.Shared(ctx, up, g); err != nil || is.ID != first.ID {
+			t.Fatalf("served another credential (%v) before the replaced one was on record to retire", err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	close(bs.release)
+	var next *Issued
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+		if next, err = m.Shared(ctx, up, g); err == nil && next.ID != first.ID {
+			break
+		}
+	}
+	if next == nil || next.ID == first.ID {
+		t.Fatal("the refreshed credential is never served")
+	}
+	h.clk.add(2 * time.Minute)
+	if n := m.RevokeDue(ctx); n != 1 {
+		t.Fatalf("RevokeDue = %d right after the new credential was served, want the replaced one", n)
+	}
+}

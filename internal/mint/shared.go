@@ -3,6 +3,7 @@ package mint
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -150,13 +151,17 @@ func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Ups
 		}
 		return nil, err
 	}
-	if old := e.set(is, now); old != nil {
+	if cur != nil && now.Add(retireAfter).Before(exp) {
 		// Requests in flight may hold the old one: it retires shortly,
-		// when the worker revokes it as expired.
-		if err := m.cfg.Store.SetMintedExpiry(context.WithoutCancel(ctx), old.ID, now.Add(retireAfter)); err != nil {
-			m.cfg.Logger.Warn("mint: replaced shared credential not retired early; it is revoked at its expiry", "id", old.ID, "err", err)
+		// when the worker revokes it as expired (never later than it
+		// would have). On record before the new one is served, so that
+		// whoever sees the new one also finds the old one due (a revoked
+		// one, ErrNotFound, needs nothing).
+		if err := m.cfg.Store.SetMintedExpiry(context.WithoutCancel(ctx), cur.ID, now.Add(retireAfter)); err != nil && !errors.Is(err, store.ErrNotFound) {
+			m.cfg.Logger.Warn("mint: replaced shared credential not retired early; it is revoked at its expiry", "id", cur.ID, "err", err)
 		}
 	}
+	e.set(is, now)
 	return is, nil
 }
 
