@@ -158,7 +158,7 @@ func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duratio
 	if err != nil {
 		return "", time.Time{}, failed("admin token", err)
 	}
-	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs, note.Records)
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note)
 	return tok, expires, nil
 }
 
@@ -174,7 +174,7 @@ func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr)
 	if err != nil {
 		return failed("admin token revocation", err)
 	}
-	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs, note.Records)
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note)
 	return nil
 }
 
@@ -237,7 +237,7 @@ func (a *Admins) revokeFound(ctx context.Context, t store.AdminToken, tok string
 	if err != nil {
 		return false, failed("admin token revocation", err)
 	}
-	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note.PIDs, note.Records)
+	settle(ctx, a.audit, slog.New(slog.DiscardHandler), since, note)
 	return true, nil
 }
 

@@ -66,21 +66,22 @@ func noted(au Auditor, evs func(c store.Changes) []audit.Event) *store.Note {
 // entries' indexes before it is answered anyway.
 const waitIndex = 5 * time.Second
 
-// settle waits for the indexes of the entries an action wrote (pids, and
-// the records themselves when the caller has them: store.Note.Records), so
-// that they are in the log when the caller hears of it (on a node sharing
-// PostgreSQL the log answers at once: the sequencer places them). They are durable
-// already: a failure to learn their indexes is logged, never returned (the
-// action happened, and is recorded).
-func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, pids []int64, recs [][]byte) {
-	if len(pids) == 0 {
+// settle waits for the indexes of the entries an action wrote (note's
+// pending records, handed over so that the log need not read them back),
+// so that they are in the log when the caller hears of it (on a node
+// sharing PostgreSQL the log answers at once: the sequencer places them).
+// They are durable already: a failure to learn their indexes is logged,
+// never returned (the action happened, and is recorded). A nil note, or
+// one that wrote nothing, has nothing to wait for.
+func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, note *store.Note) {
+	if note == nil || len(note.PIDs) == 0 {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
 	defer cancel()
-	for _, f := range au.Recorded(ctx, since, pids, recs) {
+	for _, f := range au.Recorded(ctx, since, note.PIDs, note.Records) {
 		if _, err := f.Wait(ctx); err != nil {
-			log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(pids), "err", err)
+			log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(note.PIDs), "err", err)
 			return
 		}
 	}
@@ -220,8 +221,7 @@ type ExchangeResult struct {
 	// (deliver: job), by upstream name. They are the only copies.
 	Credentials map[string]mint.Credential
 
-	pids []int64  // its audit entry's pending record
-	recs [][]byte // and the record
+	note *store.Note // wrote its audit entry's pending record
 }
 
 // Exchange trades a CI ID token for a job token. Denials are audited with
@@ -267,7 +267,7 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 	}
 	// Issued and recorded in one commit (the lease insert wrote the
 	// entry): only its index is awaited.
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.pids, res.recs)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.note)
 	return res, nil
 }
 
@@ -462,7 +462,7 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 	}
 	ev.Grant = strings.Join(scope, " ")
 	ev.Hint = token.Hint(tok)
-	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope, pids: note.PIDs, recs: note.Records}
+	res := &ExchangeResult{Token: tok, LeaseID: l.ID, ExpiresIn: ttl, Scope: scope, note: note}
 	// Record first, create second: the lease exists before anything is
 	// minted for it, so the mint worker revokes whatever a failure leaves.
 	for _, up := range sortedKeys(jobCreds) {
@@ -577,7 +577,7 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 		return nil, failed("renewal", err)
 	}
 	if note != nil {
-		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
 	return nl, nil
 }
@@ -629,7 +629,7 @@ func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Ad
 		return nil
 	}
 	a.revokeMinted(ctx, []string{l.ID}, reason)
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	return nil
 }
 
@@ -644,7 +644,7 @@ func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin
 	if err != nil {
 		return 0, failed("revocation", err)
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	return len(ids), nil
 }
 
@@ -794,7 +794,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 		}
 		return recs, nil
 	}
-	rs, c, pids, err := a.cfg.Leases.RevokeTokens(ctx, jobs, also, "leaked", note)
+	rs, c, written, err := a.cfg.Leases.RevokeTokens(ctx, jobs, also, "leaked", note)
 	if err != nil {
 		return nil, failed("leak report", err)
 	}
@@ -808,7 +808,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			a.cfg.Logger.Warn("leaked shared credentials are marked for revocation; the worker was not told at once", "err", err)
 		}
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, pids, nil)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, written)
 	return res, nil
 }
 

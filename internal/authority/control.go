@@ -68,7 +68,7 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source 
 	if err != nil {
 		return v, noteFailed("audit secret write", err)
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	if (spec == nil && !remove) || a.cfg.Rotations == nil {
 		return v, nil
 	}
@@ -97,7 +97,7 @@ func (a *Authority) DeleteSecret(ctx context.Context, admin string, source netip
 	if err := a.cfg.Secrets.Delete(ctx, name, note); err != nil {
 		return noteFailed("audit secret delete", err)
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	return nil
 }
 
@@ -112,7 +112,7 @@ func (a *Authority) RotateMasterKey(ctx context.Context, admin string, source ne
 	note := noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
 	v, rotated, err := a.cfg.Secrets.RotateMasterKey(ctx, note)
 	if rotated {
-		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
 	if err != nil {
 		return 0, noteFailed("audit key rotation", err)

@@ -68,7 +68,7 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 			return failed("revocation of a removed grant's leases", err)
 		}
 		a.cfg.Leases.ForgetGrant(g)
-		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
 	return nil
 }
@@ -186,7 +186,7 @@ func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by str
 		a.revokeMinted(ctx, byGrant[g], reason)
 		res.Revoked += len(byGrant[g])
 	}
-	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note.PIDs, note.Records)
+	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	return res, nil
 }
 

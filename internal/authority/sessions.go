@@ -166,7 +166,7 @@ func (s *Sessions) Create(ctx context.Context, who SignedIn, via string, source 
 	if err := s.st.CreateAdminSessionNoted(ctx, row, note); err != nil {
 		return "", store.AdminSession{}, failed("admin session", err)
 	}
-	settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note.PIDs, note.Records)
+	settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note)
 	return value, row, nil
 }
 
@@ -253,7 +253,7 @@ func (s *Sessions) revoke(ctx context.Context, id string, ev audit.Event) error 
 	if err != nil {
 		return failed("admin session revocation", err)
 	}
-	settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note.PIDs, note.Records)
+	settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note)
 	return nil
 }
 

@@ -460,8 +460,9 @@ type TokenRevocation struct {
 // names (leases, admin tokens, minted credentials) is revoked in the same
 // transaction, and the report's audit records, which note makes from what
 // it revoked, are written there too: all of it commits, or none. It
-// returns what the transaction changed and the records' pending ids.
-func (m *Manager) RevokeTokens(ctx context.Context, toks []string, also store.Leaked, reason string, note RevocationNote) ([]TokenRevocation, store.Changes, []int64, error) {
+// returns what the transaction changed and the store.Note that wrote the
+// records (nil without note).
+func (m *Manager) RevokeTokens(ctx context.Context, toks []string, also store.Leaked, reason string, note RevocationNote) ([]TokenRevocation, store.Changes, *store.Note, error) {
 	out := make([]TokenRevocation, len(toks))
 	hashes := make([][32]byte, len(toks))
 	job := make([]bool, len(toks))
@@ -546,11 +547,7 @@ func (m *Manager) RevokeTokens(ctx context.Context, toks []string, also store.Le
 	}
 	settle(c)
 	m.Revoked(ctx, c.Leases)
-	var pids []int64
-	if n != nil {
-		pids = n.PIDs
-	}
-	return out, c, pids, nil
+	return out, c, n, nil
 }
 
 // RevocationNote makes a leak report's audit records inside its
