@@ -33,9 +33,11 @@ func (db *DB) Notifies() bool { return db.postgres }
 
 // NotifyLeases sends payload to every node listening on this database's
 // lease channel. The payload must be at most MaxNotifyPayload bytes of
-// [a-z0-9_ ] (lease ids and letters): it is sent inline, in one statement
-// on a connection of its own (one of the budget's), whose commits do not
-// wait for the disk (a lost notification costs a poll interval, never an
+// [a-z0-9_ ] (lease ids and letters), what the listeners parse. It is
+// sent in one statement, prepared once per connection (pgx's statement
+// cache; inline, PostgreSQL parsed and planned it at every call), on a
+// connection of its own (one of the budget's), whose commits do not wait
+// for the disk (a lost notification costs a poll interval, never an
 // event).
 func (db *DB) NotifyLeases(ctx context.Context, payload string) error {
 	if !db.postgres {
@@ -68,7 +70,7 @@ func (db *DB) NotifyLeases(ctx context.Context, payload string) error {
 			return fmt.Errorf("store: notify: %w", redactDSNErr(err, db.dsn))
 		}
 	}
-	if _, err := db.notifier.Exec(ctx, `SELECT pg_notify('`+db.channel+`', '`+payload+`')`); err != nil {
+	if _, err := db.notifier.Exec(ctx, `SELECT pg_notify($1, $2)`, db.channel, payload); err != nil {
 		db.notifier.Close(context.Background())
 		db.notifier = nil
 		return fmt.Errorf("store: notify: %w", err)
