@@ -732,7 +732,7 @@ func (l *Log) Begin(ctx context.Context, ev audit.Event) *Intent {
 			return &Intent{Future: answered(-1, err)}
 		}
 		from := l.Size()
-		r := &request{body: body, done: make(chan result, 1), written: true}
+		r := &request{body: body, done: make(chan result, 1), written: true, intent: true}
 		if err := l.enqueue(ctx, ev.Type, r); err != nil {
 			return &Intent{Future: answered(-1, err)}
 		}
@@ -790,13 +790,14 @@ func (l *Log) Finish(in *Intent, whole audit.Event, outcomeType string) {
 		in.index, in.pid, in.fromFuture = r.Index, r.pid, false
 	}
 	if in.pid > 0 {
-		// Not awaited, as below. The sequencer replaces the -1 with the
-		// decision's index (outcomeIndexSuffix).
-		body, err := encodeEvent(audit.Outcome(whole, outcomeType, -1))
-		if err != nil || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
-			return // cannot happen: Outcome's detail is flat and request_index its last key
+		// Not awaited, as below. The sequencer makes the request's one
+		// entry of whole if it still holds the decision, else the outcome
+		// entry naming the decision's (sequence).
+		body, err := encodeEvent(whole)
+		if err != nil {
+			return // cannot happen: the decision's own event encoded
 		}
-		r := &request{body: body, done: make(chan result, 1), lazy: true, written: true, ref: in.pid, refFrom: in.from}
+		r := &request{body: body, done: make(chan result, 1), lazy: true, written: true, ref: in.pid, refFrom: in.from, outcome: outcomeType}
 		_ = l.enqueue(context.Background(), outcomeType, r) // closed: as an append after Close
 		return
 	}

@@ -55,6 +55,9 @@ type Options struct {
 	Now func() time.Time
 
 	journalCapacity int64 // each journal file's size (default journalCapacity); tests lower it
+	// intentHold is how long a shared log's sequencer holds a decision
+	// for its completion (default intentHold); tests lower it.
+	intentHold time.Duration
 }
 
 func (o *Options) defaults() {
@@ -100,10 +103,14 @@ type request struct {
 	done    chan result
 	lazy    bool // queued by addLazy: nobody is waiting on its commit
 	written bool // written mode: see Options.Requests
-	// Shared mode, an outcome: the pending id of its decision, whose
-	// index the sequencer puts in the entry (0: none), and a size of the
-	// log read before that decision was recorded.
+	// Shared mode. intent: a forwarded request's decision, held by the
+	// sequencer for its completion. A completion: the pending id of its
+	// decision (0: none), a size of the log read before that decision was
+	// recorded, and the type of the outcome entry made of it should the
+	// decision have an entry of its own (see parsePending).
+	intent       bool
 	ref, refFrom int64
+	outcome      string
 }
 
 // Log is the audit log of one server node. Several nodes may share one

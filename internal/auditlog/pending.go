@@ -357,7 +357,7 @@ func (l *Log) sequenceLocal() {
 				return
 			}
 		}
-		ids, recs, err := seq.Pending(ctx, l.opts.MaxBatch)
+		ids, recs, err := seq.Pending(ctx, l.opts.MaxBatch, nil)
 		if err != nil || len(ids) == 0 {
 			return
 		}
@@ -370,7 +370,7 @@ func (l *Log) sequenceLocal() {
 		end := start + int64(len(entries))
 		hashes, root, err := l.hashQueue(start, end, entries)
 		if err == nil {
-			err = seq.Sequence(ctx, start, entries, ids, tlog.StoredHashCount(start), hashesOf(hashes))
+			err = seq.Sequence(ctx, start, entries, ids, nil, tlog.StoredHashCount(start), hashesOf(hashes))
 		}
 		if err != nil {
 			l.stale = true

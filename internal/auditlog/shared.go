@@ -3,7 +3,9 @@ package auditlog
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -27,7 +29,13 @@ import (
 // and the index is the sequencer's to give later. No node waits for its
 // entries' indexes, so no node reads the log per request: an outcome names
 // its decision by pending id, and the sequencer writes the decision's
-// index in when it folds the outcome. Nodes that are not the sequencer
+// index in when it folds the outcome. A forwarded request still gets one
+// entry, as with the journal (SPEC: one entry per gateway request): its
+// decision is recorded as an intent, which the sequencer holds (up to
+// intentHold) until the request's completion is pending too, and folds
+// the two into the one entry of the whole request; a decision held longer
+// (a long request, a node that died) becomes an entry of its own, and the
+// completion then an outcome entry naming it. Nodes that are not the sequencer
 // follow the log only every followIdle, to keep Size current. When the
 // sequencer dies, its lock frees and another node takes over within
 // electInterval; what it had not folded stays pending and is folded by
@@ -60,7 +68,22 @@ const (
 	// (two maps of up to this many): enough for every request that ends
 	// within some seconds of its decision at any rate this log takes.
 	recentPIDs = 1 << 16
+	// intentHold is how long the sequencer holds a forwarded request's
+	// decision for its completion (Options.intentHold in tests): longer
+	// than nearly every API call takes, short enough that a decision
+	// whose request never completes (its node died) is in the log soon.
+	intentHold = time.Second
+	// maxHeld bounds the decisions held at once (each read of the pending
+	// records skips them): past it the oldest get entries of their own.
+	maxHeld = 4096
 )
+
+// heldIntent is a decision the sequencer holds for its completion.
+type heldIntent struct {
+	ts    string
+	body  []byte
+	since time.Time
+}
 
 type sharedState struct {
 	st   sharedStorage
@@ -72,6 +95,10 @@ type sharedState struct {
 
 	// owned by the sequencing loop
 	seq *store.AuditSequencer
+	// The decisions held for their completions, by pending id: only
+	// while this node sequences (after a fail-over the next sequencer
+	// reads them anew, as they are still pending).
+	held map[int64]*heldIntent
 	// The indexes of the pending records this node sequenced last
 	// (recent, then older): where the decisions of outcomes are found.
 	recent, older map[int64]int64
@@ -92,10 +119,12 @@ func (l *Log) commitPending(batch []*request) {
 	for i, r := range batch {
 		rec := make([]byte, 0, len(ts)+1+len(r.body)+40)
 		rec = append(rec, ts...)
-		if r.ref > 0 {
-			// An outcome: "TIME REF FROM\n", see sequence.
+		switch {
+		case r.intent:
+			rec = append(rec, " intent"...) // see parsePending
+		case r.ref > 0:
 			rec = append(strconv.AppendInt(append(rec, ' '), r.ref, 10), ' ')
-			rec = strconv.AppendInt(rec, r.refFrom, 10)
+			rec = append(append(strconv.AppendInt(rec, r.refFrom, 10), ' '), r.outcome...)
 		}
 		records[i] = append(append(rec, '\n'), r.body...)
 	}
@@ -191,17 +220,21 @@ func (l *Log) seqRound(final bool) bool {
 		l.elect()
 	}
 	if sh.seq != nil {
-		n, err := l.sequence()
+		n, err := l.sequence(final)
 		if err != nil {
 			// Give up the lock: another node, or this one at its next
-			// election, goes on from what the store holds.
+			// election, goes on from what the store holds (held
+			// decisions included: they are pending still).
 			_ = sh.seq.Close()
 			sh.seq = nil
+			sh.held = nil
 			sh.leader.Store(false)
 			sh.pid.Store(0)
 			sh.lastElect = time.Time{}
 		}
-		return n > 0
+		// Poll at full rate while decisions wait for completions that
+		// another node may record.
+		return n > 0 || len(sh.held) > 0
 	}
 	if final || now.Sub(sh.lastSeen) >= followIdle {
 		sh.lastSeen = now
@@ -225,74 +258,172 @@ func (l *Log) elect() {
 		return
 	}
 	sh.seq = seq
+	sh.held = map[int64]*heldIntent{}
 	sh.pid.Store(seq.SessionPID())
 	sh.leader.Store(true)
 }
 
-// sequence folds pending entries into the tree until none is left, and
-// returns how many it folded.
-func (l *Log) sequence() (folded int, err error) {
+// foldSrc is what one entry of a fold is made from: a pending record
+// (pid), parsed.
+type foldSrc struct {
+	pid int64
+	rec pendingRec
+}
+
+// sequence folds pending entries into the tree until none is left but
+// held decisions, and returns how many pending records it folded. final
+// (the last round, at Close): nothing is held, every decision gets an
+// entry now.
+func (l *Log) sequence(final bool) (folded int, err error) {
 	sh := l.sh
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
 	for {
 		began := time.Now()
-		ids, recs, err := sh.seq.Pending(ctx, l.opts.MaxBatch)
-		if err != nil || len(ids) == 0 {
-			return folded, err
+		skip := make([]int64, 0, len(sh.held))
+		for id := range sh.held {
+			skip = append(skip, id)
 		}
-		start := l.Size()
-		refs, err := l.decisionIndexes(ctx, start, ids, recs)
+		ids, recs, err := sh.seq.Pending(ctx, l.opts.MaxBatch, skip)
 		if err != nil {
 			return folded, err
 		}
-		entries := make([][]byte, len(recs))
-		for i, rec := range recs {
-			ts, ref, _, body, ok := parsePending(rec)
+		srcs := make([]foldSrc, 0, len(recs))
+		var merged []int64 // held decisions folded into their completions
+		for i, raw := range recs {
+			p, ok := parsePending(raw)
 			if !ok {
 				return folded, fmt.Errorf("audit: pending record %d is malformed", ids[i])
 			}
-			if ref > 0 {
-				idx, found := refs[ref]
-				if !found {
-					// Cannot happen (a decision is recorded before its
-					// outcome and never removed); the outcome is not
-					// held back for it.
-					idx = -1
-				}
-				cut := len(body) - len("-1}}")
-				body = append(strconv.AppendInt(append(make([]byte, 0, len(body)+20), body[:cut]...), idx, 10), "}}"...)
+			switch {
+			case p.intent && !final:
+				sh.held[ids[i]] = &heldIntent{ts: p.ts, body: p.body, since: began}
+				continue
+			case p.outcome != "" && sh.held[p.ref] != nil:
+				// The whole request, decision and outcome: one entry.
+				delete(sh.held, p.ref)
+				merged = append(merged, p.ref)
+				p = pendingRec{ts: p.ts, body: p.body}
 			}
-			entries[i] = audit.AppendEntry(nil, start+int64(i), ts, body)
+			srcs = append(srcs, foldSrc{pid: ids[i], rec: p})
 		}
-		end := start + int64(len(entries))
-		hashes, root, err := l.hashQueue(start, end, entries)
-		if err != nil {
-			return folded, err
-		}
-		if err := sh.seq.Sequence(ctx, start, entries, ids, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
-			if isConflict(err) {
-				l.metrics.conflicts.Inc()
+		srcs = l.release(srcs, began, final)
+		if len(srcs) > 0 {
+			if err := l.foldPending(ctx, srcs, merged, began); err != nil {
+				return folded, err
 			}
-			return folded, err
+			folded += len(srcs) + len(merged)
 		}
-		l.advance(start, end, hashes)
-		l.mu.Lock()
-		l.size, l.root = end, root
-		l.mu.Unlock()
-		l.metrics.size.Set(float64(end))
-		l.metrics.seqSecs.Observe(time.Since(began).Seconds())
-		for i, id := range ids {
-			sh.recent[id] = start + int64(i)
-		}
-		if len(sh.recent) >= recentPIDs {
-			sh.older, sh.recent = sh.recent, make(map[int64]int64, recentPIDs)
-		}
-		folded += len(ids)
 		if len(ids) < l.opts.MaxBatch {
 			return folded, nil
 		}
 	}
+}
+
+// release adds to srcs the held decisions due an entry of their own:
+// every one at the final round, those held intentHold or longer, and the
+// oldest past maxHeld. Their completions, when they come, are outcome
+// entries naming them.
+func (l *Log) release(srcs []foldSrc, now time.Time, final bool) []foldSrc {
+	sh := l.sh
+	hold := l.opts.intentHold
+	if hold <= 0 {
+		hold = intentHold
+	}
+	due := 0
+	for _, h := range sh.held {
+		if final || now.Sub(h.since) >= hold {
+			due++
+		}
+	}
+	if due == 0 && len(sh.held) <= maxHeld {
+		return srcs
+	}
+	ids := make([]int64, 0, len(sh.held))
+	for id := range sh.held {
+		ids = append(ids, id)
+	}
+	slices.Sort(ids)
+	left := len(ids)
+	for _, id := range ids {
+		h := sh.held[id]
+		if final || now.Sub(h.since) >= hold || left > maxHeld {
+			srcs = append(srcs, foldSrc{pid: id, rec: pendingRec{ts: h.ts, body: h.body}})
+			delete(sh.held, id)
+			left--
+		}
+	}
+	return srcs
+}
+
+// foldPending makes srcs the entries at the log's end, merged decisions' records
+// deleted with them, in one store transaction, and advances the tree.
+func (l *Log) foldPending(ctx context.Context, srcs []foldSrc, merged []int64, began time.Time) error {
+	sh := l.sh
+	start := l.Size()
+	refs, err := l.decisionIndexes(ctx, start, srcs)
+	if err != nil {
+		return err
+	}
+	entries := make([][]byte, len(srcs))
+	pids := make([]int64, len(srcs))
+	for i, src := range srcs {
+		body := src.rec.body
+		if src.rec.ref > 0 {
+			idx, found := refs[src.rec.ref]
+			if !found {
+				// Cannot happen (a decision is recorded before its
+				// outcome and never removed); the outcome is not held
+				// back for it.
+				idx = -1
+			}
+			if body, err = outcomeBody(src.rec, idx); err != nil {
+				return fmt.Errorf("audit: pending record %d: %w", src.pid, err)
+			}
+		}
+		entries[i] = audit.AppendEntry(nil, start+int64(i), src.rec.ts, body)
+		pids[i] = src.pid
+	}
+	end := start + int64(len(entries))
+	hashes, root, err := l.hashQueue(start, end, entries)
+	if err != nil {
+		return err
+	}
+	if err := sh.seq.Sequence(ctx, start, entries, pids, merged, tlog.StoredHashCount(start), hashesOf(hashes)); err != nil {
+		if isConflict(err) {
+			l.metrics.conflicts.Inc()
+		}
+		return err
+	}
+	l.advance(start, end, hashes)
+	l.mu.Lock()
+	l.size, l.root = end, root
+	l.mu.Unlock()
+	l.metrics.size.Set(float64(end))
+	l.metrics.seqSecs.Observe(time.Since(began).Seconds())
+	for i, id := range pids {
+		sh.recent[id] = start + int64(i)
+	}
+	if len(sh.recent) >= recentPIDs {
+		sh.older, sh.recent = sh.recent, make(map[int64]int64, recentPIDs)
+	}
+	return nil
+}
+
+// outcomeBody is the body of the outcome entry of rec, a completion (or
+// an outcome an older mayfly recorded) whose decision has an entry of its
+// own at index decision.
+func outcomeBody(rec pendingRec, decision int64) ([]byte, error) {
+	if rec.outcome == "" {
+		// Recorded as Outcome(…, -1): write the index in.
+		cut := len(rec.body) - len("-1}}")
+		return append(strconv.AppendInt(append(make([]byte, 0, len(rec.body)+20), rec.body[:cut]...), decision, 10), "}}"...), nil
+	}
+	var whole audit.Event
+	if err := json.Unmarshal(rec.body, &whole); err != nil {
+		return nil, fmt.Errorf("a completion's request: %w", err)
+	}
+	return encodeEvent(audit.Outcome(whole, rec.outcome, decision))
 }
 
 // follow reads how far the sequencer has come, for Size: one read of the
@@ -315,51 +446,79 @@ func (l *Log) follow() error {
 	return nil
 }
 
-// parsePending splits a pending record, "TIME\nBODY" or, for an outcome
-// whose decision's index the sequencer writes in, "TIME REF FROM\nBODY"
-// (REF the decision's pending id, FROM a size of the log before it was
-// recorded, BODY ending in outcomeIndexSuffix).
-func parsePending(rec []byte) (ts string, ref, from int64, body []byte, ok bool) {
+// pendingRec is a pending record, parsed (parsePending).
+type pendingRec struct {
+	ts   string
+	body []byte
+	// intent: a forwarded request's decision, whose completion may follow.
+	intent bool
+	// An outcome or a completion: its decision's pending id, and a size
+	// of the log read before the decision was recorded.
+	ref, from int64
+	// A completion: body is the whole request, decision and outcome; this
+	// is the type of the outcome entry made of it should the decision have
+	// an entry of its own. Empty for an outcome an older mayfly recorded.
+	outcome string
+}
+
+// parsePending splits a pending record, "TIME\nBODY" or, with more in its
+// first line:
+//   - "TIME intent\nBODY": a forwarded request's decision;
+//   - "TIME REF FROM TYPE\nBODY": the completion of the decision REF (its
+//     pending id; FROM a size of the log before it was recorded), BODY the
+//     whole request, and TYPE its outcome entry's type;
+//   - "TIME REF FROM\nBODY": an outcome as an older mayfly recorded it,
+//     BODY ending in outcomeIndexSuffix, whose index the sequencer writes in.
+func parsePending(rec []byte) (p pendingRec, ok bool) {
 	nl := bytes.IndexByte(rec, '\n')
 	if nl <= 0 || nl+1 >= len(rec) || rec[nl+1] != '{' {
-		return "", 0, 0, nil, false
+		return pendingRec{}, false
 	}
 	head, body := string(rec[:nl]), rec[nl+1:]
 	sp := strings.IndexByte(head, ' ')
 	if sp < 0 {
-		return head, 0, 0, body, true
+		return pendingRec{ts: head, body: body}, true
 	}
+	p = pendingRec{ts: head[:sp], body: body}
 	f := strings.Fields(head[sp+1:])
-	if len(f) != 2 || !bytes.HasSuffix(body, []byte(outcomeIndexSuffix)) {
-		return "", 0, 0, nil, false
+	switch {
+	case len(f) == 1 && f[0] == "intent":
+		p.intent = true
+		return p, true
+	case len(f) == 3 && f[2] != "":
+		p.outcome = f[2]
+	case len(f) == 2 && bytes.HasSuffix(body, []byte(outcomeIndexSuffix)):
+	default:
+		return pendingRec{}, false
 	}
 	ref, err1 := strconv.ParseInt(f[0], 10, 64)
 	from, err2 := strconv.ParseInt(f[1], 10, 64)
 	if err1 != nil || err2 != nil || ref <= 0 || from < 0 {
-		return "", 0, 0, nil, false
+		return pendingRec{}, false
 	}
-	return head[:sp], ref, from, body, true
+	p.ref, p.from = ref, from
+	return p, true
 }
 
 // decisionIndexes finds the index of the decision of every outcome among
-// recs (pending records ids, to be sequenced from start): in the batch
-// itself, in what this sequencer gave lately, or else in the log from the
-// size the outcome's node saw before the decision was recorded (after a
-// fail-over, or for a request that ran long).
-func (l *Log) decisionIndexes(ctx context.Context, start int64, ids []int64, recs [][]byte) (map[int64]int64, error) {
+// srcs (to be sequenced from start): in the batch itself, in what this
+// sequencer gave lately, or else in the log from the size the outcome's
+// node saw before the decision was recorded (after a fail-over, or for a
+// request that ran long).
+func (l *Log) decisionIndexes(ctx context.Context, start int64, srcs []foldSrc) (map[int64]int64, error) {
 	sh := l.sh
 	var out map[int64]int64
 	var missing map[int64]bool
 	from := int64(-1)
-	for _, rec := range recs {
-		_, ref, refFrom, _, ok := parsePending(rec)
-		if !ok || ref <= 0 {
+	for _, src := range srcs {
+		ref, refFrom := src.rec.ref, src.rec.from
+		if ref <= 0 {
 			continue
 		}
 		if out == nil {
 			out = map[int64]int64{}
-			for j, id := range ids {
-				out[id] = start + int64(j)
+			for j, s := range srcs {
+				out[s.pid] = start + int64(j)
 			}
 		}
 		if _, ok := out[ref]; ok {

@@ -32,6 +32,14 @@ func counterValue(t *testing.T, c prometheus.Counter) float64 {
 // on one fresh PostgreSQL schema, as n nodes of a cluster.
 func sharedNodes(t *testing.T, n int) ([]*Log, []*store.DB, string) {
 	t.Helper()
+	return sharedNodesWith(t, n, Options{})
+}
+
+// sharedNodesWith is sharedNodes with opts (Shared and CheckpointInterval
+// set here).
+func sharedNodesWith(t *testing.T, n int, opts Options) ([]*Log, []*store.DB, string) {
+	t.Helper()
+	opts.Shared, opts.CheckpointInterval = true, 50*time.Millisecond
 	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
 	ctx := context.Background()
 	logs := make([]*Log, n)
@@ -43,7 +51,7 @@ func sharedNodes(t *testing.T, n int) ([]*Log, []*store.DB, string) {
 		}
 		t.Cleanup(func() { db.Close() })
 		dbs[i] = db
-		logs[i] = openLog(t, db, Options{Shared: true, CheckpointInterval: 50 * time.Millisecond})
+		logs[i] = openLog(t, db, opts)
 	}
 	return logs, dbs, dsn
 }
@@ -51,7 +59,8 @@ func sharedNodes(t *testing.T, n int) ([]*Log, []*store.DB, string) {
 // load appends from every node at once (awaited appends, written ones,
 // and forwarded requests' Begin and Finish) until stop is closed or each
 // worker made per appends, and returns the awaited appends' indexes and
-// the number of entries made.
+// the number of appends and requests made (a request makes one entry, or
+// two when its decision got an entry of its own: see closeAndVerify).
 func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (idx []int64, entries int) {
 	t.Helper()
 	var mu sync.Mutex
@@ -72,7 +81,6 @@ func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (id
 					ev := gatewayEvent(n*1_000_000 + w*10_000 + i)
 					var got int64
 					var err error
-					made := 1
 					switch i % 3 {
 					case 0:
 						got, err = l.appendDurable(ctx, ev)
@@ -81,8 +89,8 @@ func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (id
 					default:
 						var in *Intent
 						if in, err = l.begin(ctx, ev); err == nil {
-							l.Finish(in, ev, "gateway.response")
-							got, made = -1, 2
+							l.Finish(in, completed(ev), "gateway.response")
+							got = -1
 						}
 					}
 					cancel()
@@ -94,7 +102,7 @@ func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (id
 					if got >= 0 {
 						idx = append(idx, got)
 					}
-					entries += made
+					entries++
 					mu.Unlock()
 				}
 			}()
@@ -108,8 +116,15 @@ func load(t *testing.T, logs []*Log, workers, per int, stop <-chan struct{}) (id
 	return idx, entries
 }
 
+// completed is ev as its request's completion records it.
+func completed(ev audit.Event) audit.Event {
+	ev.BytesIn, ev.DurationMS = 99, 7
+	return ev
+}
+
 // closeAndVerify closes the logs and verifies the shared log: want
-// entries, each index once, and a checkpoint covering them.
+// entries and an outcome entry for each decision that got an entry of its
+// own, each awaited index once, and a checkpoint covering them.
 func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int64) {
 	t.Helper()
 	ctx := context.Background()
@@ -129,12 +144,13 @@ func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int
 	if err != nil || !res.OK() {
 		t.Fatalf("Verify = %+v, %v", res, err)
 	}
-	if res.Size != int64(want) || res.Checkpoint.Size != int64(want) {
-		t.Fatalf("log of %d entries, checkpoint at %d; want %d", res.Size, res.Checkpoint.Size, want)
-	}
-	entries, err := db.AuditEntries(ctx, 0, want+1)
+	entries, err := db.AuditEntries(ctx, 0, int(res.Size)+1)
 	if err != nil {
 		t.Fatal(err)
+	}
+	outcomes := checkOutcomes(t, entries)
+	if res.Size != int64(want+outcomes) || res.Checkpoint.Size != res.Size {
+		t.Fatalf("log of %d entries, checkpoint at %d; want %d and %d outcomes", res.Size, res.Checkpoint.Size, want, outcomes)
 	}
 	for _, i := range idx {
 		e, err := audit.ParseEntry(entries[i])
@@ -146,11 +162,11 @@ func closeAndVerify(t *testing.T, logs []*Log, db *store.DB, want int, idx []int
 	if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil || pending != 0 {
 		t.Fatalf("%d entries still pending (%v)", pending, err)
 	}
-	checkOutcomes(t, entries[:want])
 }
 
 // checkOutcomes checks that every outcome entry names its decision's
-// entry: an earlier gateway entry of the same request.
+// entry, an earlier gateway entry of the same request that is only the
+// decision, and returns how many there are.
 func checkOutcomes(t *testing.T, raw [][]byte) int {
 	t.Helper()
 	n := 0
@@ -168,7 +184,10 @@ func checkOutcomes(t *testing.T, raw [][]byte) int {
 			t.Fatalf("outcome %d names request_index %v", e.Index, e.Detail["request_index"])
 		}
 		d, err := audit.ParseEntry(raw[int64(ri)])
-		if err != nil || d.Type != audit.TypeGateway || d.Path != e.Path || d.Lease != e.Lease {
+		if e.BytesIn != 99 {
+			t.Fatalf("outcome %d does not carry its completion: %+v", e.Index, e.Event)
+		}
+		if err != nil || d.Type != audit.TypeGateway || d.Path != e.Path || d.Lease != e.Lease || d.BytesIn != 0 {
 			t.Fatalf("outcome %d (%s) names entry %d: %+v %v", e.Index, e.Path, int64(ri), d.Event, err)
 		}
 	}
@@ -204,7 +223,8 @@ func TestSharedOutcomeAfterFailover(t *testing.T) {
 		}
 		ins = append(ins, in)
 	}
-	// The decisions are sequenced by the leader, which then leaves.
+	// The leader holds the decisions for their completions and, leaving,
+	// gives them entries of their own.
 	if _, err := logs[other].appendDurable(ctx, gatewayEvent(100)); err != nil {
 		t.Fatal(err)
 	}
@@ -212,7 +232,7 @@ func TestSharedOutcomeAfterFailover(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, in := range ins {
-		logs[other].Finish(in, gatewayEvent(i+1), "gateway.response")
+		logs[other].Finish(in, completed(gatewayEvent(i+1)), "gateway.response")
 	}
 	var rest []*Log
 	for i, l := range logs {
@@ -220,13 +240,77 @@ func TestSharedOutcomeAfterFailover(t *testing.T) {
 			rest = append(rest, l)
 		}
 	}
-	closeAndVerify(t, rest, dbs[other], 20*2+2, nil)
+	closeAndVerify(t, rest, dbs[other], 20+2, nil)
 	raw, err := dbs[other].AuditEntries(ctx, 0, 100)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if n := checkOutcomes(t, raw); n != 20 {
 		t.Fatalf("%d outcomes, want 20", n)
+	}
+}
+
+// A forwarded request gets one entry, decision and outcome together,
+// whichever node records it; a decision whose completion does not come
+// within the hold gets an entry of its own, and the completion, when it
+// comes, an outcome entry naming it.
+func TestSharedRequestOneEntry(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		hold  time.Duration
+		delay time.Duration // between Begin and Finish
+		whole bool          // one entry per request
+	}{
+		{"completed within the hold", time.Minute, 0, true},
+		{"completed after the hold", 20 * time.Millisecond, 300 * time.Millisecond, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			logs, dbs, _ := sharedNodesWith(t, 2, Options{intentHold: tc.hold})
+			ctx := context.Background()
+			var ins []*Intent
+			for i := range 10 {
+				in, err := logs[i%2].begin(ctx, gatewayEvent(i))
+				if err != nil {
+					t.Fatal(err)
+				}
+				ins = append(ins, in)
+			}
+			time.Sleep(tc.delay)
+			for i, in := range ins {
+				logs[i%2].Finish(in, completed(gatewayEvent(i)), "gateway.response")
+			}
+			// Before any Close (whose last round holds nothing back):
+			// wait until every request is in the log.
+			want := int64(10)
+			if !tc.whole {
+				want = 20
+			}
+			for deadline := time.Now().Add(20 * time.Second); logs[0].Size() < want || logs[1].Size() < want; time.Sleep(5 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatalf("log sizes %d, %d; want %d", logs[0].Size(), logs[1].Size(), want)
+				}
+			}
+			closeAndVerify(t, logs, dbs[0], 10, nil)
+			raw, err := dbs[0].AuditEntries(ctx, 0, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if int64(len(raw)) != want {
+				t.Fatalf("%d entries, want %d", len(raw), want)
+			}
+			for _, b := range raw {
+				e, err := audit.ParseEntry(b)
+				if err != nil {
+					t.Fatal(err)
+				}
+				switch {
+				case tc.whole && (e.Type != audit.TypeGateway || e.BytesIn != 99):
+					t.Fatalf("entry %d is not a whole request: %+v", e.Index, e.Event)
+				case !tc.whole && e.Type == audit.TypeGateway && e.BytesIn != 0:
+					t.Fatalf("entry %d: a decision held past the hold was merged: %+v", e.Index, e.Event)
+				}
+			}
+		})
 	}
 }
 
@@ -352,5 +436,36 @@ func BenchmarkSharedSequencer(b *testing.B) {
 	b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/entry")
 	if err := l.Close(ctx); err != nil {
 		b.Fatal(err)
+	}
+}
+
+// Pending records in every form nodes write, and forms none does.
+func TestParsePending(t *testing.T) {
+	const ts = "2026-12-05T10:00:00.000000001Z"
+	for _, tc := range []struct {
+		rec  string
+		ok   bool
+		want pendingRec
+	}{
+		{ts + "\n{}", true, pendingRec{ts: ts, body: []byte("{}")}},
+		{ts + " intent\n{}", true, pendingRec{ts: ts, body: []byte("{}"), intent: true}},
+		{ts + " 12 3 gateway.response\n{}", true, pendingRec{ts: ts, body: []byte("{}"), ref: 12, from: 3, outcome: "gateway.response"}},
+		{ts + " 12 3\n{\"detail\":{" + outcomeIndexSuffix, true, pendingRec{ts: ts, body: []byte("{\"detail\":{" + outcomeIndexSuffix), ref: 12, from: 3}},
+		{ts + " 12 3\n{}", false, pendingRec{}},                       // an older outcome without its suffix
+		{ts + " 0 3 gateway.response\n{}", false, pendingRec{}},       // no decision
+		{ts + " 12 -1 gateway.response\n{}", false, pendingRec{}},     // no size
+		{ts + " x 3 gateway.response\n{}", false, pendingRec{}},       // not a number
+		{ts + " 12 3 gateway.response more\n{}", false, pendingRec{}}, // too many fields
+		{ts + " intents\n{}", false, pendingRec{}},
+		{ts + " intent\n", false, pendingRec{}},
+		{ts + "\nnot json", false, pendingRec{}},
+		{"\n{}", false, pendingRec{}},
+		{ts, false, pendingRec{}},
+	} {
+		got, ok := parsePending([]byte(tc.rec))
+		if ok != tc.ok || ok && (got.ts != tc.want.ts || string(got.body) != string(tc.want.body) || got.intent != tc.want.intent ||
+			got.ref != tc.want.ref || got.from != tc.want.from || got.outcome != tc.want.outcome) {
+			t.Errorf("parsePending(%q) = %+v, %v; want %+v, %v", tc.rec, got, ok, tc.want, tc.ok)
+		}
 	}
 }

@@ -224,9 +224,34 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 func (s *AuditSequencer) SessionPID() int64 { return s.pid }
 
 // Pending returns up to limit pending records, oldest id first, with
-// their ids.
-func (s *AuditSequencer) Pending(ctx context.Context, limit int) (ids []int64, records [][]byte, err error) {
-	return s.PendingAfter(ctx, 0, limit)
+// their ids, leaving out those of skip (records the caller holds already:
+// the shared sequencer's held decisions).
+func (s *AuditSequencer) Pending(ctx context.Context, limit int, skip []int64) (ids []int64, records [][]byte, err error) {
+	if len(skip) == 0 {
+		return s.PendingAfter(ctx, 0, limit)
+	}
+	if s.conn != nil {
+		q := `SELECT id, data FROM audit_pending WHERE id <> ALL($1::bigint[]) ORDER BY id LIMIT $2`
+		rows, err := s.conn.QueryContext(ctx, q, skip, limit)
+		if err != nil {
+			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+		}
+		return scanPending(rows, nil)
+	}
+	// SQLite (one process, local): read past them and drop them here.
+	rows, err := s.db.query(ctx, `SELECT id, data FROM audit_pending ORDER BY id LIMIT ?`, limit+len(skip))
+	if err != nil {
+		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+	}
+	drop := make(map[int64]bool, len(skip))
+	for _, id := range skip {
+		drop[id] = true
+	}
+	ids, records, err = scanPending(rows, drop)
+	if len(ids) > limit {
+		ids, records = ids[:limit], records[:limit]
+	}
+	return ids, records, err
 }
 
 // PendingAfter is Pending for the records whose id is above after.
@@ -241,6 +266,12 @@ func (s *AuditSequencer) PendingAfter(ctx context.Context, after int64, limit in
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 	}
+	return scanPending(rows, nil)
+}
+
+// scanPending reads the rows of a pending records query, leaving out the
+// ids in drop, and closes them.
+func scanPending(rows *sql.Rows, drop map[int64]bool) (ids []int64, records [][]byte, err error) {
 	defer rows.Close()
 	for rows.Next() {
 		var id int64
@@ -248,7 +279,9 @@ func (s *AuditSequencer) PendingAfter(ctx context.Context, after int64, limit in
 		if err := rows.Scan(&id, &data); err != nil {
 			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 		}
-		ids, records = append(ids, id), append(records, data)
+		if !drop[id] {
+			ids, records = append(ids, id), append(records, data)
+		}
 	}
 	if err := rows.Err(); err != nil {
 		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
@@ -258,18 +291,19 @@ func (s *AuditSequencer) PendingAfter(ctx context.Context, after int64, limit in
 
 // Sequence stores entries at [start, start+len(entries)), entry i made
 // from the pending record pids[i], the stored hashes at [firstHash, …), and
-// deletes those pending records, in one transaction (durable on
-// PostgreSQL; on SQLite written, made durable by the next commit within
-// Config.SyncDelay). ErrConflict if
-// the log's size is not start or a pending record is gone (another
-// sequencer took it): then nothing changes.
-func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
+// deletes those pending records and the merged ones (records folded into
+// another's entry: a gateway decision into its request's one entry), in
+// one transaction (durable on PostgreSQL; on SQLite written, made durable
+// by the next commit within Config.SyncDelay). ErrConflict if the log's
+// size is not start or a pending record is gone (another sequencer took
+// it): then nothing changes.
+func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]byte, pids, merged []int64, firstHash int64, hashes [][32]byte) error {
 	if len(pids) != len(entries) {
 		return fmt.Errorf("store: sequence audit: %d pending ids for %d entries", len(pids), len(entries))
 	}
 	db := s.db
 	if s.conn != nil {
-		if err := s.sequencePostgres(ctx, start, entries, pids, firstHash, hashes); err != nil {
+		if err := s.sequencePostgres(ctx, start, entries, pids, merged, firstHash, hashes); err != nil {
 			return fmt.Errorf("store: sequence audit at %d: %w", start, err)
 		}
 		return nil
@@ -314,6 +348,15 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 				return ErrConflict
 			}
 		}
+		for _, id := range merged {
+			res, err := db.exec(ctx, tx, `DELETE FROM audit_pending WHERE id = ?`, id)
+			if err != nil {
+				return err
+			}
+			if got, err := res.RowsAffected(); err != nil || got != 1 {
+				return ErrConflict
+			}
+		}
 		return db.insertHashRuns(ctx, tx, firstHash, hashes)
 	}
 	// SQLite, one writer: the records are durable already (pending), so
@@ -336,17 +379,20 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 // with it all it wrote, fails (PostgreSQL folds no constant here: the
 // divisor depends on the rows). A session that lost the lock (it died)
 // cannot run it.
-func (s *AuditSequencer) sequencePostgres(ctx context.Context, start int64, entries [][]byte, pids []int64, firstHash int64, hashes [][32]byte) error {
+func (s *AuditSequencer) sequencePostgres(ctx context.Context, start int64, entries [][]byte, pids, merged []int64, firstHash int64, hashes [][32]byte) error {
 	firsts, runs := hashRuns(firstHash, hashes)
+	if merged == nil {
+		merged = []int64{} // an empty array, not NULL
+	}
 	var one int
 	err := s.conn.QueryRowContext(ctx, `WITH chk AS (SELECT COALESCE(MAX(idx) + 1, 0) = $1 AS ok FROM audit_entries),
-del AS (DELETE FROM audit_pending WHERE id = ANY($3::bigint[]) AND (SELECT ok FROM chk) RETURNING 1),
+del AS (DELETE FROM audit_pending WHERE id = ANY($3::bigint[] || $7::bigint[]) AND (SELECT ok FROM chk) RETURNING 1),
 ins AS (INSERT INTO audit_entries (idx, data, pid)
 	SELECT $1 + u.o - 1, u.d, u.p FROM unnest($2::bytea[], $3::bigint[]) WITH ORDINALITY AS u(d, p, o) WHERE (SELECT ok FROM chk)),
 runs AS (INSERT INTO audit_hash_runs (first_id, hashes)
 	SELECT r.f, r.h FROM unnest($4::bigint[], $5::bytea[]) AS r(f, h) WHERE (SELECT ok FROM chk))
 SELECT 1 / CASE WHEN (SELECT ok FROM chk) AND (SELECT count(*) FROM del) = $6 THEN 1 ELSE 0 END`,
-		start, entries, pids, firsts, runs, len(pids)).Scan(&one)
+		start, entries, pids, firsts, runs, len(pids)+len(merged), merged).Scan(&one)
 	var pg *pgconn.PgError
 	if errors.As(err, &pg) && pg.Code == "22012" { // division_by_zero: the guard above
 		return ErrConflict

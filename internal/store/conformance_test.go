@@ -800,9 +800,10 @@ func testLeaseOnceJTI(t *testing.T, b storetest.Backend) {
 }
 
 // The sequencer stores entries at the log's end from pending records,
-// deleting those records, with their stored hashes, all at once; a
+// deleting those records (and the merged ones: decisions folded into
+// their completions' entries), with their stored hashes, all at once; a
 // batch at the wrong size, or naming a record already taken, changes
-// nothing.
+// nothing. Its reads of pending records skip the ones it holds.
 func testSequence(t *testing.T, b storetest.Backend) {
 	db := b.DB
 	seq, err := db.TryAuditSequencer(ctx)
@@ -810,7 +811,7 @@ func testSequence(t *testing.T, b storetest.Backend) {
 		t.Fatalf("sequencer: %v, %v", seq, err)
 	}
 	defer seq.Close()
-	recs := make([][]byte, 300)
+	recs := make([][]byte, 310)
 	for i := range recs {
 		recs[i] = []byte(fmt.Sprintf("record %d", i))
 	}
@@ -838,29 +839,51 @@ func testSequence(t *testing.T, b storetest.Backend) {
 	}
 	// 260 entries, hashes in three runs (120 a run), then the rest.
 	es, hs := batch(0, 260)
-	if err := seq.Sequence(ctx, 0, es, pids[:260], 0, hs); err != nil {
+	if err := seq.Sequence(ctx, 0, es, pids[:260], nil, 0, hs); err != nil {
 		t.Fatal(err)
 	}
-	refused := []struct {
-		name  string
-		start int64
-		pids  []int64
+	for _, r := range []struct {
+		limit int
+		skip  []int64
+		want  []int64
 	}{
-		{"at a stale size", 0, pids[260:]},
-		{"past the end", 261, pids[260:]},
-		{"a record already taken", 260, append([]int64{pids[0]}, pids[261:]...)},
+		{3, nil, pids[260:263]},
+		{3, []int64{pids[260], pids[262]}, []int64{pids[261], pids[263], pids[264]}},
+		{2, []int64{pids[0], pids[261]}, []int64{pids[260], pids[262]}}, // a skipped id already gone
+		{100, pids[260:], nil},
+	} {
+		got, data, err := seq.Pending(ctx, r.limit, r.skip)
+		if err != nil || !slices.Equal(got, r.want) || len(data) != len(got) {
+			t.Fatalf("Pending(%d, skip %v) = %v, %v; want %v", r.limit, r.skip, got, err, r.want)
+		}
+		for k, id := range got {
+			if i := slices.Index(pids, id); string(data[k]) != string(recs[i]) {
+				t.Fatalf("pending %d holds %q, want %q", id, data[k], recs[i])
+			}
+		}
+	}
+	refused := []struct {
+		name   string
+		start  int64
+		pids   []int64
+		merged []int64
+	}{
+		{"at a stale size", 0, pids[260:300], pids[300:]},
+		{"past the end", 261, pids[260:300], pids[300:]},
+		{"a record already taken", 260, append([]int64{pids[0]}, pids[261:300]...), pids[300:]},
+		{"a merged record already taken", 260, pids[260:300], append([]int64{pids[0]}, pids[301:]...)},
 	}
 	for _, r := range refused {
 		es, hs := batch(260, len(r.pids))
-		if err := seq.Sequence(ctx, r.start, es, r.pids, 260, hs); !errors.Is(err, store.ErrConflict) {
+		if err := seq.Sequence(ctx, r.start, es, r.pids, r.merged, 260, hs); !errors.Is(err, store.ErrConflict) {
 			t.Fatalf("%s: %v, want ErrConflict", r.name, err)
 		}
-		if size, pending := state(); size != 260 || pending != 40 {
-			t.Fatalf("%s: size %d, %d pending after a refused batch; want 260, 40", r.name, size, pending)
+		if size, pending := state(); size != 260 || pending != 50 {
+			t.Fatalf("%s: size %d, %d pending after a refused batch; want 260, 50", r.name, size, pending)
 		}
 	}
 	es, hs = batch(260, 40)
-	if err := seq.Sequence(ctx, 260, es, pids[260:], 260, hs); err != nil {
+	if err := seq.Sequence(ctx, 260, es, pids[260:300], pids[300:], 260, hs); err != nil {
 		t.Fatal(err)
 	}
 	if size, pending := state(); size != 300 || pending != 0 {
