@@ -708,10 +708,12 @@ type Intent struct {
 // request is done; wait for it (Intent.Wait) before forwarding. With a
 // journal, in written mode, it writes an intent record and no entry, and is
 // answered at once: Finish makes the request's one entry, and a restart
-// after a crash makes one from the intent alone. Otherwise ev becomes an
-// entry of its own (with DurableRequests, a durable one) and Finish adds a
-// second one for the outcome. While the log is unhealthy it is refused at
-// once.
+// after a crash makes one from the intent alone. In shared mode, written,
+// it records a pending intent, which the sequencer holds for Finish's
+// completion to make the request's one entry (see shared.go). Otherwise
+// ev becomes an entry of its own (with DurableRequests, a durable one) and
+// Finish adds a second one for the outcome. While the log is unhealthy it
+// is refused at once.
 func (l *Log) Begin(ctx context.Context, ev audit.Event) *Intent {
 	written := !l.opts.DurableRequests
 	if l.js.j == nil || !written {

@@ -73,9 +73,12 @@ const (
 	// than nearly every API call takes, short enough that a decision
 	// whose request never completes (its node died) is in the log soon.
 	intentHold = time.Second
-	// maxHeld bounds the decisions held at once (each read of the pending
-	// records skips them): past it the oldest get entries of their own.
-	maxHeld = 4096
+	// maxHeld bounds the decisions held at once: each read of the pending
+	// records skips them by id, a cost per record read that grows with
+	// their number. Past it the oldest get entries of their own (at ~1,000
+	// requests in flight across the cluster, say 10,000 a second of
+	// 100 ms each).
+	maxHeld = 1024
 )
 
 // heldIntent is a decision the sequencer holds for its completion.

@@ -70,8 +70,11 @@
 // Auditor.Finish records the outcome (status, bytes in and out, duration),
 // not waited for, and after the client has the whole answer where it can
 // tell so (HTTP/1 with a declared length; still before the handler
-// returns, so a graceful shutdown waits for it): with the journal the request's one gateway.request
-// entry, decision and outcome together; otherwise a second,
+// returns, so a graceful shutdown waits for it): the request's one
+// gateway.request entry, decision and outcome together (the journal on
+// SQLite, the sequencer on PostgreSQL make it); where the decision got an
+// entry of its own (durable requests, a request still running at a stop,
+// on PostgreSQL one longer than the sequencer holds a decision) a second,
 // gateway.response entry pointing at the decision's (detail.request_index).
 // A kill -9 at any moment therefore leaves no forwarded request without an
 // entry; at worst its decision with no outcome. A refused request gets one
