@@ -444,6 +444,77 @@ func BenchmarkSharedSequencer(b *testing.B) {
 	}
 }
 
+// BenchmarkSharedSequencerRequests drains the pending records of b.N
+// forwarded requests, decision then completion, recorded before the
+// sequencer starts, in chunks of 500 requests: as this mayfly records them
+// (an intent and its completion, folded into one entry) and as mayfly did
+// before (a decision and an outcome whose index the sequencer writes in:
+// two entries, a form the sequencer still reads). Reports the requests a
+// second one sequencer places, what bounds a cluster's gateway calls.
+func BenchmarkSharedSequencerRequests(b *testing.B) {
+	for _, form := range []string{"one_entry", "two_entries"} {
+		b.Run(form, func(b *testing.B) {
+			dsn := storetest.FreshSchema(b, storetest.PostgresDSN(b))
+			ctx := context.Background()
+			db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+			if err != nil {
+				b.Fatal(err)
+			}
+			b.Cleanup(func() { db.Close() })
+			ts := audit.FormatTime(time.Now())
+			entries := 0
+			for off := 0; off < b.N; off += 500 {
+				var decisions, outcomes [][]byte
+				for i := off; i < min(off+500, b.N); i++ {
+					body, _ := encodeEvent(gatewayEvent(i))
+					head := ts + "\n"
+					if form == "one_entry" {
+						head = ts + " intent\n"
+					}
+					decisions = append(decisions, append([]byte(head), body...))
+				}
+				pids, err := db.AddAuditPending(ctx, decisions, store.AuditDurable)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for k, pid := range pids {
+					ev := completed(gatewayEvent(off + k))
+					if form == "one_entry" {
+						body, _ := encodeEvent(ev)
+						outcomes = append(outcomes, append(fmt.Appendf(nil, "%s %d 0 gateway.response\n", ts, pid), body...))
+						entries++
+						continue
+					}
+					body, _ := encodeEvent(audit.Outcome(ev, "gateway.response", -1))
+					outcomes = append(outcomes, append(fmt.Appendf(nil, "%s %d 0\n", ts, pid), body...))
+					entries += 2
+				}
+				if _, err := db.AddAuditPending(ctx, outcomes, store.AuditDurable); err != nil {
+					b.Fatal(err)
+				}
+			}
+			b.ResetTimer()
+			cpu0 := proccpu.Used()
+			l, err := Open(ctx, db, testSigner, Options{Shared: true, CheckpointInterval: time.Second})
+			if err != nil {
+				b.Fatal(err)
+			}
+			for l.Size() < int64(entries) {
+				time.Sleep(time.Millisecond)
+			}
+			b.StopTimer()
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "requests/s")
+			b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/request")
+			if err := l.Close(ctx); err != nil {
+				b.Fatal(err)
+			}
+			if l.Size() != int64(entries) {
+				b.Fatalf("%d entries, want %d", l.Size(), entries)
+			}
+		})
+	}
+}
+
 // Pending records in every form nodes write, and forms none does.
 func TestParsePending(t *testing.T) {
 	const ts = "2026-12-05T10:00:00.000000001Z"
