@@ -409,13 +409,8 @@ func TestSharedNeedsPendingStore(t *testing.T) {
 //
 //	MAYFLY_TEST_POSTGRES=… go test ./internal/auditlog -run X -bench SharedSequencer -benchtime 50000x
 func BenchmarkSharedSequencer(b *testing.B) {
-	dsn := storetest.FreshSchema(b, storetest.PostgresDSN(b))
+	db := freshPostgres(b)
 	ctx := context.Background()
-	db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
-	if err != nil {
-		b.Fatal(err)
-	}
-	b.Cleanup(func() { db.Close() })
 	ts := audit.FormatTime(time.Now())
 	for off := 0; off < b.N; off += 1000 {
 		var recs [][]byte
@@ -427,20 +422,44 @@ func BenchmarkSharedSequencer(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+	drain(b, db, int64(b.N), "entries/s", "node-cpu-µs/entry")
+}
+
+// freshPostgres opens a store on a schema of its own in the test database
+// (skipped without one), closed when tb ends.
+func freshPostgres(tb testing.TB) *store.DB {
+	tb.Helper()
+	db, err := store.Open(context.Background(), store.Config{PostgresDSN: storetest.FreshSchema(tb, storetest.PostgresDSN(tb))})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	tb.Cleanup(func() { db.Close() })
+	return db
+}
+
+// drain opens a shared log on db, whose pending records make size
+// entries, waits until its sequencer has placed them all, and reports the
+// rate of the benchmark's b.N items (rate) and the node's CPU per item
+// (cpu).
+func drain(b *testing.B, db *store.DB, size int64, rate, cpu string) {
+	ctx := context.Background()
 	b.ResetTimer()
 	cpu0 := proccpu.Used()
 	l, err := Open(ctx, db, testSigner, Options{Shared: true, CheckpointInterval: time.Second})
 	if err != nil {
 		b.Fatal(err)
 	}
-	for l.Size() < int64(b.N) {
+	for l.Size() < size {
 		time.Sleep(time.Millisecond)
 	}
 	b.StopTimer()
-	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "entries/s")
-	b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/entry")
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), rate)
+	b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), cpu)
 	if err := l.Close(ctx); err != nil {
 		b.Fatal(err)
+	}
+	if l.Size() != size {
+		b.Fatalf("%d entries, want %d", l.Size(), size)
 	}
 }
 
@@ -454,13 +473,8 @@ func BenchmarkSharedSequencer(b *testing.B) {
 func BenchmarkSharedSequencerRequests(b *testing.B) {
 	for _, form := range []string{"one_entry", "two_entries"} {
 		b.Run(form, func(b *testing.B) {
-			dsn := storetest.FreshSchema(b, storetest.PostgresDSN(b))
+			db := freshPostgres(b)
 			ctx := context.Background()
-			db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
-			if err != nil {
-				b.Fatal(err)
-			}
-			b.Cleanup(func() { db.Close() })
 			ts := audit.FormatTime(time.Now())
 			entries := 0
 			for off := 0; off < b.N; off += 500 {
@@ -493,24 +507,7 @@ func BenchmarkSharedSequencerRequests(b *testing.B) {
 					b.Fatal(err)
 				}
 			}
-			b.ResetTimer()
-			cpu0 := proccpu.Used()
-			l, err := Open(ctx, db, testSigner, Options{Shared: true, CheckpointInterval: time.Second})
-			if err != nil {
-				b.Fatal(err)
-			}
-			for l.Size() < int64(entries) {
-				time.Sleep(time.Millisecond)
-			}
-			b.StopTimer()
-			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "requests/s")
-			b.ReportMetric(float64((proccpu.Used()-cpu0).Microseconds())/float64(b.N), "node-cpu-µs/request")
-			if err := l.Close(ctx); err != nil {
-				b.Fatal(err)
-			}
-			if l.Size() != int64(entries) {
-				b.Fatalf("%d entries, want %d", l.Size(), entries)
-			}
+			drain(b, db, int64(entries), "requests/s", "node-cpu-µs/request")
 		})
 	}
 }
