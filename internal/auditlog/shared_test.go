@@ -1,6 +1,7 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -541,4 +542,42 @@ func TestParsePending(t *testing.T) {
 			t.Errorf("parsePending(%q) = %+v, %v; want %+v, %v", tc.rec, got, ok, tc.want, tc.ok)
 		}
 	}
+}
+
+// Any pending record: parsePending never panics, a record it accepts
+// reads back the same once written again in its form, and an outcome's
+// body can be made from it.
+func FuzzParsePending(f *testing.F) {
+	const ts = "2026-12-05T10:00:00.000000001Z"
+	for _, rec := range []string{
+		ts + "\n{}", ts + " intent\n{\"type\":\"gateway.request\"}", ts + " 12 3 gateway.response\n{\"path\":\"/x\"}",
+		ts + " 12 3\n{\"detail\":{" + outcomeIndexSuffix, ts + " 12 3\n{}", "\n{}", ts,
+	} {
+		f.Add([]byte(rec))
+	}
+	f.Fuzz(func(t *testing.T, rec []byte) {
+		p, ok := parsePending(rec)
+		if !ok {
+			return
+		}
+		head := p.ts
+		switch {
+		case p.intent:
+			head += " intent"
+		case p.outcome != "":
+			head += fmt.Sprintf(" %d %d %s", p.ref, p.from, p.outcome)
+		case p.ref > 0:
+			head += fmt.Sprintf(" %d %d", p.ref, p.from)
+		}
+		q, ok := parsePending(append([]byte(head+"\n"), p.body...))
+		if !ok || q.ts != p.ts || string(q.body) != string(p.body) || q.intent != p.intent || q.ref != p.ref || q.from != p.from || q.outcome != p.outcome {
+			t.Fatalf("%q parsed as %+v, written again as %q: %+v, %v", rec, p, head, q, ok)
+		}
+		if p.ref > 0 {
+			body, err := outcomeBody(p, 5)
+			if p.outcome == "" && (err != nil || !bytes.HasSuffix(body, []byte(`"request_index":5}}`))) {
+				t.Fatalf("outcome of %q: %q, %v", rec, body, err)
+			}
+		}
+	})
 }
