@@ -358,7 +358,12 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 			a.fail(w, r, err)
 			return
 		}
-		if revs := a.cfg.Authority.Revocations(p); len(revs) > 0 {
+		revs, err := a.cfg.Authority.Revocations(r.Context(), p)
+		if err != nil {
+			a.fail(w, r, err)
+			return
+		}
+		if len(revs) > 0 {
 			n, names := 0, make([]string, 0, len(revs))
 			for _, rv := range revs {
 				n += rv.Leases
@@ -395,7 +400,12 @@ func (a *API) planPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 		a.fail(w, r, err)
 		return
 	}
-	writeJSON(w, 200, apitype.PolicyPlanResponse{Changes: changeStrings(cs), Revokes: revocations(a.cfg.Authority.Revocations(p))})
+	revs, err := a.cfg.Authority.Revocations(r.Context(), p)
+	if err != nil {
+		a.fail(w, r, err)
+		return
+	}
+	writeJSON(w, 200, apitype.PolicyPlanResponse{Changes: changeStrings(cs), Revokes: revocations(revs)})
 }
 
 func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {

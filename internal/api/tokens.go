@@ -219,7 +219,7 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	// A key-bound token renews only with a proof of its key.
-	if live, err := a.cfg.Leases.Lookup(tok); err == nil && live.JKT != "" {
+	if live, err := a.cfg.Leases.Lookup(r.Context(), tok); err == nil && live.JKT != "" {
 		proof := r.Header.Get("DPoP")
 		if proof == "" || a.cfg.DPoP == nil {
 			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
@@ -359,7 +359,11 @@ func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {
 		return
 	}
 	tok, _ := single(r, "token")
-	l, err := a.cfg.Leases.Lookup(tok)
+	l, err := a.cfg.Leases.Lookup(r.Context(), tok)
+	if errors.Is(err, failclosed.ErrUnavailable) {
+		a.fail(w, r, err)
+		return
+	}
 	if err != nil || l == nil {
 		writeJSON(w, 200, apitype.Introspection{Active: false})
 		return

@@ -81,7 +81,7 @@ func TestActionAndEntryTogether(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		_, lerr := b.m.Lookup(f.tok)
+		_, lerr := b.m.Lookup(ctx, f.tok)
 		inView := errors.Is(lerr, lease.ErrRevoked)
 		if inView != !l.RevokedAt.IsZero() {
 			t.Fatalf("store revoked %v, view revoked %v: they disagree", !l.RevokedAt.IsZero(), inView)

@@ -514,7 +514,10 @@ func sortedKeys[V any](m map[string]V) []string {
 
 // Renew extends a job token by its grants' ttl, never past its max.
 func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*lease.Live, error) {
-	l, err := a.cfg.Leases.Lookup(tok)
+	l, err := a.cfg.Leases.Lookup(ctx, tok)
+	if errors.Is(err, failclosed.ErrUnavailable) {
+		return nil, err
+	}
 	if err != nil {
 		return nil, refuse(401, "invalid_token", "%v", err)
 	}

@@ -200,7 +200,7 @@ func TestGitHubAppExchange(t *testing.T) {
 				if err != nil || len(lr.Revoked) != 2 {
 					t.Fatalf("leak = %+v %v", lr, err)
 				}
-				if _, err := gb.m.Lookup(res.Token); !errors.Is(err, lease.ErrRevoked) {
+				if _, err := gb.m.Lookup(ctx, res.Token); !errors.Is(err, lease.ErrRevoked) {
 					t.Fatalf("the job's lease lives: %v", err)
 				}
 				if n := gb.mt.RevokeDue(ctx); n != 2 || gb.gh.Live(shared) || gb.gh.Live(own) {

@@ -54,7 +54,7 @@ func TestLeak(t *testing.T) {
 				len(res.RevokedAdmin) != 1 || res.AlreadyRevoked != 1 || res.Unknown != 3 {
 				t.Fatalf("result %+v", res)
 			}
-			if _, err := m.Lookup(live); err == nil {
+			if _, err := m.Lookup(ctx, live); err == nil {
 				t.Fatal("live token survived the report")
 			}
 			if _, err := admins.Authenticate(ctx, adminTok); err == nil {

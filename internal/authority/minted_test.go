@@ -152,7 +152,7 @@ func TestMintedCredentials(t *testing.T) {
 				if err != nil || len(lr.Revoked) != 1 || lr.Revoked[0].LeaseID != res.LeaseID || lr.Unknown != 1 || strings.Contains(lr.Revoked[0].Hint, c.Password) {
 					t.Fatalf("leak = %+v %v", lr, err)
 				}
-				if _, err := mb.m.Lookup(res.Token); !errors.Is(err, lease.ErrRevoked) {
+				if _, err := mb.m.Lookup(ctx, res.Token); !errors.Is(err, lease.ErrRevoked) {
 					t.Fatalf("lease not revoked: %v", err)
 				}
 				if n := mb.mt.RevokeDue(ctx); n != 2 || mb.up.exists(c.Password) || mb.up.exists(c2.Password) {

@@ -200,10 +200,14 @@ type GrantRevocation struct {
 // Revocations lists the grants in force that p removes and that have live
 // tokens, so that an apply that would revoke them can be shown and
 // confirmed first (an empty policy removes every grant). The counts are
-// this node's view: a token issued meanwhile is revoked by the apply too.
-func (a *Authority) Revocations(p *policy.Policy) []GrantRevocation {
+// the store's (every node's tokens) as of now: a token issued meanwhile is
+// revoked by the apply too.
+func (a *Authority) Revocations(ctx context.Context, p *policy.Policy) ([]GrantRevocation, error) {
 	old := a.current.Load().policy
-	live := a.cfg.Leases.ActiveByGrant()
+	_, live, err := a.cfg.Leases.Counts(ctx)
+	if err != nil {
+		return nil, unavailable("count live tokens", err)
+	}
 	var out []GrantRevocation
 	for name := range old.Grants {
 		if _, kept := p.Grants[name]; kept || live[name] == 0 {
@@ -212,5 +216,5 @@ func (a *Authority) Revocations(p *policy.Policy) []GrantRevocation {
 		out = append(out, GrantRevocation{Grant: name, Leases: live[name]})
 	}
 	slices.SortFunc(out, func(x, y GrantRevocation) int { return strings.Compare(x.Grant, y.Grant) })
-	return out
+	return out, nil
 }

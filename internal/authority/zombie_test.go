@@ -100,7 +100,7 @@ func TestNoZombieTokens(t *testing.T) {
 				t.Fatalf("node B did not follow: version %d", nb.a.PolicyVersion())
 			}
 			// B revoked its own lease of the removed grant on following.
-			if _, err := nb.m.Lookup(old.Token); !errors.Is(err, lease.ErrRevoked) {
+			if _, err := nb.m.Lookup(ctx, old.Token); !errors.Is(err, lease.ErrRevoked) {
 				t.Fatalf("lease of a removed grant on node B: %v", err)
 			}
 			// A version stored by a node that stopped before revoking:

@@ -145,12 +145,22 @@ func (c *Console) revoke(w http.ResponseWriter, r *http.Request, who Caller) {
 		c.refuse(w, r, who, http.StatusBadRequest, "Name one lease or one grant to revoke.")
 		return
 	}
+	// Counted in the store on a shared one: this node's view holds only
+	// the leases it has met.
 	if p.LeaseID != "" {
-		if l, ok := c.cfg.Leases.Get(p.LeaseID); ok && !l.Revoked() && l.ExpiresAt().After(c.cfg.Now()) {
-			p.Count = 1
+		ls, err := c.cfg.Leases.List(ctx, lease.Filter{ID: p.LeaseID, LiveAt: c.cfg.Now()})
+		if err != nil {
+			c.fail(w, r, who, err)
+			return
 		}
+		p.Count = len(ls)
 	} else {
-		p.Count = c.cfg.Leases.ActiveByGrant()[p.Grant]
+		_, byGrant, err := c.cfg.Leases.Counts(ctx)
+		if err != nil {
+			c.fail(w, r, who, err)
+			return
+		}
+		p.Count = byGrant[p.Grant]
 	}
 	if r.FormValue("confirm") != "yes" {
 		c.render(w, r, http.StatusOK, "revoke", who, "Confirm revocation", p)

@@ -94,7 +94,11 @@ func (c *Console) plan(w http.ResponseWriter, r *http.Request) (planPage, []poli
 	for _, ch := range policy.Plan(c.cfg.Authority.Policy(), np) {
 		p.Changes = append(p.Changes, ch.String())
 	}
-	p.Revokes = c.cfg.Authority.Revocations(np)
+	if p.Revokes, err = c.cfg.Authority.Revocations(ctx, np); err != nil {
+		// Without the counts an apply could revoke tokens unannounced.
+		p.Invalid = "the live tokens cannot be counted right now; try again"
+		return p, nil, false
+	}
 	for _, rv := range p.Revokes {
 		p.Revoking += rv.Leases
 	}

@@ -133,7 +133,7 @@ const (
 
 // Leases looks up live job tokens (*lease.Manager).
 type Leases interface {
-	Lookup(tok string) (*lease.Live, error)
+	Lookup(ctx context.Context, tok string) (*lease.Live, error)
 	Use(ctx context.Context, l *lease.Live) error
 }
 
@@ -365,12 +365,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	rq.tok, rq.scheme = tok, scheme
 	rq.ev.Hint = token.Hint(tok)
-	l, err := g.cfg.Leases.Lookup(tok)
+	l, err := g.cfg.Leases.Lookup(r.Context(), tok)
 	if l != nil {
 		rq.live = l
 		rq.ev.Lease, rq.ev.Issuer, rq.ev.Subject, rq.ev.Job = l.ID, l.Issuer, l.Subject, l.Job
 		rq.ev.Repository = l.Claims["repository"]
 		rq.ev.Grant = strings.Join(l.Grants, " ")
+	}
+	if errors.Is(err, failclosed.ErrUnavailable) {
+		g.log.Warn("gateway: token lookup unavailable", "err", err)
+		g.refuse(w, r, rq, http.StatusServiceUnavailable, "temporarily_unavailable", "the token could not be looked up", CheckToken)
+		return
 	}
 	if err != nil || l == nil {
 		desc := "unknown token"

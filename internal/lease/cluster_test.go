@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -34,7 +35,7 @@ func TestFeedNeverSkipsALongTransaction(t *testing.T) {
 	if err := other.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	sl, err := other.Lookup(slow)
+	sl, err := other.Lookup(ctx, slow)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func TestFeedNeverSkipsALongTransaction(t *testing.T) {
 	if err := other.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Lookup(quick); !errors.Is(err, ErrRevoked) {
+	if _, err := other.Lookup(ctx, quick); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("later revocation not applied while an earlier one runs: %v", err)
 	}
 	// Longer than the old poller waited for a skipped number.
@@ -67,7 +68,7 @@ func TestFeedNeverSkipsALongTransaction(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, err := other.Lookup(slow); err != nil {
+	if _, err := other.Lookup(ctx, slow); err != nil {
 		t.Fatalf("uncommitted revocation applied: %v", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -76,7 +77,7 @@ func TestFeedNeverSkipsALongTransaction(t *testing.T) {
 	if err := other.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Lookup(slow); !errors.Is(err, ErrRevoked) {
+	if _, err := other.Lookup(ctx, slow); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("revocation committed late was skipped: %v", err)
 	}
 }
@@ -107,7 +108,7 @@ func TestLoadDuringATransaction(t *testing.T) {
 		t.Fatal(err)
 	}
 	other := newManager(t, b.Another(t), c)
-	if _, err := other.Lookup(tok); err != nil {
+	if _, err := other.Lookup(ctx, tok); err != nil {
 		t.Fatalf("loaded: %v", err)
 	}
 	if err := tx.Commit(); err != nil {
@@ -116,13 +117,13 @@ func TestLoadDuringATransaction(t *testing.T) {
 	if err := other.Poll(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if _, err := other.Lookup(tok); !errors.Is(err, ErrRevoked) {
+	if _, err := other.Lookup(ctx, tok); !errors.Is(err, ErrRevoked) {
 		t.Fatalf("revocation committed during load was skipped: %v", err)
 	}
 }
 
-// Notifications carry revocations and new leases to a node that does not
-// poll (its poll interval is an hour).
+// Notifications carry revocations to a node that does not poll (its poll
+// interval is an hour), which reads new leases on first use.
 func TestNotificationsReachOtherNodes(t *testing.T) {
 	storetest.PostgresDSN(t) // skips without PostgreSQL
 	b := storetest.Postgres(t)
@@ -146,17 +147,18 @@ func TestNotificationsReachOtherNodes(t *testing.T) {
 			}
 		}
 	}
-	// The listeners connect in the background: wait until a notification
-	// gets through before counting on them.
+	// A new lease is read on first use; a revocation is pushed.
 	tok, l, err := a.Issue(ctx, req("deploy"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	waitFor("a new lease", func() bool { _, err := other.Lookup(tok); return err == nil })
+	if _, err := other.Lookup(ctx, tok); err != nil {
+		t.Fatal(err)
+	}
 	if _, err := a.Revoke(ctx, store.LeaseFilter{ID: l.ID}, "test"); err != nil {
 		t.Fatal(err)
 	}
-	waitFor("a revocation", func() bool { _, err := other.Lookup(tok); return errors.Is(err, ErrRevoked) })
+	waitFor("a revocation", func() bool { _, err := other.Lookup(ctx, tok); return errors.Is(err, ErrRevoked) })
 	// A revocation of more leases than one notification names.
 	var toks []string
 	for range maxNotifyIDs + 10 {
@@ -166,12 +168,16 @@ func TestNotificationsReachOtherNodes(t *testing.T) {
 		}
 		toks = append(toks, tok)
 	}
-	waitFor("new leases", func() bool { _, err := other.Lookup(toks[len(toks)-1]); return err == nil })
+	for _, tok := range toks { // into the other node's view: the revocation must reach it there
+		if _, err := other.Lookup(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
 	if ids, err := a.Revoke(ctx, store.LeaseFilter{Grant: "mass"}, "test"); err != nil || len(ids) != len(toks) {
 		t.Fatalf("revoked %d: %v", len(ids), err)
 	}
 	for _, tok := range toks {
-		waitFor("a mass revocation", func() bool { _, err := other.Lookup(tok); return errors.Is(err, ErrRevoked) })
+		waitFor("a mass revocation", func() bool { _, err := other.Lookup(ctx, tok); return errors.Is(err, ErrRevoked) })
 	}
 }
 
@@ -351,14 +357,64 @@ func TestPollReadsOncePerPage(t *testing.T) {
 				t.Errorf("the poll read the feed %d times, want %d", got, tc.reads)
 			}
 			for _, tok := range toks[:tc.slow] {
-				if _, err := other.Lookup(tok); !errors.Is(err, ErrRevoked) {
+				if _, err := other.Lookup(ctx, tok); !errors.Is(err, ErrRevoked) {
 					t.Errorf("a revocation of the transaction that ended was not applied: %v", err)
 				}
 			}
 			for _, tok := range fresh {
-				if _, err := other.Lookup(tok); err != nil {
+				if _, err := other.Lookup(ctx, tok); err != nil {
 					t.Errorf("a new lease was not applied: %v", err)
 				}
+			}
+		})
+	}
+}
+
+// hashReads counts the store reads of leases by token hash, and can hold
+// the first one after it has read (held non-nil) until released.
+type hashReads struct {
+	*store.DB
+	reads         atomic.Int64
+	held, release chan struct{}
+	once          sync.Once
+}
+
+func (h *hashReads) LeaseByHash(ctx context.Context, hash [32]byte) (store.Lease, error) {
+	h.reads.Add(1)
+	l, err := h.DB.LeaseByHash(ctx, hash)
+	if h.held != nil {
+		h.once.Do(func() { close(h.held); <-h.release })
+	}
+	return l, err
+}
+
+// A revocation applied on a node while it reads that lease from the store
+// (the lease was not in its view, so the revocation changed nothing there)
+// is not lost when the read is put in: the read is made again.
+func TestLookupReadOverlappingARevocation(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			a := newManager(t, b.DB, c)
+			reads := &hashReads{DB: b.Another(t), held: make(chan struct{}), release: make(chan struct{})}
+			other := newManager(t, reads, c)
+			tok, l, err := a.Issue(ctx, req("deploy")) // after other loaded: not in its view
+			if err != nil {
+				t.Fatal(err)
+			}
+			got := make(chan error, 1)
+			go func() { _, err := other.Lookup(ctx, tok); got <- err }()
+			<-reads.held // read live, not yet in the view
+			if _, err := a.Revoke(ctx, store.LeaseFilter{ID: l.ID}, "test"); err != nil {
+				t.Fatal(err)
+			}
+			other.markRevoked([]string{l.ID}) // as a notification applies it
+			close(reads.release)
+			if err := <-got; !errors.Is(err, ErrRevoked) {
+				t.Fatalf("lookup = %v, want %v", err, ErrRevoked)
+			}
+			if n := reads.reads.Load(); n != 2 {
+				t.Fatalf("%d reads, want 2 (the overlapped one again)", n)
 			}
 		})
 	}

@@ -1,7 +1,10 @@
 // Package lease issues, looks up, renews and revokes job tokens, and keeps
 // the in-memory view of live tokens that the gateway consults on every
 // request without a store round trip. The same code path that revokes in the
-// store updates the view, and a poller follows other nodes' changes.
+// store updates the view, and a poller follows other nodes' changes to the
+// leases in it. A node reads another node's lease from the store when its
+// token first reaches it, so a new lease costs the other nodes of a cluster
+// nothing until then.
 //
 // It never keeps or returns a token in the clear after minting it: the view
 // and the store are keyed by the token's keyed hash.
@@ -22,11 +25,14 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// Errors from Lookup; the API maps all of them to 401 invalid_token.
+// Errors from Lookup; the API maps all of them to 401 invalid_token. (A
+// store that fails while Lookup reads a lease the view lacks is an error
+// wrapping failclosed.ErrUnavailable instead: 503.)
 var (
 	ErrUnknown = errors.New("unknown token")
 	ErrExpired = errors.New("token expired")
@@ -39,6 +45,7 @@ type Store interface {
 	InsertLease(ctx context.Context, l store.Lease) error
 	LeaseByID(ctx context.Context, id string) (store.Lease, error)
 	LeaseByHash(ctx context.Context, hash [32]byte) (store.Lease, error)
+	LiveLeaseCounts(ctx context.Context, now time.Time) (int, map[string]int, error)
 	LeasesByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Lease, error)
 	ListLeases(ctx context.Context, f store.LeaseFilter) ([]store.Lease, error)
 	RevokeLeasesNoted(ctx context.Context, f store.LeaseFilter, at time.Time, reason string, n *store.Note) ([]string, error)
@@ -114,6 +121,18 @@ type Manager struct {
 	live map[[32]byte]*Live
 	byID map[string]*Live
 
+	// unseen counts changes to leases that were not in the view when they
+	// were applied (a revocation or renewal of another node's lease). It
+	// moves under mu (read-locked at least); fetch compares it under the
+	// write lock, so that a lease read from the store before such a change
+	// is read again rather than put in the view without it.
+	unseen atomic.Uint64
+	// absent remembers token hashes the store has no lease for (at most
+	// maxAbsent, then forgotten at once): tokens are random, so a hash
+	// unknown now stays unknown, and a token sent again and again costs
+	// one read. Under mu.
+	absent map[[32]byte]struct{}
+
 	pollMu sync.Mutex
 	cursor int64 // the highest sequence number read
 	// inProgress holds the transactions in progress when the feed was
@@ -126,7 +145,7 @@ type Manager struct {
 	notifier Notifier      // nil: no push (embedded store)
 	origin   string        // names this node in notifications
 	kick     chan struct{} // a notification asks for a poll
-	changed  atomic.Bool   // this node issued or renewed since it last told the others
+	changed  atomic.Bool   // this node renewed since it last told the others
 }
 
 // New returns a Manager over st hashing tokens with hasher. Call Load
@@ -148,7 +167,7 @@ func New(st Store, hasher *token.Hasher, opts Options) *Manager {
 		opts.PageSize = 5000
 	}
 	m := &Manager{st: st, hasher: hasher, opts: opts, live: map[[32]byte]*Live{}, byID: map[string]*Live{},
-		inProgress: map[uint64]bool{}, kick: make(chan struct{}, 1)}
+		absent: map[[32]byte]struct{}{}, inProgress: map[uint64]bool{}, kick: make(chan struct{}, 1)}
 	if n, ok := st.(Notifier); ok && n.Notifies() {
 		m.notifier = n
 		var b [6]byte
@@ -284,7 +303,6 @@ func (m *Manager) Issue(ctx context.Context, r Request) (string, *Live, error) {
 		m.mu.Unlock()
 		return "", nil, fmt.Errorf("lease: issue: %w", err)
 	}
-	m.changed.Store(true)
 	return tok, l, nil
 }
 
@@ -301,9 +319,11 @@ func newID(now time.Time) (string, error) {
 	return "lse_" + hex.EncodeToString(b[:]), nil
 }
 
-// Lookup finds the live lease of a token in memory. It is the gateway's
-// hot path: one keyed hash and one map read.
-func (m *Manager) Lookup(tok string) (*Live, error) {
+// Lookup finds the live lease of a token. It is the gateway's hot path:
+// one keyed hash and one map read. A token the view does not hold (another
+// node issued it since this one loaded, or the sweep dropped it) is read
+// from the store once and kept in the view.
+func (m *Manager) Lookup(ctx context.Context, tok string) (*Live, error) {
 	if k, err := token.Parse(tok); err != nil || k != token.Job {
 		return nil, ErrUnknown
 	}
@@ -312,12 +332,65 @@ func (m *Manager) Lookup(tok string) (*Live, error) {
 	l := m.live[h]
 	m.mu.RUnlock()
 	if l == nil {
-		return nil, ErrUnknown
+		var err error
+		if l, err = m.fetch(ctx, h); err != nil {
+			return nil, err
+		}
 	}
 	if err := m.check(l); err != nil {
 		return l, err
 	}
 	return l, nil
+}
+
+// maxAbsent bounds the hashes remembered as having no lease.
+const maxAbsent = 4096
+
+// fetch reads the lease of token hash h from the store into the view, as
+// it is stored (revoked or expired ones too: a leaked token sent again and
+// again is then refused from memory until the sweep).
+//
+// A revocation of a lease the view lacks changes nothing in it, so one
+// applied while the lease is being read would be lost when the read is
+// put in. It is not: such changes move unseen, and a read that overlapped
+// one is read again (it sees the change, which committed before it was
+// applied here).
+func (m *Manager) fetch(ctx context.Context, h [32]byte) (*Live, error) {
+	m.mu.RLock()
+	_, absent := m.absent[h]
+	m.mu.RUnlock()
+	if absent {
+		return nil, ErrUnknown
+	}
+	for range 3 {
+		seen := m.unseen.Load()
+		s, err := m.st.LeaseByHash(ctx, h)
+		if errors.Is(err, store.ErrNotFound) {
+			m.mu.Lock()
+			if len(m.absent) >= maxAbsent {
+				clear(m.absent)
+			}
+			m.absent[h] = struct{}{}
+			m.mu.Unlock()
+			return nil, ErrUnknown
+		}
+		if err != nil {
+			return nil, fmt.Errorf("lease: %w: reading a token's lease: %w", failclosed.ErrUnavailable, err)
+		}
+		m.mu.Lock()
+		if l := m.live[h]; l != nil { // put in meanwhile (its own lookup, or an issue)
+			m.mu.Unlock()
+			return l, nil
+		}
+		if m.unseen.Load() == seen {
+			l := fromStore(s)
+			m.putLocked(l)
+			m.mu.Unlock()
+			return l, nil
+		}
+		m.mu.Unlock()
+	}
+	return nil, fmt.Errorf("lease: %w: reading a token's lease: changed at every read", failclosed.ErrUnavailable)
 }
 
 func (m *Manager) check(l *Live) error {
@@ -369,7 +442,7 @@ func (m *Manager) Renew(ctx context.Context, tok string, ttl time.Duration) (*Li
 // the Note it returns is written in the renewal's own transaction; an
 // error from it, or from the Note, leaves the lease as it was.
 func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, note func(l *Live, exp time.Time) (*store.Note, error)) (*Live, error) {
-	l, err := m.Lookup(tok)
+	l, err := m.Lookup(ctx, tok)
 	if err != nil {
 		return nil, err
 	}
@@ -582,10 +655,16 @@ func (m *Manager) RevokeNoted(ctx context.Context, f store.LeaseFilter, reason s
 
 func (m *Manager) markRevoked(ids []string) {
 	m.mu.RLock()
+	missed := false
 	for _, id := range ids {
 		if l := m.byID[id]; l != nil {
 			l.revoked.Store(true)
+		} else {
+			missed = true
 		}
+	}
+	if missed {
+		m.unseen.Add(1) // see fetch
 	}
 	m.mu.RUnlock()
 }
@@ -606,8 +685,10 @@ func (m *Manager) LiveCount() int {
 }
 
 // Active is the number of leases in the view that are neither revoked nor
-// expired: the tokens that would work right now. It walks the view, so it
-// is for metrics and status, not for a request path.
+// expired: the tokens that would work right now on this node without a
+// store read. It walks the view, so it is for metrics, not for a request
+// path. In a cluster the view holds the leases this node issued, met or
+// found at its start: Counts gives the whole store's.
 func (m *Manager) Active() int {
 	now := m.opts.Now().UnixNano()
 	m.mu.RLock()
@@ -619,23 +700,6 @@ func (m *Manager) Active() int {
 		}
 	}
 	return n
-}
-
-// ActiveByGrant counts the leases of Active by grant (a lease with two
-// grants counts for each).
-func (m *Manager) ActiveByGrant() map[string]int {
-	now := m.opts.Now().UnixNano()
-	out := map[string]int{}
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	for _, l := range m.byID {
-		if !l.revoked.Load() && now < l.expires.Load() {
-			for _, g := range l.Grants {
-				out[g]++
-			}
-		}
-	}
-	return out
 }
 
 // List returns stored leases (never tokens) that f selects.
@@ -761,33 +825,30 @@ func (m *Manager) applyChanges(cs []store.LeaseChange) {
 	if len(cs) == 0 {
 		return
 	}
-	now := m.opts.Now().UnixNano()
 	// Under the read lock: revocations and renewals only store into
 	// atomics, so lookups (and revocations pushed by notifications) go on
-	// while a page of a mass revocation is applied. New leases are put in
-	// under the write lock afterwards.
-	var add []*store.Lease
+	// while a page of a mass revocation is applied.
 	m.mu.RLock()
+	defer m.mu.RUnlock()
+	missed := false
 	for _, c := range cs {
-		if c.Own {
-			continue // made on this node, which updated its view then
+		if c.Own || c.Kind == "issue" {
+			// Made on this node, which updated its view then; or an issue
+			// event of an older mayfly: a lease is read when first used.
+			continue
 		}
 		l := m.byID[c.LeaseID]
+		if l == nil {
+			missed = true // read from the store if ever looked up
+			continue
+		}
 		if c.Kind == "revoke" {
-			if l != nil {
-				l.revoked.Store(true)
-			}
+			l.revoked.Store(true)
 			continue
 		}
 		s := c.Lease
 		if s == nil {
 			continue // swept already
-		}
-		if l == nil {
-			if s.RevokedAt.IsZero() && s.ExpiresAt.UnixNano() > now {
-				add = append(add, s)
-			}
-			continue
 		}
 		if e := s.ExpiresAt.UnixNano(); e > l.expires.Load() {
 			l.expires.Store(e)
@@ -796,22 +857,13 @@ func (m *Manager) applyChanges(cs []store.LeaseChange) {
 			l.revoked.Store(true)
 		}
 	}
-	m.mu.RUnlock()
-	if len(add) == 0 {
-		return
-	}
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	for _, s := range add {
-		if _, ok := m.byID[s.ID]; !ok { // put in meanwhile: it is as new
-			m.putLocked(fromStore(*s))
-		}
+	if missed {
+		m.unseen.Add(1) // see fetch
 	}
 }
 
 // Notifications: "r ORIGIN ID…" names leases revoked (applied on receipt,
-// no read), "c ORIGIN" says leases were issued or renewed (a poll reads
-// them). A revocation of more leases than fit a few notifications is
+// no read), "c ORIGIN" says leases were renewed (a poll reads them). A revocation of more leases than fit a few notifications is
 // announced as "c": the feed carries it.
 const maxNotifyIDs = 256
 
@@ -846,13 +898,13 @@ func (m *Manager) notify(ctx context.Context, payload string) {
 }
 
 // notifySpacing is the least time between two "c" notifications of a
-// node, and between two polls they ask for: a token issued on one node is
-// known to the others within about twice that, and the reads it costs do
-// not grow with the rate of exchanges or the number of nodes.
+// node, and between two polls they ask for: a renewal on one node is known
+// to the others within about twice that, and the reads it costs do not
+// grow with the rate of renewals or the number of nodes.
 const notifySpacing = 25 * time.Millisecond
 
 // tellChanges sends "c" at most every notifySpacing while this node
-// issues or renews, so that other nodes know of a new token soon.
+// renews, so that other nodes holding the lease extend it soon.
 func (m *Manager) tellChanges(ctx context.Context) {
 	t := time.NewTicker(notifySpacing)
 	defer t.Stop()
@@ -933,6 +985,16 @@ func isHex(s string, n int) bool {
 		}
 	}
 	return true
+}
+
+// Counts returns the number of live leases in the store (every node's),
+// in all and by grant (a lease with two grants counts for each).
+func (m *Manager) Counts(ctx context.Context) (int, map[string]int, error) {
+	n, byGrant, err := m.st.LiveLeaseCounts(ctx, m.opts.Now())
+	if err != nil {
+		return 0, nil, fmt.Errorf("lease: %w", err)
+	}
+	return n, byGrant, nil
 }
 
 // ForgetGrant marks every lease of grant revoked in the view, for a

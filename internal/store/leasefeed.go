@@ -10,8 +10,10 @@ import (
 )
 
 // The lease feed is how the nodes sharing a database follow each other's
-// lease changes: every issue, renewal and revocation writes an event with a
-// sequence number, and each node reads the events after the last it saw.
+// changes to the leases they hold: every renewal and revocation writes an
+// event with a sequence number, and each node reads the events after the
+// last it saw. Issues write none: a node reads another node's lease when
+// its token first reaches it (lease.Manager.Lookup).
 //
 // On PostgreSQL sequence numbers are taken before commit, so a transaction
 // can commit a lower number after a higher one was read: a reader that
@@ -43,12 +45,12 @@ func newFeedReader(dsn string) (*sql.DB, error) {
 // LeaseChange is one lease event as a following node needs it.
 type LeaseChange struct {
 	Seq     int64
-	Kind    string // "issue", "renew", "revoke"
+	Kind    string // "renew", "revoke" ("issue" in stores written before 2026-12-06)
 	LeaseID string
 	// Own: written through this handle, whose view has it already.
 	Own bool
-	// Lease is the lease as stored now, for another handle's issue and
-	// renew events (nil for revocations, own events, swept leases).
+	// Lease is the lease as stored now, for another handle's renew events
+	// (nil for other kinds, own events, swept leases).
 	Lease *Lease
 }
 
@@ -97,9 +99,9 @@ func (db *DB) LeaseFeedStart(ctx context.Context) (int64, []uint64, error) {
 	return n.Int64, xs, nil
 }
 
-// LeaseFeedRead reads one page of the feed. Another handle's issue and
-// renew events come with their lease as stored now, in the same statement:
-// no read per event.
+// LeaseFeedRead reads one page of the feed. Another handle's renew events
+// come with their lease as stored now, in the same statement: no read per
+// event.
 func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed, error) {
 	if r.Limit <= 0 {
 		r.Limit = 1000
@@ -111,7 +113,7 @@ func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed,
 	// LIMIT a cached generic plan cannot know it is small. The lease of
 	// an event is looked up by its key, per event (LIMIT 1 keeps the
 	// planner from hashing the whole leases table for every page), and
-	// not at all for revocations and this handle's own events.
+	// only for another handle's renewals.
 	var out LeaseFeed
 	var rows *sql.Rows
 	var err error
@@ -134,12 +136,12 @@ back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin
 ev AS (SELECT * FROM head UNION ALL SELECT * FROM back)
 SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $5, `+prefixed("l.", leaseCols)+`
 FROM snap LEFT JOIN (ev LEFT JOIN LATERAL (SELECT * FROM leases
-	WHERE leases.id = ev.lease_id AND ev.kind <> 'revoke' AND ev.origin <> $5 LIMIT 1) l ON true) ON true
+	WHERE leases.id = ev.lease_id AND ev.kind = 'renew' AND ev.origin <> $5 LIMIT 1) l ON true) ON true
 ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, xs, afters, uptos, db.origin)
 	} else {
 		rows, err = db.read.QueryContext(ctx, `
 SELECT '', 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
-FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id AND e.kind <> 'revoke' AND e.origin <> ?
+FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id AND e.kind = 'renew' AND e.origin <> ?
 WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
 	}
 	if err != nil {

@@ -64,7 +64,7 @@ var ErrReplay = errors.New("store: jti already used")
 type LeaseEvent struct {
 	Seq     int64
 	LeaseID string
-	Kind    string // "issue", "renew", "revoke"
+	Kind    string // "renew", "revoke" ("issue" in stores written before 2026-12-06)
 }
 
 // LeaseFilter selects leases. Empty fields match anything.
@@ -158,7 +158,9 @@ func (f LeaseFilter) selective() bool {
 const leaseCols = `id, token_hash, issuer, subject, job, claims, grants, issued_at, expires_at, max_expires_at, source, bind_source, jkt, uses, max_uses, revoked_at, revoke_reason`
 
 // InsertLease stores a new lease; ErrExists if its id or token hash is
-// already taken.
+// already taken. It writes no feed event: other nodes read a lease from the
+// store when its token first reaches them (lease.Manager.Lookup), so a new
+// lease costs them nothing until then.
 func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	claims, err := json.Marshal(l.Claims)
 	if err != nil {
@@ -215,9 +217,6 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 		if err := db.execOne(ctx, tx, ErrExists, `INSERT INTO leases (`+leaseCols+`) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING`, args...); err != nil {
 			return err
 		}
-		if err := db.event(ctx, tx, l.ID, "issue"); err != nil {
-			return err
-		}
 		return db.note(ctx, tx, l.Note, Changes{Leases: []string{l.ID}})
 	})
 	if err != nil {
@@ -264,8 +263,7 @@ func (db *DB) insertLeaseOne(ctx context.Context, tx *sql.Tx, l Lease, claims st
 	if len(cond) > 0 {
 		q.WriteString(` WHERE ` + strings.Join(cond, ` AND `))
 	}
-	q.WriteString(` ON CONFLICT DO NOTHING RETURNING id), e AS (INSERT INTO lease_events (lease_id, kind, origin) SELECT id, 'issue', ? FROM l)`)
-	args = append(args, db.origin)
+	q.WriteString(` ON CONFLICT DO NOTHING RETURNING id)`)
 	for i, r := range recs {
 		fmt.Fprintf(&q, `, p%d AS (INSERT INTO audit_pending (data) SELECT ? WHERE EXISTS (SELECT 1 FROM l) RETURNING id)`, i)
 		args = append(args, r)
@@ -343,6 +341,33 @@ func scanLease(r scanner) (Lease, error) {
 	l.BindSource = bind == 1
 	l.RevokedAt = nullNanos(revoked)
 	return l, nil
+}
+
+// LiveLeaseCounts counts the leases live at now (neither revoked nor
+// expired), in all and by grant (a lease with two grants counts for each):
+// the whole store's, where a node's view holds only the leases it has met.
+func (db *DB) LiveLeaseCounts(ctx context.Context, now time.Time) (int, map[string]int, error) {
+	rows, err := db.query(ctx, `SELECT grants, COUNT(*) FROM leases WHERE revoked_at IS NULL AND expires_at > ? GROUP BY grants`, nanos(now))
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: count live leases: %w", err)
+	}
+	defer rows.Close()
+	total, byGrant := 0, map[string]int{}
+	for rows.Next() {
+		var grants string
+		var n int
+		if err := rows.Scan(&grants, &n); err != nil {
+			return 0, nil, fmt.Errorf("store: count live leases: %w", err)
+		}
+		total += n
+		for _, g := range strings.Fields(grants) {
+			byGrant[g] += n
+		}
+	}
+	if err := rows.Err(); err != nil {
+		return 0, nil, fmt.Errorf("store: count live leases: %w", err)
+	}
+	return total, byGrant, nil
 }
 
 // LeaseByHash finds a lease by its token's keyed hash (live or not).
