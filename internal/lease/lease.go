@@ -362,7 +362,7 @@ func (m *Manager) fetch(ctx context.Context, h [32]byte) (*Live, error) {
 	if absent {
 		return nil, ErrUnknown
 	}
-	for range 3 {
+	for range 4 {
 		seen := m.unseen.Load()
 		s, err := m.st.LeaseByHash(ctx, h)
 		if errors.Is(err, store.ErrNotFound) {

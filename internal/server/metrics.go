@@ -34,7 +34,7 @@ func registerNodeMetrics(reg prometheus.Registerer, leases *lease.Manager) error
 		[]string{"version", "revision", "goversion"})
 	bi.WithLabelValues(v.Version, v.Revision, v.GoVersion).Set(1)
 	active := prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "mayfly_leases_active",
-		Help: "Job tokens on this node that are neither expired nor revoked."},
+		Help: "Job tokens held in this node's memory (issued or used here, or live at its start) that are neither expired nor revoked."},
 		func() float64 { return float64(leases.Active()) })
 	for _, c := range []prometheus.Collector{bi, active} {
 		if err := reg.Register(c); err != nil {
