@@ -143,11 +143,20 @@ func TestConsoleInBrowser(t *testing.T) {
 	}
 	text := func(sel string) string {
 		t.Helper()
-		s, err := chromedp.Run(ctx, chromedp.Text(chromedp.CSS(sel)))
-		if err != nil {
-			fail("text of "+sel, err)
+		// Read by the page's own script, not by chromedp's DOM node ids:
+		// after a navigation the page made itself (a form's submit), those
+		// ids may still be the previous page's ("No node with given id").
+		q, _ := json.Marshal(sel)
+		js := fmt.Sprintf(`(() => { const e = document.querySelector(%s); return e ? [e.innerText] : []; })()`, q)
+		for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+			got, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](js))
+			switch {
+			case err == nil && len(got) == 1:
+				return got[0]
+			case time.Now().After(deadline):
+				fail("text of "+sel, fmt.Errorf("no such element (last error: %v)", err))
+			}
 		}
-		return s
 	}
 	shot := func(name string) {
 		t.Helper()
