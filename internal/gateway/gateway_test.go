@@ -37,6 +37,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -258,6 +259,7 @@ type harness struct {
 	gw     *Gateway
 	srv    *httptest.Server
 	leases *lease.Manager
+	db     *store.DB
 	log    *auditlog.Log
 	aud    *failingAuditor
 	clk    *clock
@@ -359,6 +361,7 @@ func newHarness(t *testing.T) *harness {
 	ctx := context.Background()
 	h := &harness{t: t, up: newUpstream(t), clk: &clock{t: time.Now()}, pol: &policyHolder{}, reg: prometheus.NewRegistry()}
 	db := storetest.SQLite(t).DB
+	h.db = db
 	hasher, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
 	if err != nil {
 		t.Fatal(err)
@@ -794,6 +797,44 @@ type downReplay struct{}
 
 func (downReplay) UseJTI(context.Context, string, string, time.Time) (bool, error) {
 	return false, errors.New("store down")
+}
+
+// downLookups is a store whose reads of a lease by token hash fail.
+type downLookups struct{ *store.DB }
+
+func (downLookups) LeaseByHash(context.Context, [32]byte) (store.Lease, error) {
+	return store.Lease{}, errors.New("store down")
+}
+
+// When the lease of a token this node does not hold (another node issued
+// it) cannot be read from the store, the request is answered 503, not 401
+// as for a bad token, and never forwarded.
+func TestTokenLookupStoreDown(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}}) // in h.leases' view only
+	hasher, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	other := lease.New(downLookups{h.db}, hasher, lease.Options{Now: h.clk.Now})
+	gw, err := New(Config{Leases: other, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
+		ClientIP: clientip.New(nil)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	req, _ := http.NewRequest("GET", srv.URL+"/gw/api/repos/acme/app/x", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	before := h.up.count()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || h.up.count() != before {
+		t.Fatalf("status %d, upstream reached: %v", resp.StatusCode, h.up.count() != before)
+	}
 }
 
 // When the shared DPoP replay store cannot answer, a key-bound request is
