@@ -799,6 +799,21 @@ func (downReplay) UseJTI(context.Context, string, string, time.Time) (bool, erro
 	return false, errors.New("store down")
 }
 
+// unavailable sends req (to a gateway of its own) and wants 503 with the
+// upstream never reached.
+func (h *harness) unavailable(req *http.Request) {
+	h.t.Helper()
+	before := h.up.count()
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 503 || h.up.count() != before {
+		h.t.Fatalf("status %d, upstream reached: %v", resp.StatusCode, h.up.count() != before)
+	}
+}
+
 // downLookups is a store whose reads of a lease by token hash fail.
 type downLookups struct{ *store.DB }
 
@@ -826,15 +841,7 @@ func TestTokenLookupStoreDown(t *testing.T) {
 	t.Cleanup(srv.Close)
 	req, _ := http.NewRequest("GET", srv.URL+"/gw/api/repos/acme/app/x", nil)
 	req.Header.Set("Authorization", "Bearer "+tok)
-	before := h.up.count()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 503 || h.up.count() != before {
-		t.Fatalf("status %d, upstream reached: %v", resp.StatusCode, h.up.count() != before)
-	}
+	h.unavailable(req)
 }
 
 // When the shared DPoP replay store cannot answer, a key-bound request is
@@ -856,15 +863,7 @@ func TestDPoPReplayStoreDown(t *testing.T) {
 	req, _ := http.NewRequest("GET", u, nil)
 	req.Header.Set("Authorization", "DPoP "+tok)
 	req.Header.Set("DPoP", proof)
-	before := h.up.count()
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	resp.Body.Close()
-	if resp.StatusCode != 503 || h.up.count() != before {
-		t.Fatalf("status %d, upstream reached: %v", resp.StatusCode, h.up.count() != before)
-	}
+	h.unavailable(req)
 }
 
 func TestDPoP(t *testing.T) {
