@@ -62,11 +62,18 @@ var (
 	base     = flag.String("base", "", "also build ./cmd/mayfly in this source tree (say, a worktree of main) and interleave its rounds with this tree's, for a before/after in one run")
 	split    = flag.Bool("split-procs", false, "give each node GOMAXPROCS = cores / nodes (at least 1), as if each had its own share of the machine")
 	first    = flag.Bool("first", false, "send every request to the first node (3 nodes run, one serves): separates the cluster's own costs from spreading the load")
+	control  = flag.Bool("control", true, "each round, also serve the gateway phase's load with 1 and 3 processes of a pooled Go reverse proxy (no database): the machine's own 3-vs-1 ratio")
+	role     = flag.String("role", "", "internal: goproxy runs one control proxy")
+	upstream = flag.String("upstream", "", "internal: the control proxy's upstream")
 )
 
 func main() {
 	flag.Parse()
 	log.SetFlags(0)
+	if *role == "goproxy" {
+		runGoProxy(*upstream)
+		return
+	}
 	tmp, err := os.MkdirTemp("", "mayfly-cluster-bench-")
 	check(err)
 	defer os.RemoveAll(tmp)
@@ -90,7 +97,15 @@ func main() {
 	defer up.Close()
 
 	all := make([]map[int][]result, len(builds))
+	ctl := map[int][]controlResult{}
 	for r := 0; r < *rounds; r++ {
+		if *control {
+			for _, n := range []int{1, 3} {
+				c := runControl(up.URL, n)
+				ctl[n] = append(ctl[n], c)
+				fmt.Printf("round %d, control (Go reverse proxies, no database), %d process(es): %.0f calls/s, %.0f µs CPU per call\n", r+1, n, c.perSec, c.cpuPerCall)
+			}
+		}
 		for k := range builds {
 			// The builds take turns at going first: later phases run on a
 			// database that has taken more writes, so a fixed order
@@ -110,9 +125,27 @@ func main() {
 			}
 		}
 	}
+	ctlRatio := 0.0
+	if *control {
+		med := func(n int, f func(controlResult) float64) float64 {
+			var xs []float64
+			for _, c := range ctl[n] {
+				xs = append(xs, f(c))
+			}
+			slices.Sort(xs)
+			return xs[len(xs)/2]
+		}
+		per := func(c controlResult) float64 { return c.perSec }
+		cpu := func(c controlResult) float64 { return c.cpuPerCall }
+		ctlRatio = med(3, per) / med(1, per)
+		fmt.Printf("\n== control: pooled Go reverse proxies, no database, the gateway phase's load\n")
+		fmt.Printf("%-34s %10s %10s %7s\n", "", "1 process", "3", "ratio")
+		fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "calls/s", med(1, per), med(3, per), ctlRatio)
+		fmt.Printf("%-34s %10.0f %10.0f\n", "CPU per call, µs", med(1, cpu), med(3, cpu))
+	}
 	for b, bd := range builds {
 		fmt.Printf("\n== %s", bd.name)
-		summarize(all[b])
+		summarize(all[b], ctlRatio)
 	}
 }
 
@@ -134,7 +167,7 @@ func build(tmp, dir, name string) string {
 
 // summarize prints the medians of one build's rounds, and where a cluster
 // of such nodes stops scaling.
-func summarize(results map[int][]result) {
+func summarize(results map[int][]result, ctlRatio float64) {
 	med := func(n int, f func(result) float64) float64 {
 		var xs []float64
 		for _, r := range results[n] {
@@ -153,6 +186,9 @@ func summarize(results map[int][]result) {
 	fmt.Printf("%-34s %10s %10s %7s\n", "", "1 node", "3 nodes", "ratio")
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "exchanges/s", med(1, ex), med(3, ex), med(3, ex)/med(1, ex))
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "gateway calls/s", med(1, gw), med(3, gw), med(3, gw)/med(1, gw))
+	if ctlRatio > 0 {
+		fmt.Printf("%-34s %28.2f\n", "gateway ratio ÷ the control's", med(3, gw)/med(1, gw)/ctlRatio)
+	}
 	for _, n := range []int{1, 3} {
 		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/exchange, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerExchange }))
 		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/gateway call, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerGateway }))
