@@ -8,7 +8,11 @@
 // It starts a private PostgreSQL (initdb/pg_ctl from /usr/lib/postgresql/*
 // on a 127.0.0.1 port, removed at the end) with pg_stat_statements loaded.
 //
-//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2] [-per-node] [-top N] [-pprof DIR]
+//	go run ./bench/cluster [-clients 16] [-duration 10s] [-rounds 2] [-per-node] [-top N] [-pprof DIR] [-control=false]
+//
+// Each round also serves the gateway phase's load with 1 and 3 processes
+// of a pooled httputil.ReverseProxy that share nothing (control.go): the
+// 3-vs-1 ratio the machine's shared cores allow without any cluster.
 //
 // -per-node gives every node the same number of clients, as a real
 // cluster whose load grows with its nodes: statements per request then
