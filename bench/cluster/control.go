@@ -8,7 +8,6 @@ import (
 	"log"
 	"net"
 	"net/http"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -19,6 +18,8 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/bench/internal/goproxy"
 )
 
 // The control: the same clients and upstream, served by 1 and then 3
@@ -103,12 +104,7 @@ func runControl(upURL string, n int) controlResult {
 func runGoProxy(upstream string) {
 	target, err := url.Parse(upstream)
 	check(err)
-	proxy := &httputil.ReverseProxy{
-		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport:  &http.Transport{MaxIdleConnsPerHost: 256, IdleConnTimeout: 90 * time.Second},
-		BufferPool: &bufPool{c: make(chan []byte, 256)},
-		ErrorLog:   log.New(io.Discard, "", 0), // the phase ends with requests in flight
-	}
+	proxy := goproxy.New(target, nil)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	fmt.Printf("http://%s\n", l.Addr())
@@ -117,23 +113,4 @@ func runGoProxy(upstream string) {
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, os.Interrupt, syscall.SIGTERM)
 	<-sig
-}
-
-// bufPool is httputil.BufferPool over a channel of 32 KiB buffers.
-type bufPool struct{ c chan []byte }
-
-func (p *bufPool) Get() []byte {
-	select {
-	case b := <-p.c:
-		return b
-	default:
-		return make([]byte, 32<<10)
-	}
-}
-
-func (p *bufPool) Put(b []byte) {
-	select {
-	case p.c <- b:
-	default:
-	}
 }

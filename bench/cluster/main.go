@@ -131,14 +131,7 @@ func main() {
 	}
 	ctlRatio := 0.0
 	if *control {
-		med := func(n int, f func(controlResult) float64) float64 {
-			var xs []float64
-			for _, c := range ctl[n] {
-				xs = append(xs, f(c))
-			}
-			slices.Sort(xs)
-			return xs[len(xs)/2]
-		}
+		med := func(n int, f func(controlResult) float64) float64 { return median(ctl[n], f) }
 		per := func(c controlResult) float64 { return c.perSec }
 		cpu := func(c controlResult) float64 { return c.cpuPerCall }
 		ctlRatio = med(3, per) / med(1, per)
@@ -169,17 +162,20 @@ func build(tmp, dir, name string) string {
 	return bin
 }
 
+// median is the median of f over xs (not empty).
+func median[T any](xs []T, f func(T) float64) float64 {
+	v := make([]float64, 0, len(xs))
+	for _, x := range xs {
+		v = append(v, f(x))
+	}
+	slices.Sort(v)
+	return v[len(v)/2]
+}
+
 // summarize prints the medians of one build's rounds, and where a cluster
 // of such nodes stops scaling.
 func summarize(results map[int][]result, ctlRatio float64) {
-	med := func(n int, f func(result) float64) float64 {
-		var xs []float64
-		for _, r := range results[n] {
-			xs = append(xs, f(r))
-		}
-		slices.Sort(xs)
-		return xs[len(xs)/2]
-	}
+	med := func(n int, f func(result) float64) float64 { return median(results[n], f) }
 	ex := func(r result) float64 { return r.exchangesPerSec }
 	gw := func(r result) float64 { return r.gatewayPerSec }
 	per := "in all"

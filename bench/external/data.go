@@ -19,25 +19,6 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
-// bufPool is a bounded pool of copy buffers, as the gateway has.
-type bufPool struct{ c chan []byte }
-
-func (b *bufPool) Get() []byte {
-	select {
-	case s := <-b.c:
-		return s
-	default:
-		return make([]byte, 32<<10)
-	}
-}
-
-func (b *bufPool) Put(s []byte) {
-	select {
-	case b.c <- s[:cap(s)]:
-	default:
-	}
-}
-
 // gzipLines is n bytes of JSON lines (an API's list response or a log
 // export), gzip-encoded at the default level as a web server would.
 func gzipLines(n int64) []byte {

@@ -48,7 +48,6 @@ import (
 	"net"
 	"net/http"
 	"net/http/httptest"
-	"net/http/httputil"
 	"net/url"
 	"os"
 	"os/exec"
@@ -60,6 +59,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/goproxy"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 )
 
@@ -1014,8 +1014,7 @@ func runUpstream() {
 	waitSignal()
 }
 
-// runGoProxy is the anchor a Go programmer would write: httputil.ReverseProxy
-// with a pooled copy buffer and a kept-alive transport.
+// runGoProxy serves the anchor a Go programmer would write (goproxy).
 func runGoProxy() {
 	target, err := url.Parse(*upstreamArg)
 	check(err)
@@ -1024,12 +1023,7 @@ func runGoProxy() {
 		MaxIdleConnsPerHost: 256,
 		IdleConnTimeout:     90 * time.Second,
 	}
-	proxy := &httputil.ReverseProxy{
-		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
-		Transport:  tr,
-		BufferPool: &bufPool{c: make(chan []byte, 256)},
-		ErrorLog:   log.New(io.Discard, "", 0), // wrk ends with requests in flight
-	}
+	proxy := goproxy.New(target, tr)
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	check(err)
 	srv := &http.Server{Handler: proxy, ReadHeaderTimeout: 10 * time.Second, ErrorLog: log.New(io.Discard, "", 0)}

@@ -31,6 +31,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/goproxy"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/gateway"
@@ -98,7 +99,7 @@ func main() {
 	bareURL, stopBare := serve(&httputil.ReverseProxy{
 		Rewrite:    func(pr *httputil.ProxyRequest) { pr.SetURL(target) },
 		Transport:  transport(),
-		BufferPool: &bufPool{c: make(chan []byte, 256)}, // as the gateway: no 32 KiB garbage per response
+		BufferPool: goproxy.NewBufferPool(256), // as the gateway: no 32 KiB garbage per response
 	})
 	defer stopBare()
 
@@ -362,24 +363,3 @@ func (a *nopAuditor) Begin(context.Context, audit.Event) *auditlog.Intent {
 }
 
 func (a *nopAuditor) Finish(*auditlog.Intent, audit.Event, string) { a.n.Add(1) }
-
-// bufPool gives the bare proxy the copy buffer pool the gateway has.
-// bufPool is the gateway's buffer pool (a bounded channel), copied: the
-// bare proxy gets the same.
-type bufPool struct{ c chan []byte }
-
-func (b *bufPool) Get() []byte {
-	select {
-	case s := <-b.c:
-		return s
-	default:
-		return make([]byte, 32<<10)
-	}
-}
-
-func (b *bufPool) Put(s []byte) {
-	select {
-	case b.c <- s[:cap(s)]:
-	default:
-	}
-}
