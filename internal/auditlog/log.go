@@ -855,7 +855,14 @@ func (l *Log) publishLoop() {
 // larger than the last one published.
 func (l *Log) publish(ctx context.Context) error {
 	if l.sh != nil && !l.sh.leader.Load() {
-		return nil // the sequencer's: only it knows the tree's root
+		// The sequencer's: only it knows the tree's root. A failure from
+		// when this node was the sequencer is no longer its to report:
+		// kept, it would hold the node unready (and its gateway refusing)
+		// after the database came back and another node took over.
+		l.mu.Lock()
+		l.publishErr = nil
+		l.mu.Unlock()
+		return nil
 	}
 	l.mu.Lock()
 	size, root, last := l.size, l.root, l.published

@@ -581,3 +581,39 @@ func FuzzParsePending(f *testing.F) {
 		}
 	})
 }
+
+// A node that failed to publish a checkpoint while it was the sequencer
+// (the database went away) and is no longer the sequencer once the database
+// is back (another node took the lock) is healthy again: the checkpoints are
+// not its to publish. Before, the old failure kept it unready, its gateway
+// refusing, for as long as the other node sequenced.
+func TestSharedFollowerDropsCheckpointError(t *testing.T) {
+	logs, _, _ := sharedNodes(t, 2)
+	ctx := context.Background()
+	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	follower := -1
+	for deadline := time.Now().Add(20 * time.Second); follower < 0; time.Sleep(time.Millisecond) {
+		for i, l := range logs {
+			if l.sh.leader.Load() {
+				follower = 1 - i
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no node became the sequencer")
+		}
+	}
+	l := logs[follower]
+	l.mu.Lock()
+	l.publishErr = fmt.Errorf("audit log %w: publishing checkpoint 1: connection refused", failclosed.ErrUnavailable)
+	l.mu.Unlock()
+	for deadline := time.Now().Add(20 * time.Second); l.Healthy() != nil; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the follower stays unhealthy: %v", l.Healthy())
+		}
+	}
+	if _, err := l.appendDurable(ctx, gatewayEvent(1)); err != nil {
+		t.Fatalf("append on the follower: %v", err)
+	}
+}
