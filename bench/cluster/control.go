@@ -66,6 +66,7 @@ func runControl(upURL string, n int) controlResult {
 		return t
 	}
 	hc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{MaxIdleConnsPerHost: 256}}
+	defer hc.CloseIdleConnections() // the proxies stop with this run
 	clients := *clients
 	if *perNode {
 		clients *= n

@@ -1,9 +1,7 @@
 package api
 
 import (
-	"context"
 	"encoding/json"
-	"errors"
 	"net/http/httptest"
 	"net/netip"
 	"strings"
@@ -11,18 +9,9 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/lease"
-	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
-
-// downLeases is a store whose lease reads fail, as a node's does while its
-// database is unreachable.
-type downLeases struct{ *store.DB }
-
-func (downLeases) LeaseByHash(context.Context, [32]byte) (store.Lease, error) {
-	return store.Lease{}, errors.New("store down")
-}
 
 // A token this node does not hold (another node issued it) whose lease
 // cannot be read is answered 503 on renewal and introspection: neither
@@ -33,7 +22,7 @@ func TestTokenLookupStoreDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	leases := lease.New(downLeases{storetest.SQLite(t).DB}, h, lease.Options{})
+	leases := lease.New(storetest.LeaseReadsDown{DB: storetest.SQLite(t).DB}, h, lease.Options{})
 	auth := authority.New(authority.Config{Audit: b.log, Secrets: b.vault, Leases: leases})
 	b.api, err = New(Config{Authority: auth, Admins: b.api.cfg.Admins, Secrets: b.vault, Leases: leases,
 		AdminCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})

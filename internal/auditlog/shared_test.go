@@ -195,6 +195,22 @@ func checkOutcomes(t *testing.T, raw [][]byte) int {
 	return n
 }
 
+// waitSequencer returns the index of the log that holds the sequencer
+// lock, once one does (at most 20 s).
+func waitSequencer(t *testing.T, logs []*Log) int {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(time.Millisecond) {
+		for i, l := range logs {
+			if l.sh.leader.Load() {
+				return i
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("no node became the sequencer")
+		}
+	}
+}
+
 // An outcome whose decision was sequenced by a sequencer that has gone
 // names the decision's index all the same: the new sequencer, which never
 // saw the decision, finds it in the log.
@@ -204,17 +220,7 @@ func TestSharedOutcomeAfterFailover(t *testing.T) {
 	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
-	leader := -1
-	for deadline := time.Now().Add(20 * time.Second); leader < 0; time.Sleep(time.Millisecond) {
-		for i, l := range logs {
-			if l.sh.leader.Load() {
-				leader = i
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no sequencer")
-		}
-	}
+	leader := waitSequencer(t, logs)
 	other := (leader + 1) % 3
 	var ins []*Intent
 	for i := 1; i <= 20; i++ {
@@ -593,18 +599,7 @@ func TestSharedFollowerDropsCheckpointError(t *testing.T) {
 	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
-	follower := -1
-	for deadline := time.Now().Add(20 * time.Second); follower < 0; time.Sleep(time.Millisecond) {
-		for i, l := range logs {
-			if l.sh.leader.Load() {
-				follower = 1 - i
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no node became the sequencer")
-		}
-	}
-	l := logs[follower]
+	l := logs[1-waitSequencer(t, logs)]
 	l.mu.Lock()
 	l.publishErr = fmt.Errorf("audit log %w: publishing checkpoint 1: connection refused", failclosed.ErrUnavailable)
 	l.mu.Unlock()

@@ -814,13 +814,6 @@ func (h *harness) unavailable(req *http.Request) {
 	}
 }
 
-// downLookups is a store whose reads of a lease by token hash fail.
-type downLookups struct{ *store.DB }
-
-func (downLookups) LeaseByHash(context.Context, [32]byte) (store.Lease, error) {
-	return store.Lease{}, errors.New("store down")
-}
-
 // When the lease of a token this node does not hold (another node issued
 // it) cannot be read from the store, the request is answered 503, not 401
 // as for a bad token, and never forwarded.
@@ -831,7 +824,7 @@ func TestTokenLookupStoreDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other := lease.New(downLookups{h.db}, hasher, lease.Options{Now: h.clk.Now})
+	other := lease.New(storetest.LeaseReadsDown{DB: h.db}, hasher, lease.Options{Now: h.clk.Now})
 	gw, err := New(Config{Leases: other, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
 		ClientIP: clientip.New(nil)})
 	if err != nil {

@@ -8,6 +8,7 @@ import (
 	"crypto/rand"
 	"database/sql"
 	"encoding/hex"
+	"errors"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -148,4 +149,13 @@ func open(t testing.TB, cfg store.Config) *store.DB {
 	}
 	t.Cleanup(func() { db.Close() })
 	return db
+}
+
+// LeaseReadsDown is db with its reads of a lease by token hash failing, as
+// they do while the database is unreachable: for tests of how a caller
+// answers a token it does not hold when it cannot look it up.
+type LeaseReadsDown struct{ *store.DB }
+
+func (LeaseReadsDown) LeaseByHash(context.Context, [32]byte) (store.Lease, error) {
+	return store.Lease{}, errors.New("store down")
 }
