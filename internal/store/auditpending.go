@@ -216,6 +216,19 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 		conn.Close()
 		return nil, nil
 	}
+	// The sequencer's statements read and delete pending records by id,
+	// always through the primary key: planned once (generic plans; custom
+	// ones cost more than running the read), and never as a scan of
+	// audit_pending, whose dead rows pile up between vacuums. Once
+	// analysed while small, PostgreSQL chose a sequential scan for the
+	// batch's DELETE, which then took ~2 ms a batch and made the
+	// sequencer a cluster's first limit. Session settings: Close drops
+	// this session instead of returning it to the pool.
+	if _, err := conn.ExecContext(ctx, `SELECT set_config('plan_cache_mode', 'force_generic_plan', false), set_config('enable_seqscan', 'off', false)`); err != nil {
+		conn.Raw(func(any) error { return driver.ErrBadConn })
+		conn.Close()
+		return nil, fmt.Errorf("store: audit sequencer: configuring its session: %w", err)
+	}
 	return &AuditSequencer{db: db, conn: conn, pid: pid}, nil
 }
 
@@ -408,11 +421,16 @@ func (s *AuditSequencer) Close() error {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := s.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, auditSequencerLock)
-	if err != nil {
-		// The session may hold the lock still: do not return it to the pool.
-		s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	// Never back to the pool: the session has the sequencer's settings,
+	// and after a failure it may hold the lock still.
+	s.conn.Raw(func(any) error { return driver.ErrBadConn })
+	if cerr := s.conn.Close(); cerr != nil && !errors.Is(cerr, sql.ErrConnDone) {
+		err = errors.Join(err, cerr)
 	}
-	return errors.Join(err, s.conn.Close())
+	if err != nil {
+		return fmt.Errorf("store: audit sequencer: unlocking: %w", err)
+	}
+	return nil
 }
 
 // AppendAuditFrom is AppendAudit for entries

@@ -167,3 +167,76 @@ func postgresSyncBackend(t *testing.T) syncBackend {
 	t.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
 	return syncBackend{}
 }
+
+// The sequencer reads and deletes pending records through the primary key
+// even once PostgreSQL has analysed audit_pending while it was small, when
+// its planner prefers a sequential scan (each one then walks every dead
+// row left since the last vacuum: ~2 ms a batch in a 3-node bench). Its
+// session goes back to the pool without its settings.
+func TestAuditSequencerIndexScans(t *testing.T) {
+	ctx := context.Background()
+	pg := postgresSyncBackend(t)
+	db, err := Open(ctx, pg.cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	recs := make([][]byte, 40)
+	for i := range recs {
+		recs[i] = []byte("record")
+	}
+	pids, err := db.AddAuditPending(ctx, recs, AuditDurable)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := db.SQL().ExecContext(ctx, `ANALYZE audit_pending`); err != nil {
+		t.Fatal(err)
+	}
+	seq, err := db.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		t.Fatalf("sequencer: %v, %v", seq, err)
+	}
+	// The sequencer's session (the pool's before) reports its counts
+	// when it next goes idle after this.
+	seqScans := func() int64 {
+		if _, err := seq.conn.ExecContext(ctx, `SELECT pg_stat_force_next_flush()`); err != nil {
+			t.Fatal(err)
+		}
+		var n int64
+		q := `SELECT seq_scan FROM pg_stat_user_tables WHERE schemaname = current_schema() AND relname = 'audit_pending'`
+		if err := db.SQL().QueryRowContext(ctx, q).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	before := seqScans()
+	start := int64(0)
+	for round := range 4 {
+		got, data, err := seq.Pending(ctx, 10, pids[:round])
+		if err != nil || len(got) != 10 {
+			t.Fatalf("round %d: pending %v, %v", round, got, err)
+		}
+		hs := make([][32]byte, len(data))
+		if err := seq.Sequence(ctx, start, data, got, nil, start, hs); err != nil {
+			t.Fatalf("round %d: %v", round, err)
+		}
+		start += int64(len(data))
+	}
+	if n := seqScans() - before; n != 0 {
+		t.Fatalf("the sequencer scanned audit_pending sequentially %d times", n)
+	}
+	pid := seq.SessionPID()
+	if err := seq.Close(); err != nil {
+		t.Fatal(err)
+	}
+	for range 8 { // every connection of the pool
+		var got int64
+		var mode string
+		if err := db.SQL().QueryRowContext(ctx, `SELECT pg_backend_pid(), current_setting('plan_cache_mode')`).Scan(&got, &mode); err != nil {
+			t.Fatal(err)
+		}
+		if got == pid || mode != "auto" {
+			t.Fatalf("the pool serves the sequencer's session %d (plan_cache_mode %s)", pid, mode)
+		}
+	}
+}
