@@ -357,7 +357,7 @@ func (l *Log) sequenceLocal() {
 				return
 			}
 		}
-		ids, recs, err := seq.Pending(ctx, l.opts.MaxBatch, nil)
+		ids, recs, err := seq.Pending(ctx, 0, l.opts.MaxBatch, nil)
 		if err != nil || len(ids) == 0 {
 			return
 		}
@@ -452,7 +452,7 @@ func (l *Log) sequenceJournal() {
 		ids, recs := l.aw.take(after, l.opts.MaxBatch)
 		if len(ids) == 0 {
 			var err error
-			if ids, recs, err = seq.PendingAfter(ctx, after, l.opts.MaxBatch); err != nil {
+			if ids, recs, err = seq.Pending(ctx, after, l.opts.MaxBatch, nil); err != nil {
 				l.failPending(err)
 				return
 			}

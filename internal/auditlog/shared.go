@@ -73,6 +73,11 @@ const (
 	// than nearly every API call takes, short enough that a decision
 	// whose request never completes (its node died) is in the log soon.
 	intentHold = time.Second
+	// lateCommit is how far behind its reads the sequencer's read floor
+	// trails (readFloor), and rescan how often it reads from the start
+	// all the same.
+	lateCommit = 100 * time.Millisecond
+	rescan     = time.Second
 	// maxHeld bounds the decisions held at once: each read of the pending
 	// records skips them by id, a cost per record read that grows with
 	// their number. Past it the oldest get entries of their own (at ~1,000
@@ -107,6 +112,51 @@ type sharedState struct {
 	recent, older map[int64]int64
 	lastElect     time.Time
 	lastSeen      time.Time // last follow
+	floor         readFloor
+	lastRescan    time.Time
+}
+
+// readFloor is where the sequencer's reads of pending records start. Every
+// pending record is deleted once sequenced, and PostgreSQL leaves the
+// deleted records' index entries in place until a vacuum (autovacuum wakes
+// once a minute: 600,000 of them at 10,000 requests a second), so a read
+// from the lowest id walked them all, ~300 µs per 100,000, and the
+// sequencer reads up to 500 times a second. A read that starts above
+// what earlier reads saw must not miss a record committed after them with
+// a lower id (ids are taken before commit, from one sequence for all
+// nodes): the floor is the highest id read at least lateCommit ago, so a
+// record is missed only if its insert took longer than that to commit, and
+// a read from the start every rescan finds those. A record is never lost;
+// such a late one is only sequenced up to rescan later (its decision,
+// if it is an outcome, then has an entry of its own).
+type readFloor struct {
+	marks []floorMark // reads that raised the highest id, oldest first
+	top   int64       // the highest id read
+	at    int64       // the floor
+}
+
+type floorMark struct {
+	t   time.Time
+	top int64
+}
+
+// read notes a read begun at t whose highest id was top (0: none).
+func (f *readFloor) read(t time.Time, top int64) {
+	if top > f.top {
+		f.top = top
+		f.marks = append(f.marks, floorMark{t, top})
+	}
+}
+
+// get returns the floor at now.
+func (f *readFloor) get(now time.Time) int64 {
+	n := 0
+	for n < len(f.marks) && now.Sub(f.marks[n].t) >= lateCommit {
+		f.at = f.marks[n].top
+		n++
+	}
+	f.marks = f.marks[:copy(f.marks, f.marks[n:])]
+	return f.at
 }
 
 // commitPending records batch in the pending table in one transaction and
@@ -262,6 +312,7 @@ func (l *Log) elect() {
 	}
 	sh.seq = seq
 	sh.held = map[int64]*heldIntent{}
+	sh.floor, sh.lastRescan = readFloor{}, time.Time{}
 	sh.pid.Store(seq.SessionPID())
 	sh.leader.Store(true)
 }
@@ -281,15 +332,25 @@ func (l *Log) sequence(final bool) (folded int, err error) {
 	sh := l.sh
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()
+	now := time.Now()
+	after := sh.floor.get(now)
+	if final || now.Sub(sh.lastRescan) >= rescan {
+		after, sh.lastRescan = 0, now
+	}
 	for {
 		began := time.Now()
 		skip := make([]int64, 0, len(sh.held))
 		for id := range sh.held {
-			skip = append(skip, id)
+			if id > after {
+				skip = append(skip, id)
+			}
 		}
-		ids, recs, err := sh.seq.Pending(ctx, l.opts.MaxBatch, skip)
+		ids, recs, err := sh.seq.Pending(ctx, after, l.opts.MaxBatch, skip)
 		if err != nil {
 			return folded, err
+		}
+		if len(ids) > 0 {
+			sh.floor.read(began, ids[len(ids)-1])
 		}
 		srcs := make([]foldSrc, 0, len(recs))
 		var merged []int64 // held decisions folded into their completions

@@ -612,3 +612,101 @@ func TestSharedFollowerDropsCheckpointError(t *testing.T) {
 		t.Fatalf("append on the follower: %v", err)
 	}
 }
+
+// A pending record committed long after records with higher ids (its
+// insert stalled) is still sequenced: the sequencer's reads start at a
+// floor above it by then, and its reads from the start (rescan) find it.
+func TestSharedLateCommit(t *testing.T) {
+	logs, _, dsn := sharedNodes(t, 1)
+	l := logs[0]
+	ctx := context.Background()
+	if _, err := l.appendDurable(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitSequencer(t, logs)
+	waitSize := func(want int64, within time.Duration) {
+		t.Helper()
+		for deadline := time.Now().Add(within); l.Size() < want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d entries after %v, want %d", l.Size(), within, want)
+			}
+		}
+	}
+	waitSize(1, 10*time.Second)
+
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	late := gatewayEvent(99)
+	body, err := encodeEvent(late)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var lateID int64
+	rec := append([]byte(audit.FormatTime(time.Now())+"\n"), body...)
+	if err := tx.QueryRowContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1) RETURNING id`, rec).Scan(&lateID); err != nil {
+		t.Fatal(err)
+	}
+	// Records above it, sequenced; then more, read past lateCommit later,
+	// so that the floor is above the open record's id.
+	for i := 1; i <= 5; i++ {
+		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSize(6, 10*time.Second)
+	time.Sleep(2 * lateCommit)
+	if _, err := l.appendDurable(ctx, gatewayEvent(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitSize(7, 10*time.Second)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	waitSize(8, 5*rescan)
+	raw, err := l.Entries(ctx, 7, 1)
+	if err != nil || len(raw) != 1 || !bytes.Contains(raw[0], []byte(late.Path)) {
+		t.Fatalf("entry 7 = %q, %v; want the late record (%s, pending id %d)", raw, err, late.Path, lateID)
+	}
+}
+
+// The read floor is the highest id read at least lateCommit ago.
+func TestReadFloor(t *testing.T) {
+	t0 := time.Unix(1000, 0)
+	at := func(d time.Duration) time.Time { return t0.Add(d) }
+	type read struct {
+		t   time.Duration
+		top int64
+	}
+	cases := []struct {
+		name  string
+		reads []read
+		now   time.Duration
+		want  int64
+	}{
+		{"no reads", nil, time.Hour, 0},
+		{"too recent", []read{{0, 10}}, lateCommit - 1, 0},
+		{"just old enough", []read{{0, 10}}, lateCommit, 10},
+		{"the newest old enough", []read{{0, 10}, {10 * time.Millisecond, 20}, {lateCommit, 30}}, lateCommit + 10*time.Millisecond, 20},
+		{"an empty or lower read changes nothing", []read{{0, 10}, {time.Millisecond, 0}, {2 * time.Millisecond, 5}}, time.Hour, 10},
+	}
+	for _, c := range cases {
+		var f readFloor
+		for _, r := range c.reads {
+			f.read(at(r.t), r.top)
+		}
+		if got := f.get(at(c.now)); got != c.want {
+			t.Errorf("%s: floor %d, want %d", c.name, got, c.want)
+		}
+		if got := f.get(at(c.now)); got != c.want {
+			t.Errorf("%s: floor %d at a second look, want %d", c.name, got, c.want)
+		}
+	}
+}

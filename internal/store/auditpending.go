@@ -236,50 +236,42 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 // lock (0 on SQLite), for logs and for tests that end that session.
 func (s *AuditSequencer) SessionPID() int64 { return s.pid }
 
-// Pending returns up to limit pending records, oldest id first, with
-// their ids, leaving out those of skip (records the caller holds already:
-// the shared sequencer's held decisions).
-func (s *AuditSequencer) Pending(ctx context.Context, limit int, skip []int64) (ids []int64, records [][]byte, err error) {
-	if len(skip) == 0 {
-		return s.PendingAfter(ctx, 0, limit)
-	}
+// Pending returns up to limit pending records whose id is above after,
+// oldest id first, with their ids, leaving out those of skip (records the
+// caller holds already: the shared sequencer's held decisions). A reader
+// that keeps after close behind what it has read starts in the index
+// where its records are, not at the deleted records' entries that pile up
+// below them until a vacuum (a read from the start walked ~300 µs of them
+// at 100,000).
+func (s *AuditSequencer) Pending(ctx context.Context, after int64, limit int, skip []int64) (ids []int64, records [][]byte, err error) {
 	if s.conn != nil {
-		q := `SELECT id, data FROM audit_pending WHERE id <> ALL($1::bigint[]) ORDER BY id LIMIT $2`
-		rows, err := s.conn.QueryContext(ctx, q, skip, limit)
+		if skip == nil {
+			skip = []int64{} // an empty array, not NULL (<> ALL of NULL is never true)
+		}
+		q := `SELECT id, data FROM audit_pending WHERE id > $1 AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $3`
+		rows, err := s.conn.QueryContext(ctx, q, after, skip, limit)
 		if err != nil {
 			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 		}
 		return scanPending(rows, nil)
 	}
 	// SQLite (one process, local): read past them and drop them here.
-	rows, err := s.db.query(ctx, `SELECT id, data FROM audit_pending ORDER BY id LIMIT ?`, limit+len(skip))
+	rows, err := s.db.query(ctx, `SELECT id, data FROM audit_pending WHERE id > ? ORDER BY id LIMIT ?`, after, limit+len(skip))
 	if err != nil {
 		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 	}
-	drop := make(map[int64]bool, len(skip))
-	for _, id := range skip {
-		drop[id] = true
+	var drop map[int64]bool
+	if len(skip) > 0 {
+		drop = make(map[int64]bool, len(skip))
+		for _, id := range skip {
+			drop[id] = true
+		}
 	}
 	ids, records, err = scanPending(rows, drop)
 	if len(ids) > limit {
 		ids, records = ids[:limit], records[:limit]
 	}
 	return ids, records, err
-}
-
-// PendingAfter is Pending for the records whose id is above after.
-func (s *AuditSequencer) PendingAfter(ctx context.Context, after int64, limit int) (ids []int64, records [][]byte, err error) {
-	q := `SELECT id, data FROM audit_pending WHERE id > ? ORDER BY id LIMIT ?`
-	var rows *sql.Rows
-	if s.conn != nil {
-		rows, err = s.conn.QueryContext(ctx, s.db.Rebind(q), after, limit)
-	} else {
-		rows, err = s.db.query(ctx, q, after, limit)
-	}
-	if err != nil {
-		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
-	}
-	return scanPending(rows, nil)
 }
 
 // scanPending reads the rows of a pending records query, leaving out the

@@ -76,7 +76,7 @@ func TestAuditWriter(t *testing.T) {
 		if err != nil || seq == nil {
 			t.Fatalf("sequencer: %v, %v", seq, err)
 		}
-		got, data, err := seq.Pending(ctx, 100, nil)
+		got, data, err := seq.Pending(ctx, 0, 100, nil)
 		seq.Close()
 		if err != nil || len(got) != 3 || string(data[0])+string(data[1])+string(data[2]) != "abc" || got[0] != ids[0] || got[2] != ids[2] {
 			t.Fatalf("budget %d: pending %v %q, %v; want %v", c.budget, got, data, err, ids)
@@ -212,7 +212,7 @@ func TestAuditSequencerIndexScans(t *testing.T) {
 	before := seqScans()
 	start := int64(0)
 	for round := range 4 {
-		got, data, err := seq.Pending(ctx, 10, pids[:round])
+		got, data, err := seq.Pending(ctx, 0, 10, pids[:round])
 		if err != nil || len(got) != 10 {
 			t.Fatalf("round %d: pending %v, %v", round, got, err)
 		}

@@ -853,18 +853,22 @@ func testSequence(t *testing.T, b storetest.Backend) {
 		t.Fatal(err)
 	}
 	for _, r := range []struct {
+		after int64
 		limit int
 		skip  []int64
 		want  []int64
 	}{
-		{3, nil, pids[260:263]},
-		{3, []int64{pids[260], pids[262]}, []int64{pids[261], pids[263], pids[264]}},
-		{2, []int64{pids[0], pids[261]}, []int64{pids[260], pids[262]}}, // a skipped id already gone
-		{100, pids[260:], nil},
+		{0, 3, nil, pids[260:263]},
+		{0, 3, []int64{pids[260], pids[262]}, []int64{pids[261], pids[263], pids[264]}},
+		{0, 2, []int64{pids[0], pids[261]}, []int64{pids[260], pids[262]}}, // a skipped id already gone
+		{0, 100, pids[260:], nil},
+		{pids[261], 3, nil, pids[262:265]},
+		{pids[261], 2, []int64{pids[260], pids[263]}, []int64{pids[262], pids[264]}},
+		{pids[len(pids)-1], 10, nil, nil},
 	} {
-		got, data, err := seq.Pending(ctx, r.limit, r.skip)
+		got, data, err := seq.Pending(ctx, r.after, r.limit, r.skip)
 		if err != nil || !slices.Equal(got, r.want) || len(data) != len(got) {
-			t.Fatalf("Pending(%d, skip %v) = %v, %v; want %v", r.limit, r.skip, got, err, r.want)
+			t.Fatalf("Pending(after %d, %d, skip %v) = %v, %v; want %v", r.after, r.limit, r.skip, got, err, r.want)
 		}
 		for k, id := range got {
 			if i := slices.Index(pids, id); string(data[k]) != string(recs[i]) {
