@@ -75,3 +75,63 @@ func exchangeLease() store.Lease {
 		ExpiresAt: now.Add(time.Hour), MaxExpiresAt: now.Add(time.Hour), Source: "127.0.0.1",
 		OnceJTI: &store.JTI{Issuer: "ci", ID: claims["jti"], Expires: now.Add(10 * time.Minute)}}
 }
+
+// BenchmarkAuditPendingRead measures the audit sequencer's read of pending
+// records (20 of them) when the 100,000 records below them have been
+// sequenced (deleted) and not yet vacuumed, as between two autovacuum
+// runs: from the lowest id, as the sequencer read before it kept a floor,
+// and from a floor just below them. PostgreSQL only.
+//
+//	MAYFLY_TEST_POSTGRES=… go test ./internal/store -run X -bench AuditPendingRead
+func BenchmarkAuditPendingRead(b *testing.B) {
+	var db *store.DB
+	for _, be := range storetest.Backends(b) {
+		if be.Name == "postgres" {
+			db = be.DB
+		}
+	}
+	if db == nil {
+		b.Skip("PostgreSQL only (MAYFLY_TEST_POSTGRES)")
+	}
+	if _, err := db.SQL().ExecContext(ctx, `ALTER TABLE audit_pending SET (autovacuum_enabled = false)`); err != nil {
+		b.Fatal(err)
+	}
+	rec := make([]byte, 300)
+	recs := make([][]byte, 10000)
+	for i := range recs {
+		recs[i] = rec
+	}
+	var last int64
+	for range 10 {
+		ids, err := db.AddAuditPending(ctx, recs, store.AuditDurable)
+		if err != nil {
+			b.Fatal(err)
+		}
+		last = ids[len(ids)-1]
+	}
+	if _, err := db.AddAuditPending(ctx, recs[:20], store.AuditDurable); err != nil {
+		b.Fatal(err)
+	}
+	if _, err := db.SQL().ExecContext(ctx, `DELETE FROM audit_pending WHERE id <= $1`, last); err != nil {
+		b.Fatal(err)
+	}
+	seq, err := db.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		b.Fatalf("sequencer: %v, %v", seq, err)
+	}
+	defer seq.Close()
+	for _, c := range []struct {
+		name  string
+		after int64
+	}{{"from-start", 0}, {"from-floor", last - 100}} {
+		b.Run(c.name, func(b *testing.B) {
+			skip := []int64{last + 1, last + 3} // held decisions
+			for b.Loop() {
+				ids, _, err := seq.Pending(ctx, c.after, 1000, skip)
+				if err != nil || len(ids) != 18 {
+					b.Fatalf("%d records, %v", len(ids), err)
+				}
+			}
+		})
+	}
+}
