@@ -127,8 +127,8 @@ type sharedState struct {
 // nodes): the floor is the highest id read at least lateCommit ago, so a
 // record is missed only if its insert took longer than that to commit, and
 // a read from the start every rescan finds those. A record is never lost;
-// such a late one is only sequenced up to rescan later (its decision,
-// if it is an outcome, then has an entry of its own).
+// such a late one is only sequenced up to rescan later, and a completion
+// read before its late decision makes that read start from the start.
 type readFloor struct {
 	marks []floorMark // reads that raised the highest id, oldest first
 	top   int64       // the highest id read
@@ -349,16 +349,27 @@ func (l *Log) sequence(final bool) (folded int, err error) {
 		if err != nil {
 			return folded, err
 		}
-		if len(ids) > 0 {
-			sh.floor.read(began, ids[len(ids)-1])
-		}
-		srcs := make([]foldSrc, 0, len(recs))
-		var merged []int64 // held decisions folded into their completions
+		parsed := make([]pendingRec, len(recs))
 		for i, raw := range recs {
 			p, ok := parsePending(raw)
 			if !ok {
 				return folded, fmt.Errorf("audit: pending record %d is malformed", ids[i])
 			}
+			parsed[i] = p
+		}
+		if after > 0 && sh.belowFloor(after, parsed) {
+			// A completion whose decision may be pending below the
+			// floor (its insert committed late): read from the start, so
+			// that the two are folded as one.
+			after, sh.lastRescan = 0, time.Now()
+			continue
+		}
+		if len(ids) > 0 {
+			sh.floor.read(began, ids[len(ids)-1])
+		}
+		srcs := make([]foldSrc, 0, len(recs))
+		var merged []int64 // held decisions folded into their completions
+		for i, p := range parsed {
 			switch {
 			case p.intent && !final:
 				sh.held[ids[i]] = &heldIntent{ts: p.ts, body: p.body, since: began}
@@ -382,6 +393,24 @@ func (l *Log) sequence(final bool) (folded int, err error) {
 			return folded, nil
 		}
 	}
+}
+
+// belowFloor reports whether a record read from after is the completion
+// or outcome of a decision at or below after that this sequencer neither
+// holds nor sequenced lately: one it may not have read (or one another
+// sequencer placed, which one read from the start rules out).
+func (sh *sharedState) belowFloor(after int64, parsed []pendingRec) bool {
+	for _, p := range parsed {
+		if p.ref <= 0 || p.ref > after || sh.held[p.ref] != nil {
+			continue
+		}
+		_, recent := sh.recent[p.ref]
+		_, older := sh.older[p.ref]
+		if !recent && !older {
+			return true
+		}
+	}
+	return false
 }
 
 // release adds to srcs the held decisions due an entry of their own:

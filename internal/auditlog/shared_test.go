@@ -710,3 +710,81 @@ func TestReadFloor(t *testing.T) {
 		}
 	}
 }
+
+// A forwarded request whose decision was committed late (below the
+// sequencer's floor by then) and whose completion followed at once is one
+// entry all the same: the completion makes the sequencer read from the
+// start, where it finds the decision.
+func TestSharedLateDecision(t *testing.T) {
+	logs, _, dsn := sharedNodes(t, 1)
+	l := logs[0]
+	ctx := context.Background()
+	waitSize := func(want int64) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); l.Size() < want; time.Sleep(time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%d entries, want %d", l.Size(), want)
+			}
+		}
+	}
+	if _, err := l.appendDurable(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	waitSequencer(t, logs)
+	waitSize(1)
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	decision := gatewayEvent(99)
+	whole := decision
+	whole.BytesIn = 99
+	dbody, err := encodeEvent(decision)
+	if err != nil {
+		t.Fatal(err)
+	}
+	wbody, err := encodeEvent(whole)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts := audit.FormatTime(time.Now())
+	tx, err := db.BeginTx(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer tx.Rollback()
+	var ref int64
+	if err := tx.QueryRowContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1) RETURNING id`,
+		append([]byte(ts+" intent\n"), dbody...)).Scan(&ref); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 5; i++ {
+		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSize(6)
+	time.Sleep(2 * lateCommit)
+	if _, err := l.appendDurable(ctx, gatewayEvent(6)); err != nil {
+		t.Fatal(err)
+	}
+	waitSize(7)
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	completion := append([]byte(fmt.Sprintf("%s %d 0 gateway.response\n", ts, ref)), wbody...)
+	if _, err := db.ExecContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1)`, completion); err != nil {
+		t.Fatal(err)
+	}
+	waitSize(8)
+	time.Sleep(rescan + 200*time.Millisecond)
+	raw, err := l.Entries(ctx, 7, 10)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e, err := audit.ParseEntry(raw[0])
+	if err != nil || len(raw) != 1 || e.Type != audit.TypeGateway || e.Path != whole.Path || e.BytesIn != 99 {
+		t.Fatalf("%d entries from 7, the first %+v (%v); want the request's one entry", len(raw), e.Event, err)
+	}
+}
