@@ -211,6 +211,27 @@ func waitSequencer(t *testing.T, logs []*Log) int {
 	}
 }
 
+// waitSize waits until every one of logs has at least want entries, at
+// most within.
+func waitSize(t *testing.T, within time.Duration, want int64, logs ...*Log) {
+	t.Helper()
+	for deadline := time.Now().Add(within); ; time.Sleep(time.Millisecond) {
+		behind := -1
+		for i, l := range logs {
+			if l.Size() < want {
+				behind = i
+				break
+			}
+		}
+		if behind < 0 {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("log %d has %d entries after %v, want %d", behind, logs[behind].Size(), within, want)
+		}
+	}
+}
+
 // An outcome whose decision was sequenced by a sequencer that has gone
 // names the decision's index all the same: the new sequencer, which never
 // saw the decision, finds it in the log.
@@ -286,21 +307,13 @@ func TestSharedRequestOneEntry(t *testing.T) {
 				}
 				ins = append(ins, in)
 			}
-			waitSize := func(want int64) {
-				t.Helper()
-				for deadline := time.Now().Add(20 * time.Second); logs[0].Size() < want || logs[1].Size() < want; time.Sleep(5 * time.Millisecond) {
-					if time.Now().After(deadline) {
-						t.Fatalf("log sizes %d, %d; want %d", logs[0].Size(), logs[1].Size(), want)
-					}
-				}
-			}
-			waitSize(int64(tc.released))
+			waitSize(t, 20*time.Second, int64(tc.released), logs...)
 			for i, in := range ins {
 				logs[i%2].Finish(in, completed(gatewayEvent(i)), "gateway.response")
 			}
 			// Before any Close (whose last round holds nothing back).
 			want := tc.n + tc.released
-			waitSize(int64(want))
+			waitSize(t, 20*time.Second, int64(want), logs...)
 			closeAndVerify(t, logs, dbs[0], tc.n, nil)
 			raw, err := dbs[0].AuditEntries(ctx, 0, 3*tc.n)
 			if err != nil {
@@ -613,67 +626,63 @@ func TestSharedFollowerDropsCheckpointError(t *testing.T) {
 	}
 }
 
-// A pending record committed long after records with higher ids (its
-// insert stalled) is still sequenced: the sequencer's reads start at a
-// floor above it by then, and its reads from the start (rescan) find it.
-func TestSharedLateCommit(t *testing.T) {
+// lateRecord opens a one-node shared log and records rec as pending in a
+// transaction it holds open while entries 0-6 are appended and sequenced,
+// the last more than lateCommit after the others, so that the sequencer's
+// floor is above rec's id when commit (returned with that id) commits it.
+func lateRecord(t *testing.T, rec []byte) (l *Log, id int64, commit func() error) {
+	t.Helper()
 	logs, _, dsn := sharedNodes(t, 1)
-	l := logs[0]
+	l = logs[0]
 	ctx := context.Background()
 	if _, err := l.appendDurable(ctx, gatewayEvent(0)); err != nil {
 		t.Fatal(err)
 	}
 	waitSequencer(t, logs)
-	waitSize := func(want int64, within time.Duration) {
-		t.Helper()
-		for deadline := time.Now().Add(within); l.Size() < want; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d entries after %v, want %d", l.Size(), within, want)
-			}
-		}
-	}
-	waitSize(1, 10*time.Second)
-
+	waitSize(t, 10*time.Second, 1, l)
 	db, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer db.Close()
+	t.Cleanup(func() { db.Close() })
 	tx, err := db.BeginTx(ctx, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer tx.Rollback()
+	t.Cleanup(func() { tx.Rollback() })
+	if err := tx.QueryRowContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1) RETURNING id`, rec).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		if i == 6 {
+			waitSize(t, 10*time.Second, 6, l)
+			time.Sleep(2 * lateCommit)
+		}
+		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	waitSize(t, 10*time.Second, 7, l)
+	return l, id, tx.Commit
+}
+
+// A pending record committed long after records with higher ids (its
+// insert stalled) is still sequenced: the sequencer's reads start at a
+// floor above it by then, and its reads from the start (rescan) find it.
+func TestSharedLateCommit(t *testing.T) {
 	late := gatewayEvent(99)
 	body, err := encodeEvent(late)
 	if err != nil {
 		t.Fatal(err)
 	}
-	var lateID int64
-	rec := append([]byte(audit.FormatTime(time.Now())+"\n"), body...)
-	if err := tx.QueryRowContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1) RETURNING id`, rec).Scan(&lateID); err != nil {
+	l, id, commit := lateRecord(t, append([]byte(audit.FormatTime(time.Now())+"\n"), body...))
+	if err := commit(); err != nil {
 		t.Fatal(err)
 	}
-	// Records above it, sequenced; then more, read past lateCommit later,
-	// so that the floor is above the open record's id.
-	for i := 1; i <= 5; i++ {
-		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitSize(6, 10*time.Second)
-	time.Sleep(2 * lateCommit)
-	if _, err := l.appendDurable(ctx, gatewayEvent(6)); err != nil {
-		t.Fatal(err)
-	}
-	waitSize(7, 10*time.Second)
-	if err := tx.Commit(); err != nil {
-		t.Fatal(err)
-	}
-	waitSize(8, 5*rescan)
-	raw, err := l.Entries(ctx, 7, 1)
+	waitSize(t, 5*rescan, 8, l)
+	raw, err := l.Entries(context.Background(), 7, 1)
 	if err != nil || len(raw) != 1 || !bytes.Contains(raw[0], []byte(late.Path)) {
-		t.Fatalf("entry 7 = %q, %v; want the late record (%s, pending id %d)", raw, err, late.Path, lateID)
+		t.Fatalf("entry 7 = %q, %v; want the late record (%s, pending id %d)", raw, err, late.Path, id)
 	}
 }
 
@@ -716,27 +725,6 @@ func TestReadFloor(t *testing.T) {
 // entry all the same: the completion makes the sequencer read from the
 // start, where it finds the decision.
 func TestSharedLateDecision(t *testing.T) {
-	logs, _, dsn := sharedNodes(t, 1)
-	l := logs[0]
-	ctx := context.Background()
-	waitSize := func(want int64) {
-		t.Helper()
-		for deadline := time.Now().Add(10 * time.Second); l.Size() < want; time.Sleep(time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatalf("%d entries, want %d", l.Size(), want)
-			}
-		}
-	}
-	if _, err := l.appendDurable(ctx, gatewayEvent(0)); err != nil {
-		t.Fatal(err)
-	}
-	waitSequencer(t, logs)
-	waitSize(1)
-	db, err := sql.Open("pgx", dsn)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close()
 	decision := gatewayEvent(99)
 	whole := decision
 	whole.BytesIn = 99
@@ -749,37 +737,17 @@ func TestSharedLateDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := audit.FormatTime(time.Now())
-	tx, err := db.BeginTx(ctx, nil)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer tx.Rollback()
-	var ref int64
-	if err := tx.QueryRowContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1) RETURNING id`,
-		append([]byte(ts+" intent\n"), dbody...)).Scan(&ref); err != nil {
-		t.Fatal(err)
-	}
-	for i := 1; i <= 5; i++ {
-		if _, err := l.appendDurable(ctx, gatewayEvent(i)); err != nil {
-			t.Fatal(err)
-		}
-	}
-	waitSize(6)
-	time.Sleep(2 * lateCommit)
-	if _, err := l.appendDurable(ctx, gatewayEvent(6)); err != nil {
-		t.Fatal(err)
-	}
-	waitSize(7)
-	if err := tx.Commit(); err != nil {
+	l, ref, commit := lateRecord(t, append([]byte(ts+" intent\n"), dbody...))
+	if err := commit(); err != nil {
 		t.Fatal(err)
 	}
 	completion := append([]byte(fmt.Sprintf("%s %d 0 gateway.response\n", ts, ref)), wbody...)
-	if _, err := db.ExecContext(ctx, `INSERT INTO audit_pending (data) VALUES ($1)`, completion); err != nil {
+	if _, err := l.sh.st.AddAuditPending(context.Background(), [][]byte{completion}, store.AuditDurable); err != nil {
 		t.Fatal(err)
 	}
-	waitSize(8)
+	waitSize(t, 10*time.Second, 8, l)
 	time.Sleep(rescan + 200*time.Millisecond)
-	raw, err := l.Entries(ctx, 7, 10)
+	raw, err := l.Entries(context.Background(), 7, 10)
 	if err != nil {
 		t.Fatal(err)
 	}
