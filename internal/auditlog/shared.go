@@ -465,9 +465,11 @@ func (l *Log) foldPending(ctx context.Context, srcs []foldSrc, merged []int64, b
 		if src.rec.ref > 0 {
 			idx, found := refs[src.rec.ref]
 			if !found {
-				// Cannot happen (a decision is recorded before its
-				// outcome and never removed); the outcome is not held
-				// back for it.
+				// Cannot happen: a decision commits before its outcome
+				// is recorded and is never removed, and an outcome read
+				// above the floor before its decision makes the read
+				// start from the start (belowFloor). The outcome is not
+				// held back for it.
 				idx = -1
 			}
 			if body, err = outcomeBody(src.rec, idx); err != nil {

@@ -229,10 +229,18 @@ func TestAuditSequencerIndexScans(t *testing.T) {
 	if err := seq.Close(); err != nil {
 		t.Fatal(err)
 	}
-	for range 8 { // every connection of the pool
+	// Every connection the pool can give, held at once.
+	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for range db.SQL().Stats().MaxOpenConnections {
+		c, err := db.SQL().Conn(cctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer c.Close()
 		var got int64
 		var mode string
-		if err := db.SQL().QueryRowContext(ctx, `SELECT pg_backend_pid(), current_setting('plan_cache_mode')`).Scan(&got, &mode); err != nil {
+		if err := c.QueryRowContext(ctx, `SELECT pg_backend_pid(), current_setting('plan_cache_mode')`).Scan(&got, &mode); err != nil {
 			t.Fatal(err)
 		}
 		if got == pid || mode != "auto" {
