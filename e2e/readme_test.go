@@ -98,9 +98,7 @@ func TestReadmeSetUp(t *testing.T) {
 			line = subst(line)
 			if strings.HasPrefix(line, "export ") {
 				// An assignment for the commands that follow.
-				for _, kv := range strings.Fields(strings.TrimPrefix(line, "export ")) {
-					env = append(env, kv)
-				}
+				env = append(env, strings.Fields(strings.TrimPrefix(line, "export "))...)
 				continue
 			}
 			if strings.HasPrefix(line, "mayfly server ") {

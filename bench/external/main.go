@@ -862,10 +862,7 @@ func (b *bench) maskRow(bins map[string]string) {
 		written += int64(n)
 	}
 	check(f.Close())
-	names := []string{"cat"}
-	for _, k := range slices.Sorted(mapsKeys(bins)) {
-		names = append(names, k)
-	}
+	names := append([]string{"cat"}, slices.Sorted(mapsKeys(bins))...)
 	speed, cpuSpeed := map[string][]float64{}, map[string][]float64{}
 	var s series
 	for round := range *rounds {

@@ -57,9 +57,7 @@ type exchanged struct {
 func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, error) {
 	var grants []string
 	for _, g := range f.grants {
-		for _, s := range strings.FieldsFunc(g, func(r rune) bool { return r == ',' || r == ' ' }) {
-			grants = append(grants, s)
-		}
+		grants = append(grants, strings.FieldsFunc(g, func(r rune) bool { return r == ',' || r == ' ' })...)
 	}
 	if len(grants) == 0 {
 		return nil, usageErr("--grant NAME is required")

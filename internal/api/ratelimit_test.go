@@ -86,8 +86,13 @@ func TestGate(t *testing.T) {
 	}
 	g.done()
 	// Every place is free again: three, not four.
-	if !g.enter() || !g.enter() || !g.enter() || g.enter() {
-		t.Fatal("places not given back")
+	for i := range 3 {
+		if !g.enter() {
+			t.Fatalf("place %d not given back", i+1)
+		}
+	}
+	if g.enter() {
+		t.Fatal("a fourth place")
 	}
 }
 

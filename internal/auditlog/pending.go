@@ -324,13 +324,6 @@ func (a *awaits) closeAll() {
 	clear(a.handed)
 }
 
-// hasWaiting reports whether a Future is waiting.
-func (a *awaits) hasWaiting() bool {
-	a.mu.Lock()
-	defer a.mu.Unlock()
-	return len(a.waiting) > 0
-}
-
 // sequenceLocal gives the pending records actions wrote their indexes, in
 // the committer, on a log without a journal that has its store to itself.
 func (l *Log) sequenceLocal() {

@@ -830,8 +830,6 @@ func clip(s string) string {
 	return s
 }
 
-var noAddr netip.Addr
-
 func addrString(a netip.Addr) string {
 	if !a.IsValid() {
 		return ""

@@ -12,7 +12,6 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
-	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -456,9 +455,4 @@ func (c *Console) health(w http.ResponseWriter, r *http.Request, who Caller) {
 	}
 	status := http.StatusOK
 	c.render(w, r, status, "health", who, "Health", p)
-}
-
-// roleAtLeast is for templates that show a control only to some roles.
-func roleAtLeast(who Caller, role string) bool {
-	return authority.RoleRank(who.Role) >= authority.RoleRank(role)
 }

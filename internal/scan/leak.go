@@ -156,10 +156,6 @@ func FindGitHubTokens(b []byte) []string {
 	}
 }
 
-// ghsLen is a classic installation token's length: "ghs_", 30 base62 and a
-// 6-character base62 CRC-32 (GitHub's checksummed token format).
-const ghsLen = 4 + 36
-
 // maxGHSLen bounds a stateless installation token (GitHub's are about 520
 // characters, varying with what the JWT holds).
 const maxGHSLen = 8 << 10

@@ -295,6 +295,11 @@ func TestTokenLifecycleAndLeaks(t *testing.T) {
 			t.Fatal("revoked lease listed as active")
 		}
 	}
+	for i, tok := range toks {
+		if in := h.do("POST", "/v1/introspect", h.admin, form, "token="+tok, 200); in["active"] != false {
+			t.Fatalf("token %d of the revoked job still active: %v", i, in)
+		}
+	}
 }
 
 func TestPolicyChangeRevokesRemovedGrant(t *testing.T) {

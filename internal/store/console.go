@@ -106,12 +106,6 @@ func (q AuditQuery) filtered() bool {
 	return q.Type != "" || q.Lease != "" || q.Subject != "" || q.Upstream != "" || q.StatusMin != 0 || q.StatusMax != 0
 }
 
-func (q AuditQuery) match(r AuditIndexRow) bool {
-	return (q.Type == "" || r.Type == q.Type) && (q.Lease == "" || r.Lease == q.Lease) &&
-		(q.Subject == "" || r.Subject == q.Subject) && (q.Upstream == "" || r.Upstream == q.Upstream) &&
-		(q.StatusMin == 0 || r.Status >= q.StatusMin) && (q.StatusMax == 0 || r.Status <= q.StatusMax)
-}
-
 // AuditPage is one page of FindAudit.
 type AuditPage struct {
 	Indexes []int64  // newest first
@@ -253,23 +247,6 @@ func (db *DB) FindAudit(ctx context.Context, q AuditQuery) (AuditPage, error) {
 	}
 	page.Entries = es
 	return page, nil
-}
-
-func (db *DB) indexRows(ctx context.Context, q string, args ...any) ([]AuditIndexRow, error) {
-	rows, err := db.query(ctx, q, args...)
-	if err != nil {
-		return nil, err
-	}
-	defer rows.Close()
-	var out []AuditIndexRow
-	for rows.Next() {
-		var r AuditIndexRow
-		if err := rows.Scan(&r.Index, &r.Type, &r.Lease, &r.Subject, &r.Upstream, &r.Status); err != nil {
-			return nil, err
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
 }
 
 // auditEntriesAt returns the entries at idxs, in that order; ErrNotFound
