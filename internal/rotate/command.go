@@ -3,6 +3,7 @@ package rotate
 import (
 	"bytes"
 	"context"
+	"crypto/subtle"
 	"errors"
 	"fmt"
 	"io"
@@ -134,7 +135,7 @@ func (c commandRotator) Rotate(ctx context.Context, secretName string, current [
 	if len(v) == 0 {
 		return fmt.Errorf("rotator %s: printed no value", c.name)
 	}
-	if bytes.Equal(v, current) {
+	if subtle.ConstantTimeCompare(v, current) == 1 {
 		return fmt.Errorf("rotator %s: printed the current value unchanged", c.name)
 	}
 	return commit(ctx, v)
