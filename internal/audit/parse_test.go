@@ -8,6 +8,8 @@ import (
 	"testing"
 
 	"golang.org/x/mod/sumdb/note"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 func signedCheckpoint(t testing.TB, skey, text string) []byte {
@@ -204,5 +206,34 @@ func TestAppendEventMatchesJSON(t *testing.T) {
 		if err != nil || string(got) != string(want) {
 			t.Errorf("appendEvent = %s, %v\njson.Marshal = %s", got, err, want)
 		}
+	}
+}
+
+// A token after a character JSON escapes is glued to the escape's last
+// letter ("\n", "\u003c"); the entry must still hold only its hint.
+func TestEncodeEventRedactsEscapedTokens(t *testing.T) {
+	job, _ := token.New(token.Job)
+	adm, _ := token.New(token.Admin)
+	for _, tc := range []struct{ name, path, tok string }{
+		{"plain", "/v1/admin/tokens/" + adm, adm},
+		{"newline", "/v1/admin/tokens/\n" + adm, adm},
+		{"tab", "/x/\t" + job, job},
+		{"lt", "/x/<" + job, job},
+		{"amp", "a&" + job, job},
+		{"control", "a\x01" + job, job},
+		{"glued both sides", "ab" + job + "cd", job},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b, err := EncodeEvent(nil, &Event{Type: "admin.denied", Path: tc.path, Detail: map[string]any{"v": tc.path}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if strings.Contains(string(b), tc.tok) {
+				t.Errorf("the entry holds the whole token %s", token.Hint(tc.tok))
+			}
+			if !strings.Contains(string(b), token.Hint(tc.tok)) {
+				t.Errorf("the entry lost the token's hint: %s", b)
+			}
+		})
 	}
 }

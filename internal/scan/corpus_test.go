@@ -79,6 +79,7 @@ func samples(g *gen) []planted {
 	mj, _ := token.New(token.Job)
 	ma, _ := token.New(token.Admin)
 	mp, _ := token.NewPassword()
+	escaped, _ := token.New(token.Job)
 	awsSecret := g.str(abcB64, 40)
 	sa := g.str(abcHex, 40)
 	saPem := g.pem("")
@@ -92,6 +93,9 @@ func samples(g *gen) []planted {
 	oaOld := "sk-" + g.str(abcB62, 20) + "T3BlbkFJ" + g.str(abcB62, 20)
 	return append([]planted{
 		{rule: RuleMayflyJob, secret: mj},
+		// A JSON log escapes the newline before it: "\n" glues a letter to
+		// the token, which is still a whole, live token.
+		{rule: RuleMayflyJob, secret: escaped, text: `{"log":"$ mayfly login\n` + escaped + `\n"}`},
 		{rule: RuleMayflyAdmin, secret: ma},
 		{rule: RuleMayflyPassword, secret: mp, text: "DATABASE_URL=postgres://mayfly_0123456789abcdef01234567_89abcdef:" + mp + "@db.internal:5432/app"},
 		{rule: "aws-access-key-id", secret: "AKIA" + g.str(abcAWS, 16)},
@@ -156,8 +160,6 @@ func decoys(g *gen) []string {
 	return append([]string{
 		"token = " + badMfy,
 		"admin: " + badMfya,
-		"x" + mj + " (glued)",
-		mj + "Z is glued too",
 		"export GH=" + badGh,
 		"npm config set //registry.npmjs.org/:_authToken=" + badNpm,
 		"id: " + fmt.Sprintf("%s-%s-4%s-a%s-%s", g.str(abcHex, 8), g.str(abcHex, 4), g.str(abcHex, 3), g.str(abcHex, 3), g.str(abcHex, 12)),

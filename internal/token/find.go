@@ -11,9 +11,11 @@ type Match struct {
 
 var prefixStem = []byte("mfy")
 
-// Find returns every checksum-valid mayfly token in b, in order. A token
-// must not be glued to other base62 characters on either side, so a
-// longer random string that happens to contain one is not reported.
+// Find returns every checksum-valid mayfly token in b, in order, whatever
+// is around it: glued to letters or digits ("x<token>y") or after an escape
+// that ends in one (JSON's "\n" or "\u003c", a URL's "%0A"). A reader cuts
+// a whole token out of any text, and the checksum makes a chance match
+// negligible, so the scanner, leak reports and redaction all take it.
 func Find(b []byte) []Match {
 	var out []Match
 	i := 0
@@ -24,9 +26,6 @@ func Find(b []byte) []Match {
 		}
 		start := i + j
 		i = start + len(prefixStem)
-		if start > 0 && isBase62(b[start-1]) {
-			continue
-		}
 		var n int
 		switch {
 		case bytes.HasPrefix(b[start:], []byte(AdminPrefix)):
@@ -36,7 +35,7 @@ func Find(b []byte) []Match {
 		default:
 			continue
 		}
-		if start+n > len(b) || (start+n < len(b) && isBase62(b[start+n])) {
+		if start+n > len(b) {
 			continue
 		}
 		cand := string(b[start : start+n])

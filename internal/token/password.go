@@ -65,8 +65,7 @@ type PasswordMatch struct {
 }
 
 // FindPasswords returns every checksum-valid minted password in b, in
-// order, with Find's rule that a match is not glued to other base62
-// characters (a DSN's ":" and "@" around it are fine).
+// order, whatever is around it, as Find does.
 func FindPasswords(b []byte) []PasswordMatch {
 	var out []PasswordMatch
 	i := 0
@@ -77,11 +76,8 @@ func FindPasswords(b []byte) []PasswordMatch {
 		}
 		start := i + j
 		i = start + len(passwordPrefix)
-		if start > 0 && isBase62(b[start-1]) {
-			continue
-		}
 		end := start + PasswordLen
-		if end > len(b) || (end < len(b) && isBase62(b[end])) {
+		if end > len(b) {
 			continue
 		}
 		cand := string(b[start:end])

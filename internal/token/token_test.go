@@ -122,13 +122,29 @@ func TestFind(t *testing.T) {
 	if bad == j {
 		bad = j[:39] + "y"
 	}
-	text := "token=" + j + "\nadmin " + a + " glued x" + j + " bad " + bad + " end " + j[:20]
+	text := "token=" + j + "\nadmin " + a + " bad " + bad + " end " + j[:20]
 	got := Find([]byte(text))
 	if len(got) != 2 || got[0].Token != j || got[0].Kind != Job || got[1].Token != a || got[1].Kind != Admin {
 		t.Fatalf("Find = %+v", got)
 	}
 	if got[0].Offset != strings.Index(text, j) {
 		t.Fatalf("offset %d", got[0].Offset)
+	}
+	// Escaped or glued, a whole token is still one: a JSON log writes a
+	// newline before it as "\n", a URL as "%0A", HTML as "&lt;".
+	for _, around := range [][2]string{
+		{`{"log":"$ mayfly login\n`, `\n$ make"}`},
+		{`"\u003c`, `\u003e"`},
+		{"GET /x?q=%0A", "%20HTTP/1.1"},
+		{"x", "y"},
+		{"mfy", "mfy_"},
+	} {
+		for _, tok := range []string{j, a} {
+			in := around[0] + tok + around[1]
+			if got := Find([]byte(in)); len(got) != 1 || got[0].Token != tok || got[0].Offset != len(around[0]) {
+				t.Errorf("Find(%q + token + %q) = %d matches, want the token", around[0], around[1], len(got))
+			}
+		}
 	}
 }
 
@@ -208,7 +224,9 @@ func TestRedact(t *testing.T) {
 		{"nothing here", "nothing here"},
 		{"Bearer " + j, "Bearer " + Hint(j)},
 		{j + "," + a + "!", Hint(j) + "," + Hint(a) + "!"},
-		{"x" + j, "x" + j}, // glued to other characters: not a token
+		{"x" + j + "y", "x" + Hint(j) + "y"},
+		{`"path":"/v1/admin/tokens/\n` + a + `"`, `"path":"/v1/admin/tokens/\n` + Hint(a) + `"`},
+		{`\u003c` + j, `\u003c` + Hint(j)},
 	}
 	for _, tt := range tests {
 		if got := string(Redact([]byte(tt.in))); got != tt.want {
