@@ -41,9 +41,6 @@ type LeakReport struct {
 	Truncated bool
 }
 
-// ErrLeakReport is wrapped by ParseLeakReport's errors.
-var ErrLeakReport = errors.New("malformed leak report")
-
 type leakEntry struct {
 	Token    *string `json:"token"`
 	Type     string  `json:"type"`
@@ -52,13 +49,14 @@ type leakEntry struct {
 	Location string  `json:"location"`
 }
 
-// ParseLeakReport reads a leak report: GitHub secret-scanning alert JSON
-// ([{"token","type","url","source"}]), GitLab token-revocation JSON
-// ([{"type","token","location"}]), or any other text, in which every
-// checksum-valid mayfly token is taken. A body that is a valid JSON array
-// but not a list of such objects is an error; anything else that is not
-// JSON is text. The caller bounds the body's size.
-func ParseLeakReport(body []byte) (*LeakReport, error) {
+// ParseLeakReport reads a leak report: any text, in which every
+// checksum-valid mayfly token (and minted credential) is taken, wherever it
+// sits. A GitHub secret-scanning alert ([{"token","type","url","source"}])
+// or a GitLab token-revocation report ([{"type","token","location"}]) is
+// text too; its JSON only names the report's format, source and URL. So no
+// body is refused for its shape: a JSON log or an array of strings that
+// holds a token is still a leak. The caller bounds the body's size.
+func ParseLeakReport(body []byte) *LeakReport {
 	rep := &LeakReport{Format: "text"}
 	seen := map[string]bool{}
 	add := func(t string) {
@@ -80,55 +78,48 @@ func ParseLeakReport(body []byte) (*LeakReport, error) {
 		}
 		rep.Tokens = append(rep.Tokens, t)
 	}
-	addAll := func(b []byte) {
-		// In order of appearance, tokens and passwords together.
-		ts, ps := token.Find(b), token.FindPasswords(b)
-		for len(ts) > 0 || len(ps) > 0 {
-			if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
-				add(ts[0].Token)
-				ts = ts[1:]
-			} else {
-				add(ps[0].Password)
-				ps = ps[1:]
-			}
+	// In order of appearance, tokens and passwords together.
+	ts, ps := token.Find(body), token.FindPasswords(body)
+	for len(ts) > 0 || len(ps) > 0 {
+		if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
+			add(ts[0].Token)
+			ts = ts[1:]
+		} else {
+			add(ps[0].Password)
+			ps = ps[1:]
 		}
-		for _, g := range FindGitHubTokens(b) {
-			add(g)
-		}
+	}
+	for _, g := range FindGitHubTokens(body) {
+		add(g)
 	}
 	trimmed := bytes.TrimSpace(body)
-	if len(trimmed) > 0 && trimmed[0] == '[' && json.Valid(trimmed) {
-		var entries []leakEntry
-		if err := json.Unmarshal(trimmed, &entries); err != nil {
-			return nil, fmt.Errorf("scan: %w: %v", ErrLeakReport, err)
-		}
-		github := false
-		for i, e := range entries {
-			if e.Token == nil {
-				return nil, fmt.Errorf("scan: %w: entry %d has no token", ErrLeakReport, i)
-			}
-			if e.URL != "" || e.Source != "" {
-				github = true
-			}
-			if rep.URL == "" {
-				rep.URL = e.URL
-				if rep.URL == "" {
-					rep.URL = e.Location
-				}
-			}
-			if rep.Source == "" {
-				rep.Source = e.Source
-			}
-			addAll([]byte(*e.Token))
-		}
-		rep.Format = "gitlab"
-		if github || len(entries) == 0 {
-			rep.Format = "github"
-		}
-		return rep, nil
+	var entries []leakEntry
+	if len(trimmed) == 0 || trimmed[0] != '[' || json.Unmarshal(trimmed, &entries) != nil {
+		return rep
 	}
-	addAll(body)
-	return rep, nil
+	github := false
+	for _, e := range entries {
+		if e.Token == nil {
+			return rep // not an alert: text
+		}
+		github = github || e.URL != "" || e.Source != ""
+	}
+	for _, e := range entries {
+		if rep.URL == "" {
+			rep.URL = e.URL
+			if rep.URL == "" {
+				rep.URL = e.Location
+			}
+		}
+		if rep.Source == "" {
+			rep.Source = e.Source
+		}
+	}
+	rep.Format = "gitlab"
+	if github || len(entries) == 0 {
+		rep.Format = "github"
+	}
+	return rep
 }
 
 var ghsPrefix = []byte("ghs_")

@@ -557,10 +557,7 @@ func (s *Server) Close(ctx context.Context) error {
 }
 
 func parseLeakReport(body []byte) ([]string, string, string, error) {
-	r, err := scan.ParseLeakReport(body)
-	if err != nil {
-		return nil, "", "", err
-	}
+	r := scan.ParseLeakReport(body)
 	if r.Truncated {
 		// Never take part of a report: the tokens left out would stay live.
 		return nil, "", "", fmt.Errorf("%w: more than %d", api.ErrLeakReportTooLarge, scan.MaxLeakTokens)
