@@ -296,6 +296,13 @@ func testLeases(t *testing.T, b storetest.Backend) {
 	if len(ls) != 0 {
 		t.Fatalf("LIKE wildcard leaked through: %d", len(ls))
 	}
+	// Names are case-sensitive on every backend: removing grant "Read"
+	// must not revoke the tokens of "read" (SQLite's LIKE ignores case).
+	for _, g := range []string{"Read", "READ", "rea_"} {
+		if ls, _ = db.ListLeases(ctx, store.LeaseFilter{Grant: g}); len(ls) != 0 {
+			t.Fatalf("grant filter %q matched %d leases of another grant", g, len(ls))
+		}
+	}
 	newExp := time.Now().Add(20 * time.Minute)
 	if err := db.RenewLease(ctx, "lse_a", newExp, time.Now()); err != nil {
 		t.Fatal(err)

@@ -109,8 +109,13 @@ func (f LeaseFilter) where(postgres bool) (string, []any) {
 		}
 	}
 	if f.Grant != "" {
-		add("(' ' || grants || ' ') LIKE ?", "% "+escapeLike(f.Grant)+" %")
-		conds[len(conds)-1] += ` ESCAPE '\'`
+		// Grant names are case-sensitive; SQLite's LIKE is not (it would
+		// take "Deploy" for "deploy"), so a plain substring search.
+		find := "instr(' ' || grants || ' ', ?) > 0"
+		if postgres {
+			find = "strpos(' ' || grants || ' ', ?) > 0"
+		}
+		add(find, " "+f.Grant+" ")
 	}
 	if f.Issuer != "" {
 		add("issuer = ?", f.Issuer)
@@ -144,11 +149,6 @@ func (f LeaseFilter) where(postgres bool) (string, []any) {
 		return "1 = 1", nil
 	}
 	return strings.Join(conds, " AND "), args
-}
-
-func escapeLike(s string) string {
-	r := strings.NewReplacer(`\`, `\\`, `%`, `\%`, `_`, `\_`)
-	return r.Replace(s)
 }
 
 func (f LeaseFilter) selective() bool {
