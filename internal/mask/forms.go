@@ -6,7 +6,6 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
-	"net/url"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -29,14 +28,15 @@ const MinSecretLen = 8
 //     characters whose 6 bits all come from the value, none from its
 //     neighbours;
 //   - hex, lower and upper case;
-//   - percent-encoding: url.QueryEscape, the same with "%20" for space
-//     (RFC 3986), url.PathEscape and JavaScript's encodeURIComponent, each
+//   - percent-encoding as each encoder in percentSafe writes it (Go,
+//     Python, Java, PHP, .NET, JavaScript), space as '+' and as "%20", each
 //     with upper- and lower-case hex digits;
-//   - JSON string escaping (without the quotes): minimal (RFC 8259),
-//     with "\/", with non-ASCII as \uXXXX (Python, PHP), both, and Go's
-//     encoding/json (HTML-safe) form; and, for valid UTF-8, every
-//     character as \uXXXX, with lower- and upper-case hex digits (as some
-//     serialisers write non-Latin text, and as a reflection may be disguised);
+//   - JSON string escaping (without the quotes) as each encoder in
+//     jsonStyles writes it (RFC 8259's minimum, Python, PHP and its
+//     JSON_HEX_* flags, Gson, Jackson, Json.NET, System.Text.Json), and Go's
+//     encoding/json form; and, for valid UTF-8, every character as \uXXXX,
+//     with lower- and upper-case hex digits (as some serialisers write
+//     non-Latin text, and as a reflection may be disguised);
 //   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
 //     file); for an ASCII form the two share one pattern, the characters
 //     with a zero byte between them, which matches at either byte order.
@@ -122,19 +122,19 @@ func valueForms(v []byte) []string {
 	h := hex.EncodeToString(v)
 	fs = append(fs, h, strings.ToUpper(h))
 
-	s := string(v)
-	q := url.QueryEscape(s)
-	for _, p := range []string{q, strings.ReplaceAll(q, "+", "%20"), url.PathEscape(s), uriComponent(v)} {
-		fs = append(fs, p, lowerPercent(p))
+	for _, safe := range percentSafe {
+		for _, space := range []string{"+", "%20"} {
+			fs = append(fs, percentEncode(v, safe, space, hexUpper), percentEncode(v, safe, space, hexLower))
+		}
 	}
-
-	fs = append(fs, jsonEscape(v, false, false), jsonEscape(v, true, false),
-		jsonEscape(v, false, true), jsonEscape(v, true, true))
-	if b, err := json.Marshal(s); err == nil && len(b) >= 2 {
+	for _, st := range jsonStyles {
+		fs = append(fs, jsonEscape(v, st))
+	}
+	if b, err := json.Marshal(string(v)); err == nil && len(b) >= 2 {
 		fs = append(fs, string(b[1:len(b)-1]))
 	}
 	if utf8.Valid(v) {
-		fs = append(fs, jsonEscapeAll(v, "0123456789abcdef"), jsonEscapeAll(v, "0123456789ABCDEF"))
+		fs = append(fs, jsonEscapeAll(v, hexLower), jsonEscapeAll(v, hexUpper))
 	}
 	return fs
 }
@@ -169,73 +169,111 @@ func b64Stable(enc *base64.Encoding, v []byte, k int) string {
 	return s[start:end]
 }
 
-// lowerPercent lower-cases the hex digits of every %XX escape in s.
-func lowerPercent(s string) string {
-	b := []byte(s)
-	for i := 0; i+2 < len(b); i++ {
-		if b[i] == '%' {
-			b[i+1] = lowerHex(b[i+1])
-			b[i+2] = lowerHex(b[i+2])
-			i += 2
-		}
-	}
-	return string(b)
+const (
+	hexLower = "0123456789abcdef"
+	hexUpper = "0123456789ABCDEF"
+)
+
+// percentSafe lists, per common percent-encoder, the bytes it keeps besides
+// ASCII letters and digits; it writes every other byte as %XX. An encoder
+// treats a byte the same way wherever it occurs, so one form per encoder
+// (times space style and hex case) covers what it writes: escaping each
+// byte independently would give 2^n forms for n punctuation bytes.
+var percentSafe = []string{
+	"-_.~",                 // RFC 3986 unreserved: Go's QueryEscape, PHP's rawurlencode, Python's quote_plus, .NET's EscapeDataString, curl
+	"-_.~/",                // Python's urllib.parse.quote (safe="/"), what requests and urllib use for paths
+	"-_.*",                 // Java's URLEncoder, Ruby's encode_www_form_component
+	"-_.",                  // PHP's urlencode
+	"-_.!*()",              // .NET's HttpUtility.UrlEncode (lower-case hex)
+	"-_.!~*'()",            // JavaScript's encodeURIComponent
+	"-_.~$&+:=@",           // Go's url.PathEscape
+	"-_.!~*'();/?:@&=+$,#", // JavaScript's encodeURI
 }
 
-func lowerHex(c byte) byte {
-	if c >= 'A' && c <= 'F' {
-		return c + 'a' - 'A'
-	}
-	return c
-}
-
-// uriComponent is JavaScript's encodeURIComponent over the bytes of v.
-func uriComponent(v []byte) string {
-	const hexUpper = "0123456789ABCDEF"
+// percentEncode writes every byte of v that is neither an ASCII letter or
+// digit nor in safe as %XX with the given hex digits, and space as space.
+func percentEncode(v []byte, safe, space, digits string) string {
 	var b strings.Builder
 	for _, c := range v {
-		if c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' ||
-			strings.IndexByte("-_.!~*'()", c) >= 0 {
+		switch {
+		case c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(safe, c) >= 0:
 			b.WriteByte(c)
-			continue
+		case c == ' ':
+			b.WriteString(space)
+		default:
+			b.WriteByte('%')
+			b.WriteByte(digits[c>>4])
+			b.WriteByte(digits[c&15])
 		}
-		b.WriteByte('%')
-		b.WriteByte(hexUpper[c>>4])
-		b.WriteByte(hexUpper[c&15])
 	}
 	return b.String()
 }
 
-// jsonEscape escapes v as the inside of a JSON string: the RFC 8259
-// minimum, optionally "/" as "\/" and non-ASCII runes as \uXXXX (UTF-16).
+// jsonStyle is how one JSON encoder escapes a string.
+type jsonStyle struct {
+	hex      string // ASCII characters written as \u00XX, besides control characters
+	upper    bool   // upper-case hex digits in those and in control characters
+	slash    bool   // '/' as "\/"
+	nonASCII string // hex digits for non-ASCII characters as \uXXXX; "" keeps them
+}
+
+// jsonStyles lists common JSON encoders' escaping, as percentSafe does for
+// percent-encoders: each writes a character the same way wherever it
+// occurs. PHP's JSON_HEX_* flags are listed alone (TAG) and together
+// (Symfony's JsonResponse), with PHP's default "\/" and \uXXXX and without
+// them (JSON_UNESCAPED_SLASHES | JSON_UNESCAPED_UNICODE); other subsets of
+// the flags are not.
+var jsonStyles = []jsonStyle{
+	{},                                // RFC 8259's minimum: JavaScript, serde_json, Ruby, Json.NET
+	{upper: true},                     // Jackson (control characters in upper case)
+	{slash: true},                     // PHP with JSON_UNESCAPED_UNICODE
+	{nonASCII: hexLower},              // Python's json.dumps, Json.NET's EscapeNonAscii
+	{upper: true, nonASCII: hexUpper}, // Jackson's ESCAPE_NON_ASCII
+	{slash: true, nonASCII: hexLower}, // PHP's json_encode
+	{hex: "<>&='"},                    // Gson (HTML-safe by default)
+	{hex: "<>&'\""},                   // Json.NET's EscapeHtml
+	{hex: "<>&'\"+`", upper: true, nonASCII: hexUpper},            // System.Text.Json's default encoder
+	{hex: "<>", upper: true, slash: true, nonASCII: hexLower},     // PHP's JSON_HEX_TAG
+	{hex: "<>&'\"", upper: true, slash: true, nonASCII: hexLower}, // PHP's four JSON_HEX_* flags
+	{hex: "<>", upper: true},                                      // PHP's JSON_HEX_TAG without "\/" and \uXXXX
+	{hex: "<>&'\"", upper: true},                                  // PHP's four JSON_HEX_* flags without them
+}
+
+// jsonEscape escapes v as the inside of a JSON string in style st: the RFC
+// 8259 minimum, plus what st escapes further (non-ASCII runes as UTF-16).
 // Bytes that are not valid UTF-8 are kept as they are.
-func jsonEscape(v []byte, slash, ascii bool) string {
-	const hexLower = "0123456789abcdef"
+func jsonEscape(v []byte, st jsonStyle) string {
 	var b strings.Builder
-	u := func(r rune) {
+	u := func(r rune, digits string) {
 		b.WriteString(`\u`)
-		b.WriteByte(hexLower[r>>12&15])
-		b.WriteByte(hexLower[r>>8&15])
-		b.WriteByte(hexLower[r>>4&15])
-		b.WriteByte(hexLower[r&15])
+		b.WriteByte(digits[r>>12&15])
+		b.WriteByte(digits[r>>8&15])
+		b.WriteByte(digits[r>>4&15])
+		b.WriteByte(digits[r&15])
+	}
+	digits := hexLower
+	if st.upper {
+		digits = hexUpper
 	}
 	for i := 0; i < len(v); {
 		c := v[i]
 		if c >= utf8.RuneSelf {
 			r, size := utf8.DecodeRune(v[i:])
-			if !ascii || r == utf8.RuneError && size == 1 {
+			if st.nonASCII == "" || r == utf8.RuneError && size == 1 {
 				b.Write(v[i : i+size])
 			} else if r > 0xFFFF {
 				r -= 0x10000
-				u(0xD800 + r>>10)
-				u(0xDC00 + r&0x3FF)
+				u(0xD800+r>>10, st.nonASCII)
+				u(0xDC00+r&0x3FF, st.nonASCII)
 			} else {
-				u(r)
+				u(r, st.nonASCII)
 			}
 			i += size
 			continue
 		}
 		switch {
+		case strings.IndexByte(st.hex, c) >= 0:
+			u(rune(c), digits)
 		case c == '"':
 			b.WriteString(`\"`)
 		case c == '\\':
@@ -251,8 +289,8 @@ func jsonEscape(v []byte, slash, ascii bool) string {
 		case c == '\f':
 			b.WriteString(`\f`)
 		case c < 0x20:
-			u(rune(c))
-		case c == '/' && slash:
+			u(rune(c), digits)
+		case c == '/' && st.slash:
 			b.WriteString(`\/`)
 		default:
 			b.WriteByte(c)

@@ -35,6 +35,15 @@
 //   - Memory is bounded: the masker never holds more than the above,
 //     whatever it is fed.
 //
+// Percent-encoding and JSON escaping are masked as the encoders listed in
+// forms.go (percentSafe, jsonStyles) write them, each escaping a character
+// the same way wherever it occurs. A value escaped in a way none of them
+// writes is not masked: some occurrences of a character escaped and others
+// not, hex digits of mixed case within one value (beyond PHP's), a subset
+// of PHP's JSON_HEX_* flags other than TAG alone or all four, or escaped
+// twice. Listing every mix instead would give 2^n forms for n punctuation
+// bytes.
+//
 // It never logs, stores or returns a secret, and it does not judge what is
 // secret: that is the caller's choice (SPEC section 8).
 package mask

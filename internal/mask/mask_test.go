@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
+	"net/url"
 	"strings"
 	"sync"
 	"testing"
@@ -158,6 +159,52 @@ func TestBase64Alignment(t *testing.T) {
 				}
 			}
 		}
+	}
+}
+
+// TestPercentMatchesGo checks percentEncode against the encoders of Go's
+// net/url that percentSafe names, so that its table cannot drift from them.
+func TestPercentMatchesGo(t *testing.T) {
+	for _, s := range append(testSecrets, "a b/c;d,e?f$g&h+i:j=k@l~m*n!o'p(q)r#s%t") {
+		for _, tc := range []struct {
+			got, want string
+		}{
+			{percentEncode([]byte(s), "-_.~", "+", hexUpper), url.QueryEscape(s)},
+			{percentEncode([]byte(s), "-_.~$&+:=@", "%20", hexUpper), url.PathEscape(s)},
+		} {
+			if tc.got != tc.want {
+				t.Errorf("%q: percentEncode gives %q, net/url %q", s, tc.got, tc.want)
+			}
+		}
+	}
+}
+
+// TestEncoderOutputs masks secrets as common encoders write them (literal
+// outputs of each, not of Forms): each writes a character the same way
+// wherever it occurs, in its own set of escaped characters and hex case.
+func TestEncoderOutputs(t *testing.T) {
+	for _, tc := range []struct {
+		name, secret, reflected, leak string
+	}{
+		{"Gson = (base64 padding)", "dXNlcjpwYXNzd29yZDEyMw==", `{"auth":"Basic dXNlcjpwYXNzd29yZDEyMw\u003d\u003d"}`, "dXNlcjpwYXNzd29yZDEyMw"},
+		{"Gson apostrophe", "it's-a-long-secret-value", `{"k":"it\u0027s-a-long-secret-value"}`, "s-a-long-secret-value"},
+		{"PHP JSON_HEX_TAG", "tok<en>-secret-12345", `{"k":"tok\u003Cen\u003E-secret-12345"}`, "-secret-12345"},
+		{"PHP JSON_HEX_* (Symfony)", `p&ss/w'rd<x>"y"-long`, `{"k":"p\u0026ss\/w\u0027rd\u003Cx\u003E\u0022y\u0022-long"}`, "-long"},
+		{"System.Text.Json +", "AKIAx+y/z0Secret+Key", `{"k":"AKIAx\u002By/z0Secret\u002BKey"}`, "z0Secret"},
+		{"Jackson ESCAPE_NON_ASCII", "gr\u00fc\u00dfe-secret-value", `{"k":"gr\u00FC\u00DFe-secret-value"}`, "e-secret-value"},
+		// urllib.parse.quote (safe="/"), requests' and urllib's default
+		// for paths: '+' is %2B but '/' stays. An AWS-style key.
+		{"Python quote", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "GET /keys/wJalrXUtnFEMI/K7MDENG%2BbPxRfiCYEXAMPLEKEY", "bPxRfiCYEXAMPLEKEY"},
+		{"Java URLEncoder", "abc~def*ghi-secret", "q=abc%7Edef*ghi-secret", "ghi-secret"},
+		{".NET HttpUtility.UrlEncode", "abc+def~ghi=jkl!*", "q=abc%2bdef%7eghi%3djkl!*", "jkl"},
+		{"JavaScript encodeURI", "pass word/x=1;y", "https://h/?pass%20word/x=1;y", "word/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := newTestMatcher(t, tc.secret)
+			if out := m.MaskBytes([]byte(tc.reflected)); bytes.Contains(out, []byte(tc.leak)) {
+				t.Fatalf("escaped secret not masked: %s", out)
+			}
+		})
 	}
 }
 
