@@ -254,9 +254,10 @@ func TestLeasesListPages(t *testing.T) {
 // follows a redirect with the tokens it found.
 func TestScanRevokeClient(t *testing.T) {
 	tok, _ := token.New(token.Job)
+	adm, _ := token.New(token.Admin)
 	pw, _ := token.NewPassword()
 	dir := t.TempDir()
-	if err := os.WriteFile(filepath.Join(dir, "ci.log"), []byte("curl -H 'Authorization: Bearer "+tok+"'\nDATABASE_URL=postgres://r:"+pw+"@h/db\n"), 0o600); err != nil {
+	if err := os.WriteFile(filepath.Join(dir, "ci.log"), []byte("curl -H 'Authorization: Bearer "+tok+"'\nDATABASE_URL=postgres://r:"+pw+"@h/db\nMAYFLY_TOKEN="+adm+"\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	var mu sync.Mutex
@@ -284,7 +285,8 @@ func TestScanRevokeClient(t *testing.T) {
 		t.Fatalf("--addr --cacert: exit %d, out %q, err %q", code, out, stderr)
 	}
 	mu.Lock()
-	if len(received) != 1 || received[0] != "/v1/leaks "+tok+"\n"+pw+"\n" {
+	// The admin token too: the server revokes a leaked one like any other.
+	if len(received) != 1 || received[0] != "/v1/leaks "+tok+"\n"+pw+"\n"+adm+"\n" {
 		t.Fatalf("server received %q", received)
 	}
 	received = nil
@@ -294,7 +296,7 @@ func TestScanRevokeClient(t *testing.T) {
 	t.Setenv("MAYFLY_ADDR", redirector.URL)
 	t.Setenv("MAYFLY_CACERT", ca)
 	_, stderr, code = runCLI(t, "", "scan", "--revoke", dir)
-	if code != exitUsage || !strings.Contains(stderr, "redirect") || strings.Contains(stderr, tok) || strings.Contains(stderr, pw) {
+	if code != exitUsage || !strings.Contains(stderr, "redirect") || strings.Contains(stderr, tok) || strings.Contains(stderr, pw) || strings.Contains(stderr, adm) {
 		t.Fatalf("redirect: exit %d, err %q", code, stderr)
 	}
 	mu.Lock()

@@ -46,8 +46,8 @@ changes (--staged, for a pre-commit hook) or standard input (--stdin) for secret
 
 mayfly tokens are checksum-verified, so look-alikes are never reported. A line holding
 "mayfly:allow" is ignored; --baseline ignores findings of a previous JSON report.
---revoke sends every mayfly job token, minted database password (mfyp_) and GitHub App
-installation token (ghs_, which mayfly may have minted) found to the
+--revoke sends every mayfly job or admin token, minted database password (mfyp_) and GitHub
+App installation token (ghs_, which mayfly may have minted) found to the
 server's POST /v1/leaks (--addr or MAYFLY_ADDR, and --cacert or MAYFLY_CACERT for a private
 CA), which revokes its lease; many are sent in several reports, waiting when the
 server says it is busy.
@@ -73,7 +73,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.BoolVar(&f.noDecode, "no-decode", false, "do not look inside base64, hex or percent-encoded spans")
 	fl.StringVar(&f.maxFileSize, "max-file-size", "0", "skip files larger than this (e.g. 10MB, 1GiB; 0: no limit)")
 	fl.IntVarP(&f.workers, "workers", "j", 0, "scanning goroutines (default: number of CPUs)")
-	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job token, minted password and GitHub App installation token found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
+	fl.BoolVar(&f.revoke, "revoke", false, "send every mayfly job or admin token, minted password and GitHub App installation token found to the server's /v1/leaks (--addr, default $MAYFLY_ADDR)")
 	f.client.register(cmd, false)
 	fl.StringVar(&f.fingerprintKeyFile, "fingerprint-key-file", "", "key the findings' fingerprints with this file's contents (also $MAYFLY_SCAN_FINGERPRINT_KEY); use the same key for a baseline and later scans")
 	return cmd
@@ -283,7 +283,7 @@ const (
 	leakAttempts   = 8
 )
 
-// revokeFound posts every distinct mayfly job token, minted database
+// revokeFound posts every distinct mayfly job or admin token, minted database
 // password and GitHub App installation token among findings to
 // /v1/leaks, one per line, in as many reports as it takes, and prints the
 // server's summary.
@@ -291,13 +291,18 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 	seen := map[string]bool{}
 	var toks []string
 	for _, fd := range findings {
-		if (fd.Rule == scan.RuleMayflyJob || fd.Rule == scan.RuleMayflyPassword || fd.Rule == scan.RuleGitHubAppToken) && !seen[fd.Secret] {
+		switch fd.Rule {
+		case scan.RuleMayflyJob, scan.RuleMayflyAdmin, scan.RuleMayflyPassword, scan.RuleGitHubAppToken:
+		default:
+			continue
+		}
+		if !seen[fd.Secret] {
 			seen[fd.Secret] = true
 			toks = append(toks, fd.Secret)
 		}
 	}
 	if len(toks) == 0 {
-		fmt.Fprintln(w, "revoke: no mayfly job token, minted password or GitHub App installation token found, nothing sent")
+		fmt.Fprintln(w, "revoke: no mayfly token, minted password or GitHub App installation token found, nothing sent")
 		return nil
 	}
 	var sum apitype.LeakResponse
