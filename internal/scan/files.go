@@ -9,6 +9,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"sync"
 	"sync/atomic"
 )
@@ -79,7 +80,21 @@ func (s *Scanner) ScanPaths(ctx context.Context, paths []string, emit func(Findi
 		go func() {
 			defer close(names)
 			for _, root := range paths {
-				werr = filepath.WalkDir(root, func(p string, d fs.DirEntry, err error) error {
+				// A named root that is a symlink is followed (WalkDir would
+				// list the link alone and scan nothing); links below it are
+				// not, so a walk cannot loop or leave the tree. Paths keep
+				// the name the caller gave.
+				real := root
+				if fi, err := os.Lstat(root); err == nil && fi.Mode()&fs.ModeSymlink != 0 {
+					if real, werr = filepath.EvalSymlinks(root); werr != nil {
+						werr = fmt.Errorf("scan: %w", werr)
+						return
+					}
+				}
+				werr = filepath.WalkDir(real, func(p string, d fs.DirEntry, err error) error {
+					if real != root {
+						p = root + strings.TrimPrefix(p, real)
+					}
 					if err != nil {
 						if p == root {
 							return err

@@ -864,6 +864,42 @@ func FuzzParseLeakReport(f *testing.F) {
 
 // A file scan reports its running totals to Progress, ending at the totals
 // ScanPaths returns.
+// A root named on the command line that is a symlink is followed and
+// reported under its own name; a link below a root is not followed.
+func TestScanPathsSymlinkRoots(t *testing.T) {
+	dir := t.TempDir()
+	j := jobToken(t)
+	real := filepath.Join(dir, "real")
+	if err := os.Mkdir(real, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(real, "ci.env"), []byte("MAYFLY_TOKEN="+j+"\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, l := range [][2]string{{real, "linkdir"}, {filepath.Join(real, "ci.env"), "linkfile"}, {real, "real/loop"}} {
+		if err := os.Symlink(l[0], filepath.Join(dir, l[1])); err != nil {
+			t.Skipf("no symlinks here: %v", err)
+		}
+	}
+	s := newScanner(t, Options{})
+	for _, tc := range []struct{ root, file string }{
+		{"real", filepath.Join("real", "ci.env")},
+		{"linkdir", filepath.Join("linkdir", "ci.env")},
+		{"linkfile", "linkfile"},
+	} {
+		t.Run(tc.root, func(t *testing.T) {
+			var got []string
+			st, err := s.ScanPaths(t.Context(), []string{filepath.Join(dir, tc.root)}, func(f Finding) { got = append(got, f.File) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if want := filepath.Join(dir, tc.file); len(got) != 1 || got[0] != want || st.Files != 1 {
+				t.Fatalf("findings in %v (%d files), want one in %s", got, st.Files, want)
+			}
+		})
+	}
+}
+
 func TestScanPathsProgress(t *testing.T) {
 	dir := t.TempDir()
 	for i := 0; i < 25; i++ {
