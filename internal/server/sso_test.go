@@ -92,6 +92,46 @@ func (h *ssoHarness) auditEntries(typ string) []map[string]any {
 	return out
 }
 
+// With claim: email, an email the provider has not verified names nobody:
+// the sign-in is refused, and a session of a verified user is named after
+// its email, an unverified one's after its sub.
+func TestSSOUnverifiedEmail(t *testing.T) {
+	h := newSSOHarness(t, func(c *Config) {
+		c.AdminOIDC.Claim = "email"
+		c.AdminOIDC.Roles = map[string][]string{"admin": {"alice@example.com"}}
+	})
+	for _, tc := range []struct {
+		name     string
+		verified any
+		want     int
+	}{
+		{"unverified", false, 401},
+		{"no email_verified", nil, 401},
+		{"verified", true, 200},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			u := devissuer.User{"sub": "mallory", "email": "alice@example.com"}
+			if tc.verified != nil {
+				u["email_verified"] = tc.verified
+			}
+			h.iss.SetUser(u)
+			b := devissuertest.Browser(t)
+			resp, err := b.Get(h.url + "/ui/login")
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			st, body := h.call(b, "GET", "/v1/auth/whoami", "", nil)
+			if st != tc.want {
+				t.Fatalf("whoami after sign-in: %d %s, want %d", st, strings.TrimSpace(body), tc.want)
+			}
+			if st == 200 && !strings.Contains(body, `"name":"oidc:alice@example.com"`) {
+				t.Fatalf("whoami: %s", body)
+			}
+		})
+	}
+}
+
 func TestSSOBrowserSession(t *testing.T) {
 	h := newSSOHarness(t, nil)
 	h.iss.SetUser(devissuertest.User("ops@example.com", devissuertest.GroupOperators))

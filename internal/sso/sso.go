@@ -118,7 +118,7 @@ var (
 
 // Identity is who signed in, per a verified ID token.
 type Identity struct {
-	Name    string // "oidc:" and the email, preferred_username or sub
+	Name    string // "oidc:" and the verified email, else the sub
 	Subject string
 	Issuer  string
 	Role    string
@@ -288,6 +288,12 @@ func (rp *RP) Map(claims map[string]any) string {
 			}
 		}
 	}
+	// An email the provider has not verified is whatever the user typed:
+	// it names nobody (providers that let a user set an unverified email
+	// would otherwise hand out its owner's role).
+	if rp.cfg.ClaimName() == "email" && !emailVerified(claims) {
+		return ""
+	}
 	// Strongest first; an email claim matches case-insensitively.
 	for i := len(roleOrder) - 1; i >= 0; i-- {
 		for _, want := range rp.cfg.Roles[roleOrder[i]] {
@@ -301,16 +307,29 @@ func (rp *RP) Map(claims map[string]any) string {
 	return ""
 }
 
+// displayName is the name audit entries give the session: the verified
+// email, else the subject. Never preferred_username or an unverified email,
+// which a user may set to someone else's.
 func displayName(claims map[string]any, sub string) string {
-	for _, k := range []string{"email", "preferred_username"} {
-		if s, ok := claims[k].(string); ok && s != "" && len(s) <= 200 {
-			return s
-		}
+	if s, ok := claims["email"].(string); ok && s != "" && len(s) <= 200 && emailVerified(claims) {
+		return s
 	}
 	if len(sub) > 200 {
 		sub = sub[:200]
 	}
 	return sub
+}
+
+// emailVerified reports whether the provider vouches for the email claim
+// (OIDC Core's email_verified; some providers send it as a string).
+func emailVerified(claims map[string]any) bool {
+	switch v := claims["email_verified"].(type) {
+	case bool:
+		return v
+	case string:
+		return v == "true"
+	}
+	return false
 }
 
 // DeviceSupported reports whether the provider's discovery offers the

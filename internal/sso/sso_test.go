@@ -61,8 +61,32 @@ func TestMap(t *testing.T) {
 	}
 	byEmail, _ := New(Config{Issuer: "https://idp.example.com", ClientID: "m", RedirectURL: "https://m.example.com/ui/callback",
 		Claim: "email", Roles: map[string][]string{"admin": {"alice@example.com"}}}, "", nil)
-	if got := byEmail.Map(map[string]any{"email": "Alice@Example.com"}); got != "admin" {
-		t.Errorf("email claim: %q", got)
+	for _, c := range []struct {
+		claims map[string]any
+		want   string
+	}{
+		{map[string]any{"email": "Alice@Example.com", "email_verified": true}, "admin"},
+		{map[string]any{"email": "alice@example.com", "email_verified": "true"}, "admin"}, // Cognito's form
+		// Unverified, whatever the user typed: nobody's role.
+		{map[string]any{"email": "alice@example.com", "email_verified": false}, ""},
+		{map[string]any{"email": "alice@example.com"}, ""},
+		{map[string]any{"email": "alice@example.com", "email_verified": "yes"}, ""},
+	} {
+		if got := byEmail.Map(c.claims); got != c.want {
+			t.Errorf("email claim Map(%v) = %q, want %q", c.claims, got, c.want)
+		}
+	}
+	for _, c := range []struct {
+		claims map[string]any
+		want   string
+	}{
+		{map[string]any{"email": "alice@example.com", "email_verified": true, "preferred_username": "al"}, "alice@example.com"},
+		{map[string]any{"email": "alice@example.com", "preferred_username": "alice"}, "u1"},
+		{map[string]any{"email": "alice@example.com", "email_verified": false}, "u1"},
+	} {
+		if got := displayName(c.claims, "u1"); got != c.want {
+			t.Errorf("displayName(%v) = %q, want %q", c.claims, got, c.want)
+		}
 	}
 }
 

@@ -69,14 +69,14 @@ func AdminOIDCYAML(iss *devissuer.Issuer, serverURL string) string {
 `, iss.URL(), strings.TrimSuffix(serverURL, "/"), GroupAdmins, GroupOperators, GroupAuditors)
 }
 
-// User is a dev issuer user with email and groups (sub derived from the
-// email).
+// User is a dev issuer user with a verified email and groups (sub derived
+// from the email).
 func User(email string, groups ...string) devissuer.User {
 	gs := make([]any, 0, len(groups))
 	for _, g := range groups {
 		gs = append(gs, g)
 	}
-	return devissuer.User{"sub": "dev:" + email, "email": email, "groups": gs}
+	return devissuer.User{"sub": "dev:" + email, "email": email, "email_verified": true, "groups": gs}
 }
 
 // Browser is an HTTP client with a cookie jar that follows redirects, as
