@@ -14,15 +14,19 @@ import (
 // the request's: IIS URL Rewrite, Symfony and Zend (X-Original-URL,
 // X-Rewrite-URL), nginx and Envoy conventions (X-Original-URI,
 // X-Envoy-Original-Path, Traefik's X-Replaced-Path, the X-Override-URL of
-// bypass lists), and the X-Forwarded-URI/-Path/-Prefix family that some
-// frameworks use to rebuild the request URL.
+// bypass lists), the X-Forwarded-URI/-Path/-Prefix family that some
+// frameworks use to rebuild the request URL, and the script-name headers
+// that set SCRIPT_NAME and cut it off the path (the Flask/Django
+// "ReverseProxied" middleware's X-Script-Name, a raw SCRIPT_NAME header
+// that gunicorn before 22 took).
 func isPathOverrideHeader(k string) bool {
+	switch k {
+	case "x-forwarded-uri", "x-forwarded-url", "x-forwarded-path", "x-forwarded-prefix", "x-request-uri", "x-request-url",
+		"x-script-name", "x-forwarded-script-name", "script-name":
+		return true
+	}
 	if !strings.HasPrefix(k, "x-") {
 		return false
-	}
-	switch k {
-	case "x-forwarded-uri", "x-forwarded-url", "x-forwarded-path", "x-forwarded-prefix", "x-request-uri", "x-request-url":
-		return true
 	}
 	if !strings.Contains(k, "original") && !strings.Contains(k, "rewrite") &&
 		!strings.Contains(k, "override") && !strings.Contains(k, "replaced") {

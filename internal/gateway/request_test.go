@@ -17,13 +17,15 @@ import (
 )
 
 // Path-override headers under any spelling never reach the upstream, nor
-// does a second credential or framing header spelled with "_".
+// does a second credential or framing header spelled with "_". Script-name
+// headers are path overrides too: an upstream that takes one as SCRIPT_NAME
+// cuts it off the path and serves the rest.
 func TestPathOverrideSpellingsDropped(t *testing.T) {
 	h := newHarness(t)
 	tok := h.issue(lease.Request{Grants: []string{"read"}})
 	names := []string{"X-Original-URL", "X_Original_URL", "x-rewrite-url", "X_Rewrite_URL", "X-Original-URI",
 		"X_ORIGINAL_URI", "X-Envoy-Original-Path", "X-Forwarded-Uri", "X-Forwarded-Prefix", "X-Original-Path",
-		"Proxy_Authorization", "X_Forwarded_For"}
+		"Proxy_Authorization", "X_Forwarded_For", "X-Script-Name", "X_Script_Name", "SCRIPT_NAME", "X-Forwarded-Script-Name"}
 	var b strings.Builder
 	fmt.Fprintf(&b, "GET /gw/api/repos/acme/app/issues HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n", tok)
 	for _, n := range names {
