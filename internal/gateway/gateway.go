@@ -47,7 +47,9 @@
 // gzip and decodes it itself after reading every Content-Encoding value
 // (encoding.go); a response whose codings it cannot fully decode (stacked,
 // br, deflate, zstd, unknown) is refused (502) and never forwarded, the
-// audit entry saying why. On an upgraded (WebSocket) connection the
+// audit entry saying why; so is a partial one (206, Content-Range) from an
+// upstream that was sent no range (ranges are stripped unless it says
+// ranges: forward). On an upgraded (WebSocket) connection the
 // upstream's frames are parsed and their payloads masked in place, '*' for
 // each byte so that frame lengths hold (wsMasker); a frame it cannot
 // inspect (compressed, masked, malformed) ends the connection, and the

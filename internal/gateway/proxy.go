@@ -293,8 +293,10 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	if !f.up.ForwardRanges {
 		// A part of a response that reflects the credential would carry
 		// a piece of it the masker cannot recognise (policy.Upstream).
+		// Apache httpd also honours the older Request-Range.
 		h.Del("Range")
 		h.Del("If-Range")
+		h.Del("Request-Range")
 	}
 	if f.rq.dest != "" {
 		// Checked against the policy (destination.go); now the
@@ -349,7 +351,13 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	// there is no body: HEAD, 304).
 	regzip := singleGzip(resp.Header) && acceptsGzip(f.r.Header)
 	if err := decodeBody(resp); err != nil {
-		return err
+		return err // a range of a gzip body among them, with its own reason
+	}
+	if !f.up.ForwardRanges && (resp.StatusCode == http.StatusPartialContent || len(resp.Header["Content-Range"]) > 0) {
+		// No range was forwarded, yet the upstream sent a part: it may
+		// hold a piece of a reflected credential too short to mask.
+		resp.Body.Close()
+		return errUnaskedRange
 	}
 	if regzip {
 		resp.Header.Set("Content-Encoding", "gzip")
@@ -383,6 +391,10 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	return nil
 }
 
+// errUnaskedRange refuses a partial response from an upstream that was
+// sent no range (ranges are not forwarded to it).
+var errUnaskedRange = errors.New("gateway: upstream sent a range it was not asked for")
+
 func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err error) {
 	status, code, desc := http.StatusBadGateway, "bad_gateway", "the upstream could not be reached"
 	var ne net.Error
@@ -391,6 +403,9 @@ func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err 
 	case errors.As(err, &ee):
 		desc = "the upstream answered in a content encoding the gateway cannot inspect (" + ee.why + ")"
 		f.failure = "encoding: " + ee.why
+	case errors.Is(err, errUnaskedRange):
+		desc = "the upstream answered with a part of its response (206 or Content-Range) although no range was forwarded"
+		f.failure = "range: not asked for"
 	case f.r.Context().Err() != nil:
 		f.failure = "client_gone"
 		f.rw.status = 499 // client closed the request: nothing to answer

@@ -29,9 +29,9 @@
 //   - method_override (extension) is "check" (the default: the gateway
 //     refuses a request that names, in a header, query or body, a method
 //     the grant does not allow) or "ignore" (the upstream honours none).
-//   - ranges (extension) is "strip" (the default: Range and If-Range are
-//     not forwarded, so the masker always sees whole responses) or
-//     "forward".
+//   - ranges (extension) is "strip" (the default: Range, If-Range and
+//     Request-Range are not forwarded, and a partial response is refused,
+//     so the masker always sees whole responses) or "forward".
 //   - every upstream needs credential.secret; header defaults to
 //     "Authorization" and may not be a hop-by-hop or framing header.
 //   - SPEC section 9: an upstream's credential may instead be github_app
@@ -142,10 +142,11 @@ type Upstream struct {
 	// known not to honour method overrides (X-HTTP-Method-Override,
 	// _method, …): the gateway then does not look for them.
 	IgnoreMethodOverride bool
-	// ForwardRanges (ranges: forward) passes Range and If-Range on. By
-	// default they are stripped: a part of a response the upstream
-	// reflects the credential in would carry a piece of it that no
-	// masker can recognise, and a whole response is always a valid answer.
+	// ForwardRanges (ranges: forward) passes Range, If-Range and
+	// Request-Range on, and partial responses back. By default they are
+	// stripped and a partial response refused: a part of a response the
+	// upstream reflects the credential in would carry a piece of it that
+	// no masker can recognise, and a whole response is always a valid answer.
 	ForwardRanges bool
 
 	at         pos
