@@ -62,15 +62,19 @@ func newRedactor(secrets [][]byte) (*redactor, error) {
 }
 
 // maskHeader masks every value of h in place and drops every header whose
-// name holds a secret, in any case.
+// name holds a secret, in any case. Each name and value is masked as a
+// whole stream, as a body is (maskBody): a form cut off by its end is
+// masked when at least mask.MinSecretLen bytes of it came, so that an
+// upstream that truncates what it echoes leaks no more in a header than in
+// a body.
 func (r *redactor) maskHeader(h http.Header) {
 	for k, vs := range h {
-		if r.m.MaskString(k) != k || r.nameHolds(k) {
+		if r.m.MaskStringTail(k, mask.MinSecretLen) != k || r.nameHolds(k) {
 			delete(h, k)
 			continue
 		}
 		for i, v := range vs {
-			vs[i] = r.m.MaskString(v)
+			vs[i] = r.m.MaskStringTail(v, mask.MinSecretLen)
 		}
 	}
 }

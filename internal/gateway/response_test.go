@@ -21,6 +21,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/mask"
 )
 
 // hostileCred needs escaping in URLs and JSON, as real credentials may.
@@ -524,5 +525,52 @@ func TestLargeDeclaredBodyMasked(t *testing.T) {
 		if want := int64(min(i/2, 1) * maxBigBodies); gw.bigBodies.Load() != want {
 			t.Fatalf("after request %d, %d large bodies counted in flight, want %d", i, gw.bigBodies.Load(), want)
 		}
+	}
+}
+
+// A header, trailer or 1xx header value that ends in a cut-off credential
+// or token (an upstream that truncates what it echoes) is masked as a body
+// ending so is: when at least mask.MinSecretLen bytes of it came.
+func TestCutOffSecretInHeaderMasked(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	tests := []struct {
+		name  string
+		where string // header, trailer or early (a 103 response's header)
+		value string
+		want  string // the value as the client gets it
+	}{
+		{"credential minus 3", "header", hostileCred[:len(hostileCred)-3], "v=***"},
+		{"credential's first 8 bytes", "header", hostileCred[:mask.MinSecretLen], "v=***"},
+		{"credential's first 7 bytes", "header", hostileCred[:mask.MinSecretLen-1], "v=" + hostileCred[:mask.MinSecretLen-1]},
+		{"token minus 3", "header", tok[:len(tok)-3], "v=***"},
+		{"trailer", "trailer", hostileCred[:len(hostileCred)-3], "v=***"},
+		{"1xx", "early", hostileCred[:len(hostileCred)-3], "v=***"},
+	}
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		tt := tests[len(r.URL.Query().Get("i"))-1]
+		v := "v=" + tt.value
+		switch tt.where {
+		case "header":
+			w.Header().Set("X-Cut", v)
+		case "trailer":
+			w.Header().Set("Trailer", "X-Cut")
+		case "early":
+			w.Header().Set("X-Cut", v)
+			w.WriteHeader(http.StatusEarlyHints)
+			w.Header().Del("X-Cut")
+		}
+		fmt.Fprint(w, "fine")
+		if tt.where == "trailer" {
+			w.Header().Set("X-Cut", v)
+		}
+	})
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, _, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/cut?i="+strings.Repeat("x", i+1), tok)
+			if !bytes.Contains(all, []byte("\r\nX-Cut: "+tt.want+"\r\n")) {
+				t.Fatalf("want X-Cut: %q in the %s, got %q", tt.want, tt.where, all)
+			}
+		})
 	}
 }

@@ -247,10 +247,11 @@ func (a *automaton) size() int {
 }
 
 // suspect reports whether b may need masking: it holds a whole pattern, or
-// a '\r' or ESC that the normalising thread would look through. It is the
-// raw thread alone, without a scanner: no allocation.
-func suspect[T string | []byte](a *automaton, b T) bool {
-	if a.minLen == 0 || len(b) < a.minLen {
+// a '\r' or ESC that the normalising thread would look through, or (tail
+// > 0) ends in the first tail or more bytes of one. It is the raw thread
+// alone, without a scanner: no allocation.
+func suspect[T string | []byte](a *automaton, b T, tail int) bool {
+	if a.minLen == 0 || len(b) < a.minLen && (tail <= 0 || len(b) < tail) {
 		return false
 	}
 	g := int32(0)
@@ -264,5 +265,5 @@ func suspect[T string | []byte](a *automaton, b T) bool {
 			return true
 		}
 	}
-	return false
+	return tail > 0 && int(a.hold[g]) >= tail
 }

@@ -5,7 +5,8 @@
 // over every form of every secret, and a filter of the forms' leading
 // 8-byte grams that lets a long input skip the text where no form can
 // start; see skip.go) and is then immutable and safe to share.
-// MaskBytes and MaskString mask a whole value; NewWriter wraps an io.Writer
+// MaskBytes and MaskString mask a whole value (MaskStringTail also a form
+// cut off at its end, as a stream's Flush does); NewWriter wraps an io.Writer
 // for a stream (job output); NewStream gives a stream for a caller that does
 // its own I/O (the gateway's bodies, and with KeepLength its WebSocket
 // frames). It is the one masking implementation of both the job side and the
@@ -140,11 +141,25 @@ func (m *Matcher) Size() int { return m.a.size() }
 
 // MaskString is MaskBytes for a string (a header value, say). It returns s
 // itself, without allocating, when nothing in it can match.
-func (m *Matcher) MaskString(s string) string {
-	if !suspect(m.a, s) {
+func (m *Matcher) MaskString(s string) string { return m.MaskStringTail(s, 0) }
+
+// MaskStringTail is MaskString for a value that is a whole stream (a
+// header value from a proxy's upstream): a form cut off by its end is
+// masked too when at least tail bytes of it came, as Stream.Flush masks
+// one at the end of a body (tail 0: never). It returns s itself, without
+// allocating, when nothing in it can match.
+func (m *Matcher) MaskStringTail(s string, tail int) string {
+	if !suspect(m.a, s, tail) {
 		return s
 	}
-	return string(m.MaskBytes([]byte(s)))
+	b := []byte(s)
+	sc := newScanner(m.a, DefaultReplacement)
+	sc.scan(b)
+	sc.markTail(tail)
+	if len(sc.spans) == 0 {
+		return s
+	}
+	return string(sc.emit(make([]byte, 0, len(b)), b, sc.pos))
 }
 
 // Stream masks one stream for a caller that does its own reads and writes

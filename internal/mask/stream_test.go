@@ -216,6 +216,43 @@ func TestMaskStringNoAlloc(t *testing.T) {
 	}
 }
 
+// MaskStringTail masks a value as a Stream masks a whole stream flushed
+// with the same tail: a form cut off by the end is masked from tail bytes
+// on; a clean value costs no allocation.
+func TestMaskStringTail(t *testing.T) {
+	const s = "hunter2-plain-Secret9"
+	m := newTestMatcher(t, s)
+	b64 := base64.StdEncoding.EncodeToString([]byte(s))
+	tests := []struct {
+		name, in, want string
+		tail           int
+	}{
+		{"whole", "Bearer " + s, "Bearer ***", MinSecretLen},
+		{"cut", "v=" + s[:len(s)-3], "v=***", MinSecretLen},
+		{"cut at tail bytes, shorter than any form", s[:MinSecretLen], "***", MinSecretLen},
+		{"cut below tail", "v=" + s[:MinSecretLen-1], "v=" + s[:MinSecretLen-1], MinSecretLen},
+		{"cut, tail 0", "v=" + s[:len(s)-3], "v=" + s[:len(s)-3], 0},
+		{"cut base64", "v=" + b64[:len(b64)-4], "v=***", MinSecretLen},
+		{"whole then cut", s + " " + s[:10], "*** ***", MinSecretLen},
+		{"clean", "application/json; charset=utf-8", "application/json; charset=utf-8", MinSecretLen},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := m.MaskStringTail(tt.in, tt.tail); got != tt.want {
+				t.Fatalf("MaskStringTail(%q, %d) = %q, want %q", tt.in, tt.tail, got, tt.want)
+			}
+			st := m.NewStream(StreamOptions{})
+			if got := st.Flush(st.Mask(nil, []byte(tt.in)), tt.tail); string(got) != tt.want {
+				t.Fatalf("a stream gives %q, MaskStringTail %q", got, tt.want)
+			}
+		})
+	}
+	clean := "application/json; charset=utf-8, and a longer header value with nothing in it"
+	if n := testing.AllocsPerRun(100, func() { _ = m.MaskStringTail(clean, MinSecretLen) }); n != 0 {
+		t.Fatalf("MaskStringTail of a clean value: %v allocations", n)
+	}
+}
+
 func TestMatcherTableBound(t *testing.T) {
 	secrets := benchSecrets(3)
 	big, _ := NewMatcher(secrets)
