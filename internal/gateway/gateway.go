@@ -8,7 +8,10 @@
 //     the token as user name or password) or Proxy-Authorization, is known,
 //     live and unexpired (Leases.Lookup) — else 401 invalid_token with
 //     WWW-Authenticate (DPoP scheme for key-bound tokens);
-//  2. the path after /gw/{upstream} passes policy.CleanPath — else 400;
+//  2. the path after /gw/{upstream} passes policy.CleanPath, and the
+//     Connection header lists no header but hop-by-hop ones (the proxy
+//     drops what it lists, after the checks below would have read it) —
+//     else 400;
 //  3. policy.Policy.Authorize: the source address (clientip) is allowed —
 //     equal to the lease's when the lease or one of its grants binds the
 //     source, and within the source_cidrs of a who entry of the grant that
@@ -406,6 +409,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.ev.Path = truncate(clean, 2048)
+	if connectionListsEndToEnd(r.Header) {
+		// The checks below must read the headers the upstream gets.
+		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request",
+			"the Connection header lists a header that is not hop-by-hop, which the gateway would check but not forward: list only close, keep-alive, upgrade or te there (nothing was forwarded)", CheckScope)
+		return
+	}
 
 	// 3. source address, 4. scope
 	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}

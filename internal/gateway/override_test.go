@@ -291,3 +291,57 @@ func FuzzOverrideParsers(f *testing.F) {
 		}
 	})
 }
+
+// A Connection header listing an end-to-end header is refused (400,
+// audited): the proxy drops what Connection lists after the checks, so
+// with Content-Type listed the upstream would get a POST without one (a
+// form to Rack and PHP: its _method runs), and with Content-Encoding
+// listed a gzip body whose header comment holds "&_method=DELETE&" would
+// be parsed raw. Hop-by-hop names pass.
+func TestConnectionListsOnlyHopByHop(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}}) // POST only on /repos/acme/app/deployments
+	var zb bytes.Buffer
+	zw := gzip.NewWriter(&zb)
+	zw.Comment = "&_method=DELETE&"
+	zw.Write([]byte("item=x"))
+	zw.Close()
+	const form = "application/x-www-form-urlencoded"
+	tests := []struct {
+		name, conn, extra, body string
+		want                    int
+	}{
+		{"Content-Type listed, text/plain", "close, Content-Type", "Content-Type: text/plain\r\n", "item=x&_method=DELETE", 400},
+		{"Content-Type listed, octet-stream", "content-type, close", "Content-Type: application/octet-stream\r\n", "item=x&_method=DELETE", 400},
+		{"Content-Encoding listed, gzip comment", "close, Content-Encoding", "Content-Type: " + form + "\r\nContent-Encoding: gzip\r\n", zb.String(), 400},
+		{"override header listed", "close, X-HTTP-Method-Override", "Content-Type: " + form + "\r\nX-HTTP-Method-Override: POST\r\n", "item=x", 400},
+		{"a name not sent", "close,\tX-Nothing ", "Content-Type: " + form + "\r\n", "item=x", 400},
+		{"close", "close", "Content-Type: " + form + "\r\n", "item=x", 200},
+		{"hop-by-hop names, any case, empty elements", "Keep-Alive, , TE,close", "Content-Type: " + form + "\r\nTE: trailers\r\n", "item=x", 200},
+		{"gzip, Content-Encoding not listed", "close", "Content-Type: " + form + "\r\nContent-Encoding: gzip\r\n", zb.String(), 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			before, refusals := h.up.count(), len(h.entries())
+			req := fmt.Sprintf("POST /gw/api/repos/acme/app/deployments HTTP/1.1\r\nHost: x\r\nConnection: %s\r\nAuthorization: Bearer %s\r\n%sContent-Length: %d\r\n\r\n%s",
+				tt.conn, tok, tt.extra, len(tt.body), tt.body)
+			status, body := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if status != tt.want {
+				t.Fatalf("status %d, want %d: %s", status, tt.want, body)
+			}
+			if tt.want == 200 {
+				if got := h.up.last(); got.Method != "POST" || got.BodyLen != int64(len(tt.body)) {
+					t.Fatalf("upstream got %s with %d body bytes", got.Method, got.BodyLen)
+				}
+				return
+			}
+			if h.up.count() != before {
+				t.Fatalf("forwarded: %+v", h.up.last())
+			}
+			es := h.entries()
+			if len(es) != refusals+1 || es[len(es)-1].Status != tt.want || es[len(es)-1].Check != CheckScope || es[len(es)-1].Reason == "" {
+				t.Fatalf("want one audited refusal, got %d entries, last %+v", len(es)-refusals, es[len(es)-1])
+			}
+		})
+	}
+}

@@ -4,6 +4,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"net/http"
+	"net/textproto"
 	"strings"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -33,6 +34,37 @@ func isPathOverrideHeader(k string) bool {
 		return false
 	}
 	return strings.HasSuffix(k, "-url") || strings.HasSuffix(k, "-uri") || strings.HasSuffix(k, "-path")
+}
+
+// hopByHop are the names a request's Connection header may list: the close
+// option and the hop-by-hop headers (RFC 9110 section 7.6.1, those
+// httputil.ReverseProxy drops in any case, and RFC 9113's HTTP2-Settings of
+// an h2c upgrade, which badUpgrade refuses).
+var hopByHop = map[string]bool{
+	"close": true, "keep-alive": true, "upgrade": true, "te": true, "transfer-encoding": true,
+	"trailer": true, "connection": true, "proxy-connection": true, "proxy-authorization": true,
+	"proxy-authenticate": true, "http2-settings": true,
+}
+
+// connectionListsEndToEnd reports whether the Connection header lists a
+// header that is not hop-by-hop. The reverse proxy drops every header
+// listed there, after the checks have read the request: with Content-Type
+// or Content-Encoding listed, the upstream would parse a body other than
+// the one checked (a form holding _method). Such a request is refused
+// rather than its listed headers stripped before the checks: stripping
+// would have to come before every read of the headers (source address,
+// token, DPoP) and change what each means, and no client needs to list an
+// end-to-end header there.
+func connectionListsEndToEnd(h http.Header) bool {
+	for _, v := range h["Connection"] {
+		for n := range strings.SplitSeq(v, ",") {
+			// Trimmed as the proxy trims it before dropping the header.
+			if n = textproto.TrimString(n); n != "" && !hopByHop[strings.ToLower(n)] {
+				return true
+			}
+		}
+	}
+	return false
 }
 
 // reservedHeaders are headers whose other spellings ("_" for "-") must not
