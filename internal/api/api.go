@@ -119,7 +119,9 @@ type Limits struct {
 	// all sources (default 1), and LeakQueue how many more may wait for
 	// their turn (default 8); beyond that a report gets 429 at once. A
 	// flood of reports from many addresses thus takes at most this share
-	// of the node, whatever it does to /v1/leaks.
+	// of the node, whatever it does to /v1/leaks. A report's body is read
+	// before it waits, and one address may send LeakConcurrency+LeakQueue
+	// bodies at once.
 	LeakConcurrency int
 	LeakQueue       int
 	// LeakTokenRate is the work all leak reports together may cause per
@@ -175,6 +177,10 @@ type API struct {
 	issuerRL *limiter
 	leakRL   *limiter
 	leakGate *gate
+	// leakReads bounds the leak report bodies one address sends at once:
+	// they are read before a turn at the gate is taken, so that a slow
+	// body holds no place another reporter needs.
+	leakReads *perKey
 	// leakBudget is limits.leak_token_rate: tokens named (or KiB read)
 	// per second over all leak reports.
 	leakBudget *budget
@@ -203,6 +209,9 @@ func New(cfg Config) (*API, error) {
 	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)
+	// As many as the gate could hold from one address before its bodies
+	// were read first: 9 MiB of bodies by default.
+	a.leakReads = newPerKey(cfg.Limits.LeakConcurrency + cfg.Limits.LeakQueue)
 	// Its capacity is a second of work, and at least one report at the cap.
 	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
 	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)

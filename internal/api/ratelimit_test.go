@@ -79,12 +79,14 @@ func TestGate(t *testing.T) {
 	if !g.enter() {
 		t.Fatal("the place of an ended waiter was not given back")
 	}
-	g.leave() // a waiter whose body could not be read
 	g.done()
-	if !g.start(context.Background()) {
-		t.Fatal("no turn after the first was done")
+	// The two left waiting have their turns one after the other.
+	for i := range 2 {
+		if !g.start(context.Background()) {
+			t.Fatalf("no turn %d after the first was done", i+2)
+		}
+		g.done()
 	}
-	g.done()
 	// Every place is free again: three, not four.
 	for i := range 3 {
 		if !g.enter() {
@@ -93,6 +95,41 @@ func TestGate(t *testing.T) {
 	}
 	if g.enter() {
 		t.Fatal("a fourth place")
+	}
+}
+
+// perKey lets max in at once per key, whatever the other keys hold, and
+// forgets a key once its last place is given back.
+func TestPerKey(t *testing.T) {
+	p := newPerKey(2)
+	tests := []struct {
+		name  string
+		key   string
+		enter bool // else leave
+		want  bool
+	}{
+		{"first", "a", true, true},
+		{"second", "a", true, true},
+		{"third refused", "a", true, false},
+		{"another key", "b", true, true},
+		{"one given back", "a", false, true},
+		{"its place again", "a", true, true},
+		{"still two at most", "a", true, false},
+	}
+	for _, tt := range tests {
+		if !tt.enter {
+			p.leave(tt.key)
+			continue
+		}
+		if got := p.enter(tt.key); got != tt.want {
+			t.Fatalf("%s: enter(%q) = %v, want %v", tt.name, tt.key, got, tt.want)
+		}
+	}
+	p.leave("a")
+	p.leave("a")
+	p.leave("b")
+	if len(p.n) != 0 {
+		t.Fatalf("%d keys kept with no place taken", len(p.n))
 	}
 }
 

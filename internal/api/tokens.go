@@ -287,17 +287,27 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, http.StatusRequestEntityTooLarge, "leak report too large") {
 		return
 	}
-	if !a.leakGate.enter() {
+	// The body is read before a turn is taken: one trickling in (as slowly
+	// as limits.min_body_rate allows, for up to 30 s) must not hold a
+	// place in the shared queue. What one address reads at once is bounded
+	// here instead, so its slow bodies cost only its own reports.
+	key := src.String()
+	if !a.leakReads.enter(key) {
 		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports at once")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address at once")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
+	a.leakReads.leave(key)
 	// Reading and parsing cost about what looking a token up does per KiB.
 	a.leakBudget.spend(time.Now(), (len(body)+1023)/1024)
 	if err != nil {
-		a.leakGate.leave()
 		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "leak report too large")
+		return
+	}
+	if !a.leakGate.enter() {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports at once")
 		return
 	}
 	if !a.leakGate.start(r.Context()) {

@@ -1,0 +1,79 @@
+package api
+
+import (
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
+	"net/netip"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// Connections that send a leak report's headers and then trickle its body
+// hold no place in the queue shared by every reporter (GitHub's secret
+// scanning, a scanner with --revoke): a complete report from another
+// address is worked on; the slow address can only hold up its own.
+func TestLeakReportsNotBlockedBySlowBodies(t *testing.T) {
+	tests := []struct {
+		name string
+		from string // the complete report's address
+		want int
+	}{
+		{"another address", "192.0.2.2", 200},
+		{"the slow bodies' address", "192.0.2.1", 429},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := storetest.SQLite(t).DB
+			h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			leases := lease.New(db, h, lease.Options{})
+			log := &entries{fail: map[string]bool{}}
+			a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases,
+				// The address a proxy would have resolved: each test
+				// connection says its own.
+				ClientAddr: func(r *http.Request) netip.Addr { return netip.MustParseAddr(r.Header.Get("X-Test-From")) },
+				ParseLeakReport: func(b []byte) ([]string, string, string, error) {
+					var out []string
+					for _, m := range token.Find(b) {
+						out = append(out, m.Token)
+					}
+					return out, "", "", nil
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			srv := httptest.NewServer(a)
+			defer srv.Close()
+			// Default limits: 1 report at work and 8 waiting. Nine slow
+			// senders from one address, within its 5/s (burst 20) rate.
+			for range 9 {
+				c, err := net.Dial("tcp", strings.TrimPrefix(srv.URL, "http://"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+				fmt.Fprintf(c, "POST /v1/leaks HTTP/1.1\r\nHost: x\r\nX-Test-From: 192.0.2.1\r\nContent-Type: text/plain\r\nContent-Length: 1000\r\n\r\nsome")
+			}
+			time.Sleep(300 * time.Millisecond) // the nine are reading their bodies
+			tok, _ := token.New(token.Job)
+			r, _ := http.NewRequest("POST", srv.URL+"/v1/leaks", strings.NewReader("leaked: "+tok))
+			r.Header.Set("Content-Type", "text/plain")
+			r.Header.Set("X-Test-From", tt.from)
+			resp, err := http.DefaultClient.Do(r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("a complete leak report from %s got %d while nine bodies were trickling in, want %d", tt.from, resp.StatusCode, tt.want)
+			}
+		})
+	}
+}
