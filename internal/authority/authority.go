@@ -255,11 +255,13 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 			// Not a refusal: the store or log failed. Still try to record it.
 			ev.Status = 503
 			ev.Reason = "unavailable"
+			clipCaller(&ev)
 			a.cfg.Audit.Add(ctx, ev).Wait(ctx)
 			return nil, err
 		}
 		ev.Status = re.Status
 		ev.Reason = re.Code + ": " + re.Description
+		clipCaller(&ev)
 		if _, aerr := a.cfg.Audit.Add(ctx, ev).Wait(ctx); aerr != nil {
 			return nil, unavailable("audit exchange denial", aerr)
 		}
@@ -828,6 +830,20 @@ func clip(s string) string {
 		return s[:512]
 	}
 	return s
+}
+
+// clipCaller clips what a caller chose, as a refusal records it (the
+// scope asked, a path, a reason or detail quoting them): the form and
+// header limits let through far more than an audit entry holds once JSON
+// has escaped it, and a refusal that cannot be recorded is answered 503
+// and leaves no trace.
+func clipCaller(ev *audit.Event) {
+	ev.Grant, ev.Reason, ev.Method, ev.Path = clip(ev.Grant), clip(ev.Reason), clip(ev.Method), clip(ev.Path)
+	for k, v := range ev.Detail {
+		if s, ok := v.(string); ok {
+			ev.Detail[k] = clip(s)
+		}
+	}
 }
 
 func addrString(a netip.Addr) string {

@@ -163,6 +163,7 @@ type Denial struct {
 func (a *Admins) Deny(ctx context.Context, d Denial) error {
 	ev := audit.Event{Type: TypeAdminDenied, Admin: d.Admin, Role: d.Role, Source: addrString(d.Source), Method: d.Method,
 		Path: d.Path, Status: d.Status, Reason: d.Reason}
+	clipCaller(&ev)
 	if _, err := a.audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return unavailable("audit control-plane denial", err)
 	}

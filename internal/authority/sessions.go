@@ -297,6 +297,7 @@ func (s *Sessions) Refuse(ctx context.Context, r Refusal) error {
 	if len(d) > 0 {
 		ev.Detail = d
 	}
+	clipCaller(&ev)
 	if _, err := s.audit.Add(ctx, ev).Wait(ctx); err != nil {
 		return unavailable("audit sign-in refusal", err)
 	}
