@@ -25,18 +25,33 @@ const (
 	typeAccessToken    = apitype.TokenTypeAccessToken
 )
 
-// parseForm reads a size-limited urlencoded body.
-func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
-	if tooLong(w, r, a.cfg.Limits.MaxBody, http.StatusRequestEntityTooLarge, "body too large") {
-		return false
+// errBodyTooLarge is a body over limits.max_body, declared or read.
+var errBodyTooLarge = errors.New("body too large")
+
+// readForm reads a size-limited urlencoded body. A body declared over the
+// limit is refused before any of it is read.
+func (a *API) readForm(w http.ResponseWriter, r *http.Request) error {
+	if r.ContentLength > a.cfg.Limits.MaxBody {
+		return errBodyTooLarge
 	}
 	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
 	if err := r.ParseForm(); err != nil {
 		var mbe *http.MaxBytesError
 		if errors.As(err, &mbe) {
-			writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "body too large")
-			return false
+			return errBodyTooLarge
 		}
+		return fmt.Errorf("read form body: %w", err)
+	}
+	return nil
+}
+
+// parseForm is readForm, answering its errors (413 for a body too large).
+func (a *API) parseForm(w http.ResponseWriter, r *http.Request) bool {
+	switch err := a.readForm(w, r); {
+	case errors.Is(err, errBodyTooLarge):
+		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "body too large")
+		return false
+	case err != nil:
 		writeError(w, http.StatusBadRequest, "invalid_request", "malformed form body")
 		return false
 	}
@@ -75,7 +90,14 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges from this address")
 		return
 	}
-	if !a.parseForm(w, r) {
+	if err := a.readForm(w, r); err != nil {
+		if errors.Is(err, errBodyTooLarge) {
+			// Only the ID token can make a request this large: refused
+			// and recorded as too large an ID token (SPEC section 4).
+			a.fail(w, r, a.cfg.Authority.ExchangeTooLarge(r.Context(), src, a.cfg.Limits.MaxBody))
+			return
+		}
+		writeError(w, 400, "invalid_request", "malformed form body")
 		return
 	}
 	fields := map[string]string{}

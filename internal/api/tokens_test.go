@@ -2,8 +2,15 @@ package api
 
 import (
 	"encoding/base64"
+	"encoding/json"
+	"net/http/httptest"
 	"strings"
 	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/identity"
 )
 
 // unverifiedIssuer finds iss in a JWT payload without parsing or
@@ -32,5 +39,59 @@ func TestUnverifiedIssuer(t *testing.T) {
 		if got := unverifiedIssuer(tt.token); got != tt.want {
 			t.Errorf("%s: unverifiedIssuer = %q, want %q", tt.name, got, tt.want)
 		}
+	}
+}
+
+// An exchange too large to read holds too large an ID token: it is refused
+// 400 invalid_grant naming the size check (SPEC section 4), not 413, and
+// recorded as every refused exchange is, whether its length was declared
+// or found while reading; a refusal that cannot be recorded is a 503.
+func TestExchangeTooLarge(t *testing.T) {
+	body := "grant_type=" + grantTokenExchange + "&subject_token_type=" + typeIDToken + "&scope=deploy&subject_token=" + strings.Repeat("a", 70<<10)
+	tests := []struct {
+		name    string
+		chunked bool // the length is not declared
+		failLog bool
+		status  int
+		code    string
+	}{
+		{"declared length", false, false, 400, "invalid_grant"},
+		{"chunked", true, false, 400, "invalid_grant"},
+		{"refusal not recordable", false, true, 503, "temporarily_unavailable"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			log := &entries{fail: map[string]bool{audit.TypeExchange: tt.failLog}}
+			a, err := New(Config{Authority: authority.New(authority.Config{Audit: log})})
+			if err != nil {
+				t.Fatal(err)
+			}
+			r := httptest.NewRequest("POST", "/v1/token", strings.NewReader(body))
+			r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			r.RemoteAddr = "192.0.2.7:40000"
+			if tt.chunked {
+				r.ContentLength = -1
+			}
+			w := httptest.NewRecorder()
+			a.ServeHTTP(w, r)
+			var out apitype.Error
+			json.Unmarshal(w.Body.Bytes(), &out)
+			if w.Code != tt.status || out.Error != tt.code {
+				t.Fatalf("answer %d %s, want %d %s", w.Code, w.Body, tt.status, tt.code)
+			}
+			if tt.failLog {
+				return
+			}
+			if !strings.HasPrefix(out.Description, identity.CheckSize+":") {
+				t.Errorf("description %q does not name the size check", out.Description)
+			}
+			evs := log.all()
+			if len(evs) != 1 {
+				t.Fatalf("%d entries, want 1", len(evs))
+			}
+			if ev := evs[0]; ev.Type != audit.TypeExchange || ev.Status != 400 || ev.Check != identity.CheckSize || ev.Source != "192.0.2.7" {
+				t.Errorf("entry %+v, want a refused exchange from 192.0.2.7, check size", ev)
+			}
+		})
 	}
 }

@@ -259,11 +259,8 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 			a.cfg.Audit.Add(ctx, ev).Wait(ctx)
 			return nil, err
 		}
-		ev.Status = re.Status
-		ev.Reason = re.Code + ": " + re.Description
-		clipCaller(&ev)
-		if _, aerr := a.cfg.Audit.Add(ctx, ev).Wait(ctx); aerr != nil {
-			return nil, unavailable("audit exchange denial", aerr)
+		if aerr := a.recordRefusal(ctx, ev, re); aerr != nil {
+			return nil, aerr
 		}
 		return nil, err
 	}
@@ -271,6 +268,32 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 	// entry): only its index is awaited.
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, res.note)
 	return res, nil
+}
+
+// ExchangeTooLarge refuses, and records as any refused exchange, a
+// request larger than the API reads (limit bytes): the ID token is the
+// only field that can be that large, so it is refused as too large an ID
+// token is (SPEC section 4: invalid_grant, check size).
+func (a *Authority) ExchangeTooLarge(ctx context.Context, source netip.Addr, limit int64) error {
+	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(source), PolicyVersion: versionString(a.current.Load().version),
+		Check: identity.CheckSize}
+	re := refuse(400, "invalid_grant", "%s: the request is more than %d bytes: the ID token is too large", identity.CheckSize, limit)
+	if err := a.recordRefusal(ctx, ev, re); err != nil {
+		return err
+	}
+	return re
+}
+
+// recordRefusal records a refused exchange; a refusal that cannot be
+// recorded is not answered as one (failclosed.ErrUnavailable).
+func (a *Authority) recordRefusal(ctx context.Context, ev audit.Event, re *Error) error {
+	ev.Status = re.Status
+	ev.Reason = re.Code + ": " + re.Description
+	clipCaller(&ev)
+	if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
+		return unavailable("audit exchange denial", err)
+	}
+	return nil
 }
 
 // revokeLeases revokes leases, with the revocation's entries (note, which

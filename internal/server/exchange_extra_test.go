@@ -430,7 +430,7 @@ func TestDeclaredLengthOverLimit(t *testing.T) {
 		method, path, auth string
 		want               int
 	}{
-		{"POST", "/v1/token", "", 413},
+		{"POST", "/v1/token", "", 400}, // an ID token too large (SPEC section 4)
 		{"POST", "/v1/revoke", "", 413},
 		{"POST", "/v1/leaks", "", 413},
 		{"PUT", "/v1/policy", h.admin, 413},
