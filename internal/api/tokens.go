@@ -16,6 +16,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
 const (
@@ -240,8 +241,15 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusUnauthorized, "invalid_token", "a job token is required as Bearer")
 		return
 	}
-	// A key-bound token renews only with a proof of its key.
-	if live, err := a.cfg.Leases.Lookup(r.Context(), tok); err == nil && live.JKT != "" {
+	// A key-bound token renews only with a proof of its key. When the
+	// store cannot say whether it is bound, nothing renews: Renew's own
+	// lookup may succeed a moment later, without the proof.
+	live, err := a.cfg.Leases.Lookup(r.Context(), tok)
+	if err != nil && !errors.Is(err, lease.ErrUnknown) && !errors.Is(err, lease.ErrExpired) && !errors.Is(err, lease.ErrRevoked) && !errors.Is(err, lease.ErrUsedUp) {
+		a.fail(w, r, fmt.Errorf("looking up the token to renew: %w", err))
+		return
+	}
+	if live != nil && live.JKT != "" {
 		proof := r.Header.Get("DPoP")
 		if proof == "" || a.cfg.DPoP == nil {
 			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)

@@ -1,0 +1,84 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http/httptest"
+	"net/netip"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
+)
+
+// blipDB fails its first read of a lease by token hash, as a database does
+// for a moment (a fail-over, a dropped connection), then works.
+type blipDB struct {
+	*store.DB
+	reads atomic.Int64
+}
+
+func (b *blipDB) LeaseByHash(ctx context.Context, h [32]byte) (store.Lease, error) {
+	if b.reads.Add(1) == 1 {
+		return store.Lease{}, errors.New("connection reset")
+	}
+	return b.DB.LeaseByHash(ctx, h)
+}
+
+// A key-bound (DPoP) token renews only with a proof of its key, whatever
+// the store did while the renewal was looked at.
+func TestRenewKeyBoundNeedsProofAfterStoreBlip(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.SQLite(t).DB
+	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	log := &entries{fail: map[string]bool{}}
+	// Node A issued the token; this node (B) has never seen it.
+	tok, _, err := lease.New(db, h, lease.Options{}).Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"deploy"},
+		Claims: map[string]string{"repository": "acme/app"}, TTL: time.Minute, MaxTTL: time.Hour, JKT: "bound-key-thumbprint"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := lease.New(&blipDB{DB: db}, h, lease.Options{})
+	auth := authority.New(authority.Config{Audit: log, Leases: leases, Policies: db, Verifier: identity.NewVerifier(identity.Options{})})
+	pol := `issuers:
+  ci: {url: "http://127.0.0.1:1", audience: "https://mayfly.test"}
+upstreams:
+  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
+grants:
+  deploy:
+    upstream: api
+    ttl: 10m
+    max_ttl: 1h
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Authority: auth, Leases: leases, AdminCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The first try meets the blip, the second a store that works: neither
+	// renews without the proof.
+	for i, want := range []int{503, 401} {
+		r := httptest.NewRequest("POST", "/v1/token/renew", nil)
+		r.RemoteAddr = "192.0.2.5:40000"
+		r.Header.Set("Authorization", "Bearer "+tok) // no DPoP proof
+		w := httptest.NewRecorder()
+		a.ServeHTTP(w, r)
+		if w.Code == 200 {
+			t.Fatalf("try %d: a key-bound token was renewed without a DPoP proof: %d %s", i, w.Code, w.Body)
+		}
+		if w.Code != want {
+			t.Fatalf("try %d: %d %s, want %d", i, w.Code, w.Body, want)
+		}
+	}
+}
