@@ -7,11 +7,14 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"net"
 	"net/url"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
 	"github.com/xdg-go/scram"
 )
 
@@ -77,6 +80,42 @@ func withPassword(current []byte, role, pw string) ([]byte, error) {
 	return []byte(u.String()), nil
 }
 
+// sameServers refuses a rotated postgres:// URL that may connect to a
+// server (host and port) the admin DSN does not: the new password is set
+// on the admin DSN's server, and a value naming another would hand it to
+// whoever answers there when the secret is used. A bare password names
+// none. Both are read as pgx reads them, so a query parameter (?host=…)
+// cannot name a server the URL's host part hides.
+func sameServers(current []byte, admin *pgconn.Config) error {
+	s := string(current)
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return nil
+	}
+	cc, err := pgconn.ParseConfig(s)
+	if err != nil {
+		return errors.New("the secret's URL is not a PostgreSQL connection string")
+	}
+	allowed := map[string]bool{}
+	for _, a := range servers(admin) {
+		allowed[a] = true
+	}
+	for _, a := range servers(cc) {
+		if !allowed[a] {
+			return errors.New("the secret's URL names a server (host and port) the admin DSN does not: the new password would reach a server it is not set on")
+		}
+	}
+	return nil
+}
+
+// servers lists the host:port pairs a connection with c may try.
+func servers(c *pgconn.Config) []string {
+	s := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
+	for _, f := range c.Fallbacks {
+		s = append(s, net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))))
+	}
+	return s
+}
+
 // keyValueDSN reports whether s starts like libpq's key=value form.
 func keyValueDSN(s string) bool {
 	k, _, ok := strings.Cut(strings.TrimSpace(s), "=")
@@ -107,6 +146,9 @@ func (p postgresRotator) Rotate(ctx context.Context, secretName string, current 
 	if err != nil {
 		// pgx's error quotes the DSN (password masked); say less.
 		return fmt.Errorf("admin DSN secret %s: not a PostgreSQL connection string", p.cfg.AdminDSNSecret)
+	}
+	if err := sameServers(current, &cc.Config); err != nil {
+		return fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
 	}
 	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > p.timeout {
 		cc.ConnectTimeout = p.timeout

@@ -1,11 +1,15 @@
 package rotate
 
 import (
+	"bufio"
 	"context"
 	"crypto/rand"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
+	"io"
+	"net"
 	"net/url"
 	"strconv"
 	"strings"
@@ -256,6 +260,116 @@ func TestPostgresPassword(t *testing.T) {
 						t.Fatal("second rotation left the password")
 					}
 				})
+			}
+		})
+	}
+}
+
+// fakePG accepts PostgreSQL connections, asks for a cleartext password and
+// hands back what the client sent: a server of an operator's choosing.
+func fakePG(t *testing.T) (addr string, got <-chan string) {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	ch := make(chan string, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				br := bufio.NewReader(c)
+				for {
+					var n uint32
+					if binary.Read(br, binary.BigEndian, &n) != nil || n < 8 || n > 10000 {
+						return
+					}
+					body := make([]byte, n-4)
+					if _, err := io.ReadFull(br, body); err != nil {
+						return
+					}
+					if code := binary.BigEndian.Uint32(body[:4]); code == 80877103 || code == 80877104 {
+						c.Write([]byte{'N'}) // no TLS, no GSS
+						continue
+					}
+					break // the startup message
+				}
+				c.Write([]byte{'R', 0, 0, 0, 8, 0, 0, 0, 3}) // AuthenticationCleartextPassword
+				typ, err := br.ReadByte()
+				if err != nil || typ != 'p' {
+					return
+				}
+				var n uint32
+				binary.Read(br, binary.BigEndian, &n)
+				pw := make([]byte, n-4)
+				io.ReadFull(br, pw)
+				ch <- strings.TrimRight(string(pw), "\x00")
+			}(c)
+		}
+	}()
+	return l.Addr().String(), ch
+}
+
+// A rotated URL may name only the admin DSN's server: else the new
+// password, set on the admin DSN's server, would be stored for another one
+// and sent there when the secret is used (an operator wrote the URL; the
+// admin DSN is an admin's). Each case is refused before any connection, the
+// value and the role's password unchanged, and nothing reaches the other
+// server.
+func TestPostgresPasswordStaysOnItsServer(t *testing.T) {
+	pg := newPG(t)
+	suffix := strings.ToLower(rand.Text()[:10])
+	evil, got := fakePG(t)
+	evilURL := func(role, pw string) string {
+		return fmt.Sprintf("postgres://%s:%s@%s/db?sslmode=disable", role, pw, evil)
+	}
+	tests := []struct {
+		name  string
+		value func(role, pw string) string // the rotated secret's value
+		admin string                       // the admin DSN secret's value; "" the real one
+	}{
+		{"URL at another server", evilURL, ""},
+		{"another server in a query parameter", func(role, pw string) string {
+			u, _ := url.Parse(pg.dsnFor(t, role, pw))
+			q := u.Query()
+			h, p, _ := net.SplitHostPort(evil)
+			q.Set("host", h)
+			q.Set("port", p)
+			u.RawQuery = q.Encode()
+			return u.String()
+		}, ""},
+		{"admin DSN moved to another server", func(role, pw string) string { return pg.dsnFor(t, role, pw) }, evilURL("postgres", "operator-known")},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			r := newRig(t, storetest.SQLite(t), nil, key(t))
+			role := fmt.Sprintf("mayfly_rot_host_%s%d", suffix, i)
+			oldPW := "old-" + rand.Text()
+			pg.role(t, role, oldPW)
+			before := pg.verifier(t, role)
+			admin := pg.admin
+			if tt.admin != "" {
+				admin = tt.admin
+			}
+			r.put(t, "pg-admin", []byte(admin), "")
+			value := tt.value(role, oldPW)
+			r.put(t, "app-db", []byte(value), fmt.Sprintf(`{"every":"24h","via":{"postgres_password":{"admin_dsn_secret":"pg-admin","role":%q}}}`, role))
+			_, err := r.m.Rotate(ctx, "app-db", "alice", "")
+			if !errors.Is(err, ErrFailed) || !strings.Contains(err.Error(), "names a server") {
+				t.Fatalf("err = %v, want a refusal naming the server", err)
+			}
+			if r.value(t, "app-db") != value || pg.verifier(t, role) != before {
+				t.Fatal("a refused rotation changed the value or the role's password")
+			}
+			select {
+			case <-got:
+				t.Fatal("the other server was sent a password")
+			default:
 			}
 		})
 	}
