@@ -258,7 +258,7 @@ func (f *rotateFlags) add(c *cobra.Command) {
 	c.Flags().StringVar(&f.grace, "rotate-grace", "", "how long the replaced value stays usable after a rotation (default 5m)")
 	c.Flags().StringVar(&f.command, "rotate-command", "", "rotate with this rotator of the server's config file (rotators: {NAME: [program, args…]})")
 	c.Flags().StringVar(&f.role, "rotate-postgres-role", "", "rotate this PostgreSQL role's password (ALTER ROLE); the value is its password or a postgres:// URL")
-	c.Flags().StringVar(&f.adminDSN, "rotate-admin-dsn-secret", "", "with --rotate-postgres-role: the stored secret holding the DSN to run ALTER ROLE with (default: this secret)")
+	c.Flags().StringVar(&f.adminDSN, "rotate-admin-dsn-secret", "", "with --rotate-postgres-role: the stored secret holding the DSN to run ALTER ROLE with (default: this secret; another secret needs the admin role)")
 	c.Flags().BoolVar(&f.off, "no-rotate", false, "stop rotating this secret")
 }
 

@@ -259,7 +259,7 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return
 	}
-	v, err := a.cfg.Authority.PutSecretRotating(r.Context(), c.Name, c.Source, name, []byte(*body.Value), body.Rotate)
+	v, err := a.cfg.Authority.PutSecretRotating(r.Context(), c.Name, c.Role, c.Source, name, []byte(*body.Value), body.Rotate)
 	if errors.Is(err, ErrInvalidSecret) {
 		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit) and the value 1 byte to 64 KiB")
 		return

@@ -28,7 +28,7 @@ type SecretWriter interface {
 // Rotations validates, sets and runs secrets' rotations (*rotate.Manager).
 // Rotate audits each attempt itself (the schedule runs it too).
 type Rotations interface {
-	Parse(ctx context.Context, name string, raw []byte) (rotate.Spec, error)
+	Parse(ctx context.Context, name string, raw []byte, admin bool) (rotate.Spec, error)
 	Set(ctx context.Context, name string, s *rotate.Spec) error
 	Rotate(ctx context.Context, name, by, source string) (rotate.Result, error)
 }
@@ -38,14 +38,15 @@ type Rotations interface {
 // happen (503), and a write that fails leaves no entry. The entry names the
 // secret, never its value.
 func (a *Authority) PutSecret(ctx context.Context, admin string, source netip.Addr, name string, value []byte) (int, error) {
-	return a.PutSecretRotating(ctx, admin, source, name, value, nil)
+	return a.PutSecretRotating(ctx, admin, "", source, name, value, nil)
 }
 
 // PutSecretRotating is PutSecret that also sets the secret's rotation from
 // rotateJSON (the API's "rotate"): nil leaves it as it was, JSON null
 // removes it. Settings are validated before anything is written: a bad
-// one is a 400 refusal and changes nothing.
-func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source netip.Addr, name string, value, rotateJSON []byte) (int, error) {
+// one is a 400 refusal, and one that role may not give (rotate.ErrNeedsAdmin)
+// a 403; either changes nothing.
+func (a *Authority) PutSecretRotating(ctx context.Context, admin, role string, source netip.Addr, name string, value, rotateJSON []byte) (int, error) {
 	var spec *rotate.Spec
 	remove := bytes.Equal(bytes.TrimSpace(rotateJSON), []byte("null"))
 	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200}
@@ -53,7 +54,10 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin string, source 
 		if a.cfg.Rotations == nil {
 			return 0, refuse(400, "invalid_request", "this server does not rotate secrets")
 		}
-		s, err := a.cfg.Rotations.Parse(ctx, name, rotateJSON)
+		s, err := a.cfg.Rotations.Parse(ctx, name, rotateJSON, role == RoleAdmin)
+		if errors.Is(err, rotate.ErrNeedsAdmin) {
+			return 0, refuse(403, "forbidden", "%v", err)
+		}
 		if err != nil {
 			return 0, refuse(400, "invalid_request", "%v", err)
 		}

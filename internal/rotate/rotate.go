@@ -130,14 +130,15 @@ func New(cfg Config) (*Manager, error) {
 // over once it ends.
 func (m *Manager) claimFor() time.Duration { return 2*m.cfg.Timeout + time.Minute }
 
-// Parse validates the rotation settings of secret name (ErrInvalid).
-func (m *Manager) Parse(ctx context.Context, name string, raw []byte) (Spec, error) {
+// Parse validates the rotation settings of secret name (ErrInvalid), given
+// by a caller with the admin role or not (ErrNeedsAdmin).
+func (m *Manager) Parse(ctx context.Context, name string, raw []byte, admin bool) (Spec, error) {
 	names := make([]string, 0, len(m.cfg.Rotators))
 	for n := range m.cfg.Rotators {
 		names = append(names, n)
 	}
 	slices.Sort(names)
-	return ParseSpec(name, raw, Checks{Rotators: names, SecretExists: func(s string) bool {
+	return ParseSpec(name, raw, Checks{Rotators: names, Admin: admin, SecretExists: func(s string) bool {
 		_, err := m.cfg.Vault.Meta(ctx, s)
 		return err == nil
 	}})

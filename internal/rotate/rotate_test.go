@@ -138,7 +138,7 @@ func (r *rig) put(t *testing.T, name string, value []byte, spec string) {
 	if spec == "" {
 		return
 	}
-	s, err := r.m.Parse(ctx, name, []byte(spec))
+	s, err := r.m.Parse(ctx, name, []byte(spec), true)
 	if err != nil {
 		t.Fatal(err)
 	}

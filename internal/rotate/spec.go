@@ -27,6 +27,12 @@ const (
 // ErrInvalid wraps every refusal of rotation settings (the API's 400).
 var ErrInvalid = errors.New("invalid rotation")
 
+// ErrNeedsAdmin wraps, besides ErrInvalid, the refusal of settings only the
+// admin role may give (the API's 403): a postgres_password rotation with
+// another secret's admin DSN changes a role's password with that DSN, and
+// only an admin decides what an admin DSN is used for.
+var ErrNeedsAdmin = errors.New("only the admin role may have a rotation use another secret as its admin DSN")
+
 // Spec is a secret's rotation: how often, how long the replaced value
 // stays usable, and how a new value is made. It is what the API takes
 // (`"rotate":{…}`) and what the store keeps, as JSON; it never holds a
@@ -92,18 +98,21 @@ func (d *Duration) UnmarshalJSON(b []byte) error {
 	return nil
 }
 
-// Checks is what validation needs to know of the server: the rotators its
-// config file defines, and whether a secret exists.
+// Checks is what validation needs to know of the server and the caller:
+// the rotators its config file defines, whether a secret exists, and
+// whether the caller has the admin role.
 type Checks struct {
 	Rotators     []string
 	SecretExists func(name string) bool
+	Admin        bool
 }
 
 // ParseSpec reads and validates the rotation settings of secret name from
 // JSON: unknown keys, bad or out-of-range durations, no or two rotators,
 // a command rotator the config does not define, a bad role or an admin
 // DSN secret that does not exist are refused with an error wrapping
-// ErrInvalid that says which and why.
+// ErrInvalid that says which and why; another secret as admin DSN without
+// c.Admin also wraps ErrNeedsAdmin.
 func ParseSpec(name string, raw []byte, c Checks) (Spec, error) {
 	var s Spec
 	if len(raw) > MaxSpecSize {
@@ -153,6 +162,9 @@ func (s Spec) validate(name string, c Checks) error {
 		p := v.PostgresPassword
 		if err := secret.ValidateName(p.AdminDSNSecret); err != nil {
 			return fmt.Errorf("via.postgres_password.admin_dsn_secret: %w", err)
+		}
+		if p.AdminDSNSecret != name && !c.Admin {
+			return fmt.Errorf("via.postgres_password.admin_dsn_secret: %w (a secret may rotate with its own DSN: admin_dsn_secret %q)", ErrNeedsAdmin, name)
 		}
 		if p.AdminDSNSecret != name && (c.SecretExists == nil || !c.SecretExists(p.AdminDSNSecret)) {
 			return fmt.Errorf("via.postgres_password.admin_dsn_secret: unknown secret %q: store the admin DSN first", p.AdminDSNSecret)

@@ -8,7 +8,7 @@ import (
 )
 
 func TestParseSpec(t *testing.T) {
-	checks := Checks{Rotators: []string{"bump", "vendor-x"}, SecretExists: func(n string) bool { return n == "pg-admin" }}
+	checks := Checks{Rotators: []string{"bump", "vendor-x"}, SecretExists: func(n string) bool { return n == "pg-admin" }, Admin: true}
 	tests := []struct {
 		name    string
 		raw     string
@@ -60,6 +60,41 @@ func TestParseSpec(t *testing.T) {
 			}
 			if time.Duration(s.Every) != tt.every || s.GraceOrDefault() != tt.grace || s.Kind() != tt.kind {
 				t.Fatalf("= every %v grace %v kind %s", time.Duration(s.Every), s.GraceOrDefault(), s.Kind())
+			}
+		})
+	}
+}
+
+// Only an admin decides what an admin DSN is used for: an operator's
+// rotation may use the secret's own DSN, never another secret's.
+func TestParseSpecNeedsAdmin(t *testing.T) {
+	checks := Checks{Rotators: []string{"bump"}, SecretExists: func(n string) bool { return n == "pg-admin" }}
+	tests := []struct {
+		name, raw  string
+		needsAdmin bool
+	}{
+		{"command", `{"every":"24h","via":{"command":"bump"}}`, false},
+		{"its own DSN", `{"every":"1h","via":{"postgres_password":{"admin_dsn_secret":"db","role":"app"}}}`, false},
+		{"another secret's admin DSN", `{"every":"1h","via":{"postgres_password":{"admin_dsn_secret":"pg-admin","role":"app"}}}`, true},
+		{"a missing admin DSN secret", `{"every":"1h","via":{"postgres_password":{"admin_dsn_secret":"nope","role":"app"}}}`, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := ParseSpec("db", []byte(tt.raw), checks)
+			if !tt.needsAdmin {
+				if err != nil {
+					t.Fatal(err)
+				}
+				return
+			}
+			if !errors.Is(err, ErrNeedsAdmin) || !errors.Is(err, ErrInvalid) {
+				t.Fatalf("err = %v, want ErrNeedsAdmin and ErrInvalid", err)
+			}
+			// With the admin role the same settings pass that check.
+			admin := checks
+			admin.Admin = true
+			if _, err := ParseSpec("db", []byte(tt.raw), admin); errors.Is(err, ErrNeedsAdmin) {
+				t.Fatalf("admin: %v", err)
 			}
 		})
 	}

@@ -162,3 +162,40 @@ func (h *harness) rawEntries(t *testing.T) string {
 	t.Helper()
 	return scrape(t, h.http.URL+"/v1/audit/entries?start=0&limit=1000", h.admin, 200)
 }
+
+// Only an admin decides what an admin DSN is used for: an operator may not
+// give a secret a postgres_password rotation with another secret's admin
+// DSN (with it the server would set a role's password of the operator's
+// choosing into a secret of the operator's choosing); its own DSN is fine.
+func TestSecretRotationAdminDSNNeedsAdmin(t *testing.T) {
+	h := newHarness(t, Config{})
+	ops := h.do("POST", "/v1/admin/tokens", h.admin, "application/json", `{"name":"ops","role":"operator"}`, 200)["token"].(string)
+	h.do("PUT", "/v1/secrets/pg-admin", h.admin, "application/json", `{"value":"postgres://admin:pw@db.internal/app"}`, 200)
+	other := `{"every":"24h","via":{"postgres_password":{"admin_dsn_secret":"pg-admin","role":"victim"}}}`
+	own := `{"every":"24h","via":{"postgres_password":{"admin_dsn_secret":"x","role":"app"}}}`
+	tests := []struct {
+		name, bearer, rotate string
+		want                 int
+	}{
+		{"operator, another secret's admin DSN", ops, other, 403},
+		{"operator, its own DSN", ops, own, 200},
+		{"admin, another secret's admin DSN", h.admin, other, 200},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := *h
+			h.t = t
+			out := h.do("PUT", "/v1/secrets/x", tt.bearer, "application/json", `{"value":"postgres://app:pw@db.internal/app","rotate":`+tt.rotate+`}`, tt.want)
+			if tt.want != 200 {
+				if out["error"] != "forbidden" || !strings.Contains(out["error_description"].(string), "admin role") {
+					t.Fatalf("refusal = %v", out)
+				}
+				h.do("GET", "/v1/secrets/x", h.admin, "", "", 404) // nothing stored
+				return
+			}
+			if _, ok := h.do("GET", "/v1/secrets/x", h.admin, "", "", 200)["rotation"]; !ok {
+				t.Fatal("no rotation set")
+			}
+		})
+	}
+}
