@@ -55,8 +55,11 @@ type Credential struct {
 	Host     string // as the admin DSN names it
 	Port     uint16
 	Database string
-	SSLMode  string // disable, prefer, require or verify-full, read from the admin DSN
-	Expires  time.Time
+	SSLMode  string // the admin DSN's own sslmode (see sslSettings)
+	// SSLRootCert is "system" when the admin DSN says so (the platform's
+	// CAs); a file path of the server's means nothing where the job runs.
+	SSLRootCert string
+	Expires     time.Time
 }
 
 // DSN is the connection URL a job uses.
@@ -71,6 +74,9 @@ func (c *Credential) DSN() string {
 	}
 	if c.SSLMode != "" {
 		q.Set("sslmode", c.SSLMode)
+	}
+	if c.SSLRootCert != "" {
+		q.Set("sslrootcert", c.SSLRootCert)
 	}
 	u.RawQuery = q.Encode()
 	return u.String()
@@ -220,11 +226,81 @@ func (r *Roles) Prepare(u Upstream, leaseID string, expires time.Time) (*Credent
 	if err != nil {
 		return nil, &Error{Upstream: u.Name, Op: "create role", Cause: Misconfigured, Err: err}
 	}
+	mode, root := sslSettings(u.AdminDSN)
+	if mode == "" {
+		mode = sslMode(p.cfg)
+	}
 	c := &Credential{Upstream: u.Name, Name: pgsql.RoleName(leaseID, u.Name), Password: pw, Host: p.cfg.Host, Port: p.cfg.Port,
-		Database: p.cfg.Database, SSLMode: sslMode(p.cfg), Expires: expires.UTC().Truncate(time.Second)}
+		Database: p.cfg.Database, SSLMode: mode, SSLRootCert: root, Expires: expires.UTC().Truncate(time.Second)}
 	return c, nil
 }
 
+// sslSettings reads sslmode and sslrootcert as the admin DSN writes them,
+// so the job's DSN checks the server as strictly as the admin's does
+// (pgx's TLS settings cannot tell verify-ca from require, nor allow from
+// disable). require with a root certificate verifies the chain in libpq
+// and pgx alike, so the job gets verify-ca then. mode is "" when the DSN
+// names none (pgx's default or PGSSLMODE apply); root is only "system".
+func sslSettings(dsn string) (mode, root string) {
+	var get func(string) string
+	if strings.HasPrefix(dsn, "postgres://") || strings.HasPrefix(dsn, "postgresql://") {
+		u, err := url.Parse(dsn)
+		if err != nil {
+			return "", ""
+		}
+		get = u.Query().Get
+	} else {
+		kv := keywordValues(dsn)
+		get = func(k string) string { return kv[k] }
+	}
+	mode, root = get("sslmode"), get("sslrootcert")
+	if mode == "require" && root != "" {
+		mode = "verify-ca"
+	}
+	if root != "system" {
+		root = ""
+	}
+	return mode, root
+}
+
+// keywordValues reads libpq's keyword=value form as pgx does: values
+// single-quoted or not, backslash escaping the next character. It reads
+// what pgx has already accepted, so it does not report errors.
+func keywordValues(s string) map[string]string {
+	const space = " \t\n\r\v\f"
+	out := map[string]string{}
+	s = strings.TrimLeft(s, space)
+	for len(s) > 0 {
+		k, rest, ok := strings.Cut(s, "=")
+		if !ok {
+			break
+		}
+		s = strings.TrimLeft(rest, space)
+		quoted := strings.HasPrefix(s, "'")
+		if quoted {
+			s = s[1:]
+		}
+		var v strings.Builder
+		for len(s) > 0 {
+			c := s[0]
+			if (quoted && c == '\'') || (!quoted && strings.IndexByte(space, c) >= 0) {
+				s = s[1:]
+				break
+			}
+			if c == '\\' && len(s) > 1 {
+				s = s[1:]
+				c = s[0]
+			}
+			v.WriteByte(c)
+			s = s[1:]
+		}
+		out[strings.TrimSpace(k)] = v.String()
+		s = strings.TrimLeft(s, space)
+	}
+	return out
+}
+
+// sslMode is what pgx made of a DSN that names no sslmode.
 func sslMode(c *pgconn.Config) string {
 	plainFallback := false
 	for _, f := range c.Fallbacks {
