@@ -29,7 +29,7 @@ type credUpstream struct {
 	failMint *mint.Error
 }
 
-func (u *credUpstream) Plan(r mint.Request) (mint.Plan, error) {
+func (u *credUpstream) Plan(_ context.Context, r mint.Request) (mint.Plan, error) {
 	return mint.Plan{Name: "role_" + r.ID[4:], Params: []byte("{}")}, nil
 }
 

@@ -101,7 +101,7 @@ func apiURL(up *policy.Upstream) string {
 }
 
 // Plan names nothing (GitHub names its tokens) and keeps the API's url.
-func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
+func (s *Source) Plan(_ context.Context, r mint.Request) (mint.Plan, error) {
 	if r.Upstream.Credential.GitHubApp == nil {
 		return mint.Plan{}, mint.Errorf(500, "upstream_misconfigured", "upstream %s has no github_app credential", r.Upstream.Name)
 	}

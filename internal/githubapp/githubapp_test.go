@@ -146,7 +146,7 @@ func newHarnessOn(t *testing.T, b storetest.Backend, classic bool) *harness {
 
 func (h *harness) mint(upstream, grant string) (mint.Minted, mint.Plan, error) {
 	r := mint.Request{ID: "mnt_1", LeaseID: "lse_1", Upstream: h.pol.Upstreams[upstream], Grant: h.pol.Grants[grant], ExpiresAt: h.clk.Now().Add(10 * time.Minute)}
-	p, err := h.src.Plan(r)
+	p, err := h.src.Plan(ctx, r)
 	if err != nil {
 		return mint.Minted{}, p, err
 	}

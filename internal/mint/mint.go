@@ -107,7 +107,7 @@ type Record struct {
 // credential that is already gone (or was never created) is revoked.
 // Errors must not contain a credential's value.
 type Source interface {
-	Plan(r Request) (Plan, error)
+	Plan(ctx context.Context, r Request) (Plan, error)
 	Mint(ctx context.Context, r Request, p Plan) (Minted, error)
 	Renew(ctx context.Context, rec Record, expires time.Time) error
 	Revoke(ctx context.Context, rec Record) error
@@ -299,7 +299,7 @@ func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream,
 		return nil, fmt.Errorf("mint: id: %w", err)
 	}
 	req := Request{ID: id, LeaseID: leaseID, Upstream: up, Grant: g, ExpiresAt: expires}
-	plan, err := src.Plan(req)
+	plan, err := src.Plan(ctx, req)
 	if err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
 		return nil, err

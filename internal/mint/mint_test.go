@@ -40,7 +40,7 @@ func newDouble() *upstreamDouble {
 	return &upstreamDouble{live: map[string]bool{}, material: map[string]string{}, renewed: map[string]time.Time{}}
 }
 
-func (d *upstreamDouble) Plan(r Request) (Plan, error) {
+func (d *upstreamDouble) Plan(_ context.Context, r Request) (Plan, error) {
 	return Plan{Name: "role_" + r.ID[4:12], Params: []byte(`{"db":"x"}`)}, nil
 }
 

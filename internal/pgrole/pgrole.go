@@ -41,7 +41,36 @@ type Upstream struct {
 	AdminDSN   string // a role with CREATEROLE (and pg_signal_backend, see Revoke)
 	Creation   string // statements; {{name}}, {{password}}, {{expires}}
 	Revocation string // statements; {{name}}; default DROP ROLE IF EXISTS
+	// MadeOn is the server (serverOf) the roles were made on, when known:
+	// creation refuses, and revocation does not take a missing role as
+	// gone, when AdminDSN now names another.
+	MadeOn string
 }
+
+// serverOf names the servers (host:port, comma-separated) a DSN connects
+// to: roles live per server, whatever the database.
+func serverOf(upstream, dsn string) (string, error) {
+	c, err := pgconn.ParseConfig(dsn)
+	if err != nil {
+		// pgx's parse errors may quote the DSN, which holds a password.
+		return "", &Error{Upstream: upstream, Op: "read admin DSN", Cause: Misconfigured, Err: errors.New("the admin DSN secret does not parse as a PostgreSQL connection string")}
+	}
+	return servers(c), nil
+}
+
+func servers(c *pgconn.Config) string {
+	s := []string{net.JoinHostPort(c.Host, strconv.Itoa(int(c.Port)))}
+	for _, f := range c.Fallbacks {
+		if a := net.JoinHostPort(f.Host, strconv.Itoa(int(f.Port))); a != s[len(s)-1] {
+			s = append(s, a) // prefer's plain fallback is the same server
+		}
+	}
+	return strings.Join(s, ",")
+}
+
+// moved reports whether u's admin DSN (in p) names another server than
+// the one u's roles were made on.
+func (u Upstream) moved(p *pool) bool { return u.MadeOn != "" && u.MadeOn != servers(p.cfg) }
 
 // DefaultRevocation drops the role; roles that own objects need the
 // policy's own statements (REASSIGN OWNED / DROP OWNED first).
@@ -222,6 +251,11 @@ func (r *Roles) Prepare(u Upstream, leaseID string, expires time.Time) (*Credent
 	if err != nil {
 		return nil, err
 	}
+	if u.moved(p) {
+		// Its record names the planned server; one made elsewhere would
+		// not be revoked there.
+		return nil, &Error{Upstream: u.Name, Op: "create role", Cause: Unreachable, Err: errors.New("the admin DSN secret changed server while the role was being planned; try again")}
+	}
 	pw, err := token.NewPassword()
 	if err != nil {
 		return nil, &Error{Upstream: u.Name, Op: "create role", Cause: Misconfigured, Err: err}
@@ -386,7 +420,7 @@ func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time
 // Revoke ends the role name on u: it can no longer log in (NOLOGIN, VALID
 // UNTIL in the past), its sessions are terminated and waited for, and the
 // revocation statements run in one transaction. A role that is already gone
-// is revoked. Revoke first grants the role to the admin (CREATEROLE may),
+// is revoked, unless u's admin DSN now names another server than u.MadeOn. Revoke first grants the role to the admin (CREATEROLE may),
 // which lets it terminate the role's sessions and REASSIGN OWNED BY it.
 func (r *Roles) Revoke(ctx context.Context, u Upstream, name string) error {
 	_, err := r.RevokeMany(ctx, u, []string{name})
@@ -437,6 +471,10 @@ func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]s
 	present, err := pgx.CollectRows(rows, pgx.RowTo[string])
 	if err != nil {
 		return nil, r.classify(u, op, err, "")
+	}
+	if u.moved(p) && len(present) < len(names) {
+		// Missing here says nothing of the server that made them.
+		return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the admin DSN secret now names another server than the one the role was made on, and the role is not there: it is not taken as revoked (point the secret back, or drop the role on its server)")}
 	}
 	if len(present) == 0 {
 		return names, nil // gone already

@@ -23,9 +23,10 @@ type Source struct {
 	Roles   *Roles
 	Secrets SecretReader
 	// Policy returns the policy in force: revocation uses the statements
-	// and admin DSN of the upstream as it is now when it is still there
-	// (a fixed revocation statement applies to roles made before), else
-	// those recorded when the role was made.
+	// of the upstream as it is now when it is still there (a fixed
+	// revocation statement applies to roles made before), else those
+	// recorded when the role was made. The admin DSN secret is always the
+	// one that made the role: the policy's may now name another server.
 	Policy func() *policy.Policy
 	// Known reports which role names of an upstream a record stands for
 	// (store.MintedNames); the sweep drops the others.
@@ -35,10 +36,14 @@ type Source struct {
 }
 
 // params is what a record keeps to revoke its role without the policy
-// that made it (its upstream may be gone from the policy in force).
+// that made it (its upstream may be gone from the policy in force, or
+// point at another server): the admin DSN secret, and the server it named
+// (Server) so that a role missing from another server is not taken as
+// gone. Records made before Server was kept have none.
 type params struct {
 	AdminDSNSecret string `json:"admin_dsn_secret"`
 	Revocation     string `json:"revocation,omitempty"`
+	Server         string `json:"server,omitempty"`
 }
 
 // refusal maps a failure to the exchange's answer: its status, a code
@@ -73,8 +78,9 @@ func (s *Source) adminDSN(ctx context.Context, upstream, secretName string) (str
 	return string(v), nil
 }
 
-// Plan names the lease's role before anything is made.
-func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
+// Plan names the lease's role, and the server its admin DSN names, before
+// anything is made.
+func (s *Source) Plan(ctx context.Context, r mint.Request) (mint.Plan, error) {
 	up := r.Upstream
 	if up == nil || up.Postgres == nil {
 		return mint.Plan{}, mint.Errorf(500, "server_error", "not a postgres upstream")
@@ -88,7 +94,15 @@ func (s *Source) Plan(r mint.Request) (mint.Plan, error) {
 	if err := pgsql.CheckTemplate(revocationOf(up.Postgres.Revocation), false); err != nil {
 		return mint.Plan{}, mint.Errorf(500, string(Misconfigured), "upstream %s: revocation statements: %v", up.Name, err)
 	}
-	b, err := json.Marshal(params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation})
+	dsn, err := s.adminDSN(ctx, up.Name, up.Postgres.AdminDSNSecret)
+	if err != nil {
+		return mint.Plan{}, err
+	}
+	srv, err := serverOf(up.Name, dsn)
+	if err != nil {
+		return mint.Plan{}, refusal(err)
+	}
+	b, err := json.Marshal(params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation, Server: srv})
 	if err != nil {
 		return mint.Plan{}, err
 	}
@@ -109,7 +123,13 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, p mint.Plan) (mint.Mi
 	if err != nil {
 		return mint.Minted{}, err
 	}
-	u := Upstream{Name: up.Name, AdminDSN: dsn, Creation: up.Postgres.Creation, Revocation: up.Postgres.Revocation}
+	var planned params
+	if len(p.Params) > 0 {
+		if err := json.Unmarshal(p.Params, &planned); err != nil {
+			return mint.Minted{}, fmt.Errorf("pgrole: the plan of %s: %w", r.ID, err)
+		}
+	}
+	u := Upstream{Name: up.Name, AdminDSN: dsn, Creation: up.Postgres.Creation, Revocation: up.Postgres.Revocation, MadeOn: planned.Server}
 	c, err := s.Roles.Prepare(u, r.LeaseID, r.ExpiresAt)
 	if err != nil {
 		return mint.Minted{}, refusal(err)
@@ -138,7 +158,10 @@ func (s *Source) upstream(ctx context.Context, rec mint.Record) (Upstream, error
 	if s.Policy != nil {
 		if pol := s.Policy(); pol != nil {
 			if up := pol.Upstreams[rec.Upstream]; up != nil && up.Postgres != nil {
-				p = params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation}
+				p.Revocation = up.Postgres.Revocation
+				if p.AdminDSNSecret == "" {
+					p.AdminDSNSecret = up.Postgres.AdminDSNSecret
+				}
 			}
 		}
 	}
@@ -146,7 +169,7 @@ func (s *Source) upstream(ctx context.Context, rec mint.Record) (Upstream, error
 	if err != nil {
 		return Upstream{}, err
 	}
-	return Upstream{Name: rec.Upstream, AdminDSN: dsn, Revocation: p.Revocation}, nil
+	return Upstream{Name: rec.Upstream, AdminDSN: dsn, Revocation: p.Revocation, MadeOn: p.Server}, nil
 }
 
 // Renew moves the role's VALID UNTIL to the lease's new expiry.

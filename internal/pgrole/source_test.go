@@ -240,10 +240,103 @@ func TestSourceFaults(t *testing.T) {
 			if got := h.pg.Roles(t, up.Name); len(got) != 0 {
 				t.Fatalf("roles left: %v", got)
 			}
+			// A secret that cannot be read fails the plan: nothing recorded.
 			recs, err := h.db.MintedByLease(ctx, lid)
-			if err != nil || len(recs) != 1 || recs[0].State == store.MintLive {
+			if err != nil || len(recs) > 1 || len(recs) == 1 && recs[0].State == store.MintLive {
 				t.Fatalf("record: %+v %v", recs, err)
 			}
 		})
 	}
+}
+
+// A role is revoked on the server that made it: the record keeps the admin
+// DSN secret and the server it named, and a role missing from another
+// server is not taken as gone.
+func TestSourceRevokesWhereItMinted(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// after minting: repoint the policy or the secret, and perhaps drop
+		// the role out of band
+		change  func(t *testing.T, s *pgroletest.Server, secrets mapSecrets, pol **policy.Policy, role string)
+		revoked bool // Revoke succeeds; else it must fail
+	}{
+		{"the policy names another admin DSN secret", func(t *testing.T, s *pgroletest.Server, secrets mapSecrets, pol **policy.Policy, _ string) {
+			secrets["new-admin"] = "postgres://admin:pw@127.0.0.1:1/app?sslmode=disable&connect_timeout=2"
+			*pol = parsePolicy(t, s, "new-admin")
+		}, true},
+		{"the secret names another server, the role gone from the first", func(t *testing.T, s *pgroletest.Server, secrets mapSecrets, _ **policy.Policy, role string) {
+			super, err := pgx.Connect(ctx, s.SuperDSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer super.Close(ctx)
+			if _, err := super.Exec(ctx, `SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = $1`, role); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := super.Exec(ctx, `DROP ROLE `+pgx.Identifier{role}.Sanitize()); err != nil {
+				t.Fatal(err)
+			}
+			secrets["app-db-admin"] = strings.Replace(s.AdminDSN, "@127.0.0.1:", "@localhost:", 1)
+		}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			s := pgroletest.New(t, pgroletest.Options{})
+			if !strings.Contains(s.AdminDSN, "@127.0.0.1:") {
+				t.Skip("MAYFLY_TEST_POSTGRES must name 127.0.0.1 for this test")
+			}
+			secrets := mapSecrets{"app-db-admin": s.AdminDSN}
+			pol := parsePolicy(t, s, "app-db-admin")
+			roles := pgrole.New(pgrole.Options{})
+			defer roles.Close()
+			src := &pgrole.Source{Roles: roles, Secrets: secrets, Policy: func() *policy.Policy { return pol }}
+			req := mint.Request{ID: "mnt_where", LeaseID: "lse_00000000000000000000beef", Upstream: pol.Upstreams[s.Upstream],
+				Grant: pol.Grants["migrate"], ExpiresAt: time.Now().Add(time.Hour)}
+			plan, err := src.Plan(ctx, req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			m, err := src.Mint(ctx, req, plan)
+			if err != nil {
+				t.Fatal(err)
+			}
+			job, err := pgx.Connect(ctx, m.Credential.DSN)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer job.Close(ctx)
+
+			tt.change(t, s, secrets, &pol, plan.Name)
+			rec := mint.Record{Minted: store.Minted{ID: req.ID, LeaseID: req.LeaseID, Upstream: s.Upstream, Kind: policy.KindPostgres,
+				ExternalName: plan.Name, Params: plan.Params}}
+			err = src.Revoke(ctx, rec)
+			if !tt.revoked {
+				if err == nil || !strings.Contains(err.Error(), "another server") {
+					t.Fatalf("revoke = %v, want a refusal to take the role as gone", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatalf("revoke: %v", err)
+			}
+			var who string
+			if err := job.QueryRow(ctx, `SELECT current_user`).Scan(&who); err == nil {
+				t.Fatal("the job's session still runs after revocation")
+			}
+			if _, err := pgx.Connect(ctx, m.Credential.DSN); err == nil {
+				t.Fatal("the role still logs in after revocation")
+			}
+		})
+	}
+}
+
+type mapSecrets map[string]string
+
+func (m mapSecrets) Reveal(_ context.Context, name string) ([]byte, int, error) {
+	v, ok := m[name]
+	if !ok {
+		return nil, 0, errors.New("no such secret")
+	}
+	return []byte(v), 1, nil
 }
