@@ -56,6 +56,13 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin, role string, s
 		}
 		s, err := a.cfg.Rotations.Parse(ctx, name, rotateJSON, role == RoleAdmin)
 		if errors.Is(err, rotate.ErrNeedsAdmin) {
+			// A role too weak for a setting is refused as one too weak for
+			// the endpoint is: recorded first.
+			ev.Status, ev.Reason = 403, DeniedRole
+			ev.Detail = map[string]any{"rotate_via": "postgres_password"}
+			if _, err := a.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
+				return 0, unavailable("audit secret write refusal", err)
+			}
 			return 0, refuse(403, "forbidden", "%v", err)
 		}
 		if err != nil {

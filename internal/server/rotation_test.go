@@ -191,6 +191,10 @@ func TestSecretRotationAdminDSNNeedsAdmin(t *testing.T) {
 					t.Fatalf("refusal = %v", out)
 				}
 				h.do("GET", "/v1/secrets/x", h.admin, "", "", 404) // nothing stored
+				// and the refusal is recorded, as a role denial is.
+				if e := h.rawEntries(t); !strings.Contains(e, `"type":"secret.write","status":403,`) || !strings.Contains(e, `"admin":"ops"`) {
+					t.Fatalf("no refused secret.write entry in %s", e)
+				}
 				return
 			}
 			if _, ok := h.do("GET", "/v1/secrets/x", h.admin, "", "", 200)["rotation"]; !ok {
