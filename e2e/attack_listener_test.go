@@ -90,7 +90,8 @@ func TestAttackListeners(t *testing.T) {
 		// Refused on their headers: answered before any of the body is sent.
 		{"API unknown route, body never sent", api, apiOK, apiHead("/v1/nope", "Content-Length: 200000\r\n"), 404},
 		{"API no admin token, body never sent", api, apiOK, strings.Replace(apiHead("/v1/secrets/x", "Content-Length: 200000\r\n"), "POST", "PUT", 1), 401},
-		{"API declared length over the limit", api, apiOK, apiHead("/v1/token", "Content-Length: 10000000\r\n"), 413},
+		// An exchange too large to read is a refused exchange (SPEC 4: 400, "too large").
+		{"API declared length over the limit", api, apiOK, apiHead("/v1/token", "Content-Length: 10000000\r\n"), 400},
 		{"API leak report over the limit", api, apiOK, apiHead("/v1/leaks", "Content-Length: 50000000\r\n"), 413},
 		{"gateway no token, body never sent", api, apiOK, strings.Replace(apiHead("/gw/echo/v1/items", "Content-Length: 200000\r\n"), "Content-Type", "X-A", 1), 401},
 		{"metrics wrong method, body never sent", metrics, metricsOK, strings.Replace(metricsHead("Content-Length: 200000\r\n"), "GET", "POST", 1), 405},
