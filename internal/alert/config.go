@@ -41,8 +41,9 @@ type Config struct {
 	InitialBackoff time.Duration `yaml:"initial_backoff"` // wait after the first failure (default 1s)
 	MaxBackoff     time.Duration `yaml:"max_backoff"`     // longest wait (default 5m)
 	Timeout        time.Duration `yaml:"timeout"`         // one delivery attempt (default 10s)
-	// MaxAge: entries older than this when read (e.g. the log's history
-	// at first start) raise no alert (default 10m).
+	// MaxAge: entries already older than this when the engine started
+	// (the log's history at first start) raise no alert; entries logged
+	// since do, however late they are read (default 10m).
 	MaxAge         time.Duration `yaml:"max_age"`
 	HealthInterval time.Duration `yaml:"health_interval"` // how often the audit log's health is read (default 5s)
 }

@@ -40,6 +40,7 @@ type Engine struct {
 	opts    Options
 	mu      sync.Mutex // guards rules: Write and WatchHealth may overlap
 	rules   *rules
+	since   time.Time // entries before this were history when the engine started
 	targets []*target
 	wg      sync.WaitGroup
 
@@ -74,7 +75,7 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	e := &Engine{cfg: cfg, opts: opts, rules: newRules(cfg.Rules)}
+	e := &Engine{cfg: cfg, opts: opts, rules: newRules(cfg.Rules), since: opts.Now().Add(-cfg.MaxAge)}
 	for _, tc := range cfg.Targets {
 		key := opts.Keys[tc.Name]
 		if (tc.HMACKeyFile != "" || tc.HMACKeySecret != "") && len(key) < 16 {
@@ -118,9 +119,12 @@ func (e *Engine) Name() string { return "alerts" }
 // past an entry only then: alerts in flight when the process dies are
 // raised again, with the same id, after it restarts. It runs in the
 // forwarder, never in a request. An entry it cannot read is logged and
-// skipped, so that alerts never hold the log's cursor back for good.
+// skipped, so that alerts never hold the log's cursor back for good. An
+// entry already older than max_age when the engine started is history
+// (the log's past at first start, or while alerts were off) and raises
+// nothing; an entry the engine itself is slow to reach, however late,
+// still does.
 func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
-	now := e.opts.Now()
 	e.mu.Lock()
 	var out []Alert
 	for i, b := range entries {
@@ -129,8 +133,8 @@ func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) 
 			e.opts.Logger.Warn("alerts: audit entry not readable; skipped", "index", firstIndex+int64(i), "err", err)
 			continue
 		}
-		if now.Sub(ent.Time) > e.cfg.MaxAge {
-			continue // history (first start, long outage): not news
+		if ent.Time.Before(e.since) {
+			continue
 		}
 		out = append(out, e.rules.eval(ent)...)
 	}

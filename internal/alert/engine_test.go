@@ -156,23 +156,38 @@ func TestFullQueueDropsNeverBlocks(t *testing.T) {
 	}
 }
 
-func TestOldEntriesRaiseNothing(t *testing.T) {
+// max_age skips only what was history when the engine started: an entry
+// logged since is news however late the engine reads it (a target
+// retrying, a backlog).
+func TestMaxAgeSkipsOnlyHistory(t *testing.T) {
 	rc := &receiver{got: make(chan struct{}, 10)}
 	srv := httptest.NewServer(rc)
 	defer srv.Close()
-	e := newTestEngine(t, srv.URL, prometheus.NewRegistry(), 10, []byte("alert-test-key-0123456789"))
+	start := time.Now()
+	now := start
+	c := Config{Targets: []TargetConfig{{Name: "recv", URL: srv.URL, HMACKeyFile: "/unused"}}, MaxAge: 10 * time.Minute}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	e, err := New(c, Options{Keys: map[string][]byte{"recv": []byte("alert-test-key-0123456789")}, Now: func() time.Time { return now }})
+	if err != nil {
+		t.Fatal(err)
+	}
 	ctx, cancel := context.WithCancel(context.Background())
 	e.Start(ctx)
 	defer func() { cancel(); e.Wait() }()
-	old := entryBytes(t, 1, time.Now().Add(-time.Hour), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
-	fresh := entryBytes(t, 2, time.Now(), audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3})
-	if err := e.Write(ctx, [][]byte{old, []byte("not an entry"), fresh}, 1); err != nil {
+	leak := audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3}
+	history := entryBytes(t, 1, start.Add(-time.Hour), leak)
+	late := entryBytes(t, 3, start.Add(time.Second), leak) // logged after the start, read an hour later
+	now = start.Add(time.Hour)
+	if err := e.Write(ctx, [][]byte{history, []byte("not an entry"), late}, 1); err != nil {
 		t.Fatal(err)
 	}
 	rc.mu.Lock()
 	defer rc.mu.Unlock()
-	if len(rc.bodies) != 1 {
-		t.Fatalf("%d alerts sent, want 1 (the fresh entry's)", len(rc.bodies))
+	var a Alert
+	if len(rc.bodies) != 1 || json.Unmarshal(rc.bodies[0], &a) != nil || *a.AuditIndex != 3 {
+		t.Fatalf("%d alerts sent, want 1, for entry 3: %s", len(rc.bodies), rc.bodies)
 	}
 }
 
