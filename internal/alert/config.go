@@ -1,8 +1,11 @@
 // Package alert owns alert rule evaluation and delivery: it reads audit
-// entries (as an audit-log sink) and the audit log's health, matches them
-// against the configured rules, and delivers each alert to webhooks at
-// least once, with retries and exponential backoff, from a bounded queue
-// that never blocks the caller (a full queue drops, counted and logged).
+// entries (each target as its own audit-log sink, with its own cursor, so
+// one target's retries never delay another's alerts) and the audit log's
+// health, matches them against the configured rules, and delivers each
+// alert to webhooks at least once, with retries and exponential backoff.
+// A sink's cursor moves past an entry only once its alerts are settled;
+// health alerts go through a bounded queue per target that never blocks
+// the caller (a full queue drops, counted and logged).
 //
 // It never decides policy and never revokes anything; it never reads a
 // secret's value beyond its own HMAC key (handed to it as bytes), and no

@@ -33,13 +33,12 @@ type Options struct {
 	Now        func() time.Time // default time.Now
 }
 
-// Engine evaluates rules and delivers alerts. It is an auditlog sink
-// (Name, Write) and watches the audit log's health (WatchHealth).
+// Engine evaluates rules and delivers alerts. Each target reads the audit
+// log as its own auditlog sink (Sinks); WatchHealth watches the log's
+// health.
 type Engine struct {
 	cfg     Config
 	opts    Options
-	mu      sync.Mutex // guards rules: Write and WatchHealth may overlap
-	rules   *rules
 	since   time.Time // entries before this were history when the engine started
 	targets []*target
 	wg      sync.WaitGroup
@@ -51,16 +50,7 @@ type Engine struct {
 type target struct {
 	cfg   TargetConfig
 	key   []byte
-	queue chan queued
-}
-
-// queued is an alert on its way to one target; done, when set, hears
-// once the target's worker is through with it: true when settled
-// (delivered, refused, or out of attempts), false when shutdown cut it
-// short.
-type queued struct {
-	a    Alert
-	done chan<- bool
+	queue chan Alert // Raise's alerts, for the target's worker
 }
 
 // New returns an engine for a validated cfg (Config.Validate). Start runs
@@ -75,15 +65,15 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	if opts.Client == nil {
 		opts.Client = &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
 	}
-	e := &Engine{cfg: cfg, opts: opts, rules: newRules(cfg.Rules), since: opts.Now().Add(-cfg.MaxAge)}
+	e := &Engine{cfg: cfg, opts: opts, since: opts.Now().Add(-cfg.MaxAge)}
 	for _, tc := range cfg.Targets {
 		key := opts.Keys[tc.Name]
 		if (tc.HMACKeyFile != "" || tc.HMACKeySecret != "") && len(key) < 16 {
 			return nil, fmt.Errorf("alerts: target %s: the HMAC key is missing or shorter than 16 bytes", tc.Name)
 		}
-		e.targets = append(e.targets, &target{cfg: tc, key: key, queue: make(chan queued, cfg.Queue)})
+		e.targets = append(e.targets, &target{cfg: tc, key: key, queue: make(chan Alert, cfg.Queue)})
 	}
-	e.raised = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_alerts_raised_total", Help: "Alerts raised, by rule."}, []string{"rule"})
+	e.raised = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_alerts_raised_total", Help: "Alerts raised, by rule and target."}, []string{"rule", "target"})
 	e.delivered = prometheus.NewCounterVec(prometheus.CounterOpts{Name: "mayfly_alert_deliveries_total",
 		Help: "Alert deliveries by target and result (delivered, retried, failed: attempts exhausted or refused, dropped: queue full)."}, []string{"target", "result"})
 	if opts.Registerer != nil {
@@ -96,8 +86,8 @@ func New(cfg Config, opts Options) (*Engine, error) {
 	return e, nil
 }
 
-// Start runs one delivery worker per target until ctx ends; Wait waits
-// for them.
+// Start runs one worker per target, delivering Raise's alerts until ctx
+// ends; Wait waits for them.
 func (e *Engine) Start(ctx context.Context) {
 	for _, t := range e.targets {
 		e.wg.Add(1)
@@ -111,58 +101,64 @@ func (e *Engine) Start(ctx context.Context) {
 // Wait returns once the workers Start ran have ended.
 func (e *Engine) Wait() { e.wg.Wait() }
 
-// Name is the sink's name: its cursor is "sink:alerts".
-func (e *Engine) Name() string { return "alerts" }
+// Sink reads the audit log for one target, as an auditlog sink named
+// "alerts:" + the target's name (cursor "sink:alerts:NAME"). Each target
+// has its own sink, cursor and rules state, so a target that is down
+// holds back its own alerts only.
+type Sink struct {
+	e     *Engine
+	t     *target
+	mu    sync.Mutex // guards rules, should two Writes ever overlap
+	rules *rules
+}
 
-// Write evaluates entries (the Sink interface) and returns once every
-// alert they raised is through delivery, so that the sink's cursor moves
-// past an entry only then: alerts in flight when the process dies are
-// raised again, with the same id, after it restarts. It runs in the
-// forwarder, never in a request. An entry it cannot read is logged and
-// skipped, so that alerts never hold the log's cursor back for good. An
-// entry already older than max_age when the engine started is history
-// (the log's past at first start, or while alerts were off) and raises
-// nothing; an entry the engine itself is slow to reach, however late,
-// still does.
-func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
-	e.mu.Lock()
+// Sinks returns one sink per target, in the config's order. Each is to be
+// read by one forwarder.
+func (e *Engine) Sinks() []*Sink {
+	out := make([]*Sink, len(e.targets))
+	for i, t := range e.targets {
+		out[i] = &Sink{e: e, t: t, rules: newRules(e.cfg.Rules)}
+	}
+	return out
+}
+
+// Name is the sink's name: its cursor is "sink:" + Name().
+func (s *Sink) Name() string { return "alerts:" + s.t.cfg.Name }
+
+// Write evaluates entries (the auditlog Sink interface) and delivers the
+// alerts they raise for this target, one after another, returning once
+// each is settled (delivered, refused, or out of attempts), so that the
+// cursor moves past an entry only then: an alert in flight when the
+// process dies is raised again, with the same id, after it restarts. It
+// runs in the forwarder, never in a request. An entry it cannot read is
+// logged and skipped, so that alerts never hold the log's cursor back for
+// good. An entry already older than max_age when the engine started is
+// history (the log's past at first start, or while alerts were off) and
+// raises nothing; an entry the engine itself is slow to reach, however
+// late, still does.
+func (s *Sink) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
 	var out []Alert
+	s.mu.Lock()
 	for i, b := range entries {
 		ent, err := audit.ParseEntry(b)
 		if err != nil {
-			e.opts.Logger.Warn("alerts: audit entry not readable; skipped", "index", firstIndex+int64(i), "err", err)
+			s.e.opts.Logger.Warn("alerts: audit entry not readable; skipped", "target", s.t.cfg.Name, "index", firstIndex+int64(i), "err", err)
 			continue
 		}
-		if ent.Time.Before(e.since) {
+		if ent.Time.Before(s.e.since) {
 			continue
 		}
-		out = append(out, e.rules.eval(ent)...)
+		for _, a := range s.rules.eval(ent) {
+			if s.t.takes(a.Rule) {
+				out = append(out, a)
+			}
+		}
 	}
-	e.mu.Unlock()
-	done := make(chan bool, len(out)*len(e.targets))
-	n := 0
+	s.mu.Unlock()
 	for _, a := range out {
-		e.countRaised(&a)
-		for _, t := range e.targets {
-			if !t.takes(a.Rule) {
-				continue
-			}
-			select {
-			case t.queue <- queued{a: a, done: done}:
-				n++
-			case <-ctx.Done():
-				return ctx.Err()
-			}
-		}
-	}
-	for range n {
-		select {
-		case settled := <-done:
-			if !settled {
-				return errors.New("alerts: delivery cut short by shutdown; the entries will be read again")
-			}
-		case <-ctx.Done():
-			return ctx.Err()
+		s.e.countRaised(s.t, &a)
+		if !s.e.deliver(ctx, s.t, a) {
+			return fmt.Errorf("alerts: delivery to %s cut short; the entries will be read again: %w", s.t.cfg.Name, ctx.Err())
 		}
 	}
 	return nil
@@ -172,7 +168,7 @@ func (e *Engine) Write(ctx context.Context, entries [][]byte, firstIndex int64) 
 // audit_unhealthy when it starts failing (status firing) and when it
 // recovers (status resolved).
 func (e *Engine) WatchHealth(ctx context.Context, health func() error) {
-	if _, ok := e.rules.enabled(RuleAuditUnhealthy); !ok {
+	if !slices.ContainsFunc(e.cfg.Rules, func(r RuleConfig) bool { return r.Rule == RuleAuditUnhealthy }) {
 		return
 	}
 	t := time.NewTicker(e.cfg.HealthInterval)
@@ -205,24 +201,24 @@ func (t *target) takes(rule string) bool {
 	return len(t.cfg.Rules) == 0 || slices.Contains(t.cfg.Rules, rule)
 }
 
-func (e *Engine) countRaised(a *Alert) {
+func (e *Engine) countRaised(t *target, a *Alert) {
 	if a.Server == "" {
 		a.Server = e.opts.Server
 	}
-	e.raised.WithLabelValues(a.Rule).Inc()
+	e.raised.WithLabelValues(a.Rule, t.cfg.Name).Inc()
 }
 
 // Raise queues a to every target that takes its rule, never blocking: a
 // full queue drops the alert for that target, counted and logged. (Alerts
-// from audit entries go through Write, which waits instead.)
+// from audit entries go through the targets' sinks, which wait instead.)
 func (e *Engine) Raise(a Alert) {
-	e.countRaised(&a)
 	for _, t := range e.targets {
 		if !t.takes(a.Rule) {
 			continue
 		}
+		e.countRaised(t, &a)
 		select {
-		case t.queue <- queued{a: a}:
+		case t.queue <- a:
 		default:
 			e.delivered.WithLabelValues(t.cfg.Name, "dropped").Inc()
 			e.opts.Logger.Warn("alerts: queue full; alert dropped", "target", t.cfg.Name, "rule", a.Rule, "id", a.ID)
@@ -235,11 +231,8 @@ func (e *Engine) deliverLoop(ctx context.Context, t *target) {
 		select {
 		case <-ctx.Done():
 			return
-		case q := <-t.queue:
-			settled := e.deliver(ctx, t, q.a)
-			if q.done != nil {
-				q.done <- settled // buffered for every alert of its Write
-			}
+		case a := <-t.queue:
+			e.deliver(ctx, t, a)
 		}
 	}
 }

@@ -100,7 +100,7 @@ func TestDeliveryRetriesThenSucceeds(t *testing.T) {
 			now := time.Now()
 			ent := entryBytes(t, 41, now, audit.Event{Type: audit.TypeLeak, Status: 200, Count: 1, Source: "127.0.0.1", Hint: "mfj_…abcd",
 				Path: "/x/" + plantedSecret, Detail: map[string]any{"leases": []string{"l-1"}, "url": "https://paste.example/" + plantedSecret, "token": plantedToken}})
-			if err := e.Write(ctx, [][]byte{ent}, 41); err != nil {
+			if err := e.Sinks()[0].Write(ctx, [][]byte{ent}, 41); err != nil {
 				t.Fatal(err)
 			}
 			for range tt.wantPosts {
@@ -173,14 +173,11 @@ func TestMaxAgeSkipsOnlyHistory(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(context.Background())
-	e.Start(ctx)
-	defer func() { cancel(); e.Wait() }()
 	leak := audit.Event{Type: audit.TypeLeak, Status: 200, Count: 3}
 	history := entryBytes(t, 1, start.Add(-time.Hour), leak)
 	late := entryBytes(t, 3, start.Add(time.Second), leak) // logged after the start, read an hour later
 	now = start.Add(time.Hour)
-	if err := e.Write(ctx, [][]byte{history, []byte("not an entry"), late}, 1); err != nil {
+	if err := e.Sinks()[0].Write(context.Background(), [][]byte{history, []byte("not an entry"), late}, 1); err != nil {
 		t.Fatal(err)
 	}
 	rc.mu.Lock()
@@ -188,6 +185,50 @@ func TestMaxAgeSkipsOnlyHistory(t *testing.T) {
 	var a Alert
 	if len(rc.bodies) != 1 || json.Unmarshal(rc.bodies[0], &a) != nil || *a.AuditIndex != 3 {
 		t.Fatalf("%d alerts sent, want 1, for entry 3: %s", len(rc.bodies), rc.bodies)
+	}
+}
+
+// A target that is down holds back its own alerts only: each target's
+// sink is read by its own forwarder, so the healthy one receives every
+// alert while the dead one is still retrying its first.
+func TestDeadTargetHoldsBackOnlyItself(t *testing.T) {
+	pager := &receiver{got: make(chan struct{}, 10)}
+	dead := &receiver{fail: 1 << 30, failStatus: http.StatusServiceUnavailable, got: make(chan struct{}, 1<<10)}
+	pagerSrv, deadSrv := httptest.NewServer(pager), httptest.NewServer(dead)
+	defer pagerSrv.Close()
+	defer deadSrv.Close()
+	c := Config{Targets: []TargetConfig{
+		{Name: "chat", URL: deadSrv.URL, HMACKeyFile: "/unused"},
+		{Name: "pager", URL: pagerSrv.URL, HMACKeyFile: "/unused"},
+	}, InitialBackoff: time.Millisecond, MaxBackoff: 2 * time.Millisecond, MaxAttempts: 1 << 20}
+	if err := c.Validate(); err != nil {
+		t.Fatal(err)
+	}
+	key := []byte("alert-test-key-0123456789")
+	e, err := New(c, Options{Keys: map[string][]byte{"chat": key, "pager": key}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	leak := audit.Event{Type: audit.TypeLeak, Status: 200, Count: 1}
+	entries := [][]byte{entryBytes(t, 1, time.Now(), leak), entryBytes(t, 2, time.Now(), leak)}
+	ctx, cancel := context.WithCancel(context.Background())
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	for _, s := range e.Sinks() {
+		wg.Go(func() {
+			for i, ent := range entries {
+				if s.Write(ctx, [][]byte{ent}, int64(i+1)) != nil {
+					return
+				}
+			}
+		})
+	}
+	for i := range entries {
+		select {
+		case <-pager.got:
+		case <-time.After(10 * time.Second): // a bound on a hang, not a timing check
+			t.Fatalf("the healthy target got %d of %d alerts while the other was down", i, len(entries))
+		}
 	}
 }
 
@@ -214,7 +255,7 @@ func TestWriteHoldsTheCursorUntilDelivered(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	first.Start(ctx)
 	wrote := make(chan error, 1)
-	go func() { wrote <- first.Write(ctx, [][]byte{ent}, 7) }()
+	go func() { wrote <- first.Sinks()[0].Write(ctx, [][]byte{ent}, 7) }()
 	<-rc.got
 	<-rc.got // retrying
 	select {
@@ -240,7 +281,7 @@ func TestWriteHoldsTheCursorUntilDelivered(t *testing.T) {
 	ctx2, cancel2 := context.WithCancel(context.Background())
 	defer func() { cancel2(); second.Wait() }()
 	second.Start(ctx2)
-	if err := second.Write(ctx2, [][]byte{ent}, 7); err != nil {
+	if err := second.Sinks()[0].Write(ctx2, [][]byte{ent}, 7); err != nil {
 		t.Fatal(err)
 	}
 	rc.mu.Lock()
@@ -280,8 +321,7 @@ func TestAuditHealthFiresAndResolves(t *testing.T) {
 	if len(q) != 2 {
 		t.Fatalf("%d alerts, want firing and resolved", len(q))
 	}
-	qa, qb := <-q, <-q
-	a, b := qa.a, qb.a
+	a, b := <-q, <-q
 	if a.Rule != RuleAuditUnhealthy || a.Status != "firing" || b.Status != "resolved" || a.AuditIndex != nil {
 		t.Fatalf("got %+v then %+v", a, b)
 	}

@@ -5,15 +5,17 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"sync"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 )
 
-// startAlerts runs the alert engine when the config has alerts: it reads
-// the audit log as a sink (cursor "sink:alerts", so it resumes after a
-// restart; on one node at a time of a cluster, so alerts are not sent
+// startAlerts runs the alert engine when the config has alerts: each
+// target reads the audit log as its own sink (cursor "sink:alerts:NAME",
+// so it resumes after a restart and a target that is down holds back no
+// other; all on one node at a time of a cluster, so alerts are not sent
 // once per node) and polls the log's health (on every node: each knows
 // its own). Each target's HMAC key is read here,
 // from its file or stored secret, and handed over as bytes: the alert
@@ -48,7 +50,12 @@ func (s *Server) startAlerts(ctx context.Context) error {
 		return err
 	}
 	eng.Start(s.bgCtx)
-	f := auditlog.NewForwarder(s.store, eng, auditlog.ForwarderOptions{Registerer: s.registry})
+	var fs []*auditlog.Forwarder
+	var names []string
+	for _, sk := range eng.Sinks() {
+		fs = append(fs, auditlog.NewForwarder(s.store, sk, auditlog.ForwarderOptions{Registerer: s.registry}))
+		names = append(names, sk.Name())
+	}
 	s.bg.Add(3)
 	go func() {
 		defer s.bg.Done()
@@ -56,12 +63,46 @@ func (s *Server) startAlerts(ctx context.Context) error {
 	}()
 	go func() {
 		defer s.bg.Done()
-		s.runExclusive(s.bgCtx, "sink:alerts", func(ctx context.Context) { f.Run(ctx) })
+		s.runExclusive(s.bgCtx, "sink:alerts", func(ctx context.Context) {
+			if err := adoptAlertsCursor(ctx, s.store, names); err != nil {
+				s.log.Warn("alerts: could not start the targets' cursors from the shared one; will retry", "err", err)
+				return
+			}
+			var wg sync.WaitGroup
+			for _, f := range fs {
+				wg.Go(func() { f.Run(ctx) })
+			}
+			wg.Wait()
+		})
 	}()
 	go func() {
 		defer s.bg.Done()
 		eng.WatchHealth(s.bgCtx, s.audit.Healthy)
 	}()
+	return nil
+}
+
+// adoptAlertsCursor starts each sink that has no cursor yet from the one
+// cursor, "sink:alerts", that all targets shared before each had its own,
+// so that an upgrade neither raises alerts again nor reads the log anew.
+// It runs under the exclusive right, so no other node moves the cursors
+// meanwhile.
+func adoptAlertsCursor(ctx context.Context, st auditlog.CursorStorage, sinks []string) error {
+	shared, err := st.AuditCursor(ctx, "sink:alerts")
+	if err != nil || shared == 0 {
+		return err
+	}
+	for _, name := range sinks {
+		next, err := st.AuditCursor(ctx, "sink:"+name)
+		if err != nil {
+			return err
+		}
+		if next == 0 {
+			if err := st.SetAuditCursor(ctx, "sink:"+name, shared); err != nil {
+				return err
+			}
+		}
+	}
 	return nil
 }
 
