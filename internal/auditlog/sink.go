@@ -96,7 +96,10 @@ func (s *FileSink) rotate() error {
 	return s.open()
 }
 
-// Write appends one line per entry and syncs the file.
+// Write appends one line per entry and syncs the file. A write that fails
+// (a full disk) may have left part of a line: the file is cut back to its
+// last whole line, so the forwarder's retry of the batch follows whole
+// lines and a reader never meets a broken one.
 func (s *FileSink) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
@@ -105,19 +108,32 @@ func (s *FileSink) Write(ctx context.Context, entries [][]byte, firstIndex int64
 			return err
 		}
 	}
+	start := s.size // where this file's part of the batch begins
+	fail := func(what string, err error) error {
+		err = fmt.Errorf("audit: %s sink file: %w", what, err)
+		if terr := s.f.Truncate(start); terr != nil {
+			// Reopened, the file is sized as it is; the partial line stays.
+			s.f.Close()
+			s.f = nil
+			return errors.Join(err, fmt.Errorf("audit: cutting back sink file: %w", terr))
+		}
+		s.size = start
+		return err
+	}
 	w := bufio.NewWriterSize(s.f, 64<<10)
 	for _, e := range entries {
 		n := int64(len(e) + 1)
 		if s.size > 0 && s.size+n > s.opts.MaxBytes {
 			if err := w.Flush(); err != nil {
-				return fmt.Errorf("audit: writing sink file: %w", err)
+				return fail("writing", err)
 			}
 			if err := s.f.Sync(); err != nil {
-				return fmt.Errorf("audit: syncing sink file: %w", err)
+				return fail("syncing", err)
 			}
 			if err := s.rotate(); err != nil {
 				return err
 			}
+			start = 0
 			w.Reset(s.f)
 		}
 		w.Write(e)
@@ -125,10 +141,10 @@ func (s *FileSink) Write(ctx context.Context, entries [][]byte, firstIndex int64
 		s.size += n
 	}
 	if err := w.Flush(); err != nil {
-		return fmt.Errorf("audit: writing sink file: %w", err)
+		return fail("writing", err)
 	}
 	if err := s.f.Sync(); err != nil {
-		return fmt.Errorf("audit: syncing sink file: %w", err)
+		return fail("syncing", err)
 	}
 	return nil
 }
