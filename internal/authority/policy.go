@@ -135,21 +135,32 @@ type ApplyResult struct {
 // puts it in force; live tokens of grants the new version removes are
 // revoked. Applying the policy in force again changes nothing.
 func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by string) (*ApplyResult, error) {
+	return a.ApplyPolicyOver(ctx, files, by, -1)
+}
+
+// ApplyPolicyOver is ApplyPolicy for a plan made against version base: it
+// is refused (409) unless base is still the latest version, checked in the
+// same turn as the apply, so two plans of one version cannot both be
+// applied, the second undoing the first unseen. base -1: any version.
+func (a *Authority) ApplyPolicyOver(ctx context.Context, files []policy.File, by string, base int64) (*ApplyResult, error) {
 	p, err := a.ParsePolicy(ctx, files)
 	if err != nil {
 		return nil, err
 	}
 	a.applyMu.Lock()
 	defer a.applyMu.Unlock()
+	latest, err := a.cfg.Policies.LatestPolicy(ctx)
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return nil, unavailable("read policy versions", err)
+	}
+	if base >= 0 && latest.Version != base {
+		return nil, refuse(409, "conflict", "the policy in force is version %d, not the version %d this plan was made against: plan and apply again", latest.Version, base)
+	}
 	old := a.current.Load()
 	if old.version != 0 && old.policy.Hash == p.Hash {
 		return &ApplyResult{Version: old.version, Hash: p.Hash, Unchanged: true}, nil
 	}
 	changes := policy.Plan(old.policy, p)
-	latest, err := a.cfg.Policies.LatestPolicy(ctx)
-	if err != nil && !errors.Is(err, store.ErrNotFound) {
-		return nil, unavailable("read policy versions", err)
-	}
 	v := latest.Version + 1
 	var removed []string
 	for name := range old.policy.Grants {

@@ -124,7 +124,8 @@ func (c *Console) policyApply(w http.ResponseWriter, r *http.Request, who Caller
 		c.render(w, r, http.StatusBadRequest, "plan", who, "Policy plan", p)
 		return
 	}
-	if base, err := strconv.ParseInt(r.FormValue("base"), 10, 64); err != nil || base != p.Base {
+	base, err := strconv.ParseInt(r.FormValue("base"), 10, 64)
+	if err != nil || base != p.Base {
 		c.refuse(w, r, who, http.StatusConflict, "The policy in force changed since this plan was made: plan again.")
 		return
 	}
@@ -134,7 +135,8 @@ func (c *Console) policyApply(w http.ResponseWriter, r *http.Request, who Caller
 	}
 	ctx, cancel := c.ctx(r)
 	defer cancel()
-	res, err := c.cfg.Authority.ApplyPolicy(ctx, files, who.Name)
+	// Checked again with the apply: another may have come in since.
+	res, err := c.cfg.Authority.ApplyPolicyOver(ctx, files, who.Name, base)
 	if err != nil {
 		c.fail(w, r, who, err)
 		return
