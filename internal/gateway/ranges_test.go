@@ -28,25 +28,7 @@ func TestRanges(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			y := `
-issuers:
-  ci: {url: https://ci.example.com, audience: https://mayfly.test}
-upstreams:
-  api:
-    url: ` + h.up.srv.URL + `/base
-` + tt.option + `    credential: {secret: api-token}
-grants:
-  read:
-    upstream: api
-    ttl: 10m
-    allow: [{methods: [GET], paths: ["/file"]}]
-    who: [{issuer: ci, claims: {repository: acme/app}}]
-`
-			p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(y)}}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.pol.p.Store(p)
+			useRangesPolicy(t, h, tt.option, "/file")
 			tok := h.issue(lease.Request{Grants: []string{"read"}})
 			req, _ := http.NewRequest("GET", h.srv.URL+"/gw/api/file", nil)
 			req.Header.Set("Authorization", "Bearer "+tok)
@@ -105,25 +87,7 @@ func TestUnaskedRangeRefused(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			y := `
-issuers:
-  ci: {url: https://ci.example.com, audience: https://mayfly.test}
-upstreams:
-  api:
-    url: ` + h.up.srv.URL + `/base
-` + tt.option + `    credential: {secret: api-token}
-grants:
-  read:
-    upstream: api
-    ttl: 10m
-    allow: [{methods: [GET], paths: ["/repos/acme/app/**"]}]
-    who: [{issuer: ci, claims: {repository: acme/app}}]
-`
-			p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(y)}}, nil)
-			if err != nil {
-				t.Fatal(err)
-			}
-			h.pol.p.Store(p)
+			useRangesPolicy(t, h, tt.option, "/repos/acme/app/**")
 			tok := h.issue(lease.Request{Grants: []string{"read"}})
 			addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
 				cred := r.Header.Get("Authorization") // the credential, reflected
@@ -157,4 +121,29 @@ grants:
 			}
 		})
 	}
+}
+
+// useRangesPolicy puts in force a policy of one upstream with option (its
+// ranges setting, a YAML line or "") and one grant "read" of GET on path.
+func useRangesPolicy(t *testing.T, h *harness, option, path string) {
+	t.Helper()
+	y := `
+issuers:
+  ci: {url: https://ci.example.com, audience: https://mayfly.test}
+upstreams:
+  api:
+    url: ` + h.up.srv.URL + `/base
+` + option + `    credential: {secret: api-token}
+grants:
+  read:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [GET], paths: ["` + path + `"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(y)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pol.p.Store(p)
 }
