@@ -283,7 +283,13 @@ func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestU
 	case replaySeen:
 		return nil, fail(CheckReplay, "jti already used")
 	case replayFull:
-		return nil, fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
+		// With a shared store, that is the record and the memory only
+		// answers a replay without a round trip: full, it must not turn
+		// honest proofs away (proofs sent with garbage ID tokens fill it).
+		// Without one, the memory is the only record, and full refuses.
+		if v.shared == nil {
+			return nil, fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
+		}
 	}
 	if v.shared != nil {
 		fresh, err := v.shared.UseJTI(ctx, sharedIssuer, hex.EncodeToString(key[:]), iat.Add(v.window))

@@ -57,3 +57,42 @@ func TestSharedReplayUnavailable(t *testing.T) {
 		t.Fatalf("err = %v, want ErrUnavailable", err)
 	}
 }
+
+// A full local cache does not turn honest proofs away when a shared store
+// keeps the record (a flood of proofs sent with garbage ID tokens fills the
+// memory): the store still catches every replay. Without one, full refuses.
+func TestFullCacheFallsBackToSharedStore(t *testing.T) {
+	b := storetest.SQLite(t)
+	clk := newClock()
+	for _, tc := range []struct {
+		name   string
+		shared SharedReplay
+		want   string // the fresh proof's check after the flood; "" accepted
+	}{
+		{"shared store", b.DB, ""},
+		{"memory only", nil, CheckReplayCacheFull},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			v := NewVerifier(Options{Now: clk.Now, ReplayCacheSize: 16, Shared: tc.shared})
+			flooder := ecKey()
+			var full bool
+			for range 200 {
+				p, _ := NewProof(flooder, "POST", testURL, "", clk.Now())
+				_, err := v.Verify(p, "POST", testURL, "", "")
+				full = full || CheckOf(err) == CheckReplayCacheFull
+			}
+			if full != (tc.shared == nil) {
+				t.Fatalf("flood refused as cache-full: %v", full)
+			}
+			honest, _ := NewProof(ecKey(), "POST", testURL, "", clk.Now())
+			if _, err := v.Verify(honest, "POST", testURL, "", ""); CheckOf(err) != tc.want {
+				t.Fatalf("honest proof after the flood: %v, want check %q", err, tc.want)
+			}
+			if tc.shared != nil {
+				if _, err := v.Verify(honest, "POST", testURL, "", ""); CheckOf(err) != CheckReplay {
+					t.Fatalf("replay with a full cache: %v", err)
+				}
+			}
+		})
+	}
+}
