@@ -210,15 +210,10 @@ func parseJWKS(body []byte) ([]jose.JSONWebKey, error) {
 			continue
 		}
 		if !k.IsPublic() {
-			// A private key published by mistake: use its public half.
-			// Symmetric (oct) keys are never used.
-			if _, sym := k.Key.([]byte); sym {
-				continue
-			}
-			k = k.Public()
-			if !k.IsPublic() {
-				continue
-			}
+			// A private key published (by mistake or not) is one anyone
+			// who fetched this document can sign with: tokens under it
+			// prove nothing. Symmetric (oct) keys are never used either.
+			continue
 		}
 		if !k.Valid() {
 			continue

@@ -275,3 +275,20 @@ func BenchmarkVerifyRS256(b *testing.B) {
 		}
 	}
 }
+
+// A key the issuer published with its private half is refused, not used
+// by its public half: anyone who fetched the document can sign with it.
+func TestPrivateKeyInJWKSRefused(t *testing.T) {
+	clk := newClock()
+	leaked := jose.JSONWebKey{Key: rsaKey2(), KeyID: "k2", Algorithm: "RS256", Use: "sig"} // with "d"
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""), leaked)
+	v := newTestVerifier(t, clk, ti.config())
+	if _, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk))); err != nil {
+		t.Fatalf("the published public key: %v", err)
+	}
+	forged := ti.claims(clk)
+	forged["repository"] = "victim/prod"
+	if id, err := v.Verify(context.Background(), sign(t, rsaKey2(), jose.RS256, "k2", forged)); err == nil {
+		t.Fatalf("an ID token signed with a key the issuer published whole was accepted (repository %s)", id.Claims["repository"])
+	}
+}

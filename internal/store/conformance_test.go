@@ -236,9 +236,15 @@ func testJTI(t *testing.T, b storetest.Backend) {
 		t.Fatal("jti scoped per issuer")
 	}
 	db.UseJTI(ctx, "github", "old", time.Now().Add(-time.Hour))
+	// Remembered until an exp past what Unix nanoseconds hold (2262): kept
+	// by the sweep, not wrapped into the past.
+	db.UseJTI(ctx, "github", "far", time.Date(2300, 1, 1, 0, 0, 0, 0, time.UTC))
 	n, err := db.SweepJTIs(ctx, time.Now())
 	if err != nil || n != 1 {
 		t.Fatalf("sweep = %d %v", n, err)
+	}
+	if fresh, err := db.UseJTI(ctx, "github", "far", time.Now().Add(time.Hour)); err != nil || fresh {
+		t.Fatalf("a jti remembered until 2300 was forgotten (fresh %v, %v)", fresh, err)
 	}
 }
 

@@ -16,6 +16,7 @@ import (
 	"fmt"
 	"io/fs"
 	"maps"
+	"math"
 	"net/url"
 	"os"
 	"path/filepath"
@@ -414,9 +415,19 @@ func isUniqueViolation(err error) bool {
 	return strings.Contains(msg, "UNIQUE constraint failed") || strings.Contains(msg, "constraint failed: UNIQUE")
 }
 
+// nanos is t as Unix nanoseconds, saturated at the int64 range (years
+// 1678 to 2262): UnixNano wraps beyond it, and a time far ahead (an ID
+// token's exp in 2300, remembered until then) would come back as one in
+// the past and be swept early.
 func nanos(t time.Time) int64 {
-	if t.IsZero() {
+	const maxSec = math.MaxInt64 / int64(time.Second)
+	switch sec := t.Unix(); {
+	case t.IsZero():
 		return 0
+	case sec >= maxSec:
+		return math.MaxInt64
+	case sec <= -maxSec:
+		return math.MinInt64
 	}
 	return t.UnixNano()
 }
