@@ -238,7 +238,8 @@ type Output struct {
 // CredentialEnv returns the environment variables of the minted
 // credentials delivered to the job (SPEC section 9), sorted by name: a
 // token is GH_TOKEN; a database role is PGHOST, PGPORT, PGUSER, PGPASSWORD,
-// PGDATABASE and DATABASE_URL. Two credentials that would set the same
+// PGDATABASE, DATABASE_URL, and PGSSLMODE and PGSSLROOTCERT when the DSN
+// names them. Two credentials that would set the same
 // variable are an error (ask for them in separate logins, or use json).
 func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, error) {
 	set := map[string]string{}
@@ -288,8 +289,19 @@ func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, er
 		if port == "" {
 			port = "5432"
 		}
-		for _, kv := range [][2]string{{"PGHOST", host}, {"PGPORT", port}, {"PGUSER", user}, {"PGPASSWORD", pass},
-			{"PGDATABASE", strings.TrimPrefix(u.Path, "/")}, {"DATABASE_URL", c.DSN}} {
+		vars := [][2]string{{"PGHOST", host}, {"PGPORT", port}, {"PGUSER", user}, {"PGPASSWORD", pass},
+			{"PGDATABASE", strings.TrimPrefix(u.Path, "/")}, {"DATABASE_URL", c.DSN}}
+		// The PG* variables must check the server as strictly as the DSN:
+		// without PGSSLMODE libpq falls back to "prefer" (no verification,
+		// plaintext allowed) and the password goes out unprotected. A DSN
+		// without sslmode gets nothing: libpq's defaults (or the job's own
+		// PGSSLMODE) then apply to DATABASE_URL and PG* alike.
+		for _, p := range [][2]string{{"sslmode", "PGSSLMODE"}, {"sslrootcert", "PGSSLROOTCERT"}} {
+			if v := u.Query().Get(p[0]); v != "" {
+				vars = append(vars, [2]string{p[1], v})
+			}
+		}
+		for _, kv := range vars {
 			if err := put(up, kv[0], kv[1]); err != nil {
 				return nil, err
 			}

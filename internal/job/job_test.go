@@ -14,6 +14,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/jackc/pgx/v5/pgconn"
+
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -213,6 +215,73 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+// The PG* variables must connect as safely as the DSN they come with:
+// PGHOST &c. without PGSSLMODE fall back to libpq's "prefer", which sends
+// the minted password over an unverified connection, or none at all. What
+// psql and most drivers make of PG* alone is read here with pgx's parser.
+func TestCredentialEnvTLS(t *testing.T) {
+	pw := "mfyp" + "_planted0123456789abcdefghijklmnopq"
+	tests := []struct {
+		name, dsn string
+		want      map[string]string // PGSSLMODE, PGSSLROOTCERT ("" = not set)
+	}{
+		{"verify-full system", "postgres://mayfly_x:" + pw + "@db.example:5432/app?sslmode=verify-full&sslrootcert=system",
+			map[string]string{"PGSSLMODE": "verify-full", "PGSSLROOTCERT": "system"}},
+		{"require", "postgres://mayfly_x:" + pw + "@db.example:5432/app?sslmode=require",
+			map[string]string{"PGSSLMODE": "require"}},
+		{"disable", "postgres://mayfly_x:" + pw + "@db.example:5432/app?sslmode=disable",
+			map[string]string{"PGSSLMODE": "disable"}},
+		// No sslmode: nothing set, so DATABASE_URL and PG* both follow
+		// libpq's default (or the job's own PGSSLMODE).
+		{"none", "postgres://mayfly_x:" + pw + "@db.example:5432/app", map[string]string{}},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			env, err := CredentialEnv(map[string]apitype.UpstreamCredential{"app-db": {DSN: tc.dsn, Username: "mayfly_x", Password: pw}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, k := range []string{"PGSSLMODE", "PGSSLROOTCERT"} {
+				got := ""
+				for _, kv := range env {
+					if kv[0] == k {
+						got = kv[1]
+					}
+				}
+				if got != tc.want[k] {
+					t.Errorf("%s = %q, want %q", k, got, tc.want[k])
+				}
+			}
+			for _, k := range []string{"PGSSLMODE", "PGSSLROOTCERT", "PGSERVICE", "PGSERVICEFILE", "PGSSLCERT", "PGSSLKEY"} {
+				t.Setenv(k, "")
+				os.Unsetenv(k)
+			}
+			want, err := pgconn.ParseConfig(tc.dsn)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, kv := range env {
+				if kv[0] != "DATABASE_URL" {
+					t.Setenv(kv[0], kv[1])
+				}
+			}
+			got, err := pgconn.ParseConfig("")
+			if err != nil {
+				t.Fatal(err)
+			}
+			if tls := func(c *pgconn.Config) [3]bool {
+				plain := c.TLSConfig == nil
+				for _, fb := range c.Fallbacks {
+					plain = plain || fb.TLSConfig == nil
+				}
+				return [3]bool{c.TLSConfig == nil, plain, c.TLSConfig != nil && c.TLSConfig.InsecureSkipVerify}
+			}; tls(got) != tls(want) {
+				t.Errorf("PG* connect with (no TLS, plaintext fallback, unverified) = %v; the DSN with %v", tls(got), tls(want))
+			}
+		})
+	}
+}
+
 func TestWriteCredentials(t *testing.T) {
 	tok := newJobToken(t)
 	gh := "ghs" + "_planted0123456789abcdefghijklmnopq"
@@ -228,7 +297,7 @@ func TestWriteCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "MAYFLY_TOKEN=" + tok + "\nMAYFLY_GATEWAY=" + addr + "/gw\n" +
-		"DATABASE_URL=" + dsn + "\nGH_TOKEN=" + gh + "\nPGDATABASE=app\nPGHOST=db.example\nPGPASSWORD=" + pw + "\nPGPORT=6543\nPGUSER=mayfly_x\n"
+		"DATABASE_URL=" + dsn + "\nGH_TOKEN=" + gh + "\nPGDATABASE=app\nPGHOST=db.example\nPGPASSWORD=" + pw + "\nPGPORT=6543\nPGSSLMODE=require\nPGUSER=mayfly_x\n"
 	if out.String() != want {
 		t.Errorf("env:\n%s\nwant:\n%s", out.String(), want)
 	}
