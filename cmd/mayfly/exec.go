@@ -236,18 +236,23 @@ func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin i
 	return st.ExitCode(), nil
 }
 
+// renewMinLeft: a token with less life than this left is not renewed (a
+// variable so tests need not wait that long).
+var renewMinLeft = 15 * time.Second
+
 // renewLoop renews the token at two thirds of its remaining life until
-// done, or until renewal stops extending it (max_ttl reached, revoked).
+// done, or until renewal stops extending it (max_ttl reached, revoked). A
+// key-bound token's renewals carry a proof of its key.
 func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
 	left := time.Duration(ex.resp.ExpiresIn) * time.Second
-	for left > 15*time.Second {
+	for left > renewMinLeft {
 		select {
 		case <-done:
 			return
 		case <-time.After(left * 2 / 3):
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		resp, err := ex.client.Renew(ctx, ex.resp.AccessToken)
+		resp, err := ex.client.Renew(ctx, ex.resp.AccessToken, ex.dpopKey)
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "mayfly: exec: renewing the job token failed (%s); it expires in about %s\n",

@@ -146,7 +146,7 @@ func TestNeverFollowsRedirects(t *testing.T) {
 		calls := map[string]func() error{
 			"secret put": func() error { _, err := c.PutSecret(ctx, "s", []byte("planted-secret-value")); return err },
 			"leaks":      func() error { _, err := c.ReportLeaks(ctx, []byte(leaked+"\n")); return err },
-			"renew":      func() error { _, err := c.Renew(ctx, leaked); return err },
+			"renew":      func() error { _, err := c.Renew(ctx, leaked, nil); return err },
 			"policy":     func() error { _, _, err := c.Policy(ctx, 1<<20); return err },
 		}
 		for name, call := range calls {

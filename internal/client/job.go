@@ -77,10 +77,22 @@ func (c *Client) Exchange(ctx context.Context, r ExchangeRequest) (*apitype.Toke
 	return &tr, raw, nil
 }
 
-// Renew extends tok by its grant's ttl (POST /v1/token/renew).
-func (c *Client) Renew(ctx context.Context, tok string) (*apitype.RenewResponse, error) {
+// Renew extends tok by its grant's ttl (POST /v1/token/renew). A token
+// bound to a key (exchanged with ExchangeRequest.DPoPKey) renews only with
+// a proof of that key: pass it as key; nil for a bearer token.
+func (c *Client) Renew(ctx context.Context, tok string, key crypto.Signer) (*apitype.RenewResponse, error) {
+	const path = "/v1/token/renew"
+	req := request{op: "renew", method: http.MethodPost, path: path, auth: "Bearer " + tok}
+	if key != nil {
+		proof, err := dpop.NewProof(key, http.MethodPost, c.addr+path, tok, time.Now())
+		if err != nil {
+			return nil, fmt.Errorf("renew: DPoP proof: %w", err)
+		}
+		req.auth = "DPoP " + tok // RFC 9449 section 7.1
+		req.header = http.Header{"Dpop": {proof}}
+	}
 	var out apitype.RenewResponse
-	if err := c.doJSON(ctx, request{op: "renew", method: http.MethodPost, path: "/v1/token/renew", auth: "Bearer " + tok}, &out); err != nil {
+	if err := c.doJSON(ctx, req, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
