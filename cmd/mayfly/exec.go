@@ -110,6 +110,19 @@ func runExec(cmd *cobra.Command, args []string, jf *jobFlags, maskEnv []string, 
 		}
 		secrets = append(secrets, []byte(v))
 	}
+	// From here until the token is revoked no signal may kill mayfly
+	// (SIGHUP and SIGQUIT would): each goes to CMD, once it has started.
+	// Nor may SIGPIPE: when our reader goes away (`mayfly exec … | head`)
+	// the write fails with EPIPE instead, CMD's output stops being read
+	// (CMD gets the broken pipe as it would without mayfly) and the token
+	// is still revoked. Notify, not Ignore: CMD must not inherit SIG_IGN.
+	sigs := make(chan os.Signal, 4)
+	signal.Notify(sigs, forwardedSignals...)
+	defer signal.Stop(sigs)
+	pipe := make(chan os.Signal, 1)
+	signal.Notify(pipe, syscall.SIGPIPE)
+	defer signal.Stop(pipe)
+
 	ex, err := jf.exchange(cmd.Context(), cmd.ErrOrStderr())
 	if err != nil {
 		return 0, execFailed(err)
@@ -132,7 +145,7 @@ func runExec(cmd *cobra.Command, args []string, jf *jobFlags, maskEnv []string, 
 		return 0, execFailed(usageErr("exec: masker: %v", err))
 	}
 	env := childEnv(os.Environ(), ex, jf.dpopKey, creds)
-	code, err := runMasked(cmd.Context(), m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), ex, !noRenew)
+	code, err := runMasked(m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), sigs, ex, !noRenew)
 	revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
 	return code, err
 }
@@ -167,10 +180,11 @@ func childEnv(parent []string, ex *exchanged, dpopKey string, creds [][2]string)
 	return out
 }
 
-// runMasked runs args with env, its output through m, forwarding signals,
-// renewing the token while it runs. It returns CMD's exit code (128+signal
-// when it died of one), or an error when it could not be started.
-func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin io.Reader, stdout, stderr io.Writer, ex *exchanged, renew bool) (int, error) {
+// runMasked runs args with env, its output through m, forwarding the
+// signals of sigs to it, renewing the token while it runs. It returns CMD's
+// exit code (128+signal when it died of one), or an error when it could not
+// be started.
+func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, stderr io.Writer, sigs <-chan os.Signal, ex *exchanged, renew bool) (int, error) {
 	outW := m.NewWriter(stdout, mask.Options{})
 	errW := m.NewWriter(stderr, mask.Options{})
 	defer outW.Close()
@@ -184,10 +198,6 @@ func runMasked(ctx context.Context, m *mask.Matcher, args, env []string, stdin i
 	// A grandchild left holding the pipes must not keep us (and the token)
 	// alive forever.
 	child.WaitDelay = 5 * time.Second
-
-	sigs := make(chan os.Signal, 4)
-	signal.Notify(sigs, forwardedSignals...)
-	defer signal.Stop(sigs)
 
 	if err := child.Start(); err != nil {
 		code := exitCannotExecute

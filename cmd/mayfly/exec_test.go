@@ -1,14 +1,24 @@
 package main
 
 import (
+	"encoding/json"
+	"errors"
+	"net/http"
+	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
+	"sync"
+	"syscall"
 	"testing"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 	"github.com/mayfly-sh/mayfly/internal/server"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // exec keeps the token alive while CMD runs, a key-bound one (--dpop-key)
@@ -81,6 +91,137 @@ grants:
 			_, stderr, code := runCLI(t, "", args...)
 			if code != 0 || strings.Contains(stderr, "renewing the job token failed") {
 				t.Fatalf("exit %d; the token was not renewed while CMD ran: %s", code, stderr)
+			}
+		})
+	}
+}
+
+// gatedServer imitates the job-facing endpoints as fakeServer does, but
+// holds the request to path until release is closed, so a test can act
+// while mayfly waits for it.
+type gatedServer struct {
+	*httptest.Server
+	arrived, release chan struct{}
+	mu               sync.Mutex
+	issued           string
+	revoked          []string
+}
+
+func newGatedServer(t *testing.T, path string) *gatedServer {
+	gs := &gatedServer{arrived: make(chan struct{}), release: make(chan struct{})}
+	var once sync.Once
+	gs.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		_ = r.ParseForm()
+		if r.URL.Path == path {
+			once.Do(func() { close(gs.arrived) })
+			<-gs.release
+		}
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		switch r.URL.Path {
+		case "/v1/token":
+			gs.issued, _ = token.New(token.Job)
+			_ = json.NewEncoder(w).Encode(map[string]any{"access_token": gs.issued, "token_type": "Bearer", "expires_in": 600,
+				"issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "scope": "deploy", "lease_id": "lse_test"})
+		case "/v1/revoke":
+			gs.revoked = append(gs.revoked, r.PostForm.Get("token"))
+		}
+	}))
+	t.Cleanup(func() {
+		select {
+		case <-gs.release:
+		default:
+			close(gs.release)
+		}
+		gs.Close()
+	})
+	return gs
+}
+
+// From the exchange until the revocation, a signal (SIGHUP and SIGQUIT
+// kill a Go program by default) or a reader that goes away (`mayfly exec
+// CMD | head`: SIGPIPE on the next write to stdout) must not kill mayfly
+// before it has revoked the job token.
+func TestExecRevokesDespiteSignals(t *testing.T) {
+	if testing.Short() || runtime.GOOS == "windows" {
+		t.Skip("builds the binary; Unix signals")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "mayfly")
+	if out, err := exec.Command("go", "build", "-tags", buildTags, "-o", bin, ".").CombinedOutput(); err != nil {
+		t.Fatalf("build: %v\n%s", err, out)
+	}
+	env := func(addr string) []string {
+		return []string{"PATH=" + os.Getenv("PATH"), "HOME=" + dir, "MAYFLY_ADDR=" + addr, "MAYFLY_ID_TOKEN=" + fakeJWT}
+	}
+
+	t.Run("stdout closed", func(t *testing.T) {
+		gs := newGatedServer(t, "")
+		codeFile := filepath.Join(t.TempDir(), "code")
+		c := exec.Command("sh", "-c", `{ "$BIN" exec --grant deploy -- sh -c 'while :; do echo line; done'; echo $? > "$CODE"; } | head -n 1`)
+		c.Env = append(env(gs.URL), "BIN="+bin, "CODE="+codeFile)
+		out, err := c.CombinedOutput()
+		if err != nil || string(out) != "line\n" {
+			t.Fatalf("pipeline: %v %q", err, out)
+		}
+		code, _ := os.ReadFile(codeFile)
+		gs.mu.Lock()
+		defer gs.mu.Unlock()
+		if gs.issued == "" || !slices.Contains(gs.revoked, gs.issued) {
+			t.Fatalf("the job token was issued (%v) but not revoked; mayfly exited %s", gs.issued != "", code)
+		}
+		// CMD died of the broken pipe (128+SIGPIPE), as it would under sh.
+		if got := strings.TrimSpace(string(code)); got != "141" {
+			t.Errorf("exit %s, want 141", got)
+		}
+	})
+
+	tests := []struct {
+		name     string
+		sig      syscall.Signal
+		at       string // the request being answered when the signal comes
+		cmd      string
+		wantCode int
+	}{
+		// Before CMD starts, the signal waits for it: CMD dies of it.
+		{"SIGHUP during the exchange", syscall.SIGHUP, "/v1/token", "exec sleep 5", 128 + int(syscall.SIGHUP)},
+		{"SIGHUP during the revocation", syscall.SIGHUP, "/v1/revoke", "true", 0},
+		{"SIGQUIT during the revocation", syscall.SIGQUIT, "/v1/revoke", "true", 0},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			gs := newGatedServer(t, tc.at)
+			c := exec.Command(bin, "exec", "--grant", "deploy", "--", "sh", "-c", tc.cmd)
+			c.Env = env(gs.URL)
+			var stderr strings.Builder
+			c.Stderr = &stderr
+			if err := c.Start(); err != nil {
+				t.Fatal(err)
+			}
+			select {
+			case <-gs.arrived:
+			case <-time.After(20 * time.Second):
+				_ = c.Process.Kill()
+				t.Fatal("mayfly never asked the server")
+			}
+			if err := c.Process.Signal(tc.sig); err != nil {
+				t.Fatal(err)
+			}
+			time.Sleep(100 * time.Millisecond) // delivered before the answer
+			close(gs.release)
+			err := c.Wait()
+			var ee *exec.ExitError
+			code := 0
+			if errors.As(err, &ee) {
+				code = ee.ExitCode()
+			} else if err != nil {
+				t.Fatal(err)
+			}
+			gs.mu.Lock()
+			defer gs.mu.Unlock()
+			if code != tc.wantCode || gs.issued == "" || !slices.Contains(gs.revoked, gs.issued) {
+				t.Fatalf("exit %d (want %d; -1: killed), token issued %v, revoked %v; stderr %q",
+					code, tc.wantCode, gs.issued != "", slices.Contains(gs.revoked, gs.issued), stderr.String()[:min(stderr.Len(), 300)])
 			}
 		})
 	}
