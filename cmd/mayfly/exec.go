@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"os/signal"
@@ -136,17 +137,17 @@ func runExec(cmd *cobra.Command, args []string, jf *jobFlags, maskEnv []string, 
 	}
 	creds, err := job.CredentialEnv(ex.resp.UpstreamCredentials)
 	if err != nil {
-		revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+		revokeQuietly(cmd.Context(), "exec", ex, cmd.ErrOrStderr())
 		return 0, execFailed(usageErr("exec: %v", err))
 	}
 	m, err := mask.NewMatcher(secrets)
 	if err != nil {
-		revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+		revokeQuietly(cmd.Context(), "exec", ex, cmd.ErrOrStderr())
 		return 0, execFailed(usageErr("exec: masker: %v", err))
 	}
 	env := childEnv(os.Environ(), ex, jf.dpopKey, creds)
 	code, err := runMasked(m, args, env, cmd.InOrStdin(), cmd.OutOrStdout(), cmd.ErrOrStderr(), sigs, ex, !noRenew)
-	revokeQuietly(cmd.Context(), ex, cmd.ErrOrStderr())
+	revokeQuietly(cmd.Context(), "exec", ex, cmd.ErrOrStderr())
 	return code, err
 }
 
@@ -278,12 +279,51 @@ func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
 }
 
 // revokeQuietly revokes the job token even if ctx was cancelled by a
-// signal; a failure is reported on stderr, never with the token.
-func revokeQuietly(ctx context.Context, ex *exchanged, stderr io.Writer) {
-	rctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+// signal, retrying as revokeRetrying does; a failure is reported on stderr
+// as op's, never with the token.
+func revokeQuietly(ctx context.Context, op string, ex *exchanged, stderr io.Writer) {
+	if err := revokeRetrying(ctx, ex.client, ex.resp.AccessToken); err != nil {
+		fmt.Fprintf(stderr, "mayfly: %s: could not revoke job token %s (lease %s): %s; it expires by itself\n",
+			op, token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, client.OneLine(err.Error(), 200))
+	}
+}
+
+// revokeBudget bounds the time spent retrying a revocation (a variable so
+// tests need not wait that long).
+var revokeBudget = 30 * time.Second
+
+// revokeRetrying revokes tok, trying again while the failure is
+// temporary (429, 5xx, the server unreachable): a token left alive keeps
+// every credential minted for it alive too. It waits as Retry-After asks,
+// else 0.5s doubling up to 8s, and gives up when the wait would end past
+// revokeBudget. ctx's cancellation does not stop it.
+func revokeRetrying(ctx context.Context, c *client.Client, tok string) error {
+	deadline := time.Now().Add(revokeBudget)
+	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
-	if err := ex.client.Revoke(rctx, ex.resp.AccessToken); err != nil {
-		fmt.Fprintf(stderr, "mayfly: exec: could not revoke job token %s (lease %s): %s; it expires by itself\n",
-			token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, client.OneLine(err.Error(), 200))
+	backoff := 500 * time.Millisecond
+	for {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		err := c.Revoke(actx, tok)
+		acancel()
+		var e *client.Error
+		var ce *client.ConnError
+		switch {
+		case err == nil:
+			return nil
+		case errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status >= 500):
+		case errors.As(err, &ce):
+		default:
+			return err
+		}
+		wait := backoff
+		if e != nil && e.RetryAfter > 0 {
+			wait = e.RetryAfter
+		}
+		backoff = min(2*backoff, 8*time.Second)
+		if time.Until(deadline) < wait {
+			return err
+		}
+		time.Sleep(wait)
 	}
 }

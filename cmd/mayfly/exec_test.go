@@ -226,3 +226,86 @@ func TestExecRevokesDespiteSignals(t *testing.T) {
 		})
 	}
 }
+
+// A revocation the server turns away for a moment (429, 5xx, a dropped
+// connection) is tried again: one failed attempt would leave the token,
+// and every credential minted for it, alive until the lease expires. A
+// refusal is not retried; a budget spent is reported, never with the token.
+func TestRevocationRetries(t *testing.T) {
+	old := revokeBudget
+	revokeBudget = 3 * time.Second
+	t.Cleanup(func() { revokeBudget = old })
+	tests := []struct {
+		name         string
+		args         []string // after the command's own
+		status       int      // of the failed attempts; 0: the connection is dropped
+		retryAfter   string
+		failures     int
+		wantAttempts int
+		wantRevoked  bool
+	}{
+		{"exec 503 audit unavailable", nil, http.StatusServiceUnavailable, "1", 1, 2, true},
+		{"exec 429 rate limited", nil, http.StatusTooManyRequests, "1", 1, 2, true},
+		{"exec 502 twice, no Retry-After", nil, http.StatusBadGateway, "", 2, 3, true},
+		{"exec connection dropped", nil, 0, "", 1, 2, true},
+		{"exec 400 not retried", nil, http.StatusBadRequest, "", 1, 1, false},
+		{"exec budget spent", nil, http.StatusServiceUnavailable, "1", 100, 3, false},
+		{"login 503 after a failed hand-over", []string{"--format", "github-env"}, http.StatusServiceUnavailable, "1", 1, 2, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			var issued string
+			var revoked []string
+			attempts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				_ = r.ParseForm()
+				mu.Lock()
+				defer mu.Unlock()
+				switch r.URL.Path {
+				case "/v1/token":
+					issued, _ = token.New(token.Job)
+					_ = json.NewEncoder(w).Encode(map[string]any{"access_token": issued, "token_type": "Bearer", "expires_in": 600,
+						"issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "scope": "deploy", "lease_id": "lse_test"})
+				case "/v1/revoke":
+					attempts++
+					if attempts <= tc.failures {
+						if tc.status == 0 {
+							conn, _, _ := w.(http.Hijacker).Hijack()
+							_ = conn.Close()
+							return
+						}
+						if tc.retryAfter != "" {
+							w.Header().Set("Retry-After", tc.retryAfter)
+						}
+						w.WriteHeader(tc.status)
+						_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"nothing was done"}`))
+						return
+					}
+					revoked = append(revoked, r.PostForm.Get("token"))
+				}
+			}))
+			defer srv.Close()
+			jobEnv(t, srv.URL)
+			args := []string{"exec", "--grant", "deploy", "--", "true"}
+			wantCode := 0
+			if tc.args != nil {
+				// $GITHUB_ENV is a directory: the token cannot be handed over.
+				t.Setenv("GITHUB_ENV", t.TempDir())
+				args = append([]string{"login", "--grant", "deploy"}, tc.args...)
+				wantCode = 2
+			}
+			_, stderr, code := runCLI(t, "", args...)
+			mu.Lock()
+			defer mu.Unlock()
+			if code != wantCode || attempts != tc.wantAttempts || slices.Contains(revoked, issued) != tc.wantRevoked {
+				t.Fatalf("exit %d (want %d), %d attempts (want %d), revoked %v: %s",
+					code, wantCode, attempts, tc.wantAttempts, slices.Contains(revoked, issued), stderr)
+			}
+			warned := strings.Contains(stderr, "could not revoke job token "+token.Hint(issued))
+			if warned == tc.wantRevoked || strings.Contains(stderr, issued) {
+				t.Errorf("warning %v, want %v, or the whole token in it: %s", warned, !tc.wantRevoked, stderr)
+			}
+		})
+	}
+}

@@ -140,9 +140,7 @@ func newLoginCmd() *cobra.Command {
 			err = job.Write(job.Output{Stdout: cmd.OutOrStdout(), GitHubEnv: os.Getenv(job.EnvGitHubEnv)}, format, ex.client.Addr(), ex.resp, ex.raw)
 			if err != nil {
 				// Nobody will use a token that could not be handed over.
-				rctx, cancel := context.WithTimeout(context.WithoutCancel(cmd.Context()), 10*time.Second)
-				_ = ex.client.Revoke(rctx, ex.resp.AccessToken)
-				cancel()
+				revokeQuietly(cmd.Context(), "login", ex, cmd.ErrOrStderr())
 				return usageErr("login: %v", err)
 			}
 			return nil
