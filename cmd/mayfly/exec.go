@@ -247,16 +247,15 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 	return st.ExitCode(), nil
 }
 
-// renewMinLeft: a token with less life than this left is not renewed (a
-// variable so tests need not wait that long).
-var renewMinLeft = 15 * time.Second
-
 // renewLoop renews the token at two thirds of its remaining life until
 // done, or until renewal stops extending it (max_ttl reached, revoked). A
 // key-bound token's renewals carry a proof of its key.
 func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
 	left := time.Duration(ex.resp.ExpiresIn) * time.Second
-	for left > renewMinLeft {
+	// Too little life left to be worth a renewal: 15s, or a third of a
+	// shorter token's.
+	minLeft := min(15*time.Second, left/3)
+	for left > minLeft {
 		select {
 		case <-done:
 			return
@@ -288,9 +287,8 @@ func revokeQuietly(ctx context.Context, op string, ex *exchanged, stderr io.Writ
 	}
 }
 
-// revokeBudget bounds the time spent retrying a revocation (a variable so
-// tests need not wait that long).
-var revokeBudget = 30 * time.Second
+// revokeBudget bounds the time spent retrying a revocation.
+const revokeBudget = 30 * time.Second
 
 // revokeRetrying revokes tok, trying again while the failure is
 // temporary (429, 5xx, the server unreachable): a token left alive keeps
