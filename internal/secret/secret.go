@@ -84,6 +84,11 @@ const (
 	maxCachedRecords = 10000
 )
 
+// maxStaleKeyringAttempts bounds how often one write reloads the keyring
+// after sealing under a deleted version: more than one rotation finishing
+// during a single write is not expected.
+const maxStaleKeyringAttempts = 3
+
 // Options tunes a Vault; the zero value is right for production.
 type Options struct {
 	// RecordCacheTTL is how long a sealed record read from the store, and
@@ -362,6 +367,23 @@ func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool
 // putOnce seals value as version of name under the current keyring version
 // and stores it; store.ErrConflict when version is not the next one.
 func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, n *store.Note) error {
+	for attempt := 1; ; attempt++ {
+		err := v.putSealed(ctx, name, value, version, keepUntil, n)
+		if !errors.Is(err, store.ErrKeyVersionGone) || attempt >= maxStaleKeyringAttempts {
+			return err
+		}
+		// This node missed a master-key rotation (its keyring refreshes
+		// failed for longer than RetireGrace) and sealed under a version
+		// another node has since deleted; the store refused the row, which
+		// nothing could ever open. Seal again under the keyring as it is.
+		if rerr := v.reloadKeyring(ctx); rerr != nil {
+			return fmt.Errorf("secret: put %s: %w (after: %w)", name, rerr, err)
+		}
+	}
+}
+
+// putSealed is one attempt of putOnce, under the keyring this node holds.
+func (v *Vault) putSealed(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, n *store.Note) error {
 	v.putMu.RLock()
 	defer v.putMu.RUnlock()
 	ring := v.ring.Load()

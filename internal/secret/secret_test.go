@@ -1017,3 +1017,101 @@ func TestRecordCacheValueFollowsRecord(t *testing.T) {
 		t.Fatal("value kept beside a record with other bytes")
 	}
 }
+
+// keyringReadsDown fails keyring reads while down is set: a node whose
+// keyring refreshes fail for a while (a store blip, a partition).
+type keyringReadsDown struct {
+	Store
+	down atomic.Bool
+}
+
+func (s *keyringReadsDown) KeyVersions(ctx context.Context) ([]store.KeyVersion, error) {
+	if s.down.Load() {
+		return nil, errInjected
+	}
+	return s.Store.KeyVersions(ctx)
+}
+
+// TestWriteAfterMissedRotation: a node that missed a master-key rotation
+// (it holds only keyring version 1, which another node has re-wrapped
+// away and deleted) writes a secret. The store refuses the row sealed
+// under the deleted version; the node reloads its keyring and seals again,
+// or, when it cannot read the keyring, refuses the write. It never
+// reports success for a value nothing can open.
+func TestWriteAfterMissedRotation(t *testing.T) {
+	put := func(v *Vault, name string) ([]byte, error) {
+		_, err := v.Put(ctx, name, []byte("value"))
+		return []byte("value"), err
+	}
+	rotate := func(v *Vault, name string) ([]byte, error) {
+		_, err := v.PutKeeping(ctx, name, []byte("rotated"), time.Now().Add(time.Minute))
+		return []byte("rotated"), err
+	}
+	reveal := func(v *Vault, name string) ([]byte, error) {
+		val, _, err := v.Reveal(ctx, name)
+		return val, err
+	}
+	systemKey := func(v *Vault, name string) ([]byte, error) { return v.SystemKey(ctx, name, 32) }
+	tests := []struct {
+		name        string
+		keyringDown bool // node B's keyring reads still fail at write time
+		write, open func(v *Vault, name string) ([]byte, error)
+	}{
+		{"put", false, put, reveal},
+		{"rotation write", false, rotate, reveal},
+		{"system key", false, systemKey, systemKey},
+		{"put, keyring unreadable", true, put, reveal},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			for _, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					key := newKey(t)
+					var be storetest.Backend
+					if b.Name == "sqlite" {
+						be = storetest.SQLite(t)
+					} else {
+						be = storetest.Postgres(t)
+					}
+					opts := Options{RetireGrace: 50 * time.Millisecond, RefreshInterval: 50 * time.Millisecond, RecordCacheTTL: -1}
+					a := openVault(t, be.DB, key, opts)
+					// B misses what follows: it never refreshes its keyring
+					// by itself (as if every refresh failed), once Open's
+					// own re-wrap check is done.
+					stale := &keyringReadsDown{Store: be.DB}
+					opts.RefreshInterval = time.Hour
+					b := openVault(t, stale, key, opts)
+					waitRewrap(t, b)
+
+					if _, err := a.RotateMasterKey(ctx); err != nil {
+						t.Fatal(err)
+					}
+					waitRewrap(t, a) // re-wrapped, grace spent, version 1 deleted
+					if st, err := a.Status(ctx); err != nil || len(st.Versions) != 1 || st.Versions[0] != 2 {
+						t.Fatalf("status %+v %v", st, err)
+					}
+					stale.down.Store(tt.keyringDown)
+					want, err := tt.write(b, "written-by-b")
+					stale.down.Store(false)
+					if tt.keyringDown {
+						if err == nil {
+							t.Fatal("a write sealed under a deleted keyring version was accepted")
+						}
+						if _, err := a.Meta(ctx, "written-by-b"); !errors.Is(err, ErrNotFound) {
+							t.Fatalf("a refused write left a row: %v", err)
+						}
+						return
+					}
+					if err != nil {
+						t.Fatalf("write: %v", err)
+					}
+					for name, v := range map[string]*Vault{"A": a, "B": b} {
+						if got, err := tt.open(v, "written-by-b"); err != nil || !bytes.Equal(got, want) {
+							t.Errorf("node %s: the accepted value does not open: %v", name, err)
+						}
+					}
+				})
+			}
+		})
+	}
+}

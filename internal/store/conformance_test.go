@@ -120,6 +120,33 @@ func testKeyring(t *testing.T, b storetest.Backend) {
 	if err != nil || use[2] != 1 || use[1] != 0 {
 		t.Fatalf("in use = %v %v", use, err)
 	}
+	// A row sealed under a keyring version that is gone (deleted, or never
+	// made) could never be opened: refused, nothing written.
+	for _, kek := range []int{1, 3} {
+		err := db.PutSecret(ctx, store.Secret{Name: "b", Version: 1, KEKVersion: kek, WrappedDEK: []byte("w"), Ciphertext: []byte("c"), CreatedAt: now})
+		if !errors.Is(err, store.ErrKeyVersionGone) {
+			t.Fatalf("put under keyring version %d: %v", kek, err)
+		}
+		if err := db.RewrapSecret(ctx, "a", 1, 2, kek, []byte("w4")); !errors.Is(err, store.ErrKeyVersionGone) {
+			t.Fatalf("re-wrap to keyring version %d: %v", kek, err)
+		}
+	}
+	if _, err := db.GetSecret(ctx, "b"); !errors.Is(err, store.ErrNotFound) {
+		t.Fatalf("refused put stored: %v", err)
+	}
+	if s, err := db.GetSecret(ctx, "a"); err != nil || s.KEKVersion != 2 || string(s.WrappedDEK) != "w2" {
+		t.Fatalf("refused re-wrap changed the row: %+v %v", s, err)
+	}
+}
+
+// addKeyring stores keyring versions: a sealed row must name one.
+func addKeyring(t testing.TB, db *store.DB, versions ...int) {
+	t.Helper()
+	for _, v := range versions {
+		if err := db.AddKeyVersion(ctx, store.KeyVersion{Version: v, Sealed: []byte(fmt.Sprint("s", v)), CreatedAt: time.Now()}); err != nil {
+			t.Fatal(err)
+		}
+	}
 }
 
 func put(t *testing.T, db *store.DB, name string, version, kek int) {
@@ -133,6 +160,7 @@ func put(t *testing.T, db *store.DB, name string, version, kek int) {
 
 func testSecrets(t *testing.T, b storetest.Backend) {
 	db := b.DB
+	addKeyring(t, db, 1)
 	if v, err := db.NextSecretVersion(ctx, "gh"); err != nil || v != 1 {
 		t.Fatalf("next = %d %v", v, err)
 	}
@@ -540,6 +568,7 @@ func testAudit(t *testing.T, b storetest.Backend) {
 // undo its neighbours in the same batch.
 func testGroupCommit(t *testing.T, b storetest.Backend) {
 	db := b.DB
+	addKeyring(t, db, 1)
 	const n = 200
 	var wg sync.WaitGroup
 	errs := make([]error, n)
@@ -580,6 +609,7 @@ func testGroupCommit(t *testing.T, b storetest.Backend) {
 }
 
 func testReopen(t *testing.T, b storetest.Backend) {
+	addKeyring(t, b.DB, 1)
 	put(t, b.DB, "kept", 1, 1)
 	db := b.Reopen(t)
 	if _, err := db.GetSecret(ctx, "kept"); err != nil {
@@ -622,6 +652,7 @@ func randomBytes(n int) []byte {
 // of a secret write) with 1 and 32 concurrent writers on each backend.
 func BenchmarkSecretWrites(b *testing.B) {
 	for _, be := range storetest.Backends(b) {
+		addKeyring(b, be.DB, 1)
 		for _, writers := range []int{1, 32} {
 			b.Run(fmt.Sprintf("%s/writers=%d", be.Name, writers), func(b *testing.B) {
 				var mu sync.Mutex
@@ -647,6 +678,7 @@ func BenchmarkSecretWrites(b *testing.B) {
 
 func BenchmarkSecretReads(b *testing.B) {
 	for _, be := range storetest.Backends(b) {
+		addKeyring(b, be.DB, 1)
 		for i := 0; i < 100; i++ {
 			be.DB.PutSecret(ctx, store.Secret{Name: fmt.Sprintf("r%d", i), Version: 1, KEKVersion: 1, WrappedDEK: randomBytes(60), Ciphertext: randomBytes(64)})
 		}
@@ -1002,6 +1034,7 @@ func testByHashes(t *testing.T, b storetest.Backend) {
 
 func testSecretGrace(t *testing.T, b storetest.Backend) {
 	db := b.DB
+	addKeyring(t, db, 1)
 	now := time.Now()
 	put(t, db, "k", 1, 1)
 	put(t, db, "k", 2, 1)

@@ -15,6 +15,9 @@ func TestStatementCache(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	if err := db.AddKeyVersion(ctx, KeyVersion{Version: 1, Sealed: []byte("s1"), CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
 	for i := 0; i < 3; i++ {
 		if err := db.PutSecret(ctx, Secret{Name: fmt.Sprint("s", i), Version: 1, KEKVersion: 1, WrappedDEK: []byte("d"), Ciphertext: []byte("c"), CreatedAt: time.Now()}); err != nil {
 			t.Fatal(err)

@@ -95,6 +95,15 @@ func (db *DB) AddKeyVersionNoted(ctx context.Context, k KeyVersion, n *Note) err
 // any secret is still wrapped by it.
 func (db *DB) DeleteKeyVersion(ctx context.Context, version int) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		// The row taken for update first: a write sealed under this
+		// version holds it shared until it commits (keyVersionExists), so
+		// the count below sees that write, and a later one finds the
+		// version gone instead of landing under it unseen.
+		if err := db.keyVersionExists(ctx, tx, version, " FOR UPDATE"); errors.Is(err, ErrKeyVersionGone) {
+			return nil
+		} else if err != nil {
+			return err
+		}
 		var n int64
 		if err := db.txQueryRow(ctx, tx, `SELECT COUNT(*) FROM secrets WHERE kek_version = ? AND deleted_at IS NULL`, version).Scan(&n); err != nil {
 			return err
@@ -109,6 +118,23 @@ func (db *DB) DeleteKeyVersion(ctx context.Context, version int) error {
 		return fmt.Errorf("store: delete key version %d: %w", version, err)
 	}
 	return nil
+}
+
+// keyVersionExists is nil when keyring version exists, ErrKeyVersionGone
+// when it does not. On PostgreSQL it locks the row with lock (" FOR SHARE"
+// for a writer sealing under it, " FOR UPDATE" for its deletion) until the
+// transaction ends; SQLite has one writer at a time, so a plain read in the
+// transaction is enough there.
+func (db *DB) keyVersionExists(ctx context.Context, tx *sql.Tx, version int, lock string) error {
+	if !db.postgres {
+		lock = ""
+	}
+	var one int
+	err := db.txQueryRow(ctx, tx, `SELECT 1 FROM keyring WHERE version = ?`+lock, version).Scan(&one)
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("%w (version %d)", ErrKeyVersionGone, version)
+	}
+	return err
 }
 
 // Secret is one sealed version of a named secret. Ciphertext is sealed under
@@ -151,9 +177,13 @@ func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Tim
 }
 
 // PutSecretNoted is PutSecretKeeping with its audit record n (an admin's
-// secret write) in the same transaction.
+// secret write) in the same transaction. ErrKeyVersionGone when
+// s.KEKVersion is no longer in the keyring: the row could never be opened.
 func (db *DB) PutSecretNoted(ctx context.Context, s Secret, keepUntil time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.keyVersionExists(ctx, tx, s.KEKVersion, " FOR SHARE"); err != nil {
+			return err
+		}
 		var v sql.NullInt64
 		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM secrets WHERE name = ?`, s.Name).Scan(&v); err != nil {
 			return err
@@ -347,9 +377,13 @@ func (db *DB) KeyVersionsInUse(ctx context.Context) (map[int]int64, error) {
 
 // RewrapSecret replaces the wrapped data key of one secret version, but
 // only if it is still wrapped by fromKEK (ErrConflict otherwise), so a
-// resumed or concurrent re-wrap never undoes a newer one.
+// resumed or concurrent re-wrap never undoes a newer one, and only if
+// keyring version toKEK still exists (ErrKeyVersionGone otherwise).
 func (db *DB) RewrapSecret(ctx context.Context, name string, version, fromKEK, toKEK int, wrapped []byte) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.keyVersionExists(ctx, tx, toKEK, " FOR SHARE"); err != nil {
+			return err
+		}
 		return db.execOne(ctx, tx, ErrConflict, `UPDATE secrets SET kek_version = ?, wrapped_dek = ? WHERE name = ? AND version = ? AND kek_version = ? AND deleted_at IS NULL`,
 			toKEK, wrapped, name, version, fromKEK)
 	})

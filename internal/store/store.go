@@ -44,6 +44,10 @@ var (
 	ErrNotFound error = notFound{}
 	ErrConflict       = errors.New("store: conflict")
 	ErrExists         = errors.New("store: already exists")
+	// ErrKeyVersionGone: a sealed row names a keyring version that no
+	// longer exists (the writer missed a master-key rotation); nothing
+	// was written.
+	ErrKeyVersionGone = errors.New("store: keyring version no longer exists")
 )
 
 // Config chooses a backend: PostgresDSN when set, else SQLite at Path.
