@@ -52,6 +52,27 @@ func (v *Vault) unsealKEK(kv store.KeyVersion) (*kek, error) {
 	return &kek{version: kv.Version, aead: a, createdAt: kv.CreatedAt}, nil
 }
 
+// SealedBy reports whether masterKey opens every keyring version in kvs:
+// whether they are that master key's keyring (a failed init erases the
+// keyring it made, never another's).
+func SealedBy(masterKey []byte, kvs []store.KeyVersion) bool {
+	if len(kvs) == 0 {
+		return false
+	}
+	master, err := newAEAD(masterKey)
+	if err != nil {
+		return false
+	}
+	for _, kv := range kvs {
+		key, err := open(master, kv.Sealed, keyringAAD(kv.Version))
+		if err != nil {
+			return false
+		}
+		zero(key)
+	}
+	return true
+}
+
 // reloadKeyring reads the keyring and replaces the in-memory snapshot:
 // versions already unsealed are kept, new ones are unsealed, deleted ones
 // are dropped.

@@ -1115,3 +1115,33 @@ func TestWriteAfterMissedRotation(t *testing.T) {
 		})
 	}
 }
+
+// SealedBy tells the keyring a master key made from any other (a failed
+// init erases only its own).
+func TestSealedBy(t *testing.T) {
+	b := storetest.SQLite(t)
+	key := newKey(t)
+	openVault(t, b.DB, key, testOpts()).Close()
+	kvs, err := b.DB.KeyVersions(ctx)
+	if err != nil || len(kvs) != 1 {
+		t.Fatalf("keyring %+v %v", kvs, err)
+	}
+	tests := []struct {
+		name string
+		key  []byte
+		kvs  []store.KeyVersion
+		want bool
+	}{
+		{"its master key", key, kvs, true},
+		{"another master key", newKey(t), kvs, false},
+		{"no keyring", key, nil, false},
+		{"a short key", key[:16], kvs, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := SealedBy(tt.key, tt.kvs); got != tt.want {
+				t.Fatalf("SealedBy = %v, want %v", got, tt.want)
+			}
+		})
+	}
+}

@@ -38,7 +38,8 @@ type InitResult struct {
 // Init creates a data directory: master key, TLS CA and server
 // certificate, audit signing key, the store, and a first admin token. Every
 // file is created exclusively; the marker is written last, so a crashed init
-// is recognisable and a finished one is never overwritten.
+// is recognisable and a finished one is never overwritten. A failed init
+// on PostgreSQL also erases what it wrote to the database.
 func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	d := datadir.Dir(o.DataDir)
 	if ok, err := d.Initialised(); err != nil {
@@ -65,9 +66,23 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 		}
 	}
 	// A failed init leaves nothing behind, so it can simply be run again.
+	var master []byte // set once loaded: what it sealed, it may undo
 	defer func() {
 		if err == nil {
 			return
+		}
+		if o.Postgres != "" && master != nil {
+			// Without this, the database keeps a keyring that only the
+			// master key removed below opens: every later init is refused
+			// and no node can ever join.
+			erased, uerr := undoInitPostgres(o.Postgres, master)
+			if uerr != nil {
+				err = fmt.Errorf("%w; removing what init wrote to the PostgreSQL database failed too (%v): the data dir %s is kept, as its master key is the only one that opens the keyring left there; to start over, drop the database's mayfly tables and remove the data dir", err, uerr, o.DataDir)
+				return
+			}
+			if erased {
+				err = fmt.Errorf("%w; what init wrote to the PostgreSQL database was removed, so it can be run again", err)
+			}
 		}
 		for _, f := range append(files, d.Database()+"-wal", d.Database()+"-shm") {
 			os.Remove(f)
@@ -92,7 +107,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := generateTLS(d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), o.SANs, time.Now()); err != nil {
 		return nil, fmt.Errorf("TLS: %w", err)
 	}
-	master, err := secret.LoadMasterKey(d.MasterKey(), "")
+	master, err = secret.LoadMasterKey(d.MasterKey(), "")
 	if err != nil {
 		return nil, err
 	}
@@ -145,6 +160,21 @@ func tokenHasher(ctx context.Context, v *secret.Vault) (*token.Hasher, error) {
 		return nil, fmt.Errorf("token hash key: %w", err)
 	}
 	return token.NewHasher(k)
+}
+
+// undoInitPostgres erases what a failed init wrote to the PostgreSQL
+// database at dsn, if the keyring there is the one master seals (never
+// another init's). Init's own context may be why it failed (Ctrl-C), so
+// this runs on a fresh one, bounded.
+func undoInitPostgres(dsn string, master []byte) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	st, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+	if err != nil {
+		return false, err
+	}
+	defer st.Close()
+	return st.UndoInit(ctx, func(kvs []store.KeyVersion) bool { return secret.SealedBy(master, kvs) })
 }
 
 // requireFreshDatabase refuses a PostgreSQL database that holds a keyring.

@@ -1,0 +1,158 @@
+package server
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"maps"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// An init --postgres interrupted (Ctrl-C: its context cancelled) after it
+// made the keyring, a system secret and audit records, while it waits to
+// store the first admin token, erases what it wrote: the database is as
+// the schema alone left it, and init can be run again. Before, the files
+// went but the keyring stayed, sealed by the deleted master key, and every
+// later init was refused.
+func TestInterruptedInitCanRunAgain(t *testing.T) {
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	st, err := store.Open(context.Background(), store.Config{PostgresDSN: dsn})
+	if err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	fresh := tableDigests(t, db)
+
+	// Hold the admin tokens table, so init stops at its last write.
+	holder, err := db.BeginTx(context.Background(), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer holder.Rollback()
+	var holderPID int
+	if err := holder.QueryRow(`SELECT pg_backend_pid()`).Scan(&holderPID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := holder.Exec(`LOCK TABLE admin_tokens IN EXCLUSIVE MODE`); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(t.TempDir(), "data")
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := make(chan error, 1)
+	go func() {
+		_, err := Init(ctx, InitOptions{DataDir: dir, Postgres: dsn})
+		done <- err
+	}()
+	blocked := waitFor(t, done, func() []int { return blockedBy(t, db, holderPID) }, true)
+	var keys int
+	if err := db.QueryRow(`SELECT COUNT(*) FROM keyring`).Scan(&keys); err != nil || keys != 1 {
+		t.Fatalf("init waits before making its keyring: %d %v", keys, err)
+	}
+	cancel() // Ctrl-C
+	// Once init's write gave up, let its undo through.
+	waitFor(t, done, func() []int {
+		for _, pid := range blockedBy(t, db, holderPID) {
+			for _, b := range blocked {
+				if pid == b {
+					return nil
+				}
+			}
+		}
+		return []int{0}
+	}, false)
+	holder.Rollback()
+	interrupted := <-done
+	if !errors.Is(interrupted, context.Canceled) {
+		t.Fatalf("interrupted init: %v", interrupted)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "master.key")); !errors.Is(err, os.ErrNotExist) {
+		t.Fatalf("master.key: %v", err)
+	}
+	if left := tableDigests(t, db); !maps.Equal(left, fresh) {
+		t.Errorf("the interrupted init left rows behind:\n%v\nwant\n%v", left, fresh)
+	}
+	if _, err := Init(context.Background(), InitOptions{DataDir: dir, Postgres: dsn}); err != nil {
+		t.Fatalf("init after an interrupted init: %v", err)
+	}
+	if !strings.Contains(interrupted.Error(), "was removed, so it can be run again") {
+		t.Fatalf("the error does not say the database was cleaned up: %v", interrupted)
+	}
+}
+
+// waitFor polls until probe returns something (or nothing, when want is
+// false) and returns it; it fails the test if init ends first.
+func waitFor(t *testing.T, done chan error, probe func() []int, want bool) []int {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(time.Millisecond) {
+		if got := probe(); (len(got) > 0) == want {
+			return got
+		}
+		select {
+		case err := <-done:
+			t.Fatalf("init ended early: %v", err)
+		default:
+		}
+	}
+	t.Fatal("timed out")
+	return nil
+}
+
+// blockedBy returns the sessions waiting for a lock that session pid holds.
+func blockedBy(t *testing.T, db *sql.DB, pid int) []int {
+	t.Helper()
+	rows, err := db.Query(`SELECT pid FROM pg_stat_activity WHERE $1 = ANY(pg_blocking_pids(pid))`, pid)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	var out []int
+	for rows.Next() {
+		var p int
+		if err := rows.Scan(&p); err != nil {
+			t.Fatal(err)
+		}
+		out = append(out, p)
+	}
+	return out
+}
+
+// tableDigests returns a digest of the rows of every table in the
+// database's schema, by table.
+func tableDigests(t *testing.T, db *sql.DB) map[string]string {
+	t.Helper()
+	rows, err := db.Query(`SELECT table_name FROM information_schema.tables WHERE table_schema = current_schema()`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tables []string
+	for rows.Next() {
+		var n string
+		if err := rows.Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		tables = append(tables, n)
+	}
+	rows.Close()
+	out := map[string]string{}
+	for _, n := range tables {
+		var d string
+		if err := db.QueryRow(`SELECT md5(COALESCE(string_agg(t::text, ',' ORDER BY t::text), '')) FROM ` + n + ` t`).Scan(&d); err != nil {
+			t.Fatal(err)
+		}
+		out[n] = d
+	}
+	return out
+}
