@@ -224,7 +224,7 @@ func newTLSCmd() *cobra.Command {
 		Use:   "tls",
 		Short: "Manage the server's TLS certificate",
 	}
-	var dataDir string
+	var dataDir, caKey string
 	var sans []string
 	var asJSON bool
 	renew := &cobra.Command{
@@ -233,13 +233,14 @@ func newTLSCmd() *cobra.Command {
 		Long: "Issue a new server certificate from the data dir's CA, for the names of the current one plus\n" +
 			"--tls-san, valid for one year, replacing server.pem and server-key.pem. A running server serves\n" +
 			"it after SIGHUP (systemctl reload mayfly) without a restart; a server also renews it by itself\n" +
-			"at start when less than 30 days are left. Clients keep trusting ca.pem.",
+			"at start when less than 30 days are left, if the data dir has the CA key (ca-key.pem). A node\n" +
+			"added with init --join has none: give the cluster's with --ca-key. Clients keep trusting ca.pem.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			if dataDir == "" {
 				return usageErr("tls renew: --data-dir is required")
 			}
-			res, err := server.RenewCertificate(dataDir, sans, time.Now())
+			res, err := server.RenewCertificate(dataDir, caKey, sans, time.Now())
 			if err != nil {
 				return usageErr("tls renew: %v", err)
 			}
@@ -254,6 +255,7 @@ func newTLSCmd() *cobra.Command {
 	}
 	renew.Flags().StringVar(&dataDir, "data-dir", "", "data directory made by mayfly init")
 	renew.Flags().StringSliceVar(&sans, "tls-san", nil, "extra DNS names or IPs for the certificate")
+	renew.Flags().StringVar(&caKey, "ca-key", "", "the CA's key (default: the data dir's ca-key.pem; a node added with init --join needs the cluster's)")
 	renew.Flags().BoolVar(&asJSON, "json", false, "print {\"not_after\",\"names\"} as JSON")
 	tlsCmd.AddCommand(renew)
 	return tlsCmd

@@ -335,15 +335,30 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		}
 		// The data dir's own certificate (a year from init) is renewed from
 		// its CA when it nears expiry; one given by flags is the operator's.
+		// A node added with init --join has no CA key to renew it with: it
+		// starts with a warning while the certificate lasts, and refuses
+		// once it has expired.
 		if left := time.Until(s.certs.notAfter()); own && left < RenewBefore {
-			res, err := RenewCertificate(cfg.DataDir, nil, time.Now())
-			if err != nil {
-				return nil, fmt.Errorf("renew the TLS certificate (expires %s): %w", s.certs.notAfter().Format(time.RFC3339), err)
+			notAfter := s.certs.notAfter().Format(time.RFC3339)
+			_, caErr := os.Stat(d.CAKey())
+			switch {
+			case caErr == nil:
+				res, err := RenewCertificate(cfg.DataDir, "", nil, time.Now())
+				if err != nil {
+					return nil, fmt.Errorf("renew the TLS certificate (expires %s): %w", notAfter, err)
+				}
+				if err := s.certs.reload(); err != nil {
+					return nil, err
+				}
+				logger.Warn("TLS certificate renewed: it was near its expiry", "not_after", res.NotAfter, "names", res.Names)
+			case !errors.Is(caErr, os.ErrNotExist):
+				return nil, fmt.Errorf("renew the TLS certificate (expires %s): %w", notAfter, caErr)
+			case left <= 0:
+				return nil, fmt.Errorf("the TLS certificate expired at %s and this data dir has no CA key to renew it (a node added with init --join): run mayfly tls renew --data-dir %s --ca-key FILE with the cluster's ca-key.pem", notAfter, cfg.DataDir)
+			default:
+				logger.Warn("TLS CERTIFICATE EXPIRES SOON and this data dir has no CA key to renew it (a node added with init --join); the server will not start once it has expired: renew it with the cluster's ca-key.pem, then reload (SIGHUP)",
+					"not_after", notAfter, "command", "mayfly tls renew --data-dir "+cfg.DataDir+" --ca-key FILE")
 			}
-			if err := s.certs.reload(); err != nil {
-				return nil, err
-			}
-			logger.Warn("TLS certificate renewed: it was near its expiry", "not_after", res.NotAfter, "names", res.Names)
 		}
 		s.http.TLSConfig = tlsConfig(s.certs, clientCAs)
 		// The names of the certificate at start: a renewal keeps them (and

@@ -196,12 +196,17 @@ type RenewResult struct {
 // RenewCertificate issues a new server certificate (one year) from the
 // data dir's CA for the names of the current one plus sans, and replaces
 // server.pem and server-key.pem. A running server serves it after SIGHUP.
-func RenewCertificate(dataDir string, sans []string, now time.Time) (*RenewResult, error) {
+// caKeyFile is the CA's key; "" means the data dir's ca-key.pem (a node
+// added with init --join has none: the cluster's must be given).
+func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (*RenewResult, error) {
 	d := datadir.Dir(dataDir)
 	if err := d.Require(); err != nil {
 		return nil, err
 	}
-	ca, caKey, _, err := loadCA(d.CACert(), d.CAKey())
+	if caKeyFile == "" {
+		caKeyFile = d.CAKey()
+	}
+	ca, caKey, _, err := loadCA(d.CACert(), caKeyFile)
 	if err != nil {
 		return nil, err
 	}

@@ -3,10 +3,15 @@ package server
 import (
 	"context"
 	"crypto/x509"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 func TestRenewCertificate(t *testing.T) {
@@ -35,7 +40,7 @@ func TestRenewCertificate(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			res, err := RenewCertificate(dir, tt.sans, now)
+			res, err := RenewCertificate(dir, "", tt.sans, now)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -59,7 +64,7 @@ func TestRenewCertificate(t *testing.T) {
 			}
 		})
 	}
-	if _, err := RenewCertificate(filepath.Join(t.TempDir(), "none"), nil, now); err == nil {
+	if _, err := RenewCertificate(filepath.Join(t.TempDir(), "none"), "", nil, now); err == nil {
 		t.Fatal("renewed in a data dir that does not exist")
 	}
 }
@@ -72,7 +77,7 @@ func TestStartRenewsCertificateNearExpiry(t *testing.T) {
 		t.Fatal(err)
 	}
 	// A certificate issued 355 days ago: 10 days left.
-	if _, err := RenewCertificate(dir, nil, time.Now().AddDate(0, 0, -355)); err != nil {
+	if _, err := RenewCertificate(dir, "", nil, time.Now().AddDate(0, 0, -355)); err != nil {
 		t.Fatal(err)
 	}
 	var logs strings.Builder
@@ -87,5 +92,74 @@ func TestStartRenewsCertificateNearExpiry(t *testing.T) {
 	onDisk, _ := readCert(filepath.Join(dir, "server.pem"))
 	if !onDisk.NotAfter.Equal(s.certs.notAfter()) {
 		t.Fatal("the served certificate is not the one on disk")
+	}
+}
+
+// A node added with init --join has no CA key, so its certificate cannot
+// be renewed at start: it starts with a warning naming the command while
+// the certificate is valid, and refuses once it has expired. Before, it
+// refused to start in the certificate's last 30 days. The command renews
+// it with the cluster's CA key.
+func TestJoinedNodeCertificateNearExpiry(t *testing.T) {
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	ctx := context.Background()
+	first := datadir.Dir(filepath.Join(t.TempDir(), "first"))
+	if _, err := Init(ctx, InitOptions{DataDir: string(first), Postgres: dsn}); err != nil {
+		t.Fatal(err)
+	}
+	ca, cak, _, err := loadCA(first.CACert(), first.CAKey())
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name     string
+		issuedAt time.Time // of the joined node's certificate (valid one year)
+		wantErr  string
+		wantLog  string
+	}{
+		{"10 days left", time.Now().AddDate(0, 0, -355), "", "mayfly tls renew --data-dir"},
+		{"expired", time.Now().AddDate(-1, 0, -1), "expired", ""},
+		{"months left", time.Now().AddDate(0, -1, 0), "", ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			joined := datadir.Dir(filepath.Join(t.TempDir(), "joined"))
+			if _, err := Join(ctx, JoinOptions{DataDir: string(joined), Postgres: dsn, MasterKeyFile: first.MasterKey(),
+				AuditKeyFile: first.AuditKey(), CACert: first.CACert(), CAKey: first.CAKey()}); err != nil {
+				t.Fatal(err)
+			}
+			os.Remove(joined.ServerCert())
+			os.Remove(joined.ServerKey())
+			if err := issueServerCert(ca, cak, joined.ServerCert(), joined.ServerKey(), nil, tt.issuedAt); err != nil {
+				t.Fatal(err)
+			}
+			before, _ := readCert(joined.ServerCert())
+			var logs strings.Builder
+			s, err := New(ctx, Config{DataDir: string(joined), Postgres: dsn, Listen: "127.0.0.1:0", MetricsListen: "off"}, NewLogger(&logs, "text", "info"))
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) || !strings.Contains(err.Error(), "--ca-key") {
+					t.Fatalf("started with an expired certificate and no CA key: %v", err)
+				}
+			} else {
+				if err != nil {
+					t.Fatalf("a joined node whose certificate is still valid does not start: %v", err)
+				}
+				s.Close(ctx)
+				if !s.certs.notAfter().Equal(before.NotAfter) {
+					t.Fatal("the served certificate is not the one on disk")
+				}
+			}
+			if got := strings.Contains(logs.String(), "TLS CERTIFICATE EXPIRES SOON"); got != (tt.wantLog != "") || !strings.Contains(logs.String(), tt.wantLog) {
+				t.Fatalf("warning logged: %v, want %q; logs: %s", got, tt.wantLog, logs.String())
+			}
+			// What the warning says to run: with the cluster's CA key.
+			res, err := RenewCertificate(string(joined), first.CAKey(), nil, time.Now())
+			if err != nil || time.Until(res.NotAfter) < 300*24*time.Hour {
+				t.Fatalf("renew with the cluster's CA key: %+v %v", res, err)
+			}
+			if _, err := os.Stat(joined.CAKey()); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("the renewal left a CA key in the joined data dir: %v", err)
+			}
+		})
 	}
 }
