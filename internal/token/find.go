@@ -1,6 +1,9 @@
 package token
 
-import "bytes"
+import (
+	"bytes"
+	"slices"
+)
 
 // Match is a checksum-valid mayfly token found in a text.
 type Match struct {
@@ -48,20 +51,37 @@ func Find(b []byte) []Match {
 	}
 }
 
-// Redact returns b with every checksum-valid mayfly token replaced by its
-// hint, or b itself when it holds none. It is how logs and audit entries
-// keep whole tokens out whatever a caller passes them.
+// Redact returns b with every checksum-valid mayfly token and minted
+// password replaced by its hint, or b itself when it holds none. It is how
+// logs and audit entries keep whole secrets of mayfly's own formats out
+// whatever a caller passes them.
 func Redact(b []byte) []byte {
-	ms := Find(b)
-	if len(ms) == 0 {
+	type span struct {
+		off, n int
+		hint   string
+	}
+	var ss []span
+	for _, m := range Find(b) {
+		ss = append(ss, span{m.Offset, len(m.Token), Hint(m.Token)})
+	}
+	for _, m := range FindPasswords(b) {
+		ss = append(ss, span{m.Offset, len(m.Password), PasswordHint(m.Password)})
+	}
+	if len(ss) == 0 {
 		return b
 	}
+	// The two formats cannot overlap: each starts with its own prefix and
+	// is made of base62 only, and "mfyp_" is neither "mfy_" nor "mfya_".
+	slices.SortFunc(ss, func(x, y span) int { return x.off - y.off })
 	out := make([]byte, 0, len(b))
 	last := 0
-	for _, m := range ms {
-		out = append(out, b[last:m.Offset]...)
-		out = append(out, Hint(m.Token)...)
-		last = m.Offset + len(m.Token)
+	for _, sp := range ss {
+		if sp.off < last {
+			continue // overlapping the one before: a chance of 62^-6
+		}
+		out = append(out, b[last:sp.off]...)
+		out = append(out, sp.hint...)
+		last = sp.off + sp.n
 	}
 	return append(out, b[last:]...)
 }

@@ -220,7 +220,10 @@ func BenchmarkFind(b *testing.B) {
 func TestRedact(t *testing.T) {
 	j, _ := New(Job)
 	a, _ := New(Admin)
+	p, _ := NewPassword()
 	tests := []struct{ in, want string }{
+		{"postgres://mayfly_x:" + p + "@db/app " + j, "postgres://mayfly_x:" + PasswordHint(p) + "@db/app " + Hint(j)},
+		{j + p, Hint(j) + PasswordHint(p)},
 		{"nothing here", "nothing here"},
 		{"Bearer " + j, "Bearer " + Hint(j)},
 		{j + "," + a + "!", Hint(j) + "," + Hint(a) + "!"},
