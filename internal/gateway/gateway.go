@@ -17,7 +17,8 @@
 //     source, and within the source_cidrs of a who entry of the grant that
 //     the lease's identity still matches — else 403;
 //  4. one of the lease's grants names this upstream and allows the method
-//     on the decoded path, and so every method the request names for a
+//     on the decoded path, and the same grant (whose credential the
+//     request is sent with) every method the request names for a
 //     framework to run instead (override.go): in a method-override header
 //     under any spelling (case, "_" or "-"), a `_method`-like query
 //     parameter, or a form, JSON or multipart body (read up to
@@ -98,6 +99,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"net/netip"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -431,20 +433,13 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.refuse(w, r, rq, status, "invalid_request", reason, CheckScope)
 			return
 		}
-		for _, m := range methods {
-			if m == r.Method {
-				continue
-			}
-			if d := pol.Authorize(&holder, addr, upName, m, clean); d.Reason != policy.Allowed {
-				why, desc = d.Reason, d.Reason.String()+" (method override "+truncate(m, 32)+")"
-				break
-			}
-		}
 	}
+	dest := ""
 	if why == policy.Allowed {
 		// WebDAV's second resource (destination.go): the policy must
 		// allow its path too, for every method the request names.
-		dest, de := destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
+		var de *destinationError
+		dest, de = destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
 		if de != nil {
 			code := "invalid_request"
 			if de.status == http.StatusForbidden {
@@ -453,14 +448,18 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
 			return
 		}
+		rq.dest = dest
+	}
+	if why == policy.Allowed && (len(methods) > 0 || dest != "") {
+		// The request goes upstream with one grant's credential: that
+		// grant must allow all of it, not each part some grant.
+		all, paths := append([]string{r.Method}, methods...), []string{clean}
 		if dest != "" {
-			for _, m := range append([]string{r.Method}, methods...) {
-				if d := pol.Authorize(&holder, addr, upName, m, dest); d.Reason != policy.Allowed {
-					why, desc = d.Reason, d.Reason.String()+" (destination "+truncate(dest, 256)+")"
-					break
-				}
-			}
-			rq.dest = dest
+			paths = append(paths, dest)
+		}
+		dec = pol.AuthorizeAll(&holder, addr, upName, all, paths)
+		if dec.Reason != policy.Allowed {
+			why, desc = dec.Reason, dec.Reason.String()+notAllowed(pol, &holder, addr, upName, all, paths)
 		}
 	}
 	if why != policy.Allowed {
@@ -548,6 +547,25 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	g.forward(w, r, rq, up, tr, cred, red, clean, in)
+}
+
+// notAllowed says, for a refusal's words, which part of a request beyond
+// its line (an override's method, the Destination) no grant of the token
+// allows, or that each part is allowed by some grant but none allows all.
+func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName string, methods, paths []string) string {
+	for _, m := range methods[1:] {
+		if pol.Authorize(h, addr, upName, m, paths[0]).Reason != policy.Allowed {
+			return " (method override " + truncate(m, 32) + ")"
+		}
+	}
+	if len(paths) > 1 {
+		for _, m := range methods {
+			if pol.Authorize(h, addr, upName, m, paths[1]).Reason != policy.Allowed {
+				return " (destination " + truncate(paths[1], 256) + ")"
+			}
+		}
+	}
+	return " (no one grant allows the method, its overrides and its destination together)"
 }
 
 // allowDetail is the detail of an allowed request's entry. The maps of the

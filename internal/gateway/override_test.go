@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"bytes"
 	"compress/gzip"
+	"context"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -341,6 +342,104 @@ func TestConnectionListsOnlyHopByHop(t *testing.T) {
 			es := h.entries()
 			if len(es) != refusals+1 || es[len(es)-1].Status != tt.want || es[len(es)-1].Check != CheckScope || es[len(es)-1].Reason == "" {
 				t.Fatalf("want one audited refusal, got %d entries, last %+v", len(es)-refusals, es[len(es)-1])
+			}
+		})
+	}
+}
+
+// perGrant mints one credential per grant, as the GitHub App source does:
+// each grant's installation token has that grant's permissions.
+type perGrant struct{}
+
+func (perGrant) SharedCredential(_ context.Context, _ *policy.Upstream, g *policy.Grant) (string, string, error) {
+	return "ghs_" + g.Name + "_0123456789abcdefghij", g.Name, nil
+}
+
+const perGrantPolicy = `
+issuers:
+  ci: {url: https://ci.example.com, audience: https://mayfly.test}
+upstreams:
+  gh:
+    url: {{UP}}/base
+    credential:
+      github_app: {app_id: "1", private_key_secret: gh-key, installation_id: "2"}
+grants:
+  publish:
+    upstream: gh
+    ttl: 10m
+    github: {permissions: {contents: write}}
+    allow: [{methods: [PUT, MOVE], paths: ["/repos/acme/app/contents/dist/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+  triage:
+    upstream: gh
+    ttl: 10m
+    github: {permissions: {issues: write}}
+    allow: [{methods: [DELETE], paths: ["/repos/acme/app/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+  archive:
+    upstream: gh
+    ttl: 10m
+    github: {permissions: {contents: write}}
+    allow: [{methods: [MOVE], paths: ["/repos/acme/app/contents/archive/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+  maintain:
+    upstream: gh
+    ttl: 10m
+    github: {permissions: {contents: write, issues: write}}
+    allow: [{methods: [PUT, DELETE, MOVE], paths: ["/repos/acme/app/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+
+// The request goes upstream with one grant's credential, so one grant must
+// allow its method, every method an override names and its Destination:
+// two grants that each allow a part do not together allow the whole.
+func TestOneGrantAllowsTheWholeRequest(t *testing.T) {
+	h := newHarness(t)
+	p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(strings.ReplaceAll(perGrantPolicy, "{{UP}}", h.up.srv.URL))}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.pol.p.Store(p)
+	h.gw.cfg.Minted = perGrant{}
+	const dist, archive = "/gw/gh/repos/acme/app/contents/dist/app.js", "/gw/gh/repos/acme/app/contents/archive/app.js"
+	tests := []struct {
+		name   string
+		grants []string
+		method string
+		hdr    map[string]string
+		status int
+		cred   string // the grant whose credential the upstream gets
+	}{
+		{"the request line alone", []string{"publish", "maintain"}, "PUT", nil, 200, "publish"},
+		{"override allowed by another grant only", []string{"publish", "triage"}, "PUT", map[string]string{"X-HTTP-Method-Override": "DELETE"}, 403, ""},
+		{"override allowed with the method by a later grant", []string{"publish", "maintain"}, "PUT", map[string]string{"X-HTTP-Method-Override": "DELETE"}, 200, "maintain"},
+		{"destination allowed by another grant only", []string{"publish", "archive"}, "MOVE", map[string]string{"Destination": archive}, 403, ""},
+		{"destination allowed with the source by a later grant", []string{"publish", "maintain"}, "MOVE", map[string]string{"Destination": archive}, 200, "maintain"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tok := h.issue(lease.Request{Grants: tt.grants})
+			hdr := bearer(tok)
+			for k, v := range tt.hdr {
+				hdr[k] = v
+			}
+			before := h.up.count()
+			resp, body := h.raw(tt.method, dist, hdr)
+			if resp.StatusCode != tt.status {
+				t.Fatalf("status %d, want %d: %s", resp.StatusCode, tt.status, body)
+			}
+			if tt.status != 200 {
+				if h.up.count() != before {
+					t.Fatal("a refused request reached the upstream")
+				}
+				// Each part is some grant's: the refusal says none has all.
+				if !strings.Contains(body, policy.RequestNotAllowed.String()) || !strings.Contains(body, "no one grant allows") {
+					t.Fatalf("refusal %s does not say no one grant allows it all", body)
+				}
+				return
+			}
+			if got := h.up.last().Header.Get("Authorization"); !strings.Contains(got, "ghs_"+tt.cred+"_") {
+				t.Fatalf("upstream got %.18s…, want grant %s's credential", got, tt.cred)
 			}
 		})
 	}

@@ -335,6 +335,15 @@ type Decision struct {
 // reason is the furthest any grant got (see Reason). It does not allocate
 // when it allows.
 func (p *Policy) Authorize(h *Holder, addr netip.Addr, upstream, method, path string) Decision {
+	return p.AuthorizeAll(h, addr, upstream, []string{method}, []string{path})
+}
+
+// AuthorizeAll is Authorize for a request that names more than one method
+// (method overrides) or more than one path (a WebDAV Destination): one
+// grant must allow every method on every path, because the request goes
+// upstream with that one grant's credential. The decision's Rule is the
+// one that lets methods[0] on paths[0] (the request line) through.
+func (p *Policy) AuthorizeAll(h *Holder, addr netip.Addr, upstream string, methods, paths []string) Decision {
 	if h.BindSource && !sameAddr(addr, h.Source) {
 		return Decision{Rule: -1, Reason: SourceNotBound}
 	}
@@ -352,12 +361,32 @@ func (p *Policy) Authorize(h *Holder, addr netip.Addr, upstream, method, path st
 			why = max(why, UpstreamNotGranted)
 			continue
 		}
-		if rule, ok := g.Allow(method, path); ok {
+		if rule, ok := g.allowAll(methods, paths); ok {
 			return Decision{Grant: g, Rule: rule}
 		}
 		why = RequestNotAllowed
 	}
 	return Decision{Rule: -1, Reason: why}
+}
+
+// allowAll: the grant allows every method on every path; the rule is the
+// one for the first of each. Nothing to allow is not allowed.
+func (g *Grant) allowAll(methods, paths []string) (rule int, ok bool) {
+	if len(methods) == 0 || len(paths) == 0 {
+		return -1, false
+	}
+	for i, path := range paths {
+		for j, method := range methods {
+			r, ok := g.Allow(method, path)
+			if !ok {
+				return -1, false
+			}
+			if i == 0 && j == 0 {
+				rule = r
+			}
+		}
+	}
+	return rule, true
 }
 
 // keepsReason is keeps without the explanation (for the gateway's hot

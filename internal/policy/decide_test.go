@@ -239,6 +239,67 @@ func TestAuthorize(t *testing.T) {
 	}
 }
 
+// A request that names more methods (overrides) or paths (a Destination)
+// is allowed only by a grant that allows them all: it goes upstream with
+// that grant's credential, never with one grant's for another's method.
+func TestAuthorizeAll(t *testing.T) {
+	p := mustParse(t, one("p.yaml", `issuers:
+  ci: {url: https://ci.example.com, audience: mayfly}
+upstreams:
+  api: {url: https://api.example.com, credential: {secret: api-token}}
+grants:
+  put:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [PUT, MOVE], paths: ["/a/**"]}]
+    who: [{issuer: ci, claims: {project: app}}]
+  delete:
+    upstream: api
+    ttl: 10m
+    allow:
+      - {methods: [DELETE], paths: ["/**"]}
+      - {methods: [MOVE], paths: ["/b/**"]}
+    who: [{issuer: ci, claims: {project: app}}]
+  both:
+    upstream: api
+    ttl: 10m
+    allow:
+      - {methods: [GET], paths: ["/c/**"]}
+      - {methods: [PUT, DELETE, MOVE], paths: ["/a/**", "/b/**"]}
+    who: [{issuer: ci, claims: {project: app}}]
+`))
+	tests := []struct {
+		name           string
+		grants         []string
+		methods, paths []string
+		reason         Reason
+		grant          string
+		rule           int
+	}{
+		{"one method, one path", []string{"put", "both"}, []string{"PUT"}, []string{"/a/x"}, Allowed, "put", 0},
+		{"each part by another grant", []string{"put", "delete"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, RequestNotAllowed, "", -1},
+		{"all by a later grant", []string{"put", "delete", "both"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, Allowed, "both", 1},
+		{"destination by another grant", []string{"put", "delete"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, RequestNotAllowed, "", -1},
+		{"destination by a later grant", []string{"put", "both"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, Allowed, "both", 1},
+		{"override on the destination", []string{"both"}, []string{"PUT", "GET"}, []string{"/a/x", "/c/x"}, RequestNotAllowed, "", -1},
+		{"nothing named", []string{"both"}, nil, []string{"/a/x"}, RequestNotAllowed, "", -1},
+	}
+	h := Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h.Grants = tt.grants
+			d := p.AuthorizeAll(&h, outNet, "api", tt.methods, tt.paths)
+			name := ""
+			if d.Grant != nil {
+				name = d.Grant.Name
+			}
+			if d.Reason != tt.reason || name != tt.grant || d.Rule != tt.rule {
+				t.Fatalf("AuthorizeAll = %q rule %d %v; want %q rule %d %v", name, d.Rule, d.Reason, tt.grant, tt.rule, tt.reason)
+			}
+		})
+	}
+}
+
 func TestAuthorizeDoesNotAllocate(t *testing.T) {
 	p := decideFixture(t)
 	h := Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}}
