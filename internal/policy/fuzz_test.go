@@ -17,6 +17,7 @@ func FuzzParse(f *testing.F) {
 	f.Add(base, "")
 	parts := strings.SplitAfter(base, "upstreams:\n")
 	f.Add(strings.TrimSuffix(parts[0], "upstreams:\n"), "upstreams:\n"+parts[1])
+	f.Add("\ufeff"+strings.TrimSuffix(parts[0], "upstreams:\n"), "\ufeffupstreams:\n"+parts[1])
 	f.Add(strings.Replace(base, "ttl: 10m", "ttl: 10x\n    max_ttl: [a]", 1), "grants: {deploy: {}}")
 	f.Add("a: &a [*a]\n", "")
 	f.Add("grants: {g: {who: [&w {issuer: ci}, *w], allow: [{methods: \"*\", paths: /**}]}}\n", "")

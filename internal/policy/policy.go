@@ -60,6 +60,8 @@
 //     that one host. IPv4-mapped IPv6 request addresses are compared as IPv4.
 //   - one file may hold several YAML documents ("---"); each is read like a
 //     separate file, which is how a stored Source of several files reads back.
+//     Files are UTF-8; a leading byte-order mark is dropped (only a stream's
+//     first is ignored by YAML, and Source joins the files as one stream).
 //   - anchors and aliases are allowed, bounded by a budget of nodes visited;
 //     merge keys ("<<") are not.
 package policy
@@ -74,9 +76,11 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
+	"unicode/utf8"
 )
 
 // Input limits.
@@ -103,9 +107,10 @@ type Policy struct {
 	// Hash is the hex SHA-256 of a canonical form: two policies with the same
 	// Hash mean the same thing (comments, order and layout do not count).
 	Hash string
-	// Source is the YAML as given: one file verbatim, or several joined as
-	// documents each led by a "# file: NAME" comment. Parse reads it back to
-	// the same Hash.
+	// Source is the YAML as given: one file verbatim (without a byte-order
+	// mark), or several joined as documents each led by a "# file: NAME"
+	// comment. Parse reads it back to the same Hash, and refuses files
+	// whose Source would not.
 	Source []byte
 	// Warnings are problems that do not make the policy invalid (an unused
 	// upstream, a repository pinned by name only, …).
@@ -355,16 +360,24 @@ func Parse(files []File, secretExists func(name string) bool) (*Policy, error) {
 		return nil, finish(el)
 	}
 	total := 0
-	for _, f := range files {
+	files = slices.Clone(files)
+	for i := range files {
+		f := &files[i]
 		total += len(f.Data)
 		at := pos{file: f.Name, line: 1}
+		// A byte-order mark is ignored only at the start of a YAML stream:
+		// in the joined Source it would become part of the first key.
+		f.Data = bytes.TrimPrefix(f.Data, []byte("\ufeff"))
 		switch {
 		case len(f.Data) > MaxFileSize:
 			el.add(at, "", "file is larger than %d bytes", MaxFileSize)
 		case total > MaxTotalSize:
 			el.add(at, "", "policy is larger than %d bytes in all", MaxTotalSize)
+		case !utf8.Valid(f.Data):
+			// The YAML parser reads UTF-16 too, but only as a whole stream.
+			el.add(at, "", "file is not UTF-8 text")
 		default:
-			decodeFile(f, p, el)
+			decodeFile(*f, p, el)
 		}
 	}
 	resolve(p, secretExists, el) // also after other errors: report everything at once
@@ -375,6 +388,14 @@ func Parse(files []File, secretExists func(name string) bool) (*Policy, error) {
 	sortErrors(p.Warnings, el.order)
 	p.Source = source(files)
 	p.Hash = hashOf(p)
+	if len(files) > 1 {
+		// The server stores Source and every node parses it again: a
+		// policy that would not read back must not become a version.
+		back, err := Parse([]File{{Name: "source", Data: p.Source}}, nil)
+		if err != nil || back.Hash != p.Hash {
+			return nil, Errors{{File: files[0].Name, Line: 1, Msg: "the files joined as one policy (as it is stored) do not read back as the same policy; does a file end in a block scalar (|, >) without a final line break?"}}
+		}
+	}
 	return p, nil
 }
 

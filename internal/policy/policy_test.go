@@ -412,6 +412,58 @@ func TestFolderOfFiles(t *testing.T) {
 	}
 }
 
+// The Source of several files is what the server stores and every node
+// parses again: whatever Parse accepts reads back to the same Hash, and
+// what would not read back is refused here, not at the next start.
+func TestSourceReadsBack(t *testing.T) {
+	i := strings.Index(base, "upstreams:")
+	head, tail := base[:i], base[i:]
+	tests := []struct {
+		name  string
+		files []File
+		err   string // "" when accepted
+	}{
+		{"plain", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte(tail)}}, ""},
+		{"byte-order mark on a later file", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("\ufeff" + tail)}}, ""},
+		{"byte-order mark on each file", []File{{"a.yaml", []byte("\ufeff" + head)}, {"b.yaml", []byte("\ufeff" + tail)}}, ""},
+		{"UTF-16", []File{{"a.yaml", []byte(head)}, {"b.yaml", append([]byte{0xff, 0xfe}, utf16le(tail)...)}}, "b.yaml:1: file is not UTF-8 text"},
+		{"not UTF-8", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("# caf\xe9\n" + tail)}}, "b.yaml:1: file is not UTF-8 text"},
+		{"a directive mid-stream", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("%YAML 1.1\n---\n" + tail)}}, ""},
+		// Joining ends each file with a line break, which a block scalar
+		// at the very end keeps: "app" would read back as "app\n".
+		{"a block scalar without a final line break", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte(strings.Replace(tail, "project: app\n", "project: |\n            app", 1))}}, "do not read back"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			p, err := Parse(tt.files, nil)
+			if tt.err != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("Parse = %v, want an error with %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			back, err := Parse(one("policy-v1.yaml", string(p.Source)), nil)
+			if err != nil {
+				t.Fatalf("the accepted Source does not parse back: %v", err)
+			}
+			if back.Hash != p.Hash {
+				t.Fatalf("hash %s, read back %s", p.Hash, back.Hash)
+			}
+		})
+	}
+}
+
+func utf16le(s string) []byte {
+	var b []byte
+	for _, r := range s {
+		b = append(b, byte(r), byte(r>>8)) // ASCII only
+	}
+	return b
+}
+
 func TestLimits(t *testing.T) {
 	big := make([]byte, MaxFileSize+1)
 	for i := range big {
