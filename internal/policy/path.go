@@ -6,6 +6,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 // MaxPathLen bounds the escaped request path after /gw/{upstream}.
@@ -38,9 +40,11 @@ func (e *PathError) Is(target error) bool { return target == ErrPath }
 //     double encoding like "%252e"); encoded or raw control characters
 //     (NUL, CR, LF, DEL, …); raw "\";
 //   - a decoded path that is not valid UTF-8 (overlong "%c0%ae" and other
-//     invalid sequences), or that holds Unicode format characters or the
-//     full-width and look-alike forms of ".", "/" and "\" that some servers
-//     fold to ASCII;
+//     invalid sequences), or that holds Unicode format characters, the
+//     look-alike forms of ".", "/" and "\" that some servers fold to ASCII,
+//     or any character that Unicode compatibility normalisation (NFKC)
+//     turns into ".", "/", "\", "%", ";", a space or a control character
+//     ("\uFE30" is "..", "\u2100" "a/c", "\uFF05" "%");
 //   - empty segments ("//"), except one trailing "/";
 //   - segments made only of dots (".", "..", "...") — also before a ";"
 //     ("..;x", which some servers read as ".."), segments starting with ";",
@@ -103,8 +107,8 @@ func CleanPath(raw string) (string, error) {
 	if !utf8.ValidString(p) {
 		return "", pathErr("not valid UTF-8")
 	}
-	for _, r := range p {
-		if r >= utf8.RuneSelf && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || confusable(r)) {
+	for i, r := range p {
+		if r >= utf8.RuneSelf && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || confusable(r) || foldsToSpecial(p[i:])) {
 			return "", pathErr("look-alike or invisible character")
 		}
 	}
@@ -163,6 +167,22 @@ func confusable(r rune) bool {
 		'\u00A0', '\u2000', '\u2001', '\u2002', '\u2003', '\u2004', '\u2005', '\u2006',
 		'\u2007', '\u2008', '\u2009', '\u200A', '\u202F', '\u205F', '\u3000': // spaces
 		return true
+	}
+	return false
+}
+
+// foldsToSpecial: the (non-ASCII) character s starts with becomes, under
+// Unicode compatibility normalisation (NFKC, NFKD), which some servers
+// apply to paths, text with a character the checks above refuse or read
+// specially: ".", "/", "\", "%", ";", a space or a control character
+// ("\uFE30" is "..", "\u2100" "a/c", "\u2488" "1."). The decomposition
+// table holds full decompositions, and composing never makes these, so
+// the rune's own entry is enough; looking it up does not allocate.
+func foldsToSpecial(s string) bool {
+	for _, c := range norm.NFKD.PropertiesString(s).Decomposition() {
+		if strings.IndexByte("./\\%; ", c) >= 0 || c < 0x20 || c == 0x7f {
+			return true
+		}
 	}
 	return false
 }

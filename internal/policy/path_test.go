@@ -1,8 +1,13 @@
 package policy
 
 import (
+	"net/url"
 	"strings"
 	"testing"
+	"unicode"
+	"unicode/utf8"
+
+	"golang.org/x/text/unicode/norm"
 )
 
 func TestCleanPath(t *testing.T) {
@@ -50,6 +55,22 @@ func TestCleanPath(t *testing.T) {
 		{"/%ff", ""},
 		{"/%ef%bc%8e", ""},
 		{"/%e2%80%ae", ""}, // right-to-left override
+		// Compatibility forms that NFKC folds to what CleanPath refuses:
+		{"/a/%EF%B8%B0", ""},              // U+FE30 vertical two dot leader: ".."
+		{"/a/%EF%B8%99", ""},              // U+FE19 vertical ellipsis: "..."
+		{"/a/%E2%84%80", ""},              // U+2100 account of: "a/c"
+		{"/a/%E2%84%85", ""},              // U+2105 care of: "c/o"
+		{"/a/%EF%BC%852e%EF%BC%852e", ""}, // U+FF05 full-width percent: "%2e%2e"
+		{"/a/%EF%B9%AA2e", ""},            // U+FE6A small percent sign
+		{"/a/%E2%92%88", ""},              // U+2488 digit one full stop: "1."
+		{"/a/%E2%92%9B", ""},              // U+249B number twenty full stop: "20."
+		{"/a/%F0%9F%84%80", ""},           // U+1F100 digit zero full stop: "0."
+		{"/a/%EF%BC%9Bx", ""},             // U+FF1B full-width semicolon: ";x"
+		{"/a/x%C2%A8", ""},                // U+00A8 diaeresis: " \u0308", a space
+		// and ones that fold to nothing CleanPath refuses stay accepted:
+		{"/a/%EF%BC%A1", "/a/\uFF21"}, // full-width A
+		{"/a/%C2%BD", "/a/\u00BD"},    // one half: "1\u20442", a fraction slash
+		{"/%E6%97%A5%E6%9C%AC", "/\u65E5\u672C"},
 		{"/" + strings.Repeat("a", MaxPathLen), ""},
 		{"/" + strings.Repeat("a", MaxPathLen-1), "/" + strings.Repeat("a", MaxPathLen-1)},
 		// Fits as sent, not as forwarded (each byte becomes %XX or ; becomes %3B).
@@ -71,6 +92,29 @@ func TestCleanPath(t *testing.T) {
 	}
 }
 
+// No character that Unicode compatibility normalisation (NFKC, NFKD), as
+// some servers apply it, turns into a character CleanPath refuses or reads
+// specially is accepted: every code point is tried.
+func TestCleanPathRefusesEveryCompatibilityForm(t *testing.T) {
+	special := func(s string) bool {
+		return strings.ContainsFunc(s, func(r rune) bool {
+			return strings.ContainsRune("./\\%; ", r) || r < 0x20 || r == 0x7f
+		})
+	}
+	for r := rune(utf8.RuneSelf); r <= unicode.MaxRune; r++ {
+		if !utf8.ValidRune(r) {
+			continue
+		}
+		s := string(r)
+		if !special(norm.NFKC.String(s)) && !special(norm.NFKD.String(s)) {
+			continue
+		}
+		if got, err := CleanPath("/a/x" + url.PathEscape(s) + "x"); err == nil {
+			t.Errorf("U+%04X accepted as %q; NFKC folds it to %q", r, got, norm.NFKC.String(s))
+		}
+	}
+}
+
 func TestEscapePath(t *testing.T) {
 	for in, want := range map[string]string{"/": "/", "/a b/c;d": "/a%20b/c%3Bd", "/café/": "/caf%C3%A9/", "/x:y@z": "/x:y@z"} {
 		if got := EscapePath(in); got != want {
@@ -80,7 +124,7 @@ func TestEscapePath(t *testing.T) {
 }
 
 func FuzzCleanPath(f *testing.F) {
-	for _, s := range []string{"/a/b", "/a/%2e%2e/b", "/a%2fb", "//", "/a/./b", "/%c0%ae", "/a%252e", "/a b/", "/x..;/y", "/\u00e9"} {
+	for _, s := range []string{"/a/b", "/a/%2e%2e/b", "/a%2fb", "//", "/a/./b", "/%c0%ae", "/a%252e", "/a b/", "/x..;/y", "/\u00e9", "/a/%EF%B8%B0", "/%E2%84%80"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, raw string) {
@@ -98,6 +142,13 @@ func FuzzCleanPath(f *testing.F) {
 		}
 		if strings.Contains(p, "/../") || strings.HasSuffix(p, "/..") {
 			t.Fatalf("dot-dot in %q", p)
+		}
+		// A server that folds compatibility forms serves the same segments.
+		f := norm.NFKC.String(p)
+		for _, c := range []string{"/", ".", ";", " ", "%", "\\"} {
+			if strings.Count(f, c) != strings.Count(p, c) {
+				t.Fatalf("CleanPath(%q) = %q, which NFKC folds to %q", raw, p, f)
+			}
 		}
 		// Idempotent, and what is forwarded reads back as what was checked.
 		if q, err := CleanPath(p); err != nil || q != p {
