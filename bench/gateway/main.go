@@ -148,7 +148,7 @@ grants:
 	if err != nil {
 		log.Fatal(err)
 	}
-	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Subject: "bench", Job: "1", Claims: map[string]string{"repository": "acme/app"},
+	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Subject: "bench", Job: "1", Claims: map[string]string{"iss": "https://ci.example.com", "repository": "acme/app"},
 		Grants: []string{"read"}, TTL: time.Hour, MaxTTL: time.Hour, Source: netip.MustParseAddr("127.0.0.1")})
 	if err != nil {
 		log.Fatal(err)

@@ -77,7 +77,7 @@ func TestRenewFailsClosed(t *testing.T) {
 			rec.fail[tt.failAudit] = true
 			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: db, Audit: rec})
 			a.install(p, 1)
-			tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Claims: map[string]string{"repository_id": "1"}, Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
+			tok, l, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Claims: map[string]string{"iss": "http://127.0.0.1:1", "repository_id": "1"}, Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -5,6 +5,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"maps"
 	"net/netip"
 	"strings"
 	"sync"
@@ -315,6 +316,10 @@ func TestRenewDecisions(t *testing.T) {
 	b := newBench(t)
 	ctx := context.Background()
 	issue := func(claims map[string]string, grants []string, src netip.Addr, bind bool) string {
+		if _, ok := claims["iss"]; !ok {
+			claims = maps.Clone(claims)
+			claims["iss"] = b.iss.URL() // as the exchange records it
+		}
 		tok, _, err := b.m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Claims: claims, Grants: grants,
 			TTL: time.Minute, MaxTTL: time.Hour, Source: src, BindSource: bind})
 		if err != nil {
@@ -338,6 +343,8 @@ func TestRenewDecisions(t *testing.T) {
 		{"claim the lease lacks", issue(map[string]string{"repository": "acme/app"}, []string{"deploy"}, otherAddr, false), otherAddr, 403,
 			"but the ID token has no such claim"},
 		{"grant binds, other address", issue(mainClaims, []string{"corp"}, corpAddr, false), netip.MustParseAddr("10.2.2.2"), 403, `grant "corp": source address not allowed`},
+		{"issued by the name's earlier issuer", issue(map[string]string{"iss": "https://old-ci.example.com", "repository": "acme/app", "ref": "refs/heads/main"}, []string{"deploy"}, otherAddr, false), otherAddr, 403,
+			`grant "deploy": no who entry matches (who[0].issuer: expected "` + b.iss.URL() + `", got "https://old-ci.example.com")`},
 		{"grants removed", issue(mainClaims, []string{"gone"}, otherAddr, false), otherAddr, 401, "no grant of this token is in the policy"},
 		{"unknown token", "mfy_000000000000000000000000000000000000", otherAddr, 401, ""},
 	}

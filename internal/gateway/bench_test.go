@@ -87,7 +87,7 @@ grants:
 		b.Fatal(err)
 	}
 	defer g.Close()
-	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Claims: map[string]string{"repository": "acme/app"},
+	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Claims: map[string]string{"iss": "https://ci.example.com", "repository": "acme/app"},
 		Grants: []string{"calls"}, TTL: time.Hour, MaxTTL: time.Hour, Source: netip.MustParseAddr("127.0.0.1"),
 		Subject: "repo:acme/app:ref:refs/heads/main", Job: "run-42"})
 	if err != nil {

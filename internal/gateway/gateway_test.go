@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -416,6 +417,11 @@ func (h *harness) issue(r lease.Request) string {
 	}
 	if r.Claims == nil {
 		r.Claims = map[string]string{"repository": "acme/app"}
+	}
+	if _, ok := r.Claims["iss"]; !ok {
+		// As an exchange records it: the issuer's url, checked again on use.
+		r.Claims = maps.Clone(r.Claims)
+		r.Claims["iss"] = "https://ci.example.com"
 	}
 	if r.TTL == 0 {
 		r.TTL, r.MaxTTL = 10*time.Minute, time.Hour

@@ -15,7 +15,9 @@ import (
 // three:
 //
 //   - the issuer line names the policy's issuer that verified the ID token
-//     (by name: two issuers may share a url and differ by audience);
+//     (by name: two issuers may share a url and differ by audience); a held
+//     token's iss must also still be that issuer's url, so a policy that
+//     points the name at another issuer takes the grant from old tokens;
 //   - every claim line must be present, with one of its values: a claim
 //     the identity lacks never matches;
 //   - source_cidrs, when given, must contain the request's address;
@@ -271,7 +273,7 @@ func (w *Who) explain(i int, id Identity) *Mismatch {
 // whether it is bound to that address (lease.Live holds all of these).
 type Holder struct {
 	Issuer     string
-	Claims     map[string]string
+	Claims     map[string]string // the ID token's, "iss" among them
 	Grants     []string
 	Source     netip.Addr // the address that exchanged the token
 	BindSource bool
@@ -290,6 +292,13 @@ func (g *Grant) keeps(h *Holder, addr netip.Addr) *Refusal {
 	why := g.keepsReason(h, addr)
 	if why == Allowed {
 		return nil
+	}
+	if why == NoWhoMatches {
+		for i := range g.Who {
+			if w := &g.Who[i]; w.Issuer == h.Issuer && h.Claims["iss"] != w.issuerURL {
+				return &Refusal{Reason: why, Grant: g.Name, Mismatch: &Mismatch{Who: i, Line: "issuer", Expected: []string{w.issuerURL}, Got: h.Claims["iss"]}}
+			}
+		}
 	}
 	return &Refusal{Reason: why, Grant: g.Name, Mismatch: g.closest(Identity{Issuer: h.Issuer, Claims: h.Claims, Source: addr}, why)}
 }
@@ -395,7 +404,7 @@ func (g *Grant) keepsReason(h *Holder, addr netip.Addr) Reason {
 	why := NoWhoMatches
 	for i := range g.Who {
 		w := &g.Who[i]
-		if !w.Match(h.Issuer, h.Claims) {
+		if !w.Match(h.Issuer, h.Claims) || h.Claims["iss"] != w.issuerURL {
 			continue
 		}
 		if !w.SourceAllowed(addr) {

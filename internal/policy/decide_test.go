@@ -63,7 +63,7 @@ var (
 )
 
 func ghClaims(kv ...string) map[string]string {
-	m := map[string]string{"repository_id": "42", "ref": "refs/heads/main", "environment": "production"}
+	m := map[string]string{"iss": "https://token.actions.githubusercontent.com", "repository_id": "42", "ref": "refs/heads/main", "environment": "production"}
 	for i := 0; i+1 < len(kv); i += 2 {
 		if kv[i+1] == "-" {
 			delete(m, kv[i])
@@ -72,6 +72,10 @@ func ghClaims(kv ...string) map[string]string {
 		m[kv[i]] = kv[i+1]
 	}
 	return m
+}
+
+func ciClaims() map[string]string {
+	return map[string]string{"iss": "https://ci.example.com", "project": "app"}
 }
 
 // A refusal names the grant, the closest who entry and its first unmet
@@ -171,12 +175,12 @@ func TestReadmit(t *testing.T) {
 		{"all grants removed", Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"gone"}}, outNet, GrantsRemoved, 0},
 		{"identity dropped", Holder{Issuer: "gh", Claims: ghClaims("ref", "refs/heads/dev"), Grants: []string{"deploy"}}, outNet, NoWhoMatches, 0},
 		{"claim missing from the lease", Holder{Issuer: "gh", Claims: ghClaims("ref", "-"), Grants: []string{"deploy"}}, outNet, NoWhoMatches, 0},
-		{"one grant of two dropped", Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}, Grants: []string{"elsewhere", "deploy"}}, outNet, NoWhoMatches, 0},
+		{"one grant of two dropped", Holder{Issuer: "ci", Claims: ciClaims(), Grants: []string{"elsewhere", "deploy"}}, outNet, NoWhoMatches, 0},
 		{"token bound, same address", Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}, Source: exch, BindSource: true}, exch, Allowed, 1},
 		{"token bound, mapped address", Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}, Source: exch, BindSource: true}, netip.MustParseAddr("::ffff:10.9.9.9"), Allowed, 1},
 		{"token bound, other address", Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}, Source: exch, BindSource: true}, outNet, SourceNotBound, 0},
-		{"grant binds, other address", Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}, Grants: []string{"bound"}, Source: exch}, outNet, SourceNotAllowed, 0},
-		{"grant binds, unknown address", Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}, Grants: []string{"bound"}, Source: exch}, netip.Addr{}, SourceNotAllowed, 0},
+		{"grant binds, other address", Holder{Issuer: "ci", Claims: ciClaims(), Grants: []string{"bound"}, Source: exch}, outNet, SourceNotAllowed, 0},
+		{"grant binds, unknown address", Holder{Issuer: "ci", Claims: ciClaims(), Grants: []string{"bound"}, Source: exch}, netip.Addr{}, SourceNotAllowed, 0},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -192,11 +196,46 @@ func TestReadmit(t *testing.T) {
 	}
 }
 
+// A held token records its issuer's policy name and its iss. A policy that
+// points the name at another issuer url no longer gives the grant to
+// tokens the old issuer's identities hold, at renewal or in the gateway.
+func TestIssuerRepointed(t *testing.T) {
+	p := mustParse(t, one("p.yaml", strings.Replace(decidePolicy, "https://ci.example.com", "https://ci2.example.com", 1)))
+	tests := []struct {
+		name   string
+		claims map[string]string
+		reason Reason
+	}{
+		{"the new issuer's token", map[string]string{"iss": "https://ci2.example.com", "project": "app"}, Allowed},
+		{"the old issuer's token", ciClaims(), NoWhoMatches},
+		{"no iss recorded", map[string]string{"project": "app"}, NoWhoMatches},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := Holder{Issuer: "ci", Claims: tt.claims, Grants: []string{"elsewhere"}}
+			if d := p.Authorize(&h, outNet, "other", "GET", "/x"); d.Reason != tt.reason {
+				t.Errorf("Authorize: %v, want %v", d.Reason, tt.reason)
+			}
+			_, no := p.Readmit(&h, outNet)
+			if tt.reason == Allowed {
+				if no != nil {
+					t.Errorf("Readmit: %v", no)
+				}
+				return
+			}
+			want := &Mismatch{Who: 0, Line: "issuer", Expected: []string{"https://ci2.example.com"}, Got: tt.claims["iss"]}
+			if no == nil || no.Reason != tt.reason || !reflect.DeepEqual(no.Mismatch, want) {
+				t.Errorf("Readmit: %v, want %v (%v)", no, tt.reason, want)
+			}
+		})
+	}
+}
+
 func TestAuthorize(t *testing.T) {
 	p := decideFixture(t)
 	exch := netip.MustParseAddr("10.9.9.9")
 	gh := Holder{Issuer: "gh", Claims: ghClaims(), Grants: []string{"deploy"}, Source: exch}
-	ci := Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}, Grants: []string{"elsewhere", "bound"}, Source: exch}
+	ci := Holder{Issuer: "ci", Claims: ciClaims(), Grants: []string{"elsewhere", "bound"}, Source: exch}
 	with := func(h Holder, f func(*Holder)) Holder { f(&h); return h }
 	tests := []struct {
 		name                   string
@@ -218,8 +257,12 @@ func TestAuthorize(t *testing.T) {
 		{"grants removed", with(gh, func(h *Holder) { h.Grants = []string{"gone"} }), outNet, "api", "GET", "/repos/acme/app/x", GrantsRemoved, "", -1},
 		{"token bound elsewhere", with(gh, func(h *Holder) { h.BindSource = true }), outNet, "api", "GET", "/repos/acme/app/x", SourceNotBound, "", -1},
 		{"token bound here", with(gh, func(h *Holder) { h.BindSource = true }), exch, "api", "GET", "/repos/acme/app/x", Allowed, "deploy", 0},
-		{"source_cidrs", with(gh, func(h *Holder) { h.Claims = map[string]string{"repository_id": "43"} }), outNet, "api", "GET", "/repos/acme/app/x", SourceNotAllowed, "", -1},
-		{"source_cidrs inside", with(gh, func(h *Holder) { h.Claims = map[string]string{"repository_id": "43"} }), inNet, "api", "GET", "/repos/acme/app/x", Allowed, "deploy", 0},
+		{"source_cidrs", with(gh, func(h *Holder) {
+			h.Claims = map[string]string{"iss": "https://token.actions.githubusercontent.com", "repository_id": "43"}
+		}), outNet, "api", "GET", "/repos/acme/app/x", SourceNotAllowed, "", -1},
+		{"source_cidrs inside", with(gh, func(h *Holder) {
+			h.Claims = map[string]string{"iss": "https://token.actions.githubusercontent.com", "repository_id": "43"}
+		}), inNet, "api", "GET", "/repos/acme/app/x", Allowed, "deploy", 0},
 		{"grant binds, other address", with(ci, func(h *Holder) { h.Grants = []string{"bound"} }), outNet, "api", "GET", "/bound", SourceNotAllowed, "", -1},
 		{"another grant gets further", ci, outNet, "api", "GET", "/bound", UpstreamNotGranted, "", -1},
 		{"grant binds, furthest reason wins", ci, outNet, "other", "GET", "/x", Allowed, "elsewhere", 0},
@@ -284,7 +327,7 @@ grants:
 		{"override on the destination", []string{"both"}, []string{"PUT", "GET"}, []string{"/a/x", "/c/x"}, RequestNotAllowed, "", -1},
 		{"nothing named", []string{"both"}, nil, []string{"/a/x"}, RequestNotAllowed, "", -1},
 	}
-	h := Holder{Issuer: "ci", Claims: map[string]string{"project": "app"}}
+	h := Holder{Issuer: "ci", Claims: ciClaims()}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h.Grants = tt.grants

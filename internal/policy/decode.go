@@ -1254,6 +1254,7 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 				el.add(w.issuerAt, wp+".issuer", "unknown issuer %q", w.Issuer)
 				continue
 			}
+			w.issuerURL = is.URL
 			checkBroad(is, w, wp, el)
 		}
 	}

@@ -252,6 +252,7 @@ type Who struct {
 	SourceCIDRs []netip.Prefix
 	Broad       bool
 
+	issuerURL    string // the issuer's url, which a held token's iss must still be
 	at, issuerAt pos
 }
 
