@@ -35,8 +35,11 @@ func gitBase(dir string) []string {
 	if dir == "" {
 		dir = "."
 	}
+	// Settings of the repository or the user that would change what git
+	// prints are pinned: log.showRoot=false would hide the first commit's
+	// diff, and every secret it adds.
 	return []string{"-C", dir, "-c", "core.quotePath=false", "-c", "diff.noprefix=false",
-		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false"}
+		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false", "-c", "log.showRoot=true"}
 }
 
 // ScanGit scans the lines added by every commit in a repository's history
@@ -48,7 +51,10 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 	if err := requireRepo(ctx, o.Dir); err != nil {
 		return err
 	}
-	args := append(gitBase(o.Dir), "log", "-p", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv",
+	// --text: a .gitattributes in the scanned tree (`* -diff`) would
+	// otherwise print every file as "Binary files differ"; parseDiff skips
+	// binary content itself (a NUL byte, as for files).
+	args := append(gitBase(o.Dir), "log", "-p", "--text", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv",
 		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>")
 	if o.FirstParent {
 		args = append(args, "--first-parent", "-m")
@@ -109,7 +115,7 @@ func (s *Scanner) ScanStaged(ctx context.Context, dir string, emit func(Finding)
 	if err := requireRepo(ctx, dir); err != nil {
 		return err
 	}
-	args := append(gitBase(dir), "diff", "--cached", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv", "-M", "--")
+	args := append(gitBase(dir), "diff", "--cached", "--text", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv", "-M", "--")
 	var all []Finding
 	if err := s.runGit(ctx, args, map[string]int{}, func(f Finding) { all = append(all, f) }); err != nil {
 		return err
@@ -251,6 +257,11 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			switch sl[0] {
 			case '+':
 				remAdd--
+				if fm != nil && bytes.IndexByte(sl, 0) >= 0 {
+					// Binary content (git no longer tells, with --text):
+					// skipped, as the file scanner skips a binary file.
+					fm, buf, lmap = nil, nil, nil
+				}
 				if fm == nil {
 					skipRest = full
 					newLine++

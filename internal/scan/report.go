@@ -8,6 +8,7 @@ import (
 	"net/url"
 	"path"
 	"path/filepath"
+	"strconv"
 	"strings"
 )
 
@@ -34,6 +35,18 @@ const (
 	colReset  = "\x1b[0m"
 )
 
+// printable is s for a terminal: a name or author from the scanned
+// repository holding a control character (a newline that forges a report
+// line, an escape that erases one) is Go-quoted instead.
+func printable(s string) string {
+	for _, r := range s {
+		if r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0) {
+			return strconv.Quote(s)
+		}
+	}
+	return s
+}
+
 // WriteText writes one finding as one line:
 // "file:line:col: rule hint [verified] [encoding] [commit abcdef012345 by author on date]".
 func WriteText(w io.Writer, f Finding, color bool) error {
@@ -44,13 +57,13 @@ func WriteText(w io.Writer, f Finding, color bool) error {
 		return code + s + colReset
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%d:%d: ", c(colBold, f.File), f.Line, f.Column)
+	fmt.Fprintf(&b, "%s:%d:%d: ", c(colBold, printable(f.File)), f.Line, f.Column)
 	ruleCol := colYellow
 	if f.Verified {
 		ruleCol = colRed
 	}
 	b.WriteString(c(ruleCol, f.Rule))
-	b.WriteString(" " + f.Hint)
+	b.WriteString(" " + printable(f.Hint))
 	if f.Verified {
 		b.WriteString(" " + c(colRed, "verified"))
 	}
@@ -64,10 +77,10 @@ func WriteText(w io.Writer, f Finding, color bool) error {
 		}
 		extra := "commit " + short
 		if f.Author != "" {
-			extra += " by " + f.Author
+			extra += " by " + printable(f.Author)
 		}
 		if f.Date != "" {
-			extra += " on " + f.Date
+			extra += " on " + printable(f.Date)
 		}
 		b.WriteString(" " + c(colDim, extra))
 	}

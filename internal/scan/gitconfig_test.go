@@ -1,0 +1,92 @@
+package scan
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+// What the scanned repository or its user configures must not hide added
+// lines: a .gitattributes marking files -diff or binary (one line in a
+// pull request), or log.showRoot=false (the first commit's diff). Binary
+// content is still skipped, as the file scanner skips binary files.
+func TestGitSettingsHideNothing(t *testing.T) {
+	needGit(t)
+	tests := []struct {
+		name   string
+		attrs  string // .gitattributes
+		config []string
+		file   string // app.env's content after TOKEN=<token>
+		staged bool
+		want   int
+	}{
+		{"-diff, history", "* -diff\n", nil, "\n", false, 1},
+		{"-diff, staged", "* -diff\n", nil, "\n", true, 1},
+		{"binary, history", "*.env binary\n", nil, "\n", false, 1},
+		{"log.showRoot=false", "", []string{"log.showRoot", "false"}, "\n", false, 1},
+		{"binary content is skipped", "", nil, "\x00\x01\x02\n", false, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			gitRun(t, dir, "init", "-q", "-b", "main")
+			if tt.config != nil {
+				gitRun(t, dir, append([]string{"config"}, tt.config...)...)
+			}
+			if tt.attrs != "" {
+				if err := os.WriteFile(filepath.Join(dir, ".gitattributes"), []byte(tt.attrs), 0o644); err != nil {
+					t.Fatal(err)
+				}
+			}
+			j := jobToken(t)
+			if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte("TOKEN="+j+tt.file), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			gitRun(t, dir, "add", ".")
+			s := newScanner(t, Options{})
+			var got []Finding
+			emit := func(f Finding) { got = append(got, f) }
+			var err error
+			if tt.staged {
+				err = s.ScanStaged(t.Context(), dir, emit)
+			} else {
+				gitRun(t, dir, "commit", "-q", "-m", "first")
+				err = s.ScanGit(t.Context(), GitOptions{Dir: dir}, emit)
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != tt.want {
+				t.Fatalf("%d findings, want %d", len(got), tt.want)
+			}
+		})
+	}
+}
+
+// A text report is one line per finding whatever the scanned repository
+// named its files or authors: no newline that forges a line, no escape
+// that erases one on a terminal.
+func TestWriteTextQuotesControlCharacters(t *testing.T) {
+	for _, f := range []Finding{
+		{Rule: "generic-secret", File: "a.txt\nsrc/ok.go:1:1: all clear", Line: 1, Column: 1, Hint: "abcd…(20)"},
+		{Rule: "generic-secret", File: "a\x1b[2K\rb.txt", Line: 1, Column: 1, Hint: "abcd…(20)"},
+		{Rule: "generic-secret", File: "a.txt", Line: 1, Column: 1, Hint: "abcd…(20)", Commit: "0123456789abcdef", Author: "Eve \x1b]8;;http://x\x07 <e@x>"},
+		{Rule: "generic-secret", File: "a\u0085b.txt", Line: 1, Column: 1, Hint: "abcd…(20)"},
+	} {
+		var b bytes.Buffer
+		if err := WriteText(&b, f, false); err != nil {
+			t.Fatal(err)
+		}
+		out := b.String()
+		if strings.Count(out, "\n") != 1 || strings.ContainsAny(out, "\x1b\r\x07\u0085") {
+			t.Errorf("a text report line carries control characters: %q", out)
+		}
+	}
+	var b bytes.Buffer
+	_ = WriteText(&b, Finding{Rule: "r", File: "dir/é.txt", Line: 2, Column: 3, Hint: "h"}, false)
+	if b.String() != "dir/é.txt:2:3: r h\n" {
+		t.Errorf("a plain name changed: %q", b.String())
+	}
+}
