@@ -8,6 +8,7 @@ import (
 	"errors"
 	"html/template"
 	"net/http"
+	"net/netip"
 	"strconv"
 	"strings"
 	"time"
@@ -418,6 +419,13 @@ func (a *API) pageSession(w http.ResponseWriter, r *http.Request, p presented, l
 		return caller{}, row, false
 	}
 	if status != 0 {
+		// Each refusal is a durable audit entry: bounded per address as
+		// the API's are (admin_rate).
+		if !a.adminRL.allow(a.cfg.ClientAddr(r).String()) {
+			w.Header().Set("Retry-After", "1")
+			writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: "Too many refused requests from this address; wait a moment."})
+			return caller{}, row, false
+		}
 		if err := a.denySession(r, row, status, reason); err != nil {
 			a.fail(w, r, err)
 			return caller{}, row, false
@@ -571,6 +579,9 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 			reason, status = authority.RefusedIdPDown, http.StatusServiceUnavailable
 		}
 		a.cfg.Logger.Warn("device sign-in refused", "err", err)
+		if a.tooManyRefusals(w, src) {
+			return
+		}
 		if rerr := a.cfg.Sessions.Refuse(r.Context(), authority.Refusal{Reason: reason, Status: status, Source: src, Via: authority.ViaCLI,
 			Issuer: a.cfg.SSO.Config().Issuer}); rerr != nil {
 			a.fail(w, r, rerr)
@@ -581,6 +592,18 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, 200, apitype.DeviceStart{DeviceCode: da.DeviceCode, UserCode: da.UserCode, VerificationURI: da.VerificationURI,
 		VerificationURIComplete: da.VerificationURIComplete, Interval: da.Interval, ExpiresIn: int64(time.Until(da.Expiry) / time.Second)})
+}
+
+// tooManyRefusals answers 429 when src has been refused too often lately
+// (admin_rate): every refusal is a durable audit entry, so one address
+// must not make them at will. It reports whether it answered.
+func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr) bool {
+	if a.adminRL.allow(src.String()) {
+		return false
+	}
+	w.Header().Set("Retry-After", "1")
+	writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused sign-ins from this address")
+	return true
 }
 
 // deviceToken polls the provider once for a CLI's device code.
@@ -614,6 +637,9 @@ func (a *API) deviceToken(w http.ResponseWriter, r *http.Request) {
 			status, reason = http.StatusForbidden, authority.RefusedUnmapped
 		case errors.Is(err, sso.ErrIDToken), errors.Is(err, sso.ErrNonce):
 			reason = authority.RefusedIDToken
+		}
+		if a.tooManyRefusals(w, src) {
+			return
 		}
 		if rerr := a.cfg.Sessions.Refuse(r.Context(), authority.Refusal{Reason: reason, Status: status, Source: src, Via: authority.ViaCLI,
 			Issuer: a.cfg.SSO.Config().Issuer, Name: id.Name, Subject: id.Subject}); rerr != nil {
