@@ -115,6 +115,11 @@ func (f LeaseFilter) where(postgres bool) (string, []any) {
 		if postgres {
 			find = "strpos(' ' || grants || ' ', ?) > 0"
 		}
+		if strings.ContainsAny(f.Grant, " \t\n\r") {
+			// No grant name holds a space; one would match two names of
+			// the space-joined list ("read deploy").
+			find = "? IS NULL"
+		}
 		add(find, " "+f.Grant+" ")
 	}
 	if f.Issuer != "" {
