@@ -359,9 +359,11 @@ func (s *Scanner) ScanReader(ctx context.Context, name string, r io.Reader, emit
 				continue
 			}
 			own1 = own0 + k + 1
-			// Hold back an unterminated private key block until it is whole.
-			if p := bytes.LastIndex(buf[own0:own1], []byte("PRIVATE KEY-----")); p >= 0 &&
-				!bytes.Contains(buf[own0+p:], []byte("-----END")) {
+			// Hold back an unterminated private key block until it is whole:
+			// only the last header counts, so a finished block before it (whose
+			// END line also ends in "PRIVATE KEY-----") holds nothing back.
+			if p := lastPEMHeader(buf[own0:own1]); p >= 0 &&
+				!bytes.Contains(buf[own0+p:own1], []byte("-----END")) {
 				ls := bytes.LastIndexByte(buf[own0:own0+p], '\n')
 				if ls < 0 {
 					continue
@@ -384,6 +386,19 @@ func (s *Scanner) ScanReader(ctx context.Context, name string, r io.Reader, emit
 		buf = buf[:n]
 		own0 = own1 - keep
 	}
+}
+
+// lastPEMHeader returns the offset of the last private key BEGIN header in
+// seg, or -1.
+func lastPEMHeader(seg []byte) int {
+	if !bytes.Contains(seg, []byte("PRIVATE KEY")) { // most lines: skip the regexp
+		return -1
+	}
+	hs := pemHeader.FindAllIndex(seg, -1)
+	if len(hs) == 0 {
+		return -1
+	}
+	return hs[len(hs)-1][0]
 }
 
 // advance moves a line/column position over seg.

@@ -20,6 +20,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -420,11 +421,22 @@ func TestStreamReportsLinesAsTheyArrive(t *testing.T) {
 	found := make(chan Finding)
 	done := make(chan error)
 	go func() { done <- s.ScanReader(t.Context(), "stdin", pr, func(f Finding) { found <- f }) }()
+	// next waits for a finding while the writer is still open.
+	next := func(what string) Finding {
+		t.Helper()
+		select {
+		case f := <-found:
+			return f
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%s: not reported before the stream ended", what)
+			return Finding{}
+		}
+	}
 	j := jobToken(t)
 	if _, err := pw.Write([]byte("starting job\ntoken is " + j + "\n")); err != nil {
 		t.Fatal(err)
 	}
-	f := <-found // before the writer closes
+	f := next("token")
 	if f.Line != 2 || f.Secret != j {
 		t.Fatalf("got %+v", f)
 	}
@@ -432,9 +444,16 @@ func TestStreamReportsLinesAsTheyArrive(t *testing.T) {
 	half := len(key) / 2
 	_, _ = pw.Write([]byte(key[:half]))
 	_, _ = pw.Write([]byte(key[half:] + "\n"))
-	f = <-found
+	f = next("private key")
 	if f.Rule != "private-key" || f.Line != 3 || f.Secret != key {
 		t.Fatalf("got %+v", f.Rule)
+	}
+	// A finished key block must not hold back the lines after it.
+	j2 := jobToken(t)
+	_, _ = pw.Write([]byte("step 2\ntoken is " + j2 + "\n"))
+	f = next("token after a private key")
+	if f.Secret != j2 || f.Line != 3+strings.Count(key, "\n")+2 {
+		t.Fatalf("got %s at line %d", f.Rule, f.Line)
 	}
 	pw.Close()
 	if err := <-done; err != nil {
