@@ -194,11 +194,12 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 	inAdded, skipRest := false, false
 	C, ov := s.chunk, s.overlap
 
-	send := func() error {
+	// sendTo sends buf with b[:own1] owned and the rest as context only.
+	sendTo := func(own1 int) error {
 		if len(buf) == 0 {
 			return nil
 		}
-		j := &job{meta: fm, b: buf, own0: 0, own1: len(buf), lmap: lmap}
+		j := &job{meta: fm, b: buf, own0: 0, own1: own1, lmap: lmap}
 		buf, lmap = nil, nil
 		select {
 		case jobs <- j:
@@ -207,14 +208,17 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			return ctx.Err()
 		}
 	}
+	send := func() error { return sendTo(len(buf)) }
 	// cutLong sends the buffer in the middle of a long line and keeps its
-	// last ov bytes as the start of the next piece.
+	// last ov bytes as the start of the next piece. Those bytes are only
+	// right context here, owned by the next piece: a secret straddling the
+	// cut would otherwise also match here, truncated at the buffer's end.
 	cutLong := func() error {
 		ref := lmap[len(lmap)-1]
 		tail := max(ref.off, len(buf)-ov)
 		rest := append([]byte(nil), buf[tail:]...)
 		nref := lineRef{off: 0, line: ref.line, col0: ref.col0 + tail - ref.off}
-		if err := send(); err != nil {
+		if err := sendTo(tail); err != nil {
 			return err
 		}
 		buf, lmap = rest, []lineRef{nref}

@@ -17,6 +17,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strconv"
 	"strings"
 	"sync"
 	"testing"
@@ -691,6 +692,33 @@ func TestParseDiffLongLinesAndEdgeCases(t *testing.T) {
 	want := []string{"q\tz:1:1@c1", fmt.Sprintf("x:10:%d@c1", 3<<20+2), "x:11:17@c1"}
 	if strings.Join(locs, " ") != strings.Join(want, " ") {
 		t.Fatalf("got %q want %q", locs, want)
+	}
+}
+
+func TestParseDiffLongLineCut(t *testing.T) {
+	// A long added line is sent in pieces cut where the 256 KiB read buffer
+	// fills; a token straddling a cut is reported once and whole.
+	const cut = 256<<10 - 1 // the first piece: the buffer less the '+'
+	tok := "glpat-" + newGen(5).str(abcB62, 40)
+	for _, before := range []int{1, 20, 26, 40, 45} { // token bytes before the cut
+		t.Run(strconv.Itoa(before), func(t *testing.T) {
+			line := strings.Repeat("x", cut-before-1) + " " + tok + " end"
+			diff := "diff --git a/x b/x\n--- a/x\n+++ b/x\n@@ -0,0 +1 @@\n+" + line + "\n"
+			s := newScanner(t, Options{ChunkSize: 1024, Overlap: 256})
+			var got []Finding
+			err := s.pipeline(t.Context(), func(ctx context.Context, jobs chan<- *job) error {
+				return s.parseDiff(ctx, strings.NewReader(diff), map[string]int{}, jobs)
+			}, func(f Finding) { got = append(got, f) })
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Secret != tok || got[0].Column != cut-before+1 {
+				for _, f := range got {
+					t.Logf("%s 1:%d %s (len %d)", f.Rule, f.Column, f.Hint, len(f.Secret))
+				}
+				t.Fatalf("%d findings, want the whole token once at column %d", len(got), cut-before+1)
+			}
+		})
 	}
 }
 
