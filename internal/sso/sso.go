@@ -125,16 +125,34 @@ type Identity struct {
 }
 
 // RP is the relying party. It discovers the provider on first use (and
-// again after a failure), so a provider that is down at start only makes
-// sign-ins wait for it, never the server.
+// again a few seconds after a failure), so a provider that is down at
+// start only refuses sign-ins, never stops the server.
 type RP struct {
 	cfg    Config
 	secret string
 	client *http.Client
 
+	// mu guards the fields below and is never held across a network call:
+	// sign-ins against a silent provider must not queue behind each other.
 	mu       sync.Mutex
 	provider *oidc.Provider
+	flight   *discovery // the discovery in flight, nil when none
+	failed   error      // the last discovery's failure, remembered until failedAt+failMemory
+	failedAt time.Time
 }
+
+// discovery is one discovery shared by every caller that wants the
+// provider while it runs; done is closed once p or err is set.
+type discovery struct {
+	done chan struct{}
+	p    *oidc.Provider
+	err  error
+}
+
+// failMemory is how long a failed discovery answers for the provider, so
+// that sign-ins against a provider that is down are refused at once
+// instead of each waiting for the timeout.
+const failMemory = 5 * time.Second
 
 // New returns the relying party for cfg with the client secret (the
 // contents of client_secret_file) and the HTTP client that reaches the
@@ -175,18 +193,48 @@ func (rp *RP) ctx(ctx context.Context) context.Context {
 
 func (rp *RP) discover(ctx context.Context) (*oidc.Provider, error) {
 	rp.mu.Lock()
-	defer rp.mu.Unlock()
 	if rp.provider != nil {
+		defer rp.mu.Unlock()
 		return rp.provider, nil
 	}
+	if rp.failed != nil && time.Since(rp.failedAt) < failMemory {
+		defer rp.mu.Unlock()
+		return nil, rp.failed
+	}
+	d := rp.flight
+	if d == nil {
+		d = &discovery{done: make(chan struct{})}
+		rp.flight = d
+		// Detached from this caller's cancellation: the others share it.
+		go rp.run(context.WithoutCancel(ctx), d)
+	}
+	rp.mu.Unlock()
+	select {
+	case <-d.done:
+		return d.p, d.err
+	case <-ctx.Done():
+		return nil, fmt.Errorf("%w: discovery at %s: %w", ErrIdPDown, rp.cfg.Issuer, ctx.Err())
+	}
+}
+
+// run discovers the provider for d and records the outcome.
+func (rp *RP) run(ctx context.Context, d *discovery) {
 	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
 	defer cancel()
 	p, err := oidc.NewProvider(rp.ctx(ctx), rp.cfg.Issuer)
 	if err != nil {
-		return nil, fmt.Errorf("%w: discovery at %s: %w", ErrIdPDown, rp.cfg.Issuer, err)
+		err = fmt.Errorf("%w: discovery at %s: %w", ErrIdPDown, rp.cfg.Issuer, err)
 	}
-	rp.provider = p
-	return p, nil
+	rp.mu.Lock()
+	rp.flight = nil
+	if err == nil {
+		rp.provider = p
+	} else {
+		rp.failed, rp.failedAt = err, time.Now()
+	}
+	rp.mu.Unlock()
+	d.p, d.err = p, err
+	close(d.done)
 }
 
 func (rp *RP) oauth(p *oidc.Provider) *oauth2.Config {

@@ -2,9 +2,17 @@ package sso
 
 import (
 	"context"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"testing"
+	"time"
 )
 
 func TestConfigCheck(t *testing.T) {
@@ -149,4 +157,153 @@ func FuzzParseCallback(f *testing.F) {
 			t.Fatalf("unsafe error %q", c.Error)
 		}
 	})
+}
+
+// silentProvider is an issuer address that accepts connections and never
+// answers (a blackholed provider, a hung proxy); accepted counts them.
+func silentProvider(t *testing.T) (issuer string, accepted *atomic.Int32) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	accepted = new(atomic.Int32)
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			accepted.Add(1)
+			mu.Lock()
+			conns = append(conns, c)
+			mu.Unlock()
+		}
+	}()
+	t.Cleanup(func() {
+		ln.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			c.Close()
+		}
+	})
+	return "http://" + ln.Addr().String(), accepted
+}
+
+func testRP(t *testing.T, issuer string, timeout time.Duration) *RP {
+	t.Helper()
+	rp, err := New(Config{Issuer: issuer, ClientID: "m", RedirectURL: "http://127.0.0.1:1/ui/callback",
+		Roles: map[string][]string{"admin": {"a"}}}, "", &http.Client{Timeout: timeout})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rp
+}
+
+// TestDiscoverSilentProvider: a provider that does not answer costs each
+// sign-in at most one timeout (and no more than its own context allows),
+// however many sign-ins come at once, and for a few seconds after a
+// failure none waits at all. Discovery used to hold rp.mu across the
+// network call, so the n-th concurrent sign-in waited n timeouts.
+func TestDiscoverSilentProvider(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		run  func(t *testing.T, rp *RP, accepted *atomic.Int32)
+	}{
+		{"concurrent sign-ins share one discovery", func(t *testing.T, rp *RP, accepted *atomic.Int32) {
+			const n = 4
+			var wg sync.WaitGroup
+			took := make([]time.Duration, n)
+			errs := make([]error, n)
+			for i := range n {
+				wg.Go(func() {
+					start := time.Now()
+					_, errs[i] = rp.AuthURL(context.Background(), "state", "nonce", "verifier")
+					took[i] = time.Since(start)
+				})
+			}
+			wg.Wait()
+			for i := range n {
+				if !errors.Is(errs[i], ErrIdPDown) {
+					t.Errorf("sign-in %d: %v, want ErrIdPDown", i, errs[i])
+				}
+				if took[i] > 1500*time.Millisecond {
+					t.Errorf("sign-in %d waited %v with a 500ms client timeout", i, took[i])
+				}
+			}
+			if got := accepted.Load(); got != 1 {
+				t.Errorf("%d discoveries, want 1 shared", got)
+			}
+		}},
+		{"a caller stops waiting when its context ends", func(t *testing.T, rp *RP, _ *atomic.Int32) {
+			go rp.discover(context.Background()) // in flight for the client timeout
+			time.Sleep(50 * time.Millisecond)
+			ctx, cancel := context.WithTimeout(context.Background(), 100*time.Millisecond)
+			defer cancel()
+			start := time.Now()
+			_, err := rp.DeviceSupported(ctx)
+			if took := time.Since(start); !errors.Is(err, ErrIdPDown) || took > 400*time.Millisecond {
+				t.Errorf("%v after %v, want ErrIdPDown once its 100ms context ends", err, took)
+			}
+		}},
+		{"a failure answers at once for a while", func(t *testing.T, rp *RP, accepted *atomic.Int32) {
+			if _, err := rp.discover(context.Background()); !errors.Is(err, ErrIdPDown) {
+				t.Fatalf("first discovery: %v", err)
+			}
+			start := time.Now()
+			_, err := rp.DeviceAuth(context.Background())
+			if took := time.Since(start); !errors.Is(err, ErrIdPDown) || took > 100*time.Millisecond {
+				t.Errorf("%v after %v, want the remembered ErrIdPDown at once", err, took)
+			}
+			if got := accepted.Load(); got != 1 {
+				t.Errorf("%d discoveries, want 1", got)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			issuer, accepted := silentProvider(t)
+			rp := testRP(t, issuer, 500*time.Millisecond)
+			tc.run(t, rp, accepted)
+		})
+	}
+}
+
+// TestDiscoverRetriesAndCaches: a provider that failed is asked again once
+// its failure is forgotten, and a provider found is kept (fetched once).
+func TestDiscoverRetriesAndCaches(t *testing.T) {
+	var up atomic.Bool
+	var fetches atomic.Int32
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		fetches.Add(1)
+		if !up.Load() || r.URL.Path != "/.well-known/openid-configuration" {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":"%[1]s/auth","token_endpoint":"%[1]s/token","jwks_uri":"%[1]s/jwks"}`, srv.URL)
+	}))
+	defer srv.Close()
+	rp := testRP(t, srv.URL, 2*time.Second)
+	if _, err := rp.discover(context.Background()); !errors.Is(err, ErrIdPDown) {
+		t.Fatalf("provider down: %v", err)
+	}
+	up.Store(true)
+	if _, err := rp.discover(context.Background()); !errors.Is(err, ErrIdPDown) || fetches.Load() != 1 {
+		t.Fatalf("within failMemory: %v after %d fetches, want the remembered failure", err, fetches.Load())
+	}
+	rp.mu.Lock()
+	rp.failedAt = rp.failedAt.Add(-failMemory) // as if failMemory had passed
+	rp.mu.Unlock()
+	for range 3 {
+		if _, err := rp.AuthURL(context.Background(), "s", "n", "v"); err != nil {
+			t.Fatalf("provider up: %v", err)
+		}
+	}
+	if got := fetches.Load(); got != 2 {
+		t.Errorf("%d fetches, want 2 (one failed, one kept)", got)
+	}
 }
