@@ -88,27 +88,7 @@ func TestE2EExec(t *testing.T) {
 	}
 
 	policyFile := filepath.Join(dir, "policy.yaml")
-	_ = os.WriteFile(policyFile, []byte(`issuers:
-  dev:
-    url: `+iss.URL()+`
-    audience: `+addr+`
-upstreams:
-  api:
-    url: http://127.0.0.1:9
-    credential:
-      secret: api-token
-grants:
-  deploy:
-    upstream: api
-    ttl: 5m
-    allow:
-      - methods: [GET]
-        paths: ["/**"]
-    who:
-      - issuer: dev
-        claims:
-          repository: acme/app
-`), 0o600)
+	_ = os.WriteFile(policyFile, devDeployPolicy(iss.URL(), addr), 0o600)
 	if _, e, code := run("upstream-credential-value\n", nil, "secret", "put", "api-token"); code != 0 {
 		t.Fatalf("secret put: %d %s", code, e)
 	}

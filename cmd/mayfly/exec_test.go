@@ -34,27 +34,7 @@ func TestExecRenewsToken(t *testing.T) {
 	ls := startServer(t, server.Config{}, nil)
 	ls.env(t, ls.admin)
 	pol := filepath.Join(t.TempDir(), "policy.yaml")
-	if err := os.WriteFile(pol, []byte(`issuers:
-  dev:
-    url: `+iss.URL()+`
-    audience: `+ls.addr+`
-upstreams:
-  api:
-    url: http://127.0.0.1:9
-    credential:
-      secret: api-token
-grants:
-  deploy:
-    upstream: api
-    ttl: 5m
-    allow:
-      - methods: [GET]
-        paths: ["/**"]
-    who:
-      - issuer: dev
-        claims:
-          repository: acme/app
-`), 0o600); err != nil {
+	if err := os.WriteFile(pol, devDeployPolicy(iss.URL(), ls.addr), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if _, e, code := runCLI(t, "upstream-credential-value\n", "secret", "put", "api-token"); code != 0 {
@@ -303,4 +283,31 @@ func TestRevocationRetries(t *testing.T) {
 			}
 		})
 	}
+}
+
+// devDeployPolicy is a policy of one grant, deploy (GET anything on an
+// upstream that is never reached), for jobs of acme/app under the dev
+// issuer at issuer, with audience the server's address.
+func devDeployPolicy(issuer, audience string) []byte {
+	return []byte(`issuers:
+  dev:
+    url: ` + issuer + `
+    audience: ` + audience + `
+upstreams:
+  api:
+    url: http://127.0.0.1:9
+    credential:
+      secret: api-token
+grants:
+  deploy:
+    upstream: api
+    ttl: 5m
+    allow:
+      - methods: [GET]
+        paths: ["/**"]
+    who:
+      - issuer: dev
+        claims:
+          repository: acme/app
+`)
 }
