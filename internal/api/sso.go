@@ -93,9 +93,7 @@ func writePage(w http.ResponseWriter, status int, p pageData) {
 // says why (never a code, state or token).
 func (a *API) refuseSignIn(w http.ResponseWriter, r *http.Request, status int, reason, text string, rf authority.Refusal) {
 	src := a.cfg.ClientAddr(r)
-	if !a.adminRL.allow(src.String()) {
-		w.Header().Set("Retry-After", "1")
-		writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: "Too many refused sign-ins from this address; wait a moment."})
+	if a.tooManyRefusals(w, src, true) {
 		return
 	}
 	rf.Reason, rf.Status, rf.Source = reason, status, src
@@ -421,9 +419,7 @@ func (a *API) pageSession(w http.ResponseWriter, r *http.Request, p presented, l
 	if status != 0 {
 		// Each refusal is a durable audit entry: bounded per address as
 		// the API's are (admin_rate).
-		if !a.adminRL.allow(a.cfg.ClientAddr(r).String()) {
-			w.Header().Set("Retry-After", "1")
-			writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: "Too many refused requests from this address; wait a moment."})
+		if a.tooManyRefusals(w, a.cfg.ClientAddr(r), true) {
 			return caller{}, row, false
 		}
 		if err := a.denySession(r, row, status, reason); err != nil {
@@ -513,9 +509,7 @@ func (a *API) cliToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	refuse := func(status int, reason, desc string, rf authority.Refusal) {
-		if !a.adminRL.allow(src.String()) {
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused sign-ins from this address")
+		if a.tooManyRefusals(w, src, false) {
 			return
 		}
 		rf.Reason, rf.Status, rf.Source, rf.Via = reason, status, src, authority.ViaCLI
@@ -579,7 +573,7 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 			reason, status = authority.RefusedIdPDown, http.StatusServiceUnavailable
 		}
 		a.cfg.Logger.Warn("device sign-in refused", "err", err)
-		if a.tooManyRefusals(w, src) {
+		if a.tooManyRefusals(w, src, false) {
 			return
 		}
 		if rerr := a.cfg.Sessions.Refuse(r.Context(), authority.Refusal{Reason: reason, Status: status, Source: src, Via: authority.ViaCLI,
@@ -594,15 +588,20 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 		VerificationURIComplete: da.VerificationURIComplete, Interval: da.Interval, ExpiresIn: int64(time.Until(da.Expiry) / time.Second)})
 }
 
-// tooManyRefusals answers 429 when src has been refused too often lately
-// (admin_rate): every refusal is a durable audit entry, so one address
-// must not make them at will. It reports whether it answered.
-func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr) bool {
+// tooManyRefusals answers 429 (a page for a browser, else JSON) when src
+// has been refused too often lately (admin_rate): every refusal is a
+// durable audit entry, so one address must not make them at will. It
+// reports whether it answered.
+func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr, page bool) bool {
 	if a.adminRL.allow(src.String()) {
 		return false
 	}
 	w.Header().Set("Retry-After", "1")
-	writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused sign-ins from this address")
+	if page {
+		writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: "Too many refused requests from this address; wait a moment."})
+	} else {
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused requests from this address")
+	}
 	return true
 }
 
@@ -638,7 +637,7 @@ func (a *API) deviceToken(w http.ResponseWriter, r *http.Request) {
 		case errors.Is(err, sso.ErrIDToken), errors.Is(err, sso.ErrNonce):
 			reason = authority.RefusedIDToken
 		}
-		if a.tooManyRefusals(w, src) {
+		if a.tooManyRefusals(w, src, false) {
 			return
 		}
 		if rerr := a.cfg.Sessions.Refuse(r.Context(), authority.Refusal{Reason: reason, Status: status, Source: src, Via: authority.ViaCLI,
