@@ -593,7 +593,7 @@ func TestTokenHeaderForms(t *testing.T) {
 		{"both different", map[string]string{"Authorization": "Bearer " + tok, "Proxy-Authorization": "Bearer " + other}, 401},
 		{"basic two tokens", map[string]string{"Authorization": "Basic " + b64(tok+":"+other)}, 401},
 		{"garbage", map[string]string{"Authorization": "Bearer nope"}, 401},
-		{"bad checksum", map[string]string{"Authorization": "Bearer " + tok[:len(tok)-1] + "0"}, 401},
+		{"bad checksum", map[string]string{"Authorization": "Bearer " + badChecksum(tok)}, 401},
 		{"unknown well-formed", map[string]string{"Authorization": "Bearer " + mustToken(t)}, 401},
 		{"admin token", map[string]string{"Authorization": "Bearer " + mustAdmin(t)}, 401},
 		{"no scheme", map[string]string{"Authorization": tok}, 401},
@@ -1616,4 +1616,14 @@ func TestPreviousValueMaskedDuringGrace(t *testing.T) {
 			}
 		})
 	}
+}
+
+// badChecksum is tok with its last character changed (to "0", or "1" when
+// it already was "0": replacing it by itself left a valid token, 1 in 62).
+func badChecksum(tok string) string {
+	c := "0"
+	if strings.HasSuffix(tok, c) {
+		c = "1"
+	}
+	return tok[:len(tok)-1] + c
 }
