@@ -31,6 +31,12 @@
 //     invalid_dpop_proof;
 //  6. the lease's use limit — else 401 invalid_token.
 //
+// Once its decision is recorded (Audit), the token is looked at again, from
+// memory: revoked or expired meanwhile, the request is refused (401
+// invalid_token, the entry's outcome saying so) and never forwarded. An
+// upgraded connection is closed once its token is revoked or expires
+// (watchTunnel, every 250 ms).
+//
 // The request then goes to the upstream with the path the policy was
 // matched against (policy.EscapePath of policy.CleanPath: the same path, never the raw
 // one), the query string as sent, every header that carried the token
@@ -138,10 +144,12 @@ const (
 	CheckAudit  = "audit"
 )
 
-// Leases looks up live job tokens (*lease.Manager).
+// Leases looks up live job tokens (*lease.Manager). Ended says whether a
+// lease looked up earlier has since been revoked or expired, from memory.
 type Leases interface {
 	Lookup(ctx context.Context, tok string) (*lease.Live, error)
 	Use(ctx context.Context, l *lease.Live) error
+	Ended(l *lease.Live) error
 }
 
 // Policies gives the policy in force (hot-reloaded). Current may return
@@ -546,6 +554,17 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
 		return
 	}
+	// The checks and the audit wait take time (store round trips, the
+	// entry's durability): a token revoked meanwhile (a leak report racing
+	// the request) or expired must not reach the upstream. From memory, no
+	// store read. The decision is durable already: its outcome says refused.
+	if err := g.cfg.Leases.Ended(l); err != nil {
+		rq.ev.Status, rq.ev.Check, rq.ev.Reason = http.StatusUnauthorized, CheckToken, err.Error()
+		rq.ev.DurationMS = g.cfg.Now().Sub(rq.start).Milliseconds()
+		g.cfg.Auditor.Finish(in, rq.ev, TypeResponse)
+		g.answer(w, r, rq, http.StatusUnauthorized, "invalid_token", err.Error(), CheckToken)
+		return
+	}
 	g.forward(w, r, rq, up, tr, cred, red, clean, in)
 }
 
@@ -586,6 +605,11 @@ func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, st
 		status, code, desc = http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable"
 		check = CheckAudit
 	}
+	g.answer(w, r, rq, status, code, desc, check)
+}
+
+// answer counts and writes a refusal already recorded.
+func (g *Gateway) answer(w http.ResponseWriter, r *http.Request, rq *request, status int, code, desc, check string) {
 	g.m.refused.WithLabelValues(check).Inc()
 	unread := r.ProtoMajor == 1 && r.ContentLength != 0
 	if unread {

@@ -270,6 +270,45 @@ type forwarding struct {
 	upStatus int
 	failure  string
 	big      bool // counted in Gateway.bigBodies
+
+	// An upgraded connection's watcher (watchTunnel): closing stopWatch
+	// stops it, watchDone is closed when it has, and cut is why it closed
+	// the connection (read only after watchDone).
+	stopWatch, watchDone chan struct{}
+	cut                  error
+}
+
+// tunnelCheck is how often an upgraded connection's token is looked at:
+// with the lease poller's 250 ms, a revocation anywhere in the cluster
+// closes it within SPEC section 4's one second.
+const tunnelCheck = 250 * time.Millisecond
+
+// watchTunnel closes the upgraded connection c once the request's token is
+// revoked or expires: the tunnel carries the credential's authority, which
+// must end with the token's. A ticker rather than a timer to the expiry:
+// renewals move the expiry, and revocations are seen by polling the view.
+// finish stops it.
+func (f *forwarding) watchTunnel(c io.Closer) {
+	stop, done := make(chan struct{}), make(chan struct{})
+	f.stopWatch, f.watchDone = stop, done
+	leases, l := f.g.cfg.Leases, f.rq.live
+	go func() {
+		defer close(done)
+		t := time.NewTicker(tunnelCheck)
+		defer t.Stop()
+		for {
+			select {
+			case <-stop:
+				return
+			case <-t.C:
+				if err := leases.Ended(l); err != nil {
+					f.cut = err
+					c.Close() // the proxy's copy fails and closes the client's side
+					return
+				}
+			}
+		}
+	}()
 }
 
 func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
@@ -342,7 +381,9 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		// The proxy copies the upgraded connection from the response
 		// body: mask the upstream's frames as they pass.
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-			resp.Body = newWSMasker(rwc, red.m)
+			ws := newWSMasker(rwc, red.m)
+			resp.Body = ws
+			f.watchTunnel(ws)
 		}
 		return nil
 	}
@@ -427,6 +468,13 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 	g, rq, rw := f.g, f.rq, &f.rw
 	if f.big {
 		g.bigBodies.Add(-1)
+	}
+	if f.stopWatch != nil {
+		close(f.stopWatch)
+		<-f.watchDone
+		if f.cut != nil {
+			f.failure = "tunnel closed: " + f.cut.Error()
+		}
 	}
 	status := rw.status
 	if status == 0 {

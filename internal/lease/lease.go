@@ -394,14 +394,25 @@ func (m *Manager) fetch(ctx context.Context, h [32]byte) (*Live, error) {
 }
 
 func (m *Manager) check(l *Live) error {
+	if err := m.Ended(l); err != nil {
+		return err
+	}
+	if l.MaxUses > 0 && l.uses.Load() >= l.MaxUses {
+		return ErrUsedUp
+	}
+	return nil
+}
+
+// Ended reports whether l was revoked (ErrRevoked) or expired (ErrExpired)
+// since it was looked up, by this manager's clock: for a request or an
+// upgraded connection that outlives its Lookup. It reads the view only (two
+// atomic loads), so a gateway may call it before every forward.
+func (m *Manager) Ended(l *Live) error {
 	if l.revoked.Load() {
 		return ErrRevoked
 	}
 	if m.opts.Now().UnixNano() >= l.expires.Load() {
 		return ErrExpired
-	}
-	if l.MaxUses > 0 && l.uses.Load() >= l.MaxUses {
-		return ErrUsedUp
 	}
 	return nil
 }

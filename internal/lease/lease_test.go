@@ -140,6 +140,52 @@ func TestRevokeAndUnknown(t *testing.T) {
 	}
 }
 
+// Ended tells a gateway whether a lease it looked up has since ended: by
+// revocation or expiry (renewals move it), not by its use limit, which
+// counts requests, not what one request keeps open.
+func TestEnded(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		then func(t *testing.T, m *Manager, c *clock, tok string, l *Live)
+		want error
+	}{
+		{"live", func(*testing.T, *Manager, *clock, string, *Live) {}, nil},
+		{"used up", func(t *testing.T, m *Manager, _ *clock, _ string, l *Live) {
+			if err := m.Use(ctx, l); err != nil {
+				t.Fatal(err)
+			}
+		}, nil},
+		{"renewed past its first expiry", func(t *testing.T, m *Manager, c *clock, tok string, _ *Live) {
+			c.Add(9 * time.Minute)
+			if _, err := m.Renew(ctx, tok, 10*time.Minute); err != nil {
+				t.Fatal(err)
+			}
+			c.Add(5 * time.Minute)
+		}, nil},
+		{"expired", func(_ *testing.T, _ *Manager, c *clock, _ string, _ *Live) { c.Add(10 * time.Minute) }, ErrExpired},
+		{"revoked", func(t *testing.T, m *Manager, _ *clock, tok string, _ *Live) {
+			if _, ok, err := m.RevokeToken(ctx, tok, "test"); err != nil || !ok {
+				t.Fatalf("revoke: %v %v", ok, err)
+			}
+		}, ErrRevoked},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			m := newManager(t, storetest.SQLite(t).DB, c)
+			r := req("deploy")
+			r.MaxUses = 1
+			tok, l, err := m.Issue(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.then(t, m, c, tok, l)
+			if err := m.Ended(l); !errors.Is(err, tc.want) {
+				t.Fatalf("Ended = %v, want %v", err, tc.want)
+			}
+		})
+	}
+}
+
 func TestUseLimit(t *testing.T) {
 	c := &clock{t: time.Now()}
 	b := storetest.SQLite(t)
