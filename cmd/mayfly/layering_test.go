@@ -25,7 +25,7 @@ var layers = map[string]int{
 	"internal/yamlerr":    0, // YAML errors in words, for policy and server config
 	"internal/jwa":        0, // which public key verifies which JWS algorithm (identity, dpop)
 	"internal/version":    0, // which build this is (runtime/debug build info)
-	"internal/pgsql":      0, // minted roles' names and template quoting (policy validates with it)
+	"internal/pgsql":      0, // minted roles' names, template quoting, SCRAM verifiers (policy validates with it, rotate sends verifiers)
 	"internal/failclosed": 0, // the one ErrUnavailable every layer wraps (503, nothing done)
 	"internal/audit":      0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	"internal/proccpu":    0, // the process's CPU time, for benchmarks (getrusage, GetProcessTimes)

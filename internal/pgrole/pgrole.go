@@ -39,7 +39,7 @@ import (
 type Upstream struct {
 	Name       string
 	AdminDSN   string // a role with CREATEROLE (and pg_signal_backend, see Revoke)
-	Creation   string // statements; {{name}}, {{password}}, {{expires}}
+	Creation   string // statements; {{name}}, {{password}} (its SCRAM verifier), {{expires}}
 	Revocation string // statements; {{name}}; default DROP ROLE IF EXISTS
 	// MadeOn is the server (serverOf) the roles were made on, when known:
 	// creation refuses, and revocation does not take a missing role as

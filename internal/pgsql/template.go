@@ -1,8 +1,9 @@
 // Package pgsql owns the SQL text mayfly writes for the PostgreSQL roles
-// it mints (SPEC section 9): the roles' names, and the rendering of a
-// policy's creation and revocation templates with every value quoted for
-// where it stands. It is a leaf, so that policy validation refuses what
-// could not be rendered safely before any role is made.
+// it mints (SPEC section 9): the roles' names, the rendering of a policy's
+// creation and revocation templates with every value quoted for where it
+// stands, and the SCRAM verifier sent in place of a password (a minted
+// role's, or a rotated one's). It is a leaf, so that policy validation
+// refuses what could not be rendered safely before any role is made.
 //
 // It does no I/O and never lets a value it was not built to quote reach
 // SQL: names and passwords are checked against closed alphabets first,
@@ -21,7 +22,7 @@ import (
 // Values fill a template's placeholders.
 type Values struct {
 	Name     string    // {{name}}: the role, an identifier
-	Password string    // {{password}}: a minted mfyp_ password, a literal
+	Password string    // a minted mfyp_ password: {{password}} is its SCRAM verifier, a literal
 	Expires  time.Time // {{expires}}: the lease's expiry, a timestamptz literal
 }
 
@@ -36,13 +37,16 @@ const ExpiresFormat = "2006-01-02T15:04:05Z"
 // value can change the statement's meaning: each placeholder is quoted for
 // where it stands. Inside "…" it is escaped as an identifier, inside '…'
 // (and E'…') as a string literal; standing bare it becomes a whole quoted
-// identifier (name) or literal (password, expires). A placeholder in a
-// comment, or an unknown one, is refused. Inside a $$-quoted body (a DO
-// block) nesting cannot be read reliably, so there values are written as
-// they are — which is safe only because every value is first checked
-// against a closed alphabet with no quote, backslash or dollar sign: a
-// role name of [a-z0-9_], a checksummed mfyp_ password, an RFC 3339 time.
-// The error never contains a value.
+// identifier (name) or literal (password, expires). {{password}} is the
+// SCRAM-SHA-256 verifier of v.Password, never the password itself: the
+// statement text stays in pg_stat_activity (readable by monitoring roles)
+// and may reach the server's log. A placeholder in a comment, or an
+// unknown one, is refused. Inside a $$-quoted body (a DO block) nesting
+// cannot be read reliably, so there values are written as they are —
+// which is safe only because every value is of a closed alphabet with no
+// quote or backslash: a role name of [a-z0-9_], a verifier (whose two '$'
+// are followed by a digit and by base64 running into ':', so never a
+// $tag$), an RFC 3339 time. The error never contains a value.
 func Render(tmpl string, v Values) (string, error) {
 	if !ValidName(v.Name) {
 		return "", fmt.Errorf("%w: role name is not of the form mayfly_<hex>_<hex>", ErrTemplate)
@@ -55,7 +59,7 @@ func Render(tmpl string, v Values) (string, error) {
 	}
 	values := map[string]string{
 		"name":     v.Name,
-		"password": v.Password,
+		"password": "", // its verifier, made at the first {{password}}
 		"expires":  v.Expires.UTC().Format(ExpiresFormat),
 	}
 	var b strings.Builder
@@ -89,8 +93,18 @@ func Render(tmpl string, v Values) (string, error) {
 			if !ok {
 				return "", fmt.Errorf("%w: line %d: unknown placeholder {{%s}} (known: {{name}}, {{password}}, {{expires}})", ErrTemplate, line, clip(key))
 			}
-			if key == "password" && val == "" {
-				return "", fmt.Errorf("%w: line %d: {{password}} is not available here", ErrTemplate, line)
+			if key == "password" {
+				if v.Password == "" {
+					return "", fmt.Errorf("%w: line %d: {{password}} is not available here", ErrTemplate, line)
+				}
+				if val == "" {
+					verifier, err := SCRAMVerifier(v.Password)
+					if err != nil {
+						return "", fmt.Errorf("%w: line %d: {{password}}: %w", ErrTemplate, line, err)
+					}
+					values["password"] = verifier
+					val = verifier
+				}
 			}
 			switch state {
 			case normal:

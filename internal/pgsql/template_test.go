@@ -18,10 +18,14 @@ func TestRender(t *testing.T) {
 		name, tmpl, want string
 		err              string
 	}{
+		// <verifier> stands for the SCRAM verifier of pw (random salt).
 		{"typical", `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expires}}';`,
-			`CREATE ROLE "` + name + `" LOGIN PASSWORD '` + pw + `' VALID UNTIL '2026-12-04T22:00:00Z';`, ""},
+			`CREATE ROLE "` + name + `" LOGIN PASSWORD '<verifier>' VALID UNTIL '2026-12-04T22:00:00Z';`, ""},
 		{"bare values are quoted", `CREATE ROLE {{name}} PASSWORD {{password}} VALID UNTIL {{ expires }}`,
-			`CREATE ROLE "` + name + `" PASSWORD '` + pw + `' VALID UNTIL '2026-12-04T22:00:00Z'`, ""},
+			`CREATE ROLE "` + name + `" PASSWORD '<verifier>' VALID UNTIL '2026-12-04T22:00:00Z'`, ""},
+		{"password in an escape string", `ALTER ROLE "{{name}}" PASSWORD E'{{password}}'`, `ALTER ROLE "` + name + `" PASSWORD E'<verifier>'`, ""},
+		{"password in a dollar body, twice", `DO $x$ BEGIN EXECUTE 'ALTER ROLE "{{name}}" PASSWORD ''{{password}}'''; PERFORM '{{password}}'; END $x$;`,
+			`DO $x$ BEGIN EXECUTE 'ALTER ROLE "` + name + `" PASSWORD ''<verifier>'''; PERFORM '<verifier>'; END $x$;`, ""},
 		{"escape string", `SELECT E'a\'{{name}}'`, `SELECT E'a\'` + name + `'`, ""},
 		{"doubled quotes stay inside", `SELECT 'it''s {{name}}', "x""{{name}}"`, `SELECT 'it''s ` + name + `', "x""` + name + `"`, ""},
 		{"dollar body", `DO $x$ BEGIN EXECUTE 'GRANT r TO "{{name}}"'; END $x$;`, `DO $x$ BEGIN EXECUTE 'GRANT r TO "` + name + `"'; END $x$;`, ""},
@@ -47,8 +51,26 @@ func TestRender(t *testing.T) {
 				}
 				return
 			}
-			if err != nil || got != tc.want {
-				t.Fatalf("Render =\n%s, %v\nwant\n%s", got, err, tc.want)
+			if err != nil {
+				t.Fatalf("Render: %v", err)
+			}
+			// The password never reaches the statements: its verifier
+			// does, one per Render, and it accepts pw.
+			if strings.Contains(got, pw) {
+				t.Fatal("the statements hold the password")
+			}
+			verifiers := map[string]bool{}
+			for _, vf := range verifierRE.FindAllString(got, -1) {
+				verifiers[vf] = true
+			}
+			for vf := range verifiers {
+				if len(verifiers) > 1 || !scramAccepts(t, vf, pw) {
+					t.Fatalf("{{password}} rendered as %d verifiers, or as one that does not accept the password", len(verifiers))
+				}
+				got = strings.ReplaceAll(got, vf, "<verifier>")
+			}
+			if got != tc.want {
+				t.Fatalf("Render =\n%s\nwant\n%s", got, tc.want)
 			}
 		})
 	}

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -15,11 +14,9 @@ import (
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgconn"
-	"github.com/xdg-go/scram"
-)
 
-// scramIterations is PostgreSQL's default scram_iterations.
-const scramIterations = 4096
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
+)
 
 // postgresRotator sets a new random password on a PostgreSQL role. The
 // ALTER ROLE and the write of the new value happen together: the role's
@@ -38,25 +35,6 @@ type postgresRotator struct {
 // newPassword is 130 bits of randomness in base32: no character a DSN or a
 // SQL literal has to escape.
 func newPassword() string { return rand.Text() }
-
-// scramVerifier is the SCRAM-SHA-256 verifier PostgreSQL stores for pw
-// (RFC 7677; PostgreSQL's "SCRAM-SHA-256$iter:salt$StoredKey:ServerKey").
-// Sending it instead of the password keeps the password itself out of
-// PostgreSQL's statement log and pg_stat_activity.
-func scramVerifier(pw string) (string, error) {
-	salt := make([]byte, 16)
-	rand.Read(salt)
-	c, err := scram.SHA256.NewClient("", pw, "")
-	if err != nil {
-		return "", fmt.Errorf("SCRAM: %w", err)
-	}
-	sc, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: scramIterations})
-	if err != nil {
-		return "", fmt.Errorf("SCRAM: %w", err)
-	}
-	b := base64.StdEncoding
-	return fmt.Sprintf("SCRAM-SHA-256$%d:%s$%s:%s", scramIterations, b.EncodeToString(salt), b.EncodeToString(sc.StoredKey), b.EncodeToString(sc.ServerKey)), nil
-}
 
 // withPassword returns the value holding pw in current's form: a
 // postgres:// URL with that password (its user must be role), or pw.
@@ -158,7 +136,9 @@ func (p postgresRotator) Rotate(ctx context.Context, secretName string, current 
 		return fmt.Errorf("connect with admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	verifier, err := scramVerifier(pw)
+	// The verifier, not pw: PostgreSQL's statement log and pg_stat_activity
+	// never hold the password.
+	verifier, err := pgsql.SCRAMVerifier(pw)
 	if err != nil {
 		return err
 	}
