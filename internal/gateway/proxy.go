@@ -457,7 +457,10 @@ func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err 
 	default:
 		f.failure = "unreachable"
 	}
-	f.g.log.Warn("gateway: upstream failed", "upstream", f.up.Name, "status", status, "err", err)
+	// Masked: Go's transport quotes a malformed response line, which an
+	// upstream may have filled with the credential it was sent.
+	f.g.log.Warn("gateway: upstream failed", "upstream", f.up.Name, "status", status,
+		"err", f.red.m.MaskStringTail(err.Error(), mask.MinSecretLen))
 	writeError(ew, status, code, desc, "")
 }
 

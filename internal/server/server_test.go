@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -8,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -299,6 +301,67 @@ func TestTokenLifecycleAndLeaks(t *testing.T) {
 		if in := h.do("POST", "/v1/introspect", h.admin, form, "token="+tok, 200); in["active"] != false {
 			t.Fatalf("token %d of the revoked job still active: %v", i, in)
 		}
+	}
+}
+
+// echoUpstream answers every request with a response whose header block
+// carries the request's Authorization value on a line of its own (no
+// colon): what a broken upstream, a debugging proxy or a misconfigured
+// error page that reflects request headers sends back.
+func echoUpstream(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				c.Write([]byte("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nyou sent " + req.Header.Get("Authorization") + "\r\n\r\n"))
+			}(c)
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// The upstream credential is masked in every response the gateway relays,
+// but when the upstream's answer is malformed the gateway logs Go's
+// transport error, which quotes the offending response line, and so the
+// whole credential the gateway injected.
+func TestUpstreamMalformedEchoKeepsCredentialOutOfLogs(t *testing.T) {
+	h := newHarness(t, Config{})
+	up := echoUpstream(t)
+	h.do("PUT", "/v1/policy", h.admin, "application/yaml", strings.Replace(policyYAML(h.issuer.srv.URL, ""), "http://127.0.0.1:1", up, 1), 200)
+	tok := h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)["access_token"].(string)
+	req, _ := http.NewRequest("GET", h.http.URL+"/gw/api/repos/acme/app/issues", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusBadGateway {
+		t.Fatalf("status %d, want 502", resp.StatusCode)
+	}
+	// The gateway logs the failure before it answers: no wait needed.
+	logs := h.logs.String()
+	if !strings.Contains(logs, "gateway: upstream failed") {
+		t.Fatalf("the failure was not logged: %s", logs)
+	}
+	if strings.Contains(logs, plantedSecret) {
+		i := strings.Index(logs, plantedSecret)
+		t.Fatalf("the server log holds the whole upstream credential: …%s…", logs[max(0, i-120):min(len(logs), i+len(plantedSecret)+10)])
 	}
 }
 
