@@ -27,6 +27,7 @@ var layers = map[string]int{
 	"internal/version":    0, // which build this is (runtime/debug build info)
 	"internal/pgsql":      0, // minted roles' names, template quoting, SCRAM verifiers (policy validates with it, rotate sends verifiers)
 	"internal/failclosed": 0, // the one ErrUnavailable every layer wraps (503, nothing done)
+	"internal/netfail":    0, // a failed HTTP exchange's kind, never its text (githubapp, sso, alert)
 	"internal/audit":      0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	"internal/proccpu":    0, // the process's CPU time, for benchmarks (getrusage, GetProcessTimes)
 	// the benches' pooled Go reverse proxy, their anchor: imports no mayfly package

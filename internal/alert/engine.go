@@ -18,6 +18,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/netfail"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -298,12 +299,10 @@ func (e *Engine) post(ctx context.Context, t *target, id string, body []byte) er
 	}
 	resp, err := e.opts.Client.Do(req)
 	if err != nil {
-		// url.Error quotes the URL: keep only what went wrong.
-		var ue interface{ Unwrap() error }
-		if errors.As(err, &ue) && ue.Unwrap() != nil {
-			err = ue.Unwrap()
-		}
-		return fmt.Errorf("sending: %w", err)
+		// Only what went wrong: url.Error quotes the URL, and Go's text of
+		// a malformed answer quotes its line, where a receiver that echoes
+		// the request line puts the URL's path.
+		return fmt.Errorf("sending: %w", netfail.Describe(err))
 	}
 	io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
 	resp.Body.Close()

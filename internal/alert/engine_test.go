@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -229,6 +230,32 @@ func TestDeadTargetHoldsBackOnlyItself(t *testing.T) {
 		case <-time.After(10 * time.Second): // a bound on a hang, not a timing check
 			t.Fatalf("the healthy target got %d of %d alerts while the other was down", i, len(entries))
 		}
+	}
+}
+
+// TestPostErrorsQuoteNeitherURLNorAnswer: a receiver whose answer cannot
+// be understood gets an error saying so (logged with every failed
+// attempt), never Go's text of it, which quotes the malformed line: a
+// receiver that echoes the request line puts the webhook URL's secret
+// path there.
+func TestPostErrorsQuoteNeitherURLNorAnswer(t *testing.T) {
+	const path = "/services/T0/B0/PLANTEDwebhookSECRET0123456789" // mayfly:allow
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nno route for " + r.Method + " " + r.RequestURI + "\r\n\r\n"))
+	}))
+	defer srv.Close()
+	e := newTestEngine(t, srv.URL+path, prometheus.NewRegistry(), 1, []byte("alert-test-key-0123456789"))
+	err := e.post(context.Background(), e.targets[0], "alt_1", []byte("{}"))
+	if err == nil {
+		t.Fatal("a malformed answer was taken for a delivery")
+	}
+	if s := err.Error(); strings.Contains(s, "PLANTED") || strings.Contains(s, "no route") || !strings.Contains(s, "not valid HTTP") {
+		t.Errorf("post error %q: want what went wrong, quoting neither the URL nor the answer", s)
 	}
 }
 

@@ -35,6 +35,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/mayfly-sh/mayfly/internal/mint"
+	"github.com/mayfly-sh/mayfly/internal/netfail"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -390,7 +391,6 @@ func (s *Source) do(ctx context.Context, method, u, auth string, body []byte) (*
 	}
 	resp, err := s.client.Do(req)
 	if err != nil {
-		// The error names the url, never a header.
 		return nil, nil, mint.Errorf(503, "upstream_unavailable", "GitHub is unreachable: %v", scrub(err))
 	}
 	defer resp.Body.Close()
@@ -401,12 +401,15 @@ func (s *Source) do(ctx context.Context, method, u, auth string, body []byte) (*
 	return resp, data, nil
 }
 
+// scrub names the url and what went wrong, never the failure's text: Go
+// quotes a malformed answer's line, and an answer echoing Authorization
+// would put the App JWT or the installation token there (netfail).
 func scrub(err error) error {
 	var ue *url.Error
 	if errors.As(err, &ue) {
-		return fmt.Errorf("%s %s: %w", ue.Op, ue.URL, ue.Err)
+		return fmt.Errorf("%s %s: %w", ue.Op, ue.URL, netfail.Describe(ue.Err))
 	}
-	return err
+	return netfail.Describe(err)
 }
 
 // failure turns an unexpected answer into an error, remembering a rate

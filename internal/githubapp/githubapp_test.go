@@ -1,14 +1,18 @@
 package githubapp
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/x509"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net"
+	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -250,6 +254,91 @@ func TestFaults(t *testing.T) {
 			}
 		})
 	}
+}
+
+// reflectingAPI answers every request with a header block that carries the
+// request's Authorization value on a line without a colon (a proxy's or a
+// GitHub Enterprise front end's broken error page), and reports what it was
+// sent.
+func reflectingAPI(t *testing.T, sent chan<- string) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			go func(c net.Conn) {
+				defer c.Close()
+				c.SetDeadline(time.Now().Add(5 * time.Second))
+				req, err := http.ReadRequest(bufio.NewReader(c))
+				if err != nil {
+					return
+				}
+				a := req.Header.Get("Authorization")
+				select {
+				case sent <- a:
+				default:
+				}
+				c.Write([]byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nupstream rejected " + a + "\r\n\r\n"))
+			}(c)
+		}
+	}()
+	return "http://" + l.Addr().String()
+}
+
+// A GitHub API answer that GitHub's client cannot parse becomes the error
+// "GitHub is unreachable: …", which quotes Go's transport error, which
+// quotes the malformed line: with it the App JWT (minting: the error is the
+// exchange's answer to the job and its audit entry) or the installation
+// token (revoking: minted.last_error, the audit entry, the log).
+func TestMalformedAnswerKeepsCredentialsOutOfErrors(t *testing.T) {
+	h := newHarness(t)
+	sent := make(chan string, 1)
+	api := reflectingAPI(t, sent)
+	pol, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(strings.ReplaceAll(polText, "%URL%", api))}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Run("mint: App JWT", func(t *testing.T) {
+		r := mint.Request{ID: "mnt_1", LeaseID: "lse_1", Upstream: pol.Upstreams["gh"], Grant: pol.Grants["release"], ExpiresAt: h.clk.Now().Add(10 * time.Minute)}
+		p, err := h.src.Plan(ctx, r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = h.src.Mint(ctx, r, p)
+		if err == nil {
+			t.Fatal("minted against a broken API")
+		}
+		jwt := strings.TrimPrefix(<-sent, "Bearer ")
+		if len(jwt) < 100 {
+			t.Fatalf("no App JWT sent: %q", jwt)
+		}
+		if strings.Contains(err.Error(), jwt) {
+			t.Errorf("the mint error (the job's answer) holds the whole App JWT: %.220s…", err.Error())
+		}
+		if !strings.Contains(err.Error(), "GitHub is unreachable") || !strings.Contains(err.Error(), "not valid HTTP") {
+			t.Errorf("the mint error does not say what went wrong: %v", err)
+		}
+	})
+	t.Run("revoke: installation token", func(t *testing.T) {
+		const ghs = "ghs_PLANTEDinstallationTOKEN0123456789ab"
+		params, _ := json.Marshal(map[string]string{"api_url": api})
+		rec := mint.Record{Material: []byte(ghs)}
+		rec.Params = params
+		err := h.src.Revoke(ctx, rec)
+		if err == nil {
+			t.Fatal("revoked against a broken API")
+		}
+		if strings.Contains(err.Error(), ghs) {
+			t.Errorf("the revocation error (minted.last_error, audit reason, log) holds the whole installation token: %s", err)
+		}
+	})
 }
 
 // After a rate limit nothing more is asked of GitHub until it lifts.

@@ -27,6 +27,8 @@ import (
 
 	"github.com/coreos/go-oidc/v3/oidc"
 	"golang.org/x/oauth2"
+
+	"github.com/mayfly-sh/mayfly/internal/netfail"
 )
 
 // Config is admin_oidc.
@@ -291,7 +293,9 @@ func tokenError(err error, as error) error {
 		}
 		return fmt.Errorf("%w (%s)", as, safeCode(code))
 	}
-	return fmt.Errorf("%w: token endpoint: %w", ErrIdPDown, err)
+	// What went wrong, never its text: Go quotes a malformed answer's
+	// line, which a provider echoing the request puts the client secret in.
+	return fmt.Errorf("%w: token endpoint: %w", ErrIdPDown, netfail.Describe(err))
 }
 
 func (rp *RP) identity(ctx context.Context, p *oidc.Provider, tok *oauth2.Token, nonce string) (Identity, error) {
@@ -437,7 +441,7 @@ func (rp *RP) DevicePoll(ctx context.Context, deviceCode string) (Identity, erro
 	}
 	resp, err := rp.client.Do(req)
 	if err != nil {
-		return Identity{}, fmt.Errorf("%w: token endpoint: %w", ErrIdPDown, err)
+		return Identity{}, fmt.Errorf("%w: token endpoint: %w", ErrIdPDown, netfail.Describe(err))
 	}
 	defer resp.Body.Close()
 	var body struct {

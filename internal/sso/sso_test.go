@@ -2,6 +2,7 @@ package sso
 
 import (
 	"context"
+	"encoding/base64"
 	"errors"
 	"fmt"
 	"net"
@@ -305,5 +306,65 @@ func TestDiscoverRetriesAndCaches(t *testing.T) {
 	}
 	if got := fetches.Load(); got != 2 {
 		t.Errorf("%d fetches, want 2 (one failed, one kept)", got)
+	}
+}
+
+// echoingProvider is a provider whose discovery is sound and whose token
+// and device endpoints answer with a header block that carries the
+// request's Authorization and form body on a line without a colon (a
+// broken proxy's error page in front of the provider).
+func echoingProvider(t *testing.T) string {
+	t.Helper()
+	var srv *httptest.Server
+	srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/.well-known/openid-configuration" {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":"%[1]s/auth","token_endpoint":"%[1]s/token","device_authorization_endpoint":"%[1]s/device","jwks_uri":"%[1]s/jwks"}`, srv.URL)
+			return
+		}
+		r.ParseForm()
+		c, _, err := http.NewResponseController(w).Hijack()
+		if err != nil {
+			return
+		}
+		defer c.Close()
+		c.Write([]byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nyou sent " + r.Header.Get("Authorization") + " " + r.PostForm.Encode() + "\r\n\r\n"))
+	}))
+	t.Cleanup(srv.Close)
+	return srv.URL
+}
+
+// TestTokenEndpointEchoKeepsClientSecretOutOfErrors: the errors of a
+// provider that cannot be understood (logged by the sign-in paths) say
+// what went wrong, never Go's text of it, which quotes the malformed line
+// and with it the client secret the request carried.
+func TestTokenEndpointEchoKeepsClientSecretOutOfErrors(t *testing.T) {
+	const secret = "PLANTEDclientSECRET0123456789abcdef" // mayfly:allow
+	basic := base64.StdEncoding.EncodeToString([]byte("m:" + secret))
+	rp, err := New(Config{Issuer: echoingProvider(t), ClientID: "m", RedirectURL: "http://127.0.0.1:1/ui/callback",
+		Roles: map[string][]string{"admin": {"a"}}}, secret, &http.Client{Timeout: 5 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name string
+		call func() error
+	}{
+		{"code exchange", func() error {
+			_, err := rp.Exchange(context.Background(), "code", "verifier-0123456789012345678901234567890123", "nonce")
+			return err
+		}},
+		{"device start", func() error { _, err := rp.DeviceAuth(context.Background()); return err }},
+		{"device poll", func() error { _, err := rp.DevicePoll(context.Background(), "device-code"); return err }},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			err := tc.call()
+			if !errors.Is(err, ErrIdPDown) {
+				t.Fatalf("%v, want ErrIdPDown", err)
+			}
+			if s := err.Error(); strings.Contains(s, secret) || strings.Contains(s, basic) || strings.Contains(s, "you sent") {
+				t.Errorf("the error quotes the provider's malformed answer: %s", s)
+			}
+		})
 	}
 }
