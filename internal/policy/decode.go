@@ -524,24 +524,46 @@ func (d *decoder) issuer(e kv) {
 func checkIssuerURL(s string, queryOK bool) error {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.Opaque != "" {
-		return fmt.Errorf("not an absolute URL: %q", s)
+		return fmt.Errorf("not an absolute URL: %q", shownURL(s))
 	}
 	switch {
 	case strings.HasPrefix(s, "https://"):
 	case strings.HasPrefix(s, "http://"):
 		if !isLoopback(u.Hostname()) {
-			return fmt.Errorf("%q: http is allowed only on a loopback host (127.0.0.0/8, ::1, localhost); use https", s)
+			return fmt.Errorf("%q: http is allowed only on a loopback host (127.0.0.0/8, ::1, localhost); use https", shownURL(s))
 		}
 	default:
-		return fmt.Errorf("%q must start with https://", s)
+		return fmt.Errorf("%q must start with https://", shownURL(s))
 	}
 	if u.User != nil {
-		return fmt.Errorf("%q must not contain user info", u.Redacted())
+		return fmt.Errorf("%q must not contain user info", shownURL(s))
 	}
 	if u.Fragment != "" || strings.Contains(s, "#") || (!queryOK && (u.RawQuery != "" || u.ForceQuery)) {
-		return fmt.Errorf("%q must not have a query or fragment", s)
+		return fmt.Errorf("%q must not have a query or fragment", shownURL(s))
 	}
 	return nil
+}
+
+// shownURL is s as an error may quote it, with no user info: whichever
+// check refuses s may come before the user-info check, policy check prints
+// its error into a CI log and a reload logs it, and a token is often the
+// user name alone ("https://TOKEN@host"). When s does not parse as having
+// user info (unparsable, opaque as "user:pw@host", or a raw "/", "?" or
+// "#" in the password), all up to its last "@" is hidden.
+func shownURL(s string) string {
+	at := strings.LastIndex(s, "@")
+	if at < 0 {
+		return s
+	}
+	if u, err := url.Parse(s); err == nil && u.User != nil {
+		u.User = url.User("xxxxx")
+		return u.String()
+	}
+	start := 0
+	if i := strings.Index(s[:at], "://"); i >= 0 {
+		start = i + len("://")
+	}
+	return s[:start] + "xxxxx" + s[at:]
 }
 
 func isLoopback(host string) bool {
@@ -839,19 +861,19 @@ func (d *decoder) postgres(e kv, path string, up *Upstream) {
 func checkUpstreamURL(s string) (string, bool, error) {
 	u, err := url.Parse(s)
 	if err != nil || u.Host == "" || u.Opaque != "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", false, fmt.Errorf("%q is not an absolute http(s) URL", s)
+		return "", false, fmt.Errorf("%q is not an absolute http(s) URL", shownURL(s))
 	}
 	if !strings.HasPrefix(s, "https://") && !strings.HasPrefix(s, "http://") {
-		return "", false, fmt.Errorf("%q must start with https:// or http://", s)
+		return "", false, fmt.Errorf("%q must start with https:// or http://", shownURL(s))
 	}
 	if u.User != nil {
-		return "", false, fmt.Errorf("%q must not contain user info: put credentials in a secret", u.Redacted())
+		return "", false, fmt.Errorf("%q must not contain user info: put credentials in a secret", shownURL(s))
 	}
 	if u.RawQuery != "" || u.ForceQuery || u.Fragment != "" || strings.Contains(s, "#") {
-		return "", false, fmt.Errorf("%q must not have a query or fragment", s)
+		return "", false, fmt.Errorf("%q must not have a query or fragment", shownURL(s))
 	}
 	if _, _, err := net.SplitHostPort(u.Host); err == nil && u.Port() == "" {
-		return "", false, fmt.Errorf("%q has an empty port", s)
+		return "", false, fmt.Errorf("%q has an empty port", shownURL(s))
 	}
 	return strings.TrimRight(s, "/"), u.Scheme == "http" && !isLoopback(u.Hostname()), nil
 }

@@ -164,7 +164,7 @@ func TestParseErrors(t *testing.T) {
 		{"bad preset", "    audience: mayfly", "    audience: mayfly\n    preset: jenkins", nil, []string{`policy.yaml:5: issuers.ci.preset: unknown preset "jenkins"`}, 1},
 		{"upstream ftp", "url: https://api.example.com", "url: ftp://api.example.com", nil, []string{`policy.yaml:7: upstreams.api.url: "ftp://api.example.com" is not an absolute http(s) URL`}, 1},
 		{"upstream relative", "url: https://api.example.com", "url: /api", nil, []string{`policy.yaml:7: upstreams.api.url: "/api" is not an absolute`}, 1},
-		{"upstream userinfo", "url: https://api.example.com", "url: https://u:p@api.example.com", nil, []string{`policy.yaml:7: upstreams.api.url: "https://u:xxxxx@api.example.com" must not contain user info`}, 1},
+		{"upstream userinfo", "url: https://api.example.com", "url: https://u:p@api.example.com", nil, []string{`policy.yaml:7: upstreams.api.url: "https://xxxxx@api.example.com" must not contain user info`}, 1},
 		{"no credential", "    credential:\n      secret: api-token\n", "", nil, []string{`policy.yaml:6: upstreams.api.credential: missing`}, 1},
 		{"forbidden header", "      secret: api-token", "      secret: api-token\n      header: host", nil, []string{`policy.yaml:10: upstreams.api.credential.header: header "host" cannot carry a credential`}, 1},
 		{"bad header", "      secret: api-token", "      secret: api-token\n      header: \"X Token\"", nil, []string{`policy.yaml:10: upstreams.api.credential.header: bad header name "X Token"`}, 1},
@@ -227,6 +227,49 @@ func TestParseErrors(t *testing.T) {
 			var es Errors
 			if errors.As(err, &es) && tt.wantCount > 0 && len(es) != tt.wantCount {
 				t.Errorf("%d errors, want %d:\n%v", len(es), tt.wantCount, err)
+			}
+		})
+	}
+}
+
+// An issuer or upstream url with user info is refused, and whichever
+// check refuses it (scheme, http off loopback, parse, user info) quotes it
+// without the user info: policy check prints the error (a CI log), PUT
+// /v1/policy answers it, and a SIGHUP reload logs it.
+func TestURLErrorsNeverQuoteAPassword(t *testing.T) {
+	const pw = "PLANTEDpolicyPassw0rd"
+	iss := `issuers:
+  ci: {url: "%ISS%", audience: x}
+upstreams:
+  api:
+    url: "%UP%"
+    credential: {secret: s}
+grants:
+  g:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {p: x}}]
+`
+	for _, tt := range []struct{ name, iss, up string }{
+		{"issuer over http off loopback", "http://ci:" + pw + "@idp.example.com", "https://api.example.com"},
+		{"issuer with another scheme", "ftp://ci:" + pw + "@idp.example.com", "https://api.example.com"},
+		{"upstream with another scheme", "https://idp.example.com", "ftp://deploy:" + pw + "@api.example.com"},
+		{"upstream with a query", "https://idp.example.com", "https://deploy:" + pw + "@api.example.com/?x=1"},
+		{"issuer that does not parse", "https://ci:" + pw + "%zz@idp.example.com", "https://api.example.com"},
+		{"issuer read as opaque", "ci:" + pw + "@idp.example.com", "https://api.example.com"},
+		{"upstream with a raw / in the password", "https://idp.example.com", "https://deploy:a/" + pw + "@api.example.com"},
+		{"upstream with a token for user name", "https://idp.example.com", "https://" + pw + "@api.example.com"},
+		{"upstream token for user name over http", "https://idp.example.com", "ftp://" + pw + "@api.example.com"},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			y := strings.NewReplacer("%ISS%", tt.iss, "%UP%", tt.up).Replace(iss)
+			_, err := Parse([]File{{Name: "p.yaml", Data: []byte(y)}}, nil)
+			if err == nil {
+				t.Fatal("accepted")
+			}
+			if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), "PLANTED") {
+				t.Errorf("the error quotes the password: %v", err)
 			}
 		})
 	}
