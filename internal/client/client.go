@@ -223,15 +223,33 @@ func NormalizeAddr(addr string) (string, error) {
 	}
 	u, err := url.Parse(addr)
 	if err != nil || u.Host == "" || (u.Scheme != "http" && u.Scheme != "https") {
-		return "", fmt.Errorf("server address %q is not an absolute http(s) URL", addr)
+		return "", fmt.Errorf("server address %q is not an absolute http(s) URL", shownAddr(addr))
 	}
 	if u.User != nil || u.RawQuery != "" || u.Fragment != "" {
-		return "", fmt.Errorf("server address %q may not carry user info, a query or a fragment", addr)
+		return "", fmt.Errorf("server address %q may not carry user info, a query or a fragment", shownAddr(addr))
 	}
 	if u.Scheme == "http" && !IsLoopback(u.Hostname()) {
-		return "", fmt.Errorf("server address %q: plain http is allowed only to a loopback address", addr)
+		return "", fmt.Errorf("server address %q: plain http is allowed only to a loopback address", shownAddr(addr))
 	}
 	return strings.TrimRight(addr, "/"), nil
+}
+
+// shownAddr is addr as an error may quote it (stderr, so a CI log): all up
+// to its last "@" and all from a "?" or "#" hidden, where a password or a
+// token may be, also when addr does not parse.
+func shownAddr(addr string) string {
+	s := addr
+	if at := strings.LastIndex(s, "@"); at >= 0 {
+		start := 0
+		if i := strings.Index(s[:at], "://"); i >= 0 {
+			start = i + len("://")
+		}
+		s = s[:start] + "xxxxx" + s[at:]
+	}
+	if i := strings.IndexAny(s, "?#"); i >= 0 {
+		s = s[:i+1] + "xxxxx"
+	}
+	return s
 }
 
 // IsLoopback reports whether host (a name or an address, without port) is

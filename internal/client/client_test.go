@@ -66,6 +66,30 @@ func TestNormalizeAddr(t *testing.T) {
 	}
 }
 
+// MAYFLY_ADDR with user info, a query or a fragment is refused, and the
+// refusal, printed to the CLI's stderr (a CI log), quotes the address
+// without them, also when it does not parse.
+func TestNormalizeAddrNeverQuotesAPassword(t *testing.T) {
+	const pw = "PLANTEDaddrPassw0rd" // mayfly:allow
+	for _, tt := range []struct{ addr, shown string }{
+		{"https://ci:" + pw + "@mayfly.example.com", `"https://xxxxx@mayfly.example.com"`},
+		{"http://ci:" + pw + "@mayfly.example.com", `"http://xxxxx@mayfly.example.com"`},
+		{"https://" + pw + "@mayfly.example.com", `"https://xxxxx@mayfly.example.com"`},
+		{"https://ci:" + pw + "%zz@mayfly.example.com", `"https://xxxxx@mayfly.example.com"`},
+		{"ci:" + pw + "@mayfly.example.com", `"xxxxx@mayfly.example.com"`},
+		{"https://mayfly.example.com/?token=" + pw, `"https://mayfly.example.com/?xxxxx"`},
+		{"https://mayfly.example.com/#" + pw, `"https://mayfly.example.com/#xxxxx"`},
+	} {
+		_, err := NormalizeAddr(tt.addr)
+		if err == nil {
+			t.Fatalf("%s accepted", tt.addr)
+		}
+		if strings.Contains(err.Error(), pw) || !strings.Contains(err.Error(), tt.shown) {
+			t.Errorf("NormalizeAddr: %v; want it to quote %s", err, tt.shown)
+		}
+	}
+}
+
 func TestOneLine(t *testing.T) {
 	if got := OneLine("a\n\x1b[31mb\t\tc  ", 100); got != "a [31mb c" {
 		t.Errorf("got %q", got)
