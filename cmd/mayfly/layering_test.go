@@ -74,11 +74,11 @@ var layers = map[string]int{
 // along lists the imports between capabilities, each along a flow of
 // ARCHITECTURE.md.
 var along = map[string][]string{
-	"internal/pgsql":                   {"internal/token"},                                                                           // the minted passwords' format
-	"internal/audit":                   {"internal/token"},                                                                           // entries hold a token's hint, never the token
-	"internal/gateway":                 {"internal/auditlog", "internal/dpop", "internal/lease", "internal/policy", "internal/mask"}, // gateway flow
-	"internal/job":                     {"internal/client"},                                                                          // the job side exchanges through the one client
-	"internal/client":                  {"internal/dpop"},                                                                            // DPoP proofs for bound tokens
+	"internal/pgsql":                   {"internal/token"},                                                                                           // the minted passwords' format
+	"internal/audit":                   {"internal/token"},                                                                                           // entries hold a token's hint, never the token
+	"internal/gateway":                 {"internal/auditlog", "internal/dpop", "internal/lease", "internal/policy", "internal/mask", "internal/sso"}, // gateway flow; sso: the console's cookie names, never forwarded
+	"internal/job":                     {"internal/client"},                                                                                          // the job side exchanges through the one client
+	"internal/client":                  {"internal/dpop"},                                                                                            // DPoP proofs for bound tokens
 	"internal/devissuer/devissuertest": {"internal/devissuer", "internal/sso"},
 	"internal/store/storetest":         {"internal/store"},                       // fresh stores for tests
 	"internal/pgrole":                  {"internal/mint", "internal/policy"},     // the postgres credential source of the minting flow

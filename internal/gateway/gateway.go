@@ -41,7 +41,8 @@
 // matched against (policy.EscapePath of policy.CleanPath: the same path, never the raw
 // one), the query string as sent, every header that carried the token
 // (Authorization, Proxy-Authorization, DPoP, and any other holding it)
-// removed and the upstream credential set. Bodies stream both ways (a
+// removed, mayfly's own cookies (the console's session and login, which a
+// browser sends: same origin) removed, and the upstream credential set. Bodies stream both ways (a
 // response of unknown length or an event stream is flushed at every write,
 // one of known length at least every 100 ms);
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;

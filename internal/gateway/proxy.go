@@ -324,6 +324,7 @@ func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
 	h.Del("Authorization")
 	h.Del("Proxy-Authorization")
 	h.Del("Dpop")
+	dropOwnCookies(h)
 	// Path-override headers (IIS URL Rewrite, some Symfony and Zend
 	// setups) would let an upstream serve a path the policy never checked,
 	// under any spelling; so would a second credential or framing header

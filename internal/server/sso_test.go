@@ -11,12 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
+	"github.com/mayfly-sh/mayfly/internal/sso"
 )
 
 // ssoHarness is a server with admin_oidc at a dev issuer.
@@ -573,4 +575,105 @@ func TestSSOOff(t *testing.T) {
 	h.do("POST", "/v1/auth/cli/token", "", "application/json", `{}`, 404)
 	h.do("GET", "/v1/admin/sessions", h.admin, "", "", 404)
 	h.do("GET", "/v1/auth/whoami", h.admin, "", "", 200)
+}
+
+// gwCookieHarness is a server with admin_oidc and a policy whose upstream
+// "api" is up (recording each request's Cookie header and answering with
+// setCookie, when set), a job token for it, and a browser signed in to
+// the console as an admin on the same origin.
+type gwCookieHarness struct {
+	*ssoHarness
+	job       string
+	browser   *http.Client
+	mu        sync.Mutex
+	cookies   []string
+	setCookie string // the upstream's Set-Cookie, when set
+}
+
+func newGWCookieHarness(t *testing.T) *gwCookieHarness {
+	h := &gwCookieHarness{ssoHarness: newSSOHarness(t, nil)}
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		h.cookies = append(h.cookies, r.Header.Values("Cookie")...)
+		setCookie := h.setCookie
+		h.mu.Unlock()
+		if setCookie != "" {
+			w.Header().Add("Set-Cookie", setCookie)
+		}
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<p>artifact</p>")
+	}))
+	t.Cleanup(up.Close)
+	iss := newTestIssuer(t)
+	auth := map[string]string{"Authorization": "Bearer " + h.admin}
+	if st, body := h.call(nil, "PUT", "/v1/secrets/gh", `{"value":"`+plantedSecret+`"}`, auth); st != 200 {
+		t.Fatalf("secret: %d %s", st, body)
+	}
+	pol := strings.Replace(policyYAML(iss.srv.URL, ""), "http://127.0.0.1:1", up.URL, 1)
+	req, _ := http.NewRequest("PUT", h.url+"/v1/policy", strings.NewReader(pol))
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("policy: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	resp, err = http.Post(h.url+"/v1/token", form, strings.NewReader(exchangeForm(iss.mint(t, nil), "deploy")))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var tok struct {
+		AccessToken string `json:"access_token"`
+	}
+	json.NewDecoder(resp.Body).Decode(&tok)
+	resp.Body.Close()
+	if tok.AccessToken == "" {
+		t.Fatalf("exchange: %d", resp.StatusCode)
+	}
+	h.job = tok.AccessToken
+	h.iss.SetUser(devissuertest.User("root@example.com", devissuertest.GroupAdmins))
+	h.browser = devissuertest.Browser(t)
+	devissuertest.SignIn(t, h.browser, h.url)
+	return h
+}
+
+// gw makes a gateway request from the signed-in browser, the job token as
+// Basic credentials (as the gateway's WWW-Authenticate: Basic invites).
+func (h *gwCookieHarness) gw(t *testing.T) *http.Response {
+	req, _ := http.NewRequest("GET", h.url+"/gw/api/repos/acme/app/artifact.html", nil)
+	req.SetBasicAuth("x", h.job)
+	resp, err := h.browser.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.Copy(io.Discard, resp.Body)
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Fatalf("gateway: %d", resp.StatusCode)
+	}
+	return resp
+}
+
+// The console's session cookie is mayfly's own credential: a browser that
+// is signed in and calls the gateway (same origin) must not hand it to
+// the upstream.
+func TestGatewayForwardsSessionCookie(t *testing.T) {
+	h := newGWCookieHarness(t)
+	u, _ := url.Parse(h.url)
+	var session string
+	for _, c := range h.browser.Jar.Cookies(u) {
+		if c.Name == sso.SessionCookie(false) {
+			session = c.Value
+		}
+	}
+	if session == "" {
+		t.Fatal("no session cookie")
+	}
+	h.gw(t)
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for _, c := range h.cookies {
+		if strings.Contains(c, session) {
+			t.Fatalf("the upstream received the admin's whole session value (%s=%s…) in its Cookie header", sso.SessionCookie(false), session[:9])
+		}
+	}
 }

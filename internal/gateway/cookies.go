@@ -1,0 +1,54 @@
+package gateway
+
+import (
+	"net/http"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/sso"
+)
+
+// The gateway shares its origin with the console and the cookie-signed-in
+// API (one listener), so a browser sends the console's cookies with every
+// /gw/ request. They are mayfly's own credentials: no upstream may read
+// them.
+
+// ownCookie reports whether a cookie name is one of mayfly's (session or
+// login), with or without a __Host- or __Secure- prefix, in any case:
+// matching too much only keeps a cookie from an upstream.
+func ownCookie(name string) bool {
+	name = strings.Trim(name, " \t")
+	for _, p := range []string{"__Host-", "__Secure-"} {
+		if len(name) >= len(p) && strings.EqualFold(name[:len(p)], p) {
+			name = name[len(p):]
+			break
+		}
+	}
+	return strings.EqualFold(name, sso.CookiePlain) || strings.EqualFold(name, sso.LoginCookiePlain)
+}
+
+// dropOwnCookies removes mayfly's cookies from a request's Cookie headers
+// and keeps the others, in order (an upstream may use its own).
+func dropOwnCookies(h http.Header) {
+	var kept []string
+	dropped := false
+	for _, v := range h["Cookie"] {
+		for part := range strings.SplitSeq(v, ";") {
+			name, _, _ := strings.Cut(part, "=")
+			if part = strings.Trim(part, " \t"); part == "" {
+				continue
+			}
+			if ownCookie(name) {
+				dropped = true
+				continue
+			}
+			kept = append(kept, part)
+		}
+	}
+	switch {
+	case !dropped:
+	case len(kept) == 0:
+		delete(h, "Cookie")
+	default:
+		h["Cookie"] = []string{strings.Join(kept, "; ")}
+	}
+}

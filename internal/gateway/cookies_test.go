@@ -1,0 +1,39 @@
+package gateway
+
+import (
+	"net/http"
+	"slices"
+	"testing"
+)
+
+// mayfly's own cookies never reach an upstream; the upstream's own do,
+// unchanged when none of mayfly's was sent.
+func TestDropOwnCookies(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string // nil: no Cookie header
+	}{
+		{"none", nil, nil},
+		{"others untouched", []string{"a=1;b=2", "c=3"}, []string{"a=1;b=2", "c=3"}},
+		{"session", []string{"mayfly_session=mfys_x"}, nil},
+		{"host session", []string{"a=1; __Host-mayfly_session=mfys_x; b=2"}, []string{"a=1; b=2"}},
+		{"login", []string{"mayfly_login=v; __Host-mayfly_login=v"}, nil},
+		{"prefix and case", []string{"__host-MAYFLY_SESSION=v; __Secure-mayfly_session=v; Mayfly_Login=v; x=1"}, []string{"x=1"}},
+		{"spaces and tabs", []string{" \tmayfly_session =v;x=1"}, []string{"x=1"}},
+		{"no value", []string{"mayfly_session; x"}, []string{"x"}},
+		{"several lines (HTTP/2)", []string{"a=1", "mayfly_session=v", "b=2"}, []string{"a=1; b=2"}},
+		{"similar names kept", []string{"mayfly_sessions=1; my_mayfly_session=2"}, []string{"mayfly_sessions=1; my_mayfly_session=2"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.in != nil {
+				h["Cookie"] = slices.Clone(tc.in)
+			}
+			dropOwnCookies(h)
+			if got := h["Cookie"]; !slices.Equal(got, tc.want) {
+				t.Fatalf("Cookie %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
