@@ -52,3 +52,32 @@ func dropOwnCookies(h http.Header) {
 		h["Cookie"] = []string{strings.Join(kept, "; ")}
 	}
 }
+
+// dropOwnSetCookies removes an upstream's Set-Cookie headers that would
+// set one of mayfly's cookies on mayfly's origin: one could replace the
+// console's session with a session the upstream chose (fixation), or end
+// the admin's. Also in a nameless cookie ("=mayfly_session=v"), which a
+// browser sends back as its bare value, read as mayfly_session=v.
+func dropOwnSetCookies(h http.Header) {
+	vs := h["Set-Cookie"]
+	if len(vs) == 0 {
+		return
+	}
+	var kept []string
+	for _, v := range vs {
+		pair, _, _ := strings.Cut(v, ";")
+		pair = strings.Trim(pair, " \t")
+		if rest, ok := strings.CutPrefix(pair, "="); ok {
+			pair = rest
+		}
+		name, _, _ := strings.Cut(pair, "=")
+		if !ownCookie(name) {
+			kept = append(kept, v)
+		}
+	}
+	if len(kept) == 0 {
+		delete(h, "Set-Cookie")
+		return
+	}
+	h["Set-Cookie"] = kept
+}

@@ -37,3 +37,35 @@ func TestDropOwnCookies(t *testing.T) {
 		})
 	}
 }
+
+// An upstream sets its own cookies, never one of mayfly's.
+func TestDropOwnSetCookies(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string // nil: no Set-Cookie header
+	}{
+		{"none", nil, nil},
+		{"others kept", []string{"a=1; Path=/", "b=2"}, []string{"a=1; Path=/", "b=2"}},
+		{"session", []string{"mayfly_session=mfys_x; Path=/; HttpOnly"}, nil},
+		{"host session", []string{"__Host-mayfly_session=v; Secure; Path=/", "a=1"}, []string{"a=1"}},
+		{"login", []string{"a=1", "__Host-mayfly_login=v; Secure; Path=/"}, []string{"a=1"}},
+		{"case and prefix", []string{"__HOST-Mayfly_Session=v", "__secure-mayfly_login=v", "MAYFLY_SESSION=v"}, nil},
+		{"narrower path", []string{"mayfly_session=v; Path=/ui"}, nil},
+		{"spaces", []string{" \tmayfly_session = v"}, nil},
+		{"nameless", []string{"=mayfly_session=v", "= __Host-mayfly_session=v; Secure; Path=/"}, nil},
+		{"no value", []string{"mayfly_session"}, nil},
+		{"name in an attribute only", []string{"a=mayfly_session; Path=/mayfly_session"}, []string{"a=mayfly_session; Path=/mayfly_session"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{}
+			if tc.in != nil {
+				h["Set-Cookie"] = slices.Clone(tc.in)
+			}
+			dropOwnSetCookies(h)
+			if got := h["Set-Cookie"]; !slices.Equal(got, tc.want) {
+				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
+			}
+		})
+	}
+}

@@ -48,6 +48,9 @@
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
 // an upgrade to any other protocol (h2c) is refused (400).
 //
+// An upstream's Set-Cookie that names one of mayfly's cookies is dropped:
+// the answer comes on the console's origin.
+//
 // Responses never carry the credential or the job token: response headers
 // (names too, in any case), bodies, trailers and 1xx headers pass through
 // internal/mask, the job masker, with every form it knows (raw, base64 at

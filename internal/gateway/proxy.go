@@ -374,6 +374,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	f.upStatus = resp.StatusCode
 	red := f.red
 	red.maskHeader(resp.Header)
+	dropOwnSetCookies(resp.Header)
 	// Trailer names are known now (their values once the body has ended):
 	// one holding a secret must not even be announced.
 	red.maskHeader(resp.Trailer)

@@ -677,3 +677,31 @@ func TestGatewayForwardsSessionCookie(t *testing.T) {
 		}
 	}
 }
+
+// An upstream answers on mayfly's own origin through the gateway: its
+// Set-Cookie must not replace the console's session cookie (it would sign
+// the admin's browser in as whoever the upstream chose).
+func TestGatewayUpstreamSetsSessionCookie(t *testing.T) {
+	// Whoever controls what the upstream answers (here: someone who can
+	// sign in as an auditor) plants their own session value.
+	h := newGWCookieHarness(t)
+	h.iss.SetUser(devissuertest.User("mallory@example.com", devissuertest.GroupAuditors))
+	mallory := devissuertest.Browser(t)
+	devissuertest.SignIn(t, mallory, h.url)
+	u, _ := url.Parse(h.url)
+	var planted string
+	for _, c := range mallory.Jar.Cookies(u) {
+		if c.Name == sso.SessionCookie(false) {
+			planted = c.Value
+		}
+	}
+	h.mu.Lock()
+	h.setCookie = sso.SessionCookie(false) + "=" + planted + "; Path=/; HttpOnly; SameSite=Strict"
+	h.mu.Unlock()
+	resp := h.gw(t)
+	if sc := resp.Header.Values("Set-Cookie"); len(sc) > 0 {
+		_, who := h.call(h.browser, "GET", "/v1/auth/whoami", "", nil)
+		t.Fatalf("the gateway passed the upstream's Set-Cookie on mayfly's origin (%d header(s)); the admin's browser is now: %s",
+			len(sc), strings.TrimSpace(who))
+	}
+}
