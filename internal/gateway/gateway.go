@@ -48,8 +48,10 @@
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
 // an upgrade to any other protocol (h2c) is refused (400).
 //
-// An upstream's Set-Cookie that names one of mayfly's cookies is dropped:
-// the answer comes on the console's origin.
+// Every answer carries Content-Security-Policy: sandbox (beside the
+// upstream's own) and X-Frame-Options: DENY, and an upstream's Set-Cookie
+// that names one of mayfly's cookies is dropped: the answer comes on the
+// console's origin.
 //
 // Responses never carry the credential or the job token: response headers
 // (names too, in any case), bodies, trailers and 1xx headers pass through
@@ -774,8 +776,20 @@ func shortHash(h string) string {
 	return h
 }
 
+// sandboxCSP makes a gateway answer inert in a browser: it comes on the
+// origin of the console and of the cookie-signed-in API, where an
+// upstream's script could read the admin's CSRF token and act as them.
+// Added beside any CSP of the upstream's: a browser enforces every one.
+const sandboxCSP = "sandbox; frame-ancestors 'none'"
+
+func sandbox(h http.Header) {
+	h.Add("Content-Security-Policy", sandboxCSP)
+	h.Set("X-Frame-Options", "DENY")
+}
+
 func writeError(w http.ResponseWriter, status int, code, desc, wwwAuth string) {
 	h := w.Header()
+	sandbox(h)
 	h.Set("Content-Type", "application/json")
 	h.Set("Cache-Control", "no-store")
 	h.Set("X-Content-Type-Options", "nosniff")

@@ -375,6 +375,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
+	sandbox(resp.Header)
 	// Trailer names are known now (their values once the body has ended):
 	// one holding a secret must not even be announced.
 	red.maskHeader(resp.Trailer)

@@ -14,6 +14,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -570,6 +571,66 @@ func TestCutOffSecretInHeaderMasked(t *testing.T) {
 			_, _, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/cut?i="+strings.Repeat("x", i+1), tok)
 			if !bytes.Contains(all, []byte("\r\nX-Cut: "+tt.want+"\r\n")) {
 				t.Fatalf("want X-Cut: %q in the %s, got %q", tt.want, tt.where, all)
+			}
+		})
+	}
+}
+
+// Every gateway answer is sandboxed and not framed, whatever the upstream
+// sent (its own CSP stays beside ours, a 1xx first changes nothing), and
+// so are the gateway's own refusals: they come on the console's origin.
+func TestAnswersSandboxed(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		switch strings.TrimPrefix(r.URL.Path, "/base/repos/acme/app/hostile/") {
+		case "own-csp":
+			w.Header().Set("Content-Security-Policy", "default-src *; script-src 'unsafe-inline'")
+			w.Header().Set("X-Frame-Options", "ALLOWALL")
+		case "early-hints":
+			w.Header().Set("Link", "</x.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		case "br":
+			w.Header().Set("Content-Encoding", "br")
+		}
+		w.Header().Set("Content-Type", "text/html")
+		io.WriteString(w, "<script>fetch('/v1/auth/whoami')</script>")
+	})
+	for _, tc := range []struct {
+		path, tok string
+		status    int
+		upCSP     string // the upstream's own CSP, kept
+	}{
+		{"html", tok, 200, ""},
+		{"own-csp", tok, 200, "default-src *; script-src 'unsafe-inline'"},
+		{"early-hints", tok, 200, ""},
+		{"br", tok, 502, ""},
+		{"html", "", 401, ""},
+	} {
+		t.Run(tc.path+fmt.Sprint(tc.status), func(t *testing.T) {
+			req, _ := http.NewRequest("GET", "http://"+addr+"/gw/api/repos/acme/app/hostile/"+tc.path, nil)
+			if tc.tok != "" {
+				req.Header.Set("Authorization", "Bearer "+tc.tok)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			io.Copy(io.Discard, resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			csp := resp.Header.Values("Content-Security-Policy")
+			want := []string{sandboxCSP}
+			if tc.upCSP != "" {
+				want = []string{tc.upCSP, sandboxCSP}
+			}
+			if !slices.Equal(csp, want) {
+				t.Errorf("Content-Security-Policy %q, want %q", csp, want)
+			}
+			if xfo := resp.Header.Values("X-Frame-Options"); !slices.Equal(xfo, []string{"DENY"}) {
+				t.Errorf("X-Frame-Options %q, want DENY", xfo)
 			}
 		})
 	}

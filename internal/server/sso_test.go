@@ -705,3 +705,21 @@ func TestGatewayUpstreamSetsSessionCookie(t *testing.T) {
 			len(sc), strings.TrimSpace(who))
 	}
 }
+
+// An upstream's HTML is served on the origin of the console and of the
+// cookie-authenticated API: a script in it would run with the signed-in
+// admin's cookie (same-site, so SameSite=Strict is sent), read the CSRF
+// token from GET /v1/auth/whoami and make any admin call. Gateway answers
+// must not be active content on that origin (CSP sandbox, as the console's
+// own pages carry a CSP).
+func TestGatewayHTMLRunsOnConsoleOrigin(t *testing.T) {
+	h := newGWCookieHarness(t)
+	resp := h.gw(t)
+	// Every CSP header is enforced: one of them must sandbox.
+	ct, csp := resp.Header.Get("Content-Type"), strings.Join(resp.Header.Values("Content-Security-Policy"), ", ")
+	if strings.HasPrefix(ct, "text/html") && !strings.Contains(csp, "sandbox") {
+		st, who := h.call(h.browser, "GET", "/v1/auth/whoami", "", nil)
+		t.Fatalf("the upstream's %s answer came on the console's origin with CSP %q (no sandbox); a script there reads, with the same cookie: %d %s",
+			ct, csp, st, strings.TrimSpace(who))
+	}
+}
