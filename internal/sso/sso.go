@@ -350,13 +350,35 @@ func (rp *RP) Map(claims map[string]any) string {
 	for i := len(roleOrder) - 1; i >= 0; i-- {
 		for _, want := range rp.cfg.Roles[roleOrder[i]] {
 			for _, got := range vals {
-				if got == want || (rp.cfg.ClaimName() == "email" && strings.EqualFold(got, want)) {
+				if got == want || (rp.cfg.ClaimName() == "email" && asciiEqualFold(got, want)) {
 					return roleOrder[i]
 				}
 			}
 		}
 	}
 	return ""
+}
+
+// asciiEqualFold compares emails ignoring ASCII case only: Unicode folding
+// (strings.EqualFold) takes the Kelvin sign for "k" and "ſ" for "s", so
+// an address someone else may hold would carry a configured one's role.
+func asciiEqualFold(a, b string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range len(a) {
+		x, y := a[i], b[i]
+		if 'A' <= x && x <= 'Z' {
+			x += 'a' - 'A'
+		}
+		if 'A' <= y && y <= 'Z' {
+			y += 'a' - 'A'
+		}
+		if x != y {
+			return false
+		}
+	}
+	return true
 }
 
 // displayName is the name audit entries give the session: the verified

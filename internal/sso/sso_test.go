@@ -69,12 +69,18 @@ func TestMap(t *testing.T) {
 		}
 	}
 	byEmail, _ := New(Config{Issuer: "https://idp.example.com", ClientID: "m", RedirectURL: "https://m.example.com/ui/callback",
-		Claim: "email", Roles: map[string][]string{"admin": {"alice@example.com"}}}, "", nil)
+		Claim: "email", Roles: map[string][]string{"admin": {"alice@example.com"}, "operator": {"kim@ops.example.com"}}}, "", nil)
 	for _, c := range []struct {
 		claims map[string]any
 		want   string
 	}{
 		{map[string]any{"email": "Alice@Example.com", "email_verified": true}, "admin"},
+		{map[string]any{"email": "KIM@OPS.EXAMPLE.COM", "email_verified": true}, "operator"},
+		// Case folds in ASCII only: Unicode folding would take the
+		// Kelvin sign for "k" and the long s for "s", addresses a
+		// provider may let someone else hold.
+		{map[string]any{"email": "\u212aim@ops.example.com", "email_verified": true}, ""},
+		{map[string]any{"email": "kim@op\u017f.example.com", "email_verified": true}, ""},
 		{map[string]any{"email": "alice@example.com", "email_verified": "true"}, "admin"}, // Cognito's form
 		// Unverified, whatever the user typed: nobody's role.
 		{map[string]any{"email": "alice@example.com", "email_verified": false}, ""},
@@ -95,6 +101,27 @@ func TestMap(t *testing.T) {
 	} {
 		if got := displayName(c.claims, "u1"); got != c.want {
 			t.Errorf("displayName(%v) = %q, want %q", c.claims, got, c.want)
+		}
+	}
+}
+
+func TestASCIIEqualFold(t *testing.T) {
+	for _, c := range []struct {
+		a, b string
+		want bool
+	}{
+		{"alice@example.com", "alice@example.com", true},
+		{"Alice@EXAMPLE.com", "alice@example.com", true},
+		{"alice@example.com", "alice@example.co", false},
+		{"\u212a@x", "k@x", false}, // Kelvin sign
+		{"\u212a@x", "K@x", false}, // Kelvin sign
+		{"\u017f@x", "s@x", false}, // long s
+		{"\u0130@x", "i@x", false}, // dotted capital I
+		{"@[", "`{", false},        // the bytes beside A and Z
+		{"", "", true},
+	} {
+		if got := asciiEqualFold(c.a, c.b); got != c.want {
+			t.Errorf("asciiEqualFold(%q, %q) = %v, want %v", c.a, c.b, got, c.want)
 		}
 	}
 }
