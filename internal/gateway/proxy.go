@@ -236,7 +236,7 @@ type redactorKey struct {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
 	cred *credential, red *redactor, clean string, in *auditlog.Intent) {
 	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: red}
-	f.rw = respWriter{ResponseWriter: w, red: f.red}
+	f.rw = respWriter{ResponseWriter: w, red: f.red, preset: w.Header().Clone()}
 	f.rp = httputil.ReverseProxy{
 		Transport: ut.tr,
 		// Streams (SSE, unknown length) are flushed at every write by
@@ -525,8 +525,10 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 type respWriter struct {
 	http.ResponseWriter
 	red    *redactor
-	body   *maskBody // the response body being copied, once known
-	sent   bool      // the final header went to the ResponseWriter
+	body   *maskBody   // the response body being copied, once known
+	preset http.Header // set before the proxy ran (nosniff, no-store, HSTS)
+	wiped  bool        // an informational response cleared them
+	sent   bool        // the final header went to the ResponseWriter
 	status int
 	n      int64
 }
@@ -534,8 +536,17 @@ type respWriter struct {
 func (w *respWriter) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.red.maskHeader(w.Header())
+		// ReverseProxy clears the header map after each 1xx it relays,
+		// taking the security headers set before it with it.
+		w.wiped = true
 	} else if w.status == 0 {
 		w.status = code
+		if w.wiped {
+			h := w.Header()
+			for k, v := range w.preset {
+				h[k] = append(slices.Clone(v), h[k]...)
+			}
+		}
 	}
 	if code >= 200 || code == http.StatusSwitchingProtocols {
 		w.sent = true

@@ -635,3 +635,49 @@ func TestAnswersSandboxed(t *testing.T) {
 		})
 	}
 }
+
+// The headers set before the gateway runs (the API's nosniff, no-store and
+// HSTS) reach the client on the final answer even when the upstream sends
+// informational responses first: ReverseProxy clears the header map after
+// relaying each one.
+func TestPresetHeadersSurviveInformational(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	gw, _ := hostileGatewayOf(t, h, func(w http.ResponseWriter, r *http.Request) {
+		for range len(r.URL.Query().Get("n")) {
+			w.Header().Set("Link", "</x.css>; rel=preload")
+			w.WriteHeader(http.StatusEarlyHints)
+		}
+		w.Header().Set("Cache-Control", "max-age=60")
+		io.WriteString(w, "fine")
+	})
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("X-Content-Type-Options", "nosniff")
+		w.Header().Set("Cache-Control", "no-store")
+		gw.ServeHTTP(w, r)
+	}))
+	t.Cleanup(srv.Close)
+	for _, n := range []string{"", "x", "xx"} {
+		t.Run(fmt.Sprintf("%d informational", len(n)), func(t *testing.T) {
+			// net/http's client skips the 1xx answers: this is the final one.
+			req, _ := http.NewRequest("GET", srv.URL+"/gw/api/repos/acme/app/hostile/early?n="+n, nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK || string(body) != "fine" {
+				t.Fatalf("got %d %q", resp.StatusCode, body)
+			}
+			if got := resp.Header.Get("X-Content-Type-Options"); got != "nosniff" {
+				t.Errorf("X-Content-Type-Options = %q, want nosniff", got)
+			}
+			// The preset first, the upstream's after it, as without a 1xx.
+			if got := resp.Header.Values("Cache-Control"); !slices.Equal(got, []string{"no-store", "max-age=60"}) {
+				t.Errorf("Cache-Control = %q, want [no-store max-age=60]", got)
+			}
+		})
+	}
+}
