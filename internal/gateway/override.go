@@ -209,20 +209,28 @@ func formUnescape(s string) string {
 	return string(b)
 }
 
-// bodyKind is how frameworks would read a request body for parameters.
+// bodyKind is the set of ways frameworks could read a request body for
+// parameters; a body some read one way and others another is checked as
+// each.
 type bodyKind int
 
 const (
-	bodyOpaque bodyKind = iota // no framework reads parameters from it
-	bodyForm
-	bodyJSON
-	bodyMultipart
+	bodyOpaque    bodyKind = 0 // no framework reads parameters from it
+	bodyForm      bodyKind = 1
+	bodyJSON      bodyKind = 2
+	bodyMultipart bodyKind = 4
 )
 
 // classifyBody says how a body with these Content-Type values may be read.
-// It matches loosely on purpose: Laravel takes any type containing "/json"
-// or "+json" as JSON, PHP and Rack compare only up to the first ";" or ","
-// and ignore case, and Rack reads a POST with no type as a form.
+// The media type is taken as the frameworks take it, not by substrings of
+// the whole value (a parameter "x=json" must not hide a form): Rack, Rails,
+// PHP and Tomcat cut it at the first ";" or "," (PHP at a space too) and
+// ignore case, so a form is application/x-www-form-urlencoded there, or a
+// POST with no type (Rack), and multipart is multipart/* there. JSON is a
+// media type containing "json", or any type containing "/json" or "+json"
+// (Laravel's isJson looks at the whole value, parameters included). Each
+// reading that applies is checked, so a body that does not parse as all of
+// them is refused.
 func classifyBody(method string, ctypes []string) (bodyKind, string, error) {
 	if len(ctypes) > 1 {
 		return 0, "", badOverride("more than one Content-Type header")
@@ -231,25 +239,37 @@ func classifyBody(method string, ctypes []string) (bodyKind, string, error) {
 	if len(ctypes) == 1 {
 		ct = strings.ToLower(strings.TrimSpace(ctypes[0]))
 	}
-	switch {
-	case strings.Contains(ct, "multipart/"):
-		_, params, err := mime.ParseMediaType(ct)
-		// The boundary is case-sensitive: take it from the header as sent.
-		if err == nil {
-			_, params, err = mime.ParseMediaType(ctypes[0])
-		}
-		if err != nil || params["boundary"] == "" {
-			return 0, "", badOverride("a multipart Content-Type without a readable boundary")
-		}
-		return bodyMultipart, params["boundary"], nil
-	case strings.Contains(ct, "json"):
-		return bodyJSON, "", checkCharset(ct)
-	case strings.Contains(ct, "x-www-form-urlencoded"):
-		return bodyForm, "", checkCharset(ct)
-	case ct == "" && method == http.MethodPost:
-		return bodyForm, "", nil
+	mt := ct
+	if i := strings.IndexAny(mt, ";, \t"); i >= 0 {
+		mt = mt[:i]
 	}
-	return bodyOpaque, "", nil
+	var kind bodyKind
+	switch {
+	case mt == "application/x-www-form-urlencoded", mt == "" && method == http.MethodPost:
+		kind |= bodyForm
+	case strings.HasPrefix(mt, "multipart/"):
+		kind |= bodyMultipart
+	}
+	if strings.Contains(mt, "json") || strings.Contains(ct, "/json") || strings.Contains(ct, "+json") {
+		kind |= bodyJSON
+	}
+	if kind&(bodyForm|bodyJSON) != 0 {
+		if err := checkCharset(ct); err != nil {
+			return 0, "", err
+		}
+	}
+	if kind&bodyMultipart == 0 {
+		return kind, "", nil
+	}
+	_, params, err := mime.ParseMediaType(ct)
+	// The boundary is case-sensitive: take it from the header as sent.
+	if err == nil {
+		_, params, err = mime.ParseMediaType(ctypes[0])
+	}
+	if err != nil || params["boundary"] == "" {
+		return 0, "", badOverride("a multipart Content-Type without a readable boundary")
+	}
+	return kind, params["boundary"], nil
 }
 
 // checkCharset refuses text in a charset where "_method" would not be the
@@ -320,17 +340,32 @@ func tooLarge(max int64) *overrideError {
 		"a form, JSON or multipart request body over %d bytes cannot be checked for a method override (_method and the like); send a smaller body", max)}
 }
 
-// bodyOverrides returns the methods a (decoded) body of this kind names.
+// bodyOverrides returns the methods a (decoded) body names, read in each
+// way of kind.
 func bodyOverrides(kind bodyKind, boundary string, body []byte) ([]string, error) {
-	switch kind {
-	case bodyForm:
-		return formOverrides(string(body), nil)
-	case bodyJSON:
-		return jsonOverrides(body)
-	case bodyMultipart:
-		return multipartOverrides(body, boundary)
+	var out []string
+	if kind&bodyForm != 0 {
+		m, err := formOverrides(string(body), nil)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
 	}
-	return nil, nil
+	if kind&bodyJSON != 0 {
+		m, err := jsonOverrides(body)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	if kind&bodyMultipart != 0 {
+		m, err := multipartOverrides(body, boundary)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	return out, nil
 }
 
 var errJSON = badOverride("the JSON request body cannot be parsed to check it for a method override")

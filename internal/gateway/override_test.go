@@ -144,6 +144,8 @@ func TestMethodOverrideEverywhere(t *testing.T) {
 		{name: "form PHP dot", ctype: form, body: "item=x&.method=DELETE", want: 403},
 		{name: "form no content type (Rack)", body: "item=x&_method=DELETE", want: 403},
 		{name: "form odd type spelling", ctype: "Application/X-WWW-Form-Urlencoded, text/plain", body: "_method=DELETE", want: 403},
+		{name: "form type, json in a parameter", ctype: form + "; x=json", body: "ref=main", want: 200},
+		{name: "form type, /json in a parameter (Laravel reads JSON)", ctype: form + "; x=/json", body: "ref=main", want: 400},
 		{name: "multipart", ctype: mpType, body: mp, want: 403},
 		{name: "multipart allowed", ctype: mpOKType, body: mpOK, want: 200},
 		{name: "multipart hidden part", ctype: mpOKType, body: hidden, want: 400},
@@ -193,6 +195,42 @@ func TestMethodOverrideEverywhere(t *testing.T) {
 			}
 			if got := h.up.last(); got.Method != "POST" || got.BodyLen != int64(len(tt.body)) {
 				t.Fatalf("upstream got %s with %d body bytes, want POST with %d", got.Method, got.BodyLen, len(tt.body))
+			}
+		})
+	}
+}
+
+// Rack, PHP and Express read the media type of Content-Type up to the
+// first ";" or "," and parse a body as a form when that is
+// application/x-www-form-urlencoded, whatever the parameters say. A form
+// type with "json" (or "multipart/") in a parameter or after a comma must
+// be checked as a form, not only as JSON (or multipart): these bodies are
+// valid JSON (or multipart) naming no override, but a form parser reads
+// _method=DELETE, which the grant (POST only) does not allow.
+func TestProtoFormTypeReadAsJSON(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	mpBody := "--b\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nx&_method=DELETE&y\r\n--b--\r\n"
+	tests := []struct {
+		name, ctype, body string
+	}{
+		{"json in a parameter", "application/x-www-form-urlencoded; x=json", `{"a":"&_method=DELETE&"}`},
+		{"json after a comma", "application/x-www-form-urlencoded, application/json", `{"a":"&_method=DELETE&"}`},
+		{"multipart in a parameter", `application/x-www-form-urlencoded; x="multipart/"; boundary=b`, mpBody},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			// What a form parser (Rack, PHP, Express urlencoded) reads.
+			if m, _ := formOverrides(tt.body, nil); len(m) != 1 || m[0] != "DELETE" {
+				t.Fatalf("test body is not a form naming DELETE: %v", m)
+			}
+			before := h.up.count()
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+				path, tok, tt.ctype, len(tt.body), tt.body)
+			status, body := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if h.up.count() != before {
+				t.Fatalf("status %d: a POST whose form body names _method=DELETE (Content-Type %q) reached the upstream; the grant allows only POST: %s", status, tt.ctype, strings.TrimSpace(body))
 			}
 		})
 	}
@@ -275,8 +313,7 @@ func FuzzOverrideParsers(f *testing.F) {
 			}
 		}
 		// What a standard parser sees must be among what was found.
-		switch kind {
-		case bodyJSON:
+		if kind&bodyJSON != 0 {
 			var obj map[string]any
 			if json.Unmarshal([]byte(body), &obj) == nil {
 				if s, ok := obj["_method"].(string); ok && strings.TrimSpace(s) != "" && !strings.Contains(s, ",") && isMethodToken(strings.ToUpper(strings.TrimSpace(s))) &&
@@ -284,7 +321,8 @@ func FuzzOverrideParsers(f *testing.F) {
 					t.Fatalf("missed _method %q in %q: %v", s, body, got)
 				}
 			}
-		case bodyForm:
+		}
+		if kind&bodyForm != 0 {
 			more, err := formOverrides(body+"&_method=DELETE", nil)
 			if err == nil && !slices.Contains(more, "DELETE") {
 				t.Fatalf("missed an appended _method in %q", body)
