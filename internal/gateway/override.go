@@ -261,15 +261,47 @@ func classifyBody(method string, ctypes []string) (bodyKind, string, error) {
 	if kind&bodyMultipart == 0 {
 		return kind, "", nil
 	}
-	_, params, err := mime.ParseMediaType(ct)
 	// The boundary is case-sensitive: take it from the header as sent.
-	if err == nil {
-		_, params, err = mime.ParseMediaType(ctypes[0])
+	b, err := multipartBoundary(ctypes[0])
+	if err != nil {
+		return 0, "", err
 	}
-	if err != nil || params["boundary"] == "" {
-		return 0, "", badOverride("a multipart Content-Type without a readable boundary")
+	return kind, b, nil
+}
+
+// multipartBoundary returns the boundary of a multipart Content-Type when
+// every parser reads the same one. PHP takes the text after the first
+// "boundary" substring and its "=", unquoted, up to ";" or ","; Rack the
+// last "boundary=" up to `"`, ";" or ","; Go the boundary parameter. So
+// "boundary" must appear once, as the parameter name followed by "=", and
+// its value hold none of those characters nor white space.
+func multipartBoundary(ct string) (string, error) {
+	refused := badOverride("a multipart Content-Type without exactly one plain boundary parameter")
+	for i := 0; i < len(ct); i++ {
+		if ct[i] >= utf8.RuneSelf {
+			return "", refused // so that lower-casing keeps byte offsets
+		}
 	}
-	return kind, params["boundary"], nil
+	lower := strings.ToLower(ct)
+	i := strings.Index(lower, "boundary=")
+	if i < 0 || strings.Count(lower, "boundary") != 1 {
+		return "", refused
+	}
+	_, params, err := mime.ParseMediaType(ct)
+	b := params["boundary"]
+	if err != nil || b == "" || strings.ContainsAny(b, "\";, \t") {
+		return "", refused
+	}
+	v := ct[i+len("boundary="):] // as PHP reads it
+	if q, ok := strings.CutPrefix(v, `"`); ok {
+		v, _, _ = strings.Cut(q, `"`)
+	} else if j := strings.IndexAny(v, ";,"); j >= 0 {
+		v = v[:j]
+	}
+	if v != b {
+		return "", refused
+	}
+	return b, nil
 }
 
 // checkCharset refuses text in a charset where "_method" would not be the
@@ -504,7 +536,7 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 		if len(cds) == 0 {
 			continue
 		}
-		if strings.Contains(strings.ToLower(cds[0]), "method") {
+		if namesMethod([]byte(cds[0])) {
 			seen++
 		}
 		_, params, err := mime.ParseMediaType(cds[0])
@@ -537,10 +569,15 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 	return out, nil
 }
 
-// rawDispositions counts the lines of body that start a Content-Disposition
-// header mentioning "method", however the parts are delimited.
+// rawDispositions counts the Content-Disposition headers mentioning
+// "method" that start a line of body, however the parts are delimited. A
+// header runs on over the lines after it that start with a space or tab or
+// have no ":": PHP joins such a line to the header before it with nothing
+// between (name="_me, then thod", is _method).
 func rawDispositions(body []byte) int {
 	n := 0
+	var cd []byte // the Content-Disposition header being read, its lines joined
+	in := false
 	for len(body) > 0 {
 		line := body
 		if i := bytes.IndexByte(body, '\n'); i >= 0 {
@@ -548,14 +585,33 @@ func rawDispositions(body []byte) int {
 		} else {
 			body = nil
 		}
-		line = bytes.TrimLeft(line, " \t")
-		const cd = "content-disposition"
-		if len(line) >= len(cd) && strings.EqualFold(string(line[:len(cd)]), cd) &&
-			bytes.Contains(bytes.ToLower(line), []byte("method")) {
+		line = bytes.TrimSuffix(line, []byte("\r"))
+		if in && len(line) > 0 && (line[0] == ' ' || line[0] == '\t' || bytes.IndexByte(line, ':') < 0) {
+			cd = append(cd, bytes.TrimLeft(line, " \t")...)
+			continue
+		}
+		if in && namesMethod(cd) {
 			n++
 		}
+		line = bytes.TrimLeft(line, " \t")
+		const name = "content-disposition"
+		in = len(line) >= len(name) && strings.EqualFold(string(line[:len(name)]), name)
+		if in {
+			cd = append(cd[:0], line...)
+		}
+	}
+	if in && namesMethod(cd) {
+		n++
 	}
 	return n
+}
+
+// namesMethod reports whether a header mentions "method", in any case and
+// with any spaces or tabs within the word.
+func namesMethod(h []byte) bool {
+	h = bytes.ToLower(h)
+	h = bytes.ReplaceAll(bytes.ReplaceAll(h, []byte(" "), nil), []byte("\t"), nil)
+	return bytes.Contains(h, []byte("method"))
 }
 
 // inspectBody reads the request body when some framework could read a

@@ -236,6 +236,55 @@ func TestProtoFormTypeReadAsJSON(t *testing.T) {
 	}
 }
 
+// PHP (and so Symfony/Laravel's _method) takes a multipart boundary from
+// the first "boundary" substring of Content-Type ("xboundary=AAA"), not the
+// boundary parameter Go's mime parser returns ("BBB"); and it joins a part
+// header line that has no ":" to the previous header with nothing between
+// (rfc1867.c multipart_buffer_headers). So PHP reads this body as one field
+// _method=DELETE (checked with php 8.2's built-in server: $_POST is
+// {"_method":"DELETE"}), while Go reads one field "x". The request must be
+// refused: a Content-Type where "boundary" is anything but one plain
+// boundary parameter is, and a Content-Disposition line continued by a
+// colon-less line is read joined, as PHP reads it, so the "_me"/"thod"
+// field outside the parts Go reads is seen even with one boundary.
+func TestProtoMultipartBoundaryReadTwoWays(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	body := "--BBB\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\n" +
+		"--AAA\r\nContent-Disposition: form-data; name=\"_me\r\nthod\"\r\n\r\nDELETE\r\n--AAA--\r\n" +
+		"\r\n--BBB--\r\n"
+	plain := "--BBB\r\nContent-Disposition: form-data; name=\"x\"\r\n\r\ny\r\n--BBB--\r\n"
+	for _, tt := range []struct {
+		ctype, body string
+		want        int
+	}{
+		{"multipart/form-data; xboundary=AAA; boundary=BBB", body, 400},
+		{"multipart/form-data; charset=utf-8; xboundary=AAA; boundary=BBB", body, 400},
+		{"multipart/form-data; boundary=BBB", body, 400},
+		{"multipart/form-data; boundary=BBB; xboundary=AAA", plain, 400}, // Rack takes the last "boundary="
+		{"multipart/form-data; Boundary=BBB; boundary=BBB", plain, 400},
+		{"multipart/form-data; boundary*=utf-8''BBB", plain, 400},
+		{"multipart/form-data; boundary = BBB", plain, 400},
+		{"multipart/form-data; boundary=BBB ; charset=utf-8", plain, 400},
+		{"multipart/form-data; boundary=BBB", plain, 200},
+		{`multipart/form-data; BOUNDARY="BBB"; charset=utf-8`, plain, 200},
+	} {
+		t.Run(tt.ctype, func(t *testing.T) {
+			before := h.up.count()
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+				path, tok, tt.ctype, len(tt.body), tt.body)
+			status, resp := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if status != tt.want {
+				t.Fatalf("status %d, want %d: %s", status, tt.want, strings.TrimSpace(resp))
+			}
+			if tt.want != 200 && h.up.count() != before {
+				t.Fatalf("status %d: a multipart body another parser reads differently reached the upstream (grant allows only POST): %s", status, strings.TrimSpace(resp))
+			}
+		})
+	}
+}
+
 // rawExchange writes a request exactly as given and reads the answer.
 func rawExchange(t testing.TB, addr, req string) (int, string) {
 	t.Helper()
