@@ -431,6 +431,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			"the Connection header lists a header that is not hop-by-hop, which the gateway would check but not forward: list only close, keep-alive, upgrade or te there (nothing was forwarded)", CheckScope)
 		return
 	}
+	if k := tokenHeader(r.Header, tok); k != "" {
+		// Likewise: the proxy would drop that header after the checks.
+		g.refuse(w, r, rq, http.StatusBadRequest, "invalid_request",
+			fmt.Sprintf("the %s header carries the mayfly token: send it only in Authorization or Proxy-Authorization (nothing was forwarded)", truncate(k, 64)), CheckToken)
+		return
+	}
 
 	// 3. source address, 4. scope
 	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}

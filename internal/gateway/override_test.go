@@ -434,6 +434,56 @@ func TestConnectionListsOnlyHopByHop(t *testing.T) {
 	}
 }
 
+// The proxy drops every request header holding the job token, after the
+// checks have read the headers: as with a Connection-listed header, the
+// upstream would get a request other than the one checked. A POST whose
+// Content-Type carries the token is opaque to the override check; the
+// upstream would get it without Content-Type, which Rack reads as a form,
+// so _method=DELETE would run where the grant allows only POST. A token in
+// any header but Authorization, Proxy-Authorization and DPoP is refused
+// (400, audited) before the checks.
+func TestProtoTokenInContentTypeDropsIt(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	body := "ref=main&_method=DELETE"
+	for _, tt := range []struct {
+		name, extra string
+		want        int
+	}{
+		{"Content-Type text/plain", "Content-Type: text/plain; x=" + tok + "\r\n", 400},
+		{"Content-Type octet-stream", "Content-Type: application/octet-stream; note=\"" + tok + "\"\r\n", 400},
+		{"another header", "Content-Type: application/octet-stream\r\nX-Note: " + tok + "\r\n", 400},
+		{"Proxy-Authorization too", "Content-Type: application/octet-stream\r\nProxy-Authorization: Bearer " + tok + "\r\n", 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			before, refusals := h.up.count(), len(h.entries())
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n%sContent-Length: %d\r\n\r\n%s",
+				path, tok, tt.extra, len(body), body)
+			status, resp := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if status != tt.want {
+				t.Fatalf("status %d, want %d: %s", status, tt.want, strings.TrimSpace(resp))
+			}
+			if tt.want == 200 {
+				if got := h.up.last(); got.Header.Get("Content-Type") == "" {
+					t.Fatalf("the upstream got POST %s with no Content-Type (Rack reads the body %q as a form: _method=DELETE)", got.Path, body)
+				}
+				return
+			}
+			if h.up.count() != before {
+				t.Fatalf("forwarded: %+v", h.up.last())
+			}
+			if strings.Contains(resp, tok) {
+				t.Fatalf("the answer quotes the token: %s", resp)
+			}
+			es := h.entries()
+			if len(es) != refusals+1 || es[len(es)-1].Status != 400 || es[len(es)-1].Check != CheckToken || strings.Contains(es[len(es)-1].Reason, tok) {
+				t.Fatalf("want one audited refusal without the token, got %d entries, last %+v", len(es)-refusals, es[len(es)-1])
+			}
+		})
+	}
+}
+
 // perGrant mints one credential per grant, as the GitHub App source does:
 // each grant's installation token has that grant's permissions.
 type perGrant struct{}

@@ -67,6 +67,27 @@ func connectionListsEndToEnd(h http.Header) bool {
 	return false
 }
 
+// tokenHeader returns the name of a header other than Authorization,
+// Proxy-Authorization and DPoP that holds the job token tok, or "". The
+// proxy drops such a header after the checks have read it, so that the
+// token never reaches the upstream: with the token in Content-Type, the
+// upstream would get a POST without one, a form to Rack (_method and all),
+// after the checks took its body as opaque. Such a request is refused.
+func tokenHeader(h http.Header, tok string) string {
+	for k, vs := range h {
+		switch k {
+		case "Authorization", "Proxy-Authorization", "Dpop":
+			continue
+		}
+		for _, v := range vs {
+			if strings.Contains(v, tok) {
+				return k
+			}
+		}
+	}
+	return ""
+}
+
 // reservedHeaders are headers whose other spellings ("_" for "-") must not
 // reach an upstream beside the gateway's own: a CGI-style server would
 // read X_Foo as X-Foo, so a client could send a second credential or
