@@ -14,6 +14,7 @@ import (
 	"mime/quotedprintable"
 	"net/http"
 	"net/textproto"
+	"slices"
 	"strings"
 	"unicode/utf8"
 )
@@ -514,9 +515,9 @@ var errMultipart = badOverride("the multipart request body cannot be parsed to c
 // multipartOverrides returns the methods named by the override fields of
 // a multipart body, read raw and, where a part declares a transfer
 // encoding, decoded too. A body it cannot parse strictly is refused, and
-// so is one where a Content-Disposition line mentioning a method appears
-// outside the parts it parsed (a boundary another parser would read
-// differently).
+// so is one where a Content-Disposition or Content-ID line mentioning a
+// method appears outside the parts it parsed (a boundary another parser
+// would read differently).
 func multipartOverrides(body []byte, boundary string) ([]string, error) {
 	mr := multipart.NewReader(bytes.NewReader(body), boundary)
 	var out []string
@@ -533,17 +534,33 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 		if len(cds) > 1 {
 			return nil, errMultipart
 		}
-		if len(cds) == 0 {
-			continue
+		// Rack names a part by its Content-ID when the Content-Disposition
+		// gives it no name Rack reads, or there is none; its pattern finds
+		// "Content-ID:" anywhere in the part's head. Every such name
+		// counts as well as the Content-Disposition's.
+		var names []string
+		for k, vs := range p.Header {
+			if !strings.HasSuffix(strings.ToLower(k), "content-id") {
+				continue
+			}
+			for _, v := range vs {
+				names = append(names, v)
+				if namesMethod([]byte(k + ":" + v)) {
+					seen++
+				}
+			}
 		}
-		if namesMethod([]byte(cds[0])) {
-			seen++
+		if len(cds) == 1 {
+			if namesMethod([]byte(cds[0])) {
+				seen++
+			}
+			_, params, err := mime.ParseMediaType(cds[0])
+			if err != nil {
+				return nil, errMultipart
+			}
+			names = append(names, params["name"])
 		}
-		_, params, err := mime.ParseMediaType(cds[0])
-		if err != nil {
-			return nil, errMultipart
-		}
-		if !isOverrideParam(paramKey(params["name"])) {
+		if !slices.ContainsFunc(names, func(n string) bool { return isOverrideParam(paramKey(n)) }) {
 			continue
 		}
 		v, err := io.ReadAll(p)
@@ -563,18 +580,20 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 			}
 		}
 	}
-	if rawDispositions(body) != seen {
+	if rawNamingHeaders(body) != seen {
 		return nil, badOverride("the multipart request body names a method field outside the parts the gateway can read")
 	}
 	return out, nil
 }
 
-// rawDispositions counts the Content-Disposition headers mentioning
-// "method" that start a line of body, however the parts are delimited. A
-// header runs on over the lines after it that start with a space or tab or
-// have no ":": PHP joins such a line to the header before it with nothing
-// between (name="_me, then thod", is _method).
-func rawDispositions(body []byte) int {
+// rawNamingHeaders counts the lines of body, however the parts are
+// delimited, that start a Content-Disposition header mentioning "method",
+// or hold "Content-ID" and mention it (Rack's name for a part without
+// one). A Content-Disposition header runs on over the lines after it that
+// start with a space or tab or have no ":": PHP joins such a line to the
+// header before it with nothing between (name="_me, then thod", is
+// _method).
+func rawNamingHeaders(body []byte) int {
 	n := 0
 	var cd []byte // the Content-Disposition header being read, its lines joined
 	in := false
@@ -598,12 +617,35 @@ func rawDispositions(body []byte) int {
 		in = len(line) >= len(name) && strings.EqualFold(string(line[:len(name)]), name)
 		if in {
 			cd = append(cd[:0], line...)
+		} else if hasFold(line, "content-id") && namesMethod(line) {
+			n++
 		}
 	}
 	if in && namesMethod(cd) {
 		n++
 	}
 	return n
+}
+
+// hasFold reports whether b holds the lower-case ASCII s, in any case,
+// without allocating (it runs on every line of a body).
+func hasFold(b []byte, s string) bool {
+	for i := 0; i+len(s) <= len(b); i++ {
+		j := 0
+		for ; j < len(s); j++ {
+			c := b[i+j]
+			if 'A' <= c && c <= 'Z' {
+				c += 'a' - 'A'
+			}
+			if c != s[j] {
+				break
+			}
+		}
+		if j == len(s) {
+			return true
+		}
+	}
+	return false
 }
 
 // namesMethod reports whether a header mentions "method", in any case and

@@ -285,6 +285,50 @@ func TestProtoMultipartBoundaryReadTwoWays(t *testing.T) {
 	}
 }
 
+// Rack's multipart parser names a part without Content-Disposition (or
+// whose Content-Disposition has no name it reads) by its Content-ID header
+// (parser.rb: name = head[MULTIPART_CONTENT_ID, 1], in Rack 2.2 and 3.x):
+// with rack 2.2.22, Rack::MethodOverride turns these POSTs into DELETE.
+// Content-ID names are checked like field names, wherever "Content-ID"
+// appears; parts named otherwise (multipart/related uploads, batch
+// requests) pass.
+func TestProtoMultipartContentIDNamesField(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	for _, tt := range []struct {
+		name, ctype, body string
+		want              int
+	}{
+		{"Content-ID only", "", "--b\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"after a form field", "", "--b\r\nContent-Disposition: form-data; name=\"ref\"\r\n\r\nmain\r\n--b\r\nContent-Id: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"disposition without a name", "", "--b\r\nContent-Disposition: form-data\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"name Rack does not read", "", "--b\r\nContent-Disposition: form-data; name = \"x\"\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"X-Content-ID (Rack's pattern is unanchored)", "", "--b\r\nX-Content-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"in the epilogue", "", "--b\r\nContent-ID: <a>\r\n\r\nx\r\n--b--\r\nContent-ID: _method\r\n\r\nDELETE\r\n", 400},
+		{"Content-ID naming POST", "", "--b\r\nContent-ID: _method\r\n\r\nPOST\r\n--b--\r\n", 200},
+		{"multipart/related upload", "multipart/related; boundary=b", "--b\r\nContent-Type: application/json\r\n\r\n{\"name\":\"a\"}\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n", 200},
+		{"batch parts named by Content-ID", "multipart/mixed; boundary=b", "--b\r\nContent-Type: application/http\r\nContent-ID: <item1>\r\n\r\nGET /x HTTP/1.1\r\n\r\n--b--\r\n", 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			ctype := tt.ctype
+			if ctype == "" {
+				ctype = "multipart/form-data; boundary=b"
+			}
+			before := h.up.count()
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: %s\r\nContent-Length: %d\r\n\r\n%s",
+				path, tok, ctype, len(tt.body), tt.body)
+			status, resp := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if status != tt.want {
+				t.Fatalf("status %d, want %d: %s", status, tt.want, strings.TrimSpace(resp))
+			}
+			if tt.want != 200 && h.up.count() != before {
+				t.Fatalf("status %d: a multipart part named _method by its Content-ID (Rack) reached the upstream; the grant allows only POST: %s", status, strings.TrimSpace(resp))
+			}
+		})
+	}
+}
+
 // rawExchange writes a request exactly as given and reads the answer.
 func rawExchange(t testing.TB, addr, req string) (int, string) {
 	t.Helper()
