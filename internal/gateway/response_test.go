@@ -9,6 +9,8 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
+	"html"
+	"html/template"
 	"io"
 	"net"
 	"net/http"
@@ -679,5 +681,38 @@ func TestPresetHeadersSurviveInformational(t *testing.T) {
 				t.Errorf("Cache-Control = %q, want [no-store max-age=60]", got)
 			}
 		})
+	}
+}
+
+// An upstream's HTML error page that quotes the Authorization header it got
+// (Go's html/template, Python's html.escape) writes a credential's "+" as
+// "&#43;" (html/template) and quotes as entities: base64-style secrets
+// (AWS secret keys, many API keys) hold "+". A masker that knew no HTML
+// entity form would let the whole credential reach the job, one entity
+// away from its raw value (SPEC §5: no response ever contains the
+// credential).
+func TestProtoHTMLEscapedCredentialNotMasked(t *testing.T) {
+	const cred = "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY" // AWS's documented example secret key
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{cred}, Auditor: h.aud,
+		ClientIP: clientip.New(nil), AuditTimeout: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(gw.Close)
+	srv := httptest.NewServer(gw)
+	t.Cleanup(srv.Close)
+	page := template.Must(template.New("p").Parse(`<html><body><p>Invalid credentials: {{.}}</p></body></html>`))
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "text/html; charset=utf-8")
+		w.WriteHeader(http.StatusUnauthorized)
+		page.Execute(w, r.Header.Get("Authorization"))
+	})
+	h.up.mu.Unlock()
+	_, body, _ := rawGet(t, srv.Listener.Addr().String(), "/gw/api/repos/acme/app/hostile/page", tok)
+	if got := html.UnescapeString(string(body)); strings.Contains(got, cred) {
+		t.Fatalf("the credential came back HTML-escaped (html.UnescapeString of the page holds it whole): %s", body)
 	}
 }

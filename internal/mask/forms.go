@@ -39,7 +39,12 @@ const MinSecretLen = 8
 //     non-Latin text, and as a reflection may be disguised);
 //   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
 //     file); for an ASCII form the two share one pattern, the characters
-//     with a zero byte between them, which matches at either byte order.
+//     with a zero byte between them, which matches at either byte order;
+//   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
+//     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
+//     templates): a page quoting a credential back. Not as UTF-16 too: a
+//     form is added only where the value holds a character escaped, and
+//     an escaped page in UTF-16 is too rare to double them for.
 //
 // Forms does not check the length of secret; NewMatcher does.
 func Forms(secret []byte) [][]byte {
@@ -71,7 +76,68 @@ func Forms(secret []byte) [][]byte {
 			add(u)
 		}
 	}
+	for _, v := range values {
+		for _, st := range htmlStyles {
+			add(htmlEscape(v, st))
+		}
+	}
 	return out
+}
+
+// htmlStyle is how one HTML or XML escaper writes the characters whose
+// entity differs between escapers; all write &amp; &lt; &gt;. "" keeps
+// the character as it is.
+type htmlStyle struct {
+	quot, apos, plus, eq, slash string
+}
+
+// htmlStyles lists common escapers, as percentSafe does for
+// percent-encoders: each writes a character the same way wherever it
+// occurs, so one form per escaper covers what it writes.
+var htmlStyles = []htmlStyle{
+	{quot: "&#34;", apos: "&#39;"},                                 // Go's html.EscapeString and encoding/xml, Jinja2 (MarkupSafe), OWASP Java Encoder
+	{quot: "&#34;", apos: "&#39;", plus: "&#43;"},                  // Go's html/template
+	{quot: "&#34;", apos: "&#39;", plus: "&#43;", eq: "&#61;"},     // Go's html/template, unquoted attribute
+	{quot: "&quot;", apos: "&#039;"},                               // PHP's htmlspecialchars (ENT_QUOTES, the default since 8.1)
+	{quot: "&quot;"},                                               // PHP's htmlspecialchars before 8.1, Apache Commons escapeHtml4
+	{quot: "&quot;", apos: "&apos;"},                               // PHP's ENT_HTML5, XML escapers (Commons escapeXml10, .NET SecurityElement)
+	{quot: "&quot;", apos: "&#x27;"},                               // Python's html.escape, Django, React
+	{quot: "&quot;", apos: "&#39;"},                                // Ruby's CGI.escapeHTML and ERB, .NET's WebUtility.HtmlEncode, Spring, lodash
+	{quot: "&quot;", apos: "&#x27;", plus: "&#x2B;"},               // ASP.NET Core's HtmlEncoder (Razor)
+	{quot: "&quot;", apos: "&#x27;", eq: "&#x3D;"},                 // Handlebars
+	{quot: "&quot;", apos: "&#39;", eq: "&#x3D;", slash: "&#x2F;"}, // mustache.js
+}
+
+// htmlEscape escapes v as an HTML or XML escaper of style st writes it.
+func htmlEscape(v []byte, st htmlStyle) string {
+	var b strings.Builder
+	for _, c := range v {
+		e := ""
+		switch c {
+		case '&':
+			e = "&amp;"
+		case '<':
+			e = "&lt;"
+		case '>':
+			e = "&gt;"
+		case '"':
+			e = st.quot
+		case '\'':
+			e = st.apos
+		case '+':
+			e = st.plus
+		case '=':
+			e = st.eq
+		case '/':
+			e = st.slash
+		}
+		if e == "" {
+			b.WriteByte(c)
+		} else {
+			b.WriteString(e)
+		}
+	}
+	return b.String()
 }
 
 // utf16Forms returns f as UTF-16: for ASCII, the bytes with a zero between

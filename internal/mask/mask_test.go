@@ -3,8 +3,10 @@ package mask
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/xml"
 	"errors"
 	"fmt"
+	"html/template"
 	"math/rand/v2"
 	"net/url"
 	"strings"
@@ -114,7 +116,8 @@ func TestForms(t *testing.T) {
 		{"hunter2-plain", []string{"hunter2-plain", "aHVudGVyMi1wbGFpbg==", "aHVudGVyMi1wbGFpbg",
 			"68756e746572322d706c61696e", "68756E746572322D706C61696E"}, nil},
 		{"a b/c\"d&e\n", []string{"a b/c\"d&e\n", "a+b%2Fc%22d%26e%0A", "a%20b%2Fc%22d%26e%0A", "a+b%2fc%22d%26e%0a",
-			"a%20b%2Fc%22d&e%0A", "a%20b%2Fc%22d%26e%0A", `a b/c\"d&e\n`, `a b\/c\"d&e\n`, `a b/c\"d\u0026e\n`}, nil},
+			"a%20b%2Fc%22d&e%0A", "a%20b%2Fc%22d%26e%0A", `a b/c\"d&e\n`, `a b\/c\"d&e\n`, `a b/c\"d\u0026e\n`,
+			"a b/c&quot;d&amp;e\n", "a b/c&#34;d&amp;e\n", "a b&#x2F;c&quot;d&amp;e\n"}, nil},
 		{"line-one-aaaa\r\nline-two-bbbb\nshort\n", []string{"line-one-aaaa", "line-two-bbbb",
 			base64.StdEncoding.EncodeToString([]byte("line-two-bbbb"))}, []string{"short"}},
 		{"caf\u00e9-\U0001F511-key", []string{`caf\u00e9-\ud83d\udd11-key`}, nil},
@@ -198,6 +201,15 @@ func TestEncoderOutputs(t *testing.T) {
 		{"Java URLEncoder", "abc~def*ghi-secret", "q=abc%7Edef*ghi-secret", "ghi-secret"},
 		{".NET HttpUtility.UrlEncode", "abc+def~ghi=jkl!*", "q=abc%2bdef%7eghi%3djkl!*", "jkl"},
 		{"JavaScript encodeURI", "pass word/x=1;y", "https://h/?pass%20word/x=1;y", "word/x"},
+		// HTML and XML escapers, as a page quoting a credential writes it.
+		{"Go html/template +", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", goTemplate(t, `<p>{{.}}</p>`, "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY"), "bPxRfiCYEXAMPLEKEY"},
+		{"Go html/template unquoted attribute", "dXNlcjpwYXNzd29yZDEy+w==", goTemplate(t, `<a title={{.}}>`, "dXNlcjpwYXNzd29yZDEy+w=="), "dXNlcjpwYXNzd29yZDEy"},
+		{"Go encoding/xml", `p&ss<w>"o'rd-secret`, "<k>" + xmlText(`p&ss<w>"o'rd-secret`) + "</k>", "rd-secret"},
+		{"PHP htmlspecialchars", `it's"a&long-secret`, `<b>it&#039;s&quot;a&amp;long-secret</b>`, "long-secret"},
+		{"PHP htmlspecialchars before 8.1", `it's"a&long-secret`, `<b>it's&quot;a&amp;long-secret</b>`, "long-secret"},
+		{"Python html.escape", `it's"a&long-secret`, `<b>it&#x27;s&quot;a&amp;long-secret</b>`, "long-secret"},
+		{"ASP.NET Core HtmlEncoder", "AKIAx+y/z0Secret+Key", "<td>AKIAx&#x2B;y/z0Secret&#x2B;Key</td>", "z0Secret"},
+		{"mustache.js", "abc/def=ghi/secret", "<td>abc&#x2F;def&#x3D;ghi&#x2F;secret</td>", "ghi"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestMatcher(t, tc.secret)
@@ -206,6 +218,22 @@ func TestEncoderOutputs(t *testing.T) {
 			}
 		})
 	}
+}
+
+// goTemplate executes an html/template with data.
+func goTemplate(t *testing.T, text, data string) string {
+	var b strings.Builder
+	if err := template.Must(template.New("").Parse(text)).Execute(&b, data); err != nil {
+		t.Fatal(err)
+	}
+	return b.String()
+}
+
+// xmlText is s as encoding/xml escapes text.
+func xmlText(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
 }
 
 // TestEveryForm feeds every form of every test secret, alone and inside
