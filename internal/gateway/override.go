@@ -530,35 +530,35 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 		if err != nil {
 			return nil, errMultipart
 		}
-		cds := p.Header[textproto.CanonicalMIMEHeaderKey("Content-Disposition")]
-		if len(cds) > 1 {
+		if len(p.Header[textproto.CanonicalMIMEHeaderKey("Content-Disposition")]) > 1 {
 			return nil, errMultipart
 		}
 		// Rack names a part by its Content-ID when the Content-Disposition
-		// gives it no name Rack reads, or there is none; its pattern finds
-		// "Content-ID:" anywhere in the part's head. Every such name
-		// counts as well as the Content-Disposition's.
+		// gives it no name Rack reads, or there is none; its patterns find
+		// "Content-ID:" and "Content-Disposition:" anywhere in the part's
+		// head (X-Content-Disposition too, whichever comes first). Every
+		// such name counts as well as the Content-Disposition's.
 		var names []string
 		for k, vs := range p.Header {
-			if !strings.HasSuffix(strings.ToLower(k), "content-id") {
+			lk := strings.ToLower(k)
+			id, cd := strings.HasSuffix(lk, "content-id"), strings.HasSuffix(lk, "content-disposition")
+			if !id && !cd {
 				continue
 			}
 			for _, v := range vs {
-				names = append(names, v)
 				if namesMethod([]byte(k + ":" + v)) {
 					seen++
 				}
+				if id {
+					names = append(names, v)
+					continue
+				}
+				_, params, err := mime.ParseMediaType(v)
+				if err != nil {
+					return nil, errMultipart
+				}
+				names = append(names, params["name"])
 			}
-		}
-		if len(cds) == 1 {
-			if namesMethod([]byte(cds[0])) {
-				seen++
-			}
-			_, params, err := mime.ParseMediaType(cds[0])
-			if err != nil {
-				return nil, errMultipart
-			}
-			names = append(names, params["name"])
 		}
 		if !slices.ContainsFunc(names, func(n string) bool { return isOverrideParam(paramKey(n)) }) {
 			continue
@@ -587,7 +587,8 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 }
 
 // rawNamingHeaders counts the lines of body, however the parts are
-// delimited, that start a Content-Disposition header mentioning "method",
+// delimited, that hold a Content-Disposition header (X-Content-Disposition
+// too: Rack's pattern is unanchored) mentioning "method",
 // or hold "Content-ID" and mention it (Rack's name for a part without
 // one). A Content-Disposition header runs on over the lines after it that
 // start with a space or tab or have no ":": PHP joins such a line to the
@@ -613,8 +614,7 @@ func rawNamingHeaders(body []byte) int {
 			n++
 		}
 		line = bytes.TrimLeft(line, " \t")
-		const name = "content-disposition"
-		in = len(line) >= len(name) && strings.EqualFold(string(line[:len(name)]), name)
+		in = hasFold(line, "content-disposition")
 		if in {
 			cd = append(cd[:0], line...)
 		} else if hasFold(line, "content-id") && namesMethod(line) {

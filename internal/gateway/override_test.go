@@ -305,6 +305,7 @@ func TestProtoMultipartContentIDNamesField(t *testing.T) {
 		{"disposition without a name", "", "--b\r\nContent-Disposition: form-data\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
 		{"name Rack does not read", "", "--b\r\nContent-Disposition: form-data; name = \"x\"\r\nContent-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
 		{"X-Content-ID (Rack's pattern is unanchored)", "", "--b\r\nX-Content-ID: _method\r\n\r\nDELETE\r\n--b--\r\n", 403},
+		{"X-Content-Disposition before the real one (Rack's pattern is unanchored)", "", "--b\r\nX-Content-Disposition: form-data; name=\"_method\"\r\nContent-Disposition: form-data; name=\"a\"\r\n\r\nDELETE\r\n--b--\r\n", 403},
 		{"in the epilogue", "", "--b\r\nContent-ID: <a>\r\n\r\nx\r\n--b--\r\nContent-ID: _method\r\n\r\nDELETE\r\n", 400},
 		{"Content-ID naming POST", "", "--b\r\nContent-ID: _method\r\n\r\nPOST\r\n--b--\r\n", 200},
 		{"multipart/related upload", "multipart/related; boundary=b", "--b\r\nContent-Type: application/json\r\n\r\n{\"name\":\"a\"}\r\n--b\r\nContent-Type: text/plain\r\n\r\nhello\r\n--b--\r\n", 200},
