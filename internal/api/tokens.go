@@ -2,6 +2,7 @@ package api
 
 import (
 	"bytes"
+	"context"
 	"encoding/base64"
 	"errors"
 	"fmt"
@@ -146,14 +147,20 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 			writeError(w, 400, "invalid_dpop_proof", "one DPoP proof expected")
 			return
 		}
-		p, err := a.cfg.DPoP.VerifyContext(r.Context(), proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
-		if errors.Is(err, failclosed.ErrUnavailable) {
-			writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
-			return
-		}
+		// Checked now, spent only once the ID token has verified (UseProof):
+		// proofs sent with ID tokens nobody could exchange take no place
+		// in the node's replay cache, which the gateway shares.
+		p, err := a.cfg.DPoP.Check(proofs[0], r.Method, a.publicURL(r)+r.URL.Path, "", "")
 		if err != nil {
 			writeError(w, 400, "invalid_dpop_proof", "DPoP proof rejected: "+dpop.CheckOf(err))
 			return
+		}
+		req.UseProof = func(ctx context.Context) error {
+			err := a.cfg.DPoP.Record(ctx, p)
+			if err == nil || errors.Is(err, failclosed.ErrUnavailable) {
+				return err
+			}
+			return &authority.Error{Status: 400, Code: "invalid_dpop_proof", Description: "DPoP proof rejected: " + dpop.CheckOf(err)}
 		}
 		req.JKT = p.Thumbprint
 		tokenType = "DPoP"

@@ -209,6 +209,14 @@ type ExchangeRequest struct {
 	TTL          time.Duration // 0: the grant's ttl
 	Source       netip.Addr
 	JKT          string // DPoP thumbprint, already verified by the caller
+	// UseProof, when set, spends the DPoP proof that gave JKT. It is
+	// called once, after the ID token and the policy admitted the
+	// exchange and before the lease is issued: a proof sent with an ID
+	// token nobody could exchange is never recorded, so such requests
+	// cannot fill the replay cache. An *Error it returns refuses the
+	// exchange (a replayed proof); any other error is the replay store
+	// failing.
+	UseProof func(context.Context) error
 }
 
 // ExchangeResult is an issued token. Token is the only copy.
@@ -229,6 +237,18 @@ type ExchangeResult struct {
 func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeResult, error) {
 	since := a.cfg.Audit.Size()
 	st := a.current.Load()
+	if use := r.UseProof; use != nil {
+		// A proof spent before a policy change asked to decide again
+		// stays spent for this request: the retry must not find it used.
+		var used bool
+		r.UseProof = func(ctx context.Context) error {
+			if used {
+				return nil
+			}
+			used = true
+			return use(ctx)
+		}
+	}
 	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
 	res, err := a.exchange(ctx, st, r, &ev)
 	for try := 0; errors.Is(err, store.ErrPolicyChanged) && try < 3; try++ {
@@ -472,6 +492,16 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		e.Lease, e.Hint = c.Leases[0], c.Hint
 		return []audit.Event{e}
 	})
+	if r.UseProof != nil {
+		if err := r.UseProof(ctx); err != nil {
+			var re *Error
+			if errors.As(err, &re) {
+				ev.Check = "dpop" // as the gateway names a refused proof
+				return nil, re
+			}
+			return nil, unavailable("record DPoP proof", err)
+		}
+	}
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
 		Claims: id.Claims, Grants: scope, TTL: ttl, MaxTTL: maxTTL, Source: r.Source, BindSource: bind, JKT: r.JKT, MaxUses: maxUses, JTI: once.jti, AtPolicy: &st.version,
 		Note: note})

@@ -498,3 +498,71 @@ func TestAdminDeny(t *testing.T) {
 		}
 	}
 }
+
+// An exchange spends its DPoP proof (UseProof) once, after the ID token and
+// the policy admitted it and before the lease is issued: an exchange refused
+// before that leaves the proof unspent (nobody fills the replay cache
+// without an ID token), and a proof refused there issues nothing, is
+// audited, and leaves the ID token unspent.
+func TestExchangeSpendsProofLast(t *testing.T) {
+	b := newBench(t)
+	ctx := context.Background()
+	main := map[string]any{"repository": "acme/app", "ref": "refs/heads/main"}
+	dev := map[string]any{"repository": "acme/app", "ref": "refs/heads/dev"}
+	replayed := &Error{Status: 400, Code: "invalid_dpop_proof", Description: "DPoP proof rejected: replay"}
+	tests := []struct {
+		name     string
+		claims   map[string]any // nil: a garbage ID token
+		proofErr error
+		calls    int
+		status   int  // 0: granted
+		unavail  bool // the refusal is the store failing
+		check    string
+	}{
+		{name: "garbage ID token", status: 400, check: identity.CheckFormat},
+		{name: "identity not admitted", claims: dev, status: 400, check: "scope"},
+		{name: "granted", claims: main, calls: 1},
+		{name: "proof replayed", claims: main, proofErr: replayed, calls: 1, status: 400, check: "dpop"},
+		{name: "replay store down", claims: main, proofErr: fmt.Errorf("%w: test", failclosed.ErrUnavailable), calls: 1, unavail: true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			raw := "not.a.jwt"
+			if tt.claims != nil {
+				raw = b.mint(t, tt.claims)
+			}
+			calls := 0
+			use := func(context.Context) error { calls++; return tt.proofErr }
+			res, err := b.a.Exchange(ctx, ExchangeRequest{SubjectToken: raw, Scope: []string{"deploy"}, Source: otherAddr, JKT: "thumb", UseProof: use})
+			if calls != tt.calls {
+				t.Errorf("proof spent %d times, want %d", calls, tt.calls)
+			}
+			switch {
+			case tt.unavail:
+				if !errors.Is(err, failclosed.ErrUnavailable) {
+					t.Fatalf("Exchange = %v, want unavailable", err)
+				}
+			case tt.status == 0:
+				if err != nil || res.Token == "" {
+					t.Fatalf("Exchange = %+v, %v", res, err)
+				}
+				return
+			default:
+				var re *Error
+				if !errors.As(err, &re) || re.Status != tt.status {
+					t.Fatalf("Exchange = %v, want %d", err, tt.status)
+				}
+				if ev, _ := b.rec.last(audit.TypeExchange); ev.Status != tt.status || ev.Check != tt.check {
+					t.Errorf("entry status %d check %q, want %d %q", ev.Status, ev.Check, tt.status, tt.check)
+				}
+			}
+			if tt.calls == 0 {
+				return
+			}
+			// Nothing was issued: the ID token is still unspent.
+			if _, err := b.a.Exchange(ctx, ExchangeRequest{SubjectToken: raw, Scope: []string{"deploy"}, Source: otherAddr}); err != nil {
+				t.Errorf("the ID token of an exchange refused for its proof does not exchange again: %v", err)
+			}
+		})
+	}
+}

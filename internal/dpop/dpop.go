@@ -109,6 +109,9 @@ type Proof struct {
 	HTM        string
 	HTU        string
 	IssuedAt   time.Time
+
+	key     [32]byte  // replay-cache key of (thumbprint, jti)
+	expires time.Time // when the jti may be forgotten: iat + window
 }
 
 // Error says which check refused a proof. It never contains the proof or
@@ -182,8 +185,25 @@ func (v *Verifier) Verify(proofJWT, method, requestURL, accessToken, wantThumbpr
 	return v.VerifyContext(context.Background(), proofJWT, method, requestURL, accessToken, wantThumbprint)
 }
 
-// VerifyContext is Verify with a context for the shared replay store.
+// VerifyContext is Verify with a context for the shared replay store: Check
+// then Record.
 func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
+	p, err := v.Check(proofJWT, method, requestURL, accessToken, wantThumbprint)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.Record(ctx, p); err != nil {
+		return nil, err
+	}
+	return p, nil
+}
+
+// Check is Verify without recording the jti: a proof it accepts is not yet
+// spent, and must go through Record before whatever it authorizes is done.
+// The token exchange checks first and records only once the ID token has
+// verified, so that exchanges nobody is entitled to cannot fill the
+// replay cache.
+func (v *Verifier) Check(proofJWT, method, requestURL, accessToken, wantThumbprint string) (*Proof, error) {
 	if len(proofJWT) > v.maxSize {
 		return nil, fail(CheckSize, "proof is %d bytes, more than %d", len(proofJWT), v.maxSize)
 	}
@@ -278,29 +298,46 @@ func (v *Verifier) VerifyContext(ctx context.Context, proofJWT, method, requestU
 		return nil, fail(CheckThumbprint, "proof key is not the key the token is bound to")
 	}
 
-	key := sha256.Sum256([]byte(thumb + "\x00" + *c.JTI))
-	switch v.replay.add(key, iat.Add(v.window).UnixNano(), now.UnixNano()) {
+	return &Proof{Thumbprint: thumb, JTI: *c.JTI, HTM: *c.HTM, HTU: gotHTU, IssuedAt: iat,
+		key: sha256.Sum256([]byte(thumb + "\x00" + *c.JTI)), expires: iat.Add(v.window)}, nil
+}
+
+// Record spends a proof Check accepted: it is refused (CheckReplay) when
+// its jti was already recorded, here or, with a shared store, on any node.
+// Recording is atomic, so of two uses of one proof at once only one
+// succeeds.
+func (v *Verifier) Record(ctx context.Context, p *Proof) error {
+	if p == nil || p.key == ([32]byte{}) {
+		return fail(CheckFormat, "not a checked proof")
+	}
+	now := v.now()
+	// A proof whose window closed between Check and Record would be
+	// forgotten at once, letting a second use of it in through.
+	if now.After(p.expires) {
+		return fail(CheckIssuedAt, "the proof expired before it could be recorded")
+	}
+	switch v.replay.add(p.key, p.expires.UnixNano(), now.UnixNano()) {
 	case replaySeen:
-		return nil, fail(CheckReplay, "jti already used")
+		return fail(CheckReplay, "jti already used")
 	case replayFull:
 		// With a shared store, that is the record and the memory only
 		// answers a replay without a round trip: full, it must not turn
-		// honest proofs away (proofs sent with garbage ID tokens fill it).
-		// Without one, the memory is the only record, and full refuses.
+		// honest proofs away. Without one, the memory is the only record,
+		// and full refuses.
 		if v.shared == nil {
-			return nil, fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
+			return fail(CheckReplayCacheFull, "too many recent proofs; try again shortly")
 		}
 	}
 	if v.shared != nil {
-		fresh, err := v.shared.UseJTI(ctx, sharedIssuer, hex.EncodeToString(key[:]), iat.Add(v.window))
+		fresh, err := v.shared.UseJTI(ctx, sharedIssuer, hex.EncodeToString(p.key[:]), p.expires)
 		if err != nil {
-			return nil, fmt.Errorf("dpop: replay check %w: %v", failclosed.ErrUnavailable, err)
+			return fmt.Errorf("dpop: replay check %w: %v", failclosed.ErrUnavailable, err)
 		}
 		if !fresh {
-			return nil, fail(CheckReplay, "jti already used")
+			return fail(CheckReplay, "jti already used")
 		}
 	}
-	return &Proof{Thumbprint: thumb, JTI: *c.JTI, HTM: *c.HTM, HTU: gotHTU, IssuedAt: iat}, nil
+	return nil
 }
 
 // AccessTokenHash is a proof's ath for token: base64url(SHA-256(token)).

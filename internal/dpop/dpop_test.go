@@ -1,6 +1,7 @@
 package dpop
 
 import (
+	"context"
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/ed25519"
@@ -353,6 +354,58 @@ func TestReplayConcurrent(t *testing.T) {
 	wg.Wait()
 	if wins.Load() != 1 || replays.Load() != n-1 {
 		t.Fatalf("wins=%d replays=%d", wins.Load(), replays.Load())
+	}
+}
+
+// Check spends nothing; Record spends a checked proof once, atomically,
+// and refuses one whose window closed after it was checked (forgotten at
+// once, it could be recorded again).
+func TestCheckThenRecord(t *testing.T) {
+	clk := newClock()
+	v := NewVerifier(Options{Now: clk.Now, ReplayCacheSize: 16})
+	proof, err := NewProof(ecKey(), "POST", testURL, "", clk.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 100 { // more than the cache holds
+		if _, err := v.Check(proof, "POST", testURL, "", ""); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := v.replay.len(); n != 0 {
+		t.Fatalf("Check recorded %d jtis", n)
+	}
+	p, _ := v.Check(proof, "POST", testURL, "", "")
+	const n = 16
+	var wins atomic.Int32
+	var wg sync.WaitGroup
+	for range n {
+		wg.Go(func() {
+			switch err := v.Record(context.Background(), p); CheckOf(err) {
+			case "":
+				wins.Add(1)
+			case CheckReplay:
+			default:
+				t.Errorf("unexpected: %v", err)
+			}
+		})
+	}
+	wg.Wait()
+	if wins.Load() != 1 {
+		t.Fatalf("one proof recorded %d times", wins.Load())
+	}
+
+	late, _ := NewProof(ecKey(), "POST", testURL, "", clk.Now())
+	p, err = v.Check(late, "POST", testURL, "", "")
+	if err != nil {
+		t.Fatal(err)
+	}
+	clk.Add(DefaultWindow + time.Second)
+	if err := v.Record(context.Background(), p); CheckOf(err) != CheckIssuedAt {
+		t.Fatalf("a proof recorded after its window: %v", err)
+	}
+	if err := v.Record(context.Background(), &Proof{}); err == nil {
+		t.Fatal("a proof Check never saw was recorded")
 	}
 }
 
