@@ -2,9 +2,14 @@ package api
 
 import (
 	"context"
+	"fmt"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/authority"
 )
 
 // When the table is full of busy keys, an eviction frees about a tenth of
@@ -200,5 +205,58 @@ func TestBudget(t *testing.T) {
 				t.Fatalf("still closed %v later", w)
 			}
 		})
+	}
+}
+
+// TestDoSExchangeRateLimitPerIPv6Address: per-address limits count an IPv6
+// client by its /64. Keyed by the full address, one host (handed a whole
+// /64) found a fresh bucket at each address and was never limited, and
+// every refused exchange or control-plane call is a durable audit entry:
+// one host could grow the append-only log without bound.
+func TestDoSExchangeRateLimitPerIPv6Address(t *testing.T) {
+	const n = 1000
+	addrs := []struct {
+		name string
+		addr func(i int) string
+	}{
+		{"one IPv4 address", func(int) string { return "192.0.2.7" }},
+		{"one IPv6 /64", func(i int) string { return fmt.Sprintf("2001:db8:1:2::%x", i+1) }},
+	}
+	endpoints := []struct {
+		name string
+		max  int // entries one address may make: the burst and a little
+		run  func(t *testing.T, from func(i int) string) int
+	}{
+		{"refused exchanges (token_burst 5)", 10, func(t *testing.T, from func(i int) string) int {
+			log := &entries{fail: map[string]bool{}}
+			a, err := New(Config{Authority: authority.New(authority.Config{Audit: log}), Limits: Limits{MaxBody: 100, TokenRate: 1, TokenBurst: 5}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			body := "grant_type=" + grantTokenExchange + "&subject_token_type=" + typeIDToken + "&subject_token=" + strings.Repeat("a", 200)
+			for i := range n {
+				r := httptest.NewRequest("POST", "/v1/token", strings.NewReader(body))
+				r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+				r.RemoteAddr = "[" + from(i) + "]:40000"
+				a.ServeHTTP(httptest.NewRecorder(), r)
+			}
+			return len(log.all())
+		}},
+		{"refused control-plane calls (admin_burst 200)", n / 2, func(t *testing.T, from func(i int) string) int {
+			b := newAdminBench(t, nil)
+			for i := range n {
+				b.do("GET", "/v1/secrets", "["+from(i)+"]", "", "", false)
+			}
+			return len(b.log.all())
+		}},
+	}
+	for _, ep := range endpoints {
+		for _, ad := range addrs {
+			t.Run(ep.name+"/"+ad.name, func(t *testing.T) {
+				if got := ep.run(t, ad.addr); got > ep.max {
+					t.Errorf("%d requests from %s wrote %d durable audit entries, want at most %d: the rate limit did not apply", n, ad.name, got, ep.max)
+				}
+			})
+		}
 	}
 }

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/sso"
 )
 
@@ -593,7 +594,7 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 // durable audit entry, so one address must not make them at will. It
 // reports whether it answered.
 func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr, page bool) bool {
-	if a.adminRL.allow(src.String()) {
+	if a.adminRL.allow(clientip.RateKey(src)) {
 		return false
 	}
 	w.Header().Set("Retry-After", "1")

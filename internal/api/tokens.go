@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
@@ -87,7 +88,7 @@ func single(r *http.Request, name string) (string, bool) {
 
 func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.tokenRL.allow(src.String()) {
+	if !a.tokenRL.allow(clientip.RateKey(src)) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges from this address")
 		return
@@ -308,7 +309,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.leakRL.allow(src.String()) {
+	if !a.leakRL.allow(clientip.RateKey(src)) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address")
 		return
@@ -328,7 +329,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	// as limits.min_body_rate allows, for up to 30 s) must not hold a
 	// place in the shared queue. What one address reads at once is bounded
 	// here instead, so its slow bodies cost only its own reports.
-	key := src.String()
+	key := clientip.RateKey(src)
 	if !a.leakReads.enter(key) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address at once")

@@ -116,6 +116,19 @@ func (r *Resolver) Addr(req *http.Request) netip.Addr {
 	return client
 }
 
+// RateKey is what a per-address limit counts addr under: an IPv4 address
+// itself, an IPv6 address its /64. One IPv6 host is commonly handed a whole
+// /64 (SLAAC, RFC 7421), so keyed by the full address it would find a fresh
+// bucket at each of 2^64 addresses.
+func RateKey(addr netip.Addr) string {
+	addr = norm(addr)
+	if addr.Is6() {
+		p, _ := addr.Prefix(64)
+		return p.String()
+	}
+	return addr.String()
+}
+
 // parseHop parses "addr", "addr:port", "[v6]:port" or "[v6]".
 func parseHop(s string) (netip.Addr, bool) {
 	if a, err := netip.ParseAddr(s); err == nil {

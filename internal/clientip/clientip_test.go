@@ -102,3 +102,27 @@ func FuzzAddr(f *testing.F) {
 		}
 	})
 }
+
+// Per-address limits count an IPv6 client by its /64, an IPv4 one by its
+// address; the same address in any of its forms is one key.
+func TestRateKey(t *testing.T) {
+	tests := []struct {
+		addr, want string
+	}{
+		{"192.0.2.7", "192.0.2.7"},
+		{"::ffff:192.0.2.7", "192.0.2.7"},
+		{"2001:db8:1:2::1", "2001:db8:1:2::/64"},
+		{"2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"},
+		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
+		{"fe80::1%eth0", "fe80::/64"},
+		{"::1", "::/64"},
+	}
+	for _, tt := range tests {
+		if got := RateKey(netip.MustParseAddr(tt.addr)); got != tt.want {
+			t.Errorf("RateKey(%s) = %q, want %q", tt.addr, got, tt.want)
+		}
+	}
+	if got := RateKey(netip.Addr{}); got == RateKey(netip.MustParseAddr("192.0.2.7")) {
+		t.Errorf("no address shares a key with an address: %q", got)
+	}
+}
