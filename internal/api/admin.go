@@ -41,7 +41,7 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 		deny := func(status int, code, desc, reason, check string) {
 			// Each denial is a durable audit entry: bound how fast one
 			// address can make them (authenticated callers are not limited).
-			if !a.adminRL.allow(clientip.RateKey(src)) {
+			if !a.adminRL.Allow(clientip.RateKey(src)) {
 				w.Header().Set("Retry-After", "1")
 				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
 				return
@@ -73,7 +73,7 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				return
 			}
 			if status != 0 {
-				if !a.adminRL.allow(clientip.RateKey(src)) {
+				if !a.adminRL.Allow(clientip.RateKey(src)) {
 					w.Header().Set("Retry-After", "1")
 					writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
 					return

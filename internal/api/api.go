@@ -30,6 +30,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/ratelimit"
 	"github.com/mayfly-sh/mayfly/internal/sso"
 	"github.com/mayfly-sh/mayfly/internal/version"
 )
@@ -173,9 +174,9 @@ type API struct {
 	cfg      Config
 	mux      *http.ServeMux
 	metrics  *metrics
-	tokenRL  *limiter
-	issuerRL *limiter
-	leakRL   *limiter
+	tokenRL  *ratelimit.Limiter
+	issuerRL *ratelimit.Limiter
+	leakRL   *ratelimit.Limiter
 	leakGate *gate
 	// leakReads bounds the leak report bodies one address sends at once:
 	// they are read before a turn at the gate is taken, so that a slow
@@ -184,7 +185,7 @@ type API struct {
 	// leakBudget is limits.leak_token_rate: tokens named (or KiB read)
 	// per second over all leak reports.
 	leakBudget *budget
-	adminRL    *limiter
+	adminRL    *ratelimit.Limiter
 }
 
 // New builds the API.
@@ -205,16 +206,16 @@ func New(cfg Config) (*API, error) {
 		return nil, err
 	}
 	a.metrics = m
-	a.tokenRL = newLimiter(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
-	a.issuerRL = newLimiter(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
-	a.leakRL = newLimiter(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
+	a.tokenRL = ratelimit.New(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
+	a.issuerRL = ratelimit.New(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
+	a.leakRL = ratelimit.New(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)
 	// As many as the gate could hold from one address before its bodies
 	// were read first: 9 MiB of bodies by default.
 	a.leakReads = newPerKey(cfg.Limits.LeakConcurrency + cfg.Limits.LeakQueue)
 	// Its capacity is a second of work, and at least one report at the cap.
 	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
-	a.adminRL = newLimiter(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
+	a.adminRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil
 }

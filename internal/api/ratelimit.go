@@ -8,65 +8,6 @@ import (
 	"golang.org/x/time/rate"
 )
 
-// limiter is a token bucket per key with a bounded table: when full, the
-// oldest idle keys are dropped, so a flood of addresses cannot grow memory.
-type limiter struct {
-	mu    sync.Mutex
-	r     rate.Limit
-	burst int
-	max   int
-	keys  map[string]*bucket
-}
-
-type bucket struct {
-	l    *rate.Limiter
-	seen time.Time
-}
-
-func newLimiter(perSecond float64, burst, max int) *limiter {
-	return &limiter{r: rate.Limit(perSecond), burst: burst, max: max, keys: map[string]*bucket{}}
-}
-
-func (l *limiter) allow(key string) bool {
-	now := time.Now()
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	b := l.keys[key]
-	if b == nil {
-		if len(l.keys) >= l.max {
-			l.evict(now)
-		}
-		b = &bucket{l: rate.NewLimiter(l.r, l.burst)}
-		l.keys[key] = b
-	}
-	b.seen = now
-	return b.l.AllowN(now, 1)
-}
-
-// evict drops buckets idle long enough to have refilled; if none are, it
-// drops about a tenth of the table.
-func (l *limiter) evict(now time.Time) {
-	full := time.Duration(float64(l.burst)/float64(l.r)*float64(time.Second)) + time.Second
-	for k, b := range l.keys {
-		if now.Sub(b.seen) > full {
-			delete(l.keys, k)
-		}
-	}
-	if len(l.keys) < l.max {
-		return
-	}
-	// Drop a tenth at once: dropping one at a time would rescan the whole
-	// table, under the lock, for every new address of a flood.
-	n := max(len(l.keys)/10, 1)
-	for k := range l.keys {
-		if n <= 0 {
-			break
-		}
-		delete(l.keys, k)
-		n--
-	}
-}
-
 // gate lets n callers work at once and up to queue more wait for a turn;
 // the rest are turned away at once. Waiting costs no CPU.
 type gate struct {

@@ -4,61 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net/http/httptest"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/ratelimit"
 )
-
-// When the table is full of busy keys, an eviction frees about a tenth of
-// it, so a flood of new addresses does not rescan the whole table (under
-// the lock) on every request.
-func TestLimiterEvictsATenth(t *testing.T) {
-	tests := []struct {
-		name     string
-		max      int
-		wantAtMo int // keys left right after the eviction, at most
-	}{
-		{"100", 100, 91},
-		{"1000", 1000, 901},
-	}
-	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			l := newLimiter(1, 1000, tt.max)
-			for i := 0; i < tt.max; i++ {
-				l.allow("k" + strconv.Itoa(i))
-			}
-			if len(l.keys) != tt.max {
-				t.Fatalf("table holds %d keys, want %d", len(l.keys), tt.max)
-			}
-			l.allow("new")
-			if n := len(l.keys); n > tt.wantAtMo {
-				t.Fatalf("after one eviction the table holds %d keys, want at most %d", n, tt.wantAtMo)
-			}
-			if l.keys["new"] == nil {
-				t.Fatal("the new key was not added")
-			}
-		})
-	}
-}
-
-func TestAdminRateLimitBeforeAudit(t *testing.T) {
-	l := newLimiter(1, 3, 100)
-	allowed := 0
-	for i := 0; i < 10; i++ {
-		if l.allow("10.0.0.1") {
-			allowed++
-		}
-	}
-	if allowed != 3 {
-		t.Fatalf("%d of 10 allowed with burst 3", allowed)
-	}
-	if !l.allow("10.0.0.2") {
-		t.Fatal("another address shares the bucket")
-	}
-}
 
 // The leak gate lets n work, q wait, turns the rest away at once, and gives
 // a place back when a waiter's request ends or a turn is done.
@@ -147,16 +99,16 @@ func TestDefaultLimitsAdmitAFleetBehindOneAddress(t *testing.T) {
 	if lim.TokenRate < 100 || lim.TokenBurst < 1000 || lim.IssuerBurst < lim.TokenBurst {
 		t.Fatalf("defaults %+v", lim)
 	}
-	perAddr := newLimiter(lim.TokenRate, lim.TokenBurst, lim.RateLimitTables)
-	perIssuer := newLimiter(lim.IssuerRate, lim.IssuerBurst, 10000)
+	perAddr := ratelimit.New(lim.TokenRate, lim.TokenBurst, lim.RateLimitTables)
+	perIssuer := ratelimit.New(lim.IssuerRate, lim.IssuerBurst, 10000)
 	for i := 0; i < 1000; i++ {
-		if !perAddr.allow("203.0.113.7") || !perIssuer.allow("https://token.actions.githubusercontent.com") {
+		if !perAddr.Allow("203.0.113.7") || !perIssuer.Allow("https://token.actions.githubusercontent.com") {
 			t.Fatalf("job %d of a 1,000-job fan-out from one address refused", i+1)
 		}
 	}
 	refused := 0
 	for i := 0; i < 2000; i++ {
-		if !perAddr.allow("203.0.113.7") {
+		if !perAddr.Allow("203.0.113.7") {
 			refused++
 		}
 	}

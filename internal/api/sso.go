@@ -594,7 +594,7 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 // durable audit entry, so one address must not make them at will. It
 // reports whether it answered.
 func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr, page bool) bool {
-	if a.adminRL.allow(clientip.RateKey(src)) {
+	if a.adminRL.Allow(clientip.RateKey(src)) {
 		return false
 	}
 	w.Header().Set("Retry-After", "1")

@@ -88,7 +88,7 @@ func single(r *http.Request, name string) (string, bool) {
 
 func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.tokenRL.allow(clientip.RateKey(src)) {
+	if !a.tokenRL.Allow(clientip.RateKey(src)) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges from this address")
 		return
@@ -137,7 +137,7 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 	}
 	// Per-issuer limit, keyed by the unverified iss: cheap, and a flood
 	// claiming one issuer cannot starve the others.
-	if iss := unverifiedIssuer(req.SubjectToken); iss != "" && !a.issuerRL.allow(iss) {
+	if iss := unverifiedIssuer(req.SubjectToken); iss != "" && !a.issuerRL.Allow(iss) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges for this issuer")
 		return
@@ -309,7 +309,7 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 
 func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	src := a.cfg.ClientAddr(r)
-	if !a.leakRL.allow(clientip.RateKey(src)) {
+	if !a.leakRL.Allow(clientip.RateKey(src)) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address")
 		return

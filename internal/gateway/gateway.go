@@ -126,6 +126,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/ratelimit"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -148,6 +149,18 @@ const (
 	CheckPolicy = "policy"
 	CheckSecret = "secret"
 	CheckAudit  = "audit"
+	// CheckRateLimited counts refusals answered 429 and not recorded:
+	// over RefusalRate before a live lease was found.
+	CheckRateLimited = "rate_limited"
+)
+
+// Defaults of the refusal limit: as generous as the exchange's per
+// address (a fleet behind one NAT; git asks once without credentials
+// before it sends them).
+const (
+	DefaultRefusalRate  = 100
+	DefaultRefusalBurst = 1000
+	refusalTable        = 100_000 // addresses tracked
 )
 
 // Leases looks up live job tokens (*lease.Manager). Ended says whether a
@@ -235,7 +248,14 @@ type Config struct {
 	// gateway reads to find a method override in it (default 1 MiB); a
 	// larger one is refused (413), never forwarded unchecked.
 	MaxInspectedBody int64
-	Now              func() time.Time
+	// RefusalRate and RefusalBurst bound, per address (IPv6 by /64), the
+	// requests refused before a live lease is found (no route, no token,
+	// an unknown, expired or revoked one): each is a durable audit entry,
+	// which nobody must make at will. Over them: 429, nothing recorded.
+	// Defaults DefaultRefusalRate and DefaultRefusalBurst.
+	RefusalRate  float64
+	RefusalBurst int
+	Now          func() time.Time
 }
 
 // Gateway is the reverse proxy. It is safe for concurrent use.
@@ -253,6 +273,7 @@ type Gateway struct {
 	// again after masking.
 	gzipPool sync.Pool
 	allow    [32]map[string]any // allowDetail's shared maps, by rule
+	refusals *ratelimit.Limiter // per address, before a live lease
 
 	mu         sync.Mutex
 	transports map[string]*upstreamTransport // by upstream name
@@ -291,6 +312,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 256
 	}
+	if cfg.RefusalRate <= 0 {
+		cfg.RefusalRate = DefaultRefusalRate
+	}
+	if cfg.RefusalBurst <= 0 {
+		cfg.RefusalBurst = DefaultRefusalBurst
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -309,6 +336,7 @@ func New(cfg Config) (*Gateway, error) {
 	if g.dpop == nil {
 		g.dpop = dpop.NewVerifier(dpop.Options{})
 	}
+	g.refusals = ratelimit.New(cfg.RefusalRate, cfg.RefusalBurst, refusalTable)
 	for i := range g.allow {
 		g.allow[i] = map[string]any{"decision": "allow", "rule": i}
 	}
@@ -336,6 +364,8 @@ type request struct {
 	tok     string
 	scheme  string
 	live    *lease.Live
+	leased  bool   // a live lease was found: refusals are no longer rate limited
+	rateKey string // the address's clientip.RateKey
 	upLabel string // metrics label: a known upstream's name or "-"
 	dest    string // the clean upstream path of a Destination header
 	audit   auditCtx
@@ -349,6 +379,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if addr.IsValid() {
 		rq.ev.Source = addr.String()
 	}
+	rq.rateKey = clientip.RateKey(addr)
 
 	full := requestPath(r)
 	rest, ok := strings.CutPrefix(full, g.cfg.Prefix)
@@ -406,6 +437,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.refuse(w, r, rq, http.StatusUnauthorized, "invalid_token", desc, CheckToken)
 		return
 	}
+	rq.leased = true
 
 	pol := g.cfg.Policies.Current()
 	if pol == nil {
@@ -609,13 +641,20 @@ func (g *Gateway) allowDetail(rule int) map[string]any {
 	return map[string]any{"decision": "allow", "rule": rule}
 }
 
-// refuse records a refusal and answers it.
+// refuse records a refusal and answers it. Before a live lease is found
+// the caller is nobody known, so each address may make only so many
+// recorded refusals (RefusalRate); past that it gets 429, unrecorded.
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, status int, code, desc, check string) {
-	rq.ev.Status, rq.ev.Check, rq.ev.Reason = status, check, desc
-	if _, err := g.record(r.Context(), rq.ev); err != nil {
-		g.log.Error("gateway: audit entry not written", "err", err)
-		status, code, desc = http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable"
-		check = CheckAudit
+	if !rq.leased && !g.refusals.Allow(rq.rateKey) {
+		w.Header().Set("Retry-After", "1")
+		status, code, desc, check = http.StatusTooManyRequests, "rate_limited", "too many refused requests from this address; retry later", CheckRateLimited
+	} else {
+		rq.ev.Status, rq.ev.Check, rq.ev.Reason = status, check, desc
+		if _, err := g.record(r.Context(), rq.ev); err != nil {
+			g.log.Error("gateway: audit entry not written", "err", err)
+			status, code, desc = http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable"
+			check = CheckAudit
+		}
 	}
 	g.answer(w, r, rq, status, code, desc, check)
 }

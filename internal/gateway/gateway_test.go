@@ -29,6 +29,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -359,6 +360,12 @@ grants:
 
 func newHarness(t *testing.T) *harness {
 	t.Helper()
+	return newHarnessWith(t, nil)
+}
+
+// newHarnessWith is newHarness with the gateway's Config changed by opt.
+func newHarnessWith(t *testing.T, opt func(*Config)) *harness {
+	t.Helper()
 	ctx := context.Background()
 	h := &harness{t: t, up: newUpstream(t), clk: &clock{t: time.Now()}, pol: &policyHolder{}, reg: prometheus.NewRegistry()}
 	db := storetest.SQLite(t).DB
@@ -399,8 +406,12 @@ func newHarness(t *testing.T) *harness {
 		t.Fatal(err)
 	}
 	h.pol.p.Store(p)
-	h.gw, err = New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
-		ClientIP: clientip.New(nil), Registerer: h.reg, AuditTimeout: 10 * time.Second})
+	cfg := Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
+		ClientIP: clientip.New(nil), Registerer: h.reg, AuditTimeout: 10 * time.Second}
+	if opt != nil {
+		opt(&cfg)
+	}
+	h.gw, err = New(cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -1626,4 +1637,110 @@ func badChecksum(tok string) string {
 		c = "1"
 	}
 	return tok[:len(tok)-1] + c
+}
+
+// TestDoSUnauthenticatedRefusalsUnlimited: each refused gateway request is a
+// durable entry in the append-only log, so before a live lease is found
+// (nobody is known yet) one address, IPv6 by its /64, may make only
+// RefusalBurst of them at once and RefusalRate a second; past that it gets
+// 429 with Retry-After, counted in mayfly_gateway_refused_total
+// {check="rate_limited"} and recorded nowhere. Without the limit anyone
+// who reached the listener grew the log (and disk) at will. Refusals of a
+// live token, other addresses and allowed requests are not limited.
+func TestDoSUnauthenticatedRefusalsUnlimited(t *testing.T) {
+	const burst, n = 20, 100
+	tests := []struct {
+		name string
+		path string
+		hdr  func(h *harness) map[string]string
+		from func(i int) string
+	}{
+		{"no token", "/gw/api/echo", nil, func(int) string { return "192.0.2.7" }},
+		{"unknown token", "/gw/api/echo", func(*harness) map[string]string { return bearer(mustToken(t)) }, func(int) string { return "192.0.2.7" }},
+		{"revoked token", "/gw/api/echo", func(h *harness) map[string]string {
+			tok := h.issue(lease.Request{Grants: []string{"read"}})
+			if _, _, err := h.leases.RevokeToken(context.Background(), tok, "test"); err != nil {
+				t.Fatal(err)
+			}
+			return bearer(tok)
+		}, func(int) string { return "192.0.2.7" }},
+		{"no such route", "/gw/", nil, func(int) string { return "192.0.2.7" }},
+		{"no token, one IPv6 /64", "/gw/api/echo", nil, func(i int) string { return fmt.Sprintf("2001:db8:1:2::%x", i+1) }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarnessWith(t, func(c *Config) {
+				// The test's X-Forwarded-For says each request's address.
+				c.ClientIP = clientip.New([]netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")})
+				c.RefusalRate, c.RefusalBurst = 0.1, burst
+			})
+			send := func(path, from string, hdr map[string]string) *http.Response {
+				req, _ := http.NewRequest("GET", h.srv.URL+path, nil)
+				for k, v := range hdr {
+					req.Header.Set(k, v)
+				}
+				req.Header.Set("X-Forwarded-For", from)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				io.Copy(io.Discard, resp.Body)
+				resp.Body.Close()
+				return resp
+			}
+			var hdr map[string]string
+			if tt.hdr != nil {
+				hdr = tt.hdr(h)
+			}
+			before := len(h.entries())
+			limited := 0
+			for i := range n {
+				resp := send(tt.path, tt.from(i), hdr)
+				switch resp.StatusCode {
+				case http.StatusTooManyRequests:
+					limited++
+					if resp.Header.Get("Retry-After") == "" {
+						t.Fatal("429 without Retry-After")
+					}
+				case http.StatusUnauthorized, http.StatusNotFound:
+				default:
+					t.Fatalf("request %d: %d", i, resp.StatusCode)
+				}
+			}
+			if got := len(h.entries()) - before; got > burst+1 {
+				t.Errorf("%d refused requests from one address wrote %d durable audit entries, want at most %d", n, got, burst+1)
+			}
+			if limited < n-burst-1 {
+				t.Errorf("%d of %d answered 429, want at least %d", limited, n, n-burst-1)
+			}
+			var counted dto.Metric
+			h.gw.m.refused.WithLabelValues(CheckRateLimited).Write(&counted)
+			if got := int(counted.GetCounter().GetValue()); got != limited {
+				t.Errorf("metric counts %d rate-limited refusals, %d were answered", got, limited)
+			}
+			// Another address is refused and recorded as before.
+			if resp := send(tt.path, "198.51.100.9", hdr); resp.StatusCode == http.StatusTooManyRequests {
+				t.Error("another address is limited too")
+			}
+			// A live token from the limited address is served, and its
+			// refusals are recorded.
+			tok := h.issue(lease.Request{Grants: []string{"read"}})
+			if resp := send("/gw/api/repos/acme/app/x", tt.from(0), bearer(tok)); resp.StatusCode != http.StatusOK {
+				t.Errorf("a live token's allowed request from the limited address: %d", resp.StatusCode)
+			}
+			if resp := send("/gw/api/repos/other/x", tt.from(0), bearer(tok)); resp.StatusCode != http.StatusForbidden {
+				t.Errorf("a live token's refused request from the limited address: %d, want 403", resp.StatusCode)
+			}
+			recorded := false
+			// Journaled, an entry reaches the store a few ms after the answer.
+			for deadline := time.Now().Add(5 * time.Second); !recorded && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+				for _, e := range h.entries() {
+					recorded = recorded || e.Status == http.StatusForbidden && e.Path == "/repos/other/x"
+				}
+			}
+			if !recorded {
+				t.Error("a live token's refusal was not recorded")
+			}
+		})
+	}
 }

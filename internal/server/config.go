@@ -121,6 +121,11 @@ type ConfigLimits struct {
 	// gateway reads to find a method override (default 1 MiB); a larger
 	// one is refused with 413.
 	GatewayMaxInspectedBody int64 `yaml:"gateway_max_inspected_body"`
+	// GatewayRefusalRate and GatewayRefusalBurst bound, per address, the
+	// gateway requests refused before a live token is found (each is an
+	// audit entry); past them 429, unrecorded (defaults 100 and 1000).
+	GatewayRefusalRate  float64 `yaml:"gateway_refusal_rate"`
+	GatewayRefusalBurst int     `yaml:"gateway_refusal_burst"`
 	// MaxLeakTokens caps the distinct tokens of one leak report (default
 	// 1000, at most scan.MaxLeakTokens); LeakConcurrency and LeakQueue
 	// bound the reports worked on and waiting, over all sources (default

@@ -23,5 +23,7 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		PublicURL:  s.publicURL,
 		// Bodies the gateway reads for method overrides.
 		MaxInspectedBody: s.cfg.Limits.GatewayMaxInspectedBody,
+		RefusalRate:      s.cfg.Limits.GatewayRefusalRate,
+		RefusalBurst:     s.cfg.Limits.GatewayRefusalBurst,
 	})
 }

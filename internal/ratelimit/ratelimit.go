@@ -1,0 +1,75 @@
+// Package ratelimit owns per-key rate limits: a token bucket per key (an
+// address's clientip.RateKey, an issuer) in a table of bounded size, so
+// that a flood of new keys cannot grow memory. It answers only whether a
+// key may go on now; what a caller is keyed by, and what a refusal says,
+// is its user's.
+package ratelimit
+
+import (
+	"sync"
+	"time"
+
+	"golang.org/x/time/rate"
+)
+
+// Limiter is a token bucket per key with a bounded table: when full, the
+// oldest idle keys are dropped. It is safe for concurrent use.
+type Limiter struct {
+	mu    sync.Mutex
+	r     rate.Limit
+	burst int
+	max   int
+	keys  map[string]*bucket
+}
+
+type bucket struct {
+	l    *rate.Limiter
+	seen time.Time
+}
+
+// New returns a Limiter letting each key go on perSecond times a second
+// on average and burst times at once, tracking at most max keys.
+func New(perSecond float64, burst, max int) *Limiter {
+	return &Limiter{r: rate.Limit(perSecond), burst: burst, max: max, keys: map[string]*bucket{}}
+}
+
+// Allow takes one from key's bucket, or reports false when it is empty.
+func (l *Limiter) Allow(key string) bool {
+	now := time.Now()
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.keys[key]
+	if b == nil {
+		if len(l.keys) >= l.max {
+			l.evict(now)
+		}
+		b = &bucket{l: rate.NewLimiter(l.r, l.burst)}
+		l.keys[key] = b
+	}
+	b.seen = now
+	return b.l.AllowN(now, 1)
+}
+
+// evict drops buckets idle long enough to have refilled; if none are, it
+// drops about a tenth of the table.
+func (l *Limiter) evict(now time.Time) {
+	full := time.Duration(float64(l.burst)/float64(l.r)*float64(time.Second)) + time.Second
+	for k, b := range l.keys {
+		if now.Sub(b.seen) > full {
+			delete(l.keys, k)
+		}
+	}
+	if len(l.keys) < l.max {
+		return
+	}
+	// Drop a tenth at once: dropping one at a time would rescan the whole
+	// table, under the lock, for every new address of a flood.
+	n := max(len(l.keys)/10, 1)
+	for k := range l.keys {
+		if n <= 0 {
+			break
+		}
+		delete(l.keys, k)
+		n--
+	}
+}

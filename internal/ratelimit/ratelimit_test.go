@@ -1,0 +1,55 @@
+package ratelimit
+
+import (
+	"strconv"
+	"testing"
+)
+
+// When the table is full of busy keys, an eviction frees about a tenth of
+// it, so a flood of new addresses does not rescan the whole table (under
+// the lock) on every request.
+func TestLimiterEvictsATenth(t *testing.T) {
+	tests := []struct {
+		name     string
+		max      int
+		wantAtMo int // keys left right after the eviction, at most
+	}{
+		{"100", 100, 91},
+		{"1000", 1000, 901},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(1, 1000, tt.max)
+			for i := 0; i < tt.max; i++ {
+				l.Allow("k" + strconv.Itoa(i))
+			}
+			if len(l.keys) != tt.max {
+				t.Fatalf("table holds %d keys, want %d", len(l.keys), tt.max)
+			}
+			l.Allow("new")
+			if n := len(l.keys); n > tt.wantAtMo {
+				t.Fatalf("after one eviction the table holds %d keys, want at most %d", n, tt.wantAtMo)
+			}
+			if l.keys["new"] == nil {
+				t.Fatal("the new key was not added")
+			}
+		})
+	}
+}
+
+// A key gets its burst, then waits; another key has its own bucket.
+func TestLimiterPerKey(t *testing.T) {
+	l := New(1, 3, 100)
+	allowed := 0
+	for i := 0; i < 10; i++ {
+		if l.Allow("10.0.0.1") {
+			allowed++
+		}
+	}
+	if allowed != 3 {
+		t.Fatalf("%d of 10 allowed with burst 3", allowed)
+	}
+	if !l.Allow("10.0.0.2") {
+		t.Fatal("another address shares the bucket")
+	}
+}
