@@ -129,8 +129,11 @@ type Limits struct {
 	// second (default 2000): a report costs its distinct tokens, or one
 	// per KiB of its body if that is more. Once it is spent, reports get
 	// 429 before their bodies are read until it has refilled.
-	LeakTokenRate   float64
-	AdminRate       float64 // refused control-plane requests per second per source (default 50)
+	LeakTokenRate float64
+	// AdminRate and AdminBurst bound, per source, the refused
+	// control-plane requests (each audited) and, in a bucket of their own,
+	// the sign-ins started (each stores a state or asks the provider).
+	AdminRate       float64 // per second (default 50)
 	AdminBurst      int     // (default 200)
 	RateLimitTables int     // max addresses tracked per limiter (default 100000)
 }
@@ -186,6 +189,7 @@ type API struct {
 	// per second over all leak reports.
 	leakBudget *budget
 	adminRL    *ratelimit.Limiter
+	signInRL   *ratelimit.Limiter // sign-ins started (admin_rate), per address
 }
 
 // New builds the API.
@@ -216,6 +220,7 @@ func New(cfg Config) (*API, error) {
 	// Its capacity is a second of work, and at least one report at the cap.
 	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
 	a.adminRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
+	a.signInRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()
 	return a, nil
 }

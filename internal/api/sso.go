@@ -16,6 +16,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/ratelimit"
 	"github.com/mayfly-sh/mayfly/internal/sso"
 )
 
@@ -151,6 +152,10 @@ func (a *API) cookie(name, value string, maxAge time.Duration, sameSite http.Sam
 // cli_challenge and cli_state it is a CLI's loopback sign-in.
 func (a *API) uiLogin(w http.ResponseWriter, r *http.Request) {
 	if !a.gate(w, r) {
+		return
+	}
+	// Each start stores a sign-in state: bounded per address.
+	if a.tooMany(w, a.signInRL, a.cfg.ClientAddr(r), true, "too many sign-ins started from this address") {
 		return
 	}
 	var d loginData
@@ -562,6 +567,11 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 	if !a.gateAPI(w, r) {
 		return
 	}
+	// Each start asks the identity provider for a device code: bounded
+	// per address.
+	if a.tooMany(w, a.signInRL, src, false, "too many sign-ins started from this address") {
+		return
+	}
 	da, err := a.cfg.SSO.DeviceAuth(r.Context())
 	switch {
 	case errors.Is(err, sso.ErrNoDevice):
@@ -594,14 +604,20 @@ func (a *API) deviceStart(w http.ResponseWriter, r *http.Request) {
 // durable audit entry, so one address must not make them at will. It
 // reports whether it answered.
 func (a *API) tooManyRefusals(w http.ResponseWriter, src netip.Addr, page bool) bool {
-	if a.adminRL.Allow(clientip.RateKey(src)) {
+	return a.tooMany(w, a.adminRL, src, page, "too many refused requests from this address")
+}
+
+// tooMany answers 429 (a page for a browser, else JSON saying what) when
+// src's bucket in l is empty, and reports whether it answered.
+func (a *API) tooMany(w http.ResponseWriter, l *ratelimit.Limiter, src netip.Addr, page bool, what string) bool {
+	if l.Allow(clientip.RateKey(src)) {
 		return false
 	}
 	w.Header().Set("Retry-After", "1")
 	if page {
-		writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: "Too many refused requests from this address; wait a moment."})
+		writePage(w, http.StatusTooManyRequests, pageData{Title: "Too many attempts", Text: strings.ToUpper(what[:1]) + what[1:] + "; wait a moment."})
 	} else {
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused requests from this address")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", what)
 	}
 	return true
 }

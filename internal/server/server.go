@@ -496,9 +496,10 @@ func (s *Server) Serve(ctx context.Context) error {
 				return
 			case <-sweep.C:
 				s.store.SweepJTIs(bgCtx, time.Now().Add(-2*time.Minute))
-				// Expired sessions and abandoned sign-ins (a day late, so a
-				// session list still shows what just expired).
-				s.store.SweepAdminSessions(bgCtx, time.Now().Add(-24*time.Hour))
+				// Expired sessions a day late, so a session list still
+				// shows what just expired; abandoned sign-ins at once.
+				now := time.Now()
+				s.store.SweepAdminSessions(bgCtx, now.Add(-24*time.Hour), now)
 			case <-sync.C:
 				if err := s.authority.SyncPolicy(bgCtx); err != nil && bgCtx.Err() == nil {
 					s.log.Warn("policy sync failed", "err", err)

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"context"
 	"fmt"
 	"net/http"
 	"testing"
@@ -52,5 +53,57 @@ func TestDeviceRefusalsRateLimited(t *testing.T) {
 	t.Logf("statuses %v; %d refused sign-ins audited", codes, after-before)
 	if after-before > 5 {
 		t.Fatalf("%d refused device polls audited from one address past admin_burst=5", after-before)
+	}
+}
+
+// TestDoSLoginStateUnbounded: starting a sign-in is unauthenticated and
+// costs the server something each time: GET /ui/login stores a sign-in
+// state row, POST /v1/auth/device asks the identity provider for a device
+// code. Nothing bounded how many one address could start (rows were kept
+// a day past their expiry): now each address may start admin_burst at once
+// and admin_rate a second, then gets 429 and nothing is stored or asked.
+func TestDoSLoginStateUnbounded(t *testing.T) {
+	const burst, n = 5, 40
+	tests := []struct {
+		name, method, path string
+		rows               bool // each start stores a sign-in state
+	}{
+		{"browser sign-in", "GET", "/ui/login", true},
+		{"device sign-in", "POST", "/v1/auth/device", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newSSOHarness(t, func(c *Config) { c.Limits.AdminRate, c.Limits.AdminBurst = 0.01, burst })
+			c := &http.Client{CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}
+			limited := 0
+			for range n {
+				req, _ := http.NewRequest(tt.method, h.url+tt.path, nil)
+				resp, err := c.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusTooManyRequests:
+					limited++
+				case http.StatusSeeOther, http.StatusOK:
+				default:
+					t.Fatalf("%s %s: %d", tt.method, tt.path, resp.StatusCode)
+				}
+			}
+			if limited != n-burst {
+				t.Errorf("%d of %d sign-ins started from one address answered 429, want %d (admin_burst %d)", limited, n, n-burst, burst)
+			}
+			if !tt.rows {
+				return
+			}
+			var rows int
+			if err := h.srv.store.SQL().QueryRowContext(context.Background(), `SELECT count(*) FROM admin_logins`).Scan(&rows); err != nil {
+				t.Fatal(err)
+			}
+			if rows > burst {
+				t.Errorf("one address with admin_burst %d made %d stored sign-in states", burst, rows)
+			}
+		})
 	}
 }

@@ -48,6 +48,7 @@ func TestConformance(t *testing.T) {
 		{"reopen keeps data", testReopen},
 		{"minted credentials", testMinted},
 		{"minted names", testMintedNames},
+		{"admin sessions and sign-ins swept", testSweepAdminSessions},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
@@ -1204,4 +1205,36 @@ func pendingCount(t *testing.T, db *store.DB) int {
 		t.Fatal(err)
 	}
 	return n
+}
+
+// Sessions are swept a day after they expire (a session list still shows
+// them); abandoned sign-ins as soon as they expire, so that their number
+// stays bounded by how many may be started within their lifetime.
+func testSweepAdminSessions(t *testing.T, b storetest.Backend) {
+	db := b.DB
+	now := time.Now()
+	logins := map[string]time.Time{"expired": now.Add(-time.Second), "live": now.Add(10 * time.Minute)}
+	for k, exp := range logins {
+		if err := db.PutAdminLogin(ctx, [32]byte{k[0]}, "state", []byte("{}"), exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ses := store.AdminSession{ID: "ses_recent", Hash: [32]byte{1}, Name: "n", Subject: "s", Role: "admin", Via: "browser", Source: "127.0.0.1",
+		CreatedAt: now.Add(-2 * time.Hour), ExpiresAt: now.Add(-time.Hour)}
+	if err := db.CreateAdminSessionNoted(ctx, ses, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := db.SweepAdminSessions(ctx, now.Add(-24*time.Hour), now); err != nil {
+		t.Fatal(err)
+	}
+	var n int
+	if err := db.SQL().QueryRowContext(ctx, `SELECT count(*) FROM admin_logins`).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d sign-ins left (%v), want the live one", n, err)
+	}
+	if _, err := db.TakeAdminLogin(ctx, [32]byte{'l'}, "state", now); err != nil {
+		t.Fatalf("the live sign-in was swept: %v", err)
+	}
+	if _, err := db.AdminSessionByHash(ctx, ses.Hash); err != nil {
+		t.Fatalf("a session expired an hour ago was swept: %v", err)
+	}
 }

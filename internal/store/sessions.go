@@ -116,14 +116,16 @@ func (db *DB) RevokeAdminSessionNoted(ctx context.Context, id string, at time.Ti
 	return nil
 }
 
-// SweepAdminSessions forgets sessions that expired before t, and sign-ins
-// under way that expired before t.
-func (db *DB) SweepAdminSessions(ctx context.Context, t time.Time) error {
+// SweepAdminSessions forgets sessions that expired before sessions, and
+// sign-ins under way that expired before logins (nothing shows those: they
+// go as soon as they expire, so that their number stays bounded by how
+// many may be started within their lifetime).
+func (db *DB) SweepAdminSessions(ctx context.Context, sessions, logins time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if _, err := db.exec(ctx, tx, `DELETE FROM admin_sessions WHERE expires_at < ?`, nanos(t)); err != nil {
+		if _, err := db.exec(ctx, tx, `DELETE FROM admin_sessions WHERE expires_at < ?`, nanos(sessions)); err != nil {
 			return err
 		}
-		_, err := db.exec(ctx, tx, `DELETE FROM admin_logins WHERE expires_at < ?`, nanos(t))
+		_, err := db.exec(ctx, tx, `DELETE FROM admin_logins WHERE expires_at < ?`, nanos(logins))
 		return err
 	})
 	if err != nil {
