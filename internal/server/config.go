@@ -138,6 +138,24 @@ type ConfigLimits struct {
 	LeakTokenRate float64 `yaml:"leak_token_rate"`
 }
 
+// Bounds of limits.max_header_bytes (a request's line and headers): a
+// job's request must fit its token and a DPoP proof (up to 8 KiB), a
+// browser's its cookies.
+const (
+	DefaultMaxHeaderBytes = 64 << 10
+	MinMaxHeaderBytes     = 16 << 10
+)
+
+// check refuses limits the server could not honour as written, rather
+// than run with other values.
+func (l ConfigLimits) check() error {
+	if l.MaxHeaderBytes != 0 && l.MaxHeaderBytes < MinMaxHeaderBytes {
+		return fmt.Errorf("limits.max_header_bytes is %d: it must be at least %d (a request line, a token and a DPoP proof of up to 8 KiB must fit), or unset for %d",
+			l.MaxHeaderBytes, MinMaxHeaderBytes, DefaultMaxHeaderBytes)
+	}
+	return nil
+}
+
 func (l ConfigLimits) api() api.Limits {
 	return api.Limits{MaxBody: l.MaxBody, MaxLeakBody: l.MaxLeakBody, TokenRate: l.TokenRate, TokenBurst: l.TokenBurst,
 		IssuerRate: l.IssuerRate, LeakRate: l.LeakRate, AdminRate: l.AdminRate, AdminBurst: l.AdminBurst,
@@ -189,6 +207,9 @@ func LoadConfigFile(path string) (Config, error) {
 		if err := c.Alerts.Validate(); err != nil {
 			return c, fmt.Errorf("config %s: %w", path, err)
 		}
+	}
+	if err := c.Limits.check(); err != nil {
+		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil
 }

@@ -1,6 +1,8 @@
 package server
 
 import (
+	"context"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -32,6 +34,8 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"alerts: unknown rule", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: leaks}]\n", []string{`FILE: alerts.rules[0]: unknown rule "leaks"`}},
 		{"alerts: bad url", "alerts:\n  targets: [{name: a, url: \"e.com/h\", format: slack}]\n", []string{`alerts.targets[0] (a): url is not an absolute http(s) URL`}},
 		{"alerts: http off loopback", "alerts:\n  targets: [{name: a, url: \"http://10.1.2.3/h\", format: slack}]\n", []string{`alerts.targets[0] (a): an http:// url off loopback`}},
+		{"max_header_bytes too small", "limits:\n  max_header_bytes: 1024\n", []string{`FILE: limits.max_header_bytes is 1024: it must be at least 16384`}},
+		{"max_header_bytes negative", "limits:\n  max_header_bytes: -1\n", []string{`FILE: limits.max_header_bytes is -1`}},
 		{"alerts: bad window", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: refused_burst, window: often}]\n", []string{`alerts.rules[0].window: expected a duration`}},
 	}
 	for _, tc := range tests {
@@ -74,5 +78,55 @@ func TestLoadConfigFileGood(t *testing.T) {
 	os.WriteFile(empty, nil, 0o600)
 	if _, err := LoadConfigFile(empty); err != nil {
 		t.Errorf("empty file: %v", err)
+	}
+}
+
+// An operator's limits.max_header_bytes is what the listener enforces,
+// smaller than the default too (it was silently raised to 64 KiB); one too
+// small for a job's request is refused at start, in words.
+func TestMaxHeaderBytesHonoured(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name string
+		set  int
+		want int    // the listener's MaxHeaderBytes
+		err  string // New refuses
+	}{
+		{"unset", 0, DefaultMaxHeaderBytes, ""},
+		{"smaller than the default", 20000, 20000, ""},
+		{"the minimum", MinMaxHeaderBytes, MinMaxHeaderBytes, ""},
+		{"larger", 1 << 20, 1 << 20, ""},
+		{"too small", 1024, 0, "limits.max_header_bytes is 1024: it must be at least 16384"},
+		{"negative", -5, 0, "limits.max_header_bytes is -5"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := Config{DataDir: dir, InsecureHTTP: true, Listen: "127.0.0.1:0"}
+			cfg.Limits.MaxHeaderBytes = tt.set
+			s, err := New(ctx, cfg, NewLogger(io.Discard, "json", "info"))
+			if tt.err != "" {
+				if err == nil {
+					s.Close(ctx)
+				}
+				if err == nil || !strings.Contains(err.Error(), tt.err) {
+					t.Fatalf("New = %v, want an error saying %q", err, tt.err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Close(ctx)
+			if got := s.http.MaxHeaderBytes; got != tt.want {
+				t.Errorf("listener MaxHeaderBytes %d, want %d", got, tt.want)
+			}
+			if got := s.framingOptions().maxHead; got != tt.want+4096 {
+				t.Errorf("framing maxHead %d, want %d", got, tt.want+4096)
+			}
+		})
 	}
 }

@@ -1,6 +1,7 @@
 package server
 
 import (
+	"cmp"
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
@@ -104,6 +105,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	if err := CheckListen(cfg.Listen, cfg.InsecureHTTP); err != nil {
 		return nil, err
+	}
+	if err := cfg.Limits.check(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
 	}
 	d := datadir.Dir(cfg.DataDir)
 	if err := d.Require(); err != nil {
@@ -319,7 +323,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		ReadTimeout:       orDefault(lim.ReadTimeout, 0), // bodies stream through the gateway: bounded per route instead
 		WriteTimeout:      orDefault(lim.WriteTimeout, 0),
 		IdleTimeout:       orDefault(lim.IdleTimeout, 120*time.Second),
-		MaxHeaderBytes:    max(lim.MaxHeaderBytes, 64<<10),
+		MaxHeaderBytes:    cmp.Or(lim.MaxHeaderBytes, DefaultMaxHeaderBytes),
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	fo := s.framingOptions()
