@@ -191,6 +191,7 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 	var lmap []lineRef
 	remAdd, remDel := 0, 0
 	newLine := 0
+	added := 0 // bytes of the current file's added lines read so far
 	inAdded, skipRest := false, false
 	C, ov := s.chunk, s.overlap
 
@@ -238,6 +239,7 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			continue
 		}
 		if inAdded {
+			added += len(sl)
 			buf = append(buf, bytes.TrimSuffix(sl, []byte("\n"))...)
 			if !full {
 				inAdded = false
@@ -261,11 +263,15 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			switch sl[0] {
 			case '+':
 				remAdd--
-				if fm != nil && bytes.IndexByte(sl, 0) >= 0 {
-					// Binary content (git no longer tells, with --text):
-					// skipped, as the file scanner skips a binary file.
+				// Binary content (git no longer tells, with --text) is
+				// skipped by the file scanner's rule: a NUL in the first
+				// binarySniff bytes. A NUL further on (a crash dump at the
+				// end of a log) leaves the file text, and the lines before
+				// it scanned, as the file scanner does.
+				if k := bytes.IndexByte(sl[1:], 0); fm != nil && k >= 0 && added+k < binarySniff {
 					fm, buf, lmap = nil, nil, nil
 				}
+				added += len(sl) - 1
 				if fm == nil {
 					skipRest = full
 					newLine++
@@ -327,6 +333,7 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			if err := send(); err != nil {
 				return err
 			}
+			added = 0
 			name := unquoteGitPath(line[4:])
 			if name == "/dev/null" {
 				fm = nil
