@@ -219,8 +219,42 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 }
 
 // scan returns the matches that start in b[own0:own1]; b around it is
-// context. Matches are in no particular order.
+// context. Matches are in no particular order. A buffer holding terminal
+// codes is scanned a second time without them (termcodes.go), its matches
+// placed back at their offsets in b; the common buffer costs one search for
+// ESC and '\r'.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
+	out := e.scanOnce(b, own0, own1, depth, file)
+	if depth > 0 || !hasTermCodes(b) {
+		return out
+	}
+	nb, at := stripTermCodes(b)
+	o0, _ := slices.BinarySearch(at, own0)
+	o1, _ := slices.BinarySearch(at, own1)
+	type key struct {
+		rule, pos int
+		decoded   bool
+	}
+	seen := make(map[key]bool, len(out))
+	for _, m := range out {
+		seen[key{m.rule, m.pos, m.enc != ""}] = true
+	}
+	n := len(out)
+	for _, m := range e.scanOnce(nb, o0, o1, depth, file) {
+		m.pos, m.end = at[m.pos], at[m.end-1]+1
+		if k := (key{m.rule, m.pos, m.enc != ""}); !seen[k] {
+			seen[k] = true
+			out = append(out, m)
+		}
+	}
+	if len(out) > n {
+		out = dropShadowedGeneric(e, out)
+	}
+	return out
+}
+
+// scanOnce is scan over b as it is.
+func (e *engine) scanOnce(b []byte, own0, own1, depth int, file string) []rawMatch {
 	st := &scanState{e: e, b: b, own0: own0, own1: own1, depth: depth, code: isSourceCode(file)}
 	if len(e.fileRules) > 0 && file != "" {
 		base := file[strings.LastIndexAny(file, "/\\")+1:]

@@ -78,19 +78,28 @@ func ParseLeakReport(body []byte) *LeakReport {
 		}
 		rep.Tokens = append(rep.Tokens, t)
 	}
-	// In order of appearance, tokens and passwords together.
-	ts, ps := token.Find(body), token.FindPasswords(body)
-	for len(ts) > 0 || len(ps) > 0 {
-		if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
-			add(ts[0].Token)
-			ts = ts[1:]
-		} else {
-			add(ps[0].Password)
-			ps = ps[1:]
-		}
+	texts := [][]byte{body}
+	if hasTermCodes(body) {
+		// A CI log whose colour codes cut a token: read it without them
+		// too, as the scanner does (termcodes.go).
+		nb, _ := stripTermCodes(body)
+		texts = append(texts, nb)
 	}
-	for _, g := range FindGitHubTokens(body) {
-		add(g)
+	for _, text := range texts {
+		// In order of appearance, tokens and passwords together.
+		ts, ps := token.Find(text), token.FindPasswords(text)
+		for len(ts) > 0 || len(ps) > 0 {
+			if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
+				add(ts[0].Token)
+				ts = ts[1:]
+			} else {
+				add(ps[0].Password)
+				ps = ps[1:]
+			}
+		}
+		for _, g := range FindGitHubTokens(text) {
+			add(g)
+		}
 	}
 	trimmed := bytes.TrimSpace(body)
 	var entries []leakEntry
