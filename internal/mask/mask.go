@@ -30,9 +30,11 @@
 //     at 8 times the longest form plus 256). Everything before that is
 //     written at once, without waiting for a line end. Held bytes are
 //     written when Options.Idle passes without input (50 ms by default),
-//     on Flush and on Close: a prompt without a newline still shows. A secret
-//     whose occurrence is split by such a pause is masked only from the
-//     pause on; the part written before it leaks.
+//     on Flush and on Close: a prompt without a newline still shows. On the
+//     idle pause a held beginning of a form of MinSecretLen bytes or more is
+//     masked (a checksummed token's prefix can give the whole back); a
+//     shorter one shows, and a secret split there is masked from the pause
+//     on, its first bytes (fewer than MinSecretLen) written before it.
 //   - Memory is bounded: the masker never holds more than the above,
 //     whatever it is fed.
 //
@@ -352,6 +354,11 @@ func (w *Writer) onIdle() {
 		return
 	}
 	w.armed = false
+	// The pause cuts the stream as its end would: a held beginning of a
+	// form of MinSecretLen bytes or more is masked, since a checksummed
+	// token's prefix gives the whole back (mfy_: its last 6 characters are
+	// the public CRC of the 30 before). A shorter one, a prompt, shows.
+	w.s.markTail(MinSecretLen)
 	_ = w.flushLocked() // the error is sticky: the next call reports it
 }
 
