@@ -247,9 +247,9 @@ func (a *automaton) size() int {
 }
 
 // suspect reports whether b may need masking: it holds a whole pattern, or
-// a '\r' or ESC that the normalising thread would look through, or (tail
-// > 0) ends in the first tail or more bytes of one. It is the raw thread
-// alone, without a scanner: no allocation.
+// a '\r', ESC or '\n' (maybe a wrap) that the normalising thread would
+// look through, or (tail > 0) ends in the first tail or more bytes of one.
+// It is the raw thread alone, without a scanner: no allocation.
 func suspect[T string | []byte](a *automaton, b T, tail int) bool {
 	if a.minLen == 0 || len(b) < a.minLen && (tail <= 0 || len(b) < tail) {
 		return false
@@ -257,7 +257,7 @@ func suspect[T string | []byte](a *automaton, b T, tail int) bool {
 	g := int32(0)
 	for i := 0; i < len(b); i++ {
 		c := b[i]
-		if c == '\r' || c == esc {
+		if c == '\r' || c == esc || c == '\n' {
 			return true
 		}
 		g = a.next(g, c)

@@ -127,7 +127,7 @@ func FuzzMask(f *testing.F) {
 			}
 		}
 		patterns := patternsOf(secrets)
-		if bytes.IndexByte(stream, '\r') < 0 && bytes.IndexByte(stream, esc) < 0 {
+		if len(normalize(stream)) == len(stream) { // nothing for the normalising thread to look through
 			if want := refMask(stream, patterns); !bytes.Equal(out, want) {
 				t.Fatalf("in %q: got %q, want %q", stream, out, want)
 			}

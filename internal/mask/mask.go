@@ -22,19 +22,23 @@
 //     codes ESC[...m, erase and cursor codes; see normThread) is also masked:
 //     matching also runs over the stream with those removed, so a multi-line
 //     secret printed with "\r\n" line ends, or with a colour change in the
-//     middle, is caught. The masked range runs from the first to the last
-//     byte of the match, so escape codes inside it are dropped with it.
+//     middle, is caught. So is a base64 form wrapped into lines of 64 or 76
+//     characters (PEM, MIME, base64(1)): a '\n' or "\r\n" ending a run of
+//     exactly that many base64 characters is removed the same way (wrap.go).
+//     The masked range runs from the first to the last byte of the match,
+//     so escape codes and line ends inside it are dropped with it.
 //   - Output is held back only while it could still be part of a match: at
 //     most the longest form minus one byte (plus, while a match is being
-//     followed across removed '\r' and escape bytes, those bytes, bounded
-//     at 8 times the longest form plus 256). Everything before that is
-//     written at once, without waiting for a line end. Held bytes are
-//     written when Options.Idle passes without input (50 ms by default),
-//     on Flush and on Close: a prompt without a newline still shows. On the
-//     idle pause a held beginning of a form of MinSecretLen bytes or more is
-//     masked (a checksummed token's prefix can give the whole back); a
-//     shorter one shows, and a secret split there is masked from the pause
-//     on, its first bytes (fewer than MinSecretLen) written before it.
+//     followed across removed '\r', escape and line-end bytes, those
+//     bytes, bounded at 8 times the longest form plus 256). Everything
+//     before that is written at once, without waiting for a line end. Held
+//     bytes are written when Options.Idle passes without input (50 ms by
+//     default), on Flush and on Close: a prompt without a newline still
+//     shows. On the idle pause a held beginning of a form of MinSecretLen
+//     bytes or more is masked (a checksummed token's prefix can give the
+//     whole back); a shorter one shows, and a secret split there is masked
+//     from the pause on, its first bytes (fewer than MinSecretLen) written
+//     before it.
 //   - Memory is bounded: the masker never holds more than the above,
 //     whatever it is fed.
 //
@@ -362,16 +366,16 @@ func (w *Writer) onIdle() {
 	_ = w.flushLocked() // the error is sticky: the next call reports it
 }
 
-// normalize removes '\r' and CSI sequences from p, as the normalising thread
-// does from the stream.
+// normalize removes '\r', wrap newlines and CSI sequences from p, as the
+// normalising thread does from the stream.
 func normalize(p []byte) []byte {
-	if bytes.IndexByte(p, '\r') < 0 && bytes.IndexByte(p, esc) < 0 {
+	if bytes.IndexByte(p, '\r') < 0 && bytes.IndexByte(p, esc) < 0 && !hasWrap(p) {
 		return p
 	}
 	var out []byte
 	for i := 0; i < len(p); {
 		switch {
-		case p[i] == '\r':
+		case p[i] == '\r' || p[i] == '\n' && (wrapCarry{}).isWrap(p, i):
 			i++
 			continue
 		case p[i] == esc && i+1 < len(p) && p[i+1] == '[':

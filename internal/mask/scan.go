@@ -1,5 +1,7 @@
 package mask
 
+import "slices"
+
 // A scanner runs the automaton over a stream, records the spans to mask and
 // produces the masked output, holding back only bytes that a match could
 // still cover.
@@ -30,9 +32,11 @@ type scanner struct {
 	pos  int64 // stream position of the next byte
 	norm normThread
 
-	spans []span // disjoint, sorted; those a future match may still overlap
-	done  int64  // every position before done is written or suppressed
-	pend  []byte // the stream bytes [done, pos) not yet written
+	spans []span    // disjoint, sorted; those a future match may still overlap
+	wraps []int64   // stream positions of the wrap newlines in the chunk being scanned (wrap.go)
+	wrap  wrapCarry // what the chunks before it leave to tell them
+	done  int64     // every position before done is written or suppressed
+	pend  []byte    // the stream bytes [done, pos) not yet written
 }
 
 func newScanner(a *automaton, repl string) *scanner {
@@ -50,6 +54,7 @@ func ringSize(maxLen int) int {
 // scan runs both threads over p, recording matches: with the skip filter
 // over long inputs, else byte by byte.
 func (s *scanner) scan(p []byte) {
+	s.findWraps(p)
 	if s.a.skip != nil && len(p) >= minSkipRun && !s.exactOnly {
 		s.scanSkip(p)
 		return
@@ -57,8 +62,25 @@ func (s *scanner) scan(p []byte) {
 	s.scanExact(p)
 }
 
-// scanExact runs both threads over every byte of p.
+// scanExact runs both threads over every byte of p, stopping at each wrap
+// newline (which the dense table does not flag) to start the normalising
+// thread there.
 func (s *scanner) scanExact(p []byte) {
+	for len(s.wraps) > 0 && len(p) > 0 {
+		k, _ := slices.BinarySearch(s.wraps, s.pos)
+		if k == len(s.wraps) || s.wraps[k] >= s.pos+int64(len(p)) {
+			break
+		}
+		w := int(s.wraps[k] - s.pos)
+		s.scanRun(p[:w])
+		s.slowStep(p[w])
+		p = p[w+1:]
+	}
+	s.scanRun(p)
+}
+
+// scanRun runs both threads over every byte of p.
+func (s *scanner) scanRun(p []byte) {
 	a := s.a
 	tbl, cls, stride := a.dense, &a.class, a.stride
 	for i := 0; i < len(p); {
@@ -102,11 +124,12 @@ func (s *scanner) slowStep(c byte) {
 	if ml := a.matchLen[s.g]; ml > 0 {
 		s.addSpan(s.pos+1-int64(ml), s.pos+1)
 	}
-	if !s.norm.alive && (c == '\r' || c == esc) {
+	wrap := c == '\n' && len(s.wraps) > 0 && s.wrapAt(s.pos)
+	if !s.norm.alive && (c == '\r' || c == esc || wrap) {
 		s.norm.spawn(a, prev, s.pos)
 	}
 	if s.norm.alive {
-		s.norm.step(s, c, s.pos)
+		s.norm.step(s, c, s.pos, wrap)
 	}
 	s.pos++
 }
@@ -225,10 +248,11 @@ func (s *scanner) markTail(min int) {
 }
 
 // normThread is the automaton thread over the normalised stream: the
-// stream with every '\r' removed and every CSI escape sequence removed,
-// where a CSI sequence is ESC '[', then at most csiMax bytes in
-// 0x20-0x3F (parameters and intermediates), then one final byte in
-// 0x40-0x7E; this covers colour codes (ESC[...m) and cursor and erase codes.
+// stream with every '\r', every wrap newline (wrap.go) and every CSI
+// escape sequence removed, where a CSI sequence is ESC '[', then at most
+// csiMax bytes in 0x20-0x3F (parameters and intermediates), then one final
+// byte in 0x40-0x7E; this covers colour codes (ESC[...m) and cursor and
+// erase codes.
 // When parsing fails, ESC and the bytes after it are kept and parsing
 // restarts at the failing byte.
 type normThread struct {
@@ -277,14 +301,14 @@ func (t *normThread) flushCSI(s *scanner) {
 	}
 }
 
-func (t *normThread) step(s *scanner, c byte, pos int64) {
+func (t *normThread) step(s *scanner, c byte, pos int64, wrap bool) {
 	for {
 		switch t.csi {
 		case 0:
-			switch c {
-			case '\r':
+			switch {
+			case c == '\r' || wrap:
 				t.sinceSkip = 0
-			case esc:
+			case c == esc:
 				t.csi, t.csiStart, t.csiN = 1, pos, 1
 				t.csiBuf[0] = c
 			default:

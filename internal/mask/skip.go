@@ -3,6 +3,7 @@ package mask
 import (
 	"bytes"
 	"encoding/binary"
+	"slices"
 )
 
 // The skip filter lets the scanner pass over text in which no form can
@@ -16,8 +17,9 @@ import (
 // is one of that pattern's. So checking one gram every S bytes finds a
 // position near every occurrence (and some others, false positives);
 // only there, and around the bytes that start the normalising thread
-// ('\r', ESC), does the automaton run (see scanner.scanSkip, which also
-// says why its state is exact wherever it matters).
+// ('\r', ESC, a wrap newline: wrap.go), does the automaton run (see
+// scanner.scanSkip, which also says why its state is exact wherever it
+// matters).
 
 // skipFilter is the gram set. Built once per automaton, immutable.
 type skipFilter struct {
@@ -107,10 +109,10 @@ func log2(n int) int {
 // a checked position in [st, st+m-q] whose gram is in the set: that was a
 // hit, and the run for it started at or before st and would still be
 // running. So while skipping, the true state has depth < m. Hence:
-//   - at a '\r' or ESC at r (which needs the exact state, to start the
-//     normalising thread) the run restarts at max(x, r-m+1), or at
-//     max(x, r-q+1) when the gram ending at r is not in the set (a prefix
-//     of q or more bytes would have it among its first m);
+//   - at a '\r', ESC or wrap newline at r (which needs the exact state,
+//     to start the normalising thread) the run restarts at max(x, r-m+1),
+//     or at max(x, r-q+1) when the gram ending at r is not in the set (a
+//     prefix of q or more bytes would have it among its first m);
 //   - for a hit at p (matches starting in [p-(m-q), p]) the run restarts at
 //     max(x, p-(m-q)) and is exact from p+q-1 on, so it stops no earlier
 //     than p+q. A '\r' or ESC before p+q is handled first (its run then
@@ -181,7 +183,15 @@ func (s *scanner) scanSkip(p []byte) {
 		}
 		return *at
 	}
-	nextSp := func(from int) int { return min(find(&nextCR, from, '\r'), find(&nextEsc, from, esc)) }
+	nextSp := func(from int) int {
+		sp := min(find(&nextCR, from, '\r'), find(&nextEsc, from, esc))
+		if len(s.wraps) > 0 { // a wrap newline starts the thread too
+			if k, _ := slices.BinarySearch(s.wraps, base+int64(from)); k < len(s.wraps) {
+				sp = min(sp, int(s.wraps[k]-base))
+			}
+		}
+		return sp
+	}
 	sp := nextSp(i)
 	hits := 0
 	for pt := x; ; {

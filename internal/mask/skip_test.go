@@ -58,7 +58,7 @@ func skipStream(c skipCase, prog []byte) []byte {
 		return k * 7
 	}
 	for k := 0; k < len(prog); k += 3 {
-		op, x, y := prog[k]%9, next(k+1), next(k+2)
+		op, x, y := prog[k]%10, next(k+1), next(k+2)
 		form := c.forms[(x*31+y)%len(c.forms)]
 		switch op {
 		case 0:
@@ -85,6 +85,14 @@ func skipStream(c skipCase, prog []byte) []byte {
 			b = append(b, form...)
 		case 8:
 			b = append(b, byte(x), byte(y))
+		case 9:
+			// A form cut by a wrap newline: base64 text filled up to a
+			// line of 64 or 76 characters (or near it) before the cut.
+			at := y % (len(form) + 1)
+			width := []int{64, 76, 63, 77}[x%4]
+			b = append(b, '\n')
+			b = append(b, bytes.Repeat([]byte("Qw9+"), max(0, width-at)/4+1)[:max(0, width-at)]...)
+			b = append(append(append(b, form[:at]...), []string{"\n", "\r\n"}[x/4%2]...), form[at:]...)
 		}
 	}
 	return b

@@ -1,0 +1,109 @@
+package mask
+
+import (
+	"bytes"
+	"slices"
+)
+
+// base64(1), openssl and MIME wrap their output at 76 columns, PEM at 64,
+// so a secret's encoding longer than a line comes in pieces that are no
+// form. A '\n' (or "\r\n") that ends a run of exactly wrapShort or
+// wrapLong base64 characters is therefore removed by the normalising
+// thread, as '\r' is, so the joined encoding matches the base64 forms.
+// Plain lines rarely are such a run, and where one is (a list of SHA-256
+// digests) the thread dies at the next byte unless a form continues.
+const (
+	wrapShort = 64
+	wrapLong  = 76
+)
+
+func isB64(c byte) bool {
+	return c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' ||
+		c == '+' || c == '/' || c == '-' || c == '_'
+}
+
+// wrapCarry is what a chunk of the stream leaves for the next one to tell
+// a wrap: the base64 run ending the stream so far (at most wrapLong+1), or,
+// when the stream ends in '\r', the run before that '\r'.
+type wrapCarry struct {
+	run   int
+	endCR bool
+}
+
+// runBefore is the length (at most wrapLong+1) of the run of base64
+// characters that a '\n' at p[r] follows, one '\r' just before it aside;
+// p's start continues what w carries.
+func (w wrapCarry) runBefore(p []byte, r int) int {
+	e := r
+	switch {
+	case e > 0 && p[e-1] == '\r':
+		e--
+	case e == 0 && w.endCR:
+		return w.run
+	}
+	n := 0
+	for e > 0 && n <= wrapLong && isB64(p[e-1]) {
+		e--
+		n++
+	}
+	if e == 0 && !w.endCR {
+		n += w.run
+	}
+	return min(n, wrapLong+1)
+}
+
+// isWrap reports whether the '\n' at p[r] ends a wrapped base64 line.
+func (w wrapCarry) isWrap(p []byte, r int) bool {
+	n := w.runBefore(p, r)
+	return n == wrapShort || n == wrapLong
+}
+
+// after is the carry once p has passed.
+func (w wrapCarry) after(p []byte) wrapCarry {
+	if len(p) == 0 {
+		return w
+	}
+	return wrapCarry{run: w.runBefore(p, len(p)), endCR: p[len(p)-1] == '\r'}
+}
+
+// hasWrap reports whether p, taken as a whole stream, holds a wrap newline.
+func hasWrap(p []byte) bool {
+	for i := 0; ; {
+		k := bytes.IndexByte(p[i:], '\n')
+		if k < 0 {
+			return false
+		}
+		if (wrapCarry{}).isWrap(p, i+k) {
+			return true
+		}
+		i += k + 1
+	}
+}
+
+// findWraps records the stream positions of the wrap newlines in p (the
+// bytes from s.pos on) and carries the run at its end to the next call.
+// It finds newlines with a vectorised search and looks at the last word
+// of each line; after a newline at r the next wrap is at r+65 or later
+// (its run starts after r), so the search jumps there.
+func (s *scanner) findWraps(p []byte) {
+	s.wraps = s.wraps[:0]
+	for i := 0; i < len(p); {
+		k := bytes.IndexByte(p[i:], '\n')
+		if k < 0 {
+			break
+		}
+		r := i + k
+		if s.wrap.isWrap(p, r) {
+			s.wraps = append(s.wraps, s.pos+int64(r))
+		}
+		i = r + 1 + wrapShort
+	}
+	s.wrap = s.wrap.after(p)
+}
+
+// wrapAt reports whether the byte at stream position pos is a wrap newline
+// of the current chunk.
+func (s *scanner) wrapAt(pos int64) bool {
+	_, ok := slices.BinarySearch(s.wraps, pos)
+	return ok
+}
