@@ -41,6 +41,12 @@ const maxDepth = 2
 // keyword that revealed it.
 const maxSpan = 16 << 10
 
+// cutMargin: a span cut at maxSpan ends that much before the cut for the
+// keywords after it (spanE), so that a secret whose encoding straddles the
+// cut, decoded cut off, is decoded whole from its own keyword. 6 KiB holds
+// the base64 of an RSA-4096 private key.
+const cutMargin = 6 << 10
+
 type kwEntry struct {
 	lit   string
 	cs    bool
@@ -388,6 +394,9 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 		e++
 	}
 	st.spanE[enc] = e
+	if e < len(b) && set[b[e]] {
+		st.spanE[enc] = e - cutMargin // cut, not ended: see cutMargin
+	}
 	switch enc {
 	case encBase64:
 		for off := 0; off < 4 && s+off < e; off++ {
