@@ -10,7 +10,9 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"slices"
 	"strings"
+	"sync"
 
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -51,7 +53,8 @@ type leakEntry struct {
 
 // ParseLeakReport reads a leak report: any text, in which every
 // checksum-valid mayfly token (and minted credential) is taken, wherever it
-// sits. A GitHub secret-scanning alert ([{"token","type","url","source"}])
+// sits, also base64-, hex- or percent-encoded as the scanner decodes it.
+// A GitHub secret-scanning alert ([{"token","type","url","source"}])
 // or a GitLab token-revocation report ([{"type","token","location"}]) is
 // text too; its JSON only names the report's format, source and URL. So no
 // body is refused for its shape: a JSON log or an array of strings that
@@ -78,27 +81,21 @@ func ParseLeakReport(body []byte) *LeakReport {
 		}
 		rep.Tokens = append(rep.Tokens, t)
 	}
-	texts := [][]byte{body}
-	if hasTermCodes(body) {
-		// A CI log whose colour codes cut a token: read it without them
-		// too, as the scanner does (termcodes.go).
-		nb, _ := stripTermCodes(body)
-		texts = append(texts, nb)
-	}
-	for _, text := range texts {
-		// In order of appearance, tokens and passwords together.
-		ts, ps := token.Find(text), token.FindPasswords(text)
-		for len(ts) > 0 || len(ps) > 0 {
-			if len(ps) == 0 || len(ts) > 0 && ts[0].Offset < ps[0].Offset {
-				add(ts[0].Token)
-				ts = ts[1:]
-			} else {
-				add(ps[0].Password)
-				ps = ps[1:]
-			}
+	// The scanner's engine with the revocable rules, decoding on: a token
+	// that a log holds only encoded (curl -v's Basic header of x:<token>,
+	// a Docker config's auth, a hex dump) is revoked as `mayfly scan
+	// --revoke` of the same log would; terminal codes are looked through
+	// (termcodes.go). In order of appearance.
+	if e, err := leakEngine(); err == nil {
+		ms := e.scan(body, 0, len(body), 0, "")
+		slices.SortStableFunc(ms, func(a, b rawMatch) int { return a.pos - b.pos })
+		for _, m := range ms {
+			add(m.secret)
 		}
-		for _, g := range FindGitHubTokens(text) {
-			add(g)
+	} else {
+		// Unreachable (the rules are fixed); the raw forms still count.
+		for _, m := range token.Find(body) {
+			add(m.Token)
 		}
 	}
 	trimmed := bytes.TrimSpace(body)
@@ -130,6 +127,19 @@ func ParseLeakReport(body []byte) *LeakReport {
 	}
 	return rep
 }
+
+// leakEngine is the engine of the rules whose secrets a leak report
+// revokes: mayfly's tokens and minted passwords, and ghs_ installation
+// tokens. Built once, immutable.
+var leakEngine = sync.OnceValues(func() (*engine, error) {
+	rules := []*rule{{id: RuleMayflyJob}, {id: RuleMayflyAdmin}, {id: RuleMayflyPassword}}
+	for _, r := range builtinRules() {
+		if r.id == RuleGitHubAppToken {
+			rules = append(rules, r)
+		}
+	}
+	return newEngine(rules, true)
+})
 
 var ghsPrefix = []byte("ghs_")
 
