@@ -144,7 +144,8 @@ var leakEngine = sync.OnceValues(func() (*engine, error) {
 var ghsPrefix = []byte("ghs_")
 
 // FindGitHubTokens returns the GitHub ghs_ installation tokens in b, in
-// order, each not glued to other base62 characters: the classic form when
+// order, each not glued to other base62 characters (a letter that ends an
+// escape, JSON's "\n" or a URL's "%0A", does not glue): the classic form when
 // its checksum is valid, and the stateless form (ghsAt).
 func FindGitHubTokens(b []byte) []string {
 	var out []string
@@ -156,7 +157,7 @@ func FindGitHubTokens(b []byte) []string {
 		}
 		start := i + j
 		i = start + len(ghsPrefix)
-		if start > 0 && isB62(b[start-1]) {
+		if start > 0 && isB62(b[start-1]) && !afterEscape(b, start) {
 			continue
 		}
 		if end, _, ok := ghsAt(b, start); ok {

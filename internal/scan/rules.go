@@ -121,7 +121,7 @@ func prefixRule(id, desc string, specs ...prefixSpec) *rule {
 		if !ok {
 			return
 		}
-		if ks > 0 {
+		if ks > 0 && !afterEscape(b, ks) {
 			if p.left != nil && p.left[b[ks-1]] || p.left == nil && (setAlnum[b[ks-1]] || p.cs[b[ks-1]]) {
 				return
 			}
@@ -153,6 +153,40 @@ func prefixRule(id, desc string, specs ...prefixSpec) *rule {
 		st.add(ri, ks, end, verified)
 	}
 	return r
+}
+
+// afterEscape reports whether b[i-1] is the last character of an escape
+// (JSON's or C's "\n", "\t", "\u000A", "\x0a"; a URL's "%0A"): a letter or
+// digit there is a separator in disguise, and what starts at i is not the
+// tail of a longer word.
+func afterEscape(b []byte, i int) bool {
+	// odd: b[j] is a backslash that is not itself escaped.
+	odd := func(j int) bool {
+		n := 0
+		for j-n >= 0 && b[j-n] == '\\' {
+			n++
+		}
+		return n%2 == 1
+	}
+	isHex := func(bs []byte) bool {
+		for _, c := range bs {
+			if _, ok := unhex(c); !ok {
+				return false
+			}
+		}
+		return true
+	}
+	switch {
+	case i >= 3 && b[i-3] == '%' && isHex(b[i-2:i]):
+		return true
+	case i >= 2 && strings.IndexByte("nrtbfvae0", b[i-1]) >= 0 && odd(i-2):
+		return true
+	case i >= 6 && b[i-5] == 'u' && isHex(b[i-4:i]) && odd(i-6):
+		return true
+	case i >= 4 && b[i-3] == 'x' && isHex(b[i-2:i]) && odd(i-4):
+		return true
+	}
+	return false
 }
 
 // crc62 verifies GitHub's and npm's token checksum: the last six
@@ -490,7 +524,7 @@ func jwtParts(h, p, sig []byte) bool {
 // ghsMatch finds GitHub App installation tokens of both forms (ghsAt); only
 // the classic form's checksum verifies one.
 func ghsMatch(st *scanState, ri int, b []byte, ks, ke int) {
-	if ks > 0 && setAlnum[b[ks-1]] {
+	if ks > 0 && setAlnum[b[ks-1]] && !afterEscape(b, ks) {
 		return
 	}
 	end, verified, ok := ghsAt(b, ks)
