@@ -111,7 +111,10 @@ func verifierOf(t *testing.T, verifier, pw string) bool {
 	if err != nil {
 		t.Fatal(err)
 	}
-	sc := c.GetStoredCredentials(scram.KeyFactors{Salt: string(salt), Iters: iters})
+	sc, err := c.GetStoredCredentialsWithError(scram.KeyFactors{Salt: string(salt), Iters: iters})
+	if err != nil {
+		t.Fatal(err)
+	}
 	b := base64.StdEncoding
 	return keys == b.EncodeToString(sc.StoredKey)+":"+b.EncodeToString(sc.ServerKey)
 }
