@@ -232,8 +232,8 @@ func NewVerifier(opts Options) *Verifier {
 // caches of issuers whose URL and JWKS URL are unchanged are kept. Configs
 // are used as given: invalid algorithms are dropped (an issuer left with none
 // accepts nothing), and a config whose URL repeats an earlier one with a
-// different JWKSURL is ignored. Call ValidateIssuers first to report such
-// mistakes.
+// different JWKSURL is ignored (one key source per URL). The policy refuses
+// both mistakes with their file and line; IssuerOf drops what this drops.
 func (v *Verifier) SetIssuers(cfgs []IssuerConfig) {
 	v.setMu.Lock()
 	defer v.setMu.Unlock()
@@ -270,47 +270,6 @@ func effectiveAlgs(in []string) []string {
 		}
 	}
 	return out
-}
-
-// ValidateIssuers reports configuration mistakes SetIssuers would silently
-// work around: missing fields, non-https URLs (http only on a loopback
-// address), unsupported algorithms, duplicate names, and one URL with two
-// JWKS URLs.
-func ValidateIssuers(cfgs []IssuerConfig) error {
-	names := map[string]bool{}
-	jwks := map[string]string{}
-	var errs []error
-	for _, c := range cfgs {
-		if c.Name == "" {
-			errs = append(errs, fmt.Errorf("issuer with url %q: name is empty", c.URL))
-			continue
-		}
-		if names[c.Name] {
-			errs = append(errs, fmt.Errorf("issuer %s: name used twice", c.Name))
-		}
-		names[c.Name] = true
-		if err := checkFetchURL(c.URL); err != nil {
-			errs = append(errs, fmt.Errorf("issuer %s: url: %w", c.Name, err))
-		}
-		if c.JWKSURL != "" {
-			if err := checkFetchURL(c.JWKSURL); err != nil {
-				errs = append(errs, fmt.Errorf("issuer %s: jwks_url: %w", c.Name, err))
-			}
-		}
-		if c.Audience == "" {
-			errs = append(errs, fmt.Errorf("issuer %s: audience is empty", c.Name))
-		}
-		for _, a := range c.Algorithms {
-			if !SupportedAlgorithm(a) {
-				errs = append(errs, fmt.Errorf("issuer %s: algorithm %q is not accepted (asymmetric only: RS*, PS*, ES*, EdDSA)", c.Name, a))
-			}
-		}
-		if j, ok := jwks[c.URL]; ok && j != c.JWKSURL {
-			errs = append(errs, fmt.Errorf("issuer %s: url %q is configured elsewhere with another jwks_url", c.Name, c.URL))
-		}
-		jwks[c.URL] = c.JWKSURL
-	}
-	return errors.Join(errs...)
 }
 
 // Verify checks rawIDToken and returns the identity it proves. It does not

@@ -56,13 +56,22 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 // SetIssuers takes them) that Verify would check u against, by Verify's
 // rule: its url is u's iss, u's aud holds its audience (and, with several
 // audiences, azp is it unless it allows that), its algorithms include u's
-// alg. It verifies nothing; a *VerifyError says why none fits.
+// alg. Like SetIssuers, it ignores a config whose url repeats an earlier
+// one's with another JWKSURL. It verifies nothing; a *VerifyError says why
+// none fits.
 func (u *Unverified) IssuerOf(cfgs []IssuerConfig) (string, error) {
 	var entries []issuerEntry
+	jwksURL := ""
 	for _, c := range cfgs {
-		if c.URL == u.Issuer {
-			entries = append(entries, issuerEntry{name: c.Name, audience: c.Audience, algs: effectiveAlgs(c.Algorithms), multiAuds: c.AllowMultipleAudiences})
+		if c.URL != u.Issuer {
+			continue
 		}
+		if len(entries) == 0 {
+			jwksURL = c.JWKSURL
+		} else if c.JWKSURL != jwksURL {
+			continue
+		}
+		entries = append(entries, issuerEntry{name: c.Name, audience: c.Audience, algs: effectiveAlgs(c.Algorithms), multiAuds: c.AllowMultipleAudiences})
 	}
 	if len(entries) == 0 {
 		return "", verr(CheckIssuer, "issuer %s is not trusted", quote(u.Issuer))

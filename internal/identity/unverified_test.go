@@ -93,6 +93,8 @@ func TestUnverifiedIssuerOf(t *testing.T) {
 		{Name: "b", URL: url, Audience: "aud-b", Algorithms: []string{"ES256"}},
 		{Name: "c", URL: url, Audience: "aud-c", AllowMultipleAudiences: true},
 		{Name: "d", URL: "https://other.example.com", Audience: "aud-a"},
+		// SetIssuers drops it: its url has another key source already.
+		{Name: "e", URL: url, Audience: "aud-e", JWKSURL: url + "/keys"},
 	}
 	tests := []struct {
 		name  string
@@ -108,6 +110,7 @@ func TestUnverifiedIssuerOf(t *testing.T) {
 		{"several audiences allowed", Unverified{Issuer: url, Algorithm: "RS256", Audience: []string{"aud-c", "x"}, AZP: "x"}, "c", ""},
 		{"untrusted issuer", Unverified{Issuer: "https://evil.example.com", Algorithm: "RS256", Audience: []string{"aud-a"}}, "", CheckIssuer},
 		{"algorithm", Unverified{Issuer: url, Algorithm: "PS512", Audience: []string{"aud-a"}}, "", CheckAlgorithm},
+		{"url repeated with another jwks_url", Unverified{Issuer: url, Algorithm: "RS256", Audience: []string{"aud-e"}}, "", CheckAudience},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

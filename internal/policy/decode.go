@@ -1296,6 +1296,37 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 			el.warn(p.Issuers[name].at, join("issuers", name), "not used by any grant")
 		}
 	}
+	checkSharedURLs(p, el)
+}
+
+// checkSharedURLs refuses issuers that share a url but not a jwks_url: the
+// verifier keeps one key source per url and would drop all but the first
+// (by name), so every token of the others would be refused although check
+// and test say they are granted.
+func checkSharedURLs(p *Policy, el *errList) {
+	first := map[string]*Issuer{}
+	for _, name := range sortedKeys(p.Issuers) {
+		is := p.Issuers[name]
+		if is.URL == "" {
+			continue // already an error
+		}
+		f, ok := first[is.URL]
+		if !ok {
+			first[is.URL] = is
+			continue
+		}
+		if f.JWKSURL != is.JWKSURL {
+			el.add(is.at, join("issuers", name)+".jwks_url", "url is also issuer %q's, which has %s: issuers sharing a url share one key source, so their jwks_url must be the same",
+				f.Name, jwksShown(f.JWKSURL))
+		}
+	}
+}
+
+func jwksShown(s string) string {
+	if s == "" {
+		return "no jwks_url (OIDC discovery)"
+	}
+	return fmt.Sprintf("jwks_url %q", shownURL(s))
 }
 
 // checkMinting judges what depends on the grant's upstream: allow rules,
