@@ -77,6 +77,7 @@ func TestPolicyTestCommand(t *testing.T) {
 	prod := mintFile(t, gh, aud, map[string]any{"repository": "acme/app", "environment": "production"})
 	other := mintFile(t, gh, aud, map[string]any{"repository": "evil/app"})
 	wrongAud := mintFile(t, gh, "https://elsewhere", nil)
+	numericSub := mintFile(t, gh, aud, map[string]any{"repository": "acme/app", "sub": 5})
 	tests := []struct {
 		name string
 		args []string
@@ -98,6 +99,9 @@ func TestPolicyTestCommand(t *testing.T) {
 		{"other repository", []string{"--id-token", other, pf}, 1, []string{`who[0].claims.repository: expected "acme/app", got "evil/app"`}},
 		{"unknown grant", []string{"--id-token", prod, "--grant", "nope", pf}, 1, []string{"nope: refused: unknown grant"}},
 		{"audience", []string{"--id-token", wrongAud, pf}, 1, []string{"aud does not contain the configured audience: the server refuses", `who[0].issuer: expected "github", got ""`}},
+		// The claims match, but the server refuses the token's shape.
+		{"sub not a string", []string{"--id-token", numericSub, "--grant", "read", pf}, 1, []string{
+			"issuer: format: sub is not a non-empty string: the server refuses this token (invalid_grant)", "read: refused"}},
 		{"no token", []string{pf}, 2, nil},
 		{"bad source", []string{"--id-token", dev, "--source", "x", pf}, 2, nil},
 		{"not a token", []string{"--id-token", pf, pf}, 2, nil},

@@ -290,12 +290,9 @@ func (v *Verifier) Verify(ctx context.Context, rawIDToken string) (*Identity, er
 	if err != nil {
 		return nil, err
 	}
-	iss, ok := claims["iss"].(string)
-	if !ok || iss == "" {
-		if _, present := claims["iss"]; present {
-			return nil, verr(CheckFormat, "iss is not a string")
-		}
-		return nil, verr(CheckMissingClaim, "iss is missing")
+	iss, err := issuerClaim(claims)
+	if err != nil {
+		return nil, err
 	}
 	g := v.issuer.Load().byURL[iss]
 	if g == nil {
@@ -327,59 +324,23 @@ func (v *Verifier) checkClaims(g *issuerGroup, alg, kid string, claims map[strin
 	now := v.opts.Now()
 	skew := v.opts.Skew
 
-	for _, name := range []string{"sub", "aud", "exp", "iat"} {
-		if c, ok := claims[name]; !ok || c == nil {
-			return nil, verr(CheckMissingClaim, "%s is missing", name)
-		}
-	}
-	sub, ok := claims["sub"].(string)
-	if !ok || sub == "" {
-		return nil, verr(CheckFormat, "sub is not a non-empty string")
-	}
-	aud, err := audience(claims["aud"])
+	tc, err := readClaims(claims)
 	if err != nil {
 		return nil, err
 	}
-	exp, ok := numericDate(claims["exp"])
-	if !ok {
-		return nil, verr(CheckFormat, "exp is not a numeric date")
-	}
-	iat, ok := numericDate(claims["iat"])
-	if !ok {
-		return nil, verr(CheckFormat, "iat is not a numeric date")
-	}
-	var nbf time.Time
-	if c, present := claims["nbf"]; present && c != nil {
-		if nbf, ok = numericDate(c); !ok {
-			return nil, verr(CheckFormat, "nbf is not a numeric date")
-		}
-	}
-	jti := ""
-	if c, present := claims["jti"]; present && c != nil {
-		if jti, ok = c.(string); !ok {
-			return nil, verr(CheckFormat, "jti is not a string")
-		}
-	}
-	azp := ""
-	if c, present := claims["azp"]; present && c != nil {
-		if azp, ok = c.(string); !ok {
-			return nil, verr(CheckFormat, "azp is not a string")
-		}
-	}
-
-	entry, err := pickEntry(g.entries, alg, aud, azp)
+	entry, err := pickEntry(g.entries, alg, tc.aud, tc.azp)
 	if err != nil {
 		return nil, err
 	}
 
-	if !now.Before(exp.Add(skew)) {
-		return nil, verr(CheckExpired, "expired at %s (now %s, skew %s)", exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	if !now.Before(tc.exp.Add(skew)) {
+		return nil, verr(CheckExpired, "expired at %s (now %s, skew %s)", tc.exp.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
 	}
-	if !nbf.IsZero() && nbf.After(now.Add(skew)) {
-		return nil, verr(CheckNotYetValid, "not valid before %s (now %s, skew %s)", nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	if !tc.nbf.IsZero() && tc.nbf.After(now.Add(skew)) {
+		return nil, verr(CheckNotYetValid, "not valid before %s (now %s, skew %s)", tc.nbf.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
 	}
-	if iat.After(now.Add(skew)) {
-		return nil, verr(CheckIssuedInFuture, "issued at %s (now %s, skew %s)", iat.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
+	if tc.iat.After(now.Add(skew)) {
+		return nil, verr(CheckIssuedInFuture, "issued at %s (now %s, skew %s)", tc.iat.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339), skew)
 	}
 
 	out := make(map[string]string, len(claims))
@@ -391,15 +352,77 @@ func (v *Verifier) checkClaims(g *issuerGroup, alg, kid string, claims map[strin
 	return &Identity{
 		Issuer:    entry.name,
 		IssuerURL: g.url,
-		Subject:   sub,
-		JTI:       jti,
+		Subject:   tc.sub,
+		JTI:       tc.jti,
 		Claims:    out,
-		IssuedAt:  iat,
-		Expiry:    exp,
-		Audience:  aud,
+		IssuedAt:  tc.iat,
+		Expiry:    tc.exp,
+		Audience:  tc.aud,
 		Algorithm: alg,
 		KeyID:     kid,
 	}, nil
+}
+
+// issuerClaim reads iss, which routes a token to its issuer.
+func issuerClaim(claims map[string]any) (string, error) {
+	iss, ok := claims["iss"].(string)
+	if !ok || iss == "" {
+		if _, present := claims["iss"]; present {
+			return "", verr(CheckFormat, "iss is not a string")
+		}
+		return "", verr(CheckMissingClaim, "iss is missing")
+	}
+	return iss, nil
+}
+
+// registered is the registered claims Verify reads besides iss.
+type registered struct {
+	sub, jti, azp string
+	aud           []string
+	exp, iat, nbf time.Time // nbf zero when absent
+}
+
+// readClaims checks the format of the registered claims: sub, aud, exp and
+// iat present, nbf, jti and azp optional, each of its type. Verify and
+// DecodeUnverified both run it, so that `policy test` refuses a token the
+// server would refuse for its shape whoever signed it.
+func readClaims(claims map[string]any) (*registered, error) {
+	for _, name := range []string{"sub", "aud", "exp", "iat"} {
+		if c, ok := claims[name]; !ok || c == nil {
+			return nil, verr(CheckMissingClaim, "%s is missing", name)
+		}
+	}
+	var r registered
+	var ok bool
+	var err error
+	if r.sub, ok = claims["sub"].(string); !ok || r.sub == "" {
+		return nil, verr(CheckFormat, "sub is not a non-empty string")
+	}
+	if r.aud, err = audience(claims["aud"]); err != nil {
+		return nil, err
+	}
+	if r.exp, ok = numericDate(claims["exp"]); !ok {
+		return nil, verr(CheckFormat, "exp is not a numeric date")
+	}
+	if r.iat, ok = numericDate(claims["iat"]); !ok {
+		return nil, verr(CheckFormat, "iat is not a numeric date")
+	}
+	if c, present := claims["nbf"]; present && c != nil {
+		if r.nbf, ok = numericDate(c); !ok {
+			return nil, verr(CheckFormat, "nbf is not a numeric date")
+		}
+	}
+	if c, present := claims["jti"]; present && c != nil {
+		if r.jti, ok = c.(string); !ok {
+			return nil, verr(CheckFormat, "jti is not a string")
+		}
+	}
+	if c, present := claims["azp"]; present && c != nil {
+		if r.azp, ok = c.(string); !ok {
+			return nil, verr(CheckFormat, "azp is not a string")
+		}
+	}
+	return &r, nil
 }
 
 func decodeClaims(payload []byte) (map[string]any, error) {

@@ -19,8 +19,11 @@ type JTIStore interface {
 // the issuer URL and remembered until the token's expiry plus the skew, after
 // which Verify refuses the token anyway.
 func (v *Verifier) ConsumeJTI(ctx context.Context, s JTIStore, id *Identity) error {
-	if id == nil || id.JTI == "" {
-		return verr(CheckMissingClaim, "jti is missing; the token cannot be exchanged once-only")
+	if id == nil {
+		return needJTI("")
+	}
+	if err := needJTI(id.JTI); err != nil {
+		return err
 	}
 	fresh, err := s.UseJTI(ctx, id.IssuerURL, id.JTI, id.Expiry.Add(v.opts.Skew))
 	if err != nil {
@@ -28,6 +31,15 @@ func (v *Verifier) ConsumeJTI(ctx context.Context, s JTIStore, id *Identity) err
 	}
 	if !fresh {
 		return verr(CheckReplay, "this ID token (jti) was already exchanged")
+	}
+	return nil
+}
+
+// needJTI refuses a token without a jti, which could not be taken once.
+// DecodeUnverified runs it too: `policy test` says what the exchange does.
+func needJTI(jti string) error {
+	if jti == "" {
+		return verr(CheckMissingClaim, "jti is missing; the token cannot be exchanged once-only")
 	}
 	return nil
 }

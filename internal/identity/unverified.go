@@ -19,6 +19,10 @@ type Unverified struct {
 	// Claims holds every top-level claim as a string, as Identity.Claims
 	// does after verification.
 	Claims map[string]string
+
+	// Why the exchange would refuse the token's shape whoever signed it
+	// (nil: it would not); IssuerOf answers them where Verify checks them.
+	issErr, claimsErr, jtiErr error
 }
 
 // DecodeUnverified reads raw's header and claims without verifying
@@ -40,6 +44,7 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 			u.Claims[k] = s
 		}
 	}
+	// What it says is shown even when Verify would refuse its shape.
 	u.Issuer, _ = claims["iss"].(string)
 	u.Subject, _ = claims["sub"].(string)
 	u.AZP, _ = claims["azp"].(string)
@@ -49,6 +54,11 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 	if exp, ok := numericDate(claims["exp"]); ok {
 		u.Expiry = exp
 	}
+	_, u.issErr = issuerClaim(claims)
+	var r *registered
+	if r, u.claimsErr = readClaims(claims); u.claimsErr == nil {
+		u.jtiErr = needJTI(r.jti)
+	}
 	return u, nil
 }
 
@@ -57,9 +67,14 @@ func DecodeUnverified(raw string) (*Unverified, error) {
 // rule: its url is u's iss, u's aud holds its audience (and, with several
 // audiences, azp is it unless it allows that), its algorithms include u's
 // alg. Like SetIssuers, it ignores a config whose url repeats an earlier
-// one's with another JWKSURL. It verifies nothing; a *VerifyError says why
-// none fits.
+// one's with another JWKSURL. It verifies nothing but what the exchange
+// checks of the claims' format (Verify, and a jti for ConsumeJTI); a
+// *VerifyError says why no issuer fits, or why the token is refused
+// whatever its signature, in Verify's order.
 func (u *Unverified) IssuerOf(cfgs []IssuerConfig) (string, error) {
+	if u.issErr != nil {
+		return "", u.issErr
+	}
 	var entries []issuerEntry
 	jwksURL := ""
 	for _, c := range cfgs {
@@ -85,9 +100,15 @@ func (u *Unverified) IssuerOf(cfgs []IssuerConfig) (string, error) {
 	if !found {
 		return "", verr(CheckAlgorithm, "algorithm %s is not accepted for issuer %s", quote(u.Algorithm), quote(u.Issuer))
 	}
+	if u.claimsErr != nil {
+		return "", u.claimsErr
+	}
 	e, err := pickEntry(entries, u.Algorithm, u.Audience, u.AZP)
 	if err != nil {
 		return "", err
+	}
+	if u.jtiErr != nil {
+		return "", u.jtiErr
 	}
 	return e.name, nil
 }

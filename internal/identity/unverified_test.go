@@ -3,6 +3,7 @@ package identity
 import (
 	"context"
 	"encoding/json"
+	"fmt"
 	"strings"
 	"testing"
 
@@ -117,6 +118,61 @@ func TestUnverifiedIssuerOf(t *testing.T) {
 			got, err := tt.u.IssuerOf(cfgs)
 			if got != tt.want || CheckOf(err) != tt.check {
 				t.Fatalf("IssuerOf = %q, %v; want %q, check %q", got, err, tt.want, tt.check)
+			}
+		})
+	}
+}
+
+// A token the exchange refuses for its shape whoever signed it (Verify's
+// format checks, ConsumeJTI's jti), IssuerOf refuses with the same error,
+// where Verify would: `policy test` said such tokens were granted.
+func TestIssuerOfRefusesWhatTheExchangeRefuses(t *testing.T) {
+	clk := newClock()
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	cfg := ti.config()
+	v := newTestVerifier(t, clk, cfg)
+	tests := []struct {
+		name  string
+		edit  func(c map[string]any)
+		check string // "" = accepted
+	}{
+		{"well formed", func(c map[string]any) {}, ""},
+		{"no sub", func(c map[string]any) { delete(c, "sub") }, CheckMissingClaim},
+		{"sub a number", func(c map[string]any) { c["sub"] = 5 }, CheckFormat},
+		{"sub empty", func(c map[string]any) { c["sub"] = "" }, CheckFormat},
+		{"azp a number", func(c map[string]any) { c["azp"] = 7 }, CheckFormat},
+		{"jti a number", func(c map[string]any) { c["jti"] = 9 }, CheckFormat},
+		{"no jti", func(c map[string]any) { delete(c, "jti") }, CheckMissingClaim},
+		{"jti empty", func(c map[string]any) { c["jti"] = "" }, CheckMissingClaim},
+		{"iat a string", func(c map[string]any) { c["iat"] = "1700000000" }, CheckFormat},
+		{"no iat", func(c map[string]any) { delete(c, "iat") }, CheckMissingClaim},
+		{"nbf a bool", func(c map[string]any) { c["nbf"] = true }, CheckFormat},
+		{"exp a string", func(c map[string]any) { c["exp"] = "soon" }, CheckFormat},
+		{"aud holds a number", func(c map[string]any) { c["aud"] = []any{testAudience, 1} }, CheckFormat},
+		{"iss a number", func(c map[string]any) { c["iss"] = 1 }, CheckFormat},
+		{"no iss", func(c map[string]any) { delete(c, "iss") }, CheckMissingClaim},
+		{"bad sub, other audience", func(c map[string]any) { c["sub"] = 5; c["aud"] = "x" }, CheckFormat},
+		{"no jti, other audience", func(c map[string]any) { delete(c, "jti"); c["aud"] = "x" }, CheckAudience},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := ti.claims(clk)
+			tt.edit(c)
+			raw := sign(t, rsaKey1(), jose.RS256, "k1", c)
+			id, err := v.Verify(context.Background(), raw)
+			if err == nil {
+				err = v.ConsumeJTI(context.Background(), &memJTI{}, id)
+			}
+			if CheckOf(err) != tt.check {
+				t.Fatalf("exchange: %v, want check %q", err, tt.check)
+			}
+			u, derr := DecodeUnverified(raw)
+			if derr != nil {
+				t.Fatal(derr) // it still shows what the token says
+			}
+			_, ierr := u.IssuerOf([]IssuerConfig{cfg})
+			if fmt.Sprint(ierr) != fmt.Sprint(err) {
+				t.Errorf("IssuerOf: %v; the exchange: %v", ierr, err)
 			}
 		})
 	}
