@@ -1299,10 +1299,11 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 	checkSharedURLs(p, el)
 }
 
-// checkSharedURLs refuses issuers that share a url but not a jwks_url: the
-// verifier keeps one key source per url and would drop all but the first
-// (by name), so every token of the others would be refused although check
-// and test say they are granted.
+// checkSharedURLs warns of issuers that share a url but not a jwks_url: the
+// verifier keeps one key source per url and drops all but the first (by
+// name), so every token of the others is refused (as policy test says). A
+// warning, not an error: a stored version holding such issuers must still
+// load at start, or the server could not start to apply a fixed one.
 func checkSharedURLs(p *Policy, el *errList) {
 	first := map[string]*Issuer{}
 	for _, name := range sortedKeys(p.Issuers) {
@@ -1316,7 +1317,7 @@ func checkSharedURLs(p *Policy, el *errList) {
 			continue
 		}
 		if f.JWKSURL != is.JWKSURL {
-			el.add(is.at, join("issuers", name)+".jwks_url", "url is also issuer %q's, which has %s: issuers sharing a url share one key source, so their jwks_url must be the same",
+			el.warn(is.at, join("issuers", name)+".jwks_url", "url is also issuer %q's, which has %s: issuers sharing a url share one key source, so this issuer is ignored and its tokens refused; give both the same jwks_url",
 				f.Name, jwksShown(f.JWKSURL))
 		}
 	}

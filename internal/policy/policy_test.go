@@ -161,10 +161,6 @@ func TestParseErrors(t *testing.T) {
 		{"alg HS256", "    audience: mayfly", "    audience: mayfly\n    algorithms: HS256", nil, []string{`policy.yaml:5: issuers.ci.algorithms: symmetric algorithm "HS256" is never accepted`}, 1},
 		{"alg unknown", "    audience: mayfly", "    audience: mayfly\n    algorithms: [rs256]", nil, []string{`policy.yaml:5: issuers.ci.algorithms[0]: unknown algorithm "rs256"`}, 1},
 		{"jwks http", "    audience: mayfly", "    audience: mayfly\n    jwks_url: http://keys.example.com/jwks", nil, []string{`policy.yaml:5: issuers.ci.jwks_url:`}, 1},
-		{"shared url other jwks", "    audience: mayfly", "    audience: mayfly\n  ci2:\n    url: https://ci.example.com\n    audience: other\n    jwks_url: https://ci.example.com/keys", nil,
-			[]string{`policy.yaml:5: issuers.ci2.jwks_url: url is also issuer "ci"'s, which has no jwks_url (OIDC discovery): issuers sharing a url share one key source, so their jwks_url must be the same`}, 1},
-		{"shared url two jwks", "    audience: mayfly", "    audience: mayfly\n    jwks_url: https://ci.example.com/a\n  ci2:\n    url: https://ci.example.com\n    audience: other\n    jwks_url: https://ci.example.com/b", nil,
-			[]string{`policy.yaml:6: issuers.ci2.jwks_url: url is also issuer "ci"'s, which has jwks_url "https://ci.example.com/a"`}, 1},
 		{"bad preset", "    audience: mayfly", "    audience: mayfly\n    preset: jenkins", nil, []string{`policy.yaml:5: issuers.ci.preset: unknown preset "jenkins"`}, 1},
 		{"upstream ftp", "url: https://api.example.com", "url: ftp://api.example.com", nil, []string{`policy.yaml:7: upstreams.api.url: "ftp://api.example.com" is not an absolute http(s) URL`}, 1},
 		{"upstream relative", "url: https://api.example.com", "url: /api", nil, []string{`policy.yaml:7: upstreams.api.url: "/api" is not an absolute`}, 1},
@@ -353,6 +349,10 @@ func TestParseAccepts(t *testing.T) {
 				t.Errorf("issuer = %+v", is)
 			}
 		}, ""},
+		{"shared url other jwks warns", "    audience: mayfly", "    audience: mayfly\n  ci2:\n    url: https://ci.example.com\n    audience: other\n    jwks_url: https://ci.example.com/keys", nil,
+			`policy.yaml:5: issuers.ci2.jwks_url: url is also issuer "ci"'s, which has no jwks_url (OIDC discovery): issuers sharing a url share one key source, so this issuer is ignored and its tokens refused`},
+		{"shared url two jwks warns", "    audience: mayfly", "    audience: mayfly\n    jwks_url: https://ci.example.com/a\n  ci2:\n    url: https://ci.example.com\n    audience: other\n    jwks_url: https://ci.example.com/b", nil,
+			`policy.yaml:6: issuers.ci2.jwks_url: url is also issuer "ci"'s, which has jwks_url "https://ci.example.com/a"`},
 		{"shared url same jwks", "    audience: mayfly", "    audience: mayfly\n    jwks_url: https://ci.example.com/keys\n  ci2:\n    url: https://ci.example.com\n    audience: other\n    jwks_url: https://ci.example.com/keys", nil, "issuers.ci2: not used by any grant"},
 		{"no claims warns", "        claims:\n          project: app\n", "", nil, `no claims: any token of issuer "ci" matches`},
 		{"unused warns", "upstreams:\n", "upstreams:\n  extra:\n    url: https://x.example.com\n    credential: {secret: s}\n", nil, "upstreams.extra: not used by any grant"},
