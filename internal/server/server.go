@@ -334,6 +334,11 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if !own {
 			certFile, keyFile = cfg.TLSCert, cfg.TLSKey
 		}
+		if own {
+			if err := completeRenewal(certFile, keyFile); err != nil {
+				return nil, err
+			}
+		}
 		if s.certs, err = newCertSource(certFile, keyFile); err != nil {
 			return nil, err
 		}

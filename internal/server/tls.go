@@ -13,6 +13,7 @@ import (
 	"math/big"
 	"net"
 	"os"
+	"path/filepath"
 	"slices"
 	"sync/atomic"
 	"time"
@@ -210,6 +211,11 @@ func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (
 	if err != nil {
 		return nil, err
 	}
+	// A renewal interrupted before must be finished first: the names are
+	// read from the certificate, and its pending file is about to be reused.
+	if err := completeRenewal(d.ServerCert(), d.ServerKey()); err != nil {
+		return nil, err
+	}
 	old, err := readCert(d.ServerCert())
 	if err != nil {
 		return nil, err
@@ -247,13 +253,8 @@ func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (
 	if err != nil {
 		return nil, err
 	}
-	// Key first, then certificate: a server reading in between fails to
-	// pair them and keeps the certificate it has.
-	if err := replaceFile(d.ServerKey(), keyPEM, 0o600); err != nil {
-		return nil, fmt.Errorf("write server key: %w", err)
-	}
-	if err := replaceFile(d.ServerCert(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o644); err != nil {
-		return nil, fmt.Errorf("write server certificate: %w", err)
+	if err := replacePair(d.ServerCert(), d.ServerKey(), pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), keyPEM); err != nil {
+		return nil, err
 	}
 	res := &RenewResult{NotAfter: tmpl.NotAfter.UTC(), Names: slices.Clone(tmpl.DNSNames)}
 	for _, ip := range tmpl.IPAddresses {
@@ -274,19 +275,83 @@ func readCert(path string) (*x509.Certificate, error) {
 	return x509.ParseCertificate(blk.Bytes)
 }
 
-// replaceFile writes data to a temporary file beside path, syncs it and
-// renames it over path, so readers see the old file or the new, whole.
-func replaceFile(path string, data []byte, mode os.FileMode) error {
-	tmp := path + ".new"
-	os.Remove(tmp)
-	if err := writeFileExcl(tmp, data, mode); err != nil {
-		return err
+// replacePair replaces a certificate and its key so that, whatever fails
+// or is killed when, the files left hold a pair that matches: both new
+// files are written and synced beside the old ones first; then the key is
+// renamed, then the certificate. A failure before the key's rename leaves
+// the old pair; one between the renames leaves the new key with the new
+// certificate still at certFile+".new", which completeRenewal finishes.
+// The directory is synced after each step so the renames reach the disk
+// in this order.
+func replacePair(certFile, keyFile string, certPEM, keyPEM []byte) error {
+	certTmp, keyTmp := certFile+pendingSuffix, keyFile+pendingSuffix
+	dir := filepath.Dir(certFile)
+	os.Remove(certTmp)
+	os.Remove(keyTmp)
+	if err := writeFileExcl(keyTmp, keyPEM, 0o600); err != nil {
+		return fmt.Errorf("write server key: %w", err)
 	}
-	if err := os.Rename(tmp, path); err != nil {
-		os.Remove(tmp)
-		return err
+	if err := writeFileExcl(certTmp, certPEM, 0o644); err != nil {
+		os.Remove(keyTmp)
+		return fmt.Errorf("write server certificate: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		os.Remove(certTmp)
+		os.Remove(keyTmp)
+		return fmt.Errorf("write server certificate: %w", err)
+	}
+	if err := os.Rename(keyTmp, keyFile); err != nil {
+		os.Remove(certTmp)
+		os.Remove(keyTmp)
+		return fmt.Errorf("replace server key: %w", err)
+	}
+	// From here the new certificate must stay at certTmp until it is at
+	// certFile: it is the only one that pairs with the key.
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("replace server key: %w", err)
+	}
+	if err := os.Rename(certTmp, certFile); err != nil {
+		return fmt.Errorf("replace server certificate: %w", err)
+	}
+	if err := syncDir(dir); err != nil {
+		return fmt.Errorf("replace server certificate: %w", err)
 	}
 	return nil
+}
+
+// pendingSuffix names the new files of a renewal until they are renamed.
+const pendingSuffix = ".new"
+
+// completeRenewal finishes a renewal interrupted between its two renames
+// (see replacePair): when the key does not pair with the certificate but
+// does with the pending one, that one is renamed into place. Any other
+// state is left as it is (a pair that does not match then fails to load
+// with its own error).
+func completeRenewal(certFile, keyFile string) error {
+	if _, err := tls.LoadX509KeyPair(certFile, keyFile); err == nil {
+		return nil
+	}
+	pending := certFile + pendingSuffix
+	if _, err := tls.LoadX509KeyPair(pending, keyFile); err != nil {
+		return nil
+	}
+	if err := os.Rename(pending, certFile); err != nil {
+		return fmt.Errorf("finish an interrupted certificate renewal: %w", err)
+	}
+	if err := syncDir(filepath.Dir(certFile)); err != nil {
+		return fmt.Errorf("finish an interrupted certificate renewal: %w", err)
+	}
+	return nil
+}
+
+// syncDir makes the renames and creations in dir durable.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	defer d.Close()
+	return d.Sync()
 }
 
 func loadPool(file string) (*x509.CertPool, error) {

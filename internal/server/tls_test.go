@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/x509"
 	"errors"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -159,6 +160,88 @@ func TestJoinedNodeCertificateNearExpiry(t *testing.T) {
 			}
 			if _, err := os.Stat(joined.CAKey()); !errors.Is(err, os.ErrNotExist) {
 				t.Fatalf("the renewal left a CA key in the joined data dir: %v", err)
+			}
+		})
+	}
+}
+
+// A renewal that fails or is killed part way (a full disk, an I/O error, a
+// kill between its two renames) must leave a certificate and key that pair,
+// the old ones or the new, so that the server still starts. Before, the
+// key was replaced, then the certificate: a failure between left a pair
+// that did not match and every later start failed.
+func TestRenewCertificateFailureKeepsAPair(t *testing.T) {
+	ctx := context.Background()
+	tests := []struct {
+		name string
+		// break_ leaves the data dir as the failure would and returns the
+		// certificate (PEM) the server must serve afterwards (nil: the one
+		// from init).
+		break_ func(t *testing.T, d datadir.Dir) []byte
+	}{
+		{"certificate cannot be written", func(t *testing.T, d datadir.Dir) []byte {
+			// A non-empty directory holds the certificate's temporary name,
+			// as a full disk or an I/O error would fail the write.
+			if err := os.MkdirAll(filepath.Join(d.ServerCert()+".new", "x"), 0o700); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := RenewCertificate(string(d), "", nil, time.Now()); err == nil {
+				t.Fatal("renewal succeeded although its certificate could not be written")
+			}
+			os.RemoveAll(d.ServerCert() + ".new") // the disk has room again
+			return nil
+		}},
+		{"killed between the renames", func(t *testing.T, d datadir.Dir) []byte {
+			// The state replacePair leaves after the key's rename: the new
+			// key in place, the new certificate still pending.
+			ca, cak, _, err := loadCA(d.CACert(), d.CAKey())
+			if err != nil {
+				t.Fatal(err)
+			}
+			tmp := t.TempDir()
+			if err := issueServerCert(ca, cak, filepath.Join(tmp, "c"), filepath.Join(tmp, "k"), nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(tmp, "k"), d.ServerKey()); err != nil {
+				t.Fatal(err)
+			}
+			newCert, err := os.ReadFile(filepath.Join(tmp, "c"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := os.Rename(filepath.Join(tmp, "c"), d.ServerCert()+".new"); err != nil {
+				t.Fatal(err)
+			}
+			return newCert
+		}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			d := datadir.Dir(filepath.Join(t.TempDir(), "data"))
+			if _, err := Init(ctx, InitOptions{DataDir: string(d)}); err != nil {
+				t.Fatal(err)
+			}
+			want, _ := os.ReadFile(d.ServerCert())
+			if b := tt.break_(t, d); b != nil {
+				want = b
+			}
+			s, err := New(ctx, Config{DataDir: string(d), Listen: "127.0.0.1:0"}, NewLogger(io.Discard, "text", "info"))
+			if err != nil {
+				t.Fatalf("after a failed renewal the data dir's certificate and key no longer pair (the server cannot start): %v", err)
+			}
+			s.Close(ctx)
+			if got, _ := os.ReadFile(d.ServerCert()); string(got) != string(want) {
+				t.Fatal("server.pem is not the certificate that pairs with the key")
+			}
+			if _, err := os.Stat(d.ServerCert() + ".new"); !errors.Is(err, os.ErrNotExist) {
+				t.Fatalf("a pending certificate is left: %v", err)
+			}
+			// And the next renewal works from there.
+			if _, err := RenewCertificate(string(d), "", nil, time.Now()); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := newCertSource(d.ServerCert(), d.ServerKey()); err != nil {
+				t.Fatalf("certificate and key do not pair after the next renewal: %v", err)
 			}
 		})
 	}
