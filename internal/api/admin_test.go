@@ -89,7 +89,7 @@ func note(n *store.Note) error {
 	return nil
 }
 
-func (v *vault) Put(_ context.Context, name string, value []byte, n *store.Note) (int, error) {
+func (v *vault) Put(_ context.Context, name string, value []byte, _ *store.RotationChange, n *store.Note) (int, error) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if err := note(n); err != nil {

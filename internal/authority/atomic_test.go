@@ -14,6 +14,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/rotate"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -266,4 +267,67 @@ func fresh(t *testing.T, backend string) *store.DB {
 		return storetest.Postgres(t).DB
 	}
 	return storetest.SQLite(t).DB
+}
+
+// PUT /v1/secrets/{name} with "rotate" changes the value and the rotation
+// under one secret.write entry that names the rotation setting: all three
+// commit together. Before, the rotation was written after the value and
+// its entry, in a transaction of its own: when that write failed the
+// entry claimed a rotation set (or removed) that was not, and the caller
+// got a 503 for a value that was stored.
+func TestSecretPutRotationAndEntryTogether(t *testing.T) {
+	src := netip.MustParseAddr("127.0.0.1")
+	const every = `{"every":"24h","via":{"command":"r"}}`
+	tests := []struct {
+		name    string
+		before  string // the rotation the secret has before ("" none)
+		rotate  string // the request's "rotate"
+		table   string // the write made to fail ("" none)
+		kind    string
+		applied bool // the value and the rotation change stand
+	}{
+		{"set", "", every, "", "", true},
+		{"set, the rotation's write fails", "", every, "secret_rotations", "INSERT", false},
+		{"set, the entry's write fails", "", every, "audit_pending", "INSERT", false},
+		{"remove", every, "null", "", "", true},
+		{"remove, the rotation's write fails", every, "null", "secret_rotations", "DELETE", false},
+		{"remove, the entry's write fails", every, "null", "audit_pending", "INSERT", false},
+	}
+	for _, be := range storetest.Backends(t) {
+		for _, tt := range tests {
+			t.Run(be.Name+"/"+tt.name, func(t *testing.T) {
+				ctx := context.Background()
+				b := newBenchOn(t, fresh(t, be.Name))
+				mgr, err := rotate.New(rotate.Config{Store: b.db, Vault: b.sec.v, Audit: b.rec, Rotators: map[string][]string{"r": {"/bin/true"}}})
+				if err != nil {
+					t.Fatal(err)
+				}
+				b.a.cfg.Rotations = mgr
+				b.sec.set(t, "db", "v1")
+				if tt.before != "" {
+					if _, err := b.a.PutSecretRotating(ctx, "alice", RoleAdmin, src, "db", []byte("v1"), []byte(tt.before)); err != nil {
+						t.Fatal(err)
+					}
+				}
+				entries := b.rec.count(audit.TypeSecretWrite)
+				if tt.table != "" {
+					failWrites(t, b.db, tt.table, tt.kind)
+				}
+				_, err = b.a.PutSecretRotating(ctx, "alice", RoleAdmin, src, "db", []byte("v2"), []byte(tt.rotate))
+				_, gerr := mgr.Get(ctx, "db")
+				rotated := gerr == nil
+				value, wrote := b.sec.value(t, "db"), b.rec.count(audit.TypeSecretWrite)-entries
+				if (err == nil) != tt.applied {
+					t.Fatalf("answer %v, want applied %v", err, tt.applied)
+				}
+				wantRotated, wantValue, wantEntries := tt.before != "", "v1", 0
+				if tt.applied {
+					wantRotated, wantValue, wantEntries = tt.rotate != "null", "v2", 1
+				}
+				if rotated != wantRotated || value != wantValue || wrote != wantEntries {
+					t.Fatalf("after the write (err %v): rotated %v, value %q, %d entries; want %v, %q, %d", err, rotated, value, wrote, wantRotated, wantValue, wantEntries)
+				}
+			})
+		}
+	}
 }

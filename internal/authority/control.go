@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"errors"
-	"fmt"
 	"net/netip"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -15,21 +14,24 @@ import (
 // SecretWriter changes stored secrets and the master key (the server's
 // adapter of secret.Vault). Each change writes n, its audit record, in its
 // own store transaction (store.Note), so that the change and its entry
-// commit together or not at all. RotateMasterKey's rotated is false when
-// another node added the version first (nothing changed, nothing was
-// written). Its errors pass through unchanged, except that a failure of
-// the record wraps store.ErrNoteFailed.
+// commit together or not at all; Put's rc (nil: none), a change of the
+// secret's rotation, is written in that transaction too. RotateMasterKey's
+// rotated is false when another node added the version first (nothing
+// changed, nothing was written). Its errors pass through unchanged, except
+// that a failure of the record wraps store.ErrNoteFailed.
 type SecretWriter interface {
-	Put(ctx context.Context, name string, value []byte, n *store.Note) (version int, err error)
+	Put(ctx context.Context, name string, value []byte, rc *store.RotationChange, n *store.Note) (version int, err error)
 	Delete(ctx context.Context, name string, n *store.Note) error
 	RotateMasterKey(ctx context.Context, n *store.Note) (version int, rotated bool, err error)
 }
 
 // Rotations validates, sets and runs secrets' rotations (*rotate.Manager).
-// Rotate audits each attempt itself (the schedule runs it too).
+// Change is the store's form of a setting (nil spec: removed), written
+// with the value it comes with. Rotate audits each attempt itself (the
+// schedule runs it too).
 type Rotations interface {
 	Parse(ctx context.Context, name string, raw []byte, admin bool) (rotate.Spec, error)
-	Set(ctx context.Context, name string, s *rotate.Spec) error
+	Change(s *rotate.Spec) (*store.RotationChange, error)
 	Rotate(ctx context.Context, name, by, source string) (rotate.Result, error)
 }
 
@@ -73,19 +75,23 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin, role string, s
 	} else if remove {
 		ev.Detail = map[string]any{"rotate": "removed"}
 	}
+	// The rotation is written in the value's transaction: the entry names
+	// both, so neither may stand without the other.
+	var rc *store.RotationChange
+	if (spec != nil || remove) && a.cfg.Rotations != nil {
+		c, err := a.cfg.Rotations.Change(spec)
+		if err != nil {
+			return 0, unavailable("set the rotation of "+name, err)
+		}
+		rc = c
+	}
 	since := a.cfg.Audit.Size()
 	note := noted(a.cfg.Audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
-	v, err := a.cfg.Secrets.Put(ctx, name, value, note)
+	v, err := a.cfg.Secrets.Put(ctx, name, value, rc, note)
 	if err != nil {
 		return v, noteFailed("audit secret write", err)
 	}
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
-	if (spec == nil && !remove) || a.cfg.Rotations == nil {
-		return v, nil
-	}
-	if err := a.cfg.Rotations.Set(ctx, name, spec); err != nil {
-		return v, unavailable(fmt.Sprintf("set the rotation of %s (its value v%d is stored)", name, v), err)
-	}
 	return v, nil
 }
 

@@ -380,8 +380,8 @@ func newVaultSecrets(t *testing.T, db *store.DB) *vaultSecrets {
 	return &vaultSecrets{v: v}
 }
 
-func (s *vaultSecrets) Put(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
-	return s.v.PutNoted(ctx, name, value, n)
+func (s *vaultSecrets) Put(ctx context.Context, name string, value []byte, rc *store.RotationChange, n *store.Note) (int, error) {
+	return s.v.PutRotating(ctx, name, value, rc, n)
 }
 
 func (s *vaultSecrets) Delete(ctx context.Context, name string, n *store.Note) error {

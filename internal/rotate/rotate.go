@@ -154,14 +154,28 @@ func (m *Manager) Set(ctx context.Context, name string, s *Spec) error {
 		}
 		return nil
 	}
-	b, err := json.Marshal(s)
+	c, err := m.Change(s)
 	if err != nil {
-		return fmt.Errorf("rotate: %w", err)
+		return err
 	}
-	if err := m.cfg.Store.SetRotation(ctx, name, string(b), m.cfg.Now().Add(time.Duration(s.Every))); err != nil {
+	if err := m.cfg.Store.SetRotation(ctx, name, c.Spec, c.NextAt); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	return nil
+}
+
+// Change is what Set writes, for a caller that writes it together with
+// the secret's value (store.PutSecretRotating): s first due one period
+// from now, or nil to remove the rotation.
+func (m *Manager) Change(s *Spec) (*store.RotationChange, error) {
+	if s == nil {
+		return &store.RotationChange{Remove: true}, nil
+	}
+	b, err := json.Marshal(s)
+	if err != nil {
+		return nil, fmt.Errorf("rotate: %w", err)
+	}
+	return &store.RotationChange{Spec: string(b), NextAt: m.cfg.Now().Add(time.Duration(s.Every))}, nil
 }
 
 // State is a secret's rotation as shown to admins: never a value.

@@ -40,7 +40,7 @@ type Store interface {
 	NextSecretVersion(ctx context.Context, name string) (int, error)
 	PutSecret(ctx context.Context, s store.Secret) error
 	PutSecretKeeping(ctx context.Context, s store.Secret, keepUntil time.Time) error
-	PutSecretNoted(ctx context.Context, s store.Secret, keepUntil time.Time, n *store.Note) error
+	PutSecretRotating(ctx context.Context, s store.Secret, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error
 	GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (store.Secret, error)
 	RetireSecrets(ctx context.Context, now time.Time) (int64, error)
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
@@ -295,17 +295,23 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 // and readable with RevealPrevious until keepUntil (zero: destroyed at
 // once, as Put does), for requests that began with it.
 func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error) {
-	return v.put(ctx, name, value, keepUntil, nil)
+	return v.put(ctx, name, value, keepUntil, nil, nil)
 }
 
 // PutNoted is Put for an admin: n, the write's audit record, is written
 // in the same store transaction as the version, so that neither stands
 // without the other (store.Note); an error from n undoes the write.
 func (v *Vault) PutNoted(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
-	return v.put(ctx, name, value, time.Time{}, n)
+	return v.put(ctx, name, value, time.Time{}, nil, n)
 }
 
-func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error) {
+// PutRotating is PutNoted that also changes the secret's rotation (rc) in
+// the same store transaction, for an admin's write that names both.
+func (v *Vault) PutRotating(ctx context.Context, name string, value []byte, rc *store.RotationChange, n *store.Note) (int, error) {
+	return v.put(ctx, name, value, time.Time{}, rc, n)
+}
+
+func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil time.Time, rc *store.RotationChange, n *store.Note) (int, error) {
 	if err := v.alive(); err != nil {
 		return 0, err
 	}
@@ -321,7 +327,7 @@ func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil ti
 	// a store read off the common path.
 	guess := v.hints.get(name) + 1
 	for attempt := 1; ; attempt++ {
-		err := v.putOnce(ctx, name, value, guess, keepUntil, n)
+		err := v.putOnce(ctx, name, value, guess, keepUntil, rc, n)
 		if err == nil {
 			v.hints.set(name, guess)
 			return guess, nil
@@ -366,9 +372,9 @@ func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool
 
 // putOnce seals value as version of name under the current keyring version
 // and stores it; store.ErrConflict when version is not the next one.
-func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, n *store.Note) error {
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error {
 	for attempt := 1; ; attempt++ {
-		err := v.putSealed(ctx, name, value, version, keepUntil, n)
+		err := v.putSealed(ctx, name, value, version, keepUntil, rc, n)
 		if !errors.Is(err, store.ErrKeyVersionGone) || attempt >= maxStaleKeyringAttempts {
 			return err
 		}
@@ -383,7 +389,7 @@ func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version 
 }
 
 // putSealed is one attempt of putOnce, under the keyring this node holds.
-func (v *Vault) putSealed(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, n *store.Note) error {
+func (v *Vault) putSealed(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error {
 	v.putMu.RLock()
 	defer v.putMu.RUnlock()
 	ring := v.ring.Load()
@@ -392,7 +398,7 @@ func (v *Vault) putSealed(ctx context.Context, name string, value []byte, versio
 		return fmt.Errorf("secret: put %s: %w", name, ErrClosed)
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
-	if err := v.st.PutSecretNoted(ctx, rec, keepUntil, n); err != nil {
+	if err := v.st.PutSecretRotating(ctx, rec, keepUntil, rc, n); err != nil {
 		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)
@@ -640,7 +646,7 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		err = v.putOnce(ctx, name, key, 1, time.Time{}, nil)
+		err = v.putOnce(ctx, name, key, 1, time.Time{}, nil, nil)
 		if err == nil {
 			return key, nil
 		}

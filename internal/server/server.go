@@ -658,8 +658,8 @@ func apiMeta(m secret.Meta, st *rotate.State) api.SecretMeta {
 	return out
 }
 
-func (a vaultAdapter) Put(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
-	v, err := a.v.PutNoted(ctx, name, value, n)
+func (a vaultAdapter) Put(ctx context.Context, name string, value []byte, rc *store.RotationChange, n *store.Note) (int, error) {
+	v, err := a.v.PutRotating(ctx, name, value, rc, n)
 	if errors.Is(err, secret.ErrInvalidName) || errors.Is(err, secret.ErrInvalidValue) {
 		return 0, api.ErrInvalidSecret
 	}

@@ -25,14 +25,26 @@ type Rotation struct {
 // time, keeping its history (last success, failures).
 func (db *DB) SetRotation(ctx context.Context, name, spec string, nextAt time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, next_at) VALUES (?, ?, ?)
-ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at`, name, spec, nanos(nextAt))
-		return err
+		return db.changeRotation(ctx, tx, name, &RotationChange{Spec: spec, NextAt: nextAt})
 	})
 	if err != nil {
 		return fmt.Errorf("store: set rotation of %s: %w", name, err)
 	}
 	return nil
+}
+
+// changeRotation applies rc (nil: nothing) to name's rotation inside tx.
+func (db *DB) changeRotation(ctx context.Context, tx *sql.Tx, name string, rc *RotationChange) error {
+	switch {
+	case rc == nil:
+		return nil
+	case rc.Remove:
+		_, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name)
+		return err
+	}
+	_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, next_at) VALUES (?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at`, name, rc.Spec, nanos(rc.NextAt))
+	return err
 }
 
 // DeleteRotation stops rotating name (ErrNotFound when it was not).

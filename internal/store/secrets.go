@@ -180,6 +180,25 @@ func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Tim
 // secret write) in the same transaction. ErrKeyVersionGone when
 // s.KEKVersion is no longer in the keyring: the row could never be opened.
 func (db *DB) PutSecretNoted(ctx context.Context, s Secret, keepUntil time.Time, n *Note) error {
+	return db.PutSecretRotating(ctx, s, keepUntil, nil, n)
+}
+
+// RotationChange is a change of a secret's rotation made together with a
+// write of its value (PutSecretRotating).
+type RotationChange struct {
+	// Remove stops rotating the secret (no error when it was not rotated).
+	Remove bool
+	// Spec and NextAt are the rotation's settings and next due time, as
+	// SetRotation takes them (its history is kept).
+	Spec   string
+	NextAt time.Time
+}
+
+// PutSecretRotating is PutSecretNoted that also applies rc (nil: none) in
+// the same transaction: an admin's write that sets or removes the
+// rotation has one entry naming both, so the value, the rotation and the
+// entry commit together or not at all.
+func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Time, rc *RotationChange, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := db.keyVersionExists(ctx, tx, s.KEKVersion, " FOR SHARE"); err != nil {
 			return err
@@ -212,6 +231,9 @@ func (db *DB) PutSecretNoted(ctx context.Context, s Secret, keepUntil time.Time,
 		}
 		if _, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, keep); err != nil {
+			return err
+		}
+		if err := db.changeRotation(ctx, tx, s.Name, rc); err != nil {
 			return err
 		}
 		return db.note(ctx, tx, n, Changes{})
