@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/xdg-go/scram"
 
+	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
@@ -131,7 +132,7 @@ func TestPostgresPassword(t *testing.T) {
 		role  string
 		form  string // "url" or "bare"
 		self  bool   // the role changes its own password
-		fault string // "" | "no role" | "store fails"
+		fault string // "" | "no role" | "store fails" | "entry fails"
 	}{
 		{"URL value, admin DSN", "mayfly_rot_" + suffix, "url", false, ""},
 		{"bare password, admin DSN", "mayfly_rot_bare_" + suffix, "bare", false, ""},
@@ -139,6 +140,7 @@ func TestPostgresPassword(t *testing.T) {
 		{"role needing quotes", `mayfly rot"; DROP ROLE x; --` + suffix, "url", false, ""},
 		{"role does not exist", "mayfly_rot_ghost_" + suffix, "url", false, "no role"},
 		{"new value cannot be stored", "mayfly_rot_store_" + suffix, "url", false, "store fails"},
+		{"outcome entry cannot be written", "mayfly_rot_entry_" + suffix, "url", false, "entry fails"},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
@@ -165,8 +167,11 @@ func TestPostgresPassword(t *testing.T) {
 						r.put(t, "pg-admin", []byte(pg.admin), "")
 					}
 					r.put(t, "app-db", []byte(value), fmt.Sprintf(`{"every":"24h","grace":"10m","via":{"postgres_password":{"admin_dsn_secret":%q,"role":%q}}}`, admin, role))
-					if tt.fault == "store fails" {
+					switch tt.fault {
+					case "store fails":
 						r.m.cfg.Vault = failingPut{r.vault}
+					case "entry fails":
+						r.log.limit = len(r.log.evs) + 1 // the started entry only
 					}
 					var before string
 					var inFlight *pgx.Conn
@@ -190,7 +195,7 @@ func TestPostgresPassword(t *testing.T) {
 						if r.value(t, "app-db") != value {
 							t.Fatal("a failed rotation changed the stored value")
 						}
-						if tt.fault == "store fails" && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
+						if (tt.fault == "store fails" || tt.fault == "entry fails") && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
 							t.Fatal("the role's password changed although the new value was not stored")
 						}
 						if st, _ := r.m.Get(ctx, "app-db"); st.Failures != 1 || st.LastError == "" || strings.Contains(st.LastError, oldPW) {
@@ -407,6 +412,6 @@ func TestWithPassword(t *testing.T) {
 // role's password then stays as it was.
 type failingPut struct{ Vault }
 
-func (failingPut) PutKeeping(context.Context, string, []byte, time.Time) (int, error) {
+func (failingPut) PutKeepingNoted(context.Context, string, []byte, time.Time, *store.Note) (int, error) {
 	return 0, errors.New("store unavailable")
 }

@@ -60,17 +60,25 @@ type Store interface {
 	FinishRotation(ctx context.Context, name, node string, o store.RotationOutcome) error
 }
 
-// Vault reads and writes secret values (*secret.Vault).
+// Vault reads and writes secret values (*secret.Vault). A new value is
+// written with its entry (n) in one store transaction.
 type Vault interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
-	PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error)
+	PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error)
 	Meta(ctx context.Context, name string) (secret.Meta, error)
 }
 
-// Auditor records entries (*auditlog.Log): an attempt waits for its entry
-// (Future.Wait), which the log makes durable before answering.
+// Auditor records entries (*auditlog.Log): an attempt waits for its
+// "started" entry (Future.Wait), which the log makes durable before
+// answering. The entry of a successful attempt is written by the store
+// transaction that stores the new value instead (Record, then Recorded
+// for its index: see auditlog's pending records), so that the value never
+// stands without it.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
+	Size() int64
+	Record(ev audit.Event) ([]byte, error)
+	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
 }
 
 // Observer is told every attempt's outcome (the server counts them in
@@ -271,21 +279,22 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 		m.finish(context.WithoutCancel(ctx), name, store.RotationOutcome{At: m.cfg.Now(), Error: "audit log unavailable", NextAt: m.cfg.Now().Add(time.Minute)})
 		return Result{}, fmt.Errorf("rotate %s: rotation not recorded, %w: %w", name, failclosed.ErrUnavailable, err)
 	}
-	version, graceEnd, rerr := m.run(ctx, name, spec)
+	// The outcome of a success is recorded by the write of the new value
+	// (run); a failure changed nothing, and its entry is added here.
+	ev.Reason, ev.Status = "", 200
+	ev.Detail = map[string]any{"via": spec.Kind()} // the started entry's map is its own
+	version, graceEnd, rerr := m.run(ctx, name, spec, ev)
 	now := m.cfg.Now()
 	out := store.RotationOutcome{At: now, Version: version}
-	ev.Reason, ev.Status, ev.SecretVersion = "", 200, version
-	ev.Detail = map[string]any{"via": spec.Kind()} // the started entry's map is its own
 	if rerr != nil {
 		out.Error = truncate(rerr.Error(), 500)
 		out.NextAt = now.Add(backoff(r.Failures+1, time.Duration(spec.Every)))
 		ev.Status, ev.Reason = 502, out.Error
+		if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
+			m.cfg.Logger.Error("rotate: recording the failure in the audit log failed", "secret", name, "err", err)
+		}
 	} else {
 		out.NextAt = now.Add(time.Duration(spec.Every))
-		ev.Detail["grace_until"] = graceEnd.UTC().Format(time.RFC3339)
-	}
-	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
-		m.cfg.Logger.Error("rotate: recording the outcome in the audit log failed", "secret", name, "ok", rerr == nil, "err", err)
 	}
 	m.finish(context.WithoutCancel(ctx), name, out)
 	if m.cfg.Observer != nil {
@@ -318,8 +327,12 @@ func backoff(failures int, every time.Duration) time.Duration {
 }
 
 // run reads the current value, has the rotator make and apply a new one,
-// and stores it, keeping the current one for the grace period.
-func (m *Manager) run(ctx context.Context, name string, spec Spec) (int, time.Time, error) {
+// and stores it, keeping the current one for the grace period. The new
+// version is stored with its outcome entry, ev completed (status 200, the
+// version, the grace period's end), in one transaction: a value that
+// cannot be recorded is not stored, and for postgres_password the ALTER
+// ROLE, committed only after the store, is rolled back with it.
+func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Event) (int, time.Time, error) {
 	cur, _, err := m.cfg.Vault.Reveal(ctx, name)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("read the current value: %w", err)
@@ -337,17 +350,50 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec) (int, time.Ti
 		if spec.GraceOrDefault() == 0 {
 			keep = time.Time{}
 		}
-		ver, err := m.cfg.Vault.PutKeeping(ctx, name, v, keep)
+		since := m.cfg.Audit.Size()
+		note := &store.Note{Make: func(c store.Changes) ([][]byte, error) {
+			e := ev
+			e.SecretVersion = c.SecretVersion
+			e.Detail = map[string]any{"via": spec.Kind(), "grace_until": graceEnd.UTC().Format(time.RFC3339)}
+			rec, err := m.cfg.Audit.Record(e)
+			if err != nil {
+				return nil, err
+			}
+			return [][]byte{rec}, nil
+		}}
+		ver, err := m.cfg.Vault.PutKeepingNoted(ctx, name, v, keep, note)
 		if err != nil {
 			return fmt.Errorf("store the new value: %w", err)
 		}
 		version = ver
+		m.settle(ctx, since, note)
 		return nil
 	}
 	if err := rot.Rotate(ctx, name, cur, commit); err != nil {
 		return 0, time.Time{}, scrub(err, cur)
 	}
 	return version, graceEnd, nil
+}
+
+// waitIndex bounds how long a rotation waits for its recorded entry's
+// index; the entry is durable already (its value's commit made it so).
+const waitIndex = 5 * time.Second
+
+// settle waits for the index of the entry note wrote, so that it is in
+// the log when the caller hears of the rotation. A failure only delays
+// that: it is logged, never returned.
+func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
+	if len(note.PIDs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
+	defer cancel()
+	for _, f := range m.cfg.Audit.Recorded(ctx, since, note.PIDs, note.Records) {
+		if _, err := f.Wait(ctx); err != nil {
+			m.cfg.Logger.Warn("rotate: the rotation's audit entry is recorded but not in the log yet", "err", err)
+			return
+		}
+	}
 }
 
 type rotator interface {

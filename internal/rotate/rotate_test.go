@@ -25,25 +25,62 @@ import (
 var ctx = context.Background()
 
 // entries records audit events in memory, failing on demand, so tests can
-// read what was recorded (the log itself is tested in its package).
+// read what was recorded (the log itself is tested in its package). An
+// action's entry (Record) counts once its transaction committed
+// (Recorded).
 type entries struct {
 	mu   sync.Mutex
 	evs  []audit.Event
 	fail bool
+	// limit, when above 0, is how many entries it takes before it fails
+	// (a disk that fills up).
+	limit int
 }
 
 func (e *entries) Add(ctx context.Context, ev audit.Event) auditlog.Future {
 	return auditlog.Answered(e.record(ctx, ev))
 }
 
+func (e *entries) refusing() bool { return e.fail || (e.limit > 0 && len(e.evs) >= e.limit) }
+
 func (e *entries) record(_ context.Context, ev audit.Event) (int64, error) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.fail {
+	if e.refusing() {
 		return 0, errors.New("disk full")
 	}
 	e.evs = append(e.evs, ev)
 	return int64(len(e.evs)), nil
+}
+
+func (e *entries) Size() int64 {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return int64(len(e.evs))
+}
+
+func (e *entries) Record(ev audit.Event) ([]byte, error) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.refusing() {
+		return nil, errors.New("disk full")
+	}
+	return json.Marshal(ev)
+}
+
+func (e *entries) Recorded(_ context.Context, _ int64, pids []int64, recs [][]byte) []auditlog.Future {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	futs := make([]auditlog.Future, len(recs))
+	for i, rec := range recs {
+		var ev audit.Event
+		if err := json.Unmarshal(rec, &ev); err != nil {
+			panic(err)
+		}
+		e.evs = append(e.evs, ev)
+		futs[i] = auditlog.Answered(int64(len(e.evs)), nil)
+	}
+	return futs
 }
 
 func (e *entries) json(t *testing.T) string {
@@ -406,6 +443,43 @@ func TestScheduleAndOnDemand(t *testing.T) {
 			all, err := r.m.All(ctx)
 			if err != nil || len(all) != 1 || all["b"].Spec.Kind() != "command:fail" {
 				t.Fatalf("all = %+v %v", all, err)
+			}
+		})
+	}
+}
+
+// A rotation writes a new version of a secret, an action whose entry
+// must be durable before it stands (SPEC section 6). When the audit log
+// stops taking entries after the "started" one, the new version is not
+// stored and the caller is not told the rotation succeeded. Before, the
+// version was stored outside any audit transaction and the outcome
+// entry's failure was only logged.
+func TestRotationOutcomeUnrecorded(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			rot := script(t, `read v; printf '%s-next\n' "$v"`)
+			r := newRig(t, b, map[string][]string{"r": {rot}}, key(t))
+			r.put(t, "api", []byte("v1"), `{"every":"24h","via":{"command":"r"}}`)
+			r.log.limit = 1 // the started entry is taken, the outcome's refused
+			if _, err := r.m.Rotate(ctx, "api", "alice", ""); !errors.Is(err, ErrFailed) {
+				t.Fatalf("a rotation whose entry could not be written: %v, want ErrFailed", err)
+			}
+			if now := r.value(t, "api"); now != "v1" {
+				t.Fatalf("the value was replaced (%q) with no audit entry recording it", now)
+			}
+			// With room in the log again, the rotation and its entry stand.
+			r.log.limit = 0
+			r.clock.add(time.Hour) // past the failure's backoff
+			res, err := r.m.Rotate(ctx, "api", "alice", "")
+			if err != nil {
+				t.Fatal(err)
+			}
+			recorded := false
+			for _, ev := range r.log.evs {
+				recorded = recorded || ev.Type == AuditType && ev.Status == 200 && ev.SecretVersion == res.Version && ev.Detail["grace_until"] != nil
+			}
+			if now := r.value(t, "api"); now != "v1-next" || !recorded {
+				t.Fatalf("after the log recovered: value %q, entry of v%d recorded %v: %s", now, res.Version, recorded, r.log.json(t))
 			}
 		})
 	}

@@ -298,6 +298,13 @@ func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepU
 	return v.put(ctx, name, value, keepUntil, nil, nil)
 }
 
+// PutKeepingNoted is PutKeeping with n, the rotation's audit record, in
+// the same store transaction as the version (store.Note); an error from
+// n undoes the write.
+func (v *Vault) PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error) {
+	return v.put(ctx, name, value, keepUntil, nil, n)
+}
+
 // PutNoted is Put for an admin: n, the write's audit record, is written
 // in the same store transaction as the version, so that neither stands
 // without the other (store.Note); an error from n undoes the write.

@@ -47,6 +47,9 @@ type Changes struct {
 	Minted []string
 	// Version is the policy version a policy apply stored.
 	Version int64
+	// SecretVersion is the version a secret write stored (a rotation's
+	// entry names it).
+	SecretVersion int
 	// Hint is an issued token's hint (never the token), for its entry.
 	Hint string
 }

@@ -236,7 +236,7 @@ func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Ti
 		if err := db.changeRotation(ctx, tx, s.Name, rc); err != nil {
 			return err
 		}
-		return db.note(ctx, tx, n, Changes{})
+		return db.note(ctx, tx, n, Changes{SecretVersion: s.Version})
 	})
 	if err != nil {
 		return fmt.Errorf("store: put secret %s: %w", s.Name, err)
