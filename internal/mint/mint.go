@@ -42,8 +42,8 @@ type Store interface {
 	RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error)
 	MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]store.Minted, error)
 	ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error)
-	MintedRevoked(ctx context.Context, id, reason string, at time.Time) error
-	MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time) error
+	MintedRevoked(ctx context.Context, id, reason string, at time.Time, n *store.Note) error
+	MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time, n *store.Note) error
 	SetMintedExpiry(ctx context.Context, id string, expires time.Time) error
 	MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Minted, error)
 	MintedByLease(ctx context.Context, leaseID string) ([]store.Minted, error)
@@ -52,9 +52,15 @@ type Store interface {
 }
 
 // Auditor records events (*auditlog.Log): an action waits for its entry
-// (Future.Wait), which the log makes durable before answering.
+// (Future.Wait), which the log makes durable before answering. A
+// revocation's outcome is written by the store transaction that records
+// it instead (Record, then Recorded for its index: see auditlog's pending
+// records), so that neither stands without the other.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
+	Size() int64
+	Record(ev audit.Event) ([]byte, error)
+	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
 }
 
 // Request asks a source for one credential.
@@ -570,23 +576,59 @@ func (m *Manager) attempt(ctx context.Context, rec Record, recordFailure bool) b
 		return false
 	}
 	now := m.cfg.Now()
-	if err := m.cfg.Store.MintedRevoked(ctx, rec.ID, rec.Reason, now); err != nil {
-		if !errors.Is(err, store.ErrNotFound) {
-			m.cfg.Logger.Warn("mint: revoked upstream but not recorded; it will be revoked again", "id", rec.ID, "err", err)
-		}
-		return false
-	}
-	m.m.revoked.WithLabelValues(rec.Kind).Inc()
-	m.gone(rec.Minted)
 	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 200,
 		Reason: rec.Reason, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind}}
 	if rec.ExternalName != "" {
 		ev.Detail["name"] = rec.ExternalName
 	}
-	if _, err := m.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
-		m.cfg.Logger.Warn("mint: revocation not audited", "id", rec.ID, "err", err)
+	// Marked revoked only with its entry: when the entry cannot be
+	// written, the credential stays due and is revoked (idempotently) and
+	// recorded again.
+	since := m.cfg.Audit.Size()
+	note := m.noted(ev)
+	if err := m.cfg.Store.MintedRevoked(ctx, rec.ID, rec.Reason, now, note); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.cfg.Logger.Warn("mint: revoked upstream but not recorded; it will be revoked again", "id", rec.ID, "err", err)
+		}
+		return false
 	}
+	m.settle(ctx, since, note)
+	m.m.revoked.WithLabelValues(rec.Kind).Inc()
+	m.gone(rec.Minted)
 	return true
+}
+
+// noted is the store.Note that writes ev in the transaction of the action
+// it records.
+func (m *Manager) noted(ev audit.Event) *store.Note {
+	return &store.Note{Make: func(store.Changes) ([][]byte, error) {
+		rec, err := m.cfg.Audit.Record(ev)
+		if err != nil {
+			return nil, err
+		}
+		return [][]byte{rec}, nil
+	}}
+}
+
+// waitIndex bounds how long a recorded outcome waits for its entry's
+// index; the entry is durable already (its action's commit made it so).
+const waitIndex = 5 * time.Second
+
+// settle waits for the index of the entry note wrote (and hands the
+// record to the log). A failure only delays the entry's index: logged,
+// never returned.
+func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
+	if len(note.PIDs) == 0 {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
+	defer cancel()
+	for _, f := range m.cfg.Audit.Recorded(ctx, since, note.PIDs, note.Records) {
+		if _, err := f.Wait(ctx); err != nil {
+			m.cfg.Logger.Warn("mint: a revocation's audit entry is recorded but not in the log yet", "err", err)
+			return
+		}
+	}
 }
 
 // failed records a failed attempt: metric, audit entry, next attempt after
@@ -599,15 +641,21 @@ func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
 	}
 	backoff += time.Duration(mrand.Int64N(int64(backoff)/4 + 1))
 	msg := clip(cause.Error())
-	if err := m.cfg.Store.MintedRevokeFailed(ctx, rec.ID, rec.Reason, msg, m.cfg.Now().Add(backoff)); err != nil && !errors.Is(err, store.ErrNotFound) {
-		m.cfg.Logger.Warn("mint: failed revocation not recorded", "id", rec.ID, "err", err)
-	}
 	m.cfg.Logger.Warn("mint: revocation failed; will retry", "id", rec.ID, "upstream", rec.Upstream, "attempt", rec.Attempts+1, "retry_in", backoff, "err", msg)
 	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
 		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "attempt": rec.Attempts + 1, "retry_in_s": int64(backoff.Seconds())}}
-	if _, err := m.cfg.Audit.Add(ctx, ev).Wait(ctx); err != nil {
-		m.cfg.Logger.Warn("mint: failed revocation not audited", "id", rec.ID, "err", err)
+	// The attempt is counted with its entry: when the entry cannot be
+	// written neither is, and the credential is tried again once its
+	// claim runs out.
+	since := m.cfg.Audit.Size()
+	note := m.noted(ev)
+	if err := m.cfg.Store.MintedRevokeFailed(ctx, rec.ID, rec.Reason, msg, m.cfg.Now().Add(backoff), note); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.cfg.Logger.Warn("mint: failed revocation not recorded", "id", rec.ID, "err", err)
+		}
+		return
 	}
+	m.settle(ctx, since, note)
 }
 
 func clip(s string) string {

@@ -211,6 +211,7 @@ func TestMint(t *testing.T) {
 		{"failed mint leaves nothing", testFailedMint},
 		{"crash between record and create", testStalePending},
 		{"expiry", testExpiry},
+		{"revocation entries are not lost", testRevocationEntryNotLost},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
@@ -303,6 +304,62 @@ func testRetries(t *testing.T, h *harness) {
 	log := h.entries(t)
 	if strings.Count(log, `"status":502`) != 2 || !strings.Contains(log, `"reason":"upstream down"`) {
 		t.Fatalf("failures not audited:\n%s", log)
+	}
+}
+
+// refusingLog is the audit log with no room left (a full disk): it
+// refuses every entry.
+type refusingLog struct{ *auditlog.Log }
+
+func (refusingLog) Add(context.Context, audit.Event) auditlog.Future {
+	return auditlog.Answered(0, errors.New("audit: disk full"))
+}
+
+func (refusingLog) Record(audit.Event) ([]byte, error) { return nil, errors.New("audit: disk full") }
+
+// A revocation's outcome (credential.revoke, 200 or 502) is written with
+// the record of it: when the entry cannot be written, the outcome is not
+// recorded either, and the credential stays due until both are. Before,
+// the credential was marked revoked (or the failure counted) and the
+// entry's failure only logged: it was lost for good.
+func testRevocationEntryNotLost(t *testing.T, h *harness) {
+	h.lease(t, "lse_e")
+	is := h.mint(t, "lse_e")
+	if _, err := h.db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_e"}, h.clk.Now(), "exec ended"); err != nil {
+		t.Fatal(err)
+	}
+	// A failed attempt while the log refuses: not counted.
+	h.m.cfg.Audit = refusingLog{h.log}
+	h.up.failRevoke = 1
+	h.m.RevokeDue(ctx)
+	if rec := h.record(t, is.ID); rec.Attempts != 0 {
+		t.Fatalf("a failed attempt was counted without its entry: %+v", rec)
+	}
+	// A successful one while the log refuses: revoked upstream, but not
+	// marked revoked, so it stays due.
+	h.clk.add(time.Minute) // past the attempt's claim
+	if n := h.m.RevokeDue(ctx); n != 0 || h.up.exists(is.Credential.Username) {
+		t.Fatalf("revoked with the log refusing: %d, upstream has it: %v", n, h.up.exists(is.Credential.Username))
+	}
+	if rec := h.record(t, is.ID); rec.State == store.MintRevoked {
+		t.Fatal("marked revoked without its entry")
+	}
+	if log := h.entries(t); strings.Contains(log, `"type":"credential.revoke"`) {
+		t.Fatalf("an entry was written by a refusing log:\n%s", log)
+	}
+	// The log works again: the next attempt fails upstream and is
+	// recorded, the one after succeeds and is recorded.
+	h.m.cfg.Audit = h.log
+	h.clk.add(time.Minute)
+	h.up.failRevoke = 1
+	h.m.RevokeDue(ctx)
+	h.clk.add(time.Minute)
+	if n := h.m.RevokeDue(ctx); n != 1 {
+		t.Fatalf("not revoked once the log recovered: %d", n)
+	}
+	log := h.entries(t)
+	if strings.Count(log, `"type":"credential.revoke"`) != 2 || !strings.Contains(log, `"status":502`) || !strings.Contains(log, `"status":200`) {
+		t.Fatalf("the outcomes are not both in the log:\n%s", log)
 	}
 }
 

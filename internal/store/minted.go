@@ -170,12 +170,17 @@ ORDER BY m.next_attempt_at, m.id LIMIT ?`,
 }
 
 // MintedRevoked records that a credential is confirmed gone upstream; its
-// sealed material is dropped.
-func (db *DB) MintedRevoked(ctx context.Context, id, reason string, at time.Time) error {
+// sealed material is dropped. n, the revocation's audit record, is written
+// in the same transaction: when it fails nothing is recorded, and the
+// credential stays due for another attempt.
+func (db *DB) MintedRevoked(ctx context.Context, id, reason string, at time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoked_at = ?, sealed = NULL,
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoked_at = ?, sealed = NULL,
 	revoke_reason = CASE WHEN revoke_reason = '' THEN ? ELSE revoke_reason END, last_error = '' WHERE id = ? AND state <> ?`,
-			MintRevoked, nanos(at), reason, id, MintRevoked)
+			MintRevoked, nanos(at), reason, id, MintRevoked); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Minted: []string{id}})
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store: minted credential revoked: %w", err)
@@ -185,12 +190,16 @@ func (db *DB) MintedRevoked(ctx context.Context, id, reason string, at time.Time
 
 // MintedRevokeFailed records a failed revocation attempt and when to try
 // again; the credential is marked revoking so the next try needs no other
-// cause.
-func (db *DB) MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time) error {
+// cause. n, the attempt's audit record, is written in the same
+// transaction.
+func (db *DB) MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_attempts = revoke_attempts + 1, next_attempt_at = ?, last_error = ?,
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_attempts = revoke_attempts + 1, next_attempt_at = ?, last_error = ?,
 	revoke_reason = CASE WHEN revoke_reason = '' THEN ? ELSE revoke_reason END WHERE id = ? AND state <> ?`,
-			MintRevoking, nanos(next), lastErr, reason, id, MintRevoked)
+			MintRevoking, nanos(next), lastErr, reason, id, MintRevoked); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Minted: []string{id}})
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store: minted credential revocation failed: %w", err)

@@ -86,7 +86,7 @@ func testMinted(t *testing.T, b storetest.Backend) {
 	if n, err := db.RevokeMinted(ctx, nil, []string{"lse_live"}, "leaked"); err != nil || n != 2 {
 		t.Fatalf("revoke by lease: %d %v", n, err)
 	}
-	if err := db.MintedRevokeFailed(ctx, "mnt_a", "leaked", "github down", now.Add(time.Minute)); err != nil {
+	if err := db.MintedRevokeFailed(ctx, "mnt_a", "leaked", "github down", now.Add(time.Minute), nil); err != nil {
 		t.Fatal(err)
 	}
 	if got := due(t, db, now, stale); slices.Contains(got, "mnt_a") {
@@ -99,14 +99,14 @@ func testMinted(t *testing.T, b storetest.Backend) {
 	if err != nil || m.State != store.MintRevoking || m.Attempts != 1 || m.LastError != "github down" || m.Reason != "leaked" {
 		t.Fatalf("after a failure: %+v %v", m, err)
 	}
-	if err := db.MintedRevoked(ctx, "mnt_a", "ignored", now); err != nil {
+	if err := db.MintedRevoked(ctx, "mnt_a", "ignored", now, nil); err != nil {
 		t.Fatal(err)
 	}
 	m, _ = db.MintedByID(ctx, "mnt_a")
 	if m.State != store.MintRevoked || m.Sealed != nil || m.Reason != "leaked" || m.LastError != "" || !m.RevokedAt.Equal(now.Truncate(0)) && m.RevokedAt.IsZero() {
 		t.Fatalf("after revocation: %+v", m)
 	}
-	if err := db.MintedRevoked(ctx, "mnt_a", "again", now); !errors.Is(err, store.ErrNotFound) {
+	if err := db.MintedRevoked(ctx, "mnt_a", "again", now, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("revoked twice: %v", err)
 	}
 	if got := due(t, db, now.Add(2*time.Minute), stale); slices.Contains(got, "mnt_a") {

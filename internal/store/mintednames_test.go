@@ -37,7 +37,7 @@ func testMintedNames(t *testing.T, b storetest.Backend) {
 	if _, err := db.RevokeMinted(ctx, []string{"mnt_4"}, nil, "test"); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MintedRevoked(ctx, "mnt_6", "test", now); err != nil {
+	if err := db.MintedRevoked(ctx, "mnt_6", "test", now, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := db.MintedNames(ctx, "db", names)
