@@ -71,7 +71,7 @@ func (b *boundedBuffer) Write(p []byte) (int, error) {
 	return b.buf.Write(p)
 }
 
-func (c commandRotator) Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error {
+func (c commandRotator) Rotate(ctx context.Context, secretName string, current []byte, w writer) error {
 	ctx, cancel := context.WithTimeout(ctx, c.timeout)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, c.argv[0], c.argv[1:]...)
@@ -138,5 +138,5 @@ func (c commandRotator) Rotate(ctx context.Context, secretName string, current [
 	if subtle.ConstantTimeCompare(v, current) == 1 {
 		return fmt.Errorf("rotator %s: printed the current value unchanged", c.name)
 	}
-	return commit(ctx, v)
+	return w.commit(ctx, v)
 }

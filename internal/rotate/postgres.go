@@ -19,10 +19,18 @@ import (
 )
 
 // postgresRotator sets a new random password on a PostgreSQL role. The
-// ALTER ROLE and the write of the new value happen together: the role's
-// password changes only if the new value was stored (the statement runs in
-// a transaction committed after the store write), so a failure at any
-// step leaves the current password working.
+// role's password and mayfly's store cannot commit together, so the new
+// value is staged first (stored, not in use), then the ALTER ROLE
+// commits, then the value is promoted (put in use, with its entry). A
+// failure or a kill before the ALTER ROLE commits leaves the current
+// password working and in use. One after it, or a commit whose reply was
+// lost, leaves the new value staged while the role may have it: the next
+// attempt (a dead node's claim runs out, then the schedule takes it over)
+// settles it by setting that same staged value again and promoting it, so
+// whichever password the role had, it ends with the one in use. (Probing
+// which of the two the role accepts would need a login as the role, which
+// pg_hba, NOLOGIN or CONNECT may refuse; setting it again needs only what
+// every attempt needs.)
 //
 // The secret's value is either the bare password or a postgres:// URL whose
 // user is the role; the new value keeps that form.
@@ -104,36 +112,67 @@ func keyValueDSN(s string) bool {
 	return false
 }
 
-func (p postgresRotator) Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error {
+// passwordIn is the password a value holds: the bare password, or a
+// postgres:// URL's (the forms withPassword writes).
+func passwordIn(v []byte) (string, error) {
+	s := string(v)
+	if !strings.HasPrefix(s, "postgres://") && !strings.HasPrefix(s, "postgresql://") {
+		return s, nil
+	}
+	u, err := url.Parse(s)
+	if err != nil || u.User == nil {
+		return "", errors.New("the staged value does not parse as a URL with a user")
+	}
+	pw, ok := u.User.Password()
+	if !ok {
+		return "", errors.New("the staged value's URL holds no password")
+	}
+	return pw, nil
+}
+
+func (p postgresRotator) Rotate(ctx context.Context, secretName string, current []byte, w writer) error {
 	ctx, cancel := context.WithTimeout(ctx, p.timeout)
 	defer cancel()
-	pw := newPassword()
-	next, err := withPassword(current, p.cfg.Role, pw)
+	next, resumed := w.pending, w.pending != nil
+	var pw string
+	if resumed {
+		var err error
+		if pw, err = passwordIn(next); err != nil {
+			return err
+		}
+	} else {
+		pw = newPassword()
+		n, err := withPassword(current, p.cfg.Role, pw)
+		if err != nil {
+			return err
+		}
+		next = n
+		defer clear(next)
+	}
+	// The admin DSNs to try, in order.
+	var admins [][]byte
+	defer func() {
+		for _, a := range admins {
+			clear(a)
+		}
+	}()
+	if p.cfg.AdminDSNSecret == secretName {
+		// The role changes its own password: with the current one, or,
+		// when resuming, the staged one it may have already.
+		admins = append(admins, bytes.Clone(current))
+		if resumed {
+			admins = append(admins, bytes.Clone(next))
+		}
+	} else {
+		a, err := p.reveal(ctx, p.cfg.AdminDSNSecret)
+		if err != nil {
+			return fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
+		}
+		admins = append(admins, a)
+	}
+	conn, err := p.connect(ctx, admins, current, next)
 	if err != nil {
 		return err
-	}
-	defer clear(next)
-	var admin []byte
-	if p.cfg.AdminDSNSecret == secretName {
-		admin = bytes.Clone(current) // the role changes its own password
-	} else if admin, err = p.reveal(ctx, p.cfg.AdminDSNSecret); err != nil {
-		return fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
-	}
-	cc, err := pgx.ParseConfig(string(admin))
-	clear(admin)
-	if err != nil {
-		// pgx's error quotes the DSN (password masked); say less.
-		return fmt.Errorf("admin DSN secret %s: not a PostgreSQL connection string", p.cfg.AdminDSNSecret)
-	}
-	if err := sameServers(current, &cc.Config); err != nil {
-		return fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
-	}
-	if cc.ConnectTimeout == 0 || cc.ConnectTimeout > p.timeout {
-		cc.ConnectTimeout = p.timeout
-	}
-	conn, err := pgx.ConnectConfig(ctx, cc)
-	if err != nil {
-		return fmt.Errorf("connect with admin DSN secret %s: %w", p.cfg.AdminDSNSecret, err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
 	// The verifier, not pw: PostgreSQL's statement log and pg_stat_activity
@@ -156,17 +195,44 @@ func (p postgresRotator) Rotate(ctx context.Context, secretName string, current 
 	if _, err := tx.Exec(ctx, stmt); err != nil {
 		return fmt.Errorf("ALTER ROLE %s: %w", pgx.Identifier{p.cfg.Role}.Sanitize(), err)
 	}
-	if err := commit(ctx, next); err != nil {
-		return err // rolled back: the current password still works
+	if !resumed {
+		if err := w.stage(ctx, next); err != nil {
+			return err // rolled back: the current password still works
+		}
 	}
 	if err := tx.Commit(ctx); err != nil {
-		// The new value is stored but the role may still have the old
-		// password: store the current value again so that what mayfly
-		// injects works, and fail so a retry comes soon.
-		if rerr := commit(context.WithoutCancel(ctx), current); rerr != nil {
-			return fmt.Errorf("ALTER ROLE not confirmed (%v), and storing the previous value back failed: %w", err, rerr)
-		}
-		return fmt.Errorf("ALTER ROLE not confirmed, previous value stored back: %w", err)
+		// Committed or not, the current value stays in use and the new
+		// one staged: the next attempt sets it again. (Storing the
+		// current value back, as before, left the role with a password
+		// nothing held when the commit had happened.)
+		return fmt.Errorf("ALTER ROLE not confirmed, the new value stays staged for the next attempt: %w", err)
 	}
-	return nil
+	return w.promote(ctx)
+}
+
+// connect opens a connection with the first of admins that connects, each
+// checked first against the servers current and next may name.
+func (p postgresRotator) connect(ctx context.Context, admins [][]byte, current, next []byte) (*pgx.Conn, error) {
+	var err error
+	for _, admin := range admins {
+		cc, perr := pgx.ParseConfig(string(admin))
+		if perr != nil {
+			// pgx's error quotes the DSN (password masked); say less.
+			return nil, fmt.Errorf("admin DSN secret %s: not a PostgreSQL connection string", p.cfg.AdminDSNSecret)
+		}
+		for _, v := range [][]byte{current, next} {
+			if serr := sameServers(v, &cc.Config); serr != nil {
+				return nil, fmt.Errorf("admin DSN secret %s: %w", p.cfg.AdminDSNSecret, serr)
+			}
+		}
+		if cc.ConnectTimeout == 0 || cc.ConnectTimeout > p.timeout {
+			cc.ConnectTimeout = p.timeout
+		}
+		conn, cerr := pgx.ConnectConfig(ctx, cc)
+		if cerr == nil {
+			return conn, nil
+		}
+		err = fmt.Errorf("connect with admin DSN secret %s: %w", p.cfg.AdminDSNSecret, cerr)
+	}
+	return nil, err
 }

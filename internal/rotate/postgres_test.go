@@ -6,11 +6,15 @@ import (
 	"crypto/rand"
 	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"testing"
@@ -19,6 +23,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"github.com/xdg-go/scram"
 
+	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -195,11 +200,32 @@ func TestPostgresPassword(t *testing.T) {
 						if r.value(t, "app-db") != value {
 							t.Fatal("a failed rotation changed the stored value")
 						}
-						if (tt.fault == "store fails" || tt.fault == "entry fails") && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
+						if tt.fault == "store fails" && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
 							t.Fatal("the role's password changed although the new value was not stored")
 						}
 						if st, _ := r.m.Get(ctx, "app-db"); st.Failures != 1 || st.LastError == "" || strings.Contains(st.LastError, oldPW) {
 							t.Fatalf("failure state = %+v", st)
+						}
+						if tt.fault == "entry fails" {
+							// The role has the new password (its ALTER ROLE
+							// committed), kept staged; once the log takes
+							// entries, the next attempt puts it in use.
+							staged, _, err := r.vault.RevealPending(ctx, "app-db")
+							if err != nil {
+								t.Fatalf("the new value is not staged: %v", err)
+							}
+							r.log.limit = 0
+							r.clock.add(time.Hour) // past the failure's backoff
+							if _, err := r.m.Rotate(ctx, "app-db", "alice", ""); err != nil {
+								t.Fatal(err)
+							}
+							pw, _ := passwordIn(staged)
+							if r.value(t, "app-db") != string(staged) || !scramAccepts(t, pg.verifier(t, role), pw) {
+								t.Fatal("the next attempt did not put the staged value in use")
+							}
+							if j := r.log.json(t); !strings.Contains(j, `"resumed":true`) {
+								t.Fatalf("the settling attempt's entry does not say so: %s", j)
+							}
 						}
 						return
 					}
@@ -414,4 +440,149 @@ type failingPut struct{ Vault }
 
 func (failingPut) PutKeepingNoted(context.Context, string, []byte, time.Time, *store.Note) (int, error) {
 	return 0, errors.New("store unavailable")
+}
+
+func (failingPut) Stage(context.Context, string, []byte) (int, error) {
+	return 0, errors.New("store unavailable")
+}
+
+// A postgres_password rotation killed (kill -9, OOM, power loss) at any
+// step never leaves a password the role does not have in use for longer
+// than it takes the dead node's claim to run out: killed once the new
+// value is staged (its ALTER ROLE uncommitted, so PostgreSQL rolls it
+// back), the old value stays in use and works; killed once the ALTER
+// ROLE committed (or had its commit's reply lost), the new value is
+// staged, and the attempt that takes over sets it again and puts it in
+// use. Before, the new value was stored in use before the ALTER ROLE
+// committed: a kill in between left mayfly injecting a password the role
+// did not have, for good when the role administered itself. The child
+// process below is the server, killed at the step named.
+func TestPostgresRotationKilled(t *testing.T) {
+	if at := os.Getenv("MAYFLY_ROTATE_CRASH_CHILD"); at != "" {
+		rotateAndDie(at)
+		return
+	}
+	pg := newPG(t)
+	suffix := strings.ToLower(rand.Text()[:10])
+	tests := []struct {
+		name string
+		at   string // "stage": after the new value is staged; "promote": after the ALTER ROLE committed
+		self bool   // the role changes its own password
+	}{
+		{"after staging", "stage", false},
+		{"after the ALTER ROLE committed", "promote", false},
+		{"after the ALTER ROLE committed, its own password", "promote", true},
+	}
+	for i, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+			db, err := store.Open(ctx, store.Config{PostgresDSN: dsn})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { db.Close() })
+			k := key(t)
+			r := newRig(t, storetest.Backend{Name: "postgres", DB: db}, nil, k)
+			role := fmt.Sprintf("mayfly_rot_kill_%s%d", suffix, i)
+			oldPW := "old-" + rand.Text()
+			pg.role(t, role, oldPW)
+			value := pg.dsnFor(t, role, oldPW)
+			admin := "pg-admin"
+			if tt.self {
+				admin = "app-db"
+			} else {
+				r.put(t, "pg-admin", []byte(pg.admin), "")
+			}
+			r.put(t, "app-db", []byte(value), fmt.Sprintf(`{"every":"24h","via":{"postgres_password":{"admin_dsn_secret":%q,"role":%q}}}`, admin, role))
+
+			killed := filepath.Join(t.TempDir(), "killed")
+			cmd := exec.Command(os.Args[0], "-test.run=^TestPostgresRotationKilled$", "-test.count=1")
+			cmd.Env = append(os.Environ(), "MAYFLY_ROTATE_CRASH_CHILD="+tt.at, "CHILD_STORE="+dsn, "CHILD_KEY="+hex.EncodeToString(k), "CHILD_KILLED="+killed)
+			out, err := cmd.CombinedOutput()
+			if _, serr := os.Stat(killed); serr != nil || err == nil {
+				t.Fatalf("the child was not killed at %s: %v\n%s", tt.at, err, out)
+			}
+			time.Sleep(200 * time.Millisecond) // PostgreSQL notices the dead connection
+			staged, _, err := r.vault.RevealPending(ctx, "app-db")
+			if err != nil {
+				t.Fatalf("the new value is not staged: %v", err)
+			}
+			stagedPW, _ := passwordIn(staged)
+			if r.value(t, "app-db") != value {
+				t.Fatal("the new value was put in use by an attempt that did not finish")
+			}
+			if tt.at == "stage" && !scramAccepts(t, pg.verifier(t, role), oldPW) {
+				t.Fatal("killed before its ALTER ROLE committed, the role lost the password in use")
+			}
+			if tt.at == "promote" && !scramAccepts(t, pg.verifier(t, role), stagedPW) {
+				t.Fatal("the child was not killed after its ALTER ROLE committed")
+			}
+			// The dead node's claim runs out: the schedule takes over.
+			r.clock.add(time.Hour)
+			if n, err := r.m.RunDue(ctx); n != 1 || err != nil {
+				t.Fatalf("the interrupted rotation was not taken over: %d %v", n, err)
+			}
+			if got := r.value(t, "app-db"); got != string(staged) {
+				t.Fatal("the attempt that took over did not put the staged value in use")
+			}
+			if v := pg.verifier(t, role); !scramAccepts(t, v, stagedPW) || scramAccepts(t, v, oldPW) {
+				t.Fatal("the role does not have the password in use")
+			}
+			if _, _, err := r.vault.RevealPending(ctx, "app-db"); !errors.Is(err, secret.ErrNotFound) {
+				t.Fatalf("a staged value is left: %v", err)
+			}
+			if j := r.log.json(t); !strings.Contains(j, `"resumed":true`) || strings.Contains(j, stagedPW) || strings.Contains(j, oldPW) {
+				t.Fatalf("the settling attempt's entry: %s", j)
+			}
+		})
+	}
+}
+
+// killAt is the vault of a server killed at one step of a rotation.
+type killAt struct {
+	Vault
+	at     string // "stage" or "promote"
+	killed string // the file written just before
+}
+
+func (k killAt) die() {
+	os.WriteFile(k.killed, nil, 0o600)
+	p, _ := os.FindProcess(os.Getpid())
+	p.Kill()
+	time.Sleep(time.Minute)
+}
+
+func (k killAt) Stage(ctx context.Context, name string, v []byte) (int, error) {
+	ver, err := k.Vault.Stage(ctx, name, v)
+	if err == nil && k.at == "stage" {
+		k.die()
+	}
+	return ver, err
+}
+
+func (k killAt) Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error {
+	if k.at == "promote" {
+		k.die()
+	}
+	return k.Vault.Promote(ctx, name, version, keepUntil, n)
+}
+
+// rotateAndDie is the child: a server rotating app-db, killed at the step
+// at names.
+func rotateAndDie(at string) {
+	db, err := store.Open(ctx, store.Config{PostgresDSN: os.Getenv("CHILD_STORE")})
+	if err != nil {
+		os.Exit(3)
+	}
+	k, _ := hex.DecodeString(os.Getenv("CHILD_KEY"))
+	v, err := secret.Open(ctx, db, k, secret.Options{RecordCacheTTL: -1, RetireGrace: -1})
+	if err != nil {
+		os.Exit(3)
+	}
+	m, err := New(Config{Store: db, Vault: killAt{Vault: v, at: at, killed: os.Getenv("CHILD_KILLED")}, Audit: &entries{}, Timeout: 20 * time.Second})
+	if err != nil {
+		os.Exit(3)
+	}
+	m.Rotate(ctx, "app-db", "alice", "")
+	os.Exit(4)
 }

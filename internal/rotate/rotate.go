@@ -61,10 +61,14 @@ type Store interface {
 }
 
 // Vault reads and writes secret values (*secret.Vault). A new value is
-// written with its entry (n) in one store transaction.
+// put in use with its entry (n) in one store transaction: written so
+// (PutKeepingNoted), or staged first and promoted (postgres_password).
 type Vault interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
 	PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error)
+	Stage(ctx context.Context, name string, value []byte) (int, error)
+	RevealPending(ctx context.Context, name string) ([]byte, int, error)
+	Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error
 	Meta(ctx context.Context, name string) (secret.Meta, error)
 }
 
@@ -328,10 +332,9 @@ func backoff(failures int, every time.Duration) time.Duration {
 
 // run reads the current value, has the rotator make and apply a new one,
 // and stores it, keeping the current one for the grace period. The new
-// version is stored with its outcome entry, ev completed (status 200, the
-// version, the grace period's end), in one transaction: a value that
-// cannot be recorded is not stored, and for postgres_password the ALTER
-// ROLE, committed only after the store, is rolled back with it.
+// version becomes live with its outcome entry, ev completed (status 200,
+// the version, the grace period's end), in one transaction: a value that
+// cannot be recorded is not put in use.
 func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Event) (int, time.Time, error) {
 	cur, _, err := m.cfg.Vault.Reveal(ctx, name)
 	if err != nil {
@@ -344,7 +347,9 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 	}
 	var version int
 	var graceEnd time.Time
-	commit := func(ctx context.Context, v []byte) error {
+	// live makes a stored value live with its entry: write is the store
+	// call, given the grace period's end and the entry's Note.
+	live := func(ctx context.Context, resumed bool, write func(keep time.Time, n *store.Note) (int, error)) error {
 		graceEnd = m.cfg.Now().Add(spec.GraceOrDefault())
 		keep := graceEnd
 		if spec.GraceOrDefault() == 0 {
@@ -355,24 +360,73 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 			e := ev
 			e.SecretVersion = c.SecretVersion
 			e.Detail = map[string]any{"via": spec.Kind(), "grace_until": graceEnd.UTC().Format(time.RFC3339)}
+			if resumed {
+				e.Detail["resumed"] = true // it settles an attempt that did not finish
+			}
 			rec, err := m.cfg.Audit.Record(e)
 			if err != nil {
 				return nil, err
 			}
 			return [][]byte{rec}, nil
 		}}
-		ver, err := m.cfg.Vault.PutKeepingNoted(ctx, name, v, keep, note)
+		ver, err := write(keep, note)
 		if err != nil {
-			return fmt.Errorf("store the new value: %w", err)
+			return err
 		}
 		version = ver
 		m.settle(ctx, since, note)
 		return nil
 	}
-	if err := rot.Rotate(ctx, name, cur, commit); err != nil {
-		return 0, time.Time{}, scrub(err, cur)
+	w := writer{commit: func(ctx context.Context, v []byte) error {
+		return live(ctx, false, func(keep time.Time, n *store.Note) (int, error) {
+			ver, err := m.cfg.Vault.PutKeepingNoted(ctx, name, v, keep, n)
+			if err != nil {
+				return 0, fmt.Errorf("store the new value: %w", err)
+			}
+			return ver, nil
+		})
+	}}
+	if spec.Via.PostgresPassword != nil {
+		pending, pver, err := m.cfg.Vault.RevealPending(ctx, name)
+		if err != nil && !errors.Is(err, secret.ErrNotFound) {
+			return 0, time.Time{}, fmt.Errorf("read the staged value: %w", err)
+		}
+		defer clear(pending)
+		w.pending = pending
+		w.stage = func(ctx context.Context, v []byte) error {
+			ver, err := m.cfg.Vault.Stage(ctx, name, v)
+			if err != nil {
+				return fmt.Errorf("store the new value: %w", err)
+			}
+			pver = ver
+			return nil
+		}
+		w.promote = func(ctx context.Context) error {
+			return live(ctx, pending != nil, func(keep time.Time, n *store.Note) (int, error) {
+				if err := m.cfg.Vault.Promote(ctx, name, pver, keep, n); err != nil {
+					return 0, fmt.Errorf("the role has the new password, but putting its value in use failed (the next attempt settles it): %w", err)
+				}
+				return pver, nil
+			})
+		}
+	}
+	if err := rot.Rotate(ctx, name, cur, w); err != nil {
+		return 0, time.Time{}, scrub(err, cur, w.pending)
 	}
 	return version, graceEnd, nil
+}
+
+// writer is how a rotator stores its new value: a command rotator commits
+// it (stored live with its entry, in one step); postgres_password stages
+// it (stored, not in use) before its ALTER ROLE commits and promotes it
+// after, because the role and the store cannot commit together.
+type writer struct {
+	commit func(ctx context.Context, v []byte) error
+	// pending is a value an earlier attempt staged and did not promote
+	// (nil: none): the role may have it already.
+	pending []byte
+	stage   func(ctx context.Context, v []byte) error
+	promote func(ctx context.Context) error
 }
 
 // waitIndex bounds how long a rotation waits for its recorded entry's
@@ -397,7 +451,7 @@ func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
 }
 
 type rotator interface {
-	Rotate(ctx context.Context, secretName string, current []byte, commit func(context.Context, []byte) error) error
+	Rotate(ctx context.Context, secretName string, current []byte, w writer) error
 }
 
 func (m *Manager) rotator(spec Spec) (rotator, error) {

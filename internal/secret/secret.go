@@ -41,6 +41,8 @@ type Store interface {
 	PutSecret(ctx context.Context, s store.Secret) error
 	PutSecretKeeping(ctx context.Context, s store.Secret, keepUntil time.Time) error
 	PutSecretRotating(ctx context.Context, s store.Secret, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error
+	PendingSecret(ctx context.Context, name string) (store.Secret, error)
+	PromoteSecret(ctx context.Context, name string, version int, at, keepUntil time.Time, n *store.Note) error
 	GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (store.Secret, error)
 	RetireSecrets(ctx context.Context, now time.Time) (int64, error)
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
@@ -295,30 +297,92 @@ func (v *Vault) Put(ctx context.Context, name string, value []byte) (int, error)
 // and readable with RevealPrevious until keepUntil (zero: destroyed at
 // once, as Put does), for requests that began with it.
 func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepUntil time.Time) (int, error) {
-	return v.put(ctx, name, value, keepUntil, nil, nil)
+	return v.put(ctx, name, value, putOpts{keepUntil: keepUntil})
 }
 
 // PutKeepingNoted is PutKeeping with n, the rotation's audit record, in
 // the same store transaction as the version (store.Note); an error from
 // n undoes the write.
 func (v *Vault) PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error) {
-	return v.put(ctx, name, value, keepUntil, nil, n)
+	return v.put(ctx, name, value, putOpts{keepUntil: keepUntil, n: n})
 }
 
 // PutNoted is Put for an admin: n, the write's audit record, is written
 // in the same store transaction as the version, so that neither stands
 // without the other (store.Note); an error from n undoes the write.
 func (v *Vault) PutNoted(ctx context.Context, name string, value []byte, n *store.Note) (int, error) {
-	return v.put(ctx, name, value, time.Time{}, nil, n)
+	return v.put(ctx, name, value, putOpts{n: n})
 }
 
 // PutRotating is PutNoted that also changes the secret's rotation (rc) in
 // the same store transaction, for an admin's write that names both.
 func (v *Vault) PutRotating(ctx context.Context, name string, value []byte, rc *store.RotationChange, n *store.Note) (int, error) {
-	return v.put(ctx, name, value, time.Time{}, rc, n)
+	return v.put(ctx, name, value, putOpts{rc: rc, n: n})
 }
 
-func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil time.Time, rc *store.RotationChange, n *store.Note) (int, error) {
+// Stage stores value as the next version of name, pending: not in use
+// (Reveal keeps returning the live version) until Promote makes it live.
+// A postgres_password rotation stages its new value before the role's
+// ALTER ROLE commits, so that a crash in between never leaves a password
+// the role may not have in use, and the value is not lost if the ALTER
+// ROLE did commit. A later Put destroys it; a later Stage replaces it.
+func (v *Vault) Stage(ctx context.Context, name string, value []byte) (int, error) {
+	return v.put(ctx, name, value, putOpts{pending: true})
+}
+
+// RevealPending returns name's pending value (Stage) and its version, or
+// ErrNotFound when it has none. For a rotator only, like RevealPrevious.
+func (v *Vault) RevealPending(ctx context.Context, name string) ([]byte, int, error) {
+	if err := v.alive(); err != nil {
+		return nil, 0, err
+	}
+	if err := ValidateName(name); err != nil {
+		return nil, 0, err
+	}
+	rec, err := v.st.PendingSecret(ctx, name)
+	if errors.Is(err, store.ErrNotFound) {
+		return nil, 0, notFound(name, err)
+	}
+	if err != nil {
+		return nil, 0, fmt.Errorf("secret: read %s pending: %w", name, err)
+	}
+	val, err := v.openRecord(ctx, rec)
+	if err != nil {
+		return nil, 0, fmt.Errorf("secret: reveal %s v%d: %w", name, rec.Version, err)
+	}
+	return val, rec.Version, nil
+}
+
+// Promote makes name's pending version live, keeping the version it
+// replaces until keepUntil (as PutKeeping), with n, its audit record, in
+// the same store transaction. ErrNotFound when version is no longer
+// pending (a later write replaced it).
+func (v *Vault) Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error {
+	if err := v.alive(); err != nil {
+		return err
+	}
+	err := v.st.PromoteSecret(ctx, name, version, time.Now(), keepUntil, n)
+	v.cache.invalidate(name)
+	if errors.Is(err, store.ErrNotFound) {
+		return notFound(name, err)
+	}
+	if err != nil {
+		return fmt.Errorf("secret: promote %s v%d: %w", name, version, err)
+	}
+	return nil
+}
+
+// putOpts are what a write carries besides the value: the grace period
+// of the version it replaces, a change of the rotation, the audit record,
+// and whether the version is pending (Stage).
+type putOpts struct {
+	keepUntil time.Time
+	rc        *store.RotationChange
+	n         *store.Note
+	pending   bool
+}
+
+func (v *Vault) put(ctx context.Context, name string, value []byte, o putOpts) (int, error) {
 	if err := v.alive(); err != nil {
 		return 0, err
 	}
@@ -334,7 +398,7 @@ func (v *Vault) put(ctx context.Context, name string, value []byte, keepUntil ti
 	// a store read off the common path.
 	guess := v.hints.get(name) + 1
 	for attempt := 1; ; attempt++ {
-		err := v.putOnce(ctx, name, value, guess, keepUntil, rc, n)
+		err := v.putOnce(ctx, name, value, guess, o)
 		if err == nil {
 			v.hints.set(name, guess)
 			return guess, nil
@@ -379,9 +443,9 @@ func (v *Vault) versionTaken(ctx context.Context, name string, version int) bool
 
 // putOnce seals value as version of name under the current keyring version
 // and stores it; store.ErrConflict when version is not the next one.
-func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error {
+func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version int, o putOpts) error {
 	for attempt := 1; ; attempt++ {
-		err := v.putSealed(ctx, name, value, version, keepUntil, rc, n)
+		err := v.putSealed(ctx, name, value, version, o)
 		if !errors.Is(err, store.ErrKeyVersionGone) || attempt >= maxStaleKeyringAttempts {
 			return err
 		}
@@ -396,7 +460,7 @@ func (v *Vault) putOnce(ctx context.Context, name string, value []byte, version 
 }
 
 // putSealed is one attempt of putOnce, under the keyring this node holds.
-func (v *Vault) putSealed(ctx context.Context, name string, value []byte, version int, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error {
+func (v *Vault) putSealed(ctx context.Context, name string, value []byte, version int, o putOpts) error {
 	v.putMu.RLock()
 	defer v.putMu.RUnlock()
 	ring := v.ring.Load()
@@ -405,7 +469,8 @@ func (v *Vault) putSealed(ctx context.Context, name string, value []byte, versio
 		return fmt.Errorf("secret: put %s: %w", name, ErrClosed)
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
-	if err := v.st.PutSecretRotating(ctx, rec, keepUntil, rc, n); err != nil {
+	rec.Pending = o.pending
+	if err := v.st.PutSecretRotating(ctx, rec, o.keepUntil, o.rc, o.n); err != nil {
 		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)
@@ -653,7 +718,7 @@ func (v *Vault) SystemKey(ctx context.Context, purpose string, size int) ([]byte
 		}
 		key := make([]byte, size)
 		rand.Read(key)
-		err = v.putOnce(ctx, name, key, 1, time.Time{}, nil, nil)
+		err = v.putOnce(ctx, name, key, 1, putOpts{})
 		if err == nil {
 			return key, nil
 		}

@@ -923,6 +923,73 @@ func TestPutKeepingGrace(t *testing.T) {
 // change this node makes is seen by the very next Reveal, a deleted
 // (revoked) secret is never served from the cache, and a caller zeroing
 // its copy does not reach the cache.
+// A staged version (a postgres_password rotation's new value before its
+// ALTER ROLE commits) is stored but never in use: Reveal, RevealPrevious,
+// List and Meta keep answering with the live version until Promote puts
+// it in use (keeping the one it replaces for the grace period). A later
+// Put replaces it, and a master-key rotation re-wraps it like any other.
+func TestStagedVersion(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), testOpts())
+			if _, _, err := v.RevealPending(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("pending of nothing: %v", err)
+			}
+			if _, err := v.Put(ctx, "db", []byte("old-password")); err != nil {
+				t.Fatal(err)
+			}
+			if ver, err := v.Stage(ctx, "db", []byte("new-password")); err != nil || ver != 2 {
+				t.Fatalf("Stage = %d %v", ver, err)
+			}
+			mustReveal(t, v, "db", []byte("old-password"), 1)
+			if _, _, err := v.RevealPrevious(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("previous while a version is staged: %v", err)
+			}
+			if m, err := v.Meta(ctx, "db"); err != nil || m.Version != 1 {
+				t.Fatalf("Meta = %+v %v", m, err)
+			}
+			if l, err := v.List(ctx); err != nil || len(l) != 1 || l[0].Version != 1 {
+				t.Fatalf("List = %+v %v", l, err)
+			}
+			if _, err := v.RotateMasterKey(ctx); err != nil {
+				t.Fatal(err)
+			}
+			waitRewrap(t, v)
+			if p, ver, err := v.RevealPending(ctx, "db"); err != nil || string(p) != "new-password" || ver != 2 {
+				t.Fatalf("pending after re-wrap = %q v%d %v", p, ver, err)
+			}
+			if err := v.Promote(ctx, "db", 2, time.Now().Add(time.Hour), nil); err != nil {
+				t.Fatal(err)
+			}
+			mustReveal(t, v, "db", []byte("new-password"), 2)
+			if prev, pv, err := v.RevealPrevious(ctx, "db"); err != nil || string(prev) != "old-password" || pv != 1 {
+				t.Fatalf("previous after promotion = %q v%d %v", prev, pv, err)
+			}
+			if _, _, err := v.RevealPending(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("pending after promotion: %v", err)
+			}
+			if err := v.Promote(ctx, "db", 2, time.Time{}, nil); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("promoted twice: %v", err)
+			}
+			// A Put after a Stage replaces the staged value: it is never
+			// promoted.
+			if _, err := v.Stage(ctx, "db", []byte("staged-password")); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := v.Put(ctx, "db", []byte("admin-password")); err != nil {
+				t.Fatal(err)
+			}
+			if _, _, err := v.RevealPending(ctx, "db"); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("pending after a put: %v", err)
+			}
+			if err := v.Promote(ctx, "db", 3, time.Time{}, nil); !errors.Is(err, ErrNotFound) {
+				t.Fatalf("a replaced staged version was promoted: %v", err)
+			}
+			mustReveal(t, v, "db", []byte("admin-password"), 4)
+		})
+	}
+}
+
 func TestRevealValueCache(t *testing.T) {
 	cases := []struct {
 		name    string

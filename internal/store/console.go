@@ -340,11 +340,12 @@ type SecretVersionMeta struct {
 	CreatedAt  time.Time
 	DeletedAt  time.Time // zero: not deleted
 	RetireAt   time.Time // zero: not replaced (or kept for no grace period)
+	Pending    bool      // stored, not in use yet (Secret.Pending)
 }
 
 // SecretVersions returns the versions of name still stored, newest first.
 func (db *DB) SecretVersions(ctx context.Context, name string) ([]SecretVersionMeta, error) {
-	rows, err := db.query(ctx, `SELECT version, kek_version, created_at, deleted_at, retire_at FROM secrets WHERE name = ? ORDER BY version DESC`, name)
+	rows, err := db.query(ctx, `SELECT version, kek_version, created_at, deleted_at, retire_at, pending FROM secrets WHERE name = ? ORDER BY version DESC`, name)
 	if err != nil {
 		return nil, fmt.Errorf("store: secret versions of %s: %w", name, err)
 	}
@@ -354,10 +355,11 @@ func (db *DB) SecretVersions(ctx context.Context, name string) ([]SecretVersionM
 		var m SecretVersionMeta
 		var created int64
 		var deleted, retire sql.NullInt64
-		if err := rows.Scan(&m.Version, &m.KEKVersion, &created, &deleted, &retire); err != nil {
+		var pending int
+		if err := rows.Scan(&m.Version, &m.KEKVersion, &created, &deleted, &retire, &pending); err != nil {
 			return nil, fmt.Errorf("store: secret versions of %s: %w", name, err)
 		}
-		m.CreatedAt = fromNanos(created)
+		m.CreatedAt, m.Pending = fromNanos(created), pending != 0
 		if deleted.Valid {
 			m.DeletedAt = fromNanos(deleted.Int64)
 		}

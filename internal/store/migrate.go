@@ -278,6 +278,10 @@ CREATE INDEX leases_repository ON leases ((` + repoExpr(true, "repository") + `)
 CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") + `));
 `,
 		},
+		// 12: a secret version can be pending: stored but not in use (a
+		// postgres_password rotation's new value, written before its
+		// ALTER ROLE commits and made live after; Secret.Pending).
+		both(`ALTER TABLE secrets ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;`),
 	}
 }
 

@@ -113,10 +113,13 @@ func (db *DB) rotations(ctx context.Context, q string, args ...any) ([]Rotation,
 // another node's claim is still running at now (ErrConflict) or name has
 // no rotation (ErrNotFound). It returns the rotation as claimed. One
 // conditional UPDATE, so on a shared PostgreSQL exactly one node wins.
+// The rotation is due again when the claim ends (FinishRotation sets
+// when): an attempt whose node died is taken over then, whatever started
+// it, to settle what it left (a pending version).
 func (db *DB) ClaimRotation(ctx context.Context, name, node string, now, until time.Time) (Rotation, error) {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrConflict, `UPDATE secret_rotations SET claimed_by = ?, claimed_until = ? WHERE name = ? AND claimed_until < ?`,
-			node, nanos(until), name, nanos(now))
+		return db.execOne(ctx, tx, ErrConflict, `UPDATE secret_rotations SET claimed_by = ?, claimed_until = ?, next_at = ? WHERE name = ? AND claimed_until < ?`,
+			node, nanos(until), nanos(until), name, nanos(now))
 	})
 	if errors.Is(err, ErrConflict) {
 		if _, gerr := db.GetRotation(ctx, name); errors.Is(gerr, ErrNotFound) {

@@ -151,6 +151,12 @@ type Secret struct {
 	// period: its sealed bytes are destroyed at that time (RetireSecrets).
 	// Zero on the live version.
 	RetireAt time.Time
+	// Pending marks a version stored but not in use: a postgres_password
+	// rotation's new value, stored before the role's ALTER ROLE commits
+	// and made live (PromoteSecret) after, so that what is injected is
+	// never a password the role may not have. Only PendingSecret reads
+	// it; a later write of a live version destroys it.
+	Pending bool
 }
 
 // NextSecretVersion returns the version the next PutSecret of name will
@@ -197,7 +203,9 @@ type RotationChange struct {
 // PutSecretRotating is PutSecretNoted that also applies rc (nil: none) in
 // the same transaction: an admin's write that sets or removes the
 // rotation has one entry naming both, so the value, the rotation and the
-// entry commit together or not at all.
+// entry commit together or not at all. A pending s (Secret.Pending)
+// replaces only an older pending version; keepUntil and rc are then
+// ignored.
 func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Time, rc *RotationChange, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := db.keyVersionExists(ctx, tx, s.KEKVersion, " FOR SHARE"); err != nil {
@@ -210,27 +218,23 @@ func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Ti
 		if int(v.Int64)+1 != s.Version {
 			return ErrConflict
 		}
-		_, err := db.exec(ctx, tx, `INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at) VALUES (?, ?, ?, ?, ?, ?)`,
-			s.Name, s.Version, s.KEKVersion, s.WrappedDEK, s.Ciphertext, nanos(s.CreatedAt))
+		_, err := db.exec(ctx, tx, `INSERT INTO secrets (name, version, kek_version, wrapped_dek, ciphertext, created_at, pending) VALUES (?, ?, ?, ?, ?, ?, ?)`,
+			s.Name, s.Version, s.KEKVersion, s.WrappedDEK, s.Ciphertext, nanos(s.CreatedAt), boolInt(s.Pending))
 		if err != nil {
 			if isUniqueViolation(err) {
 				return ErrConflict // another node wrote this version first
 			}
 			return err
 		}
-		// Only the newest version is kept sealed (and, during a grace
-		// period, the one it replaces); older versions keep their metadata
-		// but lose their ciphertext, so a replaced credential is gone.
-		keep := s.Version
-		if !keepUntil.IsZero() {
-			keep = s.Version - 1
-			if _, err := db.exec(ctx, tx, `UPDATE secrets SET retire_at = ? WHERE name = ? AND version = ? AND deleted_at IS NULL`,
-				nanos(keepUntil), s.Name, keep); err != nil {
+		if s.Pending {
+			// One pending version at a time: the live one stays as it is.
+			if _, err := db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND pending = 1 AND deleted_at IS NULL`,
+				[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, s.Version); err != nil {
 				return err
 			}
+			return db.note(ctx, tx, n, Changes{SecretVersion: s.Version})
 		}
-		if _, err = db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND deleted_at IS NULL`,
-			[]byte{}, []byte{}, nanos(s.CreatedAt), s.Name, keep); err != nil {
+		if err := db.replaceLive(ctx, tx, s.Name, s.Version, s.CreatedAt, keepUntil); err != nil {
 			return err
 		}
 		if err := db.changeRotation(ctx, tx, s.Name, rc); err != nil {
@@ -244,11 +248,82 @@ func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Ti
 	return nil
 }
 
+// replaceLive destroys, inside tx, the sealed bytes of every version of
+// name below version, the new live one: only the newest version is kept
+// sealed (and, until keepUntil when it is not zero, the live version it
+// replaces, for a rotation's grace period). Older versions keep their
+// metadata but lose their ciphertext, so a replaced credential is gone; a
+// pending version below goes too (the new value replaces it).
+func (db *DB) replaceLive(ctx context.Context, tx *sql.Tx, name string, version int, at, keepUntil time.Time) error {
+	keep := version
+	if !keepUntil.IsZero() {
+		var live sql.NullInt64
+		if err := db.txQueryRow(ctx, tx, `SELECT MAX(version) FROM secrets WHERE name = ? AND version < ? AND pending = 0 AND deleted_at IS NULL`,
+			name, version).Scan(&live); err != nil {
+			return err
+		}
+		if live.Valid {
+			keep = int(live.Int64)
+			if _, err := db.exec(ctx, tx, `UPDATE secrets SET retire_at = ? WHERE name = ? AND version = ?`, nanos(keepUntil), name, keep); err != nil {
+				return err
+			}
+		}
+	}
+	_, err := db.exec(ctx, tx, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND version < ? AND version <> ? AND deleted_at IS NULL`,
+		[]byte{}, []byte{}, nanos(at), name, version, keep)
+	return err
+}
+
+func boolInt(b bool) int {
+	if b {
+		return 1
+	}
+	return 0
+}
+
+// PendingSecret returns name's pending version (Secret.Pending), or
+// ErrNotFound when it has none.
+func (db *DB) PendingSecret(ctx context.Context, name string) (Secret, error) {
+	var s Secret
+	var at int64
+	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE name = ? AND pending = 1 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1`, name).
+		Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at)
+	if errors.Is(err, sql.ErrNoRows) {
+		return Secret{}, ErrNotFound
+	}
+	if err != nil {
+		return Secret{}, fmt.Errorf("store: get pending secret %s: %w", name, err)
+	}
+	s.CreatedAt, s.Pending = fromNanos(at), true
+	return s, nil
+}
+
+// PromoteSecret makes name's pending version live, as PutSecretKeeping
+// would have stored it at, and writes its audit record n in the same
+// transaction. ErrNotFound when that version is no longer pending (a
+// later write replaced it, or it was promoted already).
+func (db *DB) PromoteSecret(ctx context.Context, name string, version int, at, keepUntil time.Time, n *Note) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET pending = 0 WHERE name = ? AND version = ? AND pending = 1 AND deleted_at IS NULL`,
+			name, version); err != nil {
+			return err
+		}
+		if err := db.replaceLive(ctx, tx, name, version, at, keepUntil); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{SecretVersion: version})
+	})
+	if err != nil {
+		return fmt.Errorf("store: promote secret %s v%d: %w", name, version, err)
+	}
+	return nil
+}
+
 // GetSecret returns the live version of name, or ErrNotFound.
 func (db *DB) GetSecret(ctx context.Context, name string) (Secret, error) {
 	var s Secret
 	var at int64
-	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE name = ? AND deleted_at IS NULL ORDER BY version DESC LIMIT 1`, name).
+	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE name = ? AND deleted_at IS NULL AND pending = 0 ORDER BY version DESC LIMIT 1`, name).
 		Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Secret{}, ErrNotFound
@@ -267,7 +342,7 @@ func (db *DB) GetSecretVersion(ctx context.Context, name string, version int, no
 	var s Secret
 	var at int64
 	var retire sql.NullInt64
-	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at, retire_at FROM secrets WHERE name = ? AND version = ? AND deleted_at IS NULL`, name, version).
+	err := db.queryRow(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at, retire_at FROM secrets WHERE name = ? AND version = ? AND deleted_at IS NULL AND pending = 0`, name, version).
 		Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at, &retire)
 	if errors.Is(err, sql.ErrNoRows) {
 		return Secret{}, ErrNotFound
@@ -312,7 +387,7 @@ type SecretMeta struct {
 
 // ListSecrets returns the live version of every secret, by name.
 func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
-	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL AND retire_at IS NULL ORDER BY name`)
+	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL AND retire_at IS NULL AND pending = 0 ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}
