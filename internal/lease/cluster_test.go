@@ -82,6 +82,111 @@ func TestFeedNeverSkipsALongTransaction(t *testing.T) {
 	}
 }
 
+// The poll never skips the events of a transaction that is not in its
+// snapshot's in-progress list because its xid is at or above the
+// snapshot's xmax: pg_current_snapshot() lists only running xids below
+// xmax (one past the highest completed xid). S, as any node's group commit
+// does, takes its xid with a first write (a use count), and E (a
+// revocation on another node) a later xid and then sequence numbers below
+// the one S's later request (a renewal) takes; S commits, a node reads S's
+// event and moves its cursor past E's, and E commits. The read after that
+// must bring E's events, paging through them if there are more than a
+// page, in the same poll.
+func TestFeedReadsTransactionsFromSnapshotXmaxOn(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	for _, tc := range []struct {
+		name    string
+		revoked int
+	}{
+		{"one revocation", 1},
+		{"more revocations than a page", 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := storetest.Postgres(t)
+			c := &clock{t: time.Now()}
+			a := newManager(t, b.DB, c)
+			var toks []string
+			for range tc.revoked {
+				tok, _, err := a.Issue(ctx, req("deploy"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				toks = append(toks, tok)
+			}
+			_, other, err := a.Issue(ctx, req("read"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			follower := New(b.Another(t), a.hasher, Options{Now: c.Now, PageSize: 2}) // node B: follows by polling
+			if err := follower.Load(ctx); err != nil {
+				t.Fatal(err)
+			}
+			nodeC := b.Another(t) // node C: revokes
+			if err := follower.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+
+			// S: node A's group commit. Its first write takes the lower xid.
+			s, err := b.Another(t).SQL().BeginTx(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer s.Rollback()
+			if _, err := s.ExecContext(ctx, `UPDATE leases SET uses = uses WHERE id = $1`, other.ID); err != nil {
+				t.Fatal(err)
+			}
+
+			// E: node C revokes through the store; its commit is held at its
+			// audit note (after its UPDATE and its events).
+			inE, releaseE := make(chan struct{}), make(chan struct{})
+			doneE := make(chan error, 1)
+			go func() {
+				ids, err := nodeC.RevokeLeasesNoted(ctx, store.LeaseFilter{Grant: "deploy"}, c.Now(), "leak", &store.Note{Make: func(store.Changes) ([][]byte, error) {
+					close(inE)
+					<-releaseE
+					return nil, nil
+				}})
+				if err == nil && len(ids) != tc.revoked {
+					err = fmt.Errorf("revoked %d leases, want %d", len(ids), tc.revoked)
+				}
+				doneE <- err
+			}()
+			select {
+			case <-inE:
+			case err := <-doneE:
+				t.Fatalf("revocation ended before its note: %v", err)
+			}
+
+			// S's later request takes a higher number; S commits.
+			if _, err := s.ExecContext(ctx, `UPDATE leases SET expires_at = expires_at + 1 WHERE id = $1`, other.ID); err != nil {
+				t.Fatal(err)
+			}
+			if _, err := s.ExecContext(ctx, `INSERT INTO lease_events (lease_id, kind, origin) VALUES ($1, 'renew', 'nodea')`, other.ID); err != nil {
+				t.Fatal(err)
+			}
+			if err := s.Commit(); err != nil {
+				t.Fatal(err)
+			}
+			// B polls while E still runs: it reads S's event and moves past E's.
+			if err := follower.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			close(releaseE)
+			if err := <-doneE; err != nil {
+				t.Fatal(err)
+			}
+			if err := follower.Poll(ctx); err != nil {
+				t.Fatal(err)
+			}
+			for i, tok := range toks {
+				if _, err := follower.Lookup(ctx, tok); !errors.Is(err, ErrRevoked) {
+					t.Errorf("revocation %d, committed after the poll read past it, was skipped: Lookup err = %v", i, err)
+				}
+			}
+		})
+	}
+}
+
 // A node that loads while a transaction with events runs applies them
 // once it commits.
 func TestLoadDuringATransaction(t *testing.T) {

@@ -53,7 +53,7 @@ type Store interface {
 	RenewLeaseNoted(ctx context.Context, id string, expires, now time.Time, n *store.Note) error
 	AddLeaseUses(ctx context.Context, uses map[string]int64) error
 	UseLease(ctx context.Context, id string) error
-	LeaseFeedStart(ctx context.Context) (int64, []uint64, error)
+	LeaseFeedStart(ctx context.Context) (int64, store.FeedSnapshot, error)
 	LeaseFeedRead(ctx context.Context, r store.LeaseFeedRequest) (store.LeaseFeed, error)
 	SweepLeases(ctx context.Context, before time.Time) (int64, error)
 }
@@ -136,8 +136,11 @@ type Manager struct {
 	pollMu sync.Mutex
 	cursor int64 // the highest sequence number read
 	// inProgress holds the transactions in progress when the feed was
-	// last read: events of theirs below the cursor may still appear.
+	// last read, and xmax the first xid that had not ended then and is
+	// not in it (0: none): events of theirs, and of every transaction
+	// from xmax on, below the cursor may still appear.
 	inProgress map[uint64]bool
+	xmax       uint64
 	// back holds ended transactions whose events below the cursor are
 	// (re)read, one page a poll.
 	back []store.BackRead
@@ -182,7 +185,7 @@ func (m *Manager) Load(ctx context.Context) error {
 	// Where the feed starts is read before the leases: a change committed
 	// in between is then both loaded and read again (harmless), never
 	// neither.
-	seq, inProgress, err := m.st.LeaseFeedStart(ctx)
+	seq, snap, err := m.st.LeaseFeedStart(ctx)
 	if err != nil {
 		return fmt.Errorf("lease: load: %w", err)
 	}
@@ -198,9 +201,10 @@ func (m *Manager) Load(ctx context.Context) error {
 	m.pollMu.Lock()
 	m.cursor = seq
 	clear(m.inProgress)
-	for _, x := range inProgress {
+	for _, x := range snap.InProgress {
 		m.inProgress[x] = true
 	}
+	m.xmax = snap.Xmax
 	m.back = nil
 	m.pollMu.Unlock()
 	return nil
@@ -779,7 +783,8 @@ func (m *Manager) Run(ctx context.Context) {
 // without holding up later events meanwhile.
 //
 // One read a page: each read also asks for the events at or below the
-// cursor of every transaction in progress at the last read. In the read's
+// cursor of every transaction that had not ended at the last read (those
+// it listed in progress and every one from its xmax on). In the read's
 // own snapshot those that have ended show them (and the snapshot says they
 // have ended), those still running show none and are asked again next
 // time. So a transaction's end costs no read of its own: under steady
@@ -795,7 +800,7 @@ func (m *Manager) Poll(ctx context.Context) error {
 			back = append(back, store.BackRead{Xact: x, Upto: before})
 		}
 		page, err := m.st.LeaseFeedRead(ctx, store.LeaseFeedRequest{After: m.cursor, Limit: m.opts.PageSize,
-			Back: back, BackLimit: m.opts.PageSize})
+			Back: back, BackLimit: m.opts.PageSize, Above: m.xmax, AboveUpto: before})
 		if err != nil {
 			return fmt.Errorf("lease: poll: %w", err)
 		}
@@ -807,10 +812,20 @@ func (m *Manager) Poll(ctx context.Context) error {
 		var left []store.BackRead
 		for _, b := range back {
 			cs := page.Back[b.Xact]
+			delete(page.Back, b.Xact)
 			m.applyChanges(cs)
 			if len(cs) == m.opts.PageSize {
 				b.After = cs[len(cs)-1].Seq
 				left = append(left, b)
+				more = true
+			}
+		}
+		// The rest are transactions from the last read's xmax on that
+		// have ended since: their events at or below before, first page.
+		for x, cs := range page.Back {
+			m.applyChanges(cs)
+			if len(cs) == m.opts.PageSize {
+				left = append(left, store.BackRead{Xact: x, After: cs[len(cs)-1].Seq, Upto: before})
 				more = true
 			}
 		}
@@ -825,6 +840,7 @@ func (m *Manager) Poll(ctx context.Context) error {
 				now[x] = true
 			}
 			m.inProgress = now
+			m.xmax = page.Xmax
 		}
 		if !more {
 			return nil

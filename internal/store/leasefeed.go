@@ -18,11 +18,14 @@ import (
 // On PostgreSQL sequence numbers are taken before commit, so a transaction
 // can commit a lower number after a higher one was read: a reader that
 // moved past it would skip it. The feed never lets that happen: each page
-// says which transactions were in progress when it was read (the only ones
-// that can still commit a number the reader moved past), and once such a
-// transaction has ended the reader re-reads its events below its cursor
-// (BackRead). Nothing is given up after a timeout, and a long transaction
-// (a mass revocation) delays only its own events, never later ones.
+// says which transactions had not ended when it was read (the only ones
+// that can still commit a number the reader moved past): those in progress
+// below its snapshot's xmax, listed, and every one from its xmax on, which
+// the snapshot does not list (a transaction that took its xid after one
+// that has ended since, or that has no xid yet). Once such a transaction
+// has ended the reader re-reads its events below its cursor (BackRead and
+// Above). Nothing is given up after a timeout, and a long transaction (a
+// mass revocation) delays only its own events, never later ones.
 //
 // On SQLite there is one writer and numbers are taken in commit order:
 // there are no such gaps and InProgress is always empty.
@@ -66,37 +69,52 @@ type LeaseFeedRequest struct {
 	After     int64 // events with a higher sequence number, in order
 	Limit     int
 	Back      []BackRead // PostgreSQL only
-	BackLimit int        // the most events read per BackRead
+	BackLimit int        // the most events read per BackRead, and per Above transaction
+	// Above (PostgreSQL only, 0 for none) asks also for the events with a
+	// sequence number at or below AboveUpto of every transaction whose
+	// xid is at or above it: the last read's FeedSnapshot.Xmax, and its
+	// cursor. They come in LeaseFeed.Back by their xid, which is never a
+	// BackRead's (those are below it).
+	Above     uint64
+	AboveUpto int64
+}
+
+// FeedSnapshot says which transactions had not ended when the feed was
+// read: those in InProgress and every one with an xid at or above Xmax
+// (PostgreSQL xid8 values). Both are empty on SQLite.
+type FeedSnapshot struct {
+	InProgress []uint64 // nil on SQLite
+	Xmax       uint64
 }
 
 // LeaseFeed is one page of the feed, read in one snapshot.
 type LeaseFeed struct {
 	Head []LeaseChange
-	Back map[uint64][]LeaseChange // by BackRead.Xact, in sequence order
-	// InProgress lists the transactions (PostgreSQL xid8 values) in
-	// progress in the page's snapshot.
-	InProgress []uint64
+	// Back holds the events asked for by Back and Above, by transaction,
+	// in sequence order.
+	Back map[uint64][]LeaseChange
+	FeedSnapshot
 }
 
 // LeaseFeedStart returns where a reader that has just loaded the live
-// leases starts: the newest sequence number, and the transactions in
-// progress when it was read (their events below it are not visible yet).
+// leases starts: the newest sequence number, and the transactions that had
+// not ended when it was read (their events below it are not visible yet).
 // Read it before loading the leases.
-func (db *DB) LeaseFeedStart(ctx context.Context) (int64, []uint64, error) {
+func (db *DB) LeaseFeedStart(ctx context.Context) (int64, FeedSnapshot, error) {
 	if !db.postgres {
 		n, err := db.LastLeaseEvent(ctx)
-		return n, nil, err
+		return n, FeedSnapshot{}, err
 	}
 	var n sql.NullInt64
 	var snap string
 	if err := db.read.QueryRowContext(ctx, `SELECT (SELECT MAX(seq) FROM lease_events), pg_current_snapshot()::text`).Scan(&n, &snap); err != nil {
-		return 0, nil, fmt.Errorf("store: lease feed start: %w", err)
+		return 0, FeedSnapshot{}, fmt.Errorf("store: lease feed start: %w", err)
 	}
-	xs, err := parseSnapshot(snap)
+	fs, err := parseSnapshot(snap)
 	if err != nil {
-		return 0, nil, fmt.Errorf("store: lease feed start: %w", err)
+		return 0, FeedSnapshot{}, fmt.Errorf("store: lease feed start: %w", err)
 	}
-	return n.Int64, xs, nil
+	return n.Int64, fs, nil
 }
 
 // LeaseFeedRead reads one page of the feed. Another handle's renew events
@@ -133,11 +151,15 @@ back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin
 	FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS r(x, after, upto)
 	CROSS JOIN LATERAL (SELECT seq, lease_id, kind, origin FROM lease_events
 		WHERE xid = r.x::text::xid8 AND seq > r.after AND seq <= r.upto ORDER BY seq LIMIT `+strconv.Itoa(r.BackLimit)+`) e),
-ev AS (SELECT * FROM head UNION ALL SELECT * FROM back)
+above AS (SELECT a.x::text::bigint, e.seq, e.lease_id, e.kind, e.origin
+	FROM (SELECT DISTINCT xid FROM lease_events WHERE $6::bigint > 0 AND xid >= $6::bigint::text::xid8 AND seq <= $7) AS a(x)
+	CROSS JOIN LATERAL (SELECT seq, lease_id, kind, origin FROM lease_events
+		WHERE xid = a.x AND seq <= $7 ORDER BY seq LIMIT `+strconv.Itoa(r.BackLimit)+`) e),
+ev AS (SELECT * FROM head UNION ALL SELECT * FROM back UNION ALL SELECT * FROM above)
 SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $5, `+prefixed("l.", leaseCols)+`
 FROM snap LEFT JOIN (ev LEFT JOIN LATERAL (SELECT * FROM leases
 	WHERE leases.id = ev.lease_id AND ev.kind = 'renew' AND ev.origin <> $5 LIMIT 1) l ON true) ON true
-ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, xs, afters, uptos, db.origin)
+ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, xs, afters, uptos, db.origin, int64(r.Above), r.AboveUpto)
 	} else {
 		rows, err = db.read.QueryContext(ctx, `
 SELECT '', 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
@@ -161,7 +183,7 @@ WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
 		}
 		if db.postgres && !snapSeen {
 			snapSeen = true
-			if out.InProgress, err = parseSnapshot(snap); err != nil {
+			if out.FeedSnapshot, err = parseSnapshot(snap); err != nil {
 				return out, fmt.Errorf("store: lease feed: %w", err)
 			}
 		}
@@ -227,24 +249,30 @@ func (n *nullLease) lease() (Lease, error) {
 	return l, nil
 }
 
-// parseSnapshot returns the in-progress list of a pg_snapshot's text
-// form, xmin:xmax:xip,xip…
-func parseSnapshot(s string) ([]uint64, error) {
+// parseSnapshot returns the xmax and the in-progress list of a
+// pg_snapshot's text form, xmin:xmax:xip,xip…
+func parseSnapshot(s string) (FeedSnapshot, error) {
 	parts := strings.Split(s, ":")
 	if len(parts) != 3 {
-		return nil, fmt.Errorf("snapshot %q: not xmin:xmax:xip", s)
+		return FeedSnapshot{}, fmt.Errorf("snapshot %q: not xmin:xmax:xip", s)
 	}
+	xmax, err := strconv.ParseUint(parts[1], 10, 64)
+	if err != nil {
+		return FeedSnapshot{}, fmt.Errorf("snapshot %q: %w", s, err)
+	}
+	if xmax == 0 { // would ask for no transaction above it (LeaseFeedRequest.Above)
+		return FeedSnapshot{}, fmt.Errorf("snapshot %q: xmax 0", s)
+	}
+	out := FeedSnapshot{InProgress: []uint64{}, Xmax: xmax}
 	if parts[2] == "" {
-		return []uint64{}, nil
+		return out, nil
 	}
-	fields := strings.Split(parts[2], ",")
-	out := make([]uint64, 0, len(fields))
-	for _, f := range fields {
+	for _, f := range strings.Split(parts[2], ",") {
 		x, err := strconv.ParseUint(f, 10, 64)
 		if err != nil {
-			return nil, fmt.Errorf("snapshot %q: %w", s, err)
+			return FeedSnapshot{}, fmt.Errorf("snapshot %q: %w", s, err)
 		}
-		out = append(out, x)
+		out.InProgress = append(out.InProgress, x)
 	}
 	return out, nil
 }
