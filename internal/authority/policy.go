@@ -26,19 +26,28 @@ func (a *Authority) SyncPolicy(ctx context.Context) error {
 		return fmt.Errorf("authority: sync policy: %w", err)
 	}
 	a.applyMu.Lock()
-	old := a.current.Load()
-	if pv.Version <= old.version {
-		a.applyMu.Unlock()
-		return nil
+	old, p, err := a.installNewer(pv)
+	a.applyMu.Unlock()
+	if err != nil || old == nil {
+		return err
 	}
-	p, err := policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
+	return a.revokeRemoved(ctx, old, p, pv.Version)
+}
+
+// installNewer puts pv in force if it is newer than the version in force,
+// under applyMu, and returns the policy it replaced and pv's (nil, nil:
+// not newer). The caller revokes what it removed (revokeRemoved).
+func (a *Authority) installNewer(pv store.PolicyVersion) (old, p *policy.Policy, err error) {
+	cur := a.current.Load()
+	if pv.Version <= cur.version {
+		return nil, nil, nil
+	}
+	p, err = policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
 	if err != nil {
-		a.applyMu.Unlock()
-		return fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
+		return nil, nil, fmt.Errorf("authority: stored policy version %d no longer parses: %w", pv.Version, err)
 	}
 	a.install(p, pv.Version)
-	a.applyMu.Unlock()
-	return a.revokeRemoved(ctx, old.policy, p, pv.Version)
+	return cur.policy, p, nil
 }
 
 // revokeRemoved revokes the live leases of grants that policy p (version
@@ -113,11 +122,15 @@ func (a *Authority) ParsePolicy(ctx context.Context, files []policy.File) (*poli
 	return policy.Parse(files, exists)
 }
 
-// Plan reports what applying files would change.
+// Plan reports what applying files would change, against the latest
+// version (this node may not have followed it yet).
 func (a *Authority) Plan(ctx context.Context, files []policy.File) ([]policy.Change, error) {
 	p, err := a.ParsePolicy(ctx, files)
 	if err != nil {
 		return nil, err
+	}
+	if err := a.SyncPolicy(ctx); err != nil {
+		return nil, unavailable("sync policy", err)
 	}
 	return policy.Plan(a.Policy(), p), nil
 }
@@ -155,6 +168,20 @@ func (a *Authority) ApplyPolicyOver(ctx context.Context, files []policy.File, by
 	}
 	if base >= 0 && latest.Version != base {
 		return nil, refuse(409, "conflict", "the policy in force is version %d, not the version %d this plan was made against: plan and apply again", latest.Version, base)
+	}
+	if err == nil {
+		// This node may not have followed the latest version yet (sync
+		// runs every 2 s): the apply is compared with it, and revokes the
+		// grants it has, as if SyncPolicy had run first.
+		was, in, err := a.installNewer(latest)
+		if err != nil {
+			return nil, unavailable("sync policy", err)
+		}
+		if was != nil {
+			if err := a.revokeRemoved(ctx, was, in, latest.Version); err != nil {
+				return nil, err
+			}
+		}
 	}
 	old := a.current.Load()
 	if old.version != 0 && old.policy.Hash == p.Hash {
@@ -212,8 +239,12 @@ type GrantRevocation struct {
 // tokens, so that an apply that would revoke them can be shown and
 // confirmed first (an empty policy removes every grant). The counts are
 // the store's (every node's tokens) as of now: a token issued meanwhile is
-// revoked by the apply too.
+// revoked by the apply too. The grants in force are the latest version's
+// (this node may not have followed it yet).
 func (a *Authority) Revocations(ctx context.Context, p *policy.Policy) ([]GrantRevocation, error) {
+	if err := a.SyncPolicy(ctx); err != nil {
+		return nil, unavailable("sync policy", err)
+	}
 	old := a.current.Load().policy
 	_, live, err := a.cfg.Leases.Counts(ctx)
 	if err != nil {

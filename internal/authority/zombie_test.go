@@ -3,6 +3,7 @@ package authority
 import (
 	"context"
 	"errors"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -118,6 +119,85 @@ func TestNoZombieTokens(t *testing.T) {
 			l, err := na.db.LeaseByID(ctx, readTok.LeaseID)
 			if err != nil || l.RevokedAt.IsZero() {
 				t.Fatalf("lease of a grant version 3 removed: revoked at %v, %v", l.RevokedAt, err)
+			}
+		})
+	}
+}
+
+// A node that has not yet followed (SyncPolicy, every 2 s) the version
+// another node applied plans, lists revocations and applies against the
+// latest stored version, not the one it holds: a roll-back to the version
+// it holds is applied (not answered "unchanged" and lost), and a grant only
+// the latest version has is listed for confirmation (the API's 409
+// revocation_not_confirmed) and its live tokens are revoked with the apply.
+func TestApplyOnANodeBehindDecidesAgainstTheLatestVersion(t *testing.T) {
+	storetest.PostgresDSN(t) // skips without PostgreSQL
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		apply []policy.File // applied on nodes still at version 1
+	}{
+		{"roll back to version 1", policyFile("deploy")},
+		{"remove the grant only version 2 has", policyFile("deploy", "read")},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := storetest.Postgres(t)
+			na := newZombieNode(t, b.DB)
+			if _, err := na.a.ApplyPolicy(ctx, policyFile("deploy"), "test"); err != nil {
+				t.Fatal(err)
+			}
+			// One node behind for each entry point: each syncs.
+			planner, lister, applier := newZombieNode(t, b.Another(t)), newZombieNode(t, b.Another(t)), newZombieNode(t, b.Another(t))
+			// Node A adds grant build (v2) and a job takes a token of it.
+			if _, err := na.a.ApplyPolicy(ctx, policyFile("deploy", "build"), "test"); err != nil {
+				t.Fatal(err)
+			}
+			tok, err := na.a.Exchange(ctx, ExchangeRequest{SubjectToken: "x", Scope: []string{"build"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, n := range []zombieNode{planner, lister, applier} {
+				if v := n.a.PolicyVersion(); v != 1 {
+					t.Fatalf("a node is at version %d, want 1", v)
+				}
+			}
+
+			cs, err := planner.a.Plan(ctx, tc.apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !slices.ContainsFunc(cs, func(c policy.Change) bool { return c.String() == "- grants.build" }) {
+				t.Errorf("plan on a node behind = %v, want it to remove grant build", cs)
+			}
+			p, err := lister.a.ParsePolicy(ctx, tc.apply)
+			if err != nil {
+				t.Fatal(err)
+			}
+			revs, err := lister.a.Revocations(ctx, p)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(revs) != 1 || revs[0] != (GrantRevocation{Grant: "build", Leases: 1}) {
+				t.Errorf("revocations listed on a node behind = %v, want build's 1 live token", revs)
+			}
+			res, err := applier.a.ApplyPolicy(ctx, tc.apply, "test")
+			if err != nil {
+				t.Fatal(err)
+			}
+			latest, err := na.db.LatestPolicy(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Unchanged || res.Version != 3 || latest.Version != 3 || latest.Hash != p.Hash {
+				t.Errorf("apply on a node behind = %+v; version %d in force, hash match %v: not applied over version 2",
+					res, latest.Version, latest.Hash == p.Hash)
+			}
+			l, err := na.db.LeaseByID(ctx, tok.LeaseID)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Revoked != 1 || l.RevokedAt.IsZero() {
+				t.Errorf("grant build's live token not revoked with the apply (Revoked %d)", res.Revoked)
 			}
 		})
 	}

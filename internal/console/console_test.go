@@ -15,7 +15,9 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -262,6 +264,35 @@ func TestPolicyPlanAndApply(t *testing.T) {
 		t.Fatal("removed grant's lease still live")
 	}
 	_ = lease.Filter{}
+}
+
+// A node that has not yet followed (every 2 s) the version another node
+// applied plans against the latest stored version: the plan's base is that
+// version and its changes are relative to it, so a plan of the version in
+// force changes nothing and its apply is not refused as stale.
+func TestPolicyPlanOnANodeBehind(t *testing.T) {
+	b := newTestBench(t)
+	ctx := context.Background()
+	src := string(b.a.Policy().Source)
+	removed := strings.Replace(src, "  deploy:\n    upstream: api\n    ttl: 10m\n    allow: [{methods: [POST], paths: [\"/deploy\"]}]\n    who: [{issuer: ci, claims: {repository: acme/app}}]\n", "", 1)
+	if removed == src {
+		t.Fatal("test policy not as expected")
+	}
+	// Another node, over the same store, applies version 2.
+	other := authority.New(authority.Config{Leases: b.m, Verifier: identity.NewVerifier(identity.Options{}), Policies: b.db, Audit: b.log})
+	if err := other.LoadPolicy(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := other.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(removed)}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	if b.a.PolicyVersion() != 1 {
+		t.Fatalf("the console's node is at version %d, want 1", b.a.PolicyVersion())
+	}
+	w := b.post(t, "/ui/policy/plan", url.Values{"policy": {removed}, CSRFField: {b.auth.csrf}})
+	if body := w.Body.String(); w.Code != 200 || !strings.Contains(body, "Planned against version 2: 0 change(s).") {
+		t.Fatalf("plan on a node behind: %d %s", w.Code, body)
+	}
 }
 
 func TestLineDiff(t *testing.T) {

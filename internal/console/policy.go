@@ -78,13 +78,20 @@ type planPage struct {
 // plan reads the pasted policy and reports what applying it would do.
 func (c *Console) plan(w http.ResponseWriter, r *http.Request) (planPage, []policy.File, bool) {
 	src := r.FormValue("policy")
-	p := planPage{Source: src, Base: c.cfg.Authority.PolicyVersion()}
+	p := planPage{Source: src}
 	if len(src) > maxPolicy {
 		p.Invalid = "the policy is larger than 1 MiB"
 		return p, nil, false
 	}
 	ctx, cancel := c.ctx(r)
 	defer cancel()
+	// Planned against the latest version, which this node may not have
+	// followed yet.
+	if err := c.cfg.Authority.SyncPolicy(ctx); err != nil {
+		p.Invalid = "the policy in force cannot be read right now; try again"
+		return p, nil, false
+	}
+	p.Base = c.cfg.Authority.PolicyVersion()
 	files := []policy.File{{Name: "policy.yaml", Data: []byte(src)}}
 	np, err := c.cfg.Authority.ParsePolicy(ctx, files)
 	if err != nil {
