@@ -7,10 +7,12 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -155,4 +157,77 @@ func tableDigests(t *testing.T, db *sql.DB) map[string]string {
 		out[n] = d
 	}
 	return out
+}
+
+// A join refused for a key that does not open the database writes nothing
+// to it: it checks both keys through read-only sessions before opening the
+// store, which migrates the schema. Before, a newer mayfly run with a wrong
+// key against a cluster of the previous release was refused but had moved
+// the shared schema to its version, and every node of the cluster then
+// refused to start ("database schema is version N, newer than this mayfly
+// knows"). A join whose keys match brings the schema to its release.
+func TestRefusedJoinLeavesTheSchema(t *testing.T) {
+	ctx := context.Background()
+	base := storetest.PostgresDSN(t)
+	dsn := storetest.FreshSchema(t, base)
+	first := datadir.Dir(filepath.Join(t.TempDir(), "first"))
+	if _, err := Init(ctx, InitOptions{DataDir: string(first), Postgres: dsn}); err != nil {
+		t.Fatal(err)
+	}
+	// Other keys: a data dir of another cluster.
+	other := datadir.Dir(filepath.Join(t.TempDir(), "other"))
+	if _, err := Init(ctx, InitOptions{DataDir: string(other), Postgres: storetest.FreshSchema(t, base)}); err != nil {
+		t.Fatal(err)
+	}
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	version := func() string {
+		var v string
+		if err := db.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&v); err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	prev, now := strconv.Itoa(store.SchemaVersion()-1), strconv.Itoa(store.SchemaVersion())
+	for _, tc := range []struct {
+		name          string
+		master, audit string
+		refused       bool
+	}{
+		{"wrong master key", other.MasterKey(), first.AuditKey(), true},
+		{"wrong audit key", first.MasterKey(), other.AuditKey(), true},
+		{"both keys match", first.MasterKey(), first.AuditKey(), false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			// The cluster as the previous release left it (its last step
+			// only adds two indexes).
+			for _, q := range []string{`DROP INDEX IF EXISTS leases_repository`, `DROP INDEX IF EXISTS leases_project_path`,
+				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
+				if _, err := db.ExecContext(ctx, q); err != nil {
+					t.Fatal(err)
+				}
+			}
+			dir := filepath.Join(t.TempDir(), "joined")
+			_, err := Join(ctx, JoinOptions{DataDir: dir, Postgres: dsn, MasterKeyFile: tc.master,
+				AuditKeyFile: tc.audit, CACert: first.CACert(), CAKey: first.CAKey()})
+			want := now
+			if tc.refused {
+				want = prev
+				if !errors.Is(err, ErrKeyMismatch) {
+					t.Fatalf("join: %v, want a key mismatch", err)
+				}
+				if _, serr := os.Stat(dir); !os.IsNotExist(serr) {
+					t.Errorf("refused join left its data dir: %v", serr)
+				}
+			} else if err != nil {
+				t.Fatalf("join: %v", err)
+			}
+			if got := version(); got != want {
+				t.Errorf("join (%v): schema version %s, want %s", err, got, want)
+			}
+		})
+	}
 }

@@ -37,32 +37,50 @@ const metaAuditKey = "audit_verifier_key"
 // recorded is checked against its latest signed checkpoint, then records
 // it.
 func checkAuditKey(ctx context.Context, st *store.DB, signer string) error {
-	vkey, err := audit.VerifierKeyFor(strings.TrimSpace(signer))
-	if err != nil {
-		return fmt.Errorf("audit key: %w", err)
-	}
-	stored, err := st.GetMeta(ctx, metaAuditKey)
-	switch {
-	case err == nil:
-		if string(stored) != vkey {
-			return fmt.Errorf("audit key: %w: the database's log is signed by %s", ErrKeyMismatch, keyName(string(stored)))
-		}
-		return nil
-	case !errors.Is(err, store.ErrNotFound):
-		return fmt.Errorf("audit key: %w", err)
-	}
-	_, note, err := st.LatestAuditCheckpoint(ctx)
-	if err == nil {
-		if _, _, err := audit.ParseCheckpoint(note, vkey); err != nil {
-			return fmt.Errorf("audit key: %w: it does not verify the log's latest checkpoint", ErrKeyMismatch)
-		}
-	} else if !errors.Is(err, store.ErrNotFound) {
-		return fmt.Errorf("audit key: %w", err)
+	vkey, recorded, err := matchAuditKey(ctx, st, signer)
+	if err != nil || recorded {
+		return err
 	}
 	if _, err := st.PutMetaIfAbsent(ctx, metaAuditKey, []byte(vkey)); err != nil {
 		return fmt.Errorf("audit key: %w", err)
 	}
 	return checkAuditKey(ctx, st, signer) // another node may have recorded first
+}
+
+// auditKeyReader is what matching an audit key reads (a read-only store
+// for a join, which writes nothing before both keys match).
+type auditKeyReader interface {
+	GetMeta(ctx context.Context, key string) ([]byte, error)
+	LatestAuditCheckpoint(ctx context.Context) (int64, []byte, error)
+}
+
+// matchAuditKey is checkAuditKey without the write: it returns the
+// signer's verifier key and whether the database records it (false: it
+// records none, and the key verifies its latest checkpoint, if any).
+func matchAuditKey(ctx context.Context, st auditKeyReader, signer string) (vkey string, recorded bool, err error) {
+	vkey, err = audit.VerifierKeyFor(strings.TrimSpace(signer))
+	if err != nil {
+		return "", false, fmt.Errorf("audit key: %w", err)
+	}
+	stored, err := st.GetMeta(ctx, metaAuditKey)
+	switch {
+	case err == nil:
+		if string(stored) != vkey {
+			return "", false, fmt.Errorf("audit key: %w: the database's log is signed by %s", ErrKeyMismatch, keyName(string(stored)))
+		}
+		return vkey, true, nil
+	case !errors.Is(err, store.ErrNotFound):
+		return "", false, fmt.Errorf("audit key: %w", err)
+	}
+	_, note, err := st.LatestAuditCheckpoint(ctx)
+	if err == nil {
+		if _, _, err := audit.ParseCheckpoint(note, vkey); err != nil {
+			return "", false, fmt.Errorf("audit key: %w: it does not verify the log's latest checkpoint", ErrKeyMismatch)
+		}
+	} else if !errors.Is(err, store.ErrNotFound) {
+		return "", false, fmt.Errorf("audit key: %w", err)
+	}
+	return vkey, false, nil
 }
 
 // keyName is the name+hash part of a note verifier key (no key bytes).
@@ -137,24 +155,19 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	if err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
-	// Check everything against the database before writing a file.
+	// Check both keys against the database before writing anything to it
+	// or a file: through a handle that cannot write, since opening the
+	// store migrates its schema, which the cluster's other nodes, of an
+	// older release, would then refuse.
+	if err := checkJoinKeys(ctx, o.Postgres, master, signer); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
 	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 3})
 	if err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	defer st.Close()
-	ks, err := st.KeyVersions(ctx)
-	if err != nil {
-		return nil, fmt.Errorf("join: %w", err)
-	}
-	if len(ks) == 0 {
-		return nil, errors.New("join: the database is not initialised: run mayfly init --postgres on the first node")
-	}
-	vault, err := secret.Open(ctx, st, master, secret.Options{})
-	if err != nil {
-		return nil, fmt.Errorf("join: master key: %w: it does not open the database's keyring (%v)", ErrKeyMismatch, err)
-	}
-	vault.Close()
+	// Records the audit key in a database from before it was recorded.
 	if err := checkAuditKey(ctx, st, signer); err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
@@ -211,6 +224,29 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 		return nil, fmt.Errorf("marker: %w", err)
 	}
 	return &JoinResult{Joined: true, CAFile: d.CACert()}, nil
+}
+
+// checkJoinKeys refuses a master key that does not open every version of
+// the database's keyring, or an audit key other than its log's, reading
+// the database only.
+func checkJoinKeys(ctx context.Context, dsn string, master []byte, signer string) error {
+	ro, err := store.OpenReadOnly(ctx, store.Config{PostgresDSN: dsn})
+	if err != nil {
+		return err
+	}
+	defer ro.Close()
+	ks, err := ro.KeyVersions(ctx)
+	if err != nil {
+		return err
+	}
+	if len(ks) == 0 {
+		return errors.New("the database is not initialised: run mayfly init --postgres on the first node")
+	}
+	if !secret.SealedBy(master, ks) {
+		return fmt.Errorf("master key: %w: it does not open the database's keyring", ErrKeyMismatch)
+	}
+	_, _, err = matchAuditKey(ctx, ro, signer)
+	return err
 }
 
 // readAuditKey reads a note signer key from file, else from env.

@@ -20,9 +20,10 @@ import (
 const minReadSchema = 3
 
 // ReadOnly is a store opened to be read and never written: offline audit
-// verification, which must not change what it verifies. It has the DB's
-// audit reads and nothing that writes, and its connections refuse writes
-// themselves (see OpenReadOnly).
+// verification, which must not change what it verifies, and a join's key
+// checks, which must not change (migrate) a database its keys may not
+// open. It has the DB's audit and key reads and nothing that writes, and
+// its connections refuse writes themselves (see OpenReadOnly).
 type ReadOnly struct {
 	db     *DB
 	schema int
@@ -161,6 +162,16 @@ func (r *ReadOnly) AuditHashes(ctx context.Context, indexes []int64) ([][32]byte
 // LatestAuditCheckpoint is DB.LatestAuditCheckpoint.
 func (r *ReadOnly) LatestAuditCheckpoint(ctx context.Context) (int64, []byte, error) {
 	return r.db.LatestAuditCheckpoint(ctx)
+}
+
+// KeyVersions is DB.KeyVersions.
+func (r *ReadOnly) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
+	return r.db.KeyVersions(ctx)
+}
+
+// GetMeta is DB.GetMeta.
+func (r *ReadOnly) GetMeta(ctx context.Context, key string) ([]byte, error) {
+	return r.db.GetMeta(ctx, key)
 }
 
 // AuditCheckpoint is DB.AuditCheckpoint.
