@@ -254,10 +254,15 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading log size: %w", err)
 	}
-	_, text, err := r.LatestAuditCheckpoint(ctx)
+	rowSize, text, err := r.LatestAuditCheckpoint(ctx)
 	switch {
 	case err == nil:
 		c.openCheckpoint(text, true, verifierKey)
+		if c.cp != nil && c.cp.Size != rowSize {
+			// An older note filed under a larger size hides the
+			// checkpoints after it.
+			c.cpProblem = fmt.Sprintf("the latest checkpoint row is filed under size %d but its signed note is for %d (checkpoint rows altered)", rowSize, c.cp.Size)
+		}
 	case isNotFound(err):
 		// An empty log that never had a checkpoint is intact.
 		if total > 0 || opts.Seen != nil {

@@ -2,7 +2,9 @@ package auditlog
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"time"
 
@@ -136,6 +138,7 @@ type Log struct {
 	size       int64     // durable size as this node knows it
 	root       tlog.Hash // tree hash at size
 	commitErr  error     // last append failure, nil when healthy
+	treeErr    error     // the stored tree does not extend the signed checkpoint (reload); sticky
 	publishErr error     // last checkpoint failure
 	published  int64     // largest size this node has published or seen published
 	shut       bool      // Close finished
@@ -221,26 +224,22 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 			_ = l.sh.seq.Close()
 		}
 	}()
-	last, text, err := st.LatestAuditCheckpoint(ctx)
-	switch {
-	case err == nil:
-		if _, _, err := audit.ParseCheckpoint(text, vkey); err != nil {
-			return nil, fmt.Errorf("audit: latest stored checkpoint (size %d) does not verify with this key: %w", last, err)
-		}
-		if last > l.size && l.sh != nil {
+	cp, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("audit: opening log: %w", err)
+	}
+	l.published = -1
+	if cp != nil {
+		if cp.Size > l.Size() && l.sh != nil {
 			// Another node's sequencer went on since the reload.
 			if err := l.reload(ctx); err != nil {
 				return nil, fmt.Errorf("audit: opening log: %w", err)
 			}
 		}
-		if last > l.size {
-			return nil, fmt.Errorf("audit: log has %d entries but a checkpoint for %d exists: entries lost", l.size, last)
+		if cp.Size > l.Size() {
+			return nil, fmt.Errorf("audit: log has %d entries but a checkpoint for %d exists: entries lost", l.Size(), cp.Size)
 		}
-		l.published = last
-	case isNotFound(err):
-		l.published = -1
-	default:
-		return nil, fmt.Errorf("audit: reading latest checkpoint: %w", err)
+		l.published = cp.Size
 	}
 	if err := l.publish(ctx); err != nil {
 		return nil, err
@@ -285,6 +284,9 @@ func (l *Log) Healthy() error {
 	defer l.mu.Unlock()
 	if l.shut {
 		return ErrClosed
+	}
+	if l.treeErr != nil {
+		return l.treeErr
 	}
 	if l.commitErr != nil {
 		return l.commitErr
@@ -744,8 +746,44 @@ func (l *Log) frontierReader() tlog.HashReader {
 	})
 }
 
-// reload reads the size and the frontier hashes from the store.
+// errRewritten marks a stored tree that does not extend the latest signed
+// checkpoint: the database's entries and hashes were rewritten (or
+// truncated) by someone without the signer key.
+var errRewritten = errors.New("the stored log is not the one its signed checkpoints cover")
+
+// latestCheckpoint returns the latest stored checkpoint, its signature
+// checked (nil if there is none). The row's size must be its note's: a row
+// filed under a larger size would hide the checkpoints after its note's.
+func (l *Log) latestCheckpoint(ctx context.Context) (*audit.TreeHead, error) {
+	rowSize, text, err := l.st.LatestAuditCheckpoint(ctx)
+	if isNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading latest checkpoint: %w", err)
+	}
+	size, root, err := audit.ParseCheckpoint(text, l.vkey)
+	if err != nil {
+		return nil, fmt.Errorf("latest stored checkpoint (size %d) does not verify with this key: %w", rowSize, err)
+	}
+	if size != rowSize {
+		return nil, fmt.Errorf("%w: the latest checkpoint row is filed under size %d but its signed note is for %d", errRewritten, rowSize, size)
+	}
+	return &audit.TreeHead{Size: size, Root: root}, nil
+}
+
+// reload reads the size and the frontier hashes from the store, and checks
+// that the tree they make extends the latest signed checkpoint: every
+// checkpoint signed later is over that tree, so a history rewritten in the
+// database with its hashes recomputed must not be loaded (a sticky
+// unhealthy state, treeErr, until it passes).
 func (l *Log) reload(ctx context.Context) error {
+	// The checkpoint before the size: the log only grows, so the size is
+	// never below it, even while another node appends and signs.
+	cp, err := l.latestCheckpoint(ctx)
+	if err != nil {
+		return l.reloadFailed(err)
+	}
 	size, err := l.st.AuditSize(ctx)
 	if err != nil {
 		return fmt.Errorf("reading log size: %w", err)
@@ -754,6 +792,9 @@ func (l *Log) reload(ctx context.Context) error {
 	var hs []tlog.Hash
 	if len(idx) > 0 {
 		got, err := l.st.AuditHashes(ctx, idx)
+		if isNotFound(err) {
+			return l.reloadFailed(fmt.Errorf("%w: right-edge hashes of its %d entries are missing", errRewritten, size))
+		}
 		if err != nil {
 			return fmt.Errorf("reading right-edge hashes of %d entries: %w", size, err)
 		}
@@ -762,18 +803,75 @@ func (l *Log) reload(ctx context.Context) error {
 		}
 		hs = hashesFrom(got)
 	}
-	l.frontier.set(idx, hs)
-	root, err := tlog.TreeHash(size, l.frontierReader())
+	root, err := tlog.TreeHash(size, tlog.HashReaderFunc(func(want []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(want))
+		for i, x := range want {
+			j := slices.Index(idx, x)
+			if j < 0 {
+				return nil, fmt.Errorf("audit: stored hash %d not in frontier", x)
+			}
+			out[i] = hs[j]
+		}
+		return out, nil
+	}))
 	if err != nil {
 		return err
 	}
+	if err := l.extends(ctx, cp, size, root); err != nil {
+		return l.reloadFailed(err)
+	}
+	l.frontier.set(idx, hs)
 	l.mu.Lock()
 	l.size, l.root = size, root
+	l.treeErr = nil
 	l.mu.Unlock()
 	l.js.size, l.js.start = size, size
 	l.metrics.size.Set(float64(size))
 	l.stale = false
 	return nil
+}
+
+// extends checks that the tree (size, root), read from the stored hashes,
+// extends the signed checkpoint cp: the same root at its size, else a
+// consistency proof from the stored hashes (O(log size) of them).
+func (l *Log) extends(ctx context.Context, cp *audit.TreeHead, size int64, root tlog.Hash) error {
+	if cp == nil || cp.Size == 0 {
+		return nil // nothing signed to hold the tree to
+	}
+	if cp.Size > size {
+		return fmt.Errorf("%w: it has %d entries but the signed checkpoint covers %d: entries lost", errRewritten, size, cp.Size)
+	}
+	if cp.Size == size {
+		if root != cp.Root {
+			return fmt.Errorf("%w: the tree of %d entries has another root than the signed checkpoint of that size (entries and hashes rewritten)", errRewritten, size)
+		}
+		return nil
+	}
+	proof, err := tlog.ProveTree(size, cp.Size, storeHashReader(ctx, l.st))
+	if isNotFound(err) {
+		return fmt.Errorf("%w: hashes proving the stored tree of %d entries consistent with the signed checkpoint of %d are missing", errRewritten, size, cp.Size)
+	}
+	if err != nil {
+		return fmt.Errorf("proving the stored tree of %d entries consistent with the signed checkpoint of %d: %w", size, cp.Size, err)
+	}
+	if err := tlog.CheckTree(proof, size, root, cp.Size, cp.Root); err != nil {
+		return fmt.Errorf("%w: the stored tree of %d entries does not extend the signed checkpoint of %d (entries or hashes before %d rewritten): %v",
+			errRewritten, size, cp.Size, cp.Size, err)
+	}
+	return nil
+}
+
+// reloadFailed returns err, and when it shows a rewritten history makes
+// the log unhealthy until a reload passes: nothing is signed or appended
+// over it.
+func (l *Log) reloadFailed(err error) error {
+	if errors.Is(err, errRewritten) {
+		l.mu.Lock()
+		l.treeErr = fmt.Errorf("audit log %w: %w", failclosed.ErrUnavailable, err)
+		l.mu.Unlock()
+		l.metrics.treeErrors.Inc()
+	}
+	return err
 }
 
 // probe runs in the committer while the log is unhealthy: it reloads the

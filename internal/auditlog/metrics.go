@@ -16,6 +16,7 @@ type metrics struct {
 	size         prometheus.Gauge
 	checkpoints  prometheus.Counter
 	cpErrors     prometheus.Counter
+	treeErrors   prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -41,6 +42,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mayfly_audit_checkpoints_total", Help: "Signed checkpoints published."}),
 		cpErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mayfly_audit_checkpoint_errors_total", Help: "Checkpoints that could not be published."}),
+		treeErrors: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mayfly_audit_tree_mismatches_total", Help: "Loads of the stored tree refused because it does not extend the latest signed checkpoint (history rewritten in the database)."}),
 	}
 	if reg != nil {
 		m.appends = register(reg, m.appends)
@@ -52,6 +55,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.size = register(reg, m.size)
 		m.checkpoints = register(reg, m.checkpoints)
 		m.cpErrors = register(reg, m.cpErrors)
+		m.treeErrors = register(reg, m.treeErrors)
 	}
 	return m
 }

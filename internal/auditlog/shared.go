@@ -164,6 +164,15 @@ func (f *readFloor) get(now time.Time) int64 {
 // entry's pending id): durable, or written for a batch of written
 // entries, as a single node's commit is.
 func (l *Log) commitPending(batch []*request) {
+	l.mu.Lock()
+	treeErr := l.treeErr
+	l.mu.Unlock()
+	if treeErr != nil {
+		// No node can sign over the stored tree (see reload): refuse
+		// what would wait for it.
+		l.failBatch(batch, treeErr)
+		return
+	}
 	began := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), l.opts.CommitTimeout)
 	defer cancel()

@@ -282,6 +282,10 @@ func TestVerifyDetectsTampering(t *testing.T) {
 			n, _ := s.db.AuditCheckpoint(context.Background(), 40)
 			s.exec(`UPDATE audit_checkpoints SET note = ? WHERE size = ?`, bytes.Replace(n, []byte("\n40\n"), []byte("\n39\n"), 1), 40)
 		}, firstBad: 0, reason: "not valid"},
+		{name: "old checkpoint filed under a larger size", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
+			n, _ := s.db.AuditCheckpoint(context.Background(), 20)
+			s.exec(`INSERT INTO audit_checkpoints (size, note) VALUES (?, ?)`, 1000, n)
+		}, firstBad: 20, reason: "filed under size 1000 but its signed note is for 20"},
 		{name: "checkpoints deleted", tamper: func(s sqlTamper, _, _ audit.TreeHead) {
 			s.exec(`DELETE FROM audit_checkpoints`)
 		}, firstBad: 0, reason: "no signed checkpoint"},
