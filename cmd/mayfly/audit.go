@@ -157,6 +157,9 @@ type verifyReport struct {
 	CheckpointSize int64  `json:"checkpoint_size"`
 	FirstBad       int64  `json:"first_bad"`
 	Reason         string `json:"reason,omitempty"`
+	// Unproven entries follow the checkpoint, written lately: no signature
+	// covers them yet, so "ok" does not vouch for them.
+	Unproven int64 `json:"unproven"`
 }
 
 func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
@@ -172,7 +175,12 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 			"is opened read-only and never migrated: a schema this mayfly cannot read is refused), or\n" +
 			"remotely with --addr / MAYFLY_ADDR and an auditor token in MAYFLY_TOKEN. The first remote run\n" +
 			"pins the server's verifier key unless --key gives it.\n" +
-			"Exit 0 intact, 1 tampered (naming the first bad index), 2 error.",
+			"Only what a signed checkpoint covers is intact. Entries after the latest checkpoint are\n" +
+			"reported unproven while the first of them is less than 60 s old (a running server signs every\n" +
+			"500 ms); older, verification fails at the checkpoint's size (checkpoints deleted, or the server\n" +
+			"stopped signing or crashed: starting it signs them).\n" +
+			"Exit 0 intact (and any unproven entries fresh), 1 tampered or unsigned (naming the first bad\n" +
+			"index), 2 error.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := verifyFmt.resolve(cmd)
@@ -226,7 +234,7 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 				}
 			}
 			rep := verifyReport{OK: res.OK(), Size: res.Size, Root: base64.StdEncoding.EncodeToString(res.Root[:]),
-				CheckpointSize: res.Checkpoint.Size, FirstBad: res.FirstBad, Reason: res.Reason}
+				CheckpointSize: res.Checkpoint.Size, FirstBad: res.FirstBad, Reason: res.Reason, Unproven: res.Unproven}
 			if rep.OK && cons != nil {
 				rep.OK, rep.FirstBad, rep.Reason = false, state.Size, cons.Error()
 			}
@@ -238,7 +246,12 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 			if !rep.OK {
 				return negative("audit log verification failed at index %d: %s", rep.FirstBad, rep.Reason)
 			}
-			if !asJSON {
+			if !asJSON && rep.Unproven > 0 {
+				fmt.Fprintf(cmd.OutOrStdout(), "audit log intact up to the signed checkpoint at %d, root %s; "+
+					"%d newer entries are unproven: no signed checkpoint covers them yet (the first written %s ago; verify again to cover them)\n",
+					rep.CheckpointSize, base64.StdEncoding.EncodeToString(res.Checkpoint.Root[:]), rep.Unproven,
+					time.Since(res.UnprovenSince).Round(time.Millisecond))
+			} else if !asJSON {
 				fmt.Fprintf(cmd.OutOrStdout(), "audit log intact: %d entries, signed checkpoint at %d, root %s\n",
 					rep.Size, rep.CheckpointSize, base64.StdEncoding.EncodeToString(res.Checkpoint.Root[:]))
 			}

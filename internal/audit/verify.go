@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"hash"
 	"io"
+	"time"
 
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -28,7 +29,18 @@ type VerifyOptions struct {
 	// Seen is a checkpoint this verifier saw and trusted before (from its
 	// state file): the log must still contain that exact tree.
 	Seen *TreeHead
+	// Now is the clock entries after the latest checkpoint are aged by
+	// (default time.Now).
+	Now func() time.Time
 }
+
+// MaxUnsignedAge is how old the first entry after the latest signed
+// checkpoint may be, when the checkpoint was read, before Verify fails on
+// it: a running server signs every 500 ms while the log grows and once
+// more when it stops, so older entries that no signature covers mean
+// deleted checkpoints, a server that stopped signing, or one that crashed
+// (its next start signs them). Younger ones are a live log's newest.
+const MaxUnsignedAge = 60 * time.Second
 
 // VerifyResult is the outcome of a verification. Reason is empty and
 // FirstBad is -1 when the log is intact. Otherwise FirstBad is the first
@@ -43,6 +55,12 @@ type VerifyResult struct {
 	Checkpoint TreeHead // the latest signed checkpoint (zero if none)
 	FirstBad   int64    // first index that can no longer be trusted, or -1
 	Reason     string   // what is wrong, empty when intact
+	// Unproven is how many entries after the latest signed checkpoint were
+	// read: they match their stored hashes, but no signature covers them,
+	// so they are not part of what verified intact (see MaxUnsignedAge).
+	// UnprovenSince is the time of the first of them.
+	Unproven      int64
+	UnprovenSince time.Time
 }
 
 // OK reports whether the log verified.
@@ -110,12 +128,26 @@ type check struct {
 	stopped bool
 	// cpProblem says why the latest checkpoint is unusable, if it is.
 	cpProblem string
+	asOf      time.Time // when the checkpoint was read
+	// The time of the entry at the checkpoint's size, the first no
+	// signature covers; unset when there is none or it has no valid time.
+	tailTime time.Time
 }
 
-func newCheck(seen *TreeHead) *check {
-	c := &check{seen: seen}
+func newCheck(opts VerifyOptions) *check {
+	c := &check{seen: opts.Seen, asOf: time.Now()}
+	if opts.Now != nil {
+		c.asOf = opts.Now()
+	}
 	c.res.FirstBad = -1
 	return c
+}
+
+// tail notes the entry at the checkpoint's size, the first unproven one.
+func (c *check) tail(data []byte) {
+	if e, err := ParseEntry(data); err == nil {
+		c.tailTime = e.Time
+	}
 }
 
 // bad records a problem from index i; the smallest index wins.
@@ -198,6 +230,17 @@ func (c *check) finish(total int64) *VerifyResult {
 		// before proves can be trusted.
 		c.bad(c.anchor, "%s", c.cpProblem)
 	}
+	if !c.stopped && c.cp != nil && n > c.cp.Size {
+		c.res.Unproven, c.res.UnprovenSince = n-c.cp.Size, c.tailTime
+		age := c.asOf.Sub(c.tailTime)
+		switch {
+		case c.tailTime.IsZero():
+			c.bad(c.cp.Size, "entries [%d, %d) are covered by no signed checkpoint, and the first has no valid time", c.cp.Size, n)
+		case age > MaxUnsignedAge || -age > MaxUnsignedAge:
+			c.bad(c.cp.Size, "entries [%d, %d) are covered by no signed checkpoint, and the first was written at %s, %s from when the checkpoint was read (a running server signs every 500 ms): newer checkpoints were deleted, or the server stopped signing or crashed (a start signs them)",
+				c.cp.Size, n, c.tailTime.Format(time.RFC3339), age.Round(time.Second))
+		}
+	}
 	c.res.Size = n
 	c.res.Root = c.tb.treeHash()
 	return &c.res
@@ -249,7 +292,7 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	if opts.PageSize <= 0 {
 		opts.PageSize = DefaultPageSize
 	}
-	c := newCheck(opts.Seen)
+	c := newCheck(opts)
 	total, err := r.AuditSize(ctx)
 	if err != nil {
 		return nil, fmt.Errorf("audit: reading log size: %w", err)
@@ -271,6 +314,9 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	default:
 		return nil, fmt.Errorf("audit: reading latest checkpoint: %w", err)
 	}
+	if opts.Now == nil {
+		c.asOf = time.Now() // entries after the checkpoint are aged from here
+	}
 	want := total
 	if c.cp != nil && c.cp.Size > want {
 		want = c.cp.Size
@@ -280,10 +326,10 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	}
 	c.atSize()
 
-	ctx, cancel := context.WithCancel(ctx)
+	rctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	pages := make(chan page, 2)
-	go readPages(ctx, r, want, opts.PageSize, pages)
+	go readPages(rctx, r, want, opts.PageSize, pages)
 	for p := range pages {
 		if p.err != nil {
 			return nil, p.err
@@ -347,6 +393,15 @@ func Verify(ctx context.Context, r Reader, verifierKey string, opts VerifyOption
 	}
 	cancel()
 	for range pages { // let the reader finish
+	}
+	if !c.stopped && c.cp != nil && c.tb.n > c.cp.Size {
+		es, err := r.AuditEntries(ctx, c.cp.Size, 1)
+		if err != nil {
+			return nil, fmt.Errorf("audit: reading entry %d: %w", c.cp.Size, err)
+		}
+		if len(es) == 1 {
+			c.tail(es[0])
+		}
 	}
 	return c.finish(total), nil
 }
@@ -538,7 +593,7 @@ const MaxLineSize = MaxEntrySize + 1
 // signed checkpoint and, if given, a checkpoint seen before. It holds only
 // O(log n) hashes in memory.
 func VerifyStream(ctx context.Context, rd io.Reader, checkpoint []byte, verifierKey string, opts VerifyOptions) (*VerifyResult, error) {
-	c := newCheck(opts.Seen)
+	c := newCheck(opts)
 	c.openCheckpoint(checkpoint, len(checkpoint) > 0, verifierKey)
 	c.atSize()
 	br := bufio.NewReaderSize(rd, 256<<10)
@@ -557,6 +612,9 @@ func VerifyStream(ctx context.Context, rd io.Reader, checkpoint []byte, verifier
 				break
 			}
 			return nil, fmt.Errorf("audit: reading entry %d: %w", pos, err)
+		}
+		if c.cp != nil && pos == c.cp.Size {
+			c.tail(line)
 		}
 		c.entry(pos, line)
 		pos++
