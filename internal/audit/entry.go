@@ -29,6 +29,9 @@ const (
 	// TypeCredentialRevoke records a minted upstream credential (SPEC
 	// section 9) revoked upstream (status 200) or a failed attempt (5xx).
 	TypeCredentialRevoke = "credential.revoke"
+	// TypePendingRejected records a pending record the log refused to
+	// make an entry of (not a node's, or malformed), named, not quoted.
+	TypePendingRejected = "audit.pending.rejected"
 )
 
 // MaxEntrySize bounds one entry's encoded size.

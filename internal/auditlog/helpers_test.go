@@ -35,3 +35,13 @@ func (l *Log) begin(ctx context.Context, ev audit.Event) (*Intent, error) {
 	}
 	return in, nil
 }
+
+// sealed is rec ("HEAD\nBODY") as a node of the tests' cluster (testSigner)
+// writes it to audit_pending.
+func sealed(rec []byte) []byte {
+	m, err := newPendingMAC(testSigner)
+	if err != nil {
+		panic(err)
+	}
+	return m.seal(append(make([]byte, sealLen, sealLen+len(rec)), rec...))
+}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"slices"
 	"sync"
 	"time"
@@ -53,6 +54,9 @@ type Options struct {
 	Shared bool
 	// Registerer receives the log's metrics (nil: none).
 	Registerer prometheus.Registerer
+	// Logger receives what the log refuses to sign (pending records no
+	// node of this cluster wrote); nil: none.
+	Logger *slog.Logger
 	// Now is the clock (default time.Now); tests only.
 	Now func() time.Time
 
@@ -122,6 +126,7 @@ type Log struct {
 	signer  note.Signer
 	origin  string
 	vkey    string
+	pmac    pendingMAC // seals and opens pending records
 	opts    Options
 	metrics *metrics
 
@@ -170,11 +175,16 @@ func Open(ctx context.Context, st Storage, signerKey string, opts Options) (*Log
 	if err != nil {
 		return nil, err
 	}
+	pmac, err := newPendingMAC(signerKey)
+	if err != nil {
+		return nil, err
+	}
 	l := &Log{
 		st:      st,
 		signer:  signer,
 		origin:  signer.Name(),
 		vkey:    vkey,
+		pmac:    pmac,
 		opts:    opts,
 		metrics: newMetrics(opts.Registerer),
 		reqs:    make(chan *request, 4*opts.MaxBatch),

@@ -7,16 +7,17 @@ import (
 )
 
 type metrics struct {
-	appends      prometheus.Counter
-	appendErrors prometheus.Counter
-	conflicts    prometheus.Counter
-	batchSize    prometheus.Histogram
-	commitSecs   prometheus.Histogram
-	seqSecs      prometheus.Histogram
-	size         prometheus.Gauge
-	checkpoints  prometheus.Counter
-	cpErrors     prometheus.Counter
-	treeErrors   prometheus.Counter
+	appends         prometheus.Counter
+	appendErrors    prometheus.Counter
+	conflicts       prometheus.Counter
+	batchSize       prometheus.Histogram
+	commitSecs      prometheus.Histogram
+	seqSecs         prometheus.Histogram
+	size            prometheus.Gauge
+	checkpoints     prometheus.Counter
+	cpErrors        prometheus.Counter
+	treeErrors      prometheus.Counter
+	pendingRejected prometheus.Counter
 }
 
 func newMetrics(reg prometheus.Registerer) *metrics {
@@ -44,6 +45,8 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 			Name: "mayfly_audit_checkpoint_errors_total", Help: "Checkpoints that could not be published."}),
 		treeErrors: prometheus.NewCounter(prometheus.CounterOpts{
 			Name: "mayfly_audit_tree_mismatches_total", Help: "Loads of the stored tree refused because it does not extend the latest signed checkpoint (history rewritten in the database)."}),
+		pendingRejected: prometheus.NewCounter(prometheus.CounterOpts{
+			Name: "mayfly_audit_pending_rejected_total", Help: "Pending audit records refused (no valid MAC of a node of this cluster, or malformed): each is an audit.pending.rejected entry, never an entry of its own."}),
 	}
 	if reg != nil {
 		m.appends = register(reg, m.appends)
@@ -56,6 +59,7 @@ func newMetrics(reg prometheus.Registerer) *metrics {
 		m.checkpoints = register(reg, m.checkpoints)
 		m.cpErrors = register(reg, m.cpErrors)
 		m.treeErrors = register(reg, m.treeErrors)
+		m.pendingRejected = register(reg, m.pendingRejected)
 	}
 	return m
 }

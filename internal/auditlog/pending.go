@@ -1,9 +1,13 @@
 package auditlog
 
 import (
-	"bytes"
 	"context"
+	"crypto/hkdf"
+	"crypto/hmac"
+	"crypto/sha256"
+	"encoding/base64"
 	"encoding/binary"
+	"encoding/hex"
 	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"sync"
@@ -42,8 +46,102 @@ func (l *Log) Record(ev audit.Event) ([]byte, error) {
 		return nil, err
 	}
 	ts := audit.FormatTime(l.opts.Now())
-	rec := make([]byte, 0, len(ts)+1+len(body))
-	return append(append(append(rec, ts...), '\n'), body...), nil
+	rec := make([]byte, sealLen, sealLen+len(ts)+1+len(body))
+	return l.pmac.seal(append(append(append(rec, ts...), '\n'), body...)), nil
+}
+
+// Pending records are authenticated: "m1 MAC\nHEAD\nBODY", MAC the
+// HMAC-SHA256 of "HEAD\nBODY" (time, shared mode's fields, body) under a
+// key every node derives from the audit signer key, which all nodes of a
+// cluster share. The database is not trusted with the log's contents: a
+// row someone inserts into audit_pending by SQL is not a node's, and is
+// never signed into the log as an entry (see rejectedEntry).
+const (
+	sealPrefix = "m1 "
+	sealLen    = len(sealPrefix) + 43 + 1 // base64 (unpadded) of 32 bytes, "\n"
+	// pendingMACInfo names the key's use (HKDF info): the signer key
+	// signs checkpoints, this one only authenticates pending records.
+	pendingMACInfo = "mayfly audit pending record MAC v1"
+)
+
+// pendingMAC seals and opens pending records.
+type pendingMAC struct{ key []byte }
+
+func newPendingMAC(signerKey string) (pendingMAC, error) {
+	k, err := hkdf.Key(sha256.New, []byte(signerKey), nil, pendingMACInfo, 32)
+	if err != nil {
+		return pendingMAC{}, fmt.Errorf("audit: deriving the pending record key: %w", err)
+	}
+	return pendingMAC{key: k}, nil
+}
+
+// seal writes into rec's first sealLen bytes, which its maker left for
+// them, the MAC of the rest.
+func (m pendingMAC) seal(rec []byte) []byte {
+	h := hmac.New(sha256.New, m.key)
+	h.Write(rec[sealLen:])
+	var sum [sha256.Size]byte
+	copy(rec, sealPrefix)
+	base64.RawStdEncoding.Encode(rec[len(sealPrefix):], h.Sum(sum[:0]))
+	rec[sealLen-1] = '\n'
+	return rec
+}
+
+// open returns the record raw seals, if its MAC is right (compared in
+// constant time).
+func (m pendingMAC) open(raw []byte) ([]byte, bool) {
+	if len(raw) < sealLen || string(raw[:len(sealPrefix)]) != sealPrefix || raw[sealLen-1] != '\n' {
+		return nil, false
+	}
+	var got [sha256.Size]byte
+	if n, err := base64.RawStdEncoding.Decode(got[:], raw[len(sealPrefix):sealLen-1]); err != nil || n != len(got) {
+		return nil, false
+	}
+	h := hmac.New(sha256.New, m.key)
+	h.Write(raw[sealLen:])
+	var sum [sha256.Size]byte
+	if !hmac.Equal(h.Sum(sum[:0]), got[:]) {
+		return nil, false
+	}
+	return raw[sealLen:], true
+}
+
+// canonicalTime reports whether ts is an entry time as FormatTime writes it.
+func canonicalTime(ts string) bool {
+	t, err := time.Parse(time.RFC3339Nano, ts)
+	return err == nil && audit.FormatTime(t) == ts
+}
+
+// rejectedEntry is the entry made, in place of a pending record, of one the
+// log refuses: not sealed by a node of this cluster, or malformed. It names
+// the record (pending id, size, SHA-256), never its content, so nothing a
+// database writer chose is signed; the record is deleted with it, so it is
+// refused once. The refusal is also logged and counted.
+func (l *Log) rejectedEntry(pid int64, raw []byte, why string) pendingRec {
+	sum := sha256.Sum256(raw)
+	l.metrics.pendingRejected.Inc()
+	if l.opts.Logger != nil {
+		l.opts.Logger.Warn("audit: pending record refused, not signed into the log", "pending_id", pid, "reason", why, "bytes", len(raw))
+	}
+	body, err := encodeEvent(audit.Event{Type: audit.TypePendingRejected, Status: 400, Reason: why,
+		Detail: map[string]any{"pending_id": pid, "bytes": len(raw), "sha256": hex.EncodeToString(sum[:])}})
+	if err != nil { // cannot happen: a valid type, a small detail
+		body = []byte(`{"type":"` + audit.TypePendingRejected + `"}`)
+	}
+	return pendingRec{ts: audit.FormatTime(l.opts.Now()), body: body}
+}
+
+// openPending opens and parses a pending record, or makes its refusal.
+func (l *Log) openPending(pid int64, raw []byte) pendingRec {
+	rec, ok := l.pmac.open(raw)
+	if !ok {
+		return l.rejectedEntry(pid, raw, "not sealed by a node of this cluster (no valid MAC)")
+	}
+	p, ok := parsePending(rec)
+	if !ok || !canonicalTime(p.ts) {
+		return l.rejectedEntry(pid, raw, "malformed")
+	}
+	return p
 }
 
 // Recorded returns the Futures of the entries an action's own store
@@ -355,11 +453,7 @@ func (l *Log) sequenceLocal() {
 			return
 		}
 		start := l.Size()
-		entries, err := pendingEntries(start, ids, recs)
-		if err != nil {
-			l.failPending(err)
-			return
-		}
+		entries := l.pendingEntries(start, ids, recs)
 		end := start + int64(len(entries))
 		hashes, root, err := l.hashQueue(start, end, entries)
 		if err == nil {
@@ -387,17 +481,20 @@ func (l *Log) failPending(err error) {
 	l.mu.Unlock()
 }
 
-// pendingEntries builds the entries at start of pending records.
-func pendingEntries(start int64, ids []int64, recs [][]byte) ([][]byte, error) {
+// pendingEntries builds the entries at start of pending records (on a
+// node with its store to itself: an action's "TIME\nBODY"), a refusal in
+// place of each one the log does not take.
+func (l *Log) pendingEntries(start int64, ids []int64, recs [][]byte) [][]byte {
 	entries := make([][]byte, len(recs))
-	for i, rec := range recs {
-		nl := bytes.IndexByte(rec, '\n')
-		if nl <= 0 || nl+1 >= len(rec) || rec[nl+1] != '{' {
-			return nil, fmt.Errorf("audit: pending record %d is malformed", ids[i])
+	for i, raw := range recs {
+		p := l.openPending(ids[i], raw)
+		if p.intent || p.ref > 0 {
+			// A shared log's forms: no node of this log wrote it.
+			p = l.rejectedEntry(ids[i], raw, "malformed")
 		}
-		entries[i] = audit.AppendEntry(nil, start+int64(i), string(rec[:nl]), rec[nl+1:])
+		entries[i] = audit.AppendEntry(nil, start+int64(i), p.ts, p.body)
 	}
-	return entries, nil
+	return entries
 }
 
 func indexes(start int64, n int) []int64 {
@@ -456,19 +553,17 @@ func (l *Log) sequenceJournal() {
 		js.mu.Lock()
 		for i, id := range ids {
 			idx := js.size
-			entries, err := pendingEntries(idx, ids[i:i+1], recs[i:i+1])
+			entries := l.pendingEntries(idx, ids[i:i+1], recs[i:i+1])
+			rec := make([]byte, recPrefix, recPrefix+len(entries[0]))
+			rec[0] = recPending
+			binary.BigEndian.PutUint64(rec[1:recPrefix], uint64(id))
+			rec = append(rec, entries[0]...)
+			err := l.journalWrite(rec, 0)
 			if err == nil {
-				rec := make([]byte, recPrefix, recPrefix+len(entries[0]))
-				rec[0] = recPending
-				binary.BigEndian.PutUint64(rec[1:recPrefix], uint64(id))
-				rec = append(rec, entries[0]...)
-				err = l.journalWrite(rec, 0)
-				if err == nil {
-					js.size++
-					js.queue = append(js.queue, rec[recPrefix:])
-					js.pids[idx] = id
-					js.lastPID = id
-				}
+				js.size++
+				js.queue = append(js.queue, rec[recPrefix:])
+				js.pids[idx] = id
+				js.lastPID = id
 			}
 			if err != nil {
 				js.mu.Unlock()

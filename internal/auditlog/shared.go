@@ -179,7 +179,7 @@ func (l *Log) commitPending(batch []*request) {
 	ts := audit.FormatTime(l.opts.Now())
 	records := make([][]byte, len(batch))
 	for i, r := range batch {
-		rec := make([]byte, 0, len(ts)+1+len(r.body)+40)
+		rec := make([]byte, sealLen, sealLen+len(ts)+1+len(r.body)+40)
 		rec = append(rec, ts...)
 		switch {
 		case r.intent:
@@ -188,7 +188,7 @@ func (l *Log) commitPending(batch []*request) {
 			rec = append(strconv.AppendInt(append(rec, ' '), r.ref, 10), ' ')
 			rec = append(append(strconv.AppendInt(rec, r.refFrom, 10), ' '), r.outcome...)
 		}
-		records[i] = append(append(rec, '\n'), r.body...)
+		records[i] = l.pmac.seal(append(append(rec, '\n'), r.body...))
 	}
 	sh := l.sh
 	mode := store.AuditDurable
@@ -360,11 +360,7 @@ func (l *Log) sequence(final bool) (folded int, err error) {
 		}
 		parsed := make([]pendingRec, len(recs))
 		for i, raw := range recs {
-			p, ok := parsePending(raw)
-			if !ok {
-				return folded, fmt.Errorf("audit: pending record %d is malformed", ids[i])
-			}
-			parsed[i] = p
+			parsed[i] = l.openPending(ids[i], raw)
 		}
 		if after > 0 && sh.belowFloor(after, parsed) {
 			// A completion whose decision may be pending below the

@@ -436,7 +436,7 @@ func BenchmarkSharedSequencer(b *testing.B) {
 		var recs [][]byte
 		for i := off; i < min(off+1000, b.N); i++ {
 			body, _ := encodeEvent(gatewayEvent(i))
-			recs = append(recs, append([]byte(ts+"\n"), body...))
+			recs = append(recs, sealed(append([]byte(ts+"\n"), body...)))
 		}
 		if _, err := db.AddAuditPending(ctx, recs, store.AuditDurable); err != nil {
 			b.Fatal(err)
@@ -505,7 +505,7 @@ func BenchmarkSharedSequencerRequests(b *testing.B) {
 					if form == "one_entry" {
 						head = ts + " intent\n"
 					}
-					decisions = append(decisions, append([]byte(head), body...))
+					decisions = append(decisions, sealed(append([]byte(head), body...)))
 				}
 				pids, err := db.AddAuditPending(ctx, decisions, store.AuditDurable)
 				if err != nil {
@@ -515,12 +515,12 @@ func BenchmarkSharedSequencerRequests(b *testing.B) {
 					ev := completed(gatewayEvent(off + k))
 					if form == "one_entry" {
 						body, _ := encodeEvent(ev)
-						outcomes = append(outcomes, append(fmt.Appendf(nil, "%s %d 0 gateway.response\n", ts, pid), body...))
+						outcomes = append(outcomes, sealed(append(fmt.Appendf(nil, "%s %d 0 gateway.response\n", ts, pid), body...)))
 						entries++
 						continue
 					}
 					body, _ := encodeEvent(audit.Outcome(ev, "gateway.response", -1))
-					outcomes = append(outcomes, append(fmt.Appendf(nil, "%s %d 0\n", ts, pid), body...))
+					outcomes = append(outcomes, sealed(append(fmt.Appendf(nil, "%s %d 0\n", ts, pid), body...)))
 					entries += 2
 				}
 				if _, err := db.AddAuditPending(ctx, outcomes, store.AuditDurable); err != nil {
@@ -675,7 +675,7 @@ func TestSharedLateCommit(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	l, id, commit := lateRecord(t, append([]byte(audit.FormatTime(time.Now())+"\n"), body...))
+	l, id, commit := lateRecord(t, sealed(append([]byte(audit.FormatTime(time.Now())+"\n"), body...)))
 	if err := commit(); err != nil {
 		t.Fatal(err)
 	}
@@ -737,11 +737,11 @@ func TestSharedLateDecision(t *testing.T) {
 		t.Fatal(err)
 	}
 	ts := audit.FormatTime(time.Now())
-	l, ref, commit := lateRecord(t, append([]byte(ts+" intent\n"), dbody...))
+	l, ref, commit := lateRecord(t, sealed(append([]byte(ts+" intent\n"), dbody...)))
 	if err := commit(); err != nil {
 		t.Fatal(err)
 	}
-	completion := append([]byte(fmt.Sprintf("%s %d 0 gateway.response\n", ts, ref)), wbody...)
+	completion := sealed(append([]byte(fmt.Sprintf("%s %d 0 gateway.response\n", ts, ref)), wbody...))
 	if _, err := l.sh.st.AddAuditPending(context.Background(), [][]byte{completion}, store.AuditDurable); err != nil {
 		t.Fatal(err)
 	}

@@ -177,7 +177,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	// time sequences them into the log (auditlog.Options.Shared).
 	// Gateway requests are answered once written unless configured to
 	// wait for the disk (gateway_durable_audit): an option of the log.
-	aopts := auditlog.Options{Registerer: s.registry, Shared: dsn != "", DurableRequests: cfg.GatewayDurableAudit}
+	aopts := auditlog.Options{Registerer: s.registry, Shared: dsn != "", DurableRequests: cfg.GatewayDurableAudit, Logger: logger}
 	if dsn == "" && auditlog.JournalSupported() {
 		// Embedded SQLite has one writer, this process: gateway entries
 		// go through the journal (see auditlog.Options.Journal). Nodes that
