@@ -318,16 +318,25 @@ type ForwarderOptions struct {
 	Poll       time.Duration // how often to look for new entries (default 1s)
 	MaxBackoff time.Duration // longest wait after a failure (default 30s)
 	Registerer prometheus.Registerer
+	// Node names this node, for a sink local to it (a file on its disk)
+	// among nodes that share the store: the cursor is then the node's own,
+	// "sink:"+Name()+"@"+Node, so that every node's sink gets the whole
+	// log, not the share its node moved a common cursor past. Until it
+	// has delivered anything it starts from the common cursor, which it
+	// used before nodes had their own.
+	Node string
 }
 
 // Forwarder delivers the log to one sink, at least once, in index order,
-// from the cursor stored under "sink:"+Name(), so it resumes after a
-// restart. It reads only durable entries and never skips one.
+// from the cursor stored under "sink:"+Name() (see ForwarderOptions.Node),
+// so it resumes after a restart. It reads only durable entries and never
+// skips one.
 type Forwarder struct {
 	st     CursorStorage
 	sink   Sink
 	opts   ForwarderOptions
 	cursor string
+	adopt  string // the common cursor a node's own starts from; "" if none
 
 	sent   prometheus.Counter
 	errors prometheus.Counter
@@ -347,6 +356,9 @@ func NewForwarder(st CursorStorage, sink Sink, opts ForwarderOptions) *Forwarder
 		opts.MaxBackoff = 30 * time.Second
 	}
 	f := &Forwarder{st: st, sink: sink, opts: opts, cursor: "sink:" + sink.Name()}
+	if opts.Node != "" {
+		f.cursor, f.adopt = f.cursor+"@"+opts.Node, f.cursor
+	}
 	sentVec, errVec := newSinkVecs(opts.Registerer)
 	f.sent = sentVec.WithLabelValues(sink.Name())
 	f.errors = errVec.WithLabelValues(sink.Name())
@@ -382,6 +394,9 @@ func (f *Forwarder) Pump(ctx context.Context) (int, error) {
 
 func (f *Forwarder) step(ctx context.Context) (int, error) {
 	next, err := f.st.AuditCursor(ctx, f.cursor)
+	if err == nil && next == 0 && f.adopt != "" {
+		next, err = f.st.AuditCursor(ctx, f.adopt)
+	}
 	if err != nil {
 		return 0, fmt.Errorf("audit: reading cursor of %s: %w", f.sink.Name(), err)
 	}

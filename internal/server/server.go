@@ -198,7 +198,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if err != nil {
 			return nil, err
 		}
-		f := auditlog.NewForwarder(s.store, sink, auditlog.ForwarderOptions{Registerer: s.registry})
+		fopts := auditlog.ForwarderOptions{Registerer: s.registry}
+		if dsn != "" && sc.Type == "file" {
+			// A file is on this node's disk: it gets the whole log, from
+			// a cursor of the node's own, kept under its host name.
+			if fopts.Node, _ = os.Hostname(); fopts.Node == "" {
+				return nil, fmt.Errorf("audit_sinks: a file sink on PostgreSQL keeps its cursor per node, by host name, and this host's is unknown")
+			}
+		}
+		f := auditlog.NewForwarder(s.store, sink, fopts)
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
