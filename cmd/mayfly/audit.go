@@ -378,6 +378,38 @@ func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyS
 	return res, key, cons, nil
 }
 
+// provePinned checks that the signed checkpoint (size, root) and the tree a
+// state file pins (seen; nil: none) are one history, with a consistency
+// proof from the server: the checkpoint extends the pinned tree, or, for an
+// older one kept in a file (kept), is a prefix of it. A served checkpoint
+// smaller than the pinned tree is a rollback.
+func provePinned(ctx context.Context, c auditClient, seen *audit.TreeHead, size int64, root [32]byte, kept bool) error {
+	if seen == nil {
+		return nil
+	}
+	oldSize, oldRoot, newSize, newRoot := seen.Size, seen.Root, size, root
+	if size < seen.Size {
+		if !kept {
+			return negative("audit prove: the server's checkpoint (size %d) is older than the tree verified before (size %d, state file): log rolled back", size, seen.Size)
+		}
+		oldSize, oldRoot, newSize, newRoot = size, root, seen.Size, seen.Root
+	}
+	proof := [][32]byte{}
+	if oldSize > 0 && oldSize < newSize {
+		b, err := c.AuditConsistencyProof(ctx, oldSize, newSize)
+		if err != nil {
+			return clientErr(err)
+		}
+		if proof, err = audit.UnmarshalProof(b); err != nil {
+			return negative("audit prove: malformed consistency proof from the server: %v", err)
+		}
+	}
+	if err := audit.VerifyConsistency(oldSize, oldRoot, newSize, newRoot, proof); err != nil {
+		return negative("audit prove: the checkpoint (size %d) and the tree verified before (size %d, state file) are not one history: %v", size, seen.Size, err)
+	}
+	return nil
+}
+
 // maxLocate bounds the inclusion proofs locateBadEntry asks for.
 const maxLocate = 1000
 
@@ -583,7 +615,9 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 		Short: "Prove that an entry is in the signed tree (inclusion proof, checked locally)",
 		Long: "Fetch the entry, an inclusion proof and the latest signed checkpoint (or use --checkpoint FILE,\n" +
 			"a signed checkpoint kept earlier), and check the proof locally. The verifier key is --key, the\n" +
-			"one pinned by `audit verify` in the state file, or else the server's.",
+			"one pinned by `audit verify` in the state file, or else the server's. When the state file pins a\n" +
+			"tree, the checkpoint must extend it (a consistency proof from the server, checked here; a served\n" +
+			"checkpoint smaller than it is refused), and the state then advances to the checkpoint.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			format, err := proveFmt.resolve(cmd)
@@ -606,16 +640,21 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			if key == "" {
-				if statePath == "" {
-					statePath, _ = defaultStatePath(c.Addr())
-				}
-				if st, err := loadState(statePath); err == nil && st != nil && st.Key != "" {
-					key = st.Key
-				} else if key, err = c.AuditKey(ctx); err != nil {
+			if statePath == "" {
+				statePath, _ = defaultStatePath(c.Addr())
+			}
+			st, err := loadState(statePath)
+			if err != nil {
+				return err
+			}
+			if key == "" && st != nil && st.Key != "" {
+				key = st.Key
+			} else if key == "" {
+				if key, err = c.AuditKey(ctx); err != nil {
 					return clientErr(err)
 				}
 			}
+			seen, _ := st.head() // loadState checked it
 			var cp []byte
 			if cpFile != "" {
 				if cp, err = os.ReadFile(cpFile); err != nil {
@@ -630,6 +669,9 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			}
 			if size >= 0 && size != cpSize {
 				return usageErr("audit prove: the checkpoint at hand has size %d, not %d: pass --checkpoint FILE with a signed checkpoint of size %d", cpSize, size, size)
+			}
+			if err := provePinned(ctx, c, seen, cpSize, root, cpFile != ""); err != nil {
+				return err
 			}
 			if index >= cpSize {
 				return negative("audit prove: entry %d is not covered by the signed checkpoint (size %d) yet", index, cpSize)
@@ -671,6 +713,13 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			if !asJSON {
 				fmt.Fprintf(cmd.OutOrStdout(), "verified: entry %d is in the signed tree of size %d (root %s)\n", index, cpSize, rep.Root)
 			}
+			if st != nil && st.Key == key && (seen == nil || cpSize > seen.Size) {
+				// The checkpoint extends the pinned tree: pin it.
+				ns := &verifyState{Key: key, Size: cpSize, Root: rep.Root, Time: time.Now().UTC().Format(time.RFC3339)}
+				if err := saveState(statePath, ns); err != nil {
+					return usageErr("%v", err)
+				}
+			}
 			return nil
 		},
 	}
@@ -678,7 +727,7 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 	c.Flags().Int64Var(&size, "size", 0, "the tree size `S` to prove against; must be the checkpoint's (default: the checkpoint's)")
 	c.Flags().StringVar(&cpFile, "checkpoint", "", "prove against the signed checkpoint in `FILE` (default: the server's latest)")
 	c.Flags().StringVar(&keyFlag, "key", "", "the note verifier `KEY` to trust, or a file holding it")
-	c.Flags().StringVar(&statePath, "state", "", "the state `FILE` of audit verify, holding the pinned key")
+	c.Flags().StringVar(&statePath, "state", "", "the state `FILE` of audit verify, holding the pinned key and tree")
 	proveFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }
