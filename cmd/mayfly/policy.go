@@ -1,13 +1,17 @@
 package main
 
 import (
+	"bytes"
 	"errors"
 	"fmt"
 	"io"
+	"strconv"
+	"strings"
 
 	"github.com/spf13/cobra"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -31,7 +35,7 @@ func newPolicyCmd() *cobra.Command {
 			if format == "json" {
 				return checkPolicyJSON(cmd.OutOrStdout(), args)
 			}
-			p, err := parsePolicy(cmd.OutOrStdout(), args)
+			p, _, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
 			}
@@ -55,7 +59,7 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := parsePolicy(cmd.OutOrStdout(), args)
+			p, files, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
 			}
@@ -65,7 +69,7 @@ func newPolicyCmd() *cobra.Command {
 			}
 			out, err := c.PlanPolicy(cmd.Context(), p.Source)
 			if err != nil {
-				return clientErr(err)
+				return clientErr(userLines(err, files))
 			}
 			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
@@ -90,7 +94,7 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := parsePolicy(cmd.OutOrStdout(), args)
+			p, files, err := parsePolicy(cmd.OutOrStdout(), args)
 			if err != nil {
 				return err
 			}
@@ -103,7 +107,7 @@ func newPolicyCmd() *cobra.Command {
 				// server refuses such an apply unless it is confirmed.
 				plan, err := c.PlanPolicy(cmd.Context(), p.Source)
 				if err != nil {
-					return clientErr(err)
+					return clientErr(userLines(err, files))
 				}
 				if len(plan.Revokes) > 0 {
 					printWarnings(cmd.ErrOrStderr(), p)
@@ -119,7 +123,7 @@ func newPolicyCmd() *cobra.Command {
 			}
 			out, err := apply(cmd.Context(), p.Source)
 			if err != nil {
-				return clientErr(err)
+				return clientErr(userLines(err, files))
 			}
 			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
@@ -167,27 +171,96 @@ func newPolicyCmd() *cobra.Command {
 }
 
 // parsePolicy reads and validates files offline. Problems are printed to w
-// as file:line: reason, and give exit 1; unreadable paths give exit 2.
-func parsePolicy(w io.Writer, paths []string) (*policy.Policy, error) {
+// as file:line: reason, and give exit 1; unreadable paths give exit 2. The
+// files are returned too, to name the server's problems by them.
+func parsePolicy(w io.Writer, paths []string) (*policy.Policy, []policy.File, error) {
 	files, err := policy.ReadPaths(paths...)
 	if err != nil {
-		return nil, usageErr("policy: %v", err)
+		return nil, nil, usageErr("policy: %v", err)
 	}
 	if len(files) == 0 {
-		return nil, usageErr("policy: no *.yaml files in %v", paths)
+		return nil, nil, usageErr("policy: no *.yaml files in %v", paths)
 	}
 	p, err := policy.Parse(files, nil)
 	if err != nil {
 		var pe policy.Errors
 		if !errors.As(err, &pe) {
-			return nil, negative("policy: %v", err)
+			return nil, nil, negative("policy: %v", err)
 		}
 		for _, e := range pe {
 			fmt.Fprintln(w, e.Error())
 		}
-		return nil, negative("policy is invalid: %d problem(s)", len(pe))
+		return nil, nil, negative("policy is invalid: %d problem(s)", len(pe))
 	}
-	return p, nil
+	return p, files, nil
+}
+
+// serverPolicyName is the name the server gives the policy it is sent
+// (internal/api readPolicy): one stream, p.Source.
+const serverPolicyName = "policy.yaml"
+
+// userLines rewrites each "policy.yaml:N:" in the server's invalid_policy
+// error as the user's file and line. The server only sees the joined
+// Source, so problems only it can find (an unknown secret) would otherwise
+// point at a line of a file the user never wrote (SPEC §3: file and line).
+func userLines(err error, files []policy.File) error {
+	var ae *client.Error
+	if !errors.As(err, &ae) || ae.Code != "invalid_policy" || len(files) == 0 {
+		return err
+	}
+	// Where each file's first line is in Source (policy.source): one file
+	// is sent verbatim; several each follow a "---" (but the first) and a
+	// "# file: NAME" line, and end in a line break.
+	starts := make([]int, len(files))
+	line := 1
+	for i, f := range files {
+		if len(files) > 1 {
+			if i > 0 {
+				line++
+			}
+			line++
+		}
+		starts[i] = line
+		d := bytes.TrimPrefix(f.Data, []byte("\ufeff")) // as Parse does
+		line += bytes.Count(d, []byte("\n"))
+		if len(d) > 0 && d[len(d)-1] != '\n' {
+			line++
+		}
+	}
+	locate := func(n int) (string, int) {
+		// A "---" or "# file:" line counts as the first line of its file.
+		i := len(starts) - 1
+		for i > 0 && starts[i]-2 > n {
+			i--
+		}
+		return files[i].Name, max(1, n-starts[i]+1)
+	}
+	// The description is one line (client.OneLine): problems follow one
+	// another after a space.
+	var b strings.Builder
+	s := ae.Description
+	prefix := serverPolicyName + ":"
+	for {
+		k := strings.Index(s, prefix)
+		if k < 0 {
+			b.WriteString(s)
+			break
+		}
+		b.WriteString(s[:k])
+		rest := s[k+len(prefix):]
+		digits := len(rest) - len(strings.TrimLeft(rest, "0123456789"))
+		n, cerr := strconv.Atoi(rest[:digits])
+		if (k > 0 && s[k-1] != ' ') || digits == 0 || cerr != nil || !strings.HasPrefix(rest[digits:], ":") {
+			b.WriteString(prefix)
+			s = rest
+			continue
+		}
+		name, l := locate(n)
+		fmt.Fprintf(&b, "%s:%d", name, l)
+		s = rest[digits:]
+	}
+	ae.Description = b.String()
+	return err
 }
 
 func printWarnings(w io.Writer, p *policy.Policy) {

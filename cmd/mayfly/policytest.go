@@ -85,7 +85,7 @@ given, 1 otherwise, 2 on a usage error or an invalid policy.`,
 			if err != nil {
 				return usageErr("policy test: %s: %v", idFile, err)
 			}
-			p, err := parsePolicy(cmd.ErrOrStderr(), args)
+			p, _, err := parsePolicy(cmd.ErrOrStderr(), args)
 			if err != nil {
 				var ee *exitError
 				if errors.As(err, &ee) && ee.code == exitNegative {
