@@ -32,10 +32,10 @@ const auditPageSize = 1000
 func newAuditCmd() *cobra.Command {
 	au := &cobra.Command{
 		Use:   "audit",
-		Short: "Verify, follow, export and prove entries of the tamper-evident audit log",
+		Short: "Verify, follow, export and prove entries of the tamper-evident audit log; print its key",
 	}
 	cf := addClientFlags(au)
-	au.AddCommand(newAuditVerifyCmd(cf), newAuditTailCmd(cf), newAuditExportCmd(cf), newAuditProveCmd(cf))
+	au.AddCommand(newAuditVerifyCmd(cf), newAuditTailCmd(cf), newAuditExportCmd(cf), newAuditProveCmd(cf), newAuditKeyCmd(cf))
 	return au
 }
 
@@ -272,6 +272,76 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 	f.StringVar(&statePath, "state", "", "state file remembering the last verified tree (default DIR/audit-verify.state, or $XDG_STATE_HOME/mayfly/verify-HOST.state)")
 	f.BoolVar(&noState, "no-state", false, "neither read nor write a state file")
 	verifyFmt = addFormatFlag(c, "text", "text", "json")
+	return c
+}
+
+func newAuditKeyCmd(cf *clientFlags) *cobra.Command {
+	var dataDir, statePath string
+	var noState bool
+	c := &cobra.Command{
+		Use:   "key (--data-dir DIR | --addr URL)",
+		Short: "Print the log's verifier key and check it against the one audit verify pinned",
+		Long: "Print the audit log's note verifier key: the server's (GET /v1/audit/key, with --addr /\n" +
+			"MAYFLY_ADDR and a token in MAYFLY_TOKEN) or DIR/audit.pub with --data-dir, to compare with the\n" +
+			"one the web console shows. When the state file of `audit verify` (the same default, or --state)\n" +
+			"pins a key, say whether it is the same.\n" +
+			"Exit 0 printed (and the same as pinned), 1 it differs from the pinned key, 2 error.",
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			ctx := cmd.Context()
+			var key string
+			if dataDir != "" {
+				if cf.addr != "" {
+					return usageErr("audit key: give --data-dir or --addr, not both")
+				}
+				dir := datadir.Dir(dataDir)
+				if err := dir.Require(); err != nil {
+					return usageErr("audit key: %v", err)
+				}
+				b, err := os.ReadFile(dir.AuditPub())
+				if err != nil {
+					return usageErr("audit key: reading the verifier key: %v", err)
+				}
+				key = strings.TrimSpace(string(b))
+				if statePath == "" {
+					statePath = dir.VerifyState()
+				}
+			} else {
+				c, err := newAuditClient(cf)
+				if err != nil {
+					return err
+				}
+				if key, err = c.AuditKey(ctx); err != nil {
+					return clientErr(err)
+				}
+				if statePath == "" {
+					// No state directory only means nothing pinned to compare.
+					statePath, _ = defaultStatePath(c.Addr())
+				}
+			}
+			if noState {
+				statePath = ""
+			}
+			st, err := loadState(statePath)
+			if err != nil {
+				return err
+			}
+			out := cmd.OutOrStdout()
+			fmt.Fprintln(out, key)
+			if st == nil || st.Key == "" {
+				return nil
+			}
+			if st.Key != key {
+				return negative("audit key: it differs from the key pinned in %s (%s); audit verify will refuse it until you pass --key to trust a new one", statePath, st.Key)
+			}
+			fmt.Fprintf(out, "same as the key pinned in %s\n", statePath)
+			return nil
+		},
+	}
+	f := c.Flags()
+	f.StringVar(&dataDir, "data-dir", "", "read the key offline from DIR/audit.pub")
+	f.StringVar(&statePath, "state", "", "state file of audit verify holding the pinned key (default DIR/audit-verify.state, or $XDG_STATE_HOME/mayfly/verify-HOST.state)")
+	f.BoolVar(&noState, "no-state", false, "do not compare with a pinned key")
 	return c
 }
 
