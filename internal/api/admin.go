@@ -273,7 +273,8 @@ func (a *API) putSecret(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 // rotateSecret rotates a secret now. A failed rotation is 502 with why (the
-// current value still works); one already running is 409.
+// current value still works); one already running, or one an admin's
+// write or delete of the secret overtook, is 409.
 func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
 	name := r.PathValue("name")
 	if secret.ValidateName(name) != nil {
@@ -286,6 +287,8 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 409, "no_rotation", fmt.Sprintf("secret %q has no rotation: set one with PUT /v1/secrets/%s and a \"rotate\" object", name, name))
 	case errors.Is(err, rotate.ErrBusy):
 		writeError(w, 409, "conflict", fmt.Sprintf("a rotation of %q is already running (on this node or another)", name))
+	case errors.Is(err, rotate.ErrChanged):
+		writeError(w, 409, "conflict", err.Error())
 	case errors.Is(err, rotate.ErrFailed):
 		writeError(w, 502, "rotation_failed", err.Error()+" (the current value is still in use)")
 	case errors.Is(err, failclosed.ErrUnavailable):

@@ -438,11 +438,11 @@ func TestWithPassword(t *testing.T) {
 // role's password then stays as it was.
 type failingPut struct{ Vault }
 
-func (failingPut) PutKeepingNoted(context.Context, string, []byte, time.Time, *store.Note) (int, error) {
+func (failingPut) PutKeepingNoted(context.Context, string, []byte, int, time.Time, *store.Note) (int, error) {
 	return 0, errors.New("store unavailable")
 }
 
-func (failingPut) Stage(context.Context, string, []byte) (int, error) {
+func (failingPut) Stage(context.Context, string, []byte, int) (int, error) {
 	return 0, errors.New("store unavailable")
 }
 
@@ -552,19 +552,19 @@ func (k killAt) die() {
 	time.Sleep(time.Minute)
 }
 
-func (k killAt) Stage(ctx context.Context, name string, v []byte) (int, error) {
-	ver, err := k.Vault.Stage(ctx, name, v)
+func (k killAt) Stage(ctx context.Context, name string, v []byte, base int) (int, error) {
+	ver, err := k.Vault.Stage(ctx, name, v, base)
 	if err == nil && k.at == "stage" {
 		k.die()
 	}
 	return ver, err
 }
 
-func (k killAt) Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error {
+func (k killAt) Promote(ctx context.Context, name string, version, base int, keepUntil time.Time, n *store.Note) error {
 	if k.at == "promote" {
 		k.die()
 	}
-	return k.Vault.Promote(ctx, name, version, keepUntil, n)
+	return k.Vault.Promote(ctx, name, version, base, keepUntil, n)
 }
 
 // rotateAndDie is the child: a server rotating app-db, killed at the step

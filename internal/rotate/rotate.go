@@ -47,6 +47,10 @@ var (
 	// An attempt that could not be audited did not run: its error wraps
 	// failclosed.ErrUnavailable.
 	ErrFailed = errors.New("rotation failed")
+	// ErrChanged: an admin replaced or deleted the secret while it was
+	// rotated. That change stands; the attempt stored nothing and is
+	// recorded (status 409) and counted as failed.
+	ErrChanged = errors.New("the secret was replaced or deleted while it was rotated: that change stands and the rotated value was discarded")
 )
 
 // Store keeps rotation settings and state (*store.DB).
@@ -63,12 +67,14 @@ type Store interface {
 // Vault reads and writes secret values (*secret.Vault). A new value is
 // put in use with its entry (n) in one store transaction: written so
 // (PutKeepingNoted), or staged first and promoted (postgres_password).
+// Each write names the live version it was made from (base), and is
+// refused (store.ErrSecretChanged) once that is no longer the live one.
 type Vault interface {
 	Reveal(ctx context.Context, name string) ([]byte, int, error)
-	PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error)
-	Stage(ctx context.Context, name string, value []byte) (int, error)
+	PutKeepingNoted(ctx context.Context, name string, value []byte, base int, keepUntil time.Time, n *store.Note) (int, error)
+	Stage(ctx context.Context, name string, value []byte, base int) (int, error)
 	RevealPending(ctx context.Context, name string) ([]byte, int, error)
-	Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error
+	Promote(ctx context.Context, name string, version, base int, keepUntil time.Time, n *store.Note) error
 	Meta(ctx context.Context, name string) (secret.Meta, error)
 }
 
@@ -249,7 +255,8 @@ type Result struct {
 // Rotate rotates secret name now, for by (an admin's name, or "schedule").
 // It fails with ErrNoRotation, ErrBusy, failclosed.ErrUnavailable (not audited, did
 // not run), ErrFailed (the rotator failed: recorded, counted, the current
-// value kept) or secret.ErrNotFound.
+// value kept), ErrChanged (an admin's write or delete came first: recorded,
+// counted) or secret.ErrNotFound.
 func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, error) {
 	if _, err := m.cfg.Vault.Meta(ctx, name); err != nil {
 		return Result{}, err
@@ -294,6 +301,9 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 		out.Error = truncate(rerr.Error(), 500)
 		out.NextAt = now.Add(backoff(r.Failures+1, time.Duration(spec.Every)))
 		ev.Status, ev.Reason = 502, out.Error
+		if errors.Is(rerr, ErrChanged) {
+			ev.Status = 409 // an admin's change won, not an upstream failure
+		}
 		if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
 			m.cfg.Logger.Error("rotate: recording the failure in the audit log failed", "secret", name, "err", err)
 		}
@@ -311,6 +321,9 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 	}
 	if rerr != nil {
 		m.cfg.Logger.Warn("rotate: rotation failed; the current value stays in use", "secret", name, "via", spec.Kind(), "err", out.Error, "next", out.NextAt)
+		if errors.Is(rerr, ErrChanged) {
+			return Result{}, fmt.Errorf("rotate %s: %w", name, rerr)
+		}
 		return Result{}, fmt.Errorf("rotate %s: %w: %s", name, ErrFailed, out.Error)
 	}
 	m.cfg.Logger.Info("rotate: secret rotated", "secret", name, "version", version, "via", spec.Kind())
@@ -334,9 +347,12 @@ func backoff(failures int, every time.Duration) time.Duration {
 // and stores it, keeping the current one for the grace period. The new
 // version becomes live with its outcome entry, ev completed (status 200,
 // the version, the grace period's end), in one transaction: a value that
-// cannot be recorded is not put in use.
+// cannot be recorded is not put in use. Every write is made from the
+// version read here, and fails with ErrChanged when an admin replaced or
+// deleted the secret since: the new value derives from the old one, and
+// storing it would undo the admin's change.
 func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Event) (int, time.Time, error) {
-	cur, _, err := m.cfg.Vault.Reveal(ctx, name)
+	cur, base, err := m.cfg.Vault.Reveal(ctx, name)
 	if err != nil {
 		return 0, time.Time{}, fmt.Errorf("read the current value: %w", err)
 	}
@@ -379,7 +395,10 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 	}
 	w := writer{commit: func(ctx context.Context, v []byte) error {
 		return live(ctx, false, func(keep time.Time, n *store.Note) (int, error) {
-			ver, err := m.cfg.Vault.PutKeepingNoted(ctx, name, v, keep, n)
+			ver, err := m.cfg.Vault.PutKeepingNoted(ctx, name, v, base, keep, n)
+			if errors.Is(err, store.ErrSecretChanged) {
+				return 0, ErrChanged
+			}
 			if err != nil {
 				return 0, fmt.Errorf("store the new value: %w", err)
 			}
@@ -394,7 +413,11 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 		defer clear(pending)
 		w.pending = pending
 		w.stage = func(ctx context.Context, v []byte) error {
-			ver, err := m.cfg.Vault.Stage(ctx, name, v)
+			ver, err := m.cfg.Vault.Stage(ctx, name, v, base)
+			if errors.Is(err, store.ErrSecretChanged) {
+				// Returned before the ALTER ROLE commits: it is rolled back.
+				return fmt.Errorf("%w; the role's password was not changed", ErrChanged)
+			}
 			if err != nil {
 				return fmt.Errorf("store the new value: %w", err)
 			}
@@ -403,7 +426,15 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 		}
 		w.promote = func(ctx context.Context) error {
 			return live(ctx, pending != nil, func(keep time.Time, n *store.Note) (int, error) {
-				if err := m.cfg.Vault.Promote(ctx, name, pver, keep, n); err != nil {
+				err := m.cfg.Vault.Promote(ctx, name, pver, base, keep, n)
+				if errors.Is(err, store.ErrSecretChanged) {
+					// The admin's write or delete destroyed the staged
+					// value; the role is left with the password set, and
+					// a next attempt (for a secret still rotated) sets one
+					// for the value then in use.
+					return 0, fmt.Errorf("%w; the role's ALTER ROLE had committed, so the role may have a password no stored value holds until the secret's next rotation", ErrChanged)
+				}
+				if err != nil {
 					return 0, fmt.Errorf("the role has the new password, but putting its value in use failed (the next attempt settles it): %w", err)
 				}
 				return pver, nil

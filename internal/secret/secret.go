@@ -40,9 +40,9 @@ type Store interface {
 	NextSecretVersion(ctx context.Context, name string) (int, error)
 	PutSecret(ctx context.Context, s store.Secret) error
 	PutSecretKeeping(ctx context.Context, s store.Secret, keepUntil time.Time) error
-	PutSecretRotating(ctx context.Context, s store.Secret, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error
+	PutSecretRotating(ctx context.Context, s store.Secret, base int, keepUntil time.Time, rc *store.RotationChange, n *store.Note) error
 	PendingSecret(ctx context.Context, name string) (store.Secret, error)
-	PromoteSecret(ctx context.Context, name string, version int, at, keepUntil time.Time, n *store.Note) error
+	PromoteSecret(ctx context.Context, name string, version, base int, at, keepUntil time.Time, n *store.Note) error
 	GetSecretVersion(ctx context.Context, name string, version int, now time.Time) (store.Secret, error)
 	RetireSecrets(ctx context.Context, now time.Time) (int64, error)
 	GetSecret(ctx context.Context, name string) (store.Secret, error)
@@ -300,11 +300,14 @@ func (v *Vault) PutKeeping(ctx context.Context, name string, value []byte, keepU
 	return v.put(ctx, name, value, putOpts{keepUntil: keepUntil})
 }
 
-// PutKeepingNoted is PutKeeping with n, the rotation's audit record, in
-// the same store transaction as the version (store.Note); an error from
-// n undoes the write.
-func (v *Vault) PutKeepingNoted(ctx context.Context, name string, value []byte, keepUntil time.Time, n *store.Note) (int, error) {
-	return v.put(ctx, name, value, putOpts{keepUntil: keepUntil, n: n})
+// PutKeepingNoted is PutKeeping for a rotation: value was made from
+// version base of name, and is refused (store.ErrSecretChanged, nothing
+// written) when base is no longer the live version, so that a write or
+// delete made meanwhile stands; n, the rotation's audit record, is
+// written in the same store transaction as the version (store.Note); an
+// error from n undoes the write.
+func (v *Vault) PutKeepingNoted(ctx context.Context, name string, value []byte, base int, keepUntil time.Time, n *store.Note) (int, error) {
+	return v.put(ctx, name, value, putOpts{base: base, keepUntil: keepUntil, n: n})
 }
 
 // PutNoted is Put for an admin: n, the write's audit record, is written
@@ -326,8 +329,10 @@ func (v *Vault) PutRotating(ctx context.Context, name string, value []byte, rc *
 // ALTER ROLE commits, so that a crash in between never leaves a password
 // the role may not have in use, and the value is not lost if the ALTER
 // ROLE did commit. A later Put destroys it; a later Stage replaces it.
-func (v *Vault) Stage(ctx context.Context, name string, value []byte) (int, error) {
-	return v.put(ctx, name, value, putOpts{pending: true})
+// Like PutKeepingNoted, it is refused (store.ErrSecretChanged) when base,
+// the live version value was made from, no longer is.
+func (v *Vault) Stage(ctx context.Context, name string, value []byte, base int) (int, error) {
+	return v.put(ctx, name, value, putOpts{base: base, pending: true})
 }
 
 // RevealPending returns name's pending value (Stage) and its version, or
@@ -356,12 +361,13 @@ func (v *Vault) RevealPending(ctx context.Context, name string) ([]byte, int, er
 // Promote makes name's pending version live, keeping the version it
 // replaces until keepUntil (as PutKeeping), with n, its audit record, in
 // the same store transaction. ErrNotFound when version is no longer
-// pending (a later write replaced it).
-func (v *Vault) Promote(ctx context.Context, name string, version int, keepUntil time.Time, n *store.Note) error {
+// pending (a later write replaced it); store.ErrSecretChanged when base,
+// the live version it was made from, no longer is.
+func (v *Vault) Promote(ctx context.Context, name string, version, base int, keepUntil time.Time, n *store.Note) error {
 	if err := v.alive(); err != nil {
 		return err
 	}
-	err := v.st.PromoteSecret(ctx, name, version, time.Now(), keepUntil, n)
+	err := v.st.PromoteSecret(ctx, name, version, base, time.Now(), keepUntil, n)
 	v.cache.invalidate(name)
 	if errors.Is(err, store.ErrNotFound) {
 		return notFound(name, err)
@@ -372,10 +378,12 @@ func (v *Vault) Promote(ctx context.Context, name string, version int, keepUntil
 	return nil
 }
 
-// putOpts are what a write carries besides the value: the grace period
-// of the version it replaces, a change of the rotation, the audit record,
-// and whether the version is pending (Stage).
+// putOpts are what a write carries besides the value: the live version
+// it was made from (0: any), the grace period of the version it replaces,
+// a change of the rotation, the audit record, and whether the version is
+// pending (Stage).
 type putOpts struct {
+	base      int
 	keepUntil time.Time
 	rc        *store.RotationChange
 	n         *store.Note
@@ -402,6 +410,9 @@ func (v *Vault) put(ctx context.Context, name string, value []byte, o putOpts) (
 		if err == nil {
 			v.hints.set(name, guess)
 			return guess, nil
+		}
+		if errors.Is(err, store.ErrSecretChanged) {
+			return 0, err // trying another version number changes nothing
 		}
 		if !errors.Is(err, store.ErrConflict) && !v.versionTaken(ctx, name, guess) {
 			return 0, err
@@ -470,7 +481,7 @@ func (v *Vault) putSealed(ctx context.Context, name string, value []byte, versio
 	}
 	rec := sealRecord(k, name, version, value, time.Now())
 	rec.Pending = o.pending
-	if err := v.st.PutSecretRotating(ctx, rec, o.keepUntil, o.rc, o.n); err != nil {
+	if err := v.st.PutSecretRotating(ctx, rec, o.base, o.keepUntil, o.rc, o.n); err != nil {
 		return fmt.Errorf("secret: put %s: %w", name, err)
 	}
 	v.cache.invalidate(name)

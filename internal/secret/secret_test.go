@@ -938,7 +938,7 @@ func TestStagedVersion(t *testing.T) {
 			if _, err := v.Put(ctx, "db", []byte("old-password")); err != nil {
 				t.Fatal(err)
 			}
-			if ver, err := v.Stage(ctx, "db", []byte("new-password")); err != nil || ver != 2 {
+			if ver, err := v.Stage(ctx, "db", []byte("new-password"), 1); err != nil || ver != 2 {
 				t.Fatalf("Stage = %d %v", ver, err)
 			}
 			mustReveal(t, v, "db", []byte("old-password"), 1)
@@ -958,7 +958,7 @@ func TestStagedVersion(t *testing.T) {
 			if p, ver, err := v.RevealPending(ctx, "db"); err != nil || string(p) != "new-password" || ver != 2 {
 				t.Fatalf("pending after re-wrap = %q v%d %v", p, ver, err)
 			}
-			if err := v.Promote(ctx, "db", 2, time.Now().Add(time.Hour), nil); err != nil {
+			if err := v.Promote(ctx, "db", 2, 1, time.Now().Add(time.Hour), nil); err != nil {
 				t.Fatal(err)
 			}
 			mustReveal(t, v, "db", []byte("new-password"), 2)
@@ -968,12 +968,15 @@ func TestStagedVersion(t *testing.T) {
 			if _, _, err := v.RevealPending(ctx, "db"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("pending after promotion: %v", err)
 			}
-			if err := v.Promote(ctx, "db", 2, time.Time{}, nil); !errors.Is(err, ErrNotFound) {
+			if err := v.Promote(ctx, "db", 2, 2, time.Time{}, nil); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("promoted twice: %v", err)
+			}
+			if err := v.Promote(ctx, "db", 2, 1, time.Time{}, nil); !errors.Is(err, store.ErrSecretChanged) {
+				t.Fatalf("promoted twice, from a version no longer live: %v", err)
 			}
 			// A Put after a Stage replaces the staged value: it is never
 			// promoted.
-			if _, err := v.Stage(ctx, "db", []byte("staged-password")); err != nil {
+			if _, err := v.Stage(ctx, "db", []byte("staged-password"), 2); err != nil {
 				t.Fatal(err)
 			}
 			if _, err := v.Put(ctx, "db", []byte("admin-password")); err != nil {
@@ -982,10 +985,77 @@ func TestStagedVersion(t *testing.T) {
 			if _, _, err := v.RevealPending(ctx, "db"); !errors.Is(err, ErrNotFound) {
 				t.Fatalf("pending after a put: %v", err)
 			}
-			if err := v.Promote(ctx, "db", 3, time.Time{}, nil); !errors.Is(err, ErrNotFound) {
+			if err := v.Promote(ctx, "db", 3, 2, time.Time{}, nil); !errors.Is(err, store.ErrSecretChanged) {
 				t.Fatalf("a replaced staged version was promoted: %v", err)
 			}
 			mustReveal(t, v, "db", []byte("admin-password"), 4)
+		})
+	}
+}
+
+// A rotation's write (PutKeepingNoted, Stage, Promote) names the live
+// version its value was made from, and is refused with nothing written
+// once an admin replaced or deleted the secret: the admin's change stands.
+func TestWriteFromReplacedVersion(t *testing.T) {
+	put := func(v *Vault, n string) error {
+		_, err := v.PutKeepingNoted(ctx, n, []byte("rotated"), 1, time.Time{}, nil)
+		return err
+	}
+	stage := func(v *Vault, n string) error { _, err := v.Stage(ctx, n, []byte("rotated"), 1); return err }
+	promote := func(v *Vault, n string) error { return v.Promote(ctx, n, 2, 1, time.Time{}, nil) }
+	tests := []struct {
+		name   string
+		staged bool // a value is staged (from version 1) before the change
+		delete bool // the admin deletes; else puts a new value
+		write  func(v *Vault, name string) error
+	}{
+		{"put after a put", false, false, put},
+		{"put after a delete", false, true, put},
+		{"stage after a put", false, false, stage},
+		{"stage after a delete", false, true, stage},
+		{"promote after a put", true, false, promote},
+		{"promote after a delete", true, true, promote},
+	}
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			v := openVault(t, b.DB, newKey(t), testOpts())
+			for i, tt := range tests {
+				t.Run(tt.name, func(t *testing.T) {
+					name := fmt.Sprintf("db%d", i)
+					if _, err := v.Put(ctx, name, []byte("old")); err != nil {
+						t.Fatal(err)
+					}
+					if tt.staged {
+						if _, err := v.Stage(ctx, name, []byte("rotated"), 1); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if tt.delete {
+						if err := v.Delete(ctx, name); err != nil {
+							t.Fatal(err)
+						}
+					} else if _, err := v.Put(ctx, name, []byte("admin")); err != nil {
+						t.Fatal(err)
+					}
+					next, _ := b.DB.NextSecretVersion(ctx, name)
+					if err := tt.write(v, name); !errors.Is(err, store.ErrSecretChanged) {
+						t.Fatalf("err = %v, want store.ErrSecretChanged", err)
+					}
+					if n, _ := b.DB.NextSecretVersion(ctx, name); n != next {
+						t.Fatalf("a version was written: next %d, was %d", n, next)
+					}
+					if _, _, err := v.RevealPending(ctx, name); !errors.Is(err, ErrNotFound) {
+						t.Fatalf("a staged value is left: %v", err)
+					}
+					if tt.delete {
+						if _, _, err := v.Reveal(ctx, name); !errors.Is(err, ErrNotFound) {
+							t.Fatalf("the deleted secret is live again: %v", err)
+						}
+						return
+					}
+					mustReveal(t, v, name, []byte("admin"), next-1)
+				})
+			}
 		})
 	}
 }

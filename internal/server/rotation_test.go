@@ -3,11 +3,13 @@ package server
 import (
 	"encoding/json"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -201,5 +203,56 @@ func TestSecretRotationAdminDSNNeedsAdmin(t *testing.T) {
 				t.Fatal("no rotation set")
 			}
 		})
+	}
+}
+
+// A rotation overtaken by an admin's PUT of the secret (on another
+// request) answers 409 conflict: the admin's value stands, and the
+// attempt is recorded with status 409.
+func TestSecretRotationOvertakenByPut(t *testing.T) {
+	dir := t.TempDir()
+	started, release := filepath.Join(dir, "started"), filepath.Join(dir, "release")
+	slow := rotatorScript(t, `read v; touch "`+started+`"; while [ ! -e "`+release+`" ]; do sleep 0.05; done; printf '%s-r' "$v"`)
+	h := newHarness(t, Config{Rotators: map[string][]string{"slow": {slow}}})
+	h.do("PUT", "/v1/secrets/svc", h.admin, "application/json", `{"value":"first-value-0123456789","rotate":{"every":"24h","via":{"command":"slow"}}}`, 200)
+	admin := make(chan error, 1)
+	go func() {
+		admin <- func() error {
+			defer os.WriteFile(release, nil, 0o600)
+			for i := 0; ; i++ {
+				if _, err := os.Stat(started); err == nil {
+					break
+				}
+				if i > 400 {
+					return fmt.Errorf("the rotator never started")
+				}
+				time.Sleep(25 * time.Millisecond)
+			}
+			req, _ := http.NewRequest("PUT", h.http.URL+"/v1/secrets/svc", strings.NewReader(`{"value":"admin-value-0123456789"}`))
+			req.Header.Set("Authorization", "Bearer "+h.admin)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				return err
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 200 {
+				return fmt.Errorf("admin PUT: status %d", resp.StatusCode)
+			}
+			return nil
+		}()
+	}()
+	out := h.do("POST", "/v1/secrets/svc/rotate", h.admin, "", "", 409)
+	if err := <-admin; err != nil {
+		t.Fatal(err)
+	}
+	if out["error"] != "conflict" || !strings.Contains(out["error_description"].(string), "replaced or deleted while it was rotated") {
+		t.Fatalf("rotate = %v", out)
+	}
+	if v := h.do("GET", "/v1/secrets/svc", h.admin, "", "", 200)["version"].(float64); v != 2 {
+		t.Fatalf("live version %v, want the admin's (2)", v)
+	}
+	if e := h.rawEntries(t); !strings.Contains(e, `"type":"secret.rotate","status":409,`) {
+		t.Fatalf("no secret.rotate entry with status 409 in %s", e)
 	}
 }

@@ -186,7 +186,7 @@ func (db *DB) PutSecretKeeping(ctx context.Context, s Secret, keepUntil time.Tim
 // secret write) in the same transaction. ErrKeyVersionGone when
 // s.KEKVersion is no longer in the keyring: the row could never be opened.
 func (db *DB) PutSecretNoted(ctx context.Context, s Secret, keepUntil time.Time, n *Note) error {
-	return db.PutSecretRotating(ctx, s, keepUntil, nil, n)
+	return db.PutSecretRotating(ctx, s, 0, keepUntil, nil, n)
 }
 
 // RotationChange is a change of a secret's rotation made together with a
@@ -205,8 +205,10 @@ type RotationChange struct {
 // rotation has one entry naming both, so the value, the rotation and the
 // entry commit together or not at all. A pending s (Secret.Pending)
 // replaces only an older pending version; keepUntil and rc are then
-// ignored.
-func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Time, rc *RotationChange, n *Note) error {
+// ignored. A base other than 0 is the live version s was made from (a
+// rotation's): ErrSecretChanged, and nothing written, when it is no
+// longer the live one.
+func (db *DB) PutSecretRotating(ctx context.Context, s Secret, base int, keepUntil time.Time, rc *RotationChange, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		if err := db.keyVersionExists(ctx, tx, s.KEKVersion, " FOR SHARE"); err != nil {
 			return err
@@ -225,6 +227,14 @@ func (db *DB) PutSecretRotating(ctx context.Context, s Secret, keepUntil time.Ti
 				return ErrConflict // another node wrote this version first
 			}
 			return err
+		}
+		if base != 0 {
+			// After the insert: an admin's write of the same version (on
+			// another node) is waited for there, before this holds the
+			// live row that write updates, so neither waits for the other.
+			if err := db.baseIsLive(ctx, tx, s.Name, base, s.Version); err != nil {
+				return err
+			}
 		}
 		if s.Pending {
 			// One pending version at a time: the live one stays as it is.
@@ -298,12 +308,35 @@ func (db *DB) PendingSecret(ctx context.Context, name string) (Secret, error) {
 	return s, nil
 }
 
+// baseIsLive is nil when base is name's live version (own, the version
+// tx has just written, aside; 0: none), ErrSecretChanged when another one
+// is or none is (deleted). On PostgreSQL it locks the live row until tx
+// ends: a concurrent delete or write of it waits, or is waited for and
+// seen (SQLite has one writer at a time).
+func (db *DB) baseIsLive(ctx context.Context, tx *sql.Tx, name string, base, own int) error {
+	lock := ""
+	if db.postgres {
+		lock = " FOR UPDATE"
+	}
+	var live int
+	err := db.txQueryRow(ctx, tx, `SELECT version FROM secrets WHERE name = ? AND version <> ? AND pending = 0 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1`+lock,
+		name, own).Scan(&live)
+	if errors.Is(err, sql.ErrNoRows) || (err == nil && live != base) {
+		return ErrSecretChanged
+	}
+	return err
+}
+
 // PromoteSecret makes name's pending version live, as PutSecretKeeping
 // would have stored it at, and writes its audit record n in the same
 // transaction. ErrNotFound when that version is no longer pending (a
-// later write replaced it, or it was promoted already).
-func (db *DB) PromoteSecret(ctx context.Context, name string, version int, at, keepUntil time.Time, n *Note) error {
+// later write replaced it, or it was promoted already); ErrSecretChanged
+// when base, the live version it was made from, no longer is.
+func (db *DB) PromoteSecret(ctx context.Context, name string, version, base int, at, keepUntil time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.baseIsLive(ctx, tx, name, base, 0); err != nil {
+			return err
+		}
 		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET pending = 0 WHERE name = ? AND version = ? AND pending = 1 AND deleted_at IS NULL`,
 			name, version); err != nil {
 			return err
@@ -417,6 +450,16 @@ func (db *DB) DeleteSecret(ctx context.Context, name string, at time.Time) error
 // written.
 func (db *DB) DeleteSecretNoted(ctx context.Context, name string, at time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.postgres {
+			// A rotation holding the live row (baseIsLive) may commit a
+			// new version that an UPDATE begun before that commit would
+			// miss: wait for it here, so the UPDATE's snapshot, taken
+			// after, holds that version too.
+			var v int
+			if err := db.txQueryRow(ctx, tx, `SELECT version FROM secrets WHERE name = ? AND pending = 0 AND deleted_at IS NULL ORDER BY version DESC LIMIT 1 FOR UPDATE`, name).Scan(&v); err != nil && !errors.Is(err, sql.ErrNoRows) {
+				return err
+			}
+		}
 		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE secrets SET ciphertext = ?, wrapped_dek = ?, deleted_at = ? WHERE name = ? AND deleted_at IS NULL`,
 			[]byte{}, []byte{}, nanos(at), name); err != nil {
 			return err

@@ -48,6 +48,10 @@ var (
 	// longer exists (the writer missed a master-key rotation); nothing
 	// was written.
 	ErrKeyVersionGone = errors.New("store: keyring version no longer exists")
+	// ErrSecretChanged: a write made from one version of a secret (a
+	// rotation's) found that version no longer live: the secret was
+	// replaced or deleted since it was read. Nothing was written.
+	ErrSecretChanged = errors.New("store: the secret was replaced or deleted since the version the write was made from")
 )
 
 // Config chooses a backend: PostgresDSN when set, else SQLite at Path.
