@@ -148,6 +148,10 @@ func (w *pgWorld) login(t *testing.T, grant string) map[string]string {
 	env := map[string]string{}
 	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
 		k, v, _ := strings.Cut(line, "=")
+		// A value sh would misread (a DSN's "?" and "&") is single-quoted.
+		if len(v) >= 2 && v[0] == '\'' && v[len(v)-1] == '\'' {
+			v = v[1 : len(v)-1]
+		}
 		env[k] = v
 	}
 	for _, k := range []string{"MAYFLY_TOKEN", "PGHOST", "PGPORT", "PGUSER", "PGPASSWORD", "PGDATABASE", "DATABASE_URL"} {

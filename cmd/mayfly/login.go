@@ -120,7 +120,7 @@ func newLoginCmd() *cobra.Command {
 			"MAYFLY_ID_TOKEN, or --id-token-file / --id-token-env), exchange it at $MAYFLY_ADDR/v1/token for\n" +
 			"the grants asked, and print the job token:\n" +
 			"  token       the bare token (default)\n" +
-			"  env         MAYFLY_TOKEN=… and MAYFLY_GATEWAY=$MAYFLY_ADDR/gw lines\n" +
+			"  env         MAYFLY_TOKEN=… and MAYFLY_GATEWAY=$MAYFLY_ADDR/gw lines, quoted for sh where needed\n" +
 			"  json        the server's response\n" +
 			"  github-env  ::add-mask:: for the runner, then both variables appended to $GITHUB_ENV\n" +
 			"Prefer `mayfly exec`, which also masks the token in output and revokes it when done.",

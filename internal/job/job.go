@@ -314,10 +314,28 @@ func CredentialEnv(creds map[string]apitype.UpstreamCredential) ([][2]string, er
 	return out, nil
 }
 
+// shellQuote returns v as one sh word standing for v: as it is when it has
+// only characters sh gives no meaning to (so a token stays a plain line for
+// tools that read the file without a shell), else in single quotes.
+func shellQuote(v string) string {
+	plain := true
+	for _, c := range v {
+		if !('a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || strings.ContainsRune("_@%+=:,./-", c)) {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
+}
+
 // Write prints the exchanged token in format:
 //   - token: the bare token;
 //   - env: MAYFLY_TOKEN=… and MAYFLY_GATEWAY=<addr>/gw lines, then the
-//     delivered credentials' variables (CredentialEnv);
+//     delivered credentials' variables (CredentialEnv), each value quoted
+//     for sh when it needs it;
 //   - json: the server's response as received;
 //   - github-env: "::add-mask::<value>" on stdout first for the token and
 //     every delivered credential (so the runner masks them), then the
@@ -330,9 +348,13 @@ func Write(o Output, format, addr string, tr *apitype.TokenResponse, raw []byte)
 	if err != nil {
 		return err
 	}
-	env := "MAYFLY_TOKEN=" + tr.AccessToken + "\nMAYFLY_GATEWAY=" + GatewayURL(addr) + "\n"
-	for _, kv := range creds {
+	vars := append([][2]string{{"MAYFLY_TOKEN", tr.AccessToken}, {"MAYFLY_GATEWAY", GatewayURL(addr)}}, creds...)
+	// $GITHUB_ENV takes each value literally; the env format is sourced by
+	// sh, so a value the shell would read otherwise (a DSN's "&") is quoted.
+	var env, shellEnv string
+	for _, kv := range vars {
 		env += kv[0] + "=" + kv[1] + "\n"
+		shellEnv += kv[0] + "=" + shellQuote(kv[1]) + "\n"
 	}
 	masks := []string{tr.AccessToken}
 	for _, c := range tr.UpstreamCredentials {
@@ -342,7 +364,7 @@ func Write(o Output, format, addr string, tr *apitype.TokenResponse, raw []byte)
 	case "", "token":
 		_, err = io.WriteString(o.Stdout, tr.AccessToken+"\n")
 	case "env":
-		_, err = io.WriteString(o.Stdout, env)
+		_, err = io.WriteString(o.Stdout, shellEnv)
 	case "json":
 		raw = []byte(strings.TrimRight(string(raw), "\n"))
 		_, err = o.Stdout.Write(append(raw, '\n'))

@@ -9,6 +9,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -215,6 +216,38 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+// A value of the env format reads back as itself when sourced by sh:
+// unchanged when sh gives none of its characters a meaning, else quoted.
+func TestShellQuote(t *testing.T) {
+	sh, err := exec.LookPath("sh")
+	if err != nil {
+		t.Skip("no sh")
+	}
+	tests := []struct{ in, want string }{
+		{"mfy_abc123", "mfy_abc123"},
+		{"https://m.example:8443/gw", "https://m.example:8443/gw"},
+		{"", ""},
+		{"postgres://u:p@h/db?sslmode=verify-full&sslrootcert=system", "'postgres://u:p@h/db?sslmode=verify-full&sslrootcert=system'"},
+		{"a b", "'a b'"},
+		{"$(id)`id`;x|y", "'$(id)`id`;x|y'"},
+		{"it's", `'it'\''s'`},
+		{"a:~/b", "'a:~/b'"},
+		{`\"*`, `'\"*'`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.in, func(t *testing.T) {
+			got := shellQuote(tc.in)
+			if got != tc.want {
+				t.Fatalf("shellQuote(%q) = %q, want %q", tc.in, got, tc.want)
+			}
+			out, err := exec.Command(sh, "-c", "V="+got+"\nprintf '%s' \"$V\"").Output()
+			if err != nil || string(out) != tc.in {
+				t.Errorf("sourced: %q (%v), want %q", out, err, tc.in)
+			}
+		})
+	}
+}
+
 // The PG* variables must connect as safely as the DSN they come with:
 // PGHOST &c. without PGSSLMODE fall back to libpq's "prefer", which sends
 // the minted password over an unverified connection, or none at all. What
@@ -297,7 +330,7 @@ func TestWriteCredentials(t *testing.T) {
 		t.Fatal(err)
 	}
 	want := "MAYFLY_TOKEN=" + tok + "\nMAYFLY_GATEWAY=" + addr + "/gw\n" +
-		"DATABASE_URL=" + dsn + "\nGH_TOKEN=" + gh + "\nPGDATABASE=app\nPGHOST=db.example\nPGPASSWORD=" + pw + "\nPGPORT=6543\nPGSSLMODE=require\nPGUSER=mayfly_x\n"
+		"DATABASE_URL='" + dsn + "'\nGH_TOKEN=" + gh + "\nPGDATABASE=app\nPGHOST=db.example\nPGPASSWORD=" + pw + "\nPGPORT=6543\nPGSSLMODE=require\nPGUSER=mayfly_x\n"
 	if out.String() != want {
 		t.Errorf("env:\n%s\nwant:\n%s", out.String(), want)
 	}
@@ -311,7 +344,8 @@ func TestWriteCredentials(t *testing.T) {
 			t.Errorf("github-env does not mask %.8s…", v)
 		}
 	}
-	if b, _ := os.ReadFile(ghEnv); !strings.Contains(string(b), "GH_TOKEN="+gh+"\n") || !strings.Contains(string(b), "PGPASSWORD="+pw+"\n") {
+	if b, _ := os.ReadFile(ghEnv); !strings.Contains(string(b), "GH_TOKEN="+gh+"\n") || !strings.Contains(string(b), "PGPASSWORD="+pw+"\n") ||
+		!strings.Contains(string(b), "DATABASE_URL="+dsn+"\n") {
 		t.Errorf("GITHUB_ENV lacks the credentials:\n%s", b)
 	}
 	// A Unix-socket DSN (host in the query, as pgrole writes it for a
