@@ -10,6 +10,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"sync"
 	"syscall"
@@ -60,8 +61,10 @@ func newExecCmd() *cobra.Command {
 		Short: "Run a command with a job token in its environment, its output masked, the token revoked after",
 		Long: "Exchange the job's ID token, run CMD with MAYFLY_TOKEN and MAYFLY_GATEWAY=<addr>/gw in its\n" +
 			"environment, pass its standard output and error through the masker (the job token, the ID\n" +
-			"token and the values of --mask-env variables), forward SIGINT/SIGTERM/SIGHUP/SIGQUIT to it,\n" +
-			"renew the token while CMD runs (up to the grant's max_ttl), and revoke the token when CMD ends.\n\n" +
+			"token and the values of --mask-env variables), forward SIGINT/SIGTERM/SIGHUP/SIGQUIT to it\n" +
+			"once (outside a terminal's foreground, to CMD's own process group; in it, Ctrl-C and Ctrl-\\\n" +
+			"reach CMD from the terminal), renew the token while CMD runs (up to the grant's max_ttl),\n" +
+			"and revoke the token when CMD ends.\n\n" +
 			"Exit status:\n" +
 			"  CMD's own    when CMD ran (0-255)\n" +
 			"  128+N        CMD died of signal N\n" +
@@ -191,7 +194,13 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 	defer outW.Close()
 	defer errW.Close()
 
+	// CMD's parent-death signal (Linux) follows the thread that starts it:
+	// keep this goroutine on that thread until CMD has ended.
+	runtime.LockOSThread()
+	defer runtime.UnlockOSThread()
+	group := newExecGroup()
 	child := exec.Command(args[0], args[1:]...)
+	child.SysProcAttr = group.attr()
 	child.Env = env
 	child.Stdin = stdin
 	child.Stdout = outW
@@ -200,12 +209,25 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 	// alive forever.
 	child.WaitDelay = 5 * time.Second
 
+	// A signal that came before CMD existed did not reach it: pass it on.
+	var early []os.Signal
+	for drained := false; !drained; {
+		select {
+		case s := <-sigs:
+			early = append(early, s)
+		default:
+			drained = true
+		}
+	}
 	if err := child.Start(); err != nil {
 		code := exitCannotExecute
 		if errors.Is(err, exec.ErrNotFound) || errors.Is(err, os.ErrNotExist) {
 			code = exitNotFound
 		}
 		return 0, &exitError{code: code, msg: fmt.Sprintf("exec: %s: %v", args[0], err)}
+	}
+	for _, s := range early {
+		_ = group.send(child.Process, s)
 	}
 	done := make(chan struct{})
 	var wg sync.WaitGroup
@@ -215,7 +237,9 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 		for {
 			select {
 			case s := <-sigs:
-				_ = child.Process.Signal(s)
+				if !group.reachedCMD(s) {
+					_ = group.send(child.Process, s)
+				}
 			case <-done:
 				return
 			}
