@@ -139,7 +139,7 @@ func New(c Config) (*Client, error) {
 		}
 		cl.hasCert = len(tlsCfg.Certificates) > 0
 		tr = &http.Transport{
-			Proxy:                  http.ProxyFromEnvironment,
+			Proxy:                  Proxy,
 			DialContext:            (&net.Dialer{Timeout: 10 * time.Second, KeepAlive: 30 * time.Second}).DialContext,
 			TLSClientConfig:        tlsCfg,
 			TLSHandshakeTimeout:    10 * time.Second,
@@ -250,6 +250,17 @@ func shownAddr(addr string) string {
 		s = s[:i+1] + "xxxxx"
 	}
 	return s
+}
+
+// Proxy is http.ProxyFromEnvironment, except that plain http, which mayfly
+// sends only to a loopback address, never goes through a proxy: there it
+// would cross the network in the clear, tokens and all. (The environment's
+// rule spares only loopback IPs and "localhost" in lower case.)
+func Proxy(req *http.Request) (*url.URL, error) {
+	if req.URL.Scheme == "http" {
+		return nil, nil
+	}
+	return http.ProxyFromEnvironment(req)
 }
 
 // IsLoopback reports whether host (a name or an address, without port) is

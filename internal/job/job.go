@@ -163,6 +163,7 @@ func cleanIDToken(s string) (string, error) {
 func DefaultHTTPClient() *http.Client {
 	tr := http.DefaultTransport.(*http.Transport).Clone()
 	tr.TLSClientConfig = nil
+	tr.Proxy = client.Proxy // the request URL may be plain http on loopback
 	tr.TLSHandshakeTimeout = 10 * time.Second
 	tr.ResponseHeaderTimeout = 30 * time.Second
 	return &http.Client{Transport: tr, Timeout: 60 * time.Second, CheckRedirect: noRedirect}

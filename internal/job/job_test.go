@@ -216,6 +216,18 @@ func TestWrite(t *testing.T) {
 	}
 }
 
+// The GitHub request URL may be plain http on loopback (a local test):
+// that never goes through a proxy, where its bearer would cross the network
+// in the clear.
+func TestDefaultHTTPClientNoProxyForPlainHTTP(t *testing.T) {
+	t.Setenv("HTTP_PROXY", "http://proxy.example:3128")
+	tr := DefaultHTTPClient().Transport.(*http.Transport)
+	req, _ := http.NewRequest(http.MethodGet, "http://LOCALHOST:8700/token", nil)
+	if p, err := tr.Proxy(req); p != nil || err != nil {
+		t.Errorf("proxy %v, %v", p, err)
+	}
+}
+
 // A value of the env format reads back as itself when sourced by sh:
 // unchanged when sh gives none of its characters a meaning, else quoted.
 func TestShellQuote(t *testing.T) {
