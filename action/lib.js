@@ -44,7 +44,10 @@ function out(line) {
   fs.writeSync(1, line + '\n');
 }
 
-function info(msg) { out(escapeData(msg).replace(/%0A/g, '\n')); }
+// Every line is escaped like a command's data: a line break in a message
+// (a server-supplied field) would start a line the runner reads as a
+// workflow command.
+function info(msg) { out(escapeData(msg)); }
 function warning(msg) { out('::warning::' + escapeData(msg)); }
 function error(msg) { out('::error::' + escapeData(msg)); }
 

@@ -234,6 +234,17 @@ test('a response without a job token is refused and never echoed', async (t) => 
   assert.equal(fs.readFileSync(f.state, 'utf8'), '');
 });
 
+test('a server-supplied field cannot start a workflow command in the log', async (t) => {
+  const f = fixture(t, { response: JSON.stringify({
+    access_token: TOKEN, token_type: 'Bearer', expires_in: 600, lease_id: 'lse_x\n::stop-commands::pwned\r\n::warning::forged 100%0A',
+  }) });
+  const r = await run('index.js', { ...f.baseEnv, INPUT_GRANTS: 'deploy', INPUT_SERVER: 'http://127.0.0.1:1' });
+  assert.equal(r.code, 0, r.stdout + r.stderr);
+  const lines = r.stdout.split('\n').filter(Boolean);
+  assert.deepEqual(lines.filter((l) => l.startsWith('::')).map((l) => l.split('::')[1]), ['add-mask'], r.stdout);
+  assert.match(r.stdout, /lease lse_x%0A::stop-commands::pwned%0D%0A::warning::forged 100%250A,/);
+});
+
 test('bad inputs fail before anything runs', async (t) => {
   const f = fixture(t);
   const cases = [

@@ -332,6 +332,15 @@ func shellQuote(v string) string {
 	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }
 
+// workflowData escapes v as GitHub's runner decodes a workflow command's
+// data: a line break in a server-supplied value must not end the command
+// and start another, and a literal "%0A" must be masked as itself.
+func workflowData(v string) string {
+	v = strings.ReplaceAll(v, "%", "%25")
+	v = strings.ReplaceAll(v, "\r", "%0D")
+	return strings.ReplaceAll(v, "\n", "%0A")
+}
+
 // Write prints the exchanged token in format:
 //   - token: the bare token;
 //   - env: MAYFLY_TOKEN=… and MAYFLY_GATEWAY=<addr>/gw lines, then the
@@ -374,7 +383,7 @@ func Write(o Output, format, addr string, tr *apitype.TokenResponse, raw []byte)
 			return errors.New("format github-env: GITHUB_ENV is not set (not in GitHub Actions?)")
 		}
 		for _, v := range masks {
-			if _, err = io.WriteString(o.Stdout, "::add-mask::"+v+"\n"); err != nil {
+			if _, err = io.WriteString(o.Stdout, "::add-mask::"+workflowData(v)+"\n"); err != nil {
 				return err
 			}
 		}

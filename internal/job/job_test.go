@@ -260,6 +260,23 @@ func TestShellQuote(t *testing.T) {
 	}
 }
 
+// A value masked through ::add-mask:: is escaped as the runner decodes a
+// workflow command's data: a server-supplied line break must not end the
+// command and start another, and a literal "%0A" must be masked as itself.
+func TestWriteMaskEscapes(t *testing.T) {
+	tok := newJobToken(t)
+	pw := "pw-100%0A-" + "\n::warning::forged\r"
+	tr := &apitype.TokenResponse{AccessToken: tok, UpstreamCredentials: map[string]apitype.UpstreamCredential{"db": {Password: pw}}}
+	var out bytes.Buffer
+	if err := Write(Output{Stdout: &out, GitHubEnv: filepath.Join(t.TempDir(), "github_env")}, "github-env", "https://m.example", tr, nil); err != nil {
+		t.Fatal(err)
+	}
+	want := "::add-mask::" + tok + "\n::add-mask::pw-100%250A-%0A::warning::forged%0D\n"
+	if out.String() != want {
+		t.Errorf("stdout %q, want %q", out.String(), want)
+	}
+}
+
 // The PG* variables must connect as safely as the DSN they come with:
 // PGHOST &c. without PGSSLMODE fall back to libpq's "prefer", which sends
 // the minted password over an unverified connection, or none at all. What
