@@ -238,7 +238,12 @@ func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, c caller) {
 }
 
 func (a *API) showSecret(w http.ResponseWriter, r *http.Request, c caller) {
-	m, err := a.cfg.Secrets.Meta(r.Context(), r.PathValue("name"))
+	name := r.PathValue("name")
+	if secret.ValidateName(name) != nil {
+		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+		return
+	}
+	m, err := a.cfg.Secrets.Meta(r.Context(), name)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -304,6 +309,10 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
 
 func (a *API) deleteSecret(w http.ResponseWriter, r *http.Request, c caller) {
 	name := r.PathValue("name")
+	if secret.ValidateName(name) != nil {
+		writeError(w, 400, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
+		return
+	}
 	if err := a.cfg.Authority.DeleteSecret(r.Context(), c.Name, c.Source, name); err != nil {
 		a.fail(w, r, err)
 		return

@@ -31,6 +31,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/ratelimit"
+	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/sso"
 	"github.com/mayfly-sh/mayfly/internal/version"
 )
@@ -354,6 +355,10 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the server cannot record this action right now; nothing was done")
 	case errors.Is(err, ErrSecretNotFound), errors.Is(err, fs.ErrNotExist): // store.ErrNotFound matches fs.ErrNotExist
 		writeError(w, http.StatusNotFound, "not_found", "not found")
+	case errors.Is(err, secret.ErrInvalidName):
+		// A name the vault refuses is the caller's mistake, whichever
+		// handler let it through: never a 500 with an error log line.
+		writeError(w, http.StatusBadRequest, "invalid_request", "secret name must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)")
 	default:
 		a.cfg.Logger.Error("request failed", "route", r.URL.Path, "err", err)
 		writeError(w, http.StatusInternalServerError, "server_error", "internal error")
