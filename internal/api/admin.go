@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
@@ -160,6 +161,10 @@ func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 func (a *API) listLeases(w http.ResponseWriter, r *http.Request, c caller) {
 	q := r.URL.Query()
 	f := lease.Filter{Grant: q.Get("grant"), Issuer: q.Get("issuer"), Subject: q.Get("subject"), Job: q.Get("job")}
+	if !plainText(f.Grant, f.Issuer, f.Subject, f.Job) {
+		writeError(w, 400, "invalid_request", "grant, issuer, subject and job must be UTF-8 text without NUL characters")
+		return
+	}
 	if q.Get("active") == "true" {
 		f.LiveAt = time.Now()
 	}
@@ -217,12 +222,28 @@ func (a *API) revokeLeases(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, 400, "invalid_request", "name a lease_id or a filter (grant, issuer, subject, job)")
 		return
 	}
+	if !plainText(f.ID, f.Grant, f.Issuer, f.Subject, f.Job) {
+		writeError(w, 400, "invalid_request", "lease_id, grant, issuer, subject and job must be UTF-8 text without NUL characters")
+		return
+	}
 	n, err := a.cfg.Authority.RevokeLeases(r.Context(), f, c.Name, c.Source)
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	writeJSON(w, 200, apitype.RevokeLeasesResponse{Revoked: n})
+}
+
+// plainText reports whether each s is valid UTF-8 without a NUL. PostgreSQL
+// refuses other text with an error rather than matching nothing, so such a
+// value is refused here and both backends answer alike.
+func plainText(ss ...string) bool {
+	for _, s := range ss {
+		if !utf8.ValidString(s) || strings.IndexByte(s, 0) >= 0 {
+			return false
+		}
+	}
+	return true
 }
 
 func (a *API) listSecrets(w http.ResponseWriter, r *http.Request, c caller) {

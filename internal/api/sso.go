@@ -688,6 +688,10 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request, c caller) {
 
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request, c caller) {
 	id := r.PathValue("id")
+	if !plainText(id) {
+		writeError(w, http.StatusNotFound, "not_found", "no live session "+strconv.Quote(id))
+		return
+	}
 	if err := a.cfg.Sessions.Revoke(r.Context(), id, c.Name, c.Source); err != nil {
 		a.fail(w, r, err)
 		return

@@ -164,6 +164,11 @@ func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duratio
 
 // Revoke revokes an admin token by name.
 func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr) error {
+	// No token can have a name Create refuses; PostgreSQL would fail on
+	// one (NUL, invalid UTF-8) instead of finding nothing.
+	if !adminName.MatchString(name) {
+		return refuse(404, "not_found", "no live admin token named %q", name)
+	}
 	ev := audit.Event{Type: audit.TypeAdminDelete, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
 	since := a.audit.Size()
 	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
