@@ -18,6 +18,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"math"
 	"net/http"
 	"slices"
@@ -26,6 +27,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
 )
@@ -422,7 +424,42 @@ func readClaims(claims map[string]any) (*registered, error) {
 			return nil, verr(CheckFormat, "azp is not a string")
 		}
 	}
+	// Every claim reaches the lease (sub, the job id, the claims) and policy
+	// matching: PostgreSQL cannot store a NUL or invalid UTF-8 where SQLite
+	// can, so such a token is refused here and both backends decide alike.
+	for _, name := range slices.Sorted(maps.Keys(claims)) {
+		if !plainText(name) || !plainClaim(claims[name]) {
+			return nil, verr(CheckFormat, "claim %s holds a NUL character or invalid UTF-8", quote(name))
+		}
+	}
 	return &r, nil
+}
+
+// plainClaim reports whether every string in c, at any depth and object
+// keys included, is plainText.
+func plainClaim(c any) bool {
+	switch x := c.(type) {
+	case string:
+		return plainText(x)
+	case []any:
+		for _, v := range x {
+			if !plainClaim(v) {
+				return false
+			}
+		}
+	case map[string]any:
+		for k, v := range x {
+			if !plainText(k) || !plainClaim(v) {
+				return false
+			}
+		}
+	}
+	return true
+}
+
+// plainText reports whether s is valid UTF-8 without a NUL.
+func plainText(s string) bool {
+	return utf8.ValidString(s) && strings.IndexByte(s, 0) < 0
 }
 
 func decodeClaims(payload []byte) (map[string]any, error) {

@@ -103,6 +103,12 @@ func TestVerify(t *testing.T) {
 		{"signed by another key, same kid", sign(t, rsaEvil(), jose.RS256, "k1", ti.claims(clk)), CheckSignature},
 		{"tampered payload", tamper(rs(ti.claims(clk))), CheckSignature},
 		{"claims not an object", signRaw(t, rsaKey1(), jose.RS256, "k1", []byte(`[1,2]`)), CheckFormat},
+		{"NUL in sub", rs(with(func(c map[string]any) { c["sub"] = "repo:acme/app\x00" })), CheckFormat},
+		{"NUL in a claim", rs(with(func(c map[string]any) { c["run_id"] = "42\x00" })), CheckFormat},
+		{"NUL in a nested claim", rs(with(func(c map[string]any) { c["x"] = map[string]any{"a": []any{"b\x00"}} })), CheckFormat},
+		{"NUL in a claim name", rs(with(func(c map[string]any) { c["a\x00"] = "b" })), CheckFormat},
+		{"NUL in a nested key", rs(with(func(c map[string]any) { c["x"] = map[string]any{"a\x00": 1} })), CheckFormat},
+		{"nested claims without NUL", rs(with(func(c map[string]any) { c["x"] = map[string]any{"a": []any{"b", 1, nil, true}} })), ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
@@ -124,6 +130,39 @@ func TestVerify(t *testing.T) {
 				t.Fatalf("error shape: %v", err)
 			}
 			assertNoToken(t, err, tc.token)
+		})
+	}
+}
+
+// Decoded JSON never holds invalid UTF-8 (encoding/json replaces it), but
+// a claim that did would be refused like one with a NUL, at any depth.
+func TestReadClaimsPlainText(t *testing.T) {
+	base := func(k string, v any) map[string]any {
+		return map[string]any{"sub": "s", "aud": testAudience, "exp": json.Number("2"), "iat": json.Number("1"), k: v}
+	}
+	tests := []struct {
+		name   string
+		claims map[string]any
+		bad    string // the claim the refusal names; "" = accepted
+	}{
+		{"plain", base("x", "y"), ""},
+		{"invalid UTF-8", base("x", "a\xffb"), `"x"`},
+		{"invalid UTF-8 name", base("\xff", "y"), `"\xff"`},
+		{"invalid UTF-8 nested", base("x", []any{map[string]any{"a": "\xff"}}), `"x"`},
+		{"NUL in sub", base("sub", "s\x00"), `"sub"`},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			_, err := readClaims(tc.claims)
+			if tc.bad == "" {
+				if err != nil {
+					t.Fatalf("readClaims: %v", err)
+				}
+				return
+			}
+			if CheckOf(err) != CheckFormat || !strings.Contains(err.Error(), "claim "+tc.bad+" ") {
+				t.Fatalf("readClaims: %v, want a format refusal naming %s", err, tc.bad)
+			}
 		})
 	}
 }

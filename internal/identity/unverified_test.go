@@ -151,6 +151,7 @@ func TestIssuerOfRefusesWhatTheExchangeRefuses(t *testing.T) {
 		{"aud holds a number", func(c map[string]any) { c["aud"] = []any{testAudience, 1} }, CheckFormat},
 		{"iss a number", func(c map[string]any) { c["iss"] = 1 }, CheckFormat},
 		{"no iss", func(c map[string]any) { delete(c, "iss") }, CheckMissingClaim},
+		{"NUL in a nested claim", func(c map[string]any) { c["x"] = []any{"a\x00"} }, CheckFormat},
 		{"bad sub, other audience", func(c map[string]any) { c["sub"] = 5; c["aud"] = "x" }, CheckFormat},
 		{"no jti, other audience", func(c map[string]any) { delete(c, "jti"); c["aud"] = "x" }, CheckAudience},
 	}
