@@ -28,7 +28,9 @@ func TestExecRenewsToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server and waits for a renewal")
 	}
-	// A 3s token is renewed after about 2s, while CMD still runs.
+	// A 9s token is renewed about 3s before it expires (a third of its
+	// life), while CMD still runs: 3s, not less, so that a slow renewal on
+	// a loaded machine (the race detector, CI) still lands in time.
 
 	iss := devissuertest.Start(t)
 	ls := startServer(t, server.Config{}, nil)
@@ -60,11 +62,11 @@ func TestExecRenewsToken(t *testing.T) {
 				t.Fatal(err)
 			}
 			t.Setenv("MAYFLY_ID_TOKEN", idt)
-			args := []string{"exec", "--grant", "deploy", "--ttl", "3s"}
+			args := []string{"exec", "--grant", "deploy", "--ttl", "9s"}
 			if tc.dpop {
 				args = append(args, "--dpop-key", filepath.Join(t.TempDir(), "k.pem"))
 			}
-			args = append(args, "--", "sh", "-c", "sleep 2.5")
+			args = append(args, "--", "sh", "-c", "sleep 7.5")
 			_, stderr, code := runCLI(t, "", args...)
 			if code != 0 || strings.Contains(stderr, "renewing the job token failed") {
 				t.Fatalf("exit %d; the token was not renewed while CMD ran: %s", code, stderr)
