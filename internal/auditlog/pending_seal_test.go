@@ -81,7 +81,7 @@ func TestPendingRecordForgedOneNode(t *testing.T) {
 			db := storetest.SQLite(t).DB
 			opts := Options{}
 			if m.journal {
-				opts.Journal = journalPath(t)
+				opts.Journal = journalPathTB(t)
 			}
 			l := openLog(t, db, opts)
 			appendN(t, l, 3)
