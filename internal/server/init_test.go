@@ -202,9 +202,9 @@ func TestRefusedJoinLeavesTheSchema(t *testing.T) {
 		{"both keys match", first.MasterKey(), first.AuditKey(), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The cluster as the previous release left it (its last step
-			// only adds two indexes).
-			for _, q := range []string{`DROP INDEX IF EXISTS leases_repository`, `DROP INDEX IF EXISTS leases_project_path`,
+			// The cluster as the previous release left it (its last step,
+			// migration 12, only adds secrets.pending).
+			for _, q := range []string{`ALTER TABLE secrets DROP COLUMN IF EXISTS pending`,
 				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)
