@@ -26,6 +26,7 @@ import (
 	"net/netip"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -205,8 +206,30 @@ func (c *Console) gate(role string, fn func(http.ResponseWriter, *http.Request, 
 			c.refuse(w, r, who, http.StatusForbidden, fmt.Sprintf("This needs the %s role; you have the %s role.", role, who.Role))
 			return
 		}
+		// PostgreSQL refuses such text with an error rather than matching
+		// nothing: refused here, both backends answer alike.
+		if !plainForm(r) {
+			c.refuse(w, r, who, http.StatusBadRequest, "Refused: the query or form is malformed (a NUL character, text that is not UTF-8, or a bad escape).")
+			return
+		}
 		fn(w, r, who)
 	}
+}
+
+// plainForm reports whether every query and form value is UTF-8 text
+// without a NUL.
+func plainForm(r *http.Request) bool {
+	if err := r.ParseForm(); err != nil {
+		return false
+	}
+	for _, vs := range r.Form {
+		for _, v := range vs {
+			if !utf8.ValidString(v) || strings.IndexByte(v, 0) >= 0 {
+				return false
+			}
+		}
+	}
+	return true
 }
 
 // refuse answers with a page that says why.

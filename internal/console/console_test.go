@@ -363,3 +363,30 @@ func testFindAuditWindow(t *testing.T, b *bench) {
 		t.Fatalf("unfiltered: %v %d %v", p.Indexes, p.Next, err)
 	}
 }
+
+// A filter holding a NUL or bytes that are not UTF-8 is refused as a bad
+// request on both backends: PostgreSQL refuses such text with an error
+// rather than matching nothing, which answered 500 there and 200 on SQLite.
+func TestFilterTextNotPlain(t *testing.T) {
+	for _, be := range storetest.Backends(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			b := newBench(t, be.DB, 3, 3)
+			for _, path := range []string{
+				"/ui/leases?grant=a%00b",
+				"/ui/leases?subject=%ff%fe",
+				"/ui/audit?lease=lse_%00",
+				"/ui/audit?type=a%c3",
+				"/ui/policy?a=1%00",
+			} {
+				w := b.get(t, path)
+				if w.Code != http.StatusBadRequest {
+					t.Errorf("GET %s: status %d, want 400", path, w.Code)
+				}
+			}
+			w := b.post(t, "/ui/leases/revoke", url.Values{CSRFField: {b.auth.csrf}, "grant": {"deploy\x00"}, "confirm": {"yes"}})
+			if w.Code != http.StatusBadRequest {
+				t.Errorf("POST /ui/leases/revoke grant with NUL: status %d, want 400", w.Code)
+			}
+		})
+	}
+}
