@@ -283,8 +283,8 @@ const (
 	leakAttempts   = 8
 )
 
-// revokeFound posts every distinct mayfly job or admin token, minted database
-// password and GitHub App installation token among findings to
+// revokeFound posts every distinct mayfly job or admin token, admin session,
+// minted database password and GitHub App installation token among findings to
 // /v1/leaks, one per line, in as many reports as it takes, and prints the
 // server's summary.
 func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding, w io.Writer) error {
@@ -292,7 +292,7 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 	var toks []string
 	for _, fd := range findings {
 		switch fd.Rule {
-		case scan.RuleMayflyJob, scan.RuleMayflyAdmin, scan.RuleMayflyPassword, scan.RuleGitHubAppToken:
+		case scan.RuleMayflyJob, scan.RuleMayflyAdmin, scan.RuleMayflySession, scan.RuleMayflyPassword, scan.RuleGitHubAppToken:
 		default:
 			continue
 		}
@@ -331,14 +331,22 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 			return err
 		}
 		sum.Revoked = append(sum.Revoked, part.Revoked...)
+		sum.RevokedAdmin = append(sum.RevokedAdmin, part.RevokedAdmin...)
+		sum.RevokedSessions = append(sum.RevokedSessions, part.RevokedSessions...)
 		sum.AlreadyRevoked += part.AlreadyRevoked
 		sum.Unknown += part.Unknown
 		sent += n
 	}
 	fmt.Fprintf(w, "revoke: sent %d token(s): %d revoked, %d already revoked, %d unknown\n",
-		len(toks), len(sum.Revoked), sum.AlreadyRevoked, sum.Unknown)
+		len(toks), len(sum.Revoked)+len(sum.RevokedAdmin)+len(sum.RevokedSessions), sum.AlreadyRevoked, sum.Unknown)
 	for _, r := range sum.Revoked {
 		fmt.Fprintf(w, "revoked %s (%s)\n", r.LeaseID, r.Hint)
+	}
+	for _, r := range sum.RevokedAdmin {
+		fmt.Fprintf(w, "revoked admin token (%s)\n", r.Hint)
+	}
+	for _, r := range sum.RevokedSessions {
+		fmt.Fprintf(w, "revoked admin session %s (%s)\n", r.ID, r.Hint)
 	}
 	return nil
 }

@@ -386,7 +386,10 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	for _, t := range res.RevokedAdmin {
 		out.RevokedAdmin = append(out.RevokedAdmin, apitype.RevokedAdminToken{Hint: t.Hint})
 	}
-	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin), res.AlreadyRevoked, res.Unknown)
+	for _, x := range res.RevokedSessions {
+		out.RevokedSessions = append(out.RevokedSessions, apitype.RevokedSession{ID: x.ID, Hint: x.Hint})
+	}
+	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin)+len(res.RevokedSessions), res.AlreadyRevoked, res.Unknown)
 	writeJSON(w, 200, out)
 }
 

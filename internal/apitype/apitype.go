@@ -92,6 +92,16 @@ type LeakResponse struct {
 	Unknown        int            `json:"unknown"`
 	// RevokedAdmin lists admin tokens the report revoked (hints only).
 	RevokedAdmin []RevokedAdminToken `json:"revoked_admin_tokens,omitempty"`
+	// RevokedSessions lists admin sessions (SSO sign-ins) the report
+	// revoked.
+	RevokedSessions []RevokedSession `json:"revoked_sessions,omitempty"`
+}
+
+// RevokedSession names an admin session a leak report revoked: its public
+// id and a hint of its value.
+type RevokedSession struct {
+	ID   string `json:"id"`
+	Hint string `json:"hint"`
 }
 
 // RevokedLease names a lease a leak report revoked; Hint is token.Hint.

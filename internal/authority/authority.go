@@ -125,6 +125,9 @@ type Config struct {
 	// AdminTokens, when set, revokes admin tokens presented for revocation
 	// or found in a leak report (holding a token is enough to kill it).
 	AdminTokens AdminRevoker
+	// Sessions, when set, finds the admin sessions (SSO) a leak report
+	// names, which the report revokes with its tokens.
+	Sessions SessionHolders
 	// Minter, when set, mints the upstream credentials of grants on
 	// github_app and postgres upstreams (SPEC section 9) and revokes them
 	// with their leases. Without one, such grants are refused.
@@ -648,6 +651,12 @@ type AdminRevoker interface {
 	Holders(ctx context.Context, toks []string) ([]store.AdminToken, error)
 }
 
+// SessionHolders finds the live admin sessions of session values, looked
+// up together (*Sessions).
+type SessionHolders interface {
+	Holders(ctx context.Context, values []string) ([]store.AdminSession, error)
+}
+
 func (a *Authority) revokeAdmin(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
 	if a.cfg.AdminTokens == nil {
 		return false, nil
@@ -713,6 +722,14 @@ type LeakResult struct {
 	Unknown        int            `json:"unknown"`
 	// RevokedAdmin lists admin tokens the report revoked (hints only).
 	RevokedAdmin []RevokedAdminToken `json:"revoked_admin_tokens,omitempty"`
+	// RevokedSessions lists admin sessions (SSO) the report revoked.
+	RevokedSessions []RevokedSession `json:"revoked_sessions,omitempty"`
+}
+
+// RevokedSession names an admin session revoked by a leak report.
+type RevokedSession struct {
+	ID   string `json:"id"`
+	Hint string `json:"hint"`
 }
 
 // RevokedAdminToken names an admin token revoked by a leak report.
@@ -732,13 +749,15 @@ type RevokedLease struct {
 // queries in all), never one query each.
 func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
 	seen := make(map[string]bool, len(toks))
-	var jobs, admins, minted []string
+	var jobs, admins, minted, sessions []string
 	for _, t := range toks {
 		if seen[t] {
 			continue
 		}
 		seen[t] = true
 		switch k, err := token.Parse(t); {
+		case LooksLikeSession(t):
+			sessions = append(sessions, t)
 		case err == nil && k == token.Admin:
 			admins = append(admins, t)
 		case err == nil:
@@ -764,6 +783,19 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 				also.Admins = append(also.Admins, t.Name)
 				held[t.Name] = t
 				hint[t.Name] = token.Hint(admins[i])
+			}
+		}
+	}
+	sessionHint := map[string]string{}
+	if len(sessions) > 0 && a.cfg.Sessions != nil {
+		rows, err := a.cfg.Sessions.Holders(ctx, sessions)
+		if err != nil {
+			return nil, unavailable("find leaked admin sessions", err)
+		}
+		for i, row := range rows {
+			if row.ID != "" && sessionHint[row.ID] == "" {
+				also.Sessions = append(also.Sessions, row.ID)
+				sessionHint[row.ID] = mintedHint(sessions[i])
 			}
 		}
 	}
@@ -803,7 +835,11 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 		for _, name := range c.Admins {
 			r.RevokedAdmin = append(r.RevokedAdmin, RevokedAdminToken{Hint: hint[name]})
 		}
+		for _, id := range c.Sessions {
+			r.RevokedSessions = append(r.RevokedSessions, RevokedSession{ID: id, Hint: sessionHint[id]})
+		}
 		r.Unknown += len(admins) - len(c.Admins)
+		r.Unknown += len(sessions) - len(c.Sessions)
 		r.Unknown += len(minted) - len(found)
 		for _, f := range found {
 			rec := f.Record
@@ -827,10 +863,17 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			evs = append(evs, audit.Event{Type: audit.TypeAdminDelete, Role: held[name].Role, Source: addrString(source), Status: 200, Reason: "leaked",
 				Hint: hint[name], Detail: map[string]any{"name": name}})
 		}
-		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin)), Status: 200,
+		for _, id := range c.Sessions {
+			evs = append(evs, audit.Event{Type: TypeSessionRevoke, Source: addrString(source), Status: 200, Reason: "leaked",
+				Hint: sessionHint[id], Detail: map[string]any{"session": id}})
+		}
+		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin) + len(r.RevokedSessions)), Status: 200,
 			Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
 		if len(r.RevokedAdmin) > 0 {
 			ev.Detail["admin_tokens"] = len(r.RevokedAdmin)
+		}
+		if len(r.RevokedSessions) > 0 {
+			ev.Detail["admin_sessions"] = len(r.RevokedSessions)
 		}
 		var ids []string
 		for _, x := range r.Revoked {

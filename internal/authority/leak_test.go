@@ -74,3 +74,81 @@ func TestLeak(t *testing.T) {
 		})
 	}
 }
+
+// A leak report naming an admin session's value (mfys_, kept by `mayfly
+// auth login` in the user's config dir) revokes that session as it does an
+// admin token: otherwise a leaked session stays usable, with its role, for
+// up to admin_session_ttl.
+func TestLeakRevokesAdminSessions(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			m := lease.New(b.DB, h, lease.Options{})
+			rec := newRecorder(t, b.DB)
+			now := time.Now()
+			clock := func() time.Time { return now }
+			sessions := NewSessions(b.DB, h, rec, clock, time.Hour)
+			a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: b.DB, Audit: rec, Sessions: sessions})
+			who := SignedIn{Name: "alice@example.com", Subject: "alice", Issuer: "https://idp.example", Role: RoleAdmin}
+			value, row, err := sessions.Create(ctx, who, ViaCLI, netip.Addr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ended, _, err := sessions.Create(ctx, who, ViaBrowser, netip.Addr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			endedRow, err := sessions.Authenticate(ctx, ended)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := sessions.SignOut(ctx, endedRow, netip.Addr{}); err != nil {
+				t.Fatal(err)
+			}
+			unknown := SessionPrefix + strings.Repeat("A", SessionLen-len(SessionPrefix))
+			res, err := a.Leak(ctx, []string{value, value, ended, unknown}, "", "", netip.MustParseAddr("192.0.2.1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.RevokedSessions) != 1 || res.RevokedSessions[0].ID != row.ID || res.Unknown != 2 {
+				t.Fatalf("result %+v", res)
+			}
+			if _, err := sessions.Authenticate(ctx, value); err == nil {
+				t.Fatal("the leaked session still authenticates")
+			}
+			var entry bool
+			for _, ev := range rec.all() {
+				if ev.Type == TypeSessionRevoke && ev.Reason == "leaked" && ev.Detail["session"] == row.ID {
+					entry = true
+				}
+			}
+			if !entry {
+				t.Fatal("no admin.session.revoke entry for the leaked session")
+			}
+			again, err := a.Leak(ctx, []string{value}, "", "", netip.Addr{})
+			if err != nil || len(again.RevokedSessions) != 0 || again.Unknown != 1 {
+				t.Fatalf("second report %+v %v", again, err)
+			}
+			all, _ := json.Marshal(rec.all())
+			for _, v := range []string{value, ended, unknown} {
+				if strings.Contains(string(all), v) {
+					t.Fatal("a whole session value in the audit log")
+				}
+			}
+			// An expired session is not live: the report counts it unknown.
+			old, _, err := sessions.Create(ctx, who, ViaCLI, netip.Addr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			now = now.Add(2 * time.Hour)
+			res, err = a.Leak(ctx, []string{old}, "", "", netip.Addr{})
+			if err != nil || len(res.RevokedSessions) != 0 || res.Unknown != 1 {
+				t.Fatalf("expired session's report %+v %v", res, err)
+			}
+		})
+	}
+}

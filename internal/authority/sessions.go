@@ -79,6 +79,7 @@ type SessionStore interface {
 	ListAdminSessions(ctx context.Context, now time.Time) ([]store.AdminSession, error)
 	TouchAdminSession(ctx context.Context, id string, at time.Time) error
 	RevokeAdminSessionNoted(ctx context.Context, id string, at time.Time, n *store.Note) error
+	AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminSession, error)
 	PutAdminLogin(ctx context.Context, key [32]byte, kind string, data []byte, expires time.Time) error
 	TakeAdminLogin(ctx context.Context, key [32]byte, kind string, now time.Time) ([]byte, error)
 }
@@ -198,6 +199,37 @@ func (s *Sessions) Authenticate(ctx context.Context, value string) (store.AdminS
 		}
 	}
 	return row, nil
+}
+
+// Holders returns, for each of values, the live session it is (a zero
+// AdminSession when none: unknown, revoked or expired), looked up together
+// as a leak report's are: a few queries in all rather than one per value.
+func (s *Sessions) Holders(ctx context.Context, values []string) ([]store.AdminSession, error) {
+	out := make([]store.AdminSession, len(values))
+	hashes := make([][32]byte, len(values))
+	var ask [][32]byte
+	for i, v := range values {
+		if LooksLikeSession(v) {
+			hashes[i] = s.hasher.Sum(v)
+			ask = append(ask, hashes[i])
+		}
+	}
+	if len(ask) == 0 {
+		return out, nil
+	}
+	found, err := s.st.AdminSessionsByHashes(ctx, ask)
+	if err != nil {
+		return nil, fmt.Errorf("find admin sessions: %w", err)
+	}
+	now := s.now()
+	for i := range values {
+		row, ok := found[hashes[i]]
+		// Found by hash; compared again in constant time, as Authenticate does.
+		if ok && token.Equal(row.Hash, hashes[i]) && now.Before(row.ExpiresAt) {
+			out[i] = row
+		}
+	}
+	return out, nil
 }
 
 // CSRF is the CSRF token of the session value: derived under the server's

@@ -604,7 +604,7 @@ func (m *Manager) RevokeTokens(ctx context.Context, toks []string, also store.Le
 		}
 	}
 	also.Leases = ids
-	if len(ids) == 0 && len(also.Admins) == 0 && len(also.Minted) == 0 && note == nil {
+	if len(ids) == 0 && len(also.Admins) == 0 && len(also.Minted) == 0 && len(also.Sessions) == 0 && note == nil {
 		return out, store.Changes{}, nil, nil
 	}
 	// Which tokens this call revoked, from what the transaction did: the

@@ -97,6 +97,7 @@ func samples(g *gen) []planted {
 		// the token, which is still a whole, live token.
 		{rule: RuleMayflyJob, secret: escaped, text: `{"log":"$ mayfly login\n` + escaped + `\n"}`},
 		{rule: RuleMayflyAdmin, secret: ma},
+		{rule: RuleMayflySession, secret: "mfys_" + g.str(abcB62U, 43)},
 		{rule: RuleMayflyPassword, secret: mp, text: "DATABASE_URL=postgres://mayfly_0123456789abcdef01234567_89abcdef:" + mp + "@db.internal:5432/app"},
 		{rule: "aws-access-key-id", secret: "AKIA" + g.str(abcAWS, 16)},
 		{rule: "aws-access-key-id", secret: "ASIA" + g.str(abcAWS, 16)},

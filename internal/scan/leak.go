@@ -34,6 +34,9 @@ type LeakReport struct {
 	// checksum-valid, or stateless; same cap): if mayfly minted one, its
 	// lease is revoked, which deletes the token.
 	GitHubTokens []string
+	// Sessions are mfys_ admin session values (same cap): the session is
+	// revoked.
+	Sessions []string
 	// Source and URL come from a GitHub alert ("source", "url") or a GitLab
 	// report ("location" as URL); the first entry that has one wins.
 	Source, URL string
@@ -66,7 +69,7 @@ func ParseLeakReport(body []byte) *LeakReport {
 		if seen[t] {
 			return
 		}
-		if len(rep.Tokens)+len(rep.Passwords)+len(rep.GitHubTokens) >= MaxLeakTokens {
+		if len(rep.Tokens)+len(rep.Passwords)+len(rep.GitHubTokens)+len(rep.Sessions) >= MaxLeakTokens {
 			rep.Truncated = true
 			return
 		}
@@ -77,6 +80,10 @@ func ParseLeakReport(body []byte) *LeakReport {
 		}
 		if strings.HasPrefix(t, "ghs_") {
 			rep.GitHubTokens = append(rep.GitHubTokens, t)
+			return
+		}
+		if strings.HasPrefix(t, "mfys_") {
+			rep.Sessions = append(rep.Sessions, t)
 			return
 		}
 		rep.Tokens = append(rep.Tokens, t)
@@ -129,12 +136,12 @@ func ParseLeakReport(body []byte) *LeakReport {
 }
 
 // leakEngine is the engine of the rules whose secrets a leak report
-// revokes: mayfly's tokens and minted passwords, and ghs_ installation
-// tokens. Built once, immutable.
+// revokes: mayfly's tokens, admin sessions and minted passwords, and ghs_
+// installation tokens. Built once, immutable.
 var leakEngine = sync.OnceValues(func() (*engine, error) {
 	rules := []*rule{{id: RuleMayflyJob}, {id: RuleMayflyAdmin}, {id: RuleMayflyPassword}}
 	for _, r := range builtinRules() {
-		if r.id == RuleGitHubAppToken {
+		if r.id == RuleGitHubAppToken || r.id == RuleMayflySession {
 			rules = append(rules, r)
 		}
 	}

@@ -25,6 +25,10 @@ const (
 	// which mayfly mints for github_app upstreams; --revoke sends them too
 	// (the lease of one mayfly minted ends, the token is deleted).
 	RuleGitHubAppToken = "github-app-token"
+	// RuleMayflySession finds the mfys_ values of admin sessions (SSO
+	// sign-ins, kept by `mayfly auth login`); --revoke sends them too (the
+	// session is revoked). They carry no checksum: found by shape.
+	RuleMayflySession = "mayfly-admin-session"
 )
 
 // RuleInfo describes a rule for reports (SARIF's rule list).
@@ -385,6 +389,7 @@ func builtinRules() []*rule {
 		prefixRule("github-oauth", "GitHub OAuth access token", prefixSpec{prefix: "gho_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-user-token", "GitHub user-to-server token", prefixSpec{prefix: "ghu_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		{id: RuleGitHubAppToken, desc: "GitHub App installation (server-to-server) token", keywords: []keyword{{lit: "ghs_", cs: true}}, match: ghsMatch},
+		prefixRule(RuleMayflySession, "mayfly admin session (SSO sign-in)", prefixSpec{prefix: "mfys_", cs: setB62U, min: 43, max: 43}),
 		prefixRule("github-refresh-token", "GitHub refresh token", prefixSpec{prefix: "ghr_", cs: setB62, min: 36, max: 36, check: ghCheck}),
 		prefixRule("github-fine-grained-pat", "GitHub fine-grained personal access token",
 			prefixSpec{prefix: "github_pat_", cs: setB62U, min: 82, max: 82, check: func(t []byte) (bool, bool) {

@@ -245,8 +245,15 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if s.minter, err = s.newMinter(ctx, hasher); err != nil {
 		return nil, err
 	}
+	if cfg.AdminSessionTTL < 0 {
+		return nil, fmt.Errorf("config: admin_session_ttl must be positive")
+	}
+	// Sessions are looked up for leak reports also when admin_oidc is off
+	// now: one signed in before still names a stored session.
+	sessions := authority.NewSessions(s.store, hasher, s.audit, nil, cfg.AdminSessionTTL)
 	s.authority = authority.New(authority.Config{
-		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Secrets: vaultAdapter{v: s.vault},
+		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Sessions: sessions,
+		Secrets:      vaultAdapter{v: s.vault},
 		Rotations:    s.rotations,
 		Minter:       s.minter,
 		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
@@ -281,7 +288,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
-	rp, sessions, err := s.newSSO(hasher)
+	rp, ssoSessions, err := s.newSSO(sessions)
 	if err != nil {
 		return nil, err
 	}
@@ -317,7 +324,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		Store: s.store, Gateway: gw, DPoP: dp, ClientAddr: s.clientIP.Addr, PublicURL: s.publicURL,
 		AdminCIDRs: adminCIDRs, AdminClientCAs: clientCAs, ParseLeakReport: parseLeakReport, VerifyLeakSignature: leakSig,
 		Limits: cfg.Limits.api(), Registerer: s.registry, Gatherer: s.registry, Logger: logger, HSTS: !cfg.InsecureHTTP,
-		SSO: rp, Sessions: sessions, Console: consoleHandler(ui),
+		SSO: rp, Sessions: ssoSessions, Console: consoleHandler(ui),
 	})
 	if err != nil {
 		return nil, err
@@ -595,9 +602,11 @@ func parseLeakReport(body []byte) ([]string, string, string, error) {
 		// Never take part of a report: the tokens left out would stay live.
 		return nil, "", "", fmt.Errorf("%w: more than %d", api.ErrLeakReportTooLarge, scan.MaxLeakTokens)
 	}
-	// Minted credentials (mfyp_, ghs_) go with the tokens: the authority
-	// tells them apart and finds minted ones by keyed hash.
-	all := append(append(append(make([]string, 0, len(r.Tokens)+len(r.Passwords)+len(r.GitHubTokens)), r.Tokens...), r.Passwords...), r.GitHubTokens...)
+	// Minted credentials (mfyp_, ghs_) and admin sessions (mfys_) go with
+	// the tokens: the authority tells them apart and finds each by keyed
+	// hash.
+	all := make([]string, 0, len(r.Tokens)+len(r.Passwords)+len(r.GitHubTokens)+len(r.Sessions))
+	all = append(append(append(append(all, r.Tokens...), r.Passwords...), r.GitHubTokens...), r.Sessions...)
 	return all, r.Source, r.URL, nil
 }
 

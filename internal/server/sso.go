@@ -6,15 +6,12 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/sso"
-	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// newSSO builds human sign-in from admin_oidc (nil, nil without it).
-func (s *Server) newSSO(hasher *token.Hasher) (*sso.RP, *authority.Sessions, error) {
+// newSSO builds human sign-in from admin_oidc (nil, nil without it), its
+// sessions kept by sessions.
+func (s *Server) newSSO(sessions *authority.Sessions) (*sso.RP, *authority.Sessions, error) {
 	cfg := s.cfg
-	if cfg.AdminSessionTTL < 0 {
-		return nil, nil, fmt.Errorf("config: admin_session_ttl must be positive")
-	}
 	if cfg.AdminOIDC == nil {
 		return nil, nil, nil
 	}
@@ -34,5 +31,5 @@ func (s *Server) newSSO(hasher *token.Hasher) (*sso.RP, *authority.Sessions, err
 	if !cfg.InsecureHTTP && !rp.Secure() {
 		return nil, nil, fmt.Errorf("config: admin_oidc.redirect_url must be https on a TLS server")
 	}
-	return rp, authority.NewSessions(s.store, hasher, s.audit, nil, cfg.AdminSessionTTL), nil
+	return rp, sessions, nil
 }

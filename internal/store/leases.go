@@ -533,9 +533,10 @@ func (db *DB) revokeTx(ctx context.Context, tx *sql.Tx, f LeaseFilter, at time.T
 // name, and minted credentials by record id (those a grant shares, which
 // no lease holds: they are marked for revocation as RevokeMinted does).
 type Leaked struct {
-	Leases []string
-	Admins []string
-	Minted []string
+	Leases   []string
+	Admins   []string
+	Minted   []string
+	Sessions []string // admin sessions (SSO), by id
 }
 
 // RevokeLeaked revokes, in one transaction with the report's audit record
@@ -574,6 +575,17 @@ func (db *DB) RevokeLeaked(ctx context.Context, k Leaked, at time.Time, reason s
 				return err
 			}
 			c.Minted = append(c.Minted, id)
+		}
+		for _, id := range k.Sessions {
+			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_sessions SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+				nanos(at), id, nanos(at))
+			if errors.Is(err, ErrNotFound) {
+				continue // revoked or expired meanwhile
+			}
+			if err != nil {
+				return err
+			}
+			c.Sessions = append(c.Sessions, id)
 		}
 		return db.note(ctx, tx, n, c)
 	})

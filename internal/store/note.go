@@ -45,6 +45,8 @@ type Changes struct {
 	// Minted are the minted credentials marked for revocation, by record
 	// id (a leak report's shared ones).
 	Minted []string
+	// Sessions are the admin sessions a leak report revoked, by id.
+	Sessions []string
 	// Version is the policy version a policy apply stored.
 	Version int64
 	// SecretVersion is the version a secret write stored (a rotation's

@@ -68,6 +68,32 @@ func (db *DB) AdminSessionByHash(ctx context.Context, hash [32]byte) (AdminSessi
 	return s, nil
 }
 
+// AdminSessionsByHashes finds the unrevoked sessions of many keyed hashes,
+// one query per HashBatch hashes (a leak report's). Hashes without one are
+// absent; whether a session has expired is the caller's to check.
+func (db *DB) AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]AdminSession, error) {
+	out := make(map[[32]byte]AdminSession)
+	err := inBatches(hashes, func(in string, args []any) error {
+		rows, err := db.query(ctx, `SELECT `+sessionCols+` FROM admin_sessions WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
+		if err != nil {
+			return err
+		}
+		defer rows.Close()
+		for rows.Next() {
+			s, err := scanSession(rows)
+			if err != nil {
+				return err
+			}
+			out[s.Hash] = s
+		}
+		return rows.Err()
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: find admin sessions by hash: %w", err)
+	}
+	return out, nil
+}
+
 // ListAdminSessions returns the sessions that had not expired at now
 // (live or revoked), newest first.
 func (db *DB) ListAdminSessions(ctx context.Context, now time.Time) ([]AdminSession, error) {
