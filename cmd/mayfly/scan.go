@@ -346,7 +346,7 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 		fmt.Fprintf(w, "revoked admin token (%s)\n", r.Hint)
 	}
 	for _, r := range sum.RevokedSessions {
-		fmt.Fprintf(w, "revoked admin session %s (%s)\n", r.ID, r.Hint)
+		fmt.Fprintf(w, "revoked admin session %s\n", r.ID)
 	}
 	return nil
 }

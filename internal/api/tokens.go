@@ -387,7 +387,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		out.RevokedAdmin = append(out.RevokedAdmin, apitype.RevokedAdminToken{Hint: t.Hint})
 	}
 	for _, x := range res.RevokedSessions {
-		out.RevokedSessions = append(out.RevokedSessions, apitype.RevokedSession{ID: x.ID, Hint: x.Hint})
+		out.RevokedSessions = append(out.RevokedSessions, apitype.RevokedSession{ID: x.ID})
 	}
 	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin)+len(res.RevokedSessions), res.AlreadyRevoked, res.Unknown)
 	writeJSON(w, 200, out)

@@ -97,11 +97,10 @@ type LeakResponse struct {
 	RevokedSessions []RevokedSession `json:"revoked_sessions,omitempty"`
 }
 
-// RevokedSession names an admin session a leak report revoked: its public
-// id and a hint of its value.
+// RevokedSession names an admin session a leak report revoked, by its
+// public id (no part of a session value is ever shown).
 type RevokedSession struct {
-	ID   string `json:"id"`
-	Hint string `json:"hint"`
+	ID string `json:"id"`
 }
 
 // RevokedLease names a lease a leak report revoked; Hint is token.Hint.

@@ -726,10 +726,10 @@ type LeakResult struct {
 	RevokedSessions []RevokedSession `json:"revoked_sessions,omitempty"`
 }
 
-// RevokedSession names an admin session revoked by a leak report.
+// RevokedSession names an admin session revoked by a leak report, by its
+// public id only: no part of a session value is ever shown.
 type RevokedSession struct {
-	ID   string `json:"id"`
-	Hint string `json:"hint"`
+	ID string `json:"id"`
 }
 
 // RevokedAdminToken names an admin token revoked by a leak report.
@@ -786,18 +786,18 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			}
 		}
 	}
-	sessionHint := map[string]string{}
+	var sessionIDs []string
 	if len(sessions) > 0 && a.cfg.Sessions != nil {
 		rows, err := a.cfg.Sessions.Holders(ctx, sessions)
 		if err != nil {
 			return nil, unavailable("find leaked admin sessions", err)
 		}
-		for i, row := range rows {
-			if row.ID != "" && sessionHint[row.ID] == "" {
-				also.Sessions = append(also.Sessions, row.ID)
-				sessionHint[row.ID] = mintedHint(sessions[i])
+		for _, row := range rows {
+			if row.ID != "" && !slices.Contains(sessionIDs, row.ID) {
+				sessionIDs = append(sessionIDs, row.ID)
 			}
 		}
+		also.Sessions = sessionIDs
 	}
 	var found []mint.Found
 	var shared []store.Minted
@@ -836,7 +836,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 			r.RevokedAdmin = append(r.RevokedAdmin, RevokedAdminToken{Hint: hint[name]})
 		}
 		for _, id := range c.Sessions {
-			r.RevokedSessions = append(r.RevokedSessions, RevokedSession{ID: id, Hint: sessionHint[id]})
+			r.RevokedSessions = append(r.RevokedSessions, RevokedSession{ID: id})
 		}
 		r.Unknown += len(admins) - len(c.Admins)
 		r.Unknown += len(sessions) - len(c.Sessions)
@@ -865,7 +865,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 		}
 		for _, id := range c.Sessions {
 			evs = append(evs, audit.Event{Type: TypeSessionRevoke, Source: addrString(source), Status: 200, Reason: "leaked",
-				Hint: sessionHint[id], Detail: map[string]any{"session": id}})
+				Detail: map[string]any{"session": id}})
 		}
 		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin) + len(r.RevokedSessions)), Status: 200,
 			Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
