@@ -743,7 +743,8 @@ type RevokedLease struct {
 	Hint    string `json:"hint"`
 }
 
-// Leak revokes every live job and admin token among toks before returning.
+// Leak revokes every live job and admin token, admin session and minted
+// credential among toks before returning.
 // Its work is bounded by len(toks), which the caller caps: repeated tokens
 // count once, and unknown tokens are looked up together (a few store
 // queries in all), never one query each.
