@@ -18,6 +18,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"encoding/binary"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -272,22 +273,44 @@ func newID() (string, error) {
 	return "mnt_" + hex.EncodeToString(b[:]), nil
 }
 
-func (m *Manager) seal(id string, material []byte) []byte {
+// seal seals a credential's revocation material to its record: to
+// everything a source reads beside it (kind, upstream, grant, lease,
+// external name, params), not its id alone. A database writer who points
+// a record elsewhere (a GitHub record's api_url at their own server) then
+// gets a record that does not open, rather than the material sent there.
+func (m *Manager) seal(rec store.Minted, material []byte) []byte {
 	if len(material) == 0 {
 		return nil
 	}
-	return m.aead.Seal(nil, nil, material, []byte("mint:"+id))
+	return m.aead.Seal(nil, nil, material, sealAAD(rec))
 }
 
 func (m *Manager) open(rec store.Minted) ([]byte, error) {
 	if len(rec.Sealed) == 0 {
 		return nil, nil
 	}
-	b, err := m.aead.Open(nil, nil, rec.Sealed, []byte("mint:"+rec.ID))
+	b, err := m.aead.Open(nil, nil, rec.Sealed, sealAAD(rec))
 	if err != nil {
-		return nil, fmt.Errorf("open the revocation material of %s: %w", rec.ID, err)
+		// Sealed by an earlier version, to the id alone: still opened
+		// (such records live no longer than their credential).
+		b, err = m.aead.Open(nil, nil, rec.Sealed, []byte("mint:"+rec.ID))
+	}
+	if err != nil {
+		return nil, fmt.Errorf("open the revocation material of %s (changed in the store, or sealed under another key): %w", rec.ID, err)
 	}
 	return b, nil
+}
+
+// sealAAD is the additional data binding sealed material to its record:
+// each field length-prefixed, so that no two records share it.
+func sealAAD(rec store.Minted) []byte {
+	b := []byte("mint v2")
+	for _, f := range [][]byte{[]byte(rec.ID), []byte(rec.Kind), []byte(rec.Upstream), []byte(rec.Grant), []byte(rec.LeaseID),
+		[]byte(rec.ExternalName), rec.Params} {
+		b = binary.BigEndian.AppendUint32(b, uint32(len(f)))
+		b = append(b, f...)
+	}
+	return b
 }
 
 // Mint creates one credential of up for a lease (leaseID "" for one the
@@ -337,7 +360,7 @@ func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream,
 		h := m.cfg.Hasher.Sum(got.Secret)
 		hash = h[:]
 	}
-	if err := m.cfg.Store.MintedCreated(ctx, id, hash, m.seal(id, got.Material), got.ExpiresAt); err != nil {
+	if err := m.cfg.Store.MintedCreated(ctx, id, hash, m.seal(rec, got.Material), got.ExpiresAt); err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
 		m.abandon(context.WithoutCancel(ctx), rec, got.Material, "not recorded")
 		return nil, fmt.Errorf("mint: record created %s credential: %w", kind, err)

@@ -34,6 +34,9 @@ type upstreamDouble struct {
 	revokes    int
 	renewed    map[string]time.Time
 	n          int
+	// given is every record Revoke got with material: its params and
+	// external name beside the material.
+	given []string
 }
 
 func newDouble() *upstreamDouble {
@@ -69,6 +72,9 @@ func (d *upstreamDouble) Revoke(_ context.Context, rec Record) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.revokes++
+	if len(rec.Material) > 0 {
+		d.given = append(d.given, string(rec.Params)+"|"+rec.ExternalName+"|"+rec.Upstream+"|"+string(rec.Material))
+	}
 	if d.failRevoke > 0 {
 		d.failRevoke--
 		return errors.New("upstream down")
@@ -212,6 +218,7 @@ func TestMint(t *testing.T) {
 		{"crash between record and create", testStalePending},
 		{"expiry", testExpiry},
 		{"revocation entries are not lost", testRevocationEntryNotLost},
+		{"sealed material is bound to its record", testSealBoundToRecord},
 	}
 	for _, b := range storetest.Backends(t) {
 		t.Run(b.Name, func(t *testing.T) {
@@ -360,6 +367,71 @@ func testRevocationEntryNotLost(t *testing.T, h *harness) {
 	log := h.entries(t)
 	if strings.Count(log, `"type":"credential.revoke"`) != 2 || !strings.Contains(log, `"status":502`) || !strings.Contains(log, `"status":200`) {
 		t.Fatalf("the outcomes are not both in the log:\n%s", log)
+	}
+}
+
+// The sealed revocation material (a GitHub installation token) goes to
+// where the record's params say (its api_url): a database writer who
+// changed them had the material opened and sent to a server of theirs,
+// since the seal bound only the record's id. Now it binds everything a
+// source reads beside it (kind, upstream, grant, lease, external name,
+// params): a changed record does not open, and nothing is sent.
+func testSealBoundToRecord(t *testing.T, h *harness) {
+	for i, col := range []struct{ name, value string }{
+		{"params", `{"db":"attacker.example"}`},
+		{"external_name", "role_other"},
+		{"upstream", "other"},
+		{"grant_name", "other"},
+	} {
+		lease := fmt.Sprintf("lse_seal%d", i)
+		h.lease(t, lease)
+		is := h.mint(t, lease)
+		q := h.db.Rebind(`UPDATE minted SET ` + col.name + ` = ? WHERE id = ?`)
+		var v any = col.value
+		if col.name == "params" {
+			v = []byte(col.value)
+		}
+		if _, err := h.db.SQL().ExecContext(ctx, q, v, is.ID); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := h.db.RevokeLeases(ctx, store.LeaseFilter{ID: lease}, h.clk.Now(), "exec ended"); err != nil {
+			t.Fatal(err)
+		}
+		h.m.RevokeDue(ctx)
+		h.up.mu.Lock()
+		given := h.up.given
+		h.up.given = nil
+		h.up.mu.Unlock()
+		for _, g := range given {
+			if strings.HasSuffix(g, "|"+is.Secret) {
+				t.Errorf("%s changed in the database: the material was opened for the changed record (%s)", col.name, strings.TrimSuffix(g, is.Secret))
+			}
+		}
+		if rec := h.record(t, is.ID); rec.State == store.MintRevoked {
+			t.Errorf("%s changed in the database: the record was marked revoked", col.name)
+		}
+	}
+	// An unchanged record still opens and is revoked.
+	h.lease(t, "lse_seal_ok")
+	is := h.mint(t, "lse_seal_ok")
+	if _, err := h.db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_seal_ok"}, h.clk.Now(), "exec ended"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists(is.Credential.Username) {
+		t.Fatalf("an unchanged record was not revoked: %d", n)
+	}
+	// A record an earlier version sealed to its id alone still opens.
+	h.lease(t, "lse_seal_v1")
+	is = h.mint(t, "lse_seal_v1")
+	v1 := h.m.aead.Seal(nil, nil, []byte(is.Secret), []byte("mint:"+is.ID))
+	if _, err := h.db.SQL().ExecContext(ctx, h.db.Rebind(`UPDATE minted SET sealed = ? WHERE id = ?`), v1, is.ID); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := h.db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_seal_v1"}, h.clk.Now(), "exec ended"); err != nil {
+		t.Fatal(err)
+	}
+	if n := h.m.RevokeDue(ctx); n != 1 || h.up.exists(is.Credential.Username) {
+		t.Fatalf("a record sealed by an earlier version was not revoked: %d", n)
 	}
 }
 
