@@ -2,7 +2,11 @@ package api
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
 	"errors"
+	"net/http"
 	"net/http/httptest"
 	"net/netip"
 	"sync/atomic"
@@ -10,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -80,5 +85,83 @@ grants:
 		if w.Code != want {
 			t.Fatalf("try %d: %d %s, want %d", i, w.Code, w.Body, want)
 		}
+	}
+}
+
+// RFC 9449 §4.3: a request with more than one DPoP header is refused. The
+// exchange and the gateway did so; renewal read the first header only, so
+// a request carrying a proof and anything else beside it renewed.
+func TestRenewRefusesSeveralDPoPHeaders(t *testing.T) {
+	ctx := context.Background()
+	db := storetest.SQLite(t).DB
+	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	jkt, err := dpop.Thumbprint(key.Public())
+	if err != nil {
+		t.Fatal(err)
+	}
+	leases := lease.New(db, h, lease.Options{})
+	tok, _, err := leases.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"deploy"},
+		Claims: map[string]string{"repository": "acme/app", "iss": "http://127.0.0.1:1"}, TTL: time.Minute, MaxTTL: time.Hour, JKT: jkt})
+	if err != nil {
+		t.Fatal(err)
+	}
+	auth := authority.New(authority.Config{Audit: &entries{fail: map[string]bool{}}, Leases: leases, Policies: db, Verifier: identity.NewVerifier(identity.Options{})})
+	pol := `issuers:
+  ci: {url: "http://127.0.0.1:1", audience: "https://mayfly.test"}
+upstreams:
+  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
+grants:
+  deploy:
+    upstream: api
+    ttl: 10m
+    max_ttl: 1h
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Authority: auth, Leases: leases, AdminCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
+		DPoP: dpop.NewVerifier(dpop.Options{}), PublicURL: func(*http.Request) string { return "http://mayfly.test" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name   string
+		extra  []string // DPoP headers after a valid proof
+		status int
+	}{
+		{"a proof and garbage", []string{"garbage"}, 401},
+		{"two proofs", []string{""}, 401},
+		{"one proof", nil, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			proof := func() string {
+				p, err := dpop.NewProof(key, "POST", "http://mayfly.test/v1/token/renew", tok, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
+				return p
+			}
+			r := httptest.NewRequest("POST", "/v1/token/renew", nil)
+			r.RemoteAddr = "192.0.2.5:40000"
+			r.Header.Set("Authorization", "DPoP "+tok)
+			r.Header.Add("DPoP", proof())
+			for _, e := range tt.extra {
+				if e == "" {
+					e = proof()
+				}
+				r.Header.Add("DPoP", e)
+			}
+			w := httptest.NewRecorder()
+			a.ServeHTTP(w, r)
+			if w.Code != tt.status {
+				t.Fatalf("%d %s, want %d", w.Code, w.Body, tt.status)
+			}
+		})
 	}
 }

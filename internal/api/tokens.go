@@ -258,12 +258,15 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if live != nil && live.JKT != "" {
-		proof := r.Header.Get("DPoP")
-		if proof == "" || a.cfg.DPoP == nil {
+		// Exactly one proof (RFC 9449 §4.3), as the exchange and the
+		// gateway ask: not the first of several.
+		proofs := r.Header.Values("DPoP")
+		if len(proofs) != 1 || proofs[0] == "" || a.cfg.DPoP == nil {
 			w.Header().Set("WWW-Authenticate", `DPoP error="invalid_dpop_proof"`)
-			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "this token is bound to a key: a DPoP proof is required")
+			writeError(w, http.StatusUnauthorized, "invalid_dpop_proof", "this token is bound to a key: exactly one DPoP proof is required")
 			return
 		}
+		proof := proofs[0]
 		if _, err := a.cfg.DPoP.VerifyContext(r.Context(), proof, r.Method, a.publicURL(r)+r.URL.Path, tok, live.JKT); err != nil {
 			if errors.Is(err, failclosed.ErrUnavailable) {
 				writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the DPoP replay check is unavailable")
