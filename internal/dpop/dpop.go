@@ -347,8 +347,10 @@ func AccessTokenHash(token string) string {
 }
 
 // NormalizeHTU reduces an http(s) URL to what htu comparison uses: scheme
-// and host lowercased, default port dropped, empty path as "/", no query,
-// fragment or user info.
+// and host lowercased, default port dropped, empty path as "/", its
+// percent-encoding normalised (RFC 3986 §6.2.2, as RFC 9449 §4.3 asks: a
+// proxy in front may re-encode what the client signed), no query, fragment
+// or user info.
 func NormalizeHTU(raw string) (string, error) {
 	u, err := url.Parse(raw)
 	if err != nil {
@@ -367,11 +369,51 @@ func NormalizeHTU(raw string) (string, error) {
 	} else {
 		host = strings.TrimSuffix(host, ":80")
 	}
-	path := u.EscapedPath()
+	path := normalizeEscapes(u.EscapedPath())
 	if path == "" {
 		path = "/"
 	}
 	return scheme + "://" + host + path, nil
+}
+
+// normalizeEscapes decodes the percent-encoded unreserved characters of an
+// escaped path (ALPHA, DIGIT, "-", ".", "_", "~") and writes every other
+// escape in upper case: two spellings of one URL compare equal.
+func normalizeEscapes(p string) string {
+	if !strings.Contains(p, "%") {
+		return p
+	}
+	var b strings.Builder
+	b.Grow(len(p))
+	for i := 0; i < len(p); i++ {
+		if p[i] != '%' || i+2 >= len(p) || !isHex(p[i+1]) || !isHex(p[i+2]) {
+			b.WriteByte(p[i])
+			continue
+		}
+		c := unhex(p[i+1])<<4 | unhex(p[i+2])
+		if c >= 'A' && c <= 'Z' || c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.' || c == '_' || c == '~' {
+			b.WriteByte(c)
+		} else {
+			b.WriteByte('%')
+			b.WriteString(strings.ToUpper(p[i+1 : i+3]))
+		}
+		i += 2
+	}
+	return b.String()
+}
+
+func isHex(c byte) bool {
+	return c >= '0' && c <= '9' || c >= 'a' && c <= 'f' || c >= 'A' && c <= 'F'
+}
+
+func unhex(c byte) byte {
+	switch {
+	case c >= 'a':
+		return c - 'a' + 10
+	case c >= 'A':
+		return c - 'A' + 10
+	}
+	return c - '0'
 }
 
 func numericDate(n json.Number) (time.Time, bool) {

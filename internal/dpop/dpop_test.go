@@ -191,6 +191,9 @@ func TestVerify(t *testing.T) {
 		{"scheme and host case, default port", with(nil, func(c map[string]any) {
 			c["htu"] = "HTTPS://MAYFLY.test:443/gw/github-api/repos/acme/app"
 		}), "POST", testURL, testToken, tp, ""},
+		{"percent-encoding normalised (RFC 3986)", with(nil, func(c map[string]any) {
+			c["htu"] = "https://mayfly.test/gw/github-api/repos/%61cme/app"
+		}), "POST", testURL, testToken, tp, ""},
 		{"path case matters", with(nil, func(c map[string]any) { c["htu"] = strings.ToUpper(testURL) }), "POST", testURL, testToken, tp, CheckURL},
 		{"stale iat", with(nil, func(c map[string]any) { c["iat"] = now - 120 }), "POST", testURL, testToken, tp, CheckIssuedAt},
 		{"future iat", with(nil, func(c map[string]any) { c["iat"] = now + 120 }), "POST", testURL, testToken, tp, CheckIssuedAt},
@@ -461,6 +464,13 @@ func TestNormalizeHTU(t *testing.T) {
 		"http://a.example:80":       "http://a.example/",
 		"http://a.example:8080/a/b": "http://a.example:8080/a/b",
 		"https://[::1]:443/p":       "https://[::1]/p",
+		// RFC 3986 §6.2.2: percent-encoding in upper case, unreserved
+		// characters decoded (a proxy in front may have done either);
+		// reserved ones stay encoded.
+		"https://a.example/a%7eb%7Ec":     "https://a.example/a~b~c",
+		"https://a.example/%41%2d%5F%2E":  "https://a.example/A-_.",
+		"https://a.example/a%2fb%2Fc%3a":  "https://a.example/a%2Fb%2Fc%3A",
+		"https://a.example/%e2%82%ac%20x": "https://a.example/%E2%82%AC%20x",
 	} {
 		if got, err := NormalizeHTU(in); err != nil || got != want {
 			t.Errorf("NormalizeHTU(%s) = %q, %v; want %q", in, got, err, want)
