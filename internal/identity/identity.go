@@ -41,6 +41,9 @@ const (
 	DefaultFetchTimeout    = 10 * time.Second
 	// MaxJWKSSize bounds a discovery document or JWKS response.
 	MaxJWKSSize = 1 << 20
+	// MaxIndexedClaim bounds the claims a lease keeps in indexed columns
+	// (sub, jti, the job id, the repository or project), in bytes.
+	MaxIndexedClaim = 1024
 )
 
 // Check names carried by VerifyError.Check.
@@ -430,6 +433,15 @@ func readClaims(claims map[string]any) (*registered, error) {
 	for _, name := range slices.Sorted(maps.Keys(claims)) {
 		if !plainText(name) || !plainClaim(claims[name]) {
 			return nil, verr(CheckFormat, "claim %s holds a NUL character or invalid UTF-8", quote(name))
+		}
+	}
+	// The claims a lease keeps in indexed columns (its subject, its job id
+	// (JobID), its repository or project, the jti recorded once):
+	// PostgreSQL cannot index a text of much over 2.7 kB where SQLite can,
+	// so a longer one is refused here and both backends decide alike.
+	for _, name := range [...]string{"sub", "jti", "job_id", "run_id", "pipeline_id", "repository", "project_path"} {
+		if s, ok := claimString(claims[name]); ok && len(s) > MaxIndexedClaim {
+			return nil, verr(CheckFormat, "claim %s is %d bytes, more than %d", quote(name), len(s), MaxIndexedClaim)
 		}
 	}
 	return &r, nil
