@@ -427,10 +427,6 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 			dropFramingTrailers(resp.Trailer)
 			red.maskHeader(resp.Trailer)
 		})
-		// A stream (events, a long download) carries the credential's
-		// authority too: it ends with the token, as a tunnel does.
-		leases, l := f.g.cfg.Leases, f.rq.live
-		mb.ended = func() error { return leases.Ended(l) }
 		resp.Body, f.rw.body = mb, mb
 		if regzip {
 			resp.Body = newGzipBody(mb, &f.g.gzipPool, &f.g.bufPool)
@@ -485,9 +481,6 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 		if f.cut != nil {
 			f.failure = "tunnel closed: " + f.cut.Error()
 		}
-	}
-	if rw.body != nil && rw.body.cut != nil {
-		f.failure = "response cut: " + rw.body.cut.Error()
 	}
 	status := rw.status
 	if status == 0 {

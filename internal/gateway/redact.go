@@ -119,11 +119,6 @@ type maskBody struct {
 	// more is to come, so the upstream may be slow: what was read should
 	// reach the client now (respWriter flushes).
 	short bool
-	// ended, when set, says whether the request's token has ended; asked
-	// after every read from the upstream, so that nothing read after a
-	// revocation or expiry reaches the client. cut is its answer then.
-	ended func() error
-	cut   error
 }
 
 // minRead is the least room a read from the upstream is given.
@@ -164,17 +159,6 @@ func (b *maskBody) Read(p []byte) (int, error) {
 		}
 		want := min(cap(b.in), room)
 		n, err := b.src.Read(b.in[:want])
-		if b.ended != nil {
-			if cut := b.ended(); cut != nil {
-				// What the stream still holds came before the end, but
-				// is a part of a secret at most: dropped with the rest.
-				b.cut, b.done, b.err = cut, true, cut
-				b.out, b.outOff = b.out[:0], 0
-				b.pool.Put(b.in)
-				b.in = nil
-				continue
-			}
-		}
 		b.short = err == nil && n < want
 		b.read += int64(n)
 		b.out = b.st.Mask(b.out[:0], b.in[:n])
