@@ -33,9 +33,10 @@
 //
 // Once its decision is recorded (Audit), the token is looked at again, from
 // memory: revoked or expired meanwhile, the request is refused (401
-// invalid_token, the entry's outcome saying so) and never forwarded. An
-// upgraded connection is closed once its token is revoked or expires
-// (watchTunnel, every 250 ms).
+// invalid_token, the entry's outcome saying so) and never forwarded. A
+// forwarded request still running when its token is revoked or expires (a
+// response or request body still streaming, an upgraded connection) is cut
+// off (watch, every 250 ms).
 //
 // The request then goes to the upstream with the path the policy was
 // matched against (policy.EscapePath of policy.CleanPath: the same path, never the raw

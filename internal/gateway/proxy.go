@@ -15,6 +15,7 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -249,8 +250,16 @@ func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, u
 		ModifyResponse: f.modifyResponse,
 		ErrorHandler:   f.errorHandler,
 	}
+	// The request carries the credential's authority, which must end with
+	// the token's: a response still streaming (an event stream, a watch, a
+	// long download or upload) or an upgraded connection is cut once the
+	// token is revoked or expires (watch). The proxy's request has a
+	// context of its own for that; f.r keeps the client's.
+	ctx, cancel := context.WithCancel(r.Context())
+	defer cancel()
+	f.watch(cancel)
 	defer f.finish(in)
-	f.rp.ServeHTTP(&f.rw, r)
+	f.rp.ServeHTTP(&f.rw, r.WithContext(ctx))
 }
 
 // forwarding is one forwarded request's state, shared by the proxy's
@@ -271,44 +280,61 @@ type forwarding struct {
 	failure  string
 	big      bool // counted in Gateway.bigBodies
 
-	// An upgraded connection's watcher (watchTunnel): closing stopWatch
-	// stops it, watchDone is closed when it has, and cut is why it closed
-	// the connection (read only after watchDone).
-	stopWatch, watchDone chan struct{}
-	cut                  error
+	// The token's watcher (watch): a timer that looks at the token every
+	// tunnelCheck while the request runs, and cut, why it ended the
+	// request (nil while it has not). finish stops it.
+	watchMu sync.Mutex
+	watcher *time.Timer
+	stopped bool
+	cut     error
 }
 
-// tunnelCheck is how often an upgraded connection's token is looked at:
-// with the lease poller's 250 ms, a revocation anywhere in the cluster
-// closes it within SPEC section 4's one second.
+// tunnelCheck is how often a forwarded request's token is looked at while
+// the request runs: with the lease poller's 250 ms, a revocation anywhere
+// in the cluster ends it within SPEC section 4's one second.
 const tunnelCheck = 250 * time.Millisecond
 
-// watchTunnel closes the upgraded connection c once the request's token is
-// revoked or expires: the tunnel carries the credential's authority, which
-// must end with the token's. A ticker rather than a timer to the expiry:
-// renewals move the expiry, and revocations are seen by polling the view.
-// finish stops it.
-func (f *forwarding) watchTunnel(c io.Closer) {
-	stop, done := make(chan struct{}), make(chan struct{})
-	f.stopWatch, f.watchDone = stop, done
+// watch ends the request (stop cancels the proxy's request: the upstream
+// connection is closed, and with it an upgraded connection or the body
+// being copied) once its token is revoked or expires. A timer rather than
+// a goroutine per request: most requests end before it first fires. It
+// looks again every tunnelCheck rather than at the expiry: renewals move
+// the expiry, and revocations are seen by polling the view.
+func (f *forwarding) watch(stop func()) {
 	leases, l := f.g.cfg.Leases, f.rq.live
-	go func() {
-		defer close(done)
-		t := time.NewTicker(tunnelCheck)
-		defer t.Stop()
-		for {
-			select {
-			case <-stop:
-				return
-			case <-t.C:
-				if err := leases.Ended(l); err != nil {
-					f.cut = err
-					c.Close() // the proxy's copy fails and closes the client's side
-					return
-				}
-			}
+	f.watchMu.Lock()
+	defer f.watchMu.Unlock()
+	f.watcher = time.AfterFunc(tunnelCheck, func() {
+		f.watchMu.Lock()
+		defer f.watchMu.Unlock()
+		if f.stopped {
+			return
 		}
-	}()
+		if err := leases.Ended(l); err != nil {
+			f.cut = err
+			stop()
+			return
+		}
+		f.watcher.Reset(tunnelCheck)
+	})
+}
+
+// unwatch stops the watcher and returns why it ended the request, if it did.
+func (f *forwarding) unwatch() error {
+	f.watchMu.Lock()
+	defer f.watchMu.Unlock()
+	if f.watcher != nil && !f.stopped {
+		f.stopped = true
+		f.watcher.Stop()
+	}
+	return f.cut
+}
+
+// ended is why the watcher ended the request, nil while it has not.
+func (f *forwarding) ended() error {
+	f.watchMu.Lock()
+	defer f.watchMu.Unlock()
+	return f.cut
 }
 
 func (f *forwarding) rewrite(pr *httputil.ProxyRequest) {
@@ -386,7 +412,6 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
 			ws := newWSMasker(rwc, red.m)
 			resp.Body = ws
-			f.watchTunnel(ws)
 		}
 		return nil
 	}
@@ -450,6 +475,18 @@ func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err 
 	case errors.Is(err, errUnaskedRange):
 		desc = "the upstream answered with a part of its response (206 or Content-Range) although no range was forwarded"
 		f.failure = "range: not asked for"
+	case f.ended() != nil:
+		// The token ended before the upstream answered (finish says so
+		// in the entry). A body still coming is not read on: answer and
+		// close, as a refusal does (answer).
+		sch := "Bearer"
+		if f.rq.live.JKT != "" {
+			sch = "DPoP"
+		}
+		ew.Header().Set("Connection", "close")
+		writeError(ew, http.StatusUnauthorized, "invalid_token", f.ended().Error(), sch+` error="invalid_token"`)
+		http.NewResponseController(ew).SetReadDeadline(time.Unix(1, 0))
+		return
 	case f.r.Context().Err() != nil:
 		f.failure = "client_gone"
 		f.rw.status = 499 // client closed the request: nothing to answer
@@ -475,19 +512,20 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 	if f.big {
 		g.bigBodies.Add(-1)
 	}
-	if f.stopWatch != nil {
-		close(f.stopWatch)
-		<-f.watchDone
-		if f.cut != nil {
-			f.failure = "tunnel closed: " + f.cut.Error()
-		}
-	}
+	cut := f.unwatch()
 	status := rw.status
 	if status == 0 {
 		status = f.upStatus
 	}
 	if status == 0 {
 		status = http.StatusBadGateway
+	}
+	if cut != nil {
+		if status == http.StatusSwitchingProtocols {
+			f.failure = "tunnel closed: " + cut.Error()
+		} else {
+			f.failure = "stream closed: " + cut.Error()
+		}
 	}
 	dur := g.cfg.Now().Sub(rq.start)
 	bytesIn := f.body.n.Load()

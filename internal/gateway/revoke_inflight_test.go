@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -145,4 +146,124 @@ func hasEntry(h *harness, ok func(*audit.Entry) bool) bool {
 		}
 	}
 	return false
+}
+
+// A response still streaming when its token is revoked or expires (an event
+// stream, a watch, a long download) keeps carrying the upstream's answer,
+// read with the injected credential, to whoever holds the dead token: the
+// request's authority must end with the token's, as a WebSocket's does.
+func TestStreamEndsWithItsToken(t *testing.T) {
+	for _, path := range []string{"/sse", "/trickle"} {
+		for _, tc := range []struct {
+			name string
+			end  func(h *harness, tok string)
+		}{
+			{"revoked", func(h *harness, tok string) {
+				if _, ok, err := h.leases.RevokeToken(context.Background(), tok, "leaked"); err != nil || !ok {
+					t.Fatalf("revoke: %v %v", ok, err)
+				}
+			}},
+			{"expired", func(h *harness, tok string) { h.clk.Add(11 * time.Minute) }},
+		} {
+			t.Run(strings.TrimPrefix(path, "/")+"/"+tc.name, func(t *testing.T) {
+				h := newHarness(t)
+				released := false
+				release := func() {
+					if !released {
+						released = true
+						close(h.up.sse)
+					}
+				}
+				t.Cleanup(release)
+				tok := h.issue(lease.Request{Grants: []string{"read"}})
+				req, _ := http.NewRequest("GET", h.srv.URL+"/gw/api"+path, nil)
+				req.Header.Set("Authorization", "Bearer "+tok)
+				resp, err := http.DefaultClient.Do(req)
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer resp.Body.Close()
+				if resp.StatusCode != 200 {
+					t.Fatalf("status %d", resp.StatusCode)
+				}
+				first := make([]byte, 4)
+				if _, err := io.ReadFull(resp.Body, first); err != nil {
+					t.Fatalf("first bytes: %v", err)
+				}
+
+				tc.end(h, tok)
+				// The stream must end, without the rest of the answer,
+				// soon after the token did (the tunnel check's period).
+				rest := make(chan error, 1)
+				go func() {
+					_, err := io.Copy(io.Discard, resp.Body)
+					rest <- err
+				}()
+				select {
+				case err := <-rest:
+					if err == nil {
+						t.Fatalf("the stream ended cleanly after the token was %s: the upstream's whole answer reached the client", tc.name)
+					}
+				case <-time.After(3 * time.Second):
+					release() // the upstream sends the rest: it must not come through
+					err := <-rest
+					t.Fatalf("3 s after its token was %s, the stream was still open and carried the upstream's answer to its end (%v)", tc.name, err)
+				}
+				want := "stream closed: token " + tc.name
+				deadline := time.Now().Add(5 * time.Second)
+				for !hasEntry(h, func(e *audit.Entry) bool { return e.Path == path && e.Reason == want }) {
+					if time.Now().After(deadline) {
+						t.Fatalf("no entry of the stream with reason %q", want)
+					}
+					time.Sleep(10 * time.Millisecond)
+				}
+			})
+		}
+	}
+}
+
+// A request body still streaming to the upstream (a long upload) when its
+// token is revoked is cut off too, rather than delivered to its end with
+// the credential.
+func TestUploadEndsWithItsToken(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	pr, pw := io.Pipe()
+	req, _ := http.NewRequest("PUT", h.srv.URL+"/gw/api/upload", pr)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	done := make(chan *http.Response, 1)
+	go func() {
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			done <- nil
+			return
+		}
+		resp.Body.Close()
+		done <- resp
+	}()
+	chunk := []byte(strings.Repeat("u", 1024))
+	if _, err := pw.Write(chunk); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(100 * time.Millisecond) // forwarded, the upstream reading
+	if _, ok, err := h.leases.RevokeToken(context.Background(), tok, "leaked"); err != nil || !ok {
+		t.Fatalf("revoke: %v %v", ok, err)
+	}
+	deadline := time.After(3 * time.Second)
+	for {
+		select {
+		case resp := <-done:
+			pw.Close()
+			if resp != nil && resp.StatusCode < 300 {
+				t.Fatalf("the upload went through to its end after its token was revoked: %d", resp.StatusCode)
+			}
+			return
+		case <-deadline:
+			pw.Close()
+			<-done
+			t.Fatal("3 s after its token was revoked, the upload was still being forwarded to the upstream")
+		case <-time.After(50 * time.Millisecond):
+			pw.Write(chunk) // an error once the gateway has cut the request
+		}
+	}
 }
