@@ -190,6 +190,7 @@ func (s *Sessions) Authenticate(ctx context.Context, value string) (store.AdminS
 		return store.AdminSession{}, ErrBadCredentials
 	}
 	now := s.now()
+	s.cap(&row)
 	if !now.Before(row.ExpiresAt) {
 		return row, ErrExpired
 	}
@@ -291,7 +292,27 @@ func (s *Sessions) revoke(ctx context.Context, id string, ev audit.Event) error 
 
 // List returns the sessions not yet expired, live and revoked.
 func (s *Sessions) List(ctx context.Context) ([]store.AdminSession, error) {
-	return s.st.ListAdminSessions(ctx, s.now())
+	now := s.now()
+	rows, err := s.st.ListAdminSessions(ctx, now)
+	if err != nil {
+		return nil, err
+	}
+	out := rows[:0]
+	for _, r := range rows {
+		if s.cap(&r); now.Before(r.ExpiresAt) {
+			out = append(out, r)
+		}
+	}
+	return out, nil
+}
+
+// cap ends a session made under a longer admin_session_ttl than the one in
+// force when this one says: a session lasts at most admin_session_ttl, and
+// an operator who shortens it must not wait for sessions made before.
+func (s *Sessions) cap(row *store.AdminSession) {
+	if end := row.CreatedAt.Add(s.ttl); end.Before(row.ExpiresAt) {
+		row.ExpiresAt = end
+	}
 }
 
 // Refusal is a sign-in refused, or a request made with a session refused.

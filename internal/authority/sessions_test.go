@@ -110,3 +110,50 @@ func FuzzLooksLikeSession(f *testing.F) {
 		}
 	})
 }
+
+// Sessions last at most admin_session_ttl (README): a server restarted
+// with a shorter setting ends the sessions made under the longer one when
+// the shorter one says, rather than hours later.
+func TestSessionTTLLowered(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+			clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+			before := NewSessions(b.DB, h, newRecorder(t, b.DB), clock, 8*time.Hour)
+			v, _, err := before.Create(ctx, SignedIn{Name: "oidc:ops@example.com", Subject: "u1", Issuer: "https://idp", Role: RoleAdmin}, ViaBrowser, netip.Addr{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			after := NewSessions(b.DB, h, newRecorder(t, b.DB), clock, time.Hour)
+			mu.Lock()
+			now = now.Add(time.Hour - time.Second)
+			mu.Unlock()
+			if _, err := after.Authenticate(ctx, v); err != nil {
+				t.Fatalf("within the new admin_session_ttl: %v", err)
+			}
+			mu.Lock()
+			now = now.Add(time.Second)
+			mu.Unlock()
+			got, err := after.Authenticate(ctx, v)
+			if !errors.Is(err, ErrExpired) {
+				t.Fatalf("a session made under admin_session_ttl 8h still works %s after admin_session_ttl became 1h (expires %s)", time.Hour, got.ExpiresAt)
+			}
+			if !got.ExpiresAt.Equal(now) {
+				t.Errorf("the refusal says the session expired at %s, want %s", got.ExpiresAt, now)
+			}
+			list, err := after.List(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(list) != 0 {
+				t.Fatalf("the session is still listed as live: %+v", list)
+			}
+		})
+	}
+}
