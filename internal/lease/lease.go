@@ -474,9 +474,17 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 		if n, err = note(l, exp); err != nil {
 			return nil, err
 		}
+		// The note may take a while (the lease's minted credentials are
+		// extended upstream): the token must still be live when the
+		// renewal is written, not only when it was asked for. Meanwhile
+		// an expired token was refused, and its credentials revoked.
+		now = m.opts.Now().UTC()
 	}
 	if err := m.st.RenewLeaseNoted(ctx, l.ID, exp, now, n); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
+			if !l.revoked.Load() && now.UnixNano() >= l.expires.Load() {
+				return nil, ErrExpired
+			}
 			return nil, ErrRevoked
 		}
 		return nil, fmt.Errorf("lease: renew: %w", err)

@@ -577,3 +577,42 @@ func TestActive(t *testing.T) {
 		}
 	}
 }
+
+// A renewal whose note takes the token past its expiry (the authority
+// extends the lease's minted credentials there, a round trip to the
+// upstream of up to the mint timeout) must not bring the expired lease
+// back: meanwhile the gateway refused the token, and the mint worker found
+// the lease ended and revoked its credentials.
+func TestRenewDoesNotReviveALeaseThatExpiredMeanwhile(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			m := newManager(t, b.DB, c)
+			r := req("deploy")
+			r.TTL = time.Minute
+			tok, l, err := m.Issue(ctx, r)
+			if err != nil {
+				t.Fatal(err)
+			}
+			c.Add(time.Minute - time.Second) // a second left
+			_, err = m.RenewWith(ctx, tok, 10*time.Minute, func(*Live, time.Time) (*store.Note, error) {
+				c.Add(5 * time.Second) // the slow part of a renewal
+				return nil, nil
+			})
+			if !errors.Is(err, ErrExpired) {
+				t.Errorf("renewal that ended after the token expired: %v, want ErrExpired", err)
+			}
+			s, err := b.DB.LeaseByHash(ctx, l.hash)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if s.ExpiresAt.After(c.Now()) {
+				t.Fatalf("the lease expired at %s, and a renewal that finished at %s made it live again until %s",
+					l.IssuedAt.Add(time.Minute).UTC(), c.Now().UTC(), s.ExpiresAt.UTC())
+			}
+			if _, err := m.Lookup(ctx, tok); !errors.Is(err, ErrExpired) {
+				t.Fatalf("lookup after: %v", err)
+			}
+		})
+	}
+}
