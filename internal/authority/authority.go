@@ -442,8 +442,8 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		ttl = r.TTL
 	}
 	// Never outlive the ID token by more than the grant's ttl.
-	now := a.cfg.Now()
-	if limit := id.Expiry.Add(ttl).Sub(now); limit < ttl {
+	notAfter := id.Expiry.Add(ttl)
+	if limit := notAfter.Sub(a.cfg.Now()); limit < ttl {
 		ttl = limit
 	}
 	if ttl < time.Second {
@@ -503,6 +503,15 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 				return nil, re
 			}
 			return nil, unavailable("record DPoP proof", err)
+		}
+	}
+	// Minting a shared credential and spending the proof take time (a
+	// round trip to GitHub, a store write): the bound holds when the token
+	// is issued, not only when it was worked out.
+	if limit := notAfter.Sub(a.cfg.Now()); limit < ttl {
+		if ttl = limit; ttl < time.Second {
+			ev.Check = "expired"
+			return nil, refuse(400, "invalid_grant", "expired: the ID token leaves no lifetime for a job token")
 		}
 	}
 	tok, l, err := a.cfg.Leases.Issue(ctx, lease.Request{Issuer: id.Issuer, Subject: id.Subject, Job: identity.JobID(id),
