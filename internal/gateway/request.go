@@ -36,6 +36,36 @@ func isPathOverrideHeader(k string) bool {
 	return strings.HasSuffix(k, "-url") || strings.HasSuffix(k, "-uri") || strings.HasSuffix(k, "-path")
 }
 
+// isProxyAssertedHeader reports whether a header (by headerKey) is one a
+// proxy in front of a server sets to tell it who the client is: its address
+// (X-Real-IP, True-Client-IP, the X-Forwarded-* family beyond the four
+// httputil.ReverseProxy drops), its TLS client certificate
+// (X-Forwarded-Client-Cert, X-SSL-Client-*, IIS ARR's X-ARR-ClientCert),
+// or the user an authenticating proxy signed in (Remote-User, Kubernetes'
+// X-Remote-*, Gitea's and Grafana's X-WEBAUTH-USER, the X-Forwarded-User
+// of Jenkins and oauth2-proxy, X-Auth-Request-*). The gateway is that proxy
+// to its upstreams and sets none of them; from a job, one would have the
+// upstream take the request as another address's or user's than the
+// credential's. The method overrides among them are checked, and pass.
+func isProxyAssertedHeader(k string) bool {
+	switch k {
+	case "x-real-ip", "true-client-ip", "x-client-ip", "cf-connecting-ip", "fastly-client-ip", "x-cluster-client-ip",
+		"x-original-forwarded-for", "x-host", "x-original-host", "x-forwarded",
+		"remote-user", "x-remote-user", "x-remote-group", "x-authenticated-user", "x-arr-clientcert":
+		return true
+	}
+	if isOverrideHeader(k) {
+		return false
+	}
+	for _, p := range [...]string{"x-forwarded-", "x-remote-extra-", "x-webauth-", "x-auth-request-",
+		"x-ssl-client", "ssl-client-", "x-client-cert", "x-client-verify"} {
+		if strings.HasPrefix(k, p) {
+			return true
+		}
+	}
+	return false
+}
+
 // hopByHop are the names a request's Connection header may list: the close
 // option and the hop-by-hop headers (RFC 9110 section 7.6.1, those
 // httputil.ReverseProxy drops in any case, and RFC 9113's HTTP2-Settings of
@@ -101,13 +131,13 @@ var reservedHeaders = map[string]bool{
 }
 
 // scrubHeaders removes from a request going upstream every path-override
-// header under any spelling, and every header that spells a reserved one
-// (or the credential's header, credKey) differently.
+// and proxy-asserted header under any spelling, and every header that
+// spells a reserved one (or the credential's header, credKey) differently.
 func scrubHeaders(h http.Header, credKey string) {
 	for k := range h {
 		n := headerKey(k)
 		switch {
-		case isPathOverrideHeader(n):
+		case isPathOverrideHeader(n), isProxyAssertedHeader(n):
 			delete(h, k)
 		case (reservedHeaders[n] || n == credKey) && n != strings.ToLower(k):
 			delete(h, k)

@@ -48,6 +48,52 @@ func TestPathOverrideSpellingsDropped(t *testing.T) {
 	}
 }
 
+// Headers that a proxy in front of a server sets to say who the client is
+// (its address, its TLS client certificate, the user an authenticating
+// proxy signed in) never reach the upstream from a job, under any
+// spelling: the gateway is the upstream's proxy and sets none of them, so
+// the upstream would take the job's word for another address or user than
+// the credential's (Gitea's and Grafana's X-WEBAUTH-USER, Jenkins'
+// X-Forwarded-User, an IP allow list reading X-Real-IP). Other headers,
+// and the method overrides the policy checked, pass.
+func TestProxyAssertedHeadersDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	dropped := []string{"X-Real-IP", "X_Real_IP", "True-Client-IP", "X-Client-IP", "CF-Connecting-IP", "Fastly-Client-IP",
+		"X-Cluster-Client-IP", "X-Forwarded", "X-Forwarded-Port", "X-Forwarded-Server", "X-Forwarded-Scheme", "X-Forwarded-Ssl",
+		"X_Forwarded_Host", "X-Host", "X-Original-Host", "X-Forwarded-Client-Cert", "X-SSL-Client-Cert", "X-SSL-Client-S-DN",
+		"X-Client-Cert", "SSL-Client-Cert", "X-ARR-ClientCert", "Remote-User", "REMOTE_USER", "X-Remote-User", "X-Remote-Group",
+		"X-Remote-Extra-Scopes", "X-WebAuth-User", "X_WEBAUTH_USER", "X-Forwarded-User", "X-Forwarded-Email",
+		"X-Forwarded-Groups", "X-Forwarded-Preferred-Username", "X-Forwarded-Access-Token", "X-Auth-Request-User",
+		"X-Auth-Request-Email", "X-Authenticated-User"}
+	kept := []string{"X-Request-Id", "User-Agent", "X-Forwarded-Method", "CF-Access-Client-Id"}
+	var b strings.Builder
+	fmt.Fprintf(&b, "GET /gw/api/repos/acme/app/issues HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\n", tok)
+	for _, n := range dropped {
+		fmt.Fprintf(&b, "%s: admin\r\n", n)
+	}
+	for _, n := range kept {
+		fmt.Fprintf(&b, "%s: GET\r\n", n)
+	}
+	b.WriteString("\r\n")
+	if status, body := rawExchange(t, h.srv.Listener.Addr().String(), b.String()); status != 200 {
+		t.Fatalf("status %d: %s", status, body)
+	}
+	got := h.up.last().Header
+	for k, vs := range got {
+		for _, v := range vs {
+			if v == "admin" {
+				t.Errorf("forwarded %s: %s", k, v)
+			}
+		}
+	}
+	for _, n := range kept {
+		if got.Get(n) != "GET" {
+			t.Errorf("%s not forwarded", n)
+		}
+	}
+}
+
 // nest percent-encodes s n more times.
 func nest(s string, n int) string {
 	for range n {
