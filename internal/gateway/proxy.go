@@ -401,6 +401,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
+	dropFrontProxyDirectives(resp.Header)
 	sandbox(resp.Header)
 	// Trailer names are known now (their values once the body has ended):
 	// one holding a secret must not even be announced.
@@ -458,6 +459,44 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// dropFrontProxyDirectives removes the response headers that a proxy in
+// front of mayfly (README: public_url behind a proxy) acts on instead of
+// passing on: nginx's X-Accel-* (X-Accel-Redirect is an internal redirect
+// to any of its locations, `internal` ones too), and the X-Sendfile of
+// Apache's mod_xsendfile and lighttpd (X-LIGHTTPD-send-file), which serve a
+// file of that machine, mayfly's keys among them. Such a header would be
+// mayfly's instruction, and mayfly never gives one. Under any case, "_"
+// for "-"; it does not allocate.
+func dropFrontProxyDirectives(h http.Header) {
+	for k := range h {
+		if len(k) > 2 && (k[0] == 'X' || k[0] == 'x') &&
+			(hasPrefixKey(k, "x-accel-") || hasPrefixKey(k, "x-sendfile") || hasPrefixKey(k, "x-lighttpd-send-")) {
+			delete(h, k)
+		}
+	}
+}
+
+// hasPrefixKey reports whether header name k starts with p (lower case)
+// once folded as headerKey folds it.
+func hasPrefixKey(k, p string) bool {
+	if len(k) < len(p) {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		c := k[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		if c != p[i] {
+			return false
+		}
+	}
+	return true
 }
 
 // errUnaskedRange refuses a partial response from an upstream that was

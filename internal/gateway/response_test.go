@@ -716,3 +716,33 @@ func TestProtoHTMLEscapedCredentialNotMasked(t *testing.T) {
 		t.Fatalf("the credential came back HTML-escaped (html.UnescapeString of the page holds it whole): %s", body)
 	}
 }
+
+// An upstream's answer reaches the client through whatever serves mayfly
+// (README: set public_url behind a proxy). Headers that a front proxy acts
+// on rather than passes (nginx's X-Accel-Redirect, an internal redirect to
+// any location, `internal` ones too; Apache's and lighttpd's X-Sendfile,
+// which serve a file of the proxy's machine, mayfly's keys among them) are
+// instructions from mayfly, which never gives them: an upstream's are
+// dropped, under any spelling.
+func TestFrontProxyDirectivesDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	directives := []string{"X-Accel-Redirect", "X-Accel-Buffering", "X-Accel-Limit-Rate", "X-Accel-Expires",
+		"X-Accel-Charset", "X_Accel_Redirect", "X-Sendfile", "X-Sendfile2", "X-Lighttpd-Send-File", "X-LIGHTTPD-send-tempfile"}
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		for _, d := range directives {
+			w.Header()[d] = []string{"/etc/mayfly/master.key"}
+		}
+		w.Header().Set("X-Upstream", "kept")
+		io.WriteString(w, "ok")
+	})
+	resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
+	if resp.StatusCode != 200 || resp.Header.Get("X-Upstream") != "kept" {
+		t.Fatalf("status %d, X-Upstream %q", resp.StatusCode, resp.Header.Get("X-Upstream"))
+	}
+	for k, vs := range resp.Header {
+		if slices.Contains(vs, "/etc/mayfly/master.key") {
+			t.Errorf("the upstream's %s reached whatever serves mayfly", k)
+		}
+	}
+}
