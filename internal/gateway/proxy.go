@@ -401,6 +401,9 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
+	// It would clear the console's cookies (signing the admin out), storage
+	// and cache: the answer comes on the console's origin.
+	delete(resp.Header, "Clear-Site-Data")
 	dropFrontProxyDirectives(resp.Header)
 	sandbox(resp.Header)
 	// Trailer names are known now (their values once the body has ended):

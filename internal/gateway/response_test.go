@@ -746,3 +746,27 @@ func TestFrontProxyDirectivesDropped(t *testing.T) {
 		}
 	}
 }
+
+// The answer comes on the console's origin: an upstream's Clear-Site-Data
+// would clear the console's cookies (signing the admin out, as a Set-Cookie
+// of mayfly's session would, which is dropped), its storage and cache.
+// It is dropped, on every kind of answer a browser acts on.
+func TestUpstreamClearSiteDataDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Clear-Site-Data", `"cookies", "storage"`)
+		w.Header().Add("clear-site-data", `"*"`)
+		if strings.HasSuffix(r.URL.Path, "/redirect") {
+			http.Redirect(w, r, "/elsewhere", http.StatusFound)
+			return
+		}
+		io.WriteString(w, "ok")
+	})
+	for _, p := range []string{"x", "redirect"} {
+		resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/"+p, tok)
+		if v := resp.Header.Values("Clear-Site-Data"); len(v) > 0 {
+			t.Errorf("%s: status %d carries the upstream's Clear-Site-Data %q", p, resp.StatusCode, v)
+		}
+	}
+}
