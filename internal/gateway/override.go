@@ -63,7 +63,9 @@ func isOverrideHeader(k string) bool {
 
 // paramKey folds a form, query or JSON parameter name the way the most
 // lenient framework reads it: PHP stops at a NUL, drops leading spaces,
-// turns " " and "." into "_" and takes "a[…]" as an array named "a";
+// turns " " and "." into "_" and takes "a[…]" as an array named "a"; Rack
+// 2 drops leading "[" and "]" and the "]" after the name ("[_method]",
+// "]_method" and "_method]" are _method), as qs (Express) does "[_method]";
 // case is ignored and "-" is taken as "_" so that header-named fields
 // (ASP.NET MVC reads X-HTTP-Method-Override from forms and queries too)
 // fold with the rest.
@@ -71,8 +73,8 @@ func paramKey(k string) string {
 	if i := strings.IndexByte(k, 0); i >= 0 {
 		k = k[:i]
 	}
-	k = strings.TrimLeft(k, " ")
-	if i := strings.IndexByte(k, '['); i > 0 {
+	k = strings.TrimLeft(strings.TrimLeft(k, " "), "[]")
+	if i := strings.IndexAny(k, "[]"); i > 0 {
 		k = k[:i]
 	}
 	k = strings.ToLower(k)

@@ -626,3 +626,49 @@ func TestOneGrantAllowsTheWholeRequest(t *testing.T) {
 		})
 	}
 }
+
+// Rack 2 (Rails before Rack 3) reads a parameter name with its leading "["
+// and "]" and its trailing "]" stripped ("[_method]", "]_method",
+// "_method]" are _method, and Rack::MethodOverride runs it); so does qs,
+// the parser of Express's extended forms and queries, for "[_method]".
+// Each names a method, in a query, a form or a multipart field.
+func TestBracketedOverrideNames(t *testing.T) {
+	for _, k := range []string{"[_method]", "]_method", "[[_method]]", "_method]", "][_method]]", "%5B_method%5D", "[X-HTTP-Method-Override]"} {
+		got, err := formOverrides(k+"=DELETE", nil)
+		if err != nil || !slices.Equal(got, []string{"DELETE"}) {
+			t.Errorf("%s=DELETE: %v, %v; want DELETE", k, got, err)
+		}
+	}
+	for _, k := range []string{"a[_method]", "_methods", "[]", "[", "]"} {
+		if got, err := formOverrides(k+"=DELETE", nil); err != nil || len(got) != 0 {
+			t.Errorf("%s=DELETE: %v, %v; want none", k, got, err)
+		}
+	}
+
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}}) // POST only on /repos/acme/app/deployments
+	mp, mpType := multipartBody(t, "[_method]", "DELETE")
+	for _, tc := range []struct{ name, query, ctype, body string }{
+		{"query", "?%5B_method%5D=DELETE", "", ""},
+		{"form", "", "application/x-www-form-urlencoded", "a=1&%5B_method%5D=DELETE"},
+		{"form, closing bracket", "", "application/x-www-form-urlencoded", "_method%5D=DELETE"},
+		{"multipart", "", mpType, mp},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.up.count()
+			req, _ := http.NewRequest("POST", h.srv.URL+"/gw/api/repos/acme/app/deployments"+tc.query, strings.NewReader(tc.body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || h.up.count() != before {
+				t.Fatalf("status %d, forwarded %d: a POST naming DELETE as a bracketed _method got through", resp.StatusCode, h.up.count()-before)
+			}
+		})
+	}
+}
