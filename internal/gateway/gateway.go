@@ -51,8 +51,10 @@
 //
 // Every answer carries Content-Security-Policy: sandbox (beside the
 // upstream's own) and X-Frame-Options: DENY, and an upstream's Set-Cookie
-// that names one of mayfly's cookies is dropped, and any Clear-Site-Data:
-// the answer comes on the console's origin. So are the headers a proxy in front of mayfly would act
+// that names one of mayfly's cookies is dropped, and any header a browser
+// keeps as policy for the whole origin (Clear-Site-Data, NEL, Report-To,
+// Alt-Svc, Strict-Transport-Security: originPolicies): the answer comes on
+// the console's origin. So are the headers a proxy in front of mayfly would act
 // on (X-Accel-*, X-Sendfile: dropFrontProxyDirectives).
 //
 // Responses never carry the credential or the job token: response headers

@@ -401,9 +401,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
-	// It would clear the console's cookies (signing the admin out), storage
-	// and cache: the answer comes on the console's origin.
-	delete(resp.Header, "Clear-Site-Data")
+	dropOriginPolicies(resp.Header)
 	dropFrontProxyDirectives(resp.Header)
 	sandbox(resp.Header)
 	// Trailer names are known now (their values once the body has ended):
@@ -462,6 +460,23 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// originPolicies are response headers a browser acts on for the whole
+// origin, and mostly keeps long after the answer: Clear-Site-Data clears
+// the console's cookies (signing the admin out), storage and cache; NEL
+// with Report-To has it report the URLs of the origin's requests to a
+// collector for as long as the upstream says; Alt-Svc sends the origin's
+// traffic to another host; Strict-Transport-Security could turn mayfly's
+// own HSTS off (max-age=0) or onto every subdomain. A gateway answer comes
+// on the console's origin, so these are mayfly's to set, never an
+// upstream's.
+var originPolicies = [...]string{"Clear-Site-Data", "Nel", "Report-To", "Alt-Svc", "Strict-Transport-Security"}
+
+func dropOriginPolicies(h http.Header) {
+	for _, k := range originPolicies {
+		delete(h, k)
+	}
 }
 
 // dropFrontProxyDirectives removes the response headers that a proxy in

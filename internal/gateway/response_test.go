@@ -770,3 +770,36 @@ func TestUpstreamClearSiteDataDropped(t *testing.T) {
 		}
 	}
 }
+
+// The answer comes on the console's origin, where a browser keeps some
+// headers as policy for the whole origin, long after the answer: an
+// upstream's NEL with Report-To would have it report the URLs of every
+// console request (success_fraction) to the upstream's collector for a
+// year, Alt-Svc send the origin's traffic to another host, and
+// Strict-Transport-Security turn mayfly's own HSTS off (max-age=0) or onto
+// every subdomain. Those are mayfly's to set: an upstream's are dropped.
+func TestUpstreamOriginPoliciesDropped(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	policies := map[string]string{
+		"NEL":                       `{"report_to":"up","max_age":31536000,"include_subdomains":true,"success_fraction":1.0}`,
+		"Report-To":                 `{"group":"up","max_age":31536000,"endpoints":[{"url":"https://collector.example/r"}]}`,
+		"Alt-Svc":                   `h2="other.example:443"; ma=31536000`,
+		"Strict-Transport-Security": "max-age=0",
+	}
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		for k, v := range policies {
+			w.Header().Set(k, v)
+		}
+		io.WriteString(w, "ok")
+	})
+	resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
+	if resp.StatusCode != 200 {
+		t.Fatalf("status %d", resp.StatusCode)
+	}
+	for k := range policies {
+		if v := resp.Header.Values(k); len(v) > 0 {
+			t.Errorf("the upstream's %s reached the browser on the console's origin: %q", k, v)
+		}
+	}
+}
