@@ -57,7 +57,8 @@ func dropOwnCookies(h http.Header) {
 // set one of mayfly's cookies on mayfly's origin: one could replace the
 // console's session with a session the upstream chose (fixation), or end
 // the admin's. Also in a nameless cookie ("=mayfly_session=v"), which a
-// browser sends back as its bare value, read as mayfly_session=v.
+// browser sends back as its bare value, read as mayfly_session=v. The
+// cookies it keeps are made host-only (hostOnly).
 func dropOwnSetCookies(h http.Header) {
 	vs := h["Set-Cookie"]
 	if len(vs) == 0 {
@@ -72,7 +73,7 @@ func dropOwnSetCookies(h http.Header) {
 		}
 		name, _, _ := strings.Cut(pair, "=")
 		if !ownCookie(name) {
-			kept = append(kept, v)
+			kept = append(kept, hostOnly(v))
 		}
 	}
 	if len(kept) == 0 {
@@ -80,4 +81,38 @@ func dropOwnSetCookies(h http.Header) {
 		return
 	}
 	h["Set-Cookie"] = kept
+}
+
+// hostOnly removes every Domain attribute of a Set-Cookie value. With one
+// naming a parent of mayfly's host ("example.com" for mayfly.example.com),
+// a browser would keep the upstream's cookie for every site under that
+// domain: the upstream would set cookies on other origins (a session fixed
+// on a sibling application) through mayfly's. Attribute names are matched
+// as browsers match them (RFC 6265 section 5.2: any case, spaces and tabs
+// trimmed).
+func hostOnly(v string) string {
+	_, attrs, ok := strings.Cut(v, ";")
+	if !ok || !containsFold(attrs, "domain") {
+		return v
+	}
+	parts := strings.Split(v, ";")
+	out := parts[:1]
+	for _, a := range parts[1:] {
+		name, _, _ := strings.Cut(a, "=")
+		if !strings.EqualFold(strings.Trim(name, " \t"), "domain") {
+			out = append(out, a)
+		}
+	}
+	return strings.Join(out, ";")
+}
+
+// containsFold reports whether s holds the lower-case ASCII sub in any
+// case, without allocating.
+func containsFold(s, sub string) bool {
+	for i := 0; i+len(sub) <= len(s); i++ {
+		if strings.EqualFold(s[i:i+len(sub)], sub) {
+			return true
+		}
+	}
+	return false
 }

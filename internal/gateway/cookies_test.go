@@ -1,9 +1,12 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"slices"
 	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
 // mayfly's own cookies never reach an upstream; the upstream's own do,
@@ -67,5 +70,46 @@ func TestDropOwnSetCookies(t *testing.T) {
 				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// An upstream's cookie comes on mayfly's origin, and with a Domain
+// attribute naming a parent of mayfly's host ("example.com" for
+// mayfly.example.com) a browser would keep it for every site under that
+// domain: an upstream would set cookies on other origins (a session fixed
+// on a sibling application). Its cookies are kept host-only: every Domain
+// attribute is removed, whatever its case and spacing; the rest is kept.
+func TestUpstreamCookiesHostOnly(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		in   []string
+		want []string
+	}{
+		{"domain", []string{"sid=1; Domain=example.com; Path=/; Secure"}, []string{"sid=1; Path=/; Secure"}},
+		{"case and spaces", []string{"sid=1;  DOMAIN = .example.com ;HttpOnly", "b=2;\tdomain=example.com"}, []string{"sid=1;HttpOnly", "b=2"}},
+		{"several", []string{"sid=1; Domain=a.example.com; Domain=example.com"}, []string{"sid=1"}},
+		{"empty value", []string{"sid=1; Domain="}, []string{"sid=1"}},
+		{"name and value mentioning domain kept", []string{"domain=example.com; Path=/domain"}, []string{"domain=example.com; Path=/domain"}},
+		{"no attributes", []string{"a=1"}, []string{"a=1"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{"Set-Cookie": slices.Clone(tc.in)}
+			dropOwnSetCookies(h)
+			if got := h["Set-Cookie"]; !slices.Equal(got, tc.want) {
+				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	// Through the gateway.
+	hr := newHarness(t)
+	tok := hr.issue(lease.Request{Grants: []string{"read"}})
+	addr := hostileGateway(t, hr, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "sid=fixed; Domain=example.com; Path=/")
+		io.WriteString(w, "ok")
+	})
+	resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=fixed; Path=/"}) {
+		t.Fatalf("the gateway's answer sets %q, want host-only sid", got)
 	}
 }
