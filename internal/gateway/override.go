@@ -560,6 +560,7 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 					return nil, errMultipart
 				}
 				names = append(names, params["name"])
+				names = dispositionNames(v, names)
 			}
 		}
 		if !slices.ContainsFunc(names, func(n string) bool { return isOverrideParam(paramKey(n)) }) {
@@ -586,6 +587,44 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 		return nil, badOverride("the multipart request body names a method field outside the parts the gateway can read")
 	}
 	return out, nil
+}
+
+// dispositionNames appends to names every name a parser could read from a
+// Content-Disposition value v besides its name parameter. Rack reads the
+// name with a regular expression, not by parameters: the last "; name="
+// of the line (Rack 2.2 and 3.0: /Content-Disposition:.*;\s*name=(VALUE)/,
+// greedy), the first (Rack 3.1), or in older Rack any "name=" after white
+// space; inside another parameter's quoted value too (`name="x";
+// foo="; name=_method"` is _method there). So each "name", in any case,
+// after ";" or white space and before "=", names a candidate: its quoted
+// text or the text up to the next quote or ";", and that text up to the
+// first character a token cannot hold.
+func dispositionNames(v string, names []string) []string {
+	for i := 0; i+len("name") <= len(v); i++ {
+		if !strings.EqualFold(v[i:i+len("name")], "name") {
+			continue
+		}
+		if i == 0 || (v[i-1] != ';' && v[i-1] != ' ' && v[i-1] != '\t') {
+			continue // "filename", or not a parameter
+		}
+		k := i + len("name")
+		for k < len(v) && (v[k] == ' ' || v[k] == '\t') {
+			k++
+		}
+		if k == len(v) || v[k] != '=' {
+			continue
+		}
+		rest := strings.TrimLeft(v[k+1:], " \t")
+		rest = strings.TrimPrefix(rest, `"`)
+		if j := strings.IndexAny(rest, `";`); j >= 0 {
+			rest = rest[:j]
+		}
+		names = append(names, rest)
+		if j := strings.IndexAny(rest, " \t()<>,:\\/[]?="); j >= 0 {
+			names = append(names, rest[:j])
+		}
+	}
+	return names
 }
 
 // rawNamingHeaders counts the lines of body, however the parts are

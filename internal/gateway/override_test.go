@@ -672,3 +672,42 @@ func TestBracketedOverrideNames(t *testing.T) {
 		})
 	}
 }
+
+// Rack reads a part's name from its Content-Disposition with a regular
+// expression, not by its parameters: the last "; name=" of the line in
+// Rack 2.2 and 3.0 (a greedy /Content-Disposition:.*;\s*name=(VALUE)/),
+// the first in Rack 3.1, and in older Rack any "name=" after white space,
+// inside another parameter's quoted value too. Go reads the name
+// parameter; a second "name=" hidden in another parameter's value named
+// the field _method for Rack while the gateway saw "x", and
+// Rack::MethodOverride ran a DELETE the grant does not allow. Every name a
+// parser could read counts; a file name does not.
+func TestMultipartNameAsRackReadsIt(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	for _, tt := range []struct {
+		name, disposition string
+		want              int
+	}{
+		{"last name= (Rack 2.2, 3.0)", `form-data; name="x"; foo="; name=_method"`, 403},
+		{"first name= (Rack 3.1)", `form-data; foo="; name=_method"; name="x"`, 403},
+		{"name= after a space (older Rack)", `form-data; name="x"; foo="a name=_method"`, 403},
+		{"a file", `form-data; name="file"; filename="a.txt"`, 200},
+		{"a field", `form-data; name="title"`, 200},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			body := "--b\r\nContent-Disposition: " + tt.disposition + "\r\n\r\nDELETE\r\n--b--\r\n"
+			before := h.up.count()
+			req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n\r\n%s",
+				path, tok, len(body), body)
+			status, resp := rawExchange(t, h.srv.Listener.Addr().String(), req)
+			if status != tt.want {
+				t.Fatalf("status %d, want %d: %s", status, tt.want, strings.TrimSpace(resp))
+			}
+			if tt.want != 200 && h.up.count() != before {
+				t.Fatalf("status %d: a part Rack names _method reached the upstream; the grant allows only POST", status)
+			}
+		})
+	}
+}
