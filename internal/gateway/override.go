@@ -595,10 +595,11 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 // of the line (Rack 2.2 and 3.0: /Content-Disposition:.*;\s*name=(VALUE)/,
 // greedy), the first (Rack 3.1), or in older Rack any "name=" after white
 // space; inside another parameter's quoted value too (`name="x";
-// foo="; name=_method"` is _method there). So each "name", in any case,
-// after ";" or white space and before "=", names a candidate: its quoted
-// text or the text up to the next quote or ";", and that text up to the
-// first character a token cannot hold.
+// foo="; name=_method"` is _method there). PHP reads parameters, but
+// takes single quotes as quotes too (name='_method'). So each "name", in
+// any case, after ";" or white space and before "=", names a candidate:
+// its quoted text (either quote) or the text up to the next quote or ";",
+// and that text up to the first character a token cannot hold.
 func dispositionNames(v string, names []string) []string {
 	for i := 0; i+len("name") <= len(v); i++ {
 		if !strings.EqualFold(v[i:i+len("name")], "name") {
@@ -615,8 +616,10 @@ func dispositionNames(v string, names []string) []string {
 			continue
 		}
 		rest := strings.TrimLeft(v[k+1:], " \t")
-		rest = strings.TrimPrefix(rest, `"`)
-		if j := strings.IndexAny(rest, `";`); j >= 0 {
+		if rest != "" && (rest[0] == '"' || rest[0] == '\'') {
+			rest = rest[1:] // PHP takes single quotes as quotes too
+		}
+		if j := strings.IndexAny(rest, `"';`); j >= 0 {
 			rest = rest[:j]
 		}
 		names = append(names, rest)

@@ -711,3 +711,23 @@ func TestMultipartNameAsRackReadsIt(t *testing.T) {
 		})
 	}
 }
+
+// PHP reads a quoted Content-Disposition parameter in single quotes as
+// well as double (rfc1867.c: php_ap_getword_conf): name='_method' is
+// _method to Laravel and Symfony, while Go's parameter is the token
+// '_method', quotes and all.
+func TestMultipartSingleQuotedNameAsPHPReadsIt(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	const path = "/gw/api/repos/acme/app/deployments" // POST only
+	for _, disposition := range []string{`form-data; name='_method'`, `form-data;name='_method' `, `form-data; NAME='X-HTTP-Method-Override'`} {
+		body := "--b\r\nContent-Disposition: " + disposition + "\r\n\r\nDELETE\r\n--b--\r\n"
+		before := h.up.count()
+		req := fmt.Sprintf("POST %s HTTP/1.1\r\nHost: x\r\nConnection: close\r\nAuthorization: Bearer %s\r\nContent-Type: multipart/form-data; boundary=b\r\nContent-Length: %d\r\n\r\n%s",
+			path, tok, len(body), body)
+		status, resp := rawExchange(t, h.srv.Listener.Addr().String(), req)
+		if status != http.StatusForbidden || h.up.count() != before {
+			t.Errorf("%s: status %d, forwarded %d, want 403: %s", disposition, status, h.up.count()-before, strings.TrimSpace(resp))
+		}
+	}
+}
