@@ -116,3 +116,47 @@ func containsFold(s, sub string) bool {
 	}
 	return false
 }
+
+// scopeCookies maps the Path attributes of an upstream's Set-Cookie
+// headers into its gateway route ("/gw/api"): every upstream answers on
+// mayfly's one origin, so a cookie for the upstream's "/" (a session)
+// would be sent by a browser or a client's cookie jar with the requests to
+// every other upstream, one upstream's credential handed to another. base
+// is the path of the upstream's url (without a trailing "/"): its own
+// paths start with it. A Path that is not a path (no leading "/") makes a
+// browser use the path the cookie was set on, inside the route already;
+// so does no Path at all.
+func scopeCookies(h http.Header, route, base string) {
+	vs := h["Set-Cookie"]
+	for i, v := range vs {
+		_, attrs, ok := strings.Cut(v, ";")
+		if !ok || !containsFold(attrs, "path") {
+			continue
+		}
+		parts := strings.Split(v, ";")
+		changed := false
+		for j := 1; j < len(parts); j++ {
+			name, val, ok := strings.Cut(parts[j], "=")
+			name = strings.Trim(name, " \t")
+			if !ok || !strings.EqualFold(name, "path") {
+				continue
+			}
+			p := strings.Trim(val, " \t")
+			if !strings.HasPrefix(p, "/") {
+				continue
+			}
+			switch {
+			case base == "":
+			case p == base || strings.HasPrefix(p, base+"/"):
+				p = p[len(base):]
+			default:
+				p = "/" // the upstream's whole host: the whole route
+			}
+			parts[j] = " " + name + "=" + route + p
+			changed = true
+		}
+		if changed {
+			vs[i] = strings.Join(parts, ";")
+		}
+	}
+}

@@ -105,11 +105,52 @@ func TestUpstreamCookiesHostOnly(t *testing.T) {
 	hr := newHarness(t)
 	tok := hr.issue(lease.Request{Grants: []string{"read"}})
 	addr := hostileGateway(t, hr, func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Add("Set-Cookie", "sid=fixed; Domain=example.com; Path=/")
+		w.Header().Add("Set-Cookie", "sid=fixed; Domain=example.com; Secure")
 		io.WriteString(w, "ok")
 	})
 	resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
-	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=fixed; Path=/"}) {
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=fixed; Secure"}) {
 		t.Fatalf("the gateway's answer sets %q, want host-only sid", got)
+	}
+}
+
+// Every upstream's answers come on the one origin of mayfly, each under its
+// route /gw/{upstream}/. An upstream's cookie for its path "/" (a session)
+// would be sent by a browser or a client's cookie jar (requests.Session,
+// curl -b) with the requests to every other upstream too: one upstream's
+// credential handed to another. A cookie's Path is mapped into the
+// upstream's route (the upstream URL's own path taken off first); a
+// cookie without one already falls under the path it was set on.
+func TestUpstreamCookiesScopedToRoute(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"root", "sid=1; Path=/; HttpOnly", "sid=1; Path=/gw/api/; HttpOnly"},
+		{"upstream's own path", "sid=1; path=/base/repos", "sid=1; path=/gw/api/repos"},
+		{"upstream's base", "sid=1; Path=/base", "sid=1; Path=/gw/api"},
+		{"outside the base", "sid=1; Path=/other", "sid=1; Path=/gw/api/"},
+		{"spaces, several", "sid=1;  PATH = /base/a ; Path=/", "sid=1; PATH=/gw/api/a; Path=/gw/api/"},
+		{"none", "sid=1; Secure", "sid=1; Secure"},
+		{"not a path (the default path applies)", "sid=1; Path=x", "sid=1; Path=x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{"Set-Cookie": {tc.in}}
+			scopeCookies(h, "/gw/api", "/base")
+			if got := h.Get("Set-Cookie"); got != tc.want {
+				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
+			}
+		})
+	}
+
+	// Through the gateway (the harness's upstream url ends in /base).
+	hr := newHarness(t)
+	tok := hr.issue(lease.Request{Grants: []string{"read"}})
+	addr := hostileGateway(t, hr, func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "sid=s3ss10n; Path=/")
+		io.WriteString(w, "ok")
+	})
+	resp, _, _ := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
+	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=s3ss10n; Path=/gw/api/"}) {
+		t.Fatalf("the gateway's answer sets %q, want the cookie scoped to /gw/api/", got)
 	}
 }

@@ -50,8 +50,9 @@
 // an upgrade to any other protocol (h2c) is refused (400).
 //
 // Every answer carries Content-Security-Policy: sandbox (beside the
-// upstream's own) and X-Frame-Options: DENY, and an upstream's Set-Cookie
-// that names one of mayfly's cookies is dropped, and any header a browser
+// upstream's own) and X-Frame-Options: DENY, an upstream's other cookies
+// are made host-only and scoped to its route (scopeCookies), and its
+// Set-Cookie that names one of mayfly's cookies is dropped, and any header a browser
 // keeps as policy for the whole origin (Clear-Site-Data, NEL, Report-To,
 // Alt-Svc, Strict-Transport-Security: originPolicies): the answer comes on
 // the console's origin. So are the headers a proxy in front of mayfly would act

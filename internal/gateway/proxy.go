@@ -401,6 +401,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
+	scopeCookies(resp.Header, f.g.cfg.Prefix+f.up.Name, f.base.Path)
 	dropOriginPolicies(resp.Header)
 	dropFrontProxyDirectives(resp.Header)
 	sandbox(resp.Header)
