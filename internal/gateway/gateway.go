@@ -49,14 +49,15 @@
 // HTTP/1.1 Upgrade to WebSocket is allowed when the rule allows the method;
 // an upgrade to any other protocol (h2c) is refused (400).
 //
-// Every answer carries Content-Security-Policy: sandbox (beside the
-// upstream's own) and X-Frame-Options: DENY, an upstream's other cookies
-// are made host-only and scoped to its route (scopeCookies), and its
-// Set-Cookie that names one of mayfly's cookies is dropped, and any header a browser
-// keeps as policy for the whole origin (Clear-Site-Data, NEL, Report-To,
-// Alt-Svc, Strict-Transport-Security: originPolicies): the answer comes on
-// the console's origin. So are the headers a proxy in front of mayfly would act
-// on (X-Accel-*, X-Sendfile: dropFrontProxyDirectives).
+// Every answer comes on the console's origin, so it carries
+// Content-Security-Policy: sandbox (beside the upstream's own) and
+// X-Frame-Options: DENY; an upstream's Set-Cookie that names one of
+// mayfly's cookies is dropped, its other cookies are made host-only and
+// scoped to its route (scopeCookies), and any header a browser keeps as
+// policy for the whole origin is dropped (Clear-Site-Data, NEL, Report-To,
+// Alt-Svc, Strict-Transport-Security: originPolicies). So are the headers
+// a proxy in front of mayfly would act on (X-Accel-*, X-Sendfile:
+// dropFrontProxyDirectives).
 //
 // Responses never carry the credential or the job token: response headers
 // (names too, in any case), bodies, trailers and 1xx headers pass through
