@@ -729,7 +729,37 @@ func inspectBody(r *http.Request, max int64) ([]string, error) {
 	if err != nil {
 		return nil, err
 	}
-	return bodyOverrides(kind, boundary, body)
+	out, err := bodyOverrides(kind, boundary, body)
+	if err != nil || len(body) == len(raw) && (len(raw) == 0 || &body[0] == &raw[0]) {
+		return out, err // no coding undone: raw is what was read
+	}
+	return rawBodyOverrides(kind, boundary, raw, out)
+}
+
+// rawBodyOverrides appends the methods a body with a Content-Encoding names
+// as most frameworks read it: as it comes, the coding not undone (Rack,
+// PHP, Tomcat and Go do not; Express's body-parser does, and the decoded
+// body is read for it). A gzip header's comment or file name field holds
+// text of the sender's choosing ("&_method=DELETE&"), which they parse as
+// part of the form. As a form; as multipart where the raw bytes hold the
+// boundary, refused when they cannot be parsed and mention a method field
+// (coded bytes that merely fail to parse name nothing); never as JSON,
+// which coded bytes cannot be.
+func rawBodyOverrides(kind bodyKind, boundary string, raw []byte, out []string) ([]string, error) {
+	var err error
+	if kind&bodyForm != 0 {
+		if out, err = formOverrides(string(raw), out); err != nil {
+			return nil, err
+		}
+	}
+	if kind&bodyMultipart != 0 && bytes.Contains(raw, []byte("--"+boundary)) {
+		m, err := multipartOverrides(raw, boundary)
+		if err != nil && rawNamingHeaders(raw) > 0 {
+			return nil, err
+		}
+		out = append(out, m...)
+	}
+	return out, nil
 }
 
 // asOverrideError maps any error of the checks to its status and reason.
