@@ -123,14 +123,18 @@ func containsFold(s, sub string) bool {
 // would be sent by a browser or a client's cookie jar with the requests to
 // every other upstream, one upstream's credential handed to another. base
 // is the path of the upstream's url (without a trailing "/"): its own
-// paths start with it. A Path that is not a path (no leading "/") makes a
-// browser use the path the cookie was set on, inside the route already;
-// so does no Path at all.
-func scopeCookies(h http.Header, route, base string) {
+// paths start with it. A Path that is not a path (no leading "/"), or none,
+// makes a browser use the path the cookie was set on up to its last "/":
+// inside the route already, but for the route itself (atRoot: "/gw/api",
+// the upstream's root) "/gw", every upstream's; there the route is set.
+func scopeCookies(h http.Header, route, base string, atRoot bool) {
 	vs := h["Set-Cookie"]
 	for i, v := range vs {
 		_, attrs, ok := strings.Cut(v, ";")
 		if !ok || !containsFold(attrs, "path") {
+			if atRoot {
+				vs[i] = v + "; Path=" + route
+			}
 			continue
 		}
 		parts := strings.Split(v, ";")
@@ -155,8 +159,11 @@ func scopeCookies(h http.Header, route, base string) {
 			parts[j] = " " + name + "=" + route + p
 			changed = true
 		}
-		if changed {
+		switch {
+		case changed:
 			vs[i] = strings.Join(parts, ";")
+		case atRoot:
+			vs[i] = v + "; Path=" + route
 		}
 	}
 }

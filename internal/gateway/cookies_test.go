@@ -3,10 +3,13 @@ package gateway
 import (
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"slices"
+	"strings"
 	"testing"
 
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
 // mayfly's own cookies never reach an upstream; the upstream's own do,
@@ -135,7 +138,7 @@ func TestUpstreamCookiesScopedToRoute(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			h := http.Header{"Set-Cookie": {tc.in}}
-			scopeCookies(h, "/gw/api", "/base")
+			scopeCookies(h, "/gw/api", "/base", false)
 			if got := h.Get("Set-Cookie"); got != tc.want {
 				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
 			}
@@ -153,4 +156,46 @@ func TestUpstreamCookiesScopedToRoute(t *testing.T) {
 	if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=s3ss10n; Path=/gw/api/"}) {
 		t.Fatalf("the gateway's answer sets %q, want the cookie scoped to /gw/api/", got)
 	}
+
+	// A cookie with no Path falls under the path it was set on, up to its
+	// last "/": for the route itself ("/gw/api", the upstream's root),
+	// that is "/gw", every upstream's. It gets the route as its Path.
+	hr.up.mu.Lock()
+	hr.up.hostile = nil
+	hr.up.mu.Unlock()
+	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Add("Set-Cookie", "sid=s3ss10n; HttpOnly")
+		io.WriteString(w, "ok")
+	}))
+	t.Cleanup(up.Close)
+	p, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(strings.ReplaceAll(rootPolicy, "{{UP}}", up.URL))}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	hr.pol.p.Store(p)
+	for target, want := range map[string]string{
+		"/gw/api":   "sid=s3ss10n; HttpOnly; Path=/gw/api",
+		"/gw/api/":  "sid=s3ss10n; HttpOnly",
+		"/gw/api/x": "sid=s3ss10n; HttpOnly",
+	} {
+		resp, _ := hr.raw("GET", target, bearer(tok))
+		if got := resp.Header.Values("Set-Cookie"); !slices.Equal(got, []string{want}) {
+			t.Errorf("%s: the gateway's answer sets %q, want %q", target, got, want)
+		}
+	}
 }
+
+const rootPolicy = `
+issuers:
+  ci: {url: https://ci.example.com, audience: https://mayfly.test}
+upstreams:
+  api:
+    url: {{UP}}
+    credential: {secret: api-token}
+grants:
+  read:
+    upstream: api
+    ttl: 10m
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`

@@ -401,7 +401,8 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	red := f.red
 	red.maskHeader(resp.Header)
 	dropOwnSetCookies(resp.Header)
-	scopeCookies(resp.Header, f.g.cfg.Prefix+f.up.Name, f.base.Path)
+	route := f.g.cfg.Prefix + f.up.Name
+	scopeCookies(resp.Header, route, f.base.Path, requestPath(f.r) == route)
 	dropOriginPolicies(resp.Header)
 	dropFrontProxyDirectives(resp.Header)
 	sandbox(resp.Header)
