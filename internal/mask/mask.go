@@ -36,7 +36,8 @@
 //     default), on Flush and on Close: a prompt without a newline still
 //     shows. On the idle pause a held beginning of a form of MinSecretLen
 //     bytes or more is masked (a checksummed token's prefix can give the
-//     whole back); a shorter one shows, and a secret split there is masked
+//     whole back), one that removed bytes interrupt too; a shorter one
+//     shows, and a secret split there is masked
 //     from the pause on, its first bytes (fewer than MinSecretLen) written
 //     before it.
 //   - Memory is bounded: the masker never holds more than the above,

@@ -238,12 +238,22 @@ func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
 	return out
 }
 
-// markTail records the held partial match of the raw thread as a match
-// when it is at least min bytes long: the stream is cut there, and what
-// began a form must not show.
+// markTail records the held partial match of each thread as a match when
+// it is at least min bytes long: the stream is cut there, and what began a
+// form must not show. The normalising thread's counts the bytes it fed, so
+// a form that a colour code, '\r' or wrap newline interrupted is masked
+// from its first byte, as the raw thread's is.
 func (s *scanner) markTail(min int) {
-	if h := int64(s.a.hold[s.g]); min > 0 && h >= int64(min) {
+	if min <= 0 {
+		return
+	}
+	if h := int64(s.a.hold[s.g]); h >= int64(min) {
 		s.addSpan(s.pos-h, s.pos)
+	}
+	if t := &s.norm; t.alive {
+		if h := int64(s.a.hold[t.g]); h >= int64(min) {
+			s.addSpan(t.ring[(t.fed-h)&int64(len(t.ring)-1)], s.pos)
+		}
 	}
 }
 
