@@ -210,6 +210,11 @@ func TestEncoderOutputs(t *testing.T) {
 		{"Python html.escape", `it's"a&long-secret`, `<b>it&#x27;s&quot;a&amp;long-secret</b>`, "long-secret"},
 		{"ASP.NET Core HtmlEncoder", "AKIAx+y/z0Secret+Key", "<td>AKIAx&#x2B;y/z0Secret&#x2B;Key</td>", "z0Secret"},
 		{"mustache.js", "abc/def=ghi/secret", "<td>abc&#x2F;def&#x3D;ghi&#x2F;secret</td>", "ghi"},
+		// Shells quoting a password with a quote in it: bash's and zsh's
+		// set -x trace of a command, Python's shlex.quote (Ansible's and
+		// subprocess wrappers' command logs).
+		{"bash set -x", "it'sA-Passw0rd'x", `+ psql 'postgres://app:it'\''sA-Passw0rd'\''x@db/app'`, "sA-Passw0rd"},
+		{"Python shlex.quote", "it'sA-Passw0rd'x", `running: psql 'postgres://app:it'"'"'sA-Passw0rd'"'"'x@db/app'`, "sA-Passw0rd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestMatcher(t, tc.secret)
