@@ -226,15 +226,16 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 
 // scan returns the matches that start in b[own0:own1]; b around it is
 // context. Matches are in no particular order. A buffer holding terminal
-// codes is scanned a second time without them (termcodes.go), its matches
-// placed back at their offsets in b; the common buffer costs one search for
-// ESC and '\r'.
+// codes, or with decoding on wrapped base64 lines, is scanned a second
+// time without them (termcodes.go), its matches placed back at their
+// offsets in b; the common buffer costs one search for ESC and '\r' and a
+// look at the end of some of its lines.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
-	if depth > 0 || !hasTermCodes(b) {
+	if depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b)) {
 		return out
 	}
-	nb, at := stripTermCodes(b)
+	nb, at := stripTermCodes(b, e.decode)
 	o0, _ := slices.BinarySearch(at, own0)
 	o1, _ := slices.BinarySearch(at, own1)
 	type key struct {
@@ -242,13 +243,24 @@ func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 		decoded   bool
 	}
 	seen := make(map[key]bool, len(out))
+	// A decoded secret is placed only about where its encoding is, and
+	// an encoding joined across a wrap is placed from the wrap's start:
+	// one the first scan decoded is not reported again from there.
+	type secretKey struct {
+		rule   int
+		secret string
+	}
+	decoded := map[secretKey]bool{}
 	for _, m := range out {
 		seen[key{m.rule, m.pos, m.enc != ""}] = true
+		if m.enc != "" {
+			decoded[secretKey{m.rule, m.secret}] = true
+		}
 	}
 	n := len(out)
 	for _, m := range e.scanOnce(nb, o0, o1, depth, file) {
 		m.pos, m.end = at[m.pos], at[m.end-1]+1
-		if k := (key{m.rule, m.pos, m.enc != ""}); !seen[k] {
+		if k := (key{m.rule, m.pos, m.enc != ""}); !seen[k] && (m.enc == "" || !decoded[secretKey{m.rule, m.secret}]) {
 			seen[k] = true
 			out = append(out, m)
 		}

@@ -33,17 +33,122 @@ func hasTermCodes(b []byte) bool {
 	}
 }
 
+// base64(1), openssl and MIME wrap at 76 columns, PEM at 64. The line
+// end of a line that is exactly that many base64 characters (after a CI
+// log's timestamp: GitHub Actions and GitLab put one before every line)
+// is removed with the terminal codes when decoding is on, with the
+// timestamp after it, so that a token whose encoding straddles it decodes
+// whole, as the masker (internal/mask, wrap.go) masks it. A whole line
+// only: a line ending in a SHA-256 digest ("image: app@sha256:…") is
+// common and no wrap.
+const (
+	wrapShort = 64
+	wrapLong  = 76
+)
+
+// hasWrap reports whether b holds a wrapped base64 line. After a line end
+// at r the next one closes a line of 64 or more only from r+65 on, so the
+// search jumps there.
+func hasWrap(b []byte) bool {
+	for i := 0; i < len(b); {
+		k := bytes.IndexByte(b[i:], '\n')
+		if k < 0 {
+			return false
+		}
+		e := i + k
+		if e > 0 && b[e-1] == '\r' {
+			e--
+		}
+		n := 0
+		for e > 0 && n <= wrapLong && setB64Any[b[e-1]] {
+			e--
+			n++
+		}
+		if n == wrapShort || n == wrapLong {
+			ls := bytes.LastIndexByte(b[:e], '\n') + 1
+			if ls == e || logStamp(b[ls:]) == e-ls {
+				return true
+			}
+		}
+		i += k + 1 + wrapShort
+	}
+	return false
+}
+
+// logStamp is the length of the CI log timestamp at the start of b, 0 when
+// there is none: RFC 3339 in UTC with an optional fraction and a space
+// (GitHub Actions: "2026-12-06T10:00:00.1234567Z "), then for GitLab the
+// stream and its flags ("00O ", "01E+ ").
+func logStamp(b []byte) int {
+	const shape = "dddd-dd-ddTdd:dd:dd"
+	if len(b) < len(shape)+2 {
+		return 0
+	}
+	for k := 0; k < len(shape); k++ {
+		if shape[k] == 'd' && (b[k] < '0' || b[k] > '9') || shape[k] != 'd' && b[k] != shape[k] {
+			return 0
+		}
+	}
+	i := len(shape)
+	if b[i] == '.' {
+		j := i + 1
+		for j < len(b) && j-i <= 9 && b[j] >= '0' && b[j] <= '9' {
+			j++
+		}
+		if j == i+1 {
+			return 0
+		}
+		i = j
+	}
+	if i+1 >= len(b) || b[i] != 'Z' || b[i+1] != ' ' {
+		return 0
+	}
+	i += 2
+	// GitLab: two digits of stream, O or E, an optional '+', a space.
+	if j := i; j+3 < len(b) && isDigit(b[j]) && isDigit(b[j+1]) && (b[j+2] == 'O' || b[j+2] == 'E') {
+		j += 3
+		if b[j] == '+' {
+			j++
+		}
+		if j < len(b) && b[j] == ' ' {
+			i = j + 1
+		}
+	}
+	return i
+}
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
+
 // stripTermCodes returns b without '\r' bytes and CSI sequences (ESC '[',
 // at most csiMax bytes in 0x20-0x3F, one final byte in 0x40-0x7E; an ESC
-// that does not start one is kept), and for each byte of the result its
-// offset in b.
-func stripTermCodes(b []byte) ([]byte, []int) {
+// that does not start one is kept), with wraps also without the line ends
+// of wrapped base64 lines and the log timestamps after them, and for each
+// byte of the result its offset in b.
+func stripTermCodes(b []byte, wraps bool) ([]byte, []int) {
 	out := make([]byte, 0, len(b))
 	at := make([]int, 0, len(b))
-	for i := 0; i < len(b); {
+	run, whole := 0, true // base64 characters ending out; and whether they are its whole line
+	lineStart := func(i int) int {
+		run, whole = 0, true
+		if !wraps {
+			return i
+		}
+		n := logStamp(b[i:])
+		for k := i; k < i+n; k++ {
+			out = append(out, b[k])
+			at = append(at, k)
+		}
+		return i + n
+	}
+	for i := lineStart(0); i < len(b); {
 		switch {
 		case b[i] == '\r':
 			i++
+			continue
+		case wraps && b[i] == '\n' && whole && (run == wrapShort || run == wrapLong):
+			i++
+			i += logStamp(b[i:])
+			run = 0
 			continue
 		case b[i] == escByte && i+1 < len(b) && b[i+1] == '[':
 			j := i + 2
@@ -58,6 +163,14 @@ func stripTermCodes(b []byte) ([]byte, []int) {
 		out = append(out, b[i])
 		at = append(at, i)
 		i++
+		switch {
+		case b[i-1] == '\n':
+			i = lineStart(i)
+		case setB64Any[b[i-1]]:
+			run++
+		default:
+			run, whole = 0, false
+		}
 	}
 	return out, at
 }

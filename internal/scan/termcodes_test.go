@@ -67,7 +67,42 @@ func TestStripTermCodes(t *testing.T) {
 			if got := hasTermCodes([]byte(tt.in)); got != tt.has {
 				t.Errorf("hasTermCodes = %v, want %v", got, tt.has)
 			}
-			got, at := stripTermCodes([]byte(tt.in))
+			got, at := stripTermCodes([]byte(tt.in), false)
+			if string(got) != tt.want {
+				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
+			}
+			for k, o := range at {
+				if tt.in[o] != got[k] || k > 0 && o <= at[k-1] {
+					t.Fatalf("offset %d of the result maps to %d of the input", k, o)
+				}
+			}
+		})
+	}
+}
+
+func TestStripWraps(t *testing.T) {
+	l64, l76, l75 := strings.Repeat("Q", 64), strings.Repeat("w", 76), strings.Repeat("e", 75)
+	const gha, gitlab = "2026-12-06T10:00:00.1234567Z ", "2026-12-06T10:00:00.123456Z 01E+ "
+	tests := []struct {
+		name, in, want string
+		has            bool
+	}{
+		{"PEM line", l64 + "\n" + "abc\n", l64 + "abc\n", true},
+		{"base64(1) line, CRLF", l76 + "\r\n" + "abc\r\n", l76 + "abc\n", true},
+		{"75 columns is no wrap", l75 + "\n" + "abc\n", l75 + "\n" + "abc\n", false},
+		{"a longer run is no wrap", "y" + l76 + "\n" + "abc\n", "y" + l76 + "\n" + "abc\n", false},
+		{"GitHub Actions timestamps", gha + l76 + "\n" + gha + "abc\n", gha + l76 + "abc\n", true},
+		{"GitLab timestamps", gitlab + l76 + "\n" + gitlab + "abc\n", gitlab + l76 + "abc\n", true},
+		{"not a timestamp", l76 + "\n" + "2026-12-06 10:00 abc\n", l76 + "2026-12-06 10:00 abc\n", true},
+		{"a digest ending a line is no wrap", "image: app@sha256:" + l64 + "\n" + "abc\n", "image: app@sha256:" + l64 + "\n" + "abc\n", false},
+		{"a digest after a timestamp-like prefix is no wrap", "2026-12-06T10:00:00Z x" + l64 + "\n" + "abc\n", "2026-12-06T10:00:00Z x" + l64 + "\n" + "abc\n", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			if got := hasWrap([]byte(tt.in)); got != tt.has {
+				t.Errorf("hasWrap = %v, want %v", got, tt.has)
+			}
+			got, at := stripTermCodes([]byte(tt.in), true)
 			if string(got) != tt.want {
 				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
 			}
