@@ -26,7 +26,8 @@ const MinSecretLen = 8
 //     alphabet the stable inner substring of the encoding when the value sits
 //     at byte offset 0, 1 or 2 (mod 3) of a larger encoded blob: the
 //     characters whose 6 bits all come from the value, none from its
-//     neighbours;
+//     neighbours; each holding '/' or '+' also JSON-escaped as each encoder
+//     in jsonStyles writes it;
 //   - hex, lower and upper case;
 //   - percent-encoding as each encoder in percentSafe writes it (Go,
 //     Python, Java, PHP, .NET, JavaScript), space as '+' and as "%20", each
@@ -184,6 +185,17 @@ func valueForms(v []byte) []string {
 		for k := 0; k < 3; k++ {
 			if s := b64Stable(enc, v, k); len(s) >= MinSecretLen {
 				fs = append(fs, s)
+			}
+		}
+	}
+	// A base64 form inside a JSON string (an echo of a Basic header) as
+	// the encoders that escape '/' or '+' write it (PHP's "\/",
+	// System.Text.Json's \u002B); its '=' padding aside, which the
+	// unpadded forms leave out.
+	for _, f := range fs[1:] {
+		if strings.ContainsAny(f, "/+") {
+			for _, st := range jsonStyles {
+				fs = append(fs, jsonEscape([]byte(f), st))
 			}
 		}
 	}

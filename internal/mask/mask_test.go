@@ -210,6 +210,11 @@ func TestEncoderOutputs(t *testing.T) {
 		{"Python html.escape", `it's"a&long-secret`, `<b>it&#x27;s&quot;a&amp;long-secret</b>`, "long-secret"},
 		{"ASP.NET Core HtmlEncoder", "AKIAx+y/z0Secret+Key", "<td>AKIAx&#x2B;y/z0Secret&#x2B;Key</td>", "z0Secret"},
 		{"mustache.js", "abc/def=ghi/secret", "<td>abc&#x2F;def&#x3D;ghi&#x2F;secret</td>", "ghi"},
+		// An echo service quoting the Authorization header it got, Basic
+		// base64 of user:password: PHP's json_encode writes '/' as "\/",
+		// System.Text.Json '+' as \u002B.
+		{"PHP json_encode of a Basic header", "deploy:p4ss?w0rd>>~~Prod2024", `{"headers":{"Authorization":"Basic ZGVwbG95OnA0c3M\/dzByZD4+fn5Qcm9kMjAyNA=="}}`, "dzByZD4"},
+		{"System.Text.Json of a Basic header", "deploy:p4ss?w0rd>>~~Prod2024", `{"authorization":"Basic ZGVwbG95OnA0c3M/dzByZD4\u002Bfn5Qcm9kMjAyNA=="}`, "fn5Qcm9k"},
 		// Shells quoting a password with a quote in it: bash's and zsh's
 		// set -x trace of a command, Python's shlex.quote (Ansible's and
 		// subprocess wrappers' command logs).
