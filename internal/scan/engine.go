@@ -229,13 +229,15 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 // codes, or with decoding on wrapped base64 lines, is scanned a second
 // time without them (termcodes.go), its matches placed back at their
 // offsets in b; the common buffer costs one search for ESC and '\r' and a
-// look at the end of some of its lines.
+// look at the end of some of its lines. So is UTF-16 text, without its
+// NUL bytes.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
-	if depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b)) {
+	nuls := isUTF16(b)
+	if !nuls && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
-	nb, at := stripTermCodes(b, e.decode)
+	nb, at := stripTermCodes(b, e.decode, nuls)
 	o0, _ := slices.BinarySearch(at, own0)
 	o1, _ := slices.BinarySearch(at, own1)
 	type key struct {

@@ -215,7 +215,10 @@ func (s *Scanner) chunks(ctx context.Context, meta *srcMeta, r io.Reader, sniff 
 		}
 		if first {
 			first = false
-			if sniff && bytes.IndexByte(buf[own0:min(len(buf), own0+binarySniff)], 0) >= 0 {
+			// A NUL makes a file binary, unless a UTF-16 byte order mark
+			// starts it (Windows PowerShell's Out-File, a .reg export).
+			head := buf[own0:min(len(buf), own0+binarySniff)]
+			if sniff && bytes.IndexByte(head, 0) >= 0 && !bytes.HasPrefix(head, []byte{0xFF, 0xFE}) && !bytes.HasPrefix(head, []byte{0xFE, 0xFF}) {
 				s.pool.Put(bp)
 				return 0, false, nil
 			}

@@ -119,12 +119,20 @@ func logStamp(b []byte) int {
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
+// isUTF16 reports whether b looks like UTF-16 text of mostly ASCII
+// characters (Windows PowerShell's output and files): a quarter of its
+// bytes or more are NUL. Text without NUL costs one vectorised search.
+func isUTF16(b []byte) bool {
+	return bytes.IndexByte(b, 0) >= 0 && 4*bytes.Count(b, []byte{0}) >= len(b)
+}
+
 // stripTermCodes returns b without '\r' bytes and CSI sequences (ESC '[',
 // at most csiMax bytes in 0x20-0x3F, one final byte in 0x40-0x7E; an ESC
 // that does not start one is kept), with wraps also without the line ends
-// of wrapped base64 lines and the log timestamps after them, and for each
-// byte of the result its offset in b.
-func stripTermCodes(b []byte, wraps bool) ([]byte, []int) {
+// of wrapped base64 lines and the log timestamps after them, with nuls
+// without NUL bytes (UTF-16 text narrowed to its ASCII characters), and
+// for each byte of the result its offset in b.
+func stripTermCodes(b []byte, wraps, nuls bool) ([]byte, []int) {
 	out := make([]byte, 0, len(b))
 	at := make([]int, 0, len(b))
 	run, whole := 0, true // base64 characters ending out; and whether they are its whole line
@@ -142,7 +150,7 @@ func stripTermCodes(b []byte, wraps bool) ([]byte, []int) {
 	}
 	for i := lineStart(0); i < len(b); {
 		switch {
-		case b[i] == '\r':
+		case b[i] == '\r' || b[i] == 0 && nuls:
 			i++
 			continue
 		case wraps && b[i] == '\n' && whole && (run == wrapShort || run == wrapLong):

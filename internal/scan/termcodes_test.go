@@ -67,7 +67,7 @@ func TestStripTermCodes(t *testing.T) {
 			if got := hasTermCodes([]byte(tt.in)); got != tt.has {
 				t.Errorf("hasTermCodes = %v, want %v", got, tt.has)
 			}
-			got, at := stripTermCodes([]byte(tt.in), false)
+			got, at := stripTermCodes([]byte(tt.in), false, false)
 			if string(got) != tt.want {
 				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
 			}
@@ -102,7 +102,7 @@ func TestStripWraps(t *testing.T) {
 			if got := hasWrap([]byte(tt.in)); got != tt.has {
 				t.Errorf("hasWrap = %v, want %v", got, tt.has)
 			}
-			got, at := stripTermCodes([]byte(tt.in), true)
+			got, at := stripTermCodes([]byte(tt.in), true, false)
 			if string(got) != tt.want {
 				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
 			}
