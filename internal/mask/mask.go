@@ -22,9 +22,10 @@
 //     codes ESC[...m, erase and cursor codes; see normThread) is also masked:
 //     matching also runs over the stream with those removed, so a multi-line
 //     secret printed with "\r\n" line ends, or with a colour change in the
-//     middle, is caught. So is a base64 form wrapped into lines of 64 or 76
-//     characters (PEM, MIME, base64(1)): a '\n' or "\r\n" ending a run of
-//     exactly that many base64 characters is removed the same way (wrap.go).
+//     middle, is caught. So is a base64 form wrapped into lines of 60, 64 or
+//     76 characters (Ruby, PEM, MIME, base64(1)): a '\n' or "\r\n" ending a
+//     run of exactly that many base64 characters is removed the same way
+//     (wrap.go).
 //     The masked range runs from the first to the last byte of the match,
 //     so escape codes and line ends inside it are dropped with it.
 //   - Output is held back only while it could still be part of a match: at

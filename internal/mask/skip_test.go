@@ -87,9 +87,9 @@ func skipStream(c skipCase, prog []byte) []byte {
 			b = append(b, byte(x), byte(y))
 		case 9:
 			// A form cut by a wrap newline: base64 text filled up to a
-			// line of 64 or 76 characters (or near it) before the cut.
+			// line of 60, 64 or 76 characters (or near it) before the cut.
 			at := y % (len(form) + 1)
-			width := []int{64, 76, 63, 77}[x%4]
+			width := []int{64, 76, 60, 63, 77, 59}[x%6]
 			b = append(b, '\n')
 			b = append(b, bytes.Repeat([]byte("Qw9+"), max(0, width-at)/4+1)[:max(0, width-at)]...)
 			b = append(append(append(b, form[:at]...), []string{"\n", "\r\n"}[x/4%2]...), form[at:]...)

@@ -5,14 +5,17 @@ import (
 	"slices"
 )
 
-// base64(1), openssl and MIME wrap their output at 76 columns, PEM at 64,
-// so a secret's encoding longer than a line comes in pieces that are no
-// form. A '\n' (or "\r\n") that ends a run of exactly wrapShort or
-// wrapLong base64 characters is therefore removed by the normalising
-// thread, as '\r' is, so the joined encoding matches the base64 forms.
-// Plain lines rarely are such a run, and where one is (a list of SHA-256
-// digests) the thread dies at the next byte unless a form continues.
+// base64(1) and MIME wrap their output at 76 columns, PEM and openssl at
+// 64, Ruby's Base64.encode64 (and pack("m")) at 60, as xxd -p does hex, so
+// a secret's encoding longer than a line comes in pieces that are no form.
+// A '\n' (or "\r\n") that ends a run of exactly wrapRuby, wrapShort or
+// wrapLong base64 characters (hex digits are some) is therefore removed by
+// the normalising thread, as '\r' is, so the joined encoding matches the
+// forms. Plain lines rarely are such a run, and where one is (a list of
+// SHA-256 digests) the thread dies at the next byte unless a form
+// continues.
 const (
+	wrapRuby  = 60
 	wrapShort = 64
 	wrapLong  = 76
 )
@@ -55,7 +58,7 @@ func (w wrapCarry) runBefore(p []byte, r int) int {
 // isWrap reports whether the '\n' at p[r] ends a wrapped base64 line.
 func (w wrapCarry) isWrap(p []byte, r int) bool {
 	n := w.runBefore(p, r)
-	return n == wrapShort || n == wrapLong
+	return n == wrapRuby || n == wrapShort || n == wrapLong
 }
 
 // after is the carry once p has passed.
@@ -83,7 +86,7 @@ func hasWrap(p []byte) bool {
 // findWraps records the stream positions of the wrap newlines in p (the
 // bytes from s.pos on) and carries the run at its end to the next call.
 // It finds newlines with a vectorised search and looks at the last word
-// of each line; after a newline at r the next wrap is at r+65 or later
+// of each line; after a newline at r the next wrap is at r+61 or later
 // (its run starts after r), so the search jumps there.
 func (s *scanner) findWraps(p []byte) {
 	s.wraps = s.wraps[:0]
@@ -96,7 +99,7 @@ func (s *scanner) findWraps(p []byte) {
 		if s.wrap.isWrap(p, r) {
 			s.wraps = append(s.wraps, s.pos+int64(r))
 		}
-		i = r + 1 + wrapShort
+		i = r + 1 + wrapRuby
 	}
 	s.wrap = s.wrap.after(p)
 }

@@ -3,6 +3,7 @@ package mask
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
 	"slices"
 	"strings"
 	"testing"
@@ -19,11 +20,11 @@ func wrap(s string, width int, eol string) string {
 	return b.String() + s + eol
 }
 
-// base64(1) wraps at 76 columns by default, PEM and MIME at 64, so a
-// secret's encoding longer than a line comes in pieces that are no form,
-// and joining the lines gives the secret back. A newline ending a run of
-// exactly 64 or 76 base64 characters is looked through, as '\r' is; one
-// after a line of another width is not.
+// base64(1) wraps at 76 columns by default, PEM and MIME at 64, Ruby's
+// Base64.encode64 at 60, so a secret's encoding longer than a line comes
+// in pieces that are no form, and joining the lines gives the secret back.
+// A newline ending a run of exactly 60, 64 or 76 base64 characters is
+// looked through, as '\r' is; one after a line of another width is not.
 func TestWrappedBase64Masked(t *testing.T) {
 	tok := "mfy_" + strings.Repeat("Ab3dE", 6) + "Zx09Qw" // mayfly:allow job-token shaped
 	long := "sk-live-" + strings.Repeat("q7Z2xK9mP4", 9)  // mayfly:allow a 98-byte API key
@@ -40,7 +41,8 @@ func TestWrappedBase64Masked(t *testing.T) {
 		{"PEM-style 64 columns", long, "key=" + long, 64, "\n", true},
 		{"CRLF line ends", long, "x" + long, 76, "\r\n", true},
 		{"several wraps inside one secret", huge, "v=" + huge, 64, "\n", true},
-		{"lines of 60 are not joined", tok, "Authorization: Bearer " + tok + "\n", 60, "\n", false},
+		{"Ruby's Base64.encode64, 60 columns", tok, "Authorization: Bearer " + tok + "\n", 60, "\n", true},
+		{"lines of 72 are not joined", tok, "Authorization: Bearer " + tok + "\n", 72, "\n", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -79,6 +81,8 @@ func TestWrapNewline(t *testing.T) {
 	}{
 		{"76 then newline", b64(76) + "\n" + b64(10), b64(86)},
 		{"64 then CRLF", "-----\n" + b64(64) + "\r\n" + b64(3) + "\n", "-----\n" + b64(67) + "\n"},
+		{"60 then newline", b64(60) + "\n" + b64(10), b64(70)},
+		{"59 is no wrap", b64(59) + "\n" + "ab", b64(59) + "\nab"},
 		{"75 is no wrap", b64(75) + "\n" + "ab", b64(75) + "\nab"},
 		{"77 is no wrap", b64(77) + "\n" + "ab", b64(77) + "\nab"},
 		{"run after a space", "x " + b64(64) + "\nz", "x " + b64(64) + "z"},
@@ -114,5 +118,20 @@ func TestWrapNewline(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// xxd -p prints hex in lines of 60 characters, which are base64
+// characters too: a secret whose hex straddles a line end is masked as a
+// wrapped base64 form is.
+func TestWrappedHexMasked(t *testing.T) {
+	tok := "mfy_" + strings.Repeat("Ab3dE", 6) + "Zx09Qw" // mayfly:allow job-token shaped
+	m := newTestMatcher(t, tok)
+	for lead := 1; lead < 30; lead += 7 {
+		in := "$ xxd -p .env\n" + wrap(hex.EncodeToString([]byte(strings.Repeat("#", lead)+"\nT="+tok+"\n")), 60, "\n")
+		out := strings.ReplaceAll(m.MaskString(in), "\n", "")
+		if strings.Contains(out, hex.EncodeToString([]byte(tok[4:20]))) || strings.Contains(out, hex.EncodeToString([]byte(tok[20:]))) {
+			t.Errorf("lead %d: the hex of the token shows: %s", lead, out)
+		}
 	}
 }

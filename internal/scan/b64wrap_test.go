@@ -3,12 +3,13 @@ package scan
 import (
 	"context"
 	"encoding/base64"
+	"encoding/hex"
 	"slices"
 	"strings"
 	"testing"
 )
 
-// base64(1), openssl and MIME wrap at 76 columns, PEM at 64: a whole .env
+// base64(1) and MIME wrap at 76 columns, PEM at 64, Ruby at 60: a whole .env
 // file or config printed base64-encoded in a CI log comes in lines, and a
 // token may straddle a line end. The masker looks through such a line end
 // (internal/mask, wrap.go); scan --stdin must find the token and /v1/leaks
@@ -33,6 +34,7 @@ func TestScanWrappedBase64(t *testing.T) {
 	}{
 		{"base64, 76 columns", 76, "\n", "", "$ base64 .env\n", "$ echo done\n"},
 		{"PEM, 64 columns", 64, "\n", "", "-----BEGIN ENV-----\n", "-----END ENV-----\n"},
+		{"Ruby's Base64.encode64, 60 columns", 60, "\n", "", "$ ruby -rbase64 -e 'puts Base64.encode64(File.read(\".env\"))'\n", ""},
 		{"CRLF line ends", 76, "\r\n", "", "PS> certutil -encode\r\n", ""},
 		{"GitHub Actions log", 76, "\n", gha, gha + "$ base64 .env\n", gha + "$ echo done\n"},
 		{"GitLab log", 76, "\n", gitlab, gitlab + "$ base64 .env\n", ""},
@@ -60,5 +62,31 @@ func TestScanWrappedBase64(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// xxd -p prints hex in lines of 60 characters, which are base64
+// characters too: a token whose hex straddles a line end is found as in
+// wrapped base64.
+func TestScanWrappedHex(t *testing.T) {
+	s := newScanner(t, Options{})
+	for lead := 1; lead < 30; lead += 7 {
+		tok := jobToken(t)
+		h := hex.EncodeToString([]byte(strings.Repeat("#", lead) + "\nT=" + tok + "\n"))
+		var lines []string
+		for len(h) > 60 {
+			lines, h = append(lines, h[:60]), h[60:]
+		}
+		log := "$ xxd -p .env\n" + strings.Join(append(lines, h), "\n") + "\n"
+		var found []string
+		for _, f := range s.ScanBytes("ci.log", []byte(log)) {
+			found = append(found, f.Secret)
+		}
+		if !slices.Contains(found, tok) {
+			t.Errorf("lead %d: scan misses the token (findings %d)", lead, len(found))
+		}
+		if rep := ParseLeakReport([]byte(log)); !slices.Contains(rep.Tokens, tok) {
+			t.Errorf("lead %d: /v1/leaks would not revoke it (tokens %d)", lead, len(rep.Tokens))
+		}
 	}
 }

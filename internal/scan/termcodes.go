@@ -33,7 +33,7 @@ func hasTermCodes(b []byte) bool {
 	}
 }
 
-// base64(1), openssl and MIME wrap at 76 columns, PEM at 64. The line
+// base64(1) and MIME wrap at 76 columns, PEM at 64, Ruby at 60. The line
 // end of a line that is exactly that many base64 characters (after a CI
 // log's timestamp: GitHub Actions and GitLab put one before every line)
 // is removed with the terminal codes when decoding is on, with the
@@ -42,12 +42,13 @@ func hasTermCodes(b []byte) bool {
 // only: a line ending in a SHA-256 digest ("image: app@sha256:…") is
 // common and no wrap.
 const (
+	wrapRuby  = 60
 	wrapShort = 64
 	wrapLong  = 76
 )
 
 // hasWrap reports whether b holds a wrapped base64 line. After a line end
-// at r the next one closes a line of 64 or more only from r+65 on, so the
+// at r the next one closes a line of 60 or more only from r+61 on, so the
 // search jumps there.
 func hasWrap(b []byte) bool {
 	for i := 0; i < len(b); {
@@ -64,13 +65,13 @@ func hasWrap(b []byte) bool {
 			e--
 			n++
 		}
-		if n == wrapShort || n == wrapLong {
+		if n == wrapRuby || n == wrapShort || n == wrapLong {
 			ls := bytes.LastIndexByte(b[:e], '\n') + 1
 			if ls == e || logStamp(b[ls:]) == e-ls {
 				return true
 			}
 		}
-		i += k + 1 + wrapShort
+		i += k + 1 + wrapRuby
 	}
 	return false
 }
@@ -153,7 +154,7 @@ func stripTermCodes(b []byte, wraps, nuls bool) ([]byte, []int) {
 		case b[i] == '\r' || b[i] == 0 && nuls:
 			i++
 			continue
-		case wraps && b[i] == '\n' && whole && (run == wrapShort || run == wrapLong):
+		case wraps && b[i] == '\n' && whole && (run == wrapRuby || run == wrapShort || run == wrapLong):
 			i++
 			i += logStamp(b[i:])
 			run = 0
