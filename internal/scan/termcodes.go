@@ -47,9 +47,10 @@ const (
 	wrapLong  = 76
 )
 
-// hasWrap reports whether b holds a wrapped base64 line. After a line end
-// at r the next one closes a line of 60 or more only from r+61 on, so the
-// search jumps there.
+// hasWrap reports whether b holds a wrapped base64 line. It looks only
+// where such a line would start, for a line end or the space that ends a
+// timestamp, before reading the line. After a line end at r the next one
+// closes a line of 60 or more only from r+61 on, so the search jumps there.
 func hasWrap(b []byte) bool {
 	for i := 0; i < len(b); {
 		k := bytes.IndexByte(b[i:], '\n')
@@ -60,20 +61,35 @@ func hasWrap(b []byte) bool {
 		if e > 0 && b[e-1] == '\r' {
 			e--
 		}
-		n := 0
-		for e > 0 && n <= wrapLong && setB64Any[b[e-1]] {
-			e--
-			n++
-		}
-		if n == wrapRuby || n == wrapShort || n == wrapLong {
-			ls := bytes.LastIndexByte(b[:e], '\n') + 1
-			if ls == e || logStamp(b[ls:]) == e-ls {
+		for _, n := range [...]int{wrapRuby, wrapShort, wrapLong} {
+			s := e - n
+			if s < 0 {
+				break
+			}
+			if s > 0 && b[s-1] != '\n' && b[s-1] != ' ' || !allB64(b[s:e]) {
+				continue
+			}
+			if s == 0 || b[s-1] == '\n' {
+				return true
+			}
+			if ls := bytes.LastIndexByte(b[:s], '\n') + 1; logStamp(b[ls:]) == s-ls {
 				return true
 			}
 		}
 		i += k + 1 + wrapRuby
 	}
 	return false
+}
+
+// allB64 reports whether every byte of p is a base64 character, reading
+// from the end (a line of words fails at its last space).
+func allB64(p []byte) bool {
+	for k := len(p) - 1; k >= 0; k-- {
+		if !setB64Any[p[k]] {
+			return false
+		}
+	}
+	return true
 }
 
 // logStamp is the length of the CI log timestamp at the start of b, 0 when
