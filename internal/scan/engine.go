@@ -230,14 +230,15 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 // time without them (termcodes.go), its matches placed back at their
 // offsets in b; the common buffer costs one search for ESC and '\r' and a
 // look at the end of some of its lines. So is UTF-16 text, without its
-// NUL bytes.
+// NUL bytes, and a GitLab job log with timestamps, its continued lines
+// joined.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
-	nuls := isUTF16(b)
-	if !nuls && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
+	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b)}
+	if !o.nuls && !o.joins && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
-	nb, at := stripTermCodes(b, e.decode, nuls)
+	nb, at := stripTermCodes(b, o)
 	o0, _ := slices.BinarySearch(at, own0)
 	o1, _ := slices.BinarySearch(at, own1)
 	type key struct {

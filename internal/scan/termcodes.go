@@ -72,7 +72,8 @@ func hasWrap(b []byte) bool {
 			if s == 0 || b[s-1] == '\n' {
 				return true
 			}
-			if ls := bytes.LastIndexByte(b[:s], '\n') + 1; logStamp(b[ls:]) == s-ls {
+			ls := bytes.LastIndexByte(b[:s], '\n') + 1
+			if n, _ := logStamp(b[ls:]); n == s-ls {
 				return true
 			}
 		}
@@ -94,45 +95,57 @@ func allB64(p []byte) bool {
 
 // logStamp is the length of the CI log timestamp at the start of b, 0 when
 // there is none: RFC 3339 in UTC with an optional fraction and a space
-// (GitHub Actions: "2026-12-06T10:00:00.1234567Z "), then for GitLab the
-// stream and its flags ("00O ", "01E+ ").
-func logStamp(b []byte) int {
+// (GitHub Actions: "2026-12-06T10:00:00.1234567Z "), then for GitLab
+// Runner's header two hex digits (the stream), O or E, and a flag: '+'
+// when the line continues the one before (the runner flushed a partial
+// line), else a space ("2026-12-06T10:00:00.123456Z 00O+"). flag is that
+// flag, 0 for a timestamp without GitLab's header.
+func logStamp(b []byte) (n int, flag byte) {
 	const shape = "dddd-dd-ddTdd:dd:dd"
 	if len(b) < len(shape)+2 {
-		return 0
+		return 0, 0
 	}
 	for k := 0; k < len(shape); k++ {
-		if shape[k] == 'd' && (b[k] < '0' || b[k] > '9') || shape[k] != 'd' && b[k] != shape[k] {
-			return 0
+		if shape[k] == 'd' && !isDigit(b[k]) || shape[k] != 'd' && b[k] != shape[k] {
+			return 0, 0
 		}
 	}
 	i := len(shape)
 	if b[i] == '.' {
 		j := i + 1
-		for j < len(b) && j-i <= 9 && b[j] >= '0' && b[j] <= '9' {
+		for j < len(b) && j-i <= 9 && isDigit(b[j]) {
 			j++
 		}
 		if j == i+1 {
-			return 0
+			return 0, 0
 		}
 		i = j
 	}
 	if i+1 >= len(b) || b[i] != 'Z' || b[i+1] != ' ' {
-		return 0
+		return 0, 0
 	}
 	i += 2
-	// GitLab: two digits of stream, O or E, an optional '+', a space.
-	if j := i; j+3 < len(b) && isDigit(b[j]) && isDigit(b[j+1]) && (b[j+2] == 'O' || b[j+2] == 'E') {
-		j += 3
-		if b[j] == '+' {
-			j++
-		}
-		if j < len(b) && b[j] == ' ' {
-			i = j + 1
-		}
+	if j := i; j+3 < len(b) && isHexDigit(b[j]) && isHexDigit(b[j+1]) && (b[j+2] == 'O' || b[j+2] == 'E') && (b[j+3] == ' ' || b[j+3] == '+') {
+		return j + 4, b[j+3]
 	}
-	return i
+	return i, 0
 }
+
+// isGitLabLog reports whether b is a GitLab job log with timestamps: its
+// first line, or the first that begins in it, has Runner's header.
+func isGitLabLog(b []byte) bool {
+	if _, flag := logStamp(b); flag != 0 {
+		return true
+	}
+	k := bytes.IndexByte(b, '\n')
+	if k < 0 {
+		return false
+	}
+	_, flag := logStamp(b[k+1:])
+	return flag != 0
+}
+
+func isHexDigit(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
@@ -143,13 +156,26 @@ func isUTF16(b []byte) bool {
 	return bytes.IndexByte(b, 0) >= 0 && 4*bytes.Count(b, []byte{0}) >= len(b)
 }
 
+// continues reports whether b starts with GitLab Runner's header of a line
+// that continues the one before.
+func continues(b []byte) bool {
+	_, flag := logStamp(b)
+	return flag == '+'
+}
+
+// stripOpts says what stripTermCodes removes besides terminal codes.
+type stripOpts struct {
+	wraps bool // the line ends of wrapped base64 lines and the timestamps after them
+	nuls  bool // NUL bytes: UTF-16 text narrowed to its ASCII characters
+	joins bool // the line end and header before a GitLab line that continues the one before
+}
+
 // stripTermCodes returns b without '\r' bytes and CSI sequences (ESC '[',
 // at most csiMax bytes in 0x20-0x3F, one final byte in 0x40-0x7E; an ESC
-// that does not start one is kept), with wraps also without the line ends
-// of wrapped base64 lines and the log timestamps after them, with nuls
-// without NUL bytes (UTF-16 text narrowed to its ASCII characters), and
-// for each byte of the result its offset in b.
-func stripTermCodes(b []byte, wraps, nuls bool) ([]byte, []int) {
+// that does not start one is kept) and what o names, and for each byte of
+// the result its offset in b.
+func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
+	wraps, nuls := o.wraps, o.nuls
 	out := make([]byte, 0, len(b))
 	at := make([]int, 0, len(b))
 	run, whole := 0, true // base64 characters ending out; and whether they are its whole line
@@ -158,7 +184,7 @@ func stripTermCodes(b []byte, wraps, nuls bool) ([]byte, []int) {
 		if !wraps {
 			return i
 		}
-		n := logStamp(b[i:])
+		n, _ := logStamp(b[i:])
 		for k := i; k < i+n; k++ {
 			out = append(out, b[k])
 			at = append(at, k)
@@ -170,9 +196,13 @@ func stripTermCodes(b []byte, wraps, nuls bool) ([]byte, []int) {
 		case b[i] == '\r' || b[i] == 0 && nuls:
 			i++
 			continue
+		case o.joins && b[i] == '\n' && continues(b[i+1:]):
+			n, _ := logStamp(b[i+1:])
+			i += 1 + n
+			continue
 		case wraps && b[i] == '\n' && whole && (run == wrapRuby || run == wrapShort || run == wrapLong):
-			i++
-			i += logStamp(b[i:])
+			n, _ := logStamp(b[i+1:])
+			i += 1 + n
 			run = 0
 			continue
 		case b[i] == escByte && i+1 < len(b) && b[i+1] == '[':

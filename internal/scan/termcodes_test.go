@@ -67,7 +67,7 @@ func TestStripTermCodes(t *testing.T) {
 			if got := hasTermCodes([]byte(tt.in)); got != tt.has {
 				t.Errorf("hasTermCodes = %v, want %v", got, tt.has)
 			}
-			got, at := stripTermCodes([]byte(tt.in), false, false)
+			got, at := stripTermCodes([]byte(tt.in), stripOpts{})
 			if string(got) != tt.want {
 				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
 			}
@@ -82,7 +82,7 @@ func TestStripTermCodes(t *testing.T) {
 
 func TestStripWraps(t *testing.T) {
 	l64, l76, l75 := strings.Repeat("Q", 64), strings.Repeat("w", 76), strings.Repeat("e", 75)
-	const gha, gitlab = "2026-12-06T10:00:00.1234567Z ", "2026-12-06T10:00:00.123456Z 01E+ "
+	const gha, gitlab = "2026-12-06T10:00:00.1234567Z ", "2026-12-06T10:00:00.123456Z 01E "
 	tests := []struct {
 		name, in, want string
 		has            bool
@@ -102,7 +102,7 @@ func TestStripWraps(t *testing.T) {
 			if got := hasWrap([]byte(tt.in)); got != tt.has {
 				t.Errorf("hasWrap = %v, want %v", got, tt.has)
 			}
-			got, at := stripTermCodes([]byte(tt.in), true, false)
+			got, at := stripTermCodes([]byte(tt.in), stripOpts{wraps: true})
 			if string(got) != tt.want {
 				t.Fatalf("stripTermCodes = %q, want %q", got, tt.want)
 			}
