@@ -532,8 +532,12 @@ func percentDecode(src []byte) ([]byte, []int) {
 }
 
 // allowed reports whether the line holding b[pos] carries a mayfly:allow
-// comment.
-var allowMarker = []byte("mayfly:allow")
+// comment, in UTF-8 or in UTF-16 (either byte order: inside the marker
+// its characters and zeros alternate the same way).
+var (
+	allowMarker   = []byte("mayfly:allow")
+	allowMarker16 = []byte("m\x00a\x00y\x00f\x00l\x00y\x00:\x00a\x00l\x00l\x00o\x00w")
+)
 
 func allowed(b []byte, pos int) bool {
 	if pos > len(b) {
@@ -544,5 +548,5 @@ func allowed(b []byte, pos int) bool {
 	if i := bytes.IndexByte(b[pos:], '\n'); i >= 0 {
 		le = pos + i
 	}
-	return bytes.Contains(b[ls:le], allowMarker)
+	return bytes.Contains(b[ls:le], allowMarker) || bytes.Contains(b[ls:le], allowMarker16)
 }

@@ -64,4 +64,13 @@ func TestScanUTF16(t *testing.T) {
 			t.Errorf("scan misses the token in a UTF-16 file (findings %d)", len(found))
 		}
 	})
+	t.Run("allow comment", func(t *testing.T) {
+		tok := jobToken(t)
+		for _, big := range []bool{false, true} {
+			b := utf16Bytes("MAYFLY_TOKEN="+tok+" # mayfly:allow a test fixture\r\n", big) // mayfly:allow the marker under test
+			if fs := s.ScanBytes("fixture.env", b); len(fs) != 0 {
+				t.Errorf("big-endian %v: a line marked mayfly:allow is reported (%d findings)", big, len(fs))
+			}
+		}
+	})
 }
