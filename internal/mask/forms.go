@@ -39,7 +39,8 @@ const MinSecretLen = 8
 //     with lower- and upper-case hex digits (as some serialisers write
 //     non-Latin text, and as a reflection may be disguised);
 //   - for a value holding a single quote, the value single-quoted as a
-//     shell trace or quoter writes it (shellQuotes: set -x, shlex.quote);
+//     shell trace, quoter, YAML or SQL writes it (quoteStyles: set -x,
+//     shlex.quote, the quote doubled);
 //   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
 //     file); for an ASCII form the two share one pattern, the characters
 //     with a zero byte between them, which matches at either byte order;
@@ -217,17 +218,18 @@ func valueForms(v []byte) []string {
 		fs = append(fs, jsonEscapeAll(v, hexLower), jsonEscapeAll(v, hexUpper))
 	}
 	if bytes.IndexByte(v, '\'') >= 0 {
-		for _, q := range shellQuotes {
+		for _, q := range quoteStyles {
 			fs = append(fs, strings.ReplaceAll(string(v), "'", q))
 		}
 	}
 	return fs
 }
 
-// shellQuotes lists how common shell quoters write a single quote inside
-// a single-quoted word, the rest of the word kept as it is: bash's and
-// zsh's set -x trace (and ${v@Q}), Python's shlex.quote.
-var shellQuotes = []string{`'\''`, `'"'"'`}
+// quoteStyles lists how common quoters write a single quote inside a
+// single-quoted string, the rest of it kept as it is: bash's and zsh's set
+// -x trace (and ${v@Q}), Python's shlex.quote, and YAML's single-quoted
+// scalars and SQL string literals, which double it.
+var quoteStyles = []string{`'\''`, `'"'"'`, `''`}
 
 // jsonEscapeAll writes every character of the valid UTF-8 v as a JSON
 // \uXXXX escape (surrogate pairs above U+FFFF), with the given hex digits.

@@ -220,6 +220,10 @@ func TestEncoderOutputs(t *testing.T) {
 		// subprocess wrappers' command logs).
 		{"bash set -x", "it'sA-Passw0rd'x", `+ psql 'postgres://app:it'\''sA-Passw0rd'\''x@db/app'`, "sA-Passw0rd"},
 		{"Python shlex.quote", "it'sA-Passw0rd'x", `running: psql 'postgres://app:it'"'"'sA-Passw0rd'"'"'x@db/app'`, "sA-Passw0rd"},
+		// YAML's single-quoted scalars (PyYAML, go-yaml dumping a value
+		// that needs quoting) and SQL string literals double the quote.
+		{"YAML single-quoted", "it'sA-Passw0rd: x", `password: 'it''sA-Passw0rd: x'`, "sA-Passw0rd"},
+		{"SQL string literal", "it'sA-Passw0rd'x", `ALTER ROLE app PASSWORD 'it''sA-Passw0rd''x';`, "sA-Passw0rd"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			m := newTestMatcher(t, tc.secret)
