@@ -40,7 +40,9 @@ const MinSecretLen = 8
 //     non-Latin text, and as a reflection may be disguised);
 //   - for a value holding a single quote, the value single-quoted as a
 //     shell trace, quoter, YAML or SQL writes it (quoteStyles: set -x,
-//     shlex.quote, the quote doubled);
+//     shlex.quote, the quote doubled); for a value holding shell
+//     punctuation, the value as bash escapes it with backslashes
+//     (backslashStyles: export -p, printf %q);
 //   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
 //     file); for an ASCII form the two share one pattern, the characters
 //     with a zero byte between them, which matches at either byte order;
@@ -222,8 +224,26 @@ func valueForms(v []byte) []string {
 			fs = append(fs, strings.ReplaceAll(string(v), "'", q))
 		}
 	}
+	for _, set := range backslashStyles {
+		if bytes.ContainsAny(v, set) {
+			var b strings.Builder
+			for _, c := range v {
+				if strings.IndexByte(set, c) >= 0 {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(c)
+			}
+			fs = append(fs, b.String())
+		}
+	}
 	return fs
 }
+
+// backslashStyles lists, per shell quoter that escapes with backslashes,
+// the bytes it writes with one before: bash's double-quoted values
+// (declare -p, export -p: a job dumping its environment) and printf %q
+// (inside a word: at its start it also escapes '#' and '~').
+var backslashStyles = []string{"$`\"\\", " !\"$&'()*,;<>?[\\]^`{|}"}
 
 // quoteStyles lists how common quoters write a single quote inside a
 // single-quoted string, the rest of it kept as it is: bash's and zsh's set

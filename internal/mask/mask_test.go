@@ -220,6 +220,10 @@ func TestEncoderOutputs(t *testing.T) {
 		// subprocess wrappers' command logs).
 		{"bash set -x", "it'sA-Passw0rd'x", `+ psql 'postgres://app:it'\''sA-Passw0rd'\''x@db/app'`, "sA-Passw0rd"},
 		{"Python shlex.quote", "it'sA-Passw0rd'x", `running: psql 'postgres://app:it'"'"'sA-Passw0rd'"'"'x@db/app'`, "sA-Passw0rd"},
+		// bash's double-quoted values (declare -p, export -p: a job
+		// dumping its environment) and printf %q escape with backslashes.
+		{"bash export -p", "P@$$w0rd\"x`1\\z", "declare -x DB_PASSWORD=\"P@\\$\\$w0rd\\\"x\\`1\\\\z\"", "w0rd"},
+		{"bash printf %q", "Pa$$ w0rd!(x)-long", `Pa\$\$\ w0rd\!\(x\)-long`, "w0rd"},
 		// YAML's single-quoted scalars (PyYAML, go-yaml dumping a value
 		// that needs quoting) and SQL string literals double the quote.
 		{"YAML single-quoted", "it'sA-Passw0rd: x", `password: 'it''sA-Passw0rd: x'`, "sA-Passw0rd"},
