@@ -46,6 +46,10 @@ const MinSecretLen = 8
 //   - every form above as UTF-16, little- and big-endian (a UTF-16 body or
 //     file); for an ASCII form the two share one pattern, the characters
 //     with a zero byte between them, which matches at either byte order;
+//   - the standard base64 of a stable inner substring of the standard
+//     base64, at each alignment (b64Twice): a Kubernetes docker-registry
+//     secret holds the Docker config, whose auth holds user:password, each
+//     base64-encoded; not as UTF-16 either;
 //   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
 //     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
 //     templates): a page quoting a credential back. Not as UTF-16 too: a
@@ -85,6 +89,30 @@ func Forms(secret []byte) [][]byte {
 	for _, v := range values {
 		for _, st := range htmlStyles {
 			add(htmlEscape(v, st))
+		}
+		for _, f := range b64Twice(v) {
+			add(f)
+		}
+	}
+	return out
+}
+
+// b64Twice returns the stable inner substrings (b64Stable) of the
+// standard base64 of each stable inner substring of v's: v encoded inside
+// a value (a Docker config's auth, base64 of user:v) that is encoded
+// again with what surrounds it (a Kubernetes docker-registry secret's
+// .dockerconfigjson, base64 of the whole config).
+func b64Twice(v []byte) []string {
+	var out []string
+	for k := 0; k < 3; k++ {
+		inner := b64Stable(base64.StdEncoding, v, k)
+		if len(inner) < MinSecretLen {
+			continue
+		}
+		for k2 := 0; k2 < 3; k2++ {
+			if s := b64Stable(base64.StdEncoding, []byte(inner), k2); len(s) >= MinSecretLen {
+				out = append(out, s)
+			}
 		}
 	}
 	return out
