@@ -149,11 +149,17 @@ func isHexDigit(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
-// isUTF16 reports whether b looks like UTF-16 text of mostly ASCII
-// characters (Windows PowerShell's output and files): a quarter of its
-// bytes or more are NUL. Text without NUL costs one vectorised search.
+// isUTF16 reports whether b holds UTF-16 text of mostly ASCII characters
+// (Windows PowerShell's output and files, also one command's inside a
+// longer log): a quarter or more of the 64 bytes from its first NUL on
+// are NUL. Text without NUL costs one vectorised search.
 func isUTF16(b []byte) bool {
-	return bytes.IndexByte(b, 0) >= 0 && 4*bytes.Count(b, []byte{0}) >= len(b)
+	i := bytes.IndexByte(b, 0)
+	if i < 0 {
+		return false
+	}
+	w := b[i:min(len(b), i+64)]
+	return 4*bytes.Count(w, []byte{0}) >= len(w) && len(w) >= 8
 }
 
 // continues reports whether b starts with GitLab Runner's header of a line

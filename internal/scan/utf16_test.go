@@ -50,6 +50,21 @@ func TestScanUTF16(t *testing.T) {
 			}
 		}
 	})
+	t.Run("UTF-16 output inside a longer log", func(t *testing.T) {
+		tok := jobToken(t)
+		log := strings.Repeat("Run actions/checkout@v4\n", 200) + "PS> .\\deploy.ps1 > out.txt; type out.txt\n" +
+			string(utf16Bytes("$env:MAYFLY_TOKEN = '"+tok+"'\r\n", false)) + "\n" + strings.Repeat("Post job cleanup.\n", 200)
+		var found []string
+		for _, f := range s.ScanBytes("ci.log", []byte(log)) {
+			found = append(found, f.Secret)
+		}
+		if !slices.Contains(found, tok) {
+			t.Errorf("scan misses the token (findings %d)", len(found))
+		}
+		if rep := ParseLeakReport([]byte(log)); !slices.Contains(rep.Tokens, tok) {
+			t.Errorf("/v1/leaks would not revoke it (tokens %d)", len(rep.Tokens))
+		}
+	})
 	t.Run("file", func(t *testing.T) {
 		tok := jobToken(t)
 		dir := t.TempDir()
