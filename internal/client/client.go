@@ -574,6 +574,7 @@ func (c *Client) connErr(op string, err error) error {
 	var hn x509.HostnameError
 	var rec tls.RecordHeaderError
 	var alert tls.AlertError
+	var dns *net.DNSError
 	msg := err.Error()
 	switch {
 	case errors.As(err, &ca):
@@ -593,6 +594,12 @@ func (c *Client) connErr(op string, err error) error {
 		}
 	case errors.Is(err, context.DeadlineExceeded):
 		ce.Err = fmt.Errorf("no answer within %s", c.timeout)
+	case errors.Is(err, syscall.ECONNREFUSED), strings.Contains(msg, "actively refused"): // the second: Windows' WSAECONNREFUSED
+		// The common first-day mistake: the server is not started, or
+		// listens elsewhere.
+		ce.Hint = "is mayfly server running there? Check " + EnvAddr + " (or --addr): host, port and scheme"
+	case errors.As(err, &dns):
+		ce.Hint = "check the host name in " + EnvAddr + " (or --addr)"
 	case strings.HasPrefix(c.addr, "http://") && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET)) && speaksTLS(c.addr):
 		// A TLS server that does not answer plain HTTP with Go's 400
 		// just hangs up: say why.

@@ -14,6 +14,7 @@ import (
 	"errors"
 	"io"
 	"math/big"
+	"net"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -482,5 +483,33 @@ func TestRetryAfter(t *testing.T) {
 		if got := retryAfter(tt.in); got != tt.want {
 			t.Errorf("retryAfter(%q) = %v, want %v", tt.in, got, tt.want)
 		}
+	}
+}
+
+// A server that is not there (nothing listening, a host name that does not
+// resolve) is the first-day mistake: the error says what to check, not
+// only what the network said.
+func TestUnreachableServerSaysWhatToDo(t *testing.T) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	closed := "https://" + ln.Addr().String()
+	ln.Close() // nothing listens there now
+	for _, tc := range []struct{ name, addr, want string }{
+		{"nothing listening", closed, "is mayfly server running"},
+		{"no such host", "https://mayfly.invalid:8443", "check the host name"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			c, err := New(Config{Addr: tc.addr, Getenv: envFrom(nil)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = c.ReportLeaks(context.Background(), []byte("x"))
+			var ce *ConnError
+			if !errors.As(err, &ce) || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), EnvAddr) {
+				t.Errorf("err = %v, want a hint %q naming %s", err, tc.want, EnvAddr)
+			}
+		})
 	}
 }
