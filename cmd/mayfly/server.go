@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -76,7 +77,13 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 				return json.NewEncoder(out).Encode(res)
 			}
 			fmt.Fprintf(out, "Initialised %s.\n\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", o.DataDir, res.AdminToken)
-			fmt.Fprintf(out, "Clients trust the CA in %s:\n\n  export MAYFLY_ADDR=https://127.0.0.1:8443 MAYFLY_CACERT=%s\n", res.CAFile, res.CAFile)
+			// The line is pasted into another shell, maybe in another
+			// directory: an absolute path, one sh word.
+			ca := res.CAFile
+			if abs, err := filepath.Abs(ca); err == nil {
+				ca = abs
+			}
+			fmt.Fprintf(out, "Clients trust the CA in %s:\n\n  export MAYFLY_ADDR=https://127.0.0.1:8443 MAYFLY_CACERT=%s\n", ca, shWord(ca))
 			return nil
 		},
 	}
@@ -259,4 +266,13 @@ func newTLSCmd() *cobra.Command {
 	renew.Flags().BoolVar(&asJSON, "json", false, "print {\"not_after\",\"names\"} as JSON")
 	tlsCmd.AddCommand(renew)
 	return tlsCmd
+}
+
+// shWord returns v as one sh word: as it is when sh gives none of its
+// characters a meaning, else in single quotes.
+func shWord(v string) string {
+	if v != "" && strings.Trim(v, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_@%+=:,./-") == "" {
+		return v
+	}
+	return "'" + strings.ReplaceAll(v, "'", `'\''`) + "'"
 }

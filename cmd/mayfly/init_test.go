@@ -1,0 +1,37 @@
+package main
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"testing"
+)
+
+// The export line init prints is pasted into another shell, which may be in
+// another directory: its MAYFLY_CACERT names the CA file from anywhere, as
+// one shell word even when the path has a space.
+func TestInitPrintsAnExportLineThatWorksElsewhere(t *testing.T) {
+	if runtime.GOOS == "windows" {
+		t.Skip("the line is for sh")
+	}
+	work := filepath.Join(t.TempDir(), "my work")
+	if err := os.Mkdir(work, 0o700); err != nil {
+		t.Fatal(err)
+	}
+	t.Chdir(work)
+	out, stderr, code := runCLI(t, "", "init", "--data-dir", "./data")
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	line := regexp.MustCompile(`(?m)^\s*(export MAYFLY_ADDR=.*)$`).FindStringSubmatch(out)
+	if line == nil {
+		t.Fatalf("init printed no export line:\n%s", out)
+	}
+	sh := exec.Command("sh", "-c", line[1]+` && test -f "$MAYFLY_CACERT" && echo ok`)
+	sh.Dir = t.TempDir() // another shell, elsewhere
+	if got, err := sh.CombinedOutput(); err != nil || string(got) != "ok\n" {
+		t.Errorf("%s, run in another directory: %v %s", line[1], err, got)
+	}
+}
