@@ -94,6 +94,34 @@ func TestPolicyCheckJSON(t *testing.T) {
 	}
 }
 
+// A command with one of --format and --json has the other (README: every
+// command that prints a result takes --format text|json, --json the same
+// as --format json), and --json means json: `policy test`, `version` and
+// `tls renew` once had only one of the two.
+func TestFormatAndJSONGoTogether(t *testing.T) {
+	walk(newRootCmd(), func(c *cobra.Command) {
+		f, j := c.LocalFlags().Lookup("format"), c.LocalFlags().Lookup("json")
+		if (f == nil) != (j == nil) {
+			t.Errorf("%s: --format %v, --json %v: want both or neither", c.CommandPath(), f != nil, j != nil)
+		}
+	})
+	out, stderr, code := runCLI(t, "", "version", "--json")
+	if code != exitOK || !strings.HasPrefix(out, "{") {
+		t.Errorf("version --json: exit %d, %q %q", code, out, stderr)
+	}
+	dir := t.TempDir()
+	pol := writeFile(t, dir, "p.yaml", "issuers:\n  ci:\n    url: https://ci.example\n    audience: https://m.example\n")
+	idt := writeFile(t, dir, "id.jwt", fakeJWT)
+	out, stderr, code = runCLI(t, "", "policy", "test", "--json", "--id-token", idt, pol)
+	if code == exitUsage || !strings.HasPrefix(out, "{") {
+		t.Errorf("policy test --json: exit %d, %q %q", code, out, stderr)
+	}
+	_, stderr, code = runCLI(t, "", "policy", "test", "--json", "--format", "text", "--id-token", idt, pol)
+	if code != exitUsage || !strings.Contains(stderr, "contradict") {
+		t.Errorf("policy test --json --format text: exit %d, %q", code, stderr)
+	}
+}
+
 // Shell completion is cobra's completion command, for every shell it knows.
 func TestCompletion(t *testing.T) {
 	for shell, want := range map[string]string{"bash": "bash completion", "zsh": "#compdef mayfly", "fish": "complete -c mayfly", "powershell": "Register-ArgumentCompleter"} {

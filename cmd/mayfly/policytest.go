@@ -48,7 +48,8 @@ type policyTestResult struct {
 }
 
 func newPolicyTestCmd() *cobra.Command {
-	var idFile, format, source string
+	var idFile, source string
+	var outFmt *outputFormat
 	var grants []string
 	c := &cobra.Command{
 		Use:   "test --id-token FILE [--grant G…] [--source ADDR] FILE_OR_DIR…",
@@ -66,8 +67,9 @@ given, 1 otherwise, 2 on a usage error or an invalid policy.`,
 			if idFile == "" {
 				return usageErr("policy test: --id-token FILE is required")
 			}
-			if format != "text" && format != "json" {
-				return usageErr("policy test: unknown --format %q (text or json)", format)
+			format, err := outFmt.resolve(cmd)
+			if err != nil {
+				return err
 			}
 			var addr netip.Addr
 			if source != "" {
@@ -123,7 +125,7 @@ given, 1 otherwise, 2 on a usage error or an invalid policy.`,
 	c.Flags().StringVar(&idFile, "id-token", "", "file holding the ID token (a JWT)")
 	c.Flags().StringSliceVar(&grants, "grant", nil, "grant(s) to test: NAME[,NAME…] (default: every grant)")
 	c.Flags().StringVar(&source, "source", "", "the job's address, to decide source_cidrs")
-	c.Flags().StringVar(&format, "format", "text", "text or json")
+	outFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }
 

@@ -233,7 +233,7 @@ func newTLSCmd() *cobra.Command {
 	}
 	var dataDir, caKey string
 	var sans []string
-	var asJSON bool
+	var renewFmt *outputFormat
 	renew := &cobra.Command{
 		Use:   "renew --data-dir DIR",
 		Short: "Issue a new server certificate (one year) from the data dir's CA; a running server loads it on SIGHUP",
@@ -244,6 +244,10 @@ func newTLSCmd() *cobra.Command {
 			"added with init --join has none: give the cluster's with --ca-key. Clients keep trusting ca.pem.",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := renewFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			if dataDir == "" {
 				return usageErr("tls renew: --data-dir is required")
 			}
@@ -251,7 +255,7 @@ func newTLSCmd() *cobra.Command {
 			if err != nil {
 				return usageErr("tls renew: %v", err)
 			}
-			if asJSON {
+			if format == "json" { // {"not_after","names"}
 				return printJSON(cmd.OutOrStdout(), res)
 			}
 			fmt.Fprintf(cmd.OutOrStdout(), "renewed the server certificate in %s: valid until %s for %s\n"+
@@ -263,7 +267,7 @@ func newTLSCmd() *cobra.Command {
 	renew.Flags().StringVar(&dataDir, "data-dir", "", "data directory made by mayfly init")
 	renew.Flags().StringSliceVar(&sans, "tls-san", nil, "extra DNS names or IPs for the certificate")
 	renew.Flags().StringVar(&caKey, "ca-key", "", "the CA's key (default: the data dir's ca-key.pem; a node added with init --join needs the cluster's)")
-	renew.Flags().BoolVar(&asJSON, "json", false, "print {\"not_after\",\"names\"} as JSON")
+	renewFmt = addFormatFlag(renew, "text", "text", "json")
 	tlsCmd.AddCommand(renew)
 	return tlsCmd
 }

@@ -10,23 +10,24 @@ import (
 )
 
 func newVersionCmd() *cobra.Command {
-	var format string
+	var outFmt *outputFormat
 	c := &cobra.Command{
 		Use:   "version",
 		Short: "Print the mayfly version, the revision it was built from and the Go version",
 		Args:  cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
+			format, err := outFmt.resolve(cmd)
+			if err != nil {
+				return err
+			}
 			v := version.Get()
-			switch format {
-			case "text":
-				fmt.Fprintln(cmd.OutOrStdout(), v.String())
-				return nil
-			case "json":
+			if format == "json" {
 				return json.NewEncoder(cmd.OutOrStdout()).Encode(v)
 			}
-			return usageErr("version: --format must be text or json, not %q", format)
+			fmt.Fprintln(cmd.OutOrStdout(), v.String())
+			return nil
 		},
 	}
-	c.Flags().StringVar(&format, "format", "text", "output format: text or json")
+	outFmt = addFormatFlag(c, "text", "text", "json")
 	return c
 }
