@@ -32,6 +32,9 @@ func CreateAdminTokenOffline(ctx context.Context, o OfflineOptions, name, role s
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
+	if err := requireStore(ctx, d, dsn); err != nil {
+		return "", time.Time{}, err
+	}
 	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, BusyTimeout: 10 * time.Second})
 	if err != nil {
 		return "", time.Time{}, err

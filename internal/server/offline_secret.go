@@ -48,6 +48,9 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
+	if err := requireStore(ctx, d, dsn); err != nil {
+		return 0, err
+	}
 	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
 	if err != nil {
 		return 0, err

@@ -146,6 +146,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
+	if err := requireStore(ctx, d, dsn); err != nil {
+		return nil, err
+	}
 	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, MaxConns: cfg.PostgresMaxConns, ObserveCommit: storeMetrics(s.registry)})
 	if err != nil {
 		return nil, err

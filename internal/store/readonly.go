@@ -57,11 +57,15 @@ func OpenReadOnly(ctx context.Context, cfg Config) (*ReadOnly, error) {
 	return &ReadOnly{db: db, schema: v}, nil
 }
 
+// ErrNoSchema is OpenReadOnly's answer for a database mayfly never
+// initialised (no schema version).
+var ErrNoSchema = errors.New("store: no mayfly schema in this database")
+
 // readableSchema says why a read-only handle cannot read schema version v.
 func readableSchema(v int) error {
 	switch {
 	case v == 0:
-		return errors.New("store: no mayfly schema in this database")
+		return ErrNoSchema
 	case v > SchemaVersion():
 		return fmt.Errorf("store: database schema is version %d, newer than this mayfly knows (%d): read it with the mayfly that wrote it", v, SchemaVersion())
 	case v < minReadSchema:
