@@ -2,9 +2,12 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -128,5 +131,61 @@ func TestMaxHeaderBytesHonoured(t *testing.T) {
 				t.Errorf("framing maxHead %d, want %d", got, tt.want+4096)
 			}
 		})
+	}
+}
+
+// configKeys returns the dotted yaml keys of t, nested structs (and lists
+// of them) included.
+func configKeys(t reflect.Type, prefix string) []string {
+	for t.Kind() == reflect.Pointer || t.Kind() == reflect.Slice {
+		t = t.Elem()
+	}
+	if t.Kind() != reflect.Struct || t == reflect.TypeOf(time.Duration(0)) {
+		return nil
+	}
+	var out []string
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		name, _, _ := strings.Cut(f.Tag.Get("yaml"), ",")
+		if name == "-" || !f.IsExported() {
+			continue
+		}
+		out = append(out, prefix+name)
+		out = append(out, configKeys(f.Type, prefix+name+".")...)
+	}
+	return out
+}
+
+// Every key the config file accepts is documented in the README, as
+// `key` or in a YAML example; and every YAML example of
+// the README that is a config (not a policy) loads. The file's timeouts,
+// log level and TLS keys were once accepted but written nowhere.
+func TestConfigKeysDocumented(t *testing.T) {
+	b, err := os.ReadFile("../../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	readme := string(b)
+	for _, k := range configKeys(reflect.TypeOf(Config{}), "") {
+		leaf := k[strings.LastIndex(k, ".")+1:]
+		// `leaf`, a "leaf:" of an example (or its comments), or a name
+		// with an underscore written in prose.
+		documented := strings.Contains(readme, "`"+leaf+"`") || strings.Contains(readme, "`"+k+"`") ||
+			regexp.MustCompile(`\b`+regexp.QuoteMeta(leaf)+`:`).MatchString(readme) ||
+			strings.Contains(leaf, "_") && regexp.MustCompile(`\b`+regexp.QuoteMeta(leaf)+`\b`).MatchString(readme)
+		if !documented {
+			t.Errorf("config key %s is accepted but the README does not document it", k)
+		}
+	}
+	dir := t.TempDir()
+	for i, m := range regexp.MustCompile("(?s)```yaml\n(.*?)```").FindAllStringSubmatch(readme, -1) {
+		if strings.Contains(m[1], "\ngrants:") || strings.HasPrefix(m[1], "issuers:") {
+			continue // a policy
+		}
+		p := filepath.Join(dir, fmt.Sprintf("block%d.yaml", i))
+		os.WriteFile(p, []byte(m[1]), 0o600)
+		if _, err := LoadConfigFile(p); err != nil {
+			t.Errorf("the README's YAML block %d does not load as a config: %v\n%s", i, err, m[1])
+		}
 	}
 }
