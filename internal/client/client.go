@@ -456,6 +456,11 @@ type Error struct {
 	plainToTLS bool
 }
 
+// notMayfly reports an answer without mayfly's error shape, which every
+// refusal of a mayfly server has: another server answered (a wrong
+// address, the metrics listener, a proxy's own page).
+func (e *Error) notMayfly() bool { return e.Code == "" }
+
 func (e *Error) Error() string {
 	var b strings.Builder
 	if e.Op != "" {
@@ -472,6 +477,9 @@ func (e *Error) Error() string {
 		b.WriteString(e.Description)
 	}
 	fmt.Fprintf(&b, " (HTTP %d)", e.Status)
+	if e.notMayfly() && e.Status/100 == 4 && e.Status != http.StatusTooManyRequests {
+		b.WriteString("; the answer is not a mayfly server's: is " + EnvAddr + " (or --addr) the URL of its API listener (not the metrics listener, nor the gateway's /gw)?")
+	}
 	if h := e.Hint(); h != "" {
 		b.WriteString("; ")
 		b.WriteString(h)
@@ -496,10 +504,10 @@ func (e *Error) Hint() string {
 }
 
 // Refused reports whether the server said no to this request (a 4xx other
-// than 429): the caller's negative answer, not a failure of the
-// environment.
+// than 429, in mayfly's error shape): the caller's negative answer, not a
+// failure of the environment such as a wrong address.
 func (e *Error) Refused() bool {
-	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests
+	return e.Status >= 400 && e.Status < 500 && e.Status != http.StatusTooManyRequests && !e.notMayfly()
 }
 
 // goTLSRefusal is what Go's TLS server answers a plain-HTTP request with.

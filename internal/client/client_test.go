@@ -513,3 +513,40 @@ func TestUnreachableServerSaysWhatToDo(t *testing.T) {
 		})
 	}
 }
+
+// An address that reaches some other HTTP server (the metrics listener, a
+// dev issuer, a proxy's own 404 page) answers a 4xx without mayfly's error
+// shape: that is a wrong MAYFLY_ADDR, not the server refusing, so it is
+// no refusal (the CLI's exit 2, not 1) and says what to check.
+func TestNotAMayflyServer(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "404 page not found", http.StatusNotFound)
+	}))
+	t.Cleanup(other.Close)
+	mayfly := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.WriteHeader(http.StatusNotFound)
+		json.NewEncoder(w).Encode(apitype.Error{Error: "not_found", Description: "no such secret"})
+	}))
+	t.Cleanup(mayfly.Close)
+	for _, tc := range []struct {
+		addr    string
+		refused bool
+		want    string
+	}{
+		{other.URL, false, "not a mayfly server's"},
+		{mayfly.URL, true, "not_found: no such secret"},
+	} {
+		c, err := New(Config{Addr: tc.addr, AdminToken: true, Getenv: envFrom(map[string]string{EnvToken: newToken(t, token.Admin)})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.SecretMeta(context.Background(), "gh")
+		var e *Error
+		if !errors.As(err, &e) || e.Refused() != tc.refused || !strings.Contains(err.Error(), tc.want) {
+			t.Errorf("%s: err = %v (refused %v), want refused %v and %q", tc.addr, err, e != nil && e.Refused(), tc.refused, tc.want)
+		}
+		if !tc.refused && !strings.Contains(err.Error(), EnvAddr) {
+			t.Errorf("%s: %v does not name %s", tc.addr, err, EnvAddr)
+		}
+	}
+}
