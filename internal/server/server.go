@@ -191,6 +191,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	s.audit, err = auditlog.Open(ctx, s.store, strings.TrimSpace(string(signer)), aopts)
 	clear(signer)
 	if err != nil {
+		if strings.Contains(err.Error(), "in use by another process") {
+			return nil, fmt.Errorf("%s: %w (its audit journal is locked): stop it first, or use it (MAYFLY_ADDR)", cfg.DataDir, ErrServerRunning)
+		}
 		return nil, err
 	}
 	if n := s.audit.Recovered(); n > 0 {
