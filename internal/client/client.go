@@ -90,6 +90,7 @@ type Client struct {
 	timeout   time.Duration
 	userAgent string
 	hasCert   bool
+	caFile    string // the CA file trusted, "" for the system's roots
 }
 
 // ErrNoAdminToken is returned by admin calls when no admin token was
@@ -133,7 +134,8 @@ func New(c Config) (*Client, error) {
 	tr := c.Transport
 	if tr == nil {
 		certFile, keyFile := pick(c.ClientCertFile, EnvClientCert), pick(c.ClientKeyFile, EnvClientKey)
-		tlsCfg, err := TLSConfig(pick(c.CACertFile, EnvCACert), certFile, keyFile)
+		cl.caFile = pick(c.CACertFile, EnvCACert)
+		tlsCfg, err := TLSConfig(cl.caFile, certFile, keyFile)
 		if err != nil {
 			return nil, err
 		}
@@ -588,6 +590,9 @@ func (c *Client) connErr(op string, err error) error {
 	case errors.As(err, &ca):
 		ce.Err = errors.New("the server's certificate is not signed by a trusted CA")
 		ce.Hint = "set " + EnvCACert + " (or --cacert) to the CA file, e.g. DATA_DIR/ca.pem"
+		if c.caFile != "" {
+			ce.Hint = "the CA in " + c.caFile + " (" + EnvCACert + " or --cacert) did not sign it: use the ca.pem of this server's data dir"
+		}
 	case errors.As(err, &hn):
 		ce.Hint = "the certificate does not name this host; use the name or address it was made for (mayfly init --tls-san)"
 	case errors.As(err, &rec), strings.Contains(msg, "server gave HTTP response to HTTPS client"):

@@ -550,3 +550,25 @@ func TestNotAMayflyServer(t *testing.T) {
 		}
 	}
 }
+
+// MAYFLY_CACERT set to another CA (another cluster's, a copy of an old
+// one) is not the same mistake as none set: the hint says the given CA
+// did not sign the server's certificate rather than to set the variable.
+func TestWrongCACertSaysSo(t *testing.T) {
+	srv := httptest.NewTLSServer(http.NotFoundHandler())
+	t.Cleanup(srv.Close)
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "another cluster"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, _ := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	ca := filepath.Join(t.TempDir(), "other-ca.pem")
+	os.WriteFile(ca, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600)
+	c, err := New(Config{Addr: srv.URL, Getenv: envFrom(map[string]string{EnvCACert: ca})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, err = c.ReportLeaks(context.Background(), []byte("x"))
+	if err == nil || !strings.Contains(err.Error(), "did not sign") || !strings.Contains(err.Error(), ca) {
+		t.Errorf("wrong CA: %v; want it to say the CA in %s did not sign the server's certificate", err, ca)
+	}
+}
