@@ -229,7 +229,7 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 				if state, err = loadState(statePath); err != nil {
 					return err
 				}
-				if res, key, cons, err = verifyRemote(ctx, c, key, state); err != nil {
+				if res, key, cons, err = verifyRemote(ctx, c, key, state, statePath); err != nil {
 					return err
 				}
 			}
@@ -332,7 +332,7 @@ func newAuditKeyCmd(cf *clientFlags) *cobra.Command {
 				return nil
 			}
 			if st.Key != key {
-				return negative("audit key: it differs from the key pinned in %s (%s); audit verify will refuse it until you pass --key to trust a new one", statePath, st.Key)
+				return negative("audit key: it differs from the key pinned in %s (%s), so audit verify refuses it: if the server was re-initialised, verify its new log with a fresh state file (--state NEW_FILE, or remove %s)", statePath, st.Key, statePath)
 			}
 			fmt.Fprintf(out, "same as the key pinned in %s\n", statePath)
 			return nil
@@ -387,7 +387,7 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 // verifyRemote fetches the key (unless given or pinned), the checkpoint and
 // every entry it covers, and recomputes the tree. cons reports a consistency
 // proof from the server that does not check out.
-func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyState) (res *audit.VerifyResult, usedKey string, cons, err error) {
+func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyState, statePath string) (res *audit.VerifyResult, usedKey string, cons, err error) {
 	if key == "" {
 		srvKey, err := c.AuditKey(ctx)
 		if err != nil {
@@ -395,7 +395,7 @@ func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyS
 		}
 		key = srvKey
 		if state != nil && state.Key != "" && state.Key != srvKey {
-			return nil, "", nil, negative("audit verify: the server's verifier key changed since the last verification (pinned in the state file); pass --key to trust a new one")
+			return nil, "", nil, keyChanged("audit verify", statePath)
 		}
 	}
 	cp, err := c.AuditCheckpoint(ctx)
@@ -446,6 +446,13 @@ func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyS
 		}
 	}
 	return res, key, cons, nil
+}
+
+// keyChanged is the refusal of a server whose verifier key is not the one
+// the state file pins. --key alone does not get past it: the state also
+// pins the old log's tree, which a new log does not extend.
+func keyChanged(op, statePath string) error {
+	return negative("%s: the server's verifier key changed since the last verification (pinned in %s): if the server was re-initialised, its log is a new one: verify it with a fresh state file (--state NEW_FILE, or remove %s); otherwise trust nothing it serves", op, statePath, statePath)
 }
 
 // provePinned checks that the signed checkpoint (size, root) and the tree a
@@ -734,6 +741,13 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 				return clientErr(err)
 			}
 			cpSize, root, err := audit.ParseCheckpoint(cp, key)
+			if err != nil && keyFlag == "" && st != nil && st.Key == key {
+				// Signed by another key than the pinned one: say so if the
+				// server's own key is another, as after a new init.
+				if srvKey, kerr := c.AuditKey(ctx); kerr == nil && srvKey != key {
+					return keyChanged("audit prove", statePath)
+				}
+			}
 			if err != nil {
 				return negative("audit prove: the checkpoint does not verify: %v", err)
 			}
