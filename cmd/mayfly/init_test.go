@@ -6,7 +6,10 @@ import (
 	"path/filepath"
 	"regexp"
 	"runtime"
+	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // The export line init prints is pasted into another shell, which may be in
@@ -34,4 +37,19 @@ func TestInitPrintsAnExportLineThatWorksElsewhere(t *testing.T) {
 	if got, err := sh.CombinedOutput(); err != nil || string(got) != "ok\n" {
 		t.Errorf("%s, run in another directory: %v %s", line[1], err, got)
 	}
+}
+
+// No help text shows a DSN from the environment: MAYFLY_POSTGRES holds a
+// password, and `mayfly init --help` in a CI job would print it as the
+// flag's default.
+func TestHelpNeverShowsMAYFLY_POSTGRES(t *testing.T) {
+	const pw = "PLANTEDdsnPassw0rd" // mayfly:allow
+	t.Setenv("MAYFLY_POSTGRES", "postgres://mayfly:"+pw+"@db.internal/mayfly")
+	walk(newRootCmd(), func(c *cobra.Command) {
+		path := strings.Fields(c.CommandPath())[1:]
+		out, errOut, _ := runCLI(t, "", append(path, "--help")...)
+		if strings.Contains(out+errOut, pw) {
+			t.Errorf("%s --help shows MAYFLY_POSTGRES's password", c.CommandPath())
+		}
+	})
 }

@@ -42,6 +42,9 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 			if o.DataDir == "" {
 				return usageErr("init: --data-dir is required")
 			}
+			if o.Postgres == "" {
+				o.Postgres = os.Getenv("MAYFLY_POSTGRES")
+			}
 			if join {
 				j.DataDir, j.Postgres, j.SANs = o.DataDir, o.Postgres, o.SANs
 				res, err := server.Join(cmd.Context(), j)
@@ -89,7 +92,9 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 	}
 	c.Flags().StringVar(&o.DataDir, "data-dir", "", "data directory to create")
 	c.Flags().StringSliceVar(&o.SANs, "tls-san", nil, "extra DNS names or IPs for the server certificate")
-	c.Flags().StringVar(&o.Postgres, "postgres", os.Getenv("MAYFLY_POSTGRES"), "PostgreSQL DSN instead of embedded SQLite")
+	// The environment is read when the command runs, never as the flag's
+	// default: --help would print the DSN, password and all.
+	c.Flags().StringVar(&o.Postgres, "postgres", "", "PostgreSQL DSN instead of embedded SQLite (or MAYFLY_POSTGRES)")
 	initFmt = addFormatFlag(c, "text", "text", "json")
 	c.Flags().BoolVar(&join, "join", false, "add a node to the cluster on --postgres (keys from files or environment)")
 	c.Flags().StringVar(&j.MasterKeyFile, "master-key-file", "", "with --join: the cluster's master.key (default: MAYFLY_MASTER_KEY)")
