@@ -9,7 +9,9 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"errors"
 	"fmt"
+	"io/fs"
 	"math/big"
 	"net"
 	"os"
@@ -206,6 +208,9 @@ func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (
 	}
 	if caKeyFile == "" {
 		caKeyFile = d.CAKey()
+		if _, err := os.Stat(caKeyFile); errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("%s has no CA key (%s; a node added with init --join keeps none): pass the cluster's with --ca-key ca-key.pem", dataDir, caKeyFile)
+		}
 	}
 	ca, caKey, _, err := loadCA(d.CACert(), caKeyFile)
 	if err != nil {

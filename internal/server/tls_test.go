@@ -246,3 +246,20 @@ func TestRenewCertificateFailureKeepsAPair(t *testing.T) {
 		})
 	}
 }
+
+// A data dir without the CA key (a node added with init --join keeps
+// none) renewed without --ca-key is told to pass the cluster's, not only
+// that a file is missing.
+func TestRenewWithoutCAKeySaysPassIt(t *testing.T) {
+	d := datadir.Dir(filepath.Join(t.TempDir(), "data"))
+	if _, err := Init(context.Background(), InitOptions{DataDir: string(d)}); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Remove(d.CAKey()); err != nil { // as on a joined node
+		t.Fatal(err)
+	}
+	_, err := RenewCertificate(string(d), "", nil, time.Now())
+	if err == nil || !strings.Contains(err.Error(), "--ca-key") {
+		t.Errorf("renew without the CA key: %v; want it to say to pass the cluster's with --ca-key", err)
+	}
+}
