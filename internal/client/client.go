@@ -594,7 +594,7 @@ func (c *Client) connErr(op string, err error) error {
 			ce.Hint = "the CA in " + c.caFile + " (" + EnvCACert + " or --cacert) did not sign it: use the ca.pem of this server's data dir"
 		}
 	case errors.As(err, &hn):
-		ce.Hint = "the certificate does not name this host; use the name or address it was made for (mayfly init --tls-san)"
+		ce.Hint = "the certificate does not name this host: use a name or address it was made for, or add this one on the server with mayfly tls renew --data-dir DIR --tls-san NAME, then reload it (SIGHUP)"
 	case errors.As(err, &rec), strings.Contains(msg, "server gave HTTP response to HTTPS client"):
 		ce.Err = errors.New("the server speaks plain HTTP on this port")
 		ce.Hint = "use http://" + strings.TrimPrefix(c.addr, "https://")
