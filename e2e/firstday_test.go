@@ -136,7 +136,7 @@ func TestTLSRenewAndReloadOnSIGHUP(t *testing.T) {
 }
 
 // dev-issuer's policy snippet names the server it is told about as the
-// audience, not a fixed port.
+// audience, and its sign-in snippet that server's origin, not a fixed port.
 func TestDevIssuerAudience(t *testing.T) {
 	for _, tt := range []struct {
 		name string
@@ -147,6 +147,10 @@ func TestDevIssuerAudience(t *testing.T) {
 		{"--server", []string{"--server", "https://127.0.0.1:9555/"}, nil, "audience: https://127.0.0.1:9555\n"},
 		{"MAYFLY_ADDR", nil, []string{"MAYFLY_ADDR=https://mayfly.test:7443"}, "audience: https://mayfly.test:7443\n"},
 		{"neither: says so", nil, []string{"MAYFLY_ADDR="}, "pass --server URL"},
+		// The sign-in snippet names that server too: a redirect_url on
+		// another origin than the server's cannot complete a sign-in.
+		{"--server: sign-in", []string{"--server", "https://127.0.0.1:9555/"}, nil, "    redirect_url: https://127.0.0.1:9555/ui/callback\n"},
+		{"MAYFLY_ADDR: sign-in", nil, []string{"MAYFLY_ADDR=http://127.0.0.1:9556"}, "open http://127.0.0.1:9556/ui/login"},
 	} {
 		t.Run(tt.name, func(t *testing.T) {
 			cmd := exec.Command(binary, append([]string{"dev-issuer", "--listen", "127.0.0.1:0"}, tt.args...)...)

@@ -7,6 +7,7 @@ import (
 	"net"
 	"net/http"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -54,6 +55,18 @@ func newDevIssuerCmd() *cobra.Command {
 				note = "\n(no --server given and MAYFLY_ADDR unset: the audience assumes a server on the default\n" +
 					"address; pass --server URL when yours listens elsewhere)\n"
 			}
+			// Sign-in comes back to the server's own origin: the one named,
+			// else a plain-HTTP test server on the default address.
+			signIn, signInNote := "http://"+server.DefaultListen, "insecure_http, listening on "+server.DefaultListen
+			if serverURL != "" {
+				if signIn, err = client.NormalizeAddr(serverURL); err != nil {
+					return usageErr("dev-issuer: --server: %v", err)
+				}
+				signInNote = signIn
+				if strings.HasPrefix(signIn, "http://") {
+					signInNote += ", insecure_http"
+				}
+			}
 			iss, err := devissuer.New(devissuer.Options{URL: url, Algorithm: alg, Audience: aud, LoginForm: loginForm})
 			if err != nil {
 				return usageErr("%v", err)
@@ -78,17 +91,17 @@ Or imitate GitHub Actions for mayfly login / mayfly exec:
   export ACTIONS_ID_TOKEN_REQUEST_TOKEN='%[5]s'
   export MAYFLY_AUDIENCE='%[3]s'
 
-Human sign-in (SSO) on a test server (insecure_http, listening on 127.0.0.1:8443): in its config
+Human sign-in (SSO) on a test server (%[9]s): in its config
   admin_oidc:
     issuer: %[1]s
     client_id: mayfly
-    redirect_url: http://127.0.0.1:8443/ui/callback
+    redirect_url: %[8]s/ui/callback
     roles: {admin: [mayfly-admins], operator: [mayfly-operators], auditor: [mayfly-auditors]}
-then open http://127.0.0.1:8443/ui/login or run mayfly auth login. It signs in dev@example.com
+then open %[8]s/ui/login or run mayfly auth login. It signs in dev@example.com
 (group mayfly-admins)%[7]s.
 
 Serving until interrupted.
-`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken(), note, formNote(loginForm))
+`, url, iss.Algorithm(), aud, iss.RequestURL(), iss.RequestToken(), note, formNote(loginForm), signIn, signInNote)
 			if urlFile != "" {
 				if err := os.WriteFile(urlFile, []byte(url+"\n"), 0o600); err != nil {
 					return usageErr("dev-issuer: %v", err)
