@@ -351,7 +351,22 @@ func (c *Client) send(ctx context.Context, r request) (*http.Response, context.C
 			Hint: "use https://" + strings.TrimPrefix(c.addr, "http://"), WrongScheme: true}
 	}
 	e.Op = r.op
+	e.addrHint = c.pathHint(e)
 	return nil, nil, e
+}
+
+// pathHint says to drop the path of an address that mayfly does not serve
+// under: MAYFLY_GATEWAY (…/gw) given as MAYFLY_ADDR reaches the gateway,
+// which refuses an admin token, and …/v1 finds no endpoint.
+func (c *Client) pathHint(e *Error) string {
+	u, err := url.Parse(c.addr)
+	if err != nil || u.Path == "" || u.Path == "/" {
+		return ""
+	}
+	if strings.HasSuffix(u.Path, "/gw") || (e.Code == "not_found" && e.Description == "no such endpoint") {
+		return "is " + EnvAddr + " (or --addr) the server's URL? give it without the path " + u.Path
+	}
+	return ""
 }
 
 // redirectTarget names where a redirect pointed, without its query (which
@@ -456,6 +471,7 @@ type Error struct {
 	RetryAfter time.Duration
 
 	plainToTLS bool
+	addrHint   string // the address looks wrong: why
 }
 
 // notMayfly reports an answer without mayfly's error shape, which every
@@ -482,9 +498,13 @@ func (e *Error) Error() string {
 	if e.notMayfly() && e.Status/100 == 4 && e.Status != http.StatusTooManyRequests {
 		b.WriteString("; the answer is not a mayfly server's: is " + EnvAddr + " (or --addr) the URL of its API listener (not the metrics listener, nor the gateway's /gw)?")
 	}
-	if h := e.Hint(); h != "" {
+	if h := e.Hint(); h != "" && e.addrHint == "" {
 		b.WriteString("; ")
 		b.WriteString(h)
+	}
+	if e.addrHint != "" {
+		b.WriteString("; ")
+		b.WriteString(e.addrHint)
 	}
 	return b.String()
 }

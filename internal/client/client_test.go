@@ -590,3 +590,35 @@ func TestCertificateForAnotherNameSaysHowToAddIt(t *testing.T) {
 		t.Errorf("another name: %v; want the way to add it (mayfly tls renew … --tls-san)", err)
 	}
 }
+
+// MAYFLY_ADDR with a path a mayfly server does not serve under — the
+// gateway's MAYFLY_GATEWAY (…/gw) pasted in its place, or …/v1 — gets a
+// hint to give the server's URL without it.
+func TestAddrWithAPathSaysDropIt(t *testing.T) {
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch {
+		case strings.HasPrefix(r.URL.Path, "/gw/"): // the gateway, given an admin token
+			w.WriteHeader(http.StatusUnauthorized)
+			json.NewEncoder(w).Encode(apitype.Error{Error: "invalid_token", Description: "credentials are not a mayfly job token"})
+		default:
+			w.WriteHeader(http.StatusNotFound)
+			json.NewEncoder(w).Encode(apitype.Error{Error: "not_found", Description: "no such endpoint"})
+		}
+	}))
+	t.Cleanup(srv.Close)
+	for _, path := range []string{"/gw", "/v1"} {
+		c, err := New(Config{Addr: srv.URL + path, AdminToken: true, Getenv: envFrom(map[string]string{EnvToken: newToken(t, token.Admin)})})
+		if err != nil {
+			t.Fatal(err)
+		}
+		_, err = c.ListSecrets(context.Background())
+		if err == nil || !strings.Contains(err.Error(), "without the path") || !strings.Contains(err.Error(), EnvAddr) {
+			t.Errorf("%s: %v; want a hint to give %s without the path", path, err, EnvAddr)
+		}
+	}
+	// The server's own URL, and a real not-found, get no such hint.
+	c, _ := New(Config{Addr: srv.URL, AdminToken: true, Getenv: envFrom(map[string]string{EnvToken: newToken(t, token.Admin)})})
+	if _, err := c.ListSecrets(context.Background()); err == nil || strings.Contains(err.Error(), "without the path") {
+		t.Errorf("no path: %v", err)
+	}
+}
