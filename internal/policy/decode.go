@@ -1284,7 +1284,7 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 		up := p.Upstreams[name]
 		for _, r := range up.secretRefs {
 			if secretExists != nil && !secretExists(r.name) {
-				el.add(r.at, r.path, "unknown secret %q (store it first: PUT /v1/secrets/%s)", r.name, r.name)
+				el.add(r.at, r.path, "unknown secret %q (store it first: mayfly secret put %s, or PUT /v1/secrets/%s)", r.name, r.name, r.name)
 			}
 		}
 		if !usedUpstreams[name] {

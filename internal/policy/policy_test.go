@@ -107,6 +107,9 @@ func TestParseSpecSample(t *testing.T) {
 	// the secret is checked when asked to
 	_, err = Parse(files, secrets())
 	wantErr(t, err, `spec.yaml:12: upstreams.github-api.credential.secret: unknown secret "github-deploy-token"`)
+	// and the refusal, which `mayfly policy plan/apply` and a start print,
+	// names the command that stores it, not only the API call
+	wantErr(t, err, `mayfly secret put github-deploy-token`)
 }
 
 func wantErr(t *testing.T, err error, want ...string) {
