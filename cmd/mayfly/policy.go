@@ -159,6 +159,10 @@ func newPolicyCmd() *cobra.Command {
 			if err != nil {
 				return clientErr(err)
 			}
+			if (v == "0" || v == "") && len(bytes.TrimSpace(b)) == 0 {
+				fmt.Fprintln(cmd.ErrOrStderr(), "no policy applied yet: apply one with mayfly policy apply FILE (or start the server with --policy FILE)")
+				return nil
+			}
 			if v != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "policy version %s\n", v)
 			}
