@@ -289,6 +289,9 @@ func (c *Client) RequireAdmin() error {
 		return ErrNoAdminToken
 	case IsSessionToken(c.token):
 		return nil // a signed-in human's session (mayfly auth login)
+	case err == nil && k == token.Job:
+		// Typically a shell that sourced `mayfly login --format env`.
+		return fmt.Errorf("%w: it holds a job token (mfy_…); admin commands need an admin token: the one mayfly init printed, or one from mayfly admin token create", ErrBadAdminToken)
 	case err != nil || k != token.Admin:
 		return ErrBadAdminToken
 	}

@@ -622,3 +622,17 @@ func TestAddrWithAPathSaysDropIt(t *testing.T) {
 		t.Errorf("no path: %v", err)
 	}
 }
+
+// A job token in MAYFLY_TOKEN (a shell that sourced `login --format env`
+// after exporting the admin token) is not "malformed": the refusal says it
+// is a job token and where an admin token comes from.
+func TestJobTokenAsAdminTokenSaysSo(t *testing.T) {
+	c, err := New(Config{Addr: "http://127.0.0.1:1", AdminToken: true, Getenv: envFrom(map[string]string{EnvToken: newToken(t, token.Job)})})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.RequireAdmin()
+	if !errors.Is(err, ErrBadAdminToken) || !strings.Contains(err.Error(), "job token") || !strings.Contains(err.Error(), "mayfly admin token create") {
+		t.Errorf("RequireAdmin = %v; want it to say MAYFLY_TOKEN holds a job token, and where an admin token comes from", err)
+	}
+}
