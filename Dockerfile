@@ -14,10 +14,15 @@ COPY go.mod go.sum ./
 RUN go mod download
 COPY . .
 RUN CGO_ENABLED=0 go build -trimpath -ldflags="-s -w" -o /out/mayfly ./cmd/mayfly
+# The data dir, empty: copied below owned by the non-root user.
+RUN mkdir -m 0700 /out/data
 
 FROM gcr.io/distroless/static-debian12:nonroot
 COPY --from=build /out/mayfly /usr/local/bin/mayfly
-# 65532 is distroless' "nonroot" user; the volume is created owned by it.
+# 65532 is distroless' "nonroot" user. A named volume takes the owner of the
+# image's directory at its first mount; without one here it would be root's,
+# and init, run as this user, could not write to it.
+COPY --from=build --chown=65532:65532 /out/data /var/lib/mayfly
 USER 65532:65532
 VOLUME ["/var/lib/mayfly"]
 EXPOSE 8443

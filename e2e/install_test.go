@@ -105,6 +105,15 @@ func TestDockerfile(t *testing.T) {
 			t.Errorf("Dockerfile lacks %s", want)
 		}
 	}
+	// A named volume takes its owner from the image's directory (copied up
+	// at its first mount); a VOLUME path the image lacks comes up owned by
+	// root, where the non-root user cannot run init (moby/moby#34916). The
+	// final stage must make /var/lib/mayfly, owned by that user, first.
+	final := df[strings.LastIndex(df, "\nFROM "):]
+	own := regexp.MustCompile(`(?m)^COPY --from=\S+ --chown=65532:65532 \S+ /var/lib/mayfly/?$`).FindStringIndex(final)
+	if vol := strings.Index(final, `VOLUME ["/var/lib/mayfly"]`); own == nil || vol < 0 || own[0] > vol {
+		t.Error("the final stage does not make /var/lib/mayfly owned by 65532:65532 before declaring it a VOLUME: a named volume would be root's, and init as the non-root user fails")
+	}
 	cmdLine := regexp.MustCompile(`(?m)^CMD (\[.*\])$`).FindStringSubmatch(df)
 	if cmdLine == nil {
 		t.Fatal("Dockerfile has no CMD")
