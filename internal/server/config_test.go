@@ -189,3 +189,31 @@ func TestConfigKeysDocumented(t *testing.T) {
 		}
 	}
 }
+
+// A log format or level the server does not know (a typo: --log-format
+// jsn, log_level: verbose) once fell back to text and info silently, so a
+// SIEM expecting JSON got text; now the start is refused, naming the flag
+// and key and the values known.
+func TestUnknownLogFormatOrLevelRefused(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(context.Background(), InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		format, level string
+		want          string
+	}{
+		{"jsn", "info", "log_format"},
+		{"text", "verbose", "log_level"},
+		{"JSON", "WARN", ""}, // any case
+		{"", "", ""},         // the defaults
+	} {
+		s, err := New(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0", MetricsListen: "off", LogFormat: tc.format, LogLevel: tc.level}, nil)
+		if err == nil {
+			s.Close(context.Background())
+		}
+		if tc.want == "" && err != nil || tc.want != "" && (err == nil || !strings.Contains(err.Error(), tc.want)) {
+			t.Errorf("format %q level %q: %v, want an error naming %q", tc.format, tc.level, err, tc.want)
+		}
+	}
+}

@@ -92,14 +92,33 @@ func NewLogger(w io.Writer, format, level string) *slog.Logger {
 	}
 	opts := &slog.HandlerOptions{Level: lv}
 	var h slog.Handler = slog.NewTextHandler(w, opts)
-	if format == "json" {
+	if strings.EqualFold(format, "json") {
 		h = slog.NewJSONHandler(w, opts)
 	}
 	return slog.New(newRedactHandler(h))
 }
 
+// CheckLogging refuses a log format or level NewLogger does not know,
+// which it would replace by text or info without a word.
+func CheckLogging(format, level string) error {
+	switch strings.ToLower(format) {
+	case "", "text", "json":
+	default:
+		return fmt.Errorf("log format %q (--log-format, log_format): want text or json", format)
+	}
+	switch strings.ToLower(level) {
+	case "", "debug", "info", "warn", "error":
+	default:
+		return fmt.Errorf("log level %q (--log-level, log_level): want debug, info, warn or error", level)
+	}
+	return nil
+}
+
 // New opens everything a node needs. Close releases it.
 func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err error) {
+	if err := CheckLogging(cfg.LogFormat, cfg.LogLevel); err != nil {
+		return nil, err
+	}
 	if cfg.Listen == "" {
 		cfg.Listen = DefaultListen
 	}
