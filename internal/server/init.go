@@ -41,6 +41,9 @@ type InitResult struct {
 // is recognisable and a finished one is never overwritten. A failed init
 // on PostgreSQL also erases what it wrote to the database.
 func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
+	if err := checkSANs(o.SANs); err != nil {
+		return nil, err
+	}
 	d := datadir.Dir(o.DataDir)
 	if ok, err := d.Initialised(); err != nil {
 		return nil, err

@@ -126,6 +126,9 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	if o.Postgres == "" {
 		return nil, errors.New("join: --postgres (or MAYFLY_POSTGRES) names the cluster's database")
 	}
+	if err := checkSANs(o.SANs); err != nil {
+		return nil, fmt.Errorf("join: %w", err)
+	}
 	if o.CACert == "" || o.CAKey == "" {
 		return nil, errors.New("join: --ca-cert and --ca-key (the cluster's CA, ca.pem and ca-key.pem of the first node) are needed to issue this node's certificate")
 	}

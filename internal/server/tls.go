@@ -17,11 +17,34 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 )
+
+// checkSANs refuses a --tls-san that is neither an IP address nor a DNS
+// name (a URL, host:port): the certificate would carry a name no client
+// ever matches. Empty values are skipped, as before.
+func checkSANs(sans []string) error {
+	for _, s := range sans {
+		if s == "" || net.ParseIP(s) != nil {
+			continue
+		}
+		name := strings.TrimPrefix(s, "*.")
+		ok := len(name) > 0 && len(name) <= 253
+		for _, label := range strings.Split(name, ".") {
+			if label == "" || len(label) > 63 || strings.Trim(label, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_") != "" {
+				ok = false
+			}
+		}
+		if !ok {
+			return fmt.Errorf("--tls-san %q: give a host name or an IP address (e.g. mayfly.example.com), not a URL or host:port", s)
+		}
+	}
+	return nil
+}
 
 // writeFileExcl writes a new file (never overwriting) and syncs it, so an
 // init that crashes never leaves a half-written key behind a good name.
@@ -202,6 +225,9 @@ type RenewResult struct {
 // caKeyFile is the CA's key; "" means the data dir's ca-key.pem (a node
 // added with init --join has none: the cluster's must be given).
 func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (*RenewResult, error) {
+	if err := checkSANs(sans); err != nil {
+		return nil, err
+	}
 	d := datadir.Dir(dataDir)
 	if err := d.Require(); err != nil {
 		return nil, err

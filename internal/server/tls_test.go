@@ -1,6 +1,7 @@
 package server
 
 import (
+	"bytes"
 	"context"
 	"crypto/x509"
 	"errors"
@@ -261,5 +262,32 @@ func TestRenewWithoutCAKeySaysPassIt(t *testing.T) {
 	_, err := RenewCertificate(string(d), "", nil, time.Now())
 	if err == nil || !strings.Contains(err.Error(), "--ca-key") {
 		t.Errorf("renew without the CA key: %v; want it to say to pass the cluster's with --ca-key", err)
+	}
+}
+
+// --tls-san takes a host name or an address. A URL or host:port (what
+// MAYFLY_ADDR holds) was written into the certificate as a DNS name no
+// client can ever match; init, join and renew refuse it, writing nothing.
+func TestTLSSANMustBeAHostOrAddress(t *testing.T) {
+	for _, bad := range []string{"https://mayfly.example.com", "mayfly.example.com:8443", "mayfly example", "a/b"} {
+		dir := filepath.Join(t.TempDir(), "data")
+		_, err := Init(context.Background(), InitOptions{DataDir: dir, SANs: []string{bad}})
+		if err == nil || !strings.Contains(err.Error(), "--tls-san") {
+			t.Errorf("init --tls-san %q: %v; want a refusal naming --tls-san", bad, err)
+		}
+		if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+			t.Errorf("init --tls-san %q left %s behind", bad, dir)
+		}
+	}
+	d := datadir.Dir(filepath.Join(t.TempDir(), "data"))
+	if _, err := Init(context.Background(), InitOptions{DataDir: string(d), SANs: []string{"mayfly.example.com", "*.mayfly.example.com", "10.0.0.5", "::2"}}); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := os.ReadFile(d.ServerCert())
+	if _, err := RenewCertificate(string(d), "", []string{"https://mayfly.example.com:8443"}, time.Now()); err == nil || !strings.Contains(err.Error(), "--tls-san") {
+		t.Errorf("renew with a URL: %v; want a refusal naming --tls-san", err)
+	}
+	if after, _ := os.ReadFile(d.ServerCert()); !bytes.Equal(before, after) {
+		t.Error("a refused renewal replaced the certificate")
 	}
 }
