@@ -374,9 +374,12 @@ func Parse(files []File, secretExists func(name string) bool) (*Policy, error) {
 			el.add(at, "", "file is larger than %d bytes", MaxFileSize)
 		case total > MaxTotalSize:
 			el.add(at, "", "policy is larger than %d bytes in all", MaxTotalSize)
-		case !utf8.Valid(f.Data):
+		case bytes.HasPrefix(f.Data, []byte{0xff, 0xfe}) || bytes.HasPrefix(f.Data, []byte{0xfe, 0xff}):
 			// The YAML parser reads UTF-16 too, but only as a whole stream.
-			el.add(at, "", "file is not UTF-8 text")
+			// Windows PowerShell 5's > and Out-File write it.
+			el.add(at, "", "file is UTF-16 text, not UTF-8: save it as UTF-8")
+		case !utf8.Valid(f.Data):
+			el.add(at, "", "file is not UTF-8 text: save it as UTF-8")
 		default:
 			decodeFile(*f, p, el)
 		}

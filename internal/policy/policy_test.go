@@ -477,8 +477,10 @@ func TestSourceReadsBack(t *testing.T) {
 		{"plain", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte(tail)}}, ""},
 		{"byte-order mark on a later file", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("\ufeff" + tail)}}, ""},
 		{"byte-order mark on each file", []File{{"a.yaml", []byte("\ufeff" + head)}, {"b.yaml", []byte("\ufeff" + tail)}}, ""},
-		{"UTF-16", []File{{"a.yaml", []byte(head)}, {"b.yaml", append([]byte{0xff, 0xfe}, utf16le(tail)...)}}, "b.yaml:1: file is not UTF-8 text"},
-		{"not UTF-8", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("# caf\xe9\n" + tail)}}, "b.yaml:1: file is not UTF-8 text"},
+		// Windows PowerShell 5's > and Out-File write UTF-16: say what to do.
+		{"UTF-16", []File{{"a.yaml", []byte(head)}, {"b.yaml", append([]byte{0xff, 0xfe}, utf16le(tail)...)}}, "b.yaml:1: file is UTF-16 text, not UTF-8: save it as UTF-8"},
+		{"UTF-16 big-endian", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte{0xfe, 0xff, 0, 'x'}}}, "b.yaml:1: file is UTF-16 text, not UTF-8: save it as UTF-8"},
+		{"not UTF-8", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("# caf\xe9\n" + tail)}}, "b.yaml:1: file is not UTF-8 text: save it as UTF-8"},
 		{"a directive mid-stream", []File{{"a.yaml", []byte(head)}, {"b.yaml", []byte("%YAML 1.1\n---\n" + tail)}}, ""},
 		// Joining ends each file with a line break, which a block scalar
 		// at the very end keeps: "app" would read back as "app\n".
