@@ -213,6 +213,9 @@ func newAuditVerifyCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 			} else {
+				if err := needServerOrDataDir("audit verify", cf); err != nil {
+					return err
+				}
 				ac, err := newAPIClient(cf, true)
 				if err != nil {
 					return err
@@ -307,6 +310,9 @@ func newAuditKeyCmd(cf *clientFlags) *cobra.Command {
 					statePath = dir.VerifyState()
 				}
 			} else {
+				if err := needServerOrDataDir("audit key", cf); err != nil {
+					return err
+				}
 				c, err := newAuditClient(cf)
 				if err != nil {
 					return err
@@ -519,6 +525,15 @@ func locateBadEntry(ctx context.Context, c auditClient, from, size int64, root [
 
 // auditClient adds the CLI's paging of audit entries to the API client.
 type auditClient struct{ *client.Client }
+
+// needServerOrDataDir is the refusal of a command that reads a server or,
+// offline, a data dir, given neither: it names both ways.
+func needServerOrDataDir(op string, cf *clientFlags) error {
+	if cf.addr == "" && strings.TrimSpace(os.Getenv(envAddr)) == "" {
+		return usageErr("%s: give a server (set %s or pass --addr) or, offline, --data-dir DIR", op, envAddr)
+	}
+	return nil
+}
 
 func newAuditClient(cf *clientFlags) (auditClient, error) {
 	c, err := newAPIClient(cf, true)
