@@ -10,6 +10,8 @@ import (
 	"testing"
 
 	"github.com/spf13/cobra"
+
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // The export line init prints is pasted into another shell, which may be in
@@ -52,4 +54,19 @@ func TestHelpNeverShowsMAYFLY_POSTGRES(t *testing.T) {
 			t.Errorf("%s --help shows MAYFLY_POSTGRES's password", c.CommandPath())
 		}
 	})
+}
+
+// init on PostgreSQL — by --postgres or by a MAYFLY_POSTGRES left in the
+// environment — says so: the store is then not the data dir's file, and
+// the server must be started with the same DSN.
+func TestInitSaysItUsedPostgreSQL(t *testing.T) {
+	dsn := storetest.FreshSchema(t, storetest.PostgresDSN(t))
+	t.Setenv("MAYFLY_POSTGRES", dsn)
+	out, errOut, code := runCLI(t, "", "init", "--data-dir", filepath.Join(t.TempDir(), "data"))
+	if code != exitOK {
+		t.Fatalf("init: exit %d %s", code, errOut)
+	}
+	if !strings.Contains(out, "PostgreSQL") || !strings.Contains(out, "MAYFLY_POSTGRES") {
+		t.Errorf("init on PostgreSQL from MAYFLY_POSTGRES printed:\n%s\nwant it to say the store is PostgreSQL, from MAYFLY_POSTGRES", out)
+	}
 }

@@ -42,8 +42,9 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 			if o.DataDir == "" {
 				return usageErr("init: --data-dir is required")
 			}
+			pgFrom := "--postgres"
 			if o.Postgres == "" {
-				o.Postgres = os.Getenv("MAYFLY_POSTGRES")
+				o.Postgres, pgFrom = os.Getenv("MAYFLY_POSTGRES"), "MAYFLY_POSTGRES"
 			}
 			if join {
 				j.DataDir, j.Postgres, j.SANs = o.DataDir, o.Postgres, o.SANs
@@ -79,7 +80,13 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 			if format == "json" {
 				return json.NewEncoder(out).Encode(res)
 			}
-			fmt.Fprintf(out, "Initialised %s.\n\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", o.DataDir, res.AdminToken)
+			fmt.Fprintf(out, "Initialised %s.\n", o.DataDir)
+			if o.Postgres != "" {
+				// Say it: a MAYFLY_POSTGRES left in the environment makes
+				// init use PostgreSQL without a flag in sight.
+				fmt.Fprintf(out, "Its store is the PostgreSQL database of %s: start the server with the same DSN (--postgres or MAYFLY_POSTGRES).\n", pgFrom)
+			}
+			fmt.Fprintf(out, "\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", res.AdminToken)
 			// The line is pasted into another shell, maybe in another
 			// directory: an absolute path, one sh word.
 			ca := res.CAFile
