@@ -44,7 +44,7 @@ func (e *entries) record(_ context.Context, ev audit.Event) (int64, error) {
 	return int64(len(e.evs)), nil
 }
 
-// Size, Record and Recorded take the entries of actions that write their own
+// Size, Record and Settle take the entries of actions that write their own
 // (admin tokens here): this log keeps them at once, none being rolled
 // back in these tests.
 func (e *entries) Size() int64 { return 0 }
@@ -56,13 +56,7 @@ func (e *entries) Record(ev audit.Event) ([]byte, error) {
 	return []byte("-\n{}"), nil
 }
 
-func (e *entries) Recorded(_ context.Context, _ int64, pids []int64, _ [][]byte) []auditlog.Future {
-	out := make([]auditlog.Future, len(pids))
-	for i := range out {
-		out[i] = auditlog.Answered(0, nil)
-	}
-	return out
-}
+func (e *entries) Settle(context.Context, int64, *store.Note) error { return nil }
 
 func (e *entries) all() []audit.Event {
 	e.mu.Lock()

@@ -216,6 +216,33 @@ func (l *Log) Recorded(ctx context.Context, since int64, pids []int64, recs [][]
 	return futs
 }
 
+// settleWait bounds how long Settle waits for the indexes of an action's
+// entries: they are durable already, so the action is answered anyway.
+const settleWait = 5 * time.Second
+
+// Settle waits, at most 5 s (settleWait), for the indexes of the entries an
+// action's own store transaction wrote through note (since is Size as read
+// before the action), so that they are in the log when the caller hears of
+// the action, and returns the first error of their Futures. The entries are
+// durable already (the commit made them so): an error says only that an
+// index is not known yet, for the caller to log, never that the action
+// failed. A nil note, or one that wrote nothing, has nothing to wait for.
+// A caller whose action happened whatever its own caller does passes
+// context.WithoutCancel.
+func (l *Log) Settle(ctx context.Context, since int64, note *store.Note) error {
+	if note == nil || len(note.PIDs) == 0 {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, settleWait)
+	defer cancel()
+	for _, f := range l.Recorded(ctx, since, note.PIDs, note.Records) {
+		if _, err := f.Wait(ctx); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
 // lookupSequenced reads the entries from from on and answers the waits
 // of those it finds.
 func (l *Log) lookupSequenced(ctx context.Context, from int64) error {

@@ -37,12 +37,12 @@ import (
 // Add records an event on its own (a refusal, which changes nothing); an
 // action's entries are written by the action's own store transaction
 // instead (Record: see noted), so that the two commit together, and
-// Recorded gives their Futures from the pending ids that commit returned.
+// Settle waits for their indexes once that commit returned.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
-	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
+	Settle(ctx context.Context, since int64, note *store.Note) error
 }
 
 // noted returns the store.Note that writes the entries evs makes from
@@ -62,28 +62,13 @@ func noted(au Auditor, evs func(c store.Changes) []audit.Event) *store.Note {
 	}}
 }
 
-// waitIndex bounds how long an action that happened waits for its
-// entries' indexes before it is answered anyway.
-const waitIndex = 5 * time.Second
-
-// settle waits for the indexes of the entries an action wrote (note's
-// pending records, handed over so that the log need not read them back),
-// so that they are in the log when the caller hears of it (on a node
-// sharing PostgreSQL the log answers at once: the sequencer places them).
-// They are durable already: a failure to learn their indexes is logged,
-// never returned (the action happened, and is recorded). A nil note, or
-// one that wrote nothing, has nothing to wait for.
+// settle waits for the indexes of the entries an action wrote (Settle),
+// so that they are in the log when the caller hears of it, even should the
+// caller have gone (the action happened). They are durable already: a
+// failure to learn their indexes is logged, never returned.
 func settle(ctx context.Context, au Auditor, log *slog.Logger, since int64, note *store.Note) {
-	if note == nil || len(note.PIDs) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
-	defer cancel()
-	for _, f := range au.Recorded(ctx, since, note.PIDs, note.Records) {
-		if _, err := f.Wait(ctx); err != nil {
-			log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(note.PIDs), "err", err)
-			return
-		}
+	if err := au.Settle(context.WithoutCancel(ctx), since, note); err != nil {
+		log.Warn("an action's audit entries are recorded but not in the log yet", "entries", len(note.PIDs), "err", err)
 	}
 }
 

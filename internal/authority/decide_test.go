@@ -85,8 +85,8 @@ func (r *recorder) Record(ev audit.Event) ([]byte, error) {
 	return r.log.Record(ev)
 }
 
-func (r *recorder) Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future {
-	return r.log.Recorded(ctx, since, pids, recs)
+func (r *recorder) Settle(ctx context.Context, since int64, note *store.Note) error {
+	return r.log.Settle(ctx, since, note)
 }
 
 // all returns the entries, in order.

@@ -55,13 +55,13 @@ type Store interface {
 // Auditor records events (*auditlog.Log): an action waits for its entry
 // (Future.Wait), which the log makes durable before answering. A
 // revocation's outcome is written by the store transaction that records
-// it instead (Record, then Recorded for its index: see auditlog's pending
+// it instead (Record, then Settle for its index: see auditlog's pending
 // records), so that neither stands without the other.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
-	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
+	Settle(ctx context.Context, since int64, note *store.Note) error
 }
 
 // Request asks a source for one credential.
@@ -633,24 +633,12 @@ func (m *Manager) noted(ev audit.Event) *store.Note {
 	}}
 }
 
-// waitIndex bounds how long a recorded outcome waits for its entry's
-// index; the entry is durable already (its action's commit made it so).
-const waitIndex = 5 * time.Second
-
-// settle waits for the index of the entry note wrote (and hands the
-// record to the log). A failure only delays the entry's index: logged,
-// never returned.
+// settle waits for the index of the entry note wrote (Settle). The entry
+// is durable already (its action's commit made it so): a failure only
+// delays its index, logged, never returned.
 func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
-	if len(note.PIDs) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
-	defer cancel()
-	for _, f := range m.cfg.Audit.Recorded(ctx, since, note.PIDs, note.Records) {
-		if _, err := f.Wait(ctx); err != nil {
-			m.cfg.Logger.Warn("mint: a revocation's audit entry is recorded but not in the log yet", "err", err)
-			return
-		}
+	if err := m.cfg.Audit.Settle(context.WithoutCancel(ctx), since, note); err != nil {
+		m.cfg.Logger.Warn("mint: a revocation's audit entry is recorded but not in the log yet", "err", err)
 	}
 }
 

@@ -81,14 +81,14 @@ type Vault interface {
 // Auditor records entries (*auditlog.Log): an attempt waits for its
 // "started" entry (Future.Wait), which the log makes durable before
 // answering. The entry of a successful attempt is written by the store
-// transaction that stores the new value instead (Record, then Recorded
+// transaction that stores the new value instead (Record, then Settle
 // for its index: see auditlog's pending records), so that the value never
 // stands without it.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
 	Size() int64
 	Record(ev audit.Event) ([]byte, error)
-	Recorded(ctx context.Context, since int64, pids []int64, recs [][]byte) []auditlog.Future
+	Settle(ctx context.Context, since int64, note *store.Note) error
 }
 
 // Observer is told every attempt's outcome (the server counts them in
@@ -390,7 +390,11 @@ func (m *Manager) run(ctx context.Context, name string, spec Spec, ev audit.Even
 			return err
 		}
 		version = ver
-		m.settle(ctx, since, note)
+		// The entry is durable already (its value's commit made it so): a
+		// failure only delays its index, logged, never returned.
+		if err := m.cfg.Audit.Settle(context.WithoutCancel(ctx), since, note); err != nil {
+			m.cfg.Logger.Warn("rotate: the rotation's audit entry is recorded but not in the log yet", "err", err)
+		}
 		return nil
 	}
 	w := writer{commit: func(ctx context.Context, v []byte) error {
@@ -458,27 +462,6 @@ type writer struct {
 	pending []byte
 	stage   func(ctx context.Context, v []byte) error
 	promote func(ctx context.Context) error
-}
-
-// waitIndex bounds how long a rotation waits for its recorded entry's
-// index; the entry is durable already (its value's commit made it so).
-const waitIndex = 5 * time.Second
-
-// settle waits for the index of the entry note wrote, so that it is in
-// the log when the caller hears of the rotation. A failure only delays
-// that: it is logged, never returned.
-func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
-	if len(note.PIDs) == 0 {
-		return
-	}
-	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), waitIndex)
-	defer cancel()
-	for _, f := range m.cfg.Audit.Recorded(ctx, since, note.PIDs, note.Records) {
-		if _, err := f.Wait(ctx); err != nil {
-			m.cfg.Logger.Warn("rotate: the rotation's audit entry is recorded but not in the log yet", "err", err)
-			return
-		}
-	}
 }
 
 type rotator interface {

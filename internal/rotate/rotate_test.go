@@ -27,7 +27,7 @@ var ctx = context.Background()
 // entries records audit events in memory, failing on demand, so tests can
 // read what was recorded (the log itself is tested in its package). An
 // action's entry (Record) counts once its transaction committed
-// (Recorded).
+// (Settle).
 type entries struct {
 	mu   sync.Mutex
 	evs  []audit.Event
@@ -68,19 +68,17 @@ func (e *entries) Record(ev audit.Event) ([]byte, error) {
 	return json.Marshal(ev)
 }
 
-func (e *entries) Recorded(_ context.Context, _ int64, pids []int64, recs [][]byte) []auditlog.Future {
+func (e *entries) Settle(_ context.Context, _ int64, note *store.Note) error {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	futs := make([]auditlog.Future, len(recs))
-	for i, rec := range recs {
+	for _, rec := range note.Records {
 		var ev audit.Event
 		if err := json.Unmarshal(rec, &ev); err != nil {
 			panic(err)
 		}
 		e.evs = append(e.evs, ev)
-		futs[i] = auditlog.Answered(int64(len(e.evs)), nil)
 	}
-	return futs
+	return nil
 }
 
 func (e *entries) json(t *testing.T) string {

@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"os"
 	"strings"
-	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -108,12 +107,6 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	}
 	// Wait for its index, so that the log holds it when this returns. It is
 	// durable already: should the wait end first, the next start places it.
-	wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
-	defer cancel()
-	for _, f := range log.Recorded(wctx, since, note.PIDs, note.Records) {
-		if _, err := f.Wait(wctx); err != nil {
-			break
-		}
-	}
+	_ = log.Settle(ctx, since, note)
 	return version, nil
 }
