@@ -1,4 +1,4 @@
-package pgsql
+package pgsql_test
 
 import (
 	"errors"
@@ -6,14 +6,16 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
+	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 func TestRender(t *testing.T) {
 	pw, _ := token.NewPassword()
-	name := RoleName("lse_0123456789abcdef01234567", "app-db")
+	name := pgsql.RoleName("lse_0123456789abcdef01234567", "app-db")
 	exp := time.Date(2026, 12, 4, 23, 0, 0, 0, time.FixedZone("x", 3600))
-	v := Values{Name: name, Password: pw, Expires: exp}
+	v := pgsql.Values{Name: name, Password: pw, Expires: exp}
 	for _, tc := range []struct {
 		name, tmpl, want string
 		err              string
@@ -41,9 +43,9 @@ func TestRender(t *testing.T) {
 		{"NUL", "SELECT 1\x00", "", "NUL"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			got, err := Render(tc.tmpl, v)
+			got, err := pgsql.Render(tc.tmpl, v)
 			if tc.err != "" {
-				if err == nil || !errors.Is(err, ErrTemplate) || !strings.Contains(err.Error(), tc.err) {
+				if err == nil || !errors.Is(err, pgsql.ErrTemplate) || !strings.Contains(err.Error(), tc.err) {
 					t.Fatalf("Render = %v, want an error saying %q", err, tc.err)
 				}
 				if strings.Contains(err.Error(), pw) {
@@ -64,7 +66,7 @@ func TestRender(t *testing.T) {
 				verifiers[vf] = true
 			}
 			for vf := range verifiers {
-				if len(verifiers) > 1 || !scramAccepts(t, vf, pw) {
+				if len(verifiers) > 1 || !pgroletest.SCRAMAccepts(t, vf, pw) {
 					t.Fatalf("{{password}} rendered as %d verifiers, or as one that does not accept the password", len(verifiers))
 				}
 				got = strings.ReplaceAll(got, vf, "<verifier>")
@@ -80,21 +82,21 @@ func TestRender(t *testing.T) {
 // template: a hostile name never reaches SQL, even through Render.
 func TestRenderRefusesHostileValues(t *testing.T) {
 	pw, _ := token.NewPassword()
-	good := RoleName("lse_0123456789abcdef01234567", "db")
+	good := pgsql.RoleName("lse_0123456789abcdef01234567", "db")
 	for _, tc := range []struct {
 		name string
-		v    Values
+		v    pgsql.Values
 	}{
-		{"name with a quote", Values{Name: `mayfly_x"; DROP TABLE t; --`, Password: pw}},
-		{"name not ours", Values{Name: "postgres", Password: pw}},
-		{"name upper hex", Values{Name: strings.ToUpper(good), Password: pw}},
-		{"password with a quote", Values{Name: good, Password: pw[:20] + "'" + pw[21:]}},
-		{"password bad checksum", Values{Name: good, Password: pw[:40] + "!"}},
-		{"password not minted", Values{Name: good, Password: "hunter2'; DROP ROLE postgres; --"}},
+		{"name with a quote", pgsql.Values{Name: `mayfly_x"; DROP TABLE t; --`, Password: pw}},
+		{"name not ours", pgsql.Values{Name: "postgres", Password: pw}},
+		{"name upper hex", pgsql.Values{Name: strings.ToUpper(good), Password: pw}},
+		{"password with a quote", pgsql.Values{Name: good, Password: pw[:20] + "'" + pw[21:]}},
+		{"password bad checksum", pgsql.Values{Name: good, Password: pw[:40] + "!"}},
+		{"password not minted", pgsql.Values{Name: good, Password: "hunter2'; DROP ROLE postgres; --"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := Render(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, tc.v)
-			if !errors.Is(err, ErrTemplate) {
+			_, err := pgsql.Render(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, tc.v)
+			if !errors.Is(err, pgsql.ErrTemplate) {
 				t.Fatalf("Render = %v, want ErrTemplate", err)
 			}
 			if strings.Contains(err.Error(), tc.v.Name) || strings.Contains(err.Error(), tc.v.Password) {
@@ -102,7 +104,7 @@ func TestRenderRefusesHostileValues(t *testing.T) {
 			}
 		})
 	}
-	if _, err := Render(`SELECT '{{password}}'`, Values{Name: good}); err == nil {
+	if _, err := pgsql.Render(`SELECT '{{password}}'`, pgsql.Values{Name: good}); err == nil {
 		t.Fatal("{{password}} without a password rendered")
 	}
 }
@@ -113,8 +115,8 @@ func TestRoleName(t *testing.T) {
 	seen := map[string]string{}
 	for _, up := range []string{"app-db", `db"; DROP DATABASE x; --`, ""} {
 		for _, l := range append(hostile, "lse_0123456789abcdef01234567", "lse_ffffffffffffffffffffffff") {
-			n := RoleName(l, up)
-			if !ValidName(n) || !OwnedBy(n, up) || len(n) > 63 {
+			n := pgsql.RoleName(l, up)
+			if !pgsql.ValidName(n) || !pgsql.OwnedBy(n, up) || len(n) > 63 {
 				t.Fatalf("RoleName(%q, %q) = %q: not a valid, owned name", l, up, n)
 			}
 			if prev, dup := seen[n]; dup {
@@ -123,27 +125,27 @@ func TestRoleName(t *testing.T) {
 			seen[n] = l + "|" + up
 		}
 	}
-	if n := RoleName("lse_0123456789abcdef01234567", "app-db"); !strings.HasPrefix(n, "mayfly_0123456789abcdef01234567_") {
+	if n := pgsql.RoleName("lse_0123456789abcdef01234567", "app-db"); !strings.HasPrefix(n, "mayfly_0123456789abcdef01234567_") {
 		t.Fatalf("a mayfly lease's role is not readable: %s", n)
 	}
-	if OwnedBy(RoleName("lse_0123456789abcdef01234567", "a"), "b") {
+	if pgsql.OwnedBy(pgsql.RoleName("lse_0123456789abcdef01234567", "a"), "b") {
 		t.Fatal("a role of upstream a is owned by b")
 	}
 	for _, n := range []string{"mayfly_admin", "mayfly_", "postgres", "mayfly_0123456789abcdef01234567_0000000", "mayfly_0123456789abcdef01234567-00000000"} {
-		if ValidName(n) {
+		if pgsql.ValidName(n) {
 			t.Fatalf("ValidName(%q)", n)
 		}
 	}
 }
 
 func TestCheckTemplate(t *testing.T) {
-	if err := CheckTemplate(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, true); err != nil {
+	if err := pgsql.CheckTemplate(`CREATE ROLE "{{name}}" PASSWORD '{{password}}'`, true); err != nil {
 		t.Fatal(err)
 	}
-	if err := CheckTemplate(`DROP ROLE "{{name}}" -- {{password}}`, false); err == nil {
+	if err := pgsql.CheckTemplate(`DROP ROLE "{{name}}" -- {{password}}`, false); err == nil {
 		t.Fatal("a placeholder in a comment passed")
 	}
-	if err := CheckTemplate(`DROP ROLE "{{name}}" '{{password}}'`, false); err == nil {
+	if err := pgsql.CheckTemplate(`DROP ROLE "{{name}}" '{{password}}'`, false); err == nil {
 		t.Fatal("{{password}} in revocation passed")
 	}
 }
@@ -152,9 +154,9 @@ func FuzzRender(f *testing.F) {
 	f.Add(`CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}' VALID UNTIL '{{expires}}';`)
 	f.Add(`DO $$ BEGIN EXECUTE E'\'{{name}}'; END $$ /* {{ */`)
 	pw, _ := token.NewPassword()
-	v := Values{Name: RoleName("lse_0123456789abcdef01234567", "db"), Password: pw, Expires: time.Unix(1e9, 0)}
+	v := pgsql.Values{Name: pgsql.RoleName("lse_0123456789abcdef01234567", "db"), Password: pw, Expires: time.Unix(1e9, 0)}
 	f.Fuzz(func(t *testing.T, tmpl string) {
-		out, err := Render(tmpl, v)
+		out, err := pgsql.Render(tmpl, v)
 		if err != nil {
 			if strings.Contains(err.Error(), pw) || strings.Contains(err.Error(), v.Name) {
 				t.Fatal("error holds a value")
@@ -171,11 +173,11 @@ func FuzzRender(f *testing.F) {
 func FuzzQuote(f *testing.F) {
 	f.Add(`a"b'c\d`)
 	f.Fuzz(func(t *testing.T, s string) {
-		q := QuoteIdent(s)
+		q := pgsql.QuoteIdent(s)
 		if q[0] != '"' || q[len(q)-1] != '"' || strings.Count(q[1:len(q)-1], `"`)%2 != 0 {
 			t.Fatalf("QuoteIdent(%q) = %q", s, q)
 		}
-		l := QuoteLiteral(s)
+		l := pgsql.QuoteLiteral(s)
 		if !strings.HasSuffix(l, "'") {
 			t.Fatalf("QuoteLiteral(%q) = %q", s, l)
 		}

@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
@@ -109,7 +110,7 @@ func TestAdminChangeDuringRotationStands(t *testing.T) {
 					if !errors.Is(err, ErrChanged) || errors.Is(err, ErrFailed) {
 						t.Fatalf("err = %v, want ErrChanged", err)
 					}
-					if tt.at == "stage" && !scramAccepts(t, pg.verifier(t, role), oldPW) {
+					if tt.at == "stage" && !pgroletest.SCRAMAccepts(t, pg.verifier(t, role), oldPW) {
 						t.Fatal("the role's password changed although the rotation stored nothing")
 					}
 					if _, _, err := r.vault.RevealPending(ctx, "api"); !errors.Is(err, secret.ErrNotFound) {
@@ -148,7 +149,7 @@ func TestAdminChangeDuringRotationStands(t *testing.T) {
 						t.Fatal(err)
 					}
 					pw, err := passwordIn([]byte(r.value(t, "api")))
-					if err != nil || !scramAccepts(t, pg.verifier(t, role), pw) {
+					if err != nil || !pgroletest.SCRAMAccepts(t, pg.verifier(t, role), pw) {
 						t.Fatalf("the role does not have the password in use: %v", err)
 					}
 				})

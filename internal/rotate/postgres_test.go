@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"crypto/rand"
-	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -15,62 +14,17 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
-	"github.com/xdg-go/scram"
 
+	"github.com/mayfly-sh/mayfly/internal/pgrole/pgroletest"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
-
-// scramAccepts runs a whole SCRAM-SHA-256 exchange (RFC 5802) of a client
-// knowing pw against a server holding PostgreSQL's stored verifier: what
-// PostgreSQL does when the role logs in with a password. (The machine's
-// PostgreSQL trusts loopback connections, so logging in proves nothing
-// about the password; this does.)
-func scramAccepts(t *testing.T, verifier, pw string) bool {
-	t.Helper()
-	// SCRAM-SHA-256$<iter>:<salt>$<StoredKey>:<ServerKey>
-	head, keys, ok := strings.Cut(strings.TrimPrefix(verifier, "SCRAM-SHA-256$"), "$")
-	iterS, saltB64, ok2 := strings.Cut(head, ":")
-	storedB64, serverB64, ok3 := strings.Cut(keys, ":")
-	if !strings.HasPrefix(verifier, "SCRAM-SHA-256$") || !ok || !ok2 || !ok3 {
-		t.Fatalf("not a SCRAM verifier: %.20s…", verifier)
-	}
-	iters, _ := strconv.Atoi(iterS)
-	dec := func(s string) []byte {
-		b, err := base64.StdEncoding.DecodeString(s)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return b
-	}
-	creds := scram.StoredCredentials{KeyFactors: scram.KeyFactors{Salt: string(dec(saltB64)), Iters: iters}, StoredKey: dec(storedB64), ServerKey: dec(serverB64)}
-	srv, err := scram.SHA256.NewServer(func(string) (scram.StoredCredentials, error) { return creds, nil })
-	if err != nil {
-		t.Fatal(err)
-	}
-	cl, err := scram.SHA256.NewClient("role", pw, "")
-	if err != nil {
-		t.Fatal(err)
-	}
-	sc, cc := srv.NewConversation(), cl.NewConversation()
-	msg := ""
-	for !sc.Done() {
-		if msg, err = cc.Step(msg); err != nil {
-			return false
-		}
-		if msg, err = sc.Step(msg); err != nil {
-			return false
-		}
-	}
-	return sc.Valid()
-}
 
 // pgFixture is a role of the test's own on the machine's PostgreSQL,
 // dropped (sessions first) when the test ends.
@@ -128,7 +82,7 @@ func TestPostgresPassword(t *testing.T) {
 	// be trusted with mayfly's.
 	control := "mayfly_rot_control_" + suffix
 	pg.role(t, control, "control-pw-"+suffix)
-	if !scramAccepts(t, pg.verifier(t, control), "control-pw-"+suffix) || scramAccepts(t, pg.verifier(t, control), "other") {
+	if !pgroletest.SCRAMAccepts(t, pg.verifier(t, control), "control-pw-"+suffix) || pgroletest.SCRAMAccepts(t, pg.verifier(t, control), "other") {
 		t.Fatal("the SCRAM checker disagrees with PostgreSQL")
 	}
 
@@ -200,7 +154,7 @@ func TestPostgresPassword(t *testing.T) {
 						if r.value(t, "app-db") != value {
 							t.Fatal("a failed rotation changed the stored value")
 						}
-						if tt.fault == "store fails" && (pg.verifier(t, role) != before || !scramAccepts(t, before, oldPW)) {
+						if tt.fault == "store fails" && (pg.verifier(t, role) != before || !pgroletest.SCRAMAccepts(t, before, oldPW)) {
 							t.Fatal("the role's password changed although the new value was not stored")
 						}
 						if st, _ := r.m.Get(ctx, "app-db"); st.Failures != 1 || st.LastError == "" || strings.Contains(st.LastError, oldPW) {
@@ -220,7 +174,7 @@ func TestPostgresPassword(t *testing.T) {
 								t.Fatal(err)
 							}
 							pw, _ := passwordIn(staged)
-							if r.value(t, "app-db") != string(staged) || !scramAccepts(t, pg.verifier(t, role), pw) {
+							if r.value(t, "app-db") != string(staged) || !pgroletest.SCRAMAccepts(t, pg.verifier(t, role), pw) {
 								t.Fatal("the next attempt did not put the staged value in use")
 							}
 							if j := r.log.json(t); !strings.Contains(j, `"resumed":true`) {
@@ -245,7 +199,7 @@ func TestPostgresPassword(t *testing.T) {
 						}
 					}
 					after := pg.verifier(t, role)
-					if !scramAccepts(t, after, newPW) || scramAccepts(t, after, oldPW) {
+					if !pgroletest.SCRAMAccepts(t, after, newPW) || pgroletest.SCRAMAccepts(t, after, oldPW) {
 						t.Fatal("PostgreSQL does not hold the new password")
 					}
 					// The new value logs in; the session opened with the
@@ -287,7 +241,7 @@ func TestPostgresPassword(t *testing.T) {
 					if _, err := r.m.Rotate(ctx, "app-db", "alice", ""); err != nil {
 						t.Fatalf("second rotation: %v", err)
 					}
-					if scramAccepts(t, pg.verifier(t, role), newPW) {
+					if pgroletest.SCRAMAccepts(t, pg.verifier(t, role), newPW) {
 						t.Fatal("second rotation left the password")
 					}
 				})
@@ -511,10 +465,10 @@ func TestPostgresRotationKilled(t *testing.T) {
 			if r.value(t, "app-db") != value {
 				t.Fatal("the new value was put in use by an attempt that did not finish")
 			}
-			if tt.at == "stage" && !scramAccepts(t, pg.verifier(t, role), oldPW) {
+			if tt.at == "stage" && !pgroletest.SCRAMAccepts(t, pg.verifier(t, role), oldPW) {
 				t.Fatal("killed before its ALTER ROLE committed, the role lost the password in use")
 			}
-			if tt.at == "promote" && !scramAccepts(t, pg.verifier(t, role), stagedPW) {
+			if tt.at == "promote" && !pgroletest.SCRAMAccepts(t, pg.verifier(t, role), stagedPW) {
 				t.Fatal("the child was not killed after its ALTER ROLE committed")
 			}
 			// The dead node's claim runs out: the schedule takes over.
@@ -525,7 +479,7 @@ func TestPostgresRotationKilled(t *testing.T) {
 			if got := r.value(t, "app-db"); got != string(staged) {
 				t.Fatal("the attempt that took over did not put the staged value in use")
 			}
-			if v := pg.verifier(t, role); !scramAccepts(t, v, stagedPW) || scramAccepts(t, v, oldPW) {
+			if v := pg.verifier(t, role); !pgroletest.SCRAMAccepts(t, v, stagedPW) || pgroletest.SCRAMAccepts(t, v, oldPW) {
 				t.Fatal("the role does not have the password in use")
 			}
 			if _, _, err := r.vault.RevealPending(ctx, "app-db"); !errors.Is(err, secret.ErrNotFound) {
