@@ -1,7 +1,6 @@
 package githubapp
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -11,8 +10,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
-	"net/http"
 	"strings"
 	"sync"
 	"testing"
@@ -256,42 +253,6 @@ func TestFaults(t *testing.T) {
 	}
 }
 
-// reflectingAPI answers every request with a header block that carries the
-// request's Authorization value on a line without a colon (a proxy's or a
-// GitHub Enterprise front end's broken error page), and reports what it was
-// sent.
-func reflectingAPI(t *testing.T, sent chan<- string) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				a := req.Header.Get("Authorization")
-				select {
-				case sent <- a:
-				default:
-				}
-				c.Write([]byte("HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nupstream rejected " + a + "\r\n\r\n"))
-			}(c)
-		}
-	}()
-	return "http://" + l.Addr().String()
-}
-
 // A GitHub API answer that GitHub's client cannot parse becomes the error
 // "GitHub is unreachable: …", which quotes Go's transport error, which
 // quotes the malformed line: with it the App JWT (minting: the error is the
@@ -300,7 +261,11 @@ func reflectingAPI(t *testing.T, sent chan<- string) string {
 func TestMalformedAnswerKeepsCredentialsOutOfErrors(t *testing.T) {
 	h := newHarness(t)
 	sent := make(chan string, 1)
-	api := reflectingAPI(t, sent)
+	api, stop, err := githubtest.Reflecting(sent)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop() })
 	pol, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(strings.ReplaceAll(polText, "%URL%", api))}}, nil)
 	if err != nil {
 		t.Fatal(err)

@@ -1,7 +1,6 @@
 package server
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/rand"
@@ -9,7 +8,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -23,6 +21,7 @@ import (
 	"github.com/go-jose/go-jose/v4"
 	"github.com/go-jose/go-jose/v4/jwt"
 
+	"github.com/mayfly-sh/mayfly/internal/githubtest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -304,44 +303,18 @@ func TestTokenLifecycleAndLeaks(t *testing.T) {
 	}
 }
 
-// echoUpstream answers every request with a response whose header block
-// carries the request's Authorization value on a line of its own (no
-// colon): what a broken upstream, a debugging proxy or a misconfigured
-// error page that reflects request headers sends back.
-func echoUpstream(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { l.Close() })
-	go func() {
-		for {
-			c, err := l.Accept()
-			if err != nil {
-				return
-			}
-			go func(c net.Conn) {
-				defer c.Close()
-				c.SetDeadline(time.Now().Add(5 * time.Second))
-				req, err := http.ReadRequest(bufio.NewReader(c))
-				if err != nil {
-					return
-				}
-				c.Write([]byte("HTTP/1.1 401 Unauthorized\r\nContent-Length: 0\r\nyou sent " + req.Header.Get("Authorization") + "\r\n\r\n"))
-			}(c)
-		}
-	}()
-	return "http://" + l.Addr().String()
-}
-
 // The upstream credential is masked in every response the gateway relays,
 // but when the upstream's answer is malformed the gateway logs Go's
 // transport error, which quotes the offending response line, and so the
 // whole credential the gateway injected.
 func TestUpstreamMalformedEchoKeepsCredentialOutOfLogs(t *testing.T) {
 	h := newHarness(t, Config{})
-	up := echoUpstream(t)
+	// An upstream whose answer quotes the credential on a malformed line.
+	up, stop, err := githubtest.Reflecting(nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { stop() })
 	h.do("PUT", "/v1/policy", h.admin, "application/yaml", strings.Replace(policyYAML(h.issuer.srv.URL, ""), "http://127.0.0.1:1", up, 1), 200)
 	tok := h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)["access_token"].(string)
 	req, _ := http.NewRequest("GET", h.http.URL+"/gw/api/repos/acme/app/issues", nil)
