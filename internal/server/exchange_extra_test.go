@@ -93,37 +93,34 @@ func TestExchangeDPoPBinding(t *testing.T) {
 // this node's disk and its cursor is the node's own (by host name): other
 // nodes' files do not share it.
 func TestAuditFileSink(t *testing.T) {
-	for _, backend := range []string{"sqlite", "postgres"} {
-		t.Run(backend, func(t *testing.T) {
-			path := filepath.Join(t.TempDir(), "audit.jsonl")
-			cfg, cursor := Config{}, "sink:file:"+path
-			if backend == "postgres" {
-				cfg.Postgres = storetest.FreshSchema(t, storetest.PostgresDSN(t))
-				host, _ := os.Hostname()
-				cursor += "@" + host
-			}
-			cfg.AuditSinks = []SinkConfig{{Type: "file", Path: path}}
-			h := newHarness(t, cfg)
-			h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)
-			deadline := time.Now().Add(20 * time.Second)
-			for {
-				b, _ := os.ReadFile(path)
-				if strings.Contains(string(b), `"type":"token.exchange"`) {
-					if !strings.HasPrefix(string(b), `{"index":0,`) {
-						t.Fatalf("sink file does not start at index 0: %.80s", b)
-					}
-					break
+	onBothBackends(t, func(t *testing.T, cfg Config) {
+		path := filepath.Join(t.TempDir(), "audit.jsonl")
+		cursor := "sink:file:" + path
+		if cfg.Postgres != "" {
+			host, _ := os.Hostname()
+			cursor += "@" + host
+		}
+		cfg.AuditSinks = []SinkConfig{{Type: "file", Path: path}}
+		h := newHarness(t, cfg)
+		h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, nil), "deploy"), 200)
+		deadline := time.Now().Add(20 * time.Second)
+		for {
+			b, _ := os.ReadFile(path)
+			if strings.Contains(string(b), `"type":"token.exchange"`) {
+				if !strings.HasPrefix(string(b), `{"index":0,`) {
+					t.Fatalf("sink file does not start at index 0: %.80s", b)
 				}
-				if time.Now().After(deadline) {
-					t.Fatalf("exchange entry never reached the file sink: %s", b)
-				}
-				time.Sleep(50 * time.Millisecond)
+				break
 			}
-			if next, err := h.srv.store.AuditCursor(context.Background(), cursor); err != nil || next == 0 {
-				t.Fatalf("cursor %q at %d, %v", cursor, next, err)
+			if time.Now().After(deadline) {
+				t.Fatalf("exchange entry never reached the file sink: %s", b)
 			}
-		})
-	}
+			time.Sleep(50 * time.Millisecond)
+		}
+		if next, err := h.srv.store.AuditCursor(context.Background(), cursor); err != nil || next == 0 {
+			t.Fatalf("cursor %q at %d, %v", cursor, next, err)
+		}
+	})
 }
 
 // One ID token exchanged by 16 clients at once: exactly one gets a token.

@@ -10,8 +10,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // rotatorScript writes a command rotator for the server's config: it
@@ -35,128 +33,116 @@ func rotatorScript(t *testing.T, body string) string {
 func TestSecretRotationAPI(t *testing.T) {
 	bump := rotatorScript(t, `read v; printf '%s-r' "$v"`)
 	fail := rotatorScript(t, `read v; echo "$v" >&2; exit 7`)
-	backends := []struct {
-		name string
-		cfg  func(t *testing.T) Config
-	}{
-		{"sqlite", func(*testing.T) Config { return Config{} }},
-		{"postgres", func(t *testing.T) Config {
-			return Config{Postgres: storetest.FreshSchema(t, storetest.PostgresDSN(t))}
-		}},
-	}
-	for _, b := range backends {
-		t.Run(b.name, func(t *testing.T) {
-			cfg := b.cfg(t)
-			cfg.Rotators = map[string][]string{"bump": {bump}, "fail": {fail}}
-			h := newHarness(t, cfg)
-			version := func(name string) float64 {
-				return h.do("GET", "/v1/secrets/"+name, h.admin, "", "", 200)["version"].(float64)
+	onBothBackends(t, func(t *testing.T, cfg Config) {
+		cfg.Rotators = map[string][]string{"bump": {bump}, "fail": {fail}}
+		h := newHarness(t, cfg)
+		version := func(name string) float64 {
+			return h.do("GET", "/v1/secrets/"+name, h.admin, "", "", 200)["version"].(float64)
+		}
+		put := func(name, value, rotate string, want int) map[string]any {
+			body := fmt.Sprintf(`{"value":%q`, value)
+			if rotate != "" {
+				body += `,"rotate":` + rotate
 			}
-			put := func(name, value, rotate string, want int) map[string]any {
-				body := fmt.Sprintf(`{"value":%q`, value)
-				if rotate != "" {
-					body += `,"rotate":` + rotate
-				}
-				return h.do("PUT", "/v1/secrets/"+name, h.admin, "application/json", body+"}", want)
+			return h.do("PUT", "/v1/secrets/"+name, h.admin, "application/json", body+"}", want)
+		}
+		bad := []struct{ name, rotate, says string }{
+			{"bad duration", `{"every":"daily","via":{"command":"bump"}}`, "not a duration"},
+			{"unknown rotator", `{"every":"1h","via":{"command":"/bin/sh"}}`, `unknown rotator "/bin/sh"`},
+			{"a program, not a name", `{"every":"1h","via":{"command":["/bin/sh","-c","id"]}}`, "want a string"},
+			{"unknown key", `{"every":"1h","via":{"command":"bump"},"exec":"id"}`, `unknown key "exec"`},
+			{"grace past every", `{"every":"1h","grace":"2h","via":{"command":"bump"}}`, "grace 2h0m0s is out of range"},
+			{"missing admin DSN secret", `{"every":"1h","via":{"postgres_password":{"admin_dsn_secret":"nope","role":"r"}}}`, `unknown secret "nope"`},
+		}
+		for _, tt := range bad {
+			out := put("gh", "must-not-be-stored-"+tt.name, tt.rotate, 400)
+			if out["error"] != "invalid_request" || !strings.Contains(out["error_description"].(string), tt.says) {
+				t.Errorf("%s: %v", tt.name, out)
 			}
-			bad := []struct{ name, rotate, says string }{
-				{"bad duration", `{"every":"daily","via":{"command":"bump"}}`, "not a duration"},
-				{"unknown rotator", `{"every":"1h","via":{"command":"/bin/sh"}}`, `unknown rotator "/bin/sh"`},
-				{"a program, not a name", `{"every":"1h","via":{"command":["/bin/sh","-c","id"]}}`, "want a string"},
-				{"unknown key", `{"every":"1h","via":{"command":"bump"},"exec":"id"}`, `unknown key "exec"`},
-				{"grace past every", `{"every":"1h","grace":"2h","via":{"command":"bump"}}`, "grace 2h0m0s is out of range"},
-				{"missing admin DSN secret", `{"every":"1h","via":{"postgres_password":{"admin_dsn_secret":"nope","role":"r"}}}`, `unknown secret "nope"`},
-			}
-			for _, tt := range bad {
-				out := put("gh", "must-not-be-stored-"+tt.name, tt.rotate, 400)
-				if out["error"] != "invalid_request" || !strings.Contains(out["error_description"].(string), tt.says) {
-					t.Errorf("%s: %v", tt.name, out)
-				}
-			}
-			if v := version("gh"); v != 1 {
-				t.Fatalf("refused puts changed the secret: v%v", v)
-			}
-			if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; ok {
-				t.Fatal("refused puts set a rotation")
-			}
+		}
+		if v := version("gh"); v != 1 {
+			t.Fatalf("refused puts changed the secret: v%v", v)
+		}
+		if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; ok {
+			t.Fatal("refused puts set a rotation")
+		}
 
-			// No rotation yet: 409; unknown secret: 404.
-			h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 409)
-			h.do("POST", "/v1/secrets/ghost/rotate", h.admin, "", "", 404)
+		// No rotation yet: 409; unknown secret: 404.
+		h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 409)
+		h.do("POST", "/v1/secrets/ghost/rotate", h.admin, "", "", 404)
 
-			first := "first-" + strings.Repeat("v", 20)
-			put("gh", first, `{"every":"24h","grace":"2m","via":{"command":"bump"}}`, 200)
-			out := h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 200)
-			if out["version"].(float64) != 3 || out["grace_until"] == nil || out["next_at"] == nil {
-				t.Fatalf("rotate = %v", out)
-			}
-			meta := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)
-			rot := meta["rotation"].(map[string]any)
-			if rot["every"] != "24h0m0s" || rot["grace"] != "2m0s" || rot["last_version"].(float64) != 3 || rot["failures"].(float64) != 0 || rot["last_at"] == nil {
-				t.Fatalf("rotation state = %v", rot)
-			}
-			// A PUT without "rotate" keeps it; "rotate":null removes it.
-			put("gh", first, "", 200)
-			if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; !ok {
-				t.Fatal("a plain put dropped the rotation")
-			}
+		first := "first-" + strings.Repeat("v", 20)
+		put("gh", first, `{"every":"24h","grace":"2m","via":{"command":"bump"}}`, 200)
+		out := h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 200)
+		if out["version"].(float64) != 3 || out["grace_until"] == nil || out["next_at"] == nil {
+			t.Fatalf("rotate = %v", out)
+		}
+		meta := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)
+		rot := meta["rotation"].(map[string]any)
+		if rot["every"] != "24h0m0s" || rot["grace"] != "2m0s" || rot["last_version"].(float64) != 3 || rot["failures"].(float64) != 0 || rot["last_at"] == nil {
+			t.Fatalf("rotation state = %v", rot)
+		}
+		// A PUT without "rotate" keeps it; "rotate":null removes it.
+		put("gh", first, "", 200)
+		if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; !ok {
+			t.Fatal("a plain put dropped the rotation")
+		}
 
-			// A failing rotator: 502, the value kept, visible everywhere.
-			put("other", "other-"+strings.Repeat("o", 20), `{"every":"1h","via":{"command":"fail"}}`, 200)
-			out = h.do("POST", "/v1/secrets/other/rotate", h.admin, "", "", 502)
-			if out["error"] != "rotation_failed" || !strings.Contains(out["error_description"].(string), "exited with status 7") {
-				t.Fatalf("failed rotate = %v", out)
+		// A failing rotator: 502, the value kept, visible everywhere.
+		put("other", "other-"+strings.Repeat("o", 20), `{"every":"1h","via":{"command":"fail"}}`, 200)
+		out = h.do("POST", "/v1/secrets/other/rotate", h.admin, "", "", 502)
+		if out["error"] != "rotation_failed" || !strings.Contains(out["error_description"].(string), "exited with status 7") {
+			t.Fatalf("failed rotate = %v", out)
+		}
+		if v := version("other"); v != 1 {
+			t.Fatalf("a failed rotation wrote v%v", v)
+		}
+		list := h.do("GET", "/v1/secrets", h.admin, "", "", 200)["secrets"].([]any)
+		var failures float64 = -1
+		for _, s := range list {
+			m := s.(map[string]any)
+			if m["name"] == "other" {
+				failures = m["rotation"].(map[string]any)["failures"].(float64)
 			}
-			if v := version("other"); v != 1 {
-				t.Fatalf("a failed rotation wrote v%v", v)
+		}
+		if failures != 1 {
+			t.Fatalf("list shows failures %v, want 1", failures)
+		}
+		body := scrape(t, h.http.URL+"/metrics", h.admin, 200)
+		for series, want := range map[string]string{
+			`mayfly_secret_rotations_total{result="failed",secret="other"}`: "1",
+			`mayfly_secret_rotations_total{result="ok",secret="gh"}`:        "1",
+			`mayfly_secret_rotation_failures{secret="other"}`:               "1",
+		} {
+			if got := metricValue(body, series); got != want {
+				t.Errorf("%s = %q, want %s", series, got, want)
 			}
-			list := h.do("GET", "/v1/secrets", h.admin, "", "", 200)["secrets"].([]any)
-			var failures float64 = -1
-			for _, s := range list {
-				m := s.(map[string]any)
-				if m["name"] == "other" {
-					failures = m["rotation"].(map[string]any)["failures"].(float64)
-				}
-			}
-			if failures != 1 {
-				t.Fatalf("list shows failures %v, want 1", failures)
-			}
-			body := scrape(t, h.http.URL+"/metrics", h.admin, 200)
-			for series, want := range map[string]string{
-				`mayfly_secret_rotations_total{result="failed",secret="other"}`: "1",
-				`mayfly_secret_rotations_total{result="ok",secret="gh"}`:        "1",
-				`mayfly_secret_rotation_failures{secret="other"}`:               "1",
-			} {
-				if got := metricValue(body, series); got != want {
-					t.Errorf("%s = %q, want %s", series, got, want)
-				}
-			}
-			put("gh", "third-"+strings.Repeat("t", 20), "null", 200)
-			if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; ok {
-				t.Fatal(`"rotate":null kept the rotation`)
-			}
+		}
+		put("gh", "third-"+strings.Repeat("t", 20), "null", 200)
+		if _, ok := h.do("GET", "/v1/secrets/gh", h.admin, "", "", 200)["rotation"]; ok {
+			t.Fatal(`"rotate":null kept the rotation`)
+		}
 
-			// The audit log: a start and an outcome per attempt, no value.
-			raw := h.rawEntries(t)
-			var kinds []string
-			for _, l := range strings.Split(strings.TrimSpace(raw), "\n") {
-				var e map[string]any
-				json.Unmarshal([]byte(l), &e)
-				if e["type"] == "secret.rotate" {
-					kinds = append(kinds, fmt.Sprintf("%v/%v/%v", e["secret"], e["status"], e["reason"]))
-				}
+		// The audit log: a start and an outcome per attempt, no value.
+		raw := h.rawEntries(t)
+		var kinds []string
+		for _, l := range strings.Split(strings.TrimSpace(raw), "\n") {
+			var e map[string]any
+			json.Unmarshal([]byte(l), &e)
+			if e["type"] == "secret.rotate" {
+				kinds = append(kinds, fmt.Sprintf("%v/%v/%v", e["secret"], e["status"], e["reason"]))
 			}
-			want := []string{"gh/<nil>/started", "gh/200/<nil>", "other/<nil>/started", "other/502/rotator fail: exited with status 7"}
-			if strings.Join(kinds, " ") != strings.Join(want, " ") {
-				t.Fatalf("rotation entries = %q, want %q", kinds, want)
+		}
+		want := []string{"gh/<nil>/started", "gh/200/<nil>", "other/<nil>/started", "other/502/rotator fail: exited with status 7"}
+		if strings.Join(kinds, " ") != strings.Join(want, " ") {
+			t.Fatalf("rotation entries = %q, want %q", kinds, want)
+		}
+		for _, v := range []string{first, first + "-r", "other-" + strings.Repeat("o", 20), "must-not-be-stored"} {
+			if strings.Contains(raw, v) || strings.Contains(h.logs.String(), v) {
+				t.Errorf("a value (%.12s…) reached the audit log or the logs", v)
 			}
-			for _, v := range []string{first, first + "-r", "other-" + strings.Repeat("o", 20), "must-not-be-stored"} {
-				if strings.Contains(raw, v) || strings.Contains(h.logs.String(), v) {
-					t.Errorf("a value (%.12s…) reached the audit log or the logs", v)
-				}
-			}
-		})
-	}
+		}
+	})
 }
 
 // rawEntries reads the whole audit log over the API.

@@ -22,6 +22,7 @@ import (
 	"github.com/go-jose/go-jose/v4/jwt"
 
 	"github.com/mayfly-sh/mayfly/internal/githubtest"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -162,6 +163,39 @@ func (l *lockedWriter) Write(p []byte) (int, error) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.w.Write(p)
+}
+
+// onBothBackends runs f as a subtest on embedded SQLite and on a fresh
+// PostgreSQL schema (cfg.Postgres set; skipped without
+// MAYFLY_TEST_POSTGRES): what the server does is the same on both.
+func onBothBackends(t *testing.T, f func(t *testing.T, cfg Config)) {
+	for _, backend := range []string{"sqlite", "postgres"} {
+		t.Run(backend, func(t *testing.T) {
+			cfg := Config{}
+			if backend == "postgres" {
+				cfg.Postgres = storetest.FreshSchema(t, storetest.PostgresDSN(t))
+			}
+			f(t, cfg)
+		})
+	}
+}
+
+// adminCall sends an admin request (body, when not empty, as JSON) whatever
+// its answer, and returns its status and body.
+func (h *harness) adminCall(method, path, body string) (int, string) {
+	h.t.Helper()
+	req, _ := http.NewRequest(method, h.http.URL+path, strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+h.admin)
+	if body != "" {
+		req.Header.Set("Content-Type", "application/json")
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		h.t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, strings.TrimSpace(string(b))
 }
 
 func (h *harness) do(method, path, bearer, ctype, body string, want int) map[string]any {
