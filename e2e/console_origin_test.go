@@ -1,20 +1,15 @@
 package e2e
 
 import (
-	"context"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
-
-	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 )
 
 // The gateway answers on the console's origin (/gw/ beside /ui/ and /v1/),
@@ -51,50 +46,25 @@ func TestConsoleOriginGatewayPageTakesOverSession(t *testing.T) {
 		w.Write([]byte("ok"))
 	}))
 	t.Cleanup(up.Close)
-	sso := devissuertest.Start(t)
-	addr := freeAddr(t)
+	n, addr := consoleNode(t)
 	url := "http://" + addr
-	n := initDir(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(devissuertest.AdminOIDCYAML(sso, url)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.start(t, "--insecure-http", "--listen", addr, "--config", cfg)
 	// The attacker's job token: a grant that reads artifacts upstream.
 	tok, _ := n.gatewayJob(t, "art", up.URL, "art-upstream-credential-0123456789", "artifacts", `
       - methods: [GET]
         paths: ["/files/**"]
 `)
 
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelA)
-	bctx, cancelB := chromedp.NewContext(actx)
-	t.Cleanup(cancelB)
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
-	t.Cleanup(cancel)
+	_, ctx := headless(t, chrome)
 	until := func(what, cond string) {
 		t.Helper()
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
-			if err == nil && ok {
-				return
-			}
-			if ctx.Err() != nil {
-				t.Fatalf("%s: %v", what, ctx.Err())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if err := untilJS(ctx, cond); err != nil {
+			t.Fatalf("%s: %v", what, err)
 		}
 	}
 	// The admin signs in to the console.
-	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/ui/login")); err != nil {
-		t.Fatal(err)
+	if err := signIn(ctx, url); err != nil {
+		t.Fatalf("sign in: %v", err)
 	}
-	until("signed in", `!!document.querySelector("#live-count")`)
 
 	// The admin visits a page of another site, which sends the browser
 	// on to a gateway link carrying the token holder's job token.

@@ -47,6 +47,71 @@ func freeAddr(t *testing.T) string {
 	return l.Addr().String()
 }
 
+// consoleNode starts the real binary whose console signs humans in
+// (admin_oidc) at a dev issuer that approves at once, listening on a
+// loopback address known before it starts (the SSO callback names it).
+func consoleNode(t *testing.T) (n *node, addr string) {
+	t.Helper()
+	sso := devissuertest.Start(t)
+	addr = freeAddr(t)
+	url := "http://" + addr
+	n = initDir(t)
+	cfg := filepath.Join(t.TempDir(), "config.yaml")
+	if err := os.WriteFile(cfg, []byte(devissuertest.AdminOIDCYAML(sso, url)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	n.start(t, "--insecure-http", "--listen", addr, "--config", cfg)
+	if n.url != url {
+		t.Fatalf("server at %s, not %s", n.url, url)
+	}
+	return n, addr
+}
+
+// headless starts Chromium (chrome, with opts beyond the defaults) until
+// the test ends. bctx is the browser: its first run starts it, with no
+// deadline of its own (a deadline there would end the browser); ctx
+// bounds the rest, a failure bound only: a loaded machine may be slow,
+// never wrong.
+func headless(t *testing.T, chrome string, opts ...chromedp.ExecAllocatorOption) (bctx, ctx context.Context) {
+	t.Helper()
+	opts = append(append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
+		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true)), opts...)
+	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
+	t.Cleanup(cancelA)
+	bctx, cancelB := chromedp.NewContext(actx)
+	t.Cleanup(cancelB)
+	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
+		t.Fatalf("start chromium: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
+	t.Cleanup(cancel)
+	return bctx, ctx
+}
+
+// untilJS waits, until ctx ends, for a JavaScript condition across a
+// navigation (an evaluation the navigation cuts short is tried again).
+func untilJS(ctx context.Context, cond string) error {
+	for {
+		ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
+		if err == nil && ok {
+			return nil
+		}
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+// signIn signs the browser in to the console at url: the dev issuer
+// approves at once, and the console opens.
+func signIn(ctx context.Context, url string) error {
+	if err := chromedp.Do(ctx, chromedp.Navigate(url+"/ui/login")); err != nil {
+		return err
+	}
+	return untilJS(ctx, `!!document.querySelector("#live-count")`)
+}
+
 // TestConsoleInBrowser drives headless Chromium through the console of the
 // real binary: sign-in at the dev issuer, the live leases, a revocation
 // with its confirmation, an audit entry's proof checked in the browser
@@ -65,18 +130,8 @@ func TestConsoleInBrowser(t *testing.T) {
 
 	up := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
 	t.Cleanup(up.Close)
-	sso := devissuertest.Start(t)
-	addr := freeAddr(t)
+	n, addr := consoleNode(t)
 	url := "http://" + addr
-	n := initDir(t)
-	cfg := filepath.Join(t.TempDir(), "config.yaml")
-	if err := os.WriteFile(cfg, []byte(devissuertest.AdminOIDCYAML(sso, url)), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	n.start(t, "--insecure-http", "--listen", addr, "--config", cfg)
-	if n.url != url {
-		t.Fatalf("server at %s, not %s", n.url, url)
-	}
 
 	// A grant with a live job token and some traffic; a second policy
 	// version; a refused exchange.
@@ -110,20 +165,7 @@ func TestConsoleInBrowser(t *testing.T) {
 	leaseID := onlyLease(t, n, c)
 
 	// The browser.
-	opts := append(chromedp.DefaultExecAllocatorOptions[:], chromedp.ExecPath(chrome), chromedp.NoSandbox,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true), chromedp.WindowSize(1400, 900))
-	actx, cancelA := chromedp.NewExecAllocator(context.Background(), opts...)
-	t.Cleanup(cancelA)
-	bctx, cancelB := chromedp.NewContext(actx)
-	t.Cleanup(cancelB)
-	// The first run starts the browser, with no deadline of its own (a
-	// deadline there would end the browser); the rest share a failure
-	// bound only: a loaded machine may be slow, never wrong.
-	if err := chromedp.Do(bctx, chromedp.Navigate("about:blank")); err != nil {
-		t.Fatalf("start chromium: %v", err)
-	}
-	ctx, cancel := context.WithTimeout(bctx, 90*time.Second)
-	t.Cleanup(cancel)
+	bctx, ctx := headless(t, chrome, chromedp.WindowSize(1400, 900))
 	fail := func(what string, err error) {
 		t.Helper()
 		dctx, cancel := context.WithTimeout(bctx, 20*time.Second)
@@ -172,22 +214,16 @@ func TestConsoleInBrowser(t *testing.T) {
 	// evaluation the navigation cuts short is tried again).
 	until := func(what, cond string) {
 		t.Helper()
-		for {
-			ok, err := chromedp.Run(ctx, chromedp.Evaluate[bool](cond))
-			if err == nil && ok {
-				return
-			}
-			if ctx.Err() != nil {
-				fail(what, ctx.Err())
-			}
-			time.Sleep(100 * time.Millisecond)
+		if err := untilJS(ctx, cond); err != nil {
+			fail(what, err)
 		}
 	}
 	visible := func(sel string) chromedp.Action[chromedp.Void] { return chromedp.WaitVisible(chromedp.CSS(sel)) }
 
 	// Sign-in: the dev issuer approves at once; the console opens.
-	do("sign in", chromedp.Navigate(url+"/ui/login"))
-	until("signed in", `!!document.querySelector("#live-count")`)
+	if err := signIn(ctx, url); err != nil {
+		fail("sign in", err)
+	}
 	if who := text("#who"); !strings.Contains(who, "dev@example.com") || !strings.Contains(who, "admin") {
 		t.Fatalf("signed in as %q", who)
 	}
