@@ -2,13 +2,10 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // TestAuditProveIgnoresPinnedTree: `audit prove` took the verifier key
@@ -19,25 +16,14 @@ import (
 // proof), a smaller served one is refused, an older one kept in a file
 // must be a prefix of it, and the state advances with an honest log.
 func TestAuditProveIgnoresPinnedTree(t *testing.T) {
-	signer, _, err := audit.GenerateKey(audit.DefaultOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logA := testLog(t, signer, 10)
-	as := newAuditServer(t, logA)
-	adminEnv(t, as.URL)
+	signer, logA, as := servedLog(t, 10)
 	state := filepath.Join(t.TempDir(), "v.state")
 	if out, errOut, code := runCLI(t, "", "audit", "verify", "--state", state); code != 0 {
 		t.Fatalf("exit %d out %q err %q", code, out, errOut)
 	}
 	pinned := func() int64 {
 		t.Helper()
-		var st verifyState
-		b, _ := os.ReadFile(state)
-		if err := json.Unmarshal(b, &st); err != nil {
-			t.Fatal(err)
-		}
-		return st.Size
+		return readState(t, state).Size
 	}
 	prove := func(args ...string) (string, int) {
 		t.Helper()

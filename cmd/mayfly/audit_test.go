@@ -15,6 +15,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/server"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -114,6 +115,43 @@ func (as *auditServer) set(l *auditlog.Log, tamper int64) {
 	as.mu.Unlock()
 }
 
+// servedLog is a real audit log of n entries under a new signing key,
+// served by an auditServer that the CLI's environment names.
+func servedLog(t *testing.T, n int) (signer string, l *auditlog.Log, as *auditServer) {
+	t.Helper()
+	signer, _, err := audit.GenerateKey(audit.DefaultOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	l = testLog(t, signer, n)
+	as = newAuditServer(t, l)
+	adminEnv(t, as.URL)
+	return signer, l, as
+}
+
+// readState reads the state file audit verify keeps at path.
+func readState(t *testing.T, path string) verifyState {
+	t.Helper()
+	var st verifyState
+	b, _ := os.ReadFile(path)
+	if err := json.Unmarshal(b, &st); err != nil {
+		t.Fatalf("state %s: %v", b, err)
+	}
+	return st
+}
+
+// offlineDataDir is an initialised data dir on embedded SQLite, for the
+// offline commands (--data-dir).
+func offlineDataDir(t *testing.T) string {
+	t.Helper()
+	t.Setenv("MAYFLY_POSTGRES", "")
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
 func adminEnv(t *testing.T, addr string) {
 	tok, _ := token.New(token.Admin)
 	t.Setenv("MAYFLY_ADDR", addr)
@@ -123,13 +161,7 @@ func adminEnv(t *testing.T, addr string) {
 }
 
 func TestAuditVerifyRemoteState(t *testing.T) {
-	signer, _, err := audit.GenerateKey(audit.DefaultOrigin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	logA := testLog(t, signer, 10)
-	as := newAuditServer(t, logA)
-	adminEnv(t, as.URL)
+	signer, logA, as := servedLog(t, 10)
 	state := filepath.Join(t.TempDir(), "v.state")
 
 	// First run: intact, state written with the pinned key.
@@ -137,10 +169,8 @@ func TestAuditVerifyRemoteState(t *testing.T) {
 	if code != 0 || !strings.Contains(out, "10 entries") {
 		t.Fatalf("exit %d out %q err %q", code, out, errOut)
 	}
-	var st verifyState
-	b, _ := os.ReadFile(state)
-	if json.Unmarshal(b, &st) != nil || st.Size != 10 || st.Key != logA.VerifierKey() {
-		t.Fatalf("state %s", b)
+	if st := readState(t, state); st.Size != 10 || st.Key != logA.VerifierKey() {
+		t.Fatalf("state %+v", st)
 	}
 
 	// The log grows: still intact (and the consistency proof checks out).
@@ -188,10 +218,7 @@ func TestAuditVerifyRemoteState(t *testing.T) {
 }
 
 func TestAuditExportTailProve(t *testing.T) {
-	signer, _, _ := audit.GenerateKey(audit.DefaultOrigin)
-	l := testLog(t, signer, 2500)
-	as := newAuditServer(t, l)
-	adminEnv(t, as.URL)
+	_, l, as := servedLog(t, 2500)
 	ctx := context.Background()
 
 	out, _, code := runCLI(t, "", "audit", "export", "--since", "990")

@@ -1,14 +1,11 @@
 package main
 
 import (
-	"context"
 	"database/sql"
 	"encoding/json"
 	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 // TestAuditVerifyReportsUnproven: entries after the latest signed
@@ -16,11 +13,7 @@ import (
 // freshly written, they are reported unproven and verify exits 0 (a live
 // log's newest entries wait up to 500 ms for a checkpoint).
 func TestAuditVerifyReportsUnproven(t *testing.T) {
-	t.Setenv("MAYFLY_POSTGRES", "")
-	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+	dir := offlineDataDir(t)
 	db, err := sql.Open("sqlite", "file:"+filepath.Join(dir, "mayfly.db"))
 	if err != nil {
 		t.Fatal(err)

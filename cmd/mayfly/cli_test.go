@@ -1,7 +1,6 @@
 package main
 
 import (
-	"context"
 	"crypto/sha256"
 	"database/sql"
 	"fmt"
@@ -13,8 +12,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/mayfly-sh/mayfly/internal/server"
 )
 
 // oneLineErr checks that stderr is exactly one "mayfly: …" line.
@@ -80,11 +77,7 @@ func TestOneLine(t *testing.T) {
 // A data dir whose server uses PostgreSQL has no mayfly.db: verifying it
 // without --postgres must not create an empty SQLite log and call it intact.
 func TestAuditVerifyOfflineMissingDatabase(t *testing.T) {
-	t.Setenv("MAYFLY_POSTGRES", "")
-	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+	dir := offlineDataDir(t)
 	if _, stderr, code := runCLI(t, "", "audit", "verify", "--data-dir", dir, "--no-state"); code != exitOK {
 		t.Fatalf("fresh data dir: exit %d, %s", code, stderr)
 	}
@@ -111,11 +104,7 @@ func TestAuditVerifyOfflineMissingDatabase(t *testing.T) {
 // the database's bytes, not its mode, not its schema (an older one is read
 // as it is, never migrated); a schema newer than this mayfly is refused.
 func TestAuditVerifyOfflineChangesNothing(t *testing.T) {
-	t.Setenv("MAYFLY_POSTGRES", "")
-	dir := filepath.Join(t.TempDir(), "data")
-	if _, err := server.Init(context.Background(), server.InitOptions{DataDir: dir}); err != nil {
-		t.Fatal(err)
-	}
+	dir := offlineDataDir(t)
 	dbPath := filepath.Join(dir, "mayfly.db")
 	// A mode the server would not set: the server sets 0600 on open.
 	if err := os.Chmod(dbPath, 0o640); err != nil {
