@@ -39,12 +39,19 @@ type caller struct {
 func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		src := a.cfg.ClientAddr(r)
+		// Each denial is a durable audit entry: limited answers 429 once an
+		// address has made them too fast (authenticated callers are not
+		// limited).
+		limited := func() bool {
+			if a.adminRL.Allow(clientip.RateKey(src)) {
+				return false
+			}
+			w.Header().Set("Retry-After", "1")
+			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+			return true
+		}
 		deny := func(status int, code, desc, reason, check string) {
-			// Each denial is a durable audit entry: bound how fast one
-			// address can make them (authenticated callers are not limited).
-			if !a.adminRL.Allow(clientip.RateKey(src)) {
-				w.Header().Set("Retry-After", "1")
-				writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+			if limited() {
 				return
 			}
 			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Source: src, Method: r.Method, Path: r.URL.Path, Status: status, Reason: reason}); err != nil {
@@ -52,6 +59,21 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				return
 			}
 			writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: check})
+		}
+		// tooWeak refuses (403, audited) an authenticated caller (name, with
+		// the role has) below the handler's role; who names it in the answer.
+		tooWeak := func(name, has, who string) bool {
+			if authority.RoleRank(has) >= authority.RoleRank(role) {
+				return false
+			}
+			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: name, Role: has, Source: src, Method: r.Method,
+				Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
+				a.fail(w, r, err)
+				return true
+			}
+			writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
+				Description: "this needs the " + role + " role; " + who + " has the " + has + " role", Check: apitype.CheckRole})
+			return true
 		}
 		// Each refusal names the check that failed, so that a client can
 		// say what to fix; none says more than the caller already knows.
@@ -74,9 +96,7 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				return
 			}
 			if status != 0 {
-				if !a.adminRL.Allow(clientip.RateKey(src)) {
-					w.Header().Set("Retry-After", "1")
-					writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+				if limited() {
 					return
 				}
 				if err := a.denySession(r, row, status, reason); err != nil {
@@ -90,14 +110,7 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 				writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: apitype.CheckToken})
 				return
 			}
-			if authority.RoleRank(c.Role) < authority.RoleRank(role) {
-				if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: c.Name, Role: c.Role, Source: src, Method: r.Method,
-					Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
-					a.fail(w, r, err)
-					return
-				}
-				writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
-					Description: "this needs the " + role + " role; " + c.Name + " has the " + c.Role + " role", Check: apitype.CheckRole})
+			if tooWeak(c.Name, c.Role, c.Name) {
 				return
 			}
 			fn(w, r, c)
@@ -122,14 +135,7 @@ func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, cal
 			a.fail(w, r, err)
 			return
 		}
-		if authority.RoleRank(t.Role) < authority.RoleRank(role) {
-			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: t.Name, Role: t.Role, Source: src, Method: r.Method,
-				Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
-				a.fail(w, r, err)
-				return
-			}
-			writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
-				Description: "this needs the " + role + " role; admin token " + strconv.Quote(t.Name) + " has the " + t.Role + " role", Check: apitype.CheckRole})
+		if tooWeak(t.Name, t.Role, "admin token "+strconv.Quote(t.Name)) {
 			return
 		}
 		fn(w, r, caller{Name: t.Name, Role: t.Role, Source: src})
