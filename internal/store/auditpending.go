@@ -314,44 +314,8 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 		return nil
 	}
 	fn := func(tx *sql.Tx) error {
-		var n sql.NullInt64
-		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+		if err := db.appendFromPending(ctx, tx, start, entries, pids); err != nil {
 			return err
-		}
-		if size := n.Int64 + 1; !n.Valid && start != 0 || n.Valid && size != start {
-			return ErrConflict
-		}
-		for off := 0; off < len(entries); off += 256 {
-			end := min(off+256, len(entries))
-			var b strings.Builder
-			b.WriteString(`INSERT INTO audit_entries (idx, data, pid) VALUES `)
-			args := make([]any, 0, 3*(end-off))
-			for i := off; i < end; i++ {
-				if i > off {
-					b.WriteString(", ")
-				}
-				b.WriteString("(?, ?, ?)")
-				args = append(args, start+int64(i), entries[i], pids[i])
-			}
-			if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
-				return err
-			}
-			b.Reset()
-			b.WriteString(`DELETE FROM audit_pending WHERE id IN (`)
-			for i := off; i < end; i++ {
-				if i > off {
-					b.WriteString(", ")
-				}
-				b.WriteString("?")
-			}
-			b.WriteString(")")
-			res, err := db.exec(ctx, tx, b.String(), anys(pids[off:end])...)
-			if err != nil {
-				return err
-			}
-			if got, err := res.RowsAffected(); err != nil || got != int64(end-off) {
-				return ErrConflict
-			}
 		}
 		for _, id := range merged {
 			res, err := db.exec(ctx, tx, `DELETE FROM audit_pending WHERE id = ?`, id)
@@ -439,44 +403,8 @@ func (db *DB) AppendAuditFrom(ctx context.Context, start int64, entries [][]byte
 		return err
 	}
 	err = txf(ctx, func(tx *sql.Tx) error {
-		var n sql.NullInt64
-		if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+		if err := db.appendFromPending(ctx, tx, start, entries, pids); err != nil {
 			return err
-		}
-		if size := n.Int64 + 1; !n.Valid && start != 0 || n.Valid && size != start {
-			return ErrConflict
-		}
-		var from []any
-		for off := 0; off < len(entries); off += 256 {
-			end := min(off+256, len(entries))
-			var b strings.Builder
-			b.WriteString(`INSERT INTO audit_entries (idx, data, pid) VALUES `)
-			args := make([]any, 0, 3*(end-off))
-			for i := off; i < end; i++ {
-				if i > off {
-					b.WriteString(", ")
-				}
-				b.WriteString("(?, ?, ?)")
-				var pid any
-				if pids[i] >= 0 {
-					pid = pids[i]
-					from = append(from, pids[i])
-				}
-				args = append(args, start+int64(i), entries[i], pid)
-			}
-			if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
-				return err
-			}
-		}
-		for off := 0; off < len(from); off += 256 {
-			part := from[off:min(off+256, len(from))]
-			res, err := db.exec(ctx, tx, `DELETE FROM audit_pending WHERE id IN (`+strings.Repeat("?, ", len(part)-1)+`?)`, part...)
-			if err != nil {
-				return err
-			}
-			if got, err := res.RowsAffected(); err != nil || got != int64(len(part)) {
-				return ErrConflict
-			}
 		}
 		return db.insertHashRuns(ctx, tx, firstHash, hashes)
 	})
@@ -486,10 +414,49 @@ func (db *DB) AppendAuditFrom(ctx context.Context, start int64, entries [][]byte
 	return nil
 }
 
-func anys(xs []int64) []any {
-	out := make([]any, len(xs))
-	for i, x := range xs {
-		out[i] = x
+// appendFromPending writes entries at [start, …) in tx, entry i made from
+// the pending record pids[i] (-1: none), and deletes those records:
+// ErrConflict if the log's size is not start or a record is gone (another
+// sequencer took it).
+func (db *DB) appendFromPending(ctx context.Context, tx *sql.Tx, start int64, entries [][]byte, pids []int64) error {
+	var n sql.NullInt64
+	if err := db.txQueryRow(ctx, tx, `SELECT MAX(idx) FROM audit_entries`).Scan(&n); err != nil {
+		return err
 	}
-	return out
+	if size := n.Int64 + 1; !n.Valid && start != 0 || n.Valid && size != start {
+		return ErrConflict
+	}
+	var from []any
+	for off := 0; off < len(entries); off += 256 {
+		end := min(off+256, len(entries))
+		var b strings.Builder
+		b.WriteString(`INSERT INTO audit_entries (idx, data, pid) VALUES `)
+		args := make([]any, 0, 3*(end-off))
+		for i := off; i < end; i++ {
+			if i > off {
+				b.WriteString(", ")
+			}
+			b.WriteString("(?, ?, ?)")
+			var pid any
+			if pids[i] >= 0 {
+				pid = pids[i]
+				from = append(from, pids[i])
+			}
+			args = append(args, start+int64(i), entries[i], pid)
+		}
+		if _, err := db.exec(ctx, tx, b.String(), args...); err != nil {
+			return err
+		}
+	}
+	for off := 0; off < len(from); off += 256 {
+		part := from[off:min(off+256, len(from))]
+		res, err := db.exec(ctx, tx, `DELETE FROM audit_pending WHERE id IN (`+strings.Repeat("?, ", len(part)-1)+`?)`, part...)
+		if err != nil {
+			return err
+		}
+		if got, err := res.RowsAffected(); err != nil || got != int64(len(part)) {
+			return ErrConflict
+		}
+	}
+	return nil
 }
