@@ -576,14 +576,7 @@ func (l *Log) commit(batch []*request) {
 		l.metrics.conflicts.Inc()
 	}
 	if err != nil {
-		err = fmt.Errorf("audit log %w: appending %d entries: %v", failclosed.ErrUnavailable, len(batch), err)
-		l.mu.Lock()
-		l.commitErr = err
-		l.mu.Unlock()
-		l.metrics.appendErrors.Add(float64(len(batch)))
-		for _, r := range batch {
-			r.done <- result{Index: -1, Err: err}
-		}
+		l.failBatch(batch, err)
 		return
 	}
 	newSize := start + int64(len(batch))
