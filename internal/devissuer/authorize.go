@@ -177,6 +177,22 @@ func randomHex(n int) string {
 	return hex.EncodeToString(b)
 }
 
+// client reads a client's form (at most 64 KiB), and the client's id (and
+// secret, checked when the issuer has one) from Basic auth or the form;
+// false: it has answered the request with the error.
+func (i *Issuer) client(w http.ResponseWriter, r *http.Request) (string, bool) {
+	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
+	if err := r.ParseForm(); err != nil {
+		writeErr(w, http.StatusBadRequest, "invalid_request", "malformed form")
+		return "", false
+	}
+	id, ok := i.clientOf(r)
+	if !ok {
+		writeErr(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
+	}
+	return id, ok
+}
+
 // clientOf reads the client's id (and secret, checked when the issuer has
 // one) from Basic auth or the form.
 func (i *Issuer) clientOf(r *http.Request) (string, bool) {
@@ -199,14 +215,8 @@ func (i *Issuer) clientOf(r *http.Request) (string, bool) {
 // oauthToken is the token endpoint: an authorization code (with its PKCE
 // verifier, once) or an approved device code, for an ID token.
 func (i *Issuer) oauthToken(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid_request", "malformed form")
-		return
-	}
-	client, ok := i.clientOf(r)
+	client, ok := i.client(w, r)
 	if !ok {
-		writeErr(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
 		return
 	}
 	f := r.PostForm
@@ -286,14 +296,8 @@ func (i *Issuer) mintHuman(user User, client, nonce string) (string, error) {
 // deviceStart starts a device flow: a device code for the client, a user
 // code for the human (approved at DeviceApprove).
 func (i *Issuer) deviceStart(w http.ResponseWriter, r *http.Request) {
-	r.Body = http.MaxBytesReader(w, r.Body, 64<<10)
-	if err := r.ParseForm(); err != nil {
-		writeErr(w, http.StatusBadRequest, "invalid_request", "malformed form")
-		return
-	}
-	client, ok := i.clientOf(r)
+	client, ok := i.client(w, r)
 	if !ok {
-		writeErr(w, http.StatusUnauthorized, "invalid_client", "unknown client or wrong secret")
 		return
 	}
 	dc, uc := randomHex(24), strings.ToUpper(randomHex(4))
