@@ -225,6 +225,18 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 		buf, lmap = rest, []lineRef{nref}
 		return nil
 	}
+	// sendFull sends the buffer once it holds a piece: cut in the middle of
+	// a long line, else whole.
+	sendFull := func() error {
+		switch {
+		case len(buf) < C+ov:
+			return nil
+		case inAdded:
+			return cutLong()
+		default:
+			return send()
+		}
+	}
 	for {
 		sl, err := br.ReadSlice('\n')
 		full := errors.Is(err, bufio.ErrBufferFull)
@@ -246,16 +258,8 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 				buf = append(buf, '\n')
 				newLine++
 			}
-			if len(buf) >= C+ov {
-				var err error
-				if inAdded {
-					err = cutLong()
-				} else {
-					err = send()
-				}
-				if err != nil {
-					return err
-				}
+			if err := sendFull(); err != nil {
+				return err
 			}
 			continue
 		}
@@ -285,15 +289,8 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 					buf = append(buf, '\n')
 					newLine++
 				}
-				if len(buf) >= C+ov {
-					if inAdded {
-						err = cutLong()
-					} else {
-						err = send()
-					}
-					if err != nil {
-						return err
-					}
+				if err := sendFull(); err != nil {
+					return err
 				}
 				continue
 			case '-':
