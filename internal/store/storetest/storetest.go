@@ -44,8 +44,13 @@ func Backends(t testing.TB) []Backend {
 // SQLite opens a fresh SQLite store in t.TempDir().
 func SQLite(t testing.TB) Backend {
 	t.Helper()
-	cfg := store.Config{Path: filepath.Join(t.TempDir(), "mayfly.db")}
-	b := Backend{Name: "sqlite"}
+	return backend(t, "sqlite", store.Config{Path: filepath.Join(t.TempDir(), "mayfly.db")})
+}
+
+// backend opens the store cfg names.
+func backend(t testing.TB, name string, cfg store.Config) Backend {
+	t.Helper()
+	b := Backend{Name: name}
 	b.DB = open(t, cfg)
 	b.Reopen = func(t testing.TB) *store.DB {
 		b.DB.Close()
@@ -91,17 +96,7 @@ func postgres(t testing.TB) (Backend, bool) {
 		}
 		return Backend{}, false
 	}
-	schemaDSN := FreshSchema(t, dsn)
-	cfg := store.Config{PostgresDSN: schemaDSN}
-	b := Backend{Name: "postgres"}
-	b.DB = open(t, cfg)
-	b.Reopen = func(t testing.TB) *store.DB {
-		b.DB.Close()
-		b.DB = open(t, cfg)
-		return b.DB
-	}
-	b.Another = func(t testing.TB) *store.DB { return open(t, cfg) }
-	return b, true
+	return backend(t, "postgres", store.Config{PostgresDSN: FreshSchema(t, dsn)}), true
 }
 
 // FreshSchema creates a new schema in the database dsn names and returns a
