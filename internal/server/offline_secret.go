@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"os"
 	"strings"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
@@ -43,50 +44,12 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	if len(value) == 0 || len(value) > secret.MaxValueSize {
 		return 0, fmt.Errorf("secret value must be 1 byte to %d KiB", secret.MaxValueSize>>10)
 	}
-	dsn := o.Postgres
-	if dsn == "" {
-		dsn = os.Getenv("MAYFLY_POSTGRES")
-	}
-	if err := requireStore(ctx, d, dsn); err != nil {
-		return 0, err
-	}
-	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+	off, err := openOffline(ctx, d, o, 0, false, "store the secret through it (mayfly secret put NAME with MAYFLY_ADDR, MAYFLY_CACERT and MAYFLY_TOKEN set)")
 	if err != nil {
 		return 0, err
 	}
-	defer st.Close()
-	signer, err := os.ReadFile(d.AuditKey())
-	if err != nil {
-		return 0, fmt.Errorf("audit key: %w", err)
-	}
-	// Nodes sharing PostgreSQL append through the shared sequencer: a
-	// direct append would race a running cluster for the next index.
-	aopts := auditlog.Options{Shared: dsn != ""}
-	if dsn == "" && auditlog.JournalSupported() {
-		// The journal's lock is also how a running server is noticed. Where
-		// there is no journal, a server's concurrent append would collide on
-		// the log's index in the store and fail closed.
-		aopts.Journal = d.AuditJournal()
-	}
-	log, err := auditlog.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
-	clear(signer)
-	if err != nil {
-		if strings.Contains(err.Error(), "in use by another process") {
-			return 0, fmt.Errorf("%w: store the secret through it (mayfly secret put NAME with MAYFLY_ADDR, MAYFLY_CACERT and MAYFLY_TOKEN set)", ErrServerRunning)
-		}
-		return 0, err
-	}
-	defer func() { err = errors.Join(err, log.Close(context.WithoutCancel(ctx))) }()
-	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
-	if err != nil {
-		return 0, err
-	}
-	vault, err := secret.Open(ctx, st, master, secret.Options{})
-	clear(master)
-	if err != nil {
-		return 0, err
-	}
-	defer vault.Close()
+	defer func() { err = errors.Join(err, off.close(ctx)) }()
+	log, vault := off.log, off.vault
 	// The write and its entry commit together, as through the API: a write
 	// that cannot be recorded does not happen, and a failed write leaves no
 	// entry. The entry names the secret, never its value.
@@ -109,4 +72,81 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	// durable already: should the wait end first, the next start places it.
 	_ = log.Settle(ctx, since, note)
 	return version, nil
+}
+
+// offlineStorage is what an offline command writes through: the data
+// dir's store, its audit log and its vault.
+type offlineStorage struct {
+	st    *store.DB
+	log   *auditlog.Log
+	vault *secret.Vault
+}
+
+// openOffline opens the storage of the data dir d for an offline command;
+// busy is how long the store waits for a lock (0: its default), checkKey
+// refuses an audit key the database was not initialised with. Nodes
+// sharing PostgreSQL append through the shared sequencer: a direct append
+// would race a running cluster for the next index. On embedded SQLite the
+// log takes the audit journal, whose lock is also how a running server is
+// noticed: ErrServerRunning, through saying how to do the same through it.
+// Where there is no journal, a server's concurrent append would collide on
+// the log's index in the store and fail closed.
+func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time.Duration, checkKey bool, through string) (_ *offlineStorage, err error) {
+	dsn := o.Postgres
+	if dsn == "" {
+		dsn = os.Getenv("MAYFLY_POSTGRES")
+	}
+	if err := requireStore(ctx, d, dsn); err != nil {
+		return nil, err
+	}
+	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, BusyTimeout: busy})
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			st.Close()
+		}
+	}()
+	signer, err := os.ReadFile(d.AuditKey())
+	if err != nil {
+		return nil, fmt.Errorf("audit key: %w", err)
+	}
+	if checkKey {
+		if err := checkAuditKey(ctx, st, strings.TrimSpace(string(signer))); err != nil {
+			clear(signer)
+			return nil, err
+		}
+	}
+	aopts := auditlog.Options{Shared: dsn != ""}
+	if dsn == "" && auditlog.JournalSupported() {
+		aopts.Journal = d.AuditJournal()
+	}
+	log, err := auditlog.Open(ctx, st, strings.TrimSpace(string(signer)), aopts)
+	clear(signer)
+	if err != nil {
+		if strings.Contains(err.Error(), "in use by another process") {
+			return nil, fmt.Errorf("%w: %s", ErrServerRunning, through)
+		}
+		return nil, err
+	}
+	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
+	if err != nil {
+		return nil, errors.Join(err, log.Close(context.WithoutCancel(ctx)))
+	}
+	vault, err := secret.Open(ctx, st, master, secret.Options{})
+	clear(master)
+	if err != nil {
+		return nil, errors.Join(err, log.Close(context.WithoutCancel(ctx)))
+	}
+	return &offlineStorage{st: st, log: log, vault: vault}, nil
+}
+
+// close closes the vault, the audit log (whose error it returns) and the
+// store, in that order.
+func (o *offlineStorage) close(ctx context.Context) error {
+	o.vault.Close()
+	err := o.log.Close(context.WithoutCancel(ctx))
+	o.st.Close()
+	return err
 }
