@@ -15,6 +15,9 @@
 // GitHub's per-request override (X-GitHub-Stateless-S2S-Token: enabled or
 // disabled).
 //
+// Reflecting is a broken API instead: its malformed answers quote the
+// credential a caller sent.
+//
 // It listens on 127.0.0.1 only. It is a double of an outside service: it
 // never holds a real credential.
 package githubtest

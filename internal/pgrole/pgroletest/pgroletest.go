@@ -2,7 +2,8 @@
 // MAYFLY_TEST_POSTGRES server, an admin role with CREATEROLE that owns it,
 // and a group role for minted roles to join; all dropped when the test
 // ends, with every role the test's upstream minted. It never touches a
-// database or role it did not create.
+// database or role it did not create. SCRAMAccepts checks a stored
+// password verifier, since the test server trusts loopback logins.
 package pgroletest
 
 import (
