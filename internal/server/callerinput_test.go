@@ -1,6 +1,8 @@
 package server
 
 import (
+	"crypto/rand"
+	"encoding/base64"
 	"strings"
 	"testing"
 
@@ -104,6 +106,50 @@ func TestSecretNameRefused(t *testing.T) {
 			if st, b := h.adminCall(tt.method, tt.path, ""); st >= 500 {
 				t.Errorf("%s %.40s: %d %s, want 400 invalid_request (or 404)", tt.method, tt.path, st, b)
 			}
+		}
+	})
+}
+
+// The claims a lease keeps in indexed columns (sub, the job id, the repository or project, and the
+// jti recorded once) are bounded. PostgreSQL cannot index a text of more
+// than about 2.7 kB: an ID token whose sub was 3 kB got 503 there (the lease
+// could not be stored, counted as the store being down) and 200 on SQLite.
+// Now such a token is refused on both backends alike (400 invalid_grant
+// naming the claim), its jti not spent.
+func TestExchangeLongIndexedClaim(t *testing.T) {
+	long := func() string {
+		b := make([]byte, 2400)
+		rand.Read(b)
+		return base64.RawURLEncoding.EncodeToString(b) // 3200 characters that do not compress
+	}
+	onBothBackends(t, func(t *testing.T, cfg Config) {
+		h := newHarness(t, cfg)
+		tests := []struct {
+			name   string
+			claims map[string]any
+			claim  string // the claim the refusal names
+		}{
+			{"sub", map[string]any{"sub": "repo:acme/app:ref:refs/heads/" + long()}, "sub"},
+			{"run_id", map[string]any{"run_id": long()}, "run_id"},
+			{"repository", map[string]any{"repository": long()}, "repository"},
+			{"jti", map[string]any{"jti": long()}, "jti"},
+		}
+		for _, tt := range tests {
+			t.Run(tt.name, func(t *testing.T) {
+				h.t = t
+				jti := "jti-long-" + tt.name
+				if _, ok := tt.claims["jti"]; !ok {
+					tt.claims["jti"] = jti
+				}
+				got := h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, tt.claims), "deploy"), 400)
+				desc, _ := got["error_description"].(string)
+				if got["error"] != "invalid_grant" || !strings.Contains(desc, `claim "`+tt.claim+`"`) {
+					t.Errorf("refusal = %v, want invalid_grant naming claim %q", got, tt.claim)
+				}
+				if tt.name != "jti" {
+					h.do("POST", "/v1/token", "", form, exchangeForm(h.issuer.mint(t, map[string]any{"jti": jti}), "deploy"), 200)
+				}
+			})
 		}
 	})
 }
