@@ -1,6 +1,9 @@
 package api
 
 import (
+	"bytes"
+	"compress/gzip"
+	"context"
 	"fmt"
 	"net"
 	"net/http"
@@ -75,5 +78,63 @@ func TestLeakReportsNotBlockedBySlowBodies(t *testing.T) {
 				t.Fatalf("a complete leak report from %s got %d while nine bodies were trickling in, want %d", tt.from, resp.StatusCode, tt.want)
 			}
 		})
+	}
+}
+
+// A report sent with a Content-Encoding (gzip) is refused, not read as
+// sent: its tokens are compressed out of sight, so it would answer 200 with
+// nothing revoked, and the reporter would take the leak as handled.
+func TestLeakReportWithContentEncodingRefused(t *testing.T) {
+	db := storetest.SQLite(t).DB
+	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	leases := lease.New(db, h, lease.Options{})
+	log := &entries{fail: map[string]bool{}}
+	tok, _, err := leases.Issue(context.Background(), lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"g"}, TTL: time.Minute, MaxTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases,
+		ParseLeakReport: func(b []byte) ([]string, string, string, error) {
+			var out []string
+			for _, m := range token.Find(b) {
+				out = append(out, m.Token)
+			}
+			return out, "", "", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a)
+	defer srv.Close()
+	var gz bytes.Buffer
+	zw := gzip.NewWriter(&gz)
+	zw.Write([]byte(tok + "\n"))
+	zw.Close()
+	tests := []struct {
+		name, encoding string
+		body           []byte
+		want           int
+	}{
+		{"gzip", "gzip", gz.Bytes(), http.StatusUnsupportedMediaType},
+		{"br", "br", []byte("x"), http.StatusUnsupportedMediaType},
+		{"identity", "identity", []byte("nothing here"), http.StatusOK},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			req, _ := http.NewRequest("POST", srv.URL+"/v1/leaks", bytes.NewReader(tt.body))
+			req.Header.Set("Content-Type", "text/plain")
+			req.Header.Set("Content-Encoding", tt.encoding)
+			resp, err := srv.Client().Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != tt.want {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tt.want)
+			}
+		})
+	}
+	if _, err := leases.Lookup(context.Background(), tok); err != nil {
+		t.Fatalf("a refused report revoked a token: %v", err)
 	}
 }

@@ -328,6 +328,12 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, http.StatusRequestEntityTooLarge, "leak report too large") {
 		return
 	}
+	// A report is read as sent: a compressed one would hide its tokens and
+	// answer 200 with nothing revoked, which its sender takes as handled.
+	if ce := r.Header.Values("Content-Encoding"); len(ce) > 1 || len(ce) == 1 && !strings.EqualFold(strings.TrimSpace(ce[0]), "identity") {
+		writeError(w, http.StatusUnsupportedMediaType, "invalid_request", "leak reports are read as sent: send the body without a Content-Encoding (nothing was revoked)")
+		return
+	}
 	// The body is read before a turn is taken: one trickling in (as slowly
 	// as limits.min_body_rate allows, for up to 30 s) must not hold a
 	// place in the shared queue. What one address reads at once is bounded
