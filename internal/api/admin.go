@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -36,110 +37,155 @@ type caller struct {
 // admin gates a control-plane handler: network first (403, not even a
 // token check from outside admin_cidrs), then mTLS when configured, then
 // the token (401) and its role (403). Denials are audited.
-func (a *API) admin(role string, fn func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
+//
+// A request with a body passes the gate again once its body has arrived,
+// which may take up to the control plane's read deadline: a token or
+// session revoked meanwhile must not act then (whoever stole it would keep
+// such a request open, to finish it once revoked).
+//
+// limit is the largest body the handler reads: one declared larger is left
+// to the handler, which refuses it on its headers, before it arrives.
+func (a *API) admin(role string, limit int64, fn func(http.ResponseWriter, *http.Request, caller)) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
-		src := a.cfg.ClientAddr(r)
-		// Each denial is a durable audit entry: limited answers 429 once an
-		// address has made them too fast (authenticated callers are not
-		// limited).
-		limited := func() bool {
-			if a.adminRL.Allow(clientip.RateKey(src)) {
-				return false
-			}
-			w.Header().Set("Retry-After", "1")
-			writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
-			return true
-		}
-		deny := func(status int, code, desc, reason, check string) {
-			if limited() {
-				return
-			}
-			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Source: src, Method: r.Method, Path: r.URL.Path, Status: status, Reason: reason}); err != nil {
-				a.fail(w, r, err)
-				return
-			}
-			writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: check})
-		}
-		// tooWeak refuses (403, audited) an authenticated caller (name, with
-		// the role has) below the handler's role; who names it in the answer.
-		tooWeak := func(name, has, who string) bool {
-			if authority.RoleRank(has) >= authority.RoleRank(role) {
-				return false
-			}
-			if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: name, Role: has, Source: src, Method: r.Method,
-				Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
-				a.fail(w, r, err)
-				return true
-			}
-			writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
-				Description: "this needs the " + role + " role; " + who + " has the " + has + " role", Check: apitype.CheckRole})
-			return true
-		}
-		// Each refusal names the check that failed, so that a client can
-		// say what to fix; none says more than the caller already knows.
-		if !a.adminAllowed(src) {
-			deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String()+" (not in the server's admin_cidrs)",
-				authority.DeniedNetwork, apitype.CheckNetwork)
+		c, ok := a.adminGate(role, w, r)
+		if !ok {
 			return
 		}
-		if a.cfg.AdminClientCAs != nil {
-			if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
-				deny(http.StatusForbidden, "forbidden", "admin calls need a client certificate from the server's admin client CA, and none was presented",
-					authority.DeniedNoCert, apitype.CheckClientCertificate)
+		if hasBody(r) && r.ContentLength <= limit {
+			if err := awaitBody(r, limit); err != nil {
+				writeError(w, http.StatusBadRequest, "invalid_request", "the request body could not be read")
+				return
+			}
+			if c, ok = a.adminGate(role, w, r); !ok {
 				return
 			}
 		}
-		if p, ok := a.presentedSession(r); ok {
-			c, row, status, reason, desc, err := a.sessionCaller(r, p)
-			if err != nil {
-				a.fail(w, r, err)
-				return
-			}
-			if status != 0 {
-				if limited() {
-					return
-				}
-				if err := a.denySession(r, row, status, reason); err != nil {
-					a.fail(w, r, err)
-					return
-				}
-				code := "invalid_token"
-				if status == http.StatusForbidden {
-					code = "forbidden"
-				}
-				writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: apitype.CheckToken})
-				return
-			}
-			if tooWeak(c.Name, c.Role, c.Name) {
-				return
-			}
-			fn(w, r, c)
+		fn(w, r, c)
+	}
+}
+
+func hasBody(r *http.Request) bool { return r.Body != nil && r.Body != http.NoBody }
+
+// awaitBody reads r's body into memory, up to limit bytes and one more
+// (the rest, if any, is left for the handler to refuse), so that the
+// caller can be checked again once it has arrived.
+func awaitBody(r *http.Request, limit int64) error {
+	got, err := io.ReadAll(io.LimitReader(r.Body, limit+1))
+	if err != nil {
+		return fmt.Errorf("read request body: %w", err)
+	}
+	r.Body = readCloser{Reader: io.MultiReader(bytes.NewReader(got), r.Body), Closer: r.Body}
+	return nil
+}
+
+type readCloser struct {
+	io.Reader
+	io.Closer
+}
+
+// adminGate runs admin's checks; when one refuses, it has answered and ok
+// is false.
+func (a *API) adminGate(role string, w http.ResponseWriter, r *http.Request) (caller, bool) {
+	src := a.cfg.ClientAddr(r)
+	// Each denial is a durable audit entry: limited answers 429 once an
+	// address has made them too fast (authenticated callers are not
+	// limited).
+	limited := func() bool {
+		if a.adminRL.Allow(clientip.RateKey(src)) {
+			return false
+		}
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many refused control-plane requests from this address")
+		return true
+	}
+	deny := func(status int, code, desc, reason, check string) {
+		if limited() {
 			return
 		}
-		tok := bearer(r)
-		if tok == "" {
-			deny(http.StatusUnauthorized, "invalid_token", "an admin token is required (Authorization: Bearer mfya_…)", authority.DeniedNoToken, apitype.CheckToken)
-			return
-		}
-		t, err := a.cfg.Admins.Authenticate(r.Context(), tok)
-		if errors.Is(err, authority.ErrExpired) {
-			deny(http.StatusUnauthorized, "invalid_token", "admin token "+strconv.Quote(t.Name)+" expired at "+t.ExpiresAt.UTC().Format(time.RFC3339)+"; ask an admin for a new one",
-				authority.DeniedExpired, apitype.CheckToken)
-			return
-		}
-		if errors.Is(err, authority.ErrBadCredentials) {
-			deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", authority.DeniedBadToken, apitype.CheckToken)
-			return
-		}
-		if err != nil {
+		if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Source: src, Method: r.Method, Path: r.URL.Path, Status: status, Reason: reason}); err != nil {
 			a.fail(w, r, err)
 			return
 		}
-		if tooWeak(t.Name, t.Role, "admin token "+strconv.Quote(t.Name)) {
-			return
-		}
-		fn(w, r, caller{Name: t.Name, Role: t.Role, Source: src})
+		writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: check})
 	}
+	// tooWeak refuses (403, audited) an authenticated caller (name, with
+	// the role has) below the handler's role; who names it in the answer.
+	tooWeak := func(name, has, who string) bool {
+		if authority.RoleRank(has) >= authority.RoleRank(role) {
+			return false
+		}
+		if err := a.cfg.Admins.Deny(r.Context(), authority.Denial{Admin: name, Role: has, Source: src, Method: r.Method,
+			Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
+			a.fail(w, r, err)
+			return true
+		}
+		writeErrorBody(w, http.StatusForbidden, apitype.Error{Error: "insufficient_scope",
+			Description: "this needs the " + role + " role; " + who + " has the " + has + " role", Check: apitype.CheckRole})
+		return true
+	}
+	// Each refusal names the check that failed, so that a client can
+	// say what to fix; none says more than the caller already knows.
+	if !a.adminAllowed(src) {
+		deny(http.StatusForbidden, "forbidden", "the control plane is not reachable from "+src.String()+" (not in the server's admin_cidrs)",
+			authority.DeniedNetwork, apitype.CheckNetwork)
+		return caller{}, false
+	}
+	if a.cfg.AdminClientCAs != nil {
+		if r.TLS == nil || len(r.TLS.VerifiedChains) == 0 {
+			deny(http.StatusForbidden, "forbidden", "admin calls need a client certificate from the server's admin client CA, and none was presented",
+				authority.DeniedNoCert, apitype.CheckClientCertificate)
+			return caller{}, false
+		}
+	}
+	if p, ok := a.presentedSession(r); ok {
+		c, row, status, reason, desc, err := a.sessionCaller(r, p)
+		if err != nil {
+			a.fail(w, r, err)
+			return caller{}, false
+		}
+		if status != 0 {
+			if limited() {
+				return caller{}, false
+			}
+			if err := a.denySession(r, row, status, reason); err != nil {
+				a.fail(w, r, err)
+				return caller{}, false
+			}
+			code := "invalid_token"
+			if status == http.StatusForbidden {
+				code = "forbidden"
+			}
+			writeErrorBody(w, status, apitype.Error{Error: code, Description: desc, Check: apitype.CheckToken})
+			return caller{}, false
+		}
+		if tooWeak(c.Name, c.Role, c.Name) {
+			return caller{}, false
+		}
+		return c, true
+	}
+	tok := bearer(r)
+	if tok == "" {
+		deny(http.StatusUnauthorized, "invalid_token", "an admin token is required (Authorization: Bearer mfya_…)", authority.DeniedNoToken, apitype.CheckToken)
+		return caller{}, false
+	}
+	t, err := a.cfg.Admins.Authenticate(r.Context(), tok)
+	if errors.Is(err, authority.ErrExpired) {
+		deny(http.StatusUnauthorized, "invalid_token", "admin token "+strconv.Quote(t.Name)+" expired at "+t.ExpiresAt.UTC().Format(time.RFC3339)+"; ask an admin for a new one",
+			authority.DeniedExpired, apitype.CheckToken)
+		return caller{}, false
+	}
+	if errors.Is(err, authority.ErrBadCredentials) {
+		deny(http.StatusUnauthorized, "invalid_token", "the admin token is not valid (unknown or revoked)", authority.DeniedBadToken, apitype.CheckToken)
+		return caller{}, false
+	}
+	if err != nil {
+		a.fail(w, r, err)
+		return caller{}, false
+	}
+	if tooWeak(t.Name, t.Role, "admin token "+strconv.Quote(t.Name)) {
+		return caller{}, false
+	}
+	return caller{Name: t.Name, Role: t.Role, Source: src}, true
 }
 
 func (a *API) adminAllowed(src netip.Addr) bool {

@@ -235,7 +235,11 @@ func (a *API) routes() {
 		a.mux.Handle(pattern, a.metrics.wrap(route, fn))
 	}
 	admin := func(pattern, role string, fn func(http.ResponseWriter, *http.Request, caller)) {
-		h(pattern, a.admin(role, fn))
+		h(pattern, a.admin(role, a.cfg.Limits.MaxBody, fn))
+	}
+	// Policy YAML may be larger than the other bodies.
+	policyAdmin := func(pattern, role string, fn func(http.ResponseWriter, *http.Request, caller)) {
+		h(pattern, a.admin(role, a.cfg.Limits.MaxPolicyBody, fn))
 	}
 	h("GET /healthz", a.healthz)
 	h("GET /readyz", a.readyz)
@@ -261,8 +265,8 @@ func (a *API) routes() {
 	admin("POST /v1/secrets/{name}/rotate", authority.RoleOperator, a.rotateSecret)
 	admin("POST /v1/sys/rotate-master-key", authority.RoleAdmin, a.rotateMasterKey)
 	admin("GET /v1/policy", authority.RoleAuditor, a.getPolicy)
-	admin("PUT /v1/policy", authority.RoleAdmin, a.putPolicy)
-	admin("POST /v1/policy/plan", authority.RoleOperator, a.planPolicy)
+	policyAdmin("PUT /v1/policy", authority.RoleAdmin, a.putPolicy)
+	policyAdmin("POST /v1/policy/plan", authority.RoleOperator, a.planPolicy)
 	admin("POST /v1/admin/tokens", authority.RoleAdmin, a.createAdmin)
 	admin("GET /v1/admin/tokens", authority.RoleAdmin, a.listAdmins)
 	admin("DELETE /v1/admin/tokens/{name}", authority.RoleAdmin, a.deleteAdmin)

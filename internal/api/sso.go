@@ -399,6 +399,18 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
+	if !safeMethod(r.Method) && hasBody(r) && r.ContentLength <= a.cfg.Limits.MaxBody {
+		// As admin does: a form may take the read deadline to arrive, and
+		// a session revoked meanwhile must not act once it has (one
+		// declared too large is refused unread).
+		if err := awaitBody(r, a.cfg.Limits.MaxBody); err != nil {
+			writePage(w, http.StatusBadRequest, pageData{Title: "Refused", Text: "Refused: the form could not be read.", Link: "/ui/", LinkText: "Back"})
+			return
+		}
+		if c, row, ok = a.pageSession(w, r, p, "/ui/login", "Sign in"); !ok {
+			return
+		}
+	}
 	sc := sso.Caller{Name: c.Name, Role: c.Role, Session: row.ID, Via: row.Via, CSRF: a.cfg.Sessions.CSRF(p.value)}
 	r = r.WithContext(sso.WithCaller(r.Context(), sc))
 	if a.cfg.Console != nil {
