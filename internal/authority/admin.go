@@ -41,6 +41,7 @@ type AdminStore interface {
 	AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminToken, error)
 	ListAdminTokens(ctx context.Context) ([]store.AdminToken, error)
 	RevokeAdminTokenNoted(ctx context.Context, name string, at time.Time, n *store.Note) error
+	RevokeHeldAdminTokenNoted(ctx context.Context, name string, hash [32]byte, at time.Time, n *store.Note) error
 	TouchAdminToken(ctx context.Context, name string, at time.Time) error
 }
 
@@ -235,7 +236,9 @@ func (a *Admins) revokeFound(ctx context.Context, t store.AdminToken, tok string
 		Hint: token.Hint(tok), Detail: map[string]any{"name": t.Name}}
 	since := a.audit.Size()
 	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
-	err := a.st.RevokeAdminTokenNoted(ctx, t.Name, a.now().UTC(), note)
+	// That very token: its name may have been revoked and reused since
+	// it was found.
+	err := a.st.RevokeHeldAdminTokenNoted(ctx, t.Name, t.Hash, a.now().UTC(), note)
 	if errors.Is(err, store.ErrNotFound) {
 		return false, nil // revoked meanwhile
 	}

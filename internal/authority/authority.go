@@ -775,7 +775,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 		}
 		for i, t := range found {
 			if t.Name != "" && held[t.Name].Name == "" {
-				also.Admins = append(also.Admins, t.Name)
+				also.Admins = append(also.Admins, t)
 				held[t.Name] = t
 				hint[t.Name] = token.Hint(admins[i])
 			}

@@ -170,6 +170,24 @@ func (db *DB) RevokeAdminTokenNoted(ctx context.Context, name string, at time.Ti
 	return nil
 }
 
+// RevokeHeldAdminTokenNoted is RevokeAdminTokenNoted for whoever holds the
+// token whose keyed hash is hash (RFC 7009): ErrNotFound unless name is
+// still that token, live. A revoked name is reused by the next token made
+// under it, which a revocation of the old one must not reach.
+func (db *DB) RevokeHeldAdminTokenNoted(ctx context.Context, name string, hash [32]byte, at time.Time, n *Note) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND token_hash = ? AND revoked_at IS NULL`,
+			nanos(at), name, hash[:]); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Admins: []string{name}})
+	})
+	if err != nil {
+		return fmt.Errorf("store: revoke admin token %s: %w", name, err)
+	}
+	return nil
+}
+
 // UseJTI records that an ID token's jti was exchanged. It reports fresh
 // = true for the first use only, across restarts and nodes.
 func (db *DB) UseJTI(ctx context.Context, issuer, jti string, expires time.Time) (bool, error) {

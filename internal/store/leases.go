@@ -533,8 +533,11 @@ func (db *DB) revokeTx(ctx context.Context, tx *sql.Tx, f LeaseFilter, at time.T
 // name, and minted credentials by record id (those a grant shares, which
 // no lease holds: they are marked for revocation as RevokeMinted does).
 type Leaked struct {
-	Leases   []string
-	Admins   []string
+	Leases []string
+	// Admins are the admin tokens the report names, as found: each is
+	// revoked only while its name is still that token (a revoked name is
+	// reused by the next token made under it).
+	Admins   []AdminToken
 	Minted   []string
 	Sessions []string // admin sessions (SSO), by id
 }
@@ -555,15 +558,16 @@ func (db *DB) RevokeLeaked(ctx context.Context, k Leaked, at time.Time, reason s
 			}
 			c.Leases = append(c.Leases, ids...)
 		}
-		for _, name := range k.Admins {
-			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND revoked_at IS NULL`, nanos(at), name)
+		for _, t := range k.Admins {
+			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE admin_tokens SET revoked_at = ? WHERE name = ? AND token_hash = ? AND revoked_at IS NULL`,
+				nanos(at), t.Name, t.Hash[:])
 			if errors.Is(err, ErrNotFound) {
-				continue // revoked meanwhile
+				continue // revoked meanwhile (and its name perhaps reused)
 			}
 			if err != nil {
 				return err
 			}
-			c.Admins = append(c.Admins, name)
+			c.Admins = append(c.Admins, t.Name)
 		}
 		for _, id := range k.Minted {
 			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE id = ? AND state IN (?, ?)`,
