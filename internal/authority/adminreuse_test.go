@@ -2,6 +2,8 @@ package authority
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"net/netip"
 	"sync"
 	"testing"
@@ -86,6 +88,72 @@ func TestRevokingAnAdminTokenSparesItsNamesNewToken(t *testing.T) {
 				}
 				if _, err := direct.Authenticate(ctx, old); err == nil {
 					t.Fatal("the old token works")
+				}
+			})
+		}
+	}
+}
+
+// Of admin tokens made at once under one name, new or revoked before, one
+// is made and the others are refused as taken (409): none is made only to
+// be overwritten by another, unseen, with its creation recorded.
+func TestConcurrentAdminTokensOfOneName(t *testing.T) {
+	ctx := context.Background()
+	for _, reused := range []bool{false, true} {
+		for _, b := range storetest.Backends(t) {
+			t.Run(fmt.Sprintf("reused %v/%s", reused, b.Name), func(t *testing.T) {
+				h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				admins := NewAdmins(b.DB, h, newRecorder(t, b.DB), nil)
+				// Half of them on another node: one node's writes are
+				// committed one batch at a time, two nodes' are not.
+				other := NewAdmins(b.Another(t), h, newRecorder(t, b.DB), nil)
+				for round := range 5 {
+					name := fmt.Sprintf("ci-%d", round)
+					if reused {
+						if _, _, err := admins.Create(ctx, name, RoleOperator, 0, "root", netip.Addr{}); err != nil {
+							t.Fatal(err)
+						}
+						if err := admins.Revoke(ctx, name, "root", netip.Addr{}); err != nil {
+							t.Fatal(err)
+						}
+					}
+					const n = 8
+					toks := make([]string, n)
+					errs := make([]error, n)
+					var wg sync.WaitGroup
+					start := make(chan struct{})
+					for i := range n {
+						on := admins
+						if i%2 == 1 {
+							on = other
+						}
+						wg.Go(func() {
+							<-start
+							toks[i], _, errs[i] = on.Create(ctx, name, RoleAdmin, 0, "root", netip.Addr{})
+						})
+					}
+					close(start)
+					wg.Wait()
+					made := 0
+					for i := range n {
+						var re *Error
+						switch {
+						case errs[i] == nil:
+							made++
+							if _, err := admins.Authenticate(ctx, toks[i]); err != nil {
+								t.Errorf("round %d: a token answered as made does not work: %v", round, err)
+							}
+						case errors.As(errs[i], &re) && re.Status == 409:
+						default:
+							t.Errorf("round %d, creation %d: %v, want made or 409", round, i, errs[i])
+						}
+					}
+					if made != 1 {
+						t.Errorf("round %d: %d tokens made under one name, want 1", round, made)
+					}
 				}
 			})
 		}

@@ -62,11 +62,18 @@ func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) 
 		case errors.Is(err, sql.ErrNoRows):
 			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
 				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt))
+			if err != nil && isUniqueViolation(err) {
+				err = ErrExists // another node made it meanwhile
+			}
 		case err != nil:
 		case !revoked.Valid:
 			err = ErrExists
 		default:
-			_, err = db.exec(ctx, tx, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, expires_at = ?, revoked_at = NULL, last_used_at = NULL WHERE name = ?`,
+			// Still revoked when written: another node may have reused
+			// the name since it was read, and its token must not be
+			// overwritten unseen (on PostgreSQL the UPDATE waits for that
+			// write and reads the row again).
+			err = db.execOne(ctx, tx, ErrExists, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, expires_at = ?, revoked_at = NULL, last_used_at = NULL WHERE name = ? AND revoked_at IS NOT NULL`,
 				t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt), t.Name)
 		}
 		if err != nil {
