@@ -438,7 +438,8 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 	}
 	// A version that removes grants with live tokens revokes them: only when
 	// the request says so (an empty file must not wipe the server quietly).
-	if !queryTrue(r, "allow_revoke") {
+	allow := queryTrue(r, "allow_revoke")
+	if !allow {
 		p, err := a.cfg.Authority.ParsePolicy(r.Context(), files)
 		if err != nil {
 			a.fail(w, r, err)
@@ -450,25 +451,36 @@ func (a *API) putPolicy(w http.ResponseWriter, r *http.Request, c caller) {
 			return
 		}
 		if len(revs) > 0 {
-			n, names := 0, make([]string, 0, len(revs))
-			for _, rv := range revs {
-				n += rv.Leases
-				names = append(names, fmt.Sprintf("%s: %d", rv.Grant, rv.Leases))
-			}
-			writeJSON(w, http.StatusConflict, apitype.PolicyRevocationRefused{Error: apitype.Error{Error: "revocation_not_confirmed",
-				Description: fmt.Sprintf("nothing applied: this policy removes grants with %d live token(s) (%s), which applying it revokes; "+
-					"send it again with ?allow_revoke=true (mayfly policy apply --yes) to apply it and revoke them", n, strings.Join(names, ", "))},
-				Revokes: revocations(revs)})
+			refuseRevocations(w, revs)
 			return
 		}
 	}
-	res, err := a.cfg.Authority.ApplyPolicy(r.Context(), files, c.Name)
+	// Checked again by the apply itself: a token may be issued meanwhile.
+	res, err := a.cfg.Authority.ApplyPolicyConfirmed(r.Context(), files, c.Name, -1, allow)
+	if nc := (*authority.RevocationNotConfirmed)(nil); errors.As(err, &nc) {
+		refuseRevocations(w, nc.Revokes)
+		return
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
 	}
 	writeJSON(w, 200, apitype.PolicyApplyResponse{Version: res.Version, Hash: res.Hash, Changes: changeStrings(res.Changes),
 		Unchanged: res.Unchanged, Revoked: res.Revoked})
+}
+
+// refuseRevocations answers an apply that would revoke live tokens
+// unconfirmed: 409 revocation_not_confirmed, nothing applied.
+func refuseRevocations(w http.ResponseWriter, revs []authority.GrantRevocation) {
+	n, names := 0, make([]string, 0, len(revs))
+	for _, rv := range revs {
+		n += rv.Leases
+		names = append(names, fmt.Sprintf("%s: %d", rv.Grant, rv.Leases))
+	}
+	writeJSON(w, http.StatusConflict, apitype.PolicyRevocationRefused{Error: apitype.Error{Error: "revocation_not_confirmed",
+		Description: fmt.Sprintf("nothing applied: this policy removes grants with %d live token(s) (%s), which applying it revokes; "+
+			"send it again with ?allow_revoke=true (mayfly policy apply --yes) to apply it and revoke them", n, strings.Join(names, ", "))},
+		Revokes: revocations(revs)})
 }
 
 func (a *API) planPolicy(w http.ResponseWriter, r *http.Request, c caller) {

@@ -156,6 +156,26 @@ func (a *Authority) ApplyPolicy(ctx context.Context, files []policy.File, by str
 // same turn as the apply, so two plans of one version cannot both be
 // applied, the second undoing the first unseen. base -1: any version.
 func (a *Authority) ApplyPolicyOver(ctx context.Context, files []policy.File, by string, base int64) (*ApplyResult, error) {
+	return a.ApplyPolicyConfirmed(ctx, files, by, base, true)
+}
+
+// RevocationNotConfirmed refuses an apply that would revoke live tokens
+// without allowRevoke (ApplyPolicyConfirmed): nothing was applied.
+type RevocationNotConfirmed struct {
+	Revokes []GrantRevocation // the removed grants with live tokens, by name
+}
+
+func (e *RevocationNotConfirmed) Error() string {
+	return fmt.Sprintf("the policy removes %d grant(s) with live tokens, which applying it revokes: not confirmed", len(e.Revokes))
+}
+
+// ApplyPolicyConfirmed is ApplyPolicyOver that, without allowRevoke,
+// revokes nothing: when the new version's removed grants have live tokens
+// it is refused (*RevocationNotConfirmed) and nothing is applied. That is
+// decided in the apply's own transaction, from what it would revoke, so a
+// token issued after the caller counted them (Revocations) is not revoked
+// unannounced.
+func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.File, by string, base int64, allowRevoke bool) (*ApplyResult, error) {
 	p, err := a.ParsePolicy(ctx, files)
 	if err != nil {
 		return nil, err
@@ -209,11 +229,29 @@ func (a *Authority) ApplyPolicyOver(ctx context.Context, files []policy.File, by
 		}
 		return evs
 	})
+	if !allowRevoke {
+		record := note.Make
+		note.Make = func(c store.Changes) ([][]byte, error) {
+			var nc RevocationNotConfirmed
+			for _, g := range removed {
+				if n := len(c.ByGrant[g]); n > 0 {
+					nc.Revokes = append(nc.Revokes, GrantRevocation{Grant: g, Leases: n})
+				}
+			}
+			if len(nc.Revokes) > 0 {
+				return nil, &nc // undoes the apply with its revocations
+			}
+			return record(c)
+		}
+	}
 	_, byGrant, err := a.cfg.Policies.ApplyPolicyVersion(ctx, store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by},
 		removed, reason, note)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, refuse(409, "conflict", "another policy version was applied at the same time; plan and apply again")
+		}
+		if nc := (*RevocationNotConfirmed)(nil); errors.As(err, &nc) {
+			return nil, nc
 		}
 		return nil, failed("policy version", err)
 	}

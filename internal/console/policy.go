@@ -136,14 +136,24 @@ func (c *Console) policyApply(w http.ResponseWriter, r *http.Request, who Caller
 		c.refuse(w, r, who, http.StatusConflict, "The policy in force changed since this plan was made: plan again.")
 		return
 	}
-	if p.Revoking > 0 && r.FormValue("allow_revoke") != "yes" {
+	allow := r.FormValue("allow_revoke") == "yes"
+	if p.Revoking > 0 && !allow {
 		c.refuse(w, r, who, http.StatusConflict, "Nothing applied: this policy revokes "+strconv.Itoa(p.Revoking)+" live token(s); confirm that on the plan page.")
 		return
 	}
 	ctx, cancel := c.ctx(r)
 	defer cancel()
-	// Checked again with the apply: another may have come in since.
-	res, err := c.cfg.Authority.ApplyPolicyOver(ctx, files, who.Name, base)
+	// Checked again with the apply: another may have come in since, and
+	// a token of a removed grant may have been issued since it was counted.
+	res, err := c.cfg.Authority.ApplyPolicyConfirmed(ctx, files, who.Name, base, allow)
+	if nc := (*authority.RevocationNotConfirmed)(nil); errors.As(err, &nc) {
+		n := 0
+		for _, rv := range nc.Revokes {
+			n += rv.Leases
+		}
+		c.refuse(w, r, who, http.StatusConflict, "Nothing applied: this policy revokes "+strconv.Itoa(n)+" live token(s) issued since the plan; plan again and confirm that.")
+		return
+	}
 	if err != nil {
 		c.fail(w, r, who, err)
 		return
