@@ -37,6 +37,9 @@ type upstreamDouble struct {
 	// given is every record Revoke got with material: its params and
 	// external name beside the material.
 	given []string
+	// creating, when set, runs once as a credential is being made,
+	// before it exists upstream.
+	creating func()
 }
 
 func newDouble() *upstreamDouble {
@@ -49,6 +52,12 @@ func (d *upstreamDouble) Plan(_ context.Context, r Request) (Plan, error) {
 
 func (d *upstreamDouble) Mint(_ context.Context, r Request, p Plan) (Minted, error) {
 	d.mu.Lock()
+	if f := d.creating; f != nil {
+		d.creating = nil
+		d.mu.Unlock()
+		f()
+		d.mu.Lock()
+	}
 	defer d.mu.Unlock()
 	d.n++
 	// Created, then maybe refused: a half-made credential.

@@ -106,21 +106,25 @@ func (db *DB) MintedCreated(ctx context.Context, id string, hash, sealed []byte,
 }
 
 // RevokeMinted marks credentials to be revoked (not yet revoked ones), by
-// id or by lease, and returns how many it marked.
+// id or by lease, and returns how many it marked. By lease it leaves those
+// still pending: they are being made (revoking one now would find nothing
+// upstream, and record it revoked before it exists); the worker revokes
+// each once made (its lease has ended), or once stale.
 func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error) {
 	var n int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		for _, set := range []struct {
-			col  string
-			vals []string
-		}{{"id", ids}, {"lease_id", leaseIDs}} {
+			col    string
+			vals   []string
+			states []any
+		}{{"id", ids, []any{MintPending, MintLive}}, {"lease_id", leaseIDs, []any{MintLive, MintLive}}} {
 			for len(set.vals) > 0 {
 				k := min(len(set.vals), HashBatch)
 				args := []any{MintRevoking, reason}
 				for _, v := range set.vals[:k] {
 					args = append(args, v)
 				}
-				args = append(args, MintPending, MintLive)
+				args = append(args, set.states...)
 				res, err := db.exec(ctx, tx, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE `+set.col+` IN (`+
 					strings.Repeat("?, ", k-1)+`?) AND state IN (?, ?)`, args...)
 				if err != nil {
@@ -142,15 +146,19 @@ func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason s
 // MintedDue returns credentials whose revocation is due at now, oldest
 // attempt first: those marked revoking, those past their own expiry, those
 // whose lease is revoked, expired or gone, and those still pending after
-// staleBefore (a crash between recording and creating).
+// staleBefore (a crash between recording and creating). One pending since
+// staleBefore is being made: it is left until made (then live, and due by
+// its lease) or stale, for revoking it now would find nothing upstream and
+// record it revoked before it exists.
 func (db *DB) MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]Minted, error) {
 	n := nanos(now)
 	rows, err := db.query(ctx, `SELECT m.`+strings.ReplaceAll(mintedCols, ", ", ", m.")+` FROM minted m LEFT JOIN leases l ON l.id = m.lease_id
 WHERE m.state IN (?, ?, ?) AND m.next_attempt_at <= ? AND (
-	m.state = ? OR m.expires_at <= ? OR (m.state = ? AND m.created_at < ?)
-	OR (m.lease_id <> '' AND (l.id IS NULL OR l.revoked_at IS NOT NULL OR l.expires_at <= ?)))
+	(m.state = ? AND m.created_at < ?)
+	OR (m.state <> ? AND (m.state = ? OR m.expires_at <= ?
+		OR (m.lease_id <> '' AND (l.id IS NULL OR l.revoked_at IS NOT NULL OR l.expires_at <= ?)))))
 ORDER BY m.next_attempt_at, m.id LIMIT ?`,
-		MintPending, MintLive, MintRevoking, n, MintRevoking, n, MintPending, nanos(staleBefore), n, limit)
+		MintPending, MintLive, MintRevoking, n, MintPending, nanos(staleBefore), MintPending, MintRevoking, n, n, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: minted credentials due: %w", err)
 	}

@@ -82,8 +82,9 @@ func testMinted(t *testing.T, b storetest.Backend) {
 	if err != nil || len(found) != 1 || found[[32]byte(hash(1))].ID != "mnt_a" || string(found[[32]byte(hash(1))].Sealed) != "sealed" {
 		t.Fatalf("by hash = %+v %v", found, err)
 	}
-	// marking by lease, then failing, then confirming
-	if n, err := db.RevokeMinted(ctx, nil, []string{"lse_live"}, "leaked"); err != nil || n != 2 {
+	// marking by lease (mnt_f, pending, is left: it may be being made, and
+	// is due by itself once made or stale), then failing, then confirming
+	if n, err := db.RevokeMinted(ctx, nil, []string{"lse_live"}, "leaked"); err != nil || n != 1 {
 		t.Fatalf("revoke by lease: %d %v", n, err)
 	}
 	if err := db.MintedRevokeFailed(ctx, "mnt_a", "leaked", "github down", now.Add(time.Minute), nil); err != nil {
