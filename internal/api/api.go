@@ -12,6 +12,7 @@ import (
 	"crypto/x509"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io/fs"
 	"log/slog"
 	"net/http"
@@ -173,6 +174,9 @@ func (l *Limits) defaults() {
 	defi(&l.RateLimitTables, 100000)
 }
 
+// maxLeakPlaces bounds limits.leak_concurrency and limits.leak_queue.
+const maxLeakPlaces = 1 << 16
+
 // API is the http.Handler of a mayfly node.
 type API struct {
 	cfg      Config
@@ -205,6 +209,11 @@ func New(cfg Config) (*API, error) {
 		cfg.ClientAddr = remoteAddr
 	}
 	cfg.Limits.defaults()
+	// The leak gate's places are made up front: a huge setting would take
+	// all memory (or overflow) at the start rather than bound anything.
+	if cfg.Limits.LeakConcurrency > maxLeakPlaces || cfg.Limits.LeakQueue > maxLeakPlaces {
+		return nil, fmt.Errorf("limits: leak_concurrency and leak_queue must be at most %d", maxLeakPlaces)
+	}
 	a := &API{cfg: cfg, mux: http.NewServeMux()}
 	m, err := newMetrics(cfg.Registerer)
 	if err != nil {

@@ -5,6 +5,7 @@ import (
 	"compress/gzip"
 	"context"
 	"fmt"
+	"math"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -136,5 +137,32 @@ func TestLeakReportWithContentEncodingRefused(t *testing.T) {
 	}
 	if _, err := leases.Lookup(context.Background(), tok); err != nil {
 		t.Fatalf("a refused report revoked a token: %v", err)
+	}
+}
+
+// leak_concurrency and leak_queue are places made at the start: a setting
+// past any use is refused with a line that names it, not a panic (the sum
+// overflowed) or an allocation of all memory.
+func TestLeakPlacesBounded(t *testing.T) {
+	tests := []struct {
+		name              string
+		concurrency, wait int
+		ok                bool
+	}{
+		{"defaults", 0, 0, true},
+		{"at the bound", 1 << 16, 1 << 16, true},
+		{"concurrency past it", 1<<16 + 1, 0, false},
+		{"queue near the int's max", 1, math.MaxInt - 1, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := New(Config{Limits: Limits{LeakConcurrency: tt.concurrency, LeakQueue: tt.wait}})
+			if (err == nil) != tt.ok {
+				t.Fatalf("New: %v, want ok %v", err, tt.ok)
+			}
+			if err != nil && !strings.Contains(err.Error(), "leak_queue") {
+				t.Errorf("error %q names no setting", err)
+			}
+		})
 	}
 }
