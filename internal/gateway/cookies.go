@@ -138,15 +138,19 @@ func scopeCookies(h http.Header, route, base string, atRoot bool) {
 			continue
 		}
 		parts := strings.Split(v, ";")
-		changed := false
+		// The last Path attribute is the cookie's (RFC 6265 section 5.3);
+		// one that is not a path ("Path=x", "Path=", a bare "Path") means
+		// the default path, also after one that was a path.
+		changed, lastIsPath := false, false
 		for j := 1; j < len(parts); j++ {
-			name, val, ok := strings.Cut(parts[j], "=")
+			name, val, _ := strings.Cut(parts[j], "=")
 			name = strings.Trim(name, " \t")
-			if !ok || !strings.EqualFold(name, "path") {
+			if !strings.EqualFold(name, "path") {
 				continue
 			}
 			p := strings.Trim(val, " \t")
-			if !strings.HasPrefix(p, "/") {
+			lastIsPath = strings.HasPrefix(p, "/")
+			if !lastIsPath {
 				continue
 			}
 			switch {
@@ -159,11 +163,12 @@ func scopeCookies(h http.Header, route, base string, atRoot bool) {
 			parts[j] = " " + name + "=" + route + p
 			changed = true
 		}
-		switch {
-		case changed:
-			vs[i] = strings.Join(parts, ";")
-		case atRoot:
-			vs[i] = v + "; Path=" + route
+		if changed {
+			v = strings.Join(parts, ";")
 		}
+		if atRoot && !lastIsPath {
+			v += "; Path=" + route
+		}
+		vs[i] = v
 	}
 }

@@ -199,3 +199,30 @@ grants:
     allow: [{methods: [GET], paths: ["/**"]}]
     who: [{issuer: ci, claims: {repository: acme/app}}]
 `
+
+// On the route's root ("/gw/api") a cookie's path is the last Path
+// attribute's (RFC 6265 section 5.3), and one that is not a path (none, a
+// value without "/", no "=") means the default path, "/gw": every
+// upstream's. So the route is set last whenever the last Path attribute is
+// not a path, also after one that was mapped.
+func TestUpstreamCookiesAtRouteRootLastPath(t *testing.T) {
+	for _, tc := range []struct {
+		name, in, want string
+	}{
+		{"none", "sid=1; HttpOnly", "sid=1; HttpOnly; Path=/gw/api"},
+		{"not a path", "sid=1; Path=x", "sid=1; Path=x; Path=/gw/api"},
+		{"a path", "sid=1; Path=/", "sid=1; Path=/gw/api/"},
+		{"a path, then not", "sid=1; Path=/; Path=x", "sid=1; Path=/gw/api/; Path=x; Path=/gw/api"},
+		{"a path, then empty", "sid=1; Path=/; Path=", "sid=1; Path=/gw/api/; Path=; Path=/gw/api"},
+		{"a path, then a bare name", "sid=1; Path=/; path", "sid=1; Path=/gw/api/; path; Path=/gw/api"},
+		{"not, then a path", "sid=1; Path=x; Path=/base/a", "sid=1; Path=x; Path=/gw/api/a"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := http.Header{"Set-Cookie": {tc.in}}
+			scopeCookies(h, "/gw/api", "/base", true)
+			if got := h.Get("Set-Cookie"); got != tc.want {
+				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
