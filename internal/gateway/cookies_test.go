@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bufio"
+	"bytes"
 	"io"
 	"net/http"
 	"net/http/httptest"
@@ -224,5 +226,45 @@ func TestUpstreamCookiesAtRouteRootLastPath(t *testing.T) {
 				t.Fatalf("Set-Cookie %q, want %q", got, tc.want)
 			}
 		})
+	}
+}
+
+// An informational answer (103 Early Hints) is relayed to the client
+// before the final one, and a client's cookie jar takes its Set-Cookie as
+// it would the final answer's (curl -c stores it; Python's http.client
+// even takes a 103 for the final answer). Its cookies and origin-wide
+// headers get what the final answer's get: mayfly's own cookie names
+// dropped, the others made host-only and scoped to the route, and the
+// origin's policies and a front proxy's directives removed.
+func TestEarlyHintsHeadersFitTheOrigin(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	addr := hostileGateway(t, h, func(w http.ResponseWriter, r *http.Request) {
+		hd := w.Header()
+		hd.Add("Set-Cookie", "sid=s3ss10n; Path=/; Domain=example.com")
+		hd.Add("Set-Cookie", "mayfly_session=fixed; Path=/")
+		hd.Set("Clear-Site-Data", `"*"`)
+		hd.Set("Alt-Svc", `h3=":443"; ma=86400`)
+		hd.Set("X-Accel-Redirect", "/internal/keys")
+		hd.Set("Link", "</x.css>; rel=preload")
+		w.WriteHeader(http.StatusEarlyHints)
+		clear(hd)
+		io.WriteString(w, "ok")
+	})
+	_, _, all := rawGet(t, addr, "/gw/api/repos/acme/app/hostile/x", tok)
+	early, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(all)), nil)
+	if err != nil || early.StatusCode != http.StatusEarlyHints {
+		t.Fatalf("first answer: %v %v in %q", early, err, all)
+	}
+	if got := early.Header.Values("Set-Cookie"); !slices.Equal(got, []string{"sid=s3ss10n; Path=/gw/api/"}) {
+		t.Errorf("the 103 sets %q, want only the upstream's cookie, host-only and scoped to /gw/api/", got)
+	}
+	for _, k := range []string{"Clear-Site-Data", "Alt-Svc", "X-Accel-Redirect"} {
+		if v := early.Header.Get(k); v != "" {
+			t.Errorf("the 103 carries %s: %q", k, v)
+		}
+	}
+	if got := early.Header.Get("Link"); got != "</x.css>; rel=preload" {
+		t.Errorf("the 103's Link %q, want the upstream's", got)
 	}
 }

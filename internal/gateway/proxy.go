@@ -237,7 +237,7 @@ type redactorKey struct {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
 	cred *credential, red *redactor, clean string, in *auditlog.Intent) {
 	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: red}
-	f.rw = respWriter{ResponseWriter: w, red: f.red, preset: w.Header().Clone()}
+	f.rw = respWriter{ResponseWriter: w, red: f.red, f: f, preset: w.Header().Clone()}
 	f.rp = httputil.ReverseProxy{
 		Transport: ut.tr,
 		// Streams (SSE, unknown length) are flushed at every write by
@@ -400,11 +400,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	f.upStatus = resp.StatusCode
 	red := f.red
 	red.maskHeader(resp.Header)
-	dropOwnSetCookies(resp.Header)
-	route := f.g.cfg.Prefix + f.up.Name
-	scopeCookies(resp.Header, route, f.base.Path, requestPath(f.r) == route)
-	dropOriginPolicies(resp.Header)
-	dropFrontProxyDirectives(resp.Header)
+	f.fitOrigin(resp.Header)
 	sandbox(resp.Header)
 	// Trailer names are known now (their values once the body has ended):
 	// one holding a secret must not even be announced.
@@ -462,6 +458,20 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		}
 	}
 	return nil
+}
+
+// fitOrigin makes an upstream's response header h fit mayfly's origin,
+// on which every answer comes: mayfly's cookies dropped, the others made
+// host-only and scoped to the route, the origin's policies and a front
+// proxy's directives removed. For the final answer and for each
+// informational one (a 103's Set-Cookie goes into a client's cookie jar
+// too).
+func (f *forwarding) fitOrigin(h http.Header) {
+	dropOwnSetCookies(h)
+	route := f.g.cfg.Prefix + f.up.Name
+	scopeCookies(h, route, f.base.Path, requestPath(f.r) == route)
+	dropOriginPolicies(h)
+	dropFrontProxyDirectives(h)
 }
 
 // originPolicies are response headers a browser acts on for the whole
@@ -618,10 +628,11 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 }
 
 // respWriter records the status and bytes sent, and masks the headers of
-// informational (1xx) responses.
+// informational (1xx) responses and fits them to mayfly's origin.
 type respWriter struct {
 	http.ResponseWriter
 	red    *redactor
+	f      *forwarding // the request it answers (fitOrigin)
 	body   *maskBody   // the response body being copied, once known
 	preset http.Header // set before the proxy ran (nosniff, no-store, HSTS)
 	wiped  bool        // an informational response cleared them
@@ -633,6 +644,7 @@ type respWriter struct {
 func (w *respWriter) WriteHeader(code int) {
 	if code < 200 && code != http.StatusSwitchingProtocols {
 		w.red.maskHeader(w.Header())
+		w.f.fitOrigin(w.Header())
 		// ReverseProxy clears the header map after each 1xx it relays,
 		// taking the security headers set before it with it.
 		w.wiped = true
