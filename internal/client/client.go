@@ -477,10 +477,13 @@ type Error struct {
 	addrHint   string // the address looks wrong: why
 }
 
-// notMayfly reports an answer without mayfly's error shape, which every
-// refusal of a mayfly server has: another server answered (a wrong
-// address, the metrics listener, a proxy's own page).
-func (e *Error) notMayfly() bool { return e.Code == "" }
+// notMayfly reports a 404 or 405 without mayfly's error shape, which every
+// such refusal of a mayfly server has: another server answered (a wrong
+// address, the metrics listener, a proxy's own page). Other plain-text 4xx
+// answers (400, 431) may come from Go's HTTP layer in mayfly itself.
+func (e *Error) notMayfly() bool {
+	return e.Code == "" && (e.Status == http.StatusNotFound || e.Status == http.StatusMethodNotAllowed)
+}
 
 func (e *Error) Error() string {
 	var b strings.Builder
@@ -498,7 +501,7 @@ func (e *Error) Error() string {
 		b.WriteString(e.Description)
 	}
 	fmt.Fprintf(&b, " (HTTP %d)", e.Status)
-	if e.notMayfly() && e.Status/100 == 4 && e.Status != http.StatusTooManyRequests {
+	if e.notMayfly() {
 		b.WriteString("; the answer is not a mayfly server's: is " + EnvAddr + " (or --addr) the URL of its API listener (not the metrics listener, nor the gateway's /gw)?")
 	}
 	if h := e.Hint(); h != "" && e.addrHint == "" {

@@ -528,6 +528,11 @@ func TestNotAMayflyServer(t *testing.T) {
 		json.NewEncoder(w).Encode(apitype.Error{Error: "not_found", Description: "no such secret"})
 	}))
 	t.Cleanup(mayfly.Close)
+	// Go's HTTP layer in mayfly itself answers some refusals in plain text.
+	goLayer := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		http.Error(w, "431 Request Header Fields Too Large", http.StatusRequestHeaderFieldsTooLarge)
+	}))
+	t.Cleanup(goLayer.Close)
 	for _, tc := range []struct {
 		addr    string
 		refused bool
@@ -535,6 +540,7 @@ func TestNotAMayflyServer(t *testing.T) {
 	}{
 		{other.URL, false, "not a mayfly server's"},
 		{mayfly.URL, true, "not_found: no such secret"},
+		{goLayer.URL, true, "(HTTP 431)"},
 	} {
 		c, err := New(Config{Addr: tc.addr, AdminToken: true, Getenv: envFrom(map[string]string{EnvToken: newToken(t, token.Admin)})})
 		if err != nil {
@@ -544,6 +550,9 @@ func TestNotAMayflyServer(t *testing.T) {
 		var e *Error
 		if !errors.As(err, &e) || e.Refused() != tc.refused || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: err = %v (refused %v), want refused %v and %q", tc.addr, err, e != nil && e.Refused(), tc.refused, tc.want)
+		}
+		if tc.refused && strings.Contains(err.Error(), "not a mayfly server's") {
+			t.Errorf("%s: %v says another server answered", tc.addr, err)
 		}
 		if !tc.refused && !strings.Contains(err.Error(), EnvAddr) {
 			t.Errorf("%s: %v does not name %s", tc.addr, err, EnvAddr)
