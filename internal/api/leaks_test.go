@@ -35,26 +35,9 @@ func TestLeakReportsNotBlockedBySlowBodies(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			db := storetest.SQLite(t).DB
-			h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
-			leases := lease.New(db, h, lease.Options{})
-			log := &entries{fail: map[string]bool{}}
-			a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases,
-				// The address a proxy would have resolved: each test
-				// connection says its own.
-				ClientAddr: func(r *http.Request) netip.Addr { return netip.MustParseAddr(r.Header.Get("X-Test-From")) },
-				ParseLeakReport: func(b []byte) ([]string, string, string, error) {
-					var out []string
-					for _, m := range token.Find(b) {
-						out = append(out, m.Token)
-					}
-					return out, "", "", nil
-				}})
-			if err != nil {
-				t.Fatal(err)
-			}
-			srv := httptest.NewServer(a)
-			defer srv.Close()
+			// The address a proxy would have resolved: each test
+			// connection says its own.
+			srv, _ := leakAPI(t, func(r *http.Request) netip.Addr { return netip.MustParseAddr(r.Header.Get("X-Test-From")) })
 			// Default limits: 1 report at work and 8 waiting. Nine slow
 			// senders from one address, within its 5/s (burst 20) rate.
 			for range 9 {
@@ -86,27 +69,11 @@ func TestLeakReportsNotBlockedBySlowBodies(t *testing.T) {
 // sent: its tokens are compressed out of sight, so it would answer 200 with
 // nothing revoked, and the reporter would take the leak as handled.
 func TestLeakReportWithContentEncodingRefused(t *testing.T) {
-	db := storetest.SQLite(t).DB
-	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
-	leases := lease.New(db, h, lease.Options{})
-	log := &entries{fail: map[string]bool{}}
+	srv, leases := leakAPI(t, nil)
 	tok, _, err := leases.Issue(context.Background(), lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"g"}, TTL: time.Minute, MaxTTL: time.Hour})
 	if err != nil {
 		t.Fatal(err)
 	}
-	a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases,
-		ParseLeakReport: func(b []byte) ([]string, string, string, error) {
-			var out []string
-			for _, m := range token.Find(b) {
-				out = append(out, m.Token)
-			}
-			return out, "", "", nil
-		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	srv := httptest.NewServer(a)
-	defer srv.Close()
 	var gz bytes.Buffer
 	zw := gzip.NewWriter(&gz)
 	zw.Write([]byte(tok + "\n"))
@@ -165,4 +132,28 @@ func TestLeakPlacesBounded(t *testing.T) {
 			}
 		})
 	}
+}
+
+// leakAPI serves an API whose leak reports take the mayfly tokens of their
+// text, over a fresh SQLite store; clientAddr, when set, says who calls.
+func leakAPI(t *testing.T, clientAddr func(*http.Request) netip.Addr) (*httptest.Server, *lease.Manager) {
+	t.Helper()
+	db := storetest.SQLite(t).DB
+	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	leases := lease.New(db, h, lease.Options{})
+	log := &entries{fail: map[string]bool{}}
+	a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases, ClientAddr: clientAddr,
+		ParseLeakReport: func(b []byte) ([]string, string, string, error) {
+			var out []string
+			for _, m := range token.Find(b) {
+				out = append(out, m.Token)
+			}
+			return out, "", "", nil
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a)
+	t.Cleanup(srv.Close)
+	return srv, leases
 }
