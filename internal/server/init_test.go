@@ -7,6 +7,7 @@ import (
 	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -64,17 +65,25 @@ func TestInterruptedInitCanRunAgain(t *testing.T) {
 		t.Fatalf("init waits before making its keyring: %d %v", keys, err)
 	}
 	cancel() // Ctrl-C
-	// Once init's write gave up, let its undo through.
+	// Once init's write gave up, let its undo through. Its write gave up
+	// when its session waits no more, or when the undo (a session of its
+	// own) waits too: under load the cancel may reach PostgreSQL only
+	// after init's client has closed that connection, and a session
+	// waiting for a lock does not notice its client is gone.
 	waitFor(t, done, func() []int {
-		for _, pid := range blockedBy(t, db, holderPID) {
-			for _, b := range blocked {
-				if pid == b {
-					return nil
-				}
+		now := blockedBy(t, db, holderPID)
+		for _, pid := range now {
+			if !slices.Contains(blocked, pid) {
+				return []int{0}
+			}
+		}
+		for _, pid := range now {
+			if slices.Contains(blocked, pid) {
+				return nil
 			}
 		}
 		return []int{0}
-	}, false)
+	}, true)
 	holder.Rollback()
 	interrupted := <-done
 	if !errors.Is(interrupted, context.Canceled) {
