@@ -123,6 +123,9 @@ type upstream struct {
 	reqs    []seen
 	sse     chan struct{}
 	hostile http.Handler // serves /repos/acme/app/hostile/… when set (response_test.go)
+	// arrived, when set, is told of each request as it arrives, before
+	// its body is read.
+	arrived func(*http.Request)
 }
 
 func (u *upstream) count() int { u.mu.Lock(); defer u.mu.Unlock(); return len(u.reqs) }
@@ -131,6 +134,12 @@ func (u *upstream) last() seen { u.mu.Lock(); defer u.mu.Unlock(); return u.reqs
 func newUpstream(t *testing.T) *upstream {
 	u := &upstream{sse: make(chan struct{})}
 	u.srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		u.mu.Lock()
+		arrived := u.arrived
+		u.mu.Unlock()
+		if arrived != nil {
+			arrived(r)
+		}
 		n, _ := io.Copy(io.Discard, r.Body)
 		u.mu.Lock()
 		u.reqs = append(u.reqs, seen{r.Method, r.URL.Path, r.URL.RawPath, r.RequestURI, r.URL.RawQuery, r.Header.Clone(), n})

@@ -228,6 +228,16 @@ func TestStreamEndsWithItsToken(t *testing.T) {
 func TestUploadEndsWithItsToken(t *testing.T) {
 	h := newHarness(t)
 	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	// The upstream says when the upload reaches it, so that the token is
+	// revoked while it is forwarded (not before: a refusal would pass too).
+	reached := make(chan struct{})
+	h.up.mu.Lock()
+	h.up.arrived = func(r *http.Request) {
+		if r.Method == "PUT" {
+			close(reached)
+		}
+	}
+	h.up.mu.Unlock()
 	pr, pw := io.Pipe()
 	req, _ := http.NewRequest("PUT", h.srv.URL+"/gw/api/upload", pr)
 	req.Header.Set("Authorization", "Bearer "+tok)
@@ -245,7 +255,13 @@ func TestUploadEndsWithItsToken(t *testing.T) {
 	if _, err := pw.Write(chunk); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(100 * time.Millisecond) // forwarded, the upstream reading
+	select {
+	case <-reached:
+	case resp := <-done:
+		t.Fatalf("the upload ended before it reached the upstream: %v", resp)
+	case <-time.After(10 * time.Second):
+		t.Fatal("the upload did not reach the upstream")
+	}
 	if _, ok, err := h.leases.RevokeToken(context.Background(), tok, "leaked"); err != nil || !ok {
 		t.Fatalf("revoke: %v %v", ok, err)
 	}
