@@ -52,19 +52,7 @@ func TestRenewKeyBoundNeedsProofAfterStoreBlip(t *testing.T) {
 	}
 	leases := lease.New(&blipDB{DB: db}, h, lease.Options{})
 	auth := authority.New(authority.Config{Audit: log, Leases: leases, Policies: db, Verifier: identity.NewVerifier(identity.Options{})})
-	pol := `issuers:
-  ci: {url: "http://127.0.0.1:1", audience: "https://mayfly.test"}
-upstreams:
-  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
-grants:
-  deploy:
-    upstream: api
-    ttl: 10m
-    max_ttl: 1h
-    allow: [{methods: [GET], paths: ["/**"]}]
-    who: [{issuer: ci, claims: {repository: acme/app}}]
-`
-	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
+	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(renewPolicy)}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	a, err := New(Config{Authority: auth, Leases: leases, AdminCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")}})
@@ -110,19 +98,7 @@ func TestRenewRefusesSeveralDPoPHeaders(t *testing.T) {
 		t.Fatal(err)
 	}
 	auth := authority.New(authority.Config{Audit: &entries{fail: map[string]bool{}}, Leases: leases, Policies: db, Verifier: identity.NewVerifier(identity.Options{})})
-	pol := `issuers:
-  ci: {url: "http://127.0.0.1:1", audience: "https://mayfly.test"}
-upstreams:
-  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
-grants:
-  deploy:
-    upstream: api
-    ttl: 10m
-    max_ttl: 1h
-    allow: [{methods: [GET], paths: ["/**"]}]
-    who: [{issuer: ci, claims: {repository: acme/app}}]
-`
-	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(pol)}}, "test"); err != nil {
+	if _, err := auth.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(renewPolicy)}}, "test"); err != nil {
 		t.Fatal(err)
 	}
 	a, err := New(Config{Authority: auth, Leases: leases, AdminCIDRs: []netip.Prefix{netip.MustParsePrefix("127.0.0.0/8")},
@@ -165,3 +141,18 @@ grants:
 		})
 	}
 }
+
+// renewPolicy is the policy of the renewal tests: one grant a key-bound
+// token of acme/app holds.
+const renewPolicy = `issuers:
+  ci: {url: "http://127.0.0.1:1", audience: "https://mayfly.test"}
+upstreams:
+  api: {url: "http://127.0.0.1:2", credential: {secret: gh}}
+grants:
+  deploy:
+    upstream: api
+    ttl: 10m
+    max_ttl: 1h
+    allow: [{methods: [GET], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
