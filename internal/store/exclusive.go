@@ -6,6 +6,7 @@ import (
 	"database/sql/driver"
 	"errors"
 	"fmt"
+	"time"
 )
 
 // exclusiveLock is the first advisory lock key of named exclusive rights;
@@ -61,16 +62,31 @@ func (x *Exclusive) Alive(ctx context.Context) error {
 	return nil
 }
 
-// Release gives the right up. The connection is dropped rather than
-// returned to the pool, so that a failed unlock can never leave the lock
-// held by an idle pooled session.
+// Release gives the right up. It unlocks first, so that the right is
+// free when Release returns (closing the connection alone frees it only
+// once the server's backend has exited, some time later). The connection
+// is then dropped rather than returned to the pool, so that a failed
+// unlock can never leave the lock held by an idle pooled session.
 func (x *Exclusive) Release() error {
 	if x.conn == nil {
 		return nil
 	}
+	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
+	defer cancel()
+	q := `SELECT pg_advisory_unlock($1, hashtext(current_schema() || ':' || $2))`
+	var unlocked bool
+	unlockErr := x.conn.QueryRowContext(ctx, q, exclusiveLock, x.name).Scan(&unlocked)
 	x.conn.Raw(func(any) error { return driver.ErrBadConn }) // marks it for closing
 	if err := x.conn.Close(); err != nil && !errors.Is(err, sql.ErrConnDone) {
 		return fmt.Errorf("store: exclusive %s: releasing: %w", x.name, err)
 	}
+	if unlockErr != nil && !errors.Is(unlockErr, sql.ErrConnDone) {
+		// The session is closed all the same, which frees the right soon.
+		return fmt.Errorf("store: exclusive %s: unlocking: %w", x.name, unlockErr)
+	}
 	return nil
 }
+
+// releaseTimeout bounds the unlock; past it the closed session frees the
+// right on its own.
+const releaseTimeout = 5 * time.Second
