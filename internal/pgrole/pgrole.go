@@ -374,7 +374,7 @@ func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
 		"ALTER ROLE " + pgsql.QuoteIdent(c.Name) + " VALID UNTIL " + pgsql.QuoteLiteral(c.Expires.Format(pgsql.ExpiresFormat)) + ";\n"
 	if _, err := p.p.Exec(ctx, sql); err != nil {
 		var pe *pgconn.PgError
-		if errors.As(err, &pe) && (pe.Code == codeNoRole || pe.Code == codeNoLogin) {
+		if errors.As(err, &pe) && (pe.Code == codeNoRole || pe.Code == codeNoLogin || pe.Code == codePrivileged) {
 			return &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New(pe.Message)}
 		}
 		return r.classify(u, op, fmt.Errorf("creation statements: %w", err), c.Password)
@@ -384,19 +384,39 @@ func (r *Roles) Create(ctx context.Context, u Upstream, c *Credential) error {
 
 // SQLSTATEs of our own check (class MY: not PostgreSQL's).
 const (
-	codeNoRole  = "MYF01"
-	codeNoLogin = "MYF02"
+	codeNoRole     = "MYF01"
+	codeNoLogin    = "MYF02"
+	codePrivileged = "MYF03"
 )
 
 // checkRole is a statement that fails, with one of our codes, unless the
-// role exists and can log in.
+// role exists, can log in, and is not privileged: not SUPERUSER,
+// CREATEROLE (its roles would outlive the lease, and before PostgreSQL 16
+// it may join almost any role), REPLICATION or BYPASSRLS, and not a member
+// (directly or not) of a role that is, or of the predefined roles that
+// read or write the server's files or run programs on it. The creation
+// statements are the policy's, and the admin role may well be a superuser:
+// what they made is checked, not what they say.
 func checkRole(name string) string {
 	lit := pgsql.QuoteLiteral(name)
-	return "DO $mayfly_check$ BEGIN\n" +
+	const privileged = "(p.rolsuper OR p.rolcreaterole OR p.rolreplication OR p.rolbypassrls OR " +
+		"p.rolname IN ('pg_execute_server_program', 'pg_read_server_files', 'pg_write_server_files'))"
+	return "DO $mayfly_check$ DECLARE bad text; BEGIN\n" +
 		"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = " + lit + ") THEN\n" +
 		"  RAISE EXCEPTION 'the creation statements did not create the role {{name}}' USING ERRCODE = '" + codeNoRole + "';\n" +
 		"ELSIF NOT (SELECT rolcanlogin FROM pg_roles WHERE rolname = " + lit + ") THEN\n" +
 		"  RAISE EXCEPTION 'the creation statements made a role that cannot log in (add LOGIN)' USING ERRCODE = '" + codeNoLogin + "';\n" +
+		"END IF;\n" +
+		"SELECT concat_ws(', ', CASE WHEN rolsuper THEN 'SUPERUSER' END, CASE WHEN rolcreaterole THEN 'CREATEROLE' END,\n" +
+		"  CASE WHEN rolreplication THEN 'REPLICATION' END, CASE WHEN rolbypassrls THEN 'BYPASSRLS' END) INTO bad\n" +
+		"  FROM pg_roles WHERE rolname = " + lit + ";\n" +
+		"IF bad <> '' THEN\n" +
+		"  RAISE EXCEPTION 'the creation statements made a role with %, which a job never gets', bad USING ERRCODE = '" + codePrivileged + "';\n" +
+		"END IF;\n" +
+		"SELECT string_agg(p.rolname, ', ' ORDER BY p.rolname) INTO bad FROM pg_roles p\n" +
+		"  WHERE p.rolname <> " + lit + " AND " + privileged + " AND pg_has_role(" + lit + ", p.oid, 'MEMBER');\n" +
+		"IF bad IS NOT NULL THEN\n" +
+		"  RAISE EXCEPTION 'the creation statements made the role a member of %, a privileged role a job never joins', bad USING ERRCODE = '" + codePrivileged + "';\n" +
 		"END IF; END $mayfly_check$;\n"
 }
 

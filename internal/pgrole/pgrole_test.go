@@ -314,3 +314,59 @@ func TestQuotingOnPostgres(t *testing.T) {
 		}
 	}
 }
+
+// A job never gets a role that can do more than the database grants it:
+// creation statements that make the role a superuser, let it make roles
+// (which outlive its lease), bypass row security, replicate, or join a
+// role that can (or one of the roles that read and write the server's
+// files or run programs on it) are refused, and leave no role, whatever
+// the admin DSN's role may do.
+func TestCreateRefusesPrivilegedRoles(t *testing.T) {
+	s := pgroletest.New(t, pgroletest.Options{})
+	const base = `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`
+	for _, tc := range []struct {
+		name, creation, says string
+		super                bool // the admin DSN is a superuser's
+	}{
+		{"SUPERUSER", base + ` SUPERUSER;`, "SUPERUSER", true},
+		{"CREATEROLE", base + ` CREATEROLE;`, "CREATEROLE", false},
+		{"BYPASSRLS", base + ` BYPASSRLS;`, "BYPASSRLS", true},
+		{"REPLICATION", base + ` REPLICATION;`, "REPLICATION", true},
+		{"IN ROLE the admin (CREATEROLE)", base + ` IN ROLE ` + s.Admin + `;`, s.Admin, false},
+		{"IN ROLE pg_execute_server_program", base + ` IN ROLE pg_execute_server_program;`, "pg_execute_server_program", false},
+		{"granted pg_read_server_files after", base + `; GRANT pg_read_server_files TO "{{name}}";`, "pg_read_server_files", false},
+		{"granted pg_write_server_files after", base + `; GRANT pg_write_server_files TO "{{name}}";`, "pg_write_server_files", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRoles(t)
+			u := upstreamOf(s)
+			u.Name += "-" + strings.ReplaceAll(tc.name, " ", "-") // a case that fails leaves its role to itself
+			u.Creation = tc.creation
+			t.Cleanup(func() { // what a failing case made, dropped as the superuser
+				su := u
+				su.AdminDSN, su.Revocation = s.SuperDSN, ""
+				if left := s.Roles(t, u.Name); len(left) > 0 {
+					r.RevokeMany(context.Background(), su, left)
+				}
+			})
+			if tc.super {
+				u.AdminDSN = s.SuperDSN
+			}
+			c, err := r.Prepare(u, leaseID(11), time.Now().Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.Create(context.Background(), u, c)
+			var pe *pgrole.Error
+			if !errors.As(err, &pe) || pe.Cause != pgrole.Misconfigured || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("err = %v, want a refusal (%s) naming %s", err, pgrole.Misconfigured, tc.says)
+			}
+			if strings.Contains(err.Error(), c.Password) {
+				t.Fatal("the error holds the minted password")
+			}
+			if roles := s.Roles(t, u.Name); len(roles) != 0 {
+				t.Fatalf("a refused creation left roles: %v", roles)
+			}
+		})
+	}
+}
