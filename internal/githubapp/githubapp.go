@@ -23,6 +23,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net/http"
 	"net/url"
 	"slices"
@@ -163,23 +164,14 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 	default:
 		return mint.Minted{}, s.failure(api, resp, data, "the installation token request")
 	}
-	var tr struct {
-		Token       string            `json:"token"`
-		ExpiresAt   time.Time         `json:"expires_at"`
-		Permissions map[string]string `json:"permissions"`
-	}
+	var tr tokenAnswer
 	if err := json.Unmarshal(data, &tr); err != nil || tr.Token == "" || len(tr.Token) > maxTokenLen || strings.ContainsFunc(tr.Token, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub answered the token request with something that is not an installation token")
 	}
-	if tr.Permissions != nil && r.Grant.GitHub != nil {
+	if why := tr.wider(r.Grant.GitHub); why != "" {
 		// Never hand out more than the grant asked for.
-		for p, lv := range tr.Permissions {
-			want, asked := r.Grant.GitHub.Permissions[p]
-			if (!asked && p != "metadata") || (asked && rank(lv) > rank(want)) {
-				s.deleteQuietly(ctx, api, tr.Token)
-				return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub granted %s: %s, more than the grant asks for; the token was deleted", p, lv)
-			}
-		}
+		s.deleteQuietly(ctx, api, tr.Token)
+		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub granted %s, more than the grant asks for; the token was deleted", why)
 	}
 	exp := tr.ExpiresAt
 	if exp.IsZero() || exp.After(s.cfg.Now().Add(time.Hour)) {
@@ -189,6 +181,61 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 		exp = r.ExpiresAt
 	}
 	return mint.Minted{Credential: mint.Credential{Token: tr.Token, ExpiresAt: exp}, Secret: tr.Token, Material: []byte(tr.Token), ExpiresAt: exp}, nil
+}
+
+// tokenAnswer is GitHub's answer to an installation token request.
+type tokenAnswer struct {
+	Token               string            `json:"token"`
+	ExpiresAt           time.Time         `json:"expires_at"`
+	Permissions         map[string]string `json:"permissions"`
+	RepositorySelection string            `json:"repository_selection"`
+	Repositories        []struct {
+		Name string `json:"name"`
+	} `json:"repositories"`
+}
+
+// wider says what the answered token may do beyond scope ("" when
+// nothing): a permission not asked for (metadata: read comes with every
+// token) or at a higher level, and, when the grant names repositories,
+// all of the installation's or one it does not name (GitHub's names are
+// case-insensitive).
+func (a *tokenAnswer) wider(scope *policy.GitHubScope) string {
+	if scope == nil {
+		return ""
+	}
+	for _, p := range slices.Sorted(maps.Keys(a.Permissions)) {
+		lv := a.Permissions[p]
+		want, asked := scope.Permissions[p]
+		if (!asked && p != "metadata") || (asked && rank(lv) > rank(want)) {
+			return fmt.Sprintf("%s: %s", clipName(p), clipName(lv))
+		}
+	}
+	if len(scope.Repositories) == 0 {
+		return ""
+	}
+	if a.RepositorySelection == "all" {
+		return "repositories the grant does not name (all of the installation's)"
+	}
+	for _, repo := range a.Repositories {
+		if !slices.ContainsFunc(scope.Repositories, func(n string) bool { return strings.EqualFold(n, repo.Name) }) {
+			return fmt.Sprintf("repositories the grant does not name (%s)", clipName(repo.Name))
+		}
+	}
+	return ""
+}
+
+// clipName bounds a name GitHub answered, for an error.
+func clipName(s string) string {
+	s = strings.Map(func(r rune) rune {
+		if r < ' ' || r == 0x7f {
+			return ' '
+		}
+		return r
+	}, s)
+	if len(s) > 100 {
+		return s[:100] + "…"
+	}
+	return s
 }
 
 // maxTokenLen bounds an installation token: GitHub's stateless ones (its

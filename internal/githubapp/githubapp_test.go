@@ -550,3 +550,54 @@ func TestSharedTokenRefreshed(t *testing.T) {
 		t.Fatalf("revoked %d; the replaced token live %v", n, h.gh.Live(first.Credential.Token))
 	}
 }
+
+// A token GitHub (or whatever answers as it) scopes wider than the grant
+// asked is deleted and refused, never handed to a job or the gateway:
+// more permissions, a higher level, more repositories, or all of them.
+func TestWiderTokenRefused(t *testing.T) {
+	for _, tc := range []struct {
+		name  string
+		opts  githubtest.Options
+		grant string
+		want  string
+	}{
+		{"more permissions", githubtest.Options{WidePermissions: true}, "release", "GitHub granted pull_requests: write, more than the grant asks for"},
+		{"more repositories", githubtest.Options{WideRepositories: true}, "release", "GitHub granted repositories the grant does not name"},
+		{"both", githubtest.Options{WidePermissions: true, WideRepositories: true}, "release", "more than the grant asks for"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := &harness{clk: &clock{t: time.Now().UTC().Truncate(time.Second)}}
+			opts := tc.opts
+			opts.Now = h.clk.Now
+			opts.Installations = []githubtest.Installation{{ID: 7890, Owner: "acme", Repositories: []string{"app", "lib"},
+				Permissions: map[string]string{"contents": "write", "pull_requests": "write", "metadata": "read"}}}
+			gh, err := githubtest.Start(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() { gh.Close() })
+			db := storetest.SQLite(t).DB
+			vault, err := secret.Open(ctx, db, bytes.Repeat([]byte{3}, 32), secret.Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(vault.Close)
+			if _, err := vault.Put(ctx, "gh-key", gh.PrivateKey); err != nil {
+				t.Fatal(err)
+			}
+			pol, err := policy.Parse([]policy.File{{Name: "p.yaml", Data: []byte(strings.ReplaceAll(polText, "%URL%", gh.URL))}}, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			h.gh, h.pol, h.src = gh, pol, New(Config{Secrets: vault, Now: h.clk.Now})
+			m, _, err := h.mint("gh", tc.grant)
+			var me *mint.Error
+			if !errors.As(err, &me) || me.Status != 502 || !strings.Contains(me.Description, tc.want) {
+				t.Fatalf("minted %v, err = %v; want a 502 saying %q", m.Credential.Token != "", err, tc.want)
+			}
+			if n := gh.LiveCount(); n != 0 {
+				t.Fatalf("%d wider tokens left live at GitHub", n)
+			}
+		})
+	}
+}

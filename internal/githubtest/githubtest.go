@@ -32,6 +32,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"slices"
@@ -64,6 +65,11 @@ type Options struct {
 	// Classic issues 40-character checksummed tokens (GitHub's form before
 	// 2026) unless a request asks otherwise; default: stateless tokens.
 	Classic bool
+	// WidePermissions and WideRepositories make the double answer a token
+	// request with more than it asked for (the installation's every
+	// permission; every repository, "repository_selection": "all"), as a
+	// misbehaving or impersonated API would.
+	WidePermissions, WideRepositories bool
 }
 
 // Token is an installation token the double issued.
@@ -376,8 +382,12 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request, idText stri
 		}
 	}
 	repos := body.Repositories
-	if len(repos) == 0 {
-		repos = in.Repositories
+	selection := "selected"
+	if len(repos) == 0 || s.opts.WideRepositories {
+		repos, selection = in.Repositories, "all"
+	}
+	if s.opts.WidePermissions {
+		maps.Copy(perms, in.Permissions)
 	}
 	perms["metadata"] = "read"
 	exp := s.opts.Now().Add(s.opts.TokenTTL).UTC().Truncate(time.Second)
@@ -401,7 +411,7 @@ func (s *Server) accessToken(w http.ResponseWriter, r *http.Request, idText stri
 		rs = append(rs, map[string]any{"name": n, "full_name": in.Owner + "/" + n})
 	}
 	writeJSON(w, http.StatusCreated, map[string]any{"token": tok, "expires_at": exp.Format(time.RFC3339), "permissions": perms,
-		"repository_selection": "selected", "repositories": rs})
+		"repository_selection": selection, "repositories": rs})
 }
 
 const base62 = "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
