@@ -88,13 +88,16 @@ func (c *sharedCache) dropID(id string) {
 }
 
 // sharedKey names a grant's credential by everything that shapes it, so a
-// policy change that alters its scope or source mints a new one.
+// policy change that alters its scope or source mints a new one. The
+// upstream's url is part of it: it is where the gateway sends the
+// credential, and the API that mints it when the App names no api_url, so
+// a token one API minted is never injected into requests to another host.
 func sharedKey(up *policy.Upstream, g *policy.Grant) string {
 	b, _ := json.Marshal(struct {
-		Up, Grant string
-		App       *policy.GitHubApp
-		Scope     *policy.GitHubScope
-	}{up.Name, g.Name, up.Credential.GitHubApp, g.GitHub})
+		Up, URL, Grant string
+		App            *policy.GitHubApp
+		Scope          *policy.GitHubScope
+	}{up.Name, up.URL, g.Name, up.Credential.GitHubApp, g.GitHub})
 	return string(b)
 }
 
