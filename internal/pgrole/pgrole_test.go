@@ -336,6 +336,7 @@ func TestCreateRefusesPrivilegedRoles(t *testing.T) {
 		{"IN ROLE pg_execute_server_program", base + ` IN ROLE pg_execute_server_program;`, "pg_execute_server_program", false},
 		{"granted pg_read_server_files after", base + `; GRANT pg_read_server_files TO "{{name}}";`, "pg_read_server_files", false},
 		{"granted pg_write_server_files after", base + `; GRANT pg_write_server_files TO "{{name}}";`, "pg_write_server_files", false},
+		{"ADMIN OPTION on the group", base + ` IN ROLE ` + s.Group + `; GRANT ` + s.Group + ` TO "{{name}}" WITH ADMIN OPTION;`, "ADMIN OPTION on " + s.Group, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			r := newRoles(t)
