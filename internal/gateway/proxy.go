@@ -463,7 +463,8 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 // fitOrigin makes an upstream's response header h fit mayfly's origin,
 // on which every answer comes: mayfly's cookies dropped, the others made
 // host-only and scoped to the route, the origin's policies and a front
-// proxy's directives removed. For the final answer and for each
+// proxy's directives removed, the URLs a client follows mapped onto the
+// route (fitURLs). For the final answer and for each
 // informational one (a 103's Set-Cookie goes into a client's cookie jar
 // too).
 func (f *forwarding) fitOrigin(h http.Header) {
@@ -472,6 +473,7 @@ func (f *forwarding) fitOrigin(h http.Header) {
 	scopeCookies(h, route, f.base.Path, requestPath(f.r) == route)
 	dropOriginPolicies(h)
 	dropFrontProxyDirectives(h)
+	f.fitURLs(h)
 }
 
 // originPolicies are response headers a browser acts on for the whole

@@ -1,0 +1,218 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/policy"
+)
+
+// An upstream's answer may name URLs that a client goes to on its own: a
+// redirect's or a 201's Location, Content-Location, and Refresh (browsers
+// follow it like a redirect). Each is mapped onto the gateway's URL of the
+// route (fitURLs), so that a client following it stays in the gateway:
+//
+//   - a URL on the upstream's origin (the route's url: scheme, host and
+//     port) under the route's base path becomes PublicURL + /gw/{upstream}
+//     + the rest of its path, query and fragment kept; relative references
+//     are resolved against the URL the upstream was sent first, so that
+//     "/x" or "../x" land under the route rather than the gateway's root
+//     (where mayfly's own API and console are);
+//   - one on the upstream's host that the route cannot reach (another
+//     scheme or port, or outside the base path), an http(s) URL without
+//     "//" (which browsers read against the page's scheme), and one that
+//     cannot be parsed are dropped: a client would take its headers (its
+//     mayfly token among them: Go and curl keep Authorization for the same
+//     host) straight to the upstream, and learn its address;
+//   - a URL of any other origin, or of another scheme (mailto:), is
+//     passed unchanged: the upstream chose to send the client there (an
+//     archive download, a signed storage URL), a mayfly token is useless
+//     there, and clients drop Authorization on a redirect to another host.
+//
+// URLs are read as browsers read them (browserURL), so that none a browser
+// would take to the upstream, or out of the route, passes.
+
+// urlHeaders are the response headers fitURLs maps.
+var urlHeaders = [...]string{"Location", "Content-Location", "Refresh"}
+
+// fitURLs maps the URLs of h (an upstream's response header) onto the
+// route, or drops them. Nothing to do, nothing allocated.
+func (f *forwarding) fitURLs(h http.Header) {
+	for _, k := range urlHeaders {
+		vs, ok := h[k]
+		if !ok {
+			continue
+		}
+		out := make([]string, 0, len(vs))
+		for _, v := range vs {
+			var m string
+			var keep bool
+			if k == "Refresh" {
+				m, keep = f.mapRefresh(v)
+			} else {
+				m, keep = f.mapURL(v)
+			}
+			if keep {
+				out = append(out, m)
+			}
+		}
+		if len(out) == 0 {
+			delete(h, k)
+		} else {
+			h[k] = out
+		}
+	}
+}
+
+// mapURL maps v, a URL reference of the upstream's answer, onto the route;
+// keep is false when it must be dropped.
+func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
+	ref, err := url.Parse(browserURL(v))
+	if err != nil {
+		return "", false
+	}
+	if ref.Scheme != "" && ref.Scheme != "http" && ref.Scheme != "https" {
+		return v, true // not a network location of the upstream's
+	}
+	if ref.Opaque != "" {
+		return "", false // "http:host/x": read against the page's scheme
+	}
+	base := f.base
+	sent := url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path + f.clean,
+		RawPath: base.EscapedPath() + policy.EscapePath(f.clean), RawQuery: f.r.URL.RawQuery}
+	abs := sent.ResolveReference(ref)
+	if !strings.EqualFold(hostName(abs.Hostname()), hostName(base.Hostname())) {
+		return v, true // another origin's
+	}
+	if abs.Scheme != base.Scheme || urlPort(abs) != urlPort(base) {
+		return "", false // the upstream's host, out of the route's reach
+	}
+	p, bp := abs.EscapedPath(), base.EscapedPath()
+	rest, ok := strings.CutPrefix(p, bp)
+	if !ok || rest != "" && rest[0] != '/' {
+		return "", false // outside the route's base path
+	}
+	if rest == "" {
+		rest = "/"
+	}
+	var b strings.Builder
+	b.WriteString(f.g.cfg.PublicURL(f.r))
+	b.WriteString(f.g.cfg.Prefix)
+	b.WriteString(f.up.Name)
+	b.WriteString(rest)
+	if abs.ForceQuery || abs.RawQuery != "" {
+		b.WriteByte('?')
+		b.WriteString(abs.RawQuery)
+	}
+	if abs.Fragment != "" {
+		b.WriteByte('#')
+		b.WriteString(abs.EscapedFragment())
+	}
+	return b.String(), true
+}
+
+// mapRefresh maps the URL of a Refresh header ("5; url=…") as mapURL
+// does, read as the HTML standard's declarative refresh reads it; one it
+// cannot read is dropped.
+func (f *forwarding) mapRefresh(v string) (string, bool) {
+	delay, target, ok := parseRefresh(v)
+	if !ok {
+		return "", false
+	}
+	if target == "" {
+		return v, true // reloads the same page
+	}
+	m, keep := f.mapURL(target)
+	if !keep {
+		return "", false
+	}
+	if m == target {
+		return v, true
+	}
+	return delay + "; url=" + m, true
+}
+
+// parseRefresh splits a Refresh value into its delay and URL (empty: the
+// page itself), following the HTML standard's "shared declarative refresh
+// steps"; ok is false when a browser would ignore it.
+func parseRefresh(v string) (delay, target string, ok bool) {
+	i := skipSpace(v, 0)
+	start := i
+	for i < len(v) && ('0' <= v[i] && v[i] <= '9' || v[i] == '.') {
+		i++
+	}
+	if i == start {
+		return "", "", false
+	}
+	delay = v[start:i]
+	if i == len(v) {
+		return delay, "", true
+	}
+	if c := v[i]; c != ';' && c != ',' && !isSpace(c) {
+		return "", "", false
+	}
+	i = skipSpace(v, i)
+	if i < len(v) && (v[i] == ';' || v[i] == ',') {
+		i++
+	}
+	i = skipSpace(v, i)
+	rest := v[i:]
+	// An optional "url =" (any case), then an optional quote.
+	if len(rest) >= 3 && strings.EqualFold(rest[:3], "url") {
+		j := skipSpace(rest, 3)
+		if j < len(rest) && rest[j] == '=' {
+			rest = rest[skipSpace(rest, j+1):]
+		}
+	}
+	if rest != "" && (rest[0] == '\'' || rest[0] == '"') {
+		q := rest[0]
+		rest = rest[1:]
+		if k := strings.IndexByte(rest, q); k >= 0 {
+			rest = rest[:k]
+		}
+	}
+	return delay, rest, true
+}
+
+func isSpace(c byte) bool { return c == ' ' || c == '\t' || c == '\n' || c == '\f' || c == '\r' }
+
+func skipSpace(s string, i int) int {
+	for i < len(s) && isSpace(s[i]) {
+		i++
+	}
+	return i
+}
+
+// browserURL is v as a browser's URL parser reads it (the WHATWG URL
+// standard, for http and https): leading and trailing controls and spaces
+// trimmed, tabs and newlines removed, and before the query "\" read as "/"
+// and "%2e" as "." (a dot segment).
+func browserURL(v string) string {
+	v = strings.TrimFunc(v, func(r rune) bool { return r <= ' ' })
+	if strings.ContainsAny(v, "\t\n\r") {
+		v = strings.NewReplacer("\t", "", "\n", "", "\r", "").Replace(v)
+	}
+	head, tail := v, ""
+	if i := strings.IndexAny(v, "?#"); i >= 0 {
+		head, tail = v[:i], v[i:]
+	}
+	if strings.Contains(head, `\`) || strings.Contains(head, "%2") {
+		head = strings.NewReplacer(`\`, "/", "%2e", ".", "%2E", ".").Replace(head)
+	}
+	return head + tail
+}
+
+// hostName is a host name as origins compare it: without a trailing dot.
+func hostName(h string) string { return strings.TrimSuffix(h, ".") }
+
+// urlPort is u's port, the scheme's default when it names none.
+func urlPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	if u.Scheme == "https" {
+		return "443"
+	}
+	return "80"
+}

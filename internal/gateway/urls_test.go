@@ -1,0 +1,91 @@
+package gateway
+
+import (
+	"net/http"
+	"net/url"
+	"strconv"
+	"strings"
+	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
+)
+
+// An upstream's answer names URLs a client follows (Location of a
+// redirect or a 201, Content-Location, Refresh). Passed on unchanged, one
+// on the upstream's own origin, or a reference a client resolves against
+// the gateway's root, takes the client out of the gateway: to the
+// upstream directly (with whatever headers it sends along, the mayfly
+// token among them, and the upstream's address learnt), or to one of
+// mayfly's own endpoints. Each must come back as the gateway's URL of that
+// route, or not at all.
+func TestUpstreamURLsMappedToRoute(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	up := h.up.srv.URL                          // http://127.0.0.1:port
+	upHost := strings.TrimPrefix(up, "http://") // 127.0.0.1:port
+	gw := h.srv.URL + "/gw/api"                 // the gateway's own URL of the route
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		for _, v := range q["v"] {
+			w.Header().Add(q.Get("h"), v)
+		}
+		status, _ := strconv.Atoi(q.Get("status"))
+		w.WriteHeader(status)
+	})
+	h.up.mu.Unlock()
+	const drop = "\x00dropped"
+	for _, tc := range []struct {
+		name   string
+		header string
+		status int
+		v      string
+		want   string // drop: no such header in the answer
+	}{
+		{"redirect on the upstream's origin", "Location", 302, up + "/base/repos/acme/app/x?y=1&z=%2F#frag", gw + "/repos/acme/app/x?y=1&z=%2F#frag"},
+		{"201 Created", "Location", 201, up + "/base/repos/acme/app/issues/7", gw + "/repos/acme/app/issues/7"},
+		{"scheme and host in upper case", "Location", 307, "HTTP://" + strings.ToUpper(upHost) + "/base/a", gw + "/a"},
+		{"user info", "Location", 302, "http://someone@" + upHost + "/base/a", gw + "/a"},
+		{"the upstream's base itself", "Location", 302, up + "/base", gw + "/"},
+		{"escaped path kept", "Location", 302, up + "/base/a%20b/c%3Fd", gw + "/a%20b/c%3Fd"},
+		{"path-absolute under the base", "Location", 302, "/base/repos/acme/app/y", gw + "/repos/acme/app/y"},
+		{"path-absolute outside the base (the gateway's root)", "Location", 302, "/v1/admin/tokens", drop},
+		{"relative path", "Location", 302, "next?p=2", gw + "/repos/acme/app/hostile/next?p=2"},
+		{"relative path climbing out of the base", "Location", 302, "../../../../../v1/policy", drop},
+		{"network-path reference", "Location", 302, "//" + upHost + "/base/z", gw + "/z"},
+		{"backslashes a browser reads as slashes", "Location", 302, `/\` + upHost + `/base/z`, gw + "/z"},
+		{"whitespace a browser strips", "Location", 302, " \t//" + upHost + "/base/z", gw + "/z"},
+		{"encoded dot segments a browser resolves", "Location", 302, up + "/base/%2e%2e/%2E%2e/v1/admin", drop},
+		{"backslash in the query kept", "Location", 302, up + `/base/a?p=c:\x`, gw + `/a?p=c:\x`},
+		{"same host, another port", "Location", 302, "http://127.0.0.1:1/x", drop},
+		{"same host, another scheme", "Location", 302, "https://" + upHost + "/base/x", drop},
+		{"scheme without slashes", "Location", 302, "http:" + upHost + "/base/x", drop},
+		{"unparseable", "Location", 302, "http://[::1/x", drop},
+		{"third origin kept", "Location", 302, "https://downloads.example/f?sig=abc", "https://downloads.example/f?sig=abc"},
+		{"not a network URL kept", "Location", 302, "mailto:ops@example.com", "mailto:ops@example.com"},
+		{"Content-Location", "Content-Location", 200, up + "/base/repos/acme/app/x.json", gw + "/repos/acme/app/x.json"},
+		{"Content-Location path-absolute outside", "Content-Location", 200, "/other", drop},
+		{"Refresh on the upstream", "Refresh", 200, "0; url=" + up + "/base/a", "0; url=" + gw + "/a"},
+		{"Refresh quoted, odd case", "Refresh", 200, "3;URL='//" + upHost + "/base/q'", "3; url=" + gw + "/q"},
+		{"Refresh without url=", "Refresh", 200, "1, /base/b", "1; url=" + gw + "/b"},
+		{"Refresh outside the base", "Refresh", 200, "0;url=/ui/", drop},
+		{"Refresh time only", "Refresh", 200, "5", "5"},
+		{"Refresh to a third origin", "Refresh", 200, "0; url=https://example.org/", "0; url=https://example.org/"},
+		{"Refresh unreadable", "Refresh", 200, "soon; url=" + up + "/base/a", drop},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := "/gw/api/repos/acme/app/hostile/loc?" + url.Values{"h": {tc.header}, "v": {tc.v}, "status": {strconv.Itoa(tc.status)}}.Encode()
+			resp, _, _ := rawGet(t, h.srv.Listener.Addr().String(), target, tok)
+			if resp.StatusCode != tc.status {
+				t.Fatalf("status %d, want %d", resp.StatusCode, tc.status)
+			}
+			got, ok := resp.Header[http.CanonicalHeaderKey(tc.header)]
+			switch {
+			case tc.want == drop && ok:
+				t.Fatalf("%s %q came back as %q: want it dropped", tc.header, tc.v, got)
+			case tc.want != drop && (len(got) != 1 || got[0] != tc.want):
+				t.Fatalf("%s %q came back as %q, want %q", tc.header, tc.v, got, tc.want)
+			}
+		})
+	}
+}
