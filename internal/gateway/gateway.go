@@ -60,7 +60,9 @@
 // dropFrontProxyDirectives). A Location, Content-Location or Refresh URL
 // on the upstream's origin, or relative to it, is mapped onto the
 // gateway's URL of the route; one on its host that the route cannot reach
-// is dropped, one of another origin passes (urls.go).
+// is dropped, one of another origin passes (urls.go). The upstream's
+// WWW-Authenticate comes back as X-Upstream-WWW-Authenticate: on a gateway
+// answer, a challenge is only ever mayfly's (renameChallenges).
 //
 // Responses never carry the credential or the job token: response headers
 // (names too, in any case), bodies, trailers and 1xx headers pass through

@@ -464,7 +464,7 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 // on which every answer comes: mayfly's cookies dropped, the others made
 // host-only and scoped to the route, the origin's policies and a front
 // proxy's directives removed, the URLs a client follows mapped onto the
-// route (fitURLs). For the final answer and for each
+// route (fitURLs), its challenges renamed (renameChallenges). For the final answer and for each
 // informational one (a 103's Set-Cookie goes into a client's cookie jar
 // too).
 func (f *forwarding) fitOrigin(h http.Header) {
@@ -474,6 +474,24 @@ func (f *forwarding) fitOrigin(h http.Header) {
 	dropOriginPolicies(h)
 	dropFrontProxyDirectives(h)
 	f.fitURLs(h)
+	renameChallenges(h)
+}
+
+// upstreamChallenge is where an upstream's WWW-Authenticate goes.
+const upstreamChallenge = "X-Upstream-Www-Authenticate"
+
+// renameChallenges moves the upstream's authentication challenges to
+// X-Upstream-WWW-Authenticate, whatever the status. On mayfly's origin a
+// Basic (Digest, NTLM, Negotiate) one makes a browser prompt and then send
+// what was typed with every route's requests; and SPEC section 5 makes a
+// challenge on a gateway answer mayfly's (401 invalid_token), which a job's
+// client would take as its token refused. The job never answers an
+// upstream's challenge: mayfly injects the credential.
+func renameChallenges(h http.Header) {
+	if v, ok := h["Www-Authenticate"]; ok {
+		delete(h, "Www-Authenticate")
+		h[upstreamChallenge] = append(h[upstreamChallenge], v...)
+	}
 }
 
 // originPolicies are response headers a browser acts on for the whole
