@@ -34,9 +34,12 @@
 // Once its decision is recorded (Audit), the token is looked at again, from
 // memory: revoked or expired meanwhile, the request is refused (401
 // invalid_token, the entry's outcome saying so) and never forwarded. A
-// forwarded request still running when its token is revoked or expires (a
-// response or request body still streaming, an upgraded connection) is cut
-// off (watch, every 250 ms).
+// forwarded request still running when its token is revoked or expires, or
+// when the policy in force no longer allows it (a grant narrowed: a method
+// or path taken out, its who entries, networks or upstream changed) — a
+// response or request body still streaming, an upgraded connection — is
+// cut off (watch, every 250 ms; the decision is made again, as in 3 and
+// 4, when the policy has changed).
 //
 // The request then goes to the upstream with the path the policy was
 // matched against (policy.EscapePath of policy.CleanPath: the same path, never the raw
@@ -380,6 +383,18 @@ type request struct {
 	upLabel string // metrics label: a known upstream's name or "-"
 	dest    string // the clean upstream path of a Destination header
 	audit   auditCtx
+
+	// The decision's inputs beside live and ev.Upstream, once allowed:
+	// the policy it was made under, the address and the methods overrides
+	// named.
+	pol       *policy.Policy
+	addr      netip.Addr
+	overrides []string
+}
+
+// holderOf is the holder a lease's requests are decided for.
+func holderOf(l *lease.Live) *policy.Holder {
+	return &policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}
 }
 
 // ServeHTTP checks, records and forwards one request.
@@ -482,8 +497,8 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 
 	// 3. source address, 4. scope
-	holder := policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}
-	dec := pol.Authorize(&holder, addr, upName, r.Method, clean)
+	holder := holderOf(l)
+	dec := pol.Authorize(holder, addr, upName, r.Method, clean)
 	why, desc := dec.Reason, dec.Reason.String()
 	var methods []string // the methods overrides name
 	if up := pol.Upstreams[upName]; why == policy.Allowed && up != nil && !up.IgnoreMethodOverride {
@@ -520,9 +535,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		if dest != "" {
 			paths = append(paths, dest)
 		}
-		dec = pol.AuthorizeAll(&holder, addr, upName, all, paths)
+		dec = pol.AuthorizeAll(holder, addr, upName, all, paths)
 		if dec.Reason != policy.Allowed {
-			why, desc = dec.Reason, dec.Reason.String()+notAllowed(pol, &holder, addr, upName, all, paths)
+			why, desc = dec.Reason, dec.Reason.String()+notAllowed(pol, holder, addr, upName, all, paths)
 		}
 	}
 	if why != policy.Allowed {
@@ -535,6 +550,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.ev.Grant = dec.Grant.Name
+	// What was decided, for the watcher to decide again under a newer
+	// policy while the request runs (forwarding.stillAllowed).
+	rq.pol, rq.addr, rq.overrides = pol, addr, methods
 	up := pol.Upstreams[upName]
 	if up == nil {
 		g.refuse(w, r, rq, http.StatusForbidden, "insufficient_scope", "upstream not in policy", CheckScope)

@@ -276,6 +276,7 @@ type harness struct {
 	clk    *clock
 	pol    *policyHolder
 	reg    *prometheus.Registry
+	yaml   string // the policy in force at the start
 }
 
 const policyYAML = `
@@ -415,6 +416,7 @@ func newHarnessWith(t *testing.T, opt func(*Config)) *harness {
 		t.Fatal(err)
 	}
 	h.pol.p.Store(p)
+	h.yaml = y
 	cfg := Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: h.aud,
 		ClientIP: clientip.New(nil), Registerer: h.reg, AuditTimeout: 10 * time.Second}
 	if opt != nil {

@@ -296,7 +296,8 @@ const tunnelCheck = 250 * time.Millisecond
 
 // watch ends the request (stop cancels the proxy's request: the upstream
 // connection is closed, and with it an upgraded connection or the body
-// being copied) once its token is revoked or expires. A timer rather than
+// being copied) once its token is revoked or expires, or the policy in
+// force no longer allows it (stillAllowed). A timer rather than
 // a goroutine per request: most requests end before it first fires. It
 // looks again every tunnelCheck rather than at the expiry: renewals move
 // the expiry, and revocations are seen by polling the view.
@@ -315,8 +316,43 @@ func (f *forwarding) watch(stop func()) {
 			stop()
 			return
 		}
+		if err := f.stillAllowed(); err != nil {
+			f.cut = err
+			stop()
+			return
+		}
 		f.watcher.Reset(tunnelCheck)
 	})
+}
+
+// policyNarrowed is why the watcher cut a request that the policy in force
+// no longer allows.
+type policyNarrowed struct{ why string }
+
+func (e *policyNarrowed) Error() string { return "policy no longer allows it: " + e.why }
+
+// stillAllowed decides the request again, as ServeHTTP did, when the
+// policy in force is not the one it was decided under: a policy apply
+// revokes the tokens of the grants it removes (Leases.Ended), not the
+// requests a grant it narrows no longer allows. Under watchMu.
+func (f *forwarding) stillAllowed() error {
+	rq := f.rq
+	p := f.g.cfg.Policies.Current()
+	if p == rq.pol {
+		return nil
+	}
+	if p == nil {
+		return &policyNarrowed{"no policy loaded"}
+	}
+	methods, paths := append([]string{f.r.Method}, rq.overrides...), []string{f.clean}
+	if rq.dest != "" {
+		paths = append(paths, rq.dest)
+	}
+	if dec := p.AuthorizeAll(holderOf(rq.live), rq.addr, rq.ev.Upstream, methods, paths); dec.Reason != policy.Allowed {
+		return &policyNarrowed{dec.Reason.String()}
+	}
+	rq.pol = p // allowed under this version too: decided again only when it changes
+	return nil
 }
 
 // unwatch stops the watcher and returns why it ended the request, if it did.
@@ -565,15 +601,21 @@ func (f *forwarding) errorHandler(ew http.ResponseWriter, er *http.Request, err 
 		desc = "the upstream answered with a part of its response (206 or Content-Range) although no range was forwarded"
 		f.failure = "range: not asked for"
 	case f.ended() != nil:
-		// The token ended before the upstream answered (finish says so
-		// in the entry). A body still coming is not read on: answer and
-		// close, as a refusal does (answer).
-		sch := "Bearer"
-		if f.rq.live.JKT != "" {
-			sch = "DPoP"
-		}
+		// The token ended, or the policy stopped allowing the request,
+		// before the upstream answered (finish says so in the entry). A
+		// body still coming is not read on: answer and close, as a
+		// refusal does (answer).
 		ew.Header().Set("Connection", "close")
-		writeError(ew, http.StatusUnauthorized, "invalid_token", f.ended().Error(), sch+` error="invalid_token"`)
+		var pn *policyNarrowed
+		if cut := f.ended(); errors.As(cut, &pn) {
+			writeError(ew, http.StatusForbidden, "insufficient_scope", cut.Error(), `Bearer error="insufficient_scope"`)
+		} else {
+			sch := "Bearer"
+			if f.rq.live.JKT != "" {
+				sch = "DPoP"
+			}
+			writeError(ew, http.StatusUnauthorized, "invalid_token", cut.Error(), sch+` error="invalid_token"`)
+		}
 		http.NewResponseController(ew).SetReadDeadline(time.Unix(1, 0))
 		return
 	case f.r.Context().Err() != nil:
