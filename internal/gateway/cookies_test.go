@@ -234,8 +234,9 @@ func TestUpstreamCookiesAtRouteRootLastPath(t *testing.T) {
 // it would the final answer's (curl -c stores it; Python's http.client
 // even takes a 103 for the final answer). Its cookies and origin-wide
 // headers get what the final answer's get: mayfly's own cookie names
-// dropped, the others made host-only and scoped to the route, and the
-// origin's policies and a front proxy's directives removed.
+// dropped, the others made host-only and scoped to the route, the
+// origin's policies and a front proxy's directives removed, and its Link
+// targets mapped onto the route (urls.go).
 func TestEarlyHintsHeadersFitTheOrigin(t *testing.T) {
 	h := newHarness(t)
 	tok := h.issue(lease.Request{Grants: []string{"read"}})
@@ -246,7 +247,8 @@ func TestEarlyHintsHeadersFitTheOrigin(t *testing.T) {
 		hd.Set("Clear-Site-Data", `"*"`)
 		hd.Set("Alt-Svc", `h3=":443"; ma=86400`)
 		hd.Set("X-Accel-Redirect", "/internal/keys")
-		hd.Set("Link", "</x.css>; rel=preload")
+		hd.Add("Link", "</base/x.css>; rel=preload")
+		hd.Add("Link", "</x.css>; rel=preload") // the root of mayfly's origin: not the upstream's
 		w.WriteHeader(http.StatusEarlyHints)
 		clear(hd)
 		io.WriteString(w, "ok")
@@ -264,7 +266,7 @@ func TestEarlyHintsHeadersFitTheOrigin(t *testing.T) {
 			t.Errorf("the 103 carries %s: %q", k, v)
 		}
 	}
-	if got := early.Header.Get("Link"); got != "</x.css>; rel=preload" {
-		t.Errorf("the 103's Link %q, want the upstream's", got)
+	if got, want := early.Header.Values("Link"), []string{"<http://" + addr + "/gw/api/x.css>; rel=preload"}; !slices.Equal(got, want) {
+		t.Errorf("the 103's Link %q, want the upstream's mapped onto the route, %q", got, want)
 	}
 }

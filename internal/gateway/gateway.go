@@ -60,8 +60,8 @@
 // policy for the whole origin is dropped (Clear-Site-Data, NEL, Report-To,
 // Alt-Svc, Strict-Transport-Security: originPolicies). So are the headers
 // a proxy in front of mayfly would act on (X-Accel-*, X-Sendfile:
-// dropFrontProxyDirectives). A Location, Content-Location or Refresh URL
-// on the upstream's origin, or relative to it, is mapped onto the
+// dropFrontProxyDirectives). A Location, Content-Location, Refresh or Link
+// URL on the upstream's origin, or relative to it, is mapped onto the
 // gateway's URL of the route; one on its host that the route cannot reach
 // is dropped, one of another origin passes (urls.go). The upstream's
 // WWW-Authenticate comes back as X-Upstream-WWW-Authenticate: on a gateway

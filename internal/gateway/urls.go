@@ -9,8 +9,9 @@ import (
 )
 
 // An upstream's answer may name URLs that a client goes to on its own: a
-// redirect's or a 201's Location, Content-Location, and Refresh (browsers
-// follow it like a redirect). Each is mapped onto the gateway's URL of the
+// redirect's or a 201's Location, Content-Location, Refresh (browsers
+// follow it like a redirect), and the targets of Link (an API's next
+// page). Each is mapped onto the gateway's URL of the
 // route (fitURLs), so that a client following it stays in the gateway:
 //
 //   - a URL on the upstream's origin (the route's url: scheme, host and
@@ -34,7 +35,7 @@ import (
 // would take to the upstream, or out of the route, passes.
 
 // urlHeaders are the response headers fitURLs maps.
-var urlHeaders = [...]string{"Location", "Content-Location", "Refresh"}
+var urlHeaders = [...]string{"Location", "Content-Location", "Refresh", "Link"}
 
 // fitURLs maps the URLs of h (an upstream's response header) onto the
 // route, or drops them. Nothing to do, nothing allocated.
@@ -48,9 +49,12 @@ func (f *forwarding) fitURLs(h http.Header) {
 		for _, v := range vs {
 			var m string
 			var keep bool
-			if k == "Refresh" {
+			switch k {
+			case "Refresh":
 				m, keep = f.mapRefresh(v)
-			} else {
+			case "Link":
+				m, keep = f.mapLinks(v)
+			default:
 				m, keep = f.mapURL(v)
 			}
 			if keep {
@@ -131,6 +135,68 @@ func (f *forwarding) mapRefresh(v string) (string, bool) {
 		return v, true
 	}
 	return delay + "; url=" + m, true
+}
+
+// mapLinks maps the target of each link of a Link header value (RFC 8288:
+// `<uri>; param=…, <uri>; …`) as mapURL does (pagination: GitHub's and
+// GitLab's APIs name their next page so), dropping the links it would
+// drop, and one without a <target>; keep is false when none is left.
+func (f *forwarding) mapLinks(v string) (string, bool) {
+	var out []string
+	changed := false
+	for _, l := range splitLinks(v) {
+		l = strings.TrimSpace(l)
+		end := strings.IndexByte(l, '>')
+		if !strings.HasPrefix(l, "<") || end < 0 {
+			changed = true
+			continue
+		}
+		target := l[1:end]
+		m, keep := f.mapURL(target)
+		switch {
+		case !keep:
+			changed = true
+			continue
+		case m != target:
+			changed = true
+			l = "<" + m + ">" + l[end+1:]
+		}
+		out = append(out, l)
+	}
+	if len(out) == 0 {
+		return "", false
+	}
+	if !changed {
+		return v, true
+	}
+	return strings.Join(out, ", "), true
+}
+
+// splitLinks splits a Link header value at the commas between links: not
+// those inside a <target> or a quoted parameter.
+func splitLinks(v string) []string {
+	var parts []string
+	inTarget, inQuote, start := false, false, 0
+	for i := 0; i < len(v); i++ {
+		switch c := v[i]; {
+		case inQuote:
+			if c == '\\' {
+				i++
+			} else if c == '"' {
+				inQuote = false
+			}
+		case inTarget:
+			inTarget = c != '>'
+		case c == '<':
+			inTarget = true
+		case c == '"':
+			inQuote = true
+		case c == ',':
+			parts = append(parts, v[start:i])
+			start = i + 1
+		}
+	}
+	return append(parts, v[start:])
 }
 
 // parseRefresh splits a Refresh value into its delay and URL (empty: the

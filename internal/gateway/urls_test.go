@@ -3,6 +3,7 @@ package gateway
 import (
 	"net/http"
 	"net/url"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -85,6 +86,58 @@ func TestUpstreamURLsMappedToRoute(t *testing.T) {
 				t.Fatalf("%s %q came back as %q: want it dropped", tc.header, tc.v, got)
 			case tc.want != drop && (len(got) != 1 || got[0] != tc.want):
 				t.Fatalf("%s %q came back as %q, want %q", tc.header, tc.v, got, tc.want)
+			}
+		})
+	}
+}
+
+// A Link header names URLs a client follows too: GitHub's and GitLab's APIs
+// page with `Link: <https://api.github.com/…?page=2>; rel="next"`, which
+// octokit, gh and most API clients follow as they are. Passed on
+// unchanged, the second page was asked of the upstream directly, with the
+// job's mayfly token as its Authorization. Each link's target is mapped
+// as Location is; a link the route cannot reach is dropped, the others
+// kept with their parameters.
+func TestUpstreamLinksMappedToRoute(t *testing.T) {
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	up := h.up.srv.URL
+	gw := h.srv.URL + "/gw/api"
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		for _, v := range r.URL.Query()["v"] {
+			w.Header().Add("Link", v)
+		}
+	})
+	h.up.mu.Unlock()
+	for _, tc := range []struct {
+		name string
+		v    []string
+		want []string // nil: no Link at all
+	}{
+		{"GitHub pagination",
+			[]string{`<` + up + `/base/repositories/1/issues?page=2>; rel="next", <` + up + `/base/repositories/1/issues?page=5>; rel="last"`},
+			[]string{`<` + gw + `/repositories/1/issues?page=2>; rel="next", <` + gw + `/repositories/1/issues?page=5>; rel="last"`}},
+		{"path-absolute", []string{`</base/a?page=2>;rel=next`}, []string{`<` + gw + `/a?page=2>;rel=next`}},
+		{"outside the route dropped, the rest kept",
+			[]string{`</v1/admin/tokens>; rel="next", <https://docs.example/api>; rel="help"`},
+			[]string{`<https://docs.example/api>; rel="help"`}},
+		{"commas and brackets in quoted parameters", []string{`<` + up + `/base/x>; title="a, <b>"; rel="next"`},
+			[]string{`<` + gw + `/x>; title="a, <b>"; rel="next"`}},
+		{"several lines", []string{`<` + up + `/base/p1>; rel="prev"`, `</other>; rel="next"`},
+			[]string{`<` + gw + `/p1>; rel="prev"`}},
+		{"all dropped", []string{`<http://127.0.0.1:1/x>; rel="next"`}, nil},
+		{"malformed dropped", []string{`https://` + strings.TrimPrefix(up, "http://") + `/base/x; rel="next"`}, nil},
+		{"third origin kept", []string{`<https://cdn.example/style.css>; rel=preload; as=style`}, []string{`<https://cdn.example/style.css>; rel=preload; as=style`}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := "/gw/api/repos/acme/app/hostile/links?" + url.Values{"v": tc.v}.Encode()
+			resp, _, _ := rawGet(t, h.srv.Listener.Addr().String(), target, tok)
+			if resp.StatusCode != 200 {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			if got := resp.Header.Values("Link"); !slices.Equal(got, tc.want) {
+				t.Fatalf("Link %q came back as %q, want %q", tc.v, got, tc.want)
 			}
 		})
 	}
