@@ -263,8 +263,8 @@ func (rp *RP) AuthURL(ctx context.Context, state, nonce, verifier string) (strin
 }
 
 // Exchange trades a callback's code (with the sign-in's PKCE verifier) for
-// an ID token, verifies it (issuer, audience, expiry, signature, nonce)
-// and maps the user to a role.
+// an ID token, verifies it (issuer, audience and authorized party, expiry,
+// signature, nonce) and maps the user to a role.
 func (rp *RP) Exchange(ctx context.Context, code, verifier, nonce string) (Identity, error) {
 	p, err := rp.discover(ctx)
 	if err != nil {
@@ -317,6 +317,14 @@ func (rp *RP) verify(ctx context.Context, p *oidc.Provider, raw, nonce string) (
 	var claims map[string]any
 	if err := idt.Claims(&claims); err != nil {
 		return Identity{}, fmt.Errorf("%w: claims: %w", ErrIDToken, err)
+	}
+	// OIDC Core §3.1.3.7 (go-oidc checks only that aud lists us): a token
+	// for several audiences, or naming an authorized party, is ours only
+	// when that party is this client, not another client of the provider
+	// that also lists us.
+	azp, hasAzp := claims["azp"]
+	if s, _ := azp.(string); (hasAzp || len(idt.Audience) > 1) && s != rp.cfg.ClientID {
+		return Identity{}, fmt.Errorf("%w: issued to another client (azp %q)", ErrIDToken, safeCode(s))
 	}
 	id := Identity{Subject: idt.Subject, Issuer: idt.Issuer, Name: "oidc:" + displayName(claims, idt.Subject)}
 	id.Role = rp.Map(claims)
