@@ -131,7 +131,8 @@ func newAuthCmd() *cobra.Command {
 			"server's sign-in page and comes back to a listener on 127.0.0.1 (PKCE); with --device (or over\n" +
 			"SSH, when the provider offers it) you approve a code on any device instead. The session token is\n" +
 			"kept in your config dir (mode 0600) and used by admin commands for this server while\n" +
-			"MAYFLY_TOKEN is unset; it lasts the server's admin_session_ttl (default 8h).",
+			"MAYFLY_TOKEN is unset; it lasts the server's admin_session_ttl (default 8h), and ends sooner once\n" +
+			"unused for its admin_session_idle (default 1h).",
 		Args: cobra.NoArgs,
 		RunE: func(cmd *cobra.Command, args []string) error {
 			c, err := newAPIClient(cf, false)

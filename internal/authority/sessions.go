@@ -55,6 +55,9 @@ const (
 	SessionLen    = len(SessionPrefix) + 43
 	// DefaultSessionTTL is admin_session_ttl's default.
 	DefaultSessionTTL = 8 * time.Hour
+	// DefaultSessionIdle is admin_session_idle's default: how long a
+	// session may go unused before it ends.
+	DefaultSessionIdle = time.Hour
 	// LoginTTL bounds a sign-in under way: from /ui/login to its callback,
 	// or from the callback to the CLI's exchange of its code.
 	LoginTTL = 10 * time.Minute
@@ -93,6 +96,7 @@ type Sessions struct {
 	audit  Auditor
 	now    func() time.Time
 	ttl    time.Duration
+	idle   time.Duration
 }
 
 // NewSessions returns the session authority; ttl 0 is DefaultSessionTTL.
@@ -103,7 +107,15 @@ func NewSessions(st SessionStore, hasher *token.Hasher, a Auditor, now func() ti
 	if ttl <= 0 {
 		ttl = DefaultSessionTTL
 	}
-	return &Sessions{st: st, hasher: hasher, audit: a, now: now, ttl: ttl}
+	return &Sessions{st: st, hasher: hasher, audit: a, now: now, ttl: ttl, idle: DefaultSessionIdle}
+}
+
+// LimitIdle sets how long a session may go unused before it ends
+// (admin_session_idle); 0 keeps DefaultSessionIdle. Call it before use.
+func (s *Sessions) LimitIdle(idle time.Duration) {
+	if idle > 0 {
+		s.idle = idle
+	}
 }
 
 // TTL is how long a session lasts.
@@ -308,9 +320,19 @@ func (s *Sessions) List(ctx context.Context) ([]store.AdminSession, error) {
 
 // cap ends a session made under a longer admin_session_ttl than the one in
 // force when this one says: a session lasts at most admin_session_ttl, and
-// an operator who shortens it must not wait for sessions made before.
+// an operator who shortens it must not wait for sessions made before. It
+// also ends one unused for admin_session_idle (its last use is recorded to
+// within a minute): a browser left signed in, or a copied cookie, is not
+// good for the rest of the day.
 func (s *Sessions) cap(row *store.AdminSession) {
 	if end := row.CreatedAt.Add(s.ttl); end.Before(row.ExpiresAt) {
+		row.ExpiresAt = end
+	}
+	last := row.CreatedAt
+	if row.LastUsedAt.After(last) {
+		last = row.LastUsedAt
+	}
+	if end := last.Add(s.idle); end.Before(row.ExpiresAt) {
 		row.ExpiresAt = end
 	}
 }

@@ -1,6 +1,7 @@
 package authority
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"net/netip"
@@ -13,7 +14,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
-// A session works until admin_session_ttl, then is refused with
+// A session in use works until admin_session_ttl, then is refused with
 // ErrExpired; signed out or revoked it is refused as unknown; its CSRF
 // token is its own; a sign-in step is taken once and not after LoginTTL;
 // no row holds the value. On both stores.
@@ -69,7 +70,14 @@ func TestSessions(t *testing.T) {
 			if err := s.Revoke(ctx, row2.ID, "root", netip.Addr{}); err == nil {
 				t.Fatal("revoking a signed-out session")
 			}
-			advance(2*time.Hour - time.Second)
+			// In use (admin_session_idle is 1h), it lasts until admin_session_ttl.
+			for range 2 {
+				advance(50 * time.Minute)
+				if _, err := s.Authenticate(ctx, v); err != nil {
+					t.Fatalf("in use: %v", err)
+				}
+			}
+			advance(20*time.Minute - time.Second)
 			if _, err := s.Authenticate(ctx, v); err != nil {
 				t.Fatalf("before expiry: %v", err)
 			}
@@ -153,6 +161,83 @@ func TestSessionTTLLowered(t *testing.T) {
 			}
 			if len(list) != 0 {
 				t.Fatalf("the session is still listed as live: %+v", list)
+			}
+		})
+	}
+}
+
+// A session left unused for admin_session_idle (default 1h) ends: a
+// browser left signed in, or a cookie or CLI session file someone copied,
+// is not good for the rest of admin_session_ttl. One in use lasts until
+// admin_session_ttl.
+func TestSessionIdle(t *testing.T) {
+	ctx := context.Background()
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, tc := range []struct {
+				name  string
+				idle  time.Duration // 0: the default
+				steps []time.Duration
+				ok    []bool // Authenticate after each step
+			}{
+				{"never used after sign-in", 0, []time.Duration{time.Hour}, []bool{false}},
+				{"used just within the hour", 0, []time.Duration{time.Hour - time.Second, time.Hour - time.Second}, []bool{true, true}},
+				{"unused for an hour", 0, []time.Duration{30 * time.Minute, time.Hour}, []bool{true, false}},
+				{"in use until admin_session_ttl", 0,
+					[]time.Duration{50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute, 50 * time.Minute},
+					[]bool{true, true, true, true, true, true, true, true, true, false}}, // 8h20m: past admin_session_ttl
+				{"admin_session_idle 10m", 10 * time.Minute, []time.Duration{9 * time.Minute, 9 * time.Minute, 10 * time.Minute}, []bool{true, true, false}},
+			} {
+				t.Run(tc.name, func(t *testing.T) {
+					var mu sync.Mutex
+					now := time.Date(2026, 12, 5, 0, 0, 0, 0, time.UTC)
+					clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+					s := NewSessions(b.DB, h, newRecorder(t, b.DB), clock, 8*time.Hour)
+					if tc.idle > 0 {
+						s.LimitIdle(tc.idle)
+					}
+					v, row, err := s.Create(ctx, SignedIn{Name: "oidc:ops@example.com", Subject: "u1", Issuer: "https://idp", Role: RoleAdmin}, ViaBrowser, netip.Addr{})
+					if err != nil {
+						t.Fatal(err)
+					}
+					lastUse := now
+					for i, d := range tc.steps {
+						mu.Lock()
+						now = now.Add(d)
+						mu.Unlock()
+						got, err := s.Authenticate(ctx, v)
+						if tc.ok[i] {
+							if err != nil {
+								t.Fatalf("step %d (+%s): %v", i, d, err)
+							}
+							lastUse = clock()
+							continue
+						}
+						if !errors.Is(err, ErrExpired) {
+							t.Fatalf("step %d (+%s): a session unused since %s still works at %s (%v)", i, d, lastUse, clock(), err)
+						}
+						want := lastUse.Add(cmp.Or(tc.idle, time.Hour))
+						if row.ExpiresAt.Before(want) {
+							want = row.ExpiresAt
+						}
+						if !got.ExpiresAt.Equal(want) {
+							t.Errorf("the refusal says it ended at %s, want %s", got.ExpiresAt, want)
+						}
+						list, err := s.List(ctx)
+						if err != nil {
+							t.Fatal(err)
+						}
+						for _, l := range list {
+							if l.ID == row.ID {
+								t.Fatalf("the ended session is still listed: %+v", l)
+							}
+						}
+					}
+				})
 			}
 		})
 	}

@@ -52,6 +52,9 @@ type Config struct {
 	AdminOIDC *sso.Config `yaml:"admin_oidc"`
 	// AdminSessionTTL is how long a signed-in session lasts (default 8h).
 	AdminSessionTTL time.Duration `yaml:"admin_session_ttl"`
+	// AdminSessionIdle is how long a session may go unused before it ends
+	// (default 1h).
+	AdminSessionIdle time.Duration `yaml:"admin_session_idle"`
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
 	// /v1/leaks requires GitHub's signature headers to verify.
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`

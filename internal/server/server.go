@@ -275,7 +275,13 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	// Sessions are looked up for leak reports also when admin_oidc is off
 	// now: one signed in before still names a stored session.
+	// A session's use is recorded once a minute at most: a shorter idle
+	// limit would end sessions in use.
+	if cfg.AdminSessionIdle != 0 && cfg.AdminSessionIdle < 2*time.Minute {
+		return nil, fmt.Errorf("config: admin_session_idle must be at least 2m (a session's use is recorded to within a minute)")
+	}
 	sessions := authority.NewSessions(s.store, hasher, s.audit, nil, cfg.AdminSessionTTL)
+	sessions.LimitIdle(cfg.AdminSessionIdle)
 	s.authority = authority.New(authority.Config{
 		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Sessions: sessions,
 		Secrets:      vaultAdapter{v: s.vault},

@@ -524,7 +524,7 @@ func TestSSOReadmeConfig(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.AdminOIDC == nil || c.AdminOIDC.Check() != nil || c.AdminSessionTTL.Hours() != 8 || len(c.AdminOIDC.Roles) != 3 {
+	if c.AdminOIDC == nil || c.AdminOIDC.Check() != nil || c.AdminSessionTTL.Hours() != 8 || c.AdminSessionIdle != time.Hour || len(c.AdminOIDC.Roles) != 3 {
 		t.Fatalf("README example: %+v", c.AdminOIDC)
 	}
 }
@@ -721,5 +721,32 @@ func TestGatewayHTMLRunsOnConsoleOrigin(t *testing.T) {
 		st, who := h.call(h.browser, "GET", "/v1/auth/whoami", "", nil)
 		t.Fatalf("the upstream's %s answer came on the console's origin with CSP %q (no sandbox); a script there reads, with the same cookie: %d %s",
 			ct, csp, st, strings.TrimSpace(who))
+	}
+}
+
+// admin_session_idle below the minute a session's use is recorded to
+// would end sessions in use: refused at start, saying so.
+func TestSSOSessionIdleConfig(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	iss := devissuertest.Start(t)
+	for _, tc := range []struct {
+		idle time.Duration
+		ok   bool
+	}{{0, true}, {2 * time.Minute, true}, {90 * time.Second, false}, {-time.Hour, false}} {
+		t.Run(tc.idle.String(), func(t *testing.T) {
+			cfg := Config{DataDir: dir, InsecureHTTP: true, Listen: "127.0.0.1:0", AdminOIDC: devissuertest.AdminOIDC(iss, "http://127.0.0.1:1"),
+				AdminSessionIdle: tc.idle}
+			srv, err := New(ctx, cfg, NewLogger(io.Discard, "json", "info"))
+			if err == nil {
+				srv.Close(ctx)
+			}
+			if (err == nil) != tc.ok || err != nil && !strings.Contains(err.Error(), "admin_session_idle") {
+				t.Fatalf("admin_session_idle %s: %v", tc.idle, err)
+			}
+		})
 	}
 }
