@@ -244,6 +244,16 @@ func (a *API) uiCallback(w http.ResponseWriter, r *http.Request) {
 		a.refuseSignIn(w, r, http.StatusBadRequest, authority.RefusedBinding, "This sign-in was started in another browser.", authority.Refusal{Issuer: iss})
 		return
 	}
+	// RFC 9207, error answers too: the iss of another authorization
+	// server means its code (or error) is not our provider's.
+	if err := a.cfg.SSO.CheckIssuer(r.Context(), cb.Issuer); errors.Is(err, sso.ErrIssuer) {
+		a.refuseSignIn(w, r, http.StatusBadRequest, authority.RefusedIssuer, "This sign-in's answer names another identity provider than this server's.",
+			authority.Refusal{Issuer: iss, Why: cb.Issuer})
+		return
+	} else if err != nil {
+		a.refuseExchange(w, r, err, sso.Identity{})
+		return
+	}
 	if cb.Error != "" {
 		a.refuseSignIn(w, r, http.StatusForbidden, authority.RefusedIdPError, "The identity provider did not sign you in ("+cb.Error+").",
 			authority.Refusal{Issuer: iss, Why: cb.Error})

@@ -38,6 +38,7 @@ const (
 	RefusedNonce        = "nonce mismatch"
 	RefusedUnmapped     = "user maps to no role"
 	RefusedIdPError     = "identity provider returned an error"
+	RefusedIssuer       = "callback from another issuer"
 	RefusedIdPDown      = "identity provider unreachable"
 	RefusedCLICode      = "unknown, used or expired CLI code"
 	RefusedCLIVerifier  = "CLI code verifier mismatch"

@@ -750,3 +750,46 @@ func TestSSOSessionIdleConfig(t *testing.T) {
 		})
 	}
 }
+
+// RFC 9207: a callback whose iss names another issuer is the answer of
+// another authorization server (a mix-up: its code must not be sent to
+// ours) and is refused before the code is used; one naming ours, or none
+// from a provider that does not send it, signs in.
+func TestSSOCallbackIssuer(t *testing.T) {
+	h := newSSOHarness(t, nil)
+	for _, tc := range []struct {
+		name   string
+		iss    func() []string
+		status int
+		reason string
+	}{
+		{"no iss", func() []string { return nil }, 200, ""},
+		{"this issuer", func() []string { return []string{h.iss.URL()} }, 200, ""},
+		{"another issuer", func() []string { return []string{"https://attacker.example"} }, 400, "callback from another issuer"},
+		{"this issuer with a trailing slash", func() []string { return []string{h.iss.URL() + "/"} }, 400, "callback from another issuer"},
+		{"two iss", func() []string { return []string{h.iss.URL(), "https://attacker.example"} }, 400, "unknown, used or expired state"}, // malformed
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			b := devissuertest.Browser(t)
+			cb, err := url.Parse(h.approve(b, h.loginTo(b)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			q := cb.Query()
+			q["iss"] = tc.iss()
+			cb.RawQuery = q.Encode()
+			before := len(h.auditEntries("admin.signin"))
+			st, _, body := step(t, b, cb.String())
+			if st != tc.status {
+				t.Fatalf("callback: %d, want %d: %s", st, tc.status, body)
+			}
+			es := h.auditEntries("admin.signin")
+			if len(es) != before+1 {
+				t.Fatalf("%d new admin.signin entries, want 1", len(es)-before)
+			}
+			if last := es[len(es)-1]; last["reason"] != nil && last["reason"] != tc.reason || tc.reason != "" && last["reason"] != tc.reason {
+				t.Fatalf("entry %v", last)
+			}
+		})
+	}
+}

@@ -77,20 +77,24 @@ type Callback struct {
 	// Error is the provider's error code (access_denied…), already made
 	// safe to show; empty on success.
 	Error string
+	// Issuer is the iss parameter (RFC 9207), empty when the provider
+	// sent none; RP.CheckIssuer judges it.
+	Issuer string
 }
 
 // Bounds on callback parameters: generous for any provider's codes.
 const (
-	maxCode  = 4096
-	maxState = 256
+	maxCode   = 4096
+	maxState  = 256
+	maxIssuer = 2048
 )
 
 // ErrCallback is a callback that is not one this server could have asked
 // for.
 var ErrCallback = errors.New("malformed sign-in callback")
 
-// ParseCallback reads a callback's query strictly: one state, and one
-// code or one error, each bounded.
+// ParseCallback reads a callback's query strictly: one state, one code or
+// one error, and at most one iss, each bounded.
 func ParseCallback(q url.Values) (Callback, error) {
 	one := func(k string, max int) (string, error) {
 		vs := q[k]
@@ -115,6 +119,9 @@ func ParseCallback(q url.Values) (Callback, error) {
 		return Callback{}, err
 	}
 	c.Error = safeCode(e)
+	if c.Issuer, err = one("iss", maxIssuer); err != nil {
+		return Callback{}, err
+	}
 	if c.Code == "" && c.Error == "" {
 		return Callback{}, ErrCallback
 	}

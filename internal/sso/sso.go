@@ -111,6 +111,7 @@ var (
 	ErrCode      = errors.New("the identity provider refused the authorization code")
 	ErrIDToken   = errors.New("the ID token is not valid")
 	ErrNonce     = errors.New("the ID token's nonce is not this sign-in's")
+	ErrIssuer    = errors.New("the callback comes from another issuer")
 	ErrUnmapped  = errors.New("the user's claim maps to no role")
 	ErrNoDevice  = errors.New("the identity provider offers no device flow")
 	ErrPending   = errors.New("the user has not approved the device yet")
@@ -260,6 +261,31 @@ func (rp *RP) AuthURL(ctx context.Context, state, nonce, verifier string) (strin
 		return "", err
 	}
 	return rp.oauth(p).AuthCodeURL(state, oidc.Nonce(nonce), oauth2.S256ChallengeOption(verifier)), nil
+}
+
+// CheckIssuer judges a callback's iss parameter (RFC 9207, empty when
+// absent): it must be the configured issuer, exactly, and it must be there
+// when the provider's discovery says it sends it. A callback naming
+// another issuer is another authorization server's answer (a mix-up),
+// whose code must not be sent to ours.
+func (rp *RP) CheckIssuer(ctx context.Context, iss string) error {
+	if iss != "" {
+		if iss != rp.cfg.Issuer {
+			return fmt.Errorf("%w (iss %q)", ErrIssuer, safeCode(iss))
+		}
+		return nil
+	}
+	p, err := rp.discover(ctx)
+	if err != nil {
+		return err
+	}
+	var meta struct {
+		Sends bool `json:"authorization_response_iss_parameter_supported"`
+	}
+	if err := p.Claims(&meta); err == nil && meta.Sends {
+		return fmt.Errorf("%w: the provider sends iss and this callback has none", ErrIssuer)
+	}
+	return nil
 }
 
 // Exchange trades a callback's code (with the sign-in's PKCE verifier) for

@@ -142,15 +142,18 @@ func TestCallerHas(t *testing.T) {
 
 func TestParseCallback(t *testing.T) {
 	for q, ok := range map[string]bool{
-		"state=abc_DEF-123&code=xyz":                    true,
-		"state=abc&error=access_denied":                 true,
-		"state=abc":                                     false, // neither code nor error
-		"code=xyz":                                      false,
-		"state=a&state=b&code=x":                        false,
-		"state=abc&code=x&code=y":                       false,
-		"state=ab%3Cc&code=x":                           false,
-		"state=" + strings.Repeat("a", 257) + "&code=x": false,
-		"state=abc&code=" + strings.Repeat("c", 4097):   false,
+		"state=abc_DEF-123&code=xyz":                        true,
+		"state=abc&error=access_denied":                     true,
+		"state=abc":                                         false, // neither code nor error
+		"code=xyz":                                          false,
+		"state=a&state=b&code=x":                            false,
+		"state=abc&code=x&code=y":                           false,
+		"state=ab%3Cc&code=x":                               false,
+		"state=" + strings.Repeat("a", 257) + "&code=x":     false,
+		"state=abc&code=" + strings.Repeat("c", 4097):       false,
+		"state=abc&code=x&iss=https%3A%2F%2Fidp":            true,
+		"state=abc&code=x&iss=a&iss=b":                      false,
+		"state=abc&code=x&iss=" + strings.Repeat("i", 2049): false,
 	} {
 		v, _ := url.ParseQuery(q)
 		_, err := ParseCallback(v)

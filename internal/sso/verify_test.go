@@ -158,3 +158,32 @@ func TestVerifyIDToken(t *testing.T) {
 		})
 	}
 }
+
+// CheckIssuer (RFC 9207): a callback's iss must be the configured issuer
+// exactly, and must be there when the provider says it sends it.
+func TestCheckIssuer(t *testing.T) {
+	for _, sends := range []bool{false, true} {
+		var srv *httptest.Server
+		srv = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Content-Type", "application/json")
+			fmt.Fprintf(w, `{"issuer":%q,"authorization_endpoint":"%[1]s/auth","token_endpoint":"%[1]s/token","jwks_uri":"%[1]s/jwks",`+
+				`"authorization_response_iss_parameter_supported":%v}`, srv.URL, sends)
+		}))
+		rp := testRP(t, srv.URL, 5*time.Second)
+		for _, tc := range []struct {
+			iss string
+			ok  bool
+		}{
+			{srv.URL, true},
+			{"", !sends},
+			{srv.URL + "/", false},
+			{"https://attacker.example", false},
+		} {
+			err := rp.CheckIssuer(context.Background(), tc.iss)
+			if tc.ok && err != nil || !tc.ok && !errors.Is(err, ErrIssuer) {
+				t.Errorf("provider sends iss %v, callback iss %q: %v", sends, tc.iss, err)
+			}
+		}
+		srv.Close()
+	}
+}
