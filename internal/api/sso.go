@@ -260,6 +260,9 @@ func (a *API) uiCallback(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := a.cfg.SSO.Exchange(r.Context(), cb.Code, a.cfg.Sessions.Derive("pkce", cb.State), a.cfg.Sessions.Derive("nonce", cb.State))
+	if !a.endStronger(w, r, id, err) {
+		return
+	}
 	if err != nil {
 		a.refuseExchange(w, r, err, id)
 		return
@@ -289,6 +292,20 @@ func (a *API) uiCallback(w http.ResponseWriter, r *http.Request) {
 	// arrived here from the provider (cross-site), and would not send the
 	// Strict cookie on a redirect that continues that navigation.
 	writePage(w, http.StatusOK, pageData{Title: "Signed in", Text: "Signed in as " + who.Name + " (" + who.Role + ").", Refresh: "/ui/", Link: "/ui/", LinkText: "Continue"})
+}
+
+// endStronger ends, after a sign-in the provider vouched for (a role, or
+// none: ErrUnmapped), the user's sessions of a stronger role than it now
+// maps them to. It reports false when it has answered (a store failure).
+func (a *API) endStronger(w http.ResponseWriter, r *http.Request, id sso.Identity, err error) bool {
+	if err != nil && !errors.Is(err, sso.ErrUnmapped) {
+		return true
+	}
+	if _, err := a.cfg.Sessions.EndStronger(r.Context(), id.Subject, id.Role, a.cfg.ClientAddr(r)); err != nil {
+		a.fail(w, r, err)
+		return false
+	}
+	return true
 }
 
 // refuseExchange answers a failed code exchange, device poll or ID token
@@ -659,6 +676,9 @@ func (a *API) deviceToken(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	id, err := a.cfg.SSO.DevicePoll(r.Context(), body.DeviceCode)
+	if !a.endStronger(w, r, id, err) {
+		return
+	}
 	switch {
 	case errors.Is(err, sso.ErrPending):
 		writeError(w, http.StatusBadRequest, "authorization_pending", "not approved yet")

@@ -303,6 +303,43 @@ func (s *Sessions) revoke(ctx context.Context, id string, ev audit.Event) error 
 	return nil
 }
 
+// EndStronger ends subject's live sessions of a role stronger than role
+// ("": every one), for a sign-in where the provider now maps them so:
+// someone removed from a group (or moved to a weaker one) who signs in
+// again loses what the earlier sign-in gave them, instead of keeping it
+// until it expires. Each is audited (admin.session.revoke, reason
+// "role lowered at sign-in"). It returns how many it ended.
+func (s *Sessions) EndStronger(ctx context.Context, subject, role string, source netip.Addr) (int, error) {
+	if subject == "" {
+		return 0, nil
+	}
+	rows, err := s.List(ctx)
+	if err != nil {
+		return 0, fmt.Errorf("list admin sessions: %w", err)
+	}
+	n := 0
+	for _, r := range rows {
+		// Ended ones (revoked, past admin_session_ttl or idle) are left be.
+		if r.Subject != subject || !r.RevokedAt.IsZero() || RoleRank(r.Role) <= RoleRank(role) {
+			continue
+		}
+		now := role
+		if now == "" {
+			now = "none"
+		}
+		ev := audit.Event{Type: TypeSessionRevoke, Admin: r.Name, Role: r.Role, Subject: r.Subject, Source: addrString(source), Status: 200,
+			Reason: "role lowered at sign-in", Detail: map[string]any{"session": r.ID, "via": r.Via, "role_now": now}}
+		switch err := s.revoke(ctx, r.ID, ev); {
+		case errors.Is(err, store.ErrNotFound): // ended meanwhile
+		case err != nil:
+			return n, err
+		default:
+			n++
+		}
+	}
+	return n, nil
+}
+
 // List returns the sessions not yet expired, live and revoked.
 func (s *Sessions) List(ctx context.Context) ([]store.AdminSession, error) {
 	now := s.now()

@@ -793,3 +793,47 @@ func TestSSOCallbackIssuer(t *testing.T) {
 		})
 	}
 }
+
+// The provider's latest word on a user wins: when they sign in again and
+// now map to a weaker role, or to none (removed from the group), their
+// sessions of a stronger role end (audited); a session of the same role,
+// and another user's, go on.
+func TestSSOSignInLowersRole(t *testing.T) {
+	for _, tc := range []struct {
+		name      string
+		now       devissuer.User // the user at the second sign-in
+		signedIn  bool           // the second sign-in succeeds
+		firstLive bool           // the first session still works after it
+	}{
+		{"still admin", devissuertest.User("ann@example.com", devissuertest.GroupAdmins), true, true},
+		{"now operator", devissuertest.User("ann@example.com", devissuertest.GroupOperators), true, false},
+		{"removed from every group", devissuertest.User("ann@example.com"), false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newSSOHarness(t, nil)
+			h.iss.SetUser(devissuertest.User("bob@example.com", devissuertest.GroupAdmins))
+			bob := devissuertest.Browser(t)
+			devissuertest.SignIn(t, bob, h.url)
+			h.iss.SetUser(devissuertest.User("ann@example.com", devissuertest.GroupAdmins))
+			first := devissuertest.Browser(t)
+			devissuertest.SignIn(t, first, h.url)
+
+			h.iss.SetUser(tc.now)
+			second := devissuertest.Browser(t)
+			st, _, body := step(t, second, h.approve(second, h.loginTo(second)))
+			if (st == 200) != tc.signedIn {
+				t.Fatalf("second sign-in: %d %s", st, body)
+			}
+			st, body = h.call(first, "GET", "/v1/auth/whoami", "", nil)
+			if (st == 200) != tc.firstLive {
+				t.Fatalf("the first session after the provider said %v: %d %s", tc.now["groups"], st, body)
+			}
+			if st, body := h.call(bob, "GET", "/v1/auth/whoami", "", nil); st != 200 {
+				t.Fatalf("another user's session: %d %s", st, body)
+			}
+			if n := len(h.auditEntries("admin.session.revoke")); (n == 1) == tc.firstLive || n > 1 {
+				t.Fatalf("%d admin.session.revoke entries", n)
+			}
+		})
+	}
+}
