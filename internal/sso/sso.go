@@ -18,6 +18,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -93,7 +94,7 @@ func (c *Config) Check() error {
 }
 
 func loopback(h string) bool {
-	return h == "127.0.0.1" || h == "::1" || h == "localhost"
+	return h == "127.0.0.1" || h == "::1" || strings.EqualFold(h, "localhost")
 }
 
 // ClaimName is the claim mapped to roles.
@@ -179,16 +180,28 @@ func (rp *RP) CallbackPath() string {
 	return u.Path
 }
 
-// Origin is RedirectURL's scheme://host: the server's origin as browsers
-// see it.
+// Origin is RedirectURL's scheme://host[:port]: the server's origin as
+// browsers serialize it in an Origin header (RFC 6454: host in lower case,
+// no default port), so that however redirect_url spells it, the console's
+// own forms are not taken for cross-site ones.
 func (rp *RP) Origin() string {
 	u, _ := url.Parse(rp.cfg.RedirectURL)
-	return u.Scheme + "://" + u.Host
+	scheme, host, port := strings.ToLower(u.Scheme), strings.ToLower(u.Hostname()), u.Port()
+	if port == "" || scheme == "https" && port == "443" || scheme == "http" && port == "80" {
+		if strings.Contains(host, ":") {
+			host = "[" + host + "]"
+		}
+		return scheme + "://" + host
+	}
+	return scheme + "://" + net.JoinHostPort(host, port)
 }
 
 // Secure reports whether the server is reached over https (the cookie is
-// then Secure and __Host- prefixed).
-func (rp *RP) Secure() bool { return strings.HasPrefix(rp.cfg.RedirectURL, "https://") }
+// then Secure and __Host- prefixed), by RedirectURL's scheme in any case.
+func (rp *RP) Secure() bool {
+	u, err := url.Parse(rp.cfg.RedirectURL)
+	return err == nil && strings.EqualFold(u.Scheme, "https")
+}
 
 func (rp *RP) ctx(ctx context.Context) context.Context {
 	return oidc.ClientContext(ctx, rp.client)

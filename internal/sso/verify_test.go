@@ -187,3 +187,36 @@ func TestCheckIssuer(t *testing.T) {
 		srv.Close()
 	}
 }
+
+// Origin is redirect_url's origin as a browser sends it in Origin (host in
+// lower case, no default port), and Secure follows its scheme however
+// written: a redirect_url spelled otherwise must not make every console
+// form "cross-site", nor the cookie lose Secure and __Host-.
+func TestOriginAndSecure(t *testing.T) {
+	for _, tc := range []struct {
+		redirect, origin string
+		secure           bool
+	}{
+		{"https://mayfly.example.com/ui/callback", "https://mayfly.example.com", true},
+		{"https://Mayfly.Example.COM/ui/callback", "https://mayfly.example.com", true},
+		{"https://mayfly.example.com:443/ui/callback", "https://mayfly.example.com", true},
+		{"HTTPS://mayfly.example.com/ui/callback", "https://mayfly.example.com", true},
+		{"https://mayfly.example.com:8443/ui/callback", "https://mayfly.example.com:8443", true},
+		{"http://127.0.0.1:80/ui/callback", "http://127.0.0.1", false},
+		{"http://127.0.0.1:8443/ui/callback", "http://127.0.0.1:8443", false},
+		{"http://[::1]:8443/ui/callback", "http://[::1]:8443", false},
+		{"HTTP://LOCALHOST:8443/ui/callback", "http://localhost:8443", false},
+	} {
+		rp, err := New(Config{Issuer: "https://idp.example.com", ClientID: "m", RedirectURL: tc.redirect,
+			Roles: map[string][]string{"admin": {"a"}}}, "", nil)
+		if err != nil {
+			t.Fatalf("%s: %v", tc.redirect, err)
+		}
+		if got := rp.Origin(); got != tc.origin {
+			t.Errorf("%s: origin %q, want %q", tc.redirect, got, tc.origin)
+		}
+		if got := rp.Secure(); got != tc.secure {
+			t.Errorf("%s: secure %v, want %v", tc.redirect, got, tc.secure)
+		}
+	}
+}
