@@ -837,3 +837,40 @@ func TestSSOSignInLowersRole(t *testing.T) {
 		})
 	}
 }
+
+// Session fixation: a session value planted in a browser before its
+// sign-in (here the attacker's own live session) does not survive it: the
+// sign-in sets a fresh value, the browser acts as its own user, and the
+// planted value stays the attacker's, with the attacker's role.
+func TestSSOSignInReplacesPlantedSession(t *testing.T) {
+	h := newSSOHarness(t, nil)
+	h.iss.SetUser(devissuertest.User("mallory@example.com", devissuertest.GroupAuditors))
+	attacker := devissuertest.Browser(t)
+	devissuertest.SignIn(t, attacker, h.url)
+	u, _ := url.Parse(h.url)
+	var planted string
+	for _, c := range attacker.Jar.Cookies(u) {
+		if c.Name == sso.SessionCookie(false) {
+			planted = c.Value
+		}
+	}
+	if planted == "" {
+		t.Fatal("no session cookie")
+	}
+	victim := devissuertest.Browser(t)
+	victim.Jar.SetCookies(u, []*http.Cookie{{Name: sso.SessionCookie(false), Value: planted, Path: "/"}})
+	h.iss.SetUser(devissuertest.User("ann@example.com", devissuertest.GroupAdmins))
+	devissuertest.SignIn(t, victim, h.url)
+	for _, c := range victim.Jar.Cookies(u) {
+		if c.Name == sso.SessionCookie(false) && c.Value == planted {
+			t.Fatal("the planted session value survived the sign-in")
+		}
+	}
+	if st, body := h.call(victim, "GET", "/v1/auth/whoami", "", nil); st != 200 || !strings.Contains(body, "ann@example.com") {
+		t.Fatalf("victim: %d %s", st, body)
+	}
+	if st, body := h.call(nil, "GET", "/v1/auth/whoami", "", map[string]string{"Cookie": sso.SessionCookie(false) + "=" + planted}); st != 200 ||
+		!strings.Contains(body, "mallory@example.com") || !strings.Contains(body, `"role":"auditor"`) {
+		t.Fatalf("planted value after the victim's sign-in: %d %s", st, body)
+	}
+}
