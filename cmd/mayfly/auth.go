@@ -345,8 +345,9 @@ func deviceLogin(ctx context.Context, cmd *cobra.Command, c *client.Client) (*ap
 		case err == nil:
 			return tok, nil
 		case errors.As(err, &ae) && ae.Code == "authorization_pending":
-		case errors.As(err, &ae) && ae.Code == "slow_down":
-			interval += 5 * time.Second
+		case errors.As(err, &ae) && (ae.Code == "slow_down" || ae.Status == http.StatusTooManyRequests):
+			// The server bounds polls per address (admin_rate): slower.
+			interval += 5*time.Second + ae.RetryAfter
 		default:
 			return nil, err
 		}

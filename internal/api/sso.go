@@ -675,6 +675,13 @@ func (a *API) deviceToken(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "device_code is required")
 		return
 	}
+	// Each poll asks the identity provider with the server's client
+	// credentials, pending or not: bounded per address like the starts, so
+	// one address cannot make the server flood the provider (which would
+	// throttle or block the client for everyone).
+	if a.tooMany(w, a.signInRL, src, false, "too many device sign-in polls from this address") {
+		return
+	}
 	id, err := a.cfg.SSO.DevicePoll(r.Context(), body.DeviceCode)
 	if !a.endStronger(w, r, id, err) {
 		return

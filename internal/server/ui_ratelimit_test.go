@@ -2,6 +2,7 @@ package server
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"net/http"
 	"testing"
@@ -105,5 +106,35 @@ func TestDoSLoginStateUnbounded(t *testing.T) {
 				t.Errorf("one address with admin_burst %d made %d stored sign-in states", burst, rows)
 			}
 		})
+	}
+}
+
+// A device poll still pending is no refusal, but each one is a call to the
+// provider with the server's client credentials: one address polling a
+// live device code as fast as it can must not make the server flood the
+// provider (which would throttle or block the client for everyone). Polls
+// share the sign-in bound (admin_rate, admin_burst), and one past it gets
+// 429 without the provider being asked.
+func TestDevicePollsRateLimited(t *testing.T) {
+	const burst, n = 5, 20
+	h := newSSOHarness(t, func(c *Config) { c.Limits.AdminRate, c.Limits.AdminBurst = 0.01, burst })
+	st, body := h.call(nil, "POST", "/v1/auth/device", "", nil)
+	if st != http.StatusOK {
+		t.Fatalf("device start: %d %s", st, body)
+	}
+	var start struct {
+		DeviceCode string `json:"device_code"`
+	}
+	if err := json.Unmarshal([]byte(body), &start); err != nil || start.DeviceCode == "" {
+		t.Fatalf("device start: %s", body)
+	}
+	codes := map[int]int{}
+	for range n {
+		st, _ := h.call(nil, "POST", "/v1/auth/device/token", fmt.Sprintf(`{"device_code":%q}`, start.DeviceCode), nil)
+		codes[st]++
+	}
+	// The start took one of the burst.
+	if codes[http.StatusTooManyRequests] != n-(burst-1) {
+		t.Fatalf("statuses %v: want %d polls answered 429 past admin_burst %d", codes, n-(burst-1), burst)
 	}
 }
