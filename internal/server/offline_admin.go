@@ -22,7 +22,7 @@ func CreateAdminTokenOffline(ctx context.Context, o OfflineOptions, name, role s
 	if err := d.Require(); err != nil {
 		return "", time.Time{}, err
 	}
-	off, err := openOffline(ctx, d, o, 10*time.Second, true, "create the token through it (mayfly admin token create NAME with an admin's MAYFLY_TOKEN), or stop it first")
+	off, err := openOffline(ctx, d, o, 10*time.Second, "create the token through it (mayfly admin token create NAME with an admin's MAYFLY_TOKEN), or stop it first")
 	if err != nil {
 		return "", time.Time{}, err
 	}

@@ -44,7 +44,7 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	if len(value) == 0 || len(value) > secret.MaxValueSize {
 		return 0, fmt.Errorf("secret value must be 1 byte to %d KiB", secret.MaxValueSize>>10)
 	}
-	off, err := openOffline(ctx, d, o, 0, false, "store the secret through it (mayfly secret put NAME with MAYFLY_ADDR, MAYFLY_CACERT and MAYFLY_TOKEN set)")
+	off, err := openOffline(ctx, d, o, 0, "store the secret through it (mayfly secret put NAME with MAYFLY_ADDR, MAYFLY_CACERT and MAYFLY_TOKEN set)")
 	if err != nil {
 		return 0, err
 	}
@@ -83,15 +83,17 @@ type offlineStorage struct {
 }
 
 // openOffline opens the storage of the data dir d for an offline command;
-// busy is how long the store waits for a lock (0: its default), checkKey
-// refuses an audit key the database was not initialised with. Nodes
+// busy is how long the store waits for a lock (0: its default). It
+// refuses an audit key the database was not initialised with, as a
+// server start does: before the log's first checkpoint nothing else would
+// notice entries signed by another key. Nodes
 // sharing PostgreSQL append through the shared sequencer: a direct append
 // would race a running cluster for the next index. On embedded SQLite the
 // log takes the audit journal, whose lock is also how a running server is
 // noticed: ErrServerRunning, through saying how to do the same through it.
 // Where there is no journal, a server's concurrent append would collide on
 // the log's index in the store and fail closed.
-func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time.Duration, checkKey bool, through string) (_ *offlineStorage, err error) {
+func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time.Duration, through string) (_ *offlineStorage, err error) {
 	dsn := o.Postgres
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
@@ -112,11 +114,9 @@ func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
-	if checkKey {
-		if err := checkAuditKey(ctx, st, strings.TrimSpace(string(signer))); err != nil {
-			clear(signer)
-			return nil, err
-		}
+	if err := checkAuditKey(ctx, st, strings.TrimSpace(string(signer))); err != nil {
+		clear(signer)
+		return nil, err
 	}
 	aopts := auditlog.Options{Shared: dsn != ""}
 	if dsn == "" && auditlog.JournalSupported() {

@@ -3,6 +3,7 @@ package server
 import (
 	"context"
 	"errors"
+	"os"
 	"path/filepath"
 	"testing"
 
@@ -122,5 +123,88 @@ func TestPutSecretOfflinePostgres(t *testing.T) {
 	}
 	if writes != 2 || pending != 0 {
 		t.Fatalf("%d entries of the writes in the log, %d pending; want 2 and 0", writes, pending)
+	}
+}
+
+// A data dir whose audit.key is not the one its database's log is signed
+// with (a copied or regenerated key) is refused by every offline writer,
+// as a server start is: it would otherwise sign entries another key's
+// checkpoints must later cover. The refusal changes nothing.
+func TestOfflineWritersRefuseAWrongAuditKey(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	t.Setenv("MAYFLY_MASTER_KEY", "")
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name  string
+		write func(o OfflineOptions) error
+	}{
+		{"secret put", func(o OfflineOptions) error {
+			_, err := PutSecretOffline(ctx, o, "gh", []byte("value"))
+			return err
+		}},
+		{"admin token create", func(o OfflineOptions) error {
+			_, _, err := CreateAdminTokenOffline(ctx, o, "back-in", "admin", 0, 0)
+			return err
+		}},
+	} {
+		for _, v := range []struct{ backend, checkpoint string }{
+			{"sqlite", "signed"}, {"sqlite", "none yet"}, {"postgres", "signed"}, {"postgres", "none yet"},
+		} {
+			backend := v.backend
+			t.Run(tc.name+"/"+backend+"/checkpoint "+v.checkpoint, func(t *testing.T) {
+				dsn := ""
+				if backend == "postgres" {
+					dsn = storetest.FreshSchema(t, storetest.PostgresDSN(t))
+				}
+				dir := filepath.Join(t.TempDir(), "data")
+				if _, err := Init(ctx, InitOptions{DataDir: dir, Postgres: dsn}); err != nil {
+					t.Fatal(err)
+				}
+				d := datadir.Dir(dir)
+				size := func() int {
+					st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+					if err != nil {
+						t.Fatal(err)
+					}
+					defer st.Close()
+					lines, err := st.AuditEntries(ctx, 0, 1000)
+					if err != nil {
+						t.Fatal(err)
+					}
+					var pending int
+					if err := st.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM audit_pending`).Scan(&pending); err != nil {
+						t.Fatal(err)
+					}
+					return len(lines) + pending
+				}
+				if v.checkpoint == "none yet" {
+					// As a log is before its first checkpoint is signed: only
+					// the database's recorded verifier key can tell.
+					st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+					if err != nil {
+						t.Fatal(err)
+					}
+					_, err = st.SQL().ExecContext(ctx, `DELETE FROM audit_checkpoints`)
+					st.Close()
+					if err != nil {
+						t.Fatal(err)
+					}
+				}
+				before := size()
+				other, _, err := audit.GenerateKey(audit.DefaultOrigin)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(d.AuditKey(), []byte(other+"\n"), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				if err := tc.write(OfflineOptions{DataDir: dir, Postgres: dsn}); !errors.Is(err, ErrKeyMismatch) {
+					t.Fatalf("with another audit key: %v, want a key mismatch", err)
+				}
+				if got := size(); got != before {
+					t.Errorf("the refused write changed the log: %d entries, was %d", got, before)
+				}
+			})
+		}
 	}
 }
