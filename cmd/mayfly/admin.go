@@ -53,7 +53,7 @@ func newAdminCmd() *cobra.Command {
 			}
 			var out *apitype.AdminTokenCreated
 			if offline.DataDir != "" {
-				tok, expires, err := server.CreateAdminTokenOffline(cmd.Context(), offline, args[0], role, ttl, 0)
+				tok, expires, err := server.CreateAdminTokenOffline(cmd.Context(), offline, args[0], role, ttl)
 				if err != nil {
 					return usageErr("admin token create: %v", err)
 				}

@@ -143,7 +143,7 @@ func TestOfflineWritersRefuseAWrongAuditKey(t *testing.T) {
 			return err
 		}},
 		{"admin token create", func(o OfflineOptions) error {
-			_, _, err := CreateAdminTokenOffline(ctx, o, "back-in", "admin", 0, 0)
+			_, _, err := CreateAdminTokenOffline(ctx, o, "back-in", "admin", 0)
 			return err
 		}},
 	} {

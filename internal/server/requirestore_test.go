@@ -25,7 +25,7 @@ func startAndOffline(t *testing.T, dir, dsn, want string) {
 		s.Close(ctx)
 	}
 	_, perr := PutSecretOffline(ctx, OfflineOptions{DataDir: dir, Postgres: dsn}, "gh", []byte("a-secret-value-0123456789")) // mayfly:allow
-	_, _, aerr := CreateAdminTokenOffline(ctx, OfflineOptions{DataDir: dir, Postgres: dsn}, "rescue", "admin", time.Hour, 24*time.Hour)
+	_, _, aerr := CreateAdminTokenOffline(ctx, OfflineOptions{DataDir: dir, Postgres: dsn}, "rescue", "admin", time.Hour)
 	for what, err := range map[string]error{"server": err, "secret put --data-dir": perr, "admin token create --data-dir": aerr} {
 		if err == nil || !strings.Contains(err.Error(), want) {
 			t.Errorf("%s: %v, want a refusal saying %q", what, err, want)

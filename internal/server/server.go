@@ -267,6 +267,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, fmt.Errorf("config: admin_token_max_ttl must be positive")
 	}
 	admins.LimitTTL(cfg.AdminTokenMaxTTL)
+	if err := recordAdminMaxTTL(ctx, s.store, cfg.AdminTokenMaxTTL); err != nil {
+		return nil, err
+	}
 	if s.minter, err = s.newMinter(ctx, hasher); err != nil {
 		return nil, err
 	}

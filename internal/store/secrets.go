@@ -41,6 +41,18 @@ func (db *DB) PutMetaIfAbsent(ctx context.Context, key string, value []byte) (bo
 	return stored, nil
 }
 
+// PutMeta stores value under key, replacing any value there.
+func (db *DB) PutMeta(ctx context.Context, key string, value []byte) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		_, err := db.exec(ctx, tx, `INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO UPDATE SET value = excluded.value`, key, value)
+		return err
+	})
+	if err != nil {
+		return fmt.Errorf("store: put meta %s: %w", key, err)
+	}
+	return nil
+}
+
 // KeyVersion is one version of the keyring: a key-encryption key, sealed by
 // the master key (the store never sees it in the clear).
 type KeyVersion struct {
