@@ -6,6 +6,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"math"
 	"net/netip"
 	"os"
 	"reflect"
@@ -149,14 +150,46 @@ const (
 	MinMaxHeaderBytes     = 16 << 10
 )
 
+// Bounds of the limits.*_rate settings (0 or unset: the default). Past
+// them a token bucket's arithmetic overflows (a refill time beyond
+// time.Duration makes every bucket look idle, so a flood of new addresses
+// empties the table and resets the busy ones) or lets everything through
+// (NaN, +Inf, 1e300); a bound at either end catches a slip of the exponent.
+const (
+	MinRate = 0.001 // per second: one every ~17 minutes
+	MaxRate = 1e9   // what the benchmarks use to take a limit out of the way
+	// min_body_rate is in bytes per second; negative turns its check off.
+	MinBodyRateMin = 1
+	MinBodyRateMax = 1 << 30
+)
+
 // check refuses limits the server could not honour as written, rather
 // than run with other values.
 func (l ConfigLimits) check() error {
+	var errs []string // one line: every problem at once
 	if l.MaxHeaderBytes != 0 && l.MaxHeaderBytes < MinMaxHeaderBytes {
-		return fmt.Errorf("limits.max_header_bytes is %d: it must be at least %d (a request line, a token and a DPoP proof of up to 8 KiB must fit), or unset for %d",
-			l.MaxHeaderBytes, MinMaxHeaderBytes, DefaultMaxHeaderBytes)
+		errs = append(errs, fmt.Sprintf("limits.max_header_bytes is %d: it must be at least %d (a request line, a token and a DPoP proof of up to 8 KiB must fit), or unset for %d",
+			l.MaxHeaderBytes, MinMaxHeaderBytes, DefaultMaxHeaderBytes))
 	}
-	return nil
+	for _, r := range []struct {
+		key string
+		v   float64
+	}{
+		{"token_rate", l.TokenRate}, {"issuer_rate", l.IssuerRate}, {"leak_rate", l.LeakRate},
+		{"admin_rate", l.AdminRate}, {"gateway_refusal_rate", l.GatewayRefusalRate}, {"leak_token_rate", l.LeakTokenRate},
+	} {
+		// Written so that NaN fails too.
+		if r.v != 0 && !(r.v >= MinRate && r.v <= MaxRate) {
+			errs = append(errs, fmt.Sprintf("limits.%s is %g: it must be from %g to %g per second (0 or unset for the default)", r.key, r.v, MinRate, MaxRate))
+		}
+	}
+	if v := l.MinBodyRate; v != 0 && !(v >= MinBodyRateMin && v <= MinBodyRateMax) && !(v < 0 && !math.IsInf(v, -1)) {
+		errs = append(errs, fmt.Sprintf("limits.min_body_rate is %g: it must be from %d to %g bytes per second (negative: off; 0 or unset for the default)", v, MinBodyRateMin, float64(MinBodyRateMax)))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "; "))
 }
 
 func (l ConfigLimits) api() api.Limits {

@@ -39,6 +39,16 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"alerts: http off loopback", "alerts:\n  targets: [{name: a, url: \"http://10.1.2.3/h\", format: slack}]\n", []string{`alerts.targets[0] (a): an http:// url off loopback`}},
 		{"max_header_bytes too small", "limits:\n  max_header_bytes: 1024\n", []string{`FILE: limits.max_header_bytes is 1024: it must be at least 16384`}},
 		{"max_header_bytes negative", "limits:\n  max_header_bytes: -1\n", []string{`FILE: limits.max_header_bytes is -1`}},
+		{"token_rate tiny", "limits:\n  token_rate: 1e-300\n", []string{`FILE: limits.token_rate is 1e-300: it must be from 0.001 to 1e+09 per second`}},
+		{"issuer_rate huge", "limits:\n  issuer_rate: 1e300\n", []string{`FILE: limits.issuer_rate is 1e+300: it must be from 0.001 to 1e+09`}},
+		{"leak_rate negative", "limits:\n  leak_rate: -5\n", []string{`FILE: limits.leak_rate is -5: it must be from 0.001`, "0 or unset for the default"}},
+		{"admin_rate NaN", "limits:\n  admin_rate: .nan\n", []string{`FILE: limits.admin_rate is NaN`}},
+		{"gateway_refusal_rate Inf", "limits:\n  gateway_refusal_rate: .inf\n", []string{`FILE: limits.gateway_refusal_rate is +Inf`}},
+		{"leak_token_rate huge", "limits:\n  leak_token_rate: 1e19\n", []string{`FILE: limits.leak_token_rate is 1e+19`}},
+		{"min_body_rate NaN", "limits:\n  min_body_rate: .nan\n", []string{`FILE: limits.min_body_rate is NaN: it must be from 1 to 1.073741824e+09 bytes per second`, "negative: off"}},
+		{"min_body_rate tiny", "limits:\n  min_body_rate: 1e-300\n", []string{`FILE: limits.min_body_rate is 1e-300`}},
+		{"min_body_rate -Inf", "limits:\n  min_body_rate: -.inf\n", []string{`FILE: limits.min_body_rate is -Inf`}},
+		{"several", "limits:\n  token_rate: .nan\n  leak_rate: .inf\n", []string{`limits.token_rate is NaN`, `limits.leak_rate is +Inf`}},
 		{"alerts: bad window", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: refused_burst, window: often}]\n", []string{`alerts.rules[0].window: expected a duration`}},
 	}
 	for _, tc := range tests {
@@ -60,6 +70,25 @@ func TestLoadConfigFileErrors(t *testing.T) {
 				t.Errorf("error %q speaks Go, not config", err)
 			}
 		})
+	}
+}
+
+// Rates within their bounds load, the edges included; 0 keeps the
+// default and a negative min_body_rate turns its check off (as the README
+// says).
+func TestLoadConfigFileRateBounds(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "mayfly.yaml")
+	doc := "limits:\n  token_rate: 0.001\n  issuer_rate: 1000000\n  leak_rate: 0\n  admin_rate: 2.5\n" +
+		"  gateway_refusal_rate: 100\n  leak_token_rate: 1e6\n  min_body_rate: -1\n"
+	if err := os.WriteFile(path, []byte(doc), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	c, err := LoadConfigFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if c.Limits.TokenRate != 0.001 || c.Limits.IssuerRate != 1e6 || c.Limits.MinBodyRate != -1 {
+		t.Errorf("loaded %+v", c.Limits)
 	}
 }
 
