@@ -37,6 +37,7 @@ func TestConformance(t *testing.T) {
 		{"policy versions", testPolicy},
 		{"leases", testLeases},
 		{"lease feed", testLeaseFeed},
+		{"renewals on two nodes keep the later expiry", testRenewKeepsLater},
 		{"lease at a policy version", testLeaseAtPolicy},
 		{"lease with a once-only jti and its record", testLeaseOnceJTI},
 		{"sequencing pending audit records", testSequence},
@@ -701,6 +702,38 @@ func BenchmarkSecretReads(b *testing.B) {
 					}
 				})
 			})
+		}
+	}
+}
+
+// Two nodes renewing one lease at once each write the expiry they
+// computed; whichever commits last must not shorten the lease the other
+// extended (its job was told the later expiry). A renewal to an earlier
+// time than stored still succeeds, as the lease is live, and leaves it.
+func testRenewKeepsLater(t *testing.T, b storetest.Backend) {
+	one, two := b.DB, b.Another(t)
+	l := lease("lse_r", "deploy")
+	if err := one.InsertLease(ctx, l); err != nil {
+		t.Fatal(err)
+	}
+	later, sooner := l.ExpiresAt.Add(20*time.Minute), l.ExpiresAt.Add(5*time.Minute)
+	for i, step := range []struct {
+		db      *store.DB
+		renewTo time.Time
+		want    time.Time
+	}{
+		{one, later, later},  // the node whose renewal computed the later expiry commits first
+		{two, sooner, later}, // then the other's, computed a moment before
+		{two, l.ExpiresAt.Add(30 * time.Minute), l.ExpiresAt.Add(30 * time.Minute)},
+	} {
+		if err := step.db.RenewLease(ctx, "lse_r", step.renewTo, time.Now()); err != nil {
+			t.Fatalf("renewal %d: %v", i, err)
+		}
+		for _, db := range []*store.DB{one, two} {
+			got, err := db.LeaseByID(ctx, "lse_r")
+			if err != nil || !got.ExpiresAt.Equal(step.want) {
+				t.Fatalf("after renewal %d to %v: expires %v (%v), want %v", i, step.renewTo, got.ExpiresAt, err, step.want)
+			}
 		}
 	}
 }

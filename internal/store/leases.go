@@ -622,7 +622,9 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 	return nil
 }
 
-// RenewLease moves a live lease's expiry; ErrNotFound if it is not live.
+// RenewLease moves a live lease's expiry later; ErrNotFound if it is not
+// live. An expiry already later is kept: two nodes renewing at once may
+// commit in either order, and a renewal never shortens a lease.
 func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
 	return db.RenewLeaseNoted(ctx, id, expires, now, nil)
 }
@@ -631,8 +633,8 @@ func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time)
 // same transaction.
 func (db *DB) RenewLeaseNoted(ctx context.Context, id string, expires, now time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = ? WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
-			nanos(expires), id, nanos(now)); err != nil {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+			nanos(expires), nanos(expires), id, nanos(now)); err != nil {
 			return err
 		}
 		if err := db.event(ctx, tx, id, "renew"); err != nil {
