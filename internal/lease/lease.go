@@ -94,6 +94,18 @@ type Live struct {
 // ExpiresAt is the lease's current expiry.
 func (l *Live) ExpiresAt() time.Time { return time.Unix(0, l.expires.Load()).UTC() }
 
+// extend moves the lease's expiry to e unless it is already later: a
+// renewal here and one from another node (through the feed) may land in
+// either order, and the store keeps the later.
+func (l *Live) extend(e int64) {
+	for {
+		cur := l.expires.Load()
+		if e <= cur || l.expires.CompareAndSwap(cur, e) {
+			return
+		}
+	}
+}
+
 // Revoked reports whether the lease is revoked.
 func (l *Live) Revoked() bool { return l.revoked.Load() }
 
@@ -489,7 +501,7 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 		}
 		return nil, fmt.Errorf("lease: renew: %w", err)
 	}
-	l.expires.Store(exp.UnixNano())
+	l.extend(exp.UnixNano())
 	m.changed.Store(true)
 	return l, nil
 }
@@ -885,9 +897,7 @@ func (m *Manager) applyChanges(cs []store.LeaseChange) {
 		if s == nil {
 			continue // swept already
 		}
-		if e := s.ExpiresAt.UnixNano(); e > l.expires.Load() {
-			l.expires.Store(e)
-		}
+		l.extend(s.ExpiresAt.UnixNano())
 		if !s.RevokedAt.IsZero() {
 			l.revoked.Store(true)
 		}

@@ -616,3 +616,50 @@ func TestRenewDoesNotReviveALeaseThatExpiredMeanwhile(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes renew one token at once: while this node's renewal is being
+// recorded (its note may call an upstream), the other's, computed later,
+// commits and reaches this node through the feed. This node must not then
+// cut its own view back to the earlier expiry it computed, refusing a
+// token the store and the other node still hold live.
+func TestRenewalsOnTwoNodesKeepTheLaterExpiry(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			c := &clock{t: time.Now()}
+			one := newManager(t, b.DB, c)
+			two := newManager(t, b.Another(t), c)
+			tok, _, err := one.Issue(ctx, req("deploy"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if _, err := two.Lookup(ctx, tok); err != nil {
+				t.Fatal(err)
+			}
+			c.Add(time.Minute)
+			var theirs time.Time
+			mine := c.Now().Add(10 * time.Minute)
+			_, err = one.RenewWith(ctx, tok, 10*time.Minute, func(l *Live, exp time.Time) (*store.Note, error) {
+				c.Add(time.Minute)
+				r, err := two.Renew(ctx, tok, 10*time.Minute)
+				if err != nil {
+					return nil, err
+				}
+				theirs = r.ExpiresAt()
+				return nil, one.Poll(ctx)
+			})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !theirs.After(mine) {
+				t.Fatalf("the other node's renewal (%v) is not the later one (%v)", theirs, mine)
+			}
+			c.Add(10*time.Minute - time.Second) // past this node's expiry, before the other's
+			for name, m := range map[string]*Manager{"this node": one, "the other node": two} {
+				l, err := m.Lookup(ctx, tok)
+				if err != nil || !l.ExpiresAt().Equal(theirs) {
+					t.Errorf("%s: %v, expires %v; want live until %v", name, err, l.ExpiresAt(), theirs)
+				}
+			}
+		})
+	}
+}
