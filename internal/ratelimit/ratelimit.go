@@ -6,6 +6,7 @@
 package ratelimit
 
 import (
+	"math"
 	"sync"
 	"time"
 
@@ -53,7 +54,7 @@ func (l *Limiter) Allow(key string) bool {
 // evict drops buckets idle long enough to have refilled; if none are, it
 // drops about a tenth of the table.
 func (l *Limiter) evict(now time.Time) {
-	full := time.Duration(float64(l.burst)/float64(l.r)*float64(time.Second)) + time.Second
+	full := refillTime(l.burst, float64(l.r))
 	for k, b := range l.keys {
 		if now.Sub(b.seen) > full {
 			delete(l.keys, k)
@@ -72,4 +73,16 @@ func (l *Limiter) evict(now time.Time) {
 		delete(l.keys, k)
 		n--
 	}
+}
+
+// refillTime is how long an empty bucket takes to fill, plus a second. A
+// refill longer than time.Duration holds (or a rate that is not a
+// positive number) counts as forever: converting it would overflow to a
+// negative time, after which every busy bucket looked idle.
+func refillTime(burst int, perSecond float64) time.Duration {
+	secs := float64(burst)/perSecond + 1
+	if !(secs < float64(math.MaxInt64/int64(time.Second))) {
+		return math.MaxInt64
+	}
+	return time.Duration(secs * float64(time.Second))
 }

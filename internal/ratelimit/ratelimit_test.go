@@ -53,3 +53,30 @@ func TestLimiterPerKey(t *testing.T) {
 		t.Fatal("another address shares the bucket")
 	}
 }
+
+// Keys seen just now are busy, whatever the rate and burst: a bucket that
+// takes longer to refill than time.Duration holds (a slow rate with a
+// large burst) must not count as idle, or a flood of new keys would empty
+// the table and hand the busy keys fresh buckets.
+func TestLimiterEvictionKeepsBusyKeysAtSlowRates(t *testing.T) {
+	for _, tt := range []struct {
+		name  string
+		rate  float64
+		burst int
+	}{
+		{"default-like", 100, 1000},
+		{"slowest rate, large burst", 0.001, 10_000_000},
+		{"refill beyond time.Duration", 1e-9, 1 << 40},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(tt.rate, tt.burst, 10)
+			for i := 0; i < 10; i++ {
+				l.Allow("k" + strconv.Itoa(i))
+			}
+			l.Allow("new")
+			if n := len(l.keys); n < 9 {
+				t.Fatalf("one new key evicted %d of 10 busy keys, want at most a tenth", 11-n)
+			}
+		})
+	}
+}
