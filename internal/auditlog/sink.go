@@ -33,9 +33,13 @@ type FileSinkOptions struct {
 	// (default 100 MiB).
 	MaxBytes int64
 	// MaxBackups is how many rotated files (path.1 … path.N) are kept
-	// (default 5).
+	// (default 5, at most MaxFileSinkBackups).
 	MaxBackups int
 }
+
+// MaxFileSinkBackups bounds FileSinkOptions.MaxBackups: a rotation renames
+// every backup in turn, holding up the export meanwhile.
+const MaxFileSinkBackups = 1000
 
 // FileSink writes entries as JSON lines to a file, rotating it by size.
 type FileSink struct {
@@ -54,6 +58,9 @@ func NewFileSink(path string, opts FileSinkOptions) (*FileSink, error) {
 	}
 	if opts.MaxBackups <= 0 {
 		opts.MaxBackups = 5
+	}
+	if opts.MaxBackups > MaxFileSinkBackups {
+		return nil, fmt.Errorf("audit: file sink %s: max_backups is %d: it must be at most %d (each rotation renames every backup)", path, opts.MaxBackups, MaxFileSinkBackups)
 	}
 	s := &FileSink{path: path, opts: opts}
 	if err := s.open(); err != nil {

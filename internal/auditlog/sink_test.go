@@ -350,3 +350,30 @@ func TestForwarderResumes(t *testing.T) {
 		})
 	}
 }
+
+// A rotation renames every kept backup once, under the sink's lock and
+// without looking at its context: max_backups in the millions (a slip of
+// a digit) stalled the export for minutes at each rotation, or for good.
+// It is refused when the sink is made, saying the bound.
+func TestFileSinkMaxBackupsBounded(t *testing.T) {
+	for _, tt := range []struct {
+		backups int
+		refused bool
+	}{
+		{0, false}, {5, false}, {MaxFileSinkBackups, false}, {MaxFileSinkBackups + 1, true}, {1 << 40, true},
+	} {
+		t.Run(strconv.Itoa(tt.backups), func(t *testing.T) {
+			s, err := NewFileSink(filepath.Join(t.TempDir(), "audit.jsonl"), FileSinkOptions{MaxBytes: 100, MaxBackups: tt.backups})
+			if tt.refused != (err != nil) {
+				t.Fatalf("max_backups %d: %v, want refused %v", tt.backups, err, tt.refused)
+			}
+			if err != nil {
+				if !strings.Contains(err.Error(), "max_backups") {
+					t.Errorf("error %q does not name max_backups", err)
+				}
+				return
+			}
+			defer s.Close()
+		})
+	}
+}
