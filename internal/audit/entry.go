@@ -32,6 +32,9 @@ const (
 	// TypePendingRejected records a pending record the log refused to
 	// make an entry of (not a node's, or malformed), named, not quoted.
 	TypePendingRejected = "audit.pending.rejected"
+	// TypePolicySeal records the upgrade's one-time sealing of the policy
+	// versions stored before they were authenticated (their numbers).
+	TypePolicySeal = "policy.seal"
 )
 
 // MaxEntrySize bounds one entry's encoded size.

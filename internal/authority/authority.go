@@ -92,6 +92,8 @@ type Verifier interface {
 type PolicyStore interface {
 	ApplyPolicyVersion(ctx context.Context, p store.PolicyVersion, removed []string, reason string, n *store.Note) (int64, map[string][]string, error)
 	LatestPolicy(ctx context.Context) (store.PolicyVersion, error)
+	UnsealedPolicyVersions(ctx context.Context) ([]store.PolicyVersion, error)
+	SealPolicyVersions(ctx context.Context, macs map[int64][]byte, n *store.Note) ([]int64, error)
 }
 
 // Config wires an Authority.
@@ -99,7 +101,17 @@ type Config struct {
 	Leases   *lease.Manager
 	Verifier Verifier
 	Policies PolicyStore
-	Audit    Auditor
+	// PolicyKey authenticates stored policy versions (PolicyMAC): every
+	// version this Authority writes carries its MAC, and a stored version
+	// whose MAC does not verify is never put in force, since whoever can
+	// write the database could otherwise point an upstream, and the
+	// credential the gateway injects, at a server of theirs. The server
+	// always sets it; nil (tests of other parts only) checks nothing.
+	PolicyKey []byte
+	// PolicyRefused, when set, is told of each stored version refused for
+	// its MAC (once per version): a metric.
+	PolicyRefused func(version int64)
+	Audit         Auditor
 	// Secrets writes stored secrets and rotates the master key for admins
 	// (PutSecret, DeleteSecret, RotateMasterKey).
 	Secrets SecretWriter
@@ -140,6 +152,7 @@ type Authority struct {
 
 	applyMu sync.Mutex // serialises policy applies
 	current atomic.Pointer[state]
+	refused atomic.Int64 // the last stored version refused for its MAC (refusePolicy)
 }
 
 type state struct {

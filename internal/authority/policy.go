@@ -17,7 +17,19 @@ import (
 // SyncPolicy puts in force a newer version another node applied; nodes
 // call it periodically. Tokens of grants it removes were revoked by the
 // node that applied it.
+//
+// A newer version that is not authenticated (PolicyKey) is refused: the
+// version in force stays, the refusal is logged and counted once, and
+// SyncPolicy returns nil (nothing newer to follow). LoadPolicy does not.
 func (a *Authority) SyncPolicy(ctx context.Context) error {
+	err := a.syncPolicy(ctx)
+	if errors.Is(err, ErrPolicyUnauthenticated) {
+		return nil
+	}
+	return err
+}
+
+func (a *Authority) syncPolicy(ctx context.Context) error {
 	pv, err := a.cfg.Policies.LatestPolicy(ctx)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil
@@ -34,13 +46,17 @@ func (a *Authority) SyncPolicy(ctx context.Context) error {
 	return a.revokeRemoved(ctx, old, p, pv.Version)
 }
 
-// installNewer puts pv in force if it is newer than the version in force,
-// under applyMu, and returns the policy it replaced and pv's (nil, nil:
-// not newer). The caller revokes what it removed (revokeRemoved).
+// installNewer puts pv in force if it is newer than the version in force
+// and authentic (PolicyAuthentic; else *UnauthenticatedPolicyError), under
+// applyMu, and returns the policy it replaced and pv's (nil, nil: not
+// newer). The caller revokes what it removed (revokeRemoved).
 func (a *Authority) installNewer(pv store.PolicyVersion) (old, p *policy.Policy, err error) {
 	cur := a.current.Load()
 	if pv.Version <= cur.version {
 		return nil, nil, nil
+	}
+	if !a.PolicyAuthentic(pv) {
+		return nil, nil, a.refusePolicy(pv.Version)
 	}
 	p, err = policy.Parse([]policy.File{{Name: fmt.Sprintf("policy-v%d.yaml", pv.Version), Data: pv.Source}}, nil)
 	if err != nil {
@@ -85,9 +101,14 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 // LoadPolicy puts the newest stored policy version in force (at start).
 // With no stored version the empty policy (deny everything) stays. It is
 // SyncPolicy from the empty policy, whose version (0) every stored one
-// exceeds.
+// exceeds, except that a newest version that is not authenticated is an
+// error (*UnauthenticatedPolicyError): a node that has no good version to
+// keep enforcing does not start.
 func (a *Authority) LoadPolicy(ctx context.Context) error {
-	return a.SyncPolicy(ctx)
+	if err := a.syncPolicy(ctx); err != nil {
+		return fmt.Errorf("authority: load policy: %w", err)
+	}
+	return nil
 }
 
 func (a *Authority) install(p *policy.Policy, version int64) {
@@ -186,6 +207,7 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, unavailable("read policy versions", err)
 	}
+	overRefused := false
 	if base >= 0 && latest.Version != base {
 		return nil, refuse(409, "conflict", "the policy in force is version %d, not the version %d this plan was made against: plan and apply again", latest.Version, base)
 	}
@@ -193,8 +215,12 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 		// This node may not have followed the latest version yet (sync
 		// runs every 2 s): the apply is compared with it, and revokes the
 		// grants it has, as if SyncPolicy had run first.
+		// A latest version that is not authenticated is not followed:
+		// the apply goes over it from the version in force, so that an
+		// admin can replace a planted version with a genuine one.
 		was, in, err := a.installNewer(latest)
-		if err != nil {
+		overRefused = errors.Is(err, ErrPolicyUnauthenticated)
+		if err != nil && !overRefused {
 			return nil, unavailable("sync policy", err)
 		}
 		if was != nil {
@@ -204,7 +230,7 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 		}
 	}
 	old := a.current.Load()
-	if old.version != 0 && old.policy.Hash == p.Hash {
+	if old.version != 0 && old.policy.Hash == p.Hash && !overRefused {
 		return &ApplyResult{Version: old.version, Hash: p.Hash, Unchanged: true}, nil
 	}
 	changes := policy.Plan(old.policy, p)
@@ -244,8 +270,8 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 			return record(c)
 		}
 	}
-	_, byGrant, err := a.cfg.Policies.ApplyPolicyVersion(ctx, store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by},
-		removed, reason, note)
+	pv := a.sealPolicy(store.PolicyVersion{Version: v, Hash: p.Hash, Source: p.Source, AppliedAt: a.cfg.Now().UTC(), AppliedBy: by})
+	_, byGrant, err := a.cfg.Policies.ApplyPolicyVersion(ctx, pv, removed, reason, note)
 	if err != nil {
 		if errors.Is(err, store.ErrConflict) {
 			return nil, refuse(409, "conflict", "another policy version was applied at the same time; plan and apply again")

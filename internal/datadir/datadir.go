@@ -27,6 +27,11 @@ func (d Dir) Marker() string       { return filepath.Join(string(d), "mayfly.jso
 func (d Dir) VerifyState() string  { return filepath.Join(string(d), "audit-verify.state") }
 func (d Dir) AuditJournal() string { return filepath.Join(string(d), "audit.journal") }
 
+// PolicySealed is the file whose presence says this node has seen the
+// cluster's policy versions authenticated: it never seals an
+// unauthenticated one again (server.sealLegacyPolicies).
+func (d Dir) PolicySealed() string { return filepath.Join(string(d), "policy-sealed") }
+
 // Initialised reports whether d holds a finished init (its marker file,
 // written last by init).
 func (d Dir) Initialised() (bool, error) {

@@ -62,7 +62,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database()}
+	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database(), d.PolicySealed()}
 	for _, f := range files {
 		if _, err := os.Stat(f); err == nil {
 			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
@@ -147,6 +147,11 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	}
 	if err := log.Close(ctx); err != nil {
 		return nil, fmt.Errorf("audit: %w", err)
+	}
+	// A fresh database has no policy version from before they were
+	// authenticated: this node must never seal one (sealLegacyPolicies).
+	if err := writePolicySealed(d); err != nil {
+		return nil, err
 	}
 	marker, _ := json.Marshal(map[string]any{"initialised_at": time.Now().UTC().Format(time.RFC3339), "schema": store.SchemaVersion()})
 	if err := writeFileExcl(d.Marker(), append(marker, '\n'), 0o600); err != nil {

@@ -212,8 +212,8 @@ func TestRefusedJoinLeavesTheSchema(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The cluster as the previous release left it (its last step,
-			// migration 12, only adds secrets.pending).
-			for _, q := range []string{`ALTER TABLE secrets DROP COLUMN IF EXISTS pending`,
+			// migration 13, only adds policy_versions.mac).
+			for _, q := range []string{`ALTER TABLE policy_versions DROP COLUMN IF EXISTS mac`,
 				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)

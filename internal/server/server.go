@@ -285,14 +285,29 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	}
 	sessions := authority.NewSessions(s.store, hasher, s.audit, nil, cfg.AdminSessionTTL)
 	sessions.LimitIdle(cfg.AdminSessionIdle)
+	policyKey, err := s.vault.SystemKey(ctx, "policy-mac", 32)
+	if err != nil {
+		return nil, fmt.Errorf("policy versions: MAC key: %w", err)
+	}
+	refusedPolicies := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_policy_refused_total",
+		Help: "Stored policy versions refused because their MAC does not verify (planted or edited in the database), once per version."})
+	s.registry.MustRegister(refusedPolicies)
 	s.authority = authority.New(authority.Config{
 		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Sessions: sessions,
-		Secrets:      vaultAdapter{v: s.vault},
-		Rotations:    s.rotations,
-		Minter:       s.minter,
-		SecretExists: func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
+		PolicyKey:     policyKey,
+		PolicyRefused: func(int64) { refusedPolicies.Inc() },
+		Secrets:       vaultAdapter{v: s.vault},
+		Rotations:     s.rotations,
+		Minter:        s.minter,
+		SecretExists:  func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
+	if err := s.sealLegacyPolicies(ctx, d); err != nil {
+		return nil, err
+	}
 	if err := s.authority.LoadPolicy(ctx); err != nil {
+		if errors.Is(err, authority.ErrPolicyUnauthenticated) {
+			return nil, fmt.Errorf("%w: refusing to start without a policy version to enforce; after investigating, delete that row from policy_versions (the newest authentic version is then enforced) and apply the policy again", err)
+		}
 		return nil, err
 	}
 	if len(cfg.Policy) > 0 {

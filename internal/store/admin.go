@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
@@ -239,6 +240,9 @@ type PolicyVersion struct {
 	Source    []byte
 	AppliedAt time.Time
 	AppliedBy string
+	// MAC authenticates the other fields (authority.PolicyMAC); nil on a
+	// row written before policy versions were authenticated, until sealed.
+	MAC []byte
 }
 
 // PutPolicyVersion stores a new policy version and returns its number.
@@ -277,8 +281,8 @@ func (db *DB) ApplyPolicyVersion(ctx context.Context, p PolicyVersion, removed [
 		if p.Version != 0 && p.Version != v {
 			return ErrConflict
 		}
-		if _, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by) VALUES (?, ?, ?, ?, ?)`,
-			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy); err != nil {
+		if _, err := db.exec(ctx, tx, `INSERT INTO policy_versions (version, hash, source, applied_at, applied_by, mac) VALUES (?, ?, ?, ?, ?, ?)`,
+			v, p.Hash, p.Source, nanos(p.AppliedAt), p.AppliedBy, nullBytes(p.MAC)); err != nil {
 			return err
 		}
 		if _, err := db.exec(ctx, tx, `UPDATE policy_head SET version = ? WHERE id = 1`, v); err != nil {
@@ -304,8 +308,8 @@ func (db *DB) ApplyPolicyVersion(ctx context.Context, p PolicyVersion, removed [
 func (db *DB) LatestPolicy(ctx context.Context) (PolicyVersion, error) {
 	var p PolicyVersion
 	var at int64
-	err := db.queryRow(ctx, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions ORDER BY version DESC LIMIT 1`).
-		Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy)
+	err := db.queryRow(ctx, `SELECT version, hash, source, applied_at, applied_by, mac FROM policy_versions ORDER BY version DESC LIMIT 1`).
+		Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy, &p.MAC)
 	if errors.Is(err, sql.ErrNoRows) {
 		return PolicyVersion{}, ErrNotFound
 	}
@@ -314,4 +318,74 @@ func (db *DB) LatestPolicy(ctx context.Context) (PolicyVersion, error) {
 	}
 	p.AppliedAt = fromNanos(at)
 	return p, nil
+}
+
+// nullBytes is b for a nullable column: NULL when empty.
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
+}
+
+// UnsealedPolicyVersions returns the policy versions that carry no MAC
+// (written before policy versions were authenticated), oldest first.
+func (db *DB) UnsealedPolicyVersions(ctx context.Context) ([]PolicyVersion, error) {
+	rows, err := db.query(ctx, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions WHERE mac IS NULL ORDER BY version`)
+	if err != nil {
+		return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
+	}
+	defer rows.Close()
+	var out []PolicyVersion
+	for rows.Next() {
+		var p PolicyVersion
+		var at int64
+		if err := rows.Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy); err != nil {
+			return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
+		}
+		p.AppliedAt = fromNanos(at)
+		out = append(out, p)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
+	}
+	return out, nil
+}
+
+// SealPolicyVersions sets the MAC of each version in macs that has none
+// yet, with n's audit records (Changes.Sealed: the versions sealed) in the
+// same transaction, and returns the versions it sealed. A version sealed
+// meanwhile (another node) is left as it is.
+func (db *DB) SealPolicyVersions(ctx context.Context, macs map[int64][]byte, n *Note) ([]int64, error) {
+	var sealed []int64
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		sealed = sealed[:0]
+		vs := make([]int64, 0, len(macs))
+		for v := range macs {
+			vs = append(vs, v)
+		}
+		slices.Sort(vs)
+		for _, v := range vs {
+			if len(macs[v]) == 0 {
+				return fmt.Errorf("version %d: empty MAC", v)
+			}
+			res, err := db.exec(ctx, tx, `UPDATE policy_versions SET mac = ? WHERE version = ? AND mac IS NULL`, macs[v], v)
+			if err != nil {
+				return err
+			}
+			if k, err := res.RowsAffected(); err != nil {
+				return err
+			} else if k > 0 {
+				sealed = append(sealed, v)
+			}
+		}
+		if len(sealed) == 0 {
+			return nil
+		}
+		return db.note(ctx, tx, n, Changes{Sealed: sealed})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: seal policy versions: %w", err)
+	}
+	return sealed, nil
 }

@@ -299,7 +299,7 @@ func (db *DB) AuditEntry(ctx context.Context, idx int64) ([]byte, error) {
 // PolicyVersions returns the applied policy versions, newest first,
 // without their sources.
 func (db *DB) PolicyVersions(ctx context.Context, limit int) ([]PolicyVersion, error) {
-	rows, err := db.query(ctx, `SELECT version, hash, applied_at, applied_by FROM policy_versions ORDER BY version DESC LIMIT ?`, limit)
+	rows, err := db.query(ctx, `SELECT version, hash, applied_at, applied_by, mac FROM policy_versions ORDER BY version DESC LIMIT ?`, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: policy versions: %w", err)
 	}
@@ -308,7 +308,7 @@ func (db *DB) PolicyVersions(ctx context.Context, limit int) ([]PolicyVersion, e
 	for rows.Next() {
 		var p PolicyVersion
 		var at int64
-		if err := rows.Scan(&p.Version, &p.Hash, &at, &p.AppliedBy); err != nil {
+		if err := rows.Scan(&p.Version, &p.Hash, &at, &p.AppliedBy, &p.MAC); err != nil {
 			return nil, fmt.Errorf("store: policy versions: %w", err)
 		}
 		p.AppliedAt = fromNanos(at)
@@ -321,8 +321,8 @@ func (db *DB) PolicyVersions(ctx context.Context, limit int) ([]PolicyVersion, e
 func (db *DB) PolicyVersionAt(ctx context.Context, v int64) (PolicyVersion, error) {
 	var p PolicyVersion
 	var at int64
-	err := db.queryRow(ctx, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions WHERE version = ?`, v).
-		Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy)
+	err := db.queryRow(ctx, `SELECT version, hash, source, applied_at, applied_by, mac FROM policy_versions WHERE version = ?`, v).
+		Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy, &p.MAC)
 	if errors.Is(err, sql.ErrNoRows) {
 		return PolicyVersion{}, ErrNotFound
 	}

@@ -282,6 +282,12 @@ CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") 
 		// postgres_password rotation's new value, written before its
 		// ALTER ROLE commits and made live after; Secret.Pending).
 		both(`ALTER TABLE secrets ADD COLUMN pending INTEGER NOT NULL DEFAULT 0;`),
+		// 13: every policy version carries a MAC under a key of the vault
+		// (authority.PolicyMAC), so that a database writer without the
+		// node's keys cannot plant or edit the policy the gateway enforces.
+		// Rows from before have none (NULL): a node holding the keys seals
+		// them once, at its first start on this schema.
+		both(`ALTER TABLE policy_versions ADD COLUMN mac {{blob}};`),
 	}
 }
 

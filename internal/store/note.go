@@ -54,6 +54,8 @@ type Changes struct {
 	SecretVersion int
 	// Hint is an issued token's hint (never the token), for its entry.
 	Hint string
+	// Sealed are the policy versions an upgrade sealed (their MAC set).
+	Sealed []int64
 }
 
 // ErrNoteFailed wraps a failure to make a Note's records (an error of
