@@ -279,7 +279,7 @@ func TestPolicyPlanOnANodeBehind(t *testing.T) {
 		t.Fatal("test policy not as expected")
 	}
 	// Another node, over the same store, applies version 2.
-	other := authority.New(authority.Config{Leases: b.m, Verifier: identity.NewVerifier(identity.Options{}), Policies: b.db, Audit: b.log})
+	other := authority.New(authority.Config{Leases: b.m, Verifier: identity.NewVerifier(identity.Options{}), Policies: b.db, Audit: b.log, PolicyKey: testPolicyKey})
 	if err := other.LoadPolicy(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -100,7 +100,7 @@ func newBench(tb testing.TB, db *store.DB, leases, entries int) *bench {
 	if err := m.Load(ctx); err != nil {
 		tb.Fatal(err)
 	}
-	a := authority.New(authority.Config{Leases: m, Verifier: identity.NewVerifier(identity.Options{}), Policies: db, Audit: log})
+	a := authority.New(authority.Config{Leases: m, Verifier: identity.NewVerifier(identity.Options{}), Policies: db, Audit: log, PolicyKey: testPolicyKey})
 	if _, err := a.ApplyPolicy(ctx, []policy.File{{Name: "p.yaml", Data: []byte(testPolicy)}}, "test"); err != nil {
 		tb.Fatal(err)
 	}

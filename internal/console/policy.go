@@ -4,6 +4,7 @@ import (
 	"errors"
 	"io/fs"
 	"net/http"
+	"slices"
 	"strconv"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
@@ -18,10 +19,21 @@ type policyPage struct {
 	Version  int64
 	Hash     string
 	Source   string
-	Versions []store.PolicyVersion
+	Versions []versionRow
 	A, B     int64
 	Diff     []diffLine
 	Changed  bool
+	// Unauthentic are the compared versions whose MAC does not verify.
+	Unauthentic []int64
+}
+
+// versionRow is a stored version as listed (no source), with whether its
+// MAC verifies: one that does not was planted or edited in the database,
+// is never enforced, and is shown marked so (its fields are whatever the
+// database says).
+type versionRow struct {
+	store.PolicyVersion
+	Authentic bool
 }
 
 func (c *Console) policy(w http.ResponseWriter, r *http.Request, who Caller) {
@@ -29,8 +41,13 @@ func (c *Console) policy(w http.ResponseWriter, r *http.Request, who Caller) {
 	defer cancel()
 	cur := c.cfg.Authority.Policy()
 	p := policyPage{Version: c.cfg.Authority.PolicyVersion(), Hash: cur.Hash, Source: string(cur.Source)}
-	var err error
-	if p.Versions, err = c.cfg.Store.PolicyVersions(ctx, 200); err != nil {
+	err := c.cfg.Store.EachPolicyVersion(ctx, 200, func(pv store.PolicyVersion) error {
+		ok := c.cfg.Authority.PolicyAuthentic(pv)
+		pv.Source, pv.MAC = nil, nil
+		p.Versions = append(p.Versions, versionRow{PolicyVersion: pv, Authentic: ok})
+		return nil
+	})
+	if err != nil {
 		c.fail(w, r, who, err)
 		return
 	}
@@ -48,6 +65,11 @@ func (c *Console) policy(w http.ResponseWriter, r *http.Request, who Caller) {
 			vb, err = c.cfg.Store.PolicyVersionAt(ctx, b)
 			if err == nil {
 				p.A, p.B = a, b
+				for _, pv := range []store.PolicyVersion{va, vb} {
+					if !c.cfg.Authority.PolicyAuthentic(pv) && !slices.Contains(p.Unauthentic, pv.Version) {
+						p.Unauthentic = append(p.Unauthentic, pv.Version)
+					}
+				}
 				p.Diff = lineDiff(string(va.Source), string(vb.Source))
 				p.Changed = changed(p.Diff)
 			}

@@ -296,25 +296,30 @@ func (db *DB) AuditEntry(ctx context.Context, idx int64) ([]byte, error) {
 	return es[0], nil
 }
 
-// PolicyVersions returns the applied policy versions, newest first,
-// without their sources.
-func (db *DB) PolicyVersions(ctx context.Context, limit int) ([]PolicyVersion, error) {
-	rows, err := db.query(ctx, `SELECT version, hash, applied_at, applied_by, mac FROM policy_versions ORDER BY version DESC LIMIT ?`, limit)
+// EachPolicyVersion calls f with the applied policy versions, newest
+// first, up to limit, each with its source and MAC (to check it), one row
+// at a time so that only one source is held at once.
+func (db *DB) EachPolicyVersion(ctx context.Context, limit int, f func(PolicyVersion) error) error {
+	rows, err := db.query(ctx, `SELECT version, hash, source, applied_at, applied_by, mac FROM policy_versions ORDER BY version DESC LIMIT ?`, limit)
 	if err != nil {
-		return nil, fmt.Errorf("store: policy versions: %w", err)
+		return fmt.Errorf("store: policy versions: %w", err)
 	}
 	defer rows.Close()
-	var out []PolicyVersion
 	for rows.Next() {
 		var p PolicyVersion
 		var at int64
-		if err := rows.Scan(&p.Version, &p.Hash, &at, &p.AppliedBy, &p.MAC); err != nil {
-			return nil, fmt.Errorf("store: policy versions: %w", err)
+		if err := rows.Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy, &p.MAC); err != nil {
+			return fmt.Errorf("store: policy versions: %w", err)
 		}
 		p.AppliedAt = fromNanos(at)
-		out = append(out, p)
+		if err := f(p); err != nil {
+			return err
+		}
 	}
-	return out, rows.Err()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("store: policy versions: %w", err)
+	}
+	return nil
 }
 
 // PolicyVersionAt returns policy version v, or ErrNotFound.
