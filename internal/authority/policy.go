@@ -208,7 +208,10 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 		return nil, unavailable("read policy versions", err)
 	}
 	overRefused := false
-	if base >= 0 && latest.Version != base {
+	// A plan made while the latest version is refused is made against the
+	// version in force (Plan compares with it): that base is current.
+	planOverRefused := err == nil && !a.PolicyAuthentic(latest) && base == a.current.Load().version
+	if base >= 0 && latest.Version != base && !planOverRefused {
 		return nil, refuse(409, "conflict", "the policy in force is version %d, not the version %d this plan was made against: plan and apply again", latest.Version, base)
 	}
 	if err == nil {

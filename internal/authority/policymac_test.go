@@ -172,9 +172,11 @@ func TestStoredPolicyVersionTamperingIsRefused(t *testing.T) {
 					t.Fatal("a refused version was put in force at start")
 				}
 
-				// An admin replaces it with a genuine version, which
-				// every node follows.
-				running.apply(t, macPolicyFor(genuineURL+"1"))
+				// An admin replaces it with a genuine version, planned
+				// against the version in force, which every node follows.
+				if _, err := running.a.ApplyPolicyOver(ctx, []policy.File{{Name: "p.yaml", Data: macPolicyFor(genuineURL + "1")}}, "alice", running.a.PolicyVersion()); err != nil {
+					t.Fatalf("apply planned against the version in force: %v", err)
+				}
 				if err := fresh.LoadPolicy(ctx); err != nil {
 					t.Fatalf("load after a genuine apply over it: %v", err)
 				}
