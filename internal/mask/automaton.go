@@ -36,6 +36,7 @@ type automaton struct {
 	maxLen     int
 	minLen     int // shortest pattern; 0 if none
 	skip       *skipFilter
+	head       *headIndex // a form's suffix at a stream's start (head.go)
 }
 
 // build makes the automaton for patterns (non-empty, deduplicated), its
@@ -210,6 +211,7 @@ func build(patterns [][]byte, budget int) *automaton {
 		}
 	}
 	a.skip = buildFilter(patterns, minLen, &usedByPattern, 4*budget)
+	a.head = buildHead(a, parent)
 	return a
 }
 
@@ -240,19 +242,33 @@ func (a *automaton) next(s int32, c byte) int32 {
 
 // size is about how many bytes the automaton holds.
 func (a *automaton) size() int {
+	n := 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
 	if a.skip != nil {
-		return 8*len(a.skip.bits) + 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
+		n += 8 * len(a.skip.bits)
 	}
-	return 4*len(a.dense) + 4*(len(a.fail)+len(a.depth)+len(a.matchLen)+len(a.hold)+len(a.childStart)) + len(a.inByte)
+	if a.head != nil {
+		n += a.head.size()
+	}
+	return n
 }
 
 // suspect reports whether b may need masking: it holds a whole pattern, or
 // a '\r', ESC or '\n' (maybe a wrap) that the normalising thread would
-// look through, or (tail > 0) ends in the first tail or more bytes of one.
+// look through, or (tail > 0) ends in the first tail or more bytes of one
+// or begins with headGram bytes that a form's suffix may begin with.
 // It is the raw thread alone, without a scanner: no allocation.
 func suspect[T string | []byte](a *automaton, b T, tail int) bool {
 	if a.minLen == 0 || len(b) < a.minLen && (tail <= 0 || len(b) < tail) {
 		return false
+	}
+	if tail > 0 && len(b) >= headGram && a.head != nil {
+		var g uint64
+		for i := 0; i < headGram; i++ {
+			g = g<<8 | uint64(b[i])
+		}
+		if a.head.has(a, g) {
+			return true
+		}
 	}
 	g := int32(0)
 	for i := 0; i < len(b); i++ {

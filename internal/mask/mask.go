@@ -41,6 +41,11 @@
 //     shows, and a secret split there is masked
 //     from the pause on, its first bytes (fewer than MinSecretLen) written
 //     before it.
+//   - A stream that begins inside a form (a ranged download, tail -c, a
+//     log resumed at an offset) has the form's tail masked when it is
+//     MinSecretLen bytes or more; its start is held while it may still be
+//     one (at most the longest form), and only there (head.go). Flush,
+//     Close and the idle pause cut the stream as its end does.
 //   - Memory is bounded: the masker never holds more than the above,
 //     whatever it is fed.
 //
@@ -162,6 +167,9 @@ func (m *Matcher) MaskStringTail(s string, tail int) string {
 	}
 	b := []byte(s)
 	sc := newScanner(m.a, DefaultReplacement)
+	if tail > 0 {
+		sc.startHead()
+	}
 	sc.scan(b)
 	sc.markTail(tail)
 	if len(sc.spans) == 0 {
@@ -196,6 +204,7 @@ func (m *Matcher) NewStream(opts StreamOptions) *Stream {
 	}
 	st := &Stream{sc: scanner{a: m.a, repl: repl, keep: opts.KeepLength}}
 	st.s = &st.sc
+	st.s.startHead()
 	return st
 }
 
@@ -262,7 +271,9 @@ func (m *Matcher) NewWriter(w io.Writer, opts Options) *Writer {
 	if idle == 0 {
 		idle = DefaultIdle
 	}
-	return &Writer{s: newScanner(m.a, repl), w: w, idle: idle}
+	s := newScanner(m.a, repl)
+	s.startHead()
+	return &Writer{s: s, w: w, idle: idle}
 }
 
 // Write masks p. It returns len(p) unless the Writer is closed or the
@@ -317,6 +328,12 @@ func (w *Writer) flushLocked() error {
 	if w.err != nil {
 		return w.err
 	}
+	// A pause, Flush and Close cut the stream as its end does: a held
+	// beginning of a form of MinSecretLen bytes or more is masked, since a
+	// checksummed token's prefix gives the whole back (mfy_: its last 6
+	// characters are the public CRC of the 30 before). A shorter one, a
+	// prompt, shows.
+	w.s.markTail(MinSecretLen)
 	w.out = w.s.emit(w.out[:0], nil, w.s.pos)
 	return w.writeOut()
 }
@@ -360,11 +377,6 @@ func (w *Writer) onIdle() {
 		return
 	}
 	w.armed = false
-	// The pause cuts the stream as its end would: a held beginning of a
-	// form of MinSecretLen bytes or more is masked, since a checksummed
-	// token's prefix gives the whole back (mfy_: its last 6 characters are
-	// the public CRC of the 30 before). A shorter one, a prompt, shows.
-	w.s.markTail(MinSecretLen)
 	_ = w.flushLocked() // the error is sticky: the next call reports it
 }
 

@@ -31,6 +31,7 @@ type scanner struct {
 	g    int32 // raw thread state
 	pos  int64 // stream position of the next byte
 	norm normThread
+	head headState // a form's suffix the stream may begin with (head.go)
 
 	spans []span    // disjoint, sorted; those a future match may still overlap
 	wraps []int64   // stream positions of the wrap newlines in the chunk being scanned (wrap.go)
@@ -54,6 +55,9 @@ func ringSize(maxLen int) int {
 // scan runs both threads over p, recording matches: with the skip filter
 // over long inputs, else byte by byte.
 func (s *scanner) scan(p []byte) {
+	if s.head.on {
+		s.scanHead(p)
+	}
 	s.findWraps(p)
 	if s.a.skip != nil && len(p) >= minSkipRun && !s.exactOnly {
 		s.scanSkip(p)
@@ -136,6 +140,9 @@ func (s *scanner) slowStep(c byte) {
 
 // boundary is the first position a future match may cover.
 func (s *scanner) boundary() int64 {
+	if s.head.on {
+		return 0 // what the stream began with may yet end a form
+	}
 	b := s.pos - int64(s.a.hold[s.g])
 	if s.norm.alive {
 		b = min(b, s.norm.partialStart(s.a, s.pos))
@@ -242,8 +249,11 @@ func (s *scanner) emit(out []byte, p []byte, limit int64) []byte {
 // it is at least min bytes long: the stream is cut there, and what began a
 // form must not show. The normalising thread's counts the bytes it fed, so
 // a form that a colour code, '\r' or wrap newline interrupted is masked
-// from its first byte, as the raw thread's is.
+// from its first byte, as the raw thread's is. The stream's start is no
+// longer looked at (head.go): if all of the stream so far may be a piece
+// of a form, at least min and headGram bytes long, it is masked.
 func (s *scanner) markTail(min int) {
+	s.endHead(min)
 	if min <= 0 {
 		return
 	}
