@@ -50,6 +50,9 @@ const MinSecretLen = 8
 //     base64, at each alignment (b64Twice): a Kubernetes docker-registry
 //     secret holds the Docker config, whose auth holds user:password, each
 //     base64-encoded; not as UTF-16 either;
+//   - the standard base64 of the value as UTF-16LE, as the stable inner
+//     substring at each alignment (b64UTF16): PowerShell's
+//     -EncodedCommand holding it in a script;
 //   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
 //     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
 //     templates): a page quoting a credential back. Not as UTF-16 too: a
@@ -92,6 +95,32 @@ func Forms(secret []byte) [][]byte {
 		}
 		for _, f := range b64Twice(v) {
 			add(f)
+		}
+		for _, f := range b64UTF16(v) {
+			add(f)
+		}
+	}
+	return out
+}
+
+// b64UTF16 returns the stable inner substrings (b64Stable) of the standard
+// base64 of v as UTF-16LE, at each alignment: PowerShell's -EncodedCommand
+// (a script in a command line that a CI log shows), also what
+// [Convert]::ToBase64String of [Text.Encoding]::Unicode writes. Nothing
+// for v that is not UTF-8.
+func b64UTF16(v []byte) []string {
+	if !utf8.Valid(v) {
+		return nil
+	}
+	units := utf16.Encode([]rune(string(v)))
+	le := make([]byte, 2*len(units))
+	for i, u := range units {
+		binary.LittleEndian.PutUint16(le[2*i:], u)
+	}
+	var out []string
+	for k := 0; k < 3; k++ {
+		if s := b64Stable(base64.StdEncoding, le, k); len(s) >= MinSecretLen {
+			out = append(out, s)
 		}
 	}
 	return out

@@ -127,6 +127,14 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 				for _, v := range base64Variants(f) {
 					addKW(v, false, encBase64, -1)
 				}
+				// Base64 of UTF-16LE text: PowerShell's -EncodedCommand.
+				// The decoded span is UTF-16, which scan reads without
+				// its NULs.
+				if u, ok := utf16LE(f); ok {
+					for _, v := range base64Variants(u) {
+						addKW(v, false, encBase64, -1)
+					}
+				}
 				// Keywords of two characters (Twilio's "SK", Entra's "Q~") are
 				// too short for a base64 trigger, not for hex or percent.
 				if len(f) >= 2 {
@@ -158,6 +166,18 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 		e.ac = ac
 	}
 	return e, nil
+}
+
+// utf16LE is the ASCII s in UTF-16LE; false when s is not ASCII.
+func utf16LE(s string) (string, bool) {
+	b := make([]byte, 0, 2*len(s))
+	for i := 0; i < len(s); i++ {
+		if s[i] >= 0x80 {
+			return "", false
+		}
+		b = append(b, s[i], 0)
+	}
+	return string(b), true
 }
 
 // base64Variants returns, for each of the three alignments, the part of
