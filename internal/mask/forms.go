@@ -29,6 +29,9 @@ const MinSecretLen = 8
 //     neighbours; each holding '/' or '+' also JSON-escaped as each encoder
 //     in jsonStyles writes it;
 //   - hex, lower and upper case;
+//   - quoted-printable ('=' as =3D, non-ASCII bytes as =XX), as an e-mail
+//     or MIME part writes it; its soft line breaks are looked through as
+//     wrap newlines are;
 //   - percent-encoding as each encoder in percentSafe writes it (Go,
 //     Python, Java, PHP, .NET, JavaScript), space as '+' and as "%20", each
 //     with upper- and lower-case hex digits;
@@ -261,6 +264,7 @@ func valueForms(v []byte) []string {
 	}
 	h := hex.EncodeToString(v)
 	fs = append(fs, h, strings.ToUpper(h))
+	fs = append(fs, quotedPrintable(v))
 
 	for _, safe := range percentSafe {
 		for _, space := range []string{"+", "%20"} {
@@ -294,6 +298,24 @@ func valueForms(v []byte) []string {
 		}
 	}
 	return fs
+}
+
+// quotedPrintable writes v as MIME's quoted-printable does (RFC 2045): '='
+// and every byte that is neither printable ASCII nor a tab or line end as
+// =XX, upper-case; soft line breaks are the normalising thread's
+// (wrap.go). The same as v when v holds none of them (deduplicated).
+func quotedPrintable(v []byte) string {
+	var b strings.Builder
+	for _, c := range v {
+		if c == '=' || c >= 0x7f || c < ' ' && c != '\t' && c != '\r' && c != '\n' {
+			b.WriteByte('=')
+			b.WriteByte(hexUpper[c>>4])
+			b.WriteByte(hexUpper[c&15])
+			continue
+		}
+		b.WriteByte(c)
+	}
+	return b.String()
 }
 
 // backslashStyles lists, per shell quoter that escapes with backslashes,

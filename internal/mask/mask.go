@@ -389,8 +389,11 @@ func normalize(p []byte) []byte {
 	var out []byte
 	for i := 0; i < len(p); {
 		switch {
-		case p[i] == '\r' || p[i] == '\n' && (wrapCarry{}).isWrap(p, i):
+		case p[i] == '\r' || p[i] == '\n' && ((wrapCarry{}).isWrap(p, i) || qpBreak(p, i) >= 0):
 			i++
+			continue
+		case p[i] == '=' && (i+1 < len(p) && p[i+1] == '\n' || i+2 < len(p) && p[i+1] == '\r' && p[i+2] == '\n'):
+			i++ // a quoted-printable soft line break
 			continue
 		case p[i] == esc && i+1 < len(p) && p[i+1] == '[':
 			j := i + 2

@@ -128,7 +128,7 @@ func (s *scanner) slowStep(c byte) {
 	if ml := a.matchLen[s.g]; ml > 0 {
 		s.addSpan(s.pos+1-int64(ml), s.pos+1)
 	}
-	wrap := c == '\n' && len(s.wraps) > 0 && s.wrapAt(s.pos)
+	wrap := (c == '\n' || c == '=') && len(s.wraps) > 0 && s.wrapAt(s.pos)
 	if !s.norm.alive && (c == '\r' || c == esc || wrap) {
 		s.norm.spawn(a, prev, s.pos)
 	}

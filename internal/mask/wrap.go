@@ -69,8 +69,24 @@ func (w wrapCarry) after(p []byte) wrapCarry {
 	return wrapCarry{run: w.runBefore(p, len(p)), endCR: p[len(p)-1] == '\r'}
 }
 
-// hasWrap reports whether p, taken as a whole stream, holds a wrap newline.
+// qpBreak is the index of the '=' of the quoted-printable soft line break
+// that the '\n' at p[r] ends ("=\n" or "=\r\n"), or -1.
+func qpBreak(p []byte, r int) int {
+	switch {
+	case r >= 1 && p[r-1] == '=':
+		return r - 1
+	case r >= 2 && p[r-1] == '\r' && p[r-2] == '=':
+		return r - 2
+	}
+	return -1
+}
+
+// hasWrap reports whether p, taken as a whole stream, holds a wrap newline
+// or a quoted-printable soft line break.
 func hasWrap(p []byte) bool {
+	if bytes.Contains(p, []byte("=\n")) || bytes.Contains(p, []byte("=\r\n")) {
+		return true
+	}
 	for i := 0; ; {
 		k := bytes.IndexByte(p[i:], '\n')
 		if k < 0 {
@@ -88,6 +104,11 @@ func hasWrap(p []byte) bool {
 // It finds newlines with a vectorised search and looks at the last word
 // of each line; after a newline at r the next wrap is at r+61 or later
 // (its run starts after r), so the search jumps there.
+//
+// A quoted-printable soft line break ("=\n" or "=\r\n": MIME cuts lines of
+// 76 characters so) is removed the same way, its '=' too: both are
+// recorded. One that ends a line shorter than wrapRuby+1 characters, or
+// whose '=' ends one chunk and whose line end begins the next, is not.
 func (s *scanner) findWraps(p []byte) {
 	s.wraps = s.wraps[:0]
 	for i := 0; i < len(p); {
@@ -96,7 +117,11 @@ func (s *scanner) findWraps(p []byte) {
 			break
 		}
 		r := i + k
-		if s.wrap.isWrap(p, r) {
+		q := qpBreak(p, r)
+		if q >= 0 {
+			s.wraps = append(s.wraps, s.pos+int64(q))
+		}
+		if q >= 0 || s.wrap.isWrap(p, r) {
 			s.wraps = append(s.wraps, s.pos+int64(r))
 		}
 		i = r + 1 + wrapRuby
