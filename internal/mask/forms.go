@@ -56,6 +56,8 @@ const MinSecretLen = 8
 //   - the standard base64 of the value as UTF-16LE, as the stable inner
 //     substring at each alignment (b64UTF16): PowerShell's
 //     -EncodedCommand holding it in a script;
+//   - hex with a space, colon or dash between the bytes (hexSeps), lower
+//     and upper case: one line of debug output; not as UTF-16;
 //   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
 //     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
 //     templates): a page quoting a credential back. Not as UTF-16 too: a
@@ -102,8 +104,33 @@ func Forms(secret []byte) [][]byte {
 		for _, f := range b64UTF16(v) {
 			add(f)
 		}
+		for _, by := range hexSeps {
+			add(hexSep(v, by, hexLower))
+			add(hexSep(v, by, hexUpper))
+		}
 	}
 	return out
+}
+
+// hexSeps are the separators printed between the bytes of hex on one
+// line: Go's fmt "% x", hexdump -ve '1/1 "%.2x "' and Python's
+// bytes.hex(" "); colons (openssl, Java's HexFormat, Python); dashes
+// (.NET's BitConverter.ToString). Dumps of 16 bytes a line (xxd, hexdump
+// -C, od) are not forms: they print the bytes themselves beside their hex.
+var hexSeps = []byte{' ', ':', '-'}
+
+// hexSep is v in hex with the given digits, by between each two bytes.
+func hexSep(v []byte, by byte, digits string) string {
+	var b strings.Builder
+	b.Grow(3 * len(v))
+	for i, c := range v {
+		if i > 0 {
+			b.WriteByte(by)
+		}
+		b.WriteByte(digits[c>>4])
+		b.WriteByte(digits[c&15])
+	}
+	return b.String()
 }
 
 // b64UTF16 returns the stable inner substrings (b64Stable) of the standard
