@@ -254,8 +254,8 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 // joined.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
-	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b)}
-	if !o.nuls && !o.joins && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
+	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b), qp: depth == 0 && isQuotedPrintable(b)}
+	if !o.nuls && !o.joins && !o.qp && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
 	nb, at := stripTermCodes(b, o)

@@ -145,6 +145,9 @@ func isGitLabLog(b []byte) bool {
 	return flag != 0
 }
 
+// isHex reports whether c is a hex digit of either case.
+func isHex(c byte) bool { _, ok := unhex(c); return ok }
+
 func isHexDigit(c byte) bool { return isDigit(c) || c >= 'a' && c <= 'f' }
 
 func isDigit(c byte) bool { return c >= '0' && c <= '9' }
@@ -174,6 +177,17 @@ type stripOpts struct {
 	wraps bool // the line ends of wrapped base64 lines and the timestamps after them
 	nuls  bool // NUL bytes: UTF-16 text narrowed to its ASCII characters
 	joins bool // the line end and header before a GitLab line that continues the one before
+	qp    bool // quoted-printable: soft line breaks removed, =XX decoded
+}
+
+// isQuotedPrintable reports whether b declares a quoted-printable part
+// (an e-mail or MIME dump): its soft line breaks ('=' ending a line that
+// MIME cut at 76 characters) and =XX escapes are then read through, as the
+// masker (internal/mask, wrap.go) masks through them. A log that does not
+// say so is not decoded: "KEY=\n" and "x=3D" are common elsewhere.
+func isQuotedPrintable(b []byte) bool {
+	return bytes.Contains(b, []byte("quoted-printable")) || bytes.Contains(b, []byte("Quoted-Printable")) ||
+		bytes.Contains(b, []byte("QUOTED-PRINTABLE"))
 }
 
 // stripTermCodes returns b without '\r' bytes and CSI sequences (ESC '[',
@@ -199,6 +213,21 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 	}
 	for i := lineStart(0); i < len(b); {
 		switch {
+		case o.qp && b[i] == '=' && i+1 < len(b) && (b[i+1] == '\n' || b[i+1] == '\r' && i+2 < len(b) && b[i+2] == '\n'):
+			// A soft line break: the line goes on after it.
+			i += 2
+			if b[i-1] == '\r' {
+				i++
+			}
+			continue
+		case o.qp && b[i] == '=' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]):
+			h, _ := unhex(b[i+1])
+			l, _ := unhex(b[i+2])
+			out = append(out, h<<4|l)
+			at = append(at, i)
+			i += 3
+			run, whole = 0, false
+			continue
 		case b[i] == '\r' || b[i] == 0 && nuls:
 			i++
 			continue
