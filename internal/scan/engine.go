@@ -19,14 +19,21 @@ const (
 	encBase64
 	encHex
 	encPercent
+	encHexSep // hex with a separator between the bytes (hexSeps)
 	numEnc
 )
+
+// hexSeps are the separators that one-line hex dumps put between bytes:
+// Go's "% x", hexdump -ve and Python's bytes.hex(" "); colons (openssl,
+// Java's HexFormat); dashes (.NET's BitConverter.ToString). The masker
+// masks the same (internal/mask, forms.go).
+const hexSeps = " :-"
 
 func (e encoding) String() string {
 	switch e {
 	case encBase64:
 		return "base64"
-	case encHex:
+	case encHex, encHexSep:
 		return "hex"
 	case encPercent:
 		return "percent"
@@ -139,6 +146,9 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 				// too short for a base64 trigger, not for hex or percent.
 				if len(f) >= 2 {
 					addKW(hex.EncodeToString([]byte(f)), false, encHex, -1)
+					for i := 0; i < len(hexSeps); i++ {
+						addKW(hexSepEncode(f, hexSeps[i]), false, encHexSep, -1)
+					}
 				}
 				if len(f) >= 2 {
 					var sb strings.Builder
@@ -166,6 +176,19 @@ func newEngine(rules []*rule, decode bool) (*engine, error) {
 		e.ac = ac
 	}
 	return e, nil
+}
+
+// hexSepEncode is s in lower-case hex with sep between each two bytes.
+func hexSepEncode(s string, sep byte) string {
+	h := hex.EncodeToString([]byte(s))
+	var b strings.Builder
+	for i := 0; i < len(h); i += 2 {
+		if i > 0 {
+			b.WriteByte(sep)
+		}
+		b.WriteString(h[i : i+2])
+	}
+	return b.String()
 }
 
 // utf16LE is the ASCII s in UTF-16LE; false when s is not ASCII.
@@ -411,6 +434,10 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 	if ks < st.spanE[enc] {
 		return
 	}
+	if enc == encHexSep {
+		st.decodeHexSep(ks, ke)
+		return
+	}
 	var set *charset
 	switch enc {
 	case encBase64:
@@ -473,6 +500,38 @@ func (st *scanState) decodeHit(enc encoding, ks, ke int) {
 		for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, "") {
 			st.addDecoded(m, s+pos[m.pos], enc)
 		}
+	}
+}
+
+// decodeHexSep decodes the run of separated hex bytes around b[ks:ke]
+// (two digits, the keyword's separator, two digits…) and rescans it.
+func (st *scanState) decodeHexSep(ks, ke int) {
+	b := st.b
+	sep := b[ks+2]
+	pair := func(i int) bool { return i >= 0 && i+2 <= len(b) && setHex[b[i]] && setHex[b[i+1]] }
+	s := ks
+	for ks-s < maxSpan && s >= 3 && b[s-1] == sep && pair(s-3) {
+		s -= 3
+	}
+	e := ke
+	for e-ke < maxSpan && e < len(b) && b[e] == sep && pair(e+1) {
+		e += 3
+	}
+	st.spanE[encHexSep] = e
+	if e < len(b) && b[e] == sep && pair(e+1) {
+		st.spanE[encHexSep] = e - cutMargin // cut, not ended: see cutMargin
+	}
+	dec := make([]byte, 0, (e-s+1)/3)
+	for i := s; i+2 <= e; i += 3 {
+		h, _ := unhex(b[i])
+		l, _ := unhex(b[i+1])
+		dec = append(dec, h<<4|l)
+	}
+	if len(dec) < 8 {
+		return
+	}
+	for _, m := range st.e.scan(dec, 0, len(dec), st.depth+1, "") {
+		st.addDecoded(m, s+3*m.pos, encHexSep)
 	}
 }
 
