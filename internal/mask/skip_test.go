@@ -70,8 +70,13 @@ func skipStream(c skipCase, prog []byte) []byte {
 		case 3:
 			at := y % (len(form) + 1)
 			ins := fillers[x%9]
-			if x&1 == 0 {
+			switch {
+			case x&1 == 0:
 				ins = "\r"
+			case x&7 == 3:
+				ins = "=\r\n" // a quoted-printable soft line break
+			case x&7 == 7:
+				ins = "=\n"
 			}
 			b = append(append(append(b, form[:at]...), ins...), form[at:]...)
 		case 4, 5:
