@@ -65,7 +65,7 @@ func buildFilter(patterns [][]byte, minLen int, used *[256]bool, maxBytes int) *
 	f.s = minLen - f.q + 1
 	grams := len(patterns) * f.s
 	bits := 1 << 12
-	for bits < 16*grams && bits < maxFilterBits && bits < 8*maxBytes {
+	for bits < 32*grams && bits < maxFilterBits && bits < 8*maxBytes {
 		bits <<= 1
 	}
 	f.shift = uint(64 - log2(bits))
