@@ -30,29 +30,59 @@ type headIndex struct {
 
 // buildHead makes the index of a's trie, given each node's parent.
 func buildHead(a *automaton, parent []int32) *headIndex {
-	type entry struct {
-		g uint64
-		v int32
-	}
 	grams := make([]uint64, len(parent))
-	var es []entry
+	n := 0
+	for v := 1; v < len(parent); v++ {
+		if a.depth[v] > headGram {
+			n++
+		}
+	}
+	es := make([]headEntry, 0, n)
 	for v := int32(1); v < int32(len(parent)); v++ {
 		grams[v] = grams[parent[v]]<<8 | uint64(a.inByte[v])
 		if a.depth[v] > headGram {
-			es = append(es, entry{grams[v], v})
+			es = append(es, headEntry{grams[v], v})
 		}
 	}
-	slices.SortFunc(es, func(x, y entry) int {
-		if c := cmpUint64(x.g, y.g); c != 0 {
-			return c
-		}
-		return int(x.v - y.v)
-	})
+	es = radixSort(es, make([]headEntry, len(es)))
 	h := &headIndex{parent: parent, nodes: make([]int32, len(es))}
 	for i, e := range es {
 		h.nodes[i] = e.v
 	}
 	return h
+}
+
+// headEntry is a node of the index with the headGram bytes into it.
+type headEntry struct {
+	g uint64
+	v int32
+}
+
+// radixSort sorts es by g, a byte at a time from the lowest, through tmp
+// (as long as es), and returns whichever of the two holds the result.
+// Nodes of one gram may end in any order: find returns them all. A
+// comparison sort here was half of building a Matcher, which the gateway
+// does on the first request of each token.
+func radixSort(es, tmp []headEntry) []headEntry {
+	for shift := 0; shift < 64; shift += 8 {
+		var count [257]int
+		for _, e := range es {
+			count[byte(e.g>>shift)+1]++
+		}
+		if len(es) == 0 || count[int(byte(es[0].g>>shift))+1] == len(es) {
+			continue // one value of this byte: the pass would move nothing
+		}
+		for b := 1; b < len(count); b++ {
+			count[b] += count[b-1]
+		}
+		for _, e := range es {
+			b := byte(e.g >> shift)
+			tmp[count[b]] = e
+			count[b]++
+		}
+		es, tmp = tmp, es
+	}
+	return es
 }
 
 func cmpUint64(x, y uint64) int {
