@@ -67,7 +67,7 @@ func radixSort(es, tmp []headEntry) []headEntry {
 	for shift := 0; shift < 64; shift += 8 {
 		var count [257]int
 		for _, e := range es {
-			count[byte(e.g>>shift)+1]++
+			count[int(byte(e.g>>shift))+1]++
 		}
 		if len(es) == 0 || count[int(byte(es[0].g>>shift))+1] == len(es) {
 			continue // one value of this byte: the pass would move nothing

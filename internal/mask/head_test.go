@@ -3,6 +3,8 @@ package mask
 import (
 	"bytes"
 	"encoding/base64"
+	"math/rand/v2"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -85,5 +87,42 @@ func TestStreamStartNotHeld(t *testing.T) {
 	_, _ = w2.Write([]byte(strings.Repeat("build ok ", 10)))
 	if out.Len() != 90 {
 		t.Fatalf("held %d bytes of plain text", 90-out.Len())
+	}
+}
+
+// radixSort orders by gram whatever the bytes, including 0xff ones (a
+// byte-typed bucket index once overflowed there).
+func TestRadixSort(t *testing.T) {
+	tests := []struct {
+		name string
+		gs   []uint64
+	}{
+		{"empty", nil},
+		{"one", []uint64{7}},
+		{"high bytes", []uint64{0xffffffffffffffff, 0, 0xff, 0xff00000000000000, 0x00ff00ff00ff00ff, 0xff}},
+		{"one value of most bytes", []uint64{0x0101010101010103, 0x0101010101010101, 0x0101010101010102}},
+	}
+	r := rand.New(rand.NewPCG(1, 2))
+	var many []uint64
+	for range 5000 {
+		many = append(many, r.Uint64()>>(8*r.IntN(8)))
+	}
+	tests = append(tests, struct {
+		name string
+		gs   []uint64
+	}{"random", many})
+	for _, tt := range tests {
+		es := make([]headEntry, len(tt.gs))
+		for i, g := range tt.gs {
+			es[i] = headEntry{g: g, v: int32(i)}
+		}
+		got := radixSort(es, make([]headEntry, len(es)))
+		want := slices.Clone(tt.gs)
+		slices.Sort(want)
+		for i := range want {
+			if got[i].g != want[i] || tt.gs[got[i].v] != got[i].g {
+				t.Fatalf("%s: at %d got %#x (node %d), want %#x", tt.name, i, got[i].g, got[i].v, want[i])
+			}
+		}
 	}
 }
