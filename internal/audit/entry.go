@@ -26,6 +26,14 @@ const (
 	TypeAdminCreate = "admin.token.create" // an admin token created
 	TypeAdminDelete = "admin.token.delete" // an admin token deleted
 	TypeServerStart = "server.start"       // a server came up
+	// TypeCredentialMint records a minted upstream credential (SPEC
+	// section 9) created for a lease or shared by a grant (status 200), or
+	// a refused or failed creation (4xx/5xx), never its value.
+	TypeCredentialMint = "credential.mint"
+	// TypeCredentialRenew records a minted credential's expiry moved: with
+	// its lease's renewal (status 200, or 5xx when the upstream refused),
+	// or brought forward when a fresh shared one replaces it.
+	TypeCredentialRenew = "credential.renew"
 	// TypeCredentialRevoke records a minted upstream credential (SPEC
 	// section 9) revoked upstream (status 200) or a failed attempt (5xx).
 	TypeCredentialRevoke = "credential.revoke"

@@ -18,6 +18,7 @@ import (
 	"crypto/aes"
 	"crypto/cipher"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/binary"
 	"encoding/hex"
 	"errors"
@@ -31,6 +32,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -39,23 +41,24 @@ import (
 // Store is what the manager needs of the store.
 type Store interface {
 	InsertMinted(ctx context.Context, m store.Minted) error
-	MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time) error
+	MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time, n *store.Note) error
 	RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error)
 	MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]store.Minted, error)
 	ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error)
 	MintedRevoked(ctx context.Context, id, reason string, at time.Time, n *store.Note) error
 	MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time, n *store.Note) error
-	SetMintedExpiry(ctx context.Context, id string, expires time.Time) error
+	SetMintedExpiry(ctx context.Context, id string, expires time.Time, n *store.Note) error
 	MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Minted, error)
 	MintedByLease(ctx context.Context, leaseID string) ([]store.Minted, error)
 	MintedByID(ctx context.Context, id string) (store.Minted, error)
 	SweepMinted(ctx context.Context, before time.Time) (int64, error)
 }
 
-// Auditor records events (*auditlog.Log): an action waits for its entry
-// (Future.Wait), which the log makes durable before answering. A
-// revocation's outcome is written by the store transaction that records
-// it instead (Record, then Settle for its index: see auditlog's pending
+// Auditor records events (*auditlog.Log): a refusal or failure that
+// changed nothing waits for its entry (Future.Wait), which the log makes
+// durable before answering. A credential's creation, renewal and
+// revocation are written by the store transaction that records them
+// instead (Record, then Settle for its index: see auditlog's pending
 // records), so that neither stands without the other.
 type Auditor interface {
 	Add(ctx context.Context, ev audit.Event) auditlog.Future
@@ -313,37 +316,72 @@ func sealAAD(rec store.Minted) []byte {
 	return b
 }
 
-// Mint creates one credential of up for a lease (leaseID "" for one the
-// grant shares): it is recorded before it is created, and a failure after
-// creation revokes it at once (and again, by the worker, until confirmed).
-// A refusal is an *Error naming the cause.
+// For is whom a credential is minted for, for its audit entry: a lease
+// and the identity holding it (all empty for one a grant shares).
+type For struct {
+	Lease, Issuer, Subject, Job, Repository string
+}
+
+// Mint is MintFor with only the lease known.
 func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream, g *policy.Grant, expires time.Time) (*Issued, error) {
+	return m.MintFor(ctx, For{Lease: leaseID}, up, g, expires)
+}
+
+// MintFor creates one credential of up for a lease (f.Lease "" for one the
+// grant shares): it is recorded before it is created, its creation's audit
+// entry commits with the record of it (a credential whose entry cannot be
+// written is revoked, never handed out), and a failure after creation
+// revokes it at once (and again, by the worker, until confirmed). Every
+// refusal and failure has an entry too. A refusal is an *Error naming the
+// cause.
+func (m *Manager) MintFor(ctx context.Context, f For, up *policy.Upstream, g *policy.Grant, expires time.Time) (*Issued, error) {
 	kind := up.Kind()
+	leaseID := f.Lease
+	ev := audit.Event{Type: audit.TypeCredentialMint, Lease: leaseID, Issuer: f.Issuer, Subject: f.Subject, Job: f.Job, Repository: f.Repository,
+		Upstream: up.Name, Grant: g.Name, Detail: map[string]any{"kind": kind}}
+	if leaseID == "" {
+		// Shared: the cache entry it serves, named by a digest of what
+		// shapes it (upstream, url, grant, App, scope: no secret).
+		key := sha256.Sum256([]byte(sharedKey(up, g)))
+		ev.Detail["deliver"], ev.Detail["cache_key"], ev.Detail["url"] = policy.DeliverGateway, hex.EncodeToString(key[:8]), up.URL
+	} else {
+		ev.Detail["deliver"] = policy.DeliverJob
+	}
 	src := m.cfg.Sources[kind]
 	if src == nil {
-		return nil, Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot mint %s credentials", up.Name, kind)
+		err := Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot mint %s credentials", up.Name, kind)
+		m.mintFailed(ctx, ev, err)
+		return nil, err
 	}
 	id, err := newID()
 	if err != nil {
 		return nil, fmt.Errorf("mint: id: %w", err)
 	}
+	ev.Detail["credential"] = id
 	req := Request{ID: id, LeaseID: leaseID, Upstream: up, Grant: g, ExpiresAt: expires}
 	plan, err := src.Plan(ctx, req)
 	if err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
+		m.mintFailed(ctx, ev, err)
 		return nil, err
+	}
+	if plan.Name != "" {
+		ev.Detail["name"] = plan.Name
 	}
 	rec := store.Minted{ID: id, LeaseID: leaseID, Upstream: up.Name, Grant: g.Name, Kind: kind, ExternalName: plan.Name,
 		Params: plan.Params, State: store.MintPending, CreatedAt: m.cfg.Now(), ExpiresAt: expires}
 	if err := m.cfg.Store.InsertMinted(ctx, rec); err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
-		return nil, fmt.Errorf("mint: record %s credential: %w", kind, err)
+		err = fmt.Errorf("mint: record %s credential: %w", kind, err)
+		m.mintFailed(ctx, ev, err)
+		return nil, err
 	}
 	mctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 	got, err := src.Mint(mctx, req, plan)
 	cancel()
 	if err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
+		m.mintFailed(ctx, ev, err)
 		// Nothing half-made may stay upstream: undo now, and let the
 		// worker retry until the source confirms.
 		m.abandon(context.WithoutCancel(ctx), rec, nil, "mint failed")
@@ -360,13 +398,37 @@ func (m *Manager) Mint(ctx context.Context, leaseID string, up *policy.Upstream,
 		h := m.cfg.Hasher.Sum(got.Secret)
 		hash = h[:]
 	}
-	if err := m.cfg.Store.MintedCreated(ctx, id, hash, m.seal(rec, got.Material), got.ExpiresAt); err != nil {
+	ev.Status = 200
+	ev.Detail["expires_at"] = got.ExpiresAt.UTC().Format(time.RFC3339)
+	since := m.cfg.Audit.Size()
+	note := m.noted(ev)
+	if err := m.cfg.Store.MintedCreated(ctx, id, hash, m.seal(rec, got.Material), got.ExpiresAt, note); err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
+		// Not on record (or its entry not written): never handed out.
 		m.abandon(context.WithoutCancel(ctx), rec, got.Material, "not recorded")
-		return nil, fmt.Errorf("mint: record created %s credential: %w", kind, err)
+		err = fmt.Errorf("mint: record created %s credential: %w", kind, err)
+		if errors.Is(err, store.ErrNoteFailed) {
+			err = fmt.Errorf("%w: %w", failclosed.ErrUnavailable, err)
+		}
+		return nil, err
 	}
+	m.settle(ctx, since, note)
 	m.m.minted.WithLabelValues(kind).Inc()
 	return &Issued{ID: id, Upstream: up.Name, Kind: kind, Credential: got.Credential, Secret: got.Secret}, nil
+}
+
+// mintFailed records a refused or failed creation. Nothing was handed out,
+// so there is nothing to undo when the entry cannot be written: that is
+// logged.
+func (m *Manager) mintFailed(ctx context.Context, ev audit.Event, cause error) {
+	ev.Status, ev.Reason = 503, clip(cause.Error())
+	var me *Error
+	if errors.As(cause, &me) {
+		ev.Status = me.Status
+	}
+	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
+		m.cfg.Logger.Warn("mint: a failed creation's audit entry was not written", "upstream", ev.Upstream, "grant", ev.Grant, "err", err)
+	}
 }
 
 // abandon revokes a credential that will not be handed out: once now, and
@@ -397,7 +459,9 @@ func (m *Manager) RevokeLeases(ctx context.Context, leaseIDs []string, reason st
 	return nil
 }
 
-// Renew extends the live credentials of a lease to expires.
+// Renew extends the live credentials of a lease to expires, each with its
+// entry (credential.renew) in the transaction that records it; a refusal
+// upstream has an entry too.
 func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) error {
 	recs, err := m.cfg.Store.MintedByLease(ctx, leaseID)
 	if err != nil {
@@ -407,25 +471,54 @@ func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) 
 		if rec.State != store.MintLive {
 			continue
 		}
+		ev := audit.Event{Type: audit.TypeCredentialRenew, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant,
+			Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "expires_at": expires.UTC().Format(time.RFC3339)}}
+		if rec.ExternalName != "" {
+			ev.Detail["name"] = rec.ExternalName
+		}
 		src := m.cfg.Sources[rec.Kind]
 		if src == nil {
-			return Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot renew %s credentials", rec.Upstream, rec.Kind)
+			err := Errorf(500, "upstream_misconfigured", "upstream %s: this server cannot renew %s credentials", rec.Upstream, rec.Kind)
+			m.renewFailed(ctx, ev, err)
+			return err
 		}
 		mat, err := m.open(rec)
 		if err != nil {
+			m.renewFailed(ctx, ev, err)
 			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
 		err = src.Renew(rctx, Record{Minted: rec, Material: mat}, expires)
 		cancel()
 		if err != nil {
+			m.renewFailed(ctx, ev, err)
 			return err
 		}
-		if err := m.cfg.Store.SetMintedExpiry(ctx, rec.ID, expires); err != nil && !errors.Is(err, store.ErrNotFound) {
+		ev.Status = 200
+		since := m.cfg.Audit.Size()
+		note := m.noted(ev)
+		if err := m.cfg.Store.SetMintedExpiry(ctx, rec.ID, expires, note); err != nil {
+			if errors.Is(err, store.ErrNotFound) {
+				continue // revoked meanwhile: nothing extended on record
+			}
 			return err
 		}
+		m.settle(ctx, since, note)
 	}
 	return nil
+}
+
+// renewFailed records a renewal the upstream (or this server) refused:
+// the credential keeps its expiry, and so does its lease.
+func (m *Manager) renewFailed(ctx context.Context, ev audit.Event, cause error) {
+	ev.Status, ev.Reason = 502, clip(cause.Error())
+	var me *Error
+	if errors.As(cause, &me) {
+		ev.Status = me.Status
+	}
+	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
+		m.cfg.Logger.Warn("mint: a failed renewal's audit entry was not written", "upstream", ev.Upstream, "lease", ev.Lease, "err", err)
+	}
 }
 
 // Found is a minted credential a leak report named.
@@ -638,7 +731,7 @@ func (m *Manager) noted(ev audit.Event) *store.Note {
 // delays its index, logged, never returned.
 func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
 	if err := m.cfg.Audit.Settle(context.WithoutCancel(ctx), since, note); err != nil {
-		m.cfg.Logger.Warn("mint: a revocation's audit entry is recorded but not in the log yet", "err", err)
+		m.cfg.Logger.Warn("mint: a credential's audit entry is recorded but not in the log yet", "err", err)
 	}
 }
 

@@ -30,6 +30,8 @@ type upstreamDouble struct {
 	live       map[string]bool // external names that exist upstream
 	material   map[string]string
 	failMint   error
+	failPlan   error
+	failRenew  error
 	failRevoke int // the next n revocations fail
 	revokes    int
 	renewed    map[string]time.Time
@@ -47,6 +49,11 @@ func newDouble() *upstreamDouble {
 }
 
 func (d *upstreamDouble) Plan(_ context.Context, r Request) (Plan, error) {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	if d.failPlan != nil {
+		return Plan{}, d.failPlan
+	}
 	return Plan{Name: "role_" + r.ID[4:12], Params: []byte(`{"db":"x"}`)}, nil
 }
 
@@ -73,6 +80,9 @@ func (d *upstreamDouble) Mint(_ context.Context, r Request, p Plan) (Minted, err
 func (d *upstreamDouble) Renew(_ context.Context, rec Record, exp time.Time) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
+	if d.failRenew != nil {
+		return d.failRenew
+	}
 	d.renewed[rec.ExternalName] = exp
 	return nil
 }
@@ -580,10 +590,10 @@ type blockingExpiry struct {
 	release chan struct{}
 }
 
-func (b *blockingExpiry) SetMintedExpiry(ctx context.Context, id string, expires time.Time) error {
+func (b *blockingExpiry) SetMintedExpiry(ctx context.Context, id string, expires time.Time, n *store.Note) error {
 	b.entered <- id
 	<-b.release
-	return b.DB.SetMintedExpiry(ctx, id, expires)
+	return b.DB.SetMintedExpiry(ctx, id, expires, n)
 }
 
 // A refreshed shared credential is served only once the one it replaces

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -160,8 +161,17 @@ func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Ups
 		// would have). On record before the new one is served, so that
 		// whoever sees the new one also finds the old one due (a revoked
 		// one, ErrNotFound, needs nothing).
-		if err := m.cfg.Store.SetMintedExpiry(context.WithoutCancel(ctx), cur.ID, now.Add(retireAfter)); err != nil && !errors.Is(err, store.ErrNotFound) {
-			m.cfg.Logger.Warn("mint: replaced shared credential not retired early; it is revoked at its expiry", "id", cur.ID, "err", err)
+		retire := now.Add(retireAfter)
+		ev := audit.Event{Type: audit.TypeCredentialRenew, Upstream: up.Name, Grant: g.Name, Status: 200, Reason: "replaced by " + is.ID,
+			Detail: map[string]any{"credential": cur.ID, "kind": cur.Kind, "expires_at": retire.UTC().Format(time.RFC3339)}}
+		since := m.cfg.Audit.Size()
+		note := m.noted(ev)
+		if err := m.cfg.Store.SetMintedExpiry(context.WithoutCancel(ctx), cur.ID, retire, note); err != nil {
+			if !errors.Is(err, store.ErrNotFound) {
+				m.cfg.Logger.Warn("mint: replaced shared credential not retired early; it is revoked at its expiry", "id", cur.ID, "err", err)
+			}
+		} else {
+			m.settle(ctx, since, note)
 		}
 	}
 	e.set(is, now)

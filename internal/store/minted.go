@@ -89,12 +89,16 @@ func nilIfEmpty(b []byte) any {
 // MintedCreated marks a pending credential live once created upstream, with
 // its value's hash, its sealed revocation material and its own expiry. A
 // credential already being revoked (its lease ended meanwhile) stays so and
-// gets the material it needs.
-func (db *DB) MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time) error {
+// gets the material it needs. n, the creation's audit record, is written
+// in the same transaction: when it fails nothing is recorded.
+func (db *DB) MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound,
+		if err := db.execOne(ctx, tx, ErrNotFound,
 			`UPDATE minted SET value_hash = ?, sealed = ?, expires_at = ?, state = CASE WHEN state = ? THEN ? ELSE state END WHERE id = ? AND state IN (?, ?)`,
-			nilIfEmpty(hash), nilIfEmpty(sealed), nanos(expires), MintPending, MintLive, id, MintPending, MintRevoking)
+			nilIfEmpty(hash), nilIfEmpty(sealed), nanos(expires), MintPending, MintLive, id, MintPending, MintRevoking); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Minted: []string{id}})
 	})
 	if err != nil {
 		if isUniqueViolation(err) {
@@ -215,10 +219,15 @@ func (db *DB) MintedRevokeFailed(ctx context.Context, id, reason, lastErr string
 	return err
 }
 
-// SetMintedExpiry records a credential's new expiry (a renewal).
-func (db *DB) SetMintedExpiry(ctx context.Context, id string, expires time.Time) error {
+// SetMintedExpiry records a live credential's new expiry (a renewal, or a
+// replaced shared one retired early), with n, its audit record, in the
+// same transaction.
+func (db *DB) SetMintedExpiry(ctx context.Context, id string, expires time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET expires_at = ? WHERE id = ? AND state = ?`, nanos(expires), id, MintLive)
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET expires_at = ? WHERE id = ? AND state = ?`, nanos(expires), id, MintLive); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Minted: []string{id}})
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store: minted credential expiry: %w", err)

@@ -56,18 +56,18 @@ func testMinted(t *testing.T, b storetest.Backend) {
 	}
 	hash := func(c byte) []byte { h := make([]byte, 32); h[0] = c; return h }
 	for i, id := range []string{"mnt_a", "mnt_b", "mnt_c", "mnt_d", "mnt_e"} {
-		if err := db.MintedCreated(ctx, id, hash(byte(i+1)), []byte("sealed"), later); err != nil {
+		if err := db.MintedCreated(ctx, id, hash(byte(i+1)), []byte("sealed"), later, nil); err != nil {
 			t.Fatalf("created %s: %v", id, err)
 		}
 	}
-	if err := db.MintedCreated(ctx, "mnt_a", hash(9), nil, later); !errors.Is(err, store.ErrNotFound) {
+	if err := db.MintedCreated(ctx, "mnt_a", hash(9), nil, later, nil); !errors.Is(err, store.ErrNotFound) {
 		t.Fatalf("created twice: %v", err)
 	}
-	if err := db.MintedCreated(ctx, "mnt_f", hash(1), nil, later); !errors.Is(err, store.ErrExists) {
+	if err := db.MintedCreated(ctx, "mnt_f", hash(1), nil, later, nil); !errors.Is(err, store.ErrExists) {
 		t.Fatalf("a hash twice: %v", err)
 	}
 	// mnt_d was created with a later expiry: set it back.
-	if err := db.SetMintedExpiry(ctx, "mnt_d", now.Add(-time.Second)); err != nil {
+	if err := db.SetMintedExpiry(ctx, "mnt_d", now.Add(-time.Second), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RevokeLeases(ctx, store.LeaseFilter{ID: "lse_ended"}, now, "test"); err != nil {

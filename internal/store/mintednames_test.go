@@ -31,7 +31,7 @@ func testMintedNames(t *testing.T, b storetest.Backend) {
 	if err := db.InsertMinted(ctx, rec("mnt_other", "other-db", "role_1")); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.MintedCreated(ctx, "mnt_2", []byte("h2h2h2h2h2h2h2h2h2h2h2h2h2h2h2h2"), nil, now.Add(time.Hour)); err != nil {
+	if err := db.MintedCreated(ctx, "mnt_2", []byte("h2h2h2h2h2h2h2h2h2h2h2h2h2h2h2h2"), nil, now.Add(time.Hour), nil); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := db.RevokeMinted(ctx, []string{"mnt_4"}, nil, "test"); err != nil {
