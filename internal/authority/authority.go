@@ -136,7 +136,9 @@ type Config struct {
 // Minter mints and revokes upstream credentials (internal/mint).
 type Minter interface {
 	Handles(up *policy.Upstream) bool
-	Mint(ctx context.Context, leaseID string, up *policy.Upstream, g *policy.Grant, expires time.Time) (*mint.Issued, error)
+	// MintFor mints a lease's credential; f names the lease and its
+	// holder for the credential's audit entry.
+	MintFor(ctx context.Context, f mint.For, up *policy.Upstream, g *policy.Grant, expires time.Time) (*mint.Issued, error)
 	// Shared makes sure a grant's shared credential (deliver: gateway) can
 	// be had, from its cache when it can.
 	Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*mint.Issued, error)
@@ -532,7 +534,8 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 	// minted for it, so the mint worker revokes whatever a failure leaves.
 	for _, up := range sortedKeys(jobCreds) {
 		g := jobCreds[up]
-		is, err := a.cfg.Minter.Mint(ctx, l.ID, p.Upstreams[up], g, l.ExpiresAt())
+		is, err := a.cfg.Minter.MintFor(ctx, mint.For{Lease: l.ID, Issuer: l.Issuer, Subject: l.Subject, Job: l.Job, Repository: ev.Repository},
+			p.Upstreams[up], g, l.ExpiresAt())
 		if err != nil {
 			ev.Lease, ev.Check = l.ID, "upstream_credential"
 			// The token was never shown: its lease and whatever was
