@@ -8,6 +8,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -31,6 +32,12 @@ type Source struct {
 	// Known reports which role names of an upstream a record stands for
 	// (store.MintedNames); the sweep drops the others.
 	Known func(ctx context.Context, upstream string, names []string) (map[string]bool, error)
+	// Audit, when set, records the roles each sweep drops and returns once
+	// the entry is durable (the server's audit log: Add, then Wait).
+	Audit func(ctx context.Context, ev audit.Event) error
+	// AuditFailed, when set, hears of a sweep's entry that could not be
+	// written (a log line).
+	AuditFailed func(upstream string, dropped int, err error)
 
 	sweepMu sync.Mutex
 }
@@ -226,8 +233,32 @@ func (s *Source) Sweep(ctx context.Context) (int, error) {
 		if err != nil {
 			errs = append(errs, err)
 		}
+		s.auditSwept(ctx, up.Name, names, err)
 	}
 	return dropped, errors.Join(errs...)
+}
+
+// maxSweptNames bounds the role names one sweep entry lists (an entry is
+// at most audit.MaxEntrySize); count says how many there were.
+const maxSweptNames = 200
+
+// auditSwept records the roles a sweep of upstream dropped: destroyed
+// credentials that no record (and so no revocation entry) stood for. The
+// roles are gone already and an orphan is never kept alive for want of an
+// entry; a failure to write it is returned to the sweep's report.
+func (s *Source) auditSwept(ctx context.Context, upstream string, names []string, cause error) {
+	if s.Audit == nil || len(names) == 0 {
+		return
+	}
+	shown := names[:min(len(names), maxSweptNames)]
+	ev := audit.Event{Type: audit.TypeCredentialRevoke, Upstream: upstream, Status: 200, Reason: "swept: no record knows it",
+		Count: int64(len(names)), Detail: map[string]any{"kind": policy.KindPostgres, "names": shown}}
+	if cause != nil {
+		ev.Detail["error"] = cause.Error() // cleaned of passwords and the admin DSN (classify)
+	}
+	if err := s.Audit(context.WithoutCancel(ctx), ev); err != nil && s.AuditFailed != nil {
+		s.AuditFailed(upstream, len(names), err)
+	}
 }
 
 // RunSweeps sweeps at once and then every interval until ctx ends,

@@ -6,6 +6,7 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/githubapp"
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/pgrole"
@@ -46,6 +47,13 @@ func (s *Server) credentialSources() map[string]mint.Source {
 			return s.authority.Policy()
 		},
 		Known: s.store.MintedNames,
+		Audit: func(ctx context.Context, ev audit.Event) error {
+			_, err := s.audit.Add(ctx, ev).Wait(ctx)
+			return err
+		},
+		AuditFailed: func(upstream string, dropped int, err error) {
+			s.log.Warn("dropped roles no record knows, but their audit entry was not written", "upstream", upstream, "count", dropped, "err", err)
+		},
 	}
 	swept := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_pgrole_swept_total",
 		Help: "Roles of postgres upstreams dropped because no record knew them."})
