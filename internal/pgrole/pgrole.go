@@ -395,7 +395,8 @@ const (
 // it may join almost any role), REPLICATION or BYPASSRLS, not a member
 // (directly or not) of a role that is, or of the predefined roles that
 // read or write the server's files or run programs on it, and holding no
-// ADMIN OPTION (memberships it granted would outlive it). The creation
+// ADMIN OPTION, its own or a role's it joins (memberships it granted would
+// outlive it). The creation
 // statements are the policy's, and the admin role may well be a superuser:
 // what they made is checked, not what they say.
 func checkRole(name string) string {
@@ -419,8 +420,10 @@ func checkRole(name string) string {
 		"IF bad IS NOT NULL THEN\n" +
 		"  RAISE EXCEPTION 'the creation statements made the role a member of %, a privileged role a job never joins', bad USING ERRCODE = '" + codePrivileged + "';\n" +
 		"END IF;\n" +
-		"SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) INTO bad FROM pg_auth_members m JOIN pg_roles r ON r.oid = m.roleid\n" +
-		"  WHERE m.member = (SELECT oid FROM pg_roles WHERE rolname = " + lit + ") AND m.admin_option;\n" +
+		// Held through a role it joins too: a member may grant what any
+		// of its roles administers.
+		"SELECT string_agg(r.rolname, ', ' ORDER BY r.rolname) INTO bad FROM pg_roles r\n" +
+		"  WHERE r.rolname <> " + lit + " AND pg_has_role(" + lit + ", r.oid, 'MEMBER WITH ADMIN OPTION');\n" +
 		"IF bad IS NOT NULL THEN\n" +
 		"  RAISE EXCEPTION 'the creation statements gave the role ADMIN OPTION on %: it could hand that role to others, beyond its lease', bad USING ERRCODE = '" + codePrivileged + "';\n" +
 		"END IF; END $mayfly_check$;\n"

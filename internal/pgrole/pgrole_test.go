@@ -371,3 +371,79 @@ func TestCreateRefusesPrivilegedRoles(t *testing.T) {
 		})
 	}
 }
+
+// ADMIN OPTION held through a role the job's role joins is ADMIN OPTION
+// all the same (PostgreSQL lets a member grant what any role it is a
+// member of administers): creation statements that make the role a member
+// of one are refused. A plain group role, the common grant, still passes.
+func TestCreateRefusesAdminOptionThroughMembership(t *testing.T) {
+	s := pgroletest.New(t, pgroletest.Options{})
+	ctx := context.Background()
+	super, err := pgx.Connect(ctx, s.SuperDSN)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer super.Close(ctx)
+	lead, target, plain := s.Group+"_lead", s.Group+"_target", s.Group+"_rw"
+	for _, q := range []string{
+		"CREATE ROLE " + target + " NOLOGIN",
+		"CREATE ROLE " + lead + " NOLOGIN",
+		"CREATE ROLE " + plain + " NOLOGIN",
+		"GRANT " + target + " TO " + lead + " WITH ADMIN OPTION", // lead administers target
+		"GRANT " + lead + ", " + plain + " TO " + s.Admin + " WITH ADMIN OPTION",
+	} {
+		if _, err := super.Exec(ctx, q); err != nil {
+			t.Fatalf("%s: %v", q, err)
+		}
+	}
+	t.Cleanup(func() {
+		c, err := pgx.Connect(context.Background(), s.SuperDSN)
+		if err != nil {
+			return
+		}
+		defer c.Close(context.Background())
+		for _, r := range []string{lead, plain, target} {
+			c.Exec(context.Background(), "DROP ROLE IF EXISTS "+r)
+		}
+	})
+	const base = `CREATE ROLE "{{name}}" LOGIN PASSWORD '{{password}}'`
+	for _, tc := range []struct {
+		name, creation, says string // says: "" when it must pass
+	}{
+		{"IN ROLE a role administering another", base + ` IN ROLE ` + lead + `;`, "ADMIN OPTION on " + target},
+		{"granted a role administering another", base + `; GRANT ` + lead + ` TO "{{name}}";`, "ADMIN OPTION on " + target},
+		{"granted a plain group role", base + `; GRANT ` + plain + ` TO "{{name}}";`, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := newRoles(t)
+			u := upstreamOf(s)
+			u.Name += "-" + strings.ReplaceAll(tc.name, " ", "-")
+			u.Creation = tc.creation
+			t.Cleanup(func() {
+				su := u
+				su.AdminDSN, su.Revocation = s.SuperDSN, ""
+				if left := s.Roles(t, u.Name); len(left) > 0 {
+					r.RevokeMany(context.Background(), su, left)
+				}
+			})
+			c, err := r.Prepare(u, leaseID(12), time.Now().Add(time.Minute))
+			if err != nil {
+				t.Fatal(err)
+			}
+			err = r.Create(ctx, u, c)
+			if tc.says == "" {
+				if err != nil {
+					t.Fatalf("err = %v, want the role made", err)
+				}
+				return
+			}
+			var pe *pgrole.Error
+			if !errors.As(err, &pe) || pe.Cause != pgrole.Misconfigured || !strings.Contains(err.Error(), tc.says) {
+				t.Fatalf("err = %v, want a refusal (%s) naming %s", err, pgrole.Misconfigured, tc.says)
+			}
+			if roles := s.Roles(t, u.Name); len(roles) != 0 {
+				t.Fatalf("a refused creation left roles: %v", roles)
+			}
+		})
+	}
+}
