@@ -26,6 +26,9 @@ import (
 //     cannot be parsed are dropped: a client would take its headers (its
 //     mayfly token among them: Go and curl keep Authorization for the same
 //     host) straight to the upstream, and learn its address;
+//   - one on the gateway's own host outside the route (mayfly's API and
+//     console, another upstream's route: the client would take its mayfly
+//     token there) is dropped too, one on the route is passed;
 //   - a URL of any other origin, or of another scheme (mailto:), is
 //     passed unchanged: the upstream chose to send the client there (an
 //     archive download, a signed storage URL), a mayfly token is useless
@@ -87,7 +90,10 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 		RawPath: base.EscapedPath() + policy.EscapePath(f.clean), RawQuery: f.r.URL.RawQuery}
 	abs := sent.ResolveReference(ref)
 	if !strings.EqualFold(hostName(abs.Hostname()), hostName(base.Hostname())) {
-		return v, true // another origin's
+		if f.outOfRoute(abs) {
+			return "", false // the gateway's own host, out of the route
+		}
+		return v, true // another origin's (or this very route's)
 	}
 	if abs.Scheme != base.Scheme || urlPort(abs) != urlPort(base) {
 		return "", false // the upstream's host, out of the route's reach
@@ -114,6 +120,23 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 		b.WriteString(abs.EscapedFragment())
 	}
 	return b.String(), true
+}
+
+// outOfRoute reports whether abs is on the gateway's own host (whatever
+// its scheme or port: Go's client keeps Authorization for the same host)
+// but not on this route of its origin: mayfly's API and console, or
+// another upstream's route, where the client's mayfly token works.
+func (f *forwarding) outOfRoute(abs *url.URL) bool {
+	pub, err := url.Parse(f.g.cfg.PublicURL(f.r))
+	if err != nil || !strings.EqualFold(hostName(abs.Hostname()), hostName(pub.Hostname())) {
+		return err != nil
+	}
+	if abs.Scheme != pub.Scheme || urlPort(abs) != urlPort(pub) {
+		return true
+	}
+	route := f.g.cfg.Prefix + f.up.Name
+	p := abs.EscapedPath()
+	return p != route && !strings.HasPrefix(p, route+"/")
 }
 
 // mapRefresh maps the URL of a Refresh header ("5; url=…") as mapURL

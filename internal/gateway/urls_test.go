@@ -142,3 +142,54 @@ func TestUpstreamLinksMappedToRoute(t *testing.T) {
 		})
 	}
 }
+
+// A URL naming the gateway's own origin absolutely takes the client out of
+// the route as a relative one climbing out of it would: to mayfly's API or
+// console, or another upstream's route, with its mayfly token (the same
+// host as its request: Go and curl keep Authorization), so an upstream
+// could steer a job's calls to what the job may do elsewhere. Such a URL
+// outside the route is dropped; one inside it, in any spelling a browser
+// reads the same, is kept.
+func TestUpstreamURLsOnTheGatewaysOrigin(t *testing.T) {
+	const public = "https://mayfly.test" // the gateway's origin, not the upstream's host
+	h := newHarnessWith(t, func(c *Config) { c.PublicURL = func(*http.Request) string { return public } })
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		q := r.URL.Query()
+		w.Header().Set(q.Get("h"), q.Get("v"))
+		w.WriteHeader(http.StatusFound)
+	})
+	h.up.mu.Unlock()
+	const drop = "\x00dropped"
+	for _, tc := range []struct {
+		name, header, v, want string
+	}{
+		{"the admin API", "Location", public + "/v1/admin/tokens", drop},
+		{"the console, another spelling", "Location", "HTTPS://MAYFLY.test.:443/ui/", drop},
+		{"another upstream's route", "Location", public + "/gw/other/x", drop},
+		{"a route whose name starts alike", "Location", public + "/gw/apix/x", drop},
+		{"climbing out of the route", "Location", public + "/gw/api/../../v1/policy", drop},
+		{"encoded dots climbing out", "Location", public + "/gw/api/%2e%2e/other/x", drop},
+		{"Refresh to the console", "Refresh", "0; url=" + public + "/ui/", drop},
+		{"Link to the admin API", "Link", "<" + public + "/v1/admin/tokens>; rel=next", drop},
+		{"this route kept", "Location", public + "/gw/api/repos/acme/app/y?p=2", public + "/gw/api/repos/acme/app/y?p=2"},
+		{"another port of its host (Authorization goes along)", "Location", "http://mayfly.test:8443/v1/x", drop},
+		{"a third origin kept", "Location", "https://mayfly.example/v1/x", "https://mayfly.example/v1/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			target := "/gw/api/repos/acme/app/hostile/loc?" + url.Values{"h": {tc.header}, "v": {tc.v}}.Encode()
+			resp, _, _ := rawGet(t, h.srv.Listener.Addr().String(), target, tok)
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("status %d, want 302", resp.StatusCode)
+			}
+			got, ok := resp.Header[tc.header]
+			switch {
+			case tc.want == drop && ok:
+				t.Fatalf("%s %q came back as %q: want it dropped", tc.header, tc.v, got)
+			case tc.want != drop && (len(got) != 1 || got[0] != tc.want):
+				t.Fatalf("%s %q came back as %q, want %q", tc.header, tc.v, got, tc.want)
+			}
+		})
+	}
+}
