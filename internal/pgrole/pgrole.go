@@ -429,7 +429,21 @@ func checkRole(name string) string {
 		"END IF; END $mayfly_check$;\n"
 }
 
-// Renew moves the role's VALID UNTIL to expires.
+// renewRole is the statement that moves name's VALID UNTIL to expires
+// unless it is already later: two nodes renewing one lease at once may
+// land in either order, and the lease keeps the later expiry. The lock
+// (one per role, held to commit) makes the look and the change one step
+// against another renewal; a role that is gone fails as ALTER ROLE does.
+func renewRole(name string, expires time.Time) string {
+	lit, until := pgsql.QuoteLiteral(name), pgsql.QuoteLiteral(expires.UTC().Format(pgsql.ExpiresFormat))
+	return "DO $mayfly_renew$ BEGIN\n" +
+		"PERFORM pg_advisory_xact_lock(hashtext('mayfly renew ' || " + lit + "));\n" +
+		"IF NOT EXISTS (SELECT 1 FROM pg_roles WHERE rolname = " + lit + " AND rolvaliduntil >= " + until + "::timestamptz) THEN\n" +
+		"  ALTER ROLE " + pgsql.QuoteIdent(name) + " VALID UNTIL " + until + ";\n" +
+		"END IF; END $mayfly_renew$;"
+}
+
+// Renew moves the role's VALID UNTIL to expires, never earlier.
 func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time.Time) error {
 	const op = "renew role"
 	if !pgsql.ValidName(name) {
@@ -439,7 +453,7 @@ func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time
 	if err != nil {
 		return err
 	}
-	_, err = p.p.Exec(ctx, "ALTER ROLE "+pgsql.QuoteIdent(name)+" VALID UNTIL "+pgsql.QuoteLiteral(expires.UTC().Format(pgsql.ExpiresFormat)))
+	_, err = p.p.Exec(ctx, renewRole(name, expires))
 	if err != nil {
 		return r.classify(u, op, err, "")
 	}

@@ -447,3 +447,37 @@ func TestCreateRefusesAdminOptionThroughMembership(t *testing.T) {
 		})
 	}
 }
+
+// Two nodes renewing one lease at once may extend its role in either
+// order; the lease keeps the later expiry (store.RenewLease), and so must
+// the role's VALID UNTIL, or the job's logins stop while its lease lives.
+func TestRenewNeverMovesValidUntilEarlier(t *testing.T) {
+	s := pgroletest.New(t, pgroletest.Options{})
+	r := newRoles(t)
+	u := upstreamOf(s)
+	ctx := context.Background()
+	exp := time.Now().Add(10 * time.Minute).Truncate(time.Second)
+	c, err := r.Prepare(u, leaseID(13), exp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Create(ctx, u, c); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { r.Revoke(context.Background(), u, c.Name) })
+	later, sooner := exp.Add(2*time.Hour), exp.Add(time.Hour)
+	for _, step := range []struct {
+		to, want time.Time
+	}{
+		{later, later},  // moved later
+		{sooner, later}, // a renewal computed earlier, landing second: kept
+		{exp, later},
+	} {
+		if err := r.Renew(ctx, u, c.Name, step.to); err != nil {
+			t.Fatal(err)
+		}
+		if got := validUntil(t, s, c.Name); !got.Equal(step.want) {
+			t.Fatalf("renewed to %v: VALID UNTIL %v, want %v", step.to, got, step.want)
+		}
+	}
+}
