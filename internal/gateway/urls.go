@@ -75,7 +75,8 @@ func (f *forwarding) fitURLs(h http.Header) {
 // mapURL maps v, a URL reference of the upstream's answer, onto the route;
 // keep is false when it must be dropped.
 func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
-	ref, err := url.Parse(browserURL(v))
+	bv := browserURL(v)
+	ref, err := url.Parse(bv)
 	if err != nil {
 		return "", false
 	}
@@ -92,6 +93,11 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 	if !strings.EqualFold(hostName(abs.Hostname()), hostName(base.Hostname())) {
 		if f.outOfRoute(abs) {
 			return "", false // the gateway's own host, out of the route
+		}
+		if bv != v {
+			// As a browser reads it, not as the client may: curl and
+			// Python take "https://a.example\@b.example/" for b's.
+			return abs.String(), true
 		}
 		return v, true // another origin's (or this very route's)
 	}

@@ -176,6 +176,12 @@ func TestUpstreamURLsOnTheGatewaysOrigin(t *testing.T) {
 		{"this route kept", "Location", public + "/gw/api/repos/acme/app/y?p=2", public + "/gw/api/repos/acme/app/y?p=2"},
 		{"another port of its host (Authorization goes along)", "Location", "http://mayfly.test:8443/v1/x", drop},
 		{"a third origin kept", "Location", "https://mayfly.example/v1/x", "https://mayfly.example/v1/x"},
+		// A browser reads a backslash as a slash (host other.example); curl
+		// and Python's urllib3 read other.example\ as user info and go to
+		// mayfly.test, taking the token: it comes back as browsers read it.
+		{"a third origin spelt so others read ours", "Location", `https://other.example\@mayfly.test/v1/admin/tokens`,
+			"https://other.example/@mayfly.test/v1/admin/tokens"},
+		{"tabs a browser strips", "Location", "https://other.example/a\tb", "https://other.example/ab"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := "/gw/api/repos/acme/app/hostile/loc?" + url.Values{"h": {tc.header}, "v": {tc.v}}.Encode()
