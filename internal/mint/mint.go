@@ -108,9 +108,15 @@ type Minted struct {
 }
 
 // Record is a stored credential with its material opened, for a source.
+// Authenticated says its fields are the ones mayfly wrote (its tag
+// verified under the seal key, or it never left memory); a record without
+// (one stored before records were tagged, or written by someone without
+// the key) must be acted on only as the policy in force says, never as
+// its own fields say.
 type Record struct {
 	store.Minted
-	Material []byte
+	Material      []byte
+	Authenticated bool
 }
 
 // Source mints one kind of credential. Revoke must be idempotent: a
@@ -281,27 +287,31 @@ func newID() (string, error) {
 // external name, params), not its id alone. A database writer who points
 // a record elsewhere (a GitHub record's api_url at their own server) then
 // gets a record that does not open, rather than the material sent there.
+// It seals even no material: the result is then the record's tag, which
+// authenticates those fields (a PostgreSQL record's admin DSN secret and
+// revocation statements), so every record has one from its insertion on.
 func (m *Manager) seal(rec store.Minted, material []byte) []byte {
-	if len(material) == 0 {
-		return nil
-	}
 	return m.aead.Seal(nil, nil, material, sealAAD(rec))
 }
 
-func (m *Manager) open(rec store.Minted) ([]byte, error) {
+// open returns rec's material, and whether its fields are authenticated
+// (sealed to them). A record with nothing sealed, or sealed to its id
+// alone, was stored by an earlier version (or by someone without the
+// key): it opens, unauthenticated.
+func (m *Manager) open(rec store.Minted) ([]byte, bool, error) {
 	if len(rec.Sealed) == 0 {
-		return nil, nil
+		return nil, false, nil
 	}
 	b, err := m.aead.Open(nil, nil, rec.Sealed, sealAAD(rec))
-	if err != nil {
-		// Sealed by an earlier version, to the id alone: still opened
-		// (such records live no longer than their credential).
-		b, err = m.aead.Open(nil, nil, rec.Sealed, []byte("mint:"+rec.ID))
+	if err == nil {
+		return b, true, nil
 	}
-	if err != nil {
-		return nil, fmt.Errorf("open the revocation material of %s (changed in the store, or sealed under another key): %w", rec.ID, err)
+	// Sealed by an earlier version, to the id alone: still opened (such
+	// records live no longer than their credential).
+	if b, err = m.aead.Open(nil, nil, rec.Sealed, []byte("mint:"+rec.ID)); err != nil {
+		return nil, false, fmt.Errorf("open the revocation material of %s (changed in the store, or sealed under another key): %w", rec.ID, err)
 	}
-	return b, nil
+	return b, false, nil
 }
 
 // sealAAD is the additional data binding sealed material to its record:
@@ -370,6 +380,8 @@ func (m *Manager) MintFor(ctx context.Context, f For, up *policy.Upstream, g *po
 	}
 	rec := store.Minted{ID: id, LeaseID: leaseID, Upstream: up.Name, Grant: g.Name, Kind: kind, ExternalName: plan.Name,
 		Params: plan.Params, State: store.MintPending, CreatedAt: m.cfg.Now(), ExpiresAt: expires}
+	// Tagged from the start: a record left pending is revoked as it says.
+	rec.Sealed = m.seal(rec, nil)
 	if err := m.cfg.Store.InsertMinted(ctx, rec); err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
 		err = fmt.Errorf("mint: record %s credential: %w", kind, err)
@@ -438,7 +450,8 @@ func (m *Manager) abandon(ctx context.Context, rec store.Minted, material []byte
 		m.cfg.Logger.Warn("mint: could not mark an abandoned credential for revocation; the stale sweep will", "id", rec.ID, "err", err)
 	}
 	rec.Reason = reason
-	m.attempt(ctx, Record{Minted: rec, Material: material}, false)
+	// Never stored and read back: its fields are the ones written.
+	m.attempt(ctx, Record{Minted: rec, Material: material, Authenticated: true}, false)
 	m.Kick()
 }
 
@@ -482,13 +495,13 @@ func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) 
 			m.renewFailed(ctx, ev, err)
 			return err
 		}
-		mat, err := m.open(rec)
+		mat, authed, err := m.open(rec)
 		if err != nil {
 			m.renewFailed(ctx, ev, err)
 			return err
 		}
 		rctx, cancel := context.WithTimeout(ctx, m.cfg.Timeout)
-		err = src.Renew(rctx, Record{Minted: rec, Material: mat}, expires)
+		err = src.Renew(rctx, Record{Minted: rec, Material: mat, Authenticated: authed}, expires)
 		cancel()
 		if err != nil {
 			m.renewFailed(ctx, ev, err)
@@ -639,12 +652,14 @@ func (m *Manager) RevokeDue(ctx context.Context) int {
 				if rec.Reason == "" {
 					rec.Reason = m.reasonOf(rec, now)
 				}
-				mat, err := m.open(rec)
+				// A record whose tag does not verify is never acted on:
+				// it fails (metric, log, audit entry) and is left.
+				mat, authed, err := m.open(rec)
 				if err != nil {
 					m.failed(ctx, rec, err)
 					return
 				}
-				if m.attempt(ctx, Record{Minted: rec, Material: mat}, true) {
+				if m.attempt(ctx, Record{Minted: rec, Material: mat, Authenticated: authed}, true) {
 					mu.Lock()
 					done++
 					mu.Unlock()

@@ -39,13 +39,16 @@ type upstreamDouble struct {
 	// given is every record Revoke got with material: its params and
 	// external name beside the material.
 	given []string
+	// authed is, by external name, whether the last Revoke got the record
+	// as authenticated.
+	authed map[string]bool
 	// creating, when set, runs once as a credential is being made,
 	// before it exists upstream.
 	creating func()
 }
 
 func newDouble() *upstreamDouble {
-	return &upstreamDouble{live: map[string]bool{}, material: map[string]string{}, renewed: map[string]time.Time{}}
+	return &upstreamDouble{live: map[string]bool{}, material: map[string]string{}, renewed: map[string]time.Time{}, authed: map[string]bool{}}
 }
 
 func (d *upstreamDouble) Plan(_ context.Context, r Request) (Plan, error) {
@@ -91,6 +94,7 @@ func (d *upstreamDouble) Revoke(_ context.Context, rec Record) error {
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	d.revokes++
+	d.authed[rec.ExternalName] = rec.Authenticated
 	if len(rec.Material) > 0 {
 		d.given = append(d.given, string(rec.Params)+"|"+rec.ExternalName+"|"+rec.Upstream+"|"+string(rec.Material))
 	}

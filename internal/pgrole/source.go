@@ -26,8 +26,10 @@ type Source struct {
 	// Policy returns the policy in force: revocation uses the statements
 	// of the upstream as it is now when it is still there (a fixed
 	// revocation statement applies to roles made before), else those
-	// recorded when the role was made. The admin DSN secret is always the
-	// one that made the role: the policy's may now name another server.
+	// recorded when the role was made. The admin DSN secret is the one
+	// that made the role (the policy's may now name another server). A
+	// record's own values count only when its tag verifies
+	// (mint.Record.Authenticated): see upstream.
 	Policy func() *policy.Policy
 	// Known reports which role names of an upstream a record stands for
 	// (store.MintedNames); the sweep drops the others.
@@ -154,7 +156,13 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, p mint.Plan) (mint.Mi
 	}, nil
 }
 
-// upstream rebuilds the Upstream a record's role lives on.
+// upstream rebuilds the Upstream a record's role lives on. A record whose
+// fields are not authenticated (made before records were tagged, or
+// planted by a database writer without the seal key) is acted on only as
+// the policy in force says for its upstream: its own admin DSN secret and
+// statements are never used, and without its upstream in the policy, or
+// with a role name not of that upstream, it is refused (the worker logs,
+// counts and audits the failure, and leaves the record).
 func (s *Source) upstream(ctx context.Context, rec mint.Record) (Upstream, error) {
 	var p params
 	if len(rec.Params) > 0 {
@@ -162,14 +170,29 @@ func (s *Source) upstream(ctx context.Context, rec mint.Record) (Upstream, error
 			return Upstream{}, fmt.Errorf("pgrole: the record of %s: %w", rec.ID, err)
 		}
 	}
+	var up *policy.Upstream
 	if s.Policy != nil {
 		if pol := s.Policy(); pol != nil {
-			if up := pol.Upstreams[rec.Upstream]; up != nil && up.Postgres != nil {
-				p.Revocation = up.Postgres.Revocation
-				if p.AdminDSNSecret == "" {
-					p.AdminDSNSecret = up.Postgres.AdminDSNSecret
-				}
+			if u := pol.Upstreams[rec.Upstream]; u != nil && u.Postgres != nil {
+				up = u
 			}
+		}
+	}
+	if !rec.Authenticated {
+		if up == nil {
+			return Upstream{}, mint.Errorf(500, string(Misconfigured), "upstream %s: the record of %s carries no valid tag and its upstream is not a postgres upstream of the policy: "+
+				"not acted on (drop its role by hand, or put the upstream back in the policy)", rec.Upstream, rec.ID)
+		}
+		if !pgsql.OwnedBy(rec.ExternalName, rec.Upstream) {
+			return Upstream{}, mint.Errorf(500, string(Misconfigured), "upstream %s: the record of %s carries no valid tag and names a role that is not of this upstream: not acted on", rec.Upstream, rec.ID)
+		}
+		// The server it names only ever makes revocation refuse (a role
+		// missing elsewhere is not taken as gone): kept.
+		p = params{AdminDSNSecret: up.Postgres.AdminDSNSecret, Revocation: up.Postgres.Revocation, Server: p.Server}
+	} else if up != nil {
+		p.Revocation = up.Postgres.Revocation
+		if p.AdminDSNSecret == "" {
+			p.AdminDSNSecret = up.Postgres.AdminDSNSecret
 		}
 	}
 	dsn, err := s.adminDSN(ctx, rec.Upstream, p.AdminDSNSecret)

@@ -309,7 +309,7 @@ func TestSourceRevokesWhereItMinted(t *testing.T) {
 
 			tt.change(t, s, secrets, &pol, plan.Name)
 			rec := mint.Record{Minted: store.Minted{ID: req.ID, LeaseID: req.LeaseID, Upstream: s.Upstream, Kind: policy.KindPostgres,
-				ExternalName: plan.Name, Params: plan.Params}}
+				ExternalName: plan.Name, Params: plan.Params}, Authenticated: true}
 			err = src.Revoke(ctx, rec)
 			if !tt.revoked {
 				if err == nil || !strings.Contains(err.Error(), "another server") {

@@ -29,7 +29,7 @@ type Minted struct {
 	ExternalName string // e.g. a role name; "" when the upstream names it
 	Hash         []byte // keyed hash of the secret value; nil until created
 	Params       []byte // what revoking needs that is not secret (JSON)
-	Sealed       []byte // what revoking needs that is secret, sealed; nil when none
+	Sealed       []byte // what revoking needs that is secret, sealed to the other fields (its tag when there is nothing secret); nil in records of earlier releases
 	State        string
 	CreatedAt    time.Time
 	ExpiresAt    time.Time
