@@ -433,13 +433,19 @@ func (m *Manager) MintFor(ctx context.Context, f For, up *policy.Upstream, g *po
 // so there is nothing to undo when the entry cannot be written: that is
 // logged.
 func (m *Manager) mintFailed(ctx context.Context, ev audit.Event, cause error) {
-	ev.Status, ev.Reason = 503, clip(cause.Error())
+	m.auditFailure(ctx, ev, cause, 503, "creation")
+}
+
+// auditFailure writes ev as the entry of a failed step (what), with the
+// cause's status (status when it names none) and its clipped text.
+func (m *Manager) auditFailure(ctx context.Context, ev audit.Event, cause error, status int, what string) {
+	ev.Status, ev.Reason = status, clip(cause.Error())
 	var me *Error
 	if errors.As(cause, &me) {
 		ev.Status = me.Status
 	}
 	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
-		m.cfg.Logger.Warn("mint: a failed creation's audit entry was not written", "upstream", ev.Upstream, "grant", ev.Grant, "err", err)
+		m.cfg.Logger.Warn("mint: a failed "+what+"'s audit entry was not written", "upstream", ev.Upstream, "grant", ev.Grant, "lease", ev.Lease, "err", err)
 	}
 }
 
@@ -524,14 +530,7 @@ func (m *Manager) Renew(ctx context.Context, leaseID string, expires time.Time) 
 // renewFailed records a renewal the upstream (or this server) refused:
 // the credential keeps its expiry, and so does its lease.
 func (m *Manager) renewFailed(ctx context.Context, ev audit.Event, cause error) {
-	ev.Status, ev.Reason = 502, clip(cause.Error())
-	var me *Error
-	if errors.As(cause, &me) {
-		ev.Status = me.Status
-	}
-	if _, err := m.cfg.Audit.Add(context.WithoutCancel(ctx), ev).Wait(context.WithoutCancel(ctx)); err != nil {
-		m.cfg.Logger.Warn("mint: a failed renewal's audit entry was not written", "upstream", ev.Upstream, "lease", ev.Lease, "err", err)
-	}
+	m.auditFailure(ctx, ev, cause, 502, "renewal")
 }
 
 // Found is a minted credential a leak report named.
