@@ -52,6 +52,10 @@ type Config struct {
 	// are never followed, whatever the client says.
 	Client *http.Client
 	Now    func() time.Time
+	// Policy returns the policy in force. A record whose fields are not
+	// authenticated has its token sent only to the API its upstream has
+	// there, never to the api_url the record names.
+	Policy func() *policy.Policy
 }
 
 // Source mints GitHub App installation tokens. It is safe for concurrent
@@ -267,14 +271,14 @@ func (s *Source) Revoke(ctx context.Context, rec mint.Record) error {
 	if len(rec.Material) == 0 {
 		return nil
 	}
-	var p params
-	if err := json.Unmarshal(rec.Params, &p); err != nil || p.APIURL == "" {
-		return errors.New("github: the record does not say which API issued the token")
-	}
-	if err := s.checkBlocked(p.APIURL); err != nil {
+	api, err := s.revocationAPI(rec)
+	if err != nil {
 		return err
 	}
-	resp, data, err := s.do(ctx, http.MethodDelete, p.APIURL+"/installation/token", "token "+string(rec.Material), nil)
+	if err := s.checkBlocked(api); err != nil {
+		return err
+	}
+	resp, data, err := s.do(ctx, http.MethodDelete, api+"/installation/token", "token "+string(rec.Material), nil)
 	if err != nil {
 		return err
 	}
@@ -282,7 +286,35 @@ func (s *Source) Revoke(ctx context.Context, rec mint.Record) error {
 	case http.StatusNoContent, http.StatusOK, http.StatusUnauthorized:
 		return nil
 	}
-	return s.failure(p.APIURL, resp, data, "deleting the installation token")
+	return s.failure(api, resp, data, "deleting the installation token")
+}
+
+// revocationAPI is the API a record's token is deleted at. The record's
+// own api_url is trusted only when its fields are authenticated; otherwise
+// (stored before records were tagged, or planted by a database writer
+// without the seal key, who would have the token sent to their server)
+// it is the API the policy in force gives the record's upstream, and a
+// record whose upstream is not a github_app upstream there is not acted
+// on: its token dies by itself within the hour.
+func (s *Source) revocationAPI(rec mint.Record) (string, error) {
+	if !rec.Authenticated {
+		var pol *policy.Policy
+		if s.cfg.Policy != nil {
+			pol = s.cfg.Policy()
+		}
+		if pol != nil {
+			if up := pol.Upstreams[rec.Upstream]; up != nil && up.Credential.GitHubApp != nil {
+				return apiURL(up), nil
+			}
+		}
+		return "", mint.Errorf(500, "upstream_misconfigured", "upstream %s: the record of %s carries no valid tag and its upstream is not a github_app upstream of the policy: "+
+			"not acted on (its token expires by itself within an hour)", rec.Upstream, rec.ID)
+	}
+	var p params
+	if err := json.Unmarshal(rec.Params, &p); err != nil || p.APIURL == "" {
+		return "", errors.New("github: the record does not say which API issued the token")
+	}
+	return p.APIURL, nil
 }
 
 func (s *Source) deleteQuietly(ctx context.Context, api, tok string) {

@@ -10,8 +10,11 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -185,7 +188,7 @@ func testMintAndRevoke(t *testing.T, h *harness) {
 	if strings.Contains(string(p.Params), tok) {
 		t.Fatal("params hold the token")
 	}
-	rec := mint.Record{Material: m.Material}
+	rec := mint.Record{Material: m.Material, Authenticated: true}
 	rec.Params = p.Params
 	if err := h.src.Revoke(ctx, rec); err != nil || h.gh.Live(tok) {
 		t.Fatalf("revoke: %v, live %v", err, h.gh.Live(tok))
@@ -294,7 +297,7 @@ func TestMalformedAnswerKeepsCredentialsOutOfErrors(t *testing.T) {
 	t.Run("revoke: installation token", func(t *testing.T) {
 		const ghs = "ghs_PLANTEDinstallationTOKEN0123456789ab"
 		params, _ := json.Marshal(map[string]string{"api_url": api})
-		rec := mint.Record{Material: []byte(ghs)}
+		rec := mint.Record{Material: []byte(ghs), Authenticated: true}
 		rec.Params = params
 		err := h.src.Revoke(ctx, rec)
 		if err == nil {
@@ -597,6 +600,58 @@ func TestWiderTokenRefused(t *testing.T) {
 			}
 			if n := gh.LiveCount(); n != 0 {
 				t.Fatalf("%d wider tokens left live at GitHub", n)
+			}
+		})
+	}
+}
+
+// A record whose fields are not authenticated (stored before records were
+// tagged, or planted by a database writer without the seal key) has its
+// token sent only to the API its upstream has in the policy in force,
+// never to the api_url the record names; with its upstream gone from the
+// policy it is not acted on (the token dies by itself within the hour).
+func TestUnauthenticatedRecordRevokedOnlyAtThePolicysAPI(t *testing.T) {
+	var got atomic.Int32
+	elsewhere := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		got.Add(1)
+		w.WriteHeader(http.StatusNoContent)
+	}))
+	defer elsewhere.Close()
+	for _, tt := range []struct {
+		name          string
+		upstream      string
+		authenticated bool
+		recordAPI     string
+		wantErr       bool
+		wantDeleted   bool // at the GitHub double (the policy's API)
+		wantElsewhere bool
+	}{
+		{"authenticated: the record's API", "gh", true, "%GH%", false, true, false},
+		{"unauthenticated, pointed elsewhere: the policy's API", "gh", false, elsewhere.URL, false, true, false},
+		{"unauthenticated, upstream gone: not acted on", "gone", false, elsewhere.URL, true, false, false},
+		{"unauthenticated, not a github_app upstream name", "", false, elsewhere.URL, true, false, false},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.src.cfg.Policy = func() *policy.Policy { return h.pol }
+			m, _, err := h.mint("gh", "release")
+			if err != nil {
+				t.Fatal(err)
+			}
+			got.Store(0)
+			params, _ := json.Marshal(map[string]string{"api_url": strings.ReplaceAll(tt.recordAPI, "%GH%", h.gh.URL)})
+			rec := mint.Record{Material: m.Material, Authenticated: tt.authenticated}
+			rec.Upstream = tt.upstream
+			rec.Params = params
+			err = h.src.Revoke(ctx, rec)
+			if (err != nil) != tt.wantErr {
+				t.Fatalf("revoke: %v, want error %v", err, tt.wantErr)
+			}
+			if deleted := !h.gh.Live(m.Credential.Token); deleted != tt.wantDeleted {
+				t.Errorf("deleted at the policy's API: %v, want %v", deleted, tt.wantDeleted)
+			}
+			if (got.Load() > 0) != tt.wantElsewhere {
+				t.Errorf("requests at the record's own api_url: %d", got.Load())
 			}
 		})
 	}

@@ -71,7 +71,7 @@ func (s *Server) credentialSources() map[string]mint.Source {
 		}
 	}
 	return map[string]mint.Source{
-		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault}),
+		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault, Policy: s.pgSource.Policy}),
 		policy.KindPostgres:  s.pgSource,
 	}
 }
