@@ -36,17 +36,20 @@ func (s *Server) newMinter(ctx context.Context, hasher *token.Hasher) (*mint.Man
 
 // credentialSources are the sources by policy upstream kind.
 func (s *Server) credentialSources() map[string]mint.Source {
+	// Records whose fields are not authenticated are acted on only as the
+	// policy in force says.
+	inForce := func() *policy.Policy {
+		if s.authority == nil {
+			return nil
+		}
+		return s.authority.Policy()
+	}
 	s.pgRoles = pgrole.New(pgrole.Options{Logger: s.log})
 	s.pgSource = &pgrole.Source{
 		Roles:   s.pgRoles,
 		Secrets: s.vault,
-		Policy: func() *policy.Policy {
-			if s.authority == nil {
-				return nil
-			}
-			return s.authority.Policy()
-		},
-		Known: s.store.MintedNames,
+		Policy:  inForce,
+		Known:   s.store.MintedNames,
 		Audit: func(ctx context.Context, ev audit.Event) error {
 			_, err := s.audit.Add(ctx, ev).Wait(ctx)
 			return err
@@ -71,7 +74,7 @@ func (s *Server) credentialSources() map[string]mint.Source {
 		}
 	}
 	return map[string]mint.Source{
-		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault, Policy: s.pgSource.Policy}),
+		policy.KindGitHubApp: githubapp.New(githubapp.Config{Secrets: s.vault, Policy: inForce}),
 		policy.KindPostgres:  s.pgSource,
 	}
 }
