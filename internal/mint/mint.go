@@ -47,6 +47,7 @@ type Store interface {
 	ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error)
 	MintedRevoked(ctx context.Context, id, reason string, at time.Time, n *store.Note) error
 	MintedRevokeFailed(ctx context.Context, id, reason, lastErr string, next time.Time, n *store.Note) error
+	MintedRefused(ctx context.Context, id, lastErr string, n *store.Note) error
 	SetMintedExpiry(ctx context.Context, id string, expires time.Time, n *store.Note) error
 	MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.Minted, error)
 	MintedByLease(ctx context.Context, leaseID string) ([]store.Minted, error)
@@ -652,10 +653,11 @@ func (m *Manager) RevokeDue(ctx context.Context) int {
 					rec.Reason = m.reasonOf(rec, now)
 				}
 				// A record whose tag does not verify is never acted on:
-				// it fails (metric, log, audit entry) and is left.
+				// it is refused (metric, log, audit entry) and left,
+				// marked so that it is not refused again.
 				mat, authed, err := m.open(rec)
 				if err != nil {
-					m.failed(ctx, rec, err)
+					m.refused(ctx, rec, err)
 					return
 				}
 				if m.attempt(ctx, Record{Minted: rec, Material: mat, Authenticated: authed}, true) {
@@ -770,6 +772,29 @@ func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
 	if err := m.cfg.Store.MintedRevokeFailed(ctx, rec.ID, rec.Reason, msg, m.cfg.Now().Add(backoff), note); err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			m.cfg.Logger.Warn("mint: failed revocation not recorded", "id", rec.ID, "err", err)
+		}
+		return
+	}
+	m.settle(ctx, since, note)
+}
+
+// refused records a record that does not verify: metric, log, and one
+// audit entry written with its refused mark, so that it is recorded once
+// and never retried (retrying cannot make it verify, and an entry per
+// retry let a database writer grow the audit log without bound). When the
+// entry cannot be written, neither is the mark: it is refused again once
+// its claim runs out.
+func (m *Manager) refused(ctx context.Context, rec store.Minted, cause error) {
+	m.m.revokeFailed.WithLabelValues(rec.Kind).Inc()
+	msg := clip(cause.Error())
+	m.cfg.Logger.Error("mint: a credential's record does not verify; refused, left for an admin", "id", rec.ID, "upstream", rec.Upstream, "err", msg)
+	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
+		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "refused": true}}
+	since := m.cfg.Audit.Size()
+	note := m.noted(ev)
+	if err := m.cfg.Store.MintedRefused(ctx, rec.ID, msg, note); err != nil {
+		if !errors.Is(err, store.ErrNotFound) {
+			m.cfg.Logger.Warn("mint: refused record not recorded", "id", rec.ID, "err", err)
 		}
 		return
 	}

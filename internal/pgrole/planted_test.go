@@ -88,7 +88,7 @@ func TestPlantedRecordsDoNotRunTheirSQL(t *testing.T) {
 					t.Errorf("a planted record's revocation SQL ran (table %s made)", table)
 				}
 			}
-			for id, want := range map[string]string{"mnt_planted_gone": store.MintRevoking, "mnt_planted_copy": store.MintRevoking, "mnt_legacy_old": store.MintRevoked} {
+			for id, want := range map[string]string{"mnt_planted_gone": store.MintRevoking, "mnt_planted_copy": store.MintRefused, "mnt_legacy_old": store.MintRevoked} {
 				rec, err := h.db.MintedByID(ctx, id)
 				if err != nil || rec.State != want {
 					t.Errorf("record %s: state %q (%v), want %q", id, rec.State, err, want)

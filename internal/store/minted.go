@@ -15,6 +15,7 @@ const (
 	MintLive     = "live"     // created and recorded
 	MintRevoking = "revoking" // to be revoked upstream (retried until confirmed)
 	MintRevoked  = "revoked"  // confirmed gone upstream
+	MintRefused  = "refused"  // its tag did not verify: never acted on, left for an admin
 )
 
 // Minted is one credential mayfly minted upstream (SPEC section 9). It never
@@ -215,6 +216,26 @@ func (db *DB) MintedRevokeFailed(ctx context.Context, id, reason, lastErr string
 	})
 	if err != nil && !errors.Is(err, ErrNotFound) {
 		return fmt.Errorf("store: minted credential revocation failed: %w", err)
+	}
+	return err
+}
+
+// MintedRefused marks a credential whose record does not verify (its tag
+// fails under the seal key: changed in the store) as refused, with why in
+// last_error: never acted on, never due again, so that one refusal has one
+// audit entry (n, written in the same transaction) rather than one per
+// retry. It stays, standing for its external name, until an admin removes
+// it. A record already revoked or refused is ErrNotFound.
+func (db *DB) MintedRefused(ctx context.Context, id, lastErr string, n *Note) error {
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, last_error = ? WHERE id = ? AND state IN (?, ?, ?)`,
+			MintRefused, lastErr, id, MintPending, MintLive, MintRevoking); err != nil {
+			return err
+		}
+		return db.note(ctx, tx, n, Changes{Minted: []string{id}})
+	})
+	if err != nil && !errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("store: minted credential refused: %w", err)
 	}
 	return err
 }

@@ -113,6 +113,21 @@ func testMinted(t *testing.T, b storetest.Backend) {
 	if got := due(t, db, now.Add(2*time.Minute), stale); slices.Contains(got, "mnt_a") {
 		t.Fatalf("a revoked credential is due: %v", got)
 	}
+	// refused (its record does not verify): never due again, marked once
+	if err := db.MintedRefused(ctx, "mnt_c", "tag does not verify", nil); err != nil {
+		t.Fatal(err)
+	}
+	if got := due(t, db, now.Add(time.Hour), stale); slices.Contains(got, "mnt_c") {
+		t.Fatalf("a refused record is due: %v", got)
+	}
+	if m, err := db.MintedByID(ctx, "mnt_c"); err != nil || m.State != store.MintRefused || m.LastError != "tag does not verify" {
+		t.Fatalf("after refusal: %+v %v", m, err)
+	}
+	for _, id := range []string{"mnt_c", "mnt_a"} { // refused already; revoked
+		if err := db.MintedRefused(ctx, id, "again", nil); !errors.Is(err, store.ErrNotFound) {
+			t.Fatalf("%s refused again: %v", id, err)
+		}
+	}
 	byLease, err := db.MintedByLease(ctx, "lse_live")
 	if err != nil || len(byLease) != 2 {
 		t.Fatalf("by lease = %v %v", byLease, err)
