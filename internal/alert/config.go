@@ -29,7 +29,7 @@ const (
 	RuleBindingMismatch = "binding_mismatch" // a key-bound token without its key, or a source-bound one from elsewhere
 	RuleMassRevocation  = "mass_revocation"  // many leases revoked at once
 	RuleAuditUnhealthy  = "audit_unhealthy"  // the audit log failing or unready
-	RuleUpstreamFailure = "upstream_failure" // a rotation or upstream-credential revocation failing
+	RuleUpstreamFailure = "upstream_failure" // a rotation, or a minted credential's creation, renewal or revocation, failing
 )
 
 var ruleNames = []string{RuleLeakRevoked, RuleRefusedBurst, RuleBindingMismatch, RuleMassRevocation, RuleAuditUnhealthy, RuleUpstreamFailure}
@@ -70,9 +70,11 @@ type TargetConfig struct {
 
 // RuleConfig enables one rule.
 type RuleConfig struct {
-	Rule      string        `yaml:"rule"`
-	Threshold int           `yaml:"threshold"` // refused_burst (default 10), mass_revocation (default 20)
-	Window    time.Duration `yaml:"window"`    // refused_burst (default 1m)
+	Rule      string `yaml:"rule"`
+	Threshold int    `yaml:"threshold"` // refused_burst (default 10), mass_revocation (default 20)
+	// Window: refused_burst counts within it (default 1m); upstream_failure
+	// alerts once within it per upstream (or secret) and step (default 1m).
+	Window time.Duration `yaml:"window"`
 	// By: refused_burst groups by "identity", "source" or "both" (default).
 	By string `yaml:"by"`
 }
@@ -113,6 +115,8 @@ func (c *Config) Validate() error {
 			}
 		case RuleMassRevocation:
 			r.Threshold = orInt(r.Threshold, 20)
+		case RuleUpstreamFailure:
+			r.Window = orDur(r.Window, time.Minute)
 		}
 		if r.By != "" && r.Rule != RuleRefusedBurst {
 			return fmt.Errorf("alerts.rules[%d] (%s): by applies only to %s", i, r.Rule, RuleRefusedBurst)

@@ -366,3 +366,37 @@ func counterValue(c prometheus.Counter) float64 {
 	}
 	return m.GetCounter().GetValue()
 }
+
+// A failing mint reaches a target as an upstream_failure alert, and 100
+// failures of one upstream in a row reach it as one.
+func TestFailingMintAlertsOnce(t *testing.T) {
+	rc := &receiver{got: make(chan struct{}, 200)}
+	srv := httptest.NewServer(rc)
+	defer srv.Close()
+	e := newTestEngine(t, srv.URL+"/hook", prometheus.NewRegistry(), 10, []byte("alert-test-key-0123456789"))
+	ctx, cancel := context.WithCancel(context.Background())
+	e.Start(ctx)
+	defer func() { cancel(); e.Wait() }()
+	now := time.Now()
+	var ents [][]byte
+	for i := range 100 {
+		ents = append(ents, entryBytes(t, int64(i), now.Add(time.Duration(i)*100*time.Millisecond), audit.Event{Type: audit.TypeCredentialMint,
+			Lease: "lse_1", Grant: "release", Upstream: "github", Status: 503, Reason: "upstream_unavailable: GitHub is unreachable"}))
+	}
+	// Write returns once its alerts are settled: what was posted is all.
+	if err := e.Sinks()[0].Write(ctx, ents, 0); err != nil {
+		t.Fatal(err)
+	}
+	rc.mu.Lock()
+	defer rc.mu.Unlock()
+	if len(rc.bodies) != 1 {
+		t.Fatalf("100 failed mints posted %d alerts, want 1", len(rc.bodies))
+	}
+	var a Alert
+	if err := json.Unmarshal(rc.bodies[0], &a); err != nil {
+		t.Fatal(err)
+	}
+	if a.Rule != RuleUpstreamFailure || a.Event == nil || a.Event.Upstream != "github" || a.Event.Type != audit.TypeCredentialMint || *a.AuditIndex != 0 {
+		t.Fatalf("alert %+v, want upstream_failure about the first failed mint", a)
+	}
+}

@@ -68,6 +68,10 @@ func clip(s string, n int) string {
 type rules struct {
 	on     map[string]RuleConfig
 	bursts map[string]*burst
+	// failing holds when upstream_failure last alerted, by what failed:
+	// apart from bursts, so that refusals from many addresses never
+	// crowd an upstream's failure out.
+	failing map[string]time.Time
 }
 
 const maxKeys = 10000
@@ -78,7 +82,7 @@ type burst struct {
 }
 
 func newRules(cfg []RuleConfig) *rules {
-	r := &rules{on: map[string]RuleConfig{}, bursts: map[string]*burst{}}
+	r := &rules{on: map[string]RuleConfig{}, bursts: map[string]*burst{}, failing: map[string]time.Time{}}
 	for _, c := range cfg {
 		r.on[c.Rule] = c
 	}
@@ -127,12 +131,16 @@ func (r *rules) eval(e *audit.Entry) []Alert {
 			fire(RuleBindingMismatch, "a bound token was presented "+bindingWords(e))
 		}
 	case upstreamFailed(e):
-		if _, ok := r.enabled(RuleUpstreamFailure); ok {
+		if c, ok := r.enabled(RuleUpstreamFailure); ok {
 			what := "upstream " + e.Upstream
 			if e.Secret != "" {
 				what = "secret " + e.Secret
 			}
-			fire(RuleUpstreamFailure, fmt.Sprintf("%s failed (%s)", e.Type, what))
+			// An upstream that is down fails every exchange and every
+			// retry: one alert per window says so.
+			if r.firstIn(c.Window, e.Type+" "+what, e.Time) {
+				fire(RuleUpstreamFailure, fmt.Sprintf("%s failed (%s); further failures within %s are not alerted", e.Type, what, c.Window))
+			}
 		}
 	}
 	return out
@@ -155,13 +163,39 @@ func bindingWords(e *audit.Entry) string {
 	return "from an address other than the one it is bound to"
 }
 
-// upstreamFailed: a failed revocation of a minted upstream credential, or
-// a failed rotation (any *.rotate entry with a 5xx status).
+// upstreamFailed: a failed creation, renewal or revocation of a minted
+// upstream credential, or a failed rotation (any *.rotate entry), with a
+// 5xx status.
 func upstreamFailed(e *audit.Entry) bool {
 	if e.Status < 500 {
 		return false
 	}
-	return e.Type == audit.TypeCredentialRevoke || strings.HasSuffix(e.Type, ".rotate") || strings.Contains(e.Type, "rotation")
+	switch e.Type {
+	case audit.TypeCredentialMint, audit.TypeCredentialRenew, audit.TypeCredentialRevoke:
+		return true
+	}
+	return strings.HasSuffix(e.Type, ".rotate") || strings.Contains(e.Type, "rotation")
+}
+
+// firstIn reports whether key has not alerted within window before t,
+// and if so records t. Its state is bounded by maxKeys; when it is full of
+// keys seen within the window, it alerts rather than stay silent.
+func (r *rules) firstIn(window time.Duration, key string, t time.Time) bool {
+	if last, ok := r.failing[key]; ok && t.Sub(last) < window {
+		return false
+	}
+	if _, ok := r.failing[key]; !ok && len(r.failing) >= maxKeys {
+		for k, last := range r.failing {
+			if t.Sub(last) >= window {
+				delete(r.failing, k)
+			}
+		}
+		if len(r.failing) >= maxKeys {
+			return true
+		}
+	}
+	r.failing[key] = t
+	return true
 }
 
 // count records a refusal for key at t and reports the count within the

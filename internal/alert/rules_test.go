@@ -38,6 +38,12 @@ func TestRulesOneEntry(t *testing.T) {
 		{"scope refusal", audit.Event{Type: audit.TypeGateway, Status: 403, Check: "scope"}, nil},
 		{"credential revoke failed", audit.Event{Type: audit.TypeCredentialRevoke, Status: 502, Upstream: "db"}, []string{RuleUpstreamFailure}},
 		{"credential revoked", audit.Event{Type: audit.TypeCredentialRevoke, Status: 200}, nil},
+		{"credential mint failed: upstream down", audit.Event{Type: audit.TypeCredentialMint, Status: 503, Upstream: "github"}, []string{RuleUpstreamFailure}},
+		{"credential mint failed: GitHub refusing", audit.Event{Type: audit.TypeCredentialMint, Status: 502, Upstream: "github"}, []string{RuleUpstreamFailure}},
+		{"credential mint failed: admin DSN misconfigured", audit.Event{Type: audit.TypeCredentialMint, Status: 500, Upstream: "db"}, []string{RuleUpstreamFailure}},
+		{"credential minted", audit.Event{Type: audit.TypeCredentialMint, Status: 200, Upstream: "db"}, nil},
+		{"credential renew failed", audit.Event{Type: audit.TypeCredentialRenew, Status: 502, Upstream: "db"}, []string{RuleUpstreamFailure}},
+		{"credential renewed", audit.Event{Type: audit.TypeCredentialRenew, Status: 200, Upstream: "db"}, nil},
 		{"rotation failed", audit.Event{Type: "secret.rotate", Status: 502}, []string{RuleUpstreamFailure}},
 		{"rotation done", audit.Event{Type: "secret.rotate", Status: 200}, nil},
 		{"one refused exchange", audit.Event{Type: audit.TypeExchange, Status: 403, Subject: "s", Source: "10.0.0.1"}, nil},
@@ -126,5 +132,68 @@ func TestBurstStateBounded(t *testing.T) {
 	r.eval(&audit.Entry{Time: t0.Add(2 * time.Minute), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Source: "192.0.2.1"}})
 	if _, ok := r.bursts["source 192.0.2.1"]; !ok {
 		t.Fatal("a new key was not taken after the old ones expired")
+	}
+}
+
+// A failing upstream alerts once per window for each upstream (or secret)
+// and kind of step, however often it fails: a minted credential's upstream
+// that is down fails every exchange and every revocation attempt, and an
+// alert for each buried the one that mattered (and a target's queue).
+func TestUpstreamFailureOncePerWindow(t *testing.T) {
+	t0 := time.Unix(1_800_000_000, 0)
+	failed := func(typ, up, secret string, at time.Duration) *audit.Entry {
+		return &audit.Entry{Time: t0.Add(at), Event: audit.Event{Type: typ, Status: 503, Upstream: up, Secret: secret}}
+	}
+	hundred := func(typ, up string, every time.Duration) []*audit.Entry {
+		var out []*audit.Entry
+		for i := range 100 {
+			out = append(out, failed(typ, up, "", time.Duration(i)*every))
+		}
+		return out
+	}
+	tests := []struct {
+		name    string
+		window  time.Duration // 0: the default
+		entries []*audit.Entry
+		want    int // alerts
+	}{
+		{"100 failed mints in a row", 0, hundred(audit.TypeCredentialMint, "github", 100*time.Millisecond), 1},
+		{"100 failed renewals in a row", 0, hundred(audit.TypeCredentialRenew, "db", 100*time.Millisecond), 1},
+		{"100 failed revocations in a row", 0, hundred(audit.TypeCredentialRevoke, "db", 100*time.Millisecond), 1},
+		{"100 failed mints, one every 20s, 1m window", time.Minute, hundred(audit.TypeCredentialMint, "github", 20*time.Second), 34},
+		{"100 failed mints, one every 20s, 10m window", 10 * time.Minute, hundred(audit.TypeCredentialMint, "github", 20*time.Second), 4},
+		{"two upstreams", 0, append(hundred(audit.TypeCredentialMint, "github", time.Millisecond), hundred(audit.TypeCredentialMint, "db", time.Millisecond)...), 2},
+		{"minting and revoking one upstream", 0, append(hundred(audit.TypeCredentialMint, "db", time.Millisecond), hundred(audit.TypeCredentialRevoke, "db", time.Millisecond)...), 2},
+		{"two secrets' rotations", 0, []*audit.Entry{failed("secret.rotate", "", "a", 0), failed("secret.rotate", "", "a", 1), failed("secret.rotate", "", "b", 2)}, 2},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			c := Config{Targets: []TargetConfig{{Name: "a", URL: "https://e.com/h", Format: "slack"}}, Rules: []RuleConfig{{Rule: RuleUpstreamFailure, Window: tt.window}}}
+			if err := c.Validate(); err != nil {
+				t.Fatal(err)
+			}
+			r := newRules(c.Rules)
+			got := 0
+			for i, e := range tt.entries {
+				e.Index = int64(i)
+				got += len(r.eval(e))
+			}
+			if got != tt.want {
+				t.Fatalf("%d alerts, want %d", got, tt.want)
+			}
+		})
+	}
+}
+
+// Refused exchanges from many addresses fill the burst state; an
+// upstream's failure still alerts.
+func TestUpstreamFailureNotCrowdedOut(t *testing.T) {
+	r := newRules(allRules(t))
+	t0 := time.Unix(1_800_000_000, 0)
+	for i := range maxKeys + 50 {
+		r.eval(&audit.Entry{Time: t0, Event: audit.Event{Type: audit.TypeExchange, Status: 403, Source: fmt.Sprintf("10.%d.%d.%d", i>>16, i>>8&255, i&255)}})
+	}
+	if got := r.eval(&audit.Entry{Time: t0, Event: audit.Event{Type: audit.TypeCredentialMint, Status: 503, Upstream: "github"}}); len(got) != 1 {
+		t.Fatalf("a failing upstream raised %d alerts with the burst state full, want 1", len(got))
 	}
 }
