@@ -22,6 +22,7 @@ const (
 	mustRefresh   = 2 * time.Minute  // mint before answering when less is left
 	recheckEvery  = 2 * time.Second  // re-read the record (another node may have revoked it)
 	retireAfter   = time.Minute      // a replaced credential serves requests in flight this long
+	sharedRetry   = 30 * time.Second // a failed refresh is tried again after this, while the cached one serves
 )
 
 type sharedEntry struct {
@@ -31,6 +32,9 @@ type sharedEntry struct {
 	issued  *Issued
 	expires time.Time
 	checked time.Time
+	// retryAt: a refresh failed while issued still served; none is tried
+	// before this (each try is a record and an audit entry).
+	retryAt time.Time
 
 	busy atomic.Bool // a background refresh or recheck runs
 }
@@ -44,8 +48,22 @@ func (e *sharedEntry) get() (*Issued, time.Time, time.Time) {
 func (e *sharedEntry) set(is *Issued, now time.Time) (old *Issued) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old, e.issued, e.expires, e.checked = e.issued, is, is.Credential.ExpiresAt, now
+	old, e.issued, e.expires, e.checked, e.retryAt = e.issued, is, is.Credential.ExpiresAt, now, time.Time{}
 	return old
+}
+
+// pause records a failed refresh: none is tried again before until.
+func (e *sharedEntry) pause(until time.Time) {
+	e.mu.Lock()
+	e.retryAt = until
+	e.mu.Unlock()
+}
+
+// paused reports whether a refresh failed less than sharedRetry before now.
+func (e *sharedEntry) paused(now time.Time) bool {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	return now.Before(e.retryAt)
 }
 
 // drop forgets the entry's credential if it is id.
@@ -106,13 +124,14 @@ func sharedKey(up *policy.Upstream, g *policy.Grant) string {
 // the cache while it has more than a few minutes to live (refreshing it in
 // the background once it has less than a quarter of an hour), else freshly
 // minted. When minting fails (the upstream is down or rate-limits) and the
-// cached one is still valid, the cached one is served.
+// cached one is still valid, the cached one is served, and minting is not
+// tried again for sharedRetry.
 func (m *Manager) Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*Issued, error) {
 	e := m.shared.entry(sharedKey(up, g))
 	now := m.cfg.Now()
 	if is, exp, checked := e.get(); is != nil && now.Before(exp.Add(-mustRefresh)) {
 		switch {
-		case now.After(exp.Add(-refreshBefore)):
+		case now.After(exp.Add(-refreshBefore)) && !e.paused(now):
 			m.background(e, func(ctx context.Context) { m.mintShared(ctx, e, up, g, exp) })
 		case now.Sub(checked) > recheckEvery:
 			m.background(e, func(ctx context.Context) { m.recheck(ctx, e, is.ID) })
@@ -147,10 +166,18 @@ func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Ups
 	if cur != nil && exp.After(seenExp) && now.Before(exp.Add(-refreshBefore)) {
 		return cur, nil // minted meanwhile
 	}
+	valid := cur != nil && now.Before(exp)
+	if valid && e.paused(now) {
+		return cur, nil // a refresh failed moments ago: tried again after the pause
+	}
 	is, err := m.Mint(ctx, "", up, g, now.Add(sharedTTL))
 	if err != nil {
-		if cur != nil && now.Before(exp) {
-			m.cfg.Logger.Warn("mint: shared credential not refreshed; serving the cached one", "upstream", up.Name, "grant", g.Name, "err", err)
+		if valid {
+			// Tried again after a pause, not at every request: each try
+			// is a record, a revocation of what it half-made, and an
+			// audit entry.
+			e.pause(now.Add(sharedRetry))
+			m.cfg.Logger.Warn("mint: shared credential not refreshed; serving the cached one", "upstream", up.Name, "grant", g.Name, "retry_in", sharedRetry, "err", err)
 			return cur, nil
 		}
 		return nil, err
