@@ -692,7 +692,7 @@ func (m *Manager) attempt(ctx context.Context, rec Record, recordFailure bool) b
 	src := m.cfg.Sources[rec.Kind]
 	if src == nil {
 		if recordFailure {
-			m.failed(ctx, rec.Minted, fmt.Errorf("this server cannot revoke %s credentials", rec.Kind))
+			m.failed(ctx, rec, fmt.Errorf("this server cannot revoke %s credentials", rec.Kind))
 		}
 		return false
 	}
@@ -701,7 +701,7 @@ func (m *Manager) attempt(ctx context.Context, rec Record, recordFailure bool) b
 	cancel()
 	if err != nil {
 		if recordFailure {
-			m.failed(ctx, rec.Minted, err)
+			m.failed(ctx, rec, err)
 		} else {
 			m.cfg.Logger.Warn("mint: revocation failed; retried by the worker", "id", rec.ID, "upstream", rec.Upstream, "err", err)
 		}
@@ -752,8 +752,13 @@ func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
 }
 
 // failed records a failed attempt: metric, audit entry, next attempt after
-// a backoff that doubles up to MaxBackoff, with jitter.
-func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
+// a backoff that doubles up to MaxBackoff, with jitter. An unauthenticated
+// record's failure that repeats its last one word for word is counted
+// without a new entry: its fields, and so whether it can ever succeed, are
+// whoever wrote the row's to choose, and an entry per retry let planted
+// rows grow the audit log without bound.
+func (m *Manager) failed(ctx context.Context, r Record, cause error) {
+	rec := r.Minted
 	m.m.revokeFailed.WithLabelValues(rec.Kind).Inc()
 	backoff := time.Second << min(rec.Attempts, 20)
 	if backoff > m.cfg.MaxBackoff || backoff <= 0 {
@@ -767,15 +772,20 @@ func (m *Manager) failed(ctx context.Context, rec store.Minted, cause error) {
 	// The attempt is counted with its entry: when the entry cannot be
 	// written neither is, and the credential is tried again once its
 	// claim runs out.
+	var note *store.Note
+	if r.Authenticated || rec.LastError != msg {
+		note = m.noted(ev)
+	}
 	since := m.cfg.Audit.Size()
-	note := m.noted(ev)
 	if err := m.cfg.Store.MintedRevokeFailed(ctx, rec.ID, rec.Reason, msg, m.cfg.Now().Add(backoff), note); err != nil {
 		if !errors.Is(err, store.ErrNotFound) {
 			m.cfg.Logger.Warn("mint: failed revocation not recorded", "id", rec.ID, "err", err)
 		}
 		return
 	}
-	m.settle(ctx, since, note)
+	if note != nil {
+		m.settle(ctx, since, note)
+	}
 }
 
 // refused records a record that does not verify: metric, log, and one

@@ -32,7 +32,8 @@ type upstreamDouble struct {
 	failMint   error
 	failPlan   error
 	failRenew  error
-	failRevoke int // the next n revocations fail
+	failRevoke int    // the next n revocations fail
+	failWith   string // with this text ("upstream down" when empty)
 	revokes    int
 	renewed    map[string]time.Time
 	n          int
@@ -100,6 +101,9 @@ func (d *upstreamDouble) Revoke(_ context.Context, rec Record) error {
 	}
 	if d.failRevoke > 0 {
 		d.failRevoke--
+		if d.failWith != "" {
+			return errors.New(d.failWith)
+		}
 		return errors.New("upstream down")
 	}
 	if want := d.material[rec.ExternalName]; want != "" && string(rec.Material) != want {

@@ -1,9 +1,12 @@
 package mint
 
 import (
+	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
@@ -55,6 +58,65 @@ func TestRefusedRecordRecordedOnce(t *testing.T) {
 			}
 			if got := refusals(); got != 2 {
 				t.Fatalf("after the mark was cleared once: %d entries, want 2", got)
+			}
+		})
+	}
+}
+
+// A record without a tag (as records before tagging were, or as a
+// database writer leaves one by clearing it) is acted on only as the
+// policy says, and its source may refuse it for good (its upstream left
+// the policy, its kind unknown here): retried, as an upstream put back
+// may yet revoke it, but a failure repeating the last one word for word
+// writes no new entry. Its fields are whoever wrote the row's to choose;
+// before, planting such rows grew the audit log by one entry per row every
+// few minutes, forever, the very thing refusing a record that does not
+// verify (above) stopped. A tagged record's every attempt is still
+// audited.
+func TestUntaggedRecordRepeatedFailureRecordedOnce(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		kind    string
+		tagged  bool
+		changes bool // the failure's text changes between attempts
+		want    int  // credential.revoke entries after four attempts
+	}{
+		{"untagged, refused by its source", policy.KindPostgres, false, false, 1},
+		{"untagged, of a kind this server has no source for", "nosuchkind", false, false, 1},
+		{"untagged, failing differently each time", policy.KindPostgres, false, true, 4},
+		{"tagged: every attempt audited", policy.KindPostgres, true, false, 4},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, storetest.SQLite(t))
+			rec := store.Minted{ID: "mnt_untagged", Upstream: "gone", Kind: tc.kind, ExternalName: "role_untagged",
+				State: store.MintRevoking, Reason: "revoked", CreatedAt: h.clk.Now(), ExpiresAt: h.clk.Now().Add(time.Hour)}
+			if tc.tagged {
+				rec.Sealed = h.m.seal(rec, nil)
+			}
+			if err := h.db.InsertMinted(ctx, rec); err != nil {
+				t.Fatal(err)
+			}
+			for i := range 4 {
+				h.up.mu.Lock()
+				h.up.failRevoke = 1
+				h.up.failWith = "upstream gone is not in the policy: not acted on"
+				if tc.changes {
+					h.up.failWith = fmt.Sprintf("upstream down (%d)", i)
+				}
+				h.up.mu.Unlock()
+				if n := h.m.RevokeDue(ctx); n != 0 {
+					t.Fatalf("attempt %d revoked %d", i, n)
+				}
+				h.clk.add(2 * h.m.cfg.MaxBackoff)
+			}
+			if got := strings.Count(h.entries(t), `"type":"credential.revoke"`); got != tc.want {
+				t.Fatalf("%d credential.revoke entries after four failed attempts, want %d:\n%s", got, tc.want, h.entries(t))
+			}
+			if got := h.record(t, rec.ID); got.Attempts != 4 || got.State != store.MintRevoking {
+				t.Fatalf("record after four failed attempts: %+v; want four counted, still revoking", got)
+			}
+			if got := h.counter(t, "mayfly_minted_revoke_failures_total"); tc.kind == policy.KindPostgres && got != 4 {
+				t.Fatalf("failure metric %v, want 4", got)
 			}
 		})
 	}
