@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"net/http"
+	"net/netip"
 	"net/url"
 	"strings"
 
@@ -34,8 +35,10 @@ import (
 //     archive download, a signed storage URL), a mayfly token is useless
 //     there, and clients drop Authorization on a redirect to another host.
 //
-// URLs are read as browsers read them (browserURL), so that none a browser
-// would take to the upstream, or out of the route, passes.
+// URLs are read as browsers read them (browserURL), and their hosts
+// compared as clients compare them (sameHost), so that none a browser
+// would take to the upstream, or out of the route, passes; a host the
+// gateway cannot place (non-ASCII, which IDNA maps) is dropped.
 
 // urlHeaders are the response headers fitURLs maps.
 var urlHeaders = [...]string{"Location", "Content-Location", "Refresh", "Link"}
@@ -90,7 +93,11 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 	sent := url.URL{Scheme: base.Scheme, Host: base.Host, Path: base.Path + f.clean,
 		RawPath: base.EscapedPath() + policy.EscapePath(f.clean), RawQuery: f.r.URL.RawQuery}
 	abs := sent.ResolveReference(ref)
-	if !strings.EqualFold(hostName(abs.Hostname()), hostName(base.Hostname())) {
+	same, known := sameHost(abs.Hostname(), base.Hostname())
+	if !known {
+		return "", false // a host the gateway cannot place: it may be the upstream's or mayfly's
+	}
+	if !same {
 		if f.outOfRoute(abs) {
 			return "", false // the gateway's own host, out of the route
 		}
@@ -134,8 +141,11 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 // another upstream's route, where the client's mayfly token works.
 func (f *forwarding) outOfRoute(abs *url.URL) bool {
 	pub, err := url.Parse(f.g.cfg.PublicURL(f.r))
-	if err != nil || !strings.EqualFold(hostName(abs.Hostname()), hostName(pub.Hostname())) {
-		return err != nil
+	if err != nil {
+		return true
+	}
+	if same, known := sameHost(abs.Hostname(), pub.Hostname()); !same {
+		return !known
 	}
 	if abs.Scheme != pub.Scheme || urlPort(abs) != urlPort(pub) {
 		return true
@@ -298,8 +308,151 @@ func browserURL(v string) string {
 	return head + tail
 }
 
-// hostName is a host name as origins compare it: without a trailing dot.
-func hostName(h string) string { return strings.TrimSuffix(h, ".") }
+// sameHost reports whether hosts a and b (url.URL.Hostname: unbracketed,
+// percent-decoded) name the same host as clients read them: names without
+// case or trailing dots, addresses in any form a browser or curl reads
+// (hostID). known is false when either is one the gateway cannot place,
+// which callers treat as the same host (deny by default).
+func sameHost(a, b string) (same, known bool) {
+	if strings.EqualFold(a, b) {
+		return true, true // the common case: nothing parsed, nothing allocated
+	}
+	an, aa, aok := hostID(a)
+	bn, ba, bok := hostID(b)
+	switch {
+	case !aok || !bok:
+		return false, false
+	case aa.IsValid() || ba.IsValid():
+		return aa == ba, true
+	}
+	return strings.EqualFold(an, bn), true
+}
+
+// hostID is host h as clients compare it: an address (IPv6 canonical and
+// IPv4-mapped ones as IPv4; IPv4 in the WHATWG URL standard's forms,
+// "2130706433", "0x7f.1", "0177.0.0.1", "127.1", which browsers and curl
+// connect to as 127.0.0.1), or else a name without trailing dots (to be
+// compared without case). ok is false for a host the gateway cannot place:
+// a non-ASCII one (IDNA maps "ｍａｙｆｌｙ。test" or "may\u00adfly.test"
+// to "mayfly.test", and the gateway carries no IDNA tables), or one a
+// browser reads as an IPv4 address that is none ("127.0.0.256"), which
+// other clients may still resolve to one.
+func hostID(h string) (name string, addr netip.Addr, ok bool) {
+	for i := 0; i < len(h); i++ {
+		if h[i] >= 0x80 {
+			return "", netip.Addr{}, false
+		}
+	}
+	if strings.IndexByte(h, ':') >= 0 {
+		if i := strings.IndexByte(h, '%'); i >= 0 {
+			h = h[:i] // a zone: the same address for this purpose
+		}
+		a, err := netip.ParseAddr(h)
+		return "", a.Unmap(), err == nil
+	}
+	// WHATWG drops one trailing dot; more, and browsers look the name up
+	// (and fail), while resolvers may drop them: the same host either way.
+	name = strings.TrimRight(h, ".")
+	if !endsInNumber(name) {
+		return name, netip.Addr{}, true
+	}
+	addr, ok = parseIPv4(name)
+	return "", addr, ok
+}
+
+// endsInNumber reports whether a browser reads name as an IPv4 address:
+// its last label is decimal digits or "0x" and hex digits (WHATWG's "ends
+// in a number").
+func endsInNumber(name string) bool {
+	last := name[strings.LastIndexByte(name, '.')+1:]
+	if last == "" {
+		return false
+	}
+	digits, hex := last, false
+	if len(last) >= 2 && last[0] == '0' && (last[1] == 'x' || last[1] == 'X') {
+		digits, hex = last[2:], true
+	}
+	for i := 0; i < len(digits); i++ {
+		if c := digits[i]; !('0' <= c && c <= '9' || hex && ('a' <= c && c <= 'f' || 'A' <= c && c <= 'F')) {
+			return false
+		}
+	}
+	return true
+}
+
+// parseIPv4 reads name as the WHATWG IPv4 parser does (inet_aton's forms):
+// one to four parts, each decimal, octal after a leading "0" or hex after
+// "0x"; the last fills the bytes the others leave. ok is false where a
+// browser fails.
+func parseIPv4(name string) (netip.Addr, bool) {
+	var parts [4]uint64
+	n := 0
+	for rest := name; ; {
+		part, tail, more := strings.Cut(rest, ".")
+		if n == len(parts) {
+			return netip.Addr{}, false
+		}
+		v, ok := ipv4Number(part)
+		if !ok {
+			return netip.Addr{}, false
+		}
+		parts[n] = v
+		n++
+		if !more {
+			break
+		}
+		rest = tail
+	}
+	var v uint64
+	for i := 0; i < n-1; i++ {
+		if parts[i] > 255 {
+			return netip.Addr{}, false
+		}
+		v = v<<8 | parts[i]
+	}
+	width := 8 * uint(5-n) // bits the last part fills
+	if parts[n-1] >= 1<<width {
+		return netip.Addr{}, false
+	}
+	v = v<<width | parts[n-1]
+	return netip.AddrFrom4([4]byte{byte(v >> 24), byte(v >> 16), byte(v >> 8), byte(v)}), true
+}
+
+// ipv4Number reads one part of an IPv4 address as WHATWG's "IPv4 number
+// parser" does; values past 32 bits fail.
+func ipv4Number(s string) (uint64, bool) {
+	if s == "" {
+		return 0, false
+	}
+	base := uint64(10)
+	switch {
+	case len(s) >= 2 && s[0] == '0' && (s[1] == 'x' || s[1] == 'X'):
+		s, base = s[2:], 16
+	case len(s) >= 2 && s[0] == '0':
+		s, base = s[1:], 8
+	}
+	var v uint64
+	for i := 0; i < len(s); i++ {
+		var d uint64
+		switch c := s[i]; {
+		case '0' <= c && c <= '9':
+			d = uint64(c - '0')
+		case 'a' <= c && c <= 'f':
+			d = uint64(c-'a') + 10
+		case 'A' <= c && c <= 'F':
+			d = uint64(c-'A') + 10
+		default:
+			return 0, false
+		}
+		if d >= base {
+			return 0, false
+		}
+		if v = v*base + d; v > 0xFFFFFFFF {
+			return 0, false
+		}
+	}
+	return v, true
+}
 
 // urlPort is u's port, the scheme's default when it names none.
 func urlPort(u *url.URL) string {

@@ -25,6 +25,7 @@ func TestUpstreamURLsMappedToRoute(t *testing.T) {
 	up := h.up.srv.URL                          // http://127.0.0.1:port
 	upHost := strings.TrimPrefix(up, "http://") // 127.0.0.1:port
 	gw := h.srv.URL + "/gw/api"                 // the gateway's own URL of the route
+	_, upPort, _ := strings.Cut(upHost, ":")
 	h.up.mu.Lock()
 	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		q := r.URL.Query()
@@ -62,6 +63,28 @@ func TestUpstreamURLsMappedToRoute(t *testing.T) {
 		{"same host, another scheme", "Location", 302, "https://" + upHost + "/base/x", drop},
 		{"scheme without slashes", "Location", 302, "http:" + upHost + "/base/x", drop},
 		{"unparseable", "Location", 302, "http://[::1/x", drop},
+		// The upstream's host in the other spellings browsers (and curl)
+		// read as the same address: not another origin's.
+		{"its IPv4 as one number", "Location", 302, "http://2130706433:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 in hex and short", "Location", 302, "http://0x7f.1:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 in octal", "Location", 302, "http://0177.0.0.01:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 short", "Location", 302, "http://127.1:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 with trailing dots", "Location", 302, "http://127.0.0.1..:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 as IPv4-mapped IPv6", "Location", 302, "http://[::ffff:7f00:1]:" + upPort + "/base/a", gw + "/a"},
+		{"its IPv4 as one number, outside the base", "Location", 302, "http://2130706433:" + upPort + "/v1/admin", drop},
+		{"its IPv4 in hex, another port", "Location", 302, "http://0x7f000001:1/x", drop},
+		// A number-like host that is no IPv4 (browsers refuse it; other
+		// clients may read it as one): deny.
+		{"an IPv4 part too large", "Location", 302, "http://127.0.0.256:" + upPort + "/base/a", drop},
+		{"an IPv4 of five parts", "Location", 302, "http://1.127.0.0.1:" + upPort + "/base/a", drop},
+		{"an IPv4 part not a number", "Location", 302, "http://0x7g.0.0.1:" + upPort + "/base/a", drop},
+		// Without IDNA mapping the gateway cannot tell which host a
+		// non-ASCII name is (full-width digits map to 127.0.0.1): deny.
+		{"its IPv4 in full-width digits", "Location", 302, "http://\uff11\uff12\uff17.0.0.1:" + upPort + "/base/a", drop},
+		{"its IPv4 in percent-encoded full-width digits", "Location", 302, "http://%EF%BC%91%EF%BC%92%EF%BC%97.0.0.1:" + upPort + "/base/a", drop},
+		{"its IPv4 percent-encoded", "Location", 302, "http://%31%32%37.0.0.1:" + upPort + "/base/a", drop},
+		{"a non-ASCII name", "Location", 302, "https://b\u00fccher.example/x", drop},
+		{"a punycode name kept", "Location", 302, "https://xn--bcher-kva.example/x", "https://xn--bcher-kva.example/x"},
 		{"third origin kept", "Location", 302, "https://downloads.example/f?sig=abc", "https://downloads.example/f?sig=abc"},
 		{"not a network URL kept", "Location", 302, "mailto:ops@example.com", "mailto:ops@example.com"},
 		{"Content-Location", "Content-Location", 200, up + "/base/repos/acme/app/x.json", gw + "/repos/acme/app/x.json"},
@@ -182,6 +205,14 @@ func TestUpstreamURLsOnTheGatewaysOrigin(t *testing.T) {
 		{"a third origin spelt so others read ours", "Location", `https://other.example\@mayfly.test/v1/admin/tokens`,
 			"https://other.example/@mayfly.test/v1/admin/tokens"},
 		{"tabs a browser strips", "Location", "https://other.example/a\tb", "https://other.example/ab"},
+		// Spellings of its host that browsers (curl, Go's client: IDNA)
+		// read as mayfly.test, or that the gateway cannot tell from it.
+		{"the admin API, trailing dots", "Location", "https://mayfly.test../v1/admin/tokens", drop},
+		{"the admin API, full-width letters", "Location", "https://\uff4d\uff41\uff59\uff46\uff4c\uff59.test/v1/admin/tokens", drop},
+		{"the admin API, an ideographic full stop", "Location", "https://mayfly\u3002test/v1/admin/tokens", drop},
+		{"the admin API, a soft hyphen", "Location", "https://may\u00adfly.test/v1/admin/tokens", drop},
+		{"the admin API, percent-encoded full stop", "Location", "https://mayfly%E3%80%82test/v1/admin/tokens", drop},
+		{"Link to the admin API, full-width letters", "Link", "<https://\uff4d\uff41\uff59\uff46\uff4c\uff59.test/v1/admin/tokens>; rel=next", drop},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := "/gw/api/repos/acme/app/hostile/loc?" + url.Values{"h": {tc.header}, "v": {tc.v}}.Encode()
@@ -197,5 +228,57 @@ func TestUpstreamURLsOnTheGatewaysOrigin(t *testing.T) {
 				t.Fatalf("%s %q came back as %q, want %q", tc.header, tc.v, got, tc.want)
 			}
 		})
+	}
+}
+
+// sameHost is the gateway's one comparison of an upstream URL's host with
+// the upstream's and mayfly's: every spelling a client reads as the same
+// host must be, and one it cannot place must not count as another's.
+func TestSameHost(t *testing.T) {
+	for _, tc := range []struct {
+		a, b        string
+		same, known bool
+	}{
+		{"api.example.com", "api.example.com", true, true},
+		{"API.Example.COM", "api.example.com", true, true},
+		{"api.example.com.", "api.example.com", true, true},
+		{"api.example.com", "api.example.com..", true, true},
+		{"api.example.com", "api.example.org", false, true},
+		{"api.example.com", "xapi.example.com", false, true},
+		{"xn--bcher-kva.example", "XN--BCHER-KVA.example", true, true},
+		{"127.0.0.1", "2130706433", true, true},
+		{"127.0.0.1", "0x7F000001", true, true},
+		{"127.0.0.1", "0x7f.0.0.1", true, true},
+		{"127.0.0.1", "0177.0.0.1", true, true},
+		{"127.0.0.1", "127.0.1", true, true},
+		{"127.0.0.1", "127.1", true, true},
+		{"127.0.0.1", "127.0.0.1.", true, true},
+		{"0.0.0.0", "0x", true, true},
+		{"10.0.0.1", "127.0.0.1", false, true},
+		{"127.0.0.1", "::ffff:127.0.0.1", true, true},
+		{"::1", "0:0:0:0:0:0:0:1", true, true},
+		{"fe80::1", "fe80::1%eth0", true, true},
+		{"::1", "127.0.0.1", false, true},
+		{"127.0.0.1", "localhost", false, true}, // names are not resolved
+		{"127.0.0.1", "127.0.0.1.example", false, true},
+		{"127.0.0.1", "08.0.0.1", false, false},    // not octal: browsers fail
+		{"127.0.0.1", "127.0.0.256", false, false}, // past a byte
+		{"127.0.0.1", "127.16777216", false, false},
+		{"127.0.0.1", "4294967296", false, false}, // past 32 bits
+		{"127.0.0.1", "1.2.3.4.5", false, false},
+		{"127.0.0.1", "127..0.1", false, false},
+		{"127.0.0.1", "1e2.0.0.1", false, false},
+		{"::1", "::g", false, false},
+		{"mayfly.test", "ｍａｙｆｌｙ.test", false, false},
+		{"mayfly.test", "b\u00fccher.example", false, false},
+		{"b\u00fccher.example", "b\u00fccher.example", true, true},
+	} {
+		same, known := sameHost(tc.a, tc.b)
+		if same != tc.same || known != tc.known {
+			t.Errorf("sameHost(%q, %q) = %v, %v; want %v, %v", tc.a, tc.b, same, known, tc.same, tc.known)
+		}
+		if same, known = sameHost(tc.b, tc.a); same != tc.same || known != tc.known {
+			t.Errorf("sameHost(%q, %q) = %v, %v; want %v, %v", tc.b, tc.a, same, known, tc.same, tc.known)
+		}
 	}
 }
