@@ -138,21 +138,35 @@ func (f *forwarding) mapURL(v string) (mapped string, keep bool) {
 // outOfRoute reports whether abs is on the gateway's own host (whatever
 // its scheme or port: Go's client keeps Authorization for the same host)
 // but not on this route of its origin: mayfly's API and console, or
-// another upstream's route, where the client's mayfly token works.
+// another upstream's route, where the client's mayfly token works. The
+// gateway's own host is public_url's, and also the one the client reached
+// it by (its Host) where that is another: an internal name beside a
+// proxy's public one, or, without public_url, a name the server does not
+// know as its own.
 func (f *forwarding) outOfRoute(abs *url.URL) bool {
 	pub, err := url.Parse(f.g.cfg.PublicURL(f.r))
 	if err != nil {
 		return true
 	}
-	if same, known := sameHost(abs.Hostname(), pub.Hostname()); !same {
+	if same, known := sameHost(abs.Hostname(), pub.Hostname()); !known {
+		return true
+	} else if same {
+		return abs.Scheme != pub.Scheme || urlPort(abs) != urlPort(pub) || !f.onRoute(abs)
+	}
+	// The scheme the client used is unknown behind a proxy: abs's own
+	// gives the Host's port when it names none.
+	in := url.URL{Scheme: abs.Scheme, Host: f.r.Host}
+	if same, known := sameHost(abs.Hostname(), in.Hostname()); !same {
 		return !known
 	}
-	if abs.Scheme != pub.Scheme || urlPort(abs) != urlPort(pub) {
-		return true
-	}
+	return urlPort(abs) != urlPort(&in) || !f.onRoute(abs)
+}
+
+// onRoute reports whether abs's path is under this route's prefix.
+func (f *forwarding) onRoute(abs *url.URL) bool {
 	route := f.g.cfg.Prefix + f.up.Name
 	p := abs.EscapedPath()
-	return p != route && !strings.HasPrefix(p, route+"/")
+	return p == route || strings.HasPrefix(p, route+"/")
 }
 
 // mapRefresh maps the URL of a Refresh header ("5; url=…") as mapURL

@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"context"
+	"net"
 	"net/http"
 	"net/url"
 	"slices"
@@ -280,5 +282,62 @@ func TestSameHost(t *testing.T) {
 		if same, known = sameHost(tc.b, tc.a); same != tc.same || known != tc.known {
 			t.Errorf("sameHost(%q, %q) = %v, %v; want %v, %v", tc.b, tc.a, same, known, tc.same, tc.known)
 		}
+	}
+}
+
+// A client may reach the gateway by a name other than public_url's (an
+// internal name beside a proxy's public one, or, without public_url, one
+// the server does not know as its own): on that host too Go's client and
+// curl keep the mayfly token on a redirect. A URL naming it outside the
+// route is dropped as one naming public_url's host is.
+func TestUpstreamURLsOnTheHostTheClientUsed(t *testing.T) {
+	const public = "https://mayfly.test"
+	h := newHarnessWith(t, func(c *Config) { c.PublicURL = func(*http.Request) string { return public } })
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", r.URL.Query().Get("v"))
+		w.WriteHeader(http.StatusFound)
+	})
+	h.up.mu.Unlock()
+	addr := h.srv.Listener.Addr().String()
+	_, port, _ := net.SplitHostPort(addr)
+	client := &http.Client{
+		Transport: &http.Transport{DialContext: func(ctx context.Context, network, _ string) (net.Conn, error) {
+			return (&net.Dialer{}).DialContext(ctx, network, addr)
+		}},
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse },
+	}
+	const drop = "\x00dropped"
+	for _, tc := range []struct{ name, v, want string }{
+		{"the admin API on the client's host", "http://mayfly.internal:" + port + "/v1/admin/tokens", drop},
+		{"another upstream's route on the client's host", "http://MAYFLY.internal.:" + port + "/gw/other/x", drop},
+		{"the client's host, another port", "https://mayfly.internal/v1/admin/tokens", drop},
+		{"the client's host kept on the route", "http://mayfly.internal:" + port + "/gw/api/x", "http://mayfly.internal:" + port + "/gw/api/x"},
+		{"public_url's host kept on the route", public + "/gw/api/x", public + "/gw/api/x"},
+		{"a third origin kept", "https://mayfly.example/x", "https://mayfly.example/x"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req, err := http.NewRequest("GET", "http://mayfly.internal:"+port+"/gw/api/repos/acme/app/hostile/loc?"+url.Values{"v": {tc.v}}.Encode(), nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			req.Header.Set("Authorization", "Bearer "+tok)
+			resp, err := client.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusFound {
+				t.Fatalf("status %d, want 302", resp.StatusCode)
+			}
+			got, ok := resp.Header["Location"]
+			switch {
+			case tc.want == drop && ok:
+				t.Fatalf("Location %q came back as %q: want it dropped", tc.v, got)
+			case tc.want != drop && (len(got) != 1 || got[0] != tc.want):
+				t.Fatalf("Location %q came back as %q, want %q", tc.v, got, tc.want)
+			}
+		})
 	}
 }
