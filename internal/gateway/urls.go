@@ -11,8 +11,8 @@ import (
 
 // An upstream's answer may name URLs that a client goes to on its own: a
 // redirect's or a 201's Location, Content-Location, Refresh (browsers
-// follow it like a redirect), and the targets of Link (an API's next
-// page). Each is mapped onto the gateway's URL of the
+// follow it like a redirect), and the targets and anchors of Link (an
+// API's next page). Each is mapped onto the gateway's URL of the
 // route (fitURLs), so that a client following it stays in the gateway:
 //
 //   - a URL on the upstream's origin (the route's url: scheme, host and
@@ -206,13 +206,14 @@ func (f *forwarding) mapLinks(v string) (string, bool) {
 		}
 		target := l[1:end]
 		m, keep := f.mapURL(target)
+		params, pkeep := f.mapAnchor(l[end+1:])
 		switch {
-		case !keep:
+		case !keep || !pkeep:
 			changed = true
 			continue
-		case m != target:
+		case m != target || params != l[end+1:]:
 			changed = true
-			l = "<" + m + ">" + l[end+1:]
+			l = "<" + m + ">" + params
 		}
 		out = append(out, l)
 	}
@@ -225,9 +226,71 @@ func (f *forwarding) mapLinks(v string) (string, bool) {
 	return strings.Join(out, ", "), true
 }
 
+// mapAnchor maps the anchor parameters among a link's parameters (RFC
+// 8288 section 3.2: the link's context, a URL resolved as its target is)
+// as mapURL does; keep is false when one must be dropped, and its link
+// with it: without its anchor the link would say something else.
+func (f *forwarding) mapAnchor(params string) (string, bool) {
+	segs := splitOutside(params, ';', false)
+	changed := false
+	for i, seg := range segs {
+		name, val, ok := strings.Cut(seg, "=")
+		tn := strings.TrimSpace(name)
+		if !ok || !strings.EqualFold(tn, "anchor") {
+			continue
+		}
+		v := unquote(strings.TrimSpace(val))
+		m, keep := f.mapURL(v)
+		if !keep {
+			return "", false
+		}
+		lead := name[:len(name)-len(strings.TrimLeft(name, " \t"))]
+		if q := lead + tn + "=" + quote(m); q != seg {
+			segs[i], changed = q, true
+		}
+	}
+	if !changed {
+		return params, true
+	}
+	return strings.Join(segs, ";"), true
+}
+
+// unquote is a parameter's value: a quoted-string's content unescaped, or
+// the token itself.
+func unquote(v string) string {
+	if !strings.HasPrefix(v, `"`) {
+		return v
+	}
+	var b strings.Builder
+	for i := 1; i < len(v); i++ {
+		switch c := v[i]; {
+		case c == '\\' && i+1 < len(v):
+			i++
+			b.WriteByte(v[i])
+		case c == '"':
+			return b.String()
+		default:
+			b.WriteByte(c)
+		}
+	}
+	return b.String()
+}
+
+// quote is v as a quoted-string.
+func quote(v string) string {
+	if !strings.ContainsAny(v, `"\`) {
+		return `"` + v + `"`
+	}
+	return `"` + strings.NewReplacer(`\`, `\\`, `"`, `\"`).Replace(v) + `"`
+}
+
 // splitLinks splits a Link header value at the commas between links: not
 // those inside a <target> or a quoted parameter.
-func splitLinks(v string) []string {
+func splitLinks(v string) []string { return splitOutside(v, ',', true) }
+
+// splitOutside splits v at each sep outside a quoted string, and outside a
+// <target> when targets.
+func splitOutside(v string, sep byte, targets bool) []string {
 	var parts []string
 	inTarget, inQuote, start := false, false, 0
 	for i := 0; i < len(v); i++ {
@@ -240,11 +303,11 @@ func splitLinks(v string) []string {
 			}
 		case inTarget:
 			inTarget = c != '>'
-		case c == '<':
+		case c == '<' && targets:
 			inTarget = true
 		case c == '"':
 			inQuote = true
-		case c == ',':
+		case c == sep:
 			parts = append(parts, v[start:i])
 			start = i + 1
 		}

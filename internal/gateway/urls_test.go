@@ -154,6 +154,25 @@ func TestUpstreamLinksMappedToRoute(t *testing.T) {
 		{"all dropped", []string{`<http://127.0.0.1:1/x>; rel="next"`}, nil},
 		{"malformed dropped", []string{`https://` + strings.TrimPrefix(up, "http://") + `/base/x; rel="next"`}, nil},
 		{"third origin kept", []string{`<https://cdn.example/style.css>; rel=preload; as=style`}, []string{`<https://cdn.example/style.css>; rel=preload; as=style`}},
+		// RFC 8288's anchor names the link's context, a URL too: the
+		// upstream's is mapped, one the route cannot reach takes its link
+		// with it (without it, the link would say something else).
+		{"anchor on the upstream mapped",
+			[]string{`<` + up + `/base/x>; rel="next"; anchor="` + up + `/base/y"`},
+			[]string{`<` + gw + `/x>; rel="next"; anchor="` + gw + `/y"`}},
+		{"anchor path-absolute, odd case and spaces, unquoted",
+			[]string{`<https://docs.example/a>; rel=help; ANCHOR = /base/y`},
+			[]string{`<https://docs.example/a>; rel=help; ANCHOR="` + gw + `/y"`}},
+		{"anchor outside the base drops its link",
+			[]string{`<https://docs.example/a>; rel=help; anchor="/v1/admin/tokens", </base/b>; rel=next`},
+			[]string{`<` + gw + `/b>; rel=next`}},
+		{"anchor on the upstream's host, another port",
+			[]string{`</base/a>; anchor="http://127.0.0.1:1/x"`}, nil},
+		{"anchor as one number", []string{`</base/a>; anchor="http://2130706433:1/x"`}, nil},
+		{"anchor of a third origin kept",
+			[]string{`</base/a>; rel=describedby; anchor="https://docs.example/a;b"`},
+			[]string{`<` + gw + `/a>; rel=describedby; anchor="https://docs.example/a;b"`}},
+		{"anchor unparseable", []string{`</base/a>; anchor="http://[::1/x"`}, nil},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			target := "/gw/api/repos/acme/app/hostile/links?" + url.Values{"v": tc.v}.Encode()
