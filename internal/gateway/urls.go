@@ -26,7 +26,10 @@ import (
 //     "//" (which browsers read against the page's scheme), and one that
 //     cannot be parsed are dropped: a client would take its headers (its
 //     mayfly token among them: Go and curl keep Authorization for the same
-//     host) straight to the upstream, and learn its address;
+//     host) straight to the upstream, and learn its address. One under
+//     another upstream's url on the same host is not mapped onto that
+//     route either: a grant is per route, so the job may have no scope
+//     there, or one this upstream should not steer it to;
 //   - one on the gateway's own host outside the route (mayfly's API and
 //     console, another upstream's route: the client would take its mayfly
 //     token there) is dropped too, one on the route is passed;

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/mayfly-sh/mayfly/internal/lease"
+	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
 // An upstream's answer names URLs a client follows (Location of a
@@ -358,5 +359,46 @@ func TestUpstreamURLsOnTheHostTheClientUsed(t *testing.T) {
 				t.Fatalf("Location %q came back as %q, want %q", tc.v, got, tc.want)
 			}
 		})
+	}
+}
+
+// Two upstreams may share a host under different paths. A URL of one's
+// answer under the other's url is not mapped onto that other route, but
+// dropped like any URL outside the route: a grant is per route, so the
+// job may have no scope there, or one the first upstream should not be
+// able to steer it to (a 307 keeps the method and body).
+func TestUpstreamURLOfAnotherRouteOnItsHost(t *testing.T) {
+	h := newHarness(t)
+	y := strings.Replace(h.yaml, "upstreams:\n", "upstreams:\n  deploy:\n    url: "+h.up.srv.URL+"/deploy\n    credential: {secret: api-token}\n", 1) + `
+  deploy:
+    upstream: deploy
+    ttl: 10m
+    allow: [{methods: [POST], paths: ["/**"]}]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+`
+	p, err := policy.Parse([]policy.File{{Name: "policy.yaml", Data: []byte(y)}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p.Upstreams["deploy"] == nil || p.Grants["deploy"] == nil {
+		t.Fatal("the policy has no deploy route")
+	}
+	h.pol.p.Store(p)
+	tok := h.issue(lease.Request{Grants: []string{"read", "deploy"}})
+	h.up.mu.Lock()
+	h.up.hostile = http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Location", r.URL.Query().Get("v"))
+		w.WriteHeader(http.StatusTemporaryRedirect)
+	})
+	h.up.mu.Unlock()
+	for _, v := range []string{h.up.srv.URL + "/deploy/prod", "/deploy/prod"} {
+		target := "/gw/api/repos/acme/app/hostile/loc?" + url.Values{"v": {v}}.Encode()
+		resp, _, _ := rawGet(t, h.srv.Listener.Addr().String(), target, tok)
+		if resp.StatusCode != http.StatusTemporaryRedirect {
+			t.Fatalf("status %d, want 307", resp.StatusCode)
+		}
+		if got, ok := resp.Header["Location"]; ok {
+			t.Errorf("Location %q came back as %q: want it dropped", v, got)
+		}
 	}
 }
