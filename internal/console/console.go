@@ -128,8 +128,11 @@ func New(cfg Config) (*Console, error) {
 	if err != nil {
 		return nil, err
 	}
-	files := http.StripPrefix("/ui/static/", http.FileServer(http.FS(static)))
-	c.mux.Handle("GET /ui/static/", files)
+	c.mux.HandleFunc("GET /ui/static/{file...}", func(w http.ResponseWriter, r *http.Request) {
+		serveStatic(w, r, static, r.PathValue("file"))
+	})
+	// Without it, the mux would send /ui/static to /ui/static/.
+	c.mux.HandleFunc("/ui/static", notFound)
 	page := func(pattern, role string, fn func(http.ResponseWriter, *http.Request, Caller)) {
 		c.mux.HandleFunc(pattern, c.gate(role, fn))
 	}
@@ -147,10 +150,27 @@ func New(cfg Config) (*Console, error) {
 	page("POST /ui/policy/apply", authority.RoleAdmin, c.policyApply)
 	page("GET /ui/secrets", authority.RoleAuditor, c.secrets)
 	page("GET /ui/health", authority.RoleAuditor, c.health)
-	c.mux.HandleFunc("/ui/", func(w http.ResponseWriter, r *http.Request) {
-		http.Error(w, "no such page", http.StatusNotFound)
-	})
+	c.mux.HandleFunc("/ui/", notFound)
 	return c, nil
+}
+
+func notFound(w http.ResponseWriter, _ *http.Request) {
+	http.Error(w, "no such page", http.StatusNotFound)
+}
+
+// serveStatic serves the asset file names, and nothing else: a folder is
+// 404 rather than an index of the files (http.FileServer lists one), and
+// no path is redirected.
+func serveStatic(w http.ResponseWriter, r *http.Request, static fs.FS, name string) {
+	if !fs.ValidPath(name) || name == "." {
+		notFound(w, r)
+		return
+	}
+	if fi, err := fs.Stat(static, name); err != nil || !fi.Mode().IsRegular() {
+		notFound(w, r)
+		return
+	}
+	http.ServeFileFS(w, r, static, name)
 }
 
 // ServeHTTP sets the headers every console answer carries.
