@@ -216,8 +216,10 @@ func (s *Sessions) Authenticate(ctx context.Context, value string) (store.AdminS
 }
 
 // Holders returns, for each of values, the live session it is (a zero
-// AdminSession when none: unknown, revoked or expired), looked up together
-// as a leak report's are: a few queries in all rather than one per value.
+// AdminSession when none: unknown, revoked or expired, admin_session_ttl
+// and admin_session_idle counted as Authenticate counts them), looked up
+// together as a leak report's are: a few queries in all rather than one
+// per value.
 func (s *Sessions) Holders(ctx context.Context, values []string) ([]store.AdminSession, error) {
 	out := make([]store.AdminSession, len(values))
 	hashes := make([][32]byte, len(values))
@@ -239,7 +241,11 @@ func (s *Sessions) Holders(ctx context.Context, values []string) ([]store.AdminS
 	for i := range values {
 		row, ok := found[hashes[i]]
 		// Found by hash; compared again in constant time, as Authenticate does.
-		if ok && token.Equal(row.Hash, hashes[i]) && now.Before(row.ExpiresAt) {
+		if !ok || !token.Equal(row.Hash, hashes[i]) {
+			continue
+		}
+		// One already ended is no live session a report could revoke.
+		if s.cap(&row); now.Before(row.ExpiresAt) {
 			out[i] = row
 		}
 	}
