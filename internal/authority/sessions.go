@@ -83,6 +83,7 @@ type SessionStore interface {
 	ListAdminSessions(ctx context.Context, now time.Time) ([]store.AdminSession, error)
 	TouchAdminSession(ctx context.Context, id string, at time.Time) error
 	RevokeAdminSessionNoted(ctx context.Context, id string, at time.Time, n *store.Note) error
+	EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live store.SessionsLive, n *store.Note) ([]store.AdminSession, error)
 	AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminSession, error)
 	PutAdminLogin(ctx context.Context, key [32]byte, kind string, data []byte, expires time.Time) error
 	TakeAdminLogin(ctx context.Context, key [32]byte, kind string, now time.Time) ([]byte, error)
@@ -314,36 +315,43 @@ func (s *Sessions) revoke(ctx context.Context, id string, ev audit.Event) error 
 // someone removed from a group (or moved to a weaker one) who signs in
 // again loses what the earlier sign-in gave them, instead of keeping it
 // until it expires. Each is audited (admin.session.revoke, reason
-// "role lowered at sign-in"). It returns how many it ended.
+// "role lowered at sign-in"). It returns how many it ended: every one,
+// in one store statement, however many sessions there are.
 func (s *Sessions) EndStronger(ctx context.Context, subject, role string, source netip.Addr) (int, error) {
 	if subject == "" {
 		return 0, nil
 	}
-	rows, err := s.List(ctx)
+	var stronger []string
+	for _, r := range []string{RoleAuditor, RoleOperator, RoleAdmin} {
+		if RoleRank(r) > RoleRank(role) {
+			stronger = append(stronger, r)
+		}
+	}
+	roleNow := role
+	if roleNow == "" {
+		roleNow = "none"
+	}
+	now := s.now().UTC()
+	// Ended ones (revoked, expired, past admin_session_ttl or idle, as
+	// cap counts them) are left be.
+	live := store.SessionsLive{At: now, MadeAfter: now.Add(-s.ttl), UsedAfter: now.Add(-s.idle)}
+	since := s.audit.Size()
+	note := noted(s.audit, func(c store.Changes) []audit.Event {
+		evs := make([]audit.Event, 0, len(c.EndedSessions))
+		for _, r := range c.EndedSessions {
+			evs = append(evs, audit.Event{Type: TypeSessionRevoke, Admin: r.Name, Role: r.Role, Subject: r.Subject, Source: addrString(source), Status: 200,
+				Reason: "role lowered at sign-in", Detail: map[string]any{"session": r.ID, "via": r.Via, "role_now": roleNow}})
+		}
+		return evs
+	})
+	ended, err := s.st.EndAdminSessionsNoted(ctx, subject, stronger, live, note)
 	if err != nil {
-		return 0, fmt.Errorf("list admin sessions: %w", err)
+		return 0, failed("admin session revocation", err)
 	}
-	n := 0
-	for _, r := range rows {
-		// Ended ones (revoked, past admin_session_ttl or idle) are left be.
-		if r.Subject != subject || !r.RevokedAt.IsZero() || RoleRank(r.Role) <= RoleRank(role) {
-			continue
-		}
-		now := role
-		if now == "" {
-			now = "none"
-		}
-		ev := audit.Event{Type: TypeSessionRevoke, Admin: r.Name, Role: r.Role, Subject: r.Subject, Source: addrString(source), Status: 200,
-			Reason: "role lowered at sign-in", Detail: map[string]any{"session": r.ID, "via": r.Via, "role_now": now}}
-		switch err := s.revoke(ctx, r.ID, ev); {
-		case errors.Is(err, store.ErrNotFound): // ended meanwhile
-		case err != nil:
-			return n, err
-		default:
-			n++
-		}
+	if len(ended) > 0 {
+		settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note)
 	}
-	return n, nil
+	return len(ended), nil
 }
 
 // List returns the sessions not yet expired, live and revoked.

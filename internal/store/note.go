@@ -47,6 +47,9 @@ type Changes struct {
 	Minted []string
 	// Sessions are the admin sessions a leak report revoked, by id.
 	Sessions []string
+	// EndedSessions are the admin sessions ended by subject and role (a
+	// sign-in that maps its user to a weaker role), as they were.
+	EndedSessions []AdminSession
 	// Version is the policy version a policy apply stored.
 	Version int64
 	// SecretVersion is the version a secret write stored (a rotation's

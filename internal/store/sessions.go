@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"strings"
 	"time"
 )
 
@@ -140,6 +141,62 @@ func (db *DB) RevokeAdminSessionNoted(ctx context.Context, id string, at time.Ti
 		return fmt.Errorf("store: revoke admin session: %w", err)
 	}
 	return nil
+}
+
+// SessionsLive says which sessions are live at At: not revoked, not past
+// their expiry, made after MadeAfter (the admin_session_ttl in force) and
+// made or used after UsedAfter (admin_session_idle).
+type SessionsLive struct {
+	At, MadeAfter, UsedAfter time.Time
+}
+
+// EndAdminSessionsNoted revokes, in one statement, every session of
+// subject whose role is one of roles and that is live as live says, with
+// the audit records n makes from Changes.EndedSessions (the sessions as
+// they were), in the same transaction. It returns the sessions it ended:
+// however many there are, not a listing's first page.
+func (db *DB) EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live SessionsLive, n *Note) ([]AdminSession, error) {
+	if len(roles) == 0 {
+		return nil, nil
+	}
+	in := strings.Repeat("?, ", len(roles)-1) + "?"
+	args := []any{nanos(live.At), subject}
+	for _, r := range roles {
+		args = append(args, r)
+	}
+	args = append(args, nanos(live.At), nanos(live.MadeAfter), nanos(live.UsedAfter), nanos(live.UsedAfter))
+	q := `UPDATE admin_sessions SET revoked_at = ? WHERE subject = ? AND role IN (` + in + `) AND revoked_at IS NULL AND expires_at > ? AND created_at > ?` +
+		` AND (created_at > ? OR last_used_at > ?) RETURNING ` + sessionCols
+	var ended []AdminSession
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		ended = nil // a group commit may run this twice
+		rows, err := tx.QueryContext(ctx, db.Rebind(q), args...)
+		if err != nil {
+			return err
+		}
+		for rows.Next() {
+			s, err := scanSession(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			ended = append(ended, s)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ended) == 0 {
+			return nil
+		}
+		return db.note(ctx, tx, n, Changes{EndedSessions: ended})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: end admin sessions: %w", err)
+	}
+	return ended, nil
 }
 
 // SweepAdminSessions forgets sessions that expired before sessions, and
