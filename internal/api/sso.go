@@ -9,6 +9,7 @@ import (
 	"html/template"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -192,9 +193,22 @@ func (a *API) uiLogin(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
+	// One cookie per sign-in under way, a few at most: clear them all
+	// when there are as many as that (their sign-ins fail).
+	var under []string
+	for _, c := range r.Cookies() {
+		if strings.HasPrefix(c.Name, sso.LoginCookie(a.cfg.SSO.Secure())+"_") && !slices.Contains(under, c.Name) {
+			under = append(under, c.Name)
+		}
+	}
+	if len(under) >= sso.MaxLoginCookies {
+		for _, name := range under {
+			http.SetCookie(w, a.cookie(name, "", 0, http.SameSiteLaxMode))
+		}
+	}
 	// Lax, not Strict: the provider's redirect back is a cross-site
 	// navigation, on which a Strict cookie would not be sent.
-	http.SetCookie(w, a.cookie(sso.LoginCookie(a.cfg.SSO.Secure()), bind, authority.LoginTTL, http.SameSiteLaxMode))
+	http.SetCookie(w, a.cookie(sso.LoginCookieFor(a.cfg.SSO.Secure(), state), bind, authority.LoginTTL, http.SameSiteLaxMode))
 	http.Redirect(w, r, authURL, http.StatusSeeOther)
 }
 
@@ -237,7 +251,9 @@ func (a *API) uiCallback(w http.ResponseWriter, r *http.Request) {
 		a.fail(w, r, err)
 		return
 	}
-	loginName := sso.LoginCookie(a.cfg.SSO.Secure())
+	// The state was one this server made (taken above): its cookie's name
+	// is a valid one.
+	loginName := sso.LoginCookieFor(a.cfg.SSO.Secure(), cb.State)
 	http.SetCookie(w, a.cookie(loginName, "", 0, http.SameSiteLaxMode))
 	lc, _ := r.Cookie(loginName)
 	if lc == nil || subtle.ConstantTimeCompare([]byte(sha(lc.Value)), []byte(d.Binding)) != 1 {

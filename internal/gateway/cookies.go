@@ -23,7 +23,10 @@ func ownCookie(name string) bool {
 			break
 		}
 	}
-	return strings.EqualFold(name, sso.CookiePlain) || strings.EqualFold(name, sso.LoginCookiePlain)
+	// The login cookies' names go on past their prefix
+	// (sso.LoginCookieFor).
+	return strings.EqualFold(name, sso.CookiePlain) ||
+		len(name) >= len(sso.LoginCookiePlain) && strings.EqualFold(name[:len(sso.LoginCookiePlain)], sso.LoginCookiePlain)
 }
 
 // dropOwnCookies removes mayfly's cookies from a request's Cookie headers

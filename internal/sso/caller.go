@@ -31,13 +31,31 @@ func SessionCookie(secure bool) string {
 	return CookiePlain
 }
 
-// LoginCookie binds a sign-in's state to the browser that started it.
+// LoginCookie is the prefix of the login cookies' names (LoginCookieFor).
 func LoginCookie(secure bool) string {
 	if secure {
 		return LoginCookieSecure
 	}
 	return LoginCookiePlain
 }
+
+// LoginCookieFor binds the sign-in of state to the browser that started
+// it. Its name holds the state's first characters: two sign-ins started in
+// one browser (two tabs) each keep their own, rather than the second's
+// replacing the first's and both failing. Its value, not its name, is the
+// binding.
+func LoginCookieFor(secure bool, state string) string {
+	return LoginCookie(secure) + "_" + state[:min(len(state), loginCookieKey)]
+}
+
+// loginCookieKey is how many of a state's characters name its cookie (48
+// random bits: sign-ins under way in one browser do not collide).
+const loginCookieKey = 8
+
+// MaxLoginCookies bounds the login cookies a browser holds: a sign-in
+// started with this many under way clears them (those sign-ins then fail)
+// rather than growing the browser's cookies without end.
+const MaxLoginCookies = 4
 
 // Caller is a human signed in with a session, as a request's context
 // carries it (the API puts it there for /ui/ requests).
