@@ -25,7 +25,9 @@ const maxFilter = 512
 func param(r *http.Request, name string) string {
 	v := strings.TrimSpace(r.FormValue(name))
 	if len(v) > maxFilter {
-		v = v[:maxFilter]
+		// At a character's edge: a cut inside one is not UTF-8, which
+		// PostgreSQL refuses with an error (gate let only UTF-8 through).
+		v = strings.ToValidUTF8(v[:maxFilter], "")
 	}
 	return v
 }
