@@ -208,8 +208,9 @@ func event(i int) audit.Event {
 	subj := fmt.Sprintf("repo:acme/app%d:ref:refs/heads/main", (i/20)%100)
 	switch {
 	case i%1000 == 999:
-		return audit.Event{Type: audit.TypeLeak, Source: "10.0.0.9", Count: 1, Status: 200,
-			Detail: map[string]any{"report_source": "github", "url": "https://example.com/x", "leases": []string{lse}, "already_revoked": 0, "unknown": 0}}
+		return audit.Event{Type: audit.TypeLeak, Source: "10.0.0.9", Count: 4, Status: 200,
+			Detail: map[string]any{"report_source": "github", "url": "https://example.com/x", "leases": []string{lse}, "already_revoked": 0, "unknown": 0,
+				"admin_tokens": 1, "admin_sessions": 2}}
 	case i%100 == 50:
 		return audit.Event{Type: audit.TypeExchange, Issuer: "https://ci.example", Subject: subj, Repository: "acme/app", Grant: "deploy",
 			Status: 403, Reason: "claim_mismatch", Check: "claims.ref", Source: "10.0.0.1"}
