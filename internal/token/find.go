@@ -38,7 +38,9 @@ func Find(b []byte) []Match {
 		default:
 			continue
 		}
-		if start+n > len(b) {
+		if start+n > len(b) || !allBase62(b[start+n-BodyLen-ChecksumLen:start+n]) {
+			// A hint ("mfy_abcd…", in every gateway entry) or a prefix in
+			// text: not worth a string.
 			continue
 		}
 		cand := string(b[start : start+n])
@@ -84,4 +86,13 @@ func Redact(b []byte) []byte {
 		last = sp.off + sp.n
 	}
 	return append(out, b[last:]...)
+}
+
+func allBase62(b []byte) bool {
+	for _, c := range b {
+		if !isBase62(c) {
+			return false
+		}
+	}
+	return true
 }
