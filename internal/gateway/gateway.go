@@ -379,16 +379,16 @@ type request struct {
 	scheme  string
 	live    *lease.Live
 	leased  bool   // a live lease was found: refusals are no longer rate limited
-	rateKey string // the address's clientip.RateKey
 	upLabel string // metrics label: a known upstream's name or "-"
 	dest    string // the clean upstream path of a Destination header
 	audit   auditCtx
 
-	// The decision's inputs beside live and ev.Upstream, once allowed:
-	// the policy it was made under, the address and the methods overrides
-	// named.
-	pol       *policy.Policy
+	// The client's address: what refusals are rate limited by
+	// (clientip.RateKey, made only for a refusal) and, with the policy
+	// and the methods overrides named once allowed, the decision's
+	// inputs beside live and ev.Upstream.
 	addr      netip.Addr
+	pol       *policy.Policy
 	overrides []string
 }
 
@@ -405,7 +405,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if addr.IsValid() {
 		rq.ev.Source = addr.String()
 	}
-	rq.rateKey = clientip.RateKey(addr)
+	rq.addr = addr
 
 	full := requestPath(r)
 	rest, ok := strings.CutPrefix(full, g.cfg.Prefix)
@@ -552,7 +552,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	rq.ev.Grant = dec.Grant.Name
 	// What was decided, for the watcher to decide again under a newer
 	// policy while the request runs (forwarding.stillAllowed).
-	rq.pol, rq.addr, rq.overrides = pol, addr, methods
+	rq.pol, rq.overrides = pol, methods
 	up := pol.Upstreams[upName]
 	if up == nil {
 		g.refuse(w, r, rq, http.StatusForbidden, "insufficient_scope", "upstream not in policy", CheckScope)
@@ -674,7 +674,7 @@ func (g *Gateway) allowDetail(rule int) map[string]any {
 // the caller is nobody known, so each address may make only so many
 // recorded refusals (RefusalRate); past that it gets 429, unrecorded.
 func (g *Gateway) refuse(w http.ResponseWriter, r *http.Request, rq *request, status int, code, desc, check string) {
-	if !rq.leased && !g.refusals.Allow(rq.rateKey) {
+	if !rq.leased && !g.refusals.Allow(clientip.RateKey(rq.addr)) {
 		w.Header().Set("Retry-After", "1")
 		status, code, desc, check = http.StatusTooManyRequests, "rate_limited", "too many refused requests from this address; retry later", CheckRateLimited
 	} else {
