@@ -67,12 +67,20 @@ func parseAuth(v string) (tok, scheme string, err error) {
 		return "", "", errBadScheme
 	}
 	rest = strings.Trim(rest, " \t")
+	switch { // scheme in lower case, without a copy of sch
+	case strings.EqualFold(sch, "Bearer"):
+		scheme = "bearer"
+	case strings.EqualFold(sch, "token"):
+		scheme = "token"
+	case strings.EqualFold(sch, "DPoP"):
+		scheme = "dpop"
+	}
 	switch {
-	case strings.EqualFold(sch, "Bearer"), strings.EqualFold(sch, "token"), strings.EqualFold(sch, "DPoP"):
+	case scheme != "":
 		if !isJobToken(rest) {
 			return "", "", errMalformedToken
 		}
-		return rest, strings.ToLower(sch), nil
+		return rest, scheme, nil
 	case strings.EqualFold(sch, "Basic"):
 		raw, err := base64.StdEncoding.DecodeString(rest)
 		if err != nil {

@@ -51,6 +51,29 @@ func headerKey(k string) string {
 	return strings.ReplaceAll(strings.ToLower(k), "_", "-")
 }
 
+// appendHeaderKey appends headerKey(k) to dst. The checks that fold every
+// header of every request fold into a buffer on their stack: for an ASCII
+// name (every name net/http passes on) string() of the result then
+// allocates nothing either, as long as it does not escape.
+func appendHeaderKey(dst []byte, k string) []byte {
+	for i := 0; i < len(k); i++ {
+		if k[i] >= utf8.RuneSelf {
+			return append(dst, headerKey(k)...)
+		}
+	}
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		switch {
+		case 'A' <= c && c <= 'Z':
+			c += 'a' - 'A'
+		case c == '_':
+			c = '-'
+		}
+		dst = append(dst, c)
+	}
+	return dst
+}
+
 // isOverrideHeader reports whether a header (by headerKey) names a method
 // for some framework to run instead of the request's.
 func isOverrideHeader(k string) bool {
@@ -149,8 +172,9 @@ var tchar = func() (t [128]bool) {
 func headerOverrides(h http.Header) ([]string, error) {
 	var out []string
 	var err error
+	var buf [64]byte
 	for k, vs := range h {
-		if !isOverrideHeader(headerKey(k)) {
+		if !isOverrideHeader(string(appendHeaderKey(buf[:0], k))) {
 			continue
 		}
 		for _, v := range vs {

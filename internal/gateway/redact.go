@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/mask"
 )
@@ -46,7 +47,7 @@ type redactor struct {
 	m *mask.Matcher
 	// lower: the raw values in lower case, for header names, which the
 	// HTTP client has put into canonical case.
-	lower []string
+	lower [][]byte
 }
 
 func newRedactor(secrets [][]byte) (*redactor, error) {
@@ -56,7 +57,7 @@ func newRedactor(secrets [][]byte) (*redactor, error) {
 	}
 	r := &redactor{m: m}
 	for _, s := range secrets {
-		r.lower = append(r.lower, strings.ToLower(string(s)))
+		r.lower = append(r.lower, bytes.ToLower(s))
 	}
 	return r, nil
 }
@@ -83,9 +84,23 @@ func (r *redactor) nameHolds(k string) bool {
 	if len(k) < mask.MinSecretLen {
 		return false
 	}
-	lk := strings.ToLower(k)
+	// Every response header's name comes here: lowered on the stack for
+	// an ASCII name (net/http passes on no other).
+	var buf [64]byte
+	lk := buf[:0]
+	for i := 0; i < len(k); i++ {
+		c := k[i]
+		if c >= utf8.RuneSelf {
+			lk = []byte(strings.ToLower(k))
+			break
+		}
+		if 'A' <= c && c <= 'Z' {
+			c += 'a' - 'A'
+		}
+		lk = append(lk, c)
+	}
 	for _, s := range r.lower {
-		if strings.Contains(lk, s) {
+		if bytes.Contains(lk, s) {
 			return true
 		}
 	}

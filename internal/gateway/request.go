@@ -134,12 +134,14 @@ var reservedHeaders = map[string]bool{
 // and proxy-asserted header under any spelling, and every header that
 // spells a reserved one (or the credential's header, credKey) differently.
 func scrubHeaders(h http.Header, credKey string) {
+	var buf [64]byte
 	for k := range h {
-		n := headerKey(k)
+		n := string(appendHeaderKey(buf[:0], k))
 		switch {
 		case isPathOverrideHeader(n), isProxyAssertedHeader(n):
 			delete(h, k)
-		case (reservedHeaders[n] || n == credKey) && n != strings.ToLower(k):
+		case (reservedHeaders[n] || n == credKey) && strings.IndexByte(k, '_') >= 0:
+			// Spelled with "_": the only way n differs from k in lower case.
 			delete(h, k)
 		}
 	}

@@ -233,3 +233,40 @@ func TestRefusalDoesNotWaitForBody(t *testing.T) {
 		c.Close()
 	}
 }
+
+// appendHeaderKey folds as headerKey does, under any spelling.
+func TestAppendHeaderKey(t *testing.T) {
+	for _, k := range []string{"", "Authorization", "X-Http-Method-Override", "x_http_method_override", "X_Forwarded_URI",
+		"SCRIPT_NAME", "Content-Type", "X-\u212Aey", "Ünicode_Name", "\xff_Bad", strings.Repeat("Long-Name_", 10)} {
+		if got, want := string(appendHeaderKey([]byte("pre"), k)), "pre"+headerKey(k); got != want {
+			t.Errorf("appendHeaderKey(%q) = %q, want %q", k, got, want)
+		}
+	}
+}
+
+// Every request's headers are folded (scrubHeaders, headerOverrides) and
+// every response header's name is lowered (nameHolds): for the usual
+// names, without allocating.
+func TestHeaderFoldingAllocatesNothing(t *testing.T) {
+	h := http.Header{"User-Agent": {"git/2.43"}, "Accept": {"*/*"}, "Content-Type": {"application/json"},
+		"X-Request-Id": {"abc"}, "Accept-Encoding": {"gzip"}, "X-Github-Api-Version": {"2022-11-28"}}
+	red, err := newRedactor([][]byte{[]byte("s3cr3t-value-1234")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for name, f := range map[string]func(){
+		"scrubHeaders":    func() { scrubHeaders(h, "authorization") },
+		"headerOverrides": func() { _, _ = headerOverrides(h) },
+		"nameHolds":       func() { _ = red.nameHolds("Content-Security-Policy") },
+	} {
+		if n := testing.AllocsPerRun(100, f); n != 0 {
+			t.Errorf("%s: %.0f allocations, want 0", name, n)
+		}
+	}
+	if len(h) != 6 {
+		t.Errorf("scrubHeaders dropped a usual header: %v", h)
+	}
+	if !red.nameHolds("X-S3cr3t-Value-1234-Echo") || red.nameHolds("X-Other") {
+		t.Error("nameHolds does not find the secret in a name in another case")
+	}
+}
