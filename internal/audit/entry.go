@@ -259,6 +259,22 @@ const timeLayout = time.RFC3339Nano
 // UTC.
 func FormatTime(t time.Time) string { return t.UTC().Format(timeLayout) }
 
+// AppendTime appends FormatTime(t) to dst.
+func AppendTime(dst []byte, t time.Time) []byte { return t.UTC().AppendFormat(dst, timeLayout) }
+
+// AppendEntryAt is AppendEntry with the time not yet formatted: the same
+// bytes as AppendEntry(dst, index, FormatTime(t), body), without the time's
+// string.
+func AppendEntryAt(dst []byte, index int64, t time.Time, body []byte) []byte {
+	dst = append(dst, `{"index":`...)
+	dst = strconv.AppendInt(dst, index, 10)
+	dst = append(dst, `,"time":"`...)
+	dst = AppendTime(dst, t)
+	dst = append(dst, `",`...)
+	dst = append(dst, body[1:]...)
+	return dst
+}
+
 // AppendEntry appends to dst the entry with index, time ts (FormatTime) and
 // body, an object from EncodeEvent: `{"index":N,"time":"…",` and the
 // body's fields.

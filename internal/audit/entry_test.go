@@ -1,6 +1,9 @@
 package audit
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 func TestOutcome(t *testing.T) {
 	for _, tc := range []struct {
@@ -29,5 +32,24 @@ func TestOutcome(t *testing.T) {
 				t.Fatal("Outcome changed the whole event's detail")
 			}
 		})
+	}
+}
+
+// AppendEntryAt writes what AppendEntry writes with FormatTime's string.
+func TestAppendEntryAt(t *testing.T) {
+	body := []byte(`{"type":"gateway.request","upstream":"api"}`)
+	for _, tm := range []time.Time{
+		time.Date(2026, 12, 7, 3, 4, 5, 0, time.UTC),
+		time.Date(2026, 12, 7, 3, 4, 5, 120000000, time.UTC),
+		time.Date(2026, 12, 7, 3, 4, 5, 123456789, time.FixedZone("x", 3600)),
+		time.Date(9999, 12, 31, 23, 59, 59, 999999999, time.UTC),
+	} {
+		want := AppendEntry([]byte("x"), 42, FormatTime(tm), body)
+		if got := AppendEntryAt([]byte("x"), 42, tm, body); string(got) != string(want) {
+			t.Errorf("AppendEntryAt(%v) = %s, want %s", tm, got, want)
+		}
+		if got := AppendTime(nil, tm); string(got) != FormatTime(tm) {
+			t.Errorf("AppendTime(%v) = %s, want %s", tm, got, FormatTime(tm))
+		}
 	}
 }

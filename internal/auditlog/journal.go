@@ -563,11 +563,11 @@ func (l *Log) appendJournal(ev audit.Event, lazy, durable bool) (int64, chan res
 func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, lazy, durable bool) (int64, chan result, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
-	body, ts, err := l.admit(&ev, lazy)
+	scratch, body, now, err := l.admit(&ev, lazy)
 	if err != nil {
 		return -1, nil, err
 	}
-	defer l.putScratch(body) // copied into rec below
+	defer l.scratch.Put(scratch) // body is copied into rec below
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -583,12 +583,12 @@ func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, l
 		}
 	}
 	idx := js.size
-	rec := make([]byte, prefix, prefix+len(body)+48+len(ts))
+	rec := make([]byte, prefix, prefix+len(body)+48+maxTimeLen)
 	if prefix > 0 {
 		rec[0] = recComplete
 		binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
 	}
-	rec = audit.AppendEntry(rec, idx, ts, body)
+	rec = audit.AppendEntryAt(rec, idx, now, body)
 	entry := rec[prefix:]
 	if err := l.journalWrite(rec, 0); err != nil {
 		if prefix > 0 {
@@ -641,40 +641,36 @@ func (l *Log) journalWrite(p []byte, keep int64) error {
 	return nil
 }
 
+// maxTimeLen is the longest entry time audit.AppendTime writes.
+const maxTimeLen = len("2006-01-02T15:04:05.999999999Z")
+
 // admit encodes ev and stamps its time if the log takes it: not closed,
 // and healthy unless lazy (a record of what already happened). The caller
 // holds l.closeMu for reading until the record is journaled.
-// The body is in a scratch buffer the caller hands back with
-// putScratch once it has copied it into its record.
-func (l *Log) admit(ev *audit.Event, lazy bool) ([]byte, string, error) {
+// The body is in (or, when it outgrew it, beside) scratch, a buffer the
+// caller puts back into l.scratch once it has copied body into its
+// record: the pool's own pointer, so that putting it back allocates
+// nothing.
+func (l *Log) admit(ev *audit.Event, lazy bool) (scratch *[]byte, body []byte, now time.Time, err error) {
 	if l.closed {
-		return nil, "", fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
+		return nil, nil, now, fmt.Errorf("audit: appending %s entry: %w", ev.Type, ErrClosed)
 	}
 	if !lazy {
 		if err := l.Healthy(); err != nil {
-			return nil, "", err
+			return nil, nil, now, err
 		}
 	}
-	buf, _ := l.scratch.Get().(*[]byte)
-	if buf == nil {
-		buf = new([]byte)
-		*buf = make([]byte, 0, 2048)
+	scratch, _ = l.scratch.Get().(*[]byte)
+	if scratch == nil {
+		scratch = new([]byte)
+		*scratch = make([]byte, 0, 2048)
 	}
-	body, err := audit.EncodeEvent(*buf, ev)
+	body, err = audit.EncodeEvent(*scratch, ev)
 	if err != nil {
-		l.scratch.Put(buf)
-		return nil, "", err
+		l.scratch.Put(scratch)
+		return nil, nil, now, err
 	}
-	return body, audit.FormatTime(l.opts.Now()), nil
-}
-
-// putScratch takes back a body admit returned, unless it outgrew the
-// scratch buffers (kept small: one per concurrent appender).
-func (l *Log) putScratch(b []byte) {
-	if cap(b) == 2048 {
-		b = b[:0]
-		l.scratch.Put(&b)
-	}
+	return scratch, body, l.opts.Now(), nil
 }
 
 func (js *jstate) kickLoop() {
@@ -693,15 +689,17 @@ type Intent struct {
 	fromFuture bool // the decision's index and pending id come with Future
 
 	id      uint64
-	ts      string
 	body    []byte
-	rec     []byte // its journal record
+	rec     []byte // its journal record: recIntent, id, time, "\n", body
 	index   int64  // the decision's own entry, or -1 while only an intent
 	reserve int64  // journal room kept for its entry
 	// Shared mode: the decision's pending id (its index is the
 	// sequencer's to give) and the log's size before it was recorded.
 	pid, from int64
 }
+
+// time is the decision's entry time, as its journal record holds it.
+func (in *Intent) time() string { return string(in.rec[recPrefix : len(in.rec)-len(in.body)-1]) }
 
 // Begin records ev, the decision to forward a request (one of
 // Options.Requests), and returns the Intent that Finish completes once the
@@ -754,15 +752,15 @@ func (l *Log) Begin(ctx context.Context, ev audit.Event) *Intent {
 func (l *Log) beginJournal(ev audit.Event) (*Intent, error) {
 	l.closeMu.RLock()
 	defer l.closeMu.RUnlock()
-	body, ts, err := l.admit(&ev, false)
+	scratch, body, now, err := l.admit(&ev, false)
 	if err != nil {
 		return nil, err
 	}
-	rec := make([]byte, recPrefix, recPrefix+len(ts)+1+len(body))
+	rec := make([]byte, recPrefix, recPrefix+maxTimeLen+1+len(body))
 	rec[0] = recIntent
-	rec = append(append(append(rec, ts...), '\n'), body...)
-	l.putScratch(body)
-	in := &Intent{Future: answered(-1, nil), ts: ts, body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
+	rec = append(append(audit.AppendTime(rec, now), '\n'), body...)
+	l.scratch.Put(scratch)
+	in := &Intent{Future: answered(-1, nil), body: rec[len(rec)-len(body):], rec: rec, index: -1, reserve: int64(len(body) + completionSlack)}
 	js := &l.js
 	js.mu.Lock()
 	defer js.mu.Unlock()
@@ -1072,7 +1070,7 @@ func (l *Log) materialize() {
 		in := js.intents[id]
 		idx := js.size
 		js.size++
-		js.queue = append(js.queue, audit.AppendEntry(nil, idx, in.ts, in.body))
+		js.queue = append(js.queue, audit.AppendEntry(nil, idx, in.time(), in.body))
 		in.index = idx
 		delete(js.intents, id)
 		js.reserved -= in.reserve
