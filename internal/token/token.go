@@ -168,7 +168,15 @@ func Hint(s string) string {
 // that a copy of the database cannot be turned back into usable tokens.
 type Hasher struct {
 	key  []byte
-	macs sync.Pool // of hash.Hash: keyed HMACs, reset for reuse
+	macs sync.Pool // of *keyedMAC, reset for reuse
+}
+
+// keyedMAC is a keyed HMAC with room for its sum: summed into a local
+// array, a sum escapes through the hash.Hash interface (an allocation
+// per token looked up).
+type keyedMAC struct {
+	h   hash.Hash
+	sum [sha256.Size]byte
 }
 
 // NewHasher returns a Hasher keyed with key, which must be at least 32
@@ -182,14 +190,14 @@ func NewHasher(key []byte) (*Hasher, error) {
 
 // Sum returns HMAC-SHA-256(key, token).
 func (h *Hasher) Sum(tok string) [32]byte {
-	m, ok := h.macs.Get().(hash.Hash)
+	m, ok := h.macs.Get().(*keyedMAC)
 	if !ok {
-		m = hmac.New(sha256.New, h.key)
+		m = &keyedMAC{h: hmac.New(sha256.New, h.key)}
 	}
-	m.Write(unsafe.Slice(unsafe.StringData(tok), len(tok))) // only read
-	var out [32]byte
-	m.Sum(out[:0])
-	m.Reset()
+	m.h.Write(unsafe.Slice(unsafe.StringData(tok), len(tok))) // only read
+	m.h.Sum(m.sum[:0])
+	out := m.sum
+	m.h.Reset()
 	h.macs.Put(m)
 	return out
 }
