@@ -193,6 +193,24 @@ func EscapePath(clean string) string {
 	if clean == "" || clean == "/" {
 		return "/"
 	}
+	if clean[0] == '/' && !strings.ContainsFunc(clean, needsEscape) {
+		// Every forwarded request's path: most are letters, digits and
+		// "-._~" only, which url.PathEscape keeps.
+		return clean
+	}
+	return escapeSegments(clean)
+}
+
+// needsEscape reports whether r is other than "/" and what url.PathEscape
+// keeps everywhere (RFC 3986's unreserved characters); some others it
+// keeps too, which escapeSegments leaves to it.
+func needsEscape(r rune) bool {
+	return !('a' <= r && r <= 'z' || 'A' <= r && r <= 'Z' || '0' <= r && r <= '9' ||
+		r == '-' || r == '.' || r == '_' || r == '~' || r == '/')
+}
+
+// escapeSegments is EscapePath segment by segment.
+func escapeSegments(clean string) string {
 	var b strings.Builder
 	b.Grow(len(clean) + 8)
 	for i := 0; i < len(clean); {

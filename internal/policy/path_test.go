@@ -116,10 +116,19 @@ func TestCleanPathRefusesEveryCompatibilityForm(t *testing.T) {
 }
 
 func TestEscapePath(t *testing.T) {
-	for in, want := range map[string]string{"/": "/", "/a b/c;d": "/a%20b/c%3Bd", "/café/": "/caf%C3%A9/", "/x:y@z": "/x:y@z"} {
+	for in, want := range map[string]string{"/": "/", "/a b/c;d": "/a%20b/c%3Bd", "/café/": "/caf%C3%A9/", "/x:y@z": "/x:y@z",
+		"/repos/acme/app/issues": "/repos/acme/app/issues", "/a-b_c.d~e/": "/a-b_c.d~e/", "/a?b": "/a%3Fb", "/a%b": "/a%25b"} {
 		if got := EscapePath(in); got != want {
 			t.Errorf("EscapePath(%q) = %q, want %q", in, got, want)
 		}
+		if got := escapeSegments(in); got != want {
+			t.Errorf("escapeSegments(%q) = %q, want %q", in, got, want)
+		}
+	}
+	// Every forwarded request's path is escaped: a path with nothing to
+	// escape is returned as it is.
+	if n := testing.AllocsPerRun(100, func() { _ = EscapePath("/repos/acme/app/issues/42") }); n != 0 {
+		t.Errorf("EscapePath of a plain path: %.0f allocations, want 0", n)
 	}
 }
 
@@ -153,6 +162,9 @@ func FuzzCleanPath(f *testing.F) {
 		// Idempotent, and what is forwarded reads back as what was checked.
 		if q, err := CleanPath(p); err != nil || q != p {
 			t.Fatalf("not idempotent: %q -> %q -> %q, %v", raw, p, q, err)
+		}
+		if e := EscapePath(p); e != escapeSegments(p) {
+			t.Fatalf("EscapePath(%q) = %q, segment by segment %q", p, e, escapeSegments(p))
 		}
 		if q, err := CleanPath(EscapePath(p)); err != nil || q != p {
 			t.Fatalf("escape round trip: %q -> %q -> %q, %v", raw, p, EscapePath(p), err)
