@@ -131,11 +131,22 @@ func RateKey(addr netip.Addr) string {
 
 // parseHop parses "addr", "addr:port", "[v6]:port" or "[v6]".
 func parseHop(s string) (netip.Addr, bool) {
+	// No string is both an address and an address with a port: try first
+	// the form s looks like, since a failed parse allocates its error and
+	// every request's RemoteAddr is "addr:port".
+	withPort := strings.HasPrefix(s, "[") || strings.Count(s, ":") == 1
+	if withPort {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return norm(ap.Addr()), true
+		}
+	}
 	if a, err := netip.ParseAddr(s); err == nil {
 		return norm(a), true
 	}
-	if ap, err := netip.ParseAddrPort(s); err == nil {
-		return norm(ap.Addr()), true
+	if !withPort {
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return norm(ap.Addr()), true
+		}
 	}
 	if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
 		if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {

@@ -126,3 +126,41 @@ func TestRateKey(t *testing.T) {
 		t.Errorf("no address shares a key with an address: %q", got)
 	}
 }
+
+// parseHop tries the form a hop looks like first; its answer is the one
+// of trying the address before the address with a port, and a request's
+// RemoteAddr ("addr:port") is parsed without allocating.
+func FuzzParseHop(f *testing.F) {
+	for _, s := range []string{"127.0.0.1:40000", "[::1]:443", "::1", "1.2.3.4", "[2001:db8::1]", "[::ffff:1.2.3.4]:5",
+		"fe80::1%eth0", "[fe80::1%eth0]:80", "1:2", "::ffff:1.2.3.4", "x", ""} {
+		f.Add(s)
+	}
+	addrFirst := func(s string) (netip.Addr, bool) {
+		if a, err := netip.ParseAddr(s); err == nil {
+			return norm(a), true
+		}
+		if ap, err := netip.ParseAddrPort(s); err == nil {
+			return norm(ap.Addr()), true
+		}
+		if len(s) > 2 && s[0] == '[' && s[len(s)-1] == ']' {
+			if a, err := netip.ParseAddr(s[1 : len(s)-1]); err == nil && a.Is6() {
+				return norm(a), true
+			}
+		}
+		return netip.Addr{}, false
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		a, ok := parseHop(s)
+		if b, okb := addrFirst(s); a != b || ok != okb {
+			t.Fatalf("parseHop(%q) = %v, %v; address first: %v, %v", s, a, ok, b, okb)
+		}
+	})
+}
+
+func TestParseRemoteAddrAllocatesNothing(t *testing.T) {
+	for _, s := range []string{"127.0.0.1:40000", "[2001:db8::1]:443"} {
+		if n := testing.AllocsPerRun(100, func() { _, _ = parseHop(s) }); n != 0 {
+			t.Errorf("parseHop(%q): %.0f allocations, want 0", s, n)
+		}
+	}
+}
