@@ -266,7 +266,7 @@ func suspect[T string | []byte](a *automaton, b T, tail int) bool {
 		for i := 0; i < headGram; i++ {
 			g = g<<8 | uint64(b[i])
 		}
-		if a.head.has(a, g) {
+		if a.head.has(g) {
 			return true
 		}
 	}
