@@ -45,17 +45,6 @@ func refEnds(in []byte, patterns [][]byte) (head, tail int) {
 	return head, tail
 }
 
-// keepQPBreak moves a cut at c out of a quoted-printable soft line break,
-// which the masker does not look through when a write boundary splits it
-// (findWraps).
-func keepQPBreak(stream []byte, c int) int {
-	for c > 0 && c < len(stream) && (stream[c-1] == '=' || stream[c-1] == '\r' && c >= 2 && stream[c-2] == '=') &&
-		(stream[c] == '\n' || stream[c] == '\r' && c+1 < len(stream) && stream[c+1] == '\n') {
-		c--
-	}
-	return c
-}
-
 // endsIn reports whether refEnds finds anything in in.
 func endsIn(in []byte, patterns [][]byte) bool {
 	h, t := refEnds(in, patterns)
@@ -164,8 +153,8 @@ func FuzzMask(f *testing.F) {
 				t.Fatal(err)
 			}
 		}
-		a := keepQPBreak(stream, int((split>>8)%uint(len(stream)+1)))
-		b := keepQPBreak(stream, int((split>>24)%uint(len(stream)+1)))
+		a := int((split >> 8) % uint(len(stream)+1))
+		b := int((split >> 24) % uint(len(stream)+1))
 		out := maskParts(t, m, stream, min(a, b), max(a, b))
 
 		if got := m.MaskStringTail(string(stream), MinSecretLen); got != string(out) {

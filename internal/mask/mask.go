@@ -31,7 +31,9 @@
 //   - Output is held back only while it could still be part of a match: at
 //     most the longest form minus one byte (plus, while a match is being
 //     followed across removed '\r', escape and line-end bytes, those
-//     bytes, bounded at 8 times the longest form plus 256). Everything
+//     bytes, bounded at 8 times the longest form plus 256; and a piece's
+//     final '=' or "=\r", which may begin a quoted-printable soft line
+//     break that the next piece ends). Everything
 //     before that is written at once, without waiting for a line end. Held
 //     bytes are written when Options.Idle passes without input (50 ms by
 //     default), on Flush and on Close: a prompt without a newline still
@@ -211,8 +213,7 @@ func (m *Matcher) NewStream(opts StreamOptions) *Stream {
 // Mask takes p, the next bytes of the stream, and appends to dst the output
 // that no later byte can change. The rest is held (see Held).
 func (st *Stream) Mask(dst, p []byte) []byte {
-	st.s.scan(p)
-	return st.s.emit(dst, p, st.s.boundary())
+	return st.s.feed(dst, p)
 }
 
 // Flush appends every held byte to dst, as at the end of the stream: a held
@@ -220,16 +221,18 @@ func (st *Stream) Mask(dst, p []byte) []byte {
 // so that a secret cut off by the end of the stream does not show. The
 // stream may go on; a form that then continues is masked from there on.
 func (st *Stream) Flush(dst []byte, tail int) []byte {
+	dst = st.s.drainCarry(dst)
 	st.s.markTail(tail)
 	return st.s.emit(dst, nil, st.s.pos)
 }
 
 // Held is the number of bytes taken but not yet appended to any output.
-func (st *Stream) Held() int { return int(st.s.pos - st.s.done) }
+func (st *Stream) Held() int { return int(st.s.pos-st.s.done) + st.s.nCarry }
 
 // MaxHeld bounds Held: the longest form, plus the bound on bytes held while
-// a match is followed across removed '\r' and escape bytes.
-func (m *Matcher) MaxHeld() int { return 9*m.a.maxLen + 256 }
+// a match is followed across removed '\r' and escape bytes, plus the two
+// bytes that may begin a soft line break split between two pieces.
+func (m *Matcher) MaxHeld() int { return 9*m.a.maxLen + 256 + 2 }
 
 // MaskBytes returns b with every form of every secret replaced by
 // DefaultReplacement. When nothing matches it returns b itself.
@@ -291,8 +294,7 @@ func (w *Writer) Write(p []byte) (int, error) {
 	for len(p) > 0 {
 		chunk := p[:min(len(p), chunkSize)]
 		p = p[len(chunk):]
-		w.s.scan(chunk)
-		w.out = w.s.emit(w.out[:0], chunk, w.s.boundary())
+		w.out = w.s.feed(w.out[:0], chunk)
 		if err := w.writeOut(); err != nil {
 			return n, err
 		}
@@ -333,8 +335,9 @@ func (w *Writer) flushLocked() error {
 	// checksummed token's prefix gives the whole back (mfy_: its last 6
 	// characters are the public CRC of the 30 before). A shorter one, a
 	// prompt, shows.
+	w.out = w.s.drainCarry(w.out[:0])
 	w.s.markTail(MinSecretLen)
-	w.out = w.s.emit(w.out[:0], nil, w.s.pos)
+	w.out = w.s.emit(w.out, nil, w.s.pos)
 	return w.writeOut()
 }
 
@@ -351,7 +354,7 @@ func (w *Writer) writeOut() error {
 
 // arm starts the idle timer if bytes are held.
 func (w *Writer) arm() {
-	if w.idle < 0 || w.s.done >= w.s.pos {
+	if w.idle < 0 || w.s.done >= w.s.pos && w.s.nCarry == 0 {
 		return
 	}
 	w.last = time.Now()

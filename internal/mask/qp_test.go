@@ -61,3 +61,42 @@ func readQP(s string) (string, error) {
 	_, err := b.ReadFrom(quotedprintable.NewReader(strings.NewReader(s)))
 	return b.String(), err
 }
+
+// A quoted-printable soft line break that a write boundary splits ('=' at
+// the end of one Write, its line end at the start of the next: a mail
+// relayed through a pipe, a buffered writer flushing at its size) is
+// looked through as one that arrives whole: at every split point of the
+// encoded body, through both streaming APIs, the output is the same as
+// masking the body in one piece, and the secret cannot be read back.
+func TestQuotedPrintableSplitBreak(t *testing.T) {
+	const secret = "hunter2-plain-Secret9-with-a-longer-tail-0123456789"
+	m := newTestMatcher(t, secret)
+	for _, eol := range []string{"\r\n", "\n"} {
+		for _, lead := range []int{20, 40, 62} {
+			body := strings.Repeat("x", lead) + " token " + secret + " end of mail"
+			qp := strings.ReplaceAll(qpEncode(t, body), "\r\n", eol)
+			if !strings.Contains(qp, "="+eol) {
+				t.Fatalf("precondition: %q has no soft line break", qp)
+			}
+			in := []byte("Content-Transfer-Encoding: quoted-printable\n\n" + qp + "\n")
+			want := m.MaskBytes(in)
+			for cut := 0; cut <= len(in); cut++ {
+				out := maskParts(t, m, in, cut)
+				st := m.NewStream(StreamOptions{})
+				sout := st.Flush(st.Mask(st.Mask(nil, in[:cut]), in[cut:]), MinSecretLen)
+				for name, got := range map[string][]byte{"Writer": out, "Stream": sout} {
+					if !bytes.Equal(got, want) {
+						t.Fatalf("eol %q, lead %d, cut %d (%q|%q): %s gives %q, in one piece %q",
+							eol, lead, cut, in[max(0, cut-3):cut], in[cut:min(len(in), cut+3)], name, got, want)
+					}
+					dec, _ := readQP(string(got[bytes.Index(got, []byte("\n\n"))+2:]))
+					for _, piece := range []string{secret[:MinSecretLen+2], secret[len(secret)-MinSecretLen-2:]} {
+						if strings.Contains(dec, piece) {
+							t.Fatalf("eol %q, lead %d, cut %d: %s output %q decodes to %q, holding %q", eol, lead, cut, name, got, dec, piece)
+						}
+					}
+				}
+			}
+		}
+	}
+}

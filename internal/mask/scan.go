@@ -38,6 +38,11 @@ type scanner struct {
 	wrap  wrapCarry // what the chunks before it leave to tell them
 	done  int64     // every position before done is written or suppressed
 	pend  []byte    // the stream bytes [done, pos) not yet written
+	// carry: the '=' or "=\r" that ended the last piece (feed), not yet
+	// scanned: it may begin a quoted-printable soft line break whose line
+	// end comes with the next piece.
+	carry  [2]byte
+	nCarry int
 }
 
 func newScanner(a *automaton, repl string) *scanner {
@@ -64,6 +69,57 @@ func (s *scanner) scan(p []byte) {
 		return
 	}
 	s.scanExact(p)
+}
+
+// feed scans p, the next bytes of a stream, and appends to dst the output
+// that no later byte can change. A piece ending in '=' or "=\r" keeps
+// those bytes back, unscanned, until the next piece (or drainCarry): a
+// soft line break split between two pieces is then scanned whole, as
+// findWraps must see it to look through it.
+func (s *scanner) feed(dst, p []byte) []byte {
+	for s.nCarry > 0 && len(p) > 0 {
+		// The carried bytes and the (at most) two after them decide the
+		// break: they are scanned together (their own end carried again
+		// if it may begin one), the rest as it comes.
+		var b [4]byte
+		n := copy(b[:], s.carry[:s.nCarry])
+		j := min(len(p), 2)
+		n += copy(b[n:], p[:j])
+		s.nCarry = 0
+		p = p[j:]
+		dst = s.feedPiece(dst, b[:n])
+	}
+	return s.feedPiece(dst, p)
+}
+
+func (s *scanner) feedPiece(dst, p []byte) []byte {
+	if len(p) == 0 {
+		return dst
+	}
+	k := 0
+	switch {
+	case p[len(p)-1] == '=':
+		k = 1
+	case len(p) >= 2 && p[len(p)-2] == '=' && p[len(p)-1] == '\r':
+		k = 2
+	}
+	s.nCarry = copy(s.carry[:], p[len(p)-k:])
+	p = p[:len(p)-k]
+	s.scan(p)
+	return s.emit(dst, p, s.boundary())
+}
+
+// drainCarry scans the carried bytes as they are (the stream is cut
+// after them: no line end that comes later makes them a break).
+func (s *scanner) drainCarry(dst []byte) []byte {
+	if s.nCarry == 0 {
+		return dst
+	}
+	c := s.carry
+	p := c[:s.nCarry]
+	s.nCarry = 0
+	s.scan(p)
+	return s.emit(dst, p, s.boundary())
 }
 
 // scanExact runs both threads over every byte of p, stopping at each wrap

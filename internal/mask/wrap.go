@@ -107,8 +107,9 @@ func hasWrap(p []byte) bool {
 //
 // A quoted-printable soft line break ("=\n" or "=\r\n": MIME cuts lines of
 // 76 characters so) is removed the same way, its '=' too: both are
-// recorded. One that ends a line shorter than wrapRuby+1 characters, or
-// whose '=' ends one chunk and whose line end begins the next, is not.
+// recorded. One that ends a line shorter than wrapRuby+1 characters is
+// not. A chunk never ends inside one: a stream's piece that ends in '='
+// or "=\r" leaves those bytes to the next (scanner.feed).
 func (s *scanner) findWraps(p []byte) {
 	s.wraps = s.wraps[:0]
 	for i := 0; i < len(p); {
