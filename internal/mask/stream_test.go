@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"fmt"
+	"mime/quotedprintable"
 	"strings"
 	"testing"
 	"unicode/utf16"
@@ -341,4 +342,53 @@ func FuzzStream(f *testing.F) {
 			}
 		}
 	})
+}
+
+// TestFormSplitEveryByte: every form of a secret, and each way the masker
+// looks through text between a form's bytes ('\r', a colour
+// code, base64 wrapped at 76, 64 and 60 columns, quoted-printable soft
+// line breaks), cut into two writes at every byte boundary (through the
+// Writer and through a Stream) gives what masking it in one piece gives.
+func TestFormSplitEveryByte(t *testing.T) {
+	for _, secret := range []string{"hunter2-plain-Secret9", `p@ss w/rd"&<>\+%?#=;`, "gr\u00fc\u00dfe-\u65e5\u672c-\U0001F511-key"} {
+		m := newTestMatcher(t, secret)
+		type tc struct {
+			name string
+			form string
+		}
+		var cases []tc
+		for i, f := range Forms([]byte(secret)) {
+			cases = append(cases, tc{fmt.Sprintf("form %d", i), string(f)})
+		}
+		b64 := base64.StdEncoding.EncodeToString([]byte("Authorization: Bearer " + secret + " and the rest of a longer header line"))
+		var qp bytes.Buffer
+		w := quotedprintable.NewWriter(&qp)
+		_, _ = w.Write([]byte(strings.Repeat("x", 60) + " token " + secret + " end"))
+		_ = w.Close()
+		cases = append(cases,
+			tc{"carriage return inside", secret[:5] + "\r" + secret[5:]},
+			tc{"colour code inside", secret[:6] + "\x1b[1;31m" + secret[6:]},
+			tc{"base64 wrapped at 76", wrap(b64, 76, "\n")},
+			tc{"base64 wrapped at 64, CRLF", wrap(b64, 64, "\r\n")},
+			tc{"base64 wrapped at 60", wrap(b64, 60, "\n")},
+			tc{"quoted-printable, soft break", qp.String()},
+			tc{"quoted-printable, soft break, LF", strings.ReplaceAll(qp.String(), "\r\n", "\n")},
+		)
+		for _, c := range cases {
+			in := []byte("text before " + c.form + " and after\n")
+			want := m.MaskBytes(in)
+			if bytes.Equal(want, in) {
+				t.Fatalf("%q, %s: precondition: %q is not masked in one piece", secret, c.name, in)
+			}
+			for cut := 0; cut <= len(in); cut++ {
+				if got := maskParts(t, m, in, cut); !bytes.Equal(got, want) {
+					t.Fatalf("%q, %s, cut %d: Writer %q, in one piece %q", secret, c.name, cut, got, want)
+				}
+				st := m.NewStream(StreamOptions{})
+				if got := st.Flush(st.Mask(st.Mask(nil, in[:cut]), in[cut:]), MinSecretLen); !bytes.Equal(got, want) {
+					t.Fatalf("%q, %s, cut %d: Stream %q, in one piece %q", secret, c.name, cut, got, want)
+				}
+			}
+		}
+	}
 }
