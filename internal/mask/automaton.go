@@ -255,11 +255,15 @@ func (a *automaton) size() int {
 // suspect reports whether b may need masking: it holds a whole pattern, or
 // a '\r', ESC or '\n' (maybe a wrap) that the normalising thread would
 // look through, or (tail > 0) ends in the first tail or more bytes of one
-// or begins with headGram bytes that a form's suffix may begin with.
+// or begins with headGram bytes that a form's suffix may begin with, or
+// begins as a hex dump's line does.
 // It is the raw thread alone, without a scanner: no allocation.
 func suspect[T string | []byte](a *automaton, b T, tail int) bool {
 	if a.minLen == 0 || len(b) < a.minLen && (tail <= 0 || len(b) < tail) {
 		return false
+	}
+	if dumpOffset(b) {
+		return true // a hex dump's line (dump.go)
 	}
 	if tail > 0 && len(b) >= headGram && a.head != nil {
 		var g uint64

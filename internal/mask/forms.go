@@ -116,7 +116,7 @@ func Forms(secret []byte) [][]byte {
 // line: Go's fmt "% x", hexdump -ve '1/1 "%.2x "' and Python's
 // bytes.hex(" "); colons (openssl, Java's HexFormat, Python); dashes
 // (.NET's BitConverter.ToString). Dumps of 16 bytes a line (xxd, hexdump
-// -C, od) are not forms: they print the bytes themselves beside their hex.
+// -C, od) are not forms: the dump thread reads them (dump.go).
 var hexSeps = []byte{' ', ':', '-'}
 
 // hexSep is v in hex with the given digits, by between each two bytes.

@@ -25,7 +25,9 @@
 //     middle, is caught. So is a base64 form wrapped into lines of 60, 64 or
 //     76 characters (Ruby, PEM, MIME, base64(1)): a '\n' or "\r\n" ending a
 //     run of exactly that many base64 characters is removed the same way
-//     (wrap.go).
+//     (wrap.go). So is a secret in a hex dump (xxd, hexdump -C, od -A x
+//     -t x1z, od -x, hexdump) that its lines cut in pieces: its hex, and
+//     its bytes in the text column beside it (dump.go).
 //     The masked range runs from the first to the last byte of the match,
 //     so escape codes and line ends inside it are dropped with it.
 //   - Output is held back only while it could still be part of a match: at

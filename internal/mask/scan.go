@@ -13,7 +13,8 @@ import "slices"
 // printed with "\r\n" line ends. It is started from the raw thread's state
 // at a '\r' or ESC and stops as soon as its partial match no longer reaches
 // back over a removed byte, because from then on the raw thread sees the same
-// thing: on ordinary text it lives for a byte or two.
+// thing: on ordinary text it lives for a byte or two. A third thread reads
+// hex dumps (dump.go).
 
 // span is a half-open range [start, end) of stream positions to mask.
 type span struct {
@@ -31,7 +32,8 @@ type scanner struct {
 	g    int32 // raw thread state
 	pos  int64 // stream position of the next byte
 	norm normThread
-	head headState // a form's suffix the stream may begin with (head.go)
+	dump dumpThread // over the bytes that hex dump lines spell (dump.go)
+	head headState  // a form's suffix the stream may begin with (head.go)
 
 	spans []span    // disjoint, sorted; those a future match may still overlap
 	wraps []int64   // stream positions of the wrap newlines in the chunk being scanned (wrap.go)
@@ -203,29 +205,35 @@ func (s *scanner) boundary() int64 {
 	if s.norm.alive {
 		b = min(b, s.norm.partialStart(s.a, s.pos))
 	}
+	if s.dump.st != dsIdle {
+		b = min(b, s.dump.partialStart(s.a, s.pos))
+	}
 	return b
 }
 
-// addSpan records a match covering [start, end), merging overlaps.
+// addSpan records a match covering [start, end), merging overlaps. The
+// threads' matches mostly come in order of their ends; the dump thread's
+// may end before one already recorded.
 func (s *scanner) addSpan(start, end int64) {
 	if end <= s.done {
 		return
 	}
+	i := len(s.spans)
+	for i > 0 && s.spans[i-1].end > start {
+		i--
+	}
+	j := i
 	emitted := false
-	for len(s.spans) > 0 {
-		t := s.spans[len(s.spans)-1]
-		if t.end <= start {
-			break
-		}
-		start, end = min(start, t.start), max(end, t.end)
-		emitted = emitted || t.emitted
-		s.spans = s.spans[:len(s.spans)-1]
+	for j < len(s.spans) && s.spans[j].start < end {
+		start, end = min(start, s.spans[j].start), max(end, s.spans[j].end)
+		emitted = emitted || s.spans[j].emitted
+		j++
 	}
 	if !emitted && start < s.done {
 		// Only after a flush: the bytes before done went out already.
 		start = s.done
 	}
-	s.spans = append(s.spans, span{start, end, emitted})
+	s.spans = slices.Replace(s.spans, i, j, span{start, end, emitted})
 }
 
 // emit appends to out the output for every position before limit that no
@@ -321,6 +329,7 @@ func (s *scanner) markTail(min int) {
 			s.addSpan(t.ring[(t.fed-h)&int64(len(t.ring)-1)], s.pos)
 		}
 	}
+	s.dump.markTail(s, min)
 }
 
 // normThread is the automaton thread over the normalised stream: the

@@ -103,7 +103,9 @@ func hasWrap(p []byte) bool {
 // bytes from s.pos on) and carries the run at its end to the next call.
 // It finds newlines with a vectorised search and looks at the last word
 // of each line; after a newline at r the next wrap is at r+61 or later
-// (its run starts after r), so the search jumps there.
+// (its run starts after r), so the search jumps there, except while it
+// reads a hex dump line by line (dump.go): a line beginning as a dump's
+// does stops the jump, and the lines jumped over before it are looked at.
 //
 // A quoted-printable soft line break ("=\n" or "=\r\n": MIME cuts lines of
 // 76 characters so) is removed the same way, its '=' too: both are
@@ -112,8 +114,18 @@ func hasWrap(p []byte) bool {
 // or "=\r" leaves those bytes to the next (scanner.feed).
 func (s *scanner) findWraps(p []byte) {
 	s.wraps = s.wraps[:0]
+	d := &s.dump
+	dumps := s.a.minLen > 0
+	prev := -1 // the last line end found in p
 	for i := 0; i < len(p); {
 		k := bytes.IndexByte(p[i:], '\n')
+		if dumps && d.st != dsIdle {
+			end := len(p)
+			if k >= 0 {
+				end = i + k
+			}
+			d.run(s, p[i:end], s.pos+int64(i))
+		}
 		if k < 0 {
 			break
 		}
@@ -125,9 +137,67 @@ func (s *scanner) findWraps(p []byte) {
 		if q >= 0 || s.wrap.isWrap(p, r) {
 			s.wraps = append(s.wraps, s.pos+int64(r))
 		}
-		i = r + 1 + wrapRuby
+		// The next wrap is at r+61 or later (its run starts after r).
+		next := r + 1 + wrapRuby
+		if dumps {
+			cand := mayBeOffset(p[r+1:])
+			if d.st != dsIdle {
+				d.lineEnd(s, s.pos+int64(r))
+			} else if cand && d.g == 0 && prev+1 < r {
+				// A dump's line follows lines the search jumped over:
+				// its first lines may be among them.
+				s.dumpBack(p, prev, r)
+			}
+			if cand {
+				d.startLine()
+				next = r + 1 // a dump is read line by line
+			} else {
+				d.g = 0 // no dump, or the dump's end
+			}
+		}
+		prev = r
+		i = next
+	}
+	if dumps && d.st == dsIdle && prev+1 < len(p) {
+		// The search jumped over p's last lines: a dump may begin there.
+		if j := bytes.LastIndexByte(p[prev+1:], '\n'); j >= 0 {
+			if r := prev + 1 + j; mayBeOffset(p[r+1:]) {
+				s.dumpBack(p, prev, r)
+				d.startLine()
+				d.run(s, p[r+1:], s.pos+int64(r+1))
+			}
+		}
 	}
 	s.wrap = s.wrap.after(p)
+}
+
+// dumpBack reads the dump lines that end the lines of p after its line
+// end at prev (-1: none) up to its line end at r, which the search for
+// line ends jumped over.
+func (s *scanner) dumpBack(p []byte, prev, r int) {
+	first := -1 // the first dump line's start
+	for end := r; ; {
+		j := bytes.LastIndexByte(p[prev+1:end], '\n')
+		if j < 0 {
+			break // the line begins at prev+1 (looked at already) or before p
+		}
+		ls := prev + 2 + j
+		if !mayBeOffset(p[ls:end]) {
+			break
+		}
+		first, end = ls, ls-1
+	}
+	if first < 0 {
+		return
+	}
+	d := &s.dump
+	for first < r {
+		end := first + bytes.IndexByte(p[first:r+1], '\n')
+		d.startLine()
+		d.run(s, p[first:end], s.pos+int64(first))
+		d.lineEnd(s, s.pos+int64(end))
+		first = end + 1
+	}
 }
 
 // wrapAt reports whether the byte at stream position pos is a wrap newline

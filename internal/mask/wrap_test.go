@@ -105,7 +105,7 @@ func TestWrapNewline(t *testing.T) {
 			}
 			for cut1 := 0; cut1 <= len(tt.in); cut1++ {
 				for _, cut2 := range []int{cut1, min(cut1+1, len(tt.in)), len(tt.in)} {
-					s := &scanner{}
+					s := &scanner{a: &automaton{}}
 					var got []int64
 					for _, part := range []string{tt.in[:cut1], tt.in[cut1:cut2], tt.in[cut2:]} {
 						s.findWraps([]byte(part))
