@@ -273,12 +273,13 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 // time without them (termcodes.go), its matches placed back at their
 // offsets in b; the common buffer costs one search for ESC and '\r' and a
 // look at the end of some of its lines. So is UTF-16 text, without its
-// NUL bytes, and a GitLab job log with timestamps, its continued lines
-// joined.
+// NUL bytes, a GitLab job log with timestamps, its continued lines
+// joined, and hex dump lines, as the bytes they spell (dumpLine).
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
-	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b), qp: depth == 0 && isQuotedPrintable(b)}
-	if !o.nuls && !o.joins && !o.qp && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
+	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b), qp: depth == 0 && isQuotedPrintable(b),
+		dumps: e.decode && depth == 0 && hasHexDump(b)}
+	if !o.nuls && !o.joins && !o.qp && !o.dumps && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
 	nb, at := stripTermCodes(b, o)

@@ -178,6 +178,7 @@ type stripOpts struct {
 	nuls  bool // NUL bytes: UTF-16 text narrowed to its ASCII characters
 	joins bool // the line end and header before a GitLab line that continues the one before
 	qp    bool // quoted-printable: soft line breaks removed, =XX decoded
+	dumps bool // hex dump lines: replaced by the bytes their hex spells (dumpLine)
 }
 
 // isQuotedPrintable reports whether b declares a quoted-printable part
@@ -212,6 +213,19 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 		return i + n
 	}
 	for i := lineStart(0); i < len(b); {
+		if o.dumps && (i == 0 || b[i-1] == '\n') {
+			if end, ok := dumpLine(b, i, func(c byte, p int) { out = append(out, c); at = append(at, p) }); ok {
+				// Consecutive dump lines spell one run of bytes: their
+				// line ends go, but the last one's.
+				i = end + 1
+				if _, next := dumpLine(b, i, nil); !next && end < len(b) {
+					out = append(out, '\n')
+					at = append(at, end)
+				}
+				run, whole = 0, false
+				continue
+			}
+		}
 		switch {
 		case o.qp && b[i] == '=' && i+1 < len(b) && (b[i+1] == '\n' || b[i+1] == '\r' && i+2 < len(b) && b[i+2] == '\n'):
 			// A soft line break: the line goes on after it.
@@ -263,4 +277,102 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 		}
 	}
 	return out, at
+}
+
+// Hex dumps (xxd, hexdump -C, od -A x -t x1z, od -x, hexdump) print 16
+// bytes a line: an offset, the hex in groups, the bytes beside it. A token
+// is cut at each line's end, in the hex and the text column alike; the
+// masker (internal/mask, dump.go) masks it through the lines, and the
+// scanner reads the bytes that consecutive dump lines spell, by the same
+// grammar: an offset of 6 to 16 hex (or octal) digits, ':' or a space,
+// groups of an even number of hex digits (at most 16) separated by spaces,
+// then the line's end or, after two spaces or more, a text column ('|' or
+// '>' delimits it, except after xxd's ':'). Groups of 4 digits or more
+// after an offset without ':' are little-endian words (od -x, hexdump).
+
+// hasHexDump reports whether b holds a hex dump line.
+func hasHexDump(b []byte) bool {
+	for i := 0; i < len(b); {
+		if i+6 < len(b) && isHex(b[i+4]) && isHex(b[i]) && isHex(b[i+1]) && isHex(b[i+2]) && isHex(b[i+3]) && isHex(b[i+5]) {
+			if _, ok := dumpLine(b, i, nil); ok {
+				return true
+			}
+		}
+		k := bytes.IndexByte(b[i:], '\n')
+		if k < 0 {
+			return false
+		}
+		i += k + 1
+	}
+	return false
+}
+
+// dumpLine reads the line of b that begins at i as a hex dump's, calling
+// emit (when not nil) with each byte its groups spell and the offset of
+// its group. It returns the offset of the line's end (len(b) if none) and
+// whether the line is a dump's; emit is called only if it is.
+func dumpLine(b []byte, i int, emit func(c byte, at int)) (int, bool) {
+	end := len(b)
+	if k := bytes.IndexByte(b[i:], '\n'); k >= 0 {
+		end = i + k
+	}
+	line := b[i:end]
+	if len(line) > 0 && line[len(line)-1] == '\r' {
+		line = line[:len(line)-1]
+	}
+	n := 0
+	for n < len(line) && n <= 16 && isHex(line[n]) {
+		n++
+	}
+	if n < 6 || n > 16 || n == len(line) || line[n] != ':' && line[n] != ' ' {
+		return end, false
+	}
+	colon := line[n] == ':'
+	type group struct{ s, e int }
+	var groups [64]group
+	ng := 0
+	j := n + 1
+	for {
+		sp := 0
+		for j < len(line) && line[j] == ' ' {
+			j++
+			sp++
+		}
+		if j == len(line) {
+			break
+		}
+		if ng > 0 && sp >= 2 && (colon || line[j] == '|' || line[j] == '>' || !isHex(line[j])) {
+			break // the text column
+		}
+		if ng > 0 && sp == 0 || !isHex(line[j]) {
+			return end, false
+		}
+		s := j
+		for j < len(line) && isHex(line[j]) {
+			j++
+		}
+		if (j-s)%2 != 0 || j-s > 16 || j < len(line) && line[j] != ' ' || ng == len(groups) {
+			return end, false
+		}
+		groups[ng] = group{s, j}
+		ng++
+	}
+	if ng == 0 {
+		return end, false
+	}
+	if emit != nil {
+		for _, g := range groups[:ng] {
+			nb := (g.e - g.s) / 2
+			for k := 0; k < nb; k++ {
+				x := k
+				if !colon && nb > 1 {
+					x = nb - 1 - k // a little-endian word: its last byte printed first
+				}
+				h, _ := unhex(line[g.s+2*x])
+				l, _ := unhex(line[g.s+2*x+1])
+				emit(h<<4|l, i+g.s)
+			}
+		}
+	}
+	return end, true
 }
