@@ -166,7 +166,9 @@ func FuzzMask(f *testing.F) {
 			}
 		}
 		patterns := patternsOf(secrets)
-		if len(normalize(stream)) == len(stream) { // nothing for the normalising thread to look through
+		// Nothing for the normalising thread to look through, and no line
+		// that the dump thread reads (dump.go).
+		if len(normalize(stream)) == len(stream) && !hasDumpOffset(stream) {
 			if want := refMask(stream, patterns); !bytes.Equal(out, want) {
 				t.Fatalf("in %q: got %q, want %q", stream, out, want)
 			}
@@ -175,4 +177,14 @@ func FuzzMask(f *testing.F) {
 			t.Fatalf("nothing to mask in %q, got %q", stream, out)
 		}
 	})
+}
+
+// hasDumpOffset reports whether a line of b begins as a hex dump's.
+func hasDumpOffset(b []byte) bool {
+	for _, line := range bytes.Split(b, []byte{'\n'}) {
+		if dumpOffset(line) {
+			return true
+		}
+	}
+	return false
 }
