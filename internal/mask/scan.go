@@ -326,7 +326,16 @@ func (s *scanner) markTail(min int) {
 	}
 	if t := &s.norm; t.alive {
 		if h := int64(s.a.hold[t.g]); h >= int64(min) {
-			s.addSpan(t.ring[(t.fed-h)&int64(len(t.ring)-1)], s.pos)
+			// Up to the last byte fed: the bytes the thread removed after
+			// it (a line end it took for a wrap, "=\n" that ends padded
+			// base64) are no part of the form. An escape sequence still
+			// being read may be none, and is masked with it.
+			mask := int64(len(t.ring) - 1)
+			end := t.ring[(t.fed-1)&mask] + 1
+			if t.csi != 0 {
+				end = s.pos
+			}
+			s.addSpan(t.ring[(t.fed-h)&mask], end)
 		}
 	}
 	s.dump.markTail(s, min)

@@ -392,3 +392,47 @@ func TestFormSplitEveryByte(t *testing.T) {
 		}
 	}
 }
+
+// A line that ends in a form's base64, padded ("…Mw==\n", as `base64`
+// prints it), looks like a quoted-printable soft line break ("=\n") to the
+// normalising thread, which removes that '=' and '\n' and so still holds a
+// partial match when the stream is cut there. The cut (a body's end, an
+// idle pause, the end of `mayfly mask`'s input) masks what began a form,
+// and only that: the line end after it is no part of any form and shows,
+// or every such line of a job's log ran into the next.
+func TestCutKeepsLineEndAfterForm(t *testing.T) {
+	const two, one = "supersecretvalue123", "a-secret-value-20-by" // base64 ends in "==" and in "="
+	b2 := base64.StdEncoding.EncodeToString([]byte(two))
+	b1 := base64.StdEncoding.EncodeToString([]byte(one))
+	long := strings.Repeat("p4ssw0rdP4SSW0RD", 8)
+	wrapped := base64.StdEncoding.EncodeToString([]byte(long))
+	tests := []struct {
+		name, secret, in, want string
+	}{
+		{"padded base64 ending the output", two, "x " + b2 + "\n", "x ***\n"},
+		{"padded base64 alone", two, b2 + "\n", "***\n"},
+		{"padded base64, CRLF", two, "x " + b2 + "\r\n", "x ***\r\n"},
+		{"one padding byte", one, "x " + b1 + "\n", "x ***\n"},
+		{"after another line", two, "first line\nx " + b2 + "\n", "first line\nx ***\n"},
+		{"a wrapped line cut off", long, "k: " + wrapped[:76] + "\n", "k: ***\n"},
+		{"no line end", two, "x " + b2, "x ***"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			m := newTestMatcher(t, tt.secret)
+			if got := m.MaskStringTail(tt.in, MinSecretLen); got != tt.want {
+				t.Errorf("MaskStringTail: %q, want %q", got, tt.want)
+			}
+			st := m.NewStream(StreamOptions{})
+			if got := string(st.Flush(st.Mask(nil, []byte(tt.in)), MinSecretLen)); got != tt.want {
+				t.Errorf("Stream.Flush: %q, want %q", got, tt.want)
+			}
+			var out bytes.Buffer
+			w := m.NewWriter(&out, Options{})
+			_, _ = w.Write([]byte(tt.in))
+			if err := w.Close(); err != nil || out.String() != tt.want {
+				t.Errorf("Writer.Close: %q %v, want %q", out.String(), err, tt.want)
+			}
+		})
+	}
+}
