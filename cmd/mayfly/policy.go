@@ -105,7 +105,7 @@ func newPolicyCmd() *cobra.Command {
 			if !allowRevoke {
 				// Show what the apply would revoke, and stop there: the
 				// server refuses such an apply unless it is confirmed.
-				plan, err := c.PlanPolicy(cmd.Context(), p.Source)
+				plan, err := c.PlanApply(cmd.Context(), p.Source)
 				if err != nil {
 					return clientErr(userLines(err, files))
 				}

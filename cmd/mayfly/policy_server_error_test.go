@@ -55,6 +55,12 @@ upstreams:
 			if !strings.Contains(stderr, want) {
 				t.Errorf("policy %s: error does not name the file and line %q: %s", sub, want, strings.TrimSpace(stderr))
 			}
+			// apply plans first (to show what it would revoke); its
+			// error is still the apply's, not a "policy plan" the user
+			// never ran.
+			if op := "mayfly: policy " + sub + ": "; !strings.HasPrefix(stderr, op) {
+				t.Errorf("policy %s: error does not begin with %q: %s", sub, op, strings.TrimSpace(stderr))
+			}
 		})
 	}
 }

@@ -187,8 +187,18 @@ func (c *Client) ApplyPolicyAllowingRevocations(ctx context.Context, yaml []byte
 
 // PlanPolicy says what applying the policy YAML would change.
 func (c *Client) PlanPolicy(ctx context.Context, yaml []byte) (*apitype.PolicyPlanResponse, error) {
+	return c.planPolicy(ctx, "policy plan", yaml)
+}
+
+// PlanApply is the plan an apply makes first, to show what it would
+// revoke: its errors name the apply the user ran, not a plan.
+func (c *Client) PlanApply(ctx context.Context, yaml []byte) (*apitype.PolicyPlanResponse, error) {
+	return c.planPolicy(ctx, "policy apply", yaml)
+}
+
+func (c *Client) planPolicy(ctx context.Context, op string, yaml []byte) (*apitype.PolicyPlanResponse, error) {
 	var out apitype.PolicyPlanResponse
-	if err := c.sendPolicy(ctx, "policy plan", http.MethodPost, "/v1/policy/plan", yaml, &out); err != nil {
+	if err := c.sendPolicy(ctx, op, http.MethodPost, "/v1/policy/plan", yaml, &out); err != nil {
 		return nil, err
 	}
 	return &out, nil
