@@ -362,7 +362,7 @@ func (a *API) rotateSecret(w http.ResponseWriter, r *http.Request, c caller) {
 	res, err := a.cfg.Authority.RotateSecret(r.Context(), c.Name, c.Source, name)
 	switch {
 	case errors.Is(err, rotate.ErrNoRotation):
-		writeError(w, 409, "no_rotation", fmt.Sprintf("secret %q has no rotation: set one with PUT /v1/secrets/%s and a \"rotate\" object", name, name))
+		writeError(w, 409, "no_rotation", fmt.Sprintf("secret %q has no rotation: set one with mayfly secret put %s --rotate-every 24h --rotate-command ROTATOR (or --rotate-postgres-role ROLE) and the value, or PUT /v1/secrets/%s with a \"rotate\" object", name, name, name))
 	case errors.Is(err, rotate.ErrBusy):
 		writeError(w, 409, "conflict", fmt.Sprintf("a rotation of %q is already running (on this node or another)", name))
 	case errors.Is(err, rotate.ErrChanged):

@@ -68,7 +68,12 @@ func TestSecretRotationAPI(t *testing.T) {
 		}
 
 		// No rotation yet: 409; unknown secret: 404.
-		h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 409)
+		// The refusal says how to set one, with the command a user of
+		// `mayfly secret rotate` has at hand as well as the API call.
+		if out := h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 409); out["error"] != "no_rotation" ||
+			!strings.Contains(out["error_description"].(string), "mayfly secret put gh --rotate-every") {
+			t.Fatalf("rotate without a rotation = %v", out)
+		}
 		h.do("POST", "/v1/secrets/ghost/rotate", h.admin, "", "", 404)
 
 		first := "first-" + strings.Repeat("v", 20)
