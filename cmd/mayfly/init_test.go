@@ -1,6 +1,7 @@
 package main
 
 import (
+	"encoding/json"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -8,6 +9,7 @@ import (
 	"runtime"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -68,5 +70,27 @@ func TestInitSaysItUsedPostgreSQL(t *testing.T) {
 	}
 	if !strings.Contains(out, "PostgreSQL") || !strings.Contains(out, "MAYFLY_POSTGRES") {
 		t.Errorf("init on PostgreSQL from MAYFLY_POSTGRES printed:\n%s\nwant it to say the store is PostgreSQL, from MAYFLY_POSTGRES", out)
+	}
+}
+
+// The first admin token expires like any other (90 days): init says when,
+// and what to do before then, where the user reads the token, not only in
+// the README.
+func TestInitSaysWhenTheFirstTokenExpires(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "data")
+	day := func() string { return time.Now().Add(90 * 24 * time.Hour).UTC().Format("2006-01-02") }
+	before := day()
+	out, stderr, code := runCLI(t, "", "init", "--data-dir", dir)
+	if code != 0 {
+		t.Fatalf("init: exit %d: %s", code, stderr)
+	}
+	after := day() // init may run across midnight
+	if !strings.Contains(out, "expires "+before) && !strings.Contains(out, "expires "+after) || !strings.Contains(out, "mayfly admin token create") {
+		t.Fatalf("init does not say when the first token expires (%s) and what to do:\n%s", after, out)
+	}
+	out, _, code = runCLI(t, "", "init", "--data-dir", filepath.Join(t.TempDir(), "data"), "--json")
+	var v map[string]any
+	if err := json.Unmarshal([]byte(out), &v); code != 0 || err != nil || len(v) != 2 || v["admin_token"] == nil || v["ca_file"] == nil {
+		t.Fatalf("init --json is no longer SPEC §1's two fields: %d %v %s", code, err, out)
 	}
 }

@@ -87,6 +87,9 @@ gets a server certificate of its own signed by the cluster's CA (--ca-cert,
 				fmt.Fprintf(out, "Its store is the PostgreSQL database of %s: start the server with the same DSN (--postgres or MAYFLY_POSTGRES).\n", pgFrom)
 			}
 			fmt.Fprintf(out, "\nFirst admin token (shown once, keep it safe):\n\n  %s\n\n", res.AdminToken)
+			if !res.AdminExpires.IsZero() {
+				fmt.Fprintf(out, "It expires %s: before then, make named tokens (mayfly admin token create NAME --role ROLE)\nand revoke this one (mayfly admin token revoke %s).\n\n", res.AdminExpires.UTC().Format("2006-01-02 15:04:05Z"), res.AdminName)
+			}
 			// The line is pasted into another shell, maybe in another
 			// directory: an absolute path, one sh word.
 			ca := res.CAFile

@@ -33,6 +33,10 @@ type InitOptions struct {
 type InitResult struct {
 	AdminToken string `json:"admin_token"`
 	CAFile     string `json:"ca_file"`
+	// AdminName and AdminExpires name the token and say when it expires;
+	// not in the JSON, whose two fields SPEC §1 fixes.
+	AdminName    string    `json:"-"`
+	AdminExpires time.Time `json:"-"`
 }
 
 // Init creates a data directory: master key, TLS CA and server
@@ -140,7 +144,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 		name = "root"
 	}
 	admins := authority.NewAdmins(st, hasher, log, nil)
-	tok, _, err := admins.Create(ctx, name, authority.RoleAdmin, 0, "init", noAddr())
+	tok, expires, err := admins.Create(ctx, name, authority.RoleAdmin, 0, "init", noAddr())
 	if err != nil {
 		log.Close(ctx)
 		return nil, fmt.Errorf("first admin token: %w", err)
@@ -157,7 +161,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := writeFileExcl(d.Marker(), append(marker, '\n'), 0o600); err != nil {
 		return nil, fmt.Errorf("marker: %w", err)
 	}
-	return &InitResult{AdminToken: tok, CAFile: d.CACert()}, nil
+	return &InitResult{AdminToken: tok, CAFile: d.CACert(), AdminName: name, AdminExpires: expires}, nil
 }
 
 // tokenHasher returns the keyed hash for tokens, its key a sealed system
