@@ -26,6 +26,7 @@ func oneLineErr(t *testing.T, args []string, stderr string) {
 }
 
 func TestUsageErrorsAreOneLineExit2(t *testing.T) {
+	notRepo := t.TempDir()
 	badCfg := filepath.Join(t.TempDir(), "mayfly.yaml")
 	if err := os.WriteFile(badCfg, []byte("data_dir: /nonexistent\nbogus_key: 1\n"), 0o600); err != nil {
 		t.Fatal(err)
@@ -41,6 +42,10 @@ func TestUsageErrorsAreOneLineExit2(t *testing.T) {
 		{[]string{"admin", "token", "frob"}, "admin token: unknown command"},
 		{[]string{"policy", "check"}, "policy check: requires at least 1 arg"},
 		{[]string{"server", "--config", badCfg}, "bogus_key"}, // the YAML decoder's error spans lines
+		// Named by the command, as its other errors are, and saying how
+		// to scan a folder that is no repository.
+		{[]string{"scan", "--git", notRepo}, "scan: " + notRepo + ": not a git repository (--git and --staged read"},
+		{[]string{"scan", "--staged", notRepo}, "scan: " + notRepo + ": not a git repository (--git and --staged read"},
 	} {
 		stdout, stderr, code := runCLI(t, "", tc.args...)
 		if code != exitUsage {

@@ -205,6 +205,9 @@ func runScan(cmd *cobra.Command, args []string, f *scanFlags) error {
 		if ctx.Err() != nil {
 			return usageErr("scan: interrupted")
 		}
+		if errors.Is(err, scan.ErrNotRepo) {
+			return usageErr("scan: %v (--git and --staged read a repository's history; scan a folder's files without them)", err)
+		}
 		return usageErr("%v", err)
 	}
 	switch {
