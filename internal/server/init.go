@@ -54,6 +54,9 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	} else if ok {
 		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
 	}
+	if err := d.RequireOwner(); err != nil {
+		return nil, err
+	}
 	if o.Postgres != "" {
 		// A shared database initialised by another data dir already has
 		// its keyring: a second master key could never open it.

@@ -138,6 +138,9 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	} else if ok {
 		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
 	}
+	if err := d.RequireOwner(); err != nil {
+		return nil, err
+	}
 	masterEnv := ""
 	if o.MasterKeyFile == "" {
 		masterEnv = o.Getenv(secret.MasterKeyEnv)

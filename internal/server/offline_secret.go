@@ -94,6 +94,9 @@ type offlineStorage struct {
 // Where there is no journal, a server's concurrent append would collide on
 // the log's index in the store and fail closed.
 func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time.Duration, through string) (_ *offlineStorage, err error) {
+	if err := d.RequireOwner(); err != nil {
+		return nil, err
+	}
 	dsn := o.Postgres
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")

@@ -232,6 +232,9 @@ func RenewCertificate(dataDir, caKeyFile string, sans []string, now time.Time) (
 	if err := d.Require(); err != nil {
 		return nil, err
 	}
+	if err := d.RequireOwner(); err != nil {
+		return nil, err
+	}
 	if caKeyFile == "" {
 		caKeyFile = d.CAKey()
 		if _, err := os.Stat(caKeyFile); errors.Is(err, fs.ErrNotExist) {
