@@ -93,6 +93,7 @@ type PolicyStore interface {
 	ApplyPolicyVersion(ctx context.Context, p store.PolicyVersion, removed []string, reason string, n *store.Note) (int64, map[string][]string, error)
 	LatestPolicy(ctx context.Context) (store.PolicyVersion, error)
 	UnsealedPolicyVersions(ctx context.Context) ([]store.PolicyVersion, error)
+	PolicyVersionCounts(ctx context.Context) (all, sealed int64, err error)
 	SealPolicyVersions(ctx context.Context, macs map[int64][]byte, n *store.Note) ([]int64, error)
 }
 

@@ -96,6 +96,9 @@ func (a *Authority) refusePolicy(v int64) error {
 // only (the server allows it on a node whose data dir does not yet say the
 // cluster's policy versions are sealed): after it, a row without a MAC is
 // one a database writer planted, and sealing it would make it authentic.
+// For the same reason it seals nothing once any stored version has a MAC
+// (the database was sealed: by another node, or written by this release),
+// whatever this node's data dir says; those rows are left to be refused.
 // The sealing is recorded in the audit log (policy.seal, naming the
 // versions) in the same transaction. It returns the versions it sealed.
 func (a *Authority) SealLegacyPolicies(ctx context.Context, by string) ([]int64, error) {
@@ -107,6 +110,17 @@ func (a *Authority) SealLegacyPolicies(ctx context.Context, by string) ([]int64,
 		return nil, fmt.Errorf("authority: seal policy versions: %w", err)
 	}
 	if len(pvs) == 0 {
+		return nil, nil
+	}
+	if _, n, err := a.cfg.Policies.PolicyVersionCounts(ctx); err != nil {
+		return nil, fmt.Errorf("authority: seal policy versions: %w", err)
+	} else if n > 0 {
+		vs := make([]int64, len(pvs))
+		for i, pv := range pvs {
+			vs[i] = pv.Version
+		}
+		a.cfg.Logger.Warn("policy: not sealing the stored policy versions without a MAC: the database's versions are already authenticated, so these were not written by a node holding this cluster's keys (planted, or edited in the database); they are refused",
+			"versions", vs)
 		return nil, nil
 	}
 	macs := make(map[int64][]byte, len(pvs))

@@ -178,13 +178,22 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 		return nil, fmt.Errorf("join: %w", err)
 	}
 	vkey, _ := audit.VerifierKeyFor(signer)
+	// Only a database never sealed (its versions from before they were
+	// authenticated) has versions for this node's first start to seal;
+	// otherwise a version without a MAC there is planted, and the data
+	// dir must say so before that start (sealLegacyPolicies).
+	all, sealed, err := st.PolicyVersionCounts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("join: policy versions: %w", err)
+	}
+	neverSeal := all == 0 || sealed > 0
 
 	_, statErr := os.Stat(o.DataDir)
 	createdDir := os.IsNotExist(statErr)
 	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
 		return nil, fmt.Errorf("create data dir: %w", err)
 	}
-	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey()}
+	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey(), d.PolicySealed()}
 	for _, f := range files {
 		if _, err := os.Stat(f); err == nil {
 			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
@@ -224,6 +233,11 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	}
 	if err := issueServerCert(ca, cak, d.ServerCert(), d.ServerKey(), o.SANs, time.Now()); err != nil {
 		return nil, fmt.Errorf("TLS: %w", err)
+	}
+	if neverSeal {
+		if err := writePolicySealed(d); err != nil {
+			return nil, err
+		}
 	}
 	marker, _ := json.Marshal(map[string]any{"initialised_at": time.Now().UTC().Format(time.RFC3339), "schema": store.SchemaVersion(), "joined": true})
 	if err := writeFileExcl(d.Marker(), append(marker, '\n'), 0o600); err != nil {

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -14,6 +15,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
 )
 
 // upstreamDouble counts the requests it gets and whether any carried the
@@ -95,7 +97,9 @@ func openStore(t *testing.T, dir string, cfg Config) *store.DB {
 // returning New's error.
 func (h *harness) restart(t *testing.T, cfg Config) error {
 	t.Helper()
-	h.srv.Close(context.Background())
+	if h.srv != nil {
+		h.srv.Close(context.Background())
+	}
 	cfg.DataDir, cfg.InsecureHTTP, cfg.Listen = h.dir, true, "127.0.0.1:0"
 	h.logs.Reset()
 	srv, err := New(context.Background(), cfg, NewLogger(&lockedWriter{w: h.logs}, "json", "debug"))
@@ -259,4 +263,132 @@ func counter(t *testing.T, srv *Server, name string) float64 {
 	}
 	t.Fatalf("no metric %s", name)
 	return 0
+}
+
+// A node whose data dir does not record the sealing (a node added with
+// init --join, or one whose file was lost) starts on a database whose
+// policy versions are authenticated, a version planted there without a
+// MAC: it must not seal it, since sealing is the upgrade's step for a
+// database never sealed. Before, it sealed every version without a MAC
+// and enforced the planted one. Now it seals nothing, records that in its
+// data dir, and refuses the planted version like any other node.
+func TestUnmarkedNodeDoesNotSealOverSealedDatabase(t *testing.T) {
+	onBothBackends(t, func(t *testing.T, cfg Config) {
+		ctx := context.Background()
+		h := newHarness(t, cfg)
+		genuine, attacker := newUpstreamDouble(t), newUpstreamDouble(t)
+		h.do("PUT", "/v1/policy", h.admin, "application/yaml", h.policyTo(genuine.srv.URL), 200) // version 2
+		h.srv.Close(ctx)
+		db := openStore(t, h.dir, cfg)
+		plantPolicy(t, db, 3, h.policyTo(attacker.srv.URL))
+		db.Close()
+		if err := os.Remove(datadir.Dir(h.dir).PolicySealed()); err != nil {
+			t.Fatal(err)
+		}
+
+		err := h.restart(t, cfg)
+		if err == nil || !strings.Contains(err.Error(), "policy version 3 is not authenticated") {
+			t.Fatalf("start without the sealing's record over a planted version: %v", err)
+		}
+		if logs := h.logs.String(); !strings.Contains(logs, "not sealing") || !strings.Contains(logs, `"versions":"[3]"`) || strings.Contains(logs, attacker.srv.URL) {
+			t.Fatalf("the versions left unsealed are not logged by number alone: %s", logs)
+		}
+		db = openStore(t, h.dir, cfg)
+		defer db.Close()
+		unsealed, err := db.UnsealedPolicyVersions(ctx)
+		if err != nil || len(unsealed) != 1 || unsealed[0].Version != 3 {
+			t.Fatalf("unsealed versions %+v (%v), want version 3 left unsealed", unsealed, err)
+		}
+		if _, err := os.Stat(datadir.Dir(h.dir).PolicySealed()); err != nil {
+			t.Fatalf("the node does not record that it must never seal: %v", err)
+		}
+		if attacker.hits.Load() != 0 {
+			t.Fatal("the planted upstream was called")
+		}
+	})
+}
+
+// init --join records in the new data dir that the node must never seal a
+// policy version when the cluster's database has none that needs it (its
+// versions authenticated, or none at all), so that a database writer who
+// plants a version and removes every MAC before the node's first start
+// does not get it sealed. Before, a joined node's data dir never had the
+// record and its first start sealed whatever it found. A cluster still on
+// the previous release's unauthenticated versions is left to be sealed by
+// its first upgraded start.
+func TestJoinRecordsPolicySealing(t *testing.T) {
+	ctx := context.Background()
+	for _, tc := range []struct {
+		name       string
+		versions   bool // a policy applied before the join
+		stripMACs  bool // every MAC removed before the join (a pre-MAC cluster)
+		wantMarker bool
+	}{
+		{"authenticated versions", true, false, true},
+		{"no version", false, false, true},
+		{"unauthenticated versions only", true, true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := Config{Postgres: storetest.FreshSchema(t, storetest.PostgresDSN(t))}
+			attacker := newUpstreamDouble(t)
+			var h *harness
+			if tc.versions {
+				h = newHarness(t, cfg) // its policy: version 1
+				h.srv.Close(ctx)
+			} else {
+				h = &harness{t: t, dir: filepath.Join(t.TempDir(), "first"), issuer: newTestIssuer(t), logs: &bytes.Buffer{}}
+				if _, err := Init(ctx, InitOptions{DataDir: h.dir, Postgres: cfg.Postgres}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			first := datadir.Dir(h.dir)
+			if tc.stripMACs {
+				db := openStore(t, h.dir, cfg)
+				if _, err := db.SQL().ExecContext(ctx, `UPDATE policy_versions SET mac = NULL`); err != nil {
+					t.Fatal(err)
+				}
+				db.Close()
+			}
+
+			joined := datadir.Dir(filepath.Join(t.TempDir(), "joined"))
+			if _, err := Join(ctx, JoinOptions{DataDir: string(joined), Postgres: cfg.Postgres, MasterKeyFile: first.MasterKey(),
+				AuditKeyFile: first.AuditKey(), CACert: first.CACert(), CAKey: first.CAKey()}); err != nil {
+				t.Fatal(err)
+			}
+			_, err := os.Stat(joined.PolicySealed())
+			if got := err == nil; got != tc.wantMarker {
+				t.Fatalf("joined data dir records the sealing: %v (%v), want %v", got, err, tc.wantMarker)
+			}
+			if !tc.wantMarker {
+				// The upgrade's sealing, at the joined node's first start.
+				h.dir = string(joined)
+				if err := h.restart(t, cfg); err != nil {
+					t.Fatalf("first start of a node joined to a pre-MAC cluster: %v", err)
+				}
+				if v := h.srv.authority.PolicyVersion(); v != 1 {
+					t.Fatalf("version %d in force, want 1", v)
+				}
+				return
+			}
+			// The attack before the joined node's first start: a planted
+			// version, every MAC removed.
+			db := openStore(t, string(first), cfg)
+			plantPolicy(t, db, 9, h.policyTo(attacker.srv.URL))
+			if _, err := db.SQL().ExecContext(ctx, `UPDATE policy_versions SET mac = NULL`); err != nil {
+				t.Fatal(err)
+			}
+			db.Close()
+			h.dir = string(joined)
+			err = h.restart(t, cfg)
+			if err == nil || !strings.Contains(err.Error(), "policy version 9 is not authenticated") {
+				t.Fatalf("first start of the joined node over a planted version: %v", err)
+			}
+			db = openStore(t, string(first), cfg)
+			defer db.Close()
+			var sealed int
+			if err := db.SQL().QueryRowContext(ctx, `SELECT COUNT(*) FROM policy_versions WHERE mac IS NOT NULL`).Scan(&sealed); err != nil || sealed != 0 {
+				t.Fatalf("the joined node sealed %d versions (%v)", sealed, err)
+			}
+		})
+	}
 }

@@ -24,8 +24,12 @@ import (
 // to have a planted row sealed. The data dir is on the node, beside
 // master.key, where that writer does not reach. Every node writes the
 // file at its first start on this release (having sealed, or found
-// nothing to seal) and init writes it at once, so after the upgrade no
-// node seals again: a row without a MAC is then refused like a wrong one.
+// nothing to seal), init writes it at once, and init --join does unless
+// the cluster's database still holds unsealed versions only (it was
+// never sealed), so after the upgrade no node seals again: a row without
+// a MAC is then refused like a wrong one. A node without the file also
+// seals nothing once any stored version has a MAC
+// (Authority.SealLegacyPolicies): a database once sealed needs no sealing.
 // The sealing is also recorded in the audit log (policy.seal) for
 // auditors.
 func (s *Server) sealLegacyPolicies(ctx context.Context, d datadir.Dir) error {

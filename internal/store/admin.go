@@ -352,14 +352,33 @@ func (db *DB) UnsealedPolicyVersions(ctx context.Context) ([]PolicyVersion, erro
 	return out, nil
 }
 
+// PolicyVersionCounts returns how many policy versions are stored and how
+// many of them carry a MAC.
+func (db *DB) PolicyVersionCounts(ctx context.Context) (all, sealed int64, err error) {
+	if err := db.queryRow(ctx, `SELECT COUNT(*), COUNT(mac) FROM policy_versions`).Scan(&all, &sealed); err != nil {
+		return 0, 0, fmt.Errorf("store: count policy versions: %w", err)
+	}
+	return all, sealed, nil
+}
+
 // SealPolicyVersions sets the MAC of each version in macs that has none
 // yet, with n's audit records (Changes.Sealed: the versions sealed) in the
-// same transaction, and returns the versions it sealed. A version sealed
-// meanwhile (another node) is left as it is.
+// same transaction, and returns the versions it sealed. It seals only a
+// database none of whose versions has a MAC (one never sealed, as the
+// previous release left it): once any has, a version without one was
+// planted, and sealing it would make it authentic. So a node that seals
+// while another has just done so seals nothing.
 func (db *DB) SealPolicyVersions(ctx context.Context, macs map[int64][]byte, n *Note) ([]int64, error) {
 	var sealed []int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		sealed = sealed[:0]
+		var already int64
+		if err := db.txQueryRow(ctx, tx, `SELECT COUNT(mac) FROM policy_versions`).Scan(&already); err != nil {
+			return err
+		}
+		if already > 0 {
+			return nil
+		}
 		vs := make([]int64, 0, len(macs))
 		for v := range macs {
 			vs = append(vs, v)

@@ -10,7 +10,7 @@ import (
 
 // A database the previous release (schema 12) left, with its policy
 // versions, upgrades: the versions keep everything, have no MAC until
-// sealed, and sealing sets the MAC of those that have none only.
+// sealed, and sealing sets their MACs only on a database never sealed.
 func TestPolicyVersionsUpgradeUnsealedThenSealed(t *testing.T) {
 	for _, m := range readOnlyBackends() {
 		t.Run(m.name, func(t *testing.T) {
@@ -38,13 +38,27 @@ func TestPolicyVersionsUpgradeUnsealedThenSealed(t *testing.T) {
 			if err != nil || latest.Version != 2 || latest.MAC != nil {
 				t.Fatalf("latest %+v, %v: want version 2 without a MAC", latest, err)
 			}
-			// Version 2 sealed by another node meanwhile: left as it is.
+			if all, sealed, err := db.PolicyVersionCounts(ctx); err != nil || all != 2 || sealed != 0 {
+				t.Fatalf("counts %d, %d, %v; want 2 versions, none sealed", all, sealed, err)
+			}
+			// Version 2 sealed by another node meanwhile: the database is
+			// sealed, so version 1 (planted, as no sealing leaves one
+			// behind) is left without a MAC.
 			b.exec(t, `UPDATE policy_versions SET mac = ? WHERE version = 2`, []byte("other"))
 			sealed, err := db.SealPolicyVersions(ctx, map[int64][]byte{1: []byte("m1"), 2: []byte("m2")}, nil)
-			if err != nil || len(sealed) != 1 || sealed[0] != 1 {
-				t.Fatalf("sealed %v, %v; want [1]", sealed, err)
+			if err != nil || len(sealed) != 0 {
+				t.Fatalf("sealed %v, %v over a sealed database; want none", sealed, err)
 			}
-			for v, want := range map[int64]string{1: "m1", 2: "other"} {
+			if all, sealed, err := db.PolicyVersionCounts(ctx); err != nil || all != 2 || sealed != 1 {
+				t.Fatalf("counts %d, %d, %v; want 2 versions, 1 sealed", all, sealed, err)
+			}
+			// A database never sealed: every version gets its MAC.
+			b.exec(t, `UPDATE policy_versions SET mac = NULL`)
+			sealed, err = db.SealPolicyVersions(ctx, map[int64][]byte{1: []byte("m1"), 2: []byte("m2")}, nil)
+			if err != nil || len(sealed) != 2 {
+				t.Fatalf("sealed %v, %v; want [1 2]", sealed, err)
+			}
+			for v, want := range map[int64]string{1: "m1", 2: "m2"} {
 				pv, err := db.PolicyVersionAt(ctx, v)
 				if err != nil || !bytes.Equal(pv.MAC, []byte(want)) {
 					t.Fatalf("version %d MAC %q, %v; want %q", v, pv.MAC, err, want)
