@@ -108,7 +108,8 @@ type Config struct {
 	Rotators map[string][]string
 	// Node names this process in claims (unique per node).
 	Node string
-	// Timeout bounds one attempt: the command or the database (default 30 s).
+	// Timeout bounds one attempt: the command or the database (default 30 s,
+	// at most MaxTimeout).
 	Timeout time.Duration
 	// Interval is how often the schedule is checked (default 10 s).
 	Interval time.Duration
@@ -116,6 +117,11 @@ type Config struct {
 	Logger   *slog.Logger
 	Now      func() time.Time
 }
+
+// MaxTimeout bounds Config.Timeout: far longer than any rotation takes,
+// and a claim lasts twice it plus a minute from now (claimFor), which must
+// stay a time.Duration and a time the store can keep.
+const MaxTimeout = 24 * time.Hour
 
 // Manager rotates secrets on schedule and on demand.
 type Manager struct{ cfg Config }
@@ -130,6 +136,9 @@ func New(cfg Config) (*Manager, error) {
 	}
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 30 * time.Second
+	}
+	if cfg.Timeout > MaxTimeout {
+		return nil, fmt.Errorf("rotation: timeout %s is over %s", cfg.Timeout, MaxTimeout)
 	}
 	if cfg.Interval <= 0 {
 		cfg.Interval = 10 * time.Second

@@ -496,3 +496,21 @@ func TestScrub(t *testing.T) {
 	}
 	_ = fmt.Sprint(mustJSON(t, 1))
 }
+
+// A timeout past MaxTimeout is refused: a claim lasts twice it plus a
+// minute from now, which near 146 years overflowed time.Duration.
+func TestTimeoutBound(t *testing.T) {
+	for _, tc := range []struct {
+		timeout time.Duration
+		ok      bool
+	}{
+		{MaxTimeout, true},
+		{MaxTimeout + 1, false},
+		{146 * 365 * 24 * time.Hour, false},
+	} {
+		_, err := New(Config{Timeout: tc.timeout})
+		if (err == nil) != tc.ok {
+			t.Errorf("timeout %s: %v, want accepted %v", tc.timeout, err, tc.ok)
+		}
+	}
+}

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/api"
+	"github.com/mayfly-sh/mayfly/internal/rotate"
 	"github.com/mayfly-sh/mayfly/internal/scan"
 	"github.com/mayfly-sh/mayfly/internal/sso"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
@@ -163,10 +164,59 @@ const (
 	MinBodyRateMax = 1 << 30
 )
 
+// Upper bounds of the sizes and durations of limits (0 or unset: the
+// default), far past what a deployment needs, refused at load rather than
+// honoured: a body limit is read with one byte more to tell "too large"
+// (past math.MaxInt64 it wraps and every body reads as empty), and a
+// duration is added to times and rates (body_rate_grace plus a body's
+// allowance wraps negative and cuts every body). A day is also longer than
+// any request, idle connection or shutdown should wait.
+const (
+	MaxBodyLimit = 1 << 30        // bytes: max_body, max_leak_body, gateway_max_inspected_body
+	MaxTimeout   = 24 * time.Hour // the *_timeout keys and body_rate_grace
+)
+
+// check refuses a config the server could not honour as written, rather
+// than run with other values.
+func (c Config) check() error {
+	var errs []string
+	if err := c.Limits.check(); err != nil {
+		errs = append(errs, err.Error())
+	}
+	if c.RotationTimeout > rotate.MaxTimeout {
+		errs = append(errs, fmt.Sprintf("rotation_timeout is %s: it must be at most %s (0 or unset for the default)", c.RotationTimeout, rotate.MaxTimeout))
+	}
+	if len(errs) == 0 {
+		return nil
+	}
+	return errors.New(strings.Join(errs, "; "))
+}
+
 // check refuses limits the server could not honour as written, rather
 // than run with other values.
 func (l ConfigLimits) check() error {
 	var errs []string // one line: every problem at once
+	for _, b := range []struct {
+		key string
+		v   int64
+	}{
+		{"max_body", l.MaxBody}, {"max_leak_body", l.MaxLeakBody}, {"gateway_max_inspected_body", l.GatewayMaxInspectedBody},
+	} {
+		if b.v > MaxBodyLimit {
+			errs = append(errs, fmt.Sprintf("limits.%s is %d: it must be at most %d bytes (1 GiB; 0 or unset for the default)", b.key, b.v, MaxBodyLimit))
+		}
+	}
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{
+		{"read_header_timeout", l.ReadHeaderTimeout}, {"read_timeout", l.ReadTimeout}, {"write_timeout", l.WriteTimeout},
+		{"idle_timeout", l.IdleTimeout}, {"shutdown_timeout", l.ShutdownTimeout}, {"body_rate_grace", l.BodyRateGrace},
+	} {
+		if d.v > MaxTimeout {
+			errs = append(errs, fmt.Sprintf("limits.%s is %s: it must be at most %s (0 or unset for the default)", d.key, d.v, MaxTimeout))
+		}
+	}
 	if l.MaxHeaderBytes != 0 && l.MaxHeaderBytes < MinMaxHeaderBytes {
 		errs = append(errs, fmt.Sprintf("limits.max_header_bytes is %d: it must be at least %d (a request line, a token and a DPoP proof of up to 8 KiB must fit), or unset for %d",
 			l.MaxHeaderBytes, MinMaxHeaderBytes, DefaultMaxHeaderBytes))
@@ -244,7 +294,7 @@ func LoadConfigFile(path string) (Config, error) {
 			return c, fmt.Errorf("config %s: %w", path, err)
 		}
 	}
-	if err := c.Limits.check(); err != nil {
+	if err := c.check(); err != nil {
 		return c, fmt.Errorf("config %s: %w", path, err)
 	}
 	return c, nil

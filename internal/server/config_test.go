@@ -92,6 +92,54 @@ func TestLoadConfigFileRateBounds(t *testing.T) {
 	}
 }
 
+// Sizes and durations have an upper bound, refused at load naming the key
+// and the bound: before, any value loaded (a body limit of 1e18 bytes, a
+// timeout of 100 years), and a rotation_timeout near 146 years overflowed
+// the rotation claim's time arithmetic. The bound loads, one over it does
+// not.
+func TestLoadConfigFileUpperBounds(t *testing.T) {
+	dir := t.TempDir()
+	const gib = "1073741824"
+	tests := []struct {
+		key, at, over, want string
+	}{
+		{"limits.max_body", gib, "1073741825", "limits.max_body is 1073741825: it must be at most 1073741824 bytes (1 GiB"},
+		{"limits.max_leak_body", gib, "1073741825", "limits.max_leak_body is 1073741825: it must be at most 1073741824 bytes (1 GiB"},
+		{"limits.max_leak_body", gib, "1000000000000000000", "limits.max_leak_body is 1000000000000000000: it must be at most"},
+		{"limits.gateway_max_inspected_body", gib, "1073741825", "limits.gateway_max_inspected_body is 1073741825: it must be at most 1073741824 bytes (1 GiB"},
+		{"limits.read_header_timeout", "24h", "24h1ns", "limits.read_header_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"limits.read_timeout", "24h", "24h1ns", "limits.read_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"limits.write_timeout", "24h", "24h1ns", "limits.write_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"limits.idle_timeout", "24h", "24h1ns", "limits.idle_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"limits.idle_timeout", "24h", "876000h", "limits.idle_timeout is 876000h0m0s: it must be at most 24h0m0s"},
+		{"limits.shutdown_timeout", "24h", "24h1ns", "limits.shutdown_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"limits.body_rate_grace", "24h", "24h1ns", "limits.body_rate_grace is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"rotation_timeout", "24h", "24h1ns", "rotation_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"rotation_timeout", "24h", "1279000h", "rotation_timeout is 1279000h0m0s: it must be at most 24h0m0s"},
+	}
+	doc := func(key, v string) string {
+		if k, ok := strings.CutPrefix(key, "limits."); ok {
+			return "limits:\n  " + k + ": " + v + "\n"
+		}
+		return key + ": " + v + "\n"
+	}
+	for i, tc := range tests {
+		t.Run(fmt.Sprintf("%s=%s", tc.key, tc.over), func(t *testing.T) {
+			at := filepath.Join(dir, fmt.Sprintf("at%d.yaml", i))
+			os.WriteFile(at, []byte(doc(tc.key, tc.at)), 0o600)
+			if _, err := LoadConfigFile(at); err != nil {
+				t.Errorf("%s: %s (the bound) refused: %v", tc.key, tc.at, err)
+			}
+			over := filepath.Join(dir, fmt.Sprintf("over%d.yaml", i))
+			os.WriteFile(over, []byte(doc(tc.key, tc.over)), 0o600)
+			_, err := LoadConfigFile(over)
+			if err == nil || !strings.Contains(err.Error(), tc.want) || !strings.Contains(err.Error(), over) {
+				t.Errorf("%s: %s loaded or refused in other words: %v; want %q", tc.key, tc.over, err, tc.want)
+			}
+		})
+	}
+}
+
 func TestLoadConfigFileGood(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "mayfly.yaml")
 	doc := "data_dir: /d\nadmin_cidrs: [10.0.0.0/8]\nlimits:\n  token_rate: 200\n  read_timeout: 30s\ngithub_leak_keys:\n  any-key-id: pem\naudit_sinks:\n  - type: file\n    path: /x\n"

@@ -125,7 +125,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err := CheckListen(cfg.Listen, cfg.InsecureHTTP); err != nil {
 		return nil, err
 	}
-	if err := cfg.Limits.check(); err != nil {
+	if err := cfg.check(); err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	d := datadir.Dir(cfg.DataDir)
