@@ -19,6 +19,7 @@ import (
 	"net"
 	"net/url"
 	"slices"
+	"strings"
 	"time"
 )
 
@@ -33,6 +34,16 @@ const (
 )
 
 var ruleNames = []string{RuleLeakRevoked, RuleRefusedBurst, RuleBindingMismatch, RuleMassRevocation, RuleAuditUnhealthy, RuleUpstreamFailure}
+
+// Upper bounds of the alerts section, far past what a deployment needs:
+// a backoff of centuries holds a target's later alerts for ever (and past
+// ~234 years wraps negative, and the next retry panics), a health interval
+// that long never reads the log's health, and each target's queue is
+// allocated whole at start.
+const (
+	MaxWait  = 24 * time.Hour // initial_backoff, max_backoff, health_interval
+	MaxQueue = 1 << 16
+)
 
 // Config is the server config's alerts section.
 type Config struct {
@@ -156,6 +167,21 @@ func (c *Config) Validate() error {
 	}
 	if c.Queue < 0 || c.MaxAttempts < 0 || c.InitialBackoff < 0 || c.MaxBackoff < 0 || c.Timeout < 0 || c.MaxAge < 0 || c.HealthInterval < 0 {
 		return errors.New("alerts: queue, max_attempts and durations must not be negative")
+	}
+	var over []string
+	for _, d := range []struct {
+		key string
+		v   time.Duration
+	}{{"initial_backoff", c.InitialBackoff}, {"max_backoff", c.MaxBackoff}, {"health_interval", c.HealthInterval}} {
+		if d.v > MaxWait {
+			over = append(over, fmt.Sprintf("alerts.%s is %s: it must be at most %s (0 or unset for the default)", d.key, d.v, MaxWait))
+		}
+	}
+	if c.Queue > MaxQueue {
+		over = append(over, fmt.Sprintf("alerts.queue is %d: it must be at most %d (0 or unset for the default)", c.Queue, MaxQueue))
+	}
+	if len(over) > 0 {
+		return errors.New(strings.Join(over, "; "))
 	}
 	c.Queue = orInt(c.Queue, 1000)
 	c.MaxAttempts = orInt(c.MaxAttempts, 10)

@@ -174,6 +174,21 @@ const (
 const (
 	MaxBodyLimit = 1 << 30        // bytes: max_body, max_leak_body, gateway_max_inspected_body
 	MaxTimeout   = 24 * time.Hour // the *_timeout keys and body_rate_grace
+	// MaxMaxHeaderBytes bounds max_header_bytes (net/http's own default):
+	// the listener allows 4096 bytes more, which past math.MaxInt wrapped
+	// negative and refused every request.
+	MaxMaxHeaderBytes = 1 << 20
+	// MaxInterval bounds how often background work runs and how long it
+	// waits (rotation_interval, minted.role_sweep_interval,
+	// minted.stale_pending): past it a schedule, a sweep or a crash's
+	// pending credential would wait for years.
+	MaxInterval = 24 * time.Hour
+	// MaxAdminTokenMaxTTL bounds admin_token_max_ttl (default a year): an
+	// expiry past 2262 wraps in the store and reads back as long past.
+	MaxAdminTokenMaxTTL = 10 * 365 * 24 * time.Hour
+	// MaxSessionTime bounds admin_session_ttl and admin_session_idle
+	// (defaults 8h and 1h): a sign-in is not meant to last for years.
+	MaxSessionTime = 365 * 24 * time.Hour
 )
 
 // check refuses a config the server could not honour as written, rather
@@ -185,6 +200,19 @@ func (c Config) check() error {
 	}
 	if c.RotationTimeout > rotate.MaxTimeout {
 		errs = append(errs, fmt.Sprintf("rotation_timeout is %s: it must be at most %s (0 or unset for the default)", c.RotationTimeout, rotate.MaxTimeout))
+	}
+	for _, d := range []struct {
+		key      string
+		v, bound time.Duration
+	}{
+		{"admin_token_max_ttl", c.AdminTokenMaxTTL, MaxAdminTokenMaxTTL},
+		{"admin_session_ttl", c.AdminSessionTTL, MaxSessionTime}, {"admin_session_idle", c.AdminSessionIdle, MaxSessionTime},
+		{"minted.stale_pending", c.Minted.StalePending, MaxInterval}, {"minted.role_sweep_interval", c.Minted.RoleSweepInterval, MaxInterval},
+		{"rotation_interval", c.RotationInterval, MaxInterval},
+	} {
+		if d.v > d.bound {
+			errs = append(errs, fmt.Sprintf("%s is %s: it must be at most %s (0 or unset for the default)", d.key, d.v, d.bound))
+		}
 	}
 	if len(errs) == 0 {
 		return nil
@@ -220,6 +248,10 @@ func (l ConfigLimits) check() error {
 	if l.MaxHeaderBytes != 0 && l.MaxHeaderBytes < MinMaxHeaderBytes {
 		errs = append(errs, fmt.Sprintf("limits.max_header_bytes is %d: it must be at least %d (a request line, a token and a DPoP proof of up to 8 KiB must fit), or unset for %d",
 			l.MaxHeaderBytes, MinMaxHeaderBytes, DefaultMaxHeaderBytes))
+	}
+	if l.MaxHeaderBytes > MaxMaxHeaderBytes {
+		errs = append(errs, fmt.Sprintf("limits.max_header_bytes is %d: it must be at most %d bytes (1 MiB; 0 or unset for %d)",
+			l.MaxHeaderBytes, MaxMaxHeaderBytes, DefaultMaxHeaderBytes))
 	}
 	for _, r := range []struct {
 		key string

@@ -116,10 +116,38 @@ func TestLoadConfigFileUpperBounds(t *testing.T) {
 		{"limits.body_rate_grace", "24h", "24h1ns", "limits.body_rate_grace is 24h0m0.000000001s: it must be at most 24h0m0s"},
 		{"rotation_timeout", "24h", "24h1ns", "rotation_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
 		{"rotation_timeout", "24h", "1279000h", "rotation_timeout is 1279000h0m0s: it must be at most 24h0m0s"},
+		// max_header_bytes plus net/http's 4096 wrapped negative: every
+		// request refused 431.
+		{"limits.max_header_bytes", "1048576", "1048577", "limits.max_header_bytes is 1048577: it must be at most 1048576 bytes (1 MiB"},
+		{"limits.max_header_bytes", "1048576", "9223372036854775807", "limits.max_header_bytes is 9223372036854775807: it must be at most 1048576"},
+		// An admin token's expiry past 2262 wrapped in the store and read
+		// back as long expired.
+		{"admin_token_max_ttl", "87600h", "87600h1ns", "admin_token_max_ttl is 87600h0m0.000000001s: it must be at most 87600h0m0s"},
+		{"admin_token_max_ttl", "87600h", "2500000h", "admin_token_max_ttl is 2500000h0m0s: it must be at most 87600h0m0s"},
+		{"admin_session_ttl", "8760h", "8760h1ns", "admin_session_ttl is 8760h0m0.000000001s: it must be at most 8760h0m0s"},
+		{"admin_session_idle", "8760h", "8760h1ns", "admin_session_idle is 8760h0m0.000000001s: it must be at most 8760h0m0s"},
+		// A crash's pending credential was never taken for stale and revoked.
+		{"minted.stale_pending", "24h", "24h1ns", "minted.stale_pending is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"minted.role_sweep_interval", "24h", "24h1ns", "minted.role_sweep_interval is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"rotation_interval", "24h", "24h1ns", "rotation_interval is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		// A backoff of centuries held a target's later alerts for ever, or
+		// (past ~234 years) wrapped negative and the next retry panicked.
+		{"alerts.initial_backoff", "24h", "24h1ns", "alerts.initial_backoff is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"alerts.max_backoff", "24h", "24h1ns", "alerts.max_backoff is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		{"alerts.health_interval", "24h", "24h1ns", "alerts.health_interval is 24h0m0.000000001s: it must be at most 24h0m0s"},
+		// The queue is allocated whole at start: a huge one panicked.
+		{"alerts.queue", "65536", "65537", "alerts.queue is 65537: it must be at most 65536"},
+		{"alerts.queue", "65536", "1000000000000", "alerts.queue is 1000000000000: it must be at most 65536"},
 	}
 	doc := func(key, v string) string {
 		if k, ok := strings.CutPrefix(key, "limits."); ok {
 			return "limits:\n  " + k + ": " + v + "\n"
+		}
+		if k, ok := strings.CutPrefix(key, "minted."); ok {
+			return "minted:\n  " + k + ": " + v + "\n"
+		}
+		if k, ok := strings.CutPrefix(key, "alerts."); ok {
+			return "alerts:\n  targets:\n    - name: t\n      url: https://alerts.example/hook\n      format: slack\n  " + k + ": " + v + "\n"
 		}
 		return key + ": " + v + "\n"
 	}
