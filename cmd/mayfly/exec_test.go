@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 	"github.com/mayfly-sh/mayfly/internal/server"
 	"github.com/mayfly-sh/mayfly/internal/token"
@@ -28,9 +29,12 @@ func TestExecRenewsToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a server and waits for a renewal")
 	}
-	// A 9s token is renewed about 3s before it expires (a third of its
-	// life), while CMD still runs: 3s, not less, so that a slow renewal on
-	// a loaded machine (the race detector, CI) still lands in time.
+	// exec renews at two thirds of the token's life, counted from when it
+	// has CMD running: a 30s token is renewed about 20s in, 10s before it
+	// expires, a margin a loaded machine (the race detector, CI) does not
+	// eat up as it did the 3s of a 9s token. CMD runs until the test has
+	// seen the renewal at the server, not for a fixed time.
+	const ttl = 30 * time.Second
 
 	iss := devissuertest.Start(t)
 	ls := startServer(t, server.Config{}, nil)
@@ -45,7 +49,11 @@ func TestExecRenewsToken(t *testing.T) {
 	if _, e, code := runCLI(t, "", "policy", "apply", pol); code != 0 {
 		t.Fatalf("policy apply: %d %s", code, e)
 	}
-	for _, k := range []string{"MAYFLY_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "MAYFLY_AUDIENCE", "GITHUB_ENV"} {
+	admin, err := client.New(client.Config{Addr: ls.addr, CACertFile: ls.caFile, Token: ls.admin, AdminToken: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, k := range []string{"MAYFLY_TOKEN", "MAYFLY_ID_TOKEN", "ACTIONS_ID_TOKEN_REQUEST_URL", "ACTIONS_ID_TOKEN_REQUEST_TOKEN", "MAYFLY_AUDIENCE", "GITHUB_ENV"} {
 		t.Setenv(k, "")
 	}
 	tests := []struct {
@@ -57,19 +65,79 @@ func TestExecRenewsToken(t *testing.T) {
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			idt, err := iss.Mint(nil, ls.addr, 10*time.Minute)
+			t.Parallel() // each waits ~20s for its renewal; the ID token comes from a file, the lease by its job
+			job := "renew-" + tc.name
+			idt, err := iss.Mint(map[string]any{"job_id": job}, ls.addr, 10*time.Minute)
 			if err != nil {
 				t.Fatal(err)
 			}
-			t.Setenv("MAYFLY_ID_TOKEN", idt)
-			args := []string{"exec", "--grant", "deploy", "--ttl", "9s"}
-			if tc.dpop {
-				args = append(args, "--dpop-key", filepath.Join(t.TempDir(), "k.pem"))
+			dir := t.TempDir()
+			idFile, release := filepath.Join(dir, "id-token"), filepath.Join(dir, "release")
+			if err := os.WriteFile(idFile, []byte(idt), 0o600); err != nil {
+				t.Fatal(err)
 			}
-			args = append(args, "--", "sh", "-c", "sleep 7.5")
-			_, stderr, code := runCLI(t, "", args...)
-			if code != 0 || strings.Contains(stderr, "renewing the job token failed") {
-				t.Fatalf("exit %d; the token was not renewed while CMD ran: %s", code, stderr)
+			args := []string{"exec", "--grant", "deploy", "--ttl", ttl.String(), "--id-token-file", idFile}
+			if tc.dpop {
+				args = append(args, "--dpop-key", filepath.Join(dir, "k.pem"))
+			}
+			// CMD runs until the test releases it.
+			args = append(args, "--", "sh", "-c", `until [ -e "$1" ]; do sleep 0.1; done`, "sh", release)
+			type result struct {
+				stderr string
+				code   int
+			}
+			ran := make(chan result, 1)
+			go func() {
+				_, stderr, code := runCLI(t, "", args...)
+				ran <- result{stderr, code}
+			}()
+			// finish lets CMD end, and exec with it, and returns what exec said.
+			var finished *result
+			finish := func() result {
+				if finished == nil {
+					_ = os.WriteFile(release, nil, 0o600)
+					r := <-ran
+					finished = &r
+				}
+				return *finished
+			}
+			defer finish()
+			fail := func(format string, args ...any) {
+				r := finish()
+				t.Fatalf(format+"; exec exited %d: %s", append(args, r.code, r.stderr)...)
+			}
+
+			// The renewal has landed once the lease expires later than
+			// its first ttl; it came too late if the lease expired first.
+			for renewed := false; !renewed; {
+				select {
+				case r := <-ran:
+					finished = &r
+					fail("exec ended before its token was renewed")
+				case <-time.After(100 * time.Millisecond):
+				}
+				list, err := admin.ListLeases(t.Context(), client.LeaseQuery{Job: job})
+				if err != nil {
+					fail("%v", err)
+				}
+				if len(list.Leases) == 0 {
+					continue // the exchange has not been answered yet
+				}
+				if len(list.Leases) != 1 {
+					fail("%d leases for job %s, want 1", len(list.Leases), job)
+				}
+				l := list.Leases[0]
+				switch {
+				case l.RevokedAt != nil:
+					fail("the lease was revoked (%s) while CMD ran", l.Reason)
+				case l.ExpiresAt.After(l.IssuedAt.Add(ttl)):
+					renewed = true
+				case !time.Now().Before(l.ExpiresAt):
+					fail("the token expired at %s, %s after issue, without a renewal", l.ExpiresAt, ttl)
+				}
+			}
+			if r := finish(); r.code != 0 || strings.Contains(r.stderr, "renewing the job token failed") {
+				t.Fatalf("exit %d; the token was not renewed while CMD ran: %s", r.code, r.stderr)
 			}
 		})
 	}
