@@ -62,16 +62,20 @@ func appendHeaderKey(dst []byte, k string) []byte {
 		}
 	}
 	for i := 0; i < len(k); i++ {
-		c := k[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		dst = append(dst, c)
+		dst = append(dst, foldKeyByte(k[i]))
 	}
 	return dst
+}
+
+// foldKeyByte folds one ASCII byte of a header name as headerKey does.
+func foldKeyByte(c byte) byte {
+	switch {
+	case 'A' <= c && c <= 'Z':
+		return c + 'a' - 'A'
+	case c == '_':
+		return '-'
+	}
+	return c
 }
 
 // isOverrideHeader reports whether a header (by headerKey) names a method

@@ -571,14 +571,7 @@ func hasPrefixKey(k, p string) bool {
 		return false
 	}
 	for i := 0; i < len(p); i++ {
-		c := k[i]
-		switch {
-		case 'A' <= c && c <= 'Z':
-			c += 'a' - 'A'
-		case c == '_':
-			c = '-'
-		}
-		if c != p[i] {
+		if foldKeyByte(k[i]) != p[i] {
 			return false
 		}
 	}
