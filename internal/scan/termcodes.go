@@ -312,6 +312,9 @@ func hasHexDump(b []byte) bool {
 // its group. It returns the offset of the line's end (len(b) if none) and
 // whether the line is a dump's; emit is called only if it is.
 func dumpLine(b []byte, i int, emit func(c byte, at int)) (int, bool) {
+	if i >= len(b) {
+		return len(b), false // past a last line without its end: no line
+	}
 	end := len(b)
 	if k := bytes.IndexByte(b[i:], '\n'); k >= 0 {
 		end = i + k
