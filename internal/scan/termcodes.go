@@ -200,8 +200,9 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 	out := make([]byte, 0, len(b))
 	at := make([]int, 0, len(b))
 	run, whole := 0, true // base64 characters ending out; and whether they are its whole line
+	body := 0             // where the line being read begins, after its timestamp
 	lineStart := func(i int) int {
-		run, whole = 0, true
+		run, whole, body = 0, true, i
 		if !wraps {
 			return i
 		}
@@ -210,29 +211,42 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 			out = append(out, b[k])
 			at = append(at, k)
 		}
-		return i + n
+		body = i + n
+		return body
 	}
 	for i := lineStart(0); i < len(b); {
-		if o.dumps && (i == 0 || b[i-1] == '\n') {
+		if o.dumps && i == body {
 			if end, ok := dumpLine(b, i, func(c byte, p int) { out = append(out, c); at = append(at, p) }); ok {
 				// Consecutive dump lines spell one run of bytes: their
-				// line ends go, but the last one's.
-				i = end + 1
-				if _, next := dumpLine(b, i, nil); !next && end < len(b) {
+				// line ends go, and the timestamps before them (a CI
+				// log's), but the last one's.
+				next := end + 1
+				if next < len(b) {
+					n, _ := logStamp(b[next:])
+					if _, more := dumpLine(b, next+n, nil); more {
+						i, body = next+n, next+n
+						run, whole = 0, false
+						continue
+					}
+				}
+				if end < len(b) {
 					out = append(out, '\n')
 					at = append(at, end)
 				}
-				run, whole = 0, false
+				i = lineStart(min(next, len(b)))
 				continue
 			}
 		}
 		switch {
 		case o.qp && b[i] == '=' && i+1 < len(b) && (b[i+1] == '\n' || b[i+1] == '\r' && i+2 < len(b) && b[i+2] == '\n'):
-			// A soft line break: the line goes on after it.
+			// A soft line break: the line goes on after it, after the
+			// timestamp a CI log puts before every line.
 			i += 2
 			if b[i-1] == '\r' {
 				i++
 			}
+			n, _ := logStamp(b[i:])
+			i += n
 			continue
 		case o.qp && b[i] == '=' && i+2 < len(b) && isHex(b[i+1]) && isHex(b[i+2]):
 			h, _ := unhex(b[i+1])
@@ -289,11 +303,14 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 // then the line's end or, after two spaces or more, a text column ('|' or
 // '>' delimits it, except after xxd's ':'). Groups of 4 digits or more
 // after an offset without ':' are little-endian words (od -x, hexdump).
+// A CI log's timestamp (logStamp) before a dump line is looked past, as
+// after a quoted-printable soft line break.
 
 // hasHexDump reports whether b holds a hex dump line.
 func hasHexDump(b []byte) bool {
 	for i := 0; i < len(b); {
-		if i+6 < len(b) && isHex(b[i+4]) && isHex(b[i]) && isHex(b[i+1]) && isHex(b[i+2]) && isHex(b[i+3]) && isHex(b[i+5]) {
+		n, _ := logStamp(b[i:]) // a CI log's timestamp before the line
+		if i += n; i+6 < len(b) && isHex(b[i+4]) && isHex(b[i]) && isHex(b[i+1]) && isHex(b[i+2]) && isHex(b[i+3]) && isHex(b[i+5]) {
 			if _, ok := dumpLine(b, i, nil); ok {
 				return true
 			}
