@@ -115,6 +115,9 @@ func FuzzMask(f *testing.F) {
 	}
 	f.Add([]byte("\x0aabcdefghij xx abc\x1b[31mdefghij \rabcd\refghij"), uint(12345))
 	f.Add([]byte("\x00hunter2-plain-Secret9"), uint(1))
+	// A wrapped base64 form with a CI log's timestamp on each line.
+	f.Add([]byte("\x00"+stampLines(wrap("QXV0aG9yaXphdGlvbjogQmVhcmVyIGh1bnRlcjItcGxhaW4tU2VjcmV0OSBhbmQgdGhlIHJlc3Qgb2YgaXQ=", 76, "\n"),
+		"2026-12-07T06:00:00.1234567Z ")), uint(77))
 	var base [][]byte
 	for _, s := range fuzzSecrets {
 		base = append(base, []byte(s))

@@ -25,7 +25,8 @@
 //     middle, is caught. So is a base64 form wrapped into lines of 60, 64 or
 //     76 characters (Ruby, PEM, MIME, base64(1)): a '\n' or "\r\n" ending a
 //     run of exactly that many base64 characters is removed the same way
-//     (wrap.go). So is a secret in a hex dump (xxd, hexdump -C, od -A x
+//     (wrap.go), also with a CI log's timestamp after the line end
+//     (stamp.go). So is a secret in a hex dump (xxd, hexdump -C, od -A x
 //     -t x1z, od -x, hexdump) that its lines cut in pieces: its hex, and
 //     its bytes in the text column beside it (dump.go).
 //     The masked range runs from the first to the last byte of the match,
@@ -232,9 +233,10 @@ func (st *Stream) Flush(dst []byte, tail int) []byte {
 func (st *Stream) Held() int { return int(st.s.pos-st.s.done) + st.s.nCarry }
 
 // MaxHeld bounds Held: the longest form, plus the bound on bytes held while
-// a match is followed across removed '\r' and escape bytes, plus the two
-// bytes that may begin a soft line break split between two pieces.
-func (m *Matcher) MaxHeld() int { return 9*m.a.maxLen + 256 + 2 }
+// a match is followed across removed '\r' and escape bytes (and a
+// timestamp after a wrap newline, read to its end), plus the two bytes
+// that may begin a soft line break split between two pieces.
+func (m *Matcher) MaxHeld() int { return 9*m.a.maxLen + 256 + stampMax + 2 }
 
 // MaskBytes returns b with every form of every secret replaced by
 // DefaultReplacement. When nothing matches it returns b itself.
@@ -394,8 +396,14 @@ func normalize(p []byte) []byte {
 	var out []byte
 	for i := 0; i < len(p); {
 		switch {
-		case p[i] == '\r' || p[i] == '\n' && ((wrapCarry{}).isWrap(p, i) || qpBreak(p, i) >= 0):
+		case p[i] == '\r':
 			i++
+			continue
+		case p[i] == '\n' && ((wrapCarry{}).isWrap(p, i) || qpBreak(p, i) >= 0):
+			// A wrap newline, and a CI log's timestamp after it (stamp.go).
+			i++
+			w, _ := stampScan(p[i:min(len(p), i+stampMax)])
+			i += w
 			continue
 		case p[i] == '=' && (i+1 < len(p) && p[i+1] == '\n' || i+2 < len(p) && p[i+1] == '\r' && p[i+2] == '\n'):
 			i++ // a quoted-printable soft line break

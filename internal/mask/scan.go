@@ -332,7 +332,7 @@ func (s *scanner) markTail(min int) {
 			// being read may be none, and is masked with it.
 			mask := int64(len(t.ring) - 1)
 			end := t.ring[(t.fed-1)&mask] + 1
-			if t.csi != 0 {
+			if t.csi != 0 || t.stampOn && t.stampN > 0 {
 				end = s.pos
 			}
 			s.addSpan(t.ring[(t.fed-h)&mask], end)
@@ -359,6 +359,12 @@ type normThread struct {
 	csiStart  int64
 	csiBuf    [csiMax + 2]byte
 	csiN      int
+	// After a wrap newline, the bytes of what may be a CI log's timestamp
+	// (stamp.go), held until it is known whether they are one.
+	stampOn    bool
+	stampN     int
+	stampStart int64
+	stampBuf   [stampMax]byte
 }
 
 const csiMax = 32
@@ -368,7 +374,7 @@ func (t *normThread) spawn(a *automaton, g int32, pos int64) {
 	if t.ring == nil {
 		t.ring = make([]int64, ringSize(a.maxLen))
 	}
-	t.alive, t.g, t.csi = true, g, 0
+	t.alive, t.g, t.csi, t.stampOn = true, g, 0, false
 	d := int64(a.depth[g])
 	t.fed, t.sinceSkip = d, d
 	for k := int64(0); k < d; k++ {
@@ -396,12 +402,38 @@ func (t *normThread) flushCSI(s *scanner) {
 }
 
 func (t *normThread) step(s *scanner, c byte, pos int64, wrap bool) {
+	if t.stampOn {
+		if t.stampN == 0 {
+			t.stampStart = pos
+		}
+		t.stampBuf[t.stampN] = c
+		t.stampN++
+		whole, more := stampScan(t.stampBuf[:t.stampN])
+		if more {
+			return
+		}
+		// The timestamp is removed, the bytes read after it are fed, and
+		// c (unless the timestamp ends with it) is read as usual.
+		t.stampOn = false
+		if whole > 0 {
+			t.sinceSkip = 0
+		}
+		if whole == t.stampN {
+			t.stillAlive(s, pos)
+			return
+		}
+		for k := whole; k < t.stampN-1; k++ {
+			t.feed(s, t.stampBuf[k], t.stampStart+int64(k))
+		}
+	}
 	for {
 		switch t.csi {
 		case 0:
 			switch {
 			case c == '\r' || wrap:
 				t.sinceSkip = 0
+				// A CI log's timestamp may follow a wrap newline.
+				t.stampOn, t.stampN = wrap && c == '\n', 0
 			case c == esc:
 				t.csi, t.csiStart, t.csiN = 1, pos, 1
 				t.csiBuf[0] = c
@@ -434,15 +466,21 @@ func (t *normThread) step(s *scanner, c byte, pos int64, wrap bool) {
 	if t.csi != 0 {
 		return
 	}
+	t.stillAlive(s, pos)
+}
+
+// stillAlive ends the thread after the byte at pos when it follows no
+// partial match across removed bytes, or one that has held too much.
+func (t *normThread) stillAlive(s *scanner, pos int64) {
 	d := int64(s.a.depth[t.g])
 	if d <= t.sinceSkip {
 		// The partial match lies in plain bytes the raw thread saw too.
-		t.alive = false
+		t.alive, t.stampOn = false, false
 		return
 	}
 	// Bound what a long run of removed bytes can make us hold.
 	if pos+1-t.ring[(t.fed-d)&int64(len(t.ring)-1)] > int64(8*s.a.maxLen+256) {
-		t.alive = false
+		t.alive, t.stampOn = false, false
 	}
 }
 
@@ -454,6 +492,9 @@ func (t *normThread) partialStart(a *automaton, pos int64) int64 {
 	}
 	if t.csi != 0 {
 		b = min(b, t.csiStart)
+	}
+	if t.stampOn && t.stampN > 0 {
+		b = min(b, t.stampStart)
 	}
 	return b
 }

@@ -347,7 +347,7 @@ func FuzzStream(f *testing.F) {
 // TestFormSplitEveryByte: every form of a secret, and each way the masker
 // looks through text between a form's bytes ('\r', a colour
 // code, base64 wrapped at 76, 64 and 60 columns, quoted-printable soft
-// line breaks), cut into two writes at every byte boundary (through the
+// line breaks, those with a CI log's timestamp before each line), cut into two writes at every byte boundary (through the
 // Writer and through a Stream) gives what masking it in one piece gives.
 func TestFormSplitEveryByte(t *testing.T) {
 	for _, secret := range []string{"hunter2-plain-Secret9", `p@ss w/rd"&<>\+%?#=;`, "gr\u00fc\u00dfe-\u65e5\u672c-\U0001F511-key"} {
@@ -373,6 +373,9 @@ func TestFormSplitEveryByte(t *testing.T) {
 			tc{"base64 wrapped at 60", wrap(b64, 60, "\n")},
 			tc{"quoted-printable, soft break", qp.String()},
 			tc{"quoted-printable, soft break, LF", strings.ReplaceAll(qp.String(), "\r\n", "\n")},
+			tc{"base64 wrapped at 76, GitHub Actions timestamps", stampLines(wrap(b64, 76, "\n"), logPrefixes["GitHub Actions"])},
+			tc{"base64 wrapped at 64, GitLab timestamps", stampLines(wrap(b64, 64, "\n"), logPrefixes["GitLab"])},
+			tc{"quoted-printable, GitLab timestamps", stampLines(strings.ReplaceAll(qp.String(), "\r\n", "\n"), logPrefixes["GitLab"])},
 		)
 		for _, c := range cases {
 			in := []byte("text before " + c.form + " and after\n")
