@@ -24,9 +24,10 @@ package mask
 // always end the groups). Groups of 4 or more digits after an offset
 // without ':' are little-endian words, as od -x and hexdump print them on
 // the little-endian machines CI runs on (x86-64, arm64); xxd's are in
-// byte order. Not read: xxd -e (little-endian after a ':'), a big-endian
-// host's od -x, od's octal and character formats, dumps whose lines carry
-// a prefix (a timestamp), and lines of more than 256 bytes.
+// byte order. A CI log's timestamp before the offset (stamp.go) is read
+// past. Not read: xxd -e (little-endian after a ':'), a big-endian host's
+// od -x, od's octal and character formats, dumps whose lines carry another
+// prefix, and lines of more than 256 bytes.
 //
 // Finding the lines costs a look at the first bytes of each line, in the
 // loop that already visits line ends (findWraps); a line that does not
@@ -42,6 +43,7 @@ const (
 	dsGap                     // in the spaces after a group
 	dsText                    // in the text column
 	dsIdle                    // the line is no dump line: wait for its end
+	dsStamp                   // in a CI log's timestamp before the offset (stamp.go)
 )
 
 // maxDumpLine bounds the bytes of one dump line (xxd -c 256).
@@ -65,6 +67,10 @@ type dumpThread struct {
 	// The line's bytes whose text is to be masked: [ascLo, ascEnd), none
 	// when ascEnd is 0.
 	ascLo, ascEnd int
+	// The timestamp being read (dsStamp), and whether the line had one.
+	stamp   [stampMax]byte
+	sn      int
+	stamped bool
 }
 
 var isHexDigit = func() (t [256]bool) {
@@ -93,11 +99,38 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 		case dsOffset:
 			switch {
 			case isHexDigit[c] && d.n < 16:
+				d.digits[d.n] = c
 				d.n++
 				continue
 			case d.n >= 6 && (c == ':' || c == ' '):
 				d.colon = c == ':'
 				d.st = dsSep
+				continue
+			case d.n == 4 && c == '-' && !d.stamped:
+				// A timestamp's year, not an offset.
+				d.st, d.sn = dsStamp, copy(d.stamp[:], d.digits[:4])
+				d.stamp[d.sn] = c
+				d.sn++
+				if _, more := stampScan(d.stamp[:d.sn]); more {
+					continue
+				}
+			}
+		case dsStamp:
+			d.stamp[d.sn] = c
+			d.sn++
+			whole, more := stampScan(d.stamp[:d.sn])
+			if more {
+				continue
+			}
+			if whole > 0 {
+				// The offset begins with the bytes read after the
+				// timestamp (no GitLab header after all), if any.
+				rest := d.stamp[whole:d.sn]
+				d.st, d.n, d.stamped = dsOffset, 0, true
+				d.run(s, rest, at+int64(i+1-len(rest)))
+				if d.st == dsIdle {
+					return
+				}
 				continue
 			}
 		case dsSep:
@@ -201,7 +234,7 @@ func (d *dumpThread) lineEnd(s *scanner, nl int64) {
 		} else {
 			d.st = dsIdle
 		}
-	case dsOffset, dsSep:
+	case dsOffset, dsSep, dsStamp:
 		d.st = dsIdle
 	}
 	if d.st == dsIdle {
@@ -235,14 +268,25 @@ func (d *dumpThread) lineEnd(s *scanner, nl int64) {
 // startLine starts reading a line that may be a dump's, continuing the
 // dump that the line before was part of, if any.
 func (d *dumpThread) startLine() {
-	d.st, d.n, d.lineN, d.lineAt, d.last, d.ascEnd = dsOffset, 0, 0, d.fed, [2]byte{}, 0
+	d.st, d.n, d.lineN, d.lineAt, d.last, d.ascEnd, d.stamped = dsOffset, 0, 0, d.fed, [2]byte{}, 0, false
 }
 
 // mayBeOffset reports whether a line beginning with b (what of it has come)
-// may begin with a dump's offset: 6 hex digits.
+// may begin with a dump's offset: 6 hex digits, after a CI log's timestamp
+// or not.
 func mayBeOffset(b []byte) bool {
-	if len(b) >= 6 {
+	if len(b) >= 5 && !isHexDigit[b[4]] {
 		// The fifth byte first: a timestamp's '-' or a word's end.
+		if b[4] != '-' {
+			return false
+		}
+		whole, more := stampScan(b[:min(len(b), stampMax)])
+		if whole == 0 || more {
+			return more
+		}
+		b = b[whole:]
+	}
+	if len(b) >= 6 {
 		return isHexDigit[b[4]] && isHexDigit[b[0]] && isHexDigit[b[1]] && isHexDigit[b[2]] && isHexDigit[b[3]] && isHexDigit[b[5]]
 	}
 	for _, c := range b {
@@ -284,6 +328,11 @@ func (d *dumpThread) markTail(s *scanner, min int) {
 // dumpOffset reports whether b begins with what the dump thread takes for
 // a dump line's offset.
 func dumpOffset[T string | []byte](b T) bool {
+	if len(b) > 4 && b[4] == '-' {
+		if whole, _ := stampScan(b[:min(len(b), stampMax)]); whole > 0 {
+			b = b[whole:]
+		}
+	}
 	n := 0
 	for n < len(b) && n <= 16 && isHexDigit[b[n]] {
 		n++

@@ -28,7 +28,8 @@
 //     (wrap.go), also with a CI log's timestamp after the line end
 //     (stamp.go). So is a secret in a hex dump (xxd, hexdump -C, od -A x
 //     -t x1z, od -x, hexdump) that its lines cut in pieces: its hex, and
-//     its bytes in the text column beside it (dump.go).
+//     its bytes in the text column beside it (dump.go), also with a CI
+//     log's timestamp before each line.
 //     The masked range runs from the first to the last byte of the match,
 //     so escape codes and line ends inside it are dropped with it.
 //   - Output is held back only while it could still be part of a match: at

@@ -22,7 +22,7 @@ const stampMax = 19 + 10 + 2 + 4
 // them), as a timestamp: whole is the length of the longest whole one b
 // begins with (0: none), and more says whether the bytes after b may still
 // make b the start of a longer one.
-func stampScan(b []byte) (whole int, more bool) {
+func stampScan[T string | []byte](b T) (whole int, more bool) {
 	const shape = "dddd-dd-ddTdd:dd:dd"
 	for i := 0; i < len(shape); i++ {
 		if i == len(b) {

@@ -3,6 +3,8 @@ package mask
 import (
 	"bytes"
 	"encoding/base64"
+	"encoding/hex"
+	"fmt"
 	"mime/quotedprintable"
 	"strings"
 	"testing"
@@ -73,6 +75,71 @@ func TestTimestampedWrapsMasked(t *testing.T) {
 				if got := maskParts(t, m, in, cut); !bytes.Equal(got, out) {
 					t.Fatalf("%s, %s, cut %d: %q, in one piece %q", pname, f.name, cut, got, out)
 				}
+			}
+		}
+	}
+}
+
+// A hex dump in such a log has a timestamp before each of its lines:
+// neither its hex nor its text column may give the secret back.
+func TestTimestampedDumpMasked(t *testing.T) {
+	const secret = "hunter2-plain-Secret9" // mayfly:allow test secret
+	m := newTestMatcher(t, secret)
+	formats := []struct {
+		name  string
+		dump  func([]byte) string
+		words bool
+	}{
+		{"xxd", func(b []byte) string { return xxdDump(b, false) }, false},
+		{"hexdump -C", func(b []byte) string { return hex.Dump(b) + fmt.Sprintf("%08x\n", len(b)) }, false},
+		{"od -A x -t x1z", func(b []byte) string { return odDump(b, false) }, false},
+		{"od -x", func(b []byte) string { return odDump(b, true) }, true},
+	}
+	for pname, prefix := range logPrefixes {
+		for _, f := range formats {
+			for lead := 0; lead < 16; lead += 3 {
+				data := []byte(strings.Repeat("#", lead) + "export API_TOKEN=" + secret + "\nnext line\n")
+				before := "$ xxd .env\n"
+				if lead%2 == 1 {
+					before = strings.Repeat("a long line of build output ", 3) + "\n$ xxd\n"
+				}
+				in := []byte(stampLines(before+f.dump(data)+"$ done\n", prefix))
+				out := string(m.MaskBytes(in))
+				d, text := readDump(strings.ReplaceAll(out, prefix, ""), f.words)
+				for _, piece := range []string{secret[:MinSecretLen+2], secret[len(secret)-MinSecretLen-2:]} {
+					if strings.Contains(d, piece) || strings.Contains(text, piece) {
+						t.Fatalf("%s, %s, lead %d: %q can be read back from\n%s", pname, f.name, lead, piece, out)
+					}
+				}
+				if !strings.HasPrefix(out, stampLines(before, prefix)) || !strings.HasSuffix(out, prefix+"$ done\n") {
+					t.Fatalf("%s, %s, lead %d: the text around the dump changed:\n%s", pname, f.name, lead, out)
+				}
+				if lead%6 != 3 {
+					continue
+				}
+				for cut := 0; cut <= len(in); cut++ {
+					if got := maskParts(t, m, in, cut); string(got) != out {
+						t.Fatalf("%s, %s, lead %d, cut %d: %q, in one piece %q", pname, f.name, lead, cut, got, out)
+					}
+				}
+			}
+		}
+	}
+}
+
+// Timestamped lines that are no dump's are left alone.
+func TestTimestampedLookalikesIntact(t *testing.T) {
+	m := newTestMatcher(t, "hunter2-plain-Secret9")
+	for _, prefix := range logPrefixes {
+		for _, in := range []string{
+			"3f2a9c1 Fix the build\n0123abc add feature dead beef\n",
+			"00000000: 6865 6c6c 6f20 776f 726c 640a            hello world.\n",
+			"deadbeef cafe babe 0011 2233\nabcdef012345 not a dump\n",
+			"plain text\n2026-12-07 not a stamp\n",
+		} {
+			in = stampLines(in, prefix)
+			if got := string(m.MaskBytes([]byte(in))); got != in {
+				t.Errorf("%q became %q", in, got)
 			}
 		}
 	}
