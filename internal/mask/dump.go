@@ -24,10 +24,13 @@ package mask
 // always end the groups). Groups of 4 or more digits after an offset
 // without ':' are little-endian words, as od -x and hexdump print them on
 // the little-endian machines CI runs on (x86-64, arm64); xxd's are in
-// byte order. A CI log's timestamp before the offset (stamp.go) is read
-// past. Not read: xxd -e (little-endian after a ':'), a big-endian host's
-// od -x, od's octal and character formats, dumps whose lines carry another
-// prefix, and lines of more than 256 bytes.
+// byte order. Since xxd -e prints little-endian words after a ':', and od
+// --endian=big (or od -x on a big-endian host) words in byte order, a
+// second state of the automaton (g2) reads each group's bytes in the other
+// order. A CI log's timestamp before the offset (stamp.go) is read past.
+// Not read: od's octal and character formats, dumps whose lines carry
+// another prefix or colour codes (xxd -R), and lines of more than 256
+// bytes.
 //
 // Finding the lines costs a look at the first bytes of each line, in the
 // loop that already visits line ends (findWraps); a line that does not
@@ -61,6 +64,7 @@ type dumpThread struct {
 	last   [2]byte
 
 	g      int32   // automaton state over the spelt bytes
+	g2     int32   // the same, each group's bytes in the other order (alt)
 	fed    int64   // bytes fed
 	lineAt int64   // fed at the line's first byte
 	starts []int64 // ring by feed count: the position of each fed byte's group
@@ -82,7 +86,12 @@ var isHexDigit = func() (t [256]bool) {
 
 // reset ends the dump being read: what follows is no continuation of it.
 func (d *dumpThread) reset() {
-	d.g, d.ascEnd = 0, 0
+	d.g, d.g2, d.ascEnd = 0, 0, 0
+}
+
+// hold is the longer of the two states' partial matches.
+func (d *dumpThread) hold(a *automaton) int64 {
+	return int64(max(a.hold[d.g], a.hold[d.g2]))
 }
 
 // run reads p, the bytes of one line (or of its part in this chunk, no
@@ -201,18 +210,22 @@ func (d *dumpThread) endGroup(s *scanner, end int64) {
 		return
 	}
 	d.gEnd = end
+	at := func(j int) byte {
+		h, _ := unhexByte(d.digits[2*j])
+		l, _ := unhexByte(d.digits[2*j+1])
+		return h<<4 | l
+	}
 	for k := 0; k < nb; k++ {
 		j := k
 		if !d.colon && nb > 1 {
 			j = nb - 1 - k // a little-endian word: its last byte printed first
 		}
-		h, _ := unhexByte(d.digits[2*j])
-		l, _ := unhexByte(d.digits[2*j+1])
 		d.starts[d.fed&mask] = d.gStart
 		d.fed++
 		d.lineN++
-		d.g = a.next(d.g, h<<4|l)
-		if ml := int64(a.matchLen[d.g]); ml > 0 {
+		d.g = a.next(d.g, at(j))
+		d.g2 = a.next(d.g2, at(nb-1-j)) // the other order (the same byte when nb is 1)
+		if ml := int64(max(a.matchLen[d.g], a.matchLen[d.g2])); ml > 0 {
 			first := d.fed - ml
 			s.addSpan(d.starts[first&mask], end)
 			lo := int(max(first, d.lineAt) - d.lineAt)
@@ -259,7 +272,7 @@ func (d *dumpThread) lineEnd(s *scanner, nl int64) {
 	}
 	// A dump line: the next one may continue it. Bound what a partial
 	// match over many lines holds, as the normalising thread's.
-	if h := int64(s.a.hold[d.g]); h > 0 && nl-d.starts[(d.fed-h)&int64(len(d.starts)-1)] > int64(8*s.a.maxLen+256) {
+	if h := d.hold(s.a); h > 0 && nl-d.starts[(d.fed-h)&int64(len(d.starts)-1)] > int64(8*s.a.maxLen+256) {
 		d.reset()
 	}
 	d.st, d.ascEnd = dsIdle, 0
@@ -301,7 +314,7 @@ func mayBeOffset(b []byte) bool {
 // cover (pos: none).
 func (d *dumpThread) partialStart(a *automaton, pos int64) int64 {
 	b := pos
-	if h := int64(a.hold[d.g]); h > 0 && d.fed >= h {
+	if h := d.hold(a); h > 0 && d.fed >= h {
 		b = d.starts[(d.fed-h)&int64(len(d.starts)-1)]
 	}
 	switch {
@@ -317,7 +330,7 @@ func (d *dumpThread) partialStart(a *automaton, pos int64) int64 {
 // the part of a text column that is to be masked and has come: the stream
 // is cut here.
 func (d *dumpThread) markTail(s *scanner, min int) {
-	if h := int64(s.a.hold[d.g]); h >= int64(min) && d.fed >= h {
+	if h := d.hold(s.a); h >= int64(min) && d.fed >= h {
 		s.addSpan(d.starts[(d.fed-h)&int64(len(d.starts)-1)], s.pos)
 	}
 	if d.st == dsText && d.ascEnd > 0 && d.gEnd < s.pos {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/hex"
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -64,6 +65,46 @@ func odDump(data []byte, words bool) string {
 	return b.String()
 }
 
+// xxdLEDump is data as xxd -e prints it: an offset and ':', 16 bytes a
+// line in little-endian words of 4 bytes, two spaces, the text column.
+func xxdLEDump(data []byte) string {
+	var b strings.Builder
+	for off := 0; off < len(data); off += 16 {
+		line := data[off:min(off+16, len(data))]
+		var h strings.Builder
+		for i := 0; i < len(line); i += 4 {
+			if i > 0 {
+				h.WriteByte(' ')
+			}
+			w := slices.Clone(line[i:min(i+4, len(line))])
+			slices.Reverse(w)
+			fmt.Fprintf(&h, "%x", w)
+		}
+		fmt.Fprintf(&b, "%08x: %-35s  %s\n", off, h.String(), dumpText(line))
+	}
+	return b.String()
+}
+
+// odBEDump is data as od -A x -t x2 --endian=big prints it (with text,
+// -t x2z): big-endian words of 2 bytes, that is the bytes in order.
+func odBEDump(data []byte, text bool) string {
+	var b strings.Builder
+	for off := 0; off < len(data); off += 16 {
+		line := data[off:min(off+16, len(data))]
+		var h strings.Builder
+		for i := 0; i < len(line); i += 2 {
+			fmt.Fprintf(&h, " %x", line[i:min(i+2, len(line))])
+		}
+		if text {
+			fmt.Fprintf(&b, "%06x%-40s  >%s<\n", off, h.String(), dumpText(line))
+		} else {
+			fmt.Fprintf(&b, "%06x%s\n", off, h.String())
+		}
+	}
+	fmt.Fprintf(&b, "%06x\n", len(data))
+	return b.String()
+}
+
 func dumpText(line []byte) string {
 	return string(bytes.Map(func(r rune) rune {
 		if r < ' ' || r > '~' {
@@ -86,8 +127,8 @@ func readDump(out string, words bool) (data, text string) {
 				tx.WriteString(strings.Trim(strings.Join(f[i:], " "), "|<>"))
 				break
 			}
-			if words && len(g) == 2 {
-				g[0], g[1] = g[1], g[0]
+			if words {
+				slices.Reverse(g)
 			}
 			d.Write(g)
 		}
@@ -114,6 +155,9 @@ func TestHexDumpMasked(t *testing.T) {
 			{"hexdump -C", func(b []byte) string { return hex.Dump(b) + fmt.Sprintf("%08x\n", len(b)) }, false},
 			{"od -A x -t x1z", func(b []byte) string { return odDump(b, false) }, false},
 			{"od -x", func(b []byte) string { return odDump(b, true) }, true},
+			{"xxd -e", xxdLEDump, true},
+			{"od -A x -t x2z --endian=big", func(b []byte) string { return odBEDump(b, true) }, false},
+			{"od -t x2 --endian=big", func(b []byte) string { return odBEDump(b, false) }, false},
 		}
 		for _, f := range formats {
 			for lead := 0; lead < 20; lead++ {

@@ -143,7 +143,7 @@ func (s *scanner) findWraps(p []byte) {
 			cand := mayBeOffset(p[r+1:])
 			if d.st != dsIdle {
 				d.lineEnd(s, s.pos+int64(r))
-			} else if cand && d.g == 0 && prev+1 < r {
+			} else if cand && d.g == 0 && d.g2 == 0 && prev+1 < r {
 				// A dump's line follows lines the search jumped over:
 				// its first lines may be among them.
 				s.dumpBack(p, prev, r)
@@ -152,7 +152,7 @@ func (s *scanner) findWraps(p []byte) {
 				d.startLine()
 				next = r + 1 // a dump is read line by line
 			} else {
-				d.g = 0 // no dump, or the dump's end
+				d.g, d.g2 = 0, 0 // no dump, or the dump's end
 			}
 		}
 		prev = r
