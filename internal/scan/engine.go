@@ -282,9 +282,6 @@ func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	if !o.nuls && !o.joins && !o.qp && !o.dumps && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
-	nb, at := stripTermCodes(b, o)
-	o0, _ := slices.BinarySearch(at, own0)
-	o1, _ := slices.BinarySearch(at, own1)
 	type key struct {
 		rule, pos int
 		decoded   bool
@@ -305,11 +302,23 @@ func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 		}
 	}
 	n := len(out)
-	for _, m := range e.scanOnce(nb, o0, o1, depth, file) {
-		m.pos, m.end = at[m.pos], at[m.end-1]+1
-		if k := (key{m.rule, m.pos, m.enc != ""}); !seen[k] && (m.enc == "" || !decoded[secretKey{m.rule, m.secret}]) {
-			seen[k] = true
-			out = append(out, m)
+	variants := []stripOpts{o}
+	if o.dumps {
+		// The dump's groups in the other byte order too (dumpLine).
+		sw := o
+		sw.dumpsSwapped = true
+		variants = append(variants, sw)
+	}
+	for _, v := range variants {
+		nb, at := stripTermCodes(b, v)
+		o0, _ := slices.BinarySearch(at, own0)
+		o1, _ := slices.BinarySearch(at, own1)
+		for _, m := range e.scanOnce(nb, o0, o1, depth, file) {
+			m.pos, m.end = at[m.pos], at[m.end-1]+1
+			if k := (key{m.rule, m.pos, m.enc != ""}); !seen[k] && (m.enc == "" || !decoded[secretKey{m.rule, m.secret}]) {
+				seen[k] = true
+				out = append(out, m)
+			}
 		}
 	}
 	if len(out) > n {

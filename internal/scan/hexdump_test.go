@@ -9,8 +9,8 @@ import (
 	"testing"
 )
 
-// hexDump prints data as xxd (words false) or od -x (words true) does, or,
-// for "hexdump -C", as hexdump -C does: 16 bytes a line.
+// hexDump prints data as the dump tool format names does: 16 bytes a
+// line.
 func hexDump(data []byte, format string) string {
 	if format == "hexdump -C" {
 		return hex.Dump(data) + fmt.Sprintf("%08x\n", len(data))
@@ -40,6 +40,23 @@ func hexDump(data []byte, format string) string {
 				fmt.Fprintf(&h, " %02x", c)
 			}
 			fmt.Fprintf(&b, "%06x%-48s  >%s<\n", off, h.String(), text)
+		case "xxd -e":
+			var h strings.Builder
+			for i := 0; i < len(line); i += 4 {
+				if i > 0 {
+					h.WriteByte(' ')
+				}
+				w := slices.Clone(line[i:min(i+4, len(line))])
+				slices.Reverse(w)
+				fmt.Fprintf(&h, "%x", w)
+			}
+			fmt.Fprintf(&b, "%08x: %-35s  %s\n", off, h.String(), text)
+		case "od -A x -t x2z --endian=big":
+			var h strings.Builder
+			for i := 0; i < len(line); i += 2 {
+				fmt.Fprintf(&h, " %x", line[i:min(i+2, len(line))])
+			}
+			fmt.Fprintf(&b, "%06x%-40s  >%s<\n", off, h.String(), text)
 		case "od -x":
 			fmt.Fprintf(&b, "%07o", off)
 			for i := 0; i < len(line); i += 2 {
@@ -61,7 +78,7 @@ func hexDump(data []byte, format string) string {
 // /v1/leaks report of that log revoke it, on whatever line it starts.
 func TestScanHexDump(t *testing.T) {
 	s := newScanner(t, Options{})
-	for _, format := range []string{"xxd", "hexdump -C", "od -A x -t x1z", "od -x"} {
+	for _, format := range []string{"xxd", "hexdump -C", "od -A x -t x1z", "od -x", "xxd -e", "od -A x -t x2z --endian=big"} {
 		for lead := 0; lead < 16; lead += 3 {
 			tok := jobToken(t)
 			data := strings.Repeat("#", lead) + "MAYFLY_TOKEN=" + tok + "\nCI=true\n"

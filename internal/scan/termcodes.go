@@ -179,6 +179,9 @@ type stripOpts struct {
 	joins bool // the line end and header before a GitLab line that continues the one before
 	qp    bool // quoted-printable: soft line breaks removed, =XX decoded
 	dumps bool // hex dump lines: replaced by the bytes their hex spells (dumpLine)
+	// dumpsSwapped: each group of a dump line read in the other byte
+	// order (dumpLine's swapped)
+	dumpsSwapped bool
 }
 
 // isQuotedPrintable reports whether b declares a quoted-printable part
@@ -216,14 +219,14 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 	}
 	for i := lineStart(0); i < len(b); {
 		if o.dumps && i == body {
-			if end, ok := dumpLine(b, i, func(c byte, p int) { out = append(out, c); at = append(at, p) }); ok {
+			if end, ok := dumpLine(b, i, o.dumpsSwapped, func(c byte, p int) { out = append(out, c); at = append(at, p) }); ok {
 				// Consecutive dump lines spell one run of bytes: their
 				// line ends go, and the timestamps before them (a CI
 				// log's), but the last one's.
 				next := end + 1
 				if next < len(b) {
 					n, _ := logStamp(b[next:])
-					if _, more := dumpLine(b, next+n, nil); more {
+					if _, more := dumpLine(b, next+n, false, nil); more {
 						i, body = next+n, next+n
 						run, whole = 0, false
 						continue
@@ -302,7 +305,9 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 // groups of an even number of hex digits (at most 16) separated by spaces,
 // then the line's end or, after two spaces or more, a text column ('|' or
 // '>' delimits it, except after xxd's ':'). Groups of 4 digits or more
-// after an offset without ':' are little-endian words (od -x, hexdump).
+// after an offset without ':' are little-endian words (od -x, hexdump);
+// the buffer is also read with each group in the other byte order (xxd -e,
+// od --endian=big), as the masker reads both.
 // A CI log's timestamp (logStamp) before a dump line is looked past, as
 // after a quoted-printable soft line break.
 
@@ -311,7 +316,7 @@ func hasHexDump(b []byte) bool {
 	for i := 0; i < len(b); {
 		n, _ := logStamp(b[i:]) // a CI log's timestamp before the line
 		if i += n; i+6 < len(b) && isHex(b[i+4]) && isHex(b[i]) && isHex(b[i+1]) && isHex(b[i+2]) && isHex(b[i+3]) && isHex(b[i+5]) {
-			if _, ok := dumpLine(b, i, nil); ok {
+			if _, ok := dumpLine(b, i, false, nil); ok {
 				return true
 			}
 		}
@@ -326,9 +331,11 @@ func hasHexDump(b []byte) bool {
 
 // dumpLine reads the line of b that begins at i as a hex dump's, calling
 // emit (when not nil) with each byte its groups spell and the offset of
-// its group. It returns the offset of the line's end (len(b) if none) and
-// whether the line is a dump's; emit is called only if it is.
-func dumpLine(b []byte, i int, emit func(c byte, at int)) (int, bool) {
+// its group; swapped reads each group in the other byte order (xxd -e's
+// little-endian words after a ':', od --endian=big's words in byte order
+// without one). It returns the offset of the line's end (len(b) if none)
+// and whether the line is a dump's; emit is called only if it is.
+func dumpLine(b []byte, i int, swapped bool, emit func(c byte, at int)) (int, bool) {
 	if i >= len(b) {
 		return len(b), false // past a last line without its end: no line
 	}
@@ -385,7 +392,7 @@ func dumpLine(b []byte, i int, emit func(c byte, at int)) (int, bool) {
 			nb := (g.e - g.s) / 2
 			for k := 0; k < nb; k++ {
 				x := k
-				if !colon && nb > 1 {
+				if (!colon != swapped) && nb > 1 {
 					x = nb - 1 - k // a little-endian word: its last byte printed first
 				}
 				h, _ := unhex(line[g.s+2*x])
