@@ -6,6 +6,7 @@ import (
 	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
+	"strconv"
 	"strings"
 	"unicode/utf16"
 	"unicode/utf8"
@@ -60,7 +61,7 @@ const MinSecretLen = 8
 //     and upper case: one line of debug output; not as UTF-16;
 //   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
 //     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
-//     templates): a page quoting a credential back. Not as UTF-16 too: a
+//     templates, OWASP ESAPI, Spring): a page quoting a credential back. Not as UTF-16 too: a
 //     form is added only where the value holds a character escaped, and
 //     an escaped page in UTF-16 is too rare to double them for.
 //
@@ -178,41 +179,54 @@ func b64Twice(v []byte) []string {
 }
 
 // htmlStyle is how one HTML or XML escaper writes the characters whose
-// entity differs between escapers; all write &amp; &lt; &gt;. "" keeps
-// the character as it is.
+// entity differs between escapers. "" keeps the character as it is, but
+// amp, lt and gt: "" is &amp; &lt; &gt;, which most write.
 type htmlStyle struct {
 	quot, apos, plus, eq, slash string
+	amp, lt, gt                 string
+	// hexRest: every other ASCII byte but letters, digits and ",.-_ " as
+	// &#xhh; (OWASP ESAPI).
+	hexRest bool
 }
 
 // htmlStyles lists common escapers, as percentSafe does for
 // percent-encoders: each writes a character the same way wherever it
 // occurs, so one form per escaper covers what it writes.
 var htmlStyles = []htmlStyle{
-	{quot: "&#34;", apos: "&#39;"},                                 // Go's html.EscapeString and encoding/xml, Jinja2 (MarkupSafe), OWASP Java Encoder
-	{quot: "&#34;", apos: "&#39;", plus: "&#43;"},                  // Go's html/template
-	{quot: "&#34;", apos: "&#39;", plus: "&#43;", eq: "&#61;"},     // Go's html/template, unquoted attribute
-	{quot: "&quot;", apos: "&#039;"},                               // PHP's htmlspecialchars (ENT_QUOTES, the default since 8.1)
-	{quot: "&quot;"},                                               // PHP's htmlspecialchars before 8.1, Apache Commons escapeHtml4
-	{quot: "&quot;", apos: "&apos;"},                               // PHP's ENT_HTML5, XML escapers (Commons escapeXml10, .NET SecurityElement)
-	{quot: "&quot;", apos: "&#x27;"},                               // Python's html.escape, Django, React
-	{quot: "&quot;", apos: "&#39;"},                                // Ruby's CGI.escapeHTML and ERB, .NET's WebUtility.HtmlEncode, Spring, lodash
-	{quot: "&quot;", apos: "&#x27;", plus: "&#x2B;"},               // ASP.NET Core's HtmlEncoder (Razor)
-	{quot: "&quot;", apos: "&#x27;", eq: "&#x3D;"},                 // Handlebars
-	{quot: "&quot;", apos: "&#39;", eq: "&#x3D;", slash: "&#x2F;"}, // mustache.js
+	{quot: "&#34;", apos: "&#39;"},                                              // Go's html.EscapeString and encoding/xml, Jinja2 (MarkupSafe), OWASP Java Encoder
+	{quot: "&#34;", apos: "&#39;", plus: "&#43;"},                               // Go's html/template
+	{quot: "&#34;", apos: "&#39;", plus: "&#43;", eq: "&#61;"},                  // Go's html/template, unquoted attribute
+	{quot: "&quot;", apos: "&#039;"},                                            // PHP's htmlspecialchars (ENT_QUOTES, the default since 8.1)
+	{quot: "&quot;"},                                                            // PHP's htmlspecialchars before 8.1, Apache Commons escapeHtml4
+	{quot: "&quot;", apos: "&apos;"},                                            // PHP's ENT_HTML5, XML escapers (Commons escapeXml10, .NET SecurityElement)
+	{quot: "&quot;", apos: "&#x27;"},                                            // Python's html.escape, Django, React
+	{quot: "&quot;", apos: "&#39;"},                                             // Ruby's CGI.escapeHTML and ERB, .NET's WebUtility.HtmlEncode, Spring, lodash
+	{quot: "&quot;", apos: "&#x27;", plus: "&#x2B;"},                            // ASP.NET Core's HtmlEncoder (Razor)
+	{quot: "&quot;", apos: "&#x27;", eq: "&#x3D;"},                              // Handlebars
+	{quot: "&quot;", apos: "&#39;", eq: "&#x3D;", slash: "&#x2F;"},              // mustache.js
+	{quot: "&quot;", apos: "&#x27;", hexRest: true},                             // OWASP ESAPI's encodeForHTML (non-ASCII kept: ESAPI names or numbers it)
+	{amp: "&#38;", lt: "&#60;", gt: "&#62;", quot: "&#34;", apos: "&#39;"},      // Spring's HtmlUtils.htmlEscapeDecimal
+	{amp: "&#x26;", lt: "&#x3c;", gt: "&#x3e;", quot: "&#x22;", apos: "&#x27;"}, // Spring's HtmlUtils.htmlEscapeHex
 }
 
 // htmlEscape escapes v as an HTML or XML escaper of style st writes it.
 func htmlEscape(v []byte, st htmlStyle) string {
 	var b strings.Builder
+	or := func(e, def string) string {
+		if e == "" {
+			return def
+		}
+		return e
+	}
 	for _, c := range v {
 		e := ""
 		switch c {
 		case '&':
-			e = "&amp;"
+			e = or(st.amp, "&amp;")
 		case '<':
-			e = "&lt;"
+			e = or(st.lt, "&lt;")
 		case '>':
-			e = "&gt;"
+			e = or(st.gt, "&gt;")
 		case '"':
 			e = st.quot
 		case '\'':
@@ -223,6 +237,9 @@ func htmlEscape(v []byte, st htmlStyle) string {
 			e = st.eq
 		case '/':
 			e = st.slash
+		}
+		if e == "" && st.hexRest && c < utf8.RuneSelf && !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte(",.-_ ", c) >= 0) {
+			e = "&#x" + strconv.FormatUint(uint64(c), 16) + ";"
 		}
 		if e == "" {
 			b.WriteByte(c)

@@ -210,6 +210,13 @@ func TestEncoderOutputs(t *testing.T) {
 		{"Python html.escape", `it's"a&long-secret`, `<b>it&#x27;s&quot;a&amp;long-secret</b>`, "long-secret"},
 		{"ASP.NET Core HtmlEncoder", "AKIAx+y/z0Secret+Key", "<td>AKIAx&#x2B;y/z0Secret&#x2B;Key</td>", "z0Secret"},
 		{"mustache.js", "abc/def=ghi/secret", "<td>abc&#x2F;def&#x3D;ghi&#x2F;secret</td>", "ghi"},
+		// OWASP ESAPI's encodeForHTML: every ASCII character but letters,
+		// digits and ",.-_ " as an entity, &#xhh; where HTML 4 names none.
+		{"OWASP ESAPI encodeForHTML", "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY", "<td>wJalrXUtnFEMI&#x2f;K7MDENG&#x2b;bPxRfiCYEXAMPLEKEY</td>", "bPxRfiCYEXAMPLEKEY"},
+		{"OWASP ESAPI encodeForHTML, named", `p&ss<w>"o'rd=secret:1`, "<td>p&amp;ss&lt;w&gt;&quot;o&#x27;rd&#x3d;secret&#x3a;1</td>", "secret"},
+		// Spring's HtmlUtils.htmlEscapeDecimal and htmlEscapeHex.
+		{"Spring htmlEscapeDecimal", `p&ss<w>"o'rd-secret`, "<td>p&#38;ss&#60;w&#62;&#34;o&#39;rd-secret</td>", "rd-secret"},
+		{"Spring htmlEscapeHex", `p&ss<w>"o'rd-secret`, "<td>p&#x26;ss&#x3c;w&#x3e;&#x22;o&#x27;rd-secret</td>", "rd-secret"},
 		// An echo service quoting the Authorization header it got, Basic
 		// base64 of user:password: PHP's json_encode writes '/' as "\/",
 		// System.Text.Json '+' as \u002B.
