@@ -25,13 +25,17 @@ const IndexerName = "console-index"
 func (Indexer) Name() string { return IndexerName }
 
 // Write indexes entries. An entry it cannot parse is indexed by its index
-// alone (type "?"), so that the index never stops at it.
+// alone (type "?"), so that the index never stops at it. Each value is
+// kept cut as a filter is (cut): an entry may hold one of many KiB (the
+// sub of any ID token a trusted issuer signs, recorded by a refused
+// exchange; an admin's lease filter), which PostgreSQL refuses in a
+// B-tree index, and a batch it refuses would be retried for ever.
 func (x Indexer) Write(ctx context.Context, entries [][]byte, firstIndex int64) error {
 	rows := make([]store.AuditIndexRow, 0, len(entries))
 	for i, data := range entries {
 		row := store.AuditIndexRow{Index: firstIndex + int64(i), Type: "?"}
 		if e, err := audit.ParseEntry(data); err == nil {
-			row.Type, row.Lease, row.Subject, row.Upstream, row.Status = e.Type, e.Lease, e.Subject, e.Upstream, e.Status
+			row.Type, row.Lease, row.Subject, row.Upstream, row.Status = cut(e.Type), cut(e.Lease), cut(e.Subject), cut(e.Upstream), e.Status
 		}
 		rows = append(rows, row)
 	}

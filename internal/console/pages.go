@@ -23,7 +23,13 @@ const PageSize = 50
 const maxFilter = 512
 
 func param(r *http.Request, name string) string {
-	v := strings.TrimSpace(r.FormValue(name))
+	return cut(strings.TrimSpace(r.FormValue(name)))
+}
+
+// cut bounds a filter value, and a value the audit index keeps, to
+// maxFilter bytes: the same cut on both sides, so that an entry's own
+// link finds it however long its value.
+func cut(v string) string {
 	if len(v) > maxFilter {
 		// At a character's edge: a cut inside one is not UTF-8, which
 		// PostgreSQL refuses with an error (gate let only UTF-8 through).
