@@ -428,7 +428,16 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 	if !a.gate(w, r) {
 		return
 	}
-	r.Body = http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody)
+	// The console's forms carry a policy as the API takes it (up to
+	// MaxPolicyBody, URL-encoded: three bytes a byte at worst). Under a
+	// smaller limit the CSRF field of a large one would go unread, and the
+	// form be refused as a forgery.
+	limit := a.uiFormLimit()
+	if r.ContentLength > limit {
+		writePage(w, http.StatusRequestEntityTooLarge, pageData{Title: "Refused", Text: "Refused: the form is larger than " + strconv.FormatInt(limit>>10, 10) + " KiB.", Link: "/ui/", LinkText: "Back"})
+		return
+	}
+	r.Body = http.MaxBytesReader(w, r.Body, limit)
 	p, ok := a.presentedSession(r)
 	if !ok || !p.cookie {
 		if !safeMethod(r.Method) {
@@ -442,11 +451,11 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !safeMethod(r.Method) && hasBody(r) && r.ContentLength <= a.cfg.Limits.MaxBody {
+	if !safeMethod(r.Method) && hasBody(r) {
 		// As admin does: a form may take the read deadline to arrive, and
 		// a session revoked meanwhile must not act once it has (one
-		// declared too large is refused unread).
-		if err := awaitBody(r, a.cfg.Limits.MaxBody); err != nil {
+		// declared too large was refused unread).
+		if err := awaitBody(r, limit); err != nil {
 			writePage(w, http.StatusBadRequest, pageData{Title: "Refused", Text: "Refused: the form could not be read.", Link: "/ui/", LinkText: "Back"})
 			return
 		}
@@ -466,6 +475,12 @@ func (a *API) ui(w http.ResponseWriter, r *http.Request) {
 	}
 	writePage(w, http.StatusOK, pageData{Title: "mayfly", Text: "Signed in as " + sc.Name + " (" + sc.Role + "), until " +
 		row.ExpiresAt.UTC().Format(time.RFC3339) + ".", CSRF: sc.CSRF})
+}
+
+// uiFormLimit bounds a /ui/ request's body: the API's own limit, or a
+// policy (MaxPolicyBody) URL-encoded at its largest if that is more.
+func (a *API) uiFormLimit() int64 {
+	return max(a.cfg.Limits.MaxBody, 3*a.cfg.Limits.MaxPolicyBody+64<<10)
 }
 
 // pageSession authenticates a browser's session for a /ui/ page. A

@@ -212,7 +212,7 @@ func (c *Console) gate(role string, fn func(http.ResponseWriter, *http.Request, 
 				c.refuse(w, r, who, http.StatusForbidden, "Refused: this form was not sent from the console (cross-site request).")
 				return
 			}
-			r.Body = http.MaxBytesReader(w, r.Body, 2<<20)
+			r.Body = http.MaxBytesReader(w, r.Body, maxForm)
 			if err := r.ParseForm(); err != nil {
 				c.refuse(w, r, who, http.StatusBadRequest, "Refused: the form could not be read.")
 				return

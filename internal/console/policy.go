@@ -12,8 +12,13 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
-// maxPolicy bounds a policy pasted into the plan form.
+// maxPolicy bounds a policy pasted into the plan form, as the API bounds
+// one it is sent (1 MiB).
 const maxPolicy = 1 << 20
+
+// maxForm bounds a form: a policy URL-encoded at its largest (three bytes
+// a byte) and the other fields.
+const maxForm = 3*maxPolicy + 64<<10
 
 type policyPage struct {
 	Version  int64
