@@ -69,6 +69,12 @@ type Secrets interface {
 	List(ctx context.Context) ([]SecretMeta, error)
 }
 
+// Denials records a refused control-plane request (admin.denied) before
+// it is answered: authority.Admins.
+type Denials interface {
+	Deny(ctx context.Context, d authority.Denial) error
+}
+
 // SecretMeta is a secret's metadata as the API shows it.
 type SecretMeta = apitype.SecretMeta
 
@@ -83,6 +89,9 @@ type Config struct {
 	Leases    *lease.Manager
 	Audit     *auditlog.Log
 	Secrets   Secrets
+	// Denials records a request refused for the caller's role, as the
+	// API records one.
+	Denials Denials
 	// ClientAddr is the caller's address, for the audit entries of actions.
 	ClientAddr func(*http.Request) netip.Addr
 	// NodeID names this node on the health page (nil or "": unnamed).
@@ -102,8 +111,8 @@ type Console struct {
 
 // New builds the console.
 func New(cfg Config) (*Console, error) {
-	if cfg.Auth == nil || cfg.Store == nil || cfg.Authority == nil || cfg.Leases == nil || cfg.Audit == nil || cfg.Secrets == nil {
-		return nil, errors.New("console: Auth, Store, Authority, Leases, Audit and Secrets are required")
+	if cfg.Auth == nil || cfg.Store == nil || cfg.Authority == nil || cfg.Leases == nil || cfg.Audit == nil || cfg.Secrets == nil || cfg.Denials == nil {
+		return nil, errors.New("console: Auth, Store, Authority, Leases, Audit, Secrets and Denials are required")
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.New(slog.DiscardHandler)
@@ -223,6 +232,16 @@ func (c *Console) gate(role string, fn func(http.ResponseWriter, *http.Request, 
 			}
 		}
 		if authority.RoleRank(who.Role) < authority.RoleRank(role) {
+			// Recorded before it is answered, as the API records one.
+			ctx, cancel := c.ctx(r)
+			defer cancel()
+			if err := c.cfg.Denials.Deny(ctx, authority.Denial{Admin: who.Name, Role: who.Role, Source: c.cfg.ClientAddr(r), Method: r.Method,
+				Path: r.URL.Path, Status: http.StatusForbidden, Reason: authority.DeniedRole}); err != nil {
+				c.cfg.Logger.Error("console: refusal not recorded", "path", r.URL.Path, "err", err)
+				c.render(w, r, http.StatusServiceUnavailable, "error", who, "Unavailable",
+					map[string]any{"Message": "The server cannot record this refusal right now; nothing was done."})
+				return
+			}
 			c.refuse(w, r, who, http.StatusForbidden, fmt.Sprintf("This needs the %s role; you have the %s role.", role, who.Role))
 			return
 		}

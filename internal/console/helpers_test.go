@@ -105,7 +105,7 @@ func newBench(tb testing.TB, db *store.DB, leases, entries int) *bench {
 		tb.Fatal(err)
 	}
 	auth := &fakeAuth{who: Caller{Name: "oidc:alice@example.com", Role: authority.RoleAdmin}, csrf: "csrf-" + strings.Repeat("x", 20)}
-	c, err := New(Config{Auth: auth, Store: db, Authority: a, Leases: m, Audit: log, Secrets: memSecrets{}, NodeID: func() string { return "node-1" }})
+	c, err := New(Config{Auth: auth, Store: db, Authority: a, Leases: m, Audit: log, Secrets: memSecrets{}, Denials: authority.NewAdmins(db, h, log, nil), NodeID: func() string { return "node-1" }})
 	if err != nil {
 		tb.Fatal(err)
 	}

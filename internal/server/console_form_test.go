@@ -55,3 +55,47 @@ func TestConsolePlansLargePolicy(t *testing.T) {
 		})
 	}
 }
+
+// TestConsoleRoleDenialAudited: a console action refused for the
+// session's role is recorded as the API records one (admin.denied, "role
+// too weak", who, method and path) before it is answered; the console
+// answered 403 and recorded nothing, so a session probing what it may do
+// left no trace but through the API.
+func TestConsoleRoleDenialAudited(t *testing.T) {
+	h := newSSOHarness(t, nil)
+	for _, tc := range []struct {
+		email, group, path string
+		form               url.Values
+		role               string
+	}{
+		{"audit@example.com", devissuertest.GroupAuditors, "/ui/leases/revoke", url.Values{"grant": {"x"}, "confirm": {"yes"}}, "auditor"},
+		{"audit@example.com", devissuertest.GroupAuditors, "/ui/policy/plan", url.Values{"policy": {"grants: {}\n"}}, "auditor"},
+		{"ops@example.com", devissuertest.GroupOperators, "/ui/policy/apply", url.Values{"policy": {"grants: {}\n"}, "base": {"1"}}, "operator"},
+	} {
+		t.Run(tc.path, func(t *testing.T) {
+			h.iss.SetUser(devissuertest.User(tc.email, tc.group))
+			b := devissuertest.Browser(t)
+			tc.form.Set("csrf", devissuertest.SignIn(t, b, h.url))
+			before := len(h.auditEntries("admin.denied"))
+			req, _ := http.NewRequest("POST", h.url+tc.path, strings.NewReader(tc.form.Encode()))
+			req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+			resp, err := b.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden {
+				t.Fatalf("%s as %s: %d, want 403", tc.path, tc.role, resp.StatusCode)
+			}
+			denied := h.auditEntries("admin.denied")
+			if len(denied) != before+1 {
+				t.Fatalf("%d admin.denied entries after the refusal, want %d", len(denied), before+1)
+			}
+			e := denied[len(denied)-1]
+			if e["reason"] != "role too weak" || e["admin"] != "oidc:"+tc.email || e["role"] != tc.role ||
+				e["method"] != "POST" || e["path"] != tc.path || e["status"] != float64(403) {
+				t.Fatalf("entry %v", e)
+			}
+		})
+	}
+}

@@ -346,7 +346,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	var ui *console.Console
 	if rp != nil {
 		ui, err = console.New(console.Config{Auth: console.SSOAuth{}, Store: s.store, Authority: s.authority, Leases: s.leases,
-			Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations}, ClientAddr: s.clientIP.Addr, Logger: logger,
+			Audit: s.audit, Secrets: vaultAdapter{s.vault, s.rotations}, Denials: admins, ClientAddr: s.clientIP.Addr, Logger: logger,
 			NodeID: func() string {
 				if id := s.nodeID.Load(); id != nil {
 					return *id
