@@ -21,6 +21,7 @@ import (
 	"net"
 	"net/http"
 	"net/url"
+	"path"
 	"slices"
 	"strings"
 	"sync"
@@ -74,8 +75,12 @@ func (c *Config) Check() error {
 		!strings.HasPrefix(r.Path, "/") || r.RawQuery != "" || r.Fragment != "" {
 		return fmt.Errorf("admin_oidc.redirect_url %q must be an absolute https URL of this server with a path and no query (http only on a loopback address)", c.RedirectURL)
 	}
-	if strings.HasPrefix(r.Path, "/v1/") || strings.HasPrefix(r.Path, "/gw/") {
+	if strings.HasPrefix(r.Path, "/v1/") || strings.HasPrefix(r.Path, "/gw/") || slices.Contains(takenPaths, r.Path) {
 		return fmt.Errorf("admin_oidc.redirect_url path %q is taken by the API", r.Path)
+	}
+	// The callback is a route of its own: one path, exactly.
+	if !plainPath(r.Path) {
+		return fmt.Errorf("admin_oidc.redirect_url path %q must be one plain path: no empty, . or .. segment, no trailing /, no {, } or space", r.Path)
 	}
 	if len(c.Roles) == 0 {
 		return errors.New("admin_oidc.roles must map at least one role (admin, operator, auditor) to claim values")
@@ -91,6 +96,26 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// takenPaths are the server's own paths besides /v1/ and /gw/: a callback
+// there would conflict with them.
+var takenPaths = []string{"/healthz", "/readyz", "/metrics", "/ui/login", "/ui/logout"}
+
+// plainPath reports whether p is a clean path of more than "/", not
+// ending in "/", without a character the router reads as a wildcard or a
+// separator: registered as the callback's route, it matches that one path
+// and takes no subtree (such as the console's pages).
+func plainPath(p string) bool {
+	if p == "/" || path.Clean(p) != p {
+		return false
+	}
+	for i := 0; i < len(p); i++ {
+		if c := p[i]; c <= ' ' || c >= 0x7f || c == '{' || c == '}' {
+			return false
+		}
+	}
+	return true
 }
 
 func loopback(h string) bool {
