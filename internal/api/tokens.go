@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,12 +13,14 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
+	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
@@ -198,10 +201,16 @@ func (a *API) publicURL(r *http.Request) string {
 	return (&dpop.Origins{}).Of(r)
 }
 
+// maxIssuerKey bounds an issuer's key in the per-issuer limit's table.
+const maxIssuerKey = 512
+
 // unverifiedIssuer reads iss from a JWT payload without verifying it, for
-// rate limiting only. Bounded: a huge token is refused later anyway.
+// rate limiting only: the top-level iss that identity routes the token by
+// (cut to maxIssuerKey bytes), or "" when there is none (identity then
+// refuses the token before any key or signature work). Bounded: a huge
+// token is refused later anyway.
 func unverifiedIssuer(jwt string) string {
-	if len(jwt) > 16<<10 {
+	if len(jwt) > identity.DefaultMaxTokenSize {
 		return ""
 	}
 	parts := strings.SplitN(jwt, ".", 3)
@@ -212,21 +221,43 @@ func unverifiedIssuer(jwt string) string {
 	if err != nil {
 		return ""
 	}
-	// A cheap scan for "iss":"…" keeps this free of a full JSON parse;
-	// only the issuer is copied out of the payload.
-	i := bytes.Index(b, []byte(`"iss"`))
-	if i < 0 {
+	// A cheap scan for "iss":"…" keeps the common payload free of a full
+	// JSON parse. Its answer is the verifier's only when the payload has
+	// no escape at all (so every quote delimits a string and a value reads
+	// as written) and one "iss" string: then a top-level iss, if any, is
+	// that one. Anything else (a nested or repeated iss, "iss" as a value,
+	// escapes) is read as JSON, as the verifier reads it.
+	if bytes.IndexByte(b, '\\') < 0 && bytes.Count(b, []byte(`"iss"`)) == 1 {
+		i := bytes.Index(b, []byte(`"iss"`))
+		v := bytes.TrimLeft(b[i+5:], " \t\r\n:")
+		if len(v) == 0 || v[0] != '"' {
+			return ""
+		}
+		end := bytes.IndexByte(v[1:], '"')
+		if end < 0 {
+			return ""
+		}
+		if v = v[1 : 1+end]; utf8.Valid(v) {
+			return issuerKey(string(v))
+		}
+	}
+	var claims map[string]json.RawMessage
+	if json.Unmarshal(b, &claims) != nil {
 		return ""
 	}
-	b = bytes.TrimLeft(b[i+5:], " \t\r\n:")
-	if len(b) == 0 || b[0] != '"' {
+	var iss string
+	if json.Unmarshal(claims["iss"], &iss) != nil {
 		return ""
 	}
-	end := bytes.IndexByte(b[1:], '"')
-	if end < 0 || end > 512 {
-		return ""
+	return issuerKey(iss)
+}
+
+// issuerKey cuts iss to maxIssuerKey bytes.
+func issuerKey(iss string) string {
+	if len(iss) > maxIssuerKey {
+		return iss[:maxIssuerKey]
 	}
-	return string(b[1 : 1+end])
+	return iss
 }
 
 // bearer extracts a token from Authorization: Bearer|DPoP|token.
