@@ -451,15 +451,33 @@ func (m *Manager) auditFailure(ctx context.Context, ev audit.Event, cause error,
 }
 
 // abandon revokes a credential that will not be handed out: once now, and
-// marked so the worker retries until confirmed.
+// marked so the worker retries until confirmed. Marked, it is due on every
+// node: the attempt now is made under a claim (ClaimMinted), as the
+// worker's are, so that no other node's worker revokes it at the same
+// time; a failed one gives the claim back for the worker to retry at once.
 func (m *Manager) abandon(ctx context.Context, rec store.Minted, material []byte, reason string) {
+	defer m.Kick()
+	claimed := time.Time{}
 	if _, err := m.cfg.Store.RevokeMinted(ctx, []string{rec.ID}, nil, reason); err != nil {
 		m.cfg.Logger.Warn("mint: could not mark an abandoned credential for revocation; the stale sweep will", "id", rec.ID, "err", err)
+	} else {
+		until := m.cfg.Now().Add(m.cfg.Timeout + 5*time.Second)
+		ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, until)
+		if err == nil && !ok {
+			return // another node's worker is revoking it
+		}
+		if ok {
+			claimed = until
+		}
 	}
 	rec.Reason = reason
 	// Never stored and read back: its fields are the ones written.
-	m.attempt(ctx, Record{Minted: rec, Material: material, Authenticated: true}, false)
-	m.Kick()
+	if m.attempt(ctx, Record{Minted: rec, Material: material, Authenticated: true}, false) || claimed.IsZero() {
+		return
+	}
+	if _, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, claimed, time.Time{}); err != nil {
+		m.cfg.Logger.Warn("mint: could not give back the claim on an abandoned credential; the worker retries once it runs out", "id", rec.ID, "err", err)
+	}
 }
 
 // RevokeLeases marks every credential of the leases for revocation and

@@ -46,6 +46,9 @@ type upstreamDouble struct {
 	// creating, when set, runs once as a credential is being made,
 	// before it exists upstream.
 	creating func()
+	// revoking, when set, runs once as a revocation starts, before it is
+	// counted.
+	revoking func()
 }
 
 func newDouble() *upstreamDouble {
@@ -93,6 +96,12 @@ func (d *upstreamDouble) Renew(_ context.Context, rec Record, exp time.Time) err
 
 func (d *upstreamDouble) Revoke(_ context.Context, rec Record) error {
 	d.mu.Lock()
+	if f := d.revoking; f != nil {
+		d.revoking = nil
+		d.mu.Unlock()
+		f()
+		d.mu.Lock()
+	}
 	defer d.mu.Unlock()
 	d.revokes++
 	d.authed[rec.ExternalName] = rec.Authenticated

@@ -114,7 +114,10 @@ func (db *DB) MintedCreated(ctx context.Context, id string, hash, sealed []byte,
 // id or by lease, and returns how many it marked. By lease it leaves those
 // still pending: they are being made (revoking one now would find nothing
 // upstream, and record it revoked before it exists); the worker revokes
-// each once made (its lease has ended), or once stale.
+// each once made (its lease has ended), or once stale. It leaves each
+// one's next attempt as it is: a pending or live credential has none
+// unless a node's worker holds it (ClaimMinted), and clearing that claim
+// let a second node revoke it again while the first was at it.
 func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error) {
 	var n int64
 	err := db.tx(ctx, func(tx *sql.Tx) error {
@@ -130,7 +133,7 @@ func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason s
 					args = append(args, v)
 				}
 				args = append(args, set.states...)
-				res, err := db.exec(ctx, tx, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE `+set.col+` IN (`+
+				res, err := db.exec(ctx, tx, `UPDATE minted SET state = ?, revoke_reason = ? WHERE `+set.col+` IN (`+
 					strings.Repeat("?, ", k-1)+`?) AND state IN (?, ?)`, args...)
 				if err != nil {
 					return err
