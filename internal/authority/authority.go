@@ -144,6 +144,9 @@ type Minter interface {
 	// be had, from its cache when it can.
 	Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*mint.Issued, error)
 	RevokeLeases(ctx context.Context, leaseIDs []string, reason string) error
+	// RevokeGrants revokes the shared credentials of grants a policy
+	// version removed.
+	RevokeGrants(ctx context.Context, grants []string, reason string) error
 	Renew(ctx context.Context, leaseID string, expires time.Time) error
 	Lookup(ctx context.Context, values []string) ([]mint.Found, error)
 	RevokeRecords(ctx context.Context, recs []store.Minted, reason string) error
@@ -337,6 +340,19 @@ func (a *Authority) revokeMinted(ctx context.Context, leaseIDs []string, reason 
 	}
 	if err := a.cfg.Minter.RevokeLeases(ctx, leaseIDs, reason); err != nil {
 		a.cfg.Logger.Warn("minted credentials not marked for revocation; the worker finds them by their leases", "err", err)
+	}
+}
+
+// revokeShared revokes the shared credentials (deliver: gateway) of grants
+// a policy version removed: no lease ends with them. Every node does it
+// as it puts the version in force; a failure is logged, and the worker
+// still revokes each at its expiry.
+func (a *Authority) revokeShared(ctx context.Context, grants []string, reason string) {
+	if a.cfg.Minter == nil || len(grants) == 0 {
+		return
+	}
+	if err := a.cfg.Minter.RevokeGrants(ctx, grants, reason); err != nil {
+		a.cfg.Logger.Warn("shared credentials of removed grants not marked for revocation; the worker revokes them at their expiry", "err", err)
 	}
 }
 

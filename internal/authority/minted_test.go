@@ -26,6 +26,7 @@ type credUpstream struct {
 	mu       sync.Mutex
 	live     map[string]bool // credential values that exist upstream
 	minted   int
+	revokes  int // revocations asked for
 	failMint *mint.Error
 }
 
@@ -57,6 +58,7 @@ func (u *credUpstream) Renew(context.Context, mint.Record, time.Time) error { re
 func (u *credUpstream) Revoke(_ context.Context, rec mint.Record) error {
 	u.mu.Lock()
 	defer u.mu.Unlock()
+	u.revokes++
 	delete(u.live, string(rec.Material))
 	return nil
 }

@@ -95,6 +95,7 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 		a.cfg.Leases.ForgetGrant(g)
 		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
+	a.revokeShared(ctx, names, fmt.Sprintf("policy v%d", v))
 	return nil
 }
 
@@ -291,6 +292,7 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 		a.revokeMinted(ctx, byGrant[g], reason)
 		res.Revoked += len(byGrant[g])
 	}
+	a.revokeShared(ctx, removed, reason)
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	return res, nil
 }

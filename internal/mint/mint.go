@@ -43,6 +43,7 @@ type Store interface {
 	InsertMinted(ctx context.Context, m store.Minted) error
 	MintedCreated(ctx context.Context, id string, hash, sealed []byte, expires time.Time, n *store.Note) error
 	RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason string) (int64, error)
+	RevokeSharedMinted(ctx context.Context, grants []string, reason string) ([]string, error)
 	MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]store.Minted, error)
 	ClaimMinted(ctx context.Context, id string, next, until time.Time) (bool, error)
 	MintedRevoked(ctx context.Context, id, reason string, at time.Time, n *store.Note) error
@@ -492,6 +493,29 @@ func (m *Manager) RevokeLeases(ctx context.Context, leaseIDs []string, reason st
 		return err
 	}
 	if n > 0 {
+		m.Kick()
+	}
+	return nil
+}
+
+// RevokeGrants marks the shared credentials (deliver: gateway) of grants a
+// policy version removed for revocation, drops them from this node's
+// cache and wakes the worker: they belong to no lease, so no lease's end
+// revokes them, and they would live upstream until they expire (up to an
+// hour). Every node may call it for one version: each is marked once, and
+// revoked once (claimed per credential).
+func (m *Manager) RevokeGrants(ctx context.Context, grants []string, reason string) error {
+	if len(grants) == 0 {
+		return nil
+	}
+	ids, err := m.cfg.Store.RevokeSharedMinted(ctx, grants, reason)
+	if err != nil {
+		return err
+	}
+	for _, id := range ids {
+		m.gone(store.Minted{ID: id, State: store.MintRevoking, Reason: reason})
+	}
+	if len(ids) > 0 {
 		m.Kick()
 	}
 	return nil

@@ -151,6 +151,50 @@ func (db *DB) RevokeMinted(ctx context.Context, ids, leaseIDs []string, reason s
 	return n, nil
 }
 
+// RevokeSharedMinted marks the live shared credentials (deliver: gateway:
+// no lease) of grants to be revoked, HashBatch grants a statement, and
+// returns their ids: a grant a policy version removed has no lease for its
+// shared credential to end with. One already marked is left as it is, so
+// that every node may ask and the credential is marked once.
+func (db *DB) RevokeSharedMinted(ctx context.Context, grants []string, reason string) ([]string, error) {
+	var ids []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		ids = nil // a group commit may run this twice
+		for rest := grants; len(rest) > 0; {
+			k := min(len(rest), HashBatch)
+			args := []any{MintRevoking, reason, MintLive}
+			for _, g := range rest[:k] {
+				args = append(args, g)
+			}
+			rows, err := tx.QueryContext(ctx, db.Rebind(`UPDATE minted SET state = ?, revoke_reason = ? WHERE lease_id = '' AND state = ? AND grant_name IN (`+
+				strings.Repeat("?, ", k-1)+`?) RETURNING id`), args...)
+			if err != nil {
+				return err
+			}
+			for rows.Next() {
+				var id string
+				if err := rows.Scan(&id); err != nil {
+					rows.Close()
+					return err
+				}
+				ids = append(ids, id)
+			}
+			if err := rows.Close(); err != nil {
+				return err
+			}
+			if err := rows.Err(); err != nil {
+				return err
+			}
+			rest = rest[k:]
+		}
+		return nil
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: revoke shared minted credentials: %w", err)
+	}
+	return ids, nil
+}
+
 // MintedDue returns credentials whose revocation is due at now, oldest
 // attempt first: those marked revoking, those past their own expiry, those
 // whose lease is revoked, expired or gone, and those still pending after
