@@ -106,6 +106,10 @@ func adoptAlertsCursor(ctx context.Context, st auditlog.CursorStorage, sinks []s
 	return nil
 }
 
+// clusterSinksRight is the exclusive right under which one node at a time
+// feeds the audit sinks that have one cursor for the cluster.
+const clusterSinksRight = "sinks"
+
 // exclusiveRetry is how often a node that does not hold an exclusive
 // right asks for it again, and how often the holder checks it still does.
 const exclusiveRetry = 5 * time.Second

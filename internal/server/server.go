@@ -218,6 +218,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if n := s.audit.Recovered(); n > 0 {
 		logger.Warn("audit: entries the last run journaled but did not store were folded in", "entries", n)
 	}
+	var clusterSinks []*auditlog.Forwarder
 	for _, sc := range cfg.AuditSinks {
 		sink, err := sc.open()
 		if err != nil {
@@ -232,10 +233,32 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 			}
 		}
 		f := auditlog.NewForwarder(s.store, sink, fopts)
+		if dsn != "" && fopts.Node == "" {
+			clusterSinks = append(clusterSinks, f)
+			continue
+		}
 		s.bg.Add(1)
 		go func() {
 			defer s.bg.Done()
 			f.Run(s.bgCtx)
+		}()
+	}
+	if len(clusterSinks) > 0 {
+		// A sink with one cursor for the cluster (syslog on PostgreSQL)
+		// is fed by one node at a time, as the alerts are: every node
+		// forwarding from the one cursor sent entries once per node, and
+		// a node that saved the cursor after a slower batch moved it back
+		// over what another had sent.
+		s.bg.Add(1)
+		go func() {
+			defer s.bg.Done()
+			s.runExclusive(s.bgCtx, clusterSinksRight, func(ctx context.Context) {
+				var wg sync.WaitGroup
+				for _, f := range clusterSinks {
+					wg.Go(func() { f.Run(ctx) })
+				}
+				wg.Wait()
+			})
 		}()
 	}
 	if err := s.startAlerts(ctx); err != nil {
