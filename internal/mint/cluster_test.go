@@ -18,8 +18,7 @@ func TestOneRevocationAcrossNodes(t *testing.T) {
 		t.Run(b.Name, func(t *testing.T) {
 			for _, tc := range []struct {
 				name string
-				// start makes the credential and returns what node B's
-				// worker, held in the upstream, runs against node A.
+				// run makes the credential and has both nodes at it.
 				run func(t *testing.T, a, bn *harness)
 			}{
 				{"lease revoked on A while B's worker revokes it", func(t *testing.T, a, bn *harness) {
@@ -59,18 +58,8 @@ func TestOneRevocationAcrossNodes(t *testing.T) {
 						fresh = storetest.Postgres(t)
 					}
 					a := newHarness(t, fresh)
-					// Node B: its own store handle and manager; one
-					// upstream, one clock and one audit log for both.
-					bn := *a
-					bn.db = fresh.Another(t)
-					cfg := a.m.cfg
-					cfg.Store, cfg.Registerer = bn.db, nil
-					m, err := New(cfg)
-					if err != nil {
-						t.Fatal(err)
-					}
-					bn.m = m
-					tc.run(t, a, &bn)
+					bn := otherNode(t, a, fresh.Another(t))
+					tc.run(t, a, bn)
 					// Both workers, until nothing is due.
 					for range 3 {
 						a.m.RevokeDue(ctx)
@@ -83,6 +72,56 @@ func TestOneRevocationAcrossNodes(t *testing.T) {
 						t.Fatalf("destroyed upstream %d times (want once), %d left alive", n, live)
 					}
 				})
+			}
+		})
+	}
+}
+
+// otherNode is node B beside node A (a): its own store handle (db) and
+// manager; one upstream, one clock and one audit log for both.
+func otherNode(t *testing.T, a *harness, db *store.DB) *harness {
+	t.Helper()
+	bn := *a
+	bn.db = db
+	cfg := a.m.cfg
+	cfg.Store, cfg.Registerer = db, nil
+	m, err := New(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	bn.m = m
+	return &bn
+}
+
+// A grant's shared credential that node B serves, leaked and reported to
+// node A, is no longer injected by node B a second later: B's cache checks
+// the record before serving when it has not for a second (it served it
+// until a background check, started by the first request after 2 s,
+// ended).
+func TestSharedCredentialLeakedOnAnotherNode(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			a := newHarness(t, b)
+			bn := otherNode(t, a, b.Another(t))
+			up, g := a.pol.Upstreams["db"], a.pol.Grants["migrate"]
+			leaked, err := bn.m.Shared(ctx, up, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			found, err := a.m.Lookup(ctx, []string{leaked.Secret})
+			if err != nil || len(found) != 1 {
+				t.Fatalf("lookup on node A: %v, %v", found, err)
+			}
+			if err := a.m.RevokeRecords(ctx, []store.Minted{found[0].Record}, "leaked"); err != nil {
+				t.Fatal(err)
+			}
+			a.clk.add(time.Second + time.Millisecond)
+			is, err := bn.m.Shared(ctx, up, g)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if is.ID == leaked.ID {
+				t.Fatal("node B still injects the shared credential reported leaked on node A a second before")
 			}
 		})
 	}

@@ -17,12 +17,13 @@ import (
 // in the background before it expires, recorded like any other (lease id
 // "") so that a leak of one revokes it.
 const (
-	sharedTTL     = time.Hour        // the lifetime asked for (GitHub's cap)
-	refreshBefore = 15 * time.Minute // refresh in the background when less is left
-	mustRefresh   = 2 * time.Minute  // mint before answering when less is left
-	recheckEvery  = 2 * time.Second  // re-read the record (another node may have revoked it)
-	retireAfter   = time.Minute      // a replaced credential serves requests in flight this long
-	sharedRetry   = 30 * time.Second // a failed refresh is tried again after this, while the cached one serves
+	sharedTTL     = time.Hour              // the lifetime asked for (GitHub's cap)
+	refreshBefore = 15 * time.Minute       // refresh in the background when less is left
+	mustRefresh   = 2 * time.Minute        // mint before answering when less is left
+	recheckEvery  = 500 * time.Millisecond // re-read the record in the background (another node may have revoked it)
+	recheckWithin = time.Second            // not re-read for this long: re-read before serving it
+	retireAfter   = time.Minute            // a replaced credential serves requests in flight this long
+	sharedRetry   = 30 * time.Second       // a failed refresh is tried again after this, while the cached one serves
 )
 
 type sharedEntry struct {
@@ -125,11 +126,14 @@ func sharedKey(up *policy.Upstream, g *policy.Grant) string {
 // the background once it has less than a quarter of an hour), else freshly
 // minted. When minting fails (the upstream is down or rate-limits) and the
 // cached one is still valid, the cached one is served, and minting is not
-// tried again for sharedRetry.
+// tried again for sharedRetry. One revoked on another node (a leak
+// reported there) is served for at most recheckWithin after: the record is
+// re-read in the background while requests come, and before serving when
+// it has not been for that long.
 func (m *Manager) Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*Issued, error) {
 	e := m.shared.entry(sharedKey(up, g))
 	now := m.cfg.Now()
-	if is, exp, checked := e.get(); is != nil && now.Before(exp.Add(-mustRefresh)) {
+	if is, exp, checked := e.get(); is != nil && now.Before(exp.Add(-mustRefresh)) && (now.Sub(checked) <= recheckWithin || m.recheck(ctx, e, is.ID)) {
 		switch {
 		case now.After(exp.Add(-refreshBefore)) && !e.paused(now):
 			m.background(e, func(ctx context.Context) { m.mintShared(ctx, e, up, g, exp) })
@@ -206,19 +210,21 @@ func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Ups
 }
 
 // recheck drops e's credential when its record is no longer live (a leak
-// another node revoked).
-func (m *Manager) recheck(ctx context.Context, e *sharedEntry, id string) {
+// another node revoked), and reports whether it is kept: a record that
+// cannot be read now keeps it (the store's trouble is not a revocation).
+func (m *Manager) recheck(ctx context.Context, e *sharedEntry, id string) bool {
 	rec, err := m.cfg.Store.MintedByID(ctx, id)
-	if err != nil && err != store.ErrNotFound {
-		return
+	if err != nil && !errors.Is(err, store.ErrNotFound) {
+		return true
 	}
-	if err == store.ErrNotFound || rec.State != store.MintLive {
+	if errors.Is(err, store.ErrNotFound) || rec.State != store.MintLive {
 		e.drop(id)
-		return
+		return false
 	}
 	e.mu.Lock()
 	if e.issued != nil && e.issued.ID == id {
 		e.checked = m.cfg.Now()
 	}
 	e.mu.Unlock()
+	return true
 }
