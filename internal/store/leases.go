@@ -167,10 +167,7 @@ const leaseCols = `id, token_hash, issuer, subject, job, claims, grants, issued_
 // store when its token first reaches them (lease.Manager.Lookup), so a new
 // lease costs them nothing until then.
 func (db *DB) InsertLease(ctx context.Context, l Lease) error {
-	claims, err := json.Marshal(l.Claims)
-	if err != nil {
-		return fmt.Errorf("store: insert lease: %w", err)
-	}
+	claims := claimsJSON(l.Claims)
 	for _, g := range l.Grants {
 		if g == "" || strings.ContainsAny(g, " \t\n") {
 			return fmt.Errorf("store: insert lease: bad grant name %q", g)
@@ -191,7 +188,7 @@ func (db *DB) InsertLease(ctx context.Context, l Lease) error {
 	if !db.postgres {
 		ctx = context.WithoutCancel(ctx)
 	}
-	err = db.tx(outer, func(tx *sql.Tx) error {
+	err := db.tx(outer, func(tx *sql.Tx) error {
 		if db.postgres {
 			return db.insertLeaseOne(ctx, tx, l, string(claims), bind)
 		}
