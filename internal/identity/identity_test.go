@@ -154,6 +154,8 @@ func TestReadClaimsRefused(t *testing.T) {
 		{"invalid UTF-8 name", base("\xff", "y"), `"\xff"`},
 		{"invalid UTF-8 nested", base("x", []any{map[string]any{"a": "\xff"}}), `"x"`},
 		{"NUL in sub", base("sub", "s\x00"), `"sub"`},
+		{"two bad claims: the first by name", map[string]any{"sub": "s", "aud": testAudience, "exp": json.Number("2"), "iat": json.Number("1"),
+			"zz": "\x00", "b\x00": "y", "m": []any{"\x00"}, "x": "ok"}, `"b\x00"`},
 		{"sub at the bound", base("sub", at), ""},
 		{"sub over", base("sub", over), `"sub"`},
 		{"jti over", base("jti", over), `"jti"`},
