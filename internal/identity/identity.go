@@ -483,6 +483,9 @@ func plainText(s string) bool {
 }
 
 func decodeClaims(payload []byte) (map[string]any, error) {
+	if claims, ok := flatClaims(payload); ok {
+		return claims, nil
+	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
 	var claims map[string]any
