@@ -147,6 +147,10 @@ type Log struct {
 	publishErr error     // last checkpoint failure
 	published  int64     // largest size this node has published or seen published
 	shut       bool      // Close finished
+	// signed is the largest checkpoint this node signed, or read from the
+	// store and verified: a reloaded tree must extend it, even once its
+	// row is gone from the store (nil: none yet).
+	signed *audit.TreeHead
 
 	// owned by the committer goroutine (and Open before it starts)
 	// (with a journal: of js.size, and guarded by js.mu)
@@ -823,6 +827,25 @@ func (l *Log) reload(ctx context.Context) error {
 	if err := l.extends(ctx, cp, size, root); err != nil {
 		return l.reloadFailed(err)
 	}
+	// A checkpoint this node signed or saw may be gone from the store
+	// (rows deleted by someone without the key): verifiers may hold it,
+	// so signing on over a tree that does not extend it would publish a
+	// fork.
+	l.mu.Lock()
+	mine := l.signed
+	l.mu.Unlock()
+	if mine != nil && (cp == nil || *mine != *cp) {
+		if err := l.extends(ctx, mine, size, root); err != nil {
+			latest := int64(0)
+			if cp != nil {
+				latest = cp.Size
+			}
+			return l.reloadFailed(fmt.Errorf("%w (the checkpoint of %d was signed or seen by this node; the latest stored one is of %d: later ones were deleted)", err, mine.Size, latest))
+		}
+	}
+	if cp != nil {
+		l.noteSigned(cp.Size, cp.Root)
+	}
 	l.frontier.set(idx, hs)
 	l.mu.Lock()
 	l.size, l.root = size, root
@@ -862,6 +885,16 @@ func (l *Log) extends(ctx context.Context, cp *audit.TreeHead, size int64, root 
 			errRewritten, size, cp.Size, cp.Size, err)
 	}
 	return nil
+}
+
+// noteSigned records a checkpoint this node signed, or read from the store
+// and verified, if it is the largest so far (see Log.signed).
+func (l *Log) noteSigned(size int64, root tlog.Hash) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if l.signed == nil || size > l.signed.Size {
+		l.signed = &audit.TreeHead{Size: size, Root: root}
+	}
 }
 
 // reloadFailed returns err, and when it shows a rewritten history makes
@@ -928,6 +961,7 @@ func (l *Log) probe() {
 	if err != nil {
 		return
 	}
+	l.noteSigned(size, root)
 	l.mu.Lock()
 	l.commitErr = nil
 	if size > l.published {
@@ -974,6 +1008,9 @@ func (l *Log) publish(ctx context.Context) error {
 	text, err := l.sign(size, root)
 	if err == nil {
 		err = l.st.PutAuditCheckpoint(ctx, size, text)
+	}
+	if err == nil {
+		l.noteSigned(size, root)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
