@@ -73,7 +73,7 @@ func NewFileSink(path string, opts FileSinkOptions) (*FileSink, error) {
 func (s *FileSink) Name() string { return "file:" + s.path }
 
 func (s *FileSink) open() error {
-	f, err := os.OpenFile(s.path, os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
 	if err != nil {
 		return fmt.Errorf("audit: opening sink file: %w", err)
 	}
@@ -82,8 +82,49 @@ func (s *FileSink) open() error {
 		f.Close()
 		return fmt.Errorf("audit: opening sink file: %w", err)
 	}
-	s.f, s.size = f, fi.Size()
+	size, err := endTornLine(f, fi.Size())
+	if err != nil {
+		f.Close()
+		return fmt.Errorf("audit: opening sink file: %w", err)
+	}
+	s.f, s.size = f, size
 	return nil
+}
+
+// endTornLine makes a sink file of size bytes end with a whole line and
+// returns its new size. A write cut short by a kill or a power loss leaves
+// part of an entry at the end, and the forwarder writes that entry again
+// from its cursor: glued to the broken part, it would make one line no
+// reader parses. A tail of at most one entry after the last line end (or
+// from the file's start) is cut off; a longer one is no entry this sink
+// wrote, and is kept, ended with a line end.
+func endTornLine(f *os.File, size int64) (int64, error) {
+	if size == 0 {
+		return 0, nil
+	}
+	var last [1]byte
+	if _, err := f.ReadAt(last[:], size-1); err != nil {
+		return 0, err
+	}
+	if last[0] == '\n' {
+		return size, nil
+	}
+	window := min(size, int64(audit.MaxLineSize))
+	buf := make([]byte, window)
+	if _, err := f.ReadAt(buf, size-window); err != nil {
+		return 0, err
+	}
+	if i := bytes.LastIndexByte(buf, '\n'); i >= 0 || window == size {
+		cut := size - window + int64(i) + 1
+		if err := f.Truncate(cut); err != nil {
+			return 0, err
+		}
+		return cut, nil
+	}
+	if _, err := f.Write([]byte{'\n'}); err != nil {
+		return 0, err
+	}
+	return size + 1, nil
 }
 
 func (s *FileSink) rotate() error {
@@ -119,7 +160,8 @@ func (s *FileSink) Write(ctx context.Context, entries [][]byte, firstIndex int64
 	fail := func(what string, err error) error {
 		err = fmt.Errorf("audit: %s sink file: %w", what, err)
 		if terr := s.f.Truncate(start); terr != nil {
-			// Reopened, the file is sized as it is; the partial line stays.
+			// The next Write reopens it, and the reopening cuts the
+			// partial line off (endTornLine).
 			s.f.Close()
 			s.f = nil
 			return errors.Join(err, fmt.Errorf("audit: cutting back sink file: %w", terr))
