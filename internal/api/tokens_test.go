@@ -116,6 +116,7 @@ func FuzzUnverifiedIssuer(f *testing.F) {
 		`{"iss":"a","iss":"b"}`,
 		`{"sub":"a\"iss\":\"x","iss":"y"}`,
 		"{\"iss\":\"\xff\"}",
+		`{"x":"iss","iss":"a"}}`,
 	} {
 		f.Add(s)
 	}

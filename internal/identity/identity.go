@@ -492,7 +492,10 @@ func decodeClaims(payload []byte) (map[string]any, error) {
 	if err := dec.Decode(&claims); err != nil || claims == nil {
 		return nil, verr(CheckFormat, "claims are not a JSON object")
 	}
-	if dec.More() {
+	// Only white space may follow (dec.More says false of a stray "}" or
+	// "]", which a JSON parser elsewhere refuses: the token would be read
+	// two ways).
+	if len(bytes.TrimLeft(payload[dec.InputOffset():], " \t\r\n")) != 0 {
 		return nil, verr(CheckFormat, "trailing data after the claims")
 	}
 	return claims, nil

@@ -54,6 +54,10 @@ func TestVerify(t *testing.T) {
 		return c
 	}
 	rs := func(c map[string]any) string { return sign(t, rsaKey1(), jose.RS256, "k1", c) }
+	trailing := func(after string) string {
+		b := must(json.Marshal(ti.claims(clk)))
+		return signRaw(t, rsaKey1(), jose.RS256, "k1", append(b, after...))
+	}
 	pubPEM := pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: must(x509.MarshalPKIXPublicKey(&rsaKey1().PublicKey))})
 	pubDER := x509.MarshalPKCS1PublicKey(&rsaKey1().PublicKey)
 
@@ -103,6 +107,13 @@ func TestVerify(t *testing.T) {
 		{"signed by another key, same kid", sign(t, rsaEvil(), jose.RS256, "k1", ti.claims(clk)), CheckSignature},
 		{"tampered payload", tamper(rs(ti.claims(clk))), CheckSignature},
 		{"claims not an object", signRaw(t, rsaKey1(), jose.RS256, "k1", []byte(`[1,2]`)), CheckFormat},
+		// Whatever follows the claims object but white space is trailing
+		// data, a closing bracket or brace included.
+		{"a brace after the claims", trailing("}"), CheckFormat},
+		{"a bracket after the claims", trailing("]"), CheckFormat},
+		{"a value after the claims", trailing(" 1"), CheckFormat},
+		{"an object after the claims", trailing("{}"), CheckFormat},
+		{"white space after the claims", trailing(" \t\r\n"), ""},
 		{"NUL in sub", rs(with(func(c map[string]any) { c["sub"] = "repo:acme/app\x00" })), CheckFormat},
 		{"NUL in a claim", rs(with(func(c map[string]any) { c["run_id"] = "42\x00" })), CheckFormat},
 		{"NUL in a nested claim", rs(with(func(c map[string]any) { c["x"] = map[string]any{"a": []any{"b\x00"}} })), CheckFormat},
