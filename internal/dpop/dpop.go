@@ -252,7 +252,9 @@ func (v *Verifier) Check(proofJWT, method, requestURL, accessToken, wantThumbpri
 	}
 	dec := json.NewDecoder(bytes.NewReader(payload))
 	dec.UseNumber()
-	if err := dec.Decode(&c); err != nil || dec.More() {
+	// Only white space may follow the object: dec.More says false of a
+	// stray "}" or "]".
+	if err := dec.Decode(&c); err != nil || len(bytes.TrimLeft(payload[dec.InputOffset():], " \t\r\n")) != 0 {
 		return nil, fail(CheckFormat, "claims are not a JSON object of the expected types")
 	}
 	if c.JTI == nil || *c.JTI == "" || len(*c.JTI) > MaxJTILength {

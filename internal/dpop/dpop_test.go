@@ -84,8 +84,14 @@ func jwkOf(t testing.TB, key any) map[string]any {
 // ES256 by key (or with HMAC when hmacKey is set, or unsigned for "none").
 func craft(t testing.TB, key *ecdsa.PrivateKey, header, claims map[string]any) string {
 	t.Helper()
-	h, _ := json.Marshal(header)
 	p, _ := json.Marshal(claims)
+	return craftRaw(t, key, header, p)
+}
+
+// craftRaw is craft with the claims as bytes.
+func craftRaw(t testing.TB, key *ecdsa.PrivateKey, header map[string]any, p []byte) string {
+	t.Helper()
+	h, _ := json.Marshal(header)
 	in := b64(h) + "." + b64(p)
 	switch header["alg"] {
 	case "none":
@@ -154,6 +160,10 @@ func TestVerify(t *testing.T) {
 			cmod(c)
 		}
 		return craft(t, key, h, c)
+	}
+	trailing := func(after string) string {
+		p, _ := json.Marshal(stdClaims(clk, testToken))
+		return craftRaw(t, key, stdHeader(t, key), append(p, after...))
 	}
 	privJWK := jwkOf(t, key)
 	mustProof := func(k crypto.Signer, tok string) string {
@@ -231,6 +241,11 @@ func TestVerify(t *testing.T) {
 		{"empty", "", "POST", testURL, testToken, tp, CheckFormat},
 		{"garbage", "a.b.c", "POST", testURL, testToken, tp, CheckFormat},
 		{"tampered", tamper(with(nil, nil)), "POST", testURL, testToken, tp, CheckSignature},
+		// Only white space may follow the claims object.
+		{"a brace after the claims", trailing("}"), "POST", testURL, testToken, tp, CheckFormat},
+		{"a bracket after the claims", trailing("]"), "POST", testURL, testToken, tp, CheckFormat},
+		{"a value after the claims", trailing(" 1"), "POST", testURL, testToken, tp, CheckFormat},
+		{"white space after the claims", trailing(" \r\n"), "POST", testURL, testToken, tp, ""},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
