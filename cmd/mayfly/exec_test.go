@@ -381,3 +381,62 @@ grants:
           repository: acme/app
 `)
 }
+
+// An exchange the server turns away for a moment (429, or 503: the
+// issuer's keys or the audit log unavailable, nothing done) is tried
+// again within a budget; a refusal is not, nor a dropped connection (the
+// exchange may have been done, and the ID token is spent).
+func TestExchangeRetries(t *testing.T) {
+	tests := []struct {
+		name         string
+		status       int // of the failed attempts; 0: the connection is dropped
+		retryAfter   string
+		failures     int
+		wantAttempts int
+		wantCode     int // exec's: 125 when mayfly itself failed
+	}{
+		{"503 issuer keys unavailable", http.StatusServiceUnavailable, "1", 1, 2, 0},
+		{"429 rate limited", http.StatusTooManyRequests, "1", 2, 3, 0},
+		{"400 not retried", http.StatusBadRequest, "", 1, 1, 125},
+		{"connection dropped not retried", 0, "", 1, 1, 125},
+		{"budget spent", http.StatusServiceUnavailable, "60", 100, 1, 125},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			var mu sync.Mutex
+			attempts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				if r.URL.Path != "/v1/token" {
+					return
+				}
+				attempts++
+				if attempts <= tc.failures {
+					if tc.status == 0 {
+						conn, _, _ := w.(http.Hijacker).Hijack()
+						_ = conn.Close()
+						return
+					}
+					if tc.retryAfter != "" {
+						w.Header().Set("Retry-After", tc.retryAfter)
+					}
+					w.WriteHeader(tc.status)
+					_, _ = w.Write([]byte(`{"error":"temporarily_unavailable","error_description":"keys_unavailable: issuer keys unavailable"}`))
+					return
+				}
+				tok, _ := token.New(token.Job)
+				_ = json.NewEncoder(w).Encode(map[string]any{"access_token": tok, "token_type": "Bearer", "expires_in": 600,
+					"issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "scope": "deploy", "lease_id": "lse_test"})
+			}))
+			defer srv.Close()
+			jobEnv(t, srv.URL)
+			_, stderr, code := runCLI(t, "", "exec", "--grant", "deploy", "--", "true")
+			mu.Lock()
+			defer mu.Unlock()
+			if code != tc.wantCode || attempts != tc.wantAttempts {
+				t.Fatalf("exit %d (want %d), %d attempts (want %d): %s", code, tc.wantCode, attempts, tc.wantAttempts, stderr)
+			}
+		})
+	}
+}

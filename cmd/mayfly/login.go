@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -89,7 +90,7 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	resp, raw, err := jc.Exchange(ctx, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key})
+	resp, raw, err := exchangeRetrying(ctx, jc, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key}, stderr)
 	if err != nil {
 		if f.showClaims && refused(err) {
 			printIDTokenClaims(stderr, idTok)
@@ -97,6 +98,41 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 		return nil, jobErr(err)
 	}
 	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key}, nil
+}
+
+// exchangeBudget bounds the time spent trying an exchange again.
+const exchangeBudget = time.Minute
+
+// exchangeRetrying is Exchange, tried again while the server answers 429
+// or 503 (rate limited, the issuer's keys or the audit log unavailable:
+// nothing was done, so the ID token is not spent), waiting as Retry-After
+// asks, else 1s doubling up to 8s, until the wait would end past
+// exchangeBudget. A dropped connection is not retried: the exchange may
+// have been done, and the token's jti would then be refused.
+func exchangeRetrying(ctx context.Context, jc *client.Client, req client.ExchangeRequest, stderr io.Writer) (*apitype.TokenResponse, []byte, error) {
+	deadline := time.Now().Add(exchangeBudget)
+	backoff := time.Second
+	for {
+		resp, raw, err := jc.Exchange(ctx, req)
+		var e *client.Error
+		if err == nil || !errors.As(err, &e) || (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) {
+			return resp, raw, err
+		}
+		wait := backoff
+		if e.RetryAfter > 0 {
+			wait = e.RetryAfter
+		}
+		backoff = min(2*backoff, 8*time.Second)
+		if time.Until(deadline) < wait {
+			return resp, raw, err
+		}
+		fmt.Fprintf(stderr, "mayfly: token exchange: %s; trying again in %s\n", client.OneLine(err.Error(), 200), wait)
+		select {
+		case <-ctx.Done():
+			return resp, raw, err
+		case <-time.After(wait):
+		}
+	}
 }
 
 // jobErr maps an exchange failure: a refusal (400 invalid_grant,

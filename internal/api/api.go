@@ -360,6 +360,9 @@ func (a *API) fail(w http.ResponseWriter, r *http.Request, err error) {
 	var pe1 *policy.Error
 	switch {
 	case errors.As(err, &re):
+		if re.Status == http.StatusServiceUnavailable {
+			w.Header().Set("Retry-After", "10") // an issuer's keys: refetched at most every 30 s
+		}
 		writeError(w, re.Status, re.Code, re.Description)
 	case errors.As(err, &pe), errors.As(err, &pe1):
 		writeError(w, http.StatusBadRequest, "invalid_policy", err.Error())

@@ -415,6 +415,11 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 		var ve *identity.VerifyError
 		if errors.As(err, &ve) {
 			ev.Check = ve.Check
+			if ve.Check == identity.CheckKeysUnavailable {
+				// The issuer is down, not the token bad: nothing was
+				// done and the job may try again.
+				return nil, refuse(503, "temporarily_unavailable", "%s", ve.Error())
+			}
 			return nil, refuse(400, "invalid_grant", "%s", ve.Error())
 		}
 		return nil, refuse(400, "invalid_grant", "ID token not acceptable")
