@@ -147,10 +147,11 @@ type Log struct {
 	publishErr error     // last checkpoint failure
 	published  int64     // largest size this node has published or seen published
 	shut       bool      // Close finished
-	// signed is the largest checkpoint this node signed, or read from the
-	// store and verified: a reloaded tree must extend it, even once its
-	// row is gone from the store (nil: none yet).
-	signed *audit.TreeHead
+	// known is the largest tree this node stored or loaded, with its
+	// root: a reloaded tree must extend it, also where no signature
+	// covers it yet or the rows of the checkpoints that did are gone
+	// (Size 0: none yet).
+	known audit.TreeHead
 
 	// owned by the committer goroutine (and Open before it starts)
 	// (with a journal: of js.size, and guarded by js.mu)
@@ -600,6 +601,7 @@ func (l *Log) commit(batch []*request) {
 func (l *Log) stored(size int64, root tlog.Hash, n int, began time.Time) {
 	l.mu.Lock()
 	l.size, l.root = size, root
+	l.known = audit.TreeHead{Size: size, Root: root}
 	l.commitErr = nil
 	l.mu.Unlock()
 	l.metrics.appends.Add(float64(n))
@@ -824,31 +826,27 @@ func (l *Log) reload(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	if err := l.extends(ctx, cp, size, root); err != nil {
+	if err := l.extends(ctx, cp, "the signed checkpoint", size, root); err != nil {
 		return l.reloadFailed(err)
 	}
-	// A checkpoint this node signed or saw may be gone from the store
-	// (rows deleted by someone without the key): verifiers may hold it,
-	// so signing on over a tree that does not extend it would publish a
-	// fork.
+	// The tree this node stored itself may be past every checkpoint row
+	// left in the store: its newest entries are signed only within the
+	// checkpoint interval, and the rows of checkpoints it signed may have
+	// been deleted by someone without the key. Verifiers may hold those,
+	// so signing on over a tree that does not extend it would sign a
+	// changed tail, or publish a fork.
 	l.mu.Lock()
-	mine := l.signed
+	known := l.known
 	l.mu.Unlock()
-	if mine != nil && (cp == nil || *mine != *cp) {
-		if err := l.extends(ctx, mine, size, root); err != nil {
-			latest := int64(0)
-			if cp != nil {
-				latest = cp.Size
-			}
-			return l.reloadFailed(fmt.Errorf("%w (the checkpoint of %d was signed or seen by this node; the latest stored one is of %d: later ones were deleted)", err, mine.Size, latest))
+	if known.Size > 0 && (known.Size != size || known.Root != root) {
+		if err := l.extends(ctx, &known, "this node's own tree", size, root); err != nil {
+			return l.reloadFailed(err)
 		}
-	}
-	if cp != nil {
-		l.noteSigned(cp.Size, cp.Root)
 	}
 	l.frontier.set(idx, hs)
 	l.mu.Lock()
 	l.size, l.root = size, root
+	l.known = audit.TreeHead{Size: size, Root: root}
 	l.treeErr = nil
 	l.mu.Unlock()
 	l.js.size, l.js.start = size, size
@@ -858,43 +856,34 @@ func (l *Log) reload(ctx context.Context) error {
 }
 
 // extends checks that the tree (size, root), read from the stored hashes,
-// extends the signed checkpoint cp: the same root at its size, else a
-// consistency proof from the stored hashes (O(log size) of them).
-func (l *Log) extends(ctx context.Context, cp *audit.TreeHead, size int64, root tlog.Hash) error {
+// extends cp (what names it: the signed checkpoint, or this node's own
+// tree): the same root at its size, else a consistency proof from the
+// stored hashes (O(log size) of them).
+func (l *Log) extends(ctx context.Context, cp *audit.TreeHead, what string, size int64, root tlog.Hash) error {
 	if cp == nil || cp.Size == 0 {
 		return nil // nothing signed to hold the tree to
 	}
 	if cp.Size > size {
-		return fmt.Errorf("%w: it has %d entries but the signed checkpoint covers %d: entries lost", errRewritten, size, cp.Size)
+		return fmt.Errorf("%w: it has %d entries but %s covers %d: entries lost", errRewritten, size, what, cp.Size)
 	}
 	if cp.Size == size {
 		if root != cp.Root {
-			return fmt.Errorf("%w: the tree of %d entries has another root than the signed checkpoint of that size (entries and hashes rewritten)", errRewritten, size)
+			return fmt.Errorf("%w: the tree of %d entries has another root than %s of that size (entries and hashes rewritten)", errRewritten, size, what)
 		}
 		return nil
 	}
 	proof, err := tlog.ProveTree(size, cp.Size, storeHashReader(ctx, l.st))
 	if isNotFound(err) {
-		return fmt.Errorf("%w: hashes proving the stored tree of %d entries consistent with the signed checkpoint of %d are missing", errRewritten, size, cp.Size)
+		return fmt.Errorf("%w: hashes proving the stored tree of %d entries consistent with %s of %d are missing", errRewritten, size, what, cp.Size)
 	}
 	if err != nil {
-		return fmt.Errorf("proving the stored tree of %d entries consistent with the signed checkpoint of %d: %w", size, cp.Size, err)
+		return fmt.Errorf("proving the stored tree of %d entries consistent with %s of %d: %w", size, what, cp.Size, err)
 	}
 	if err := tlog.CheckTree(proof, size, root, cp.Size, cp.Root); err != nil {
-		return fmt.Errorf("%w: the stored tree of %d entries does not extend the signed checkpoint of %d (entries or hashes before %d rewritten): %v",
-			errRewritten, size, cp.Size, cp.Size, err)
+		return fmt.Errorf("%w: the stored tree of %d entries does not extend %s of %d (entries or hashes before %d rewritten): %v",
+			errRewritten, size, what, cp.Size, cp.Size, err)
 	}
 	return nil
-}
-
-// noteSigned records a checkpoint this node signed, or read from the store
-// and verified, if it is the largest so far (see Log.signed).
-func (l *Log) noteSigned(size int64, root tlog.Hash) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.signed == nil || size > l.signed.Size {
-		l.signed = &audit.TreeHead{Size: size, Root: root}
-	}
 }
 
 // reloadFailed returns err, and when it shows a rewritten history makes
@@ -961,7 +950,6 @@ func (l *Log) probe() {
 	if err != nil {
 		return
 	}
-	l.noteSigned(size, root)
 	l.mu.Lock()
 	l.commitErr = nil
 	if size > l.published {
@@ -1008,9 +996,6 @@ func (l *Log) publish(ctx context.Context) error {
 	text, err := l.sign(size, root)
 	if err == nil {
 		err = l.st.PutAuditCheckpoint(ctx, size, text)
-	}
-	if err == nil {
-		l.noteSigned(size, root)
 	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
