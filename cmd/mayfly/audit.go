@@ -722,6 +722,8 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 			}
 			if !cmd.Flags().Changed("size") {
 				size = -1 // the checkpoint's
+			} else if size < 0 {
+				return usageErr("audit prove: --size S must be >= 0 (or left out: the checkpoint's)")
 			}
 			ctx := cmd.Context()
 			c, err := newAuditClient(cf)
