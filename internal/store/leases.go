@@ -567,7 +567,9 @@ func (db *DB) RevokeLeaked(ctx context.Context, k Leaked, at time.Time, reason s
 			c.Admins = append(c.Admins, t.Name)
 		}
 		for _, id := range k.Minted {
-			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_reason = ?, next_attempt_at = 0 WHERE id = ? AND state IN (?, ?)`,
+			// Its next attempt is left as it is: a node's worker may hold
+			// it (ClaimMinted), as RevokeMinted leaves it.
+			err := db.execOne(ctx, tx, ErrNotFound, `UPDATE minted SET state = ?, revoke_reason = ? WHERE id = ? AND state IN (?, ?)`,
 				MintRevoking, reason, id, MintPending, MintLive)
 			if errors.Is(err, ErrNotFound) {
 				continue // revoked meanwhile
