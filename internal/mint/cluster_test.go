@@ -126,3 +126,31 @@ func TestSharedCredentialLeakedOnAnotherNode(t *testing.T) {
 		})
 	}
 }
+
+// A credential whose making outlasts StalePending, so that another node's
+// worker takes its record for a crash's and marks it revoked before it
+// exists: once made, it is not on record, and this node, holding the only
+// material that revokes it, revokes it itself rather than leave it to
+// that worker (which is done with it).
+func TestMadeAfterAnotherNodeTookItForStale(t *testing.T) {
+	for _, b := range storetest.Backends(t) {
+		t.Run(b.Name, func(t *testing.T) {
+			a := newHarness(t, b)
+			bn := otherNode(t, a, b.Another(t))
+			a.lease(t, "lse_slow")
+			a.up.creating = func() {
+				a.clk.add(a.m.cfg.StalePending + time.Second)
+				bn.m.RevokeDue(ctx)
+			}
+			if _, err := a.m.Mint(ctx, "lse_slow", a.pol.Upstreams["db"], a.pol.Grants["migrate"], a.clk.Now().Add(10*time.Minute)); err == nil {
+				t.Fatal("handed out a credential whose record says revoked")
+			}
+			a.up.mu.Lock()
+			live := len(a.up.live)
+			a.up.mu.Unlock()
+			if live != 0 {
+				t.Fatalf("%d credentials alive upstream that no record stands for", live)
+			}
+		})
+	}
+}

@@ -464,8 +464,11 @@ func (m *Manager) abandon(ctx context.Context, rec store.Minted, material []byte
 	} else {
 		until := m.cfg.Now().Add(m.cfg.Timeout + 5*time.Second)
 		ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, until)
-		if err == nil && !ok {
-			return // another node's worker is revoking it
+		if err == nil && !ok && len(material) == 0 {
+			// Another node's worker is revoking it. (With material
+			// this node alone holds, never stored, that one cannot
+			// revoke it as well: this attempt goes ahead.)
+			return
 		}
 		if ok {
 			claimed = until
