@@ -211,9 +211,9 @@ func TestRefusedJoinLeavesTheSchema(t *testing.T) {
 		{"both keys match", first.MasterKey(), first.AuditKey(), false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			// The cluster as the previous release left it (its last step,
-			// migration 13, only adds policy_versions.mac).
-			for _, q := range []string{`ALTER TABLE policy_versions DROP COLUMN IF EXISTS mac`,
+			// The cluster as the previous release left it (the last step,
+			// migration 14, only adds the index admin_sessions_subject).
+			for _, q := range []string{`DROP INDEX IF EXISTS admin_sessions_subject`,
 				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)

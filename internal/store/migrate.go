@@ -288,6 +288,10 @@ CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") 
 		// Rows from before have none (NULL): a node holding the keys seals
 		// them once, at its first start on this schema.
 		both(`ALTER TABLE policy_versions ADD COLUMN mac {{blob}};`),
+		// 14: lowering an admin's role ends that subject's stronger
+		// sessions (EndAdminSessionsNoted) by subject: an index on it, so
+		// that statement reads the subject's sessions, not every live one.
+		both(`CREATE INDEX admin_sessions_subject ON admin_sessions (subject);`),
 	}
 }
 

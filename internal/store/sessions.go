@@ -150,6 +150,15 @@ type SessionsLive struct {
 	At, MadeAfter, UsedAfter time.Time
 }
 
+// endSessionsSQL is the statement of EndAdminSessionsNoted for that many
+// roles: it finds the subject's sessions through admin_sessions_subject
+// (migration 14), not by reading every session.
+func endSessionsSQL(roles int) string {
+	in := strings.Repeat("?, ", roles-1) + "?"
+	return `UPDATE admin_sessions SET revoked_at = ? WHERE subject = ? AND role IN (` + in + `) AND revoked_at IS NULL AND expires_at > ? AND created_at > ?` +
+		` AND (created_at > ? OR last_used_at > ?) RETURNING ` + sessionCols
+}
+
 // EndAdminSessionsNoted revokes, in one statement, every session of
 // subject whose role is one of roles and that is live as live says, with
 // the audit records n makes from Changes.EndedSessions (the sessions as
@@ -159,14 +168,12 @@ func (db *DB) EndAdminSessionsNoted(ctx context.Context, subject string, roles [
 	if len(roles) == 0 {
 		return nil, nil
 	}
-	in := strings.Repeat("?, ", len(roles)-1) + "?"
 	args := []any{nanos(live.At), subject}
 	for _, r := range roles {
 		args = append(args, r)
 	}
 	args = append(args, nanos(live.At), nanos(live.MadeAfter), nanos(live.UsedAfter), nanos(live.UsedAfter))
-	q := `UPDATE admin_sessions SET revoked_at = ? WHERE subject = ? AND role IN (` + in + `) AND revoked_at IS NULL AND expires_at > ? AND created_at > ?` +
-		` AND (created_at > ? OR last_used_at > ?) RETURNING ` + sessionCols
+	q := endSessionsSQL(len(roles))
 	var ended []AdminSession
 	err := db.tx(ctx, func(tx *sql.Tx) error {
 		ended = nil // a group commit may run this twice
