@@ -249,7 +249,7 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			renewLoop(done, ex, stderr)
+			renewLoop(done, ex, stderr, systemClock())
 		}()
 	}
 	err := child.Wait()
@@ -271,33 +271,48 @@ func runMasked(m *mask.Matcher, args, env []string, stdin io.Reader, stdout, std
 	return st.ExitCode(), nil
 }
 
-// renewLoop renews the token at two thirds of its remaining life until
+// renewClock is the time renewLoop reads and waits on (tests drive
+// their own).
+type renewClock struct {
+	now   func() time.Time
+	after func(time.Duration) <-chan time.Time
+}
+
+// systemClock is the system's.
+func systemClock() renewClock { return renewClock{now: time.Now, after: time.After} }
+
+// renewLoop renews the token once a third of its life is left, until
 // done, or until renewal stops extending it (max_ttl reached, revoked). A
-// key-bound token's renewals carry a proof of its key.
-func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer) {
-	left := time.Duration(ex.resp.ExpiresIn) * time.Second
+// life (expires_in) is counted from when the request that got it was
+// sent, the earliest the server can have counted it from: time the
+// exchange or a renewal took, or spent before CMD started, is not added
+// to it. A key-bound token's renewals carry a proof of its key.
+func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer, clk renewClock) {
+	life := time.Duration(ex.resp.ExpiresIn) * time.Second
+	expiry := ex.sentAt.Add(life)
 	// Too little life left to be worth a renewal: 15s, or a third of a
 	// shorter token's.
-	minLeft := min(15*time.Second, left/3)
-	for left > minLeft {
+	minLeft := min(15*time.Second, life/3)
+	for life > minLeft {
 		select {
 		case <-done:
 			return
-		case <-time.After(left * 2 / 3):
+		case <-clk.after(expiry.Add(-life / 3).Sub(clk.now())):
 		}
+		sent := clk.now()
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		resp, err := ex.client.Renew(ctx, ex.resp.AccessToken, ex.dpopKey)
 		cancel()
 		if err != nil {
 			fmt.Fprintf(stderr, "mayfly: exec: renewing the job token failed (%s); it expires in about %s\n",
-				client.OneLine(err.Error(), 200), (left / 3).Round(time.Second))
+				client.OneLine(err.Error(), 200), max(expiry.Sub(clk.now()), 0).Round(time.Second))
 			return
 		}
 		next := time.Duration(resp.ExpiresIn) * time.Second
-		if next <= left/3+time.Second {
+		if !sent.Add(next).After(expiry.Add(time.Second)) {
 			return // no longer extended: max_ttl reached
 		}
-		left = next
+		life, expiry = next, sent.Add(next)
 	}
 }
 

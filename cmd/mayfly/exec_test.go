@@ -30,7 +30,7 @@ func TestExecRenewsToken(t *testing.T) {
 		t.Skip("runs a server and waits for a renewal")
 	}
 	// exec renews at two thirds of the token's life, counted from when it
-	// has CMD running: a 30s token is renewed about 20s in, 10s before it
+	// sent the exchange: a 30s token is renewed about 20s in, 10s before it
 	// expires, a margin a loaded machine (the race detector, CI) does not
 	// eat up as it did the 3s of a 9s token. CMD runs until the test has
 	// seen the renewal at the server, not for a fixed time.

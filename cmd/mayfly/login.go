@@ -52,6 +52,9 @@ type exchanged struct {
 	raw     []byte
 	idToken string
 	dpopKey crypto.Signer
+	// sentAt is when the exchange that issued the token was sent: its
+	// life (resp.ExpiresIn) is counted from no earlier than this.
+	sentAt time.Time
 }
 
 // exchange finds the ID token and trades it for a job token.
@@ -90,14 +93,14 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 	if err != nil {
 		return nil, usageErr("%v", err)
 	}
-	resp, raw, err := exchangeRetrying(ctx, jc, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key}, stderr)
+	resp, raw, sentAt, err := exchangeRetrying(ctx, jc, client.ExchangeRequest{IDToken: idTok, Grants: grants, TTL: f.ttl, DPoPKey: key}, stderr)
 	if err != nil {
 		if f.showClaims && refused(err) {
 			printIDTokenClaims(stderr, idTok)
 		}
 		return nil, jobErr(err)
 	}
-	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key}, nil
+	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key, sentAt: sentAt}, nil
 }
 
 // exchangeBudget bounds the time spent trying an exchange again.
@@ -108,15 +111,17 @@ const exchangeBudget = time.Minute
 // nothing was done, so the ID token is not spent), waiting as Retry-After
 // asks, else 1s doubling up to 8s, until the wait would end past
 // exchangeBudget. A dropped connection is not retried: the exchange may
-// have been done, and the token's jti would then be refused.
-func exchangeRetrying(ctx context.Context, jc *client.Client, req client.ExchangeRequest, stderr io.Writer) (*apitype.TokenResponse, []byte, error) {
+// have been done, and the token's jti would then be refused. sentAt is
+// when the last attempt was sent, from which the token's life counts.
+func exchangeRetrying(ctx context.Context, jc *client.Client, req client.ExchangeRequest, stderr io.Writer) (resp *apitype.TokenResponse, raw []byte, sentAt time.Time, err error) {
 	deadline := time.Now().Add(exchangeBudget)
 	backoff := time.Second
 	for {
-		resp, raw, err := jc.Exchange(ctx, req)
+		sentAt = time.Now()
+		resp, raw, err = jc.Exchange(ctx, req)
 		var e *client.Error
 		if err == nil || !errors.As(err, &e) || (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) {
-			return resp, raw, err
+			return resp, raw, sentAt, err
 		}
 		wait := backoff
 		if e.RetryAfter > 0 {
@@ -124,12 +129,12 @@ func exchangeRetrying(ctx context.Context, jc *client.Client, req client.Exchang
 		}
 		backoff = min(2*backoff, 8*time.Second)
 		if time.Until(deadline) < wait {
-			return resp, raw, err
+			return resp, raw, sentAt, err
 		}
 		fmt.Fprintf(stderr, "mayfly: token exchange: %s; trying again in %s\n", client.OneLine(err.Error(), 200), wait)
 		select {
 		case <-ctx.Done():
-			return resp, raw, err
+			return resp, raw, sentAt, err
 		case <-time.After(wait):
 		}
 	}
