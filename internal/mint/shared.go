@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -33,9 +34,12 @@ type sharedEntry struct {
 	issued  *Issued
 	expires time.Time
 	checked time.Time
-	// retryAt: a refresh failed while issued still served; none is tried
-	// before this (each try is a record and an audit entry).
+	// retryAt: a mint of this grant's credential failed; none is tried
+	// before this (each try is a record and an audit entry). failed is
+	// that failure, which requests with nothing valid to serve get
+	// meanwhile.
 	retryAt time.Time
+	failed  error
 
 	busy atomic.Bool // a background refresh or recheck runs
 }
@@ -49,22 +53,28 @@ func (e *sharedEntry) get() (*Issued, time.Time, time.Time) {
 func (e *sharedEntry) set(is *Issued, now time.Time) (old *Issued) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	old, e.issued, e.expires, e.checked, e.retryAt = e.issued, is, is.Credential.ExpiresAt, now, time.Time{}
+	old, e.issued, e.expires, e.checked, e.retryAt, e.failed = e.issued, is, is.Credential.ExpiresAt, now, time.Time{}, nil
 	return old
 }
 
-// pause records a failed refresh: none is tried again before until.
-func (e *sharedEntry) pause(until time.Time) {
+// pause records a failed mint, err: none is tried again before until.
+func (e *sharedEntry) pause(until time.Time, err error) {
 	e.mu.Lock()
-	e.retryAt = until
+	e.retryAt, e.failed = until, err
 	e.mu.Unlock()
 }
 
-// paused reports whether a refresh failed less than sharedRetry before now.
-func (e *sharedEntry) paused(now time.Time) bool {
+// paused reports whether a mint failed less than sharedRetry before now.
+func (e *sharedEntry) paused(now time.Time) bool { return e.pausedBy(now) != nil }
+
+// pausedBy is the failure that pauses minting at now; nil when none does.
+func (e *sharedEntry) pausedBy(now time.Time) error {
 	e.mu.RLock()
 	defer e.mu.RUnlock()
-	return now.Before(e.retryAt)
+	if !now.Before(e.retryAt) {
+		return nil
+	}
+	return e.failed
 }
 
 // drop forgets the entry's credential if it is id.
@@ -125,11 +135,12 @@ func sharedKey(up *policy.Upstream, g *policy.Grant) string {
 // the cache while it has more than a few minutes to live (refreshing it in
 // the background once it has less than a quarter of an hour), else freshly
 // minted. When minting fails (the upstream is down or rate-limits) and the
-// cached one is still valid, the cached one is served, and minting is not
-// tried again for sharedRetry. One revoked on another node (a leak
-// reported there) is served for at most recheckWithin after: the record is
-// re-read in the background while requests come, and before serving when
-// it has not been for that long.
+// cached one is still valid, the cached one is served; either way minting
+// is not tried again for sharedRetry, and meanwhile a request with no
+// valid cached one gets the failure again. One revoked on another node (a
+// leak reported there) is served for at most recheckWithin after: the
+// record is re-read in the background while requests come, and before
+// serving when it has not been for that long.
 func (m *Manager) Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*Issued, error) {
 	e := m.shared.entry(sharedKey(up, g))
 	now := m.cfg.Now()
@@ -171,16 +182,23 @@ func (m *Manager) mintShared(ctx context.Context, e *sharedEntry, up *policy.Ups
 		return cur, nil // minted meanwhile
 	}
 	valid := cur != nil && now.Before(exp)
-	if valid && e.paused(now) {
-		return cur, nil // a refresh failed moments ago: tried again after the pause
+	if failed := e.pausedBy(now); failed != nil {
+		// A mint failed moments ago: tried again after the pause.
+		if valid {
+			return cur, nil
+		}
+		return nil, fmt.Errorf("mint: shared credential of %s/%s: not tried again for %s after a failure: %w", up.Name, g.Name, sharedRetry, failed)
 	}
 	is, err := m.Mint(ctx, "", up, g, now.Add(sharedTTL))
 	if err != nil {
+		// Tried again after a pause, not at every request: each try is a
+		// record, a revocation of what it half-made, and an audit entry.
+		// A first try whose request went away says nothing of the
+		// upstream.
+		if valid || !errors.Is(ctx.Err(), context.Canceled) {
+			e.pause(now.Add(sharedRetry), err)
+		}
 		if valid {
-			// Tried again after a pause, not at every request: each try
-			// is a record, a revocation of what it half-made, and an
-			// audit entry.
-			e.pause(now.Add(sharedRetry))
 			m.cfg.Logger.Warn("mint: shared credential not refreshed; serving the cached one", "upstream", up.Name, "grant", g.Name, "retry_in", sharedRetry, "err", err)
 			return cur, nil
 		}

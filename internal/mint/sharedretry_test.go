@@ -82,3 +82,65 @@ func TestSharedRefreshFailureNotRetriedPerRequest(t *testing.T) {
 		})
 	}
 }
+
+// A grant with no valid shared credential whose first mint fails is not
+// minted again at every request either: each request in the pause is
+// refused as the failed mint was (an error, which the gateway answers
+// 503), without a new record, revocation or credential.mint entry. Before,
+// 20 requests made 20 tries.
+func TestSharedFirstMintFailureNotRetriedPerRequest(t *testing.T) {
+	for _, tc := range []struct {
+		name   string
+		cached bool // a credential was cached, and has expired
+	}{
+		{"never minted", false},
+		{"cached one expired", true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, storetest.SQLite(t))
+			up, g := h.pol.Upstreams["db"], h.pol.Grants["migrate"]
+			before := 0
+			if tc.cached {
+				if _, err := h.m.Shared(ctx, up, g); err != nil {
+					t.Fatal(err)
+				}
+				h.clk.add(sharedTTL + time.Second)
+				before = 1
+			}
+			down := errors.New("upstream down")
+			h.up.mu.Lock()
+			h.up.failMint = down
+			h.up.mu.Unlock()
+			tries := func() int {
+				return strings.Count(h.entries(t), `"type":"credential.mint"`) - before
+			}
+			for i := range 20 {
+				if is, err := h.m.Shared(ctx, up, g); err == nil || !errors.Is(err, down) {
+					t.Fatalf("request %d: %v, %v; want the failed mint's error", i, is, err)
+				}
+			}
+			if got := tries(); got != 1 {
+				t.Fatalf("20 requests while the first mint fails made %d tries, want 1", got)
+			}
+			// Tried again once the pause is over, by one request.
+			h.clk.add(sharedRetry)
+			for range 5 {
+				if _, err := h.m.Shared(ctx, up, g); err == nil {
+					t.Fatal("served while the upstream is down")
+				}
+			}
+			if got := tries(); got != 2 {
+				t.Fatalf("after the pause: %d tries, want 2", got)
+			}
+			// The upstream is back: the first request after the pause is
+			// served a fresh credential.
+			h.up.mu.Lock()
+			h.up.failMint = nil
+			h.up.mu.Unlock()
+			h.clk.add(sharedRetry)
+			if _, err := h.m.Shared(ctx, up, g); err != nil {
+				t.Fatalf("not minted once the upstream is back: %v", err)
+			}
+		})
+	}
+}
