@@ -796,12 +796,14 @@ func (m *Manager) settle(ctx context.Context, since int64, note *store.Note) {
 	}
 }
 
-// failed records a failed attempt: metric, audit entry, next attempt after
-// a backoff that doubles up to MaxBackoff, with jitter. An unauthenticated
-// record's failure that repeats its last one word for word is counted
-// without a new entry: its fields, and so whether it can ever succeed, are
-// whoever wrote the row's to choose, and an entry per retry let planted
-// rows grow the audit log without bound.
+// failed records a failed revocation attempt: metric, audit entry, next
+// attempt after a backoff that doubles up to MaxBackoff, with jitter. An
+// unauthenticated record's failed revocation is audited once, at its first
+// failed attempt (by record and step, never by the failure's text, which
+// may change at every try), and only counted after that: its fields, and
+// so whether it can ever succeed, are whoever wrote the row's to choose,
+// and an entry per retry let planted rows grow the audit log without
+// bound.
 func (m *Manager) failed(ctx context.Context, r Record, cause error) {
 	rec := r.Minted
 	m.m.revokeFailed.WithLabelValues(rec.Kind).Inc()
@@ -818,7 +820,7 @@ func (m *Manager) failed(ctx context.Context, r Record, cause error) {
 	// written neither is, and the credential is tried again once its
 	// claim runs out.
 	var note *store.Note
-	if r.Authenticated || rec.LastError != msg {
+	if r.Authenticated || rec.Attempts == 0 {
 		note = m.noted(ev)
 	}
 	since := m.cfg.Audit.Size()
