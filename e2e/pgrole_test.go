@@ -119,7 +119,7 @@ upstreams:
       creation: ` + quoteY(w.pg.Creation()) + `
       revocation: 'DROP ROLE IF EXISTS "{{name}}";'
 grants:
-` + grant("migrate", w.pg.Upstream) + grant("broken", "broken-db") + grant("unstored", "unstored-db") + grant("down", "down-db") + grantTTL("short", w.pg.Upstream, "6s")
+` + grant("migrate", w.pg.Upstream) + grant("broken", "broken-db") + grant("unstored", "unstored-db") + grant("down", "down-db") + grantTTL("short", w.pg.Upstream, shortTTL.String())
 	f := filepath.Join(t.TempDir(), "policy.yaml")
 	os.WriteFile(f, []byte(pol), 0o600)
 	if _, e, code := run(t, w.admin, "", "policy", "apply", "--yes", f); code != 0 {
@@ -182,6 +182,35 @@ func leaseOf(t *testing.T, role string) string {
 		t.Fatalf("role %q is not of mayfly's form", role)
 	}
 	return "lse_" + role[len("mayfly_"):len("mayfly_")+24]
+}
+
+// shortTTL is the life of the short grant's leases (and roles).
+const shortTTL = 6 * time.Second
+
+// shortSession logs in to the short grant and opens a session with its
+// role. A role whose life ran out before the session was opened (a loaded
+// machine took more than shortTTL from the login to the connection)
+// refuses its password: that login is tried again, until a session is
+// open or a generous bound passes. A connection refused while the role
+// is surely alive fails the test.
+func (w *pgWorld) shortSession(t *testing.T, planted *[]string) *pgx.Conn {
+	t.Helper()
+	deadline := time.Now().Add(3 * time.Minute)
+	for {
+		start := time.Now() // the role is made after this, to live shortTTL
+		env := w.login(t, "short")
+		*planted = append(*planted, env["PGPASSWORD"])
+		c, err := pgx.Connect(context.Background(), env["DATABASE_URL"])
+		switch {
+		case err == nil:
+			return c
+		case time.Since(start) < shortTTL:
+			t.Fatalf("the job cannot connect with a live short-lived role: %v", err)
+		case time.Now().After(deadline):
+			t.Fatalf("no session opened with a short-lived role before it expired, in tries until %s: %v", deadline.Format(time.TimeOnly), err)
+		}
+		t.Logf("the short-lived role expired before the session opened (%v); logging in again", err)
+	}
 }
 
 func sessionGone(t *testing.T, c *pgx.Conn) {
@@ -288,12 +317,7 @@ func TestPostgresRoles(t *testing.T) {
 
 			// Expiry: the lease ends by itself, and so do the role and
 			// its open session (VALID UNTIL alone would keep the session).
-			env = w.login(t, "short")
-			planted = append(planted, env["PGPASSWORD"])
-			job3, err := pgx.Connect(ctx, env["DATABASE_URL"])
-			if err != nil {
-				t.Fatal(err)
-			}
+			job3 := w.shortSession(t, &planted)
 			defer job3.Close(ctx)
 			sessionGone(t, job3)
 			w.waitRoles(t, 0)
