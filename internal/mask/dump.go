@@ -115,6 +115,17 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 				d.colon = c == ':'
 				d.st = dsSep
 				continue
+			case d.n == 4 && c == '-' && !d.stamped && i >= 4:
+				// A timestamp's year, not an offset; mostly the chunk
+				// holds all of it.
+				if whole, more := stampScan(p[i-4 : min(len(p), i-4+stampMax)]); whole > 0 && !more {
+					d.n, d.stamped = 0, true
+					i += whole - 5
+					continue
+				} else if !more {
+					break
+				}
+				fallthrough
 			case d.n == 4 && c == '-' && !d.stamped:
 				// A timestamp's year, not an offset.
 				d.st, d.sn = dsStamp, copy(d.stamp[:], d.digits[:4])
@@ -293,11 +304,23 @@ func mayBeOffset(b []byte) bool {
 		if b[4] != '-' {
 			return false
 		}
-		whole, more := stampScan(b[:min(len(b), stampMax)])
-		if whole == 0 || more {
-			return more
+		// Every line of a CI log has a timestamp: what follows it is
+		// looked at first, cheaply, then the timestamp itself.
+		k := quickStamp(b)
+		if k > 0 && (k < len(b) && !isHexDigit[b[k]] || !mayBeDumpLine(b[k:])) {
+			return false
 		}
-		b = b[whole:]
+		if k == 0 && len(b) >= stampMax {
+			return false
+		}
+		whole, more := stampScan(b[:min(len(b), stampMax)])
+		switch {
+		case more:
+			return true // the chunk ends in what may be a timestamp
+		case whole == 0:
+			return false
+		}
+		return mayBeDumpLine(b[whole:])
 	}
 	if len(b) >= 6 {
 		return isHexDigit[b[4]] && isHexDigit[b[0]] && isHexDigit[b[1]] && isHexDigit[b[2]] && isHexDigit[b[3]] && isHexDigit[b[5]]
@@ -363,4 +386,61 @@ func unhexByte(c byte) (byte, bool) {
 		return c - 'A' + 10, true
 	}
 	return 0, false
+}
+
+// quickStamp is where what follows the timestamp that b may begin with
+// would begin, found from a few of its bytes (stampScan checks it); 0 when
+// b begins with none, or has not come far enough to tell.
+func quickStamp(b []byte) int {
+	if len(b) < 21 || b[7] != '-' || b[10] != 'T' || b[13] != ':' || b[16] != ':' {
+		return 0
+	}
+	k := 19
+	if b[k] == '.' {
+		for k++; k < len(b) && k < 30 && isDecDigit(b[k]); k++ {
+		}
+	}
+	if k+1 >= len(b) || b[k] != 'Z' || b[k+1] != ' ' {
+		return 0
+	}
+	k += 2
+	if k+4 > len(b) {
+		return 0 // GitLab Runner's header may not have come
+	}
+	if (b[k+2] == 'O' || b[k+2] == 'E') && (b[k+3] == ' ' || b[k+3] == '+') {
+		k += 4 // GitLab Runner's header
+	}
+	return k
+}
+
+// mayBeDumpLine reports whether b, a line after its timestamp (what of it
+// has come), may be a dump's: an offset of 6 to 16 hex digits, ':' or a
+// space, spaces, and a group of an even number of hex digits that a space
+// or the line's end ends. A log line beginning with a hex word (a commit,
+// a digest) mostly fails at once.
+func mayBeDumpLine(b []byte) bool {
+	if len(b) >= 6 && !(isHexDigit[b[5]] && isHexDigit[b[2]]) {
+		return false // a word
+	}
+	i := 0
+	for i < len(b) && i <= 16 && isHexDigit[b[i]] {
+		i++
+	}
+	switch {
+	case i == len(b):
+		return true
+	case i < 6 || i > 16 || b[i] != ':' && b[i] != ' ':
+		return false
+	}
+	for i++; i < len(b) && b[i] == ' '; i++ {
+	}
+	g := i
+	for i < len(b) && i-g <= 16 && isHexDigit[b[i]] {
+		i++
+	}
+	if i == len(b) {
+		return true
+	}
+	n := i - g
+	return n >= 2 && n <= 16 && n%2 == 0 && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r')
 }
