@@ -27,10 +27,10 @@ package mask
 // byte order. Since xxd -e prints little-endian words after a ':', and od
 // --endian=big (or od -x on a big-endian host) words in byte order, a
 // second state of the automaton (g2) reads each group's bytes in the other
-// order. A CI log's timestamp before the offset (stamp.go) is read past.
-// Not read: od's octal and character formats, dumps whose lines carry
-// another prefix or colour codes (xxd -R), and lines of more than 256
-// bytes.
+// order. A CI log's timestamp before the offset (stamp.go) is read past
+// when the offset begins with '0' (a dump of less than 16 MiB). Not read:
+// od's octal and character formats, dumps whose lines carry another prefix
+// or colour codes (xxd -R), and lines of more than 256 bytes.
 //
 // Finding the lines costs a look at the first bytes of each line, in the
 // loop that already visits line ends (findWraps); a line that does not
@@ -305,9 +305,11 @@ func mayBeOffset(b []byte) bool {
 			return false
 		}
 		// Every line of a CI log has a timestamp: what follows it is
-		// looked at first, cheaply, then the timestamp itself.
+		// looked at first, cheaply, then the timestamp itself. There a
+		// dump's offset must begin with '0' (a dump of less than 16 MiB),
+		// which few log lines do.
 		k := quickStamp(b)
-		if k > 0 && (k < len(b) && !isHexDigit[b[k]] || !mayBeDumpLine(b[k:])) {
+		if k > 0 && (k < len(b) && b[k] != '0' || !mayBeDumpLine(b[k:])) {
 			return false
 		}
 		if k == 0 && len(b) >= stampMax {
