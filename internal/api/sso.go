@@ -768,8 +768,9 @@ func (a *API) listSessions(w http.ResponseWriter, r *http.Request, c caller) {
 
 func (a *API) revokeSession(w http.ResponseWriter, r *http.Request, c caller) {
 	id := r.PathValue("id")
-	if !plainText(id) {
-		writeError(w, http.StatusNotFound, "not_found", "no live session "+strconv.Quote(id))
+	if !authority.ValidSessionID(id) {
+		// Not quoted back: often the session's value, passed by mistake.
+		writeError(w, http.StatusNotFound, "not_found", "no live session by that id (pass the session's id, ses_ and 16 hex digits, not its value)")
 		return
 	}
 	if err := a.cfg.Sessions.Revoke(r.Context(), id, c.Name, c.Source); err != nil {

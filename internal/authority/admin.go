@@ -123,6 +123,12 @@ func (a *Admins) Authenticate(ctx context.Context, tok string) (store.AdminToken
 
 var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
+// credentialShaped reports whether s is a token or a session value.
+func credentialShaped(s string) bool {
+	_, err := token.Parse(s)
+	return err == nil || LooksLikeSession(s)
+}
+
 // Create issues a new admin token that works for ttl (when 0,
 // DefaultAdminTTL or the configured maximum if shorter; at most that
 // maximum); the token is returned once, with
@@ -130,6 +136,10 @@ var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duration, by string, source netip.Addr) (string, time.Time, error) {
 	if !adminName.MatchString(name) {
 		return "", time.Time{}, refuse(400, "invalid_request", "name must match %s", adminName)
+	}
+	if credentialShaped(name) {
+		// The name is kept in rows and audit entries: never a credential.
+		return "", time.Time{}, refuse(400, "invalid_request", "name must not be a token or session value")
 	}
 	if RoleRank(role) == 0 {
 		return "", time.Time{}, refuse(400, "invalid_request", "role must be admin, operator or auditor")
@@ -166,16 +176,18 @@ func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duratio
 // Revoke revokes an admin token by name.
 func (a *Admins) Revoke(ctx context.Context, name, by string, source netip.Addr) error {
 	// No token can have a name Create refuses; PostgreSQL would fail on
-	// one (NUL, invalid UTF-8) instead of finding nothing.
+	// one (NUL, invalid UTF-8) instead of finding nothing. The name is
+	// not quoted back: it is often the token itself, passed by mistake,
+	// and the answer lands on a terminal or in a CI log.
 	if !adminName.MatchString(name) {
-		return refuse(404, "not_found", "no live admin token named %q", name)
+		return refuse(404, "not_found", "no live admin token by that name (pass the token's name, not the token)")
 	}
 	ev := audit.Event{Type: audit.TypeAdminDelete, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name}}
 	since := a.audit.Size()
 	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
 	err := a.st.RevokeAdminTokenNoted(ctx, name, a.now().UTC(), note)
 	if errors.Is(err, store.ErrNotFound) {
-		return refuse(404, "not_found", "no live admin token named %q", name)
+		return refuse(404, "not_found", "no live admin token by that name (pass the token's name, not the token)")
 	}
 	if err != nil {
 		return failed("admin token revocation", err)

@@ -286,8 +286,28 @@ func (s *Sessions) SignOut(ctx context.Context, row store.AdminSession, source n
 	return err
 }
 
+// ValidSessionID reports whether id has the form of the ids Create gives
+// sessions: "ses_" and 16 lowercase hex digits.
+func ValidSessionID(id string) bool {
+	body, ok := strings.CutPrefix(id, "ses_")
+	if !ok || len(body) != 16 {
+		return false
+	}
+	for i := 0; i < len(body); i++ {
+		if c := body[i]; !(c >= '0' && c <= '9' || c >= 'a' && c <= 'f') {
+			return false
+		}
+	}
+	return true
+}
+
 // Revoke ends session id for an admin (by).
 func (s *Sessions) Revoke(ctx context.Context, id, by string, source netip.Addr) error {
+	// Only an id of Create's form is quoted back or looked up: anything
+	// else is often the session's value (or a token) passed by mistake.
+	if !ValidSessionID(id) {
+		return refuse(404, "not_found", "no live session by that id (pass the session's id, ses_ and 16 hex digits, not its value)")
+	}
 	ev := audit.Event{Type: TypeSessionRevoke, Admin: by, Source: addrString(source), Status: 200, Detail: map[string]any{"session": id}}
 	err := s.revoke(ctx, id, ev)
 	if errors.Is(err, store.ErrNotFound) {
