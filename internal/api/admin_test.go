@@ -320,3 +320,50 @@ func TestSecretWritesAudited(t *testing.T) {
 		}
 	}
 }
+
+// A credential passed as a secret's name (mayfly secret put "$TOKEN") is
+// refused before anything is written: it would be kept in the secret's
+// row and audit entry. The refusal does not quote it back.
+func TestSecretNameIsNeverACredential(t *testing.T) {
+	jobTok, err := token.New(token.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := token.NewPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	tests := []struct {
+		name   string
+		secret string
+		status int
+	}{
+		{"plain name", "deploy-key", 200},
+		{"prefix only", "mfy_deploy", 200},
+		{"job token", jobTok, 400},
+		{"minted password", pw, 400},
+		{"token inside", "x." + jobTok, 400},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			b := newAdminBench(t, nil)
+			before := len(b.log.all())
+			w := b.do("PUT", "/v1/secrets/"+tt.secret, "127.0.0.1", b.tokens[authority.RoleAdmin], `{"value":"v"}`, false)
+			if w.Code != tt.status {
+				t.Fatalf("status %d, want %d: %s", w.Code, tt.status, w.Body)
+			}
+			if tt.status == 200 {
+				return
+			}
+			if strings.Contains(w.Body.String(), tt.secret[len(tt.secret)-20:]) {
+				t.Errorf("the refusal quotes the credential: %s", w.Body)
+			}
+			if _, ok := b.vault.vals[tt.secret]; ok {
+				t.Error("stored under the credential's name")
+			}
+			if evs := b.log.all()[before:]; len(evs) != 0 {
+				t.Errorf("entries %+v", evs)
+			}
+		})
+	}
+}

@@ -123,10 +123,13 @@ func (a *Admins) Authenticate(ctx context.Context, tok string) (store.AdminToken
 
 var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 
-// credentialShaped reports whether s is a token or a session value.
-func credentialShaped(s string) bool {
-	_, err := token.Parse(s)
-	return err == nil || LooksLikeSession(s)
+// CredentialShaped reports whether s is, or holds, a mayfly token, a
+// minted password or a session value: a name kept in rows and audit
+// entries (an admin token's, a secret's) must never be one, as it is
+// when a credential is passed where its name belongs.
+func CredentialShaped(s string) bool {
+	b := []byte(s)
+	return len(token.Find(b)) > 0 || len(token.FindPasswords(b)) > 0 || LooksLikeSession(s)
 }
 
 // Create issues a new admin token that works for ttl (when 0,
@@ -137,7 +140,7 @@ func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duratio
 	if !adminName.MatchString(name) {
 		return "", time.Time{}, refuse(400, "invalid_request", "name must match %s", adminName)
 	}
-	if credentialShaped(name) {
+	if CredentialShaped(name) {
 		// The name is kept in rows and audit entries: never a credential.
 		return "", time.Time{}, refuse(400, "invalid_request", "name must not be a token or session value")
 	}

@@ -49,6 +49,11 @@ func (a *Authority) PutSecret(ctx context.Context, admin string, source netip.Ad
 // one is a 400 refusal, and one that role may not give (rotate.ErrNeedsAdmin)
 // a 403; either changes nothing.
 func (a *Authority) PutSecretRotating(ctx context.Context, admin, role string, source netip.Addr, name string, value, rotateJSON []byte) (int, error) {
+	if CredentialShaped(name) {
+		// A credential passed as the name would be kept in the secret's
+		// row and its audit entry; not quoted back either.
+		return 0, refuse(400, "invalid_request", "the secret name must not be a token, password or session value (pass the name, and the value in the body)")
+	}
 	var spec *rotate.Spec
 	remove := bytes.Equal(bytes.TrimSpace(rotateJSON), []byte("null"))
 	ev := audit.Event{Type: audit.TypeSecretWrite, Admin: admin, Source: addrString(source), Secret: name, Status: 200}

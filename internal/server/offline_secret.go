@@ -10,6 +10,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -37,6 +38,10 @@ func PutSecretOffline(ctx context.Context, o OfflineOptions, name string, value 
 	d := datadir.Dir(o.DataDir)
 	if err := d.Require(); err != nil {
 		return 0, err
+	}
+	if authority.CredentialShaped(name) {
+		// Kept in the row and the audit entry otherwise; not quoted here.
+		return 0, errors.New("the secret name must not be a token, password or session value (pass the name, and the value with --value-file)")
 	}
 	if err := secret.ValidateName(name); err != nil {
 		return 0, fmt.Errorf("secret name %q: must be 1-128 of A-Z a-z 0-9 . _ - (starting with a letter or digit)", name)

@@ -5,12 +5,14 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
 	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // A secret stored through the data dir commits together with its audit
@@ -205,6 +207,34 @@ func TestOfflineWritersRefuseAWrongAuditKey(t *testing.T) {
 					t.Errorf("the refused write changed the log: %d entries, was %d", got, before)
 				}
 			})
+		}
+	}
+}
+
+// A credential passed as the name is refused before the data dir is
+// opened, and the refusal does not quote it.
+func TestPutSecretOfflineRefusesACredentialAsName(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	t.Setenv("MAYFLY_MASTER_KEY", "")
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	tok, err := token.New(token.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range []struct {
+		name string
+		ok   bool
+	}{{"gh", true}, {tok, false}} {
+		_, err := PutSecretOffline(ctx, OfflineOptions{DataDir: dir}, tt.name, []byte("v"))
+		if (err == nil) != tt.ok {
+			t.Fatalf("%s: %v, want ok=%v", token.Hint(tt.name), err, tt.ok)
+		}
+		if err != nil && strings.Contains(err.Error(), tt.name) {
+			t.Fatalf("the refusal quotes the credential: %v", err)
 		}
 	}
 }
