@@ -343,6 +343,9 @@ func TestSecretNameIsNeverACredential(t *testing.T) {
 		{"job token", jobTok, 400},
 		{"minted password", pw, 400},
 		{"token inside", "x." + jobTok, 400},
+		{"session value", authority.SessionPrefix + strings.Repeat("Ab-9", 10) + "xyz", 400},
+		{"session value inside", "x." + authority.SessionPrefix + strings.Repeat("Ab-9", 10) + "xyz", 400},
+		{"session prefix only", "x." + authority.SessionPrefix + "short", 200},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

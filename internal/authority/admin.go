@@ -7,6 +7,7 @@ import (
 	"log/slog"
 	"net/netip"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -129,7 +130,20 @@ var adminName = regexp.MustCompile(`^[A-Za-z0-9][A-Za-z0-9._@-]{0,63}$`)
 // when a credential is passed where its name belongs.
 func CredentialShaped(s string) bool {
 	b := []byte(s)
-	return len(token.Find(b)) > 0 || len(token.FindPasswords(b)) > 0 || LooksLikeSession(s)
+	if len(token.Find(b)) > 0 || len(token.FindPasswords(b)) > 0 {
+		return true
+	}
+	for i := strings.Index(s, SessionPrefix); i >= 0; {
+		if i+SessionLen <= len(s) && LooksLikeSession(s[i:i+SessionLen]) {
+			return true
+		}
+		j := strings.Index(s[i+1:], SessionPrefix)
+		if j < 0 {
+			break
+		}
+		i += 1 + j
+	}
+	return false
 }
 
 // Create issues a new admin token that works for ttl (when 0,
