@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"html"
 	"io"
 	"net"
 	"net/http"
@@ -193,6 +194,18 @@ func TestSSOSignIn(t *testing.T) {
 		t.Fatal(err)
 	}
 	page, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	// The code goes to the CLI's port only by the page's link, once the
+	// person in the browser says so.
+	on := regexp.MustCompile(`href="(http://127\.0\.0\.1:\d+/callback\?[^"]+)"`).FindStringSubmatch(string(page))
+	if resp.StatusCode != 200 || on == nil || strings.Contains(string(page), "return to the terminal") {
+		t.Fatalf("loopback sign-in asks first: %d %s", resp.StatusCode, page)
+	}
+	resp, err = cli.Get(html.UnescapeString(on[1]))
+	if err != nil {
+		t.Fatal(err)
+	}
+	page, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
 	if resp.StatusCode != 200 || !strings.Contains(string(page), "return to the terminal") {
 		t.Fatalf("loopback sign-in page: %d %s", resp.StatusCode, page)

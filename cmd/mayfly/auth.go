@@ -295,7 +295,7 @@ func loopbackLogin(ctx context.Context, cmd *cobra.Command, c *client.Client, no
 			fmt.Fprintf(cmd.ErrOrStderr(), "(could not open a browser: %v; open the URL yourself)\n", err)
 		}
 	}
-	fmt.Fprintln(cmd.ErrOrStderr(), "Waiting for the sign-in to finish…")
+	fmt.Fprintf(cmd.ErrOrStderr(), "Waiting for the sign-in to finish (the page asks to sign in the command line on port %d)…\n", ln.Addr().(*net.TCPAddr).Port)
 	select {
 	case code := <-codes:
 		return c.CLIToken(ctx, code, verifier)

@@ -295,7 +295,15 @@ func (a *API) uiCallback(w http.ResponseWriter, r *http.Request) {
 			a.fail(w, r, err)
 			return
 		}
-		http.Redirect(w, r, "http://127.0.0.1:"+strconv.Itoa(d.CLIPort)+"/callback?code="+code+"&state="+d.CLIState, http.StatusSeeOther)
+		// Asked, not redirected: whoever made the sign-in link chose the
+		// port and the PKCE challenge, so a link from someone listening on
+		// this machine would otherwise get this user's session from a
+		// provider that signs its users in without asking.
+		port := strconv.Itoa(d.CLIPort)
+		writePage(w, http.StatusOK, pageData{Title: "Sign in the mayfly command line?",
+			Text: "Signed in as " + who.Name + " (" + who.Role + "). A program on port " + port + " of this computer asks for this sign-in. " +
+				"Continue only if you have just run mayfly auth login yourself; a sign-in link you were sent would give your session to whoever sent it.",
+			Link: "http://127.0.0.1:" + port + "/callback?code=" + code + "&state=" + d.CLIState, LinkText: "Sign in the command line on port " + port})
 		return
 	}
 	value, row, err := a.cfg.Sessions.Create(r.Context(), who, authority.ViaBrowser, a.cfg.ClientAddr(r))
