@@ -331,36 +331,53 @@ const revokeBudget = 30 * time.Second
 
 // revokeRetrying revokes tok, trying again while the failure is
 // temporary (429, 5xx, the server unreachable): a token left alive keeps
-// every credential minted for it alive too. It waits as Retry-After asks,
-// else 0.5s doubling up to 8s, and gives up when the wait would end past
-// revokeBudget. ctx's cancellation does not stop it.
+// every credential minted for it alive too. It starts waiting 0.5s and
+// gives up when the wait would end past revokeBudget (retryTemporary).
+// ctx's cancellation does not stop it.
 func revokeRetrying(ctx context.Context, c *client.Client, tok string) error {
 	deadline := time.Now().Add(revokeBudget)
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
-	backoff := 500 * time.Millisecond
-	for {
-		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
-		err := c.Revoke(actx, tok)
-		acancel()
+	temporary := func(err error) bool {
 		var e *client.Error
 		var ce *client.ConnError
-		switch {
-		case err == nil:
-			return nil
-		case errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status >= 500):
-		case errors.As(err, &ce):
-		default:
+		return errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status >= 500) || errors.As(err, &ce)
+	}
+	return retryTemporary(ctx, deadline, 500*time.Millisecond, temporary, func() error {
+		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
+		defer acancel()
+		return c.Revoke(actx, tok)
+	}, nil)
+}
+
+// retryTemporary calls try until it succeeds or fails for good
+// (temporary says no), waiting between tries as the server's Retry-After
+// asks, else first doubling up to 8s; it gives up, with the last error,
+// when the next wait would end past deadline or ctx ends. waiting, when
+// set, is told each wait before it starts.
+func retryTemporary(ctx context.Context, deadline time.Time, first time.Duration, temporary func(error) bool, try func() error, waiting func(err error, wait time.Duration)) error {
+	backoff := first
+	for {
+		err := try()
+		if err == nil || !temporary(err) {
 			return err
 		}
 		wait := backoff
-		if e != nil && e.RetryAfter > 0 {
+		var e *client.Error
+		if errors.As(err, &e) && e.RetryAfter > 0 {
 			wait = e.RetryAfter
 		}
 		backoff = min(2*backoff, 8*time.Second)
 		if time.Until(deadline) < wait {
 			return err
 		}
-		time.Sleep(wait)
+		if waiting != nil {
+			waiting(err, wait)
+		}
+		select {
+		case <-ctx.Done():
+			return err
+		case <-time.After(wait):
+		}
 	}
 }

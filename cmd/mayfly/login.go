@@ -108,36 +108,25 @@ const exchangeBudget = time.Minute
 
 // exchangeRetrying is Exchange, tried again while the server answers 429
 // or 503 (rate limited, the issuer's keys or the audit log unavailable:
-// nothing was done, so the ID token is not spent), waiting as Retry-After
-// asks, else 1s doubling up to 8s, until the wait would end past
-// exchangeBudget. A dropped connection is not retried: the exchange may
-// have been done, and the token's jti would then be refused. sentAt is
-// when the last attempt was sent, from which the token's life counts.
+// nothing was done, so the ID token is not spent), starting at 1s, for up
+// to exchangeBudget (retryTemporary). A dropped connection is not retried:
+// the exchange may have been done, and the token's jti would then be
+// refused. sentAt is when the last attempt was sent, from which the
+// token's life counts.
 func exchangeRetrying(ctx context.Context, jc *client.Client, req client.ExchangeRequest, stderr io.Writer) (resp *apitype.TokenResponse, raw []byte, sentAt time.Time, err error) {
-	deadline := time.Now().Add(exchangeBudget)
-	backoff := time.Second
-	for {
-		sentAt = time.Now()
-		resp, raw, err = jc.Exchange(ctx, req)
+	temporary := func(err error) bool {
 		var e *client.Error
-		if err == nil || !errors.As(err, &e) || (e.Status != http.StatusTooManyRequests && e.Status != http.StatusServiceUnavailable) {
-			return resp, raw, sentAt, err
-		}
-		wait := backoff
-		if e.RetryAfter > 0 {
-			wait = e.RetryAfter
-		}
-		backoff = min(2*backoff, 8*time.Second)
-		if time.Until(deadline) < wait {
-			return resp, raw, sentAt, err
-		}
-		fmt.Fprintf(stderr, "mayfly: token exchange: %s; trying again in %s\n", client.OneLine(err.Error(), 200), wait)
-		select {
-		case <-ctx.Done():
-			return resp, raw, sentAt, err
-		case <-time.After(wait):
-		}
+		return errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status == http.StatusServiceUnavailable)
 	}
+	err = retryTemporary(ctx, time.Now().Add(exchangeBudget), time.Second, temporary, func() error {
+		sentAt = time.Now()
+		var err error
+		resp, raw, err = jc.Exchange(ctx, req)
+		return err
+	}, func(err error, wait time.Duration) {
+		fmt.Fprintf(stderr, "mayfly: token exchange: %s; trying again in %s\n", client.OneLine(err.Error(), 200), wait)
+	})
+	return resp, raw, sentAt, err
 }
 
 // jobErr maps an exchange failure: a refusal (400 invalid_grant,
