@@ -60,6 +60,7 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/bench/internal/goproxy"
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 )
 
@@ -489,56 +490,6 @@ func startIssuer() *issuer {
 
 // ---- measuring ----
 
-// procCPU is the CPU time (user+system) of pid and its children (nginx's
-// workers), from /proc.
-func procCPU(pid int) time.Duration {
-	if pid == 0 {
-		return 0
-	}
-	total := statCPU(pid)
-	ents, _ := os.ReadDir("/proc")
-	for _, e := range ents {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || child == pid {
-			continue
-		}
-		if ppid, _ := stat(child); ppid == pid {
-			total += statCPU(child)
-		}
-	}
-	return total
-}
-
-func statCPU(pid int) time.Duration { _, c := stat(pid); return c }
-
-// stat returns a process's parent and CPU time, from /proc/PID/stat
-// (fields 14 and 15, in USER_HZ = 100 ticks a second).
-func stat(pid int) (int, time.Duration) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return ppid, time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-func loadAvg() float64 {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
-
 type wrkResult struct {
 	rps, requests float64
 	p50, p99      time.Duration
@@ -552,9 +503,9 @@ func wrk(t *target, u string, threads, connections int) wrkResult {
 	if t.token != "" {
 		args = append(args, "-H", "Authorization: Bearer "+t.token)
 	}
-	cpu0 := procCPU(t.pid)
+	cpu0 := measure.TreeCPU(t.pid)
 	out, err := exec.Command("wrk", append(args, u)...).CombinedOutput()
-	cpu := procCPU(t.pid) - cpu0
+	cpu := measure.TreeCPU(t.pid) - cpu0
 	if err != nil {
 		log.Fatalf("wrk %s: %v\n%s", u, err, out)
 	}
@@ -626,23 +577,14 @@ func profile(t *target, file string, fn func()) {
 	<-done
 }
 
-func median[T int64 | float64 | time.Duration](xs []T) T {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
-
 type series struct {
 	load []float64
 }
 
-func (s *series) note() { s.load = append(s.load, loadAvg()) }
+func (s *series) note() { s.load = append(s.load, measure.LoadAvg()) }
 
 func (s *series) loadText() string {
-	return fmt.Sprintf("load average (1 min) over the rounds: median %.1f, %.1f–%.1f", median(s.load), slices.Min(s.load), slices.Max(s.load))
+	return fmt.Sprintf("load average (1 min) over the rounds: median %.1f, %.1f–%.1f", measure.Median(s.load), slices.Min(s.load), slices.Max(s.load))
 }
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
@@ -678,7 +620,7 @@ func (b *bench) gatewayRow(ts []*target) {
 	}
 	var nginxCPU time.Duration
 	if r := all["nginx"]; r != nil {
-		nginxCPU = median(r.cpu)
+		nginxCPU = measure.Median(r.cpu)
 	}
 	out := []string{fmt.Sprintf("## gateway: plain HTTP, %d-byte responses, wrk -c1 for latency and -c%d -t2 for throughput, %v runs, medians of %d rounds; %s",
 		*size, *conns, *dur, *rounds, s.loadText()),
@@ -687,13 +629,13 @@ func (b *bench) gatewayRow(ts []*target) {
 		r := all[t.name]
 		vs := "—"
 		if nginxCPU > 0 && t.pid != 0 {
-			vs = fmt.Sprintf("%.1f×", float64(median(r.cpu))/float64(nginxCPU))
+			vs = fmt.Sprintf("%.1f×", float64(measure.Median(r.cpu))/float64(nginxCPU))
 		}
 		cpu := "—"
 		if t.pid != 0 {
-			cpu = us(median(r.cpu))
+			cpu = us(measure.Median(r.cpu))
 		}
-		out = append(out, fmt.Sprintf("| %s | %s | %s | %s | %.0f | %s | %s |", t.name, us(median(r.p50)), us(median(r.p99)), us(median(r.added)), median(r.rps), cpu, vs))
+		out = append(out, fmt.Sprintf("| %s | %s | %s | %s | %.0f | %s | %s |", t.name, us(measure.Median(r.p50)), us(measure.Median(r.p99)), us(measure.Median(r.added)), measure.Median(r.rps), cpu, vs))
 	}
 	b.table(out)
 }
@@ -721,7 +663,7 @@ func (b *bench) tlsRow(ts []*target) {
 	}
 	var nginxCPU time.Duration
 	if r := all["nginx"]; r != nil {
-		nginxCPU = median(r.cpu)
+		nginxCPU = measure.Median(r.cpu)
 	}
 	out := []string{fmt.Sprintf("## tls: HTTP/1.1 over TLS (ECDSA P-256, the same certificate everywhere), keep-alive, wrk -c%d -t2, %v runs, medians of %d rounds; %s",
 		*conns, *dur, *rounds, s.loadText()), "", "| target | req/s | CPU per request | CPU vs nginx TLS |", "|---|---|---|---|"}
@@ -729,9 +671,9 @@ func (b *bench) tlsRow(ts []*target) {
 		r := all[t.name]
 		vs := "—"
 		if nginxCPU > 0 {
-			vs = fmt.Sprintf("%.1f×", float64(median(r.cpu))/float64(nginxCPU))
+			vs = fmt.Sprintf("%.1f×", float64(measure.Median(r.cpu))/float64(nginxCPU))
 		}
-		out = append(out, fmt.Sprintf("| %s | %.0f | %s | %s |", t.name, median(r.rps), us(median(r.cpu)), vs))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %s | %s |", t.name, measure.Median(r.rps), us(measure.Median(r.cpu)), vs))
 	}
 	b.table(out)
 }
@@ -748,13 +690,13 @@ func curl(t *target, u string, extra ...string) (time.Duration, time.Duration, i
 	check(err)
 	var stderr bytes.Buffer
 	cmd.Stderr = &stderr
-	cpu0 := procCPU(t.pid)
+	cpu0 := measure.TreeCPU(t.pid)
 	start := time.Now()
 	check(cmd.Start())
 	n, _ := io.CopyBuffer(io.Discard, stdout, make([]byte, 1<<20))
 	err = cmd.Wait()
 	el := time.Since(start)
-	cpu := procCPU(t.pid) - cpu0
+	cpu := measure.TreeCPU(t.pid) - cpu0
 	if err != nil {
 		log.Fatalf("curl %s %v: %v %s", u, extra, err, stderr.Bytes())
 	}
@@ -799,7 +741,7 @@ func (b *bench) downloadRow(ts []*target) {
 	out := []string{fmt.Sprintf("## download: %d MiB over TLS with curl, medians of %d rounds; %s", *downloadMiB, *rounds, s.loadText()),
 		"", "| target | MiB/s | proxy CPU per download |", "|---|---|---|"}
 	for _, k := range keys {
-		out = append(out, fmt.Sprintf("| %s | %.0f | %.2f s |", k, median(all[k].speed), median(all[k].cpu).Seconds()))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %.2f s |", k, measure.Median(all[k].speed), measure.Median(all[k].cpu).Seconds()))
 	}
 	b.table(out)
 }
@@ -841,7 +783,7 @@ func (b *bench) gzipRow(ts []*target) {
 		"", fmt.Sprintf("| target | decoded MiB/s, loopback | decoded MiB/s, client at --limit-rate %s | proxy CPU per body | bytes sent to the client |", *gzipRate), "|---|---|---|---|---|"}
 	for _, t := range ts {
 		r := all[t.name]
-		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f | %.2f s | %d MiB |", t.name, median(r.speed), median(r.limited), median(r.cpu).Seconds(), r.wire>>20))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f | %.2f s | %d MiB |", t.name, measure.Median(r.speed), measure.Median(r.limited), measure.Median(r.cpu).Seconds(), r.wire>>20))
 	}
 	b.table(out)
 }
@@ -887,7 +829,7 @@ func (b *bench) maskRow(bins map[string]string) {
 		if name != "cat" {
 			label = name + " mask"
 		}
-		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f %% | %.0f |", label, median(speed[name]), 100*median(speed[name])/median(speed["cat"]), median(cpuSpeed[name])))
+		out = append(out, fmt.Sprintf("| %s | %.0f | %.0f %% | %.0f |", label, measure.Median(speed[name]), 100*measure.Median(speed[name])/measure.Median(speed["cat"]), measure.Median(cpuSpeed[name])))
 	}
 	b.table(out)
 }
@@ -960,7 +902,7 @@ func (b *bench) verifyRow(bins map[string]string) {
 		"", "| binary | wall per 1,000,000 entries | CPU per 1,000,000 entries |", "|---|---|---|"}
 	for _, name := range slices.Sorted(mapsKeys(bins)) {
 		if len(wall[name]) > 0 {
-			out = append(out, fmt.Sprintf("| %s | %.2f s | %.2f s |", name, median(wall[name]).Seconds()*scale, median(cpu[name]).Seconds()*scale))
+			out = append(out, fmt.Sprintf("| %s | %.2f s | %.2f s |", name, measure.Median(wall[name]).Seconds()*scale, measure.Median(cpu[name]).Seconds()*scale))
 		}
 	}
 	b.table(out)

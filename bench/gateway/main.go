@@ -32,6 +32,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mayfly-sh/mayfly/bench/internal/goproxy"
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/gateway"
@@ -196,7 +197,7 @@ grants:
 		rps      float64
 		cpu      time.Duration // process CPU time per request at saturation
 	}
-	measure := func(name, u string, profile bool) result {
+	run := func(name, u string, profile bool) result {
 		for range 200 { // warm up
 			if err := do(u); err != nil {
 				log.Fatalf("%s: %v", name, err)
@@ -259,7 +260,7 @@ grants:
 	var ratios, cpuRatios, addedVsBare, addedVsDirect []float64
 	for round := range *rounds {
 		for _, t := range targets {
-			runs[t.name] = append(runs[t.name], measure(t.name, t.url, round == 0 && *cpuprofile != "" && t.name == *profiled))
+			runs[t.name] = append(runs[t.name], run(t.name, t.url, round == 0 && *cpuprofile != "" && t.name == *profiled))
 		}
 		d, b, g := runs["direct"][round], runs["bare proxy"][round], runs["mayfly gateway"][round]
 		ratios = append(ratios, g.rps/b.rps)
@@ -269,14 +270,13 @@ grants:
 			round+1, 100*g.rps/b.rps, 100*float64(b.cpu)/float64(g.cpu), (g.p50 - d.p50).Round(time.Microsecond))
 		cpuRatios = append(cpuRatios, float64(b.cpu)/float64(g.cpu))
 	}
-	median := func(xs []float64) float64 { xs = slices.Clone(xs); slices.Sort(xs); return xs[len(xs)/2] }
 	res := map[string]result{}
 	for name, rs := range runs {
 		var p50, p99, rps, cpu []float64
 		for _, r := range rs {
 			p50, p99, rps, cpu = append(p50, float64(r.p50)), append(p99, float64(r.p99)), append(rps, r.rps), append(cpu, float64(r.cpu))
 		}
-		res[name] = result{time.Duration(median(p50)), time.Duration(median(p99)), median(rps), time.Duration(median(cpu))}
+		res[name] = result{time.Duration(measure.Median(p50)), time.Duration(measure.Median(p99)), measure.Median(rps), time.Duration(measure.Median(cpu))}
 	}
 	fmt.Printf("loopback, %d-byte responses; latency over %d sequential requests; throughput with %d clients for %v; median of %d rounds\n\n",
 		*size, *n, *conc, *dur, *rounds)
@@ -288,7 +288,7 @@ grants:
 			(r.p50 - d.p50).Round(time.Microsecond), (r.p99 - d.p99).Round(time.Microsecond), r.cpu.Round(time.Microsecond))
 	}
 	fmt.Printf("\ngateway/bare: throughput %.0f%%, CPU per request bare/gateway %.0f%%, p50 added vs bare %v, p50 added vs direct %v (medians of the per-round figures)\n",
-		100*median(ratios), 100*median(cpuRatios), time.Duration(median(addedVsBare)).Round(time.Microsecond), time.Duration(median(addedVsDirect)).Round(time.Microsecond))
+		100*measure.Median(ratios), 100*measure.Median(cpuRatios), time.Duration(measure.Median(addedVsBare)).Round(time.Microsecond), time.Duration(measure.Median(addedVsDirect)).Round(time.Microsecond))
 	slices.Sort(ta.d)
 	if len(ta.d) > 0 {
 		fmt.Printf("gateway wait for its audit entry (latency run): p50 %v, p99 %v\n",

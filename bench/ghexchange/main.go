@@ -23,6 +23,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/githubtest"
@@ -141,10 +142,9 @@ grants:
 	if more := gh.Calls("POST /app/installations/{id}/access_tokens") - minted; more != 0 {
 		log.Fatalf("%d tokens minted during the run: the cache was not used", more)
 	}
-	load, _ := os.ReadFile("/proc/loadavg")
 	fmt.Printf("exchange with deliver: gateway on a cached GitHub App token vs a stored secret\n")
 	fmt.Printf("%s backend, in-process handler, 1 client, %d × %d exchanges per grant alternating one by one; load average %s\n",
-		backend(*pg), *rounds, *n, strings.Join(strings.Fields(string(load))[:3], " "))
+		backend(*pg), *rounds, *n, measure.LoadAvgs())
 	names := [2]string{"stored secret (today)", "github_app, cached token"}
 	if *aa {
 		names[1] = "stored secret (again, A/A)"

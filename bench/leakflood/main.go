@@ -45,6 +45,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
@@ -220,12 +221,12 @@ grants:
 		flooder  float64 // the flooder's CPU seconds per second (flooded phases)
 	}
 	results := map[string][2][]sample{}
-	measure := func(name string, op func(int) int) sample {
+	run := func(name string, op func(int) int) sample {
 		if *verbose {
 			log.Printf("phase %s begins", name)
 		}
 		var lat []time.Duration
-		cpu0 := procCPU(srv.Process.Pid)
+		cpu0 := measure.CPU(srv.Process.Pid).Seconds()
 		start := time.Now()
 		for i := 0; time.Since(start) < *phase && i < *maxOps; i++ {
 			t := time.Now()
@@ -235,7 +236,7 @@ grants:
 			lat = append(lat, time.Since(t))
 		}
 		el := time.Since(start).Seconds()
-		cpu := (procCPU(srv.Process.Pid) - cpu0) / el
+		cpu := (measure.CPU(srv.Process.Pid).Seconds() - cpu0) / el
 		for len(idts) > 0 {
 			<-idts
 		}
@@ -243,7 +244,7 @@ grants:
 		return sample{p50: lat[len(lat)/2], p90: lat[len(lat)*9/10], mean: time.Duration(el * float64(time.Second) / float64(len(lat))), n: len(lat), cpu: cpu}
 	}
 	fmt.Printf("leak flood: %s backend, TLS, %d flooding connections from %d addresses, %d tokens per report to %s, flooder nice %d, limits %q, %d cores, load %s\n",
-		backend(), *flooders, *addrs, *perRep, *path, *nice, *limits, numCPU(), loadavg())
+		backend(), *flooders, *addrs, *perRep, *path, *nice, *limits, measure.NumCPU(), measure.LoadAvgs())
 	// One flooder for the whole run, stopped (SIGSTOP) during quiet
 	// phases: phases can be short and many, so that the machine's own
 	// swings (other tenants' disk and CPU) fall on both kinds alike.
@@ -261,16 +262,16 @@ grants:
 					mint(*maxOps)
 				}
 				if (k == 0) == (r%2 == 0) {
-					q = measure(op.name+" quiet", op.do)
+					q = run(op.name+" quiet", op.do)
 					continue
 				}
 				fl.resume()
 				time.Sleep(100 * time.Millisecond) // the flood is running again
 				t := time.Now()
-				fcpu := procCPU(fl.cmd.Process.Pid)
-				f = measure(op.name+" flood", op.do)
+				fcpu := measure.CPU(fl.cmd.Process.Pid).Seconds()
+				f = run(op.name+" flood", op.do)
 				el := time.Since(t).Seconds()
-				f.flooder = (procCPU(fl.cmd.Process.Pid) - fcpu) / el
+				f.flooder = (measure.CPU(fl.cmd.Process.Pid).Seconds() - fcpu) / el
 				floodSecs += el
 				fl.pause()
 			}
@@ -284,7 +285,7 @@ grants:
 		}
 	}
 	st := fl.stop()
-	fmt.Printf("\nmedians over %d rounds (load now %s)\n", *rounds, loadavg())
+	fmt.Printf("\nmedians over %d rounds (load now %s)\n", *rounds, measure.LoadAvgs())
 	fmt.Printf("%-9s %10s %10s %9s %10s %9s %10s %10s %12s\n", "", "quiet p50", "flood p50", "p50 ratio", "mean ratio", "p90 ratio", "quiet CPU", "flood CPU", "flooder CPU")
 	for _, op := range ops {
 		s := results[op.name]
@@ -299,13 +300,13 @@ grants:
 			for _, x := range xs {
 				v = append(v, f(x))
 			}
-			return median(v)
+			return measure.Median(v)
 		}
 		p50 := func(x sample) float64 { return float64(x.p50) }
 		cpu := func(x sample) float64 { return x.cpu }
 		fcpu := func(x sample) float64 { return x.flooder }
 		fmt.Printf("%-9s %10s %10s %9.2f %10.2f %9.2f %10.2f %10.2f %12.2f\n", op.name, time.Duration(md(s[0], p50)).Round(time.Microsecond),
-			time.Duration(md(s[1], p50)).Round(time.Microsecond), median(ratios), median(rmean), median(r90), md(s[0], cpu), md(s[1], cpu), md(s[1], fcpu))
+			time.Duration(md(s[1], p50)).Round(time.Microsecond), measure.Median(ratios), measure.Median(rmean), measure.Median(r90), md(s[0], cpu), md(s[1], cpu), md(s[1], fcpu))
 	}
 	// Rates per second of flooded phases (the flooder also ran during the
 	// 100 ms before each, which these slightly overstate).
@@ -437,37 +438,6 @@ func backend() string {
 		return "PostgreSQL"
 	}
 	return "SQLite"
-}
-
-func median(xs []float64) float64 {
-	xs = slices.Clone(xs)
-	slices.Sort(xs)
-	return xs[len(xs)/2]
-}
-
-// procCPU is a process's CPU time (user+system) in seconds.
-func procCPU(pid int) float64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	check(err)
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return (ut + st) / 100 // USER_HZ is 100 on Linux
-}
-
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "?"
-	}
-	return strings.Join(f[:3], " ")
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return max(1, strings.Count(string(b), "processor\t:"))
 }
 
 func check(err error) {

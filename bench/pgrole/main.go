@@ -33,6 +33,7 @@ import (
 
 	"github.com/jackc/pgx/v5"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/server"
@@ -150,7 +151,7 @@ grants:
 			}
 		}
 	}
-	fmt.Printf("PostgreSQL-role exchange benchmark: SQLite store, HTTPS on loopback, 1 client, %d interleaved rounds of %d; load average %s\n", *rounds, *per, loadavg())
+	fmt.Printf("PostgreSQL-role exchange benchmark: SQLite store, HTTPS on loopback, 1 client, %d interleaved rounds of %d; load average %s\n", *rounds, *per, measure.LoadAvgs())
 	fmt.Printf("%-34s %8s %8s %8s\n", "exchange", "n", "p50", "p99")
 	fmt.Printf("%-34s %8d %8s %8s\n", "plain (stored-secret grant)", len(plain), pct(plain, 50), pct(plain, 99))
 	fmt.Printf("%-34s %8d %8s %8s\n", "PostgreSQL role (creates a role)", len(role), pct(role, 50), pct(role, 99))
@@ -177,7 +178,7 @@ grants:
 		if n := up.countRoles(); n != *revokeN {
 			log.Fatalf("%d roles, want %d", n, *revokeN)
 		}
-		load := loadavg()
+		load := measure.LoadAvgs()
 		t0 := time.Now()
 		admin("POST", "/v1/leases/revoke", `{"grant":"migrate"}`)
 		answered := time.Since(t0)
@@ -282,16 +283,6 @@ func (u *upstream) drop() {
 	}
 	conn.Exec(ctx, "DROP ROLE IF EXISTS "+u.group)
 	conn.Exec(ctx, "DROP ROLE IF EXISTS "+u.adminRole)
-}
-
-// loadavg is the 1, 5 and 15 minute load averages.
-func loadavg() string {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) < 3 {
-		return "unknown"
-	}
-	return strings.Join(f[:3], " ")
 }
 
 func envOr(k, def string) string {

@@ -61,6 +61,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 )
 
@@ -203,10 +204,10 @@ func (b *bench) run(concs []int) {
 			order = append(order[rot:], order[:rot]...)
 			for _, t := range order {
 				time.Sleep(300 * time.Millisecond) // background work of the last run settles
-				cpu0, w0 := procCPU(t.pid), procWrites(t.pid)
+				cpu0, w0 := measure.CPU(t.pid), measure.Writes(t.pid)
 				r := runExchanges(t, c, toks)
-				cpu := procCPU(t.pid) - cpu0
-				w := procWrites(t.pid) - w0
+				cpu := measure.CPU(t.pid) - cpu0
+				w := measure.Writes(t.pid) - w0
 				if r.failed > 0 {
 					log.Fatalf("%s c=%d: %d of %d exchanges failed: %s", t.name, c, r.failed, len(toks), r.firstErr)
 				}
@@ -221,10 +222,10 @@ func (b *bench) run(concs []int) {
 				s.writes = append(s.writes, float64(w)/float64(len(toks)))
 				s.p50 = append(s.p50, r.quantile(0.5))
 				s.p99 = append(s.p99, r.quantile(0.99))
-				load = append(load, loadAvg())
+				load = append(load, measure.LoadAvg())
 				log.Printf("round %d c=%-3d %-24s %7.0f exchanges/s  p50 %8v  p99 %8v  CPU %v/exchange  %.1f writes/exchange  load %.1f", round+1, c, t.name,
 					rate, r.quantile(0.5).Round(time.Microsecond), r.quantile(0.99).Round(time.Microsecond),
-					(cpu / time.Duration(len(toks))).Round(time.Microsecond), float64(w)/float64(len(toks)), loadAvg())
+					(cpu / time.Duration(len(toks))).Round(time.Microsecond), float64(w)/float64(len(toks)), measure.LoadAvg())
 			}
 		}
 	}
@@ -234,7 +235,7 @@ func (b *bench) run(concs []int) {
 		proto = "plain HTTP on loopback, keep-alive"
 	}
 	fmt.Printf("\n## exchanges: mayfly POST /v1/token vs Vault JWT login, fresh RS256 ID tokens, %s; medians of %d interleaved rounds, %d exchanges a run (%d at c=1); load average (1 min) over the runs: median %.1f, %.1f–%.1f\n%s\n",
-		proto, *rounds, *perRun, max(1, *perRun/4), median(load), slices.Min(load), slices.Max(load), vaultNote)
+		proto, *rounds, *perRun, max(1, *perRun/4), measure.Median(load), slices.Min(load), slices.Max(load), vaultNote)
 	for _, c := range concs {
 		fmt.Printf("\n### concurrency %d\n\n| target | exchanges/s | p50 | p99 | server CPU per exchange | server write calls per exchange | mayfly's exchanges/s ÷ this |\n|---|---|---|---|---|---|---|\n", c)
 		m := res[key2{"mayfly", c}]
@@ -242,9 +243,9 @@ func (b *bench) run(concs []int) {
 			s := res[key2{t.name, c}]
 			ratio := "—"
 			if t.name != "mayfly" {
-				ratio = fmt.Sprintf("%.1f×", median(m.rate)/median(s.rate))
+				ratio = fmt.Sprintf("%.1f×", measure.Median(m.rate)/measure.Median(s.rate))
 			}
-			fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f | %s |\n", t.name, median(s.rate), ms(median(s.p50)), ms(median(s.p99)), us(median(s.cpu)), median(s.writes), ratio)
+			fmt.Printf("| %s | %.0f | %s | %s | %s | %.1f | %s |\n", t.name, measure.Median(s.rate), ms(measure.Median(s.p50)), ms(measure.Median(s.p99)), us(measure.Median(s.cpu)), measure.Median(s.writes), ratio)
 		}
 	}
 
@@ -256,7 +257,7 @@ func (b *bench) run(concs []int) {
 				}
 				n := *perRun * 2
 				s := res[key2{t.name, c}]
-				secs := max(1, int(float64(n)/median(s.rate)*0.9))
+				secs := max(1, int(float64(n)/measure.Median(s.rate)*0.9))
 				toks := iss.mintForms(n)
 				file := filepath.Join(*pprofDir, fmt.Sprintf("exchange-%s-c%d.pprof", t.name, c))
 				done := make(chan struct{})
@@ -647,59 +648,6 @@ func exchange(t *target, body []byte, buf *bytes.Buffer) string {
 }
 
 // ---- measuring ----
-
-// procCPU is the CPU time (user+system) of pid, from /proc/PID/stat
-// (fields 14 and 15, in USER_HZ = 100 ticks a second).
-func procCPU(pid int) time.Duration {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0
-	}
-	ut, _ := strconv.ParseInt(f[11], 10, 64)
-	st, _ := strconv.ParseInt(f[12], 10, 64)
-	return time.Duration(ut+st) * 10 * time.Millisecond
-}
-
-// procWrites is how many write system calls (write, pwrite, writev…) pid
-// has made, from /proc/PID/io (syscw): unlike CPU time, a count the
-// machine's load does not blur.
-func procWrites(pid int) int64 {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/io", pid))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(b), "\n") {
-		if v, ok := strings.CutPrefix(line, "syscw: "); ok {
-			n, _ := strconv.ParseInt(v, 10, 64)
-			return n
-		}
-	}
-	return 0
-}
-
-func loadAvg() float64 {
-	b, _ := os.ReadFile("/proc/loadavg")
-	f := strings.Fields(string(b))
-	if len(f) == 0 {
-		return 0
-	}
-	v, _ := strconv.ParseFloat(f[0], 64)
-	return v
-}
-
-func median[T float64 | time.Duration](xs []T) T {
-	if len(xs) == 0 {
-		return 0
-	}
-	s := slices.Clone(xs)
-	slices.Sort(s)
-	return s[len(s)/2]
-}
 
 func us(d time.Duration) string { return fmt.Sprintf("%.0f µs", float64(d)/float64(time.Microsecond)) }
 
