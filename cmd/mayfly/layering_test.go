@@ -33,6 +33,8 @@ var layers = map[string]int{
 	"internal/proccpu":    0, // the process's CPU time, for benchmarks (getrusage, GetProcessTimes)
 	// the benches' pooled Go reverse proxy, their anchor: imports no mayfly package
 	"bench/internal/goproxy": 0,
+	// what the benches read off the machine (/proc) and their medians
+	"bench/internal/measure": 0,
 	// storage
 	"internal/store":           1,
 	"internal/store/storetest": 1,
