@@ -83,8 +83,11 @@ type Config struct {
 	// ParseLeakReport extracts tokens from a /v1/leaks body.
 	ParseLeakReport func(body []byte) (tokens []string, source, url string, err error)
 	// VerifyLeakSignature, when set, checks a signed leak report (GitHub's
-	// secret-scanning signature headers); an error refuses the report.
-	VerifyLeakSignature func(r *http.Request, body []byte) error
+	// secret-scanning signature headers): signed says the report carries a
+	// signature, err that it does not verify. Either way the report is
+	// taken (holding a token is enough to kill it); its audit entry says
+	// what the signature said.
+	VerifyLeakSignature func(r *http.Request, body []byte) (signed bool, err error)
 	Limits              Limits
 	Registerer          prometheus.Registerer
 	Gatherer            prometheus.Gatherer

@@ -397,10 +397,18 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	if !a.leakBudgetAllows(w) {
 		return
 	}
+	// A signature that does not verify does not stop the report: an
+	// unsigned one is taken, so refusing it would stop no one, and would
+	// keep alive the tokens of a genuine report that GitHub signed with a
+	// key not configured yet, or whose body a proxy re-encoded.
+	signature := ""
 	if a.cfg.VerifyLeakSignature != nil {
-		if err := a.cfg.VerifyLeakSignature(r, body); err != nil {
-			writeError(w, http.StatusUnauthorized, "invalid_signature", "leak report signature rejected")
-			return
+		switch signed, err := a.cfg.VerifyLeakSignature(r, body); {
+		case err != nil:
+			signature = "invalid"
+			a.cfg.Logger.Warn("a leak report's signature does not verify; the report is taken as unsigned", "err", err)
+		case signed:
+			signature = "verified"
 		}
 	}
 	toks, source, url, err := a.cfg.ParseLeakReport(body)
@@ -414,7 +422,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.leakBudget.spend(time.Now(), len(toks)-(len(body)+1023)/1024)
-	res, err := a.cfg.Authority.Leak(r.Context(), toks, source, url, src)
+	res, err := a.cfg.Authority.Leak(r.Context(), toks, authority.LeakOrigin{Source: source, URL: url, Signature: signature}, src)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -49,7 +49,7 @@ func TestRevokingAnAdminTokenSparesItsNamesNewToken(t *testing.T) {
 			return a.RevokeToken(ctx, old, netip.Addr{}, "holder")
 		}},
 		{"leak report", func(a *Authority, old string) error {
-			_, err := a.Leak(ctx, []string{old}, "github", "", netip.Addr{})
+			_, err := a.Leak(ctx, []string{old}, LeakOrigin{Source: "github"}, netip.Addr{})
 			return err
 		}},
 	}

@@ -125,7 +125,7 @@ func TestActionAndEntryTogether(t *testing.T) {
 			}, revoked},
 		{"leak report", audit.TypeLeak, "leases", "UPDATE",
 			func(b *bench, f *fixture) error {
-				_, err := b.a.Leak(context.Background(), []string{f.tok, f.adminTok}, "github", "https://example.test/x", src)
+				_, err := b.a.Leak(context.Background(), []string{f.tok, f.adminTok}, LeakOrigin{Source: "github", URL: "https://example.test/x"}, src)
 				return err
 			},
 			func(b *bench, f *fixture) bool {

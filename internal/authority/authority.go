@@ -775,12 +775,21 @@ type RevokedLease struct {
 	Hint    string `json:"hint"`
 }
 
+// LeakOrigin is what a leak report says of itself, as its audit entry
+// records it.
+type LeakOrigin struct {
+	Source, URL string // a provider report's "source" and "url" (GitLab: "location")
+	// Signature is what the report's signature said: "" (none, or none
+	// checked), "verified" or "invalid" (the report is taken all the same).
+	Signature string
+}
+
 // Leak revokes every live job and admin token, admin session and minted
 // credential among toks before returning.
 // Its work is bounded by len(toks), which the caller caps: repeated tokens
 // count once, and unknown tokens are looked up together (a few store
 // queries in all), never one query each.
-func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, reportURL string, source netip.Addr) (*LeakResult, error) {
+func (a *Authority) Leak(ctx context.Context, toks []string, origin LeakOrigin, source netip.Addr) (*LeakResult, error) {
 	seen := make(map[string]bool, len(toks))
 	var jobs, admins, minted, sessions []string
 	for _, t := range toks {
@@ -901,7 +910,10 @@ func (a *Authority) Leak(ctx context.Context, toks []string, reportSource, repor
 				Detail: map[string]any{"session": id}})
 		}
 		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin) + len(r.RevokedSessions)), Status: 200,
-			Detail: map[string]any{"report_source": clip(reportSource), "url": clip(reportURL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
+			Detail: map[string]any{"report_source": clip(origin.Source), "url": clip(origin.URL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
+		if origin.Signature != "" {
+			ev.Detail["signature"] = origin.Signature
+		}
 		if len(r.RevokedAdmin) > 0 {
 			ev.Detail["admin_tokens"] = len(r.RevokedAdmin)
 		}

@@ -196,7 +196,7 @@ func TestGitHubAppExchange(t *testing.T) {
 				if shared == "" || !gb.gh.Live(own) || own == shared {
 					t.Fatal("no shared and own token at GitHub")
 				}
-				lr, err := gb.a.Leak(ctx, []string{shared, own}, "", "", corpAddr)
+				lr, err := gb.a.Leak(ctx, []string{shared, own}, LeakOrigin{}, corpAddr)
 				if err != nil || len(lr.Revoked) != 2 {
 					t.Fatalf("leak = %+v %v", lr, err)
 				}

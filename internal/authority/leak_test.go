@@ -46,7 +46,7 @@ func TestLeak(t *testing.T) {
 			unknownJob, _ := token.New(token.Job)
 			unknownAdmin, _ := token.New(token.Admin)
 			report := []string{live, live, old, unknownJob, adminTok, adminTok, unknownAdmin, "hello"}
-			res, err := a.Leak(ctx, report, "github", "https://github.com/acme/app/blob/x", netip.MustParseAddr("192.0.2.1"))
+			res, err := a.Leak(ctx, report, LeakOrigin{Source: "github", URL: "https://github.com/acme/app/blob/x"}, netip.MustParseAddr("192.0.2.1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -61,7 +61,7 @@ func TestLeak(t *testing.T) {
 				t.Fatal("admin token survived the report")
 			}
 			// The same report again changes nothing.
-			again, err := a.Leak(ctx, report, "", "", netip.Addr{})
+			again, err := a.Leak(ctx, report, LeakOrigin{}, netip.Addr{})
 			if err != nil || len(again.Revoked) != 0 || len(again.RevokedAdmin) != 0 || again.AlreadyRevoked != 2 || again.Unknown != 4 {
 				t.Fatalf("second report %+v %v", again, err)
 			}
@@ -110,7 +110,7 @@ func TestLeakRevokesAdminSessions(t *testing.T) {
 				t.Fatal(err)
 			}
 			unknown := SessionPrefix + strings.Repeat("A", SessionLen-len(SessionPrefix))
-			res, err := a.Leak(ctx, []string{value, value, ended, unknown}, "", "", netip.MustParseAddr("192.0.2.1"))
+			res, err := a.Leak(ctx, []string{value, value, ended, unknown}, LeakOrigin{}, netip.MustParseAddr("192.0.2.1"))
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -129,7 +129,7 @@ func TestLeakRevokesAdminSessions(t *testing.T) {
 			if !entry {
 				t.Fatal("no admin.session.revoke entry for the leaked session")
 			}
-			again, err := a.Leak(ctx, []string{value}, "", "", netip.Addr{})
+			again, err := a.Leak(ctx, []string{value}, LeakOrigin{}, netip.Addr{})
 			if err != nil || len(again.RevokedSessions) != 0 || again.Unknown != 1 {
 				t.Fatalf("second report %+v %v", again, err)
 			}
@@ -145,7 +145,7 @@ func TestLeakRevokesAdminSessions(t *testing.T) {
 				t.Fatal(err)
 			}
 			now = now.Add(2 * time.Hour)
-			res, err = a.Leak(ctx, []string{old}, "", "", netip.Addr{})
+			res, err = a.Leak(ctx, []string{old}, LeakOrigin{}, netip.Addr{})
 			if err != nil || len(res.RevokedSessions) != 0 || res.Unknown != 1 {
 				t.Fatalf("expired session's report %+v %v", res, err)
 			}

@@ -71,7 +71,7 @@ func TestLeakSessionEndedByIdleOrTTL(t *testing.T) {
 						t.Errorf("Holders returns the session: %v, want %v (%+v)", got, tc.live, held[0])
 					}
 					a := New(Config{Leases: lease.New(b.DB, h, lease.Options{}), Verifier: nopVerifier{}, Policies: b.DB, Audit: rec, Sessions: sessions})
-					res, err := a.Leak(ctx, []string{value}, "", "", netip.Addr{})
+					res, err := a.Leak(ctx, []string{value}, LeakOrigin{}, netip.Addr{})
 					if err != nil {
 						t.Fatal(err)
 					}

@@ -150,7 +150,7 @@ func TestMintedCredentials(t *testing.T) {
 				}
 				// A leak report naming the password revokes its lease, and
 				// with it every credential of the lease.
-				lr, err := mb.a.Leak(ctx, []string{c.Password, "mfyp" + "_unknown"}, "", "", corpAddr)
+				lr, err := mb.a.Leak(ctx, []string{c.Password, "mfyp" + "_unknown"}, LeakOrigin{}, corpAddr)
 				if err != nil || len(lr.Revoked) != 1 || lr.Revoked[0].LeaseID != res.LeaseID || lr.Unknown != 1 || strings.Contains(lr.Revoked[0].Hint, c.Password) {
 					t.Fatalf("leak = %+v %v", lr, err)
 				}
@@ -160,7 +160,7 @@ func TestMintedCredentials(t *testing.T) {
 				if n := mb.mt.RevokeDue(ctx); n != 2 || mb.up.exists(c.Password) || mb.up.exists(c2.Password) {
 					t.Fatalf("revoked %d upstream", n)
 				}
-				lr, err = mb.a.Leak(ctx, []string{c.Password}, "", "", corpAddr)
+				lr, err = mb.a.Leak(ctx, []string{c.Password}, LeakOrigin{}, corpAddr)
 				if err != nil || lr.AlreadyRevoked != 1 || len(lr.Revoked) != 0 {
 					t.Fatalf("second report = %+v %v", lr, err)
 				}

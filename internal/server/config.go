@@ -58,7 +58,8 @@ type Config struct {
 	// (default 1h).
 	AdminSessionIdle time.Duration `yaml:"admin_session_idle"`
 	// GitHubLeakKeys are PEM ECDSA public keys by key identifier: when set,
-	// /v1/leaks requires GitHub's signature headers to verify.
+	// /v1/leaks checks GitHub's signature headers and records the verdict
+	// in the report's audit entry (the report is taken either way).
 	GitHubLeakKeys map[string]string `yaml:"github_leak_keys"`
 	// AuditSinks export the audit log (at least once, resuming after a
 	// restart from a cursor kept in the store).

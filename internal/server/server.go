@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -682,7 +681,7 @@ func parseLeakReport(body []byte) ([]string, string, string, error) {
 	return all, r.Source, r.URL, nil
 }
 
-func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error) {
+func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) (bool, error), error) {
 	if len(s.cfg.GitHubLeakKeys) == 0 {
 		return nil, nil
 	}
@@ -702,17 +701,12 @@ func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) error, error)
 		}
 		keys[id] = ek
 	}
-	return func(r *http.Request, body []byte) error {
+	return func(r *http.Request, body []byte) (bool, error) {
 		id, sig := r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature")
 		if id == "" && sig == "" {
-			// Unsigned reports are still accepted: holding a token is
-			// enough to kill it (SPEC section 4).
-			return nil
+			return false, nil
 		}
-		if _, err := base64.StdEncoding.DecodeString(sig); err != nil {
-			return err
-		}
-		return scan.VerifyGitHubSignature(body, id, sig, keys)
+		return true, scan.VerifyGitHubSignature(body, id, sig, keys)
 	}, nil
 }
 
