@@ -33,7 +33,9 @@
 //
 // Once its decision is recorded (Audit), the token is looked at again, from
 // memory: revoked or expired meanwhile, the request is refused (401
-// invalid_token, the entry's outcome saying so) and never forwarded. A
+// invalid_token, the entry's outcome saying so) and never forwarded; so is
+// one that a policy applied meanwhile no longer allows (403
+// insufficient_scope, decided again as in 3 and 4). A
 // forwarded request still running when its token is revoked or expires, or
 // when the policy in force no longer allows it (a grant narrowed: a method
 // or path taken out, its who entries, networks or upstream changed) — a
@@ -636,6 +638,16 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		rq.ev.DurationMS = g.cfg.Now().Sub(rq.start).Milliseconds()
 		g.cfg.Auditor.Finish(in, rq.ev, TypeResponse)
 		g.answer(w, r, rq, http.StatusUnauthorized, "invalid_token", err.Error(), CheckToken)
+		return
+	}
+	// Likewise a policy applied meanwhile that no longer allows the
+	// request: its apply has answered, and the watcher would look only
+	// once the upstream had acted on it.
+	if err := g.stillAllowed(rq, r.Method, clean); err != nil {
+		rq.ev.Status, rq.ev.Check, rq.ev.Reason = http.StatusForbidden, CheckPolicy, err.Error()
+		rq.ev.DurationMS = g.cfg.Now().Sub(rq.start).Milliseconds()
+		g.cfg.Auditor.Finish(in, rq.ev, TypeResponse)
+		g.answer(w, r, rq, http.StatusForbidden, "insufficient_scope", err.Error(), CheckPolicy)
 		return
 	}
 	g.forward(w, r, rq, up, tr, cred, red, clean, in)

@@ -1,13 +1,17 @@
 package gateway
 
 import (
+	"context"
 	"io"
 	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
+	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
@@ -167,5 +171,99 @@ func TestWaitingRequestRefusedWhenPolicyNoLongerAllowsIt(t *testing.T) {
 			t.Fatalf("no entry of the request with status 403 and reason %q", want)
 		}
 		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// applyingAuditor applies a policy version while the gateway waits for a
+// request's decision to be durable, as an admin's PUT /v1/policy racing
+// the request does.
+type applyingAuditor struct {
+	*failingAuditor
+	apply func()
+}
+
+func (a *applyingAuditor) Begin(ctx context.Context, ev audit.Event) *auditlog.Intent {
+	a.apply()
+	return a.failingAuditor.Begin(ctx, ev)
+}
+
+// A request decided under one policy version and forwarded after a
+// narrower one was applied (during the audit wait: a durable write, a
+// PostgreSQL round trip, up to AuditTimeout) still reached the upstream
+// with the credential: after the wait only the token was looked at again,
+// and the watcher that decides again under a newer policy first looks
+// 250 ms after the forward, when a DELETE or a POST has long been done.
+// The apply had already answered: the rule it took out must hold for
+// every request forwarded after it, as a revocation does.
+func TestRequestForwardedAfterPolicyNarrowed(t *testing.T) {
+	for _, tc := range []struct {
+		name     string
+		from, to string // replaced in the policy applied during the wait
+		want     int
+		reason   string
+	}{
+		{"method taken out", "- methods: [POST]\n        paths: [\"/repos/acme/app/deployments\"]",
+			"- methods: [GET]\n        paths: [\"/repos/acme/app/deployments\"]", http.StatusForbidden,
+			"policy no longer allows it: no grant of this token allows this method and path"},
+		{"identity no longer matches", "claims: {repository: acme/app}\n  dav:", "claims: {repository: acme/other}\n  dav:",
+			http.StatusForbidden, "policy no longer allows it: no who entry matches"},
+		{"another grant changed", "paths: [\"/slow\"]", "paths: [\"/slow\", \"/slower\"]", http.StatusOK, ""},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tok := h.issue(lease.Request{Grants: []string{"read"}})
+			if !strings.Contains(h.yaml, tc.from) {
+				t.Fatalf("the test policy has no %q", tc.from)
+			}
+			aud := &applyingAuditor{failingAuditor: h.aud, apply: func() {
+				p, err := policy.Parse([]policy.File{{Name: "v2.yaml", Data: []byte(strings.Replace(h.yaml, tc.from, tc.to, 1))}}, nil)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				h.pol.p.Store(p)
+			}}
+			gw, err := New(Config{Leases: h.leases, Policies: h.pol, Secrets: fixedSecrets{testCred}, Auditor: aud,
+				ClientIP: clientip.New(nil), AuditTimeout: 10 * time.Second})
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(gw.Close)
+			srv := httptest.NewServer(gw)
+			t.Cleanup(srv.Close)
+			req, _ := http.NewRequest("POST", srv.URL+"/gw/api/repos/acme/app/deployments", strings.NewReader(`{"ref":"main"}`))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			req.Header.Set("Content-Type", "application/json")
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if resp.StatusCode != tc.want {
+				t.Fatalf("status %d (%s), want %d", resp.StatusCode, body, tc.want)
+			}
+			if tc.want == http.StatusOK {
+				if h.up.count() != 1 {
+					t.Fatalf("a request the new policy still allows: the upstream got %d requests", h.up.count())
+				}
+				return
+			}
+			if n := h.up.count(); n != 0 {
+				t.Fatalf("the policy no longer allowed the request before it was forwarded, yet the upstream got %d request(s) with the credential", n)
+			}
+			if !strings.Contains(string(body), `"error":"insufficient_scope"`) || !strings.Contains(resp.Header.Get("WWW-Authenticate"), "insufficient_scope") {
+				t.Fatalf("answer %q %s, want insufficient_scope", resp.Header.Get("WWW-Authenticate"), body)
+			}
+			deadline := time.Now().Add(5 * time.Second)
+			for !hasEntry(h, func(e *audit.Entry) bool {
+				return e.Path == "/repos/acme/app/deployments" && e.Status == tc.want && e.Check == CheckPolicy && e.Reason == tc.reason
+			}) {
+				if time.Now().After(deadline) {
+					t.Fatalf("no entry of the request records its refusal (status %d, reason %q)", tc.want, tc.reason)
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
 	}
 }

@@ -331,20 +331,24 @@ type policyNarrowed struct{ why string }
 
 func (e *policyNarrowed) Error() string { return "policy no longer allows it: " + e.why }
 
-// stillAllowed decides the request again, as ServeHTTP did, when the
-// policy in force is not the one it was decided under: a policy apply
-// revokes the tokens of the grants it removes (Leases.Ended), not the
-// requests a grant it narrows no longer allows. Under watchMu.
-func (f *forwarding) stillAllowed() error {
-	rq := f.rq
-	p := f.g.cfg.Policies.Current()
+// stillAllowed is Gateway.stillAllowed for the running request. Under
+// watchMu.
+func (f *forwarding) stillAllowed() error { return f.g.stillAllowed(f.rq, f.r.Method, f.clean) }
+
+// stillAllowed decides request rq (method on clean) again, as ServeHTTP
+// did, when the policy in force is not the one it was decided under: a
+// policy apply revokes the tokens of the grants it removes (Leases.Ended),
+// not the requests a grant it narrows no longer allows. Before the forward
+// (after the audit wait) and while the request runs (the watcher).
+func (g *Gateway) stillAllowed(rq *request, method, clean string) error {
+	p := g.cfg.Policies.Current()
 	if p == rq.pol {
 		return nil
 	}
 	if p == nil {
 		return &policyNarrowed{"no policy loaded"}
 	}
-	methods, paths := append([]string{f.r.Method}, rq.overrides...), []string{f.clean}
+	methods, paths := append([]string{method}, rq.overrides...), []string{clean}
 	if rq.dest != "" {
 		paths = append(paths, rq.dest)
 	}
