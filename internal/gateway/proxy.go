@@ -278,7 +278,8 @@ type forwarding struct {
 	rp       httputil.ReverseProxy
 	upStatus int
 	failure  string
-	big      bool // counted in Gateway.bigBodies
+	big      bool      // counted in Gateway.bigBodies
+	ws       *wsMasker // an upgraded connection's upstream end
 
 	// The token's watcher (watch): a timer that looks at the token every
 	// tunnelCheck while the request runs, and cut, why it ended the
@@ -450,8 +451,8 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 		// The proxy copies the upgraded connection from the response
 		// body: mask the upstream's frames as they pass.
 		if rwc, ok := resp.Body.(io.ReadWriteCloser); ok {
-			ws := newWSMasker(rwc, red.m)
-			resp.Body = ws
+			f.ws = newWSMasker(rwc, red.m)
+			resp.Body = f.ws
 		}
 		return nil
 	}
@@ -656,18 +657,22 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 		}
 	}
 	dur := g.cfg.Now().Sub(rq.start)
-	bytesIn := f.body.n.Load()
+	bytesIn, bytesOut := f.body.n.Load(), rw.n
+	if f.ws != nil {
+		bytesIn += f.ws.sent.Load()
+		bytesOut += f.ws.recv.Load()
+	}
 	// The request's entry: the decision with its outcome; or, when the
 	// decision already has an entry, the outcome pointing at it.
 	whole := rq.ev
-	whole.Status, whole.BytesIn, whole.BytesOut, whole.DurationMS = status, bytesIn, rw.n, dur.Milliseconds()
+	whole.Status, whole.BytesIn, whole.BytesOut, whole.DurationMS = status, bytesIn, bytesOut, dur.Milliseconds()
 	if f.failure != "" {
 		whole.Reason = f.failure
 	}
 	if p != nil {
 		whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
 	}
-	g.m.observe(rq.upLabel, status, dur, bytesIn, rw.n)
+	g.m.observe(rq.upLabel, status, dur, bytesIn, bytesOut)
 	if p == nil {
 		// The decision was recorded before the upstream saw a byte; the
 		// outcome need not hold up the answer it describes.

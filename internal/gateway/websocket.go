@@ -4,6 +4,7 @@ import (
 	"encoding/binary"
 	"errors"
 	"io"
+	"sync/atomic"
 
 	"github.com/mayfly-sh/mayfly/internal/mask"
 )
@@ -40,6 +41,11 @@ type wsMasker struct {
 	control   bool
 	remaining uint64 // payload bytes of the current frame still to parse
 	ctl       []byte // the current control frame's payload so far
+
+	// The bytes that crossed each way, for the request's entry: the proxy
+	// copies an upgraded connection itself, past the request body and the
+	// writer that count other requests' bytes. Each way has its goroutine.
+	sent, recv atomic.Int64
 }
 
 // wsMinTail is how long the end of a frame that begins a form must be to
@@ -52,8 +58,13 @@ func newWSMasker(conn io.ReadWriteCloser, m *mask.Matcher) *wsMasker {
 	return &wsMasker{conn: conn, m: m, data: m.NewStream(mask.StreamOptions{KeepLength: true})}
 }
 
-func (m *wsMasker) Write(p []byte) (int, error) { return m.conn.Write(p) }
-func (m *wsMasker) Close() error                { return m.conn.Close() }
+func (m *wsMasker) Write(p []byte) (int, error) {
+	n, err := m.conn.Write(p)
+	m.sent.Add(int64(n))
+	return n, err
+}
+
+func (m *wsMasker) Close() error { return m.conn.Close() }
 
 func (m *wsMasker) Read(p []byte) (int, error) {
 	for len(m.out) == 0 {
@@ -78,6 +89,7 @@ func (m *wsMasker) Read(p []byte) (int, error) {
 	}
 	n := copy(p, m.out)
 	m.out = m.out[:copy(m.out, m.out[n:])]
+	m.recv.Add(int64(n))
 	return n, nil
 }
 

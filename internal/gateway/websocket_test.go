@@ -4,8 +4,16 @@ import (
 	"bufio"
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"io"
+	"net"
+	"net/http"
+	"strings"
 	"testing"
+	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
 // chunkConn serves src in reads of the given sizes (cycled), and records
@@ -186,4 +194,61 @@ func FuzzWSMasker(f *testing.F) {
 		}
 		checkMasked(t, in, out)
 	})
+}
+
+// A WebSocket's entry said 0 bytes in and 0 out whatever crossed the
+// tunnel: the counts came from the request body and the response writer,
+// which an upgraded connection's frames bypass (the proxy copies the
+// hijacked connections). An auditor reading the log for what a job sent
+// to or fetched from an upstream saw nothing moved. The entry counts the
+// frames' bytes each way as they pass.
+func TestWebSocketBytesAudited(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		msgs []string // sent one frame each; the upstream upper-cases them back
+	}{
+		{"one frame", []string{"hello"}},
+		{"several, one long", []string{"a", strings.Repeat("x", 70000), "bye"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			tok := h.issue(lease.Request{Grants: []string{"read"}})
+			conn, err := net.Dial("tcp", h.srv.Listener.Addr().String())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			fmt.Fprintf(conn, "GET /gw/api/ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\nAuthorization: Bearer %s\r\n\r\n", tok)
+			br := bufio.NewReader(conn)
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil || resp.StatusCode != 101 {
+				t.Fatalf("upgrade: %v %v", resp, err)
+			}
+			conn.SetDeadline(time.Now().Add(5 * time.Second))
+			var sent, got bytes.Buffer
+			for _, m := range tc.msgs {
+				wsWriteFrame(io.MultiWriter(conn, &sent), true, 1, []byte(m), true)
+				_, _, msg, err := wsReadFrame(br)
+				if err != nil || string(msg) != strings.ToUpper(m) {
+					t.Fatalf("echo of %d bytes: %d bytes, %v", len(m), len(msg), err)
+				}
+				wsWriteFrame(&got, true, 1, msg, false) // the frame as it came
+			}
+			conn.Close()
+			deadline := time.Now().Add(5 * time.Second)
+			for !hasEntry(h, func(e *audit.Entry) bool {
+				return e.Path == "/ws" && e.Status == 101 && e.BytesIn == int64(sent.Len()) && e.BytesOut == int64(got.Len())
+			}) {
+				if time.Now().After(deadline) {
+					for _, e := range h.entries() {
+						if e.Path == "/ws" {
+							t.Logf("entry: status %d, bytes in %d, out %d", e.Status, e.BytesIn, e.BytesOut)
+						}
+					}
+					t.Fatalf("no entry of the WebSocket with %d bytes in and %d out", sent.Len(), got.Len())
+				}
+				time.Sleep(10 * time.Millisecond)
+			}
+		})
+	}
 }
