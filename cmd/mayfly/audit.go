@@ -141,13 +141,35 @@ func readKeyFlag(v string) (string, error) {
 	if v == "" {
 		return "", nil
 	}
-	if b, err := os.ReadFile(v); err == nil {
-		return strings.TrimSpace(string(b)), nil
-	}
-	if strings.Count(v, "+") >= 2 && !strings.ContainsAny(v, " \n/") {
+	// The key itself first: its name (mayfly.local/audit) and base64
+	// hold slashes, so it looks like a path.
+	if audit.CheckVerifierKey(v) == nil {
 		return v, nil
 	}
+	if b, err := os.ReadFile(v); err == nil {
+		k := strings.TrimSpace(string(b))
+		if err := audit.CheckVerifierKey(k); err != nil {
+			return "", usageErr("audit: --key file %s holds no note verifier key (NAME+HASH+KEY)", v)
+		}
+		return k, nil
+	}
 	return "", usageErr("audit: --key %q is neither a readable file nor a note verifier key (NAME+HASH+KEY)", v)
+}
+
+// namedKeyMismatch is the refusal of a checkpoint that the verifier key
+// named with --key does not verify while the server says it signs with
+// another: a log signed by a key the user did not name is not theirs to
+// trust, whatever it holds. nil when the server's key is the named one
+// (the checkpoint itself is then at fault, which the caller reports).
+func namedKeyMismatch(ctx context.Context, op string, c auditClient, named string) error {
+	srv, err := c.AuditKey(ctx)
+	if err != nil {
+		return clientErr(err)
+	}
+	if srv == named {
+		return nil
+	}
+	return negative("%s: the server signs its checkpoints with verifier key %s, not the --key given (%s): trust nothing it serves unless you expected its key", op, srv, named)
 }
 
 type verifyReport struct {
@@ -394,7 +416,8 @@ func verifyOffline(ctx context.Context, dataDir, dsn, key string, state *verifyS
 // every entry it covers, and recomputes the tree. cons reports a consistency
 // proof from the server that does not check out.
 func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyState, statePath string) (res *audit.VerifyResult, usedKey string, cons, err error) {
-	if key == "" {
+	named := key != ""
+	if !named {
 		srvKey, err := c.AuditKey(ctx)
 		if err != nil {
 			return nil, "", nil, clientErr(err)
@@ -413,6 +436,10 @@ func verifyRemote(ctx context.Context, c auditClient, key string, state *verifyS
 	cpSize, cpRoot, cpErr := audit.ParseCheckpoint(cp, key)
 	if cpErr == nil {
 		want = cpSize
+	} else if named {
+		if err := namedKeyMismatch(ctx, "audit verify", c, key); err != nil {
+			return nil, "", nil, err
+		}
 	}
 	if seen != nil && seen.Size > want {
 		want = seen.Size
@@ -763,6 +790,11 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 				// server's own key is another, as after a new init.
 				if srvKey, kerr := c.AuditKey(ctx); kerr == nil && srvKey != key {
 					return keyChanged("audit prove", statePath)
+				}
+			}
+			if err != nil && keyFlag != "" && cpFile == "" {
+				if err := namedKeyMismatch(ctx, "audit prove", c, key); err != nil {
+					return err
 				}
 			}
 			if err != nil {

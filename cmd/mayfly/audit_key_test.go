@@ -80,3 +80,45 @@ func TestAuditKey(t *testing.T) {
 		})
 	}
 }
+
+// A verifier key named with --key (as `mayfly audit key` prints it, or in
+// a file) is the only one trusted: the server's own key is accepted, and a
+// log signed by another fails closed (exit 1) saying that the key does
+// not match, before any entry is fetched.
+func TestAuditNamedKey(t *testing.T) {
+	_, l, _ := servedLog(t, 10)
+	own := l.VerifierKey()
+	_, other, err := audit.GenerateKey(audit.DefaultOrigin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	otherFile := filepath.Join(dir, "other.pub")
+	if err := os.WriteFile(otherFile, []byte(other+"\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct {
+		name   string
+		args   []string
+		code   int
+		stderr string
+	}{
+		{name: "verify, the server's key as printed", args: []string{"verify", "--no-state", "--key", own}, code: 0},
+		{name: "verify, another key", args: []string{"verify", "--no-state", "--key", other}, code: 1, stderr: "not the --key"},
+		{name: "verify, another key in a file", args: []string{"verify", "--no-state", "--key", otherFile}, code: 1, stderr: "not the --key"},
+		{name: "verify, another key, state kept", args: []string{"verify", "--state", filepath.Join(dir, "v.state"), "--key", other}, code: 1, stderr: "not the --key"},
+		{name: "verify, not a key", args: []string{"verify", "--no-state", "--key", "mayfly.local/audit+zz"}, code: 2, stderr: "neither a readable file nor a note verifier key"},
+		{name: "prove, the server's key as printed", args: []string{"prove", "--index", "3", "--key", own, "--state", filepath.Join(dir, "p.state")}, code: 0},
+		{name: "prove, another key", args: []string{"prove", "--index", "3", "--key", other, "--state", filepath.Join(dir, "p2.state")}, code: 1, stderr: "not the --key"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, "", append([]string{"audit"}, tc.args...)...)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
+			}
+		})
+	}
+	if _, err := os.Stat(filepath.Join(dir, "v.state")); err == nil {
+		t.Errorf("a failed verification wrote its state file")
+	}
+}

@@ -56,6 +56,15 @@ func verifierKeyFor(skey string) (string, error) {
 // VerifierKeyFor returns the verifier key that belongs to a signer key.
 func VerifierKeyFor(signerKey string) (string, error) { return verifierKeyFor(signerKey) }
 
+// CheckVerifierKey reports whether k is a note verifier key
+// (NAME+HASH+KEY, the hash matching), as GenerateKey makes them.
+func CheckVerifierKey(k string) error {
+	if _, err := note.NewVerifier(k); err != nil {
+		return fmt.Errorf("audit: reading verifier key: %w", err)
+	}
+	return nil
+}
+
 // FormatCheckpoint returns the unsigned body of a C2SP tlog-checkpoint:
 // origin, tree size and base64 root hash, one per line.
 func FormatCheckpoint(origin string, size int64, root [32]byte) []byte {
