@@ -32,6 +32,9 @@ type caller struct {
 	// session and via: the session's id and how it signed in, when the
 	// caller is a signed-in human (admin_oidc) rather than a token.
 	session, via string
+	// subject is the identity provider's subject of the human the caller
+	// acts for: the session's, or the maker of the token (""; none).
+	subject string
 }
 
 // admin gates a control-plane handler: network first (403, not even a
@@ -185,7 +188,7 @@ func (a *API) adminGate(role string, w http.ResponseWriter, r *http.Request) (ca
 	if tooWeak(t.Name, t.Role, "admin token "+strconv.Quote(t.Name)) {
 		return caller{}, false
 	}
-	return caller{Name: t.Name, Role: t.Role, Source: src}, true
+	return caller{Name: t.Name, Role: t.Role, Source: src, subject: t.CreatorSubject}, true
 }
 
 func (a *API) adminAllowed(src netip.Addr) bool {
@@ -515,7 +518,7 @@ func (a *API) createAdmin(w http.ResponseWriter, r *http.Request, c caller) {
 		writeError(w, http.StatusBadRequest, "invalid_request", "ttl_seconds must be a positive number of seconds")
 		return
 	}
-	tok, expires, err := a.cfg.Admins.Create(r.Context(), body.Name, body.Role, time.Duration(body.TTLSeconds)*time.Second, c.Name, c.Source)
+	tok, expires, err := a.cfg.Admins.CreateBy(r.Context(), body.Name, body.Role, time.Duration(body.TTLSeconds)*time.Second, c.Name, c.subject, c.Source)
 	if err != nil {
 		a.fail(w, r, err)
 		return

@@ -391,7 +391,7 @@ func (a *API) sessionCaller(r *http.Request, p presented) (c caller, row authori
 	case err != nil:
 		return caller{}, row, 0, "", "", err
 	}
-	c = caller{Name: row.Name, Role: row.Role, Source: a.cfg.ClientAddr(r), session: row.ID, via: row.Via}
+	c = caller{Name: row.Name, Role: row.Role, Source: a.cfg.ClientAddr(r), session: row.ID, via: row.Via, subject: row.Subject}
 	if p.cookie && !safeMethod(r.Method) {
 		if s := r.Header.Get("Sec-Fetch-Site"); s != "" && s != "same-origin" {
 			return caller{}, row, http.StatusForbidden, authority.DeniedCrossSite, "a request made with the session cookie must come from this server's own pages", nil

@@ -146,11 +146,23 @@ func CredentialShaped(s string) bool {
 	return false
 }
 
+// ReasonCreatorLowered is the reason of an admin token's admin.delete
+// entry when its maker's role was lowered (Sessions.EndStronger).
+const ReasonCreatorLowered = "creator's role lowered at sign-in"
+
 // Create issues a new admin token that works for ttl (when 0,
 // DefaultAdminTTL or the configured maximum if shorter; at most that
 // maximum); the token is returned once, with
-// its expiry.
+// its expiry. No human made it (CreateBy).
 func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duration, by string, source netip.Addr) (string, time.Time, error) {
+	return a.CreateBy(ctx, name, role, ttl, by, "", source)
+}
+
+// CreateBy is Create for a caller that acts for the human of the identity
+// provider's subject creator (signed in, or with a token that human made;
+// "" for none): the token is theirs, and ends when a sign-in lowers their
+// role below its own (Sessions.EndStronger).
+func (a *Admins) CreateBy(ctx context.Context, name, role string, ttl time.Duration, by, creator string, source netip.Addr) (string, time.Time, error) {
 	if !adminName.MatchString(name) {
 		return "", time.Time{}, refuse(400, "invalid_request", "name must match %s", adminName)
 	}
@@ -179,7 +191,7 @@ func (a *Admins) Create(ctx context.Context, name, role string, ttl time.Duratio
 	ev := audit.Event{Type: audit.TypeAdminCreate, Admin: by, Role: role, Source: addrString(source), Status: 200, Detail: map[string]any{"name": name, "expires_at": expires.Format(time.RFC3339)}}
 	since := a.audit.Size()
 	note := noted(a.audit, func(store.Changes) []audit.Event { return []audit.Event{ev} })
-	err = a.st.CreateAdminTokenNoted(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: now, ExpiresAt: expires}, note)
+	err = a.st.CreateAdminTokenNoted(ctx, store.AdminToken{Name: name, Role: role, Hash: a.hasher.Sum(tok), CreatedAt: now, ExpiresAt: expires, CreatorSubject: creator}, note)
 	if errors.Is(err, store.ErrExists) {
 		return "", time.Time{}, refuse(409, "conflict", "an admin token named %q exists", name)
 	}

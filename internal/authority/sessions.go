@@ -83,7 +83,7 @@ type SessionStore interface {
 	ListAdminSessions(ctx context.Context, now time.Time) ([]store.AdminSession, error)
 	TouchAdminSession(ctx context.Context, id string, at time.Time) error
 	RevokeAdminSessionNoted(ctx context.Context, id string, at time.Time, n *store.Note) error
-	EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live store.SessionsLive, n *store.Note) ([]store.AdminSession, error)
+	EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live store.SessionsLive, n *store.Note) ([]store.AdminSession, []store.AdminToken, error)
 	AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]store.AdminSession, error)
 	PutAdminLogin(ctx context.Context, key [32]byte, kind string, data []byte, expires time.Time) error
 	TakeAdminLogin(ctx context.Context, key [32]byte, kind string, now time.Time) ([]byte, error)
@@ -334,9 +334,12 @@ func (s *Sessions) revoke(ctx context.Context, id string, ev audit.Event) error 
 // ("": every one), for a sign-in where the provider now maps them so:
 // someone removed from a group (or moved to a weaker one) who signs in
 // again loses what the earlier sign-in gave them, instead of keeping it
-// until it expires. Each is audited (admin.session.revoke, reason
-// "role lowered at sign-in"). It returns how many it ended: every one,
-// in one store statement, however many sessions there are.
+// until it expires. The admin tokens of such a role that subject made
+// (Admins.CreateBy) end with them: a token made while an admin must not
+// keep the role its maker lost. Each is audited (admin.session.revoke,
+// reason "role lowered at sign-in"; admin.token.delete, reason "creator's role
+// lowered at sign-in"). It returns how many sessions it ended: every one,
+// in one store transaction, however many sessions there are.
 func (s *Sessions) EndStronger(ctx context.Context, subject, role string, source netip.Addr) (int, error) {
 	if subject == "" {
 		return 0, nil
@@ -362,13 +365,17 @@ func (s *Sessions) EndStronger(ctx context.Context, subject, role string, source
 			evs = append(evs, audit.Event{Type: TypeSessionRevoke, Admin: r.Name, Role: r.Role, Subject: r.Subject, Source: addrString(source), Status: 200,
 				Reason: "role lowered at sign-in", Detail: map[string]any{"session": r.ID, "via": r.Via, "role_now": roleNow}})
 		}
+		for _, t := range c.EndedAdmins {
+			evs = append(evs, audit.Event{Type: audit.TypeAdminDelete, Role: t.Role, Subject: t.CreatorSubject, Source: addrString(source), Status: 200,
+				Reason: ReasonCreatorLowered, Detail: map[string]any{"name": t.Name, "role_now": roleNow}})
+		}
 		return evs
 	})
-	ended, err := s.st.EndAdminSessionsNoted(ctx, subject, stronger, live, note)
+	ended, admins, err := s.st.EndAdminSessionsNoted(ctx, subject, stronger, live, note)
 	if err != nil {
 		return 0, failed("admin session revocation", err)
 	}
-	if len(ended) > 0 {
+	if len(ended) > 0 || len(admins) > 0 {
 		settle(ctx, s.audit, slog.New(slog.DiscardHandler), since, note)
 	}
 	return len(ended), nil

@@ -212,8 +212,8 @@ func TestRefusedJoinLeavesTheSchema(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The cluster as the previous release left it (the last step,
-			// migration 14, only adds the index admin_sessions_subject).
-			for _, q := range []string{`DROP INDEX IF EXISTS admin_sessions_subject`,
+			// migration 15, only adds the column admin_tokens.creator_subject).
+			for _, q := range []string{`ALTER TABLE admin_tokens DROP COLUMN IF EXISTS creator_subject`,
 				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)

@@ -22,20 +22,26 @@ type AdminToken struct {
 	// LastUsedAt is when it last authenticated a call, to within
 	// a minute (see authority); zero: never.
 	LastUsedAt time.Time
+	// CreatorSubject is the identity provider's subject of the human who
+	// made it (signed in, or through a token they made); "" when no
+	// human did (init, offline, a token made before it was kept).
+	CreatorSubject string
 }
 
 // adminCols are the columns scanAdmin reads, in order.
-const adminCols = `name, role, token_hash, created_at, revoked_at, expires_at, last_used_at`
+const adminCols = `name, role, token_hash, created_at, revoked_at, expires_at, last_used_at, creator_subject`
 
 func scanAdmin(r scanner) (AdminToken, error) {
 	var t AdminToken
 	var h []byte
 	var at int64
 	var rev, exp, used sql.NullInt64
-	if err := r.Scan(&t.Name, &t.Role, &h, &at, &rev, &exp, &used); err != nil {
+	var creator sql.NullString
+	if err := r.Scan(&t.Name, &t.Role, &h, &at, &rev, &exp, &used, &creator); err != nil {
 		return AdminToken{}, err
 	}
 	copy(t.Hash[:], h)
+	t.CreatorSubject = creator.String
 	t.CreatedAt, t.RevokedAt, t.ExpiresAt, t.LastUsedAt = fromNanos(at), nullNanos(rev), nullNanos(exp), nullNanos(used)
 	return t, nil
 }
@@ -45,6 +51,13 @@ func nullable(t time.Time) any {
 		return nil
 	}
 	return t.UnixNano()
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
 }
 
 // CreateAdminToken stores a new admin token. A name that is live already
@@ -61,8 +74,8 @@ func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) 
 		err := db.txQueryRow(ctx, tx, `SELECT revoked_at FROM admin_tokens WHERE name = ?`, t.Name).Scan(&revoked)
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
-			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at, expires_at) VALUES (?, ?, ?, ?, ?)`,
-				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt))
+			_, err = db.exec(ctx, tx, `INSERT INTO admin_tokens (name, role, token_hash, created_at, expires_at, creator_subject) VALUES (?, ?, ?, ?, ?, ?)`,
+				t.Name, t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt), nullString(t.CreatorSubject))
 			if err != nil && isUniqueViolation(err) {
 				err = ErrExists // another node made it meanwhile
 			}
@@ -74,8 +87,8 @@ func (db *DB) CreateAdminTokenNoted(ctx context.Context, t AdminToken, n *Note) 
 			// the name since it was read, and its token must not be
 			// overwritten unseen (on PostgreSQL the UPDATE waits for that
 			// write and reads the row again).
-			err = db.execOne(ctx, tx, ErrExists, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, expires_at = ?, revoked_at = NULL, last_used_at = NULL WHERE name = ? AND revoked_at IS NOT NULL`,
-				t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt), t.Name)
+			err = db.execOne(ctx, tx, ErrExists, `UPDATE admin_tokens SET role = ?, token_hash = ?, created_at = ?, expires_at = ?, revoked_at = NULL, last_used_at = NULL, creator_subject = ? WHERE name = ? AND revoked_at IS NOT NULL`,
+				t.Role, t.Hash[:], nanos(t.CreatedAt), nullable(t.ExpiresAt), nullString(t.CreatorSubject), t.Name)
 		}
 		if err != nil {
 			return err

@@ -292,6 +292,12 @@ CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") 
 		// sessions (EndAdminSessionsNoted) by subject: an index on it, so
 		// that statement reads the subject's sessions, not every live one.
 		both(`CREATE INDEX admin_sessions_subject ON admin_sessions (subject);`),
+		// 15: an admin token made by a signed-in human, or with a token
+		// one made, keeps that human's subject (AdminToken.CreatorSubject),
+		// so that lowering their role ends the stronger tokens they made
+		// as it ends their sessions (EndAdminSessionsNoted). NULL: made by
+		// init, offline, or before. Admin tokens are few: no index.
+		both(`ALTER TABLE admin_tokens ADD COLUMN creator_subject TEXT;`),
 	}
 }
 

@@ -50,6 +50,9 @@ type Changes struct {
 	// EndedSessions are the admin sessions ended by subject and role (a
 	// sign-in that maps its user to a weaker role), as they were.
 	EndedSessions []AdminSession
+	// EndedAdmins are the admin tokens ended with them: those the
+	// subject made, of a role they no longer have, as they were.
+	EndedAdmins []AdminToken
 	// Version is the policy version a policy apply stored.
 	Version int64
 	// SecretVersion is the version a secret write stored (a rotation's

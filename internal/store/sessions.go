@@ -159,24 +159,39 @@ func endSessionsSQL(roles int) string {
 		` AND (created_at > ? OR last_used_at > ?) RETURNING ` + sessionCols
 }
 
-// EndAdminSessionsNoted revokes, in one statement, every session of
-// subject whose role is one of roles and that is live as live says, with
-// the audit records n makes from Changes.EndedSessions (the sessions as
-// they were), in the same transaction. It returns the sessions it ended:
-// however many there are, not a listing's first page.
-func (db *DB) EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live SessionsLive, n *Note) ([]AdminSession, error) {
+// endAdminsSQL is the statement that ends, with the sessions, the live
+// admin tokens of those roles that the subject made.
+func endAdminsSQL(roles int) string {
+	in := strings.Repeat("?, ", roles-1) + "?"
+	return `UPDATE admin_tokens SET revoked_at = ? WHERE creator_subject = ? AND role IN (` + in + `) AND revoked_at IS NULL` +
+		` AND (expires_at IS NULL OR expires_at > ?) RETURNING ` + adminCols
+}
+
+// EndAdminSessionsNoted revokes every session of subject whose role is
+// one of roles and that is live as live says, and every live admin token
+// of those roles that subject made (AdminToken.CreatorSubject): a role the
+// subject no longer has is not kept through a token they made with it.
+// The audit records n makes from Changes.EndedSessions and
+// Changes.EndedAdmins (the rows as they were) are in the same
+// transaction. It returns what it ended: however many there are, not a
+// listing's first page.
+func (db *DB) EndAdminSessionsNoted(ctx context.Context, subject string, roles []string, live SessionsLive, n *Note) ([]AdminSession, []AdminToken, error) {
 	if len(roles) == 0 {
-		return nil, nil
+		return nil, nil, nil
 	}
 	args := []any{nanos(live.At), subject}
+	targs := []any{nanos(live.At), subject}
 	for _, r := range roles {
 		args = append(args, r)
+		targs = append(targs, r)
 	}
 	args = append(args, nanos(live.At), nanos(live.MadeAfter), nanos(live.UsedAfter), nanos(live.UsedAfter))
-	q := endSessionsSQL(len(roles))
+	targs = append(targs, nanos(live.At))
+	q, tq := endSessionsSQL(len(roles)), endAdminsSQL(len(roles))
 	var ended []AdminSession
+	var admins []AdminToken
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		ended = nil // a group commit may run this twice
+		ended, admins = nil, nil // a group commit may run this twice
 		rows, err := tx.QueryContext(ctx, db.Rebind(q), args...)
 		if err != nil {
 			return err
@@ -195,15 +210,32 @@ func (db *DB) EndAdminSessionsNoted(ctx context.Context, subject string, roles [
 		if err := rows.Err(); err != nil {
 			return err
 		}
-		if len(ended) == 0 {
+		if rows, err = tx.QueryContext(ctx, db.Rebind(tq), targs...); err != nil {
+			return err
+		}
+		for rows.Next() {
+			t, err := scanAdmin(rows)
+			if err != nil {
+				rows.Close()
+				return err
+			}
+			admins = append(admins, t)
+		}
+		if err := rows.Close(); err != nil {
+			return err
+		}
+		if err := rows.Err(); err != nil {
+			return err
+		}
+		if len(ended) == 0 && len(admins) == 0 {
 			return nil
 		}
-		return db.note(ctx, tx, n, Changes{EndedSessions: ended})
+		return db.note(ctx, tx, n, Changes{EndedSessions: ended, EndedAdmins: admins})
 	})
 	if err != nil {
-		return nil, fmt.Errorf("store: end admin sessions: %w", err)
+		return nil, nil, fmt.Errorf("store: end admin sessions: %w", err)
 	}
-	return ended, nil
+	return ended, admins, nil
 }
 
 // SweepAdminSessions forgets sessions that expired before sessions, and
