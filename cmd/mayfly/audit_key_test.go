@@ -121,4 +121,22 @@ func TestAuditNamedKey(t *testing.T) {
 	if _, err := os.Stat(filepath.Join(dir, "v.state")); err == nil {
 		t.Errorf("a failed verification wrote its state file")
 	}
+	// Offline, against the data directory's log: the same.
+	data := offlineDataDir(t)
+	for _, tc := range []struct {
+		name   string
+		key    string
+		code   int
+		stderr string
+	}{
+		{name: "offline, its own key", key: datadir.Dir(data).AuditPub(), code: 0},
+		{name: "offline, another key", key: other, code: 1, stderr: "not signed by the verifier key " + other},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			stdout, stderr, code := runCLI(t, "", "audit", "verify", "--no-state", "--data-dir", data, "--key", tc.key)
+			if code != tc.code || !strings.Contains(stderr, tc.stderr) {
+				t.Errorf("exit %d, stdout %q, stderr %q; want exit %d, stderr with %q", code, stdout, stderr, tc.code, tc.stderr)
+			}
+		})
+	}
 }

@@ -90,6 +90,11 @@ func ParseCheckpoint(text []byte, verifierKey string) (size int64, root [32]byte
 		return 0, root, fmt.Errorf("audit: reading verifier key: %w", err)
 	}
 	n, err := note.Open(text, note.VerifierList(v))
+	var unsigned *note.UnverifiedNoteError
+	if errors.As(err, &unsigned) {
+		// Say which key: the usual cause is a key that is not the log's.
+		return 0, root, fmt.Errorf("audit: checkpoint is not signed by the verifier key %s (the log's key is another, or the checkpoint was altered): %w", verifierKey, err)
+	}
 	if err != nil {
 		return 0, root, fmt.Errorf("audit: checkpoint signature: %w", err)
 	}
