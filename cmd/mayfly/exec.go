@@ -18,6 +18,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/client"
 	"github.com/mayfly-sh/mayfly/internal/job"
 	"github.com/mayfly-sh/mayfly/internal/mask"
@@ -293,16 +294,38 @@ func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer, clk renewC
 	// Too little life left to be worth a renewal: 15s, or a third of a
 	// shorter token's.
 	minLeft := min(15*time.Second, life/3)
+	// CMD's end also ends a renewal in flight or waiting to be retried.
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	go func() {
+		select {
+		case <-done:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
 	for life > minLeft {
 		select {
 		case <-done:
 			return
 		case <-clk.after(expiry.Add(-life / 3).Sub(clk.now())):
 		}
-		sent := clk.now()
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		resp, err := ex.client.Renew(ctx, ex.resp.AccessToken, ex.dpopKey)
-		cancel()
+		// A temporary failure (a restart, a rolling deploy) is tried
+		// again while the token lives: giving up would let it expire
+		// under CMD.
+		var sent time.Time
+		var resp *apitype.RenewResponse
+		err := retryTemporary(ctx, time.Now().Add(expiry.Sub(clk.now())), time.Second, temporaryFailure, func() error {
+			sent = clk.now()
+			actx, acancel := context.WithTimeout(ctx, 30*time.Second)
+			defer acancel()
+			var err error
+			resp, err = ex.client.Renew(actx, ex.resp.AccessToken, ex.dpopKey)
+			return err
+		}, nil)
+		if ctx.Err() != nil {
+			return // CMD ended
+		}
 		if err != nil {
 			fmt.Fprintf(stderr, "mayfly: exec: renewing the job token failed (%s); it expires in about %s\n",
 				client.OneLine(err.Error(), 200), max(expiry.Sub(clk.now()), 0).Round(time.Second))
@@ -338,16 +361,19 @@ func revokeRetrying(ctx context.Context, c *client.Client, tok string) error {
 	deadline := time.Now().Add(revokeBudget)
 	ctx, cancel := context.WithDeadline(context.WithoutCancel(ctx), deadline)
 	defer cancel()
-	temporary := func(err error) bool {
-		var e *client.Error
-		var ce *client.ConnError
-		return errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status >= 500) || errors.As(err, &ce)
-	}
-	return retryTemporary(ctx, deadline, 500*time.Millisecond, temporary, func() error {
+	return retryTemporary(ctx, deadline, 500*time.Millisecond, temporaryFailure, func() error {
 		actx, acancel := context.WithTimeout(ctx, 10*time.Second)
 		defer acancel()
 		return c.Revoke(actx, tok)
 	}, nil)
+}
+
+// temporaryFailure reports whether a renewal or a revocation may succeed
+// when tried again: 429, 5xx, the server unreachable.
+func temporaryFailure(err error) bool {
+	var e *client.Error
+	var ce *client.ConnError
+	return errors.As(err, &e) && (e.Status == http.StatusTooManyRequests || e.Status >= 500) || errors.As(err, &ce)
 }
 
 // retryTemporary calls try until it succeeds or fails for good

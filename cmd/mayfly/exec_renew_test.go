@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -111,5 +112,113 @@ func TestRenewLoopCountsFromTheIssuingRequest(t *testing.T) {
 				t.Fatalf("renewals reached the server at %v after the exchange was sent; want %v", arrived, tc.want)
 			}
 		})
+	}
+}
+
+// A renewal the server turns away for a moment (429, 5xx, a dropped
+// connection: a restart, a rolling deploy) is tried again before the
+// token expires: giving up at once let the token die under a long CMD. A
+// refusal (the token revoked) is not tried again.
+func TestRenewLoopRetriesTemporaryFailures(t *testing.T) {
+	tests := []struct {
+		name         string
+		status       int // of the failed attempts; 0: the connection is dropped
+		retryAfter   string
+		failures     int
+		wantAttempts int // requests that reach the server
+	}{
+		{"503 then renewed", http.StatusServiceUnavailable, "", 1, 3},
+		{"429 with Retry-After then renewed", http.StatusTooManyRequests, "1", 1, 3},
+		{"connection dropped then renewed", 0, "", 1, 3},
+		{"401 revoked: not retried", http.StatusUnauthorized, "", 1, 1},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			clk := &stepClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+			tok, err := token.New(token.Job)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// After the failures: one renewal that extends the token,
+			// then one that no longer does (max_ttl reached).
+			answers := []int64{60, 10}
+			var mu sync.Mutex
+			attempts := 0
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				mu.Lock()
+				defer mu.Unlock()
+				attempts++
+				if attempts <= tc.failures {
+					if tc.status == 0 {
+						conn, _, _ := w.(http.Hijacker).Hijack()
+						_ = conn.Close()
+						return
+					}
+					if tc.retryAfter != "" {
+						w.Header().Set("Retry-After", tc.retryAfter)
+					}
+					w.WriteHeader(tc.status)
+					_ = json.NewEncoder(w).Encode(map[string]string{"error": "temporarily_unavailable"})
+					return
+				}
+				n := attempts - tc.failures - 1
+				if n >= len(answers) {
+					w.WriteHeader(http.StatusBadRequest)
+					return
+				}
+				_ = json.NewEncoder(w).Encode(apitype.RenewResponse{LeaseID: "lse_test", ExpiresIn: answers[n]})
+			}))
+			t.Cleanup(srv.Close)
+			c, err := client.New(client.Config{Addr: srv.URL, Getenv: func(string) string { return "" }})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ex := &exchanged{client: c, resp: &apitype.TokenResponse{AccessToken: tok, ExpiresIn: 60}, sentAt: clk.now()}
+			var stderr strings.Builder
+			renewLoop(make(chan struct{}), ex, &stderr, clk.clock())
+			mu.Lock()
+			defer mu.Unlock()
+			if attempts != tc.wantAttempts {
+				t.Fatalf("%d renewal requests, want %d; stderr: %s", attempts, tc.wantAttempts, stderr.String())
+			}
+			if strings.Contains(stderr.String(), tok) {
+				t.Errorf("the token in stderr: %s", stderr.String())
+			}
+		})
+	}
+}
+
+// A renewal being tried again stops as soon as CMD ends: exec must not
+// wait out the retries before it revokes the token.
+func TestRenewLoopStopsRetryingWhenCMDEnds(t *testing.T) {
+	clk := &stepClock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)}
+	tok, err := token.New(token.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	arrived := make(chan struct{}, 16)
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		arrived <- struct{}{}
+		w.Header().Set("Retry-After", "30")
+		w.WriteHeader(http.StatusServiceUnavailable)
+	}))
+	t.Cleanup(srv.Close)
+	c, err := client.New(client.Config{Addr: srv.URL, Getenv: func(string) string { return "" }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ex := &exchanged{client: c, resp: &apitype.TokenResponse{AccessToken: tok, ExpiresIn: 3600}, sentAt: clk.now()}
+	done := make(chan struct{})
+	ended := make(chan struct{})
+	go func() {
+		renewLoop(done, ex, io.Discard, clk.clock())
+		close(ended)
+	}()
+	<-arrived
+	close(done)
+	select {
+	case <-ended:
+	case <-time.After(5 * time.Second):
+		t.Fatal("renewLoop still waiting to try again 5s after CMD ended")
 	}
 }
