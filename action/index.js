@@ -29,10 +29,14 @@ function isExecutable(p) {
   }
 }
 
+// which finds name on PATH: on Windows as NAME.exe (a bare NAME is no
+// program there; .bat and .cmd are left out, as spawnSync runs them only
+// through a shell).
 function which(name) {
+  const file = process.platform === 'win32' ? name + '.exe' : name;
   for (const dir of (process.env.PATH || '').split(path.delimiter)) {
     if (!dir) continue;
-    const p = path.join(dir, name);
+    const p = path.join(dir, file);
     if (isExecutable(p)) return p;
   }
   return '';

@@ -389,3 +389,31 @@ test('post: a 4xx answer is not retried', async (t) => {
   assert.equal(rs.seen.length, 1);
   assert.match(p.stdout, /::warning::.*HTTP 400/);
 });
+
+// On a Windows runner a program on PATH is NAME.exe: mayfly.exe
+// put there by an earlier step, and go.exe by actions/setup-go, are found.
+// The test runs index.js with process.platform faked as win32.
+test('windows: mayfly.exe and go.exe on PATH are found', async (t) => {
+  for (const [name, binName, input] of [
+    ['mayfly.exe on PATH', 'mayfly.exe', {}],
+    ['go.exe for install: go', 'go.exe', { INPUT_INSTALL: 'go' }],
+  ]) {
+    const f = fixture(t);
+    const bin = fs.mkdtempSync(path.join(f.dir, 'bin-'));
+    if (binName === 'go.exe') {
+      // A fake go: `go install` puts the fake mayfly in $GOBIN as mayfly.exe.
+      fs.writeFileSync(path.join(bin, 'go.exe'), `#!/bin/sh\ncp '${f.fake}' "$GOBIN/mayfly.exe"\n`, { mode: 0o755 });
+    } else {
+      fs.copyFileSync(f.fake, path.join(bin, binName));
+      fs.chmodSync(path.join(bin, binName), 0o755);
+    }
+    const preload = path.join(f.dir, 'win32.js');
+    fs.writeFileSync(preload, "Object.defineProperty(process, 'platform', { value: 'win32' });\n");
+    const env = { ...f.baseEnv, PATH: bin + path.delimiter + '/usr/bin:/bin',
+      NODE_OPTIONS: `--require ${preload}`, INPUT_GRANTS: 'deploy', INPUT_SERVER: 'http://127.0.0.1:1', ...input };
+    delete env['INPUT_MAYFLY-PATH'];
+    const r = await run('index.js', env);
+    assert.equal(r.code, 0, `${name}: ${r.stdout}${r.stderr}`);
+    assert.equal(parseFileCommands(f.state).token, TOKEN, name);
+  }
+});
