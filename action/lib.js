@@ -10,8 +10,10 @@ const crypto = require('crypto');
 const fs = require('fs');
 const http = require('http');
 const https = require('https');
+const net = require('net');
 const os = require('os');
 const path = require('path');
+const tls = require('tls');
 
 // A mayfly job token: "mfy_" + 30 base62 + 6 base62 checksum (SPEC section 2).
 const JOB_TOKEN_RE = /^mfy_[0-9A-Za-z]{36}$/;
@@ -98,8 +100,65 @@ function normalizeServer(s) {
   return s.replace(/\/+$/, '');
 }
 
+// proxyFor returns the proxy (a URL) that an https request to url goes
+// through, as Go's http.ProxyFromEnvironment, which `mayfly login` uses,
+// decides: HTTPS_PROXY (or https_proxy), unless NO_PROXY (or no_proxy)
+// names the host (a name and its subdomains, ".name" or "*.name" for
+// subdomains only, an address, a CIDR, "*"; a port given there is not
+// compared). Loopback and plain http (which mayfly sends only
+// to loopback) never go through one. null: connect directly.
+function proxyFor(url, env = process.env) {
+  const p = env.HTTPS_PROXY || env.https_proxy;
+  const host = url.hostname.replace(/^\[|\]$/g, '').toLowerCase();
+  if (url.protocol !== 'https:' || !p || isLoopback(host)) return null;
+  for (let n of (env.NO_PROXY || env.no_proxy || '').split(',')) {
+    n = n.trim().toLowerCase();
+    if (!n) continue;
+    if (n === '*') return null;
+    if (n.includes('/')) {
+      const [addr, bits] = n.split('/');
+      const type = net.isIP(addr) === 6 ? 'ipv6' : 'ipv4';
+      const bl = new net.BlockList();
+      try { bl.addSubnet(addr, Number(bits), type); } catch { continue; }
+      if (net.isIP(host) && bl.check(host, net.isIP(host) === 6 ? 'ipv6' : 'ipv4')) return null;
+      continue;
+    }
+    n = n.replace(/^\[(.*)\](:\d+)?$/, '$1').replace(/^([^:]+):\d+$/, '$1').replace(/^\*\./, '.');
+    if (n.startsWith('.') ? host.endsWith(n) : host === n || host.endsWith('.' + n)) return null;
+  }
+  return new URL(p.includes('://') ? p : 'http://' + p);
+}
+
+// tunnel opens a CONNECT tunnel through proxy to host:port and resolves to
+// its socket.
+function tunnel(proxy, host, port, timeoutMs) {
+  return new Promise((resolve, reject) => {
+    const headers = { Host: `${host}:${port}` };
+    if (proxy.username) {
+      const cred = `${decodeURIComponent(proxy.username)}:${decodeURIComponent(proxy.password)}`;
+      headers['Proxy-Authorization'] = 'Basic ' + Buffer.from(cred).toString('base64');
+    }
+    const req = (proxy.protocol === 'https:' ? https : http).request({
+      host: proxy.hostname.replace(/^\[|\]$/g, ''), port: proxy.port || (proxy.protocol === 'https:' ? 443 : 80),
+      method: 'CONNECT', path: `${host.includes(':') ? `[${host}]` : host}:${port}`, headers, timeout: timeoutMs,
+    });
+    req.on('connect', (res, socket) => {
+      if (res.statusCode === 200) {
+        resolve(socket);
+        return;
+      }
+      socket.destroy();
+      reject(new Error(`proxy ${proxy.host} answered HTTP ${res.statusCode}`));
+    });
+    req.on('timeout', () => req.destroy(new Error(`proxy ${proxy.host} timed out after ${timeoutMs} ms`)));
+    req.on('error', (e) => reject(new Error(`proxy ${proxy.host}: ${e.code || e.message}`)));
+    req.end();
+  });
+}
+
 // revoke POSTs token=<t> to <server>/v1/revoke (RFC 7009; holding the token
-// is enough). It resolves to the HTTP status and never rejects: the caller
+// is enough), through HTTPS_PROXY as `mayfly login` reached the server
+// (proxyFor). It resolves to the HTTP status and never rejects: the caller
 // decides what a failure means. The token is never part of a message.
 function revoke(server, token, caFile, timeoutMs = 15000) {
   return new Promise((resolve) => {
@@ -131,18 +190,39 @@ function revoke(server, token, caFile, timeoutMs = 15000) {
     }
     let done = false;
     const finish = (r) => { if (!done) { done = true; resolve(r); } };
-    const req = mod.request(url, opts, (res) => {
-      res.resume();
-      res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, reason: `HTTP ${res.statusCode}` }));
-      res.on('error', (e) => finish({ ok: false, reason: e.code || e.message }));
-    });
-    req.on('timeout', () => { req.destroy(new Error(`timed out after ${timeoutMs} ms`)); });
-    req.on('error', (e) => finish({ ok: false, reason: e.code || e.message }));
-    req.end(body);
+    let proxy;
+    try {
+      proxy = proxyFor(url);
+    } catch (e) {
+      finish({ ok: false, reason: `HTTPS_PROXY: ${e.message}` });
+      return;
+    }
+    const host = url.hostname.replace(/^\[|\]$/g, '');
+    // send makes the request, inside a proxy's tunnel when given its socket:
+    // TLS runs to the server through it, its certificate checked against the
+    // server's name as without a proxy.
+    const send = (socket) => {
+      if (socket) {
+        opts.createConnection = () => tls.connect({ socket, host, servername: net.isIP(host) ? undefined : host, ca: opts.ca });
+      }
+      const req = mod.request(url, opts, (res) => {
+        res.resume();
+        res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, reason: `HTTP ${res.statusCode}` }));
+        res.on('error', (e) => finish({ ok: false, reason: e.code || e.message }));
+      });
+      req.on('timeout', () => { req.destroy(new Error(`timed out after ${timeoutMs} ms`)); });
+      req.on('error', (e) => finish({ ok: false, reason: e.code || e.message }));
+      req.end(body);
+    };
+    if (!proxy) {
+      send(null);
+      return;
+    }
+    tunnel(proxy, host, url.port || 443, timeoutMs).then(send, (e) => finish({ ok: false, reason: e.message }));
   });
 }
 
 module.exports = {
   JOB_TOKEN_RE, GRANT_RE, input, boolInput, escapeData, out, info, warning, error, addMask,
-  appendKeyValue, exportVariable, saveState, setOutput, getState, addPath, isLoopback, normalizeServer, revoke,
+  appendKeyValue, exportVariable, saveState, setOutput, getState, addPath, isLoopback, normalizeServer, proxyFor, revoke,
 };

@@ -417,3 +417,81 @@ test('windows: mayfly.exe and go.exe on PATH are found', async (t) => {
     assert.equal(parseFileCommands(f.state).token, TOKEN, name);
   }
 });
+
+// selfSigned makes a certificate for name and its key with openssl (Node
+// cannot write one); null when openssl is missing.
+function selfSigned(dir, name) {
+  const { spawnSync } = require('node:child_process');
+  const cert = path.join(dir, 'cert.pem');
+  const key = path.join(dir, 'key.pem');
+  const r = spawnSync('openssl', ['req', '-x509', '-newkey', 'ec', '-pkeyopt', 'ec_paramgen_curve:P-256', '-nodes',
+    '-keyout', key, '-out', cert, '-days', '1', '-subj', `/CN=${name}`, '-addext', `subjectAltName=DNS:${name}`]);
+  if (r.error || r.status !== 0) return null;
+  return { cert, key };
+}
+
+// A runner that reaches the internet only through a proxy (HTTPS_PROXY,
+// as `mayfly login` honours it) has the token revoked through it too, in
+// a CONNECT tunnel with the server's certificate checked end to end;
+// NO_PROXY is honoured.
+test('post: the revocation goes through HTTPS_PROXY', async (t) => {
+  const https = require('node:https');
+  const net = require('node:net');
+  const f = fixture(t);
+  const tls = selfSigned(f.dir, 'mayfly.test');
+  const other = selfSigned(fs.mkdtempSync(path.join(f.dir, 'other-')), 'mayfly.test');
+  if (!tls || !other) {
+    t.skip('needs openssl to make a certificate');
+    return;
+  }
+  const revoked = [];
+  const srv = https.createServer({ cert: fs.readFileSync(tls.cert), key: fs.readFileSync(tls.key) }, (req, res) => {
+    let body = '';
+    req.on('data', (d) => { body += d; });
+    req.on('end', () => {
+      revoked.push(new URLSearchParams(body).get('token'));
+      res.end('{}');
+    });
+  });
+  await new Promise((r) => srv.listen(0, '127.0.0.1', r));
+  t.after(() => srv.close());
+  // The proxy alone knows where mayfly.test is.
+  const tunnels = [];
+  const proxy = http.createServer((req, res) => { res.writeHead(405); res.end(); });
+  proxy.on('connect', (req, sock, head) => {
+    tunnels.push({ target: req.url, auth: req.headers['proxy-authorization'] || '' });
+    const up = net.connect(srv.address().port, '127.0.0.1', () => {
+      sock.write('HTTP/1.1 200 Connection established\r\n\r\n');
+      up.write(head);
+      up.pipe(sock);
+      sock.pipe(up);
+    });
+    up.on('error', () => sock.destroy());
+    sock.on('error', () => up.destroy());
+  });
+  await new Promise((r) => proxy.listen(0, '127.0.0.1', r));
+  t.after(() => proxy.close());
+  const proxyURL = `http://127.0.0.1:${proxy.address().port}`;
+  const server = `https://mayfly.test:${srv.address().port}`;
+  const base = { ...f.baseEnv, STATE_token: TOKEN, STATE_server: server, STATE_cacert: tls.cert };
+
+  for (const [name, env, wantTunnels, wantRevoked, wantAuth] of [
+    ['HTTPS_PROXY', { HTTPS_PROXY: proxyURL }, 1, 1, ''],
+    ['https_proxy with credentials', { https_proxy: proxyURL.replace('//', '//u%40x:p%3Aw@') }, 2, 2,
+      'Basic ' + Buffer.from('u@x:p:w').toString('base64')],
+    ['NO_PROXY names the server', { HTTPS_PROXY: proxyURL, NO_PROXY: 'example.com,.test' }, 2, 2, null],
+    // The tunnel's end is checked: a certificate the CA did not sign is refused.
+    ['another CA', { HTTPS_PROXY: proxyURL, STATE_cacert: other.cert }, 5, 2, null],
+  ]) {
+    const p = await run('post.js', { ...base, ...env });
+    assert.equal(p.code, 0, name);
+    assert.equal(tunnels.length, wantTunnels, `${name}: tunnels ${JSON.stringify(tunnels)}; ${p.stdout}`);
+    if (wantAuth !== null) {
+      assert.equal(tunnels.at(-1).target, `mayfly.test:${srv.address().port}`, name);
+      assert.equal(tunnels.at(-1).auth, wantAuth, name);
+    }
+    assert.equal(revoked.length, wantRevoked, `${name}: ${p.stdout}`);
+    assert.ok(!p.stdout.includes(TOKEN), name);
+  }
+  assert.deepEqual(revoked, [TOKEN, TOKEN]);
+});
