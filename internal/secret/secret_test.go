@@ -1282,3 +1282,93 @@ func TestSealedBy(t *testing.T) {
 		})
 	}
 }
+
+// A version Delete, a plain Put or the end of a grace period destroys
+// leaves no copy of its sealed bytes in the SQLite file: without
+// secure_delete SQLite keeps an updated cell's old bytes in the page's free
+// space, and anyone holding a later copy of mayfly.db (a backup, a disk
+// image) and the master key opened the value an operator had removed.
+// (PostgreSQL keeps dead tuples until VACUUM: a property of that server,
+// out of mayfly's reach.)
+func TestDestroyedLeavesNoTrace(t *testing.T) {
+	for _, tc := range []struct {
+		name    string
+		size    int // small: inside a page; large: on overflow pages
+		destroy func(t *testing.T, v *Vault, st *store.DB)
+	}{
+		{"delete/small", 100, func(t *testing.T, v *Vault, _ *store.DB) {
+			if err := v.Delete(ctx, "gone"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"delete/large", 6000, func(t *testing.T, v *Vault, _ *store.DB) {
+			if err := v.Delete(ctx, "gone"); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"replaced/small", 100, func(t *testing.T, v *Vault, _ *store.DB) {
+			if _, err := v.Put(ctx, "gone", []byte("next")); err != nil {
+				t.Fatal(err)
+			}
+		}},
+		{"grace ended/large", 6000, func(t *testing.T, v *Vault, st *store.DB) {
+			if _, err := v.PutKeeping(ctx, "gone", []byte("next"), time.Now().Add(-time.Millisecond)); err != nil {
+				t.Fatal(err)
+			}
+			if n, err := st.RetireSecrets(ctx, time.Now()); err != nil || n != 1 {
+				t.Fatalf("RetireSecrets = %d, %v", n, err)
+			}
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := t.TempDir() + "/mayfly.db"
+			st, err := store.Open(ctx, store.Config{Path: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer st.Close()
+			v, err := Open(ctx, st, newKey(t), testOpts())
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer v.Close()
+			value := []byte(strings.Repeat("planted-", tc.size/8))
+			for _, name := range []string{"gone", "kept"} {
+				if _, err := v.Put(ctx, name, value); err != nil {
+					t.Fatal(err)
+				}
+			}
+			rec, err := st.GetSecret(ctx, "gone")
+			if err != nil {
+				t.Fatal(err)
+			}
+			kept, err := st.GetSecret(ctx, "kept")
+			if err != nil {
+				t.Fatal(err)
+			}
+			tc.destroy(t, v, st)
+			v.Close()
+			if err := st.Close(); err != nil {
+				t.Fatal(err)
+			}
+			var file []byte
+			for _, f := range []string{path, path + "-wal"} {
+				b, err := os.ReadFile(f)
+				if err != nil && !errors.Is(err, os.ErrNotExist) {
+					t.Fatal(err)
+				}
+				file = append(file, b...)
+			}
+			// 32-byte windows: a large value spans pages.
+			if !bytes.Contains(file, kept.WrappedDEK) || !bytes.Contains(file, kept.Ciphertext[40:72]) {
+				t.Fatal("the live secret's sealed bytes are not found: the search reads the wrong bytes")
+			}
+			if bytes.Contains(file, rec.WrappedDEK) {
+				t.Error("the destroyed version's wrapped data key is still in the database file")
+			}
+			if bytes.Contains(file, rec.Ciphertext[40:72]) {
+				t.Error("the destroyed version's ciphertext is still in the database file")
+			}
+		})
+	}
+}

@@ -170,6 +170,11 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	q.Add("_pragma", "synchronous(FULL)")
 	q.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
 	q.Add("_pragma", "foreign_keys(1)")
+	// Deleted or overwritten bytes are zeroed, not left in a page's free
+	// space or on the freelist: a destroyed secret version's sealed bytes
+	// must not outlive it in the file (a later backup of it would open
+	// with the master key).
+	q.Add("_pragma", "secure_delete(1)")
 	q.Add("_txlock", "immediate")
 	dsn := sqliteURI(abs) + "?" + q.Encode()
 	w, err := sql.Open("sqlite", dsn)
