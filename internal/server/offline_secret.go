@@ -109,6 +109,11 @@ func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time
 	if err := requireStore(ctx, d, dsn); err != nil {
 		return nil, err
 	}
+	master, err := loadMasterKey(ctx, d, dsn)
+	if err != nil {
+		return nil, err
+	}
+	defer clear(master)
 	st, err := store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, BusyTimeout: busy})
 	if err != nil {
 		return nil, err
@@ -137,10 +142,6 @@ func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time
 			return nil, fmt.Errorf("%w: %s", ErrServerRunning, through)
 		}
 		return nil, err
-	}
-	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
-	if err != nil {
-		return nil, errors.Join(err, log.Close(context.WithoutCancel(ctx)))
 	}
 	vault, err := secret.Open(ctx, st, master, secret.Options{})
 	clear(master)

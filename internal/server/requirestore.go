@@ -8,6 +8,7 @@ import (
 	"os"
 
 	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
 
@@ -37,4 +38,34 @@ func requireStore(ctx context.Context, d datadir.Dir, dsn string) error {
 		return errors.New("the PostgreSQL database holds no mayfly store (no keyring): check --postgres (or MAYFLY_POSTGRES), it must name the database this data dir was initialised with (mayfly init --postgres)")
 	}
 	return nil
+}
+
+// loadMasterKey returns d's master key (MAYFLY_MASTER_KEY first, else
+// the key file) once it opens the keyring of the store d is started on,
+// read through a handle that cannot write: opening the store migrates its
+// schema, which a start refused for its key must not have done (the
+// release an operator rolls back to would refuse the store as newer than
+// it knows). A store it cannot judge is left, as requireStore leaves it,
+// to the vault, which checks the key again once the store is open.
+func loadMasterKey(ctx context.Context, d datadir.Dir, dsn string) ([]byte, error) {
+	env := os.Getenv(secret.MasterKeyEnv)
+	master, err := secret.LoadMasterKey(d.MasterKey(), env)
+	if err != nil {
+		return nil, err
+	}
+	ro, err := store.OpenReadOnly(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn})
+	if err != nil {
+		return master, nil
+	}
+	defer ro.Close()
+	ks, err := ro.KeyVersions(ctx)
+	if err != nil || len(ks) == 0 || secret.SealedBy(master, ks) {
+		return master, nil
+	}
+	clear(master)
+	from := d.MasterKey()
+	if env != "" {
+		from = secret.MasterKeyEnv + " (set, it wins over " + d.MasterKey() + ")"
+	}
+	return nil, fmt.Errorf("%w: the key in %s is not this store's; nothing was changed", secret.ErrWrongMasterKey, from)
 }

@@ -167,11 +167,12 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err := requireStore(ctx, d, dsn); err != nil {
 		return nil, err
 	}
-	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, MaxConns: cfg.PostgresMaxConns, ObserveCommit: storeMetrics(s.registry)})
+	master, err := loadMasterKey(ctx, d, dsn)
 	if err != nil {
 		return nil, err
 	}
-	master, err := secret.LoadMasterKey(d.MasterKey(), os.Getenv("MAYFLY_MASTER_KEY"))
+	defer clear(master)
+	s.store, err = store.Open(ctx, store.Config{Path: d.Database(), PostgresDSN: dsn, MaxConns: cfg.PostgresMaxConns, ObserveCommit: storeMetrics(s.registry)})
 	if err != nil {
 		return nil, err
 	}

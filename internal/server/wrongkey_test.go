@@ -1,0 +1,69 @@
+package server
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/store"
+	"github.com/mayfly-sh/mayfly/internal/store/storetest"
+)
+
+// A start (or offline command) with a master key that is not the data
+// dir's is refused before anything is written: it used to migrate the
+// store's schema first, so that after an upgrade started with the wrong
+// MAYFLY_MASTER_KEY the release rolled back to refused the database as
+// newer than it knows, though the new one never ran.
+func TestWrongMasterKeyChangesNothing(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	backends := []struct{ name, dsn string }{{"sqlite", ""}}
+	if os.Getenv("MAYFLY_TEST_POSTGRES") != "" {
+		backends = append(backends, struct{ name, dsn string }{"postgres", storetest.FreshSchema(t, storetest.PostgresDSN(t))})
+	}
+	// The newest migration's inverse: the store as the release before it
+	// left it. (A new migration needs its inverse here.)
+	const newest = 14
+	undoNewest := []string{`DROP INDEX admin_sessions_subject`, `UPDATE meta SET value = '13' WHERE key = 'schema_version'`}
+	if store.SchemaVersion() != newest {
+		t.Fatalf("the store's schema is version %d: give this test the inverse of its newest migration", store.SchemaVersion())
+	}
+	for _, b := range backends {
+		t.Run(b.name, func(t *testing.T) {
+			ctx := context.Background()
+			t.Setenv("MAYFLY_MASTER_KEY", "")
+			dir := filepath.Join(t.TempDir(), "data")
+			if _, err := Init(ctx, InitOptions{DataDir: dir, Postgres: b.dsn}); err != nil {
+				t.Fatal(err)
+			}
+			cfg := store.Config{Path: datadir.Dir(dir).Database(), PostgresDSN: b.dsn}
+			st, err := store.Open(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, q := range undoNewest {
+				if _, err := st.SQL().ExecContext(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+			st.Close()
+
+			other := make([]byte, 32)
+			rand.Read(other)
+			t.Setenv("MAYFLY_MASTER_KEY", base64.StdEncoding.EncodeToString(other))
+			startAndOffline(t, dir, b.dsn, "master key does not open the keyring")
+
+			ro, err := store.OpenReadOnly(ctx, cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ro.Close()
+			if v := ro.SchemaVersion(); v != newest-1 {
+				t.Errorf("a start refused for its master key migrated the store to schema %d", v)
+			}
+		})
+	}
+}
