@@ -15,6 +15,7 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -626,10 +627,7 @@ func (s *Server) Serve(ctx context.Context) error {
 	}()
 	s.log.Info("listening", "url", url, "backend", s.store.Backend())
 	if s.cfg.AddrFile != "" {
-		tmp := s.cfg.AddrFile + ".tmp"
-		if err := os.WriteFile(tmp, []byte(url+"\n"), 0o644); err == nil {
-			os.Rename(tmp, s.cfg.AddrFile)
-		}
+		writeAddrFile(s.cfg.AddrFile, url)
 	}
 	select {
 	case err := <-errc:
@@ -818,5 +816,29 @@ func storeMetrics(reg prometheus.Registerer) func(time.Duration, int, error) {
 		if err != nil {
 			errs.Inc()
 		}
+	}
+}
+
+// writeAddrFile replaces path with url, whole or not at all. Its
+// temporary file is a new one of a random name (O_EXCL): a fixed name in
+// a shared directory could be a link another user planted, and writing
+// through it would overwrite the file it names.
+func writeAddrFile(path, url string) {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return
+	}
+	_, err = f.WriteString(url + "\n")
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(f.Name(), path)
+	}
+	if err != nil {
+		os.Remove(f.Name())
 	}
 }
