@@ -86,17 +86,22 @@ func writeSessions(f sessionFile, p string) error {
 		return fmt.Errorf("saving the session: %w", err)
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
-	tmp := p + ".tmp"
-	if err := os.WriteFile(tmp, b, 0o600); err != nil {
+	// A new file of a random name (O_EXCL, mode 0600): at a fixed name,
+	// a file or link another user planted in a shared directory would
+	// receive the token.
+	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
+	if err != nil {
 		return fmt.Errorf("saving the session: %w", err)
 	}
-	// WriteFile keeps an existing file's mode: make sure it is the owner's alone.
-	if err := os.Chmod(tmp, 0o600); err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("saving the session: %w", err)
+	_, err = tmp.Write(b)
+	if cerr := tmp.Close(); err == nil {
+		err = cerr
 	}
-	if err := os.Rename(tmp, p); err != nil {
-		os.Remove(tmp)
+	if err == nil {
+		err = os.Rename(tmp.Name(), p)
+	}
+	if err != nil {
+		os.Remove(tmp.Name())
 		return fmt.Errorf("saving the session: %w", err)
 	}
 	return nil
