@@ -46,7 +46,9 @@ func requireStore(ctx context.Context, d datadir.Dir, dsn string) error {
 // schema, which a start refused for its key must not have done (the
 // release an operator rolls back to would refuse the store as newer than
 // it knows). A store it cannot judge is left, as requireStore leaves it,
-// to the vault, which checks the key again once the store is open.
+// to the vault, which checks the key again once the store is open; so is
+// a keyring some of whose versions the key opens (a row changed in the
+// store, not the operator's key: the vault names the version).
 func loadMasterKey(ctx context.Context, d datadir.Dir, dsn string) ([]byte, error) {
 	env := os.Getenv(secret.MasterKeyEnv)
 	master, err := secret.LoadMasterKey(d.MasterKey(), env)
@@ -59,8 +61,13 @@ func loadMasterKey(ctx context.Context, d datadir.Dir, dsn string) ([]byte, erro
 	}
 	defer ro.Close()
 	ks, err := ro.KeyVersions(ctx)
-	if err != nil || len(ks) == 0 || secret.SealedBy(master, ks) {
+	if err != nil || len(ks) == 0 {
 		return master, nil
+	}
+	for i := range ks {
+		if secret.SealedBy(master, ks[i:i+1]) {
+			return master, nil
+		}
 	}
 	clear(master)
 	from := d.MasterKey()

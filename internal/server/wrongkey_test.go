@@ -6,7 +6,9 @@ import (
 	"encoding/base64"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/store"
@@ -65,5 +67,36 @@ func TestWrongMasterKeyChangesNothing(t *testing.T) {
 				t.Errorf("a start refused for its master key migrated the store to schema %d", v)
 			}
 		})
+	}
+}
+
+// A keyring version the data dir's own key does not open, beside ones it
+// does, is a row changed in the store, not the operator's wrong key: the
+// refusal names that version rather than blaming the key.
+func TestPlantedKeyringVersionIsNamed(t *testing.T) {
+	t.Setenv("MAYFLY_POSTGRES", "")
+	t.Setenv("MAYFLY_MASTER_KEY", "")
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	st, err := store.Open(ctx, store.Config{Path: datadir.Dir(dir).Database()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	planted := make([]byte, 60)
+	rand.Read(planted)
+	if err := st.AddKeyVersion(ctx, store.KeyVersion{Version: 2, Sealed: planted, CreatedAt: time.Now()}); err != nil {
+		t.Fatal(err)
+	}
+	st.Close()
+	s, err := New(ctx, Config{DataDir: dir, Listen: "127.0.0.1:0", MetricsListen: "off"}, NewLogger(&lockedWriter{w: &strings.Builder{}}, "text", "error"))
+	if err == nil {
+		s.Close(ctx)
+		t.Fatal("started on a keyring with a version its key does not open")
+	}
+	if !strings.Contains(err.Error(), "keyring version 2") || strings.Contains(err.Error(), "not this store's") {
+		t.Errorf("refusal: %v; want it to name keyring version 2, not blame the key", err)
 	}
 }
