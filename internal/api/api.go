@@ -113,7 +113,7 @@ type Limits struct {
 	MaxPolicyBody int64   // policy YAML (default 1 MiB)
 	TokenRate     float64 // exchanges per second per source address (default 100)
 	TokenBurst    int     // (default 1000: a 1,000-runner fan-out at once)
-	IssuerRate    float64 // exchanges per second per issuer (default 500)
+	IssuerRate    float64 // admitted exchanges per second per issuer (default 500)
 	IssuerBurst   int     // (default 2000)
 	LeakRate      float64 // leak reports per second per source (default 5)
 	LeakBurst     int     // (default 20)

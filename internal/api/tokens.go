@@ -1,10 +1,7 @@
 package api
 
 import (
-	"bytes"
 	"context"
-	"encoding/base64"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -13,14 +10,12 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/clientip"
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
-	"github.com/mayfly-sh/mayfly/internal/identity"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
@@ -138,13 +133,10 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 		}
 		req.TTL = time.Duration(n) * time.Second
 	}
-	// Per-issuer limit, keyed by the unverified iss: cheap, and a flood
-	// claiming one issuer cannot starve the others.
-	if iss := unverifiedIssuer(req.SubjectToken); iss != "" && !a.issuerRL.Allow(iss) {
-		w.Header().Set("Retry-After", "1")
-		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges for this issuer")
-		return
-	}
+	// Charged only once the ID token verified and the policy admitted it:
+	// a flood of tokens nobody could exchange, claiming an issuer, cannot
+	// starve that issuer's real jobs (they are bounded per address).
+	req.AllowIssuer = a.issuerRL.Allow
 	tokenType := "Bearer"
 	if proofs := r.Header.Values("DPoP"); len(proofs) > 0 {
 		if len(proofs) > 1 || a.cfg.DPoP == nil {
@@ -170,6 +162,11 @@ func (a *API) exchange(w http.ResponseWriter, r *http.Request) {
 		tokenType = "DPoP"
 	}
 	res, err := a.cfg.Authority.Exchange(r.Context(), req)
+	if errors.Is(err, authority.ErrIssuerLimited) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many exchanges for this issuer")
+		return
+	}
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -199,65 +196,6 @@ func (a *API) publicURL(r *http.Request) string {
 		return a.cfg.PublicURL(r)
 	}
 	return (&dpop.Origins{}).Of(r)
-}
-
-// maxIssuerKey bounds an issuer's key in the per-issuer limit's table.
-const maxIssuerKey = 512
-
-// unverifiedIssuer reads iss from a JWT payload without verifying it, for
-// rate limiting only: the top-level iss that identity routes the token by
-// (cut to maxIssuerKey bytes), or "" when there is none (identity then
-// refuses the token before any key or signature work). Bounded: a huge
-// token is refused later anyway.
-func unverifiedIssuer(jwt string) string {
-	if len(jwt) > identity.DefaultMaxTokenSize {
-		return ""
-	}
-	parts := strings.SplitN(jwt, ".", 3)
-	if len(parts) != 3 {
-		return ""
-	}
-	b, err := base64.RawURLEncoding.DecodeString(parts[1])
-	if err != nil {
-		return ""
-	}
-	// A cheap scan for "iss":"…" keeps the common payload free of a full
-	// JSON parse. Its answer is the verifier's only when the payload has
-	// no escape at all (so every quote delimits a string and a value reads
-	// as written) and one "iss" string: then a top-level iss, if any, is
-	// that one. Anything else (a nested or repeated iss, "iss" as a value,
-	// escapes) is read as JSON, as the verifier reads it.
-	if bytes.IndexByte(b, '\\') < 0 && bytes.Count(b, []byte(`"iss"`)) == 1 {
-		i := bytes.Index(b, []byte(`"iss"`))
-		v := bytes.TrimLeft(b[i+5:], " \t\r\n:")
-		if len(v) == 0 || v[0] != '"' {
-			return ""
-		}
-		end := bytes.IndexByte(v[1:], '"')
-		if end < 0 {
-			return ""
-		}
-		if v = v[1 : 1+end]; utf8.Valid(v) {
-			return issuerKey(string(v))
-		}
-	}
-	var claims map[string]json.RawMessage
-	if json.Unmarshal(b, &claims) != nil {
-		return ""
-	}
-	var iss string
-	if json.Unmarshal(claims["iss"], &iss) != nil {
-		return ""
-	}
-	return issuerKey(iss)
-}
-
-// issuerKey cuts iss to maxIssuerKey bytes.
-func issuerKey(iss string) string {
-	if len(iss) > maxIssuerKey {
-		return iss[:maxIssuerKey]
-	}
-	return iss
 }
 
 // bearer extracts a token from Authorization: Bearer|DPoP|token.

@@ -224,7 +224,18 @@ type ExchangeRequest struct {
 	// exchange (a replayed proof); any other error is the replay store
 	// failing.
 	UseProof func(context.Context) error
+	// AllowIssuer, when set, is the per-issuer limit: asked once, with the
+	// issuer's URL, after the ID token verified and the policy admitted
+	// the exchange, so that tokens nobody could exchange (forged ones
+	// naming a real issuer, or that issuer's tokens for identities no
+	// grant trusts, which anyone can get from GitHub) never spend a real
+	// issuer's budget. false refuses with ErrIssuerLimited, unaudited, as
+	// any rate-limited request is.
+	AllowIssuer func(issuerURL string) bool
 }
+
+// ErrIssuerLimited refuses an exchange AllowIssuer did not allow.
+var ErrIssuerLimited = errors.New("too many exchanges for this issuer")
 
 // ExchangeResult is an issued token. Token is the only copy.
 type ExchangeResult struct {
@@ -256,6 +267,14 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 			return use(ctx)
 		}
 	}
+	if allow := r.AllowIssuer; allow != nil {
+		// Charged once, even when a policy change decides again.
+		var allowed bool
+		r.AllowIssuer = func(iss string) bool {
+			allowed = allowed || allow(iss)
+			return allowed
+		}
+	}
 	ev := audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
 	res, err := a.exchange(ctx, st, r, &ev)
 	for try := 0; errors.Is(err, store.ErrPolicyChanged) && try < 3; try++ {
@@ -269,6 +288,9 @@ func (a *Authority) Exchange(ctx context.Context, r ExchangeRequest) (*ExchangeR
 		st = a.current.Load()
 		ev = audit.Event{Type: audit.TypeExchange, Source: addrString(r.Source), Grant: strings.Join(r.Scope, " "), PolicyVersion: versionString(st.version)}
 		res, err = a.exchange(ctx, st, r, &ev)
+	}
+	if errors.Is(err, ErrIssuerLimited) {
+		return nil, err
 	}
 	if err != nil {
 		var me *mint.Error
@@ -474,6 +496,9 @@ func (a *Authority) exchange(ctx context.Context, st *state, r ExchangeRequest, 
 	}
 	if maxTTL < ttl {
 		maxTTL = ttl
+	}
+	if r.AllowIssuer != nil && !r.AllowIssuer(id.IssuerURL) {
+		return nil, ErrIssuerLimited
 	}
 	// The jti is checked by identity's rules but recorded by the lease
 	// insert, in the same commit: one ID token, one lease, one fsync.
