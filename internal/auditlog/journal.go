@@ -618,9 +618,27 @@ func (l *Log) appendJournalFor(ev audit.Event, in *Intent, outcomeType string, l
 }
 
 // journalWrite copies record payload p into the active journal file if it
-// fits with room to spare for the running requests' entries and keep more;
-// js.mu is held. A failed copy makes the log unhealthy.
+// fits with room to spare for the running requests' entries and keep more,
+// and has it synced within syncDelay; js.mu is held. A failed copy makes
+// the log unhealthy.
 func (l *Log) journalWrite(p []byte, keep int64) error {
+	if err := l.journalCopy(p, keep); err != nil {
+		return err
+	}
+	if js := &l.js; !js.unsynced {
+		js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
+		js.kickLoop()
+	}
+	return nil
+}
+
+// journalCopy is journalWrite for a record whose content is durable
+// elsewhere already (a pending record's, in the store): it sets no sync
+// deadline, and the next sync covers it. Losing it to a power cut loses
+// nothing: the store's record stays pending, its fold is lost with it (the
+// store's WAL is durable in order), and it is sequenced again at the same
+// index (a journal sync covers every record before the one it is for).
+func (l *Log) journalCopy(p []byte, keep int64) error {
 	js := &l.js
 	if int64(journalHeader+len(p))+keep > js.j.free()-js.reserved {
 		l.metrics.appendErrors.Inc()
@@ -633,10 +651,6 @@ func (l *Log) journalWrite(p []byte, keep int64) error {
 		l.mu.Unlock()
 		l.metrics.appendErrors.Inc()
 		return err
-	}
-	if !js.unsynced {
-		js.unsynced, js.syncBy = true, time.Now().Add(syncDelay)
-		js.kickLoop()
 	}
 	return nil
 }

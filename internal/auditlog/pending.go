@@ -585,7 +585,9 @@ func (l *Log) sequenceJournal() {
 			rec[0] = recPending
 			binary.BigEndian.PutUint64(rec[1:recPrefix], uint64(id))
 			rec = append(rec, entries[0]...)
-			err := l.journalWrite(rec, 0)
+			// The record is durable in the store already: the journal
+			// need not sync for it (journalCopy).
+			err := l.journalCopy(rec, 0)
 			if err == nil {
 				js.size++
 				js.queue = append(js.queue, rec[recPrefix:])

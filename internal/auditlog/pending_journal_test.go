@@ -136,3 +136,76 @@ func TestHandedRecordsKeepOrder(t *testing.T) {
 		})
 	}
 }
+
+// A pending record's journal record needs no fdatasync of its own: the
+// store holds the record durably (the action's commit), and a power cut
+// that loses the journal record loses its fold with it, so it is sequenced
+// again. An action alone therefore leaves the journal's mirror unsynced,
+// while an entry that only the journal keeps still has it synced, pending
+// records included.
+func TestPendingRecordsNeedNoJournalSync(t *testing.T) {
+	cases := []struct {
+		name     string
+		written  bool // a request's entry is journaled after the action's
+		wantSync bool
+	}{
+		{"action alone", false, false},
+		{"action then a request", true, true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.SQLite(t).DB
+			l, err := Open(ctx, db, testSigner, Options{Journal: journalPath(t)})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close(ctx)
+			time.Sleep(3 * syncDelay) // what Open journaled is synced
+			l.js.mu.Lock()
+			active := l.js.j.active
+			l.js.mu.Unlock()
+			synced := l.js.j.synced[active] // the committer's; it is idle
+			since := l.Size()
+			rec, err := l.Record(audit.Event{Type: audit.TypeExchange, Lease: "lse_nosync", Status: 200})
+			if err != nil {
+				t.Fatal(err)
+			}
+			pid := recordAction(t, db, rec, "lse_nosync")
+			wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+			defer cancel()
+			if _, err := l.Recorded(wctx, since, []int64{pid}, [][]byte{rec})[0].Wait(wctx); err != nil {
+				t.Fatal(err)
+			}
+			if tc.written {
+				if _, err := l.appendWritten(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			time.Sleep(4 * syncDelay)
+			l.js.mu.Lock()
+			end := l.js.j.size[active]
+			l.js.mu.Unlock()
+			deadline := time.Now().Add(2 * time.Second)
+			for tc.wantSync && l.syncedTo(active) < end && time.Now().Before(deadline) {
+				time.Sleep(syncDelay)
+			}
+			got := l.syncedTo(active)
+			switch {
+			case tc.wantSync && got < end:
+				t.Fatalf("journal synced to %d of %d: the request's entry is not durable", got, end)
+			case !tc.wantSync && got != synced:
+				t.Fatalf("journal synced from %d to %d for a pending record alone", synced, got)
+			}
+			checkOnce(t, db, "lse_nosync")
+		})
+	}
+}
+
+// syncedTo is how much of journal file i its mirror holds durably, read
+// in the committer's loop (it alone writes it).
+func (l *Log) syncedTo(i int) int64 {
+	l.js.mu.Lock()
+	defer l.js.mu.Unlock()
+	return l.js.j.synced[i]
+}
