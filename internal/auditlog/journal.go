@@ -911,8 +911,13 @@ func (l *Log) integrate(final bool) error {
 	// unfinished and record the request twice.)
 	rotatedEnd := int64(-1)
 	if js.old < 0 && js.j.used(js.j.active) >= js.resetSize {
+		// Nothing unsynced (what was written since the last sync is
+		// pending records, durable in the store: journalCopy): the old
+		// file needs no sync before its fold. It would have copied them
+		// all to the mirror at once, up to resetSize.
+		needSync := js.unsynced
 		l.rotate()
-		if js.old >= 0 {
+		if js.old >= 0 && needSync {
 			rotatedEnd = js.j.size[js.old]
 		}
 	}

@@ -3,6 +3,7 @@
 package auditlog
 
 import (
+	"bytes"
 	"context"
 	"fmt"
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -208,4 +209,95 @@ func (l *Log) syncedTo(i int) int64 {
 	l.js.mu.Lock()
 	defer l.js.mu.Unlock()
 	return l.js.j.synced[i]
+}
+
+// When the journal moves to its other file, the old one is synced before
+// its fold only for records the store does not hold durably: pending
+// records alone are not copied to its mirror (they were, all at once, up
+// to the reset size), while an entry only the journal keeps is there.
+func TestJournalSwitchSyncsOnlyWhatItKeeps(t *testing.T) {
+	cases := []struct {
+		name    string
+		written bool // a request's entry is journaled before the actions'
+	}{
+		{"actions alone", false},
+		{"a request, then actions", true},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			ctx := context.Background()
+			db := storetest.SQLite(t).DB
+			path := journalPath(t)
+			l, err := Open(ctx, db, testSigner, Options{Journal: path})
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer l.Close(ctx)
+			time.Sleep(3 * syncDelay)
+			l.js.mu.Lock()
+			first := l.js.j.active
+			l.js.resetSize = 1 << 30 // no switch until the records are in
+			l.js.mu.Unlock()
+			mirror := path + ".sync"
+			if first == 1 {
+				mirror = path + ".1.sync"
+			}
+			var want int64 // record bytes the mirror must hold
+			if tc.written {
+				if _, err := l.appendWritten(ctx, audit.Event{Type: audit.TypeServerStart, Status: 200}); err != nil {
+					t.Fatal(err)
+				}
+				l.js.mu.Lock()
+				want = l.js.j.size[first] - fileHeader
+				l.js.mu.Unlock()
+			}
+			action := func(i int) {
+				id := fmt.Sprintf("lse_switch%d", i)
+				rec, err := l.Record(audit.Event{Type: audit.TypeExchange, Lease: id, Status: 200})
+				if err != nil {
+					t.Fatal(err)
+				}
+				since := l.Size()
+				pid := recordAction(t, db, rec, id)
+				wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+				defer cancel()
+				if _, err := l.Recorded(wctx, since, []int64{pid}, [][]byte{rec})[0].Wait(wctx); err != nil {
+					t.Fatal(err)
+				}
+			}
+			for i := range 3 {
+				action(i)
+			}
+			time.Sleep(3 * syncDelay) // any sync due is made
+			l.js.mu.Lock()
+			l.js.resetSize = 1 // the next action's fold switches files
+			l.js.mu.Unlock()
+			action(3)
+			waitFor(t, func() bool {
+				l.js.mu.Lock()
+				defer l.js.mu.Unlock()
+				return l.js.j.active != first && l.js.old < 0
+			})
+			// A sync for the request covers whatever was journaled before
+			// it ran: pending records written meanwhile may be there too.
+			got := mirrorHolds(t, mirror)
+			if tc.written && got < want || !tc.written && got != 0 {
+				t.Fatalf("old file's mirror holds %d record bytes; the request's entry is %d (pending records alone: none)", got, want)
+			}
+			for i := range 4 {
+				checkOnce(t, db, fmt.Sprintf("lse_switch%d", i))
+			}
+		})
+	}
+}
+
+// mirrorHolds is how many bytes of records a fresh journal file's mirror
+// was given (it is preallocated with zeros; a record does not end in one).
+func mirrorHolds(t *testing.T, path string) int64 {
+	t.Helper()
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return int64(len(bytes.TrimRight(raw[fileHeader:], "\x00")))
 }
