@@ -190,8 +190,8 @@ func summarize(results map[int][]result, ctlRatio float64) {
 		fmt.Printf("%-34s %28.2f\n", "gateway ratio ÷ the control's", med(3, gw)/med(1, gw)/ctlRatio)
 	}
 	for _, n := range []int{1, 3} {
-		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/exchange, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerExchange }))
-		fmt.Printf("%-34s %10.2f\n", fmt.Sprintf("statements/gateway call, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerGateway }))
+		fmt.Printf("%-34s %10.3f\n", fmt.Sprintf("statements/exchange, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerExchange }))
+		fmt.Printf("%-34s %10.3f\n", fmt.Sprintf("statements/gateway call, %d node(s)", n), med(n, func(r result) float64 { return r.stmtsPerGateway }))
 		fmt.Printf("%-34s %10.0f µs node, %.0f µs PostgreSQL\n", fmt.Sprintf("CPU/exchange, %d node(s)", n),
 			med(n, func(r result) float64 { return r.nodeCPUExchange }), med(n, func(r result) float64 { return r.dbCPUExchange }))
 		fmt.Printf("%-34s %10.0f µs node, %.0f µs PostgreSQL\n", fmt.Sprintf("CPU/gateway call, %d node(s)", n),
@@ -260,7 +260,7 @@ type result struct {
 }
 
 func (r result) String() string {
-	return fmt.Sprintf("%.0f exchanges/s (%.1f statements, errors %v), %.0f gateway calls/s (%.1f statements, errors %v)",
+	return fmt.Sprintf("%.0f exchanges/s (%.3f statements, errors %v), %.0f gateway calls/s (%.3f statements, errors %v)",
 		r.exchangesPerSec, r.stmtsPerExchange, r.errorsExchange, r.gatewayPerSec, r.stmtsPerGateway, r.errorsGateway)
 }
 
@@ -674,7 +674,7 @@ func (p *postgres) printTop(n int, requests float64) {
 		var ms, plan float64
 		var q string
 		check(rows.Scan(&calls, &ms, &plan, &q))
-		fmt.Printf("  %6.2f/request %6.1f µs/request (+%5.1f planning)  %s\n", float64(calls)/requests, ms*1000/requests, plan*1000/requests, q)
+		fmt.Printf("  %7.4f/request %6.1f µs/request (+%5.1f planning)  %s\n", float64(calls)/requests, ms*1000/requests, plan*1000/requests, q)
 	}
 }
 
