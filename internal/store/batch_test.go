@@ -2,7 +2,9 @@ package store
 
 import (
 	"context"
+	"crypto/rand"
 	"database/sql"
+	"encoding/hex"
 	"os"
 	"path/filepath"
 	"sync"
@@ -56,7 +58,12 @@ func syncBackends(t *testing.T) []syncBackend {
 	}
 	// A schema of its own (storetest.FreshSchema cannot be imported here:
 	// it imports this package).
-	schema := "mayfly_batch_" + time.Now().Format("150405_000000000")
+	// Random, as FreshSchema's: a name by the second (its zeros were
+	// literal, not nanoseconds) collided with a run started in the same
+	// second ("schema already exists").
+	var rnd [6]byte
+	rand.Read(rnd[:])
+	schema := "mayfly_batch_" + hex.EncodeToString(rnd[:])
 	admin, err := sql.Open("pgx", dsn)
 	if err != nil {
 		t.Fatal(err)
