@@ -60,7 +60,7 @@ func runControl(upURL string, n int) controlResult {
 	cpu := func() float64 {
 		t := 0.0
 		for _, c := range cmds {
-			_, s := procStat(c.Process.Pid)
+			_, s := statUS(c.Process.Pid)
 			t += s
 		}
 		return t

@@ -53,6 +53,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib"
 
+	"github.com/mayfly-sh/mayfly/bench/internal/measure"
 	"github.com/mayfly-sh/mayfly/internal/devissuer"
 )
 
@@ -168,8 +169,7 @@ func median[T any](xs []T, f func(T) float64) float64 {
 	for _, x := range xs {
 		v = append(v, f(x))
 	}
-	slices.Sort(v)
-	return v[len(v)/2]
+	return measure.Median(v)
 }
 
 // summarize prints the medians of one build's rounds, and where a cluster
@@ -182,7 +182,7 @@ func summarize(results map[int][]result, ctlRatio float64) {
 	if *perNode {
 		per = "per node"
 	}
-	fmt.Printf("\nmedians of %d rounds, %d clients %s, %v phases (machine: %d cores, shared)\n", *rounds, *clients, per, *duration, numCPU())
+	fmt.Printf("\nmedians of %d rounds, %d clients %s, %v phases (machine: %d cores, shared)\n", *rounds, *clients, per, *duration, measure.NumCPU())
 	fmt.Printf("%-34s %10s %10s %7s\n", "", "1 node", "3 nodes", "ratio")
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "exchanges/s", med(1, ex), med(3, ex), med(3, ex)/med(1, ex))
 	fmt.Printf("%-34s %10.0f %10.0f %7.2f\n", "gateway calls/s", med(1, gw), med(3, gw), med(3, gw)/med(1, gw))
@@ -407,7 +407,7 @@ grants:
 	phase := func(fn func(w, i int) int) (float64, float64, float64, float64, map[int]int) {
 		pg.exec("SELECT pg_stat_statements_reset()")
 		seqPID := pg.sequencerPID()
-		_, seq0 := procStat(seqPID)
+		_, seq0 := statUS(seqPID)
 		s0 := pg.statements()
 		var act0 activity
 		if *top > 0 {
@@ -443,7 +443,7 @@ grants:
 		if *top > 0 {
 			actEnd = pg.activity()
 		}
-		if _, seq1 := procStat(seqPID); seqPID != 0 && seqPID == pg.sequencerPID() {
+		if _, seq1 := statUS(seqPID); seqPID != 0 && seqPID == pg.sequencerPID() {
 			lastSeqPerReq = (seq1 - seq0) / float64(ok.Load())
 		} else {
 			lastSeqPerReq = 0 // the sequencer changed: no figure
@@ -553,7 +553,7 @@ func (nd *node) start(bin, dsn, cfg string, n int) {
 	nd.cmd.Stdout, nd.cmd.Stderr = nd.logs, nd.logs
 	nd.cmd.Env = os.Environ()
 	if *split {
-		nd.cmd.Env = append(nd.cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, numCPU()/n)))
+		nd.cmd.Env = append(nd.cmd.Env, fmt.Sprintf("GOMAXPROCS=%d", max(1, measure.NumCPU()/n)))
 	}
 	if *pprofDir != "" {
 		l, err := net.Listen("tcp", "127.0.0.1:0")
@@ -645,7 +645,7 @@ func (p *postgres) cpu() float64 {
 		if err != nil {
 			continue
 		}
-		ppid, cpu := procStat(pid)
+		ppid, cpu := statUS(pid)
 		if pid == p.pid || ppid == p.pid {
 			total += cpu
 		}
@@ -715,7 +715,7 @@ func (p *postgres) activity() activity {
 		if err != nil {
 			continue
 		}
-		if ppid, cpu := procStat(pid); pid == p.pid || ppid == p.pid {
+		if ppid, cpu := statUS(pid); pid == p.pid || ppid == p.pid {
 			b, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", pid))
 			kind := "postmaster"
 			if f := strings.Fields(strings.TrimPrefix(string(b), "postgres: ")); pid != p.pid && len(f) > 0 {
@@ -765,36 +765,21 @@ func (p *postgres) command(name string, args ...string) *exec.Cmd {
 func cpuOf(nodes []*node) float64 {
 	t := 0.0
 	for _, nd := range nodes {
-		_, c := procStat(nd.cmd.Process.Pid)
+		_, c := statUS(nd.cmd.Process.Pid)
 		t += c
 	}
 	return t
-}
-
-// procStat returns a process's parent and CPU time (user+system, µs).
-func procStat(pid int) (int, float64) {
-	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, 0
-	}
-	s := string(b)
-	f := strings.Fields(s[strings.LastIndexByte(s, ')')+2:])
-	if len(f) < 13 {
-		return 0, 0
-	}
-	ppid, _ := strconv.Atoi(f[1])
-	ut, _ := strconv.ParseFloat(f[11], 64)
-	st, _ := strconv.ParseFloat(f[12], 64)
-	return ppid, (ut + st) * 1e6 / 100 // USER_HZ is 100 on Linux
-}
-
-func numCPU() int {
-	b, _ := os.ReadFile("/proc/cpuinfo")
-	return max(1, strings.Count(string(b), "processor\t:"))
 }
 
 func check(err error) {
 	if err != nil {
 		log.Fatal(err)
 	}
+}
+
+// statUS is a process's parent and CPU time in microseconds, the unit
+// this bench sums and prints.
+func statUS(pid int) (int, float64) {
+	ppid, cpu := measure.Stat(pid)
+	return ppid, float64(cpu.Microseconds())
 }
