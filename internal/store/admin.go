@@ -119,19 +119,11 @@ func (db *DB) AdminTokenByHash(ctx context.Context, hash [32]byte) (AdminToken, 
 func (db *DB) AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]AdminToken, error) {
 	out := make(map[[32]byte]AdminToken)
 	err := inBatches(hashes, func(in string, args []any) error {
-		rows, err := db.query(ctx, `SELECT `+adminCols+` FROM admin_tokens WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			t, err := scanAdmin(rows)
-			if err != nil {
-				return err
-			}
+		ts, err := queryAll(ctx, db, scanAdmin, `SELECT `+adminCols+` FROM admin_tokens WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
+		for _, t := range ts {
 			out[t.Hash] = t
 		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: find admin tokens by hash: %w", err)
@@ -141,20 +133,11 @@ func (db *DB) AdminTokensByHashes(ctx context.Context, hashes [][32]byte) (map[[
 
 // ListAdminTokens returns every admin token, live and revoked, by name.
 func (db *DB) ListAdminTokens(ctx context.Context) ([]AdminToken, error) {
-	rows, err := db.query(ctx, `SELECT `+adminCols+` FROM admin_tokens ORDER BY name`)
+	out, err := queryAll(ctx, db, scanAdmin, `SELECT `+adminCols+` FROM admin_tokens ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin tokens: %w", err)
 	}
-	defer rows.Close()
-	var out []AdminToken
-	for rows.Next() {
-		t, err := scanAdmin(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list admin tokens: %w", err)
-		}
-		out = append(out, t)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // TouchAdminToken records that the admin token name authenticated a call

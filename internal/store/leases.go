@@ -395,19 +395,11 @@ const HashBatch = 500
 func (db *DB) LeasesByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]Lease, error) {
 	out := make(map[[32]byte]Lease)
 	err := inBatches(hashes, func(in string, args []any) error {
-		rows, err := db.query(ctx, `SELECT `+leaseCols+` FROM leases WHERE token_hash IN (`+in+`)`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			l, err := scanLease(rows)
-			if err != nil {
-				return err
-			}
+		ls, err := queryAll(ctx, db, scanLease, `SELECT `+leaseCols+` FROM leases WHERE token_hash IN (`+in+`)`, args...)
+		for _, l := range ls {
 			out[l.Hash] = l
 		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: find leases by hash: %w", err)
@@ -453,20 +445,11 @@ func (db *DB) ListLeases(ctx context.Context, f LeaseFilter) ([]Lease, error) {
 		q += ` LIMIT ?`
 		args = append(args, f.Limit)
 	}
-	rows, err := db.query(ctx, q, args...)
+	out, err := queryAll(ctx, db, scanLease, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list leases: %w", err)
 	}
-	defer rows.Close()
-	var out []Lease
-	for rows.Next() {
-		l, err := scanLease(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list leases: %w", err)
-		}
-		out = append(out, l)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // RevokeLeases revokes every unrevoked lease f selects and returns their

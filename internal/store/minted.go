@@ -204,7 +204,7 @@ func (db *DB) RevokeSharedMinted(ctx context.Context, grants []string, reason st
 // record it revoked before it exists.
 func (db *DB) MintedDue(ctx context.Context, now, staleBefore time.Time, limit int) ([]Minted, error) {
 	n := nanos(now)
-	rows, err := db.query(ctx, `SELECT m.`+strings.ReplaceAll(mintedCols, ", ", ", m.")+` FROM minted m LEFT JOIN leases l ON l.id = m.lease_id
+	out, err := queryAll(ctx, db, scanMinted, `SELECT m.`+strings.ReplaceAll(mintedCols, ", ", ", m.")+` FROM minted m LEFT JOIN leases l ON l.id = m.lease_id
 WHERE m.state IN (?, ?, ?) AND m.next_attempt_at <= ? AND (
 	(m.state = ? AND m.created_at < ?)
 	OR (m.state <> ? AND (m.state = ? OR m.expires_at <= ?
@@ -212,18 +212,6 @@ WHERE m.state IN (?, ?, ?) AND m.next_attempt_at <= ? AND (
 ORDER BY m.next_attempt_at, m.id LIMIT ?`,
 		MintPending, MintLive, MintRevoking, n, MintPending, nanos(staleBefore), MintPending, MintRevoking, n, n, limit)
 	if err != nil {
-		return nil, fmt.Errorf("store: minted credentials due: %w", err)
-	}
-	defer rows.Close()
-	var out []Minted
-	for rows.Next() {
-		m, err := scanMinted(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: minted credentials due: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: minted credentials due: %w", err)
 	}
 	return out, nil
@@ -308,21 +296,13 @@ func (db *DB) SetMintedExpiry(ctx context.Context, id string, expires time.Time,
 func (db *DB) MintedByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]Minted, error) {
 	out := make(map[[32]byte]Minted)
 	err := inBatches(hashes, func(in string, args []any) error {
-		rows, err := db.query(ctx, `SELECT `+mintedCols+` FROM minted WHERE value_hash IN (`+in+`)`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			m, err := scanMinted(rows)
-			if err != nil {
-				return err
-			}
+		ms, err := queryAll(ctx, db, scanMinted, `SELECT `+mintedCols+` FROM minted WHERE value_hash IN (`+in+`)`, args...)
+		for _, m := range ms {
 			if len(m.Hash) == 32 {
 				out[[32]byte(m.Hash)] = m
 			}
 		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: find minted credentials by hash: %w", err)
@@ -348,20 +328,8 @@ func (db *DB) MintedByID(ctx context.Context, id string) (Minted, error) {
 }
 
 func (db *DB) listMinted(ctx context.Context, where string, args ...any) ([]Minted, error) {
-	rows, err := db.query(ctx, `SELECT `+mintedCols+` FROM minted `+where, args...)
+	out, err := queryAll(ctx, db, scanMinted, `SELECT `+mintedCols+` FROM minted `+where, args...)
 	if err != nil {
-		return nil, fmt.Errorf("store: list minted credentials: %w", err)
-	}
-	defer rows.Close()
-	var out []Minted
-	for rows.Next() {
-		m, err := scanMinted(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list minted credentials: %w", err)
-		}
-		out = append(out, m)
-	}
-	if err := rows.Err(); err != nil {
 		return nil, fmt.Errorf("store: list minted credentials: %w", err)
 	}
 	return out, nil

@@ -60,7 +60,7 @@ func (db *DB) DeleteRotation(ctx context.Context, name string) error {
 
 const rotationCols = `name, spec, next_at, last_at, last_version, failures, last_error, last_error_at`
 
-func scanRotation(sc interface{ Scan(...any) error }) (Rotation, error) {
+func scanRotation(sc scanner) (Rotation, error) {
 	var r Rotation
 	var next, last, errAt int64
 	err := sc.Scan(&r.Name, &r.Spec, &next, &last, &r.LastVersion, &r.Failures, &r.LastError, &errAt)
@@ -93,20 +93,11 @@ func (db *DB) DueRotations(ctx context.Context, now time.Time, limit int) ([]Rot
 }
 
 func (db *DB) rotations(ctx context.Context, q string, args ...any) ([]Rotation, error) {
-	rows, err := db.query(ctx, q, args...)
+	out, err := queryAll(ctx, db, scanRotation, q, args...)
 	if err != nil {
 		return nil, fmt.Errorf("store: list rotations: %w", err)
 	}
-	defer rows.Close()
-	var out []Rotation
-	for rows.Next() {
-		r, err := scanRotation(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list rotations: %w", err)
-		}
-		out = append(out, r)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // ClaimRotation makes node the only one rotating name until until, unless

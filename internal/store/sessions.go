@@ -75,19 +75,11 @@ func (db *DB) AdminSessionByHash(ctx context.Context, hash [32]byte) (AdminSessi
 func (db *DB) AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map[[32]byte]AdminSession, error) {
 	out := make(map[[32]byte]AdminSession)
 	err := inBatches(hashes, func(in string, args []any) error {
-		rows, err := db.query(ctx, `SELECT `+sessionCols+` FROM admin_sessions WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
-		if err != nil {
-			return err
-		}
-		defer rows.Close()
-		for rows.Next() {
-			s, err := scanSession(rows)
-			if err != nil {
-				return err
-			}
+		ss, err := queryAll(ctx, db, scanSession, `SELECT `+sessionCols+` FROM admin_sessions WHERE revoked_at IS NULL AND token_hash IN (`+in+`)`, args...)
+		for _, s := range ss {
 			out[s.Hash] = s
 		}
-		return rows.Err()
+		return err
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: find admin sessions by hash: %w", err)
@@ -98,20 +90,11 @@ func (db *DB) AdminSessionsByHashes(ctx context.Context, hashes [][32]byte) (map
 // ListAdminSessions returns the sessions that had not expired at now
 // (live or revoked), newest first.
 func (db *DB) ListAdminSessions(ctx context.Context, now time.Time) ([]AdminSession, error) {
-	rows, err := db.query(ctx, `SELECT `+sessionCols+` FROM admin_sessions WHERE expires_at > ? ORDER BY created_at DESC, id LIMIT 10000`, nanos(now))
+	out, err := queryAll(ctx, db, scanSession, `SELECT `+sessionCols+` FROM admin_sessions WHERE expires_at > ? ORDER BY created_at DESC, id LIMIT 10000`, nanos(now))
 	if err != nil {
 		return nil, fmt.Errorf("store: list admin sessions: %w", err)
 	}
-	defer rows.Close()
-	var out []AdminSession
-	for rows.Next() {
-		s, err := scanSession(rows)
-		if err != nil {
-			return nil, fmt.Errorf("store: list admin sessions: %w", err)
-		}
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // TouchAdminSession records that session id authenticated a call at at.

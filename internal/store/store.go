@@ -416,6 +416,29 @@ func (db *DB) query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 	return db.read.QueryContext(ctx, db.Rebind(q), args...)
 }
 
+// queryAll runs q and reads every row it returns with scan (scanLease,
+// scanAdmin, …): the one loop of every listing, so that none forgets
+// rows.Err or returns part of a listing with its error.
+func queryAll[T any](ctx context.Context, db *DB, scan func(scanner) (T, error), q string, args ...any) ([]T, error) {
+	rows, err := db.query(ctx, q, args...)
+	if err != nil {
+		return nil, err
+	}
+	defer rows.Close()
+	var out []T
+	for rows.Next() {
+		v, err := scan(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, v)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // isUniqueViolation tells a duplicate key from other failures on both
 // backends, so racing writers on separate nodes get ErrConflict/ErrExists
 // rather than a driver error.
