@@ -40,7 +40,6 @@ func newPolicyCmd() *cobra.Command {
 				return err
 			}
 			printWarnings(cmd.OutOrStdout(), p)
-			warnEmpty(cmd.OutOrStdout(), p)
 			fmt.Fprintf(cmd.OutOrStdout(), "policy ok: %d issuers, %d upstreams, %d grants (hash %.12s)\n",
 				len(p.Issuers), len(p.Upstreams), len(p.Grants), p.Hash)
 			return nil
@@ -74,10 +73,7 @@ func newPolicyCmd() *cobra.Command {
 			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			printWarnings(cmd.OutOrStdout(), p)
-			warnEmpty(cmd.OutOrStdout(), p)
-			printChanges(cmd.OutOrStdout(), out.Changes)
-			printRevokes(cmd.OutOrStdout(), out.Revokes)
+			printPlan(cmd.OutOrStdout(), p, out.Changes, out.Revokes)
 			return nil
 		},
 	}
@@ -110,10 +106,7 @@ func newPolicyCmd() *cobra.Command {
 					return clientErr(userLines(err, files))
 				}
 				if len(plan.Revokes) > 0 {
-					printWarnings(cmd.ErrOrStderr(), p)
-					warnEmpty(cmd.ErrOrStderr(), p)
-					printChanges(cmd.ErrOrStderr(), plan.Changes)
-					printRevokes(cmd.ErrOrStderr(), plan.Revokes)
+					printPlan(cmd.ErrOrStderr(), p, plan.Changes, plan.Revokes)
 					return negative("policy apply: nothing applied: it would revoke live tokens; run again with --yes to apply it and revoke them")
 				}
 			}
@@ -129,7 +122,6 @@ func newPolicyCmd() *cobra.Command {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
 			printWarnings(cmd.OutOrStdout(), p)
-			warnEmpty(cmd.OutOrStdout(), p)
 			if out.Unchanged {
 				fmt.Fprintf(cmd.OutOrStdout(), "policy unchanged (version %d, hash %.12s)\n", out.Version, out.Hash)
 				return nil
@@ -267,21 +259,23 @@ func userLines(err error, files []policy.File) error {
 	return err
 }
 
+// printWarnings prints p's warnings, and what a policy that grants nothing
+// does: it is valid (deny everything), but rarely what was meant, e.g. an
+// empty or truncated file.
 func printWarnings(w io.Writer, p *policy.Policy) {
 	for _, e := range p.Warnings {
 		fmt.Fprintf(w, "warning: %s\n", e.Error())
 	}
-}
-
-// warnEmpty says what a policy that grants nothing does: it is valid (deny
-// everything), but rarely what was meant, e.g. an empty or truncated file.
-func warnEmpty(w io.Writer, p *policy.Policy) {
 	if len(p.Grants) == 0 {
 		fmt.Fprintln(w, "warning: this policy has no grants: every exchange is refused, and applying it revokes every live job token")
 	}
 }
 
-func printRevokes(w io.Writer, revs []apitype.PolicyRevocation) {
+// printPlan prints what applying p would do: its warnings, the changes
+// and the live tokens it would revoke (plan, and an apply that stops).
+func printPlan(w io.Writer, p *policy.Policy, changes []string, revs []apitype.PolicyRevocation) {
+	printWarnings(w, p)
+	printChanges(w, changes)
 	for _, r := range revs {
 		fmt.Fprintf(w, "will revoke %d live token(s) of grant %s, which this policy removes\n", r.Leases, r.Grant)
 	}
