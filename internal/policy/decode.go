@@ -338,6 +338,20 @@ func (d *decoder) str(n *yaml.Node, path string) (string, bool) {
 	return s, ok
 }
 
+// oneOf is a string that must be one of two choices: "ranges must be
+// strip or forward, not ...", the field named by path's last part.
+func (d *decoder) oneOf(n *yaml.Node, path, a, b string) (string, bool) {
+	s, ok := d.str(n, path)
+	if !ok {
+		return "", false
+	}
+	if s != a && s != b {
+		d.errf(n, path, "%s must be %s or %s, not %q", path[strings.LastIndexByte(path, '.')+1:], a, b, s)
+		return "", false
+	}
+	return s, true
+}
+
 // item is one element of a list of strings, with where it was written.
 type item struct {
 	val  string
@@ -644,26 +658,12 @@ func (d *decoder) upstream(e kv) {
 		up.Timeout, _ = d.duration(v.val, path+".timeout", maxTimeout)
 	}
 	if v, ok := f["method_override"]; ok {
-		if s, ok := d.str(v.val, path+".method_override"); ok {
-			switch s {
-			case "check":
-			case "ignore":
-				up.IgnoreMethodOverride = true
-			default:
-				d.errf(v.val, path+".method_override", "method_override must be check or ignore, not %q", s)
-			}
-		}
+		s, _ := d.oneOf(v.val, path+".method_override", "check", "ignore")
+		up.IgnoreMethodOverride = s == "ignore"
 	}
 	if v, ok := f["ranges"]; ok {
-		if s, ok := d.str(v.val, path+".ranges"); ok {
-			switch s {
-			case "strip":
-			case "forward":
-				up.ForwardRanges = true
-			default:
-				d.errf(v.val, path+".ranges", "ranges must be strip or forward, not %q", s)
-			}
-		}
+		s, _ := d.oneOf(v.val, path+".ranges", "strip", "forward")
+		up.ForwardRanges = s == "forward"
 	}
 	if !dup {
 		d.p.Upstreams[name] = up
@@ -939,13 +939,8 @@ func (d *decoder) grant(e kv) {
 	}
 	if v, ok := f["deliver"]; ok {
 		g.deliverAt = d.at(v.key)
-		if s, ok := d.str(v.val, path+".deliver"); ok {
-			switch s {
-			case DeliverGateway, DeliverJob:
-				g.Deliver = s
-			default:
-				d.errf(v.val, path+".deliver", "deliver must be gateway or job, not %q", s)
-			}
+		if s, ok := d.oneOf(v.val, path+".deliver", DeliverGateway, DeliverJob); ok {
+			g.Deliver = s
 		}
 	}
 	if v, ok := f["bind_source_ip"]; ok {

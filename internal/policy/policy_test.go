@@ -683,3 +683,41 @@ func TestErrorFormat(t *testing.T) {
 		t.Error("format without a path")
 	}
 }
+
+// TestUpstreamChoices reads an upstream's two-way settings: the default
+// when absent, either word, and anything else refused with both named.
+func TestUpstreamChoices(t *testing.T) {
+	tests := []struct {
+		line            string
+		ignore, forward bool
+		wantErr         string
+	}{
+		{"", false, false, ""},
+		{"method_override: check", false, false, ""},
+		{"method_override: ignore", true, false, ""},
+		{"ranges: strip", false, false, ""},
+		{"ranges: forward", false, true, ""},
+		{"method_override: Ignore", false, false, `policy.yaml:10: upstreams.api.method_override: method_override must be check or ignore, not "Ignore"`},
+		{"ranges: keep", false, false, `policy.yaml:10: upstreams.api.ranges: ranges must be strip or forward, not "keep"`},
+		{`ranges: ""`, false, false, `policy.yaml:10: upstreams.api.ranges: empty`},
+	}
+	for _, tt := range tests {
+		t.Run(tt.line, func(t *testing.T) {
+			src := strings.Replace(base, "      secret: api-token\n", "      secret: api-token\n    "+tt.line+"\n", 1)
+			p, err := Parse(one("policy.yaml", src), nil)
+			if tt.wantErr != "" {
+				if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+					t.Fatalf("got %v, want %s", err, tt.wantErr)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			up := p.Upstreams["api"]
+			if up.IgnoreMethodOverride != tt.ignore || up.ForwardRanges != tt.forward {
+				t.Fatalf("ignore %v forward %v, want %v %v", up.IgnoreMethodOverride, up.ForwardRanges, tt.ignore, tt.forward)
+			}
+		})
+	}
+}
