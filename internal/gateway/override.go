@@ -17,6 +17,8 @@ import (
 	"slices"
 	"strings"
 	"unicode/utf8"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Method overrides: many web frameworks run a method other than the
@@ -143,33 +145,11 @@ func overrideValues(v string, out []string) ([]string, error) {
 	return out, nil
 }
 
+// isMethodToken: an RFC 9110 token (as net/http reads one), of at most 32
+// characters.
 func isMethodToken(s string) bool {
-	if s == "" || len(s) > 32 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if c >= 0x80 || !tchar[c] {
-			return false
-		}
-	}
-	return true
+	return len(s) <= 32 && httpguts.ValidHeaderFieldName(s)
 }
-
-// tchar: RFC 9110 token characters.
-var tchar = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 // headerOverrides returns the methods the request's override headers name,
 // under any spelling.

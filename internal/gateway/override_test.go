@@ -785,3 +785,27 @@ func TestCodedFormReadRawToo(t *testing.T) {
 		})
 	}
 }
+
+func TestIsMethodToken(t *testing.T) {
+	tests := []struct {
+		m    string
+		want bool
+	}{
+		{"GET", true},
+		{"M-SEARCH", true},
+		{"x!#$%&'*+-.^_`|~9", true},
+		{strings.Repeat("A", 32), true},
+		{strings.Repeat("A", 33), false},
+		{"", false},
+		{"GE T", false},
+		{"GET:", false},
+		{"P\u00dcT", false},
+		{"GET\x00", false},
+		{"(GET)", false},
+	}
+	for _, tt := range tests {
+		if got := isMethodToken(tt.m); got != tt.want {
+			t.Errorf("isMethodToken(%q) = %v, want %v", tt.m, got, tt.want)
+		}
+	}
+}

@@ -17,6 +17,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Strict HTTP/1 framing, below net/http.
@@ -584,28 +586,16 @@ func nameIs(name []byte, target string) (is, exact bool) {
 	return true, exact
 }
 
+// isToken: b's characters are RFC 9110 token characters, by the table
+// net/http itself reads header names with.
 func isToken(b []byte) bool {
 	for _, c := range b {
-		if c >= 0x80 || !tokenChar[c] {
+		if !httpguts.IsTokenRune(rune(c)) {
 			return false
 		}
 	}
 	return true
 }
-
-var tokenChar = func() (t [128]bool) {
-	for c := '0'; c <= '9'; c++ {
-		t[c] = true
-	}
-	for c := 'a'; c <= 'z'; c++ {
-		t[c] = true
-		t[c-'a'+'A'] = true
-	}
-	for _, c := range "!#$%&'*+-.^_`|~" {
-		t[c] = true
-	}
-	return t
-}()
 
 // chunkSize parses a chunk-size line: hex digits, then optionally ";" and
 // extensions without control characters.

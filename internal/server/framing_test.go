@@ -477,3 +477,17 @@ func BenchmarkCheckHead(b *testing.B) {
 		})
 	}
 }
+
+// TestIsToken: a header name's characters are RFC 9110's tchar, byte by
+// byte, and nothing else (no byte of 0x80 and up).
+func TestIsToken(t *testing.T) {
+	const tchar = "!#$%&'*+-.^_`|~0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz"
+	for c := range 256 {
+		if got, want := isToken([]byte{byte(c)}), strings.IndexByte(tchar, byte(c)) >= 0; got != want {
+			t.Errorf("isToken(%q) = %v, want %v", byte(c), got, want)
+		}
+	}
+	if !isToken([]byte("X-Forwarded-For")) || isToken([]byte("X Forwarded")) {
+		t.Error("isToken reads a name wrongly")
+	}
+}
