@@ -20,6 +20,46 @@ import (
 // ErrInitialised is returned by Init on a data dir that is initialised.
 var ErrInitialised = errors.New("already initialised")
 
+// freshDataDir checks that dir may become a node's data dir (init, join):
+// not initialised, and not another user's.
+func freshDataDir(dir string) (datadir.Dir, error) {
+	d := datadir.Dir(dir)
+	if ok, err := d.Initialised(); err != nil {
+		return "", err
+	} else if ok {
+		return "", fmt.Errorf("%s: %w", dir, ErrInitialised)
+	}
+	if err := d.RequireOwner(); err != nil {
+		return "", err
+	}
+	return d, nil
+}
+
+// makeDataDir creates dir (if missing) to hold files, none of which may be
+// there yet: one left by an interrupted init is refused. remove undoes it
+// after a failure, so that init or join can simply be run again: files,
+// and dir if it was made here.
+func makeDataDir(dir string, files []string) (remove func(), err error) {
+	_, statErr := os.Stat(dir)
+	created := os.IsNotExist(statErr)
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("create data dir: %w", err)
+	}
+	for _, f := range files {
+		if _, err := os.Stat(f); err == nil {
+			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
+		}
+	}
+	return func() {
+		for _, f := range files {
+			os.Remove(f)
+		}
+		if created {
+			os.Remove(dir)
+		}
+	}, nil
+}
+
 // InitOptions are the inputs of Init.
 type InitOptions struct {
 	DataDir  string
@@ -48,13 +88,8 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := checkSANs(o.SANs); err != nil {
 		return nil, err
 	}
-	d := datadir.Dir(o.DataDir)
-	if ok, err := d.Initialised(); err != nil {
-		return nil, err
-	} else if ok {
-		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
-	}
-	if err := d.RequireOwner(); err != nil {
+	d, err := freshDataDir(o.DataDir)
+	if err != nil {
 		return nil, err
 	}
 	if o.Postgres != "" {
@@ -64,16 +99,10 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 			return nil, err
 		}
 	}
-	_, statErr := os.Stat(o.DataDir)
-	createdDir := os.IsNotExist(statErr)
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
 	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database(), d.PolicySealed()}
-	for _, f := range files {
-		if _, err := os.Stat(f); err == nil {
-			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
-		}
+	remove, err := makeDataDir(o.DataDir, files)
+	if err != nil {
+		return nil, err
 	}
 	// A failed init leaves nothing behind, so it can simply be run again.
 	var master []byte // set once loaded: what it sealed, it may undo
@@ -94,12 +123,9 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 				err = fmt.Errorf("%w; what init wrote to the PostgreSQL database was removed, so it can be run again", err)
 			}
 		}
-		for _, f := range append(files, d.Database()+"-wal", d.Database()+"-shm") {
-			os.Remove(f)
-		}
-		if createdDir {
-			os.Remove(o.DataDir)
-		}
+		os.Remove(d.Database() + "-wal")
+		os.Remove(d.Database() + "-shm")
+		remove()
 	}()
 	if err := secret.GenerateMasterKeyFile(d.MasterKey()); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)

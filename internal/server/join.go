@@ -15,7 +15,6 @@ import (
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
-	"github.com/mayfly-sh/mayfly/internal/datadir"
 	"github.com/mayfly-sh/mayfly/internal/secret"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -132,13 +131,8 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	if o.CACert == "" || o.CAKey == "" {
 		return nil, errors.New("join: --ca-cert and --ca-key (the cluster's CA, ca.pem and ca-key.pem of the first node) are needed to issue this node's certificate")
 	}
-	d := datadir.Dir(o.DataDir)
-	if ok, err := d.Initialised(); err != nil {
-		return nil, err
-	} else if ok {
-		return nil, fmt.Errorf("%s: %w", o.DataDir, ErrInitialised)
-	}
-	if err := d.RequireOwner(); err != nil {
+	d, err := freshDataDir(o.DataDir)
+	if err != nil {
 		return nil, err
 	}
 	masterEnv := ""
@@ -188,26 +182,13 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	}
 	neverSeal := all == 0 || sealed > 0
 
-	_, statErr := os.Stat(o.DataDir)
-	createdDir := os.IsNotExist(statErr)
-	if err := os.MkdirAll(o.DataDir, 0o700); err != nil {
-		return nil, fmt.Errorf("create data dir: %w", err)
-	}
-	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey(), d.PolicySealed()}
-	for _, f := range files {
-		if _, err := os.Stat(f); err == nil {
-			return nil, fmt.Errorf("%s exists but the data dir is not initialised (an interrupted init?): remove the data dir and run init again", f)
-		}
+	remove, err := makeDataDir(o.DataDir, []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey(), d.PolicySealed()})
+	if err != nil {
+		return nil, err
 	}
 	defer func() {
-		if err == nil {
-			return
-		}
-		for _, f := range files {
-			os.Remove(f)
-		}
-		if createdDir {
-			os.Remove(o.DataDir)
+		if err != nil {
+			remove()
 		}
 	}()
 	if o.MasterKeyFile != "" {
