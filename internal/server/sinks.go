@@ -30,6 +30,11 @@ func (c SinkConfig) open() (auditlog.Sink, error) {
 		if c.Addr == "" {
 			return nil, fmt.Errorf("audit_sinks: a syslog sink needs addr")
 		}
+		if !c.TLS && (c.CAFile != "" || c.ServerName != "") {
+			// Without this the entries would go in clear to a config that
+			// reads as verified TLS.
+			return nil, fmt.Errorf("audit_sinks: syslog %s: ca_file and server_name need tls: true (without it the audit log is sent unencrypted)", c.Addr)
+		}
 		o := auditlog.SyslogOptions{Addr: c.Addr}
 		if c.TLS {
 			o.TLS = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: c.ServerName}
