@@ -444,7 +444,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 				if err != nil {
 					return nil, fmt.Errorf("renew the TLS certificate (expires %s): %w", notAfter, err)
 				}
-				if err := s.certs.reload(); err != nil {
+				if err := s.certs.reload(time.Now()); err != nil {
 					return nil, err
 				}
 				logger.Warn("TLS certificate renewed: it was near its expiry", "not_after", res.NotAfter, "names", res.Names)
@@ -536,7 +536,7 @@ func (s *Server) ReloadTLS() error {
 	if s.certs == nil {
 		return nil
 	}
-	if err := s.certs.reload(); err != nil {
+	if err := s.certs.reload(time.Now()); err != nil {
 		return err
 	}
 	s.log.Info("TLS certificate loaded", "not_after", s.certs.notAfter().UTC())

@@ -188,17 +188,29 @@ type certSource struct {
 
 func newCertSource(certFile, keyFile string) (*certSource, error) {
 	c := &certSource{certFile: certFile, keyFile: keyFile}
-	if err := c.reload(); err != nil {
+	if err := c.reload(time.Now()); err != nil {
 		return nil, err
 	}
 	return c, nil
 }
 
 // reload reads the files again; on an error the certificate in use stays.
-func (c *certSource) reload() error {
+// Once one is in use, a new one that is not valid at now (an old backup
+// copied back, an issuer's clock ahead) is an error too: every client the
+// old one serves would refuse it. At start there is none in use, and one
+// near or past its expiry is renewed or reported there.
+func (c *certSource) reload(now time.Time) error {
 	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	if c.cur.Load() != nil {
+		switch leaf := cert.Leaf; {
+		case now.After(leaf.NotAfter):
+			return fmt.Errorf("load TLS certificate %s: it expired at %s", c.certFile, leaf.NotAfter.UTC().Format(time.RFC3339))
+		case now.Before(leaf.NotBefore):
+			return fmt.Errorf("load TLS certificate %s: it is not valid before %s", c.certFile, leaf.NotBefore.UTC().Format(time.RFC3339))
+		}
 	}
 	c.cur.Store(&cert)
 	return nil

@@ -3,6 +3,7 @@ package server
 import (
 	"bytes"
 	"context"
+	"crypto"
 	"crypto/x509"
 	"errors"
 	"io"
@@ -289,5 +290,65 @@ func TestTLSSANMustBeAHostOrAddress(t *testing.T) {
 	}
 	if after, _ := os.ReadFile(d.ServerCert()); !bytes.Equal(before, after) {
 		t.Error("a refused renewal replaced the certificate")
+	}
+}
+
+// A reload (SIGHUP) that finds a certificate no client would accept now,
+// expired or not yet valid (an old backup copied back, a clock-skewed
+// issuer), keeps serving the one in use, as it does for a file that does
+// not load at all.
+func TestReloadKeepsCertificateWhenNewOneIsNotValidNow(t *testing.T) {
+	dir := t.TempDir()
+	caCert, caKey := filepath.Join(dir, "ca.pem"), filepath.Join(dir, "ca-key.pem")
+	cert, key := filepath.Join(dir, "server.pem"), filepath.Join(dir, "server-key.pem")
+	if err := generateTLS(caCert, caKey, cert, key, nil, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	ca, signer, _, err := loadCA(caCert, caKey)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src, err := newCertSource(cert, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good := src.cur.Load().Leaf.SerialNumber
+	tests := []struct {
+		name    string
+		write   func(t *testing.T) // replaces cert and key
+		wantErr string
+	}{
+		{"expired", func(t *testing.T) { issueAt(t, ca, signer, cert, key, time.Now().AddDate(-2, 0, 0)) }, "expired"},
+		{"not yet valid", func(t *testing.T) { issueAt(t, ca, signer, cert, key, time.Now().Add(48*time.Hour)) }, "not valid before"},
+		{"not PEM", func(t *testing.T) { os.WriteFile(cert, []byte("nothing"), 0o644) }, "load TLS certificate"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			tt.write(t)
+			err := src.reload(time.Now())
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("reload: %v, want an error with %q", err, tt.wantErr)
+			}
+			if src.cur.Load().Leaf.SerialNumber.Cmp(good) != 0 {
+				t.Fatalf("the certificate in use changed to one valid until %v", src.notAfter())
+			}
+		})
+	}
+	issueAt(t, ca, signer, cert, key, time.Now())
+	if err := src.reload(time.Now()); err != nil {
+		t.Fatalf("a valid certificate is refused: %v", err)
+	}
+	if src.cur.Load().Leaf.SerialNumber.Cmp(good) == 0 {
+		t.Fatal("the valid new certificate is not served")
+	}
+}
+
+// issueAt replaces cert and key with a pair issued by ca as if at now.
+func issueAt(t *testing.T, ca *x509.Certificate, signer crypto.Signer, cert, key string, now time.Time) {
+	t.Helper()
+	os.Remove(cert)
+	os.Remove(key)
+	if err := issueServerCert(ca, signer, cert, key, nil, now); err != nil {
+		t.Fatal(err)
 	}
 }
