@@ -427,6 +427,23 @@ func cutPort(s string) (string, string, bool) {
 	return "", "", false
 }
 
+// parseTrustedProxies reads trusted_proxies, refusing a prefix that covers
+// every address (of a family, or every IPv4 one mapped into IPv6): the
+// X-Forwarded-For of any caller would be believed, so anyone could claim an
+// address admin_cidrs or source_cidrs allow.
+func parseTrustedProxies(ss []string) ([]netip.Prefix, error) {
+	ps, err := parsePrefixes(ss, "trusted_proxies")
+	if err != nil {
+		return nil, err
+	}
+	for i, p := range ps {
+		if p.Bits() == 0 || (p.Addr().Is4In6() && p.Bits() <= 96) {
+			return nil, fmt.Errorf("trusted_proxies: %q covers every address: anyone could set the X-Forwarded-For that says who they are; list your proxies' addresses", ss[i])
+		}
+	}
+	return ps, nil
+}
+
 func parsePrefixes(ss []string, what string) ([]netip.Prefix, error) {
 	var out []netip.Prefix
 	for _, s := range ss {

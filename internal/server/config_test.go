@@ -322,3 +322,36 @@ func TestUnknownLogFormatOrLevelRefused(t *testing.T) {
 		}
 	}
 }
+
+// trusted_proxies that cover every address would let any caller write the
+// X-Forwarded-For that decides its address (admin_cidrs, source_cidrs,
+// bind_source_ip, rate limits): refused, however it is spelled.
+func TestTrustedProxiesMustNotCoverEveryAddress(t *testing.T) {
+	tests := []struct {
+		in      []string
+		wantErr string
+	}{
+		{[]string{"10.0.0.5/32", "192.168.0.0/16", "fd00::/8", "127.0.0.1"}, ""},
+		{nil, ""},
+		{[]string{"10.0.0.5"}, ""},
+		{[]string{"10.0.0.5", "0.0.0.0/0"}, `trusted_proxies: "0.0.0.0/0" covers every address`},
+		{[]string{"::/0"}, `trusted_proxies: "::/0" covers every address`},
+		{[]string{"::ffff:0.0.0.0/96"}, `trusted_proxies: "::ffff:0.0.0.0/96" covers every address`},
+		{[]string{"10.0.0.0/0"}, `trusted_proxies: "10.0.0.0/0" covers every address`},
+		{[]string{"nope"}, `trusted_proxies: "nope" is not a CIDR or address`},
+	}
+	for _, tt := range tests {
+		t.Run(strings.Join(tt.in, ","), func(t *testing.T) {
+			got, err := parseTrustedProxies(tt.in)
+			if tt.wantErr == "" {
+				if err != nil || len(got) != len(tt.in) {
+					t.Fatalf("got %v, %v", got, err)
+				}
+				return
+			}
+			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
+				t.Fatalf("error %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}

@@ -219,6 +219,7 @@ func TestNewFailsCleanly(t *testing.T) {
 	for name, cfg := range map[string]Config{
 		"bad admin cidr":    {AdminCIDRs: []string{"bogus"}},
 		"bad trusted proxy": {TrustedProxies: []string{"not-a-cidr"}},
+		"trust any proxy":   {TrustedProxies: []string{"0.0.0.0/0"}},
 		"bad policy":        {Policy: []string{badPolicy}},
 		"missing tls cert":  {TLSCert: "/nonexistent.pem", TLSKey: "/nonexistent.key"},
 	} {

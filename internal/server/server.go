@@ -151,7 +151,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		}
 	}()
 	s.registry.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
-	trusted, err := parsePrefixes(cfg.TrustedProxies, "trusted_proxies")
+	trusted, err := parseTrustedProxies(cfg.TrustedProxies)
 	if err != nil {
 		return nil, err
 	}
