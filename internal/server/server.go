@@ -165,6 +165,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if dsn == "" {
 		dsn = os.Getenv("MAYFLY_POSTGRES")
 	}
+	if hosts := unverifiedPostgresHosts(dsn); len(hosts) > 0 {
+		logger.Warn("PostgreSQL connection is not verified: anyone on the network path can read and change what the store holds, and the DSN's password; use sslmode=verify-full (with sslrootcert=FILE or sslrootcert=system)",
+			"hosts", strings.Join(hosts, ","))
+	}
 	if err := requireStore(ctx, d, dsn); err != nil {
 		return nil, err
 	}
