@@ -66,6 +66,8 @@ type Server struct {
 	// certs is the TLS certificate, reloaded on SIGHUP (nil with
 	// --insecure-http).
 	certs *certSource
+	// proxyWarned: an unlisted proxy on this host was logged (once).
+	proxyWarned atomic.Bool
 
 	bg     sync.WaitGroup
 	bgCtx  context.Context
@@ -406,10 +408,10 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
-	s.handler = a
+	s.handler = s.warnUnlistedProxy(a)
 	lim := cfg.Limits
 	s.http = &http.Server{
-		Handler:           a, // wrapped in guard below, once the limits are known
+		Handler:           s.handler, // wrapped in guard below, once the limits are known
 		ConnContext:       framingConnContext,
 		ReadHeaderTimeout: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
 		ReadTimeout:       orDefault(lim.ReadTimeout, 0), // bodies stream through the gateway: bounded per route instead
@@ -419,7 +421,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		ErrorLog:          slog.NewLogLogger(logger.Handler(), slog.LevelWarn),
 	}
 	fo := s.framingOptions()
-	s.http.Handler = guard(a, fo.minRate, fo.grace)
+	s.http.Handler = guard(s.handler, fo.minRate, fo.grace)
 	if !cfg.InsecureHTTP {
 		certFile, keyFile := d.ServerCert(), d.ServerKey()
 		own := cfg.TLSCert == "" && cfg.TLSKey == ""
@@ -493,6 +495,26 @@ func orDefault(d, def time.Duration) time.Duration {
 		return d
 	}
 	return def
+}
+
+// warnUnlistedProxy logs, once, a request from a loopback peer that is not
+// a trusted proxy and carries X-Forwarded-For or Forwarded: a reverse proxy
+// on this host that trusted_proxies does not list. Every caller then has
+// the proxy's address, so admin_cidrs' default (loopback) admits them all
+// and they share one rate limit. Only a loopback peer counts: anyone else
+// may send these headers to make the log say what they like.
+func (s *Server) warnUnlistedProxy(next http.Handler) http.Handler {
+	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if !s.proxyWarned.Load() && (len(r.Header["X-Forwarded-For"]) > 0 || len(r.Header["Forwarded"]) > 0) {
+			if ap, err := netip.ParseAddrPort(r.RemoteAddr); err == nil && ap.Addr().Unmap().IsLoopback() &&
+				!s.clientIP.Trusted(ap.Addr()) && s.proxyWarned.CompareAndSwap(false, true) {
+				s.log.Warn("requests come through a proxy on this host that trusted_proxies does not list: every caller counts as "+ap.Addr().Unmap().String()+
+					" (admin_cidrs, which default to loopback, admit them all; they share one rate limit); list the proxy in trusted_proxies",
+					"peer", ap.Addr().Unmap().String())
+			}
+		}
+		next.ServeHTTP(w, r)
+	})
 }
 
 // Handler is the node's whole HTTP surface (for in-process tests).
