@@ -217,7 +217,10 @@ func mergeConfig(file, flags server.Config, cmd *cobra.Command) server.Config {
 		out.InsecureHTTP = flags.InsecureHTTP
 	}
 	if set("tls-cert") {
-		out.TLSCert, out.TLSKey = flags.TLSCert, flags.TLSKey
+		out.TLSCert = flags.TLSCert
+	}
+	if set("tls-key") {
+		out.TLSKey = flags.TLSKey
 	}
 	if set("admin-cidr") {
 		out.AdminCIDRs = flags.AdminCIDRs

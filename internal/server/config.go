@@ -199,6 +199,10 @@ func (c Config) check() error {
 	if err := c.Limits.check(); err != nil {
 		errs = append(errs, err.Error())
 	}
+	if (c.TLSCert == "") != (c.TLSKey == "") {
+		// One alone would pair with nothing, or with the data dir's other half.
+		errs = append(errs, "tls_cert and tls_key go together (--tls-cert and --tls-key): give both, or neither for the data dir's certificate")
+	}
 	if c.RotationTimeout > rotate.MaxTimeout {
 		errs = append(errs, fmt.Sprintf("rotation_timeout is %s: it must be at most %s (0 or unset for the default)", c.RotationTimeout, rotate.MaxTimeout))
 	}

@@ -49,6 +49,8 @@ func TestLoadConfigFileErrors(t *testing.T) {
 		{"min_body_rate tiny", "limits:\n  min_body_rate: 1e-300\n", []string{`FILE: limits.min_body_rate is 1e-300`}},
 		{"min_body_rate -Inf", "limits:\n  min_body_rate: -.inf\n", []string{`FILE: limits.min_body_rate is -Inf`}},
 		{"several", "limits:\n  token_rate: .nan\n  leak_rate: .inf\n", []string{`limits.token_rate is NaN`, `limits.leak_rate is +Inf`}},
+		{"tls_cert without tls_key", "tls_cert: /etc/mayfly/server.pem\n", []string{`FILE: tls_cert and tls_key go together`}},
+		{"tls_key without tls_cert", "tls_key: /etc/mayfly/server-key.pem\n", []string{`FILE: tls_cert and tls_key go together`}},
 		{"alerts: bad window", "alerts:\n  targets: [{name: a, url: \"https://e.com/h\", format: slack}]\n  rules: [{rule: refused_burst, window: often}]\n", []string{`alerts.rules[0].window: expected a duration`}},
 	}
 	for _, tc := range tests {
