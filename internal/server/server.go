@@ -231,6 +231,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		if err != nil {
 			return nil, err
 		}
+		if sc.plainOffLoopback() {
+			logger.Warn("audit sink sends the audit log unencrypted across the network: anyone on the path can read it, or drop and change entries the SIEM keeps; set tls: true", "sink", sink.Name())
+		}
 		fopts := auditlog.ForwarderOptions{Registerer: s.registry}
 		if dsn != "" && sc.Type == "file" {
 			// A file is on this node's disk: it gets the whole log, from

@@ -3,6 +3,7 @@ package server
 import (
 	"crypto/tls"
 	"fmt"
+	"net"
 
 	"github.com/mayfly-sh/mayfly/internal/auditlog"
 )
@@ -49,4 +50,21 @@ func (c SinkConfig) open() (auditlog.Sink, error) {
 		return auditlog.NewSyslogSink(o)
 	}
 	return nil, fmt.Errorf("audit_sinks: unknown type %q (file or syslog)", c.Type)
+}
+
+// plainOffLoopback reports a syslog sink without TLS to a host that is not
+// loopback (a name counts as off loopback, but localhost).
+func (c SinkConfig) plainOffLoopback() bool {
+	if c.Type != "syslog" || c.TLS {
+		return false
+	}
+	host, _, err := net.SplitHostPort(c.Addr)
+	if err != nil {
+		host = c.Addr
+	}
+	if host == "localhost" {
+		return false
+	}
+	ip := net.ParseIP(host)
+	return ip == nil || !ip.IsLoopback()
 }

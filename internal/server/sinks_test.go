@@ -1,6 +1,8 @@
 package server
 
 import (
+	"bytes"
+	"context"
 	"io"
 	"path/filepath"
 	"strings"
@@ -55,6 +57,41 @@ func TestSyslogSinkTLSSettingsNeedTLS(t *testing.T) {
 			}
 			if !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %q lacks %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// A syslog sink without TLS to a host off loopback sends the audit log in
+// clear: the server says so when it starts (alerts refuse the like unless
+// allow_http; a sink is kept working, as a plain SIEM port is common).
+func TestPlainSyslogOffLoopbackIsWarned(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "d")
+	if _, err := Init(context.Background(), InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	const warning = "sends the audit log unencrypted"
+	tests := []struct {
+		name string
+		sink SinkConfig
+		warn bool
+	}{
+		{"plain, off loopback", SinkConfig{Type: "syslog", Addr: "192.0.2.1:514"}, true},
+		{"plain, by name", SinkConfig{Type: "syslog", Addr: "siem.invalid:514"}, true},
+		{"tls", SinkConfig{Type: "syslog", Addr: "192.0.2.1:6514", TLS: true}, false},
+		{"plain, loopback", SinkConfig{Type: "syslog", Addr: "127.0.0.1:514"}, false},
+		{"plain, localhost", SinkConfig{Type: "syslog", Addr: "localhost:514"}, false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var logs bytes.Buffer
+			s, err := New(context.Background(), Config{DataDir: dir, Listen: "127.0.0.1:0", AuditSinks: []SinkConfig{tt.sink}}, NewLogger(&lockedWriter{w: &logs}, "text", "info"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			s.Close(context.Background())
+			if got := strings.Contains(logs.String(), warning); got != tt.warn {
+				t.Fatalf("warned %v, want %v; logs:\n%s", got, tt.warn, logs.String())
 			}
 		})
 	}
