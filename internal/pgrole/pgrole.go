@@ -225,6 +225,12 @@ func (r *Roles) pool(u Upstream, op string) (*pool, error) {
 	if err != nil {
 		return nil, &Error{Upstream: u.Name, Op: op, Cause: Misconfigured, Err: errors.New("the admin DSN cannot be used: " + redact(err.Error(), u.AdminDSN))}
 	}
+	if hosts := pgsql.UnverifiedHosts(&cfg.ConnConfig.Config); len(hosts) > 0 {
+		// Said once per admin DSN, as its pool is made: the admin role's
+		// session could be taken over on the path.
+		r.opts.Logger.Warn("pgrole: the upstream's certificate is not verified: anyone on the network path can read and change the admin connection; give the admin DSN sslmode=verify-full (with sslrootcert=FILE or sslrootcert=system)",
+			"upstream", u.Name, "hosts", strings.Join(hosts, ","))
+	}
 	np := &pool{dsnSum: sum, p: p, cfg: &cfg.ConnConfig.Config}
 	r.pools[u.Name] = np
 	return np, nil
