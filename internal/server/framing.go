@@ -176,7 +176,11 @@ type framingConn struct {
 	inBuf, outBuf []byte
 	st            parseState
 	remain        int64 // body or chunk bytes still to pass
-	dead          error // once set, every Read returns it
+	// headSeen is how many bytes at the start of in a head's search has
+	// passed (no end, no bare LF): a head trickled in one-byte reads (TLS
+	// records) is searched once, not again on every read.
+	headSeen int
+	dead     error // once set, every Read returns it
 	// body rate: bytes that arrived and time spent waiting since the
 	// current body began
 	bodyBytes  int64
@@ -356,16 +360,22 @@ func (c *framingConn) feed() {
 			// section 2.2); drop it.
 			for bytes.HasPrefix(c.in, []byte("\r\n")) {
 				c.in = c.in[2:]
+				c.headSeen = max(c.headSeen-2, 0)
 			}
-			end := bytes.Index(c.in, []byte("\r\n\r\n"))
+			// The end may straddle what was searched and what is new.
+			from := max(c.headSeen-3, 0)
+			end := bytes.Index(c.in[from:], []byte("\r\n\r\n"))
 			if end < 0 {
-				if i := bareLF(c.in); i >= 0 {
+				if i := bareLF(c.in, c.headSeen); i >= 0 {
 					c.refuse(http.StatusBadRequest, "a bare CR or LF in the request head")
 				} else if len(c.in) > c.opts.maxHead {
 					c.refuse(http.StatusRequestHeaderFieldsTooLarge, "the request head is too large")
 				}
+				c.headSeen = len(c.in)
 				return
 			}
+			end += from
+			c.headSeen = 0
 			head := c.in[:end+4]
 			if len(head) > c.opts.maxHead {
 				c.refuse(http.StatusRequestHeaderFieldsTooLarge, "the request head is too large")
@@ -633,10 +643,11 @@ func validFieldLine(l []byte) bool {
 	return ok && len(name) > 0 && isToken(name)
 }
 
-// bareLF returns the index of the first LF not preceded by CR, or -1.
-func bareLF(b []byte) int {
-	for i, c := range b {
-		if c == '\n' && (i == 0 || b[i-1] != '\r') {
+// bareLF returns the index of the first LF at or after from not preceded
+// by CR, or -1.
+func bareLF(b []byte, from int) int {
+	for i := from; i < len(b); i++ {
+		if b[i] == '\n' && (i == 0 || b[i-1] != '\r') {
 			return i
 		}
 	}
