@@ -185,7 +185,11 @@ const maxGHSLen = 8 << 10
 // ("ghs_" + the App's id + "_" + a JWT signed by GitHub, about 520
 // characters; no one outside GitHub can check its signature, so it is read
 // by its shape: digits, then a JWT whose header and payload are JSON
-// objects). The caller checks what stands before start.
+// objects). The caller checks what stands before start; the stateless form
+// is also refused after a base64url character or a dot, as jwtMatch
+// refuses a JWT there: it would be the middle of a longer run. That keeps
+// reading linear: no candidate is read inside the run of one before it
+// (text of "ghs_1_" repeated cost 8 KiB of reading a candidate).
 func ghsAt(b []byte, start int) (end int, verified, ok bool) {
 	body := start + len(ghsPrefix)
 	n := 0
@@ -198,6 +202,9 @@ func ghsAt(b []byte, start int) (end int, verified, ok bool) {
 		}
 	}
 	// Stateless: digits (the App's id), "_", a JWT.
+	if start > 0 && (setB62U[b[start-1]] || b[start-1] == '.') && !afterEscape(b, start) {
+		return 0, false, false
+	}
 	d := 0
 	for body+d < len(b) && d <= 20 && b[body+d] >= '0' && b[body+d] <= '9' {
 		d++
