@@ -568,7 +568,9 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 					return nil, errMultipart
 				}
 				names = append(names, params["name"])
-				names = dispositionNames(v, names)
+				if names, err = dispositionNames(v, names); err != nil {
+					return nil, err
+				}
 			}
 		}
 		if !slices.ContainsFunc(names, func(n string) bool { return isOverrideParam(paramKey(n)) }) {
@@ -608,7 +610,12 @@ func multipartOverrides(body []byte, boundary string) ([]string, error) {
 // any case, after ";" or white space and before "=", names a candidate:
 // its quoted text (either quote) or the text up to the next quote or ";",
 // and that text up to the first character a token cannot hold.
-func dispositionNames(v string, names []string) []string {
+//
+// More than maxDispositionNames candidates are refused: each is read on to
+// the next quote or ";", so "name=" repeated in one long quoted value cost
+// work and memory in the square of its length (~390 MB for 64 KiB).
+func dispositionNames(v string, names []string) ([]string, error) {
+	found := 0
 	for i := 0; i+len("name") <= len(v); i++ {
 		if !strings.EqualFold(v[i:i+len("name")], "name") {
 			continue
@@ -623,6 +630,9 @@ func dispositionNames(v string, names []string) []string {
 		if k == len(v) || v[k] != '=' {
 			continue
 		}
+		if found++; found > maxDispositionNames {
+			return nil, badOverride("a multipart part's Content-Disposition names a field more than %d times; it cannot be checked for a method override", maxDispositionNames)
+		}
 		rest := strings.TrimLeft(v[k+1:], " \t")
 		if rest != "" && (rest[0] == '"' || rest[0] == '\'') {
 			rest = rest[1:] // PHP takes single quotes as quotes too
@@ -635,8 +645,12 @@ func dispositionNames(v string, names []string) []string {
 			names = append(names, rest[:j])
 		}
 	}
-	return names
+	return names, nil
 }
+
+// maxDispositionNames bounds the names one Content-Disposition may give
+// (a field's is one; Rack's and PHP's readings add a few).
+const maxDispositionNames = 16
 
 // rawNamingHeaders counts the lines of body, however the parts are
 // delimited, that hold a Content-Disposition header (X-Content-Disposition

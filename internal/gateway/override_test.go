@@ -11,6 +11,7 @@ import (
 	"mime/multipart"
 	"net"
 	"net/http"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -807,5 +808,36 @@ func TestIsMethodToken(t *testing.T) {
 		if got := isMethodToken(tt.m); got != tt.want {
 			t.Errorf("isMethodToken(%q) = %v, want %v", tt.m, got, tt.want)
 		}
+	}
+}
+
+// A Content-Disposition naming a field many times ("name=" over and over
+// inside a quoted value) is refused, in work and memory in proportion to
+// the body: every "name=" was read on to the value's end and folded
+// (~3 s and hundreds of MB for 64 KiB, quadratic, by any job token's
+// holder), and the gateway inspects bodies of up to 1 MiB.
+func TestMultipartManyNamesBounded(t *testing.T) {
+	for _, tt := range []struct {
+		name    string
+		names   int // "name=" inside the quoted value
+		refused bool
+	}{
+		{"a few", 15, false},
+		{"many", (64 << 10) / 6, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			v := `form-data; name="x` + strings.Repeat(" name=", tt.names) + `"`
+			body := []byte("--B\r\nContent-Disposition: " + v + "\r\n\r\nv\r\n--B--\r\n")
+			var before, after runtime.MemStats
+			runtime.ReadMemStats(&before)
+			_, err := multipartOverrides(body, "B")
+			runtime.ReadMemStats(&after)
+			if alloc := after.TotalAlloc - before.TotalAlloc; alloc > 64*uint64(len(body))+64<<10 {
+				t.Fatalf("a body of %d bytes allocated %d bytes while its names were read", len(body), alloc)
+			}
+			if (err != nil) != tt.refused {
+				t.Fatalf("err %v, want refused %v", err, tt.refused)
+			}
+		})
 	}
 }
