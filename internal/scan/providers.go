@@ -202,8 +202,8 @@ func providerRules() []*rule {
 		prefixRule("mapbox-secret-token", "Mapbox secret access token", prefixSpec{prefix: "sk.eyJ", cs: setB62UD, min: 60, max: 300, check: func(t []byte) (bool, bool) {
 			return bytes.Count(t, []byte(".")) == 2, false
 		}}),
-		withEntropy(regexRule("twitter-bearer-token", "X / Twitter app bearer token", []keyword{{lit: "AAAAAAAAAAAAAAAAAAAAA", cs: true}},
-			`(?P<secret>A{22}[A-Za-z0-9]*%[0-9A-F]{2}[A-Za-z0-9%]{20,120})`, 0, 150), 4),
+		fromRunStart(withEntropy(regexRule("twitter-bearer-token", "X / Twitter app bearer token", []keyword{{lit: "AAAAAAAAAAAAAAAAAAAAA", cs: true}},
+			`(?P<secret>A{22}[A-Za-z0-9]*%[0-9A-F]{2}[A-Za-z0-9%]{20,120})`, 0, 150), 4), 'A'),
 		withEntropy(regexRule("okta-api-token", "Okta API token", []keyword{{lit: "okta"}},
 			`(?:^|[^A-Za-z0-9_-])(?P<secret>00[A-Za-z0-9_-]{40})(?:[^A-Za-z0-9_-]|$)`, 120, 120), 4),
 

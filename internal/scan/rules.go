@@ -214,6 +214,22 @@ func regexRule(id, desc string, kws []keyword, expr string, before, after int) *
 	return r
 }
 
+// fromRunStart makes r, whose keyword is c repeated and whose secret
+// begins with the run of c, act only on the hit that starts a run: every
+// later byte of a run is a hit too, each a regexp over its window, and the
+// base64 of zero bytes is "A" repeated (24 s of CPU for 1 MiB of it,
+// against 3 ms for text).
+func fromRunStart(r *rule, c byte) *rule {
+	match := r.match
+	r.match = func(st *scanState, ri int, b []byte, ks, ke int) {
+		if ks > 0 && b[ks-1] == c {
+			return
+		}
+		match(st, ri, b, ks, ke)
+	}
+	return r
+}
+
 func secretGroup(re *regexp.Regexp, want int) int {
 	if i := re.SubexpIndex("secret"); i > 0 {
 		return i
