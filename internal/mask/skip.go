@@ -194,13 +194,21 @@ func (s *scanner) scanSkip(p []byte) {
 	}
 	sp := nextSp(i)
 	hits := 0
+	// crEnd is where the last run of '\r' read ends: the automaton stops
+	// at each of its bytes in turn, and reading the run again from each
+	// cost a piece of n '\r' n*n/2 steps.
+	crEnd := -1
 	for pt := x; ; {
 		if sp < n && sp < pt+q {
 			r := sp
 			k := r
+			if r < crEnd {
+				k = crEnd
+			}
 			for k < n && p[k] == '\r' {
 				k++
 			}
+			crEnd = k
 			if k > r && k < n && f.lone[p[k]] {
 				sp = nextSp(k)
 				continue
