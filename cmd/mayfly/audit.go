@@ -89,12 +89,22 @@ func saveState(path string, s *verifyState) error {
 		return fmt.Errorf("audit: state: %w", err)
 	}
 	b, _ := json.MarshalIndent(s, "", "  ")
-	f, err := os.CreateTemp(filepath.Dir(path), ".verify-*.tmp")
-	if err != nil {
-		return fmt.Errorf("audit: state: %w", err)
+	if err := replaceFile(path, append(b, '\n')); err != nil {
+		return fmt.Errorf("audit: writing state %s: %w", path, err)
 	}
-	tmp := f.Name()
-	_, err = f.Write(append(b, '\n'))
+	return nil
+}
+
+// replaceFile replaces path with b, whole or not at all: written to a new
+// file of a random name beside it (O_EXCL, mode 0600: at a fixed name, a
+// file or link another user planted in a shared directory would receive
+// what is written), synced, then renamed over path.
+func replaceFile(path string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
+	if err != nil {
+		return err
+	}
+	_, err = f.Write(b)
 	if err == nil {
 		err = f.Sync()
 	}
@@ -102,13 +112,12 @@ func saveState(path string, s *verifyState) error {
 		err = cerr
 	}
 	if err == nil {
-		err = os.Rename(tmp, path)
+		err = os.Rename(f.Name(), path)
 	}
 	if err != nil {
-		os.Remove(tmp)
-		return fmt.Errorf("audit: writing state %s: %w", path, err)
+		os.Remove(f.Name())
 	}
-	return nil
+	return err
 }
 
 // defaultStatePath is $XDG_STATE_HOME/mayfly/verify-<host>.state (or

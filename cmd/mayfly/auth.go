@@ -86,22 +86,7 @@ func writeSessions(f sessionFile, p string) error {
 		return fmt.Errorf("saving the session: %w", err)
 	}
 	b, _ := json.MarshalIndent(f, "", "  ")
-	// A new file of a random name (O_EXCL, mode 0600): at a fixed name,
-	// a file or link another user planted in a shared directory would
-	// receive the token.
-	tmp, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
-	if err != nil {
-		return fmt.Errorf("saving the session: %w", err)
-	}
-	_, err = tmp.Write(b)
-	if cerr := tmp.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(tmp.Name(), p)
-	}
-	if err != nil {
-		os.Remove(tmp.Name())
+	if err := replaceFile(p, b); err != nil {
 		return fmt.Errorf("saving the session: %w", err)
 	}
 	return nil
