@@ -689,7 +689,7 @@ func (a *Authority) Renew(ctx context.Context, tok string, source netip.Addr) (*
 			}
 			return nil, unavailable("renew minted credentials", mintErr)
 		}
-		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) {
+		if errors.Is(err, lease.ErrRevoked) || errors.Is(err, lease.ErrExpired) || errors.Is(err, lease.ErrUnknown) || errors.Is(err, lease.ErrUsedUp) {
 			return nil, refuse(401, "invalid_token", "%v", err)
 		}
 		return nil, failed("renewal", err)

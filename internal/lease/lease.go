@@ -494,16 +494,38 @@ func (m *Manager) RenewWith(ctx context.Context, tok string, ttl time.Duration, 
 	}
 	if err := m.st.RenewLeaseNoted(ctx, l.ID, exp, now, n); err != nil {
 		if errors.Is(err, store.ErrNotFound) {
-			if !l.revoked.Load() && now.UnixNano() >= l.expires.Load() {
-				return nil, ErrExpired
-			}
-			return nil, ErrRevoked
+			return nil, m.notRenewed(ctx, l, now)
 		}
 		return nil, fmt.Errorf("lease: renew: %w", err)
 	}
 	l.extend(exp.UnixNano())
 	m.changed.Store(true)
 	return l, nil
+}
+
+// notRenewed says why the store refused to renew l at now: revoked,
+// expired, or used up. The view may not know yet (another node revoked it,
+// or counted its last use), so the store's row decides; the view is then
+// brought up to date with it.
+func (m *Manager) notRenewed(ctx context.Context, l *Live, now time.Time) error {
+	s, err := m.st.LeaseByID(ctx, l.ID)
+	switch {
+	case err != nil:
+		// Gone (swept) or unreadable: the renewal did not happen either way.
+		if !l.revoked.Load() && now.UnixNano() >= l.expires.Load() {
+			return ErrExpired
+		}
+		return ErrRevoked
+	case !s.RevokedAt.IsZero():
+		l.revoked.Store(true)
+		return ErrRevoked
+	case !s.ExpiresAt.After(now):
+		return ErrExpired
+	case s.MaxUses > 0 && s.Uses >= s.MaxUses:
+		l.uses.Store(max(l.uses.Load(), s.Uses))
+		return ErrUsedUp
+	}
+	return ErrRevoked
 }
 
 // RevokeToken revokes the lease of a token. It reports the lease (nil when

@@ -605,8 +605,10 @@ func (db *DB) events(ctx context.Context, tx *sql.Tx, ids []string, kind string)
 }
 
 // RenewLease moves a live lease's expiry later; ErrNotFound if it is not
-// live. An expiry already later is kept: two nodes renewing at once may
-// commit in either order, and a renewal never shortens a lease.
+// live (revoked, expired, or at its use limit: counted on any node, so a
+// node that has not seen the last use must not extend it). An expiry
+// already later is kept: two nodes renewing at once may commit in either
+// order, and a renewal never shortens a lease.
 func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time) error {
 	return db.RenewLeaseNoted(ctx, id, expires, now, nil)
 }
@@ -615,7 +617,7 @@ func (db *DB) RenewLease(ctx context.Context, id string, expires, now time.Time)
 // same transaction.
 func (db *DB) RenewLeaseNoted(ctx context.Context, id string, expires, now time.Time, n *Note) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END WHERE id = ? AND revoked_at IS NULL AND expires_at > ?`,
+		if err := db.execOne(ctx, tx, ErrNotFound, `UPDATE leases SET expires_at = CASE WHEN expires_at < ? THEN ? ELSE expires_at END WHERE id = ? AND revoked_at IS NULL AND expires_at > ? AND (max_uses <= 0 OR uses < max_uses)`,
 			nanos(expires), nanos(expires), id, nanos(now)); err != nil {
 			return err
 		}
