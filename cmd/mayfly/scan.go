@@ -56,7 +56,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 		RunE: func(cmd *cobra.Command, args []string) error { return runScan(cmd, args, &f) },
 	}
 	fl := cmd.Flags()
-	fl.BoolVar(&f.git, "git", false, "scan the lines added in the git history of the repository at PATH (default .)")
+	fl.BoolVar(&f.git, "git", false, "scan the lines added in the git history of the repository at PATH (default .), and its commit messages")
 	fl.StringVar(&f.since, "since", "", "with --git: only commits after REV (REV..HEAD)")
 	fl.StringVar(&f.rangeRev, "range", "", "with --git: only the commits in A..B (or a single REV: its whole history)")
 	fl.BoolVar(&f.firstParent, "first-parent", false, "with --git: follow only the first parent of merges")

@@ -43,7 +43,8 @@ func gitBase(dir string) []string {
 }
 
 // ScanGit scans the lines added by every commit in a repository's history
-// (`git log -p --unified=0`, streamed). Findings carry the commit, author
+// (`git log -p --unified=0`, streamed) and every commit's message (file
+// CommitMessage, line 1 the subject). Findings carry the commit, author
 // and date; the same secret in the same file (same fingerprint) is
 // reported once, for the oldest commit that adds it. Findings reach emit
 // after the scan, newest commit first.
@@ -55,14 +56,16 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 	// otherwise print every file as "Binary files differ"; parseDiff skips
 	// binary content itself (a NUL byte, as for files).
 	args := append(gitBase(o.Dir), "log", "-p", "--text", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv",
-		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>")
+		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>", "-m")
+	// The messages of the same commits, each ended by a NUL (-z), which a
+	// message cannot hold: git prints a message only up to its first NUL.
+	msgArgs := append(gitBase(o.Dir), "log", "--no-color", "-z", "--full-history", "--format=%H%x00%aI%x00%an <%ae>%x00%B")
+	var revs []string
 	if o.FirstParent {
-		args = append(args, "--first-parent", "-m")
-	} else {
-		args = append(args, "-m")
+		revs = append(revs, "--first-parent")
 	}
 	if o.All {
-		args = append(args, "--all")
+		revs = append(revs, "--all")
 	}
 	switch {
 	case o.Since != "" && o.Range != "":
@@ -71,18 +74,25 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		if strings.HasPrefix(o.Since, "-") {
 			return fmt.Errorf("scan: bad revision %q", o.Since)
 		}
-		args = append(args, o.Since+"..HEAD")
+		revs = append(revs, o.Since+"..HEAD")
 	case o.Range != "":
 		if strings.HasPrefix(o.Range, "-") || strings.HasSuffix(o.Range, "..") || strings.HasPrefix(o.Range, "..") {
 			return fmt.Errorf("scan: bad range %q (want A..B or REV)", o.Range)
 		}
-		args = append(args, o.Range)
+		revs = append(revs, o.Range)
 	}
-	args = append(args, "--")
+	revs = append(revs, "--")
 	order := map[string]int{}
 	var all []Finding
-	err := s.runGit(ctx, args, order, func(f Finding) { all = append(all, f) })
-	if err != nil {
+	collect := func(f Finding) { all = append(all, f) }
+	if err := s.runGit(ctx, append(args, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+		return s.parseDiff(ctx, r, order, jobs)
+	}, collect); err != nil {
+		return err
+	}
+	if err := s.runGit(ctx, append(msgArgs, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+		return s.parseMessages(ctx, r, order, jobs)
+	}, collect); err != nil {
 		return err
 	}
 	// One finding per fingerprint: the oldest commit (largest log index).
@@ -117,7 +127,10 @@ func (s *Scanner) ScanStaged(ctx context.Context, dir string, emit func(Finding)
 	}
 	args := append(gitBase(dir), "diff", "--cached", "--text", "--no-color", "--unified=0", "--no-ext-diff", "--no-textconv", "-M", "--")
 	var all []Finding
-	if err := s.runGit(ctx, args, map[string]int{}, func(f Finding) { all = append(all, f) }); err != nil {
+	order := map[string]int{}
+	if err := s.runGit(ctx, args, func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+		return s.parseDiff(ctx, r, order, jobs)
+	}, func(f Finding) { all = append(all, f) }); err != nil {
 		return err
 	}
 	SortFindings(all)
@@ -141,7 +154,8 @@ func (c *capBuffer) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-func (s *Scanner) runGit(ctx context.Context, args []string, order map[string]int, emit func(Finding)) error {
+// runGit runs git with args and parse over its output.
+func (s *Scanner) runGit(ctx context.Context, args []string, parse func(context.Context, io.Reader, chan<- *job) error, emit func(Finding)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := exec.CommandContext(ctx, "git", args...)
@@ -156,7 +170,7 @@ func (s *Scanner) runGit(ctx context.Context, args []string, order map[string]in
 	}
 	seen := map[string]struct{}{}
 	perr := s.pipeline(ctx, func(ctx context.Context, jobs chan<- *job) error {
-		err := s.parseDiff(ctx, out, order, jobs)
+		err := parse(ctx, out, jobs)
 		if err != nil {
 			cancel()
 		}
@@ -342,6 +356,97 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			remDel, remAdd, newLine = parseHunk(line)
 		}
 	}
+}
+
+// CommitMessage is the File of a finding in a commit's message.
+const CommitMessage = "(commit message)"
+
+// parseMessages reads `git log -z` records (hash, date, author, message,
+// each ended by a NUL) and sends each message as the file CommitMessage
+// of its commit, in windows like a file, so no length hides a secret.
+func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, order map[string]int, jobs chan<- *job) error {
+	br := bufio.NewReaderSize(r, 64<<10)
+	send := func(j *job) error {
+		select {
+		case jobs <- j:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	for {
+		var f [3]string
+		for i := range f {
+			v, err := readField(br, 4096)
+			if errors.Is(err, io.EOF) && i == 0 && v == "" {
+				return nil
+			}
+			if err != nil {
+				return fmt.Errorf("scan: reading git commit messages: %w", err)
+			}
+			f[i] = v
+		}
+		if _, ok := order[f[0]]; !ok {
+			order[f[0]] = len(order)
+		}
+		meta := &srcMeta{file: CommitMessage, commit: f[0], date: f[1], author: f[2]}
+		if _, _, err := s.chunks(ctx, meta, &untilNUL{br: br}, false, send); err != nil {
+			return err
+		}
+	}
+}
+
+// readField reads up to the next NUL and returns at most max bytes of it
+// (a hash, a date, a name: longer is only noise to drop).
+func readField(br *bufio.Reader, max int) (string, error) {
+	var v []byte
+	for {
+		sl, err := br.ReadSlice(0)
+		if len(v) < max {
+			v = append(v, sl[:min(len(sl), max-len(v))]...)
+		}
+		switch {
+		case err == nil:
+			return string(bytes.TrimSuffix(v, []byte{0})), nil
+		case errors.Is(err, bufio.ErrBufferFull):
+			continue
+		case errors.Is(err, io.EOF) && len(v) > 0:
+			return "", io.ErrUnexpectedEOF
+		default:
+			return "", err
+		}
+	}
+}
+
+// untilNUL reads br up to (and consumes) the next NUL byte or the end.
+type untilNUL struct {
+	br   *bufio.Reader
+	done bool
+}
+
+func (u *untilNUL) Read(p []byte) (int, error) {
+	if u.done {
+		return 0, io.EOF
+	}
+	if u.br.Buffered() == 0 {
+		if _, err := u.br.Peek(1); err != nil {
+			u.done = true
+			if errors.Is(err, io.EOF) {
+				return 0, io.EOF
+			}
+			return 0, err
+		}
+	}
+	b, _ := u.br.Peek(min(len(p), u.br.Buffered()))
+	if i := bytes.IndexByte(b, 0); i >= 0 {
+		n := copy(p, b[:i])
+		_, _ = u.br.Discard(i + 1)
+		u.done = true
+		return n, io.EOF
+	}
+	n := copy(p, b)
+	_, _ = u.br.Discard(n)
+	return n, nil
 }
 
 func unquoteGitPath(p string) string {
