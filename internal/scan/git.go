@@ -25,7 +25,8 @@ type GitOptions struct {
 	// FirstParent follows only the first parent of merges; otherwise each
 	// merge is diffed against every parent (-m).
 	FirstParent bool
-	// All scans every ref, not only HEAD.
+	// All scans every ref, not only HEAD, and the messages of the
+	// annotated tags (whatever Since or Range say).
 	All bool
 }
 
@@ -91,9 +92,20 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		return err
 	}
 	if err := s.runGit(ctx, append(msgArgs, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
-		return s.parseMessages(ctx, r, order, jobs)
+		return s.parseMessages(ctx, r, CommitMessage, order, jobs)
 	}, collect); err != nil {
 		return err
+	}
+	if o.All {
+		// Every ref includes the tags, and an annotated tag's message is
+		// no commit's: it is read from the tag objects themselves.
+		tagArgs := append(gitBase(o.Dir), "for-each-ref", "--format=%(if:equals=tag)%(objecttype)%(then)"+
+			"%(objectname)%00%(taggerdate:iso-strict)%00%(taggername) %(taggeremail)%00%(contents)%00%(end)", "refs/tags")
+		if err := s.runGit(ctx, tagArgs, func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+			return s.parseMessages(ctx, r, TagMessage, order, jobs)
+		}, collect); err != nil {
+			return err
+		}
 	}
 	// One finding per fingerprint: the oldest commit (largest log index).
 	best := map[string]int{}
@@ -358,13 +370,18 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 	}
 }
 
-// CommitMessage is the File of a finding in a commit's message.
-const CommitMessage = "(commit message)"
+// CommitMessage is the File of a finding in a commit's message, and
+// TagMessage in an annotated tag's (its Commit the tag object's name).
+const (
+	CommitMessage = "(commit message)"
+	TagMessage    = "(tag message)"
+)
 
-// parseMessages reads `git log -z` records (hash, date, author, message,
-// each ended by a NUL) and sends each message as the file CommitMessage
-// of its commit, in windows like a file, so no length hides a secret.
-func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, order map[string]int, jobs chan<- *job) error {
+// parseMessages reads records of an object name, date, author and
+// message, each ended by a NUL (`git log -z`; for-each-ref puts newlines
+// between records), and sends each message as the file name of its
+// object, in windows like a file, so no length hides a secret.
+func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, name string, order map[string]int, jobs chan<- *job) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	send := func(j *job) error {
 		select {
@@ -378,8 +395,11 @@ func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, order map[stri
 		var f [3]string
 		for i := range f {
 			v, err := readField(br, 4096)
-			if errors.Is(err, io.EOF) && i == 0 && v == "" {
-				return nil
+			if i == 0 {
+				v = strings.TrimLeft(v, "\n")
+				if v == "" && (errors.Is(err, io.EOF) || errors.Is(err, io.ErrUnexpectedEOF)) {
+					return nil
+				}
 			}
 			if err != nil {
 				return fmt.Errorf("scan: reading git commit messages: %w", err)
@@ -389,7 +409,7 @@ func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, order map[stri
 		if _, ok := order[f[0]]; !ok {
 			order[f[0]] = len(order)
 		}
-		meta := &srcMeta{file: CommitMessage, commit: f[0], date: f[1], author: f[2]}
+		meta := &srcMeta{file: name, commit: f[0], date: f[1], author: f[2]}
 		if _, _, err := s.chunks(ctx, meta, &untilNUL{br: br}, false, send); err != nil {
 			return err
 		}

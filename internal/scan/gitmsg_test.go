@@ -87,3 +87,50 @@ func TestGitCommitMessages(t *testing.T) {
 		})
 	}
 }
+
+// With --all ("every branch and tag"), the message of an annotated tag is
+// read too: `git push --tags` publishes it with the tag.
+func TestGitTagMessages(t *testing.T) {
+	needGit(t)
+	dir := t.TempDir()
+	gitRun(t, dir, "init", "-q", "-b", "main")
+	g := newGen(29)
+	inTag := g.crcTok("ghp_")
+	gitRun(t, dir, "commit", "-q", "--allow-empty", "-m", "first")
+	gitRun(t, dir, "tag", "light")
+	gitRun(t, dir, "tag", "-a", "v1", "-m", "release", "-m", "published with\nNPM="+inTag)
+	tagObj := gitRun(t, dir, "rev-parse", "v1")
+	gitRun(t, dir, "tag", "light2")
+
+	s := newScanner(t, Options{})
+	tests := []struct {
+		name string
+		all  bool
+		want bool
+	}{
+		{"HEAD only", false, false},
+		{"every ref", true, true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			var got []Finding
+			if err := s.ScanGit(t.Context(), GitOptions{Dir: dir, All: tt.all}, func(f Finding) { got = append(got, f) }); err != nil {
+				t.Fatal(err)
+			}
+			if !tt.want {
+				if len(got) != 0 {
+					t.Fatalf("got %d findings, want none", len(got))
+				}
+				return
+			}
+			if len(got) != 1 || got[0].Secret != inTag {
+				t.Fatalf("got %d findings, want the tag's token", len(got))
+			}
+			f := got[0]
+			if f.File != "(tag message)" || f.Line != 4 || f.Column != 5 || f.Commit != tagObj ||
+				f.Author != "Ada <ada@example.com>" || !strings.HasPrefix(f.Date, "2024-01-02T03:04:05") {
+				t.Errorf("got %s:%d:%d@%.7s by %q on %q, want (tag message):4:5@%.7s", f.File, f.Line, f.Column, f.Commit, f.Author, f.Date, tagObj)
+			}
+		})
+	}
+}
