@@ -160,9 +160,9 @@ func prefixRule(id, desc string, specs ...prefixSpec) *rule {
 }
 
 // afterEscape reports whether b[i-1] is the last character of an escape
-// (JSON's or C's "\n", "\t", "\u000A", "\x0a"; a URL's "%0A"): a letter or
-// digit there is a separator in disguise, and what starts at i is not the
-// tail of a longer word.
+// (JSON's or C's "\n", "\t", "\u000A", "\x0a"; a URL's "%0A"; a terminal
+// code): a letter or digit there is a separator in disguise, and what
+// starts at i is not the tail of a longer word.
 func afterEscape(b []byte, i int) bool {
 	// odd: b[j] is a backslash that is not itself escaped.
 	odd := func(j int) bool {
@@ -190,7 +190,22 @@ func afterEscape(b []byte, i int) bool {
 	case i >= 4 && b[i-3] == 'x' && isHex(b[i-2:i]) && odd(i-4):
 		return true
 	}
-	return false
+	return afterCSI(b, i)
+}
+
+// afterCSI reports whether b[:i] ends with a terminal code (ESC '[', at
+// most csiMax bytes in 0x20-0x3F, a final byte in 0x40-0x7E, as
+// stripTermCodes reads them): its final letter ("\033[0m", "\033[K") is
+// no part of a word before a token.
+func afterCSI(b []byte, i int) bool {
+	if i < 3 || b[i-1] < 0x40 || b[i-1] > 0x7e {
+		return false
+	}
+	j := i - 2
+	for j >= 0 && i-2-j < csiMax && b[j] >= 0x20 && b[j] <= 0x3f {
+		j--
+	}
+	return j >= 1 && b[j] == '[' && b[j-1] == escByte
 }
 
 // crc62 verifies GitHub's and npm's token checksum: the last six
