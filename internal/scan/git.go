@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
 	"slices"
 	"strconv"
@@ -38,9 +39,20 @@ func gitBase(dir string) []string {
 	}
 	// Settings of the repository or the user that would change what git
 	// prints are pinned: log.showRoot=false would hide the first commit's
-	// diff, and every secret it adds.
-	return []string{"-C", dir, "-c", "core.quotePath=false", "-c", "diff.noprefix=false",
-		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false", "-c", "log.showRoot=true"}
+	// diff, and every secret it adds. Replace refs (and grafts, see
+	// gitCommand) are not followed: either can show an innocent commit in
+	// place of the stored one that adds a secret.
+	return []string{"--no-replace-objects", "-C", dir, "-c", "core.quotePath=false", "-c", "diff.noprefix=false",
+		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false", "-c", "log.showRoot=true",
+		"-c", "advice.graftFileDeprecated=false"}
+}
+
+// gitCommand runs git with args, its graft file an empty one: grafts
+// rewrite parents as replace refs do, and --no-replace-objects leaves them.
+func gitCommand(ctx context.Context, args []string) *exec.Cmd {
+	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd.Env = append(os.Environ(), "GIT_GRAFT_FILE="+os.DevNull)
+	return cmd
 }
 
 // ScanGit scans the lines added by every commit in a repository's history
@@ -170,7 +182,7 @@ func (c *capBuffer) Write(p []byte) (int, error) {
 func (s *Scanner) runGit(ctx context.Context, args []string, parse func(context.Context, io.Reader, chan<- *job) error, emit func(Finding)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, "git", args...)
+	cmd := gitCommand(ctx, args)
 	var stderr capBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()
@@ -525,7 +537,7 @@ var ErrNotRepo = errors.New("not a git repository")
 // requireRepo answers "not a git repository" in one line, rather than
 // whatever git prints when asked for history outside one.
 func requireRepo(ctx context.Context, dir string) error {
-	cmd := exec.CommandContext(ctx, "git", append(gitBase(dir), "rev-parse", "--git-dir")...)
+	cmd := gitCommand(ctx, append(gitBase(dir), "rev-parse", "--git-dir"))
 	if err := cmd.Run(); err != nil {
 		if _, ok := err.(*exec.ExitError); ok {
 			if dir == "" {
