@@ -72,7 +72,7 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		"-M", "--full-history", "--format="+string(commitMark)+"%H%x00%aI%x00%an <%ae>", "-m")
 	// The messages of the same commits, each ended by a NUL (-z), which a
 	// message cannot hold: git prints a message only up to its first NUL.
-	msgArgs := append(gitBase(o.Dir), "log", "--no-color", "-z", "--full-history", "--format=%H%x00%aI%x00%an <%ae>%x00%B")
+	msgArgs := append(gitBase(o.Dir), "log", "--no-color", "-z", "--full-history", "--format=%H%x00%aI%x00%an <%ae>%x00%e%x00%B")
 	var revs []string
 	if o.FirstParent {
 		revs = append(revs, "--first-parent")
@@ -104,7 +104,7 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		return err
 	}
 	if err := s.runGit(ctx, append(msgArgs, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
-		return s.parseMessages(ctx, r, CommitMessage, order, jobs)
+		return s.parseMessages(ctx, r, CommitMessage, o.Dir, order, jobs)
 	}, collect); err != nil {
 		return err
 	}
@@ -112,9 +112,9 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		// Every ref includes the tags, and an annotated tag's message is
 		// no commit's: it is read from the tag objects themselves.
 		tagArgs := append(gitBase(o.Dir), "for-each-ref", "--format=%(if:equals=tag)%(objecttype)%(then)"+
-			"%(objectname)%00%(taggerdate:iso-strict)%00%(taggername) %(taggeremail)%00%(contents)%00%(end)", "refs/tags")
+			"%(objectname)%00%(taggerdate:iso-strict)%00%(taggername) %(taggeremail)%00%00%(contents)%00%(end)", "refs/tags")
 		if err := s.runGit(ctx, tagArgs, func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
-			return s.parseMessages(ctx, r, TagMessage, order, jobs)
+			return s.parseMessages(ctx, r, TagMessage, "", order, jobs)
 		}, collect); err != nil {
 			return err
 		}
@@ -389,11 +389,13 @@ const (
 	TagMessage    = "(tag message)"
 )
 
-// parseMessages reads records of an object name, date, author and
-// message, each ended by a NUL (`git log -z`; for-each-ref puts newlines
-// between records), and sends each message as the file name of its
-// object, in windows like a file, so no length hides a secret.
-func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, name string, order map[string]int, jobs chan<- *job) error {
+// parseMessages reads records of an object name, date, author, declared
+// encoding and message, each ended by a NUL (`git log -z`; for-each-ref
+// puts newlines between records), and sends each message as the file
+// name of its object, in windows like a file, so no length hides a secret.
+// A commit of repository dir that declares an encoding other than UTF-8
+// is read again as stored (rawMessage).
+func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, name, dir string, order map[string]int, jobs chan<- *job) error {
 	br := bufio.NewReaderSize(r, 64<<10)
 	send := func(j *job) error {
 		select {
@@ -404,7 +406,7 @@ func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, name string, o
 		}
 	}
 	for {
-		var f [3]string
+		var f [4]string
 		for i := range f {
 			v, err := readField(br, 4096)
 			if i == 0 {
@@ -425,7 +427,52 @@ func (s *Scanner) parseMessages(ctx context.Context, r io.Reader, name string, o
 		if _, _, err := s.chunks(ctx, meta, &untilNUL{br: br}, false, send); err != nil {
 			return err
 		}
+		if enc := strings.ToLower(f[3]); enc != "" && enc != "utf-8" && enc != "utf8" && name == CommitMessage {
+			if err := s.rawMessage(ctx, dir, meta, send); err != nil {
+				return err
+			}
+		}
 	}
+}
+
+// rawMessage scans the message of commit meta.commit as the object holds
+// it. git log re-encodes a message from the encoding its commit declares,
+// and one declared UTF-16 but written in ASCII comes out empty: a secret
+// in it would pass unseen, though the commit publishes it.
+func (s *Scanner) rawMessage(ctx context.Context, dir string, meta *srcMeta, send func(*job) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	cmd := gitCommand(ctx, append(gitBase(dir), "cat-file", "commit", meta.commit))
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return fmt.Errorf("scan: git: %w", err)
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("scan: starting git: %w", err)
+	}
+	br := bufio.NewReaderSize(out, 64<<10)
+	// The headers end at the first empty line; a long one (a signature)
+	// is read in pieces.
+	for start := true; ; {
+		sl, err := br.ReadSlice('\n')
+		if err != nil && !errors.Is(err, bufio.ErrBufferFull) {
+			break
+		}
+		if start && len(sl) == 1 {
+			break
+		}
+		start = err == nil
+	}
+	_, _, err = s.chunks(ctx, meta, br, false, send)
+	_, _ = io.Copy(io.Discard, out)
+	werr := cmd.Wait()
+	if err != nil {
+		return err
+	}
+	if werr != nil {
+		return fmt.Errorf("scan: git cat-file commit %s: %w", meta.commit, werr)
+	}
+	return nil
 }
 
 // readField reads up to the next NUL and returns at most max bytes of it

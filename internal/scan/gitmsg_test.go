@@ -134,3 +134,45 @@ func TestGitTagMessages(t *testing.T) {
 		})
 	}
 }
+
+// A commit object may declare any encoding for its message, and git log
+// re-encodes it: declared UTF-16, an ASCII message comes out empty. The
+// message as stored is what the commit publishes, and what is scanned.
+func TestGitCommitMessageDeclaredEncoding(t *testing.T) {
+	needGit(t)
+	g := newGen(37)
+	tests := []struct {
+		name, encoding, prefix string
+	}{
+		{"UTF-16LE, even length", "UTF-16LE", "fixx "},
+		{"UTF-16LE, odd length", "UTF-16LE", "fix "},
+		{"UTF-32", "UTF-32", "fixx "},
+		{"ISO-8859-1", "ISO-8859-1", "caf\xe9 "},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			dir := t.TempDir()
+			gitRun(t, dir, "init", "-q", "-b", "main")
+			gitRun(t, dir, "commit", "-q", "--allow-empty", "-m", "first")
+			tok := g.crcTok("ghp_")
+			obj := "tree " + gitRun(t, dir, "rev-parse", "HEAD^{tree}") + "\nparent " + gitRun(t, dir, "rev-parse", "HEAD") +
+				"\nauthor Ada <ada@example.com> 1704164645 +0000\ncommitter Ada <ada@example.com> 1704164645 +0000\nencoding " +
+				tt.encoding + "\n\n" + tt.prefix + tok + "\n"
+			f := filepath.Join(t.TempDir(), "commit")
+			if err := os.WriteFile(f, []byte(obj), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			c := gitRun(t, dir, "hash-object", "-t", "commit", "-w", f)
+			gitRun(t, dir, "update-ref", "refs/heads/main", c)
+			s := newScanner(t, Options{})
+			var got []Finding
+			if err := s.ScanGit(t.Context(), GitOptions{Dir: dir}, func(f Finding) { got = append(got, f) }); err != nil {
+				t.Fatal(err)
+			}
+			if len(got) != 1 || got[0].Secret != tok || got[0].Commit != c || got[0].File != "(commit message)" ||
+				got[0].Line != 1 || got[0].Column != len(tt.prefix)+1 {
+				t.Fatalf("got %d findings (%v), want the token at (commit message):1:%d@%.7s", len(got), got, len(tt.prefix)+1, c)
+			}
+		})
+	}
+}
