@@ -296,7 +296,9 @@ func urlCredMatch(st *scanState, ri int, b []byte, ks, ke int) {
 			colon = i
 		}
 	}
-	if at < 0 || colon < 0 || colon == ke {
+	// No user name before the colon is a password all the same: Redis and
+	// Valkey URLs are written "redis://:PASSWORD@host".
+	if at < 0 || colon < 0 {
 		return
 	}
 	pw := b[colon+1 : at]

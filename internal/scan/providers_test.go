@@ -30,6 +30,7 @@ func providerSamples(g *gen) []planted {
 	dbPass := g.str(abcB62, 10) + "9x" + g.str(abcB62, 6)
 	gitPass := "ghp" + g.str(abcB62, 20) + "7"
 	netrcPass := g.str(abcB62, 12) + "4Q"
+	redisPass := g.str(abcB62, 18) + "7k"
 	wpSalt := g.str(abcB62+"!@#%^&*()-_[]{};:,.<>?|~", 64)
 	hash := "$6$" + g.str(abcB62, 16) + "$" + g.str(abcB62+"./", 86)
 	apr := "$apr1$" + g.str(abcB62, 8) + "$" + g.str(abcB62+"./", 22)
@@ -121,6 +122,9 @@ func providerSamples(g *gen) []planted {
 		{rule: "okta-api-token", secret: "00" + g.str(abcB62U, 40), text: "OKTA_API_TOKEN="},
 		{rule: "url-credentials", secret: dbPass, text: "DATABASE_URL=postgres://app:" + dbPass + "@db.internal:5432/app?sslmode=require"},
 		{rule: "url-credentials", secret: gitPass, text: "https://ci-bot:" + gitPass + "@git.example.com"},
+		// Redis and Valkey URLs carry a password with no user name.
+		{rule: "url-credentials", secret: redisPass, text: "REDIS_URL=redis://:" + redisPass + "@cache.internal:6379/0"},
+		{rule: "url-credentials", secret: redisPass + "Q", text: "rediss://:" + redisPass + "Q@cache.example.com:6380"},
 		{rule: "netrc-password", secret: netrcPass, text: "machine api.example.com\n  login ci\n  password " + netrcPass, file: ".netrc"},
 		{rule: "wordpress-salt", secret: wpSalt, text: "define( 'AUTH_KEY', '" + wpSalt + "' );", file: "wp-config.php"},
 		{rule: "password-hash", secret: hash, text: "root:" + hash + ":19000:0:99999:7:::", file: "shadow"},
