@@ -62,19 +62,20 @@ func TestPreReceiveHook(t *testing.T) {
 		name   string
 		branch func(t *testing.T, dir string) string // makes the commits to push, returns the tip
 		refuse bool
+		ref    string // where the tip is pushed (default refs/heads/feature)
 	}{
 		{"clean branch", func(t *testing.T, dir string) string {
 			write(t, dir, "c.txt", "c\n")
 			git(t, dir, d2025, "add", ".")
 			git(t, dir, d2025, "commit", "-q", "-m", "clean")
 			return git(t, dir, d2025, "rev-parse", "HEAD")
-		}, false},
+		}, false, ""},
 		{"secret on a branch", func(t *testing.T, dir string) string {
 			write(t, dir, "s.txt", "k="+ghp()+"\n")
 			git(t, dir, d2025, "add", ".")
 			git(t, dir, d2025, "commit", "-q", "-m", "secret")
 			return git(t, dir, d2025, "rev-parse", "HEAD")
-		}, true},
+		}, true, ""},
 		{"secret behind a merge dated to hide it", func(t *testing.T, dir string) string {
 			write(t, dir, "s.txt", "k="+ghp()+"\n")
 			git(t, dir, d2030, "add", ".")
@@ -85,7 +86,15 @@ func TestPreReceiveHook(t *testing.T) {
 			git(t, dir, d2020, "commit", "-q", "-m", "C")
 			c := git(t, dir, d2020, "rev-parse", "HEAD")
 			return git(t, dir, d2025, "commit-tree", "-p", c, "-p", p, "-m", "M", "HEAD^{tree}")
-		}, true},
+		}, true, ""},
+		{"secret in a tag's message, the commit already pushed", func(t *testing.T, dir string) string {
+			git(t, dir, d2025, "tag", "-a", "v1", "-m", "release", "-m", "token "+ghp())
+			return "v1"
+		}, true, "refs/tags/v1"},
+		{"clean tag", func(t *testing.T, dir string) string {
+			git(t, dir, d2025, "tag", "-a", "v1", "-m", "release")
+			return "v1"
+		}, false, "refs/tags/v1"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -103,7 +112,11 @@ func TestPreReceiveHook(t *testing.T) {
 			git(t, work, d2020, "push", "-q", server, "main")
 
 			tip := tt.branch(t, work)
-			cmd := exec.Command(gitBin, "push", "-q", server, tip+":refs/heads/feature")
+			ref := tt.ref
+			if ref == "" {
+				ref = "refs/heads/feature"
+			}
+			cmd := exec.Command(gitBin, "push", "-q", server, tip+":"+ref)
 			cmd.Dir = work
 			cmd.Env = append(os.Environ(), "PATH="+path, "GIT_CONFIG_NOSYSTEM=1", "HOME="+root)
 			out, err := cmd.CombinedOutput()
