@@ -65,6 +65,12 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 	if err := requireRepo(ctx, o.Dir); err != nil {
 		return err
 	}
+	// A CI checkout is often shallow (depth 1): what it lacks cannot be
+	// read, and a clean result must not pass for the whole history's.
+	if out, err := gitCommand(ctx, append(gitBase(o.Dir), "rev-parse", "--is-shallow-repository")).Output(); err == nil &&
+		strings.TrimSpace(string(out)) == "true" {
+		s.warn(errors.New("scan: the repository is a shallow clone: the history before its shallow commits was not scanned (git fetch --unshallow first)"))
+	}
 	// --text: a .gitattributes in the scanned tree (`* -diff`) would
 	// otherwise print every file as "Binary files differ"; parseDiff skips
 	// binary content itself (a NUL byte, as for files).
