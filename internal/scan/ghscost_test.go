@@ -1,10 +1,8 @@
 package scan
 
 import (
-	"math"
 	"strings"
 	"testing"
-	"time"
 )
 
 // Text packed with what looks like the start of a stateless ghs_ token
@@ -34,21 +32,7 @@ func TestGitHubTokenLookalikesCostLinear(t *testing.T) {
 			{"scan", func(b []byte) { s.ScanBytes("f", b) }},
 		} {
 			t.Run(tc.name+"/"+p.name, func(t *testing.T) {
-				timed := func(b []byte) time.Duration {
-					start := time.Now()
-					p.run(b)
-					return time.Since(start)
-				}
-				// The best of pairs measured back to back: the code's cost,
-				// not other processes'.
-				ratio := math.Inf(1)
-				var got, base time.Duration
-				for range 3 {
-					b, g := timed(plain), timed(tc.body)
-					if r := float64(g) / float64(b); r < ratio {
-						ratio, got, base = r, g, b
-					}
-				}
+				ratio, got, base := costRatio(plain, tc.body, p.run)
 				if ratio > 20 {
 					t.Fatalf("%d bytes took %v, as much plain text %v: %.0f times as long", len(tc.body), got, base, ratio)
 				}

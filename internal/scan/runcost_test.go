@@ -26,21 +26,7 @@ func TestRunOfKeywordCharCostLinear(t *testing.T) {
 		{"runs of 40 in lines", fill(strings.Repeat("A", 40) + "\n")},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			timed := func(b []byte) time.Duration {
-				start := time.Now()
-				s.ScanBytes("f", b)
-				return time.Since(start)
-			}
-			// The best of pairs measured back to back: the code's cost,
-			// not other processes'.
-			ratio := math.Inf(1)
-			var got, base time.Duration
-			for range 3 {
-				b, g := timed(plain), timed(tc.body)
-				if r := float64(g) / float64(b); r < ratio {
-					ratio, got, base = r, g, b
-				}
-			}
+			ratio, got, base := costRatio(plain, tc.body, func(b []byte) { s.ScanBytes("f", b) })
 			// A keyword hit costs a regexp over its window (~200 times
 			// plain text's cost where hits are dense); a hit on every
 			// byte cost 6,000-32,000 times.
@@ -49,4 +35,23 @@ func TestRunOfKeywordCharCostLinear(t *testing.T) {
 			}
 		})
 	}
+}
+
+// costRatio is how many times as long run takes over body as over plain
+// text of its size: the best of pairs measured back to back, so that the
+// code's cost shows, not other processes'.
+func costRatio(plain, body []byte, run func([]byte)) (ratio float64, got, base time.Duration) {
+	timed := func(b []byte) time.Duration {
+		start := time.Now()
+		run(b)
+		return time.Since(start)
+	}
+	ratio = math.Inf(1)
+	for range 3 {
+		b, g := timed(plain), timed(body)
+		if r := float64(g) / float64(b); r < ratio {
+			ratio, got, base = r, g, b
+		}
+	}
+	return ratio, got, base
 }
