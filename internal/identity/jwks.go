@@ -231,30 +231,60 @@ func parseJWKS(body []byte) ([]jose.JSONWebKey, error) {
 }
 
 // get fetches a URL with the verifier's client: 200 only, at most
-// MaxJWKSSize bytes.
+// MaxJWKSSize bytes. Its errors name the URL without its query (see
+// shownFetchURL).
 func (v *Verifier) get(ctx context.Context, u string) ([]byte, error) {
+	shown := shownFetchURL(u)
 	req, err := http.NewRequestWithContext(ctx, http.MethodGet, u, nil)
 	if err != nil {
-		return nil, fmt.Errorf("build request: %w", err)
+		return nil, fmt.Errorf("build request for %s: %w", shown, hideURL(err))
 	}
 	req.Header.Set("Accept", "application/json")
 	resp, err := v.client.Do(req)
 	if err != nil {
-		return nil, fmt.Errorf("fetch %s: %w", u, err)
+		return nil, fmt.Errorf("fetch %s: %w", shown, hideURL(err))
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
 		_, _ = io.Copy(io.Discard, io.LimitReader(resp.Body, 64<<10))
-		return nil, fmt.Errorf("fetch %s: status %d", u, resp.StatusCode)
+		return nil, fmt.Errorf("fetch %s: status %d", shown, resp.StatusCode)
 	}
 	body, err := io.ReadAll(io.LimitReader(resp.Body, MaxJWKSSize+1))
 	if err != nil {
-		return nil, fmt.Errorf("read %s: %w", u, err)
+		return nil, fmt.Errorf("read %s: %w", shown, err)
 	}
 	if len(body) > MaxJWKSSize {
-		return nil, fmt.Errorf("fetch %s: response larger than %d bytes", u, MaxJWKSSize)
+		return nil, fmt.Errorf("fetch %s: response larger than %d bytes", shown, MaxJWKSSize)
 	}
 	return body, nil
+}
+
+// hideURL makes a *url.Error in err's chain, which quotes its URL (the
+// request's or a redirect's) whole, quote it as shownFetchURL does.
+func hideURL(err error) error {
+	var ue *url.Error
+	if errors.As(err, &ue) {
+		ue.URL = shownFetchURL(ue.URL)
+	}
+	return err
+}
+
+// shownFetchURL is a fetched URL as an error may quote it: without user
+// info, query or fragment. A fetch error becomes the refusal of an exchange
+// (answered to whoever sent a token naming the issuer, unauthenticated,
+// and recorded in the audit log), and a JWKS URL's query may carry a
+// credential (a storage SAS, a signed URL).
+func shownFetchURL(raw string) string {
+	u, err := url.Parse(raw)
+	if err != nil {
+		return "(unparsable URL)"
+	}
+	hidden := u.RawQuery != "" || u.ForceQuery || u.Fragment != ""
+	u.User, u.RawQuery, u.ForceQuery, u.Fragment, u.RawFragment = nil, "", false, "", ""
+	if hidden {
+		return u.String() + "?…"
+	}
+	return u.String()
 }
 
 // sameHostRedirect follows a redirect only to the same scheme and host.
@@ -274,7 +304,7 @@ func sameHostRedirect(req *http.Request, via []*http.Request) error {
 func checkFetchURL(raw string) error {
 	u, err := url.Parse(raw)
 	if err != nil || u.Host == "" {
-		return fmt.Errorf("%s is not an absolute URL", quote(raw))
+		return fmt.Errorf("%s is not an absolute URL", quote(shownFetchURL(raw)))
 	}
 	switch u.Scheme {
 	case "https":
@@ -283,9 +313,9 @@ func checkFetchURL(raw string) error {
 		if isLoopback(u.Hostname()) {
 			return nil
 		}
-		return fmt.Errorf("%s: http is allowed only on a loopback address", quote(raw))
+		return fmt.Errorf("%s: http is allowed only on a loopback address", quote(shownFetchURL(raw)))
 	}
-	return fmt.Errorf("%s: scheme must be https", quote(raw))
+	return fmt.Errorf("%s: scheme must be https", quote(shownFetchURL(raw)))
 }
 
 func isLoopback(host string) bool {

@@ -292,3 +292,39 @@ func TestPrivateKeyInJWKSRefused(t *testing.T) {
 		t.Fatalf("an ID token signed with a key the issuer published whole was accepted (repository %s)", id.Claims["repository"])
 	}
 }
+
+// A JWKS URL may carry a credential in its query (a storage SAS, a signed
+// URL): a refusal goes to whoever presented the token, unauthenticated, and
+// into the audit log, so it names the URL without its query.
+func TestFetchErrorHidesURLQuery(t *testing.T) {
+	const secret = "sig=s3cr3tSAS"
+	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	closed := newTestIssuer(t)
+	closed.srv.Close()
+	for _, tc := range []struct {
+		name    string
+		jwksURL string
+		down    bool
+	}{
+		{"status", ti.srv.URL + "/jwks?" + secret, true},
+		{"connection refused", closed.srv.URL + "/jwks?" + secret + "#frag", false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			ti.down.Store(tc.down)
+			clk := newClock()
+			cfg := ti.config()
+			cfg.JWKSURL = tc.jwksURL
+			v := newTestVerifier(t, clk, cfg)
+			_, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", ti.claims(clk)))
+			if CheckOf(err) != CheckKeysUnavailable {
+				t.Fatalf("err = %v", err)
+			}
+			if strings.Contains(err.Error(), "s3cr3t") || strings.Contains(err.Error(), "frag") {
+				t.Fatalf("refusal quotes the JWKS URL's query: %v", err)
+			}
+			if !strings.Contains(err.Error(), "/jwks") {
+				t.Fatalf("refusal no longer names the JWKS URL: %v", err)
+			}
+		})
+	}
+}
