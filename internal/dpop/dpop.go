@@ -175,7 +175,8 @@ func NewVerifier(opts Options) *Verifier {
 	return v
 }
 
-// Verify checks proofJWT for a request with method and requestURL. accessToken is
+// Verify checks proofJWT for a request with method and requestURL (a "#"
+// in it is taken as a character, not a fragment). accessToken is
 // "" at token exchange; otherwise the proof's ath must be its hash.
 // wantThumbprint is "" at exchange; otherwise the proof key's thumbprint must
 // equal it. The jti is recorded only when every other check passed. Every
@@ -266,7 +267,11 @@ func (v *Verifier) Check(proofJWT, method, requestURL, accessToken, wantThumbpri
 	if c.HTU == nil {
 		return nil, fail(CheckURL, "htu missing")
 	}
-	wantHTU, err := NormalizeHTU(requestURL)
+	// The request URL is what this server received, where a "#" can only
+	// be a character of the path (a request line has no fragment, and Go's
+	// server keeps a raw "#" in the path, which is forwarded so): read as
+	// a fragment, it would let a proof for the path before it through.
+	wantHTU, err := NormalizeHTU(strings.ReplaceAll(requestURL, "#", "%23"))
 	if err != nil {
 		return nil, fail(CheckURL, "request URL: %v", err)
 	}

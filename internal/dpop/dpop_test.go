@@ -198,6 +198,11 @@ func TestVerify(t *testing.T) {
 		{"htu missing", with(nil, func(c map[string]any) { delete(c, "htu") }), "POST", testURL, testToken, tp, CheckURL},
 		{"htu not a URL", with(nil, func(c map[string]any) { c["htu"] = "/gw/x" }), "POST", testURL, testToken, tp, CheckURL},
 		{"query and fragment ignored", with(nil, func(c map[string]any) { c["htu"] = testURL + "?a=1#f" }), "POST", testURL + "?b=2", testToken, tp, ""},
+		// A request line may carry a raw "#" (Go's server takes it as
+		// part of the path, and the path is forwarded so): it is no
+		// fragment there, so a proof for the path before it must not do.
+		{"raw # in the request path is path", with(nil, nil), "POST", testURL + "#/../admin", testToken, tp, CheckURL},
+		{"raw # in the request path matches %23", with(nil, func(c map[string]any) { c["htu"] = testURL + "%23x" }), "POST", testURL + "#x", testToken, tp, ""},
 		{"scheme and host case, default port", with(nil, func(c map[string]any) {
 			c["htu"] = "HTTPS://MAYFLY.test:443/gw/github-api/repos/acme/app"
 		}), "POST", testURL, testToken, tp, ""},
@@ -518,12 +523,20 @@ func FuzzVerify(f *testing.F) {
 		f.Add(p, "POST", testURL, testToken)
 	}
 	f.Add(craft(f, ecKey(), stdHeader(f, ecKey()), stdClaims(clk, "")), "POST", testURL, "")
+	if p, err := NewProof(ecKey(), "POST", testURL+"%23x", testToken, clk.Now()); err == nil {
+		f.Add(p, "POST", testURL+"#x", testToken)
+	}
 	f.Add("eyJhbGciOiJub25lIn0.e30.", "GET", "https://x/", "")
 	f.Add("a.b.c", "GET", "::", "t")
 	f.Fuzz(func(t *testing.T, proof, method, url, token string) {
 		p, err := v.Verify(proof, method, url, token, "")
 		if err == nil && (p == nil || p.Thumbprint == "" || p.HTM != method) {
 			t.Fatalf("accepted with an incomplete proof: %+v", p)
+		}
+		// An accepted proof names the whole request path, a "#" in it
+		// included (a request line has no fragment).
+		if want, nerr := NormalizeHTU(strings.ReplaceAll(url, "#", "%23")); err == nil && (nerr != nil || p.HTU != want) {
+			t.Fatalf("accepted for %q with htu %q", url, p.HTU)
 		}
 		if err != nil && CheckOf(err) == "" {
 			t.Fatalf("error without a check: %v", err)
