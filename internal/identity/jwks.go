@@ -174,6 +174,12 @@ func (v *Verifier) fetchKeys(ctx context.Context, src *keySource) ([]jose.JSONWe
 		if err := checkFetchURL(doc.JWKSURI); err != nil {
 			return nil, fmt.Errorf("discovery: jwks_uri: %w", err)
 		}
+		// http on loopback is for a local test issuer, itself on http:
+		// an https issuer's document does not get mayfly to fetch in the
+		// clear from services on mayfly's own host.
+		if strings.HasPrefix(src.issuerURL, "https://") && !strings.HasPrefix(strings.ToLower(doc.JWKSURI), "https://") {
+			return nil, fmt.Errorf("discovery: jwks_uri: %s: an https issuer's keys must be fetched over https", quote(shownFetchURL(doc.JWKSURI)))
+		}
 		jwksURL = doc.JWKSURI
 	}
 	body, err := v.get(ctx, jwksURL)

@@ -3,6 +3,9 @@ package identity
 import (
 	"bytes"
 	"context"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"sync"
 	"testing"
@@ -326,5 +329,40 @@ func TestFetchErrorHidesURLQuery(t *testing.T) {
 				t.Fatalf("refusal no longer names the JWKS URL: %v", err)
 			}
 		})
+	}
+}
+
+// An https issuer's discovery document naming a plain-http jwks_uri on a
+// loopback address (allowed only for a local test issuer, itself on http)
+// would have mayfly fetch, in the clear, from services on its own host.
+func TestHTTPSIssuerNeedsHTTPSJWKS(t *testing.T) {
+	local := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
+	var iss *httptest.Server
+	iss = httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/.well-known/openid-configuration":
+			_ = json.NewEncoder(w).Encode(map[string]string{"issuer": iss.URL, "jwks_uri": local.srv.URL + "/jwks"})
+		case "/jwks":
+			_ = json.NewEncoder(w).Encode(jose.JSONWebKeySet{Keys: []jose.JSONWebKey{pubJWK(&rsaKey1().PublicKey, "k1", "")}})
+		}
+	}))
+	t.Cleanup(iss.Close)
+	clk := newClock()
+	v := NewVerifier(Options{Now: clk.Now, HTTPClient: iss.Client()})
+	v.SetIssuers([]IssuerConfig{{Name: "ci", URL: iss.URL, Audience: testAudience}})
+	claims := local.claims(clk)
+	claims["iss"] = iss.URL
+	_, err := v.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", claims))
+	if CheckOf(err) != CheckKeysUnavailable || !strings.Contains(err.Error(), "jwks_uri") {
+		t.Fatalf("err = %v", err)
+	}
+	if local.jwksHits.Load() != 0 {
+		t.Fatal("fetched an http jwks_uri named by an https issuer")
+	}
+	// The https jwks_uri of the same issuer is fetched (the test is sound).
+	v2 := NewVerifier(Options{Now: clk.Now, HTTPClient: iss.Client()})
+	v2.SetIssuers([]IssuerConfig{{Name: "ci", URL: iss.URL, Audience: testAudience, JWKSURL: iss.URL + "/jwks"}})
+	if _, err := v2.Verify(context.Background(), sign(t, rsaKey1(), jose.RS256, "k1", claims)); err != nil {
+		t.Fatal(err)
 	}
 }
