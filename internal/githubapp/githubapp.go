@@ -477,6 +477,13 @@ func (s *Source) do(ctx context.Context, method, u, auth string, body []byte) (*
 	if err != nil {
 		return nil, nil, mint.Errorf(503, "upstream_unavailable", "GitHub's answer broke off: %v", scrub(err))
 	}
+	// An answer whose message quotes the credential it was sent (a GitHub
+	// Enterprise front end, a debugging proxy) would put it in the error
+	// built from that message: the App JWT in the job's answer, the
+	// installation token in minted.last_error, the audit log and the log.
+	if _, cred, _ := strings.Cut(auth, " "); cred != "" {
+		data = bytes.ReplaceAll(data, []byte(cred), []byte("[credential sent]"))
+	}
 	return resp, data, nil
 }
 
