@@ -199,18 +199,27 @@ type tokenAnswer struct {
 }
 
 // wider says what the answered token may do beyond scope ("" when
-// nothing): a permission not asked for (metadata: read comes with every
-// token) or at a higher level, and, when the grant names repositories,
-// all of the installation's or one it does not name (GitHub's names are
-// case-insensitive).
+// nothing): a permission not asked for (metadata: read, not more, comes
+// with every token) or at a higher level, and, when the grant names
+// repositories, all of the installation's or one it does not name
+// (GitHub's names are case-insensitive). An answer that does not say
+// what the token may do (no permissions; no selected repositories when
+// the grant names some) is wider too: GitHub always says, and what is
+// not said cannot be checked.
 func (a *tokenAnswer) wider(scope *policy.GitHubScope) string {
 	if scope == nil {
 		return ""
 	}
+	if len(scope.Permissions) > 0 && len(a.Permissions) == 0 {
+		return "permissions it does not name (the answer lists none)"
+	}
 	for _, p := range slices.Sorted(maps.Keys(a.Permissions)) {
 		lv := a.Permissions[p]
 		want, asked := scope.Permissions[p]
-		if (!asked && p != "metadata") || (asked && rank(lv) > rank(want)) {
+		if !asked && p == "metadata" {
+			want, asked = "read", true
+		}
+		if !asked || rank(lv) > rank(want) {
 			return fmt.Sprintf("%s: %s", clipName(p), clipName(lv))
 		}
 	}
@@ -219,6 +228,9 @@ func (a *tokenAnswer) wider(scope *policy.GitHubScope) string {
 	}
 	if a.RepositorySelection == "all" {
 		return "repositories the grant does not name (all of the installation's)"
+	}
+	if a.RepositorySelection != "selected" || len(a.Repositories) == 0 {
+		return "repositories it does not name (the answer lists none)"
 	}
 	for _, repo := range a.Repositories {
 		if !slices.ContainsFunc(scope.Repositories, func(n string) bool { return strings.EqualFold(n, repo.Name) }) {
