@@ -523,7 +523,11 @@ func (m *Manager) RunDue(ctx context.Context) (int, error) {
 		if ctx.Err() != nil {
 			break
 		}
-		r, err := m.cfg.Store.ClaimRotation(ctx, d.Name, m.cfg.Node, now, now.Add(m.claimFor()))
+		// Claimed from now, not from the round's start: the attempts
+		// before it took time, and a claim that ran out before its
+		// attempt began let another node rotate the secret too.
+		at := m.cfg.Now()
+		r, err := m.cfg.Store.ClaimRotation(ctx, d.Name, m.cfg.Node, at, at.Add(m.claimFor()))
 		if err != nil {
 			continue // another node took it, or it was removed meanwhile
 		}
