@@ -687,7 +687,11 @@ func (m *Manager) RevokeDue(ctx context.Context) int {
 				// Claimed for the length of one attempt: another node
 				// skips it. Claims run in parallel too: one at a time,
 				// a thousand leases ending together wait on the store.
-				ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, now.Add(m.cfg.Timeout+5*time.Second))
+				// From now, not from the read: attempts ahead of this
+				// one in the batch took time, and a claim that ran out
+				// before its attempt began let another node's worker
+				// revoke it at the same time.
+				ok, err := m.cfg.Store.ClaimMinted(ctx, rec.ID, rec.NextAttempt, m.cfg.Now().Add(m.cfg.Timeout+5*time.Second))
 				if err != nil || !ok {
 					return
 				}
