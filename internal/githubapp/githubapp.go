@@ -172,17 +172,20 @@ func (s *Source) Mint(ctx context.Context, r mint.Request, _ mint.Plan) (mint.Mi
 	if err := json.Unmarshal(data, &tr); err != nil || tr.Token == "" || len(tr.Token) > maxTokenLen || strings.ContainsFunc(tr.Token, func(r rune) bool { return r <= ' ' || r > '~' }) {
 		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub answered the token request with something that is not an installation token")
 	}
-	if why := tr.wider(r.Grant.GitHub); why != "" {
-		// Never hand out more than the grant asked for.
-		s.deleteQuietly(ctx, api, tr.Token)
-		return mint.Minted{}, mint.Errorf(502, "upstream_refused", "GitHub granted %s, more than the grant asks for; the token was deleted", why)
-	}
 	exp := tr.ExpiresAt
 	if exp.IsZero() || exp.After(s.cfg.Now().Add(time.Hour)) {
 		exp = s.cfg.Now().Add(time.Hour)
 	}
 	if !r.ExpiresAt.IsZero() && r.ExpiresAt.Before(exp) {
 		exp = r.ExpiresAt
+	}
+	if why := tr.wider(r.Grant.GitHub); why != "" {
+		// Never hand out more than the grant asked for. The token goes
+		// back with the refusal, without its credential, for the
+		// manager to record and delete, retried until GitHub confirms:
+		// one DELETE here that failed left it alive, on no record.
+		return mint.Minted{Secret: tr.Token, Material: []byte(tr.Token), ExpiresAt: exp},
+			mint.Errorf(502, "upstream_refused", "GitHub granted %s, more than the grant asks for; the token is deleted", why)
 	}
 	return mint.Minted{Credential: mint.Credential{Token: tr.Token, ExpiresAt: exp}, Secret: tr.Token, Material: []byte(tr.Token), ExpiresAt: exp}, nil
 }
@@ -327,10 +330,6 @@ func (s *Source) revocationAPI(rec mint.Record) (string, error) {
 		return "", errors.New("github: the record does not say which API issued the token")
 	}
 	return p.APIURL, nil
-}
-
-func (s *Source) deleteQuietly(ctx context.Context, api, tok string) {
-	s.do(context.WithoutCancel(ctx), http.MethodDelete, api+"/installation/token", "token "+tok, nil)
 }
 
 // installation finds the App's installation on app.Owner, paging through

@@ -123,7 +123,10 @@ type Record struct {
 
 // Source mints one kind of credential. Revoke must be idempotent: a
 // credential that is already gone (or was never created) is revoked.
-// Errors must not contain a credential's value.
+// Errors must not contain a credential's value. Mint may return, beside
+// its error, a credential it made but refuses to hand out (Material and
+// Secret, no Credential): the manager records it and revokes it, retried
+// until confirmed.
 type Source interface {
 	Plan(ctx context.Context, r Request) (Plan, error)
 	Mint(ctx context.Context, r Request, p Plan) (Minted, error)
@@ -396,9 +399,12 @@ func (m *Manager) MintFor(ctx context.Context, f For, up *policy.Upstream, g *po
 	if err != nil {
 		m.m.mintFailed.WithLabelValues(kind).Inc()
 		m.mintFailed(ctx, ev, err)
+		if len(got.Material) > 0 {
+			m.keepRefused(context.WithoutCancel(ctx), rec, got)
+		}
 		// Nothing half-made may stay upstream: undo now, and let the
 		// worker retry until the source confirms.
-		m.abandon(context.WithoutCancel(ctx), rec, nil, "mint failed")
+		m.abandon(context.WithoutCancel(ctx), rec, got.Material, "mint failed")
 		return nil, err
 	}
 	if got.ExpiresAt.IsZero() || got.ExpiresAt.After(expires) {
@@ -429,6 +435,31 @@ func (m *Manager) MintFor(ctx context.Context, f For, up *policy.Upstream, g *po
 	m.settle(ctx, since, note)
 	m.m.minted.WithLabelValues(kind).Inc()
 	return &Issued{ID: id, Upstream: up.Name, Kind: kind, Credential: got.Credential, Secret: got.Secret}, nil
+}
+
+// keepRefused records what revoking a credential the source made and
+// refused to hand out needs (its sealed material, and its keyed hash so a
+// leak of it is found), marked for revocation first so that it is never
+// live: without it the worker's retries had nothing to revoke with, and
+// the credential stayed alive upstream on a record saying revoked. A
+// failure is logged: abandon's own attempt still has the material.
+func (m *Manager) keepRefused(ctx context.Context, rec store.Minted, got Minted) {
+	if _, err := m.cfg.Store.RevokeMinted(ctx, []string{rec.ID}, nil, "mint failed"); err != nil {
+		m.cfg.Logger.Warn("mint: a refused credential was not marked for revocation", "id", rec.ID, "err", err)
+		return
+	}
+	var hash []byte
+	if got.Secret != "" {
+		h := m.cfg.Hasher.Sum(got.Secret)
+		hash = h[:]
+	}
+	exp := got.ExpiresAt
+	if exp.IsZero() || exp.After(rec.ExpiresAt) {
+		exp = rec.ExpiresAt
+	}
+	if err := m.cfg.Store.MintedCreated(ctx, rec.ID, hash, m.seal(rec, got.Material), exp, nil); err != nil {
+		m.cfg.Logger.Warn("mint: a refused credential's revocation material was not recorded; only the attempt now can revoke it", "id", rec.ID, "err", err)
+	}
 }
 
 // mintFailed records a refused or failed creation. Nothing was handed out,
