@@ -12,6 +12,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -350,5 +351,13 @@ func slackText(a Alert) string {
 	if a.Server != "" {
 		s += " — " + a.Server
 	}
-	return s
+	return slackEscape(s)
 }
+
+// slackEscape makes s plain text for Slack: the text holds fields a caller
+// chose (a subject's branch name, a reason), and Slack reads <…> as a
+// mention (<!channel>) or a link, & as the start of an entity, and a new
+// line as the start of another (forged) line. The alert itself uses no
+// markup, so all of it is escaped.
+var slackEscape = strings.NewReplacer("&", "&amp;", "<", "&lt;", ">", "&gt;",
+	"\r\n", " ", "\n", " ", "\r", " ", "\t", " ", "\u2028", " ", "\u2029", " ").Replace
