@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/spf13/cobra"
 
@@ -847,7 +848,7 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 			} else {
-				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", es[0])
+				fmt.Fprintf(cmd.OutOrStdout(), "%s\n", shownEntry(es[0]))
 			}
 			if verr != nil {
 				return negative("audit prove: entry %d is NOT proven in the signed tree of size %d: %v", index, cpSize, verr)
@@ -872,4 +873,25 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 	c.Flags().StringVar(&statePath, "state", "", "the state `FILE` of audit verify, holding the pinned key and tree")
 	proveFmt = addFormatFlag(c, "text", "text", "json")
 	return c
+}
+
+// shownEntry is an entry as `audit prove` prints it, before its proof is
+// checked: the bytes come from the server, which the command does not
+// trust, and a terminal acts on control characters (an ESC[8m hides the
+// refusal printed next). An entry that is JSON is shown with its DEL and
+// C1 characters (a caller's path may hold them) as \u escapes, the same
+// JSON; anything else quoted.
+func shownEntry(b []byte) string {
+	if !json.Valid(b) || !utf8.Valid(b) {
+		return fmt.Sprintf("(not a JSON entry) %+q", b)
+	}
+	var sb strings.Builder
+	for _, r := range string(b) {
+		if r == 0x7f || r >= 0x80 && r < 0xa0 {
+			fmt.Fprintf(&sb, "\\u%04x", r)
+			continue
+		}
+		sb.WriteRune(r)
+	}
+	return sb.String()
 }
