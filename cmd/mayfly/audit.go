@@ -17,6 +17,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 	"unicode/utf8"
 
 	"github.com/spf13/cobra"
@@ -562,6 +563,21 @@ func locateBadEntry(ctx context.Context, c auditClient, from, size int64, root [
 
 // auditClient adds the CLI's paging of audit entries to the API client.
 type auditClient struct{ *client.Client }
+
+// AuditKey is the server's verifier key, refused unless it is a note
+// verifier key of printable characters: it is printed and pinned, and a
+// note key's name may hold any character but space and '+', so a hostile
+// server's could drive the terminal (ESC sequences) of whoever checks it.
+func (c auditClient) AuditKey(ctx context.Context) (string, error) {
+	k, err := c.Client.AuditKey(ctx)
+	if err != nil {
+		return "", err
+	}
+	if audit.CheckVerifierKey(k) != nil || strings.ContainsFunc(k, unicode.IsControl) {
+		return "", negative("audit: the server's verifier key is not a note verifier key (NAME+HASH+KEY) of printable characters: trust nothing it serves")
+	}
+	return k, nil
+}
 
 // needServerOrDataDir is the refusal of a command that reads a server or,
 // offline, a data dir, given neither: it names both ways.
