@@ -72,6 +72,8 @@ type rules struct {
 	// apart from bursts, so that refusals from many addresses never
 	// crowd an upstream's failure out.
 	failing map[string]time.Time
+	// full is when a full burst state was last alerted (zero: never).
+	full time.Time
 }
 
 const maxKeys = 10000
@@ -115,13 +117,21 @@ func (r *rules) eval(e *audit.Entry) []Alert {
 		}
 	case e.Type == audit.TypeExchange && e.Status >= 400 && e.Status < 500:
 		if c, ok := r.enabled(RuleRefusedBurst); ok {
+			full := func() {
+				fire(RuleRefusedBurst, fmt.Sprintf("refused exchanges from too many identities and addresses within %s to count each (more than %d): a spray from many addresses? Bursts among them are not alerted one by one; further such alerts within %s are not sent",
+					c.Window, maxKeys, c.Window))
+			}
 			if c.By != "source" && e.Subject != "" {
-				if n, hit := r.count(c, "identity "+e.Issuer+" "+e.Subject, e.Time); hit {
+				if n, hit := r.count(c, "identity "+e.Issuer+" "+e.Subject, e.Time); hit && n < 0 {
+					full()
+				} else if hit {
 					fire(RuleRefusedBurst, fmt.Sprintf("%d refused exchanges within %s for identity %s", n, c.Window, clip(e.Subject, 200)))
 				}
 			}
 			if c.By != "identity" && e.Source != "" {
-				if n, hit := r.count(c, "source "+e.Source, e.Time); hit {
+				if n, hit := r.count(c, "source "+e.Source, e.Time); hit && n < 0 {
+					full()
+				} else if hit {
 					fire(RuleRefusedBurst, fmt.Sprintf("%d refused exchanges within %s from %s", n, c.Window, e.Source))
 				}
 			}
@@ -200,6 +210,10 @@ func (r *rules) firstIn(window time.Duration, key string, t time.Time) bool {
 
 // count records a refusal for key at t and reports the count within the
 // window and whether it crossed the threshold (once per window per key).
+// When the state is full of keys refused within the window, a new key is
+// not counted, and count reports -1, true once per window: refusals from
+// that many identities or addresses are themselves what to alert on, and
+// silence would hide a burst among them.
 func (r *rules) count(c RuleConfig, key string, t time.Time) (int, bool) {
 	b := r.bursts[key]
 	if b == nil {
@@ -207,7 +221,11 @@ func (r *rules) count(c RuleConfig, key string, t time.Time) (int, bool) {
 			r.expire(t, c.Window)
 		}
 		if len(r.bursts) >= maxKeys {
-			return 0, false // bounded state: new keys wait until old ones expire
+			if r.full.IsZero() || t.Sub(r.full) >= c.Window {
+				r.full = t
+				return -1, true
+			}
+			return 0, false
 		}
 		b = &burst{}
 		r.bursts[key] = b

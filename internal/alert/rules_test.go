@@ -2,6 +2,7 @@ package alert
 
 import (
 	"fmt"
+	"strings"
 	"testing"
 	"time"
 
@@ -195,5 +196,46 @@ func TestUpstreamFailureNotCrowdedOut(t *testing.T) {
 	}
 	if got := r.eval(&audit.Entry{Time: t0, Event: audit.Event{Type: audit.TypeCredentialMint, Status: 503, Upstream: "github"}}); len(got) != 1 {
 		t.Fatalf("a failing upstream raised %d alerts with the burst state full, want 1", len(got))
+	}
+}
+
+// Refusals sprayed from more addresses (an IPv6 prefix holds billions)
+// than the burst state holds within a window filled it, and every burst
+// after that, a brute force from one new address included, went
+// unalerted: new keys waited, silently, for old ones to expire. A full
+// state is now itself alerted, once per window, as a full upstream
+// failure state is.
+func TestBurstSprayStillAlerts(t *testing.T) {
+	for _, by := range []string{"source", "identity", "both"} {
+		t.Run(by, func(t *testing.T) {
+			r := newRules([]RuleConfig{{Rule: RuleRefusedBurst, Threshold: 3, Window: time.Minute, By: by}})
+			t0 := time.Unix(1_800_000_000, 0)
+			var alerts []Alert
+			refuse := func(at time.Duration, sub, src string) {
+				alerts = append(alerts, r.eval(&audit.Entry{Time: t0.Add(at), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Issuer: "gh", Subject: sub, Source: src}})...)
+			}
+			for i := range maxKeys + 10 {
+				ip := fmt.Sprintf("2001:db8::%x", i)
+				refuse(time.Duration(i)*time.Millisecond, "repo:spray/"+ip, ip)
+			}
+			for range 5 { // the brute force the spray was to hide
+				refuse(20*time.Second, "repo:acme/app:ref:refs/heads/main", "192.0.2.9")
+			}
+			if len(alerts) != 1 {
+				t.Fatalf("%d alerts, want 1 (the state is full) within the window: %+v", len(alerts), alerts)
+			}
+			if a := alerts[0]; a.Rule != RuleRefusedBurst || !strings.Contains(a.Summary, "too many") {
+				t.Fatalf("alert %+v does not say the refusals were too many to count", a)
+			}
+			// The next window alerts again if the spray goes on.
+			refuse(2*time.Minute, "repo:spray/x", "2001:db8::ffff:1")
+			for i := range maxKeys + 10 {
+				ip := fmt.Sprintf("2001:db8::1:%x", i)
+				refuse(2*time.Minute+time.Duration(i)*time.Millisecond, "repo:spray/"+ip, ip)
+			}
+			if len(alerts) != 2 {
+				t.Fatalf("%d alerts after a second window of spray, want 2", len(alerts))
+			}
+		})
 	}
 }
