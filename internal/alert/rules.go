@@ -74,6 +74,10 @@ type rules struct {
 	failing map[string]time.Time
 	// full is when a full burst state was last alerted (zero: never).
 	full time.Time
+	// nextExpire is the earliest time a full burst state is scanned for
+	// expired keys again; scans counts the scans.
+	nextExpire time.Time
+	scans      int
 }
 
 const maxKeys = 10000
@@ -217,8 +221,12 @@ func (r *rules) firstIn(window time.Duration, key string, t time.Time) bool {
 func (r *rules) count(c RuleConfig, key string, t time.Time) (int, bool) {
 	b := r.bursts[key]
 	if b == nil {
-		if len(r.bursts) >= maxKeys {
+		if len(r.bursts) >= maxKeys && !t.Before(r.nextExpire) {
+			// A scan of every key: at most 16 a window, however many
+			// new keys arrive while the state is full (one per refusal
+			// was a sweep of 10,000 keys for each refusal of a spray).
 			r.expire(t, c.Window)
+			r.nextExpire = t.Add(c.Window / 16)
 		}
 		if len(r.bursts) >= maxKeys {
 			if r.full.IsZero() || t.Sub(r.full) >= c.Window {
@@ -247,6 +255,7 @@ func (r *rules) count(c RuleConfig, key string, t time.Time) (int, bool) {
 }
 
 func (r *rules) expire(now time.Time, window time.Duration) {
+	r.scans++
 	for k, b := range r.bursts {
 		if len(b.times) == 0 || now.Sub(b.times[len(b.times)-1]) >= window {
 			delete(r.bursts, k)

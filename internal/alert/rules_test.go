@@ -239,3 +239,25 @@ func TestBurstSprayStillAlerts(t *testing.T) {
 		})
 	}
 }
+
+// While the burst state is full, each refusal from a new identity or
+// address swept all 10,000 keys for expired ones: a spray of refusals cost
+// the alert sink that sweep each (minutes of CPU for one window of it, the
+// target's alerts held back meanwhile). Sweeps are now at most 16 a window.
+func TestFullBurstStateSweepsRarely(t *testing.T) {
+	r := newRules([]RuleConfig{{Rule: RuleRefusedBurst, Threshold: 3, Window: time.Minute, By: "both"}})
+	t0 := time.Unix(1_800_000_000, 0)
+	const spray = 3 * maxKeys // over one window
+	for i := range spray {
+		ip := fmt.Sprintf("2001:db8::%x", i)
+		r.eval(&audit.Entry{Time: t0.Add(time.Duration(i) * time.Minute / spray), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Issuer: "gh", Subject: "repo:spray/" + ip, Source: ip}})
+	}
+	if r.scans > 17 {
+		t.Fatalf("%d sweeps of the full burst state within one window, want at most 17", r.scans)
+	}
+	// Keys still expire: after the window a new key is counted again.
+	r.eval(&audit.Entry{Time: t0.Add(3 * time.Minute), Event: audit.Event{Type: audit.TypeExchange, Status: 403, Source: "192.0.2.1"}})
+	if _, ok := r.bursts["source 192.0.2.1"]; !ok {
+		t.Fatal("a new key was not taken after the old ones expired")
+	}
+}
