@@ -681,7 +681,7 @@ func newAuditTailCmd(cf *clientFlags) *cobra.Command {
 					return err
 				}
 				for _, e := range es {
-					if _, err := out.Write(append(e, '\n')); err != nil {
+					if _, err := fmt.Fprintln(out, shownEntry(e)); err != nil {
 						return usageErr("audit tail: %v", err)
 					}
 				}
@@ -891,10 +891,10 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 	return c
 }
 
-// shownEntry is an entry as `audit prove` prints it, before its proof is
-// checked: the bytes come from the server, which the command does not
-// trust, and a terminal acts on control characters (an ESC[8m hides the
-// refusal printed next). An entry that is JSON is shown with its DEL and
+// shownEntry is an entry as `audit prove` (before its proof is checked)
+// and `audit tail` print it: the bytes come from the server, which they
+// do not trust, and a terminal acts on control characters (an ESC[8m
+// hides the refusal printed next). `audit export` writes exact bytes. An entry that is JSON is shown with its DEL and
 // C1 characters (a caller's path may hold them) as \u escapes, the same
 // JSON; anything else quoted.
 func shownEntry(b []byte) string {

@@ -66,3 +66,42 @@ func TestAuditProveShowsNoTerminalControls(t *testing.T) {
 		})
 	}
 }
+
+// TestAuditTailShowsNoTerminalControls: `audit tail` prints what the
+// server sends to a terminal, usually: ESC sequences in a hostile
+// server's "entries" are quoted, and a genuine entry's C1 characters are
+// \u escapes, the same JSON.
+func TestAuditTailShowsNoTerminalControls(t *testing.T) {
+	_, l, as := servedLog(t, 2)
+	ctx := context.Background()
+	if _, err := l.Add(ctx, audit.Event{Type: audit.TypeGateway, Method: "GET", Path: "/x/\u009b8m\u007f", Status: 200}).Wait(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := l.Sync(ctx); err != nil {
+		t.Fatal(err)
+	}
+	hostile := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.URL.Path == "/v1/audit/entries" {
+			rec := httptest.NewRecorder()
+			as.Config.Handler.ServeHTTP(rec, r)
+			w.Write(rec.Body.Bytes())
+			w.Write([]byte("{\"index\":3,\x1b]0;pwned\x07\x1b[2J}\n"))
+			return
+		}
+		as.Config.Handler.ServeHTTP(w, r)
+	}))
+	defer hostile.Close()
+	t.Setenv("MAYFLY_ADDR", hostile.URL)
+	out, errOut, code := runCLI(t, "", "audit", "tail", "-n", "10")
+	if code != 0 {
+		t.Fatalf("exit %d\nout %q\nerr %q", code, out, errOut)
+	}
+	for _, r := range out {
+		if r < 0x20 && r != '\n' || r == 0x7f || r >= 0x80 && r < 0xa0 {
+			t.Fatalf("output holds control %U: %q", r, out)
+		}
+	}
+	if !strings.Contains(out, `"path":"/x/\u009b8m\u007f"`) || strings.Count(out, "\n") != 4 {
+		t.Fatalf("entries not shown one a line as their JSON: %q", out)
+	}
+}
