@@ -105,7 +105,19 @@ func (r *rules) eval(e *audit.Entry) []Alert {
 	var out []Alert
 	fire := func(rule, summary string) {
 		idx := e.Index
-		out = append(out, Alert{ID: fmt.Sprintf("%s-%d", rule, e.Index), Rule: rule, Status: "firing", Time: e.Time, Summary: summary, AuditIndex: &idx, Event: eventOf(e)})
+		id := fmt.Sprintf("%s-%d", rule, e.Index)
+		// Receivers dedupe by id: a second alert of one rule for this
+		// entry (refused_burst by identity, then by address) needs its own.
+		n := 0
+		for _, a := range out {
+			if a.Rule == rule {
+				n++
+			}
+		}
+		if n > 0 {
+			id += fmt.Sprintf("-%d", n+1)
+		}
+		out = append(out, Alert{ID: id, Rule: rule, Status: "firing", Time: e.Time, Summary: summary, AuditIndex: &idx, Event: eventOf(e)})
 	}
 	switch {
 	case e.Type == audit.TypeLeak && e.Status == 200 && e.Count > 0:

@@ -261,3 +261,26 @@ func TestFullBurstStateSweepsRarely(t *testing.T) {
 		t.Fatal("a new key was not taken after the old ones expired")
 	}
 }
+
+// Receivers dedupe deliveries by alert id (a retry carries the same one),
+// and one entry can raise refused_burst twice (by both: its identity and
+// its address; or a burst and a full state): the two had one id, so a
+// receiver that deduped kept only the first, and the address's burst was
+// never seen. Each alert of an entry now has an id of its own.
+func TestOneEntryAlertsHaveDistinctIDs(t *testing.T) {
+	r := newRules([]RuleConfig{{Rule: RuleRefusedBurst, Threshold: 2, Window: time.Minute, By: "both"}})
+	t0 := time.Unix(1_800_000_000, 0)
+	var alerts []Alert
+	for i := range 2 {
+		alerts = append(alerts, r.eval(&audit.Entry{Index: int64(i), Time: t0, Event: audit.Event{Type: audit.TypeExchange, Status: 403, Issuer: "gh", Subject: "a", Source: "192.0.2.1"}})...)
+	}
+	if len(alerts) != 2 {
+		t.Fatalf("%d alerts, want 2 (identity and address)", len(alerts))
+	}
+	if alerts[0].ID == alerts[1].ID {
+		t.Fatalf("both alerts of entry 1 have id %s", alerts[0].ID)
+	}
+	if alerts[0].ID != "refused_burst-1" {
+		t.Fatalf("first alert's id %s, want refused_burst-1 (as before)", alerts[0].ID)
+	}
+}
