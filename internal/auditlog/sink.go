@@ -460,6 +460,13 @@ func (f *Forwarder) step(ctx context.Context) (int, error) {
 		if got := audit.EntryIndex(e); got != next+int64(i) {
 			return 0, fmt.Errorf("audit: entry at %d says index %d: not forwarding past a gap", next+int64(i), got)
 		}
+		// An entry is one line of compact JSON, which escapes every
+		// control character: a row holding one was written by someone
+		// else, and a line break in it would be a forged second entry
+		// in a file sink or a syslog collector's lines.
+		if bytes.ContainsFunc(e, func(r rune) bool { return r < 0x20 }) {
+			return 0, fmt.Errorf("audit: entry at %d holds a line break or another control character, which no entry of this log holds: not forwarding it", next+int64(i))
+		}
 	}
 	if err := f.sink.Write(ctx, es, next); err != nil {
 		return 0, fmt.Errorf("audit: delivering %d entries from %d to %s: %w", len(es), next, f.sink.Name(), err)
