@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"slices"
 	"strconv"
+	"strings"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/policy"
@@ -104,7 +105,10 @@ type planPage struct {
 
 // plan reads the pasted policy and reports what applying it would do.
 func (c *Console) plan(w http.ResponseWriter, r *http.Request) (planPage, []policy.File, bool) {
-	src := r.FormValue("policy")
+	// A browser sends a textarea's line breaks as CRLF: read as sent, every
+	// line would differ from the stored source's, and the diff would show
+	// the whole file replaced, hiding the lines a change does touch.
+	src := strings.ReplaceAll(r.FormValue("policy"), "\r\n", "\n")
 	p := planPage{Source: src}
 	if len(src) > maxPolicy {
 		p.Invalid = "the policy is larger than 1 MiB"
