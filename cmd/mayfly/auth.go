@@ -165,7 +165,7 @@ func newAuthCmd() *cobra.Command {
 			if err := writeSessions(f, p); err != nil {
 				return usageErr("auth login: %v", err)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s (role %s) until %s\n", c.Addr(), tok.Name, tok.Role, shortTime(&tok.ExpiresAt))
+			fmt.Fprintf(cmd.OutOrStdout(), "signed in to %s as %s (role %s) until %s\n", c.Addr(), client.OneLine(tok.Name, 200), client.OneLine(tok.Role, 32), shortTime(&tok.ExpiresAt))
 			return nil
 		},
 	}
@@ -225,7 +225,7 @@ func newAuthCmd() *cobra.Command {
 			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "%s (role %s)\n", out.Name, out.Role)
+			fmt.Fprintf(cmd.OutOrStdout(), "%s (role %s)\n", client.OneLine(out.Name, 200), client.OneLine(out.Role, 32))
 			return nil
 		},
 	}
@@ -318,9 +318,11 @@ func deviceLogin(ctx context.Context, cmd *cobra.Command, c *client.Client) (*ap
 	if err != nil {
 		return nil, err
 	}
-	fmt.Fprintf(cmd.ErrOrStderr(), "To sign in, open %s and enter the code %s\n", d.VerificationURI, d.UserCode)
+	// The provider's text, through the server: one line of plain text on
+	// the terminal, never an escape sequence of its choosing.
+	fmt.Fprintf(cmd.ErrOrStderr(), "To sign in, open %s and enter the code %s\n", client.OneLine(d.VerificationURI, 2048), client.OneLine(d.UserCode, 64))
 	if d.VerificationURIComplete != "" {
-		fmt.Fprintf(cmd.ErrOrStderr(), "(or open %s)\n", d.VerificationURIComplete)
+		fmt.Fprintf(cmd.ErrOrStderr(), "(or open %s)\n", client.OneLine(d.VerificationURIComplete, 2048))
 	}
 	interval := time.Duration(max(d.Interval, 1)) * time.Second
 	for {
