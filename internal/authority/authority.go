@@ -709,9 +709,10 @@ type AdminRevoker interface {
 }
 
 // SessionHolders finds the live admin sessions of session values, looked
-// up together (*Sessions).
+// up together, and ends the one its holder presents (*Sessions).
 type SessionHolders interface {
 	Holders(ctx context.Context, values []string) ([]store.AdminSession, error)
+	RevokeHeld(ctx context.Context, value string, source netip.Addr, reason string) (revoked bool, err error)
 }
 
 func (a *Authority) revokeAdmin(ctx context.Context, tok string, source netip.Addr, reason string) (bool, error) {
@@ -731,6 +732,15 @@ func isAdminToken(tok string) bool {
 func (a *Authority) RevokeToken(ctx context.Context, tok string, source netip.Addr, reason string) error {
 	if isAdminToken(tok) {
 		_, err := a.revokeAdmin(ctx, tok, source, reason)
+		return err
+	}
+	// An admin session's value is a bearer credential too: holding it is
+	// enough to end it, as a leak report naming it does.
+	if LooksLikeSession(tok) {
+		if a.cfg.Sessions == nil {
+			return nil
+		}
+		_, err := a.cfg.Sessions.RevokeHeld(ctx, tok, source, reason)
 		return err
 	}
 	since := a.cfg.Audit.Size()

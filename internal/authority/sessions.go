@@ -253,6 +253,31 @@ func (s *Sessions) Holders(ctx context.Context, values []string) ([]store.AdminS
 	return out, nil
 }
 
+// RevokeHeld ends the live session value names, for whoever presents it
+// (an RFC 7009 revocation): holding a session is enough to end it. It
+// reports whether this call ended it; an unknown or already ended session
+// is not an error.
+func (s *Sessions) RevokeHeld(ctx context.Context, value string, source netip.Addr, reason string) (bool, error) {
+	rows, err := s.Holders(ctx, []string{value})
+	if err != nil {
+		return false, unavailable("revoke admin session", err)
+	}
+	row := rows[0]
+	if row.ID == "" {
+		return false, nil
+	}
+	ev := audit.Event{Type: TypeSessionRevoke, Role: row.Role, Source: addrString(source), Status: 200, Reason: reason,
+		Detail: map[string]any{"session": row.ID, "via": row.Via}}
+	err = s.revoke(ctx, row.ID, ev)
+	if errors.Is(err, store.ErrNotFound) {
+		return false, nil // ended meanwhile
+	}
+	if err != nil {
+		return false, err
+	}
+	return true, nil
+}
+
 // CSRF is the CSRF token of the session value: derived under the server's
 // key, so it needs no storage, differs for every session and tells nothing
 // of the value.
