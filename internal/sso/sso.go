@@ -82,6 +82,9 @@ func (c *Config) Check() error {
 	if !plainPath(r.Path) {
 		return fmt.Errorf("admin_oidc.redirect_url path %q must be one plain path: no empty, . or .. segment, no trailing /, no {, } or space", r.Path)
 	}
+	if slices.Contains(profileClaims, strings.ToLower(c.Claim)) {
+		return fmt.Errorf("admin_oidc.claim %q is a profile claim the user may set at many providers: map roles from groups, email (verified only) or sub", c.Claim)
+	}
 	if len(c.Roles) == 0 {
 		return errors.New("admin_oidc.roles must map at least one role (admin, operator, auditor) to claim values")
 	}
@@ -97,6 +100,15 @@ func (c *Config) Check() error {
 	}
 	return nil
 }
+
+// profileClaims are OIDC Core's standard claims (section 5.1) other than
+// sub and email: the user's profile, which many providers let the user
+// edit (preferred_username too: "MUST NOT rely upon this value being
+// unique"), or a flag. A role mapped from one would go to whoever set it
+// to a listed value. email is taken, verified only (Map).
+var profileClaims = []string{"name", "given_name", "family_name", "middle_name", "nickname", "preferred_username", "profile",
+	"picture", "website", "gender", "birthdate", "zoneinfo", "locale", "phone_number", "phone_number_verified", "address",
+	"updated_at", "email_verified"}
 
 // takenPaths are the server's own paths besides /v1/ and /gw/: a callback
 // there would conflict with them.
