@@ -60,6 +60,7 @@ type dumpThread struct {
 	digits [16]byte
 	gStart int64 // stream position of the group's first digit
 	gEnd   int64 // stream position after the line's last group
+	textAt int64 // stream position of the text column's first byte
 	lineN  int   // bytes that the line's groups spell
 	last   [2]byte
 
@@ -104,7 +105,16 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 		case dsIdle:
 			return
 		case dsText:
-			continue
+			if at+int64(i)-d.textAt < int64(d.lineN)+3 {
+				continue
+			}
+			// Longer than a text column (the line's bytes, its two
+			// delimiters and a '\r'): no dump line. What came of it
+			// after groups that spell a form is masked; nothing more
+			// is held for it.
+			if d.ascEnd > 0 {
+				s.addSpan(d.gEnd, at+int64(i))
+			}
 		case dsOffset:
 			switch {
 			case isHexDigit[c] && d.n < 16:
@@ -173,7 +183,7 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 				continue
 			case c == '\r' && d.n%2 == 0:
 				d.endGroup(s, at+int64(i))
-				d.st = dsText // a line end follows, or this is no dump line
+				d.st, d.textAt = dsText, at+int64(i) // a line end follows, or this is no dump line
 				continue
 			}
 		case dsGap:
@@ -185,7 +195,7 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 				d.startGroup(c, at+int64(i))
 				continue
 			case d.n >= 2:
-				d.st, d.delim = dsText, 0
+				d.st, d.delim, d.textAt = dsText, 0, at+int64(i)
 				switch c {
 				case '|':
 					d.delim = '|'
@@ -199,6 +209,12 @@ func (d *dumpThread) run(s *scanner, p []byte, at int64) {
 		d.st = dsIdle
 		d.reset()
 		return
+	}
+	// A line without end (spaces after a partial form, say) holds no
+	// more than lineEnd lets a partial match over many lines hold.
+	if end := at + int64(len(p)); d.st != dsIdle && end-d.partialStart(s.a, end) > int64(8*s.a.maxLen+256) {
+		d.st = dsIdle
+		d.reset()
 	}
 }
 

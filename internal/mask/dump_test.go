@@ -214,3 +214,45 @@ func TestHexDumpLookalikesIntact(t *testing.T) {
 		}
 	}
 }
+
+// A line that begins as a dump's and never ends (an upstream's body, a
+// job's output without a line end) must not make the masker hold all of
+// it: the text column after groups that spell a form, or a long run of
+// spaces or text after a partial one, was held until the line end, so a
+// job could make the gateway buffer a response whole (its own token's
+// hex, then endless bytes, through an upstream that echoes) and `mayfly
+// exec`'s output stopped flowing while the command kept writing. Held
+// stays within MaxHeld, and a form the groups spell stays masked, in the
+// hex and in the text column.
+func TestDumpLineHoldBounded(t *testing.T) {
+	const secret = "mfy_0123456789abcdefghij"
+	m := newTestMatcher(t, secret)
+	first := xxdDump([]byte(secret), false)
+	first = first[:strings.IndexByte(first, '\n')+1]
+	for _, tc := range []struct {
+		name, start string
+		fill        byte
+		form        bool // the start holds a whole form
+	}{
+		{"text column after a form", strings.TrimSuffix(xxdDump([]byte(secret+"-more"), false), "\n"), 'x', true},
+		{"text column after a partial form", strings.TrimSuffix(xxdDump([]byte(secret[:16]), false), "\n"), 'x', false},
+		{"spaces after a partial form", strings.TrimSuffix(xxdDump([]byte(secret[:8]), false), dumpText([]byte(secret[:8]))+"\n"), ' ', false},
+		{"spaces after an offset, a partial form on the line before", first + "00000010:", ' ', false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			st := m.NewStream(StreamOptions{})
+			out := st.Mask(nil, []byte(tc.start))
+			fill := bytes.Repeat([]byte{tc.fill}, 4096)
+			for range 64 {
+				out = st.Mask(out, fill)
+				if st.Held() > m.MaxHeld() {
+					t.Fatalf("holding %d bytes of a line without end, MaxHeld %d", st.Held(), m.MaxHeld())
+				}
+			}
+			out = st.Flush(out, MinSecretLen)
+			if data, text := readDump(string(out), false); tc.form && (strings.Contains(data, secret[4:12]) || strings.Contains(text, secret[16:])) {
+				t.Fatalf("a piece of the secret shows: %q", out[:min(len(out), 200)])
+			}
+		})
+	}
+}
