@@ -6,6 +6,7 @@ import (
 	"net/url"
 	"strings"
 
+	"github.com/mayfly-sh/mayfly/internal/mask"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
@@ -67,7 +68,9 @@ func (f *forwarding) fitURLs(h http.Header) {
 				m, keep = f.mapURL(v)
 			}
 			if keep {
-				out = append(out, m)
+				// Masked again: read as a browser reads it (a tab or line
+				// end removed), the URL may spell a secret it did not.
+				out = append(out, f.red.m.MaskStringTail(m, mask.MinSecretLen))
 			}
 		}
 		if len(out) == 0 {
