@@ -64,6 +64,9 @@ type Options struct {
 	// intentHold is how long a shared log's sequencer holds a decision
 	// for its completion (default intentHold); tests lower it.
 	intentHold time.Duration
+	// seqRound, if set, is called as each round of a shared log's
+	// sequencing loop begins (tests).
+	seqRound func(*Log)
 }
 
 func (o *Options) defaults() {

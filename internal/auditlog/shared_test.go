@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -338,6 +339,74 @@ func TestSharedRequestOneEntry(t *testing.T) {
 		})
 	}
 }
+
+// A busy sequencer's rounds are paced, not one per commit of its node:
+// each round costs a read and a fold (two statements, their round trips,
+// a transaction) whatever it carries, and nobody waits for an index, so
+// under steady load it takes what came in the last seqPoll at once. At
+// 2 ms apart (up to 500 rounds a second) the rounds were most of a busy
+// cluster's statements per gateway call, the more so the slower its nodes.
+func TestSharedSequencerRoundsPaced(t *testing.T) {
+	var mu sync.Mutex
+	starts := map[*Log][]time.Time{}
+	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log) {
+		mu.Lock()
+		starts[l] = append(starts[l], time.Now())
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	leader := logs[waitSequencer(t, logs)]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	for n, l := range logs {
+		for w := range 4 {
+			wg.Go(func() {
+				for i := 0; ; i++ {
+					select {
+					case <-stop:
+						return
+					default:
+					}
+					ev := gatewayEvent(n*1_000_000 + w*100_000 + i)
+					in, err := l.begin(ctx, ev)
+					if err != nil {
+						t.Error(err)
+						return
+					}
+					l.Finish(in, completed(ev), "gateway.response")
+				}
+			})
+		}
+	}
+	time.Sleep(200 * time.Millisecond) // steady load
+	mu.Lock()
+	from := len(starts[leader])
+	mu.Unlock()
+	time.Sleep(2 * time.Second)
+	close(stop)
+	wg.Wait()
+	mu.Lock()
+	rounds := slices.Clone(starts[leader][from:])
+	mu.Unlock()
+	if len(rounds) < 3 {
+		t.Fatalf("the sequencer ran %d rounds in 2 s of steady load", len(rounds))
+	}
+	least := time.Hour
+	for i := 1; i < len(rounds); i++ {
+		least = min(least, rounds[i].Sub(rounds[i-1]))
+	}
+	t.Logf("%d rounds in 2 s, the closest %v apart", len(rounds), least)
+	if least < seqPollFloor {
+		t.Fatalf("two rounds began %v apart under steady load, want at least %v", least, seqPollFloor)
+	}
+}
+
+// seqPollFloor is the least spacing of a busy sequencer's rounds that
+// TestSharedSequencerRoundsPaced holds it to.
+const seqPollFloor = 10 * time.Millisecond
 
 // Three nodes on one PostgreSQL append at once: none fails, none
 // conflicts, and together they write one log that verifies.
