@@ -267,10 +267,7 @@ func (l *Log) lookupSequenced(ctx context.Context, from int64) error {
 func (l *Log) kickPending() {
 	switch {
 	case l.sh != nil:
-		select {
-		case l.sh.kick <- struct{}{}:
-		default:
-		}
+		l.sh.wake()
 	case l.js.j != nil:
 		l.aw.due.Store(true)
 		l.js.kickLoop()

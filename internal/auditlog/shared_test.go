@@ -404,6 +404,70 @@ func TestSharedSequencerRoundsPaced(t *testing.T) {
 	}
 }
 
+// A node that is not the sequencer is not woken by its own commits: it
+// has nothing to sequence, and a round there only checks whether an
+// election or a read of the log's size is due. Under steady load it ran
+// a round per commit (up to one per seqPoll), each a wake-up of its loop
+// and of its sleep; now it wakes at seqIdle.
+func TestSharedFollowerNotWokenByCommits(t *testing.T) {
+	var mu sync.Mutex
+	rounds := map[*Log]int{}
+	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log) {
+		mu.Lock()
+		rounds[l]++
+		mu.Unlock()
+	}})
+	ctx := context.Background()
+	if _, err := logs[0].appendDurable(ctx, gatewayEvent(0)); err != nil {
+		t.Fatal(err)
+	}
+	follower := logs[1-waitSequencer(t, logs)]
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	commits := 0
+	for w := range 4 {
+		wg.Go(func() {
+			for i := 0; ; i++ {
+				select {
+				case <-stop:
+					return
+				default:
+				}
+				ev := gatewayEvent(w*100_000 + i)
+				in, err := follower.begin(ctx, ev)
+				if err != nil {
+					t.Error(err)
+					return
+				}
+				follower.Finish(in, completed(ev), "gateway.response")
+				mu.Lock()
+				commits++
+				mu.Unlock()
+			}
+		})
+	}
+	time.Sleep(200 * time.Millisecond) // steady load
+	mu.Lock()
+	r0, c0 := rounds[follower], commits
+	mu.Unlock()
+	const d = 2 * time.Second
+	time.Sleep(d)
+	mu.Lock()
+	r, c := rounds[follower]-r0, commits-c0
+	mu.Unlock()
+	close(stop)
+	wg.Wait()
+	t.Logf("the follower ran %d rounds in %v while it recorded %d requests", r, d, c)
+	if c < 50 {
+		t.Skipf("only %d requests recorded in %v: too few to tell", c, d)
+	}
+	// One round per seqIdle, and a few at the shorter waits that lead
+	// up to it.
+	if limit := int(d/seqIdle) + 10; r > limit {
+		t.Fatalf("the follower ran %d rounds in %v while it recorded %d requests, want at most %d", r, d, c, limit)
+	}
+}
+
 // seqPollFloor is the least spacing of a busy sequencer's rounds that
 // TestSharedSequencerRoundsPaced holds it to.
 const seqPollFloor = 10 * time.Millisecond
