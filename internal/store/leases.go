@@ -659,6 +659,17 @@ func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
 		ids = append(ids, id)
 	}
 	err := db.tx(ctx, func(tx *sql.Tx) error {
+		if db.postgres {
+			// Nodes flush the counts of the same tokens at once: the rows
+			// are locked in one order, by id, first. The update locked them
+			// in its plan's order (its VALUES, or where the heap held the
+			// rows' versions), which differed between nodes, and PostgreSQL
+			// broke each deadlock after a second (deadlock_timeout) by
+			// failing a flush, the committer of both nodes stalled meanwhile.
+			if _, err := tx.ExecContext(ctx, `SELECT 1 FROM leases WHERE id = ANY($1::text[]) ORDER BY id FOR UPDATE`, ids); err != nil {
+				return err
+			}
+		}
 		for rest := ids; len(rest) > 0; {
 			chunk := rest[:min(300, len(rest))]
 			rest = rest[len(chunk):]
