@@ -60,7 +60,7 @@ Exit status: 0 no findings, 1 findings, 2 error.`,
 	fl.StringVar(&f.since, "since", "", "with --git: only commits after REV (REV..HEAD)")
 	fl.StringVar(&f.rangeRev, "range", "", "with --git: only the commits in A..B (or a single REV: its whole history)")
 	fl.BoolVar(&f.firstParent, "first-parent", false, "with --git: follow only the first parent of merges")
-	fl.BoolVar(&f.allRefs, "all", false, "with --git: every branch and tag (and the annotated tags' messages), not only HEAD")
+	fl.BoolVar(&f.allRefs, "all", false, "with --git: every branch, tag (and the annotated tags' messages) and stash entry, not only HEAD")
 	fl.BoolVar(&f.staged, "staged", false, "scan the staged changes (git diff --cached) of the repository at PATH (default .)")
 	fl.BoolVar(&f.stdin, "stdin", false, "scan standard input, reporting findings as they appear")
 	f.formatFlag = addFormatFlag(cmd, "text", "text", "json", "sarif")

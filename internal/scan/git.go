@@ -26,8 +26,9 @@ type GitOptions struct {
 	// FirstParent follows only the first parent of merges; otherwise each
 	// merge is diffed against every parent (-m).
 	FirstParent bool
-	// All scans every ref, not only HEAD, and the messages of the
-	// annotated tags (whatever Since or Range say).
+	// All scans every ref, not only HEAD, every stash entry (the reflog
+	// of refs/stash), and the messages of the annotated tags (whatever
+	// Since or Range say).
 	All bool
 }
 
@@ -100,16 +101,30 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		}
 		revs = append(revs, o.Range)
 	}
+	// --all reaches the newest stash entry (refs/stash) only: the older
+	// ones are in its reflog. Their commits go to git on its standard
+	// input, where no number of them is too many.
+	var stash map[string]string
+	var stashRevs string
+	if o.All {
+		var err error
+		if stash, stashRevs, err = stashEntries(ctx, o.Dir); err != nil {
+			return err
+		}
+		if stashRevs != "" {
+			revs = append(revs, "--stdin")
+		}
+	}
 	revs = append(revs, "--")
 	order := map[string]int{}
 	var all []Finding
 	collect := func(f Finding) { all = append(all, f) }
-	if err := s.runGit(ctx, append(args, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+	if err := s.runGitIn(ctx, append(args, revs...), stashRevs, func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
 		return s.parseDiff(ctx, r, order, jobs)
 	}, collect); err != nil {
 		return err
 	}
-	if err := s.runGit(ctx, append(msgArgs, revs...), func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
+	if err := s.runGitIn(ctx, append(msgArgs, revs...), stashRevs, func(ctx context.Context, r io.Reader, jobs chan<- *job) error {
 		return s.parseMessages(ctx, r, CommitMessage, o.Dir, order, jobs)
 	}, collect); err != nil {
 		return err
@@ -145,9 +160,48 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		return compareFindings(a, b)
 	})
 	for _, f := range kept {
+		f.Stash = stash[f.Commit]
 		emit(f)
 	}
 	return nil
+}
+
+// stashEntries lists the stash's entries (refs/stash and its reflog): the
+// commits of each (the work tree's, the index's and the untracked files')
+// mapped to the entry's name, newest first, and the entries' commits one
+// a line, for git log --stdin ("" when there is no stash).
+func stashEntries(ctx context.Context, dir string) (map[string]string, string, error) {
+	if err := gitCommand(ctx, append(gitBase(dir), "rev-parse", "--verify", "-q", "refs/stash")).Run(); err != nil {
+		return nil, "", nil // no stash
+	}
+	var stderr capBuffer
+	cmd := gitCommand(ctx, append(gitBase(dir), "log", "-g", "--no-color", "--format=%H %P", "refs/stash", "--"))
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return nil, "", fmt.Errorf("scan: listing the stash: %v: %s", err, strings.TrimSpace(stderr.b.String()))
+	}
+	names := map[string]string{}
+	var revs strings.Builder
+	n := 0
+	for l := range strings.Lines(string(out)) {
+		f := strings.Fields(l)
+		if len(f) == 0 {
+			continue
+		}
+		revs.WriteString(f[0] + "\n")
+		// The first parent is the commit the stash was made on: history.
+		for i, c := range f {
+			if i == 1 {
+				continue
+			}
+			if _, ok := names[c]; !ok {
+				names[c] = "stash@{" + strconv.Itoa(n) + "}"
+			}
+		}
+		n++
+	}
+	return names, revs.String(), nil
 }
 
 // ScanStaged scans the lines added by the staged changes (git diff --cached).
@@ -186,9 +240,17 @@ func (c *capBuffer) Write(p []byte) (int, error) {
 
 // runGit runs git with args and parse over its output.
 func (s *Scanner) runGit(ctx context.Context, args []string, parse func(context.Context, io.Reader, chan<- *job) error, emit func(Finding)) error {
+	return s.runGitIn(ctx, args, "", parse, emit)
+}
+
+// runGitIn is runGit with stdin as git's standard input.
+func (s *Scanner) runGitIn(ctx context.Context, args []string, stdin string, parse func(context.Context, io.Reader, chan<- *job) error, emit func(Finding)) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	cmd := gitCommand(ctx, args)
+	if stdin != "" {
+		cmd.Stdin = strings.NewReader(stdin)
+	}
 	var stderr capBuffer
 	cmd.Stderr = &stderr
 	out, err := cmd.StdoutPipe()

@@ -48,7 +48,7 @@ func printable(s string) string {
 }
 
 // WriteText writes one finding as one line:
-// "file:line:col: rule hint [verified] [encoding] [commit abcdef012345 by author on date]".
+// "file:line:col: rule hint [verified] [encoding] [commit abcdef012345 [(stash@{N})] by author on date]".
 func WriteText(w io.Writer, f Finding, color bool) error {
 	c := func(code, s string) string {
 		if !color {
@@ -76,6 +76,9 @@ func WriteText(w io.Writer, f Finding, color bool) error {
 			short = short[:12]
 		}
 		extra := "commit " + short
+		if f.Stash != "" {
+			extra += " (" + f.Stash + ")"
+		}
 		if f.Author != "" {
 			extra += " by " + printable(f.Author)
 		}
@@ -195,6 +198,10 @@ func WriteSARIF(w io.Writer, fs []Finding, rules []RuleInfo, version string) err
 		if f.Commit != "" {
 			props["commit"] = f.Commit
 			msg += " in commit " + f.Commit
+		}
+		if f.Stash != "" {
+			props["stash"] = f.Stash
+			msg += " (" + f.Stash + ")"
 		}
 		results = append(results, sarifResult{
 			RuleID: f.Rule, RuleIndex: idx[f.Rule], Level: "error",

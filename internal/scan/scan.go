@@ -51,7 +51,10 @@ type Finding struct {
 	// Encoding is how the secret was wrapped ("base64", "hex", "percent",
 	// or a chain like "base64+hex"); empty when it was in the clear.
 	Encoding string `json:"encoding,omitempty"`
-	Secret   string `json:"-"`
+	// Stash names the stash entry ("stash@{N}") whose commit holds the
+	// secret, when no other commit before it does (scan --git --all).
+	Stash  string `json:"stash,omitempty"`
+	Secret string `json:"-"`
 }
 
 // Options configure a Scanner. The zero value scans with every built-in
