@@ -122,6 +122,8 @@ func samples(g *gen) []planted {
 		{rule: "slack-webhook", secret: "hooks.slack.com/services/T" + g.str(abcAWS, 8) + "/B" + g.str(abcAWS, 10) + "/" + g.str(abcB62, 24)},
 		{rule: "stripe-secret-key", secret: "sk_live_" + g.str(abcB62, 24)},
 		{rule: "stripe-secret-key", secret: "rk_live_" + g.str(abcB62, 99)},
+		{rule: "stripe-secret-key", secret: "sk_test_" + g.str(abcB62, 24)},
+		{rule: "stripe-secret-key", secret: "rk_test_" + g.str(abcB62, 99)},
 		{rule: "twilio-api-key", secret: "SK" + g.str(abcHex, 32)},
 		{rule: "twilio-account-sid", secret: "AC" + g.str(abcHex, 32)},
 		{rule: "sendgrid-api-key", secret: "SG." + g.str(abcB62U, 22) + "." + g.str(abcB62U, 43)},
@@ -186,7 +188,7 @@ func decoys(g *gen) []string {
 		"hex: " + hex.EncodeToString([]byte(g.str(abcB62, 100))),
 		"SKIP_TESTS=1 ACCEPT=yes TASK_ID=" + g.str(abcHex, 32),
 		"glpat-short",
-		"sk_test_" + g.str(abcB62, 24),
+		"sk_test_" + strings.Repeat("x", 24),
 		"the private key is kept in the vault",
 		"xoxb-not-a-token",
 	}, providerDecoys(g)...)

@@ -458,9 +458,16 @@ func builtinRules() []*rule {
 				}
 				return false, false
 			}}),
-		prefixRule("stripe-secret-key", "Stripe live secret or restricted key",
+		// A test-mode key still reads and writes the test account (its
+		// customers, webhooks, settings); gitleaks reports every mode too.
+		// Docs write placeholders in test mode: those have little entropy.
+		prefixRule("stripe-secret-key", "Stripe secret or restricted key (live or test mode)",
 			prefixSpec{prefix: "sk_live_", cs: setB62, min: 24, max: 247},
-			prefixSpec{prefix: "rk_live_", cs: setB62, min: 24, max: 247}),
+			prefixSpec{prefix: "rk_live_", cs: setB62, min: 24, max: 247},
+			prefixSpec{prefix: "sk_test_", cs: setB62, min: 24, max: 247, check: stripeEntropy},
+			prefixSpec{prefix: "rk_test_", cs: setB62, min: 24, max: 247, check: stripeEntropy},
+			prefixSpec{prefix: "sk_prod_", cs: setB62, min: 24, max: 247, check: stripeEntropy},
+			prefixSpec{prefix: "rk_prod_", cs: setB62, min: 24, max: 247, check: stripeEntropy}),
 		prefixRule("twilio-api-key", "Twilio API key SID", prefixSpec{prefix: "SK", cs: setHex, min: 32, max: 32, check: hexEntropy}),
 		prefixRule("twilio-account-sid", "Twilio account SID", prefixSpec{prefix: "AC", cs: setLHex, min: 32, max: 32, check: hexEntropy}),
 		prefixRule("sendgrid-api-key", "SendGrid API key", prefixSpec{prefix: "SG.", cs: setB62UD, min: 66, max: 66, check: func(t []byte) (bool, bool) {
@@ -499,6 +506,8 @@ func withEntropy(r *rule, h float64) *rule { r.entropy = h; return r }
 func withCheck(r *rule, f func(sec, b []byte, s, e int) (bool, bool)) *rule { r.check = f; return r }
 
 func hexEntropy(t []byte) (bool, bool) { return entropy(t[2:]) >= 3.0, false }
+
+func stripeEntropy(t []byte) (bool, bool) { return entropy(t[len("sk_test_"):]) >= 3.0, false }
 
 // ---- JWT ----
 
@@ -609,7 +618,7 @@ var genericNameStop = []string{"name", "type", "url", "uri", "path", "file", "le
 	"scope", "scopes", "ttl", "timeout", "flag", "var", "param", "arg", "option", "config", "store", "dir"}
 
 var genericKnownPrefixes = []string{"mfy_", "mfya_", "mfyp_", "ghp_", "gho_", "ghu_", "ghs_", "ghr_", "github_pat_", "npm_",
-	"glpat-", "xox", "sk_live_", "rk_live_", "AKIA", "ASIA", "AIza", "SG.", "sk-", "dckr_", "shp", "pypi-", "eyJ"}
+	"glpat-", "xox", "sk_live_", "rk_live_", "sk_test_", "rk_test_", "sk_prod_", "rk_prod_", "AKIA", "ASIA", "AIza", "SG.", "sk-", "dckr_", "shp", "pypi-", "eyJ"}
 
 // sourceExts are files in which an unquoted value is an expression (a
 // variable, a call), not a literal. Shell, .env, YAML, INI and other
