@@ -27,6 +27,9 @@ func TestGitSettingsHideNothing(t *testing.T) {
 		{"binary, history", "*.env binary\n", nil, "\n", false, 1},
 		{"log.showRoot=false", "", []string{"log.showRoot", "false"}, "\n", false, 1},
 		{"binary content is skipped", "", nil, "\x00\x01\x02\n", false, 0},
+		// git would print the log in UTF-16, which no parser of it reads.
+		{"i18n.logOutputEncoding=UTF-16", "", []string{"i18n.logOutputEncoding", "UTF-16"}, "\n", false, 1},
+		{"i18n.logOutputEncoding=UTF-16, staged", "", []string{"i18n.logOutputEncoding", "UTF-16"}, "\n", true, 1},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
