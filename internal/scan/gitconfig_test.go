@@ -2,6 +2,7 @@ package scan
 
 import (
 	"bytes"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -91,5 +92,51 @@ func TestWriteTextQuotesControlCharacters(t *testing.T) {
 	_ = WriteText(&b, Finding{Rule: "r", File: "dir/é.txt", Line: 2, Column: 3, Hint: "h"}, false)
 	if b.String() != "dir/é.txt:2:3: r h\n" {
 		t.Errorf("a plain name changed: %q", b.String())
+	}
+}
+
+// scan --git run in a subfolder of the work tree (the default PATH is ".")
+// reads the whole repository's history, also when the user's or the
+// repository's config sets diff.relative=true, which limits a diff to the
+// current folder: the secret one folder up would pass unseen.
+func TestGitFromSubfolderReadsEverything(t *testing.T) {
+	needGit(t)
+	for _, relative := range []bool{false, true} {
+		for _, staged := range []bool{false, true} {
+			t.Run(fmt.Sprintf("diff.relative=%v,staged=%v", relative, staged), func(t *testing.T) {
+				dir := t.TempDir()
+				gitRun(t, dir, "init", "-q", "-b", "main")
+				if relative {
+					gitRun(t, dir, "config", "diff.relative", "true")
+				}
+				sub := filepath.Join(dir, "docs")
+				if err := os.Mkdir(sub, 0o755); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(sub, "README"), []byte("docs\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte("TOKEN="+jobToken(t)+"\n"), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				gitRun(t, dir, "add", ".")
+				s := newScanner(t, Options{})
+				var got []Finding
+				emit := func(f Finding) { got = append(got, f) }
+				var err error
+				if staged {
+					err = s.ScanStaged(t.Context(), sub, emit)
+				} else {
+					gitRun(t, dir, "commit", "-q", "-m", "first")
+					err = s.ScanGit(t.Context(), GitOptions{Dir: sub}, emit)
+				}
+				if err != nil {
+					t.Fatal(err)
+				}
+				if len(got) != 1 || got[0].File != "app.env" {
+					t.Fatalf("findings %+v, want one in app.env", got)
+				}
+			})
+		}
 	}
 }
