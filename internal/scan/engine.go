@@ -274,12 +274,13 @@ func (st *scanState) add(ri, s, e int, verified bool) {
 // offsets in b; the common buffer costs one search for ESC and '\r' and a
 // look at the end of some of its lines. So is UTF-16 text, without its
 // NUL bytes, a GitLab job log with timestamps, its continued lines
-// joined, and hex dump lines, as the bytes they spell (dumpLine).
+// joined, hex dump lines, as the bytes they spell (dumpLine), and JSON
+// text through its \u00XX and \/ escapes.
 func (e *engine) scan(b []byte, own0, own1, depth int, file string) []rawMatch {
 	out := e.scanOnce(b, own0, own1, depth, file)
 	o := stripOpts{wraps: e.decode, nuls: isUTF16(b), joins: depth == 0 && isGitLabLog(b), qp: depth == 0 && isQuotedPrintable(b),
-		dumps: e.decode && depth == 0 && hasHexDump(b)}
-	if !o.nuls && !o.joins && !o.qp && !o.dumps && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
+		dumps: e.decode && depth == 0 && hasHexDump(b), jsonEsc: depth == 0 && hasJSONEscape(b)}
+	if !o.nuls && !o.joins && !o.qp && !o.dumps && !o.jsonEsc && (depth > 0 || !hasTermCodes(b) && !(e.decode && hasWrap(b))) {
 		return out
 	}
 	type key struct {

@@ -182,6 +182,16 @@ type stripOpts struct {
 	// dumpsSwapped: each group of a dump line read in the other byte
 	// order (dumpLine's swapped)
 	dumpsSwapped bool
+	jsonEsc      bool // JSON's \u00XX escapes of printable ASCII and \/ decoded
+}
+
+// hasJSONEscape reports whether b holds a JSON escape that may stand for a
+// character of a secret: \u00XX (.NET's System.Text.Json writes '+' as
+// \u002B; any writer may escape every character) or \/ (PHP's json_encode
+// writes every '/' so). Every JSON reader reads the character itself, as
+// TruffleHog's decoder does before its detectors run.
+func hasJSONEscape(b []byte) bool {
+	return bytes.Contains(b, []byte(`\u00`)) || bytes.Contains(b, []byte(`\/`))
 }
 
 // isQuotedPrintable reports whether b declares a quoted-printable part
@@ -259,6 +269,23 @@ func stripTermCodes(b []byte, o stripOpts) ([]byte, []int) {
 			i += 3
 			run, whole = 0, false
 			continue
+		case o.jsonEsc && b[i] == '\\' && i+1 < len(b):
+			c, n := jsonEscape(b[i:])
+			if n == 0 {
+				// An escaped backslash: the 'u' or '/' after it is itself.
+				out = append(out, b[i], b[i+1])
+				at = append(at, i, i+1)
+				i += 2
+				run, whole = 0, false
+				continue
+			}
+			if n > 0 {
+				out = append(out, c)
+				at = append(at, i)
+				i += n
+				run, whole = 0, false
+				continue
+			}
 		case b[i] == '\r' || b[i] == 0 && nuls:
 			i++
 			continue
@@ -402,4 +429,24 @@ func dumpLine(b []byte, i int, swapped bool, emit func(c byte, at int)) (int, bo
 		}
 	}
 	return end, true
+}
+
+// jsonEscape reads the escape at the start of b (a backslash): the
+// character that \u00XX (printable ASCII only) or \/ stands for and its
+// length; n is 0 for an escaped backslash and -1 for anything else, which
+// is left as it is.
+func jsonEscape(b []byte) (c byte, n int) {
+	switch {
+	case len(b) >= 2 && b[1] == '\\':
+		return 0, 0
+	case len(b) >= 2 && b[1] == '/':
+		return '/', 2
+	case len(b) >= 6 && b[1] == 'u' && b[2] == '0' && b[3] == '0' && isHex(b[4]) && isHex(b[5]):
+		h, _ := unhex(b[4])
+		l, _ := unhex(b[5])
+		if c = h<<4 | l; c >= 0x20 && c < 0x7f {
+			return c, 6
+		}
+	}
+	return 0, -1
 }
