@@ -731,6 +731,11 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 			if c <= ' ' || c == ',' || c == ';' || c == '"' || c == '\'' || c == '`' || c == ')' || c == '}' || c == ']' {
 				break
 			}
+			// An escaped line end or tab (a line printed into a notebook's
+			// outputs or a JSON log) ends the value as the character would.
+			if c == '\\' && j+1 < len(b) && (b[j+1] == 'n' || b[j+1] == 'r' || b[j+1] == 't') {
+				break
+			}
 			j++
 		}
 		ve = j
