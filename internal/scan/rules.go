@@ -660,6 +660,7 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		i += 5
 	}
 	// operator
+	colon := false
 	switch {
 	case i+1 < len(b) && (b[i] == ':' || b[i] == '?' || b[i] == '+') && b[i+1] == '=':
 		i += 2
@@ -671,6 +672,7 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		}
 		i++
 	case i < len(b) && b[i] == ':':
+		colon = true
 		i++
 	default:
 		return
@@ -679,6 +681,11 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		i++
 	}
 	if i >= len(b) {
+		return
+	}
+	if j, ok := nextLineValue(b, ks, i, colon); ok {
+		i = j
+	} else if b[i] == '\n' || b[i] == '\r' {
 		return
 	}
 	// Only now (most hits are not assignments) look at the whole name.
@@ -775,6 +782,67 @@ func genericMatch(st *scanState, ri int, b []byte, ks, ke int) {
 		return
 	}
 	st.add(ri, vs, ve, false)
+}
+
+// nextLineValue finds a value that starts on the line after its name's
+// (b[ks:] the name, b[i:] what follows the operator and blanks): after a
+// backslash that continues the line (shell, Python), or after YAML's ':'
+// ending the line or a block scalar's indicator (| or >, then a chomping
+// sign or indentation digit), on a line indented deeper than the name's
+// that is no mapping or list (a nested key, "- item"). It returns where
+// the value starts.
+func nextLineValue(b []byte, ks, i int, colon bool) (int, bool) {
+	eol := func(j int) (int, bool) { // past the line end at b[j:], if there is one
+		if j+1 < len(b) && b[j] == '\r' && b[j+1] == '\n' {
+			return j + 2, true
+		}
+		return j + 1, j < len(b) && b[j] == '\n'
+	}
+	blanks := func(j int) int {
+		for j < len(b) && (b[j] == ' ' || b[j] == '\t') {
+			j++
+		}
+		return j
+	}
+	if b[i] == '\\' {
+		if n, ok := eol(i + 1); ok {
+			if j := blanks(n); j < len(b) && b[j] != '\n' && b[j] != '\r' {
+				return j, true
+			}
+		}
+		return 0, false
+	}
+	if !colon {
+		return 0, false
+	}
+	j := i
+	if b[j] == '|' || b[j] == '>' {
+		j++
+		for k := 0; k < 2 && j < len(b) && (b[j] == '-' || b[j] == '+' || isDigit(b[j])); k++ {
+			j++
+		}
+		j = blanks(j)
+	}
+	n, ok := eol(j)
+	if !ok {
+		return 0, false
+	}
+	ls := bytes.LastIndexByte(b[:ks], '\n') + 1
+	indent := blanks(ls) - ls
+	v := blanks(n)
+	if v-n <= indent || v >= len(b) {
+		return 0, false
+	}
+	le := bytes.IndexByte(b[v:], '\n')
+	if le < 0 {
+		le = len(b) - v
+	}
+	line := bytes.TrimRight(b[v:v+le], " \t\r")
+	if len(line) == 0 || line[0] == '-' && (len(line) == 1 || line[1] == ' ') ||
+		line[len(line)-1] == ':' || bytes.Contains(line, []byte(": ")) {
+		return 0, false
+	}
+	return v, true
 }
 
 // xmlElementValue handles <Password>value</Password> and <Pass
