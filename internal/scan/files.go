@@ -216,9 +216,11 @@ func (s *Scanner) chunks(ctx context.Context, meta *srcMeta, r io.Reader, sniff 
 		if first {
 			first = false
 			// A NUL makes a file binary, unless a UTF-16 byte order mark
-			// starts it (Windows PowerShell's Out-File, a .reg export).
+			// starts it (Windows PowerShell's Out-File, a .reg export) or
+			// it is UTF-16 text without one (looksUTF16).
 			head := buf[own0:min(len(buf), own0+binarySniff)]
-			if sniff && bytes.IndexByte(head, 0) >= 0 && !bytes.HasPrefix(head, []byte{0xFF, 0xFE}) && !bytes.HasPrefix(head, []byte{0xFE, 0xFF}) {
+			if sniff && bytes.IndexByte(head, 0) >= 0 && !bytes.HasPrefix(head, []byte{0xFF, 0xFE}) && !bytes.HasPrefix(head, []byte{0xFE, 0xFF}) &&
+				!looksUTF16(head) {
 				s.pool.Put(bp)
 				return 0, false, nil
 			}
@@ -243,4 +245,30 @@ func (s *Scanner) chunks(ctx context.Context, meta *srcMeta, r io.Reader, sniff 
 			return total, true, nil
 		}
 	}
+}
+
+// looksUTF16 reports whether a file starting with head is UTF-16 text
+// without a byte order mark, as git checks out a file marked
+// working-tree-encoding=UTF-16LE (or BE) and as .NET's Encoding.Unicode
+// writes: in its first 512 bytes (16 at least), three in four characters
+// are ASCII text (a NUL beside a printable byte, on the same side every
+// time, mostly) and none is U+0000, which binary data is full of.
+func looksUTF16(head []byte) bool {
+	n := min(len(head), 512) &^ 1
+	if n < 16 {
+		return false
+	}
+	text := func(c byte) bool { return c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' }
+	le, be := 0, 0
+	for i := 0; i < n; i += 2 {
+		switch lo, hi := head[i], head[i+1]; {
+		case lo == 0 && hi == 0:
+			return false
+		case hi == 0 && text(lo):
+			le++
+		case lo == 0 && text(hi):
+			be++
+		}
+	}
+	return 4*max(le, be) >= 3*(n/2) && 8*min(le, be) <= max(le, be)
 }
