@@ -91,6 +91,27 @@ func TestPreReceiveHook(t *testing.T) {
 			git(t, dir, d2025, "tag", "-a", "v1", "-m", "release", "-m", "token "+ghp())
 			return "v1"
 		}, true, "refs/tags/v1"},
+		// A tag may name any object: a blob or a tree is published by
+		// the push as a commit is, and has no history to scan.
+		{"secret in a blob pushed as a tag", func(t *testing.T, dir string) string {
+			write(t, dir, "s.txt", "k="+ghp()+"\n")
+			return git(t, dir, d2025, "hash-object", "-w", "s.txt")
+		}, true, "refs/tags/key"},
+		{"secret in a tree pushed as a tag", func(t *testing.T, dir string) string {
+			write(t, dir, "s.txt", "k="+ghp()+"\n")
+			git(t, dir, d2025, "add", ".")
+			return git(t, dir, d2025, "write-tree")
+		}, true, "refs/tags/tree"},
+		{"secret in a blob behind an annotated tag", func(t *testing.T, dir string) string {
+			write(t, dir, "s.txt", "k="+ghp()+"\n")
+			blob := git(t, dir, d2025, "hash-object", "-w", "s.txt")
+			git(t, dir, d2025, "tag", "-a", "key", "-m", "the key", blob)
+			return "key"
+		}, true, "refs/tags/key"},
+		{"clean blob pushed as a tag", func(t *testing.T, dir string) string {
+			write(t, dir, "pub.txt", "a public key, no secret\n")
+			return git(t, dir, d2025, "hash-object", "-w", "pub.txt")
+		}, false, "refs/tags/pub"},
 		{"clean tag", func(t *testing.T, dir string) string {
 			git(t, dir, d2025, "tag", "-a", "v1", "-m", "release")
 			return "v1"
