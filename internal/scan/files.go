@@ -253,9 +253,13 @@ func (s *Scanner) chunks(ctx context.Context, meta *srcMeta, r io.Reader, sniff 
 // writes: in its first 512 bytes (16 at least), three in four characters
 // are ASCII text (a NUL beside a printable byte, on the same side every
 // time, mostly) and none is U+0000, which binary data is full of.
-func looksUTF16(head []byte) bool {
+func looksUTF16(head []byte) bool { return utf16Text(head, 16) }
+
+// utf16Text is looksUTF16 for text of at least minLen bytes (a line of a
+// diff is shorter than a file's head).
+func utf16Text(head []byte, minLen int) bool {
 	n := min(len(head), 512) &^ 1
-	if n < 16 {
+	if n < minLen {
 		return false
 	}
 	text := func(c byte) bool { return c >= 0x20 && c < 0x7f || c == '\t' || c == '\n' || c == '\r' }

@@ -302,6 +302,7 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 	newLine := 0
 	added := 0 // bytes of the current file's added lines read so far
 	inAdded, skipRest := false, false
+	utf16 := false // the current file's added lines are UTF-16 text
 	C, ov := s.chunk, s.overlap
 
 	// sendTo sends buf with b[:own1] owned and the rest as context only.
@@ -380,9 +381,16 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 				// skipped by the file scanner's rule: a NUL in the first
 				// binarySniff bytes. A NUL further on (a crash dump at the
 				// end of a log) leaves the file text, and the lines before
-				// it scanned, as the file scanner does.
-				if k := bytes.IndexByte(sl[1:], 0); fm != nil && k >= 0 && added+k < binarySniff {
-					fm, buf, lmap = nil, nil, nil
+				// it scanned, as the file scanner does. UTF-16 text holds a
+				// NUL beside every ASCII letter: the scanner reads it
+				// (after its BOM, or from any line, git splitting it at
+				// each 0x0A byte); the file scanner reads such a file too.
+				if k := bytes.IndexByte(sl[1:], 0); fm != nil && k >= 0 && added+k < binarySniff && !utf16 {
+					if l := sl[1:]; bytes.HasPrefix(l, []byte{0xFF, 0xFE}) || bytes.HasPrefix(l, []byte{0xFE, 0xFF}) || utf16Text(l, 4) {
+						utf16 = true
+					} else {
+						fm, buf, lmap = nil, nil, nil
+					}
 				}
 				added += len(sl) - 1
 				if fm == nil {
@@ -439,7 +447,7 @@ func (s *Scanner) parseDiff(ctx context.Context, r io.Reader, order map[string]i
 			if err := send(); err != nil {
 				return err
 			}
-			added = 0
+			added, utf16 = 0, false
 			name := unquoteGitPath(line[4:])
 			if name == "/dev/null" {
 				fm = nil
