@@ -42,13 +42,15 @@ func gitBase(dir string) []string {
 	// prints are pinned: log.showRoot=false would hide the first commit's
 	// diff, and every secret it adds; i18n.logOutputEncoding=UTF-16 would
 	// print hashes and messages that no parser here reads; diff.relative
-	// would hide every change outside the folder scanned from. Replace refs
+	// would hide every change outside the folder scanned from;
+	// diff.interHunkContext would put unchanged lines between added ones,
+	// which parseDiff does not count. Replace refs
 	// (and grafts, see gitCommand) are not followed: either can show an
 	// innocent commit in place of the stored one that adds a secret.
 	return []string{"--no-replace-objects", "-C", dir, "-c", "core.quotePath=false", "-c", "diff.noprefix=false",
 		"-c", "diff.mnemonicPrefix=false", "-c", "log.showSignature=false", "-c", "log.showRoot=true",
 		"-c", "advice.graftFileDeprecated=false", "-c", "i18n.logOutputEncoding=UTF-8",
-		"-c", "diff.relative=false"}
+		"-c", "diff.relative=false", "-c", "diff.interHunkContext=0"}
 }
 
 // gitCommand runs git with args, its graft file an empty one: grafts

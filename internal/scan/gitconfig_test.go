@@ -140,3 +140,39 @@ func TestGitFromSubfolderReadsEverything(t *testing.T) {
 		}
 	}
 }
+
+// diff.interHunkContext (the user's or the repository's config) makes git
+// join nearby hunks with the unchanged lines between them: a finding after
+// such a line was reported lines too early.
+func TestGitInterHunkContextKeepsLines(t *testing.T) {
+	needGit(t)
+	dir := t.TempDir()
+	gitRun(t, dir, "init", "-q", "-b", "main")
+	gitRun(t, dir, "config", "diff.interHunkContext", "10")
+	lines := []string{"a=1", "b=2", "c=3", "d=4", "e=5", "f=6"}
+	write := func() {
+		t.Helper()
+		if err := os.WriteFile(filepath.Join(dir, "app.env"), []byte(strings.Join(lines, "\n")+"\n"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	write()
+	gitRun(t, dir, "add", ".")
+	gitRun(t, dir, "commit", "-q", "-m", "first")
+	lines[1] = "b=22"
+	lines[4] = "TOKEN=" + jobToken(t)
+	write()
+	gitRun(t, dir, "commit", "-q", "-am", "second")
+	s := newScanner(t, Options{})
+	var got []Finding
+	if err := s.ScanGit(t.Context(), GitOptions{Dir: dir}, func(f Finding) { got = append(got, f) }); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0].Line != 5 {
+		var at []int
+		for _, f := range got {
+			at = append(at, f.Line)
+		}
+		t.Fatalf("findings on lines %v, want one on line 5", at)
+	}
+}
