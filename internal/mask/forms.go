@@ -65,6 +65,10 @@ const MinSecretLen = 8
 //     form is added only where the value holds a character escaped, and
 //     an escaped page in UTF-16 is too rare to double them for.
 //
+// A secret longer than LongSecretLen (a PEM key, a kubeconfig, a JSON
+// service-account key) gets fewer forms (see longForms): the list above
+// holds ~300 pattern bytes per secret byte, each ~100 bytes to build.
+//
 // Forms does not check the length of secret; NewMatcher does.
 func Forms(secret []byte) [][]byte {
 	var out [][]byte
@@ -84,6 +88,12 @@ func Forms(secret []byte) [][]byte {
 				values = append(values, line)
 			}
 		}
+	}
+	if len(secret) > LongSecretLen {
+		for _, f := range longForms(values) {
+			add(f)
+		}
+		return out
 	}
 	for _, v := range values {
 		for _, f := range valueForms(v) {
@@ -284,6 +294,79 @@ func utf16Forms(f []byte) []string {
 	return []string{string(le), string(be)}
 }
 
+// LongSecretLen is the longest secret that gets every form Forms lists.
+// Tokens, passwords and API keys are far shorter; a JWT or a small
+// certificate fits.
+const LongSecretLen = 1024
+
+// longForms lists the forms of a secret longer than LongSecretLen, values
+// being the secret and its lines: those SPEC section 8 names, the rest
+// only for shorter secrets. The secret as it is, its base64 (both
+// alphabets, padded or not, at each alignment), hex in both cases,
+// percent-encoding as each encoder in percentSafe writes it with
+// upper-case hex digits, and JSON strings; each line as it is; and each
+// value as the text escapers write it (escapeForms: a PEM in a JSON config,
+// in export -p), which cost about one pattern byte per secret byte each,
+// fewer where they agree. Not: any form as UTF-16, lower-case percent
+// escapes (.NET's HttpUtility), \uXXXX for every character, base64 forms
+// JSON-escaped, hex with separators, HTML escaping, base64 twice or of
+// UTF-16, nor the base64, hex or percent-encoding of a line alone (the
+// secret's holds each line's).
+func longForms(values [][]byte) []string {
+	v := values[0]
+	fs := []string{string(v)}
+	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
+		fs = append(fs, enc.EncodeToString(v), enc.WithPadding(base64.NoPadding).EncodeToString(v))
+		for k := 0; k < 3; k++ {
+			fs = append(fs, b64Stable(enc, v, k))
+		}
+	}
+	h := hex.EncodeToString(v)
+	fs = append(fs, h, strings.ToUpper(h))
+	for _, safe := range percentSafe {
+		for _, space := range []string{"+", "%20"} {
+			fs = append(fs, percentEncode(v, safe, space, hexUpper))
+		}
+	}
+	for _, v := range values {
+		fs = append(fs, string(v))
+		fs = append(fs, escapeForms(v)...)
+	}
+	return fs
+}
+
+// escapeForms lists the forms of v that text escapers write, keeping most
+// of its characters as they are (possibly with duplicates): quoted-printable,
+// JSON strings as each encoder in jsonStyles and Go's encoding/json write
+// them, and shell quoting (quoteStyles, backslashStyles).
+func escapeForms(v []byte) []string {
+	fs := []string{quotedPrintable(v)}
+	for _, st := range jsonStyles {
+		fs = append(fs, jsonEscape(v, st))
+	}
+	if b, err := json.Marshal(string(v)); err == nil && len(b) >= 2 {
+		fs = append(fs, string(b[1:len(b)-1]))
+	}
+	if bytes.IndexByte(v, '\'') >= 0 {
+		for _, q := range quoteStyles {
+			fs = append(fs, strings.ReplaceAll(string(v), "'", q))
+		}
+	}
+	for _, set := range backslashStyles {
+		if bytes.ContainsAny(v, set) {
+			var b strings.Builder
+			for _, c := range v {
+				if strings.IndexByte(set, c) >= 0 {
+					b.WriteByte('\\')
+				}
+				b.WriteByte(c)
+			}
+			fs = append(fs, b.String())
+		}
+	}
+	return fs
+}
+
 // valueForms lists the encodings of one value (possibly with duplicates).
 func valueForms(v []byte) []string {
 	fs := []string{string(v)}
@@ -308,40 +391,16 @@ func valueForms(v []byte) []string {
 	}
 	h := hex.EncodeToString(v)
 	fs = append(fs, h, strings.ToUpper(h))
-	fs = append(fs, quotedPrintable(v))
 
 	for _, safe := range percentSafe {
 		for _, space := range []string{"+", "%20"} {
 			fs = append(fs, percentEncode(v, safe, space, hexUpper), percentEncode(v, safe, space, hexLower))
 		}
 	}
-	for _, st := range jsonStyles {
-		fs = append(fs, jsonEscape(v, st))
-	}
-	if b, err := json.Marshal(string(v)); err == nil && len(b) >= 2 {
-		fs = append(fs, string(b[1:len(b)-1]))
-	}
 	if utf8.Valid(v) {
 		fs = append(fs, jsonEscapeAll(v, hexLower), jsonEscapeAll(v, hexUpper))
 	}
-	if bytes.IndexByte(v, '\'') >= 0 {
-		for _, q := range quoteStyles {
-			fs = append(fs, strings.ReplaceAll(string(v), "'", q))
-		}
-	}
-	for _, set := range backslashStyles {
-		if bytes.ContainsAny(v, set) {
-			var b strings.Builder
-			for _, c := range v {
-				if strings.IndexByte(set, c) >= 0 {
-					b.WriteByte('\\')
-				}
-				b.WriteByte(c)
-			}
-			fs = append(fs, b.String())
-		}
-	}
-	return fs
+	return append(fs, escapeForms(v)...)
 }
 
 // quotedPrintable writes v as MIME's quoted-printable does (RFC 2045): '='
