@@ -159,6 +159,26 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
+	// Create the file owner-only before SQLite opens it: SQLite makes it
+	// 0644 (less the umask), and a chmod after would leave a window in
+	// which another local user opens it and keeps it open. Its -wal and
+	// -shm files take this file's mode. One left readable is closed up.
+	f, err := os.OpenFile(abs, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	err = f.Chmod(0o600)
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	for _, side := range []string{abs + "-wal", abs + "-shm"} {
+		if err := os.Chmod(side, 0o600); err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, fmt.Errorf("store: open sqlite: %w", err)
+		}
+	}
 	busy := cfg.BusyTimeout
 	if busy == 0 {
 		busy = 5 * time.Second
@@ -186,10 +206,6 @@ func openSQLite(ctx context.Context, cfg Config) (*DB, error) {
 	if err := w.PingContext(ctx); err != nil {
 		w.Close()
 		return nil, fmt.Errorf("store: open sqlite %s: %w", cfg.Path, err)
-	}
-	if err := os.Chmod(cfg.Path, 0o600); err != nil {
-		w.Close()
-		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}
 	rq := url.Values{}
 	rq.Add("_pragma", "busy_timeout("+strconv.FormatInt(busy.Milliseconds(), 10)+")")
