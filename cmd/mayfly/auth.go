@@ -59,14 +59,14 @@ func readSessions() (sessionFile, string, error) {
 		return sessionFile{}, "", err
 	}
 	f := sessionFile{Sessions: map[string]savedSession{}}
-	b, err := os.ReadFile(p)
+	b, err := readOwnerOnly(p)
 	if errors.Is(err, os.ErrNotExist) {
 		return f, p, nil
 	}
 	if err != nil {
-		return f, p, fmt.Errorf("reading %s: %w", p, err)
+		return f, p, err
 	}
-	if len(b) > 1<<20 || json.Unmarshal(b, &f) != nil {
+	if json.Unmarshal(b, &f) != nil {
 		return sessionFile{Sessions: map[string]savedSession{}}, p, fmt.Errorf("%s is not a mayfly session file: remove it and sign in again", p)
 	}
 	if f.Sessions == nil {
@@ -92,18 +92,53 @@ func writeSessions(f sessionFile, p string) error {
 	return nil
 }
 
+// errSessionMode says the session file is refused for its mode.
+var errSessionMode = errors.New("it holds admin sessions and must be readable by its owner only")
+
+// readOwnerOnly reads the session file p (at most 1 MiB), refusing one
+// another local user may read, as ssh refuses such a key: its sessions are
+// admin credentials, as good as leaked, and using them silently would hide
+// that. The mode is checked on the open file. Not on Windows (no such bits).
+func readOwnerOnly(p string) ([]byte, error) {
+	f, err := os.Open(p)
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: %w (chmod 600 %s)", p, st.Mode().Perm(), errSessionMode, p)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("reading %s: %w", p, err)
+	}
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("%s is not a mayfly session file: remove it and sign in again", p)
+	}
+	return b, nil
+}
+
 // sessionFor returns the saved, unexpired session token for the server
-// at addr (normalised), or "".
-func sessionFor(addr string) string {
+// at addr (normalised), or "". A session file it may not use (another
+// user may read it) is an error: otherwise the command would go on
+// without the session and fail for a reason that hides this one.
+func sessionFor(addr string) (string, error) {
 	f, _, err := readSessions()
 	if err != nil {
-		return ""
+		if errors.Is(err, errSessionMode) {
+			return "", err
+		}
+		return "", nil
 	}
 	s, ok := f.Sessions[addr]
 	if !ok || !time.Now().Before(s.ExpiresAt) || !client.IsSessionToken(s.SessionToken) {
-		return ""
+		return "", nil
 	}
-	return s.SessionToken
+	return s.SessionToken, nil
 }
 
 func newAuthCmd() *cobra.Command {

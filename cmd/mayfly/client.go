@@ -65,7 +65,11 @@ func newAPIClient(f *clientFlags, needAdmin bool) (*client.Client, error) {
 	if needAdmin && strings.TrimSpace(os.Getenv(envToken)) == "" {
 		// No admin token given: the session of mayfly auth login for this
 		// server, if there is one.
-		if s := sessionFor(c.Addr()); s != "" {
+		s, err := sessionFor(c.Addr())
+		if err != nil {
+			return nil, usageErr("%v", err)
+		}
+		if s != "" {
 			cfg.Token = s
 			if c, err = client.New(cfg); err != nil {
 				return nil, usageErr("%v", err)

@@ -98,7 +98,7 @@ func LoadMasterKey(path string, env string) ([]byte, error) {
 		return nil, fmt.Errorf("secret: master key file %s is not a regular file", path)
 	}
 	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secret: master key file %s has mode %04o: it must be readable by its owner only (chmod 600)", path, st.Mode().Perm())
+		return nil, fmt.Errorf("secret: master key file %s has mode %04o: it must be readable by its owner only (chmod 600 %s)", path, st.Mode().Perm(), path)
 	}
 	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
 	defer zero(raw)

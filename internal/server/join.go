@@ -9,7 +9,6 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"os"
 	"strings"
 	"time"
@@ -254,16 +253,12 @@ func checkJoinKeys(ctx context.Context, dsn string, master []byte, signer string
 func readAuditKey(file, env string) (string, error) {
 	raw := env
 	if file != "" {
-		f, err := os.Open(file)
+		b, err := readKeyFile(file, "audit key")
 		if err != nil {
-			return "", fmt.Errorf("audit key: %w", err)
-		}
-		defer f.Close()
-		b, err := io.ReadAll(io.LimitReader(f, 4096))
-		if err != nil {
-			return "", fmt.Errorf("audit key %s: %w", file, err)
+			return "", err
 		}
 		raw = string(b)
+		clear(b)
 	} else if raw == "" {
 		return "", fmt.Errorf("no audit key: give --audit-key-file or set %s", AuditKeyEnv)
 	}
@@ -291,9 +286,9 @@ func loadCA(certFile, keyFile string) (*x509.Certificate, crypto.Signer, []byte,
 	if !ca.IsCA {
 		return nil, nil, nil, fmt.Errorf("CA certificate %s: not a CA", certFile)
 	}
-	keyPEM, err := os.ReadFile(keyFile)
+	keyPEM, err := readKeyFile(keyFile, "CA key")
 	if err != nil {
-		return nil, nil, nil, fmt.Errorf("CA key: %w", err)
+		return nil, nil, nil, err
 	}
 	kblk, _ := pem.Decode(keyPEM)
 	clear(keyPEM)

@@ -123,9 +123,9 @@ func openOffline(ctx context.Context, d datadir.Dir, o OfflineOptions, busy time
 			st.Close()
 		}
 	}()
-	signer, err := os.ReadFile(d.AuditKey())
+	signer, err := readKeyFile(d.AuditKey(), "audit key")
 	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
+		return nil, err
 	}
 	if err := checkAuditKey(ctx, st, strings.TrimSpace(string(signer))); err != nil {
 		clear(signer)

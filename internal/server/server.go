@@ -192,9 +192,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
-	signer, err := os.ReadFile(d.AuditKey())
+	signer, err := readKeyFile(d.AuditKey(), "audit key")
 	if err != nil {
-		return nil, fmt.Errorf("audit key: %w", err)
+		return nil, err
 	}
 	// A node whose audit key is not the log's would sign checkpoints no
 	// verifier accepts: refuse it before it appends anything.

@@ -200,9 +200,18 @@ func newCertSource(certFile, keyFile string) (*certSource, error) {
 // old one serves would refuse it. At start there is none in use, and one
 // near or past its expiry is renewed or reported there.
 func (c *certSource) reload(now time.Time) error {
-	cert, err := tls.LoadX509KeyPair(c.certFile, c.keyFile)
+	certPEM, err := os.ReadFile(c.certFile)
 	if err != nil {
 		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	keyPEM, err := readKeyFile(c.keyFile, "TLS key")
+	if err != nil {
+		return fmt.Errorf("load TLS certificate: %w", err)
+	}
+	cert, err := tls.X509KeyPair(certPEM, keyPEM)
+	clear(keyPEM)
+	if err != nil {
+		return fmt.Errorf("load TLS certificate %s: %w", c.certFile, err)
 	}
 	if c.cur.Load() != nil {
 		switch leaf := cert.Leaf; {
