@@ -186,6 +186,7 @@ type API struct {
 	mux      *http.ServeMux
 	metrics  *metrics
 	tokenRL  *ratelimit.Limiter
+	renewRL  *ratelimit.Limiter // renewals, at the exchanges' rate, counted apart
 	issuerRL *ratelimit.Limiter
 	leakRL   *ratelimit.Limiter
 	leakGate *gate
@@ -224,6 +225,10 @@ func New(cfg Config) (*API, error) {
 	}
 	a.metrics = m
 	a.tokenRL = ratelimit.New(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
+	// Each renewal that extends a token is a store write and an audit
+	// entry: as many a second as exchanges, in a table of their own so
+	// that renewing jobs never take the fleet's exchanges.
+	a.renewRL = ratelimit.New(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
 	a.issuerRL = ratelimit.New(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = ratelimit.New(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)

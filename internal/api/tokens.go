@@ -213,6 +213,11 @@ func bearer(r *http.Request) string {
 }
 
 func (a *API) renew(w http.ResponseWriter, r *http.Request) {
+	if !a.renewRL.Allow(clientip.RateKey(a.cfg.ClientAddr(r))) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many renewals from this address")
+		return
+	}
 	tok := bearer(r)
 	if tok == "" {
 		writeError(w, http.StatusUnauthorized, "invalid_token", "a job token is required as Bearer")
