@@ -142,6 +142,11 @@ type ConfigLimits struct {
 	// LeakTokenRate bounds the work of all leak reports together: tokens
 	// named (or KiB read, if more) per second (default 2000).
 	LeakTokenRate float64 `yaml:"leak_token_rate"`
+	// MaxConnsPerAddress bounds the connections one source address (an
+	// IPv6 /64) holds open at once; past it a new one is closed on accept.
+	// Trusted proxies are not counted. 0 or unset: DefaultMaxConnsPerAddress;
+	// negative: no cap.
+	MaxConnsPerAddress int `yaml:"max_conns_per_address"`
 }
 
 // Bounds of limits.max_header_bytes (a request's line and headers): a

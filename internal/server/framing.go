@@ -12,6 +12,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/netip"
 	"os"
 	"strconv"
 	"strings"
@@ -54,6 +55,10 @@ type framingOptions struct {
 	grace     time.Duration // waiting allowed before the rate applies
 	handshake time.Duration // TLS handshake timeout
 	log       *slog.Logger
+	// maxConns bounds the connections one address holds open (0: none);
+	// peers in exempt (trusted proxies) are not counted (capListener).
+	maxConns int
+	exempt   []netip.Prefix
 }
 
 const refusedPrefix = "/.mayfly/refused/"
@@ -73,6 +78,7 @@ type framingListener struct {
 }
 
 func newFramingListener(inner net.Listener, tlsCfg *tls.Config, opts framingOptions) *framingListener {
+	inner = newCapListener(inner, opts.maxConns, opts.exempt)
 	l := &framingListener{inner: inner, tls: tlsCfg, opts: opts, done: make(chan struct{})}
 	if tlsCfg != nil {
 		l.ready, l.errc = make(chan net.Conn), make(chan error)

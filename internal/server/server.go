@@ -49,6 +49,7 @@ func noAddr() netip.Addr { return netip.Addr{} }
 // Server is one running mayfly node.
 type Server struct {
 	cfg       Config
+	trusted   []netip.Prefix // trusted_proxies: their connections are not capped per address
 	log       *slog.Logger
 	store     *store.DB
 	vault     *secret.Vault
@@ -162,6 +163,7 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 		return nil, err
 	}
 	s.clientIP = clientip.New(trusted)
+	s.trusted = trusted
 
 	dsn := cfg.Postgres
 	if dsn == "" {
@@ -490,6 +492,8 @@ func (s *Server) framingOptions() framingOptions {
 		grace:     orDefault(lim.BodyRateGrace, 10*time.Second),
 		handshake: orDefault(lim.ReadHeaderTimeout, 10*time.Second),
 		log:       s.log,
+		maxConns:  cmp.Or(lim.MaxConnsPerAddress, DefaultMaxConnsPerAddress),
+		exempt:    s.trusted,
 	}
 }
 
