@@ -300,7 +300,7 @@ func TestPrivateKeyInJWKSRefused(t *testing.T) {
 // URL): a refusal goes to whoever presented the token, unauthenticated, and
 // into the audit log, so it names the URL without its query.
 func TestFetchErrorHidesURLQuery(t *testing.T) {
-	const secret = "sig=s3cr3tSAS"
+	const secret = "sig=s3cr3tSAS" // mayfly:allow: a planted test value
 	ti := newTestIssuer(t, pubJWK(&rsaKey1().PublicKey, "k1", ""))
 	closed := newTestIssuer(t)
 	closed.srv.Close()
