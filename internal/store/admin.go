@@ -327,22 +327,14 @@ func nullBytes(b []byte) any {
 // UnsealedPolicyVersions returns the policy versions that carry no MAC
 // (written before policy versions were authenticated), oldest first.
 func (db *DB) UnsealedPolicyVersions(ctx context.Context) ([]PolicyVersion, error) {
-	rows, err := db.query(ctx, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions WHERE mac IS NULL ORDER BY version`)
-	if err != nil {
-		return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
-	}
-	defer rows.Close()
-	var out []PolicyVersion
-	for rows.Next() {
+	out, err := queryAll(ctx, db, func(r scanner) (PolicyVersion, error) {
 		var p PolicyVersion
 		var at int64
-		if err := rows.Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy); err != nil {
-			return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
-		}
+		err := r.Scan(&p.Version, &p.Hash, &p.Source, &at, &p.AppliedBy)
 		p.AppliedAt = fromNanos(at)
-		out = append(out, p)
-	}
-	if err := rows.Err(); err != nil {
+		return p, err
+	}, `SELECT version, hash, source, applied_at, applied_by FROM policy_versions WHERE mac IS NULL ORDER BY version`)
+	if err != nil {
 		return nil, fmt.Errorf("store: unsealed policy versions: %w", err)
 	}
 	return out, nil

@@ -350,19 +350,13 @@ type SecretVersionMeta struct {
 
 // SecretVersions returns the versions of name still stored, newest first.
 func (db *DB) SecretVersions(ctx context.Context, name string) ([]SecretVersionMeta, error) {
-	rows, err := db.query(ctx, `SELECT version, kek_version, created_at, deleted_at, retire_at, pending FROM secrets WHERE name = ? ORDER BY version DESC`, name)
-	if err != nil {
-		return nil, fmt.Errorf("store: secret versions of %s: %w", name, err)
-	}
-	defer rows.Close()
-	var out []SecretVersionMeta
-	for rows.Next() {
+	out, err := queryAll(ctx, db, func(r scanner) (SecretVersionMeta, error) {
 		var m SecretVersionMeta
 		var created int64
 		var deleted, retire sql.NullInt64
 		var pending int
-		if err := rows.Scan(&m.Version, &m.KEKVersion, &created, &deleted, &retire, &pending); err != nil {
-			return nil, fmt.Errorf("store: secret versions of %s: %w", name, err)
+		if err := r.Scan(&m.Version, &m.KEKVersion, &created, &deleted, &retire, &pending); err != nil {
+			return m, err
 		}
 		m.CreatedAt, m.Pending = fromNanos(created), pending != 0
 		if deleted.Valid {
@@ -371,9 +365,12 @@ func (db *DB) SecretVersions(ctx context.Context, name string) ([]SecretVersionM
 		if retire.Valid {
 			m.RetireAt = fromNanos(retire.Int64)
 		}
-		out = append(out, m)
+		return m, nil
+	}, `SELECT version, kek_version, created_at, deleted_at, retire_at, pending FROM secrets WHERE name = ? ORDER BY version DESC`, name)
+	if err != nil {
+		return nil, fmt.Errorf("store: secret versions of %s: %w", name, err)
 	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // Node is one server's heartbeat.
@@ -400,20 +397,15 @@ ON CONFLICT (id) DO UPDATE SET seen_at = excluded.seen_at, started_at = excluded
 
 // Nodes returns the nodes seen since since, most recently seen first.
 func (db *DB) Nodes(ctx context.Context, since time.Time) ([]Node, error) {
-	rows, err := db.query(ctx, `SELECT id, started_at, seen_at, version FROM nodes WHERE seen_at >= ? ORDER BY seen_at DESC LIMIT 100`, nanos(since))
+	out, err := queryAll(ctx, db, func(r scanner) (Node, error) {
+		var n Node
+		var started, seen int64
+		err := r.Scan(&n.ID, &started, &seen, &n.Version)
+		n.StartedAt, n.SeenAt = fromNanos(started), fromNanos(seen)
+		return n, err
+	}, `SELECT id, started_at, seen_at, version FROM nodes WHERE seen_at >= ? ORDER BY seen_at DESC LIMIT 100`, nanos(since))
 	if err != nil {
 		return nil, fmt.Errorf("store: nodes: %w", err)
 	}
-	defer rows.Close()
-	var out []Node
-	for rows.Next() {
-		var n Node
-		var started, seen int64
-		if err := rows.Scan(&n.ID, &started, &seen, &n.Version); err != nil {
-			return nil, fmt.Errorf("store: nodes: %w", err)
-		}
-		n.StartedAt, n.SeenAt = fromNanos(started), fromNanos(seen)
-		out = append(out, n)
-	}
-	return out, rows.Err()
+	return out, nil
 }

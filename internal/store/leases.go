@@ -703,20 +703,14 @@ func (db *DB) AddLeaseUses(ctx context.Context, uses map[string]int64) error {
 
 // LeaseEvents returns up to limit events after seq, in order.
 func (db *DB) LeaseEvents(ctx context.Context, after int64, limit int) ([]LeaseEvent, error) {
-	rows, err := db.query(ctx, `SELECT seq, lease_id, kind FROM lease_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
+	out, err := queryAll(ctx, db, func(r scanner) (LeaseEvent, error) {
+		var e LeaseEvent
+		return e, r.Scan(&e.Seq, &e.LeaseID, &e.Kind)
+	}, `SELECT seq, lease_id, kind FROM lease_events WHERE seq > ? ORDER BY seq LIMIT ?`, after, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: lease events: %w", err)
 	}
-	defer rows.Close()
-	var out []LeaseEvent
-	for rows.Next() {
-		var e LeaseEvent
-		if err := rows.Scan(&e.Seq, &e.LeaseID, &e.Kind); err != nil {
-			return nil, fmt.Errorf("store: lease events: %w", err)
-		}
-		out = append(out, e)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // LastLeaseEvent returns the newest event's seq (0 when none).

@@ -63,22 +63,21 @@ type KeyVersion struct {
 
 // KeyVersions returns every keyring version, oldest first.
 func (db *DB) KeyVersions(ctx context.Context) ([]KeyVersion, error) {
-	rows, err := db.query(ctx, `SELECT version, sealed, created_at FROM keyring ORDER BY version`)
+	out, err := queryAll(ctx, db, scanKeyVersion, `SELECT `+keyringCols+` FROM keyring ORDER BY version`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list keyring: %w", err)
 	}
-	defer rows.Close()
-	var out []KeyVersion
-	for rows.Next() {
-		var k KeyVersion
-		var at int64
-		if err := rows.Scan(&k.Version, &k.Sealed, &at); err != nil {
-			return nil, fmt.Errorf("store: list keyring: %w", err)
-		}
-		k.CreatedAt = fromNanos(at)
-		out = append(out, k)
-	}
-	return out, rows.Err()
+	return out, nil
+}
+
+const keyringCols = `version, sealed, created_at`
+
+func scanKeyVersion(r scanner) (KeyVersion, error) {
+	var k KeyVersion
+	var at int64
+	err := r.Scan(&k.Version, &k.Sealed, &at)
+	k.CreatedAt = fromNanos(at)
+	return k, err
 }
 
 // AddKeyVersion stores a new keyring version; ErrExists if that version is
@@ -432,22 +431,17 @@ type SecretMeta struct {
 
 // ListSecrets returns the live version of every secret, by name.
 func (db *DB) ListSecrets(ctx context.Context) ([]SecretMeta, error) {
-	rows, err := db.query(ctx, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL AND retire_at IS NULL AND pending = 0 ORDER BY name`)
+	out, err := queryAll(ctx, db, func(r scanner) (SecretMeta, error) {
+		var m SecretMeta
+		var at int64
+		err := r.Scan(&m.Name, &m.Version, &m.KEKVersion, &at)
+		m.CreatedAt = fromNanos(at)
+		return m, err
+	}, `SELECT name, version, kek_version, created_at FROM secrets WHERE deleted_at IS NULL AND retire_at IS NULL AND pending = 0 ORDER BY name`)
 	if err != nil {
 		return nil, fmt.Errorf("store: list secrets: %w", err)
 	}
-	defer rows.Close()
-	var out []SecretMeta
-	for rows.Next() {
-		var m SecretMeta
-		var at int64
-		if err := rows.Scan(&m.Name, &m.Version, &m.KEKVersion, &at); err != nil {
-			return nil, fmt.Errorf("store: list secrets: %w", err)
-		}
-		m.CreatedAt = fromNanos(at)
-		out = append(out, m)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // DeleteSecret destroys the sealed bytes of every version of name (and
@@ -490,22 +484,17 @@ func (db *DB) DeleteSecretNoted(ctx context.Context, name string, at time.Time, 
 // SecretsWrappedBelow returns up to limit live secrets whose data key is
 // wrapped by a keyring version older than version, for re-wrapping.
 func (db *DB) SecretsWrappedBelow(ctx context.Context, version, limit int) ([]Secret, error) {
-	rows, err := db.query(ctx, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE kek_version < ? AND deleted_at IS NULL ORDER BY name, version LIMIT ?`, version, limit)
+	out, err := queryAll(ctx, db, func(r scanner) (Secret, error) {
+		var s Secret
+		var at int64
+		err := r.Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at)
+		s.CreatedAt = fromNanos(at)
+		return s, err
+	}, `SELECT name, version, kek_version, wrapped_dek, ciphertext, created_at FROM secrets WHERE kek_version < ? AND deleted_at IS NULL ORDER BY name, version LIMIT ?`, version, limit)
 	if err != nil {
 		return nil, fmt.Errorf("store: secrets to re-wrap: %w", err)
 	}
-	defer rows.Close()
-	var out []Secret
-	for rows.Next() {
-		var s Secret
-		var at int64
-		if err := rows.Scan(&s.Name, &s.Version, &s.KEKVersion, &s.WrappedDEK, &s.Ciphertext, &at); err != nil {
-			return nil, fmt.Errorf("store: secrets to re-wrap: %w", err)
-		}
-		s.CreatedAt = fromNanos(at)
-		out = append(out, s)
-	}
-	return out, rows.Err()
+	return out, nil
 }
 
 // KeyVersionsInUse returns how many secrets each keyring version wraps.

@@ -28,19 +28,17 @@ func (db *DB) UndoInit(ctx context.Context, ours func([]KeyVersion) bool) (bool,
 			// keyring version meanwhile.
 			lock = " FOR UPDATE"
 		}
-		rows, err := tx.QueryContext(ctx, db.Rebind(`SELECT version, sealed, created_at FROM keyring ORDER BY version`+lock))
+		rows, err := tx.QueryContext(ctx, db.Rebind(`SELECT `+keyringCols+` FROM keyring ORDER BY version`+lock))
 		if err != nil {
 			return err
 		}
 		var kvs []KeyVersion
 		for rows.Next() {
-			var k KeyVersion
-			var at int64
-			if err := rows.Scan(&k.Version, &k.Sealed, &at); err != nil {
+			k, err := scanKeyVersion(rows)
+			if err != nil {
 				rows.Close()
 				return err
 			}
-			k.CreatedAt = fromNanos(at)
 			kvs = append(kvs, k)
 		}
 		rows.Close()
