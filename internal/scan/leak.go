@@ -259,34 +259,21 @@ func VerifyGitHubSignature(body []byte, keyID, signatureB64 string, keys map[str
 	return nil
 }
 
-// ParseGitHubPublicKeys reads GitHub's secret-scanning key list
-// (GET /meta/public_keys/secret_scanning: {"public_keys":[{"key_identifier",
-// "key" (PEM)}]}) into the map VerifyGitHubSignature takes.
-func ParseGitHubPublicKeys(body []byte) (map[string]*ecdsa.PublicKey, error) {
-	var doc struct {
-		PublicKeys []struct {
-			ID  string `json:"key_identifier"`
-			Key string `json:"key"`
-		} `json:"public_keys"`
+// ParseGitHubPublicKey reads one key of GitHub's secret-scanning key list
+// (GET /meta/public_keys/secret_scanning: its "key", PEM) as
+// VerifyGitHubSignature takes it.
+func ParseGitHubPublicKey(pemKey string) (*ecdsa.PublicKey, error) {
+	blk, _ := pem.Decode([]byte(pemKey))
+	if blk == nil {
+		return nil, errors.New("github public key: not PEM")
 	}
-	if err := json.Unmarshal(body, &doc); err != nil {
-		return nil, fmt.Errorf("scan: github public keys: %w", err)
+	pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+	if err != nil {
+		return nil, fmt.Errorf("github public key: %w", err)
 	}
-	out := map[string]*ecdsa.PublicKey{}
-	for _, k := range doc.PublicKeys {
-		blk, _ := pem.Decode([]byte(k.Key))
-		if blk == nil {
-			return nil, fmt.Errorf("scan: github public key %s: not PEM", k.ID)
-		}
-		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("scan: github public key %s: %w", k.ID, err)
-		}
-		ek, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("scan: github public key %s: not ECDSA", k.ID)
-		}
-		out[k.ID] = ek
+	ek, ok := pub.(*ecdsa.PublicKey)
+	if !ok {
+		return nil, errors.New("github public key: not an ECDSA key")
 	}
-	return out, nil
+	return ek, nil
 }

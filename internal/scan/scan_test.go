@@ -802,11 +802,11 @@ func TestVerifyGitHubSignature(t *testing.T) {
 	other, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	der, _ := x509.MarshalPKIXPublicKey(&key.PublicKey)
 	pemKey := string(pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der}))
-	doc, _ := json.Marshal(map[string]any{"public_keys": []map[string]any{{"key_identifier": "kid1", "key": pemKey, "is_current": true}}})
-	keys, err := ParseGitHubPublicKeys(doc)
+	pub, err := ParseGitHubPublicKey(pemKey)
 	if err != nil {
 		t.Fatal(err)
 	}
+	keys := map[string]*ecdsa.PublicKey{"kid1": pub}
 	body := []byte(`[{"token":"x","type":"t","url":"u","source":"content"}]`)
 	h := sha256.Sum256(body)
 	sig, _ := ecdsa.SignASN1(rand.Reader, key, h[:])
@@ -832,7 +832,7 @@ func TestVerifyGitHubSignature(t *testing.T) {
 			}
 		})
 	}
-	if _, err := ParseGitHubPublicKeys([]byte(`{"public_keys":[{"key_identifier":"k","key":"nope"}]}`)); err == nil {
+	if _, err := ParseGitHubPublicKey("nope"); err == nil {
 		t.Fatal("bad key accepted")
 	}
 }

@@ -5,7 +5,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/x509"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -719,19 +718,11 @@ func (s *Server) leakSignatureCheck() (func(*http.Request, []byte) (bool, error)
 	}
 	keys := map[string]*ecdsa.PublicKey{}
 	for id, p := range s.cfg.GitHubLeakKeys {
-		blk, _ := pem.Decode([]byte(p))
-		if blk == nil {
-			return nil, fmt.Errorf("github_leak_keys[%s]: not PEM", id)
-		}
-		pub, err := x509.ParsePKIXPublicKey(blk.Bytes)
+		k, err := scan.ParseGitHubPublicKey(p)
 		if err != nil {
 			return nil, fmt.Errorf("github_leak_keys[%s]: %w", id, err)
 		}
-		ek, ok := pub.(*ecdsa.PublicKey)
-		if !ok {
-			return nil, fmt.Errorf("github_leak_keys[%s]: not an ECDSA key", id)
-		}
-		keys[id] = ek
+		keys[id] = k
 	}
 	return func(r *http.Request, body []byte) (bool, error) {
 		id, sig := r.Header.Get("Github-Public-Key-Identifier"), r.Header.Get("Github-Public-Key-Signature")
