@@ -148,32 +148,6 @@ var leakEngine = sync.OnceValues(func() (*engine, error) {
 	return newEngine(rules, true)
 })
 
-var ghsPrefix = []byte("ghs_")
-
-// FindGitHubTokens returns the GitHub ghs_ installation tokens in b, in
-// order, each not glued to other base62 characters (a letter that ends an
-// escape, JSON's "\n" or a URL's "%0A", does not glue): the classic form when
-// its checksum is valid, and the stateless form (ghsAt).
-func FindGitHubTokens(b []byte) []string {
-	var out []string
-	i := 0
-	for {
-		j := bytes.Index(b[i:], ghsPrefix)
-		if j < 0 {
-			return out
-		}
-		start := i + j
-		i = start + len(ghsPrefix)
-		if start > 0 && isB62(b[start-1]) && !afterEscape(b, start) {
-			continue
-		}
-		if end, _, ok := ghsAt(b, start); ok {
-			out = append(out, string(b[start:end]))
-			i = end
-		}
-	}
-}
-
 // maxGHSLen bounds a stateless installation token (GitHub's are about 520
 // characters, varying with what the JWT holds).
 const maxGHSLen = 8 << 10
@@ -191,7 +165,7 @@ const maxGHSLen = 8 << 10
 // reading linear: no candidate is read inside the run of one before it
 // (text of "ghs_1_" repeated cost 8 KiB of reading a candidate).
 func ghsAt(b []byte, start int) (end int, verified, ok bool) {
-	body := start + len(ghsPrefix)
+	body := start + len("ghs_")
 	n := 0
 	for body+n < len(b) && n <= 36 && isB62(b[body+n]) {
 		n++
