@@ -55,21 +55,6 @@ func (c *Client) RevokeLeases(ctx context.Context, r apitype.RevokeLeasesRequest
 	return &out, nil
 }
 
-// Introspect asks whether tok is live (POST /v1/introspect, RFC 7662).
-func (c *Client) Introspect(ctx context.Context, tok string) (*apitype.Introspection, error) {
-	auth, err := c.admin()
-	if err != nil {
-		return nil, err
-	}
-	form := url.Values{"token": {tok}}
-	var out apitype.Introspection
-	if err := c.doJSON(ctx, request{op: "introspect", method: http.MethodPost, path: "/v1/introspect", auth: auth,
-		body: []byte(form.Encode()), contentType: "application/x-www-form-urlencoded"}, &out); err != nil {
-		return nil, err
-	}
-	return &out, nil
-}
-
 // PutSecret stores a new version of a secret. The request body holding the
 // value is wiped after sending; value itself is the caller's to wipe.
 func (c *Client) PutSecret(ctx context.Context, name string, value []byte) (*apitype.SecretPutResponse, error) {
