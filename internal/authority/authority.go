@@ -784,30 +784,30 @@ func (a *Authority) RevokeLeases(ctx context.Context, f store.LeaseFilter, admin
 
 // LeakResult says what a leak report did.
 type LeakResult struct {
-	Revoked        []RevokedLease `json:"revoked"`
-	AlreadyRevoked int            `json:"already_revoked"`
-	Unknown        int            `json:"unknown"`
+	Revoked        []RevokedLease
+	AlreadyRevoked int
+	Unknown        int
 	// RevokedAdmin lists admin tokens the report revoked (hints only).
-	RevokedAdmin []RevokedAdminToken `json:"revoked_admin_tokens,omitempty"`
+	RevokedAdmin []RevokedAdminToken
 	// RevokedSessions lists admin sessions (SSO) the report revoked.
-	RevokedSessions []RevokedSession `json:"revoked_sessions,omitempty"`
+	RevokedSessions []RevokedSession
 }
 
 // RevokedSession names an admin session revoked by a leak report, by its
 // public id only: no part of a session value is ever shown.
 type RevokedSession struct {
-	ID string `json:"id"`
+	ID string
 }
 
 // RevokedAdminToken names an admin token revoked by a leak report.
 type RevokedAdminToken struct {
-	Hint string `json:"hint"`
+	Hint string
 }
 
 // RevokedLease names a lease revoked by a leak report.
 type RevokedLease struct {
-	LeaseID string `json:"lease_id"`
-	Hint    string `json:"hint"`
+	LeaseID string
+	Hint    string
 }
 
 // LeakOrigin is what a leak report says of itself, as its audit entry
