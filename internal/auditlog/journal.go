@@ -185,12 +185,12 @@ func recordCRC(gen, payload []byte) uint32 {
 	return crc32.Update(crc32.Checksum(gen, castagnoli), castagnoli, payload)
 }
 
-// appendRecord appends the record of payload e, in a file of generation
-// gen (nil: an earlier version's file), to b.
-func appendRecord(b, gen, e []byte) []byte {
+// appendRecordHeader appends the header of payload e's record (its length
+// and CRC), in a file of generation gen (nil: an earlier version's file),
+// to b: the payload follows it.
+func appendRecordHeader(b, gen, e []byte) []byte {
 	b = binary.BigEndian.AppendUint32(b, uint32(len(e)))
-	b = binary.BigEndian.AppendUint32(b, recordCRC(gen, e))
-	return append(b, e...)
+	return binary.BigEndian.AppendUint32(b, recordCRC(gen, e))
 }
 
 // prepare makes both files (and their mirrors) empty journal files of
@@ -296,9 +296,7 @@ func (j *journal) used(i int) int64 { return j.size[i] - fileHeader }
 func (j *journal) write(p []byte) error {
 	i := j.active
 	var h [journalHeader]byte
-	binary.BigEndian.PutUint32(h[:], uint32(len(p)))
-	binary.BigEndian.PutUint32(h[4:], recordCRC(j.genb[i][:], p))
-	if err := j.copyAt(i, j.size[i], h[:], p); err != nil {
+	if err := j.copyAt(i, j.size[i], appendRecordHeader(h[:0], j.genb[i][:], p), p); err != nil {
 		return err
 	}
 	j.size[i] += journalHeader + int64(len(p))

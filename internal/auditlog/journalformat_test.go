@@ -19,7 +19,7 @@ func journalFile(gen uint64, recs ...[]byte) []byte {
 		b = append([]byte(journalMagic), g...)
 	}
 	for _, r := range recs {
-		b = appendRecord(b, g, r)
+		b = append(appendRecordHeader(b, g, r), r...)
 	}
 	return b
 }
@@ -56,7 +56,7 @@ func FuzzReadJournal(f *testing.F) {
 		if hasHeader {
 			re = append(re, data[:fileHeader]...)
 			for _, e := range recs {
-				re = appendRecord(re, data[len(journalMagic):fileHeader], e)
+				re = append(appendRecordHeader(re, data[len(journalMagic):fileHeader], e), e...)
 			}
 		} else {
 			re = journalFile(0, recs...)
