@@ -65,8 +65,9 @@ type Options struct {
 	// for its completion (default intentHold); tests lower it.
 	intentHold time.Duration
 	// seqRound, if set, is called as each round of a shared log's
-	// sequencing loop begins (tests).
-	seqRound func(*Log)
+	// sequencing loop begins, with the time the loop took as its start
+	// (tests: the hook's own clock would add its scheduling delay).
+	seqRound func(l *Log, began time.Time)
 }
 
 func (o *Options) defaults() {

@@ -279,7 +279,7 @@ func (l *Log) seqLoop() {
 		}
 		began := time.Now()
 		if l.opts.seqRound != nil {
-			l.opts.seqRound(l)
+			l.opts.seqRound(l, began)
 		}
 		if l.seqRound(false) {
 			wait = seqPoll

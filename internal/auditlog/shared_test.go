@@ -349,9 +349,9 @@ func TestSharedRequestOneEntry(t *testing.T) {
 func TestSharedSequencerRoundsPaced(t *testing.T) {
 	var mu sync.Mutex
 	starts := map[*Log][]time.Time{}
-	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log) {
+	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log, began time.Time) {
 		mu.Lock()
-		starts[l] = append(starts[l], time.Now())
+		starts[l] = append(starts[l], began)
 		mu.Unlock()
 	}})
 	ctx := context.Background()
@@ -412,7 +412,7 @@ func TestSharedSequencerRoundsPaced(t *testing.T) {
 func TestSharedFollowerNotWokenByCommits(t *testing.T) {
 	var mu sync.Mutex
 	rounds := map[*Log]int{}
-	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log) {
+	logs, _, _ := sharedNodesWith(t, 2, Options{seqRound: func(l *Log, _ time.Time) {
 		mu.Lock()
 		rounds[l]++
 		mu.Unlock()
