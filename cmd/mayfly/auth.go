@@ -22,6 +22,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/client"
+	"github.com/mayfly-sh/mayfly/internal/secret"
 )
 
 // Sessions of humans signed in with mayfly auth login are kept, per
@@ -92,32 +93,16 @@ func writeSessions(f sessionFile, p string) error {
 	return nil
 }
 
-// errSessionMode says the session file is refused for its mode.
-var errSessionMode = errors.New("it holds admin sessions and must be readable by its owner only")
-
 // readOwnerOnly reads the session file p (at most 1 MiB), refusing one
-// another local user may read, as ssh refuses such a key: its sessions are
-// admin credentials, as good as leaked, and using them silently would hide
-// that. The mode is checked on the open file. Not on Windows (no such bits).
+// another local user may read (secret.ReadPrivateFile): its sessions are
+// admin credentials, as good as leaked.
 func readOwnerOnly(p string) ([]byte, error) {
-	f, err := os.Open(p)
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", p, err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", p, err)
-	}
-	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o: %w (chmod 600 %s)", p, st.Mode().Perm(), errSessionMode, p)
-	}
-	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
-	if err != nil {
-		return nil, fmt.Errorf("reading %s: %w", p, err)
-	}
-	if len(b) > 1<<20 {
+	b, err := secret.ReadPrivateFile(p, 1<<20)
+	if errors.Is(err, secret.ErrFileTooLarge) {
 		return nil, fmt.Errorf("%s is not a mayfly session file: remove it and sign in again", p)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the admin session file: %w", err)
 	}
 	return b, nil
 }
@@ -129,7 +114,7 @@ func readOwnerOnly(p string) ([]byte, error) {
 func sessionFor(addr string) (string, error) {
 	f, _, err := readSessions()
 	if err != nil {
-		if errors.Is(err, errSessionMode) {
+		if errors.Is(err, secret.ErrReadableByOthers) {
 			return "", err
 		}
 		return "", nil

@@ -5,11 +5,9 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
-	"io"
 	"io/fs"
 	"os"
 	"path/filepath"
-	"runtime"
 )
 
 const (
@@ -82,31 +80,15 @@ func LoadMasterKey(path string, env string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("secret: no master key: %s is not set and no key file was given", MasterKeyEnv)
 	}
-	f, err := os.Open(path)
-	if err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, fmt.Errorf("secret: no master key: %s is not set and %s does not exist (run mayfly init): %w", MasterKeyEnv, path, fs.ErrNotExist)
-		}
-		return nil, fmt.Errorf("secret: open master key file: %w", err)
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, fmt.Errorf("secret: master key file %s: %w", path, err)
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("secret: master key file %s is not a regular file", path)
-	}
-	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
-		return nil, fmt.Errorf("secret: master key file %s has mode %04o: it must be readable by its owner only (chmod 600 %s)", path, st.Mode().Perm(), path)
-	}
-	raw, err := io.ReadAll(io.LimitReader(f, maxKeyFile+1))
+	raw, err := ReadPrivateFile(path, maxKeyFile)
 	defer zero(raw)
-	if err != nil {
-		return nil, fmt.Errorf("secret: read master key file %s: %w", path, err)
-	}
-	if len(raw) > maxKeyFile {
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		return nil, fmt.Errorf("secret: no master key: %s is not set and %s does not exist (run mayfly init): %w", MasterKeyEnv, path, fs.ErrNotExist)
+	case errors.Is(err, ErrFileTooLarge):
 		return nil, fmt.Errorf("secret: master key file %s is too large to be a key", path)
+	case err != nil:
+		return nil, fmt.Errorf("secret: master key file: %w", err)
 	}
 	key, err := parseMasterKey(raw)
 	if err != nil {

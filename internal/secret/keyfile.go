@@ -1,0 +1,49 @@
+package secret
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"runtime"
+)
+
+// ErrReadableByOthers says a private file is refused for its mode.
+var ErrReadableByOthers = errors.New("it must be readable by its owner only")
+
+// ErrFileTooLarge says a private file holds more than its reader takes.
+var ErrFileTooLarge = errors.New("too large")
+
+// ReadPrivateFile reads the file at path whole, up to max bytes, refusing
+// (as ssh refuses such a key) a file another local user may read: a key
+// or session others can read is as good as leaked, and using it silently
+// would hide that. The mode is checked on the open file, so a swap after
+// the check is not read. Windows has no such mode bits: there it is not
+// checked. Errors name the file and, for its mode, the chmod to run.
+func ReadPrivateFile(path string, max int64) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", path)
+	}
+	if runtime.GOOS != "windows" && st.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("%s has mode %04o: %w (chmod 600 %s)", path, st.Mode().Perm(), ErrReadableByOthers, path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, max+1))
+	if err != nil {
+		clear(b)
+		return nil, fmt.Errorf("reading %s: %w", path, err)
+	}
+	if int64(len(b)) > max {
+		clear(b)
+		return nil, fmt.Errorf("%s is %w", path, ErrFileTooLarge)
+	}
+	return b, nil
+}
