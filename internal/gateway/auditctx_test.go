@@ -26,14 +26,17 @@ func TestAuditCtx(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			var c auditCtx
 			c.init(parent, tc.timeout)
-			if d, ok := c.Deadline(); !ok || d.IsZero() {
+			d, ok := c.Deadline()
+			if !ok || d.IsZero() {
 				t.Fatal("no deadline")
 			}
 			if c.Value(ctxKey{}) != "v" {
 				t.Fatal("the request's values are lost")
 			}
 			if tc.wait {
-				if c.Err() != nil {
+				// Done already is right only once its deadline has passed (a
+				// loaded machine may take longer than the 1 ms between them).
+				if c.Err() != nil && time.Now().Before(d) {
 					t.Fatal("done before its deadline, or by the parent's cancellation")
 				}
 				select {
