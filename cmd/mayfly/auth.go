@@ -22,7 +22,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
 	"github.com/mayfly-sh/mayfly/internal/client"
-	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/keyfile"
 )
 
 // Sessions of humans signed in with mayfly auth login are kept, per
@@ -94,11 +94,11 @@ func writeSessions(f sessionFile, p string) error {
 }
 
 // readOwnerOnly reads the session file p (at most 1 MiB), refusing one
-// another local user may read (secret.ReadPrivateFile): its sessions are
+// another local user may read (keyfile.Read): its sessions are
 // admin credentials, as good as leaked.
 func readOwnerOnly(p string) ([]byte, error) {
-	b, err := secret.ReadPrivateFile(p, 1<<20)
-	if errors.Is(err, secret.ErrFileTooLarge) {
+	b, err := keyfile.Read(p, 1<<20)
+	if errors.Is(err, keyfile.ErrFileTooLarge) {
 		return nil, fmt.Errorf("%s is not a mayfly session file: remove it and sign in again", p)
 	}
 	if err != nil {
@@ -114,7 +114,7 @@ func readOwnerOnly(p string) ([]byte, error) {
 func sessionFor(addr string) (string, error) {
 	f, _, err := readSessions()
 	if err != nil {
-		if errors.Is(err, secret.ErrReadableByOthers) {
+		if errors.Is(err, keyfile.ErrReadableByOthers) {
 			return "", err
 		}
 		return "", nil

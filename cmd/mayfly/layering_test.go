@@ -31,6 +31,7 @@ var layers = map[string]int{
 	"internal/netfail":    0, // a failed HTTP exchange's kind, never its text (githubapp, sso, alert)
 	"internal/audit":      0, // the audit log's formats, proofs and verification (x/mod tlog, note)
 	"internal/proccpu":    0, // the process's CPU time, for benchmarks (getrusage, GetProcessTimes)
+	"internal/keyfile":    0, // private files read owner-only (master key, server keys, session file)
 	// the benches' pooled Go reverse proxy, their anchor: imports no mayfly package
 	"bench/internal/goproxy": 0,
 	// what the benches read off the machine (/proc) and their medians

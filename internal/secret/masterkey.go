@@ -8,6 +8,8 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"github.com/mayfly-sh/mayfly/internal/keyfile"
 )
 
 const (
@@ -80,12 +82,12 @@ func LoadMasterKey(path string, env string) ([]byte, error) {
 	if path == "" {
 		return nil, fmt.Errorf("secret: no master key: %s is not set and no key file was given", MasterKeyEnv)
 	}
-	raw, err := ReadPrivateFile(path, maxKeyFile)
+	raw, err := keyfile.Read(path, maxKeyFile)
 	defer zero(raw)
 	switch {
 	case errors.Is(err, fs.ErrNotExist):
 		return nil, fmt.Errorf("secret: no master key: %s is not set and %s does not exist (run mayfly init): %w", MasterKeyEnv, path, fs.ErrNotExist)
-	case errors.Is(err, ErrFileTooLarge):
+	case errors.Is(err, keyfile.ErrFileTooLarge):
 		return nil, fmt.Errorf("secret: master key file %s is too large to be a key", path)
 	case err != nil:
 		return nil, fmt.Errorf("secret: master key file: %w", err)

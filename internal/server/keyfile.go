@@ -4,7 +4,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/mayfly-sh/mayfly/internal/secret"
+	"github.com/mayfly-sh/mayfly/internal/keyfile"
 )
 
 // maxKeyFile bounds a private key file read whole: a PEM key or a note
@@ -12,10 +12,10 @@ import (
 const maxKeyFile = 64 << 10
 
 // readKeyFile reads the private key file path (what names it in errors),
-// refusing one another local user may read (secret.ReadPrivateFile).
+// refusing one another local user may read (keyfile.Read).
 func readKeyFile(path, what string) ([]byte, error) {
-	b, err := secret.ReadPrivateFile(path, maxKeyFile)
-	if errors.Is(err, secret.ErrFileTooLarge) {
+	b, err := keyfile.Read(path, maxKeyFile)
+	if errors.Is(err, keyfile.ErrFileTooLarge) {
 		return nil, fmt.Errorf("%s %s is too large to be a key", what, path)
 	}
 	if err != nil {

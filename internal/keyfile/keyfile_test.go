@@ -1,4 +1,4 @@
-package secret
+package keyfile
 
 import (
 	"errors"
@@ -10,7 +10,7 @@ import (
 	"testing"
 )
 
-func TestReadPrivateFile(t *testing.T) {
+func TestRead(t *testing.T) {
 	dir := t.TempDir()
 	write := func(name, body string, mode os.FileMode) string {
 		p := filepath.Join(dir, name)
@@ -43,7 +43,7 @@ func TestReadPrivateFile(t *testing.T) {
 			if tc.unix && runtime.GOOS == "windows" {
 				t.Skip("no mode bits on Windows")
 			}
-			b, err := ReadPrivateFile(tc.path, 8)
+			b, err := Read(tc.path, 8)
 			if tc.wantErr == nil && tc.errText == "" {
 				if err != nil || string(b) != tc.want {
 					t.Fatalf("got %q, %v; want %q", b, err, tc.want)

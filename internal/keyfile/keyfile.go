@@ -1,4 +1,8 @@
-package secret
+// Package keyfile reads private files (keys, saved admin sessions) whole,
+// refusing one another local user may read, as ssh does: the one place
+// that check is made, so the master key, the server's keys and the CLI's
+// session file agree on it. It never parses, keeps or prints what it reads.
+package keyfile
 
 import (
 	"errors"
@@ -14,13 +18,13 @@ var ErrReadableByOthers = errors.New("it must be readable by its owner only")
 // ErrFileTooLarge says a private file holds more than its reader takes.
 var ErrFileTooLarge = errors.New("too large")
 
-// ReadPrivateFile reads the file at path whole, up to max bytes, refusing
+// Read reads the file at path whole, up to max bytes, refusing
 // (as ssh refuses such a key) a file another local user may read: a key
 // or session others can read is as good as leaked, and using it silently
 // would hide that. The mode is checked on the open file, so a swap after
 // the check is not read. Windows has no such mode bits: there it is not
 // checked. Errors name the file and, for its mode, the chmod to run.
-func ReadPrivateFile(path string, max int64) ([]byte, error) {
+func Read(path string, max int64) ([]byte, error) {
 	f, err := os.Open(path)
 	if err != nil {
 		return nil, err
