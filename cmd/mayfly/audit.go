@@ -894,9 +894,9 @@ func newAuditProveCmd(cf *clientFlags) *cobra.Command {
 // shownEntry is an entry as `audit prove` (before its proof is checked)
 // and `audit tail` print it: the bytes come from the server, which they
 // do not trust, and a terminal acts on control characters (an ESC[8m
-// hides the refusal printed next). `audit export` writes exact bytes. An entry that is JSON is shown with its DEL and
-// C1 characters (a caller's path may hold them) as \u escapes, the same
-// JSON; anything else quoted.
+// hides the refusal printed next); `audit export` writes exact bytes. An
+// entry that is JSON is shown with its DEL and C1 characters (a caller's
+// path may hold them) as \u escapes, the same JSON; anything else quoted.
 func shownEntry(b []byte) string {
 	if !json.Valid(b) || !utf8.Valid(b) {
 		return fmt.Sprintf("(not a JSON entry) %+q", b)

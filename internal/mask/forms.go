@@ -314,20 +314,8 @@ const LongSecretLen = 1024
 // secret's holds each line's).
 func longForms(values [][]byte) []string {
 	v := values[0]
-	fs := []string{string(v)}
-	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
-		fs = append(fs, enc.EncodeToString(v), enc.WithPadding(base64.NoPadding).EncodeToString(v))
-		for k := 0; k < 3; k++ {
-			fs = append(fs, b64Stable(enc, v, k))
-		}
-	}
-	h := hex.EncodeToString(v)
-	fs = append(fs, h, strings.ToUpper(h))
-	for _, safe := range percentSafe {
-		for _, space := range []string{"+", "%20"} {
-			fs = append(fs, percentEncode(v, safe, space, hexUpper))
-		}
-	}
+	fs := append([]string{string(v)}, base64Forms(v)...)
+	fs = append(fs, hexPercentForms(v, hexUpper)...)
 	for _, v := range values {
 		fs = append(fs, string(v))
 		fs = append(fs, escapeForms(v)...)
@@ -369,7 +357,31 @@ func escapeForms(v []byte) []string {
 
 // valueForms lists the encodings of one value (possibly with duplicates).
 func valueForms(v []byte) []string {
-	fs := []string{string(v)}
+	b64 := base64Forms(v)
+	fs := append([]string{string(v)}, b64...)
+	// A base64 form inside a JSON string (an echo of a Basic header) as
+	// the encoders that escape '/' or '+' write it (PHP's "\/",
+	// System.Text.Json's \u002B); its '=' padding aside, which the
+	// unpadded forms leave out.
+	for _, f := range b64 {
+		if strings.ContainsAny(f, "/+") {
+			for _, st := range jsonStyles {
+				fs = append(fs, jsonEscape([]byte(f), st))
+			}
+		}
+	}
+	fs = append(fs, hexPercentForms(v, hexUpper, hexLower)...)
+	if utf8.Valid(v) {
+		fs = append(fs, jsonEscapeAll(v, hexLower), jsonEscapeAll(v, hexUpper))
+	}
+	return append(fs, escapeForms(v)...)
+}
+
+// base64Forms lists v in base64, both alphabets, padded or not, and the
+// part of it that stays the same at each of the 3 alignments v may have
+// inside a longer encoded text (when at least MinSecretLen long).
+func base64Forms(v []byte) []string {
+	var fs []string
 	for _, enc := range []*base64.Encoding{base64.StdEncoding, base64.URLEncoding} {
 		fs = append(fs, enc.EncodeToString(v), enc.WithPadding(base64.NoPadding).EncodeToString(v))
 		for k := 0; k < 3; k++ {
@@ -378,29 +390,23 @@ func valueForms(v []byte) []string {
 			}
 		}
 	}
-	// A base64 form inside a JSON string (an echo of a Basic header) as
-	// the encoders that escape '/' or '+' write it (PHP's "\/",
-	// System.Text.Json's \u002B); its '=' padding aside, which the
-	// unpadded forms leave out.
-	for _, f := range fs[1:] {
-		if strings.ContainsAny(f, "/+") {
-			for _, st := range jsonStyles {
-				fs = append(fs, jsonEscape([]byte(f), st))
+	return fs
+}
+
+// hexPercentForms lists v in hex, both cases, and percent-encoded as each
+// encoder in percentSafe writes it, with each space style and each of
+// digits' hex digit cases.
+func hexPercentForms(v []byte, digits ...string) []string {
+	h := hex.EncodeToString(v)
+	fs := []string{h, strings.ToUpper(h)}
+	for _, safe := range percentSafe {
+		for _, space := range []string{"+", "%20"} {
+			for _, d := range digits {
+				fs = append(fs, percentEncode(v, safe, space, d))
 			}
 		}
 	}
-	h := hex.EncodeToString(v)
-	fs = append(fs, h, strings.ToUpper(h))
-
-	for _, safe := range percentSafe {
-		for _, space := range []string{"+", "%20"} {
-			fs = append(fs, percentEncode(v, safe, space, hexUpper), percentEncode(v, safe, space, hexLower))
-		}
-	}
-	if utf8.Valid(v) {
-		fs = append(fs, jsonEscapeAll(v, hexLower), jsonEscapeAll(v, hexUpper))
-	}
-	return append(fs, escapeForms(v)...)
+	return fs
 }
 
 // quotedPrintable writes v as MIME's quoted-printable does (RFC 2045): '='
