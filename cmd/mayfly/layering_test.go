@@ -21,7 +21,7 @@ var layers = map[string]int{
 	"internal/token":      0,
 	"internal/datadir":    0,
 	"internal/clientip":   0,
-	"internal/ratelimit":  0, // per-key token buckets, bounded table (api and gateway per-address limits)
+	"internal/ratelimit":  0, // per-key token buckets, bounded table (api and gateway per-address limits); per-key caps (connections, leak reports)
 	"internal/apitype":    0, // the /v1 wire types: imports no mayfly package
 	"internal/yamlerr":    0, // YAML errors in words, for policy and server config
 	"internal/jwa":        0, // which public key verifies which JWS algorithm (identity, dpop)

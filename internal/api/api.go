@@ -193,7 +193,7 @@ type API struct {
 	// leakReads bounds the leak report bodies one address sends at once:
 	// they are read before a turn at the gate is taken, so that a slow
 	// body holds no place another reporter needs.
-	leakReads *perKey
+	leakReads *ratelimit.Concurrent
 	// leakBudget is limits.leak_token_rate: tokens named (or KiB read)
 	// per second over all leak reports.
 	leakBudget *budget
@@ -234,7 +234,7 @@ func New(cfg Config) (*API, error) {
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)
 	// As many as the gate could hold from one address before its bodies
 	// were read first: 9 MiB of bodies by default.
-	a.leakReads = newPerKey(cfg.Limits.LeakConcurrency + cfg.Limits.LeakQueue)
+	a.leakReads = ratelimit.NewConcurrent(cfg.Limits.LeakConcurrency + cfg.Limits.LeakQueue)
 	// Its capacity is a second of work, and at least one report at the cap.
 	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
 	a.adminRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)

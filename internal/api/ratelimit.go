@@ -2,7 +2,6 @@ package api
 
 import (
 	"context"
-	"sync"
 	"time"
 
 	"golang.org/x/time/rate"
@@ -43,37 +42,6 @@ func (g *gate) start(ctx context.Context) bool {
 
 // done ends a turn begun by start.
 func (g *gate) done() { <-g.run; <-g.admit }
-
-// perKey lets at most max callers per key work at once. A key has an
-// entry only while someone holds it, so the table is no larger than the
-// work in progress.
-type perKey struct {
-	mu  sync.Mutex
-	max int
-	n   map[string]int
-}
-
-func newPerKey(max int) *perKey { return &perKey{max: max, n: map[string]int{}} }
-
-// enter takes one of key's places, or reports false when it has none left.
-func (p *perKey) enter(key string) bool {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.n[key] >= p.max {
-		return false
-	}
-	p.n[key]++
-	return true
-}
-
-// leave gives back a place taken by enter.
-func (p *perKey) leave(key string) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	if p.n[key]--; p.n[key] <= 0 {
-		delete(p.n, key)
-	}
-}
 
 // budget is a token bucket shared by every caller that may go into debt:
 // a caller is let in while the balance is positive, then pays what its

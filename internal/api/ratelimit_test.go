@@ -55,41 +55,6 @@ func TestGate(t *testing.T) {
 	}
 }
 
-// perKey lets max in at once per key, whatever the other keys hold, and
-// forgets a key once its last place is given back.
-func TestPerKey(t *testing.T) {
-	p := newPerKey(2)
-	tests := []struct {
-		name  string
-		key   string
-		enter bool // else leave
-		want  bool
-	}{
-		{"first", "a", true, true},
-		{"second", "a", true, true},
-		{"third refused", "a", true, false},
-		{"another key", "b", true, true},
-		{"one given back", "a", false, true},
-		{"its place again", "a", true, true},
-		{"still two at most", "a", true, false},
-	}
-	for _, tt := range tests {
-		if !tt.enter {
-			p.leave(tt.key)
-			continue
-		}
-		if got := p.enter(tt.key); got != tt.want {
-			t.Fatalf("%s: enter(%q) = %v, want %v", tt.name, tt.key, got, tt.want)
-		}
-	}
-	p.leave("a")
-	p.leave("a")
-	p.leave("b")
-	if len(p.n) != 0 {
-		t.Fatalf("%d keys kept with no place taken", len(p.n))
-	}
-}
-
 // The default exchange limits let a CI fleet behind one NAT address start
 // 1,000 jobs at once (each exchanging once), from one address and one
 // issuer; a flood beyond that from the address is still cut off.

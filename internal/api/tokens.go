@@ -313,13 +313,13 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	// place in the shared queue. What one address reads at once is bounded
 	// here instead, so its slow bodies cost only its own reports.
 	key := clientip.RateKey(src)
-	if !a.leakReads.enter(key) {
+	if !a.leakReads.Enter(key) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address at once")
 		return
 	}
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
-	a.leakReads.leave(key)
+	a.leakReads.Leave(key)
 	// Reading and parsing cost about what looking a token up does per KiB.
 	a.leakBudget.spend(time.Now(), (len(body)+1023)/1024)
 	if err != nil {

@@ -1,8 +1,8 @@
-// Package ratelimit owns per-key rate limits: a token bucket per key (an
+// Package ratelimit owns per-key limits: a token bucket per key (an
 // address's clientip.RateKey, an issuer) in a table of bounded size, so
-// that a flood of new keys cannot grow memory. It answers only whether a
-// key may go on now; what a caller is keyed by, and what a refusal says,
-// is its user's.
+// that a flood of new keys cannot grow memory, and a cap on what one key
+// holds at once (Concurrent). It answers only whether a key may go on
+// now; what a caller is keyed by, and what a refusal says, is its user's.
 package ratelimit
 
 import (

@@ -80,3 +80,38 @@ func TestLimiterEvictionKeepsBusyKeysAtSlowRates(t *testing.T) {
 		})
 	}
 }
+
+// Concurrent lets max in at once per key, whatever the other keys hold, and
+// forgets a key once its last place is given back.
+func TestConcurrent(t *testing.T) {
+	p := NewConcurrent(2)
+	tests := []struct {
+		name  string
+		key   string
+		enter bool // else leave
+		want  bool
+	}{
+		{"first", "a", true, true},
+		{"second", "a", true, true},
+		{"third refused", "a", true, false},
+		{"another key", "b", true, true},
+		{"one given back", "a", false, true},
+		{"its place again", "a", true, true},
+		{"still two at most", "a", true, false},
+	}
+	for _, tt := range tests {
+		if !tt.enter {
+			p.Leave(tt.key)
+			continue
+		}
+		if got := p.Enter(tt.key); got != tt.want {
+			t.Fatalf("%s: Enter(%q) = %v, want %v", tt.name, tt.key, got, tt.want)
+		}
+	}
+	p.Leave("a")
+	p.Leave("a")
+	p.Leave("b")
+	if len(p.n) != 0 {
+		t.Fatalf("%d keys kept with no place taken", len(p.n))
+	}
+}

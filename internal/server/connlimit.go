@@ -6,6 +6,7 @@ import (
 	"sync"
 
 	"github.com/mayfly-sh/mayfly/internal/clientip"
+	"github.com/mayfly-sh/mayfly/internal/ratelimit"
 )
 
 // DefaultMaxConnsPerAddress is limits.max_conns_per_address unset: room
@@ -22,17 +23,15 @@ const DefaultMaxConnsPerAddress = 2048
 // counted.
 type capListener struct {
 	net.Listener
-	max    int
 	exempt []netip.Prefix
-	mu     sync.Mutex
-	open   map[string]int
+	open   *ratelimit.Concurrent
 }
 
 func newCapListener(inner net.Listener, max int, exempt []netip.Prefix) net.Listener {
 	if max <= 0 {
 		return inner
 	}
-	return &capListener{Listener: inner, max: max, exempt: exempt, open: map[string]int{}}
+	return &capListener{Listener: inner, exempt: exempt, open: ratelimit.NewConcurrent(max)}
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -46,15 +45,11 @@ func (l *capListener) Accept() (net.Conn, error) {
 			return c, nil
 		}
 		key := clientip.RateKey(ap.Addr())
-		l.mu.Lock()
-		if l.open[key] >= l.max {
-			l.mu.Unlock()
+		if !l.open.Enter(key) {
 			c.Close()
 			continue
 		}
-		l.open[key]++
-		l.mu.Unlock()
-		return &cappedConn{Conn: c, release: func() { l.release(key) }}, nil
+		return &cappedConn{Conn: c, release: func() { l.open.Leave(key) }}, nil
 	}
 }
 
@@ -66,14 +61,6 @@ func (l *capListener) isExempt(a netip.Addr) bool {
 		}
 	}
 	return false
-}
-
-func (l *capListener) release(key string) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.open[key]--; l.open[key] <= 0 {
-		delete(l.open, key)
-	}
 }
 
 // cappedConn gives its place back once, when it is closed.
