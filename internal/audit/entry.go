@@ -125,13 +125,13 @@ func EncodeEvent(dst []byte, ev *Event) ([]byte, error) {
 // events per request.
 func appendEvent(b []byte, ev *Event) ([]byte, error) {
 	b = append(b, `{"type":`...)
-	b = appendString(b, ev.Type)
+	b = AppendJSONString(b, ev.Type)
 	str := func(key, v string) {
 		if v != "" {
 			b = append(b, ',', '"')
 			b = append(b, key...)
 			b = append(b, '"', ':')
-			b = appendString(b, v)
+			b = AppendJSONString(b, v)
 		}
 	}
 	num := func(key string, v int64) {
@@ -208,11 +208,11 @@ func appendFlatDetail(b []byte, d map[string]any) ([]byte, bool) {
 		} else {
 			b = append(b, ',')
 		}
-		b = appendString(b, k)
+		b = AppendJSONString(b, k)
 		b = append(b, ':')
 		switch v := d[k].(type) {
 		case string:
-			b = appendString(b, v)
+			b = AppendJSONString(b, v)
 		case bool:
 			b = strconv.AppendBool(b, v)
 		case int:
@@ -224,10 +224,11 @@ func appendFlatDetail(b []byte, d map[string]any) ([]byte, bool) {
 	return append(b, '}'), true
 }
 
-// appendString appends s as a JSON string the way encoding/json does: the
-// common case (printable ASCII needing no escape) directly, anything else
-// through json.Marshal.
-func appendString(b []byte, s string) []byte {
+// AppendJSONString appends s as a JSON string byte for byte as
+// json.Marshal does: the common case (a string needing no escape: refs,
+// names, URLs) directly, anything else through json.Marshal itself. The
+// store encodes a lease's claims with it too.
+func AppendJSONString(b []byte, s string) []byte {
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c >= utf8.RuneSelf {

@@ -1,9 +1,9 @@
 package store
 
 import (
-	"encoding/json"
 	"slices"
-	"unicode/utf8"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // claimsJSON encodes a lease's claims as json.Marshal does, byte for byte
@@ -28,35 +28,9 @@ func claimsJSON(claims map[string]string) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendJSONString(b, k)
+		b = audit.AppendJSONString(b, k)
 		b = append(b, ':')
-		b = appendJSONString(b, claims[k])
+		b = audit.AppendJSONString(b, claims[k])
 	}
 	return append(b, '}')
-}
-
-// appendJSONString appends s as json.Marshal does: a string needing no
-// escape (the common case: refs, names, URLs) directly, anything else
-// through json.Marshal itself, as audit's entries do.
-func appendJSONString(b []byte, s string) []byte {
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c >= utf8.RuneSelf {
-			r, size := utf8.DecodeRuneInString(s[i:])
-			if r == utf8.RuneError && size == 1 || r == '\u2028' || r == '\u2029' {
-				q, _ := json.Marshal(s) // a string always encodes
-				return append(b, q...)
-			}
-			i += size
-			continue
-		}
-		if c < 0x20 || c == '"' || c == '\\' || c == '<' || c == '>' || c == '&' {
-			q, _ := json.Marshal(s)
-			return append(b, q...)
-		}
-		i++
-	}
-	b = append(b, '"')
-	b = append(b, s...)
-	return append(b, '"')
 }
