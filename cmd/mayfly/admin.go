@@ -76,8 +76,8 @@ func newAdminCmd() *cobra.Command {
 			if format == "json" {
 				return printJSON(cmd.OutOrStdout(), out)
 			}
-			fmt.Fprintln(cmd.OutOrStdout(), out.Token)
-			fmt.Fprintf(cmd.ErrOrStderr(), "admin token %q (role %s) created, expires %s; it is shown only this once\n", out.Name, out.Role, shortTime(&out.ExpiresAt))
+			fmt.Fprintln(cmd.OutOrStdout(), client.OneLine(out.Token, 256))
+			fmt.Fprintf(cmd.ErrOrStderr(), "admin token %q (role %s) created, expires %s; it is shown only this once\n", out.Name, client.OneLine(out.Role, 32), shortTime(&out.ExpiresAt))
 			return nil
 		},
 	}

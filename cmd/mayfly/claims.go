@@ -35,15 +35,17 @@ func printIDTokenClaims(w io.Writer, raw string) {
 	var b strings.Builder
 	b.WriteString("mayfly: the ID token presented had these claims (not its signature); `mayfly policy test --id-token FILE POLICY` explains a refusal offline:\n")
 	for _, k := range names {
-		fmt.Fprintf(&b, "  %s: %s\n", k, claimLine(u.Claims[k]))
+		fmt.Fprintf(&b, "  %s: %s\n", claimLine(k), claimLine(u.Claims[k]))
 	}
 	io.WriteString(w, b.String())
 }
 
-// claimLine keeps a claim value on its line and bounded.
+// claimLine keeps a claim value on its line and bounded, and no control
+// character (C0, DEL or C1: a branch name in head_ref may hold a C1 CSI,
+// which git allows) reaches the terminal.
 func claimLine(s string) string {
 	s = strings.Map(func(r rune) rune {
-		if r < 0x20 || r == 0x7f {
+		if r < 0x20 || r >= 0x7f && r < 0xa0 {
 			return '?'
 		}
 		return r

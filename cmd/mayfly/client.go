@@ -10,6 +10,7 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
 
 	"github.com/spf13/cobra"
 
@@ -148,6 +149,19 @@ func table(w io.Writer, header string, rows [][]string) error {
 		fmt.Fprintln(tw, strings.Join(r, "\t"))
 	}
 	return tw.Flush()
+}
+
+// shown is a line of a server's text as printed whole (a policy change
+// names values that may hold runs of spaces): each control character (C0,
+// DEL, C1: escape sequences, line breaks) becomes a space, so the terminal
+// or CI log gets one line of plain text; nothing else changes.
+func shown(s string) string {
+	return strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return ' '
+		}
+		return r
+	}, s)
 }
 
 // shortTime renders a time from the API compactly; nil or zero is "".

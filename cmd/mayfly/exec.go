@@ -345,7 +345,7 @@ func renewLoop(done <-chan struct{}, ex *exchanged, stderr io.Writer, clk renewC
 func revokeQuietly(ctx context.Context, op string, ex *exchanged, stderr io.Writer) {
 	if err := revokeRetrying(ctx, ex.client, ex.resp.AccessToken); err != nil {
 		fmt.Fprintf(stderr, "mayfly: %s: could not revoke job token %s (lease %s): %s; it expires by itself\n",
-			op, token.Hint(ex.resp.AccessToken), ex.resp.LeaseID, client.OneLine(err.Error(), 200))
+			op, token.Hint(ex.resp.AccessToken), client.OneLine(ex.resp.LeaseID, 64), client.OneLine(err.Error(), 200))
 	}
 }
 

@@ -79,7 +79,7 @@ func newLeasesCmd() *cobra.Command {
 			}
 			if out.NextCursor != "" {
 				fmt.Fprintf(cmd.ErrOrStderr(), "mayfly: leases list: showing the first %d leases; more match (--limit 0 shows all, --cursor %s continues)\n",
-					len(out.Leases), out.NextCursor)
+					len(out.Leases), client.OneLine(out.NextCursor, 512))
 			}
 			return nil
 		},

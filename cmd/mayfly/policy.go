@@ -123,10 +123,10 @@ func newPolicyCmd() *cobra.Command {
 			}
 			printWarnings(cmd.OutOrStdout(), p)
 			if out.Unchanged {
-				fmt.Fprintf(cmd.OutOrStdout(), "policy unchanged (version %d, hash %.12s)\n", out.Version, out.Hash)
+				fmt.Fprintf(cmd.OutOrStdout(), "policy unchanged (version %d, hash %.12s)\n", out.Version, client.OneLine(out.Hash, 64))
 				return nil
 			}
-			fmt.Fprintf(cmd.OutOrStdout(), "applied policy version %d (hash %.12s)\n", out.Version, out.Hash)
+			fmt.Fprintf(cmd.OutOrStdout(), "applied policy version %d (hash %.12s)\n", out.Version, client.OneLine(out.Hash, 64))
 			printChanges(cmd.OutOrStdout(), out.Changes)
 			if out.Revoked > 0 {
 				fmt.Fprintf(cmd.OutOrStdout(), "revoked %d lease(s) the new policy no longer allows\n", out.Revoked)
@@ -156,7 +156,7 @@ func newPolicyCmd() *cobra.Command {
 				return nil
 			}
 			if v != "" {
-				fmt.Fprintf(cmd.ErrOrStderr(), "policy version %s\n", v)
+				fmt.Fprintf(cmd.ErrOrStderr(), "policy version %s\n", client.OneLine(v, 32))
 			}
 			_, err = cmd.OutOrStdout().Write(b)
 			return err
@@ -277,7 +277,7 @@ func printPlan(w io.Writer, p *policy.Policy, changes []string, revs []apitype.P
 	printWarnings(w, p)
 	printChanges(w, changes)
 	for _, r := range revs {
-		fmt.Fprintf(w, "will revoke %d live token(s) of grant %s, which this policy removes\n", r.Leases, r.Grant)
+		fmt.Fprintf(w, "will revoke %d live token(s) of grant %s, which this policy removes\n", r.Leases, client.OneLine(r.Grant, 200))
 	}
 }
 
@@ -287,7 +287,7 @@ func printChanges(w io.Writer, changes []string) {
 		return
 	}
 	for _, ch := range changes {
-		fmt.Fprintln(w, ch)
+		fmt.Fprintln(w, shown(ch))
 	}
 }
 

@@ -286,6 +286,10 @@ const (
 	leakAttempts   = 8
 )
 
+// maxHint bounds a hint the server sends back: a prefix, four characters
+// and "…" (token.Hint) fit; a whole token does not.
+const maxHint = 10
+
 // revokeFound posts every distinct mayfly job or admin token, admin session,
 // minted database password and GitHub App installation token among findings to
 // /v1/leaks, one per line, in as many reports as it takes, and prints the
@@ -342,14 +346,16 @@ func revokeFound(ctx context.Context, c *client.Client, findings []scan.Finding,
 	}
 	fmt.Fprintf(w, "revoke: sent %d token(s): %d revoked, %d already revoked, %d unknown\n",
 		len(toks), len(sum.Revoked)+len(sum.RevokedAdmin)+len(sum.RevokedSessions), sum.AlreadyRevoked, sum.Unknown)
+	// The server's words go to a CI log: one line each, and a hint no
+	// longer than token.Hint makes one, whatever the server sent.
 	for _, r := range sum.Revoked {
-		fmt.Fprintf(w, "revoked %s (%s)\n", r.LeaseID, r.Hint)
+		fmt.Fprintf(w, "revoked %s (%s)\n", client.OneLine(r.LeaseID, 64), client.OneLine(r.Hint, maxHint))
 	}
 	for _, r := range sum.RevokedAdmin {
-		fmt.Fprintf(w, "revoked admin token (%s)\n", r.Hint)
+		fmt.Fprintf(w, "revoked admin token (%s)\n", client.OneLine(r.Hint, maxHint))
 	}
 	for _, r := range sum.RevokedSessions {
-		fmt.Fprintf(w, "revoked admin session %s\n", r.ID)
+		fmt.Fprintf(w, "revoked admin session %s\n", client.OneLine(r.ID, 64))
 	}
 	return nil
 }

@@ -124,7 +124,7 @@ func newSecretCmd() *cobra.Command {
 				return c.SecretMeta(ctx, args[0])
 			}
 			return callAPI(cmd, showFmt, cf, call, func(w io.Writer, s *apitype.SecretMeta) error {
-				fmt.Fprintf(w, "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", s.Name, s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
+				fmt.Fprintf(w, "name:        %s\nversion:     %d\nkey_version: %d\ncreated_at:  %s\n", client.OneLine(s.Name, 200), s.Version, s.KeyVersion, shortTime(&s.CreatedAt))
 				printRotation(w, s.Rotation)
 				return nil
 			})
@@ -299,17 +299,18 @@ func printRotation(w io.Writer, r *apitype.SecretRotation) {
 		fmt.Fprintln(w, "rotation:    none")
 		return
 	}
+	// Every string is the server's: one line of text each on the terminal.
 	via := "command " + r.Via.Command
 	if p := r.Via.PostgresPassword; p != nil {
 		via = fmt.Sprintf("postgres_password role %q (admin DSN in secret %s)", p.Role, p.AdminDSNSecret)
 	}
-	fmt.Fprintf(w, "rotation:    every %s, grace %s, via %s\n", r.Every, r.Grace, via)
+	fmt.Fprintf(w, "rotation:    every %s, grace %s, via %s\n", client.OneLine(r.Every, 32), client.OneLine(r.Grace, 32), client.OneLine(via, 300))
 	last := "never"
 	if r.LastAt != nil {
 		last = fmt.Sprintf("%s (version %d)", shortTime(r.LastAt), r.LastVersion)
 	}
 	fmt.Fprintf(w, "last:        %s\nnext:        %s\nfailures:    %d\n", last, shortTime(&r.NextAt), r.Failures)
 	if r.LastError != "" {
-		fmt.Fprintf(w, "last_error:  %s (%s)\n", r.LastError, shortTime(r.LastErrorAt))
+		fmt.Fprintf(w, "last_error:  %s (%s)\n", client.OneLine(r.LastError, 600), shortTime(r.LastErrorAt))
 	}
 }
