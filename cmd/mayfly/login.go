@@ -100,7 +100,17 @@ func (f *jobFlags) exchange(ctx context.Context, stderr io.Writer) (*exchanged, 
 		}
 		return nil, jobErr(err)
 	}
-	return &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key, sentAt: sentAt}, nil
+	ex := &exchanged{client: jc, resp: resp, raw: raw, idToken: idTok, dpopKey: key, sentAt: sentAt}
+	if key != nil && !strings.EqualFold(resp.TokenType, "DPoP") {
+		// The server binds a token to the key of the exchange's DPoP proof
+		// and says so (RFC 9449 section 5); a bearer token means the proof
+		// did not arrive (a proxy that drops the header). Handed out, it
+		// would be taken for bound while anyone who copies it can use it.
+		revokeQuietly(ctx, "token exchange", ex, stderr)
+		return nil, usageErr("token exchange: the server issued a bearer token (token_type %q), not one bound to --dpop-key: does a proxy in front of it drop the DPoP header? The token was revoked",
+			client.OneLine(resp.TokenType, 32))
+	}
+	return ex, nil
 }
 
 // exchangeBudget bounds the time spent trying an exchange again.
