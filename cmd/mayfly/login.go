@@ -41,7 +41,7 @@ func addJobFlags(c *cobra.Command) *jobFlags {
 	fl.StringVar(&f.idEnv, "id-token-env", "", "read the CI ID token from this variable (GitLab id_tokens; default "+job.EnvIDToken+")")
 	fl.StringVar(&f.audience, "audience", "", "audience to ask GitHub Actions for (default $"+job.EnvAudience+", then $"+envAddr+")")
 	fl.DurationVar(&f.ttl, "ttl", 0, "token lifetime to ask for (default: the grant's ttl)")
-	fl.StringVar(&f.dpopKey, "dpop-key", "", "bind the token to this PEM private key (created, P-256, if missing); gateway calls then need DPoP proofs")
+	fl.StringVar(&f.dpopKey, "dpop-key", "", "bind the token to this PEM private key (created, P-256, mode 0600, if missing; refused if other users may read it); gateway calls then need DPoP proofs")
 	return f
 }
 

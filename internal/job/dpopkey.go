@@ -11,13 +11,22 @@ import (
 	"fmt"
 	"io/fs"
 	"os"
+
+	"github.com/mayfly-sh/mayfly/internal/keyfile"
 )
+
+// maxDPoPKeyFile bounds a DPoP key file: a PEM RSA 4096-bit key is about
+// 3.3 KB.
+const maxDPoPKeyFile = 64 << 10
 
 // LoadDPoPKey reads a PEM private key (PKCS#8, SEC 1 EC or PKCS#1 RSA) to
 // bind a job token to. When path does not exist and create is true, it
-// writes a fresh P-256 key there (mode 0600) and reports created.
+// writes a fresh P-256 key there (mode 0600) and reports created. An
+// existing key is read as keyfile reads one: refused when another local
+// user may read it (whoever can read it can use a token bound to it), and
+// bounded.
 func LoadDPoPKey(path string, create bool) (key crypto.Signer, created bool, err error) {
-	b, err := os.ReadFile(path)
+	b, err := keyfile.Read(path, maxDPoPKeyFile)
 	if errors.Is(err, fs.ErrNotExist) && create {
 		k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 		if err != nil {
@@ -43,6 +52,7 @@ func LoadDPoPKey(path string, create bool) (key crypto.Signer, created bool, err
 	if err != nil {
 		return nil, false, fmt.Errorf("DPoP key: %w", err)
 	}
+	defer clear(b)
 	blk, _ := pem.Decode(b)
 	if blk == nil {
 		return nil, false, fmt.Errorf("DPoP key: %s holds no PEM block", path)
