@@ -265,7 +265,9 @@ type Result struct {
 // It fails with ErrNoRotation, ErrBusy, failclosed.ErrUnavailable (not audited, did
 // not run), ErrFailed (the rotator failed: recorded, counted, the current
 // value kept), ErrChanged (an admin's write or delete came first: recorded,
-// counted) or secret.ErrNotFound.
+// counted) or secret.ErrNotFound. Once it has claimed the secret, the
+// end of ctx no longer stops it: the attempt runs to its end (bounded by
+// Config.Timeout) and is recorded.
 func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, error) {
 	if _, err := m.cfg.Vault.Meta(ctx, name); err != nil {
 		return Result{}, err
@@ -280,7 +282,11 @@ func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, 
 	case err != nil:
 		return Result{}, fmt.Errorf("rotate %s: %w", name, err)
 	}
-	return m.attempt(ctx, r, by, source)
+	// Claimed, the attempt runs to its end whatever the caller does (an
+	// HTTP client gone, a CLI's timeout): a rotator changes the credential
+	// upstream before it answers, and cutting it off there lost the new
+	// value while the old one no longer worked. Its own timeout bounds it.
+	return m.attempt(context.WithoutCancel(ctx), r, by, source)
 }
 
 // attempt runs one claimed rotation and records its outcome.
