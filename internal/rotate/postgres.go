@@ -102,11 +102,23 @@ func servers(c *pgconn.Config) []string {
 	return s
 }
 
-// keyValueDSN reports whether s starts like libpq's key=value form.
+// keyValueDSN reports whether s starts like libpq's key=value form: with
+// any keyword libpq (PostgreSQL 18) or pgx reads, since a connection
+// string may start with any of them, and one taken for a bare password is
+// replaced by a password.
 func keyValueDSN(s string) bool {
 	k, _, ok := strings.Cut(strings.TrimSpace(s), "=")
 	switch strings.TrimSpace(k) {
-	case "host", "hostaddr", "port", "dbname", "user", "password", "sslmode", "service", "connect_timeout":
+	case "host", "hostaddr", "port", "dbname", "database", "user", "password", "passfile", "require_auth",
+		"channel_binding", "connect_timeout", "client_encoding", "options", "application_name",
+		"fallback_application_name", "keepalives", "keepalives_idle", "keepalives_interval", "keepalives_count",
+		"tcp_user_timeout", "replication", "gssencmode", "sslmode", "requiressl", "sslnegotiation",
+		"sslcompression", "sslcert", "sslkey", "sslkeylogfile", "sslpassword", "sslcertmode", "sslrootcert",
+		"sslcrl", "sslcrldir", "sslsni", "requirepeer", "ssl_min_protocol_version", "ssl_max_protocol_version",
+		"min_protocol_version", "max_protocol_version", "krbsrvname", "krbspn", "gsslib", "gssdelegation",
+		"service", "servicefile", "target_session_attrs", "load_balance_hosts", "oauth_issuer", "oauth_client_id",
+		"oauth_client_secret", "oauth_scope", "statement_cache_capacity",
+		"description_cache_capacity", "default_query_exec_mode", "min_read_buffer_size":
 		return ok
 	}
 	return false

@@ -372,6 +372,12 @@ func TestWithPassword(t *testing.T) {
 		{"postgres://app:old@db:badport/x%zz", "app", "", "does not parse"},
 		{"host=db user=app password=old dbname=x", "app", "", "key=value connection string"},
 		{" password = old host=db", "app", "", "key=value connection string"},
+		// Any keyword libpq or pgx reads may come first: taken for a bare
+		// password, the connection string was replaced by one.
+		{"application_name=ci host=db user=app password=old dbname=x", "app", "", "key=value connection string"},
+		{"target_session_attrs=read-write host=db user=app password=old", "app", "", "key=value connection string"},
+		{"options='-c search_path=app' host=db password=old", "app", "", "key=value connection string"},
+		{"sslrootcert=system sslmode=verify-full host=db user=app password=old", "app", "", "key=value connection string"},
 		{"pass=word", "app", "NEWPW", ""},
 	}
 	for _, tt := range tests {
