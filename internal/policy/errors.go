@@ -2,7 +2,9 @@ package policy
 
 import (
 	"fmt"
+	"strconv"
 	"strings"
+	"unicode"
 )
 
 // Error is one problem found in a policy, with where it is.
@@ -17,7 +19,7 @@ type Error struct {
 // Error renders "file:line: path: reason".
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%d: ", e.File, e.Line)
+	fmt.Fprintf(&b, "%s:%d: ", shown(e.File), e.Line)
 	if e.Path != "" {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
@@ -87,5 +89,34 @@ func newError(at pos, path, format string, args ...any) *Error {
 	if line < 1 {
 		line = 1
 	}
-	return &Error{File: at.file, Line: line, Column: at.col, Path: path, Msg: fmt.Sprintf(format, args...)}
+	return &Error{File: at.file, Line: line, Column: at.col, Path: shown(path), Msg: shown(fmt.Sprintf(format, args...))}
+}
+
+// shown is s as a report may print it (problems, plan lines, refusals),
+// with every control or format character written as its Go escape ("\x1b",
+// "\n", "\u202e"). A policy under review is someone else's text, and its
+// claim names, audiences and keys are free text: raw, an ESC sequence
+// erases the plan line that shows a wider trust, a line break forges a
+// "file:line:" problem, a bidi override reorders what the reviewer reads.
+func shown(s string) string {
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if hidden(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
+}
+
+// hidden: a character a terminal acts on or a page does not show as
+// itself (C0, DEL, C1; bidi controls, zero-width and other format
+// characters).
+func hidden(r rune) bool {
+	return unicode.IsControl(r) || unicode.Is(unicode.Cf, r)
 }
