@@ -492,6 +492,7 @@ func (d *decoder) issuer(e kv) {
 				d.errf(v.val, path+".jwks_url", "%v", err)
 			} else {
 				is.JWKSURL = s
+				is.jwksAt = d.at(d.node(v.val))
 			}
 		}
 	}
@@ -1292,6 +1293,44 @@ func resolve(p *Policy, secretExists func(string) bool, el *errList) {
 		}
 	}
 	checkSharedURLs(p, el)
+	checkSharedKeys(p, el)
+}
+
+// checkSharedKeys warns of a shared issuer (GitHub Actions, GitLab.com)
+// whose jwks_url is not on its own host: whoever holds those keys signs
+// that issuer's ID tokens with any repository or project in them, so the
+// pins the broad rule asks for hold nothing, and a policy under review
+// that does so reads as a well-pinned trust. A warning, not an error: a
+// stored version holding one must still load.
+func checkSharedKeys(p *Policy, el *errList) {
+	for _, name := range sortedKeys(p.Issuers) {
+		is := p.Issuers[name]
+		if !is.Shared || is.JWKSURL == "" {
+			continue
+		}
+		iu, err := url.Parse(is.URL)
+		if err != nil {
+			continue // already an error
+		}
+		ku, err := url.Parse(is.JWKSURL)
+		if err == nil && ku.Scheme == "https" && strings.EqualFold(ku.Hostname(), iu.Hostname()) && httpsPort(ku) == httpsPort(iu) {
+			continue
+		}
+		host := is.JWKSURL
+		if err == nil {
+			host = ku.Host
+		}
+		el.warn(is.jwksAt, join("issuers", name)+".jwks_url", "keys of a shared issuer taken from %s, not from %s: whoever holds them can sign ID tokens of %s for any repository or project, and no pin of its who entries holds; leave jwks_url out (OIDC discovery) or point it at %s",
+			host, iu.Host, is.URL, iu.Host)
+	}
+}
+
+// httpsPort is u's port, 443 when it names none.
+func httpsPort(u *url.URL) string {
+	if p := u.Port(); p != "" {
+		return p
+	}
+	return "443"
 }
 
 // checkSharedURLs warns of issuers that share a url but not a jwks_url: the

@@ -131,7 +131,7 @@ type Issuer struct {
 	Shared                 bool     // a known shared issuer (GitHub Actions, GitLab.com): the broad rule applies
 	Preset                 string   // "github", "gitlab" or ""
 
-	at pos
+	at, jwksAt pos
 }
 
 // Upstream is an API the gateway forwards to, or (Postgres) a database
