@@ -38,6 +38,38 @@ type upstreamTransport struct {
 	tr   *http.Transport
 }
 
+// maxCAFile bounds an upstream's ca_file (a system bundle is about 0.2 MiB).
+const maxCAFile = 4 << 20
+
+// readCAFile reads an upstream's ca_file whole: a regular file of at most
+// maxCAFile bytes. The policy names it and transport reads it under g.mu,
+// which every request takes: a FIFO held them all until written to (its
+// open blocks, hence the stat first), a device (/dev/zero) or a huge file
+// grew memory without bound.
+func readCAFile(name string) ([]byte, error) {
+	if st, err := os.Stat(name); err != nil {
+		return nil, err
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name)
+	}
+	f, err := os.Open(name)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil || !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("%s is not a regular file", name) // replaced since the stat
+	}
+	b, err := io.ReadAll(io.LimitReader(f, maxCAFile+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(b) > maxCAFile {
+		return nil, fmt.Errorf("%s is larger than %d bytes", name, maxCAFile)
+	}
+	return b, nil
+}
+
 func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 	key := transportKey{up.URL, up.CAFile, up.Timeout}
 	g.mu.Lock()
@@ -53,7 +85,7 @@ func (g *Gateway) transport(up *policy.Upstream) (*upstreamTransport, error) {
 	base.RawPath = strings.TrimRight(base.RawPath, "/")
 	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12} // verification always on
 	if up.CAFile != "" {
-		pem, err := os.ReadFile(up.CAFile)
+		pem, err := readCAFile(up.CAFile)
 		if err != nil {
 			return nil, fmt.Errorf("gateway: upstream %s: reading ca_file: %w", up.Name, err)
 		}
