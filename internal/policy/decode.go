@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"go.yaml.in/yaml/v3"
+	"golang.org/x/net/idna"
 
 	"github.com/mayfly-sh/mayfly/internal/pgsql"
 	"github.com/mayfly-sh/mayfly/internal/yamlerr"
@@ -474,6 +475,7 @@ func (d *decoder) issuer(e kv) {
 		if err := checkIssuerURL(s, false); err != nil {
 			d.errf(v.val, path+".url", "%v", err)
 		} else {
+			d.lookalike(v.val, path+".url", s)
 			is.URL = s
 			is.Preset, is.Shared = classifyIssuer(s)
 		}
@@ -491,6 +493,7 @@ func (d *decoder) issuer(e kv) {
 			if err := checkIssuerURL(s, true); err != nil {
 				d.errf(v.val, path+".jwks_url", "%v", err)
 			} else {
+				d.lookalike(v.val, path+".jwks_url", s)
 				is.JWKSURL = s
 				is.jwksAt = d.at(d.node(v.val))
 			}
@@ -557,6 +560,27 @@ func checkIssuerURL(s string, queryOK bool) error {
 		return fmt.Errorf("%q must not have a query or fragment", shownURL(s))
 	}
 	return nil
+}
+
+// lookalike warns of a url (already checked) whose host is not ASCII: it
+// may be a look-alike of a known host ("tоken.actions.githubusercontent.com"
+// with a Cyrillic "о"), which in a policy under review reads as that host
+// while it trusts, or sends a credential to, whoever runs this one. The
+// warning shows the ASCII (punycode) form the host resolves to.
+func (d *decoder) lookalike(n *yaml.Node, path, s string) {
+	u, err := url.Parse(s)
+	if err != nil {
+		return
+	}
+	h := u.Hostname()
+	if !strings.ContainsFunc(h, func(r rune) bool { return r > 0x7f }) {
+		return
+	}
+	form := "and has no valid ASCII form"
+	if a, err := idna.Lookup.ToASCII(h); err == nil {
+		form = "its ASCII form is " + a
+	}
+	d.warnf(n, path, "host %q is not ASCII (%s): it may be a look-alike of another host; write the ASCII form if this host is the one meant", h, form)
 }
 
 // shownURL is s as an error may quote it, with no user info: whichever
@@ -639,6 +663,7 @@ func (d *decoder) upstream(e kv) {
 		if err != nil {
 			d.errf(v.val, path+".url", "%v", err)
 		} else {
+			d.lookalike(v.val, path+".url", s)
 			up.URL = norm
 			if plain {
 				d.warnf(v.val, path+".url", "plain http to a non-loopback host: the credential crosses the network unencrypted")
@@ -795,6 +820,7 @@ func (d *decoder) githubApp(e kv, path string, up *Upstream) {
 			case plain:
 				d.errf(v.val, path+".api_url", "plain http to a non-loopback host would send the App's tokens unencrypted")
 			default:
+				d.lookalike(v.val, path+".api_url", s)
 				app.APIURL = norm
 			}
 		}
