@@ -197,14 +197,16 @@ func testPolicy(p *policy.Policy, u *identity.Unverified, names []string, addr n
 }
 
 func printPolicyTest(w io.Writer, r *policyTestResult) {
+	// The token's claims are anyone's (its signature is not checked): an
+	// ESC sequence in sub could erase the verdict below or draw its own.
 	fmt.Fprintf(w, "note: %s\n", r.Note)
-	fmt.Fprintf(w, "token: iss %s, sub %s, aud %s", r.Iss, r.Claims["sub"], strings.Join(r.Audience, " "))
+	fmt.Fprintf(w, "token: iss %s, sub %s, aud %s", policy.Shown(r.Iss), policy.Shown(r.Claims["sub"]), policy.Shown(strings.Join(r.Audience, " ")))
 	if r.Expires != nil {
 		fmt.Fprintf(w, ", expires %s", r.Expires.Format(time.RFC3339))
 	}
 	fmt.Fprintln(w)
 	if r.IssuerProblem != "" {
-		fmt.Fprintf(w, "issuer: %s\n", r.IssuerProblem)
+		fmt.Fprintf(w, "issuer: %s\n", policy.Shown(r.IssuerProblem))
 	} else {
 		fmt.Fprintf(w, "issuer: %s\n", r.Issuer)
 	}
@@ -215,7 +217,7 @@ func printPolicyTest(w io.Writer, r *policyTestResult) {
 		case g.Granted:
 			fmt.Fprintf(w, "%s: granted\n", g.Grant)
 		default:
-			fmt.Fprintf(w, "%s: refused: %s\n", g.Grant, g.text)
+			fmt.Fprintf(w, "%s: refused: %s\n", policy.Shown(g.Grant), g.text)
 			for i, m := range g.Who {
 				if m == nil {
 					fmt.Fprintf(w, "  who[%d]: matches\n", i)

@@ -104,7 +104,7 @@ type Mismatch struct {
 
 func (m *Mismatch) String() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "who[%d].%s: expected ", m.Who, shown(m.Line))
+	fmt.Fprintf(&b, "who[%d].%s: expected ", m.Who, Shown(m.Line))
 	for i, v := range m.Expected {
 		if i > 0 {
 			b.WriteString(" or ")

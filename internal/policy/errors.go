@@ -19,7 +19,7 @@ type Error struct {
 // Error renders "file:line: path: reason".
 func (e *Error) Error() string {
 	var b strings.Builder
-	fmt.Fprintf(&b, "%s:%d: ", shown(e.File), e.Line)
+	fmt.Fprintf(&b, "%s:%d: ", Shown(e.File), e.Line)
 	if e.Path != "" {
 		b.WriteString(e.Path)
 		b.WriteString(": ")
@@ -89,16 +89,17 @@ func newError(at pos, path, format string, args ...any) *Error {
 	if line < 1 {
 		line = 1
 	}
-	return &Error{File: at.file, Line: line, Column: at.col, Path: shown(path), Msg: shown(fmt.Sprintf(format, args...))}
+	return &Error{File: at.file, Line: line, Column: at.col, Path: Shown(path), Msg: Shown(fmt.Sprintf(format, args...))}
 }
 
-// shown is s as a report may print it (problems, plan lines, refusals),
-// with every control or format character written as its Go escape ("\x1b",
-// "\n", "\u202e"). A policy under review is someone else's text, and its
+// Shown is s as a report may print it (problems, plan lines, refusals,
+// and what policy test shows of an ID token), with every control or
+// format character written as its Go escape ("\x1b", "\n", "\u202e").
+// A policy under review is someone else's text, and its
 // claim names, audiences and keys are free text: raw, an ESC sequence
 // erases the plan line that shows a wider trust, a line break forges a
 // "file:line:" problem, a bidi override reorders what the reviewer reads.
-func shown(s string) string {
+func Shown(s string) string {
 	if !strings.ContainsFunc(s, hidden) {
 		return s
 	}

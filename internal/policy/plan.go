@@ -209,7 +209,7 @@ func summary(sec string, f []field) string {
 	}
 	switch sec {
 	case "issuers", "upstreams":
-		return shown(get("url"))
+		return Shown(get("url"))
 	}
 	rules, who := 0, 0
 	for _, x := range f {
@@ -220,7 +220,7 @@ func summary(sec string, f []field) string {
 			who++
 		}
 	}
-	return fmt.Sprintf("upstream %s, ttl %s, %d allow rules, %d who entries", shown(get("upstream")), get("ttl"), rules, who)
+	return fmt.Sprintf("upstream %s, ttl %s, %d allow rules, %d who entries", Shown(get("upstream")), get("ttl"), rules, who)
 }
 
 func diff(old, new []field) string {
@@ -237,14 +237,14 @@ func diff(old, new []field) string {
 		ov, ok := om[f.key]
 		switch {
 		case !ok:
-			parts = append(parts, fmt.Sprintf("%s: + %s", shown(f.key), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: + %s", Shown(f.key), show(f.val)))
 		case ov != f.val:
-			parts = append(parts, fmt.Sprintf("%s: %s → %s", shown(f.key), show(ov), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: %s → %s", Shown(f.key), show(ov), show(f.val)))
 		}
 	}
 	for _, f := range old {
 		if _, ok := nm[f.key]; !ok {
-			parts = append(parts, fmt.Sprintf("%s: - %s", shown(f.key), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: - %s", Shown(f.key), show(f.val)))
 		}
 	}
 	return strings.Join(parts, "; ")
@@ -255,5 +255,5 @@ func show(v string) string {
 	if v == "" {
 		return "(none)"
 	}
-	return shown(v)
+	return Shown(v)
 }
