@@ -274,11 +274,18 @@ func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "invalid_request", "token given more than once")
 		return
 	}
-	if tok != "" {
-		if err := a.cfg.Authority.RevokeToken(r.Context(), tok, a.cfg.ClientAddr(r), "revoked by holder"); err != nil {
-			a.fail(w, r, err)
-			return
-		}
+	if tok == "" {
+		// RFC 7009 section 2.1: the token is required, in a form body.
+		// One the server cannot read (JSON, the URL, a compressed body,
+		// an empty value) must not be answered as revoked: its sender
+		// would take a token that still works for dead.
+		writeError(w, http.StatusBadRequest, "invalid_request",
+			"token missing: send it in a form body (Content-Type: application/x-www-form-urlencoded, token=…); nothing was revoked")
+		return
+	}
+	if err := a.cfg.Authority.RevokeToken(r.Context(), tok, a.cfg.ClientAddr(r), "revoked by holder"); err != nil {
+		a.fail(w, r, err)
+		return
 	}
 	// RFC 7009: 200 whether or not the token was known.
 	w.WriteHeader(http.StatusOK)
