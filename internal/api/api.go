@@ -187,6 +187,7 @@ type API struct {
 	metrics  *metrics
 	tokenRL  *ratelimit.Limiter
 	renewRL  *ratelimit.Limiter // renewals, at the exchanges' rate, counted apart
+	revokeRL *ratelimit.Limiter // revocations (RFC 7009), likewise
 	issuerRL *ratelimit.Limiter
 	leakRL   *ratelimit.Limiter
 	leakGate *gate
@@ -229,6 +230,10 @@ func New(cfg Config) (*API, error) {
 	// entry: as many a second as exchanges, in a table of their own so
 	// that renewing jobs never take the fleet's exchanges.
 	a.renewRL = ratelimit.New(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
+	// A revocation reads its body (up to the read deadline) and may read
+	// the store for its token: bounded per address as exchanges are (each
+	// token revoked was exchanged once), in a table of its own.
+	a.revokeRL = ratelimit.New(cfg.Limits.TokenRate, cfg.Limits.TokenBurst, cfg.Limits.RateLimitTables)
 	a.issuerRL = ratelimit.New(cfg.Limits.IssuerRate, cfg.Limits.IssuerBurst, 10000)
 	a.leakRL = ratelimit.New(cfg.Limits.LeakRate, cfg.Limits.LeakBurst, cfg.Limits.RateLimitTables)
 	a.leakGate = newGate(cfg.Limits.LeakConcurrency, cfg.Limits.LeakQueue)

@@ -4,8 +4,11 @@ import (
 	"bytes"
 	"compress/gzip"
 	"context"
+	"io"
+	"net/http"
 	"net/http/httptest"
 	"net/url"
+	"strings"
 	"testing"
 	"time"
 
@@ -106,4 +109,63 @@ func TestRevokeWithoutAReadableTokenSaysSo(t *testing.T) {
 			}
 		})
 	}
+}
+
+// Each revocation reads a form body (for up to the API's 30 s read
+// deadline) and looks its token up, in the store when this node's view
+// does not hold it. Unlimited, one address held as many revocations open
+// at once as its connections carry (HTTP/2: 250 streams each) and made the
+// store read at will with made-up tokens. Revocations are limited per
+// address as exchanges are (token_rate, token_burst, counted apart),
+// refused before the body is read, 429 with Retry-After; another address
+// is not held back.
+func TestRevokeIsRateLimitedPerAddress(t *testing.T) {
+	const burst = 3
+	a, leases := revokeAPI(t, Limits{TokenRate: 0.001, TokenBurst: burst})
+	tok, _, err := leases.Issue(context.Background(), lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"g"}, TTL: time.Minute, MaxTTL: time.Hour})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revoke := func(from string, body io.Reader) *httptest.ResponseRecorder {
+		r := httptest.NewRequest("POST", "/v1/revoke", body)
+		r.RemoteAddr = from + ":40000"
+		r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		w := httptest.NewRecorder()
+		a.ServeHTTP(w, r)
+		return w
+	}
+	for i := range burst {
+		junk, _ := token.New(token.Job)
+		if w := revoke("192.0.2.1", strings.NewReader("token="+junk)); w.Code != 200 {
+			t.Fatalf("revocation %d of %d from one address: %d %s, want 200", i+1, burst, w.Code, w.Body)
+		}
+	}
+	body := &watchedBody{Reader: strings.NewReader("token=" + tok)}
+	w := revoke("192.0.2.1", body)
+	if w.Code != http.StatusTooManyRequests || w.Header().Get("Retry-After") == "" {
+		t.Fatalf("revocation past the burst: %d %s (Retry-After %q), want 429 with Retry-After", w.Code, w.Body, w.Header().Get("Retry-After"))
+	}
+	if body.read {
+		t.Fatal("the refused revocation's body was read")
+	}
+	if _, err := leases.Lookup(context.Background(), tok); err != nil {
+		t.Fatalf("a refused revocation revoked the token: %v", err)
+	}
+	if w := revoke("198.51.100.9", strings.NewReader("token="+tok)); w.Code != 200 {
+		t.Fatalf("another address's revocation: %d %s, want 200", w.Code, w.Body)
+	}
+	if _, err := leases.Lookup(context.Background(), tok); err == nil {
+		t.Fatal("another address's revocation left the token live")
+	}
+}
+
+// watchedBody says whether anything read it.
+type watchedBody struct {
+	io.Reader
+	read bool
+}
+
+func (b *watchedBody) Read(p []byte) (int, error) {
+	b.read = true
+	return b.Reader.Read(p)
 }

@@ -266,6 +266,14 @@ func (a *API) renew(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) revoke(w http.ResponseWriter, r *http.Request) {
+	// Refused before the body is read: unlimited, one address held as
+	// many revocations open at once as its connections carry (HTTP/2: 250
+	// streams each) and made the store read for made-up tokens at will.
+	if !a.revokeRL.Allow(clientip.RateKey(a.cfg.ClientAddr(r))) {
+		w.Header().Set("Retry-After", "1")
+		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many revocations from this address")
+		return
+	}
 	if !a.parseForm(w, r) {
 		return
 	}
