@@ -204,10 +204,21 @@ func (a *API) readJSON(w http.ResponseWriter, r *http.Request, v any) bool {
 	if tooLong(w, r, a.cfg.Limits.MaxBody, http.StatusBadRequest, "malformed JSON body: too large") {
 		return false
 	}
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxBody))
+	if err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "malformed JSON body")
+		return false
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	if err := dec.Decode(v); err != nil {
 		writeError(w, http.StatusBadRequest, "invalid_request", "malformed JSON body")
+		return false
+	}
+	// What encoding/json took without a word, another reader of the
+	// request could take otherwise (checkStrictJSON).
+	if err := checkStrictJSON(b); err != nil {
+		writeError(w, http.StatusBadRequest, "invalid_request", "malformed JSON body: "+err.Error())
 		return false
 	}
 	return true
