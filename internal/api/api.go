@@ -19,6 +19,7 @@ import (
 	"net/netip"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -200,6 +201,51 @@ type API struct {
 	leakBudget *budget
 	adminRL    *ratelimit.Limiter
 	signInRL   *ratelimit.Limiter // sign-ins started (admin_rate), per address
+	// ready is /readyz's store ping, shared by the requests that arrive
+	// while it is under way.
+	ready sharedPing
+}
+
+// sharedPing runs at most one store ping at a time: callers that arrive
+// while one is under way wait for its answer. /readyz is unauthenticated,
+// and a ping per request let one caller hold the store's few connections
+// (PostgreSQL: the pool every exchange and lease write needs) at will.
+type sharedPing struct {
+	mu  sync.Mutex
+	cur *pingRun
+}
+
+type pingRun struct {
+	done chan struct{}
+	err  error
+}
+
+// ping answers ping's result, from the one under way or a new one; it
+// returns early with ctx's error when ctx ends first. The ping runs under
+// its own timeout, so one caller leaving does not fail the others.
+func (p *sharedPing) ping(ctx context.Context, timeout time.Duration, ping func(context.Context) error) error {
+	p.mu.Lock()
+	run := p.cur
+	if run == nil {
+		run = &pingRun{done: make(chan struct{})}
+		p.cur = run
+		pctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), timeout)
+		go func() {
+			defer cancel()
+			run.err = ping(pctx)
+			p.mu.Lock()
+			p.cur = nil
+			p.mu.Unlock()
+			close(run.done)
+		}()
+	}
+	p.mu.Unlock()
+	select {
+	case <-run.done:
+		return run.err
+	case <-ctx.Done():
+		return ctx.Err()
+	}
 }
 
 // New builds the API.
@@ -406,7 +452,7 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	checks := map[string]string{}
 	ready := true
-	if err := a.cfg.Store.Ping(ctx); err != nil {
+	if err := a.ready.ping(ctx, 3*time.Second, a.cfg.Store.Ping); err != nil {
 		checks["store"] = "not writable"
 		ready = false
 	} else {
