@@ -158,8 +158,9 @@ function tunnel(proxy, host, port, timeoutMs) {
 
 // revoke POSTs token=<t> to <server>/v1/revoke (RFC 7009; holding the token
 // is enough), through HTTPS_PROXY as `mayfly login` reached the server
-// (proxyFor). It resolves to the HTTP status and never rejects: the caller
-// decides what a failure means. The token is never part of a message.
+// (proxyFor). It resolves to the HTTP status (and a 429's Retry-After) and
+// never rejects: the caller decides what a failure means. The token is
+// never part of a message.
 function revoke(server, token, caFile, timeoutMs = 15000) {
   return new Promise((resolve) => {
     let url;
@@ -207,7 +208,7 @@ function revoke(server, token, caFile, timeoutMs = 15000) {
       }
       const req = mod.request(url, opts, (res) => {
         res.resume();
-        res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, reason: `HTTP ${res.statusCode}` }));
+        res.on('end', () => finish({ ok: res.statusCode === 200, status: res.statusCode, retryAfter: res.headers['retry-after'], reason: `HTTP ${res.statusCode}` }));
         res.on('error', (e) => finish({ ok: false, reason: e.code || e.message }));
       });
       req.on('timeout', () => { req.destroy(new Error(`timed out after ${timeoutMs} ms`)); });

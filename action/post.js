@@ -25,9 +25,18 @@ async function post() {
     let r;
     for (let attempt = 1; attempt <= 3; attempt++) {
       r = await lib.revoke(server, token, caFile);
-      // A 4xx will not get better by asking again.
-      if (r.ok || (r.status >= 400 && r.status < 500) || attempt === 3) break;
-      await new Promise((res) => setTimeout(res, 500 * attempt));
+      // A 4xx will not get better by asking again, but for a 429 (the
+      // server's per-address limit, shared by a fleet behind one NAT
+      // address): that one is asked again after its Retry-After, at most
+      // 10 s, so that the post step stays short.
+      const limited = r.status === 429;
+      if (r.ok || (r.status >= 400 && r.status < 500 && !limited) || attempt === 3) break;
+      let wait = 500 * attempt;
+      if (limited) {
+        const after = Number.parseInt(r.retryAfter, 10);
+        wait = Number.isFinite(after) && after > 0 ? Math.min(after, 10) * 1000 : 1000;
+      }
+      await new Promise((res) => setTimeout(res, wait));
     }
     if (r.ok) {
       lib.info(`mayfly: job token revoked at ${server}`);

@@ -105,15 +105,17 @@ function fixture(t, { response, exitCode = 0, stderrLine = '' } = {}) {
   return f;
 }
 
-// revokeServer records POST /v1/revoke forms; status is what it answers.
-async function revokeServer(t, status = 200) {
+// revokeServer records POST /v1/revoke forms; status is what it answers
+// (a list: one status per request, the last repeated), with headers.
+async function revokeServer(t, status = 200, headers = {}) {
   const seen = [];
+  const statuses = [].concat(status);
   const srv = http.createServer((req, res) => {
     let body = '';
     req.on('data', (d) => { body += d; });
     req.on('end', () => {
       seen.push({ method: req.method, url: req.url, type: req.headers['content-type'], form: Object.fromEntries(new URLSearchParams(body)) });
-      res.writeHead(status, { 'Content-Type': 'application/json' });
+      res.writeHead(statuses[Math.min(seen.length, statuses.length) - 1], { 'Content-Type': 'application/json', ...headers });
       res.end('{}');
     });
   });
@@ -388,6 +390,20 @@ test('post: a 4xx answer is not retried', async (t) => {
   assert.equal(p.code, 0);
   assert.equal(rs.seen.length, 1);
   assert.match(p.stdout, /::warning::.*HTTP 400/);
+});
+
+// A 429 (the server's per-address limit on revocations, shared by a CI
+// fleet behind one NAT address) is asked again after its Retry-After,
+// capped so that the post step stays short.
+test('post: a 429 answer is retried after its Retry-After', async (t) => {
+  const rs = await revokeServer(t, [429, 200], { 'Retry-After': '1' });
+  const f = fixture(t);
+  const start = Date.now();
+  const p = await run('post.js', { ...f.baseEnv, STATE_token: TOKEN, STATE_server: rs.url });
+  assert.equal(p.code, 0);
+  assert.equal(rs.seen.length, 2);
+  assert.ok(Date.now() - start >= 1000, 'waited for Retry-After');
+  assert.match(p.stdout, /job token revoked/);
 });
 
 // On a Windows runner a program on PATH is NAME.exe: mayfly.exe
