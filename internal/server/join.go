@@ -161,7 +161,7 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	if err := checkJoinKeys(ctx, o.Postgres, master, signer); err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}
-	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 3})
+	st, err := store.Open(ctx, store.Config{PostgresDSN: o.Postgres, MaxConns: 4})
 	if err != nil {
 		return nil, fmt.Errorf("join: %w", err)
 	}

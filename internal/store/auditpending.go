@@ -188,9 +188,10 @@ func (db *DB) AuditSequenced(ctx context.Context, start int64, limit int) (idx, 
 // AuditSequencer is the right to sequence pending audit entries, held by
 // one node at a time.
 type AuditSequencer struct {
-	db   *DB
-	conn *sql.Conn // PostgreSQL: the session holding the lock
-	pid  int64     // that session's backend pid
+	db     *DB
+	conn   *sql.Conn // PostgreSQL: the session holding the lock
+	pid    int64     // that session's backend pid
+	closed bool
 }
 
 // TryAuditSequencer takes the right to sequence if no other node holds it,
@@ -200,8 +201,12 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 	if !db.postgres {
 		return &AuditSequencer{db: db}, nil
 	}
+	if err := db.takeRight(true); err != nil {
+		return nil, fmt.Errorf("store: audit sequencer: %w", err)
+	}
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
+		db.dropRight(true)
 		return nil, fmt.Errorf("store: audit sequencer: connecting: %w", err)
 	}
 	var ok bool
@@ -210,10 +215,12 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 	if err := conn.QueryRowContext(ctx, q, auditSequencerLock).Scan(&ok, &pid); err != nil {
 		conn.Raw(func(any) error { return driver.ErrBadConn }) // drop it: the session's state is unknown
 		conn.Close()
+		db.dropRight(true)
 		return nil, fmt.Errorf("store: audit sequencer: locking: %w", err)
 	}
 	if !ok {
 		conn.Close()
+		db.dropRight(true)
 		return nil, nil
 	}
 	// The sequencer's statements read and delete pending records by id,
@@ -227,6 +234,7 @@ func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
 	if _, err := conn.ExecContext(ctx, `SELECT set_config('plan_cache_mode', 'force_generic_plan', false), set_config('enable_seqscan', 'off', false)`); err != nil {
 		conn.Raw(func(any) error { return driver.ErrBadConn })
 		conn.Close()
+		db.dropRight(true)
 		return nil, fmt.Errorf("store: audit sequencer: configuring its session: %w", err)
 	}
 	return &AuditSequencer{db: db, conn: conn, pid: pid}, nil
@@ -371,9 +379,11 @@ SELECT 1 / CASE WHEN (SELECT ok FROM chk) AND (SELECT count(*) FROM del) = $6 TH
 
 // Close gives up the right to sequence.
 func (s *AuditSequencer) Close() error {
-	if s.conn == nil {
+	if s.conn == nil || s.closed {
 		return nil
 	}
+	s.closed = true
+	defer s.db.dropRight(true)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	_, err := s.conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1, hashtext(current_schema()))`, auditSequencerLock)

@@ -22,7 +22,6 @@ func TestAuditWriter(t *testing.T) {
 		feed   bool
 		pool   int
 	}{
-		{3, false, false, 1},
 		{4, false, false, 2},
 		{5, true, false, 2},
 		{6, true, true, 2},

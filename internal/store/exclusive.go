@@ -21,8 +21,10 @@ const exclusiveLock = 7303887
 // releases it or its session dies. On SQLite, whose one writer is this
 // process, it is always granted.
 type Exclusive struct {
-	conn *sql.Conn
-	name string
+	db       *DB
+	conn     *sql.Conn
+	name     string
+	released bool
 }
 
 // TryExclusive takes the right called name if no other node holds it, and
@@ -31,8 +33,12 @@ func (db *DB) TryExclusive(ctx context.Context, name string) (*Exclusive, error)
 	if !db.postgres {
 		return &Exclusive{name: name}, nil
 	}
+	if err := db.takeRight(false); err != nil {
+		return nil, fmt.Errorf("store: exclusive %s: %w", name, err)
+	}
 	conn, err := db.write.Conn(ctx)
 	if err != nil {
+		db.dropRight(false)
 		return nil, fmt.Errorf("store: exclusive %s: connecting: %w", name, err)
 	}
 	var ok bool
@@ -40,13 +46,15 @@ func (db *DB) TryExclusive(ctx context.Context, name string) (*Exclusive, error)
 	if err := conn.QueryRowContext(ctx, q, exclusiveLock, name).Scan(&ok); err != nil {
 		conn.Raw(func(any) error { return driver.ErrBadConn }) // its session's state is unknown: drop it
 		conn.Close()
+		db.dropRight(false)
 		return nil, fmt.Errorf("store: exclusive %s: locking: %w", name, err)
 	}
 	if !ok {
 		conn.Close()
+		db.dropRight(false)
 		return nil, nil
 	}
-	return &Exclusive{conn: conn, name: name}, nil
+	return &Exclusive{db: db, conn: conn, name: name}, nil
 }
 
 // Alive reports whether the right is still held: on PostgreSQL, whether
@@ -68,9 +76,11 @@ func (x *Exclusive) Alive(ctx context.Context) error {
 // is then dropped rather than returned to the pool, so that a failed
 // unlock can never leave the lock held by an idle pooled session.
 func (x *Exclusive) Release() error {
-	if x.conn == nil {
+	if x.conn == nil || x.released {
 		return nil
 	}
+	x.released = true
+	defer x.db.dropRight(false)
 	ctx, cancel := context.WithTimeout(context.Background(), releaseTimeout)
 	defer cancel()
 	q := `SELECT pg_advisory_unlock($1, hashtext(current_schema() || ':' || $2))`

@@ -48,6 +48,10 @@ var (
 	// longer exists (the writer missed a master-key rotation); nothing
 	// was written.
 	ErrKeyVersionGone = errors.New("store: keyring version no longer exists")
+	// ErrConnBudget: a right (TryExclusive, TryAuditSequencer) was
+	// refused because the session it holds would take a pooled
+	// connection the rest of the node needs.
+	ErrConnBudget = errors.New("store: the connection budget has no pooled connection to spare for this right")
 	// ErrSecretChanged: a write made from one version of a secret (a
 	// rotation's) found that version no longer live: the secret was
 	// replaced or deleted since it was read. Nothing was written.
@@ -69,7 +73,8 @@ type Config struct {
 	// MaxConns is the most PostgreSQL connections this handle opens: the
 	// pool, the lease listener, the lease notifier, from 5 on the audit
 	// writer and from 6 on the lease feed's reader together (default
-	// DefaultMaxConns).
+	// DefaultMaxConns, at least 4). The audit sequencer's session and
+	// exclusive rights' sessions are pooled connections (takeRight).
 	// Every node of a cluster holds up to this many: their sum must stay
 	// below the server's max_connections (100 by default).
 	MaxConns int
@@ -100,6 +105,13 @@ type DB struct {
 	stmts    *stmtCache   // SQLite only
 	auditW   *auditWriter // PostgreSQL with a budget of 5 or more: records written-mode pending audit entries
 	feed     *sql.DB      // PostgreSQL with a budget of 6 or more: the lease feed's reader (feedReaderBudget)
+
+	// PostgreSQL: the pool's size, and the pooled connections that
+	// rights hold for as long as they are held (takeRight).
+	pool     int
+	rightsMu sync.Mutex
+	seqs     int // the audit sequencer's sessions
+	excls    int // exclusive rights' sessions
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
@@ -231,8 +243,11 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 	if maxConns == 0 {
 		maxConns = DefaultMaxConns
 	}
-	if maxConns < 3 {
-		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 3: the pool, the lease listener and notifier)", maxConns)
+	if maxConns < 4 {
+		// A pool of one was the audit sequencer's whenever this node
+		// sequenced, and every other read and write (a revocation) of
+		// the node waited for it.
+		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 4: two pooled, one for the audit sequencer and one for everything else, the lease listener and notifier)", maxConns)
 	}
 	p, err := sql.Open("pgx", dsn)
 	if err != nil {
@@ -277,7 +292,58 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		}
 		return nil, fmt.Errorf("store: connect postgres: %w", redactDSNErr(err, dsn))
 	}
-	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw, feed: feed}, nil
+	return &DB{postgres: true, dsn: dsn, write: p, read: p, auditW: aw, feed: feed, pool: pool}, nil
+}
+
+// minFree is how many pooled connections the rights held for long (the
+// audit sequencer's session, exclusive rights' sessions) always leave to
+// everything else: every read, and the committer's transactions.
+const minFree = 1
+
+// takeRight counts a pooled connection about to be held for as long as a
+// right is (seq: the audit sequencer's; else an exclusive right's), or
+// refuses it: the rights must leave minFree connections to everything
+// else, and exclusive rights also one for the audit sequencer, which a
+// node may have to become at any time. A node whose pool the rights held
+// whole stalled every read and write, revocations included, until one was
+// given up (never, for an exclusive right whose session stayed up).
+// SQLite holds no connection for a right.
+func (db *DB) takeRight(seq bool) error {
+	if !db.postgres {
+		return nil
+	}
+	db.rightsMu.Lock()
+	defer db.rightsMu.Unlock()
+	seqs, excls := db.seqs, db.excls
+	if seq {
+		seqs++
+	} else {
+		excls++
+		seqs = max(seqs, 1)
+	}
+	if seqs+excls+minFree > db.pool {
+		return fmt.Errorf("%w: a pool of %d connections keeps one for the audit sequencer and %d for everything else, and %d are held by rights already: raise postgres_max_conns", ErrConnBudget, db.pool, minFree, db.seqs+db.excls)
+	}
+	if seq {
+		db.seqs++
+	} else {
+		db.excls++
+	}
+	return nil
+}
+
+// dropRight gives back what takeRight counted.
+func (db *DB) dropRight(seq bool) {
+	if !db.postgres {
+		return
+	}
+	db.rightsMu.Lock()
+	defer db.rightsMu.Unlock()
+	if seq {
+		db.seqs--
+	} else {
+		db.excls--
+	}
 }
 
 // ownConn opens a connection of its own (a pool of one) whose session has
