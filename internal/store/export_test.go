@@ -70,3 +70,37 @@ func (db *DB) PlanEndAdminSessions(ctx context.Context) (string, error) {
 	}
 	return strings.Join(plan, "\n"), rows.Err()
 }
+
+// SessionSettings reads setting on each kind of session a node opens on
+// PostgreSQL: the shared pool's, the audit sequencer's (taken for the
+// call), the lease notifier's and the lease listener's.
+func (db *DB) SessionSettings(ctx context.Context, setting string) (map[string]string, error) {
+	out := map[string]string{}
+	q := `SELECT current_setting($1)`
+	var v string
+	if err := db.read.QueryRowContext(ctx, q, setting).Scan(&v); err != nil {
+		return nil, fmt.Errorf("pool: %w", err)
+	}
+	out["pool"] = v
+	seq, err := db.TryAuditSequencer(ctx)
+	if err != nil || seq == nil {
+		return nil, fmt.Errorf("sequencer: %v", err)
+	}
+	err = seq.conn.QueryRowContext(ctx, q, setting).Scan(&v)
+	seq.Close()
+	if err != nil {
+		return nil, fmt.Errorf("sequencer: %w", err)
+	}
+	out["sequencer"] = v
+	if err := db.NotifyLeases(ctx, "probe"); err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
+	db.notifyMu.Lock()
+	err = db.notifier.QueryRow(ctx, q, setting).Scan(&v)
+	db.notifyMu.Unlock()
+	if err != nil {
+		return nil, fmt.Errorf("notifier: %w", err)
+	}
+	out["notifier"] = v
+	return out, nil
+}

@@ -55,9 +55,9 @@ func (db *DB) NotifyLeases(ctx context.Context, payload string) error {
 	db.notifyMu.Lock()
 	defer db.notifyMu.Unlock()
 	if db.notifier == nil || db.notifier.IsClosed() {
-		cfg, err := pgx.ParseConfig(db.dsn)
+		cfg, err := pgConfig(db.dsn)
 		if err != nil {
-			return fmt.Errorf("store: notify: %w", redactDSNErr(err, db.dsn))
+			return fmt.Errorf("store: notify: %w", err)
 		}
 		// A notification needs a transaction id, hence a commit record;
 		// it need not wait for the disk (a lost one costs a poll).
@@ -122,8 +122,12 @@ func (db *DB) ListenLeases(ctx context.Context, fn func(payload string), onErr f
 var errQuiet = errors.New("store: listen: quiet channel")
 
 func (db *DB) listenOnce(ctx context.Context, fn func(string), connected func()) error {
+	cfg, err := pgConfig(db.dsn)
+	if err != nil {
+		return fmt.Errorf("store: listen: %w", err)
+	}
 	cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
-	conn, err := pgx.Connect(cctx, db.dsn)
+	conn, err := pgx.ConnectConfig(cctx, cfg)
 	cancel()
 	if err != nil {
 		return fmt.Errorf("store: listen: %w", redactDSNErr(err, db.dsn))

@@ -11,7 +11,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/stdlib"
 )
 
@@ -117,9 +116,9 @@ func sqliteURI(abs string) string {
 }
 
 func openPostgresReadOnly(ctx context.Context, dsn string) (*DB, error) {
-	pc, err := pgx.ParseConfig(dsn)
+	pc, err := pgConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+		return nil, err
 	}
 	// Every transaction of these sessions is read-only unless it says
 	// otherwise, and none of the reads does: the server refuses a write.

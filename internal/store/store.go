@@ -249,10 +249,11 @@ func openPostgres(ctx context.Context, dsn string, maxConns int) (*DB, error) {
 		// the node waited for it.
 		return nil, fmt.Errorf("store: open postgres: a connection budget of %d is too small (at least 4: two pooled, one for the audit sequencer and one for everything else, the lease listener and notifier)", maxConns)
 	}
-	p, err := sql.Open("pgx", dsn)
+	cfg, err := pgConfig(dsn)
 	if err != nil {
-		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+		return nil, err
 	}
+	p := stdlib.OpenDB(*cfg)
 	// Two connections of the budget are the lease listener's and
 	// notifier's, from 5 on one is the audit writer's and from 6 on one
 	// the lease feed reader's (the pool keeps at least 2: the audit
@@ -346,12 +347,38 @@ func (db *DB) dropRight(seq bool) {
 	}
 }
 
-// ownConn opens a connection of its own (a pool of one) whose session has
-// settings the shared pool's sessions must not have.
-func ownConn(dsn string, settings map[string]string) (*sql.DB, error) {
+// pgConfig parses dsn into the configuration of every session a node
+// opens: the DSN's own settings, and server-side TCP keepalives unless it
+// sets them. They ask PostgreSQL to probe a session's connection after
+// 10 s of silence and to drop it after three unanswered probes 5 s apart:
+// without them, a node cut off from the database by the network (no FIN,
+// no RST) kept its sessions on the server, and with them the audit
+// sequencer's and the exclusive rights' advisory locks, for the operating
+// system's default of two hours, so no other node could take over the
+// log. Unix sockets ignore them.
+func pgConfig(dsn string) (*pgx.ConnConfig, error) {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
 		return nil, fmt.Errorf("store: open postgres: %w", redactDSNErr(err, dsn))
+	}
+	for _, kv := range [...][2]string{
+		{"tcp_keepalives_idle", "10"},
+		{"tcp_keepalives_interval", "5"},
+		{"tcp_keepalives_count", "3"},
+	} {
+		if _, set := cfg.RuntimeParams[kv[0]]; !set {
+			cfg.RuntimeParams[kv[0]] = kv[1]
+		}
+	}
+	return cfg, nil
+}
+
+// ownConn opens a connection of its own (a pool of one) whose session has
+// settings the shared pool's sessions must not have.
+func ownConn(dsn string, settings map[string]string) (*sql.DB, error) {
+	cfg, err := pgConfig(dsn)
+	if err != nil {
+		return nil, err
 	}
 	maps.Copy(cfg.RuntimeParams, settings)
 	c := stdlib.OpenDB(*cfg)
