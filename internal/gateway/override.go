@@ -26,12 +26,12 @@ import (
 // Express's method-override, ASP.NET and Spring's HiddenHttpMethodFilter
 // read it from a header (X-HTTP-Method-Override and relatives; CGI-style
 // servers map "_" and "-" in header names alike), from a `_method` query or
-// form parameter (PHP also turns "." and " " in parameter names into "_"),
-// from a field of a multipart form, or from a top-level `_method` member of
-// a JSON body (Laravel, Express with a body getter). The gateway finds
-// every method a request names in any of these places, so that the policy
-// can allow or refuse each one. A body it cannot inspect fully is refused,
-// never forwarded unchecked.
+// form parameter (Salesforce's REST API: `_HttpMethod`; PHP also turns "."
+// and " " in parameter names into "_"), from a field of a multipart form,
+// or from a top-level `_method` member of a JSON body (Laravel, Express
+// with a body getter). The gateway finds every method a request names in
+// any of these places, so that the policy can allow or refuse each one. A
+// body it cannot inspect fully is refused, never forwarded unchecked.
 
 // overrideError is a request the override checks refuse: its status
 // (400, 413 or 415) and a reason that never quotes a header or body value
@@ -116,10 +116,12 @@ func paramKey(k string) string {
 	}, k)
 }
 
-// isOverrideParam reports whether a parameter (by paramKey) names a method.
+// isOverrideParam reports whether a parameter (by paramKey) names a method:
+// also Salesforce's _HttpMethod, which its REST API runs instead of a
+// POST's (?_HttpMethod=PATCH, ?_HttpMethod=DELETE).
 func isOverrideParam(k string) bool {
 	switch k {
-	case "_method", "x_http_method", "x_http_method_override", "x_method_override", "__method__":
+	case "_method", "x_http_method", "x_http_method_override", "x_method_override", "__method__", "_httpmethod":
 		return true
 	}
 	return strings.Contains(k, "method_override")

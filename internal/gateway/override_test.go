@@ -841,3 +841,42 @@ func TestMultipartManyNamesBounded(t *testing.T) {
 		})
 	}
 }
+
+// Salesforce's REST API runs the method a POST names in its _HttpMethod
+// query parameter (?_HttpMethod=PATCH, ?_HttpMethod=DELETE: its documented
+// way for clients that cannot send PATCH). A grant that allows POST on a
+// record's path must not let a job delete or update the record that way.
+func TestHttpMethodOverrideParam(t *testing.T) {
+	for _, k := range []string{"_HttpMethod", "_httpmethod", "_HTTPMETHOD", "%5FHttpMethod", "_HttpMethod[]"} {
+		got, err := formOverrides(k+"=DELETE", nil)
+		if err != nil || !slices.Equal(got, []string{"DELETE"}) {
+			t.Errorf("%s=DELETE: %v, %v; want DELETE", k, got, err)
+		}
+	}
+
+	h := newHarness(t)
+	tok := h.issue(lease.Request{Grants: []string{"read"}}) // POST only on /repos/acme/app/deployments
+	for _, tc := range []struct{ name, query, ctype, body string }{
+		{"query", "?_HttpMethod=DELETE", "", ""},
+		{"query PATCH", "?a=1&_HttpMethod=PATCH", "application/json", `{"a":1}`},
+		{"form", "", "application/x-www-form-urlencoded", "a=1&_HttpMethod=DELETE"},
+		{"json", "", "application/json", `{"_HttpMethod":"DELETE"}`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := h.up.count()
+			req, _ := http.NewRequest("POST", h.srv.URL+"/gw/api/repos/acme/app/deployments"+tc.query, strings.NewReader(tc.body))
+			req.Header.Set("Authorization", "Bearer "+tok)
+			if tc.ctype != "" {
+				req.Header.Set("Content-Type", tc.ctype)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusForbidden || h.up.count() != before {
+				t.Fatalf("status %d, forwarded %d: a POST naming another method in _HttpMethod got through", resp.StatusCode, h.up.count()-before)
+			}
+		})
+	}
+}
