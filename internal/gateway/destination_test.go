@@ -1,10 +1,14 @@
 package gateway
 
 import (
+	"io"
 	"net/http"
 	"strings"
+	"sync"
 	"testing"
 
+	"github.com/mayfly-sh/mayfly/internal/audit"
+	"github.com/mayfly-sh/mayfly/internal/auditlog"
 	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 )
@@ -101,4 +105,95 @@ func FuzzDestinationPath(f *testing.F) {
 			t.Fatalf("%q: %q cleans again to %q, %v", d, clean, again, err)
 		}
 	})
+}
+
+// The request's entry says what the upstream was allowed to run: every
+// method an override names and the Destination it writes to, not only the
+// request line, which an auditor would otherwise take for all of it (a
+// POST that ran a MOVE onto another path).
+func TestAuditNamesOverridesAndDestination(t *testing.T) {
+	tests := []struct {
+		name      string
+		method    string
+		hdr       map[string]string
+		overrides any // the decision's detail.overrides
+		dest      any // its detail.destination
+	}{
+		{"plain", "POST", nil, nil, nil},
+		{"override", "POST", map[string]string{"X-HTTP-Method-Override": "MOVE, move"}, "MOVE", nil},
+		{"destination", "COPY", map[string]string{"Destination": "/gw/api/dav/in/sub/c%20d"}, nil, "/dav/in/sub/c d"},
+		{"both", "POST", map[string]string{"X-HTTP-Method-Override": "COPY", "Destination": "/gw/api/dav/in/b"}, "COPY", "/dav/in/b"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			h := newHarness(t)
+			tok := h.issue(lease.Request{Grants: []string{"dav"}})
+			req, _ := http.NewRequest(tt.method, h.srv.URL+"/gw/api/dav/in/a", nil)
+			req.Header.Set("Authorization", "Bearer "+tok)
+			for k, v := range tt.hdr {
+				req.Header.Set(k, v)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != http.StatusOK {
+				t.Fatalf("status %d", resp.StatusCode)
+			}
+			es := h.waitEntries(2)
+			if len(es) != 2 || es[0].Type != TypeRequest || es[0].Method != tt.method {
+				t.Fatalf("entries %+v", es)
+			}
+			d := es[0].Detail
+			if d["decision"] != "allow" || d["overrides"] != tt.overrides || d["destination"] != tt.dest {
+				t.Fatalf("detail %v; want overrides %v, destination %v", d, tt.overrides, tt.dest)
+			}
+		})
+	}
+}
+
+// finishRecorder keeps the events a gateway finishes its requests with:
+// with a journal (embedded SQLite) each is the request's one entry.
+type finishRecorder struct {
+	*failingAuditor
+	mu    sync.Mutex
+	whole []audit.Event
+}
+
+func (f *finishRecorder) Finish(in *auditlog.Intent, whole audit.Event, outcomeType string) {
+	f.mu.Lock()
+	f.whole = append(f.whole, whole)
+	f.mu.Unlock()
+	f.failingAuditor.Finish(in, whole, outcomeType)
+}
+
+// A response cut off mid-body keeps what its decision said beside
+// "aborted": where the decision and outcome make one entry, the overrides
+// and Destination must not be lost with it.
+func TestAbortedEntryKeepsOverrides(t *testing.T) {
+	h := newHarness(t)
+	rec := &finishRecorder{failingAuditor: h.aud}
+	h.gw.cfg.Auditor = rec
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	req, _ := http.NewRequest("GET", h.srv.URL+"/gw/api/abort", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("X-HTTP-Method-Override", "GET")
+	resp, err := http.DefaultClient.Do(req)
+	if err == nil {
+		_, err = io.ReadAll(resp.Body)
+		resp.Body.Close()
+	}
+	if err == nil {
+		t.Fatal("a cut-off body reached the client whole")
+	}
+	h.waitEntries(2)
+	rec.mu.Lock()
+	defer rec.mu.Unlock()
+	if len(rec.whole) != 1 {
+		t.Fatalf("%d finished requests, want 1", len(rec.whole))
+	}
+	if d := rec.whole[0].Detail; d["aborted"] != true || d["overrides"] != "GET" || d["decision"] != "allow" {
+		t.Fatalf("finished with detail %v", d)
+	}
 }

@@ -128,6 +128,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/netip"
+	"slices"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -604,7 +605,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.ev.Secret, rq.ev.SecretVersion = up.Credential.Secret, cred.version
-	rq.ev.Detail = g.allowDetail(dec.Rule)
+	rq.ev.Detail = g.allowDetail(dec.Rule, methods, dest)
 	red, err := g.redactor(cred, rq.tok)
 	if err != nil {
 		g.log.Warn("gateway: response masker", "upstream", up.Name, "err", err)
@@ -674,12 +675,33 @@ func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName st
 
 // allowDetail is the detail of an allowed request's entry. The maps of the
 // first rules are built once and shared: nothing changes an event's Detail
-// once made (the audit log only reads it).
-func (g *Gateway) allowDetail(rule int) map[string]any {
-	if rule >= 0 && rule < len(g.allow) {
-		return g.allow[rule]
+// once made (the audit log only reads it). A request that names more than
+// its line, the methods of its overrides or a Destination, has them in
+// its detail too: the upstream runs them, and the entry's method and path
+// alone would hide it (a POST that ran a DELETE, a MOVE onto another path).
+func (g *Gateway) allowDetail(rule int, overrides []string, dest string) map[string]any {
+	if len(overrides) == 0 && dest == "" {
+		if rule >= 0 && rule < len(g.allow) {
+			return g.allow[rule]
+		}
+		return map[string]any{"decision": "allow", "rule": rule}
 	}
-	return map[string]any{"decision": "allow", "rule": rule}
+	d := map[string]any{"decision": "allow", "rule": rule}
+	if len(overrides) > 0 {
+		// Each at most 32 bytes, but a header may name thousands: the
+		// entry must stay small enough to be recorded.
+		var uniq []string
+		for _, m := range overrides {
+			if !slices.Contains(uniq, m) {
+				uniq = append(uniq, m)
+			}
+		}
+		d["overrides"] = truncate(strings.Join(uniq, " "), 512)
+	}
+	if dest != "" {
+		d["destination"] = truncate(dest, 2048)
+	}
+	return d
 }
 
 // refuse records a refusal and answers it. Before a live lease is found

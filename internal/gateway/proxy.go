@@ -8,6 +8,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"maps"
 	"net"
 	"net/http"
 	"net/http/httputil"
@@ -702,7 +703,8 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 		whole.Reason = f.failure
 	}
 	if p != nil {
-		whole.Detail = map[string]any{"decision": rq.ev.Detail["decision"], "rule": rq.ev.Detail["rule"], "aborted": true}
+		whole.Detail = maps.Clone(rq.ev.Detail) // shared (allowDetail): never changed in place
+		whole.Detail["aborted"] = true
 	}
 	g.m.observe(rq.upLabel, status, dur, bytesIn, bytesOut)
 	if p == nil {
