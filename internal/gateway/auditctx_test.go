@@ -3,8 +3,11 @@ package gateway
 import (
 	"context"
 	"errors"
+	"net/http"
 	"testing"
 	"time"
+
+	"github.com/mayfly-sh/mayfly/internal/lease"
 )
 
 type ctxKey struct{}
@@ -68,5 +71,60 @@ func TestAuditCtx(t *testing.T) {
 	c.stop()
 	if !errors.Is(c.Err(), context.Canceled) {
 		t.Fatalf("Err after stop = %v", c.Err())
+	}
+}
+
+// A decision whose wait gave up (AuditTimeout; here at once) is answered
+// 503 and never forwarded, but once queued it is still recorded: it must
+// then get an outcome saying so, not stand alone as a forwarded request
+// whose outcome was lost. (A wait that saw its answer first forwards.)
+func TestLateDecisionGetsItsOutcome(t *testing.T) {
+	h := newHarnessWith(t, func(c *Config) { c.AuditTimeout = time.Nanosecond })
+	tok := h.issue(lease.Request{Grants: []string{"read"}})
+	forwarded := 0
+	for range 40 {
+		switch resp, _ := h.raw("GET", "/gw/api/repos/acme/app/x", bearer(tok)); resp.StatusCode {
+		case http.StatusOK:
+			forwarded++
+		case http.StatusServiceUnavailable:
+		default:
+			t.Fatalf("status %d, want 503 (or 200)", resp.StatusCode)
+		}
+	}
+	if h.up.count() != forwarded {
+		t.Fatalf("the upstream saw %d requests, %d were answered by it", h.up.count(), forwarded)
+	}
+	var decisions, outcomes map[int64]int // outcome status by decision index
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		decisions, outcomes = map[int64]int{}, map[int64]int{}
+		for _, e := range h.entries() {
+			switch {
+			case e.Type == TypeRequest && e.Detail["decision"] == "allow":
+				decisions[e.Index] = 0
+			case e.Type == TypeResponse:
+				if i, ok := e.Detail["request_index"].(float64); ok {
+					outcomes[int64(i)] = e.Status
+				}
+			}
+		}
+		if len(decisions) > forwarded && len(outcomes) == len(decisions) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if len(decisions) == forwarded {
+		t.Skip("no decision was recorded after its wait gave up this run")
+	}
+	late := 0
+	for i := range decisions {
+		st, ok := outcomes[i]
+		if !ok {
+			t.Fatalf("decision %d recorded without an outcome (%d decisions, %d outcomes, %d forwarded): it reads as forwarded", i, len(decisions), len(outcomes), forwarded)
+		}
+		if st == http.StatusServiceUnavailable {
+			late++
+		}
+	}
+	if late != len(decisions)-forwarded {
+		t.Fatalf("%d decisions, %d forwarded, but %d outcomes say 503", len(decisions), forwarded, late)
 	}
 }

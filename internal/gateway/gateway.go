@@ -100,7 +100,8 @@
 // (auditlog.Options.DurableRequests), until it is on disk. The log decides
 // which: the gateway only adds and waits. If that fails or takes longer than
 // Config.AuditTimeout, or the log reports itself unhealthy, the request is
-// answered 503 and never forwarded. When the response is done,
+// answered 503 and never forwarded (a decision recorded after its wait gave
+// up gets that outcome: lateDecision). When the response is done,
 // Auditor.Finish records the outcome (status, bytes in and out, duration),
 // not waited for, and after the client has the whole answer where it can
 // tell so (HTTP/1 with a declared length; still before the handler
@@ -625,6 +626,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	in, err := g.begin(&rq.audit, rq.ev)
 	if err != nil {
 		g.log.Error("gateway: audit entry not written; request refused", "err", err)
+		g.lateDecision(in, rq)
 		g.m.refused.WithLabelValues(CheckAudit).Inc()
 		writeError(w, http.StatusServiceUnavailable, "temporarily_unavailable", "the audit log is unavailable", "")
 		g.m.observe(rq.upLabel, http.StatusServiceUnavailable, g.cfg.Now().Sub(rq.start), 0, 0)
@@ -771,13 +773,40 @@ func (g *Gateway) record(ctx context.Context, ev audit.Event) (int64, error) {
 }
 
 // begin records a forwarded request's decision and waits as record does.
+// On an error the Intent is returned too: a decision the wait gave up on
+// may still be recorded (lateDecision).
 func (g *Gateway) begin(ac *auditCtx, ev audit.Event) (*auditlog.Intent, error) {
 	defer ac.stop()
 	in := g.cfg.Auditor.Begin(ac, ev)
 	if _, err := in.Wait(ac); err != nil {
-		return nil, err
+		return in, err
 	}
 	return in, nil
+}
+
+// lateEntryWait bounds how long lateDecision waits for a decision that was
+// not recorded within AuditTimeout.
+const lateEntryWait = time.Minute
+
+// lateDecision gives a decision whose wait gave up (AuditTimeout: a slow
+// commit) its outcome, 503 and never forwarded, should the decision be
+// recorded after all: once queued it is. Without one it would read as a
+// forwarded request whose outcome was lost (a crash), though the upstream
+// never saw it. A decision the log refused at once has nothing to finish.
+func (g *Gateway) lateDecision(in *auditlog.Intent, rq *request) {
+	if in == nil {
+		return
+	}
+	ev := rq.ev
+	ev.Status, ev.Check, ev.Reason = http.StatusServiceUnavailable, CheckAudit, "the audit log did not answer in time; not forwarded"
+	ev.DurationMS = g.cfg.Now().Sub(rq.start).Milliseconds()
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), lateEntryWait)
+		defer cancel()
+		if _, err := in.Wait(ctx); err == nil {
+			g.cfg.Auditor.Finish(in, ev, TypeResponse)
+		}
+	}()
 }
 
 // auditCtx is the context of an audit wait: the request's values without
