@@ -262,6 +262,12 @@ type Config struct {
 	// AuditTimeout bounds the wait for a written audit entry before the
 	// request is answered 503 (default 5s).
 	AuditTimeout time.Duration
+	// WriteStall bounds how long one write of an answer to the client may
+	// take (default 60s; ~550 bytes a second at the proxy's 32 KiB
+	// writes): a client that stopped reading held its handler, and the
+	// upstream's connection, for as long as it liked. Negative: the
+	// gateway sets no write deadline (the server bounds whole answers).
+	WriteStall time.Duration
 	// MaxInspectedBody bounds the form, JSON or multipart request body the
 	// gateway reads to find a method override in it (default 1 MiB); a
 	// larger one is refused (413), never forwarded unchecked.
@@ -324,6 +330,9 @@ func New(cfg Config) (*Gateway, error) {
 	def(&cfg.ResponseHeaderTimeout, 60*time.Second)
 	def(&cfg.IdleConnTimeout, 90*time.Second)
 	def(&cfg.AuditTimeout, 5*time.Second)
+	if cfg.WriteStall == 0 {
+		cfg.WriteStall = 60 * time.Second
+	}
 	if cfg.MaxInspectedBody <= 0 {
 		cfg.MaxInspectedBody = 1 << 20
 	}
@@ -378,6 +387,7 @@ func (g *Gateway) Close() {
 // request is one request's state.
 type request struct {
 	start   time.Time
+	rc      *http.ResponseController // the answer's, for its write deadline
 	ev      audit.Event
 	tok     string
 	scheme  string
@@ -403,7 +413,14 @@ func holderOf(l *lease.Live) *policy.Holder {
 
 // ServeHTTP checks, records and forwards one request.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
-	rq := &request{start: g.cfg.Now(), upLabel: "-"}
+	// An answer's writes are bounded (WriteStall; renewed at each write
+	// of a forwarded answer, respWriter): the server sets none, since
+	// downloads stream for as long as they take.
+	rc := http.NewResponseController(w)
+	if g.cfg.WriteStall > 0 {
+		rc.SetWriteDeadline(time.Now().Add(g.cfg.WriteStall))
+	}
+	rq := &request{start: g.cfg.Now(), upLabel: "-", rc: rc}
 	rq.ev = audit.Event{Type: TypeRequest, Method: truncate(r.Method, 32)}
 	addr := g.ip.Addr(r)
 	if addr.IsValid() {

@@ -766,6 +766,11 @@ func (w *respWriter) Write(p []byte) (int, error) {
 		w.status = http.StatusOK
 	}
 	w.sent = true
+	// Each write may wait WriteStall for the client to read: renewed
+	// here, so a stream's pauses upstream never count.
+	if stall := w.f.g.cfg.WriteStall; stall > 0 {
+		w.f.rq.rc.SetWriteDeadline(time.Now().Add(stall))
+	}
 	n, err := w.ResponseWriter.Write(p)
 	w.n += int64(n)
 	if err == nil && w.body != nil && w.body.short {

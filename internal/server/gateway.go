@@ -2,6 +2,7 @@ package server
 
 import (
 	"net/http"
+	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/dpop"
 	"github.com/mayfly-sh/mayfly/internal/gateway"
@@ -25,5 +26,16 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		MaxInspectedBody: s.cfg.Limits.GatewayMaxInspectedBody,
 		RefusalRate:      s.cfg.Limits.GatewayRefusalRate,
 		RefusalBurst:     s.cfg.Limits.GatewayRefusalBurst,
+		WriteStall:       writeStall(s.cfg.Limits.WriteTimeout),
 	})
+}
+
+// writeStall is the gateway's bound on one write of an answer: its default,
+// unless limits.write_timeout bounds whole answers, which the gateway's
+// deadline, renewed at each write, would lift.
+func writeStall(writeTimeout time.Duration) time.Duration {
+	if writeTimeout > 0 {
+		return -1
+	}
+	return 0
 }
