@@ -471,6 +471,8 @@ func (r *Roles) Renew(ctx context.Context, u Upstream, name string, expires time
 // revocation statements run in one transaction. A role that is already gone
 // is revoked, unless u's admin DSN now names another server than u.MadeOn. Revoke first grants the role to the admin (CREATEROLE may),
 // which lets it terminate the role's sessions and REASSIGN OWNED BY it.
+// A role the statements leave (it owns an object, or they do not drop it)
+// is stripped of everything it holds (strip).
 func (r *Roles) Revoke(ctx context.Context, u Upstream, name string) error {
 	_, err := r.RevokeMany(ctx, u, []string{name})
 	return err
@@ -557,27 +559,95 @@ func (r *Roles) RevokeMany(ctx context.Context, u Upstream, names []string) ([]s
 			run = append(run, stmts[i])
 		}
 	}
-	if err := runRevocations(ctx, conn.Conn(), run); err == nil {
-		return names, nil
-	} else if len(present) == 1 {
-		return nil, r.classify(u, op, fmt.Errorf("revocation statements: %w", err), "")
-	}
 	var done []string
 	var first error
-	for i, n := range names {
-		if !isPresent[n] {
-			done = append(done, n)
-			continue
-		}
-		if err := runRevocations(ctx, conn.Conn(), stmts[i:i+1]); err != nil {
-			if first == nil {
-				first = r.classify(u, op, fmt.Errorf("revocation statements for %s: %w", n, err), "")
+	if err := runRevocations(ctx, conn.Conn(), run); err == nil {
+		done = names
+	} else if len(present) == 1 {
+		first = r.classify(u, op, fmt.Errorf("revocation statements: %w", err), "")
+	} else {
+		for i, n := range names {
+			if !isPresent[n] {
+				done = append(done, n)
+				continue
 			}
-			continue
+			if err := runRevocations(ctx, conn.Conn(), stmts[i:i+1]); err != nil {
+				if first == nil {
+					first = r.classify(u, op, fmt.Errorf("revocation statements for %s: %w", n, err), "")
+				}
+				continue
+			}
+			done = append(done, n)
 		}
-		done = append(done, n)
+	}
+	// Whatever the statements did, a role they left (one that owns an
+	// object cannot be dropped, or they do not drop) must hold nothing it
+	// was granted. Stripped after them, not before: a revocation may rely
+	// on the role's memberships (REASSIGN OWNED to a role the admin
+	// reaches only through it).
+	if first == nil && revocation == DefaultRevocation {
+		return done, nil // every role dropped: nothing left to strip
+	}
+	if err := strip(ctx, conn.Conn(), present); err != nil {
+		return nil, r.classify(u, op, fmt.Errorf("strip the roles the revocation statements left: %w", err), "")
 	}
 	return done, first
+}
+
+// codeNotStripped is our SQLSTATE for a surviving role that still holds
+// something after strip.
+const codeNotStripped = "MYF04"
+
+// strip leaves the roles of names that still exist holding nothing: every
+// role granted to them is revoked (in the grantor's name where PostgreSQL
+// 16 records several), their SECURITY DEFINER routines in this database
+// run as their caller from now on, and every privilege on what they own
+// here (routines, tables, views, sequences) is revoked from everyone else,
+// PUBLIC included. What they own is neither dropped (a job's data) nor
+// handed to a more privileged role (REASSIGN OWNED to the admin would
+// give a routine or view the admin's rights): it stays theirs, usable by
+// nobody. Their objects in other databases are out of this connection's
+// reach; the revocation statements (REASSIGN OWNED, DROP OWNED) are the
+// way to settle those. It fails, with codeNotStripped, unless nothing is
+// left: the revocation is then retried.
+func strip(ctx context.Context, conn *pgx.Conn, names []string) error {
+	lits := make([]string, len(names))
+	for i, n := range names {
+		lits[i] = pgsql.QuoteLiteral(n)
+	}
+	roles := "(SELECT oid FROM pg_roles WHERE rolname IN (" + strings.Join(lits, ", ") + "))"
+	q := "DO $mayfly_strip$ DECLARE r record; g record; left_over text; BEGIN\n" +
+		"FOR r IN SELECT m.roleid::regrole::text AS granted, m.member::regrole::text AS member FROM pg_auth_members m WHERE m.member IN " + roles + " LOOP\n" +
+		"  EXECUTE format('REVOKE %s FROM %s CASCADE', r.granted, r.member);\n" +
+		"END LOOP;\n" +
+		// PostgreSQL 16 keeps one membership per grantor, and REVOKE
+		// without GRANTED BY removes the current user's only.
+		"FOR r IN SELECT m.roleid::regrole::text AS granted, m.member::regrole::text AS member, m.grantor::regrole::text AS grantor FROM pg_auth_members m WHERE m.member IN " + roles + " LOOP\n" +
+		"  BEGIN EXECUTE format('REVOKE %s FROM %s GRANTED BY %s CASCADE', r.granted, r.member, r.grantor);\n" +
+		"  EXCEPTION WHEN insufficient_privilege OR feature_not_supported THEN NULL; END;\n" +
+		"END LOOP;\n" +
+		"FOR r IN SELECT p.oid::regprocedure::text AS f, p.prosecdef, p.proowner, coalesce(p.proacl, acldefault('f', p.proowner)) AS acl FROM pg_proc p WHERE p.proowner IN " + roles + " LOOP\n" +
+		"  IF r.prosecdef THEN EXECUTE format('ALTER ROUTINE %s SECURITY INVOKER', r.f); END IF;\n" +
+		"  FOR g IN SELECT DISTINCT a.grantee FROM aclexplode(r.acl) a WHERE a.grantee <> r.proowner LOOP\n" +
+		"    EXECUTE format('REVOKE ALL ON ROUTINE %s FROM %s CASCADE', r.f, CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);\n" +
+		"  END LOOP;\n" +
+		"END LOOP;\n" +
+		"FOR r IN SELECT c.oid::regclass::text AS t, c.relowner, c.relacl AS acl FROM pg_class c WHERE c.relowner IN " + roles + " AND c.relacl IS NOT NULL LOOP\n" +
+		"  FOR g IN SELECT DISTINCT a.grantee FROM aclexplode(r.acl) a WHERE a.grantee <> r.relowner LOOP\n" +
+		"    EXECUTE format('REVOKE ALL ON TABLE %s FROM %s CASCADE', r.t, CASE WHEN g.grantee = 0 THEN 'PUBLIC' ELSE g.grantee::regrole::text END);\n" +
+		"  END LOOP;\n" +
+		"END LOOP;\n" +
+		// Checked, not assumed: a REVOKE the admin may not make only warns.
+		"SELECT string_agg(DISTINCT what, '; ') INTO left_over FROM (\n" +
+		"  SELECT format('%s is still a member of %s', m.member::regrole, m.roleid::regrole) AS what FROM pg_auth_members m WHERE m.member IN " + roles + "\n" +
+		"  UNION ALL SELECT format('%s is still SECURITY DEFINER', p.oid::regprocedure) FROM pg_proc p WHERE p.proowner IN " + roles + " AND p.prosecdef\n" +
+		"  UNION ALL SELECT format('others may still use %s', p.oid::regprocedure) FROM pg_proc p, aclexplode(coalesce(p.proacl, acldefault('f', p.proowner))) a WHERE p.proowner IN " + roles + " AND a.grantee <> p.proowner\n" +
+		"  UNION ALL SELECT format('others may still use %s', c.oid::regclass) FROM pg_class c, aclexplode(c.relacl) a WHERE c.relowner IN " + roles + " AND a.grantee <> c.relowner) w;\n" +
+		"IF left_over IS NOT NULL THEN\n" +
+		"  RAISE EXCEPTION 'the admin role could not take from the surviving role what it holds: %', left_over USING ERRCODE = '" + codeNotStripped + "';\n" +
+		"END IF; END $mayfly_strip$;"
+	_, err := conn.Exec(ctx, q)
+	return err
 }
 
 // terminate ends the sessions of names and waits (up to 5 s each) until
