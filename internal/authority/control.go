@@ -26,12 +26,12 @@ type SecretWriter interface {
 }
 
 // Rotations validates, sets and runs secrets' rotations (*rotate.Manager).
-// Change is the store's form of a setting (nil spec: removed), written
-// with the value it comes with. Rotate audits each attempt itself (the
+// Change is the store's form of secret name's setting (nil spec:
+// removed), authenticated (its MAC), written with the value it comes with. Rotate audits each attempt itself (the
 // schedule runs it too).
 type Rotations interface {
 	Parse(ctx context.Context, name string, raw []byte, admin bool) (rotate.Spec, error)
-	Change(s *rotate.Spec) (*store.RotationChange, error)
+	Change(name string, s *rotate.Spec) (*store.RotationChange, error)
 	Rotate(ctx context.Context, name, by, source string) (rotate.Result, error)
 }
 
@@ -84,7 +84,7 @@ func (a *Authority) PutSecretRotating(ctx context.Context, admin, role string, s
 	// both, so neither may stand without the other.
 	var rc *store.RotationChange
 	if (spec != nil || remove) && a.cfg.Rotations != nil {
-		c, err := a.cfg.Rotations.Change(spec)
+		c, err := a.cfg.Rotations.Change(name, spec)
 		if err != nil {
 			return 0, unavailable("set the rotation of "+name, err)
 		}

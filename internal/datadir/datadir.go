@@ -32,6 +32,10 @@ func (d Dir) AuditJournal() string { return filepath.Join(string(d), "audit.jour
 // unauthenticated one again (server.sealLegacyPolicies).
 func (d Dir) PolicySealed() string { return filepath.Join(string(d), "policy-sealed") }
 
+// RotationSealed is PolicySealed for the rotations' stored settings: this
+// node never seals unauthenticated ones again (server.sealLegacyRotations).
+func (d Dir) RotationSealed() string { return filepath.Join(string(d), "rotation-sealed") }
+
 // Initialised reports whether d holds a finished init (its marker file,
 // written last by init).
 func (d Dir) Initialised() (bool, error) {

@@ -55,7 +55,7 @@ var (
 
 // Store keeps rotation settings and state (*store.DB).
 type Store interface {
-	SetRotation(ctx context.Context, name, spec string, nextAt time.Time) error
+	SetRotation(ctx context.Context, name, spec string, mac []byte, nextAt time.Time) error
 	DeleteRotation(ctx context.Context, name string) error
 	GetRotation(ctx context.Context, name string) (store.Rotation, error)
 	Rotations(ctx context.Context) ([]store.Rotation, error)
@@ -116,6 +116,13 @@ type Config struct {
 	Observer Observer
 	Logger   *slog.Logger
 	Now      func() time.Time
+	// Key authenticates stored rotation settings (SpecMAC): settings whose
+	// MAC does not verify are never acted on. Nil: not checked (tests of
+	// other parts); the server always sets it.
+	Key []byte
+	// Refused, when set, is told each refusal of settings that do not
+	// authenticate (the server counts them).
+	Refused func(secretName string)
 }
 
 // MaxTimeout bounds Config.Timeout: far longer than any rotation takes,
@@ -181,20 +188,20 @@ func (m *Manager) Set(ctx context.Context, name string, s *Spec) error {
 		}
 		return nil
 	}
-	c, err := m.Change(s)
+	c, err := m.Change(name, s)
 	if err != nil {
 		return err
 	}
-	if err := m.cfg.Store.SetRotation(ctx, name, c.Spec, c.NextAt); err != nil {
+	if err := m.cfg.Store.SetRotation(ctx, name, c.Spec, c.MAC, c.NextAt); err != nil {
 		return fmt.Errorf("rotate: %w", err)
 	}
 	return nil
 }
 
 // Change is what Set writes, for a caller that writes it together with
-// the secret's value (store.PutSecretRotating): s first due one period
-// from now, or nil to remove the rotation.
-func (m *Manager) Change(s *Spec) (*store.RotationChange, error) {
+// the secret's value (store.PutSecretRotating): s for secret name, with
+// its MAC, first due one period from now, or nil to remove the rotation.
+func (m *Manager) Change(name string, s *Spec) (*store.RotationChange, error) {
 	if s == nil {
 		return &store.RotationChange{Remove: true}, nil
 	}
@@ -202,7 +209,11 @@ func (m *Manager) Change(s *Spec) (*store.RotationChange, error) {
 	if err != nil {
 		return nil, fmt.Errorf("rotate: %w", err)
 	}
-	return &store.RotationChange{Spec: string(b), NextAt: m.cfg.Now().Add(time.Duration(s.Every))}, nil
+	c := &store.RotationChange{Spec: string(b), NextAt: m.cfg.Now().Add(time.Duration(s.Every))}
+	if m.cfg.Key != nil {
+		c.MAC = SpecMAC(m.cfg.Key, name, c.Spec)
+	}
+	return c, nil
 }
 
 // State is a secret's rotation as shown to admins: never a value.
@@ -292,6 +303,11 @@ func (m *Manager) Rotate(ctx context.Context, name, by, source string) (Result, 
 // attempt runs one claimed rotation and records its outcome.
 func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source string) (Result, error) {
 	name := r.Name
+	// Checked before anything reads the settings: they name the role and
+	// admin DSN of an ALTER ROLE, or the rotator a value is fed to.
+	if !m.authentic(r) {
+		return Result{}, m.refuse(ctx, r, by, source)
+	}
 	st, err := toState(r)
 	if err != nil {
 		m.finish(ctx, name, store.RotationOutcome{At: m.cfg.Now(), Error: "stored settings do not parse", NextAt: m.cfg.Now().Add(time.Hour)})

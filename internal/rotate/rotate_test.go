@@ -11,6 +11,7 @@ import (
 	"runtime"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -148,6 +149,8 @@ type rig struct {
 	obs   *counts
 	clock *clock
 	m     *Manager
+	// refused counts the settings refused for their MAC (Config.Refused).
+	refused atomic.Int64
 }
 
 func newRig(t *testing.T, b storetest.Backend, rotators map[string][]string, key []byte) *rig {
@@ -158,7 +161,10 @@ func newRig(t *testing.T, b storetest.Backend, rotators map[string][]string, key
 	}
 	t.Cleanup(v.Close)
 	r := &rig{db: b.DB, vault: v, log: &entries{}, obs: &counts{}, clock: newClock()}
-	r.m, err = New(Config{Store: b.DB, Vault: v, Audit: r.log, Rotators: rotators, Observer: r.obs, Now: r.clock.Now, Timeout: 20 * time.Second})
+	r.m, err = New(Config{Store: b.DB, Vault: v, Audit: r.log, Rotators: rotators, Observer: r.obs, Now: r.clock.Now, Timeout: 20 * time.Second,
+		// The cluster's rotation key, the same for every node of one
+		// master key (the server's is a system key the vault seals).
+		Key: append([]byte("rotation-mac:"), key...), Refused: func(string) { r.refused.Add(1) }})
 	if err != nil {
 		t.Fatal(err)
 	}

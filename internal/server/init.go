@@ -99,7 +99,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 			return nil, err
 		}
 	}
-	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database(), d.PolicySealed()}
+	files := []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.CAKey(), d.ServerCert(), d.ServerKey(), d.Database(), d.PolicySealed(), d.RotationSealed()}
 	remove, err := makeDataDir(o.DataDir, files)
 	if err != nil {
 		return nil, err
@@ -184,6 +184,9 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	// A fresh database has no policy version from before they were
 	// authenticated: this node must never seal one (sealLegacyPolicies).
 	if err := writePolicySealed(d); err != nil {
+		return nil, err
+	}
+	if err := writeRotationSealed(d); err != nil {
 		return nil, err
 	}
 	marker, _ := json.Marshal(map[string]any{"initialised_at": time.Now().UTC().Format(time.RFC3339), "schema": store.SchemaVersion()})

@@ -180,8 +180,14 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 		return nil, fmt.Errorf("join: policy versions: %w", err)
 	}
 	neverSeal := all == 0 || sealed > 0
+	// The same for rotation settings.
+	allRot, sealedRot, err := st.RotationCounts(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("join: rotations: %w", err)
+	}
+	neverSealRotations := allRot == 0 || sealedRot > 0
 
-	remove, err := makeDataDir(o.DataDir, []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey(), d.PolicySealed()})
+	remove, err := makeDataDir(o.DataDir, []string{d.MasterKey(), d.AuditKey(), d.AuditPub(), d.CACert(), d.ServerCert(), d.ServerKey(), d.PolicySealed(), d.RotationSealed()})
 	if err != nil {
 		return nil, err
 	}
@@ -216,6 +222,11 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	}
 	if neverSeal {
 		if err := writePolicySealed(d); err != nil {
+			return nil, err
+		}
+	}
+	if neverSealRotations {
+		if err := writeRotationSealed(d); err != nil {
 			return nil, err
 		}
 	}

@@ -58,3 +58,33 @@ func writePolicySealed(d datadir.Dir) error {
 	}
 	return nil
 }
+
+// sealLegacyRotations is sealLegacyPolicies for the rotations' stored
+// settings (schema 16): sealed once, on a node whose data dir has never
+// seen them authenticated (RotationSealed), for the same reasons.
+func (s *Server) sealLegacyRotations(ctx context.Context, d datadir.Dir) error {
+	if _, err := os.Stat(d.RotationSealed()); err == nil {
+		return nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return fmt.Errorf("rotations: %w", err)
+	}
+	sealed, err := s.rotations.SealLegacy(ctx, s.store, "upgrade")
+	if err != nil {
+		return err
+	}
+	if len(sealed) > 0 {
+		s.log.Warn("rotate: sealed the rotation settings stored before they were authenticated (once, at upgrade); from now on settings without a valid MAC are refused",
+			"secrets", sealed)
+	}
+	return writeRotationSealed(d)
+}
+
+// writeRotationSealed records in the data dir that this node must never
+// seal rotation settings again (sealLegacyRotations).
+func writeRotationSealed(d datadir.Dir) error {
+	b, _ := json.Marshal(map[string]any{"sealed_at": time.Now().UTC().Format(time.RFC3339)})
+	if err := writeFileExcl(d.RotationSealed(), append(b, '\n'), 0o600); err != nil && !errors.Is(err, fs.ErrExist) {
+		return fmt.Errorf("rotations: recording the upgrade's sealing: %w", err)
+	}
+	return nil
+}

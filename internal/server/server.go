@@ -290,10 +290,21 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err != nil {
 		return nil, err
 	}
+	rotationKey, err := s.vault.SystemKey(ctx, "rotation-mac", 32)
+	if err != nil {
+		return nil, fmt.Errorf("rotations: MAC key: %w", err)
+	}
+	refusedRotations := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_rotation_refused_total",
+		Help: "Rotation attempts refused because the stored settings' MAC does not verify (planted or edited in the database)."})
+	s.registry.MustRegister(refusedRotations)
 	s.rotations, err = rotate.New(rotate.Config{Store: s.store, Vault: s.vault, Audit: s.audit, Rotators: cfg.Rotators,
-		Interval: cfg.RotationInterval, Timeout: cfg.RotationTimeout, Observer: rotObs, Logger: logger})
+		Interval: cfg.RotationInterval, Timeout: cfg.RotationTimeout, Observer: rotObs, Logger: logger,
+		Key: rotationKey, Refused: func(string) { refusedRotations.Inc() }})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
+	}
+	if err := s.sealLegacyRotations(ctx, d); err != nil {
+		return nil, err
 	}
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)

@@ -1128,7 +1128,7 @@ func testSecretGrace(t *testing.T, b storetest.Backend) {
 	}
 	// Deleting destroys a version in grace too, and the rotation.
 	keep(5, now.Add(time.Hour))
-	if err := db.SetRotation(ctx, "k", "{}", now); err != nil {
+	if err := db.SetRotation(ctx, "k", "{}", nil, now); err != nil {
 		t.Fatal(err)
 	}
 	if err := db.DeleteSecret(ctx, "k", now); err != nil {
@@ -1145,10 +1145,10 @@ func testSecretGrace(t *testing.T, b storetest.Backend) {
 func testRotations(t *testing.T, b storetest.Backend) {
 	db := b.DB
 	now := time.Unix(1_800_000_000, 0).UTC()
-	if err := db.SetRotation(ctx, "b", `{"every":"1h"}`, now.Add(time.Hour)); err != nil {
+	if err := db.SetRotation(ctx, "b", `{"every":"1h"}`, nil, now.Add(time.Hour)); err != nil {
 		t.Fatal(err)
 	}
-	if err := db.SetRotation(ctx, "a", `{"every":"2h"}`, now.Add(-time.Minute)); err != nil {
+	if err := db.SetRotation(ctx, "a", `{"every":"2h"}`, nil, now.Add(-time.Minute)); err != nil {
 		t.Fatal(err)
 	}
 	due, err := db.DueRotations(ctx, now, 10)
@@ -1215,7 +1215,7 @@ func testRotations(t *testing.T, b storetest.Backend) {
 		t.Fatalf("after success = %+v %v", r, err)
 	}
 	// Changing the settings keeps the history.
-	if err := db.SetRotation(ctx, "a", `{"every":"3h"}`, later.Add(3*time.Hour)); err != nil {
+	if err := db.SetRotation(ctx, "a", `{"every":"3h"}`, nil, later.Add(3*time.Hour)); err != nil {
 		t.Fatal(err)
 	}
 	all, err := db.Rotations(ctx)

@@ -298,6 +298,12 @@ CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") 
 		// as it ends their sessions (EndAdminSessionsNoted). NULL: made by
 		// init, offline, or before. Admin tokens are few: no index.
 		both(`ALTER TABLE admin_tokens ADD COLUMN creator_subject TEXT;`),
+		// 16: every rotation's settings carry a MAC under a key of the
+		// vault (rotate.SpecMAC), so that a database writer without the
+		// node's keys cannot make the server ALTER ROLE with a stored
+		// admin DSN or feed a secret to a rotator of its choosing. Rows
+		// from before have none (NULL): sealed once, as policy versions.
+		both(`ALTER TABLE secret_rotations ADD COLUMN mac {{blob}};`),
 	}
 }
 

@@ -62,6 +62,9 @@ type Changes struct {
 	Hint string
 	// Sealed are the policy versions an upgrade sealed (their MAC set).
 	Sealed []int64
+	// SealedRotations are the secrets whose rotation settings an upgrade
+	// sealed (their MAC set).
+	SealedRotations []string
 }
 
 // ErrNoteFailed wraps a failure to make a Note's records (an error of

@@ -5,14 +5,18 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"slices"
 	"time"
 )
 
 // Rotation is a stored secret's rotation: its settings (Spec, opaque to the
 // store, never a value), when it is next due, and how the last attempts went.
 type Rotation struct {
-	Name        string
-	Spec        string
+	Name string
+	Spec string
+	// MAC authenticates Name and Spec (rotate.SpecMAC); nil on a row
+	// written before rotations were authenticated, until sealed.
+	MAC         []byte
 	NextAt      time.Time
 	LastAt      time.Time // the last successful rotation
 	LastVersion int       // the version it wrote
@@ -21,11 +25,11 @@ type Rotation struct {
 	LastErrorAt time.Time
 }
 
-// SetRotation creates or replaces name's rotation settings and next due
-// time, keeping its history (last success, failures).
-func (db *DB) SetRotation(ctx context.Context, name, spec string, nextAt time.Time) error {
+// SetRotation creates or replaces name's rotation settings, their MAC and
+// next due time, keeping its history (last success, failures).
+func (db *DB) SetRotation(ctx context.Context, name, spec string, mac []byte, nextAt time.Time) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.changeRotation(ctx, tx, name, &RotationChange{Spec: spec, NextAt: nextAt})
+		return db.changeRotation(ctx, tx, name, &RotationChange{Spec: spec, MAC: mac, NextAt: nextAt})
 	})
 	if err != nil {
 		return fmt.Errorf("store: set rotation of %s: %w", name, err)
@@ -42,8 +46,8 @@ func (db *DB) changeRotation(ctx context.Context, tx *sql.Tx, name string, rc *R
 		_, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name)
 		return err
 	}
-	_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, next_at) VALUES (?, ?, ?)
-ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, next_at = excluded.next_at`, name, rc.Spec, nanos(rc.NextAt))
+	_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, mac, next_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, mac = excluded.mac, next_at = excluded.next_at`, name, rc.Spec, nullBytes(rc.MAC), nanos(rc.NextAt))
 	return err
 }
 
@@ -58,12 +62,12 @@ func (db *DB) DeleteRotation(ctx context.Context, name string) error {
 	return nil
 }
 
-const rotationCols = `name, spec, next_at, last_at, last_version, failures, last_error, last_error_at`
+const rotationCols = `name, spec, mac, next_at, last_at, last_version, failures, last_error, last_error_at`
 
 func scanRotation(sc scanner) (Rotation, error) {
 	var r Rotation
 	var next, last, errAt int64
-	err := sc.Scan(&r.Name, &r.Spec, &next, &last, &r.LastVersion, &r.Failures, &r.LastError, &errAt)
+	err := sc.Scan(&r.Name, &r.Spec, &r.MAC, &next, &last, &r.LastVersion, &r.Failures, &r.LastError, &errAt)
 	r.NextAt, r.LastAt, r.LastErrorAt = fromNanos(next), fromNanos(last), fromNanos(errAt)
 	return r, err
 }
@@ -148,4 +152,75 @@ WHERE name = ? AND claimed_by = ? AND claimed_until > 0`, o.Error, nanos(o.At), 
 		return fmt.Errorf("store: finish rotation of %s: %w", name, err)
 	}
 	return nil
+}
+
+// UnsealedRotations returns the rotations whose settings carry no MAC
+// (written before rotations were authenticated), by name.
+func (db *DB) UnsealedRotations(ctx context.Context) ([]Rotation, error) {
+	return db.rotations(ctx, `SELECT `+rotationCols+` FROM secret_rotations WHERE mac IS NULL ORDER BY name`)
+}
+
+// RotationCounts returns how many rotations are stored and how many of
+// them carry a MAC.
+func (db *DB) RotationCounts(ctx context.Context) (all, sealed int64, err error) {
+	if err := db.queryRow(ctx, `SELECT COUNT(*), COUNT(mac) FROM secret_rotations`).Scan(&all, &sealed); err != nil {
+		return 0, 0, fmt.Errorf("store: count rotations: %w", err)
+	}
+	return all, sealed, nil
+}
+
+// SealedRotation is a rotation's settings as an upgrade read them, and
+// the MAC to give them.
+type SealedRotation struct {
+	Spec string
+	MAC  []byte
+}
+
+// SealRotations sets the MAC of each rotation in macs that has none yet
+// and still holds the settings the MAC was made over, with n's audit
+// records (Changes.SealedRotations: the secrets sealed) in the same
+// transaction, and returns the secrets it sealed. As SealPolicyVersions,
+// it seals only a database none of whose rotations has a MAC: once any
+// has, a rotation without one was planted, and sealing it would make it
+// authentic.
+func (db *DB) SealRotations(ctx context.Context, macs map[string]SealedRotation, n *Note) ([]string, error) {
+	var sealed []string
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		sealed = sealed[:0]
+		var already int64
+		if err := db.txQueryRow(ctx, tx, `SELECT COUNT(mac) FROM secret_rotations`).Scan(&already); err != nil {
+			return err
+		}
+		if already > 0 {
+			return nil
+		}
+		names := make([]string, 0, len(macs))
+		for name := range macs {
+			names = append(names, name)
+		}
+		slices.Sort(names)
+		for _, name := range names {
+			m := macs[name]
+			if len(m.MAC) == 0 {
+				return fmt.Errorf("rotation of %s: empty MAC", name)
+			}
+			res, err := db.exec(ctx, tx, `UPDATE secret_rotations SET mac = ? WHERE name = ? AND spec = ? AND mac IS NULL`, m.MAC, name, m.Spec)
+			if err != nil {
+				return err
+			}
+			if k, err := res.RowsAffected(); err != nil {
+				return err
+			} else if k > 0 {
+				sealed = append(sealed, name)
+			}
+		}
+		if len(sealed) == 0 {
+			return nil
+		}
+		return db.note(ctx, tx, n, Changes{SealedRotations: sealed})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("store: seal rotations: %w", err)
+	}
+	return sealed, nil
 }

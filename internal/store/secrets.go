@@ -206,8 +206,10 @@ type RotationChange struct {
 	// Remove stops rotating the secret (no error when it was not rotated).
 	Remove bool
 	// Spec and NextAt are the rotation's settings and next due time, as
-	// SetRotation takes them (its history is kept).
+	// SetRotation takes them (its history is kept); MAC authenticates
+	// the name and Spec (rotate.SpecMAC).
 	Spec   string
+	MAC    []byte
 	NextAt time.Time
 }
 
