@@ -104,3 +104,23 @@ func appendEntries(t *testing.T, db *store.DB, evs ...audit.Event) [][]byte {
 	}
 	return es
 }
+
+// An entry whose subject holds a NUL (the sub of a sign-in refusal is
+// whatever the provider sent) is indexed, and so is the entry after it:
+// PostgreSQL refuses a NUL in text, and a batch it refuses is retried for
+// ever, so the index stopped at such an entry.
+func TestIndexerNUL(t *testing.T) {
+	for _, be := range storetest.Backends(t) {
+		t.Run(be.Name, func(t *testing.T) {
+			es := appendEntries(t, be.DB,
+				audit.Event{Type: audit.TypeExchange, Subject: "user\x00admin", Upstream: "a\x00b", Status: 403},
+				audit.Event{Type: audit.TypeExchange, Subject: "repo:acme/app:ref:refs/heads/main", Status: 200})
+			if err := (Indexer{Store: be.DB}).Write(t.Context(), es, 0); err != nil {
+				t.Fatalf("indexing: %v", err)
+			}
+			if n, err := be.DB.AuditIndexSize(t.Context()); err != nil || n != 2 {
+				t.Fatalf("index size %d, %v; want 2", n, err)
+			}
+		})
+	}
+}

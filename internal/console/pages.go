@@ -27,9 +27,13 @@ func param(r *http.Request, name string) string {
 }
 
 // cut bounds a filter value, and a value the audit index keeps, to
-// maxFilter bytes: the same cut on both sides, so that an entry's own
-// link finds it however long its value.
+// maxFilter bytes, without NULs (PostgreSQL refuses one in text, and the
+// index stopped at an entry holding one): the same on both sides, so
+// that an entry's own link finds it however long its value.
 func cut(v string) string {
+	if strings.IndexByte(v, 0) >= 0 {
+		v = strings.ReplaceAll(v, "\x00", "")
+	}
 	if len(v) > maxFilter {
 		// At a character's edge: a cut inside one is not UTF-8, which
 		// PostgreSQL refuses with an error (gate let only UTF-8 through).
