@@ -387,7 +387,7 @@ func (g *Gateway) Close() {
 // request is one request's state.
 type request struct {
 	start   time.Time
-	rc      *http.ResponseController // the answer's, for its write deadline
+	rc      http.ResponseController // the answer's, for its write deadline
 	ev      audit.Event
 	tok     string
 	scheme  string
@@ -416,11 +416,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	// An answer's writes are bounded (WriteStall; renewed at each write
 	// of a forwarded answer, respWriter): the server sets none, since
 	// downloads stream for as long as they take.
-	rc := http.NewResponseController(w)
+	rq := &request{start: g.cfg.Now(), upLabel: "-", rc: *http.NewResponseController(w)}
 	if g.cfg.WriteStall > 0 {
-		rc.SetWriteDeadline(time.Now().Add(g.cfg.WriteStall))
+		rq.rc.SetWriteDeadline(time.Now().Add(g.cfg.WriteStall))
 	}
-	rq := &request{start: g.cfg.Now(), upLabel: "-", rc: rc}
 	rq.ev = audit.Event{Type: TypeRequest, Method: truncate(r.Method, 32)}
 	addr := g.ip.Addr(r)
 	if addr.IsValid() {
