@@ -34,6 +34,7 @@ import (
 	"unicode"
 
 	"github.com/mayfly-sh/mayfly/internal/apitype"
+	"github.com/mayfly-sh/mayfly/internal/keyfile"
 	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
@@ -185,7 +186,9 @@ func TLSConfig(caFile, certFile, keyFile string) (*tls.Config, error) {
 		if err != nil {
 			return nil, fmt.Errorf("reading the client certificate: %w", err)
 		}
-		keyPEM, err := readPEM(keyFile)
+		// The admin's private key: refused when others may read it, as ssh
+		// refuses such a key (keyfile.Read names the chmod to run).
+		keyPEM, err := keyfile.Read(keyFile, maxPEMFile)
 		if err != nil {
 			return nil, fmt.Errorf("reading the client key: %w", err)
 		}

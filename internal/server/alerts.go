@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"sync"
 	"time"
 
@@ -32,9 +31,11 @@ func (s *Server) startAlerts(ctx context.Context) error {
 	for _, t := range cfg.Targets {
 		switch {
 		case t.HMACKeyFile != "":
-			b, err := os.ReadFile(t.HMACKeyFile)
+			// A signing key others may read lets them forge alerts: refused
+			// as the server's other keys are.
+			b, err := readKeyFile(t.HMACKeyFile, "alerts: target "+t.Name+": hmac_key_file")
 			if err != nil {
-				return fmt.Errorf("alerts: target %s: reading hmac_key_file: %w", t.Name, err)
+				return err
 			}
 			keys[t.Name] = bytes.TrimSpace(b)
 		case t.HMACKeySecret != "":

@@ -4,13 +4,16 @@ package server
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mayfly-sh/mayfly/internal/alert"
 	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"github.com/mayfly-sh/mayfly/internal/devissuer/devissuertest"
 )
 
 // A private key another local user can read is as good as leaked: as ssh
@@ -89,5 +92,66 @@ func TestKeyFileReadableByOthersIsRefused(t *testing.T) {
 	}
 	if err := renew(); err != nil {
 		t.Fatalf("renew with the CA key 0600: %v", err)
+	}
+}
+
+// The secrets the config names by file are refused as the keys are when
+// another local user may read them: an alert target's HMAC key (with it,
+// anyone forges signed alerts) and admin_oidc's client secret (a
+// credential at the identity provider). Before, both were read whatever
+// their mode. Each case starts with its file at 0600 (the server starts),
+// then at a mode others may read (refused, naming the file and the chmod).
+func TestConfigSecretFileReadableByOthersIsRefused(t *testing.T) {
+	ctx := context.Background()
+	dir := filepath.Join(t.TempDir(), "data")
+	if _, err := Init(ctx, InitOptions{DataDir: dir}); err != nil {
+		t.Fatal(err)
+	}
+	iss := devissuertest.Start(t)
+	quiet := NewLogger(&lockedWriter{w: &strings.Builder{}}, "text", "error")
+	for _, tc := range []struct {
+		name   string
+		config func(file string) Config
+	}{
+		{"alerts hmac_key_file", func(file string) Config {
+			return Config{Alerts: &alert.Config{Targets: []alert.TargetConfig{{Name: "soc", URL: "https://127.0.0.1:1/hook", HMACKeyFile: file}}}}
+		}},
+		{"admin_oidc client_secret_file", func(file string) Config {
+			c := Config{AdminOIDC: devissuertest.AdminOIDC(iss, "http://127.0.0.1:1")}
+			c.AdminOIDC.ClientSecretFile = file
+			return c
+		}},
+	} {
+		// keyfile's own test covers the modes: one refused here (each
+		// failed start costs seconds to close).
+		for _, mode := range []os.FileMode{0o600, 0o640} {
+			t.Run(fmt.Sprintf("%s %04o", tc.name, mode), func(t *testing.T) {
+				file := filepath.Join(t.TempDir(), "secret")
+				if err := os.WriteFile(file, []byte("a-config-file-secret-0123456789\n"), 0o600); err != nil { // mayfly:allow
+					t.Fatal(err)
+				}
+				if err := os.Chmod(file, mode); err != nil {
+					t.Fatal(err)
+				}
+				cfg := tc.config(file)
+				cfg.DataDir, cfg.Listen, cfg.MetricsListen, cfg.InsecureHTTP = dir, "127.0.0.1:0", "off", true
+				s, err := New(ctx, cfg, quiet)
+				if err == nil {
+					s.Close(ctx)
+				}
+				if mode == 0o600 {
+					if err != nil {
+						t.Fatalf("start with the file at 0600: %v", err)
+					}
+					return
+				}
+				if err == nil {
+					t.Fatalf("the file at mode %04o was used", mode)
+				}
+				if msg := err.Error(); !strings.Contains(msg, file) || !strings.Contains(msg, "chmod 600") {
+					t.Fatalf("the refusal does not name the file and the chmod to run: %v", err)
+				}
+			})
+		}
 	}
 }

@@ -2,7 +2,6 @@ package server
 
 import (
 	"fmt"
-	"os"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
 	"github.com/mayfly-sh/mayfly/internal/sso"
@@ -17,9 +16,11 @@ func (s *Server) newSSO(sessions *authority.Sessions) (*sso.RP, *authority.Sessi
 	}
 	var secret string
 	if f := cfg.AdminOIDC.ClientSecretFile; f != "" {
-		b, err := os.ReadFile(f)
+		// The client secret is a credential at the provider: refused when
+		// others may read it, as the server's keys are.
+		b, err := readKeyFile(f, "config: admin_oidc.client_secret_file")
 		if err != nil {
-			return nil, nil, fmt.Errorf("config: admin_oidc.client_secret_file: %w", err)
+			return nil, nil, err
 		}
 		secret = string(b)
 		clear(b)
