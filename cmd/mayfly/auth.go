@@ -94,10 +94,11 @@ func writeSessions(f sessionFile, p string) error {
 }
 
 // readOwnerOnly reads the session file p (at most 1 MiB), refusing one
-// another local user may read (keyfile.Read): its sessions are
-// admin credentials, as good as leaked.
+// another local user may read: its sessions are admin credentials, as
+// good as leaked; and, on Unix, one another user owns (keyfile.ReadOwn):
+// its sessions would be theirs, planted for us to act as.
 func readOwnerOnly(p string) ([]byte, error) {
-	b, err := keyfile.Read(p, 1<<20)
+	b, err := keyfile.ReadOwn(p, 1<<20)
 	if errors.Is(err, keyfile.ErrFileTooLarge) {
 		return nil, fmt.Errorf("%s is not a mayfly session file: remove it and sign in again", p)
 	}
@@ -109,12 +110,12 @@ func readOwnerOnly(p string) ([]byte, error) {
 
 // sessionFor returns the saved, unexpired session token for the server
 // at addr (normalised), or "". A session file it may not use (another
-// user may read it) is an error: otherwise the command would go on
-// without the session and fail for a reason that hides this one.
+// user may read it, or owns it) is an error: otherwise the command would
+// go on without the session and fail for a reason that hides this one.
 func sessionFor(addr string) (string, error) {
 	f, _, err := readSessions()
 	if err != nil {
-		if errors.Is(err, keyfile.ErrReadableByOthers) {
+		if errors.Is(err, keyfile.ErrReadableByOthers) || errors.Is(err, keyfile.ErrNotOwned) {
 			return "", err
 		}
 		return "", nil
