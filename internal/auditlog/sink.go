@@ -73,7 +73,7 @@ func NewFileSink(path string, opts FileSinkOptions) (*FileSink, error) {
 func (s *FileSink) Name() string { return "file:" + s.path }
 
 func (s *FileSink) open() error {
-	f, err := os.OpenFile(s.path, os.O_RDWR|os.O_APPEND|os.O_CREATE, 0o600)
+	f, err := openSinkFile(s.path)
 	if err != nil {
 		return fmt.Errorf("audit: opening sink file: %w", err)
 	}
