@@ -31,6 +31,23 @@ import (
 // auditPageSize is how many entries one GET /v1/audit/entries asks for.
 const auditPageSize = 1000
 
+// auditPageCutBytes is how large a page shorter than asked for must be
+// to be read on from rather than taken for the log's end: the server cuts
+// a page before the entry that would take it past 8 MiB
+// (auditlog.MaxPageBytes), so such a page holds more than 8 MiB less one
+// entry (64 KiB). A smaller short page is the end: a server cannot keep a
+// client reading forever with one line more on each.
+const auditPageCutBytes = 1 << 20
+
+// pageBytes is the bytes of a page's entries.
+func pageBytes(es [][]byte) int {
+	n := 0
+	for _, e := range es {
+		n += len(e)
+	}
+	return n
+}
+
 func newAuditCmd() *cobra.Command {
 	au := &cobra.Command{
 		Use:   "audit",
@@ -611,7 +628,9 @@ func (c auditClient) auditPage(ctx context.Context, start int64, limit int) ([][
 }
 
 // streamEntries writes entries [start, end) as NDJSON (end < 0: until the
-// log ends). It stops early when the server has no more.
+// log ends). It stops early when the server has no more: a page shorter
+// than asked for, unless the server may have cut it for its bytes
+// (auditPageCutBytes).
 func (c auditClient) streamEntries(ctx context.Context, w io.Writer, start, end int64) error {
 	for pos := start; end < 0 || pos < end; {
 		limit := int64(auditPageSize)
@@ -628,7 +647,7 @@ func (c auditClient) streamEntries(ctx context.Context, w io.Writer, start, end 
 			}
 		}
 		pos += int64(len(es))
-		if int64(len(es)) < limit {
+		if int64(len(es)) < limit && pageBytes(es) < auditPageCutBytes {
 			return nil
 		}
 	}
@@ -686,7 +705,7 @@ func newAuditTailCmd(cf *clientFlags) *cobra.Command {
 					}
 				}
 				pos += int64(len(es))
-				if len(es) == auditPageSize {
+				if len(es) == auditPageSize || pageBytes(es) >= auditPageCutBytes {
 					continue
 				}
 				if !follow {
