@@ -2,6 +2,7 @@ package mask
 
 import (
 	"bytes"
+	"encoding/base32"
 	"encoding/base64"
 	"encoding/binary"
 	"encoding/hex"
@@ -59,6 +60,10 @@ const MinSecretLen = 8
 //     -EncodedCommand holding it in a script;
 //   - hex with a space, colon or dash between the bytes (hexSeps), lower
 //     and upper case: one line of debug output; not as UTF-16;
+//   - base32 (RFC 4648's alphabet, upper case), padded and unpadded, plus
+//     the stable inner substring of the encoding when the value sits at
+//     byte offset 0 to 4 (mod 5) of a larger encoded blob (base32Forms);
+//     not as UTF-16;
 //   - HTML and XML escaping as each escaper in htmlStyles writes it (Go's
 //     html/template and encoding/xml, PHP, Python, Ruby, .NET, JavaScript
 //     templates, OWASP ESAPI, Spring): a page quoting a credential back. Not as UTF-16 too: a
@@ -119,8 +124,39 @@ func Forms(secret []byte) [][]byte {
 			add(hexSep(v, by, hexLower))
 			add(hexSep(v, by, hexUpper))
 		}
+		for _, f := range base32Forms(v) {
+			add(f)
+		}
 	}
 	return out
+}
+
+// base32Forms lists v in base32 (RFC 4648, upper case), padded or not,
+// and the part of it that stays the same at each of the 5 alignments v
+// may have inside a longer encoded text (when at least MinSecretLen long).
+func base32Forms(v []byte) []string {
+	fs := []string{base32.StdEncoding.EncodeToString(v), base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(v)}
+	for k := 0; k < 5; k++ {
+		if s := b32Stable(v, k); len(s) >= MinSecretLen {
+			fs = append(fs, s)
+		}
+	}
+	return fs
+}
+
+// b32Stable returns the characters of the base32 of v, placed at byte
+// offset k (0 to 4) of a longer blob, that depend on v alone. Character i
+// carries bits [5i, 5i+5); v occupies bits [8k, 8k+8len(v)).
+func b32Stable(v []byte, k int) string {
+	n := k + len(v)
+	buf := make([]byte, (n+4)/5*5)
+	copy(buf[k:], v)
+	s := base32.StdEncoding.WithPadding(base32.NoPadding).EncodeToString(buf)
+	start, end := (8*k+4)/5, (8*n)/5
+	if end <= start {
+		return ""
+	}
+	return s[start:end]
 }
 
 // hexSeps are the separators printed between the bytes of hex on one
@@ -310,7 +346,7 @@ const LongSecretLen = 1024
 // fewer where they agree. Not: any form as UTF-16, lower-case percent
 // escapes (.NET's HttpUtility), \uXXXX for every character, base64 forms
 // JSON-escaped, hex with separators, HTML escaping, base64 twice or of
-// UTF-16, nor the base64, hex or percent-encoding of a line alone (the
+// UTF-16, base32, nor the base64, hex or percent-encoding of a line alone (the
 // secret's holds each line's).
 func longForms(values [][]byte) []string {
 	v := values[0]
