@@ -258,7 +258,11 @@ func TestAuditLargePagesFollowed(t *testing.T) {
 	big := strings.Repeat("p", audit.MaxEntrySize-1024)
 	n := auditlog.MaxPageBytes/len(big) + 20
 	for i := 0; i < n; i++ {
-		l.Add(ctx, audit.Event{Type: audit.TypeGateway, Method: "GET", Path: "/" + strconv.Itoa(i) + big, Status: 200})
+		// Waited for: Sync signs what is durable, and verify checks up
+		// to the signed checkpoint.
+		if _, err := l.Add(ctx, audit.Event{Type: audit.TypeGateway, Method: "GET", Path: "/" + strconv.Itoa(i) + big, Status: 200}).Wait(ctx); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := l.Sync(ctx); err != nil {
 		t.Fatal(err)
