@@ -468,6 +468,41 @@ type EntryScanner interface {
 	ScanAuditEntries(ctx context.Context, start int64, limit int, fn func(data []byte) error) error
 }
 
+// errPageFull stops ReadEntries' scan once the page holds maxBytes.
+var errPageFull = errors.New("audit: page full")
+
+// ReadEntries reads up to limit entries from start through sc, stopping
+// before the one that would take their bytes past maxBytes (0: no bound;
+// the first entry is always kept, so a reader going on from start plus
+// what it got always gets further). The entries share one buffer, sliced
+// once it stops growing, rather than an allocation each; what the bound
+// leaves out is never held.
+func ReadEntries(ctx context.Context, sc EntryScanner, start int64, limit, maxBytes int) ([][]byte, error) {
+	var buf []byte
+	var ends []int
+	err := sc.ScanAuditEntries(ctx, start, limit, func(data []byte) error {
+		if maxBytes > 0 && len(ends) > 0 && len(buf)+len(data) > maxBytes {
+			return errPageFull
+		}
+		if buf == nil {
+			buf = make([]byte, 0, min(limit*(len(data)+len(data)/4+16), 1<<20))
+		}
+		buf = append(buf, data...)
+		ends = append(ends, len(buf))
+		return nil
+	})
+	if err != nil && !errors.Is(err, errPageFull) {
+		return nil, err
+	}
+	out := make([][]byte, len(ends))
+	from := 0
+	for i, e := range ends {
+		out[i] = buf[from:e:e]
+		from = e
+	}
+	return out, nil
+}
+
 // leafHasher computes RFC 6962 leaf hashes, as tlog.RecordHash does, with
 // one SHA-256 state and no allocation per entry.
 type leafHasher struct {

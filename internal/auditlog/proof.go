@@ -2,7 +2,6 @@ package auditlog
 
 import (
 	"context"
-	"errors"
 	"fmt"
 
 	"golang.org/x/mod/sumdb/tlog"
@@ -18,9 +17,6 @@ const MaxPageSize = 10000
 // in memory per request. A page always holds its first entry, so a
 // caller reading on from start+len(page) always gets further.
 const MaxPageBytes = 8 << 20
-
-// errPageFull stops a scan of entries once a page holds MaxPageBytes.
-var errPageFull = errors.New("audit: page full")
 
 // storeHashReader reads stored hashes from the store, one query per call.
 func storeHashReader(ctx context.Context, r audit.Reader) tlog.HashReader {
@@ -70,7 +66,7 @@ func (l *Log) Entries(ctx context.Context, start int64, limit int) ([][]byte, er
 	if sc, ok := l.st.(audit.EntryScanner); ok {
 		// The store's rows one at a time: what a page leaves out is
 		// never held.
-		es, err := scanPage(ctx, sc, start, limit)
+		es, err := audit.ReadEntries(ctx, sc, start, limit, MaxPageBytes)
 		if err != nil {
 			return nil, fmt.Errorf("audit: reading entries from %d: %w", start, err)
 		}
@@ -87,35 +83,6 @@ func (l *Log) Entries(ctx context.Context, start int64, limit int) ([][]byte, er
 		}
 	}
 	return es, nil
-}
-
-// scanPage reads up to limit entries from start, stopping before the one
-// that would take the page past MaxPageBytes. Their bytes share one
-// buffer, sliced once it stops growing.
-func scanPage(ctx context.Context, sc audit.EntryScanner, start int64, limit int) ([][]byte, error) {
-	var buf []byte
-	var ends []int
-	err := sc.ScanAuditEntries(ctx, start, limit, func(data []byte) error {
-		if len(ends) > 0 && len(buf)+len(data) > MaxPageBytes {
-			return errPageFull
-		}
-		if buf == nil {
-			buf = make([]byte, 0, min(limit*(len(data)+len(data)/4+16), 1<<20))
-		}
-		buf = append(buf, data...)
-		ends = append(ends, len(buf))
-		return nil
-	})
-	if err != nil && !errors.Is(err, errPageFull) {
-		return nil, err
-	}
-	out := make([][]byte, len(ends))
-	from := 0
-	for i, e := range ends {
-		out[i] = buf[from:e:e]
-		from = e
-	}
-	return out, nil
 }
 
 // InclusionProof proves that the entry at index is in the tree of the

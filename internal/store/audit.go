@@ -6,6 +6,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/audit"
 )
 
 // AuditSize returns the number of audit entries stored.
@@ -147,28 +149,7 @@ func (db *DB) insertPairs(ctx context.Context, tx *sql.Tx, prefix string, first 
 
 // AuditEntries returns up to limit entries from start, in index order.
 func (db *DB) AuditEntries(ctx context.Context, start int64, limit int) ([][]byte, error) {
-	// The rows' bytes go into one buffer, sliced once it stops growing,
-	// rather than each into its own allocation.
-	var buf []byte
-	var ends []int
-	err := db.ScanAuditEntries(ctx, start, limit, func(data []byte) error {
-		if buf == nil {
-			buf = make([]byte, 0, min(limit*(len(data)+len(data)/4+16), 1<<20))
-		}
-		buf = append(buf, data...)
-		ends = append(ends, len(buf))
-		return nil
-	})
-	if err != nil {
-		return nil, err
-	}
-	out := make([][]byte, len(ends))
-	from := 0
-	for i, e := range ends {
-		out[i] = buf[from:e:e]
-		from = e
-	}
-	return out, nil
+	return audit.ReadEntries(ctx, db, start, limit, 0)
 }
 
 // ScanAuditEntries calls fn with each of up to limit entries from start,
