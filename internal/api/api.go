@@ -60,6 +60,15 @@ var (
 // Health reports whether a dependency can take writes.
 type Health interface{ Healthy() error }
 
+// Pinger is the store as readiness asks it.
+type Pinger interface {
+	// Ping checks that the store would take a write.
+	Ping(context.Context) error
+	// SchemaNewer says, once a newer mayfly has migrated the database,
+	// why this node takes no write (nil before): readiness names it.
+	SchemaNewer() error
+}
+
 // Config wires the API.
 type Config struct {
 	Authority *authority.Authority
@@ -67,7 +76,7 @@ type Config struct {
 	Leases    *lease.Manager
 	Audit     *auditlog.Log
 	Secrets   Secrets
-	Store     interface{ Ping(context.Context) error }
+	Store     Pinger
 	Gateway   http.Handler
 	DPoP      *dpop.Verifier
 	// ClientAddr resolves the caller's address (trusted proxies applied).
@@ -454,6 +463,9 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 	ready := true
 	if err := a.ready.ping(ctx, 3*time.Second, a.cfg.Store.Ping); err != nil {
 		checks["store"] = "not writable"
+		if err := a.cfg.Store.SchemaNewer(); err != nil {
+			checks["store"] = err.Error() // what to do about it, for the operator
+		}
 		ready = false
 	} else {
 		checks["store"] = "ok"

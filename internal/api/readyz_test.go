@@ -22,6 +22,8 @@ type slowPing struct {
 	mu        sync.Mutex
 }
 
+func (s *slowPing) SchemaNewer() error { return nil }
+
 func (s *slowPing) Ping(ctx context.Context) error {
 	s.total.Add(1)
 	n := s.now.Add(1)

@@ -104,6 +104,9 @@ func (w *auditWriter) add(ctx context.Context, db *DB, records [][]byte) ([]int6
 	if w.closed {
 		return nil, errClosed
 	}
+	if err := db.SchemaNewer(); err != nil {
+		return nil, err
+	}
 	ids, err := db.insertPending(ctx, w.conn, records, make([]int64, 0, len(records)))
 	if err != nil {
 		return nil, err
@@ -198,6 +201,9 @@ type AuditSequencer struct {
 // and returns nil, nil if one does. On SQLite, whose one writer is this
 // process, it always succeeds.
 func (db *DB) TryAuditSequencer(ctx context.Context) (*AuditSequencer, error) {
+	if err := db.SchemaNewer(); err != nil {
+		return nil, fmt.Errorf("store: audit sequencer: %w", err)
+	}
 	if !db.postgres {
 		return &AuditSequencer{db: db}, nil
 	}
@@ -252,16 +258,29 @@ func (s *AuditSequencer) SessionPID() int64 { return s.pid }
 // below them until a vacuum (a read from the start walked ~300 µs of them
 // at 100,000).
 func (s *AuditSequencer) Pending(ctx context.Context, after int64, limit int, skip []int64) (ids []int64, records [][]byte, err error) {
+	if err := s.db.SchemaNewer(); err != nil {
+		return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+	}
 	if s.conn != nil {
 		if skip == nil {
 			skip = []int64{} // an empty array, not NULL (<> ALL of NULL is never true)
 		}
-		q := `SELECT id, data FROM audit_pending WHERE id > $1 AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $3`
+		// Each row carries the schema version, read in the records'
+		// snapshot: a record a newer node wrote after migrating is never
+		// handed to this older sequencer, which would refuse it as not
+		// sealed its way.
+		q := `SELECT id, data, (SELECT value FROM meta WHERE key = 'schema_version') FROM audit_pending WHERE id > $1 AND id <> ALL($2::bigint[]) ORDER BY id LIMIT $3`
 		rows, err := s.conn.QueryContext(ctx, q, after, skip, limit)
 		if err != nil {
 			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 		}
-		return scanPending(rows, nil)
+		var schema []byte
+		ids, records, err = scanPending(rows, nil, &schema)
+		s.db.noteSchema(schema)
+		if err := s.db.SchemaNewer(); err != nil {
+			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
+		}
+		return ids, records, err
 	}
 	// SQLite (one process, local): read past them and drop them here.
 	rows, err := s.db.query(ctx, `SELECT id, data FROM audit_pending WHERE id > ? ORDER BY id LIMIT ?`, after, limit+len(skip))
@@ -275,7 +294,7 @@ func (s *AuditSequencer) Pending(ctx context.Context, after int64, limit int, sk
 			drop[id] = true
 		}
 	}
-	ids, records, err = scanPending(rows, drop)
+	ids, records, err = scanPending(rows, drop, nil)
 	if len(ids) > limit {
 		ids, records = ids[:limit], records[:limit]
 	}
@@ -283,13 +302,18 @@ func (s *AuditSequencer) Pending(ctx context.Context, after int64, limit int, sk
 }
 
 // scanPending reads the rows of a pending records query, leaving out the
-// ids in drop, and closes them.
-func scanPending(rows *sql.Rows, drop map[int64]bool) (ids []int64, records [][]byte, err error) {
+// ids in drop, and closes them. With schema, each row has a third column,
+// the schema version, read into it.
+func scanPending(rows *sql.Rows, drop map[int64]bool, schema *[]byte) (ids []int64, records [][]byte, err error) {
 	defer rows.Close()
 	for rows.Next() {
 		var id int64
 		var data []byte
-		if err := rows.Scan(&id, &data); err != nil {
+		dest := []any{&id, &data}
+		if schema != nil {
+			dest = append(dest, schema)
+		}
+		if err := rows.Scan(dest...); err != nil {
 			return nil, nil, fmt.Errorf("store: pending audit entries: %w", err)
 		}
 		if !drop[id] {
@@ -315,6 +339,9 @@ func (s *AuditSequencer) Sequence(ctx context.Context, start int64, entries [][]
 		return fmt.Errorf("store: sequence audit: %d pending ids for %d entries", len(pids), len(entries))
 	}
 	db := s.db
+	if err := db.SchemaNewer(); err != nil {
+		return fmt.Errorf("store: sequence audit at %d: %w", start, err)
+	}
 	if s.conn != nil {
 		if err := s.sequencePostgres(ctx, start, entries, pids, merged, firstHash, hashes); err != nil {
 			return fmt.Errorf("store: sequence audit at %d: %w", start, err)

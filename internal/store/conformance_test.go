@@ -639,8 +639,11 @@ func TestRefusesNewerSchema(t *testing.T) {
 			db.Close()
 			t.Fatalf("%s: opened a database with a newer schema", db.Backend())
 		}
-		if !strings.Contains(err.Error(), "newer than this mayfly knows") {
-			t.Fatalf("error = %v", err)
+		// Both versions, and what to do about it.
+		for _, want := range []string{"version 999", "newer than this mayfly knows", fmt.Sprintf("(%d)", store.SchemaVersion()), "upgrade this binary"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Fatalf("error = %v, want it to say %q", err, want)
+			}
 		}
 	}
 }

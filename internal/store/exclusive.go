@@ -30,6 +30,9 @@ type Exclusive struct {
 // TryExclusive takes the right called name if no other node holds it, and
 // returns nil, nil if one does.
 func (db *DB) TryExclusive(ctx context.Context, name string) (*Exclusive, error) {
+	if err := db.SchemaNewer(); err != nil {
+		return nil, fmt.Errorf("store: exclusive %s: %w", name, err)
+	}
 	if !db.postgres {
 		return &Exclusive{name: name}, nil
 	}
@@ -58,11 +61,15 @@ func (db *DB) TryExclusive(ctx context.Context, name string) (*Exclusive, error)
 }
 
 // Alive reports whether the right is still held: on PostgreSQL, whether
-// the session holding it still answers. A holder that gets an error must
-// stop the work and Release.
+// the session holding it still answers, and whether this node may still
+// work (SchemaNewer). A holder that gets an error must stop the work and
+// Release.
 func (x *Exclusive) Alive(ctx context.Context) error {
 	if x.conn == nil {
 		return nil
+	}
+	if err := x.db.SchemaNewer(); err != nil {
+		return fmt.Errorf("store: exclusive %s: %w", x.name, err)
 	}
 	if err := x.conn.PingContext(ctx); err != nil {
 		return fmt.Errorf("store: exclusive %s: its session is gone: %w", x.name, err)

@@ -107,9 +107,11 @@ func (db *DB) LeaseFeedStart(ctx context.Context) (int64, FeedSnapshot, error) {
 	}
 	var n sql.NullInt64
 	var snap string
-	if err := db.read.QueryRowContext(ctx, `SELECT (SELECT MAX(seq) FROM lease_events), pg_current_snapshot()::text`).Scan(&n, &snap); err != nil {
+	var schema []byte
+	if err := db.read.QueryRowContext(ctx, `SELECT (SELECT MAX(seq) FROM lease_events), pg_current_snapshot()::text, (SELECT value FROM meta WHERE key = 'schema_version')`).Scan(&n, &snap, &schema); err != nil {
 		return 0, FeedSnapshot{}, fmt.Errorf("store: lease feed start: %w", err)
 	}
+	db.noteSchema(schema)
 	fs, err := parseSnapshot(snap)
 	if err != nil {
 		return 0, FeedSnapshot{}, fmt.Errorf("store: lease feed start: %w", err)
@@ -119,7 +121,9 @@ func (db *DB) LeaseFeedStart(ctx context.Context) (int64, FeedSnapshot, error) {
 
 // LeaseFeedRead reads one page of the feed. Another handle's renew events
 // come with their lease as stored now, in the same statement: no read per
-// event.
+// event. On PostgreSQL the statement also reads the schema version: every
+// node polls the feed (lease.Manager.Run), so each learns within a poll
+// that a newer mayfly migrated the database (SchemaNewer).
 func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed, error) {
 	if r.Limit <= 0 {
 		r.Limit = 1000
@@ -145,7 +149,7 @@ func (db *DB) LeaseFeedRead(ctx context.Context, r LeaseFeedRequest) (LeaseFeed,
 			xs[i], afters[i], uptos[i] = int64(b.Xact), b.After, b.Upto
 		}
 		rows, err = q.QueryContext(ctx, `
-WITH snap AS (SELECT pg_current_snapshot()::text AS s),
+WITH snap AS (SELECT pg_current_snapshot()::text AS s, (SELECT value FROM meta WHERE key = 'schema_version') AS v),
 head AS (SELECT 0::bigint AS x, seq, lease_id, kind, origin FROM lease_events WHERE seq > $1 ORDER BY seq LIMIT `+strconv.Itoa(r.Limit)+`),
 back AS (SELECT r.x, e.seq, e.lease_id, e.kind, e.origin
 	FROM unnest($2::bigint[], $3::bigint[], $4::bigint[]) AS r(x, after, upto)
@@ -156,13 +160,13 @@ above AS (SELECT a.x::text::bigint, e.seq, e.lease_id, e.kind, e.origin
 	CROSS JOIN LATERAL (SELECT seq, lease_id, kind, origin FROM lease_events
 		WHERE xid = a.x AND seq <= $7 ORDER BY seq LIMIT `+strconv.Itoa(r.BackLimit)+`) e),
 ev AS (SELECT * FROM head UNION ALL SELECT * FROM back UNION ALL SELECT * FROM above)
-SELECT snap.s, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $5, `+prefixed("l.", leaseCols)+`
+SELECT snap.s, snap.v, ev.x, ev.seq, ev.lease_id, ev.kind, ev.origin = $5, `+prefixed("l.", leaseCols)+`
 FROM snap LEFT JOIN (ev LEFT JOIN LATERAL (SELECT * FROM leases
 	WHERE leases.id = ev.lease_id AND ev.kind = 'renew' AND ev.origin <> $5 LIMIT 1) l ON true) ON true
 ORDER BY ev.x NULLS FIRST, ev.seq`, r.After, xs, afters, uptos, db.origin, int64(r.Above), r.AboveUpto)
 	} else {
 		rows, err = db.read.QueryContext(ctx, `
-SELECT '', 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
+SELECT '', NULL, 0, e.seq, e.lease_id, e.kind, e.origin = ?, `+prefixed("l.", leaseCols)+`
 FROM lease_events e LEFT JOIN leases l ON l.id = e.lease_id AND e.kind = 'renew' AND e.origin <> ?
 WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
 	}
@@ -173,11 +177,12 @@ WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
 	snapSeen := false
 	for rows.Next() {
 		var snap string
+		var schema []byte
 		var x, seq sql.NullInt64
 		var id, kind sql.NullString
 		var own sql.NullBool
 		var nl nullLease
-		dest := append([]any{&snap, &x, &seq, &id, &kind, &own}, nl.dest()...)
+		dest := append([]any{&snap, &schema, &x, &seq, &id, &kind, &own}, nl.dest()...)
 		if err := rows.Scan(dest...); err != nil {
 			return out, fmt.Errorf("store: lease feed: %w", err)
 		}
@@ -186,6 +191,7 @@ WHERE e.seq > ? ORDER BY e.seq LIMIT ?`, db.origin, db.origin, r.After, r.Limit)
 			if out.FeedSnapshot, err = parseSnapshot(snap); err != nil {
 				return out, fmt.Errorf("store: lease feed: %w", err)
 			}
+			db.noteSchema(schema)
 		}
 		if !seq.Valid {
 			continue // the snapshot's row of an empty page

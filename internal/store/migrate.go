@@ -7,6 +7,8 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
+
+	"github.com/mayfly-sh/mayfly/internal/failclosed"
 )
 
 // migration is one schema step, per backend: {{blob}} and {{serial}} are
@@ -329,6 +331,39 @@ ALTER TABLE ` + t + `_new RENAME TO ` + t + `;
 // SchemaVersion is the schema version this binary writes.
 func SchemaVersion() int { return len(migrations()) }
 
+// errSchemaNewer refuses to run this binary on a database a newer mayfly
+// migrated to version v: at start (Open), and on a running node from the
+// moment it learns of it (SchemaNewer).
+func errSchemaNewer(v int) error {
+	return fmt.Errorf("store %w: the database schema is version %d, newer than this mayfly knows (%d): upgrade this binary", failclosed.ErrUnavailable, v, SchemaVersion())
+}
+
+// noteSchema takes in the schema version (as meta stores it) that a read
+// made anyway found, so that a node learns of a newer mayfly's migration
+// without a statement of its own for it.
+func (db *DB) noteSchema(v []byte) {
+	n, err := strconv.Atoi(string(v))
+	if err != nil || n <= SchemaVersion() {
+		return
+	}
+	db.newer.Store(int64(n))
+}
+
+// SchemaNewer is nil until this handle has seen that a newer mayfly
+// migrated its database; from then on it is why the handle refuses every
+// write (wrapping failclosed.ErrUnavailable: answered 503), its readiness
+// ping fails and the rights it holds are given up. Rows in this binary's
+// format under a schema that expects others could be lost or misread by
+// the newer nodes (an older sequencer refuses their pending records as not
+// sealed its way, and deletes them). There is no way back: a schema is
+// never migrated down.
+func (db *DB) SchemaNewer() error {
+	if v := db.newer.Load(); v != 0 {
+		return errSchemaNewer(int(v))
+	}
+	return nil
+}
+
 func (db *DB) dialect(s string) string {
 	if db.postgres {
 		s = strings.ReplaceAll(s, "{{blob}}", "BYTEA")
@@ -367,7 +402,7 @@ func (db *DB) migrateTo(ctx context.Context, target int) error {
 	}
 	steps := migrations()
 	if current > len(steps) {
-		return fmt.Errorf("store: database schema is version %d, newer than this mayfly knows (%d): refusing to run", current, len(steps))
+		return errSchemaNewer(current)
 	}
 	for i := current; i < min(target, len(steps)); i++ {
 		tx, err := conn.BeginTx(ctx, nil)

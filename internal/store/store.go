@@ -4,7 +4,8 @@
 //
 // It holds no business rules: it never decides who may do what, never sees a
 // token in the clear and never decrypts anything. Callers hand it keyed hashes
-// and sealed bytes.
+// and sealed bytes. It never writes to a database whose schema is newer than
+// this binary's (SchemaNewer).
 package store
 
 import (
@@ -23,6 +24,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -112,6 +114,12 @@ type DB struct {
 	rightsMu sync.Mutex
 	seqs     int // the audit sequencer's sessions
 	excls    int // exclusive rights' sessions
+
+	// newer is the schema version, newer than this binary's, that a read
+	// made anyway (the lease poll, the readiness ping, the sequencer's
+	// round) found recorded: a newer mayfly migrated the database under
+	// this node, which from then on writes nothing (SchemaNewer). 0: none.
+	newer atomic.Int64
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
@@ -466,20 +474,24 @@ func (db *DB) Rebind(q string) string {
 // node every few seconds. On PostgreSQL the server must be a primary that
 // accepts writes; on SQLite the last group commit must not have failed.
 func (db *DB) Ping(ctx context.Context) error {
+	var schema []byte
 	if db.postgres {
 		var recovery bool
 		var readOnly string
-		if err := db.read.QueryRowContext(ctx, `SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only')`).Scan(&recovery, &readOnly); err != nil {
+		if err := db.read.QueryRowContext(ctx, `SELECT pg_is_in_recovery(), current_setting('default_transaction_read_only'), (SELECT value FROM meta WHERE key = 'schema_version')`).Scan(&recovery, &readOnly, &schema); err != nil {
 			return fmt.Errorf("store: ping: %w", err)
 		}
 		if recovery || readOnly == "on" {
 			return errors.New("store: ping: the PostgreSQL server does not accept writes")
 		}
 	} else {
-		var one int
-		if err := db.read.QueryRowContext(ctx, `SELECT 1 FROM meta WHERE key = 'schema_version'`).Scan(&one); err != nil {
+		if err := db.read.QueryRowContext(ctx, `SELECT value FROM meta WHERE key = 'schema_version'`).Scan(&schema); err != nil {
 			return fmt.Errorf("store: ping: %w", err)
 		}
+	}
+	db.noteSchema(schema)
+	if err := db.SchemaNewer(); err != nil {
+		return err
 	}
 	if err := db.batch.lastError(); err != nil {
 		return fmt.Errorf("store: ping: the last commit failed: %w", err)
@@ -491,6 +503,9 @@ func (db *DB) Ping(ctx context.Context) error {
 // commit). fn's effects are kept only if fn returns nil, and only once the
 // commit is durable does tx return.
 func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.SchemaNewer(); err != nil {
+		return err
+	}
 	return db.batch.do(ctx, fn)
 }
 
@@ -498,6 +513,9 @@ func (db *DB) tx(ctx context.Context, fn func(*sql.Tx) error) error {
 // log): fn runs in a transaction of its own, in the caller's goroutine,
 // without a hand-off to the committer.
 func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.SchemaNewer(); err != nil {
+		return err
+	}
 	return db.batch.direct(ctx, fn, false, false)
 }
 
@@ -507,6 +525,9 @@ func (db *DB) txDirect(ctx context.Context, fn func(*sql.Tx) error) error {
 // through the OS, or to the PostgreSQL server), without waiting for the
 // disk.
 func (db *DB) txDirectWritten(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.SchemaNewer(); err != nil {
+		return err
+	}
 	return db.batch.direct(ctx, fn, true, false)
 }
 
@@ -514,6 +535,9 @@ func (db *DB) txDirectWritten(ctx context.Context, fn func(*sql.Tx) error) error
 // against a crash of the machine (the audit journal): it sets no deadline
 // for a durable commit; the next durable one covers it.
 func (db *DB) txDirectKept(ctx context.Context, fn func(*sql.Tx) error) error {
+	if err := db.SchemaNewer(); err != nil {
+		return err
+	}
 	return db.batch.direct(ctx, fn, true, true)
 }
 
