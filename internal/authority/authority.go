@@ -945,7 +945,7 @@ func (a *Authority) Leak(ctx context.Context, toks []string, origin LeakOrigin, 
 				Detail: map[string]any{"session": id}})
 		}
 		ev := audit.Event{Type: audit.TypeLeak, Source: addrString(source), Count: int64(len(r.Revoked) + len(r.RevokedAdmin) + len(r.RevokedSessions)), Status: 200,
-			Detail: map[string]any{"report_source": clip(origin.Source), "url": clip(origin.URL), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
+			Detail: map[string]any{"report_source": originText(origin.Source, toks), "url": originText(origin.URL, toks), "already_revoked": r.AlreadyRevoked, "unknown": r.Unknown}}
 		if origin.Signature != "" {
 			ev.Detail["signature"] = origin.Signature
 		}
@@ -1001,9 +1001,41 @@ func mintedHint(v string) string {
 	return "…"
 }
 
+// clip bounds what a caller chose to 512 bytes. It never cuts a
+// credential in two: the audit log replaces a whole token by its hint,
+// but one cut in its checksum is no token to it, yet its first 34
+// characters give it whole (the checksum follows from them). So a run of
+// a credential's characters across the limit is left out whole.
 func clip(s string) string {
-	if len(s) > 512 {
-		return s[:512]
+	const limit = 512
+	if len(s) <= limit {
+		return s
+	}
+	end := limit
+	if credChar(s[end]) {
+		for end > 0 && credChar(s[end-1]) {
+			end--
+		}
+	}
+	return s[:end]
+}
+
+// credChar: a character of a token, session value, minted password or
+// GitHub installation token (base64url and a JWT's dots included).
+func credChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.'
+}
+
+// originText is a leak report's source or URL (the reporter's words) as
+// its audit entry keeps them: clipped, with every credential the report
+// names (toks) replaced by a hint, sessions' and GitHub's included, which
+// the audit log's own redaction does not know.
+func originText(s string, toks []string) string {
+	s = clip(s)
+	for _, t := range toks {
+		if t != "" && strings.Contains(s, t) {
+			s = strings.ReplaceAll(s, t, mintedHint(t))
+		}
 	}
 	return s
 }

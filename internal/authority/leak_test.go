@@ -152,3 +152,85 @@ func TestLeakRevokesAdminSessions(t *testing.T) {
 		})
 	}
 }
+
+// A leak report's source and URL are the reporter's words, kept in the
+// report's audit entry: no credential the report names may be kept there
+// whole, nor cut short by the entry's 512-byte clip (the audit log
+// replaces whole tokens by their hints, but a token cut in its checksum is
+// no longer one, and its first 34 characters give it whole: the checksum
+// is computed from them). A session value (mfys_) is no token to the audit
+// log's redaction at all.
+func TestLeakOriginKeepsNoCredential(t *testing.T) {
+	ctx := context.Background()
+	b := storetest.Backends(t)[0]
+	h, err := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := lease.New(b.DB, h, lease.Options{})
+	rec := newRecorder(t, b.DB)
+	sessions := NewSessions(b.DB, h, rec, time.Now, time.Hour)
+	a := New(Config{Leases: m, Verifier: nopVerifier{}, Policies: b.DB, Audit: rec, Sessions: sessions})
+	job := func() string {
+		tok, _, err := m.Issue(ctx, lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"deploy"}, TTL: time.Minute, MaxTTL: time.Hour})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	session := func() string {
+		v, _, err := sessions.Create(ctx, SignedIn{Name: "alice@example.com", Subject: "alice", Issuer: "https://idp.example", Role: RoleAdmin}, ViaCLI, netip.Addr{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return v
+	}
+	// cut places cred so that the 512-byte clip keeps its first keep
+	// characters.
+	cut := func(cred string, keep int) string {
+		return "https://example.com/" + strings.Repeat("a", 512-len("https://example.com/")-keep-1) + "/" + cred + "/rest"
+	}
+	tests := []struct {
+		name string
+		cred func() string
+		// origin builds the report's origin around the credential.
+		origin func(cred string) LeakOrigin
+		secret func(cred string) string // what must not reach the entry
+	}{
+		{"job token whole in the url", job, func(c string) LeakOrigin { return LeakOrigin{URL: "https://example.com/?t=" + c} }, jobBody},
+		{"job token cut in its checksum by the url's clip", job, func(c string) LeakOrigin { return LeakOrigin{URL: cut(c, 35)} }, jobBody},
+		{"job token cut after its body by the url's clip", job, func(c string) LeakOrigin { return LeakOrigin{URL: cut(c, 34)} }, jobBody},
+		{"job token cut by the source's clip", job, func(c string) LeakOrigin { return LeakOrigin{Source: cut(c, 39)} }, jobBody},
+		{"session value whole in the url", session, func(c string) LeakOrigin { return LeakOrigin{URL: "https://example.com/" + c} }, func(c string) string { return c }},
+		{"session value in the source", session, func(c string) LeakOrigin { return LeakOrigin{Source: "log " + c} }, func(c string) string { return c }},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			cred := tt.cred()
+			res, err := a.Leak(ctx, []string{cred}, tt.origin(cred), netip.MustParseAddr("192.0.2.1"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Revoked)+len(res.RevokedSessions) != 1 {
+				t.Fatalf("result %+v", res)
+			}
+			var entry bool
+			for _, ev := range rec.all() {
+				all, _ := json.Marshal(ev)
+				if strings.Contains(string(all), tt.secret(cred)) {
+					t.Fatalf("the audit log holds the credential: %s", all)
+				}
+				entry = entry || ev.Type == "leak.report" && (ev.Detail["url"] != "" || ev.Detail["report_source"] != "")
+			}
+			if !entry {
+				t.Fatal("the report's origin was not recorded")
+			}
+		})
+	}
+}
+
+// jobBody is what gives a job token away: its random body (the checksum
+// follows from it).
+func jobBody(tok string) string {
+	return tok[len(token.JobPrefix) : len(token.JobPrefix)+token.BodyLen]
+}
