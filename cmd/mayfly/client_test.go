@@ -381,3 +381,63 @@ func TestScanRevokeSplitsAndWaits(t *testing.T) {
 		})
 	}
 }
+
+// A mayfly:allow comment or a baseline quiets a finding in the report, but
+// scan --revoke still sends every revocable secret it saw: the server
+// answers a made-up one (a test's planted value) "unknown" at no cost,
+// while a live one kept off the report by a comment a developer added to
+// quiet the pre-commit hook, or by a baseline written before it was
+// revoked, would stay usable (an admin token, for good). A /v1/leaks
+// report of the same text revokes it whatever its comments say.
+func TestScanRevokeSendsIgnoredFindings(t *testing.T) {
+	tests := []struct {
+		name     string
+		line     string // the file's line around the token
+		baseline bool   // a baseline of this file is given
+		code     int    // the scan's exit status: the report still ignores it
+	}{
+		{"mayfly:allow comment", "ADMIN=%s # mayfly:allow", false, exitOK},
+		{"in the baseline", "ADMIN=%s", true, exitOK},
+		{"reported", "ADMIN=%s", false, exitNegative},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			adm, _ := token.New(token.Admin)
+			dir := t.TempDir()
+			if err := os.WriteFile(filepath.Join(dir, "ci.env"), []byte(fmt.Sprintf(tt.line, adm)+"\n"), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			var mu sync.Mutex
+			var received string
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				b, _ := io.ReadAll(r.Body)
+				mu.Lock()
+				received += string(b)
+				mu.Unlock()
+				json.NewEncoder(w).Encode(apitype.LeakResponse{RevokedAdmin: []apitype.RevokedAdminToken{{Hint: token.Hint(adm)}}})
+			}))
+			t.Cleanup(srv.Close)
+			t.Setenv("MAYFLY_CACERT", "")
+			args := []string{"scan", "--revoke", "--addr", srv.URL}
+			if tt.baseline {
+				base := filepath.Join(t.TempDir(), "baseline.json")
+				if _, stderr, code := runCLI(t, "", "scan", "--format", "json", "--output", base, dir); code != exitNegative {
+					t.Fatalf("baseline: exit %d, err %q", code, stderr)
+				}
+				args = append(args, "--baseline", base)
+			}
+			out, stderr, code := runCLI(t, "", append(args, dir)...)
+			if code != tt.code {
+				t.Fatalf("exit %d, want %d; out %q, err %q", code, tt.code, out, stderr)
+			}
+			mu.Lock()
+			defer mu.Unlock()
+			if received != adm+"\n" {
+				t.Fatalf("the server received %q, not the admin token (out %q, err %q)", received, out, stderr)
+			}
+			if !strings.Contains(out+stderr, "1 revoked") {
+				t.Fatalf("no summary of the revocation: out %q, err %q", out, stderr)
+			}
+		})
+	}
+}

@@ -146,12 +146,18 @@ func (s *Scanner) ScanGit(ctx context.Context, o GitOptions, emit func(Finding))
 		}
 	}
 	// One finding per fingerprint: the oldest commit (largest log index).
+	// An allowed one (Options.KeepAllowed) never stands for one that is
+	// not: the report would lose it.
 	best := map[string]int{}
 	for i, f := range all {
-		j, ok := best[f.Fingerprint]
+		key := f.Fingerprint
+		if f.Allowed {
+			key += "\x00allowed"
+		}
+		j, ok := best[key]
 		if !ok || order[f.Commit] > order[all[j].Commit] ||
 			order[f.Commit] == order[all[j].Commit] && lessPos(f, all[j]) {
-			best[f.Fingerprint] = i
+			best[key] = i
 		}
 	}
 	kept := make([]Finding, 0, len(best))

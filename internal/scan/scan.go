@@ -55,6 +55,9 @@ type Finding struct {
 	// secret, when no other commit before it does (scan --git --all).
 	Stash  string `json:"stash,omitempty"`
 	Secret string `json:"-"`
+	// Allowed: the finding is on a mayfly:allow line (reported only with
+	// Options.KeepAllowed).
+	Allowed bool `json:"-"`
 }
 
 // Options configure a Scanner. The zero value scans with every built-in
@@ -85,6 +88,10 @@ type Options struct {
 	// FingerprintKey keys the findings' fingerprints (see KeyedFingerprint);
 	// empty: the public default.
 	FingerprintKey []byte
+	// KeepAllowed reports the findings on a mayfly:allow line too, marked
+	// Allowed, for a caller that acts on what a report ignores (scan
+	// --revoke: a live token is a leak whatever the line says).
+	KeepAllowed bool
 }
 
 // Stats count what a scan read.
@@ -209,7 +216,8 @@ func (s *Scanner) scanJob(j *job) []Finding {
 	out := make([]Finding, 0, len(ms))
 	cur, line, col := j.own0, j.line, j.col
 	for _, m := range ms {
-		if allowed(j.b, m.pos) {
+		allow := allowed(j.b, m.pos)
+		if allow && !s.opts.KeepAllowed {
 			continue
 		}
 		var l, c int
@@ -231,7 +239,9 @@ func (s *Scanner) scanJob(j *job) []Finding {
 			cur = m.pos
 			l, c = line, col
 		}
-		out = append(out, s.finding(m, j.meta, l, c))
+		f := s.finding(m, j.meta, l, c)
+		f.Allowed = allow
+		out = append(out, f)
 	}
 	return out
 }
