@@ -143,7 +143,8 @@ type Limits struct {
 	// LeakTokenRate is the work all leak reports together may cause per
 	// second (default 2000): a report costs its distinct tokens, or one
 	// per KiB of its body if that is more. Once it is spent, reports get
-	// 429 before their bodies are read until it has refilled.
+	// 429 before their bodies are read until it has refilled. One address
+	// may spend a quarter of it.
 	LeakTokenRate float64
 	// AdminRate and AdminBurst bound, per source, the refused
 	// control-plane requests (each audited) and, in a bucket of their own,
@@ -187,6 +188,9 @@ func (l *Limits) defaults() {
 	defi(&l.RateLimitTables, 100000)
 }
 
+// leakShares: one address may spend 1/leakShares of limits.leak_token_rate.
+const leakShares = 4
+
 // maxLeakPlaces bounds limits.leak_concurrency and limits.leak_queue.
 const maxLeakPlaces = 1 << 16
 
@@ -206,8 +210,11 @@ type API struct {
 	// body holds no place another reporter needs.
 	leakReads *ratelimit.Concurrent
 	// leakBudget is limits.leak_token_rate: tokens named (or KiB read)
-	// per second over all leak reports.
+	// per second over all leak reports. leakShare is what one address may
+	// spend of it (a quarter), so that one address's flood cannot keep it
+	// spent for every other reporter.
 	leakBudget *budget
+	leakShare  *ratelimit.Limiter
 	adminRL    *ratelimit.Limiter
 	signInRL   *ratelimit.Limiter // sign-ins started (admin_rate), per address
 	// ready is /readyz's store ping, shared by the requests that arrive
@@ -296,7 +303,10 @@ func New(cfg Config) (*API, error) {
 	// were read first: 9 MiB of bodies by default.
 	a.leakReads = ratelimit.NewConcurrent(cfg.Limits.LeakConcurrency + cfg.Limits.LeakQueue)
 	// Its capacity is a second of work, and at least one report at the cap.
-	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens))
+	leakCap := max(int(cfg.Limits.LeakTokenRate), cfg.Limits.MaxLeakTokens)
+	a.leakBudget = newBudget(cfg.Limits.LeakTokenRate, leakCap)
+	// The same capacity: one report at the cap is still taken whole.
+	a.leakShare = ratelimit.New(cfg.Limits.LeakTokenRate/leakShares, leakCap, cfg.Limits.RateLimitTables)
 	a.adminRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.signInRL = ratelimit.New(cfg.Limits.AdminRate, cfg.Limits.AdminBurst, cfg.Limits.RateLimitTables)
 	a.routes()

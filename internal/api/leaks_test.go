@@ -138,11 +138,17 @@ func TestLeakPlacesBounded(t *testing.T) {
 // text, over a fresh SQLite store; clientAddr, when set, says who calls.
 func leakAPI(t *testing.T, clientAddr func(*http.Request) netip.Addr) (*httptest.Server, *lease.Manager) {
 	t.Helper()
+	return leakAPILimits(t, Limits{}, clientAddr)
+}
+
+// leakAPILimits is leakAPI with limits.
+func leakAPILimits(t *testing.T, limits Limits, clientAddr func(*http.Request) netip.Addr) (*httptest.Server, *lease.Manager) {
+	t.Helper()
 	db := storetest.SQLite(t).DB
 	h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
 	leases := lease.New(db, h, lease.Options{})
 	log := &entries{fail: map[string]bool{}}
-	a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases, ClientAddr: clientAddr,
+	a, err := New(Config{Authority: authority.New(authority.Config{Audit: log, Leases: leases}), Leases: leases, ClientAddr: clientAddr, Limits: limits,
 		ParseLeakReport: func(b []byte) ([]string, string, string, error) {
 			var out []string
 			for _, m := range token.Find(b) {
@@ -156,4 +162,78 @@ func leakAPI(t *testing.T, clientAddr func(*http.Request) netip.Addr) (*httptest
 	srv := httptest.NewServer(a)
 	t.Cleanup(srv.Close)
 	return srv, leases
+}
+
+// One address cannot spend limits.leak_token_rate for every reporter:
+// reports of made-up tokens sent from one address as fast as its rate
+// allows (5 a second, each at the cap) kept the shared budget spent, and a
+// genuine report from anywhere else (GitHub's, a scanner's --revoke) got
+// 429 nine times in ten while the leaked token stayed live. An address may
+// spend a quarter of the rate; the rest stays for the others.
+func TestLeakBudgetNotTakenByOneAddress(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs for seconds")
+	}
+	const flooder = "192.0.2.1"
+	tests := []struct {
+		name                     string
+		from                     string // the small reports' address
+		minAdmitted, maxAdmitted float64
+	}{
+		{"another address", "198.51.100.7", 0.6, 1},
+		{"the flood's own address", flooder, 0, 0.4},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv, _ := leakAPILimits(t, Limits{LeakTokenRate: 1000, MaxLeakTokens: 1000},
+				func(r *http.Request) netip.Addr { return netip.MustParseAddr(r.Header.Get("X-Test-From")) })
+			var flood strings.Builder
+			for range 1000 {
+				tok, _ := token.New(token.Job)
+				flood.WriteString(tok + "\n")
+			}
+			send := func(from, body string) int {
+				r, _ := http.NewRequest("POST", srv.URL+"/v1/leaks", strings.NewReader(body))
+				r.Header.Set("Content-Type", "text/plain")
+				r.Header.Set("X-Test-From", from)
+				resp, err := http.DefaultClient.Do(r)
+				if err != nil {
+					t.Error(err)
+					return 0
+				}
+				resp.Body.Close()
+				return resp.StatusCode
+			}
+			ctx, stop := context.WithCancel(context.Background())
+			done := make(chan struct{})
+			go func() {
+				defer close(done)
+				tick := time.NewTicker(200 * time.Millisecond) // the address's 5 a second
+				defer tick.Stop()
+				for ctx.Err() == nil {
+					send(flooder, flood.String())
+					select {
+					case <-ctx.Done():
+					case <-tick.C:
+					}
+				}
+			}()
+			time.Sleep(1500 * time.Millisecond) // the flood under way
+			admitted, sent := 0, 0
+			for range 25 {
+				tok, _ := token.New(token.Job)
+				if send(tt.from, "leaked: "+tok) == 200 {
+					admitted++
+				}
+				sent++
+				time.Sleep(100 * time.Millisecond)
+			}
+			stop()
+			<-done
+			t.Logf("%d of %d small reports taken", admitted, sent)
+			if share := float64(admitted) / float64(sent); share < tt.minAdmitted || share > tt.maxAdmitted {
+				t.Fatalf("%d of %d small reports from %s were taken during the flood from %s (want a share in [%v, %v])", admitted, sent, tt.from, flooder, tt.minAdmitted, tt.maxAdmitted)
+			}
+		})
+	}
 }

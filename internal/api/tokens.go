@@ -311,7 +311,8 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	// from exchanges and the gateway. A report turned away here is never
 	// parsed nor looked up (net/http discards its body to keep the
 	// connection, which costs the node less than a new TLS handshake).
-	if !a.leakBudgetAllows(w) {
+	key := clientip.RateKey(src)
+	if !a.leakBudgetAllows(w, key) {
 		return
 	}
 	if tooLong(w, r, a.cfg.Limits.MaxLeakBody, http.StatusRequestEntityTooLarge, "leak report too large") {
@@ -327,7 +328,6 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	// as limits.min_body_rate allows, for up to 30 s) must not hold a
 	// place in the shared queue. What one address reads at once is bounded
 	// here instead, so its slow bodies cost only its own reports.
-	key := clientip.RateKey(src)
 	if !a.leakReads.Enter(key) {
 		w.Header().Set("Retry-After", "1")
 		writeError(w, http.StatusTooManyRequests, "rate_limited", "too many leak reports from this address at once")
@@ -336,7 +336,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.cfg.Limits.MaxLeakBody))
 	a.leakReads.Leave(key)
 	// Reading and parsing cost about what looking a token up does per KiB.
-	a.leakBudget.spend(time.Now(), (len(body)+1023)/1024)
+	a.leakSpend(key, (len(body)+1023)/1024)
 	if err != nil {
 		writeError(w, http.StatusRequestEntityTooLarge, "invalid_request", "leak report too large")
 		return
@@ -352,7 +352,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	defer a.leakGate.done()
 	// Checked again now that it is this report's turn: those that waited
 	// while the budget was spent are turned away before any lookup.
-	if !a.leakBudgetAllows(w) {
+	if !a.leakBudgetAllows(w, key) {
 		return
 	}
 	// A signature that does not verify does not stop the report: an
@@ -379,7 +379,7 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		writeError(w, 400, "invalid_request", "malformed leak report: "+err.Error())
 		return
 	}
-	a.leakBudget.spend(time.Now(), len(toks)-(len(body)+1023)/1024)
+	a.leakSpend(key, len(toks)-(len(body)+1023)/1024)
 	res, err := a.cfg.Authority.Leak(r.Context(), toks, authority.LeakOrigin{Source: source, URL: url, Signature: signature}, src)
 	if err != nil {
 		a.fail(w, r, err)
@@ -400,15 +400,24 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 }
 
 // leakBudgetAllows answers 429, saying when to come back, when leak
-// reports have spent limits.leak_token_rate.
-func (a *API) leakBudgetAllows(w http.ResponseWriter) bool {
-	wait := a.leakBudget.wait(time.Now())
+// reports have spent limits.leak_token_rate, or those from key their
+// share of it.
+func (a *API) leakBudgetAllows(w http.ResponseWriter, key string) bool {
+	now := time.Now()
+	wait := max(a.leakBudget.wait(now), a.leakShare.Wait(key, now))
 	if wait <= 0 {
 		return true
 	}
 	w.Header().Set("Retry-After", strconv.Itoa(max(1, int(math.Ceil(wait.Seconds())))))
 	writeError(w, http.StatusTooManyRequests, "rate_limited", "leak reports are arriving faster than this server works on them; retry later")
 	return false
+}
+
+// leakSpend charges n to the budget and to key's share of it.
+func (a *API) leakSpend(key string, n int) {
+	now := time.Now()
+	a.leakBudget.spend(now, n)
+	a.leakShare.Spend(key, now, n)
 }
 
 func (a *API) introspect(w http.ResponseWriter, r *http.Request, c caller) {

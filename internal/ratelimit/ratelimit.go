@@ -39,6 +39,40 @@ func (l *Limiter) Allow(key string) bool {
 	now := time.Now()
 	l.mu.Lock()
 	defer l.mu.Unlock()
+	return l.bucket(key, now).AllowN(now, 1)
+}
+
+// Wait is how long after now until key's bucket holds at least one again:
+// 0 when it does. With Spend it makes a budget per key that a caller may
+// overdraw: let in while it is not in debt, charged once its work's cost
+// is known.
+func (l *Limiter) Wait(key string, now time.Time) time.Duration {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	b := l.keys[key]
+	if b == nil {
+		return 0 // a full bucket
+	}
+	t := b.l.TokensAt(now)
+	if t >= 1 {
+		return 0
+	}
+	return time.Duration((1 - t) / float64(l.r) * float64(time.Second))
+}
+
+// Spend takes n (at most the burst) from key's bucket, into debt if need
+// be.
+func (l *Limiter) Spend(key string, now time.Time, n int) {
+	if n <= 0 {
+		return
+	}
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	l.bucket(key, now).ReserveN(now, min(n, l.burst))
+}
+
+// bucket is key's bucket, made when it has none; l.mu is held.
+func (l *Limiter) bucket(key string, now time.Time) *rate.Limiter {
 	b := l.keys[key]
 	if b == nil {
 		if len(l.keys) >= l.max {
@@ -48,7 +82,7 @@ func (l *Limiter) Allow(key string) bool {
 		l.keys[key] = b
 	}
 	b.seen = now
-	return b.l.AllowN(now, 1)
+	return b.l
 }
 
 // evict drops buckets idle long enough to have refilled; if none are, it

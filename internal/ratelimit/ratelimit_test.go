@@ -3,6 +3,7 @@ package ratelimit
 import (
 	"strconv"
 	"testing"
+	"time"
 )
 
 // When the table is full of busy keys, an eviction frees about a tenth of
@@ -113,5 +114,38 @@ func TestConcurrent(t *testing.T) {
 	p.Leave("b")
 	if len(p.n) != 0 {
 		t.Fatalf("%d keys kept with no place taken", len(p.n))
+	}
+}
+
+// Spend may overdraw a key's bucket; Wait then says how long until it
+// holds one again, for that key only.
+func TestLimiterSpendAndWait(t *testing.T) {
+	now := time.Unix(1700000000, 0)
+	tests := []struct {
+		name  string
+		spend []int // spent at now, in turn
+		at    time.Duration
+		want  time.Duration
+	}{
+		{"untouched", nil, 0, 0},
+		{"within the burst", []int{99}, 0, 0},
+		{"the burst spent", []int{100}, 0, 10 * time.Millisecond},
+		{"into debt", []int{50, 100}, 0, 510 * time.Millisecond},
+		{"more than the burst counts as the burst", []int{1000}, 0, 10 * time.Millisecond},
+		{"debt paid off", []int{50, 100}, 510 * time.Millisecond, 0},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			l := New(100, 100, 10)
+			for _, n := range tt.spend {
+				l.Spend("a", now, n)
+			}
+			if got := l.Wait("a", now.Add(tt.at)); got < tt.want-time.Millisecond || got > tt.want+time.Millisecond {
+				t.Fatalf("Wait = %v, want %v", got, tt.want)
+			}
+			if got := l.Wait("b", now.Add(tt.at)); got != 0 {
+				t.Fatalf("another key waits %v", got)
+			}
+		})
 	}
 }
