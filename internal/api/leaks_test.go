@@ -237,3 +237,52 @@ func TestLeakBudgetNotTakenByOneAddress(t *testing.T) {
 		})
 	}
 }
+
+// A reporter that hangs up once its report is read (a scanner killed by
+// its job's timeout, a proxy's short deadline) still has its tokens
+// revoked: the report was taken, and a leaked token left live because the
+// sender stopped listening for the answer is the failure the endpoint
+// exists to prevent. Before, the lookup and revocation ran under the
+// request's context and stopped with it, leaving the token working.
+func TestLeakReportOutlivesItsSender(t *testing.T) {
+	tests := []struct {
+		name   string
+		hangUp bool
+	}{
+		{"sender waits for the answer", false},
+		{"sender hangs up after sending", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			db := storetest.SQLite(t).DB
+			h, _ := token.NewHasher([]byte("0123456789abcdef0123456789abcdef"))
+			leases := lease.New(db, h, lease.Options{})
+			tok, _, err := leases.Issue(context.Background(), lease.Request{Issuer: "ci", Subject: "s", Grants: []string{"g"}, TTL: time.Minute, MaxTTL: time.Hour})
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, hangUp := context.WithCancel(context.Background())
+			defer hangUp()
+			a, err := New(Config{Authority: authority.New(authority.Config{Audit: &entries{fail: map[string]bool{}}, Leases: leases}), Leases: leases,
+				ParseLeakReport: func(b []byte) ([]string, string, string, error) {
+					var out []string
+					for _, m := range token.Find(b) {
+						out = append(out, m.Token)
+					}
+					if tt.hangUp {
+						hangUp() // the whole report is in hand
+					}
+					return out, "", "", nil
+				}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			req := httptest.NewRequestWithContext(ctx, "POST", "/v1/leaks", strings.NewReader("leaked: "+tok))
+			req.Header.Set("Content-Type", "text/plain")
+			a.ServeHTTP(httptest.NewRecorder(), req)
+			if _, err := leases.Lookup(context.Background(), tok); err == nil {
+				t.Fatal("the reported token still works")
+			}
+		})
+	}
+}

@@ -380,7 +380,12 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	a.leakSpend(key, len(toks)-(len(body)+1023)/1024)
-	res, err := a.cfg.Authority.Leak(r.Context(), toks, authority.LeakOrigin{Source: source, URL: url, Signature: signature}, src)
+	// Taken whole, the report is worked through even if its sender hangs
+	// up: a reporter killed by its job's timeout must not leave the leaked
+	// tokens live. Bounded, as a request would be.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(r.Context()), leakWorkTimeout)
+	defer cancel()
+	res, err := a.cfg.Authority.Leak(ctx, toks, authority.LeakOrigin{Source: source, URL: url, Signature: signature}, src)
 	if err != nil {
 		a.fail(w, r, err)
 		return
@@ -398,6 +403,10 @@ func (a *API) leaks(w http.ResponseWriter, r *http.Request) {
 	a.metrics.countLeaks(len(res.Revoked)+len(res.RevokedAdmin)+len(res.RevokedSessions), res.AlreadyRevoked, res.Unknown)
 	writeJSON(w, 200, out)
 }
+
+// leakWorkTimeout bounds the work on one leak report once it is read,
+// whether or not its sender still waits for the answer.
+const leakWorkTimeout = 30 * time.Second
 
 // leakBudgetAllows answers 429, saying when to come back, when leak
 // reports have spent limits.leak_token_rate, or those from key their
