@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
 )
@@ -52,8 +53,9 @@ func (c *Console) parse() error {
 			}
 			return base + "?" + q.Encode()
 		},
-		"join": strings.Join,
-		"prev": func(v int64) int64 { return v - 1 },
+		"join":  strings.Join,
+		"shown": shown,
+		"prev":  func(v int64) int64 { return v - 1 },
 	}
 	for _, name := range pageNames {
 		t, err := template.New("layout.html").Funcs(funcs).ParseFS(assets, "templates/layout.html", path.Join("templates", name+".html"))
@@ -63,6 +65,42 @@ func (c *Console) parse() error {
 		c.pages[name] = t
 	}
 	return nil
+}
+
+// shown is text from outside (claims, paths, a leak report's fields, a
+// policy's source) as a page shows it: each control or format character
+// but a line break, CR or tab written as its Go escape ("\u202e"), as
+// policy.Shown writes plan lines. Raw, a bidi override reorders the rest
+// of its line ("refs/heads/<RLO>niam" reads "refs/heads/main", a policy
+// line reads as something it is not) and a zero-width one makes two
+// values look alike. What a form sends back (a textarea, an input's
+// value) keeps its text as it is.
+func shown(v any) string {
+	var s string
+	switch v := v.(type) {
+	case nil:
+		return ""
+	case string:
+		s = v
+	default:
+		s = fmt.Sprint(v)
+	}
+	hidden := func(r rune) bool {
+		return r != '\n' && r != '\t' && r != '\r' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r))
+	}
+	if !strings.ContainsFunc(s, hidden) {
+		return s
+	}
+	var b strings.Builder
+	for _, r := range s {
+		if hidden(r) {
+			q := strconv.QuoteRune(r)
+			b.WriteString(q[1 : len(q)-1])
+			continue
+		}
+		b.WriteRune(r)
+	}
+	return b.String()
 }
 
 func ago(d time.Duration) string {

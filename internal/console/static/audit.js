@@ -2,7 +2,7 @@
 // data the server embedded (#proof-data) is checked by verify.js, and the
 // page says what the browser itself found. "Check again" re-reads the data,
 // so a reader can see a changed byte fail.
-import { verifyInclusion } from "./verify.js";
+import { shownText, verifyInclusion } from "./verify.js";
 
 async function check() {
   const status = document.getElementById("proof-status");
@@ -21,7 +21,7 @@ async function check() {
     status.className = "status verified";
     status.textContent = "Verified in this browser: entry " + data.index + " is in the log of " + res.size +
       " entries whose checkpoint is signed by " + String(data.key).split("+")[0] + ".";
-    shown.textContent = res.entry;
+    shown.textContent = shownText(res.entry);
   } else {
     status.className = "status failed";
     status.textContent = "Verification FAILED: " + res.reason;

@@ -114,6 +114,23 @@ async function rootFromInclusion(index, size, leaf, path) {
   return r;
 }
 
+// shownText is text from the log as the page shows it, as the server's
+// pages do (console's shown): each control or format character but a line
+// break, CR or tab written as its Go escape ("\u202e"). Raw, a bidi
+// override in a claim reorders the rest of the entry's line as the reader
+// sees it.
+export function shownText(s) {
+  const short = { "\x07": "\\a", "\b": "\\b", "\f": "\\f", "\v": "\\v" };
+  return s.replace(/[\p{Cc}\p{Cf}]/gu, (c) => {
+    if (c === "\n" || c === "\r" || c === "\t") return c;
+    if (short[c]) return short[c];
+    const n = c.codePointAt(0);
+    if (n < 0x80) return "\\x" + n.toString(16).padStart(2, "0");
+    if (n <= 0xffff) return "\\u" + n.toString(16).padStart(4, "0");
+    return "\\U" + n.toString(16).padStart(8, "0");
+  });
+}
+
 // verifyInclusion checks everything a proof page shows. data is
 // {index, entry (base64 of the entry's exact bytes), proof: [base64…],
 // checkpoint (the signed note's text), key (verifier key)}. It resolves to
