@@ -52,8 +52,8 @@ const (
 
 // Session values: "mfys_" and 43 base64url characters (32 random bytes).
 const (
-	SessionPrefix = "mfys_"
-	SessionLen    = len(SessionPrefix) + 43
+	SessionPrefix = token.SessionPrefix
+	SessionLen    = token.SessionLen
 	// DefaultSessionTTL is admin_session_ttl's default.
 	DefaultSessionTTL = 8 * time.Hour
 	// DefaultSessionIdle is admin_session_idle's default: how long a

@@ -54,7 +54,8 @@ func Find(b []byte) []Match {
 }
 
 // Redact returns b with every checksum-valid mayfly token and minted
-// password replaced by its hint, or b itself when it holds none. It is how
+// password, and every admin session value, replaced by its hint, or b
+// itself when it holds none. It is how
 // logs and audit entries keep whole secrets of mayfly's own formats out
 // whatever a caller passes them.
 func Redact(b []byte) []byte {
@@ -69,11 +70,14 @@ func Redact(b []byte) []byte {
 	for _, m := range FindPasswords(b) {
 		ss = append(ss, span{m.Offset, len(m.Password), PasswordHint(m.Password)})
 	}
+	for _, off := range findSessions(b) {
+		ss = append(ss, span{off, SessionLen, sessionHint(b[off : off+SessionLen])})
+	}
 	if len(ss) == 0 {
 		return b
 	}
-	// The two formats cannot overlap: each starts with its own prefix and
-	// is made of base62 only, and "mfyp_" is neither "mfy_" nor "mfya_".
+	// The formats cannot overlap: each starts with its own prefix, and
+	// "mfyp_" and "mfys_" are neither "mfy_" nor "mfya_" nor each other.
 	slices.SortFunc(ss, func(x, y span) int { return x.off - y.off })
 	out := make([]byte, 0, len(b))
 	last := 0

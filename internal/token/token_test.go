@@ -221,7 +221,14 @@ func TestRedact(t *testing.T) {
 	j, _ := New(Job)
 	a, _ := New(Admin)
 	p, _ := NewPassword()
+	// An admin session's value (SSO sign-in): no checksum, 43 base64url
+	// characters after its prefix.
+	s := SessionPrefix + "Ab3_-" + strings.Repeat("x", SessionLen-len(SessionPrefix)-5)
 	tests := []struct{ in, want string }{
+		{"/v1/admin/sessions/" + s, "/v1/admin/sessions/" + SessionPrefix + "Ab3_…"},
+		{"x" + s + "y " + j, "x" + SessionPrefix + "Ab3_…y " + Hint(j)},
+		{"Bearer " + s[:SessionLen-1], "Bearer " + s[:SessionLen-1]}, // one character short
+		{"Bearer " + s[:SessionLen-1] + "!", "Bearer " + s[:SessionLen-1] + "!"},
 		{"postgres://mayfly_x:" + p + "@db/app " + j, "postgres://mayfly_x:" + PasswordHint(p) + "@db/app " + Hint(j)},
 		{j + p, Hint(j) + PasswordHint(p)},
 		{"nothing here", "nothing here"},
