@@ -153,11 +153,12 @@ func table(w io.Writer, header string, rows [][]string) error {
 
 // shown is a line of a server's text as printed whole (a policy change
 // names values that may hold runs of spaces): each control character (C0,
-// DEL, C1: escape sequences, line breaks) becomes a space, so the terminal
+// DEL, C1: escape sequences, line breaks) and format character (bidi
+// overrides reorder the rest of the line) becomes a space, so the terminal
 // or CI log gets one line of plain text; nothing else changes.
 func shown(s string) string {
 	return strings.Map(func(r rune) rune {
-		if unicode.IsControl(r) {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) {
 			return ' '
 		}
 		return r

@@ -22,7 +22,9 @@ import (
 // workflow command) is not written out as it came, and a leak report's
 // "hint" never shows a whole token, even if a server sends one.
 func TestCommandsPrintServerTextAsOneLine(t *testing.T) {
-	const evil = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\r\n::add-mask::x\u009b31m"
+	// … and a bidi override, which reorders the rest of the line
+	// ("lse_1<RLO>cba" reads "lse_1abc") in a terminal that honours it.
+	const evil = "\x1b]52;c;cm0gLXJmIH4K\x07\x1b[2J\r\n::add-mask::x\u009b31m\u202e"
 	leaked, _ := token.New(token.Job)
 	now := time.Now().UTC()
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
@@ -144,7 +146,7 @@ grants:
 			if !strings.Contains(all, tc.want) {
 				t.Errorf("%q not printed: %q %q", tc.want, stdout, stderr)
 			}
-			if strings.ContainsAny(all, "\x1b\x07\r\u009b\u0085") || strings.Contains(all, "\n::add-mask::x") {
+			if strings.ContainsAny(all, "\x1b\x07\r\u009b\u0085\u202e") || strings.Contains(all, "\n::add-mask::x") {
 				t.Errorf("wrote control characters or a line of the server's making: %q %q", stdout, stderr)
 			}
 			if strings.Contains(all, leaked) {

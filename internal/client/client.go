@@ -676,14 +676,15 @@ func speaksTLS(addr string) bool {
 	return true
 }
 
-// OneLine makes s safe to print as part of one line: control characters
-// become spaces, runs of space collapse, and it is cut at max runes.
+// OneLine makes s safe to print as part of one line: control and format
+// characters (bidi overrides, zero-width) become spaces, runs of space
+// collapse, and it is cut at max runes.
 func OneLine(s string, max int) string {
 	var b strings.Builder
 	n := 0
 	space := false
 	for _, r := range s {
-		if unicode.IsControl(r) || unicode.IsSpace(r) || r == unicode.ReplacementChar {
+		if unicode.IsControl(r) || unicode.Is(unicode.Cf, r) || unicode.IsSpace(r) || r == unicode.ReplacementChar {
 			space = b.Len() > 0
 			continue
 		}

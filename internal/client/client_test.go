@@ -95,6 +95,11 @@ func TestOneLine(t *testing.T) {
 	if got := OneLine("a\n\x1b[31mb\t\tc  ", 100); got != "a [31mb c" {
 		t.Errorf("got %q", got)
 	}
+	// Format characters (bidi overrides, zero-width) reorder or hide
+	// what follows them as surely as an escape sequence.
+	if got := OneLine("lse_1\u202ecba\u200bd", 100); got != "lse_1 cba d" {
+		t.Errorf("got %q", got)
+	}
 	if got := OneLine(strings.Repeat("x", 10), 4); got != "xxxx…" {
 		t.Errorf("got %q", got)
 	}
