@@ -110,9 +110,19 @@ type Config struct {
 	// always sets it; nil (tests of other parts only) checks nothing.
 	PolicyKey []byte
 	// PolicyRefused, when set, is told of each stored version refused for
-	// its MAC (once per version): a metric.
+	// its MAC, or as a rollback (once per version): a metric.
 	PolicyRefused func(version int64)
-	Audit         Auditor
+	// PolicyFloor is the newest version this node put in force before
+	// (its data dir keeps it, PolicyFollowed): the MACs cover each
+	// version's number, but a database writer can still delete the newest
+	// genuine versions, so that an older one, which may grant more,
+	// becomes the latest. A latest version below the floor, or below the
+	// version in force, is refused as a rollback (ErrPolicyRolledBack).
+	PolicyFloor int64
+	// PolicyFollowed, when set, is told of each version put in force, for
+	// the node to keep the floor (called under the apply lock, in order).
+	PolicyFollowed func(version int64)
+	Audit          Auditor
 	// Secrets writes stored secrets and rotates the master key for admins
 	// (PutSecret, DeleteSecret, RotateMasterKey).
 	Secrets SecretWriter

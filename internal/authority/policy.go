@@ -23,7 +23,7 @@ import (
 // SyncPolicy returns nil (nothing newer to follow). LoadPolicy does not.
 func (a *Authority) SyncPolicy(ctx context.Context) error {
 	err := a.syncPolicy(ctx)
-	if errors.Is(err, ErrPolicyUnauthenticated) {
+	if errors.Is(err, ErrPolicyUnauthenticated) || errors.Is(err, ErrPolicyRolledBack) {
 		return nil
 	}
 	return err
@@ -32,7 +32,7 @@ func (a *Authority) SyncPolicy(ctx context.Context) error {
 func (a *Authority) syncPolicy(ctx context.Context) error {
 	pv, err := a.cfg.Policies.LatestPolicy(ctx)
 	if errors.Is(err, store.ErrNotFound) {
-		return nil
+		return a.checkRollback(0) // every version deleted
 	}
 	if err != nil {
 		return fmt.Errorf("authority: sync policy: %w", err)
@@ -49,8 +49,12 @@ func (a *Authority) syncPolicy(ctx context.Context) error {
 // installNewer puts pv in force if it is newer than the version in force
 // and authentic (PolicyAuthentic; else *UnauthenticatedPolicyError), under
 // applyMu, and returns the policy it replaced and pv's (nil, nil: not
-// newer). The caller revokes what it removed (revokeRemoved).
+// newer). The caller revokes what it removed (revokeRemoved). An older
+// pv is a rollback (*RolledBackPolicyError).
 func (a *Authority) installNewer(pv store.PolicyVersion) (old, p *policy.Policy, err error) {
+	if err := a.checkRollback(pv.Version); err != nil {
+		return nil, nil, err
+	}
 	cur := a.current.Load()
 	if pv.Version <= cur.version {
 		return nil, nil, nil
@@ -115,6 +119,9 @@ func (a *Authority) LoadPolicy(ctx context.Context) error {
 func (a *Authority) install(p *policy.Policy, version int64) {
 	a.cfg.Verifier.SetIssuers(IssuerConfigs(p))
 	a.current.Store(&state{policy: p, version: version})
+	if a.cfg.PolicyFollowed != nil {
+		a.cfg.PolicyFollowed(version)
+	}
 }
 
 // IssuerConfigs is the policy's issuers as identity verifies them, in name
@@ -207,6 +214,11 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	latest, err := a.cfg.Policies.LatestPolicy(ctx)
 	if err != nil && !errors.Is(err, store.ErrNotFound) {
 		return nil, unavailable("read policy versions", err)
+	}
+	// Over a rollback the new version would take a number nodes have
+	// enforced already (and not follow): refused until repaired.
+	if rerr := a.checkRollback(latest.Version); rerr != nil {
+		return nil, refuse(409, "conflict", "%v: nothing applied; restore the deleted versions, or see README (policy versions) to start over on purpose", rerr)
 	}
 	overRefused := false
 	// A plan made while the latest version is refused is made against the

@@ -29,6 +29,24 @@ func (e *UnauthenticatedPolicyError) Error() string {
 
 func (e *UnauthenticatedPolicyError) Unwrap() error { return ErrPolicyUnauthenticated }
 
+// ErrPolicyRolledBack: the latest stored policy version is older than
+// one this node put in force (Config.PolicyFloor, or the version in
+// force): newer genuine versions were deleted from the database. It is
+// never put in force, and no version is applied over it.
+var ErrPolicyRolledBack = errors.New("stored policy versions rolled back")
+
+// RolledBackPolicyError names the latest stored version and the newer one
+// this node has enforced.
+type RolledBackPolicyError struct {
+	Version, Enforced int64
+}
+
+func (e *RolledBackPolicyError) Error() string {
+	return fmt.Sprintf("stored policy versions were rolled back: the latest is version %d, but this node has enforced version %d (newer versions were deleted from the database)", e.Version, e.Enforced)
+}
+
+func (e *RolledBackPolicyError) Unwrap() error { return ErrPolicyRolledBack }
+
 // policyMACDomain separates this MAC from any other use of the key.
 const policyMACDomain = "mayfly policy version MAC v1\x00"
 
@@ -88,6 +106,24 @@ func (a *Authority) refusePolicy(v int64) error {
 		}
 	}
 	return &UnauthenticatedPolicyError{Version: v}
+}
+
+// checkRollback refuses a latest stored version v (0: none) below the
+// version in force or the floor this node keeps: logged and counted once
+// per version, as refusePolicy does.
+func (a *Authority) checkRollback(v int64) error {
+	floor := max(a.current.Load().version, a.cfg.PolicyFloor)
+	if v >= floor {
+		return nil
+	}
+	if key := -v - 1; a.refused.Swap(key) != key { // negative: not mistaken for a MAC refusal of v
+		a.cfg.Logger.Error("policy: refusing the latest stored policy version: it is older than one this node has enforced, so newer versions were deleted from the database (rolled back); the version in force stays",
+			"version", v, "enforced", floor)
+		if a.cfg.PolicyRefused != nil {
+			a.cfg.PolicyRefused(v)
+		}
+	}
+	return &RolledBackPolicyError{Version: v, Enforced: floor}
 }
 
 // SealLegacyPolicies gives a MAC to every stored policy version that has

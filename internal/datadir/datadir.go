@@ -36,6 +36,11 @@ func (d Dir) PolicySealed() string { return filepath.Join(string(d), "policy-sea
 // node never seals unauthenticated ones again (server.sealLegacyRotations).
 func (d Dir) RotationSealed() string { return filepath.Join(string(d), "rotation-sealed") }
 
+// PolicyFloor is the file holding the newest policy version this node has
+// put in force (decimal): a database whose latest version is older was
+// rolled back, and the node refuses it (authority.Config.PolicyFloor).
+func (d Dir) PolicyFloor() string { return filepath.Join(string(d), "policy-version") }
+
 // Initialised reports whether d holds a finished init (its marker file,
 // written last by init).
 func (d Dir) Initialised() (bool, error) {

@@ -337,14 +337,20 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	refusedPolicies := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_policy_refused_total",
 		Help: "Stored policy versions refused because their MAC does not verify (planted or edited in the database), once per version."})
 	s.registry.MustRegister(refusedPolicies)
+	policyFloor, err := readPolicyFloor(d)
+	if err != nil {
+		return nil, err
+	}
 	s.authority = authority.New(authority.Config{
 		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Sessions: sessions,
-		PolicyKey:     policyKey,
-		PolicyRefused: func(int64) { refusedPolicies.Inc() },
-		Secrets:       vaultAdapter{v: s.vault},
-		Rotations:     s.rotations,
-		Minter:        s.minter,
-		SecretExists:  func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
+		PolicyKey:      policyKey,
+		PolicyRefused:  func(int64) { refusedPolicies.Inc() },
+		PolicyFloor:    policyFloor,
+		PolicyFollowed: policyFollower(d, policyFloor, logger),
+		Secrets:        vaultAdapter{v: s.vault},
+		Rotations:      s.rotations,
+		Minter:         s.minter,
+		SecretExists:   func(ctx context.Context, name string) bool { _, err := s.vault.Meta(ctx, name); return err == nil },
 	})
 	if err := s.sealLegacyPolicies(ctx, d); err != nil {
 		return nil, err
@@ -352,6 +358,9 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	if err := s.authority.LoadPolicy(ctx); err != nil {
 		if errors.Is(err, authority.ErrPolicyUnauthenticated) {
 			return nil, fmt.Errorf("%w: refusing to start without a policy version to enforce; after investigating, delete that row from policy_versions (the newest authentic version is then enforced) and apply the policy again", err)
+		}
+		if errors.Is(err, authority.ErrPolicyRolledBack) {
+			return nil, fmt.Errorf("%w: refusing to start; restore the deleted versions, or, if the database was restored from a backup on purpose, delete %s on every node and apply the policy again", err, d.PolicyFloor())
 		}
 		return nil, err
 	}
