@@ -41,6 +41,11 @@ func (d Dir) RotationSealed() string { return filepath.Join(string(d), "rotation
 // rolled back, and the node refuses it (authority.Config.PolicyFloor).
 func (d Dir) PolicyFloor() string { return filepath.Join(string(d), "policy-version") }
 
+// RotationHeadFloor is PolicyFloor for the rotations' head: the newest
+// generation this node has seen (rotate.Config.HeadFloor). Its presence
+// also says this node never seals the head again (rotate.SealHead).
+func (d Dir) RotationHeadFloor() string { return filepath.Join(string(d), "rotation-head") }
+
 // Initialised reports whether d holds a finished init (its marker file,
 // written last by init).
 func (d Dir) Initialised() (bool, error) {

@@ -23,6 +23,7 @@ import (
 	"math/big"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
@@ -62,6 +63,7 @@ type Store interface {
 	DueRotations(ctx context.Context, now time.Time, limit int) ([]store.Rotation, error)
 	ClaimRotation(ctx context.Context, name, node string, now, until time.Time) (store.Rotation, error)
 	FinishRotation(ctx context.Context, name, node string, o store.RotationOutcome) error
+	GetRotationHead(ctx context.Context) (store.RotationHead, error)
 }
 
 // Vault reads and writes secret values (*secret.Vault). A new value is
@@ -123,6 +125,12 @@ type Config struct {
 	// Refused, when set, is told each refusal of settings that do not
 	// authenticate (the server counts them).
 	Refused func(secretName string)
+	// HeadFloor is the newest generation of the rotations' head this node
+	// has seen (its data dir keeps it, HeadFollowed): an older head means
+	// the rotations were rolled back in the database, and is refused.
+	HeadFloor int64
+	// HeadFollowed, when set, is told each newer head generation seen.
+	HeadFollowed func(gen int64)
 }
 
 // MaxTimeout bounds Config.Timeout: far longer than any rotation takes,
@@ -131,7 +139,15 @@ type Config struct {
 const MaxTimeout = 24 * time.Hour
 
 // Manager rotates secrets on schedule and on demand.
-type Manager struct{ cfg Config }
+type Manager struct {
+	cfg      Config
+	headSeen atomic.Int64 // the newest head generation seen (followHead)
+}
+
+// headKeeping is a store that keeps the rotations' head (*store.DB).
+type headKeeping interface {
+	KeepRotationHead(k store.RotationHeadKeeper)
+}
 
 // New returns a Manager; Run starts its schedule.
 func New(cfg Config) (*Manager, error) {
@@ -156,7 +172,12 @@ func New(cfg Config) (*Manager, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Manager{cfg: cfg}, nil
+	m := &Manager{cfg: cfg}
+	m.headSeen.Store(cfg.HeadFloor)
+	if hk, ok := cfg.Store.(headKeeping); ok && cfg.Key != nil {
+		hk.KeepRotationHead(m.heads())
+	}
+	return m, nil
 }
 
 // claimFor is how long a claim lasts: past the attempt's own timeout, so a
@@ -305,8 +326,13 @@ func (m *Manager) attempt(ctx context.Context, r store.Rotation, by, source stri
 	name := r.Name
 	// Checked before anything reads the settings: they name the role and
 	// admin DSN of an ALTER ROLE, or the rotator a value is fed to.
-	if !m.authentic(r) {
-		return Result{}, m.refuse(ctx, r, by, source)
+	why, err := m.authentic(ctx, r)
+	if err != nil {
+		m.finish(ctx, name, store.RotationOutcome{At: m.cfg.Now(), Error: "reading the rotation head failed", NextAt: m.cfg.Now().Add(time.Minute)})
+		return Result{}, err
+	}
+	if why != "" {
+		return Result{}, m.refuse(ctx, r, by, source, why)
 	}
 	st, err := toState(r)
 	if err != nil {

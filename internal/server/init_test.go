@@ -212,8 +212,8 @@ func TestRefusedJoinLeavesTheSchema(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			// The cluster as the previous release left it (the last step,
-			// migration 16, only adds the column secret_rotations.mac).
-			for _, q := range []string{`ALTER TABLE secret_rotations DROP COLUMN IF EXISTS mac`,
+			// migration 17, only adds the table rotation_head).
+			for _, q := range []string{`DROP TABLE IF EXISTS rotation_head`,
 				`UPDATE meta SET value = '` + prev + `' WHERE key = 'schema_version'`} {
 				if _, err := db.ExecContext(ctx, q); err != nil {
 					t.Fatal(err)

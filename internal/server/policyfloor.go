@@ -9,8 +9,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-
-	"github.com/mayfly-sh/mayfly/internal/datadir"
+	"sync"
 )
 
 // The policy floor (datadir.PolicyFloor) is the newest policy version this
@@ -24,33 +23,40 @@ import (
 // node that has never run (a new join) has no floor: until its first
 // version it trusts the database, as it must.
 
-// readPolicyFloor returns the data dir's policy floor (0 when none).
-func readPolicyFloor(d datadir.Dir) (int64, error) {
-	b, err := os.ReadFile(d.PolicyFloor())
+// The rotations' head (store.RotationHead) has a floor of its own
+// (datadir.RotationHeadFloor), for the same reason: a database writer who
+// kept an older head with its rows could put both back.
+
+// readFloor returns the number in the floor file path (0, false when
+// there is none).
+func readFloor(path string) (int64, bool, error) {
+	b, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return 0, nil
+		return 0, false, nil
 	}
 	if err != nil {
-		return 0, fmt.Errorf("policy versions: reading the newest version this node enforced: %w", err)
+		return 0, false, fmt.Errorf("reading %s: %w", path, err)
 	}
 	v, err := strconv.ParseInt(strings.TrimSpace(string(b)), 10, 64)
 	if err != nil || v < 0 {
-		return 0, fmt.Errorf("policy versions: %s does not hold a version number", d.PolicyFloor())
+		return 0, false, fmt.Errorf("%s does not hold a number", path)
 	}
-	return v, nil
+	return v, true, nil
 }
 
-// policyFollower returns the Authority's PolicyFollowed: it raises the
-// data dir's floor to each newer version put in force (calls come in
-// order, under the Authority's apply lock). A failure to write it is
-// logged: the version is in force already, and the floor stays lower.
-func policyFollower(d datadir.Dir, floor int64, log *slog.Logger) func(int64) {
+// floorFollower returns a PolicyFollowed or HeadFollowed: it raises the
+// floor in path to each newer number it is told. A failure to write it is
+// logged: the number is followed already, and the floor stays lower.
+func floorFollower(path string, floor int64, log *slog.Logger) func(int64) {
+	var mu sync.Mutex
 	return func(v int64) {
+		mu.Lock()
+		defer mu.Unlock()
 		if v <= floor {
 			return
 		}
-		if err := writeFileAtomic(d.PolicyFloor(), []byte(strconv.FormatInt(v, 10)+"\n")); err != nil {
-			log.Error("policy: recording the version in force in the data dir failed; a rollback of the database below it would not be noticed at the next start", "version", v, "err", err)
+		if err := writeFileAtomic(path, []byte(strconv.FormatInt(v, 10)+"\n")); err != nil {
+			log.Error("recording what this node has followed in the data dir failed; a rollback of the database below it would not be noticed at the next start", "file", path, "value", v, "err", err)
 			return
 		}
 		floor = v

@@ -78,3 +78,58 @@ func TestLegacyRotationSettingsSealedOnceAtUpgrade(t *testing.T) {
 		}
 	})
 }
+
+// An installation whose rotations have MACs but no head yet (schema 16)
+// upgrades: its first start seals the head over them (once: the data
+// dir keeps the head's generation) and they rotate. A database writer who
+// then makes the head look unsealed again does not get it sealed over
+// settings of their choosing: rotations are refused until an admin sets
+// them again.
+func TestRotationHeadSealedOnceAtUpgrade(t *testing.T) {
+	bump := rotatorScript(t, `read v; printf '%s-r' "$v"`)
+	onBothBackends(t, func(t *testing.T, cfg Config) {
+		ctx := context.Background()
+		cfg.Rotators = map[string][]string{"bump": {bump}}
+		h := newHarness(t, cfg)
+		h.do("PUT", "/v1/secrets/gh", h.admin, "application/json", `{"value":"first-value-0123456789","rotate":{"every":"24h","via":{"command":"bump"}}}`, 200)
+		h.srv.Close(ctx)
+		exec := func(qs ...string) {
+			t.Helper()
+			db := openStore(t, h.dir, cfg)
+			defer db.Close()
+			for _, q := range qs {
+				if _, err := db.SQL().ExecContext(ctx, q); err != nil {
+					t.Fatalf("%s: %v", q, err)
+				}
+			}
+		}
+		// What the previous release left: no head, a data dir without
+		// its generation (store.Open migrates to 17 again: a NULL head).
+		exec(`DROP TABLE rotation_head`, `UPDATE meta SET value = '16' WHERE key = 'schema_version'`)
+		if err := os.Remove(datadir.Dir(h.dir).RotationHeadFloor()); err != nil {
+			t.Fatal(err)
+		}
+		if err := h.restart(t, cfg); err != nil {
+			t.Fatalf("upgrade start: %v", err)
+		}
+		if _, err := os.Stat(datadir.Dir(h.dir).RotationHeadFloor()); err != nil {
+			t.Fatalf("the head's generation is not kept in the data dir: %v", err)
+		}
+		h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 200)
+
+		h.srv.Close(ctx)
+		exec(`UPDATE rotation_head SET gen = 0, manifest = '', mac = NULL`)
+		if err := h.restart(t, cfg); err != nil {
+			t.Fatalf("start: %v", err)
+		}
+		out := h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 502)
+		if !strings.Contains(out["error_description"].(string), "not authenticated") {
+			t.Fatalf("rotate under an unsealed head: %v", out)
+		}
+		if n := counter(t, h.srv, "mayfly_rotation_refused_total"); n != 1 {
+			t.Fatalf("mayfly_rotation_refused_total = %v, want 1", n)
+		}
+		h.do("PUT", "/v1/secrets/gh", h.admin, "application/json", `{"value":"second-value-0123456789","rotate":{"every":"24h","via":{"command":"bump"}}}`, 200)
+		h.do("POST", "/v1/secrets/gh/rotate", h.admin, "", "", 200)
+	})
+}

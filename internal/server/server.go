@@ -297,14 +297,28 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	refusedRotations := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_rotation_refused_total",
 		Help: "Rotation attempts refused because the stored settings' MAC does not verify (planted or edited in the database)."})
 	s.registry.MustRegister(refusedRotations)
+	headFloor, haveHeadFloor, err := readFloor(d.RotationHeadFloor())
+	if err != nil {
+		return nil, fmt.Errorf("rotations: %w", err)
+	}
 	s.rotations, err = rotate.New(rotate.Config{Store: s.store, Vault: s.vault, Audit: s.audit, Rotators: cfg.Rotators,
 		Interval: cfg.RotationInterval, Timeout: cfg.RotationTimeout, Observer: rotObs, Logger: logger,
-		Key: rotationKey, Refused: func(string) { refusedRotations.Inc() }})
+		Key: rotationKey, Refused: func(string) { refusedRotations.Inc() },
+		HeadFloor: headFloor, HeadFollowed: floorFollower(d.RotationHeadFloor(), headFloor, logger)})
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
 	if err := s.sealLegacyRotations(ctx, d); err != nil {
 		return nil, err
+	}
+	if !haveHeadFloor {
+		// Once per node (the floor file is written as it follows the
+		// head): see rotate.SealHead.
+		if sealed, err := s.rotations.SealHead(ctx, s.store, "upgrade"); err != nil {
+			return nil, err
+		} else if sealed {
+			s.log.Warn("rotate: sealed the rotations' head (once, at upgrade): from now on older settings put back in the database are refused")
+		}
 	}
 	verifier := identity.NewVerifier(identity.Options{})
 	admins := authority.NewAdmins(s.store, hasher, s.audit, nil)
@@ -337,16 +351,16 @@ func New(ctx context.Context, cfg Config, logger *slog.Logger) (s *Server, err e
 	refusedPolicies := prometheus.NewCounter(prometheus.CounterOpts{Name: "mayfly_policy_refused_total",
 		Help: "Stored policy versions refused because their MAC does not verify (planted or edited in the database), once per version."})
 	s.registry.MustRegister(refusedPolicies)
-	policyFloor, err := readPolicyFloor(d)
+	policyFloor, _, err := readFloor(d.PolicyFloor())
 	if err != nil {
-		return nil, err
+		return nil, fmt.Errorf("policy versions: %w", err)
 	}
 	s.authority = authority.New(authority.Config{
 		Leases: s.leases, Verifier: verifier, Policies: revocations, Audit: s.audit, Logger: logger, AdminTokens: admins, Sessions: sessions,
 		PolicyKey:      policyKey,
 		PolicyRefused:  func(int64) { refusedPolicies.Inc() },
 		PolicyFloor:    policyFloor,
-		PolicyFollowed: policyFollower(d, policyFloor, logger),
+		PolicyFollowed: floorFollower(d.PolicyFloor(), policyFloor, logger),
 		Secrets:        vaultAdapter{v: s.vault},
 		Rotations:      s.rotations,
 		Minter:         s.minter,

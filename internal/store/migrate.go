@@ -306,6 +306,13 @@ CREATE INDEX leases_project_path ON leases ((` + repoExpr(true, "project_path") 
 		// admin DSN or feed a secret to a rotator of its choosing. Rows
 		// from before have none (NULL): sealed once, as policy versions.
 		both(`ALTER TABLE secret_rotations ADD COLUMN mac {{blob}};`),
+		// 17: the rotations' head (RotationHead): which MAC each rotated
+		// secret's settings carry now, authenticated as a whole with a
+		// generation that only grows, so that a database writer cannot
+		// put back older settings a node once wrote (their own MAC is
+		// genuine). Unsealed (NULL) until a node seals it.
+		both(`CREATE TABLE rotation_head (id INTEGER PRIMARY KEY, gen BIGINT NOT NULL, manifest TEXT NOT NULL, mac {{blob}});
+INSERT INTO rotation_head (id, gen, manifest, mac) VALUES (1, 0, '', NULL);`),
 	}
 }
 

@@ -2,7 +2,10 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"database/sql"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"slices"
@@ -43,18 +46,25 @@ func (db *DB) changeRotation(ctx context.Context, tx *sql.Tx, name string, rc *R
 	case rc == nil:
 		return nil
 	case rc.Remove:
-		_, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name)
+		if _, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name); err != nil {
+			return err
+		}
+		return db.advanceRotationHead(ctx, tx, map[string][]byte{name: nil})
+	}
+	if _, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, mac, next_at) VALUES (?, ?, ?, ?)
+ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, mac = excluded.mac, next_at = excluded.next_at`, name, rc.Spec, nullBytes(rc.MAC), nanos(rc.NextAt)); err != nil {
 		return err
 	}
-	_, err := db.exec(ctx, tx, `INSERT INTO secret_rotations (name, spec, mac, next_at) VALUES (?, ?, ?, ?)
-ON CONFLICT (name) DO UPDATE SET spec = excluded.spec, mac = excluded.mac, next_at = excluded.next_at`, name, rc.Spec, nullBytes(rc.MAC), nanos(rc.NextAt))
-	return err
+	return db.advanceRotationHead(ctx, tx, map[string][]byte{name: rc.MAC})
 }
 
 // DeleteRotation stops rotating name (ErrNotFound when it was not).
 func (db *DB) DeleteRotation(ctx context.Context, name string) error {
 	err := db.tx(ctx, func(tx *sql.Tx) error {
-		return db.execOne(ctx, tx, ErrNotFound, `DELETE FROM secret_rotations WHERE name = ?`, name)
+		if err := db.execOne(ctx, tx, ErrNotFound, `DELETE FROM secret_rotations WHERE name = ?`, name); err != nil {
+			return err
+		}
+		return db.advanceRotationHead(ctx, tx, map[string][]byte{name: nil})
 	})
 	if err != nil {
 		return fmt.Errorf("store: delete rotation of %s: %w", name, err)
@@ -217,10 +227,127 @@ func (db *DB) SealRotations(ctx context.Context, macs map[string]SealedRotation,
 		if len(sealed) == 0 {
 			return nil
 		}
+		listed := make(map[string][]byte, len(sealed))
+		for _, name := range sealed {
+			listed[name] = macs[name].MAC
+		}
+		if err := db.advanceRotationHead(ctx, tx, listed); err != nil {
+			return err
+		}
 		return db.note(ctx, tx, n, Changes{SealedRotations: sealed})
 	})
 	if err != nil {
 		return nil, fmt.Errorf("store: seal rotations: %w", err)
+	}
+	return sealed, nil
+}
+
+// RotationHead lists the MAC each rotated secret's settings carry now
+// (Manifest: a JSON object of name to the hex SHA-256 of the MAC), under a
+// MAC of its own over Gen and Manifest (rotate.HeadMAC; nil: never
+// sealed). Gen grows with every change. A row's own MAC proves a node
+// wrote its settings once; the head proves they are the ones in force, so
+// that older genuine settings put back by a database writer are refused.
+type RotationHead struct {
+	Gen      int64
+	Manifest string
+	MAC      []byte
+}
+
+// RotationHeadKeeper seals and checks rotation heads (it holds the key).
+type RotationHeadKeeper interface {
+	SealHead(gen int64, manifest string) []byte
+	// HeadAuthentic reports whether h is sealed and no older than the
+	// newest head its node has seen.
+	HeadAuthentic(h RotationHead) bool
+	// NextGen is the generation of the head that follows one at gen: past
+	// any its node has seen.
+	NextGen(gen int64) int64
+}
+
+type headKeeper struct{ k RotationHeadKeeper }
+
+// KeepRotationHead makes every change of a rotation's settings through db
+// advance the head, sealed by k, in its own transaction. Set once, before
+// use; without it (tests of other parts) the head is left alone.
+func (db *DB) KeepRotationHead(k RotationHeadKeeper) { db.rotHead.Store(&headKeeper{k}) }
+
+// RotationMACDigest is how a head lists a rotation's MAC.
+func RotationMACDigest(mac []byte) string {
+	sum := sha256.Sum256(mac)
+	return hex.EncodeToString(sum[:])
+}
+
+// GetRotationHead returns the rotations' head.
+func (db *DB) GetRotationHead(ctx context.Context) (RotationHead, error) {
+	var h RotationHead
+	if err := db.queryRow(ctx, `SELECT gen, manifest, mac FROM rotation_head WHERE id = 1`).Scan(&h.Gen, &h.Manifest, &h.MAC); err != nil {
+		return RotationHead{}, fmt.Errorf("store: rotation head: %w", err)
+	}
+	return h, nil
+}
+
+// advanceRotationHead records in the head, inside tx, the rotations'
+// new MACs (nil: the rotation was removed). It builds on the head's
+// list only when that authenticates: a list a database writer edited is
+// not carried forward (sealing it would make its entries authentic), and
+// every rotation it does not name is refused until set again.
+func (db *DB) advanceRotationHead(ctx context.Context, tx *sql.Tx, changed map[string][]byte) error {
+	hk := db.rotHead.Load()
+	if hk == nil {
+		return nil
+	}
+	lock := ""
+	if db.postgres {
+		lock = " FOR UPDATE"
+	}
+	var h RotationHead
+	if err := db.txQueryRow(ctx, tx, `SELECT gen, manifest, mac FROM rotation_head WHERE id = 1`+lock).Scan(&h.Gen, &h.Manifest, &h.MAC); err != nil {
+		return fmt.Errorf("rotation head: %w", err)
+	}
+	list := map[string]string{}
+	if hk.k.HeadAuthentic(h) && h.Manifest != "" {
+		if err := json.Unmarshal([]byte(h.Manifest), &list); err != nil {
+			return fmt.Errorf("rotation head: %w", err)
+		}
+	}
+	for name, mac := range changed {
+		if len(mac) == 0 {
+			delete(list, name)
+			continue
+		}
+		list[name] = RotationMACDigest(mac)
+	}
+	b, err := json.Marshal(list) // keys sorted: one encoding per list
+	if err != nil {
+		return fmt.Errorf("rotation head: %w", err)
+	}
+	gen := hk.k.NextGen(h.Gen)
+	_, err = db.exec(ctx, tx, `UPDATE rotation_head SET gen = ?, manifest = ?, mac = ? WHERE id = 1`, gen, string(b), hk.k.SealHead(gen, string(b)))
+	return err
+}
+
+// SealRotationHead gives a never sealed head (an upgrade from schema 16)
+// the list macs (the rotations whose own MAC the caller verified) and
+// returns whether it did. A head sealed already is left alone.
+func (db *DB) SealRotationHead(ctx context.Context, macs map[string][]byte) (bool, error) {
+	if db.rotHead.Load() == nil {
+		return false, errors.New("store: seal rotation head: no keeper")
+	}
+	sealed := false
+	err := db.tx(ctx, func(tx *sql.Tx) error {
+		var n int64
+		if err := db.txQueryRow(ctx, tx, `SELECT COUNT(mac) FROM rotation_head WHERE id = 1`).Scan(&n); err != nil {
+			return err
+		}
+		if n > 0 {
+			return nil
+		}
+		sealed = true
+		return db.advanceRotationHead(ctx, tx, macs)
+	})
+	if err != nil {
+		return false, fmt.Errorf("store: seal rotation head: %w", err)
 	}
 	return sealed, nil
 }

@@ -475,6 +475,9 @@ func (db *DB) DeleteSecretNoted(ctx context.Context, name string, at time.Time, 
 		if _, err := db.exec(ctx, tx, `DELETE FROM secret_rotations WHERE name = ?`, name); err != nil {
 			return err
 		}
+		if err := db.advanceRotationHead(ctx, tx, map[string][]byte{name: nil}); err != nil {
+			return err
+		}
 		return db.note(ctx, tx, n, Changes{})
 	})
 	if err != nil {

@@ -120,6 +120,8 @@ type DB struct {
 	// round) found recorded: a newer mayfly migrated the database under
 	// this node, which from then on writes nothing (SchemaNewer). 0: none.
 	newer atomic.Int64
+
+	rotHead atomic.Pointer[headKeeper] // KeepRotationHead's
 }
 
 // Open opens (creating if needed) the database and applies migrations. It
