@@ -41,3 +41,32 @@ func (d Dir) RequireOwner() error {
 	return fmt.Errorf("%s belongs to %s, not root: run this command as that user (%s mayfly …); "+
 		"files made as root would be root's, and a server running as that user could not open them", string(d), who, as)
 }
+
+// RequireUnshared refuses an existing data dir another local user could
+// change: one they own (made in /tmp before the victim ran init), or one
+// anyone may write to (even sticky: they may still add names). They could
+// swap ca.pem and the server's certificate and key for a pair of their
+// own, or plant a link where the server later makes a file. Root's dirs
+// and group-writable ones (a Kubernetes fsGroup volume) pass; a dir that
+// does not exist yet passes too (init makes it, mode 0700).
+func (d Dir) RequireUnshared() error {
+	fi, err := os.Stat(string(d))
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("datadir: %w", err)
+	}
+	if !fi.IsDir() {
+		return fmt.Errorf("%s is not a directory", string(d))
+	}
+	if st, ok := fi.Sys().(*syscall.Stat_t); ok && st.Uid != 0 && int64(st.Uid) != int64(os.Geteuid()) {
+		return fmt.Errorf("%s belongs to uid %d, not to uid %d running init: that user could replace its keys and certificates (another user may have made it ahead of you: use a directory of your own)",
+			string(d), st.Uid, os.Geteuid())
+	}
+	if fi.Mode().Perm()&0o002 != 0 {
+		return fmt.Errorf("%s has mode %04o: any local user could replace its keys and certificates (chmod 700 %s, or name a new folder inside it: init makes it, mode 0700)",
+			string(d), fi.Mode().Perm(), string(d))
+	}
+	return nil
+}

@@ -21,7 +21,7 @@ import (
 var ErrInitialised = errors.New("already initialised")
 
 // freshDataDir checks that dir may become a node's data dir (init, join):
-// not initialised, and not another user's.
+// not initialised, not another user's, and not one others may change.
 func freshDataDir(dir string) (datadir.Dir, error) {
 	d := datadir.Dir(dir)
 	if ok, err := d.Initialised(); err != nil {
@@ -30,6 +30,9 @@ func freshDataDir(dir string) (datadir.Dir, error) {
 		return "", fmt.Errorf("%s: %w", dir, ErrInitialised)
 	}
 	if err := d.RequireOwner(); err != nil {
+		return "", err
+	}
+	if err := d.RequireUnshared(); err != nil {
 		return "", err
 	}
 	return d, nil
