@@ -109,8 +109,12 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	}
 	// A failed init leaves nothing behind, so it can simply be run again.
 	var master []byte // set once loaded: what it sealed, it may undo
+	// The master key is made first, exclusively: an init refused there
+	// lost to another one running at once on the same dir, and the files
+	// are that one's, not this one's to remove.
+	claimed := false
 	defer func() {
-		if err == nil {
+		if err == nil || !claimed {
 			return
 		}
 		if o.Postgres != "" && master != nil {
@@ -133,6 +137,7 @@ func Init(ctx context.Context, o InitOptions) (res *InitResult, err error) {
 	if err := secret.GenerateMasterKeyFile(d.MasterKey()); err != nil {
 		return nil, fmt.Errorf("master key: %w", err)
 	}
+	claimed = true
 	signer, verifier, err := audit.GenerateKey(audit.DefaultOrigin)
 	if err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)

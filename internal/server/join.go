@@ -191,8 +191,12 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 	if err != nil {
 		return nil, err
 	}
+	// The first file is made exclusively: a join refused there lost to
+	// another init or join running at once on the same dir, whose files
+	// are not this one's to remove.
+	claimed := false
 	defer func() {
-		if err != nil {
+		if err != nil && claimed {
 			remove()
 		}
 	}()
@@ -207,10 +211,12 @@ func Join(ctx context.Context, o JoinOptions) (res *JoinResult, err error) {
 		if err != nil {
 			return nil, fmt.Errorf("master key: %w", err)
 		}
+		claimed = true
 	}
 	if err := writeFileExcl(d.AuditKey(), []byte(signer+"\n"), 0o600); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
+	claimed = true
 	if err := writeFileExcl(d.AuditPub(), []byte(vkey+"\n"), 0o644); err != nil {
 		return nil, fmt.Errorf("audit key: %w", err)
 	}
