@@ -3,6 +3,7 @@
 #
 #   docker build -t mayfly .
 #   docker run --rm -v mayfly:/var/lib/mayfly mayfly init --data-dir /var/lib/mayfly --tls-san mayfly.example.com
+#   docker run --rm -i -v mayfly:/var/lib/mayfly mayfly secret put NAME --data-dir /var/lib/mayfly < value.txt   # each secret the policy names
 #   docker run -d -p 8443:8443 -v mayfly:/var/lib/mayfly \
 #     -v "$PWD/policy.yaml:/etc/mayfly/policy.yaml:ro" mayfly
 #
