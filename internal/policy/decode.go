@@ -499,6 +499,13 @@ func (d *decoder) issuer(e kv) {
 			}
 		}
 	}
+	// Keys over plain http are whatever listens on that loopback port:
+	// once mayfly dev-issuer is stopped, any local user may.
+	if is.JWKSURL != "" && strings.HasPrefix(is.JWKSURL, "http://") {
+		d.warnf(f["jwks_url"].val, path+".jwks_url", httpKeysWarning)
+	} else if is.JWKSURL == "" && strings.HasPrefix(is.URL, "http://") {
+		d.warnf(f["url"].val, path+".url", httpKeysWarning)
+	}
 	if v, ok := f["algorithms"]; ok {
 		p := path + ".algorithms"
 		items, _ := d.list(v.val, p)
@@ -536,6 +543,10 @@ func (d *decoder) issuer(e kv) {
 		d.p.Issuers[name] = is
 	}
 }
+
+// httpKeysWarning is said of an issuer whose keys come over plain http.
+const httpKeysWarning = "the issuer's keys come over plain http: whoever listens on that port of the server's host " +
+	"(any local user, once mayfly dev-issuer is stopped) can sign ID tokens this policy trusts; for trying pipelines only, never in production"
 
 // checkIssuerURL: https, or http on a loopback host; no user info or
 // fragment; a query only for a JWKS url.
