@@ -1135,8 +1135,9 @@ func (d *decoder) rules(n *yaml.Node, path string, g *Grant) {
 		} else {
 			items, good := d.list(v.val, p+".methods")
 			ok = ok && good
+			star := slices.ContainsFunc(items, func(it item) bool { return it.val == "*" })
 			for _, it := range items {
-				if err := checkMethod(it.val, len(items)); err != nil {
+				if err := checkMethod(it.val, star); err != nil {
 					d.errf(it.node, it.path(), "%v", err)
 					ok = false
 				}
@@ -1265,12 +1266,14 @@ func parseCIDR(s string) (netip.Prefix, error) {
 	return p, nil
 }
 
-func checkMethod(m string, n int) error {
+// checkMethod checks one method of a rule; star says whether the rule
+// lists "*" too, beside which only the methods it leaves out may stand.
+func checkMethod(m string, star bool) error {
 	if m == "*" {
-		if n > 1 {
-			return errors.New(`"*" already means every method: list it alone`)
-		}
 		return nil
+	}
+	if star && starMethod(m) {
+		return fmt.Errorf(`"*" already allows %s: beside it list only methods it leaves out (CONNECT, TRACE, others not in RFC 9110 or WebDAV)`, m)
 	}
 	if !isToken(m) || len(m) > maxMethodLen {
 		return fmt.Errorf("bad method %q", m)

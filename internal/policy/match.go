@@ -16,7 +16,7 @@ const (
 // Rule is one allow rule: any of Methods on any of Paths. Build one with
 // CompileRule (Parse does); a Rule written as a literal matches nothing.
 type Rule struct {
-	Methods []string // uppercase; ["*"] means every method
+	Methods []string // uppercase; "*" means the ordinary methods (starMethod)
 	Paths   []string // patterns as written
 
 	anyMethod bool
@@ -53,8 +53,9 @@ func CompileRule(methods, paths []string) (Rule, error) {
 	if len(paths) == 0 {
 		return Rule{}, errors.New("no paths")
 	}
+	star := slices.Contains(methods, "*")
 	for _, m := range methods {
-		if err := checkMethod(m, len(methods)); err != nil {
+		if err := checkMethod(m, star); err != nil {
 			return Rule{}, err
 		}
 		if m == "*" {
@@ -146,8 +147,22 @@ func (r *Rule) Match(method, path string) bool {
 	return ok && r.match(method, s)
 }
 
+// starMethod says whether "*" allows method: RFC 9110's methods but
+// CONNECT and TRACE, PATCH, and WebDAV's (RFC 4918), whose second resource
+// the gateway checks. Anything else only by name: TRACE (and IIS's TRACK)
+// echoes the request back, the injected credential with it, CONNECT asks
+// for a tunnel, and a method nobody listed is one nobody thought about.
+func starMethod(m string) bool {
+	switch m {
+	case "GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS",
+		"PROPFIND", "PROPPATCH", "MKCOL", "COPY", "MOVE", "LOCK", "UNLOCK":
+		return true
+	}
+	return false
+}
+
 func (r *Rule) match(method, s string) bool {
-	if !r.anyMethod && !slices.Contains(r.Methods, method) {
+	if !(r.anyMethod && starMethod(method)) && !slices.Contains(r.Methods, method) {
 		return false
 	}
 	for i := range r.pats {

@@ -94,7 +94,11 @@ func TestAllow(t *testing.T) {
 	r1, _ := CompileRule([]string{"GET", "HEAD"}, []string{"/repos/acme/app/**"})
 	r2, _ := CompileRule([]string{"POST"}, []string{"/repos/acme/app/deployments", "/repos/acme/app/statuses/*"})
 	r3, _ := CompileRule([]string{"*"}, []string{"/scratch/**"})
-	g := &Grant{Rules: []Rule{r1, r2, r3}}
+	r4, err := CompileRule([]string{"*", "TRACE"}, []string{"/echo"})
+	if err != nil {
+		t.Fatalf(`CompileRule(["*", "TRACE"]): %v`, err)
+	}
+	g := &Grant{Rules: []Rule{r1, r2, r3, r4}}
 	tests := []struct {
 		method, path string
 		rule         int
@@ -109,9 +113,25 @@ func TestAllow(t *testing.T) {
 		{"POST", "/repos/acme/app/statuses/abc/x", -1, false},
 		{"DELETE", "/repos/acme/app/deployments", -1, false},
 		{"DELETE", "/scratch/x", 2, true},
-		{"BREW", "/scratch", 2, true},
 		{"GET", "/other", -1, false},
-		{"", "/scratch", 2, true},
+		// "*" is the ordinary methods and WebDAV's; the rest only by name:
+		// TRACE echoes the request, injected credential and all, and
+		// CONNECT asks for a tunnel.
+		{"HEAD", "/scratch", 2, true},
+		{"OPTIONS", "/scratch", 2, true},
+		{"PATCH", "/scratch/x", 2, true},
+		{"PUT", "/scratch/x", 2, true},
+		{"PROPFIND", "/scratch", 2, true},
+		{"MKCOL", "/scratch/x", 2, true},
+		{"UNLOCK", "/scratch/x", 2, true},
+		{"TRACE", "/scratch", -1, false},
+		{"CONNECT", "/scratch", -1, false},
+		{"TRACK", "/scratch", -1, false},
+		{"BREW", "/scratch", -1, false},
+		{"", "/scratch", -1, false},
+		{"TRACE", "/echo", 3, true},
+		{"GET", "/echo", 3, true},
+		{"CONNECT", "/echo", -1, false},
 	}
 	for _, tt := range tests {
 		rule, ok := g.Allow(tt.method, tt.path)
@@ -127,7 +147,7 @@ func TestAllow(t *testing.T) {
 	if _, ok := (&Grant{}).Allow("GET", "/"); ok {
 		t.Error("a grant with no rules allowed a call")
 	}
-	for _, bad := range [][2][]string{{nil, {"/x"}}, {{"GET"}, nil}, {{"get"}, {"/x"}}, {{"GET"}, {"x"}}} {
+	for _, bad := range [][2][]string{{nil, {"/x"}}, {{"GET"}, nil}, {{"get"}, {"/x"}}, {{"GET"}, {"x"}}, {{"*", "GET"}, {"/x"}}, {{"TRACE", "*", "HEAD"}, {"/x"}}} {
 		if _, err := CompileRule(bad[0], bad[1]); err == nil {
 			t.Errorf("CompileRule(%q, %q) accepted", bad[0], bad[1])
 		}

@@ -14,8 +14,10 @@
 //
 // Decisions this package makes where SPEC section 3 is silent:
 //
-//   - methods: uppercase HTTP tokens ("GET", "POST", "PROPFIND"); "*" alone
-//     means every method. Lowercase is refused, not folded.
+//   - methods: uppercase HTTP tokens ("GET", "POST", "PROPFIND"); "*" means
+//     the ordinary methods (RFC 9110's but CONNECT and TRACE, PATCH, and
+//     WebDAV's), and others only where listed, beside it or not. Lowercase
+//     is refused, not folded.
 //   - paths: start with "/"; segments are compared exactly (case-sensitive,
 //     no percent-decoding: the gateway decodes first, so "%2F" in a pattern is
 //     the three characters). "*" is exactly one non-empty segment, "**" any

@@ -174,7 +174,7 @@ func TestParseErrors(t *testing.T) {
 		{"prefix newline", "      secret: api-token", "      secret: api-token\n      prefix: \"Bearer\\r\\nX: \"", nil, []string{`policy.yaml:10: upstreams.api.credential.prefix: control characters`}, 1},
 		{"bad timeout", "      secret: api-token", "      secret: api-token\n    timeout: soon", nil, []string{`policy.yaml:10: upstreams.api.timeout: bad duration "soon"`}, 1},
 		{"lowercase method", "methods: [GET]", "methods: [get]", nil, []string{`policy.yaml:15: grants.deploy.allow[0].methods[0]: method "get" must be uppercase ("GET")`}, 1},
-		{"star and method", "methods: [GET]", "methods: [GET, \"*\"]", nil, []string{`policy.yaml:15: grants.deploy.allow[0].methods[1]: "*" already means every method`}, 1},
+		{"star and method", "methods: [GET]", "methods: [GET, \"*\"]", nil, []string{`policy.yaml:15: grants.deploy.allow[0].methods[0]: "*" already allows GET`}, 1},
 		{"bad method", "methods: [GET]", "methods: [\"GE T\"]", nil, []string{`policy.yaml:15: grants.deploy.allow[0].methods[0]: bad method "GE T"`}, 1},
 		{"empty methods", "methods: [GET]", "methods: []", nil, []string{`policy.yaml:15: grants.deploy.allow[0].methods: empty list`}, 1},
 		{"relative path", `paths: ["/repos/**"]`, `paths: ["repos/**"]`, nil, []string{`policy.yaml:16: grants.deploy.allow[0].paths[0]: path "repos/**" must start with /`}, 1},
