@@ -2,6 +2,7 @@ package gateway
 
 import (
 	"bytes"
+	"errors"
 	"fmt"
 	"github.com/klauspost/compress/gzip"
 	"io"
@@ -22,6 +23,23 @@ import (
 // br, deflate, zstd, compress, names it does not know — is refused with
 // 502 and never forwarded: an undecoded body would carry the credential
 // past the masker to any client that decodes it.
+
+//
+// Decoding is bounded: a few KiB of gzip can decode to GiBs (a
+// decompression bomb), each byte of which the gateway would decode, mask
+// and maybe encode again, and send. Past its first gzipFree bytes decoded,
+// a body that has decoded to more than maxRatio times the bytes read of it
+// is cut (gunzipBody): the client's copy ends with an error, the audit
+// entry's outcome says why.
+
+// DefaultMaxGzipRatio is the default of Config.MaxGzipRatio. gzip cannot
+// exceed about 1032:1 (zeros); text and JSON come at 3-20:1, identical
+// records repeated at a few hundred to one, bombs near the maximum.
+const DefaultMaxGzipRatio = 100
+
+// gzipFree is what a gzip body may decode to before its ratio counts:
+// small answers that compress very well are common and cheap.
+const gzipFree = 1 << 20
 
 // acceptGzip is the Accept-Encoding sent upstream, whatever the client
 // asked for.
@@ -68,10 +86,11 @@ func codingName(c string) string {
 }
 
 // decodeBody makes resp's body what the client would decode, or refuses
-// it: no coding, or one gzip (decoded here); anything else is an
+// it: no coding, or one gzip (decoded here, at most maxRatio times its
+// size past gzipFree; maxRatio <= 0: no cap); anything else is an
 // encodingError. A response without a body keeps its headers, except that
 // a gzip Content-Encoding goes, as on the decoded bodies the gateway sends.
-func decodeBody(resp *http.Response) error {
+func decodeBody(resp *http.Response, maxRatio int) error {
 	codings := contentCodings(resp.Header)
 	hasBody := resp.Body != nil && resp.Body != http.NoBody && resp.ContentLength != 0
 	switch {
@@ -107,12 +126,14 @@ func decodeBody(resp *http.Response) error {
 		resp.Body.Close()
 		return &encodingError{"a range of a gzip body"}
 	}
-	zr, err := gzip.NewReader(resp.Body)
+	b := &gunzipBody{src: countedBody{ReadCloser: resp.Body}, ratio: int64(max(maxRatio, 0))}
+	zr, err := gzip.NewReader(&b.src)
 	if err != nil {
 		resp.Body.Close()
 		return &encodingError{"malformed gzip body"}
 	}
-	resp.Body = &gunzipBody{zr: zr, src: resp.Body}
+	b.zr = zr
+	resp.Body = b
 	resp.ContentLength = -1
 	resp.Header.Del("Content-Length")
 	resp.Uncompressed = true
@@ -120,15 +141,47 @@ func decodeBody(resp *http.Response) error {
 }
 
 // gunzipBody is a response body as gzip decodes it (every member of a
-// multi-member stream, as clients do). A corrupt stream ends the body with
-// an error, and the proxy then aborts the response.
+// multi-member stream, as clients do). A corrupt stream, or one decoding to
+// more than ratio times what was read of it once past gzipFree, ends the
+// body with an error, and the proxy then aborts the response.
 type gunzipBody struct {
-	zr  *gzip.Reader
-	src io.ReadCloser
+	zr    *gzip.Reader
+	src   countedBody
+	out   int64 // bytes decoded
+	ratio int64 // 0: no cap
+	cut   bool  // ended for its ratio
 }
 
-func (b *gunzipBody) Read(p []byte) (int, error) { return b.zr.Read(p) }
-func (b *gunzipBody) Close() error               { return b.src.Close() }
+// countedBody counts the bytes read of an encoded body.
+type countedBody struct {
+	io.ReadCloser
+	n int64
+}
+
+func (c *countedBody) Read(p []byte) (int, error) {
+	n, err := c.ReadCloser.Read(p)
+	c.n += int64(n)
+	return n, err
+}
+
+// errGzipRatio ends a gzip body that decodes to too much.
+var errGzipRatio = errors.New("gateway: gzip body decodes to more than the gateway's ratio allows")
+
+func (b *gunzipBody) Read(p []byte) (int, error) {
+	if b.cut {
+		return 0, errGzipRatio
+	}
+	n, err := b.zr.Read(p)
+	b.out += int64(n)
+	if b.ratio > 0 && b.out > gzipFree && b.out > b.ratio*b.src.n {
+		// These bytes are not passed on: the body ends here.
+		b.cut = true
+		return 0, errGzipRatio
+	}
+	return n, err
+}
+
+func (b *gunzipBody) Close() error { return b.src.Close() }
 
 // dropFramingTrailers removes from trailers the fields that say how the
 // body is to be decoded or framed (RFC 9110 section 6.5.1 forbids them

@@ -77,7 +77,9 @@
 // keeps a declared Content-Length: each masked run becomes "***" and the
 // body is padded with spaces at its end. The gateway asks upstreams for
 // gzip and decodes it itself after reading every Content-Encoding value
-// (encoding.go); a response whose codings it cannot fully decode (stacked,
+// (encoding.go), cutting a body that decodes to more than MaxGzipRatio
+// times its size (a decompression bomb; the outcome says so); a response
+// whose codings it cannot fully decode (stacked,
 // br, deflate, zstd, unknown) is refused (502) and never forwarded, the
 // audit entry saying why; so is a partial one (206, Content-Range) from an
 // upstream that was sent no range (ranges are stripped unless it says
@@ -272,6 +274,11 @@ type Config struct {
 	// gateway reads to find a method override in it (default 1 MiB); a
 	// larger one is refused (413), never forwarded unchecked.
 	MaxInspectedBody int64
+	// MaxGzipRatio bounds a gzip answer the gateway decodes to mask
+	// (encoding.go): past its first MiB decoded (gzipFree), one that has
+	// decoded to more than MaxGzipRatio times the bytes read of it is cut
+	// (default DefaultMaxGzipRatio; negative: no cap).
+	MaxGzipRatio int
 	// RefusalRate and RefusalBurst bound, per address (IPv6 by /64), the
 	// requests refused before a live lease is found (no route, no token,
 	// an unknown, expired or revoked one): each is a durable audit entry,
@@ -335,6 +342,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.MaxInspectedBody <= 0 {
 		cfg.MaxInspectedBody = 1 << 20
+	}
+	if cfg.MaxGzipRatio == 0 {
+		cfg.MaxGzipRatio = DefaultMaxGzipRatio
 	}
 	if cfg.MaxIdleConnsPerHost <= 0 {
 		cfg.MaxIdleConnsPerHost = 256

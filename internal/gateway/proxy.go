@@ -311,8 +311,9 @@ type forwarding struct {
 	rp       httputil.ReverseProxy
 	upStatus int
 	failure  string
-	big      bool      // counted in Gateway.bigBodies
-	ws       *wsMasker // an upgraded connection's upstream end
+	big      bool        // counted in Gateway.bigBodies
+	ws       *wsMasker   // an upgraded connection's upstream end
+	gz       *gunzipBody // a gzip body being decoded
 
 	// The token's watcher (watch): a timer that looks at the token every
 	// tunnelCheck while the request runs, and cut, why it ended the
@@ -493,9 +494,10 @@ func (f *forwarding) modifyResponse(resp *http.Response) error {
 	// client that takes gzip (as the upstream's headers said, also when
 	// there is no body: HEAD, 304).
 	regzip := singleGzip(resp.Header) && acceptsGzip(f.r.Header)
-	if err := decodeBody(resp); err != nil {
+	if err := decodeBody(resp, f.g.cfg.MaxGzipRatio); err != nil {
 		return err // a range of a gzip body among them, with its own reason
 	}
+	f.gz, _ = resp.Body.(*gunzipBody)
 	if !f.up.ForwardRanges && (resp.StatusCode == http.StatusPartialContent || len(resp.Header["Content-Range"]) > 0) {
 		// No range was forwarded, yet the upstream sent a part: it may
 		// hold a piece of a reflected credential too short to mask.
@@ -681,6 +683,9 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 	}
 	if status == 0 {
 		status = http.StatusBadGateway
+	}
+	if f.gz != nil && f.gz.cut {
+		f.failure = fmt.Sprintf("encoding: gzip body cut: decoded to more than %d times its size", f.gz.ratio)
 	}
 	if cut != nil {
 		if status == http.StatusSwitchingProtocols {

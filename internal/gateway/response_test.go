@@ -65,7 +65,7 @@ func TestContentCodings(t *testing.T) {
 			if tc.lines != nil {
 				resp.Header["Content-Encoding"] = tc.lines
 			}
-			err := decodeBody(resp)
+			err := decodeBody(resp, DefaultMaxGzipRatio)
 			if tc.refuse != "" {
 				ee, ok := err.(*encodingError)
 				if !ok || ee.why != tc.refuse {
@@ -93,12 +93,12 @@ func TestContentCodings(t *testing.T) {
 	}
 	// Without a body there is nothing to decode or refuse.
 	resp := &http.Response{StatusCode: 304, Header: http.Header{"Content-Encoding": {"br"}}, Body: http.NoBody}
-	if err := decodeBody(resp); err != nil || resp.Header.Get("Content-Encoding") != "br" {
+	if err := decodeBody(resp, DefaultMaxGzipRatio); err != nil || resp.Header.Get("Content-Encoding") != "br" {
 		t.Fatalf("304: %v %v", err, resp.Header)
 	}
 	// A body that only claims to be gzip is refused before anything goes out.
 	resp = &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {"gzip"}}, Body: io.NopCloser(strings.NewReader("not gzip")), ContentLength: -1}
-	if err, ok := decodeBody(resp).(*encodingError); !ok || err.why != "malformed gzip body" {
+	if err, ok := decodeBody(resp, DefaultMaxGzipRatio).(*encodingError); !ok || err.why != "malformed gzip body" {
 		t.Fatalf("malformed gzip: %v", err)
 	}
 }
@@ -113,7 +113,7 @@ func FuzzContentCodings(f *testing.F) {
 	f.Fuzz(func(t *testing.T, a, b string) {
 		resp := &http.Response{StatusCode: 200, Header: http.Header{"Content-Encoding": {a, b}},
 			Body: io.NopCloser(strings.NewReader("\x1f\x8b\x08\x00\x00\x00\x00\x00\x00\xff\x03\x00\x00\x00\x00\x00\x00\x00\x00\x00")), ContentLength: -1}
-		err := decodeBody(resp)
+		err := decodeBody(resp, DefaultMaxGzipRatio)
 		if ee, ok := err.(*encodingError); ok {
 			for _, w := range strings.FieldsFunc(strings.TrimPrefix(strings.TrimPrefix(ee.why, "stacked content codings "), "content coding "), func(r rune) bool { return r == ',' || r == ' ' }) {
 				if w != "unknown" && !knownCodings[w] && !strings.Contains("is not decoded by the gateway", w) {

@@ -127,6 +127,11 @@ type ConfigLimits struct {
 	// gateway reads to find a method override (default 1 MiB); a larger
 	// one is refused with 413.
 	GatewayMaxInspectedBody int64 `yaml:"gateway_max_inspected_body"`
+	// GatewayMaxGzipRatio bounds what a gzip answer the gateway decodes
+	// may decode to, past its first MiB: that many times the bytes read of
+	// it (default gateway.DefaultMaxGzipRatio, at most MaxGzipRatio;
+	// negative: no cap). Beyond it the answer is cut.
+	GatewayMaxGzipRatio int `yaml:"gateway_max_gzip_ratio"`
 	// GatewayRefusalRate and GatewayRefusalBurst bound, per address, the
 	// gateway requests refused before a live token is found (each is an
 	// audit entry); past them 429, unrecorded (defaults 100 and 1000).
@@ -184,6 +189,9 @@ const (
 	// the listener allows 4096 bytes more, which past math.MaxInt wrapped
 	// negative and refused every request.
 	MaxMaxHeaderBytes = 1 << 20
+	// MaxGzipRatio bounds gateway_max_gzip_ratio: gzip itself cannot pass
+	// ~1032:1, and the gateway multiplies the bytes read by it.
+	MaxGzipRatio = 1 << 20
 	// MaxInterval bounds how often background work runs and how long it
 	// waits (rotation_interval, minted.role_sweep_interval,
 	// minted.stale_pending): past it a schedule, a sweep or a crash's
@@ -274,6 +282,9 @@ func (l ConfigLimits) check() error {
 		if r.v != 0 && !(r.v >= MinRate && r.v <= MaxRate) {
 			errs = append(errs, fmt.Sprintf("limits.%s is %g: it must be from %g to %g per second (0 or unset for the default)", r.key, r.v, MinRate, MaxRate))
 		}
+	}
+	if l.GatewayMaxGzipRatio > MaxGzipRatio {
+		errs = append(errs, fmt.Sprintf("limits.gateway_max_gzip_ratio is %d: it must be at most %d (negative: no cap; 0 or unset for the default)", l.GatewayMaxGzipRatio, MaxGzipRatio))
 	}
 	if v := l.MinBodyRate; v != 0 && !(v >= MinBodyRateMin && v <= MinBodyRateMax) && !(v < 0 && !math.IsInf(v, -1)) {
 		errs = append(errs, fmt.Sprintf("limits.min_body_rate is %g: it must be from %d to %g bytes per second (negative: off; 0 or unset for the default)", v, MinBodyRateMin, float64(MinBodyRateMax)))

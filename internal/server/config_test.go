@@ -109,6 +109,7 @@ func TestLoadConfigFileUpperBounds(t *testing.T) {
 		{"limits.max_leak_body", gib, "1073741825", "limits.max_leak_body is 1073741825: it must be at most 1073741824 bytes (1 GiB"},
 		{"limits.max_leak_body", gib, "1000000000000000000", "limits.max_leak_body is 1000000000000000000: it must be at most"},
 		{"limits.gateway_max_inspected_body", gib, "1073741825", "limits.gateway_max_inspected_body is 1073741825: it must be at most 1073741824 bytes (1 GiB"},
+		{"limits.gateway_max_gzip_ratio", "1048576", "1048577", "limits.gateway_max_gzip_ratio is 1048577: it must be at most 1048576"},
 		{"limits.read_header_timeout", "24h", "24h1ns", "limits.read_header_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
 		{"limits.read_timeout", "24h", "24h1ns", "limits.read_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},
 		{"limits.write_timeout", "24h", "24h1ns", "limits.write_timeout is 24h0m0.000000001s: it must be at most 24h0m0s"},

@@ -24,6 +24,7 @@ func (s *Server) newGateway(dp *dpop.Verifier) (http.Handler, error) {
 		PublicURL:  s.publicURL,
 		// Bodies the gateway reads for method overrides.
 		MaxInspectedBody: s.cfg.Limits.GatewayMaxInspectedBody,
+		MaxGzipRatio:     s.cfg.Limits.GatewayMaxGzipRatio,
 		RefusalRate:      s.cfg.Limits.GatewayRefusalRate,
 		RefusalBurst:     s.cfg.Limits.GatewayRefusalBurst,
 		WriteStall:       writeStall(s.cfg.Limits.WriteTimeout),
