@@ -16,8 +16,9 @@ import (
 // and the upstream gets it rewritten to its own URL; anything else is
 // refused and never forwarded.
 
-// destinationError is a Destination header the gateway refuses: 400 for
-// one it cannot read, 403 for one outside the request's upstream.
+// destinationError is a Destination header, or another resource a request
+// names (references.go), that the gateway refuses: 400 for one it cannot
+// read, 403 for one outside the request's upstream.
 type destinationError struct {
 	status int
 	reason string

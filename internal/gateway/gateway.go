@@ -25,7 +25,11 @@
 //     MaxInspectedBody, else 413; forwarded as read) — else 403
 //     insufficient_scope; an override that is not a method, or a body that
 //     cannot be parsed, is 400, a charset or content coding the gateway
-//     cannot read 415. An upstream with method_override: ignore skips this;
+//     cannot read 415. An upstream with method_override: ignore skips this.
+//     Likewise a WebDAV Destination (destination.go: every method the
+//     request names, on it) and the other resources a request names
+//     outside its path, copy sources and blob mounts (references.go:
+//     reading them) — else 403, 400 when unreadable;
 //  5. when the token is key-bound, a DPoP proof for this method and public
 //     URL, carrying the token's hash and signed by the bound key — else 401
 //     invalid_dpop_proof;
@@ -414,6 +418,7 @@ type request struct {
 	addr      netip.Addr
 	pol       *policy.Policy
 	overrides []string
+	also      []policy.Access // what the resources it names need (references.go)
 }
 
 // holderOf is the holder a lease's requests are decided for.
@@ -558,16 +563,32 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		rq.dest = dest
 	}
-	if why == policy.Allowed && (len(methods) > 0 || dest != "") {
+	var refs []reference
+	if up := pol.Upstreams[upName]; why == policy.Allowed && up != nil {
+		// Other resources the request names, which the upstream reads
+		// (references.go): the policy must allow reading them too.
+		var de *destinationError
+		refs, de = references(r, clean, up.URL)
+		if de != nil {
+			code := "invalid_request"
+			if de.status == http.StatusForbidden {
+				code = "insufficient_scope"
+			}
+			g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
+			return
+		}
+		rq.also = accesses(refs)
+	}
+	if why == policy.Allowed && (len(methods) > 0 || dest != "" || len(refs) > 0) {
 		// The request goes upstream with one grant's credential: that
 		// grant must allow all of it, not each part some grant.
 		all, paths := append([]string{r.Method}, methods...), []string{clean}
 		if dest != "" {
 			paths = append(paths, dest)
 		}
-		dec = pol.AuthorizeAll(holder, addr, upName, all, paths)
+		dec = pol.AuthorizeAll(holder, addr, upName, all, paths, rq.also...)
 		if dec.Reason != policy.Allowed {
-			why, desc = dec.Reason, dec.Reason.String()+notAllowed(pol, holder, addr, upName, all, paths)
+			why, desc = dec.Reason, dec.Reason.String()+notAllowed(pol, holder, addr, upName, all, paths, refs)
 		}
 	}
 	if why != policy.Allowed {
@@ -632,7 +653,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	rq.ev.Secret, rq.ev.SecretVersion = up.Credential.Secret, cred.version
-	rq.ev.Detail = g.allowDetail(dec.Rule, methods, dest)
+	rq.ev.Detail = g.allowDetail(dec.Rule, methods, dest, refs)
 	red, err := g.redactor(cred, rq.tok)
 	if err != nil {
 		g.log.Warn("gateway: response masker", "upstream", up.Name, "err", err)
@@ -683,9 +704,10 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // notAllowed says, for a refusal's words, which part of a request beyond
-// its line (an override's method, the Destination) no grant of the token
-// allows, or that each part is allowed by some grant but none allows all.
-func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName string, methods, paths []string) string {
+// its line (an override's method, the Destination, a resource it names)
+// no grant of the token allows, or that each part is allowed by some
+// grant but none allows all.
+func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName string, methods, paths []string, refs []reference) string {
 	for _, m := range methods[1:] {
 		if pol.Authorize(h, addr, upName, m, paths[0]).Reason != policy.Allowed {
 			return " (method override " + truncate(m, 32) + ")"
@@ -698,6 +720,15 @@ func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName st
 			}
 		}
 	}
+	for _, ref := range refs {
+		if pol.AuthorizeAll(h, addr, upName, methods[:1], paths[:1], accesses([]reference{ref})...).Reason != policy.Allowed {
+			verb := "reading"
+			if ref.remove {
+				verb = "reading and removing"
+			}
+			return " (" + verb + " " + ref.by + " " + truncate(ref.path, 256) + ")"
+		}
+	}
 	return " (no one grant allows the method, its overrides and its destination together)"
 }
 
@@ -707,8 +738,8 @@ func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName st
 // its line, the methods of its overrides or a Destination, has them in
 // its detail too: the upstream runs them, and the entry's method and path
 // alone would hide it (a POST that ran a DELETE, a MOVE onto another path).
-func (g *Gateway) allowDetail(rule int, overrides []string, dest string) map[string]any {
-	if len(overrides) == 0 && dest == "" {
+func (g *Gateway) allowDetail(rule int, overrides []string, dest string, refs []reference) map[string]any {
+	if len(overrides) == 0 && dest == "" && len(refs) == 0 {
 		if rule >= 0 && rule < len(g.allow) {
 			return g.allow[rule]
 		}
@@ -728,6 +759,9 @@ func (g *Gateway) allowDetail(rule int, overrides []string, dest string) map[str
 	}
 	if dest != "" {
 		d["destination"] = truncate(dest, 2048)
+	}
+	if len(refs) > 0 {
+		d["references"] = truncate(referencesText(refs), 2048)
 	}
 	return d
 }

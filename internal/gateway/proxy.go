@@ -387,7 +387,7 @@ func (g *Gateway) stillAllowed(rq *request, method, clean string) error {
 	if rq.dest != "" {
 		paths = append(paths, rq.dest)
 	}
-	if dec := p.AuthorizeAll(holderOf(rq.live), rq.addr, rq.ev.Upstream, methods, paths); dec.Reason != policy.Allowed {
+	if dec := p.AuthorizeAll(holderOf(rq.live), rq.addr, rq.ev.Upstream, methods, paths, rq.also...); dec.Reason != policy.Allowed {
 		return &policyNarrowed{dec.Reason.String()}
 	}
 	rq.pol = p // allowed under this version too: decided again only when it changes

@@ -347,12 +347,17 @@ func (p *Policy) Authorize(h *Holder, addr netip.Addr, upstream, method, path st
 	return p.AuthorizeAll(h, addr, upstream, []string{method}, []string{path})
 }
 
+// Access is one method on one path that a request needs beside its own
+// (a resource it names elsewhere, which the upstream reads).
+type Access struct{ Method, Path string }
+
 // AuthorizeAll is Authorize for a request that names more than one method
-// (method overrides) or more than one path (a WebDAV Destination): one
-// grant must allow every method on every path, because the request goes
-// upstream with that one grant's credential. The decision's Rule is the
-// one that lets methods[0] on paths[0] (the request line) through.
-func (p *Policy) AuthorizeAll(h *Holder, addr netip.Addr, upstream string, methods, paths []string) Decision {
+// (method overrides), more than one path (a WebDAV Destination), or other
+// resources it acts on (also): one grant must allow every method on every
+// path, and each of also, because the request goes upstream with that one
+// grant's credential. The decision's Rule is the one that lets methods[0]
+// on paths[0] (the request line) through.
+func (p *Policy) AuthorizeAll(h *Holder, addr netip.Addr, upstream string, methods, paths []string, also ...Access) Decision {
 	if h.BindSource && !sameAddr(addr, h.Source) {
 		return Decision{Rule: -1, Reason: SourceNotBound}
 	}
@@ -370,7 +375,7 @@ func (p *Policy) AuthorizeAll(h *Holder, addr netip.Addr, upstream string, metho
 			why = max(why, UpstreamNotGranted)
 			continue
 		}
-		if rule, ok := g.allowAll(methods, paths); ok {
+		if rule, ok := g.allowAll(methods, paths, also); ok {
 			return Decision{Grant: g, Rule: rule}
 		}
 		why = RequestNotAllowed
@@ -378,11 +383,17 @@ func (p *Policy) AuthorizeAll(h *Holder, addr netip.Addr, upstream string, metho
 	return Decision{Rule: -1, Reason: why}
 }
 
-// allowAll: the grant allows every method on every path; the rule is the
-// one for the first of each. Nothing to allow is not allowed.
-func (g *Grant) allowAll(methods, paths []string) (rule int, ok bool) {
+// allowAll: the grant allows every method on every path, and each of
+// also; the rule is the one for the first method and path. Nothing to
+// allow is not allowed.
+func (g *Grant) allowAll(methods, paths []string, also []Access) (rule int, ok bool) {
 	if len(methods) == 0 || len(paths) == 0 {
 		return -1, false
+	}
+	for _, a := range also {
+		if _, ok := g.Allow(a.Method, a.Path); !ok {
+			return -1, false
+		}
 	}
 	for i, path := range paths {
 		for j, method := range methods {

@@ -315,23 +315,30 @@ grants:
 		name           string
 		grants         []string
 		methods, paths []string
+		also           []Access
 		reason         Reason
 		grant          string
 		rule           int
 	}{
-		{"one method, one path", []string{"put", "both"}, []string{"PUT"}, []string{"/a/x"}, Allowed, "put", 0},
-		{"each part by another grant", []string{"put", "delete"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, RequestNotAllowed, "", -1},
-		{"all by a later grant", []string{"put", "delete", "both"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, Allowed, "both", 1},
-		{"destination by another grant", []string{"put", "delete"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, RequestNotAllowed, "", -1},
-		{"destination by a later grant", []string{"put", "both"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, Allowed, "both", 1},
-		{"override on the destination", []string{"both"}, []string{"PUT", "GET"}, []string{"/a/x", "/c/x"}, RequestNotAllowed, "", -1},
-		{"nothing named", []string{"both"}, nil, []string{"/a/x"}, RequestNotAllowed, "", -1},
+		{"one method, one path", []string{"put", "both"}, []string{"PUT"}, []string{"/a/x"}, nil, Allowed, "put", 0},
+		{"each part by another grant", []string{"put", "delete"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, nil, RequestNotAllowed, "", -1},
+		{"all by a later grant", []string{"put", "delete", "both"}, []string{"PUT", "DELETE"}, []string{"/a/x"}, nil, Allowed, "both", 1},
+		{"destination by another grant", []string{"put", "delete"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, nil, RequestNotAllowed, "", -1},
+		{"destination by a later grant", []string{"put", "both"}, []string{"MOVE"}, []string{"/a/x", "/b/x"}, nil, Allowed, "both", 1},
+		{"override on the destination", []string{"both"}, []string{"PUT", "GET"}, []string{"/a/x", "/c/x"}, nil, RequestNotAllowed, "", -1},
+		{"nothing named", []string{"both"}, nil, []string{"/a/x"}, nil, RequestNotAllowed, "", -1},
+		// A resource the request names elsewhere (a copy source) must be
+		// readable under the same grant.
+		{"also readable", []string{"both"}, []string{"PUT"}, []string{"/a/x"}, []Access{{"GET", "/c/src"}}, Allowed, "both", 1},
+		{"also not readable", []string{"both"}, []string{"PUT"}, []string{"/a/x"}, []Access{{"GET", "/d/src"}}, RequestNotAllowed, "", -1},
+		{"also by another grant", []string{"put", "delete"}, []string{"PUT"}, []string{"/a/x"}, []Access{{"DELETE", "/z"}}, RequestNotAllowed, "", -1},
+		{"also by the same later grant", []string{"put", "both"}, []string{"PUT"}, []string{"/a/x"}, []Access{{"GET", "/c/src"}, {"DELETE", "/b/src"}}, Allowed, "both", 1},
 	}
 	h := Holder{Issuer: "ci", Claims: ciClaims()}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			h.Grants = tt.grants
-			d := p.AuthorizeAll(&h, outNet, "api", tt.methods, tt.paths)
+			d := p.AuthorizeAll(&h, outNet, "api", tt.methods, tt.paths, tt.also...)
 			name := ""
 			if d.Grant != nil {
 				name = d.Grant.Name
