@@ -6,6 +6,7 @@ package server
 import (
 	"errors"
 	"fmt"
+	"io"
 	"math"
 	"net/netip"
 	"os"
@@ -302,17 +303,44 @@ func (l ConfigLimits) api() api.Limits {
 		LeakTokenRate: l.LeakTokenRate}
 }
 
+// readConfig reads a regular file of at most 1 MiB: a device or FIFO
+// named by mistake (/dev/zero, a pipe nobody writes) is refused, not read
+// until memory runs out or for ever.
+func readConfig(path string) ([]byte, error) {
+	// Checked before the open too: opening a FIFO waits for a writer.
+	if st, err := os.Stat(path); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("config %s: not a regular file", path)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	}
+	defer f.Close()
+	if st, err := f.Stat(); err != nil {
+		return nil, fmt.Errorf("config: %w", err)
+	} else if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("config %s: not a regular file", path)
+	}
+	b, err := io.ReadAll(io.LimitReader(f, 1<<20+1))
+	if err != nil {
+		return nil, fmt.Errorf("config %s: %w", path, err)
+	}
+	if len(b) > 1<<20 {
+		return nil, fmt.Errorf("config %s: larger than 1 MiB", path)
+	}
+	return b, nil
+}
+
 // LoadConfigFile reads a YAML config strictly: unknown keys, bad YAML and
 // values of the wrong type are errors that name the file, the line and the
 // key in words (with a suggestion for a mistyped key).
 func LoadConfigFile(path string) (Config, error) {
 	var c Config
-	b, err := os.ReadFile(path)
+	b, err := readConfig(path)
 	if err != nil {
-		return c, fmt.Errorf("config: %w", err)
-	}
-	if len(b) > 1<<20 {
-		return c, fmt.Errorf("config %s: larger than 1 MiB", path)
+		return c, err
 	}
 	var doc yaml.Node
 	if err := yaml.Unmarshal(b, &doc); err != nil {
