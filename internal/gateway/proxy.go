@@ -270,7 +270,8 @@ type redactorKey struct {
 func (g *Gateway) forward(w http.ResponseWriter, r *http.Request, rq *request, up *policy.Upstream, ut *upstreamTransport,
 	cred *credential, red *redactor, clean string, in *auditlog.Intent) {
 	f := &forwarding{g: g, r: r, rq: rq, up: up, base: ut.base, cred: cred, clean: clean, red: red}
-	f.rw = respWriter{ResponseWriter: w, red: f.red, f: f, preset: w.Header().Clone()}
+	f.rw = respWriter{ResponseWriter: w, red: f.red, f: f}
+	f.rw.preset.keep(w.Header())
 	f.rp = httputil.ReverseProxy{
 		Transport: ut.tr,
 		// Streams (SSE, unknown length) are flushed at every write by
@@ -735,11 +736,11 @@ func (f *forwarding) finish(in *auditlog.Intent) {
 type respWriter struct {
 	http.ResponseWriter
 	red    *redactor
-	f      *forwarding // the request it answers (fitOrigin)
-	body   *maskBody   // the response body being copied, once known
-	preset http.Header // set before the proxy ran (nosniff, no-store, HSTS)
-	wiped  bool        // an informational response cleared them
-	sent   bool        // the final header went to the ResponseWriter
+	f      *forwarding  // the request it answers (fitOrigin)
+	body   *maskBody    // the response body being copied, once known
+	preset presetHeader // set before the proxy ran (nosniff, no-store, HSTS)
+	wiped  bool         // an informational response cleared them
+	sent   bool         // the final header went to the ResponseWriter
 	status int
 	n      int64
 }
@@ -754,10 +755,7 @@ func (w *respWriter) WriteHeader(code int) {
 	} else if w.status == 0 {
 		w.status = code
 		if w.wiped {
-			h := w.Header()
-			for k, v := range w.preset {
-				h[k] = append(slices.Clone(v), h[k]...)
-			}
+			w.preset.restore(w.Header())
 		}
 	}
 	if code >= 200 || code == http.StatusSwitchingProtocols {
@@ -801,6 +799,45 @@ func (w *respWriter) complete(r *http.Request) {
 	}
 	if f, ok := w.ResponseWriter.(http.Flusher); ok {
 		f.Flush()
+	}
+}
+
+// presetHeader keeps the header set before the proxy ran, for an answer
+// whose informational responses cleared it (respWriter.WriteHeader). Most
+// answers have none: the few headers the API sets are kept in place, by
+// reference, rather than cloned for every request (two allocations on the
+// way to the upstream). The values are safe to share: until the final
+// WriteHeader restores them, nothing writes into them but the masker of a
+// 1xx, which would only mask them.
+type presetHeader struct {
+	n    int
+	kv   [4]presetValues
+	more http.Header // a header of more keys than kv holds: cloned
+}
+
+type presetValues struct {
+	k string
+	v []string
+}
+
+func (p *presetHeader) keep(h http.Header) {
+	if len(h) > len(p.kv) {
+		p.more = h.Clone()
+		return
+	}
+	for k, v := range h {
+		p.kv[p.n] = presetValues{k, v}
+		p.n++
+	}
+}
+
+// restore puts the kept values first in h, before those set since.
+func (p *presetHeader) restore(h http.Header) {
+	for _, kv := range p.kv[:p.n] {
+		h[kv.k] = append(slices.Clone(kv.v), h[kv.k]...)
+	}
+	for k, v := range p.more {
+		h[k] = append(slices.Clone(v), h[k]...)
 	}
 }
 

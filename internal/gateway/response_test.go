@@ -803,3 +803,45 @@ func TestUpstreamOriginPoliciesDropped(t *testing.T) {
 		}
 	}
 }
+
+// The header set before the proxy ran is kept without allocating when it
+// is the API's few, and restored first, whole, after informational answers
+// cleared the map and appended to the kept values' arrays.
+func TestPresetHeaderKeptAndRestored(t *testing.T) {
+	for _, n := range []int{0, 1, 3, 4, 5, 7} {
+		t.Run(fmt.Sprintf("%d keys", n), func(t *testing.T) {
+			h := http.Header{}
+			for i := range n {
+				// Room to append in place: a 1xx's value must not show.
+				v := make([]string, 1, 4)
+				v[0] = fmt.Sprintf("preset-%d", i)
+				h[fmt.Sprintf("X-Preset-%d", i)] = v
+			}
+			want := h.Clone()
+			var p presetHeader
+			if allocs := testing.AllocsPerRun(50, func() { p = presetHeader{}; p.keep(h) }); n <= 4 && allocs != 0 {
+				t.Errorf("keep: %.0f allocations, want 0", allocs)
+			}
+			// What ReverseProxy does for a 1xx: append its header, write, clear.
+			for k := range h {
+				h[k] = append(h[k], "informational")
+			}
+			clear(h)
+			h["X-Preset-0"] = []string{"final"} // the upstream's final header
+			h.Set("Content-Type", "text/plain")
+			p.restore(h)
+			for k, v := range want {
+				got := h[k]
+				if k == "X-Preset-0" {
+					v = append(slices.Clone(v), "final")
+				}
+				if !slices.Equal(got, v) {
+					t.Errorf("%s = %q, want %q", k, got, v)
+				}
+			}
+			if len(h) != max(n, 1)+1 {
+				t.Errorf("restored header %v", h)
+			}
+		})
+	}
+}
