@@ -108,6 +108,43 @@ type journal struct {
 	size   [2]int64 // the end of the header and whole records
 	synced [2]int64 // how much of each file its mirror holds durably
 	active int      // the file appenders write
+	// How far each file's mapping was prefaulted (toPrefault), and whether
+	// the kernel can.
+	ahead      [2]int64
+	noPrefault bool
+}
+
+// prefaultAhead is how much of the active file past its last record the
+// committer keeps present and writable. The first copy into each page of
+// the shared mapping otherwise takes a page fault (7-15 µs each on ext4,
+// measured under load), again once the kernel has written the page back:
+// one request in three or four took one before its upstream saw a byte or
+// after its answer was written. Prefaulting moves that work to the
+// committer, off the requests' path; it changes no byte of the file.
+const prefaultAhead = 256 << 10
+
+// toPrefault is the part of the active file's mapping to prefault now
+// (page-aligned), or nil when enough of it is. js.mu is held; the caller
+// prefaults after releasing it (appenders go on copying meanwhile).
+func (j *journal) toPrefault() []byte {
+	if j.noPrefault {
+		return nil
+	}
+	i := j.active
+	end := j.size[i]
+	lo := j.ahead[i]
+	if lo < end || lo > end+2*prefaultAhead {
+		lo = end // appenders overtook it, or the file was emptied since
+	} else if lo-end > prefaultAhead*3/4 {
+		return nil // a quarter of the window used at most: later, in one call
+	}
+	lo &^= int64(os.Getpagesize()) - 1
+	hi := min(end+prefaultAhead, int64(len(j.m[i])))
+	if hi <= lo {
+		return nil
+	}
+	j.ahead[i] = hi
+	return j.m[i][lo:hi]
 }
 
 // openJournal opens (creating) the journal at path, locked against a second
@@ -883,7 +920,13 @@ func (l *Log) journalLoop() {
 		if js.unsynced && (next.IsZero() || js.syncBy.Before(next)) {
 			next = js.syncBy
 		}
+		ahead := js.j.toPrefault()
 		js.mu.Unlock()
+		if ahead != nil && !prefault(ahead) {
+			js.mu.Lock()
+			js.j.noPrefault = true
+			js.mu.Unlock()
+		}
 		if next.IsZero() {
 			timer.Stop()
 		} else {

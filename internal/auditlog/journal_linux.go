@@ -31,6 +31,15 @@ func mapFile(f *os.File, size int64) ([]byte, error) {
 
 func unmapFile(m []byte) error { return unix.Munmap(m) }
 
+// prefault makes m's pages present and writable without changing them
+// (MADV_POPULATE_WRITE), so that a copy into them takes no page fault. It
+// reports false where the kernel has no such advice (before Linux 5.14).
+// Any other failure (a disk without room for a sparse file's block) is the
+// copy's to report, as without it.
+func prefault(m []byte) (supported bool) {
+	return !errors.Is(unix.Madvise(m, unix.MADV_POPULATE_WRITE), unix.EINVAL)
+}
+
 // reserveBlocks gives f's first size bytes disk blocks where it can. A disk
 // without room, or a file system without fallocate, leaves the file sparse
 // (see allocate).

@@ -17,6 +17,7 @@ const journalSupported = false
 func lockFile(*os.File) error                 { return errNoJournal }
 func mapFile(*os.File, int64) ([]byte, error) { return nil, errNoJournal }
 func unmapFile([]byte) error                  { return errNoJournal }
+func prefault([]byte) bool                    { return false }
 func reserveBlocks(*os.File, int64) error     { return errNoJournal }
 func syncMapped([]byte) error                 { return errNoJournal }
 func datasync(*os.File) error                 { return errNoJournal }

@@ -5,6 +5,7 @@ package auditlog
 import (
 	"bytes"
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -14,6 +15,7 @@ import (
 	"sync"
 	"testing"
 	"time"
+	"unsafe"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
@@ -489,5 +491,101 @@ func TestJournalMirror(t *testing.T) {
 				t.Fatalf("recovered %d, size %d; want 6, 6", l.Recovered(), l.Size())
 			}
 		})
+	}
+}
+
+// The committer keeps the active file's mapping prefaulted ahead of its
+// last record, so that requests copying their records in take no page
+// fault: from a fresh file, once a quarter of the window is used, and from
+// the start again once the file was emptied; never past the mapping, and
+// not at all where the kernel cannot.
+func TestJournalPrefaultWindow(t *testing.T) {
+	page := int64(os.Getpagesize())
+	const mapped = 2 << 20
+	for _, tc := range []struct {
+		name           string
+		size, ahead    int64
+		noPrefault     bool
+		wantLo, wantHi int64 // wantHi 0: nothing to do
+	}{
+		{name: "fresh file", size: fileHeader, ahead: 0, wantLo: 0, wantHi: fileHeader + prefaultAhead},
+		{name: "window mostly left", size: 10_000, ahead: fileHeader + prefaultAhead},
+		{name: "quarter used", size: fileHeader + prefaultAhead/4 + 1, ahead: fileHeader + prefaultAhead,
+			wantLo: (fileHeader + prefaultAhead) &^ (page - 1), wantHi: fileHeader + prefaultAhead/4 + 1 + prefaultAhead},
+		{name: "overtaken", size: 3 * prefaultAhead, ahead: prefaultAhead,
+			wantLo: 3 * prefaultAhead, wantHi: 4 * prefaultAhead},
+		{name: "emptied since", size: fileHeader, ahead: mapped / 2, wantLo: 0, wantHi: fileHeader + prefaultAhead},
+		{name: "end of the mapping", size: mapped - 1000, ahead: 0,
+			wantLo: (mapped - 1000) &^ (page - 1), wantHi: mapped},
+		{name: "kernel without it", size: fileHeader, noPrefault: true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			m := make([]byte, mapped)
+			j := &journal{noPrefault: tc.noPrefault}
+			j.m[0], j.size[0], j.ahead[0] = m, tc.size, tc.ahead
+			got := j.toPrefault()
+			if tc.wantHi == 0 {
+				if got != nil {
+					t.Fatalf("prefaults %d bytes, want none", len(got))
+				}
+				return
+			}
+			lo := int64(len(m) - cap(got))
+			if lo != tc.wantLo || lo+int64(len(got)) != tc.wantHi {
+				t.Fatalf("prefaults [%d, %d), want [%d, %d)", lo, lo+int64(len(got)), tc.wantLo, tc.wantHi)
+			}
+			if lo%page != 0 || j.ahead[0] != tc.wantHi {
+				t.Fatalf("start %d not page-aligned, or ahead %d", lo, j.ahead[0])
+			}
+		})
+	}
+}
+
+// After requests' records, the pages they will be copied into next are
+// present in the mapping already (/proc/self/pagemap): the committer
+// faulted them in, not the requests.
+func TestJournalPrefaulted(t *testing.T) {
+	pm, err := os.Open("/proc/self/pagemap")
+	if err != nil {
+		t.Skipf("no pagemap: %v", err)
+	}
+	defer pm.Close()
+	ctx := context.Background()
+	l := openLog(t, newMemStore(), Options{Journal: journalPath(t)})
+	for i := range 20 {
+		in, err := l.begin(ctx, requestEvent(i))
+		if err != nil {
+			t.Fatal(err)
+		}
+		whole := requestEvent(i)
+		whole.Status = 200
+		l.Finish(in, whole, "gateway.response")
+	}
+	page := os.Getpagesize()
+	missing := func() int {
+		l.js.mu.Lock()
+		i := l.js.j.active
+		m, end := l.js.j.m[i], int(l.js.j.size[i])
+		l.js.mu.Unlock()
+		n := 0
+		// The next 128 KiB of the file, from the page after the last record.
+		for off := (end/page + 1) * page; off < end+128<<10; off += page {
+			var e [8]byte
+			addr := uintptr(unsafe.Pointer(&m[off]))
+			if _, err := pm.ReadAt(e[:], int64(addr/uintptr(page))*8); err != nil {
+				t.Fatal(err)
+			}
+			if binary.LittleEndian.Uint64(e[:])>>63 == 0 {
+				n++
+			}
+		}
+		return n
+	}
+	deadline := time.Now().Add(10 * time.Second)
+	for n := missing(); n > 0; n = missing() {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of the next 32 pages not present after the committer ran", n)
+		}
+		time.Sleep(5 * time.Millisecond)
 	}
 }
