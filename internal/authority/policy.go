@@ -4,12 +4,14 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/netip"
 	"slices"
 	"sort"
 	"strings"
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -100,7 +102,85 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
 	a.revokeShared(ctx, names, fmt.Sprintf("policy v%d", v))
-	return nil
+	_, err := a.revokeNarrowed(ctx, old, p, v)
+	return err
+}
+
+// narrowPage is how many live leases of a narrowed grant one step of
+// revokeNarrowed reads and revokes, in a transaction of its own (at most
+// store.HashBatch ids): narrowing a grant that has 100,000 live tokens
+// holds no transaction for long, and the other nodes follow it through
+// the feed page by page, as any mass revocation.
+const narrowPage = store.HashBatch
+
+// revokeNarrowed revokes the live leases to which policy p (version v) no
+// longer gives what they hold (policy.Outgrown): those of the grants it
+// narrowed from old, and those of any grant that a lease this node holds
+// has outgrown (old is the empty policy at start). The gateway and renewal
+// refuse such a token already, but a credential handed to its job
+// (deliver: job) lives until its lease ends. Every node does it when it
+// puts a version in force, as with removed grants; a lease is revoked
+// once, and only revocations that happen are audited. It returns how many
+// this call revoked.
+func (a *Authority) revokeNarrowed(ctx context.Context, old, p *policy.Policy, v int64) (int, error) {
+	names := policy.Narrowed(old, p)
+	for _, g := range a.cfg.Leases.OutgrownGrants(func(l *lease.Live) string {
+		g, _ := policy.Outgrown(old, p, &policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}, l.Uses(), l.MaxUses)
+		return g
+	}) {
+		if !slices.Contains(names, g) {
+			names = append(names, g)
+		}
+	}
+	reason := fmt.Sprintf("policy v%d", v)
+	total := 0
+	for _, g := range names {
+		f := store.LeaseFilter{Grant: g, LiveAt: a.cfg.Now(), Limit: narrowPage}
+		for {
+			ls, err := a.cfg.Leases.List(ctx, f)
+			if err != nil {
+				return total, unavailable("read a narrowed grant's leases", err)
+			}
+			var ids []string
+			why := ""
+			for _, sl := range ls {
+				uses := sl.Uses
+				if l, ok := a.cfg.Leases.Get(sl.ID); ok {
+					uses = max(uses, l.Uses()) // this node's uses not yet written
+				}
+				src, _ := netip.ParseAddr(sl.Source)
+				h := &policy.Holder{Issuer: sl.Issuer, Claims: sl.Claims, Grants: sl.Grants, Source: src, BindSource: sl.BindSource}
+				if _, w := policy.Outgrown(old, p, h, uses, sl.MaxUses); w != "" {
+					ids = append(ids, sl.ID)
+					if why == "" {
+						why = w
+					}
+				}
+			}
+			if len(ids) > 0 {
+				since := a.cfg.Audit.Size()
+				note := noted(a.cfg.Audit, func(c store.Changes) []audit.Event {
+					if len(c.Leases) == 0 {
+						return nil
+					}
+					return []audit.Event{{Type: audit.TypeRevoke, Admin: reason, Grant: g, Count: int64(len(c.Leases)), Status: 200,
+						Reason: "grant narrowed", PolicyVersion: fmt.Sprint(v), Detail: map[string]any{"why": why}}}
+				})
+				done, err := a.revokeLeases(ctx, store.LeaseFilter{IDs: ids}, reason, note)
+				if err != nil {
+					return total, failed("revocation of a narrowed grant's leases", err)
+				}
+				total += len(done)
+				settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
+			}
+			if len(ls) < narrowPage {
+				break
+			}
+			last := ls[len(ls)-1]
+			f.After = &store.LeaseCursor{IssuedAt: last.IssuedAt, ID: last.ID}
+		}
+	}
+	return total, nil
 }
 
 // LoadPolicy puts the newest stored policy version in force (at start).
@@ -306,6 +386,14 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	}
 	a.revokeShared(ctx, removed, reason)
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
+	// What it narrowed is revoked after its commit, page by page; the
+	// version stands whatever happens to that: every node that follows it
+	// revokes what is left.
+	n, err := a.revokeNarrowed(context.WithoutCancel(ctx), old.policy, p, v)
+	res.Revoked += n
+	if err != nil {
+		a.cfg.Logger.Warn("tokens a policy version narrowed not all revoked; the nodes that follow it revoke the rest", "version", v, "err", err)
+	}
 	return res, nil
 }
 

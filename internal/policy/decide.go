@@ -3,6 +3,7 @@ package policy
 import (
 	"fmt"
 	"net/netip"
+	"reflect"
 	"slices"
 	"sort"
 	"strconv"
@@ -428,4 +429,104 @@ func (g *Grant) keepsReason(h *Holder, addr netip.Addr) Reason {
 		return Allowed
 	}
 	return why
+}
+
+// Narrowed returns, in name order, the grants both old and p have whose
+// live tokens p may no longer give all they hold: their who entries (or
+// an issuer's url they name), bind_source_ip, max_uses, upstream, delivery
+// or minted credential differ. It is a superset: Outgrown decides each
+// token. A change of methods or paths is not one: the gateway decides
+// those per request, and what a job was handed is not scoped by them.
+func Narrowed(old, p *Policy) []string {
+	var out []string
+	for name, og := range old.Grants {
+		g := p.Grants[name]
+		if g == nil {
+			continue // removed: all its tokens are revoked
+		}
+		if !slices.EqualFunc(og.Who, g.Who, sameWho) || og.BindSourceIP != g.BindSourceIP || og.MaxUses != g.MaxUses ||
+			og.Upstream != g.Upstream || og.Deliver != g.Deliver || !reflect.DeepEqual(og.GitHub, g.GitHub) ||
+			!sameMinter(old.Upstreams[og.Upstream], p.Upstreams[g.Upstream]) {
+			out = append(out, name)
+		}
+	}
+	sort.Strings(out)
+	return out
+}
+
+func sameWho(a, b Who) bool {
+	return a.Issuer == b.Issuer && a.issuerURL == b.issuerURL && slices.Equal(a.SourceCIDRs, b.SourceCIDRs) &&
+		reflect.DeepEqual(a.Claims, b.Claims)
+}
+
+// sameMinter: a and b mint the same credentials (both nil, or neither
+// minting: nothing minted to compare).
+func sameMinter(a, b *Upstream) bool {
+	if a == nil || b == nil {
+		return a == b
+	}
+	return a.Kind() == b.Kind() && a.URL == b.URL && reflect.DeepEqual(a.Credential.GitHubApp, b.Credential.GitHubApp) &&
+		reflect.DeepEqual(a.Postgres, b.Postgres)
+}
+
+// Outgrown says which grant of a held token p no longer gives it as it
+// is, and why ("" when p gives it all of them): the token would not be
+// issued now from the address that exchanged it (no who entry matches, or
+// not from that address: unknown, it is not judged), p's max_uses is
+// below the token's own limit and its uses so far reach it, or the
+// credential minted for it under old (deliver: job) is for another
+// upstream or does more than p's grant would mint. Grants p removed are
+// skipped (their tokens are revoked as such); old may be the empty policy,
+// when the minted credential is not judged. limit is the token's use
+// limit (0: none), uses how often it was used.
+func Outgrown(old, p *Policy, h *Holder, uses, limit int64) (grant, why string) {
+	for _, name := range h.Grants {
+		g := p.Grants[name]
+		if g == nil {
+			continue
+		}
+		if r := g.keepsReason(h, h.Source); r != Allowed && (r != SourceNotAllowed || h.Source.IsValid()) {
+			return name, r.String()
+		}
+		if m := int64(g.MaxUses); m > 0 && (limit == 0 || m < limit) && uses >= m {
+			return name, "use limit reached"
+		}
+		og := old.Grants[name]
+		if og == nil || og.Deliver != DeliverJob || old.Upstreams[og.Upstream] == nil || !old.Upstreams[og.Upstream].Minted() {
+			continue
+		}
+		if g.Upstream != og.Upstream || g.Deliver != DeliverJob || !sameMinter(old.Upstreams[og.Upstream], p.Upstreams[g.Upstream]) ||
+			!og.GitHub.within(g.GitHub) {
+			return name, "the credential handed to the job is more than the grant now gives"
+		}
+	}
+	return "", ""
+}
+
+// within: an installation token minted with scope s does no more than one
+// minted with t would (nil: everything the installation has).
+func (s *GitHubScope) within(t *GitHubScope) bool {
+	switch {
+	case t == nil:
+		return true
+	case s == nil:
+		return false
+	}
+	if len(t.Repositories) > 0 {
+		if len(s.Repositories) == 0 {
+			return false
+		}
+		for _, r := range s.Repositories {
+			if !slices.Contains(t.Repositories, r) {
+				return false
+			}
+		}
+	}
+	level := map[string]int{"read": 1, "write": 2, "admin": 3}
+	for perm, l := range s.Permissions {
+		if level[t.Permissions[perm]] < level[l] {
+			return false
+		}
+	}
+	return true
 }
