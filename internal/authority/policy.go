@@ -150,7 +150,15 @@ func (a *Authority) revokeNarrowed(ctx context.Context, old, p *policy.Policy, v
 				}
 				src, _ := netip.ParseAddr(sl.Source)
 				h := &policy.Holder{Issuer: sl.Issuer, Claims: sl.Claims, Grants: sl.Grants, Source: src, BindSource: sl.BindSource}
-				if _, w := policy.Outgrown(old, p, h, uses, sl.MaxUses); w != "" {
+				_, w := policy.Outgrown(old, p, h, uses, sl.MaxUses)
+				if cur := a.Policy(); w != "" && cur != p {
+					// A newer version is in force (applied meanwhile):
+					// what it gives stays, whenever it was issued.
+					if _, still := policy.Outgrown(old, cur, h, uses, sl.MaxUses); still == "" {
+						w = ""
+					}
+				}
+				if w != "" {
 					ids = append(ids, sl.ID)
 					if why == "" {
 						why = w
@@ -251,6 +259,8 @@ type ApplyResult struct {
 	Changes   []policy.Change
 	Revoked   int
 	Unchanged bool
+
+	was, now *policy.Policy // the policies before and after, for revokeNarrowed
 }
 
 // ApplyPolicy validates files, stores them as a new version, audits it and
@@ -285,6 +295,26 @@ func (e *RevocationNotConfirmed) Error() string {
 // token issued after the caller counted them (Revocations) is not revoked
 // unannounced.
 func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.File, by string, base int64, allowRevoke bool) (*ApplyResult, error) {
+	res, err := a.applyPolicy(ctx, files, by, base, allowRevoke)
+	if err != nil || res.Unchanged {
+		return res, err
+	}
+	// What it narrowed is revoked after its commit, page by page, and
+	// outside applyMu (as a node following the version does), so that the
+	// next apply need not wait for 100,000 of them. The version stands
+	// whatever happens to that: every node that follows it revokes what is
+	// left, and this one at its next start what its view holds.
+	n, err := a.revokeNarrowed(context.WithoutCancel(ctx), res.was, res.now, res.Version)
+	res.Revoked += n
+	if err != nil {
+		a.cfg.Logger.Warn("tokens a policy version narrowed not all revoked", "version", res.Version, "err", err)
+	}
+	return res, nil
+}
+
+// applyPolicy is ApplyPolicyConfirmed but for the revocations of what the
+// version narrowed.
+func (a *Authority) applyPolicy(ctx context.Context, files []policy.File, by string, base int64, allowRevoke bool) (*ApplyResult, error) {
 	p, err := a.ParsePolicy(ctx, files)
 	if err != nil {
 		return nil, err
@@ -386,14 +416,7 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	}
 	a.revokeShared(ctx, removed, reason)
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
-	// What it narrowed is revoked after its commit, page by page; the
-	// version stands whatever happens to that: every node that follows it
-	// revokes what is left.
-	n, err := a.revokeNarrowed(context.WithoutCancel(ctx), old.policy, p, v)
-	res.Revoked += n
-	if err != nil {
-		a.cfg.Logger.Warn("tokens a policy version narrowed not all revoked; the nodes that follow it revoke the rest", "version", v, "err", err)
-	}
+	res.was, res.now = old.policy, p
 	return res, nil
 }
 
