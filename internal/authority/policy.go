@@ -11,7 +11,6 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/identity"
-	"github.com/mayfly-sh/mayfly/internal/lease"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -113,25 +112,18 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 // the feed page by page, as any mass revocation.
 const narrowPage = store.HashBatch
 
-// revokeNarrowed revokes the live leases to which policy p (version v) no
-// longer gives what they hold (policy.Outgrown): those of the grants it
-// narrowed from old, and those of any grant that a lease this node holds
-// has outgrown (old is the empty policy at start). The gateway and renewal
-// refuse such a token already, but a credential handed to its job
-// (deliver: job) lives until its lease ends. Every node does it when it
-// puts a version in force, as with removed grants; a lease is revoked
-// once, and only revocations that happen are audited. It returns how many
-// this call revoked.
+// revokeNarrowed revokes the live leases of the grants policy p (version
+// v) narrowed from old to which it no longer gives what they hold
+// (policy.Outgrown). The gateway and renewal refuse such a token already,
+// but a credential handed to its job (deliver: job) lives until its lease
+// ends. Every node does it when it puts a version in force, as with
+// removed grants (from any node's leases, so one that applied the version
+// and stopped leaves none); a lease is revoked once, and only revocations
+// that happen are audited. At start (old is the empty policy) nothing was
+// narrowed: a node's restart never judges the tokens anew. It returns how
+// many this call revoked.
 func (a *Authority) revokeNarrowed(ctx context.Context, old, p *policy.Policy, v int64) (int, error) {
 	names := policy.Narrowed(old, p)
-	for _, g := range a.cfg.Leases.OutgrownGrants(func(l *lease.Live) string {
-		g, _ := policy.Outgrown(old, p, &policy.Holder{Issuer: l.Issuer, Claims: l.Claims, Grants: l.Grants, Source: l.Source, BindSource: l.BindSource}, l.Uses(), l.MaxUses)
-		return g
-	}) {
-		if !slices.Contains(names, g) {
-			names = append(names, g)
-		}
-	}
 	reason := fmt.Sprintf("policy v%d", v)
 	total := 0
 	for _, g := range names {
@@ -302,8 +294,8 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	// What it narrowed is revoked after its commit, page by page, and
 	// outside applyMu (as a node following the version does), so that the
 	// next apply need not wait for 100,000 of them. The version stands
-	// whatever happens to that: every node that follows it revokes what is
-	// left, and this one at its next start what its view holds.
+	// whatever happens to that: every other node, following it, revokes
+	// what is left.
 	n, err := a.revokeNarrowed(context.WithoutCancel(ctx), res.was, res.now, res.Version)
 	res.Revoked += n
 	if err != nil {

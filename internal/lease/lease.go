@@ -1102,27 +1102,6 @@ func (m *Manager) StaleGrants(has func(grant string) bool) []string {
 	return out
 }
 
-// OutgrownGrants returns the grants named by outgrown (which says which
-// grant of a lease the policy no longer gives it, "" for none) for the
-// live leases in the view: after a policy version narrowed them, those
-// tokens must die on every node, whether or not the node that applied it
-// lived to revoke them (see StaleGrants).
-func (m *Manager) OutgrownGrants(outgrown func(l *Live) string) []string {
-	now := m.opts.Now().UnixNano()
-	var out []string
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	for _, l := range m.byID {
-		if l.revoked.Load() || now >= l.expires.Load() {
-			continue
-		}
-		if g := outgrown(l); g != "" && !slices.Contains(out, g) {
-			out = append(out, g)
-		}
-	}
-	return out
-}
-
 func (m *Manager) flushUses(ctx context.Context) {
 	uses := map[string]int64{}
 	m.mu.RLock()
