@@ -77,6 +77,7 @@ func (a *Authority) installNewer(pv store.PolicyVersion) (old, p *policy.Policy,
 // even when the node that applied the version could not revoke them (it
 // crashed in between), and a lease another node decided under an older
 // version cannot outlive it. Only revocations that happen are audited.
+// Then it revokes what the grants p narrowed no longer give (revokeNarrowed).
 func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v int64) error {
 	has := func(g string) bool { _, ok := p.Grants[g]; return ok }
 	names := a.cfg.Leases.StaleGrants(has)
