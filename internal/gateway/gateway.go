@@ -554,11 +554,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var de *destinationError
 		dest, de = destinationPath(r.Header, r.Host, g.cfg.Prefix+upName)
 		if de != nil {
-			code := "invalid_request"
-			if de.status == http.StatusForbidden {
-				code = "insufficient_scope"
-			}
-			g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
+			g.refuseResource(w, r, rq, de)
 			return
 		}
 		rq.dest = dest
@@ -570,11 +566,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		var de *destinationError
 		refs, de = references(r, clean, up.URL)
 		if de != nil {
-			code := "invalid_request"
-			if de.status == http.StatusForbidden {
-				code = "insufficient_scope"
-			}
-			g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
+			g.refuseResource(w, r, rq, de)
 			return
 		}
 		rq.also = accesses(refs)
@@ -764,6 +756,17 @@ func (g *Gateway) allowDetail(rule int, overrides []string, dest string, refs []
 		d["references"] = truncate(referencesText(refs), 2048)
 	}
 	return d
+}
+
+// refuseResource refuses a request for a second resource it names (a
+// WebDAV Destination, a copy source): 403 when the grant does not allow
+// it, else the request is malformed.
+func (g *Gateway) refuseResource(w http.ResponseWriter, r *http.Request, rq *request, de *destinationError) {
+	code := "invalid_request"
+	if de.status == http.StatusForbidden {
+		code = "insufficient_scope"
+	}
+	g.refuse(w, r, rq, de.status, code, de.reason, CheckScope)
 }
 
 // refuse records a refusal and answers it. Before a live lease is found
