@@ -10,9 +10,9 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode"
 
 	"github.com/mayfly-sh/mayfly/internal/authority"
+	"github.com/mayfly-sh/mayfly/internal/policy"
 )
 
 var pageNames = []string{"error", "leases", "revoke", "audit", "entry", "leaks", "refused", "policy", "plan", "secrets", "health"}
@@ -69,8 +69,8 @@ func (c *Console) parse() error {
 
 // shown is text from outside (claims, paths, a leak report's fields, a
 // policy's source) as a page shows it: each control or format character
-// but a line break, CR or tab written as its Go escape ("\u202e"), as
-// policy.Shown writes plan lines. Raw, a bidi override reorders the rest
+// but a line break, CR or tab written as its Go escape ("\u202e")
+// (policy.ShownText; plan lines are written so too). Raw, a bidi override reorders the rest
 // of its line ("refs/heads/<RLO>niam" reads "refs/heads/main", a policy
 // line reads as something it is not) and a zero-width one makes two
 // values look alike. What a form sends back (a textarea, an input's
@@ -85,22 +85,7 @@ func shown(v any) string {
 	default:
 		s = fmt.Sprint(v)
 	}
-	hidden := func(r rune) bool {
-		return r != '\n' && r != '\t' && r != '\r' && (unicode.IsControl(r) || unicode.Is(unicode.Cf, r))
-	}
-	if !strings.ContainsFunc(s, hidden) {
-		return s
-	}
-	var b strings.Builder
-	for _, r := range s {
-		if hidden(r) {
-			q := strconv.QuoteRune(r)
-			b.WriteString(q[1 : len(q)-1])
-			continue
-		}
-		b.WriteRune(r)
-	}
-	return b.String()
+	return policy.ShownText(s)
 }
 
 func ago(d time.Duration) string {

@@ -99,13 +99,23 @@ func newError(at pos, path, format string, args ...any) *Error {
 // claim names, audiences and keys are free text: raw, an ESC sequence
 // erases the plan line that shows a wider trust, a line break forges a
 // "file:line:" problem, a bidi override reorders what the reviewer reads.
-func Shown(s string) string {
-	if !strings.ContainsFunc(s, hidden) {
+func Shown(s string) string { return escaped(s, hidden) }
+
+// ShownText is Shown for text a page lays out on several lines (the
+// console's claims, entries, a policy's source): line breaks, carriage
+// returns and tabs stay as they are.
+func ShownText(s string) string {
+	return escaped(s, func(r rune) bool { return r != '\n' && r != '\r' && r != '\t' && hidden(r) })
+}
+
+// escaped is s with each character esc reports written as its Go escape.
+func escaped(s string, esc func(rune) bool) string {
+	if !strings.ContainsFunc(s, esc) {
 		return s
 	}
 	var b strings.Builder
 	for _, r := range s {
-		if hidden(r) {
+		if esc(r) {
 			q := strconv.QuoteRune(r)
 			b.WriteString(q[1 : len(q)-1])
 			continue
