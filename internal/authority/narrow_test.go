@@ -69,7 +69,9 @@ func TestNarrowedGrantRevokesWhatItNoLongerGives(t *testing.T) {
 		{"source_cidrs leave out the exchange address", "claims: {repository: acme/app}}]\n  release",
 			"claims: {repository: acme/app}, source_cidrs: [192.0.2.0/24]}]\n  release", true, false},
 		{"max_uses lowered to the uses so far", "max_uses: 5", "max_uses: 2", false, true},
-		{"max_uses lowered above the uses so far", "max_uses: 5", "max_uses: 3", false, false},
+		// The gateway counts the token against the 5 it was issued with.
+		{"max_uses lowered above the uses so far", "max_uses: 5", "max_uses: 3", false, true},
+		{"max_uses raised", "max_uses: 5", "max_uses: 9", false, false},
 		{"upstream changed", "upstream: db\n", "upstream: db2\n", true, false},
 		{"github permissions narrowed", "contents: write", "contents: read", false, true},
 		{"github permissions widened", "contents: write", "contents: write, issues: read", false, false},

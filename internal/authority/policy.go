@@ -137,17 +137,13 @@ func (a *Authority) revokeNarrowed(ctx context.Context, old, p *policy.Policy, v
 			var ids []string
 			why := ""
 			for _, sl := range ls {
-				uses := sl.Uses
-				if l, ok := a.cfg.Leases.Get(sl.ID); ok {
-					uses = max(uses, l.Uses()) // this node's uses not yet written
-				}
 				src, _ := netip.ParseAddr(sl.Source)
 				h := &policy.Holder{Issuer: sl.Issuer, Claims: sl.Claims, Grants: sl.Grants, Source: src, BindSource: sl.BindSource}
-				_, w := policy.Outgrown(old, p, h, uses, sl.MaxUses)
+				_, w := policy.Outgrown(old, p, h, sl.MaxUses)
 				if cur := a.Policy(); w != "" && cur != p {
 					// A newer version is in force (applied meanwhile):
 					// what it gives stays, whenever it was issued.
-					if _, still := policy.Outgrown(old, cur, h, uses, sl.MaxUses); still == "" {
+					if _, still := policy.Outgrown(old, cur, h, sl.MaxUses); still == "" {
 						w = ""
 					}
 				}

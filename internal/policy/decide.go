@@ -473,13 +473,13 @@ func sameMinter(a, b *Upstream) bool {
 // is, and why ("" when p gives it all of them): the token would not be
 // issued now from the address that exchanged it (no who entry matches, or
 // not from that address: unknown, it is not judged), p's max_uses is
-// below the token's own limit and its uses so far reach it, or the
+// below the token's own limit (or the token has none), or the
 // credential minted for it under old (deliver: job) is for another
 // upstream or does more than p's grant would mint. Grants p removed are
 // skipped (their tokens are revoked as such); old may be the empty policy,
 // when the minted credential is not judged. limit is the token's use
-// limit (0: none), uses how often it was used.
-func Outgrown(old, p *Policy, h *Holder, uses, limit int64) (grant, why string) {
+// limit (0: none).
+func Outgrown(old, p *Policy, h *Holder, limit int64) (grant, why string) {
 	for _, name := range h.Grants {
 		g := p.Grants[name]
 		if g == nil {
@@ -488,8 +488,10 @@ func Outgrown(old, p *Policy, h *Holder, uses, limit int64) (grant, why string) 
 		if r := g.keepsReason(h, h.Source); r != Allowed && (r != SourceNotAllowed || h.Source.IsValid()) {
 			return name, r.String()
 		}
-		if m := int64(g.MaxUses); m > 0 && (limit == 0 || m < limit) && uses >= m {
-			return name, "use limit reached"
+		// The gateway counts a token against the limit it was issued
+		// with, so one still under a lowered limit would keep its own.
+		if m := int64(g.MaxUses); m > 0 && (limit == 0 || m < limit) {
+			return name, "use limit lowered"
 		}
 		og := old.Grants[name]
 		if og == nil || og.Deliver != DeliverJob || old.Upstreams[og.Upstream] == nil || !old.Upstreams[og.Upstream].Minted() {
