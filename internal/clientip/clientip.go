@@ -33,8 +33,8 @@ type Resolver struct {
 }
 
 // New returns a Resolver that believes X-Forwarded-For from peers within
-// trustedProxies. IPv4-mapped prefixes are taken as IPv4; invalid prefixes
-// are ignored.
+// trustedProxies. IPv4-mapped prefixes are taken as IPv4; invalid prefixes,
+// and mapped ones shorter than /96, are ignored.
 func New(trustedProxies []netip.Prefix) *Resolver {
 	r := &Resolver{}
 	for _, p := range trustedProxies {
@@ -45,9 +45,9 @@ func New(trustedProxies []netip.Prefix) *Resolver {
 		bits := p.Bits()
 		if a.Is4In6() {
 			if bits < 96 {
-				// A mapped prefix shorter than /96 reaches beyond the
-				// mapped space; keep it as written (matches mapped only).
-				r.trusted = append(r.trusted, p.Masked())
+				// No IPv4 prefix: masked, it is a native IPv6 one
+				// (::ffff:0.0.0.0/1 is ::/1, every global address)
+				// that the writer never meant to trust.
 				continue
 			}
 			a, bits = a.Unmap(), bits-96

@@ -77,6 +77,32 @@ func TestNilAndEmptyTrustNothing(t *testing.T) {
 	}
 }
 
+// A trusted_proxies prefix written IPv4-mapped is its IPv4 prefix; one
+// shorter than /96 has no IPv4 meaning, and masked it would be a native
+// IPv6 prefix (::ffff:10.0.0.0/8 is ::/8, holding ::1): it trusts nothing.
+func TestMappedTrustedPrefixes(t *testing.T) {
+	tests := []struct {
+		prefix, peer string
+		trusted      bool
+	}{
+		{"::ffff:10.0.0.0/104", "10.1.2.3", true},
+		{"::ffff:10.0.0.0/104", "11.1.2.3", false},
+		{"::ffff:10.0.0.5/128", "::ffff:10.0.0.5", true},
+		{"::ffff:10.0.0.0/8", "::1", false},
+		{"::ffff:10.0.0.0/8", "::a00:1", false},
+		{"::ffff:10.0.0.0/8", "10.1.2.3", false},
+		{"::ffff:0.0.0.0/1", "2001:db8::1", false},
+	}
+	for _, tt := range tests {
+		t.Run(tt.prefix+" "+tt.peer, func(t *testing.T) {
+			r := New([]netip.Prefix{netip.MustParsePrefix(tt.prefix)})
+			if got := r.Trusted(netip.MustParseAddr(tt.peer)); got != tt.trusted {
+				t.Fatalf("Trusted(%s) = %v, want %v", tt.peer, got, tt.trusted)
+			}
+		})
+	}
+}
+
 func FuzzAddr(f *testing.F) {
 	f.Add("10.1.1.1:1", "1.2.3.4, 10.2.2.2")
 	f.Add("[::ffff:10.1.1.1]:1", "[2001:db8::1]:80")

@@ -503,6 +503,11 @@ func parsePrefixes(ss []string, what string) ([]netip.Prefix, error) {
 			}
 			p = netip.PrefixFrom(a, a.BitLen())
 		}
+		if p.Addr().Is4In6() && p.Bits() < 96 {
+			// Masked, it would be a native IPv6 prefix the writer never
+			// meant ("::ffff:0.0.0.0/1" is ::/1, every global address).
+			return nil, fmt.Errorf("%s: %q is an IPv4-mapped prefix shorter than /96, which names no IPv4 network: write it as IPv4", what, s)
+		}
 		out = append(out, p.Masked())
 	}
 	return out, nil

@@ -342,6 +342,11 @@ func TestTrustedProxiesMustNotCoverEveryAddress(t *testing.T) {
 		{[]string{"::ffff:0.0.0.0/96"}, `trusted_proxies: "::ffff:0.0.0.0/96" covers every address`},
 		{[]string{"10.0.0.0/0"}, `trusted_proxies: "10.0.0.0/0" covers every address`},
 		{[]string{"nope"}, `trusted_proxies: "nope" is not a CIDR or address`},
+		// Masked as IPv6, "::ffff:0.0.0.0/1" would be ::/1, every global
+		// IPv6 address, and "::ffff:10.0.0.0/8" ::/8, which holds ::1.
+		{[]string{"::ffff:0.0.0.0/1"}, `trusted_proxies: "::ffff:0.0.0.0/1" is an IPv4-mapped prefix shorter than /96`},
+		{[]string{"::ffff:10.0.0.0/8"}, `trusted_proxies: "::ffff:10.0.0.0/8" is an IPv4-mapped prefix shorter than /96`},
+		{[]string{"::ffff:10.0.0.0/104", "::ffff:10.0.0.5"}, ""},
 	}
 	for _, tt := range tests {
 		t.Run(strings.Join(tt.in, ","), func(t *testing.T) {
