@@ -485,7 +485,7 @@ func parseTrustedProxies(ss []string) ([]netip.Prefix, error) {
 		return nil, err
 	}
 	for i, p := range ps {
-		if p.Bits() == 0 || (p.Addr().Is4In6() && p.Bits() <= 96) {
+		if p.Bits() == 0 { // ::ffff:0.0.0.0/96 is 0.0.0.0/0 by now
 			return nil, fmt.Errorf("trusted_proxies: %q covers every address: anyone could set the X-Forwarded-For that says who they are; list your proxies' addresses", ss[i])
 		}
 	}
@@ -507,6 +507,11 @@ func parsePrefixes(ss []string, what string) ([]netip.Prefix, error) {
 			// Masked, it would be a native IPv6 prefix the writer never
 			// meant ("::ffff:0.0.0.0/1" is ::/1, every global address).
 			return nil, fmt.Errorf("%s: %q is an IPv4-mapped prefix shorter than /96, which names no IPv4 network: write it as IPv4", what, s)
+		}
+		if p.Addr().Is4In6() {
+			// Callers' addresses are compared unmapped (clientip): kept
+			// mapped, the entry would never match.
+			p = netip.PrefixFrom(p.Addr().Unmap(), p.Bits()-96)
 		}
 		out = append(out, p.Masked())
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/netip"
 	"os"
 	"path/filepath"
 	"reflect"
@@ -359,6 +360,41 @@ func TestTrustedProxiesMustNotCoverEveryAddress(t *testing.T) {
 			}
 			if err == nil || !strings.Contains(err.Error(), tt.wantErr) {
 				t.Fatalf("error %v, want %q", err, tt.wantErr)
+			}
+		})
+	}
+}
+
+// Callers' addresses are compared unmapped (clientip): an admin_cidrs or
+// trusted_proxies entry written IPv4-mapped means its IPv4 network, as a
+// mapped source_cidrs is refused rather than never matching.
+func TestMappedPrefixesAreIPv4(t *testing.T) {
+	tests := []struct {
+		in      string
+		admits  []string
+		refuses []string
+	}{
+		{"::ffff:10.0.0.0/104", []string{"10.1.2.3", "10.255.0.1"}, []string{"11.0.0.1", "::1", "127.0.0.1"}},
+		{"::ffff:192.0.2.7", []string{"192.0.2.7"}, []string{"192.0.2.8"}},
+		{"::ffff:192.0.2.0/120", []string{"192.0.2.200"}, []string{"192.0.3.1"}},
+		{"10.0.0.0/8", []string{"10.1.2.3"}, []string{"11.0.0.1"}},
+		{"fe80::1%eth0", []string{"fe80::1"}, []string{"fe80::2"}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.in, func(t *testing.T) {
+			ps, err := parsePrefixes([]string{tt.in}, "admin_cidrs")
+			if err != nil || len(ps) != 1 {
+				t.Fatalf("parsePrefixes: %v, %v", ps, err)
+			}
+			for _, a := range tt.admits {
+				if !ps[0].Contains(netip.MustParseAddr(a)) {
+					t.Errorf("%s (read as %s) does not hold %s", tt.in, ps[0], a)
+				}
+			}
+			for _, a := range tt.refuses {
+				if ps[0].Contains(netip.MustParseAddr(a)) {
+					t.Errorf("%s (read as %s) holds %s", tt.in, ps[0], a)
+				}
 			}
 		})
 	}
