@@ -23,7 +23,9 @@ const DefaultMaxConnsPerAddress = 2048
 // counted.
 type capListener struct {
 	net.Listener
-	exempt []netip.Prefix
+	// exempt decides as it does whose X-Forwarded-For is believed: a
+	// peer's zone (fe80::1%eth0) or mapping dropped.
+	exempt *clientip.Resolver
 	open   *ratelimit.Concurrent
 }
 
@@ -31,7 +33,7 @@ func newCapListener(inner net.Listener, max int, exempt []netip.Prefix) net.List
 	if max <= 0 {
 		return inner
 	}
-	return &capListener{Listener: inner, exempt: exempt, open: ratelimit.NewConcurrent(max)}
+	return &capListener{Listener: inner, exempt: clientip.New(exempt), open: ratelimit.NewConcurrent(max)}
 }
 
 func (l *capListener) Accept() (net.Conn, error) {
@@ -41,7 +43,7 @@ func (l *capListener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ap, err := netip.ParseAddrPort(c.RemoteAddr().String())
-		if err != nil || l.isExempt(ap.Addr()) {
+		if err != nil || l.exempt.Trusted(ap.Addr()) {
 			return c, nil
 		}
 		key := clientip.RateKey(ap.Addr())
@@ -51,16 +53,6 @@ func (l *capListener) Accept() (net.Conn, error) {
 		}
 		return &cappedConn{Conn: c, release: func() { l.open.Leave(key) }}, nil
 	}
-}
-
-func (l *capListener) isExempt(a netip.Addr) bool {
-	a = a.Unmap()
-	for _, p := range l.exempt {
-		if p.Contains(a) {
-			return true
-		}
-	}
-	return false
 }
 
 // cappedConn gives its place back once, when it is closed.

@@ -88,3 +88,83 @@ func TestConnectionsPerAddressAreCapped(t *testing.T) {
 		}
 	}
 }
+
+// A trusted proxy is not counted however its peer address is written: a
+// link-local one comes with its zone (fe80::1%eth0), which a prefix never
+// holds as such. Real connections over a link-local address of this host
+// (skipped where there is none).
+func TestTrustedLinkLocalProxyIsNotCapped(t *testing.T) {
+	addr := linkLocal(t)
+	for _, tc := range []struct {
+		name    string
+		exempt  []netip.Prefix
+		accepts int
+	}{
+		{"not trusted: capped", nil, 1},
+		{"fe80::/10 trusted", []netip.Prefix{netip.MustParsePrefix("fe80::/10")}, 3},
+		{"the address trusted", []netip.Prefix{netip.PrefixFrom(addr.WithZone(""), 128)}, 3},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			inner, err := net.Listen("tcp", netip.AddrPortFrom(addr, 0).String())
+			if err != nil {
+				t.Skipf("listen on %v: %v", addr, err)
+			}
+			l := newCapListener(inner, 1, tc.exempt)
+			defer l.Close()
+			got := make(chan net.Conn, 3)
+			go func() {
+				for {
+					c, err := l.Accept()
+					if err != nil {
+						return
+					}
+					got <- c
+				}
+			}()
+			for range 3 {
+				// The listener's address has lost the zone a dial needs.
+				c, err := net.Dial("tcp", netip.AddrPortFrom(addr, uint16(inner.Addr().(*net.TCPAddr).Port)).String())
+				if err != nil {
+					t.Fatal(err)
+				}
+				defer c.Close()
+			}
+			n := 0
+			// A bound on waiting for the accepts, not a measurement.
+			deadline := time.After(2 * time.Second)
+		wait:
+			for n < 3 {
+				select {
+				case c := <-got:
+					defer c.Close()
+					n++
+				case <-deadline:
+					break wait
+				}
+			}
+			if n != tc.accepts {
+				t.Fatalf("%d of 3 connections from %v accepted, want %d", n, addr, tc.accepts)
+			}
+		})
+	}
+}
+
+// linkLocal is a link-local IPv6 address of this host, with its zone.
+func linkLocal(t *testing.T) netip.Addr {
+	ifs, err := net.Interfaces()
+	if err != nil {
+		t.Skip(err)
+	}
+	for _, ifc := range ifs {
+		addrs, _ := ifc.Addrs()
+		for _, a := range addrs {
+			if n, ok := a.(*net.IPNet); ok {
+				if ip, ok := netip.AddrFromSlice(n.IP); ok && ip.Is6() && ip.IsLinkLocalUnicast() {
+					return ip.WithZone(ifc.Name)
+				}
+			}
+		}
+	}
+	t.Skip("no link-local IPv6 address")
+	return netip.Addr{}
+}
