@@ -119,14 +119,36 @@ func (r *Resolver) Addr(req *http.Request) netip.Addr {
 // RateKey is what a per-address limit counts addr under: an IPv4 address
 // itself, an IPv6 address its /64. One IPv6 host is commonly handed a whole
 // /64 (SLAAC, RFC 7421), so keyed by the full address it would find a fresh
-// bucket at each of 2^64 addresses.
+// bucket at each of 2^64 addresses. An IPv6 address made of an IPv4 one
+// counts as that IPv4 address: by /64, the holder of one IPv4 address
+// would have 65,536 buckets in its 6to4 /48, and every IPv4 client of a
+// NAT64 translator would share one.
 func RateKey(addr netip.Addr) string {
 	addr = norm(addr)
+	if v4, ok := embeddedIPv4(addr); ok {
+		return v4.String()
+	}
 	if addr.Is6() {
 		p, _ := addr.Prefix(64)
 		return p.String()
 	}
 	return addr.String()
+}
+
+// embeddedIPv4 is the IPv4 address a 6to4 (2002:V4::/48, RFC 3056) or
+// well-known-prefix NAT64 (64:ff9b::V4, RFC 6052) address is made of.
+func embeddedIPv4(a netip.Addr) (netip.Addr, bool) {
+	if !a.Is6() {
+		return netip.Addr{}, false
+	}
+	b := a.As16()
+	switch {
+	case b[0] == 0x20 && b[1] == 0x02:
+		return netip.AddrFrom4([4]byte(b[2:6])), true
+	case [12]byte(b[:12]) == [12]byte{0x00, 0x64, 0xff, 0x9b}:
+		return netip.AddrFrom4([4]byte(b[12:])), true
+	}
+	return netip.Addr{}, false
 }
 
 // parseHop parses "addr", "addr:port", "[v6]:port" or "[v6]".

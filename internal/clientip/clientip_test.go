@@ -130,7 +130,8 @@ func FuzzAddr(f *testing.F) {
 }
 
 // Per-address limits count an IPv6 client by its /64, an IPv4 one by its
-// address; the same address in any of its forms is one key.
+// address; the same address in any of its forms is one key, and an IPv6
+// address made of an IPv4 one counts as that.
 func TestRateKey(t *testing.T) {
 	tests := []struct {
 		addr, want string
@@ -142,6 +143,16 @@ func TestRateKey(t *testing.T) {
 		{"2001:db8:1:3::1", "2001:db8:1:3::/64"},
 		{"fe80::1%eth0", "fe80::/64"},
 		{"::1", "::/64"},
+		// A /64 of 6to4 (2002::/16) is one of the 65,536 that one IPv4
+		// address owns; one of the NAT64 prefix (64:ff9b::/96) holds
+		// every IPv4 address: both count as the IPv4 address inside.
+		{"2002:c000:207::1", "192.0.2.7"},
+		{"2002:c000:207:ffff::1", "192.0.2.7"},
+		{"2002:c000:208::1", "192.0.2.8"},
+		{"64:ff9b::192.0.2.7", "192.0.2.7"},
+		{"64:ff9b::192.0.2.8", "192.0.2.8"},
+		{"64:ff9b:0:0:1::1", "64:ff9b::/64"},
+		{"2003:c000:207::1", "2003:c000:207::/64"},
 	}
 	for _, tt := range tests {
 		if got := RateKey(netip.MustParseAddr(tt.addr)); got != tt.want {
