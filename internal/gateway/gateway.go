@@ -569,7 +569,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			g.refuseResource(w, r, rq, de)
 			return
 		}
-		rq.also = accesses(refs)
+		if len(refs) > 0 {
+			rq.also = accesses(refs, append([]string{r.Method}, methods...))
+		}
 	}
 	if why == policy.Allowed && (len(methods) > 0 || dest != "" || len(refs) > 0) {
 		// The request goes upstream with one grant's credential: that
@@ -713,10 +715,13 @@ func notAllowed(pol *policy.Policy, h *policy.Holder, addr netip.Addr, upName st
 		}
 	}
 	for _, ref := range refs {
-		if pol.AuthorizeAll(h, addr, upName, methods[:1], paths[:1], accesses([]reference{ref})...).Reason != policy.Allowed {
+		if pol.AuthorizeAll(h, addr, upName, methods[:1], paths[:1], accesses([]reference{ref}, methods)...).Reason != policy.Allowed {
 			verb := "reading"
-			if ref.remove {
+			switch {
+			case ref.remove:
 				verb = "reading and removing"
+			case ref.write:
+				verb = truncate(strings.Join(methods, " "), 64) + " on"
 			}
 			return " (" + verb + " " + ref.by + " " + truncate(ref.path, 256) + ")"
 		}

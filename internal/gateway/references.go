@@ -36,16 +36,29 @@ import (
 //
 // Header names are matched in any case and with "_" for "-"; query names
 // in any case, split on ";" too: more than an upstream reads, never less.
+//   - Cloud Storage's JSON API copy and rewrite, whose path names two
+//     objects, …/b/<bucket>/o/<object>/copyTo/b/<bucket2>/o/<object2>
+//     (rewriteTo alike): a grant's "**" after the source bucket would
+//     cover a destination in any bucket. The source, …/b/<bucket>/o/
+//     <object>, must be readable (GET), and the destination, the same API
+//     root then b/<bucket2>/o/<object2>, allowed for the request's own
+//     methods, as a WebDAV Destination is. Every copyTo or rewriteTo
+//     segment followed by b/…/o/… is read so, case folded: an object name
+//     holding one (unencoded "/") is checked both ways, more than the
+//     upstream reads, never less; one with no …/b/…/o/… before it is 400.
+//
+// Header names are matched in any case and with "_" for "-"; query names
+// in any case, split on ";" too: more than an upstream reads, never less.
 // WebDAV's Destination is destination.go's (the request's own methods
 // apply there). References inside bodies (GraphQL, batch APIs, S3 Batch
-// Operations' manifests) and in paths the upstream reads as two resources
-// (GCS JSON API's copyTo, rewriteTo) are not read.
+// Operations' manifests, Cloud Storage's compose sources) are not read.
 
 // reference is a resource a request names outside its path.
 type reference struct {
 	by     string // what names it: the folded header name, or "mount"
 	path   string // clean, relative to the upstream's url
 	remove bool   // the upstream removes it too (a rename)
+	write  bool   // the upstream writes it with the request's own methods (a copy's destination), not read
 }
 
 // maxReferences bounds the references of one request (each is decided):
@@ -108,6 +121,17 @@ func references(r *http.Request, clean, upURL string) ([]reference, *destination
 			return nil, de
 		}
 		refs = append(refs, mounts...)
+	}
+	if hasCopySegment(clean) {
+		b, de := baseOf()
+		if de != nil {
+			return nil, de
+		}
+		copies, de := copyPaths(clean, b)
+		if de != nil {
+			return nil, de
+		}
+		refs = append(refs, copies...)
 	}
 	if len(refs) > maxReferences {
 		return nil, &destinationError{http.StatusBadRequest, "the request names more than 16 other resources (copy sources, blob mounts)"}
@@ -230,13 +254,86 @@ func blobMounts(query, clean string, baseOf func() (*url.URL, *destinationError)
 	return refs, nil
 }
 
-// accesses is what the grant must allow beside the request line for refs.
-func accesses(refs []reference) []policy.Access {
+// hasCopySegment says whether clean has a copyTo or rewriteTo segment
+// (any case) with something after it: a Cloud Storage JSON API copy may
+// name a second object. It does not allocate.
+func hasCopySegment(clean string) bool {
+	for i := 0; i < len(clean); i++ {
+		if clean[i] != '/' {
+			continue
+		}
+		rest := clean[i+1:]
+		for _, v := range [...]string{"copyto/", "rewriteto/"} {
+			if len(rest) > len(v) && strings.EqualFold(rest[:len(v)], v) {
+				return true
+			}
+		}
+	}
+	return false
+}
+
+// copyPaths reads the objects a Cloud Storage JSON API copy or rewrite
+// names in its path (clean, on the upstream whose url is base): for each
+// copyTo or rewriteTo segment followed by b/<bucket>/o/<object>, the
+// source before it (read) and the destination (written).
+func copyPaths(clean string, base *url.URL) ([]reference, *destinationError) {
+	root := strings.TrimRight(base.Path, "/")
+	segs := strings.Split(strings.TrimPrefix(root+clean, "/"), "/")
+	var refs []reference
+	for i, s := range segs {
+		var by string
+		switch {
+		case strings.EqualFold(s, "copyTo"):
+			by = "copyTo"
+		case strings.EqualFold(s, "rewriteTo"):
+			by = "rewriteTo"
+		default:
+			continue
+		}
+		// b/<bucket>/o/<object…> after it: else the upstream copies nothing.
+		if len(segs) < i+5 || !strings.EqualFold(segs[i+1], "b") || !strings.EqualFold(segs[i+3], "o") || segs[i+4] == "" {
+			continue
+		}
+		// The source's b/<bucket>/o/<object…>: the first such before it,
+		// after the API root.
+		j := -1
+		for k := 0; k+3 < i; k++ {
+			if strings.EqualFold(segs[k], "b") && strings.EqualFold(segs[k+2], "o") {
+				j = k
+				break
+			}
+		}
+		if j < 0 {
+			return nil, &destinationError{http.StatusBadRequest, by + ": the path names no source object (…/b/<bucket>/o/<object>/" + by + "/…)"}
+		}
+		src := "/" + strings.Join(segs[:i], "/")
+		dst := "/" + strings.Join(append(slices.Clone(segs[:j]), segs[i+1:]...), "/")
+		for _, ref := range []reference{{by: by + " source", path: src}, {by: by + " destination", path: dst, write: true}} {
+			rel, ok := underBase(ref.path, root)
+			if !ok {
+				return nil, &destinationError{http.StatusForbidden, ref.by + ": names a resource outside the upstream's url"}
+			}
+			ref.path = rel
+			refs = append(refs, ref)
+		}
+	}
+	return refs, nil
+}
+
+// accesses is what the grant must allow beside the request line for refs,
+// of a request whose methods (its own and its overrides') are methods.
+func accesses(refs []reference, methods []string) []policy.Access {
 	if len(refs) == 0 {
 		return nil
 	}
 	out := make([]policy.Access, 0, len(refs)+1)
 	for _, r := range refs {
+		if r.write {
+			for _, m := range methods {
+				out = append(out, policy.Access{Method: m, Path: r.path})
+			}
+			continue
+		}
 		out = append(out, policy.Access{Method: http.MethodGet, Path: r.path})
 		if r.remove {
 			out = append(out, policy.Access{Method: http.MethodDelete, Path: r.path})

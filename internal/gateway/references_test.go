@@ -28,6 +28,12 @@ upstreams:
   s3b:
     url: {{UP}}/bucket
     credential: {secret: api-token}
+  gcs:
+    url: {{UP}}
+    credential: {secret: api-token}
+  gcsb:
+    url: {{UP}}/storage/v1/b/mybucket
+    credential: {secret: api-token}
 grants:
   push:
     upstream: reg
@@ -69,6 +75,26 @@ grants:
       - methods: [PUT]
         paths: ["/out/**"]
     who: [{issuer: ci, claims: {repository: acme/app}}]
+  gcs:
+    upstream: gcs
+    ttl: 10m
+    allow:
+      - methods: [GET]
+        paths: ["/storage/v1/b/mybucket/o/pub"]
+      - methods: [POST]
+        paths: ["/storage/v1/b/mybucket/**", "/storage/v1/b/other/o/drop"]
+      - methods: [PUT]
+        paths: ["/storage/v1/b/mybucket/**"]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
+  gcsb:
+    upstream: gcsb
+    ttl: 10m
+    allow:
+      - methods: [GET]
+        paths: ["/o/pub"]
+      - methods: [POST]
+        paths: ["/**"]
+    who: [{issuer: ci, claims: {repository: acme/app}}]
 `
 
 // A request that names a second resource of the upstream outside its path
@@ -83,7 +109,7 @@ func TestReferencesOutsideThePath(t *testing.T) {
 		t.Fatal(err)
 	}
 	h.pol.p.Store(p)
-	tok := h.issue(lease.Request{Grants: []string{"push", "push2", "store", "store2"}})
+	tok := h.issue(lease.Request{Grants: []string{"push", "push2", "store", "store2", "gcs", "gcsb"}})
 	up := h.up.srv.URL
 	tests := []struct {
 		name, method, target string
@@ -124,6 +150,23 @@ func TestReferencesOutsideThePath(t *testing.T) {
 		{"upstream under its bucket: readable", "PUT", "/gw/s3b/out/x", map[string]string{"x-amz-copy-source": "/bucket/in/a"}, 200},
 		{"upstream under its bucket: another bucket", "PUT", "/gw/s3b/out/x", map[string]string{"x-amz-copy-source": "/other/in/a"}, 403},
 		{"upstream under its bucket: another key", "PUT", "/gw/s3b/out/x", map[string]string{"x-amz-copy-source": "/bucket/secret"}, 403},
+		{"S3 UploadPartCopy from a readable key", "PUT", "/gw/s3/bucket/out/x?partNumber=1&uploadId=u1", map[string]string{"x-amz-copy-source": "/bucket/in/a"}, 200},
+		{"S3 UploadPartCopy from another key", "PUT", "/gw/s3/bucket/out/x?partNumber=1&uploadId=u1", map[string]string{"x-amz-copy-source": "/bucket/secret/a"}, 403},
+
+		// Cloud Storage's JSON API names both objects in the path: a
+		// grant's "**" after the source bucket covers any destination.
+		{"GCS copyTo within the bucket", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/mybucket/o/x", nil, 200},
+		{"GCS copyTo into another bucket", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/other/o/x", nil, 403},
+		{"GCS copyTo into a writable object of another bucket", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/other/o/drop", nil, 200},
+		{"GCS copyTo from an unreadable object", "POST", "/gw/gcs/storage/v1/b/mybucket/o/secret/copyTo/b/mybucket/o/x", nil, 403},
+		{"GCS rewriteTo into another bucket", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/rewriteTo/b/other/o/x?rewriteToken=t", nil, 403},
+		{"GCS rewriteTo within the bucket", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/rewriteTo/b/mybucket/o/x", nil, 200},
+		{"GCS copyTo, other case", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/COPYTO/B/other/O/x", nil, 403},
+		{"GCS copyTo, method override", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/other/o/drop", map[string]string{"X-HTTP-Method-Override": "PUT"}, 403},
+		{"GCS copyTo inside an object name", "POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/mybucket/o/x/copyTo/b/other/o/y", nil, 403},
+		{"GCS copyTo without a source object", "POST", "/gw/gcs/storage/v1/b/mybucket/copyTo/b/other/o/x", nil, 400},
+		{"GCS upstream under its bucket: copyTo within", "POST", "/gw/gcsb/o/pub/copyTo/b/mybucket/o/x", nil, 200},
+		{"GCS upstream under its bucket: copyTo into another", "POST", "/gw/gcsb/o/pub/copyTo/b/other/o/x", nil, 403},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -166,6 +209,10 @@ func TestReferencesOutsideThePath(t *testing.T) {
 	}
 	if !recorded {
 		t.Fatal("no entry names the reference")
+	}
+	_, body = h.raw("POST", "/gw/gcs/storage/v1/b/mybucket/o/pub/copyTo/b/other/o/x", bearer(tok))
+	if !strings.Contains(body, "(POST on copyTo destination /storage/v1/b/other/o/x)") {
+		t.Fatalf("refusal %s", body)
 	}
 	// An allowed request's entry names what it read.
 	hdr["x-amz-copy-source"] = "/bucket/in/a"
