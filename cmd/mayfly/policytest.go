@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/netip"
 	"os"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -32,7 +33,31 @@ type testedGrant struct {
 	Reason   string             `json:"reason,omitempty"` // policy.Reason code
 	Why      string             `json:"why,omitempty"`    // the refusal as the server words it
 	Who      []*policy.Mismatch `json:"who,omitempty"`    // per who entry: its first unmet line (null: met)
-	text     string             // the reason in words
+	// Allow: a granted grant's allow rules, the methods each allows (GET's
+	// HEAD with it: policy.Rule.ImpliesHead).
+	Allow []testedRule `json:"allow,omitempty"`
+	text  string       // the reason in words
+}
+
+// testedRule is one allow rule of a granted grant in `policy test`.
+type testedRule struct {
+	Methods []string `json:"methods"`
+	Paths   []string `json:"paths"`
+	text    string   // the methods as written, "(and HEAD)" after GET's
+}
+
+// rulesOf is g's allow rules as policy test shows them.
+func rulesOf(g *policy.Grant) []testedRule {
+	var out []testedRule
+	for i := range g.Rules {
+		r := &g.Rules[i]
+		tr := testedRule{Methods: slices.Clone(r.Methods), Paths: r.Paths, text: strings.Join(r.Methods, ", ")}
+		if r.ImpliesHead() {
+			tr.Methods, tr.text = append(tr.Methods, "HEAD"), tr.text+" (and HEAD)"
+		}
+		out = append(out, tr)
+	}
+	return out
 }
 
 type policyTestResult struct {
@@ -170,13 +195,13 @@ func testPolicy(p *policy.Policy, u *identity.Unverified, names []string, addr n
 		tg := testedGrant{Grant: name}
 		no := p.Admit(id, name)
 		if no == nil {
-			tg.Granted = true
+			tg.Granted, tg.Allow = true, rulesOf(p.Grants[name])
 			res.Grants = append(res.Grants, tg)
 			continue
 		}
 		if no.Reason == policy.SourceNotAllowed && !addr.IsValid() {
 			// Only the address is unknown: say which networks would do.
-			tg.Granted = true
+			tg.Granted, tg.Allow = true, rulesOf(p.Grants[name])
 			for _, w := range p.Grants[name].Who {
 				if w.Match(id.Issuer, id.Claims) {
 					for _, c := range w.SourceCIDRs {
@@ -225,6 +250,9 @@ func printPolicyTest(w io.Writer, r *policyTestResult) {
 				}
 				fmt.Fprintf(w, "  %s\n", m)
 			}
+		}
+		for i, tr := range g.Allow {
+			fmt.Fprintf(w, "  allow[%d]: %s %s\n", i, policy.Shown(tr.text), policy.Shown(strings.Join(tr.Paths, " ")))
 		}
 	}
 }

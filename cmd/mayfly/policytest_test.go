@@ -89,11 +89,11 @@ func TestPolicyTestCommand(t *testing.T) {
 			"issuer: github",
 			"deploy-prod: refused: no who entry matches",
 			`who[0].claims.environment: expected "production", but the ID token has no such claim`,
-			"read: granted",
-			"corp: granted only from 10.0.0.0/8",
+			"read: granted\n  allow[0]: GET (and HEAD) /repos/acme/app/**\n",
+			"corp: granted only from 10.0.0.0/8 (give --source to decide)\n  allow[0]: GET (and HEAD) /x\n",
 		}},
 		{"dev branch, one grant", []string{"--id-token", dev, "--grant", "deploy-prod", pf}, 1, []string{"deploy-prod: refused"}},
-		{"production", []string{"--id-token", prod, "--grant", "deploy-prod,read", pf}, 0, []string{"deploy-prod: granted", "read: granted"}},
+		{"production", []string{"--id-token", prod, "--grant", "deploy-prod,read", pf}, 0, []string{"deploy-prod: granted\n  allow[0]: POST /repos/acme/app/deployments\n", "read: granted"}},
 		{"source decides", []string{"--id-token", prod, "--grant", "corp", "--source", "192.0.2.1", pf}, 1, []string{
 			"corp: refused: source address not allowed", `who[0].source_cidrs: expected "10.0.0.0/8", got "192.0.2.1"`}},
 		{"other repository", []string{"--id-token", other, pf}, 1, []string{`who[0].claims.repository: expected "acme/app", got "evil/app"`}},
@@ -131,6 +131,19 @@ func TestPolicyTestCommand(t *testing.T) {
 	}
 	if res.SignatureChecked || res.Issuer != "github" || len(res.Grants) != 1 || res.Grants[0].Reason != "no_who_match" ||
 		len(res.Grants[0].Who) != 1 || res.Grants[0].Who[0].Line != "claims.environment" {
+		t.Errorf("json %s", out)
+	}
+	// A granted grant lists what it allows, HEAD where GET allows it.
+	out, _, code = runCLI(t, "", "policy", "test", "--format", "json", "--id-token", dev, "--grant", "read", pf)
+	if code != 0 {
+		t.Fatalf("exit %d", code)
+	}
+	res = policyTestResult{}
+	if err := json.Unmarshal([]byte(out), &res); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if len(res.Grants) != 1 || len(res.Grants[0].Allow) != 1 || strings.Join(res.Grants[0].Allow[0].Methods, " ") != "GET HEAD" ||
+		strings.Join(res.Grants[0].Allow[0].Paths, " ") != "/repos/acme/app/**" {
 		t.Errorf("json %s", out)
 	}
 	raw, _ := os.ReadFile(dev)

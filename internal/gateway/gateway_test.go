@@ -733,6 +733,11 @@ func TestScope(t *testing.T) {
 		{"POST", "/gw/api/repos/acme/app/deployments", 200, "/base/repos/acme/app/deployments"},
 		{"DELETE", "/gw/api/repos/acme/app/deployments", 403, ""},
 		{"POST", "/gw/api/repos/acme/app/deployments/1", 403, ""},
+		// GET allows HEAD (what a registry client sends before a pull);
+		// nothing else does.
+		{"HEAD", "/gw/api/repos/acme/app/x", 200, "/base/repos/acme/app/x"},
+		{"HEAD", "/gw/api/repos/acme/other", 403, ""},
+		{"HEAD", "/gw/api/upload", 403, ""},
 		{"GET", "/gw/api/repos/acme/other", 403, ""},
 		{"GET", "/gw/api/repos/acme/app2/x", 403, ""},
 		{"GET", "/gw/api/repos/ACME/app/x", 403, ""},
@@ -754,7 +759,7 @@ func TestScope(t *testing.T) {
 				if h.up.count() != before {
 					t.Fatal("upstream reached")
 				}
-				if tt.want == 403 && !strings.Contains(body, "insufficient_scope") {
+				if tt.want == 403 && tt.method != "HEAD" && !strings.Contains(body, "insufficient_scope") {
 					t.Fatalf("body %s", body)
 				}
 				return

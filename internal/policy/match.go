@@ -16,7 +16,7 @@ const (
 // Rule is one allow rule: any of Methods on any of Paths. Build one with
 // CompileRule (Parse does); a Rule written as a literal matches nothing.
 type Rule struct {
-	Methods []string // uppercase; "*" means the ordinary methods (starMethod)
+	Methods []string // uppercase; "*" means the ordinary methods (starMethod); GET allows HEAD too
 	Paths   []string // patterns as written
 
 	anyMethod bool
@@ -125,8 +125,8 @@ func compilePath(p string) (pathPattern, error) {
 // Allow says whether the grant lets method on path through, and which of its
 // rules (index into Rules) does. path must be decoded and cleaned (start
 // with "/"); one trailing "/" is ignored and a path with ".", ".." or empty
-// segments is never allowed. Methods are compared exactly. It does not
-// allocate.
+// segments is never allowed. Methods are compared exactly, but GET allows
+// HEAD too (ImpliesHead). It does not allocate.
 func (g *Grant) Allow(method, path string) (rule int, ok bool) {
 	s, ok := normPath(path)
 	if !ok {
@@ -147,6 +147,16 @@ func (r *Rule) Match(method, path string) bool {
 	return ok && r.match(method, s)
 }
 
+// ImpliesHead says whether the rule allows HEAD only because it lists GET
+// (RFC 9110 9.3.2: HEAD is GET without the content, so who may GET a path
+// may learn its headers; registry clients HEAD every manifest and blob
+// before they pull it). Plans and reports say so.
+func (r *Rule) ImpliesHead() bool { return impliesHead(r.Methods) }
+
+func impliesHead(methods []string) bool {
+	return slices.Contains(methods, "GET") && !slices.Contains(methods, "HEAD") && !slices.Contains(methods, "*")
+}
+
 // starMethod says whether "*" allows method: RFC 9110's methods but
 // CONNECT and TRACE, PATCH, and WebDAV's (RFC 4918), whose second resource
 // the gateway checks. Anything else only by name: TRACE (and IIS's TRACK)
@@ -162,7 +172,7 @@ func starMethod(m string) bool {
 }
 
 func (r *Rule) match(method, s string) bool {
-	if !(r.anyMethod && starMethod(method)) && !slices.Contains(r.Methods, method) {
+	if !(r.anyMethod && starMethod(method)) && !slices.Contains(r.Methods, method) && !(method == "HEAD" && r.ImpliesHead()) {
 		return false
 	}
 	for i := range r.pats {

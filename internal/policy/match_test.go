@@ -98,7 +98,9 @@ func TestAllow(t *testing.T) {
 	if err != nil {
 		t.Fatalf(`CompileRule(["*", "TRACE"]): %v`, err)
 	}
-	g := &Grant{Rules: []Rule{r1, r2, r3, r4}}
+	r5, _ := CompileRule([]string{"GET"}, []string{"/v2/org/app/**"})
+	r6, _ := CompileRule([]string{"HEAD", "PUT"}, []string{"/heads/**"})
+	g := &Grant{Rules: []Rule{r1, r2, r3, r4, r5, r6}}
 	tests := []struct {
 		method, path string
 		rule         int
@@ -132,6 +134,16 @@ func TestAllow(t *testing.T) {
 		{"TRACE", "/echo", 3, true},
 		{"GET", "/echo", 3, true},
 		{"CONNECT", "/echo", -1, false},
+		// GET allows HEAD (RFC 9110 9.3.2: GET without the content), not
+		// the other way round; no other method does.
+		{"HEAD", "/v2/org/app/manifests/v1", 4, true},
+		{"GET", "/v2/org/app/manifests/v1", 4, true},
+		{"head", "/v2/org/app/manifests/v1", -1, false},
+		{"HEAD", "/v2/org/other/manifests/v1", -1, false},
+		{"HEAD", "/repos/acme/app/deployments", 0, true},
+		{"HEAD", "/repos/acme/app/statuses/abc", 0, true},
+		{"HEAD", "/heads/x", 5, true},
+		{"GET", "/heads/x", -1, false},
 	}
 	for _, tt := range tests {
 		rule, ok := g.Allow(tt.method, tt.path)

@@ -237,17 +237,28 @@ func diff(old, new []field) string {
 		ov, ok := om[f.key]
 		switch {
 		case !ok:
-			parts = append(parts, fmt.Sprintf("%s: + %s", Shown(f.key), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: + %s", Shown(f.key), showField(f.key, f.val)))
 		case ov != f.val:
-			parts = append(parts, fmt.Sprintf("%s: %s → %s", Shown(f.key), show(ov), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: %s → %s", Shown(f.key), showField(f.key, ov), showField(f.key, f.val)))
 		}
 	}
 	for _, f := range old {
 		if _, ok := nm[f.key]; !ok {
-			parts = append(parts, fmt.Sprintf("%s: - %s", Shown(f.key), show(f.val)))
+			parts = append(parts, fmt.Sprintf("%s: - %s", Shown(f.key), showField(f.key, f.val)))
 		}
 	}
 	return strings.Join(parts, "; ")
+}
+
+// showField is show, and a rule's methods that allow HEAD by listing GET
+// (Rule.ImpliesHead) say so: the field keeps the methods as written, so
+// that a policy's hash does not change with the release that reads it.
+func showField(key, v string) string {
+	var methods []string
+	if strings.HasSuffix(key, ".methods") && json.Unmarshal([]byte(v), &methods) == nil && impliesHead(methods) {
+		return show(v) + " (and HEAD)"
+	}
+	return show(v)
 }
 
 // show is a value as a plan line prints it (shown: the policy's text).

@@ -668,6 +668,21 @@ func TestPlan(t *testing.T) {
 	if len(gone) != 4 || gone[0].Kind != "remove" {
 		t.Errorf("plan to nothing: %v", gone)
 	}
+	// GET allows HEAD: a plan says so wherever it shows a rule's methods,
+	// so that taking HEAD out of [GET, HEAD] does not read as a narrowing.
+	for _, tc := range []struct{ from, to, want string }{
+		{"methods: [GET, HEAD]", "methods: [GET]", `allow[0].methods: ["GET","HEAD"] → ["GET"] (and HEAD)`},
+		{"methods: [GET, HEAD]", "methods: [POST, GET]", `allow[0].methods: ["GET","HEAD"] → ["GET","POST"] (and HEAD)`},
+		{"methods: [GET]", "methods: [HEAD]", `allow[0].methods: ["GET"] (and HEAD) → ["HEAD"]`},
+		{"methods: [GET]", "methods: [GET, HEAD]", `allow[0].methods: ["GET"] (and HEAD) → ["GET","HEAD"]`},
+		{"methods: [GET]", `methods: ["*"]`, `allow[0].methods: ["GET"] (and HEAD) → ["*"]`},
+	} {
+		src := strings.Replace(base, "methods: [GET]", tc.from, 1)
+		a, b := mustParse(t, one("a.yaml", src)), mustParse(t, one("b.yaml", strings.Replace(src, tc.from, tc.to, 1)))
+		if got := Plan(a, b); len(got) != 1 || got[0].Detail != tc.want {
+			t.Errorf("%s → %s: plan %v, want %s", tc.from, tc.to, got, tc.want)
+		}
+	}
 }
 
 var posRE = regexp.MustCompile(`^[^:]+:\d+: `)
