@@ -112,6 +112,11 @@ type journal struct {
 	// the kernel can.
 	ahead      [2]int64
 	noPrefault bool
+	// Where the records of file 1's mirror end at Open, and its
+	// generation (nil: no header): a replay appends its completions there
+	// (appendReplayed).
+	tailEnd int
+	tailGen []byte
 }
 
 // prefaultAhead is how much of the active file past its last record the
@@ -176,8 +181,14 @@ func openJournal(path string) (*journal, [][]byte, error) {
 				j.close()
 				return nil, nil, fmt.Errorf("audit: reading journal %s: %w", name, err)
 			}
-			recs, gen, _ := readJournal(data)
+			recs, gen, end := readJournal(data)
 			j.gen[i] = max(j.gen[i], gen)
+			if i == 1 && k == 1 {
+				j.tailEnd = end
+				if gen > 0 {
+					j.tailGen = genBytes(gen)
+				}
+			}
 			all = append(all, recs...)
 		}
 	}
@@ -230,8 +241,31 @@ func appendRecordHeader(b, gen, e []byte) []byte {
 	return binary.BigEndian.AppendUint32(b, recordCRC(gen, e))
 }
 
+// appendReplayed appends the records recs to file 1's mirror, after the
+// records it held at Open, durably, and ends them with a zero length. A
+// replay writes there the entries it makes of unfinished intents before
+// the store has them: a crash after the store took them, before prepare
+// emptied every file, then finds each intent completed, and does not
+// record its request again. prepare empties that mirror last.
+func (j *journal) appendReplayed(recs [][]byte) error {
+	var b []byte
+	for _, r := range recs {
+		b = append(appendRecordHeader(b, j.tailGen, r), r...)
+	}
+	b = append(b, make([]byte, journalHeader)...)
+	if _, err := j.d[1].WriteAt(b, int64(j.tailEnd)); err != nil {
+		return fmt.Errorf("audit: writing journal mirror: %w", err)
+	}
+	if err := datasync(j.d[1]); err != nil {
+		return fmt.Errorf("audit: syncing journal mirror: %w", err)
+	}
+	j.tailEnd += len(b) - journalHeader
+	return nil
+}
+
 // prepare makes both files (and their mirrors) empty journal files of
 // capacity bytes, the files mapped; what they held must be stored durably.
+// File 1's mirror goes last (appendReplayed).
 // A new generation in each header keeps their old records from ever being
 // read again. Files already of that size are kept as they are: their
 // blocks are written, so that copying records in changes no file system
@@ -515,29 +549,45 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	c := parseRecords(recs)
 	next := l.size
 	var todo [][]byte
+	// An intent is complete if its entry is stored or replayed; one whose
+	// entry lies past a gap gets its decision recorded instead.
+	complete := map[uint64]bool{}
 	for _, e := range c.entries {
 		idx := audit.EntryIndex(e)
+		id, completes := c.complete[idx]
 		if idx < next { // stored, or a duplicate a failed write left
+			if completes {
+				complete[id] = true
+			}
 			continue
 		}
-		if idx != next {
+		if idx != next || completes && complete[id] {
+			// A gap; or the entry an earlier replay, killed before it
+			// emptied the journal, made of this intent came first: this
+			// one lay past a gap then.
 			break
+		}
+		if completes {
+			complete[id] = true
 		}
 		todo = append(todo, e)
 		next++
 	}
-	// An intent is complete if its entry is stored or replayed; one whose
-	// entry lies past a gap gets its decision recorded instead.
-	complete := map[uint64]bool{}
-	for idx, id := range c.complete {
-		if idx < next {
-			complete[id] = true
-		}
-	}
+	var made [][]byte // the records of the entries made of intents
 	for _, in := range c.intents {
 		if !complete[in.id] {
-			todo = append(todo, audit.AppendEntry(nil, next, in.ts, in.body))
+			rec := make([]byte, recPrefix, recPrefix+len(in.ts)+len(in.body)+48)
+			rec[0] = recComplete
+			binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
+			rec = audit.AppendEntry(rec, next, in.ts, in.body)
+			made = append(made, rec)
+			todo = append(todo, rec[recPrefix:])
 			next++
+		}
+	}
+	if len(made) > 0 {
+		if err := l.js.j.appendReplayed(made); err != nil {
+			return fmt.Errorf("audit: replaying journal: %w", err)
 		}
 	}
 	if len(todo) > 0 {

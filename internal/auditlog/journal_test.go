@@ -589,3 +589,80 @@ func TestJournalPrefaulted(t *testing.T) {
 		time.Sleep(5 * time.Millisecond)
 	}
 }
+
+// A kill right after the store took the entries of a replay (Open) or of
+// Close, before the journal was emptied, leaves the journal as it was
+// then: the next Open must not record its unfinished requests again (an
+// entry for a request that ran once, twice in the log).
+func TestJournalCrashAfterFold(t *testing.T) {
+	ctx := context.Background()
+	entry := func(i int64) []byte { return audit.AppendEntry(nil, i, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)) }
+	intent := append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, 7}, "2026-01-01T00:00:00Z\n{\"type\":\"gateway.request\",\"path\":\"/run\"}"...)
+	doneAt2 := append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, 7}, audit.AppendEntry(nil, 2, "2026-01-01T00:00:01Z", []byte(`{"type":"gateway.request","path":"/done","status":200}`))...)
+	for _, tc := range []struct {
+		name  string
+		file0 [][]byte // the journal at Open; none: a request runs at Close
+		want  []string
+	}{
+		{"replay", [][]byte{entry(0), intent}, []string{"x", "/run"}},
+		{"replay, completion past a gap", [][]byte{entry(0), intent, doneAt2}, []string{"x", "/run"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := journalPath(t)
+			files := []string{path, path + ".sync", path + ".1", path + ".1.sync"}
+			var crashed [][]byte
+			snapshot := func() {
+				if crashed != nil {
+					return // the first durable append only
+				}
+				for _, f := range files {
+					b, err := os.ReadFile(f)
+					if err != nil {
+						t.Error(err)
+					}
+					crashed = append(crashed, b)
+				}
+			}
+			st := newMemStore()
+			opts := Options{Journal: path, journalCapacity: 1 << 20}
+			if tc.file0 != nil {
+				if err := os.WriteFile(path, journalFile(5, tc.file0...), 0o600); err != nil {
+					t.Fatal(err)
+				}
+				st.durableDone = snapshot
+				openLog(t, st, opts).Close(ctx)
+			} else {
+				l := openLog(t, st, opts)
+				ev := gatewayEvent(1)
+				ev.Path, ev.Status = "/run", 0
+				if _, err := l.begin(ctx, ev); err != nil {
+					t.Fatal(err)
+				}
+				st.durableDone = snapshot
+				l.Close(ctx)
+			}
+			if crashed == nil {
+				t.Fatal("no durable append")
+			}
+			st.durableDone = nil
+			for i, f := range files {
+				if err := os.WriteFile(f, crashed[i], 0o600); err != nil {
+					t.Fatal(err)
+				}
+			}
+			l := openLog(t, st, opts)
+			if l.Size() != int64(len(tc.want)) {
+				t.Fatalf("size %d after the restart, want %d", l.Size(), len(tc.want))
+			}
+			for i, e := range storedEntries(t, st, len(tc.want)) {
+				got := e.Type
+				if e.Path != "" {
+					got = e.Path
+				}
+				if got != tc.want[i] {
+					t.Errorf("entry %d = %s, want %s", i, got, tc.want[i])
+				}
+			}
+		})
+	}
+}

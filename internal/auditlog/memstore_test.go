@@ -23,6 +23,9 @@ type memStore struct {
 	appends     int           // AppendAudit calls that succeeded
 	written     int           // of which not durable (store.AuditWritten or AuditKept)
 	entering    chan struct{} // when set, told (without blocking) of each append before it locks
+	// durableDone, when set, runs after each durable append (the store
+	// locked): a test sees there what a crash right then would leave.
+	durableDone func()
 }
 
 func newMemStore() *memStore {
@@ -77,6 +80,8 @@ func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byt
 	m.appends++
 	if mode != store.AuditDurable {
 		m.written++
+	} else if m.durableDone != nil {
+		m.durableDone()
 	}
 	return nil
 }
