@@ -441,9 +441,11 @@ func parseRecords(recs [][]byte) journalContents {
 }
 
 // reset empties both files; the store must hold every entry durably.
+// The active one goes last: it holds the completions materialize wrote,
+// which must outlive every copy of their intents.
 func (j *journal) reset() error {
 	next := max(j.gen[0], j.gen[1])
-	for i := range j.f {
+	for _, i := range [2]int{j.active ^ 1, j.active} {
 		next++
 		if err := j.setGen(i, next); err != nil {
 			return err
@@ -1113,7 +1115,13 @@ func (l *Log) integrateFinal() error {
 	js := &l.js
 	defer js.mu.Unlock()
 	// Requests still running get entries of their own: the journal goes.
-	l.materialize()
+	if err := l.materialize(); err != nil {
+		for _, w := range js.waiters {
+			w.done <- result{Index: -1, Err: err}
+		}
+		js.waiters = nil
+		return err // the journal keeps them for the next Open
+	}
 	start, entries, waiters := js.start, js.queue, js.waiters
 	end := js.size
 	pids := js.pidsOf(start, end)
@@ -1168,9 +1176,15 @@ func (l *Log) fold(start int64, entries [][]byte, pids []int64, hashes []tlog.Ha
 }
 
 // materialize gives every live intent an entry of its own, the decision
-// alone, in the queue; js.mu is held.
-func (l *Log) materialize() {
+// alone, in the queue; js.mu is held. Each entry is journaled as the
+// intent's completion, durably, before the store has it: a kill after the
+// store took it, before the journal was emptied, must not leave the
+// intent unfinished for the next Open to record again.
+func (l *Log) materialize() error {
 	js := &l.js
+	if len(js.intents) == 0 {
+		return nil
+	}
 	ids := make([]uint64, 0, len(js.intents))
 	for id := range js.intents {
 		ids = append(ids, id)
@@ -1179,12 +1193,25 @@ func (l *Log) materialize() {
 	for _, id := range ids {
 		in := js.intents[id]
 		idx := js.size
+		rec := make([]byte, recPrefix, recPrefix+len(in.rec)+48)
+		rec[0] = recComplete
+		binary.BigEndian.PutUint64(rec[1:recPrefix], id)
+		rec = audit.AppendEntry(rec, idx, in.time(), in.body)
+		// Its room, kept since Begin, is this record's.
+		js.reserved -= in.reserve
+		if err := l.journalWrite(rec, 0); err != nil {
+			js.reserved += in.reserve
+			return fmt.Errorf("audit log %w: journaling the entry of a running request: %w", failclosed.ErrUnavailable, err)
+		}
 		js.size++
-		js.queue = append(js.queue, audit.AppendEntry(nil, idx, in.time(), in.body))
+		js.queue = append(js.queue, rec[recPrefix:])
 		in.index = idx
 		delete(js.intents, id)
-		js.reserved -= in.reserve
 	}
+	if err := js.j.sync(js.j.active, js.j.size[js.j.active]); err != nil {
+		return fmt.Errorf("audit log %w: syncing the journal: %w", failclosed.ErrUnavailable, err)
+	}
+	return nil
 }
 
 // hashQueue computes the stored hashes the entries at [start, end) add and

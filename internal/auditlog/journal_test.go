@@ -606,6 +606,7 @@ func TestJournalCrashAfterFold(t *testing.T) {
 	}{
 		{"replay", [][]byte{entry(0), intent}, []string{"x", "/run"}},
 		{"replay, completion past a gap", [][]byte{entry(0), intent, doneAt2}, []string{"x", "/run"}},
+		{"close", nil, []string{"/run"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			path := journalPath(t)
