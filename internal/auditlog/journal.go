@@ -44,7 +44,11 @@ import (
 //   - 'E', an intent id and an entry: the entry that completes that intent;
 //   - 'P', a pending id (8 bytes) and an entry: the entry made from that
 //     pending record of the store (written by an action in its own
-//     transaction, see pending.go), which the fold deletes.
+//     transaction, see pending.go), which the fold deletes;
+//   - 'R', an intent id and an entry: as 'E', the entry a replay made of
+//     an intent no entry completed, written before the store has it
+//     (appendReplayed). Its index is past every entry that replay kept:
+//     a record of another kind at or past it was dropped, and stays so.
 //
 // Reading stops at the first record that is cut short, is zero (the unused
 // rest of the file) or does not match its CRC: a kill in the middle of a
@@ -379,12 +383,13 @@ const (
 	recIntent   = 'I'
 	recComplete = 'E'
 	recPending  = 'P'
+	recReplayed = 'R'
 	recPrefix   = 9 // kind and intent (or pending) id
 )
 
 // validRecord tells whether a payload is one of the record kinds.
 func validRecord(p []byte) bool {
-	if len(p) > 0 && (p[0] == recIntent || p[0] == recComplete || p[0] == recPending) {
+	if len(p) > 0 && (p[0] == recIntent || p[0] == recComplete || p[0] == recPending || p[0] == recReplayed) {
 		if len(p) <= recPrefix {
 			return false
 		}
@@ -411,10 +416,29 @@ type intentRec struct {
 }
 
 // parseRecords sorts a journal's payloads into entries and intents.
+// Entries at or past the first one an earlier replay made are that
+// replay's only: it dropped the others (past a gap).
 func parseRecords(recs [][]byte) journalContents {
 	c := journalContents{complete: map[int64]uint64{}, pids: map[int64]int64{}}
 	seen := map[uint64]bool{}
+	made := int64(-1)
 	for _, p := range recs {
+		if p[0] == recReplayed {
+			if i := audit.EntryIndex(p[recPrefix:]); made < 0 || i < made {
+				made = i
+			}
+		}
+	}
+	for _, p := range recs {
+		if made >= 0 && p[0] != recIntent && p[0] != recReplayed {
+			e := p
+			if p[0] == recComplete || p[0] == recPending {
+				e = p[recPrefix:]
+			}
+			if audit.EntryIndex(e) >= made {
+				continue
+			}
+		}
 		switch p[0] {
 		case recIntent:
 			id := binary.BigEndian.Uint64(p[1:recPrefix])
@@ -425,7 +449,7 @@ func parseRecords(recs [][]byte) journalContents {
 			rest := p[recPrefix:]
 			nl := bytes.IndexByte(rest, '\n')
 			c.intents = append(c.intents, intentRec{id: id, ts: string(rest[:nl]), body: rest[nl+1:]})
-		case recComplete:
+		case recComplete, recReplayed:
 			c.complete[audit.EntryIndex(p[recPrefix:])] = binary.BigEndian.Uint64(p[1:recPrefix])
 			c.entries = append(c.entries, p[recPrefix:])
 		case recPending:
@@ -551,35 +575,30 @@ func (l *Log) replay(ctx context.Context, recs [][]byte) error {
 	c := parseRecords(recs)
 	next := l.size
 	var todo [][]byte
-	// An intent is complete if its entry is stored or replayed; one whose
-	// entry lies past a gap gets its decision recorded instead.
-	complete := map[uint64]bool{}
 	for _, e := range c.entries {
 		idx := audit.EntryIndex(e)
-		id, completes := c.complete[idx]
 		if idx < next { // stored, or a duplicate a failed write left
-			if completes {
-				complete[id] = true
-			}
 			continue
 		}
-		if idx != next || completes && complete[id] {
-			// A gap; or the entry an earlier replay, killed before it
-			// emptied the journal, made of this intent came first: this
-			// one lay past a gap then.
+		if idx != next {
 			break
-		}
-		if completes {
-			complete[id] = true
 		}
 		todo = append(todo, e)
 		next++
+	}
+	// An intent is complete if its entry is stored or replayed; one whose
+	// entry lies past a gap gets its decision recorded instead.
+	complete := map[uint64]bool{}
+	for idx, id := range c.complete {
+		if idx < next {
+			complete[id] = true
+		}
 	}
 	var made [][]byte // the records of the entries made of intents
 	for _, in := range c.intents {
 		if !complete[in.id] {
 			rec := make([]byte, recPrefix, recPrefix+len(in.ts)+len(in.body)+48)
-			rec[0] = recComplete
+			rec[0] = recReplayed
 			binary.BigEndian.PutUint64(rec[1:recPrefix], in.id)
 			rec = audit.AppendEntry(rec, next, in.ts, in.body)
 			made = append(made, rec)

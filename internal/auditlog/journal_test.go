@@ -590,6 +590,49 @@ func TestJournalPrefaulted(t *testing.T) {
 	}
 }
 
+// A replay that fails to store what it made (or is killed before), with
+// records past a gap in the journal: the next replay drops what the first
+// dropped, and neither loses nor adds a request.
+func TestJournalReplayAgain(t *testing.T) {
+	ctx := context.Background()
+	entry := func(i int64) []byte { return audit.AppendEntry(nil, i, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`)) }
+	intent := func(id byte) []byte {
+		return append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, id}, fmt.Sprintf("2026-01-01T00:00:00Z\n{\"type\":\"gateway.request\",\"path\":\"/r%d\"}", id)...)
+	}
+	for _, tc := range []struct {
+		name string
+		recs [][]byte
+		want []string
+	}{
+		{"an entry past a gap", [][]byte{intent(7), entry(1)}, []string{"/r7"}},
+		{"an entry past a gap, where a made one goes", [][]byte{intent(7), intent(8), entry(1)}, []string{"/r7", "/r8"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			path := journalPath(t)
+			if err := os.WriteFile(path, journalFile(5, tc.recs...), 0o600); err != nil {
+				t.Fatal(err)
+			}
+			st := newMemStore()
+			st.failAppend = errInjected
+			opts := Options{Journal: path, journalCapacity: 1 << 20}
+			if l, err := Open(ctx, st, testSigner, opts); err == nil {
+				l.Close(ctx)
+				t.Fatal("Open stored the replay with a failing store")
+			}
+			st.failAppend = nil
+			l := openLog(t, st, opts)
+			if l.Size() != int64(len(tc.want)) {
+				t.Fatalf("size %d, want %d", l.Size(), len(tc.want))
+			}
+			for i, e := range storedEntries(t, st, len(tc.want)) {
+				if e.Path != tc.want[i] {
+					t.Errorf("entry %d = %q, want %s", i, e.Path, tc.want[i])
+				}
+			}
+		})
+	}
+}
+
 // A kill right after the store took the entries of a replay (Open) or of
 // Close, before the journal was emptied, leaves the journal as it was
 // then: the next Open must not record its unfinished requests again (an
@@ -666,4 +709,119 @@ func TestJournalCrashAfterFold(t *testing.T) {
 			}
 		})
 	}
+}
+
+// FuzzJournalReplay replays journals a crash could leave (records copied
+// between a file and its mirror, generations, torn tails) and checks what
+// Open makes of them: no panic; a log that verifies; each request
+// recorded at most once; and a kill right after the replay's store write,
+// before the journal is emptied, changes nothing at the next Open.
+func FuzzJournalReplay(f *testing.F) {
+	f.Add([]byte{0, 0, 0, 1, 1, 0, 2, 1, 1})
+	f.Add([]byte{0, 0, 0, 1, 2, 0, 2, 2, 3, 0, 1, 2, 3, 5, 0})
+	f.Add([]byte{1, 1, 0, 1, 1, 2, 0, 1, 0, 4, 1, 2, 2, 1, 4, 3, 9, 1})
+	f.Fuzz(func(t *testing.T, ops []byte) {
+		if len(ops) > 60 {
+			return
+		}
+		ctx := context.Background()
+		// Files: the journal, its mirror, the second file, its mirror.
+		var recs [4][][]byte
+		gens := [4]uint64{5, 5, 6, 6}
+		cut := [4]int{}
+		byIndex := map[int64][]byte{} // one record an index, as the log writes
+		completed := map[byte]bool{}
+		for i := 0; i+2 < len(ops); i += 3 {
+			op, a, b := ops[i]%5, ops[i+1], ops[i+2]
+			file := int(b % 4)
+			switch op {
+			case 0, 2: // an entry, or the completion of intent a%4
+				idx := int64(b / 4 % 8)
+				rec, ok := byIndex[idx]
+				if !ok {
+					id := a % 4
+					if op == 2 && !completed[id] {
+						completed[id] = true
+						rec = append([]byte{recComplete, 0, 0, 0, 0, 0, 0, 0, id}, audit.AppendEntry(nil, idx, "2026-01-01T00:00:01Z", []byte(fmt.Sprintf(`{"type":"gateway.request","path":"/r%d","status":200}`, id)))...)
+					} else {
+						rec = audit.AppendEntry(nil, idx, "2026-01-01T00:00:00Z", []byte(`{"type":"x"}`))
+					}
+					byIndex[idx] = rec
+				}
+				recs[file] = append(recs[file], rec)
+			case 1: // an intent
+				id := a % 4
+				recs[file] = append(recs[file], append([]byte{recIntent, 0, 0, 0, 0, 0, 0, 0, id}, fmt.Sprintf("2026-01-01T00:00:00Z\n{\"type\":\"gateway.request\",\"path\":\"/r%d\"}", id)...))
+			case 3: // a torn tail
+				cut[file] = int(a%32) + 1
+			case 4: // another generation
+				gens[file] += uint64(a%3) + 1
+			}
+		}
+		path := filepath.Join(t.TempDir(), "audit.journal")
+		files := []string{path, path + ".sync", path + ".1", path + ".1.sync"}
+		for i, name := range files {
+			b := journalFile(gens[i], recs[i]...)
+			b = b[:max(len(b)-cut[i], 0)]
+			if err := os.WriteFile(name, b, 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		var crashed [][]byte
+		st := newMemStore()
+		st.durableDone = func() {
+			if crashed != nil {
+				return
+			}
+			for _, name := range files {
+				b, err := os.ReadFile(name)
+				if err != nil {
+					t.Error(err)
+				}
+				crashed = append(crashed, b)
+			}
+		}
+		opts := Options{Journal: path, journalCapacity: 64 << 10}
+		l, err := Open(ctx, st, testSigner, opts)
+		if err != nil {
+			t.Fatalf("Open: %v", err)
+		}
+		size := l.Size()
+		if err := l.Close(ctx); err != nil {
+			t.Fatal(err)
+		}
+		check := func() {
+			t.Helper()
+			seen := map[string]bool{}
+			for _, e := range storedEntries(t, st, int(size)) {
+				if e.Path != "" && seen[e.Path] {
+					t.Fatalf("request %s recorded twice", e.Path)
+				}
+				seen[e.Path] = true
+			}
+			res, err := audit.Verify(ctx, st, testVerifier, audit.VerifyOptions{})
+			if err != nil || !res.OK() || res.Size != size {
+				t.Fatalf("Verify = %+v, %v", res, err)
+			}
+		}
+		check()
+		if crashed == nil {
+			return
+		}
+		st.durableDone = nil
+		for i, name := range files {
+			if err := os.WriteFile(name, crashed[i], 0o600); err != nil {
+				t.Fatal(err)
+			}
+		}
+		l, err = Open(ctx, st, testSigner, opts)
+		if err != nil {
+			t.Fatalf("Open after a kill during the replay: %v", err)
+		}
+		if l.Size() != size {
+			t.Fatalf("size %d after a kill during the replay, %d before", l.Size(), size)
+		}
+		l.Close(ctx)
+		check()
+	})
 }

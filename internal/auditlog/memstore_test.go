@@ -23,6 +23,7 @@ type memStore struct {
 	appends     int           // AppendAudit calls that succeeded
 	written     int           // of which not durable (store.AuditWritten or AuditKept)
 	entering    chan struct{} // when set, told (without blocking) of each append before it locks
+	failAppend  error         // AppendAudit alone fails with it when set
 	// durableDone, when set, runs after each durable append (the store
 	// locked): a test sees there what a crash right then would leave.
 	durableDone func()
@@ -63,6 +64,9 @@ func (m *memStore) AppendAudit(ctx context.Context, start int64, entries [][]byt
 	defer m.mu.Unlock()
 	if m.fail != nil {
 		return m.fail
+	}
+	if m.failAppend != nil {
+		return m.failAppend
 	}
 	if start != int64(len(m.entries)) {
 		return fmt.Errorf("mem: %w", store.ErrConflict)
