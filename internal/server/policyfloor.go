@@ -64,7 +64,9 @@ func floorFollower(path string, floor int64, log *slog.Logger) func(int64) {
 }
 
 // writeFileAtomic replaces path with data (mode 0600): a crash leaves the
-// old file or the new one, never a torn one.
+// old file or the new one, never a torn one. The directory is synced too:
+// until then a power loss could undo the rename, and the floor would go
+// back below what this node has followed.
 func writeFileAtomic(path string, data []byte) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
@@ -83,6 +85,7 @@ func writeFileAtomic(path string, data []byte) error {
 	}
 	if err != nil {
 		os.Remove(tmp)
+		return err
 	}
-	return err
+	return syncDir(filepath.Dir(path))
 }

@@ -16,6 +16,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -47,7 +48,9 @@ func checkSANs(sans []string) error {
 }
 
 // writeFileExcl writes a new file (never overwriting) and syncs it, so an
-// init that crashes never leaves a half-written key behind a good name.
+// init that crashes never leaves a half-written key behind a good name,
+// and its directory, so that a power loss cannot take the file's name away
+// (a node that lost policy-sealed would seal again).
 func writeFileExcl(path string, data []byte, mode os.FileMode) error {
 	f, err := os.OpenFile(path, os.O_WRONLY|os.O_CREATE|os.O_EXCL, mode)
 	if err != nil {
@@ -61,7 +64,10 @@ func writeFileExcl(path string, data []byte, mode os.FileMode) error {
 		f.Close()
 		return err
 	}
-	return f.Close()
+	if err := f.Close(); err != nil {
+		return err
+	}
+	return syncDir(filepath.Dir(path))
 }
 
 func serial() (*big.Int, error) {
@@ -399,8 +405,13 @@ func completeRenewal(certFile, keyFile string) error {
 	return nil
 }
 
-// syncDir makes the renames and creations in dir durable.
+// syncDir makes the renames and creations in dir durable. Not on
+// Windows: a directory handle cannot be flushed there (FlushFileBuffers
+// needs write access), and NTFS journals names itself.
 func syncDir(dir string) error {
+	if runtime.GOOS == "windows" {
+		return nil
+	}
 	d, err := os.Open(dir)
 	if err != nil {
 		return err
