@@ -154,9 +154,12 @@ type Minter interface {
 	// be had, from its cache when it can.
 	Shared(ctx context.Context, up *policy.Upstream, g *policy.Grant) (*mint.Issued, error)
 	RevokeLeases(ctx context.Context, leaseIDs []string, reason string) error
-	// RevokeGrants revokes the shared credentials of grants a policy
-	// version removed.
+	// RevokeGrants revokes, on every node, the shared credentials of
+	// grants a policy version removed or reshaped (mint.Reshaped).
 	RevokeGrants(ctx context.Context, grants []string, reason string) error
+	// RetireShared revokes the shared credentials this node caches that
+	// policy p no longer serves as they are (mint.Reshaped).
+	RetireShared(ctx context.Context, p *policy.Policy, reason string) error
 	Renew(ctx context.Context, leaseID string, expires time.Time) error
 	Lookup(ctx context.Context, values []string) ([]mint.Found, error)
 	RevokeRecords(ctx context.Context, recs []store.Minted, reason string) error
@@ -376,8 +379,10 @@ func (a *Authority) revokeMinted(ctx context.Context, leaseIDs []string, reason 
 }
 
 // revokeShared revokes the shared credentials (deliver: gateway) of grants
-// a policy version removed: no lease ends with them. Every node does it
-// as it puts the version in force; a failure is logged, and the worker
+// a policy version removed (every node does it as it puts the version in
+// force) or reshaped (the node that applies it, before it is in force
+// there: a node following it would revoke what others already minted
+// under it): no lease ends with them. A failure is logged, and the worker
 // still revokes each at its expiry.
 func (a *Authority) revokeShared(ctx context.Context, grants []string, reason string) {
 	if a.cfg.Minter == nil || len(grants) == 0 {
@@ -385,6 +390,20 @@ func (a *Authority) revokeShared(ctx context.Context, grants []string, reason st
 	}
 	if err := a.cfg.Minter.RevokeGrants(ctx, grants, reason); err != nil {
 		a.cfg.Logger.Warn("shared credentials of removed grants not marked for revocation; the worker revokes them at their expiry", "err", err)
+	}
+}
+
+// retireShared revokes the shared credentials this node caches that
+// policy p no longer serves as they are: those of a grant p removed or
+// reshaped (a scope narrowed: the cached token may do more than p gives).
+// The cache is per node, so every node does it as it puts a version in
+// force. A failure is logged; the worker revokes each at its expiry.
+func (a *Authority) retireShared(ctx context.Context, p *policy.Policy, reason string) {
+	if a.cfg.Minter == nil {
+		return
+	}
+	if err := a.cfg.Minter.RetireShared(ctx, p, reason); err != nil {
+		a.cfg.Logger.Warn("shared credentials the policy no longer serves not marked for revocation; the worker revokes them at their expiry", "err", err)
 	}
 }
 

@@ -11,6 +11,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/audit"
 	"github.com/mayfly-sh/mayfly/internal/identity"
+	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/policy"
 	"github.com/mayfly-sh/mayfly/internal/store"
 )
@@ -77,7 +78,9 @@ func (a *Authority) installNewer(pv store.PolicyVersion) (old, p *policy.Policy,
 // even when the node that applied the version could not revoke them (it
 // crashed in between), and a lease another node decided under an older
 // version cannot outlive it. Only revocations that happen are audited.
-// Then it revokes what the grants p narrowed no longer give (revokeNarrowed).
+// Then it revokes the shared credentials this node caches that p no
+// longer serves (retireShared) and what the grants p narrowed no longer
+// give (revokeNarrowed).
 func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v int64) error {
 	has := func(g string) bool { _, ok := p.Grants[g]; return ok }
 	names := a.cfg.Leases.StaleGrants(has)
@@ -102,6 +105,7 @@ func (a *Authority) revokeRemoved(ctx context.Context, old, p *policy.Policy, v 
 		settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	}
 	a.revokeShared(ctx, names, fmt.Sprintf("policy v%d", v))
+	a.retireShared(ctx, p, fmt.Sprintf("policy v%d", v))
 	_, err := a.revokeNarrowed(ctx, old, p, v)
 	return err
 }
@@ -293,6 +297,7 @@ func (a *Authority) ApplyPolicyConfirmed(ctx context.Context, files []policy.Fil
 	// next apply need not wait for 100,000 of them. The version stands
 	// whatever happens to that: every other node, following it, revokes
 	// what is left.
+	a.retireShared(context.WithoutCancel(ctx), res.now, fmt.Sprintf("policy v%d", res.Version))
 	n, err := a.revokeNarrowed(context.WithoutCancel(ctx), res.was, res.now, res.Version)
 	res.Revoked += n
 	if err != nil {
@@ -396,6 +401,11 @@ func (a *Authority) applyPolicy(ctx context.Context, files []policy.File, by str
 		}
 		return nil, failed("policy version", err)
 	}
+	// The shared credentials of removed and reshaped grants, every
+	// node's, are marked before the version is in force here, so that none
+	// minted under it is among them. One a node that has not followed yet
+	// mints meanwhile goes when it follows (retireShared).
+	a.revokeShared(ctx, append(removed, mint.Reshaped(old.policy, p)...), reason)
 	a.install(p, v)
 	res := &ApplyResult{Version: v, Hash: p.Hash, Changes: changes}
 	for _, g := range removed {
@@ -403,7 +413,6 @@ func (a *Authority) applyPolicy(ctx context.Context, files []policy.File, by str
 		a.revokeMinted(ctx, byGrant[g], reason)
 		res.Revoked += len(byGrant[g])
 	}
-	a.revokeShared(ctx, removed, reason)
 	settle(ctx, a.cfg.Audit, a.cfg.Logger, since, note)
 	res.was, res.now = old.policy, p
 	return res, nil

@@ -533,7 +533,7 @@ func (m *Manager) RevokeLeases(ctx context.Context, leaseIDs []string, reason st
 }
 
 // RevokeGrants marks the shared credentials (deliver: gateway) of grants a
-// policy version removed for revocation, drops them from this node's
+// policy version removed or reshaped (Reshaped) for revocation, drops them from this node's
 // cache and wakes the worker: they belong to no lease, so no lease's end
 // revokes them, and they would live upstream until they expire (up to an
 // hour). Every node may call it for one version: each is marked once, and

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -115,6 +116,31 @@ func (c *sharedCache) dropID(id string) {
 	for _, e := range es {
 		e.drop(id)
 	}
+}
+
+// retire takes the cache's entries whose keys keep does not keep out of
+// it, once no mint of theirs runs, and returns the credentials they held.
+func (c *sharedCache) retire(keep func(key string) bool) []string {
+	c.mu.Lock()
+	stale := map[string]*sharedEntry{}
+	for k, e := range c.m {
+		if !keep(k) {
+			stale[k] = e
+			delete(c.m, k)
+		}
+	}
+	c.mu.Unlock()
+	var ids []string
+	for _, e := range stale {
+		// A mint of the old shape running now lands in e, not in a
+		// credential nobody holds.
+		e.mint.Lock()
+		if is, _, _ := e.get(); is != nil {
+			ids = append(ids, is.ID)
+		}
+		e.mint.Unlock()
+	}
+	return ids
 }
 
 // sharedKey names a grant's credential by everything that shapes it, so a
@@ -245,4 +271,58 @@ func (m *Manager) recheck(ctx context.Context, e *sharedEntry, id string) bool {
 	}
 	e.mu.Unlock()
 	return true
+}
+
+// sharedKeys are the keys of the shared credentials p serves: one per
+// grant on a minting upstream not delivered to the job.
+func sharedKeys(p *policy.Policy) map[string]bool {
+	keys := map[string]bool{}
+	for _, g := range p.Grants {
+		if up := p.Upstreams[g.Upstream]; up != nil && up.Minted() && g.Deliver != policy.DeliverJob {
+			keys[sharedKey(up, g)] = true
+		}
+	}
+	return keys
+}
+
+// Reshaped lists the grants old and p both have whose shared credential
+// (deliver: gateway) under old is not the one p serves: p delivers it to
+// the job, or changes what shapes it (sharedKey: the upstream, its url, the
+// App, the GitHub scope). A narrowed scope is among them: the token minted
+// under old may do more than p gives. Removed grants are left out (their
+// credentials are revoked as such).
+func Reshaped(old, p *policy.Policy) []string {
+	keys := sharedKeys(p)
+	var out []string
+	for name, og := range old.Grants {
+		up := old.Upstreams[og.Upstream]
+		if p.Grants[name] == nil || up == nil || !up.Minted() || og.Deliver == policy.DeliverJob || keys[sharedKey(up, og)] {
+			continue
+		}
+		out = append(out, name)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// RetireShared revokes the shared credentials this node caches that p no
+// longer serves (their grant removed or reshaped: Reshaped) and forgets
+// them, so that the node's next request mints one as p shapes it. The
+// cache is per node: every node calls it as it puts a version in force,
+// which also catches one it minted under the old version after another
+// node applied the new one. Each is marked once and revoked once.
+func (m *Manager) RetireShared(ctx context.Context, p *policy.Policy, reason string) error {
+	keys := sharedKeys(p)
+	ids := m.shared.retire(func(k string) bool { return keys[k] })
+	if len(ids) == 0 {
+		return nil
+	}
+	if _, err := m.cfg.Store.RevokeMinted(ctx, ids, nil, reason); err != nil {
+		return fmt.Errorf("mint: revoke shared credentials the policy no longer serves: %w", err)
+	}
+	for _, id := range ids {
+		m.gone(store.Minted{ID: id, State: store.MintRevoking, Reason: reason})
+	}
+	m.Kick()
+	return nil
 }
