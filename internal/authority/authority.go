@@ -1030,30 +1030,9 @@ func mintedHint(v string) string {
 	return "…"
 }
 
-// clip bounds what a caller chose to 512 bytes. It never cuts a
-// credential in two: the audit log replaces a whole token by its hint,
-// but one cut in its checksum is no token to it, yet its first 34
-// characters give it whole (the checksum follows from them). So a run of
-// a credential's characters across the limit is left out whole.
-func clip(s string) string {
-	const limit = 512
-	if len(s) <= limit {
-		return s
-	}
-	end := limit
-	if credChar(s[end]) {
-		for end > 0 && credChar(s[end-1]) {
-			end--
-		}
-	}
-	return s[:end]
-}
-
-// credChar: a character of a token, session value, minted password or
-// GitHub installation token (base64url and a JWT's dots included).
-func credChar(c byte) bool {
-	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.'
-}
+// clip bounds what a caller chose to 512 bytes, never cutting a
+// credential in two (token.Clip).
+func clip(s string) string { return token.Clip(s, 512) }
 
 // originText is a leak report's source or URL (the reporter's words) as
 // its audit entry keeps them: clipped, with every credential the report

@@ -38,6 +38,7 @@ import (
 	"github.com/mayfly-sh/mayfly/internal/mint"
 	"github.com/mayfly-sh/mayfly/internal/netfail"
 	"github.com/mayfly-sh/mayfly/internal/policy"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // Secrets reveals stored secrets (the App's private key).
@@ -244,15 +245,20 @@ func (a *tokenAnswer) wider(scope *policy.GitHubScope) string {
 }
 
 // clipName bounds a name GitHub answered, for an error.
-func clipName(s string) string {
+func clipName(s string) string { return printable(s, 100) }
+
+// printable is what GitHub answered, for an error: control characters
+// made spaces, cut at about limit bytes, never inside a credential it
+// quotes (token.Clip: cut in its checksum, redaction would miss it).
+func printable(s string, limit int) string {
 	s = strings.Map(func(r rune) rune {
 		if r < ' ' || r == 0x7f {
 			return ' '
 		}
 		return r
 	}, s)
-	if len(s) > 100 {
-		return s[:100] + "…"
+	if c := token.Clip(s, limit); len(c) < len(s) {
+		return c + "…"
 	}
 	return s
 }
@@ -569,14 +575,5 @@ func message(data []byte) string {
 	if json.Unmarshal(data, &m) != nil || m.Message == "" {
 		return "no message"
 	}
-	s := strings.Map(func(r rune) rune {
-		if r < ' ' || r == 0x7f {
-			return ' '
-		}
-		return r
-	}, m.Message)
-	if len(s) > 200 {
-		s = s[:200] + "…"
-	}
-	return s
+	return printable(m.Message, 200)
 }

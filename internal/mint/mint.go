@@ -893,9 +893,12 @@ func (m *Manager) refused(ctx context.Context, rec store.Minted, cause error) {
 	m.settle(ctx, since, note)
 }
 
+// clip bounds an error's text (an upstream's words) to about 300 bytes
+// for an entry, a log line and last_error, never cutting a credential it
+// quotes in two (token.Clip): cut in its checksum, redaction would miss it.
 func clip(s string) string {
-	if len(s) > 300 {
-		return s[:300] + "…"
+	if c := token.Clip(s, 300); len(c) < len(s) {
+		return c + "…"
 	}
 	return s
 }

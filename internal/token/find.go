@@ -100,3 +100,28 @@ func allBase62(b []byte) bool {
 	}
 	return true
 }
+
+// Clip bounds text to at most limit bytes without cutting a credential in
+// two: redaction (Redact) replaces a whole token or password by its hint,
+// but one cut in its checksum is none to it, yet its characters before the
+// checksum give it whole (the checksum follows from them). So a run of a
+// credential's characters across the limit is left out whole. Callers
+// clip before they redact.
+func Clip(s string, limit int) string {
+	if len(s) <= limit {
+		return s
+	}
+	end := limit
+	if credChar(s[end]) {
+		for end > 0 && credChar(s[end-1]) {
+			end--
+		}
+	}
+	return s[:end]
+}
+
+// credChar: a character of a token, session value, minted password or
+// GitHub installation token (base64url and a JWT's dots included).
+func credChar(c byte) bool {
+	return 'a' <= c && c <= 'z' || 'A' <= c && c <= 'Z' || '0' <= c && c <= '9' || c == '_' || c == '-' || c == '.'
+}

@@ -1,9 +1,10 @@
 // Package token owns the format of mayfly's bearer tokens: job tokens
 // ("mfy_") and admin tokens ("mfya_"), and of the passwords it mints for
 // database roles ("mfyp_", same shape). It generates them, checks their
-// checksum, finds them in text, redacts them to hints and derives the keyed
-// hash under which a server stores them. It also knows the shape of admin
-// session values ("mfys_"), to redact them alike.
+// checksum, finds them in text, redacts them to hints, bounds text without
+// cutting one in two (Clip) and derives the keyed hash under which a
+// server stores them. It also knows the shape of admin session values
+// ("mfys_"), to redact them alike.
 //
 // It never stores a token and knows nothing of HTTP or storage: a checksum
 // tells a real mayfly token from a look-alike offline, it authenticates
