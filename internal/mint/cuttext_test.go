@@ -70,3 +70,37 @@ func TestFailureTextCutKeepsNoCredential(t *testing.T) {
 		}
 	}
 }
+
+// A failed revocation's text is kept in the record (last_error) as well as
+// in its audit entry: a mayfly token or minted password it quotes whole is
+// kept there as its hint, as the audit log and the logs keep it, never
+// whole in a database row.
+func TestFailureTextRowKeepsNoCredential(t *testing.T) {
+	job, err := token.New(token.Job)
+	if err != nil {
+		t.Fatal(err)
+	}
+	pw, err := token.NewPassword()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range []struct{ name, cred, hint string }{
+		{"job token", job, token.Hint(job)},
+		{"minted password", pw, token.PasswordHint(pw)},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t, storetest.SQLite(t))
+			h.lease(t, "lse_row")
+			is := h.mint(t, "lse_row")
+			h.up.failRevoke, h.up.failWith = 1, "the upstream refused "+tc.cred+" for now"
+			if err := h.m.RevokeLeases(ctx, []string{"lse_row"}, "leaked"); err != nil {
+				t.Fatal(err)
+			}
+			h.m.RevokeDue(ctx)
+			rec := h.record(t, is.ID)
+			if strings.Contains(rec.LastError, tc.cred) || !strings.Contains(rec.LastError, tc.hint) {
+				t.Errorf("last_error %q: want the credential as its hint %q", rec.LastError, tc.hint)
+			}
+		})
+	}
+}

@@ -472,7 +472,7 @@ func (m *Manager) mintFailed(ctx context.Context, ev audit.Event, cause error) {
 // auditFailure writes ev as the entry of a failed step (what), with the
 // cause's status (status when it names none) and its clipped text.
 func (m *Manager) auditFailure(ctx context.Context, ev audit.Event, cause error, status int, what string) {
-	ev.Status, ev.Reason = status, clip(cause.Error())
+	ev.Status, ev.Reason = status, errText(cause.Error())
 	var me *Error
 	if errors.As(cause, &me) {
 		ev.Status = me.Status
@@ -847,7 +847,7 @@ func (m *Manager) failed(ctx context.Context, r Record, cause error) {
 		backoff = m.cfg.MaxBackoff
 	}
 	backoff += time.Duration(mrand.Int64N(int64(backoff)/4 + 1))
-	msg := clip(cause.Error())
+	msg := errText(cause.Error())
 	m.cfg.Logger.Warn("mint: revocation failed; will retry", "id", rec.ID, "upstream", rec.Upstream, "attempt", rec.Attempts+1, "retry_in", backoff, "err", msg)
 	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
 		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "attempt": rec.Attempts + 1, "retry_in_s": int64(backoff.Seconds())}}
@@ -878,7 +878,7 @@ func (m *Manager) failed(ctx context.Context, r Record, cause error) {
 // its claim runs out.
 func (m *Manager) refused(ctx context.Context, rec store.Minted, cause error) {
 	m.m.revokeFailed.WithLabelValues(rec.Kind).Inc()
-	msg := clip(cause.Error())
+	msg := errText(cause.Error())
 	m.cfg.Logger.Error("mint: a credential's record does not verify; refused, left for an admin", "id", rec.ID, "upstream", rec.Upstream, "err", msg)
 	ev := audit.Event{Type: audit.TypeCredentialRevoke, Lease: rec.LeaseID, Upstream: rec.Upstream, Grant: rec.Grant, Status: 502,
 		Reason: msg, Detail: map[string]any{"credential": rec.ID, "kind": rec.Kind, "refused": true}}
@@ -893,12 +893,14 @@ func (m *Manager) refused(ctx context.Context, rec store.Minted, cause error) {
 	m.settle(ctx, since, note)
 }
 
-// clip bounds an error's text (an upstream's words) to about 300 bytes
-// for an entry, a log line and last_error, never cutting a credential it
-// quotes in two (token.Clip): cut in its checksum, redaction would miss it.
-func clip(s string) string {
+// errText is an error's text (an upstream's words) for an entry, a log
+// line and last_error: bounded to about 300 bytes, never cutting a
+// credential it quotes in two (token.Clip: cut in its checksum, redaction
+// would miss it), and with every mayfly credential as its hint, as the
+// audit log and the logs keep it (last_error is a database row).
+func errText(s string) string {
 	if c := token.Clip(s, 300); len(c) < len(s) {
-		return c + "…"
+		s = c + "…"
 	}
-	return s
+	return string(token.Redact([]byte(s)))
 }
