@@ -30,6 +30,7 @@ import (
 
 	"github.com/mayfly-sh/mayfly/internal/failclosed"
 	"github.com/mayfly-sh/mayfly/internal/jwa"
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // Defaults for Options fields left zero.
@@ -458,8 +459,8 @@ func headerHasPrivateJWK(proof string) bool {
 }
 
 func quote(s string) string {
-	if len(s) > 100 {
-		s = s[:100] + "…"
+	if c := token.Clip(s, 100); len(c) < len(s) {
+		s = c + "…" // never inside a credential: cut in its checksum, redaction would miss it
 	}
 	return strconv.Quote(s)
 }

@@ -30,6 +30,8 @@ import (
 	"unicode/utf8"
 
 	jose "github.com/go-jose/go-jose/v4"
+
+	"github.com/mayfly-sh/mayfly/internal/token"
 )
 
 // Defaults for Options fields left zero.
@@ -594,8 +596,8 @@ func claimString(c any) (string, bool) {
 
 // quote prints an untrusted value for an error: quoted, and cut to 100 bytes.
 func quote(s string) string {
-	if len(s) > 100 {
-		s = s[:100] + "…"
+	if c := token.Clip(s, 100); len(c) < len(s) {
+		s = c + "…" // never inside a credential: cut in its checksum, redaction would miss it
 	}
 	return strconv.Quote(s)
 }
