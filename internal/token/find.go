@@ -54,7 +54,8 @@ func Find(b []byte) []Match {
 }
 
 // Redact returns b with every checksum-valid mayfly token and minted
-// password, and every admin session value, replaced by its hint, or b
+// password, and every admin session value and GitHub-token-shaped value,
+// replaced by its hint, or b
 // itself when it holds none. It is how
 // logs and audit entries keep whole secrets of mayfly's own formats out
 // whatever a caller passes them.
@@ -73,17 +74,25 @@ func Redact(b []byte) []byte {
 	for _, off := range findSessions(b) {
 		ss = append(ss, span{off, SessionLen, sessionHint(b[off : off+SessionLen])})
 	}
+	for _, off := range findGitHub(b) {
+		ss = append(ss, span{off, gitHubLen, gitHubHint(b[off : off+gitHubLen])})
+	}
 	if len(ss) == 0 {
 		return b
 	}
 	// The formats cannot overlap: each starts with its own prefix, and
-	// "mfyp_" and "mfys_" are neither "mfy_" nor "mfya_" nor each other.
+	// "mfyp_" and "mfys_" are neither "mfy_" nor "mfya_" nor each other
+	// ("gh?_" could stand inside one: the earlier span wins below).
 	slices.SortFunc(ss, func(x, y span) int { return x.off - y.off })
 	out := make([]byte, 0, len(b))
 	last := 0
 	for _, sp := range ss {
 		if sp.off < last {
-			continue // overlapping the one before: a chance of 62^-6
+			// Overlapping the one before (a chance of 62^-6 between
+			// mayfly's formats; a GitHub-shaped run may hold one): its
+			// rest is hidden too.
+			last = max(last, sp.off+sp.n)
+			continue
 		}
 		out = append(out, b[last:sp.off]...)
 		out = append(out, sp.hint...)

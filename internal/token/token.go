@@ -4,7 +4,8 @@
 // checksum, finds them in text, redacts them to hints, bounds text without
 // cutting one in two (Clip) and derives the keyed hash under which a
 // server stores them. It also knows the shape of admin session values
-// ("mfys_"), to redact them alike.
+// ("mfys_") and of GitHub's tokens ("ghs_"…, which mayfly mints for jobs),
+// to redact them alike.
 //
 // It never stores a token and knows nothing of HTTP or storage: a checksum
 // tells a real mayfly token from a look-alike offline, it authenticates

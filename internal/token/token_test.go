@@ -224,7 +224,16 @@ func TestRedact(t *testing.T) {
 	// An admin session's value (SSO sign-in): no checksum, 43 base64url
 	// characters after its prefix.
 	s := SessionPrefix + "Ab3_-" + strings.Repeat("x", SessionLen-len(SessionPrefix)-5)
+	// A GitHub installation token (mayfly mints them): the prefix and 36
+	// base62 characters.
+	g := "ghs_" + "16C7e42F292c6912E7710c838347Ae178B4a" // mayfly:allow
 	tests := []struct{ in, want string }{
+		{"github said: bad credentials " + g + ".", "github said: bad credentials ghs_16C7…."},
+		{`\n` + g + "x", `\n` + "ghs_16C7…x"},
+		{"ghx_" + g[4:] + " " + g[:39], "ghx_" + g[4:] + " " + g[:39]}, // another letter; one short
+		// A GitHub token starting in a session-shaped run: its rest is
+		// hidden with the run.
+		{SessionPrefix + strings.Repeat("x", 39) + g + "!", SessionPrefix + "xxxx…!"},
 		{"/v1/admin/sessions/" + s, "/v1/admin/sessions/" + SessionPrefix + "Ab3_…"},
 		{"x" + s + "y " + j, "x" + SessionPrefix + "Ab3_…y " + Hint(j)},
 		{"Bearer " + s[:SessionLen-1], "Bearer " + s[:SessionLen-1]}, // one character short
