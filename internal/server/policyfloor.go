@@ -55,7 +55,7 @@ func floorFollower(path string, floor int64, log *slog.Logger) func(int64) {
 		if v <= floor {
 			return
 		}
-		if err := writeFileAtomic(path, []byte(strconv.FormatInt(v, 10)+"\n")); err != nil {
+		if err := writeFileAtomic(path, []byte(strconv.FormatInt(v, 10)+"\n"), 0o600); err != nil {
 			log.Error("recording what this node has followed in the data dir failed; a rollback of the database below it would not be noticed at the next start", "file", path, "value", v, "err", err)
 			return
 		}
@@ -63,17 +63,22 @@ func floorFollower(path string, floor int64, log *slog.Logger) func(int64) {
 	}
 }
 
-// writeFileAtomic replaces path with data (mode 0600): a crash leaves the
-// old file or the new one, never a torn one. The directory is synced too:
-// until then a power loss could undo the rename, and the floor would go
-// back below what this node has followed.
-func writeFileAtomic(path string, data []byte) error {
+// writeFileAtomic replaces path with data (mode perm): a crash leaves the
+// old file or the new one, never a torn one. Its temporary file is a new
+// one of a random name (O_EXCL): a fixed name in a shared directory could
+// be a link another user planted. The directory is synced too: until then
+// a power loss could undo the rename (a floor would go back below what
+// this node has followed).
+func writeFileAtomic(path string, data []byte, perm os.FileMode) error {
 	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
 		return err
 	}
 	tmp := f.Name()
 	_, err = f.Write(data)
+	if err == nil {
+		err = f.Chmod(perm)
+	}
 	if err == nil {
 		err = f.Sync()
 	}

@@ -14,7 +14,6 @@ import (
 	"net/netip"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -877,26 +876,6 @@ func storeMetrics(reg prometheus.Registerer) func(time.Duration, int, error) {
 	}
 }
 
-// writeAddrFile replaces path with url, whole or not at all. Its
-// temporary file is a new one of a random name (O_EXCL): a fixed name in
-// a shared directory could be a link another user planted, and writing
-// through it would overwrite the file it names.
-func writeAddrFile(path, url string) {
-	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*.tmp")
-	if err != nil {
-		return
-	}
-	_, err = f.WriteString(url + "\n")
-	if err == nil {
-		err = f.Chmod(0o644)
-	}
-	if cerr := f.Close(); err == nil {
-		err = cerr
-	}
-	if err == nil {
-		err = os.Rename(f.Name(), path)
-	}
-	if err != nil {
-		os.Remove(f.Name())
-	}
-}
+// writeAddrFile replaces path with url, whole or not at all (mode 0644:
+// others read it to find the server). A failure leaves the old file.
+func writeAddrFile(path, url string) { _ = writeFileAtomic(path, []byte(url+"\n"), 0o644) }
